@@ -1,0 +1,228 @@
+/*
+ * hp.h - declarations shared by the server's subsystems (not for pages).
+ *
+ * Each src/*.c owns one subsystem and says at its top what it owns and what
+ * it may not touch. This header is the contract between them.
+ */
+#ifndef HP_INTERNAL_H
+#define HP_INTERNAL_H
+
+#define HP_SERVER_BUILD 1
+#include "hotpub.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#define HP_VERSION_STRING "0.1.0"
+
+/* ---- configuration (config.c) ------------------------------------------ */
+
+struct hp_config {
+    char *docroot;       /* as given on the command line / config file      */
+    char *listen;        /* "ADDR:PORT"                                     */
+    int threads;         /* handler threads                                 */
+    int dev;             /* 1 dev, 0 production, -1 auto (dev on loopback)  */
+    char *cache_dir;     /* compile cache                                   */
+    char *cc;            /* page compiler                                   */
+    char *cflags;        /* extra flags for the page compiler               */
+    char *include_dir;   /* where hotpub.h lives                            */
+    double revalidate;   /* stat fallback period in seconds, 0 = off        */
+    int settle_ms;       /* quiet time after the last fs event              */
+    char *access_log;    /* path, "-" for stdout, "off"                     */
+    size_t max_body;     /* bytes; larger bodies get 413                    */
+    size_t max_header;   /* bytes; larger request heads get 431             */
+    int timeout;         /* idle connection timeout, seconds                */
+    int shutdown_timeout; /* bounded wait for in-flight requests, seconds   */
+    unsigned conn_limit; /* max simultaneous connections                    */
+};
+
+void hp_config_defaults(struct hp_config *c);
+/* Load an INI file into c. Returns 0, or -1 after printing the error. */
+int hp_config_load(struct hp_config *c, const char *path);
+/* Apply one setting by its config-file name ("listen", "threads", ...).
+ * Returns 0, or -1 with a message in err. */
+int hp_config_set(struct hp_config *c, const char *key, const char *value,
+                  char *err, size_t errlen);
+void hp_config_free(struct hp_config *c);
+
+/* ---- utilities (util.c) -------------------------------------------------- */
+
+void hp_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void hp_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void hp_vlog(const char *level, const char *fmt, va_list ap);
+
+void *hp_xmalloc(size_t n);
+void *hp_xcalloc(size_t n, size_t m);
+void *hp_xrealloc(void *p, size_t n);
+char *hp_xstrdup(const char *s);
+char *hp_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+struct hp_buf {
+    char *p;
+    size_t len, cap;
+};
+int hp_buf_reserve(struct hp_buf *b, size_t extra);
+int hp_buf_append(struct hp_buf *b, const void *data, size_t len);
+int hp_buf_puts(struct hp_buf *b, const char *s);
+int hp_buf_printf(struct hp_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int hp_buf_vprintf(struct hp_buf *b, const char *fmt, va_list ap);
+int hp_buf_html(struct hp_buf *b, const char *s);  /* HTML-escaped */
+int hp_buf_json(struct hp_buf *b, const char *s);  /* quoted JSON string */
+void hp_buf_free(struct hp_buf *b);
+
+/* 128-bit non-cryptographic hash, as 32 hex chars. */
+struct hp_hash {
+    uint64_t a, b;
+};
+void hp_hash_init(struct hp_hash *h);
+void hp_hash_update(struct hp_hash *h, const void *data, size_t len);
+void hp_hash_hex(const struct hp_hash *h, char out[33]);
+/* Hash a file's content into h. Returns 0, or -1 (errno set). */
+int hp_hash_file(struct hp_hash *h, const char *path);
+
+double hp_now(void);  /* CLOCK_MONOTONIC seconds */
+
+/* What identifies one state of a file: a change of any field is a change. */
+struct hp_fid {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    int64_t mtime_ns, ctime_ns;
+};
+/* stat() path into f. Returns 0, or -1 (errno set). */
+int hp_fid_stat(const char *path, struct hp_fid *f);
+bool hp_fid_eq(const struct hp_fid *a, const struct hp_fid *b);
+
+/* mkdir -p. Returns 0 or -1. */
+int hp_mkdirs(const char *path, mode_t mode);
+
+/* ---- compiling pages (compile.c) --------------------------------------- */
+
+struct hp_dep {
+    char *path;          /* absolute, inside the document root */
+    struct hp_fid fid;   /* as seen just before compiling      */
+};
+
+struct hp_artifact {
+    char *so_path;       /* shared object in the compile cache              */
+    struct hp_dep *deps; /* headers from inside the document root           */
+    size_t ndeps;
+    bool cache_hit;      /* true when no compiler ran                        */
+};
+
+struct hp_compiler;
+struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
+                                    const char *root_canon);
+void hp_compiler_free(struct hp_compiler *c);
+/*
+ * Produce a loadable object for a page source (.c: compile or take from the
+ * compile cache; .so: the file itself). On failure returns -1 and sets *diag
+ * to a malloc'd, human-readable diagnostic.
+ */
+int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
+               char **diag);
+void hp_artifact_free(struct hp_artifact *a);
+/* Number of compiler processes run (for tests and status). */
+unsigned long hp_compiler_runs(struct hp_compiler *c);
+
+/* ---- the module cache (cache.c) ---------------------------------------- */
+
+typedef struct hp_cache hp_cache;
+typedef struct hp_entry hp_entry;
+typedef struct hp_version hp_version;
+
+/* One loaded, immutable version of a module. Requests pin it. */
+struct hp_version {
+    atomic_long refs;      /* +1 while current, +1 per pinning request */
+    uint64_t id;
+    hp_entry *entry;
+    void *dl;              /* dlopen handle                           */
+    char *so_path;         /* private copy that was dlopen'ed          */
+    struct hp_fid src_fid; /* the source as compiled                   */
+    struct hp_dep *deps;
+    size_t ndeps;
+    double loaded_at;
+    hp_version *next_retired;
+};
+
+hp_cache *hp_cache_new(const struct hp_config *cfg, struct hp_compiler *cc);
+void hp_cache_free(hp_cache *c);
+
+enum hp_acquire {
+    HP_ACQ_OK,       /* *v is pinned; *err may still hold an error to show */
+    HP_ACQ_ERROR,    /* no version; *err holds the diagnostic              */
+    HP_ACQ_GONE,     /* the file no longer exists                          */
+};
+/*
+ * Pin the current version of the module at canonical path `path`, loading
+ * or reloading it first if it is new or marked stale. *err receives a
+ * malloc'd copy of the entry's last error (or NULL); the caller frees it.
+ */
+enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path,
+                                 hp_version **v, char **err);
+/* Unpin. The last unpin of a retired version unloads it. */
+void hp_version_release(hp_version *v);
+/* Look up an exported symbol of a version (NULL if absent). */
+void *hp_version_sym(hp_version *v, const char *name);
+
+/* The watcher says: this file (a page or a header) may have changed. Marks
+ * every entry that depends on it stale; returns how many. */
+int hp_cache_touch(hp_cache *c, const char *path);
+/* Reload every stale entry now (the eager compile, run off the request
+ * path by the watcher thread). */
+void hp_cache_refresh_stale(hp_cache *c);
+/* Mark everything stale (the --revalidate fallback). */
+void hp_cache_touch_all(hp_cache *c);
+
+void hp_cache_status_json(hp_cache *c, struct hp_buf *out);
+
+/* ---- URL resolution (resolve.c) ---------------------------------------- */
+
+enum hp_target_kind {
+    HP_T_NOTFOUND = 0,
+    HP_T_PAGE,       /* path = page source (.c or .so), handler = name    */
+    HP_T_STATIC,     /* path = the file                                   */
+};
+
+struct hp_target {
+    enum hp_target_kind kind;
+    char path[PATH_MAX];
+    char handler[128];
+};
+
+typedef struct hp_resolver hp_resolver;
+/* root must be canonical (realpath). */
+hp_resolver *hp_resolver_new(const char *root_canon);
+void hp_resolver_free(hp_resolver *r);
+/* Map a decoded URL path to a target. Never returns a path outside the root,
+ * a segment starting with '_' or '.', or a .c/.h/.so/.o file as static. */
+void hp_resolve(hp_resolver *r, const char *url_path, struct hp_target *t);
+/* Forget cached resolutions (the watcher calls it on namespace changes). */
+void hp_resolver_invalidate(hp_resolver *r);
+
+/* ---- watching the document root (watch.c) ----------------------------- */
+
+typedef struct hp_watch hp_watch;
+hp_watch *hp_watch_start(const struct hp_config *cfg, const char *root_canon,
+                         hp_cache *cache, hp_resolver *res);
+void hp_watch_stop(hp_watch *w);
+
+/* ---- the HTTP server (server.c) ---------------------------------------- */
+
+int hp_serve(struct hp_config *cfg);
+/* Compile every page under root; print diagnostics; 0 if all compiled. */
+int hp_check(struct hp_config *cfg);
+
+/* ---- requests (request.c) ---------------------------------------------- */
+
+const char *hp_mime_type(const char *path);
+
+#endif
