@@ -72,7 +72,6 @@ HP_EXPORT __attribute__((weak, used)) const int hp__abi_version = HP_ABI_VERSION
 
 const char *hp_method(hp_req *req);  /* "GET", "POST", ...                  */
 const char *hp_path(hp_req *req);    /* decoded URL path, "/a/b/name"       */
-const char *hp_query(hp_req *req);   /* raw query string without '?', or "" */
 const char *hp_filename(hp_req *req); /* absolute path of the page file     */
 const char *hp_handler_name(hp_req *req); /* "http_handler", "json", ...    */
 const char *hp_remote_addr(hp_req *req);  /* "127.0.0.1"                    */

@@ -1,11 +1,16 @@
 /*
  * hp.h - declarations shared by the server's subsystems (not for pages).
  *
- * Each src/*.c owns one subsystem and says at its top what it owns and what
+ * Each file in src/ owns one subsystem and says at its top what it owns and what
  * it may not touch. This header is the contract between them.
  */
 #ifndef HP_INTERNAL_H
 #define HP_INTERNAL_H
+
+/* Every file in src/ includes this header first. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
 
 #define HP_SERVER_BUILD 1
 #include "hotpub.h"
@@ -132,6 +137,17 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
 void hp_artifact_free(struct hp_artifact *a);
 /* Number of compiler processes run (for tests and status). */
 unsigned long hp_compiler_runs(struct hp_compiler *c);
+
+/* ---- loading objects (loader.c) --------------------------------------- */
+
+/* Copy `so` to a private path in rundir and dlopen it. Returns 0 with *dl
+ * and *priv (malloc'd) set, or -1 with *diag. */
+int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
+            char **priv, char **diag);
+void hp_unload(void *dl, const char *priv);
+/* <cache-dir>/run-<pid>, created empty; NULL on failure. */
+char *hp_rundir_create(const char *cache_dir);
+void hp_rundir_remove(const char *dir);
 
 /* ---- the module cache (cache.c) ---------------------------------------- */
 

@@ -1,0 +1,511 @@
+/*
+ * compile.c - turning a page source into a loadable shared object.
+ *
+ * Owns: the compile cache directory (<cache-dir>/obj), running the page
+ * compiler as a child process, reading its dependency list, and the
+ * diagnostics a failed compile produces.
+ * May not touch: the module cache, dlopen, or anything a request sees; it
+ * returns paths and text, and the caller decides what to do with them.
+ *
+ * Why a copy of the source is compiled rather than the file itself: the
+ * object must be built from exactly the bytes that were hashed into its
+ * cache key, even if an editor is rewriting the page at this moment. A
+ * `#line` directive keeps diagnostics and __FILE__ pointing at the real
+ * file, and `-iquote <dir>` keeps `#include "x.h"` finding its neighbours.
+ */
+#include "hp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define HP_DIAG_MAX (64 * 1024)
+#define HP_COMPILE_TIMEOUT_MS 60000
+
+struct hp_compiler {
+    char *root;       /* canonical document root, for dependency filtering */
+    char *objdir;     /* <cache-dir>/obj                                    */
+    char *cc;
+    char **flags;     /* cflags split on white space, NULL-terminated       */
+    char *include_dir;
+    char flags_key[33]; /* hash of everything but the source that shapes it */
+    atomic_ulong runs;
+    atomic_ulong seq;
+};
+
+static char **split_words(const char *s)
+{
+    size_t n = 0, cap = 8;
+    char **v = hp_xmalloc(cap * sizeof *v);
+    char *copy = hp_xstrdup(s ? s : "");
+    char *save = NULL;
+
+    for (char *w = strtok_r(copy, " \t\n", &save); w;
+         w = strtok_r(NULL, " \t\n", &save)) {
+        if (n + 2 > cap)
+            v = hp_xrealloc(v, (cap *= 2) * sizeof *v);
+        v[n++] = hp_xstrdup(w);
+    }
+    v[n] = NULL;
+    free(copy);
+    return v;
+}
+
+static char *find_include_dir(const struct hp_config *cfg)
+{
+    char exe[PATH_MAX], cand[PATH_MAX + 32];
+    ssize_t n;
+
+    if (cfg->include_dir)
+        return hp_xstrdup(cfg->include_dir);
+    /* An installed binary finds PREFIX/include next to PREFIX/bin. */
+    n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(cand, sizeof cand, "%s/../include/hotpub.h", exe);
+            if (access(cand, R_OK) == 0) {
+                snprintf(cand, sizeof cand, "%s/../include", exe);
+                char *real = realpath(cand, NULL);
+                if (real)
+                    return real;
+            }
+        }
+    }
+    return hp_xstrdup(HP_INCLUDE_DIR);
+}
+
+struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
+                                    const char *root_canon)
+{
+    struct hp_compiler *c = hp_xcalloc(1, sizeof *c);
+    struct hp_hash h;
+    char header[PATH_MAX + 16];
+
+    c->root = hp_xstrdup(root_canon);
+    c->objdir = hp_xasprintf("%s/obj", cfg->cache_dir);
+    c->cc = hp_xstrdup(cfg->cc ? cfg->cc : "cc");
+    c->flags = split_words(cfg->cflags);
+    c->include_dir = find_include_dir(cfg);
+    if (hp_mkdirs(c->objdir, 0700) < 0)
+        hp_log_error("cannot create compile cache %s: %s", c->objdir,
+                     strerror(errno));
+
+    /* The compiler, its flags, the ABI and the public header shape every
+     * object: a change of any of them must miss the cache. */
+    hp_hash_init(&h);
+    hp_hash_update(&h, HP_VERSION_STRING, sizeof HP_VERSION_STRING);
+    hp_hash_update(&h, c->cc, strlen(c->cc) + 1);
+    for (char **f = c->flags; *f; f++)
+        hp_hash_update(&h, *f, strlen(*f) + 1);
+    hp_hash_update(&h, c->include_dir, strlen(c->include_dir) + 1);
+    snprintf(header, sizeof header, "%s/hotpub.h", c->include_dir);
+    if (hp_hash_file(&h, header) < 0)
+        hp_log_error("cannot read %s: %s (pages will not compile)", header,
+                     strerror(errno));
+    hp_hash_hex(&h, c->flags_key);
+    return c;
+}
+
+void hp_compiler_free(struct hp_compiler *c)
+{
+    if (!c)
+        return;
+    for (char **f = c->flags; *f; f++)
+        free(*f);
+    free(c->flags);
+    free(c->root);
+    free(c->objdir);
+    free(c->cc);
+    free(c->include_dir);
+    free(c);
+}
+
+unsigned long hp_compiler_runs(struct hp_compiler *c)
+{
+    return atomic_load(&c->runs);
+}
+
+void hp_artifact_free(struct hp_artifact *a)
+{
+    free(a->so_path);
+    for (size_t i = 0; i < a->ndeps; i++)
+        free(a->deps[i].path);
+    free(a->deps);
+    memset(a, 0, sizeof *a);
+}
+
+static int read_file(const char *path, struct hp_buf *b)
+{
+    char chunk[16384];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    while ((n = read(fd, chunk, sizeof chunk)) > 0) {
+        if (hp_buf_append(b, chunk, (size_t)n) < 0) {
+            close(fd);
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+    close(fd);
+    return n < 0 ? -1 : 0;
+}
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+    const char *p = data;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            close(fd);
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return close(fd);
+}
+
+static bool inside_root(const struct hp_compiler *c, const char *path)
+{
+    size_t n = strlen(c->root);
+    return strncmp(path, c->root, n) == 0 && path[n] == '/';
+}
+
+static void add_dep(struct hp_artifact *a, const char *path)
+{
+    for (size_t i = 0; i < a->ndeps; i++)
+        if (strcmp(a->deps[i].path, path) == 0)
+            return;
+    a->deps = hp_xrealloc(a->deps, (a->ndeps + 1) * sizeof *a->deps);
+    a->deps[a->ndeps].path = hp_xstrdup(path);
+    memset(&a->deps[a->ndeps].fid, 0, sizeof a->deps[a->ndeps].fid);
+    a->ndeps++;
+}
+
+/*
+ * Parse a make-style depfile written by -MD: "target: dep dep \<nl> dep".
+ * Keeps only files inside the document root (system headers do not change
+ * under us; the public header is part of the flags key).
+ */
+static void parse_depfile(const struct hp_compiler *c, const char *text,
+                          const char *skip, struct hp_artifact *a)
+{
+    const char *p = strchr(text, ':');
+    char word[PATH_MAX];
+    size_t wl = 0;
+
+    if (!p)
+        return;
+    for (p++;; p++) {
+        bool end = (*p == '\0' || *p == ' ' || *p == '\n' || *p == '\t' ||
+                    (*p == '\\' && p[1] == '\n'));
+        if (*p == '\\' && p[1] == ' ') {
+            if (wl < sizeof word - 1)
+                word[wl++] = ' ';
+            p++;
+            continue;
+        }
+        if (!end) {
+            if (wl < sizeof word - 1)
+                word[wl++] = *p;
+            continue;
+        }
+        if (wl > 0) {
+            word[wl] = '\0';
+            char *real = realpath(word, NULL);
+            if (real && strcmp(real, skip) != 0 && inside_root(c, real))
+                add_dep(a, real);
+            free(real);
+            wl = 0;
+        }
+        if (*p == '\0')
+            break;
+        if (*p == '\\')
+            p++;
+    }
+}
+
+/* Meta file format: one line per dependency, "<content-hash> <path>". */
+static int write_meta(const char *path, const struct hp_artifact *a)
+{
+    struct hp_buf b = {0};
+    int r;
+
+    hp_buf_puts(&b, "");
+    for (size_t i = 0; i < a->ndeps; i++) {
+        struct hp_hash h;
+        char hex[33];
+        hp_hash_init(&h);
+        if (hp_hash_file(&h, a->deps[i].path) < 0) {
+            hp_buf_free(&b);
+            return -1;
+        }
+        hp_hash_hex(&h, hex);
+        hp_buf_printf(&b, "%s %s\n", hex, a->deps[i].path);
+    }
+    r = write_file(path, b.p, b.len);
+    hp_buf_free(&b);
+    return r;
+}
+
+/* A cache hit needs the object and every recorded header unchanged. */
+static bool meta_valid(const char *meta_path, struct hp_artifact *a)
+{
+    struct hp_buf b = {0};
+    char *save = NULL;
+    bool ok = true;
+
+    if (read_file(meta_path, &b) < 0) {
+        hp_buf_free(&b);
+        return false;
+    }
+    for (char *line = strtok_r(b.p ? b.p : (char *)"", "\n", &save);
+         line && ok; line = strtok_r(NULL, "\n", &save)) {
+        char hex[33];
+        struct hp_hash h;
+        if (strlen(line) < 34 || line[32] != ' ') {
+            ok = false;
+            break;
+        }
+        hp_hash_init(&h);
+        if (hp_hash_file(&h, line + 33) < 0) {
+            ok = false;
+            break;
+        }
+        hp_hash_hex(&h, hex);
+        ok = memcmp(hex, line, 32) == 0;
+        if (ok)
+            add_dep(a, line + 33);
+    }
+    hp_buf_free(&b);
+    return ok;
+}
+
+/*
+ * Run argv, collecting stdout+stderr into out (capped). Returns the exit
+ * status, or -1 if it could not run or was killed for taking too long.
+ */
+static int run_capture(char *const argv[], struct hp_buf *out)
+{
+    posix_spawn_file_actions_t fa;
+    int pipefd[2], status = 0;
+    pid_t pid;
+    double deadline = hp_now() + HP_COMPILE_TIMEOUT_MS / 1000.0;
+
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        return -1;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    if (err) {
+        hp_buf_printf(out, "cannot run %s: %s\n", argv[0], strerror(err));
+        close(pipefd[0]);
+        return -1;
+    }
+    for (;;) {
+        char chunk[4096];
+        struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
+        int left = (int)((deadline - hp_now()) * 1000);
+        if (left <= 0 || poll(&pfd, 1, left) == 0) {
+            kill(pid, SIGKILL);
+            hp_buf_printf(out, "\n%s: killed after %d s\n", argv[0],
+                          HP_COMPILE_TIMEOUT_MS / 1000);
+            status = -1;
+            break;
+        }
+        ssize_t n = read(pipefd[0], chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (out->len < HP_DIAG_MAX)
+            hp_buf_append(out, chunk, (size_t)n);
+    }
+    close(pipefd[0]);
+    int ws;
+    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+        ;
+    if (status < 0)
+        return -1;
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+}
+
+static char *dirname_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+        return hp_xstrdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+static int compile_source(struct hp_compiler *c, const char *src,
+                          const struct hp_buf *text, const char *key,
+                          struct hp_artifact *out, char **diag)
+{
+    unsigned long n = atomic_fetch_add(&c->seq, 1);
+    char *tmp_c = hp_xasprintf("%s/tmp-%d-%lu.c", c->objdir, getpid(), n);
+    char *tmp_so = hp_xasprintf("%s/tmp-%d-%lu.so", c->objdir, getpid(), n);
+    char *tmp_d = hp_xasprintf("%s/tmp-%d-%lu.d", c->objdir, getpid(), n);
+    char *final_so = hp_xasprintf("%s/%s.so", c->objdir, key);
+    char *final_meta = hp_xasprintf("%s/%s.deps", c->objdir, key);
+    char *srcdir = dirname_of(src);
+    char *inc = hp_xasprintf("-I%s", c->include_dir);
+    struct hp_buf body = {0}, log = {0};
+    int rc = -1;
+
+    /* #line makes diagnostics and __FILE__ name the real page. */
+    hp_buf_puts(&body, "#line 1 \"");
+    for (const char *p = src; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            hp_buf_append(&body, "\\", 1);
+        hp_buf_append(&body, p, 1);
+    }
+    hp_buf_puts(&body, "\"\n");
+    hp_buf_append(&body, text->p, text->len);
+
+    if (write_file(tmp_c, body.p, body.len) < 0) {
+        *diag = hp_xasprintf("cannot write %s: %s", tmp_c, strerror(errno));
+        goto out;
+    }
+
+    size_t nf = 0;
+    for (char **f = c->flags; *f; f++)
+        nf++;
+    char **argv = hp_xcalloc(nf + 20, sizeof *argv);
+    size_t a = 0;
+    argv[a++] = c->cc;
+    for (char **f = c->flags; *f; f++)
+        argv[a++] = *f;
+    argv[a++] = "-fPIC";
+    argv[a++] = "-shared";
+    argv[a++] = "-fvisibility=hidden";
+    argv[a++] = inc;
+    argv[a++] = "-iquote";
+    argv[a++] = srcdir;
+    argv[a++] = "-MD";
+    argv[a++] = "-MF";
+    argv[a++] = tmp_d;
+    argv[a++] = "-o";
+    argv[a++] = tmp_so;
+    argv[a++] = tmp_c;
+    argv[a] = NULL;
+
+    atomic_fetch_add(&c->runs, 1);
+    int st = run_capture(argv, &log);
+    free(argv);
+    if (st != 0) {
+        *diag = hp_xstrdup(log.len ? log.p : "the compiler failed silently");
+        goto out;
+    }
+
+    struct hp_buf deps = {0};
+    if (read_file(tmp_d, &deps) == 0 && deps.p)
+        parse_depfile(c, deps.p, src, out);
+    hp_buf_free(&deps);
+
+    /* Object first, then the meta that makes it a hit: a crash between the
+     * two leaves only an unused object behind. */
+    if (rename(tmp_so, final_so) < 0 || write_meta(tmp_d, out) < 0 ||
+        rename(tmp_d, final_meta) < 0) {
+        *diag = hp_xasprintf("cannot store %s: %s", final_so, strerror(errno));
+        goto out;
+    }
+    out->so_path = final_so;
+    final_so = NULL;
+    rc = 0;
+out:
+    unlink(tmp_c);
+    unlink(tmp_so);
+    unlink(tmp_d);
+    free(tmp_c);
+    free(tmp_so);
+    free(tmp_d);
+    free(final_so);
+    free(final_meta);
+    free(srcdir);
+    free(inc);
+    hp_buf_free(&body);
+    hp_buf_free(&log);
+    return rc;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
+               char **diag)
+{
+    struct hp_buf text = {0};
+    struct hp_hash h;
+    char key[33];
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    *diag = NULL;
+    if (ends_with(src, ".so")) {
+        /* A prebuilt object: the loader copies it to a private path. */
+        if (access(src, R_OK) < 0) {
+            *diag = hp_xasprintf("%s: %s", src, strerror(errno));
+            return -1;
+        }
+        out->so_path = hp_xstrdup(src);
+        out->cache_hit = true;
+        return 0;
+    }
+    if (read_file(src, &text) < 0) {
+        *diag = hp_xasprintf("%s: %s", src, strerror(errno));
+        hp_buf_free(&text);
+        return -1;
+    }
+    hp_hash_init(&h);
+    hp_hash_update(&h, c->flags_key, sizeof c->flags_key);
+    hp_hash_update(&h, src, strlen(src) + 1);
+    hp_hash_update(&h, text.p ? text.p : "", text.len);
+    hp_hash_hex(&h, key);
+
+    char *so = hp_xasprintf("%s/%s.so", c->objdir, key);
+    char *meta = hp_xasprintf("%s/%s.deps", c->objdir, key);
+    if (access(so, R_OK) == 0 && meta_valid(meta, out)) {
+        out->so_path = so;
+        out->cache_hit = true;
+        free(meta);
+        hp_buf_free(&text);
+        return 0;
+    }
+    free(so);
+    free(meta);
+    hp_artifact_free(out);
+    if (!text.p)
+        hp_buf_puts(&text, "");
+    rc = compile_source(c, src, &text, key, out, diag);
+    if (rc < 0)
+        hp_artifact_free(out);
+    hp_buf_free(&text);
+    return rc;
+}

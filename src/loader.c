@@ -1,0 +1,156 @@
+/*
+ * loader.c - mapping one version of a page into the process, and out again.
+ *
+ * Owns: the private run directory (<cache-dir>/run-<pid>), the private copy
+ * each version is loaded from, dlopen/dlclose, and the ABI check.
+ * May not touch: the module cache's entries or locks; it is handed a path
+ * and an id and gives back a handle, or takes them back.
+ *
+ * glibc hands back the already-loaded object when the path or the inode
+ * matches one it has open, so every version is copied to a fresh file of
+ * its own before dlopen: two versions of one page, or an A->B->A edit
+ * whose A is still serving a slow request, must never share a mapping.
+ * RTLD_LOCAL keeps two versions' symbols from binding to each other.
+ */
+#include "hp.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <unistd.h>
+
+static int copy_file(const char *from, const char *to)
+{
+    struct stat st;
+    int in = open(from, O_RDONLY | O_CLOEXEC), out = -1, rc = -1;
+    off_t off = 0;
+
+    if (in < 0 || fstat(in, &st) < 0)
+        goto done;
+    out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    if (out < 0)
+        goto done;
+    while (off < st.st_size) {
+        ssize_t n = sendfile(out, in, &off, (size_t)(st.st_size - off));
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR)
+                continue;
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    if (in >= 0)
+        close(in);
+    if (out >= 0 && close(out) < 0)
+        rc = -1;
+    if (rc < 0 && out >= 0)
+        unlink(to);
+    return rc;
+}
+
+int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
+            char **priv, char **diag)
+{
+    const char *base = strrchr(so, '/');
+    char *path;
+    void *h;
+
+    base = base ? base + 1 : so;
+    path = hp_xasprintf("%s/v%llu-%s", rundir, (unsigned long long)id, base);
+    if (copy_file(so, path) < 0) {
+        *diag = hp_xasprintf("cannot copy %s to %s: %s", so, path,
+                             strerror(errno));
+        free(path);
+        return -1;
+    }
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        *diag = hp_xasprintf("cannot load the page: %s", e ? e : "?");
+        unlink(path);
+        free(path);
+        return -1;
+    }
+    const int *abi = dlsym(h, "hp__abi_version");
+    if (!abi || *abi != HP_ABI_VERSION) {
+        *diag = abi ? hp_xasprintf("the page was built for hotpub ABI %d; "
+                                   "this server speaks %d: rebuild it",
+                                   *abi, HP_ABI_VERSION)
+                    : hp_xstrdup("not a hotpub page: it does not include "
+                                 "<hotpub.h> (no hp__abi_version symbol)");
+        dlclose(h);
+        unlink(path);
+        free(path);
+        return -1;
+    }
+    *dl = h;
+    *priv = path;
+    return 0;
+}
+
+void hp_unload(void *dl, const char *priv)
+{
+    if (dl && dlclose(dl) != 0)
+        hp_log_error("dlclose %s: %s", priv, dlerror());
+    if (priv)
+        unlink(priv);
+}
+
+/* Remove run directories left by servers that are gone (crash, kill -9). */
+static void sweep_dead_rundirs(const char *cache_dir)
+{
+    DIR *d = opendir(cache_dir);
+    struct dirent *de;
+
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        int pid;
+        if (sscanf(de->d_name, "run-%d", &pid) != 1 || pid == getpid())
+            continue;
+        if (kill(pid, 0) == 0 || errno == EPERM)
+            continue;
+        char *dir = hp_xasprintf("%s/%s", cache_dir, de->d_name);
+        hp_rundir_remove(dir);
+        free(dir);
+    }
+    closedir(d);
+}
+
+char *hp_rundir_create(const char *cache_dir)
+{
+    char *dir = hp_xasprintf("%s/run-%d", cache_dir, getpid());
+    if (hp_mkdirs(cache_dir, 0700) < 0 ||
+        (mkdir(dir, 0700) < 0 && errno != EEXIST)) {
+        hp_log_error("cannot create %s: %s", dir, strerror(errno));
+        free(dir);
+        return NULL;
+    }
+    sweep_dead_rundirs(cache_dir);
+    return dir;
+}
+
+void hp_rundir_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *p = hp_xasprintf("%s/%s", dir, de->d_name);
+        unlink(p);
+        free(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}

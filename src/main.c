@@ -1,0 +1,283 @@
+/*
+ * main.c - the command line: `hotpub serve|check [options] [DOCROOT]`.
+ *
+ * Owns: argv parsing, --help and --version, the order in which settings are
+ * applied (defaults, then the --config file, then flags, then the DOCROOT
+ * argument), and the exit status of usage errors (2).
+ * May not touch: the meaning or validation of any setting (every flag goes
+ * through hp_config_set, exactly like a config-file key), or anything the
+ * server does once hp_serve / hp_check is called.
+ */
+#include "hp.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXIT_USAGE 2
+
+enum {
+    O_HELP = 'h',
+    O_CONFIG = 256,
+    O_VERSION,
+    O_LISTEN,
+    O_THREADS,
+    O_DEV,
+    O_NO_DEV,
+    O_CACHE_DIR,
+    O_CC,
+    O_CFLAGS,
+    O_INCLUDE_DIR,
+    O_REVALIDATE,
+    O_SETTLE_MS,
+    O_ACCESS_LOG,
+    O_MAX_BODY,
+    O_MAX_HEADER,
+    O_TIMEOUT,
+    O_SHUTDOWN_TIMEOUT,
+    O_CONN_LIMIT,
+};
+
+/* A setting flag's name is its config key (--no-dev sets "dev"). */
+static const struct option long_opts[] = {
+    {"help", no_argument, NULL, O_HELP},
+    {"version", no_argument, NULL, O_VERSION},
+    {"config", required_argument, NULL, O_CONFIG},
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"dev", no_argument, NULL, O_DEV},
+    {"no-dev", no_argument, NULL, O_NO_DEV},
+    {"cache-dir", required_argument, NULL, O_CACHE_DIR},
+    {"cc", required_argument, NULL, O_CC},
+    {"cflags", required_argument, NULL, O_CFLAGS},
+    {"include-dir", required_argument, NULL, O_INCLUDE_DIR},
+    {"revalidate", required_argument, NULL, O_REVALIDATE},
+    {"settle-ms", required_argument, NULL, O_SETTLE_MS},
+    {"access-log", required_argument, NULL, O_ACCESS_LOG},
+    {"max-body", required_argument, NULL, O_MAX_BODY},
+    {"max-header", required_argument, NULL, O_MAX_HEADER},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN_TIMEOUT},
+    {"connection-limit", required_argument, NULL, O_CONN_LIMIT},
+    {NULL, 0, NULL, 0},
+};
+
+static const char *opt_name(int val)
+{
+    for (const struct option *o = long_opts; o->name; o++)
+        if (o->val == val)
+            return o->name;
+    return NULL;
+}
+
+/* 8388608 -> "8M", for the help text. */
+static void fmt_bytes(char *buf, size_t len, size_t v)
+{
+    if (v && v % (1u << 20) == 0)
+        snprintf(buf, len, "%zuM", v >> 20);
+    else if (v && v % (1u << 10) == 0)
+        snprintf(buf, len, "%zuK", v >> 10);
+    else
+        snprintf(buf, len, "%zu", v);
+}
+
+static void help(FILE *out)
+{
+    struct hp_config d;
+    char body[32], head[32];
+
+    hp_config_defaults(&d);
+    fmt_bytes(body, sizeof body, d.max_body);
+    fmt_bytes(head, sizeof head, d.max_header);
+    fprintf(
+        out,
+        "Usage: hotpub serve [OPTIONS] [DOCROOT]\n"
+        "       hotpub check [OPTIONS] DOCROOT\n"
+        "       hotpub --help | --version\n"
+        "\n"
+        "Commands:\n"
+        "  serve  serve the pages under DOCROOT (default: the config file's\n"
+        "         docroot, else the current directory)\n"
+        "  check  compile every page under DOCROOT, print diagnostics, and\n"
+        "         exit 0 only if all compiled\n"
+        "\n"
+        "Options (each is also a key of the config file's [server] section;\n"
+        "the config file is read first and flags override it):\n"
+        "  --config FILE               read settings from FILE (default: none)\n"
+        "  --listen ADDR:PORT          address to listen on; :PORT = all IPv4,\n"
+        "                              [::1]:PORT for IPv6 (default: %s)\n"
+        "  --threads N                 handler threads, 1-1024 or auto\n"
+        "                              (default: 2 x CPUs, at least 4; here %d)\n"
+        "  --dev, --no-dev             development mode on / off (default: on\n"
+        "                              when listening on loopback, else off)\n"
+        "  --cache-dir DIR             compile cache (default: %s)\n"
+        "  --cc CC                     page compiler (default: %s)\n"
+        "  --cflags FLAGS              page compiler flags (default: %s)\n"
+        "  --include-dir DIR           directory holding hotpub.h (default:\n"
+        "                              next to the binary, else built in)\n"
+        "  --revalidate SECONDS        also re-check every page this often;\n"
+        "                              0 = off (default: 0)\n"
+        "  --settle-ms MS              quiet time after a change before\n"
+        "                              recompiling (default: %d)\n"
+        "  --access-log PATH|-|off     access log; - = stdout (default: %s)\n"
+        "  --max-body BYTES            largest request body, k/m/g suffixes\n"
+        "                              allowed (default: %s)\n"
+        "  --max-header BYTES          largest request head (default: %s)\n"
+        "  --timeout SECONDS           idle connection timeout (default: %d)\n"
+        "  --shutdown-timeout SECONDS  wait for in-flight requests on\n"
+        "                              shutdown (default: %d)\n"
+        "  --connection-limit N        most simultaneous connections\n"
+        "                              (default: %u)\n"
+        "  -h, --help                  print this help and exit\n"
+        "  --version                   print the version and exit\n"
+        "\n"
+        "Exit status: 2 for a usage or configuration error; otherwise that of\n"
+        "the command. Full manual: docs/configuration.md.\n",
+        d.listen, d.threads, d.cache_dir, d.cc, d.cflags, d.settle_ms,
+        d.access_log, body, head, d.timeout, d.shutdown_timeout,
+        d.conn_limit);
+    hp_config_free(&d);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("hotpub: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'hotpub --help' for more information.\n", stderr);
+    return EXIT_USAGE;
+}
+
+struct flag {
+    const char *key;   /* hp_config_set key */
+    const char *value;
+    const char *as;    /* the flag as typed, for messages */
+};
+
+int main(int argc, char **argv)
+{
+    const char *cmd, *config_path = NULL, *docroot = NULL;
+    struct flag *flags;
+    size_t nflags = 0;
+    struct hp_config cfg;
+    char err[512];
+    int opt, rc;
+
+    if (argc < 2)
+        return usage_error("missing command (serve or check)");
+    cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+        strcmp(cmd, "help") == 0) {
+        help(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("hotpub %s\n", HP_VERSION_STRING);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "check") != 0) {
+        if (cmd[0] == '-')
+            return usage_error("the command (serve or check) comes first, "
+                               "before options like '%s'",
+                               cmd);
+        return usage_error("unknown command '%s' (expected serve or check)",
+                           cmd);
+    }
+
+    /* Collect the flags; they are applied after the config file is read, so
+     * their position on the line does not matter. argv[1] becomes getopt's
+     * argv[0], which names the program in getopt's own messages. */
+    flags = calloc((size_t)argc, sizeof *flags);
+    if (!flags) {
+        fputs("hotpub: out of memory\n", stderr);
+        return 1;
+    }
+    argv[1] = "hotpub";
+    opterr = 1;
+    while ((opt = getopt_long(argc - 1, argv + 1, "h", long_opts, NULL)) !=
+           -1) {
+        struct flag *f = &flags[nflags];
+        switch (opt) {
+        case O_HELP:
+            help(stdout);
+            free(flags);
+            return 0;
+        case O_VERSION:
+            printf("hotpub %s\n", HP_VERSION_STRING);
+            free(flags);
+            return 0;
+        case O_CONFIG:
+            config_path = optarg;
+            break;
+        case O_DEV:
+        case O_NO_DEV:
+            f->key = "dev";
+            f->value = opt == O_DEV ? "true" : "false";
+            f->as = opt == O_DEV ? "--dev" : "--no-dev";
+            nflags++;
+            break;
+        case '?':
+            free(flags);
+            fputs("Try 'hotpub --help' for more information.\n", stderr);
+            return EXIT_USAGE;
+        default:
+            f->key = opt_name(opt);
+            f->value = optarg;
+            f->as = f->key;
+            nflags++;
+            break;
+        }
+    }
+    argv[1] = (char *)cmd;
+
+    /* What is left: at most one DOCROOT. */
+    {
+        int first = optind + 1, left = argc - first;
+        if (left > 1) {
+            free(flags);
+            return usage_error("too many arguments: '%s' after DOCROOT '%s'",
+                               argv[first + 1], argv[first]);
+        }
+        if (left == 1)
+            docroot = argv[first];
+    }
+
+    hp_config_defaults(&cfg);
+    if (config_path && hp_config_load(&cfg, config_path) < 0) {
+        hp_config_free(&cfg);
+        free(flags);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < nflags; i++) {
+        if (hp_config_set(&cfg, flags[i].key, flags[i].value, err,
+                          sizeof err) < 0) {
+            const char *as = flags[i].as;
+            hp_config_free(&cfg);
+            free(flags);
+            return usage_error("%s%s: %s", as[0] == '-' ? "" : "--", as, err);
+        }
+    }
+    free(flags);
+
+    if (docroot && hp_config_set(&cfg, "docroot", docroot, err, sizeof err) < 0) {
+        hp_config_free(&cfg);
+        return usage_error("DOCROOT: %s", err);
+    }
+    if (!cfg.docroot) {
+        if (strcmp(cmd, "check") == 0) {
+            hp_config_free(&cfg);
+            return usage_error("check needs a DOCROOT (an argument, or "
+                               "docroot in the --config file)");
+        }
+        hp_config_set(&cfg, "docroot", ".", err, sizeof err);
+    }
+
+    rc = strcmp(cmd, "serve") == 0 ? hp_serve(&cfg) : hp_check(&cfg);
+    hp_config_free(&cfg);
+    return rc < 0 || rc > 255 ? 1 : rc;
+}

@@ -1,0 +1,443 @@
+/*
+ * request.c - the page-facing API: everything declared in hotpub.h that a
+ * handler calls on its hp_req.
+ *
+ * Owns: argument parsing (query and form), request-scoped memory, the
+ * response body buffer and response headers as a page sets them.
+ * May not touch: the module cache, the resolver, or sending anything: the
+ * response is only assembled here; server.c sends it.
+ */
+#include "request.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct hp_alloc_block {
+    struct hp_alloc_block *next;
+    max_align_t data[];
+};
+
+void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
+                 const char *path, const char *version)
+{
+    memset(req, 0, sizeof *req);
+    req->conn = conn;
+    req->method = method;
+    req->path = path;
+    req->version = version;
+    req->status = 200;
+    req->is_head = strcmp(method, "HEAD") == 0;
+    req->started = hp_now();
+}
+
+void hp_req_cleanup(hp_req *req)
+{
+    for (struct hp_alloc_block *b = req->blocks, *n; b; b = n) {
+        n = b->next;
+        free(b);
+    }
+    req->blocks = NULL;
+    free(req->args.v);
+    free(req->headers.v);
+    hp_buf_free(&req->body);
+    hp_buf_free(&req->out);
+}
+
+/* ---- request-scoped memory --------------------------------------------- */
+
+void *hp_alloc(hp_req *req, size_t size)
+{
+    if (size > SIZE_MAX - sizeof(struct hp_alloc_block))
+        return NULL;
+    struct hp_alloc_block *b = malloc(sizeof *b + size);
+    if (!b)
+        return NULL;
+    b->next = req->blocks;
+    req->blocks = b;
+    return b->data;
+}
+
+char *hp_strdup(hp_req *req, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = hp_alloc(req, n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+char *hp_sprintf(hp_req *req, const char *fmt, ...)
+{
+    va_list ap, ap2;
+    va_start(ap, fmt);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *p = n < 0 ? NULL : hp_alloc(req, (size_t)n + 1);
+    if (p)
+        vsnprintf(p, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    return p;
+}
+
+/* ---- request data ------------------------------------------------------- */
+
+const char *hp_method(hp_req *req)
+{
+    return req->method;
+}
+
+const char *hp_path(hp_req *req)
+{
+    return req->path;
+}
+
+const char *hp_filename(hp_req *req)
+{
+    return req->target.path;
+}
+
+const char *hp_handler_name(hp_req *req)
+{
+    return req->target.handler;
+}
+
+const char *hp_remote_addr(hp_req *req)
+{
+    return req->remote;
+}
+
+const char *hp_header(hp_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *hp_cookie(hp_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND, name);
+}
+
+const char *hp_body(hp_req *req, size_t *len)
+{
+    if (len)
+        *len = req->body.len;
+    return req->body.p ? req->body.p : "";
+}
+
+static void kv_add(struct hp_kvlist *l, const char *name, const char *value)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->v = hp_xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n].name = name;
+    l->v[l->n].value = value;
+    l->n++;
+}
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind,
+                                   const char *key, const char *value)
+{
+    kv_add(cls, key, value ? value : "");
+    return MHD_YES;
+}
+
+/* Query arguments come first, so a form field never shadows the URL's. */
+static void parse_args(hp_req *req)
+{
+    if (req->args_parsed)
+        return;
+    req->args_parsed = true;
+    struct hp_kvlist form = req->args;
+    memset(&req->args, 0, sizeof req->args);
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, collect_arg,
+                              &req->args);
+    for (size_t i = 0; i < form.n; i++)
+        kv_add(&req->args, form.v[i].name, form.v[i].value);
+    free(form.v);
+}
+
+const char *hp_arg_n(hp_req *req, const char *name, unsigned i)
+{
+    parse_args(req);
+    for (size_t k = 0; k < req->args.n; k++)
+        if (strcmp(req->args.v[k].name, name) == 0 && i-- == 0)
+            return req->args.v[k].value;
+    return NULL;
+}
+
+const char *hp_arg(hp_req *req, const char *name)
+{
+    return hp_arg_n(req, name, 0);
+}
+
+unsigned hp_arg_count(hp_req *req, const char *name)
+{
+    unsigned n = 0;
+    parse_args(req);
+    for (size_t k = 0; k < req->args.n; k++)
+        n += strcmp(req->args.v[k].name, name) == 0;
+    return n;
+}
+
+/* ---- form bodies -------------------------------------------------------- */
+
+struct form_state {
+    hp_req *req;
+    struct hp_buf *cur; /* value being assembled across chunks */
+    const char *cur_key;
+};
+
+static void form_finish(struct form_state *fs)
+{
+    if (!fs->cur_key)
+        return;
+    char *v = hp_alloc(fs->req, fs->cur->len + 1);
+    if (v) {
+        memcpy(v, fs->cur->p ? fs->cur->p : "", fs->cur->len);
+        v[fs->cur->len] = '\0';
+        kv_add(&fs->req->args, fs->cur_key, v);
+    }
+    fs->cur->len = 0;
+    fs->cur_key = NULL;
+}
+
+static enum MHD_Result form_field(void *cls, enum MHD_ValueKind kind,
+                                  const char *key, const char *filename,
+                                  const char *content_type,
+                                  const char *transfer_encoding,
+                                  const char *data, uint64_t off, size_t size)
+{
+    struct form_state *fs = cls;
+    /* libmicrohttpd hands a value over in chunks; off == 0 starts one. */
+    if (off == 0 || !fs->cur_key || strcmp(fs->cur_key, key) != 0) {
+        form_finish(fs);
+        fs->cur_key = hp_strdup(fs->req, key);
+    }
+    if (size && hp_buf_append(fs->cur, data, size) < 0)
+        return MHD_NO;
+    return MHD_YES;
+}
+
+void hp_req_parse_form(hp_req *req)
+{
+    struct hp_buf cur = {0};
+    struct form_state fs = {.req = req, .cur = &cur};
+
+    if (!req->body.len)
+        return;
+    struct MHD_PostProcessor *pp =
+        MHD_create_post_processor(req->conn, 16 * 1024, form_field, &fs);
+    if (!pp)
+        return; /* not a form content type: the raw body is still there */
+    MHD_post_process(pp, req->body.p, req->body.len);
+    MHD_destroy_post_processor(pp);
+    form_finish(&fs);
+    hp_buf_free(&cur);
+}
+
+/* ---- the response ------------------------------------------------------- */
+
+int hp_write(hp_req *req, const void *data, size_t len)
+{
+    return hp_buf_append(&req->out, data, len) < 0 ? -1 : HP_OK;
+}
+
+int hp_puts(hp_req *req, const char *s)
+{
+    return hp_write(req, s, strlen(s));
+}
+
+int hp_vprintf(hp_req *req, const char *fmt, va_list ap)
+{
+    return hp_buf_vprintf(&req->out, fmt, ap) < 0 ? -1 : HP_OK;
+}
+
+int hp_printf(hp_req *req, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = hp_vprintf(req, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int hp_write_html(hp_req *req, const char *s)
+{
+    return hp_buf_html(&req->out, s ? s : "") < 0 ? -1 : HP_OK;
+}
+
+void hp_status(hp_req *req, int code)
+{
+    if (code >= 100 && code <= 599)
+        req->status = code;
+}
+
+static bool header_safe(const char *s)
+{
+    for (; *s; s++)
+        if (*s == '\r' || *s == '\n')
+            return false;
+    return true;
+}
+
+void hp_req_add_header(hp_req *req, const char *name, const char *value)
+{
+    kv_add(&req->headers, name, value);
+    if (strcasecmp(name, "Content-Type") == 0)
+        req->has_content_type = true;
+}
+
+int hp_set_header(hp_req *req, const char *name, const char *value)
+{
+    if (!name || !value || !*name || !header_safe(name) || !header_safe(value))
+        return -1;
+    for (const char *p = name; *p; p++)
+        if (*p <= ' ' || *p == ':' || *p >= 127)
+            return -1;
+    bool multi = strcasecmp(name, "Set-Cookie") == 0;
+    char *n = hp_strdup(req, name), *v = hp_strdup(req, value);
+    if (!n || !v)
+        return -1;
+    if (!multi) {
+        for (size_t i = 0; i < req->headers.n; i++) {
+            if (strcasecmp(req->headers.v[i].name, name) == 0) {
+                req->headers.v[i].value = v;
+                return HP_OK;
+            }
+        }
+    }
+    hp_req_add_header(req, n, v);
+    return HP_OK;
+}
+
+int hp_set_cookie(hp_req *req, const char *name, const char *value,
+                  const char *attrs)
+{
+    for (const char *p = name; p && *p; p++)
+        if (*p <= ' ' || *p == '=' || *p == ';' || *p >= 127)
+            return -1;
+    for (const char *p = value; p && *p; p++)
+        if (*p < ' ' || *p == ';' || *p == ',' || *p >= 127)
+            return -1;
+    if (!name || !*name || !value)
+        return -1;
+    char *line = attrs && *attrs ? hp_sprintf(req, "%s=%s; %s", name, value,
+                                              attrs)
+                                 : hp_sprintf(req, "%s=%s", name, value);
+    return line ? hp_set_header(req, "Set-Cookie", line) : -1;
+}
+
+int hp_redirect(hp_req *req, const char *location)
+{
+    if (hp_set_header(req, "Location", location) < 0)
+        return -1;
+    bool safe = strcmp(req->method, "GET") == 0 || req->is_head;
+    req->status = safe ? 302 : 303;
+    return HP_OK;
+}
+
+void hp_log(hp_req *req, const char *fmt, ...)
+{
+    struct hp_buf b = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    hp_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    hp_log_info("%s [%s]: %s", req->target.path, req->target.handler,
+                b.p ? b.p : "");
+    hp_buf_free(&b);
+}
+
+const char *hp_status_text(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status >= 500 ? "Server Error"
+                    : status >= 400 ? "Client Error" : "OK";
+    }
+}
+
+void hp_req_error_body(hp_req *req, int status, const char *detail_html)
+{
+    req->out.len = 0;
+    hp_buf_printf(&req->out,
+                  "<!doctype html>\n<title>%d %s</title>\n<h1>%d %s</h1>\n",
+                  status, hp_status_text(status), status,
+                  hp_status_text(status));
+    if (detail_html)
+        hp_buf_puts(&req->out, detail_html);
+}
+
+/* ---- MIME types for static files ---------------------------------------- */
+
+static const struct {
+    const char *ext, *type;
+} mime_types[] = {
+    {"html", "text/html; charset=utf-8"},
+    {"htm", "text/html; charset=utf-8"},
+    {"css", "text/css; charset=utf-8"},
+    {"js", "text/javascript; charset=utf-8"},
+    {"mjs", "text/javascript; charset=utf-8"},
+    {"json", "application/json"},
+    {"txt", "text/plain; charset=utf-8"},
+    {"md", "text/markdown; charset=utf-8"},
+    {"xml", "application/xml"},
+    {"svg", "image/svg+xml"},
+    {"png", "image/png"},
+    {"jpg", "image/jpeg"},
+    {"jpeg", "image/jpeg"},
+    {"gif", "image/gif"},
+    {"webp", "image/webp"},
+    {"avif", "image/avif"},
+    {"ico", "image/x-icon"},
+    {"woff", "font/woff"},
+    {"woff2", "font/woff2"},
+    {"ttf", "font/ttf"},
+    {"otf", "font/otf"},
+    {"pdf", "application/pdf"},
+    {"wasm", "application/wasm"},
+    {"mp4", "video/mp4"},
+    {"webm", "video/webm"},
+    {"mp3", "audio/mpeg"},
+    {"ogg", "audio/ogg"},
+    {"wav", "audio/wav"},
+    {"zip", "application/zip"},
+    {"gz", "application/gzip"},
+    {"csv", "text/csv; charset=utf-8"},
+};
+
+const char *hp_mime_type(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    const char *slash = strrchr(path, '/');
+    if (dot && (!slash || dot > slash)) {
+        for (size_t i = 0; i < sizeof mime_types / sizeof *mime_types; i++)
+            if (strcasecmp(dot + 1, mime_types[i].ext) == 0)
+                return mime_types[i].type;
+    }
+    return "application/octet-stream";
+}

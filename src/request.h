@@ -1,0 +1,64 @@
+/*
+ * request.h - the request object shared by request.c (the page API) and
+ * server.c (which fills it from libmicrohttpd and turns it into a response).
+ * Pages never see this layout; they get an opaque hp_req.
+ */
+#ifndef HP_REQUEST_H
+#define HP_REQUEST_H
+
+#include "hp.h"
+
+#include <microhttpd.h>
+
+struct hp_kv {
+    const char *name, *value;
+};
+
+struct hp_kvlist {
+    struct hp_kv *v;
+    size_t n, cap;
+};
+
+struct hp_alloc_block;
+
+struct hp_req {
+    struct MHD_Connection *conn;
+    const char *method;  /* owned by libmicrohttpd, valid for the request */
+    const char *path;
+    const char *version;
+    char remote[64];
+    double started;
+
+    struct hp_target target;
+    hp_version *ver;
+
+    /* request body, buffered up to max_body */
+    struct hp_buf body;
+    bool body_too_large;
+    bool is_head;
+
+    /* query arguments (parsed on first use), then form fields */
+    bool args_parsed;
+    struct hp_kvlist args;
+
+    /* response */
+    int status;
+    struct hp_buf out;
+    struct hp_kvlist headers;   /* strings from hp_alloc */
+    bool has_content_type;
+
+    struct hp_alloc_block *blocks;
+};
+
+void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
+                 const char *path, const char *version);
+void hp_req_cleanup(hp_req *req);
+/* Parse form fields from the buffered body (urlencoded or multipart). */
+void hp_req_parse_form(hp_req *req);
+/* Add a response header without validation (server-generated values). */
+void hp_req_add_header(hp_req *req, const char *name, const char *value);
+/* Write the short standard body for an error status. */
+void hp_req_error_body(hp_req *req, int status, const char *detail_html);
+const char *hp_status_text(int status);
+
+#endif

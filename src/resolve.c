@@ -1,0 +1,542 @@
+/*
+ * resolve.c - mapping decoded URL paths to files under the document root.
+ *
+ * Owns: the URL -> file rules (page source, page handler, static file), the
+ * security rules that keep every answer inside the root and away from
+ * private names ('_' or '.' segments, sources, headers, objects, config),
+ * and the resolution cache that makes a repeated URL cost no syscalls.
+ *
+ * May not touch: the module cache (loading, compiling, pinning pages), HTTP
+ * (status codes, headers, reading files for the response), or the watcher;
+ * the watcher tells us about changes through hp_resolver_invalidate().
+ *
+ * Rules, for P = root/seg1/.../segN:
+ *   1. P is a directory: P/index.c, else P/index.so (handler http_handler),
+ *      else P/index.html (static), else not found.
+ *   2. P is a regular file: static, unless its name says source or binary.
+ *   3. P.c, else P.so: handler http_handler.
+ *   4. The last segment names a handler of Q = P minus its last segment:
+ *      Q.c, else Q.so, else Q/index.c, else Q/index.so.
+ * Whatever is chosen must still be inside the root, and public, once every
+ * symlink is resolved; otherwise the answer is "not found", never a
+ * fallback to a later rule (a refused symlink must not unmask another file).
+ */
+#include "hp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RC_BUCKETS 8192         /* power of two */
+#define RC_MAX_ENTRIES 8192     /* random URLs cannot grow memory ... */
+#define RC_MAX_BYTES (8u << 20) /* ... by count, nor by long keys */
+#define HANDLER_MAX 100
+#define URL_MAX (PATH_MAX - 64)
+
+struct rc_entry {
+    struct rc_entry *next;
+    uint64_t hash;
+    size_t keylen;
+    enum hp_target_kind kind;
+    const char *path; /* point into buf */
+    const char *handler;
+    char buf[]; /* key \0 path \0 handler \0 */
+};
+
+struct hp_resolver {
+    char *root; /* canonical, no trailing '/'; "" for "/" */
+    size_t rootlen;
+    atomic_uint_fast64_t gen; /* bumped by invalidate */
+    pthread_rwlock_t lock;    /* guards everything below */
+    uint64_t tab_gen;         /* generation the table's entries belong to */
+    size_t count, bytes;
+    struct rc_entry *tab[RC_BUCKETS];
+};
+
+/* A path being built; every append checks for room so no rule can be
+ * tricked into a truncated (and so different) path. */
+struct rpath {
+    char s[PATH_MAX];
+    size_t len;
+};
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n);
+
+    if (p == NULL)
+        abort();
+    return p;
+}
+
+/* ---- paths ---------------------------------------------------------- */
+
+static int rp_add(struct rpath *p, const char *s, size_t n)
+{
+    if (n >= sizeof(p->s) - p->len)
+        return -1;
+    memcpy(p->s + p->len, s, n);
+    p->len += n;
+    p->s[p->len] = '\0';
+    return 0;
+}
+
+static int rp_adds(struct rpath *p, const char *s)
+{
+    return rp_add(p, s, strlen(s));
+}
+
+/* root + "/" + rel[0..n) ; n == 0 gives the root itself. */
+static int rp_under_root(struct rpath *p, const hp_resolver *r, const char *rel,
+                         size_t n)
+{
+    p->len = 0;
+    p->s[0] = '\0';
+    if (rp_add(p, r->root, r->rootlen) < 0)
+        return -1;
+    if (n == 0)
+        return r->rootlen ? 0 : rp_adds(p, "/");
+    if (rp_adds(p, "/") < 0)
+        return -1;
+    return rp_add(p, rel, n);
+}
+
+static int rp_with(struct rpath *out, const struct rpath *base,
+                   const char *suffix)
+{
+    *out = *base;
+    return rp_adds(out, suffix);
+}
+
+static bool is_reg(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+
+    return n >= m && memcmp(s + n - m, suffix, m) == 0;
+}
+
+/* Files whose name says they are code, objects or settings: serving them as
+ * text would leak sources or server configuration. */
+static bool private_ext(const char *name)
+{
+    static const char *const exts[] = {".c", ".h", ".so", ".o", ".d", ".ini"};
+
+    for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++)
+        if (ends_with(name, exts[i]))
+            return true;
+    return false;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash ? slash + 1 : path;
+}
+
+/* ---- the URL -------------------------------------------------------- */
+
+/* Segments are refused rather than normalised: "..", "_x", ".x" and a
+ * backslash (a separator to some tools) never reach the file system. */
+static bool seg_ok(const char *s, size_t n)
+{
+    if (s[0] == '_' || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c < 0x20 || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Turn "/a//b/c/" into "a/b/c" in rel. *last is the offset of the last
+ * segment, *nseg the count. Returns -1 if any segment is refused.
+ */
+static int url_to_rel(const char *url, char *rel, size_t *rellen, size_t *last,
+                      size_t *nseg)
+{
+    size_t len = 0;
+
+    *last = 0;
+    *nseg = 0;
+    while (*url) {
+        size_t n = strcspn(url, "/");
+
+        if (n > 0) {
+            if (!seg_ok(url, n))
+                return -1;
+            if (len > 0)
+                rel[len++] = '/';
+            *last = len;
+            memcpy(rel + len, url, n);
+            len += n;
+            (*nseg)++;
+        }
+        url += n;
+        if (*url == '/')
+            url++;
+    }
+    rel[len] = '\0';
+    *rellen = len;
+    return 0;
+}
+
+/* A handler is looked up as the symbol hp__handler_<name>: keep it a plain
+ * C identifier, and never one of the reserved '_' names. */
+static bool handler_ok(const char *s)
+{
+    size_t n = 0;
+
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')))
+        return false;
+    for (; s[n]; n++) {
+        char c = s[n];
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return n <= HANDLER_MAX;
+}
+
+/* ---- choosing a file -------------------------------------------------- */
+
+static void set_notfound(struct hp_target *t)
+{
+    t->kind = HP_T_NOTFOUND;
+    t->path[0] = '\0';
+    t->handler[0] = '\0';
+}
+
+/* The canonical path must lie strictly under the root and every segment
+ * below the root must be public: a symlink may rename, never escape. */
+static bool canon_ok(const hp_resolver *r, const char *canon)
+{
+    const char *rel = canon + r->rootlen;
+
+    if (strncmp(canon, r->root, r->rootlen) != 0 || rel[0] != '/' ||
+        rel[1] == '\0')
+        return false;
+    for (const char *s = rel; s; s = strchr(s + 1, '/'))
+        if (s[1] == '_' || s[1] == '.' || s[1] == '/' || s[1] == '\0')
+            return false;
+    return true;
+}
+
+/*
+ * Commit to file: fill t, or NOTFOUND if it escapes or is private once
+ * symlinks are resolved. A page must keep its kind (.c or .so) after
+ * resolution, since the compiler goes by the name it is given.
+ */
+static void choose(const hp_resolver *r, enum hp_target_kind kind,
+                   const char *file, const char *handler, struct hp_target *t)
+{
+    char canon[PATH_MAX];
+    struct stat st;
+
+    set_notfound(t);
+    if (realpath(file, canon) == NULL || !canon_ok(r, canon))
+        return;
+    /* The file was picked by name; what counts is what it is now. */
+    if (stat(canon, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    if (kind == HP_T_STATIC && private_ext(base_name(canon)))
+        return;
+    if (kind == HP_T_PAGE &&
+        !ends_with(canon, ends_with(file, ".c") ? ".c" : ".so"))
+        return;
+    t->kind = kind;
+    strcpy(t->path, canon);
+    snprintf(t->handler, sizeof(t->handler), "%s", handler ? handler : "");
+}
+
+/* base + each suffix in turn; the first regular file is chosen. Returns
+ * true when one was chosen (even if choose() then refused it). */
+static bool try_page(const hp_resolver *r, const struct rpath *base,
+                     const char *const *suffixes, const char *handler,
+                     struct hp_target *t)
+{
+    struct rpath p;
+
+    for (; *suffixes; suffixes++) {
+        if (rp_with(&p, base, *suffixes) == 0 && is_reg(p.s)) {
+            choose(r, HP_T_PAGE, p.s, handler, t);
+            return true;
+        }
+    }
+    return false;
+}
+
+static const char *const page_ext[] = {".c", ".so", NULL};
+static const char *const index_page[] = {"/index.c", "/index.so", NULL};
+
+static void resolve_dir(const hp_resolver *r, const struct rpath *dir,
+                        struct hp_target *t)
+{
+    struct rpath p;
+
+    if (try_page(r, dir, index_page, "http_handler", t))
+        return;
+    if (rp_with(&p, dir, "/index.html") == 0 && is_reg(p.s))
+        choose(r, HP_T_STATIC, p.s, NULL, t);
+    else
+        set_notfound(t);
+}
+
+/* Rule 4: the last segment names a handler of the page one level up. */
+static void resolve_handler(const hp_resolver *r, const char *rel, size_t last,
+                            size_t nseg, struct hp_target *t)
+{
+    const char *name = rel + last;
+    size_t qlen = last ? last - 1 : 0; /* drop the '/' before name */
+    struct rpath q;
+
+    set_notfound(t);
+    if (!handler_ok(name) || rp_under_root(&q, r, rel, qlen) < 0)
+        return;
+    /* For nseg == 1, Q is the root itself: "root.c" is outside the root. */
+    if (nseg >= 2 && try_page(r, &q, page_ext, name, t))
+        return;
+    if (is_dir(q.s))
+        try_page(r, &q, index_page, name, t);
+}
+
+/*
+ * Resolve against the file system. Returns false when the URL was refused
+ * by its text alone: that answer costs no syscalls, so caching it would
+ * only let junk URLs evict useful entries.
+ */
+static bool resolve_fs(const hp_resolver *r, const char *url,
+                       struct hp_target *t)
+{
+    char rel[PATH_MAX];
+    size_t rellen, last, nseg;
+    struct rpath p;
+    struct stat st;
+
+    set_notfound(t);
+    if (url[0] != '/' || strlen(url) > URL_MAX)
+        return false;
+    if (url_to_rel(url, rel, &rellen, &last, &nseg) < 0 ||
+        rp_under_root(&p, r, rel, rellen) < 0)
+        return false;
+    if (stat(p.s, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            resolve_dir(r, &p, t);
+            return true;
+        }
+        if (S_ISREG(st.st_mode) && nseg > 0) {
+            if (!private_ext(rel + last))
+                choose(r, HP_T_STATIC, p.s, NULL, t);
+            return true;
+        }
+    }
+    if (nseg > 0 && !try_page(r, &p, page_ext, "http_handler", t))
+        resolve_handler(r, rel, last, nseg, t);
+    return true;
+}
+
+/* ---- the cache ------------------------------------------------------- */
+
+_Static_assert(HANDLER_MAX < sizeof(((struct hp_target *)0)->handler),
+               "handler names must fit struct hp_target");
+
+static uint64_t hash_key(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static struct rc_entry *rc_find(const hp_resolver *r, const char *key, size_t n,
+                                uint64_t h)
+{
+    struct rc_entry *e = r->tab[h & (RC_BUCKETS - 1)];
+
+    for (; e; e = e->next)
+        if (e->hash == h && e->keylen == n && memcmp(e->buf, key, n) == 0)
+            return e;
+    return NULL;
+}
+
+/* The hit path: a read lock and a copy, no syscalls. Entries of an older
+ * generation are ignored here and dropped by the next insert. */
+static bool rc_lookup(hp_resolver *r, const char *key, size_t n, uint64_t h,
+                      struct hp_target *t)
+{
+    struct rc_entry *e = NULL;
+
+    pthread_rwlock_rdlock(&r->lock);
+    if (r->tab_gen == atomic_load(&r->gen))
+        e = rc_find(r, key, n, h);
+    if (e) {
+        t->kind = e->kind;
+        strcpy(t->path, e->path);
+        strcpy(t->handler, e->handler);
+    }
+    pthread_rwlock_unlock(&r->lock);
+    return e != NULL;
+}
+
+static void rc_clear(hp_resolver *r)
+{
+    for (size_t i = 0; i < RC_BUCKETS; i++) {
+        while (r->tab[i]) {
+            struct rc_entry *e = r->tab[i];
+
+            r->tab[i] = e->next;
+            free(e);
+        }
+    }
+    r->count = 0;
+    r->bytes = 0;
+}
+
+static struct rc_entry *rc_entry_new(const char *key, size_t n, uint64_t h,
+                                     const struct hp_target *t, size_t *size)
+{
+    size_t plen = strlen(t->path), hlen = strlen(t->handler);
+    struct rc_entry *e;
+    char *p;
+
+    *size = sizeof(*e) + n + plen + hlen + 3;
+    e = xmalloc(*size);
+    e->next = NULL;
+    e->hash = h;
+    e->keylen = n;
+    e->kind = t->kind;
+    p = e->buf;
+    memcpy(p, key, n + 1);
+    e->path = p += n + 1;
+    memcpy(p, t->path, plen + 1);
+    e->handler = p += plen + 1;
+    memcpy(p, t->handler, hlen + 1);
+    return e;
+}
+
+/*
+ * Remember a result computed at generation gen. If an invalidate happened
+ * since, the file system may have changed under the computation, so the
+ * result is dropped rather than cached under the new generation.
+ */
+static void rc_insert(hp_resolver *r, const char *key, size_t n, uint64_t h,
+                      uint64_t gen, const struct hp_target *t)
+{
+    size_t size;
+    struct rc_entry *e = rc_entry_new(key, n, h, t, &size);
+
+    pthread_rwlock_wrlock(&r->lock);
+    if (gen != atomic_load(&r->gen) ||
+        (r->tab_gen == gen && rc_find(r, key, n, h))) {
+        pthread_rwlock_unlock(&r->lock);
+        free(e);
+        return;
+    }
+    if (r->tab_gen != gen) {
+        rc_clear(r);
+        r->tab_gen = gen;
+    }
+    if (r->count >= RC_MAX_ENTRIES || r->bytes + size > RC_MAX_BYTES)
+        rc_clear(r);
+    e->next = r->tab[h & (RC_BUCKETS - 1)];
+    r->tab[h & (RC_BUCKETS - 1)] = e;
+    r->count++;
+    r->bytes += size;
+    pthread_rwlock_unlock(&r->lock);
+}
+
+/* ---- the API ---------------------------------------------------------- */
+
+static void rc_lock_init(pthread_rwlock_t *lock)
+{
+    pthread_rwlockattr_t attr;
+
+    pthread_rwlockattr_init(&attr);
+#ifdef PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP
+    /* glibc prefers readers by default; a steady stream of hits could then
+     * starve the thread that wants to insert a miss. */
+    pthread_rwlockattr_setkind_np(&attr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    if (pthread_rwlock_init(lock, &attr) != 0)
+        abort();
+    pthread_rwlockattr_destroy(&attr);
+}
+
+hp_resolver *hp_resolver_new(const char *root_canon)
+{
+    hp_resolver *r;
+    size_t n;
+
+    if (root_canon == NULL || root_canon[0] != '/')
+        return NULL;
+    n = strlen(root_canon);
+    while (n > 0 && root_canon[n - 1] == '/')
+        n--; /* "/" becomes "", so root + "/x" works */
+    if (n >= PATH_MAX)
+        return NULL;
+    r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        abort();
+    r->root = xmalloc(n + 1);
+    memcpy(r->root, root_canon, n);
+    r->root[n] = '\0';
+    r->rootlen = n;
+    atomic_init(&r->gen, 0);
+    rc_lock_init(&r->lock);
+    return r;
+}
+
+void hp_resolver_free(hp_resolver *r)
+{
+    if (r == NULL)
+        return;
+    rc_clear(r);
+    pthread_rwlock_destroy(&r->lock);
+    free(r->root);
+    free(r);
+}
+
+void hp_resolve(hp_resolver *r, const char *url_path, struct hp_target *t)
+{
+    uint64_t h, gen;
+    size_t n;
+
+    if (url_path == NULL || (n = strlen(url_path)) > URL_MAX) {
+        set_notfound(t);
+        return;
+    }
+    h = hash_key(url_path, n);
+    if (rc_lookup(r, url_path, n, h, t))
+        return;
+    /* Read before touching the file system: see rc_insert(). */
+    gen = atomic_load(&r->gen);
+    if (resolve_fs(r, url_path, t))
+        rc_insert(r, url_path, n, h, gen, t);
+}
+
+void hp_resolver_invalidate(hp_resolver *r)
+{
+    atomic_fetch_add(&r->gen, 1);
+}

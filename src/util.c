@@ -1,0 +1,318 @@
+/*
+ * util.c - logging, allocation, growable buffers, hashing, file identity.
+ *
+ * Owns: the error log format (timestamped lines on stderr), the 128-bit
+ * content hash used to key the compile cache, and struct hp_fid.
+ * May not touch: anything with state beyond a log lock; no subsystem logic.
+ */
+#include "hp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void hp_vlog(const char *level, const char *fmt, va_list ap)
+{
+    char ts[32];
+    struct timespec now;
+    struct tm tm;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    /* One lock so lines from concurrent requests never interleave. */
+    pthread_mutex_lock(&log_lock);
+    fprintf(stderr, "%s.%03ldZ [%s] ", ts, now.tv_nsec / 1000000, level);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    pthread_mutex_unlock(&log_lock);
+}
+
+void hp_log_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    hp_vlog("error", fmt, ap);
+    va_end(ap);
+}
+
+void hp_log_info(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    hp_vlog("info", fmt, ap);
+    va_end(ap);
+}
+
+static void oom(void)
+{
+    /* Nothing sensible survives a failed small allocation in a server
+     * thread; fail loudly rather than limp on with NULLs. */
+    fputs("hotpub: out of memory\n", stderr);
+    abort();
+}
+
+void *hp_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+void *hp_xcalloc(size_t n, size_t m)
+{
+    void *p = calloc(n ? n : 1, m ? m : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+void *hp_xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p)
+        oom();
+    return p;
+}
+
+char *hp_xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    if (!p)
+        oom();
+    return p;
+}
+
+char *hp_xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        oom();
+    va_end(ap);
+    return s;
+}
+
+int hp_buf_reserve(struct hp_buf *b, size_t extra)
+{
+    size_t want, cap;
+    char *p;
+
+    if (extra > SIZE_MAX - b->len - 1)
+        return -1;
+    want = b->len + extra + 1;
+    if (want <= b->cap)
+        return 0;
+    cap = b->cap ? b->cap : 256;
+    while (cap < want)
+        cap = cap > SIZE_MAX / 2 ? want : cap * 2;
+    p = realloc(b->p, cap);
+    if (!p)
+        return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int hp_buf_append(struct hp_buf *b, const void *data, size_t len)
+{
+    if (hp_buf_reserve(b, len) < 0)
+        return -1;
+    if (len)
+        memcpy(b->p + b->len, data, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+int hp_buf_puts(struct hp_buf *b, const char *s)
+{
+    return hp_buf_append(b, s, strlen(s));
+}
+
+int hp_buf_vprintf(struct hp_buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    int n;
+
+    if (hp_buf_reserve(b, 128) < 0)
+        return -1;
+    va_copy(ap2, ap);
+    n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return -1;
+    if ((size_t)n >= b->cap - b->len) {
+        if (hp_buf_reserve(b, (size_t)n) < 0)
+            return -1;
+        vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    }
+    b->len += (size_t)n;
+    return 0;
+}
+
+int hp_buf_printf(struct hp_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int r;
+    va_start(ap, fmt);
+    r = hp_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+int hp_buf_html(struct hp_buf *b, const char *s)
+{
+    const char *run = s;
+
+    for (; *s; s++) {
+        const char *rep;
+        switch (*s) {
+        case '&': rep = "&amp;"; break;
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '"': rep = "&quot;"; break;
+        case '\'': rep = "&#39;"; break;
+        default: continue;
+        }
+        if (hp_buf_append(b, run, (size_t)(s - run)) < 0 ||
+            hp_buf_puts(b, rep) < 0)
+            return -1;
+        run = s + 1;
+    }
+    return hp_buf_append(b, run, (size_t)(s - run));
+}
+
+int hp_buf_json(struct hp_buf *b, const char *s)
+{
+    if (!s)
+        return hp_buf_puts(b, "null");
+    if (hp_buf_append(b, "\"", 1) < 0)
+        return -1;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        int r;
+        if (c == '"' || c == '\\')
+            r = hp_buf_printf(b, "\\%c", c);
+        else if (c == '\n')
+            r = hp_buf_puts(b, "\\n");
+        else if (c < 0x20)
+            r = hp_buf_printf(b, "\\u%04x", c);
+        else
+            r = hp_buf_append(b, s, 1);
+        if (r < 0)
+            return -1;
+    }
+    return hp_buf_append(b, "\"", 1);
+}
+
+void hp_buf_free(struct hp_buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+/*
+ * Two FNV-1a style lanes with different primes and offsets give 128 bits:
+ * enough that two different sources never share a compile-cache slot by
+ * accident. It is not a defence against someone who can already write
+ * pages (they can run code anyway).
+ */
+void hp_hash_init(struct hp_hash *h)
+{
+    h->a = 0xcbf29ce484222325ULL;
+    h->b = 0x84222325cbf29ce4ULL;
+}
+
+void hp_hash_update(struct hp_hash *h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t a = h->a, b = h->b;
+    for (size_t i = 0; i < len; i++) {
+        a = (a ^ p[i]) * 0x100000001b3ULL;
+        b = (b ^ p[i]) * 0x10000000233ULL;
+        b ^= b >> 29;
+    }
+    h->a = a;
+    h->b = b;
+}
+
+void hp_hash_hex(const struct hp_hash *h, char out[33])
+{
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h->a,
+             (unsigned long long)h->b);
+}
+
+int hp_hash_file(struct hp_hash *h, const char *path)
+{
+    char chunk[16384];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    while ((n = read(fd, chunk, sizeof chunk)) > 0)
+        hp_hash_update(h, chunk, (size_t)n);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return n < 0 ? -1 : 0;
+}
+
+double hp_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int hp_fid_stat(const char *path, struct hp_fid *f)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return -1;
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+    f->size = st.st_size;
+    f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    f->ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+    return 0;
+}
+
+bool hp_fid_eq(const struct hp_fid *a, const struct hp_fid *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+int hp_mkdirs(const char *path, mode_t mode)
+{
+    char tmp[PATH_MAX];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(tmp, path, len + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}

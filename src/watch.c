@@ -1,0 +1,238 @@
+/*
+ * watch.c - noticing changes under the document root.
+ *
+ * Owns: the inotify instance and its watch descriptors (one per directory),
+ * the settle window that groups a burst of events, the eager recompile that
+ * runs on this thread so requests rarely wait for the compiler, and the
+ * --revalidate stat-based fallback.
+ * May not touch: versions or HTTP. It tells the cache which paths changed
+ * (hp_cache_touch) and the resolver that names may have moved
+ * (hp_resolver_invalidate); they decide what that means.
+ *
+ * Only completed writes count: IN_CLOSE_WRITE (an editor writing in place,
+ * cp), IN_MOVED_TO (write-temp-then-rename), IN_DELETE/IN_MOVED_FROM and
+ * IN_ATTRIB (touch, chmod). IN_MODIFY is not watched, so a file still being
+ * written is not picked up half-way; the cache also compares the file's
+ * identity before and after compiling and retries if it moved.
+ */
+#include "hp.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#define WATCH_MASK                                                             \
+    (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |    \
+     IN_ATTRIB | IN_DELETE_SELF | IN_ONLYDIR)
+
+struct hp_watch {
+    const struct hp_config *cfg;
+    char *root;
+    hp_cache *cache;
+    hp_resolver *res;
+    int ifd, stopfd;
+    char **dirs; /* indexed by watch descriptor */
+    size_t ndirs;
+    char **pending;
+    size_t npending;
+    pthread_t thread;
+};
+
+static void add_dir(struct hp_watch *w, const char *path);
+
+static void remember(struct hp_watch *w, int wd, const char *path)
+{
+    if ((size_t)wd >= w->ndirs) {
+        size_t n = (size_t)wd + 64;
+        w->dirs = hp_xrealloc(w->dirs, n * sizeof *w->dirs);
+        memset(w->dirs + w->ndirs, 0, (n - w->ndirs) * sizeof *w->dirs);
+        w->ndirs = n;
+    }
+    free(w->dirs[wd]);
+    w->dirs[wd] = hp_xstrdup(path);
+}
+
+/* Watch a directory and, recursively, every subdirectory not starting with
+ * '.' (a .git or .cache tree is never published and can be huge). */
+static void add_dir(struct hp_watch *w, const char *path)
+{
+    int wd = inotify_add_watch(w->ifd, path, WATCH_MASK);
+    if (wd < 0) {
+        hp_log_error("inotify_add_watch %s: %s (raise "
+                     "fs.inotify.max_user_watches or use --revalidate)",
+                     path, strerror(errno));
+        return;
+    }
+    remember(w, wd, path);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || de->d_type != DT_DIR)
+            continue;
+        char *sub = hp_xasprintf("%s/%s", path, de->d_name);
+        add_dir(w, sub);
+        free(sub);
+    }
+    closedir(d);
+}
+
+static void pend(struct hp_watch *w, const char *path)
+{
+    for (size_t i = 0; i < w->npending; i++)
+        if (strcmp(w->pending[i], path) == 0)
+            return;
+    w->pending = hp_xrealloc(w->pending, (w->npending + 1) * sizeof *w->pending);
+    w->pending[w->npending++] = hp_xstrdup(path);
+}
+
+/* The settle window is over: reload what changed, off the request path. */
+static void flush(struct hp_watch *w)
+{
+    for (size_t i = 0; i < w->npending; i++)
+        free(w->pending[i]);
+    w->npending = 0;
+    hp_cache_refresh_stale(w->cache);
+}
+
+static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
+{
+    if (ev->mask & IN_Q_OVERFLOW) {
+        /* Events were lost: assume everything changed. */
+        hp_resolver_invalidate(w->res);
+        hp_cache_touch_all(w->cache);
+        pend(w, w->root);
+        return;
+    }
+    if (ev->wd < 0 || (size_t)ev->wd >= w->ndirs || !w->dirs[ev->wd])
+        return;
+    if (ev->mask & (IN_IGNORED | IN_DELETE_SELF)) {
+        hp_resolver_invalidate(w->res);
+        return;
+    }
+    if (!ev->len)
+        return;
+    char *path = hp_xasprintf("%s/%s", w->dirs[ev->wd], ev->name);
+    if (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))
+        hp_resolver_invalidate(w->res);
+    if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
+        ev->name[0] != '.') {
+        add_dir(w, path);
+        /* Files may have landed in it before the watch existed. */
+        hp_cache_touch_all(w->cache);
+    }
+    if (!(ev->mask & IN_ISDIR) &&
+        (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+                     IN_DELETE | IN_ATTRIB))) {
+        /* Mark now, so requests from here on revalidate; compile after the
+         * burst settles. */
+        if (hp_cache_touch(w->cache, path) > 0)
+            pend(w, path);
+    }
+    free(path);
+}
+
+static void *watch_main(void *arg)
+{
+    struct hp_watch *w = arg;
+    char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+    double settle = w->cfg->settle_ms / 1000.0;
+    double deadline = 0, next_reval = 0;
+    double reval = w->cfg->revalidate;
+
+    if (w->ifd < 0 && reval <= 0)
+        reval = 1.0;
+    if (reval > 0)
+        next_reval = hp_now() + reval;
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = w->stopfd, .events = POLLIN},
+                                {.fd = w->ifd, .events = POLLIN}};
+        double now = hp_now(), until = 1e9;
+        if (w->npending)
+            until = deadline;
+        if (reval > 0 && next_reval < until)
+            until = next_reval;
+        int timeout = until >= 1e9 ? -1 : (int)((until - now) * 1000) + 1;
+        if (timeout < -1)
+            timeout = 0;
+        int n = poll(pfd, w->ifd >= 0 ? 2 : 1, timeout);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (pfd[0].revents)
+            break;
+        if (n > 0 && (pfd[1].revents & POLLIN)) {
+            ssize_t len = read(w->ifd, buf, sizeof buf);
+            for (char *p = buf; len > 0 && p < buf + len;) {
+                const struct inotify_event *ev = (const void *)p;
+                handle_event(w, ev);
+                p += sizeof *ev + ev->len;
+            }
+            if (w->npending)
+                deadline = hp_now() + settle;
+        }
+        now = hp_now();
+        if (w->npending && now >= deadline)
+            flush(w);
+        if (reval > 0 && now >= next_reval) {
+            hp_resolver_invalidate(w->res);
+            hp_cache_touch_all(w->cache);
+            hp_cache_refresh_stale(w->cache);
+            next_reval = hp_now() + reval;
+        }
+    }
+    return NULL;
+}
+
+hp_watch *hp_watch_start(const struct hp_config *cfg, const char *root_canon,
+                         hp_cache *cache, hp_resolver *res)
+{
+    struct hp_watch *w = hp_xcalloc(1, sizeof *w);
+    w->cfg = cfg;
+    w->root = hp_xstrdup(root_canon);
+    w->cache = cache;
+    w->res = res;
+    w->stopfd = eventfd(0, EFD_CLOEXEC);
+    w->ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (w->ifd < 0)
+        hp_log_error("inotify unavailable (%s): falling back to stat every "
+                     "%.1f s", strerror(errno),
+                     cfg->revalidate > 0 ? cfg->revalidate : 1.0);
+    else
+        add_dir(w, root_canon);
+    if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
+        hp_log_error("cannot start the watcher thread");
+        hp_watch_stop(w);
+        return NULL;
+    }
+    return w;
+}
+
+void hp_watch_stop(hp_watch *w)
+{
+    if (!w)
+        return;
+    if (w->thread) {
+        uint64_t one = 1;
+        if (write(w->stopfd, &one, sizeof one) < 0)
+            hp_log_error("cannot stop the watcher: %s", strerror(errno));
+        pthread_join(w->thread, NULL);
+    }
+    if (w->ifd >= 0)
+        close(w->ifd);
+    close(w->stopfd);
+    for (size_t i = 0; i < w->ndirs; i++)
+        free(w->dirs[i]);
+    for (size_t i = 0; i < w->npending; i++)
+        free(w->pending[i]);
+    free(w->pending);
+    free(w->dirs);
+    free(w->root);
+    free(w);
+}
