@@ -66,7 +66,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- the settings --------------------------------------------------------- */
+/* ---- the settings ------------------------------------------------------- */
 
 enum key {
     K_DOCROOT,
@@ -114,9 +114,9 @@ static const char *const key_names[K_COUNT] = {
 #define SETTLE_MS_MAX 10000
 #define REVALIDATE_MIN 0.01 /* when not 0: a smaller period is a busy loop */
 #define REVALIDATE_MAX 86400.0
-#define MAX_BODY_MAX (1024ULL << 30)   /* 1024G */
-#define MAX_HEADER_MIN (1ULL << 10)    /* 1K */
-#define MAX_HEADER_MAX (1ULL << 20)    /* 1M */
+#define MAX_BODY_MAX (1024ULL << 30) /* 1024G */
+#define MAX_HEADER_MIN (1ULL << 10)  /* 1K */
+#define MAX_HEADER_MAX (1ULL << 20)  /* 1M */
 #define TIMEOUT_MIN 1
 #define TIMEOUT_MAX 86400
 #define SHUTDOWN_TIMEOUT_MAX 3600
@@ -352,8 +352,8 @@ static int parse_listen(const char *s, char *out, size_t outlen, char *err,
     }
     if (strspn(port_s, "0123456789") != strlen(port_s) ||
         !parse_int(port_s, 1, 65535, &port)) {
-        set_err(err, errlen, "port must be a number from 1 to 65535, got \"%s\"",
-                port_s);
+        set_err(err, errlen,
+                "port must be a number from 1 to 65535, got \"%s\"", port_s);
         return -1;
     }
     if (!inet_ntop(af, bin, canon, sizeof canon)) {
@@ -438,13 +438,14 @@ static int set_nonempty(char **slot, const char *value, const char *what,
     return 0;
 }
 
-static int set_int(int *slot, const char *value, long min, long max,
-                   char *err, size_t errlen)
+static int set_int(int *slot, const char *value, long min, long max, char *err,
+                   size_t errlen)
 {
     long v;
     if (!parse_int(value, min, max, &v)) {
-        set_err(err, errlen, "expected a whole number from %ld to %ld, got \"%s\"",
-                min, max, value);
+        set_err(err, errlen,
+                "expected a whole number from %ld to %ld, got \"%s\"", min, max,
+                value);
         return -1;
     }
     *slot = (int)v;
@@ -530,7 +531,8 @@ int hp_config_set(struct hp_config *c, const char *key, const char *value,
         replace_str(&c->cflags, value); /* empty: no extra flags */
         return 0;
     case K_INCLUDE_DIR:
-        replace_str(&c->include_dir, value[0] ? value : NULL); /* "": built-in */
+        replace_str(&c->include_dir,
+                    value[0] ? value : NULL); /* "": built-in */
         return 0;
     case K_REVALIDATE:
         if (!parse_seconds(value, REVALIDATE_MIN, REVALIDATE_MAX,
@@ -580,13 +582,13 @@ int hp_config_set(struct hp_config *c, const char *key, const char *value,
 struct load_ctx {
     struct hp_config *cfg;
     const char *path;
-    char *dir;       /* the file's directory, NULL when it is "." */
+    char *dir; /* the file's directory, NULL when it is "." */
     FILE *f;
-    char *line;      /* the raw current line, from getline */
+    char *line; /* the raw current line, from getline */
     size_t linecap;
     int lineno;
-    bool indented;   /* the current line starts with white space */
-    int err_line;    /* first error we found (0: none) */
+    bool indented; /* the current line starts with white space */
+    int err_line;  /* first error we found (0: none) */
     char err[768];
 };
 
@@ -704,6 +706,16 @@ static int load_handler(void *user, const char *section, const char *name,
     }
     if (!value) {
         load_fail(x, "%s: a value is required", key_names[k]);
+        return 0;
+    }
+
+    /* inih ends a value only at " ;": "listen = :80  # public" would keep
+     * the "# public", which no setting means. */
+    if (strstr(value, " #") || strstr(value, "\t#")) {
+        load_fail(x,
+                  "%s: '#' starts a comment only at the start of a line; "
+                  "use ';' for a comment after a value",
+                  key_names[k]);
         return 0;
     }
 

@@ -82,6 +82,20 @@ static void fmt_bytes(char *buf, size_t len, size_t v)
         snprintf(buf, len, "%zu", v);
 }
 
+/* One line of the option list: the option (or "") and its description. */
+static void row(FILE *out, const char *opt, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void row(FILE *out, const char *opt, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(out, "  %-26s  ", opt);
+    va_start(ap, fmt);
+    vfprintf(out, fmt, ap);
+    va_end(ap);
+    fputc('\n', out);
+}
+
 static void help(FILE *out)
 {
     struct hp_config d;
@@ -90,57 +104,60 @@ static void help(FILE *out)
     hp_config_defaults(&d);
     fmt_bytes(body, sizeof body, d.max_body);
     fmt_bytes(head, sizeof head, d.max_header);
-    fprintf(
-        out,
-        "Usage: hotpub serve [OPTIONS] [DOCROOT]\n"
-        "       hotpub check [OPTIONS] DOCROOT\n"
-        "       hotpub --help | --version\n"
-        "\n"
-        "Commands:\n"
-        "  serve  serve the pages under DOCROOT (default: the config file's\n"
-        "         docroot, else the current directory)\n"
-        "  check  compile every page under DOCROOT, print diagnostics, and\n"
-        "         exit 0 only if all compiled\n"
-        "\n"
-        "Options (each is also a key of the config file's [server] section;\n"
-        "the config file is read first and flags override it):\n"
-        "  --config FILE               read settings from FILE (default: none)\n"
-        "  --listen ADDR:PORT          address to listen on; :PORT = all IPv4,\n"
-        "                              [::1]:PORT for IPv6 (default: %s)\n"
-        "  --threads N                 handler threads, 1-1024 or auto\n"
-        "                              (default: 2 x CPUs, at least 4; here %d)\n"
-        "  --dev, --no-dev             development mode on / off (default: on\n"
-        "                              when listening on loopback, else off)\n"
-        "  --cache-dir DIR             compile cache (default: %s)\n"
-        "  --cc CC                     page compiler (default: %s)\n"
-        "  --cflags FLAGS              page compiler flags (default: %s)\n"
-        "  --include-dir DIR           directory holding hotpub.h (default:\n"
-        "                              next to the binary, else built in)\n"
-        "  --revalidate SECONDS        also re-check every page this often;\n"
-        "                              0 = off (default: 0)\n"
-        "  --settle-ms MS              quiet time after a change before\n"
-        "                              recompiling (default: %d)\n"
-        "  --access-log PATH|-|off     access log; - = stdout (default: %s)\n"
-        "  --max-body BYTES            largest request body, k/m/g suffixes\n"
-        "                              allowed (default: %s)\n"
-        "  --max-header BYTES          largest request head (default: %s)\n"
-        "  --timeout SECONDS           idle connection timeout (default: %d)\n"
-        "  --shutdown-timeout SECONDS  wait for in-flight requests on\n"
-        "                              shutdown (default: %d)\n"
-        "  --connection-limit N        most simultaneous connections\n"
-        "                              (default: %u)\n"
-        "  -h, --help                  print this help and exit\n"
-        "  --version                   print the version and exit\n"
-        "\n"
-        "Exit status: 2 for a usage or configuration error; otherwise that of\n"
-        "the command. Full manual: docs/configuration.md.\n",
-        d.listen, d.threads, d.cache_dir, d.cc, d.cflags, d.settle_ms,
-        d.access_log, body, head, d.timeout, d.shutdown_timeout,
-        d.conn_limit);
+    fputs("Usage: hotpub serve [OPTIONS] [DOCROOT]\n"
+          "       hotpub check [OPTIONS] DOCROOT\n"
+          "       hotpub --help | --version\n"
+          "\n"
+          "Commands:\n"
+          "  serve  serve the pages under DOCROOT (default: the config "
+          "file's\n"
+          "         docroot, else the current directory)\n"
+          "  check  compile every page under DOCROOT, print diagnostics, and\n"
+          "         exit 0 only if all compiled\n"
+          "\n"
+          "Options (each is also a key of the config file's [server] "
+          "section;\n"
+          "the config file is read first and flags override it):\n",
+          out);
+    row(out, "--config FILE", "read settings from FILE (default: none)");
+    row(out, "--listen ADDR:PORT", "address to listen on; :PORT = all IPv4,");
+    row(out, "", "[::1]:PORT for IPv6 (default: %s)", d.listen);
+    row(out, "--threads N", "handler threads, 1-1024 or auto");
+    row(out, "", "(default: 2 x CPUs, at least 4; here %d)", d.threads);
+    row(out, "--dev, --no-dev", "development mode on / off (default: on");
+    row(out, "", "when listening on loopback, else off)");
+    row(out, "--cache-dir DIR", "compile cache (default: %s)", d.cache_dir);
+    row(out, "--cc CC", "page compiler (default: %s)", d.cc);
+    row(out, "--cflags FLAGS", "page compiler flags (default: %s)", d.cflags);
+    row(out, "--include-dir DIR", "directory holding hotpub.h (default:");
+    row(out, "", "next to the binary, else built in)");
+    row(out, "--revalidate SECONDS", "also re-check every page this often;");
+    row(out, "", "0 = off (default: 0)");
+    row(out, "--settle-ms MS", "quiet time after a change before");
+    row(out, "", "recompiling (default: %d)", d.settle_ms);
+    row(out, "--access-log PATH|-|off", "access log; - = stdout (default: %s)",
+        d.access_log);
+    row(out, "--max-body BYTES", "largest request body, k/m/g suffixes");
+    row(out, "", "allowed (default: %s)", body);
+    row(out, "--max-header BYTES", "largest request head (default: %s)", head);
+    row(out, "--timeout SECONDS", "idle connection timeout (default: %d)",
+        d.timeout);
+    row(out, "--shutdown-timeout SECONDS", "wait for in-flight requests on");
+    row(out, "", "shutdown (default: %d)", d.shutdown_timeout);
+    row(out, "--connection-limit N", "most simultaneous connections");
+    row(out, "", "(default: %u)", d.conn_limit);
+    row(out, "-h, --help", "print this help and exit");
+    row(out, "--version", "print the version and exit");
+    fputs("\n"
+          "Exit status: 2 for a usage or configuration error; otherwise that "
+          "of\n"
+          "the command. Full manual: docs/configuration.md.\n",
+          out);
     hp_config_free(&d);
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 static int usage_error(const char *fmt, ...)
 {
@@ -154,9 +171,9 @@ static int usage_error(const char *fmt, ...)
 }
 
 struct flag {
-    const char *key;   /* hp_config_set key */
+    const char *key; /* hp_config_set key */
     const char *value;
-    const char *as;    /* the flag as typed, for messages */
+    const char *as; /* the flag as typed, for messages */
 };
 
 int main(int argc, char **argv)
@@ -254,8 +271,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     for (size_t i = 0; i < nflags; i++) {
-        if (hp_config_set(&cfg, flags[i].key, flags[i].value, err,
-                          sizeof err) < 0) {
+        if (hp_config_set(&cfg, flags[i].key, flags[i].value, err, sizeof err) <
+            0) {
             const char *as = flags[i].as;
             hp_config_free(&cfg);
             free(flags);
@@ -264,7 +281,8 @@ int main(int argc, char **argv)
     }
     free(flags);
 
-    if (docroot && hp_config_set(&cfg, "docroot", docroot, err, sizeof err) < 0) {
+    if (docroot &&
+        hp_config_set(&cfg, "docroot", docroot, err, sizeof err) < 0) {
         hp_config_free(&cfg);
         return usage_error("DOCROOT: %s", err);
     }
