@@ -35,6 +35,7 @@
 #define HOTPUB_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -62,6 +63,64 @@ typedef int (*hp_handler_fn)(hp_req *req);
     HP_EXPORT int (*const hp__handler_##name)(hp_req *) = name;                \
     static int name(hp_req *req)
 
+/* ---- module lifecycle (pages and _app.c application modules) ---------- */
+
+typedef struct hp_module hp_module;
+
+/*
+ * HP_INIT { ... } runs once per loaded version, before it is published:
+ *     void *init(hp_module *m, void *previous)
+ * `previous` is the state of the version being replaced (NULL on the first
+ * load). Return the new version's state: `previous` itself to adopt it
+ * whole, or a new object (moving what you keep out of `previous`). To
+ * refuse to go live, call hp_module_error(m, ...) and return NULL: the old
+ * version keeps serving with its state untouched.
+ */
+#define HP_INIT                                                                \
+    HP_EXPORT void *hp__init(hp_module *m, void *previous);                    \
+    void *hp__init(hp_module *m, void *previous)
+
+/*
+ * HP_FINI { ... } runs when a version has been replaced (or the server
+ * stops) and its last request has ended:
+ *     void fini(hp_module *m, void *state, bool handed_over)
+ * handed_over is true when the next version's init returned `state` itself:
+ * then it belongs to the new version and must not be freed.
+ */
+#define HP_FINI                                                                \
+    HP_EXPORT void hp__fini(hp_module *m, void *state, bool handed_over);      \
+    void hp__fini(hp_module *m, void *state, bool handed_over)
+
+/*
+ * HP_HOOK(prepare|commit|rollback|release) { ... } defines a request
+ * lifecycle hook; the body sees `req` and returns HP_OK or an HTTP status
+ * (release's result is ignored). Any other name does not compile.
+ * Order: prepare for each application module from the outermost in, then
+ * the page; the handler; commit (all went well) or rollback (anything
+ * failed), application modules first; release, page first. docs/hooks.md.
+ */
+#define HP__HOOK_prepare 1
+#define HP__HOOK_commit 1
+#define HP__HOOK_rollback 1
+#define HP__HOOK_release 1
+#define HP_HOOK(name)                                                          \
+    _Static_assert(HP__HOOK_##name, "unknown hook " #name);                    \
+    HP_EXPORT int hp__hook_##name(hp_req *req);                                \
+    int hp__hook_##name(hp_req *req)
+
+/* Fail the init in progress; the message is shown like a compile error. */
+void hp_module_error(hp_module *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const char *hp_module_path(hp_module *m);          /* absolute source path */
+unsigned long long hp_module_version(hp_module *m); /* version id          */
+
+/* The state returned by the init of the page's own current version. */
+void *hp_module_state(hp_req *req);
+/* The state of the innermost application module (_app.c) above the page,
+ * or NULL; hp_app_at(req, 1) is the next one out, and so on. */
+void *hp_app(hp_req *req);
+void *hp_app_at(hp_req *req, unsigned depth);
+
 /* Every page carries the ABI it was built against (weak: a prebuilt object
  * made of several files still links). */
 #ifndef HP_SERVER_BUILD
@@ -72,6 +131,7 @@ HP_EXPORT __attribute__((weak, used)) const int hp__abi_version = HP_ABI_VERSION
 
 const char *hp_method(hp_req *req);  /* "GET", "POST", ...                  */
 const char *hp_path(hp_req *req);    /* decoded URL path, "/a/b/name"       */
+const char *hp_query(hp_req *req);   /* raw query string without '?', or "" */
 const char *hp_filename(hp_req *req); /* absolute path of the page file     */
 const char *hp_handler_name(hp_req *req); /* "http_handler", "json", ...    */
 const char *hp_remote_addr(hp_req *req);  /* "127.0.0.1"                    */

@@ -1,55 +1,70 @@
 /*
- * cache.c - the module cache: one entry per canonical page path, each entry
- * a chain of immutable, reference-counted versions.
+ * cache.c - the module cache: one entry per canonical module path (pages
+ * and _app.c application modules), each entry a chain of immutable,
+ * reference-counted versions.
  *
- * Owns: entries, versions, their reference counts, the two levels of
- * locking, publishing a new version and retiring the old one.
+ * Owns: entries, versions' reference counts, the locking below, building a
+ * new version (through compile.c and loader.c), publishing versions one
+ * batch at a time, retiring and unloading old ones, and each page's chain
+ * of application modules.
  * May not touch: HTTP, URL mapping, inotify. It learns of changes only
- * through hp_cache_touch(), and runs the compiler and loader through
- * compile.c and loader.c.
+ * through hp_cache_touch() and friends.
  *
  * Locking, from the outside in:
- *   cache->mu   held only to find or insert an entry (a hash lookup), so no
- *               path ever gets two entries; never held across a syscall.
- *   e->load_mu  held while (re)loading one module: stat, compile, dlopen.
- *               One module loads once at a time; other modules load
- *               concurrently. Requests wait on it only when the entry is
- *               known to be out of date.
- *   e->mu       brief: reading or swapping e->current, e->error, the
- *               retired list. Pinning a version is a lock and an increment.
+ *   cache->mu      held only to find or insert an entry (a hash lookup), so
+ *                  no path ever gets two entries; never across a syscall.
+ *   e->load_mu     held while building one module: stat, compile, dlopen,
+ *                  init. One module builds once at a time; others build
+ *                  concurrently. A batch holds the load_mu of each of its
+ *                  entries, taken in path order.
+ *   cache->pub_mu  serialises publishers; with pub_seq (odd while a batch
+ *                  is being swapped in) it lets a request pin a page and
+ *                  its application chain as one consistent set.
+ *   e->mu          brief: e->current, e->error, the retired list, the
+ *                  chain. Pinning a version is a lock and an increment.
  *
  * Staleness is two counters: the watcher bumps e->want when it sees a
- * change; a reload stores the value of want it started from in e->done. A
- * request takes the slow path only when they differ, so the steady state
- * makes no syscall, and an event that arrives during a compile is never
- * lost (want moves on, done does not catch up).
+ * change; a build stores the value of want it started from in e->done. A
+ * request notes want when it arrives and needs done to reach it, so the
+ * steady state costs two atomic loads and no syscall, an event that lands
+ * during a compile is never lost, and under a storm of edits a request
+ * waits for at most the build that starts after it arrived.
  */
 #include "hp.h"
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
-#define HP_RELOAD_TRIES 5
+#define HP_BUILD_TRIES 5
+#define HP_BATCH_WAIT_S 10.0 /* then a request builds the module itself */
 
 struct hp_entry {
     char *path;
     hp_cache *cache;
+    bool is_app;
     pthread_mutex_t mu;
     pthread_mutex_t load_mu;
     atomic_uint want, done;
+    atomic_bool tried;         /* a build has completed at least once     */
+    atomic_bool held;          /* built in a failed batch: rebuild next   */
+    atomic_bool err_fid_valid; /* cleared by the watcher without load_mu  */
     /* guarded by mu */
     hp_version *current;
     hp_version *retired;
     char *error;
     bool gone;
+    hp_entry *apps[HP_MAX_APPS]; /* this page's chain, outermost first */
+    size_t napps;
+    unsigned apps_gen;
     /* guarded by load_mu */
     struct hp_fid err_fid;
-    atomic_bool err_fid_valid; /* cleared by the watcher without load_mu */
-    unsigned long loads;
+    atomic_ulong builds;
     hp_entry *hnext; /* guarded by cache->mu */
 };
 
@@ -59,9 +74,22 @@ struct hp_cache {
     size_t nbuckets, count;
     const struct hp_config *cfg;
     struct hp_compiler *cc;
+    const char *root;
     char *rundir;
     atomic_uint_fast64_t next_id;
+    atomic_uint apps_gen; /* bumped when an _app file comes or goes */
+    atomic_bool batched;
+    pthread_mutex_t pub_mu;
+    atomic_uint pub_seq;
+    pthread_mutex_t done_mu; /* with done_cv: requests waiting on a batch */
+    pthread_cond_t done_cv;
 };
+
+/* (int) of the difference: counters wrap, comparisons must too. */
+static bool reached(unsigned done, unsigned want)
+{
+    return (int)(done - want) >= 0;
+}
 
 static size_t hash_path(const char *s)
 {
@@ -71,61 +99,97 @@ static size_t hash_path(const char *s)
     return h;
 }
 
+static bool is_app_path(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    return strcmp(base, "_app.c") == 0 || strcmp(base, "_app.so") == 0;
+}
+
 hp_cache *hp_cache_new(const struct hp_config *cfg, struct hp_compiler *cc)
 {
     hp_cache *c = hp_xcalloc(1, sizeof *c);
+    pthread_condattr_t ca;
+
+    c->rundir = hp_rundir_create(cfg->cache_dir);
+    if (!c->rundir) {
+        free(c);
+        return NULL;
+    }
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->pub_mu, NULL);
+    pthread_mutex_init(&c->done_mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->done_cv, &ca);
+    pthread_condattr_destroy(&ca);
     c->nbuckets = 256;
     c->buckets = hp_xcalloc(c->nbuckets, sizeof *c->buckets);
     c->cfg = cfg;
     c->cc = cc;
-    c->rundir = hp_rundir_create(cfg->cache_dir);
-    if (!c->rundir) {
-        free(c->buckets);
-        free(c);
-        return NULL;
-    }
+    c->root = hp_compiler_root(cc);
     atomic_init(&c->next_id, 1);
     return c;
 }
 
-static void version_unload(hp_version *v)
+void hp_cache_set_batched(hp_cache *c, bool on)
 {
-    hp_unload(v->dl, v->so_path);
-    free(v->so_path);
-    for (size_t i = 0; i < v->ndeps; i++)
-        free(v->deps[i].path);
-    free(v->deps);
-    free(v);
+    atomic_store(&c->batched, on);
+}
+
+static void entry_free(hp_entry *e)
+{
+    /* Shutdown: requests are over; whatever is left is unloaded, the
+     * current version last so a retired one's fini never sees its
+     * successor gone first. */
+    for (hp_version *v = e->retired, *n; v; v = n) {
+        n = v->next_retired;
+        hp_version_close(v);
+    }
+    if (e->current)
+        hp_version_close(e->current);
+    pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->load_mu);
+    free(e->error);
+    free(e->path);
+    free(e);
+}
+
+static int by_depth_desc(const void *a, const void *b)
+{
+    const hp_entry *x = *(hp_entry *const *)a, *y = *(hp_entry *const *)b;
+    /* Pages before application modules, inner before outer: a page's
+     * fini may still use its application's state. */
+    if (x->is_app != y->is_app)
+        return x->is_app ? 1 : -1;
+    size_t dx = 0, dy = 0;
+    for (const char *p = x->path; *p; p++)
+        dx += *p == '/';
+    for (const char *p = y->path; *p; p++)
+        dy += *p == '/';
+    return dx < dy ? 1 : dx > dy ? -1 : 0;
 }
 
 void hp_cache_free(hp_cache *c)
 {
     if (!c)
         return;
-    for (size_t b = 0; b < c->nbuckets; b++) {
-        hp_entry *e = c->buckets[b];
-        while (e) {
-            hp_entry *next = e->hnext;
-            /* Shutdown: requests are over; whatever is left is unloaded. */
-            if (e->current)
-                version_unload(e->current);
-            for (hp_version *v = e->retired, *n; v; v = n) {
-                n = v->next_retired;
-                version_unload(v);
-            }
-            pthread_mutex_destroy(&e->mu);
-            pthread_mutex_destroy(&e->load_mu);
-            free(e->error);
-            free(e->path);
-            free(e);
-            e = next;
-        }
-    }
+    hp_entry **all = hp_xmalloc((c->count + 1) * sizeof *all);
+    size_t n = 0;
+    for (size_t b = 0; b < c->nbuckets; b++)
+        for (hp_entry *e = c->buckets[b]; e; e = e->hnext)
+            all[n++] = e;
+    qsort(all, n, sizeof *all, by_depth_desc);
+    for (size_t i = 0; i < n; i++)
+        entry_free(all[i]);
+    free(all);
     hp_rundir_remove(c->rundir);
     free(c->rundir);
     free(c->buckets);
     pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->pub_mu);
+    pthread_mutex_destroy(&c->done_mu);
+    pthread_cond_destroy(&c->done_cv);
     free(c);
 }
 
@@ -159,10 +223,12 @@ static hp_entry *entry_get(hp_cache *c, const char *path)
     e = hp_xcalloc(1, sizeof *e);
     e->path = hp_xstrdup(path);
     e->cache = c;
+    e->is_app = is_app_path(path);
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->load_mu, NULL);
-    atomic_init(&e->want, 1); /* differs from done: load on first use */
+    atomic_init(&e->want, 1); /* ahead of done: build on first use */
     atomic_init(&e->done, 0);
+    e->apps_gen = atomic_load(&c->apps_gen) - 1; /* chain not computed */
     if (c->count + 1 > c->nbuckets * 2)
         grow(c);
     e->hnext = c->buckets[h % c->nbuckets];
@@ -173,8 +239,9 @@ out:
     return e;
 }
 
-/* Collect every entry under the cache lock (for walks that then lock each
- * entry without holding the cache lock). */
+/* Every entry, collected under the cache lock, for walks that then lock
+ * entries one by one without it. Entries are never freed while the cache
+ * lives, so the pointers stay good. */
 static hp_entry **entries_snapshot(hp_cache *c, size_t *n)
 {
     pthread_mutex_lock(&c->mu);
@@ -188,12 +255,14 @@ static hp_entry **entries_snapshot(hp_cache *c, size_t *n)
     return v;
 }
 
+/* ---- versions ---------------------------------------------------------- */
+
 void hp_version_release(hp_version *v)
 {
     if (!v || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
         return;
-    /* Last user of a retired version: take it off the list and unload.
-     * (A current version always holds a reference of its own.) */
+    /* Last user of a retired version (a current version always holds a
+     * reference of its own): take it off the list and unload it. */
     hp_entry *e = v->entry;
     pthread_mutex_lock(&e->mu);
     for (hp_version **p = &e->retired; *p; p = &(*p)->next_retired) {
@@ -203,7 +272,7 @@ void hp_version_release(hp_version *v)
         }
     }
     pthread_mutex_unlock(&e->mu);
-    version_unload(v);
+    hp_version_close(v);
 }
 
 void *hp_version_sym(hp_version *v, const char *name)
@@ -211,31 +280,25 @@ void *hp_version_sym(hp_version *v, const char *name)
     return dlsym(v->dl, name);
 }
 
-/* Swap in a new current version (or none), retiring the old one. */
-static void publish(hp_entry *e, hp_version *v, bool gone)
-{
-    pthread_mutex_lock(&e->mu);
-    hp_version *old = e->current;
-    e->current = v;
-    e->gone = gone;
-    free(e->error);
-    e->error = NULL;
-    if (old) {
-        old->next_retired = e->retired;
-        e->retired = old;
-    }
-    pthread_mutex_unlock(&e->mu);
-    if (old)
-        hp_version_release(old); /* drop the "current" reference */
-}
+/* ---- building ------------------------------------------------------------ */
 
-static void set_error(hp_entry *e, char *diag)
+enum build { B_SAME, B_NEW, B_ERROR, B_GONE, B_RETRY };
+
+struct build_result {
+    enum build kind;
+    hp_version *v;   /* B_NEW */
+    char *diag;      /* B_ERROR */
+    struct hp_fid fid;
+};
+
+static hp_version *current_of(hp_entry *e)
 {
     pthread_mutex_lock(&e->mu);
-    free(e->error);
-    e->error = diag;
-    e->gone = false;
+    hp_version *v = e->current;
     pthread_mutex_unlock(&e->mu);
+    /* Safe to use without a pin while holding load_mu: only a publish,
+     * which needs load_mu, can retire the current version. */
+    return v;
 }
 
 static bool deps_unchanged(const hp_version *v)
@@ -249,132 +312,430 @@ static bool deps_unchanged(const hp_version *v)
     return true;
 }
 
-static hp_version *current_of(hp_entry *e)
-{
-    pthread_mutex_lock(&e->mu);
-    hp_version *v = e->current;
-    pthread_mutex_unlock(&e->mu);
-    return v; /* only compared or read under load_mu, which owns swaps */
-}
-
-/*
- * Build a new version from the file as it is now. Returns 1 when a new
- * version was published, 0 when nothing changed or an error was stored,
- * and -1 when the file changed under the compiler (the caller retries).
- */
-static int reload_once(hp_entry *e)
+/* Build a new version of e from the file as it is now, without publishing
+ * it. Called with e->load_mu held. */
+static void build(hp_entry *e, struct build_result *r)
 {
     hp_cache *c = e->cache;
-    struct hp_fid before, after;
+    struct hp_fid now;
     struct hp_artifact art;
-    char *diag = NULL;
     hp_version *cur = current_of(e);
 
-    if (hp_fid_stat(e->path, &before) < 0) {
+    memset(r, 0, sizeof *r);
+    if (hp_fid_stat(e->path, &now) < 0) {
         if (errno == ENOENT || errno == ENOTDIR) {
-            if (cur || !e->gone)
-                publish(e, NULL, true);
-            return 0;
+            r->kind = B_GONE;
+            return;
         }
-        set_error(e, hp_xasprintf("%s: %s", e->path, strerror(errno)));
-        return 0;
+        r->kind = B_ERROR;
+        r->diag = hp_xasprintf("%s: %s", e->path, strerror(errno));
+        return;
     }
-    if (cur && hp_fid_eq(&before, &cur->src_fid) && deps_unchanged(cur))
-        return 0;
-    if (e->err_fid_valid && hp_fid_eq(&before, &e->err_fid))
-        return 0; /* the same broken file: keep the error, do not rebuild */
+    if (cur && hp_fid_eq(&now, &cur->src_fid) && deps_unchanged(cur) &&
+        !atomic_load(&e->held)) {
+        r->kind = B_SAME;
+        return;
+    }
+    if (atomic_load(&e->err_fid_valid) && hp_fid_eq(&now, &e->err_fid)) {
+        r->kind = B_SAME; /* the same broken file: keep the error */
+        return;
+    }
 
-    e->loads++;
-    int rc = hp_compile(c->cc, e->path, &art, &diag);
-    if (hp_fid_stat(e->path, &after) < 0 || !hp_fid_eq(&before, &after)) {
-        /* Written while we compiled: what we built may be half a file. */
-        free(diag);
-        if (rc == 0)
-            hp_artifact_free(&art);
-        return -1;
+    atomic_fetch_add(&e->builds, 1);
+    int rc = hp_compile(c->cc, e->path, &art, &r->diag);
+    if (rc == HP_COMPILE_RACED) {
+        r->kind = B_RETRY;
+        return;
     }
     if (rc < 0) {
-        hp_log_error("%s: compile failed:\n%s", e->path, diag);
-        e->err_fid = before;
-        e->err_fid_valid = true;
-        set_error(e, diag);
-        return 0;
+        struct hp_fid later;
+        /* A failure on a file that moved meanwhile may be a half-written
+         * file, not the author's mistake: look again. */
+        if (hp_fid_stat(e->path, &later) == 0 && !hp_fid_eq(&now, &later)) {
+            free(r->diag);
+            r->diag = NULL;
+            r->kind = B_RETRY;
+            return;
+        }
+        r->kind = B_ERROR;
+        r->fid = now;
+        return;
     }
-
-    hp_version *v = hp_xcalloc(1, sizeof *v);
-    v->id = atomic_fetch_add(&c->next_id, 1);
-    v->entry = e;
-    v->src_fid = before;
-    if (hp_load(art.so_path, c->rundir, v->id, &v->dl, &v->so_path, &diag) <
-        0) {
-        hp_log_error("%s: %s", e->path, diag);
-        e->err_fid = before;
-        e->err_fid_valid = true;
-        set_error(e, diag);
+    r->fid = art.src_fid;
+    uint64_t id = atomic_fetch_add(&c->next_id, 1);
+    hp_version *v = hp_version_open(art.so_path, c->rundir, id, e->path,
+                                    cur ? cur->state : NULL, &r->diag);
+    if (!v) {
         hp_artifact_free(&art);
-        free(v);
-        return 0;
+        r->kind = B_ERROR;
+        return;
     }
+    v->entry = e;
+    v->src_fid = art.src_fid;
     v->deps = art.deps;
     v->ndeps = art.ndeps;
     art.deps = NULL;
     art.ndeps = 0;
-    for (size_t i = 0; i < v->ndeps; i++)
-        hp_fid_stat(v->deps[i].path, &v->deps[i].fid);
     hp_artifact_free(&art);
-    v->loaded_at = hp_now();
     atomic_init(&v->refs, 1);
-    e->err_fid_valid = false;
-    if (cur) /* log before publishing: cur may be unloaded right after */
-        hp_log_info("%s: version %llu replaces %llu", e->path,
-                    (unsigned long long)v->id, (unsigned long long)cur->id);
-    /* Fully loaded before anyone can see it. */
-    publish(e, v, false);
-    return 1;
+    r->kind = B_NEW;
+    r->v = v;
 }
 
-/* Called with e->load_mu held. */
-static void refresh(hp_entry *e)
+static void build_retrying(hp_entry *e, struct build_result *r)
 {
-    unsigned snap = atomic_load(&e->want);
-    for (int i = 0; i < HP_RELOAD_TRIES; i++) {
-        if (reload_once(e) >= 0)
-            break;
-        usleep(20000 * (i + 1)); /* let the writer finish */
+    for (int i = 0;; i++) {
+        build(e, r);
+        if (r->kind != B_RETRY)
+            return;
+        if (i == HP_BUILD_TRIES) {
+            r->kind = B_SAME; /* still being written; the next event wins */
+            return;
+        }
+        usleep(20000 * (i + 1));
     }
-    atomic_store(&e->done, snap);
+}
+
+/* A built version that will not go live: undo its init without touching
+ * the state it may have adopted from the version that stays. */
+static void discard(hp_entry *e, hp_version *v)
+{
+    hp_version *cur = current_of(e);
+    v->handed_over = cur && v->state == cur->state;
+    hp_version_close(v);
+}
+
+static void store_error(hp_entry *e, struct build_result *r)
+{
+    hp_log_error("%s: %s", e->path, r->diag);
+    e->err_fid = r->fid;
+    atomic_store(&e->err_fid_valid, true);
+    pthread_mutex_lock(&e->mu);
+    free(e->error);
+    e->error = r->diag;
+    e->gone = false;
+    pthread_mutex_unlock(&e->mu);
+    r->diag = NULL;
+}
+
+/* Swap one result in under e->mu; returns the version retired. */
+static hp_version *swap_in(hp_entry *e, struct build_result *r)
+{
+    hp_version *old = NULL;
+    pthread_mutex_lock(&e->mu);
+    if (r->kind == B_NEW || r->kind == B_GONE) {
+        old = e->current;
+        e->current = r->kind == B_NEW ? r->v : NULL;
+        e->gone = r->kind == B_GONE;
+        free(e->error);
+        e->error = NULL;
+        if (old) {
+            old->handed_over = r->kind == B_NEW && old->state &&
+                               r->v->state == old->state;
+            old->next_retired = e->retired;
+            e->retired = old;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (r->kind == B_NEW)
+        atomic_store(&e->err_fid_valid, false);
+    return old;
+}
+
+/* Publish results of n entries as one step that no request straddles. */
+static void publish(hp_cache *c, hp_entry **es, struct build_result *rs,
+                    size_t n)
+{
+    hp_version *olds[n ? n : 1];
+
+    pthread_mutex_lock(&c->pub_mu);
+    atomic_fetch_add_explicit(&c->pub_seq, 1, memory_order_acq_rel);
+    for (size_t i = 0; i < n; i++)
+        olds[i] = swap_in(es[i], &rs[i]);
+    atomic_fetch_add_explicit(&c->pub_seq, 1, memory_order_acq_rel);
+    pthread_mutex_unlock(&c->pub_mu);
+    for (size_t i = 0; i < n; i++) {
+        if (olds[i] && rs[i].kind == B_NEW)
+            hp_log_info("%s: version %llu replaces %llu", es[i]->path,
+                        (unsigned long long)rs[i].v->id,
+                        (unsigned long long)olds[i]->id);
+        hp_version_release(olds[i]); /* drop the "current" reference */
+    }
+}
+
+static void mark_done(hp_cache *c, hp_entry *e, unsigned snap)
+{
+    atomic_store(&e->tried, true);
+    pthread_mutex_lock(&c->done_mu);
+    atomic_store_explicit(&e->done, snap, memory_order_release);
+    pthread_cond_broadcast(&c->done_cv);
+    pthread_mutex_unlock(&c->done_mu);
+}
+
+/* Build and publish one entry on its own. Called with e->load_mu held. */
+static void refresh_one(hp_entry *e)
+{
+    struct build_result r;
+    unsigned snap = atomic_load(&e->want);
+
+    build_retrying(e, &r);
+    if (r.kind == B_ERROR)
+        store_error(e, &r);
+    else if (r.kind == B_NEW || r.kind == B_GONE)
+        publish(e->cache, &e, &r, 1);
+    atomic_store(&e->held, false);
+    mark_done(e->cache, e, snap);
+}
+
+static int by_path(const void *a, const void *b)
+{
+    return strcmp((*(hp_entry *const *)a)->path, (*(hp_entry *const *)b)->path);
 }
 
 static bool out_of_date(hp_entry *e)
 {
-    return atomic_load_explicit(&e->want, memory_order_acquire) !=
-           atomic_load_explicit(&e->done, memory_order_acquire);
+    return atomic_load(&e->held) ||
+           !reached(atomic_load_explicit(&e->done, memory_order_acquire),
+                    atomic_load_explicit(&e->want, memory_order_acquire));
+}
+
+/*
+ * The batch: rebuild every out-of-date entry, then publish all of it in
+ * one step, or, if any failed, none of it (the failures are stored and the
+ * rest is held back, to be rebuilt with the next batch).
+ */
+void hp_cache_refresh_stale(hp_cache *c)
+{
+    size_t n, k = 0;
+    hp_entry **all = entries_snapshot(c, &n);
+    for (size_t i = 0; i < n; i++)
+        if (out_of_date(all[i]))
+            all[k++] = all[i];
+    if (k == 0) {
+        free(all);
+        return;
+    }
+    /* One lock order for every multi-entry lock holder. */
+    qsort(all, k, sizeof *all, by_path);
+    struct build_result *rs = hp_xcalloc(k, sizeof *rs);
+    unsigned *snaps = hp_xcalloc(k, sizeof *snaps);
+    size_t failed = 0;
+
+    for (size_t i = 0; i < k; i++) {
+        pthread_mutex_lock(&all[i]->load_mu);
+        snaps[i] = atomic_load(&all[i]->want);
+    }
+    for (size_t i = 0; i < k; i++) {
+        build_retrying(all[i], &rs[i]);
+        failed += rs[i].kind == B_ERROR;
+    }
+    if (failed) {
+        for (size_t i = 0; i < k; i++) {
+            if (rs[i].kind == B_ERROR) {
+                store_error(all[i], &rs[i]);
+                atomic_store(&all[i]->held, false);
+            } else if (rs[i].kind == B_NEW || rs[i].kind == B_GONE) {
+                if (rs[i].kind == B_NEW)
+                    discard(all[i], rs[i].v);
+                atomic_store(&all[i]->held, true);
+                hp_log_error("%s: held back: another file changed with it "
+                             "failed to build",
+                             all[i]->path);
+            }
+        }
+    } else {
+        publish(c, all, rs, k);
+        for (size_t i = 0; i < k; i++)
+            atomic_store(&all[i]->held, false);
+    }
+    for (size_t i = 0; i < k; i++) {
+        mark_done(c, all[i], snaps[i]);
+        pthread_mutex_unlock(&all[i]->load_mu);
+    }
+    free(rs);
+    free(snaps);
+    free(all);
+}
+
+/* ---- acquiring ------------------------------------------------------------ */
+
+static void wait_for_batch(hp_cache *c, hp_entry *e, unsigned want)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)HP_BATCH_WAIT_S;
+    pthread_mutex_lock(&c->done_mu);
+    while (!reached(atomic_load(&e->done), want))
+        if (pthread_cond_timedwait(&c->done_cv, &c->done_mu, &ts) != 0)
+            break;
+    pthread_mutex_unlock(&c->done_mu);
+}
+
+/* Make e at least as new as the file was when this request arrived. */
+static void ensure_fresh(hp_cache *c, hp_entry *e)
+{
+    unsigned want = atomic_load_explicit(&e->want, memory_order_acquire);
+    if (reached(atomic_load_explicit(&e->done, memory_order_acquire), want))
+        return;
+    if (atomic_load(&c->batched) && atomic_load(&e->tried))
+        wait_for_batch(c, e, want);
+    if (reached(atomic_load(&e->done), want))
+        return;
+    /* First use, no watcher, or a batch that never came: build it here. */
+    pthread_mutex_lock(&e->load_mu);
+    if (!reached(atomic_load(&e->done), want))
+        refresh_one(e);
+    pthread_mutex_unlock(&e->load_mu);
+}
+
+/* Pin e's current version under e->mu; record the entry's state. */
+static enum hp_acquire pin(hp_entry *e, hp_version **vp, char **err)
+{
+    pthread_mutex_lock(&e->mu);
+    hp_version *v = e->current;
+    if (v)
+        atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    if (err && e->error && !*err)
+        *err = hp_xstrdup(e->error);
+    enum hp_acquire r = v ? HP_ACQ_OK : e->gone ? HP_ACQ_GONE : HP_ACQ_ERROR;
+    pthread_mutex_unlock(&e->mu);
+    *vp = v;
+    return r;
 }
 
 enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path,
                                  hp_version **vp, char **err)
 {
     hp_entry *e = entry_get(c, path);
-    enum hp_acquire r;
-
-    if (out_of_date(e)) {
-        pthread_mutex_lock(&e->load_mu);
-        if (out_of_date(e))
-            refresh(e);
-        pthread_mutex_unlock(&e->load_mu);
-    }
-    pthread_mutex_lock(&e->mu);
-    hp_version *v = e->current;
-    if (v)
-        atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
-    *err = e->error ? hp_xstrdup(e->error) : NULL;
-    r = v ? HP_ACQ_OK : e->gone ? HP_ACQ_GONE : HP_ACQ_ERROR;
-    pthread_mutex_unlock(&e->mu);
+    *err = NULL;
+    ensure_fresh(c, e);
+    enum hp_acquire r = pin(e, vp, err);
     if (r == HP_ACQ_ERROR && !*err)
-        *err = hp_xstrdup("the page could not be loaded");
-    *vp = v;
+        *err = hp_xstrdup("the module could not be loaded");
     return r;
 }
+
+/* The application modules above a page: <dir>/_app.c (else _app.so) for
+ * every directory from the root down to the page's own. */
+static void compute_chain(hp_cache *c, hp_entry *e, hp_entry **apps,
+                          size_t *napps)
+{
+    size_t rootlen = strlen(c->root);
+    char dir[PATH_MAX];
+    const char *slash = strrchr(e->path, '/');
+    size_t dlen = slash ? (size_t)(slash - e->path) : 0;
+
+    *napps = 0;
+    if (e->is_app || dlen < rootlen || dlen >= sizeof dir)
+        return;
+    for (size_t end = rootlen; end <= dlen && *napps < HP_MAX_APPS;) {
+        static const char *const names[] = {"/_app.c", "/_app.so"};
+        for (int i = 0; i < 2; i++) {
+            struct stat st;
+            memcpy(dir, e->path, end);
+            snprintf(dir + end, sizeof dir - end, "%s", names[i]);
+            if (stat(dir, &st) == 0 && S_ISREG(st.st_mode)) {
+                apps[(*napps)++] = entry_get(c, dir);
+                break;
+            }
+        }
+        if (end == dlen)
+            break;
+        const char *next = strchr(e->path + end + 1, '/');
+        end = next && (size_t)(next - e->path) <= dlen
+                  ? (size_t)(next - e->path)
+                  : dlen;
+    }
+}
+
+static void chain_of(hp_cache *c, hp_entry *e, hp_entry **apps, size_t *napps)
+{
+    unsigned gen = atomic_load(&c->apps_gen);
+    pthread_mutex_lock(&e->mu);
+    bool fresh = e->apps_gen == gen;
+    if (fresh) {
+        memcpy(apps, e->apps, e->napps * sizeof *apps);
+        *napps = e->napps;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (fresh)
+        return;
+    compute_chain(c, e, apps, napps); /* stats: only after a change */
+    pthread_mutex_lock(&e->mu);
+    memcpy(e->apps, apps, *napps * sizeof *apps);
+    e->napps = *napps;
+    e->apps_gen = gen;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void hp_pinset_release(struct hp_pinset *ps)
+{
+    hp_version_release(ps->page);
+    for (size_t i = 0; i < ps->napps; i++)
+        hp_version_release(ps->apps[i]);
+    free(ps->err);
+    memset(ps, 0, sizeof *ps);
+}
+
+enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
+                                  struct hp_pinset *ps)
+{
+    hp_entry *e = entry_get(c, path), *apps[HP_MAX_APPS];
+    size_t napps;
+    enum hp_acquire r;
+
+    memset(ps, 0, sizeof *ps);
+    chain_of(c, e, apps, &napps);
+    for (size_t i = 0; i < napps; i++)
+        ensure_fresh(c, apps[i]);
+    ensure_fresh(c, e);
+
+    /* Pin the whole set between two publishes (a seqlock read). */
+    for (;;) {
+        unsigned seq = atomic_load_explicit(&c->pub_seq, memory_order_acquire);
+        if (seq & 1) {
+            sched_yield();
+            continue;
+        }
+        ps->napps = 0;
+        r = HP_ACQ_OK;
+        for (size_t i = 0; i < napps; i++) {
+            hp_version *v;
+            char *err = NULL;
+            enum hp_acquire ar = pin(apps[i], &v, &err);
+            if (err && !ps->err) {
+                ps->err = err;
+                ps->err_path = apps[i]->path;
+            } else {
+                free(err);
+            }
+            if (ar == HP_ACQ_OK)
+                ps->apps[ps->napps++] = v;
+            else if (ar == HP_ACQ_ERROR)
+                r = HP_ACQ_ERROR; /* a broken application breaks its pages */
+        }
+        char *perr = NULL;
+        enum hp_acquire pr = pin(e, &ps->page, &perr);
+        if (perr && !ps->err) {
+            ps->err = perr;
+            ps->err_path = e->path;
+        } else {
+            free(perr);
+        }
+        if (r == HP_ACQ_OK)
+            r = pr;
+        if (atomic_load_explicit(&c->pub_seq, memory_order_acquire) == seq)
+            break;
+        hp_pinset_release(ps);
+    }
+    if (r == HP_ACQ_ERROR && !ps->err) {
+        ps->err = hp_xstrdup("the module could not be loaded");
+        ps->err_path = e->path;
+    }
+    return r;
+}
+
+/* ---- change notices ------------------------------------------------------ */
 
 static bool depends_on(hp_entry *e, const char *path)
 {
@@ -383,7 +744,7 @@ static bool depends_on(hp_entry *e, const char *path)
     if (e->current)
         for (size_t i = 0; i < e->current->ndeps && !hit; i++)
             hit = strcmp(e->current->deps[i].path, path) == 0;
-    /* A broken page may be broken by the header that just changed. */
+    /* A broken module may be broken by the header that just changed. */
     if (!hit && e->error) {
         size_t n = strlen(path);
         hit = n > 2 && strcmp(path + n - 2, ".h") == 0;
@@ -392,21 +753,23 @@ static bool depends_on(hp_entry *e, const char *path)
     return hit;
 }
 
+static void touch(hp_entry *e, bool dep)
+{
+    if (dep) /* the source did not change, so its stored error would match */
+        atomic_store(&e->err_fid_valid, false);
+    atomic_fetch_add_explicit(&e->want, 1, memory_order_acq_rel);
+}
+
 int hp_cache_touch(hp_cache *c, const char *path)
 {
     size_t n;
     int hits = 0;
     hp_entry **all = entries_snapshot(c, &n);
     for (size_t i = 0; i < n; i++) {
-        hp_entry *e = all[i];
-        bool dep = strcmp(e->path, path) != 0 && depends_on(e, path);
-        if (strcmp(e->path, path) == 0 || dep) {
-            if (dep) {
-                /* The source did not change, so the stored error's file
-                 * identity would wrongly match: force a rebuild. */
-                atomic_store(&e->err_fid_valid, false);
-            }
-            atomic_fetch_add_explicit(&e->want, 1, memory_order_release);
+        bool self = strcmp(all[i]->path, path) == 0;
+        bool dep = !self && depends_on(all[i], path);
+        if (self || dep) {
+            touch(all[i], dep);
             hits++;
         }
     }
@@ -414,37 +777,59 @@ int hp_cache_touch(hp_cache *c, const char *path)
     return hits;
 }
 
+void hp_cache_apps_changed(hp_cache *c)
+{
+    atomic_fetch_add(&c->apps_gen, 1);
+}
+
 void hp_cache_touch_all(hp_cache *c)
 {
     size_t n;
     hp_entry **all = entries_snapshot(c, &n);
     for (size_t i = 0; i < n; i++)
-        atomic_fetch_add_explicit(&all[i]->want, 1, memory_order_release);
+        touch(all[i], true);
     free(all);
 }
 
-void hp_cache_refresh_stale(hp_cache *c)
+int hp_cache_revalidate(hp_cache *c)
 {
     size_t n;
+    int changed = 0;
     hp_entry **all = entries_snapshot(c, &n);
     for (size_t i = 0; i < n; i++) {
         hp_entry *e = all[i];
-        if (!out_of_date(e))
-            continue;
+        struct hp_fid f;
+        bool moved;
         pthread_mutex_lock(&e->load_mu);
-        if (out_of_date(e))
-            refresh(e);
+        hp_version *v = current_of(e);
+        int st = hp_fid_stat(e->path, &f);
+        if (v)
+            moved = st < 0 || !hp_fid_eq(&f, &v->src_fid) || !deps_unchanged(v);
+        else if (atomic_load(&e->err_fid_valid))
+            moved = st < 0 || !hp_fid_eq(&f, &e->err_fid);
+        else
+            moved = st == 0 || !e->gone;
         pthread_mutex_unlock(&e->load_mu);
+        if (moved) {
+            touch(e, true);
+            changed++;
+        }
     }
     free(all);
+    if (changed)
+        hp_cache_apps_changed(c);
+    return changed;
 }
+
+/* ---- status ---------------------------------------------------------------- */
 
 static void version_json(struct hp_buf *b, hp_version *v, long inflight)
 {
     hp_buf_printf(b, "{\"id\":%llu,\"inflight\":%ld,\"object\":",
                   (unsigned long long)v->id, inflight);
     hp_buf_json(b, v->so_path);
-    hp_buf_printf(b, ",\"loaded_at\":%.3f}", v->loaded_at);
+    hp_buf_printf(b, ",\"loaded_at\":%.3f,\"state\":%s}", v->loaded_at,
+                  v->state ? "true" : "false");
 }
 
 void hp_cache_status_json(hp_cache *c, struct hp_buf *b)
@@ -452,11 +837,13 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *b)
     size_t n;
     hp_entry **all = entries_snapshot(c, &n);
 
+    qsort(all, n, sizeof *all, by_path);
     hp_buf_puts(b, "[");
     for (size_t i = 0; i < n; i++) {
         hp_entry *e = all[i];
         hp_buf_puts(b, i ? ",\n{\"path\":" : "\n{\"path\":");
         hp_buf_json(b, e->path);
+        hp_buf_printf(b, ",\"kind\":\"%s\"", e->is_app ? "app" : "page");
         pthread_mutex_lock(&e->mu);
         hp_buf_puts(b, ",\"current\":");
         if (e->current)
@@ -471,9 +858,12 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *b)
         }
         hp_buf_puts(b, "],\"error\":");
         hp_buf_json(b, e->error);
-        hp_buf_printf(b, ",\"gone\":%s", e->gone ? "true" : "false");
+        hp_buf_printf(b, ",\"gone\":%s,\"builds\":%lu",
+                      e->gone ? "true" : "false", atomic_load(&e->builds));
         pthread_mutex_unlock(&e->mu);
-        hp_buf_printf(b, ",\"stale\":%s}", out_of_date(e) ? "true" : "false");
+        hp_buf_printf(b, ",\"stale\":%s,\"held\":%s}",
+                      out_of_date(e) ? "true" : "false",
+                      atomic_load(&e->held) ? "true" : "false");
     }
     hp_buf_puts(b, "]");
     free(all);

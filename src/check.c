@@ -18,6 +18,7 @@ static struct hp_compiler *check_cc;
 static char *check_rundir;
 static int check_pages, check_failed;
 static uint64_t check_id;
+static const char *check_root;
 
 static bool is_page(const char *path)
 {
@@ -33,6 +34,11 @@ static int visit(const char *path, const struct stat *st, int type,
     if (ftw->level > 0 && base[0] == '.')
         return type == FTW_D ? FTW_SKIP_SUBTREE : FTW_CONTINUE;
     if (type != FTW_F || !is_page(path))
+        return FTW_CONTINUE;
+    /* What the server would load: public pages and application modules,
+     * not helper sources kept in private (_) places. */
+    bool app = strcmp(base, "_app.c") == 0 || strcmp(base, "_app.so") == 0;
+    if (!app && strstr(path + strlen(check_root), "/_"))
         return FTW_CONTINUE;
 
     struct hp_artifact art;
@@ -64,6 +70,7 @@ int hp_check(struct hp_config *cfg)
                 strerror(errno));
         return 2;
     }
+    check_root = root;
     check_cc = hp_compiler_new(cfg, root);
     check_rundir = hp_rundir_create(cfg->cache_dir);
     if (!check_rundir) {

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -130,6 +131,11 @@ void hp_compiler_free(struct hp_compiler *c)
     free(c->cc);
     free(c->include_dir);
     free(c);
+}
+
+const char *hp_compiler_root(struct hp_compiler *c)
+{
+    return c->root;
 }
 
 unsigned long hp_compiler_runs(struct hp_compiler *c)
@@ -244,27 +250,38 @@ static void parse_depfile(const struct hp_compiler *c, const char *text,
     }
 }
 
-/* Meta file format: one line per dependency, "<content-hash> <path>". */
-static int write_meta(const char *path, const struct hp_artifact *a)
+/*
+ * Record each header's identity and content hash, refusing the build if a
+ * header was written since the compiler started (it may have read either
+ * version): returns 1 then, so the caller builds again.
+ * Meta file format: one line per dependency, "<content-hash> <path>".
+ */
+static int seal_deps(struct hp_artifact *a, int64_t started_ns,
+                     struct hp_buf *meta)
 {
-    struct hp_buf b = {0};
-    int r;
-
-    hp_buf_puts(&b, "");
     for (size_t i = 0; i < a->ndeps; i++) {
+        struct hp_dep *d = &a->deps[i];
+        struct hp_fid again;
         struct hp_hash h;
         char hex[33];
         hp_hash_init(&h);
-        if (hp_hash_file(&h, a->deps[i].path) < 0) {
-            hp_buf_free(&b);
-            return -1;
-        }
+        if (hp_fid_stat(d->path, &d->fid) < 0 || hp_hash_file(&h, d->path) < 0 ||
+            hp_fid_stat(d->path, &again) < 0)
+            return 1;
+        if (!hp_fid_eq(&d->fid, &again) || d->fid.mtime_ns >= started_ns ||
+            d->fid.ctime_ns >= started_ns)
+            return 1;
         hp_hash_hex(&h, hex);
-        hp_buf_printf(&b, "%s %s\n", hex, a->deps[i].path);
+        hp_buf_printf(meta, "%s %s\n", hex, d->path);
     }
-    r = write_file(path, b.p, b.len);
-    hp_buf_free(&b);
-    return r;
+    return 0;
+}
+
+static int64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* A cache hit needs the object and every recorded header unchanged. */
@@ -293,8 +310,10 @@ static bool meta_valid(const char *meta_path, struct hp_artifact *a)
         }
         hp_hash_hex(&h, hex);
         ok = memcmp(hex, line, 32) == 0;
-        if (ok)
+        if (ok) {
             add_dep(a, line + 33);
+            ok = hp_fid_stat(line + 33, &a->deps[a->ndeps - 1].fid) == 0;
+        }
     }
     hp_buf_free(&b);
     return ok;
@@ -414,6 +433,9 @@ static int compile_source(struct hp_compiler *c, const char *src,
     argv[a] = NULL;
 
     atomic_fetch_add(&c->runs, 1);
+    /* Filesystem timestamps are coarser than the clock: step back a tick
+     * so a header written just before the start still counts as racing. */
+    int64_t started = realtime_ns() - 20000000;
     int st = run_capture(argv, &log);
     free(argv);
     if (st != 0) {
@@ -421,15 +443,24 @@ static int compile_source(struct hp_compiler *c, const char *src,
         goto out;
     }
 
-    struct hp_buf deps = {0};
+    struct hp_buf deps = {0}, meta = {0};
     if (read_file(tmp_d, &deps) == 0 && deps.p)
         parse_depfile(c, deps.p, src, out);
     hp_buf_free(&deps);
+    hp_buf_puts(&meta, "");
+    if (seal_deps(out, started, &meta) != 0) {
+        hp_buf_free(&meta);
+        rc = HP_COMPILE_RACED;
+        goto out;
+    }
 
     /* Object first, then the meta that makes it a hit: a crash between the
      * two leaves only an unused object behind. */
-    if (rename(tmp_so, final_so) < 0 || write_meta(tmp_d, out) < 0 ||
-        rename(tmp_d, final_meta) < 0) {
+    int wr = rename(tmp_so, final_so) < 0 ||
+             write_file(tmp_d, meta.p, meta.len) < 0 ||
+             rename(tmp_d, final_meta) < 0;
+    hp_buf_free(&meta);
+    if (wr) {
         *diag = hp_xasprintf("cannot store %s: %s", final_so, strerror(errno));
         goto out;
     }
@@ -450,6 +481,27 @@ out:
     hp_buf_free(&body);
     hp_buf_free(&log);
     return rc;
+}
+
+/*
+ * Read a source whose identity did not change while we read it, so the
+ * bytes are one state of the file (an editor may be rewriting it). The
+ * watcher only reports completed writes, so a retry or two is plenty.
+ */
+static int read_stable(const char *path, struct hp_buf *b, struct hp_fid *fid)
+{
+    for (int tries = 0;; tries++) {
+        struct hp_fid after;
+        b->len = 0;
+        if (hp_fid_stat(path, fid) < 0 || read_file(path, b) < 0 ||
+            hp_fid_stat(path, &after) < 0)
+            return -1;
+        if (hp_fid_eq(fid, &after) && (off_t)b->len == after.size)
+            return 0;
+        if (tries == 20)
+            return 0; /* still moving: compile it; the next event rebuilds */
+        usleep(5000);
+    }
 }
 
 static bool ends_with(const char *s, const char *suffix)
@@ -474,11 +526,15 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
             *diag = hp_xasprintf("%s: %s", src, strerror(errno));
             return -1;
         }
+        if (hp_fid_stat(src, &out->src_fid) < 0) {
+            *diag = hp_xasprintf("%s: %s", src, strerror(errno));
+            return -1;
+        }
         out->so_path = hp_xstrdup(src);
         out->cache_hit = true;
         return 0;
     }
-    if (read_file(src, &text) < 0) {
+    if (read_stable(src, &text, &out->src_fid) < 0) {
         *diag = hp_xasprintf("%s: %s", src, strerror(errno));
         hp_buf_free(&text);
         return -1;

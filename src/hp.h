@@ -118,6 +118,7 @@ struct hp_dep {
 
 struct hp_artifact {
     char *so_path;       /* shared object in the compile cache              */
+    struct hp_fid src_fid; /* the source as it was read (stable across it) */
     struct hp_dep *deps; /* headers from inside the document root           */
     size_t ndeps;
     bool cache_hit;      /* true when no compiler ran                        */
@@ -130,18 +131,68 @@ void hp_compiler_free(struct hp_compiler *c);
 /*
  * Produce a loadable object for a page source (.c: compile or take from the
  * compile cache; .so: the file itself). On failure returns -1 and sets *diag
- * to a malloc'd, human-readable diagnostic.
+ * to a malloc'd, human-readable diagnostic; returns HP_COMPILE_RACED when a
+ * header changed while the compiler ran (build again).
  */
+#define HP_COMPILE_RACED (-2)
 int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
                char **diag);
 void hp_artifact_free(struct hp_artifact *a);
 /* Number of compiler processes run (for tests and status). */
 unsigned long hp_compiler_runs(struct hp_compiler *c);
+const char *hp_compiler_root(struct hp_compiler *c);
 
-/* ---- loading objects (loader.c) --------------------------------------- */
+/* ---- versions (loader.c) and the module cache (cache.c) ---------------- */
 
-/* Copy `so` to a private path in rundir and dlopen it. Returns 0 with *dl
- * and *priv (malloc'd) set, or -1 with *diag. */
+typedef struct hp_cache hp_cache;
+typedef struct hp_entry hp_entry;
+typedef struct hp_version hp_version;
+
+#define HP_MAX_APPS 16 /* application modules above one page, at most */
+
+typedef void *(*hp_init_fn)(hp_module *m, void *previous);
+typedef void (*hp_fini_fn)(hp_module *m, void *state, bool handed_over);
+
+/* What init and fini see; one per version. */
+struct hp_module {
+    hp_version *v;
+    char *error; /* set by hp_module_error during init */
+};
+
+/* Request hooks a module may export, as hp__hook_<name>. */
+enum hp_hook { HP_PREPARE, HP_COMMIT, HP_ROLLBACK, HP_RELEASE, HP_NHOOKS };
+
+/* One loaded, immutable version of a module. Requests pin it. */
+struct hp_version {
+    atomic_long refs;      /* +1 while current, +1 per pinning request */
+    uint64_t id;
+    const char *path;      /* the module's source (owned by its entry) */
+    hp_entry *entry;
+    void *dl;              /* dlopen handle                            */
+    char *so_path;         /* private copy that was dlopen'ed          */
+    struct hp_fid src_fid; /* the source as compiled                   */
+    struct hp_dep *deps;
+    size_t ndeps;
+    double loaded_at;
+    hp_module mod;
+    void *state;           /* what init returned                       */
+    bool initialised;      /* init ran and succeeded: fini is due      */
+    bool handed_over;      /* the successor adopted state whole        */
+    hp_fini_fn fini;
+    hp_handler_fn hooks[HP_NHOOKS];
+    hp_version *next_retired;
+};
+
+/*
+ * Copy `so` to a private path in rundir, dlopen it, check its ABI and run
+ * its init with `previous`. Returns the version (refs 0, not published) or
+ * NULL with *diag set.
+ */
+hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
+                            const char *path, void *previous, char **diag);
+/* Run fini (if init ran), dlclose, remove the private copy, free. */
+void hp_version_close(hp_version *v);
+/* Plain load/unload for `hotpub check`. */
 int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
             char **priv, char **diag);
 void hp_unload(void *dl, const char *priv);
@@ -149,41 +200,43 @@ void hp_unload(void *dl, const char *priv);
 char *hp_rundir_create(const char *cache_dir);
 void hp_rundir_remove(const char *dir);
 
-/* ---- the module cache (cache.c) ---------------------------------------- */
-
-typedef struct hp_cache hp_cache;
-typedef struct hp_entry hp_entry;
-typedef struct hp_version hp_version;
-
-/* One loaded, immutable version of a module. Requests pin it. */
-struct hp_version {
-    atomic_long refs;      /* +1 while current, +1 per pinning request */
-    uint64_t id;
-    hp_entry *entry;
-    void *dl;              /* dlopen handle                           */
-    char *so_path;         /* private copy that was dlopen'ed          */
-    struct hp_fid src_fid; /* the source as compiled                   */
-    struct hp_dep *deps;
-    size_t ndeps;
-    double loaded_at;
-    hp_version *next_retired;
-};
-
 hp_cache *hp_cache_new(const struct hp_config *cfg, struct hp_compiler *cc);
 void hp_cache_free(hp_cache *c);
 
+/*
+ * With a watcher attached, a request that finds its module out of date
+ * waits for the watcher's next batch (so files saved together go live
+ * together) instead of reloading it alone. Without one (tests, `check`),
+ * requests reload on demand.
+ */
+void hp_cache_set_batched(hp_cache *c, bool on);
+
 enum hp_acquire {
-    HP_ACQ_OK,       /* *v is pinned; *err may still hold an error to show */
-    HP_ACQ_ERROR,    /* no version; *err holds the diagnostic              */
-    HP_ACQ_GONE,     /* the file no longer exists                          */
+    HP_ACQ_OK,    /* pinned; an error to show may still be attached */
+    HP_ACQ_ERROR, /* no version; the diagnostic is attached         */
+    HP_ACQ_GONE,  /* the file no longer exists                      */
 };
 /*
  * Pin the current version of the module at canonical path `path`, loading
- * or reloading it first if it is new or marked stale. *err receives a
+ * or reloading it first if it is new or out of date. *err receives a
  * malloc'd copy of the entry's last error (or NULL); the caller frees it.
  */
 enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path,
                                  hp_version **v, char **err);
+
+/* A page and its application chain, pinned as one consistent set: no
+ * batch is published between the first pin and the last. */
+struct hp_pinset {
+    size_t napps;
+    hp_version *apps[HP_MAX_APPS]; /* outermost first                    */
+    hp_version *page;
+    char *err;                     /* first error on the chain (malloc'd) */
+    const char *err_path;          /* the module it belongs to            */
+};
+enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
+                                  struct hp_pinset *ps);
+void hp_pinset_release(struct hp_pinset *ps);
+
 /* Unpin. The last unpin of a retired version unloads it. */
 void hp_version_release(hp_version *v);
 /* Look up an exported symbol of a version (NULL if absent). */
@@ -192,11 +245,16 @@ void *hp_version_sym(hp_version *v, const char *name);
 /* The watcher says: this file (a page or a header) may have changed. Marks
  * every entry that depends on it stale; returns how many. */
 int hp_cache_touch(hp_cache *c, const char *path);
-/* Reload every stale entry now (the eager compile, run off the request
- * path by the watcher thread). */
+/* An application module appeared or went away: recompute page chains. */
+void hp_cache_apps_changed(hp_cache *c);
+/* Rebuild every stale entry as one batch and publish all of it together,
+ * or none of it if anything fails (the eager compile, on the watcher). */
 void hp_cache_refresh_stale(hp_cache *c);
-/* Mark everything stale (the --revalidate fallback). */
+/* Mark everything stale. */
 void hp_cache_touch_all(hp_cache *c);
+/* The --revalidate pass: stat every module and its headers and touch what
+ * changed. Returns how many changed. */
+int hp_cache_revalidate(hp_cache *c);
 
 void hp_cache_status_json(hp_cache *c, struct hp_buf *out);
 

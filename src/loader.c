@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <time.h>
 #include <unistd.h>
 
 static int copy_file(const char *from, const char *to)
@@ -93,6 +94,80 @@ int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
     *dl = h;
     *priv = path;
     return 0;
+}
+
+static const char *const hook_names[HP_NHOOKS] = {
+    "hp__hook_prepare", "hp__hook_commit", "hp__hook_rollback",
+    "hp__hook_release"};
+
+hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
+                            const char *path, void *previous, char **diag)
+{
+    hp_version *v = hp_xcalloc(1, sizeof *v);
+    v->id = id;
+    v->path = path;
+    v->mod.v = v;
+    if (hp_load(so, rundir, id, &v->dl, &v->so_path, diag) < 0) {
+        free(v);
+        return NULL;
+    }
+    for (int h = 0; h < HP_NHOOKS; h++)
+        v->hooks[h] = (hp_handler_fn)dlsym(v->dl, hook_names[h]);
+    v->fini = (hp_fini_fn)dlsym(v->dl, "hp__fini");
+    hp_init_fn init = (hp_init_fn)dlsym(v->dl, "hp__init");
+    if (init) {
+        /* Runs before anyone can see this version; the old one may be
+         * serving requests with `previous` at this very moment. */
+        v->state = init(&v->mod, previous);
+        if (v->mod.error) {
+            *diag = hp_xasprintf("init failed: %s", v->mod.error);
+            v->fini = NULL; /* a failed init cleans up after itself */
+            hp_version_close(v);
+            return NULL;
+        }
+    }
+    /* No init: no state, and nothing adopted; the old version's fini
+     * frees what it had. */
+    v->initialised = true;
+    v->loaded_at = (double)time(NULL); /* wall clock, for people */
+    return v;
+}
+
+void hp_version_close(hp_version *v)
+{
+    if (v->initialised && v->fini)
+        v->fini(&v->mod, v->state, v->handed_over);
+    hp_unload(v->dl, v->so_path);
+    free(v->so_path);
+    free(v->mod.error);
+    for (size_t i = 0; i < v->ndeps; i++)
+        free(v->deps[i].path);
+    free(v->deps);
+    free(v);
+}
+
+/* ---- the module API pages call from init/fini ------------------------- */
+
+void hp_module_error(hp_module *m, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    free(m->error);
+    m->error = msg ? msg : hp_xstrdup("(init failed)");
+}
+
+const char *hp_module_path(hp_module *m)
+{
+    return m->v->path;
+}
+
+unsigned long long hp_module_version(hp_module *m)
+{
+    return (unsigned long long)m->v->id;
 }
 
 void hp_unload(void *dl, const char *priv)

@@ -95,6 +95,11 @@ const char *hp_path(hp_req *req)
     return req->path;
 }
 
+const char *hp_query(hp_req *req)
+{
+    return req->query ? req->query : "";
+}
+
 const char *hp_filename(hp_req *req)
 {
     return req->target.path;
@@ -347,8 +352,10 @@ void hp_log(hp_req *req, const char *fmt, ...)
     va_start(ap, fmt);
     hp_buf_vprintf(&b, fmt, ap);
     va_end(ap);
-    hp_log_info("%s [%s]: %s", req->target.path, req->target.handler,
-                b.p ? b.p : "");
+    hp_log_info("%s [%s]: %s",
+                req->current_module ? req->current_module->path
+                                    : req->target.path,
+                req->target.handler, b.p ? b.p : "");
     hp_buf_free(&b);
 }
 

@@ -30,7 +30,10 @@ struct hp_req {
     double started;
 
     struct hp_target target;
-    hp_version *ver;
+    const char *query;          /* raw, without '?'; "" when absent   */
+    struct hp_pinset pins;      /* page + application chain, pinned   */
+    hp_version *served_by;      /* module whose handler ran           */
+    hp_version *current_module; /* module whose code is running now   */
 
     /* request body, buffered up to max_body */
     struct hp_buf body;
@@ -60,5 +63,10 @@ void hp_req_add_header(hp_req *req, const char *name, const char *value);
 /* Write the short standard body for an error status. */
 void hp_req_error_body(hp_req *req, int status, const char *detail_html);
 const char *hp_status_text(int status);
+
+/* publish.c: run hooks and handler; returns HP_OK or an error status. */
+int hp_publish_run(hp_req *req);
+/* 0 if the request's handler exists somewhere on its chain. */
+int hp_publish_find(hp_req *req, hp_version **from);
 
 #endif

@@ -236,13 +236,14 @@ static enum MHD_Result send_status(struct ctx *c)
 
 /* ---- the publisher -------------------------------------------------------- */
 
-static enum MHD_Result page_error(struct ctx *c, const char *diag)
+static enum MHD_Result page_error(struct ctx *c, const char *path,
+                                  const char *diag)
 {
     if (!S.dev || !diag)
         return send_error(c, 500, NULL);
     struct hp_buf html = {0};
-    hp_buf_puts(&html, "<p>The page <code>");
-    hp_buf_html(&html, c->req.target.path);
+    hp_buf_puts(&html, "<p>The module <code>");
+    hp_buf_html(&html, path ? path : c->req.target.path);
     hp_buf_puts(&html, "</code> could not be built. Fix it and reload; "
                        "the server picks up the change by itself.</p>\n"
                        "<pre style=\"white-space:pre-wrap\">");
@@ -256,48 +257,25 @@ static enum MHD_Result page_error(struct ctx *c, const char *diag)
 static enum MHD_Result run_page(struct ctx *c)
 {
     hp_req *req = &c->req;
-    char *err = NULL;
-    hp_version *v = NULL;
-    char sym[160];
+    struct hp_pinset *ps = &req->pins;
 
-    switch (hp_cache_acquire(S.cache, req->target.path, &v, &err)) {
+    /* The request owns its pins until the response is done. */
+    switch (hp_cache_pin_page(S.cache, req->target.path, ps)) {
     case HP_ACQ_GONE:
-        free(err);
         return send_error(c, 404, NULL);
-    case HP_ACQ_ERROR: {
-        enum MHD_Result r = page_error(c, err);
-        free(err);
-        return r;
-    }
+    case HP_ACQ_ERROR:
+        return page_error(c, ps->err_path, ps->err);
     case HP_ACQ_OK:
         break;
     }
-    /* The request owns its pin until the response is done. */
-    req->ver = v;
-    if (err) {
-        /* In dev mode a broken edit is shown, not hidden behind the last
-         * good version; in production the last good version serves. */
-        if (S.dev) {
-            enum MHD_Result r = page_error(c, err);
-            free(err);
-            return r;
-        }
-        free(err);
-    }
-    snprintf(sym, sizeof sym, "hp__handler_%s", req->target.handler);
-    hp_handler_fn *slot = hp_version_sym(v, sym);
-    if (!slot || !*slot)
-        return send_error(c, 404, NULL);
+    /* In dev mode a broken edit is shown, not hidden behind the last good
+     * version; in production the last good version serves. */
+    if (ps->err && S.dev)
+        return page_error(c, ps->err_path, ps->err);
     hp_req_parse_form(req);
-    int rc = (*slot)(req);
+    int rc = hp_publish_run(req);
     if (rc == HP_OK)
         return send_buffer(c, req->status);
-    if (rc < 400 || rc > 599) {
-        hp_log_error("%s [%s]: handler returned %d, which is neither HP_OK "
-                     "nor an HTTP error status",
-                     req->target.path, req->target.handler, rc);
-        rc = 500;
-    }
     if (req->out.len == 0)
         return send_error(c, rc, NULL);
     return send_buffer(c, rc);
@@ -344,8 +322,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         /* First call: headers only. Answering now would close the
          * connection, so only refuse bodies that are already too big. */
         hp_req_init(&c->req, conn, method, url, version);
+        const char *q = strchr(c->uri, '?');
+        c->req.query = q ? q + 1 : "";
         remote_addr(conn, c->req.remote, sizeof c->req.remote);
         c->started = true;
+        /* RFC 9112 3.2: a 1.1 request without Host is malformed. */
+        if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+            !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host"))
+            return send_error(c, 400, NULL);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > S.cfg->max_body) {
@@ -380,10 +364,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
     if (!c->responded)
         c->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 400;
     access_log(c);
-    if (c->req.ver)
-        hp_version_release(c->req.ver);
-    if (c->started)
+    if (c->started) {
+        hp_pinset_release(&c->req.pins);
         hp_req_cleanup(&c->req);
+    }
     free(c->uri);
     free(c);
     *con_cls = NULL;
@@ -514,6 +498,7 @@ int hp_serve(struct hp_config *cfg)
     }
     S.dev = cfg->dev < 0 ? addr_is_loopback(&ss) : cfg->dev;
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
+    hp_cache_set_batched(S.cache, S.watch != NULL);
 
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |

@@ -107,6 +107,7 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
     if (ev->mask & IN_Q_OVERFLOW) {
         /* Events were lost: assume everything changed. */
         hp_resolver_invalidate(w->res);
+        hp_cache_apps_changed(w->cache);
         hp_cache_touch_all(w->cache);
         pend(w, w->root);
         return;
@@ -120,8 +121,14 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
     if (!ev->len)
         return;
     char *path = hp_xasprintf("%s/%s", w->dirs[ev->wd], ev->name);
-    if (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO))
+    if (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) {
         hp_resolver_invalidate(w->res);
+        /* An application module, or a directory that may hold one, came
+         * or went: pages recompute their chains. */
+        if ((ev->mask & IN_ISDIR) || strcmp(ev->name, "_app.c") == 0 ||
+            strcmp(ev->name, "_app.so") == 0)
+            hp_cache_apps_changed(w->cache);
+    }
     if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
         ev->name[0] != '.') {
         add_dir(w, path);
@@ -144,7 +151,8 @@ static void *watch_main(void *arg)
     struct hp_watch *w = arg;
     char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
     double settle = w->cfg->settle_ms / 1000.0;
-    double deadline = 0, next_reval = 0;
+    double deadline = 0, next_reval = 0, first = 0;
+    double max_wait = settle * 10 < 0.5 ? 0.5 : settle * 10;
     double reval = w->cfg->revalidate;
 
     if (w->ifd < 0 && reval <= 0)
@@ -174,16 +182,26 @@ static void *watch_main(void *arg)
                 handle_event(w, ev);
                 p += sizeof *ev + ev->len;
             }
-            if (w->npending)
-                deadline = hp_now() + settle;
+            if (w->npending) {
+                /* Wait for quiet, but not forever: a file rewritten
+                 * faster than the settle time must still go live. */
+                double t = hp_now();
+                if (!first)
+                    first = t;
+                deadline = t + settle;
+                if (deadline > first + max_wait)
+                    deadline = first + max_wait;
+            }
         }
         now = hp_now();
-        if (w->npending && now >= deadline)
+        if (w->npending && now >= deadline) {
             flush(w);
+            first = 0;
+        }
         if (reval > 0 && now >= next_reval) {
             hp_resolver_invalidate(w->res);
-            hp_cache_touch_all(w->cache);
-            hp_cache_refresh_stale(w->cache);
+            if (hp_cache_revalidate(w->cache) > 0)
+                hp_cache_refresh_stale(w->cache);
             next_reval = hp_now() + reval;
         }
     }

@@ -1,0 +1,147 @@
+/*
+ * publish.c - the publisher's request lifecycle, after the URL has named a
+ * page: pin the page and its application chain, find the handler
+ * (acquisition), run prepare / handler / commit or rollback / release.
+ *
+ * Owns: the order of hooks and what a failure at each step means for the
+ * response; handler acquisition; the module-state accessors pages call.
+ * May not touch: HTTP sending (it leaves a status and a body in the
+ * request for server.c), URL mapping, building modules.
+ *
+ * The order, as in the origin design: prepare for each application module
+ * from the outermost in, then the page; the handler; commit when all went
+ * well, else rollback, application modules first; release always, for
+ * every module whose prepare ran, page first. The response is only
+ * assembled, never sent, until commit has succeeded.
+ */
+#include "request.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The modules of a request, outermost application first, page last. */
+static size_t modules_of(hp_req *req, hp_version **mods)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < req->pins.napps; i++)
+        mods[n++] = req->pins.apps[i];
+    mods[n++] = req->pins.page;
+    return n;
+}
+
+/*
+ * Acquisition: the page's own handler, else the innermost application
+ * module's, and so on out to the root. Names starting with '_' never
+ * reach here (the resolver refuses them).
+ */
+static hp_handler_fn find_handler(hp_req *req, const char *name,
+                                  hp_version **from)
+{
+    char sym[160];
+    hp_version *mods[HP_MAX_APPS + 1];
+    size_t n = modules_of(req, mods);
+
+    snprintf(sym, sizeof sym, "hp__handler_%s", name);
+    for (size_t i = n; i-- > 0;) {
+        hp_handler_fn *slot = hp_version_sym(mods[i], sym);
+        if (slot && *slot) {
+            *from = mods[i];
+            return *slot;
+        }
+    }
+    return NULL;
+}
+
+static int normalise(hp_req *req, const char *what, hp_version *m, int rc)
+{
+    if (rc == HP_OK || (rc >= 400 && rc <= 599))
+        return rc;
+    hp_log_error("%s: %s returned %d, which is neither HP_OK nor an HTTP "
+                 "error status",
+                 m->path, what, rc);
+    req->out.len = 0; /* whatever it wrote is not a 500 page */
+    return 500;
+}
+
+static const char *const hook_label[HP_NHOOKS] = {"prepare", "commit",
+                                                  "rollback", "release"};
+
+static int run_hook(hp_req *req, hp_version *m, enum hp_hook h)
+{
+    if (!m->hooks[h])
+        return HP_OK;
+    req->current_module = m;
+    int rc = m->hooks[h](req);
+    req->current_module = NULL;
+    return normalise(req, hook_label[h], m, rc);
+}
+
+int hp_publish_find(hp_req *req, hp_version **from)
+{
+    return find_handler(req, req->target.handler, from) ? 0 : -1;
+}
+
+int hp_publish_run(hp_req *req)
+{
+    hp_version *mods[HP_MAX_APPS + 1], *from = NULL;
+    size_t n = modules_of(req, mods), ran = 0;
+    int fail = HP_OK;
+
+    hp_handler_fn fn = find_handler(req, req->target.handler, &from);
+    if (!fn)
+        return 404;
+    req->served_by = from;
+
+    for (size_t i = 0; i < n && fail == HP_OK; i++) {
+        ran = i + 1;
+        fail = run_hook(req, mods[i], HP_PREPARE);
+    }
+    if (fail == HP_OK) {
+        req->current_module = from;
+        fail = normalise(req, "handler", from, fn(req));
+        req->current_module = NULL;
+    }
+    size_t rollback_from = 0;
+    if (fail == HP_OK) {
+        for (size_t i = 0; i < ran; i++) {
+            if (run_hook(req, mods[i], HP_COMMIT) != HP_OK) {
+                hp_log_error("%s: commit failed; rolling back", mods[i]->path);
+                /* Whatever the handler wrote described a success that did
+                 * not happen: the client gets a plain 500. */
+                fail = 500;
+                req->headers.n = 0;
+                req->has_content_type = false;
+                req->out.len = 0;
+                rollback_from = i;
+                break;
+            }
+        }
+        if (fail == HP_OK)
+            rollback_from = ran;
+    }
+    for (size_t i = rollback_from; i < ran; i++)
+        run_hook(req, mods[i], HP_ROLLBACK);
+    for (size_t i = ran; i-- > 0;)
+        run_hook(req, mods[i], HP_RELEASE);
+    return fail;
+}
+
+/* ---- what pages call ------------------------------------------------------ */
+
+void *hp_module_state(hp_req *req)
+{
+    return req->pins.page ? req->pins.page->state : NULL;
+}
+
+void *hp_app_at(hp_req *req, unsigned depth)
+{
+    if (depth >= req->pins.napps)
+        return NULL;
+    return req->pins.apps[req->pins.napps - 1 - depth]->state;
+}
+
+void *hp_app(hp_req *req)
+{
+    return hp_app_at(req, 0);
+}
