@@ -114,7 +114,9 @@ void hp_module_error(hp_module *m, const char *fmt, ...)
 const char *hp_module_path(hp_module *m);          /* absolute source path */
 unsigned long long hp_module_version(hp_module *m); /* version id          */
 
-/* The state returned by the init of the page's own current version. */
+/* The state returned by init of the module whose code is running: the
+ * page's for its own handlers and hooks, an application module's for the
+ * hooks and acquired handlers it defines. */
 void *hp_module_state(hp_req *req);
 /* The state of the innermost application module (_app.c) above the page,
  * or NULL; hp_app_at(req, 1) is the next one out, and so on. */

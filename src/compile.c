@@ -190,10 +190,18 @@ static int write_file(const char *path, const void *data, size_t len)
     return close(fd);
 }
 
-static bool inside_root(const struct hp_compiler *c, const char *path)
+/* A canonical path under the root's current target, as a path under the
+ * root as configured (which may be a symlink a deploy swaps); NULL if it
+ * lies elsewhere. */
+static char *under_root(const struct hp_compiler *c, const char *real)
 {
-    size_t n = strlen(c->root);
-    return strncmp(path, c->root, n) == 0 && path[n] == '/';
+    char croot[PATH_MAX];
+    if (!realpath(c->root, croot))
+        return NULL;
+    size_t n = strlen(croot);
+    if (strncmp(real, croot, n) != 0 || real[n] != '/')
+        return NULL;
+    return hp_xasprintf("%s%s", c->root, real + n);
 }
 
 static void add_dep(struct hp_artifact *a, const char *path)
@@ -238,8 +246,10 @@ static void parse_depfile(const struct hp_compiler *c, const char *text,
         if (wl > 0) {
             word[wl] = '\0';
             char *real = realpath(word, NULL);
-            if (real && strcmp(real, skip) != 0 && inside_root(c, real))
-                add_dep(a, real);
+            char *dep = real ? under_root(c, real) : NULL;
+            if (dep && strcmp(dep, skip) != 0)
+                add_dep(a, dep);
+            free(dep);
             free(real);
             wl = 0;
         }
@@ -268,8 +278,10 @@ static int seal_deps(struct hp_artifact *a, int64_t started_ns,
         if (hp_fid_stat(d->path, &d->fid) < 0 || hp_hash_file(&h, d->path) < 0 ||
             hp_fid_stat(d->path, &again) < 0)
             return 1;
-        if (!hp_fid_eq(&d->fid, &again) || d->fid.mtime_ns >= started_ns ||
-            d->fid.ctime_ns >= started_ns)
+        /* ctime, not mtime: the kernel sets it, so a header with a
+         * future-dated mtime (tar, rsync -t, clock skew) cannot make every
+         * build look like a race. */
+        if (!hp_fid_eq(&d->fid, &again) || d->fid.ctime_ns >= started_ns)
             return 1;
         hp_hash_hex(&h, hex);
         hp_buf_printf(meta, "%s %s\n", hex, d->path);

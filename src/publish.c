@@ -77,6 +77,55 @@ static int run_hook(hp_req *req, hp_version *m, enum hp_hook h)
     return normalise(req, hook_label[h], m, rc);
 }
 
+/* ---- resources (pooled connections) --------------------------------------- */
+
+void hp_req_enlist(hp_req *req, struct hp_resource *r)
+{
+    r->next = req->resources;
+    req->resources = r;
+}
+
+static void discard_response(hp_req *req)
+{
+    /* What was written described a success that did not happen. */
+    req->headers.n = 0;
+    req->has_content_type = false;
+    req->out.len = 0;
+}
+
+/* Commit every resource; on the first failure roll back the rest. */
+static int commit_resources(hp_req *req)
+{
+    struct hp_resource *r = req->resources;
+    for (; r; r = r->next) {
+        if (r->commit && r->commit(r->arg) != HP_OK) {
+            for (r = r->next; r; r = r->next)
+                if (r->rollback)
+                    r->rollback(r->arg);
+            return 500;
+        }
+    }
+    return HP_OK;
+}
+
+static void rollback_resources(hp_req *req)
+{
+    for (struct hp_resource *r = req->resources; r; r = r->next)
+        if (r->rollback)
+            r->rollback(r->arg);
+}
+
+/* Always runs, also when the request ends before the lifecycle did. */
+void hp_req_release_resources(hp_req *req)
+{
+    while (req->resources) {
+        struct hp_resource *r = req->resources;
+        req->resources = r->next;
+        if (r->release)
+            r->release(r->arg);
+    }
+}
+
 int hp_publish_find(hp_req *req, hp_version **from)
 {
     return find_handler(req, req->target.handler, from) ? 0 : -1;
@@ -87,6 +136,7 @@ int hp_publish_run(hp_req *req)
     hp_version *mods[HP_MAX_APPS + 1], *from = NULL;
     size_t n = modules_of(req, mods), ran = 0;
     int fail = HP_OK;
+    bool ran_rollback_resources = false;
 
     hp_handler_fn fn = find_handler(req, req->target.handler, &from);
     if (!fn)
@@ -102,7 +152,14 @@ int hp_publish_run(hp_req *req)
         fail = normalise(req, "handler", from, fn(req));
         req->current_module = NULL;
     }
+    if (req->forced_status)
+        fail = req->forced_status;
     size_t rollback_from = 0;
+    if (fail == HP_OK && commit_resources(req) != HP_OK) {
+        fail = 500;
+        discard_response(req);
+        ran_rollback_resources = true;
+    }
     if (fail == HP_OK) {
         for (size_t i = 0; i < ran; i++) {
             if (run_hook(req, mods[i], HP_COMMIT) != HP_OK) {
@@ -110,9 +167,7 @@ int hp_publish_run(hp_req *req)
                 /* Whatever the handler wrote described a success that did
                  * not happen: the client gets a plain 500. */
                 fail = 500;
-                req->headers.n = 0;
-                req->has_content_type = false;
-                req->out.len = 0;
+                discard_response(req);
                 rollback_from = i;
                 break;
             }
@@ -120,18 +175,24 @@ int hp_publish_run(hp_req *req)
         if (fail == HP_OK)
             rollback_from = ran;
     }
+    if (fail != HP_OK && !ran_rollback_resources)
+        rollback_resources(req);
     for (size_t i = rollback_from; i < ran; i++)
         run_hook(req, mods[i], HP_ROLLBACK);
     for (size_t i = ran; i-- > 0;)
         run_hook(req, mods[i], HP_RELEASE);
+    hp_req_release_resources(req);
     return fail;
 }
 
 /* ---- what pages call ------------------------------------------------------ */
 
+/* The state of the module whose code is running: a handler acquired from
+ * an application module gets that module's state, not the page's. */
 void *hp_module_state(hp_req *req)
 {
-    return req->pins.page ? req->pins.page->state : NULL;
+    hp_version *m = req->current_module ? req->current_module : req->pins.page;
+    return m ? m->state : NULL;
 }
 
 void *hp_app_at(hp_req *req, unsigned depth)

@@ -21,6 +21,20 @@ struct hp_kvlist {
 
 struct hp_alloc_block;
 
+/*
+ * A transactional resource a request has taken (a pooled database
+ * connection): it takes part in the request's outcome as the outermost
+ * participant: committed before any module's commit hook, rolled back
+ * first when anything fails, released after every module's release.
+ */
+struct hp_resource {
+    int (*commit)(void *arg);   /* HP_OK, or fail the request (500)     */
+    void (*rollback)(void *arg);
+    void (*release)(void *arg); /* always called, exactly once          */
+    void *arg;
+    struct hp_resource *next;
+};
+
 struct hp_req {
     struct MHD_Connection *conn;
     const char *method;  /* owned by libmicrohttpd, valid for the request */
@@ -51,7 +65,14 @@ struct hp_req {
     bool has_content_type;
 
     struct hp_alloc_block *blocks;
+    struct hp_resource *resources; /* newest first                      */
+    int forced_status;             /* e.g. 503 when a pool was exhausted */
 };
+
+/* Enlist a resource in the request's outcome (see struct hp_resource). */
+void hp_req_enlist(hp_req *req, struct hp_resource *r);
+/* Release every enlisted resource (idempotent). */
+void hp_req_release_resources(hp_req *req);
 
 void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
                  const char *path, const char *version);

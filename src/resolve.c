@@ -227,12 +227,11 @@ static void set_notfound(struct hp_target *t)
 
 /* The canonical path must lie strictly under the root and every segment
  * below the root must be public: a symlink may rename, never escape. */
-static bool canon_ok(const hp_resolver *r, const char *canon)
+static bool canon_ok(const char *root, size_t rootlen, const char *canon)
 {
-    const char *rel = canon + r->rootlen;
+    const char *rel = canon + rootlen;
 
-    if (strncmp(canon, r->root, r->rootlen) != 0 || rel[0] != '/' ||
-        rel[1] == '\0')
+    if (strncmp(canon, root, rootlen) != 0 || rel[0] != '/' || rel[1] == '\0')
         return false;
     for (const char *s = rel; s; s = strchr(s + 1, '/'))
         if (s[1] == '_' || s[1] == '.' || s[1] == '/' || s[1] == '\0')
@@ -248,11 +247,16 @@ static bool canon_ok(const hp_resolver *r, const char *canon)
 static void choose(const hp_resolver *r, enum hp_target_kind kind,
                    const char *file, const char *handler, struct hp_target *t)
 {
-    char canon[PATH_MAX];
+    char canon[PATH_MAX], croot[PATH_MAX];
     struct stat st;
 
     set_notfound(t);
-    if (realpath(file, canon) == NULL || !canon_ok(r, canon))
+    /* The root itself may be a symlink that a deploy swaps: check against
+     * where it points now, answer in terms of the root as configured. */
+    if (realpath(r->root[0] ? r->root : "/", croot) == NULL)
+        return;
+    size_t crootlen = strcmp(croot, "/") == 0 ? 0 : strlen(croot);
+    if (realpath(file, canon) == NULL || !canon_ok(croot, crootlen, canon))
         return;
     /* The file was picked by name; what counts is what it is now. */
     if (stat(canon, &st) != 0 || !S_ISREG(st.st_mode))
@@ -262,8 +266,12 @@ static void choose(const hp_resolver *r, enum hp_target_kind kind,
     if (kind == HP_T_PAGE &&
         !ends_with(canon, ends_with(file, ".c") ? ".c" : ".so"))
         return;
+    if ((size_t)snprintf(t->path, sizeof t->path, "%s%s", r->root,
+                         canon + crootlen) >= sizeof t->path) {
+        set_notfound(t);
+        return;
+    }
     t->kind = kind;
-    strcpy(t->path, canon);
     snprintf(t->handler, sizeof(t->handler), "%s", handler ? handler : "");
 }
 
@@ -485,6 +493,8 @@ static void rc_lock_init(pthread_rwlock_t *lock)
 }
 
 hp_resolver *hp_resolver_new(const char *root_canon)
+/* root_canon: absolute; its last component may be a symlink (a deploy's
+ * "current" link), everything above it canonical. */
 {
     hp_resolver *r;
     size_t n;

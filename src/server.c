@@ -216,6 +216,56 @@ static void remote_addr(struct MHD_Connection *conn, char *out, size_t n)
         out[0] = '\0';
 }
 
+/*
+ * status.json?url=/a/b/name: what that URL maps to and which module's
+ * handler would serve it (acquisition), without running anything.
+ */
+static void status_url(struct hp_buf *b, const char *url)
+{
+    struct hp_target t;
+    hp_req probe;
+
+    hp_buf_puts(b, ",\n\"url\":{\"url\":");
+    hp_buf_json(b, url);
+    hp_resolve(S.res, url, &t);
+    hp_buf_printf(b, ",\"kind\":\"%s\"",
+                  t.kind == HP_T_PAGE     ? "page"
+                  : t.kind == HP_T_STATIC ? "static"
+                                          : "notfound");
+    if (t.kind == HP_T_NOTFOUND) {
+        hp_buf_puts(b, "}");
+        return;
+    }
+    hp_buf_puts(b, ",\"file\":");
+    hp_buf_json(b, t.path);
+    if (t.kind != HP_T_PAGE) {
+        hp_buf_puts(b, "}");
+        return;
+    }
+    hp_buf_puts(b, ",\"handler\":");
+    hp_buf_json(b, t.handler);
+    memset(&probe, 0, sizeof probe);
+    probe.target = t;
+    hp_version *from = NULL;
+    enum hp_acquire r = hp_cache_pin_page(S.cache, t.path, &probe.pins);
+    if (r == HP_ACQ_OK)
+        hp_publish_find(&probe, &from);
+    hp_buf_puts(b, ",\"chain\":[");
+    for (size_t i = 0; i < probe.pins.napps; i++) {
+        if (i)
+            hp_buf_puts(b, ",");
+        hp_buf_json(b, probe.pins.apps[i]->path);
+    }
+    hp_buf_puts(b, "],\"served_by\":");
+    hp_buf_json(b, from ? from->path : NULL);
+    if (from)
+        hp_buf_printf(b, ",\"version\":%llu", (unsigned long long)from->id);
+    hp_buf_puts(b, ",\"error\":");
+    hp_buf_json(b, probe.pins.err);
+    hp_buf_puts(b, "}");
+    hp_pinset_release(&probe.pins);
+}
+
 static enum MHD_Result send_status(struct ctx *c)
 {
     hp_req *req = &c->req;
@@ -228,6 +278,10 @@ static enum MHD_Result send_status(struct ctx *c)
                   hp_compiler_runs(S.cc), atomic_load(&S.requests),
                   atomic_load(&S.inflight) - 1, hp_now() - S.started);
     hp_cache_status_json(S.cache, b);
+    const char *url = MHD_lookup_connection_value(req->conn,
+                                                  MHD_GET_ARGUMENT_KIND, "url");
+    if (url)
+        status_url(b, url);
     hp_buf_puts(b, "}\n");
     hp_req_add_header(req, "Content-Type", "application/json");
     hp_req_add_header(req, "Cache-Control", "no-store");
@@ -365,6 +419,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
         c->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 400;
     access_log(c);
     if (c->started) {
+        hp_req_release_resources(&c->req);
         hp_pinset_release(&c->req.pins);
         hp_req_cleanup(&c->req);
     }
@@ -443,13 +498,55 @@ static int open_access_log(const char *spec)
     return 0;
 }
 
+/*
+ * The document root as an absolute path whose parent is canonical and whose
+ * last component is kept as given: when it is a symlink (releases/v2 behind
+ * "current"), module paths stay the same across a deploy's swap and the
+ * swap is seen as every module changing at once (docs/reload.md).
+ */
+static char *root_path(const char *docroot)
+{
+    char *copy = hp_xstrdup(docroot), *base, *dir, *parent, *path = NULL;
+    size_t n = strlen(copy);
+    struct stat st;
+
+    while (n > 1 && copy[n - 1] == '/')
+        copy[--n] = '\0';
+    base = strrchr(copy, '/');
+    if (base) {
+        *base++ = '\0';
+        dir = *copy ? copy : "/";
+    } else {
+        base = copy;
+        dir = ".";
+    }
+    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+        free(copy);
+        return realpath(docroot, NULL);
+    }
+    parent = realpath(dir, NULL);
+    if (parent) {
+        path = hp_xasprintf("%s/%s", strcmp(parent, "/") ? parent : "", base);
+        int rc = stat(path, &st);
+        if (rc < 0 || !S_ISDIR(st.st_mode)) {
+            if (rc == 0)
+                errno = ENOTDIR;
+            free(path);
+            path = NULL;
+        }
+    }
+    free(parent);
+    free(copy);
+    return path;
+}
+
 static int setup(struct hp_config *cfg)
 {
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
     S.started = hp_now();
     pthread_mutex_init(&S.access_mu, NULL);
-    S.root = realpath(cfg->docroot ? cfg->docroot : ".", NULL);
+    S.root = root_path(cfg->docroot ? cfg->docroot : ".");
     if (!S.root) {
         hp_log_error("document root %s: %s", cfg->docroot, strerror(errno));
         return -1;

@@ -37,6 +37,8 @@ struct hp_watch {
     hp_cache *cache;
     hp_resolver *res;
     int ifd, stopfd;
+    int parent_wd;   /* the root's parent, to see the root swapped */
+    char *root_name; /* the root's last component                  */
     char **dirs; /* indexed by watch descriptor */
     size_t ndirs;
     char **pending;
@@ -102,8 +104,37 @@ static void flush(struct hp_watch *w)
     hp_cache_refresh_stale(w->cache);
 }
 
+/*
+ * The root (a symlink) now points elsewhere: a deploy. Watch the new tree
+ * and treat every module as changed, so the whole release goes live as one
+ * batch while requests in flight finish on the old one.
+ */
+static void root_swapped(struct hp_watch *w)
+{
+    for (size_t i = 0; i < w->ndirs; i++) {
+        if (w->dirs[i]) {
+            inotify_rm_watch(w->ifd, (int)i);
+            free(w->dirs[i]);
+            w->dirs[i] = NULL;
+        }
+    }
+    add_dir(w, w->root);
+    hp_log_info("%s now points elsewhere: reloading every module as one "
+                "batch", w->root);
+    hp_resolver_invalidate(w->res);
+    hp_cache_apps_changed(w->cache);
+    hp_cache_touch_all(w->cache);
+    pend(w, w->root);
+}
+
 static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
 {
+    if (ev->wd == w->parent_wd && w->parent_wd >= 0) {
+        if (ev->len && strcmp(ev->name, w->root_name) == 0 &&
+            (ev->mask & (IN_CREATE | IN_MOVED_TO)))
+            root_swapped(w);
+        return;
+    }
     if (ev->mask & IN_Q_OVERFLOW) {
         /* Events were lost: assume everything changed. */
         hp_resolver_invalidate(w->res);
@@ -224,6 +255,15 @@ hp_watch *hp_watch_start(const struct hp_config *cfg, const char *root_canon,
                      cfg->revalidate > 0 ? cfg->revalidate : 1.0);
     else
         add_dir(w, root_canon);
+    w->parent_wd = -1;
+    const char *slash = strrchr(root_canon, '/');
+    w->root_name = hp_xstrdup(slash ? slash + 1 : root_canon);
+    if (w->ifd >= 0 && slash && slash != root_canon) {
+        char *parent = strndup(root_canon, (size_t)(slash - root_canon));
+        w->parent_wd = inotify_add_watch(w->ifd, parent,
+                                         IN_CREATE | IN_MOVED_TO | IN_ONLYDIR);
+        free(parent);
+    }
     if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
         hp_log_error("cannot start the watcher thread");
         hp_watch_stop(w);
@@ -251,6 +291,7 @@ void hp_watch_stop(hp_watch *w)
         free(w->pending[i]);
     free(w->pending);
     free(w->dirs);
+    free(w->root_name);
     free(w->root);
     free(w);
 }
