@@ -280,6 +280,36 @@ void *hp_version_sym(hp_version *v, const char *name)
     return dlsym(v->dl, name);
 }
 
+hp_handler_fn hp_version_handler(hp_version *v, const char *name)
+{
+    size_t nslots = sizeof v->handlers / sizeof *v->handlers;
+    for (size_t i = 0; i < nslots; i++) {
+        struct hp_handler_slot *s = &v->handlers[i];
+        if (atomic_load_explicit(&s->state, memory_order_acquire) == 2 &&
+            strcmp(s->name, name) == 0)
+            return s->fn;
+    }
+    char sym[160];
+    snprintf(sym, sizeof sym, "hp__handler_%s", name);
+    hp_handler_fn *slot = dlsym(v->dl, sym);
+    hp_handler_fn fn = slot ? *slot : NULL;
+    if (strlen(name) >= sizeof v->handlers[0].name)
+        return fn;
+    /* Remember it in a free slot, if one is left; a full memo only costs
+     * the dlsym. Misses are remembered too (fn NULL). */
+    for (size_t i = 0; i < nslots; i++) {
+        struct hp_handler_slot *s = &v->handlers[i];
+        int expect = 0;
+        if (atomic_compare_exchange_strong(&s->state, &expect, 1)) {
+            snprintf(s->name, sizeof s->name, "%s", name);
+            s->fn = fn;
+            atomic_store_explicit(&s->state, 2, memory_order_release);
+            break;
+        }
+    }
+    return fn;
+}
+
 /* ---- building ------------------------------------------------------------ */
 
 enum build { B_SAME, B_NEW, B_ERROR, B_GONE, B_RETRY };
@@ -677,8 +707,14 @@ void hp_pinset_release(struct hp_pinset *ps)
     memset(ps, 0, sizeof *ps);
 }
 
+static bool is_fresh(hp_entry *e)
+{
+    return reached(atomic_load_explicit(&e->done, memory_order_acquire),
+                   atomic_load_explicit(&e->want, memory_order_acquire));
+}
+
 enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
-                                  struct hp_pinset *ps)
+                                  struct hp_pinset *ps, bool may_block)
 {
     hp_entry *e = entry_get(c, path), *apps[HP_MAX_APPS];
     size_t napps;
@@ -686,6 +722,13 @@ enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
 
     memset(ps, 0, sizeof *ps);
     chain_of(c, e, apps, &napps);
+    if (!may_block) {
+        for (size_t i = 0; i < napps; i++)
+            if (!is_fresh(apps[i]))
+                return HP_ACQ_WOULDBLOCK;
+        if (!is_fresh(e))
+            return HP_ACQ_WOULDBLOCK;
+    }
     for (size_t i = 0; i < napps; i++)
         ensure_fresh(c, apps[i]);
     ensure_fresh(c, e);

@@ -46,6 +46,12 @@ struct hp_config {
     int timeout;         /* idle connection timeout, seconds                */
     int shutdown_timeout; /* bounded wait for in-flight requests, seconds   */
     unsigned conn_limit; /* max simultaneous connections                    */
+    /* the default database pool (db.c, docs/database.md) */
+    char *db;               /* URL, "off", or NULL: the default SQLite file */
+    int db_pool_size;       /* 0 = auto: 8 PostgreSQL, 4 SQLite             */
+    int db_acquire_timeout; /* ms; 0 = do not wait                          */
+    int db_max_lifetime;    /* seconds; 0 = unlimited                       */
+    int db_statement_cache; /* statements per connection; 0 = off           */
 };
 
 void hp_config_defaults(struct hp_config *c);
@@ -181,6 +187,16 @@ struct hp_version {
     hp_fini_fn fini;
     hp_handler_fn hooks[HP_NHOOKS];
     hp_version *next_retired;
+    struct hp_handler_slot {
+        atomic_int state; /* 0 free, 1 being filled, 2 ready */
+        hp_handler_fn fn; /* NULL: the module has no such handler */
+        char name[48];
+    } handlers[8];          /* memo of handler lookups (hp_version_handler) */
+    /* how the server runs this version (server.c) */
+    atomic_uint fast_runs;  /* runs that finished under the slow mark  */
+    atomic_uint slow_runs;  /* recent ones that did not                 */
+    atomic_bool slow;       /* one run did not: never inline again      */
+    atomic_bool run_inline; /* promoted to the event-loop threads       */
 };
 
 /*
@@ -215,6 +231,7 @@ enum hp_acquire {
     HP_ACQ_OK,    /* pinned; an error to show may still be attached */
     HP_ACQ_ERROR, /* no version; the diagnostic is attached         */
     HP_ACQ_GONE,  /* the file no longer exists                      */
+    HP_ACQ_WOULDBLOCK, /* not pinned: a build or a batch is pending    */
 };
 /*
  * Pin the current version of the module at canonical path `path`, loading
@@ -234,13 +251,16 @@ struct hp_pinset {
     const char *err_path;          /* the module it belongs to            */
 };
 enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
-                                  struct hp_pinset *ps);
+                                  struct hp_pinset *ps, bool may_block);
 void hp_pinset_release(struct hp_pinset *ps);
 
 /* Unpin. The last unpin of a retired version unloads it. */
 void hp_version_release(hp_version *v);
 /* Look up an exported symbol of a version (NULL if absent). */
 void *hp_version_sym(hp_version *v, const char *name);
+/* The handler `name` of a version, or NULL; memoised per version so the
+ * steady state does no dlsym. */
+hp_handler_fn hp_version_handler(hp_version *v, const char *name);
 
 /* The watcher says: this file (a page or a header) may have changed. Marks
  * every entry that depends on it stale; returns how many. */

@@ -38,16 +38,14 @@ static size_t modules_of(hp_req *req, hp_version **mods)
 static hp_handler_fn find_handler(hp_req *req, const char *name,
                                   hp_version **from)
 {
-    char sym[160];
     hp_version *mods[HP_MAX_APPS + 1];
     size_t n = modules_of(req, mods);
 
-    snprintf(sym, sizeof sym, "hp__handler_%s", name);
     for (size_t i = n; i-- > 0;) {
-        hp_handler_fn *slot = hp_version_sym(mods[i], sym);
-        if (slot && *slot) {
+        hp_handler_fn fn = hp_version_handler(mods[i], name);
+        if (fn) {
             *from = mods[i];
-            return *slot;
+            return fn;
         }
     }
     return NULL;

@@ -10,6 +10,9 @@
 #include "request.h"
 
 #include <ctype.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +26,9 @@ struct hp_alloc_block {
 void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
                  const char *path, const char *version)
 {
-    memset(req, 0, sizeof *req);
+    memset(req, 0, offsetof(hp_req, target));
+    req->target.kind = HP_T_NOTFOUND;
+    req->target.path[0] = req->target.handler[0] = '\0';
     req->conn = conn;
     req->method = method;
     req->path = path;
@@ -110,9 +115,26 @@ const char *hp_handler_name(hp_req *req)
     return req->target.handler;
 }
 
+const char *hp_req_remote(hp_req *req)
+{
+    if (req->remote[0])
+        return req->remote;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return req->remote;
+    const struct sockaddr *sa = ci->client_addr;
+    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+    if (getnameinfo(sa, len, req->remote, sizeof req->remote, NULL, 0,
+                    NI_NUMERICHOST) != 0)
+        req->remote[0] = '\0';
+    return req->remote;
+}
+
 const char *hp_remote_addr(hp_req *req)
 {
-    return req->remote;
+    return hp_req_remote(req);
 }
 
 const char *hp_header(hp_req *req, const char *name)

@@ -7,10 +7,15 @@
  * May not touch: compiling, loading or watching; it asks the module cache
  * for a pinned version and releases it when the response is done.
  *
- * Threading: libmicrohttpd runs one thread per connection. A handler that
- * blocks (a slow query, sleep) then holds only its own connection; every
- * other connection keeps being served. bench/ measures what it costs
- * against the event-loop alternatives (docs/design.md).
+ * Threading: a few event-loop threads (libmicrohttpd's epoll thread pool,
+ * one per CPU) read requests and write responses; a page runs either right
+ * there (inline) or on a pool of --threads worker threads (offloaded, with
+ * the connection suspended meanwhile). Inline costs nothing extra but a
+ * handler that blocks would stall every connection of its event loop, so
+ * a page version starts offloaded and is promoted to inline only after
+ * HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run demotes
+ * it for good (logged). Requests that would wait for a compile or a batch
+ * are always offloaded. bench/ measures the modes; docs/design.md says why.
  */
 #include "request.h"
 
@@ -19,6 +24,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +34,10 @@
 #include <unistd.h>
 
 #define STATUS_URL "/_hotpub/status.json"
+#define HP_PROMOTE_RUNS 32
+#define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop */
+#define HP_SLOW_STRIKES 3      /* ... that many times before demotion   */
+#define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once        */
 
 struct server {
     struct hp_config *cfg;
@@ -43,17 +53,31 @@ struct server {
     atomic_long inflight;
     atomic_ulong requests;
     double started;
+    unsigned io_threads;
+    /* the worker pool */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv;
+    struct ctx *q_head, *q_tail;
+    bool q_stop;
+    pthread_t *workers;
+    int nworkers;
+    atomic_int busy;
+    atomic_ulong offloaded, inlined;
 };
 
 /* Per-request context: created by the URI log callback (the first thing
  * libmicrohttpd tells us about a request), freed on completion. */
 struct ctx {
-    hp_req req;
     char *uri;        /* raw request target, for the access log */
     bool started;     /* hp_req_init done */
-    bool responded;
+    bool responded;   /* resp is ready (or was queued) */
+    bool queued;      /* resp handed to libmicrohttpd */
+    bool offloaded;   /* suspended, with a worker */
+    struct MHD_Response *resp;
     int status;
     uint64_t length;
+    struct ctx *next; /* worker queue */
+    hp_req req;       /* last: initialised by hp_req_init, not calloc */
 };
 
 static struct server S;
@@ -77,7 +101,8 @@ static void access_log(struct ctx *c)
         ua = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
                                          "User-Agent");
     }
-    snprintf(addr, sizeof addr, "%s", c->req.remote[0] ? c->req.remote : "-");
+    const char *ra = c->started ? hp_req_remote(&c->req) : "";
+    snprintf(addr, sizeof addr, "%s", *ra ? ra : "-");
     pthread_mutex_lock(&S.access_mu);
     fprintf(S.access, "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n",
             addr, ts, c->started ? c->req.method : "-",
@@ -116,9 +141,8 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
         MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
     c->status = status;
     c->responded = true;
-    enum MHD_Result ret = MHD_queue_response(req->conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ret;
+    c->resp = r;
+    return MHD_YES;
 }
 
 static enum MHD_Result send_error(struct ctx *c, int status,
@@ -177,9 +201,8 @@ static enum MHD_Result send_static(struct ctx *c)
     c->status = 200;
     c->length = (uint64_t)st.st_size;
     c->responded = true;
-    enum MHD_Result ret = MHD_queue_response(req->conn, 200, r);
-    MHD_destroy_response(r);
-    return ret;
+    c->resp = r;
+    return MHD_YES;
 }
 
 static bool is_loopback(struct MHD_Connection *conn)
@@ -200,20 +223,6 @@ static bool is_loopback(struct MHD_Connection *conn)
                 in6->sin6_addr.s6_addr[12] == 127);
     }
     return false;
-}
-
-static void remote_addr(struct MHD_Connection *conn, char *out, size_t n)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    out[0] = '\0';
-    if (!ci || !ci->client_addr)
-        return;
-    const struct sockaddr *sa = ci->client_addr;
-    socklen_t len = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
-    if (getnameinfo(sa, len, out, (socklen_t)n, NULL, 0, NI_NUMERICHOST) != 0)
-        out[0] = '\0';
 }
 
 /*
@@ -247,7 +256,7 @@ static void status_url(struct hp_buf *b, const char *url)
     memset(&probe, 0, sizeof probe);
     probe.target = t;
     hp_version *from = NULL;
-    enum hp_acquire r = hp_cache_pin_page(S.cache, t.path, &probe.pins);
+    enum hp_acquire r = hp_cache_pin_page(S.cache, t.path, &probe.pins, true);
     if (r == HP_ACQ_OK)
         hp_publish_find(&probe, &from);
     hp_buf_puts(b, ",\"chain\":[");
@@ -273,10 +282,14 @@ static enum MHD_Result send_status(struct ctx *c)
     hp_buf_printf(b,
                   "{\"server\":{\"version\":\"%s\",\"pid\":%d,\"dev\":%s,"
                   "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
-                  "\"uptime\":%.3f},\n\"modules\":",
+                  "\"uptime\":%.3f,\"io_threads\":%u,\"workers\":%d,"
+                  "\"workers_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu},"
+                  "\n\"modules\":",
                   HP_VERSION_STRING, (int)getpid(), S.dev ? "true" : "false",
                   hp_compiler_runs(S.cc), atomic_load(&S.requests),
-                  atomic_load(&S.inflight) - 1, hp_now() - S.started);
+                  atomic_load(&S.inflight) - 1, hp_now() - S.started,
+                  S.io_threads, S.nworkers, atomic_load(&S.busy),
+                  atomic_load(&S.offloaded), atomic_load(&S.inlined));
     hp_cache_status_json(S.cache, b);
     const char *url = MHD_lookup_connection_value(req->conn,
                                                   MHD_GET_ARGUMENT_KIND, "url");
@@ -308,18 +321,44 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
     return r;
 }
 
-static enum MHD_Result run_page(struct ctx *c)
+/*
+ * Decide where a version runs from how long its requests take. Wall time
+ * cannot tell a handler that blocks from a thread that was preempted on a
+ * busy machine, so one very slow run (a sleep, a slow query) demotes at
+ * once, while merely slowish runs must recur before they do.
+ */
+static void learn(hp_version *v, int64_t ns, bool offloaded)
+{
+    bool demote = false;
+    if (ns > HP_BLOCKED_NS)
+        demote = true;
+    else if (ns > HP_SLOW_NS)
+        demote = atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES;
+    else if ((atomic_fetch_add(&v->fast_runs, 1) + 1) % 1024 == 0)
+        atomic_store(&v->slow_runs, 0); /* old strikes expire */
+    if (demote) {
+        atomic_store(&v->run_inline, false);
+        if (!atomic_exchange(&v->slow, true) && !offloaded)
+            hp_log_error("%s: a request took %.1f ms on an event-loop "
+                         "thread; this version now runs on the worker pool",
+                         v->path, (double)ns / 1e6);
+    } else if (!atomic_load(&v->run_inline) && !atomic_load(&v->slow) &&
+               atomic_load(&v->fast_runs) >= HP_PROMOTE_RUNS) {
+        atomic_store(&v->run_inline, true);
+    }
+}
+
+static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 {
     hp_req *req = &c->req;
     struct hp_pinset *ps = &req->pins;
 
-    /* The request owns its pins until the response is done. */
-    switch (hp_cache_pin_page(S.cache, req->target.path, ps)) {
+    switch (r) {
     case HP_ACQ_GONE:
         return send_error(c, 404, NULL);
     case HP_ACQ_ERROR:
         return page_error(c, ps->err_path, ps->err);
-    case HP_ACQ_OK:
+    default:
         break;
     }
     /* In dev mode a broken edit is shown, not hidden behind the last good
@@ -327,7 +366,15 @@ static enum MHD_Result run_page(struct ctx *c)
     if (ps->err && S.dev)
         return page_error(c, ps->err_path, ps->err);
     hp_req_parse_form(req);
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = hp_publish_run(req);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
+                 (t1.tv_nsec - t0.tv_nsec);
+    learn(ps->page, ns, c->offloaded);
+
     if (rc == HP_OK)
         return send_buffer(c, req->status);
     if (req->out.len == 0)
@@ -335,6 +382,87 @@ static enum MHD_Result run_page(struct ctx *c)
     return send_buffer(c, rc);
 }
 
+/* ---- the worker pool -------------------------------------------------------- */
+
+static void offload(struct ctx *c)
+{
+    c->offloaded = true;
+    atomic_fetch_add(&S.offloaded, 1);
+    /* Suspend before queueing: a quick worker must never resume a
+     * connection that is not suspended yet. */
+    MHD_suspend_connection(c->req.conn);
+    pthread_mutex_lock(&S.q_mu);
+    if (S.q_tail)
+        S.q_tail->next = c;
+    else
+        S.q_head = c;
+    S.q_tail = c;
+    pthread_cond_signal(&S.q_cv);
+    pthread_mutex_unlock(&S.q_mu);
+}
+
+static void *worker_main(void *arg)
+{
+    for (;;) {
+        pthread_mutex_lock(&S.q_mu);
+        while (!S.q_head && !S.q_stop)
+            pthread_cond_wait(&S.q_cv, &S.q_mu);
+        struct ctx *c = S.q_head;
+        if (!c) {
+            pthread_mutex_unlock(&S.q_mu);
+            return NULL;
+        }
+        S.q_head = c->next;
+        if (!S.q_head)
+            S.q_tail = NULL;
+        c->next = NULL;
+        pthread_mutex_unlock(&S.q_mu);
+
+        atomic_fetch_add(&S.busy, 1);
+        enum hp_acquire r = c->req.pins.page
+                                ? HP_ACQ_OK
+                                : hp_cache_pin_page(S.cache, c->req.target.path,
+                                                    &c->req.pins, true);
+        if (run_pinned(c, r) != MHD_YES && !c->resp)
+            send_error(c, 500, NULL);
+        atomic_fetch_sub(&S.busy, 1);
+        MHD_resume_connection(c->req.conn);
+    }
+}
+
+static int workers_start(int n)
+{
+    pthread_mutex_init(&S.q_mu, NULL);
+    pthread_cond_init(&S.q_cv, NULL);
+    S.workers = hp_xcalloc((size_t)n, sizeof *S.workers);
+    for (S.nworkers = 0; S.nworkers < n; S.nworkers++) {
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, 1024 * 1024);
+        int err = pthread_create(&S.workers[S.nworkers], &a, worker_main, NULL);
+        pthread_attr_destroy(&a);
+        if (err) {
+            hp_log_error("cannot start worker threads: %s", strerror(err));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void workers_stop(void)
+{
+    pthread_mutex_lock(&S.q_mu);
+    S.q_stop = true;
+    pthread_cond_broadcast(&S.q_cv);
+    pthread_mutex_unlock(&S.q_mu);
+    for (int i = 0; i < S.nworkers; i++)
+        pthread_join(S.workers[i], NULL);
+    free(S.workers);
+    S.workers = NULL;
+    S.nworkers = 0;
+}
+
+/* On an event-loop thread: answer at once, or hand the page to a worker. */
 static enum MHD_Result dispatch(struct ctx *c)
 {
     hp_req *req = &c->req;
@@ -345,21 +473,45 @@ static enum MHD_Result dispatch(struct ctx *c)
     if (strcmp(req->path, STATUS_URL) == 0 && is_loopback(req->conn))
         return send_status(c);
     hp_resolve(S.res, req->path, &req->target);
-    switch (req->target.kind) {
-    case HP_T_PAGE:
-        return run_page(c);
-    case HP_T_STATIC:
+    if (req->target.kind == HP_T_STATIC)
         return send_static(c);
-    default:
+    if (req->target.kind != HP_T_PAGE)
         return send_error(c, 404, NULL);
+
+    /* Pin without waiting: a compile or a pending batch goes to a worker. */
+    enum hp_acquire r =
+        hp_cache_pin_page(S.cache, req->target.path, &req->pins, false);
+    if (r == HP_ACQ_WOULDBLOCK) {
+        offload(c);
+        return MHD_YES;
     }
+    if (r == HP_ACQ_OK && !atomic_load(&req->pins.page->run_inline) &&
+        !(req->pins.err && S.dev)) {
+        offload(c);
+        return MHD_YES;
+    }
+    atomic_fetch_add(&S.inlined, 1);
+    return run_pinned(c, r);
 }
 
 /* ---- libmicrohttpd callbacks ------------------------------------------------ */
 
+static enum MHD_Result queue(struct ctx *c)
+{
+    if (!c->resp)
+        return MHD_NO;
+    c->queued = true;
+    enum MHD_Result r =
+        MHD_queue_response(c->req.conn, (unsigned)c->status, c->resp);
+    MHD_destroy_response(c->resp);
+    c->resp = NULL;
+    return r;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    struct ctx *c = hp_xcalloc(1, sizeof *c);
+    struct ctx *c = hp_xmalloc(sizeof *c);
+    memset(c, 0, offsetof(struct ctx, req));
     c->uri = hp_xstrdup(uri ? uri : "");
     atomic_fetch_add(&S.inflight, 1);
     return c;
@@ -378,17 +530,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         hp_req_init(&c->req, conn, method, url, version);
         const char *q = strchr(c->uri, '?');
         c->req.query = q ? q + 1 : "";
-        remote_addr(conn, c->req.remote, sizeof c->req.remote);
         c->started = true;
         /* RFC 9112 3.2: a 1.1 request without Host is malformed. */
         if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
-            !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host"))
-            return send_error(c, 400, NULL);
+            !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host")) {
+            send_error(c, 400, NULL);
+            return queue(c);
+        }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > S.cfg->max_body) {
             c->req.body_too_large = true;
-            return send_error(c, 413, NULL);
+            send_error(c, 413, NULL);
+            return queue(c);
         }
         return MHD_YES;
     }
@@ -404,9 +558,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         *upload_size = 0;
         return MHD_YES;
     }
-    if (c->responded)
-        return MHD_YES;
-    return dispatch(c);
+    if (c->queued || (c->offloaded && !c->resp))
+        return MHD_YES; /* answered, or still with its worker */
+    if (!c->resp && dispatch(c) != MHD_YES)
+        return MHD_NO;
+    if (!c->resp)
+        return MHD_YES; /* offloaded */
+    return queue(c);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn,
@@ -417,6 +575,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
         return;
     if (!c->responded)
         c->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 400;
+    if (c->resp)
+        MHD_destroy_response(c->resp);
     access_log(c);
     if (c->started) {
         hp_req_release_resources(&c->req);
@@ -597,9 +757,14 @@ int hp_serve(struct hp_config *cfg)
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
     hp_cache_set_batched(S.cache, S.watch != NULL);
 
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-                     MHD_USE_POLL;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    S.io_threads = ncpu > 0 ? (unsigned)ncpu : 1;
+    if (workers_start(cfg->threads) < 0) {
+        teardown();
+        return 1;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     S.mhd = MHD_start_daemon(
@@ -610,10 +775,12 @@ int hp_serve(struct hp_config *cfg)
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header + 4096,
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)512 * 1024,
+        MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
     if (!S.mhd) {
         hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
+        workers_stop();
         teardown();
         return 1;
     }
@@ -635,10 +802,16 @@ int hp_serve(struct hp_config *cfg)
     double deadline = hp_now() + cfg->shutdown_timeout;
     while (atomic_load(&S.inflight) > 0 && hp_now() < deadline)
         usleep(10000);
-    if (atomic_load(&S.inflight) > 0)
-        hp_log_error("%ld requests still running after %d s; stopping anyway",
+    if (atomic_load(&S.inflight) > 0) {
+        /* A handler stuck for good: libmicrohttpd cannot stop with a
+         * connection suspended, so leave without unwinding. */
+        hp_log_error("%ld requests still running after %d s; exiting anyway",
                      atomic_load(&S.inflight), cfg->shutdown_timeout);
+        access_flush();
+        _exit(0);
+    }
     MHD_stop_daemon(S.mhd);
+    workers_stop();
     access_flush();
     teardown();
     hp_log_info("stopped");
