@@ -260,6 +260,13 @@ static void parse_depfile(const struct hp_compiler *c, const char *text,
     }
 }
 
+static int64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /*
  * Record each header's identity and content hash, refusing the build if a
  * header was written since the compiler started (it may have read either
@@ -279,9 +286,12 @@ static int seal_deps(struct hp_artifact *a, int64_t started_ns,
             hp_fid_stat(d->path, &again) < 0)
             return 1;
         /* ctime, not mtime: the kernel sets it, so a header with a
-         * future-dated mtime (tar, rsync -t, clock skew) cannot make every
-         * build look like a race. */
-        if (!hp_fid_eq(&d->fid, &again) || d->fid.ctime_ns >= started_ns)
+         * future-dated mtime (tar, rsync -t) cannot make every build look
+         * like a race. A ctime far ahead of our clock (an NFS server's
+         * skewed clock) says nothing about this build either. */
+        int64_t ct = d->fid.ctime_ns;
+        if (!hp_fid_eq(&d->fid, &again) ||
+            (ct >= started_ns && ct <= realtime_ns() + 1000000000))
             return 1;
         hp_hash_hex(&h, hex);
         hp_buf_printf(meta, "%s %s\n", hex, d->path);
@@ -289,12 +299,7 @@ static int seal_deps(struct hp_artifact *a, int64_t started_ns,
     return 0;
 }
 
-static int64_t realtime_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+
 
 /* A cache hit needs the object and every recorded header unchanged. */
 static bool meta_valid(const char *meta_path, struct hp_artifact *a)
@@ -315,8 +320,13 @@ static bool meta_valid(const char *meta_path, struct hp_artifact *a)
             ok = false;
             break;
         }
+        struct hp_fid before, after;
         hp_hash_init(&h);
-        if (hp_hash_file(&h, line + 33) < 0) {
+        /* stat, hash, stat: the identity recorded must be that of the
+         * content that matched, not of a save that landed in between. */
+        if (hp_fid_stat(line + 33, &before) < 0 ||
+            hp_hash_file(&h, line + 33) < 0 ||
+            hp_fid_stat(line + 33, &after) < 0 || !hp_fid_eq(&before, &after)) {
             ok = false;
             break;
         }
@@ -324,7 +334,7 @@ static bool meta_valid(const char *meta_path, struct hp_artifact *a)
         ok = memcmp(hex, line, 32) == 0;
         if (ok) {
             add_dep(a, line + 33);
-            ok = hp_fid_stat(line + 33, &a->deps[a->ndeps - 1].fid) == 0;
+            a->deps[a->ndeps - 1].fid = before;
         }
     }
     hp_buf_free(&b);
@@ -568,7 +578,9 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
     }
     free(so);
     free(meta);
+    struct hp_fid src_fid = out->src_fid; /* survives the reset below */
     hp_artifact_free(out);
+    out->src_fid = src_fid;
     if (!text.p)
         hp_buf_puts(&text, "");
     rc = compile_source(c, src, &text, key, out, diag);

@@ -64,6 +64,8 @@ int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
     void *h;
 
     base = base ? base + 1 : so;
+    if (!base)
+        base = ""; /* never: silences a GCC 12 -O1 UBSan false positive */
     path = hp_xasprintf("%s/v%llu-%s", rundir, (unsigned long long)id, base);
     if (copy_file(so, path) < 0) {
         *diag = hp_xasprintf("cannot copy %s to %s: %s", so, path,
