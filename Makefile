@@ -11,7 +11,7 @@ INCDIR  ?= $(PREFIX)/include
 DOCDIR  ?= $(PREFIX)/share/doc/hotpub
 
 CC      ?= cc
-PKGS    := libmicrohttpd inih
+PKGS    := libmicrohttpd inih sqlite3 libpq
 OPT     ?= -O2 -g
 CFLAGS  ?=
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
@@ -53,6 +53,8 @@ unit: $(UNITS)
 
 e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/run.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/db.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/apps.py
 
 test: all
 	@$(MAKE) --no-print-directory unit

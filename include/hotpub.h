@@ -58,10 +58,12 @@ typedef int (*hp_handler_fn)(hp_req *req);
  * may call it directly) but has internal linkage; the only exported symbol is
  * a const pointer to it, which is what the publisher looks up.
  */
+#define HP_UNUSED __attribute__((unused))
+
 #define HP_HANDLER(name)                                                       \
     static int name(hp_req *req);                                              \
     HP_EXPORT int (*const hp__handler_##name)(hp_req *) = name;                \
-    static int name(hp_req *req)
+    static int name(hp_req *req HP_UNUSED)
 
 /* ---- module lifecycle (pages and _app.c application modules) ---------- */
 
@@ -78,7 +80,7 @@ typedef struct hp_module hp_module;
  */
 #define HP_INIT                                                                \
     HP_EXPORT void *hp__init(hp_module *m, void *previous);                    \
-    void *hp__init(hp_module *m, void *previous)
+    void *hp__init(hp_module *m HP_UNUSED, void *previous HP_UNUSED)
 
 /*
  * HP_FINI { ... } runs when a version has been replaced (or the server
@@ -89,7 +91,8 @@ typedef struct hp_module hp_module;
  */
 #define HP_FINI                                                                \
     HP_EXPORT void hp__fini(hp_module *m, void *state, bool handed_over);      \
-    void hp__fini(hp_module *m, void *state, bool handed_over)
+    void hp__fini(hp_module *m HP_UNUSED, void *state HP_UNUSED,               \
+                  bool handed_over HP_UNUSED)
 
 /*
  * HP_HOOK(prepare|commit|rollback|release) { ... } defines a request
@@ -106,7 +109,7 @@ typedef struct hp_module hp_module;
 #define HP_HOOK(name)                                                          \
     _Static_assert(HP__HOOK_##name, "unknown hook " #name);                    \
     HP_EXPORT int hp__hook_##name(hp_req *req);                                \
-    int hp__hook_##name(hp_req *req)
+    int hp__hook_##name(hp_req *req HP_UNUSED)
 
 /* Fail the init in progress; the message is shown like a compile error. */
 void hp_module_error(hp_module *m, const char *fmt, ...)
@@ -196,6 +199,178 @@ char *hp_sprintf(hp_req *req, const char *fmt, ...)
 /* Log a line to the server's error log, prefixed with the page. */
 void hp_log(hp_req *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ---- database (docs/database.md) ---- */
+
+/*
+ * A page gets a pooled connection with a transaction already begun:
+ *
+ *     HP_HANDLER(add)
+ *     {
+ *         hp_db *db = hp_db(req);
+ *         if (hp_db_exec(db, "INSERT INTO notes(body) VALUES ($1)",
+ *                        hp_arg(req, "body")) != HP_OK)
+ *             return 500;                  // rolled back for you
+ *         hp_redirect(req, "/notes");
+ *         return HP_OK;                    // committed for you
+ *     }
+ *
+ * The request commits the transaction when it succeeds (handler and every
+ * commit hook returned HP_OK), rolls it back when anything failed, and
+ * returns the connection to its pool when it ends, always. Parameters are
+ * $1, $2, ... on every engine and are always bound, never spliced into the
+ * SQL. Every hp_db_* function accepts a NULL handle or result and then fails
+ * quietly, so a page may skip the NULL check of hp_db(req).
+ */
+typedef struct hp_db hp_db;           /* one connection, used by one thread */
+typedef struct hp_db_res hp_db_res;   /* a result: all rows, in memory      */
+typedef struct hp_db_pool hp_db_pool; /* thread-safe connection pool        */
+
+enum hp_db_engine { HP_DB_SQLITE = 1, HP_DB_POSTGRESQL = 2 };
+enum hp_db_type { HP_DB_NULL, HP_DB_INT, HP_DB_FLOAT, HP_DB_TEXT, HP_DB_BLOB };
+
+/* A typed parameter; build one with the macros below. */
+typedef struct hp_db_val {
+    enum hp_db_type type;
+    size_t len; /* HP_DB_BLOB: bytes (text is NUL-terminated) */
+    union {
+        long long i;
+        double f;
+        const char *s;
+        const void *b;
+    } v;
+} hp_db_val;
+
+#define HP_NULL ((hp_db_val){.type = HP_DB_NULL})
+#define HP_INT(x) ((hp_db_val){.type = HP_DB_INT, .v.i = (x)})
+#define HP_FLOAT(x) ((hp_db_val){.type = HP_DB_FLOAT, .v.f = (x)})
+/* A NULL pointer is SQL NULL, so HP_TEXT(hp_arg(req, "x")) just works. */
+#define HP_TEXT(x) ((hp_db_val){.type = HP_DB_TEXT, .v.s = (x)})
+#define HP_BLOB(p, n) ((hp_db_val){.type = HP_DB_BLOB, .v.b = (p), .len = (n)})
+
+/*
+ * The request's connection on the server's default pool (--db): acquired on
+ * first use, the same handle for the rest of the request. NULL when no
+ * connection could be had within the pool's acquire timeout (the response
+ * becomes a 503 with a message saying so, whatever the handler returns) or
+ * the database is unreachable (503 too). hp_db(req) is a macro so that the
+ * type and the call can share a name.
+ */
+hp_db *hp_db_req(hp_req *req);
+#define hp_db(req) hp_db_req(req)
+/* The same on a pool an application module owns. */
+hp_db *hp_db_from(hp_req *req, hp_db_pool *pool);
+
+/*
+ * Run one statement. hp_db_exec and hp_db_query take text parameters (a
+ * NULL pointer is SQL NULL); their number must match the highest $n:
+ *     hp_db_exec(db, "DELETE FROM notes WHERE id = $1", hp_arg(req, "id"));
+ * hp_db_execv and hp_db_queryv take typed ones:
+ *     hp_db_execv(db, "INSERT INTO f(name, size, data) VALUES ($1, $2, $3)",
+ *                 HP_TEXT(name), HP_INT(len), HP_BLOB(data, len));
+ * (these four are macros: the parameters are counted at compile time, and
+ * a wrong type draws a compiler diagnostic). exec returns HP_OK or -1; query returns a
+ * result or NULL on error. A result lives until hp_db_res_free or until its
+ * connection goes back to the pool (the end of the request).
+ */
+#define hp_db_exec(db, ...) hp_db__exec_text((db), HP__DB_STRS(__VA_ARGS__))
+#define hp_db_query(db, ...) hp_db__query_text((db), HP__DB_STRS(__VA_ARGS__))
+#define hp_db_execv(db, sql, ...)                                              \
+    hp_db_exec_params((db), (sql), HP__DB_VALS(__VA_ARGS__))
+#define hp_db_queryv(db, sql, ...)                                             \
+    hp_db_query_params((db), (sql), HP__DB_VALS(__VA_ARGS__))
+/* The functions behind them, for parameter lists built at run time. */
+int hp_db_exec_params(hp_db *db, const char *sql, size_t n,
+                      const hp_db_val *params);
+hp_db_res *hp_db_query_params(hp_db *db, const char *sql, size_t n,
+                              const hp_db_val *params);
+/* Several statements separated by ';', no parameters (schema scripts). */
+int hp_db_exec_script(hp_db *db, const char *sql);
+/* Rows changed by the last successful exec (INSERT/UPDATE/DELETE). */
+long long hp_db_changes(hp_db *db);
+
+/* Reading a result: hp_db_next moves to the next row (the first, the first
+ * time) and returns false after the last. Columns are 0-based. */
+bool hp_db_next(hp_db_res *r);
+size_t hp_db_nrows(hp_db_res *r);
+int hp_db_ncols(hp_db_res *r);
+const char *hp_db_colname(hp_db_res *r, int col);
+int hp_db_col(hp_db_res *r, const char *name); /* index, or -1 */
+/* Of the current row: the value's type (HP_DB_NULL for NULL), then the
+ * value converted as asked. hp_db_text is NULL for NULL and "" for an empty
+ * string; numbers come back as their decimal text; a blob as its bytes
+ * (NUL-terminated too). hp_db_int / hp_db_float give 0 for NULL. */
+enum hp_db_type hp_db_coltype(hp_db_res *r, int col);
+bool hp_db_is_null(hp_db_res *r, int col);
+const char *hp_db_text(hp_db_res *r, int col);
+long long hp_db_int(hp_db_res *r, int col);
+double hp_db_float(hp_db_res *r, int col);
+const void *hp_db_blob(hp_db_res *r, int col, size_t *len);
+void hp_db_res_free(hp_db_res *r);
+
+/* The last error on this handle: the engine's message, its SQLSTATE
+ * ("23505" for a unique violation on both engines: SQLite's codes are
+ * mapped) and the engine's own code (SQLite's extended result code, 0 for
+ * PostgreSQL). NULL / "" / 0 when the last call succeeded. */
+const char *hp_db_error(hp_db *db);
+const char *hp_db_sqlstate(hp_db *db);
+int hp_db_errcode(hp_db *db);
+enum hp_db_engine hp_db_engine(hp_db *db);
+
+/*
+ * Pools. The server's default pool is hp_db_default_pool() (NULL when the
+ * database is off). An application module may open its own in HP_INIT,
+ * hand it over to its next version by returning the state that holds it,
+ * and close it in HP_FINI when !handed_over. URLs: "sqlite:PATH",
+ * "sqlite::memory:", "postgresql://..." or "postgres://...". Zero in an
+ * option means its default; a negative value means none/off.
+ */
+struct hp_db_pool_opts {
+    int max_conns;          /* 0: 8 for PostgreSQL, 4 for SQLite          */
+    int acquire_timeout_ms; /* 0: 5000; < 0: do not wait                  */
+    int max_lifetime_s;     /* 0: 3600; < 0: unlimited                    */
+    int stmt_cache;         /* prepared statements kept per connection;
+                               0: 64; < 0: none                           */
+    const char *name;       /* for logs and the status page; 0: the URL   */
+    const char *init_sql;   /* run on every new connection, or NULL       */
+};
+/* NULL with a malloc'd message in *err (free it) on a bad URL. Connects on
+ * demand, so a database that is down now does not make this fail. */
+hp_db_pool *hp_db_pool_open(const char *url, const struct hp_db_pool_opts *opts,
+                            char **err);
+/* Closes idle connections now, the others as they come back. */
+void hp_db_pool_close(hp_db_pool *pool);
+hp_db_pool *hp_db_default_pool(void);
+
+/* A connection outside any request (in HP_INIT, or a thread of your own),
+ * in autocommit mode: run BEGIN/COMMIT yourself. NULL with *err set (free
+ * it) on timeout or connection failure. Release rolls back whatever
+ * transaction is still open. */
+hp_db *hp_db_pool_acquire(hp_db_pool *pool, char **err);
+void hp_db_pool_release(hp_db *db);
+
+struct hp_db_pool_stats {
+    unsigned max, size, in_use, idle, waiters;
+    unsigned long long acquires; /* successful checkouts                   */
+    unsigned long long timeouts; /* waits that ran out                     */
+    unsigned long long errors;   /* failed statements and connects         */
+    unsigned long long connects; /* connections opened                     */
+    unsigned long long discarded; /* closed as broken, old or unclean      */
+    unsigned long long prepares; /* statements compiled                    */
+    unsigned long long cache_hits; /* statements reused from the cache     */
+};
+void hp_db_pool_stats(hp_db_pool *pool, struct hp_db_pool_stats *out);
+
+/* Behind the macros above: sql_and_params[0] is the SQL. */
+int hp_db__exec_text(hp_db *db, const char *const *sql_and_params, size_t n);
+hp_db_res *hp_db__query_text(hp_db *db, const char *const *sql_and_params,
+                             size_t n);
+#define HP__DB_STRS(...)                                                       \
+    (const char *const[]){__VA_ARGS__},                                        \
+        sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
+#define HP__DB_VALS(...)                                                       \
+    sizeof((const hp_db_val[]){__VA_ARGS__}) / sizeof(hp_db_val),              \
+        (const hp_db_val[]){__VA_ARGS__}
 
 #ifdef __cplusplus
 }

@@ -79,6 +79,7 @@ struct hp_cache {
     atomic_uint_fast64_t next_id;
     atomic_uint apps_gen; /* bumped when an _app file comes or goes */
     atomic_bool batched;
+    atomic_int nheld; /* entries held back by a failed batch */
     pthread_mutex_t pub_mu;
     atomic_uint pub_seq;
     pthread_mutex_t done_mu; /* with done_cv: requests waiting on a batch */
@@ -502,19 +503,44 @@ static void mark_done(hp_cache *c, hp_entry *e, unsigned snap)
     pthread_mutex_unlock(&c->done_mu);
 }
 
-/* Build and publish one entry on its own. Called with e->load_mu held. */
+static void set_held(hp_entry *e, bool on)
+{
+    if (atomic_exchange(&e->held, on) != on)
+        atomic_fetch_add(&e->cache->nheld, on ? 1 : -1);
+}
+
+/* Build and publish one entry on its own (a first load, or no watcher).
+ * Called with e->load_mu held. */
 static void refresh_one(hp_entry *e)
 {
+    hp_cache *c = e->cache;
     struct build_result r;
     unsigned snap = atomic_load(&e->want);
 
     build_retrying(e, &r);
-    if (r.kind == B_ERROR)
+    if (r.kind == B_ERROR) {
         store_error(e, &r);
-    else if (r.kind == B_NEW || r.kind == B_GONE)
-        publish(e->cache, &e, &r, 1);
-    atomic_store(&e->held, false);
-    mark_done(e->cache, e, snap);
+        set_held(e, false);
+    } else if ((r.kind == B_NEW || r.kind == B_GONE) &&
+               atomic_load(&c->nheld) > 0 && atomic_load(&c->batched)) {
+        /* A batch is held back for a failure: this module's files are
+         * from that batch as much as any, so it waits with it rather than
+         * go live against the old versions of its neighbours. */
+        if (r.kind == B_NEW)
+            discard(e, r.v);
+        set_held(e, true);
+        pthread_mutex_lock(&e->mu);
+        free(e->error);
+        e->error = hp_xstrdup("held back: files changed together with this "
+                              "one failed to build; it goes live with them "
+                              "once they are fixed (see the other errors)");
+        pthread_mutex_unlock(&e->mu);
+    } else {
+        if (r.kind == B_NEW || r.kind == B_GONE)
+            publish(c, &e, &r, 1);
+        set_held(e, false);
+    }
+    mark_done(c, e, snap);
 }
 
 static int by_path(const void *a, const void *b)
@@ -563,11 +589,11 @@ void hp_cache_refresh_stale(hp_cache *c)
         for (size_t i = 0; i < k; i++) {
             if (rs[i].kind == B_ERROR) {
                 store_error(all[i], &rs[i]);
-                atomic_store(&all[i]->held, false);
+                set_held(all[i], false);
             } else if (rs[i].kind == B_NEW || rs[i].kind == B_GONE) {
                 if (rs[i].kind == B_NEW)
                     discard(all[i], rs[i].v);
-                atomic_store(&all[i]->held, true);
+                set_held(all[i], true);
                 hp_log_error("%s: held back: another file changed with it "
                              "failed to build",
                              all[i]->path);
@@ -576,7 +602,7 @@ void hp_cache_refresh_stale(hp_cache *c)
     } else {
         publish(c, all, rs, k);
         for (size_t i = 0; i < k; i++)
-            atomic_store(&all[i]->held, false);
+            set_held(all[i], false);
     }
     for (size_t i = 0; i < k; i++) {
         mark_done(c, all[i], snaps[i]);

@@ -15,6 +15,7 @@
  */
 #include "hp.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,7 +43,82 @@ struct hp_compiler {
     char flags_key[33]; /* hash of everything but the source that shapes it */
     atomic_ulong runs;
     atomic_ulong seq;
+    bool is_tcc;
+    pthread_mutex_t gc_mu;
 };
+
+/* The compile cache keeps the newest objects up to this size: every edit
+ * adds one, and nothing else would ever remove them. */
+#define HP_CACHE_MAX_BYTES (256ull << 20)
+#define HP_GC_EVERY 64 /* compiles */
+
+struct gc_item {
+    char name[64];
+    int64_t mtime_ns;
+    uint64_t bytes;
+};
+
+static int by_mtime_desc(const void *a, const void *b)
+{
+    const struct gc_item *x = a, *y = b;
+    return x->mtime_ns < y->mtime_ns ? 1 : x->mtime_ns > y->mtime_ns ? -1 : 0;
+}
+
+/* Drop the least recently used objects (a hit refreshes the mtime) until
+ * the cache fits. */
+static void gc(struct hp_compiler *c)
+{
+    DIR *d;
+    struct dirent *de;
+    struct gc_item *items = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t total = 0;
+
+    pthread_mutex_lock(&c->gc_mu);
+    d = opendir(c->objdir);
+    while (d && (de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        struct stat st, st2;
+        if (len != 35 || strcmp(de->d_name + 32, ".so") != 0)
+            continue; /* <32 hex>.so; temp files are not ours to judge */
+        char *so = hp_xasprintf("%s/%s", c->objdir, de->d_name);
+        char *meta = hp_xasprintf("%s/%.32s.deps", c->objdir, de->d_name);
+        if (stat(so, &st) == 0) {
+            if (n == cap)
+                items = hp_xrealloc(items, (cap = cap ? cap * 2 : 256) *
+                                               sizeof *items);
+            snprintf(items[n].name, sizeof items[n].name, "%.32s",
+                     de->d_name);
+            items[n].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
+                                st.st_mtim.tv_nsec;
+            items[n].bytes = (uint64_t)st.st_size +
+                             (stat(meta, &st2) == 0 ? (uint64_t)st2.st_size : 0);
+            total += items[n].bytes;
+            n++;
+        }
+        free(so);
+        free(meta);
+    }
+    if (d)
+        closedir(d);
+    if (total > HP_CACHE_MAX_BYTES) {
+        qsort(items, n, sizeof *items, by_mtime_desc);
+        uint64_t kept = 0;
+        for (size_t i = 0; i < n; i++) {
+            kept += items[i].bytes;
+            if (kept <= HP_CACHE_MAX_BYTES || i == 0)
+                continue;
+            char *so = hp_xasprintf("%s/%s.so", c->objdir, items[i].name);
+            char *meta = hp_xasprintf("%s/%s.deps", c->objdir, items[i].name);
+            unlink(meta); /* the meta first: without it nothing is a hit */
+            unlink(so);
+            free(so);
+            free(meta);
+        }
+    }
+    free(items);
+    pthread_mutex_unlock(&c->gc_mu);
+}
 
 static char **split_words(const char *s)
 {
@@ -99,6 +176,9 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     c->cc = hp_xstrdup(cfg->cc ? cfg->cc : "cc");
     c->flags = split_words(cfg->cflags);
     c->include_dir = find_include_dir(cfg);
+    const char *ccbase = strrchr(c->cc, '/');
+    c->is_tcc = strcmp(ccbase ? ccbase + 1 : c->cc, "tcc") == 0;
+    pthread_mutex_init(&c->gc_mu, NULL);
     if (hp_mkdirs(c->objdir, 0700) < 0)
         hp_log_error("cannot create compile cache %s: %s", c->objdir,
                      strerror(errno));
@@ -116,6 +196,7 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
         hp_log_error("cannot read %s: %s (pages will not compile)", header,
                      strerror(errno));
     hp_hash_hex(&h, c->flags_key);
+    gc(c);
     return c;
 }
 
@@ -130,6 +211,7 @@ void hp_compiler_free(struct hp_compiler *c)
     free(c->objdir);
     free(c->cc);
     free(c->include_dir);
+    pthread_mutex_destroy(&c->gc_mu);
     free(c);
 }
 
@@ -444,7 +526,7 @@ static int compile_source(struct hp_compiler *c, const char *src,
     argv[a++] = "-shared";
     argv[a++] = "-fvisibility=hidden";
     argv[a++] = inc;
-    argv[a++] = "-iquote";
+    argv[a++] = c->is_tcc ? "-I" : "-iquote"; /* tcc has no -iquote */
     argv[a++] = srcdir;
     argv[a++] = "-MD";
     argv[a++] = "-MF";
@@ -489,6 +571,8 @@ static int compile_source(struct hp_compiler *c, const char *src,
     out->so_path = final_so;
     final_so = NULL;
     rc = 0;
+    if (n % HP_GC_EVERY == HP_GC_EVERY - 1)
+        gc(c);
 out:
     unlink(tmp_c);
     unlink(tmp_so);
@@ -569,23 +653,57 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
 
     char *so = hp_xasprintf("%s/%s.so", c->objdir, key);
     char *meta = hp_xasprintf("%s/%s.deps", c->objdir, key);
-    if (access(so, R_OK) == 0 && meta_valid(meta, out)) {
+    /* A hit refreshes the object's mtime: the garbage collector keeps the
+     * most recently used. */
+    if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
         out->so_path = so;
         out->cache_hit = true;
         free(meta);
         hp_buf_free(&text);
         return 0;
     }
-    free(so);
-    free(meta);
     struct hp_fid src_fid = out->src_fid; /* survives the reset below */
     hp_artifact_free(out);
     out->src_fid = src_fid;
+    /*
+     * Worker processes (master.c) share this cache: one compiles a key while
+     * the others wait on its lock file, then find its object and take it.
+     * The lock file goes once the object is in place, so a newcomer that
+     * creates a fresh one finds the object too; no lock file (no
+     * permission) only costs a duplicate compile.
+     */
+    char *lock = hp_xasprintf("%s/%s.lock", c->objdir, key);
+    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd >= 0) {
+        while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
+            ;
+        /* A hit refreshes the object's mtime: the garbage collector keeps the
+     * most recently used. */
+    if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
+            out->so_path = so;
+            out->cache_hit = true;
+            unlink(lock);
+            close(lfd); /* unlocks */
+            free(lock);
+            free(meta);
+            hp_buf_free(&text);
+            return 0;
+        }
+        hp_artifact_free(out);
+        out->src_fid = src_fid;
+    }
+    free(so);
+    free(meta);
     if (!text.p)
         hp_buf_puts(&text, "");
     rc = compile_source(c, src, &text, key, out, diag);
     if (rc < 0)
         hp_artifact_free(out);
+    if (lfd >= 0) {
+        unlink(lock);
+        close(lfd); /* unlocks */
+    }
+    free(lock);
     hp_buf_free(&text);
     return rc;
 }

@@ -46,6 +46,12 @@ struct hp_config {
     int timeout;         /* idle connection timeout, seconds                */
     int shutdown_timeout; /* bounded wait for in-flight requests, seconds   */
     unsigned conn_limit; /* max simultaneous connections                    */
+    /* processes (master.c, docs/operations.md) */
+    int workers;            /* worker processes; 0 = single process          */
+    double handler_timeout; /* seconds a handler may run; 0 = no limit       */
+    char *user, *group;     /* drop privileges to these after binding        */
+    char *pid_file;         /* written by the parent; NULL = none            */
+    char *error_log;        /* stderr goes here (reopened on SIGUSR1)        */
     /* the default database pool (db.c, docs/database.md) */
     char *db;               /* URL, "off", or NULL: the default SQLite file */
     int db_pool_size;       /* 0 = auto: 8 PostgreSQL, 4 SQLite             */

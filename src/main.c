@@ -9,6 +9,7 @@
  * server does once hp_serve / hp_check is called.
  */
 #include "hp.h"
+#include "procs.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -37,6 +38,17 @@ enum {
     O_TIMEOUT,
     O_SHUTDOWN_TIMEOUT,
     O_CONN_LIMIT,
+    O_WORKERS,
+    O_HANDLER_TIMEOUT,
+    O_USER,
+    O_GROUP,
+    O_PID_FILE,
+    O_ERROR_LOG,
+    O_DB,
+    O_DB_POOL_SIZE,
+    O_DB_ACQUIRE_TIMEOUT,
+    O_DB_MAX_LIFETIME,
+    O_DB_STATEMENT_CACHE,
 };
 
 /* A setting flag's name is its config key (--no-dev sets "dev"). */
@@ -60,6 +72,17 @@ static const struct option long_opts[] = {
     {"timeout", required_argument, NULL, O_TIMEOUT},
     {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN_TIMEOUT},
     {"connection-limit", required_argument, NULL, O_CONN_LIMIT},
+    {"workers", required_argument, NULL, O_WORKERS},
+    {"handler-timeout", required_argument, NULL, O_HANDLER_TIMEOUT},
+    {"user", required_argument, NULL, O_USER},
+    {"group", required_argument, NULL, O_GROUP},
+    {"pid-file", required_argument, NULL, O_PID_FILE},
+    {"error-log", required_argument, NULL, O_ERROR_LOG},
+    {"db", required_argument, NULL, O_DB},
+    {"db-pool-size", required_argument, NULL, O_DB_POOL_SIZE},
+    {"db-acquire-timeout", required_argument, NULL, O_DB_ACQUIRE_TIMEOUT},
+    {"db-max-lifetime", required_argument, NULL, O_DB_MAX_LIFETIME},
+    {"db-statement-cache", required_argument, NULL, O_DB_STATEMENT_CACHE},
     {NULL, 0, NULL, 0},
 };
 
@@ -146,6 +169,28 @@ static void help(FILE *out)
     row(out, "", "shutdown (default: %d)", d.shutdown_timeout);
     row(out, "--connection-limit N", "most simultaneous connections");
     row(out, "", "(default: %u)", d.conn_limit);
+    row(out, "--db URL|off", "the default database: sqlite:PATH,");
+    row(out, "", "postgresql://... or off (default: a SQLite");
+    row(out, "", "file per docroot in $XDG_DATA_HOME/hotpub)");
+    row(out, "--db-pool-size N|auto", "database connections at most");
+    row(out, "", "(default: auto = 8 PostgreSQL, 4 SQLite)");
+    row(out, "--db-acquire-timeout MS", "wait this long for a free connection,");
+    row(out, "", "then answer 503 (default: %d)", d.db_acquire_timeout);
+    row(out, "--db-max-lifetime SECONDS", "replace older connections; 0 = never");
+    row(out, "", "(default: %d)", d.db_max_lifetime);
+    row(out, "--db-statement-cache N", "prepared statements kept per");
+    row(out, "", "connection; 0 = off (default: %d)", d.db_statement_cache);
+    row(out, "--workers N|auto", "worker processes under a supervising");
+    row(out, "", "parent, 0-1024 or auto (= online CPUs);");
+    row(out, "", "0 = one process (default: %d)", d.workers);
+    row(out, "--handler-timeout SECONDS", "answer 504 and recycle the worker");
+    row(out, "", "when a handler runs longer; 0 = off");
+    row(out, "", "(default: %g; needs --workers)", d.handler_timeout);
+    row(out, "--user USER", "drop privileges to USER after binding");
+    row(out, "--group GROUP", "and to GROUP (default: USER's group)");
+    row(out, "--pid-file PATH", "write the server's pid here (default: none)");
+    row(out, "--error-log PATH", "server messages to PATH, not standard");
+    row(out, "", "error; reopened on SIGUSR1 (default: -)");
     row(out, "-h, --help", "print this help and exit");
     row(out, "--version", "print the version and exit");
     fputs("\n"
@@ -295,7 +340,7 @@ int main(int argc, char **argv)
         hp_config_set(&cfg, "docroot", ".", err, sizeof err);
     }
 
-    rc = strcmp(cmd, "serve") == 0 ? hp_serve(&cfg) : hp_check(&cfg);
+    rc = strcmp(cmd, "serve") == 0 ? hp_master_run(&cfg) : hp_check(&cfg);
     hp_config_free(&cfg);
     return rc < 0 || rc > 255 ? 1 : rc;
 }

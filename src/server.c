@@ -18,6 +18,8 @@
  * are always offloaded. bench/ measures the modes; docs/design.md says why.
  */
 #include "request.h"
+#include "procs.h" /* worker processes (master.c) */
+#include "db.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -73,6 +75,7 @@ struct ctx {
     bool responded;   /* resp is ready (or was queued) */
     bool queued;      /* resp handed to libmicrohttpd */
     bool offloaded;   /* suspended, with a worker */
+    atomic_bool worked; /* the worker is done with it (resp is set) */
     struct MHD_Response *resp;
     int status;
     uint64_t length;
@@ -121,6 +124,30 @@ static void access_flush(void)
     pthread_mutex_unlock(&S.access_mu);
 }
 
+/* SIGUSR1 (docs/operations.md): reopen the access log after logrotate
+ * moved it. Standard output is left alone. */
+static void access_reopen(void)
+{
+    const char *spec = S.cfg->access_log;
+    if (!S.access || S.access == stdout || !spec)
+        return;
+    FILE *f = fopen(spec, "ae");
+    if (!f) {
+        hp_log_error("cannot reopen access log %s: %s", spec, strerror(errno));
+        return;
+    }
+    setvbuf(f, NULL, _IOFBF, 64 * 1024);
+    pthread_mutex_lock(&S.access_mu);
+    FILE *old = S.access;
+    S.access = f;
+    pthread_mutex_unlock(&S.access_mu);
+    fclose(old);
+}
+
+/* A worker process that is stopping (master.c) asks keep-alive clients to
+ * reconnect, so they move to the workers that go on serving. */
+static atomic_bool draining;
+
 /* ---- responses ---------------------------------------------------------- */
 
 static enum MHD_Result send_buffer(struct ctx *c, int status)
@@ -151,6 +178,22 @@ static enum MHD_Result send_error(struct ctx *c, int status,
     c->req.headers.n = 0;
     c->req.has_content_type = false;
     hp_req_error_body(&c->req, status, detail_html);
+    return send_buffer(c, status);
+}
+
+/* The standard body for a status a page returned, keeping the headers it
+ * set (WWW-Authenticate on a 401, Allow on a 405, Retry-After on a 503)
+ * but not a Content-Type meant for a body it did not write. */
+static enum MHD_Result send_error_keep_headers(struct ctx *c, int status)
+{
+    struct hp_kvlist *h = &c->req.headers;
+    size_t k = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (strcasecmp(h->v[i].name, "Content-Type") != 0)
+            h->v[k++] = h->v[i];
+    h->n = k;
+    c->req.has_content_type = false;
+    hp_req_error_body(&c->req, status, NULL);
     return send_buffer(c, status);
 }
 
@@ -295,6 +338,8 @@ static enum MHD_Result send_status(struct ctx *c)
                                                   MHD_GET_ARGUMENT_KIND, "url");
     if (url)
         status_url(b, url);
+    hp_db_status_json(b);
+    hp_procs_status_json(b); /* worker processes only (master.c) */
     hp_buf_puts(b, "}\n");
     hp_req_add_header(req, "Content-Type", "application/json");
     hp_req_add_header(req, "Cache-Control", "no-store");
@@ -348,6 +393,14 @@ static void learn(hp_version *v, int64_t ns, bool offloaded)
     }
 }
 
+/* The connection's socket, for the handler-timeout watchdog (master.c). */
+static int conn_fd(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
 static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 {
     hp_req *req = &c->req;
@@ -357,7 +410,13 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     case HP_ACQ_GONE:
         return send_error(c, 404, NULL);
     case HP_ACQ_ERROR:
-        return page_error(c, ps->err_path, ps->err);
+        /* Worker processes (master.c): in production, a worker that never
+         * built this page runs the last good version another one ran. */
+        if (S.dev || !ps->err_path ||
+            strcmp(ps->err_path, req->target.path) != 0 ||
+            hp_procs_rescue(ps, req->target.path) < 0)
+            return page_error(c, ps->err_path, ps->err);
+        break;
     default:
         break;
     }
@@ -365,20 +424,36 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
      * version; in production the last good version serves. */
     if (ps->err && S.dev)
         return page_error(c, ps->err_path, ps->err);
+    /* Worker processes (master.c): a version that crashed workers twice
+     * is quarantined: the last good one runs instead, or a 500 says so. */
+    char *quarantine = NULL;
+    if (hp_procs_vet(ps, S.dev, &quarantine) < 0) {
+        enum MHD_Result qr = send_error(c, 500, quarantine);
+        free(quarantine);
+        return qr;
+    }
     hp_req_parse_form(req);
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Worker processes: the running handler goes on record for crash
+     * reports and the --handler-timeout watchdog (no-op with 0 workers). */
+    int run = hp_procs_run_begin(req->target.path, req->target.handler,
+                                 ps->page,
+                                 hp_procs_active() ? conn_fd(req->conn) : -1);
     int rc = hp_publish_run(req);
+    bool timed_out = !hp_procs_run_end(run);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
                  (t1.tv_nsec - t0.tv_nsec);
     learn(ps->page, ns, c->offloaded);
+    if (timed_out) /* the watchdog already sent a 504 and shut the socket */
+        return send_error(c, 504, NULL);
 
     if (rc == HP_OK)
         return send_buffer(c, req->status);
     if (req->out.len == 0)
-        return send_error(c, rc, NULL);
+        return send_error_keep_headers(c, rc);
     return send_buffer(c, rc);
 }
 
@@ -426,6 +501,7 @@ static void *worker_main(void *arg)
         if (run_pinned(c, r) != MHD_YES && !c->resp)
             send_error(c, 500, NULL);
         atomic_fetch_sub(&S.busy, 1);
+        atomic_store_explicit(&c->worked, true, memory_order_release);
         MHD_resume_connection(c->req.conn);
     }
 }
@@ -501,6 +577,8 @@ static enum MHD_Result queue(struct ctx *c)
     if (!c->resp)
         return MHD_NO;
     c->queued = true;
+    if (atomic_load_explicit(&draining, memory_order_relaxed))
+        MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r =
         MHD_queue_response(c->req.conn, (unsigned)c->status, c->resp);
     MHD_destroy_response(c->resp);
@@ -558,12 +636,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         *upload_size = 0;
         return MHD_YES;
     }
-    if (c->queued || (c->offloaded && !c->resp))
-        return MHD_YES; /* answered, or still with its worker */
-    if (!c->resp && dispatch(c) != MHD_YES)
-        return MHD_NO;
-    if (!c->resp)
-        return MHD_YES; /* offloaded */
+    /* libmicrohttpd may call again before the suspension takes hold:
+     * while a worker owns the request, touch nothing of it. */
+    if (c->offloaded && !atomic_load_explicit(&c->worked, memory_order_acquire))
+        return MHD_YES;
+    if (c->queued)
+        return MHD_YES;
+    if (!c->offloaded) {
+        if (dispatch(c) != MHD_YES)
+            return MHD_NO;
+        if (c->offloaded)
+            return MHD_YES; /* the worker owns it from here */
+    }
     return queue(c);
 }
 
@@ -711,6 +795,9 @@ static int setup(struct hp_config *cfg)
         hp_log_error("document root %s: %s", cfg->docroot, strerror(errno));
         return -1;
     }
+    /* Before any module loads: an application's init may use it. */
+    if (hp_db_server_open(cfg, S.root) < 0)
+        return -1;
     S.cc = hp_compiler_new(cfg, S.root);
     S.cache = hp_cache_new(cfg, S.cc);
     if (!S.cache)
@@ -722,7 +809,10 @@ static int setup(struct hp_config *cfg)
 static void teardown(void)
 {
     hp_watch_stop(S.watch);
+    hp_procs_teardown(); /* fallback versions, before their cache goes */
     hp_cache_free(S.cache);
+    /* After every module's fini, which may still use it. */
+    hp_db_server_close();
     hp_resolver_free(S.res);
     hp_compiler_free(S.cc);
     if (S.access && S.access != stdout)
@@ -747,6 +837,7 @@ int hp_serve(struct hp_config *cfg)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1); /* reopen the logs */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     if (setup(cfg) < 0 || open_access_log(cfg->access_log) < 0) {
@@ -759,6 +850,7 @@ int hp_serve(struct hp_config *cfg)
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     S.io_threads = ncpu > 0 ? (unsigned)ncpu : 1;
+    S.io_threads = hp_procs_io_threads(S.io_threads); /* shared by workers */
     if (workers_start(cfg->threads) < 0) {
         teardown();
         return 1;
@@ -767,10 +859,17 @@ int hp_serve(struct hp_config *cfg)
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* A worker process serves the socket its parent bound (master.c). */
+    struct MHD_OptionItem where[] = {
+        hp_procs_listen_fd() >= 0
+            ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
+                                      hp_procs_listen_fd(), NULL}
+            : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss},
+        {MHD_OPTION_END, 0, NULL}};
     S.mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        on_mhd_log, NULL, MHD_OPTION_ARRAY,
+        where, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
@@ -787,6 +886,7 @@ int hp_serve(struct hp_config *cfg)
     hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
                 HP_VERSION_STRING, S.root, cfg->listen,
                 S.dev ? "dev" : "production");
+    hp_procs_ready();
 
     for (;;) {
         struct timespec one = {1, 0};
@@ -796,12 +896,45 @@ int hp_serve(struct hp_config *cfg)
             hp_log_info("signal %d: finishing in-flight requests", sig);
             break;
         }
+        if (sig == SIGUSR1) {
+            access_reopen();
+            hp_procs_reopen_logs();
+        }
     }
     /* Stop accepting, give running requests a bounded time, then stop. */
     MHD_quiesce_daemon(S.mhd);
+    if (hp_procs_active())
+        atomic_store(&draining, true);
     double deadline = hp_now() + cfg->shutdown_timeout;
-    while (atomic_load(&S.inflight) > 0 && hp_now() < deadline)
+    /* (Handlers the --handler-timeout watchdog gave up on never finish:
+     * hp_procs_stuck() counts them, 0 with --workers 0.) */
+    while (atomic_load(&S.inflight) > hp_procs_stuck() && hp_now() < deadline)
         usleep(10000);
+    if (hp_procs_active()) {
+        /* A worker process: the listening socket lives on in the other
+         * workers, so a connection this one accepted just before it
+         * stopped accepting must still be answered. Wait up to a second
+         * for such connections' requests (and close keep-alive ones). */
+        double grace = hp_now() + 1.0;
+        while (hp_now() < deadline && hp_now() < grace) {
+            const union MHD_DaemonInfo *di = MHD_get_daemon_info(
+                S.mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+            long busy = atomic_load(&S.inflight) - hp_procs_stuck();
+            if (busy <= 0 && (!di || di->num_connections <=
+                                         (unsigned)atomic_load(&S.inflight)))
+                break;
+            usleep(10000);
+        }
+        while (atomic_load(&S.inflight) > hp_procs_stuck() &&
+               hp_now() < deadline)
+            usleep(10000);
+    }
+    if (atomic_load(&S.inflight) > 0 && hp_procs_stuck() > 0) {
+        hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
+                     hp_procs_stuck());
+        access_flush();
+        _exit(0);
+    }
     if (atomic_load(&S.inflight) > 0) {
         /* A handler stuck for good: libmicrohttpd cannot stop with a
          * connection suspended, so leave without unwinding. */

@@ -54,6 +54,12 @@ def fail(msg):
     raise TestFailure(msg)
 
 
+def note(msg):
+    """Extra detail printed under the test's line with HOTPUB_E2E_VERBOSE=1."""
+    if os.environ.get("HOTPUB_E2E_VERBOSE"):
+        print("     note: %s" % msg, flush=True)
+
+
 def check(cond, msg):
     if not cond:
         raise TestFailure(msg)
@@ -312,10 +318,13 @@ class Server:
     The temp tree is tmp/root (docroot), tmp/cache, tmp/scratch, tmp/logs.
     check_exit: on stop, fail unless the server exited 0 on SIGTERM and its
     stderr carries no sanitizer report.
+    workers: --workers N; the default 0 runs one process, which the tests
+    that look at pids, /proc/PID/maps and per-process state rely on. None
+    passes no flag (the server's own default).
     """
 
     def __init__(self, files=None, args=None, dev=None, tmp=None,
-                 check_exit=True, start=True, env=None):
+                 check_exit=True, start=True, env=None, workers=0):
         self.own_tmp = tmp is None
         self.tmp = tmp or tempfile.mkdtemp(prefix="hotpub-e2e-")
         self.root = os.path.join(self.tmp, "root")
@@ -330,6 +339,7 @@ class Server:
             write_file(self.path(rel), content)
         self.args = list(args or [])
         self.dev = dev
+        self.workers = workers
         self.check_exit = check_exit
         self.extra_env = env or {}
         self.port = None
@@ -378,11 +388,20 @@ class Server:
             cmd.append("--dev")
         elif self.dev is False:
             cmd.append("--no-dev")
+        if self.workers is not None:
+            cmd += ["--workers", str(self.workers)]
         cmd += self.args
         cmd.append(self.root)
         return cmd
 
     def start(self):
+        # A free port can be taken by someone else before the server binds
+        # it: then start again on another one.
+        for attempt in range(3):
+            if self._start_once(last=(attempt == 2)):
+                return self
+
+    def _start_once(self, last):
         self.port = free_port()
         n = len([s for s in _started if s.tmp == self.tmp])
         self.stderr_path = os.path.join(self.tmp, "logs", "stderr.%d" % n)
@@ -390,6 +409,9 @@ class Server:
         self.stdout_path = os.path.join(self.tmp, "logs", "stdout.%d" % n)
         self._outf = open(self.stdout_path, "wb")
         env = dict(os.environ)
+        # whatever the server keeps per user (e.g. the default database)
+        # stays in the test's temp dir
+        env["XDG_DATA_HOME"] = os.path.join(self.tmp, "xdg-data")
         env.update(self.extra_env)
         self.cmd = self.command()
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
@@ -400,22 +422,21 @@ class Server:
         with _live_lock:
             _live.add(self)
 
-        def accepts():
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise TestFailure("server exited with %s during start-up: %s"
-                                  % (self.proc.returncode, " ".join(self.cmd)))
+                self._close_files()
+                if not last and "in use" in self.stderr().lower():
+                    return False
+                fail("server exited with %s during start-up: %s"
+                     % (self.proc.returncode, " ".join(self.cmd)))
             try:
                 c = socket.create_connection(("127.0.0.1", self.port),
                                              timeout=0.5)
                 c.close()
                 return True
             except OSError:
-                return False
-
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if accepts():
-                return self
+                pass
             time.sleep(0.05)
         self.kill()
         fail("server did not accept connections on port %d within %.0f s"

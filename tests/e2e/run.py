@@ -1145,6 +1145,45 @@ def test_slow_handler_does_not_stall_others():
         check(bg.elapsed() >= 1.9, "slow took only %.2f s" % bg.elapsed())
 
 
+def test_slow_run_of_a_fast_page_does_not_stall_others():
+    """A page that was fast for many requests and then blocks (a slow query,
+    a sleep) must not stall other connections either."""
+    mixed = page(r'''
+HP_HANDLER(http_handler)
+{
+    if (hp_arg(req, "slow"))
+        sleep(2);
+    hp_puts(req, "mixed");
+    return HP_OK;
+}
+''', includes="#include <unistd.h>")
+    files = {"mixed.c": mixed, "fast.c": simple_page("fast"), "style.css": "x"}
+    with Server(files=files) as s:
+        conn = s.connection()
+        try:
+            for _ in range(100):
+                r = harness.request(s.port, "/mixed", conn=conn)
+                check_eq((r.status, r.text), (200, "mixed"), "warm-up")
+        finally:
+            conn.close()
+        s.get_ok("/fast")
+        bg = BackgroundRequest(s.port, "/mixed?slow=1")
+        bg.start()
+        time.sleep(0.2)
+        slowest = 0.0
+        for i in range(10):
+            t0 = time.monotonic()
+            r = s.get("/fast" if i % 2 == 0 else "/style.css", timeout=5)
+            dt = time.monotonic() - t0
+            check_eq(r.status, 200, "status of request %d" % i)
+            slowest = max(slowest, dt)
+        check(bg.is_alive(), "slow request finished too early")
+        check(slowest < limit(0.5), "a request took %.2f s while a "
+              "previously fast page blocked for 2 s" % slowest)
+        r = bg.join_result()
+        check_eq((r.status, r.text), (200, "mixed"), "slow request")
+
+
 def test_threads_run_handlers_in_parallel():
     with Server(files={"slow.c": sleeper("slow done", 2)},
                 args=["--threads", "4"]) as s:
@@ -1183,8 +1222,7 @@ def test_reload_storm():
 
         def client(idx):
             st = {"ok": 0, "fail": 0, "errors": [], "backwards": 0,
-                  "stale": 0, "max_stale": 0.0, "max_latency": 0.0,
-                  "seen": set()}
+                  "stale": 0, "max_stale": 0.0, "lat": [], "seen": set()}
             conn = s.connection(timeout=10)
             last = -1
             try:
@@ -1198,8 +1236,7 @@ def test_reload_storm():
                         conn.close()
                         conn = s.connection(timeout=10)
                         continue
-                    st["max_latency"] = max(st["max_latency"],
-                                            time.monotonic() - t0)
+                    st["lat"].append(time.monotonic() - t0)
                     mt = pat.match(r.text) if r.status == 200 else None
                     if not mt:
                         st["fail"] += 1
@@ -1215,9 +1252,10 @@ def test_reload_storm():
                     last = n
                     # how long had a newer version been on disk?
                     newer = written.get(n + 1)
-                    if newer is not None and t0 - newer > bound:
-                        st["stale"] += 1
+                    if newer is not None and t0 > newer:
                         st["max_stale"] = max(st["max_stale"], t0 - newer)
+                        if t0 - newer > bound:
+                            st["stale"] += 1
                     st["ok"] += 1
             finally:
                 conn.close()
@@ -1252,19 +1290,21 @@ def test_reload_storm():
         stale = sum(r["stale"] for r in results)
         seen = set().union(*(r["seen"] for r in results))
         errs = [e for r in results for e in r["errors"]][:5]
+        lat = sorted(x for r in results for x in r["lat"]) or [0.0]
         stats = ("%d requests, %d failed, %d versions written, %d distinct "
-                 "seen, max latency %.2f s, %d answers staler than %.1f s "
-                 "(max %.2f s)" % (ok + bad, bad, counter[0], len(seen),
-                                   max(r["max_latency"] for r in results),
-                                   stale, bound,
-                                   max(r["max_stale"] for r in results)))
+                 "seen, latency p50 %.3f s p99 %.3f s max %.2f s, %d answers "
+                 "staler than %.1f s, max staleness %.2f s"
+                 % (ok + bad, bad, counter[0], len(seen),
+                    lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1],
+                    stale, bound, max(r["max_stale"] for r in results)))
+        harness.note(stats)
         check(bad == 0, "failed requests during the storm (%s), e.g. %s"
               % (stats, errs))
         check(back == 0, "answers went back to an older version (%s): %s"
               % (stats, errs))
         check(counter[0] >= 50, "only %d rewrites" % counter[0])
         check(stale == 0, "stale answers during the storm: %s" % stats)
-        check(ok >= 200, "too few requests: %s" % stats)
+        check(ok >= 50, "too few requests to mean anything: %s" % stats)
         final = "storm %d" % counter[0]
         s.wait_for("/storm", lambda r: r.status == 200 and r.text == final,
                    lambda r: r.status == 200 and pat.match(r.text),
@@ -1287,6 +1327,121 @@ def test_reload_storm():
                   line.split(None, 5)[5].startswith(d + "/")}
         check(len(mapped) <= 2, "%d page objects still mapped after the storm "
               "(%s...)" % (len(mapped), sorted(mapped)[:3]))
+
+
+# ---- worker processes (--workers N) -------------------------------------------
+
+def worker_page(text):
+    """A page that prints text and the pid of the process that ran it."""
+    return page('HP_HANDLER(http_handler)\n{\n    hp_printf(req, "%%s|%%d", '
+                '"%s", (int)getpid());\n    return HP_OK;\n}\n' % text,
+                includes="#include <unistd.h>")
+
+
+def _spread(s, path, seconds=None, rounds=6, threads=8):
+    """GET path from `threads` parallel clients, new connection each time
+    (so that the requests land on every worker process), `rounds` each or
+    for `seconds`. Returns ({(status, text): count}, {pid, ...}) for pages
+    made by worker_page."""
+    out, pids, lock = {}, set(), threading.Lock()
+    t0 = time.monotonic()
+
+    def client():
+        n = 0
+        while (seconds is not None and time.monotonic() - t0 < seconds) or \
+                (seconds is None and n < rounds):
+            n += 1
+            try:
+                r = s.get(path, timeout=10)
+                text, sep, pid = r.text.rpartition("|")
+                if not sep:
+                    text, pid = r.text, None
+                key = (r.status, text) if r.status == 200 else \
+                    (r.status, short(r.body, 60))
+                with lock:
+                    if r.status == 200 and pid:
+                        pids.add(pid)
+                    out[key] = out.get(key, 0) + 1
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    out[("error", repr(e))] = out.get(("error", repr(e)), 0) + 1
+
+    ts = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    return out, pids
+
+
+def _all(answers, want):
+    return {k: v for k, v in answers.items() if k != (200, want)}
+
+
+def test_workers_reload_reaches_every_worker():
+    with Server(files={"r.c": worker_page("reload one")}, workers=2) as s:
+        got, pids = _spread(s, "/r")
+        check(not _all(got, "reload one"), "first version: %r" % got)
+        check(len(pids) >= 2, "requests reached only worker(s) %s" % pids)
+        for text in ("reload two", "reload three"):
+            s.write("r.c", worker_page(text), how="rename")
+            t_write = time.monotonic()
+            time.sleep(max(0.0, t_write + limit(1.0) - time.monotonic()))
+            got, pids = _spread(s, "/r")
+            check(not _all(got, text), "answers %.1f s after the write: %r"
+                  % (limit(1.0), got))
+            check(len(pids) >= 2, "requests reached only worker(s) %s" % pids)
+
+
+def test_workers_nodev_keeps_last_good():
+    """--no-dev with 2 worker processes: once a good version was served, a
+    broken edit must not turn into 500s on the worker that had not loaded
+    the page yet."""
+    with Server(files={"p.c": worker_page("version one")}, dev=False,
+                workers=2) as s:
+        check_eq(s.get_ok("/p").text.split("|")[0], "version one", "first")
+        s.write("p.c", BROKEN, how="rename")
+        time.sleep(0.3)
+        got, pids = _spread(s, "/p", seconds=1.5)
+        check(not _all(got, "version one"),
+              "answers while the page is broken (2 workers): %r" % got)
+        check(len(pids) >= 2, "requests reached only worker(s) %s" % pids)
+        s.write("p.c", worker_page("version two"), how="rename")
+        time.sleep(limit(1.0))
+        got, pids = _spread(s, "/p")
+        check(not _all(got, "version two"),
+              "answers 1 s after the fix (2 workers): %r" % got)
+
+
+def test_workers_sigterm_finishes_inflight_requests():
+    with Server(files={"slow.c": sleeper("finished", 1)}, workers=2,
+                check_exit=False) as s:
+        _spread(s, "/slow?fast=1", rounds=1, threads=4)
+        bgs = [BackgroundRequest(s.port, "/slow") for _ in range(2)]
+        for b in bgs:
+            b.start()
+        time.sleep(0.3)
+        rc = s.terminate(timeout=10)
+        for b in bgs:
+            r = b.join_result()
+            check_eq((r.status, r.text), (200, "finished"), "in-flight request")
+        check_eq(rc, 0, "exit status after SIGTERM (2 workers)")
+        err = s.stderr()
+        for mark in harness.SANITIZER_MARKS:
+            check_not_in(mark, err, "server stderr")
+
+
+def test_workers_handler_timeout_504():
+    files = {"hang.c": sleeper("too late", 5), "fast.c": simple_page("fast")}
+    with Server(files=files, workers=2, args=["--handler-timeout", "1"]) as s:
+        s.get_ok("/hang?fast=1")
+        t0 = time.monotonic()
+        r = s.get("/hang")
+        dt = time.monotonic() - t0
+        check_eq(r.status, 504, "status of a handler over --handler-timeout")
+        check(dt < limit(3.0), "504 came after %.1f s" % dt)
+        got, _ = _spread(s, "/fast", rounds=2, threads=4)
+        check_eq(got, {(200, "fast"): 8}, "other pages afterwards")
 
 
 def test_sigterm_finishes_inflight_requests():

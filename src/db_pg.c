@@ -1,0 +1,404 @@
+/*
+ * db_pg.c - the PostgreSQL engine behind the database layer (db.h), on
+ * libpq's synchronous API.
+ *
+ * Owns: every PQ* call: connecting (with a connect timeout, so an
+ * unreachable server cannot hold a request longer than the pool's acquire
+ * timeout allows), the idle-connection liveness probe, named prepared
+ * statements for the cache, running a statement with its parameters (text
+ * format, bytea in binary), collecting results, errors with SQLSTATE.
+ * May not touch: pools, caching decisions, transactions' place in the
+ * request (db.c decides; this file only runs what it is given).
+ *
+ * Results are requested in text format and kept as the PGresult: the
+ * result's cells point into it (no copy), except bytea values, which are
+ * decoded from PostgreSQL's hex text into the result's memory.
+ */
+#include "db.h"
+
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Type OIDs (pg_type.h is a server header; these never change). */
+#define OID_BOOL 16
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_OID 26
+#define OID_FLOAT4 700
+#define OID_FLOAT8 701
+#define OID_NUMERIC 1700
+
+struct pg_conn {
+    PGconn *c;
+    unsigned long next_name; /* for "hp_<n>" statement names */
+};
+
+struct pg_stmt {
+    char name[32];
+};
+
+/* The statement of an uncached call: run with PQexecParams. */
+static struct pg_stmt unnamed;
+
+static PGconn *C(hp_db *db)
+{
+    return ((struct pg_conn *)db->conn)->c;
+}
+
+/* ---- errors ------------------------------------------------------------------ */
+
+/* From a result when there is one with a SQLSTATE; else the connection's
+ * message (a lost connection has no SQLSTATE: 08006). */
+static void fail_res(hp_db *db, const PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!state) {
+        hp_db__fail(db, PQerrorMessage(C(db)), "08006", 0);
+        return;
+    }
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+    char *msg = hp_xasprintf("%s%s%s", primary ? primary : "error",
+                             detail ? " - " : "", detail ? detail : "");
+    hp_db__fail(db, msg, state, 0);
+    free(msg);
+}
+
+static bool ok_status(const PGresult *r)
+{
+    ExecStatusType s = PQresultStatus(r);
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK ||
+           s == PGRES_EMPTY_QUERY;
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
+static int pg_check_url(const char *url, char **err)
+{
+    char *msg = NULL;
+    PQconninfoOption *o = PQconninfoParse(url, &msg);
+    if (!o) {
+        *err = hp_xasprintf("bad PostgreSQL URL: %s",
+                            msg ? msg : "out of memory");
+        PQfreemem(msg);
+        return -1;
+    }
+    PQconninfoFree(o);
+    return 0;
+}
+
+/* Warnings go to the log; NOTICEs ("table exists, skipping") do not. */
+static void on_notice(void *arg, const PGresult *r)
+{
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && strcmp(sev, "WARNING") == 0)
+        hp_log_info("postgresql: %s", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+}
+
+static int run_init(PGconn *c, const char *init_sql, char **err)
+{
+    PGresult *r = PQexec(c, init_sql);
+    bool ok = r && ok_status(r);
+    if (!ok)
+        *err = hp_xasprintf("init SQL: %s", PQerrorMessage(c));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/*
+ * The URL's own settings win over ours (libpq applies parameters in order
+ * and expands the URL given as dbname where it stands). connect_timeout
+ * follows the pool's acquire timeout; libpq's minimum is 2 seconds.
+ */
+static int pg_connect(hp_db *db, const char *url, const char *init_sql,
+                      int timeout_ms, char **err)
+{
+    char timeout[16];
+    int secs = (timeout_ms + 999) / 1000;
+    snprintf(timeout, sizeof timeout, "%d", secs < 2 ? 2 : secs);
+    const char *const keys[] = {"connect_timeout", "application_name",
+                                "client_encoding", "dbname", NULL};
+    const char *const vals[] = {timeout, "hotpub", "UTF8", url, NULL};
+
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        *err = hp_xstrdup(c ? PQerrorMessage(c) : "out of memory");
+        size_t n = strlen(*err);
+        while (n && ((*err)[n - 1] == '\n' || (*err)[n - 1] == ' '))
+            (*err)[--n] = '\0';
+        PQfinish(c);
+        return -1;
+    }
+    PQsetNoticeReceiver(c, on_notice, NULL);
+    if (init_sql && run_init(c, init_sql, err) < 0) {
+        PQfinish(c);
+        return -1;
+    }
+    struct pg_conn *pc = hp_xcalloc(1, sizeof *pc);
+    pc->c = c;
+    db->conn = pc;
+    return 0;
+}
+
+static void pg_disconnect(hp_db *db)
+{
+    PQfinish(C(db));
+    free(db->conn);
+    db->conn = NULL;
+}
+
+/*
+ * An idle connection has nothing to read. If it has, the server spoke
+ * while we were not asking: in practice it is the "terminating connection"
+ * message of a shutdown or restart, followed by EOF. Such a connection is
+ * not worth a round trip to find out: it is dropped and replaced.
+ */
+static bool pg_alive(hp_db *db)
+{
+    if (PQstatus(C(db)) != CONNECTION_OK)
+        return false;
+    struct pollfd p = {.fd = PQsocket(C(db)), .events = POLLIN};
+    if (p.fd < 0)
+        return false;
+    return poll(&p, 1, 0) == 0;
+}
+
+static int pg_reset(hp_db *db)
+{
+    switch (PQtransactionStatus(C(db))) {
+    case PQTRANS_IDLE:
+        return 0;
+    case PQTRANS_INTRANS:
+    case PQTRANS_INERROR: {
+        PGresult *r = PQexec(C(db), "ROLLBACK");
+        bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        return ok ? 0 : -1;
+    }
+    default:
+        return -1; /* a command in flight, or the connection is gone */
+    }
+}
+
+static bool pg_tx_failed(hp_db *db)
+{
+    return PQtransactionStatus(C(db)) == PQTRANS_INERROR;
+}
+
+/* ---- statements ------------------------------------------------------------ */
+
+static void *pg_prepare(hp_db *db, const char *sql, bool keep)
+{
+    if (!keep)
+        return &unnamed;
+    struct pg_conn *pc = db->conn;
+    struct pg_stmt *s = hp_xcalloc(1, sizeof *s);
+    snprintf(s->name, sizeof s->name, "hp_%lu", ++pc->next_name);
+    PGresult *r = PQprepare(pc->c, s->name, sql, 0, NULL);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        fail_res(db, r);
+        PQclear(r);
+        free(s);
+        return NULL;
+    }
+    PQclear(r);
+    return s;
+}
+
+/* DEALLOCATE cannot run in a failed transaction; then the statement stays
+ * on the server until the connection closes, which is harmless. */
+static void pg_finalize(hp_db *db, void *stmt, bool tell_server)
+{
+    struct pg_stmt *s = stmt;
+    if (s == &unnamed)
+        return;
+    if (tell_server && PQstatus(C(db)) == CONNECTION_OK &&
+        PQtransactionStatus(C(db)) != PQTRANS_INERROR) {
+        char sql[48];
+        snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
+        PQclear(PQexec(C(db), sql));
+    }
+    free(s);
+}
+
+static bool pg_readonly(void *stmt)
+{
+    return true; /* only SQLite's BEGIN depends on it */
+}
+
+/* Parameters in text format; blobs in binary (bytea's binary format is the
+ * bytes themselves); numbers as decimal text, typed by the server. */
+struct pg_params {
+    const char **vals;
+    int *lens, *fmts;
+    char (*num)[32];
+};
+
+static void params_fill(struct pg_params *pp, size_t n, const hp_db_val *v)
+{
+    for (size_t i = 0; i < n; i++) {
+        pp->lens[i] = 0;
+        pp->fmts[i] = 0;
+        pp->vals[i] = NULL;
+        switch (v[i].type) {
+        case HP_DB_INT:
+            snprintf(pp->num[i], 32, "%lld", v[i].v.i);
+            pp->vals[i] = pp->num[i];
+            break;
+        case HP_DB_FLOAT:
+            snprintf(pp->num[i], 32, "%.17g", v[i].v.f);
+            pp->vals[i] = pp->num[i];
+            break;
+        case HP_DB_TEXT:
+            pp->vals[i] = v[i].v.s;
+            break;
+        case HP_DB_BLOB:
+            pp->vals[i] = v[i].v.b ? v[i].v.b : "";
+            pp->lens[i] = (int)v[i].len;
+            pp->fmts[i] = 1;
+            break;
+        case HP_DB_NULL:
+            break;
+        }
+    }
+}
+
+static enum hp_db_type type_of(Oid t)
+{
+    switch (t) {
+    case OID_BOOL:
+    case OID_INT2:
+    case OID_INT4:
+    case OID_INT8:
+    case OID_OID: return HP_DB_INT;
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+    case OID_NUMERIC: return HP_DB_FLOAT;
+    case OID_BYTEA: return HP_DB_BLOB;
+    default: return HP_DB_TEXT;
+    }
+}
+
+static void bytea_cell(hp_db_res *res, const char *text, struct hp_db_cell *c)
+{
+    size_t len = 0;
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)text, &len);
+    c->p = hp_db__res_copy(res, raw ? raw : (const unsigned char *)"",
+                           raw ? len : 0);
+    c->len = raw ? len : 0;
+    PQfreemem(raw);
+}
+
+static void pqclear(void *r)
+{
+    PQclear(r);
+}
+
+/* The cells point into r, which the result keeps until it is freed. */
+static void collect(hp_db_res *res, PGresult *r)
+{
+    int nc = PQnfields(r), nr = PQntuples(r);
+    hp_db__res_set_cols(res, nc);
+    for (int i = 0; i < nc; i++)
+        hp_db__res_set_name(res, i, PQfname(r, i));
+    for (int row = 0; row < nr; row++) {
+        struct hp_db_cell *cells = hp_db__res_add_row(res);
+        for (int i = 0; i < nc; i++) {
+            struct hp_db_cell *c = &cells[i];
+            if (PQgetisnull(r, row, i))
+                continue;
+            c->type = type_of(PQftype(r, i));
+            if (c->type == HP_DB_BLOB) {
+                bytea_cell(res, PQgetvalue(r, row, i), c);
+                continue;
+            }
+            c->p = PQgetvalue(r, row, i);
+            c->len = (size_t)PQgetlength(r, row, i);
+        }
+    }
+    res->keep = r;
+    res->keep_free = pqclear;
+}
+
+static PGresult *execute(hp_db *db, struct pg_stmt *s, const char *sql,
+                         size_t n, const hp_db_val *params)
+{
+    struct pg_params pp;
+    size_t m = n ? n : 1;
+    pp.vals = hp_xmalloc(m * sizeof *pp.vals);
+    pp.lens = hp_xmalloc(m * sizeof *pp.lens);
+    pp.fmts = hp_xmalloc(m * sizeof *pp.fmts);
+    pp.num = hp_xmalloc(m * sizeof *pp.num);
+    params_fill(&pp, n, params);
+    PGresult *r =
+        s == &unnamed
+            ? PQexecParams(C(db), sql, (int)n, NULL, pp.vals, pp.lens, pp.fmts, 0)
+            : PQexecPrepared(C(db), s->name, (int)n, pp.vals, pp.lens, pp.fmts,
+                             0);
+    free(pp.vals);
+    free(pp.lens);
+    free(pp.fmts);
+    free(pp.num);
+    return r;
+}
+
+static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
+                  const hp_db_val *params, hp_db_res *res)
+{
+    PGresult *r = execute(db, stmt, sql, n, params);
+    if (!r || !ok_status(r)) {
+        fail_res(db, r);
+        PQclear(r);
+        return -1;
+    }
+    db->changes = strtoll(PQcmdTuples(r), NULL, 10);
+    if (res)
+        collect(res, r);
+    else
+        PQclear(r);
+    return 0;
+}
+
+static int pg_script(hp_db *db, const char *sql)
+{
+    PGresult *r = PQexec(C(db), sql);
+    if (!r || !ok_status(r)) {
+        fail_res(db, r);
+        PQclear(r);
+        return -1;
+    }
+    db->changes = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+/* The cached statement is no use any more: its result type changed under
+ * it (0A000 "cached plan must not change result type") or the server
+ * forgot it (26000, after DISCARD ALL or DEALLOCATE ALL). */
+static bool pg_stale(hp_db *db)
+{
+    return strcmp(db->sqlstate, "0A000") == 0 ||
+           strcmp(db->sqlstate, "26000") == 0;
+}
+
+const struct hp_db_driver hp_db_pg_driver = {
+    .engine = HP_DB_POSTGRESQL,
+    .name = "postgresql",
+    .check_url = pg_check_url,
+    .connect = pg_connect,
+    .disconnect = pg_disconnect,
+    .alive = pg_alive,
+    .reset = pg_reset,
+    .tx_failed = pg_tx_failed,
+    .prepare = pg_prepare,
+    .finalize = pg_finalize,
+    .readonly = pg_readonly,
+    .run = pg_run,
+    .script = pg_script,
+    .stale = pg_stale,
+};

@@ -1,0 +1,425 @@
+/*
+ * db_sqlite.c - the SQLite engine behind the database layer (db.h).
+ *
+ * Owns: every sqlite3_* call: opening a connection with hotpub's settings
+ * (WAL, busy timeout, foreign keys), compiling statements and checking
+ * their parameters, binding, stepping every row into a result, and mapping
+ * SQLite's result codes to SQLSTATEs.
+ * May not touch: pools, caching decisions, transactions' place in the
+ * request (db.c decides; this file only runs what it is given).
+ *
+ * Parameters: SQLite reads "$1" as a named parameter whose name is "$1",
+ * so the SQL is never rewritten: each "$n" is bound by looking its name up
+ * once, when the statement is compiled. Other parameter styles (?, ?NNN,
+ * :name, @name) are refused, so SQL written here runs on PostgreSQL too.
+ *
+ * Connections are opened SQLITE_OPEN_NOMUTEX: the pool gives a connection
+ * to one thread at a time, so SQLite's own per-connection mutex is waste.
+ */
+#include "db.h"
+
+#include <ctype.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BUSY_TIMEOUT_MS 5000
+
+struct sq_stmt {
+    sqlite3_stmt *st;
+    int maxn;    /* highest $n                                   */
+    int map[];   /* map[n-1]: the bind index of $n (0: unused)   */
+};
+
+static sqlite3 *C(hp_db *db)
+{
+    return db->conn;
+}
+
+/* SQLite's codes as SQLSTATEs, so an application can test "23505" for a
+ * unique violation whichever engine runs it. */
+static const char *sqlstate_of(int code, const char *msg)
+{
+    switch (code) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY: return "23505";
+    case SQLITE_CONSTRAINT_FOREIGNKEY: return "23503";
+    case SQLITE_CONSTRAINT_NOTNULL: return "23502";
+    case SQLITE_CONSTRAINT_CHECK: return "23514";
+    }
+    switch (code & 0xff) {
+    case SQLITE_CONSTRAINT: return "23000";
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return "55P03";  /* lock_not_available     */
+    case SQLITE_READONLY: return "25006"; /* read_only_sql_transaction */
+    case SQLITE_TOOBIG: return "54000";
+    case SQLITE_NOMEM: return "53200";
+    case SQLITE_FULL: return "53100";
+    case SQLITE_MISMATCH: return "42804";
+    case SQLITE_RANGE: return "08P01";
+    case SQLITE_CANTOPEN: return "08006";
+    case SQLITE_ERROR:
+        if (strncmp(msg, "no such table", 13) == 0)
+            return "42P01";
+        if (strncmp(msg, "no such column", 14) == 0)
+            return "42703";
+        if (strstr(msg, "syntax error"))
+            return "42601";
+        return "42000";
+    }
+    return "HY000";
+}
+
+static void fail_code(hp_db *db, int code, const char *msg)
+{
+    hp_db__fail(db, msg, sqlstate_of(code, msg), code);
+}
+
+static void fail_conn(hp_db *db)
+{
+    fail_code(db, sqlite3_extended_errcode(C(db)), sqlite3_errmsg(C(db)));
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
+static int sq_check_url(const char *path, char **err)
+{
+    if (!*path) {
+        *err = hp_xstrdup("sqlite: needs a path, e.g. sqlite:/var/lib/app.db "
+                          "or sqlite::memory:");
+        return -1;
+    }
+    return 0;
+}
+
+static int exec_or_err(sqlite3 *c, const char *sql, char **err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(c, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return 0;
+    *err = hp_xasprintf("%s: %s", sql, msg ? msg : sqlite3_errmsg(c));
+    sqlite3_free(msg);
+    return -1;
+}
+
+/* WAL lets readers run while one request writes; NORMAL is WAL's safe
+ * setting. A memory database has no journal to speak of. */
+static int configure(sqlite3 *c, bool memory, const char *init_sql, char **err)
+{
+    sqlite3_extended_result_codes(c, 1);
+    sqlite3_busy_timeout(c, BUSY_TIMEOUT_MS);
+    if (exec_or_err(c, "PRAGMA foreign_keys = ON", err) < 0)
+        return -1;
+    if (!memory && (exec_or_err(c, "PRAGMA journal_mode = WAL", err) < 0 ||
+                    exec_or_err(c, "PRAGMA synchronous = NORMAL", err) < 0))
+        return -1;
+    if (init_sql && exec_or_err(c, init_sql, err) < 0)
+        return -1;
+    return 0;
+}
+
+static int sq_connect(hp_db *db, const char *path, const char *init_sql,
+                      int timeout_ms, char **err)
+{
+    sqlite3 *c = NULL;
+    bool memory = strcmp(path, ":memory:") == 0;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                SQLITE_OPEN_NOMUTEX |
+                (strncmp(path, "file:", 5) == 0 ? SQLITE_OPEN_URI : 0);
+
+    if (sqlite3_open_v2(path, &c, flags, NULL) != SQLITE_OK) {
+        *err = hp_xasprintf("sqlite:%s: %s", path,
+                            c ? sqlite3_errmsg(c) : "out of memory");
+        sqlite3_close_v2(c);
+        return -1;
+    }
+    if (configure(c, memory, init_sql, err) < 0) {
+        sqlite3_close_v2(c);
+        return -1;
+    }
+    db->conn = c;
+    return 0;
+}
+
+static void sq_disconnect(hp_db *db)
+{
+    sqlite3_close_v2(C(db));
+    db->conn = NULL;
+}
+
+static bool sq_alive(hp_db *db)
+{
+    return db->conn != NULL;
+}
+
+/* A transaction still open (autocommit off) is rolled back. */
+static int sq_reset(hp_db *db)
+{
+    if (sqlite3_get_autocommit(C(db)))
+        return 0;
+    return sqlite3_exec(C(db), "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK ? 0
+                                                                          : -1;
+}
+
+static bool sq_tx_failed(hp_db *db)
+{
+    return false; /* SQLite keeps a transaction usable; db.c tracks it */
+}
+
+/* ---- statements ------------------------------------------------------------ */
+
+/* "$12" -> 12; 0 for any other parameter name. */
+static int dollar_number(const char *name)
+{
+    if (!name || name[0] != '$' || !isdigit((unsigned char)name[1]))
+        return 0;
+    long v = 0;
+    for (const char *p = name + 1; *p; p++) {
+        if (!isdigit((unsigned char)*p) || v > 32766)
+            return 0;
+        v = v * 10 + (*p - '0');
+    }
+    return (int)v;
+}
+
+/* Highest $n, or -1 (error recorded) for a parameter of another style. */
+static int max_param(hp_db *db, sqlite3_stmt *st)
+{
+    int count = sqlite3_bind_parameter_count(st), maxn = 0;
+    for (int i = 1; i <= count; i++) {
+        const char *name = sqlite3_bind_parameter_name(st, i);
+        int n = dollar_number(name);
+        if (n == 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "parameters are written $1, $2, ...; found %s",
+                     name ? name : "?");
+            hp_db__fail(db, msg, "42601", SQLITE_ERROR);
+            return -1;
+        }
+        if (n > maxn)
+            maxn = n;
+    }
+    return maxn;
+}
+
+/* One statement per call: a second one after ';' would be ignored
+ * silently by SQLite. Comments and blanks after the first are fine. */
+static bool more_statements(sqlite3 *c, const char *tail)
+{
+    sqlite3_stmt *next = NULL;
+    while (isspace((unsigned char)*tail))
+        tail++;
+    if (!*tail)
+        return false;
+    if (sqlite3_prepare_v2(c, tail, -1, &next, NULL) != SQLITE_OK)
+        return true;
+    bool more = next != NULL;
+    sqlite3_finalize(next);
+    return more;
+}
+
+static struct sq_stmt *param_map(hp_db *db, sqlite3_stmt *st)
+{
+    int maxn = max_param(db, st);
+    if (maxn < 0)
+        return NULL;
+    struct sq_stmt *s = hp_xcalloc(1, sizeof *s + (size_t)maxn * sizeof(int));
+    s->st = st;
+    s->maxn = maxn;
+    for (int i = 1; i <= sqlite3_bind_parameter_count(st); i++)
+        s->map[dollar_number(sqlite3_bind_parameter_name(st, i)) - 1] = i;
+    return s;
+}
+
+static void *sq_prepare(hp_db *db, const char *sql, bool keep)
+{
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v3(C(db), sql, -1,
+                                keep ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+                                &tail);
+    if (rc != SQLITE_OK) {
+        fail_conn(db);
+        return NULL;
+    }
+    if (!st || more_statements(C(db), tail)) {
+        hp_db__fail(db,
+                    st ? "several statements in one call (use "
+                         "hp_db_exec_script for a script without parameters)"
+                       : "empty statement",
+                    "42601", SQLITE_MISUSE);
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    struct sq_stmt *s = param_map(db, st);
+    if (!s)
+        sqlite3_finalize(st);
+    return s;
+}
+
+static void sq_finalize(hp_db *db, void *stmt, bool tell_server)
+{
+    struct sq_stmt *s = stmt;
+    sqlite3_finalize(s->st);
+    free(s);
+}
+
+static bool sq_readonly(void *stmt)
+{
+    return sqlite3_stmt_readonly(((struct sq_stmt *)stmt)->st) != 0;
+}
+
+static int bind_one(sqlite3_stmt *st, int i, const hp_db_val *v)
+{
+    switch (v->type) {
+    case HP_DB_INT:
+        return sqlite3_bind_int64(st, i, v->v.i);
+    case HP_DB_FLOAT:
+        return sqlite3_bind_double(st, i, v->v.f);
+    case HP_DB_TEXT:
+        if (!v->v.s)
+            return sqlite3_bind_null(st, i);
+        return sqlite3_bind_text(st, i, v->v.s, -1, SQLITE_STATIC);
+    case HP_DB_BLOB:
+        /* A NULL pointer would bind NULL; an empty blob is still a blob. */
+        return sqlite3_bind_blob64(st, i, v->v.b ? v->v.b : "",
+                                   (sqlite3_uint64)v->len, SQLITE_STATIC);
+    case HP_DB_NULL:
+        break;
+    }
+    return sqlite3_bind_null(st, i);
+}
+
+static int bind_all(hp_db *db, struct sq_stmt *s, size_t n,
+                    const hp_db_val *params)
+{
+    if (n != (size_t)s->maxn) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "the statement takes %d parameter%s ($1..$%d) but %zu "
+                 "%s given",
+                 s->maxn, s->maxn == 1 ? "" : "s", s->maxn, n,
+                 n == 1 ? "was" : "were");
+        hp_db__fail(db, msg, "08P01", SQLITE_RANGE);
+        return -1;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (s->map[k] && bind_one(s->st, s->map[k], &params[k]) != SQLITE_OK) {
+            fail_conn(db);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void set_columns(hp_db_res *res, sqlite3_stmt *st)
+{
+    int n = sqlite3_column_count(st);
+    hp_db__res_set_cols(res, n);
+    for (int i = 0; i < n; i++)
+        hp_db__res_set_name(res, i, sqlite3_column_name(st, i));
+}
+
+/* Copy one value out of the statement (it is reset right after). */
+static void read_cell(hp_db_res *res, sqlite3_stmt *st, int i,
+                      struct hp_db_cell *c)
+{
+    int t = sqlite3_column_type(st, i);
+    const void *p;
+
+    if (t == SQLITE_NULL)
+        return; /* c->p stays NULL */
+    if (t == SQLITE_INTEGER) {
+        c->type = HP_DB_INT;
+        c->num.i = sqlite3_column_int64(st, i);
+        c->has_num = true;
+    } else if (t == SQLITE_FLOAT) {
+        c->type = HP_DB_FLOAT;
+        c->num.f = sqlite3_column_double(st, i);
+        c->has_num = true;
+    } else {
+        c->type = t == SQLITE_BLOB ? HP_DB_BLOB : HP_DB_TEXT;
+    }
+    /* For numbers this converts a copy of the value to text, after the
+     * number itself was read. */
+    p = t == SQLITE_BLOB ? sqlite3_column_blob(st, i)
+                         : (const void *)sqlite3_column_text(st, i);
+    c->len = (size_t)sqlite3_column_bytes(st, i);
+    c->p = hp_db__res_copy(res, p, c->len);
+}
+
+static void read_row(hp_db_res *res, sqlite3_stmt *st)
+{
+    struct hp_db_cell *row = hp_db__res_add_row(res);
+    for (int i = 0; i < res->ncols; i++)
+        read_cell(res, st, i, &row[i]);
+}
+
+/* Columns are read after the first step: a statement compiled before a
+ * schema change is recompiled by that step, and "SELECT *" may have grown. */
+static int step_all(hp_db *db, sqlite3_stmt *st, hp_db_res *res)
+{
+    int rc = sqlite3_step(st);
+    if (res)
+        set_columns(res, st);
+    for (; rc == SQLITE_ROW; rc = sqlite3_step(st))
+        if (res)
+            read_row(res, st);
+    if (rc != SQLITE_DONE) {
+        fail_conn(db);
+        return -1;
+    }
+    db->changes = sqlite3_stmt_readonly(st) ? 0 : sqlite3_changes64(C(db));
+    return 0;
+}
+
+static int sq_run(hp_db *db, void *stmt, const char *sql, size_t n,
+                  const hp_db_val *params, hp_db_res *res)
+{
+    struct sq_stmt *s = stmt;
+    int rc = -1;
+
+    if (bind_all(db, s, n, params) == 0)
+        rc = step_all(db, s->st, res);
+    /* Ready for the next use; the bound text must not be kept past now. */
+    sqlite3_reset(s->st);
+    sqlite3_clear_bindings(s->st);
+    return rc;
+}
+
+static int sq_script(hp_db *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(C(db), sql, NULL, NULL, &msg) == SQLITE_OK) {
+        db->changes = sqlite3_changes64(C(db));
+        return 0;
+    }
+    fail_code(db, sqlite3_extended_errcode(C(db)),
+              msg ? msg : sqlite3_errmsg(C(db)));
+    sqlite3_free(msg);
+    return -1;
+}
+
+static bool sq_stale(hp_db *db)
+{
+    return false; /* SQLite recompiles a statement the schema changed under */
+}
+
+const struct hp_db_driver hp_db_sqlite_driver = {
+    .engine = HP_DB_SQLITE,
+    .name = "sqlite",
+    .check_url = sq_check_url,
+    .connect = sq_connect,
+    .disconnect = sq_disconnect,
+    .alive = sq_alive,
+    .reset = sq_reset,
+    .tx_failed = sq_tx_failed,
+    .prepare = sq_prepare,
+    .finalize = sq_finalize,
+    .readonly = sq_readonly,
+    .run = sq_run,
+    .script = sq_script,
+    .stale = sq_stale,
+};

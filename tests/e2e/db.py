@@ -1,0 +1,778 @@
+#!/usr/bin/env python3
+"""hotpub database end-to-end tests (docs/database.md).
+
+    HOTPUB_BIN=/abs/path/hotpub [HOTPUB_PG_URL=postgresql://...] \\
+        python3 tests/e2e/db.py [NAME-SUBSTRING...]
+    python3 tests/e2e/db.py --list
+
+Every test runs on SQLite (a fresh file per test) and, when HOTPUB_PG_URL
+names a PostgreSQL server, again on it (a fresh schema per test, through
+the URL's search_path). Without HOTPUB_PG_URL the PostgreSQL runs print
+"skip name[pg]: no HOTPUB_PG_URL" and do not count. Output, as in run.py:
+one line per test, then "N passed, N failed"; exit status 1 on a failure.
+
+The PostgreSQL restart test stops and starts the server behind
+HOTPUB_PG_URL with pg_ctl (as the data directory's owner, through runuser
+when run as root); it is skipped when that is not possible.
+"""
+
+import json
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (SLACK, BackgroundRequest, Server, TestFailure,  # noqa: E402
+                     check, check_eq, check_in, fail, page, short,
+                     wait_until)
+
+TEST_TIMEOUT = 90.0
+SUITE_BUDGET = 400.0
+PG_URL = os.environ.get("HOTPUB_PG_URL", "").strip()
+ROOT = os.path.dirname(os.path.dirname(harness.HERE))
+# Tests that read one pool's counters from status.json run one worker
+# process: with several, each has its own pools and status.json shows the
+# pools of whichever process answered.
+ONE_PROCESS = ["--workers", "1"]
+
+
+class Skip(Exception):
+    pass
+
+
+# ---- engines -------------------------------------------------------------
+
+class Engine:
+    """How a test's server reaches its database, and the DDL that differs."""
+
+    _n = 0
+
+    def __init__(self, name):
+        self.name = name
+        self.pg = name == "pg"
+        Engine._n += 1
+        self.schema = "e2e_%d_%d" % (os.getpid(), Engine._n)
+        self.id_col = ("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
+                       if self.pg else "INTEGER PRIMARY KEY AUTOINCREMENT")
+        self.blob = "BYTEA" if self.pg else "BLOB"
+
+    def url(self, s):
+        """The --db URL for server s (a harness.Server, not started)."""
+        if not self.pg:
+            return "sqlite:" + os.path.join(s.tmp, "app.db")
+        sep = "&" if "?" in PG_URL else "?"
+        return "%s%soptions=-csearch_path%%3D%s" % (PG_URL, sep, self.schema)
+
+
+ADMIN = page(r'''
+HP_HANDLER(script)
+{
+    hp_db *db = hp_db(req);
+    if (hp_db_exec_script(db, hp_arg(req, "q")) != HP_OK) {
+        hp_printf(req, "ERR %s", hp_db_error(db));
+        return 500;
+    }
+    hp_puts(req, "ok");
+    return HP_OK;
+}
+
+HP_HANDLER(value)
+{
+    hp_db *db = hp_db(req);
+    hp_db_res *r = hp_db_query(db, hp_arg(req, "q"));
+    if (!r) {
+        hp_printf(req, "ERR %s", hp_db_error(db));
+        return 500;
+    }
+    while (hp_db_next(r)) {
+        for (int i = 0; i < hp_db_ncols(r); i++)
+            hp_printf(req, "%s%s", i ? "|" : "",
+                      hp_db_is_null(r, i) ? "NULL" : hp_db_text(r, i));
+        hp_puts(req, "\n");
+    }
+    return HP_OK;
+}
+''')
+
+
+def db_server(eng, files=None, args=None, env=None, dev=None, tmp=None):
+    """A started server on eng's database, with /admin/script and
+    /admin/value, and (PostgreSQL) the test's schema created."""
+    files = dict(files or {})
+    files.setdefault("admin.c", ADMIN)
+    s = Server(files=files, start=False, env=env, dev=dev, tmp=tmp)
+    s.args += ["--db", eng.url(s)] + list(args or [])
+    s.start()
+    if eng.pg:
+        script(s, "CREATE SCHEMA IF NOT EXISTS %s" % eng.schema)
+    return s
+
+
+def script(s, sql):
+    r = s.get("/admin/script?" + urllib.parse.urlencode({"q": sql}))
+    if r.status != 200:
+        fail("SQL %r: %s %s" % (sql, r.status, short(r.body)))
+
+
+def value(s, sql):
+    r = s.get("/admin/value?" + urllib.parse.urlencode({"q": sql}))
+    if r.status != 200:
+        fail("SQL %r: %s %s" % (sql, r.status, short(r.body)))
+    return r.text
+
+
+def cleanup(s, eng):
+    if eng.pg and s.alive():
+        script(s, "DROP SCHEMA IF EXISTS %s CASCADE" % eng.schema)
+
+
+def pools(s):
+    return {p["name"]: p for p in s.status_json().get("pools", [])}
+
+
+def wait_pool_idle(s, name="default", timeout=5.0):
+    """The pool has no connection out and nobody waiting."""
+    def idle():
+        p = pools(s).get(name)
+        return p if p and p["in_use"] == 0 and p["waiters"] == 0 else None
+    p = wait_until(idle, timeout)
+    if not p:
+        fail("pool %s not back to idle: %s" % (name, pools(s).get(name)))
+    return p
+
+
+# ---- pages ---------------------------------------------------------------
+
+WRITER = page(r'''
+HP_HOOK(commit)
+{
+    /* a later participant that can say no */
+    return hp_arg(req, "failcommit") ? 500 : HP_OK;
+}
+
+HP_HANDLER(add)
+{
+    hp_db *db = hp_db(req);
+    if (hp_db_exec(db, "INSERT INTO t (v) VALUES ($1)", hp_arg(req, "v")) != HP_OK)
+        return 500;
+    if (hp_arg(req, "fail")) {
+        hp_puts(req, "handler says no");
+        return 500;
+    }
+    if (hp_arg(req, "badsql")) /* an error the handler ignores */
+        hp_db_exec(db, "SELECT * FROM no_such_table_e2e");
+    hp_printf(req, "added %s", hp_arg(req, "v"));
+    return HP_OK;
+}
+
+HP_HANDLER(count)
+{
+    hp_db_res *r = hp_db_query(hp_db(req), "SELECT count(*) FROM t");
+    if (!r || !hp_db_next(r))
+        return 500;
+    hp_printf(req, "%lld", hp_db_int(r, 0));
+    return HP_OK;
+}
+''')
+
+
+def make_t(s, eng):
+    script(s, "CREATE TABLE t (id %s, v TEXT UNIQUE)" % eng.id_col)
+
+
+def rows(s):
+    return sorted(l for l in value(s, "SELECT v FROM t").split("\n") if l)
+
+
+# ---- commit and rollback -------------------------------------------------
+
+def test_commit_on_success(eng):
+    with db_server(eng, {"w.c": WRITER}) as s:
+        make_t(s, eng)
+        r = s.post("/w/add", "v=one")
+        check_eq((r.status, r.text), (200, "added one"), "POST /w/add")
+        check_eq(rows(s), ["one"], "rows after a successful request")
+        p = wait_pool_idle(s)
+        check(p["acquires"] >= 1 and p["errors"] == 0, "pool %r" % p)
+        cleanup(s, eng)
+
+
+def test_rollback_on_handler_error(eng):
+    with db_server(eng, {"w.c": WRITER}) as s:
+        make_t(s, eng)
+        r = s.post("/w/add", "v=two&fail=1")
+        check_eq(r.status, 500, "status when the handler returns 500")
+        check_eq(rows(s), [], "rows after a failed handler")
+        # a statement failed but the handler said HP_OK: still a 500, and
+        # the insert before the failure is rolled back (both engines)
+        r = s.post("/w/add", "v=three&badsql=1")
+        check_eq(r.status, 500, "status after an ignored SQL error")
+        check_eq(rows(s), [], "rows after an ignored SQL error")
+        err = s.stderr()
+        check_in("no_such_table_e2e", err, "server log")
+        check_in(s.canon("w.c"), err, "server log (the page)")
+        check_in("SQLSTATE 42P01", err, "server log (the SQLSTATE)")
+        wait_pool_idle(s)
+        cleanup(s, eng)
+
+
+def test_rollback_when_commit_hook_fails(eng):
+    with db_server(eng, {"w.c": WRITER}) as s:
+        make_t(s, eng)
+        r = s.post("/w/add", "v=four&failcommit=1")
+        check_eq(r.status, 500, "status when the page's commit hook fails")
+        check(b"added" not in r.body, "the success body must not be sent")
+        check_eq(rows(s), [], "rows after a failed commit hook")
+        check_eq(s.post("/w/add", "v=five").status, 200, "next request")
+        check_eq(rows(s), ["five"], "rows")
+        wait_pool_idle(s)
+        cleanup(s, eng)
+
+
+# ---- load and limits -----------------------------------------------------
+
+def test_50_concurrent_inserts(eng):
+    with db_server(eng, {"w.c": WRITER}, ONE_PROCESS) as s:
+        make_t(s, eng)
+        reqs = [BackgroundRequest(s.port, "/w/add", "POST", "v=n%02d" % i,
+                                  {"Content-Type":
+                                   "application/x-www-form-urlencoded"},
+                                  timeout=30)
+                for i in range(50)]
+        for r in reqs:
+            r.start()
+        statuses = [r.join_result(40).status for r in reqs]
+        bad = [(i, st) for i, st in enumerate(statuses) if st != 200]
+        check(not bad, "requests not 200: %s" % bad[:10])
+        check_eq(rows(s), ["n%02d" % i for i in range(50)],
+                 "every row exactly once")
+        check_eq(value(s, "SELECT count(*), count(DISTINCT v) FROM t").strip(),
+                 "50|50", "count")
+        p = wait_pool_idle(s)
+        check(p["size"] <= p["max"], "pool size %r" % p)
+        check_eq(p["timeouts"], 0, "timeouts")
+        cleanup(s, eng)
+
+
+HOLDER = page(r'''
+HP_HANDLER(hold)
+{
+    hp_db *db = hp_db(req);
+    if (hp_db_exec(db, "SELECT 1") != HP_OK)
+        return 500;
+    sleep(3); /* keeps the pool's only connection */
+    hp_puts(req, "held");
+    return HP_OK;
+}
+
+HP_HANDLER(fast)
+{
+    hp_db *db = hp_db(req);
+    hp_puts(req, "partial output that must not reach the client\n");
+    if (hp_db_exec(db, "SELECT 1") != HP_OK)
+        return 500;
+    hp_puts(req, "fast");
+    return HP_OK;
+}
+''', includes="#include <unistd.h>")
+
+
+def test_pool_exhausted_503_then_recovers(eng):
+    with db_server(eng, {"h.c": HOLDER},
+                   ONE_PROCESS + ["--db-pool-size", "1",
+                                  "--db-acquire-timeout", "500"]) as s:
+        check_eq(s.get("/h/fast").status, 200, "warm-up")
+        holder = BackgroundRequest(s.port, "/h/hold")
+        holder.start()
+        wait_until(lambda: pools(s)["default"]["in_use"] == 1, 5) or \
+            fail("the holder never took the connection")
+        t0 = time.monotonic()
+        r = s.get("/h/fast")
+        took = time.monotonic() - t0
+        check_eq(r.status, 503, "status while the pool is exhausted")
+        check(0.4 <= took < 2.5 * SLACK, "503 after %.2f s, want ~0.5" % took)
+        check_in("database busy", r.text, "503 body")
+        check_in("500 ms", r.text, "503 body")
+        check("partial output" not in r.text, "503 body has the page's "
+              "output: %r" % r.text)
+        check_eq(r.header("Retry-After"), "1", "Retry-After")
+        check_eq(holder.join_result(15).status, 200, "the holder's status")
+        r = s.get("/h/fast")
+        check(r.status == 200 and r.text.endswith("fast"),
+              "after the holder is done: %s %r" % (r.status, r.text))
+        p = wait_pool_idle(s)
+        check(p["timeouts"] >= 1, "timeouts %r" % p)
+        check_eq(p["size"], 1, "pool size")
+
+
+def test_db_off_503(eng):
+    if eng.pg:
+        raise Skip("engine-independent")
+    s = Server(files={"h.c": HOLDER}, args=["--db", "off"])
+    with s:
+        r = s.get("/h/fast")
+        check_eq(r.status, 503, "hp_db(req) without a database")
+        check_in("no database is configured", r.text, "body")
+        check_eq(pools(s), {}, "pools")
+
+
+# ---- values --------------------------------------------------------------
+
+ECHO = page(r'''
+HP_HANDLER(text)
+{
+    hp_db *db = hp_db(req);
+    const char *v = hp_arg(req, "v");            /* absent: SQL NULL */
+    hp_db_res *r = hp_db_query(db, "INSERT INTO x (t) VALUES ($1) RETURNING id", v);
+    if (!r || !hp_db_next(r))
+        return 500;
+    long long id = hp_db_int(r, 0);
+    r = hp_db_queryv(db, "SELECT t FROM x WHERE id = $1", HP_INT(id));
+    if (!r || !hp_db_next(r))
+        return 500;
+    hp_set_header(req, "Content-Type", "application/octet-stream");
+    if (hp_db_is_null(r, 0))
+        hp_puts(req, "NULL");
+    else
+        hp_printf(req, "[%s]", hp_db_text(r, 0));
+    return HP_OK;
+}
+
+HP_HANDLER(blob)
+{
+    size_t len;
+    const char *body = hp_body(req, &len);
+    hp_db *db = hp_db(req);
+    if (hp_db_execv(db, "INSERT INTO x (b) VALUES ($1)", HP_BLOB(body, len)) != HP_OK)
+        return 500;
+    hp_db_res *r = hp_db_query(db, "SELECT b FROM x ORDER BY id DESC LIMIT 1");
+    if (!r || !hp_db_next(r) || hp_db_coltype(r, 0) != HP_DB_BLOB)
+        return 500;
+    const void *b = hp_db_blob(r, 0, &len);
+    hp_set_header(req, "Content-Type", "application/octet-stream");
+    hp_write(req, b, len);
+    return HP_OK;
+}
+''')
+
+TRICKY = [
+    "it's",
+    'say "hi"',
+    "'); DROP TABLE x; --",
+    "1 OR 1=1",
+    "$1 $2 ?1 :name @x",
+    "back\\slash",
+    "line\nbreak\ttab",
+    "h\u00e9llo w\u00f6rld \u2713",
+    "",
+]
+
+
+def test_values_round_trip(eng):
+    with db_server(eng, {"e.c": ECHO}) as s:
+        script(s, "CREATE TABLE x (id %s, t TEXT, b %s)" % (eng.id_col,
+                                                             eng.blob))
+        for v in TRICKY:
+            r = s.post("/e/text", urllib.parse.urlencode({"v": v}))
+            check_eq(r.status, 200, "status for %r" % v)
+            check_eq(r.body.decode("utf-8"), "[%s]" % v, "round trip")
+        r = s.post("/e/text", "")
+        check_eq(r.text, "NULL", "no value is NULL, not empty")
+        blob = bytes(range(1, 256)) * 4
+        r = s.request("/e/blob", "POST", blob,
+                      {"Content-Type": "application/octet-stream"})
+        check_eq(r.status, 200, "blob status")
+        check_eq(r.body, blob, "blob round trip")
+        check_eq(value(s, "SELECT count(*) FROM x").strip(),
+                 str(len(TRICKY) + 2), "rows")
+        cleanup(s, eng)
+
+
+# ---- an application module's own pool ----------------------------------------
+
+APP = r'''
+#include <hotpub.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define VERSION %(version)d
+
+struct app {
+    hp_db_pool *pool;
+};
+
+HP_INIT
+{
+    if (previous)
+        return previous; /* the pool and its connection live on */
+    struct app *a = calloc(1, sizeof *a);
+    char *err = NULL;
+    a->pool = hp_db_pool_open("%(url)s",
+                              &(struct hp_db_pool_opts){.name = "apppool",
+                                                        .max_conns = 1},
+                              &err);
+    if (!a->pool) {
+        hp_module_error(m, "%%s", err);
+        free(err);
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+HP_FINI
+{
+    struct app *a = state;
+    if (!handed_over && a) {
+        hp_db_pool_close(a->pool);
+        free(a);
+    }
+}
+
+/* An identity for the connection: PostgreSQL's backend pid, or a random
+ * number kept in a SQLite temp table (which lives as long as the
+ * connection). */
+static const char *conn_id(hp_req *req, hp_db *db)
+{
+    if (hp_db_engine(db) == HP_DB_POSTGRESQL) {
+        hp_db_res *r = hp_db_query(db, "SELECT pg_backend_pid()::text");
+        return r && hp_db_next(r) ? hp_strdup(req, hp_db_text(r, 0)) : "?";
+    }
+    hp_db_exec(db, "CREATE TEMP TABLE IF NOT EXISTS ident (v TEXT)");
+    hp_db_exec(db, "INSERT INTO ident SELECT abs(random()) WHERE NOT EXISTS "
+                   "(SELECT 1 FROM ident)");
+    hp_db_res *r = hp_db_query(db, "SELECT v FROM ident");
+    return r && hp_db_next(r) ? hp_strdup(req, hp_db_text(r, 0)) : "?";
+}
+
+HP_HANDLER(ident)
+{
+    struct app *a = hp_module_state(req);
+    struct hp_db_pool_stats st;
+    hp_db *db = hp_db_from(req, a->pool);
+    if (!db)
+        return 503;
+    const char *id = conn_id(req, db);
+    hp_db_pool_stats(a->pool, &st);
+    hp_printf(req, "v=%%d pid=%%d pool=%%p conn=%%s connects=%%llu", VERSION,
+              (int)getpid(), (void *)a->pool, id, st.connects);
+    return HP_OK;
+}
+'''
+
+
+def parse_kv(text):
+    return dict(p.split("=", 1) for p in text.split())
+
+
+def test_app_pool_survives_20_reloads(eng):
+    """Each worker process has its own copy of the application module and so
+    its own pool: the identity is checked per process."""
+    s = Server(files={"p.c": page('HP_HANDLER(http_handler) { return HP_OK; }'),
+                      "admin.c": ADMIN}, start=False)
+    url = eng.url(s)
+    s.args += ["--db", url]
+
+    def app(n):
+        return APP % {"version": n, "url": url.replace("\\", "\\\\")
+                      .replace('"', '\\"')}
+
+    seen = {}  # pid -> the first answer from that process
+
+    def answer():
+        r = s.get("/p/ident")
+        return parse_kv(r.text) if r.status == 200 else {}
+
+    def check_same(n):
+        now = answer()
+        check_eq(now.get("v"), str(n), "version answering")
+        first = seen.setdefault(now["pid"], now)
+        for k in ("pool", "conn"):
+            check_eq(now[k], first[k], "%s in process %s after reload %d"
+                     % (k, now["pid"], n))
+        check_eq(now["connects"], "1", "connects after reload %d" % n)
+
+    s.write("_app.c", app(0))
+    with s:
+        s.start()
+        if eng.pg:
+            script(s, "CREATE SCHEMA IF NOT EXISTS %s" % eng.schema)
+        for _ in range(8):  # reach every worker, most likely
+            check_same(0)
+        for n in range(1, 21):
+            s.write("_app.c", app(n))
+            wait_until(lambda n=n: answer().get("v") == str(n),
+                       15 * SLACK) or fail("version %d of _app.c never "
+                                           "answered" % n)
+            for _ in range(4):
+                check_same(n)
+        p = pools(s).get("apppool")
+        check(p is not None and p["connects"] == 1 and p["in_use"] == 0,
+              "apppool in status: %r" % p)
+        s.stop()
+        closed = s.stderr().count(
+            "database pool apppool closed (1 connections closed)")
+        check(closed >= len(seen), "apppool closed %d times at shutdown, by "
+              "%d processes" % (closed, len(seen)))
+    if eng.pg:
+        # the backends are gone once the server is
+        with db_server(eng) as t:
+            pids = ",".join(v["conn"] for v in seen.values())
+            gone = wait_until(lambda: value(
+                t, "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%s)"
+                % pids).strip() == "0", 5)
+            check(gone, "backends %s still connected after shutdown" % pids)
+            cleanup(t, eng)
+
+
+# ---- the bundled notes example ------------------------------------------------
+
+def test_notes_example(eng):
+    src = os.path.join(ROOT, "examples")
+    s = Server(start=False)
+    shutil.rmtree(s.root)
+    shutil.copytree(src, s.root, symlinks=True)
+    s.write("admin.c", ADMIN)
+    s.args += ["--db", eng.url(s)]
+    with s:
+        s.start()
+        if eng.pg:
+            script(s, "CREATE SCHEMA IF NOT EXISTS %s" % eng.schema)
+        r = s.get_ok("/notes")
+        check_in("No notes yet", r.text, "/notes")
+        note = "<b>bold</b> & 'quotes' \"too\"; DROP TABLE notes; --"
+        r = s.post("/notes/add", urllib.parse.urlencode({"body": note}))
+        check_eq((r.status, r.header("Location")), (303, "/notes"),
+                 "POST /notes/add")
+        s.post("/notes/add", "body=second")
+        page_html = s.get_ok("/notes").text
+        check_in("&lt;b&gt;bold&lt;/b&gt; &amp; &#39;quotes&#39;", page_html,
+                 "the note, HTML-escaped")
+        data = json.loads(s.get_ok("/notes/json").text)
+        bodies = [n["body"] for n in data["notes"]]
+        check_eq(bodies, ["second", note], "/notes/json")
+        first_id = data["notes"][1]["id"]
+        r = s.post("/notes/delete", "id=%d" % first_id)
+        check_eq(r.status, 303, "POST /notes/delete")
+        data = json.loads(s.get_ok("/notes/json").text)
+        check_eq([n["body"] for n in data["notes"]], ["second"], "after delete")
+        check_eq(s.post("/notes/delete", "id=%d" % first_id).status, 404,
+                 "deleting it again")
+        check_eq(s.post("/notes/add", "body=").status, 400, "an empty note")
+        check_eq(s.post("/notes/add", "body=" + "x" * 1001).status, 400,
+                 "a long note")
+        check_eq(s.get("/notes/add?body=x").status, 405, "GET /notes/add")
+        wait_pool_idle(s)
+        cleanup(s, eng)
+
+
+def test_default_database_location(eng):
+    if eng.pg:
+        raise Skip("SQLite only")
+    s = Server(files={"w.c": WRITER, "admin.c": ADMIN}, start=False)
+    data = os.path.join(s.tmp, "data")
+    s.extra_env = {"XDG_DATA_HOME": data, "HOME": s.tmp}
+    with s:
+        s.start()
+        check(not os.path.exists(os.path.join(data, "hotpub")),
+              "the default database must be created on first use only")
+        make_t(s, eng)
+        check_eq(s.post("/w/add", "v=x").status, 200, "insert")
+        files = os.listdir(os.path.join(data, "hotpub"))
+        dbs = [f for f in files if f.endswith(".db")]
+        check(len(dbs) == 1 and dbs[0].startswith("root-"),
+              "default database files: %r" % files)
+        p = pools(s)["default"]
+        check_eq(p["url"], "sqlite:" + os.path.join(data, "hotpub", dbs[0]),
+                 "status url")
+        check_eq(p["engine"], "sqlite", "engine")
+        check_eq(value(s, "PRAGMA journal_mode").strip(), "wal", "journal")
+        check_eq(value(s, "PRAGMA foreign_keys").strip(), "1", "foreign keys")
+
+
+# ---- PostgreSQL restarted under a running server ------------------------------
+
+def pg_ctl_runner(datadir):
+    """(argv prefix to run pg_ctl as the data directory's owner, pg_ctl
+    path, postgres options) or raise Skip."""
+    try:
+        opts = open(os.path.join(datadir, "postmaster.opts")).read()
+        st = os.stat(datadir)
+    except OSError as e:
+        raise Skip("cannot read the PostgreSQL data directory: %s" % e)
+    argv = shlex.split(opts)
+    pg_ctl = os.path.join(os.path.dirname(argv[0]), "pg_ctl")
+    rest, skip = [], False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+        elif a == "-D":
+            skip = True
+        else:
+            rest.append(a)
+    if os.getuid() == st.st_uid:
+        prefix = []
+    elif os.getuid() == 0 and shutil.which("runuser"):
+        prefix = ["runuser", "-u", pwd.getpwuid(st.st_uid).pw_name, "--"]
+    else:
+        raise Skip("not the owner of %s and not root" % datadir)
+    return prefix, pg_ctl, " ".join(shlex.quote(a) for a in rest)
+
+
+def pg_ctl(prefix, path, *args):
+    p = subprocess.run(prefix + [path] + list(args), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=60, universal_newlines=True)
+    if p.returncode != 0:
+        fail("pg_ctl %s: %s" % (" ".join(args), p.stderr.strip()))
+
+
+def test_pg_restart_recovers(eng):
+    if not eng.pg:
+        raise Skip("PostgreSQL only")
+    with db_server(eng, {"w.c": WRITER},
+                   ONE_PROCESS + ["--db-acquire-timeout", "2000"]) as s:
+        make_t(s, eng)
+        datadir = value(s, "SHOW data_directory").strip()
+        prefix, ctl, opts = pg_ctl_runner(datadir)
+        log = os.path.join(datadir, "hotpub-e2e.log")
+        for i in range(6):  # several idle connections in the pool
+            check_eq(s.post("/w/add", "v=a%d" % i).status, 200, "before")
+
+        # 1. pg_ctl restart: idle connections die; the pool notices
+        pg_ctl(prefix, ctl, "-D", datadir, "-m", "fast", "-w", "restart")
+        # the checkout probe sees the dead idle connections: no request
+        # has to fail for the pool to find out
+        r = s.get("/w/count")
+        check_eq((r.status, r.text), (200, "6"), "first request after the "
+                 "restart")
+
+        # 2. an outage: every request fails with a 5xx, quickly
+        stopped = True
+        pg_ctl(prefix, ctl, "-D", datadir, "-m", "fast", "-w", "stop")
+        try:
+            for path, body in (("/w/count", None), ("/w/add", "v=lost")):
+                t0 = time.monotonic()
+                r = s.request(path, "POST" if body else "GET", body,
+                              {"Content-Type":
+                               "application/x-www-form-urlencoded"},
+                              timeout=20)
+                took = time.monotonic() - t0
+                check(r.status >= 500, "%s during the outage: %s %s"
+                      % (path, r.status, short(r.body)))
+                check(took < 10, "%s took %.1f s during the outage"
+                      % (path, took))
+            check(s.alive(), "server died during the outage")
+        finally:
+            pg_ctl(prefix, ctl, "-D", datadir, "-w", "-l", log, "-o", opts,
+                   "start")
+            stopped = False
+        check(not stopped, "PostgreSQL did not start again")
+        s.wait_for("/w/count", lambda r: r.status == 200,
+                   lambda r: r.status >= 500, 15, "recovery after the outage")
+        check_eq(s.post("/w/add", "v=after").status, 200, "insert after")
+        check_eq(s.get("/w/count").text, "7", "rows after the outage")
+        p = wait_pool_idle(s)
+        check(p["discarded"] >= 1, "discarded %r" % p)
+        cleanup(s, eng)
+
+
+# ---- the runner ------------------------------------------------------------
+
+def all_tests():
+    g = globals()
+    fns = [g[n] for n in g if n.startswith("test_") and callable(g[n])]
+    return sorted(fns, key=lambda f: f.__code__.co_firstlineno)
+
+
+def run_one(fn, eng):
+    """None on success, ("skip", why) or the failure text."""
+    box = {}
+
+    def body():
+        try:
+            fn(eng)
+        except Skip as e:
+            box["skip"] = str(e)
+        except TestFailure as e:
+            box["err"] = str(e)
+        except Exception as e:  # noqa: BLE001
+            tb = traceback.extract_tb(e.__traceback__)
+            where = ["%s:%d" % (os.path.basename(f.filename), f.lineno)
+                     for f in tb[-3:]]
+            box["err"] = "%s: %s (at %s)" % (type(e).__name__, e,
+                                             " < ".join(reversed(where)))
+        finally:
+            box["done"] = True
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(TEST_TIMEOUT)
+    if not box.get("done"):
+        harness.kill_all_live()
+        t.join(10)
+        return "timed out after %.0f s" % TEST_TIMEOUT
+    if "skip" in box:
+        return ("skip", box["skip"])
+    return box.get("err")
+
+
+def main(argv):
+    tests = all_tests()
+    if "--list" in argv:
+        for t in tests:
+            print(t.__name__[len("test_"):])
+        return 0
+    pats = [a for a in argv if not a.startswith("-")]
+    if pats:
+        tests = [t for t in tests if any(p in t.__name__ for p in pats)]
+    if harness.hotpub_bin() is None:
+        print("FAIL setup: HOTPUB_BIN=%r is not an executable file"
+              % os.environ.get("HOTPUB_BIN"))
+        print("0 passed, 1 failed")
+        return 1
+    passed = failed = 0
+    t_all = time.monotonic()
+    for fn in tests:
+        for ename in ("sqlite", "pg"):
+            name = "%s[%s]" % (fn.__name__[len("test_"):], ename)
+            if ename == "pg" and not PG_URL:
+                print("skip %s: no HOTPUB_PG_URL" % name, flush=True)
+                continue
+            harness.reset_test_state()
+            t0 = time.monotonic()
+            if t0 - t_all > SUITE_BUDGET:
+                err = "not run: the suite took more than %.0f s" % SUITE_BUDGET
+            else:
+                err = run_one(fn, Engine(ename))
+            harness.kill_all_live()
+            if isinstance(err, tuple):
+                print("skip %s: %s" % (name, err[1]), flush=True)
+            elif err is None:
+                passed += 1
+                print("ok   %s" % name, flush=True)
+            else:
+                failed += 1
+                print("FAIL %s: %s" % (name, err.replace("\n", " | ")))
+                tails = harness.stderr_tails()
+                if tails:
+                    print(tails)
+                sys.stdout.flush()
+            if os.environ.get("HOTPUB_E2E_VERBOSE"):
+                print("     (%.2f s)" % (time.monotonic() - t0), flush=True)
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

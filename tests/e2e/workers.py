@@ -1,0 +1,645 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests of the process model (docs/operations.md):
+worker processes, crash isolation, quarantine, the handler timeout and the
+signals.
+
+    HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/workers.py [NAME-SUBSTRING...]
+    python3 tests/e2e/workers.py --list
+
+Every server here runs with --workers 2 (a supervising parent and two
+worker processes). Pages print getpid() so a test can tell the workers
+apart; requests go on fresh connections so that both workers get some.
+Output, as in run.py: one line per test ("ok   name" or "FAIL name:
+reason", then the server's stderr tail), then "N passed, N failed"; the
+exit status is 1 if any test failed.
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (SLACK, BackgroundRequest, Server, TestFailure,  # noqa: E402
+                     check, check_eq, check_in, fail, page, short,
+                     wait_until)
+
+TEST_TIMEOUT = 90.0
+SUITE_BUDGET = 400.0
+WORKERS = ["--workers", "2"]
+
+# ---- pages ----------------------------------------------------------------
+
+def crashy(tag, crash):
+    """http_handler prints "good TAG PID", or dereferences NULL when crash;
+    ping always answers "alive TAG PID"."""
+    body = ('    volatile int *p = 0;\n    *p = 42;\n' if crash else "")
+    return page(r'''
+HP_HANDLER(http_handler)
+{
+%s    hp_printf(req, "good %s %%d", (int)getpid());
+    return HP_OK;
+}
+
+HP_HANDLER(ping)
+{
+    hp_printf(req, "alive %s %%d", (int)getpid());
+    return HP_OK;
+}
+''' % (body, tag, tag), includes="#include <unistd.h>")
+
+
+# ?ms=N sleeps N milliseconds first.
+OTHER = page(r'''
+HP_HANDLER(http_handler)
+{
+    const char *ms = hp_arg(req, "ms");
+    if (ms)
+        usleep((useconds_t)atoi(ms) * 1000);
+    hp_printf(req, "other %d", (int)getpid());
+    return HP_OK;
+}
+''', includes="#include <stdlib.h>\n#include <unistd.h>")
+
+SPIN = page(r'''
+HP_HANDLER(http_handler)
+{
+    for (;;)
+        ;
+    return HP_OK;
+}
+''')
+
+
+def versioned(tag):
+    return page(r'''
+HP_HANDLER(http_handler)
+{
+    hp_printf(req, "%s %%d", (int)getpid());
+    return HP_OK;
+}
+''' % tag, includes="#include <unistd.h>")
+
+
+# ---- helpers ----------------------------------------------------------------
+
+def fresh_get(s, path, timeout=10.0):
+    """GET on a new connection (so the kernel may hand it to any worker).
+    Returns a harness.Response, or None if the connection failed or was
+    closed without an answer."""
+    try:
+        return s.request(path, headers={"Connection": "close"},
+                         timeout=timeout)
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def status(s):
+    r = fresh_get(s, "/_hotpub/status.json")
+    if r is None or r.status != 200:
+        return None
+    try:
+        return json.loads(r.text)
+    except ValueError:
+        fail("status.json is not JSON: %s" % short(r.body))
+
+
+def procs(s):
+    st = wait_until(lambda: status(s), 5)
+    if not st:
+        fail("no answer from status.json")
+    check("processes" in st, "status.json has no \"processes\" section: %s"
+          % short(json.dumps(st)))
+    return st["processes"]
+
+
+def ready_pids(p):
+    return sorted(w["pid"] for w in p["workers"] if w["state"] == "ready")
+
+
+def pid_of(text):
+    m = re.search(r"(\d+)$", text)
+    return int(m.group(1)) if m else None
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def each_worker(s, path, want, timeout=10.0, n=2):
+    """Poll path on fresh connections until all n workers are ready and
+    each has answered 200 with a body starting with `want`. Returns
+    {pid: body}."""
+    seen = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = ready_pids(procs(s))
+        r = fresh_get(s, path)
+        if r is not None and r.status == 200 and r.text.startswith(want):
+            seen[pid_of(r.text)] = r.text
+        if len(pids) == n and all(p in seen for p in pids):
+            return seen
+        time.sleep(0.01)
+    fail("GET %s: not every worker answered %r within %.0f s (saw %s)"
+         % (path, want, timeout, seen))
+
+
+def statuses_by_pid(s, timeout=10.0):
+    """status.json from each ready worker: {pid: status}."""
+    out = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = status(s)
+        if st and "processes" in st:
+            out[st["processes"]["worker"]["pid"]] = st
+            if all(p in out for p in ready_pids(st["processes"])) and \
+                    len(out) >= 2:
+                return out
+        time.sleep(0.01)
+    fail("could not reach every worker's status.json (got pids %s)"
+         % sorted(out))
+
+
+def module_key(st, canon):
+    """The compile-cache key of a page's current version in one worker's
+    status (its private copy is named v<id>-<key>.so)."""
+    for m in st.get("modules", []):
+        if m.get("path") == canon and m.get("current"):
+            base = os.path.basename(m["current"]["object"])
+            return base.split("-", 1)[1][:-3]
+    return None
+
+
+def all_ready(s, n=2, timeout=10.0):
+    """Wait until n workers are ready; returns their pids."""
+    got = wait_until(lambda: (lambda p: p if len(p) == n else None)(
+        ready_pids(procs(s))), timeout, 0.01)
+    if not got:
+        fail("%d workers not ready within %.0f s: %s"
+             % (n, timeout, procs(s)["workers"]))
+    return got
+
+
+def wait_replaced(s, before, timeout=5.0):
+    """Wait until as many workers as in `before` are ready again, exactly
+    one of them new. Returns the ready pids."""
+    def check_now():
+        p = ready_pids(procs(s))
+        return p if len(p) == len(before) and \
+            len(set(p) - set(before)) == 1 else None
+    got = wait_until(check_now, timeout, 0.01)
+    if not got:
+        fail("no worker was replaced within %.1f s (before %s): %s"
+             % (timeout, before, procs(s)["workers"]))
+    return got
+
+
+class Load(threading.Thread):
+    """Requests on fresh connections in a loop until stop(); counts
+    failures (no answer, or not 200 with the expected body)."""
+
+    def __init__(self, s, path, want):
+        super().__init__(daemon=True)
+        self.s, self.path, self.want = s, path, want
+        self.ok = 0
+        self.errors = []
+        self.pids = set()
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.is_set():
+            try:
+                r = self.s.request(self.path,
+                                   headers={"Connection": "close"},
+                                   timeout=10)
+                if r.status == 200 and r.text.startswith(self.want):
+                    self.ok += 1
+                    self.pids.add(pid_of(r.text))
+                else:
+                    self.errors.append("%s %s" % (r.status, short(r.body, 80)))
+            except (OSError, http.client.HTTPException) as e:
+                self.errors.append(repr(e))
+
+    def stop(self):
+        self._halt.set()
+        self.join(15)
+
+
+# ---- crash isolation ----------------------------------------------------------
+
+def test_crash_is_isolated_logged_and_replaced():
+    with Server(files={"crashy.c": crashy("v1", False), "other.c": OTHER},
+                args=WORKERS + ["--threads", "16"]) as s:
+        each_worker(s, "/crashy", "good v1")
+        s.write("crashy.c", crashy("v2", True))
+        each_worker(s, "/crashy/ping", "alive v2")
+        key = module_key(status(s), s.canon("crashy.c"))
+        check(key, "no compile-cache key for crashy.c in status.json")
+        before = ready_pids(procs(s))
+
+        # Slow requests to another page on both workers, in flight when
+        # the crash happens.
+        slow = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            b = BackgroundRequest(s.port, "/other?ms=%d" % int(2000 * SLACK))
+            b.start()
+            slow.append(b)
+            time.sleep(0.05)
+            run = {w["pid"]: w["running"] for w in procs(s)["workers"]}
+            if len(slow) >= 4 and all(run.get(p, 0) > 0 for p in before):
+                break
+        run = {w["pid"]: w["running"] for w in procs(s)["workers"]}
+        check(all(run.get(p, 0) > 0 for p in before),
+              "could not get slow requests running on both workers: %s"
+              % run)
+
+        r = fresh_get(s, "/crashy")
+        t_crash = time.monotonic()
+        check(r is None or r.status == 502,
+              "the crashing request got an answer: %r" % r)
+
+        # Other requests go on being answered, at once.
+        load = Load(s, "/other", "other ")
+        load.start()
+        after = wait_replaced(s, before)
+        took = time.monotonic() - t_crash
+        dead = [p for p in before if p not in after]
+        check_eq(len(dead), 1, "workers gone after the crash (before %s, "
+                 "after %s)" % (before, after))
+        new = [p for p in after if p not in before]
+        check_eq(len(new), 1, "new workers")
+        # The new worker serves within 1 s of the crash.
+        served = wait_until(lambda: new[0] in load.pids, 1.0 * SLACK, 0.01)
+        check(served and took <= 1.0 * SLACK,
+              "the replacement worker %d did not serve within %.1f s (ready "
+              "after %.2f s)" % (new[0], 1.0 * SLACK, took))
+        time.sleep(0.5)
+        load.stop()
+        check(not load.errors, "requests failed after the crash: %s"
+              % load.errors[:5])
+        check(load.ok > 0, "no requests answered after the crash")
+
+        # Slow requests in the surviving worker completed; the ones lost
+        # with the dead worker are exactly those its parent names.
+        ok = lost = 0
+        for b in slow:
+            b.join(15)
+            if b.response is not None and b.response.status == 200:
+                ok += 1
+                check(pid_of(b.response.text) != dead[0],
+                      "an answer from the dead worker: %s" % b.response.text)
+            else:
+                lost += 1
+        err = s.stderr()
+        named = len(re.findall(r"request lost with worker %d: .*/other\.c"
+                               % dead[0], err))
+        check(ok >= 1, "no slow request in the other worker completed")
+        check_eq(lost, named, "slow requests lost (vs. named in the log)")
+
+        # The parent's log names the page, handler and version.
+        m = re.search(r"worker %d \(generation \d+\) killed by signal 11 "
+                      r"\(Segmentation fault\)[^\n]* while running (\S+), "
+                      r"handler 'http_handler', version (\d+) \(object "
+                      r"(\w+)\)" % dead[0], err)
+        check(m, "no log line naming the crash: %s"
+              % short(err[-1500:], 1500))
+        check_eq(m.group(1), s.canon("crashy.c"), "page in the crash log")
+        check_eq(m.group(3), key, "object key in the crash log")
+        p = procs(s)
+        check_eq(p["crashes"], 1, "crashes in status")
+        check_eq(p["quarantine"], [], "quarantine after one crash")
+
+
+def test_second_crash_quarantines_then_edit_lifts():
+    with Server(files={"crashy.c": crashy("v1", False)}, args=WORKERS) as s:
+        each_worker(s, "/crashy", "good v1")
+        st = status(s)
+        key1 = module_key(st, s.canon("crashy.c"))
+        s.write("crashy.c", crashy("v2", True))
+        each_worker(s, "/crashy/ping", "alive v2")
+        key2 = module_key(status(s), s.canon("crashy.c"))
+        check(key1 and key2 and key1 != key2, "keys %s %s" % (key1, key2))
+
+        for n in (1, 2):
+            before = ready_pids(procs(s))
+            r = fresh_get(s, "/crashy")
+            check(r is None or r.status == 502,
+                  "crash %d: the crashing request got an answer: %r"
+                  % (n, r))
+            wait_replaced(s, before)
+
+        err = s.stderr()
+        check_in("crashed a worker 2 times: QUARANTINED", err, "server log")
+        check_in(key2, err, "server log")
+        p = procs(s)
+        check_eq(len(p["quarantine"]), 1, "quarantined versions in status")
+        q = p["quarantine"][0]
+        check_eq((q["path"], q["object"], q["crashes"], q["signal"],
+                  q["fallback"]),
+                 (s.canon("crashy.c"), key2, 2, "SIGSEGV", key1),
+                 "the quarantine entry")
+
+        # The previous good version serves, in every worker, and nothing
+        # crashes any more.
+        seen = each_worker(s, "/crashy", "good v1")
+        for _ in range(10):
+            r = fresh_get(s, "/crashy")
+            check(r is not None and r.status == 200 and
+                  r.text.startswith("good v1"),
+                  "a quarantined request: %r" % r)
+        check_eq(procs(s)["crashes"], 2, "crashes (no third)")
+        check(len(seen) == 2, "served by %s" % seen)
+        check_in("in place of the quarantined one", s.stderr(), "server log")
+
+        # Editing the file lifts the quarantine.
+        s.write("crashy.c", crashy("v3", False))
+        each_worker(s, "/crashy", "good v3")
+        p = procs(s)
+        check_eq(p["quarantine"], [], "quarantine after the edit")
+        check(p["quarantines_lifted"] >= 1, "lifted count: %s" % p)
+        check_in("is lifted", s.stderr(), "server log")
+        check_eq(p["crashes"], 2, "crashes after the edit")
+
+
+def test_quarantine_without_good_version_500():
+    with Server(files={"bad.c": crashy("v1", True)}, args=WORKERS,
+                dev=False) as s:
+        all_ready(s)
+        for n in (1, 2):
+            before = ready_pids(procs(s))
+            r = fresh_get(s, "/bad")
+            check(r is None or r.status == 502, "crash %d answered: %r"
+                  % (n, r))
+            wait_replaced(s, before)
+        for _ in range(6):
+            r = fresh_get(s, "/bad")
+            check(r is not None, "no answer for the quarantined page")
+            check_eq(r.status, 500, "status of the quarantined page")
+            check_in("crashed the server 2 times", r.text, "500 body")
+            check_in("SIGSEGV", r.text, "500 body")
+            check_in("quarantined", r.text, "500 body")
+        check_in("no earlier good version is known", s.stderr(), "log")
+        check_eq(procs(s)["crashes"], 2, "crashes")
+
+
+# ---- the handler timeout ------------------------------------------------------
+
+def test_handler_timeout_504_and_recycle():
+    with Server(files={"spin.c": SPIN, "other.c": OTHER},
+                args=WORKERS + ["--handler-timeout", "2"]) as s:
+        each_worker(s, "/other", "other ")
+        before = ready_pids(procs(s))
+        load = Load(s, "/other", "other ")
+        load.start()
+        t0 = time.monotonic()
+        r = fresh_get(s, "/spin", timeout=20)
+        took = time.monotonic() - t0
+        check(r is not None, "no answer from the spinning page")
+        check_eq(r.status, 504, "status of the spinning page")
+        check(2.0 <= took <= 2.0 + 1.5 * SLACK,
+              "504 after %.2f s (handler timeout 2 s)" % took)
+        # The worker that ran it is replaced; the other one stays.
+        got = wait_until(lambda: (lambda p: p if len(p) == 2 and
+                                  len(set(p) & set(before)) == 1 else None)(
+                                      ready_pids(procs(s))), 10, 0.02)
+        check(got, "the spinning worker was not replaced: %s"
+              % procs(s)["workers"])
+        gone = [p for p in before if p not in got]
+        check(wait_until(lambda: not alive(gone[0]), 5 * SLACK),
+              "worker %d (stuck in the loop) is still running" % gone[0])
+        time.sleep(0.3)
+        load.stop()
+        check(not load.errors, "other requests failed: %s" % load.errors[:5])
+        check(load.ok > 10, "too few other requests answered: %d" % load.ok)
+        err = s.stderr()
+        check_in("has run for more than 2 s: answered 504", err, "log")
+        check_in("spin.c", err, "log")
+        check(procs(s)["timeouts"] == 1, "timeouts in status")
+
+
+# ---- signals ----------------------------------------------------------------
+
+def test_sighup_recycles_workers_without_failed_requests():
+    with Server(files={"other.c": OTHER}, args=WORKERS) as s:
+        each_worker(s, "/other", "other ")
+        old = ready_pids(procs(s))
+        loads = [Load(s, "/other", "other ") for _ in range(4)]
+        for ld in loads:
+            ld.start()
+        slow = BackgroundRequest(s.port, "/other?ms=1500")
+        slow.start()
+        time.sleep(0.5)
+        os.kill(s.pid(), signal.SIGHUP)
+        got = wait_until(lambda: (lambda p: p if len(p) == 2 and
+                                  not set(p) & set(old) else None)(
+                                      ready_pids(procs(s))), 10, 0.02)
+        check(got, "new workers not ready after SIGHUP: %s"
+              % procs(s)["workers"])
+        check(wait_until(lambda: not any(alive(p) for p in old), 10),
+              "old workers still running: %s" % [p for p in old if alive(p)])
+        time.sleep(0.5)
+        for ld in loads:
+            ld.stop()
+        r = slow.join_result()
+        check_eq(r.status, 200, "the request in flight during SIGHUP")
+        errors = [e for ld in loads for e in ld.errors]
+        total = sum(ld.ok for ld in loads) + len(errors)
+        check(not errors, "%d of %d requests failed during SIGHUP: %s"
+              % (len(errors), total, errors[:5]))
+        check(total > 50, "too few requests: %d" % total)
+        pids = set().union(*(ld.pids for ld in loads))
+        check(pids & set(got), "the new workers served nothing")
+        p = procs(s)
+        check_eq(sorted(w["pid"] for w in p["workers"]), sorted(got),
+                 "workers in status after SIGHUP")
+        check_eq(p["generation"], 2, "generation")
+
+
+def test_sigterm_finishes_slow_requests_then_exits_0():
+    with Server(files={"other.c": OTHER}, args=WORKERS,
+                check_exit=False) as s:
+        each_worker(s, "/other", "other ")
+        slow = [BackgroundRequest(s.port, "/other?ms=1500")
+                for _ in range(4)]
+        for b in slow:
+            b.start()
+        time.sleep(0.4)
+        workers = ready_pids(procs(s))
+        t0 = time.monotonic()
+        rc = s.terminate(timeout=15)
+        dt = time.monotonic() - t0
+        for b in slow:
+            r = b.join_result()
+            check_eq(r.status, 200, "a request in flight at SIGTERM")
+        check_eq(rc, 0, "exit status after SIGTERM")
+        check(dt < 5 * SLACK, "exit took %.1f s" % dt)
+        check(not any(alive(p) for p in workers), "workers left running")
+        try:
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=1)
+            c.close()
+            fail("port still accepts connections after exit")
+        except OSError:
+            pass
+
+
+def test_sigusr1_reopens_logs_and_pid_file():
+    s = Server(files={"other.c": OTHER}, start=False)
+    logs = os.path.join(s.tmp, "logs")
+    acc = os.path.join(logs, "access.log")
+    errlog = os.path.join(logs, "error.log")
+    pidf = os.path.join(logs, "hotpub.pid")
+    s.args = WORKERS + ["--access-log", acc, "--error-log", errlog,
+                        "--pid-file", pidf]
+    with s:
+        s.start()
+        with open(pidf) as f:
+            check_eq(int(f.read().strip()), s.pid(), "pid file")
+        each_worker(s, "/other", "other ")
+        time.sleep(1.2)  # the access log is flushed once a second
+        os.rename(acc, acc + ".1")
+        os.rename(errlog, errlog + ".1")
+        os.kill(s.pid(), signal.SIGUSR1)
+        check(wait_until(lambda: os.path.exists(errlog), 5),
+              "the error log was not reopened")
+        each_worker(s, "/other?after=rotate", "other ")
+        check(wait_until(lambda: os.path.exists(acc) and
+                         "after=rotate" in open(acc).read(), 5),
+              "the access log was not reopened")
+        with open(acc + ".1") as f:
+            old = f.read()
+        check(old.count("GET /other") >= 2,
+              "the old access log lost its lines: %s (new: %s)"
+              % (short(old, 2000), short(open(acc).read(), 2000)))
+        with open(errlog) as f:
+            check_in("SIGUSR1: log files reopened", f.read(), "new error log")
+        s.stop()
+    check(not os.path.exists(pidf), "pid file left after exit")
+
+
+# ---- compiling once ---------------------------------------------------------
+
+def test_one_edit_compiles_once_and_reaches_every_worker():
+    with Server(files={"v.c": versioned("one")}, args=WORKERS) as s:
+        each_worker(s, "/v", "one ")
+        objdir = os.path.join(s.cache, "obj")
+        objs = lambda: sorted(f for f in os.listdir(objdir)  # noqa: E731
+                              if f.endswith(".so"))
+        first = statuses_by_pid(s)
+        check_eq(sum(st["server"]["compiles"] for st in first.values()), 1,
+                 "compiles for the first version, all workers together")
+        n0 = len(objs())
+        s.write("v.c", versioned("two"))
+        seen = each_worker(s, "/v", "two ")
+        check_eq(len(seen), 2, "workers serving the new version")
+        after = statuses_by_pid(s)
+        check_eq(sorted(after), sorted(first), "the same workers")
+        delta = sum(after[p]["server"]["compiles"] -
+                    first[p]["server"]["compiles"] for p in after)
+        check_eq(delta, 1, "compiles for one edit, all workers together")
+        check_eq(len(objs()), n0 + 1, "objects in the compile cache")
+        check(not [f for f in os.listdir(objdir) if f.endswith(".lock")],
+              "lock files left in the compile cache")
+
+
+def test_workers_0_is_one_process():
+    with Server(files={"v.c": versioned("solo")},
+                args=["--workers", "0"]) as s:
+        r = s.get_ok("/v")
+        check_eq(pid_of(r.text), s.pid(), "the page runs in the server")
+        check("processes" not in s.status_json(),
+              "status.json has a processes section in single-process mode")
+
+
+# ---- the runner (as in run.py) ----------------------------------------------
+
+def all_tests():
+    g = globals()
+    return [g[n] for n in g if n.startswith("test_") and callable(g[n])]
+
+
+def run_one(fn):
+    """Returns None on success, else the failure text."""
+    box = {}
+
+    def body():
+        try:
+            fn()
+        except TestFailure as e:
+            box["err"] = str(e)
+        except Exception as e:  # noqa: BLE001
+            tb = traceback.extract_tb(e.__traceback__)
+            where = ["%s:%d" % (os.path.basename(f.filename), f.lineno)
+                     for f in tb[-3:]]
+            box["err"] = "%s: %s (at %s)" % (type(e).__name__, e,
+                                             " < ".join(reversed(where)))
+        finally:
+            box["done"] = True
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(TEST_TIMEOUT)
+    if not box.get("done"):
+        harness.kill_all_live()
+        t.join(10)
+        return "timed out after %.0f s" % TEST_TIMEOUT
+    return box.get("err")
+
+
+def main(argv):
+    tests = all_tests()
+    if "--list" in argv:
+        for t in tests:
+            print(t.__name__)
+        return 0
+    pats = [a for a in argv if not a.startswith("-")]
+    if pats:
+        tests = [t for t in tests if any(p in t.__name__ for p in pats)]
+    if harness.hotpub_bin() is None:
+        print("FAIL setup: HOTPUB_BIN=%r is not an executable file"
+              % os.environ.get("HOTPUB_BIN"))
+        print("0 passed, 1 failed")
+        return 1
+    passed = failed = 0
+    t_all = time.monotonic()
+    for fn in tests:
+        harness.reset_test_state()
+        t0 = time.monotonic()
+        if t0 - t_all > SUITE_BUDGET:
+            err = "not run: the suite took more than %.0f s" % SUITE_BUDGET
+        else:
+            err = run_one(fn)
+        harness.kill_all_live()
+        name = fn.__name__[len("test_"):]
+        if err is None:
+            passed += 1
+            print("ok   %s" % name, flush=True)
+        else:
+            failed += 1
+            print("FAIL %s: %s" % (name, err.replace("\n", " | ")))
+            tails = harness.stderr_tails()
+            if tails:
+                print(tails)
+            sys.stdout.flush()
+        if os.environ.get("HOTPUB_E2E_VERBOSE"):
+            print("     (%.2f s)" % (time.monotonic() - t0), flush=True)
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,910 @@
+/*
+ * test_db.c - unit tests for the database layer (db.c, db_sqlite.c,
+ * db_pg.c) against real engines: SQLite in a temporary directory always,
+ * PostgreSQL too when HOTPUB_PG_URL names a server ("skip" lines when not).
+ *
+ * Owns: its temporary directory and, on PostgreSQL, tables named
+ * t<pid>_*, dropped at the end. May not touch: anything else in the
+ * database it is given.
+ */
+#include "db.h"
+#include "request.h"
+#include "t.h"
+
+#include <ftw.h>
+#include <unistd.h>
+
+struct engine {
+    const char *name;
+    bool pg;
+    char url[PATH_MAX + 64];
+};
+
+static struct engine engines[2];
+static int nengines;
+static const struct engine *E; /* the engine the current test runs on */
+static char tmpdir[] = "/tmp/hp-test-db-XXXXXX";
+
+/* "t<pid>_<name>": tests in one PostgreSQL database never collide. */
+static const char *tbl(const char *name)
+{
+    static char buf[8][64];
+    static int i;
+    char *b = buf[i++ % 8];
+    snprintf(b, 64, "t%d_%s", (int)getpid(), name);
+    return b;
+}
+
+static char *sqlf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *sqlf(const char *fmt, ...)
+{
+    static char buf[4][1024];
+    static int i;
+    char *b = buf[i++ % 4];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, 1024, fmt, ap);
+    va_end(ap);
+    return b;
+}
+
+static hp_db_pool *open_pool(const struct hp_db_pool_opts *o)
+{
+    char *err = NULL;
+    hp_db_pool *p = hp_db_pool_open(E->url, o, &err);
+    if (!p)
+        fprintf(stderr, "  open %s: %s\n", E->url, err);
+    free(err);
+    return p;
+}
+
+static hp_db *acquire(hp_db_pool *p)
+{
+    char *err = NULL;
+    hp_db *db = hp_db_pool_acquire(p, &err);
+    if (!db)
+        fprintf(stderr, "  acquire: %s\n", err);
+    free(err);
+    return db;
+}
+
+static long long query_int(hp_db *db, const char *sql)
+{
+    hp_db_res *r = hp_db_query(db, sql);
+    long long v = r && hp_db_next(r) ? hp_db_int(r, 0) : -999;
+    hp_db_res_free(r);
+    return v;
+}
+
+static void drop(hp_db *db, const char *name)
+{
+    hp_db_exec_script(db, sqlf("DROP TABLE IF EXISTS %s", tbl(name)));
+}
+
+/* ---- pools ----------------------------------------------------------------- */
+
+static void pool_acquire_release(void)
+{
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 2});
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    hp_db_pool_stats(p, &s);
+    CHECK(s.size == 0 && s.max == 2); /* connects on demand */
+    hp_db *a = acquire(p), *b = acquire(p);
+    CHECK(a && b && a != b);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.size == 2 && s.in_use == 2 && s.idle == 0);
+    hp_db_pool_release(a);
+    hp_db_pool_release(b);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.size == 2 && s.in_use == 0 && s.idle == 2);
+    CHECK(s.acquires == 2 && s.connects == 2);
+    hp_db *c = acquire(p); /* reuses the most recently returned one */
+    CHECK(c == b);
+    hp_db_pool_release(c);
+    hp_db_pool_close(p);
+}
+
+struct waiter {
+    hp_db_pool *p;
+    hp_db *got;
+    double waited;
+};
+
+static void *wait_thread(void *arg)
+{
+    struct waiter *w = arg;
+    double t0 = hp_now();
+    char *err = NULL;
+    w->got = hp_db_pool_acquire(w->p, &err);
+    w->waited = hp_now() - t0;
+    free(err);
+    return NULL;
+}
+
+static void pool_timeout(void)
+{
+    struct hp_db_pool_stats s;
+    char *err = NULL;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 1, .acquire_timeout_ms = 200});
+    hp_db *a = acquire(p);
+    CHECK(a != NULL);
+
+    /* Nobody gives it back: the wait ends at the timeout. */
+    double t0 = hp_now();
+    hp_db *b = hp_db_pool_acquire(p, &err);
+    double waited = hp_now() - t0;
+    CHECK(b == NULL);
+    CHECK(waited >= 0.19 && waited < 2.0);
+    CHECK(err && strstr(err, "200 ms"));
+    free(err);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.timeouts == 1 && s.waiters == 0);
+
+    /* Given back while another thread waits: that thread gets it. */
+    struct waiter w = {.p = p};
+    pthread_t th;
+    pthread_create(&th, NULL, wait_thread, &w);
+    usleep(50000);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.waiters == 1);
+    hp_db_pool_release(a);
+    pthread_join(th, NULL);
+    CHECK(w.got == a);
+    CHECK(w.waited < 0.19);
+    hp_db_pool_release(w.got);
+    hp_db_pool_close(p);
+}
+
+static void pool_no_wait(void)
+{
+    char *err = NULL;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 1, .acquire_timeout_ms = -1});
+    hp_db *a = acquire(p);
+    double t0 = hp_now();
+    CHECK(hp_db_pool_acquire(p, &err) == NULL);
+    CHECK(hp_now() - t0 < 0.1);
+    free(err);
+    hp_db_pool_release(a);
+    hp_db_pool_close(p);
+}
+
+static void pool_max_lifetime(void)
+{
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_lifetime_s = 1});
+    hp_db_pool_release(acquire(p));
+    usleep(1100000);
+    hp_db *db = acquire(p);
+    CHECK(db != NULL);
+    CHECK(query_int(db, "SELECT 7") == 7);
+    hp_db_pool_release(db);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.connects == 2 && s.discarded == 1 && s.size == 1);
+    hp_db_pool_close(p);
+}
+
+/* Closed while a connection is out: it is closed when it comes back, and
+ * the pool is freed then (ASan would see a leak or a use after free). */
+static void pool_close_while_in_use(void)
+{
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    hp_db_pool_close(p);
+    CHECK(query_int(db, "SELECT 3") == 3);
+    hp_db_pool_release(db);
+}
+
+static void bad_urls(void)
+{
+    char *err = NULL;
+    CHECK(hp_db_pool_open("mysql://x", NULL, &err) == NULL);
+    CHECK(err && strstr(err, "unsupported"));
+    free(err);
+    err = NULL;
+    CHECK(hp_db_pool_open("sqlite:", NULL, &err) == NULL);
+    CHECK(err != NULL);
+    free(err);
+    err = NULL;
+    CHECK(hp_db_pool_open("postgresql://host/db?nosuchoption=1", NULL,
+                          &err) == NULL);
+    CHECK(err && strstr(err, "nosuchoption"));
+    free(err);
+    /* A server that is not there: open succeeds, acquire says why. */
+    hp_db_pool *p = hp_db_pool_open(
+        "postgresql:///x?host=/nonexistent&connect_timeout=2", NULL, &err);
+    CHECK(p != NULL);
+    err = NULL;
+    CHECK(hp_db_pool_acquire(p, &err) == NULL);
+    CHECK(err && strstr(err, "/nonexistent"));
+    free(err);
+    struct hp_db_pool_stats s;
+    hp_db_pool_stats(p, &s);
+    CHECK(s.errors == 1 && s.size == 0 && s.in_use == 0);
+    hp_db_pool_close(p);
+}
+
+static void memory_database_is_one_connection(void)
+{
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = hp_db_pool_open("sqlite::memory:",
+                                    &(struct hp_db_pool_opts){.max_conns = 4},
+                                    NULL);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.max == 1);
+    hp_db *db = acquire(p);
+    CHECK(hp_db_exec_script(db, "CREATE TABLE m(x); INSERT INTO m VALUES (1)") ==
+          HP_OK);
+    hp_db_pool_release(db);
+    db = acquire(p);
+    CHECK(query_int(db, "SELECT count(*) FROM m") == 1);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* ---- parameters and results ------------------------------------------------- */
+
+static void make_values_table(hp_db *db)
+{
+    drop(db, "vals");
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE TABLE %s (id INTEGER PRIMARY KEY, t TEXT, "
+                       "i BIGINT, f DOUBLE PRECISION, b %s)",
+                       tbl("vals"), E->pg ? "BYTEA" : "BLOB")) == HP_OK);
+}
+
+static void text_round_trip(hp_db *db, int id, const char *v)
+{
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s (id, t) VALUES ($1, $2)",
+                              tbl("vals")),
+                     sqlf("%d", id), v) == HP_OK);
+    hp_db_res *r = hp_db_query(db, sqlf("SELECT t FROM %s WHERE id = $1",
+                                        tbl("vals")),
+                               sqlf("%d", id));
+    CHECK(r && hp_db_next(r));
+    if (v)
+        CHECK_STR(hp_db_text(r, 0), v);
+    else
+        CHECK(hp_db_text(r, 0) == NULL && hp_db_is_null(r, 0));
+    hp_db_res_free(r);
+}
+
+static void params_text(void)
+{
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    make_values_table(db);
+    text_round_trip(db, 1, "it's \"quoted\" \\ back`tick`");
+    text_round_trip(db, 2, "'); DROP TABLE vals; --");
+    text_round_trip(db, 3, "$1 $2 ?1 :x @y");
+    text_round_trip(db, 4, "");
+    text_round_trip(db, 5, NULL);
+    text_round_trip(db, 6, "h\xc3\xa9llo w\xc3\xb6rld \xe2\x9c\x93");
+    /* NULL and "" are told apart */
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s WHERE t IS NULL",
+                             tbl("vals"))) == 1);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s WHERE t = ''",
+                             tbl("vals"))) == 1);
+    drop(db, "vals");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+static void params_typed(void)
+{
+    unsigned char blob[255];
+    for (int i = 0; i < 255; i++)
+        blob[i] = (unsigned char)(i + 1); /* every byte but NUL */
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    make_values_table(db);
+    CHECK(hp_db_execv(db, sqlf("INSERT INTO %s VALUES ($1, $2, $3, $4, $5)",
+                               tbl("vals")),
+                      HP_INT(1), HP_TEXT("x"), HP_INT(-9007199254740993LL),
+                      HP_FLOAT(0.1 + 0.2), HP_BLOB(blob, sizeof blob)) ==
+          HP_OK);
+    CHECK(hp_db_changes(db) == 1);
+    CHECK(hp_db_execv(db, sqlf("INSERT INTO %s VALUES ($1, $2, $3, $4, $5)",
+                               tbl("vals")),
+                      HP_INT(2), HP_NULL, HP_NULL, HP_NULL,
+                      HP_BLOB("", 0)) == HP_OK);
+
+    hp_db_res *r = hp_db_query(db, sqlf("SELECT id, t, i, f, b FROM %s "
+                                        "ORDER BY id",
+                                        tbl("vals")));
+    CHECK(r && hp_db_nrows(r) == 2 && hp_db_ncols(r) == 5);
+    CHECK(hp_db_next(r));
+    CHECK(hp_db_int(r, 2) == -9007199254740993LL);
+    CHECK_STR(hp_db_text(r, 2), "-9007199254740993");
+    CHECK(hp_db_coltype(r, 2) == HP_DB_INT);
+    CHECK(hp_db_float(r, 3) == 0.1 + 0.2);
+    CHECK(hp_db_coltype(r, 3) == HP_DB_FLOAT);
+    size_t len = 0;
+    const void *b = hp_db_blob(r, 4, &len);
+    CHECK(len == sizeof blob && b && memcmp(b, blob, len) == 0);
+    CHECK(hp_db_coltype(r, 4) == HP_DB_BLOB);
+    CHECK(hp_db_next(r));
+    CHECK(hp_db_is_null(r, 1) && hp_db_is_null(r, 2) && hp_db_is_null(r, 3));
+    CHECK(hp_db_int(r, 2) == 0 && hp_db_coltype(r, 2) == HP_DB_NULL);
+    b = hp_db_blob(r, 4, &len);
+    CHECK(b != NULL && len == 0 && !hp_db_is_null(r, 4)); /* empty, not NULL */
+    CHECK(!hp_db_next(r));
+    CHECK(!hp_db_next(r));
+    CHECK(hp_db_text(r, 0) == NULL); /* past the end */
+    hp_db_res_free(r);
+    drop(db, "vals");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+static void params_repeated_and_counted(void)
+{
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    hp_db_res *r = hp_db_query(db, "SELECT $1 || $1 || $2", "ab", "c");
+    CHECK(r && hp_db_next(r));
+    CHECK_STR(hp_db_text(r, 0), "ababc");
+    /* too few, too many: an error, not undefined behaviour */
+    CHECK(hp_db_query(db, "SELECT $1 || $2", "a") == NULL);
+    CHECK(hp_db_error(db) != NULL);
+    CHECK(hp_db_query(db, "SELECT $1", "a", "b") == NULL);
+    if (!E->pg) {
+        CHECK(hp_db_query(db, "SELECT ?") == NULL);
+        CHECK(strstr(hp_db_error(db), "$1"));
+        CHECK(hp_db_query(db, "SELECT :name") == NULL);
+    }
+    /* a success clears the error */
+    CHECK(query_int(db, "SELECT 1") == 1 && hp_db_error(db) == NULL);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+static void results_by_name(void)
+{
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    hp_db_res *r = hp_db_query(db, "SELECT 1 AS one, 'two' AS two, NULL AS "
+                                   "three WHERE 1 = 1");
+    CHECK(r && hp_db_ncols(r) == 3);
+    CHECK_STR(hp_db_colname(r, 1), "two");
+    CHECK(hp_db_col(r, "three") == 2 && hp_db_col(r, "nope") == -1);
+    CHECK(hp_db_text(r, 0) == NULL); /* before hp_db_next */
+    CHECK(hp_db_next(r));
+    CHECK(hp_db_int(r, hp_db_col(r, "one")) == 1);
+    CHECK_STR(hp_db_text(r, hp_db_col(r, "two")), "two");
+    CHECK(hp_db_is_null(r, hp_db_col(r, "three")));
+    CHECK(hp_db_text(r, 9) == NULL && hp_db_text(r, -1) == NULL);
+    /* no rows still has columns */
+    hp_db_res *e = hp_db_query(db, "SELECT 1 AS x WHERE 1 = 0");
+    CHECK(e && hp_db_nrows(e) == 0 && hp_db_ncols(e) == 1 && !hp_db_next(e));
+    /* results left open are freed with the connection (ASan checks) */
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+static void errors_and_sqlstates(void)
+{
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    drop(db, "u");
+    CHECK(hp_db_exec_script(db, sqlf("CREATE TABLE %s (k TEXT PRIMARY KEY, "
+                                     "n INTEGER NOT NULL)",
+                                     tbl("u"))) == HP_OK);
+    const char *ins = sqlf("INSERT INTO %s VALUES ($1, $2)", tbl("u"));
+    CHECK(hp_db_exec(db, ins, "a", "1") == HP_OK);
+    CHECK(hp_db_exec(db, ins, "a", "2") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "23505");
+    CHECK(hp_db_error(db) && *hp_db_error(db));
+    /* SQLite's extended code: SQLITE_CONSTRAINT_PRIMARYKEY */
+    CHECK(E->pg ? hp_db_errcode(db) == 0 : hp_db_errcode(db) == 1555);
+    CHECK(hp_db_exec(db, ins, "b", NULL) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "23502");
+    CHECK(hp_db_exec(db, "SELEC 1") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "42601");
+    CHECK(hp_db_exec(db, "SELECT * FROM no_such_table_xyz") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "42P01");
+    CHECK(hp_db_exec(db, "SELECT 1; SELECT 2") == -1);
+    drop(db, "u");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+    /* every call is safe on NULL (hp_db(req) may have returned NULL) */
+    CHECK(hp_db_exec(NULL, "SELECT 1") == -1);
+    CHECK(hp_db_query(NULL, "SELECT $1", "x") == NULL);
+    CHECK(!hp_db_next(NULL) && hp_db_text(NULL, 0) == NULL);
+    CHECK(hp_db_error(NULL) != NULL);
+    hp_db_res_free(NULL);
+    hp_db_pool_release(NULL);
+}
+
+/* ---- the statement cache ---------------------------------------------------- */
+
+static void stmt_cache_reuse(void)
+{
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.stmt_cache = 2});
+    hp_db *db = acquire(p);
+    for (int i = 0; i < 10; i++)
+        CHECK(query_int(db, "SELECT 41 + 1") == 42);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.prepares == 1 && s.cache_hits == 9);
+    /* two more statements: the least recently used one is evicted */
+    CHECK(query_int(db, "SELECT 2") == 2);
+    CHECK(query_int(db, "SELECT 3") == 3);
+    CHECK(query_int(db, "SELECT 2") == 2);     /* still cached */
+    CHECK(query_int(db, "SELECT 41 + 1") == 42); /* prepared again */
+    hp_db_pool_stats(p, &s);
+    CHECK(s.prepares == 4 && s.cache_hits == 10);
+    /* the cache belongs to the connection: it survives a release */
+    hp_db_pool_release(db);
+    db = acquire(p);
+    CHECK(query_int(db, "SELECT 41 + 1") == 42);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.prepares == 4 && s.cache_hits == 11);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+static void stmt_cache_off(void)
+{
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.stmt_cache = -1});
+    hp_db *db = acquire(p);
+    for (int i = 0; i < 3; i++)
+        CHECK(query_int(db, "SELECT 5") == 5);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.prepares == 3 && s.cache_hits == 0);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* A statement cached before a schema change keeps working after it. */
+static void stmt_cache_schema_change(void)
+{
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    drop(db, "sc");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER)", tbl("sc")));
+    hp_db_exec_script(db, sqlf("INSERT INTO %s VALUES (1)", tbl("sc")));
+    const char *sel = sqlf("SELECT * FROM %s", tbl("sc"));
+    hp_db_res *r = hp_db_query(db, sel);
+    CHECK(r && hp_db_ncols(r) == 1);
+    hp_db_exec_script(db, sqlf("ALTER TABLE %s ADD COLUMN b INTEGER",
+                               tbl("sc")));
+    r = hp_db_query(db, sel);
+    if (!r) /* PostgreSQL: 0A000 once, and the statement is dropped */
+        r = hp_db_query(db, sel);
+    CHECK(r && hp_db_ncols(r) == 2);
+    drop(db, "sc");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* ---- transactions and the checkout health check ----------------------------- */
+
+static void rollback_on_checkout(void)
+{
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    drop(db, "rb");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER)", tbl("rb")));
+    CHECK(hp_db_exec_script(db, "BEGIN") == HP_OK);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (1)", tbl("rb"))) ==
+          HP_OK);
+    /* on PostgreSQL this aborts the transaction */
+    CHECK(hp_db_exec(db, "SELECT * FROM no_such_table_xyz") == -1);
+    hp_db__release_raw(db); /* as if release had not cleaned up */
+
+    hp_db *again = acquire(p);
+    CHECK(again == db); /* the same connection, cleaned */
+    CHECK(query_int(again, sqlf("SELECT count(*) FROM %s", tbl("rb"))) == 0);
+    CHECK(hp_db_exec_script(again, "BEGIN") == HP_OK); /* not nested */
+    CHECK(hp_db_exec_script(again, "COMMIT") == HP_OK);
+    drop(again, "rb");
+    hp_db_pool_release(again);
+    hp_db_pool_close(p);
+}
+
+static void release_rolls_back(void)
+{
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    drop(db, "rr");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER)", tbl("rr")));
+    hp_db_exec_script(db, "BEGIN");
+    hp_db_exec(db, sqlf("INSERT INTO %s VALUES (1)", tbl("rr")));
+    hp_db_pool_release(db);
+    db = acquire(p);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", tbl("rr"))) == 0);
+    drop(db, "rr");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* PostgreSQL: a connection the server killed while it sat idle is noticed
+ * at checkout (no failed statement) and replaced. */
+static void pg_dead_connection_replaced(void)
+{
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 2});
+    hp_db *victim = acquire(p);
+    long long pid = query_int(victim, "SELECT pg_backend_pid()");
+    hp_db_pool_release(victim);
+    hp_db_pool *killer_pool = open_pool(NULL);
+    hp_db *killer = acquire(killer_pool);
+    CHECK(query_int(killer, sqlf("SELECT pg_terminate_backend(%lld)::int",
+                                 pid)) == 1);
+    hp_db_pool_release(killer);
+    hp_db_pool_close(killer_pool);
+    usleep(200000);
+
+    hp_db *db = acquire(p);
+    CHECK(db != NULL);
+    CHECK(query_int(db, "SELECT pg_backend_pid()") != pid);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.discarded == 1 && s.connects == 2 && s.errors == 0);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* ---- concurrency ---------------------------------------------------------- */
+
+struct worker {
+    hp_db_pool *p;
+    const char *sql; /* the helpers' static buffers are not for threads */
+    int id, ok;
+};
+
+static void *insert_worker(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < 25; i++) {
+        hp_db *db = hp_db_pool_acquire(w->p, NULL);
+        if (!db)
+            continue;
+        if (hp_db_exec_script(db, "BEGIN") == HP_OK &&
+            hp_db_execv(db, w->sql, HP_INT(w->id * 1000 + i)) == HP_OK &&
+            hp_db_exec_script(db, "COMMIT") == HP_OK)
+            w->ok++;
+        hp_db_pool_release(db);
+    }
+    return NULL;
+}
+
+static void concurrent_inserts(void)
+{
+    enum { N = 8 };
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 3});
+    hp_db *db = acquire(p);
+    drop(db, "conc");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (v INTEGER UNIQUE)",
+                               tbl("conc")));
+    hp_db_pool_release(db);
+
+    pthread_t th[N];
+    struct worker w[N];
+    char ins[128];
+    snprintf(ins, sizeof ins, "INSERT INTO %s VALUES ($1)", tbl("conc"));
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct worker){.p = p, .sql = ins, .id = i};
+        pthread_create(&th[i], NULL, insert_worker, &w[i]);
+    }
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ok += w[i].ok;
+    }
+    CHECK(ok == N * 25);
+    db = acquire(p);
+    CHECK(query_int(db, sqlf("SELECT count(DISTINCT v) FROM %s",
+                             tbl("conc"))) == N * 25);
+    drop(db, "conc");
+    hp_db_pool_release(db);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.in_use == 0 && s.size <= 3 && s.waiters == 0);
+    hp_db_pool_close(p);
+}
+
+/* ---- the request's transaction ---------------------------------------------- */
+
+/* The lifecycle's resource calls, in publish.c's order. */
+static int fake_commit(hp_req *req)
+{
+    for (struct hp_resource *r = req->resources; r; r = r->next)
+        if (r->commit && r->commit(r->arg) != HP_OK)
+            return 500;
+    return HP_OK;
+}
+
+static void fake_rollback(hp_req *req)
+{
+    for (struct hp_resource *r = req->resources; r; r = r->next)
+        if (r->rollback)
+            r->rollback(r->arg);
+}
+
+static void fake_request(hp_req *req, const char *method)
+{
+    hp_req_init(req, NULL, method, "/t", "HTTP/1.1");
+    snprintf(req->target.path, sizeof req->target.path, "/srv/t.c");
+}
+
+static long long count_rows(hp_db_pool *p, const char *name)
+{
+    hp_db *db = acquire(p);
+    long long n = query_int(db, sqlf("SELECT count(*) FROM %s", tbl(name)));
+    hp_db_pool_release(db);
+    return n;
+}
+
+static void request_commit_and_rollback(void)
+{
+    hp_req req;
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *setup = acquire(p);
+    drop(setup, "req");
+    hp_db_exec_script(setup, sqlf("CREATE TABLE %s (a INTEGER)", tbl("req")));
+    hp_db_pool_release(setup);
+    const char *ins = sqlf("INSERT INTO %s VALUES (1)", tbl("req"));
+
+    /* success: the vote, then the real COMMIT at release */
+    fake_request(&req, "POST");
+    hp_db *db = hp_db_from(&req, p);
+    CHECK(db && hp_db_from(&req, p) == db); /* same handle all request */
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(fake_commit(&req) == HP_OK);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(p, "req") == 1);
+
+    /* a later hook failed after the vote: rolled back */
+    fake_request(&req, "POST");
+    CHECK(hp_db_exec(hp_db_from(&req, p), ins) == HP_OK);
+    CHECK(fake_commit(&req) == HP_OK);
+    fake_rollback(&req);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(p, "req") == 1);
+
+    /* a failed statement: the vote is no, whatever the handler said */
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(hp_db_exec(db, "SELECT * FROM no_such_table_xyz") == -1);
+    CHECK(fake_commit(&req) == 500);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(p, "req") == 1);
+
+    /* ... unless a savepoint undid the failure */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(hp_db_exec(db, "SAVEPOINT s1") == HP_OK);
+    CHECK(hp_db_exec(db, "SELECT * FROM no_such_table_xyz") == -1);
+    CHECK(hp_db_exec(db, "ROLLBACK TO SAVEPOINT s1") == HP_OK);
+    CHECK(fake_commit(&req) == HP_OK);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(p, "req") == 2);
+
+    hp_db_pool_stats(p, &s);
+    CHECK(s.in_use == 0);
+    setup = acquire(p);
+    drop(setup, "req");
+    hp_db_pool_release(setup);
+    hp_db_pool_close(p);
+}
+
+static void request_pool_exhausted_503(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 1, .acquire_timeout_ms = 100});
+    hp_db *held = acquire(p);
+    fake_request(&req, "GET");
+    double t0 = hp_now();
+    CHECK(hp_db_from(&req, p) == NULL);
+    CHECK(hp_now() - t0 >= 0.09);
+    CHECK(req.forced_status == 503);
+    t0 = hp_now();
+    CHECK(hp_db_from(&req, p) == NULL); /* no second wait */
+    CHECK(hp_now() - t0 < 0.05);
+    hp_puts(&req, "half a page");
+    fake_rollback(&req); /* the lifecycle rolls back: the 503 body */
+    CHECK(req.out.len > 0 && strstr(req.out.p, "database busy") &&
+          strstr(req.out.p, "100 ms") && !strstr(req.out.p, "half a page"));
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    hp_db_pool_release(held);
+
+    fake_request(&req, "GET"); /* no default pool in a unit test */
+    CHECK(hp_db(&req) == NULL && req.forced_status == 503);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    hp_db_pool_close(p);
+}
+
+/* ---- the default path ----------------------------------------------------- */
+
+static void default_path(void)
+{
+    char *old = getenv("XDG_DATA_HOME") ? strdup(getenv("XDG_DATA_HOME"))
+                                        : NULL;
+    setenv("XDG_DATA_HOME", "/data", 1);
+    char *a = hp_db_default_path("/srv/my site!");
+    char *b = hp_db_default_path("/srv/other/my site!");
+    CHECK(strncmp(a, "/data/hotpub/my_site_-", 22) == 0);
+    CHECK(strlen(a) == 22 + 8 + 3 && strcmp(a + strlen(a) - 3, ".db") == 0);
+    CHECK(strcmp(a, b) != 0);
+    free(a);
+    free(b);
+    a = hp_db_default_path("/");
+    CHECK(strncmp(a, "/data/hotpub/root-", 18) == 0);
+    free(a);
+    if (old)
+        setenv("XDG_DATA_HOME", old, 1);
+    else
+        unsetenv("XDG_DATA_HOME");
+    free(old);
+}
+
+/* ---- configuration keys (config.c's db section) -------------------------------- */
+
+static bool cfg_ok(struct hp_config *c, const char *k, const char *v)
+{
+    char err[256] = "";
+    if (hp_config_set(c, k, v, err, sizeof err) == 0)
+        return true;
+    fprintf(stderr, "  (%s=%s: %s)\n", k, v, err);
+    return false;
+}
+
+static bool cfg_bad(struct hp_config *c, const char *k, const char *v)
+{
+    char err[256] = "";
+    return hp_config_set(c, k, v, err, sizeof err) == -1 && err[0];
+}
+
+static void config_keys(void)
+{
+    struct hp_config c;
+    hp_config_defaults(&c);
+    CHECK(c.db == NULL && c.db_pool_size == 0);
+    CHECK(c.db_acquire_timeout == 5000 && c.db_max_lifetime == 3600 &&
+          c.db_statement_cache == 64);
+    CHECK(cfg_ok(&c, "db", "sqlite:/var/lib/x.db"));
+    CHECK_STR(c.db, "sqlite:/var/lib/x.db");
+    CHECK(cfg_ok(&c, "db", "postgres://h/d") && cfg_ok(&c, "db", "off"));
+    CHECK(cfg_ok(&c, "db", "postgresql:///d?host=/tmp"));
+    CHECK(cfg_bad(&c, "db", "mysql://h/d") && cfg_bad(&c, "db", "sqlite:"));
+    CHECK(cfg_bad(&c, "db", "/var/lib/x.db"));
+    CHECK_STR(c.db, "postgresql:///d?host=/tmp"); /* unchanged by errors */
+    CHECK(cfg_ok(&c, "db-pool-size", "8") && c.db_pool_size == 8);
+    CHECK(cfg_ok(&c, "db_pool_size", "auto") && c.db_pool_size == 0);
+    CHECK(cfg_bad(&c, "db-pool-size", "0") &&
+          cfg_bad(&c, "db-pool-size", "1025"));
+    CHECK(cfg_ok(&c, "db-acquire-timeout", "0") && c.db_acquire_timeout == 0);
+    CHECK(cfg_bad(&c, "db-acquire-timeout", "-1") &&
+          cfg_bad(&c, "db-acquire-timeout", "600001"));
+    CHECK(cfg_ok(&c, "db-max-lifetime", "0") &&
+          cfg_ok(&c, "db-statement-cache", "0"));
+    CHECK(cfg_bad(&c, "db-statement-cache", "10001"));
+    hp_config_free(&c);
+}
+
+/* In a file, sqlite:RELATIVE is relative to the file's directory. */
+static void config_file_relative_sqlite(void)
+{
+    const char *cases[][2] = {
+        {"sqlite:data/x.db", "sqlite:%s/data/x.db"},
+        {"sqlite::memory:", "sqlite::memory:"},
+        {"sqlite:/abs/x.db", "sqlite:/abs/x.db"},
+        {"postgresql:///d", "postgresql:///d"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[PATH_MAX + 16], want[PATH_MAX + 64];
+        struct hp_config c;
+        snprintf(path, sizeof path, "%s/h.ini", tmpdir);
+        FILE *f = fopen(path, "w");
+        fprintf(f, "[server]\ndb = %s\n", cases[i][0]);
+        fclose(f);
+        hp_config_defaults(&c);
+        CHECK(hp_config_load(&c, path) == 0);
+        snprintf(want, sizeof want, cases[i][1], tmpdir);
+        CHECK_STR(c.db, want);
+        hp_config_free(&c);
+        remove(path);
+    }
+}
+
+/* ---- the runner ------------------------------------------------------------ */
+
+static int rm_entry(const char *path, const struct stat *st, int type,
+                    struct FTW *f)
+{
+    return remove(path);
+}
+
+#define RUN_ON(eng, fn)                                                        \
+    do {                                                                       \
+        E = &(eng);                                                            \
+        char t_name[96];                                                       \
+        snprintf(t_name, sizeof t_name, "%s[%s]", #fn, E->name);               \
+        int t_before = t_failed_checks;                                        \
+        fn();                                                                  \
+        if (t_failed_checks == t_before) {                                     \
+            t_passed++;                                                        \
+            printf("ok   %s\n", t_name);                                       \
+        } else {                                                               \
+            t_failed++;                                                        \
+            printf("FAIL %s\n", t_name);                                       \
+        }                                                                      \
+        fflush(stdout);                                                        \
+    } while (0)
+
+#define RUN_ALL(fn)                                                            \
+    do {                                                                       \
+        for (int e_ = 0; e_ < nengines; e_++)                                  \
+            RUN_ON(engines[e_], fn);                                           \
+        if (nengines == 1)                                                     \
+            printf("skip %s[pg]: no HOTPUB_PG_URL\n", #fn);                    \
+    } while (0)
+
+#define RUN_PG(fn)                                                             \
+    do {                                                                       \
+        if (nengines == 2)                                                     \
+            RUN_ON(engines[1], fn);                                            \
+        else                                                                   \
+            printf("skip %s[pg]: no HOTPUB_PG_URL\n", #fn);                    \
+    } while (0)
+
+int main(void)
+{
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    engines[0] = (struct engine){.name = "sqlite"};
+    snprintf(engines[0].url, sizeof engines[0].url, "sqlite:%s/t.db", tmpdir);
+    nengines = 1;
+    const char *pg = getenv("HOTPUB_PG_URL");
+    if (pg && *pg) {
+        engines[1] = (struct engine){.name = "pg", .pg = true};
+        snprintf(engines[1].url, sizeof engines[1].url, "%s", pg);
+        nengines = 2;
+    }
+
+    RUN_ALL(pool_acquire_release);
+    RUN_ALL(pool_timeout);
+    RUN_ALL(pool_no_wait);
+    RUN_ALL(pool_max_lifetime);
+    RUN_ALL(pool_close_while_in_use);
+    T_RUN(bad_urls);
+    T_RUN(memory_database_is_one_connection);
+    RUN_ALL(params_text);
+    RUN_ALL(params_typed);
+    RUN_ALL(params_repeated_and_counted);
+    RUN_ALL(results_by_name);
+    RUN_ALL(errors_and_sqlstates);
+    RUN_ALL(stmt_cache_reuse);
+    RUN_ALL(stmt_cache_off);
+    RUN_ALL(stmt_cache_schema_change);
+    RUN_ALL(rollback_on_checkout);
+    RUN_ALL(release_rolls_back);
+    RUN_PG(pg_dead_connection_replaced);
+    RUN_ALL(concurrent_inserts);
+    RUN_ALL(request_commit_and_rollback);
+    RUN_ALL(request_pool_exhausted_503);
+    T_RUN(default_path);
+    T_RUN(config_keys);
+    T_RUN(config_file_relative_sqlite);
+
+    nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    T_DONE();
+}
