@@ -79,6 +79,7 @@ enum key {
     K_INCLUDE_DIR,
     K_REVALIDATE,
     K_SETTLE_MS,
+    K_INLINE,
     K_ACCESS_LOG,
     K_MAX_BODY,
     K_MAX_HEADER,
@@ -111,6 +112,7 @@ static const char *const key_names[K_COUNT] = {
     [K_INCLUDE_DIR] = "include-dir",
     [K_REVALIDATE] = "revalidate",
     [K_SETTLE_MS] = "settle-ms",
+    [K_INLINE] = "inline",
     [K_ACCESS_LOG] = "access-log",
     [K_MAX_BODY] = "max-body",
     [K_MAX_HEADER] = "max-header",
@@ -445,7 +447,8 @@ void hp_config_defaults(struct hp_config *c)
     c->cflags = cfg_strdup("-O2");
     c->include_dir = NULL;
     c->revalidate = 0;
-    c->settle_ms = 30;
+    c->settle_ms = 60;
+    c->inline_pages = 1;
     c->access_log = cfg_strdup("-");
     c->max_body = (size_t)8 << 20;
     c->max_header = (size_t)16 << 10;
@@ -643,6 +646,15 @@ int hp_config_set(struct hp_config *c, const char *key, const char *value,
         return 0;
     case K_SETTLE_MS:
         return set_int(&c->settle_ms, value, 0, SETTLE_MS_MAX, err, errlen);
+    case K_INLINE: {
+        int on;
+        if (!parse_bool_auto(value, &on) || on < 0) {
+            set_err(err, errlen, "expected true or false, got \"%s\"", value);
+            return -1;
+        }
+        c->inline_pages = on;
+        return 0;
+    }
     case K_ACCESS_LOG:
         return set_nonempty(&c->access_log, value,
                             "the access log (use \"off\" to disable it)", err,

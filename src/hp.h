@@ -40,6 +40,7 @@ struct hp_config {
     char *include_dir;   /* where hotpub.h lives                            */
     double revalidate;   /* stat fallback period in seconds, 0 = off        */
     int settle_ms;       /* quiet time after the last fs event              */
+    int inline_pages;    /* promote proven-fast pages to the event loops    */
     char *access_log;    /* path, "-" for stdout, "off"                     */
     size_t max_body;     /* bytes; larger bodies get 413                    */
     size_t max_header;   /* bytes; larger request heads get 431             */

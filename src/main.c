@@ -32,6 +32,7 @@ enum {
     O_INCLUDE_DIR,
     O_REVALIDATE,
     O_SETTLE_MS,
+    O_INLINE,
     O_ACCESS_LOG,
     O_MAX_BODY,
     O_MAX_HEADER,
@@ -66,6 +67,7 @@ static const struct option long_opts[] = {
     {"include-dir", required_argument, NULL, O_INCLUDE_DIR},
     {"revalidate", required_argument, NULL, O_REVALIDATE},
     {"settle-ms", required_argument, NULL, O_SETTLE_MS},
+    {"inline", required_argument, NULL, O_INLINE},
     {"access-log", required_argument, NULL, O_ACCESS_LOG},
     {"max-body", required_argument, NULL, O_MAX_BODY},
     {"max-header", required_argument, NULL, O_MAX_HEADER},
@@ -158,6 +160,8 @@ static void help(FILE *out)
     row(out, "", "0 = off (default: 0)");
     row(out, "--settle-ms MS", "quiet time after a change before");
     row(out, "", "recompiling (default: %d)", d.settle_ms);
+    row(out, "--inline true|false", "run pages proven fast on the event");
+    row(out, "", "loops; false: always on the worker pool (default: true)");
     row(out, "--access-log PATH|-|off", "access log; - = stdout (default: %s)",
         d.access_log);
     row(out, "--max-body BYTES", "largest request body, k/m/g suffixes");
@@ -221,13 +225,63 @@ struct flag {
     const char *as; /* the flag as typed, for messages */
 };
 
+/* What the command line gave, kept for settings() to apply again when
+ * the server re-reads its configuration (SIGHUP, master.c). */
+static struct given {
+    const char *cmd, *config_path;
+    const struct flag *flags;
+    size_t nflags;
+    const char *docroot;
+} given;
+
+/* Defaults, then the config file, then flags, then DOCROOT, into cfg.
+ * Returns 0, or the exit status of a usage error after printing it (cfg
+ * is freed then). */
+static int settings(struct hp_config *cfg)
+{
+    char err[512];
+
+    hp_config_defaults(cfg);
+    if (given.config_path && hp_config_load(cfg, given.config_path) < 0) {
+        hp_config_free(cfg);
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < given.nflags; i++) {
+        const struct flag *f = &given.flags[i];
+        if (hp_config_set(cfg, f->key, f->value, err, sizeof err) < 0) {
+            hp_config_free(cfg);
+            return usage_error("%s%s: %s", f->as[0] == '-' ? "" : "--", f->as,
+                               err);
+        }
+    }
+    if (given.docroot &&
+        hp_config_set(cfg, "docroot", given.docroot, err, sizeof err) < 0) {
+        hp_config_free(cfg);
+        return usage_error("DOCROOT: %s", err);
+    }
+    if (!cfg->docroot) {
+        if (strcmp(given.cmd, "check") == 0) {
+            hp_config_free(cfg);
+            return usage_error("check needs a DOCROOT (an argument, or "
+                               "docroot in the --config file)");
+        }
+        hp_config_set(cfg, "docroot", ".", err, sizeof err);
+    }
+    return 0;
+}
+
+/* SIGHUP: the same command line, the config file as it is now. */
+static int reload_settings(struct hp_config *cfg)
+{
+    return settings(cfg) == 0 ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd, *config_path = NULL, *docroot = NULL;
     struct flag *flags;
     size_t nflags = 0;
     struct hp_config cfg;
-    char err[512];
     int opt, rc;
 
     if (argc < 2)
@@ -309,38 +363,15 @@ int main(int argc, char **argv)
             docroot = argv[first];
     }
 
-    hp_config_defaults(&cfg);
-    if (config_path && hp_config_load(&cfg, config_path) < 0) {
-        hp_config_free(&cfg);
+    given = (struct given){cmd, config_path, flags, nflags, docroot};
+    rc = settings(&cfg);
+    if (rc != 0) {
         free(flags);
-        return EXIT_USAGE;
+        return rc;
     }
-    for (size_t i = 0; i < nflags; i++) {
-        if (hp_config_set(&cfg, flags[i].key, flags[i].value, err, sizeof err) <
-            0) {
-            const char *as = flags[i].as;
-            hp_config_free(&cfg);
-            free(flags);
-            return usage_error("%s%s: %s", as[0] == '-' ? "" : "--", as, err);
-        }
-    }
-    free(flags);
-
-    if (docroot &&
-        hp_config_set(&cfg, "docroot", docroot, err, sizeof err) < 0) {
-        hp_config_free(&cfg);
-        return usage_error("DOCROOT: %s", err);
-    }
-    if (!cfg.docroot) {
-        if (strcmp(cmd, "check") == 0) {
-            hp_config_free(&cfg);
-            return usage_error("check needs a DOCROOT (an argument, or "
-                               "docroot in the --config file)");
-        }
-        hp_config_set(&cfg, "docroot", ".", err, sizeof err);
-    }
-
-    rc = strcmp(cmd, "serve") == 0 ? hp_master_run(&cfg) : hp_check(&cfg);
+    rc = strcmp(cmd, "serve") == 0 ? hp_master_run(&cfg, reload_settings)
+                                   : hp_check(&cfg);
     hp_config_free(&cfg);
+    free(flags);
     return rc < 0 || rc > 255 ? 1 : rc;
 }

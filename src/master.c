@@ -136,6 +136,8 @@ static struct shm *SHM;
 static struct slot *ME;           /* this worker's slot; NULL elsewhere  */
 static int LISTEN_FD = -1;
 static struct hp_config *CFG;
+static int (*RELOAD)(struct hp_config *);
+static bool cfg_owned;            /* CFG was allocated by a reload       */
 static __thread int tl_rec = -1;  /* this thread's record: -1 not yet,   */
                                   /* -2 none left                        */
 
@@ -311,8 +313,22 @@ static void quar_write_end(struct quar *q)
 static void quar_read(int i, struct quar *out)
 {
     struct quar *q = &SHM->quar[i];
-    for (;;) {
+    for (unsigned spins = 0;; spins++) {
         unsigned s = atomic_load_explicit(&q->seq, memory_order_acquire);
+        if (s & 1 && spins > 1000) {
+            /* A worker died in the middle of writing it (another of its
+             * threads crashed): once we own the table lock no writer is
+             * left, so the entry is dropped and the count made even. */
+            table_lock();
+            if (atomic_load(&q->seq) & 1) {
+                if (q->state == Q_QUARANTINED)
+                    atomic_fetch_sub(&SHM->nquar, 1);
+                q->state = Q_FREE;
+                atomic_fetch_add(&q->seq, 1);
+            }
+            table_unlock();
+            continue;
+        }
         if (s & 1) {
             sched_yield();
             continue;
@@ -485,7 +501,7 @@ struct fallback {
 static pthread_mutex_t fb_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct fallback fbs[32];
 static atomic_int nfbs;
-static unsigned fb_seen_gen;
+static atomic_uint fb_seen_gen;
 static char *fb_rundir;
 static uint64_t fb_next_id = FALLBACK_ID_BASE;
 
@@ -494,8 +510,8 @@ static void fallbacks_sweep(void)
 {
     pthread_mutex_lock(&fb_mu);
     unsigned gen = atomic_load(&SHM->quar_gen);
-    if (gen != fb_seen_gen) {
-        fb_seen_gen = gen;
+    if (gen != atomic_load(&fb_seen_gen)) {
+        atomic_store(&fb_seen_gen, gen);
         int n = atomic_load(&nfbs);
         for (int i = 0; i < n;) {
             bool still = fbs[i].rescue;
@@ -623,7 +639,7 @@ int hp_procs_vet(struct hp_pinset *ps, bool dev, char **html)
     if (!ME)
         return 0;
     if (atomic_load_explicit(&nfbs, memory_order_relaxed) &&
-        atomic_load(&SHM->quar_gen) != fb_seen_gen)
+        atomic_load(&SHM->quar_gen) != atomic_load(&fb_seen_gen))
         fallbacks_sweep();
     if (atomic_load_explicit(&SHM->nquar, memory_order_acquire) == 0)
         return 0;
@@ -1103,7 +1119,12 @@ static int spawn(unsigned gen)
     if (i == SHM->nslots)
         return -1;
     struct slot *s = slot_at(i);
-    memset(s, 0, SHM->stride);
+    /* Records the last occupant used go idle (a stale "running" one would
+     * fool the watchdog); the rest were never touched. */
+    int used = atomic_load(&s->nrecs);
+    for (int r = 0; r < used && r < SHM->nrecs; r++)
+        atomic_store(&rec_at(s, r)->word, 0);
+    memset(s, 0, sizeof *s);
     atomic_store(&s->crash_rec, -1);
     s->gen = gen;
     s->started = (double)time(NULL);
@@ -1289,12 +1310,76 @@ static void reap(void)
     }
 }
 
+/* A setting the parent holds (its socket, its privileges, its pid file)
+ * cannot change without a restart: keep the old value, say so. */
+static void keep(char **slot, const char *old, const char *what)
+{
+    if ((!*slot && !old) || (*slot && old && strcmp(*slot, old) == 0))
+        return;
+    hp_log_error("SIGHUP: %s changed to %s; that needs a restart (keeping "
+                 "%s)",
+                 what, *slot ? *slot : "(none)", old ? old : "(none)");
+    free(*slot);
+    *slot = old ? hp_xstrdup(old) : NULL;
+}
+
+/* SIGHUP: read the settings again for the next generation of workers.
+ * Returns 0, or -1 (the configuration has errors: keep the old one). */
+static int reload_config(int capacity)
+{
+    if (!RELOAD)
+        return 0;
+    struct hp_config *next = hp_xmalloc(sizeof *next);
+    if (RELOAD(next) < 0) {
+        free(next);
+        hp_log_error("SIGHUP: the configuration has errors (see above); "
+                     "the workers go on with the old one");
+        return -1;
+    }
+    keep(&next->listen, CFG->listen, "listen");
+    keep(&next->user, CFG->user, "user");
+    keep(&next->group, CFG->group, "group");
+    keep(&next->pid_file, CFG->pid_file, "pid-file");
+    if (next->workers == 0) {
+        hp_log_error("SIGHUP: workers = 0 (one process) needs a restart; "
+                     "keeping %d workers",
+                     CFG->workers);
+        next->workers = CFG->workers;
+    } else if (next->workers > capacity) {
+        hp_log_error("SIGHUP: at most %d workers without a restart",
+                     capacity);
+        next->workers = capacity;
+    }
+    if ((size_t)next->threads + 16 > (size_t)SHM->nrecs)
+        hp_log_error("SIGHUP: threads = %d: only %d threads per worker are "
+                     "watched for crashes and timeouts without a restart",
+                     next->threads, SHM->nrecs);
+    bool relog = !((!next->error_log && !CFG->error_log) ||
+                   (next->error_log && CFG->error_log &&
+                    strcmp(next->error_log, CFG->error_log) == 0));
+    struct hp_config *old = CFG;
+    CFG = next;
+    if (cfg_owned) {
+        hp_config_free(old);
+        free(old);
+    }
+    cfg_owned = true;
+    if (relog)
+        open_error_log();
+    SHM->workers = CFG->workers;
+    return 0;
+}
+
 static int master_serve(void)
 {
     int n = CFG->workers;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t nrecs = (size_t)(ncpu > 0 ? ncpu : 1) + (size_t)CFG->threads + 8;
-    int nslots = 2 * n + 2;
+    if (ncpu < 1)
+        ncpu = 1;
+    /* Room for a reload to raise threads and workers somewhat. */
+    size_t nrecs = (size_t)ncpu + 2 * (size_t)CFG->threads + 16;
+    int capacity = 2 * (n > ncpu ? n : (int)ncpu);
+    int nslots = 2 * capacity + 2;
     size_t stride = sizeof(struct slot) + nrecs * sizeof(struct rec);
     stride = (stride + 63) & ~(size_t)63;
     size_t size = sizeof(struct shm) + (size_t)nslots * stride;
@@ -1325,10 +1410,12 @@ static int master_serve(void)
     sigprocmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    char limit[32] = "off";
+    if (CFG->handler_timeout > 0)
+        snprintf(limit, sizeof limit, "%g s", CFG->handler_timeout);
     hp_log_info("hotpub %s master %d: %d worker processes on http://%s, "
                 "handler timeout %s",
-                HP_VERSION_STRING, (int)getpid(), n, CFG->listen,
-                CFG->handler_timeout > 0 ? "on" : "off");
+                HP_VERSION_STRING, (int)getpid(), n, CFG->listen, limit);
 
     bool stopping = false, reloading = false, announced = false;
     double stop_deadline = 0, reload_since = 0;
@@ -1352,7 +1439,8 @@ static int master_serve(void)
             LISTEN_FD = -1;
             for (int i = 0; i < nslots; i++)
                 stop_child(i);
-        } else if (sig == SIGHUP && !stopping) {
+        } else if (sig == SIGHUP && !stopping && reload_config(capacity) == 0) {
+            n = CFG->workers;
             atomic_store(&SHM->gen, ++gen);
             hp_log_info("SIGHUP: starting worker generation %u; the old "
                         "workers finish their requests and exit",
@@ -1453,15 +1541,20 @@ static int master_serve(void)
     }
     remove_pid_file();
     hp_log_info("master %d stopped", (int)getpid());
+    if (cfg_owned) {
+        hp_config_free(CFG);
+        free(CFG);
+    }
     return rc;
 }
 
-int hp_master_run(struct hp_config *cfg)
+int hp_master_run(struct hp_config *cfg, int (*reload)(struct hp_config *))
 {
     CFG = cfg;
-    if (open_error_log() < 0)
-        return 1;
+    RELOAD = reload;
     if (cfg->workers == 0) {
+        if (open_error_log() < 0)
+            return 1;
         /* Single-process mode, as before; hp_serve binds the socket unless
          * privileges are to be dropped after binding. */
         if (cfg->user || cfg->group) {
@@ -1477,6 +1570,12 @@ int hp_master_run(struct hp_config *cfg)
         remove_pid_file();
         return rc;
     }
+    /* Several processes write to one standard error: with a buffer, each
+     * message is one write(2) (hp_vlog flushes after each), so lines from
+     * different workers do not interleave. */
+    setvbuf(stderr, NULL, _IOFBF, 64 * 1024);
+    if (open_error_log() < 0)
+        return 1;
     LISTEN_FD = bind_listen(cfg->listen);
     if (LISTEN_FD < 0)
         return 1;

@@ -12,8 +12,10 @@
 #include "hp.h"
 
 /* `hotpub serve`: the supervising parent and its workers, or (--workers 0)
- * hp_serve in this process. Returns the exit status. */
-int hp_master_run(struct hp_config *cfg);
+ * hp_serve in this process. Returns the exit status. On SIGHUP the parent
+ * calls reload to read the settings again (0, or -1 after printing why)
+ * and starts the new workers with them. */
+int hp_master_run(struct hp_config *cfg, int (*reload)(struct hp_config *));
 
 /* True in a worker process (and nowhere else). */
 bool hp_procs_active(void);

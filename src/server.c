@@ -387,7 +387,8 @@ static void learn(hp_version *v, int64_t ns, bool offloaded)
             hp_log_error("%s: a request took %.1f ms on an event-loop "
                          "thread; this version now runs on the worker pool",
                          v->path, (double)ns / 1e6);
-    } else if (!atomic_load(&v->run_inline) && !atomic_load(&v->slow) &&
+    } else if (S.cfg->inline_pages && !atomic_load(&v->run_inline) &&
+               !atomic_load(&v->slow) &&
                atomic_load(&v->fast_runs) >= HP_PROMOTE_RUNS) {
         atomic_store(&v->run_inline, true);
     }

@@ -183,7 +183,7 @@ static void *watch_main(void *arg)
     char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
     double settle = w->cfg->settle_ms / 1000.0;
     double deadline = 0, next_reval = 0, first = 0;
-    double max_wait = settle * 10 < 0.5 ? 0.5 : settle * 10;
+    double max_wait = settle * 5 < 0.5 ? 0.5 : settle * 5;
     double reval = w->cfg->revalidate;
 
     if (w->ifd < 0 && reval <= 0)

@@ -1139,16 +1139,15 @@ def test_slow_handler_does_not_stall_others():
             check_eq(r.status, 200, "fast request status")
             check(dt < limit(0.5), "request %d took %.2f s while a slow "
                   "handler ran" % (i, dt))
-        check(bg.is_alive(), "slow request finished too early")
+        alive = bg.is_alive()
+        r = bg.join_result()
+        check(alive, "slow request finished too early: %s %r" % (r.status, r.text))
         r = bg.join_result()
         check_eq((r.status, r.text), (200, "slow done"), "slow request")
         check(bg.elapsed() >= 1.9, "slow took only %.2f s" % bg.elapsed())
 
 
-def test_slow_run_of_a_fast_page_does_not_stall_others():
-    """A page that was fast for many requests and then blocks (a slow query,
-    a sleep) must not stall other connections either."""
-    mixed = page(r'''
+MIXED_PAGE = r'''
 HP_HANDLER(http_handler)
 {
     if (hp_arg(req, "slow"))
@@ -1156,32 +1155,82 @@ HP_HANDLER(http_handler)
     hp_puts(req, "mixed");
     return HP_OK;
 }
-''', includes="#include <unistd.h>")
-    files = {"mixed.c": mixed, "fast.c": simple_page("fast"), "style.css": "x"}
-    with Server(files=files) as s:
-        conn = s.connection()
-        try:
-            for _ in range(100):
-                r = harness.request(s.port, "/mixed", conn=conn)
-                check_eq((r.status, r.text), (200, "mixed"), "warm-up")
-        finally:
-            conn.close()
-        s.get_ok("/fast")
+'''
+
+
+def stalls_while_mixed_blocks(s, strict=True):
+    """Warm /mixed up (fast), then block it for 2 s while other requests run
+    on keep-alive connections opened before and on new ones; returns the
+    requests that took over 0.5 s."""
+    conn = s.connection()
+    try:
+        for _ in range(100):
+            r = harness.request(s.port, "/mixed", conn=conn)
+            check_eq((r.status, r.text), (200, "mixed"), "warm-up")
+    finally:
+        conn.close()
+    s.get_ok("/fast")
+    # keep-alive connections opened before the slow request, spread over
+    # whatever threads the server has
+    idle = [s.connection(timeout=5) for _ in range(8)]
+    try:
+        for c in idle:
+            check_eq(harness.request(s.port, "/fast", conn=c).status, 200,
+                     "status on a keep-alive connection")
         bg = BackgroundRequest(s.port, "/mixed?slow=1")
         bg.start()
         time.sleep(0.2)
-        slowest = 0.0
-        for i in range(10):
+        times = []
+        for i, c in enumerate(idle):
+            t0 = time.monotonic()
+            r = harness.request(s.port, "/fast" if i % 2 else "/style.css",
+                                conn=c)
+            times.append(("existing", time.monotonic() - t0))
+            check_eq(r.status, 200, "status on an existing connection")
+        for i in range(6):
             t0 = time.monotonic()
             r = s.get("/fast" if i % 2 == 0 else "/style.css", timeout=5)
-            dt = time.monotonic() - t0
-            check_eq(r.status, 200, "status of request %d" % i)
-            slowest = max(slowest, dt)
-        check(bg.is_alive(), "slow request finished too early")
-        check(slowest < limit(0.5), "a request took %.2f s while a "
-              "previously fast page blocked for 2 s" % slowest)
+            times.append(("new", time.monotonic() - t0))
+            check_eq(r.status, 200, "status on a new connection")
+        alive = bg.is_alive()
         r = bg.join_result()
+        # (a stalled loop delays the others past the sleep: only then is
+        # an early finish expected)
+        check(alive or not strict, "slow request finished too early: %s %r"
+              % (r.status, r.text))
         check_eq((r.status, r.text), (200, "mixed"), "slow request")
+        return [(k, round(t, 2)) for k, t in times if t >= limit(0.5)]
+    finally:
+        for c in idle:
+            c.close()
+
+
+def test_slow_run_of_a_fast_page_does_not_stall_others_without_inline():
+    """With --inline false every page runs on the worker pool: a page that
+    was fast for many requests and then blocks stalls nothing."""
+    files = {"mixed.c": page(MIXED_PAGE, includes="#include <unistd.h>"),
+             "fast.c": simple_page("fast"), "style.css": "x"}
+    with Server(files=files, args=["--inline", "false"]) as s:
+        slow = stalls_while_mixed_blocks(s)
+        check(not slow, "requests stalled while a previously fast page "
+              "blocked for 2 s: %s" % (slow,))
+
+
+def test_fast_page_that_blocks_is_demoted():
+    """By default a page proven fast runs on the event loops; the first run
+    that blocks may hold up that loop's connections once (documented in
+    docs/design.md), is logged, and demotes the version to the worker pool
+    for good: the next block stalls nothing."""
+    files = {"mixed.c": page(MIXED_PAGE, includes="#include <unistd.h>"),
+             "fast.c": simple_page("fast"), "style.css": "x"}
+    with Server(files=files) as s:
+        stalls_while_mixed_blocks(s, strict=False)
+        check(wait_until(lambda: "now runs on the worker pool" in s.stderr(),
+                         limit(2.0), 0.05),
+              "no demotion logged: %s" % s.stderr()[-600:])
+        slow = stalls_while_mixed_blocks(s)
+        check(not slow, "requests stalled after the page was demoted: %s"
+              % (slow,))
 
 
 def test_threads_run_handlers_in_parallel():
