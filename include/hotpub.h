@@ -188,6 +188,14 @@ int hp_set_cookie(hp_req *req, const char *name, const char *value,
 /* Redirect: 303 See Other after a POST, 302 Found otherwise. */
 int hp_redirect(hp_req *req, const char *location);
 
+/* ---- per-request values ------------------------------------------------ */
+
+/* Hand a pointer from a hook to the handler or to another hook of the same
+ * request (the origin design's req.cursor). Keys are compared as strings;
+ * setting an existing key replaces it. -1 on allocation failure. */
+int hp_req_set(hp_req *req, const char *key, void *value);
+void *hp_req_get(hp_req *req, const char *key);
+
 /* ---- memory and logging ------------------------------------------------- */
 
 /* Request-scoped memory: freed when the request ends. NULL on failure. */

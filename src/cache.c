@@ -420,7 +420,13 @@ static void build_retrying(hp_entry *e, struct build_result *r)
         if (r->kind != B_RETRY)
             return;
         if (i == HP_BUILD_TRIES) {
-            r->kind = B_SAME; /* still being written; the next event wins */
+            /* Still being written: an error (so a batch waits for it rather
+             * than go live without it); the next event rebuilds. */
+            r->kind = B_ERROR;
+            r->diag = hp_xstrdup("the file, or a header it includes, kept "
+                                 "changing while it was compiled; waiting "
+                                 "for the writes to settle");
+            memset(&r->fid, 0, sizeof r->fid);
             return;
         }
         usleep(20000 * (i + 1));

@@ -47,6 +47,7 @@ void hp_req_cleanup(hp_req *req)
     req->blocks = NULL;
     free(req->args.v);
     free(req->headers.v);
+    free(req->values.v);
     hp_buf_free(&req->body);
     hp_buf_free(&req->out);
 }
@@ -86,6 +87,33 @@ char *hp_sprintf(hp_req *req, const char *fmt, ...)
         vsnprintf(p, (size_t)n + 1, fmt, ap2);
     va_end(ap2);
     return p;
+}
+
+/* ---- per-request values -------------------------------------------------- */
+
+static void kv_add(struct hp_kvlist *l, const char *name, const char *value);
+
+int hp_req_set(hp_req *req, const char *key, void *value)
+{
+    for (size_t i = 0; i < req->values.n; i++) {
+        if (strcmp(req->values.v[i].name, key) == 0) {
+            req->values.v[i].value = value;
+            return HP_OK;
+        }
+    }
+    char *k = hp_strdup(req, key);
+    if (!k)
+        return -1;
+    kv_add(&req->values, k, (const char *)value);
+    return HP_OK;
+}
+
+void *hp_req_get(hp_req *req, const char *key)
+{
+    for (size_t i = 0; i < req->values.n; i++)
+        if (strcmp(req->values.v[i].name, key) == 0)
+            return (void *)req->values.v[i].value;
+    return NULL;
 }
 
 /* ---- request data ------------------------------------------------------- */

@@ -64,6 +64,7 @@ struct hp_req {
     bool has_content_type;
 
     struct hp_alloc_block *blocks;
+    struct hp_kvlist values;       /* hp_req_set: key -> (void *)       */
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
 

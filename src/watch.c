@@ -12,8 +12,9 @@
  * Only completed writes count: IN_CLOSE_WRITE (an editor writing in place,
  * cp), IN_MOVED_TO (write-temp-then-rename), IN_DELETE/IN_MOVED_FROM and
  * IN_ATTRIB (touch, chmod). IN_MODIFY is not watched, so a file still being
- * written is not picked up half-way; the cache also compares the file's
- * identity before and after compiling and retries if it moved.
+ * written is not picked up half-way; the compiler also reads the source
+ * only while its identity holds still, and retries a build when a header
+ * changed under it.
  */
 #include "hp.h"
 

@@ -1233,6 +1233,33 @@ def test_fast_page_that_blocks_is_demoted():
               % (slow,))
 
 
+def test_request_values_between_hooks_and_handler():
+    """hp_req_set in prepare, hp_req_get in the handler; values live for one
+    request only."""
+    src = page(r'''
+HP_HOOK(prepare)
+{
+    const char *who = hp_arg(req, "who");
+    if (who)
+        hp_req_set(req, "who", hp_strdup(req, who));
+    hp_req_set(req, "n", hp_strdup(req, "1"));
+    hp_req_set(req, "n", hp_strdup(req, "2"));   /* replaces */
+    return HP_OK;
+}
+HP_HANDLER(http_handler)
+{
+    const char *who = hp_req_get(req, "who");
+    hp_printf(req, "%s %s %s", who ? who : "(none)",
+              (const char *)hp_req_get(req, "n"),
+              hp_req_get(req, "missing") ? "bad" : "ok");
+    return HP_OK;
+}
+''')
+    with Server(files={"vals.c": src}) as s:
+        check_eq(s.get_ok("/vals?who=ann").text, "ann 2 ok", "values")
+        check_eq(s.get_ok("/vals").text, "(none) 2 ok", "next request")
+
+
 def test_threads_run_handlers_in_parallel():
     with Server(files={"slow.c": sleeper("slow done", 2)},
                 args=["--threads", "4"]) as s:
