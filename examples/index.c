@@ -1,6 +1,7 @@
 /*
  * index.c - the home page (GET /): a directory's index.c answers for the
- * directory. Lists the examples from a table, HTML-escaping every string.
+ * directory. Lists the examples from a table, HTML-escaping every string;
+ * app/ and notes/ are small applications with index pages of their own.
  */
 #include "_lib/layout.h"
 
@@ -14,15 +15,21 @@ static const struct {
     {"/headers", "headers.c", "method, path, request headers, remote address"},
     {"/headers/body", "headers.c: body", "the raw request body (POST to it)"},
     {"/static/style.css", "static/style.css", "a static file"},
+    {"/app/", "app/", "an application: _app.c state that survives edits, "
+                      "request hooks, handlers acquired by pages, a "
+                      "password-protected admin/"},
+    {"/notes/", "notes/", "a notes board on the database (SQLite by "
+                          "default): add, delete, /notes/json"},
     {"/_hotpub/status.json", "status.json",
-     "loaded versions and errors (loopback clients only)"},
+     "threads, loaded versions and errors (loopback clients only)"},
 };
 
 HP_HANDLER(http_handler)
 {
     layout_header(req, "Examples");
-    hp_puts(req, "<p>Every page below is a C file in this directory. Edit "
-                 "one and reload the browser: the server recompiles it.</p>\n"
+    hp_puts(req, "<p>The pages below are C files under this directory. "
+                 "Edit one and reload the browser: the server recompiles "
+                 "it.</p>\n"
                  "<table>\n");
     for (size_t i = 0; i < sizeof examples / sizeof examples[0]; i++) {
         hp_puts(req, "<tr><td><a href=\"");

@@ -460,10 +460,11 @@ void hp_config_defaults(struct hp_config *c)
     c->db_acquire_timeout = 5000;
     c->db_max_lifetime = 3600;
     c->db_statement_cache = 64;
-    /* The issue's target default is "auto" (default_workers(): one per
-     * CPU); it stays 0, one process, until the e2e harness, whose tests
-     * compare pids and per-process counters, passes --workers 0. */
-    c->workers = 0;
+    /* A supervisor and one worker process per CPU: a page that crashes
+     * takes one worker down, not the site (docs/operations.md). 0 runs
+     * everything in one process, for debugging (the e2e harness uses it
+     * where tests compare pids or per-process counters). */
+    c->workers = default_workers();
     c->handler_timeout = 30;
     c->user = c->group = c->pid_file = c->error_log = NULL;
 }

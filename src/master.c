@@ -20,9 +20,11 @@
  *     plain stores, then publishes it with one atomic word (sequence number
  *     and state), which the watchdog claims with a compare-and-swap;
  *   - the quarantine table: written by the parent (strikes) and by workers
- *     (lifting), under the table lock, each entry under a seqlock so that
- *     workers can check it per request without taking the lock;
- *   - the good table: written by workers under the table lock.
+ *     (lifting), under the table lock; what a request matches against
+ *     (state, path hash, key fingerprint, source ctime) is atomic, so the
+ *     per-request check takes no lock;
+ *   - the good table: written by workers under the table lock, checked
+ *     the same way.
  * The table lock is a word holding the holder's pid; a waiter that finds
  * the holder dead (a worker can die at any instruction) takes it over.
  */
@@ -68,11 +70,16 @@ enum { R_IDLE = 0, R_RUNNING = 1, R_WRITING = 2, R_TIMEDOUT = 3 };
 /* What one handler-running thread of a worker is doing. */
 struct rec {
     atomic_ulong word;     /* seq << 2 | state                            */
+    atomic_llong started;  /* CLOCK_MONOTONIC ns, the same in every       */
+                           /* process; read by the watchdog               */
+    /* Written before word says RUNNING; read by others only once they
+     * own the record (the watchdog after its CAS, the parent after the
+     * worker died). */
     int fd;                /* the connection's socket                     */
     pid_t tid;
-    double started;        /* CLOCK_MONOTONIC, the same in every process  */
     uint64_t version;      /* id in the worker's module cache             */
     uint64_t phash;        /* hash of the full page path                  */
+    uint64_t keyfp;        /* the key's first 64 bits                     */
     int64_t src_ctime;     /* the source's ctime when it was compiled     */
     char key[KEY_LEN];
     char handler[REC_HANDLER];
@@ -96,11 +103,13 @@ struct slot {
 
 enum { Q_FREE = 0, Q_COUNTING, Q_QUARANTINED };
 
+/* Workers match requests against the atomics without the table lock; the
+ * rest is read and written under it. */
 struct quar {
-    atomic_uint seq; /* odd while being written */
-    int state;
-    uint64_t phash;
-    int64_t src_ctime;
+    atomic_int state;
+    atomic_ullong phash;
+    atomic_ullong keyfp;
+    atomic_llong src_ctime;
     char key[KEY_LEN];
     char path[REC_PATH];
     char handler[REC_HANDLER];
@@ -111,7 +120,8 @@ struct quar {
 };
 
 struct good {
-    uint64_t phash;
+    atomic_ullong phash;
+    atomic_ullong fp0;     /* keyfp of keys[0], for the unlocked check    */
     char path[REC_PATH];
     char keys[2][KEY_LEN]; /* the last two versions that completed a run */
 };
@@ -217,6 +227,22 @@ static void version_key(const hp_version *v, char out[KEY_LEN])
     hp_hash_hex(&h, out);
 }
 
+/* The first 64 bits of a key (32 hex digits). */
+static uint64_t key_fp(const char *key)
+{
+    char head[17];
+    memcpy(head, key, 16);
+    head[16] = '\0';
+    return strtoull(head, NULL, 16);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static const char *signame(int sig)
 {
     switch (sig) {
@@ -267,25 +293,29 @@ static struct good *good_find(uint64_t phash, bool insert)
     struct good *empty = NULL;
     for (size_t i = 0; i < 16; i++) {
         struct good *g = &SHM->good[(home + i) % GOOD_MAX];
-        if (g->phash == phash)
+        uint64_t h = atomic_load_explicit(&g->phash, memory_order_acquire);
+        if (h == phash)
             return g;
-        if (!g->phash && !empty)
+        if (!h && !empty)
             empty = g;
     }
     if (!insert)
         return NULL;
     struct good *g = empty ? empty : &SHM->good[home]; /* full: evict */
-    memset(g, 0, sizeof *g);
-    g->phash = phash;
+    atomic_store(&g->phash, 0);
+    atomic_store(&g->fp0, 0);
+    memset(g->path, 0, sizeof g->path);
+    memset(g->keys, 0, sizeof g->keys);
+    atomic_store_explicit(&g->phash, phash, memory_order_release);
     return g;
 }
 
 /* A version completed a run: it is the module's newest good version. */
 static void mark_good(const struct rec *r)
 {
-    /* Unlocked look first: a torn read only costs taking the lock. */
+    /* The steady state: two atomic loads, no lock. */
     struct good *g = good_find(r->phash, false);
-    if (g && strncmp(g->keys[0], r->key, KEY_LEN) == 0)
+    if (g && atomic_load_explicit(&g->fp0, memory_order_relaxed) == r->keyfp)
         return;
     table_lock();
     g = good_find(r->phash, true);
@@ -294,73 +324,44 @@ static void mark_good(const struct rec *r)
         memcpy(g->keys[0], r->key, KEY_LEN);
         copy_str(g->path, sizeof g->path, r->path);
     }
+    atomic_store_explicit(&g->fp0, r->keyfp, memory_order_relaxed);
     table_unlock();
 }
 
 /* ---- the quarantine table ------------------------------------------------ */
 
-static void quar_write_begin(struct quar *q)
-{
-    atomic_fetch_add_explicit(&q->seq, 1, memory_order_acq_rel);
-}
-
-static void quar_write_end(struct quar *q)
-{
-    atomic_fetch_add_explicit(&q->seq, 1, memory_order_release);
-}
-
-/* A consistent copy of entry i, without the lock. */
-static void quar_read(int i, struct quar *out)
-{
-    struct quar *q = &SHM->quar[i];
-    for (unsigned spins = 0;; spins++) {
-        unsigned s = atomic_load_explicit(&q->seq, memory_order_acquire);
-        if (s & 1 && spins > 1000) {
-            /* A worker died in the middle of writing it (another of its
-             * threads crashed): once we own the table lock no writer is
-             * left, so the entry is dropped and the count made even. */
-            table_lock();
-            if (atomic_load(&q->seq) & 1) {
-                if (q->state == Q_QUARANTINED)
-                    atomic_fetch_sub(&SHM->nquar, 1);
-                q->state = Q_FREE;
-                atomic_fetch_add(&q->seq, 1);
-            }
-            table_unlock();
-            continue;
-        }
-        if (s & 1) {
-            sched_yield();
-            continue;
-        }
-        out->state = q->state;
-        out->phash = q->phash;
-        out->src_ctime = q->src_ctime;
-        memcpy(out->key, q->key, KEY_LEN);
-        memcpy(out->path, q->path, REC_PATH);
-        memcpy(out->handler, q->handler, REC_HANDLER);
-        out->crashes = q->crashes;
-        out->sig = q->sig;
-        out->status = q->status;
-        out->since = q->since;
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&q->seq, memory_order_relaxed) == s)
-            return;
-    }
-}
-
+/* Is (phash, key) quarantined? Atomics only (a 64-bit fingerprint of the
+ * key stands for it). */
 static bool quarantined(uint64_t phash, const char *key)
 {
     if (atomic_load(&SHM->nquar) == 0)
         return false;
+    uint64_t fp = key_fp(key);
     for (int i = 0; i < QUAR_MAX; i++) {
-        struct quar q;
-        quar_read(i, &q);
-        if (q.state == Q_QUARANTINED && q.phash == phash &&
-            strcmp(q.key, key) == 0)
+        struct quar *q = &SHM->quar[i];
+        if (atomic_load_explicit(&q->state, memory_order_acquire) ==
+                Q_QUARANTINED &&
+            atomic_load(&q->phash) == phash && atomic_load(&q->keyfp) == fp)
             return true;
     }
     return false;
+}
+
+/* A copy of entry i's details, under the table lock. */
+static void quar_copy(int i, struct quar *out)
+{
+    struct quar *q = &SHM->quar[i];
+    atomic_init(&out->state, atomic_load(&q->state));
+    atomic_init(&out->phash, atomic_load(&q->phash));
+    atomic_init(&out->keyfp, atomic_load(&q->keyfp));
+    atomic_init(&out->src_ctime, atomic_load(&q->src_ctime));
+    memcpy(out->key, q->key, KEY_LEN);
+    memcpy(out->path, q->path, REC_PATH);
+    memcpy(out->handler, q->handler, REC_HANDLER);
+    out->crashes = q->crashes;
+    out->sig = q->sig;
+    out->status = q->status;
+    out->since = q->since;
 }
 
 /* The newest good version of a module other than `not`, or NULL. */
@@ -386,16 +387,17 @@ static void strike(const struct rec *r, int sig, int status)
     struct quar *q = NULL, *victim = NULL;
     for (int i = 0; i < QUAR_MAX; i++) {
         struct quar *e = &SHM->quar[i];
-        if (e->state != Q_FREE && e->phash == r->phash &&
+        int st = atomic_load(&e->state);
+        int vst = victim ? atomic_load(&victim->state) : -1;
+        if (st != Q_FREE && atomic_load(&e->phash) == r->phash &&
             strcmp(e->key, r->key) == 0) {
             q = e;
             break;
         }
-        if (e->state == Q_FREE && (!victim || victim->state != Q_FREE))
+        if (st == Q_FREE && vst != Q_FREE)
             victim = e;
-        else if (e->state == Q_COUNTING &&
-                 (!victim || (victim->state == Q_COUNTING &&
-                              e->since < victim->since)))
+        else if (st == Q_COUNTING &&
+                 (vst == -1 || (vst == Q_COUNTING && e->since < victim->since)))
             victim = e;
     }
     if (!q && !victim) {
@@ -406,26 +408,24 @@ static void strike(const struct rec *r, int sig, int status)
     }
     if (!q) {
         q = victim;
-        quar_write_begin(q);
-        q->state = Q_COUNTING;
-        q->phash = r->phash;
-        q->src_ctime = r->src_ctime;
+        atomic_store(&q->state, Q_FREE); /* (if it was counting) */
+        atomic_store(&q->phash, r->phash);
+        atomic_store(&q->keyfp, r->keyfp);
+        atomic_store(&q->src_ctime, r->src_ctime);
         memcpy(q->key, r->key, KEY_LEN);
         memcpy(q->path, r->path, REC_PATH);
         q->crashes = 0;
-        quar_write_end(q);
+        atomic_store(&q->state, Q_COUNTING);
     }
-    quar_write_begin(q);
     q->crashes++;
     q->sig = sig;
     q->status = status;
     q->since = (double)time(NULL);
     memcpy(q->handler, r->handler, REC_HANDLER);
-    bool now_quarantined = q->state != Q_QUARANTINED &&
+    bool now_quarantined = atomic_load(&q->state) != Q_QUARANTINED &&
                            q->crashes >= QUAR_STRIKES;
     if (now_quarantined)
-        q->state = Q_QUARANTINED;
-    quar_write_end(q);
+        atomic_store_explicit(&q->state, Q_QUARANTINED, memory_order_release);
     if (now_quarantined) {
         atomic_fetch_add(&SHM->nquar, 1);
         atomic_fetch_add(&SHM->quar_gen, 1);
@@ -457,17 +457,17 @@ static void lift(uint64_t phash, int64_t newer_ctime, const char *key)
     table_lock();
     for (int i = 0; i < QUAR_MAX; i++) {
         struct quar *q = &SHM->quar[i];
-        if (q->state == Q_FREE || q->phash != phash ||
-            strcmp(q->key, key) == 0 || q->src_ctime >= newer_ctime)
+        int st = atomic_load(&q->state);
+        if (st == Q_FREE || atomic_load(&q->phash) != phash ||
+            strcmp(q->key, key) == 0 ||
+            atomic_load(&q->src_ctime) >= newer_ctime)
             continue;
-        bool was = q->state == Q_QUARANTINED;
+        bool was = st == Q_QUARANTINED;
         char path[REC_PATH], old[KEY_LEN];
         memcpy(path, q->path, REC_PATH);
         memcpy(old, q->key, KEY_LEN);
-        quar_write_begin(q);
-        q->state = Q_FREE;
-        q->phash = 0;
-        quar_write_end(q);
+        atomic_store(&q->state, Q_FREE);
+        atomic_store(&q->phash, 0);
         if (was) {
             atomic_fetch_sub(&SHM->nquar, 1);
             atomic_fetch_add(&SHM->quar_gen, 1);
@@ -516,9 +516,9 @@ static void fallbacks_sweep(void)
         for (int i = 0; i < n;) {
             bool still = fbs[i].rescue;
             for (int j = 0; j < QUAR_MAX && !still; j++) {
-                struct quar q;
-                quar_read(j, &q);
-                still = q.state == Q_QUARANTINED && q.phash == fbs[i].phash;
+                struct quar *q = &SHM->quar[j];
+                still = atomic_load(&q->state) == Q_QUARANTINED &&
+                        atomic_load(&q->phash) == fbs[i].phash;
             }
             if (still) {
                 i++;
@@ -645,26 +645,35 @@ int hp_procs_vet(struct hp_pinset *ps, bool dev, char **html)
         return 0;
 
     hp_version *v = ps->page;
-    uint64_t phash = path_hash(v->path);
+    uint64_t phash = path_hash(v->path), fp = 0;
     char key[KEY_LEN];
-    bool hit = false, older = false;
-    struct quar q, mine;
+    int hit = -1;
+    bool older = false;
     for (int i = 0; i < QUAR_MAX; i++) {
-        quar_read(i, &q);
-        if (q.state != Q_QUARANTINED || q.phash != phash)
+        struct quar *q = &SHM->quar[i];
+        if (atomic_load_explicit(&q->state, memory_order_acquire) !=
+                Q_QUARANTINED ||
+            atomic_load(&q->phash) != phash)
             continue;
-        version_key(v, key);
-        if (strcmp(q.key, key) == 0) {
-            hit = true;
-            mine = q;
-        } else if (q.src_ctime < v->src_fid.ctime_ns) {
-            older = true;
+        if (!fp) {
+            version_key(v, key);
+            fp = key_fp(key);
         }
+        if (atomic_load(&q->keyfp) == fp)
+            hit = i;
+        else if (atomic_load(&q->src_ctime) < v->src_fid.ctime_ns)
+            older = true;
     }
-    if (older && !hit)
+    if (older && hit < 0)
         lift(phash, v->src_fid.ctime_ns, key);
-    if (!hit)
+    if (hit < 0)
         return 0;
+    struct quar mine;
+    table_lock();
+    quar_copy(hit, &mine);
+    table_unlock();
+    if (atomic_load(&mine.state) != Q_QUARANTINED || strcmp(mine.key, key))
+        return 0; /* lifted meanwhile */
 
     char fb[KEY_LEN], *diag = NULL;
     hp_version *f = NULL;
@@ -744,8 +753,9 @@ int hp_procs_run_begin(const char *path, const char *handler,
     r->version = v->id;
     r->src_ctime = v->src_fid.ctime_ns;
     version_key(v, r->key);
+    r->keyfp = key_fp(r->key);
     r->fd = fd;
-    r->started = hp_now();
+    atomic_store_explicit(&r->started, now_ns(), memory_order_relaxed);
     atomic_store_explicit(&r->word, seq << 2 | R_RUNNING, memory_order_release);
     atomic_fetch_add_explicit(&ME->handled, 1, memory_order_relaxed);
     return tl_rec;
@@ -812,15 +822,18 @@ static void *watchdog_main(void *arg)
 {
     double limit = CFG->handler_timeout;
     long tick_ns = limit < 1.0 ? (long)(limit * 2.5e8) : 100000000L;
+    int64_t limit_ns = (int64_t)(limit * 1e9);
     for (;;) {
         nanosleep(&(struct timespec){0, tick_ns}, NULL);
-        double now = hp_now();
+        int64_t now = now_ns();
         int nrecs = atomic_load(&ME->nrecs);
         for (int i = 0; i < nrecs && i < SHM->nrecs; i++) {
             struct rec *r = rec_at(ME, i);
             unsigned long w = atomic_load_explicit(&r->word,
                                                    memory_order_acquire);
-            if ((w & 3) != R_RUNNING || now - r->started <= limit)
+            if ((w & 3) != R_RUNNING ||
+                now - atomic_load_explicit(&r->started,
+                                           memory_order_relaxed) <= limit_ns)
                 continue;
             if (!atomic_compare_exchange_strong(&r->word, &w,
                                                 (w & ~3UL) | R_WRITING))
@@ -929,11 +942,15 @@ void hp_procs_status_json(struct hp_buf *b)
     first = true;
     for (int i = 0; i < QUAR_MAX; i++) {
         struct quar q;
-        quar_read(i, &q);
-        if (q.state != Q_QUARANTINED)
+        if (atomic_load(&SHM->quar[i].state) != Q_QUARANTINED)
+            continue;
+        table_lock();
+        quar_copy(i, &q);
+        table_unlock();
+        if (atomic_load(&q.state) != Q_QUARANTINED)
             continue;
         char fb[KEY_LEN];
-        bool has_fb = fallback_key(q.phash, q.key, fb);
+        bool has_fb = fallback_key(atomic_load(&q.phash), q.key, fb);
         hp_buf_puts(b, first ? "{\"path\":" : ",{\"path\":");
         hp_buf_json(b, q.path);
         hp_buf_printf(b, ",\"object\":\"%s\",\"handler\":", q.key);
@@ -1199,7 +1216,7 @@ static void rec_text(const struct rec *r, char *out, size_t n)
 {
     snprintf(out, n, "%s, handler '%s', version %llu (object %s), for %.3f s",
              r->path, r->handler, (unsigned long long)r->version, r->key,
-             hp_now() - r->started);
+             (double)(now_ns() - atomic_load(&r->started)) / 1e9);
 }
 
 static void on_death(int i, int status)
