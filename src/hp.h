@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -319,6 +320,9 @@ void hp_watch_stop(hp_watch *w);
 /* ---- the HTTP server (server.c) ---------------------------------------- */
 
 int hp_serve(struct hp_config *cfg);
+/* "ADDR:PORT", "[v6]:PORT" or ":PORT" to a socket address; -1 if bad. */
+int hp_parse_listen(const char *listen, struct sockaddr_storage *ss,
+                    socklen_t *len);
 /* Compile every page under root; print diagnostics; 0 if all compiled. */
 int hp_check(struct hp_config *cfg);
 

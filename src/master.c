@@ -995,46 +995,27 @@ static void sd_notify(const char *msg)
 
 static int bind_listen(const char *addr)
 {
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon - addr >= (long)sizeof host) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (hp_parse_listen(addr, &ss, &len) < 0) {
         hp_log_error("bad listen address %s", addr);
         return -1;
     }
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = '\0';
-    char *h = host;
-    if (*h == '[') {
-        h++;
-        h[strlen(h) - 1] = '\0';
-    }
-    if (!*h)
-        h = "0.0.0.0";
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV |
-                                         AI_PASSIVE,
-                             .ai_socktype = SOCK_STREAM},
-                    *ai;
-    if (getaddrinfo(h, colon + 1, &hints, &ai) != 0) {
-        hp_log_error("bad listen address %s", addr);
-        return -1;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
                     0);
     int one = 1;
     if (fd >= 0) {
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ai->ai_family == AF_INET6)
+        if (ss.ss_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     }
-    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 ||
+    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 ||
         listen(fd, 1024) < 0) {
         hp_log_error("cannot listen on %s: %s", addr, strerror(errno));
         if (fd >= 0)
             close(fd);
-        freeaddrinfo(ai);
         return -1;
     }
-    freeaddrinfo(ai);
     return fd;
 }
 

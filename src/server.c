@@ -686,8 +686,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- start and stop ------------------------------------------------------- */
 
-static int parse_listen(const char *listen, struct sockaddr_storage *ss,
-                        socklen_t *len)
+int hp_parse_listen(const char *listen, struct sockaddr_storage *ss,
+                    socklen_t *len)
 {
     char host[256];
     const char *colon = strrchr(listen, ':');
@@ -829,7 +829,7 @@ int hp_serve(struct hp_config *cfg)
     socklen_t sslen;
     sigset_t sigs;
 
-    if (parse_listen(cfg->listen, &ss, &sslen) < 0) {
+    if (hp_parse_listen(cfg->listen, &ss, &sslen) < 0) {
         hp_log_error("bad listen address %s", cfg->listen);
         return 2;
     }
