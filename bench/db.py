@@ -30,15 +30,18 @@ Servers (all started at once, every process pinned to CPU 1 by taskset on
 the launcher, inherited by children; checked):
   hotpub      --db sqlite:file:PATH?mode=ro --access-log off --no-dev
               --workers 0 (one process); and a second one with --workers auto
-              (reported too, when it runs). The request's transaction
+              (one worker per online CPU, the parent and 2 workers on this
+              box: what the server's default of workers amounts to here),
+              reported too, when it runs. The request's transaction
               (deferred BEGIN/COMMIT) is part of what is measured.
   PHP-FPM     Debian's php-fpm (php.ini of the fpm SAPI as packaged: opcache
               on, JIT off), pm = static, pm.max_children = 4 (--fpm-children),
               nginx (1 worker, keep-alive to the client, keepalive_requests
               100000) fastcgi_pass to its unix socket; a PDO opened per request
               (not persistent; --persistent for PDO::ATTR_PERSISTENT).
-  mod_python  Debian's apache2 with mpm_event (Debian's default MPM and its
-              mpm_event.conf numbers), mod_python.publisher, a .py page
+  mod_python  Debian's apache2 with mpm_event (Debian's default MPM) as a
+              fixed pool of 2 processes x 64 threads (like pm = static;
+              see APACHE_MPM), mod_python.publisher, a .py page
               `def index(req, item_id='1')` that opens sqlite3 per request (typical
               usage; --persistent: one module-level connection,
               check_same_thread=False). KeepAlive On, MaxKeepAliveRequests 0
@@ -58,6 +61,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -70,7 +74,6 @@ from benchlib import (CLK_TCK, Bench, Hotpub, children_of,  # noqa: E402
                       free_port, have, hotpub_binary, http_get, log,
                       main_wrapper, median, note, parse_wrk, passmiss,
                       wrk_argv)
-import signal  # noqa: E402
 
 ROWS = 10000
 TARGET = 5.0      # hotpub / PHP-FPM req/s
@@ -465,19 +468,11 @@ User {user}
 Group {user}
 ErrorLog {d}/error.log
 LogLevel warn
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+{mpm}
 LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
 LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
 TypesConfig /dev/null
 LoadModule python_module /usr/lib/apache2/modules/mod_python.so
-# Debian's mpm_event.conf numbers
-StartServers            2
-MinSpareThreads         25
-MaxSpareThreads         75
-ThreadLimit             64
-ThreadsPerChild         25
-MaxRequestWorkers       150
-MaxConnectionsPerChild  0
 KeepAlive On
 MaxKeepAliveRequests 0
 KeepAliveTimeout 5
@@ -494,6 +489,23 @@ DocumentRoot {d}/www
     PythonDebug Off
 </Directory>
 """
+
+
+# Debian's default MPM (event) as a fixed pool, like php-fpm's pm = static:
+# no process is started or reaped while measuring, and each process has more
+# request threads than wrk's 50 connections. (With Debian's mpm_event.conf
+# numbers, 2-6 processes of 25 threads, a process whose threads are all busy
+# closes its keep-alive connections early: wrk counted read errors.)
+APACHE_MPM = """LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+ServerLimit             2
+StartServers            2
+ThreadLimit             64
+ThreadsPerChild         64
+MinSpareThreads         1
+MaxSpareThreads         128
+MaxRequestWorkers       128
+MaxConnectionsPerChild  0"""
+APACHE_MPM_DESC = "mpm_event, 2 processes x 64 threads, fixed"
 
 
 class ModPython:
@@ -513,7 +525,8 @@ class ModPython:
             f.write(PY_INFO)
         self.port = free_port()
         with open(os.path.join(d, "apache2.conf"), "w") as f:
-            f.write(APACHE_CONF.format(d=d, user=user.pw_name, port=self.port))
+            f.write(APACHE_CONF.format(d=d, user=user.pw_name, port=self.port,
+                                       mpm=APACHE_MPM))
         chown_tree(d, user)
         apache2 = shutil.which("apache2") or "/usr/sbin/apache2"
         # the environment Debian's apache2ctl gives it (envvars): embedded
@@ -704,10 +717,12 @@ def main():
          "fastcgi_pass unix socket; %s"
          % (args.fpm_children, "persistent" if args.persistent
             else "opened per request", servers["php-fpm"].info))
-    note("mod_python: apache2 mpm_event (Debian defaults), publisher, sqlite3 "
-         "%s; %s" % ("module-level connection (check_same_thread=False)"
-                     if args.persistent else "connect() per request",
-                     servers["mod_python"].info))
+    note("mod_python: apache2 %s, KeepAlive On, MaxKeepAliveRequests 0, "
+         "publisher, sqlite3 %s; %s"
+         % (APACHE_MPM_DESC,
+            "module-level connection (check_same_thread=False)"
+            if args.persistent else "connect() per request",
+            servers["mod_python"].info))
     note("every server answered ids 1, 42, 4711, %d with the right row and %d "
          "with 404" % (ROWS, ROWS + 1))
 

@@ -57,11 +57,13 @@ if [ "$QUICK" = 1 ]; then
     SYS_ARGS=(--requests 2000)
     LAT_ARGS=(--edits 5)
     MEM_ARGS=("${RELOADS:-200}")
+    DB_ARGS=(--runs 1 --duration 3s --warmup 1s)
 else
     HELLO_ARGS=()
     SYS_ARGS=()
     LAT_ARGS=()
     MEM_ARGS=("${RELOADS:-10000}")
+    DB_ARGS=()
 fi
 [ "$RELOAD_CC" != cc ] && MEM_ARGS+=(--cc "$RELOAD_CC")
 
@@ -88,6 +90,7 @@ run hello 600 hello.sh "${HELLO_ARGS[@]}"
 run syscalls 600 syscalls.sh "${SYS_ARGS[@]}"
 run reload_latency 1200 reload_latency.sh "${LAT_ARGS[@]}"
 run reload_memory 5400 reload_memory.sh "${MEM_ARGS[@]}"
+run db 600 db.sh "${DB_ARGS[@]}"
 
 echo
 echo "== summary ($(date +%T), loadavg $(cut -d' ' -f1-3 /proc/loadavg); other"
@@ -129,6 +132,13 @@ elif r:
     out.append(("retired versions", g(r,"retired"), "0", g(r,"retired_ok")))
     out.append(("compile cache dir", "%s MiB (%s B/reload)" % (g(r,"cache_mib"), g(r,"cache_bytes_per_reload")), "-", "-"))
     out.append(("failed reloads", g(r,"fails"), "0", "PASS" if g(r,"fails")=="0" else "MISS"))
+r = rows.get("db", {})
+if g(r, "status", "") == "FAILED": out.append(("db", "could not measure", "", "FAILED"))
+elif r:
+    out.append(("db req/s hotpub/PHP-FPM", "%sx (%s vs %s req/s)" % (g(r,"ratio_php"), g(r,"hotpub_rps"), g(r,"php_rps")), ">= 5x", g(r,"target")))
+    out.append(("db req/s hotpub/mod_python", "%sx (%s req/s)" % (g(r,"ratio_modpython"), g(r,"modpython_rps")), "-", "-"))
+    out.append(("db us cpu/req hotpub/php/py", "%s / %s / %s" % (g(r,"hotpub_us_req"), g(r,"php_us_req"), g(r,"modpython_us_req")), "-", "-"))
+    out.append(("db failed requests, noisy", "%s, %s" % (g(r,"errors"), g(r,"noisy")), "0", "PASS" if g(r,"errors")=="0" else "MISS"))
 w = [max(len(x[i]) for x in out + [("benchmark","figure","target","status")]) for i in range(4)]
 fmt = "%%-%ds  %%-%ds  %%-%ds  %%s" % (w[0], w[1], w[2])
 print(fmt % ("benchmark", "figure", "target", "status"))
