@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,16 +36,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (SLACK, BackgroundRequest, Server, TestFailure,  # noqa: E402
                      c_escape, check, check_eq, check_in, check_not_in, fail,
-                     short, wait_until)
+                     limit, short, wait_until)
 
 TEST_TIMEOUT = 100.0  # hard bound for one test (the watchdog kills servers)
 SUITE_BUDGET = 200.0  # past this, the remaining tests fail without running
 
 REPO = os.path.dirname(os.path.dirname(harness.HERE))
-
-
-def limit(seconds):
-    return seconds * SLACK
 
 
 _one_process = []
@@ -1452,84 +1447,7 @@ def base64(text):
     return b64.b64encode(text.encode()).decode()
 
 
-# ---- the runner -------------------------------------------------------------
-
-def all_tests():
-    g = globals()
-    fns = [g[n] for n in g if n.startswith("test_") and callable(g[n])]
-    return sorted(fns, key=lambda f: f.__code__.co_firstlineno)
-
-
-def run_one(fn):
-    """Returns None on success, else the failure text."""
-    box = {}
-
-    def body():
-        try:
-            fn()
-        except TestFailure as e:
-            box["err"] = str(e)
-        except Exception as e:  # noqa: BLE001
-            tb = traceback.extract_tb(e.__traceback__)
-            where = ["%s:%d" % (os.path.basename(f.filename), f.lineno)
-                     for f in tb[-3:]]
-            box["err"] = "%s: %s (at %s)" % (type(e).__name__, e,
-                                             " < ".join(reversed(where)))
-        finally:
-            box["done"] = True
-
-    t = threading.Thread(target=body, daemon=True)
-    t.start()
-    t.join(TEST_TIMEOUT)
-    if not box.get("done"):
-        harness.kill_all_live()
-        t.join(10)
-        return "timed out after %.0f s" % TEST_TIMEOUT
-    return box.get("err")
-
-
-def main(argv):
-    tests = all_tests()
-    if "--list" in argv:
-        for t in tests:
-            print(t.__name__)
-        return 0
-    pats = [a for a in argv if not a.startswith("-")]
-    if pats:
-        tests = [t for t in tests if any(p in t.__name__ for p in pats)]
-    if harness.hotpub_bin() is None:
-        print("FAIL setup: HOTPUB_BIN=%r is not an executable file"
-              % os.environ.get("HOTPUB_BIN"))
-        print("0 passed, 1 failed")
-        return 1
-    passed = failed = 0
-    t_all = time.monotonic()
-    for fn in tests:
-        harness.reset_test_state()
-        t0 = time.monotonic()
-        if t0 - t_all > SUITE_BUDGET:
-            err = "not run: the suite took more than %.0f s" % SUITE_BUDGET
-        else:
-            err = run_one(fn)
-        harness.kill_all_live()
-        name = fn.__name__[len("test_"):]
-        if err is None:
-            passed += 1
-            print("ok   %s" % name, flush=True)
-        else:
-            failed += 1
-            print("FAIL %s: %s" % (name, err.replace("\n", " | ")))
-            tails = harness.stderr_tails()
-            if tails:
-                print(tails)
-            sys.stdout.flush()
-        if os.environ.get("HOTPUB_E2E_VERBOSE"):
-            print("     (%.2f s)" % (time.monotonic() - t0), flush=True)
-    if os.environ.get("HOTPUB_E2E_VERBOSE"):
-        print("     total %.1f s" % (time.monotonic() - t_all))
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT))

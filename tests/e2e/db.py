@@ -23,15 +23,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
-import traceback
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import (SLACK, BackgroundRequest, Server, TestFailure,  # noqa: E402
+from harness import (SLACK, BackgroundRequest, Server, Skip,  # noqa: E402
                      check, check_eq, check_in, fail, page, short,
                      wait_until)
 
@@ -43,10 +41,6 @@ ROOT = os.path.dirname(os.path.dirname(harness.HERE))
 # process: with several, each has its own pools and status.json shows the
 # pools of whichever process answered.
 ONE_PROCESS = ["--workers", "1"]
-
-
-class Skip(Exception):
-    pass
 
 
 # ---- engines -------------------------------------------------------------
@@ -687,92 +681,16 @@ def test_pg_restart_recovers(eng):
         cleanup(s, eng)
 
 
-# ---- the runner ------------------------------------------------------------
-
-def all_tests():
-    g = globals()
-    fns = [g[n] for n in g if n.startswith("test_") and callable(g[n])]
-    return sorted(fns, key=lambda f: f.__code__.co_firstlineno)
-
-
-def run_one(fn, eng):
-    """None on success, ("skip", why) or the failure text."""
-    box = {}
-
-    def body():
-        try:
-            fn(eng)
-        except Skip as e:
-            box["skip"] = str(e)
-        except TestFailure as e:
-            box["err"] = str(e)
-        except Exception as e:  # noqa: BLE001
-            tb = traceback.extract_tb(e.__traceback__)
-            where = ["%s:%d" % (os.path.basename(f.filename), f.lineno)
-                     for f in tb[-3:]]
-            box["err"] = "%s: %s (at %s)" % (type(e).__name__, e,
-                                             " < ".join(reversed(where)))
-        finally:
-            box["done"] = True
-
-    t = threading.Thread(target=body, daemon=True)
-    t.start()
-    t.join(TEST_TIMEOUT)
-    if not box.get("done"):
-        harness.kill_all_live()
-        t.join(10)
-        return "timed out after %.0f s" % TEST_TIMEOUT
-    if "skip" in box:
-        return ("skip", box["skip"])
-    return box.get("err")
-
-
-def main(argv):
-    tests = all_tests()
-    if "--list" in argv:
-        for t in tests:
-            print(t.__name__[len("test_"):])
-        return 0
-    pats = [a for a in argv if not a.startswith("-")]
-    if pats:
-        tests = [t for t in tests if any(p in t.__name__ for p in pats)]
-    if harness.hotpub_bin() is None:
-        print("FAIL setup: HOTPUB_BIN=%r is not an executable file"
-              % os.environ.get("HOTPUB_BIN"))
-        print("0 passed, 1 failed")
-        return 1
-    passed = failed = 0
-    t_all = time.monotonic()
-    for fn in tests:
-        for ename in ("sqlite", "pg"):
-            name = "%s[%s]" % (fn.__name__[len("test_"):], ename)
-            if ename == "pg" and not PG_URL:
-                print("skip %s: no HOTPUB_PG_URL" % name, flush=True)
-                continue
-            harness.reset_test_state()
-            t0 = time.monotonic()
-            if t0 - t_all > SUITE_BUDGET:
-                err = "not run: the suite took more than %.0f s" % SUITE_BUDGET
-            else:
-                err = run_one(fn, Engine(ename))
-            harness.kill_all_live()
-            if isinstance(err, tuple):
-                print("skip %s: %s" % (name, err[1]), flush=True)
-            elif err is None:
-                passed += 1
-                print("ok   %s" % name, flush=True)
-            else:
-                failed += 1
-                print("FAIL %s: %s" % (name, err.replace("\n", " | ")))
-                tails = harness.stderr_tails()
-                if tails:
-                    print(tails)
-                sys.stdout.flush()
-            if os.environ.get("HOTPUB_E2E_VERBOSE"):
-                print("     (%.2f s)" % (time.monotonic() - t0), flush=True)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    return 1 if failed else 0
-
+# Every test runs once per engine; the PostgreSQL runs print "skip" without
+# HOTPUB_PG_URL.
+ENGINES = [
+    harness.Param("sqlite", lambda: Engine("sqlite")),
+    harness.Param("pg", lambda: Engine("pg"),
+                  skip=None if PG_URL else "no HOTPUB_PG_URL"),
+]
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT, params=ENGINES,
+                               list_full_names=False, verbose_total=False))

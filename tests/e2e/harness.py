@@ -15,9 +15,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,6 +37,11 @@ def _default_slack():
 
 SLACK = _default_slack()
 
+
+def limit(seconds):
+    """A latency bound of the contract, scaled by SLACK."""
+    return seconds * SLACK
+
 START_TIMEOUT = 10.0 * max(1.0, SLACK)   # server must accept connections
 STOP_TIMEOUT = 15.0                      # SIGTERM -> exit
 HTTP_TIMEOUT = 15.0                      # any single request
@@ -48,6 +55,11 @@ SANITIZER_MARKS = (
 
 class TestFailure(Exception):
     pass
+
+
+class Skip(Exception):
+    """Raised by a test that does not apply (e.g. to this database engine):
+    the runner prints "skip NAME: reason" and counts it neither way."""
 
 
 def fail(msg):
@@ -88,6 +100,17 @@ def check_not_in(needle, hay, what="body"):
     if needle in hay:
         raise TestFailure("%s must not contain %r: %s" % (what, needle,
                                                           short(repr(hay))))
+
+
+def check_port_closed(port):
+    """Fail if something still accepts connections on port (after the
+    server exited)."""
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=1)
+        c.close()
+        fail("port still accepts connections after exit")
+    except OSError:
+        pass
 
 
 def hotpub_bin():
@@ -662,3 +685,127 @@ class BackgroundRequest(threading.Thread):
             fail("background request %s failed: %r" % (self.args[1],
                                                       self.error))
         return self.response
+
+
+# ---- the runner --------------------------------------------------------------
+
+class Param:
+    """One variant of a parametrised suite: every test_*(arg) runs once per
+    Param, as "name[label]", with arg = make() (called just before the run).
+    With skip set, the variant prints "skip name[label]: SKIP" instead."""
+
+    def __init__(self, label, make, skip=None):
+        self.label, self.make, self.skip = label, make, skip
+
+
+def collect(g):
+    """The test_* functions of a module's globals g, in file order."""
+    fns = [g[n] for n in g if n.startswith("test_") and callable(g[n])]
+    return sorted(fns, key=lambda f: f.__code__.co_firstlineno)
+
+
+def run_one(call, test_timeout):
+    """Run call() on a thread with a deadline. Returns None on success,
+    ("skip", why) on Skip, else the failure text."""
+    box = {}
+
+    def body():
+        try:
+            call()
+        except Skip as e:
+            box["skip"] = str(e)
+        except TestFailure as e:
+            box["err"] = str(e)
+        except Exception as e:  # noqa: BLE001
+            tb = traceback.extract_tb(e.__traceback__)
+            where = ["%s:%d" % (os.path.basename(f.filename), f.lineno)
+                     for f in tb[-3:]]
+            box["err"] = "%s: %s (at %s)" % (type(e).__name__, e,
+                                             " < ".join(reversed(where)))
+        finally:
+            box["done"] = True
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(test_timeout)
+    if not box.get("done"):
+        kill_all_live()
+        t.join(10)
+        return "timed out after %.0f s" % test_timeout
+    if "skip" in box:
+        return ("skip", box["skip"])
+    return box.get("err")
+
+
+def _cases(tests, params):
+    """(name, call or None, skip reason) for every run of every test."""
+    for fn in tests:
+        base = fn.__name__[len("test_"):]
+        if params is None:
+            yield base, fn, None
+            continue
+        for p in params:
+            yield ("%s[%s]" % (base, p.label),
+                   lambda fn=fn, p=p: fn(p.make()), p.skip)
+
+
+def run_suite(g, argv, suite_budget, test_timeout, params=None,
+              list_full_names=True, verbose_total=True):
+    """The command line of a test file: `FILE.py [--list] [SUBSTRING...]`.
+
+    g: the file's globals(); its test_* functions run in file order, those
+    whose name contains one of the SUBSTRINGs (all without any). Each runs
+    on a thread bounded by test_timeout (then its servers are killed); once
+    the suite has taken suite_budget seconds, the rest fail unrun. Prints
+    "ok   name", "FAIL name: reason" (plus the servers' stderr tails) or
+    "skip name: reason" per test, then "N passed, N failed"; returns the
+    exit status (1 if any failed). params: a list of Param, for tests that
+    take an argument. --list prints the test functions' names (without
+    the "test_" prefix unless list_full_names). HOTPUB_E2E_VERBOSE adds
+    each test's time, and the total with verbose_total."""
+    tests = collect(g)
+    if "--list" in argv:
+        for t in tests:
+            print(t.__name__ if list_full_names
+                  else t.__name__[len("test_"):])
+        return 0
+    pats = [a for a in argv if not a.startswith("-")]
+    if pats:
+        tests = [t for t in tests if any(p in t.__name__ for p in pats)]
+    if hotpub_bin() is None:
+        print("FAIL setup: HOTPUB_BIN=%r is not an executable file"
+              % os.environ.get("HOTPUB_BIN"))
+        print("0 passed, 1 failed")
+        return 1
+    verbose = os.environ.get("HOTPUB_E2E_VERBOSE")
+    passed = failed = 0
+    t_all = time.monotonic()
+    for name, call, skip in _cases(tests, params):
+        if skip is not None:
+            print("skip %s: %s" % (name, skip), flush=True)
+            continue
+        reset_test_state()
+        t0 = time.monotonic()
+        if t0 - t_all > suite_budget:
+            err = "not run: the suite took more than %.0f s" % suite_budget
+        else:
+            err = run_one(call, test_timeout)
+        kill_all_live()
+        if isinstance(err, tuple):
+            print("skip %s: %s" % (name, err[1]), flush=True)
+        elif err is None:
+            passed += 1
+            print("ok   %s" % name, flush=True)
+        else:
+            failed += 1
+            print("FAIL %s: %s" % (name, err.replace("\n", " | ")))
+            tails = stderr_tails()
+            if tails:
+                print(tails)
+            sys.stdout.flush()
+        if verbose:
+            print("     (%.2f s)" % (time.monotonic() - t0), flush=True)
+    if verbose and verbose_total:
+        print("     total %.1f s" % (time.monotonic() - t_all))
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    return 1 if failed else 0

@@ -19,18 +19,16 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import (SLACK, BackgroundRequest, Server, TestFailure,  # noqa: E402
-                     check, check_eq, check_in, fail, page, short,
-                     wait_until)
+from harness import (SLACK, BackgroundRequest, Server,  # noqa: E402
+                     check, check_eq, check_in, check_port_closed, fail,
+                     page, short, wait_until)
 
 TEST_TIMEOUT = 90.0
 SUITE_BUDGET = 400.0
@@ -489,12 +487,7 @@ def test_sigterm_finishes_slow_requests_then_exits_0():
         check_eq(rc, 0, "exit status after SIGTERM")
         check(dt < 5 * SLACK, "exit took %.1f s" % dt)
         check(not any(alive(p) for p in workers), "workers left running")
-        try:
-            c = socket.create_connection(("127.0.0.1", s.port), timeout=1)
-            c.close()
-            fail("port still accepts connections after exit")
-        except OSError:
-            pass
+        check_port_closed(s.port)
 
 
 def test_sigusr1_reopens_logs_and_pid_file():
@@ -565,81 +558,8 @@ def test_workers_0_is_one_process():
               "status.json has a processes section in single-process mode")
 
 
-# ---- the runner (as in run.py) ----------------------------------------------
-
-def all_tests():
-    g = globals()
-    return [g[n] for n in g if n.startswith("test_") and callable(g[n])]
-
-
-def run_one(fn):
-    """Returns None on success, else the failure text."""
-    box = {}
-
-    def body():
-        try:
-            fn()
-        except TestFailure as e:
-            box["err"] = str(e)
-        except Exception as e:  # noqa: BLE001
-            tb = traceback.extract_tb(e.__traceback__)
-            where = ["%s:%d" % (os.path.basename(f.filename), f.lineno)
-                     for f in tb[-3:]]
-            box["err"] = "%s: %s (at %s)" % (type(e).__name__, e,
-                                             " < ".join(reversed(where)))
-        finally:
-            box["done"] = True
-
-    t = threading.Thread(target=body, daemon=True)
-    t.start()
-    t.join(TEST_TIMEOUT)
-    if not box.get("done"):
-        harness.kill_all_live()
-        t.join(10)
-        return "timed out after %.0f s" % TEST_TIMEOUT
-    return box.get("err")
-
-
-def main(argv):
-    tests = all_tests()
-    if "--list" in argv:
-        for t in tests:
-            print(t.__name__)
-        return 0
-    pats = [a for a in argv if not a.startswith("-")]
-    if pats:
-        tests = [t for t in tests if any(p in t.__name__ for p in pats)]
-    if harness.hotpub_bin() is None:
-        print("FAIL setup: HOTPUB_BIN=%r is not an executable file"
-              % os.environ.get("HOTPUB_BIN"))
-        print("0 passed, 1 failed")
-        return 1
-    passed = failed = 0
-    t_all = time.monotonic()
-    for fn in tests:
-        harness.reset_test_state()
-        t0 = time.monotonic()
-        if t0 - t_all > SUITE_BUDGET:
-            err = "not run: the suite took more than %.0f s" % SUITE_BUDGET
-        else:
-            err = run_one(fn)
-        harness.kill_all_live()
-        name = fn.__name__[len("test_"):]
-        if err is None:
-            passed += 1
-            print("ok   %s" % name, flush=True)
-        else:
-            failed += 1
-            print("FAIL %s: %s" % (name, err.replace("\n", " | ")))
-            tails = harness.stderr_tails()
-            if tails:
-                print(tails)
-            sys.stdout.flush()
-        if os.environ.get("HOTPUB_E2E_VERBOSE"):
-            print("     (%.2f s)" % (time.monotonic() - t0), flush=True)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT,
+                               verbose_total=False))
