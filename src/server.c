@@ -65,6 +65,7 @@ struct server {
     int nworkers;
     atomic_int busy;
     atomic_ulong offloaded, inlined;
+    atomic_bool stopping; /* shutting down: run inline, close connections */
 };
 
 /* Per-request context: created by the URI log callback (the first thing
@@ -166,6 +167,8 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
                                 req->headers.v[i].value);
     if (!req->has_content_type)
         MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+    if (atomic_load(&S.stopping))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     c->status = status;
     c->responded = true;
     c->resp = r;
@@ -558,12 +561,16 @@ static enum MHD_Result dispatch(struct ctx *c)
     /* Pin without waiting: a compile or a pending batch goes to a worker. */
     enum hp_acquire r =
         hp_cache_pin_page(S.cache, req->target.path, &req->pins, false);
+    bool stopping = atomic_load(&S.stopping);
     if (r == HP_ACQ_WOULDBLOCK) {
-        offload(c);
-        return MHD_YES;
+        if (!stopping) {
+            offload(c);
+            return MHD_YES;
+        }
+        r = hp_cache_pin_page(S.cache, req->target.path, &req->pins, true);
     }
     if (r == HP_ACQ_OK && !atomic_load(&req->pins.page->run_inline) &&
-        !(req->pins.err && S.dev)) {
+        !(req->pins.err && S.dev) && !stopping) {
         offload(c);
         return MHD_YES;
     }
@@ -902,7 +909,11 @@ int hp_serve(struct hp_config *cfg)
             hp_procs_reopen_logs();
         }
     }
-    /* Stop accepting, give running requests a bounded time, then stop. */
+    /* Stop accepting, give running requests a bounded time, then stop.
+     * From here no request is offloaded: libmicrohttpd cannot stop with a
+     * connection suspended, and a keep-alive connection may still bring a
+     * request after the last one we waited for. */
+    atomic_store(&S.stopping, true);
     MHD_quiesce_daemon(S.mhd);
     if (hp_procs_active())
         atomic_store(&draining, true);
