@@ -198,7 +198,9 @@ def main():
     page = os.path.join(docroot, "counter.c")
     write_page(page, 0)
     cache_dir = b.path("cache")
-    extra = ["--cflags", args.cflags]
+    # One process: RSS and mappings are read from the process that loads
+    # the page (with worker processes that would be a child).
+    extra = ["--workers", "0", "--cflags", args.cflags]
     if cc:
         extra += ["--cc", cc]
     hp = Hotpub(b, binary, docroot, cache_dir, extra=extra)

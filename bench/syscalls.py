@@ -137,7 +137,10 @@ def main():
         f.write(text)
     note("page: %s" % origin)
 
-    hp = Hotpub(b, binary, docroot, b.path("cache"))
+    # One process (--workers 0): strace -p follows the process it is given,
+    # and with worker processes the requests are served by the children;
+    # each worker runs this same request path.
+    hp = Hotpub(b, binary, docroot, b.path("cache"), extra=("--workers", "0"))
     hp_counts, hp_bad = traced_requests(b, "hotpub", [hp.pid], hp.port,
                                         "/hello", "Hello, world!", n)
     hp.stop()

@@ -52,6 +52,7 @@ struct server {
     struct MHD_Daemon *mhd;
     FILE *access;
     pthread_mutex_t access_mu;
+    struct hp_buf access_buf; /* whole lines waiting to be written */
     atomic_long inflight;
     atomic_ulong requests;
     double started;
@@ -88,6 +89,28 @@ static struct server S;
 
 /* ---- access log ---------------------------------------------------------- */
 
+/*
+ * Whole lines only, written with write(2) on an O_APPEND file: worker
+ * processes share the log, and a line split by a full stdio buffer would
+ * interleave with another process's. Called with access_mu held.
+ */
+static void access_emit_locked(void)
+{
+    const char *p = S.access_buf.p;
+    size_t left = S.access_buf.len;
+    int fd = fileno(S.access);
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* a full disk loses log lines, never requests */
+        p += n;
+        left -= (size_t)n;
+    }
+    S.access_buf.len = 0;
+}
+
 static void access_log(struct ctx *c)
 {
     char ts[64], addr[64];
@@ -108,11 +131,14 @@ static void access_log(struct ctx *c)
     const char *ra = c->started ? hp_req_remote(&c->req) : "";
     snprintf(addr, sizeof addr, "%s", *ra ? ra : "-");
     pthread_mutex_lock(&S.access_mu);
-    fprintf(S.access, "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n",
-            addr, ts, c->started ? c->req.method : "-",
-            c->uri ? c->uri : "-", c->started ? c->req.version : "-",
-            c->status, (unsigned long long)c->length, ref ? ref : "-",
-            ua ? ua : "-");
+    hp_buf_printf(&S.access_buf,
+                  "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n", addr,
+                  ts, c->started ? c->req.method : "-", c->uri ? c->uri : "-",
+                  c->started ? c->req.version : "-", c->status,
+                  (unsigned long long)c->length, ref ? ref : "-",
+                  ua ? ua : "-");
+    if (S.access_buf.len >= 32 * 1024)
+        access_emit_locked();
     pthread_mutex_unlock(&S.access_mu);
 }
 
@@ -121,7 +147,7 @@ static void access_flush(void)
     if (!S.access)
         return;
     pthread_mutex_lock(&S.access_mu);
-    fflush(S.access);
+    access_emit_locked();
     pthread_mutex_unlock(&S.access_mu);
 }
 
@@ -137,8 +163,8 @@ static void access_reopen(void)
         hp_log_error("cannot reopen access log %s: %s", spec, strerror(errno));
         return;
     }
-    setvbuf(f, NULL, _IOFBF, 64 * 1024);
     pthread_mutex_lock(&S.access_mu);
+    access_emit_locked(); /* what was logged so far goes to the old file */
     FILE *old = S.access;
     S.access = f;
     pthread_mutex_unlock(&S.access_mu);
@@ -745,8 +771,8 @@ static int open_access_log(const char *spec)
             return -1;
         }
     }
-    /* Flushed once a second, not once a request. */
-    setvbuf(S.access, NULL, _IOFBF, 64 * 1024);
+    /* Buffered in access_buf and written once a second (or every
+     * 32 KiB), not once a request. */
     return 0;
 }
 
@@ -823,10 +849,10 @@ static void teardown(void)
     hp_db_server_close();
     hp_resolver_free(S.res);
     hp_compiler_free(S.cc);
+    access_flush();
+    hp_buf_free(&S.access_buf);
     if (S.access && S.access != stdout)
         fclose(S.access);
-    else if (S.access)
-        fflush(S.access);
     free(S.root);
 }
 
