@@ -48,6 +48,17 @@ HP_HANDLER(http_handler)
 """
 
 
+def hello_docroot(b):
+    """A document root holding the hello page; returns its path."""
+    docroot = b.path("root")
+    os.makedirs(docroot)
+    text, origin = hello_source()
+    with open(os.path.join(docroot, "hello.c"), "w") as f:
+        f.write(text)
+    note("page: %s" % origin)
+    return docroot
+
+
 def hello_source():
     """examples/hello.c when the repo has it (GET /hello -> "Hello, world!"),
     else the same page built in."""
@@ -534,10 +545,12 @@ def parse_wrk(text):
 
 
 def wrk_argv(url, threads=1, conns=50, duration="10s", latency=True,
-             timeout=None, headers=()):
+             timeout=None, headers=(), script=None):
     argv = ["wrk", "-t%d" % threads, "-c%d" % conns, "-d%s" % duration]
     for h in headers:
         argv += ["-H", h]
+    if script:
+        argv += ["-s", script]
     if latency:
         argv.append("--latency")
     if timeout:
@@ -546,10 +559,11 @@ def wrk_argv(url, threads=1, conns=50, duration="10s", latency=True,
 
 
 def run_wrk(b, url, cpu=0, threads=1, conns=50, duration="10s",
-            timeout_s=None, headers=()):
+            timeout_s=None, headers=(), script=None):
     if not have("wrk"):
         die("wrk is not installed")
-    argv = wrk_argv(url, threads, conns, duration, headers=headers)
+    argv = wrk_argv(url, threads, conns, duration, headers=headers,
+                    script=script)
     secs = _dur(duration)
     out = b.path("wrk-%d.out" % time.time_ns())
     with open(out, "wb") as f:

@@ -69,11 +69,11 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 from benchlib import (CLK_TCK, Bench, Hotpub, children_of,  # noqa: E402
                       children_ticks, cpu_jiffies, describe_env, die, fmt_err,
                       free_port, have, hotpub_binary, http_get, log,
-                      main_wrapper, median, note, parse_wrk, passmiss,
-                      wrk_argv)
+                      main_wrapper, median, note, passmiss)
 
 ROWS = 10000
 TARGET = 5.0      # hotpub / PHP-FPM req/s
@@ -575,26 +575,9 @@ class HotpubSrv:
 # ---- wrk with the id script ---------------------------------------------------------
 
 def run_wrk(b, srv, script, args, duration):
-    if not have("wrk"):
-        die("wrk is not installed")
-    url = "http://127.0.0.1:%d/" % srv.port
-    argv = wrk_argv(url, 1, args.conns, duration)
-    argv = argv[:-1] + ["-s", script, argv[-1]]
-    out = b.path("wrk-%d.out" % time.time_ns())
-    with open(out, "wb") as f:
-        p = b.spawn(argv, cpu=args.client_cpu, stdout=f,
-                    stderr=subprocess.STDOUT)
-        try:
-            p.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            b.stop(p, signal.SIGINT, timeout=5)
-            die("wrk did not finish in time")
-    with open(out, encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    r = parse_wrk(text)
-    if r is None or p.returncode != 0:
-        die("wrk failed (rc %s):\n%s" % (p.returncode, text))
-    return r
+    return benchlib.run_wrk(b, "http://127.0.0.1:%d/" % srv.port,
+                            cpu=args.client_cpu, conns=args.conns,
+                            duration=duration, timeout_s=60, script=script)
 
 
 def measure(b, name, srv, script, args):

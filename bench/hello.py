@@ -16,7 +16,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (CLK_TCK, Bench, Hotpub, Nginx,  # noqa: E402
                       children_ticks, cpu_jiffies, describe_env, die, fmt_err,
-                      hello_source,
+                      hello_docroot,
                       hotpub_binary, http_get, log, main_wrapper, median,
                       note, passmiss, run_wrk, tree_ticks)
 
@@ -72,12 +72,7 @@ def main():
                                              else "keep-alive", args.server_cpu,
                                              args.client_cpu))
     describe_env(b, src, digest)
-    docroot = b.path("root")
-    os.makedirs(docroot)
-    text, origin = hello_source()
-    with open(os.path.join(docroot, "hello.c"), "w") as f:
-        f.write(text)
-    note("page: %s" % origin)
+    docroot = hello_docroot(b)
 
     hp = Hotpub(b, binary, docroot, b.path("cache"), cpu=args.server_cpu)
     ng = Nginx(b, cpu=args.server_cpu)

@@ -24,7 +24,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (Bench, Hotpub, Nginx, hello_source, KAClient,  # noqa: E402
+from benchlib import (Bench, Hotpub, Nginx, hello_docroot, KAClient,  # noqa: E402
                       describe_env, die, have, hotpub_binary, log,
                       main_wrapper, note, passmiss)
 
@@ -130,12 +130,7 @@ def main():
     log("== syscalls: %d keep-alive requests of the hello page under "
         "strace -c -f (attached after warm-up, detached before close)" % n)
     describe_env(b, src, digest)
-    docroot = b.path("root")
-    os.makedirs(docroot)
-    text, origin = hello_source()
-    with open(os.path.join(docroot, "hello.c"), "w") as f:
-        f.write(text)
-    note("page: %s" % origin)
+    docroot = hello_docroot(b)
 
     # One process (--workers 0): strace -p follows the process it is given,
     # and with worker processes the requests are served by the children;
