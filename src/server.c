@@ -113,14 +113,20 @@ static void access_emit_locked(void)
 
 static void access_log(struct ctx *c)
 {
-    char ts[64], addr[64];
+    /* One timestamp a second per thread, not a localtime_r per request. */
+    static _Thread_local time_t ts_when = -1;
+    static _Thread_local char ts[64];
+    char addr[64];
     time_t now = time(NULL);
-    struct tm tm;
 
     if (!S.access)
         return;
-    localtime_r(&now, &tm);
-    strftime(ts, sizeof ts, "%d/%b/%Y:%H:%M:%S %z", &tm);
+    if (now != ts_when) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(ts, sizeof ts, "%d/%b/%Y:%H:%M:%S %z", &tm);
+        ts_when = now;
+    }
     const char *ref = NULL, *ua = NULL;
     if (c->started) {
         ref = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
@@ -940,9 +946,17 @@ int hp_serve(struct hp_config *cfg)
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
-    MHD_quiesce_daemon(S.mhd);
-    if (hp_procs_active())
+    /* libmicrohttpd 0.9.75's MHD_quiesce_daemon() races its own epoll
+     * threads over removing the listening socket and can abort the
+     * process (a known defect: both sides call EPOLL_CTL_DEL, the loser
+     * panics). A single process does without it: it goes on accepting
+     * for the bounded drain, answering with Connection: close. Worker
+     * processes need it (a drained worker must leave new connections to
+     * the others), and accept the small risk; docs/operations.md. */
+    if (hp_procs_active()) {
+        MHD_quiesce_daemon(S.mhd);
         atomic_store(&draining, true);
+    }
     double deadline = hp_now() + cfg->shutdown_timeout;
     /* (Handlers the --handler-timeout watchdog gave up on never finish:
      * hp_procs_stuck() counts them, 0 with --workers 0.) */
