@@ -455,6 +455,10 @@ void hp_config_defaults(struct hp_config *c)
     c->timeout = 30;
     c->shutdown_timeout = 10;
     c->conn_limit = 1024;
+    c->max_fields = 1000;   /* PHP's max_input_vars, Django's default */
+    c->header_timeout = 20; /* Apache mod_reqtimeout: header=20-40    */
+    c->body_timeout = 20;   /* ... body=20,MinRate=500                */
+    c->body_min_rate = 500;
     c->db = NULL; /* the server picks a SQLite file per document root */
     c->db_pool_size = 0;
     c->db_acquire_timeout = 5000;

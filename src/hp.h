@@ -48,6 +48,10 @@ struct hp_config {
     int timeout;         /* idle connection timeout, seconds                */
     int shutdown_timeout; /* bounded wait for in-flight requests, seconds   */
     unsigned conn_limit; /* max simultaneous connections                    */
+    int max_fields;      /* query + form fields per request; more get 413    */
+    int header_timeout;  /* seconds for a whole request head; then 408       */
+    int body_timeout;    /* seconds for a body, plus 1 s per body_min_rate B */
+    int body_min_rate;   /* bytes per second a body must keep up             */
     /* processes (master.c, docs/operations.md) */
     int workers;            /* worker processes; 0 = single process          */
     double handler_timeout; /* seconds a handler may run; 0 = no limit       */
