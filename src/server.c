@@ -20,6 +20,7 @@
 #include "request.h"
 #include "procs.h" /* worker processes (master.c) */
 #include "db.h"
+#include "edge.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -73,6 +74,7 @@ struct server {
  * libmicrohttpd tells us about a request), freed on completion. */
 struct ctx {
     char *uri;        /* raw request target, for the access log */
+    struct hp_edge *edge; /* the connection's (edge.c), or NULL */
     bool started;     /* hp_req_init done */
     bool responded;   /* resp is ready (or was queued) */
     bool queued;      /* resp handed to libmicrohttpd */
@@ -374,6 +376,7 @@ static enum MHD_Result send_status(struct ctx *c)
     if (url)
         status_url(b, url);
     hp_db_status_json(b);
+    hp_edge_status_json(b);
     hp_procs_status_json(b); /* worker processes only (master.c) */
     hp_buf_puts(b, "}\n");
     hp_req_add_header(req, "Content-Type", "application/json");
@@ -626,11 +629,29 @@ static enum MHD_Result queue(struct ctx *c)
     return r;
 }
 
+/*
+ * The path of an absolute-form target (RFC 9112 §3.2.2): a server must
+ * accept `GET http://host/path HTTP/1.1`; the path is what is published.
+ */
+static const char *origin_path(const char *url)
+{
+    const char *p = url;
+    if (strncasecmp(p, "http://", 7) == 0)
+        p += 7;
+    else if (strncasecmp(p, "https://", 8) == 0)
+        p += 8;
+    else
+        return url;
+    const char *slash = strchr(p, '/');
+    return slash ? slash : "/";
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct ctx *c = hp_xmalloc(sizeof *c);
     memset(c, 0, offsetof(struct ctx, req));
     c->uri = hp_xstrdup(uri ? uri : "");
+    c->edge = hp_edge_of(conn);
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -643,21 +664,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     struct ctx *c = *con_cls;
 
     if (!c->started) {
-        /* First call: headers only. Answering now would close the
-         * connection, so only refuse bodies that are already too big. */
-        hp_req_init(&c->req, conn, method, url, version);
+        /* First call: headers only, already checked by the request edge
+         * (edge.c): framing, Host, the head's size. */
+        hp_req_init(&c->req, conn, method, origin_path(url), version);
         const char *q = strchr(c->uri, '?');
         c->req.query = q ? q + 1 : "";
         c->started = true;
-        /* RFC 9112 3.2: a 1.1 request without Host is malformed. */
-        if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
-            !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host")) {
-            send_error(c, 400, NULL);
-            return queue(c);
-        }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > S.cfg->max_body) {
+            /* Answering now closes the connection unread; the edge
+             * may have answered it already (a 408). */
+            if (!hp_edge_answer_early(c->edge))
+                return MHD_NO;
             c->req.body_too_large = true;
             send_error(c, 413, NULL);
             return queue(c);
@@ -697,8 +716,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
     struct ctx *c = *con_cls;
     if (!c)
         return;
-    if (!c->responded)
-        c->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 400;
+    if (!c->responded) {
+        int edge = hp_edge_status(c->edge);
+        c->status = edge                                             ? edge
+                    : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408
+                                                                    : 400;
+    }
+    hp_edge_request_done(c->edge);
     if (c->resp)
         MHD_destroy_response(c->resp);
     access_log(c);
@@ -713,13 +737,58 @@ static void on_completed(void *cls, struct MHD_Connection *conn,
     atomic_fetch_sub(&S.inflight, 1);
 }
 
+/*
+ * libmicrohttpd's messages, each kind at most once a second: a client can
+ * provoke some of them at will (a connection over the limit, a request cut
+ * short), and a flood of them must not fill the disk or hide the rest.
+ * The next line of a kind says how many were left out.
+ */
+static bool mhd_log_allowed(const char *fmt, unsigned long *skipped)
+{
+    static struct {
+        const char *fmt;
+        double last;
+        unsigned long skipped;
+    } kinds[32];
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    double now = hp_now();
+    bool ok = true;
+    pthread_mutex_lock(&mu);
+    size_t i = 0;
+    while (i < 32 && kinds[i].fmt && kinds[i].fmt != fmt)
+        i++;
+    if (i == 32) {
+        i = 0; /* more kinds than slots: share the first */
+    } else if (!kinds[i].fmt) {
+        kinds[i].fmt = fmt;
+        kinds[i].last = now - 2;
+    }
+    if (now - kinds[i].last < 1.0) {
+        kinds[i].skipped++;
+        ok = false;
+    } else {
+        kinds[i].last = now;
+        *skipped = kinds[i].skipped;
+        kinds[i].skipped = 0;
+    }
+    pthread_mutex_unlock(&mu);
+    return ok;
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    unsigned long skipped = 0;
+    if (!mhd_log_allowed(fmt, &skipped))
+        return;
     struct hp_buf b = {0};
     hp_buf_vprintf(&b, fmt, ap);
     while (b.len && (b.p[b.len - 1] == '\n'))
         b.p[--b.len] = '\0';
-    hp_log_error("http: %s", b.p ? b.p : "");
+    if (skipped)
+        hp_log_error("http: %s (%lu more like it in the last second)",
+                     b.p ? b.p : "", skipped);
+    else
+        hp_log_error("http: %s", b.p ? b.p : "");
     hp_buf_free(&b);
 }
 
@@ -895,6 +964,11 @@ int hp_serve(struct hp_config *cfg)
         teardown();
         return 1;
     }
+    if (hp_edge_start(cfg) < 0) {
+        workers_stop();
+        teardown();
+        return 1;
+    }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
@@ -911,6 +985,7 @@ int hp_serve(struct hp_config *cfg)
         on_mhd_log, NULL, MHD_OPTION_ARRAY,
         where, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header + 4096,
@@ -919,6 +994,7 @@ int hp_serve(struct hp_config *cfg)
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
     if (!S.mhd) {
         hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
+        hp_edge_stop();
         workers_stop();
         teardown();
         return 1;
@@ -996,6 +1072,7 @@ int hp_serve(struct hp_config *cfg)
         _exit(0);
     }
     MHD_stop_daemon(S.mhd);
+    hp_edge_stop();
     workers_stop();
     access_flush();
     teardown();

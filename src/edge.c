@@ -1,0 +1,498 @@
+/*
+ * edge.c - the request edge: every byte a client sends passes framing.c's
+ * strict parser before libmicrohttpd acts on it, and every request head
+ * and body has a deadline.
+ *
+ * Owns: the table of watched connections (one slot per file descriptor),
+ * the recv() wrapper that feeds the parser, the answers the edge sends by
+ * itself (400, 408, 414, 431, 501, 505, always with the connection closed)
+ * and the deadline thread.
+ * May not touch: requests, pages, the module cache; the response to any
+ * request libmicrohttpd hands to server.c is server.c's.
+ *
+ * How the bytes are seen. libmicrohttpd 0.9.75 reads a plain connection
+ * with recv(2) and offers no hook of its own, so hotpub defines recv() in
+ * the executable (exported, see Makefile): the dynamic linker binds
+ * libmicrohttpd's calls to it, and it passes every other caller (libpq,
+ * pages) straight to the C library's. For a watched connection it parses
+ * what was read and returns only the bytes before the first message that
+ * breaks the rules. libmicrohttpd serves the messages before it; the next
+ * time it reads, the edge writes the refusal and reports end of stream, so
+ * libmicrohttpd closes the connection without ever seeing the bad message.
+ * libmicrohttpd reads only when it has no response in flight on the
+ * connection (its state machine is strictly request, then response), so
+ * the edge's answer never interleaves with one of its responses.
+ *
+ * Deadlines (as nginx's client_header_timeout, Apache's mod_reqtimeout):
+ * a head must be complete within header_timeout seconds of its first
+ * byte; a body within body_timeout seconds plus one second for every
+ * body_min_rate bytes received. The deadline thread answers 408 and shuts
+ * the socket; it may act only while the connection waits for the client
+ * (no response in flight), which it proves with one compare-and-swap on
+ * the slot's state word against the reading thread's, and it holds the
+ * slot's lock so the file descriptor cannot be closed and reused meanwhile.
+ *
+ *   slot state:  gen | OPEN | phase (IDLE, HEAD, BODY) | ANSWERED |
+ * DONE_BY_EDGE IDLE -> HEAD (first byte of a head) -> IDLE or BODY (head
+ * complete) BODY -> IDLE (body complete); any -> DONE_BY_EDGE (refused or 408)
+ */
+#include "edge.h"
+#include "framing.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+    PH_IDLE = 0,
+    PH_HEAD = 1,
+    PH_BODY = 2,
+    PH_MASK = 3,
+    ST_OPEN = 4,
+    ST_ANSWERED = 8,  /* server.c answered before the body was read   */
+    ST_REFUSED = 16,  /* the edge answered: nothing more is read      */
+    ST_GEN_SHIFT = 8, /* the rest counts the slot's connections        */
+};
+
+struct hp_edge {
+    pthread_mutex_t mu; /* held to write from another thread, and to close */
+    _Atomic uint64_t state;
+    atomic_llong clock_ns; /* when the current head or body began        */
+    atomic_llong ready_ns; /* when the previous request was done         */
+    atomic_ullong body_bytes;
+    atomic_uint heads, done;
+    atomic_int status; /* what the edge answered, 0 if nothing       */
+    int fd;
+    bool answer_pending; /* refused after good messages: answer next   */
+    struct hp_frame f;   /* the reading thread's only                  */
+};
+
+static struct {
+    _Atomic(struct hp_edge *) *slots;
+    int nslots;
+    atomic_int high; /* highest slot in use + 1 */
+    const struct hp_config *cfg;
+    pthread_t reaper;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+    bool stop, running;
+    atomic_ulong refused, timed_out;
+    atomic_llong log_ns; /* rate limit for the refusal log */
+    atomic_ulong log_skipped;
+} E;
+
+static ssize_t (*_Atomic real_recv)(int, void *, size_t, int);
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ---- the answers the edge sends ------------------------------------------ */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 408:
+        return "Request Timeout";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Bad Request";
+    }
+}
+
+/* At most one log line a second; the lines skipped are counted in it. */
+static void log_refusal(int fd, int status, const char *why)
+{
+    long long now = now_ns(), last = atomic_load(&E.log_ns);
+    if (now - last < 1000000000LL ||
+        !atomic_compare_exchange_strong(&E.log_ns, &last, now)) {
+        atomic_fetch_add(&E.log_skipped, 1);
+        return;
+    }
+    char host[64] = "-";
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
+        getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, NULL, 0,
+                    NI_NUMERICHOST);
+    unsigned long skipped = atomic_exchange(&E.log_skipped, 0);
+    hp_log_error("%s: %d %s (%s); connection closed%s", host, status,
+                 reason(status), why,
+                 skipped ? " (and other refusals, not logged)" : "");
+}
+
+/*
+ * Write the answer and stop reading. The socket is non-blocking and the
+ * answer small, so one send() does it; what the client sent after is
+ * drained a little so the close is less likely to reset the connection
+ * before the client has read the answer.
+ */
+static void send_answer(int fd, int status)
+{
+    char body[160], msg[512];
+    int blen = snprintf(body, sizeof body,
+                        "<!doctype html>\n<title>%d %s</title>\n"
+                        "<h1>%d %s</h1>\n",
+                        status, reason(status), status, reason(status));
+    char date[64];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
+                     "Content-Type: text/html; charset=utf-8\r\n"
+                     "Content-Length: %d\r\n\r\n%s",
+                     status, reason(status), date, blen, body);
+    (void)!send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    shutdown(fd, SHUT_WR);
+    char sink[4096];
+    for (int i = 0; i < 16; i++)
+        if (real_recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+            break;
+}
+
+/* Mark the slot refused (once); true if this caller must answer. */
+static bool mark_refused(struct hp_edge *e, int status)
+{
+    uint64_t s = atomic_load(&e->state);
+    do {
+        if (s & ST_REFUSED)
+            return false;
+    } while (!atomic_compare_exchange_weak(&e->state, &s, s | ST_REFUSED));
+    atomic_store(&e->status, status);
+    return true;
+}
+
+/* ---- the recv() wrapper ------------------------------------------------- */
+
+static struct hp_edge *slot(int fd)
+{
+    if (fd < 0 || fd >= E.nslots || !E.slots)
+        return NULL;
+    struct hp_edge *e =
+        atomic_load_explicit(&E.slots[fd], memory_order_acquire);
+    if (!e ||
+        !(atomic_load_explicit(&e->state, memory_order_relaxed) & ST_OPEN))
+        return NULL;
+    return e;
+}
+
+/* Move the slot's phase after parsing; false if the deadline thread won. */
+static bool set_phase(struct hp_edge *e, unsigned phase)
+{
+    uint64_t s = atomic_load(&e->state);
+    for (;;) {
+        if (s & ST_REFUSED)
+            return false;
+        if ((s & PH_MASK) == phase)
+            return true;
+        uint64_t want = (s & ~(uint64_t)PH_MASK) | phase;
+        if (atomic_compare_exchange_weak(&e->state, &s, want))
+            break;
+    }
+    if (phase != PH_IDLE) {
+        atomic_store(&e->clock_ns, now_ns());
+        atomic_store(&e->body_bytes, 0);
+    }
+    return true;
+}
+
+static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
+                         int flags)
+{
+    if (atomic_load(&e->state) & ST_REFUSED) {
+        if (e->answer_pending) {
+            e->answer_pending = false;
+            send_answer(fd, e->f.bad_status);
+        }
+        return 0;
+    }
+    ssize_t n = real_recv(fd, buf, len, flags);
+    if (n <= 0)
+        return n;
+    size_t ok = hp_frame_feed(&e->f, buf, (size_t)n);
+    if (e->f.bad_status) {
+        atomic_fetch_add(&E.refused, 1);
+        log_refusal(fd, e->f.bad_status, e->f.why);
+        if (!mark_refused(e, e->f.bad_status))
+            return 0; /* timed out meanwhile: answered already */
+        if (ok > 0) {
+            /* Serve the good messages first. libmicrohttpd saw a short
+             * read and waits for the socket to be readable again, which
+             * shutting down our side of reading makes it at once; then
+             * the branch above answers. */
+            e->answer_pending = true;
+            shutdown(fd, SHUT_RD);
+            return (ssize_t)ok;
+        }
+        send_answer(fd, e->f.bad_status);
+        return 0;
+    }
+    atomic_store(&e->heads, e->f.heads);
+    unsigned phase = e->f.in_body              ? PH_BODY
+                     : hp_frame_in_head(&e->f) ? PH_HEAD
+                                               : PH_IDLE;
+    if (!set_phase(e, phase))
+        return 0; /* the deadline thread answered 408 */
+    if (phase == PH_BODY)
+        atomic_fetch_add(&e->body_bytes, (unsigned long long)n);
+    return n;
+}
+
+/*
+ * The C library's recv(), for libmicrohttpd and everyone else in the
+ * process (the executable's definition comes first in symbol lookup).
+ * RTLD_NEXT finds the next definition after the executable: the C
+ * library's, or a sanitizer's interceptor that calls it.
+ */
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    ssize_t (*r)(int, void *, size_t, int) = atomic_load(&real_recv);
+    if (!r) {
+        r = (ssize_t(*)(int, void *, size_t, int))dlsym(RTLD_NEXT, "recv");
+        if (!r)
+            abort(); /* no C library: nothing else can work either */
+        atomic_store(&real_recv, r);
+    }
+    struct hp_edge *e = slot(fd);
+    if (!e)
+        return r(fd, buf, len, flags);
+    return edge_recv(e, fd, buf, len, flags);
+}
+
+/* ---- connections ------------------------------------------------------------
+ */
+
+static void conn_open(struct MHD_Connection *conn, void **socket_context)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int fd = ci ? ci->connect_fd : -1;
+    if (fd < 0 || fd >= E.nslots)
+        return; /* beyond the table: served, but not watched (logged once) */
+    struct hp_edge *e = atomic_load(&E.slots[fd]);
+    if (!e) {
+        e = hp_xcalloc(1, sizeof *e);
+        pthread_mutex_init(&e->mu, NULL);
+        atomic_store_explicit(&E.slots[fd], e, memory_order_release);
+    }
+    pthread_mutex_lock(&e->mu);
+    uint64_t gen = (atomic_load(&e->state) >> ST_GEN_SHIFT) + 1;
+    hp_frame_init(&e->f, E.cfg->max_header);
+    e->fd = fd;
+    atomic_store(&e->heads, 0);
+    atomic_store(&e->done, 0);
+    atomic_store(&e->status, 0);
+    e->answer_pending = false;
+    atomic_store(&e->ready_ns, now_ns());
+    atomic_store(&e->state, (gen << ST_GEN_SHIFT) | ST_OPEN | PH_IDLE);
+    pthread_mutex_unlock(&e->mu);
+    int high = atomic_load(&E.high);
+    while (fd + 1 > high &&
+           !atomic_compare_exchange_weak(&E.high, &high, fd + 1))
+        ;
+    *socket_context = e;
+}
+
+static void conn_close(void **socket_context)
+{
+    struct hp_edge *e = *socket_context;
+    if (!e)
+        return;
+    /* Before libmicrohttpd closes the descriptor: once the lock is ours,
+     * the deadline thread cannot be writing to it, and it will not. */
+    pthread_mutex_lock(&e->mu);
+    atomic_fetch_and(&e->state, ~(uint64_t)(ST_OPEN | PH_MASK));
+    pthread_mutex_unlock(&e->mu);
+    *socket_context = NULL;
+}
+
+void hp_edge_notify(void *cls, struct MHD_Connection *conn,
+                    void **socket_context,
+                    enum MHD_ConnectionNotificationCode toe)
+{
+    if (!E.slots)
+        return;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        conn_open(conn, socket_context);
+    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        conn_close(socket_context);
+}
+
+struct hp_edge *hp_edge_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+bool hp_edge_answer_early(struct hp_edge *e)
+{
+    if (!e)
+        return true;
+    uint64_t s = atomic_load(&e->state);
+    do {
+        if (s & ST_REFUSED)
+            return false;
+    } while (!atomic_compare_exchange_weak(&e->state, &s, s | ST_ANSWERED));
+    return true;
+}
+
+void hp_edge_request_done(struct hp_edge *e)
+{
+    if (!e)
+        return;
+    atomic_fetch_and(&e->state, ~(uint64_t)ST_ANSWERED);
+    atomic_store(&e->ready_ns, now_ns());
+    atomic_fetch_add(&e->done, 1);
+}
+
+int hp_edge_status(const struct hp_edge *e)
+{
+    return e ? atomic_load(&((struct hp_edge *)e)->status) : 0;
+}
+
+void hp_edge_status_json(struct hp_buf *b)
+{
+    hp_buf_printf(b, ",\n\"edge\":{\"refused\":%lu,\"timed_out\":%lu}",
+                  atomic_load(&E.refused), atomic_load(&E.timed_out));
+}
+
+/* ---- deadlines
+ * ---------------------------------------------------------------- */
+
+/* Is the client late? Only while the server waits for it. */
+static bool overdue(struct hp_edge *e, uint64_t s, long long now)
+{
+    long long start = atomic_load(&e->clock_ns);
+    long long ready = atomic_load(&e->ready_ns);
+    unsigned heads = atomic_load(&e->heads), done = atomic_load(&e->done);
+    if (ready > start)
+        start = ready; /* the clock runs from when the server could read */
+    const struct hp_config *c = E.cfg;
+    if ((s & PH_MASK) == PH_HEAD)
+        return done == heads &&
+               now - start > (long long)c->header_timeout * 1000000000LL;
+    if ((s & PH_MASK) != PH_BODY || (s & ST_ANSWERED) || done + 1 != heads)
+        return false;
+    long long allowed = (long long)c->body_timeout * 1000000000LL;
+    if (c->body_min_rate > 0)
+        allowed += (long long)(atomic_load(&e->body_bytes) /
+                               (unsigned long long)c->body_min_rate) *
+                   1000000000LL;
+    return now - start > allowed;
+}
+
+static void reap(struct hp_edge *e, long long now)
+{
+    pthread_mutex_lock(&e->mu);
+    uint64_t s = atomic_load(&e->state);
+    if ((s & ST_OPEN) && !(s & ST_REFUSED) && overdue(e, s, now) &&
+        atomic_compare_exchange_strong(&e->state, &s, s | ST_REFUSED)) {
+        atomic_store(&e->status, 408);
+        atomic_fetch_add(&E.timed_out, 1);
+        log_refusal(e->fd, 408,
+                    (s & PH_MASK) == PH_HEAD
+                        ? "request head not complete in time"
+                        : "request body too slow");
+        send_answer(e->fd, 408);
+        shutdown(e->fd, SHUT_RDWR); /* wakes libmicrohttpd: it closes */
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void *reaper_main(void *arg)
+{
+    pthread_mutex_lock(&E.stop_mu);
+    while (!E.stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&E.stop_cv, &E.stop_mu, &ts);
+        if (E.stop)
+            break;
+        pthread_mutex_unlock(&E.stop_mu);
+        long long now = now_ns();
+        int high = atomic_load(&E.high);
+        for (int fd = 0; fd < high; fd++) {
+            struct hp_edge *e = atomic_load(&E.slots[fd]);
+            if (e && (atomic_load(&e->state) & ST_OPEN))
+                reap(e, now);
+        }
+        pthread_mutex_lock(&E.stop_mu);
+    }
+    pthread_mutex_unlock(&E.stop_mu);
+    return NULL;
+}
+
+int hp_edge_start(const struct hp_config *cfg)
+{
+    struct rlimit rl;
+    long n = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        n = (long)rl.rlim_cur;
+    if (n > (1L << 20))
+        n = 1L << 20;
+    E.cfg = cfg;
+    E.nslots = (int)n;
+    E.slots = hp_xcalloc((size_t)n, sizeof *E.slots);
+    pthread_mutex_init(&E.stop_mu, NULL);
+    pthread_cond_init(&E.stop_cv, NULL);
+    E.stop = false;
+    int err = pthread_create(&E.reaper, NULL, reaper_main, NULL);
+    if (err) {
+        hp_log_error("cannot start the deadline thread: %s", strerror(err));
+        free(E.slots);
+        E.slots = NULL;
+        return -1;
+    }
+    E.running = true;
+    return 0;
+}
+
+void hp_edge_stop(void)
+{
+    if (E.running) {
+        pthread_mutex_lock(&E.stop_mu);
+        E.stop = true;
+        pthread_cond_signal(&E.stop_cv);
+        pthread_mutex_unlock(&E.stop_mu);
+        pthread_join(E.reaper, NULL);
+        E.running = false;
+    }
+    if (!E.slots)
+        return;
+    for (int fd = 0; fd < E.nslots; fd++) {
+        struct hp_edge *e = atomic_load(&E.slots[fd]);
+        if (e) {
+            pthread_mutex_destroy(&e->mu);
+            free(e);
+        }
+    }
+    free(E.slots);
+    E.slots = NULL;
+    E.nslots = 0;
+}

@@ -1,0 +1,44 @@
+/*
+ * edge.h - the request edge (edge.c): hotpub's own check of what a client
+ * sends, before libmicrohttpd acts on it. server.c is its only user.
+ */
+#ifndef HP_EDGE_H
+#define HP_EDGE_H
+
+#include "hp.h"
+
+#include <microhttpd.h>
+
+struct hp_edge;
+
+/*
+ * Start watching connections: the table of connections and the deadline
+ * thread (cfg->header_timeout, body_timeout, body_min_rate; the head size
+ * limit is cfg->max_header). Returns 0, or -1 after logging why.
+ */
+int hp_edge_start(const struct hp_config *cfg);
+/* After libmicrohttpd has stopped: no connection is open any more. */
+void hp_edge_stop(void);
+
+/* libmicrohttpd's MHD_OPTION_NOTIFY_CONNECTION callback, as is. */
+void hp_edge_notify(void *cls, struct MHD_Connection *conn,
+                    void **socket_context,
+                    enum MHD_ConnectionNotificationCode toe);
+
+/* The connection's edge state (NULL if it is not watched). */
+struct hp_edge *hp_edge_of(struct MHD_Connection *conn);
+/*
+ * Before answering a request whose body has not been read (a 413 on the
+ * first call): false if the edge has answered already (a 408), and then
+ * the caller must not queue a response but close the connection.
+ */
+bool hp_edge_answer_early(struct hp_edge *e);
+/* A request on the connection is complete (its response was sent). */
+void hp_edge_request_done(struct hp_edge *e);
+/* The status the edge answered the connection with, or 0. */
+int hp_edge_status(const struct hp_edge *e);
+
+/* Counters for the status endpoint (responses the edge sent itself). */
+void hp_edge_status_json(struct hp_buf *b);
+
+#endif

@@ -1,0 +1,614 @@
+/*
+ * framing.c - a strict, incremental parser of HTTP/1.1 request framing
+ * (RFC 9112): where each request head and body begins and ends, and whether
+ * the head is one that every reader would read the same way.
+ *
+ * Owns: the parse state of one connection's byte stream and its verdict.
+ * May not touch: sockets, libmicrohttpd, time, memory allocation. It is a
+ * pure function of the bytes, so the fuzzer and the unit tests drive it
+ * exactly as edge.c does.
+ *
+ * Why hotpub parses at all: libmicrohttpd 0.9.75 is lenient and normalises
+ * a head before the application sees it (it joins an obs-fold line onto the
+ * field name, cuts a value at NUL, keeps the first of two Content-Length
+ * fields, waits for a body of unknown length after an unknown transfer
+ * coding). Those are the differences request smuggling is made of, and they
+ * cannot be seen after the fact, so edge.c runs this parser over the very
+ * bytes libmicrohttpd reads and refuses a connection before libmicrohttpd
+ * sees the first message that breaks the rules. Messages before it are
+ * served; nothing after it is.
+ *
+ *   START -> METHOD -> TARGET -> VERSION -> (LINE -> NAME -> OWS -> VALUE)*
+ *     -> end of head -> [BODY | CSIZE -> CDATA ... -> last chunk -> LINE*]
+ *     -> START (next message)            any violation -> DEAD (for good)
+ */
+#include "framing.h"
+
+#include <string.h>
+#include <strings.h>
+
+enum {
+    ST_START,    /* before a request line: empty lines are skipped */
+    ST_START_LF, /* CR of an empty line seen                        */
+    ST_METHOD,
+    ST_TARGET,
+    ST_VERSION,
+    ST_RL_LF,  /* CR ending the request line seen                 */
+    ST_LINE,   /* at the start of a field line, or the head's end */
+    ST_END_LF, /* CR of the empty line ending the head seen       */
+    ST_NAME,
+    ST_OWS, /* after the colon                                 */
+    ST_VALUE,
+    ST_VALUE_LF, /* CR in a field value seen                        */
+    ST_BODY,     /* Content-Length bytes                            */
+    ST_CSIZE,    /* chunk size (hex)                                */
+    ST_CEXT,     /* chunk extension, up to the line's end           */
+    ST_CSIZE_LF,
+    ST_CDATA,
+    ST_CDATA_CR, /* the CRLF after chunk data                       */
+    ST_CDATA_LF,
+    ST_DEAD, /* a message broke the rules: ignore the rest      */
+};
+
+enum { F_NONE, F_HOST, F_CL, F_TE, F_TRAILER };
+
+#define MAX_METHOD 32
+#define MAX_CHUNK_EXT 4096
+
+/* RFC 9110 §5.6.2 tchar. */
+static const uint8_t TCHAR[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
+    ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
+    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,
+    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
+    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
+    ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static void next_message(struct hp_frame *f)
+{
+    size_t max_head = f->max_head;
+    unsigned heads = f->heads;
+    memset(f, 0, offsetof(struct hp_frame, heads));
+    f->max_head = max_head;
+    f->heads = heads;
+    f->http_minor = 1;
+    f->st = ST_START;
+    f->in_body = false;
+}
+
+void hp_frame_init(struct hp_frame *f, size_t max_head)
+{
+    memset(f, 0, sizeof *f);
+    f->max_head = max_head;
+    next_message(f);
+}
+
+bool hp_frame_in_head(const struct hp_frame *f)
+{
+    return f->st != ST_DEAD && !f->in_body &&
+           (f->st != ST_START || f->head_len > 0);
+}
+
+static bool refuse(struct hp_frame *f, int status, const char *why)
+{
+    f->bad_status = status;
+    f->why = why;
+    f->st = ST_DEAD;
+    return false;
+}
+
+/* ---- field values that decide framing ------------------------------------ */
+
+/* RFC 3986 §3.2.2 host, RFC 9110 §7.2: uri-host [ ":" port ]. */
+static bool host_valid(const char *v, size_t n)
+{
+    size_t i = 0;
+    if (n == 0)
+        return false;
+    if (v[0] == '[') {
+        for (i = 1; i < n && v[i] != ']'; i++)
+            if (hexval((unsigned char)v[i]) < 0 && v[i] != ':' && v[i] != '.')
+                return false;
+        if (i == n || i == 1)
+            return false;
+        i++;
+    } else {
+        for (; i < n && v[i] != ':'; i++) {
+            unsigned char c = (unsigned char)v[i];
+            if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
+                continue;
+            if ((c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=", c))
+                continue;
+            if (c == '%' && i + 2 < n && hexval((unsigned char)v[i + 1]) >= 0 &&
+                hexval((unsigned char)v[i + 2]) >= 0) {
+                i += 2;
+                continue;
+            }
+            return false;
+        }
+        if (i == 0)
+            return false;
+    }
+    if (i == n)
+        return true;
+    if (v[i] != ':' || n - i - 1 > 5)
+        return false;
+    for (i++; i < n; i++)
+        if (v[i] < '0' || v[i] > '9')
+            return false;
+    return true;
+}
+
+/* RFC 9112 §6.1: a list of transfer codings, each with optional parameters. */
+static void parse_te(struct hp_frame *f, const char *v, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        if (i == n)
+            break;
+        size_t s = i;
+        while (i < n && TCHAR[(unsigned char)v[i]])
+            i++;
+        size_t len = i - s;
+        while (i < n && v[i] != ',') /* parameters: not ours to read */
+            i++;
+        if (len == 0) {
+            f->te_bad = true;
+            continue;
+        }
+        bool chunked = len == 7 && strncasecmp(v + s, "chunked", 7) == 0;
+        if (chunked && f->te_chunked_seen)
+            f->te_chunked_twice = true;
+        f->te_chunked_seen |= chunked;
+        f->te_unknown |= !chunked;
+        f->te_chunked_last = chunked;
+    }
+}
+
+static void end_field(struct hp_frame *f)
+{
+    size_t n = f->val_len;
+    while (n && (f->val[n - 1] == ' ' || f->val[n - 1] == '\t'))
+        n--;
+    switch (f->field) {
+    case F_HOST:
+        f->n_host++;
+        if (f->val_len >= sizeof f->val || !host_valid(f->val, n))
+            f->host_bad = true;
+        break;
+    case F_CL:
+        f->n_cl++;
+        f->content_length = 0;
+        if (n == 0 || n > 18)
+            f->cl_bad = true;
+        for (size_t i = 0; i < n && !f->cl_bad; i++) {
+            if (f->val[i] < '0' || f->val[i] > '9')
+                f->cl_bad = true;
+            f->content_length =
+                f->content_length * 10 + (uint64_t)(f->val[i] - '0');
+        }
+        break;
+    case F_TE:
+        if (f->val_len >= sizeof f->val)
+            f->te_bad = true;
+        else
+            parse_te(f, f->val, n);
+        f->n_te++;
+        break;
+    default:
+        break;
+    }
+    f->field = F_NONE;
+    f->val_len = 0;
+    f->tok_len = 0;
+    f->st = ST_LINE;
+}
+
+static void start_field_value(struct hp_frame *f)
+{
+    f->field = F_NONE;
+    if (f->st == ST_DEAD)
+        return;
+    f->name[f->tok_len < sizeof f->name ? f->tok_len : 0] = '\0';
+    if (f->tok_len >= sizeof f->name)
+        return;
+    if (strcmp(f->name, "host") == 0)
+        f->field = F_HOST;
+    else if (strcmp(f->name, "content-length") == 0)
+        f->field = F_CL;
+    else if (strcmp(f->name, "transfer-encoding") == 0)
+        f->field = F_TE;
+}
+
+/* The empty line: decide the message's framing (RFC 9112 §6.3). */
+static bool end_head(struct hp_frame *f)
+{
+    if (f->in_trailer) {
+        next_message(f);
+        return true;
+    }
+    if (f->n_host > 1)
+        return refuse(f, 400, "more than one Host field");
+    if (f->host_bad)
+        return refuse(f, 400, "invalid Host field");
+    if (f->http_minor >= 1 && f->n_host == 0)
+        return refuse(f, 400, "HTTP/1.1 request without Host");
+    if (f->n_cl > 1)
+        return refuse(f, 400, "more than one Content-Length field");
+    if (f->cl_bad)
+        return refuse(f, 400, "invalid Content-Length");
+    f->heads++;
+    if (f->n_te) {
+        if (f->http_minor == 0)
+            return refuse(f, 400, "Transfer-Encoding in an HTTP/1.0 request");
+        if (f->n_cl)
+            return refuse(f, 400, "both Content-Length and Transfer-Encoding");
+        if (f->te_bad)
+            return refuse(f, 400, "malformed Transfer-Encoding");
+        if (f->te_unknown) /* as nginx: what is not chunked is not known */
+            return refuse(f, 501, "unsupported transfer coding");
+        if (!f->te_chunked_last || f->te_chunked_twice)
+            return refuse(f, 400, "chunked is not the final transfer coding");
+        f->in_body = true;
+        f->st = ST_CSIZE;
+        f->tok_len = 0;
+        f->left = 0;
+        return true;
+    }
+    if (f->content_length > 0) {
+        f->in_body = true;
+        f->left = f->content_length;
+        f->st = ST_BODY;
+        return true;
+    }
+    next_message(f);
+    return true;
+}
+
+/* ---- the request line ------------------------------------------------------
+ */
+
+static bool target_byte(struct hp_frame *f, unsigned char c)
+{
+    if (f->tok_len == 0 && c != '/' && c != '*' &&
+        !((c | 0x20) >= 'a' && (c | 0x20) <= 'z'))
+        return refuse(f, 400, "request target is not a path or URI");
+    f->tok_len++;
+    if (c <= 0x20 || c == 0x7f)
+        return refuse(f, 400, "control character in the request target");
+    if (f->in_query)
+        return true;
+    if (c == '?' || c == '#') {
+        f->in_query = true;
+        return true;
+    }
+    /* A percent-escape that decodes to a control character (RFC 3986
+     * §2.1): the path would be cut at a NUL, or carry a CR, later on. */
+    if (f->pct == 0) {
+        f->pct = c == '%';
+        return true;
+    }
+    int h = hexval(c);
+    if (h < 0) {
+        f->pct = c == '%';
+        return true;
+    }
+    if (f->pct == 1) {
+        f->pct_hi = (uint8_t)h;
+        f->pct = 2;
+        return true;
+    }
+    f->pct = 0;
+    int v = f->pct_hi * 16 + h;
+    if (v < 0x20 || v == 0x7f)
+        return refuse(f, 400, "encoded control character in the path");
+    return true;
+}
+
+static bool version_byte(struct hp_frame *f, unsigned char c)
+{
+    static const char proto[] = "HTTP/1.";
+    if (f->tok_len < 5) {
+        if (c != (unsigned char)proto[f->tok_len])
+            return refuse(f, 400, "malformed request line");
+    } else if (f->tok_len == 5) {
+        if (c < '0' || c > '9')
+            return refuse(f, 400, "malformed HTTP version");
+        if (c != '1')
+            return refuse(f, 505, "HTTP version not supported");
+    } else if (f->tok_len == 6) {
+        if (c != '.')
+            return refuse(f, 400, "malformed HTTP version");
+    } else if (f->tok_len == 7) {
+        if (c < '0' || c > '9')
+            return refuse(f, 400, "malformed HTTP version");
+        f->http_minor = c == '0' ? 0 : 1;
+    } else if (c == '\r') {
+        f->st = ST_RL_LF;
+        return true;
+    } else if (c == '\n') {
+        f->st = ST_LINE;
+        f->tok_len = 0;
+        return true;
+    } else {
+        return refuse(f, 400, "malformed request line");
+    }
+    f->tok_len++;
+    return true;
+}
+
+static bool request_line_byte(struct hp_frame *f, unsigned char c)
+{
+    switch (f->st) {
+    case ST_METHOD:
+        if (c == ' ' && f->tok_len > 0) {
+            f->st = ST_TARGET;
+            f->tok_len = 0;
+            return true;
+        }
+        if (!TCHAR[c] || ++f->tok_len > MAX_METHOD)
+            return refuse(f, 400, "malformed method");
+        return true;
+    case ST_TARGET:
+        if (c == ' ' && f->tok_len > 0) {
+            f->st = ST_VERSION;
+            f->tok_len = 0;
+            return true;
+        }
+        return target_byte(f, c);
+    case ST_VERSION:
+        return version_byte(f, c);
+    default: /* ST_RL_LF */
+        if (c != '\n')
+            return refuse(f, 400, "bare CR in the request line");
+        f->st = ST_LINE;
+        f->tok_len = 0;
+        return true;
+    }
+}
+
+/* ---- field lines (head and trailer section) -------------------------------
+ */
+
+static bool field_byte(struct hp_frame *f, unsigned char c)
+{
+    switch (f->st) {
+    case ST_LINE:
+        if (c == '\r') {
+            f->st = ST_END_LF;
+            return true;
+        }
+        if (c == '\n')
+            return end_head(f);
+        if (c == ' ' || c == '\t')
+            return refuse(f, 400, "obsolete line folding");
+        if (!TCHAR[c])
+            return refuse(f, 400, "malformed field name");
+        f->st = ST_NAME;
+        f->tok_len = 1;
+        f->name[0] = (char)(c | (c >= 'A' && c <= 'Z' ? 0x20 : 0));
+        return true;
+    case ST_END_LF:
+        if (c != '\n')
+            return refuse(f, 400, "bare CR in the head");
+        return end_head(f);
+    case ST_NAME:
+        if (c == ':') {
+            if (!f->in_trailer)
+                start_field_value(f);
+            f->st = ST_OWS;
+            return true;
+        }
+        if (c == ' ' || c == '\t')
+            return refuse(f, 400, "whitespace before a field's colon");
+        if (!TCHAR[c])
+            return refuse(f, 400, "malformed field name");
+        if (f->tok_len < sizeof f->name)
+            f->name[f->tok_len] = (char)(c | (c >= 'A' && c <= 'Z' ? 0x20 : 0));
+        f->tok_len++;
+        return true;
+    case ST_OWS:
+        if (c == ' ' || c == '\t')
+            return true;
+        f->st = ST_VALUE;
+        /* fall through */
+    case ST_VALUE:
+        if (c == '\r') {
+            f->st = ST_VALUE_LF;
+            return true;
+        }
+        if (c == '\n') {
+            end_field(f);
+            return true;
+        }
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return refuse(f, 400,
+                          c == 0 ? "NUL in a field value"
+                                 : "control character in a field value");
+        if (f->field != F_NONE && f->val_len < sizeof f->val)
+            f->val[f->val_len++] = (char)c;
+        else if (f->field != F_NONE)
+            f->val_len = sizeof f->val; /* too long: marked bad */
+        return true;
+    default: /* ST_VALUE_LF */
+        if (c != '\n')
+            return refuse(f, 400, "bare CR in a field value");
+        end_field(f);
+        return true;
+    }
+}
+
+/* ---- chunked bodies (RFC 9112 §7.1) -----------------------------------------
+ */
+
+static bool chunk_size_line_end(struct hp_frame *f)
+{
+    f->tok_len = 0;
+    f->chunk_bws = false;
+    if (f->left == 0) { /* last-chunk: the trailer section follows */
+        f->in_trailer = true;
+        f->head_len = 0;
+        f->st = ST_LINE;
+        return true;
+    }
+    f->st = ST_CDATA;
+    return true;
+}
+
+static bool chunk_byte(struct hp_frame *f, unsigned char c)
+{
+    switch (f->st) {
+    case ST_CSIZE: {
+        int h = hexval(c);
+        if (h >= 0 && !f->chunk_bws) {
+            if (f->left > (UINT64_MAX >> 8))
+                return refuse(f, 400, "chunk size overflows");
+            f->left = f->left * 16 + (uint64_t)h;
+            f->tok_len++;
+            return true;
+        }
+        if (f->tok_len == 0)
+            return refuse(f, 400, "invalid chunk size");
+        if (c == ' ' || c == '\t') {
+            f->chunk_bws = true;
+            return true;
+        }
+        if (c == ';') {
+            f->st = ST_CEXT;
+            f->tok_len = 0;
+            return true;
+        }
+        if ((c == '\r' || c == '\n') && f->chunk_bws)
+            return refuse(f, 400, "whitespace after a chunk size");
+        if (c == '\r') {
+            f->st = ST_CSIZE_LF;
+            return true;
+        }
+        if (c == '\n')
+            return chunk_size_line_end(f);
+        return refuse(f, 400, "invalid chunk size");
+    }
+    case ST_CEXT:
+        if (c == '\r') {
+            f->st = ST_CSIZE_LF;
+            return true;
+        }
+        if (c == '\n')
+            return chunk_size_line_end(f);
+        if ((c < 0x20 && c != '\t') || c == 0x7f ||
+            ++f->tok_len > MAX_CHUNK_EXT)
+            return refuse(f, 400, "invalid chunk extension");
+        return true;
+    case ST_CSIZE_LF:
+        if (c != '\n')
+            return refuse(f, 400, "bare CR after a chunk size");
+        return chunk_size_line_end(f);
+    case ST_CDATA_CR:
+        if (c == '\r') {
+            f->st = ST_CDATA_LF;
+            return true;
+        }
+        if (c != '\n')
+            return refuse(f, 400, "chunk data longer than its size");
+        /* fall through */
+    default: /* ST_CDATA_LF */
+        if (c != '\n')
+            return refuse(f, 400, "chunk data longer than its size");
+        f->st = ST_CSIZE;
+        f->tok_len = 0;
+        f->left = 0;
+        return true;
+    }
+}
+
+/* ---- the driver -------------------------------------------------------------
+ */
+
+static bool head_byte(struct hp_frame *f, unsigned char c)
+{
+    if (++f->head_len > f->max_head) {
+        if (f->st >= ST_METHOD && f->st <= ST_RL_LF)
+            return refuse(f, 414, "request line too long");
+        return refuse(f, f->st <= ST_START_LF ? 400 : 431,
+                      f->st <= ST_START_LF ? "too many empty lines"
+                                           : "request head too large");
+    }
+    switch (f->st) {
+    case ST_START:
+    case ST_START_LF:
+        if (c == '\n') { /* RFC 9112 §2.2: skip empty lines */
+            f->st = ST_START;
+            return true;
+        }
+        if (f->st == ST_START_LF)
+            return refuse(f, 400, "bare CR before the request line");
+        if (c == '\r') {
+            f->st = ST_START_LF;
+            return true;
+        }
+        f->st = ST_METHOD;
+        return request_line_byte(f, c);
+    case ST_METHOD:
+    case ST_TARGET:
+    case ST_VERSION:
+    case ST_RL_LF:
+        return request_line_byte(f, c);
+    default:
+        return field_byte(f, c);
+    }
+}
+
+size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
+{
+    size_t msg_start = 0; /* where the message being parsed began here */
+    size_t i = 0;
+
+    while (i < n) {
+        if (f->st == ST_DEAD)
+            return msg_start;
+        if (f->st == ST_BODY || f->st == ST_CDATA) {
+            size_t take = n - i < f->left ? n - i : (size_t)f->left;
+            f->left -= take;
+            i += take;
+            if (f->left == 0) {
+                if (f->st == ST_CDATA)
+                    f->st = ST_CDATA_CR;
+                else
+                    next_message(f);
+            }
+            continue;
+        }
+        unsigned char c = (unsigned char)p[i];
+        if (f->st == ST_START && c != '\r' && c != '\n')
+            msg_start = i;
+        bool ok;
+        if (f->in_body && !f->in_trailer)
+            ok = chunk_byte(f, c);
+        else
+            ok = head_byte(f, c);
+        if (!ok)
+            return msg_start;
+        i++;
+    }
+    return n;
+}

@@ -1,0 +1,73 @@
+/*
+ * framing.h - hotpub's strict reading of HTTP/1.1 message framing
+ * (RFC 9112), shared by framing.c (the parser), edge.c (which runs it over
+ * every byte a connection receives) and the fuzz and unit tests.
+ */
+#ifndef HP_FRAMING_H
+#define HP_FRAMING_H
+
+#include "hp.h"
+
+/*
+ * One connection's parse state. Zero it with hp_frame_init, then feed it the
+ * connection's bytes in order with hp_frame_feed. The parser never allocates
+ * and never looks back at earlier bytes; each byte is examined once (body
+ * bytes of a known length are skipped in bulk).
+ */
+struct hp_frame {
+    uint8_t st;         /* parser state (framing.c)                     */
+    uint8_t http_minor; /* 0 for HTTP/1.0, 1 for 1.1 and later 1.x      */
+    uint8_t field;      /* which field the current line is (framing.c) */
+    uint8_t pct;        /* percent-escape progress in the target        */
+    uint8_t pct_hi;     /* first hex digit of that escape               */
+    bool in_query;      /* past '?' in the request target               */
+    bool chunk_bws;     /* whitespace after a chunk size                */
+    size_t max_head;    /* bytes allowed for the request line / head    */
+    size_t head_len;    /* bytes of this head so far                    */
+    size_t tok_len;     /* bytes of the current token or name           */
+    uint64_t left;      /* body or chunk bytes still to come            */
+    /* The fields that decide framing, per message. */
+    unsigned n_host, n_cl, n_te;
+    uint64_t content_length;
+    bool cl_bad, host_bad;
+    bool te_chunked_last, te_chunked_seen, te_chunked_twice, te_unknown, te_bad;
+    bool in_trailer; /* in the trailer section of a chunked body     */
+    char name[20];   /* the current field name, lower-cased, if short  */
+    char val[300];   /* the value of a Host/Content-Length/TE field    */
+    size_t val_len;
+    /* Verdict. */
+    unsigned heads;  /* request heads completed on this connection   */
+    bool in_body;    /* the bytes now are the body of message `heads` */
+    int bad_status;  /* 0, or the status that refuses the connection */
+    const char *why; /* what was wrong (static string), for the log  */
+};
+
+void hp_frame_init(struct hp_frame *f, size_t max_head);
+
+/*
+ * Parse n more bytes of the connection. Returns how many of them lie before
+ * the start of the first message that broke the rules: n when all is well.
+ * When a message breaks them, f->bad_status is set (400, 408, 414, 431, 501
+ * or 505), f->why says why, and every later byte is ignored.
+ *
+ * Refused (RFC 9112 unless noted): a request line not of the form
+ * `method SP request-target SP HTTP/1.x` (§3); a control character, or a
+ * percent-escape that decodes to one, in the request target's path (RFC
+ * 3986 §2.1; the resolver must never see a NUL); whitespace before a
+ * field's colon (§5.1); obs-fold (§5.2); a bare CR, NUL or other control
+ * character in a field value (RFC 9110 §5.5); more than one Host, or an
+ * invalid one, or none in HTTP/1.1 (§3.2, RFC 9110 §7.2); more than one
+ * Content-Length or a non-numeric one (§6.3); Transfer-Encoding in
+ * HTTP/1.0, with Content-Length, with a coding other than chunked (501), or
+ * with chunked not last or twice (§6.1, §6.3); a chunk size that is not hex
+ * or overflows, or chunk framing without its CRLF (§7.1); a request line
+ * longer than max_head (414) or a head longer than max_head (431).
+ * Accepted like nginx: a bare LF ending a line, empty lines before a
+ * request line (§2.2), absolute-form targets (§3.2.2).
+ */
+size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n);
+
+/* True when a head has started but not ended (a partial request). */
+bool hp_frame_in_head(const struct hp_frame *f);
+
+#endif
