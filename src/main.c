@@ -278,7 +278,8 @@ static int reload_settings(struct hp_config *cfg)
 
 int main(int argc, char **argv)
 {
-    const char *cmd, *config_path = NULL, *docroot = NULL;
+    const char *config_path = NULL, *docroot = NULL;
+    char *cmd;
     struct flag *flags;
     size_t nflags = 0;
     struct hp_config cfg;
@@ -349,7 +350,7 @@ int main(int argc, char **argv)
             break;
         }
     }
-    argv[1] = (char *)cmd;
+    argv[1] = cmd;
 
     /* What is left: at most one DOCROOT. */
     {
