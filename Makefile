@@ -76,6 +76,14 @@ e2e: hotpub$(SUFFIX)
 check-exports: hotpub$(SUFFIX)
 	@sh tools/check-exports.sh hotpub$(SUFFIX) '$(CC)'
 
+# docs/configuration.md's settings tables are generated from the binary
+# (hotpub config-reference); the test fails when they differ.
+docs: hotpub
+	sh tools/config-reference.sh ./hotpub docs/configuration.md
+
+check-docs: hotpub$(SUFFIX)
+	@sh tools/config-reference.sh ./hotpub$(SUFFIX) docs/configuration.md --check
+
 test: all
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory check-docs
