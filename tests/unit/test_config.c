@@ -730,8 +730,9 @@ static void test_example_file(void)
     hp_config_free(&d);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    T_INIT(argc, argv); /* an argument: only the tests named like it */
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;
