@@ -107,7 +107,7 @@ install: all
 	chmod 644 $(DESTDIR)$(PCDIR)/hotpub.pc
 	cp -r docs/. $(DESTDIR)$(DOCDIR)/
 
-# Removes what install put there, and the directories it made if now empty.
+# Removes what install put there (the shared directories stay).
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/hotpub $(DESTDIR)$(INCDIR)/hotpub.h \
 	  $(DESTDIR)$(PCDIR)/hotpub.pc
