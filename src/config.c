@@ -1,14 +1,17 @@
 /*
  * config.c - the server's settings: defaults, validation, and the INI file.
  *
- * Owns: struct hp_config's values (hp_config_defaults, hp_config_set,
- * hp_config_load, hp_config_free), the meaning and valid range of every
- * setting, the config-file syntax, and normalizing values (listen addresses
- * are stored as "A.B.C.D:PORT" or "[V6]:PORT", numeric and canonical).
+ * Owns: the table of settings (hp_settings: key, type, range, default
+ * description, help, section; main.c builds the flags, --help and the docs'
+ * reference from it), struct hp_config's values (hp_config_defaults,
+ * hp_config_set, hp_config_load, hp_config_free), the config-file syntax,
+ * and normalizing values (listen addresses are stored as "A.B.C.D:PORT" or
+ * "[V6]:PORT", numeric and canonical).
  * May not touch: anything at run time. It never opens sockets, creates
  * directories, or checks that paths exist; it only decides what the settings
- * are. It prints only hp_config_load's error (to stderr) and uses plain libc
- * so the unit test links it alone.
+ * are. It prints only hp_config_load's error (to stderr) and calls nothing
+ * else of the server's (its own small helpers, not util.c's), so it stays
+ * independent of the rest; the unit tests link every object but main.o.
  *
  * Messages: hp_config_set's err never names the key (its caller knows it:
  * "--threads" on the command line, "file:line: threads" in a file), so it
@@ -28,13 +31,14 @@
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
-/* ---- small helpers (plain libc; util.c is not linked into the test) ----- */
+/* ---- small helpers ------------------------------------------------------ */
 
 static char *cfg_strdup(const char *s)
 {
@@ -66,118 +70,31 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- the settings ------------------------------------------------------- */
+/* ---- ranges ---------------------------------------------------------------
+ */
 
-enum key {
-    K_DOCROOT,
-    K_LISTEN,
-    K_THREADS,
-    K_DEV,
-    K_CACHE_DIR,
-    K_CC,
-    K_CFLAGS,
-    K_INCLUDE_DIR,
-    K_REVALIDATE,
-    K_SETTLE_MS,
-    K_INLINE,
-    K_ACCESS_LOG,
-    K_MAX_BODY,
-    K_MAX_HEADER,
-    K_TIMEOUT,
-    K_SHUTDOWN_TIMEOUT,
-    K_CONN_LIMIT,
-    K_DB,
-    K_DB_POOL_SIZE,
-    K_DB_ACQUIRE_TIMEOUT,
-    K_DB_MAX_LIFETIME,
-    K_DB_STATEMENT_CACHE,
-    K_WORKERS,
-    K_HANDLER_TIMEOUT,
-    K_USER,
-    K_GROUP,
-    K_PID_FILE,
-    K_ERROR_LOG,
-    K_COUNT
-};
-
-/* Canonical names: the long flag names, which are also the INI keys. */
-static const char *const key_names[K_COUNT] = {
-    [K_DOCROOT] = "docroot",
-    [K_LISTEN] = "listen",
-    [K_THREADS] = "threads",
-    [K_DEV] = "dev",
-    [K_CACHE_DIR] = "cache-dir",
-    [K_CC] = "cc",
-    [K_CFLAGS] = "cflags",
-    [K_INCLUDE_DIR] = "include-dir",
-    [K_REVALIDATE] = "revalidate",
-    [K_SETTLE_MS] = "settle-ms",
-    [K_INLINE] = "inline",
-    [K_ACCESS_LOG] = "access-log",
-    [K_MAX_BODY] = "max-body",
-    [K_MAX_HEADER] = "max-header",
-    [K_TIMEOUT] = "timeout",
-    [K_SHUTDOWN_TIMEOUT] = "shutdown-timeout",
-    [K_CONN_LIMIT] = "connection-limit",
-    [K_DB] = "db",
-    [K_DB_POOL_SIZE] = "db-pool-size",
-    [K_DB_ACQUIRE_TIMEOUT] = "db-acquire-timeout",
-    [K_DB_MAX_LIFETIME] = "db-max-lifetime",
-    [K_DB_STATEMENT_CACHE] = "db-statement-cache",
-    [K_WORKERS] = "workers",
-    [K_HANDLER_TIMEOUT] = "handler-timeout",
-    [K_USER] = "user",
-    [K_GROUP] = "group",
-    [K_PID_FILE] = "pid-file",
-    [K_ERROR_LOG] = "error-log",
-};
-
-/* Ranges. Kept here, in one place, and quoted by the error messages. */
-#define THREADS_MIN 1
+/* Ranges, quoted by the error messages, --help and docs/configuration.md
+ * through the table below. */
 #define THREADS_MAX 1024
-#define SETTLE_MS_MAX 10000
-#define REVALIDATE_MIN 0.01 /* when not 0: a smaller period is a busy loop */
-#define REVALIDATE_MAX 86400.0
-#define MAX_BODY_MAX (1024ULL << 30) /* 1024G */
-#define MAX_HEADER_MIN (1ULL << 10)  /* 1K */
-#define MAX_HEADER_MAX (1ULL << 20)  /* 1M */
-#define TIMEOUT_MIN 1
-#define TIMEOUT_MAX 86400
-#define SHUTDOWN_TIMEOUT_MAX 3600
-#define CONN_LIMIT_MIN 1
-#define CONN_LIMIT_MAX 1048576
-#define DB_POOL_MAX 1024
-#define DB_ACQUIRE_MAX 600000      /* ms: ten minutes */
-#define DB_LIFETIME_MAX 31536000   /* s: a year */
-#define DB_STMT_CACHE_MAX 10000
 #define WORKERS_MAX 1024
-#define HANDLER_TIMEOUT_MIN 0.1 /* when not 0 */
-#define HANDLER_TIMEOUT_MAX 86400.0
+#define SIZE_K (1ULL << 10)
+#define SIZE_M (1ULL << 20)
+#define SIZE_G (1ULL << 30)
 
-/* "max_body", "Max-Body" and "max-body" are one key. */
-static int key_lookup(const char *key)
+/* "max_body", "Max-Body" and "max-body" are one key: into norm, or false
+ * when it is too long to be any key. */
+static bool norm_key(const char *key, char *norm, size_t len)
 {
-    char norm[32];
     size_t n = strlen(key);
 
-    if (n >= sizeof norm)
-        return -1;
+    if (n >= len)
+        return false;
     for (size_t i = 0; i <= n; i++) {
         char ch = key[i];
         norm[i] = ch == '_' ? '-' : (char)tolower((unsigned char)ch);
     }
-    for (int k = 0; k < K_COUNT; k++)
-        if (strcmp(norm, key_names[k]) == 0)
-            return k;
-    return -1;
+    return true;
 }
-
-static bool is_path_key(int k)
-{
-    return k == K_DOCROOT || k == K_CACHE_DIR || k == K_INCLUDE_DIR ||
-           k == K_ACCESS_LOG || k == K_PID_FILE || k == K_ERROR_LOG;
-}
-
 /* ---- value parsers ------------------------------------------------------- */
 
 /* A decimal integer, the whole string, within [min, max]. */
@@ -493,35 +410,489 @@ void hp_config_free(struct hp_config *c)
     c->include_dir = c->access_log = NULL;
 }
 
-static int set_nonempty(char **slot, const char *value, const char *what,
-                        char *err, size_t errlen)
-{
-    if (!value[0]) {
-        set_err(err, errlen, "%s must not be empty", what);
-        return -1;
-    }
-    replace_str(slot, value);
-    return 0;
-}
+/* ---- the table ------------------------------------------------------------
+ */
 
-static int set_int(int *slot, const char *value, long min, long max, char *err,
-                   size_t errlen)
+static int check_cc(const char *value, char *err, size_t errlen)
 {
-    long v;
-    if (!parse_int(value, min, max, &v)) {
+    if (value[strcspn(value, " \t\n")]) {
         set_err(err, errlen,
-                "expected a whole number from %ld to %ld, got \"%s\"", min, max,
+                "expected one program name or path, got \"%s\" (put "
+                "compiler flags in cflags)",
                 value);
         return -1;
     }
-    *slot = (int)v;
     return 0;
 }
 
-static int set_size(size_t *slot, const char *value, unsigned long long min,
-                    unsigned long long max, char *err, size_t errlen)
+static int auto_pool_size(void)
+{
+    return 0; /* the pool picks by engine (db.c) */
+}
+
+#define OFF(field) offsetof(struct hp_config, field)
+#define S_SERVER "Server"
+#define S_LIMITS "Request limits"
+#define S_PROCS "Processes"
+#define S_DB "Database"
+
+/* In --help and docs order. Every default that depends on the machine (or
+ * is NULL meaning "decide later") has .def; the rest are printed from
+ * hp_config_defaults, so the docs cannot drift from the binary. */
+const struct hp_setting hp_settings[] = {
+    {.key = "docroot",
+     .arg = "DIR",
+     .section = S_SERVER,
+     .help = "directory of pages and static files (the DOCROOT argument)",
+     .type = HP_SET_STRING,
+     .flag = HP_FLAG_NONE,
+     .off = OFF(docroot),
+     .noun = "the document root",
+     .path = true,
+     .def = "the current directory (serve)"},
+    {.key = "listen",
+     .arg = "ADDR:PORT",
+     .section = S_SERVER,
+     .help = "address and port to listen on; :PORT = all IPv4, [::1]:PORT "
+             "for IPv6",
+     .type = HP_SET_LISTEN,
+     .off = OFF(listen)},
+    {.key = "dev",
+     .section = S_SERVER,
+     .help = "development mode: compile errors shown in the browser; auto = "
+             "on when listening on loopback",
+     .type = HP_SET_TRISTATE,
+     .flag = HP_FLAG_SWITCH,
+     .off = OFF(dev)},
+    {.key = "threads",
+     .arg = "N|auto",
+     .section = S_SERVER,
+     .help = "request handler threads (per worker process)",
+     .type = HP_SET_INT,
+     .off = OFF(threads),
+     .min = 1,
+     .max = THREADS_MAX,
+     .auto_value = default_threads,
+     .def = "2 × online CPUs, at least 4",
+     .def_here = true},
+    {.key = "cc",
+     .arg = "CC",
+     .section = S_SERVER,
+     .help = "the page compiler: one program name or path",
+     .type = HP_SET_STRING,
+     .off = OFF(cc),
+     .noun = "the compiler",
+     .check = check_cc},
+    {.key = "cflags",
+     .arg = "FLAGS",
+     .section = S_SERVER,
+     .help = "flags for every page compile",
+     .type = HP_SET_STRING,
+     .off = OFF(cflags),
+     .empty_ok = true},
+    {.key = "cache-dir",
+     .arg = "DIR",
+     .section = S_SERVER,
+     .help = "the compile cache",
+     .type = HP_SET_STRING,
+     .off = OFF(cache_dir),
+     .noun = "the cache directory",
+     .path = true,
+     .def = "$XDG_CACHE_HOME/hotpub, else $HOME/.cache/hotpub, else "
+            "/tmp/hotpub-UID",
+     .def_here = true},
+    {.key = "include-dir",
+     .arg = "DIR",
+     .section = S_SERVER,
+     .help = "directory that holds hotpub.h",
+     .type = HP_SET_STRING,
+     .off = OFF(include_dir),
+     .empty_ok = true,
+     .empty_null = true,
+     .path = true,
+     .def = "next to the binary, else built in"},
+    {.key = "settle-ms",
+     .arg = "MS",
+     .section = S_SERVER,
+     .help = "quiet time after a change before recompiling",
+     .type = HP_SET_INT,
+     .off = OFF(settle_ms),
+     .min = 0,
+     .max = 10000,
+     .unit = "ms"},
+    {.key = "inline",
+     .arg = "true|false",
+     .section = S_SERVER,
+     .help = "run pages proven fast on the event-loop threads; false keeps "
+             "every page on the handler threads",
+     .type = HP_SET_BOOL,
+     .off = OFF(inline_pages)},
+    {.key = "revalidate",
+     .arg = "SECONDS",
+     .section = S_SERVER,
+     .help = "also re-check every page this often",
+     .type = HP_SET_SECONDS,
+     .off = OFF(revalidate),
+     .min = 0.01,
+     .max = 86400,
+     .unit = "s"},
+    {.key = "access-log",
+     .arg = "PATH|-|off",
+     .section = S_SERVER,
+     .help = "the access log; - = standard output",
+     .type = HP_SET_STRING,
+     .off = OFF(access_log),
+     .noun = "the access log (use \"off\" to disable it)",
+     .path = true},
+
+    {.key = "max-body",
+     .arg = "BYTES",
+     .section = S_LIMITS,
+     .help = "largest request body, k/m/g suffixes allowed; larger gets 413",
+     .type = HP_SET_SIZE,
+     .off = OFF(max_body),
+     .min = 0,
+     .max = (double)(1024 * SIZE_G)},
+    {.key = "max-header",
+     .arg = "BYTES",
+     .section = S_LIMITS,
+     .help = "largest request head; larger gets 431",
+     .type = HP_SET_SIZE,
+     .off = OFF(max_header),
+     .min = (double)SIZE_K,
+     .max = (double)SIZE_M},
+    {.key = "max-fields",
+     .arg = "N",
+     .section = S_LIMITS,
+     .help = "query and form fields per request; more get 413",
+     .type = HP_SET_INT,
+     .off = OFF(max_fields),
+     .min = 1,
+     .max = 1000000},
+    {.key = "timeout",
+     .arg = "SECONDS",
+     .section = S_LIMITS,
+     .help = "idle connection timeout",
+     .type = HP_SET_INT,
+     .off = OFF(timeout),
+     .min = 1,
+     .max = 86400,
+     .unit = "s"},
+    {.key = "header-timeout",
+     .arg = "SECONDS",
+     .section = S_LIMITS,
+     .help = "time allowed for a whole request head; then 408",
+     .type = HP_SET_INT,
+     .off = OFF(header_timeout),
+     .min = 1,
+     .max = 3600,
+     .unit = "s"},
+    {.key = "body-timeout",
+     .arg = "SECONDS",
+     .section = S_LIMITS,
+     .help = "time allowed for a request body, extended by 1 s for every "
+             "body-min-rate bytes received; then 408",
+     .type = HP_SET_INT,
+     .off = OFF(body_timeout),
+     .min = 1,
+     .max = 3600,
+     .unit = "s"},
+    {.key = "body-min-rate",
+     .arg = "BYTES",
+     .section = S_LIMITS,
+     .help = "bytes per second a request body must keep up",
+     .type = HP_SET_INT,
+     .off = OFF(body_min_rate),
+     .min = 0,
+     .max = 1e9,
+     .zero = "off"},
+    {.key = "connection-limit",
+     .arg = "N",
+     .section = S_LIMITS,
+     .help = "simultaneous connections at most",
+     .type = HP_SET_UINT,
+     .off = OFF(conn_limit),
+     .min = 1,
+     .max = 1048576},
+    {.key = "shutdown-timeout",
+     .arg = "SECONDS",
+     .section = S_LIMITS,
+     .help = "wait for in-flight requests at shutdown",
+     .type = HP_SET_INT,
+     .off = OFF(shutdown_timeout),
+     .min = 0,
+     .max = 3600,
+     .unit = "s"},
+
+    {.key = "workers",
+     .arg = "N|auto",
+     .section = S_PROCS,
+     .help = "worker processes under a supervising parent; auto = online "
+             "CPUs",
+     .type = HP_SET_INT,
+     .off = OFF(workers),
+     .min = 0,
+     .max = WORKERS_MAX,
+     .zero = "one process",
+     .auto_value = default_workers,
+     .def = "auto (one per online CPU)",
+     .def_here = true},
+    {.key = "handler-timeout",
+     .arg = "SECONDS",
+     .section = S_PROCS,
+     .help = "a handler running longer gets 504 and its worker is replaced; "
+             "with worker processes only",
+     .type = HP_SET_SECONDS,
+     .off = OFF(handler_timeout),
+     .min = 0.1,
+     .max = 86400,
+     .unit = "s"},
+    {.key = "user",
+     .arg = "USER",
+     .section = S_PROCS,
+     .help = "drop privileges to USER after binding",
+     .type = HP_SET_STRING,
+     .off = OFF(user),
+     .noun = "the user",
+     .def = "none"},
+    {.key = "group",
+     .arg = "GROUP",
+     .section = S_PROCS,
+     .help = "and to GROUP",
+     .type = HP_SET_STRING,
+     .off = OFF(group),
+     .noun = "the group",
+     .def = "USER's group"},
+    {.key = "pid-file",
+     .arg = "PATH",
+     .section = S_PROCS,
+     .help = "write the server's (the parent's) pid here",
+     .type = HP_SET_STRING,
+     .off = OFF(pid_file),
+     .noun = "the pid file",
+     .path = true,
+     .def = "none"},
+    {.key = "error-log",
+     .arg = "PATH",
+     .section = S_PROCS,
+     .help = "server messages to PATH, not standard error; reopened on "
+             "SIGUSR1",
+     .type = HP_SET_STRING,
+     .off = OFF(error_log),
+     .noun = "the error log",
+     .path = true,
+     .def = "- (standard error)"},
+
+    {.key = "db",
+     .arg = "URL|off",
+     .section = S_DB,
+     .help = "the default pool's database: sqlite:PATH, postgresql://... or "
+             "off",
+     .type = HP_SET_DB,
+     .off = OFF(db),
+     .def = "a SQLite file per document root in $XDG_DATA_HOME/hotpub"},
+    {.key = "db-pool-size",
+     .arg = "N|auto",
+     .section = S_DB,
+     .help = "database connections at most; auto = 8 for PostgreSQL, 4 for "
+             "SQLite",
+     .type = HP_SET_INT,
+     .off = OFF(db_pool_size),
+     .min = 1,
+     .max = 1024,
+     .auto_value = auto_pool_size},
+    {.key = "db-acquire-timeout",
+     .arg = "MS",
+     .section = S_DB,
+     .help = "wait this long for a free connection, then answer 503",
+     .type = HP_SET_INT,
+     .off = OFF(db_acquire_timeout),
+     .min = 0,
+     .max = 600000,
+     .unit = "ms",
+     .zero = "do not wait"},
+    {.key = "db-max-lifetime",
+     .arg = "SECONDS",
+     .section = S_DB,
+     .help = "replace a connection this old",
+     .type = HP_SET_INT,
+     .off = OFF(db_max_lifetime),
+     .min = 0,
+     .max = 31536000,
+     .unit = "s",
+     .zero = "never"},
+    {.key = "db-statement-cache",
+     .arg = "N",
+     .section = S_DB,
+     .help = "prepared statements kept per connection",
+     .type = HP_SET_INT,
+     .off = OFF(db_statement_cache),
+     .min = 0,
+     .max = 10000,
+     .zero = "off"},
+};
+const size_t hp_settings_count = sizeof hp_settings / sizeof *hp_settings;
+
+const struct hp_setting *hp_setting_find(const char *key)
+{
+    char norm[32];
+
+    if (!key || !norm_key(key, norm, sizeof norm))
+        return NULL;
+    for (size_t i = 0; i < hp_settings_count; i++)
+        if (strcmp(norm, hp_settings[i].key) == 0)
+            return &hp_settings[i];
+    return NULL;
+}
+
+/* ---- text for --help and the docs -----------------------------------------
+ */
+
+/* min-max in the setting's own notation: "1K-1M", "0.01-86400". */
+static void fmt_span(const struct hp_setting *s, const char *dash, char *buf,
+                     size_t len)
 {
     char lo[32], hi[32];
+
+    if (s->type == HP_SET_SIZE) {
+        fmt_size(lo, sizeof lo, (unsigned long long)s->min);
+        fmt_size(hi, sizeof hi, (unsigned long long)s->max);
+    } else {
+        snprintf(lo, sizeof lo, "%.10g", s->min);
+        snprintf(hi, sizeof hi, "%.10g", s->max);
+    }
+    snprintf(buf, len, "%s%s%s", lo, dash, hi);
+}
+
+void hp_setting_range_text(const struct hp_setting *s, const char *dash,
+                           char *buf, size_t len)
+{
+    char span[80], zero[48] = "";
+
+    switch (s->type) {
+    case HP_SET_INT:
+    case HP_SET_UINT:
+    case HP_SET_SIZE:
+        fmt_span(s, dash, span, sizeof span);
+        if (s->zero && s->min == 0)
+            snprintf(zero, sizeof zero, " (0 = %s)", s->zero);
+        snprintf(buf, len, "%s%s%s%s%s", span, s->unit ? " " : "",
+                 s->unit ? s->unit : "", s->auto_value ? " or auto" : "", zero);
+        return;
+    case HP_SET_SECONDS:
+        fmt_span(s, dash, span, sizeof span);
+        snprintf(buf, len, "0 (off) or %s %s", span, s->unit ? s->unit : "s");
+        return;
+    case HP_SET_BOOL:
+        snprintf(buf, len, "true or false");
+        return;
+    case HP_SET_TRISTATE:
+        snprintf(buf, len, "true, false or auto");
+        return;
+    default:
+        if (len)
+            buf[0] = '\0';
+    }
+}
+
+void hp_setting_value_text(const struct hp_setting *s,
+                           const struct hp_config *c, char *buf, size_t len)
+{
+    const char *field = (const char *)c + s->off;
+    int i;
+
+    switch (s->type) {
+    case HP_SET_INT:
+        memcpy(&i, field, sizeof i);
+        if (s->auto_value == auto_pool_size && i == 0)
+            snprintf(buf, len, "auto");
+        else
+            snprintf(buf, len, "%d", i);
+        return;
+    case HP_SET_UINT: {
+        unsigned u;
+        memcpy(&u, field, sizeof u);
+        snprintf(buf, len, "%u", u);
+        return;
+    }
+    case HP_SET_SIZE: {
+        size_t z;
+        memcpy(&z, field, sizeof z);
+        fmt_size(buf, len, z);
+        return;
+    }
+    case HP_SET_SECONDS: {
+        double d;
+        memcpy(&d, field, sizeof d);
+        snprintf(buf, len, "%g", d);
+        return;
+    }
+    case HP_SET_BOOL:
+    case HP_SET_TRISTATE:
+        memcpy(&i, field, sizeof i);
+        snprintf(buf, len, "%s", i < 0 ? "auto" : i ? "true" : "false");
+        return;
+    default: {
+        const char *str;
+        memcpy(&str, field, sizeof str);
+        snprintf(buf, len, "%s", str ? str : "none");
+    }
+    }
+}
+
+/* ---- setting values ---------------------------------------------------------
+ */
+
+static int set_string(struct hp_config *c, const struct hp_setting *s,
+                      const char *value, char *err, size_t errlen)
+{
+    char **slot = (char **)((char *)c + s->off);
+
+    if (s->check && s->check(value, err, errlen) < 0)
+        return -1;
+    if (!value[0] && !s->empty_ok) {
+        set_err(err, errlen, "%s must not be empty", s->noun);
+        return -1;
+    }
+    replace_str(slot, value[0] || !s->empty_null ? value : NULL);
+    return 0;
+}
+
+static int set_number(struct hp_config *c, const struct hp_setting *s,
+                      const char *value, char *err, size_t errlen)
+{
+    void *slot = (char *)c + s->off;
+    char zero[48] = "";
+    long v;
+
+    if (s->auto_value && strcasecmp(value, "auto") == 0) {
+        *(int *)slot = s->auto_value();
+        return 0;
+    }
+    if (!parse_int(value, (long)s->min, (long)s->max, &v)) {
+        if (s->zero && s->min == 0)
+            snprintf(zero, sizeof zero, " (%s)", s->zero);
+        set_err(err, errlen,
+                "expected a whole number from %ld%s to %ld%s, got \"%s\"",
+                (long)s->min, zero, (long)s->max,
+                s->auto_value ? " or \"auto\"" : "", value);
+        return -1;
+    }
+    if (s->type == HP_SET_UINT)
+        *(unsigned *)slot = (unsigned)v;
+    else
+        *(int *)slot = (int)v;
+    return 0;
+}
+
+static int set_size(struct hp_config *c, const struct hp_setting *s,
+                    const char *value, char *err, size_t errlen)
+{
+    size_t *slot = (size_t *)(void *)((char *)c + s->off);
+    unsigned long long min = (unsigned long long)s->min;
+    unsigned long long max = (unsigned long long)s->max;
+    char lo[32], hi[32];
+
     if (!parse_size(value, min, max, slot)) {
         fmt_size(lo, sizeof lo, min);
         fmt_size(hi, sizeof hi, max);
@@ -531,6 +902,50 @@ static int set_size(size_t *slot, const char *value, unsigned long long min,
                 lo, hi, value);
         return -1;
     }
+    return 0;
+}
+
+static int set_seconds(struct hp_config *c, const struct hp_setting *s,
+                       const char *value, char *err, size_t errlen)
+{
+    double *slot = (double *)(void *)((char *)c + s->off);
+
+    if (!parse_seconds(value, s->min, s->max, slot)) {
+        set_err(err, errlen,
+                "expected 0 (off) or seconds from %g to %g, e.g. 30 or "
+                "0.5, got \"%s\"",
+                s->min, s->max, value);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_bool(struct hp_config *c, const struct hp_setting *s,
+                    const char *value, char *err, size_t errlen)
+{
+    int *slot = (int *)(void *)((char *)c + s->off), on;
+
+    if (!parse_bool_auto(value, &on) ||
+        (on < 0 && s->type != HP_SET_TRISTATE)) {
+        set_err(err, errlen,
+                s->type == HP_SET_TRISTATE
+                    ? "expected true, false or auto, got \"%s\""
+                    : "expected true or false, got \"%s\"",
+                value);
+        return -1;
+    }
+    *slot = on;
+    return 0;
+}
+
+static int set_listen(struct hp_config *c, const char *value, char *err,
+                      size_t errlen)
+{
+    char canon[INET6_ADDRSTRLEN + 16];
+
+    if (parse_listen(value, canon, sizeof canon, err, errlen) < 0)
+        return -1;
+    replace_str(&c->listen, canon);
     return 0;
 }
 
@@ -554,32 +969,12 @@ static int set_db(struct hp_config *c, const char *value, char *err,
     return 0;
 }
 
-static int set_pool_size(struct hp_config *c, const char *value, char *err,
-                         size_t errlen)
-{
-    long v;
-    if (strcasecmp(value, "auto") == 0) {
-        c->db_pool_size = 0;
-        return 0;
-    }
-    if (!parse_int(value, 1, DB_POOL_MAX, &v)) {
-        set_err(err, errlen,
-                "expected a whole number from 1 to %d or \"auto\", got "
-                "\"%s\"",
-                DB_POOL_MAX, value);
-        return -1;
-    }
-    c->db_pool_size = (int)v;
-    return 0;
-}
-
 int hp_config_set(struct hp_config *c, const char *key, const char *value,
                   char *err, size_t errlen)
 {
-    int k = key ? key_lookup(key) : -1;
-    long v;
+    const struct hp_setting *s = hp_setting_find(key);
 
-    if (k < 0) {
+    if (!s) {
         set_err(err, errlen, "unknown setting \"%s\"", key ? key : "(null)");
         return -1;
     }
@@ -587,156 +982,27 @@ int hp_config_set(struct hp_config *c, const char *key, const char *value,
         set_err(err, errlen, "a value is required");
         return -1;
     }
-
-    switch ((enum key)k) {
-    case K_DOCROOT:
-        return set_nonempty(&c->docroot, value, "the document root", err,
-                            errlen);
-    case K_LISTEN: {
-        char canon[INET6_ADDRSTRLEN + 16];
-        if (parse_listen(value, canon, sizeof canon, err, errlen) < 0)
-            return -1;
-        replace_str(&c->listen, canon);
-        return 0;
-    }
-    case K_THREADS:
-        if (strcasecmp(value, "auto") == 0) {
-            c->threads = default_threads();
-            return 0;
-        }
-        if (!parse_int(value, THREADS_MIN, THREADS_MAX, &v)) {
-            set_err(err, errlen,
-                    "expected a whole number from %d to %d or \"auto\", got "
-                    "\"%s\"",
-                    THREADS_MIN, THREADS_MAX, value);
-            return -1;
-        }
-        c->threads = (int)v;
-        return 0;
-    case K_DEV:
-        if (!parse_bool_auto(value, &c->dev)) {
-            set_err(err, errlen, "expected true, false or auto, got \"%s\"",
-                    value);
-            return -1;
-        }
-        return 0;
-    case K_CACHE_DIR:
-        return set_nonempty(&c->cache_dir, value, "the cache directory", err,
-                            errlen);
-    case K_CC:
-        if (value[strcspn(value, " \t\n")]) {
-            set_err(err, errlen,
-                    "expected one program name or path, got \"%s\" (put "
-                    "compiler flags in cflags)",
-                    value);
-            return -1;
-        }
-        return set_nonempty(&c->cc, value, "the compiler", err, errlen);
-    case K_CFLAGS:
-        replace_str(&c->cflags, value); /* empty: no extra flags */
-        return 0;
-    case K_INCLUDE_DIR:
-        replace_str(&c->include_dir,
-                    value[0] ? value : NULL); /* "": built-in */
-        return 0;
-    case K_REVALIDATE:
-        if (!parse_seconds(value, REVALIDATE_MIN, REVALIDATE_MAX,
-                           &c->revalidate)) {
-            set_err(err, errlen,
-                    "expected 0 (off) or seconds from %g to %g, e.g. 2 or "
-                    "0.5, got \"%s\"",
-                    REVALIDATE_MIN, REVALIDATE_MAX, value);
-            return -1;
-        }
-        return 0;
-    case K_SETTLE_MS:
-        return set_int(&c->settle_ms, value, 0, SETTLE_MS_MAX, err, errlen);
-    case K_INLINE: {
-        int on;
-        if (!parse_bool_auto(value, &on) || on < 0) {
-            set_err(err, errlen, "expected true or false, got \"%s\"", value);
-            return -1;
-        }
-        c->inline_pages = on;
-        return 0;
-    }
-    case K_ACCESS_LOG:
-        return set_nonempty(&c->access_log, value,
-                            "the access log (use \"off\" to disable it)", err,
-                            errlen);
-    case K_MAX_BODY:
-        return set_size(&c->max_body, value, 0, MAX_BODY_MAX, err, errlen);
-    case K_MAX_HEADER:
-        return set_size(&c->max_header, value, MAX_HEADER_MIN, MAX_HEADER_MAX,
-                        err, errlen);
-    case K_TIMEOUT:
-        return set_int(&c->timeout, value, TIMEOUT_MIN, TIMEOUT_MAX, err,
-                       errlen);
-    case K_SHUTDOWN_TIMEOUT:
-        return set_int(&c->shutdown_timeout, value, 0, SHUTDOWN_TIMEOUT_MAX,
-                       err, errlen);
-    case K_CONN_LIMIT:
-        if (!parse_int(value, CONN_LIMIT_MIN, CONN_LIMIT_MAX, &v)) {
-            set_err(err, errlen,
-                    "expected a whole number from %d to %d, got \"%s\"",
-                    CONN_LIMIT_MIN, CONN_LIMIT_MAX, value);
-            return -1;
-        }
-        c->conn_limit = (unsigned)v;
-        return 0;
-    case K_DB:
+    switch (s->type) {
+    case HP_SET_STRING:
+        return set_string(c, s, value, err, errlen);
+    case HP_SET_BOOL:
+    case HP_SET_TRISTATE:
+        return set_bool(c, s, value, err, errlen);
+    case HP_SET_INT:
+    case HP_SET_UINT:
+        return set_number(c, s, value, err, errlen);
+    case HP_SET_SIZE:
+        return set_size(c, s, value, err, errlen);
+    case HP_SET_SECONDS:
+        return set_seconds(c, s, value, err, errlen);
+    case HP_SET_LISTEN:
+        return set_listen(c, value, err, errlen);
+    case HP_SET_DB:
         return set_db(c, value, err, errlen);
-    case K_DB_POOL_SIZE:
-        return set_pool_size(c, value, err, errlen);
-    case K_DB_ACQUIRE_TIMEOUT:
-        return set_int(&c->db_acquire_timeout, value, 0, DB_ACQUIRE_MAX, err,
-                       errlen);
-    case K_DB_MAX_LIFETIME:
-        return set_int(&c->db_max_lifetime, value, 0, DB_LIFETIME_MAX, err,
-                       errlen);
-    case K_DB_STATEMENT_CACHE:
-        return set_int(&c->db_statement_cache, value, 0, DB_STMT_CACHE_MAX,
-                       err, errlen);
-    case K_WORKERS:
-        if (strcasecmp(value, "auto") == 0) {
-            c->workers = default_workers();
-            return 0;
-        }
-        if (!parse_int(value, 0, WORKERS_MAX, &v)) {
-            set_err(err, errlen,
-                    "expected a whole number from 0 (one process) to %d or "
-                    "\"auto\", got \"%s\"",
-                    WORKERS_MAX, value);
-            return -1;
-        }
-        c->workers = (int)v;
-        return 0;
-    case K_HANDLER_TIMEOUT:
-        if (!parse_seconds(value, HANDLER_TIMEOUT_MIN, HANDLER_TIMEOUT_MAX,
-                           &c->handler_timeout)) {
-            set_err(err, errlen,
-                    "expected 0 (off) or seconds from %g to %g, e.g. 30 or "
-                    "2.5, got \"%s\"",
-                    HANDLER_TIMEOUT_MIN, HANDLER_TIMEOUT_MAX, value);
-            return -1;
-        }
-        return 0;
-    case K_USER:
-        return set_nonempty(&c->user, value, "the user", err, errlen);
-    case K_GROUP:
-        return set_nonempty(&c->group, value, "the group", err, errlen);
-    case K_PID_FILE:
-        return set_nonempty(&c->pid_file, value, "the pid file", err, errlen);
-    case K_ERROR_LOG:
-        return set_nonempty(&c->error_log, value, "the error log", err,
-                            errlen);
-    case K_COUNT:
-        break;
     }
     set_err(err, errlen, "unknown setting \"%s\"", key);
     return -1;
 }
-
 /* ---- the INI file -------------------------------------------------------- */
 
 struct load_ctx {
@@ -857,8 +1123,8 @@ static int load_handler(void *user, const char *section, const char *name,
 {
     struct load_ctx *x = user;
     char msg[512], *val, *joined = NULL;
+    const struct hp_setting *k;
     size_t n;
-    int k;
 
     if (x->err_line)
         return 0;
@@ -870,13 +1136,13 @@ static int load_handler(void *user, const char *section, const char *name,
     /* check_section already rejected anything but [server]. */
     (void)section;
 
-    k = key_lookup(name);
-    if (k < 0) {
+    k = hp_setting_find(name);
+    if (!k) {
         load_fail(x, "unknown setting \"%s\"", name);
         return 0;
     }
     if (!value) {
-        load_fail(x, "%s: a value is required", key_names[k]);
+        load_fail(x, "%s: a value is required", k->key);
         return 0;
     }
 
@@ -886,7 +1152,7 @@ static int load_handler(void *user, const char *section, const char *name,
         load_fail(x,
                   "%s: '#' starts a comment only at the start of a line; "
                   "use ';' for a comment after a value",
-                  key_names[k]);
+                  k->key);
         return 0;
     }
 
@@ -904,7 +1170,7 @@ static int load_handler(void *user, const char *section, const char *name,
     }
 
     /* Paths in a file are relative to the file's directory. */
-    if (k == K_DB && x->dir && sqlite_relative(val)) {
+    if (k->type == HP_SET_DB && x->dir && sqlite_relative(val)) {
         joined = malloc(strlen(x->dir) + strlen(val) + 2);
         if (!joined) {
             free(val);
@@ -913,9 +1179,9 @@ static int load_handler(void *user, const char *section, const char *name,
         }
         sprintf(joined, "sqlite:%s%s%s", x->dir,
                 x->dir[strlen(x->dir) - 1] == '/' ? "" : "/", val + 7);
-    } else if (is_path_key(k) && x->dir && val[0] && val[0] != '/' &&
-        !(k == K_ACCESS_LOG &&
-          (strcmp(val, "-") == 0 || strcasecmp(val, "off") == 0))) {
+    } else if (k->path && x->dir && val[0] && val[0] != '/' &&
+               !(strcmp(k->key, "access-log") == 0 &&
+                 (strcmp(val, "-") == 0 || strcasecmp(val, "off") == 0))) {
         size_t dl = strlen(x->dir);
         joined = malloc(dl + strlen(val) + 2);
         if (!joined) {
@@ -927,9 +1193,9 @@ static int load_handler(void *user, const char *section, const char *name,
                 val);
     }
 
-    if (hp_config_set(x->cfg, key_names[k], joined ? joined : val, msg,
-                      sizeof msg) < 0)
-        load_fail(x, "%s: %s", key_names[k], msg);
+    if (hp_config_set(x->cfg, k->key, joined ? joined : val, msg, sizeof msg) <
+        0)
+        load_fail(x, "%s: %s", k->key, msg);
     free(joined);
     free(val);
     return !x->err_line;

@@ -1,8 +1,8 @@
 /*
  * hp.h - declarations shared by the server's subsystems (not for pages).
  *
- * Each file in src/ owns one subsystem and says at its top what it owns and what
- * it may not touch. This header is the contract between them.
+ * Each file in src/ owns one subsystem and says at its top what it owns and
+ * what it may not touch. This header is the contract between them.
  */
 #ifndef HP_INTERNAL_H
 #define HP_INTERNAL_H
@@ -31,27 +31,27 @@
 /* ---- configuration (config.c) ------------------------------------------ */
 
 struct hp_config {
-    char *docroot;       /* as given on the command line / config file      */
-    char *listen;        /* "ADDR:PORT"                                     */
-    int threads;         /* handler threads                                 */
-    int dev;             /* 1 dev, 0 production, -1 auto (dev on loopback)  */
-    char *cache_dir;     /* compile cache                                   */
-    char *cc;            /* page compiler                                   */
-    char *cflags;        /* extra flags for the page compiler               */
-    char *include_dir;   /* where hotpub.h lives                            */
-    double revalidate;   /* stat fallback period in seconds, 0 = off        */
-    int settle_ms;       /* quiet time after the last fs event              */
-    int inline_pages;    /* promote proven-fast pages to the event loops    */
-    char *access_log;    /* path, "-" for stdout, "off"                     */
-    size_t max_body;     /* bytes; larger bodies get 413                    */
-    size_t max_header;   /* bytes; larger request heads get 431             */
-    int timeout;         /* idle connection timeout, seconds                */
+    char *docroot;        /* as given on the command line / config file      */
+    char *listen;         /* "ADDR:PORT"                                     */
+    int threads;          /* handler threads                                 */
+    int dev;              /* 1 dev, 0 production, -1 auto (dev on loopback)  */
+    char *cache_dir;      /* compile cache                                   */
+    char *cc;             /* page compiler                                   */
+    char *cflags;         /* extra flags for the page compiler               */
+    char *include_dir;    /* where hotpub.h lives                            */
+    double revalidate;    /* stat fallback period in seconds, 0 = off        */
+    int settle_ms;        /* quiet time after the last fs event              */
+    int inline_pages;     /* promote proven-fast pages to the event loops    */
+    char *access_log;     /* path, "-" for stdout, "off"                     */
+    size_t max_body;      /* bytes; larger bodies get 413                    */
+    size_t max_header;    /* bytes; larger request heads get 431             */
+    int timeout;          /* idle connection timeout, seconds                */
     int shutdown_timeout; /* bounded wait for in-flight requests, seconds   */
-    unsigned conn_limit; /* max simultaneous connections                    */
-    int max_fields;      /* query + form fields per request; more get 413    */
-    int header_timeout;  /* seconds for a whole request head; then 408       */
-    int body_timeout;    /* seconds for a body, plus 1 s per body_min_rate B */
-    int body_min_rate;   /* bytes per second a body must keep up             */
+    unsigned conn_limit;  /* max simultaneous connections                    */
+    int max_fields;       /* query + form fields per request; more get 413    */
+    int header_timeout;   /* seconds for a whole request head; then 408       */
+    int body_timeout;     /* seconds for a body, plus 1 s per body_min_rate B */
+    int body_min_rate;    /* bytes per second a body must keep up             */
     /* processes (master.c, docs/operations.md) */
     int workers;            /* worker processes; 0 = single process          */
     double handler_timeout; /* seconds a handler may run; 0 = no limit       */
@@ -75,6 +75,64 @@ int hp_config_set(struct hp_config *c, const char *key, const char *value,
                   char *err, size_t errlen);
 void hp_config_free(struct hp_config *c);
 
+/*
+ * The settings table: one row per setting, the single place its key, type,
+ * range, default and help live. hp_config_set and the INI loader parse by
+ * it; main.c builds its flags, --help and `hotpub config-reference` (the
+ * table in docs/configuration.md) from it. Adding a setting is a field in
+ * struct hp_config, its default in hp_config_defaults and one row here.
+ */
+enum hp_setting_type {
+    HP_SET_STRING,   /* char *; empty refused unless .empty_ok            */
+    HP_SET_BOOL,     /* int 0/1 (true/false/yes/no/on/off/1/0)            */
+    HP_SET_TRISTATE, /* int 0/1, or -1 for "auto"                        */
+    HP_SET_INT,      /* int in [min, max]; "auto" too when .auto_value    */
+    HP_SET_UINT,     /* unsigned in [min, max]                            */
+    HP_SET_SIZE,     /* size_t bytes in [min, max], k/m/g = powers of 1024 */
+    HP_SET_SECONDS,  /* double: 0 or "off", else seconds in [min, max]    */
+    HP_SET_LISTEN,   /* char *, normalized "A.B.C.D:PORT" / "[V6]:PORT"   */
+    HP_SET_DB,       /* char *: sqlite:PATH, postgres(ql)://..., off      */
+};
+enum hp_flag_kind {
+    HP_FLAG_VALUE,  /* --KEY VALUE                                       */
+    HP_FLAG_SWITCH, /* --KEY sets true, --no-KEY false                   */
+    HP_FLAG_NONE,   /* config key only (docroot: the DOCROOT argument)   */
+};
+struct hp_setting {
+    const char *key;     /* config key and long flag name: "max-body"    */
+    const char *arg;     /* the flag's argument in help: "BYTES"         */
+    const char *section; /* heading it is listed under                   */
+    const char *help;    /* plain text, no trailing period               */
+    enum hp_setting_type type;
+    enum hp_flag_kind flag;
+    size_t off;              /* offsetof(struct hp_config, the field)         */
+    double min, max;         /* numeric types                                */
+    const char *unit;        /* "s", "ms" or NULL, after the range            */
+    const char *zero;        /* what 0 means ("off", "one process") or NULL  */
+    int (*auto_value)(void); /* HP_SET_INT: "auto" gives this            */
+    const char *noun;        /* HP_SET_STRING: "the pid file", for errors    */
+    bool empty_ok;           /* HP_SET_STRING: "" allowed (NULL if .null)    */
+    bool empty_null;         /* HP_SET_STRING: "" means NULL (the default)   */
+    bool path;               /* relative in a config file = to its directory */
+    const char *def;         /* the default as documented, when it depends on
+                                the machine or NULL means something; else the
+                                docs show hp_config_defaults' value          */
+    bool def_here;           /* --help also shows this machine's value        */
+    /* extra check of the value, or NULL (cc: one word) */
+    int (*check)(const char *value, char *err, size_t errlen);
+};
+extern const struct hp_setting hp_settings[];
+extern const size_t hp_settings_count;
+/* By key, with '_' = '-' and any case ("max_body", "Max-Body"); or NULL. */
+const struct hp_setting *hp_setting_find(const char *key);
+/* c's value of s as text ("8M", "30", "auto", "none"), into buf. */
+void hp_setting_value_text(const struct hp_setting *s,
+                           const struct hp_config *c, char *buf, size_t len);
+/* The accepted values ("1-1024 or auto", "0 (off) or 0.01-86400 s") with
+ * dash between numbers, into buf; "" for settings without a range. */
+void hp_setting_range_text(const struct hp_setting *s, const char *dash,
+                           char *buf, size_t len);
+
 /* ---- utilities (util.c) -------------------------------------------------- */
 
 void hp_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -97,8 +155,8 @@ int hp_buf_puts(struct hp_buf *b, const char *s);
 int hp_buf_printf(struct hp_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int hp_buf_vprintf(struct hp_buf *b, const char *fmt, va_list ap);
-int hp_buf_html(struct hp_buf *b, const char *s);  /* HTML-escaped */
-int hp_buf_json(struct hp_buf *b, const char *s);  /* quoted JSON string */
+int hp_buf_html(struct hp_buf *b, const char *s); /* HTML-escaped */
+int hp_buf_json(struct hp_buf *b, const char *s); /* quoted JSON string */
 void hp_buf_free(struct hp_buf *b);
 
 /* 128-bit non-cryptographic hash, as 32 hex chars. */
@@ -111,7 +169,7 @@ void hp_hash_hex(const struct hp_hash *h, char out[33]);
 /* Hash a file's content into h. Returns 0, or -1 (errno set). */
 int hp_hash_file(struct hp_hash *h, const char *path);
 
-double hp_now(void);  /* CLOCK_MONOTONIC seconds */
+double hp_now(void); /* CLOCK_MONOTONIC seconds */
 
 /* What identifies one state of a file: a change of any field is a change. */
 struct hp_fid {
@@ -130,16 +188,16 @@ int hp_mkdirs(const char *path, mode_t mode);
 /* ---- compiling pages (compile.c) --------------------------------------- */
 
 struct hp_dep {
-    char *path;          /* absolute, inside the document root */
-    struct hp_fid fid;   /* as seen just before compiling      */
+    char *path;        /* absolute, inside the document root */
+    struct hp_fid fid; /* as seen just before compiling      */
 };
 
 struct hp_artifact {
-    char *so_path;       /* shared object in the compile cache              */
+    char *so_path;         /* shared object in the compile cache              */
     struct hp_fid src_fid; /* the source as it was read (stable across it) */
-    struct hp_dep *deps; /* headers from inside the document root           */
+    struct hp_dep *deps;   /* headers from inside the document root           */
     size_t ndeps;
-    bool cache_hit;      /* true when no compiler ran                        */
+    bool cache_hit; /* true when no compiler ran                        */
 };
 
 struct hp_compiler;
@@ -182,9 +240,9 @@ enum hp_hook { HP_PREPARE, HP_COMMIT, HP_ROLLBACK, HP_RELEASE, HP_NHOOKS };
 
 /* One loaded, immutable version of a module. Requests pin it. */
 struct hp_version {
-    atomic_long refs;      /* +1 while current, +1 per pinning request */
+    atomic_long refs; /* +1 while current, +1 per pinning request */
     uint64_t id;
-    const char *path;      /* the module's source (owned by its entry) */
+    const char *path; /* the module's source (owned by its entry) */
     hp_entry *entry;
     void *dl;              /* dlopen handle                            */
     char *so_path;         /* private copy that was dlopen'ed          */
@@ -193,9 +251,9 @@ struct hp_version {
     size_t ndeps;
     double loaded_at;
     hp_module mod;
-    void *state;           /* what init returned                       */
-    bool initialised;      /* init ran and succeeded: fini is due      */
-    bool handed_over;      /* the successor adopted state whole        */
+    void *state;      /* what init returned                       */
+    bool initialised; /* init ran and succeeded: fini is due      */
+    bool handed_over; /* the successor adopted state whole        */
     hp_fini_fn fini;
     hp_handler_fn hooks[HP_NHOOKS];
     hp_version *next_retired;
@@ -203,7 +261,7 @@ struct hp_version {
         atomic_int state; /* 0 free, 1 being filled, 2 ready */
         hp_handler_fn fn; /* NULL: the module has no such handler */
         char name[48];
-    } handlers[8];          /* memo of handler lookups (hp_version_handler) */
+    } handlers[8]; /* memo of handler lookups (hp_version_handler) */
     /* how the server runs this version (server.c) */
     atomic_uint fast_runs;  /* runs that finished under the slow mark  */
     atomic_uint slow_runs;  /* recent ones that did not                 */
@@ -240,9 +298,9 @@ void hp_cache_free(hp_cache *c);
 void hp_cache_set_batched(hp_cache *c, bool on);
 
 enum hp_acquire {
-    HP_ACQ_OK,    /* pinned; an error to show may still be attached */
-    HP_ACQ_ERROR, /* no version; the diagnostic is attached         */
-    HP_ACQ_GONE,  /* the file no longer exists                      */
+    HP_ACQ_OK,         /* pinned; an error to show may still be attached */
+    HP_ACQ_ERROR,      /* no version; the diagnostic is attached         */
+    HP_ACQ_GONE,       /* the file no longer exists                      */
     HP_ACQ_WOULDBLOCK, /* not pinned: a build or a batch is pending    */
 };
 /*
@@ -250,8 +308,8 @@ enum hp_acquire {
  * or reloading it first if it is new or out of date. *err receives a
  * malloc'd copy of the entry's last error (or NULL); the caller frees it.
  */
-enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path,
-                                 hp_version **v, char **err);
+enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path, hp_version **v,
+                                 char **err);
 
 /* A page and its application chain, pinned as one consistent set: no
  * batch is published between the first pin and the last. */
@@ -259,8 +317,8 @@ struct hp_pinset {
     size_t napps;
     hp_version *apps[HP_MAX_APPS]; /* outermost first                    */
     hp_version *page;
-    char *err;                     /* first error on the chain (malloc'd) */
-    const char *err_path;          /* the module it belongs to            */
+    char *err;            /* first error on the chain (malloc'd) */
+    const char *err_path; /* the module it belongs to            */
 };
 enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
                                   struct hp_pinset *ps, bool may_block);
@@ -294,8 +352,8 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *out);
 
 enum hp_target_kind {
     HP_T_NOTFOUND = 0,
-    HP_T_PAGE,       /* path = page source (.c or .so), handler = name    */
-    HP_T_STATIC,     /* path = the file                                   */
+    HP_T_PAGE,   /* path = page source (.c or .so), handler = name    */
+    HP_T_STATIC, /* path = the file                                   */
 };
 
 struct hp_target {

@@ -1,16 +1,21 @@
 /*
- * main.c - the command line: `hotpub serve|check [options] [DOCROOT]`.
+ * main.c - the command line: `hotpub serve|check [options] [DOCROOT]` and
+ * `hotpub config-reference`.
  *
- * Owns: argv parsing, --help and --version, the order in which settings are
- * applied (defaults, then the --config file, then flags, then the DOCROOT
- * argument), and the exit status of usage errors (2).
+ * Owns: argv parsing, --help and --version, the settings reference in
+ * Markdown (docs/configuration.md's table, `make docs`), the order in which
+ * settings are applied (defaults, then the --config file, then flags, then
+ * the DOCROOT argument), and the exit status of usage errors (2).
  * May not touch: the meaning or validation of any setting (every flag goes
  * through hp_config_set, exactly like a config-file key), or anything the
- * server does once hp_serve / hp_check is called.
+ * server does once hp_serve / hp_check is called. The flags, the help and
+ * the reference are all built from config.c's table, hp_settings: nothing
+ * here names a setting but docroot and dev's --no-dev spelling.
  */
 #include "hp.h"
 #include "procs.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,120 +23,110 @@
 
 #define EXIT_USAGE 2
 
-enum {
-    O_HELP = 'h',
-    O_CONFIG = 256,
-    O_VERSION,
-    O_LISTEN,
-    O_THREADS,
-    O_DEV,
-    O_NO_DEV,
-    O_CACHE_DIR,
-    O_CC,
-    O_CFLAGS,
-    O_INCLUDE_DIR,
-    O_REVALIDATE,
-    O_SETTLE_MS,
-    O_INLINE,
-    O_ACCESS_LOG,
-    O_MAX_BODY,
-    O_MAX_HEADER,
-    O_TIMEOUT,
-    O_SHUTDOWN_TIMEOUT,
-    O_CONN_LIMIT,
-    O_WORKERS,
-    O_HANDLER_TIMEOUT,
-    O_USER,
-    O_GROUP,
-    O_PID_FILE,
-    O_ERROR_LOG,
-    O_DB,
-    O_DB_POOL_SIZE,
-    O_DB_ACQUIRE_TIMEOUT,
-    O_DB_MAX_LIFETIME,
-    O_DB_STATEMENT_CACHE,
-};
+/* getopt values: setting i is O_SETTING + 2i (--KEY), and + 2i + 1 for a
+ * switch's --no-KEY. */
+enum { O_HELP = 'h', O_CONFIG = 256, O_VERSION, O_SETTING };
 
-/* A setting flag's name is its config key (--no-dev sets "dev"). */
-static const struct option long_opts[] = {
-    {"help", no_argument, NULL, O_HELP},
-    {"version", no_argument, NULL, O_VERSION},
-    {"config", required_argument, NULL, O_CONFIG},
-    {"listen", required_argument, NULL, O_LISTEN},
-    {"threads", required_argument, NULL, O_THREADS},
-    {"dev", no_argument, NULL, O_DEV},
-    {"no-dev", no_argument, NULL, O_NO_DEV},
-    {"cache-dir", required_argument, NULL, O_CACHE_DIR},
-    {"cc", required_argument, NULL, O_CC},
-    {"cflags", required_argument, NULL, O_CFLAGS},
-    {"include-dir", required_argument, NULL, O_INCLUDE_DIR},
-    {"revalidate", required_argument, NULL, O_REVALIDATE},
-    {"settle-ms", required_argument, NULL, O_SETTLE_MS},
-    {"inline", required_argument, NULL, O_INLINE},
-    {"access-log", required_argument, NULL, O_ACCESS_LOG},
-    {"max-body", required_argument, NULL, O_MAX_BODY},
-    {"max-header", required_argument, NULL, O_MAX_HEADER},
-    {"timeout", required_argument, NULL, O_TIMEOUT},
-    {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN_TIMEOUT},
-    {"connection-limit", required_argument, NULL, O_CONN_LIMIT},
-    {"workers", required_argument, NULL, O_WORKERS},
-    {"handler-timeout", required_argument, NULL, O_HANDLER_TIMEOUT},
-    {"user", required_argument, NULL, O_USER},
-    {"group", required_argument, NULL, O_GROUP},
-    {"pid-file", required_argument, NULL, O_PID_FILE},
-    {"error-log", required_argument, NULL, O_ERROR_LOG},
-    {"db", required_argument, NULL, O_DB},
-    {"db-pool-size", required_argument, NULL, O_DB_POOL_SIZE},
-    {"db-acquire-timeout", required_argument, NULL, O_DB_ACQUIRE_TIMEOUT},
-    {"db-max-lifetime", required_argument, NULL, O_DB_MAX_LIFETIME},
-    {"db-statement-cache", required_argument, NULL, O_DB_STATEMENT_CACHE},
-    {NULL, 0, NULL, 0},
-};
+static struct option *long_opts;
+static char (*no_names)[48]; /* "no-KEY", one per setting */
 
-static const char *opt_name(int val)
+/* The options: --help, --version, --config, then one per setting (two for
+ * a switch). Returns false when out of memory. */
+static bool build_opts(void)
 {
-    for (const struct option *o = long_opts; o->name; o++)
-        if (o->val == val)
-            return o->name;
-    return NULL;
+    size_t n = 0;
+
+    long_opts = calloc(4 + 2 * hp_settings_count, sizeof *long_opts);
+    no_names = calloc(hp_settings_count, sizeof *no_names);
+    if (!long_opts || !no_names)
+        return false;
+    long_opts[n++] = (struct option){"help", no_argument, NULL, O_HELP};
+    long_opts[n++] = (struct option){"version", no_argument, NULL, O_VERSION};
+    long_opts[n++] =
+        (struct option){"config", required_argument, NULL, O_CONFIG};
+    for (size_t i = 0; i < hp_settings_count; i++) {
+        const struct hp_setting *s = &hp_settings[i];
+        int val = O_SETTING + 2 * (int)i;
+        if (s->flag == HP_FLAG_NONE)
+            continue;
+        if (s->flag == HP_FLAG_VALUE) {
+            long_opts[n++] =
+                (struct option){s->key, required_argument, NULL, val};
+            continue;
+        }
+        snprintf(no_names[i], sizeof no_names[i], "no-%s", s->key);
+        long_opts[n++] = (struct option){s->key, no_argument, NULL, val};
+        long_opts[n++] =
+            (struct option){no_names[i], no_argument, NULL, val + 1};
+    }
+    return true;
 }
 
-/* 8388608 -> "8M", for the help text. */
-static void fmt_bytes(char *buf, size_t len, size_t v)
+/* The default as shown to a person: the table's words where the value
+ * depends on the machine (with this machine's value for --help), else
+ * the value itself. */
+static void default_text(const struct hp_setting *s, const struct hp_config *d,
+                         bool here, char *buf, size_t len)
 {
-    if (v && v % (1u << 20) == 0)
-        snprintf(buf, len, "%zuM", v >> 20);
-    else if (v && v % (1u << 10) == 0)
-        snprintf(buf, len, "%zuK", v >> 10);
+    char v[PATH_MAX];
+
+    hp_setting_value_text(s, d, v, sizeof v);
+    if (!s->def)
+        snprintf(buf, len, "%s", v);
+    else if (here && s->def_here)
+        snprintf(buf, len, "%s; here %s", s->def, v);
     else
-        snprintf(buf, len, "%zu", v);
+        snprintf(buf, len, "%s", s->def);
 }
 
-/* One line of the option list: the option (or "") and its description. */
-static void row(FILE *out, const char *opt, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void row(FILE *out, const char *opt, const char *fmt, ...)
+/* The flag as listed: "--threads N|auto", "--dev, --no-dev". */
+static void flag_text(const struct hp_setting *s, char *buf, size_t len)
 {
-    va_list ap;
-    fprintf(out, "  %-26s  ", opt);
-    va_start(ap, fmt);
-    vfprintf(out, fmt, ap);
-    va_end(ap);
-    fputc('\n', out);
+    if (s->flag == HP_FLAG_SWITCH)
+        snprintf(buf, len, "--%s, --no-%s", s->key, s->key);
+    else if (s->flag == HP_FLAG_NONE)
+        snprintf(buf, len, "DOCROOT argument");
+    else
+        snprintf(buf, len, "--%s %s", s->key, s->arg ? s->arg : "VALUE");
+}
+
+/* One option of --help: the flag in a 28-column gutter, the text wrapped
+ * to 50 columns beside it (a long flag gets a line of its own). */
+static void help_row(FILE *out, const char *opt, const char *text)
+{
+    const int width = 50;
+    const char *p = text;
+    bool first = true;
+
+    if (strlen(opt) > 26) {
+        fprintf(out, "  %s\n", opt);
+        first = false;
+    }
+    while (*p) {
+        int n = (int)strlen(p), cut = n;
+        if (n > width) {
+            for (cut = width; cut > 0 && p[cut] != ' '; cut--)
+                ;
+            if (cut == 0)
+                cut = width;
+        }
+        fprintf(out, "  %-26s  %.*s\n", first ? opt : "", cut, p);
+        first = false;
+        p += cut;
+        while (*p == ' ')
+            p++;
+    }
 }
 
 static void help(FILE *out)
 {
     struct hp_config d;
-    char body[32], head[32];
+    const char *section = NULL;
 
     hp_config_defaults(&d);
-    fmt_bytes(body, sizeof body, d.max_body);
-    fmt_bytes(head, sizeof head, d.max_header);
     fputs("Usage: hotpub serve [OPTIONS] [DOCROOT]\n"
           "       hotpub check [OPTIONS] DOCROOT\n"
-          "       hotpub --help | --version\n"
+          "       hotpub config-reference | --help | --version\n"
           "\n"
           "Commands:\n"
           "  serve  serve the pages under DOCROOT (default: the config "
@@ -139,69 +134,79 @@ static void help(FILE *out)
           "         docroot, else the current directory)\n"
           "  check  compile every page under DOCROOT, print diagnostics, and\n"
           "         exit 0 only if all compiled\n"
+          "  config-reference  print the settings as a Markdown table\n"
           "\n"
           "Options (each is also a key of the config file's [server] "
           "section;\n"
           "the config file is read first and flags override it):\n",
           out);
-    row(out, "--config FILE", "read settings from FILE (default: none)");
-    row(out, "--listen ADDR:PORT", "address to listen on; :PORT = all IPv4,");
-    row(out, "", "[::1]:PORT for IPv6 (default: %s)", d.listen);
-    row(out, "--threads N", "handler threads, 1-1024 or auto");
-    row(out, "", "(default: 2 x CPUs, at least 4; here %d)", d.threads);
-    row(out, "--dev, --no-dev", "development mode on / off (default: on");
-    row(out, "", "when listening on loopback, else off)");
-    row(out, "--cache-dir DIR", "compile cache (default: %s)", d.cache_dir);
-    row(out, "--cc CC", "page compiler (default: %s)", d.cc);
-    row(out, "--cflags FLAGS", "page compiler flags (default: %s)", d.cflags);
-    row(out, "--include-dir DIR", "directory holding hotpub.h (default:");
-    row(out, "", "next to the binary, else built in)");
-    row(out, "--revalidate SECONDS", "also re-check every page this often;");
-    row(out, "", "0 = off (default: 0)");
-    row(out, "--settle-ms MS", "quiet time after a change before");
-    row(out, "", "recompiling (default: %d)", d.settle_ms);
-    row(out, "--inline true|false", "run pages proven fast on the event");
-    row(out, "", "loops; false: always on the worker pool (default: true)");
-    row(out, "--access-log PATH|-|off", "access log; - = stdout (default: %s)",
-        d.access_log);
-    row(out, "--max-body BYTES", "largest request body, k/m/g suffixes");
-    row(out, "", "allowed (default: %s)", body);
-    row(out, "--max-header BYTES", "largest request head (default: %s)", head);
-    row(out, "--timeout SECONDS", "idle connection timeout (default: %d)",
-        d.timeout);
-    row(out, "--shutdown-timeout SECONDS", "wait for in-flight requests on");
-    row(out, "", "shutdown (default: %d)", d.shutdown_timeout);
-    row(out, "--connection-limit N", "most simultaneous connections");
-    row(out, "", "(default: %u)", d.conn_limit);
-    row(out, "--db URL|off", "the default database: sqlite:PATH,");
-    row(out, "", "postgresql://... or off (default: a SQLite");
-    row(out, "", "file per docroot in $XDG_DATA_HOME/hotpub)");
-    row(out, "--db-pool-size N|auto", "database connections at most");
-    row(out, "", "(default: auto = 8 PostgreSQL, 4 SQLite)");
-    row(out, "--db-acquire-timeout MS", "wait this long for a free connection,");
-    row(out, "", "then answer 503 (default: %d)", d.db_acquire_timeout);
-    row(out, "--db-max-lifetime SECONDS", "replace older connections; 0 = never");
-    row(out, "", "(default: %d)", d.db_max_lifetime);
-    row(out, "--db-statement-cache N", "prepared statements kept per");
-    row(out, "", "connection; 0 = off (default: %d)", d.db_statement_cache);
-    row(out, "--workers N|auto", "worker processes under a supervising");
-    row(out, "", "parent, 0-1024 or auto (= online CPUs);");
-    row(out, "", "0 = one process (default: %d)", d.workers);
-    row(out, "--handler-timeout SECONDS", "answer 504 and recycle the worker");
-    row(out, "", "when a handler runs longer; 0 = off");
-    row(out, "", "(default: %g; needs --workers)", d.handler_timeout);
-    row(out, "--user USER", "drop privileges to USER after binding");
-    row(out, "--group GROUP", "and to GROUP (default: USER's group)");
-    row(out, "--pid-file PATH", "write the server's pid here (default: none)");
-    row(out, "--error-log PATH", "server messages to PATH, not standard");
-    row(out, "", "error; reopened on SIGUSR1 (default: -)");
-    row(out, "-h, --help", "print this help and exit");
-    row(out, "--version", "print the version and exit");
+    help_row(out, "--config FILE", "read settings from FILE (default: none)");
+    for (size_t i = 0; i < hp_settings_count; i++) {
+        const struct hp_setting *s = &hp_settings[i];
+        char opt[64], range[96], def[PATH_MAX + 128], text[PATH_MAX + 512];
+        if (s->flag == HP_FLAG_NONE)
+            continue;
+        if (!section || strcmp(section, s->section) != 0)
+            fprintf(out, "%s:\n", (section = s->section));
+        flag_text(s, opt, sizeof opt);
+        hp_setting_range_text(s, "-", range, sizeof range);
+        default_text(s, &d, true, def, sizeof def);
+        snprintf(text, sizeof text, "%s%s%s (default: %s)", s->help,
+                 range[0] ? "; " : "", range, def);
+        help_row(out, opt, text);
+    }
+    fputs("Other:\n", out);
+    help_row(out, "-h, --help", "print this help and exit");
+    help_row(out, "--version", "print the version and exit");
     fputs("\n"
           "Exit status: 2 for a usage or configuration error; otherwise that "
           "of\n"
           "the command. Full manual: docs/configuration.md.\n",
           out);
+    hp_config_free(&d);
+}
+
+/* s into a Markdown table cell: '|' escaped. */
+static void md_cell(FILE *out, const char *s, bool code)
+{
+    fputs(code ? " `" : " ", out);
+    for (; *s; s++)
+        fputs(*s == '|' ? "\\|" : (char[2]){*s, 0}, out);
+    fputs(code ? "` |" : " |", out);
+}
+
+/* `hotpub config-reference`: docs/configuration.md's settings tables,
+ * from the same table and defaults as --help, for `make docs` and the
+ * test that the manual matches the binary (make check-docs). */
+static void reference(FILE *out)
+{
+    struct hp_config d;
+    const char *section = NULL;
+
+    hp_config_defaults(&d);
+    for (size_t i = 0; i < hp_settings_count; i++) {
+        const struct hp_setting *s = &hp_settings[i];
+        char opt[64], range[96], def[PATH_MAX + 128], help[512];
+        if (!section || strcmp(section, s->section) != 0) {
+            fprintf(out, "%s**%s**\n\n", section ? "\n" : "", s->section);
+            section = s->section;
+            fputs("| Flag | Config key | Default | Values | Meaning |\n"
+                  "|------|------------|---------|--------|---------|\n",
+                  out);
+        }
+        flag_text(s, opt, sizeof opt);
+        hp_setting_range_text(s, "–", range, sizeof range);
+        default_text(s, &d, false, def, sizeof def);
+        snprintf(help, sizeof help, "%c%s.", toupper((unsigned char)s->help[0]),
+                 s->help + 1);
+        fputs("|", out);
+        md_cell(out, opt, s->flag != HP_FLAG_NONE);
+        md_cell(out, s->key, true);
+        md_cell(out, def, !s->def);
+        md_cell(out, range, false);
+        md_cell(out, help, false);
+        fputc('\n', out);
+    }
     hp_config_free(&d);
 }
 
@@ -278,7 +283,8 @@ static int reload_settings(struct hp_config *cfg)
 
 int main(int argc, char **argv)
 {
-    const char *cmd, *config_path = NULL, *docroot = NULL;
+    const char *config_path = NULL, *docroot = NULL;
+    char *cmd;
     struct flag *flags;
     size_t nflags = 0;
     struct hp_config cfg;
@@ -286,6 +292,10 @@ int main(int argc, char **argv)
 
     if (argc < 2)
         return usage_error("missing command (serve or check)");
+    if (!build_opts()) {
+        fputs("hotpub: out of memory\n", stderr);
+        return 1;
+    }
     cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
         strcmp(cmd, "help") == 0) {
@@ -294,6 +304,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "--version") == 0) {
         printf("hotpub %s\n", HP_VERSION_STRING);
+        return 0;
+    }
+    if (strcmp(cmd, "config-reference") == 0) {
+        reference(stdout);
         return 0;
     }
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "check") != 0) {
@@ -330,26 +344,25 @@ int main(int argc, char **argv)
         case O_CONFIG:
             config_path = optarg;
             break;
-        case O_DEV:
-        case O_NO_DEV:
-            f->key = "dev";
-            f->value = opt == O_DEV ? "true" : "false";
-            f->as = opt == O_DEV ? "--dev" : "--no-dev";
-            nflags++;
-            break;
         case '?':
             free(flags);
             fputs("Try 'hotpub --help' for more information.\n", stderr);
             return EXIT_USAGE;
-        default:
-            f->key = opt_name(opt);
-            f->value = optarg;
-            f->as = f->key;
+        default: {
+            size_t i = (size_t)(opt - O_SETTING) / 2;
+            bool off = (opt - O_SETTING) % 2;
+            f->key = hp_settings[i].key;
+            f->as = off ? no_names[i] : f->key;
+            if (hp_settings[i].flag == HP_FLAG_SWITCH)
+                f->value = off ? "false" : "true";
+            else
+                f->value = optarg;
             nflags++;
             break;
         }
+        }
     }
-    argv[1] = (char *)cmd;
+    argv[1] = cmd;
 
     /* What is left: at most one DOCROOT. */
     {

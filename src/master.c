@@ -10,9 +10,13 @@
  * handler-timeout watchdog thread of each worker, the fallback versions a
  * worker loads to serve a quarantined module, SIGTERM/SIGINT/SIGHUP/SIGUSR1
  * in the parent, --user/--group, --pid-file, --error-log and sd_notify.
- * May not touch: HTTP, the module cache's entries, compiling. The parent
- * never loads page code; workers run hp_serve (server.c), which calls the
- * hooks in procs.h.
+ * May not touch: the module cache's entries, compiling, and HTTP with one
+ * exception: when a handler overruns --handler-timeout, the watchdog writes
+ * a fixed 504 response straight onto that request's socket (answer_504),
+ * bypassing server.c, because the thread that owns the request is stuck
+ * and cannot answer; it then shuts the socket down. The parent never loads
+ * page code; workers run hp_serve (server.c), which calls the hooks in
+ * procs.h, and the parent uses server.c's hp_parse_listen to bind.
  *
  * Shared memory: one MAP_SHARED|MAP_ANONYMOUS mapping made before the first
  * fork, so every worker and the parent see the same bytes. Writers:

@@ -112,7 +112,7 @@ void *hp_req_get(hp_req *req, const char *key)
 {
     for (size_t i = 0; i < req->values.n; i++)
         if (strcmp(req->values.v[i].name, key) == 0)
-            return (void *)req->values.v[i].value;
+            return (void *)(uintptr_t)req->values.v[i].value; /* ours */
     return NULL;
 }
 

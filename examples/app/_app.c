@@ -13,6 +13,11 @@
  *     define them: app/stats.c has no handler at all, so GET /app/stats is
  *     served from here; GET /app/stats/json too.
  *
+ * The state lives in one worker process's memory: with several worker
+ * processes (the default: one per CPU) each has its own counters, which is
+ * why the pages show the pid. A count all workers share would live in the
+ * database instead (examples/notes/, docs/database.md).
+ *
  * Try: edit this file while requesting /app/ - the counters keep counting.
  */
 #include "_app.h"
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 HP_INIT
 {
@@ -114,14 +120,16 @@ HP_HANDLER(http_handler)
     hp_printf(req,
               "<p>This page has no handler of its own: <code>%s</code> is "
               "served by <code>http_handler</code> in the application "
-              "module <code>_app.c</code>.</p>\n<table>\n"
+              "module <code>_app.c</code>. The counters are those of "
+              "worker process %d (each worker keeps its own).</p>\n"
+              "<table>\n"
               "<tr><td>running since</td><td>%s</td></tr>\n"
               "<tr><td>requests</td><td>%lu</td></tr>\n"
               "<tr><td>home page visits</td><td>%lu</td></tr>\n"
               "<tr><td>committed</td><td>%lu</td></tr>\n"
               "<tr><td>rolled back</td><td>%lu</td></tr>\n</table>\n"
               "<p>As JSON: <a href=\"%s/json\">%s/json</a></p>\n",
-              hp_path(req), started, atomic_load(&s->requests),
+              hp_path(req), (int)getpid(), started, atomic_load(&s->requests),
               atomic_load(&s->visits), atomic_load(&s->committed),
               atomic_load(&s->rolled_back), hp_path(req), hp_path(req));
     app_footer(req);
@@ -133,10 +141,12 @@ HP_HANDLER(json)
     struct app_state *s = hp_module_state(req);
     hp_set_header(req, "Content-Type", "application/json");
     hp_printf(req,
-              "{\"started\":%lld,\"uptime\":%lld,\"requests\":%lu,"
-              "\"visits\":%lu,\"committed\":%lu,\"rolled_back\":%lu}\n",
-              (long long)s->started, (long long)(time(NULL) - s->started),
-              atomic_load(&s->requests), atomic_load(&s->visits),
-              atomic_load(&s->committed), atomic_load(&s->rolled_back));
+              "{\"pid\":%d,\"started\":%lld,\"uptime\":%lld,"
+              "\"requests\":%lu,\"visits\":%lu,\"committed\":%lu,"
+              "\"rolled_back\":%lu}\n",
+              (int)getpid(), (long long)s->started,
+              (long long)(time(NULL) - s->started), atomic_load(&s->requests),
+              atomic_load(&s->visits), atomic_load(&s->committed),
+              atomic_load(&s->rolled_back));
     return HP_OK;
 }

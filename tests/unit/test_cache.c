@@ -45,17 +45,6 @@ static hp_cache *cache;
 
 /* ---- fixture ---------------------------------------------------------- */
 
-static void make_temp(char *out, const char *tmpl)
-{
-    char buf[PATH_MAX];
-
-    snprintf(buf, sizeof(buf), "%s", tmpl);
-    if (mkdtemp(buf) == NULL || realpath(buf, out) == NULL) {
-        perror("mkdtemp");
-        exit(2);
-    }
-}
-
 static void set_str(char **slot, const char *value)
 {
     free(*slot);
@@ -1405,12 +1394,6 @@ static void test_load_error_not_retried(void)
     stop();
 }
 
-#define RUN(fn)                                                                \
-    do {                                                                       \
-        if (!only || strstr(#fn, only))                                        \
-            T_RUN(fn);                                                         \
-    } while (0)
-
 /* ---- main ---------------------------------------------------------------- */
 
 static int rm_entry(const char *path, const struct stat *sb, int flag,
@@ -1425,12 +1408,11 @@ static int rm_entry(const char *path, const struct stat *sb, int flag,
 
 int main(int argc, char **argv)
 {
-    /* An argument runs only the tests whose names contain it. */
-    const char *only = argc > 1 ? argv[1] : NULL;
+    T_INIT(argc, argv); /* an argument: only the tests named like it */
 
     signal(SIGPIPE, SIG_IGN);
-    make_temp(root, "/tmp/hp-cache-root-XXXXXX");
-    make_temp(cachedir, "/tmp/hp-cache-dir-XXXXXX");
+    t_make_temp(root, "/tmp/hp-cache-root-XXXXXX");
+    t_make_temp(cachedir, "/tmp/hp-cache-dir-XXXXXX");
     snprintf(rundir, sizeof(rundir), "%s/run-%d", cachedir, (int)getpid());
     path_of(gate_path, "gate.h");
     if (mkfifo(gate_path, 0600) != 0) {
@@ -1446,25 +1428,25 @@ int main(int argc, char **argv)
     set_str(&cfg.cflags, "-O0");
     set_str(&cfg.include_dir, HP_INCLUDE_DIR);
 
-    RUN(test_first_load);
-    RUN(test_readers_during_rewrites);
-    RUN(test_failed_first_load_waiters);
-    RUN(test_concurrent_first_load);
-    RUN(test_error_keeps_old_version);
-    RUN(test_header_dependency);
-    RUN(test_deleted_page);
-    RUN(test_distinct_entries_concurrent);
-    RUN(test_page_edit_during_compile);
-    RUN(test_touch_during_load_not_lost);
-    RUN(test_header_edit_during_compile);
-    RUN(test_header_edit_during_compile_disk_cache);
-    RUN(test_touch_all_recovers_header_error);
-    RUN(test_revalidate);
-    RUN(test_future_dated_header);
-    RUN(test_batch_all_or_nothing);
-    RUN(test_init_fini_handover);
-    RUN(test_touch_unchanged_keeps_version);
-    RUN(test_load_error_not_retried);
+    T_RUN(test_first_load);
+    T_RUN(test_readers_during_rewrites);
+    T_RUN(test_failed_first_load_waiters);
+    T_RUN(test_concurrent_first_load);
+    T_RUN(test_error_keeps_old_version);
+    T_RUN(test_header_dependency);
+    T_RUN(test_deleted_page);
+    T_RUN(test_distinct_entries_concurrent);
+    T_RUN(test_page_edit_during_compile);
+    T_RUN(test_touch_during_load_not_lost);
+    T_RUN(test_header_edit_during_compile);
+    T_RUN(test_header_edit_during_compile_disk_cache);
+    T_RUN(test_touch_all_recovers_header_error);
+    T_RUN(test_revalidate);
+    T_RUN(test_future_dated_header);
+    T_RUN(test_batch_all_or_nothing);
+    T_RUN(test_init_fini_handover);
+    T_RUN(test_touch_unchanged_keeps_version);
+    T_RUN(test_load_error_not_retried);
 
     atomic_store(&gate_quit, true);
     pthread_join(gate_thread, NULL);

@@ -163,6 +163,64 @@ static void test_default_cache_dir(void)
     free(xdg);
 }
 
+/* ---- the settings table ----------------------------------------------------
+ */
+
+/* Every row is reachable by its key; every number's documented default
+ * (the text --help and the docs print) is inside its own range and reads
+ * back as the same value. */
+static void test_table(void)
+{
+    struct hp_config d, c;
+    char text[512], err[256];
+
+    hp_config_defaults(&d);
+    CHECK(hp_settings_count >= 32);
+    for (size_t i = 0; i < hp_settings_count; i++) {
+        const struct hp_setting *s = &hp_settings[i];
+        CHECK(hp_setting_find(s->key) == s);
+        CHECK(s->help && s->help[0] && s->section);
+        if (s->type != HP_SET_INT && s->type != HP_SET_UINT &&
+            s->type != HP_SET_SIZE && s->type != HP_SET_SECONDS)
+            continue;
+        hp_setting_value_text(s, &d, text, sizeof text);
+        hp_config_defaults(&c);
+        if (hp_config_set(&c, s->key, text, err, sizeof err) != 0) {
+            fprintf(stderr, "  (%s default \"%s\": %s)\n", s->key, text, err);
+            CHECK(0);
+        }
+        CHECK(memcmp((char *)&c + s->off, (char *)&d + s->off,
+                     s->type == HP_SET_SIZE      ? sizeof(size_t)
+                     : s->type == HP_SET_SECONDS ? sizeof(double)
+                                                 : sizeof(int)) == 0);
+        hp_config_free(&c);
+    }
+    CHECK(hp_setting_find("MAX_FIELDS") == hp_setting_find("max-fields"));
+    CHECK(hp_setting_find("nonesuch") == NULL);
+    hp_config_free(&d);
+}
+
+/* The request-edge limits: defaults and ranges as documented. */
+static void test_request_limits(void)
+{
+    struct hp_config c;
+    char err[256];
+
+    hp_config_defaults(&c);
+    CHECK(c.max_fields == 1000 && c.header_timeout == 20);
+    CHECK(c.body_timeout == 20 && c.body_min_rate == 500);
+    CHECK(set_ok(&c, "max-fields", "1000000") && c.max_fields == 1000000);
+    CHECK(set_bad(&c, "max-fields", "0"));
+    CHECK(set_ok(&c, "header_timeout", "3600") && c.header_timeout == 3600);
+    CHECK(set_bad(&c, "header-timeout", "3601"));
+    CHECK(set_bad(&c, "body-timeout", "0"));
+    CHECK(set_ok(&c, "body-min-rate", "0") && c.body_min_rate == 0);
+    CHECK(set_ok(&c, "body-min-rate", "1000000000"));
+    hp_config_set(&c, "body-min-rate", "1000000001", err, sizeof err);
+    CHECK(strstr(err, "0 (off) to 1000000000") != NULL);
+    hp_config_free(&c);
+}
+
 /* ---- hp_config_set ------------------------------------------------------ */
 
 static void test_set_keys(void)
@@ -672,14 +730,17 @@ static void test_example_file(void)
     hp_config_free(&d);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    T_INIT(argc, argv); /* an argument: only the tests named like it */
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;
     }
     T_RUN(test_defaults);
     T_RUN(test_default_cache_dir);
+    T_RUN(test_table);
+    T_RUN(test_request_limits);
     T_RUN(test_set_keys);
     T_RUN(test_set_listen);
     T_RUN(test_set_numbers);

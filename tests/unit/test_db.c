@@ -864,8 +864,9 @@ static int rm_entry(const char *path, const struct stat *st, int type,
             printf("skip %s[pg]: no HOTPUB_PG_URL\n", #fn);                    \
     } while (0)
 
-int main(void)
+int main(int argc, char **argv)
 {
+    T_INIT(argc, argv); /* an argument: only the tests named like it */
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;

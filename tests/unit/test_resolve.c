@@ -53,17 +53,6 @@ static void make_link(const char *target, const char *rel)
     }
 }
 
-static void make_temp(char *out, const char *tmpl)
-{
-    char buf[PATH_MAX];
-
-    snprintf(buf, sizeof(buf), "%s", tmpl);
-    if (mkdtemp(buf) == NULL || realpath(buf, out) == NULL) {
-        perror("mkdtemp");
-        exit(2);
-    }
-}
-
 static void setup(void)
 {
     char target[2 * PATH_MAX];
@@ -92,8 +81,8 @@ static void setup(void)
         "readme.txt",
     };
 
-    make_temp(root, "/tmp/hp-resolve-root-XXXXXX");
-    make_temp(outside, "/tmp/hp-resolve-out-XXXXXX");
+    t_make_temp(root, "/tmp/hp-resolve-root-XXXXXX");
+    t_make_temp(outside, "/tmp/hp-resolve-out-XXXXXX");
     make_file(outside, "secret.txt", "outside\n");
     make_file(outside, "evil.c", "int x;\n");
     make_file(outside, "page.c", "int x;\n");
@@ -473,8 +462,9 @@ static void test_threads(void)
         fprintf(stderr, "  %ld wrong results\n", bad);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    T_INIT(argc, argv); /* an argument: only the tests named like it */
     setup();
     if (res == NULL) {
         fprintf(stderr, "hp_resolver_new failed\n");

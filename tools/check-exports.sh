@@ -1,0 +1,26 @@
+#!/bin/sh
+# tools/check-exports.sh - test that an executable exports exactly the page
+# API: its dynamic hp_* symbols are the functions include/hotpub.h declares.
+#
+#   tools/check-exports.sh ./hotpub [CC]
+#
+# Owns: nothing but the comparison. Exits 1 and lists the difference when an
+# internal function leaks into the dynamic symbol table (pages could link to
+# it) or a public one is missing (pages that call it would fail to load).
+set -eu
+bin=${1:-./hotpub}
+cc=${2:-cc}
+here=$(dirname "$0")
+want=$(mktemp)
+have=$(mktemp)
+trap 'rm -f "$want" "$have"' EXIT
+sh "$here/api-symbols.sh" "$cc" "$here/../include" >"$want"
+nm -D --defined-only "$bin" | awk '{ print $NF }' | grep '^hp_' |
+    LC_ALL=C sort -u >"$have"
+if ! cmp -s "$want" "$have"; then
+    echo "check-exports: $bin's hp_* exports differ from include/hotpub.h:"
+    LC_ALL=C comm -13 "$want" "$have" | sed 's/^/  exported, not public: /'
+    LC_ALL=C comm -23 "$want" "$have" | sed 's/^/  public, not exported: /'
+    exit 1
+fi
+echo "ok   exports: $(wc -l <"$want") public functions, nothing else"

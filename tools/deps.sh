@@ -1,0 +1,32 @@
+#!/bin/sh
+# tools/deps.sh - install what building hotpub needs, on Debian 12 / Ubuntu.
+#
+#   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries
+#   sh tools/deps.sh --test   also what the tests and benchmarks use
+#
+# Owns: the package lists and how to get root. As root (containers, CI) it
+# runs apt-get itself: sudo is often not installed there. As anyone else it
+# uses sudo, and says so plainly when there is none.
+set -eu
+
+BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
+libsqlite3-dev libpq-dev"
+TEST="python3 curl wrk postgresql"
+
+pkgs=$BUILD
+[ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"
+
+if [ "$(id -u)" -eq 0 ]; then
+    sudo=""
+elif command -v sudo >/dev/null 2>&1; then
+    sudo="sudo"
+else
+    echo "tools/deps.sh: not root and no sudo: run it as root" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update
+# shellcheck disable=SC2086 # a list of words
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+    --no-install-recommends $pkgs
