@@ -366,9 +366,9 @@ void hp_edge_request_done(struct hp_edge *e)
     atomic_fetch_add(&e->done, 1);
 }
 
-int hp_edge_status(const struct hp_edge *e)
+int hp_edge_status(struct hp_edge *e)
 {
-    return e ? atomic_load(&((struct hp_edge *)e)->status) : 0;
+    return e ? atomic_load(&e->status) : 0;
 }
 
 void hp_edge_status_json(struct hp_buf *b)

@@ -36,7 +36,7 @@ bool hp_edge_answer_early(struct hp_edge *e);
 /* A request on the connection is complete (its response was sent). */
 void hp_edge_request_done(struct hp_edge *e);
 /* The status the edge answered the connection with, or 0. */
-int hp_edge_status(const struct hp_edge *e);
+int hp_edge_status(struct hp_edge *e);
 
 /* Counters for the status endpoint (responses the edge sent itself). */
 void hp_edge_status_json(struct hp_buf *b);
