@@ -1,0 +1,44 @@
+/*
+ * fuzz_framing.c - the strict HTTP/1.1 framing parser (src/framing.c).
+ *
+ * Properties checked on every input: the parser never reads outside what
+ * it is given; it reports no more bytes passable than it was fed; and its
+ * verdict (status, heads completed) does not depend on how the bytes are
+ * split into reads, which is what makes it safe to run over whatever
+ * recv() returns. The first input byte chooses the split points and the
+ * head size limit.
+ */
+#include "framing.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    size_t step = (size_t)(data[0] % 7) + 1;
+    size_t max_head = (size_t)(data[0] >> 3) * 16 + 64;
+    const char *p = (const char *)data + 1;
+    size_t n = size - 1;
+
+    struct hp_frame whole, split;
+    hp_frame_init(&whole, max_head);
+    hp_frame_init(&split, max_head);
+    size_t got = hp_frame_feed(&whole, p, n);
+    if (got > n)
+        abort();
+    if (!whole.bad_status && got != n)
+        abort();
+    for (size_t i = 0; i < n; i += step) {
+        size_t len = n - i < step ? n - i : step;
+        size_t g = hp_frame_feed(&split, p + i, len);
+        if (g > len)
+            abort();
+    }
+    if (whole.bad_status != split.bad_status || whole.heads != split.heads)
+        abort();
+    return 0;
+}
