@@ -71,8 +71,9 @@ struct hp_edge {
     atomic_uint heads, done;
     atomic_int status; /* what the edge answered, 0 if nothing       */
     int fd;
-    bool answer_pending; /* refused after good messages: answer next   */
-    struct hp_frame f;   /* the reading thread's only                  */
+    bool answer_pending;   /* refused after good messages: answer next   */
+    atomic_bool rl_passed; /* libmicrohttpd has this message's request line */
+    struct hp_frame f;     /* the reading thread's only                  */
 };
 
 static struct {
@@ -85,6 +86,7 @@ static struct {
     pthread_cond_t stop_cv;
     bool stop, running;
     atomic_ulong refused, timed_out;
+    hp_edge_refused_fn *on_refused;
     atomic_llong log_ns; /* rate limit for the refusal log */
     atomic_ulong log_skipped;
 } E;
@@ -118,25 +120,40 @@ static const char *reason(int status)
     }
 }
 
-/* At most one log line a second; the lines skipped are counted in it. */
-static void log_refusal(int fd, int status, const char *why)
+static void peer_addr(int fd, char *host, size_t n)
 {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    host[0] = '\0';
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0 &&
+        getnameinfo((struct sockaddr *)&ss, len, host, (socklen_t)n, NULL, 0,
+                    NI_NUMERICHOST) != 0)
+        host[0] = '\0';
+}
+
+/*
+ * Every refusal goes to the access log (through server.c) when no request
+ * of the connection reached libmicrohttpd; the error log gets at most one
+ * line a second, saying how many were left out.
+ */
+static void log_refusal(struct hp_edge *e, int status, const char *why)
+{
+    char host[64];
+    peer_addr(e->fd, host, sizeof host);
+    /* Once libmicrohttpd has the request line, server.c logs the request
+     * (with hp_edge_status); before, nobody else knows of it. */
+    if (E.on_refused && !atomic_load(&e->rl_passed))
+        E.on_refused(host, status);
     long long now = now_ns(), last = atomic_load(&E.log_ns);
     if (now - last < 1000000000LL ||
         !atomic_compare_exchange_strong(&E.log_ns, &last, now)) {
         atomic_fetch_add(&E.log_skipped, 1);
         return;
     }
-    char host[64] = "-";
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0)
-        getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, NULL, 0,
-                    NI_NUMERICHOST);
     unsigned long skipped = atomic_exchange(&E.log_skipped, 0);
-    hp_log_error("%s: %d %s (%s); connection closed%s", host, status,
-                 reason(status), why,
-                 skipped ? " (and other refusals, not logged)" : "");
+    hp_log_error("%s: %d %s (%s); connection closed%s", *host ? host : "-",
+                 status, reason(status), why,
+                 skipped ? " (after others not logged)" : "");
 }
 
 /*
@@ -232,7 +249,7 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
     size_t ok = hp_frame_feed(&e->f, buf, (size_t)n);
     if (e->f.bad_status) {
         atomic_fetch_add(&E.refused, 1);
-        log_refusal(fd, e->f.bad_status, e->f.why);
+        log_refusal(e, e->f.bad_status, e->f.why);
         if (!mark_refused(e, e->f.bad_status))
             return 0; /* timed out meanwhile: answered already */
         if (ok > 0) {
@@ -248,6 +265,7 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
         return 0;
     }
     atomic_store(&e->heads, e->f.heads);
+    atomic_store(&e->rl_passed, e->f.rl_passed);
     unsigned phase = e->f.in_body              ? PH_BODY
                      : hp_frame_in_head(&e->f) ? PH_HEAD
                                                : PH_IDLE;
@@ -287,8 +305,15 @@ static void conn_open(struct MHD_Connection *conn, void **socket_context)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     int fd = ci ? ci->connect_fd : -1;
-    if (fd < 0 || fd >= E.nslots)
-        return; /* beyond the table: served, but not watched (logged once) */
+    if (fd < 0 || fd >= E.nslots) {
+        static atomic_bool told;
+        if (!atomic_exchange(&told, true))
+            hp_log_error("descriptor %d is beyond the request edge's table "
+                         "(RLIMIT_NOFILE %d): such connections are served "
+                         "unchecked",
+                         fd, E.nslots);
+        return;
+    }
     struct hp_edge *e = atomic_load(&E.slots[fd]);
     if (!e) {
         e = hp_xcalloc(1, sizeof *e);
@@ -303,6 +328,7 @@ static void conn_open(struct MHD_Connection *conn, void **socket_context)
     atomic_store(&e->done, 0);
     atomic_store(&e->status, 0);
     e->answer_pending = false;
+    atomic_store(&e->rl_passed, false);
     atomic_store(&e->ready_ns, now_ns());
     atomic_store(&e->state, (gen << ST_GEN_SHIFT) | ST_OPEN | PH_IDLE);
     pthread_mutex_unlock(&e->mu);
@@ -410,7 +436,7 @@ static void reap(struct hp_edge *e, long long now)
         atomic_compare_exchange_strong(&e->state, &s, s | ST_REFUSED)) {
         atomic_store(&e->status, 408);
         atomic_fetch_add(&E.timed_out, 1);
-        log_refusal(e->fd, 408,
+        log_refusal(e, 408,
                     (s & PH_MASK) == PH_HEAD
                         ? "request head not complete in time"
                         : "request body too slow");
@@ -448,7 +474,7 @@ static void *reaper_main(void *arg)
     return NULL;
 }
 
-int hp_edge_start(const struct hp_config *cfg)
+int hp_edge_start(const struct hp_config *cfg, hp_edge_refused_fn *refused)
 {
     struct rlimit rl;
     long n = 65536;
@@ -457,6 +483,7 @@ int hp_edge_start(const struct hp_config *cfg)
     if (n > (1L << 20))
         n = 1L << 20;
     E.cfg = cfg;
+    E.on_refused = refused;
     E.nslots = (int)n;
     E.slots = hp_xcalloc((size_t)n, sizeof *E.slots);
     pthread_mutex_init(&E.stop_mu, NULL);

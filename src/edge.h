@@ -11,12 +11,16 @@
 
 struct hp_edge;
 
+/* Told of each connection the edge answered before libmicrohttpd saw a
+ * request on it: the client's numeric address ("" if unknown), the status. */
+typedef void hp_edge_refused_fn(const char *addr, int status);
+
 /*
  * Start watching connections: the table of connections and the deadline
  * thread (cfg->header_timeout, body_timeout, body_min_rate; the head size
  * limit is cfg->max_header). Returns 0, or -1 after logging why.
  */
-int hp_edge_start(const struct hp_config *cfg);
+int hp_edge_start(const struct hp_config *cfg, hp_edge_refused_fn *refused);
 /* After libmicrohttpd has stopped: no connection is open any more. */
 void hp_edge_stop(void);
 

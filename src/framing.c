@@ -610,5 +610,6 @@ size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
             return msg_start;
         i++;
     }
+    f->rl_passed = f->st > ST_RL_LF && f->st != ST_DEAD;
     return n;
 }

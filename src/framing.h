@@ -32,6 +32,7 @@ struct hp_frame {
     bool cl_bad, host_bad;
     bool te_chunked_last, te_chunked_seen, te_chunked_twice, te_unknown, te_bad;
     bool in_trailer; /* in the trailer section of a chunked body     */
+    bool rl_passed;  /* this message's request line was passed on    */
     char name[20];   /* the current field name, lower-cased, if short  */
     char val[300];   /* the value of a Host/Content-Length/TE field    */
     size_t val_len;

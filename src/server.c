@@ -17,10 +17,10 @@
  * it for good (logged). Requests that would wait for a compile or a batch
  * are always offloaded. bench/ measures the modes; docs/design.md says why.
  */
-#include "request.h"
-#include "procs.h" /* worker processes (master.c) */
 #include "db.h"
 #include "edge.h"
+#include "procs.h" /* worker processes (master.c) */
+#include "request.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -73,12 +73,13 @@ struct server {
 /* Per-request context: created by the URI log callback (the first thing
  * libmicrohttpd tells us about a request), freed on completion. */
 struct ctx {
-    char *uri;        /* raw request target, for the access log */
+    char *uri;            /* raw request target, for the access log */
     struct hp_edge *edge; /* the connection's (edge.c), or NULL */
-    bool started;     /* hp_req_init done */
-    bool responded;   /* resp is ready (or was queued) */
-    bool queued;      /* resp handed to libmicrohttpd */
-    bool offloaded;   /* suspended, with a worker */
+    struct MHD_Connection *conn;
+    bool started;       /* hp_req_init done */
+    bool responded;     /* resp is ready (or was queued) */
+    bool queued;        /* resp handed to libmicrohttpd */
+    bool offloaded;     /* suspended, with a worker */
     atomic_bool worked; /* the worker is done with it (resp is set) */
     struct MHD_Response *resp;
     int status;
@@ -113,22 +114,36 @@ static void access_emit_locked(void)
     S.access_buf.len = 0;
 }
 
-static void access_log(struct ctx *c)
+/* One line in the Combined Log Format (whole lines, see above). */
+static void access_line(const char *addr, const char *method, const char *uri,
+                        const char *version, int status, uint64_t length,
+                        const char *ref, const char *ua)
 {
     /* One timestamp a second per thread, not a localtime_r per request. */
     static _Thread_local time_t ts_when = -1;
     static _Thread_local char ts[64];
-    char addr[64];
     time_t now = time(NULL);
 
-    if (!S.access)
-        return;
     if (now != ts_when) {
         struct tm tm;
         localtime_r(&now, &tm);
         strftime(ts, sizeof ts, "%d/%b/%Y:%H:%M:%S %z", &tm);
         ts_when = now;
     }
+    pthread_mutex_lock(&S.access_mu);
+    hp_buf_printf(&S.access_buf,
+                  "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n",
+                  *addr ? addr : "-", ts, method, uri, version, status,
+                  (unsigned long long)length, ref ? ref : "-", ua ? ua : "-");
+    if (S.access_buf.len >= 32 * 1024)
+        access_emit_locked();
+    pthread_mutex_unlock(&S.access_mu);
+}
+
+static void access_log(struct ctx *c)
+{
+    if (!S.access)
+        return;
     const char *ref = NULL, *ua = NULL;
     if (c->started) {
         ref = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
@@ -136,18 +151,21 @@ static void access_log(struct ctx *c)
         ua = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
                                          "User-Agent");
     }
-    const char *ra = c->started ? hp_req_remote(&c->req) : "";
-    snprintf(addr, sizeof addr, "%s", *ra ? ra : "-");
-    pthread_mutex_lock(&S.access_mu);
-    hp_buf_printf(&S.access_buf,
-                  "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n", addr,
-                  ts, c->started ? c->req.method : "-", c->uri ? c->uri : "-",
-                  c->started ? c->req.version : "-", c->status,
-                  (unsigned long long)c->length, ref ? ref : "-",
-                  ua ? ua : "-");
-    if (S.access_buf.len >= 32 * 1024)
-        access_emit_locked();
-    pthread_mutex_unlock(&S.access_mu);
+    if (!c->started) { /* refused or cut short before the head was done */
+        c->req.conn = c->conn;
+        c->req.remote[0] = '\0';
+    }
+    access_line(hp_req_remote(&c->req), c->started ? c->req.method : "-",
+                c->uri ? c->uri : "-", c->started ? c->req.version : "-",
+                c->status, c->length, ref, ua);
+}
+
+/* The request edge refused a connection before any request on it reached
+ * libmicrohttpd (edge.c): the access log still shows it. */
+static void access_log_refused(const char *addr, int status)
+{
+    if (S.access)
+        access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
 static void access_flush(void)
@@ -266,7 +284,8 @@ static enum MHD_Result send_static(struct ctx *c)
             close(fd);
             req->out.len = 0;
             hp_req_add_header(req, "Last-Modified", lm);
-            hp_req_add_header(req, "Content-Type", hp_mime_type(req->target.path));
+            hp_req_add_header(req, "Content-Type",
+                              hp_mime_type(req->target.path));
             return send_buffer(c, 304);
         }
     }
@@ -371,8 +390,8 @@ static enum MHD_Result send_status(struct ctx *c)
                   S.io_threads, S.nworkers, atomic_load(&S.busy),
                   atomic_load(&S.offloaded), atomic_load(&S.inlined));
     hp_cache_status_json(S.cache, b);
-    const char *url = MHD_lookup_connection_value(req->conn,
-                                                  MHD_GET_ARGUMENT_KIND, "url");
+    const char *url =
+        MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "url");
     if (url)
         status_url(b, url);
     hp_db_status_json(b);
@@ -384,7 +403,8 @@ static enum MHD_Result send_status(struct ctx *c)
     return send_buffer(c, 200);
 }
 
-/* ---- the publisher -------------------------------------------------------- */
+/* ---- the publisher --------------------------------------------------------
+ */
 
 static enum MHD_Result page_error(struct ctx *c, const char *path,
                                   const char *diag)
@@ -477,9 +497,9 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     /* Worker processes: the running handler goes on record for crash
      * reports and the --handler-timeout watchdog (no-op with 0 workers). */
-    int run = hp_procs_run_begin(req->target.path, req->target.handler,
-                                 ps->page,
-                                 hp_procs_active() ? conn_fd(req->conn) : -1);
+    int run =
+        hp_procs_run_begin(req->target.path, req->target.handler, ps->page,
+                           hp_procs_active() ? conn_fd(req->conn) : -1);
     int rc = hp_publish_run(req);
     bool timed_out = !hp_procs_run_end(run);
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -496,7 +516,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     return send_buffer(c, rc);
 }
 
-/* ---- the worker pool -------------------------------------------------------- */
+/* ---- the worker pool --------------------------------------------------------
+ */
 
 static void offload(struct ctx *c)
 {
@@ -613,7 +634,8 @@ static enum MHD_Result dispatch(struct ctx *c)
     return run_pinned(c, r);
 }
 
-/* ---- libmicrohttpd callbacks ------------------------------------------------ */
+/* ---- libmicrohttpd callbacks ------------------------------------------------
+ */
 
 static enum MHD_Result queue(struct ctx *c)
 {
@@ -652,6 +674,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     memset(c, 0, offsetof(struct ctx, req));
     c->uri = hp_xstrdup(uri ? uri : "");
     c->edge = hp_edge_of(conn);
+    c->conn = conn;
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -710,15 +733,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     return queue(c);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn,
-                         void **con_cls, enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
 {
     struct ctx *c = *con_cls;
     if (!c)
         return;
     if (!c->responded) {
         int edge = hp_edge_status(c->edge);
-        c->status = edge                                             ? edge
+        c->status = edge                                            ? edge
                     : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408
                                                                     : 400;
     }
@@ -792,7 +815,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     hp_buf_free(&b);
 }
 
-/* ---- start and stop ------------------------------------------------------- */
+/* ---- start and stop -------------------------------------------------------
+ */
 
 int hp_parse_listen(const char *listen, struct sockaddr_storage *ss,
                     socklen_t *len)
@@ -810,8 +834,8 @@ int hp_parse_listen(const char *listen, struct sockaddr_storage *ss,
     }
     if (!*h)
         h = "0.0.0.0";
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV |
-                                         AI_PASSIVE,
+    struct addrinfo hints = {.ai_flags =
+                                 AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
                              .ai_socktype = SOCK_STREAM},
                     *ai;
     if (getaddrinfo(h, colon + 1, &hints, &ai) != 0)
@@ -828,7 +852,8 @@ static bool addr_is_loopback(const struct sockaddr_storage *ss)
         return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >>
                 24) == 127;
     if (ss->ss_family == AF_INET6)
-        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+        return IN6_IS_ADDR_LOOPBACK(
+            &((const struct sockaddr_in6 *)ss)->sin6_addr);
     return false;
 }
 
@@ -964,7 +989,7 @@ int hp_serve(struct hp_config *cfg)
         teardown();
         return 1;
     }
-    if (hp_edge_start(cfg) < 0) {
+    if (hp_edge_start(cfg, access_log_refused) < 0) {
         workers_stop();
         teardown();
         return 1;
@@ -982,9 +1007,8 @@ int hp_serve(struct hp_config *cfg)
         {MHD_OPTION_END, 0, NULL}};
     S.mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_ARRAY,
-        where, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        on_mhd_log, NULL, MHD_OPTION_ARRAY, where, MHD_OPTION_URI_LOG_CALLBACK,
+        on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
         MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
@@ -1045,8 +1069,8 @@ int hp_serve(struct hp_config *cfg)
          * for such connections' requests (and close keep-alive ones). */
         double grace = hp_now() + 1.0;
         while (hp_now() < deadline && hp_now() < grace) {
-            const union MHD_DaemonInfo *di = MHD_get_daemon_info(
-                S.mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+            const union MHD_DaemonInfo *di =
+                MHD_get_daemon_info(S.mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
             long busy = atomic_load(&S.inflight) - hp_procs_stuck();
             if (busy <= 0 && (!di || di->num_connections <=
                                          (unsigned)atomic_load(&S.inflight)))
