@@ -174,6 +174,13 @@ CASES = [
          post(b"/echo", b"Host: x\r\nContent-Length: 0\r\n"
               b"Content-Length: %d\r\n" % len(SMUG), SMUG),
          400, close=True, at_once=True),
+    Case("cl_list_differ", "RFC 9112 6.3 (5), RFC 9110 8.6",
+         post(b"/echo", b"Host: x\r\nContent-Length: 0, %d\r\n" % len(SMUG),
+              SMUG),
+         400, close=True, at_once=True),
+    Case("cl_negative", "RFC 9110 8.6",
+         post(b"/echo", b"Host: x\r\nContent-Length: -1\r\n", SMUG),
+         400, close=True, at_once=True),
     Case("cl_and_te", "RFC 9112 6.3 (3), 6.1",
          post(b"/echo", b"Host: x\r\nContent-Length: %d\r\n"
               b"Transfer-Encoding: chunked\r\n" % (len(CHUNKED_0)),
@@ -241,6 +248,9 @@ CASES = [
               b"1g\r\nA\r\n0\r\n\r\n" + SMUG),
          400, close=True, at_once=True),
     # ---- request target and head size ----
+    Case("version_unsupported", "RFC 9110 15.6.6, RFC 9112 2.3",
+         get(b"/hello", version=b"HTTP/3.0") + SMUG, 505, close=True,
+         at_once=True),
     Case("absolute_form", "RFC 9112 3.2.2",
          get(b"http://example.test/hello", b"Host: example.test\r\n"),
          200, close=False, body=HELLO_BODY),
