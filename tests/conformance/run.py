@@ -473,8 +473,10 @@ def judge(case, ex, target):
             len(ex.finals), case.responses, [f[0] for f in ex.finals])
     lines = len(re.findall(rb"(?:^|\r?\n)HTTP/1\.[01] [0-9]{3} ", ex.raw))
     if lines - len(ex.interim) > case.responses:
-        return "%d status lines, want %d (a smuggled request was answered)" \
-            % (lines - len(ex.interim), case.responses)
+        return ("%d status lines, want %d (a smuggled request answered, or "
+                "a head sent twice): %s" % (lines - len(ex.interim),
+                                            case.responses,
+                                            oneline(ex.raw, 100)))
     for st, _ in ex.finals[1:]:
         if st not in case.status:
             return "later response status %d" % st
