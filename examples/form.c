@@ -68,12 +68,14 @@ HP_HANDLER(save)
         hp_redirect(req, "/form");
         return HP_OK;
     }
-    /* Cookie values may not hold ';', ',' or control or non-ASCII bytes. */
+    /* Cookie values may not hold spaces, '"', ';', ',', '\\', control or
+     * non-ASCII bytes (RFC 6265 4.1.1); a real page would encode them. */
     if (hp_set_cookie(req, "name", name, "Path=/; HttpOnly; SameSite=Lax") < 0) {
         layout_header(req, "Cannot remember that");
-        hp_puts(req, "<p>Names with <code>;</code>, <code>,</code> or "
-                     "non-ASCII characters cannot be stored in this "
-                     "cookie.</p>\n<p><a href=\"/form\">Back</a></p>\n");
+        hp_puts(req, "<p>Names with spaces, quotes, <code>;</code>, "
+                     "<code>,</code>, backslashes or non-ASCII characters "
+                     "cannot be stored in this cookie.</p>\n"
+                     "<p><a href=\"/form\">Back</a></p>\n");
         layout_footer(req);
         return 400;
     }

@@ -23,7 +23,8 @@
  * Only functions declared with HP_HANDLER are reachable by URL: pages are
  * compiled with -fvisibility=hidden and a handler is found through an
  * exported pointer named hp__handler_<name>, never by the function's own
- * symbol. A handler returns HP_OK or an HTTP status >= 400.
+ * symbol. A handler returns HP_OK, an HTTP status >= 400, or a redirect
+ * status (301, 302, 303, 307, 308) after setting Location (hp_redirect).
  *
  * Everything a handler gets from hp_* (strings, arg values) lives until the
  * request ends; copy it if you keep it longer. Nothing here may be called
@@ -173,7 +174,9 @@ int hp_vprintf(hp_req *req, const char *fmt, va_list ap);
 /* Append s with & < > " ' escaped for HTML text and attribute values. */
 int hp_write_html(hp_req *req, const char *s);
 
-/* Set the status of a successful response (default 200). */
+/* Set the status of a successful response (default 200): 200-599. A 1xx
+ * code is never the final status (RFC 9110 15.2): it is ignored and
+ * logged (at most once a minute); other codes are ignored silently. */
 void hp_status(hp_req *req, int code);
 
 /* Set (replace) a response header. Content-Type defaults to
@@ -181,7 +184,11 @@ void hp_status(hp_req *req, int code);
 int hp_set_header(hp_req *req, const char *name, const char *value);
 
 /* Add a Set-Cookie header; attrs is appended verbatim, e.g.
- * "Path=/; HttpOnly; SameSite=Lax", or NULL. */
+ * "Path=/; HttpOnly; SameSite=Lax", or NULL. -1, setting nothing, when the
+ * name is not a token or the value has a character RFC 6265 4.1.1 forbids
+ * in a cookie-value (CTLs, whitespace, DQUOTE but around the whole value,
+ * comma, semicolon, backslash, non-ASCII). hp_set_header(req, "Set-Cookie",
+ * v) checks the name=value part of v (up to the first ';') the same way. */
 int hp_set_cookie(hp_req *req, const char *name, const char *value,
                   const char *attrs);
 

@@ -265,10 +265,12 @@ static bool end_head(struct hp_frame *f)
             return refuse(f, 400, "both Content-Length and Transfer-Encoding");
         if (f->te_bad)
             return refuse(f, 400, "malformed Transfer-Encoding");
-        if (f->te_unknown) /* as nginx: what is not chunked is not known */
-            return refuse(f, 501, "unsupported transfer coding");
-        if (!f->te_chunked_last || f->te_chunked_twice)
+        /* RFC 9112 §6.3: chunked present but not final is a MUST 400;
+         * otherwise a coding hotpub cannot decode is 501 (§6.1). */
+        if ((f->te_chunked_seen && !f->te_chunked_last) || f->te_chunked_twice)
             return refuse(f, 400, "chunked is not the final transfer coding");
+        if (f->te_unknown)
+            return refuse(f, 501, "unsupported transfer coding");
         f->in_body = true;
         f->st = ST_CSIZE;
         f->tok_len = 0;

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* The modules of a request, outermost application first, page last. */
 static size_t modules_of(hp_req *req, hp_version **mods)
@@ -51,12 +52,29 @@ static hp_handler_fn find_handler(hp_req *req, const char *name,
     return NULL;
 }
 
+static bool has_location(const hp_req *req)
+{
+    for (size_t i = 0; i < req->headers.n; i++)
+        if (strcasecmp(req->headers.v[i].name, "Location") == 0)
+            return true;
+    return false;
+}
+
+/* A returned redirect status (RFC 9110 15.4) answers like an error status
+ * does (the chain stops, everything rolls back) when the page set a
+ * Location for it; without one it is as broken as any other value. */
+static bool is_redirect(const hp_req *req, int rc)
+{
+    return (rc == 301 || rc == 302 || rc == 303 || rc == 307 || rc == 308) &&
+           has_location(req);
+}
+
 static int normalise(hp_req *req, const char *what, hp_version *m, int rc)
 {
-    if (rc == HP_OK || (rc >= 400 && rc <= 599))
+    if (rc == HP_OK || (rc >= 400 && rc <= 599) || is_redirect(req, rc))
         return rc;
-    hp_log_error("%s: %s returned %d, which is neither HP_OK nor an HTTP "
-                 "error status",
+    hp_log_error("%s: %s returned %d, which is neither HP_OK, an HTTP "
+                 "error status nor a redirect with a Location",
                  m->path, what, rc);
     req->out.len = 0; /* whatever it wrote is not a 500 page */
     return 500;

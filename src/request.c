@@ -12,11 +12,13 @@
 #include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
 
 struct hp_alloc_block {
     struct hp_alloc_block *next;
@@ -325,9 +327,31 @@ int hp_write_html(hp_req *req, const char *s)
     return hp_buf_html(&req->out, s ? s : "") < 0 ? -1 : HP_OK;
 }
 
+/*
+ * A 1xx is never a final status (RFC 9110 15.2): sent as one, the client
+ * would wait for the real answer. Logged at most once a minute per
+ * process, since a page that does it does it on every request.
+ */
+static void interim_refused(hp_req *req, int code)
+{
+    static _Atomic long long last;
+    long long now = (long long)time(NULL), prev = atomic_load(&last);
+    if (prev && now - prev < 60)
+        return;
+    if (!atomic_compare_exchange_strong(&last, &prev, now))
+        return;
+    hp_log_error("%s [%s]: hp_status(%d) ignored: a 1xx status is never the "
+                 "final status of a response (RFC 9110 15.2)",
+                 req->current_module ? req->current_module->path
+                                     : req->target.path,
+                 req->target.handler, code);
+}
+
 void hp_status(hp_req *req, int code)
 {
-    if (code >= 100 && code <= 599)
+    if (code >= 100 && code <= 199)
+        interim_refused(req, code);
+    else if (code >= 200 && code <= 599)
         req->status = code;
 }
 
@@ -337,6 +361,54 @@ static bool header_safe(const char *s)
         if (*s == '\r' || *s == '\n')
             return false;
     return true;
+}
+
+/* tchar, RFC 9110 5.6.2: what a cookie-name (a token) is made of. */
+static bool is_tchar(unsigned char c)
+{
+    return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* cookie-octet, RFC 6265 4.1.1: US-ASCII but CTLs, whitespace, DQUOTE,
+ * comma, semicolon and backslash. */
+static bool is_cookie_octet(unsigned char c)
+{
+    return c == 0x21 || (c >= 0x23 && c <= 0x2B) || (c >= 0x2D && c <= 0x3A) ||
+           (c >= 0x3C && c <= 0x5B) || (c >= 0x5D && c <= 0x7E);
+}
+
+static bool cookie_name_ok(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* cookie-value = *cookie-octet / ( DQUOTE *cookie-octet DQUOTE ) */
+static bool cookie_value_ok(const char *s, size_t n)
+{
+    if (n >= 2 && s[0] == '"' && s[n - 1] == '"') {
+        s++;
+        n -= 2;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!is_cookie_octet((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* The cookie-pair of a Set-Cookie field value (RFC 6265 4.1.1): the text
+ * up to the first ';' must be name=value; the attributes after it are
+ * the page's business (only CR/LF are refused there). */
+static bool set_cookie_pair_ok(const char *v)
+{
+    size_t end = strcspn(v, ";");
+    const char *eq = memchr(v, '=', end);
+    return eq && cookie_name_ok(v, (size_t)(eq - v)) &&
+           cookie_value_ok(eq + 1, end - (size_t)(eq + 1 - v));
 }
 
 void hp_req_add_header(hp_req *req, const char *name, const char *value)
@@ -354,6 +426,8 @@ int hp_set_header(hp_req *req, const char *name, const char *value)
         if (*p <= ' ' || *p == ':' || *p >= 127)
             return -1;
     bool multi = strcasecmp(name, "Set-Cookie") == 0;
+    if (multi && !set_cookie_pair_ok(value))
+        return -1;
     char *n = hp_strdup(req, name), *v = hp_strdup(req, value);
     if (!n || !v)
         return -1;
@@ -372,13 +446,8 @@ int hp_set_header(hp_req *req, const char *name, const char *value)
 int hp_set_cookie(hp_req *req, const char *name, const char *value,
                   const char *attrs)
 {
-    for (const char *p = name; p && *p; p++)
-        if (*p <= ' ' || *p == '=' || *p == ';' || *p >= 127)
-            return -1;
-    for (const char *p = value; p && *p; p++)
-        if (*p < ' ' || *p == ';' || *p == ',' || *p >= 127)
-            return -1;
-    if (!name || !*name || !value)
+    if (!name || !value || !cookie_name_ok(name, strlen(name)) ||
+        !cookie_value_ok(value, strlen(value)))
         return -1;
     char *line = attrs && *attrs ? hp_sprintf(req, "%s=%s; %s", name, value,
                                               attrs)
@@ -419,6 +488,8 @@ const char *hp_status_text(int status)
     case 302: return "Found";
     case 303: return "See Other";
     case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";

@@ -284,6 +284,8 @@ static int step(hp_req *req, const char *what)
         const char *c = hp_arg(req, "code"), *b = hp_arg(req, "body");
         if (hp_arg(req, "auth"))
             hp_set_header(req, "WWW-Authenticate", "Basic realm=\"t\"");
+        if (hp_arg(req, "loc"))
+            hp_redirect(req, hp_arg(req, "loc"));
         if (b)
             hp_puts(req, b);
         return c ? atoi(c) : 500;
@@ -464,6 +466,39 @@ def test_hook_401_from_application_prepare():
         check_eq(hook_seq(logp, 3),
                  seq("A.prepare B.prepare A.rollback B.rollback B.release "
                      "A.release"), "hooks below the protected dir")
+
+
+def test_hook_redirect_from_prepare():
+    """A prepare hook (or a handler) may answer a redirect: it calls
+    hp_redirect and returns 301/302/303/307/308. Like an error status it
+    stops the chain and everything rolls back (docs/hooks.md)."""
+    s = Server(start=False, dev=False)
+    logp = log_path(s, "hooks.log")
+    for rel, src in hook_files(logp).items():
+        s.write(rel, src)
+    with s:
+        s.start()
+        r = _hook_case(s, logp, 1, "&fail=B.prepare&code=302&loc=/login",
+                       302, "A.prepare B.prepare A.rollback B.rollback "
+                       "B.release A.release")
+        check_eq(r.header("Location"), "/login", "Location of the redirect")
+        check_eq(r.header("X-Handler"), None, "X-Handler (handler ran)")
+        r = _hook_case(s, logp, 2, "&fail=P.prepare&code=307&loc=/x&body=go",
+                       307, "A.prepare B.prepare P.prepare A.rollback "
+                       "B.rollback P.rollback P.release B.release A.release")
+        check_eq((r.header("Location"), r.text), ("/x", "go"),
+                 "Location and body of a 307 from the page's prepare")
+        # the handler returning a redirect: rolled back too
+        r = _hook_case(s, logp, 3, "&fail=P.handler&code=308&loc=/y",
+                       308, "A.prepare B.prepare P.prepare P.handler "
+                       "A.rollback B.rollback P.rollback P.release "
+                       "B.release A.release")
+        check_eq(r.header("Location"), "/y", "Location of the handler's 308")
+        # a 3xx without a Location, and a 1xx, are 500
+        for rid, code in ((4, 302), (5, 103)):
+            r = _hook_case(s, logp, rid, "&fail=B.prepare&code=%d" % code,
+                           500, "A.prepare B.prepare A.rollback B.rollback "
+                           "B.release A.release")
 
 
 def test_hooks_pinned_for_the_whole_request():

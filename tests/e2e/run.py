@@ -172,6 +172,70 @@ HP_HANDLER(escape)
 }
 ''')
 
+# The page API's edge (issue 8): 1xx statuses, returned redirects, cookies.
+EDGE = page(r"""
+#include <stdlib.h>
+#include <string.h>
+
+HP_HANDLER(interim)
+{
+    hp_status(req, 201);
+    hp_status(req, 103); /* ignored: never a final status */
+    hp_puts(req, "after");
+    return HP_OK;
+}
+
+HP_HANDLER(ret1xx)
+{
+    hp_puts(req, "partial");
+    return 101;
+}
+
+/* ?code=N&loc=L: hp_redirect(L) when loc is given, then return N. */
+HP_HANDLER(ret)
+{
+    const char *loc = hp_arg(req, "loc"), *code = hp_arg(req, "code");
+    if (loc)
+        hp_redirect(req, loc);
+    return code ? atoi(code) : HP_OK;
+}
+
+static const char *const bad_values[] = {
+    "a b", "a\tb", "a\"b", "a,b", "a;b", "a\\b", "a\x01" "b", "a\x7f" "b",
+    "\xc3\xa9", "\"a b\"",
+};
+
+HP_HANDLER(cookies)
+{
+    /* valid: plain, empty, quoted, every other cookie-octet */
+    hp_printf(req, "ok=%d,%d,%d,%d\n", hp_set_cookie(req, "a", "1", NULL),
+              hp_set_cookie(req, "e", "", "Max-Age=0"),
+              hp_set_cookie(req, "q", "\"x\"", NULL),
+              hp_set_cookie(req, "o", "!#$%&'()*+-./:<=>?@[]^_`{|}~", NULL));
+    for (size_t i = 0; i < sizeof bad_values / sizeof *bad_values; i++)
+        hp_printf(req, "value%zu=%d\n", i,
+                  hp_set_cookie(req, "n", bad_values[i], NULL));
+    static const char *const bad_names[] = {"", "a b", "a=b", "a;b", "a(b",
+                                            "a\"b", "a/b", "a,b"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof *bad_names; i++)
+        hp_printf(req, "name%zu=%d\n", i,
+                  hp_set_cookie(req, bad_names[i], "v", NULL));
+    /* raw Set-Cookie: the name=value part up to the first ';' */
+    hp_printf(req, "raw-ok=%d,%d\n",
+              hp_set_header(req, "Set-Cookie", "r=1; Path=/; HttpOnly"),
+              hp_set_header(req, "set-cookie", "s=2"));
+    static const char *const bad_raw[] = {
+        "x=a b; Path=/", "x=a,b", "x=\"a", "=v", "novalue", "x y=1",
+        "x=a\\b", "x=1 ; Path=/", "x=\x01",
+    };
+    for (size_t i = 0; i < sizeof bad_raw / sizeof *bad_raw; i++)
+        hp_printf(req, "raw%zu=%d\n", i,
+                  hp_set_header(req, "Set-Cookie", bad_raw[i]));
+    return HP_OK;
+}
+""")
+
+
 # the less common accessors, apart, so that one missing symbol fails one test
 ACCESSORS = page(r'''
 HP_HANDLER(http_handler)
@@ -1559,6 +1623,60 @@ def test_access_log():
             with open(p, errors="replace") as f:
                 check_not_in("name=quiet", f.read(),
                              "server output with --access-log off")
+
+
+def test_status_1xx_is_never_final():
+    """hp_status with 1xx is ignored (RFC 9110 15.2) and logged; a handler
+    returning a 1xx gets 500."""
+    with Server(files={"edge.c": EDGE}) as s:
+        r = s.get("/edge/interim", timeout=5)
+        check_eq((r.status, r.text), (201, "after"),
+                 "hp_status(201) then hp_status(103)")
+        check(wait_until(lambda: "hp_status(103) ignored" in s.stderr(),
+                         limit(2.0)), "no log line for hp_status(103)")
+        # rate-limited: a second request adds no second line
+        s.get("/edge/interim", timeout=5)
+        time.sleep(0.2)
+        check_eq(s.stderr().count("hp_status(103) ignored"), 1,
+                 "log lines for two hp_status(103)")
+        r = s.raw(b"GET /edge/ret1xx HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n", timeout=5, read_all=True)
+        check(r is not None, "no answer to a handler returning 101")
+        check_eq(r.status, 500, "status when a handler returns 101")
+        check_not_in(b"partial", r.body, "500 body")
+
+
+def test_handler_returns_redirect():
+    """A handler may return 301/302/303/307/308 after setting Location;
+    without Location a returned 3xx is a 500."""
+    with Server(files={"edge.c": EDGE}) as s:
+        for code in (301, 302, 303, 307, 308):
+            r = s.get("/edge/ret?code=%d&loc=/there" % code)
+            check_eq(r.status, code, "status of a returned %d" % code)
+            check_eq(r.header("Location"), "/there", "Location of %d" % code)
+        r = s.get("/edge/ret?code=302")
+        check_eq(r.status, 500, "a returned 302 without Location")
+        for code in (304, 300, 305):
+            r = s.get("/edge/ret?code=%d&loc=/there" % code)
+            check_eq(r.status, 500, "a returned %d" % code)
+
+
+def test_set_cookie_rfc6265():
+    """hp_set_cookie and a raw Set-Cookie refuse what RFC 6265 4.1.1
+    forbids in cookie-name / cookie-value, and set nothing then."""
+    with Server(files={"edge.c": EDGE}) as s:
+        r = s.get_ok("/edge/cookies")
+        lines = dict(l.split("=", 1) for l in r.text.strip().split("\n"))
+        check_eq(lines.pop("ok"), "0,0,0,0", "valid hp_set_cookie calls")
+        check_eq(lines.pop("raw-ok"), "0,0", "valid raw Set-Cookie")
+        bad = {k: v for k, v in lines.items() if v != "-1"}
+        check_eq(bad, {}, "calls that must have returned -1")
+        check_eq(len(lines), 10 + 8 + 9, "number of refused calls reported")
+        check_eq(sorted(r.all("Set-Cookie")),
+                 sorted(["a=1", "e=; Max-Age=0", 'q="x"',
+                         "o=!#$%&'()*+-./:<=>?@[]^_`{|}~",
+                         "r=1; Path=/; HttpOnly", "s=2"]),
+                 "Set-Cookie fields sent")
 
 
 if __name__ == "__main__":

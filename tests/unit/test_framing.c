@@ -91,7 +91,7 @@ static void test_content_length_and_te(void)
     EXPECT(H "Transfer-Encoding: gzip, chunked\r\n\r\n", 501);
     EXPECT(H "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
            501);
-    EXPECT(H "Transfer-Encoding: chunked, gzip\r\n\r\n", 501);
+    EXPECT(H "Transfer-Encoding: chunked, gzip\r\n\r\n", 400);
     EXPECT(H "Transfer-Encoding: identity\r\n\r\n", 501);
     EXPECT(H "Transfer-Encoding: chunked, chunked\r\n\r\n", 400);
     EXPECT(H "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
