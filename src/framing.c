@@ -271,6 +271,8 @@ static bool end_head(struct hp_frame *f)
             return refuse(f, 400, "chunked is not the final transfer coding");
         if (f->te_unknown)
             return refuse(f, 501, "unsupported transfer coding");
+        if (!f->te_chunked_last)
+            return refuse(f, 400, "empty Transfer-Encoding");
         f->in_body = true;
         f->st = ST_CSIZE;
         f->tok_len = 0;
