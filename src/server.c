@@ -3,7 +3,8 @@
  * (resolve -> pin a version -> call the handler), static files, the status
  * endpoint, the access log, limits, and graceful shutdown.
  *
- * Owns: the MHD daemon, per-request contexts, the access log, signals.
+ * Owns: the MHD daemon, per-request contexts, signals (the access log is
+ * access.c's; the request edge, edge.c's).
  * May not touch: compiling, loading or watching; it asks the module cache
  * for a pinned version and releases it when the response is done.
  *
@@ -17,6 +18,7 @@
  * it for good (logged). Requests that would wait for a compile or a batch
  * are always offloaded. bench/ measures the modes; docs/design.md says why.
  */
+#include "access.h"
 #include "db.h"
 #include "edge.h"
 #include "procs.h" /* worker processes (master.c) */
@@ -51,9 +53,6 @@ struct server {
     hp_resolver *res;
     hp_watch *watch;
     struct MHD_Daemon *mhd;
-    FILE *access;
-    pthread_mutex_t access_mu;
-    struct hp_buf access_buf; /* whole lines waiting to be written */
     atomic_long inflight;
     atomic_ulong requests;
     double started;
@@ -90,59 +89,11 @@ struct ctx {
 
 static struct server S;
 
-/* ---- access log ---------------------------------------------------------- */
-
-/*
- * Whole lines only, written with write(2) on an O_APPEND file: worker
- * processes share the log, and a line split by a full stdio buffer would
- * interleave with another process's. Called with access_mu held.
- */
-static void access_emit_locked(void)
-{
-    const char *p = S.access_buf.p;
-    size_t left = S.access_buf.len;
-    int fd = fileno(S.access);
-    while (left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break; /* a full disk loses log lines, never requests */
-        p += n;
-        left -= (size_t)n;
-    }
-    S.access_buf.len = 0;
-}
-
-/* One line in the Combined Log Format (whole lines, see above). */
-static void access_line(const char *addr, const char *method, const char *uri,
-                        const char *version, int status, uint64_t length,
-                        const char *ref, const char *ua)
-{
-    /* One timestamp a second per thread, not a localtime_r per request. */
-    static _Thread_local time_t ts_when = -1;
-    static _Thread_local char ts[64];
-    time_t now = time(NULL);
-
-    if (now != ts_when) {
-        struct tm tm;
-        localtime_r(&now, &tm);
-        strftime(ts, sizeof ts, "%d/%b/%Y:%H:%M:%S %z", &tm);
-        ts_when = now;
-    }
-    pthread_mutex_lock(&S.access_mu);
-    hp_buf_printf(&S.access_buf,
-                  "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n",
-                  *addr ? addr : "-", ts, method, uri, version, status,
-                  (unsigned long long)length, ref ? ref : "-", ua ? ua : "-");
-    if (S.access_buf.len >= 32 * 1024)
-        access_emit_locked();
-    pthread_mutex_unlock(&S.access_mu);
-}
+/* ---- access log (access.c) ---------------------------------------------- */
 
 static void access_log(struct ctx *c)
 {
-    if (!S.access)
+    if (!hp_access_enabled())
         return;
     const char *ref = NULL, *ua = NULL;
     if (c->started) {
@@ -150,51 +101,20 @@ static void access_log(struct ctx *c)
                                           "Referer");
         ua = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
                                          "User-Agent");
-    }
-    if (!c->started) { /* refused or cut short before the head was done */
+    } else { /* refused or cut short before the head was done */
         c->req.conn = c->conn;
         c->req.remote[0] = '\0';
     }
-    access_line(hp_req_remote(&c->req), c->started ? c->req.method : "-",
-                c->uri ? c->uri : "-", c->started ? c->req.version : "-",
-                c->status, c->length, ref, ua);
+    hp_access_line(hp_req_remote(&c->req), c->started ? c->req.method : "-",
+                   c->uri ? c->uri : "-", c->started ? c->req.version : "-",
+                   c->status, c->length, ref, ua);
 }
 
 /* The request edge refused a connection before any request on it reached
  * libmicrohttpd (edge.c): the access log still shows it. */
 static void access_log_refused(const char *addr, int status)
 {
-    if (S.access)
-        access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
-}
-
-static void access_flush(void)
-{
-    if (!S.access)
-        return;
-    pthread_mutex_lock(&S.access_mu);
-    access_emit_locked();
-    pthread_mutex_unlock(&S.access_mu);
-}
-
-/* SIGUSR1 (docs/operations.md): reopen the access log after logrotate
- * moved it. Standard output is left alone. */
-static void access_reopen(void)
-{
-    const char *spec = S.cfg->access_log;
-    if (!S.access || S.access == stdout || !spec)
-        return;
-    FILE *f = fopen(spec, "ae");
-    if (!f) {
-        hp_log_error("cannot reopen access log %s: %s", spec, strerror(errno));
-        return;
-    }
-    pthread_mutex_lock(&S.access_mu);
-    access_emit_locked(); /* what was logged so far goes to the old file */
-    FILE *old = S.access;
-    S.access = f;
-    pthread_mutex_unlock(&S.access_mu);
-    fclose(old);
+    hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
 /* A worker process that is stopping (master.c) asks keep-alive clients to
@@ -857,25 +777,6 @@ static bool addr_is_loopback(const struct sockaddr_storage *ss)
     return false;
 }
 
-static int open_access_log(const char *spec)
-{
-    if (!spec || strcmp(spec, "off") == 0)
-        return 0;
-    if (strcmp(spec, "-") == 0) {
-        S.access = stdout;
-    } else {
-        S.access = fopen(spec, "ae");
-        if (!S.access) {
-            hp_log_error("cannot open access log %s: %s", spec,
-                         strerror(errno));
-            return -1;
-        }
-    }
-    /* Buffered in access_buf and written once a second (or every
-     * 32 KiB), not once a request. */
-    return 0;
-}
-
 /*
  * The document root as an absolute path whose parent is canonical and whose
  * last component is kept as given: when it is a symlink (releases/v2 behind
@@ -923,7 +824,6 @@ static int setup(struct hp_config *cfg)
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
     S.started = hp_now();
-    pthread_mutex_init(&S.access_mu, NULL);
     S.root = root_path(cfg->docroot ? cfg->docroot : ".");
     if (!S.root) {
         hp_log_error("document root %s: %s", cfg->docroot, strerror(errno));
@@ -949,10 +849,7 @@ static void teardown(void)
     hp_db_server_close();
     hp_resolver_free(S.res);
     hp_compiler_free(S.cc);
-    access_flush();
-    hp_buf_free(&S.access_buf);
-    if (S.access && S.access != stdout)
-        fclose(S.access);
+    hp_access_close();
     free(S.root);
 }
 
@@ -974,7 +871,7 @@ int hp_serve(struct hp_config *cfg)
     sigaddset(&sigs, SIGUSR1); /* reopen the logs */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    if (setup(cfg) < 0 || open_access_log(cfg->access_log) < 0) {
+    if (setup(cfg) < 0 || hp_access_open(cfg->access_log) < 0) {
         teardown();
         return 1;
     }
@@ -1031,13 +928,13 @@ int hp_serve(struct hp_config *cfg)
     for (;;) {
         struct timespec one = {1, 0};
         int sig = sigtimedwait(&sigs, NULL, &one);
-        access_flush();
+        hp_access_flush();
         if (sig == SIGTERM || sig == SIGINT) {
             hp_log_info("signal %d: finishing in-flight requests", sig);
             break;
         }
         if (sig == SIGUSR1) {
-            access_reopen();
+            hp_access_reopen();
             hp_procs_reopen_logs();
         }
     }
@@ -1084,7 +981,7 @@ int hp_serve(struct hp_config *cfg)
     if (atomic_load(&S.inflight) > 0 && hp_procs_stuck() > 0) {
         hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
                      hp_procs_stuck());
-        access_flush();
+        hp_access_flush();
         _exit(0);
     }
     if (atomic_load(&S.inflight) > 0) {
@@ -1092,13 +989,13 @@ int hp_serve(struct hp_config *cfg)
          * connection suspended, so leave without unwinding. */
         hp_log_error("%ld requests still running after %d s; exiting anyway",
                      atomic_load(&S.inflight), cfg->shutdown_timeout);
-        access_flush();
+        hp_access_flush();
         _exit(0);
     }
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
     workers_stop();
-    access_flush();
+    hp_access_flush();
     teardown();
     hp_log_info("stopped");
     return 0;
