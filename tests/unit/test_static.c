@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -447,6 +449,65 @@ static void test_open_walk(void)
     hp_static_force_walk(false);
 }
 
+/* A thread renames a regular file, a symlink inside and a symlink outside
+ * the root, in turn, over root/swap.txt; opens must never read OUTSIDE. */
+static atomic_bool swap_stop;
+
+static void *swapper(void *arg)
+{
+    char tmpname[PATH_MAX], name[PATH_MAX], out[PATH_MAX];
+
+    (void)arg;
+    in_tmp(tmpname, "root/.swap-tmp");
+    in_tmp(name, "root/swap.txt");
+    in_tmp(out, "outside.txt");
+    for (unsigned i = 0; !atomic_load(&swap_stop); i++) {
+        if (i % 3 == 0)
+            put("root/.swap-tmp", "REGULAR");
+        else if (symlink(i % 3 == 1 ? "a.txt" : out, tmpname) != 0)
+            continue;
+        rename(tmpname, name);
+    }
+    return NULL;
+}
+
+static void race(bool walk, int *outside, int *served)
+{
+    char root[PATH_MAX];
+    pthread_t t;
+    int err;
+
+    hp_static_force_walk(walk);
+    in_tmp(root, "root");
+    put("root/swap.txt", "REGULAR");
+    atomic_store(&swap_stop, false);
+    *outside = *served = 0;
+    CHECK(pthread_create(&t, NULL, swapper, NULL) == 0);
+    for (int i = 0; i < 20000; i++) {
+        const char *got = open_read(root, "swap.txt", &err);
+
+        *outside += strcmp(got, "OUTSIDE") == 0;
+        *served += got[0] != '\0';
+    }
+    atomic_store(&swap_stop, true);
+    pthread_join(t, NULL);
+    hp_static_force_walk(false);
+}
+
+static void test_open_swap_race(void)
+{
+    int outside, served;
+
+    race(false, &outside, &served);
+    printf("     openat2: 20000 opens, %d served, %d outside\n", served,
+           outside);
+    CHECK(outside == 0 && served > 100);
+    race(true, &outside, &served);
+    printf("     walk:    20000 opens, %d served, %d outside\n", served,
+           outside);
+    CHECK(outside == 0 && served > 100);
+}
+
 int main(void)
 {
     T_RUN(test_date_three_forms);
@@ -461,6 +522,7 @@ int main(void)
     setup_tree();
     T_RUN(test_open_openat2);
     T_RUN(test_open_walk);
+    T_RUN(test_open_swap_race);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
     if (system(cmd) != 0)
