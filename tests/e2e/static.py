@@ -14,6 +14,7 @@ then "N passed, N failed"; exit status 1 if any test failed.
 """
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -187,6 +188,31 @@ def test_preconditions_412():
             if want == 412:
                 check(BODY.encode() not in r.body, "412 carries the file")
 
+
+
+def test_root_symlink_swap_serves_new_release():
+    """The document root is a deploy's symlink (root -> v1, then -> v2):
+    the root is opened per request, so the new release's file is served
+    and no handle on the old one lingers."""
+    s = Server(start=False)
+    try:
+        for rel, text in (("v1", "RELEASE-1"), ("v2", "RELEASE-2")):
+            os.makedirs(os.path.join(s.tmp, rel, "css"))
+            with open(os.path.join(s.tmp, rel, "css", "site.css"), "w") as f:
+                f.write(text)
+        os.rmdir(s.root)
+        os.symlink(os.path.join(s.tmp, "v1"), s.root)
+        s.start()
+        check_eq(s.get_ok("/css/site.css").text, "RELEASE-1", "before")
+        tmp = os.path.join(s.tmp, "root.new")
+        os.symlink(os.path.join(s.tmp, "v2"), tmp)
+        os.rename(tmp, s.root)
+        took = s.wait_body("/css/site.css", "RELEASE-2", harness.limit(2.0),
+                           allowed_bodies=("RELEASE-1",))
+        harness.note("new release served after %.3f s" % took)
+    finally:
+        s.stop()
+    shutil.rmtree(s.tmp, ignore_errors=True)
 
 # ---- the symlink-swap race -----------------------------------------------------------
 
