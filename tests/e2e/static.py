@@ -295,9 +295,8 @@ def test_symlink_swap_never_serves_outside():
     with Server(files=files) as s:
         seconds = float(os.environ.get("HOTPUB_SWAP_SECONDS", "8"))
         c = _swap_race(s, seconds, max_requests=20000)
-        harness.note("swap race: %r" % c)
-        print("     swap race: %s" % ", ".join(
-            "%s=%d" % kv for kv in sorted(c.items())), flush=True)
+        harness.note("swap race: %s" % ", ".join(
+            "%s=%d" % kv for kv in sorted(c.items())))
         check_eq(c["outside"], 0, "answers with the outside file (%r)" % c)
         check(c["requests"] >= 300, "too few requests to mean anything: %r"
               % c)
