@@ -23,6 +23,7 @@
 #include "edge.h"
 #include "procs.h" /* worker processes (master.c) */
 #include "request.h"
+#include "static.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -172,53 +173,73 @@ static enum MHD_Result send_error_keep_headers(struct ctx *c, int status)
     return send_buffer(c, status);
 }
 
-static void http_date(time_t t, char *out, size_t n)
+static const char *static_field(hp_req *req, const char *name)
 {
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+/* A bodiless answer of the plan (304, 412, 416) with its headers. */
+static enum MHD_Result send_static_status(struct ctx *c,
+                                          const struct hp_static_plan *p)
+{
+    hp_req *req = &c->req;
+
+    req->headers.n = 0;
+    req->has_content_type = false;
+    req->out.len = 0;
+    if (p->status == 304) {
+        /* RFC 9110 §15.4.5: the validators a 200 would have carried. */
+        hp_req_add_header(req, "ETag", p->etag);
+        hp_req_add_header(req, "Last-Modified", p->last_modified);
+        hp_req_add_header(req, "Content-Type", hp_mime_type(req->target.path));
+        return send_buffer(c, 304);
+    }
+    hp_req_error_body(req, p->status, NULL);
+    if (p->content_range[0])
+        hp_req_add_header(req, "Content-Range", p->content_range);
+    return send_buffer(c, p->status);
+}
+
+/* static.c opens the file and decides the answer; this builds it. */
 static enum MHD_Result send_static(struct ctx *c)
 {
     hp_req *req = &c->req;
+    struct hp_static_plan p;
     struct stat st;
-    char lm[64];
     int fd;
 
     if (strcmp(req->method, "GET") != 0 && !req->is_head)
         return send_error(c, 405, NULL);
-    fd = open(req->target.path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0)
-            close(fd);
+    fd = hp_static_open(S.root, req->target.path, &st);
+    if (fd < 0)
         return send_error(c, 404, NULL);
-    }
-    http_date(st.st_mtime, lm, sizeof lm);
-    const char *ims = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
-                                                  "If-Modified-Since");
-    if (ims) {
-        struct tm tm = {0};
-        const char *end = strptime(ims, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        if (end && timegm(&tm) >= st.st_mtime) {
-            close(fd);
-            req->out.len = 0;
-            hp_req_add_header(req, "Last-Modified", lm);
-            hp_req_add_header(req, "Content-Type",
-                              hp_mime_type(req->target.path));
-            return send_buffer(c, 304);
-        }
+    struct hp_static_fields f = {
+        .if_match = static_field(req, "If-Match"),
+        .if_none_match = static_field(req, "If-None-Match"),
+        .if_modified_since = static_field(req, "If-Modified-Since"),
+        .if_unmodified_since = static_field(req, "If-Unmodified-Since"),
+        .range = static_field(req, "Range"),
+        .if_range = static_field(req, "If-Range"),
+    };
+    hp_static_plan(&st, &f, time(NULL), &p);
+    if (p.status != 200 && p.status != 206) {
+        close(fd);
+        return send_static_status(c, &p);
     }
     struct MHD_Response *r =
-        MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+        MHD_create_response_from_fd_at_offset64(p.length, fd, p.offset);
     if (!r) {
         close(fd);
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", hp_mime_type(req->target.path));
-    MHD_add_response_header(r, "Last-Modified", lm);
-    c->status = 200;
-    c->length = (uint64_t)st.st_size;
+    MHD_add_response_header(r, "Last-Modified", p.last_modified);
+    MHD_add_response_header(r, "ETag", p.etag);
+    MHD_add_response_header(r, "Accept-Ranges", "bytes");
+    if (p.status == 206)
+        MHD_add_response_header(r, "Content-Range", p.content_range);
+    c->status = p.status;
+    c->length = p.length;
     c->responded = true;
     c->resp = r;
     return MHD_YES;
