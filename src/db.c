@@ -22,7 +22,10 @@
  * the database back (docs/database.md, "Transactions").
  */
 #include "db.h"
+#include "db_drivers.h"
 #include "request.h"
+
+#include <assert.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -33,8 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEF_PG_CONNS 8
-#define DEF_SQLITE_CONNS 4
 #define DEF_ACQUIRE_MS 5000
 #define DEF_LIFETIME_S 3600
 #define DEF_STMT_CACHE 64
@@ -42,8 +43,8 @@
 
 struct hp_db_pool {
     const struct hp_db_driver *drv;
-    char *target;   /* what the driver connects to: a path or a URL     */
-    char *shown;    /* the URL without its password, for logs/status    */
+    char *target; /* what the driver connects to: a path or a URL     */
+    char *shown;  /* the URL without its password, for logs/status    */
     char *name;
     char *init_sql;
     int max, timeout_ms, lifetime_s, stmt_cap;
@@ -51,7 +52,7 @@ struct hp_db_pool {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    hp_db *idle;       /* most recently used first                      */
+    hp_db *idle; /* most recently used first                      */
     unsigned size, in_use, nidle, waiters;
     bool closing;
     unsigned long long timeouts, connects, discarded;
@@ -66,7 +67,8 @@ static hp_db_pool *default_pool;
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static char *msg_dup(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *msg_dup(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 static char *msg_dup(const char *fmt, ...)
 {
@@ -107,24 +109,22 @@ static struct timespec deadline_after(int ms)
     return ts;
 }
 
-/* ---- URLs ------------------------------------------------------------------ */
+/* ---- URLs ------------------------------------------------------------------
+ */
 
-/* "sqlite:PATH" -> the SQLite driver and PATH; "postgres[ql]://..." -> libpq
- * and the URL itself. NULL for anything else. */
+/* The engines this server speaks; each says which URLs it takes. */
+static const struct hp_db_driver *const drivers[] = {
+    &hp_db_sqlite_driver,
+    &hp_db_pg_driver,
+};
+
+/* The driver that takes url, and what it connects to; NULL if none does. */
 static const struct hp_db_driver *driver_for(const char *url,
                                              const char **target)
 {
-    if (strncmp(url, "sqlite:", 7) == 0) {
-        *target = url + 7;
-        if (strncmp(*target, "//", 2) == 0) /* sqlite:///abs/path */
-            *target += 2;
-        return &hp_db_sqlite_driver;
-    }
-    if (strncmp(url, "postgresql://", 13) == 0 ||
-        strncmp(url, "postgres://", 11) == 0) {
-        *target = url;
-        return &hp_db_pg_driver;
-    }
+    for (size_t i = 0; i < sizeof drivers / sizeof *drivers; i++)
+        if ((*target = drivers[i]->match(url)) != NULL)
+            return drivers[i];
     return NULL;
 }
 
@@ -138,7 +138,8 @@ static char *redact_url(const char *url)
     const char *p = url;
 
     if (auth_end && *auth_end == '@') {
-        const char *colon = memchr(scheme + 3, ':', (size_t)(auth_end - scheme - 3));
+        const char *colon =
+            memchr(scheme + 3, ':', (size_t)(auth_end - scheme - 3));
         if (colon) {
             hp_buf_append(&b, url, (size_t)(colon - url));
             hp_buf_puts(&b, ":***");
@@ -154,7 +155,8 @@ static char *redact_url(const char *url)
     return b.p ? b.p : hp_xstrdup("");
 }
 
-/* ---- the pool registry (for the status page) ------------------------------ */
+/* ---- the pool registry (for the status page) ------------------------------
+ */
 
 static void registry_add(hp_db_pool *p)
 {
@@ -179,33 +181,10 @@ static void registry_remove(hp_db_pool *p)
     pthread_mutex_unlock(&registry_mu);
 }
 
-/* ---- connections ----------------------------------------------------------- */
+/* ---- connections -----------------------------------------------------------
+ */
 
 static void stmt_cache_clear(hp_db *db, bool tell_server);
-static void results_free_all(hp_db *db);
-
-static void clear_error(hp_db *db)
-{
-    free(db->errmsg);
-    db->errmsg = NULL;
-    db->sqlstate[0] = '\0';
-    db->errcode = 0;
-}
-
-void hp_db__fail(hp_db *db, const char *msg, const char *sqlstate, int code)
-{
-    size_t n = strlen(msg ? msg : "");
-    free(db->errmsg);
-    /* Engines end messages with newlines; a log line should not. */
-    while (n && isspace((unsigned char)msg[n - 1]))
-        n--;
-    db->errmsg = hp_xmalloc(n + 1);
-    memcpy(db->errmsg, msg ? msg : "", n);
-    db->errmsg[n] = '\0';
-    snprintf(db->sqlstate, sizeof db->sqlstate, "%s",
-             sqlstate && *sqlstate ? sqlstate : "HY000");
-    db->errcode = code;
-}
 
 static void mkdir_parent(const char *path)
 {
@@ -239,10 +218,10 @@ static hp_db *conn_open(hp_db_pool *p, char **err)
 
 static void conn_close(hp_db *db)
 {
-    results_free_all(db);
+    hp_db__res_free_all(db);
     stmt_cache_clear(db, false);
     db->drv->disconnect(db);
-    clear_error(db);
+    hp_db__clear_error(db);
     free(db->stmts);
     free(db);
 }
@@ -259,12 +238,14 @@ static bool too_old(hp_db *db)
  */
 static bool checkout_ok(hp_db *db)
 {
-    if (too_old(db) || !db->drv->alive(db))
+    if (too_old(db) || !db->drv->alive(db) || db->drv->reset(db) < 0)
         return false;
-    return db->drv->reset(db) == 0;
+    assert(!db->drv->in_tx(db) && db->req == NULL && db->tx == TX_NONE);
+    return true;
 }
 
-/* ---- pools ----------------------------------------------------------------- */
+/* ---- pools -----------------------------------------------------------------
+ */
 
 static int opt_or(int v, int def, int off)
 {
@@ -272,16 +253,15 @@ static int opt_or(int v, int def, int off)
 }
 
 static void pool_apply_opts(hp_db_pool *p, const struct hp_db_pool_opts *o,
-                            bool memory)
+                            bool private_conns)
 {
     struct hp_db_pool_opts none = {0};
     if (!o)
         o = &none;
-    int def = p->drv->engine == HP_DB_POSTGRESQL ? DEF_PG_CONNS
-                                                 : DEF_SQLITE_CONNS;
+    int def = p->drv->default_conns;
     p->max = opt_or(o->max_conns, def, def);
-    /* Every connection to :memory: is a database of its own. */
-    if (memory)
+    /* Every connection is a database of its own (SQLite's :memory:). */
+    if (private_conns)
         p->max = 1;
     p->timeout_ms = opt_or(o->acquire_timeout_ms, DEF_ACQUIRE_MS, 0);
     p->lifetime_s = opt_or(o->max_lifetime_s, DEF_LIFETIME_S, 0);
@@ -313,8 +293,7 @@ hp_db_pool *hp_db_pool_open(const char *url, const struct hp_db_pool_opts *opts,
     p->drv = drv;
     p->target = hp_xstrdup(target);
     p->shown = redact_url(url);
-    pool_apply_opts(p, opts, drv->engine == HP_DB_SQLITE &&
-                                 strcmp(target, ":memory:") == 0);
+    pool_apply_opts(p, opts, drv->private_conns(target));
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -351,6 +330,7 @@ void hp_db_pool_close(hp_db_pool *p)
     p->closing = true;
     hp_db *idle = p->idle;
     unsigned n = p->nidle, busy = p->in_use;
+    assert(p->size >= p->nidle);
     p->idle = NULL;
     p->size -= p->nidle;
     p->nidle = 0;
@@ -362,8 +342,8 @@ void hp_db_pool_close(hp_db_pool *p)
         next = db->next_idle;
         conn_close(db);
     }
-    hp_log_info("database pool %s closed (%u connections closed%s)", p->name,
-                n, busy ? ", others close when released" : "");
+    hp_log_info("database pool %s closed (%u connections closed%s)", p->name, n,
+                busy ? ", others close when released" : "");
     if (done)
         pool_free(p);
 }
@@ -373,6 +353,7 @@ static void pool_drop(hp_db_pool *p, hp_db *db)
 {
     conn_close(db);
     pthread_mutex_lock(&p->mu);
+    assert(p->size > 0 && p->in_use > 0); /* db held a slot, checked out */
     p->size--;
     p->in_use--;
     if (!p->closing)
@@ -393,6 +374,7 @@ static hp_db *pool_connect(hp_db_pool *p, char **err)
         p->connects++;
         atomic_fetch_add(&p->acquires, 1);
     } else {
+        assert(p->size > 0 && p->in_use > 0); /* the reserved slot */
         p->size--;
         p->in_use--;
         atomic_fetch_add(&p->errors, 1);
@@ -417,6 +399,7 @@ static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
         if (p->closing)
             return GOT_CLOSED;
         if (p->idle) {
+            assert(p->nidle > 0);
             *out = p->idle;
             p->idle = (*out)->next_idle;
             p->nidle--;
@@ -486,15 +469,19 @@ static void pool_put(hp_db *db, bool reset)
 {
     hp_db_pool *p = db->pool;
 
-    results_free_all(db);
-    clear_error(db);
+    hp_db__res_free_all(db);
+    hp_db__clear_error(db);
     db->req = NULL;
     db->tx = TX_NONE;
     db->failed = db->voted = db->rolled_back = db->write_tx = false;
     bool keep = db->drv->alive(db) && !too_old(db) &&
                 (!reset || db->drv->reset(db) == 0);
 
+    /* What the idle list promises the next checkout: no transaction open
+     * (hp_db__release_raw alone breaks it, for the health check's test). */
+    assert(!keep || !reset || !db->drv->in_tx(db));
     pthread_mutex_lock(&p->mu);
+    assert(p->in_use > 0);
     keep = keep && !p->closing;
     if (keep) {
         db->next_idle = p->idle;
@@ -569,7 +556,8 @@ enum hp_db_engine hp_db_engine(hp_db *db)
     return db ? db->drv->engine : 0;
 }
 
-/* ---- the statement cache --------------------------------------------------- */
+/* ---- the statement cache ---------------------------------------------------
+ */
 
 static void stmt_cache_clear(hp_db *db, bool tell_server)
 {
@@ -639,22 +627,8 @@ static void *stmt_get(hp_db *db, const char *sql, bool *transient)
     return st;
 }
 
-/* ---- errors ---------------------------------------------------------------- */
-
-const char *hp_db_error(hp_db *db)
-{
-    return db ? db->errmsg : "no database connection";
-}
-
-const char *hp_db_sqlstate(hp_db *db)
-{
-    return db ? db->sqlstate : "08003"; /* connection_does_not_exist */
-}
-
-int hp_db_errcode(hp_db *db)
-{
-    return db ? db->errcode : 0;
-}
+/* ---- errors ----------------------------------------------------------------
+ */
 
 /* Log the error just recorded, with where it happened and the SQL (never
  * the parameters: they are user data). */
@@ -690,8 +664,8 @@ static bool is_rollback_to(const char *sql)
         while (isspace((unsigned char)*p))
             p++;
         size_t n = strlen(words[w]);
-        if (strncasecmp(p, words[w], n) == 0 &&
-            !isalnum((unsigned char)p[n]) && p[n] != '_') {
+        if (strncasecmp(p, words[w], n) == 0 && !isalnum((unsigned char)p[n]) &&
+            p[n] != '_') {
             p += n;
             if (w == 3)
                 return true;
@@ -702,20 +676,16 @@ static bool is_rollback_to(const char *sql)
     return false;
 }
 
-/* ---- running statements ---------------------------------------------------- */
-
-static hp_db_res *res_new(hp_db *db);
-static void res_link(hp_db_res *r);
+/* ---- running statements ----------------------------------------------------
+ */
 
 /* A request's transaction starts with its first statement: SQLite needs
  * to know whether it will write (BEGIN IMMEDIATE takes the write lock now,
  * so a read-then-write request never fails to upgrade its lock). */
 static int begin_tx(hp_db *db, bool write)
 {
-    const char *sql = write && db->drv->engine == HP_DB_SQLITE
-                          ? "BEGIN IMMEDIATE"
-                          : "BEGIN";
-    if (db->drv->script(db, sql) < 0)
+    assert(db->tx == TX_PENDING);
+    if (db->drv->begin(db, write) < 0)
         return -1;
     db->tx = TX_OPEN;
     return 0;
@@ -727,7 +697,7 @@ static int run(hp_db *db, const char *sql, size_t n, const hp_db_val *params,
     bool transient;
     hp_db_res *res = NULL;
 
-    clear_error(db);
+    hp_db__clear_error(db);
     db->changes = 0;
     void *st = stmt_get(db, sql, &transient);
     if (!st)
@@ -735,9 +705,9 @@ static int run(hp_db *db, const char *sql, size_t n, const hp_db_val *params,
     if (db->tx == TX_PENDING &&
         begin_tx(db, db->write_tx || !db->drv->readonly(st)) < 0)
         goto failed_st;
-    res = out ? res_new(db) : NULL;
+    res = out ? hp_db__res_new(db) : NULL;
     if (db->drv->run(db, st, sql, n, params, res) < 0) {
-        hp_db_res_free(res);
+        hp_db__res_free(res);
         if (!transient && db->drv->stale(db))
             stmt_forget(db, sql);
         goto failed_st;
@@ -745,7 +715,7 @@ static int run(hp_db *db, const char *sql, size_t n, const hp_db_val *params,
     if (transient)
         db->drv->finalize(db, st, true);
     if (res)
-        res_link(res);
+        hp_db__res_link(res);
     if (out)
         *out = res;
     if (db->failed && is_rollback_to(sql))
@@ -778,8 +748,8 @@ hp_db_res *hp_db_query_params(hp_db *db, const char *sql, size_t n,
 }
 
 /* Text parameters as typed ones; small lists stay on the stack. */
-static hp_db_val *text_vals(const char *const *strs, size_t n,
-                            hp_db_val *stack, size_t stack_n)
+static hp_db_val *text_vals(const char *const *strs, size_t n, hp_db_val *stack,
+                            size_t stack_n)
 {
     hp_db_val *v = n <= stack_n ? stack : hp_xmalloc(n * sizeof *v);
     for (size_t i = 0; i < n; i++)
@@ -815,7 +785,7 @@ int hp_db_exec_script(hp_db *db, const char *sql)
 {
     if (!db || !sql)
         return -1;
-    clear_error(db);
+    hp_db__clear_error(db);
     if ((db->tx == TX_PENDING && begin_tx(db, true) < 0) ||
         db->drv->script(db, sql) < 0) {
         note_failure(db, sql);
@@ -824,218 +794,8 @@ int hp_db_exec_script(hp_db *db, const char *sql)
     return HP_OK;
 }
 
-long long hp_db_changes(hp_db *db)
-{
-    return db ? db->changes : 0;
-}
-
-/* ---- results ------------------------------------------------------------- */
-
-struct hp_db_chunk {
-    struct hp_db_chunk *next;
-    size_t used, cap;
-    char data[];
-};
-
-static hp_db_res *res_new(hp_db *db)
-{
-    hp_db_res *r = hp_xcalloc(1, sizeof *r);
-    r->db = db;
-    r->cur = -1;
-    return r;
-}
-
-static void res_link(hp_db_res *r)
-{
-    hp_db *db = r->db;
-    r->next = db->results;
-    if (db->results)
-        db->results->prev = r;
-    db->results = r;
-}
-
-void hp_db_res_free(hp_db_res *r)
-{
-    if (!r)
-        return;
-    if (r->prev)
-        r->prev->next = r->next;
-    else if (r->db->results == r)
-        r->db->results = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    for (struct hp_db_chunk *c = r->chunks, *n; c; c = n) {
-        n = c->next;
-        free(c);
-    }
-    if (r->keep && r->keep_free)
-        r->keep_free(r->keep);
-    if (r->names)
-        for (int i = 0; i < r->ncols; i++)
-            free(r->names[i]);
-    free(r->names);
-    free(r->cells);
-    free(r);
-}
-
-static void results_free_all(hp_db *db)
-{
-    while (db->results)
-        hp_db_res_free(db->results);
-}
-
-void hp_db__res_set_cols(hp_db_res *r, int ncols)
-{
-    r->ncols = ncols;
-    r->names = hp_xcalloc((size_t)(ncols > 0 ? ncols : 1), sizeof *r->names);
-}
-
-void hp_db__res_set_name(hp_db_res *r, int col, const char *name)
-{
-    r->names[col] = hp_xstrdup(name ? name : "");
-}
-
-struct hp_db_cell *hp_db__res_add_row(hp_db_res *r)
-{
-    size_t w = (size_t)r->ncols;
-    if (r->nrows == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 8;
-        r->cells = hp_xrealloc(r->cells, r->cap * (w ? w : 1) * sizeof *r->cells);
-    }
-    struct hp_db_cell *row = r->cells + r->nrows * w;
-    memset(row, 0, w * sizeof *row);
-    r->nrows++;
-    return row;
-}
-
-/* Bump allocation in 4 KiB chunks; a big value gets a chunk of its own. */
-char *hp_db__res_copy(hp_db_res *r, const void *p, size_t len)
-{
-    struct hp_db_chunk *c = r->chunks;
-    if (!c || c->cap - c->used < len + 1) {
-        size_t cap = len + 1 > 4000 ? len + 1 : 4000;
-        c = hp_xmalloc(sizeof *c + cap);
-        c->used = 0;
-        c->cap = cap;
-        c->next = r->chunks;
-        r->chunks = c;
-    }
-    char *d = c->data + c->used;
-    if (len)
-        memcpy(d, p, len);
-    d[len] = '\0';
-    c->used += len + 1;
-    return d;
-}
-
-bool hp_db_next(hp_db_res *r)
-{
-    if (!r || r->cur >= (long)r->nrows)
-        return false;
-    r->cur++;
-    return r->cur < (long)r->nrows;
-}
-
-size_t hp_db_nrows(hp_db_res *r)
-{
-    return r ? r->nrows : 0;
-}
-
-int hp_db_ncols(hp_db_res *r)
-{
-    return r ? r->ncols : 0;
-}
-
-const char *hp_db_colname(hp_db_res *r, int col)
-{
-    return r && col >= 0 && col < r->ncols ? r->names[col] : NULL;
-}
-
-int hp_db_col(hp_db_res *r, const char *name)
-{
-    for (int i = 0; r && name && i < r->ncols; i++)
-        if (strcasecmp(r->names[i], name) == 0)
-            return i;
-    return -1;
-}
-
-static struct hp_db_cell *cell(hp_db_res *r, int col)
-{
-    if (!r || col < 0 || col >= r->ncols || r->cur < 0 ||
-        r->cur >= (long)r->nrows)
-        return NULL;
-    struct hp_db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
-    return c->p ? c : NULL;
-}
-
-enum hp_db_type hp_db_coltype(hp_db_res *r, int col)
-{
-    struct hp_db_cell *c = cell(r, col);
-    return c ? c->type : HP_DB_NULL;
-}
-
-bool hp_db_is_null(hp_db_res *r, int col)
-{
-    return cell(r, col) == NULL;
-}
-
-const char *hp_db_text(hp_db_res *r, int col)
-{
-    struct hp_db_cell *c = cell(r, col);
-    return c ? c->p : NULL;
-}
-
-const void *hp_db_blob(hp_db_res *r, int col, size_t *len)
-{
-    struct hp_db_cell *c = cell(r, col);
-    if (len)
-        *len = c ? c->len : 0;
-    return c ? c->p : NULL;
-}
-
-/* PostgreSQL's booleans read as numbers too. */
-static bool bool_text(const char *p, long long *v)
-{
-    if (strcmp(p, "t") == 0 || strcmp(p, "true") == 0)
-        *v = 1;
-    else if (strcmp(p, "f") == 0 || strcmp(p, "false") == 0)
-        *v = 0;
-    else
-        return false;
-    return true;
-}
-
-long long hp_db_int(hp_db_res *r, int col)
-{
-    struct hp_db_cell *c = cell(r, col);
-    long long v = 0;
-    char *end;
-    if (!c)
-        return 0;
-    if (c->has_num)
-        return c->type == HP_DB_FLOAT ? (long long)c->num.f : c->num.i;
-    if (bool_text(c->p, &v))
-        return v;
-    v = strtoll(c->p, &end, 10);
-    if (*end == '.' || *end == 'e' || *end == 'E')
-        return (long long)strtod(c->p, NULL);
-    return v;
-}
-
-double hp_db_float(hp_db_res *r, int col)
-{
-    struct hp_db_cell *c = cell(r, col);
-    long long b;
-    if (!c)
-        return 0;
-    if (c->has_num)
-        return c->type == HP_DB_FLOAT ? c->num.f : (double)c->num.i;
-    if (bool_text(c->p, &b))
-        return (double)b;
-    return strtod(c->p, NULL);
-}
-
-/* ---- the request's transaction --------------------------------------------- */
+/* ---- the request's transaction ---------------------------------------------
+ */
 
 /*
  * What a request enlists for each pool it uses. db is NULL when no
@@ -1060,12 +820,13 @@ static void respond_plain(hp_req *req, int status, const char *msg)
     hp_req_add_header(req, "Content-Type", "text/plain; charset=utf-8");
     if (status == 503)
         hp_req_add_header(req, "Retry-After", "1");
-    hp_buf_printf(&req->out, "%d %s: %s\n", status, hp_status_text(status), msg);
+    hp_buf_printf(&req->out, "%d %s: %s\n", status, hp_status_text(status),
+                  msg);
 }
 
 static void rollback_tx(hp_db *db)
 {
-    if (db->tx == TX_OPEN && db->drv->script(db, "ROLLBACK") < 0)
+    if (db->tx == TX_OPEN && db->drv->rollback(db) < 0)
         log_failure(db, "ROLLBACK");
     db->tx = TX_NONE;
     db->rolled_back = true;
@@ -1102,7 +863,7 @@ static void rd_release(void *arg)
     struct req_db *rd = arg;
     hp_db *db = rd->db;
     if (db->tx == TX_OPEN && db->voted && !db->rolled_back) {
-        if (db->drv->script(db, "COMMIT") < 0) {
+        if (db->drv->commit(db) < 0) {
             note_failure(db, "COMMIT");
             rollback_tx(db);
             respond_plain(rd->req, 500, "the database did not commit");
@@ -1141,8 +902,7 @@ static void enlist_failure(hp_req *req, hp_db_pool *pool, const char *msg)
     struct req_db *rd = hp_alloc(req, sizeof *rd);
     if (!rd)
         return;
-    *rd = (struct req_db){.pool = pool, .req = req,
-                          .msg = hp_strdup(req, msg)};
+    *rd = (struct req_db){.pool = pool, .req = req, .msg = hp_strdup(req, msg)};
     rd->res.rollback = rd_fail_rollback;
     rd->res.arg = rd;
     hp_req_enlist(req, &rd->res);
@@ -1156,6 +916,7 @@ static hp_db *enlist_db(hp_req *req, hp_db_pool *pool, hp_db *db)
         pool_put(db, true);
         return NULL;
     }
+    assert(db->req == NULL && db->tx == TX_NONE);
     *rd = (struct req_db){.pool = pool, .db = db, .req = req};
     rd->res = (struct hp_resource){.commit = rd_commit,
                                    .rollback = rd_rollback,
@@ -1179,8 +940,9 @@ hp_db *hp_db_from(hp_req *req, hp_db_pool *pool)
     if (had)
         return had->db;
     if (!pool) {
-        enlist_failure(req, pool, "database unavailable: no database is "
-                                  "configured");
+        enlist_failure(req, pool,
+                       "database unavailable: no database is "
+                       "configured");
         return NULL;
     }
     hp_db *db = pool_get(pool, &err, &timed_out);
@@ -1204,7 +966,8 @@ hp_db *hp_db_req(hp_req *req)
     return hp_db_from(req, default_pool);
 }
 
-/* ---- the server's default pool and the status page ------------------------- */
+/* ---- the server's default pool and the status page -------------------------
+ */
 
 static const char *data_home(char *buf, size_t len)
 {
@@ -1231,9 +994,8 @@ char *hp_db_default_path(const char *root_canon)
     size_t n = 0;
 
     for (; *name && n < sizeof base - 1; name++)
-        base[n++] = isalnum((unsigned char)*name) || strchr("._-", *name)
-                        ? *name
-                        : '_';
+        base[n++] =
+            isalnum((unsigned char)*name) || strchr("._-", *name) ? *name : '_';
     base[n] = '\0';
     hp_hash_init(&h);
     hp_hash_update(&h, root_canon, strlen(root_canon));
@@ -1247,8 +1009,8 @@ static void opts_from_config(const struct hp_config *cfg,
 {
     *o = (struct hp_db_pool_opts){
         .max_conns = cfg->db_pool_size,
-        .acquire_timeout_ms = cfg->db_acquire_timeout ? cfg->db_acquire_timeout
-                                                      : -1,
+        .acquire_timeout_ms =
+            cfg->db_acquire_timeout ? cfg->db_acquire_timeout : -1,
         .max_lifetime_s = cfg->db_max_lifetime ? cfg->db_max_lifetime : -1,
         .stmt_cache = cfg->db_statement_cache ? cfg->db_statement_cache : -1,
         .name = "default",
@@ -1322,9 +1084,9 @@ static void pool_json(struct hp_buf *b, hp_db_pool *p)
                   "\"idle\":%u,\"waiters\":%u,\"acquires\":%llu,"
                   "\"timeouts\":%llu,\"errors\":%llu,\"connects\":%llu,"
                   "\"discarded\":%llu,\"prepares\":%llu,\"cache_hits\":%llu}",
-                  p == default_pool ? "true" : "false", s.max, s.size,
-                  s.in_use, s.idle, s.waiters, s.acquires, s.timeouts,
-                  s.errors, s.connects, s.discarded, s.prepares, s.cache_hits);
+                  p == default_pool ? "true" : "false", s.max, s.size, s.in_use,
+                  s.idle, s.waiters, s.acquires, s.timeouts, s.errors,
+                  s.connects, s.discarded, s.prepares, s.cache_hits);
 }
 
 void hp_db_status_json(struct hp_buf *b)
