@@ -1,15 +1,14 @@
 /*
- * db.h - the database layer's dispatch (db.c) as the rest of the server
- * sees it: the default pool's life (server.c), the status JSON, and one
- * hook for the unit test. Pages see only hotpub.h.
+ * db.h - the database layer as the rest of the server sees it: the
+ * default pool's life (server.c), the status JSON, the default database
+ * path, and one hook for the unit test. Pages see only hotpub.h.
  *
- * The split (docs/design.md keeps the map): db.c knows nothing of SQLite
- * or libpq. It owns the pools (mutex + condvar), the checkout health
- * check's order, the per-connection statement cache, errors' logging, and
- * the transaction's part in the request, and reaches an engine only
- * through the engine's struct hp_db_driver (db_core.h). The drivers,
- * db_sqlite.c and db_pg.c, depend on the core (db_core.c) alone and never
- * call db.c.
+ * The layer's files, each depending only on those below it (docs/design.md
+ * keeps the map): db.c (statements, the request's transaction, the default
+ * pool) -> db_pool.c (pools, connections) -> db_stmt.c (the statement
+ * cache) -> the engines, reached only through their struct hp_db_driver
+ * (db_sqlite.c, db_pg.c) -> db_core.c (errors, results), which depends on
+ * nothing of the layer. db_result.c (reading results) needs only the core.
  */
 #ifndef HP_DB_H
 #define HP_DB_H
@@ -20,7 +19,7 @@
  * unit test of the checkout health check. */
 void hp_db__release_raw(hp_db *db);
 
-/* ---- the server's side (server.c) --------------------------------------- */
+/* ---- the server's side (server.c) ---------------------------------------- */
 
 /* Open the default pool from the configuration (lazily connecting unless a
  * database was named). 0, or -1 after logging why. */

@@ -17,8 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- errors ----------------------------------------------------------------
- */
+/* ---- errors -------------------------------------------------------------- */
 
 void hp_db__clear_error(hp_db *db)
 {
@@ -43,8 +42,7 @@ void hp_db__fail(hp_db *db, const char *msg, const char *sqlstate, int code)
     db->errcode = code;
 }
 
-/* ---- results: the connection's list
- * ------------------------------------------ */
+/* ---- results: the connection's list -------------------------------------- */
 
 struct hp_db_chunk {
     struct hp_db_chunk *next;
@@ -106,8 +104,7 @@ void hp_db__res_free_all(hp_db *db)
         hp_db__res_free(db->results);
 }
 
-/* ---- results: building
- * ------------------------------------------------------- */
+/* ---- results: building --------------------------------------------------- */
 
 void hp_db__res_set_cols(hp_db_res *r, int ncols)
 {

@@ -5,17 +5,20 @@
  *
  * The layering, one way only (docs/design.md keeps the map):
  *
- *     db.c (pools, the request's transaction, hp_db_* statements)
- *       |  calls engines only through struct hp_db_driver
+ *     db.c        statements, the request's transaction, the default pool
  *       v
- *     db_sqlite.c, db_pg.c (one engine each)     db_result.c (reading)
- *       |                                          |
- *       v                                          v
- *     db_core.c (errors, results being built, the results list)
+ *     db_pool.c   pools and connections (checkout, health check)
+ *       v
+ *     db_stmt.c   each connection's statement cache
+ *       v         (these three reach an engine only through its driver table)
+ *     db_sqlite.c, db_pg.c                 db_result.c (pages read results)
+ *       v                                    v
+ *     db_core.c   errors, results being built: nothing of the layer below
  *
- * A driver includes this header and nothing else of the layer; it never
- * names db.c's functions, and db.c never names an engine's. Pages see only
- * the opaque types of hotpub.h.
+ * A driver includes this header (through db_drivers.h) and nothing else of
+ * the layer; it never names a function above it. Above the drivers, only
+ * db_pool.c's driver list names them, and every call goes through the
+ * table. Pages see only the opaque types of hotpub.h.
  */
 #ifndef HP_DB_CORE_H
 #define HP_DB_CORE_H
@@ -25,7 +28,7 @@
 struct hp_req;
 
 /* One cached prepared statement (keyed by the exact SQL text); the cache
- * itself is db.c's. */
+ * itself is db_stmt.c's. */
 struct hp_db_stmt {
     uint64_t hash;
     char *sql;
@@ -47,8 +50,10 @@ enum hp_db_tx {
 
 /*
  * One connection. A driver reads and writes conn and changes, records
- * errors with hp_db__fail and may read sqlstate; every other field is
- * db.c's (the core only frees the results list and the error).
+ * errors with hp_db__fail and may read sqlstate; every other field belongs
+ * to the dispatch: pool, next_idle, created (db_pool.c), stmts, nstmts,
+ * tick (db_stmt.c), the request's fields (db.c). The core only frees the
+ * results list and the error.
  */
 struct hp_db {
     struct hp_db_pool *pool;
@@ -104,10 +109,10 @@ struct hp_db_res {
 };
 
 /*
- * What an engine provides: the only way db.c reaches an engine. Every
- * function is called by the one thread that holds the connection, never
- * with a pool's mutex held. "0 or -1" functions record the error on db
- * (hp_db__fail) before returning -1.
+ * What an engine provides: the only way the dispatch (db.c, db_pool.c,
+ * db_stmt.c) reaches an engine. Every function is called by the one thread
+ * that holds the connection, never with a pool's mutex held. "0 or -1"
+ * functions record the error on db (hp_db__fail) before returning -1.
  */
 struct hp_db_driver {
     enum hp_db_engine engine;
@@ -153,16 +158,14 @@ struct hp_db_driver {
     bool (*stale)(hp_db *db);
 };
 
-/* ---- errors ----------------------------------------------------------------
- */
+/* ---- errors -------------------------------------------------------------- */
 
 /* Record an error on db (message, SQLSTATE or NULL for HY000, engine code);
  * trailing blanks of msg are dropped. */
 void hp_db__fail(hp_db *db, const char *msg, const char *sqlstate, int code);
 void hp_db__clear_error(hp_db *db);
 
-/* ---- results
- * ----------------------------------------------------------------- */
+/* ---- results ------------------------------------------------------------- */
 
 /* A new, empty result for db (not yet on db's list). */
 hp_db_res *hp_db__res_new(hp_db *db);

@@ -8,8 +8,9 @@
  * statements for the cache, running a statement with its parameters (text
  * format, bytea in binary), collecting results, errors with SQLSTATE.
  * May not touch: pools, caching decisions, transactions' place in the
- * request (db.c decides; this file only runs what it is given). It calls
- * only the core (db_core.h) and is reached only through its driver table.
+ * request (the dispatch above decides; this file runs what it is given).
+ * It calls only the core (db_core.h); the layer above reaches it only
+ * through its driver table.
  *
  * Results are requested in text format and kept as the PGresult: the
  * result's cells point into it (no copy), except bytea values, which are
@@ -51,8 +52,7 @@ static PGconn *C(hp_db *db)
     return ((struct pg_conn *)db->conn)->c;
 }
 
-/* ---- errors
- * ------------------------------------------------------------------ */
+/* ---- errors -------------------------------------------------------------- */
 
 /* From a result when there is one with a SQLSTATE; else the connection's
  * message (a lost connection has no SQLSTATE: 08006). */
@@ -78,8 +78,7 @@ static bool ok_status(const PGresult *r)
            s == PGRES_EMPTY_QUERY;
 }
 
-/* ---- connections -----------------------------------------------------------
- */
+/* ---- connections --------------------------------------------------------- */
 
 /* "postgresql://..." and "postgres://...": libpq takes the URL itself. */
 static const char *pg_match(const char *url)
@@ -231,8 +230,7 @@ static bool pg_tx_failed(hp_db *db)
     return PQtransactionStatus(C(db)) == PQTRANS_INERROR;
 }
 
-/* ---- statements ------------------------------------------------------------
- */
+/* ---- statements ---------------------------------------------------------- */
 
 static void *pg_prepare(hp_db *db, const char *sql, bool keep)
 {

@@ -14,8 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-/* ---- errors and changes
- * ------------------------------------------------------ */
+/* ---- errors and changes -------------------------------------------------- */
 
 const char *hp_db_error(hp_db *db)
 {

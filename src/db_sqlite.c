@@ -6,8 +6,9 @@
  * their parameters, binding, stepping every row into a result, and mapping
  * SQLite's result codes to SQLSTATEs.
  * May not touch: pools, caching decisions, transactions' place in the
- * request (db.c decides; this file only runs what it is given). It calls
- * only the core (db_core.h) and is reached only through its driver table.
+ * request (the dispatch above decides; this file runs what it is given).
+ * It calls only the core (db_core.h); the layer above reaches it only
+ * through its driver table.
  *
  * Parameters: SQLite reads "$1" as a named parameter whose name is "$1",
  * so the SQL is never rewritten: each "$n" is bound by looking its name up
@@ -95,8 +96,7 @@ static void fail_conn(hp_db *db)
     fail_code(db, sqlite3_extended_errcode(C(db)), sqlite3_errmsg(C(db)));
 }
 
-/* ---- connections -----------------------------------------------------------
- */
+/* ---- connections --------------------------------------------------------- */
 
 /* "sqlite:PATH", "sqlite:///abs/path" -> PATH. */
 static const char *sq_match(const char *url)
@@ -217,8 +217,7 @@ static bool sq_tx_failed(hp_db *db)
     return false; /* SQLite keeps a transaction usable; db.c tracks it */
 }
 
-/* ---- statements ------------------------------------------------------------
- */
+/* ---- statements ---------------------------------------------------------- */
 
 /* "$12" -> 12; 0 for any other parameter name. */
 static int dollar_number(const char *name)
