@@ -383,11 +383,16 @@ static int multipart_part(const char *p, const char *e, char **outp,
         content = p + 2; /* no header fields at all */
     } else {
         const char *blank = memmem(p, (size_t)(e - p), "\r\n\r\n", 4);
-        if (!blank)
+        const char *hend = blank;
+        content = blank ? blank + 4 : e;
+        /* RFC 2046's body-part is headers [CRLF content]: header lines that
+         * end right at the delimiter are a part without content. */
+        if (!blank && e - p >= 2 && e[-2] == '\r' && e[-1] == '\n')
+            hend = e;
+        if (!hend)
             return HP_FORM_MALFORMED;
-        if (part_name(p, blank, &name, &quoted) < 0)
+        if (part_name(p, hend, &name, &quoted) < 0)
             return HP_FORM_MALFORMED;
-        content = blank + 4;
     }
     if (!name.p)
         return HP_FORM_OK; /* nameless: skipped, as PHP does */

@@ -63,8 +63,9 @@ int hp_form_urlencoded(const char *src, size_t len, char *out,
  * name parameter (or without form-data disposition) is skipped, as PHP does.
  * out: at least len + 1 bytes for the decoded names and values.
  * Returns HP_FORM_OK, HP_FORM_MALFORMED (no or bad boundary, no first
- * delimiter, no closing delimiter, a part header block not ended by a blank
- * line, a bad parameter list), HP_FORM_TOO_MANY or HP_FORM_NOMEM.
+ * delimiter, no closing delimiter, a part's header lines followed neither
+ * by a blank line nor (each CRLF-ended: a part without content) by the next
+ * delimiter, a bad parameter list), HP_FORM_TOO_MANY or HP_FORM_NOMEM.
  */
 int hp_form_multipart(const char *content_type, const char *body, size_t len,
                       char *out, struct hp_fields *f);

@@ -200,6 +200,12 @@ static void test_multipart_basics(void)
     CHECK(mp(CT, "--XyZ\r\nContent-Disposition: form-data; name=x\r\n\r\n"
                  "a\r\n--XyZZ\r\nb\r\n--XyZ--\r\n") == 0);
     CHECK_STR(dump(), "x=a\r\n--XyZZ\r\nb");
+    /* Header lines ended by CRLF, then the delimiter: no content (RFC 2046
+     * body-part = headers [CRLF content]). */
+    CHECK(mp(CT, "--XyZ\r\nContent-Disposition: form-data; name=h\r\n"
+                 "\r\n--XyZ--") == 0);
+    CHECK_STR(dump(), "h=");
+    CHECK(F.n == 1 && F.v[0].value_len == 0);
     /* Only a close delimiter: no fields. */
     CHECK(mp(CT, "--XyZ--\r\n") == 0 && F.n == 0);
 }
@@ -271,9 +277,13 @@ static void test_multipart_malformed(void)
                  "1\r\n") == HP_FORM_MALFORMED);
     CHECK(mp(CT, "--XyZ\r\nContent-Disposition: form-data; name=a\r\n\r\n"
                  "1\r\n--XyZ\r\n") == HP_FORM_MALFORMED);
-    /* Part header block without the blank line. */
+    /* Part header block without the blank line (its last line has no
+     * CRLF of its own: the one before the delimiter is the delimiter's). */
     CHECK(mp(CT, "--XyZ\r\nContent-Disposition: form-data; name=a\r\n"
                  "--XyZ--\r\n") == HP_FORM_MALFORMED);
+    CHECK(mp(CT,
+             "--XyZ\r\nContent-Disposition: form-data; name=a\r\n"
+             "Content-Type: text/plain\r\n--XyZ--\r\n") == HP_FORM_MALFORMED);
     /* Bad parameter list in Content-Disposition. */
     CHECK(mp(CT, "--XyZ\r\nContent-Disposition: form-data; name=\"a\r\n\r\n"
                  "1\r\n--XyZ--") == HP_FORM_MALFORMED);
