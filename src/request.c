@@ -271,8 +271,10 @@ static int parse_fields(hp_req *req)
         if (r != HP_FORM_OK)
             return r;
     }
+    if (!req->body.len)
+        return HP_FORM_OK;
     const char *ct = hp_header(req, "Content-Type");
-    if (!req->body.len || hp_form_type(ct) == HP_FORM_NONE)
+    if (hp_form_type(ct) == HP_FORM_NONE)
         return HP_FORM_OK;
     char *out = hp_alloc(req, req->body.len + 1);
     if (!out)
