@@ -35,7 +35,8 @@ LIBOBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNITS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 
 # Fuzz targets: any tests/fuzz/fuzz_NAME.c defining LLVMFuzzerTestOneInput,
-# with its seeds in tests/fuzz/corpus/NAME/. `make fuzz` links each with
+# with its seeds in tests/fuzz/corpus/NAME/ (and an optional libFuzzer
+# dictionary tests/fuzz/fuzz_NAME.dict). `make fuzz` links each with
 # libFuzzer (clang) into build-fuzz/; `make test` replays every corpus
 # through tests/fuzz/driver.c with the normal compiler (fuzz-replay).
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
@@ -94,8 +95,9 @@ fuzz: $(FUZZERS)
 fuzz-run: fuzz
 	@set -e; for n in $(FUZZ_NAMES); do \
 	  echo "== fuzz $$n for $(FUZZ_SECONDS) s"; \
-	  mkdir -p $(FUZZ_BUILD)/corpus/$$n; \
-	  $(FUZZ_BUILD)/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$n; dict=; \
+	  if [ -f tests/fuzz/fuzz_$$n.dict ]; then dict=-dict=tests/fuzz/fuzz_$$n.dict; fi; \
+	  $(FUZZ_BUILD)/fuzz_$$n $$dict -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
 	    -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/crash-$$n- \
 	    $(FUZZ_BUILD)/corpus/$$n tests/fuzz/corpus/$$n; done
 
