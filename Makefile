@@ -6,6 +6,8 @@
 #   make deps       install the build and test dependencies (apt-get; sudo
 #                   only when not root)
 #   make docs       regenerate the settings table in docs/configuration.md
+#   make fuzz       build every tests/fuzz/fuzz_*.c with clang + libFuzzer
+#   make fuzz-run   run each fuzzer FUZZ_SECONDS (default 30) from its corpus
 #   make install PREFIX=/usr/local, make uninstall PREFIX=/usr/local
 
 PREFIX  ?= /usr/local
@@ -44,8 +46,26 @@ OBJS    := $(SRCS:src/%.c=$(BUILD)/%.o)
 LIBOBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNITS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 
+# Fuzz targets: any tests/fuzz/fuzz_NAME.c defining LLVMFuzzerTestOneInput,
+# with its seeds in tests/fuzz/corpus/NAME/ (and an optional libFuzzer
+# dictionary tests/fuzz/fuzz_NAME.dict). `make fuzz` links each with
+# libFuzzer (clang) into build-fuzz/; `make test` replays every corpus
+# through tests/fuzz/driver.c with the normal compiler (fuzz-replay).
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_SAN     := address,undefined
+FUZZ_CFLAGS   = -std=gnu11 -O1 -g -fno-omit-frame-pointer -Wall -Wextra \
+                -Wno-unused-parameter -fno-sanitize-recover=undefined \
+                -Iinclude -Isrc $(PKG_CFLAGS) -DHP_INCLUDE_DIR='"$(abspath include)"' \
+                -pthread
+FUZZ_OBJS    := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(filter-out src/main.c,$(SRCS)))
+FUZZERS      := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+REPLAYS      := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
+
 .PHONY: all test unit e2e asan tsan install uninstall clean format deps docs \
-        check-exports check-docs
+        check-exports check-docs fuzz fuzz-run fuzz-replay
 
 all: hotpub$(SUFFIX)
 
@@ -68,8 +88,39 @@ $(BUILD) $(BUILD)/tests:
 unit: $(UNITS)
 	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
 
+$(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/driver.c $(LIBOBJS) | $(BUILD)/tests
+	$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) $(ALL_LDFLAGS) -o $@ $< tests/fuzz/driver.c $(LIBOBJS) $(LIBS)
+
+fuzz-replay: $(REPLAYS)
+	@set -e; for n in $(FUZZ_NAMES); do \
+	  $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n; done
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c | $(FUZZ_BUILD)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,$(FUZZ_SAN) -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,$(FUZZ_SAN) -o $@ $< $(FUZZ_OBJS) $(LIBS)
+
+$(FUZZ_BUILD)/obj:
+	mkdir -p $@
+
+fuzz: $(FUZZERS)
+
+# Bounded: each target runs FUZZ_SECONDS from its seeds (new inputs go to
+# build-fuzz/corpus/NAME, crashes to build-fuzz/crash-NAME-*); a crash, leak
+# or broken contract stops the run with a non-zero status.
+fuzz-run: fuzz
+	@set -e; for n in $(FUZZ_NAMES); do \
+	  echo "== fuzz $$n for $(FUZZ_SECONDS) s"; \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$n; dict=; \
+	  if [ -f tests/fuzz/fuzz_$$n.dict ]; then dict=-dict=tests/fuzz/fuzz_$$n.dict; fi; \
+	  $(FUZZ_BUILD)/fuzz_$$n $$dict -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/crash-$$n- \
+	    $(FUZZ_BUILD)/corpus/$$n tests/fuzz/corpus/$$n; done
+
 e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/run.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/forms.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/db.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/apps.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/workers.py
@@ -92,6 +143,7 @@ test: all
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory check-docs
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz-replay
 	@$(MAKE) --no-print-directory e2e
 
 asan:
@@ -123,9 +175,9 @@ deps:
 	sh tools/deps.sh
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h tests/unit/*.c
+	clang-format -i include/*.h src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c
 
 clean:
-	rm -rf build build-asan build-tsan hotpub hotpub-asan hotpub-tsan
+	rm -rf build build-asan build-tsan $(FUZZ_BUILD) hotpub hotpub-asan hotpub-tsan
 
 -include $(OBJS:.o=.d)

@@ -145,7 +145,8 @@ const char *hp_remote_addr(hp_req *req);  /* "127.0.0.1"                    */
 /* A request header, case-insensitive; NULL if absent. */
 const char *hp_header(hp_req *req, const char *name);
 
-/* A cookie sent by the client; NULL if absent. */
+/* A cookie sent by the client (RFC 6265; the first of a repeated name; an
+ * exact name match before a case-insensitive one); NULL if absent. */
 const char *hp_cookie(hp_req *req, const char *name);
 
 /*
@@ -154,6 +155,9 @@ const char *hp_cookie(hp_req *req, const char *name);
  * hp_arg returns the first value (query first, then body) or NULL.
  * hp_arg_n returns the i-th value of a repeated field (0-based) or NULL.
  * hp_arg_count counts the values of a field.
+ * Query strings and urlencoded bodies decode alike (WHATWG URL); a value
+ * holding a NUL byte reads as cut there. Decoded before the handler runs:
+ * more than --max-fields fields get 413, a malformed multipart body 400.
  */
 const char *hp_arg(hp_req *req, const char *name);
 const char *hp_arg_n(hp_req *req, const char *name, unsigned i);

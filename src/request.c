@@ -2,7 +2,7 @@
  * request.c - the page-facing API: everything declared in hotpub.h that a
  * handler calls on its hp_req.
  *
- * Owns: argument parsing (query and form), request-scoped memory, the
+ * Owns: arguments and cookies (decoded by form.c), request-scoped memory, the
  * response body buffer and response headers as a page sets them.
  * May not touch: the module cache, the resolver, or sending anything: the
  * response is only assembled here; server.c sends it.
@@ -48,6 +48,7 @@ void hp_req_cleanup(hp_req *req)
     }
     req->blocks = NULL;
     free(req->args.v);
+    free(req->cookies.v);
     free(req->headers.v);
     free(req->values.v);
     hp_buf_free(&req->body);
@@ -172,9 +173,38 @@ const char *hp_header(hp_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+static enum MHD_Result collect_cookies(void *cls, enum MHD_ValueKind kind,
+                                       const char *key, const char *value)
+{
+    hp_req *req = cls;
+    if (!key || !value || strcasecmp(key, "Cookie") != 0)
+        return MHD_YES;
+    size_t n = strlen(value);
+    char *out = hp_alloc(req, n + 1);
+    if (out)
+        hp_cookie_parse(value, n, out, &req->cookies);
+    return MHD_YES;
+}
+
+/* Every Cookie field, parsed on first use. Names match exactly first (RFC
+ * 6265 names are case-sensitive), then case-insensitively, as the
+ * libmicrohttpd lookup hotpub used before did. */
 const char *hp_cookie(hp_req *req, const char *name)
 {
-    return MHD_lookup_connection_value(req->conn, MHD_COOKIE_KIND, name);
+    if (!name)
+        return NULL;
+    if (!req->cookies_parsed) {
+        req->cookies_parsed = true;
+        MHD_get_connection_values(req->conn, MHD_HEADER_KIND, collect_cookies,
+                                  req);
+    }
+    const struct hp_field *f = hp_fields_find(&req->cookies, name);
+    if (f)
+        return f->value;
+    for (size_t i = 0; i < req->cookies.n; i++)
+        if (strcasecmp(req->cookies.v[i].name, name) == 0)
+            return req->cookies.v[i].value;
+    return NULL;
 }
 
 const char *hp_body(hp_req *req, size_t *len)
@@ -195,32 +225,18 @@ static void kv_add(struct hp_kvlist *l, const char *name, const char *value)
     l->n++;
 }
 
-static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind,
-                                   const char *key, const char *value)
-{
-    kv_add(cls, key, value ? value : "");
-    return MHD_YES;
-}
-
-/* Query arguments come first, so a form field never shadows the URL's. */
+/* Handlers run after hp_req_parse_form (server.c); this covers any other
+ * caller, without a cap. */
 static void parse_args(hp_req *req)
 {
-    if (req->args_parsed)
-        return;
-    req->args_parsed = true;
-    struct hp_kvlist form = req->args;
-    memset(&req->args, 0, sizeof req->args);
-    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, collect_arg,
-                              &req->args);
-    for (size_t i = 0; i < form.n; i++)
-        kv_add(&req->args, form.v[i].name, form.v[i].value);
-    free(form.v);
+    if (!req->args_parsed)
+        hp_req_parse_form(req, 0);
 }
 
 const char *hp_arg_n(hp_req *req, const char *name, unsigned i)
 {
     parse_args(req);
-    for (size_t k = 0; k < req->args.n; k++)
+    for (size_t k = 0; name && k < req->args.n; k++)
         if (strcmp(req->args.v[k].name, name) == 0 && i-- == 0)
             return req->args.v[k].value;
     return NULL;
@@ -235,65 +251,47 @@ unsigned hp_arg_count(hp_req *req, const char *name)
 {
     unsigned n = 0;
     parse_args(req);
-    for (size_t k = 0; k < req->args.n; k++)
+    for (size_t k = 0; name && k < req->args.n; k++)
         n += strcmp(req->args.v[k].name, name) == 0;
     return n;
 }
 
 /* ---- form bodies -------------------------------------------------------- */
 
-struct form_state {
-    hp_req *req;
-    struct hp_buf *cur; /* value being assembled across chunks */
-    const char *cur_key;
-};
-
-static void form_finish(struct form_state *fs)
+/* Query fields first, so a form field never shadows the URL's. Each source
+ * decodes into one block of its own size (form.c says why that suffices);
+ * a body that is not a form costs nothing. */
+static int parse_fields(hp_req *req)
 {
-    if (!fs->cur_key)
-        return;
-    char *v = hp_alloc(fs->req, fs->cur->len + 1);
-    if (v) {
-        memcpy(v, fs->cur->p ? fs->cur->p : "", fs->cur->len);
-        v[fs->cur->len] = '\0';
-        kv_add(&fs->req->args, fs->cur_key, v);
+    const char *q = req->query ? req->query : "";
+    size_t qlen = strlen(q);
+    if (qlen) {
+        char *out = hp_alloc(req, qlen + 1);
+        if (!out)
+            return HP_FORM_NOMEM;
+        int r = hp_form_urlencoded(q, qlen, out, &req->args);
+        if (r != HP_FORM_OK)
+            return r;
     }
-    fs->cur->len = 0;
-    fs->cur_key = NULL;
-}
-
-static enum MHD_Result form_field(void *cls, enum MHD_ValueKind kind,
-                                  const char *key, const char *filename,
-                                  const char *content_type,
-                                  const char *transfer_encoding,
-                                  const char *data, uint64_t off, size_t size)
-{
-    struct form_state *fs = cls;
-    /* libmicrohttpd hands a value over in chunks; off == 0 starts one. */
-    if (off == 0 || !fs->cur_key || strcmp(fs->cur_key, key) != 0) {
-        form_finish(fs);
-        fs->cur_key = hp_strdup(fs->req, key);
-    }
-    if (size && hp_buf_append(fs->cur, data, size) < 0)
-        return MHD_NO;
-    return MHD_YES;
-}
-
-void hp_req_parse_form(hp_req *req)
-{
-    struct hp_buf cur = {0};
-    struct form_state fs = {.req = req, .cur = &cur};
-
     if (!req->body.len)
-        return;
-    struct MHD_PostProcessor *pp =
-        MHD_create_post_processor(req->conn, 16 * 1024, form_field, &fs);
-    if (!pp)
-        return; /* not a form content type: the raw body is still there */
-    MHD_post_process(pp, req->body.p, req->body.len);
-    MHD_destroy_post_processor(pp);
-    form_finish(&fs);
-    hp_buf_free(&cur);
+        return HP_FORM_OK;
+    const char *ct = hp_header(req, "Content-Type");
+    if (hp_form_type(ct) == HP_FORM_NONE)
+        return HP_FORM_OK;
+    char *out = hp_alloc(req, req->body.len + 1);
+    if (!out)
+        return HP_FORM_NOMEM;
+    return hp_form_body(ct, req->body.p, req->body.len, out, &req->args);
+}
+
+int hp_req_parse_form(hp_req *req, int max_fields)
+{
+    if (req->args_parsed)
+        return req->args_status;
+    req->args_parsed = true;
+    req->args.max = max_fields > 0 ? (size_t)max_fields : 0;
+    req->args_status = parse_fields(req);
+    return req->args_status;
 }
 
 /* ---- the response ------------------------------------------------------- */

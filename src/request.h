@@ -7,6 +7,7 @@
 #define HP_REQUEST_H
 
 #include "hp.h"
+#include "form.h"
 
 #include <microhttpd.h>
 
@@ -53,9 +54,12 @@ struct hp_req {
     bool body_too_large;
     bool is_head;
 
-    /* query arguments (parsed on first use), then form fields */
+    /* query fields, then form fields (hp_req_parse_form, form.c) */
     bool args_parsed;
-    struct hp_kvlist args;
+    int args_status;            /* hp_req_parse_form's result          */
+    struct hp_fields args;
+    bool cookies_parsed;        /* on first hp_cookie                  */
+    struct hp_fields cookies;
 
     /* response */
     int status;
@@ -83,8 +87,14 @@ void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
 void hp_req_cleanup(hp_req *req);
 /* The client's address as text ("" if unknown). */
 const char *hp_req_remote(hp_req *req);
-/* Parse form fields from the buffered body (urlencoded or multipart). */
-void hp_req_parse_form(hp_req *req);
+/*
+ * Decode the query string, then the buffered body if it is a form
+ * (urlencoded or multipart/form-data), into the request's arguments; at
+ * most max_fields of them in all (0: no cap). Idempotent. Returns 0, 400
+ * for a malformed multipart body, 413 past max_fields, 500 out of memory:
+ * the status to answer with instead of running the handler.
+ */
+int hp_req_parse_form(hp_req *req, int max_fields);
 /* Add a response header without validation (server-generated values). */
 void hp_req_add_header(hp_req *req, const char *name, const char *value);
 /* Write the short standard body for an error status. */

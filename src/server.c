@@ -432,7 +432,11 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
         free(quarantine);
         return qr;
     }
-    hp_req_parse_form(req);
+    /* Fields are decoded before any page code runs, so the field cap and
+     * a malformed multipart body are answered without the handler. */
+    int form = hp_req_parse_form(req, S.cfg->max_fields);
+    if (form != 0)
+        return send_error(c, form, NULL);
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

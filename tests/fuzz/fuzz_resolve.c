@@ -1,0 +1,190 @@
+/*
+ * fuzz_resolve.c - resolve.c's contract under any URL path. A small fixed
+ * document root is made once under /tmp (pages, static files, private
+ * names, objects, symlinks in and out of the root), then each input, cut at
+ * its first NUL as the server's decoded path would be, is resolved twice:
+ * fresh, then from the resolution cache. abort() if an answer is outside the
+ * root (as given or once symlinks are resolved), has a segment after the
+ * root starting with '_' or '.', is a static file with a private extension,
+ * is a page that is not a .c/.so file, or if the cached answer differs.
+ */
+#include "hp.h"
+
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static char fixture[PATH_MAX]; /* root and outside live here */
+static char root[PATH_MAX];
+static size_t rootlen;
+static hp_resolver *res;
+
+static void put(const char *base, const char *rel, const char *text)
+{
+    char p[2 * PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", base, rel);
+    char *slash = strrchr(p, '/');
+    for (char *s = p + strlen(base) + 1; s < slash; s++) {
+        if (*s == '/') {
+            *s = '\0';
+            mkdir(p, 0755);
+            *s = '/';
+        }
+    }
+    *slash = '\0';
+    mkdir(p, 0755);
+    *slash = '/';
+    FILE *f = fopen(p, "w");
+    if (!f)
+        abort();
+    fputs(text, f);
+    fclose(f);
+}
+
+static void link_at(const char *target, const char *rel)
+{
+    char p[2 * PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    if (symlink(target, p) != 0)
+        abort();
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+                  struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* The fixture goes when the process exits normally (a crash keeps it for
+ * inspection). */
+static void cleanup(void)
+{
+    nftw(fixture, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void setup(void)
+{
+    char tmpl[] = "/tmp/hotpub-fuzz-resolve-XXXXXX";
+    char outside[2 * PATH_MAX];
+    if (!mkdtemp(tmpl) || !realpath(tmpl, fixture))
+        abort();
+    if (snprintf(root, sizeof root, "%s/root", fixture) >= (int)sizeof root)
+        abort();
+    snprintf(outside, sizeof outside, "%s/outside", fixture);
+    static const char *const files[] = {"index.c",
+                                        "hello.c",
+                                        "hello.so",
+                                        "app/index.c",
+                                        "app/page.so",
+                                        "app/sub/deep.c",
+                                        "static.txt",
+                                        "style.css",
+                                        "site.ini",
+                                        "dep.d",
+                                        "obj.o",
+                                        "lib.h",
+                                        "docs/index.html",
+                                        "docs/a.txt",
+                                        "sp ace.txt",
+                                        "pct%41.txt",
+                                        "_private/secret.txt",
+                                        "_private/p.c",
+                                        "app/_lib.c",
+                                        ".hidden/x.txt",
+                                        ".env",
+                                        "a/b/c.c",
+                                        "a/b/index.so",
+                                        "a/b.txt",
+                                        "dir.c/x.txt",
+                                        "x.c.txt",
+                                        "up/..x.txt"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        put(root, files[i], "x\n");
+    put(outside, "secret.txt", "outside\n");
+    put(outside, "page.c", "outside\n");
+    link_at("../outside", "out_dir");
+    link_at("../outside/secret.txt", "out_file.txt");
+    link_at("../outside/page.c", "out_page.c");
+    link_at("static.txt", "in_link.txt");
+    link_at("_private/secret.txt", "to_private.txt");
+    link_at("hello.c", "src_link.txt");
+    link_at("_private", "priv_dir");
+    link_at("/etc", "etc");
+    atexit(cleanup);
+    rootlen = strlen(root);
+    res = hp_resolver_new(root);
+    if (!res)
+        abort();
+}
+
+static bool private_ext(const char *p)
+{
+    static const char *const ext[] = {".c", ".h", ".so", ".o", ".d", ".ini"};
+    size_t n = strlen(p);
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++) {
+        size_t m = strlen(ext[i]);
+        if (n >= m && strcmp(p + n - m, ext[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* path under the root, with no '_' or '.' segment after it. */
+static bool public_under_root(const char *path)
+{
+    if (strncmp(path, root, rootlen) != 0 || path[rootlen] != '/')
+        return false;
+    for (const char *s = path + rootlen; s; s = strchr(s + 1, '/'))
+        if (s[1] == '_' || s[1] == '.' || s[1] == '\0' || s[1] == '/')
+            return false;
+    return true;
+}
+
+static void check(const struct hp_target *t)
+{
+    if (t->kind == HP_T_NOTFOUND)
+        return;
+    if (t->kind != HP_T_PAGE && t->kind != HP_T_STATIC)
+        abort();
+    char canon[PATH_MAX];
+    if (!public_under_root(t->path) || !realpath(t->path, canon) ||
+        !public_under_root(canon))
+        abort();
+    if (t->kind == HP_T_STATIC && (private_ext(t->path) || private_ext(canon)))
+        abort();
+    if (t->kind == HP_T_PAGE) {
+        size_t n = strlen(t->path);
+        bool c = n > 2 && strcmp(t->path + n - 2, ".c") == 0;
+        bool so = n > 3 && strcmp(t->path + n - 3, ".so") == 0;
+        if ((!c && !so) || !t->handler[0])
+            abort();
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!res)
+        setup();
+    char *url = malloc(size + 1);
+    memcpy(url, data, size);
+    url[size] = '\0';
+    static struct hp_target fresh, cached;
+    hp_resolver_invalidate(res);
+    hp_resolve(res, url, &fresh);
+    check(&fresh);
+    hp_resolve(res, url, &cached);
+    if (cached.kind != fresh.kind ||
+        (fresh.kind != HP_T_NOTFOUND &&
+         (strcmp(cached.path, fresh.path) != 0 ||
+          strcmp(cached.handler, fresh.handler) != 0)))
+        abort();
+    free(url);
+    return 0;
+}
