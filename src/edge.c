@@ -110,6 +110,8 @@ static const char *reason(int status)
     switch (status) {
     case 408:
         return "Request Timeout";
+    case 413:
+        return "Content Too Large";
     case 414:
         return "URI Too Long";
     case 431:
@@ -349,7 +351,7 @@ static void conn_open(struct MHD_Connection *conn, void **socket_context)
     }
     pthread_mutex_lock(&e->mu);
     uint64_t gen = (atomic_load(&e->state) >> ST_GEN_SHIFT) + 1;
-    hp_frame_init(&e->f, E.cfg->max_header);
+    hp_frame_init(&e->f, E.cfg->max_header, (unsigned)E.cfg->max_fields);
     e->fd = fd;
     atomic_store(&e->heads, 0);
     atomic_store(&e->done, 0);

@@ -85,19 +85,22 @@ static int hexval(unsigned char c)
 static void next_message(struct hp_frame *f)
 {
     size_t max_head = f->max_head;
+    unsigned max_query = f->max_query;
     unsigned heads = f->heads;
     memset(f, 0, offsetof(struct hp_frame, heads));
     f->max_head = max_head;
+    f->max_query = max_query;
     f->heads = heads;
     f->http_minor = 1;
     f->st = ST_START;
     f->in_body = false;
 }
 
-void hp_frame_init(struct hp_frame *f, size_t max_head)
+void hp_frame_init(struct hp_frame *f, size_t max_head, unsigned max_query)
 {
     memset(f, 0, sizeof *f);
     f->max_head = max_head;
+    f->max_query = max_query;
     next_message(f);
 }
 
@@ -300,10 +303,14 @@ static bool target_byte(struct hp_frame *f, unsigned char c)
     f->tok_len++;
     if (c <= 0x20 || c == 0x7f)
         return refuse(f, 400, "control character in the request target");
-    if (f->in_query)
+    if (f->in_query) {
+        if (c == '&' && ++f->n_query > f->max_query && f->max_query)
+            return refuse(f, 413, "too many query fields");
         return true;
-    if (c == '?' || c == '#') {
+    }
+    if (c == '?') {
         f->in_query = true;
+        f->n_query = 1;
         return true;
     }
     /* A percent-escape that decodes to a control character (RFC 3986

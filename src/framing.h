@@ -23,6 +23,8 @@ struct hp_frame {
     bool in_query;      /* past '?' in the request target               */
     bool chunk_bws;     /* whitespace after a chunk size                */
     size_t max_head;    /* bytes allowed for the request line / head    */
+    unsigned max_query; /* '&'-separated query pieces allowed (0: any) */
+    unsigned n_query;   /* ... seen in this target                      */
     size_t head_len;    /* bytes of this head so far                    */
     size_t tok_len;     /* bytes of the current token or name           */
     uint64_t left;      /* body or chunk bytes still to come            */
@@ -43,12 +45,14 @@ struct hp_frame {
     const char *why; /* what was wrong (static string), for the log  */
 };
 
-void hp_frame_init(struct hp_frame *f, size_t max_head);
+/* max_head: bytes of a request line or head; max_query: '&'-separated
+ * pieces of a query (0 = no limit). */
+void hp_frame_init(struct hp_frame *f, size_t max_head, unsigned max_query);
 
 /*
  * Parse n more bytes of the connection. Returns how many of them lie before
  * the start of the first message that broke the rules: n when all is well.
- * When a message breaks them, f->bad_status is set (400, 408, 414, 431, 501
+ * When a message breaks them, f->bad_status is set (400, 413, 414, 431, 501
  * or 505), f->why says why, and every later byte is ignored.
  *
  * Refused (RFC 9112 unless noted): a request line not of the form
@@ -59,6 +63,9 @@ void hp_frame_init(struct hp_frame *f, size_t max_head);
  * character in a field value (RFC 9110 §5.5); more than one Host, or an
  * invalid one, or none in HTTP/1.1 (§3.2, RFC 9110 §7.2); more than one
  * Content-Length or a non-numeric one (§6.3); Transfer-Encoding in
+ * more than max_query '&'-separated pieces in the query (413: libmicrohttpd
+ * stores each as a field, and 0.9.75 hangs the connection when they outgrow
+ * its memory); Transfer-Encoding in
  * HTTP/1.0, with Content-Length, with a coding other than chunked (501), or
  * with chunked not last or twice (§6.1, §6.3); a chunk size that is not hex
  * or overflows, or chunk framing without its CRLF (§7.1); a request line

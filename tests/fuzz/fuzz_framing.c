@@ -25,8 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
 
     struct hp_frame whole, split;
-    hp_frame_init(&whole, max_head);
-    hp_frame_init(&split, max_head);
+    hp_frame_init(&whole, max_head, 8);
+    hp_frame_init(&split, max_head, 8);
     size_t got = hp_frame_feed(&whole, p, n);
     if (got > n)
         abort();

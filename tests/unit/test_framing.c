@@ -10,7 +10,7 @@
 static int run(const char *s, unsigned *heads, size_t *consumed)
 {
     struct hp_frame f;
-    hp_frame_init(&f, 16 * 1024);
+    hp_frame_init(&f, 16 * 1024, 1000);
     size_t n = strlen(s);
     size_t c = hp_frame_feed(&f, s, n);
     if (heads)
@@ -24,7 +24,7 @@ static int run(const char *s, unsigned *heads, size_t *consumed)
 static int run_bytewise(const char *s, unsigned *heads)
 {
     struct hp_frame f;
-    hp_frame_init(&f, 16 * 1024);
+    hp_frame_init(&f, 16 * 1024, 1000);
     for (size_t i = 0; s[i]; i++)
         hp_frame_feed(&f, s + i, 1);
     if (heads)
@@ -115,7 +115,7 @@ static void test_field_syntax(void)
     /* NUL: the test string cannot hold it, so feed it by length. */
     struct hp_frame f;
     static const char nul[] = H "X-Foo: a\0b\r\n\r\n";
-    hp_frame_init(&f, 16 * 1024);
+    hp_frame_init(&f, 16 * 1024, 1000);
     hp_frame_feed(&f, nul, sizeof nul - 1);
     CHECK(f.bad_status == 400);
 }
@@ -182,7 +182,7 @@ static void test_limits(void)
     memcpy(big, "GET /", 5);
     memset(big + 5, 'a', 20000);
     strcpy(big + 20005, " HTTP/1.1\r\nHost: a\r\n\r\n");
-    hp_frame_init(&f, 16 * 1024);
+    hp_frame_init(&f, 16 * 1024, 1000);
     hp_frame_feed(&f, big, strlen(big));
     CHECK(f.bad_status == 414);
 
@@ -190,7 +190,7 @@ static void test_limits(void)
     size_t n = strlen(H "X: ");
     memset(big + n, 'v', 17000);
     strcpy(big + n + 17000, "\r\n\r\n");
-    hp_frame_init(&f, 16 * 1024);
+    hp_frame_init(&f, 16 * 1024, 1000);
     hp_frame_feed(&f, big, strlen(big));
     CHECK(f.bad_status == 431);
 }
@@ -212,10 +212,26 @@ static void test_consumed_stops_at_bad_message(void)
     CHECK(run(s, &heads, &consumed) == 0 && consumed == strlen(s));
 }
 
+static void test_query_fields(void)
+{
+    struct hp_frame f;
+    hp_frame_init(&f, 16 * 1024, 3);
+    const char *ok = "GET /a?x=1&y=2&z HTTP/1.1\r\nHost: a\r\n\r\n";
+    hp_frame_feed(&f, ok, strlen(ok));
+    CHECK(f.bad_status == 0);
+    hp_frame_init(&f, 16 * 1024, 3);
+    const char *bad = "GET /a?x=1&y=2&z&w HTTP/1.1\r\nHost: a\r\n\r\n";
+    hp_frame_feed(&f, bad, strlen(bad));
+    CHECK(f.bad_status == 413);
+    hp_frame_init(&f, 16 * 1024, 0); /* no limit */
+    hp_frame_feed(&f, bad, strlen(bad));
+    CHECK(f.bad_status == 0);
+}
+
 static void test_in_head(void)
 {
     struct hp_frame f;
-    hp_frame_init(&f, 1024);
+    hp_frame_init(&f, 1024, 1000);
     CHECK(!hp_frame_in_head(&f));
     hp_frame_feed(&f, "GET / HT", 8);
     CHECK(hp_frame_in_head(&f));
@@ -237,6 +253,7 @@ int main(void)
     T_RUN(test_chunks);
     T_RUN(test_limits);
     T_RUN(test_consumed_stops_at_bad_message);
+    T_RUN(test_query_fields);
     T_RUN(test_in_head);
     T_DONE();
 }
