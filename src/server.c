@@ -979,30 +979,42 @@ static void teardown(void)
     free(S.root);
 }
 
-int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
+/* libmicrohttpd on the host's socket or on cfg->listen (ss). */
+static struct MHD_Daemon *daemon_start(struct hp_config *cfg,
+                                       struct sockaddr_storage *ss)
 {
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    sigset_t sigs;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss->ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    /* A socket the host bound (a worker process's, from its parent). */
+    struct MHD_OptionItem where[] = {
+        H.listen_fd >= 0 ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
+                                                   H.listen_fd, NULL}
+                         : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ss},
+        {MHD_OPTION_END, 0, NULL}};
+    return MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, NULL, MHD_OPTION_ARRAY, where, MHD_OPTION_URI_LOG_CALLBACK,
+        on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
+        MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header + 4096,
+        MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+}
 
-    if (hp_parse_listen(cfg->listen, &ss, &sslen) < 0) {
-        hp_log_error("bad listen address %s", cfg->listen);
-        return 2;
-    }
-    hooks_fill(hooks);
-    signal(SIGPIPE, SIG_IGN);
-    /* Block the stop signals in every thread; the main thread waits. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGUSR1); /* reopen the logs */
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
+/* Everything up to accepting connections: 0, or 1 with nothing left
+ * running. */
+static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
+{
     if (setup(cfg) < 0 || open_access_log(cfg->access_log) < 0) {
         teardown();
         return 1;
     }
-    S.dev = cfg->dev < 0 ? addr_is_loopback(&ss) : cfg->dev;
+    S.dev = cfg->dev < 0 ? addr_is_loopback(ss) : cfg->dev;
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
     hp_cache_set_batched(S.cache, S.watch != NULL);
 
@@ -1017,28 +1029,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
         teardown();
         return 1;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    /* A socket the host bound (a worker process's, from its parent). */
-    struct MHD_OptionItem where[] = {
-        H.listen_fd >= 0
-            ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, H.listen_fd,
-                                      NULL}
-            : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss},
-        {MHD_OPTION_END, 0, NULL}};
-    S.mhd = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_ARRAY, where, MHD_OPTION_URI_LOG_CALLBACK,
-        on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
-        MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header + 4096,
-        MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+    S.mhd = daemon_start(cfg, ss);
     if (!S.mhd) {
         hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
         hp_edge_stop();
@@ -1046,14 +1037,16 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
         teardown();
         return 1;
     }
-    hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
-                HP_VERSION_STRING, S.root, cfg->listen,
-                S.dev ? "dev" : "production");
-    H.ready();
+    return 0;
+}
 
+/* The main thread until SIGTERM/SIGINT: flush the access log once a
+ * second, reopen the logs on SIGUSR1. */
+static void wait_for_stop(const sigset_t *sigs)
+{
     for (;;) {
         struct timespec one = {1, 0};
-        int sig = sigtimedwait(&sigs, NULL, &one);
+        int sig = sigtimedwait(sigs, NULL, &one);
         access_flush();
         if (sig == SIGTERM || sig == SIGINT) {
             hp_log_info("signal %d: finishing in-flight requests", sig);
@@ -1064,8 +1057,13 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
             H.reopen_logs();
         }
     }
-    /* Stop accepting, give running requests a bounded time, then stop.
-     * From here no request is offloaded: libmicrohttpd cannot stop with a
+}
+
+/* Stop accepting, give running requests a bounded time; leave the process
+ * (_exit) if some never finish. */
+static void drain(struct hp_config *cfg)
+{
+    /* From here no request is offloaded: libmicrohttpd cannot stop with a
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
@@ -1117,6 +1115,35 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
         access_flush();
         _exit(0);
     }
+}
+
+int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    sigset_t sigs;
+
+    if (hp_parse_listen(cfg->listen, &ss, &sslen) < 0) {
+        hp_log_error("bad listen address %s", cfg->listen);
+        return 2;
+    }
+    hooks_fill(hooks);
+    signal(SIGPIPE, SIG_IGN);
+    /* Block the stop signals in every thread; the main thread waits. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1); /* reopen the logs */
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    if (serve_start(cfg, &ss) != 0)
+        return 1;
+    hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
+                HP_VERSION_STRING, S.root, cfg->listen,
+                S.dev ? "dev" : "production");
+    H.ready();
+    wait_for_stop(&sigs);
+    drain(cfg);
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
     handler_threads_stop();
