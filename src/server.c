@@ -491,7 +491,7 @@ static void learn(hp_version *v, int64_t ns, bool offloaded)
         atomic_store(&v->run_inline, false);
         if (!atomic_exchange(&v->slow, true) && !offloaded)
             hp_log_error("%s: a request took %.1f ms on an event-loop "
-                         "thread; this version now runs on a handler thread",
+                         "thread; this version now runs on the handler threads",
                          v->path, (double)ns / 1e6);
     } else if (S.cfg->inline_pages && !atomic_load(&v->run_inline) &&
                !atomic_load(&v->slow) &&
