@@ -32,6 +32,7 @@
  */
 #include "hp.h"
 
+#include <assert.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <sched.h>
@@ -260,7 +261,12 @@ static hp_entry **entries_snapshot(hp_cache *c, size_t *n)
 
 void hp_version_release(hp_version *v)
 {
-    if (!v || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
+    if (!v)
+        return;
+    unsigned before = atomic_fetch_sub_explicit(&v->refs, 1,
+                                                memory_order_acq_rel);
+    assert(before > 0 && "a version released more often than pinned");
+    if (before != 1)
         return;
     /* Last user of a retired version (a current version always holds a
      * reference of its own): take it off the list and unload it. */
@@ -486,10 +492,16 @@ static void publish(hp_cache *c, hp_entry **es, struct build_result *rs,
     hp_version *olds[n ? n : 1];
 
     pthread_mutex_lock(&c->pub_mu);
-    atomic_fetch_add_explicit(&c->pub_seq, 1, memory_order_acq_rel);
+    /* Even between publishes, odd during one: pub_mu makes us the only
+     * writer, so the parity is ours to keep. */
+    unsigned seq = atomic_fetch_add_explicit(&c->pub_seq, 1,
+                                             memory_order_acq_rel);
+    assert((seq & 1) == 0);
     for (size_t i = 0; i < n; i++)
         olds[i] = swap_in(es[i], &rs[i]);
-    atomic_fetch_add_explicit(&c->pub_seq, 1, memory_order_acq_rel);
+    seq = atomic_fetch_add_explicit(&c->pub_seq, 1, memory_order_acq_rel);
+    assert((seq & 1) == 1);
+    (void)seq;
     pthread_mutex_unlock(&c->pub_mu);
     for (size_t i = 0; i < n; i++) {
         if (olds[i] && rs[i].kind == B_NEW)
@@ -584,6 +596,8 @@ void hp_cache_refresh_stale(hp_cache *c)
     size_t failed = 0;
 
     for (size_t i = 0; i < k; i++) {
+        /* The lock order: load_mu of several entries in path order. */
+        assert(i == 0 || strcmp(all[i - 1]->path, all[i]->path) < 0);
         pthread_mutex_lock(&all[i]->load_mu);
         snaps[i] = atomic_load(&all[i]->want);
     }
@@ -655,6 +669,8 @@ static enum hp_acquire pin(hp_entry *e, hp_version **vp, char **err)
 {
     pthread_mutex_lock(&e->mu);
     hp_version *v = e->current;
+    /* The current version holds a reference of its own. */
+    assert(!v || atomic_load_explicit(&v->refs, memory_order_relaxed) > 0);
     if (v)
         atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
     if (err && e->error && !*err)

@@ -1,563 +1,36 @@
 /*
- * db.c - the database layer: connection pools, the per-request transactional
- * handle (hp_db(req)), statements with bound parameters, results, errors,
- * and the default pool the server opens from its configuration.
+ * db.c - the database layer's dispatch, as pages see it: running
+ * statements with bound parameters (hp_db_exec*, hp_db_query*), the
+ * per-request transactional handle (hp_db(req), hp_db_from), error
+ * logging, and the default pool the server opens from its configuration.
  *
- * Owns: struct hp_db_pool and its locking, the checkout health check, the
- * per-connection statement cache, struct hp_db_res, error recording and
- * logging, the request's transaction (through struct hp_resource), the
- * default database path, the "pools" part of the status JSON.
- * May not touch: any engine API (db_sqlite.c and db_pg.c do), the request
- * lifecycle's order (publish.c), HTTP (server.c).
+ * Owns: the request's transaction (through struct hp_resource) and its
+ * states (enum hp_db_tx), when BEGIN is sent, the 503 a request answers
+ * without a connection, error logging, the default pool and its path.
+ * May not touch: any engine API (only through struct hp_db_driver), the
+ * pool's lists and lock (db_pool.c), the statement cache's insides
+ * (db_stmt.c), the request lifecycle's order (publish.c), HTTP (server.c).
  *
- * Locking: one mutex per pool guards its idle list and counters; a waiter
- * sleeps on the pool's condvar with a deadline. No engine call (connect,
- * ROLLBACK, a liveness probe) is ever made with the pool's mutex held, so a
- * slow database never stalls threads that only want an idle connection. A
- * connection being opened holds a reserved slot (size counts it).
- *
- * The request's transaction: see the resource callbacks near the end. The
- * real COMMIT happens when the request releases its resources, after every
+ * The request's transaction: see the resource callbacks below. The real
+ * COMMIT happens when the request releases its resources, after every
  * module's commit hook has said yes, so a failing commit hook still rolls
  * the database back (docs/database.md, "Transactions").
  */
 #include "db.h"
+#include "db_pool.h"
 #include "request.h"
 
+#include <assert.h>
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
-#define DEF_PG_CONNS 8
-#define DEF_SQLITE_CONNS 4
-#define DEF_ACQUIRE_MS 5000
-#define DEF_LIFETIME_S 3600
-#define DEF_STMT_CACHE 64
 #define LOG_SQL_MAX 300 /* SQL longer than this is cut in the log */
 
-struct hp_db_pool {
-    const struct hp_db_driver *drv;
-    char *target;   /* what the driver connects to: a path or a URL     */
-    char *shown;    /* the URL without its password, for logs/status    */
-    char *name;
-    char *init_sql;
-    int max, timeout_ms, lifetime_s, stmt_cap;
-    bool mkdir_parent; /* the default SQLite file: create its directory */
-
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    hp_db *idle;       /* most recently used first                      */
-    unsigned size, in_use, nidle, waiters;
-    bool closing;
-    unsigned long long timeouts, connects, discarded;
-    atomic_ullong acquires, errors, prepares, cache_hits;
-
-    hp_db_pool *reg_next, *reg_prev; /* every open pool, for status      */
-};
-
-static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
-static hp_db_pool *registry;
 static hp_db_pool *default_pool;
-
-/* ---- small helpers ------------------------------------------------------- */
-
-static char *msg_dup(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *msg_dup(const char *fmt, ...)
-{
-    struct hp_buf b = {0};
-    va_list ap;
-    va_start(ap, fmt);
-    hp_buf_vprintf(&b, fmt, ap);
-    va_end(ap);
-    return b.p ? b.p : hp_xstrdup("");
-}
-
-static void set_err(char **err, char *msg)
-{
-    if (err)
-        *err = msg;
-    else
-        free(msg);
-}
-
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static struct timespec deadline_after(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
-/* ---- URLs ------------------------------------------------------------------ */
-
-/* "sqlite:PATH" -> the SQLite driver and PATH; "postgres[ql]://..." -> libpq
- * and the URL itself. NULL for anything else. */
-static const struct hp_db_driver *driver_for(const char *url,
-                                             const char **target)
-{
-    if (strncmp(url, "sqlite:", 7) == 0) {
-        *target = url + 7;
-        if (strncmp(*target, "//", 2) == 0) /* sqlite:///abs/path */
-            *target += 2;
-        return &hp_db_sqlite_driver;
-    }
-    if (strncmp(url, "postgresql://", 13) == 0 ||
-        strncmp(url, "postgres://", 11) == 0) {
-        *target = url;
-        return &hp_db_pg_driver;
-    }
-    return NULL;
-}
-
-/* The URL for logs and the status page: "user:secret@" loses the secret,
- * and so does a password=... parameter. */
-static char *redact_url(const char *url)
-{
-    struct hp_buf b = {0};
-    const char *scheme = strstr(url, "://");
-    const char *auth_end = scheme ? strpbrk(scheme + 3, "@/?") : NULL;
-    const char *p = url;
-
-    if (auth_end && *auth_end == '@') {
-        const char *colon = memchr(scheme + 3, ':', (size_t)(auth_end - scheme - 3));
-        if (colon) {
-            hp_buf_append(&b, url, (size_t)(colon - url));
-            hp_buf_puts(&b, ":***");
-            p = auth_end;
-        }
-    }
-    for (const char *pw; (pw = strstr(p, "password=")) != NULL;) {
-        hp_buf_append(&b, p, (size_t)(pw - p));
-        hp_buf_puts(&b, "password=***");
-        p = pw + 9 + strcspn(pw + 9, "&");
-    }
-    hp_buf_puts(&b, p);
-    return b.p ? b.p : hp_xstrdup("");
-}
-
-/* ---- the pool registry (for the status page) ------------------------------ */
-
-static void registry_add(hp_db_pool *p)
-{
-    pthread_mutex_lock(&registry_mu);
-    p->reg_next = registry;
-    if (registry)
-        registry->reg_prev = p;
-    registry = p;
-    pthread_mutex_unlock(&registry_mu);
-}
-
-static void registry_remove(hp_db_pool *p)
-{
-    pthread_mutex_lock(&registry_mu);
-    if (p->reg_prev)
-        p->reg_prev->reg_next = p->reg_next;
-    else if (registry == p)
-        registry = p->reg_next;
-    if (p->reg_next)
-        p->reg_next->reg_prev = p->reg_prev;
-    p->reg_next = p->reg_prev = NULL;
-    pthread_mutex_unlock(&registry_mu);
-}
-
-/* ---- connections ----------------------------------------------------------- */
-
-static void stmt_cache_clear(hp_db *db, bool tell_server);
-static void results_free_all(hp_db *db);
-
-static void clear_error(hp_db *db)
-{
-    free(db->errmsg);
-    db->errmsg = NULL;
-    db->sqlstate[0] = '\0';
-    db->errcode = 0;
-}
-
-void hp_db__fail(hp_db *db, const char *msg, const char *sqlstate, int code)
-{
-    size_t n = strlen(msg ? msg : "");
-    free(db->errmsg);
-    /* Engines end messages with newlines; a log line should not. */
-    while (n && isspace((unsigned char)msg[n - 1]))
-        n--;
-    db->errmsg = hp_xmalloc(n + 1);
-    memcpy(db->errmsg, msg ? msg : "", n);
-    db->errmsg[n] = '\0';
-    snprintf(db->sqlstate, sizeof db->sqlstate, "%s",
-             sqlstate && *sqlstate ? sqlstate : "HY000");
-    db->errcode = code;
-}
-
-static void mkdir_parent(const char *path)
-{
-    char *dir = hp_xstrdup(path);
-    char *slash = strrchr(dir, '/');
-    if (slash && slash != dir) {
-        *slash = '\0';
-        hp_mkdirs(dir, 0700);
-    }
-    free(dir);
-}
-
-/* Open a new connection for p (a slot is already reserved). */
-static hp_db *conn_open(hp_db_pool *p, char **err)
-{
-    hp_db *db = hp_xcalloc(1, sizeof *db);
-    db->pool = p;
-    db->drv = p->drv;
-    if (p->stmt_cap > 0)
-        db->stmts = hp_xcalloc((size_t)p->stmt_cap, sizeof *db->stmts);
-    if (p->mkdir_parent)
-        mkdir_parent(p->target);
-    if (p->drv->connect(db, p->target, p->init_sql, p->timeout_ms, err) < 0) {
-        free(db->stmts);
-        free(db);
-        return NULL;
-    }
-    db->created = hp_now();
-    return db;
-}
-
-static void conn_close(hp_db *db)
-{
-    results_free_all(db);
-    stmt_cache_clear(db, false);
-    db->drv->disconnect(db);
-    clear_error(db);
-    free(db->stmts);
-    free(db);
-}
-
-static bool too_old(hp_db *db)
-{
-    int life = db->pool->lifetime_s;
-    return life > 0 && hp_now() - db->created > life;
-}
-
-/*
- * The checkout health check: not past its lifetime, not known dead, and
- * no transaction left open (rolled back here if there is one).
- */
-static bool checkout_ok(hp_db *db)
-{
-    if (too_old(db) || !db->drv->alive(db))
-        return false;
-    return db->drv->reset(db) == 0;
-}
-
-/* ---- pools ----------------------------------------------------------------- */
-
-static int opt_or(int v, int def, int off)
-{
-    return v == 0 ? def : v < 0 ? off : v;
-}
-
-static void pool_apply_opts(hp_db_pool *p, const struct hp_db_pool_opts *o,
-                            bool memory)
-{
-    struct hp_db_pool_opts none = {0};
-    if (!o)
-        o = &none;
-    int def = p->drv->engine == HP_DB_POSTGRESQL ? DEF_PG_CONNS
-                                                 : DEF_SQLITE_CONNS;
-    p->max = opt_or(o->max_conns, def, def);
-    /* Every connection to :memory: is a database of its own. */
-    if (memory)
-        p->max = 1;
-    p->timeout_ms = opt_or(o->acquire_timeout_ms, DEF_ACQUIRE_MS, 0);
-    p->lifetime_s = opt_or(o->max_lifetime_s, DEF_LIFETIME_S, 0);
-    p->stmt_cap = opt_or(o->stmt_cache, DEF_STMT_CACHE, 0);
-    p->name = hp_xstrdup(o->name && *o->name ? o->name : p->shown);
-    p->init_sql = o->init_sql ? hp_xstrdup(o->init_sql) : NULL;
-}
-
-hp_db_pool *hp_db_pool_open(const char *url, const struct hp_db_pool_opts *opts,
-                            char **err)
-{
-    const char *target = NULL;
-    const struct hp_db_driver *drv = url ? driver_for(url, &target) : NULL;
-    char *msg = NULL;
-
-    if (err)
-        *err = NULL;
-    if (!drv) {
-        set_err(err, msg_dup("unsupported database URL \"%s\" (expected "
-                             "sqlite:PATH or postgresql://...)",
-                             url ? url : "(null)"));
-        return NULL;
-    }
-    if (drv->check_url(target, &msg) < 0) {
-        set_err(err, msg);
-        return NULL;
-    }
-    hp_db_pool *p = hp_xcalloc(1, sizeof *p);
-    p->drv = drv;
-    p->target = hp_xstrdup(target);
-    p->shown = redact_url(url);
-    pool_apply_opts(p, opts, drv->engine == HP_DB_SQLITE &&
-                                 strcmp(target, ":memory:") == 0);
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    registry_add(p);
-    return p;
-}
-
-static void pool_free(hp_db_pool *p)
-{
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
-    free(p->target);
-    free(p->shown);
-    free(p->name);
-    free(p->init_sql);
-    free(p);
-}
-
-/* Closed, and nobody inside any more: the caller that sees this frees. */
-static bool pool_done_locked(hp_db_pool *p)
-{
-    return p->closing && p->size == 0 && p->waiters == 0;
-}
-
-void hp_db_pool_close(hp_db_pool *p)
-{
-    if (!p)
-        return;
-    registry_remove(p);
-    pthread_mutex_lock(&p->mu);
-    p->closing = true;
-    hp_db *idle = p->idle;
-    unsigned n = p->nidle, busy = p->in_use;
-    p->idle = NULL;
-    p->size -= p->nidle;
-    p->nidle = 0;
-    pthread_cond_broadcast(&p->cv);
-    bool done = pool_done_locked(p);
-    pthread_mutex_unlock(&p->mu);
-
-    for (hp_db *db = idle, *next; db; db = next) {
-        next = db->next_idle;
-        conn_close(db);
-    }
-    hp_log_info("database pool %s closed (%u connections closed%s)", p->name,
-                n, busy ? ", others close when released" : "");
-    if (done)
-        pool_free(p);
-}
-
-/* A connection leaves the pool for good (broken, too old, or closing). */
-static void pool_drop(hp_db_pool *p, hp_db *db)
-{
-    conn_close(db);
-    pthread_mutex_lock(&p->mu);
-    p->size--;
-    p->in_use--;
-    if (!p->closing)
-        p->discarded++;
-    pthread_cond_signal(&p->cv);
-    bool done = pool_done_locked(p);
-    pthread_mutex_unlock(&p->mu);
-    if (done)
-        pool_free(p);
-}
-
-/* Open a connection in a reserved slot; on failure give the slot back. */
-static hp_db *pool_connect(hp_db_pool *p, char **err)
-{
-    hp_db *db = conn_open(p, err);
-    pthread_mutex_lock(&p->mu);
-    if (db) {
-        p->connects++;
-        atomic_fetch_add(&p->acquires, 1);
-    } else {
-        p->size--;
-        p->in_use--;
-        atomic_fetch_add(&p->errors, 1);
-        pthread_cond_signal(&p->cv); /* a waiter may try its luck */
-    }
-    bool done = !db && pool_done_locked(p);
-    pthread_mutex_unlock(&p->mu);
-    if (done)
-        pool_free(p);
-    return db;
-}
-
-enum get_result { GOT_IDLE, GOT_SLOT, GOT_TIMEOUT, GOT_CLOSED };
-
-/* Under p->mu: take an idle connection, reserve a slot, or wait. */
-static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
-{
-    struct timespec deadline = deadline_after(p->timeout_ms);
-    bool expired = p->timeout_ms <= 0;
-
-    for (;;) {
-        if (p->closing)
-            return GOT_CLOSED;
-        if (p->idle) {
-            *out = p->idle;
-            p->idle = (*out)->next_idle;
-            p->nidle--;
-            p->in_use++;
-            return GOT_IDLE;
-        }
-        if (p->size < (unsigned)p->max) {
-            p->size++;
-            p->in_use++;
-            return GOT_SLOT;
-        }
-        if (expired) {
-            p->timeouts++;
-            return GOT_TIMEOUT;
-        }
-        p->waiters++;
-        int rc = pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
-        p->waiters--;
-        /* Look once more after a timeout: a connection may have come back
-         * just as the deadline passed. */
-        if (rc == ETIMEDOUT)
-            expired = true;
-    }
-}
-
-/*
- * Check a connection out: an idle one that passes the health check, else a
- * new one in a free slot, else wait up to the acquire timeout. *timed_out
- * tells a busy pool (503 "busy") from a failing database.
- */
-static hp_db *pool_get(hp_db_pool *p, char **err, bool *timed_out)
-{
-    *timed_out = false;
-    for (;;) {
-        hp_db *db = NULL;
-        pthread_mutex_lock(&p->mu);
-        enum get_result r = pool_wait_locked(p, &db);
-        bool done = r == GOT_CLOSED && pool_done_locked(p);
-        pthread_mutex_unlock(&p->mu);
-
-        switch (r) {
-        case GOT_IDLE:
-            if (checkout_ok(db)) {
-                atomic_fetch_add(&p->acquires, 1);
-                return db;
-            }
-            pool_drop(p, db); /* and try again */
-            continue;
-        case GOT_SLOT:
-            return pool_connect(p, err);
-        case GOT_TIMEOUT:
-            *timed_out = true;
-            set_err(err, msg_dup("no connection available within %d ms",
-                                 p->timeout_ms));
-            return NULL;
-        case GOT_CLOSED:
-            set_err(err, msg_dup("the pool is closed"));
-            if (done)
-                pool_free(p);
-            return NULL;
-        }
-    }
-}
-
-/* Give a connection back. reset: end any transaction it left open. */
-static void pool_put(hp_db *db, bool reset)
-{
-    hp_db_pool *p = db->pool;
-
-    results_free_all(db);
-    clear_error(db);
-    db->req = NULL;
-    db->tx = TX_NONE;
-    db->failed = db->voted = db->rolled_back = db->write_tx = false;
-    bool keep = db->drv->alive(db) && !too_old(db) &&
-                (!reset || db->drv->reset(db) == 0);
-
-    pthread_mutex_lock(&p->mu);
-    keep = keep && !p->closing;
-    if (keep) {
-        db->next_idle = p->idle;
-        p->idle = db;
-        p->nidle++;
-        p->in_use--;
-        pthread_cond_signal(&p->cv);
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (!keep)
-        pool_drop(p, db);
-}
-
-hp_db *hp_db_pool_acquire(hp_db_pool *p, char **err)
-{
-    bool timed_out;
-    if (err)
-        *err = NULL;
-    if (!p) {
-        set_err(err, msg_dup("no pool"));
-        return NULL;
-    }
-    return pool_get(p, err, &timed_out);
-}
-
-void hp_db_pool_release(hp_db *db)
-{
-    if (!db)
-        return;
-    if (db->req) {
-        /* The request gives it back itself, after committing. */
-        hp_log_error("hp_db_pool_release: that handle belongs to a request; "
-                     "ignored");
-        return;
-    }
-    pool_put(db, true);
-}
-
-void hp_db__release_raw(hp_db *db)
-{
-    pool_put(db, false);
-}
-
-void hp_db_pool_stats(hp_db_pool *p, struct hp_db_pool_stats *out)
-{
-    memset(out, 0, sizeof *out);
-    if (!p)
-        return;
-    pthread_mutex_lock(&p->mu);
-    out->max = (unsigned)p->max;
-    out->size = p->size;
-    out->in_use = p->in_use;
-    out->idle = p->nidle;
-    out->waiters = p->waiters;
-    out->timeouts = p->timeouts;
-    out->connects = p->connects;
-    out->discarded = p->discarded;
-    pthread_mutex_unlock(&p->mu);
-    out->acquires = atomic_load(&p->acquires);
-    out->errors = atomic_load(&p->errors);
-    out->prepares = atomic_load(&p->prepares);
-    out->cache_hits = atomic_load(&p->cache_hits);
-}
 
 hp_db_pool *hp_db_default_pool(void)
 {
@@ -569,92 +42,7 @@ enum hp_db_engine hp_db_engine(hp_db *db)
     return db ? db->drv->engine : 0;
 }
 
-/* ---- the statement cache --------------------------------------------------- */
-
-static void stmt_cache_clear(hp_db *db, bool tell_server)
-{
-    for (size_t i = 0; i < db->nstmts; i++) {
-        db->drv->finalize(db, db->stmts[i].stmt, tell_server);
-        free(db->stmts[i].sql);
-    }
-    db->nstmts = 0;
-}
-
-static void stmt_evict(hp_db *db, size_t i)
-{
-    db->drv->finalize(db, db->stmts[i].stmt, true);
-    free(db->stmts[i].sql);
-    db->stmts[i] = db->stmts[--db->nstmts];
-}
-
-static void stmt_forget(hp_db *db, const char *sql)
-{
-    uint64_t h = fnv1a(sql);
-    for (size_t i = 0; i < db->nstmts; i++)
-        if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0) {
-            stmt_evict(db, i);
-            return;
-        }
-}
-
-static size_t stmt_lru(hp_db *db)
-{
-    size_t lru = 0;
-    for (size_t i = 1; i < db->nstmts; i++)
-        if (db->stmts[i].used < db->stmts[lru].used)
-            lru = i;
-    return lru;
-}
-
-/*
- * The statement for sql: from the cache (keyed by the exact text), else
- * compiled and cached, evicting the least recently used. *transient says
- * the caller must finalize it (no cache).
- */
-static void *stmt_get(hp_db *db, const char *sql, bool *transient)
-{
-    hp_db_pool *p = db->pool;
-    size_t cap = (size_t)(p->stmt_cap > 0 ? p->stmt_cap : 0);
-    uint64_t h = fnv1a(sql);
-
-    *transient = cap == 0;
-    for (size_t i = 0; i < db->nstmts; i++) {
-        struct hp_db_stmt *s = &db->stmts[i];
-        if (s->hash == h && strcmp(s->sql, sql) == 0) {
-            s->used = ++db->tick;
-            atomic_fetch_add(&p->cache_hits, 1);
-            return s->stmt;
-        }
-    }
-    void *st = db->drv->prepare(db, sql, !*transient);
-    if (!st)
-        return NULL;
-    atomic_fetch_add(&p->prepares, 1);
-    if (*transient)
-        return st;
-    if (db->nstmts == cap)
-        stmt_evict(db, stmt_lru(db));
-    db->stmts[db->nstmts++] = (struct hp_db_stmt){
-        .hash = h, .sql = hp_xstrdup(sql), .stmt = st, .used = ++db->tick};
-    return st;
-}
-
-/* ---- errors ---------------------------------------------------------------- */
-
-const char *hp_db_error(hp_db *db)
-{
-    return db ? db->errmsg : "no database connection";
-}
-
-const char *hp_db_sqlstate(hp_db *db)
-{
-    return db ? db->sqlstate : "08003"; /* connection_does_not_exist */
-}
-
-int hp_db_errcode(hp_db *db)
-{
-    return db ? db->errcode : 0;
-}
+/* ---- errors -------------------------------------------------------------- */
 
 /* Log the error just recorded, with where it happened and the SQL (never
  * the parameters: they are user data). */
@@ -690,8 +78,8 @@ static bool is_rollback_to(const char *sql)
         while (isspace((unsigned char)*p))
             p++;
         size_t n = strlen(words[w]);
-        if (strncasecmp(p, words[w], n) == 0 &&
-            !isalnum((unsigned char)p[n]) && p[n] != '_') {
+        if (strncasecmp(p, words[w], n) == 0 && !isalnum((unsigned char)p[n]) &&
+            p[n] != '_') {
             p += n;
             if (w == 3)
                 return true;
@@ -702,20 +90,15 @@ static bool is_rollback_to(const char *sql)
     return false;
 }
 
-/* ---- running statements ---------------------------------------------------- */
-
-static hp_db_res *res_new(hp_db *db);
-static void res_link(hp_db_res *r);
+/* ---- running statements -------------------------------------------------- */
 
 /* A request's transaction starts with its first statement: SQLite needs
  * to know whether it will write (BEGIN IMMEDIATE takes the write lock now,
  * so a read-then-write request never fails to upgrade its lock). */
 static int begin_tx(hp_db *db, bool write)
 {
-    const char *sql = write && db->drv->engine == HP_DB_SQLITE
-                          ? "BEGIN IMMEDIATE"
-                          : "BEGIN";
-    if (db->drv->script(db, sql) < 0)
+    assert(db->tx == TX_PENDING);
+    if (db->drv->begin(db, write) < 0)
         return -1;
     db->tx = TX_OPEN;
     return 0;
@@ -727,25 +110,25 @@ static int run(hp_db *db, const char *sql, size_t n, const hp_db_val *params,
     bool transient;
     hp_db_res *res = NULL;
 
-    clear_error(db);
+    hp_db__clear_error(db);
     db->changes = 0;
-    void *st = stmt_get(db, sql, &transient);
+    void *st = hp_db__stmt_get(db, sql, &transient);
     if (!st)
         goto failed;
     if (db->tx == TX_PENDING &&
         begin_tx(db, db->write_tx || !db->drv->readonly(st)) < 0)
         goto failed_st;
-    res = out ? res_new(db) : NULL;
+    res = out ? hp_db__res_new(db) : NULL;
     if (db->drv->run(db, st, sql, n, params, res) < 0) {
-        hp_db_res_free(res);
+        hp_db__res_free(res);
         if (!transient && db->drv->stale(db))
-            stmt_forget(db, sql);
+            hp_db__stmt_forget(db, sql);
         goto failed_st;
     }
     if (transient)
         db->drv->finalize(db, st, true);
     if (res)
-        res_link(res);
+        hp_db__res_link(res);
     if (out)
         *out = res;
     if (db->failed && is_rollback_to(sql))
@@ -778,8 +161,8 @@ hp_db_res *hp_db_query_params(hp_db *db, const char *sql, size_t n,
 }
 
 /* Text parameters as typed ones; small lists stay on the stack. */
-static hp_db_val *text_vals(const char *const *strs, size_t n,
-                            hp_db_val *stack, size_t stack_n)
+static hp_db_val *text_vals(const char *const *strs, size_t n, hp_db_val *stack,
+                            size_t stack_n)
 {
     hp_db_val *v = n <= stack_n ? stack : hp_xmalloc(n * sizeof *v);
     for (size_t i = 0; i < n; i++)
@@ -815,7 +198,7 @@ int hp_db_exec_script(hp_db *db, const char *sql)
 {
     if (!db || !sql)
         return -1;
-    clear_error(db);
+    hp_db__clear_error(db);
     if ((db->tx == TX_PENDING && begin_tx(db, true) < 0) ||
         db->drv->script(db, sql) < 0) {
         note_failure(db, sql);
@@ -824,218 +207,7 @@ int hp_db_exec_script(hp_db *db, const char *sql)
     return HP_OK;
 }
 
-long long hp_db_changes(hp_db *db)
-{
-    return db ? db->changes : 0;
-}
-
-/* ---- results ------------------------------------------------------------- */
-
-struct hp_db_chunk {
-    struct hp_db_chunk *next;
-    size_t used, cap;
-    char data[];
-};
-
-static hp_db_res *res_new(hp_db *db)
-{
-    hp_db_res *r = hp_xcalloc(1, sizeof *r);
-    r->db = db;
-    r->cur = -1;
-    return r;
-}
-
-static void res_link(hp_db_res *r)
-{
-    hp_db *db = r->db;
-    r->next = db->results;
-    if (db->results)
-        db->results->prev = r;
-    db->results = r;
-}
-
-void hp_db_res_free(hp_db_res *r)
-{
-    if (!r)
-        return;
-    if (r->prev)
-        r->prev->next = r->next;
-    else if (r->db->results == r)
-        r->db->results = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    for (struct hp_db_chunk *c = r->chunks, *n; c; c = n) {
-        n = c->next;
-        free(c);
-    }
-    if (r->keep && r->keep_free)
-        r->keep_free(r->keep);
-    if (r->names)
-        for (int i = 0; i < r->ncols; i++)
-            free(r->names[i]);
-    free(r->names);
-    free(r->cells);
-    free(r);
-}
-
-static void results_free_all(hp_db *db)
-{
-    while (db->results)
-        hp_db_res_free(db->results);
-}
-
-void hp_db__res_set_cols(hp_db_res *r, int ncols)
-{
-    r->ncols = ncols;
-    r->names = hp_xcalloc((size_t)(ncols > 0 ? ncols : 1), sizeof *r->names);
-}
-
-void hp_db__res_set_name(hp_db_res *r, int col, const char *name)
-{
-    r->names[col] = hp_xstrdup(name ? name : "");
-}
-
-struct hp_db_cell *hp_db__res_add_row(hp_db_res *r)
-{
-    size_t w = (size_t)r->ncols;
-    if (r->nrows == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 8;
-        r->cells = hp_xrealloc(r->cells, r->cap * (w ? w : 1) * sizeof *r->cells);
-    }
-    struct hp_db_cell *row = r->cells + r->nrows * w;
-    memset(row, 0, w * sizeof *row);
-    r->nrows++;
-    return row;
-}
-
-/* Bump allocation in 4 KiB chunks; a big value gets a chunk of its own. */
-char *hp_db__res_copy(hp_db_res *r, const void *p, size_t len)
-{
-    struct hp_db_chunk *c = r->chunks;
-    if (!c || c->cap - c->used < len + 1) {
-        size_t cap = len + 1 > 4000 ? len + 1 : 4000;
-        c = hp_xmalloc(sizeof *c + cap);
-        c->used = 0;
-        c->cap = cap;
-        c->next = r->chunks;
-        r->chunks = c;
-    }
-    char *d = c->data + c->used;
-    if (len)
-        memcpy(d, p, len);
-    d[len] = '\0';
-    c->used += len + 1;
-    return d;
-}
-
-bool hp_db_next(hp_db_res *r)
-{
-    if (!r || r->cur >= (long)r->nrows)
-        return false;
-    r->cur++;
-    return r->cur < (long)r->nrows;
-}
-
-size_t hp_db_nrows(hp_db_res *r)
-{
-    return r ? r->nrows : 0;
-}
-
-int hp_db_ncols(hp_db_res *r)
-{
-    return r ? r->ncols : 0;
-}
-
-const char *hp_db_colname(hp_db_res *r, int col)
-{
-    return r && col >= 0 && col < r->ncols ? r->names[col] : NULL;
-}
-
-int hp_db_col(hp_db_res *r, const char *name)
-{
-    for (int i = 0; r && name && i < r->ncols; i++)
-        if (strcasecmp(r->names[i], name) == 0)
-            return i;
-    return -1;
-}
-
-static struct hp_db_cell *cell(hp_db_res *r, int col)
-{
-    if (!r || col < 0 || col >= r->ncols || r->cur < 0 ||
-        r->cur >= (long)r->nrows)
-        return NULL;
-    struct hp_db_cell *c = &r->cells[(size_t)r->cur * (size_t)r->ncols + (size_t)col];
-    return c->p ? c : NULL;
-}
-
-enum hp_db_type hp_db_coltype(hp_db_res *r, int col)
-{
-    struct hp_db_cell *c = cell(r, col);
-    return c ? c->type : HP_DB_NULL;
-}
-
-bool hp_db_is_null(hp_db_res *r, int col)
-{
-    return cell(r, col) == NULL;
-}
-
-const char *hp_db_text(hp_db_res *r, int col)
-{
-    struct hp_db_cell *c = cell(r, col);
-    return c ? c->p : NULL;
-}
-
-const void *hp_db_blob(hp_db_res *r, int col, size_t *len)
-{
-    struct hp_db_cell *c = cell(r, col);
-    if (len)
-        *len = c ? c->len : 0;
-    return c ? c->p : NULL;
-}
-
-/* PostgreSQL's booleans read as numbers too. */
-static bool bool_text(const char *p, long long *v)
-{
-    if (strcmp(p, "t") == 0 || strcmp(p, "true") == 0)
-        *v = 1;
-    else if (strcmp(p, "f") == 0 || strcmp(p, "false") == 0)
-        *v = 0;
-    else
-        return false;
-    return true;
-}
-
-long long hp_db_int(hp_db_res *r, int col)
-{
-    struct hp_db_cell *c = cell(r, col);
-    long long v = 0;
-    char *end;
-    if (!c)
-        return 0;
-    if (c->has_num)
-        return c->type == HP_DB_FLOAT ? (long long)c->num.f : c->num.i;
-    if (bool_text(c->p, &v))
-        return v;
-    v = strtoll(c->p, &end, 10);
-    if (*end == '.' || *end == 'e' || *end == 'E')
-        return (long long)strtod(c->p, NULL);
-    return v;
-}
-
-double hp_db_float(hp_db_res *r, int col)
-{
-    struct hp_db_cell *c = cell(r, col);
-    long long b;
-    if (!c)
-        return 0;
-    if (c->has_num)
-        return c->type == HP_DB_FLOAT ? c->num.f : (double)c->num.i;
-    if (bool_text(c->p, &b))
-        return (double)b;
-    return strtod(c->p, NULL);
-}
-
-/* ---- the request's transaction --------------------------------------------- */
+/* ---- the request's transaction ------------------------------------------- */
 
 /*
  * What a request enlists for each pool it uses. db is NULL when no
@@ -1060,12 +232,13 @@ static void respond_plain(hp_req *req, int status, const char *msg)
     hp_req_add_header(req, "Content-Type", "text/plain; charset=utf-8");
     if (status == 503)
         hp_req_add_header(req, "Retry-After", "1");
-    hp_buf_printf(&req->out, "%d %s: %s\n", status, hp_status_text(status), msg);
+    hp_buf_printf(&req->out, "%d %s: %s\n", status, hp_status_text(status),
+                  msg);
 }
 
 static void rollback_tx(hp_db *db)
 {
-    if (db->tx == TX_OPEN && db->drv->script(db, "ROLLBACK") < 0)
+    if (db->tx == TX_OPEN && db->drv->rollback(db) < 0)
         log_failure(db, "ROLLBACK");
     db->tx = TX_NONE;
     db->rolled_back = true;
@@ -1102,14 +275,14 @@ static void rd_release(void *arg)
     struct req_db *rd = arg;
     hp_db *db = rd->db;
     if (db->tx == TX_OPEN && db->voted && !db->rolled_back) {
-        if (db->drv->script(db, "COMMIT") < 0) {
+        if (db->drv->commit(db) < 0) {
             note_failure(db, "COMMIT");
             rollback_tx(db);
             respond_plain(rd->req, 500, "the database did not commit");
         }
         db->tx = TX_NONE;
     }
-    pool_put(db, true);
+    hp_db__pool_put(db, true);
 }
 
 static void rd_fail_rollback(void *arg)
@@ -1141,8 +314,7 @@ static void enlist_failure(hp_req *req, hp_db_pool *pool, const char *msg)
     struct req_db *rd = hp_alloc(req, sizeof *rd);
     if (!rd)
         return;
-    *rd = (struct req_db){.pool = pool, .req = req,
-                          .msg = hp_strdup(req, msg)};
+    *rd = (struct req_db){.pool = pool, .req = req, .msg = hp_strdup(req, msg)};
     rd->res.rollback = rd_fail_rollback;
     rd->res.arg = rd;
     hp_req_enlist(req, &rd->res);
@@ -1153,9 +325,10 @@ static hp_db *enlist_db(hp_req *req, hp_db_pool *pool, hp_db *db)
 {
     struct req_db *rd = hp_alloc(req, sizeof *rd);
     if (!rd) {
-        pool_put(db, true);
+        hp_db__pool_put(db, true);
         return NULL;
     }
+    assert(db->req == NULL && db->tx == TX_NONE);
     *rd = (struct req_db){.pool = pool, .db = db, .req = req};
     rd->res = (struct hp_resource){.commit = rd_commit,
                                    .rollback = rd_rollback,
@@ -1179,20 +352,21 @@ hp_db *hp_db_from(hp_req *req, hp_db_pool *pool)
     if (had)
         return had->db;
     if (!pool) {
-        enlist_failure(req, pool, "database unavailable: no database is "
-                                  "configured");
+        enlist_failure(req, pool,
+                       "database unavailable: no database is "
+                       "configured");
         return NULL;
     }
-    hp_db *db = pool_get(pool, &err, &timed_out);
+    hp_db *db = hp_db__pool_get(pool, &err, &timed_out);
     if (db) {
         free(err);
         return enlist_db(req, pool, db);
     }
     hp_log_error("db: %s: pool %s: %s", req->target.path, pool->name,
                  err ? err : "no connection");
-    char *msg = timed_out ? msg_dup("database busy: %s", err)
-                          : msg_dup("database unavailable (the server log "
-                                    "says why)");
+    char *msg = timed_out ? hp_xasprintf("database busy: %s", err)
+                          : hp_xasprintf("database unavailable (the server log "
+                                         "says why)");
     enlist_failure(req, pool, msg);
     free(msg);
     free(err);
@@ -1204,7 +378,7 @@ hp_db *hp_db_req(hp_req *req)
     return hp_db_from(req, default_pool);
 }
 
-/* ---- the server's default pool and the status page ------------------------- */
+/* ---- the server's default pool and the status page ----------------------- */
 
 static const char *data_home(char *buf, size_t len)
 {
@@ -1231,9 +405,8 @@ char *hp_db_default_path(const char *root_canon)
     size_t n = 0;
 
     for (; *name && n < sizeof base - 1; name++)
-        base[n++] = isalnum((unsigned char)*name) || strchr("._-", *name)
-                        ? *name
-                        : '_';
+        base[n++] =
+            isalnum((unsigned char)*name) || strchr("._-", *name) ? *name : '_';
     base[n] = '\0';
     hp_hash_init(&h);
     hp_hash_update(&h, root_canon, strlen(root_canon));
@@ -1247,8 +420,8 @@ static void opts_from_config(const struct hp_config *cfg,
 {
     *o = (struct hp_db_pool_opts){
         .max_conns = cfg->db_pool_size,
-        .acquire_timeout_ms = cfg->db_acquire_timeout ? cfg->db_acquire_timeout
-                                                      : -1,
+        .acquire_timeout_ms =
+            cfg->db_acquire_timeout ? cfg->db_acquire_timeout : -1,
         .max_lifetime_s = cfg->db_max_lifetime ? cfg->db_max_lifetime : -1,
         .stmt_cache = cfg->db_statement_cache ? cfg->db_statement_cache : -1,
         .name = "default",
@@ -1291,6 +464,7 @@ int hp_db_server_open(const struct hp_config *cfg, const char *root_canon)
         return -1;
     }
     p->mkdir_parent = cfg->db == NULL;
+    p->is_default = true;
     hp_log_info("database: %s (%s, up to %d connections)%s", p->shown,
                 p->drv->name, p->max,
                 cfg->db ? "" : " - the default; created on first use");
@@ -1307,35 +481,4 @@ void hp_db_server_close(void)
     hp_db_pool *p = default_pool;
     default_pool = NULL;
     hp_db_pool_close(p);
-}
-
-static void pool_json(struct hp_buf *b, hp_db_pool *p)
-{
-    struct hp_db_pool_stats s;
-    hp_db_pool_stats(p, &s);
-    hp_buf_puts(b, "{\"name\":");
-    hp_buf_json(b, p->name);
-    hp_buf_printf(b, ",\"engine\":\"%s\",\"url\":", p->drv->name);
-    hp_buf_json(b, p->shown);
-    hp_buf_printf(b,
-                  ",\"default\":%s,\"max\":%u,\"size\":%u,\"in_use\":%u,"
-                  "\"idle\":%u,\"waiters\":%u,\"acquires\":%llu,"
-                  "\"timeouts\":%llu,\"errors\":%llu,\"connects\":%llu,"
-                  "\"discarded\":%llu,\"prepares\":%llu,\"cache_hits\":%llu}",
-                  p == default_pool ? "true" : "false", s.max, s.size,
-                  s.in_use, s.idle, s.waiters, s.acquires, s.timeouts,
-                  s.errors, s.connects, s.discarded, s.prepares, s.cache_hits);
-}
-
-void hp_db_status_json(struct hp_buf *b)
-{
-    hp_buf_puts(b, ",\n\"pools\":[");
-    pthread_mutex_lock(&registry_mu);
-    for (hp_db_pool *p = registry; p; p = p->reg_next) {
-        pool_json(b, p);
-        if (p->reg_next)
-            hp_buf_puts(b, ",\n");
-    }
-    pthread_mutex_unlock(&registry_mu);
-    hp_buf_puts(b, "]");
 }

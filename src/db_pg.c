@@ -1,5 +1,5 @@
 /*
- * db_pg.c - the PostgreSQL engine behind the database layer (db.h), on
+ * db_pg.c - the PostgreSQL engine behind the database layer (db_core.h), on
  * libpq's synchronous API.
  *
  * Owns: every PQ* call: connecting (with a connect timeout, so an
@@ -8,13 +8,15 @@
  * statements for the cache, running a statement with its parameters (text
  * format, bytea in binary), collecting results, errors with SQLSTATE.
  * May not touch: pools, caching decisions, transactions' place in the
- * request (db.c decides; this file only runs what it is given).
+ * request (the dispatch above decides; this file runs what it is given).
+ * It calls only the core (db_core.h); the layer above reaches it only
+ * through its driver table.
  *
  * Results are requested in text format and kept as the PGresult: the
  * result's cells point into it (no copy), except bytea values, which are
  * decoded from PostgreSQL's hex text into the result's memory.
  */
-#include "db.h"
+#include "db_drivers.h"
 
 #include <libpq-fe.h>
 #include <poll.h>
@@ -50,7 +52,7 @@ static PGconn *C(hp_db *db)
     return ((struct pg_conn *)db->conn)->c;
 }
 
-/* ---- errors ------------------------------------------------------------------ */
+/* ---- errors -------------------------------------------------------------- */
 
 /* From a result when there is one with a SQLSTATE; else the connection's
  * message (a lost connection has no SQLSTATE: 08006). */
@@ -76,15 +78,29 @@ static bool ok_status(const PGresult *r)
            s == PGRES_EMPTY_QUERY;
 }
 
-/* ---- connections ----------------------------------------------------------- */
+/* ---- connections --------------------------------------------------------- */
+
+/* "postgresql://..." and "postgres://...": libpq takes the URL itself. */
+static const char *pg_match(const char *url)
+{
+    if (strncmp(url, "postgresql://", 13) == 0 ||
+        strncmp(url, "postgres://", 11) == 0)
+        return url;
+    return NULL;
+}
+
+static bool pg_private_conns(const char *url)
+{
+    return false;
+}
 
 static int pg_check_url(const char *url, char **err)
 {
     char *msg = NULL;
     PQconninfoOption *o = PQconninfoParse(url, &msg);
     if (!o) {
-        *err = hp_xasprintf("bad PostgreSQL URL: %s",
-                            msg ? msg : "out of memory");
+        *err =
+            hp_xasprintf("bad PostgreSQL URL: %s", msg ? msg : "out of memory");
         PQfreemem(msg);
         return -1;
     }
@@ -97,7 +113,8 @@ static void on_notice(void *arg, const PGresult *r)
 {
     const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
     if (sev && strcmp(sev, "WARNING") == 0)
-        hp_log_info("postgresql: %s", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+        hp_log_info("postgresql: %s",
+                    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
 }
 
 static int run_init(PGconn *c, const char *init_sql, char **err)
@@ -185,12 +202,35 @@ static int pg_reset(hp_db *db)
     }
 }
 
+static bool pg_in_tx(hp_db *db)
+{
+    PGTransactionStatusType s = PQtransactionStatus(C(db));
+    return s == PQTRANS_INTRANS || s == PQTRANS_INERROR;
+}
+
+static int pg_script(hp_db *db, const char *sql);
+
+static int pg_begin(hp_db *db, bool write)
+{
+    return pg_script(db, "BEGIN");
+}
+
+static int pg_commit(hp_db *db)
+{
+    return pg_script(db, "COMMIT");
+}
+
+static int pg_rollback(hp_db *db)
+{
+    return pg_script(db, "ROLLBACK");
+}
+
 static bool pg_tx_failed(hp_db *db)
 {
     return PQtransactionStatus(C(db)) == PQTRANS_INERROR;
 }
 
-/* ---- statements ------------------------------------------------------------ */
+/* ---- statements ---------------------------------------------------------- */
 
 static void *pg_prepare(hp_db *db, const char *sql, bool keep)
 {
@@ -275,12 +315,16 @@ static enum hp_db_type type_of(Oid t)
     case OID_INT2:
     case OID_INT4:
     case OID_INT8:
-    case OID_OID: return HP_DB_INT;
+    case OID_OID:
+        return HP_DB_INT;
     case OID_FLOAT4:
     case OID_FLOAT8:
-    case OID_NUMERIC: return HP_DB_FLOAT;
-    case OID_BYTEA: return HP_DB_BLOB;
-    default: return HP_DB_TEXT;
+    case OID_NUMERIC:
+        return HP_DB_FLOAT;
+    case OID_BYTEA:
+        return HP_DB_BLOB;
+    default:
+        return HP_DB_TEXT;
     }
 }
 
@@ -335,11 +379,10 @@ static PGresult *execute(hp_db *db, struct pg_stmt *s, const char *sql,
     pp.fmts = hp_xmalloc(m * sizeof *pp.fmts);
     pp.num = hp_xmalloc(m * sizeof *pp.num);
     params_fill(&pp, n, params);
-    PGresult *r =
-        s == &unnamed
-            ? PQexecParams(C(db), sql, (int)n, NULL, pp.vals, pp.lens, pp.fmts, 0)
-            : PQexecPrepared(C(db), s->name, (int)n, pp.vals, pp.lens, pp.fmts,
-                             0);
+    PGresult *r = s == &unnamed ? PQexecParams(C(db), sql, (int)n, NULL,
+                                               pp.vals, pp.lens, pp.fmts, 0)
+                                : PQexecPrepared(C(db), s->name, (int)n,
+                                                 pp.vals, pp.lens, pp.fmts, 0);
     free(pp.vals);
     free(pp.lens);
     free(pp.fmts);
@@ -389,11 +432,18 @@ static bool pg_stale(hp_db *db)
 const struct hp_db_driver hp_db_pg_driver = {
     .engine = HP_DB_POSTGRESQL,
     .name = "postgresql",
+    .default_conns = 8,
+    .match = pg_match,
+    .private_conns = pg_private_conns,
     .check_url = pg_check_url,
     .connect = pg_connect,
     .disconnect = pg_disconnect,
     .alive = pg_alive,
+    .in_tx = pg_in_tx,
     .reset = pg_reset,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
     .tx_failed = pg_tx_failed,
     .prepare = pg_prepare,
     .finalize = pg_finalize,

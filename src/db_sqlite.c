@@ -1,12 +1,14 @@
 /*
- * db_sqlite.c - the SQLite engine behind the database layer (db.h).
+ * db_sqlite.c - the SQLite engine behind the database layer (db_core.h).
  *
  * Owns: every sqlite3_* call: opening a connection with hotpub's settings
  * (WAL, busy timeout, foreign keys), compiling statements and checking
  * their parameters, binding, stepping every row into a result, and mapping
  * SQLite's result codes to SQLSTATEs.
  * May not touch: pools, caching decisions, transactions' place in the
- * request (db.c decides; this file only runs what it is given).
+ * request (the dispatch above decides; this file runs what it is given).
+ * It calls only the core (db_core.h); the layer above reaches it only
+ * through its driver table.
  *
  * Parameters: SQLite reads "$1" as a named parameter whose name is "$1",
  * so the SQL is never rewritten: each "$n" is bound by looking its name up
@@ -16,7 +18,7 @@
  * Connections are opened SQLITE_OPEN_NOMUTEX: the pool gives a connection
  * to one thread at a time, so SQLite's own per-connection mutex is waste.
  */
-#include "db.h"
+#include "db_drivers.h"
 
 #include <ctype.h>
 #include <sqlite3.h>
@@ -28,8 +30,8 @@
 
 struct sq_stmt {
     sqlite3_stmt *st;
-    int maxn;    /* highest $n                                   */
-    int map[];   /* map[n-1]: the bind index of $n (0: unused)   */
+    int maxn;  /* highest $n                                   */
+    int map[]; /* map[n-1]: the bind index of $n (0: unused)   */
 };
 
 static sqlite3 *C(hp_db *db)
@@ -43,22 +45,35 @@ static const char *sqlstate_of(int code, const char *msg)
 {
     switch (code) {
     case SQLITE_CONSTRAINT_UNIQUE:
-    case SQLITE_CONSTRAINT_PRIMARYKEY: return "23505";
-    case SQLITE_CONSTRAINT_FOREIGNKEY: return "23503";
-    case SQLITE_CONSTRAINT_NOTNULL: return "23502";
-    case SQLITE_CONSTRAINT_CHECK: return "23514";
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+        return "23505";
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        return "23503";
+    case SQLITE_CONSTRAINT_NOTNULL:
+        return "23502";
+    case SQLITE_CONSTRAINT_CHECK:
+        return "23514";
     }
     switch (code & 0xff) {
-    case SQLITE_CONSTRAINT: return "23000";
+    case SQLITE_CONSTRAINT:
+        return "23000";
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: return "55P03";  /* lock_not_available     */
-    case SQLITE_READONLY: return "25006"; /* read_only_sql_transaction */
-    case SQLITE_TOOBIG: return "54000";
-    case SQLITE_NOMEM: return "53200";
-    case SQLITE_FULL: return "53100";
-    case SQLITE_MISMATCH: return "42804";
-    case SQLITE_RANGE: return "08P01";
-    case SQLITE_CANTOPEN: return "08006";
+    case SQLITE_LOCKED:
+        return "55P03"; /* lock_not_available     */
+    case SQLITE_READONLY:
+        return "25006"; /* read_only_sql_transaction */
+    case SQLITE_TOOBIG:
+        return "54000";
+    case SQLITE_NOMEM:
+        return "53200";
+    case SQLITE_FULL:
+        return "53100";
+    case SQLITE_MISMATCH:
+        return "42804";
+    case SQLITE_RANGE:
+        return "08P01";
+    case SQLITE_CANTOPEN:
+        return "08006";
     case SQLITE_ERROR:
         if (strncmp(msg, "no such table", 13) == 0)
             return "42P01";
@@ -81,7 +96,20 @@ static void fail_conn(hp_db *db)
     fail_code(db, sqlite3_extended_errcode(C(db)), sqlite3_errmsg(C(db)));
 }
 
-/* ---- connections ----------------------------------------------------------- */
+/* ---- connections --------------------------------------------------------- */
+
+/* "sqlite:PATH", "sqlite:///abs/path" -> PATH. */
+static const char *sq_match(const char *url)
+{
+    if (strncmp(url, "sqlite:", 7) != 0)
+        return NULL;
+    return strncmp(url + 7, "//", 2) == 0 ? url + 9 : url + 7;
+}
+
+static bool sq_private_conns(const char *path)
+{
+    return strcmp(path, ":memory:") == 0;
+}
 
 static int sq_check_url(const char *path, char **err)
 {
@@ -162,12 +190,34 @@ static int sq_reset(hp_db *db)
                                                                           : -1;
 }
 
+static bool sq_in_tx(hp_db *db)
+{
+    return !sqlite3_get_autocommit(C(db));
+}
+
+static int sq_script(hp_db *db, const char *sql);
+
+static int sq_begin(hp_db *db, bool write)
+{
+    return sq_script(db, write ? "BEGIN IMMEDIATE" : "BEGIN");
+}
+
+static int sq_commit(hp_db *db)
+{
+    return sq_script(db, "COMMIT");
+}
+
+static int sq_rollback(hp_db *db)
+{
+    return sq_script(db, "ROLLBACK");
+}
+
 static bool sq_tx_failed(hp_db *db)
 {
     return false; /* SQLite keeps a transaction usable; db.c tracks it */
 }
 
-/* ---- statements ------------------------------------------------------------ */
+/* ---- statements ---------------------------------------------------------- */
 
 /* "$12" -> 12; 0 for any other parameter name. */
 static int dollar_number(const char *name)
@@ -237,9 +287,8 @@ static void *sq_prepare(hp_db *db, const char *sql, bool keep)
 {
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
-    int rc = sqlite3_prepare_v3(C(db), sql, -1,
-                                keep ? SQLITE_PREPARE_PERSISTENT : 0, &st,
-                                &tail);
+    int rc = sqlite3_prepare_v3(
+        C(db), sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, &st, &tail);
     if (rc != SQLITE_OK) {
         fail_conn(db);
         return NULL;
@@ -410,11 +459,18 @@ static bool sq_stale(hp_db *db)
 const struct hp_db_driver hp_db_sqlite_driver = {
     .engine = HP_DB_SQLITE,
     .name = "sqlite",
+    .default_conns = 4,
+    .match = sq_match,
+    .private_conns = sq_private_conns,
     .check_url = sq_check_url,
     .connect = sq_connect,
     .disconnect = sq_disconnect,
     .alive = sq_alive,
+    .in_tx = sq_in_tx,
     .reset = sq_reset,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
     .tx_failed = sq_tx_failed,
     .prepare = sq_prepare,
     .finalize = sq_finalize,

@@ -86,6 +86,9 @@ static struct {
     pthread_cond_t stop_cv;
     bool stop, running;
     atomic_ulong refused, timed_out;
+    atomic_int open;          /* connections open now               */
+    atomic_llong full_log_ns; /* rate limit for the limit's log line */
+    atomic_ulong full_skipped;
     hp_edge_refused_fn *on_refused;
     atomic_llong log_ns; /* rate limit for the refusal log */
     atomic_ulong log_skipped;
@@ -300,8 +303,32 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 /* ---- connections ------------------------------------------------------------
  */
 
+/*
+ * At --connection-limit libmicrohttpd stops accepting, and further clients
+ * wait in the listen backlog: it says nothing, so the edge does, at most
+ * once a second.
+ */
+static void count_open(void)
+{
+    int n = atomic_fetch_add(&E.open, 1) + 1;
+    if (n < (int)E.cfg->conn_limit)
+        return;
+    long long now = now_ns(), last = atomic_load(&E.full_log_ns);
+    if (now - last < 1000000000LL ||
+        !atomic_compare_exchange_strong(&E.full_log_ns, &last, now)) {
+        atomic_fetch_add(&E.full_skipped, 1);
+        return;
+    }
+    unsigned long skipped = atomic_exchange(&E.full_skipped, 0);
+    hp_log_error("connection limit reached (%d open, --connection-limit "
+                 "%u): new connections wait in the listen backlog "
+                 "(%lu more times since the last line)",
+                 n, E.cfg->conn_limit, skipped);
+}
+
 static void conn_open(struct MHD_Connection *conn, void **socket_context)
 {
+    count_open();
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     int fd = ci ? ci->connect_fd : -1;
@@ -358,10 +385,12 @@ void hp_edge_notify(void *cls, struct MHD_Connection *conn,
 {
     if (!E.slots)
         return;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         conn_open(conn, socket_context);
-    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        atomic_fetch_sub(&E.open, 1);
         conn_close(socket_context);
+    }
 }
 
 struct hp_edge *hp_edge_of(struct MHD_Connection *conn)
@@ -399,8 +428,11 @@ int hp_edge_status(struct hp_edge *e)
 
 void hp_edge_status_json(struct hp_buf *b)
 {
-    hp_buf_printf(b, ",\n\"edge\":{\"refused\":%lu,\"timed_out\":%lu}",
-                  atomic_load(&E.refused), atomic_load(&E.timed_out));
+    hp_buf_printf(b,
+                  ",\n\"edge\":{\"connections\":%d,\"refused\":%lu,"
+                  "\"timed_out\":%lu}",
+                  atomic_load(&E.open), atomic_load(&E.refused),
+                  atomic_load(&E.timed_out));
 }
 
 /* ---- deadlines

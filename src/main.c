@@ -281,22 +281,12 @@ static int reload_settings(struct hp_config *cfg)
     return settings(cfg) == 0 ? 0 : -1;
 }
 
-int main(int argc, char **argv)
+/*
+ * The commands that only print (help, version, the configuration
+ * reference) or are unknown: the exit status, or -1 for serve and check.
+ */
+static int info_command(const char *cmd)
 {
-    const char *config_path = NULL, *docroot = NULL;
-    char *cmd;
-    struct flag *flags;
-    size_t nflags = 0;
-    struct hp_config cfg;
-    int opt, rc;
-
-    if (argc < 2)
-        return usage_error("missing command (serve or check)");
-    if (!build_opts()) {
-        fputs("hotpub: out of memory\n", stderr);
-        return 1;
-    }
-    cmd = argv[1];
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
         strcmp(cmd, "help") == 0) {
         help(stdout);
@@ -310,81 +300,108 @@ int main(int argc, char **argv)
         reference(stdout);
         return 0;
     }
-    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "check") != 0) {
-        if (cmd[0] == '-')
-            return usage_error("the command (serve or check) comes first, "
-                               "before options like '%s'",
-                               cmd);
-        return usage_error("unknown command '%s' (expected serve or check)",
+    if (strcmp(cmd, "serve") == 0 || strcmp(cmd, "check") == 0)
+        return -1;
+    if (cmd[0] == '-')
+        return usage_error("the command (serve or check) comes first, "
+                           "before options like '%s'",
                            cmd);
-    }
+    return usage_error("unknown command '%s' (expected serve or check)", cmd);
+}
 
-    /* Collect the flags; they are applied after the config file is read, so
-     * their position on the line does not matter. argv[1] becomes getopt's
-     * argv[0], which names the program in getopt's own messages. */
-    flags = calloc((size_t)argc, sizeof *flags);
+/* One setting's flag (--key VALUE, --key / --no-key for a switch). */
+static void note_flag(struct flag *f, int opt)
+{
+    size_t i = (size_t)(opt - O_SETTING) / 2;
+    bool off = (opt - O_SETTING) % 2;
+    f->key = hp_settings[i].key;
+    f->as = off ? no_names[i] : f->key;
+    if (hp_settings[i].flag == HP_FLAG_SWITCH)
+        f->value = off ? "false" : "true";
+    else
+        f->value = optarg;
+}
+
+/*
+ * Collect the flags into flags[] (*n of them) and the config file's path;
+ * they are applied after the config file is read, so their position on
+ * the line does not matter. argv[1] (the command) stands in for getopt's
+ * argv[0], which names the program in getopt's own messages. Returns -1 to
+ * go on, or the exit status (help, version, a bad flag).
+ */
+static int parse_flags(int argc, char **argv, struct flag *flags, size_t *n,
+                       const char **config_path)
+{
+    char *cmd = argv[1];
+    int opt, rc = -1;
+    argv[1] = "hotpub";
+    opterr = 1;
+    while (rc < 0 && (opt = getopt_long(argc - 1, argv + 1, "h", long_opts,
+                                        NULL)) != -1) {
+        switch (opt) {
+        case O_HELP:
+            help(stdout);
+            rc = 0;
+            break;
+        case O_VERSION:
+            printf("hotpub %s\n", HP_VERSION_STRING);
+            rc = 0;
+            break;
+        case O_CONFIG:
+            *config_path = optarg;
+            break;
+        case '?':
+            fputs("Try 'hotpub --help' for more information.\n", stderr);
+            rc = EXIT_USAGE;
+            break;
+        default:
+            note_flag(&flags[(*n)++], opt);
+            break;
+        }
+    }
+    argv[1] = cmd;
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL, *docroot = NULL;
+    size_t nflags = 0;
+    struct hp_config cfg;
+    int rc;
+
+    if (argc < 2)
+        return usage_error("missing command (serve or check)");
+    if (!build_opts()) {
+        fputs("hotpub: out of memory\n", stderr);
+        return 1;
+    }
+    char *cmd = argv[1];
+    if ((rc = info_command(cmd)) >= 0)
+        return rc;
+    struct flag *flags = calloc((size_t)argc, sizeof *flags);
     if (!flags) {
         fputs("hotpub: out of memory\n", stderr);
         return 1;
     }
-    argv[1] = "hotpub";
-    opterr = 1;
-    while ((opt = getopt_long(argc - 1, argv + 1, "h", long_opts, NULL)) !=
-           -1) {
-        struct flag *f = &flags[nflags];
-        switch (opt) {
-        case O_HELP:
-            help(stdout);
-            free(flags);
-            return 0;
-        case O_VERSION:
-            printf("hotpub %s\n", HP_VERSION_STRING);
-            free(flags);
-            return 0;
-        case O_CONFIG:
-            config_path = optarg;
-            break;
-        case '?':
-            free(flags);
-            fputs("Try 'hotpub --help' for more information.\n", stderr);
-            return EXIT_USAGE;
-        default: {
-            size_t i = (size_t)(opt - O_SETTING) / 2;
-            bool off = (opt - O_SETTING) % 2;
-            f->key = hp_settings[i].key;
-            f->as = off ? no_names[i] : f->key;
-            if (hp_settings[i].flag == HP_FLAG_SWITCH)
-                f->value = off ? "false" : "true";
-            else
-                f->value = optarg;
-            nflags++;
-            break;
-        }
-        }
-    }
-    argv[1] = cmd;
-
+    rc = parse_flags(argc, argv, flags, &nflags, &config_path);
     /* What is left: at most one DOCROOT. */
-    {
-        int first = optind + 1, left = argc - first;
-        if (left > 1) {
-            free(flags);
-            return usage_error("too many arguments: '%s' after DOCROOT '%s'",
-                               argv[first + 1], argv[first]);
+    int first = optind + 1, left = argc - first;
+    if (rc < 0 && left > 1)
+        rc = usage_error("too many arguments: '%s' after DOCROOT '%s'",
+                         argv[first + 1], argv[first]);
+    if (rc < 0 && left == 1)
+        docroot = argv[first];
+    if (rc < 0) {
+        given = (struct given){cmd, config_path, flags, nflags, docroot};
+        rc = settings(&cfg);
+        if (rc == 0) {
+            rc = strcmp(cmd, "serve") == 0
+                     ? hp_master_run(&cfg, reload_settings)
+                     : hp_check(&cfg);
+            hp_config_free(&cfg);
         }
-        if (left == 1)
-            docroot = argv[first];
     }
-
-    given = (struct given){cmd, config_path, flags, nflags, docroot};
-    rc = settings(&cfg);
-    if (rc != 0) {
-        free(flags);
-        return rc;
-    }
-    rc = strcmp(cmd, "serve") == 0 ? hp_master_run(&cfg, reload_settings)
-                                   : hp_check(&cfg);
-    hp_config_free(&cfg);
     free(flags);
     return rc < 0 || rc > 255 ? 1 : rc;
 }

@@ -3,7 +3,8 @@
  * (resolve -> pin a version -> call the handler), static files, the status
  * endpoint, the access log, limits, and graceful shutdown.
  *
- * Owns: the MHD daemon, per-request contexts, the access log, signals.
+ * Owns: the MHD daemon, per-request contexts, signals (the access log is
+ * access.c's; the request edge, edge.c's).
  * May not touch: compiling, loading or watching; it asks the module cache
  * for a pinned version and releases it when the response is done. It names
  * no host: a supervisor takes part only through the hooks of server.h.
@@ -18,10 +19,12 @@
  * it for good (logged). Requests that would wait for a compile or a batch
  * are always offloaded. bench/ measures the modes; docs/design.md says why.
  */
-#include "server.h"
+#include "access.h"
 #include "db.h"
 #include "edge.h"
 #include "request.h"
+#include "server.h"
+#include "static.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,9 +55,6 @@ struct server {
     hp_resolver *res;
     hp_watch *watch;
     struct MHD_Daemon *mhd;
-    FILE *access;
-    pthread_mutex_t access_mu;
-    struct hp_buf access_buf; /* whole lines waiting to be written */
     atomic_long inflight;
     atomic_ulong requests;
     double started;
@@ -136,59 +136,11 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.teardown = H.teardown ? H.teardown : no_op;
 }
 
-/* ---- access log ---------------------------------------------------------- */
-
-/*
- * Whole lines only, written with write(2) on an O_APPEND file: worker
- * processes share the log, and a line split by a full stdio buffer would
- * interleave with another process's. Called with access_mu held.
- */
-static void access_emit_locked(void)
-{
-    const char *p = S.access_buf.p;
-    size_t left = S.access_buf.len;
-    int fd = fileno(S.access);
-    while (left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break; /* a full disk loses log lines, never requests */
-        p += n;
-        left -= (size_t)n;
-    }
-    S.access_buf.len = 0;
-}
-
-/* One line in the Combined Log Format (whole lines, see above). */
-static void access_line(const char *addr, const char *method, const char *uri,
-                        const char *version, int status, uint64_t length,
-                        const char *ref, const char *ua)
-{
-    /* One timestamp a second per thread, not a localtime_r per request. */
-    static _Thread_local time_t ts_when = -1;
-    static _Thread_local char ts[64];
-    time_t now = time(NULL);
-
-    if (now != ts_when) {
-        struct tm tm;
-        localtime_r(&now, &tm);
-        strftime(ts, sizeof ts, "%d/%b/%Y:%H:%M:%S %z", &tm);
-        ts_when = now;
-    }
-    pthread_mutex_lock(&S.access_mu);
-    hp_buf_printf(&S.access_buf,
-                  "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n",
-                  *addr ? addr : "-", ts, method, uri, version, status,
-                  (unsigned long long)length, ref ? ref : "-", ua ? ua : "-");
-    if (S.access_buf.len >= 32 * 1024)
-        access_emit_locked();
-    pthread_mutex_unlock(&S.access_mu);
-}
+/* ---- access log (access.c) ---------------------------------------------- */
 
 static void access_log(struct ctx *c)
 {
-    if (!S.access)
+    if (!hp_access_enabled())
         return;
     const char *ref = NULL, *ua = NULL;
     if (c->started) {
@@ -196,51 +148,20 @@ static void access_log(struct ctx *c)
                                           "Referer");
         ua = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
                                          "User-Agent");
-    }
-    if (!c->started) { /* refused or cut short before the head was done */
+    } else { /* refused or cut short before the head was done */
         c->req.conn = c->conn;
         c->req.remote[0] = '\0';
     }
-    access_line(hp_req_remote(&c->req), c->started ? c->req.method : "-",
-                c->uri ? c->uri : "-", c->started ? c->req.version : "-",
-                c->status, c->length, ref, ua);
+    hp_access_line(hp_req_remote(&c->req), c->started ? c->req.method : "-",
+                   c->uri ? c->uri : "-", c->started ? c->req.version : "-",
+                   c->status, c->length, ref, ua);
 }
 
 /* The request edge refused a connection before any request on it reached
  * libmicrohttpd (edge.c): the access log still shows it. */
 static void access_log_refused(const char *addr, int status)
 {
-    if (S.access)
-        access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
-}
-
-static void access_flush(void)
-{
-    if (!S.access)
-        return;
-    pthread_mutex_lock(&S.access_mu);
-    access_emit_locked();
-    pthread_mutex_unlock(&S.access_mu);
-}
-
-/* SIGUSR1 (docs/operations.md): reopen the access log after logrotate
- * moved it. Standard output is left alone. */
-static void access_reopen(void)
-{
-    const char *spec = S.cfg->access_log;
-    if (!S.access || S.access == stdout || !spec)
-        return;
-    FILE *f = fopen(spec, "ae");
-    if (!f) {
-        hp_log_error("cannot reopen access log %s: %s", spec, strerror(errno));
-        return;
-    }
-    pthread_mutex_lock(&S.access_mu);
-    access_emit_locked(); /* what was logged so far goes to the old file */
-    FILE *old = S.access;
-    S.access = f;
-    pthread_mutex_unlock(&S.access_mu);
-    fclose(old);
+    hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
 /* A stopping server that shares its listening socket (a worker process)
@@ -299,53 +220,73 @@ static enum MHD_Result send_error_keep_headers(struct ctx *c, int status)
     return send_buffer(c, status);
 }
 
-static void http_date(time_t t, char *out, size_t n)
+static const char *static_field(hp_req *req, const char *name)
 {
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(out, n, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+/* A bodiless answer of the plan (304, 412, 416) with its headers. */
+static enum MHD_Result send_static_status(struct ctx *c,
+                                          const struct hp_static_plan *p)
+{
+    hp_req *req = &c->req;
+
+    req->headers.n = 0;
+    req->has_content_type = false;
+    req->out.len = 0;
+    if (p->status == 304) {
+        /* RFC 9110 §15.4.5: the validators a 200 would have carried. */
+        hp_req_add_header(req, "ETag", p->etag);
+        hp_req_add_header(req, "Last-Modified", p->last_modified);
+        hp_req_add_header(req, "Content-Type", hp_mime_type(req->target.path));
+        return send_buffer(c, 304);
+    }
+    hp_req_error_body(req, p->status, NULL);
+    if (p->content_range[0])
+        hp_req_add_header(req, "Content-Range", p->content_range);
+    return send_buffer(c, p->status);
+}
+
+/* static.c opens the file and decides the answer; this builds it. */
 static enum MHD_Result send_static(struct ctx *c)
 {
     hp_req *req = &c->req;
+    struct hp_static_plan p;
     struct stat st;
-    char lm[64];
     int fd;
 
     if (strcmp(req->method, "GET") != 0 && !req->is_head)
         return send_error(c, 405, NULL);
-    fd = open(req->target.path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0)
-            close(fd);
+    fd = hp_static_open(S.root, req->target.path, &st);
+    if (fd < 0)
         return send_error(c, 404, NULL);
-    }
-    http_date(st.st_mtime, lm, sizeof lm);
-    const char *ims = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
-                                                  "If-Modified-Since");
-    if (ims) {
-        struct tm tm = {0};
-        const char *end = strptime(ims, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-        if (end && timegm(&tm) >= st.st_mtime) {
-            close(fd);
-            req->out.len = 0;
-            hp_req_add_header(req, "Last-Modified", lm);
-            hp_req_add_header(req, "Content-Type",
-                              hp_mime_type(req->target.path));
-            return send_buffer(c, 304);
-        }
+    struct hp_static_fields f = {
+        .if_match = static_field(req, "If-Match"),
+        .if_none_match = static_field(req, "If-None-Match"),
+        .if_modified_since = static_field(req, "If-Modified-Since"),
+        .if_unmodified_since = static_field(req, "If-Unmodified-Since"),
+        .range = static_field(req, "Range"),
+        .if_range = static_field(req, "If-Range"),
+    };
+    hp_static_plan(&st, &f, time(NULL), &p);
+    if (p.status != 200 && p.status != 206) {
+        close(fd);
+        return send_static_status(c, &p);
     }
     struct MHD_Response *r =
-        MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+        MHD_create_response_from_fd_at_offset64(p.length, fd, p.offset);
     if (!r) {
         close(fd);
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", hp_mime_type(req->target.path));
-    MHD_add_response_header(r, "Last-Modified", lm);
-    c->status = 200;
-    c->length = (uint64_t)st.st_size;
+    MHD_add_response_header(r, "Last-Modified", p.last_modified);
+    MHD_add_response_header(r, "ETag", p.etag);
+    MHD_add_response_header(r, "Accept-Ranges", "bytes");
+    if (p.status == 206)
+        MHD_add_response_header(r, "Content-Range", p.content_range);
+    c->status = p.status;
+    c->length = p.length;
     c->responded = true;
     c->resp = r;
     return MHD_YES;
@@ -880,25 +821,6 @@ static bool addr_is_loopback(const struct sockaddr_storage *ss)
     return false;
 }
 
-static int open_access_log(const char *spec)
-{
-    if (!spec || strcmp(spec, "off") == 0)
-        return 0;
-    if (strcmp(spec, "-") == 0) {
-        S.access = stdout;
-    } else {
-        S.access = fopen(spec, "ae");
-        if (!S.access) {
-            hp_log_error("cannot open access log %s: %s", spec,
-                         strerror(errno));
-            return -1;
-        }
-    }
-    /* Buffered in access_buf and written once a second (or every
-     * 32 KiB), not once a request. */
-    return 0;
-}
-
 /*
  * The document root as an absolute path whose parent is canonical and whose
  * last component is kept as given: when it is a symlink (releases/v2 behind
@@ -946,7 +868,6 @@ static int setup(struct hp_config *cfg)
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
     S.started = hp_now();
-    pthread_mutex_init(&S.access_mu, NULL);
     S.root = root_path(cfg->docroot ? cfg->docroot : ".");
     if (!S.root) {
         hp_log_error("document root %s: %s", cfg->docroot, strerror(errno));
@@ -972,10 +893,7 @@ static void teardown(void)
     hp_db_server_close();
     hp_resolver_free(S.res);
     hp_compiler_free(S.cc);
-    access_flush();
-    hp_buf_free(&S.access_buf);
-    if (S.access && S.access != stdout)
-        fclose(S.access);
+    hp_access_close();
     free(S.root);
 }
 
@@ -1010,7 +928,7 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg,
  * running. */
 static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
 {
-    if (setup(cfg) < 0 || open_access_log(cfg->access_log) < 0) {
+    if (setup(cfg) < 0 || hp_access_open(cfg->access_log) < 0) {
         teardown();
         return 1;
     }
@@ -1047,13 +965,13 @@ static void wait_for_stop(const sigset_t *sigs)
     for (;;) {
         struct timespec one = {1, 0};
         int sig = sigtimedwait(sigs, NULL, &one);
-        access_flush();
+        hp_access_flush();
         if (sig == SIGTERM || sig == SIGINT) {
             hp_log_info("signal %d: finishing in-flight requests", sig);
             break;
         }
         if (sig == SIGUSR1) {
-            access_reopen();
+            hp_access_reopen();
             H.reopen_logs();
         }
     }
@@ -1104,7 +1022,7 @@ static void drain(struct hp_config *cfg)
     if (atomic_load(&S.inflight) > 0 && H.stuck() > 0) {
         hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
                      H.stuck());
-        access_flush();
+        hp_access_flush();
         _exit(0);
     }
     if (atomic_load(&S.inflight) > 0) {
@@ -1112,7 +1030,7 @@ static void drain(struct hp_config *cfg)
          * connection suspended, so leave without unwinding. */
         hp_log_error("%ld requests still running after %d s; exiting anyway",
                      atomic_load(&S.inflight), cfg->shutdown_timeout);
-        access_flush();
+        hp_access_flush();
         _exit(0);
     }
 }
@@ -1147,7 +1065,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
     handler_threads_stop();
-    access_flush();
+    hp_access_flush();
     teardown();
     hp_log_info("stopped");
     return 0;

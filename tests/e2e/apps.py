@@ -20,6 +20,7 @@ absolute path is compiled into them (open O_APPEND + one write(2) per line),
 in the test's temp dir beside the document root.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -324,6 +325,19 @@ def hook_files(logp):
     }
 
 
+@contextlib.contextmanager
+def hook_server(**kw):
+    """A started production-mode server whose modules log every hook
+    (hook_files); yields the server and the log's path."""
+    s = Server(start=False, dev=False, **kw)
+    logp = log_path(s, "hooks.log")
+    for rel, src in hook_files(logp).items():
+        s.write(rel, src)
+    with s:
+        s.start()
+        yield s, logp
+
+
 def hook_seq(logp, rid):
     pre = "%s " % rid
     return [l[len(pre):] for l in read_log(logp) if l.startswith(pre)]
@@ -348,12 +362,7 @@ def _hook_case(s, logp, rid, query, want_status, want_seq):
 
 
 def test_hook_order_success():
-    s = Server(start=False, dev=False)
-    logp = log_path(s, "hooks.log")
-    for rel, src in hook_files(logp).items():
-        s.write(rel, src)
-    with s:
-        s.start()
+    with hook_server() as (s, logp):
         r = _hook_case(s, logp, 1, "", 200, SUCCESS)
         check_eq(r.text, "handler body;", "body")
         check_eq(r.header("X-Handler"), "ran", "X-Handler header")
@@ -378,12 +387,7 @@ def test_hook_order_success():
 
 
 def test_hook_failing_prepare_in_page():
-    s = Server(start=False, dev=False)
-    logp = log_path(s, "hooks.log")
-    for rel, src in hook_files(logp).items():
-        s.write(rel, src)
-    with s:
-        s.start()
+    with hook_server() as (s, logp):
         r = _hook_case(s, logp, 1, "&fail=P.prepare&code=403&body=nope", 403,
                        "A.prepare B.prepare P.prepare A.rollback B.rollback "
                        "P.rollback P.release B.release A.release")
@@ -397,12 +401,7 @@ def test_hook_failing_prepare_in_page():
 
 
 def test_hook_failing_handler():
-    s = Server(start=False, dev=False)
-    logp = log_path(s, "hooks.log")
-    for rel, src in hook_files(logp).items():
-        s.write(rel, src)
-    with s:
-        s.start()
+    with hook_server() as (s, logp):
         r = _hook_case(s, logp, 1, "&fail=P.handler&code=409&body=clash", 409,
                        "A.prepare B.prepare P.prepare P.handler A.rollback "
                        "B.rollback P.rollback P.release B.release A.release")
@@ -413,12 +412,7 @@ def test_hook_failing_handler():
 
 
 def test_hook_failing_commit():
-    s = Server(start=False, dev=False)
-    logp = log_path(s, "hooks.log")
-    for rel, src in hook_files(logp).items():
-        s.write(rel, src)
-    with s:
-        s.start()
+    with hook_server() as (s, logp):
         # the page's commit fails: earlier commits stand, the page rolls
         # back, the client gets a plain 500 and never the handler's body
         r = _hook_case(s, logp, 1, "&fail=P.commit", 500,
@@ -445,12 +439,7 @@ def test_hook_failing_commit():
 
 
 def test_hook_401_from_application_prepare():
-    s = Server(start=False, dev=False)
-    logp = log_path(s, "hooks.log")
-    for rel, src in hook_files(logp).items():
-        s.write(rel, src)
-    with s:
-        s.start()
+    with hook_server() as (s, logp):
         r = _hook_case(s, logp, 1, "&fail=B.prepare&code=401&body=login",
                        401, "A.prepare B.prepare A.rollback B.rollback "
                        "B.release A.release")
@@ -472,12 +461,7 @@ def test_hook_redirect_from_prepare():
     """A prepare hook (or a handler) may answer a redirect: it calls
     hp_redirect and returns 301/302/303/307/308. Like an error status it
     stops the chain and everything rolls back (docs/hooks.md)."""
-    s = Server(start=False, dev=False)
-    logp = log_path(s, "hooks.log")
-    for rel, src in hook_files(logp).items():
-        s.write(rel, src)
-    with s:
-        s.start()
+    with hook_server() as (s, logp):
         r = _hook_case(s, logp, 1, "&fail=B.prepare&code=302&loc=/login",
                        302, "A.prepare B.prepare A.rollback B.rollback "
                        "B.release A.release")
@@ -505,12 +489,7 @@ def test_hooks_pinned_for_the_whole_request():
     """A request keeps the versions it started with, hooks included: the
     application module is replaced while the handler runs, and the
     request's commit and release are still the old version's."""
-    s = Server(start=False, args=one_process(), dev=False)
-    logp = log_path(s, "hooks.log")
-    for rel, src in hook_files(logp).items():
-        s.write(rel, src)
-    with s:
-        s.start()
+    with hook_server(args=one_process()) as (s, logp):
         _hook_case(s, logp, 1, "", 200, SUCCESS)
         bg = BackgroundRequest(s.port, "/sub/page?id=2&sleep=1500")
         bg.start()

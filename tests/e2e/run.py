@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -1623,6 +1624,56 @@ def test_access_log():
             with open(p, errors="replace") as f:
                 check_not_in("name=quiet", f.read(),
                              "server output with --access-log off")
+
+
+def test_edge_refusals_logged():
+    """A connection the request edge refuses before libmicrohttpd saw a
+    request is in the access log, and the error log says why, at most one
+    line a second (security.md, the request edge)."""
+    s = Server(files={"hello.c": HELLO}, start=False)
+    logp = os.path.join(s.tmp, "logs", "access.log")
+    s.args = ["--access-log", logp, "--workers", "0"]
+    with s:
+        s.start()
+        for _ in range(20):
+            r = s.raw(b"GET /hello HTTP/1.1\r\nHost : a\r\n\r\n")
+            check_eq(r.status, 400, "whitespace before the colon")
+        s.get_ok("/hello")
+        s.stop()
+        with open(logp) as f:
+            lines = [l for l in f.read().split("\n") if " 400 " in l]
+        check_eq(len(lines), 20, "access-log lines for 20 refusals")
+        check(lines[0].startswith("127.0.0.1 "), "address in %r" % lines[0])
+        err = s.stderr()
+        n = err.count("whitespace before a field's colon")
+        check(1 <= n <= 3, "%d error-log lines for 20 refusals in about a "
+              "second: %s" % (n, short(err)))
+
+
+def test_connection_limit_logged_once_a_second():
+    """At --connection-limit libmicrohttpd stops accepting (the rest wait
+    in the backlog); the error log says so at most once a second."""
+    with Server(files={"hello.c": HELLO},
+                args=["--connection-limit", "4", "--workers", "0"]) as s:
+        socks = []
+        try:
+            for _ in range(60):
+                try:
+                    c = socket.create_connection(("127.0.0.1", s.port),
+                                                 timeout=2)
+                    socks.append(c)
+                except OSError:
+                    pass
+            time.sleep(0.3)
+        finally:
+            for c in socks:
+                c.close()
+        check(wait_until(lambda: "connection limit" in s.stderr(),
+                         limit(2.0)), "no log line for the limit")
+        n = s.stderr().count("connection limit")
+        check(n <= 3, "%d log lines for ~56 connections over the limit in "
+              "under a second" % n)
+        s.get_ok("/hello")
 
 
 def test_status_1xx_is_never_final():

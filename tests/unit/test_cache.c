@@ -575,25 +575,18 @@ static void test_readers_during_rewrites(void)
     stop();
 }
 
-/* ---- 3. a failing first load with waiters ------------------------------- */
-
-static void test_failed_first_load_waiters(void)
+/*
+ * NTHREADS threads acquire p at once while the one compile is held at the
+ * gate: give the others time to pile up behind it, check that nobody came
+ * back while it had not finished, then open the gate and join them all.
+ */
+static void acquire_all_behind_gate(struct acq *a, const char *p)
 {
-    char p[PBUF];
-    struct acq a[NTHREADS];
     pthread_barrier_t bar;
-
-    path_of(p, "broken.c");
-    write_page(p, "#include \"gate.h\"", ""); /* `= ;`: a syntax error */
-    start();
-    unsigned long r0 = hp_compiler_runs(cc);
-
     gate_set(false);
     pthread_barrier_init(&bar, NULL, NTHREADS);
     for (int i = 0; i < NTHREADS; i++)
         acq_start(&a[i], p, &bar);
-    /* One compile is stuck at the gate; give the others time to pile up
-     * behind it. Nobody may come back while it has not finished. */
     int fd = gate_wait_reader(20);
     CHECK(fd >= 0);
     usleep(300000);
@@ -604,6 +597,21 @@ static void test_failed_first_load_waiters(void)
     for (int i = 0; i < NTHREADS; i++)
         pthread_join(a[i].thread, NULL);
     pthread_barrier_destroy(&bar);
+}
+
+/* ---- 3. a failing first load with waiters ------------------------------- */
+
+static void test_failed_first_load_waiters(void)
+{
+    char p[PBUF];
+    struct acq a[NTHREADS];
+
+    path_of(p, "broken.c");
+    write_page(p, "#include \"gate.h\"", ""); /* `= ;`: a syntax error */
+    start();
+    unsigned long r0 = hp_compiler_runs(cc);
+
+    acquire_all_behind_gate(a, p);
 
     for (int i = 0; i < NTHREADS; i++) {
         CHECK(a[i].r == HP_ACQ_ERROR);
@@ -633,7 +641,6 @@ static void test_concurrent_first_load(void)
 {
     char p[PBUF], inc[256];
     struct acq a[NTHREADS];
-    pthread_barrier_t bar;
 
     path_of(p, "shared.c");
     /* Unique text: the on-disk compile cache cannot have it. */
@@ -643,20 +650,7 @@ static void test_concurrent_first_load(void)
     start();
     unsigned long r0 = hp_compiler_runs(cc);
 
-    gate_set(false);
-    pthread_barrier_init(&bar, NULL, NTHREADS);
-    for (int i = 0; i < NTHREADS; i++)
-        acq_start(&a[i], p, &bar);
-    int fd = gate_wait_reader(20);
-    CHECK(fd >= 0);
-    usleep(300000);
-    CHECK(count_done(a, NTHREADS) == 0);
-    if (fd >= 0)
-        close(fd);
-    gate_set(true);
-    for (int i = 0; i < NTHREADS; i++)
-        pthread_join(a[i].thread, NULL);
-    pthread_barrier_destroy(&bar);
+    acquire_all_behind_gate(a, p);
 
     for (int i = 0; i < NTHREADS; i++) {
         CHECK(a[i].r == HP_ACQ_OK);

@@ -1,13 +1,16 @@
 /*
- * test_db.c - unit tests for the database layer (db.c, db_sqlite.c,
- * db_pg.c) against real engines: SQLite in a temporary directory always,
- * PostgreSQL too when HOTPUB_PG_URL names a server ("skip" lines when not).
+ * test_db.c - unit tests for the database layer (db.c, db_pool.c,
+ * db_stmt.c, db_sqlite.c, db_pg.c, db_core.c, db_result.c) against real
+ * engines: SQLite in a temporary directory always, PostgreSQL too when
+ * HOTPUB_PG_URL names a server ("skip" lines when not). The core and the
+ * driver tables are also tested on their own.
  *
  * Owns: its temporary directory and, on PostgreSQL, tables named
  * t<pid>_*, dropped at the end. May not touch: anything else in the
  * database it is given.
  */
 #include "db.h"
+#include "db_drivers.h"
 #include "request.h"
 #include "t.h"
 
@@ -81,7 +84,8 @@ static void drop(hp_db *db, const char *name)
     hp_db_exec_script(db, sqlf("DROP TABLE IF EXISTS %s", tbl(name)));
 }
 
-/* ---- pools ----------------------------------------------------------------- */
+/* ---- pools -----------------------------------------------------------------
+ */
 
 static void pool_acquire_release(void)
 {
@@ -128,8 +132,8 @@ static void pool_timeout(void)
 {
     struct hp_db_pool_stats s;
     char *err = NULL;
-    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
-        .max_conns = 1, .acquire_timeout_ms = 200});
+    hp_db_pool *p = open_pool(
+        &(struct hp_db_pool_opts){.max_conns = 1, .acquire_timeout_ms = 200});
     hp_db *a = acquire(p);
     CHECK(a != NULL);
 
@@ -162,8 +166,8 @@ static void pool_timeout(void)
 static void pool_no_wait(void)
 {
     char *err = NULL;
-    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
-        .max_conns = 1, .acquire_timeout_ms = -1});
+    hp_db_pool *p = open_pool(
+        &(struct hp_db_pool_opts){.max_conns = 1, .acquire_timeout_ms = -1});
     hp_db *a = acquire(p);
     double t0 = hp_now();
     CHECK(hp_db_pool_acquire(p, &err) == NULL);
@@ -210,8 +214,8 @@ static void bad_urls(void)
     CHECK(err != NULL);
     free(err);
     err = NULL;
-    CHECK(hp_db_pool_open("postgresql://host/db?nosuchoption=1", NULL,
-                          &err) == NULL);
+    CHECK(hp_db_pool_open("postgresql://host/db?nosuchoption=1", NULL, &err) ==
+          NULL);
     CHECK(err && strstr(err, "nosuchoption"));
     free(err);
     /* A server that is not there: open succeeds, acquire says why. */
@@ -231,14 +235,13 @@ static void bad_urls(void)
 static void memory_database_is_one_connection(void)
 {
     struct hp_db_pool_stats s;
-    hp_db_pool *p = hp_db_pool_open("sqlite::memory:",
-                                    &(struct hp_db_pool_opts){.max_conns = 4},
-                                    NULL);
+    hp_db_pool *p = hp_db_pool_open(
+        "sqlite::memory:", &(struct hp_db_pool_opts){.max_conns = 4}, NULL);
     hp_db_pool_stats(p, &s);
     CHECK(s.max == 1);
     hp_db *db = acquire(p);
-    CHECK(hp_db_exec_script(db, "CREATE TABLE m(x); INSERT INTO m VALUES (1)") ==
-          HP_OK);
+    CHECK(hp_db_exec_script(
+              db, "CREATE TABLE m(x); INSERT INTO m VALUES (1)") == HP_OK);
     hp_db_pool_release(db);
     db = acquire(p);
     CHECK(query_int(db, "SELECT count(*) FROM m") == 1);
@@ -246,7 +249,108 @@ static void memory_database_is_one_connection(void)
     hp_db_pool_close(p);
 }
 
-/* ---- parameters and results ------------------------------------------------- */
+/* ---- the layers on their own ------------------------------------------- */
+
+/* Every entry of a driver table is filled: the dispatch calls them all
+ * without looking. */
+static void driver_table_full(const struct hp_db_driver *d)
+{
+    CHECK(d->name && d->default_conns > 0);
+    CHECK(d->match && d->private_conns && d->check_url && d->connect);
+    CHECK(d->disconnect && d->alive && d->in_tx && d->reset && d->begin);
+    CHECK(d->commit && d->rollback && d->tx_failed && d->prepare);
+    CHECK(d->finalize && d->readonly && d->run && d->script && d->stale);
+}
+
+static void driver_tables(void)
+{
+    const struct hp_db_driver *sq = &hp_db_sqlite_driver,
+                              *pg = &hp_db_pg_driver;
+    driver_table_full(sq);
+    driver_table_full(pg);
+    CHECK(sq->engine == HP_DB_SQLITE && pg->engine == HP_DB_POSTGRESQL);
+    /* Each URL goes to exactly one engine, with the right target. */
+    CHECK_STR(sq->match("sqlite:/var/a.db"), "/var/a.db");
+    CHECK_STR(sq->match("sqlite:///var/a.db"), "/var/a.db");
+    CHECK_STR(sq->match("sqlite::memory:"), ":memory:");
+    CHECK(pg->match("sqlite:/var/a.db") == NULL);
+    const char *u = "postgresql://h/d", *u2 = "postgres://h/d";
+    CHECK(pg->match(u) == u && pg->match(u2) == u2);
+    CHECK(sq->match(u) == NULL && sq->match(u2) == NULL);
+    CHECK(sq->match("mysql://x") == NULL && pg->match("mysql://x") == NULL);
+    CHECK(sq->private_conns(":memory:") && !sq->private_conns("/var/a.db"));
+    CHECK(!pg->private_conns(u));
+}
+
+/* The core alone: a result built as a driver builds one, read as a page
+ * reads it, freed with its connection's list. */
+static void core_results(void)
+{
+    hp_db db = {0};
+    hp_db_res *r = hp_db__res_new(&db);
+    hp_db__res_set_cols(r, 2);
+    hp_db__res_set_name(r, 0, "Id");
+    hp_db__res_set_name(r, 1, NULL);
+    for (int i = 0; i < 3; i++) {
+        struct hp_db_cell *c = hp_db__res_add_row(r);
+        char num[8];
+        int n = snprintf(num, sizeof num, "%d", 10 + i);
+        c[0].p = hp_db__res_copy(r, num, (size_t)n);
+        c[0].len = (size_t)n;
+        c[0].type = HP_DB_INT; /* text only: read by parsing */
+        if (i != 1) {
+            c[1].p = hp_db__res_copy(r, "x\0y", 3);
+            c[1].len = 3;
+            c[1].type = HP_DB_BLOB;
+        }
+    }
+    hp_db__res_link(r);
+    CHECK(db.results == r);
+    CHECK(hp_db_ncols(r) == 2 && hp_db_nrows(r) == 3);
+    CHECK(hp_db_col(r, "id") == 0 && hp_db_col(r, "") == 1);
+    CHECK(hp_db_text(r, 0) == NULL); /* before the first hp_db_next */
+    CHECK(hp_db_next(r) && hp_db_int(r, 0) == 10);
+    size_t len = 0;
+    const char *b = hp_db_blob(r, 1, &len);
+    CHECK(b && len == 3 && memcmp(b, "x\0y", 3) == 0);
+    CHECK(hp_db_next(r) && hp_db_is_null(r, 1) && hp_db_float(r, 0) == 11.0);
+    CHECK(hp_db_next(r) && !hp_db_next(r) && !hp_db_next(r));
+    hp_db_res *r2 = hp_db__res_new(&db);
+    hp_db__res_set_cols(r2, 0);
+    hp_db__res_link(r2);
+    hp_db_res_free(r); /* from the middle of the list */
+    CHECK(db.results == r2 && r2->next == NULL && r2->prev == NULL);
+    hp_db__res_free_all(&db);
+    CHECK(db.results == NULL);
+    hp_db__fail(&db, "boom \n", NULL, 7);
+    CHECK_STR(hp_db_error(&db), "boom");
+    CHECK_STR(hp_db_sqlstate(&db), "HY000");
+    CHECK(hp_db_errcode(&db) == 7);
+    hp_db__clear_error(&db);
+    CHECK(hp_db_error(&db) == NULL && hp_db_errcode(&db) == 0);
+}
+
+/* The table's transaction entries agree with the engine's own state, which
+ * the pool asserts on when a connection goes idle. */
+static void driver_tx_state(void)
+{
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    CHECK(db && !db->drv->in_tx(db));
+    CHECK(db->drv->begin(db, true) == 0 && db->drv->in_tx(db));
+    CHECK(db->drv->rollback(db) == 0 && !db->drv->in_tx(db));
+    CHECK(db->drv->begin(db, false) == 0 && db->drv->in_tx(db));
+    CHECK(db->drv->commit(db) == 0 && !db->drv->in_tx(db));
+    /* COMMIT with no transaction: SQLite's error, recorded on db;
+     * PostgreSQL only warns. */
+    int rc = db->drv->commit(db);
+    CHECK(E->pg ? rc == 0 : rc < 0 && hp_db_error(db) != NULL);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* ---- parameters and results -------------------------------------------------
+ */
 
 static void make_values_table(hp_db *db)
 {
@@ -259,12 +363,12 @@ static void make_values_table(hp_db *db)
 
 static void text_round_trip(hp_db *db, int id, const char *v)
 {
-    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s (id, t) VALUES ($1, $2)",
-                              tbl("vals")),
-                     sqlf("%d", id), v) == HP_OK);
-    hp_db_res *r = hp_db_query(db, sqlf("SELECT t FROM %s WHERE id = $1",
-                                        tbl("vals")),
-                               sqlf("%d", id));
+    CHECK(hp_db_exec(
+              db, sqlf("INSERT INTO %s (id, t) VALUES ($1, $2)", tbl("vals")),
+              sqlf("%d", id), v) == HP_OK);
+    hp_db_res *r =
+        hp_db_query(db, sqlf("SELECT t FROM %s WHERE id = $1", tbl("vals")),
+                    sqlf("%d", id));
     CHECK(r && hp_db_next(r));
     if (v)
         CHECK_STR(hp_db_text(r, 0), v);
@@ -302,16 +406,16 @@ static void params_typed(void)
     hp_db_pool *p = open_pool(NULL);
     hp_db *db = acquire(p);
     make_values_table(db);
-    CHECK(hp_db_execv(db, sqlf("INSERT INTO %s VALUES ($1, $2, $3, $4, $5)",
-                               tbl("vals")),
-                      HP_INT(1), HP_TEXT("x"), HP_INT(-9007199254740993LL),
-                      HP_FLOAT(0.1 + 0.2), HP_BLOB(blob, sizeof blob)) ==
-          HP_OK);
+    CHECK(hp_db_execv(
+              db,
+              sqlf("INSERT INTO %s VALUES ($1, $2, $3, $4, $5)", tbl("vals")),
+              HP_INT(1), HP_TEXT("x"), HP_INT(-9007199254740993LL),
+              HP_FLOAT(0.1 + 0.2), HP_BLOB(blob, sizeof blob)) == HP_OK);
     CHECK(hp_db_changes(db) == 1);
-    CHECK(hp_db_execv(db, sqlf("INSERT INTO %s VALUES ($1, $2, $3, $4, $5)",
-                               tbl("vals")),
-                      HP_INT(2), HP_NULL, HP_NULL, HP_NULL,
-                      HP_BLOB("", 0)) == HP_OK);
+    CHECK(hp_db_execv(
+              db,
+              sqlf("INSERT INTO %s VALUES ($1, $2, $3, $4, $5)", tbl("vals")),
+              HP_INT(2), HP_NULL, HP_NULL, HP_NULL, HP_BLOB("", 0)) == HP_OK);
 
     hp_db_res *r = hp_db_query(db, sqlf("SELECT id, t, i, f, b FROM %s "
                                         "ORDER BY id",
@@ -420,7 +524,8 @@ static void errors_and_sqlstates(void)
     hp_db_pool_release(NULL);
 }
 
-/* ---- the statement cache ---------------------------------------------------- */
+/* ---- the statement cache ----------------------------------------------------
+ */
 
 static void stmt_cache_reuse(void)
 {
@@ -434,7 +539,7 @@ static void stmt_cache_reuse(void)
     /* two more statements: the least recently used one is evicted */
     CHECK(query_int(db, "SELECT 2") == 2);
     CHECK(query_int(db, "SELECT 3") == 3);
-    CHECK(query_int(db, "SELECT 2") == 2);     /* still cached */
+    CHECK(query_int(db, "SELECT 2") == 2);       /* still cached */
     CHECK(query_int(db, "SELECT 41 + 1") == 42); /* prepared again */
     hp_db_pool_stats(p, &s);
     CHECK(s.prepares == 4 && s.cache_hits == 10);
@@ -472,8 +577,8 @@ static void stmt_cache_schema_change(void)
     const char *sel = sqlf("SELECT * FROM %s", tbl("sc"));
     hp_db_res *r = hp_db_query(db, sel);
     CHECK(r && hp_db_ncols(r) == 1);
-    hp_db_exec_script(db, sqlf("ALTER TABLE %s ADD COLUMN b INTEGER",
-                               tbl("sc")));
+    hp_db_exec_script(db,
+                      sqlf("ALTER TABLE %s ADD COLUMN b INTEGER", tbl("sc")));
     r = hp_db_query(db, sel);
     if (!r) /* PostgreSQL: 0A000 once, and the statement is dropped */
         r = hp_db_query(db, sel);
@@ -483,7 +588,8 @@ static void stmt_cache_schema_change(void)
     hp_db_pool_close(p);
 }
 
-/* ---- transactions and the checkout health check ----------------------------- */
+/* ---- transactions and the checkout health check -----------------------------
+ */
 
 static void rollback_on_checkout(void)
 {
@@ -535,8 +641,8 @@ static void pg_dead_connection_replaced(void)
     hp_db_pool_release(victim);
     hp_db_pool *killer_pool = open_pool(NULL);
     hp_db *killer = acquire(killer_pool);
-    CHECK(query_int(killer, sqlf("SELECT pg_terminate_backend(%lld)::int",
-                                 pid)) == 1);
+    CHECK(query_int(killer,
+                    sqlf("SELECT pg_terminate_backend(%lld)::int", pid)) == 1);
     hp_db_pool_release(killer);
     hp_db_pool_close(killer_pool);
     usleep(200000);
@@ -550,7 +656,8 @@ static void pg_dead_connection_replaced(void)
     hp_db_pool_close(p);
 }
 
-/* ---- concurrency ---------------------------------------------------------- */
+/* ---- concurrency ----------------------------------------------------------
+ */
 
 struct worker {
     hp_db_pool *p;
@@ -581,8 +688,8 @@ static void concurrent_inserts(void)
     hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 3});
     hp_db *db = acquire(p);
     drop(db, "conc");
-    hp_db_exec_script(db, sqlf("CREATE TABLE %s (v INTEGER UNIQUE)",
-                               tbl("conc")));
+    hp_db_exec_script(db,
+                      sqlf("CREATE TABLE %s (v INTEGER UNIQUE)", tbl("conc")));
     hp_db_pool_release(db);
 
     pthread_t th[N];
@@ -609,7 +716,8 @@ static void concurrent_inserts(void)
     hp_db_pool_close(p);
 }
 
-/* ---- the request's transaction ---------------------------------------------- */
+/* ---- the request's transaction ----------------------------------------------
+ */
 
 /* The lifecycle's resource calls, in publish.c's order. */
 static int fake_commit(hp_req *req)
@@ -704,8 +812,8 @@ static void request_commit_and_rollback(void)
 static void request_pool_exhausted_503(void)
 {
     hp_req req;
-    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
-        .max_conns = 1, .acquire_timeout_ms = 100});
+    hp_db_pool *p = open_pool(
+        &(struct hp_db_pool_opts){.max_conns = 1, .acquire_timeout_ms = 100});
     hp_db *held = acquire(p);
     fake_request(&req, "GET");
     double t0 = hp_now();
@@ -730,12 +838,13 @@ static void request_pool_exhausted_503(void)
     hp_db_pool_close(p);
 }
 
-/* ---- the default path ----------------------------------------------------- */
+/* ---- the default path -----------------------------------------------------
+ */
 
 static void default_path(void)
 {
-    char *old = getenv("XDG_DATA_HOME") ? strdup(getenv("XDG_DATA_HOME"))
-                                        : NULL;
+    char *old =
+        getenv("XDG_DATA_HOME") ? strdup(getenv("XDG_DATA_HOME")) : NULL;
     setenv("XDG_DATA_HOME", "/data", 1);
     char *a = hp_db_default_path("/srv/my site!");
     char *b = hp_db_default_path("/srv/other/my site!");
@@ -754,7 +863,8 @@ static void default_path(void)
     free(old);
 }
 
-/* ---- configuration keys (config.c's db section) -------------------------------- */
+/* ---- configuration keys (config.c's db section)
+ * -------------------------------- */
 
 static bool cfg_ok(struct hp_config *c, const char *k, const char *v)
 {
@@ -823,7 +933,8 @@ static void config_file_relative_sqlite(void)
     }
 }
 
-/* ---- the runner ------------------------------------------------------------ */
+/* ---- the runner ------------------------------------------------------------
+ */
 
 static int rm_entry(const char *path, const struct stat *st, int type,
                     struct FTW *f)
@@ -888,6 +999,9 @@ int main(int argc, char **argv)
     RUN_ALL(pool_close_while_in_use);
     T_RUN(bad_urls);
     T_RUN(memory_database_is_one_connection);
+    T_RUN(driver_tables);
+    T_RUN(core_results);
+    RUN_ALL(driver_tx_state);
     RUN_ALL(params_text);
     RUN_ALL(params_typed);
     RUN_ALL(params_repeated_and_counted);

@@ -1,0 +1,135 @@
+/*
+ * access.c - the access log: one line per request in the Combined Log
+ * Format, buffered and written in whole lines.
+ *
+ * Owns: the log file, its buffer and lock, reopening it on SIGUSR1.
+ * May not touch: requests or connections; callers hand it the fields.
+ *
+ * Lines are gathered in a buffer and written once a second (the server's
+ * main loop calls hp_access_flush) or every 32 KiB, with write(2) on an
+ * O_APPEND file: worker processes share the log, and a line split by a
+ * full stdio buffer would interleave with another process's.
+ */
+#include "access.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FLUSH_AT (32 * 1024)
+
+static struct {
+    FILE *f;
+    char *spec;
+    pthread_mutex_t mu;
+    struct hp_buf buf; /* whole lines waiting to be written */
+} A = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Called with A.mu held. */
+static void emit_locked(void)
+{
+    const char *p = A.buf.p;
+    size_t left = A.buf.len;
+    int fd = fileno(A.f);
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* a full disk loses log lines, never requests */
+        p += n;
+        left -= (size_t)n;
+    }
+    A.buf.len = 0;
+}
+
+int hp_access_open(const char *spec)
+{
+    if (!spec || strcmp(spec, "off") == 0)
+        return 0;
+    if (strcmp(spec, "-") == 0) {
+        A.f = stdout;
+        return 0;
+    }
+    A.f = fopen(spec, "ae");
+    if (!A.f) {
+        hp_log_error("cannot open access log %s: %s", spec, strerror(errno));
+        return -1;
+    }
+    A.spec = hp_xstrdup(spec);
+    return 0;
+}
+
+bool hp_access_enabled(void)
+{
+    return A.f != NULL;
+}
+
+void hp_access_line(const char *addr, const char *method, const char *uri,
+                    const char *version, int status, uint64_t length,
+                    const char *referer, const char *user_agent)
+{
+    /* One timestamp a second per thread, not a localtime_r per request. */
+    static _Thread_local time_t ts_when = -1;
+    static _Thread_local char ts[64];
+    time_t now = time(NULL);
+
+    if (!A.f)
+        return;
+    if (now != ts_when) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(ts, sizeof ts, "%d/%b/%Y:%H:%M:%S %z", &tm);
+        ts_when = now;
+    }
+    pthread_mutex_lock(&A.mu);
+    hp_buf_printf(&A.buf, "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n",
+                  *addr ? addr : "-", ts, method, uri, version, status,
+                  (unsigned long long)length, referer ? referer : "-",
+                  user_agent ? user_agent : "-");
+    if (A.buf.len >= FLUSH_AT)
+        emit_locked();
+    pthread_mutex_unlock(&A.mu);
+}
+
+void hp_access_flush(void)
+{
+    if (!A.f)
+        return;
+    pthread_mutex_lock(&A.mu);
+    emit_locked();
+    pthread_mutex_unlock(&A.mu);
+}
+
+/* Standard output is left alone. */
+void hp_access_reopen(void)
+{
+    if (!A.f || !A.spec)
+        return;
+    FILE *f = fopen(A.spec, "ae");
+    if (!f) {
+        hp_log_error("cannot reopen access log %s: %s", A.spec,
+                     strerror(errno));
+        return;
+    }
+    pthread_mutex_lock(&A.mu);
+    emit_locked(); /* what was logged so far goes to the old file */
+    FILE *old = A.f;
+    A.f = f;
+    pthread_mutex_unlock(&A.mu);
+    fclose(old);
+}
+
+void hp_access_close(void)
+{
+    hp_access_flush();
+    if (A.f && A.f != stdout)
+        fclose(A.f);
+    A.f = NULL;
+    hp_buf_free(&A.buf);
+    free(A.spec);
+    A.spec = NULL;
+}

@@ -1,0 +1,29 @@
+/*
+ * access.h - the access log (access.c), as server.c uses it.
+ */
+#ifndef HP_ACCESS_H
+#define HP_ACCESS_H
+
+#include "hp.h"
+
+/* Open the log: a path (appended to), "-" for standard output, "off" or
+ * NULL for none. Returns 0, or -1 after logging why. */
+int hp_access_open(const char *spec);
+/* True when lines are being logged (callers may skip gathering fields). */
+bool hp_access_enabled(void);
+/*
+ * One line in the Combined Log Format: addr (numeric, "" for unknown),
+ * the request line's three parts, the status, the body length in bytes,
+ * Referer and User-Agent (NULL for "-"). Buffered; thread-safe.
+ */
+void hp_access_line(const char *addr, const char *method, const char *uri,
+                    const char *version, int status, uint64_t length,
+                    const char *referer, const char *user_agent);
+/* Write what is buffered (the server calls it once a second). */
+void hp_access_flush(void);
+/* SIGUSR1: reopen the file after logrotate moved it. */
+void hp_access_reopen(void);
+/* Flush and close. */
+void hp_access_close(void);
+
+#endif

@@ -1,0 +1,186 @@
+/*
+ * db_core.h - the database layer's shared core: the types every part of the
+ * layer speaks (a connection's state, results and their cells, the driver
+ * table) and the few functions that build them (db_core.c).
+ *
+ * The layering, one way only (docs/design.md keeps the map):
+ *
+ *     db.c        statements, the request's transaction, the default pool
+ *       v
+ *     db_pool.c   pools and connections (checkout, health check)
+ *       v
+ *     db_stmt.c   each connection's statement cache
+ *       v         (these three reach an engine only through its driver table)
+ *     db_sqlite.c, db_pg.c                 db_result.c (pages read results)
+ *       v                                    v
+ *     db_core.c   errors, results being built: nothing of the layer below
+ *
+ * A driver includes this header (through db_drivers.h) and nothing else of
+ * the layer; it never names a function above it. Above the drivers, only
+ * db_pool.c's driver list names them, and every call goes through the
+ * table. Pages see only the opaque types of hotpub.h.
+ */
+#ifndef HP_DB_CORE_H
+#define HP_DB_CORE_H
+
+#include "hp.h"
+
+struct hp_req;
+
+/* One cached prepared statement (keyed by the exact SQL text); the cache
+ * itself is db_stmt.c's. */
+struct hp_db_stmt {
+    uint64_t hash;
+    char *sql;
+    void *stmt;         /* the driver's statement                       */
+    unsigned long used; /* LRU tick                                     */
+};
+
+/* A transaction's state as the request lifecycle sees it (db.c's):
+ *
+ *     NONE --enlist--> PENDING --1st statement: drv->begin--> OPEN
+ *       ^                 |                                     |
+ *       +---- release ----+-------- commit / rollback ----------+
+ */
+enum hp_db_tx {
+    TX_NONE,    /* autocommit (a pool_acquire handle)                    */
+    TX_PENDING, /* a request handle: BEGIN is sent before the 1st statement */
+    TX_OPEN,    /* BEGIN done                                            */
+};
+
+/*
+ * One connection. A driver reads and writes conn and changes, records
+ * errors with hp_db__fail and may read sqlstate; every other field belongs
+ * to the dispatch: pool, next_idle, created (db_pool.c), stmts, nstmts,
+ * tick (db_stmt.c), the request's fields (db.c). The core only frees the
+ * results list and the error.
+ */
+struct hp_db {
+    struct hp_db_pool *pool;
+    const struct hp_db_driver *drv;
+    void *conn;     /* the driver's connection                  */
+    double created; /* hp_now() at connect                      */
+    hp_db *next_idle;
+
+    struct hp_db_stmt *stmts; /* statement cache, stmt_cap slots        */
+    size_t nstmts;
+    unsigned long tick;
+
+    /* while a request holds it */
+    struct hp_req *req;
+    enum hp_db_tx tx;
+    bool write_tx; /* BEGIN for writing (SQLite: IMMEDIATE)      */
+    bool failed;   /* a statement failed inside the transaction */
+    bool voted;    /* the request's commit phase said yes       */
+    bool rolled_back;
+
+    /* the last call */
+    char *errmsg;
+    char sqlstate[6];
+    int errcode;
+    long long changes;
+    hp_db_res *results; /* open results, freed at release            */
+};
+
+/* A result cell. Text and blobs are NUL-terminated; numbers carry their
+ * value and their text. */
+struct hp_db_cell {
+    const char *p; /* NULL for SQL NULL                         */
+    size_t len;
+    enum hp_db_type type;
+    union {
+        long long i;
+        double f;
+    } num;
+    bool has_num; /* num is valid (else parsed from p)         */
+};
+
+struct hp_db_res {
+    hp_db *db;
+    hp_db_res *prev, *next;
+    int ncols;
+    size_t nrows, cap;
+    long cur; /* -1 before the first hp_db_next            */
+    char **names;
+    struct hp_db_cell *cells;
+    struct hp_db_chunk *chunks;
+    void *keep; /* engine object the cells point into        */
+    void (*keep_free)(void *);
+};
+
+/*
+ * What an engine provides: the only way the dispatch (db.c, db_pool.c,
+ * db_stmt.c) reaches an engine. Every function is called by the one thread
+ * that holds the connection, never with a pool's mutex held. "0 or -1"
+ * functions record the error on db (hp_db__fail) before returning -1.
+ */
+struct hp_db_driver {
+    enum hp_db_engine engine;
+    const char *name;
+    int default_conns; /* the pool size when none is configured      */
+    /* The connect target for url if this engine takes it (a pointer into
+     * url), else NULL. */
+    const char *(*match)(const char *url);
+    /* Every connection to target is a database of its own (SQLite's
+     * :memory:): the pool then keeps one. */
+    bool (*private_conns)(const char *target);
+    /* Check a target without connecting; 0 or -1 + *err (malloc'd). */
+    int (*check_url)(const char *target, char **err);
+    /* Connect; 0, or -1 with the message in *err. */
+    int (*connect)(hp_db *db, const char *target, const char *init_sql,
+                   int timeout_ms, char **err);
+    void (*disconnect)(hp_db *db);
+    /* Cheap, no round trip: false if the connection is known dead. */
+    bool (*alive)(hp_db *db);
+    /* A transaction is open on the engine's side (cheap, no round trip). */
+    bool (*in_tx)(hp_db *db);
+    /* End any transaction left open; -1 if the connection is unusable. */
+    int (*reset)(hp_db *db);
+    /* BEGIN; write: the transaction will write (SQLite takes the write
+     * lock now). COMMIT, ROLLBACK. 0 or -1. */
+    int (*begin)(hp_db *db, bool write);
+    int (*commit)(hp_db *db);
+    int (*rollback)(hp_db *db);
+    /* The engine says the open transaction can only roll back. */
+    bool (*tx_failed)(hp_db *db);
+    /* Compile a statement; keep = for the cache. NULL after hp_db__fail. */
+    void *(*prepare)(hp_db *db, const char *sql, bool keep);
+    /* tell_server: also free it on the server (false when closing). */
+    void (*finalize)(hp_db *db, void *stmt, bool tell_server);
+    /* The statement only reads (SQLite: picks BEGIN vs BEGIN IMMEDIATE). */
+    bool (*readonly)(void *stmt);
+    /* Bind, run, and (res != NULL) collect every row. 0 or -1. */
+    int (*run)(hp_db *db, void *stmt, const char *sql, size_t n,
+               const hp_db_val *params, hp_db_res *res);
+    /* Statements without parameters, ';'-separated. 0 or -1. */
+    int (*script)(hp_db *db, const char *sql);
+    /* After an error: drop the statement from the cache (stale plan). */
+    bool (*stale)(hp_db *db);
+};
+
+/* ---- errors -------------------------------------------------------------- */
+
+/* Record an error on db (message, SQLSTATE or NULL for HY000, engine code);
+ * trailing blanks of msg are dropped. */
+void hp_db__fail(hp_db *db, const char *msg, const char *sqlstate, int code);
+void hp_db__clear_error(hp_db *db);
+
+/* ---- results ------------------------------------------------------------- */
+
+/* A new, empty result for db (not yet on db's list). */
+hp_db_res *hp_db__res_new(hp_db *db);
+/* Put r on its connection's list: it is freed at release at the latest. */
+void hp_db__res_link(hp_db_res *r);
+/* Take r off its connection's list (if on it) and free it. NULL is fine. */
+void hp_db__res_free(hp_db_res *r);
+void hp_db__res_free_all(hp_db *db);
+
+/* For the drivers, in this order: the columns, then each row. */
+void hp_db__res_set_cols(hp_db_res *r, int ncols);
+void hp_db__res_set_name(hp_db_res *r, int col, const char *name);
+/* Append a row; returns its ncols cells to fill (zeroed: all NULL). */
+struct hp_db_cell *hp_db__res_add_row(hp_db_res *r);
+/* Copy len bytes (+ a NUL) into the result's memory. */
+char *hp_db__res_copy(hp_db_res *r, const void *p, size_t len);
+
+#endif

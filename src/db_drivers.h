@@ -1,0 +1,14 @@
+/*
+ * db_drivers.h - the engines the database layer has, each a struct
+ * hp_db_driver (db_core.h). Each driver defines its own; only db.c's
+ * driver list reads them, so the engines stay below the dispatch.
+ */
+#ifndef HP_DB_DRIVERS_H
+#define HP_DB_DRIVERS_H
+
+#include "db_core.h"
+
+extern const struct hp_db_driver hp_db_sqlite_driver; /* db_sqlite.c */
+extern const struct hp_db_driver hp_db_pg_driver;     /* db_pg.c     */
+
+#endif

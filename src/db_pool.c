@@ -1,0 +1,535 @@
+/*
+ * db_pool.c - connection pools: opening and closing them, checking a
+ * connection out (the health check) and back in, opening and closing
+ * connections through the engine's driver table, the registry of open
+ * pools and their part of the status JSON.
+ *
+ * Owns: struct hp_db_pool and its locking, the pool's counters, the
+ * choice of driver for a URL (the drivers' match()), a connection's life
+ * (conn_open/conn_close), the URL shown in logs (password redacted).
+ * May not touch: any engine API (only through struct hp_db_driver),
+ * statements and their cache (db_stmt.c), the request's transaction
+ * (db.c), results (db_core.c).
+ *
+ * Locking: one mutex per pool guards its idle list and counters; a waiter
+ * sleeps on the pool's condvar with a deadline. No engine call (connect,
+ * ROLLBACK, a liveness probe) is ever made with the pool's mutex held, so a
+ * slow database never stalls threads that only want an idle connection. A
+ * connection being opened holds a reserved slot (size counts it). The
+ * registry's mutex is taken before no other lock.
+ */
+#include "db_pool.h"
+#include "db.h"
+#include "db_drivers.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEF_ACQUIRE_MS 5000
+#define DEF_LIFETIME_S 3600
+#define DEF_STMT_CACHE 64
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static hp_db_pool *registry;
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static char *msg_dup(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static char *msg_dup(const char *fmt, ...)
+{
+    struct hp_buf b = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    hp_buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    return b.p ? b.p : hp_xstrdup("");
+}
+
+static void set_err(char **err, char *msg)
+{
+    if (err)
+        *err = msg;
+    else
+        free(msg);
+}
+
+static struct timespec deadline_after(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* ---- URLs ---------------------------------------------------------------- */
+
+/* The engines this server speaks; each says which URLs it takes. */
+static const struct hp_db_driver *const drivers[] = {
+    &hp_db_sqlite_driver,
+    &hp_db_pg_driver,
+};
+
+/* The driver that takes url, and what it connects to; NULL if none does. */
+static const struct hp_db_driver *driver_for(const char *url,
+                                             const char **target)
+{
+    for (size_t i = 0; i < sizeof drivers / sizeof *drivers; i++)
+        if ((*target = drivers[i]->match(url)) != NULL)
+            return drivers[i];
+    return NULL;
+}
+
+/* The URL for logs and the status page: "user:secret@" loses the secret,
+ * and so does a password=... parameter. */
+static char *redact_url(const char *url)
+{
+    struct hp_buf b = {0};
+    const char *scheme = strstr(url, "://");
+    const char *auth_end = scheme ? strpbrk(scheme + 3, "@/?") : NULL;
+    const char *p = url;
+
+    if (auth_end && *auth_end == '@') {
+        const char *colon =
+            memchr(scheme + 3, ':', (size_t)(auth_end - scheme - 3));
+        if (colon) {
+            hp_buf_append(&b, url, (size_t)(colon - url));
+            hp_buf_puts(&b, ":***");
+            p = auth_end;
+        }
+    }
+    for (const char *pw; (pw = strstr(p, "password=")) != NULL;) {
+        hp_buf_append(&b, p, (size_t)(pw - p));
+        hp_buf_puts(&b, "password=***");
+        p = pw + 9 + strcspn(pw + 9, "&");
+    }
+    hp_buf_puts(&b, p);
+    return b.p ? b.p : hp_xstrdup("");
+}
+
+/* ---- the pool registry (for the status page) ----------------------------- */
+
+static void registry_add(hp_db_pool *p)
+{
+    pthread_mutex_lock(&registry_mu);
+    p->reg_next = registry;
+    if (registry)
+        registry->reg_prev = p;
+    registry = p;
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static void registry_remove(hp_db_pool *p)
+{
+    pthread_mutex_lock(&registry_mu);
+    if (p->reg_prev)
+        p->reg_prev->reg_next = p->reg_next;
+    else if (registry == p)
+        registry = p->reg_next;
+    if (p->reg_next)
+        p->reg_next->reg_prev = p->reg_prev;
+    p->reg_next = p->reg_prev = NULL;
+    pthread_mutex_unlock(&registry_mu);
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+static void mkdir_parent(const char *path)
+{
+    char *dir = hp_xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        hp_mkdirs(dir, 0700);
+    }
+    free(dir);
+}
+
+/* Open a new connection for p (a slot is already reserved). */
+static hp_db *conn_open(hp_db_pool *p, char **err)
+{
+    hp_db *db = hp_xcalloc(1, sizeof *db);
+    db->pool = p;
+    db->drv = p->drv;
+    if (p->stmt_cap > 0)
+        db->stmts = hp_xcalloc((size_t)p->stmt_cap, sizeof *db->stmts);
+    if (p->mkdir_parent)
+        mkdir_parent(p->target);
+    if (p->drv->connect(db, p->target, p->init_sql, p->timeout_ms, err) < 0) {
+        free(db->stmts);
+        free(db);
+        return NULL;
+    }
+    db->created = hp_now();
+    return db;
+}
+
+static void conn_close(hp_db *db)
+{
+    hp_db__res_free_all(db);
+    hp_db__stmt_cache_clear(db, false);
+    db->drv->disconnect(db);
+    hp_db__clear_error(db);
+    free(db->stmts);
+    free(db);
+}
+
+static bool too_old(hp_db *db)
+{
+    int life = db->pool->lifetime_s;
+    return life > 0 && hp_now() - db->created > life;
+}
+
+/*
+ * The checkout health check: not past its lifetime, not known dead, and
+ * no transaction left open (rolled back here if there is one).
+ */
+static bool checkout_ok(hp_db *db)
+{
+    if (too_old(db) || !db->drv->alive(db) || db->drv->reset(db) < 0)
+        return false;
+    assert(!db->drv->in_tx(db) && db->req == NULL && db->tx == TX_NONE);
+    return true;
+}
+
+/* ---- pools --------------------------------------------------------------- */
+
+static int opt_or(int v, int def, int off)
+{
+    return v == 0 ? def : v < 0 ? off : v;
+}
+
+static void pool_apply_opts(hp_db_pool *p, const struct hp_db_pool_opts *o,
+                            bool private_conns)
+{
+    struct hp_db_pool_opts none = {0};
+    if (!o)
+        o = &none;
+    int def = p->drv->default_conns;
+    p->max = opt_or(o->max_conns, def, def);
+    /* Every connection is a database of its own (SQLite's :memory:). */
+    if (private_conns)
+        p->max = 1;
+    p->timeout_ms = opt_or(o->acquire_timeout_ms, DEF_ACQUIRE_MS, 0);
+    p->lifetime_s = opt_or(o->max_lifetime_s, DEF_LIFETIME_S, 0);
+    p->stmt_cap = opt_or(o->stmt_cache, DEF_STMT_CACHE, 0);
+    p->name = hp_xstrdup(o->name && *o->name ? o->name : p->shown);
+    p->init_sql = o->init_sql ? hp_xstrdup(o->init_sql) : NULL;
+}
+
+hp_db_pool *hp_db_pool_open(const char *url, const struct hp_db_pool_opts *opts,
+                            char **err)
+{
+    const char *target = NULL;
+    const struct hp_db_driver *drv = url ? driver_for(url, &target) : NULL;
+    char *msg = NULL;
+
+    if (err)
+        *err = NULL;
+    if (!drv) {
+        set_err(err, msg_dup("unsupported database URL \"%s\" (expected "
+                             "sqlite:PATH or postgresql://...)",
+                             url ? url : "(null)"));
+        return NULL;
+    }
+    if (drv->check_url(target, &msg) < 0) {
+        set_err(err, msg);
+        return NULL;
+    }
+    hp_db_pool *p = hp_xcalloc(1, sizeof *p);
+    p->drv = drv;
+    p->target = hp_xstrdup(target);
+    p->shown = redact_url(url);
+    pool_apply_opts(p, opts, drv->private_conns(target));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    registry_add(p);
+    return p;
+}
+
+static void pool_free(hp_db_pool *p)
+{
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->target);
+    free(p->shown);
+    free(p->name);
+    free(p->init_sql);
+    free(p);
+}
+
+/* Closed, and nobody inside any more: the caller that sees this frees. */
+static bool pool_done_locked(hp_db_pool *p)
+{
+    return p->closing && p->size == 0 && p->waiters == 0;
+}
+
+void hp_db_pool_close(hp_db_pool *p)
+{
+    if (!p)
+        return;
+    registry_remove(p);
+    pthread_mutex_lock(&p->mu);
+    p->closing = true;
+    hp_db *idle = p->idle;
+    unsigned n = p->nidle, busy = p->in_use;
+    assert(p->size >= p->nidle);
+    p->idle = NULL;
+    p->size -= p->nidle;
+    p->nidle = 0;
+    pthread_cond_broadcast(&p->cv);
+    bool done = pool_done_locked(p);
+    pthread_mutex_unlock(&p->mu);
+
+    for (hp_db *db = idle, *next; db; db = next) {
+        next = db->next_idle;
+        conn_close(db);
+    }
+    hp_log_info("database pool %s closed (%u connections closed%s)", p->name, n,
+                busy ? ", others close when released" : "");
+    if (done)
+        pool_free(p);
+}
+
+/* A connection leaves the pool for good (broken, too old, or closing). */
+static void pool_drop(hp_db_pool *p, hp_db *db)
+{
+    conn_close(db);
+    pthread_mutex_lock(&p->mu);
+    assert(p->size > 0 && p->in_use > 0); /* db held a slot, checked out */
+    p->size--;
+    p->in_use--;
+    if (!p->closing)
+        p->discarded++;
+    pthread_cond_signal(&p->cv);
+    bool done = pool_done_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    if (done)
+        pool_free(p);
+}
+
+/* Open a connection in a reserved slot; on failure give the slot back. */
+static hp_db *pool_connect(hp_db_pool *p, char **err)
+{
+    hp_db *db = conn_open(p, err);
+    pthread_mutex_lock(&p->mu);
+    if (db) {
+        p->connects++;
+        atomic_fetch_add(&p->acquires, 1);
+    } else {
+        assert(p->size > 0 && p->in_use > 0); /* the reserved slot */
+        p->size--;
+        p->in_use--;
+        atomic_fetch_add(&p->errors, 1);
+        pthread_cond_signal(&p->cv); /* a waiter may try its luck */
+    }
+    bool done = !db && pool_done_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    if (done)
+        pool_free(p);
+    return db;
+}
+
+enum get_result { GOT_IDLE, GOT_SLOT, GOT_TIMEOUT, GOT_CLOSED };
+
+/* Under p->mu: take an idle connection, reserve a slot, or wait. */
+static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
+{
+    struct timespec deadline = deadline_after(p->timeout_ms);
+    bool expired = p->timeout_ms <= 0;
+
+    for (;;) {
+        if (p->closing)
+            return GOT_CLOSED;
+        if (p->idle) {
+            assert(p->nidle > 0);
+            *out = p->idle;
+            p->idle = (*out)->next_idle;
+            p->nidle--;
+            p->in_use++;
+            return GOT_IDLE;
+        }
+        if (p->size < (unsigned)p->max) {
+            p->size++;
+            p->in_use++;
+            return GOT_SLOT;
+        }
+        if (expired) {
+            p->timeouts++;
+            return GOT_TIMEOUT;
+        }
+        p->waiters++;
+        int rc = pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
+        p->waiters--;
+        /* Look once more after a timeout: a connection may have come back
+         * just as the deadline passed. */
+        if (rc == ETIMEDOUT)
+            expired = true;
+    }
+}
+
+/*
+ * Check a connection out: an idle one that passes the health check, else a
+ * new one in a free slot, else wait up to the acquire timeout. *timed_out
+ * tells a busy pool (503 "busy") from a failing database.
+ */
+hp_db *hp_db__pool_get(hp_db_pool *p, char **err, bool *timed_out)
+{
+    *timed_out = false;
+    for (;;) {
+        hp_db *db = NULL;
+        pthread_mutex_lock(&p->mu);
+        enum get_result r = pool_wait_locked(p, &db);
+        bool done = r == GOT_CLOSED && pool_done_locked(p);
+        pthread_mutex_unlock(&p->mu);
+
+        switch (r) {
+        case GOT_IDLE:
+            if (checkout_ok(db)) {
+                atomic_fetch_add(&p->acquires, 1);
+                return db;
+            }
+            pool_drop(p, db); /* and try again */
+            continue;
+        case GOT_SLOT:
+            return pool_connect(p, err);
+        case GOT_TIMEOUT:
+            *timed_out = true;
+            set_err(err, msg_dup("no connection available within %d ms",
+                                 p->timeout_ms));
+            return NULL;
+        case GOT_CLOSED:
+            set_err(err, msg_dup("the pool is closed"));
+            if (done)
+                pool_free(p);
+            return NULL;
+        }
+    }
+}
+
+/* Give a connection back. reset: end any transaction it left open. */
+void hp_db__pool_put(hp_db *db, bool reset)
+{
+    hp_db_pool *p = db->pool;
+
+    hp_db__res_free_all(db);
+    hp_db__clear_error(db);
+    db->req = NULL;
+    db->tx = TX_NONE;
+    db->failed = db->voted = db->rolled_back = db->write_tx = false;
+    bool keep = db->drv->alive(db) && !too_old(db) &&
+                (!reset || db->drv->reset(db) == 0);
+
+    /* What the idle list promises the next checkout: no transaction open
+     * (hp_db__release_raw alone breaks it, for the health check's test). */
+    assert(!keep || !reset || !db->drv->in_tx(db));
+    pthread_mutex_lock(&p->mu);
+    assert(p->in_use > 0);
+    keep = keep && !p->closing;
+    if (keep) {
+        db->next_idle = p->idle;
+        p->idle = db;
+        p->nidle++;
+        p->in_use--;
+        pthread_cond_signal(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!keep)
+        pool_drop(p, db);
+}
+
+hp_db *hp_db_pool_acquire(hp_db_pool *p, char **err)
+{
+    bool timed_out;
+    if (err)
+        *err = NULL;
+    if (!p) {
+        set_err(err, msg_dup("no pool"));
+        return NULL;
+    }
+    return hp_db__pool_get(p, err, &timed_out);
+}
+
+void hp_db_pool_release(hp_db *db)
+{
+    if (!db)
+        return;
+    if (db->req) {
+        /* The request gives it back itself, after committing. */
+        hp_log_error("hp_db_pool_release: that handle belongs to a request; "
+                     "ignored");
+        return;
+    }
+    hp_db__pool_put(db, true);
+}
+
+void hp_db__release_raw(hp_db *db)
+{
+    hp_db__pool_put(db, false);
+}
+
+void hp_db_pool_stats(hp_db_pool *p, struct hp_db_pool_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    out->max = (unsigned)p->max;
+    out->size = p->size;
+    out->in_use = p->in_use;
+    out->idle = p->nidle;
+    out->waiters = p->waiters;
+    out->timeouts = p->timeouts;
+    out->connects = p->connects;
+    out->discarded = p->discarded;
+    pthread_mutex_unlock(&p->mu);
+    out->acquires = atomic_load(&p->acquires);
+    out->errors = atomic_load(&p->errors);
+    out->prepares = atomic_load(&p->prepares);
+    out->cache_hits = atomic_load(&p->cache_hits);
+}
+
+static void pool_json(struct hp_buf *b, hp_db_pool *p)
+{
+    struct hp_db_pool_stats s;
+    hp_db_pool_stats(p, &s);
+    hp_buf_puts(b, "{\"name\":");
+    hp_buf_json(b, p->name);
+    hp_buf_printf(b, ",\"engine\":\"%s\",\"url\":", p->drv->name);
+    hp_buf_json(b, p->shown);
+    hp_buf_printf(b,
+                  ",\"default\":%s,\"max\":%u,\"size\":%u,\"in_use\":%u,"
+                  "\"idle\":%u,\"waiters\":%u,\"acquires\":%llu,"
+                  "\"timeouts\":%llu,\"errors\":%llu,\"connects\":%llu,"
+                  "\"discarded\":%llu,\"prepares\":%llu,\"cache_hits\":%llu}",
+                  p->is_default ? "true" : "false", s.max, s.size, s.in_use,
+                  s.idle, s.waiters, s.acquires, s.timeouts, s.errors,
+                  s.connects, s.discarded, s.prepares, s.cache_hits);
+}
+
+void hp_db_status_json(struct hp_buf *b)
+{
+    hp_buf_puts(b, ",\n\"pools\":[");
+    pthread_mutex_lock(&registry_mu);
+    for (hp_db_pool *p = registry; p; p = p->reg_next) {
+        pool_json(b, p);
+        if (p->reg_next)
+            hp_buf_puts(b, ",\n");
+    }
+    pthread_mutex_unlock(&registry_mu);
+    hp_buf_puts(b, "]");
+}

@@ -1,0 +1,55 @@
+/*
+ * db_pool.h - pools and the statement cache (db_pool.c, db_stmt.c) as the
+ * dispatch (db.c) sees them. Below db.c, above the drivers and the core.
+ */
+#ifndef HP_DB_POOL_H
+#define HP_DB_POOL_H
+
+#include "db_core.h"
+
+/* db.c reads drv, shown, name, max and counts errors; it sets
+ * mkdir_parent and is_default before the pool's first use. Everything
+ * else is db_pool.c's (db_stmt.c reads stmt_cap, counts prepares and
+ * cache_hits). */
+struct hp_db_pool {
+    const struct hp_db_driver *drv;
+    char *target; /* what the driver connects to: a path or a URL     */
+    char *shown;  /* the URL without its password, for logs/status    */
+    char *name;
+    char *init_sql;
+    int max, timeout_ms, lifetime_s, stmt_cap;
+    bool mkdir_parent; /* the default SQLite file: create its directory */
+    bool is_default;   /* the server's pool (the status JSON says so)   */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    hp_db *idle; /* most recently used first                      */
+    unsigned size, in_use, nidle, waiters;
+    bool closing;
+    unsigned long long timeouts, connects, discarded;
+    atomic_ullong acquires, errors, prepares, cache_hits;
+
+    hp_db_pool *reg_next, *reg_prev; /* every open pool, for status      */
+};
+
+/*
+ * Check a connection out: an idle one that passes the health check, else a
+ * new one in a free slot, else wait up to the acquire timeout. NULL with
+ * *err (malloc'd, or err NULL) on failure; *timed_out tells a busy pool
+ * (503 "busy") from a failing database.
+ */
+hp_db *hp_db__pool_get(hp_db_pool *p, char **err, bool *timed_out);
+/* Give a connection back; reset: end any transaction it left open. The
+ * request state (req, tx) and its results are cleared. */
+void hp_db__pool_put(hp_db *db, bool reset);
+
+/* The statement for sql: from db's cache (keyed by the exact text), else
+ * compiled and cached, evicting the least recently used. NULL after an
+ * error recorded on db. *transient: not cached, finalize it after use. */
+void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient);
+/* Drop sql's statement from the cache (the engine said it went stale). */
+void hp_db__stmt_forget(hp_db *db, const char *sql);
+/* Finalize every cached statement (tell_server: false when closing). */
+void hp_db__stmt_cache_clear(hp_db *db, bool tell_server);
+
+#endif
