@@ -19,11 +19,11 @@
  * it for good (logged). Requests that would wait for a compile or a batch
  * are always offloaded. bench/ measures the modes; docs/design.md says why.
  */
+#include "server.h"
 #include "access.h"
 #include "db.h"
 #include "edge.h"
 #include "request.h"
-#include "server.h"
 #include "static.h"
 
 #include <arpa/inet.h>
