@@ -45,7 +45,7 @@ LIBOBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNITS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/*.c))
 
 .PHONY: all test unit e2e asan tsan install uninstall clean format deps docs \
-        check-exports check-docs
+        check-exports check-docs check-layers
 
 all: hotpub$(SUFFIX)
 
@@ -85,11 +85,15 @@ check-exports: hotpub$(SUFFIX)
 docs: hotpub
 	sh tools/config-reference.sh ./hotpub docs/configuration.md
 
+check-layers:
+	@sh tools/check-layers.sh src
+
 check-docs: hotpub$(SUFFIX)
 	@sh tools/config-reference.sh ./hotpub$(SUFFIX) docs/configuration.md --check
 
 test: all
 	@$(MAKE) --no-print-directory check-exports
+	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory check-docs
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
