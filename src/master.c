@@ -38,13 +38,13 @@
 #include <unistd.h>
 
 #define CRASH_WINDOW 10.0 /* seconds: deaths counted for the back-off */
-#define BACKOFF_MAX 10.0  /* seconds between restarts, at most        */
-#define SPARE_GRACE 10.0  /* seconds a replaced worker waits for its  */
-                          /* successor to be ready before draining    */
+#define BACKOFF_MAX 10.0  /* seconds between restarts, at most */
+#define SPARE_GRACE 10.0  /* seconds a replaced worker waits for its */
+                          /* successor to be ready before draining */
 
 static struct hp_config *CFG;
 static int (*RELOAD)(struct hp_config *);
-static bool cfg_owned; /* CFG was allocated by a reload       */
+static bool cfg_owned; /* CFG was allocated by a reload */
 static int LISTEN_FD = -1;
 
 /* ---- sd_notify, privileges, pid file ------------------------------------ */
@@ -228,24 +228,24 @@ static void child_move(struct child *k, enum child_state to)
 
 /* The parent's state (one supervisor per process). */
 static struct {
-    struct child *kids; /* one per slot                                */
+    struct child *kids; /* one per slot */
     int nslots;
-    int capacity;      /* most workers a SIGHUP may ask for           */
-    int wanted;        /* workers of the current generation           */
-    unsigned gen;      /* the current generation                      */
-    double deaths[32]; /* when recent workers died (back-off)         */
+    int capacity;      /* most workers a SIGHUP may ask for */
+    int wanted;        /* workers of the current generation */
+    unsigned gen;      /* the current generation */
+    double deaths[32]; /* when recent workers died (back-off) */
     int ndeaths;
     double next_spawn_at;
-    bool ever_ready;   /* some worker got as far as serving           */
-    bool start_failed; /* one exited before that: give up             */
+    bool ever_ready;   /* some worker got as far as serving */
+    bool start_failed; /* one exited before that: give up */
     unsigned long spawned;
     bool stopping, reloading, announced;
     double stop_deadline, reload_since;
     int rc;
 } M;
 
-/* In the new worker process: never returns. */
-static void worker_main(int slot)
+/* In the new worker process. */
+static _Noreturn void worker_main(int slot)
 {
     unsetenv("NOTIFY_SOCKET");
     signal(SIGHUP, SIG_IGN);
