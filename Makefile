@@ -65,7 +65,7 @@ FUZZERS      := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
 REPLAYS      := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 
 .PHONY: all test unit e2e asan tsan install uninstall clean format deps docs \
-        check-exports check-docs fuzz fuzz-run fuzz-replay
+        check-exports check-docs check-layers fuzz fuzz-run fuzz-replay
 
 all: hotpub$(SUFFIX)
 
@@ -136,11 +136,15 @@ check-exports: hotpub$(SUFFIX)
 docs: hotpub
 	sh tools/config-reference.sh ./hotpub docs/configuration.md
 
+check-layers:
+	@sh tools/check-layers.sh src
+
 check-docs: hotpub$(SUFFIX)
 	@sh tools/config-reference.sh ./hotpub$(SUFFIX) docs/configuration.md --check
 
 test: all
 	@$(MAKE) --no-print-directory check-exports
+	@$(MAKE) --no-print-directory check-layers
 	@$(MAKE) --no-print-directory check-docs
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz-replay

@@ -379,12 +379,17 @@ hp_watch *hp_watch_start(const struct hp_config *cfg, const char *root_canon,
                          hp_cache *cache, hp_resolver *res);
 void hp_watch_stop(hp_watch *w);
 
-/* ---- the HTTP server (server.c) ---------------------------------------- */
+/* ---- listen addresses (net.c); hp_serve is in server.h ----------------- */
 
-int hp_serve(struct hp_config *cfg);
 /* "ADDR:PORT", "[v6]:PORT" or ":PORT" to a socket address; -1 if bad. */
 int hp_parse_listen(const char *listen, struct sockaddr_storage *ss,
                     socklen_t *len);
+/* A non-blocking, close-on-exec TCP socket listening on addr (backlog
+ * 1024, SO_REUSEADDR, IPv6 only for a v6 address); -1 after logging why. */
+int hp_listen_bind(const char *addr);
+
+/* ---- hotpub check (check.c) -------------------------------------------- */
+
 /* Compile every page under root; print diagnostics; 0 if all compiled. */
 int hp_check(struct hp_config *cfg);
 

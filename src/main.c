@@ -13,7 +13,7 @@
  * here names a setting but docroot and dev's --no-dev spelling.
  */
 #include "hp.h"
-#include "procs.h"
+#include "master.h"
 
 #include <ctype.h>
 #include <getopt.h>

@@ -1,881 +1,73 @@
 /*
- * master.c - the process model: a supervising parent and N worker
- * processes, crash isolation, quarantine of crashing module versions, the
- * handler timeout, and graceful signals. docs/operations.md is the manual.
+ * master.c - the process supervisor: a parent that binds the listening
+ * socket and keeps N worker processes serving it, replacing those that die
+ * (with back-off) or that the guard retired, and graceful signals.
+ * docs/operations.md is the manual.
  *
- * Owns: binding the listening socket in the parent, forking, reaping and
- * replacing workers (with back-off), the shared-memory area (per-thread
- * "running request" records, the quarantine table, the table of module
- * versions known to be good), the fatal-signal hook in workers, the
- * handler-timeout watchdog thread of each worker, the fallback versions a
- * worker loads to serve a quarantined module, SIGTERM/SIGINT/SIGHUP/SIGUSR1
- * in the parent, --user/--group, --pid-file, --error-log and sd_notify.
- * May not touch: the module cache's entries, compiling, and HTTP with one
- * exception: when a handler overruns --handler-timeout, the watchdog writes
- * a fixed 504 response straight onto that request's socket (answer_504),
- * bypassing server.c, because the thread that owns the request is stuck
- * and cannot answer; it then shuts the socket down. The parent never loads
- * page code; workers run hp_serve (server.c), which calls the hooks in
- * procs.h, and the parent uses server.c's hp_parse_listen to bind.
- *
- * Shared memory: one MAP_SHARED|MAP_ANONYMOUS mapping made before the first
- * fork, so every worker and the parent see the same bytes. Writers:
- *   - records: the thread that runs a handler writes its own record with
- *     plain stores, then publishes it with one atomic word (sequence number
- *     and state), which the watchdog claims with a compare-and-swap;
- *   - the quarantine table: written by the parent (strikes) and by workers
- *     (lifting), under the table lock; what a request matches against
- *     (state, path hash, key fingerprint, source ctime) is atomic, so the
- *     per-request check takes no lock;
- *   - the good table: written by workers under the table lock, checked
- *     the same way.
- * The table lock is a word holding the holder's pid; a waiter that finds
- * the holder dead (a worker can die at any instruction) takes it over.
+ * Owns: binding the listening socket in the parent (net.c's
+ * hp_listen_bind), forking, reaping and replacing workers (struct child
+ * and its state diagram below), the census of the current generation,
+ * SIGTERM/SIGINT/SIGHUP/SIGUSR1 in the parent, reloading the settings on
+ * SIGHUP, --user/--group, --pid-file, --error-log and sd_notify; filling
+ * the server's hooks (server.h) for each process.
+ * May not touch: HTTP (workers run hp_serve, which never names this file),
+ * page code (the parent never loads any), the module cache, compiling,
+ * and the shared-memory area's records and tables, which are guard.c's:
+ * the parent drives a slot's life and asks the guard for an autopsy.
  */
-#include "procs.h"
+#include "master.h"
 
-#include <arpa/inet.h>
+#include "guard.h"
+#include "server.h"
+
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <pwd.h>
-#include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define REC_PATH 256     /* the tail of a longer path is kept             */
-#define REC_HANDLER 64
-#define KEY_LEN 33       /* compile-cache object key, 32 hex + NUL        */
-#define QUAR_MAX 64      /* module versions with crashes on record        */
-#define GOOD_MAX 512     /* modules whose last good versions are known    */
-#define QUAR_STRIKES 2   /* crashes that quarantine a version             */
-#define CRASH_WINDOW 10.0     /* seconds: deaths counted for the back-off */
-#define BACKOFF_MAX 10.0      /* seconds between restarts, at most        */
-#define SPARE_GRACE 10.0      /* seconds a replaced worker waits for its  */
-                              /* successor to be ready before draining    */
-#define FALLBACK_ID_BASE (UINT64_C(1) << 32) /* ids of fallback versions */
+#define CRASH_WINDOW 10.0 /* seconds: deaths counted for the back-off */
+#define BACKOFF_MAX 10.0  /* seconds between restarts, at most */
+#define SPARE_GRACE 10.0  /* seconds a replaced worker waits for its */
+                          /* successor to be ready before draining */
 
-/* ---- shared memory layout ---------------------------------------------- */
-
-enum { R_IDLE = 0, R_RUNNING = 1, R_WRITING = 2, R_TIMEDOUT = 3 };
-
-/* What one handler-running thread of a worker is doing. */
-struct rec {
-    atomic_ulong word;     /* seq << 2 | state                            */
-    atomic_llong started;  /* CLOCK_MONOTONIC ns, the same in every       */
-                           /* process; read by the watchdog               */
-    /* Written before word says RUNNING; read by others only once they
-     * own the record (the watchdog after its CAS, the parent after the
-     * worker died). */
-    int fd;                /* the connection's socket                     */
-    pid_t tid;
-    uint64_t version;      /* id in the worker's module cache             */
-    uint64_t phash;        /* hash of the full page path                  */
-    uint64_t keyfp;        /* the key's first 64 bits                     */
-    int64_t src_ctime;     /* the source's ctime when it was compiled     */
-    char key[KEY_LEN];
-    char handler[REC_HANDLER];
-    char path[REC_PATH];
-};
-
-enum { W_FREE = 0, W_STARTING, W_READY, W_DRAINING };
-
-struct slot {
-    atomic_int state;
-    pid_t pid;
-    unsigned gen;
-    double started;        /* wall clock                                  */
-    atomic_int crash_rec;  /* the dying thread's record, or -1            */
-    atomic_int crash_sig;
-    atomic_int retire;     /* a handler timed out: replace this worker    */
-    atomic_int nrecs;      /* records handed out to threads               */
-    atomic_ulong handled;  /* handler runs                                */
-    /* struct rec recs[shm->nrecs] follows */
-};
-
-enum { Q_FREE = 0, Q_COUNTING, Q_QUARANTINED };
-
-/* Workers match requests against the atomics without the table lock; the
- * rest is read and written under it. */
-struct quar {
-    atomic_int state;
-    atomic_ullong phash;
-    atomic_ullong keyfp;
-    atomic_llong src_ctime;
-    char key[KEY_LEN];
-    char path[REC_PATH];
-    char handler[REC_HANDLER];
-    int crashes;
-    int sig;         /* the last crash: signal, or 0 for an exit          */
-    int status;      /* ... or the exit status                            */
-    double since;    /* wall clock of the last strike                     */
-};
-
-struct good {
-    atomic_ullong phash;
-    atomic_ullong fp0;     /* keyfp of keys[0], for the unlocked check    */
-    char path[REC_PATH];
-    char keys[2][KEY_LEN]; /* the last two versions that completed a run */
-};
-
-struct shm {
-    atomic_int lock; /* pid of the holder of the quarantine/good tables  */
-    pid_t master;
-    atomic_uint gen; /* the current worker generation (SIGHUP bumps it) */
-    atomic_int nquar;      /* entries in state Q_QUARANTINED            */
-    atomic_uint quar_gen;  /* bumped on every quarantine or lift        */
-    atomic_ulong crashes, timeouts, restarts, lifted;
-    int nslots, nrecs, workers;
-    size_t stride;
-    struct quar quar[QUAR_MAX];
-    struct good good[GOOD_MAX];
-    /* slots follow, stride bytes apart */
-};
-
-/* ---- process-wide state ------------------------------------------------- */
-
-static struct shm *SHM;
-static struct slot *ME;           /* this worker's slot; NULL elsewhere  */
-static int LISTEN_FD = -1;
 static struct hp_config *CFG;
 static int (*RELOAD)(struct hp_config *);
-static bool cfg_owned;            /* CFG was allocated by a reload       */
-static __thread int tl_rec = -1;  /* this thread's record: -1 not yet,   */
-                                  /* -2 none left                        */
+static bool cfg_owned; /* CFG was allocated by a reload */
+static int LISTEN_FD = -1;
 
-static struct slot *slot_at(int i)
-{
-    return (struct slot *)((char *)SHM + sizeof *SHM + (size_t)i * SHM->stride);
-}
+/* ---- sd_notify, privileges, pid file ------------------------------------ */
 
-static struct rec *rec_at(struct slot *s, int i)
+static void sd_notify(const char *msg)
 {
-    return (struct rec *)((char *)s + sizeof *s) + i;
-}
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n;
 
-static uint64_t path_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-    return h ? h : 1;
-}
-
-/* The tail of a path that may be too long for the record. */
-static void copy_tail(char *dst, size_t cap, const char *src)
-{
-    size_t n = strlen(src);
-    if (n >= cap) {
-        src += n - (cap - 4);
-        memcpy(dst, "...", 3);
-        memcpy(dst + 3, src, cap - 4);
-        dst[cap - 1] = '\0';
+    if (!path || !*path || (n = strlen(path)) >= sizeof sa.sun_path)
         return;
-    }
-    memcpy(dst, src, n + 1);
-}
-
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = strnlen(src ? src : "", cap - 1);
-    memcpy(dst, src ? src : "", n);
-    dst[n] = '\0';
-}
-
-static bool is_hex32(const char *s, size_t n)
-{
-    if (n != 32)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return false;
-    return true;
-}
-
-/*
- * What identifies a module version in every process: the compile cache's
- * object key, which the private copy's name carries (loader.c names it
- * v<id>-<key>.so). A prebuilt .so page has no key: its path and file
- * identity stand in (and it has no fallback in the compile cache).
- */
-static void version_key(const hp_version *v, char out[KEY_LEN])
-{
-    const char *base = strrchr(v->so_path, '/');
-    base = base ? base + 1 : v->so_path;
-    const char *dash = strchr(base, '-');
-    const char *rest = dash ? dash + 1 : base;
-    size_t n = strlen(rest);
-    if (n > 3 && strcmp(rest + n - 3, ".so") == 0)
-        n -= 3;
-    if (is_hex32(rest, n)) {
-        memcpy(out, rest, 32);
-        out[32] = '\0';
-        return;
-    }
-    struct hp_hash h;
-    hp_hash_init(&h);
-    hp_hash_update(&h, v->path, strlen(v->path) + 1);
-    hp_hash_update(&h, &v->src_fid, sizeof v->src_fid);
-    hp_hash_hex(&h, out);
-}
-
-/* The first 64 bits of a key (32 hex digits). */
-static uint64_t key_fp(const char *key)
-{
-    char head[17];
-    memcpy(head, key, 16);
-    head[16] = '\0';
-    return strtoull(head, NULL, 16);
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static const char *signame(int sig)
-{
-    switch (sig) {
-    case SIGSEGV: return "SIGSEGV";
-    case SIGBUS: return "SIGBUS";
-    case SIGABRT: return "SIGABRT";
-    case SIGFPE: return "SIGFPE";
-    case SIGILL: return "SIGILL";
-    case SIGKILL: return "SIGKILL";
-    case SIGTERM: return "SIGTERM";
-    case SIGSYS: return "SIGSYS";
-    case SIGTRAP: return "SIGTRAP";
-    default: return "signal";
-    }
-}
-
-/* ---- the table lock ------------------------------------------------------ */
-
-static void table_lock(void)
-{
-    pid_t me = getpid();
-    for (unsigned spins = 0;; spins++) {
-        int held = 0;
-        if (atomic_compare_exchange_weak(&SHM->lock, &held, me))
-            return;
-        /* The holder may have died holding it: take it over. */
-        if (held && held != me && spins > 64 && kill(held, 0) < 0 &&
-            errno == ESRCH &&
-            atomic_compare_exchange_strong(&SHM->lock, &held, me))
-            return;
-        if (spins < 64)
-            sched_yield();
-        else
-            nanosleep(&(struct timespec){0, 50000}, NULL);
-    }
-}
-
-static void table_unlock(void)
-{
-    atomic_store(&SHM->lock, 0);
-}
-
-/* ---- the good table (workers write it, under the table lock) ------------ */
-
-static struct good *good_find(uint64_t phash, bool insert)
-{
-    size_t home = (size_t)(phash % GOOD_MAX);
-    struct good *empty = NULL;
-    for (size_t i = 0; i < 16; i++) {
-        struct good *g = &SHM->good[(home + i) % GOOD_MAX];
-        uint64_t h = atomic_load_explicit(&g->phash, memory_order_acquire);
-        if (h == phash)
-            return g;
-        if (!h && !empty)
-            empty = g;
-    }
-    if (!insert)
-        return NULL;
-    struct good *g = empty ? empty : &SHM->good[home]; /* full: evict */
-    atomic_store(&g->phash, 0);
-    atomic_store(&g->fp0, 0);
-    memset(g->path, 0, sizeof g->path);
-    memset(g->keys, 0, sizeof g->keys);
-    atomic_store_explicit(&g->phash, phash, memory_order_release);
-    return g;
-}
-
-/* A version completed a run: it is the module's newest good version. */
-static void mark_good(const struct rec *r)
-{
-    /* The steady state: two atomic loads, no lock. */
-    struct good *g = good_find(r->phash, false);
-    if (g && atomic_load_explicit(&g->fp0, memory_order_relaxed) == r->keyfp)
-        return;
-    table_lock();
-    g = good_find(r->phash, true);
-    if (strcmp(g->keys[0], r->key) != 0) {
-        memcpy(g->keys[1], g->keys[0], KEY_LEN);
-        memcpy(g->keys[0], r->key, KEY_LEN);
-        copy_str(g->path, sizeof g->path, r->path);
-    }
-    atomic_store_explicit(&g->fp0, r->keyfp, memory_order_relaxed);
-    table_unlock();
-}
-
-/* ---- the quarantine table ------------------------------------------------ */
-
-/* Is (phash, key) quarantined? Atomics only (a 64-bit fingerprint of the
- * key stands for it). */
-static bool quarantined(uint64_t phash, const char *key)
-{
-    if (atomic_load(&SHM->nquar) == 0)
-        return false;
-    uint64_t fp = key_fp(key);
-    for (int i = 0; i < QUAR_MAX; i++) {
-        struct quar *q = &SHM->quar[i];
-        if (atomic_load_explicit(&q->state, memory_order_acquire) ==
-                Q_QUARANTINED &&
-            atomic_load(&q->phash) == phash && atomic_load(&q->keyfp) == fp)
-            return true;
-    }
-    return false;
-}
-
-/* A copy of entry i's details, under the table lock. */
-static void quar_copy(int i, struct quar *out)
-{
-    struct quar *q = &SHM->quar[i];
-    atomic_init(&out->state, atomic_load(&q->state));
-    atomic_init(&out->phash, atomic_load(&q->phash));
-    atomic_init(&out->keyfp, atomic_load(&q->keyfp));
-    atomic_init(&out->src_ctime, atomic_load(&q->src_ctime));
-    memcpy(out->key, q->key, KEY_LEN);
-    memcpy(out->path, q->path, REC_PATH);
-    memcpy(out->handler, q->handler, REC_HANDLER);
-    out->crashes = q->crashes;
-    out->sig = q->sig;
-    out->status = q->status;
-    out->since = q->since;
-}
-
-/* The newest good version of a module other than `not`, or NULL. */
-static bool fallback_key(uint64_t phash, const char *not, char out[KEY_LEN])
-{
-    bool found = false;
-    table_lock();
-    struct good *g = good_find(phash, false);
-    for (int i = 0; g && i < 2 && !found; i++) {
-        if (g->keys[i][0] && strcmp(g->keys[i], not) != 0) {
-            memcpy(out, g->keys[i], KEY_LEN);
-            found = true;
-        }
-    }
-    table_unlock();
-    return found && !quarantined(phash, out);
-}
-
-/* The parent: a crash was pinned on this record. */
-static void strike(const struct rec *r, int sig, int status)
-{
-    table_lock();
-    struct quar *q = NULL, *victim = NULL;
-    for (int i = 0; i < QUAR_MAX; i++) {
-        struct quar *e = &SHM->quar[i];
-        int st = atomic_load(&e->state);
-        int vst = victim ? atomic_load(&victim->state) : -1;
-        if (st != Q_FREE && atomic_load(&e->phash) == r->phash &&
-            strcmp(e->key, r->key) == 0) {
-            q = e;
-            break;
-        }
-        if (st == Q_FREE && vst != Q_FREE)
-            victim = e;
-        else if (st == Q_COUNTING &&
-                 (vst == -1 || (vst == Q_COUNTING && e->since < victim->since)))
-            victim = e;
-    }
-    if (!q && !victim) {
-        table_unlock();
-        hp_log_error("quarantine table full (%d versions quarantined); "
-                     "%s is not counted", QUAR_MAX, r->path);
-        return;
-    }
-    if (!q) {
-        q = victim;
-        atomic_store(&q->state, Q_FREE); /* (if it was counting) */
-        atomic_store(&q->phash, r->phash);
-        atomic_store(&q->keyfp, r->keyfp);
-        atomic_store(&q->src_ctime, r->src_ctime);
-        memcpy(q->key, r->key, KEY_LEN);
-        memcpy(q->path, r->path, REC_PATH);
-        q->crashes = 0;
-        atomic_store(&q->state, Q_COUNTING);
-    }
-    q->crashes++;
-    q->sig = sig;
-    q->status = status;
-    q->since = (double)time(NULL);
-    memcpy(q->handler, r->handler, REC_HANDLER);
-    bool now_quarantined = atomic_load(&q->state) != Q_QUARANTINED &&
-                           q->crashes >= QUAR_STRIKES;
-    if (now_quarantined)
-        atomic_store_explicit(&q->state, Q_QUARANTINED, memory_order_release);
-    if (now_quarantined) {
-        atomic_fetch_add(&SHM->nquar, 1);
-        atomic_fetch_add(&SHM->quar_gen, 1);
-    }
-    int crashes = q->crashes;
-    table_unlock();
-
-    if (now_quarantined) {
-        char fb[KEY_LEN];
-        if (fallback_key(r->phash, r->key, fb))
-            hp_log_error("%s: version with object %s crashed a worker %d "
-                         "times: QUARANTINED; its requests are served by "
-                         "the last good version (object %s) until the file "
-                         "changes",
-                         r->path, r->key, crashes, fb);
-        else
-            hp_log_error("%s: version with object %s crashed a worker %d "
-                         "times: QUARANTINED; no earlier good version is "
-                         "known, so its requests get a 500 until the file "
-                         "changes",
-                         r->path, r->key, crashes);
-    }
-}
-
-/* A worker: the file changed, the version now pinned is newer than a
- * quarantined one of the same module: lift it. */
-static void lift(uint64_t phash, int64_t newer_ctime, const char *key)
-{
-    table_lock();
-    for (int i = 0; i < QUAR_MAX; i++) {
-        struct quar *q = &SHM->quar[i];
-        int st = atomic_load(&q->state);
-        if (st == Q_FREE || atomic_load(&q->phash) != phash ||
-            strcmp(q->key, key) == 0 ||
-            atomic_load(&q->src_ctime) >= newer_ctime)
-            continue;
-        bool was = st == Q_QUARANTINED;
-        char path[REC_PATH], old[KEY_LEN];
-        memcpy(path, q->path, REC_PATH);
-        memcpy(old, q->key, KEY_LEN);
-        atomic_store(&q->state, Q_FREE);
-        atomic_store(&q->phash, 0);
-        if (was) {
-            atomic_fetch_sub(&SHM->nquar, 1);
-            atomic_fetch_add(&SHM->quar_gen, 1);
-            atomic_fetch_add(&SHM->lifted, 1);
-            hp_log_info("%s: the file changed (object %s): the quarantine "
-                        "of object %s is lifted",
-                        path, key, old);
-        }
-    }
-    table_unlock();
-}
-
-/* ---- fallback versions (per worker) -------------------------------------- */
-
-/*
- * A fallback is an older version of a module loaded from the compile cache
- * by key, outside the module cache: for a quarantined version (released
- * when the quarantine lifts), or, in production mode, for a module this
- * worker never had a good build of because the file is broken now (a
- * "rescue", kept until the worker exits: it has no module-cache entry to
- * retire it through).
- */
-struct fallback {
-    uint64_t phash;
-    char key[KEY_LEN];
-    hp_version *v;  /* one reference held by this table */
-    char *own_path; /* v->path, when no entry owns the string */
-    bool rescue;
-};
-
-static pthread_mutex_t fb_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct fallback fbs[32];
-static atomic_int nfbs;
-static atomic_uint fb_seen_gen;
-static char *fb_rundir;
-static uint64_t fb_next_id = FALLBACK_ID_BASE;
-
-/* Drop fallbacks whose module is no longer quarantined. */
-static void fallbacks_sweep(void)
-{
-    pthread_mutex_lock(&fb_mu);
-    unsigned gen = atomic_load(&SHM->quar_gen);
-    if (gen != atomic_load(&fb_seen_gen)) {
-        atomic_store(&fb_seen_gen, gen);
-        int n = atomic_load(&nfbs);
-        for (int i = 0; i < n;) {
-            bool still = fbs[i].rescue;
-            for (int j = 0; j < QUAR_MAX && !still; j++) {
-                struct quar *q = &SHM->quar[j];
-                still = atomic_load(&q->state) == Q_QUARANTINED &&
-                        atomic_load(&q->phash) == fbs[i].phash;
-            }
-            if (still) {
-                i++;
-                continue;
-            }
-            hp_version_release(fbs[i].v); /* unloads with the last pin */
-            fbs[i] = fbs[--n];
-        }
-        atomic_store(&nfbs, n);
-    }
-    pthread_mutex_unlock(&fb_mu);
-}
-
-/*
- * Pin the fallback (phash, key) of the module at `path`, loading it from
- * the compile cache on first use. `cur` is the module's current version
- * (NULL for a rescue). NULL if it cannot be loaded (*diag says why).
- */
-static hp_version *fallback_pin(const char *path, const hp_version *cur,
-                                uint64_t phash, const char *key, char **diag)
-{
-    hp_version *v = NULL;
-    pthread_mutex_lock(&fb_mu);
-    int n = atomic_load(&nfbs);
-    for (int i = 0; i < n && !v; i++) {
-        if (fbs[i].phash == phash && strcmp(fbs[i].key, key) == 0) {
-            v = fbs[i].v;
-            fbs[i].rescue |= !cur;
-        }
-    }
-    if (!v && n < (int)(sizeof fbs / sizeof *fbs)) {
-        if (!fb_rundir)
-            fb_rundir = hp_rundir_create(CFG->cache_dir);
-        char *so = hp_xasprintf("%s/obj/%s.so", CFG->cache_dir, key);
-        char *own = cur ? NULL : hp_xstrdup(path);
-        if (fb_rundir && access(so, R_OK) == 0)
-            v = hp_version_open(so, fb_rundir, fb_next_id++,
-                                cur ? cur->path : own, NULL, diag);
-        else if (!*diag)
-            *diag = hp_xasprintf("%s: %s", so, strerror(errno));
-        free(so);
-        if (v) {
-            /* Only the entry's lock is used, by the release that unloads
-             * it; a rescue is never released (see hp_procs_teardown). */
-            v->entry = cur ? cur->entry : NULL;
-            atomic_init(&v->refs, 1);
-            fbs[n] = (struct fallback){.phash = phash, .v = v,
-                                       .own_path = own, .rescue = !cur};
-            memcpy(fbs[n].key, key, KEY_LEN);
-            atomic_store(&nfbs, n + 1);
-            hp_log_info("%s: serving an earlier good version (object %s, "
-                        "loaded as version %llu) in place of the %s one",
-                        path, key, (unsigned long long)v->id,
-                        cur ? "quarantined" : "broken");
-        } else {
-            free(own);
-        }
-    }
-    if (v)
-        atomic_fetch_add(&v->refs, 1);
-    pthread_mutex_unlock(&fb_mu);
-    return v;
-}
-
-void hp_procs_teardown(void)
-{
-    if (!ME)
-        return;
-    pthread_mutex_lock(&fb_mu);
-    int n = atomic_load(&nfbs);
-    for (int i = 0; i < n; i++) {
-        /* No request is running any more: ours is the only reference. */
-        if (atomic_load(&fbs[i].v->refs) == 1)
-            hp_version_close(fbs[i].v);
-        free(fbs[i].own_path);
-    }
-    atomic_store(&nfbs, 0);
-    pthread_mutex_unlock(&fb_mu);
-    free(fb_rundir);
-    fb_rundir = NULL;
-}
-
-/* ---- hooks for server.c ------------------------------------------------ */
-
-bool hp_procs_active(void)
-{
-    return ME != NULL;
-}
-
-int hp_procs_listen_fd(void)
-{
-    return LISTEN_FD;
-}
-
-unsigned hp_procs_io_threads(unsigned ncpu)
-{
-    if (!ME || SHM->workers <= 1)
-        return ncpu;
-    unsigned share = (ncpu + (unsigned)SHM->workers - 1) / (unsigned)SHM->workers;
-    /* libmicrohttpd ignores (and warns about) a pool of one. */
-    return share > 2 ? share : 2;
-}
-
-static void sd_notify(const char *msg);
-
-void hp_procs_ready(void)
-{
-    if (!ME) {
-        sd_notify("READY=1");
-        return;
-    }
-    int st = W_STARTING;
-    atomic_compare_exchange_strong(&ME->state, &st, W_READY);
-}
-
-int hp_procs_vet(struct hp_pinset *ps, bool dev, char **html)
-{
-    if (!ME)
-        return 0;
-    if (atomic_load_explicit(&nfbs, memory_order_relaxed) &&
-        atomic_load(&SHM->quar_gen) != atomic_load(&fb_seen_gen))
-        fallbacks_sweep();
-    if (atomic_load_explicit(&SHM->nquar, memory_order_acquire) == 0)
-        return 0;
-
-    hp_version *v = ps->page;
-    uint64_t phash = path_hash(v->path), fp = 0;
-    char key[KEY_LEN];
-    int hit = -1;
-    bool older = false;
-    for (int i = 0; i < QUAR_MAX; i++) {
-        struct quar *q = &SHM->quar[i];
-        if (atomic_load_explicit(&q->state, memory_order_acquire) !=
-                Q_QUARANTINED ||
-            atomic_load(&q->phash) != phash)
-            continue;
-        if (!fp) {
-            version_key(v, key);
-            fp = key_fp(key);
-        }
-        if (atomic_load(&q->keyfp) == fp)
-            hit = i;
-        else if (atomic_load(&q->src_ctime) < v->src_fid.ctime_ns)
-            older = true;
-    }
-    if (older && hit < 0)
-        lift(phash, v->src_fid.ctime_ns, key);
-    if (hit < 0)
-        return 0;
-    struct quar mine;
-    table_lock();
-    quar_copy(hit, &mine);
-    table_unlock();
-    if (atomic_load(&mine.state) != Q_QUARANTINED || strcmp(mine.key, key))
-        return 0; /* lifted meanwhile */
-
-    char fb[KEY_LEN], *diag = NULL;
-    hp_version *f = NULL;
-    if (fallback_key(phash, key, fb))
-        f = fallback_pin(v->path, v, phash, fb, &diag);
-    if (f) {
-        free(diag);
-        hp_version_release(ps->page);
-        ps->page = f;
-        return 0;
-    }
-    struct hp_buf b = {0};
-    char why[64];
-    if (mine.sig)
-        snprintf(why, sizeof why, "killed by %s", signame(mine.sig));
-    else
-        snprintf(why, sizeof why, "exited with status %d", mine.status);
-    hp_buf_printf(&b, "<p>This page crashed the server %d times (%s) and "
-                      "is quarantined until its file changes.",
-                  mine.crashes, why);
-    if (dev) {
-        hp_buf_puts(&b, " Module <code>");
-        hp_buf_html(&b, v->path);
-        hp_buf_puts(&b, "</code>, handler <code>");
-        hp_buf_html(&b, mine.handler);
-        hp_buf_printf(&b, "</code>, object <code>%s</code>; no earlier good "
-                          "version to fall back on",
-                      key);
-        if (diag) {
-            hp_buf_puts(&b, " (");
-            hp_buf_html(&b, diag);
-            hp_buf_puts(&b, ")");
-        }
-        hp_buf_puts(&b, ".");
-    }
-    hp_buf_puts(&b, "</p>\n");
-    free(diag);
-    *html = b.p;
-    return -1;
-}
-
-int hp_procs_rescue(struct hp_pinset *ps, const char *path)
-{
-    char fb[KEY_LEN], *diag = NULL;
-    if (!ME || ps->page)
-        return -1;
-    uint64_t phash = path_hash(path);
-    hp_version *f = NULL;
-    if (fallback_key(phash, "", fb))
-        f = fallback_pin(path, NULL, phash, fb, &diag);
-    free(diag);
-    if (!f)
-        return -1;
-    ps->page = f;
-    return 0;
-}
-
-int hp_procs_run_begin(const char *path, const char *handler,
-                       const hp_version *v, int fd)
-{
-    if (!ME)
-        return -1;
-    if (tl_rec == -1) {
-        int i = atomic_fetch_add(&ME->nrecs, 1);
-        tl_rec = i < SHM->nrecs ? i : -2;
-        if (tl_rec >= 0)
-            rec_at(ME, tl_rec)->tid = (pid_t)syscall(SYS_gettid);
-    }
-    if (tl_rec < 0)
-        return -1;
-    struct rec *r = rec_at(ME, tl_rec);
-    unsigned long w = atomic_load_explicit(&r->word, memory_order_relaxed);
-    unsigned long seq = (w >> 2) + 1;
-    copy_tail(r->path, sizeof r->path, path);
-    copy_str(r->handler, sizeof r->handler, handler);
-    r->phash = path_hash(path);
-    r->version = v->id;
-    r->src_ctime = v->src_fid.ctime_ns;
-    version_key(v, r->key);
-    r->keyfp = key_fp(r->key);
-    r->fd = fd;
-    atomic_store_explicit(&r->started, now_ns(), memory_order_relaxed);
-    atomic_store_explicit(&r->word, seq << 2 | R_RUNNING, memory_order_release);
-    atomic_fetch_add_explicit(&ME->handled, 1, memory_order_relaxed);
-    return tl_rec;
-}
-
-bool hp_procs_run_end(int token)
-{
-    if (token < 0 || !ME)
-        return true;
-    struct rec *r = rec_at(ME, token);
-    unsigned long w = atomic_load_explicit(&r->word, memory_order_relaxed);
-    unsigned long idle = (w & ~3UL) | R_IDLE;
-    if ((w & 3) == R_RUNNING &&
-        atomic_compare_exchange_strong(&r->word, &w, idle)) {
-        mark_good(r);
-        return true;
-    }
-    /* The watchdog answered this request: wait until it is done with
-     * the socket, then give the record back. */
-    while ((atomic_load(&r->word) & 3) == R_WRITING)
-        sched_yield();
-    atomic_store(&r->word, idle);
-    return false;
-}
-
-long hp_procs_stuck(void)
-{
-    if (!ME)
-        return 0;
-    long n = 0;
-    int nrecs = atomic_load(&ME->nrecs);
-    for (int i = 0; i < nrecs && i < SHM->nrecs; i++) {
-        unsigned long st = atomic_load(&rec_at(ME, i)->word) & 3;
-        n += st == R_WRITING || st == R_TIMEDOUT;
-    }
-    return n;
-}
-
-/* ---- the handler-timeout watchdog (a thread of each worker) ------------- */
-
-static void answer_504(int fd, double limit)
-{
-    char body[256], msg[512];
-    int bl = snprintf(body, sizeof body,
-                      "<!DOCTYPE html>\n<title>504 Gateway Timeout</title>\n"
-                      "<h1>504 Gateway Timeout</h1>\n<p>The page did not "
-                      "answer within %g seconds.</p>\n",
-                      limit);
-    int ml = snprintf(msg, sizeof msg,
-                      "HTTP/1.1 504 Gateway Timeout\r\n"
-                      "Content-Type: text/html; charset=utf-8\r\n"
-                      "Content-Length: %d\r\nConnection: close\r\n"
-                      "Cache-Control: no-store\r\n\r\n%s",
-                      bl, body);
+    memcpy(sa.sun_path, path, n);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return;
-    /* Best effort: the socket is non-blocking and the answer is small. */
-    ssize_t n = send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)n;
-    shutdown(fd, SHUT_RDWR);
-}
-
-static void *watchdog_main(void *arg)
-{
-    double limit = CFG->handler_timeout;
-    long tick_ns = limit < 1.0 ? (long)(limit * 2.5e8) : 100000000L;
-    int64_t limit_ns = (int64_t)(limit * 1e9);
-    for (;;) {
-        nanosleep(&(struct timespec){0, tick_ns}, NULL);
-        int64_t now = now_ns();
-        int nrecs = atomic_load(&ME->nrecs);
-        for (int i = 0; i < nrecs && i < SHM->nrecs; i++) {
-            struct rec *r = rec_at(ME, i);
-            unsigned long w = atomic_load_explicit(&r->word,
-                                                   memory_order_acquire);
-            if ((w & 3) != R_RUNNING ||
-                now - atomic_load_explicit(&r->started,
-                                           memory_order_relaxed) <= limit_ns)
-                continue;
-            if (!atomic_compare_exchange_strong(&r->word, &w,
-                                                (w & ~3UL) | R_WRITING))
-                continue; /* it finished meanwhile */
-            answer_504(r->fd, limit);
-            atomic_store(&r->word, (w & ~3UL) | R_TIMEDOUT);
-            atomic_fetch_add(&SHM->timeouts, 1);
-            hp_log_error("%s: handler '%s' (version %llu, object %s) has run "
-                         "for more than %g s: answered 504; this worker "
-                         "(pid %d) will be replaced once its other requests "
-                         "finish",
-                         r->path, r->handler, (unsigned long long)r->version,
-                         r->key, limit, (int)getpid());
-            atomic_store(&ME->retire, 1);
-        }
-    }
-    return NULL;
-}
-
-/* ---- fatal signals in a worker ------------------------------------------ */
-
-static void on_fatal(int sig)
-{
-    /* Async-signal-safe: two stores into shared memory, then die of the
-     * same signal (SA_RESETHAND restored the default action). */
-    if (ME) {
-        atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
-        atomic_store(&ME->crash_sig, sig);
-    }
-    raise(sig);
-}
-
-/* A page that calls exit(): the thread calling it is the culprit. */
-static void on_exit_hook(void)
-{
-    if (ME && tl_rec >= 0 &&
-        (atomic_load(&rec_at(ME, tl_rec)->word) & 3) == R_RUNNING)
-        atomic_store(&ME->crash_rec, tl_rec);
+    ssize_t r =
+        sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
+    (void)r;
+    close(fd);
 }
 
 /* ---- logs ---------------------------------------------------------------- */
@@ -896,131 +88,17 @@ static int open_error_log(void)
     return 0;
 }
 
-void hp_procs_reopen_logs(void)
+/* server.h's reopen_logs (SIGUSR1; the access log is server.c's). */
+static void reopen_logs(void)
 {
     if (CFG && CFG->error_log && strcmp(CFG->error_log, "-") != 0)
         open_error_log();
 }
 
-/* ---- status -------------------------------------------------------------- */
-
-static const char *const slot_state_name[] = {"free", "starting", "ready",
-                                              "draining"};
-
-void hp_procs_status_json(struct hp_buf *b)
+/* server.h's ready in a single process. */
+static void notify_ready(void)
 {
-    if (!ME)
-        return;
-    hp_buf_printf(b,
-                  ",\n\"processes\":{\"master\":%d,\"worker\":{\"pid\":%d,"
-                  "\"slot\":%d,\"generation\":%u},\"generation\":%u,"
-                  "\"workers_wanted\":%d,\"crashes\":%lu,\"timeouts\":%lu,"
-                  "\"restarts\":%lu,\"quarantines_lifted\":%lu,"
-                  "\"handler_timeout\":%g,\"workers\":[",
-                  (int)SHM->master, (int)getpid(),
-                  (int)(((char *)ME - (char *)SHM - sizeof *SHM) / SHM->stride),
-                  ME->gen, atomic_load(&SHM->gen), SHM->workers,
-                  atomic_load(&SHM->crashes), atomic_load(&SHM->timeouts),
-                  atomic_load(&SHM->restarts), atomic_load(&SHM->lifted),
-                  CFG->handler_timeout);
-    bool first = true;
-    for (int i = 0; i < SHM->nslots; i++) {
-        struct slot *s = slot_at(i);
-        int st = atomic_load(&s->state);
-        if (st == W_FREE)
-            continue;
-        int running = 0, nrecs = atomic_load(&s->nrecs);
-        for (int r = 0; r < nrecs && r < SHM->nrecs; r++)
-            running += (atomic_load(&rec_at(s, r)->word) & 3) != R_IDLE;
-        hp_buf_printf(b,
-                      "%s{\"pid\":%d,\"slot\":%d,\"generation\":%u,"
-                      "\"state\":\"%s\",\"retiring\":%s,\"handled\":%lu,"
-                      "\"running\":%d}",
-                      first ? "" : ",", (int)s->pid, i, s->gen,
-                      slot_state_name[st],
-                      atomic_load(&s->retire) ? "true" : "false",
-                      atomic_load(&s->handled), running);
-        first = false;
-    }
-    hp_buf_puts(b, "],\"quarantine\":[");
-    first = true;
-    for (int i = 0; i < QUAR_MAX; i++) {
-        struct quar q;
-        if (atomic_load(&SHM->quar[i].state) != Q_QUARANTINED)
-            continue;
-        table_lock();
-        quar_copy(i, &q);
-        table_unlock();
-        if (atomic_load(&q.state) != Q_QUARANTINED)
-            continue;
-        char fb[KEY_LEN];
-        bool has_fb = fallback_key(atomic_load(&q.phash), q.key, fb);
-        hp_buf_puts(b, first ? "{\"path\":" : ",{\"path\":");
-        hp_buf_json(b, q.path);
-        hp_buf_printf(b, ",\"object\":\"%s\",\"handler\":", q.key);
-        hp_buf_json(b, q.handler);
-        hp_buf_printf(b, ",\"crashes\":%d,\"signal\":", q.crashes);
-        if (q.sig)
-            hp_buf_printf(b, "\"%s\"", signame(q.sig));
-        else
-            hp_buf_puts(b, "null");
-        hp_buf_printf(b, ",\"since\":%.0f,\"fallback\":", q.since);
-        if (has_fb)
-            hp_buf_printf(b, "\"%s\"}", fb);
-        else
-            hp_buf_puts(b, "null}");
-        first = false;
-    }
-    hp_buf_puts(b, "]}");
-}
-
-/* ---- the parent: sockets, privileges, pid file, sd_notify --------------- */
-
-static void sd_notify(const char *msg)
-{
-    const char *path = getenv("NOTIFY_SOCKET");
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    size_t n;
-
-    if (!path || !*path || (n = strlen(path)) >= sizeof sa.sun_path)
-        return;
-    memcpy(sa.sun_path, path, n);
-    if (sa.sun_path[0] == '@')
-        sa.sun_path[0] = '\0'; /* abstract namespace */
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    ssize_t r = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL,
-                       (struct sockaddr *)&sa,
-                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
-    (void)r;
-    close(fd);
-}
-
-static int bind_listen(const char *addr)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (hp_parse_listen(addr, &ss, &len) < 0) {
-        hp_log_error("bad listen address %s", addr);
-        return -1;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                    0);
-    int one = 1;
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (ss.ss_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    }
-    if (fd < 0 || bind(fd, (struct sockaddr *)&ss, len) < 0 ||
-        listen(fd, 1024) < 0) {
-        hp_log_error("cannot listen on %s: %s", addr, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
+    sd_notify("READY=1");
 }
 
 static int drop_privileges(const char *user, const char *group)
@@ -1094,124 +172,197 @@ static void remove_pid_file(void)
         unlink(CFG->pid_file); /* may fail after dropping privileges */
 }
 
-/* ---- the parent: workers ------------------------------------------------- */
+/* ---- the workers as the parent tracks them ----------------------------- */
+
+/* clang-format off */
+/*
+ * A worker process as the parent tracks it. Its slot's state in shared
+ * memory (guard.h: starting, ready, draining) says whether it serves yet;
+ * this says what the parent wants of it:
+ *
+ *            spawn               retired by the guard, or SIGHUP
+ *   EMPTY ----------> CURRENT ------------------------------> REPLACED
+ *     ^                  |                                        |
+ *     |                  | SIGTERM/SIGINT,        its successors  |
+ *     |                  | or workers cannot      serve, SPARE_   |
+ *     |                  v start                  GRACE, SIGTERM  |
+ *     |              DRAINING <-----------------------------------+
+ *     |                  |
+ *     +---- reaped ------+   (also from CURRENT, REPLACED: it died)
+ *
+ * DRAINING is the only state whose clean exit is not a crash.
+ */
+/* clang-format on */
+enum child_state { C_EMPTY = 0, C_CURRENT, C_REPLACED, C_DRAINING };
 
 struct child {
-    pid_t pid;       /* 0: slot unused                                   */
+    enum child_state state;
+    pid_t pid; /* 0 exactly when EMPTY */
     unsigned gen;
-    bool draining;   /* SIGTERM sent                                     */
-    bool retiring;   /* to be replaced (handler timeout)                 */
-    double since;    /* when it became retiring / old                    */
+    double since; /* REPLACED: since when */
 };
 
-static struct child *kids;
-static double deaths[32];
-static int ndeaths;
-static double next_spawn_at;
-static bool ever_ready;      /* some worker got as far as serving        */
-static bool start_failed;    /* one exited before that: give up          */
-static unsigned long spawned;
+static bool child_may_move(enum child_state from, enum child_state to)
+{
+    switch (to) {
+    case C_CURRENT:
+        return from == C_EMPTY;
+    case C_REPLACED:
+        return from == C_CURRENT;
+    case C_DRAINING:
+        return from == C_CURRENT || from == C_REPLACED;
+    case C_EMPTY:
+        return from != C_EMPTY;
+    }
+    return false;
+}
 
-static int spawn(unsigned gen)
+static void child_move(struct child *k, enum child_state to)
+{
+    assert(child_may_move(k->state, to));
+    k->state = to;
+    if (to == C_EMPTY)
+        k->pid = 0;
+    assert((k->state == C_EMPTY) == (k->pid == 0));
+}
+
+/* The parent's state (one supervisor per process). */
+static struct {
+    struct child *kids; /* one per slot */
+    int nslots;
+    int capacity;      /* most workers a SIGHUP may ask for */
+    int wanted;        /* workers of the current generation */
+    unsigned gen;      /* the current generation */
+    double deaths[32]; /* when recent workers died (back-off) */
+    int ndeaths;
+    double next_spawn_at;
+    bool ever_ready;   /* some worker got as far as serving */
+    bool start_failed; /* one exited before that: give up */
+    unsigned long spawned;
+    bool stopping, reloading, announced;
+    double stop_deadline, reload_since;
+    int rc;
+} M;
+
+/* In the new worker process. */
+static _Noreturn void worker_main(int slot)
+{
+    unsetenv("NOTIFY_SOCKET");
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    sigset_t keep;
+    sigemptyset(&keep); /* hp_serve waits for these */
+    sigaddset(&keep, SIGTERM);
+    sigaddset(&keep, SIGINT);
+    sigaddset(&keep, SIGUSR1);
+    sigprocmask(SIG_SETMASK, &keep, NULL);
+
+    struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
+                                    .shared_listen = true,
+                                    .reopen_logs = reopen_logs};
+    /* The CPUs are shared among the workers (libmicrohttpd ignores, and
+     * warns about, a pool of one). */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = ncpu > 0 ? (unsigned)ncpu : 1, w = (unsigned)CFG->workers;
+    if (w > 1) {
+        n = (n + w - 1) / w;
+        hooks.io_threads = n > 2 ? n : 2;
+    }
+    hp_guard_enter(slot, CFG, &hooks);
+    exit(hp_serve(CFG, &hooks));
+}
+
+static int spawn(void)
 {
     int i;
-    for (i = 0; i < SHM->nslots; i++)
-        if (!kids[i].pid && atomic_load(&slot_at(i)->state) == W_FREE)
+    for (i = 0; i < M.nslots; i++)
+        if (M.kids[i].state == C_EMPTY &&
+            hp_guard_slot_state(i) == HP_SLOT_FREE)
             break;
-    if (i == SHM->nslots)
+    if (i == M.nslots)
         return -1;
-    struct slot *s = slot_at(i);
-    /* Records the last occupant used go idle (a stale "running" one would
-     * fool the watchdog); the rest were never touched. */
-    int used = atomic_load(&s->nrecs);
-    for (int r = 0; r < used && r < SHM->nrecs; r++)
-        atomic_store(&rec_at(s, r)->word, 0);
-    memset(s, 0, sizeof *s);
-    atomic_store(&s->crash_rec, -1);
-    s->gen = gen;
-    s->started = (double)time(NULL);
-    atomic_store(&s->state, W_STARTING);
+    hp_guard_slot_start(i, M.gen);
     fflush(NULL);
-    pid_t pid = fork();
+    pid_t master = getpid(), pid = fork();
     if (pid < 0) {
         hp_log_error("fork: %s", strerror(errno));
-        atomic_store(&s->state, W_FREE);
+        hp_guard_slot_free(i);
         return -1;
     }
     if (pid == 0) {
-        /* The worker. */
-        ME = s;
-        s->pid = getpid();
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != SHM->master)
-            _exit(0);
-        unsetenv("NOTIFY_SOCKET");
-        signal(SIGHUP, SIG_IGN);
-        signal(SIGCHLD, SIG_DFL);
-        sigset_t keep, un;
-        sigemptyset(&keep); /* hp_serve waits for these */
-        sigaddset(&keep, SIGTERM);
-        sigaddset(&keep, SIGINT);
-        sigaddset(&keep, SIGUSR1);
-        sigprocmask(SIG_SETMASK, &keep, NULL);
-        sigemptyset(&un);
-        struct sigaction sa = {.sa_handler = on_fatal,
-                               .sa_flags = SA_RESETHAND | SA_NODEFER};
-        int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS};
-        for (size_t k = 0; k < sizeof fatal / sizeof *fatal; k++)
-            sigaction(fatal[k], &sa, NULL);
-        atexit(on_exit_hook);
-        if (CFG->handler_timeout > 0) {
-            pthread_t t;
-            pthread_attr_t a;
-            pthread_attr_init(&a);
-            pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-            pthread_attr_setstacksize(&a, 256 * 1024);
-            if (pthread_create(&t, &a, watchdog_main, NULL) != 0)
-                hp_log_error("cannot start the handler-timeout watchdog");
-            pthread_attr_destroy(&a);
-        }
-        int rc = hp_serve(CFG);
-        exit(rc);
+        if (getppid() != master)
+            _exit(0); /* the parent died before PDEATHSIG was set */
+        worker_main(i);
     }
-    s->pid = pid;
-    kids[i] = (struct child){.pid = pid, .gen = gen};
+    hp_guard_slot_set_pid(i, pid);
+    struct child *k = &M.kids[i];
+    k->pid = pid;
+    k->gen = M.gen;
+    child_move(k, C_CURRENT);
     return i;
 }
 
 static int live_children(void)
 {
     int n = 0;
-    for (int i = 0; i < SHM->nslots; i++)
-        n += kids[i].pid != 0;
+    for (int i = 0; i < M.nslots; i++)
+        n += M.kids[i].state != C_EMPTY;
     return n;
 }
 
 static void stop_child(int i)
 {
-    if (!kids[i].pid || kids[i].draining)
+    struct child *k = &M.kids[i];
+    if (k->state != C_CURRENT && k->state != C_REPLACED)
         return;
-    kids[i].draining = true;
-    atomic_store(&slot_at(i)->state, W_DRAINING);
-    kill(kids[i].pid, SIGTERM);
+    child_move(k, C_DRAINING);
+    hp_guard_slot_drain(i);
+    kill(k->pid, SIGTERM);
 }
 
-/* Describe how a worker's request record reads in a log line. */
-static void rec_text(const struct rec *r, char *out, size_t n)
+static void stop_all(double now)
 {
-    snprintf(out, n, "%s, handler '%s', version %llu (object %s), for %.3f s",
-             r->path, r->handler, (unsigned long long)r->version, r->key,
-             (double)(now_ns() - atomic_load(&r->started)) / 1e9);
+    M.stopping = true;
+    M.stop_deadline = now + CFG->shutdown_timeout + 5;
+    for (int i = 0; i < M.nslots; i++)
+        stop_child(i);
+}
+
+/* Workers dying in a loop: wait before starting the next one. */
+static void back_off(void)
+{
+    double now = hp_now();
+    int cap = (int)(sizeof M.deaths / sizeof *M.deaths);
+    if (M.ndeaths == cap) {
+        memmove(M.deaths, M.deaths + 1, sizeof M.deaths - sizeof *M.deaths);
+        M.ndeaths--;
+    }
+    M.deaths[M.ndeaths++] = now;
+    int recent = 0;
+    for (int d = 0; d < M.ndeaths; d++)
+        recent += now - M.deaths[d] < CRASH_WINDOW;
+    int free_deaths = M.wanted > 4 ? M.wanted : 4;
+    if (recent <= free_deaths)
+        return;
+    double delay = 0.25;
+    for (int d = free_deaths + 1; d < recent && delay < BACKOFF_MAX; d++)
+        delay *= 2;
+    if (delay > BACKOFF_MAX)
+        delay = BACKOFF_MAX;
+    M.next_spawn_at = now + delay;
+    hp_log_error("%d workers died in the last %.0f s: waiting %.2f s "
+                 "before starting another",
+                 recent, CRASH_WINDOW, delay);
 }
 
 static void on_death(int i, int status)
 {
-    struct slot *s = slot_at(i);
-    struct child *k = &kids[i];
+    struct child *k = &M.kids[i];
     bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    bool was_ready = atomic_load(&s->state) != W_STARTING;
+    bool was_ready = hp_guard_slot_state(i) != HP_SLOT_STARTING;
 
-    if (k->draining && clean) {
+    if (k->state == C_DRAINING && clean) {
         hp_log_info("worker %d (generation %u) finished and exited",
                     (int)k->pid, k->gen);
         return;
@@ -1226,74 +377,13 @@ static void on_death(int i, int status)
         code = WEXITSTATUS(status);
         snprintf(how, sizeof how, "exited with status %d", code);
     }
-    if (!was_ready && !ever_ready && !sig) {
+    if (!was_ready && !M.ever_ready && !sig) {
         hp_log_error("worker %d %s before it could serve", (int)k->pid, how);
-        start_failed = true;
+        M.start_failed = true;
         return;
     }
-
-    /* Which request did it? The dying thread said so if it could; else
-     * the only request running is the suspect. */
-    int nrecs = atomic_load(&s->nrecs), culprit = atomic_load(&s->crash_rec);
-    int active = 0, only = -1;
-    for (int r = 0; r < nrecs && r < SHM->nrecs; r++) {
-        if ((atomic_load(&rec_at(s, r)->word) & 3) != R_IDLE) {
-            active++;
-            only = r;
-        }
-    }
-    if (culprit >= 0 && (atomic_load(&rec_at(s, culprit)->word) & 3) == R_IDLE)
-        culprit = -2; /* the crashing thread was not running a handler */
-    if (culprit == -1 && active == 1)
-        culprit = only;
-
-    char line[REC_PATH + REC_HANDLER + 160];
-    if (culprit >= 0) {
-        rec_text(rec_at(s, culprit), line, sizeof line);
-        hp_log_error("worker %d (generation %u) %s while running %s", (int)k->pid,
-                     k->gen, how, line);
-    } else if (culprit == -2 || active == 0) {
-        hp_log_error("worker %d (generation %u) %s while no page handler was "
-                     "running on the failing thread (module init/fini, or "
-                     "the server itself)",
-                     (int)k->pid, k->gen, how);
-    } else {
-        hp_log_error("worker %d (generation %u) %s with %d page handlers "
-                     "running (which one is not known):",
-                     (int)k->pid, k->gen, how, active);
-    }
-    for (int r = 0; r < nrecs && r < SHM->nrecs; r++) {
-        if (r == culprit || (atomic_load(&rec_at(s, r)->word) & 3) == R_IDLE)
-            continue;
-        rec_text(rec_at(s, r), line, sizeof line);
-        hp_log_error("  request lost with worker %d: %s", (int)k->pid, line);
-    }
-    atomic_fetch_add(&SHM->crashes, 1);
-    if (culprit >= 0)
-        strike(rec_at(s, culprit), sig, code);
-
-    /* Back-off when workers die in a loop. */
-    double now = hp_now();
-    if (ndeaths == (int)(sizeof deaths / sizeof *deaths)) {
-        memmove(deaths, deaths + 1, sizeof deaths - sizeof *deaths);
-        ndeaths--;
-    }
-    deaths[ndeaths++] = now;
-    int recent = 0;
-    for (int d = 0; d < ndeaths; d++)
-        recent += now - deaths[d] < CRASH_WINDOW;
-    int free_deaths = SHM->workers > 4 ? SHM->workers : 4;
-    if (recent > free_deaths) {
-        double delay = 0.25;
-        for (int d = free_deaths + 1; d < recent && delay < BACKOFF_MAX; d++)
-            delay *= 2;
-        if (delay > BACKOFF_MAX)
-            delay = BACKOFF_MAX;
-        next_spawn_at = now + delay;
-        hp_log_error("%d workers died in the last %.0f s: waiting %.2f s "
-                     "before starting another",
-                     recent, CRASH_WINDOW, delay);
-    }
+    hp_guard_autopsy(i, k->pid, k->gen, how, sig, code);
+    back_off();
 }
 
 static void reap(void)
@@ -1301,16 +391,18 @@ static void reap(void)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (int i = 0; i < SHM->nslots; i++) {
-            if (kids[i].pid != pid)
+        for (int i = 0; i < M.nslots; i++) {
+            if (M.kids[i].pid != pid)
                 continue;
             on_death(i, status);
-            kids[i].pid = 0;
-            atomic_store(&slot_at(i)->state, W_FREE);
+            child_move(&M.kids[i], C_EMPTY);
+            hp_guard_slot_free(i);
             break;
         }
     }
 }
+
+/* ---- SIGHUP: the settings again ----------------------------------------- */
 
 /* A setting the parent holds (its socket, its privileges, its pid file)
  * cannot change without a restart: keep the old value, say so. */
@@ -1325,9 +417,32 @@ static void keep(char **slot, const char *old, const char *what)
     *slot = old ? hp_xstrdup(old) : NULL;
 }
 
+/* What of `next` this parent cannot take without a restart. */
+static void keep_all(struct hp_config *next)
+{
+    keep(&next->listen, CFG->listen, "listen");
+    keep(&next->user, CFG->user, "user");
+    keep(&next->group, CFG->group, "group");
+    keep(&next->pid_file, CFG->pid_file, "pid-file");
+    if (next->workers == 0) {
+        hp_log_error("SIGHUP: workers = 0 (one process) needs a restart; "
+                     "keeping %d workers",
+                     CFG->workers);
+        next->workers = CFG->workers;
+    } else if (next->workers > M.capacity) {
+        hp_log_error("SIGHUP: at most %d workers without a restart",
+                     M.capacity);
+        next->workers = M.capacity;
+    }
+    if ((size_t)next->threads + 16 > (size_t)hp_guard_nrecs())
+        hp_log_error("SIGHUP: threads = %d: only %d threads per worker are "
+                     "watched for crashes and timeouts without a restart",
+                     next->threads, hp_guard_nrecs());
+}
+
 /* SIGHUP: read the settings again for the next generation of workers.
  * Returns 0, or -1 (the configuration has errors: keep the old one). */
-static int reload_config(int capacity)
+static int reload_config(void)
 {
     if (!RELOAD)
         return 0;
@@ -1338,24 +453,7 @@ static int reload_config(int capacity)
                      "the workers go on with the old one");
         return -1;
     }
-    keep(&next->listen, CFG->listen, "listen");
-    keep(&next->user, CFG->user, "user");
-    keep(&next->group, CFG->group, "group");
-    keep(&next->pid_file, CFG->pid_file, "pid-file");
-    if (next->workers == 0) {
-        hp_log_error("SIGHUP: workers = 0 (one process) needs a restart; "
-                     "keeping %d workers",
-                     CFG->workers);
-        next->workers = CFG->workers;
-    } else if (next->workers > capacity) {
-        hp_log_error("SIGHUP: at most %d workers without a restart",
-                     capacity);
-        next->workers = capacity;
-    }
-    if ((size_t)next->threads + 16 > (size_t)SHM->nrecs)
-        hp_log_error("SIGHUP: threads = %d: only %d threads per worker are "
-                     "watched for crashes and timeouts without a restart",
-                     next->threads, SHM->nrecs);
+    keep_all(next);
     bool relog = !((!next->error_log && !CFG->error_log) ||
                    (next->error_log && CFG->error_log &&
                     strcmp(next->error_log, CFG->error_log) == 0));
@@ -1368,40 +466,165 @@ static int reload_config(int capacity)
     cfg_owned = true;
     if (relog)
         open_error_log();
-    SHM->workers = CFG->workers;
+    hp_guard_set_workers(CFG->workers);
     return 0;
 }
 
-static int master_serve(void)
+/* ---- the parent's loop ----------------------------------------------------
+ */
+
+/* The shared area and the table of children, sized with room for a reload
+ * to raise threads and workers somewhat. */
+static int master_setup(void)
 {
     int n = CFG->workers;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (ncpu < 1)
         ncpu = 1;
-    /* Room for a reload to raise threads and workers somewhat. */
-    size_t nrecs = (size_t)ncpu + 2 * (size_t)CFG->threads + 16;
-    int capacity = 2 * (n > ncpu ? n : (int)ncpu);
-    int nslots = 2 * capacity + 2;
-    size_t stride = sizeof(struct slot) + nrecs * sizeof(struct rec);
-    stride = (stride + 63) & ~(size_t)63;
-    size_t size = sizeof(struct shm) + (size_t)nslots * stride;
+    int nrecs = (int)ncpu + 2 * CFG->threads + 16;
+    M.capacity = 2 * (n > ncpu ? n : (int)ncpu);
+    M.nslots = 2 * M.capacity + 2;
+    M.wanted = n;
+    M.gen = 1;
+    if (hp_guard_map(M.nslots, nrecs, n) < 0)
+        return -1;
+    M.kids = hp_xcalloc((size_t)M.nslots, sizeof *M.kids);
+    return 0;
+}
 
-    SHM = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-               -1, 0);
-    if (SHM == MAP_FAILED) {
-        SHM = NULL;
-        hp_log_error("cannot map shared memory (%zu bytes): %s", size,
-                     strerror(errno));
-        return 1;
+static void on_stop_signal(int sig, double now)
+{
+    hp_log_info("signal %d: stopping; workers finish their requests "
+                "(at most %d s)",
+                sig, CFG->shutdown_timeout);
+    sd_notify("STOPPING=1");
+    close(LISTEN_FD);
+    LISTEN_FD = -1;
+    stop_all(now);
+}
+
+static void on_reload(double now)
+{
+    if (reload_config() < 0)
+        return;
+    M.wanted = CFG->workers;
+    hp_guard_set_generation(++M.gen);
+    hp_log_info("SIGHUP: starting worker generation %u; the old workers "
+                "finish their requests and exit",
+                M.gen);
+    char msg[96];
+    struct timespec mt;
+    clock_gettime(CLOCK_MONOTONIC, &mt);
+    snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)mt.tv_sec * 1000000ULL +
+                 (unsigned long long)mt.tv_nsec / 1000);
+    sd_notify(msg);
+    M.reloading = true;
+    M.reload_since = now;
+}
+
+static void on_signal(int sig, double now)
+{
+    if ((sig == SIGTERM || sig == SIGINT) && !M.stopping) {
+        on_stop_signal(sig, now);
+    } else if (sig == SIGHUP && !M.stopping) {
+        on_reload(now);
+    } else if (sig == SIGUSR1) {
+        reopen_logs();
+        hp_log_info("SIGUSR1: log files reopened");
+        for (int i = 0; i < M.nslots; i++)
+            if (M.kids[i].state != C_EMPTY)
+                kill(M.kids[i].pid, SIGUSR1);
     }
-    SHM->master = getpid();
-    SHM->nslots = nslots;
-    SHM->nrecs = (int)nrecs;
-    SHM->workers = n;
-    SHM->stride = stride;
-    atomic_store(&SHM->gen, 1);
-    kids = hp_xcalloc((size_t)nslots, sizeof *kids);
+}
 
+/* Stopping: true once every worker is gone (killed past the deadline:
+ * every worker gives up on its own requests after --shutdown-timeout). */
+static bool stopped(double now)
+{
+    if (!live_children())
+        return true;
+    if (now <= M.stop_deadline)
+        return false;
+    hp_log_error("workers still running %d s after SIGTERM: killing them",
+                 CFG->shutdown_timeout + 5);
+    for (int i = 0; i < M.nslots; i++)
+        if (M.kids[i].state != C_EMPTY)
+            kill(M.kids[i].pid, SIGKILL);
+    while (live_children() && waitpid(-1, NULL, 0) > 0)
+        reap();
+    M.rc = 1;
+    return true;
+}
+
+/* A worker that cannot even start (document root, cache directory,
+ * database) is a configuration problem, not a crash to retry forever. */
+static bool cannot_start(double now)
+{
+    for (int i = 0; i < M.nslots && !M.ever_ready; i++)
+        M.ever_ready = M.kids[i].state != C_EMPTY &&
+                       hp_guard_slot_state(i) == HP_SLOT_READY;
+    if (!M.start_failed || M.ever_ready)
+        return false;
+    hp_log_error("workers cannot start; stopping");
+    M.rc = 1;
+    stop_all(now);
+    return true;
+}
+
+/* Count the current generation's workers (moving those the guard retired
+ * or SIGHUP superseded to REPLACED); *ready: how many of them serve. */
+static int census(double now, int *ready)
+{
+    int active = 0;
+    *ready = 0;
+    for (int i = 0; i < M.nslots; i++) {
+        struct child *k = &M.kids[i];
+        if (k->state != C_CURRENT)
+            continue;
+        if (hp_guard_slot_retire(i) || k->gen != M.gen) {
+            child_move(k, C_REPLACED);
+            k->since = now;
+            continue;
+        }
+        active++;
+        *ready += hp_guard_slot_state(i) == HP_SLOT_READY;
+    }
+    return active;
+}
+
+/* One turn: start what is missing (a crash, a timeout, SIGHUP); replaced
+ * workers drain once their successors serve. */
+static void supervise(double now)
+{
+    int ready, active = census(now, &ready);
+    while (active < M.wanted && now >= M.next_spawn_at) {
+        if (spawn() < 0)
+            break;
+        active++;
+        if (++M.spawned > (unsigned long)M.wanted)
+            hp_guard_count_restart();
+    }
+    for (int i = 0; i < M.nslots; i++) {
+        struct child *k = &M.kids[i];
+        if (k->state == C_REPLACED &&
+            (ready >= M.wanted || now - k->since > SPARE_GRACE))
+            stop_child(i);
+    }
+    if (ready >= M.wanted && (!M.announced || M.reloading)) {
+        if (M.reloading)
+            hp_log_info("worker generation %u is serving (%.2f s)", M.gen,
+                        now - M.reload_since);
+        sd_notify("READY=1");
+        M.announced = true;
+        M.reloading = false;
+    }
+}
+
+static int master_serve(void)
+{
+    if (master_setup() < 0)
+        return 1;
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
@@ -1417,129 +640,21 @@ static int master_serve(void)
         snprintf(limit, sizeof limit, "%g s", CFG->handler_timeout);
     hp_log_info("hotpub %s master %d: %d worker processes on http://%s, "
                 "handler timeout %s",
-                HP_VERSION_STRING, (int)getpid(), n, CFG->listen, limit);
-
-    bool stopping = false, reloading = false, announced = false;
-    double stop_deadline = 0, reload_since = 0;
-    int rc = 0;
+                HP_VERSION_STRING, (int)getpid(), M.wanted, CFG->listen, limit);
     for (;;) {
         struct timespec tick = {0, 50000000};
         siginfo_t si;
         int sig = sigtimedwait(&sigs, &si, &tick);
         reap();
         double now = hp_now();
-        unsigned gen = atomic_load(&SHM->gen);
-
-        if ((sig == SIGTERM || sig == SIGINT) && !stopping) {
-            hp_log_info("signal %d: stopping; workers finish their requests "
-                        "(at most %d s)",
-                        sig, CFG->shutdown_timeout);
-            sd_notify("STOPPING=1");
-            stopping = true;
-            stop_deadline = now + CFG->shutdown_timeout + 5;
-            close(LISTEN_FD);
-            LISTEN_FD = -1;
-            for (int i = 0; i < nslots; i++)
-                stop_child(i);
-        } else if (sig == SIGHUP && !stopping && reload_config(capacity) == 0) {
-            n = CFG->workers;
-            atomic_store(&SHM->gen, ++gen);
-            hp_log_info("SIGHUP: starting worker generation %u; the old "
-                        "workers finish their requests and exit",
-                        gen);
-            char msg[96];
-            struct timespec mt;
-            clock_gettime(CLOCK_MONOTONIC, &mt);
-            snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu",
-                     (unsigned long long)mt.tv_sec * 1000000ULL +
-                         (unsigned long long)mt.tv_nsec / 1000);
-            sd_notify(msg);
-            reloading = true;
-            reload_since = now;
-        } else if (sig == SIGUSR1) {
-            hp_procs_reopen_logs();
-            hp_log_info("SIGUSR1: log files reopened");
-            for (int i = 0; i < nslots; i++)
-                if (kids[i].pid)
-                    kill(kids[i].pid, SIGUSR1);
-        }
-
-        if (stopping) {
-            if (!live_children())
+        on_signal(sig, now);
+        if (M.stopping) {
+            if (stopped(now))
                 break;
-            if (now > stop_deadline) {
-                /* (bounded: every worker gives up on its own requests
-                 * after --shutdown-timeout) */
-                hp_log_error("workers still running %d s after SIGTERM: "
-                             "killing them",
-                             CFG->shutdown_timeout + 5);
-                for (int i = 0; i < nslots; i++)
-                    if (kids[i].pid)
-                        kill(kids[i].pid, SIGKILL);
-                while (live_children() && waitpid(-1, NULL, 0) > 0)
-                    reap();
-                rc = 1;
-                break;
-            }
             continue;
         }
-
-        /* A worker that cannot even start (document root, cache
-         * directory, database): a configuration problem, not a crash to
-         * retry forever. */
-        for (int i = 0; i < nslots && !ever_ready; i++)
-            ever_ready = kids[i].pid &&
-                         atomic_load(&slot_at(i)->state) == W_READY;
-        if (start_failed && !ever_ready) {
-            hp_log_error("workers cannot start; stopping");
-            stopping = true;
-            rc = 1;
-            stop_deadline = now + CFG->shutdown_timeout + 5;
-            for (int i = 0; i < nslots; i++)
-                stop_child(i);
-            continue;
-        }
-
-        /* Count the workers that serve the current generation. */
-        int active = 0, ready = 0;
-        for (int i = 0; i < nslots; i++) {
-            struct child *k = &kids[i];
-            if (!k->pid || k->draining)
-                continue;
-            if (!k->retiring && atomic_load(&slot_at(i)->retire)) {
-                k->retiring = true;
-                k->since = now;
-            }
-            if (k->gen != gen && !k->since)
-                k->since = now;
-            if (k->retiring || k->gen != gen)
-                continue;
-            active++;
-            ready += atomic_load(&slot_at(i)->state) == W_READY;
-        }
-        /* Start what is missing (a crash, a timeout, SIGHUP). */
-        while (active < n && now >= next_spawn_at) {
-            if (spawn(gen) < 0)
-                break;
-            active++;
-            if (++spawned > (unsigned long)n)
-                atomic_fetch_add(&SHM->restarts, 1);
-        }
-        /* Replaced workers drain once their successors serve. */
-        for (int i = 0; i < nslots; i++) {
-            struct child *k = &kids[i];
-            if (k->pid && !k->draining && (k->retiring || k->gen != gen) &&
-                (ready >= n || now - k->since > SPARE_GRACE))
-                stop_child(i);
-        }
-        if (ready >= n && (!announced || reloading)) {
-            if (reloading)
-                hp_log_info("worker generation %u is serving (%.2f s)", gen,
-                            now - reload_since);
-            sd_notify("READY=1");
-            announced = true;
-            reloading = false;
-        }
+        if (!cannot_start(now))
+            supervise(now);
     }
     remove_pid_file();
     hp_log_info("master %d stopped", (int)getpid());
@@ -1547,6 +662,29 @@ static int master_serve(void)
         hp_config_free(CFG);
         free(CFG);
     }
+    return M.rc;
+}
+
+/* --workers 0: hp_serve in this process, as before; it binds the socket
+ * unless privileges are to be dropped after binding. */
+static int serve_alone(struct hp_config *cfg)
+{
+    if (open_error_log() < 0)
+        return 1;
+    bool drop = cfg->user || cfg->group;
+    if (drop) {
+        LISTEN_FD = hp_listen_bind(cfg->listen);
+        if (LISTEN_FD < 0)
+            return 1;
+    }
+    if (write_pid_file() < 0 ||
+        (drop && drop_privileges(cfg->user, cfg->group) < 0))
+        return 1;
+    struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
+                                    .ready = notify_ready,
+                                    .reopen_logs = reopen_logs};
+    int rc = hp_serve(cfg, &hooks);
+    remove_pid_file();
     return rc;
 }
 
@@ -1554,31 +692,15 @@ int hp_master_run(struct hp_config *cfg, int (*reload)(struct hp_config *))
 {
     CFG = cfg;
     RELOAD = reload;
-    if (cfg->workers == 0) {
-        if (open_error_log() < 0)
-            return 1;
-        /* Single-process mode, as before; hp_serve binds the socket unless
-         * privileges are to be dropped after binding. */
-        if (cfg->user || cfg->group) {
-            LISTEN_FD = bind_listen(cfg->listen);
-            if (LISTEN_FD < 0)
-                return 1;
-        }
-        if (write_pid_file() < 0 ||
-            ((cfg->user || cfg->group) &&
-             drop_privileges(cfg->user, cfg->group) < 0))
-            return 1;
-        int rc = hp_serve(cfg);
-        remove_pid_file();
-        return rc;
-    }
+    if (cfg->workers == 0)
+        return serve_alone(cfg);
     /* Several processes write to one standard error: with a buffer, each
      * message is one write(2) (hp_vlog flushes after each), so lines from
      * different workers do not interleave. */
     setvbuf(stderr, NULL, _IOFBF, 64 * 1024);
     if (open_error_log() < 0)
         return 1;
-    LISTEN_FD = bind_listen(cfg->listen);
+    LISTEN_FD = hp_listen_bind(cfg->listen);
     if (LISTEN_FD < 0)
         return 1;
     if (write_pid_file() < 0)

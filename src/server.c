@@ -6,11 +6,12 @@
  * Owns: the MHD daemon, per-request contexts, signals (the access log is
  * access.c's; the request edge, edge.c's).
  * May not touch: compiling, loading or watching; it asks the module cache
- * for a pinned version and releases it when the response is done.
+ * for a pinned version and releases it when the response is done. It names
+ * no host: a supervisor takes part only through the hooks of server.h.
  *
  * Threading: a few event-loop threads (libmicrohttpd's epoll thread pool,
  * one per CPU) read requests and write responses; a page runs either right
- * there (inline) or on a pool of --threads worker threads (offloaded, with
+ * there (inline) or on a pool of --threads handler threads (offloaded, with
  * the connection suspended meanwhile). Inline costs nothing extra but a
  * handler that blocks would stall every connection of its event loop, so
  * a page version starts offloaded and is promoted to inline only after
@@ -18,10 +19,10 @@
  * it for good (logged). Requests that would wait for a compile or a batch
  * are always offloaded. bench/ measures the modes; docs/design.md says why.
  */
+#include "server.h"
 #include "access.h"
 #include "db.h"
 #include "edge.h"
-#include "procs.h" /* worker processes (master.c) */
 #include "request.h"
 #include "static.h"
 
@@ -58,13 +59,13 @@ struct server {
     atomic_ulong requests;
     double started;
     unsigned io_threads;
-    /* the worker pool */
+    /* the handler threads */
     pthread_mutex_t q_mu;
     pthread_cond_t q_cv;
     struct ctx *q_head, *q_tail;
     bool q_stop;
-    pthread_t *workers;
-    int nworkers;
+    pthread_t *handler_threads;
+    int nhandler_threads;
     atomic_int busy;
     atomic_ulong offloaded, inlined;
     atomic_bool stopping; /* shutting down: run inline, close connections */
@@ -79,16 +80,61 @@ struct ctx {
     bool started;       /* hp_req_init done */
     bool responded;     /* resp is ready (or was queued) */
     bool queued;        /* resp handed to libmicrohttpd */
-    bool offloaded;     /* suspended, with a worker */
-    atomic_bool worked; /* the worker is done with it (resp is set) */
+    bool offloaded;     /* suspended, with a handler thread */
+    atomic_bool worked; /* the handler thread is done with it (resp set) */
     struct MHD_Response *resp;
     int status;
     uint64_t length;
-    struct ctx *next; /* worker queue */
+    struct ctx *next; /* handler-thread queue */
     hp_req req;       /* last: initialised by hp_req_init, not calloc */
 };
 
 static struct server S;
+
+/* What the host provides (server.h); no-op defaults fill what it does not. */
+static struct hp_server_hooks H;
+
+static int no_vet(struct hp_pinset *ps, bool dev, char **html)
+{
+    return 0;
+}
+static int no_rescue(struct hp_pinset *ps, const char *path)
+{
+    return -1;
+}
+static int no_run_begin(const char *path, const char *handler,
+                        const hp_version *v, int fd)
+{
+    return -1;
+}
+static bool no_run_end(int token)
+{
+    return true;
+}
+static long no_stuck(void)
+{
+    return 0;
+}
+static void no_op(void)
+{
+}
+static void no_status(struct hp_buf *b)
+{
+}
+
+static void hooks_fill(const struct hp_server_hooks *hooks)
+{
+    H = hooks ? *hooks : (struct hp_server_hooks){.listen_fd = -1};
+    H.vet = H.vet ? H.vet : no_vet;
+    H.rescue = H.rescue ? H.rescue : no_rescue;
+    H.run_begin = H.run_begin ? H.run_begin : no_run_begin;
+    H.run_end = H.run_end ? H.run_end : no_run_end;
+    H.stuck = H.stuck ? H.stuck : no_stuck;
+    H.ready = H.ready ? H.ready : no_op;
+    H.reopen_logs = H.reopen_logs ? H.reopen_logs : no_op;
+    H.status_json = H.status_json ? H.status_json : no_status;
+    H.teardown = H.teardown ? H.teardown : no_op;
+}
 
 /* ---- access log (access.c) ---------------------------------------------- */
 
@@ -118,8 +164,9 @@ static void access_log_refused(const char *addr, int status)
     hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
-/* A worker process that is stopping (master.c) asks keep-alive clients to
- * reconnect, so they move to the workers that go on serving. */
+/* A stopping server that shares its listening socket (a worker process)
+ * asks keep-alive clients to reconnect, so they move to the processes that
+ * go on serving. */
 static atomic_bool draining;
 
 /* ---- responses ---------------------------------------------------------- */
@@ -319,17 +366,18 @@ static enum MHD_Result send_status(struct ctx *c)
 {
     hp_req *req = &c->req;
     struct hp_buf *b = &req->out;
-    hp_buf_printf(b,
-                  "{\"server\":{\"version\":\"%s\",\"pid\":%d,\"dev\":%s,"
-                  "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
-                  "\"uptime\":%.3f,\"io_threads\":%u,\"workers\":%d,"
-                  "\"workers_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu},"
-                  "\n\"modules\":",
-                  HP_VERSION_STRING, (int)getpid(), S.dev ? "true" : "false",
-                  hp_compiler_runs(S.cc), atomic_load(&S.requests),
-                  atomic_load(&S.inflight) - 1, hp_now() - S.started,
-                  S.io_threads, S.nworkers, atomic_load(&S.busy),
-                  atomic_load(&S.offloaded), atomic_load(&S.inlined));
+    hp_buf_printf(
+        b,
+        "{\"server\":{\"version\":\"%s\",\"pid\":%d,\"dev\":%s,"
+        "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
+        "\"uptime\":%.3f,\"io_threads\":%u,\"handler_threads\":%d,"
+        "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu},"
+        "\n\"modules\":",
+        HP_VERSION_STRING, (int)getpid(), S.dev ? "true" : "false",
+        hp_compiler_runs(S.cc), atomic_load(&S.requests),
+        atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
+        S.nhandler_threads, atomic_load(&S.busy), atomic_load(&S.offloaded),
+        atomic_load(&S.inlined));
     hp_cache_status_json(S.cache, b);
     const char *url =
         MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "url");
@@ -337,7 +385,7 @@ static enum MHD_Result send_status(struct ctx *c)
         status_url(b, url);
     hp_db_status_json(b);
     hp_edge_status_json(b);
-    hp_procs_status_json(b); /* worker processes only (master.c) */
+    H.status_json(b); /* the host's (worker processes) */
     hp_buf_puts(b, "}\n");
     hp_req_add_header(req, "Content-Type", "application/json");
     hp_req_add_header(req, "Cache-Control", "no-store");
@@ -384,7 +432,7 @@ static void learn(hp_version *v, int64_t ns, bool offloaded)
         atomic_store(&v->run_inline, false);
         if (!atomic_exchange(&v->slow, true) && !offloaded)
             hp_log_error("%s: a request took %.1f ms on an event-loop "
-                         "thread; this version now runs on the worker pool",
+                         "thread; this version now runs on the handler threads",
                          v->path, (double)ns / 1e6);
     } else if (S.cfg->inline_pages && !atomic_load(&v->run_inline) &&
                !atomic_load(&v->slow) &&
@@ -393,7 +441,7 @@ static void learn(hp_version *v, int64_t ns, bool offloaded)
     }
 }
 
-/* The connection's socket, for the handler-timeout watchdog (master.c). */
+/* The connection's socket, for the host's handler-timeout watchdog. */
 static int conn_fd(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci =
@@ -410,11 +458,11 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     case HP_ACQ_GONE:
         return send_error(c, 404, NULL);
     case HP_ACQ_ERROR:
-        /* Worker processes (master.c): in production, a worker that never
+        /* The host (worker processes): in production, a worker that never
          * built this page runs the last good version another one ran. */
         if (S.dev || !ps->err_path ||
             strcmp(ps->err_path, req->target.path) != 0 ||
-            hp_procs_rescue(ps, req->target.path) < 0)
+            H.rescue(ps, req->target.path) < 0)
             return page_error(c, ps->err_path, ps->err);
         break;
     default:
@@ -424,10 +472,10 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
      * version; in production the last good version serves. */
     if (ps->err && S.dev)
         return page_error(c, ps->err_path, ps->err);
-    /* Worker processes (master.c): a version that crashed workers twice
+    /* The host (worker processes): a version that crashed workers twice
      * is quarantined: the last good one runs instead, or a 500 says so. */
     char *quarantine = NULL;
-    if (hp_procs_vet(ps, S.dev, &quarantine) < 0) {
+    if (H.vet(ps, S.dev, &quarantine) < 0) {
         enum MHD_Result qr = send_error(c, 500, quarantine);
         free(quarantine);
         return qr;
@@ -440,18 +488,18 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    /* Worker processes: the running handler goes on record for crash
-     * reports and the --handler-timeout watchdog (no-op with 0 workers). */
+    /* The host (worker processes): the running handler goes on record for
+     * crash reports and the --handler-timeout watchdog (no-op alone). */
     int run =
-        hp_procs_run_begin(req->target.path, req->target.handler, ps->page,
-                           hp_procs_active() ? conn_fd(req->conn) : -1);
+        H.run_begin(req->target.path, req->target.handler, ps->page,
+                    H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
     int rc = hp_publish_run(req);
-    bool timed_out = !hp_procs_run_end(run);
+    bool timed_out = !H.run_end(run);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
                  (t1.tv_nsec - t0.tv_nsec);
     learn(ps->page, ns, c->offloaded);
-    if (timed_out) /* the watchdog already sent a 504 and shut the socket */
+    if (timed_out) /* the host already sent a 504 and shut the socket */
         return send_error(c, 504, NULL);
 
     if (rc == HP_OK)
@@ -461,14 +509,14 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     return send_buffer(c, rc);
 }
 
-/* ---- the worker pool --------------------------------------------------------
+/* ---- the handler threads ---------------------------------------------------
  */
 
 static void offload(struct ctx *c)
 {
     c->offloaded = true;
     atomic_fetch_add(&S.offloaded, 1);
-    /* Suspend before queueing: a quick worker must never resume a
+    /* Suspend before queueing: a quick handler thread must never resume a
      * connection that is not suspended yet. */
     MHD_suspend_connection(c->req.conn);
     pthread_mutex_lock(&S.q_mu);
@@ -481,7 +529,7 @@ static void offload(struct ctx *c)
     pthread_mutex_unlock(&S.q_mu);
 }
 
-static void *worker_main(void *arg)
+static void *handler_thread_main(void *arg)
 {
     for (;;) {
         pthread_mutex_lock(&S.q_mu);
@@ -511,39 +559,41 @@ static void *worker_main(void *arg)
     }
 }
 
-static int workers_start(int n)
+static int handler_threads_start(int n)
 {
     pthread_mutex_init(&S.q_mu, NULL);
     pthread_cond_init(&S.q_cv, NULL);
-    S.workers = hp_xcalloc((size_t)n, sizeof *S.workers);
-    for (S.nworkers = 0; S.nworkers < n; S.nworkers++) {
+    S.handler_threads = hp_xcalloc((size_t)n, sizeof *S.handler_threads);
+    for (S.nhandler_threads = 0; S.nhandler_threads < n; S.nhandler_threads++) {
         pthread_attr_t a;
         pthread_attr_init(&a);
         pthread_attr_setstacksize(&a, 1024 * 1024);
-        int err = pthread_create(&S.workers[S.nworkers], &a, worker_main, NULL);
+        int err = pthread_create(&S.handler_threads[S.nhandler_threads], &a,
+                                 handler_thread_main, NULL);
         pthread_attr_destroy(&a);
         if (err) {
-            hp_log_error("cannot start worker threads: %s", strerror(err));
+            hp_log_error("cannot start handler threads: %s", strerror(err));
             return -1;
         }
     }
     return 0;
 }
 
-static void workers_stop(void)
+static void handler_threads_stop(void)
 {
     pthread_mutex_lock(&S.q_mu);
     S.q_stop = true;
     pthread_cond_broadcast(&S.q_cv);
     pthread_mutex_unlock(&S.q_mu);
-    for (int i = 0; i < S.nworkers; i++)
-        pthread_join(S.workers[i], NULL);
-    free(S.workers);
-    S.workers = NULL;
-    S.nworkers = 0;
+    for (int i = 0; i < S.nhandler_threads; i++)
+        pthread_join(S.handler_threads[i], NULL);
+    free(S.handler_threads);
+    S.handler_threads = NULL;
+    S.nhandler_threads = 0;
 }
 
-/* On an event-loop thread: answer at once, or hand the page to a worker. */
+/* On an event-loop thread: answer at once, or hand the page to a handler
+ * thread. */
 static enum MHD_Result dispatch(struct ctx *c)
 {
     hp_req *req = &c->req;
@@ -559,7 +609,8 @@ static enum MHD_Result dispatch(struct ctx *c)
     if (req->target.kind != HP_T_PAGE)
         return send_error(c, 404, NULL);
 
-    /* Pin without waiting: a compile or a pending batch goes to a worker. */
+    /* Pin without waiting: a compile or a pending batch goes to a handler
+     * thread. */
     enum hp_acquire r =
         hp_cache_pin_page(S.cache, req->target.path, &req->pins, false);
     bool stopping = atomic_load(&S.stopping);
@@ -664,7 +715,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return MHD_YES;
     }
     /* libmicrohttpd may call again before the suspension takes hold:
-     * while a worker owns the request, touch nothing of it. */
+     * while a handler thread owns the request, touch nothing of it. */
     if (c->offloaded && !atomic_load_explicit(&c->worked, memory_order_acquire))
         return MHD_YES;
     if (c->queued)
@@ -673,7 +724,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         if (dispatch(c) != MHD_YES)
             return MHD_NO;
         if (c->offloaded)
-            return MHD_YES; /* the worker owns it from here */
+            return MHD_YES; /* the handler thread owns it from here */
     }
     return queue(c);
 }
@@ -762,34 +813,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- start and stop -------------------------------------------------------
  */
-
-int hp_parse_listen(const char *listen, struct sockaddr_storage *ss,
-                    socklen_t *len)
-{
-    char host[256];
-    const char *colon = strrchr(listen, ':');
-    if (!colon || colon - listen >= (long)sizeof host)
-        return -1;
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    char *h = host;
-    if (*h == '[') {
-        h++;
-        h[strlen(h) - 1] = '\0';
-    }
-    if (!*h)
-        h = "0.0.0.0";
-    struct addrinfo hints = {.ai_flags =
-                                 AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
-                             .ai_socktype = SOCK_STREAM},
-                    *ai;
-    if (getaddrinfo(h, colon + 1, &hints, &ai) != 0)
-        return -1;
-    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
-    *len = ai->ai_addrlen;
-    freeaddrinfo(ai);
-    return 0;
-}
 
 static bool addr_is_loopback(const struct sockaddr_storage *ss)
 {
@@ -884,7 +907,7 @@ static int setup(struct hp_config *cfg)
 static void teardown(void)
 {
     hp_watch_stop(S.watch);
-    hp_procs_teardown(); /* fallback versions, before their cache goes */
+    H.teardown(); /* the host's pinned versions, before their cache goes */
     hp_cache_free(S.cache);
     /* After every module's fini, which may still use it. */
     hp_db_server_close();
@@ -894,56 +917,21 @@ static void teardown(void)
     free(S.root);
 }
 
-int hp_serve(struct hp_config *cfg)
+/* libmicrohttpd on the host's socket or on cfg->listen (ss). */
+static struct MHD_Daemon *daemon_start(struct hp_config *cfg,
+                                       struct sockaddr_storage *ss)
 {
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    sigset_t sigs;
-
-    if (hp_parse_listen(cfg->listen, &ss, &sslen) < 0) {
-        hp_log_error("bad listen address %s", cfg->listen);
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    /* Block the stop signals in every thread; the main thread waits. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGUSR1); /* reopen the logs */
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
-    if (setup(cfg) < 0 || hp_access_open(cfg->access_log) < 0) {
-        teardown();
-        return 1;
-    }
-    S.dev = cfg->dev < 0 ? addr_is_loopback(&ss) : cfg->dev;
-    S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
-    hp_cache_set_batched(S.cache, S.watch != NULL);
-
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    S.io_threads = ncpu > 0 ? (unsigned)ncpu : 1;
-    S.io_threads = hp_procs_io_threads(S.io_threads); /* shared by workers */
-    if (workers_start(cfg->threads) < 0) {
-        teardown();
-        return 1;
-    }
-    if (hp_edge_start(cfg, access_log_refused) < 0) {
-        workers_stop();
-        teardown();
-        return 1;
-    }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6)
+    if (ss->ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    /* A worker process serves the socket its parent bound (master.c). */
+    /* A socket the host bound (a worker process's, from its parent). */
     struct MHD_OptionItem where[] = {
-        hp_procs_listen_fd() >= 0
-            ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
-                                      hp_procs_listen_fd(), NULL}
-            : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss},
+        H.listen_fd >= 0 ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
+                                                   H.listen_fd, NULL}
+                         : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ss},
         {MHD_OPTION_END, 0, NULL}};
-    S.mhd = MHD_start_daemon(
+    return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
         on_mhd_log, NULL, MHD_OPTION_ARRAY, where, MHD_OPTION_URI_LOG_CALLBACK,
         on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
@@ -954,21 +942,49 @@ int hp_serve(struct hp_config *cfg)
         MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
-    if (!S.mhd) {
-        hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
-        hp_edge_stop();
-        workers_stop();
+}
+
+/* Everything up to accepting connections: 0, or 1 with nothing left
+ * running. */
+static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
+{
+    if (setup(cfg) < 0 || hp_access_open(cfg->access_log) < 0) {
         teardown();
         return 1;
     }
-    hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
-                HP_VERSION_STRING, S.root, cfg->listen,
-                S.dev ? "dev" : "production");
-    hp_procs_ready();
+    S.dev = cfg->dev < 0 ? addr_is_loopback(ss) : cfg->dev;
+    S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
+    hp_cache_set_batched(S.cache, S.watch != NULL);
 
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
+    if (handler_threads_start(cfg->threads) < 0) {
+        teardown();
+        return 1;
+    }
+    if (hp_edge_start(cfg, access_log_refused) < 0) {
+        handler_threads_stop();
+        teardown();
+        return 1;
+    }
+    S.mhd = daemon_start(cfg, ss);
+    if (!S.mhd) {
+        hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
+        hp_edge_stop();
+        handler_threads_stop();
+        teardown();
+        return 1;
+    }
+    return 0;
+}
+
+/* The main thread until SIGTERM/SIGINT: flush the access log once a
+ * second, reopen the logs on SIGUSR1. */
+static void wait_for_stop(const sigset_t *sigs)
+{
     for (;;) {
         struct timespec one = {1, 0};
-        int sig = sigtimedwait(&sigs, NULL, &one);
+        int sig = sigtimedwait(sigs, NULL, &one);
         hp_access_flush();
         if (sig == SIGTERM || sig == SIGINT) {
             hp_log_info("signal %d: finishing in-flight requests", sig);
@@ -976,11 +992,16 @@ int hp_serve(struct hp_config *cfg)
         }
         if (sig == SIGUSR1) {
             hp_access_reopen();
-            hp_procs_reopen_logs();
+            H.reopen_logs();
         }
     }
-    /* Stop accepting, give running requests a bounded time, then stop.
-     * From here no request is offloaded: libmicrohttpd cannot stop with a
+}
+
+/* Stop accepting, give running requests a bounded time; leave the process
+ * (_exit) if some never finish. */
+static void drain(struct hp_config *cfg)
+{
+    /* From here no request is offloaded: libmicrohttpd cannot stop with a
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
@@ -991,16 +1012,16 @@ int hp_serve(struct hp_config *cfg)
      * for the bounded drain, answering with Connection: close. Worker
      * processes need it (a drained worker must leave new connections to
      * the others), and accept the small risk; docs/operations.md. */
-    if (hp_procs_active()) {
+    if (H.shared_listen) {
         MHD_quiesce_daemon(S.mhd);
         atomic_store(&draining, true);
     }
     double deadline = hp_now() + cfg->shutdown_timeout;
     /* (Handlers the --handler-timeout watchdog gave up on never finish:
-     * hp_procs_stuck() counts them, 0 with --workers 0.) */
-    while (atomic_load(&S.inflight) > hp_procs_stuck() && hp_now() < deadline)
+     * H.stuck() counts them, 0 with --workers 0.) */
+    while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
         usleep(10000);
-    if (hp_procs_active()) {
+    if (H.shared_listen) {
         /* A worker process: the listening socket lives on in the other
          * workers, so a connection this one accepted just before it
          * stopped accepting must still be answered. Wait up to a second
@@ -1009,19 +1030,18 @@ int hp_serve(struct hp_config *cfg)
         while (hp_now() < deadline && hp_now() < grace) {
             const union MHD_DaemonInfo *di =
                 MHD_get_daemon_info(S.mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-            long busy = atomic_load(&S.inflight) - hp_procs_stuck();
+            long busy = atomic_load(&S.inflight) - H.stuck();
             if (busy <= 0 && (!di || di->num_connections <=
                                          (unsigned)atomic_load(&S.inflight)))
                 break;
             usleep(10000);
         }
-        while (atomic_load(&S.inflight) > hp_procs_stuck() &&
-               hp_now() < deadline)
+        while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
             usleep(10000);
     }
-    if (atomic_load(&S.inflight) > 0 && hp_procs_stuck() > 0) {
+    if (atomic_load(&S.inflight) > 0 && H.stuck() > 0) {
         hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
-                     hp_procs_stuck());
+                     H.stuck());
         hp_access_flush();
         _exit(0);
     }
@@ -1033,9 +1053,38 @@ int hp_serve(struct hp_config *cfg)
         hp_access_flush();
         _exit(0);
     }
+}
+
+int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    sigset_t sigs;
+
+    if (hp_parse_listen(cfg->listen, &ss, &sslen) < 0) {
+        hp_log_error("bad listen address %s", cfg->listen);
+        return 2;
+    }
+    hooks_fill(hooks);
+    signal(SIGPIPE, SIG_IGN);
+    /* Block the stop signals in every thread; the main thread waits. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1); /* reopen the logs */
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    if (serve_start(cfg, &ss) != 0)
+        return 1;
+    hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
+                HP_VERSION_STRING, S.root, cfg->listen,
+                S.dev ? "dev" : "production");
+    H.ready();
+    wait_for_stop(&sigs);
+    drain(cfg);
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
-    workers_stop();
+    handler_threads_stop();
     hp_access_flush();
     teardown();
     hp_log_info("stopped");

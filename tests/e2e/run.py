@@ -1266,7 +1266,7 @@ def stalls_while_mixed_blocks(s, strict=True):
 
 
 def test_slow_run_of_a_fast_page_does_not_stall_others_without_inline():
-    """With --inline false every page runs on the worker pool: a page that
+    """With --inline false every page runs on the handler threads: a page that
     was fast for many requests and then blocks stalls nothing."""
     files = {"mixed.c": page(MIXED_PAGE, includes="#include <unistd.h>"),
              "fast.c": simple_page("fast"), "style.css": "x"}
@@ -1279,13 +1279,13 @@ def test_slow_run_of_a_fast_page_does_not_stall_others_without_inline():
 def test_fast_page_that_blocks_is_demoted():
     """By default a page proven fast runs on the event loops; the first run
     that blocks may hold up that loop's connections once (documented in
-    docs/design.md), is logged, and demotes the version to the worker pool
+    docs/design.md), is logged, and demotes the version to the handler threads
     for good: the next block stalls nothing."""
     files = {"mixed.c": page(MIXED_PAGE, includes="#include <unistd.h>"),
              "fast.c": simple_page("fast"), "style.css": "x"}
     with Server(files=files) as s:
         stalls_while_mixed_blocks(s, strict=False)
-        check(wait_until(lambda: "now runs on the worker pool" in s.stderr(),
+        check(wait_until(lambda: "now runs on the handler threads" in s.stderr(),
                          limit(2.0), 0.05),
               "no demotion logged: %s" % s.stderr()[-600:])
         slow = stalls_while_mixed_blocks(s)

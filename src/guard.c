@@ -1,0 +1,1141 @@
+/*
+ * guard.c - the worker-side guard: what keeps one bad page version from
+ * taking the service down when it runs in worker processes. docs/
+ * operations.md is the manual.
+ *
+ * Owns: the shared-memory area (one MAP_SHARED|MAP_ANONYMOUS mapping made
+ * by the parent before the first fork, so every worker and the parent see
+ * the same bytes) and everything in it: a slot per worker process with
+ * per-thread records of the running handler, the quarantine table, the
+ * table of module versions known to be good; the fatal-signal and exit
+ * hooks of a worker (crash records); the handler-timeout watchdog thread
+ * of each worker; the fallback versions a worker loads to serve a
+ * quarantined or broken module; the "processes" member of status.json.
+ * May not touch: processes (forking, signalling, reaping are master.c's),
+ * the module cache's entries, compiling, and HTTP with one exception: when
+ * a handler overruns --handler-timeout, the watchdog writes a fixed 504
+ * response straight onto that request's socket (answer_504), bypassing
+ * server.c, because the thread that owns the request is stuck and cannot
+ * answer; it then shuts the socket down. server.c reaches the guard only
+ * through the hooks (server.h) that hp_guard_enter fills.
+ *
+ * Writers of the shared area:
+ *   - records: the thread that runs a handler writes its own record with
+ *     plain stores, then publishes it with one atomic word (sequence number
+ *     and state), which the watchdog claims with a compare-and-swap;
+ *   - the quarantine table: written by the parent (strikes) and by workers
+ *     (lifting), under the table lock; what a request matches against
+ *     (state, path hash, key fingerprint, source ctime) is atomic, so the
+ *     per-request check takes no lock;
+ *   - the good table: written by workers under the table lock, checked
+ *     the same way;
+ *   - slots: their state and pid by the parent (and READY by the worker),
+ *     their counters by the worker.
+ * The table lock is a word holding the holder's pid; a waiter that finds
+ * the holder dead (a worker can die at any instruction) takes it over.
+ */
+#include "guard.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REC_PATH 256 /* the tail of a longer path is kept */
+#define REC_HANDLER 64
+#define KEY_LEN 33     /* compile-cache object key, 32 hex + NUL */
+#define QUAR_MAX 64    /* module versions with crashes on record */
+#define GOOD_MAX 512   /* modules whose last good versions are known */
+#define QUAR_STRIKES 2 /* crashes that quarantine a version */
+#define FALLBACK_ID_BASE (UINT64_C(1) << 32) /* ids of fallback versions */
+
+/* ---- shared memory layout ---------------------------------------------- */
+
+/* clang-format off */
+/*
+ * A record's state, the low two bits of its word (the rest is a sequence
+ * number, so that the watchdog's compare-and-swap cannot claim a later run
+ * of the same record):
+ *
+ *   IDLE --run_begin--> RUNNING --run_end (CAS)--> IDLE
+ *                          |
+ *                          | watchdog (CAS)
+ *                          v
+ *                       WRITING --504 sent, socket shut--> TIMEDOUT
+ *                          |                                  |
+ *                          | run_end waits                    | run_end
+ *                          +------------------------------> IDLE
+ *
+ * Only the record's own thread moves it out of IDLE or back to IDLE; only
+ * the watchdog moves it to WRITING and TIMEDOUT.
+ */
+/* clang-format on */
+enum { R_IDLE = 0, R_RUNNING = 1, R_WRITING = 2, R_TIMEDOUT = 3 };
+
+/* What one handler-running thread of a worker is doing. */
+struct rec {
+    atomic_ulong word;    /* seq << 2 | state */
+    atomic_llong started; /* CLOCK_MONOTONIC ns, the same in every */
+                          /* process; read by the watchdog */
+    /* Written before word says RUNNING; read by others only once they
+     * own the record (the watchdog after its CAS, the parent after the
+     * worker died). */
+    int fd; /* the connection's socket */
+    pid_t tid;
+    uint64_t version;  /* id in the worker's module cache */
+    uint64_t phash;    /* hash of the full page path */
+    uint64_t keyfp;    /* the key's first 64 bits */
+    int64_t src_ctime; /* the source's ctime when it was compiled */
+    char key[KEY_LEN];
+    char handler[REC_HANDLER];
+    char path[REC_PATH];
+};
+
+struct slot {
+    atomic_int state; /* enum hp_slot_state (guard.h) */
+    pid_t pid;
+    unsigned gen;
+    double started;       /* wall clock */
+    atomic_int crash_rec; /* the dying thread's record, or -1 */
+    atomic_int crash_sig;
+    atomic_int retire;    /* a handler timed out: replace this worker */
+    atomic_int nrecs;     /* records handed out to threads */
+    atomic_ulong handled; /* handler runs */
+    /* struct rec recs[shm->nrecs] follows */
+};
+
+enum { Q_FREE = 0, Q_COUNTING, Q_QUARANTINED };
+
+/* Workers match requests against the atomics without the table lock; the
+ * rest is read and written under it. */
+struct quar {
+    atomic_int state;
+    atomic_ullong phash;
+    atomic_ullong keyfp;
+    atomic_llong src_ctime;
+    char key[KEY_LEN];
+    char path[REC_PATH];
+    char handler[REC_HANDLER];
+    int crashes;
+    int sig;      /* the last crash: signal, or 0 for an exit */
+    int status;   /* ... or the exit status */
+    double since; /* wall clock of the last strike */
+};
+
+struct good {
+    atomic_ullong phash;
+    atomic_ullong fp0; /* keyfp of keys[0], for the unlocked check */
+    char path[REC_PATH];
+    char keys[2][KEY_LEN]; /* the last two versions that completed a run */
+};
+
+struct shm {
+    atomic_int lock; /* pid of the holder of the quarantine/good tables */
+    pid_t master;
+    atomic_uint gen;      /* the current worker generation (SIGHUP bumps it) */
+    atomic_int nquar;     /* entries in state Q_QUARANTINED */
+    atomic_uint quar_gen; /* bumped on every quarantine or lift */
+    atomic_ulong crashes, timeouts, restarts, lifted;
+    int nslots, nrecs, workers;
+    size_t stride;
+    struct quar quar[QUAR_MAX];
+    struct good good[GOOD_MAX];
+    /* slots follow, stride bytes apart */
+};
+
+/* ---- process-wide state ------------------------------------------------- */
+
+static struct shm *SHM;
+static struct slot *ME;          /* this worker's slot; NULL elsewhere */
+static struct hp_config *CFG;    /* this worker's settings */
+static __thread int tl_rec = -1; /* this thread's record: -1 not yet, */
+                                 /* -2 none left */
+
+static struct slot *slot_at(int i)
+{
+    return (struct slot *)((char *)SHM + sizeof *SHM + (size_t)i * SHM->stride);
+}
+
+static struct rec *rec_at(struct slot *s, int i)
+{
+    return (struct rec *)((char *)s + sizeof *s) + i;
+}
+
+static uint64_t path_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* The tail of a path that may be too long for the record. */
+static void copy_tail(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        src += n - (cap - 4);
+        memcpy(dst, "...", 3);
+        memcpy(dst + 3, src, cap - 4);
+        dst[cap - 1] = '\0';
+        return;
+    }
+    memcpy(dst, src, n + 1);
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src ? src : "", cap - 1);
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
+static bool is_hex32(const char *s, size_t n)
+{
+    if (n != 32)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/*
+ * What identifies a module version in every process: the compile cache's
+ * object key, which the private copy's name carries (loader.c names it
+ * v<id>-<key>.so). A prebuilt .so page has no key: its path and file
+ * identity stand in (and it has no fallback in the compile cache).
+ */
+static void version_key(const hp_version *v, char out[KEY_LEN])
+{
+    const char *base = strrchr(v->so_path, '/');
+    base = base ? base + 1 : v->so_path;
+    const char *dash = strchr(base, '-');
+    const char *rest = dash ? dash + 1 : base;
+    size_t n = strlen(rest);
+    if (n > 3 && strcmp(rest + n - 3, ".so") == 0)
+        n -= 3;
+    if (is_hex32(rest, n)) {
+        memcpy(out, rest, 32);
+        out[32] = '\0';
+        return;
+    }
+    struct hp_hash h;
+    hp_hash_init(&h);
+    hp_hash_update(&h, v->path, strlen(v->path) + 1);
+    hp_hash_update(&h, &v->src_fid, sizeof v->src_fid);
+    hp_hash_hex(&h, out);
+}
+
+/* The first 64 bits of a key (32 hex digits). */
+static uint64_t key_fp(const char *key)
+{
+    char head[17];
+    memcpy(head, key, 16);
+    head[16] = '\0';
+    return strtoull(head, NULL, 16);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static const char *signame(int sig)
+{
+    switch (sig) {
+    case SIGSEGV:
+        return "SIGSEGV";
+    case SIGBUS:
+        return "SIGBUS";
+    case SIGABRT:
+        return "SIGABRT";
+    case SIGFPE:
+        return "SIGFPE";
+    case SIGILL:
+        return "SIGILL";
+    case SIGKILL:
+        return "SIGKILL";
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGSYS:
+        return "SIGSYS";
+    case SIGTRAP:
+        return "SIGTRAP";
+    default:
+        return "signal";
+    }
+}
+
+/* ---- the table lock ------------------------------------------------------ */
+
+static void table_lock(void)
+{
+    pid_t me = getpid();
+    for (unsigned spins = 0;; spins++) {
+        int held = 0;
+        if (atomic_compare_exchange_weak(&SHM->lock, &held, me))
+            return;
+        /* The holder may have died holding it: take it over. */
+        if (held && held != me && spins > 64 && kill(held, 0) < 0 &&
+            errno == ESRCH &&
+            atomic_compare_exchange_strong(&SHM->lock, &held, me))
+            return;
+        if (spins < 64)
+            sched_yield();
+        else
+            nanosleep(&(struct timespec){0, 50000}, NULL);
+    }
+}
+
+static void table_unlock(void)
+{
+    assert(atomic_load(&SHM->lock) == getpid());
+    atomic_store(&SHM->lock, 0);
+}
+
+/* ---- the good table (workers write it, under the table lock) ------------ */
+
+static struct good *good_find(uint64_t phash, bool insert)
+{
+    size_t home = (size_t)(phash % GOOD_MAX);
+    struct good *empty = NULL;
+    for (size_t i = 0; i < 16; i++) {
+        struct good *g = &SHM->good[(home + i) % GOOD_MAX];
+        uint64_t h = atomic_load_explicit(&g->phash, memory_order_acquire);
+        if (h == phash)
+            return g;
+        if (!h && !empty)
+            empty = g;
+    }
+    if (!insert)
+        return NULL;
+    struct good *g = empty ? empty : &SHM->good[home]; /* full: evict */
+    atomic_store(&g->phash, 0);
+    atomic_store(&g->fp0, 0);
+    memset(g->path, 0, sizeof g->path);
+    memset(g->keys, 0, sizeof g->keys);
+    atomic_store_explicit(&g->phash, phash, memory_order_release);
+    return g;
+}
+
+/* A version completed a run: it is the module's newest good version. */
+static void mark_good(const struct rec *r)
+{
+    /* The steady state: two atomic loads, no lock. */
+    struct good *g = good_find(r->phash, false);
+    if (g && atomic_load_explicit(&g->fp0, memory_order_relaxed) == r->keyfp)
+        return;
+    table_lock();
+    g = good_find(r->phash, true);
+    if (strcmp(g->keys[0], r->key) != 0) {
+        memcpy(g->keys[1], g->keys[0], KEY_LEN);
+        memcpy(g->keys[0], r->key, KEY_LEN);
+        copy_str(g->path, sizeof g->path, r->path);
+    }
+    atomic_store_explicit(&g->fp0, r->keyfp, memory_order_relaxed);
+    table_unlock();
+}
+
+/* ---- the quarantine table ------------------------------------------------ */
+
+/* Is (phash, key) quarantined? Atomics only (a 64-bit fingerprint of the
+ * key stands for it). */
+static bool quarantined(uint64_t phash, const char *key)
+{
+    if (atomic_load(&SHM->nquar) == 0)
+        return false;
+    uint64_t fp = key_fp(key);
+    for (int i = 0; i < QUAR_MAX; i++) {
+        struct quar *q = &SHM->quar[i];
+        if (atomic_load_explicit(&q->state, memory_order_acquire) ==
+                Q_QUARANTINED &&
+            atomic_load(&q->phash) == phash && atomic_load(&q->keyfp) == fp)
+            return true;
+    }
+    return false;
+}
+
+/* A copy of entry i's details, under the table lock. */
+static void quar_copy(int i, struct quar *out)
+{
+    struct quar *q = &SHM->quar[i];
+    atomic_init(&out->state, atomic_load(&q->state));
+    atomic_init(&out->phash, atomic_load(&q->phash));
+    atomic_init(&out->keyfp, atomic_load(&q->keyfp));
+    atomic_init(&out->src_ctime, atomic_load(&q->src_ctime));
+    memcpy(out->key, q->key, KEY_LEN);
+    memcpy(out->path, q->path, REC_PATH);
+    memcpy(out->handler, q->handler, REC_HANDLER);
+    out->crashes = q->crashes;
+    out->sig = q->sig;
+    out->status = q->status;
+    out->since = q->since;
+}
+
+/* The newest good version of a module other than `not`, or NULL. */
+static bool fallback_key(uint64_t phash, const char * not, char out[KEY_LEN])
+{
+    bool found = false;
+    table_lock();
+    struct good *g = good_find(phash, false);
+    for (int i = 0; g && i < 2 && !found; i++) {
+        if (g->keys[i][0] && strcmp(g->keys[i], not ) != 0) {
+            memcpy(out, g->keys[i], KEY_LEN);
+            found = true;
+        }
+    }
+    table_unlock();
+    return found && !quarantined(phash, out);
+}
+
+/* The parent: a crash was pinned on this record. */
+static void strike(const struct rec *r, int sig, int status)
+{
+    table_lock();
+    struct quar *q = NULL, *victim = NULL;
+    for (int i = 0; i < QUAR_MAX; i++) {
+        struct quar *e = &SHM->quar[i];
+        int st = atomic_load(&e->state);
+        int vst = victim ? atomic_load(&victim->state) : -1;
+        if (st != Q_FREE && atomic_load(&e->phash) == r->phash &&
+            strcmp(e->key, r->key) == 0) {
+            q = e;
+            break;
+        }
+        if (st == Q_FREE && vst != Q_FREE)
+            victim = e;
+        else if (st == Q_COUNTING &&
+                 (vst == -1 || (vst == Q_COUNTING && e->since < victim->since)))
+            victim = e;
+    }
+    if (!q && !victim) {
+        table_unlock();
+        hp_log_error("quarantine table full (%d versions quarantined); "
+                     "%s is not counted",
+                     QUAR_MAX, r->path);
+        return;
+    }
+    if (!q) {
+        q = victim;
+        atomic_store(&q->state, Q_FREE); /* (if it was counting) */
+        atomic_store(&q->phash, r->phash);
+        atomic_store(&q->keyfp, r->keyfp);
+        atomic_store(&q->src_ctime, r->src_ctime);
+        memcpy(q->key, r->key, KEY_LEN);
+        memcpy(q->path, r->path, REC_PATH);
+        q->crashes = 0;
+        atomic_store(&q->state, Q_COUNTING);
+    }
+    q->crashes++;
+    q->sig = sig;
+    q->status = status;
+    q->since = (double)time(NULL);
+    memcpy(q->handler, r->handler, REC_HANDLER);
+    bool now_quarantined =
+        atomic_load(&q->state) != Q_QUARANTINED && q->crashes >= QUAR_STRIKES;
+    if (now_quarantined)
+        atomic_store_explicit(&q->state, Q_QUARANTINED, memory_order_release);
+    if (now_quarantined) {
+        atomic_fetch_add(&SHM->nquar, 1);
+        atomic_fetch_add(&SHM->quar_gen, 1);
+    }
+    int crashes = q->crashes;
+    table_unlock();
+
+    if (now_quarantined) {
+        char fb[KEY_LEN];
+        if (fallback_key(r->phash, r->key, fb))
+            hp_log_error("%s: version with object %s crashed a worker %d "
+                         "times: QUARANTINED; its requests are served by "
+                         "the last good version (object %s) until the file "
+                         "changes",
+                         r->path, r->key, crashes, fb);
+        else
+            hp_log_error("%s: version with object %s crashed a worker %d "
+                         "times: QUARANTINED; no earlier good version is "
+                         "known, so its requests get a 500 until the file "
+                         "changes",
+                         r->path, r->key, crashes);
+    }
+}
+
+/* A worker: the file changed, the version now pinned is newer than a
+ * quarantined one of the same module: lift it. */
+static void lift(uint64_t phash, int64_t newer_ctime, const char *key)
+{
+    table_lock();
+    for (int i = 0; i < QUAR_MAX; i++) {
+        struct quar *q = &SHM->quar[i];
+        int st = atomic_load(&q->state);
+        if (st == Q_FREE || atomic_load(&q->phash) != phash ||
+            strcmp(q->key, key) == 0 ||
+            atomic_load(&q->src_ctime) >= newer_ctime)
+            continue;
+        bool was = st == Q_QUARANTINED;
+        char path[REC_PATH], old[KEY_LEN];
+        memcpy(path, q->path, REC_PATH);
+        memcpy(old, q->key, KEY_LEN);
+        atomic_store(&q->state, Q_FREE);
+        atomic_store(&q->phash, 0);
+        if (was) {
+            atomic_fetch_sub(&SHM->nquar, 1);
+            atomic_fetch_add(&SHM->quar_gen, 1);
+            atomic_fetch_add(&SHM->lifted, 1);
+            hp_log_info("%s: the file changed (object %s): the quarantine "
+                        "of object %s is lifted",
+                        path, key, old);
+        }
+    }
+    table_unlock();
+}
+
+/* ---- fallback versions (per worker) -------------------------------------- */
+
+/*
+ * A fallback is an older version of a module loaded from the compile cache
+ * by key, outside the module cache: for a quarantined version (released
+ * when the quarantine lifts), or, in production mode, for a module this
+ * worker never had a good build of because the file is broken now (a
+ * "rescue", kept until the worker exits: it has no module-cache entry to
+ * retire it through).
+ */
+struct fallback {
+    uint64_t phash;
+    char key[KEY_LEN];
+    hp_version *v;  /* one reference held by this table */
+    char *own_path; /* v->path, when no entry owns the string */
+    bool rescue;
+};
+
+static pthread_mutex_t fb_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct fallback fbs[32];
+static atomic_int nfbs;
+static atomic_uint fb_seen_gen;
+static char *fb_rundir;
+static uint64_t fb_next_id = FALLBACK_ID_BASE;
+
+/* Drop fallbacks whose module is no longer quarantined. */
+static void fallbacks_sweep(void)
+{
+    pthread_mutex_lock(&fb_mu);
+    unsigned gen = atomic_load(&SHM->quar_gen);
+    if (gen != atomic_load(&fb_seen_gen)) {
+        atomic_store(&fb_seen_gen, gen);
+        int n = atomic_load(&nfbs);
+        for (int i = 0; i < n;) {
+            bool still = fbs[i].rescue;
+            for (int j = 0; j < QUAR_MAX && !still; j++) {
+                struct quar *q = &SHM->quar[j];
+                still = atomic_load(&q->state) == Q_QUARANTINED &&
+                        atomic_load(&q->phash) == fbs[i].phash;
+            }
+            if (still) {
+                i++;
+                continue;
+            }
+            hp_version_release(fbs[i].v); /* unloads with the last pin */
+            fbs[i] = fbs[--n];
+        }
+        atomic_store(&nfbs, n);
+    }
+    pthread_mutex_unlock(&fb_mu);
+}
+
+/*
+ * Pin the fallback (phash, key) of the module at `path`, loading it from
+ * the compile cache on first use. `cur` is the module's current version
+ * (NULL for a rescue). NULL if it cannot be loaded (*diag says why).
+ */
+static hp_version *fallback_pin(const char *path, const hp_version *cur,
+                                uint64_t phash, const char *key, char **diag)
+{
+    hp_version *v = NULL;
+    pthread_mutex_lock(&fb_mu);
+    int n = atomic_load(&nfbs);
+    for (int i = 0; i < n && !v; i++) {
+        if (fbs[i].phash == phash && strcmp(fbs[i].key, key) == 0) {
+            v = fbs[i].v;
+            fbs[i].rescue |= !cur;
+        }
+    }
+    if (!v && n < (int)(sizeof fbs / sizeof *fbs)) {
+        if (!fb_rundir)
+            fb_rundir = hp_rundir_create(CFG->cache_dir);
+        char *so = hp_xasprintf("%s/obj/%s.so", CFG->cache_dir, key);
+        char *own = cur ? NULL : hp_xstrdup(path);
+        if (fb_rundir && access(so, R_OK) == 0)
+            v = hp_version_open(so, fb_rundir, fb_next_id++,
+                                cur ? cur->path : own, NULL, diag);
+        else if (!*diag)
+            *diag = hp_xasprintf("%s: %s", so, strerror(errno));
+        free(so);
+        if (v) {
+            /* Only the entry's lock is used, by the release that unloads
+             * it; a rescue is never released (see guard_teardown). */
+            v->entry = cur ? cur->entry : NULL;
+            atomic_init(&v->refs, 1);
+            fbs[n] = (struct fallback){
+                .phash = phash, .v = v, .own_path = own, .rescue = !cur};
+            memcpy(fbs[n].key, key, KEY_LEN);
+            atomic_store(&nfbs, n + 1);
+            hp_log_info("%s: serving an earlier good version (object %s, "
+                        "loaded as version %llu) in place of the %s one",
+                        path, key, (unsigned long long)v->id,
+                        cur ? "quarantined" : "broken");
+        } else {
+            free(own);
+        }
+    }
+    if (v)
+        atomic_fetch_add(&v->refs, 1);
+    pthread_mutex_unlock(&fb_mu);
+    return v;
+}
+
+static void guard_teardown(void)
+{
+    assert(ME);
+    pthread_mutex_lock(&fb_mu);
+    int n = atomic_load(&nfbs);
+    for (int i = 0; i < n; i++) {
+        /* No request is running any more: ours is the only reference. */
+        if (atomic_load(&fbs[i].v->refs) == 1)
+            hp_version_close(fbs[i].v);
+        free(fbs[i].own_path);
+    }
+    atomic_store(&nfbs, 0);
+    pthread_mutex_unlock(&fb_mu);
+    free(fb_rundir);
+    fb_rundir = NULL;
+}
+/* The 500 page of a quarantined version with no fallback: why, and in dev
+ * mode which module, handler and object (and why no fallback loaded). */
+static char *quarantine_page(const struct quar *q, const char *path,
+                             const char *key, bool dev, const char *diag)
+{
+    struct hp_buf b = {0};
+    char why[64];
+    if (q->sig)
+        snprintf(why, sizeof why, "killed by %s", signame(q->sig));
+    else
+        snprintf(why, sizeof why, "exited with status %d", q->status);
+    hp_buf_printf(&b,
+                  "<p>This page crashed the server %d times (%s) and "
+                  "is quarantined until its file changes.",
+                  q->crashes, why);
+    if (dev) {
+        hp_buf_puts(&b, " Module <code>");
+        hp_buf_html(&b, path);
+        hp_buf_puts(&b, "</code>, handler <code>");
+        hp_buf_html(&b, q->handler);
+        hp_buf_printf(&b,
+                      "</code>, object <code>%s</code>; no earlier good "
+                      "version to fall back on",
+                      key);
+        if (diag) {
+            hp_buf_puts(&b, " (");
+            hp_buf_html(&b, diag);
+            hp_buf_puts(&b, ")");
+        }
+        hp_buf_puts(&b, ".");
+    }
+    hp_buf_puts(&b, "</p>\n");
+    return b.p;
+}
+
+/* server.h's vet: a quarantined version runs its fallback, or gets a 500. */
+static int guard_vet(struct hp_pinset *ps, bool dev, char **html)
+{
+    assert(ME); /* the hooks are installed in workers only */
+    if (atomic_load_explicit(&nfbs, memory_order_relaxed) &&
+        atomic_load(&SHM->quar_gen) != atomic_load(&fb_seen_gen))
+        fallbacks_sweep();
+    if (atomic_load_explicit(&SHM->nquar, memory_order_acquire) == 0)
+        return 0;
+
+    hp_version *v = ps->page;
+    uint64_t phash = path_hash(v->path), fp = 0;
+    char key[KEY_LEN];
+    int hit = -1;
+    bool older = false;
+    for (int i = 0; i < QUAR_MAX; i++) {
+        struct quar *q = &SHM->quar[i];
+        if (atomic_load_explicit(&q->state, memory_order_acquire) !=
+                Q_QUARANTINED ||
+            atomic_load(&q->phash) != phash)
+            continue;
+        if (!fp) {
+            version_key(v, key);
+            fp = key_fp(key);
+        }
+        if (atomic_load(&q->keyfp) == fp)
+            hit = i;
+        else if (atomic_load(&q->src_ctime) < v->src_fid.ctime_ns)
+            older = true;
+    }
+    if (older && hit < 0)
+        lift(phash, v->src_fid.ctime_ns, key);
+    if (hit < 0)
+        return 0;
+    struct quar mine;
+    table_lock();
+    quar_copy(hit, &mine);
+    table_unlock();
+    if (atomic_load(&mine.state) != Q_QUARANTINED || strcmp(mine.key, key))
+        return 0; /* lifted meanwhile */
+
+    char fb[KEY_LEN], *diag = NULL;
+    hp_version *f = NULL;
+    if (fallback_key(phash, key, fb))
+        f = fallback_pin(v->path, v, phash, fb, &diag);
+    if (f) {
+        free(diag);
+        hp_version_release(ps->page);
+        ps->page = f;
+        return 0;
+    }
+    *html = quarantine_page(&mine, v->path, key, dev, diag);
+    free(diag);
+    return -1;
+}
+
+static int guard_rescue(struct hp_pinset *ps, const char *path)
+{
+    char fb[KEY_LEN], *diag = NULL;
+    assert(ME);
+    if (ps->page)
+        return -1;
+    uint64_t phash = path_hash(path);
+    hp_version *f = NULL;
+    if (fallback_key(phash, "", fb))
+        f = fallback_pin(path, NULL, phash, fb, &diag);
+    free(diag);
+    if (!f)
+        return -1;
+    ps->page = f;
+    return 0;
+}
+
+static int guard_run_begin(const char *path, const char *handler,
+                           const hp_version *v, int fd)
+{
+    assert(ME);
+    if (tl_rec == -1) {
+        int i = atomic_fetch_add(&ME->nrecs, 1);
+        tl_rec = i < SHM->nrecs ? i : -2;
+        if (tl_rec >= 0)
+            rec_at(ME, tl_rec)->tid = (pid_t)syscall(SYS_gettid);
+    }
+    if (tl_rec < 0)
+        return -1;
+    struct rec *r = rec_at(ME, tl_rec);
+    unsigned long w = atomic_load_explicit(&r->word, memory_order_relaxed);
+    assert((w & 3) == R_IDLE); /* run_end gave it back */
+    unsigned long seq = (w >> 2) + 1;
+    copy_tail(r->path, sizeof r->path, path);
+    copy_str(r->handler, sizeof r->handler, handler);
+    r->phash = path_hash(path);
+    r->version = v->id;
+    r->src_ctime = v->src_fid.ctime_ns;
+    version_key(v, r->key);
+    r->keyfp = key_fp(r->key);
+    r->fd = fd;
+    atomic_store_explicit(&r->started, now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&r->word, seq << 2 | R_RUNNING, memory_order_release);
+    atomic_fetch_add_explicit(&ME->handled, 1, memory_order_relaxed);
+    return tl_rec;
+}
+
+static bool guard_run_end(int token)
+{
+    assert(ME);
+    if (token < 0)
+        return true;
+    struct rec *r = rec_at(ME, token);
+    unsigned long w = atomic_load_explicit(&r->word, memory_order_relaxed);
+    unsigned long idle = (w & ~3UL) | R_IDLE;
+    if ((w & 3) == R_RUNNING &&
+        atomic_compare_exchange_strong(&r->word, &w, idle)) {
+        mark_good(r);
+        return true;
+    }
+    /* The watchdog answered this request: wait until it is done with
+     * the socket, then give the record back. */
+    assert((w & 3) == R_WRITING || (w & 3) == R_TIMEDOUT);
+    while ((atomic_load(&r->word) & 3) == R_WRITING)
+        sched_yield();
+    atomic_store(&r->word, idle);
+    return false;
+}
+
+static long guard_stuck(void)
+{
+    assert(ME);
+    long n = 0;
+    int nrecs = atomic_load(&ME->nrecs);
+    for (int i = 0; i < nrecs && i < SHM->nrecs; i++) {
+        unsigned long st = atomic_load(&rec_at(ME, i)->word) & 3;
+        n += st == R_WRITING || st == R_TIMEDOUT;
+    }
+    return n;
+}
+
+/* ---- the handler-timeout watchdog (a thread of each worker) ------------- */
+
+static void answer_504(int fd, double limit)
+{
+    char body[256], msg[512];
+    int bl = snprintf(body, sizeof body,
+                      "<!DOCTYPE html>\n<title>504 Gateway Timeout</title>\n"
+                      "<h1>504 Gateway Timeout</h1>\n<p>The page did not "
+                      "answer within %g seconds.</p>\n",
+                      limit);
+    int ml = snprintf(msg, sizeof msg,
+                      "HTTP/1.1 504 Gateway Timeout\r\n"
+                      "Content-Type: text/html; charset=utf-8\r\n"
+                      "Content-Length: %d\r\nConnection: close\r\n"
+                      "Cache-Control: no-store\r\n\r\n%s",
+                      bl, body);
+    if (fd < 0)
+        return;
+    /* Best effort: the socket is non-blocking and the answer is small. */
+    ssize_t n = send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n;
+    shutdown(fd, SHUT_RDWR);
+}
+
+static void *watchdog_main(void *arg)
+{
+    double limit = CFG->handler_timeout;
+    long tick_ns = limit < 1.0 ? (long)(limit * 2.5e8) : 100000000L;
+    int64_t limit_ns = (int64_t)(limit * 1e9);
+    for (;;) {
+        nanosleep(&(struct timespec){0, tick_ns}, NULL);
+        int64_t now = now_ns();
+        int nrecs = atomic_load(&ME->nrecs);
+        for (int i = 0; i < nrecs && i < SHM->nrecs; i++) {
+            struct rec *r = rec_at(ME, i);
+            unsigned long w =
+                atomic_load_explicit(&r->word, memory_order_acquire);
+            if ((w & 3) != R_RUNNING ||
+                now - atomic_load_explicit(&r->started, memory_order_relaxed) <=
+                    limit_ns)
+                continue;
+            if (!atomic_compare_exchange_strong(&r->word, &w,
+                                                (w & ~3UL) | R_WRITING))
+                continue; /* it finished meanwhile */
+            answer_504(r->fd, limit);
+            atomic_store(&r->word, (w & ~3UL) | R_TIMEDOUT);
+            atomic_fetch_add(&SHM->timeouts, 1);
+            hp_log_error("%s: handler '%s' (version %llu, object %s) has run "
+                         "for more than %g s: answered 504; this worker "
+                         "(pid %d) will be replaced once its other requests "
+                         "finish",
+                         r->path, r->handler, (unsigned long long)r->version,
+                         r->key, limit, (int)getpid());
+            atomic_store(&ME->retire, 1);
+        }
+    }
+    return NULL;
+}
+
+/* ---- fatal signals in a worker ------------------------------------------ */
+
+static void on_fatal(int sig)
+{
+    /* Async-signal-safe: two stores into shared memory, then die of the
+     * same signal (SA_RESETHAND restored the default action). */
+    if (ME) {
+        atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
+        atomic_store(&ME->crash_sig, sig);
+    }
+    raise(sig);
+}
+
+/* A page that calls exit(): the thread calling it is the culprit. */
+static void on_exit_hook(void)
+{
+    if (ME && tl_rec >= 0 &&
+        (atomic_load(&rec_at(ME, tl_rec)->word) & 3) == R_RUNNING)
+        atomic_store(&ME->crash_rec, tl_rec);
+}
+
+/* ---- status -------------------------------------------------------------- */
+
+static const char *const slot_state_name[] = {"free", "starting", "ready",
+                                              "draining"};
+
+static void guard_status_json(struct hp_buf *b)
+{
+    assert(ME);
+    hp_buf_printf(b,
+                  ",\n\"processes\":{\"master\":%d,\"worker\":{\"pid\":%d,"
+                  "\"slot\":%d,\"generation\":%u},\"generation\":%u,"
+                  "\"workers_wanted\":%d,\"crashes\":%lu,\"timeouts\":%lu,"
+                  "\"restarts\":%lu,\"quarantines_lifted\":%lu,"
+                  "\"handler_timeout\":%g,\"workers\":[",
+                  (int)SHM->master, (int)getpid(),
+                  (int)(((char *)ME - (char *)SHM - sizeof *SHM) / SHM->stride),
+                  ME->gen, atomic_load(&SHM->gen), SHM->workers,
+                  atomic_load(&SHM->crashes), atomic_load(&SHM->timeouts),
+                  atomic_load(&SHM->restarts), atomic_load(&SHM->lifted),
+                  CFG->handler_timeout);
+    bool first = true;
+    for (int i = 0; i < SHM->nslots; i++) {
+        struct slot *s = slot_at(i);
+        int st = atomic_load(&s->state);
+        if (st == HP_SLOT_FREE)
+            continue;
+        int running = 0, nrecs = atomic_load(&s->nrecs);
+        for (int r = 0; r < nrecs && r < SHM->nrecs; r++)
+            running += (atomic_load(&rec_at(s, r)->word) & 3) != R_IDLE;
+        hp_buf_printf(b,
+                      "%s{\"pid\":%d,\"slot\":%d,\"generation\":%u,"
+                      "\"state\":\"%s\",\"retiring\":%s,\"handled\":%lu,"
+                      "\"running\":%d}",
+                      first ? "" : ",", (int)s->pid, i, s->gen,
+                      slot_state_name[st],
+                      atomic_load(&s->retire) ? "true" : "false",
+                      atomic_load(&s->handled), running);
+        first = false;
+    }
+    hp_buf_puts(b, "],\"quarantine\":[");
+    first = true;
+    for (int i = 0; i < QUAR_MAX; i++) {
+        struct quar q;
+        if (atomic_load(&SHM->quar[i].state) != Q_QUARANTINED)
+            continue;
+        table_lock();
+        quar_copy(i, &q);
+        table_unlock();
+        if (atomic_load(&q.state) != Q_QUARANTINED)
+            continue;
+        char fb[KEY_LEN];
+        bool has_fb = fallback_key(atomic_load(&q.phash), q.key, fb);
+        hp_buf_puts(b, first ? "{\"path\":" : ",{\"path\":");
+        hp_buf_json(b, q.path);
+        hp_buf_printf(b, ",\"object\":\"%s\",\"handler\":", q.key);
+        hp_buf_json(b, q.handler);
+        hp_buf_printf(b, ",\"crashes\":%d,\"signal\":", q.crashes);
+        if (q.sig)
+            hp_buf_printf(b, "\"%s\"", signame(q.sig));
+        else
+            hp_buf_puts(b, "null");
+        hp_buf_printf(b, ",\"since\":%.0f,\"fallback\":", q.since);
+        if (has_fb)
+            hp_buf_printf(b, "\"%s\"}", fb);
+        else
+            hp_buf_puts(b, "null}");
+        first = false;
+    }
+    hp_buf_puts(b, "]}");
+}
+
+/* Describe how a worker's request record reads in a log line. */
+static void rec_text(const struct rec *r, char *out, size_t n)
+{
+    snprintf(out, n, "%s, handler '%s', version %llu (object %s), for %.3f s",
+             r->path, r->handler, (unsigned long long)r->version, r->key,
+             (double)(now_ns() - atomic_load(&r->started)) / 1e9);
+}
+
+/* ---- the parent's view: the shared area and its slots -------------------- */
+
+int hp_guard_map(int nslots, int nrecs, int workers)
+{
+    size_t stride = sizeof(struct slot) + (size_t)nrecs * sizeof(struct rec);
+    stride = (stride + 63) & ~(size_t)63;
+    size_t size = sizeof(struct shm) + (size_t)nslots * stride;
+
+    assert(!SHM && nslots > 0 && nrecs > 0);
+    SHM = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+               -1, 0);
+    if (SHM == MAP_FAILED) {
+        SHM = NULL;
+        hp_log_error("cannot map shared memory (%zu bytes): %s", size,
+                     strerror(errno));
+        return -1;
+    }
+    SHM->master = getpid();
+    SHM->nslots = nslots;
+    SHM->nrecs = nrecs;
+    SHM->workers = workers;
+    SHM->stride = stride;
+    atomic_store(&SHM->gen, 1);
+    return 0;
+}
+
+int hp_guard_nrecs(void)
+{
+    return SHM->nrecs;
+}
+
+void hp_guard_set_workers(int n)
+{
+    SHM->workers = n;
+}
+
+void hp_guard_set_generation(unsigned gen)
+{
+    atomic_store(&SHM->gen, gen);
+}
+
+void hp_guard_count_restart(void)
+{
+    atomic_fetch_add(&SHM->restarts, 1);
+}
+
+enum hp_slot_state hp_guard_slot_state(int slot)
+{
+    return (enum hp_slot_state)atomic_load(&slot_at(slot)->state);
+}
+
+void hp_guard_slot_start(int slot, unsigned gen)
+{
+    struct slot *s = slot_at(slot);
+    assert(atomic_load(&s->state) == HP_SLOT_FREE);
+    /* Records the last occupant used go idle (a stale "running" one would
+     * fool the watchdog); the rest were never touched. */
+    int used = atomic_load(&s->nrecs);
+    for (int r = 0; r < used && r < SHM->nrecs; r++)
+        atomic_store(&rec_at(s, r)->word, 0);
+    memset(s, 0, sizeof *s);
+    atomic_store(&s->crash_rec, -1);
+    s->gen = gen;
+    s->started = (double)time(NULL);
+    atomic_store(&s->state, HP_SLOT_STARTING);
+}
+
+void hp_guard_slot_set_pid(int slot, pid_t pid)
+{
+    slot_at(slot)->pid = pid;
+}
+
+void hp_guard_slot_drain(int slot)
+{
+    assert(atomic_load(&slot_at(slot)->state) != HP_SLOT_FREE);
+    atomic_store(&slot_at(slot)->state, HP_SLOT_DRAINING);
+}
+
+void hp_guard_slot_free(int slot)
+{
+    atomic_store(&slot_at(slot)->state, HP_SLOT_FREE);
+}
+
+bool hp_guard_slot_retire(int slot)
+{
+    return atomic_load(&slot_at(slot)->retire) != 0;
+}
+
+/* ---- the parent: which request killed a worker --------------------------- */
+
+/* The record the dying worker's requests were on: the one the dying thread
+ * named (on_fatal, on_exit_hook) if it was running a handler, else the
+ * only one running; -2 if the dying thread ran none, -1 if not known. */
+static int culprit_of(struct slot *s, int *active)
+{
+    int nrecs = atomic_load(&s->nrecs), culprit = atomic_load(&s->crash_rec);
+    int only = -1;
+    *active = 0;
+    for (int r = 0; r < nrecs && r < SHM->nrecs; r++) {
+        if ((atomic_load(&rec_at(s, r)->word) & 3) != R_IDLE) {
+            (*active)++;
+            only = r;
+        }
+    }
+    if (culprit >= 0 && (atomic_load(&rec_at(s, culprit)->word) & 3) == R_IDLE)
+        culprit = -2; /* the crashing thread was not running a handler */
+    if (culprit == -1 && *active == 1)
+        culprit = only;
+    return culprit;
+}
+
+void hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
+                      int sig, int code)
+{
+    struct slot *s = slot_at(slot);
+    int active, culprit = culprit_of(s, &active);
+    char line[REC_PATH + REC_HANDLER + 160];
+    if (culprit >= 0) {
+        rec_text(rec_at(s, culprit), line, sizeof line);
+        hp_log_error("worker %d (generation %u) %s while running %s", (int)pid,
+                     gen, how, line);
+    } else if (culprit == -2 || active == 0) {
+        hp_log_error("worker %d (generation %u) %s while no page handler was "
+                     "running on the failing thread (module init/fini, or "
+                     "the server itself)",
+                     (int)pid, gen, how);
+    } else {
+        hp_log_error("worker %d (generation %u) %s with %d page handlers "
+                     "running (which one is not known):",
+                     (int)pid, gen, how, active);
+    }
+    int nrecs = atomic_load(&s->nrecs);
+    for (int r = 0; r < nrecs && r < SHM->nrecs; r++) {
+        if (r == culprit || (atomic_load(&rec_at(s, r)->word) & 3) == R_IDLE)
+            continue;
+        rec_text(rec_at(s, r), line, sizeof line);
+        hp_log_error("  request lost with worker %d: %s", (int)pid, line);
+    }
+    atomic_fetch_add(&SHM->crashes, 1);
+    if (culprit >= 0)
+        strike(rec_at(s, culprit), sig, code);
+}
+
+/* ---- a new worker ---------------------------------------------------------
+ */
+
+/* server.h's ready: the parent counts this worker as serving. */
+static void guard_ready(void)
+{
+    int st = HP_SLOT_STARTING;
+    atomic_compare_exchange_strong(&ME->state, &st, HP_SLOT_READY);
+}
+
+static void watchdog_start(void)
+{
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 256 * 1024);
+    if (pthread_create(&t, &a, watchdog_main, NULL) != 0)
+        hp_log_error("cannot start the handler-timeout watchdog");
+    pthread_attr_destroy(&a);
+}
+
+void hp_guard_enter(int slot, struct hp_config *cfg,
+                    struct hp_server_hooks *hooks)
+{
+    assert(SHM && !ME && slot >= 0 && slot < SHM->nslots);
+    ME = slot_at(slot);
+    CFG = cfg;
+    ME->pid = getpid();
+    struct sigaction sa = {.sa_handler = on_fatal,
+                           .sa_flags = SA_RESETHAND | SA_NODEFER};
+    int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS};
+    for (size_t k = 0; k < sizeof fatal / sizeof *fatal; k++)
+        sigaction(fatal[k], &sa, NULL);
+    atexit(on_exit_hook);
+    if (cfg->handler_timeout > 0)
+        watchdog_start();
+    hooks->vet = guard_vet;
+    hooks->rescue = guard_rescue;
+    hooks->run_begin = guard_run_begin;
+    hooks->run_end = guard_run_end;
+    hooks->stuck = guard_stuck;
+    hooks->ready = guard_ready;
+    hooks->status_json = guard_status_json;
+    hooks->teardown = guard_teardown;
+}

@@ -1,0 +1,77 @@
+/*
+ * guard.h - the worker-side guard (guard.c) as the supervisor (master.c)
+ * sees it. The guard owns the shared-memory area: one slot per worker
+ * process, each with the records of the handlers it is running, and the
+ * tables of quarantined and of known-good module versions. The supervisor
+ * drives a slot's life (start, drain, free) and, after a worker died,
+ * asks the guard which request did it. docs/operations.md is the manual.
+ */
+#ifndef HP_GUARD_H
+#define HP_GUARD_H
+
+#include "hp.h"
+#include "server.h"
+
+#include <sys/types.h>
+
+/*
+ * A slot's state, shared by the parent and its worker (status.json shows
+ * it):
+ *
+ *   FREE --start (parent)--> STARTING --ready (worker)--> READY
+ *   STARTING, READY --drain (parent)--> DRAINING
+ *   any --free (parent, after reaping or a failed fork)--> FREE
+ */
+enum hp_slot_state {
+    HP_SLOT_FREE = 0,
+    HP_SLOT_STARTING,
+    HP_SLOT_READY,
+    HP_SLOT_DRAINING
+};
+
+/* Before the first fork: map the shared area for nslots worker slots of
+ * nrecs handler records each; `workers` is the number wanted (status.json,
+ * the back-off). 0, or -1 after logging why. */
+int hp_guard_map(int nslots, int nrecs, int workers);
+/* Handler records per slot (threads a worker can have watched). */
+int hp_guard_nrecs(void);
+/* The number of workers wanted and the current generation, for status.json
+ * (SIGHUP changes both). */
+void hp_guard_set_workers(int n);
+void hp_guard_set_generation(unsigned gen);
+/* A worker was started to replace one that died or was retired. */
+void hp_guard_count_restart(void);
+
+enum hp_slot_state hp_guard_slot_state(int slot);
+/* FREE -> STARTING for a worker of generation gen: its records go idle. */
+void hp_guard_slot_start(int slot, unsigned gen);
+void hp_guard_slot_set_pid(int slot, pid_t pid);
+/* -> DRAINING: SIGTERM is on its way. */
+void hp_guard_slot_drain(int slot);
+/* -> FREE: the worker was reaped (or never forked). */
+void hp_guard_slot_free(int slot);
+/* The worker's watchdog gave up on a handler: replace the worker. */
+bool hp_guard_slot_retire(int slot);
+
+/*
+ * In a new worker process, before hp_serve: this process is the worker of
+ * `slot`; install the fatal-signal and exit hooks that record the crashing
+ * handler, start the --handler-timeout watchdog thread (which writes a
+ * fixed 504 onto a stuck request's socket), and fill the guard's members
+ * of *hooks (vet, rescue, run_begin, run_end, stuck, status_json,
+ * teardown, ready).
+ */
+void hp_guard_enter(int slot, struct hp_config *cfg,
+                    struct hp_server_hooks *hooks);
+
+/*
+ * In the parent, after the worker of `slot` (pid, generation gen) died of
+ * signal sig (0 for an exit with status code): log which request it was
+ * running (or that it is not known), and the requests lost with it;
+ * count the crash; strike the culprit's version (the second strike
+ * quarantines it). `how` describes the death for the log.
+ */
+void hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
+                      int sig, int code);
+
+#endif

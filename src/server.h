@@ -1,0 +1,69 @@
+/*
+ * server.h - the HTTP server (server.c) as its host sees it: hp_serve and
+ * the narrow set of hooks through which a host (the process supervisor,
+ * master.c) takes part in serving. server.c names no host: the supervisor
+ * calls the server, never the other way round.
+ */
+#ifndef HP_SERVER_H
+#define HP_SERVER_H
+
+#include "hp.h"
+
+/*
+ * What the host provides. Every function member may be NULL, and NULL
+ * hooks (hp_serve(cfg, NULL)) mean a plain single process: server.c then
+ * uses no-op defaults (pages run unguarded, nothing to report).
+ */
+struct hp_server_hooks {
+    /* The listening socket the host bound (before dropping privileges,
+     * or shared with sibling processes), or -1: hp_serve binds
+     * cfg->listen itself. */
+    int listen_fd;
+    /* Other processes accept on listen_fd too: a stopping server stops
+     * accepting at once, so that new connections go to them. */
+    bool shared_listen;
+    /* Event-loop threads to run; 0: one per CPU. */
+    unsigned io_threads;
+
+    /* Before a page runs: is the pinned page version allowed to run (the
+     * guard quarantines versions that crashed a process)? 0 to run it,
+     * possibly after replacing ps->page with an earlier good version of
+     * that module; or -1 with *html set to a malloc'd explanation, to be
+     * answered with a 500. */
+    int (*vet)(struct hp_pinset *ps, bool dev, char **html);
+    /* Production mode: the page at `path` failed to build and this
+     * process has no earlier version of it: pin one that ran successfully
+     * elsewhere as ps->page. 0 if one was found, else -1. */
+    int (*rescue)(struct hp_pinset *ps, const char *path);
+    /* Around a handler: the running request (page path, handler name,
+     * version, the connection's socket fd) goes on record. Returns a
+     * token for run_end. */
+    int (*run_begin)(const char *path, const char *handler, const hp_version *v,
+                     int fd);
+    /* The handler returned. false: it ran past its time and the host has
+     * already answered 504 on the socket and shut it down. */
+    bool (*run_end)(int token);
+    /* Handlers past their time that have not returned: shutdown does not
+     * wait for them. */
+    long (*stuck)(void);
+
+    /* hp_serve is accepting connections. */
+    void (*ready)(void);
+    /* SIGUSR1, after the access log: reopen the host's logs. */
+    void (*reopen_logs)(void);
+    /* Append ,"key":value members to status.json's top-level object. */
+    void (*status_json)(struct hp_buf *b);
+    /* Before the module cache is freed: drop versions the host pinned
+     * outside it (vet's and rescue's). */
+    void (*teardown)(void);
+};
+
+/*
+ * `hotpub serve` in this process: serve cfg->docroot on cfg->listen until
+ * SIGTERM/SIGINT (SIGUSR1 reopens the logs). hooks may be NULL (see
+ * above). Returns the exit status: 0, 1 (could not start), 2 (bad listen
+ * address).
+ */
+int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks);
+
+#endif

@@ -1,0 +1,37 @@
+#!/bin/sh
+# tools/check-layers.sh - test that the process layers call one way: the
+# supervisor (master.c) calls the server (server.c) and its worker-side
+# guard (guard.c); the server never names either (docs/design.md, "The map
+# of dependencies").
+#
+#   tools/check-layers.sh [SRC-DIR]
+#
+# Owns: nothing but these greps. Exits 1 and names each file that reaches
+# up a layer.
+set -eu
+src=${1:-$(dirname "$0")/../src}
+bad=0
+# who may name what: pattern, then the only files allowed to contain it
+check() {
+    pat=$1
+    shift
+    for f in $(grep -lE "$pat" "$src"/*.c "$src"/*.h 2>/dev/null || true); do
+        base=$(basename "$f")
+        ok=0
+        for allowed in "$@"; do
+            [ "$base" = "$allowed" ] && ok=1
+        done
+        if [ $ok = 0 ]; then
+            echo "check-layers: $base names $pat (only $* may)"
+            grep -nE "$pat" "$f" | sed 's/^/  /'
+            bad=1
+        fi
+    done
+}
+check 'hp_guard_|#include "guard\.h"' guard.c guard.h master.c
+check 'hp_master_run|#include "master\.h"' master.c master.h main.c
+check 'hp_procs_|procs\.h' # gone: the old two-way hooks
+if [ $bad = 0 ]; then
+    echo "ok   layers: the server names no supervisor, the guard is master.c's"
+fi
+exit $bad
