@@ -27,6 +27,7 @@
 #include "static.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -71,25 +72,55 @@ struct server {
     atomic_bool stopping; /* shutting down: run inline, close connections */
 };
 
+/*
+ * A request's life on this side. One event-loop thread drives it, except
+ * in OFFLOADED, when one handler thread owns it: that thread's move to
+ * ANSWERED (a release store, read with acquire) hands it back.
+ *
+ *   HEAD --first call--> BODY --dispatch: inline-----------> ANSWERED -->
+ * QUEUED |   (or a 413 before the body)        ^
+ *                         +--dispatch: offload--> OFFLOADED ----+
+ *                                                 (handler thread, then resume)
+ *
+ * HEAD: the request line is known (the URI callback), the head is not done.
+ * BODY: hp_req is set up; the body arrives. QUEUED: handed to libmicrohttpd.
+ * Whether a response was made is c->status != 0, set with c->resp.
+ */
+enum ctx_state { CTX_HEAD, CTX_BODY, CTX_OFFLOADED, CTX_ANSWERED, CTX_QUEUED };
+
 /* Per-request context: created by the URI log callback (the first thing
  * libmicrohttpd tells us about a request), freed on completion. */
 struct ctx {
     char *uri;            /* raw request target, for the access log */
     struct hp_edge *edge; /* the connection's (edge.c), or NULL */
     struct MHD_Connection *conn;
-    bool started;       /* hp_req_init done */
-    bool responded;     /* resp is ready (or was queued) */
-    bool queued;        /* resp handed to libmicrohttpd */
-    bool offloaded;     /* suspended, with a handler thread */
-    atomic_bool worked; /* the handler thread is done with it (resp set) */
+    atomic_int state; /* enum ctx_state */
     struct MHD_Response *resp;
-    int status;
+    int status; /* of the response made; 0 while there is none */
     uint64_t length;
     struct ctx *next; /* handler-thread queue */
     hp_req req;       /* last: initialised by hp_req_init, not calloc */
 };
 
 static struct server S;
+
+static enum ctx_state ctx_state(struct ctx *c)
+{
+    return (enum ctx_state)atomic_load_explicit(&c->state,
+                                                memory_order_acquire);
+}
+
+/* The only way a request changes state: from the one state allowed. */
+static void ctx_move(struct ctx *c, enum ctx_state from, enum ctx_state to)
+{
+    assert(ctx_state(c) == from);
+    assert((from == CTX_HEAD && to == CTX_BODY) ||
+           (from == CTX_BODY && (to == CTX_OFFLOADED || to == CTX_ANSWERED)) ||
+           (from == CTX_OFFLOADED && to == CTX_ANSWERED) ||
+           (from == CTX_ANSWERED && to == CTX_QUEUED));
+    (void)from;
+    atomic_store_explicit(&c->state, (int)to, memory_order_release);
+}
 
 /* What the host provides (server.h); no-op defaults fill what it does not. */
 static struct hp_server_hooks H;
@@ -143,7 +174,7 @@ static void access_log(struct ctx *c)
     if (!hp_access_enabled())
         return;
     const char *ref = NULL, *ua = NULL;
-    if (c->started) {
+    if (ctx_state(c) != CTX_HEAD) {
         ref = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
                                           "Referer");
         ua = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
@@ -152,8 +183,9 @@ static void access_log(struct ctx *c)
         c->req.conn = c->conn;
         c->req.remote[0] = '\0';
     }
-    hp_access_line(hp_req_remote(&c->req), c->started ? c->req.method : "-",
-                   c->uri ? c->uri : "-", c->started ? c->req.version : "-",
+    bool head = ctx_state(c) != CTX_HEAD;
+    hp_access_line(hp_req_remote(&c->req), head ? c->req.method : "-",
+                   c->uri ? c->uri : "-", head ? c->req.version : "-",
                    c->status, c->length, ref, ua);
 }
 
@@ -190,7 +222,6 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
     if (atomic_load(&S.stopping))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     c->status = status;
-    c->responded = true;
     c->resp = r;
     return MHD_YES;
 }
@@ -287,7 +318,6 @@ static enum MHD_Result send_static(struct ctx *c)
         MHD_add_response_header(r, "Content-Range", p.content_range);
     c->status = p.status;
     c->length = p.length;
-    c->responded = true;
     c->resp = r;
     return MHD_YES;
 }
@@ -498,7 +528,7 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
                  (t1.tv_nsec - t0.tv_nsec);
-    learn(ps->page, ns, c->offloaded);
+    learn(ps->page, ns, ctx_state(c) == CTX_OFFLOADED);
     if (timed_out) /* the host already sent a 504 and shut the socket */
         return send_error(c, 504, NULL);
 
@@ -514,7 +544,7 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 
 static void offload(struct ctx *c)
 {
-    c->offloaded = true;
+    ctx_move(c, CTX_BODY, CTX_OFFLOADED);
     atomic_fetch_add(&S.offloaded, 1);
     /* Suspend before queueing: a quick handler thread must never resume a
      * connection that is not suspended yet. */
@@ -554,7 +584,7 @@ static void *handler_thread_main(void *arg)
         if (run_pinned(c, r) != MHD_YES && !c->resp)
             send_error(c, 500, NULL);
         atomic_fetch_sub(&S.busy, 1);
-        atomic_store_explicit(&c->worked, true, memory_order_release);
+        ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED); /* hands it back */
         MHD_resume_connection(c->req.conn);
     }
 }
@@ -593,8 +623,9 @@ static void handler_threads_stop(void)
 }
 
 /* On an event-loop thread: answer at once, or hand the page to a handler
- * thread. */
-static enum MHD_Result dispatch(struct ctx *c)
+ * thread (then c is the handler thread's until it moves it to ANSWERED;
+ * *offloaded says which). */
+static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
 {
     hp_req *req = &c->req;
 
@@ -616,6 +647,7 @@ static enum MHD_Result dispatch(struct ctx *c)
     bool stopping = atomic_load(&S.stopping);
     if (r == HP_ACQ_WOULDBLOCK) {
         if (!stopping) {
+            *offloaded = true;
             offload(c);
             return MHD_YES;
         }
@@ -623,6 +655,7 @@ static enum MHD_Result dispatch(struct ctx *c)
     }
     if (r == HP_ACQ_OK && !atomic_load(&req->pins.page->run_inline) &&
         !(req->pins.err && S.dev) && !stopping) {
+        *offloaded = true;
         offload(c);
         return MHD_YES;
     }
@@ -637,7 +670,7 @@ static enum MHD_Result queue(struct ctx *c)
 {
     if (!c->resp)
         return MHD_NO;
-    c->queued = true;
+    ctx_move(c, CTX_ANSWERED, CTX_QUEUED);
     if (atomic_load_explicit(&draining, memory_order_relaxed))
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r =
@@ -675,58 +708,76 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return c;
 }
 
+/* First call: the head only, already checked by the request edge (edge.c):
+ * framing, Host, the head's size. */
+static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version)
+{
+    hp_req_init(&c->req, conn, method, origin_path(url), version);
+    const char *q = strchr(c->uri, '?');
+    c->req.query = q ? q + 1 : "";
+    ctx_move(c, CTX_HEAD, CTX_BODY);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl && strtoull(cl, NULL, 10) > S.cfg->max_body) {
+        /* Answering now closes the connection unread; the edge may have
+         * answered it already (a 408). */
+        if (!hp_edge_answer_early(c->edge))
+            return MHD_NO;
+        c->req.body_too_large = true;
+        send_error(c, 413, NULL);
+        ctx_move(c, CTX_BODY, CTX_ANSWERED);
+        return queue(c);
+    }
+    return MHD_YES;
+}
+
+/* A piece of the body: buffered up to --max-body, then dropped (413). */
+static enum MHD_Result take_body(struct ctx *c, const char *upload,
+                                 size_t *upload_size)
+{
+    if (!c->req.body_too_large) {
+        if (c->req.body.len + *upload_size > S.cfg->max_body) {
+            c->req.body_too_large = true;
+            hp_buf_free(&c->req.body);
+        } else if (hp_buf_append(&c->req.body, upload, *upload_size) < 0) {
+            return MHD_NO;
+        }
+    }
+    *upload_size = 0;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
 {
     struct ctx *c = *con_cls;
+    bool offloaded = false;
 
-    if (!c->started) {
-        /* First call: headers only, already checked by the request edge
-         * (edge.c): framing, Host, the head's size. */
-        hp_req_init(&c->req, conn, method, origin_path(url), version);
-        const char *q = strchr(c->uri, '?');
-        c->req.query = q ? q + 1 : "";
-        c->started = true;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > S.cfg->max_body) {
-            /* Answering now closes the connection unread; the edge
-             * may have answered it already (a 408). */
-            if (!hp_edge_answer_early(c->edge))
-                return MHD_NO;
-            c->req.body_too_large = true;
-            send_error(c, 413, NULL);
-            return queue(c);
-        }
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        if (!c->req.body_too_large) {
-            if (c->req.body.len + *upload_size > S.cfg->max_body) {
-                c->req.body_too_large = true;
-                hp_buf_free(&c->req.body);
-            } else if (hp_buf_append(&c->req.body, upload, *upload_size) < 0) {
-                return MHD_NO;
-            }
-        }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    /* libmicrohttpd may call again before the suspension takes hold:
-     * while a handler thread owns the request, touch nothing of it. */
-    if (c->offloaded && !atomic_load_explicit(&c->worked, memory_order_acquire))
-        return MHD_YES;
-    if (c->queued)
-        return MHD_YES;
-    if (!c->offloaded) {
-        if (dispatch(c) != MHD_YES)
+    switch (ctx_state(c)) {
+    case CTX_HEAD:
+        return first_call(c, conn, url, method, version);
+    case CTX_BODY:
+        if (*upload_size)
+            return take_body(c, upload, upload_size);
+        if (dispatch(c, &offloaded) != MHD_YES)
             return MHD_NO;
-        if (c->offloaded)
+        if (offloaded)
             return MHD_YES; /* the handler thread owns it from here */
+        ctx_move(c, CTX_BODY, CTX_ANSWERED);
+        return queue(c);
+    case CTX_OFFLOADED:
+        /* libmicrohttpd may call again before the suspension takes hold:
+         * while a handler thread owns the request, touch nothing of it. */
+        return MHD_YES;
+    case CTX_ANSWERED:
+        return queue(c);
+    default: /* CTX_QUEUED */
+        return MHD_YES;
     }
-    return queue(c);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -735,7 +786,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct ctx *c = *con_cls;
     if (!c)
         return;
-    if (!c->responded) {
+    if (c->status == 0) {
         int edge = hp_edge_status(c->edge);
         c->status = edge                                            ? edge
                     : toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408
@@ -745,7 +796,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (c->resp)
         MHD_destroy_response(c->resp);
     access_log(c);
-    if (c->started) {
+    if (ctx_state(c) != CTX_HEAD) {
         hp_req_release_resources(&c->req);
         hp_pinset_release(&c->req.pins);
         hp_req_cleanup(&c->req);
