@@ -62,6 +62,7 @@ FUZZ_CFLAGS   = -std=gnu11 -O1 -g -fno-omit-frame-pointer -Wall -Wextra \
                 -pthread
 FUZZ_OBJS    := $(patsubst src/%.c,$(FUZZ_BUILD)/obj/%.o,$(filter-out src/main.c,$(SRCS)))
 FUZZERS      := $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%)
+.SECONDARY: $(FUZZ_OBJS)
 REPLAYS      := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 
 .PHONY: all test unit e2e asan tsan install uninstall clean format deps docs \

@@ -2,7 +2,9 @@
 # tools/deps.sh - install what building hotpub needs, on Debian 12 / Ubuntu.
 #
 #   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries
-#   sh tools/deps.sh --test   also what the tests and benchmarks use
+#   sh tools/deps.sh --test   also what the tests use (PostgreSQL, clang and
+#                             libFuzzer for `make fuzz-run`, wrk, curl)
+#   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx)
 #
 # Owns: the package lists and how to get root. As root (containers, CI) it
 # runs apt-get itself: sudo is often not installed there. As anyone else it
@@ -11,10 +13,12 @@ set -eu
 
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
 libsqlite3-dev libpq-dev"
-TEST="python3 curl wrk postgresql"
+TEST="python3 curl wrk postgresql clang libclang-rt-14-dev"
+BENCH="nginx-light"
 
 pkgs=$BUILD
 [ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"
+[ "${1:-}" = "--bench" ] && pkgs="$BUILD $TEST $BENCH"
 
 if [ "$(id -u)" -eq 0 ]; then
     sudo=""
