@@ -72,6 +72,30 @@ static const uint8_t TCHAR[256] = {
     ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
+/* Bytes that need no decision inside a field value: VCHAR, obs-text, SP
+ * and HTAB (RFC 9110 §5.5). */
+static const uint8_t VALUE_BYTE[256] = {
+    ['\t'] = 1,
+    [0x20 ... 0x7e] = 1,
+    [0x80 ... 0xff] = 1,
+};
+
+/* Bytes that need no decision inside a request target's path: visible
+ * ASCII and obs-text but '%' (an escape to check) and '?' (the query). */
+static const uint8_t PATH_BYTE[256] = {
+    [0x21 ... 0x24] = 1,
+    /* '%' (0x25) */ [0x26 ... 0x3e] = 1,
+    /* '?' (0x3f) */ [0x40 ... 0x7e] = 1,
+    [0x80 ... 0xff] = 1,
+};
+
+/* ... and inside its query: all those but '&' (the pieces are counted). */
+static const uint8_t QUERY_BYTE[256] = {
+    [0x21 ... 0x25] = 1,
+    /* '&' (0x26) */ [0x27 ... 0x7e] = 1,
+    [0x80 ... 0xff] = 1,
+};
+
 static int hexval(unsigned char c)
 {
     if (c >= '0' && c <= '9')
@@ -232,14 +256,12 @@ static void start_field_value(struct hp_frame *f)
     f->field = F_NONE;
     if (f->st == ST_DEAD)
         return;
-    f->name[f->tok_len < sizeof f->name ? f->tok_len : 0] = '\0';
-    if (f->tok_len >= sizeof f->name)
-        return;
-    if (strcmp(f->name, "host") == 0)
+    /* The name was lower-cased as it came (only its first bytes kept). */
+    if (f->tok_len == 4 && memcmp(f->name, "host", 4) == 0)
         f->field = F_HOST;
-    else if (strcmp(f->name, "content-length") == 0)
+    else if (f->tok_len == 14 && memcmp(f->name, "content-length", 14) == 0)
         f->field = F_CL;
-    else if (strcmp(f->name, "transfer-encoding") == 0)
+    else if (f->tok_len == 17 && memcmp(f->name, "transfer-encoding", 17) == 0)
         f->field = F_TE;
 }
 
@@ -589,6 +611,103 @@ static bool head_byte(struct hp_frame *f, unsigned char c)
     }
 }
 
+/* The first bytes of a field name, lower-cased: enough to know the three
+ * names framing depends on. */
+static void keep_name(struct hp_frame *f, const char *p, size_t n);
+
+/*
+ * A whole ordinary field line, `name: value CRLF`, parsed in one pass: the
+ * common case. Returns its length, or 0 to leave it to the byte-wise
+ * parser (a line not all in this read, or anything out of the ordinary,
+ * which the byte-wise parser then judges). Same verdict either way: the
+ * fuzz target feeds every input whole and split.
+ */
+static size_t field_line(struct hp_frame *f, const unsigned char *p, size_t n)
+{
+    size_t k = 0;
+    while (k < n && TCHAR[p[k]])
+        k++;
+    if (k == 0 || k >= n || p[k] != ':')
+        return 0;
+    size_t name_len = k++;
+    while (k < n && (p[k] == ' ' || p[k] == '\t'))
+        k++;
+    size_t v = k;
+    while (k < n && VALUE_BYTE[p[k]])
+        k++;
+    size_t v_end = k;
+    if (k < n && p[k] == '\r')
+        k++;
+    if (k >= n || p[k] != '\n' || f->head_len + k + 1 > f->max_head)
+        return 0;
+    f->tok_len = 0;
+    keep_name(f, (const char *)p, name_len);
+    f->tok_len = name_len;
+    f->field = F_NONE;
+    if (!f->in_trailer)
+        start_field_value(f);
+    if (f->field != F_NONE) {
+        size_t len = v_end - v;
+        f->val_len = len < sizeof f->val ? len : sizeof f->val;
+        memcpy(f->val, p + v, f->val_len);
+    }
+    end_field(f);
+    f->head_len += k + 1;
+    return k + 1;
+}
+
+/* "HTTP/1.1" or "HTTP/1.0" and the line's end, whole in this read. */
+static size_t version_line(struct hp_frame *f, const char *p, size_t n)
+{
+    if (n < 10 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '1' && p[7] != '0'))
+        return 0;
+    size_t k = p[8] == '\r' && p[9] == '\n' ? 10 : p[8] == '\n' ? 9 : 0;
+    if (k == 0 || f->head_len + k > f->max_head)
+        return 0;
+    f->http_minor = p[7] == '1';
+    f->st = ST_LINE;
+    f->tok_len = 0;
+    f->head_len += k;
+    return k;
+}
+
+static void keep_name(struct hp_frame *f, const char *p, size_t n)
+{
+    for (size_t k = 0; k < n && f->tok_len + k < sizeof f->name; k++) {
+        unsigned char c = (unsigned char)p[k];
+        f->name[f->tok_len + k] = (char)(c | (c >= 'A' && c <= 'Z' ? 0x20 : 0));
+    }
+}
+
+/*
+ * The length of the run of bytes at p (at most n) that the state the
+ * parser is in would only count: the common case, a field value or a path,
+ * goes through a table lookup a byte instead of the state machine. Fields
+ * whose value framing depends on, and names, are parsed byte by byte.
+ */
+static size_t plain_run(const struct hp_frame *f, const unsigned char *p,
+                        size_t n)
+{
+    const uint8_t *table;
+    if (f->st == ST_VALUE && f->field == F_NONE)
+        table = VALUE_BYTE;
+    else if (f->st == ST_TARGET && f->tok_len > 0 && !f->in_query &&
+             f->pct == 0)
+        table = PATH_BYTE;
+    else if (f->st == ST_TARGET && f->in_query)
+        table = QUERY_BYTE;
+    else if (f->st == ST_NAME || f->st == ST_METHOD)
+        table = TCHAR;
+    else
+        return 0;
+    size_t k = 0;
+    while (k < n && table[p[k]])
+        k++;
+    if (f->head_len + k > f->max_head)
+        return 0; /* let the byte-wise path say which limit */
+    return k;
+}
+
 size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
 {
     size_t msg_start = 0; /* where the message being parsed began here */
@@ -607,6 +726,29 @@ size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
                 else
                     next_message(f);
             }
+            continue;
+        }
+        size_t line = f->st == ST_LINE
+                          ? field_line(f, (const unsigned char *)p + i, n - i)
+                      : f->st == ST_VERSION && f->tok_len == 0
+                          ? version_line(f, p + i, n - i)
+                          : 0;
+        if (line) {
+            i += line;
+            continue;
+        }
+        size_t run = plain_run(f, (const unsigned char *)p + i, n - i);
+        if (run) {
+            if (f->st == ST_NAME)
+                keep_name(f, p + i, run);
+            if (f->st != ST_VALUE)
+                f->tok_len += run;
+            if (f->st == ST_METHOD && f->tok_len > MAX_METHOD) {
+                refuse(f, 400, "malformed method");
+                return msg_start;
+            }
+            f->head_len += run;
+            i += run;
             continue;
         }
         unsigned char c = (unsigned char)p[i];

@@ -35,14 +35,16 @@ struct hp_frame {
     bool te_chunked_last, te_chunked_seen, te_chunked_twice, te_unknown, te_bad;
     bool in_trailer; /* in the trailer section of a chunked body     */
     bool rl_passed;  /* this message's request line was passed on    */
-    char name[20];   /* the current field name, lower-cased, if short  */
-    char val[300];   /* the value of a Host/Content-Length/TE field    */
     size_t val_len;
     /* Verdict. */
     unsigned heads;  /* request heads completed on this connection   */
     bool in_body;    /* the bytes now are the body of message `heads` */
     int bad_status;  /* 0, or the status that refuses the connection */
     const char *why; /* what was wrong (static string), for the log  */
+    /* Scratch, valid up to tok_len / val_len (never cleared: next_message
+     * clears only what lies before `heads`). */
+    char name[20]; /* the current field name, lower-cased, if short  */
+    char val[300]; /* the value of a Host/Content-Length/TE field    */
 };
 
 /* max_head: bytes of a request line or head; max_query: '&'-separated

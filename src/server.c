@@ -918,22 +918,6 @@ static char *root_path(const char *docroot)
     return path;
 }
 
-/*
- * libmicrohttpd's memory per connection: the head itself, its own 4 KiB,
- * and a field record (about 64 bytes) for every query piece the edge lets
- * through (--max-fields; a target of --max-header bytes holds at most
- * half as many). Running out while it parses the query makes 0.9.75 hang
- * the connection instead of answering 431. Large pools are mmap'ed by
- * libmicrohttpd, so untouched room costs no memory.
- */
-static size_t mhd_memory_limit(const struct hp_config *cfg)
-{
-    size_t fields = (size_t)cfg->max_fields;
-    if (fields > cfg->max_header / 2 + 1)
-        fields = cfg->max_header / 2 + 1;
-    return cfg->max_header + 4096 + fields * 64;
-}
-
 static int setup(struct hp_config *cfg)
 {
     memset(&S, 0, sizeof S);
@@ -989,7 +973,7 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg,
         MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, mhd_memory_limit(cfg),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header + 4096,
         MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
