@@ -1,10 +1,12 @@
 /*
  * server.c - the HTTP side: libmicrohttpd wiring, the publisher's dispatch
- * (resolve -> pin a version -> call the handler), static files, the status
- * endpoint, the access log, limits, and graceful shutdown.
+ * (resolve -> pin a version -> call the handler), the static-file and
+ * error responses, the status endpoint, limits, and graceful shutdown.
  *
- * Owns: the MHD daemon, per-request contexts, signals (the access log is
- * access.c's; the request edge, edge.c's).
+ * Owns: the MHD daemon, per-request contexts and their states, where a page
+ * runs (inline or offloaded), signals. Not its own: the access log
+ * (access.c), the request edge (edge.c), opening and planning static files
+ * (static.c), the handler threads and their queue (pool.c).
  * May not touch: compiling, loading or watching; it asks the module cache
  * for a pinned version and releases it when the response is done. It names
  * no host: a supervisor takes part only through the hooks of server.h.
@@ -23,6 +25,7 @@
 #include "access.h"
 #include "db.h"
 #include "edge.h"
+#include "pool.h"
 #include "request.h"
 #include "static.h"
 
@@ -61,13 +64,6 @@ struct server {
     double started;
     unsigned io_threads;
     /* the handler threads */
-    pthread_mutex_t q_mu;
-    pthread_cond_t q_cv;
-    struct ctx *q_head, *q_tail;
-    bool q_stop;
-    pthread_t *handler_threads;
-    int nhandler_threads;
-    atomic_int busy;
     atomic_ulong offloaded, inlined;
     atomic_bool stopping; /* shutting down: run inline, close connections */
 };
@@ -98,8 +94,8 @@ struct ctx {
     struct MHD_Response *resp;
     int status; /* of the response made; 0 while there is none */
     uint64_t length;
-    struct ctx *next; /* handler-thread queue */
-    hp_req req;       /* last: initialised by hp_req_init, not calloc */
+    struct hp_pool_job job; /* on the handler threads' queue (pool.c) */
+    hp_req req;             /* last: initialised by hp_req_init, not calloc */
 };
 
 static struct server S;
@@ -406,7 +402,7 @@ static enum MHD_Result send_status(struct ctx *c)
         HP_VERSION_STRING, (int)getpid(), S.dev ? "true" : "false",
         hp_compiler_runs(S.cc), atomic_load(&S.requests),
         atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
-        S.nhandler_threads, atomic_load(&S.busy), atomic_load(&S.offloaded),
+        hp_pool_size(), hp_pool_busy(), atomic_load(&S.offloaded),
         atomic_load(&S.inlined));
     hp_cache_status_json(S.cache, b);
     const char *url =
@@ -549,77 +545,22 @@ static void offload(struct ctx *c)
     /* Suspend before queueing: a quick handler thread must never resume a
      * connection that is not suspended yet. */
     MHD_suspend_connection(c->req.conn);
-    pthread_mutex_lock(&S.q_mu);
-    if (S.q_tail)
-        S.q_tail->next = c;
-    else
-        S.q_head = c;
-    S.q_tail = c;
-    pthread_cond_signal(&S.q_cv);
-    pthread_mutex_unlock(&S.q_mu);
+    hp_pool_submit(&c->job);
 }
 
-static void *handler_thread_main(void *arg)
+/* On a handler thread (pool.c): pin, waiting for a build or a batch if
+ * need be, run, and hand the request back to its event loop. */
+static void run_offloaded(struct hp_pool_job *job)
 {
-    for (;;) {
-        pthread_mutex_lock(&S.q_mu);
-        while (!S.q_head && !S.q_stop)
-            pthread_cond_wait(&S.q_cv, &S.q_mu);
-        struct ctx *c = S.q_head;
-        if (!c) {
-            pthread_mutex_unlock(&S.q_mu);
-            return NULL;
-        }
-        S.q_head = c->next;
-        if (!S.q_head)
-            S.q_tail = NULL;
-        c->next = NULL;
-        pthread_mutex_unlock(&S.q_mu);
-
-        atomic_fetch_add(&S.busy, 1);
-        enum hp_acquire r = c->req.pins.page
-                                ? HP_ACQ_OK
-                                : hp_cache_pin_page(S.cache, c->req.target.path,
-                                                    &c->req.pins, true);
-        if (run_pinned(c, r) != MHD_YES && !c->resp)
-            send_error(c, 500, NULL);
-        atomic_fetch_sub(&S.busy, 1);
-        ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED); /* hands it back */
-        MHD_resume_connection(c->req.conn);
-    }
-}
-
-static int handler_threads_start(int n)
-{
-    pthread_mutex_init(&S.q_mu, NULL);
-    pthread_cond_init(&S.q_cv, NULL);
-    S.handler_threads = hp_xcalloc((size_t)n, sizeof *S.handler_threads);
-    for (S.nhandler_threads = 0; S.nhandler_threads < n; S.nhandler_threads++) {
-        pthread_attr_t a;
-        pthread_attr_init(&a);
-        pthread_attr_setstacksize(&a, 1024 * 1024);
-        int err = pthread_create(&S.handler_threads[S.nhandler_threads], &a,
-                                 handler_thread_main, NULL);
-        pthread_attr_destroy(&a);
-        if (err) {
-            hp_log_error("cannot start handler threads: %s", strerror(err));
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void handler_threads_stop(void)
-{
-    pthread_mutex_lock(&S.q_mu);
-    S.q_stop = true;
-    pthread_cond_broadcast(&S.q_cv);
-    pthread_mutex_unlock(&S.q_mu);
-    for (int i = 0; i < S.nhandler_threads; i++)
-        pthread_join(S.handler_threads[i], NULL);
-    free(S.handler_threads);
-    S.handler_threads = NULL;
-    S.nhandler_threads = 0;
+    struct ctx *c = (struct ctx *)((char *)job - offsetof(struct ctx, job));
+    enum hp_acquire r = c->req.pins.page
+                            ? HP_ACQ_OK
+                            : hp_cache_pin_page(S.cache, c->req.target.path,
+                                                &c->req.pins, true);
+    if (run_pinned(c, r) != MHD_YES && !c->resp)
+        send_error(c, 500, NULL);
+    ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED); /* hands it back */
+    MHD_resume_connection(c->req.conn);
 }
 
 /* On an event-loop thread: answer at once, or hand the page to a handler
@@ -993,12 +934,12 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
-    if (handler_threads_start(cfg->threads) < 0) {
+    if (hp_pool_start(cfg->threads, run_offloaded) < 0) {
         teardown();
         return 1;
     }
     if (hp_edge_start(cfg, access_log_refused) < 0) {
-        handler_threads_stop();
+        hp_pool_stop();
         teardown();
         return 1;
     }
@@ -1006,7 +947,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     if (!S.mhd) {
         hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
         hp_edge_stop();
-        handler_threads_stop();
+        hp_pool_stop();
         teardown();
         return 1;
     }
@@ -1119,7 +1060,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     drain(cfg);
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
-    handler_threads_stop();
+    hp_pool_stop();
     hp_access_flush();
     teardown();
     hp_log_info("stopped");
