@@ -299,8 +299,12 @@ def test_crash_is_isolated_logged_and_replaced():
             b.join(15)
             if b.response is not None and b.response.status == 200:
                 ok += 1
-                check(pid_of(b.response.text) != dead[0],
-                      "an answer from the dead worker: %s" % b.response.text)
+                # On a slow machine the first slow requests may finish on
+                # the doomed worker before the crash; none may after it.
+                check(pid_of(b.response.text) != dead[0] or
+                      b.t_end < t_crash,
+                      "an answer from the dead worker after it died: %s"
+                      % b.response.text)
             else:
                 lost += 1
         err = s.stderr()
