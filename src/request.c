@@ -170,6 +170,10 @@ const char *hp_remote_addr(hp_req *req)
 
 const char *hp_header(hp_req *req, const char *name)
 {
+    /* RFC 9112 §3.2.2: for an absolute-form target the target's authority
+     * is the host, whatever the Host field says. */
+    if (req->authority && strcasecmp(name, "Host") == 0)
+        return req->authority;
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 

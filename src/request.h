@@ -45,6 +45,8 @@ struct hp_req {
     double started;
 
     const char *query;          /* raw, without '?'; "" when absent   */
+    const char *authority;      /* host[:port] of an absolute-form
+                                   target (RFC 9112 §3.2.2), else NULL */
     struct hp_pinset pins;      /* page + application chain, pinned   */
     hp_version *served_by;      /* module whose handler ran           */
     hp_version *current_module; /* module whose code is running now   */

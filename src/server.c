@@ -622,10 +622,12 @@ static enum MHD_Result queue(struct ctx *c)
 }
 
 /*
- * The path of an absolute-form target (RFC 9112 §3.2.2): a server must
- * accept `GET http://host/path HTTP/1.1`; the path is what is published.
+ * An absolute-form target (RFC 9112 §3.2.2: `GET http://host/path
+ * HTTP/1.1`, which a server must accept): the path is what is published,
+ * and the authority stands for the Host field (hp_header). Returns the
+ * path; an origin-form url is returned as it is.
  */
-static const char *origin_path(const char *url)
+static const char *absolute_form(hp_req *req, const char *url)
 {
     const char *p = url;
     if (strncasecmp(p, "http://", 7) == 0)
@@ -635,6 +637,13 @@ static const char *origin_path(const char *url)
     else
         return url;
     const char *slash = strchr(p, '/');
+    size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    char *host = hp_alloc(req, n + 1);
+    if (host) {
+        memcpy(host, p, n);
+        host[n] = '\0';
+        req->authority = host;
+    }
     return slash ? slash : "/";
 }
 
@@ -655,7 +664,8 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version)
 {
-    hp_req_init(&c->req, conn, method, origin_path(url), version);
+    hp_req_init(&c->req, conn, method, url, version);
+    c->req.path = absolute_form(&c->req, url);
     const char *q = strchr(c->uri, '?');
     c->req.query = q ? q + 1 : "";
     ctx_move(c, CTX_HEAD, CTX_BODY);

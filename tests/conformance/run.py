@@ -254,6 +254,11 @@ CASES = [
     Case("absolute_form", "RFC 9112 3.2.2",
          get(b"http://example.test/hello", b"Host: example.test\r\n"),
          200, close=False, body=HELLO_BODY),
+    Case("absolute_form_authority_is_host", "RFC 9112 3.2.2",
+         get(b"HTTP://target.test:8080/echo?a=1", b"Host: other.test\r\n"),
+         200, close=False, body="path=/echo\nlen=0\nHost=target.test:8080\n",
+         note="the target's authority stands for Host; the scheme is "
+              "case-insensitive"),
     Case("request_line_too_long", "RFC 9110 15.5.15",
          get(LONG_TARGET), 414, close=True, at_once=True,
          note="20 KB request line, --max-header 16 KiB"),
