@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stddef.h>
@@ -245,6 +246,8 @@ static struct {
 } M;
 
 /* In the new worker process. */
+static void children_die_with_us(void); /* process hygiene, below */
+
 static _Noreturn void worker_main(int slot)
 {
     unsetenv("NOTIFY_SOCKET");
@@ -269,6 +272,7 @@ static _Noreturn void worker_main(int slot)
         hooks.io_threads = n > 2 ? n : 2;
     }
     hp_guard_enter(slot, CFG, &hooks);
+    children_die_with_us();
     exit(hp_serve(CFG, &hooks));
 }
 
@@ -665,6 +669,52 @@ static int master_serve(void)
     return M.rc;
 }
 
+/* ---- process hygiene ------------------------------------------------------
+ *
+ * A page's fork(): the child gets SIGKILL when the thread that forked it
+ * ends (a handler or event-loop thread: it lives as long as the serving
+ * process), so no child outlives the server holding the listening socket,
+ * a database file or the port. system() and popen() spawn without fork
+ * handlers and wait for their children themselves.
+ */
+static pid_t fork_parent;
+
+static void before_fork(void)
+{
+    fork_parent = getpid();
+}
+
+static void in_forked_child(void)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != fork_parent) /* the parent ended before the prctl */
+        _exit(0);
+}
+
+static void children_die_with_us(void)
+{
+    pthread_atfork(before_fork, NULL, in_forked_child);
+}
+
+/*
+ * --workers 0: an exit nobody asked for (a page calling exit(0)) must not
+ * look like a clean stop, or Restart=on-failure would leave the site down:
+ * it is logged and becomes status 70 (EX_SOFTWARE). With worker processes
+ * the parent sees the worker go and replaces it (guard.c names the page).
+ */
+static bool serving_alone;
+
+static void on_unasked_exit(int status, void *arg)
+{
+    if (!serving_alone)
+        return;
+    hp_log_error("exit(%d) while serving, with no stop signal (a page "
+                 "called exit()?): exiting with status 70 so that a "
+                 "supervisor restarts the server",
+                 status);
+    _exit(70);
+}
+
 /* --workers 0: hp_serve in this process, as before; it binds the socket
  * unless privileges are to be dropped after binding. */
 static int serve_alone(struct hp_config *cfg)
@@ -683,7 +733,11 @@ static int serve_alone(struct hp_config *cfg)
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
                                     .ready = notify_ready,
                                     .reopen_logs = reopen_logs};
+    children_die_with_us();
+    on_exit(on_unasked_exit, NULL);
+    serving_alone = true;
     int rc = hp_serve(cfg, &hooks);
+    serving_alone = false;
     remove_pid_file();
     return rc;
 }

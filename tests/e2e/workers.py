@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (SLACK, BackgroundRequest, Server,  # noqa: E402
                      check, check_eq, check_in, check_port_closed, fail,
-                     page, short, wait_until)
+                     limit, page, short, simple_page, wait_until)
 
 TEST_TIMEOUT = 90.0
 SUITE_BUDGET = 400.0
@@ -560,6 +560,76 @@ def test_workers_0_is_one_process():
         check_eq(pid_of(r.text), s.pid(), "the page runs in the server")
         check("processes" not in s.status_json(),
               "status.json has a processes section in single-process mode")
+
+
+
+EXITER = page(r"""
+#include <stdlib.h>
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "bye");
+    exit(0);
+}
+""")
+
+FORKER = page(r"""
+#include <stdio.h>
+#include <unistd.h>
+HP_HANDLER(http_handler)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        sleep(60); /* holds every descriptor the server had */
+        _exit(0);
+    }
+    hp_printf(req, "child %d\n", (int)pid);
+    return HP_OK;
+}
+""")
+
+
+def test_unasked_exit_single_process_is_an_error():
+    """--workers 0: a page calling exit(0) must not look like a clean stop
+    (systemd's Restart=on-failure would leave the site down): logged, and
+    the exit status is 70."""
+    with Server(files={"exiter.c": EXITER, "hello.c": simple_page("hi")},
+                args=["--workers", "0"]) as s:
+        s.get_ok("/hello")
+        try:
+            s.get("/exiter", timeout=5)
+        except Exception:  # noqa: BLE001 - the connection dies with it
+            pass
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the server did not end after exit(0)")
+        check_eq(s.proc.returncode, 70, "exit status after a page's exit(0)")
+        check_in("exit(0) while serving", s.stderr(), "error log")
+        s.check_exit = False
+
+
+def _children_of_pages_die(args):
+    with Server(files={"forker.c": FORKER}, args=args) as s:
+        r = s.get_ok("/forker")
+        child = int(r.text.split()[1])
+        check(os.path.exists("/proc/%d" % child), "the page's child is "
+              "not running")
+        port = s.port
+        rc = s.terminate()
+        check_eq(rc, 0, "exit status after SIGTERM")
+        check(wait_until(lambda: not os.path.exists("/proc/%d" % child) or
+                         open("/proc/%d/stat" % child).read().split()[2]
+                         == "Z", limit(3.0)),
+              "the page's child %d outlived the server" % child)
+        check_port_closed(port)
+
+
+def test_children_of_pages_die_with_the_server_single_process():
+    """A page that fork()s: the child dies with the server, and does not
+    keep the listening port (it inherited the socket)."""
+    _children_of_pages_die(["--workers", "0"])
+
+
+def test_children_of_pages_die_with_their_worker():
+    _children_of_pages_die(WORKERS)
 
 
 if __name__ == "__main__":
