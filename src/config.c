@@ -387,6 +387,8 @@ void hp_config_defaults(struct hp_config *c)
      * where tests compare pids or per-process counters). */
     c->workers = default_workers();
     c->handler_timeout = 30;
+    c->worker_max_requests = 0; /* off, as PHP-FPM's pm.max_requests */
+    c->worker_memory_limit = 0;
     c->user = c->group = c->pid_file = c->error_log = NULL;
 }
 
@@ -647,6 +649,26 @@ const struct hp_setting hp_settings[] = {
      .min = 0.1,
      .max = 86400,
      .unit = "s"},
+    {.key = "worker-max-requests",
+     .arg = "N",
+     .section = S_PROCS,
+     .help = "replace a worker gracefully after this many page requests "
+             "(as PHP-FPM's pm.max_requests); with worker processes only",
+     .type = HP_SET_INT,
+     .off = OFF(worker_max_requests),
+     .min = 0,
+     .max = 1e9,
+     .zero = "off"},
+    {.key = "worker-memory-limit",
+     .arg = "BYTES",
+     .section = S_PROCS,
+     .help = "replace a worker gracefully once its resident memory passes "
+             "this; with worker processes only",
+     .type = HP_SET_SIZE,
+     .off = OFF(worker_memory_limit),
+     .min = 0,
+     .max = (double)(1024 * SIZE_G),
+     .zero = "off"},
     {.key = "user",
      .arg = "USER",
      .section = S_PROCS,

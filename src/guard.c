@@ -106,7 +106,7 @@ struct slot {
     double started;       /* wall clock */
     atomic_int crash_rec; /* the dying thread's record, or -1 */
     atomic_int crash_sig;
-    atomic_int retire;    /* a handler timed out: replace this worker */
+    atomic_int retire;    /* replace this worker (timeout, recycling) */
     atomic_int nrecs;     /* records handed out to threads */
     atomic_ulong handled; /* handler runs */
     /* struct rec recs[shm->nrecs] follows */
@@ -757,11 +757,57 @@ static int guard_run_begin(const char *path, const char *handler,
     return tl_rec;
 }
 
+/* Resident memory of this process, in bytes (0 if unknown). */
+static size_t rss_bytes(void)
+{
+    long size = 0, pages = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &size, &pages) != 2)
+            pages = 0;
+        fclose(f);
+    }
+    return pages > 0 ? (size_t)pages * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+/*
+ * --worker-max-requests, --worker-memory-limit: a worker that has run
+ * enough pages, or grown past the limit (a page that leaks or hoards),
+ * asks to be replaced through the same flag a handler timeout uses: the
+ * parent starts its successor, then drains it, so no request is lost. The
+ * resident size is read every 16 runs, not on every request.
+ */
+static void maybe_recycle(void)
+{
+    unsigned long n = atomic_load_explicit(&ME->handled, memory_order_relaxed);
+    char why[128];
+    if (atomic_load_explicit(&ME->retire, memory_order_relaxed))
+        return;
+    if (CFG->worker_max_requests > 0 &&
+        n >= (unsigned long)CFG->worker_max_requests) {
+        snprintf(why, sizeof why, "%lu page requests (--worker-max-requests)",
+                 n);
+    } else if (CFG->worker_memory_limit > 0 && n % 16 == 0) {
+        size_t rss = rss_bytes();
+        if (rss <= CFG->worker_memory_limit)
+            return;
+        snprintf(why, sizeof why,
+                 "%zu MiB resident, over --worker-memory-limit %zu MiB",
+                 rss >> 20, CFG->worker_memory_limit >> 20);
+    } else {
+        return;
+    }
+    if (atomic_exchange(&ME->retire, 1) == 0)
+        hp_log_info("worker %d: %s: it will be replaced gracefully",
+                    (int)getpid(), why);
+}
+
 static bool guard_run_end(int token)
 {
     assert(ME);
     if (token < 0)
         return true;
+    maybe_recycle();
     struct rec *r = rec_at(ME, token);
     unsigned long w = atomic_load_explicit(&r->word, memory_order_relaxed);
     unsigned long idle = (w & ~3UL) | R_IDLE;

@@ -55,6 +55,8 @@ struct hp_config {
     /* processes (master.c, docs/operations.md) */
     int workers;            /* worker processes; 0 = single process          */
     double handler_timeout; /* seconds a handler may run; 0 = no limit       */
+    int worker_max_requests;    /* recycle a worker after this many page runs */
+    size_t worker_memory_limit; /* ... or past this RSS in bytes; 0 = off    */
     char *user, *group;     /* drop privileges to these after binding        */
     char *pid_file;         /* written by the parent; NULL = none            */
     char *error_log;        /* stderr goes here (reopened on SIGUSR1)        */

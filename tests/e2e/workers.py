@@ -632,6 +632,71 @@ def test_children_of_pages_die_with_their_worker():
     _children_of_pages_die(WORKERS)
 
 
+
+PIDPAGE = page(r"""
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static char *hoard[64];
+static int nhoard;
+HP_HANDLER(http_handler)
+{
+    hp_printf(req, "pid %d\n", (int)getpid());
+    return HP_OK;
+}
+HP_HANDLER(hog) /* keeps 8 MiB per call, touched */
+{
+    if (nhoard < 64) { /* written a page at a time: resident, kept */
+        volatile char *p = malloc(8 << 20);
+        if (p) {
+            for (size_t i = 0; i < (8 << 20); i += 4096)
+                p[i] = 1;
+            hoard[nhoard++] = (char *)p;
+        }
+    }
+    hp_printf(req, "pid %d %d\n", (int)getpid(), nhoard);
+    return HP_OK;
+}
+""")
+
+
+def _pids_until_recycled(s, path, tries):
+    """Request path until a second worker pid shows up; every request must
+    succeed. Returns the pids seen, in order."""
+    seen = []
+    for _ in range(tries):
+        r = s.get_ok(path)
+        pid = int(r.text.split()[1])
+        if pid not in seen:
+            seen.append(pid)
+        if len(seen) > 1:
+            break
+        time.sleep(0.02)
+    return seen
+
+
+def test_worker_max_requests_recycles_gracefully():
+    """--worker-max-requests: after N page requests the worker is replaced
+    (logged), and no request fails meanwhile."""
+    with Server(files={"pid.c": PIDPAGE},
+                args=["--workers", "1", "--worker-max-requests", "5"]) as s:
+        seen = _pids_until_recycled(s, "/pid", 200)
+        check(len(seen) > 1, "the worker was never replaced: %s" % seen)
+        check(wait_until(lambda: "--worker-max-requests" in s.stderr(),
+                         limit(2.0)), "no log line for the recycling")
+
+
+def test_worker_memory_limit_recycles_gracefully():
+    """--worker-memory-limit: a page that hoards memory gets its worker
+    replaced once the worker's RSS passes the limit."""
+    with Server(files={"pid.c": PIDPAGE},
+                args=["--workers", "1", "--worker-memory-limit", "96m"]) as s:
+        seen = _pids_until_recycled(s, "/pid/hog", 200)
+        check(len(seen) > 1, "the worker was never replaced: %s" % seen)
+        check(wait_until(lambda: "--worker-memory-limit" in s.stderr(),
+                         limit(2.0)), "no log line for the recycling")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
