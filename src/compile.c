@@ -2,8 +2,9 @@
  * compile.c - turning a page source into a loadable shared object.
  *
  * Owns: the compile cache directory (<cache-dir>/obj), running the page
- * compiler as a child process, reading its dependency list, and the
- * diagnostics a failed compile produces.
+ * compiler as a child process under its limits (compile-timeout and the
+ * RLIMIT_AS/CPU/FSIZE settings), reading its dependency list, and the
+ * diagnostics a failed compile produces, naming a limit that stopped it.
  * May not touch: the module cache, dlopen, or anything a request sees; it
  * returns paths and text, and the caller decides what to do with them.
  *
