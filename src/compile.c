@@ -2,8 +2,9 @@
  * compile.c - turning a page source into a loadable shared object.
  *
  * Owns: the compile cache directory (<cache-dir>/obj), running the page
- * compiler as a child process, reading its dependency list, and the
- * diagnostics a failed compile produces.
+ * compiler as a child process under its limits (compile-timeout and the
+ * RLIMIT_AS/CPU/FSIZE settings), reading its dependency list, and the
+ * diagnostics a failed compile produces, naming a limit that stopped it.
  * May not touch: the module cache, dlopen, or anything a request sees; it
  * returns paths and text, and the caller decides what to do with them.
  *
@@ -20,11 +21,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,18 +33,22 @@
 extern char **environ;
 
 #define HP_DIAG_MAX (64 * 1024)
-#define HP_COMPILE_TIMEOUT_MS 60000
 
 struct hp_compiler {
-    char *root;       /* canonical document root, for dependency filtering */
-    char *objdir;     /* <cache-dir>/obj                                    */
+    char *root;   /* canonical document root, for dependency filtering */
+    char *objdir; /* <cache-dir>/obj                                    */
     char *cc;
-    char **flags;     /* cflags split on white space, NULL-terminated       */
+    char **flags; /* cflags split on white space, NULL-terminated       */
     char *include_dir;
     char flags_key[33]; /* hash of everything but the source that shapes it */
     atomic_ulong runs;
     atomic_ulong seq;
     bool is_tcc;
+    /* limits (docs/configuration.md, "Compile limits"); 0 = off */
+    int timeout_s;     /* wall clock for one compile, never 0 */
+    size_t mem_limit;  /* RLIMIT_AS bytes, per compiler process */
+    int cpu_limit;     /* RLIMIT_CPU seconds, per compiler process */
+    size_t file_limit; /* RLIMIT_FSIZE bytes, per file written */
     pthread_mutex_t gc_mu;
 };
 
@@ -87,12 +92,12 @@ static void gc(struct hp_compiler *c)
             if (n == cap)
                 items = hp_xrealloc(items, (cap = cap ? cap * 2 : 256) *
                                                sizeof *items);
-            snprintf(items[n].name, sizeof items[n].name, "%.32s",
-                     de->d_name);
-            items[n].mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
-                                st.st_mtim.tv_nsec;
-            items[n].bytes = (uint64_t)st.st_size +
-                             (stat(meta, &st2) == 0 ? (uint64_t)st2.st_size : 0);
+            snprintf(items[n].name, sizeof items[n].name, "%.32s", de->d_name);
+            items[n].mtime_ns =
+                (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+            items[n].bytes =
+                (uint64_t)st.st_size +
+                (stat(meta, &st2) == 0 ? (uint64_t)st2.st_size : 0);
             total += items[n].bytes;
             n++;
         }
@@ -178,6 +183,10 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     c->include_dir = find_include_dir(cfg);
     const char *ccbase = strrchr(c->cc, '/');
     c->is_tcc = strcmp(ccbase ? ccbase + 1 : c->cc, "tcc") == 0;
+    c->timeout_s = cfg->compile_timeout > 0 ? cfg->compile_timeout : 60;
+    c->mem_limit = cfg->compile_memory_limit;
+    c->cpu_limit = cfg->compile_cpu_limit;
+    c->file_limit = cfg->compile_file_limit;
     pthread_mutex_init(&c->gc_mu, NULL);
     if (hp_mkdirs(c->objdir, 0700) < 0)
         hp_log_error("cannot create compile cache %s: %s", c->objdir,
@@ -364,8 +373,8 @@ static int seal_deps(struct hp_artifact *a, int64_t started_ns,
         struct hp_hash h;
         char hex[33];
         hp_hash_init(&h);
-        if (hp_fid_stat(d->path, &d->fid) < 0 || hp_hash_file(&h, d->path) < 0 ||
-            hp_fid_stat(d->path, &again) < 0)
+        if (hp_fid_stat(d->path, &d->fid) < 0 ||
+            hp_hash_file(&h, d->path) < 0 || hp_fid_stat(d->path, &again) < 0)
             return 1;
         /* ctime, not mtime: the kernel sets it, so a header with a
          * future-dated mtime (tar, rsync -t) cannot make every build look
@@ -381,8 +390,6 @@ static int seal_deps(struct hp_artifact *a, int64_t started_ns,
     return 0;
 }
 
-
-
 /* A cache hit needs the object and every recorded header unchanged. */
 static bool meta_valid(const char *meta_path, struct hp_artifact *a)
 {
@@ -394,8 +401,8 @@ static bool meta_valid(const char *meta_path, struct hp_artifact *a)
         hp_buf_free(&b);
         return false;
     }
-    for (char *line = strtok_r(b.p ? b.p : (char *)"", "\n", &save);
-         line && ok; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(b.p ? b.p : (char *)"", "\n", &save); line && ok;
+         line = strtok_r(NULL, "\n", &save)) {
         char hex[33];
         struct hp_hash h;
         if (strlen(line) < 34 || line[32] != ' ') {
@@ -423,59 +430,270 @@ static bool meta_valid(const char *meta_path, struct hp_artifact *a)
     return ok;
 }
 
-/*
- * Run argv, collecting stdout+stderr into out (capped). Returns the exit
- * status, or -1 if it could not run or was killed for taking too long.
- */
-static int run_capture(char *const argv[], struct hp_buf *out)
-{
-    posix_spawn_file_actions_t fa;
-    int pipefd[2], status = 0;
-    pid_t pid;
-    double deadline = hp_now() + HP_COMPILE_TIMEOUT_MS / 1000.0;
+/* How a compiler run ended: run_capture's answer. */
+enum run_end { RUN_EXITED, RUN_SIGNALED, RUN_TIMED_OUT, RUN_NOT_RUN };
+struct run_result {
+    enum run_end end;
+    int code; /* the exit status (RUN_EXITED) or the signal (RUN_SIGNALED) */
+};
 
-    if (pipe2(pipefd, O_CLOEXEC) < 0)
-        return -1;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    int err = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pipefd[1]);
-    if (err) {
-        hp_buf_printf(out, "cannot run %s: %s\n", argv[0], strerror(err));
-        close(pipefd[0]);
-        return -1;
+/* argv[0] as execve wants it: a name without '/' is looked up in PATH, as
+ * posix_spawnp did, but here in the parent, because the forked child of a
+ * threaded process may only make async-signal-safe calls. */
+static int find_program(const char *name, char *buf, size_t len)
+{
+    if (strchr(name, '/')) {
+        snprintf(buf, len, "%s", name);
+        return 0;
     }
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        snprintf(buf, len, "%.*s%s%s", (int)n, n ? path : ".", "/", name);
+        if (access(buf, X_OK) == 0)
+            return 0;
+        path += n + (path[n] == ':');
+    }
+    errno = ENOENT;
+    return -1;
+}
+
+/* Lower one resource limit of the calling process to want (0 = leave it),
+ * with the hard limit grace above it: RLIMIT_CPU's soft limit sends
+ * SIGXCPU, which the report can name, before the hard limit's SIGKILL.
+ * Never above the hard limit we were given. Async-signal-safe. */
+static void lower_limit(int resource, rlim_t want, rlim_t grace)
+{
+    struct rlimit rl;
+    if (want == 0 || getrlimit(resource, &rl) < 0)
+        return;
+    rlim_t hard = want + grace;
+    if (rl.rlim_max != RLIM_INFINITY && hard > rl.rlim_max)
+        hard = rl.rlim_max;
+    rl.rlim_cur = want < hard ? want : hard;
+    rl.rlim_max = hard;
+    setrlimit(resource, &rl);
+}
+
+/* The forked child: its own process group (so a timeout kills the
+ * compiler's own children, cc1 and as, too), the signals a server blocks
+ * or ignores back to their defaults (so the limits' signals land), output
+ * into the pipe, the limits, then the compiler. Only async-signal-safe
+ * calls: the parent has other threads. */
+static _Noreturn void child_exec(const struct hp_compiler *c, const char *path,
+                                 char *const argv[], int outfd)
+{
+    static const char msg[] = "cannot execute the compiler\n";
+    sigset_t none;
+
+    setpgid(0, 0);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGXCPU, SIG_DFL);
+    signal(SIGXFSZ, SIG_DFL);
+    dup2(outfd, 1);
+    dup2(outfd, 2);
+    int fd = open("/dev/null", O_RDONLY);
+    if (fd > 0) {
+        dup2(fd, 0);
+        close(fd);
+    }
+    lower_limit(RLIMIT_AS, (rlim_t)c->mem_limit, 0);
+    lower_limit(RLIMIT_CPU, (rlim_t)c->cpu_limit, 1);
+    lower_limit(RLIMIT_FSIZE, (rlim_t)c->file_limit, 0);
+    execve(path, argv, environ);
+    if (write(2, msg, sizeof msg - 1) < 0)
+        _exit(127);
+    _exit(127);
+}
+
+/* Read fd into out (capped) until end of file; false if the deadline came
+ * first. */
+static bool drain(int fd, double deadline, struct hp_buf *out)
+{
     for (;;) {
         char chunk[4096];
-        struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int left = (int)((deadline - hp_now()) * 1000);
-        if (left <= 0 || poll(&pfd, 1, left) == 0) {
-            kill(pid, SIGKILL);
-            hp_buf_printf(out, "\n%s: killed after %d s\n", argv[0],
-                          HP_COMPILE_TIMEOUT_MS / 1000);
-            status = -1;
-            break;
-        }
-        ssize_t n = read(pipefd[0], chunk, sizeof chunk);
+        if (left <= 0)
+            return false;
+        int pr = poll(&pfd, 1, left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr == 0)
+            return false;
+        ssize_t n = read(fd, chunk, sizeof chunk);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            break;
+            return true;
         if (out->len < HP_DIAG_MAX)
             hp_buf_append(out, chunk, (size_t)n);
     }
-    close(pipefd[0]);
-    int ws;
-    while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
-        ;
-    if (status < 0)
-        return -1;
-    return WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
 }
 
+/* Wait for pid until the deadline; false if it is still running then (a
+ * compiler that closed its output but does not exit). */
+static bool reap(pid_t pid, double deadline, int *ws)
+{
+    for (;;) {
+        pid_t r = waitpid(pid, ws, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR))
+            return true;
+        if (hp_now() >= deadline)
+            return false;
+        usleep(2000);
+    }
+}
+
+/*
+ * Run the compiler argv under c's limits, collecting stdout+stderr into out
+ * (capped at HP_DIAG_MAX), for at most c->timeout_s seconds of wall clock:
+ * then its whole process group is killed. How it ended goes to rr.
+ */
+static void run_capture(const struct hp_compiler *c, char *const argv[],
+                        struct hp_buf *out, struct run_result *rr)
+{
+    char path[PATH_MAX];
+    int pipefd[2], ws = 0;
+    double deadline = hp_now() + c->timeout_s;
+
+    rr->end = RUN_NOT_RUN;
+    rr->code = 0;
+    if (find_program(argv[0], path, sizeof path) < 0 ||
+        pipe2(pipefd, O_CLOEXEC) < 0) {
+        hp_buf_printf(out, "cannot run %s: %s\n", argv[0], strerror(errno));
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        child_exec(c, path, argv, pipefd[1]);
+    int fork_errno = errno;
+    close(pipefd[1]);
+    if (pid < 0) {
+        close(pipefd[0]);
+        hp_buf_printf(out, "cannot run %s: %s\n", argv[0],
+                      strerror(fork_errno));
+        return;
+    }
+    setpgid(pid, pid); /* also here: the child may not have run yet */
+    bool in_time = drain(pipefd[0], deadline, out) && reap(pid, deadline, &ws);
+    close(pipefd[0]);
+    if (!in_time) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+            ;
+        rr->end = RUN_TIMED_OUT;
+        return;
+    }
+    if (WIFSIGNALED(ws)) {
+        rr->end = RUN_SIGNALED;
+        rr->code = WTERMSIG(ws);
+    } else {
+        rr->end = RUN_EXITED;
+        rr->code = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+    }
+}
+
+/* "2G", "256M", "1500K" or bytes: the way the setting is written. */
+static void size_text(size_t v, char *buf, size_t len)
+{
+    static const char units[] = "GMK";
+    for (int i = 0; i < 3; i++) {
+        size_t u = (size_t)1 << (30 - 10 * i);
+        if (v >= u && v % u == 0) {
+            snprintf(buf, len, "%zu%c", v / u, units[i]);
+            return;
+        }
+    }
+    snprintf(buf, len, "%zu", v);
+}
+
+/* Which limit, if any, stopped the compiler: from the signal that killed it,
+ * or from what gcc's driver says when one of its programs (cc1, as, ld) died
+ * or ran out of memory. NULL for an ordinary failure (the page's error). */
+static const char *limit_hit(const struct hp_compiler *c,
+                             const struct run_result *rr, const char *text)
+{
+    int sig = rr->end == RUN_SIGNALED ? rr->code : 0;
+    if (c->cpu_limit && (sig == SIGXCPU || strstr(text, "CPU time limit")))
+        return "cpu";
+    if (c->file_limit && (sig == SIGXFSZ || strstr(text, "File size limit")))
+        return "file";
+    if (c->mem_limit &&
+        (strstr(text, "out of memory") || strstr(text, "memory exhausted") ||
+         strstr(text, "Cannot allocate memory") ||
+         strstr(text, "std::bad_alloc")))
+        return "memory";
+    if ((c->mem_limit || c->cpu_limit) &&
+        (sig == SIGKILL || strstr(text, "Killed signal terminated")))
+        return "killed";
+    return NULL;
+}
+
+/*
+ * The diagnostic for a failed compile: the compiler's own messages, after a
+ * paragraph that names the limit or timeout that stopped it and the setting
+ * to raise (docs/configuration.md, "Compile limits"). Caller frees.
+ */
+static char *explain_failure(const struct hp_compiler *c,
+                             const struct run_result *rr,
+                             const struct hp_buf *log)
+{
+    const char *text = log->len ? log->p : "";
+    const char *hit = limit_hit(c, rr, text);
+    char why[512], sz[32];
+
+    if (rr->end == RUN_TIMED_OUT) {
+        snprintf(why, sizeof why,
+                 "the compile was stopped after %d s: it exceeded the "
+                 "compile timeout (compile-timeout = %d s). If this page "
+                 "really needs longer, raise --compile-timeout.",
+                 c->timeout_s, c->timeout_s);
+    } else if (hit && strcmp(hit, "memory") == 0) {
+        size_text(c->mem_limit, sz, sizeof sz);
+        snprintf(why, sizeof why,
+                 "the compiler ran out of memory: it may use %s of address "
+                 "space (compile-memory-limit = %s). Including a device or a "
+                 "huge file does this; if the page really needs more, raise "
+                 "--compile-memory-limit (0 = no limit).",
+                 sz, sz);
+    } else if (hit && strcmp(hit, "cpu") == 0) {
+        snprintf(why, sizeof why,
+                 "the compiler was stopped by the CPU time limit "
+                 "(compile-cpu-limit = %d s). If this page really needs "
+                 "longer, raise --compile-cpu-limit (0 = no limit).",
+                 c->cpu_limit);
+    } else if (hit && strcmp(hit, "file") == 0) {
+        size_text(c->file_limit, sz, sizeof sz);
+        snprintf(why, sizeof why,
+                 "the compiler was stopped writing a file larger than the "
+                 "file size limit (compile-file-limit = %s). If this page "
+                 "really builds an object that large, raise "
+                 "--compile-file-limit (0 = no limit).",
+                 sz);
+    } else if (hit) {
+        size_text(c->mem_limit, sz, sizeof sz);
+        snprintf(why, sizeof why,
+                 "the compiler was killed (SIGKILL): by the CPU time limit's "
+                 "hard limit (compile-cpu-limit = %d s), by the memory limit "
+                 "(compile-memory-limit = %s) or by the system's "
+                 "out-of-memory killer. Raise --compile-cpu-limit or "
+                 "--compile-memory-limit if this page really needs more.",
+                 c->cpu_limit, c->mem_limit ? sz : "off");
+    } else if (rr->end == RUN_SIGNALED) {
+        return hp_xasprintf("%s%sthe compiler was killed by signal %d (%s)",
+                            text, *text ? "\n" : "", rr->code,
+                            strsignal(rr->code));
+    } else {
+        return hp_xstrdup(*text ? text : "the compiler failed silently");
+    }
+    return hp_xasprintf("%s%s%s", why, *text ? "\n\n" : "", text);
+}
 static char *dirname_of(const char *path)
 {
     const char *slash = strrchr(path, '/');
@@ -540,10 +758,11 @@ static int compile_source(struct hp_compiler *c, const char *src,
     /* Filesystem timestamps are coarser than the clock: step back a tick
      * so a header written just before the start still counts as racing. */
     int64_t started = realtime_ns() - 20000000;
-    int st = run_capture(argv, &log);
+    struct run_result rr;
+    run_capture(c, argv, &log, &rr);
     free(argv);
-    if (st != 0) {
-        *diag = hp_xstrdup(log.len ? log.p : "the compiler failed silently");
+    if (rr.end != RUN_EXITED || rr.code != 0) {
+        *diag = explain_failure(c, &rr, &log);
         goto out;
     }
 
@@ -678,8 +897,8 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
         while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
             ;
         /* A hit refreshes the object's mtime: the garbage collector keeps the
-     * most recently used. */
-    if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
+         * most recently used. */
+        if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
             out->so_path = so;
             out->cache_hit = true;
             unlink(lock);

@@ -363,6 +363,13 @@ void hp_config_defaults(struct hp_config *c)
     c->cc = cfg_strdup("cc");
     c->cflags = cfg_strdup("-O2");
     c->include_dir = NULL;
+    /* Far above any real page (a big one takes a few seconds and a few
+     * hundred MB), far below what a runaway compile would take from the
+     * server's machine: `#include "/dev/zero"` took 4 GB in 3.5 s. */
+    c->compile_timeout = 60;
+    c->compile_memory_limit = (size_t)2 << 30;
+    c->compile_cpu_limit = 60;
+    c->compile_file_limit = (size_t)256 << 20;
     c->revalidate = 0;
     c->settle_ms = 60;
     c->inline_pages = 1;
@@ -434,6 +441,7 @@ static int auto_pool_size(void)
 
 #define OFF(field) offsetof(struct hp_config, field)
 #define S_SERVER "Server"
+#define S_COMPILE "Compile limits"
 #define S_LIMITS "Request limits"
 #define S_PROCS "Processes"
 #define S_DB "Database"
@@ -547,6 +555,47 @@ const struct hp_setting hp_settings[] = {
      .noun = "the access log (use \"off\" to disable it)",
      .path = true},
 
+    {.key = "compile-timeout",
+     .arg = "SECONDS",
+     .section = S_COMPILE,
+     .help = "a page compile running longer is stopped and reported as an "
+             "error",
+     .type = HP_SET_INT,
+     .off = OFF(compile_timeout),
+     .min = 1,
+     .max = 3600,
+     .unit = "s"},
+    {.key = "compile-memory-limit",
+     .arg = "BYTES",
+     .section = S_COMPILE,
+     .help = "address space of each compiler process (RLIMIT_AS), k/m/g "
+             "suffixes allowed",
+     .type = HP_SET_SIZE,
+     .off = OFF(compile_memory_limit),
+     .min = 0,
+     .max = (double)(1024 * SIZE_G),
+     .zero = "off"},
+    {.key = "compile-cpu-limit",
+     .arg = "SECONDS",
+     .section = S_COMPILE,
+     .help = "CPU time of each compiler process (RLIMIT_CPU)",
+     .type = HP_SET_INT,
+     .off = OFF(compile_cpu_limit),
+     .min = 0,
+     .max = 86400,
+     .unit = "s",
+     .zero = "off"},
+    {.key = "compile-file-limit",
+     .arg = "BYTES",
+     .section = S_COMPILE,
+     .help = "largest file a compiler process may write (RLIMIT_FSIZE), "
+             "k/m/g suffixes allowed",
+     .type = HP_SET_SIZE,
+     .off = OFF(compile_file_limit),
+     .min = 0,
+     .max = (double)(1024 * SIZE_G),
+     .zero = "off"},
+
     {.key = "max-body",
      .arg = "BYTES",
      .section = S_LIMITS,
@@ -558,7 +607,8 @@ const struct hp_setting hp_settings[] = {
     {.key = "max-header",
      .arg = "BYTES",
      .section = S_LIMITS,
-     .help = "largest request head; a longer request line gets 414, a larger head 431",
+     .help = "largest request head; a longer request line gets 414, a larger "
+             "head 431",
      .type = HP_SET_SIZE,
      .off = OFF(max_header),
      .min = (double)SIZE_K,

@@ -39,6 +39,11 @@ struct hp_config {
     char *cc;             /* page compiler                                   */
     char *cflags;         /* extra flags for the page compiler               */
     char *include_dir;    /* where hotpub.h lives                            */
+    /* the page compiler's limits (compile.c, docs/configuration.md) */
+    int compile_timeout;         /* seconds for one compile, wall clock      */
+    size_t compile_memory_limit; /* RLIMIT_AS bytes per process, 0 = off      */
+    int compile_cpu_limit;       /* RLIMIT_CPU seconds per process, 0 = off  */
+    size_t compile_file_limit;   /* RLIMIT_FSIZE bytes per file, 0 = off      */
     double revalidate;    /* stat fallback period in seconds, 0 = off        */
     int settle_ms;        /* quiet time after the last fs event              */
     int inline_pages;     /* promote proven-fast pages to the event loops    */

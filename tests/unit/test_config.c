@@ -120,6 +120,10 @@ static void test_defaults(void)
     CHECK(c.timeout == 30);
     CHECK(c.shutdown_timeout == 10);
     CHECK(c.conn_limit == 1024);
+    CHECK(c.compile_timeout == 60);
+    CHECK(c.compile_memory_limit == (size_t)2 << 30);
+    CHECK(c.compile_cpu_limit == 60);
+    CHECK(c.compile_file_limit == (size_t)256 << 20);
     hp_config_free(&c);
     CHECK(c.listen == NULL && c.cc == NULL);
     hp_config_free(&c); /* twice is harmless */
@@ -373,6 +377,32 @@ static void test_set_numbers(void)
     hp_config_free(&c);
 }
 
+static void test_set_compile_seconds(void)
+{
+    struct hp_config c;
+    char err[256];
+
+    hp_config_defaults(&c);
+    CHECK(set_ok(&c, "compile-timeout", "1"));
+    CHECK(c.compile_timeout == 1);
+    CHECK(set_ok(&c, "Compile_Timeout", "3600"));
+    CHECK(c.compile_timeout == 3600);
+    CHECK(set_bad(&c, "compile-timeout", "0")); /* no "off": a bound always */
+    CHECK(set_bad(&c, "compile-timeout", "3601"));
+    CHECK(set_bad(&c, "compile-timeout", "1.5"));
+    CHECK(c.compile_timeout == 3600);
+    CHECK(hp_config_set(&c, "compile-timeout", "0", err, sizeof err) < 0);
+    CHECK(strstr(err, "1") && strstr(err, "3600"));
+    CHECK(set_ok(&c, "compile-cpu-limit", "0"));
+    CHECK(c.compile_cpu_limit == 0);
+    CHECK(set_ok(&c, "compile-cpu-limit", "86400"));
+    CHECK(c.compile_cpu_limit == 86400);
+    CHECK(set_bad(&c, "compile-cpu-limit", "86401"));
+    CHECK(set_bad(&c, "compile-cpu-limit", "-1"));
+    CHECK(c.compile_cpu_limit == 86400);
+    hp_config_free(&c);
+}
+
 static void test_set_sizes(void)
 {
     struct hp_config c;
@@ -406,6 +436,24 @@ static void test_set_sizes(void)
     CHECK(set_bad(&c, "max-body", "1 k"));
     CHECK(set_bad(&c, "max-body", ""));
     CHECK(c.max_body == (size_t)1024 << 30);
+
+    /* the compile limits: sizes like max-body, 0 = off */
+    CHECK(set_ok(&c, "compile-memory-limit", "0"));
+    CHECK(c.compile_memory_limit == 0);
+    CHECK(set_ok(&c, "compile_memory_limit", "512m"));
+    CHECK(c.compile_memory_limit == (size_t)512 << 20);
+    CHECK(set_ok(&c, "compile-memory-limit", "3G"));
+    CHECK(c.compile_memory_limit == (size_t)3 << 30);
+    CHECK(set_bad(&c, "compile-memory-limit", "2GB"));
+    CHECK(set_bad(&c, "compile-memory-limit", "-1"));
+    CHECK(set_bad(&c, "compile-memory-limit", "1025g"));
+    CHECK(c.compile_memory_limit == (size_t)3 << 30);
+    CHECK(set_ok(&c, "compile-file-limit", "0"));
+    CHECK(c.compile_file_limit == 0);
+    CHECK(set_ok(&c, "compile-file-limit", "64k"));
+    CHECK(c.compile_file_limit == 64 * 1024);
+    CHECK(set_bad(&c, "compile-file-limit", "1.5M"));
+    CHECK(c.compile_file_limit == 64 * 1024);
 
     CHECK(set_ok(&c, "max-header", "1k"));
     CHECK(c.max_header == 1024);
@@ -675,10 +723,26 @@ static void test_load_long_line(void)
 static void test_example_file(void)
 {
     static const char *const keys[] = {
-        "docroot",    "listen",    "threads",          "dev",
-        "cache-dir",  "cc",        "cflags",           "include-dir",
-        "revalidate", "settle-ms", "access-log",       "max-body",
-        "max-header", "timeout",   "shutdown-timeout", "connection-limit",
+        "docroot",
+        "listen",
+        "threads",
+        "dev",
+        "cache-dir",
+        "cc",
+        "cflags",
+        "include-dir",
+        "revalidate",
+        "settle-ms",
+        "access-log",
+        "max-body",
+        "max-header",
+        "timeout",
+        "shutdown-timeout",
+        "connection-limit",
+        "compile-timeout",
+        "compile-memory-limit",
+        "compile-cpu-limit",
+        "compile-file-limit",
     };
     bool seen[sizeof keys / sizeof *keys] = {false};
     struct hp_config c, d;
@@ -726,6 +790,10 @@ static void test_example_file(void)
     CHECK(c.timeout == d.timeout);
     CHECK(c.shutdown_timeout == d.shutdown_timeout);
     CHECK(c.conn_limit == d.conn_limit);
+    CHECK(c.compile_timeout == d.compile_timeout);
+    CHECK(c.compile_memory_limit == d.compile_memory_limit);
+    CHECK(c.compile_cpu_limit == d.compile_cpu_limit);
+    CHECK(c.compile_file_limit == d.compile_file_limit);
     hp_config_free(&c);
     hp_config_free(&d);
 }
@@ -745,6 +813,7 @@ int main(int argc, char **argv)
     T_RUN(test_set_listen);
     T_RUN(test_set_numbers);
     T_RUN(test_set_sizes);
+    T_RUN(test_set_compile_seconds);
     T_RUN(test_set_strings);
     T_RUN(test_load_values);
     T_RUN(test_load_paths);

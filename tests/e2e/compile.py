@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests for compiles that misbehave (issue 10, "Compiles
+that misbehave"): the compiler runs under --compile-timeout and the
+RLIMIT_AS / RLIMIT_CPU / RLIMIT_FSIZE limits, and a compile they stop is a
+readable diagnostic naming the limit, not a server that eats the machine.
+
+    HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/compile.py [NAME-SUBSTRING...]
+    python3 tests/e2e/compile.py --list
+
+Same conventions as run.py (harness.py): each test_* function gets its own
+temp document root and server on a free loopback port; one line per test,
+then "N passed, N failed"; exit status 1 if any test failed.
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Server, check, check_eq, check_in, limit, page,  # noqa
+                     short, simple_page, wait_until)
+
+TEST_TIMEOUT = 90.0   # hard bound for one test (the watchdog kills servers)
+SUITE_BUDGET = 240.0  # past this, the remaining tests fail without running
+
+# The report's page: gcc reads /dev/zero until memory runs out.
+DEV_ZERO = page("", includes='#include "/dev/zero"')
+
+# A compiler wrapper: sources that contain SLOW_MARKER take 60 s to
+# compile (in a child of the wrapper, as cc1 is gcc's); others go to cc.
+SLOW_CC = r'''#!/bin/sh
+for a in "$@"; do last=$a; done
+if grep -q SLOW_MARKER "$last"; then
+    sleep 60 &
+    echo $! > "$(dirname "$0")/sleeper.pid"
+    wait
+fi
+exec cc "$@"
+'''
+
+
+def peak_rss_kb(pid):
+    """The process's peak resident set (VmHWM), in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return -1
+
+
+def timed_get(s, path):
+    t0 = time.monotonic()
+    r = s.get(path)
+    return time.monotonic() - t0, r
+
+
+def test_dev_zero_include_hits_memory_limit():
+    """Default limits, dev mode: a 500 naming compile-memory-limit within
+    seconds; the server stays small; a good page is unaffected."""
+    files = {"zero.c": DEV_ZERO, "good.c": simple_page("still good")}
+    with Server(files=files, dev=True) as s:
+        check_eq(s.get_ok("/good").text, "still good", "good page")
+        took, r = timed_get(s, "/zero")
+        harness.note("/dev/zero include: %d after %.2f s" % (r.status, took))
+        check_eq(r.status, 500, "status of the /dev/zero page")
+        check_in("compile-memory-limit = 2G", r.text)
+        check_in("out of memory", r.text)
+        check(took < limit(8.0), "diagnostic after %.2f s" % took)
+        rss = peak_rss_kb(s.pid())
+        harness.note("server peak RSS %d KiB" % rss)
+        check(0 < rss < 200 * 1024, "server peak RSS %d KiB" % rss)
+        check_eq(s.get_ok("/good").text, "still good", "good page after")
+        check(s.alive(), "server died")
+
+
+def test_memory_limit_nodev_keeps_last_good():
+    """Production: the last good build keeps serving, the log names the
+    limit and the setting."""
+    with Server(files={"p.c": simple_page("version one")}, dev=False,
+                args=["--compile-memory-limit", "512m"]) as s:
+        check_eq(s.get_ok("/p").text, "version one", "first version")
+        s.write("p.c", DEV_ZERO, how="rename")
+        got = wait_until(lambda: "compile-memory-limit = 512M" in s.stderr(),
+                         limit(10.0))
+        check(got, "memory limit not logged: %s" % short(s.stderr_tail(), 600))
+        check_in("--compile-memory-limit", s.stderr(), "stderr")
+        r = s.get("/p")
+        check_eq((r.status, r.text), (200, "version one"),
+                 "answer while the page is broken")
+        s.write("p.c", simple_page("version two"), how="rename")
+        s.wait_body("/p", "version two", limit(2.0),
+                    allowed_bodies=("version one",))
+
+
+def test_compile_timeout_stops_slow_compile():
+    """--compile-timeout 2 and a compiler that takes 60 s: a 500 naming
+    compile-timeout after about 2 s, its child killed; other pages build
+    with the same compiler."""
+    with Server(files={"slow.c": simple_page("slow", "/* SLOW_MARKER */"),
+                       "good.c": simple_page("good")},
+                dev=True, start=False) as s:
+        wrapper = os.path.join(s.tmp, "slow-cc")
+        with open(wrapper, "w") as f:
+            f.write(SLOW_CC)
+        os.chmod(wrapper, 0o755)
+        s.args = ["--cc", wrapper, "--compile-timeout", "2"]
+        s.start()
+        check_eq(s.get_ok("/good").text, "good", "good page")
+        took, r = timed_get(s, "/slow")
+        harness.note("slow page: %d after %.2f s" % (r.status, took))
+        check_eq(r.status, 500, "status of the slow page")
+        check_in("compile-timeout = 2 s", r.text)
+        check_in("--compile-timeout", r.text)
+        check(1.9 <= took < limit(6.0), "timeout diagnostic after %.2f s"
+              % took)
+        with open(os.path.join(s.tmp, "sleeper.pid")) as f:
+            sleeper = int(f.read())
+        gone = wait_until(lambda: not os.path.exists("/proc/%d" % sleeper)
+                          or " Z " in open("/proc/%d/stat" % sleeper).read(),
+                          limit(2.0))
+        check(gone, "the compiler's child %d outlived the timeout" % sleeper)
+        s.write("good.c", simple_page("good two"), how="rename")
+        s.wait_body("/good", "good two", limit(2.0), allowed_bodies=("good",))
+
+
+def test_compile_limits_flags_validated():
+    """A bad value stops the server at start with exit status 2."""
+    r = harness.run_hotpub(["serve", "--compile-timeout", "0", "."],
+                           timeout=20)
+    check_eq(r.returncode, 2, "exit status for --compile-timeout 0")
+    check_in("compile-timeout", r.stderr, "stderr")
+    check_in("1 to 3600", r.stderr, "stderr")
+    r = harness.run_hotpub(["serve", "--compile-memory-limit", "2GB", "."],
+                           timeout=20)
+    check_eq(r.returncode, 2, "exit status for --compile-memory-limit 2GB")
+    check_in("expected a size", r.stderr, "stderr")
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT))

@@ -1,0 +1,232 @@
+/*
+ * test_compile.c - the page compiler's limits (compile.c): a compile that
+ * runs out of its address space, CPU time, file size or wall-clock time
+ * fails quickly with a diagnostic naming the limit and its setting; a
+ * timeout kills the compiler's whole process group; a good page still
+ * builds under the default limits.
+ *
+ * Each test makes its own compiler on one temp docroot and cache dir, with
+ * the limits it needs. An argument runs only the tests whose names contain
+ * it: build/tests/test_compile timeout
+ */
+#include "hp.h"
+#include "t.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char root[PATH_MAX];     /* canonical temp document root */
+static char cachedir[PATH_MAX]; /* canonical temp compile cache */
+
+static void set_str(char **slot, const char *v)
+{
+    free(*slot);
+    *slot = hp_xstrdup(v);
+}
+
+static void base_config(struct hp_config *cfg)
+{
+    hp_config_defaults(cfg);
+    set_str(&cfg->cache_dir, cachedir);
+    set_str(&cfg->cflags, "-O0");
+    set_str(&cfg->include_dir, HP_INCLUDE_DIR);
+}
+
+static char *write_in_root(const char *name, const char *text, mode_t mode)
+{
+    char *path = hp_xasprintf("%s/%s", root, name);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    fputs(text, f);
+    fclose(f);
+    chmod(path, mode);
+    return path;
+}
+
+/* Compile src under cfg: the result, the diagnostic into *diag (caller
+ * frees) and the wall-clock seconds into *took. */
+static int compile_with(const struct hp_config *cfg, const char *src,
+                        char **diag, double *took)
+{
+    struct hp_compiler *c = hp_compiler_new(cfg, root);
+    struct hp_artifact art;
+    double t0 = hp_now();
+    int rc = hp_compile(c, src, &art, diag);
+    *took = hp_now() - t0;
+    hp_artifact_free(&art);
+    hp_compiler_free(c);
+    return rc;
+}
+
+static void test_good_page_builds_under_defaults(void)
+{
+    struct hp_config cfg;
+    char *diag = NULL;
+    double took;
+    char *src = write_in_root("good.c",
+                              "#include <hotpub.h>\n"
+                              "HP_HANDLER(http_handler) { return HP_OK; }\n",
+                              0644);
+
+    base_config(&cfg);
+    CHECK(compile_with(&cfg, src, &diag, &took) == 0);
+    CHECK(diag == NULL);
+    free(diag);
+    free(src);
+    hp_config_free(&cfg);
+}
+
+/* The report's case: gcc reads /dev/zero until it has no memory left. */
+static void test_dev_zero_hits_memory_limit(void)
+{
+    struct hp_config cfg;
+    char *diag = NULL;
+    double took;
+    char *src = write_in_root("zero.c", "#include \"/dev/zero\"\n", 0644);
+
+    base_config(&cfg);
+    cfg.compile_memory_limit = (size_t)256 << 20;
+    CHECK(compile_with(&cfg, src, &diag, &took) < 0);
+    CHECK(diag && strstr(diag, "out of memory"));
+    CHECK(diag && strstr(diag, "compile-memory-limit = 256M"));
+    CHECK(diag && strstr(diag, "--compile-memory-limit"));
+    CHECK(took < 10);
+    free(diag);
+    free(src);
+    hp_config_free(&cfg);
+}
+
+/* An object larger than the file limit: as (or ld) gets SIGXFSZ. */
+static void test_big_object_hits_file_limit(void)
+{
+    struct hp_config cfg;
+    char *diag = NULL;
+    double took;
+    char *src = write_in_root("big.c",
+                              "#include <hotpub.h>\n"
+                              "HP_EXPORT char big[1 << 22] = {1};\n"
+                              "HP_HANDLER(http_handler) { return HP_OK; }\n",
+                              0644);
+
+    base_config(&cfg);
+    cfg.compile_file_limit = 64 << 10;
+    CHECK(compile_with(&cfg, src, &diag, &took) < 0);
+    CHECK(diag && strstr(diag, "compile-file-limit = 64K"));
+    CHECK(took < 20);
+    free(diag);
+    /* the same page builds without the limit: the limit was the cause */
+    cfg.compile_file_limit = 0;
+    CHECK(compile_with(&cfg, src, &diag, &took) == 0);
+    free(diag);
+    free(src);
+    hp_config_free(&cfg);
+}
+
+/* A "compiler" that spins: SIGXCPU from RLIMIT_CPU. */
+static void test_spinning_compiler_hits_cpu_limit(void)
+{
+    struct hp_config cfg;
+    char *diag = NULL;
+    double took;
+    char *cc =
+        write_in_root("spin-cc", "#!/bin/sh\nwhile :; do :; done\n", 0755);
+    char *src = write_in_root("spin.c", "int x;\n", 0644);
+
+    base_config(&cfg);
+    set_str(&cfg.cc, cc);
+    cfg.compile_cpu_limit = 1;
+    CHECK(compile_with(&cfg, src, &diag, &took) < 0);
+    CHECK(diag && strstr(diag, "compile-cpu-limit = 1 s"));
+    CHECK(took < 10);
+    free(diag);
+    free(cc);
+    free(src);
+    hp_config_free(&cfg);
+}
+
+/* A compiler that sleeps in a child of its own (as cc1 is gcc's): the
+ * timeout stops it, and the whole process group goes, the child too. */
+static void test_timeout_kills_process_group(void)
+{
+    struct hp_config cfg;
+    char *diag = NULL;
+    double took;
+    char *pidfile = hp_xasprintf("%s/sleeper.pid", root);
+    char *script = hp_xasprintf("#!/bin/sh\nsleep 300 &\necho $! > %s\n"
+                                "wait\n",
+                                pidfile);
+    char *cc = write_in_root("slow-cc", script, 0755);
+    char *src = write_in_root("slow.c", "int x;\n", 0644);
+
+    base_config(&cfg);
+    set_str(&cfg.cc, cc);
+    cfg.compile_timeout = 1;
+    CHECK(compile_with(&cfg, src, &diag, &took) < 0);
+    CHECK(diag && strstr(diag, "compile-timeout = 1 s"));
+    CHECK(diag && strstr(diag, "--compile-timeout"));
+    CHECK(took >= 0.9 && took < 5);
+    FILE *f = fopen(pidfile, "r");
+    int pid = 0;
+    CHECK(f && fscanf(f, "%d", &pid) == 1 && pid > 0);
+    if (f)
+        fclose(f);
+    /* the grandchild was reparented (to init, which reaps it): give it a
+     * moment, then it must be gone */
+    bool gone = false;
+    for (int i = 0; i < 100 && pid > 0 && !gone; i++) {
+        gone = kill(pid, 0) < 0 && errno == ESRCH;
+        if (!gone)
+            usleep(20000);
+    }
+    CHECK(gone);
+    free(diag);
+    free(cc);
+    free(src);
+    free(script);
+    free(pidfile);
+    hp_config_free(&cfg);
+}
+
+/* An ordinary error is the compiler's words alone: no limit named. */
+static void test_plain_error_names_no_limit(void)
+{
+    struct hp_config cfg;
+    char *diag = NULL;
+    double took;
+    char *src =
+        write_in_root("bad.c", "int f(void) { return nope_xyz; }\n", 0644);
+
+    base_config(&cfg);
+    CHECK(compile_with(&cfg, src, &diag, &took) < 0);
+    CHECK(diag && strstr(diag, "nope_xyz"));
+    CHECK(diag && !strstr(diag, "--compile-") && !strstr(diag, "limit ="));
+    free(diag);
+    free(src);
+    hp_config_free(&cfg);
+}
+
+int main(int argc, char **argv)
+{
+    T_INIT(argc, argv); /* an argument: only the tests named like it */
+
+    t_make_temp(root, "/tmp/hp-compile-root-XXXXXX");
+    t_make_temp(cachedir, "/tmp/hp-compile-cache-XXXXXX");
+    T_RUN(test_good_page_builds_under_defaults);
+    T_RUN(test_dev_zero_hits_memory_limit);
+    T_RUN(test_big_object_hits_file_limit);
+    T_RUN(test_spinning_compiler_hits_cpu_limit);
+    T_RUN(test_timeout_kills_process_group);
+    T_RUN(test_plain_error_names_no_limit);
+    {
+        char cmd[2 * PATH_MAX + 16];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", root, cachedir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "  (could not remove the temp dirs)\n");
+    }
+    T_DONE();
+}
