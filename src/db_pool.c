@@ -161,6 +161,9 @@ static hp_db *conn_open(hp_db_pool *p, char **err)
     hp_db *db = hp_xcalloc(1, sizeof *db);
     db->pool = p;
     db->drv = p->drv;
+    pthread_mutex_lock(&p->mu);
+    db->gen = p->gen;
+    pthread_mutex_unlock(&p->mu);
     if (p->stmt_cap > 0)
         db->stmts = hp_xcalloc((size_t)p->stmt_cap, sizeof *db->stmts);
     if (p->mkdir_parent)
@@ -191,12 +194,43 @@ static bool too_old(hp_db *db)
 }
 
 /*
- * The checkout health check: not past its lifetime, not known dead, and
- * no transaction left open (rolled back here if there is one).
+ * The connection's target is gone (SQLite: its file was deleted or
+ * replaced). Said loudly once per loss: the other connections opened on
+ * the lost target (an older generation) go quietly.
+ */
+static void target_lost(hp_db_pool *p, hp_db *db, const char *why)
+{
+    pthread_mutex_lock(&p->mu);
+    bool first = db->gen == p->gen;
+    if (first)
+        p->gen++;
+    p->lost = true;
+    pthread_mutex_unlock(&p->mu);
+    if (first)
+        hp_log_error("database %s: %s; writes since then went to the old "
+                     "file and are lost; closing the connections opened on "
+                     "it and opening it anew%s",
+                     p->shown, why,
+                     p->mkdir_parent ? " (its directory is created again)"
+                                     : "");
+}
+
+/*
+ * The checkout health check: not past its lifetime, not known dead, its
+ * target still the one it opened (one stat(2) for SQLite), and no
+ * transaction left open (rolled back here if there is one).
  */
 static bool checkout_ok(hp_db *db)
 {
-    if (too_old(db) || !db->drv->alive(db) || db->drv->reset(db) < 0)
+    char *why = NULL;
+    if (too_old(db) || !db->drv->alive(db))
+        return false;
+    if (!db->drv->check(db, &why)) {
+        target_lost(db->pool, db, why ? why : "the database is gone");
+        free(why);
+        return false;
+    }
+    if (db->drv->reset(db) < 0)
         return false;
     assert(!db->drv->in_tx(db) && db->req == NULL && db->tx == TX_NONE);
     return true;
@@ -322,14 +356,30 @@ static void pool_drop(hp_db_pool *p, hp_db *db)
         pool_free(p);
 }
 
+/* After a lost target, a failed reopen says so in its message (the
+ * request's 503 log line carries it). */
+static void note_reopen_failed(char **err)
+{
+    if (!err || !*err)
+        return;
+    char *msg =
+        msg_dup("the database was lost and cannot be opened anew: %s", *err);
+    free(*err);
+    *err = msg;
+}
+
 /* Open a connection in a reserved slot; on failure give the slot back. */
 static hp_db *pool_connect(hp_db_pool *p, char **err)
 {
     hp_db *db = conn_open(p, err);
+    bool reopened = false, lost;
     pthread_mutex_lock(&p->mu);
+    lost = p->lost;
     if (db) {
         p->connects++;
         atomic_fetch_add(&p->acquires, 1);
+        reopened = p->lost;
+        p->lost = false;
     } else {
         assert(p->size > 0 && p->in_use > 0); /* the reserved slot */
         p->size--;
@@ -339,6 +389,10 @@ static hp_db *pool_connect(hp_db_pool *p, char **err)
     }
     bool done = !db && pool_done_locked(p);
     pthread_mutex_unlock(&p->mu);
+    if (reopened)
+        hp_log_info("database %s: opened anew after it was lost", p->shown);
+    else if (!db && lost)
+        note_reopen_failed(err);
     if (done)
         pool_free(p);
     return db;

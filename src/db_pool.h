@@ -27,6 +27,11 @@ struct hp_db_pool {
     unsigned size, in_use, nidle, waiters;
     bool closing;
     unsigned long long timeouts, connects, discarded;
+    /* The target was lost (SQLite: file deleted or replaced): gen counts
+     * the losses, so each is logged once however many connections were
+     * opened on it; lost stays set until a connection is opened anew. */
+    unsigned gen;
+    bool lost;
     atomic_ullong acquires, errors, prepares, cache_hits;
 
     hp_db_pool *reg_next, *reg_prev; /* every open pool, for status      */
