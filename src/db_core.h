@@ -60,7 +60,7 @@ struct hp_db {
     const struct hp_db_driver *drv;
     void *conn;     /* the driver's connection                  */
     double created; /* hp_now() at connect                      */
-    unsigned gen;   /* the pool's target generation at connect   */
+    unsigned gen;   /* the pool's target generation when last seen fine */
     hp_db *next_idle;
 
     struct hp_db_stmt *stmts; /* statement cache, stmt_cap slots        */

@@ -161,9 +161,7 @@ static hp_db *conn_open(hp_db_pool *p, char **err)
     hp_db *db = hp_xcalloc(1, sizeof *db);
     db->pool = p;
     db->drv = p->drv;
-    pthread_mutex_lock(&p->mu);
-    db->gen = p->gen;
-    pthread_mutex_unlock(&p->mu);
+    db->gen = atomic_load(&p->gen);
     if (p->stmt_cap > 0)
         db->stmts = hp_xcalloc((size_t)p->stmt_cap, sizeof *db->stmts);
     if (p->mkdir_parent)
@@ -195,15 +193,14 @@ static bool too_old(hp_db *db)
 
 /*
  * The connection's target is gone (SQLite: its file was deleted or
- * replaced). Said loudly once per loss: the other connections opened on
- * the lost target (an older generation) go quietly.
+ * replaced). Said loudly once per loss: the first connection to see it
+ * moves the generation on; the others of the lost one go quietly.
  */
 static void target_lost(hp_db_pool *p, hp_db *db, const char *why)
 {
+    unsigned seen = db->gen;
+    bool first = atomic_compare_exchange_strong(&p->gen, &seen, seen + 1);
     pthread_mutex_lock(&p->mu);
-    bool first = db->gen == p->gen;
-    if (first)
-        p->gen++;
     p->lost = true;
     pthread_mutex_unlock(&p->mu);
     if (first)
@@ -230,6 +227,8 @@ static bool checkout_ok(hp_db *db)
         free(why);
         return false;
     }
+    /* On the current target: a later loss is this generation's. */
+    db->gen = atomic_load(&db->pool->gen);
     if (db->drv->reset(db) < 0)
         return false;
     assert(!db->drv->in_tx(db) && db->req == NULL && db->tx == TX_NONE);

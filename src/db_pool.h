@@ -29,8 +29,9 @@ struct hp_db_pool {
     unsigned long long timeouts, connects, discarded;
     /* The target was lost (SQLite: file deleted or replaced): gen counts
      * the losses, so each is logged once however many connections were
-     * opened on it; lost stays set until a connection is opened anew. */
-    unsigned gen;
+     * opened on it; lost (under mu) stays set until a connection is
+     * opened anew. */
+    atomic_uint gen;
     bool lost;
     atomic_ullong acquires, errors, prepares, cache_hits;
 

@@ -721,7 +721,8 @@ static void sqlite_deleted_file_reopened(void)
     hp_db_pool_stats(p, &s);
     /* both stale connections were dropped (the second quietly), and the
      * pool said it once: one loss, one generation */
-    CHECK(s.discarded == 2 && s.connects == 3 && p->gen == 1 && !p->lost);
+    CHECK(s.discarded == 2 && s.connects == 3 && atomic_load(&p->gen) == 1 &&
+          !p->lost);
 
     /* replaced: another file renamed over the path */
     snprintf(other, sizeof other, "%s/other.db", dir);
@@ -734,7 +735,7 @@ static void sqlite_deleted_file_reopened(void)
     CHECK(d && query_int(d, "SELECT count(*) FROM sqlite_master") == 0);
     hp_db_pool_release(d);
     hp_db_pool_stats(p, &s);
-    CHECK(s.discarded == 3 && p->gen == 2);
+    CHECK(s.discarded == 3 && atomic_load(&p->gen) == 2);
     hp_db_pool_close(p);
 }
 
