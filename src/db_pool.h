@@ -18,6 +18,7 @@ struct hp_db_pool {
     char *name;
     char *init_sql;
     int max, timeout_ms, lifetime_s, stmt_cap;
+    int check_ms;      /* a connection's target check: at most this often */
     bool mkdir_parent; /* the default SQLite file: create its directory */
     bool is_default;   /* the server's pool (the status JSON says so)   */
 

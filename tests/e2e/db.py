@@ -700,6 +700,7 @@ def test_sqlite_named_dir_deleted_503(eng):
         s.start()
         check_eq(s.post("/a/add", "v=before").status, 200, "write before")
         delete_dir(d)
+        time.sleep(0.2)  # a connection's file is checked every 100 ms
         r = s.post("/a/add", "v=lost")
         check_eq(r.status, 503, "write after the directory was deleted")
         check_in("database unavailable", r.text, "503 body")

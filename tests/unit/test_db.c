@@ -673,7 +673,8 @@ static void rm_tree(const char *dir)
     nftw(dir, rm_tree_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
-/* A pool on <tmpdir>/<sub>/f.db; mkdir: like the default database. */
+/* A pool on <tmpdir>/<sub>/f.db; mkdir: like the default database. The
+ * target is checked at every checkout. */
 static hp_db_pool *sqlite_pool_in(const char *sub, bool mkdir, char *dir,
                                   size_t dlen)
 {
@@ -686,8 +687,10 @@ static hp_db_pool *sqlite_pool_in(const char *sub, bool mkdir, char *dir,
         hp_mkdirs(dir, 0700);
     hp_db_pool *p =
         hp_db_pool_open(url, &(struct hp_db_pool_opts){.max_conns = 2}, NULL);
-    if (p)
+    if (p) {
         p->mkdir_parent = mkdir;
+        p->check_ms = 0;
+    }
     return p;
 }
 
@@ -764,13 +767,50 @@ static void sqlite_deleted_dir_not_recreated(void)
     hp_db_pool_close(p);
 }
 
+/* The check runs at most every check_ms per connection: right after the
+ * deletion the connection is still handed out, once check_ms has passed it
+ * is replaced. */
+static void sqlite_check_interval(void)
+{
+    char dir[PATH_MAX];
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = sqlite_pool_in("every", true, dir, sizeof dir);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    p->check_ms = 300;
+    hp_db *a = acquire(p);
+    CHECK(a && hp_db_exec_script(a, "CREATE TABLE t (v INT)") == HP_OK);
+    hp_db_pool_release(a);
+    rm_tree(dir);
+    hp_db *b = acquire(p);
+    CHECK(b == a); /* within check_ms: not looked at */
+    hp_db_pool_release(b);
+    usleep(350 * 1000);
+    hp_db *c = acquire(p);
+    CHECK(c && query_int(c, "SELECT count(*) FROM sqlite_master") == 0);
+    hp_db_pool_release(c);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.discarded == 1 && s.connects == 2);
+    hp_db_pool_close(p);
+}
+
 static double ns_per(double t0, int n)
 {
     return (hp_now() - t0) * 1e9 / n;
 }
 
+static double checkout_cycle_ns(hp_db_pool *p, int n)
+{
+    double t0 = hp_now();
+    for (int i = 0; i < n; i++)
+        hp_db_pool_release(hp_db_pool_acquire(p, NULL));
+    return ns_per(t0, n);
+}
+
 /* What the identity check costs a checkout (printed, not asserted: the
- * machine decides): a checkout + release, and one stat(2) of the path. */
+ * machine decides): a checkout + release checking every time, checking
+ * every 100 ms (the default), and one stat(2) of the path. */
 static void sqlite_check_cost(void)
 {
     enum { N = 100000 };
@@ -782,15 +822,15 @@ static void sqlite_check_cost(void)
         return;
     snprintf(path, sizeof path, "%s/f.db", dir);
     hp_db_pool_release(acquire(p));
+    double every = checkout_cycle_ns(p, N);
+    p->check_ms = 100;
+    double dflt = checkout_cycle_ns(p, N);
     double t0 = hp_now();
     for (int i = 0; i < N; i++)
-        hp_db_pool_release(hp_db_pool_acquire(p, NULL));
-    double cycle = ns_per(t0, N);
-    t0 = hp_now();
-    for (int i = 0; i < N; i++)
         CHECK(stat(path, &st) == 0);
-    printf("     checkout+release %.0f ns, of which stat(2) %.0f ns\n", cycle,
-           ns_per(t0, N));
+    printf("     checkout+release: %.0f ns checking each time, %.0f ns "
+           "every 100 ms; stat(2) %.0f ns\n",
+           every, dflt, ns_per(t0, N));
     hp_db_pool_close(p);
 }
 
@@ -1201,6 +1241,7 @@ int main(int argc, char **argv)
     RUN_ALL(concurrent_inserts);
     T_RUN(sqlite_deleted_file_reopened);
     T_RUN(sqlite_deleted_dir_not_recreated);
+    T_RUN(sqlite_check_interval);
     T_RUN(sqlite_check_cost);
     T_RUN(sqlite_concurrent_first_open);
     RUN_ALL(request_commit_and_rollback);
