@@ -260,7 +260,8 @@ static void driver_table_full(const struct hp_db_driver *d)
 {
     CHECK(d->name && d->default_conns > 0);
     CHECK(d->match && d->private_conns && d->check_url && d->connect);
-    CHECK(d->disconnect && d->alive && d->in_tx && d->reset && d->begin);
+    CHECK(d->disconnect && d->alive && d->check && d->in_tx && d->reset &&
+          d->begin);
     CHECK(d->commit && d->rollback && d->tx_failed && d->prepare);
     CHECK(d->finalize && d->readonly && d->run && d->script && d->stale);
 }
