@@ -51,7 +51,8 @@ enum hp_db_tx {
 /*
  * One connection. A driver reads and writes conn and changes, records
  * errors with hp_db__fail and may read sqlstate; every other field belongs
- * to the dispatch: pool, next_idle, created (db_pool.c), stmts, nstmts,
+ * to the dispatch: pool, next_idle, created, checked, gen (db_pool.c),
+ * stmts, nstmts,
  * tick (db_stmt.c), the request's fields (db.c). The core only frees the
  * results list and the error.
  */
@@ -60,6 +61,8 @@ struct hp_db {
     const struct hp_db_driver *drv;
     void *conn;     /* the driver's connection                  */
     double created; /* hp_now() at connect                      */
+    double checked; /* hp_now() at the last drv->check            */
+    unsigned gen;   /* the pool's target generation when last seen fine */
     hp_db *next_idle;
 
     struct hp_db_stmt *stmts; /* statement cache, stmt_cap slots        */
@@ -132,6 +135,14 @@ struct hp_db_driver {
     void (*disconnect)(hp_db *db);
     /* Cheap, no round trip: false if the connection is known dead. */
     bool (*alive)(hp_db *db);
+    /* At checkout, at most every check_ms (pool, default 100 ms), one
+     * system call at most: the connection still
+     * reaches the database it was opened on. SQLite: the path still names
+     * the file the connection opened (same st_dev/st_ino); a deleted or
+     * replaced file would otherwise take writes that nobody will ever read.
+     * false with *why (malloc'd, e.g. "... was deleted") when not: the pool
+     * drops the connection and opens the target anew. */
+    bool (*check)(hp_db *db, char **why);
     /* A transaction is open on the engine's side (cheap, no round trip). */
     bool (*in_tx)(hp_db *db);
     /* End any transaction left open; -1 if the connection is unusable. */

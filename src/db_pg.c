@@ -185,6 +185,12 @@ static bool pg_alive(hp_db *db)
     return poll(&p, 1, 0) == 0;
 }
 
+/* A server connection has no file to lose: alive() covers it. */
+static bool pg_check(hp_db *db, char **why)
+{
+    return true;
+}
+
 static int pg_reset(hp_db *db)
 {
     switch (PQtransactionStatus(C(db))) {
@@ -439,6 +445,7 @@ const struct hp_db_driver hp_db_pg_driver = {
     .connect = pg_connect,
     .disconnect = pg_disconnect,
     .alive = pg_alive,
+    .check = pg_check,
     .in_tx = pg_in_tx,
     .reset = pg_reset,
     .begin = pg_begin,

@@ -18,6 +18,7 @@ struct hp_db_pool {
     char *name;
     char *init_sql;
     int max, timeout_ms, lifetime_s, stmt_cap;
+    int check_ms;      /* a connection's target check: at most this often */
     bool mkdir_parent; /* the default SQLite file: create its directory */
     bool is_default;   /* the server's pool (the status JSON says so)   */
 
@@ -27,6 +28,12 @@ struct hp_db_pool {
     unsigned size, in_use, nidle, waiters;
     bool closing;
     unsigned long long timeouts, connects, discarded;
+    /* The target was lost (SQLite: file deleted or replaced): gen counts
+     * the losses, so each is logged once however many connections were
+     * opened on it; lost (under mu) stays set until a connection is
+     * opened anew. */
+    atomic_uint gen;
+    bool lost;
     atomic_ullong acquires, errors, prepares, cache_hits;
 
     hp_db_pool *reg_next, *reg_prev; /* every open pool, for status      */

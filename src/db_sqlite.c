@@ -17,16 +17,32 @@
  *
  * Connections are opened SQLITE_OPEN_NOMUTEX: the pool gives a connection
  * to one thread at a time, so SQLite's own per-connection mutex is waste.
+ *
+ * A connection remembers which file it opened (st_dev/st_ino): an open
+ * descriptor keeps a deleted file alive, and writes into it "succeed"
+ * while nobody will ever read them, so the pool asks (sq_check) at each
+ * checkout whether the path still names that file.
  */
 #include "db_drivers.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #define BUSY_TIMEOUT_MS 5000
+
+/* What db->conn points to. */
+struct sq_conn {
+    sqlite3 *c;
+    bool on_disk; /* a file with a path (not :memory:, not temporary) */
+    dev_t dev;    /* the file opened, as stat(2) saw it at connect     */
+    ino_t ino;
+};
 
 struct sq_stmt {
     sqlite3_stmt *st;
@@ -36,7 +52,7 @@ struct sq_stmt {
 
 static sqlite3 *C(hp_db *db)
 {
-    return db->conn;
+    return ((struct sq_conn *)db->conn)->c;
 }
 
 /* SQLite's codes as SQLSTATEs, so an application can test "23505" for a
@@ -131,19 +147,91 @@ static int exec_or_err(sqlite3 *c, const char *sql, char **err)
     return -1;
 }
 
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/*
+ * Switching a file to WAL takes its exclusive lock for a moment. When
+ * another connection (another worker opening the same new file) holds a
+ * lock, SQLite may answer SQLITE_BUSY at once without calling the busy
+ * handler (waiting could deadlock), so the busy timeout alone does not
+ * cover it: retry, quietly, for up to BUSY_TIMEOUT_MS. Once one
+ * connection has switched, the mode is persistent and the PRAGMA is a
+ * no-op for the others.
+ */
+static int set_wal(sqlite3 *c, char **err)
+{
+    static const char sql[] = "PRAGMA journal_mode = WAL";
+    double until = hp_now() + BUSY_TIMEOUT_MS / 1000.0;
+    long pause_ms = 1;
+
+    for (;;) {
+        int rc = sqlite3_exec(c, sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            return 0;
+        bool busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+        if (!busy || hp_now() >= until) {
+            *err = hp_xasprintf("%s: %s", sql, sqlite3_errmsg(c));
+            return -1;
+        }
+        sleep_ms(pause_ms);
+        pause_ms = pause_ms < 32 ? pause_ms * 2 : 32;
+    }
+}
+
 /* WAL lets readers run while one request writes; NORMAL is WAL's safe
- * setting. A memory database has no journal to speak of. */
+ * setting. A memory database has no journal to speak of. The busy
+ * timeout comes first: every statement after it may meet another
+ * process's lock. */
 static int configure(sqlite3 *c, bool memory, const char *init_sql, char **err)
 {
     sqlite3_extended_result_codes(c, 1);
     sqlite3_busy_timeout(c, BUSY_TIMEOUT_MS);
     if (exec_or_err(c, "PRAGMA foreign_keys = ON", err) < 0)
         return -1;
-    if (!memory && (exec_or_err(c, "PRAGMA journal_mode = WAL", err) < 0 ||
+    if (!memory && (set_wal(c, err) < 0 ||
                     exec_or_err(c, "PRAGMA synchronous = NORMAL", err) < 0))
         return -1;
     if (init_sql && exec_or_err(c, init_sql, err) < 0)
         return -1;
+    return 0;
+}
+
+/*
+ * Remember which file c opened. stat(2) of the path, then SQLite's own
+ * word (SQLITE_FCNTL_HAS_MOVED compares the path's inode with the open
+ * file's) that the path still named the open file after that stat. A
+ * database without a file (":memory:", "", a memory URI) has nothing to
+ * remember. 0, or -1 + *err.
+ */
+static int remember_file(struct sq_conn *s, char **err)
+{
+    const char *path = sqlite3_db_filename(s->c, "main");
+    struct stat st;
+    int moved = 0;
+
+    if (!path || !*path)
+        return 0;
+    if (stat(path, &st) < 0) {
+        *err = hp_xasprintf("sqlite:%s: %s (just after opening it)", path,
+                            strerror(errno));
+        return -1;
+    }
+    if (sqlite3_file_control(s->c, "main", SQLITE_FCNTL_HAS_MOVED, &moved) ==
+            SQLITE_OK &&
+        moved) {
+        *err = hp_xasprintf("sqlite:%s: deleted or replaced while it was "
+                            "being opened",
+                            path);
+        return -1;
+    }
+    s->on_disk = true;
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
     return 0;
 }
 
@@ -162,23 +250,53 @@ static int sq_connect(hp_db *db, const char *path, const char *init_sql,
         sqlite3_close_v2(c);
         return -1;
     }
-    if (configure(c, memory, init_sql, err) < 0) {
+    struct sq_conn *s = hp_xcalloc(1, sizeof *s);
+    s->c = c;
+    if (configure(c, memory, init_sql, err) < 0 || remember_file(s, err) < 0) {
         sqlite3_close_v2(c);
+        free(s);
         return -1;
     }
-    db->conn = c;
+    db->conn = s;
     return 0;
 }
 
 static void sq_disconnect(hp_db *db)
 {
     sqlite3_close_v2(C(db));
+    free(db->conn);
     db->conn = NULL;
 }
 
 static bool sq_alive(hp_db *db)
 {
     return db->conn != NULL;
+}
+
+/* One stat(2) of the path (absolute: SQLite keeps the full name). Only a
+ * path that no longer names the file counts: another error (EACCES, EIO)
+ * says nothing about the open file, which keeps working. The inode
+ * cannot have been reused: the open descriptor keeps the old one. */
+static bool sq_check(hp_db *db, char **why)
+{
+    const struct sq_conn *s = db->conn;
+    struct stat st;
+
+    if (!s->on_disk)
+        return true;
+    const char *path = sqlite3_db_filename(s->c, "main");
+    if (stat(path, &st) < 0) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            return true;
+        *why = hp_xasprintf("the database file %s was deleted (%s)", path,
+                            strerror(errno));
+        return false;
+    }
+    if (st.st_dev == s->dev && st.st_ino == s->ino)
+        return true;
+    *why =
+        hp_xasprintf("the database file %s was replaced by another file", path);
+    return false;
 }
 
 /* A transaction still open (autocommit off) is rolled back. */
@@ -466,6 +584,7 @@ const struct hp_db_driver hp_db_sqlite_driver = {
     .connect = sq_connect,
     .disconnect = sq_disconnect,
     .alive = sq_alive,
+    .check = sq_check,
     .in_tx = sq_in_tx,
     .reset = sq_reset,
     .begin = sq_begin,

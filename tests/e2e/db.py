@@ -17,11 +17,13 @@ when run as root); it is skipped when that is not possible.
 """
 
 import json
+import threading
 import os
 import pwd
 import shlex
 import shutil
 import subprocess
+import sqlite3
 import sys
 import time
 import urllib.parse
@@ -592,6 +594,152 @@ def test_default_database_location(eng):
         check_eq(p["engine"], "sqlite", "engine")
         check_eq(value(s, "PRAGMA journal_mode").strip(), "wal", "journal")
         check_eq(value(s, "PRAGMA foreign_keys").strip(), "1", "foreign keys")
+
+
+# ---- the SQLite file deleted under a running server ------------------------
+
+# Each write makes its table first: a database file opened anew is empty.
+ANEW = page(r"""
+HP_HANDLER(add)
+{
+    hp_db *db = hp_db(req);
+    if (!db)
+        return 503;
+    if (hp_db_exec_script(db, "CREATE TABLE IF NOT EXISTS t (v TEXT)") != HP_OK ||
+        hp_db_exec(db, "INSERT INTO t (v) VALUES ($1)", hp_arg(req, "v")) != HP_OK)
+        return 500;
+    hp_printf(req, "added %s", hp_arg(req, "v"));
+    return HP_OK;
+}
+""")
+
+
+class Writer(threading.Thread):
+    """POSTs /a/add v=load-K-N in a loop until stopped; keeps the
+    statuses."""
+
+    def __init__(self, s, k):
+        super().__init__(daemon=True)
+        self.s, self.k, self.statuses = s, k, []
+        self.stop = threading.Event()
+
+    def run(self):
+        n = 0
+        while not self.stop.is_set():
+            r = self.s.post("/a/add", "v=load-%d-%d" % (self.k, n))
+            self.statuses.append(r.status)
+            n += 1
+
+
+def file_rows(path):
+    """The rows of t in the SQLite file at path, read directly."""
+    c = sqlite3.connect(path, timeout=5)
+    try:
+        return sorted(r[0] for r in c.execute("SELECT v FROM t"))
+    finally:
+        c.close()
+
+
+def delete_dir(d):
+    """Delete d as an operator would; renamed first so that the server,
+    recreating it meanwhile, cannot make rmtree fail."""
+    gone = d + ".deleted"
+    os.rename(d, gone)
+    shutil.rmtree(gone)
+
+
+def test_sqlite_dir_deleted_under_load_reopens(eng):
+    if eng.pg:
+        raise Skip("SQLite only")
+    s = Server(files={"a.c": ANEW}, start=False, args=ONE_PROCESS)
+    data = os.path.join(s.tmp, "data")
+    s.extra_env = {"XDG_DATA_HOME": data, "HOME": s.tmp}
+    with s:
+        s.start()
+        for i in range(3):
+            check_eq(s.post("/a/add", "v=before-%d" % i).status, 200,
+                     "write before")
+        d = os.path.join(data, "hotpub")
+        path = os.path.join(d, [f for f in os.listdir(d)
+                                if f.endswith(".db")][0])
+        writers = [Writer(s, k) for k in range(3)]  # several connections
+        for w in writers:
+            w.start()
+        time.sleep(0.3)
+        delete_dir(d)
+        time.sleep(0.5)
+        for w in writers:
+            w.stop.set()
+        for w in writers:
+            w.join(10)
+        statuses = [st for w in writers for st in w.statuses]
+        r = s.post("/a/add", "v=after")
+        check_eq((r.status, r.text), (200, "added after"), "write after")
+        check(os.path.exists(path), "the database file was not created again")
+        got = file_rows(path)
+        check_in("after", got, "rows of the new file")
+        check(not [v for v in got if v.startswith("before")],
+              "the new file has the old rows: %s" % got[:5])
+        bad = [st for st in statuses if st not in (200, 503)]
+        check(statuses and not bad, "statuses under load: %s" % bad[:10])
+        err = s.stderr()
+        check_eq(err.count("was deleted"), 1, "'was deleted' log lines")
+        check_in("opening it anew", err, "server log")
+        check_in("opened anew after it was lost", err, "server log")
+
+
+def test_sqlite_named_dir_deleted_503(eng):
+    if eng.pg:
+        raise Skip("SQLite only")
+    s = Server(files={"a.c": ANEW}, start=False, args=ONE_PROCESS)
+    d = os.path.join(s.tmp, "dbdir")
+    os.makedirs(d)
+    path = os.path.join(d, "app.db")
+    s.args += ["--db", "sqlite:" + path]
+    with s:
+        s.start()
+        check_eq(s.post("/a/add", "v=before").status, 200, "write before")
+        delete_dir(d)
+        time.sleep(0.2)  # a connection's file is checked every 100 ms
+        r = s.post("/a/add", "v=lost")
+        check_eq(r.status, 503, "write after the directory was deleted")
+        check_in("database unavailable", r.text, "503 body")
+        err = s.stderr()
+        check_in("was deleted", err, "server log")
+        check_in("lost and cannot be opened anew", err, "server log")
+        os.makedirs(d)  # back: a new, empty file
+        r = s.post("/a/add", "v=back")
+        check_eq(r.status, 200, "write once the directory is back")
+        check_eq(file_rows(path), ["back"], "rows of the new file")
+
+
+def test_sqlite_concurrent_first_open_quiet(eng):
+    if eng.pg:
+        raise Skip("SQLite only")
+    # Every worker opens the named database at start, at the same moment;
+    # a few rounds, each on a new file.
+    for i in range(6):
+        s = Server(files={"a.c": ANEW}, start=False, workers=4)
+        path = os.path.join(s.tmp, "new.db")
+        s.args += ["--db", "sqlite:" + path]
+        with s:
+            s.start()
+            check_eq(s.post("/a/add", "v=x").status, 200, "a write")
+            time.sleep(0.3)  # every worker has opened it by now
+            err = s.stderr()
+            check("database is locked" not in err,
+                  "round %d: server log: %s" % (i, short(err, 600)))
+            check("cannot connect" not in err,
+                  "round %d: server log: %s" % (i, short(err, 600)))
+            check_eq(value_direct(path), "wal", "journal mode")
+
+
+def value_direct(path):
+    c = sqlite3.connect(path, timeout=5)
+    try:
+        return c.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        c.close()
 
 
 # ---- PostgreSQL restarted under a running server ------------------------------

@@ -11,10 +11,13 @@
  */
 #include "db.h"
 #include "db_drivers.h"
+#include "db_pool.h"
 #include "request.h"
 #include "t.h"
 
 #include <ftw.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct engine {
@@ -257,7 +260,8 @@ static void driver_table_full(const struct hp_db_driver *d)
 {
     CHECK(d->name && d->default_conns > 0);
     CHECK(d->match && d->private_conns && d->check_url && d->connect);
-    CHECK(d->disconnect && d->alive && d->in_tx && d->reset && d->begin);
+    CHECK(d->disconnect && d->alive && d->check && d->in_tx && d->reset &&
+          d->begin);
     CHECK(d->commit && d->rollback && d->tx_failed && d->prepare);
     CHECK(d->finalize && d->readonly && d->run && d->script && d->stale);
 }
@@ -656,6 +660,228 @@ static void pg_dead_connection_replaced(void)
     hp_db_pool_close(p);
 }
 
+/* ---- SQLite: the file under the pool ---------------------------------------
+ */
+
+static int rm_tree_entry(const char *path, const struct stat *sb, int flag,
+                         struct FTW *f)
+{
+    return remove(path);
+}
+
+static void rm_tree(const char *dir)
+{
+    nftw(dir, rm_tree_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A pool on <tmpdir>/<sub>/f.db; mkdir: like the default database. The
+ * target is checked at every checkout. */
+static hp_db_pool *sqlite_pool_in(const char *sub, bool mkdir, char *dir,
+                                  size_t dlen)
+{
+    char url[PATH_MAX + 64];
+    snprintf(dir, dlen, "%s/%s", tmpdir, sub);
+    snprintf(url, sizeof url, "sqlite:%s/f.db", dir);
+    if (mkdir)
+        rm_tree(dir);
+    else
+        hp_mkdirs(dir, 0700);
+    hp_db_pool *p =
+        hp_db_pool_open(url, &(struct hp_db_pool_opts){.max_conns = 2}, NULL);
+    if (p) {
+        p->mkdir_parent = mkdir;
+        p->check_ms = 0;
+    }
+    return p;
+}
+
+/* The directory deleted under an idle connection: the next checkout opens
+ * a new file (and directory) instead of writing into the deleted one; a
+ * file renamed over the path is a replaced file, also reopened. */
+static void sqlite_deleted_file_reopened(void)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 8], other[PATH_MAX + 16];
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = sqlite_pool_in("gone", true, dir, sizeof dir);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    snprintf(path, sizeof path, "%s/f.db", dir);
+    hp_db *a = acquire(p), *b = acquire(p); /* two on the first file */
+    CHECK(a && b);
+    CHECK(hp_db_exec_script(a, "CREATE TABLE t (v INT); INSERT INTO t "
+                               "VALUES (1)") == HP_OK);
+    hp_db_pool_release(a);
+    hp_db_pool_release(b);
+
+    rm_tree(dir);
+    hp_db *c = acquire(p);
+    CHECK(c != NULL);
+    /* a new, empty file at the path: not the deleted one with table t */
+    CHECK(c && query_int(c, "SELECT count(*) FROM sqlite_master") == 0);
+    CHECK(access(path, F_OK) == 0);
+    CHECK(c && hp_db_exec_script(c, "CREATE TABLE u (v INT)") == HP_OK);
+    hp_db_pool_release(c);
+    hp_db_pool_stats(p, &s);
+    /* both stale connections were dropped (the second quietly), and the
+     * pool said it once: one loss, one generation */
+    CHECK(s.discarded == 2 && s.connects == 3 && atomic_load(&p->gen) == 1 &&
+          !p->lost);
+
+    /* replaced: another file renamed over the path */
+    snprintf(other, sizeof other, "%s/other.db", dir);
+    FILE *f = fopen(other, "w");
+    CHECK(f != NULL);
+    if (f)
+        fclose(f);
+    CHECK(rename(other, path) == 0);
+    hp_db *d = acquire(p);
+    CHECK(d && query_int(d, "SELECT count(*) FROM sqlite_master") == 0);
+    hp_db_pool_release(d);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.discarded == 3 && atomic_load(&p->gen) == 2);
+    hp_db_pool_close(p);
+}
+
+/* No directory to create the file in (a named database): the checkout
+ * fails, and its message says the database was lost. */
+static void sqlite_deleted_dir_not_recreated(void)
+{
+    char dir[PATH_MAX], *err = NULL;
+    hp_db_pool *p = sqlite_pool_in("named", false, dir, sizeof dir);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    hp_db *a = acquire(p);
+    CHECK(a != NULL);
+    hp_db_pool_release(a);
+    rm_tree(dir);
+    hp_db *b = hp_db_pool_acquire(p, &err);
+    CHECK(b == NULL);
+    CHECK(err && strstr(err, "lost and cannot be opened anew"));
+    CHECK(err && strstr(err, "unable to open database file"));
+    free(err);
+    hp_mkdirs(dir, 0700); /* back: the next checkout works */
+    b = acquire(p);
+    CHECK(b && query_int(b, "SELECT 1") == 1);
+    hp_db_pool_release(b);
+    hp_db_pool_close(p);
+}
+
+/* The check runs at most every check_ms per connection: right after the
+ * deletion the connection is still handed out, once check_ms has passed it
+ * is replaced. */
+static void sqlite_check_interval(void)
+{
+    char dir[PATH_MAX];
+    struct hp_db_pool_stats s;
+    hp_db_pool *p = sqlite_pool_in("every", true, dir, sizeof dir);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    p->check_ms = 300;
+    hp_db *a = acquire(p);
+    CHECK(a && hp_db_exec_script(a, "CREATE TABLE t (v INT)") == HP_OK);
+    hp_db_pool_release(a);
+    rm_tree(dir);
+    hp_db *b = acquire(p);
+    CHECK(b == a); /* within check_ms: not looked at */
+    hp_db_pool_release(b);
+    usleep(350 * 1000);
+    hp_db *c = acquire(p);
+    CHECK(c && query_int(c, "SELECT count(*) FROM sqlite_master") == 0);
+    hp_db_pool_release(c);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.discarded == 1 && s.connects == 2);
+    hp_db_pool_close(p);
+}
+
+static double ns_per(double t0, int n)
+{
+    return (hp_now() - t0) * 1e9 / n;
+}
+
+static double checkout_cycle_ns(hp_db_pool *p, int n)
+{
+    double t0 = hp_now();
+    for (int i = 0; i < n; i++)
+        hp_db_pool_release(hp_db_pool_acquire(p, NULL));
+    return ns_per(t0, n);
+}
+
+/* What the identity check costs a checkout (printed, not asserted: the
+ * machine decides): a checkout + release checking every time, checking
+ * every 100 ms (the default), and one stat(2) of the path. */
+static void sqlite_check_cost(void)
+{
+    enum { N = 100000 };
+    char dir[PATH_MAX], path[PATH_MAX + 8];
+    struct stat st;
+    hp_db_pool *p = sqlite_pool_in("cost", false, dir, sizeof dir);
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    snprintf(path, sizeof path, "%s/f.db", dir);
+    hp_db_pool_release(acquire(p));
+    double every = checkout_cycle_ns(p, N);
+    p->check_ms = 100;
+    double dflt = checkout_cycle_ns(p, N);
+    double t0 = hp_now();
+    for (int i = 0; i < N; i++)
+        CHECK(stat(path, &st) == 0);
+    printf("     checkout+release: %.0f ns checking each time, %.0f ns "
+           "every 100 ms; stat(2) %.0f ns\n",
+           every, dflt, ns_per(t0, N));
+    hp_db_pool_close(p);
+}
+
+/* Several connections opening one new file at once (as the workers do at
+ * start): every open succeeds, none says "database is locked". */
+struct opener {
+    const char *url;
+    pthread_barrier_t *go;
+    char *err;
+};
+
+static void *open_worker(void *arg)
+{
+    struct opener *o = arg;
+    hp_db_pool *p = hp_db_pool_open(o->url, NULL, &o->err);
+    pthread_barrier_wait(o->go);
+    hp_db *db = p ? hp_db_pool_acquire(p, &o->err) : NULL;
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+    return NULL;
+}
+
+static void sqlite_concurrent_first_open(void)
+{
+    enum { THREADS = 8, ROUNDS = 20 };
+    char url[PATH_MAX + 64];
+    int failures = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        pthread_t th[THREADS];
+        struct opener o[THREADS];
+        pthread_barrier_t go;
+        snprintf(url, sizeof url, "sqlite:%s/first%d.db", tmpdir, r);
+        pthread_barrier_init(&go, NULL, THREADS);
+        for (int i = 0; i < THREADS; i++) {
+            o[i] = (struct opener){.url = url, .go = &go};
+            pthread_create(&th[i], NULL, open_worker, &o[i]);
+        }
+        for (int i = 0; i < THREADS; i++) {
+            pthread_join(th[i], NULL);
+            if (o[i].err) {
+                if (failures++ == 0)
+                    fprintf(stderr, "  open: %s\n", o[i].err);
+                free(o[i].err);
+            }
+        }
+        pthread_barrier_destroy(&go);
+    }
+    CHECK(failures == 0);
+}
+
 /* ---- concurrency ----------------------------------------------------------
  */
 
@@ -1014,6 +1240,11 @@ int main(int argc, char **argv)
     RUN_ALL(release_rolls_back);
     RUN_PG(pg_dead_connection_replaced);
     RUN_ALL(concurrent_inserts);
+    T_RUN(sqlite_deleted_file_reopened);
+    T_RUN(sqlite_deleted_dir_not_recreated);
+    T_RUN(sqlite_check_interval);
+    T_RUN(sqlite_check_cost);
+    T_RUN(sqlite_concurrent_first_open);
     RUN_ALL(request_commit_and_rollback);
     RUN_ALL(request_pool_exhausted_503);
     T_RUN(default_path);
