@@ -62,8 +62,10 @@ HP_HANDLER(save)
 {
     const char *name = hp_arg(req, "name");
 
-    if (strcmp(hp_method(req), "POST") != 0)
+    if (strcmp(hp_method(req), "POST") != 0) {
+        hp_set_header(req, "Allow", "POST"); /* RFC 9110 15.5.6 */
         return 405;
+    }
     if (!name || !*name) {
         hp_redirect(req, "/form");
         return HP_OK;

@@ -184,7 +184,11 @@ int hp_write_html(hp_req *req, const char *s);
 void hp_status(hp_req *req, int code);
 
 /* Set (replace) a response header. Content-Type defaults to
- * "text/html; charset=utf-8". Names/values with CR or LF are refused (-1). */
+ * "text/html; charset=utf-8". Refused (-1, nothing set): a name that is
+ * not a token, a value with a control character other than HTAB (CR and LF
+ * would inject fields; RFC 9110 5.5), and the fields that frame the message,
+ * which are the server's: Content-Length, Transfer-Encoding, Connection,
+ * Keep-Alive, Upgrade, TE, Trailer. */
 int hp_set_header(hp_req *req, const char *name, const char *value);
 
 /* Add a Set-Cookie header; attrs is appended verbatim, e.g.

@@ -94,7 +94,17 @@ static struct {
     atomic_ulong log_skipped;
 } E;
 
-static ssize_t (*_Atomic real_recv)(int, void *, size_t, int);
+/* The C library's recv(), found once before main() runs (no thread can
+ * race for it then). */
+typedef ssize_t recv_fn(int, void *, size_t, int);
+static recv_fn *real_recv;
+
+__attribute__((constructor)) static void find_real_recv(void)
+{
+    real_recv = (recv_fn *)dlsym(RTLD_NEXT, "recv");
+    if (!real_recv)
+        abort(); /* no C library: nothing else can work either */
+}
 
 static long long now_ns(void)
 {
@@ -289,16 +299,11 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
  */
 ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
-    ssize_t (*r)(int, void *, size_t, int) = atomic_load(&real_recv);
-    if (!r) {
-        r = (ssize_t(*)(int, void *, size_t, int))dlsym(RTLD_NEXT, "recv");
-        if (!r)
-            abort(); /* no C library: nothing else can work either */
-        atomic_store(&real_recv, r);
-    }
+    if (!real_recv) /* called by another constructor, before ours */
+        find_real_recv();
     struct hp_edge *e = slot(fd);
     if (!e)
-        return r(fd, buf, len, flags);
+        return real_recv(fd, buf, len, flags);
     return edge_recv(e, fd, buf, len, flags);
 }
 
@@ -352,6 +357,7 @@ static void conn_open(struct MHD_Connection *conn, void **socket_context)
     pthread_mutex_lock(&e->mu);
     uint64_t gen = (atomic_load(&e->state) >> ST_GEN_SHIFT) + 1;
     hp_frame_init(&e->f, E.cfg->max_header, (unsigned)E.cfg->max_fields);
+    hp_frame_set_query_room(&e->f, hp_edge_mhd_memory(E.cfg));
     e->fd = fd;
     atomic_store(&e->heads, 0);
     atomic_store(&e->done, 0);
@@ -506,6 +512,11 @@ static void *reaper_main(void *arg)
     }
     pthread_mutex_unlock(&E.stop_mu);
     return NULL;
+}
+
+size_t hp_edge_mhd_memory(const struct hp_config *cfg)
+{
+    return cfg->max_header + 4096;
 }
 
 int hp_edge_start(const struct hp_config *cfg, hp_edge_refused_fn *refused)

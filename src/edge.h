@@ -21,6 +21,14 @@ typedef void hp_edge_refused_fn(const char *addr, int status);
  * limit is cfg->max_header). Returns 0, or -1 after logging why.
  */
 int hp_edge_start(const struct hp_config *cfg, hp_edge_refused_fn *refused);
+/*
+ * libmicrohttpd's memory per connection (MHD_OPTION_CONNECTION_MEMORY_LIMIT):
+ * the head, and 4 KiB for its own records. It zeroes all of it for every
+ * request, so it is kept small; the edge refuses a query with more pieces
+ * than fit (libmicrohttpd 0.9.75 hangs the connection when they overflow).
+ */
+size_t hp_edge_mhd_memory(const struct hp_config *cfg);
+
 /* After libmicrohttpd has stopped: no connection is open any more. */
 void hp_edge_stop(void);
 

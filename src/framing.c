@@ -81,17 +81,18 @@ static const uint8_t VALUE_BYTE[256] = {
 };
 
 /* Bytes that need no decision inside a request target's path: visible
- * ASCII and obs-text but '%' (an escape to check) and '?' (the query). */
+ * ASCII and obs-text but '%' (an escape to check), '?' (the query) and
+ * '#' (a fragment, which a request target never has). */
 static const uint8_t PATH_BYTE[256] = {
-    [0x21 ... 0x24] = 1,
-    /* '%' (0x25) */ [0x26 ... 0x3e] = 1,
-    /* '?' (0x3f) */ [0x40 ... 0x7e] = 1,
+    [0x21 ... 0x22] = 1, /* '#' (0x23) */[0x24] = 1, /* '%' (0x25) */
+    [0x26 ... 0x3e] = 1, /* '?' (0x3f) */ [0x40 ... 0x7e] = 1,
     [0x80 ... 0xff] = 1,
 };
 
 /* ... and inside its query: all those but '&' (the pieces are counted). */
 static const uint8_t QUERY_BYTE[256] = {
-    [0x21 ... 0x25] = 1,
+    [0x21 ... 0x22] = 1,
+    /* '#' (0x23) */ [0x24 ... 0x25] = 1,
     /* '&' (0x26) */ [0x27 ... 0x7e] = 1,
     [0x80 ... 0xff] = 1,
 };
@@ -108,12 +109,13 @@ static int hexval(unsigned char c)
 
 static void next_message(struct hp_frame *f)
 {
-    size_t max_head = f->max_head;
+    size_t max_head = f->max_head, query_room = f->query_room;
     unsigned max_query = f->max_query;
     unsigned heads = f->heads;
     memset(f, 0, offsetof(struct hp_frame, heads));
     f->max_head = max_head;
     f->max_query = max_query;
+    f->query_room = query_room;
     f->heads = heads;
     f->http_minor = 1;
     f->st = ST_START;
@@ -126,6 +128,11 @@ void hp_frame_init(struct hp_frame *f, size_t max_head, unsigned max_query)
     f->max_head = max_head;
     f->max_query = max_query;
     next_message(f);
+}
+
+void hp_frame_set_query_room(struct hp_frame *f, size_t bytes)
+{
+    f->query_room = bytes;
 }
 
 bool hp_frame_in_head(const struct hp_frame *f)
@@ -145,7 +152,7 @@ static bool refuse(struct hp_frame *f, int status, const char *why)
 /* ---- field values that decide framing ------------------------------------ */
 
 /* RFC 3986 §3.2.2 host, RFC 9110 §7.2: uri-host [ ":" port ]. */
-static bool host_valid(const char *v, size_t n)
+bool hp_host_valid(const char *v, size_t n)
 {
     size_t i = 0;
     if (n == 0)
@@ -220,13 +227,15 @@ static void end_field(struct hp_frame *f)
     switch (f->field) {
     case F_HOST:
         f->n_host++;
-        if (f->val_len >= sizeof f->val || !host_valid(f->val, n))
+        if (f->val_len >= sizeof f->val || !hp_host_valid(f->val, n))
             f->host_bad = true;
         break;
     case F_CL:
+        /* Digits only, not even trailing whitespace: libmicrohttpd
+         * refuses that with a malformed answer of its own. */
         f->n_cl++;
         f->content_length = 0;
-        if (n == 0 || n > 18)
+        if (n == 0 || n > 18 || n != f->val_len)
             f->cl_bad = true;
         for (size_t i = 0; i < n && !f->cl_bad; i++) {
             if (f->val[i] < '0' || f->val[i] > '9')
@@ -236,10 +245,15 @@ static void end_field(struct hp_frame *f)
         }
         break;
     case F_TE:
+        /* libmicrohttpd reads the first Transfer-Encoding field and knows
+         * exactly "chunked" (any case), nothing around it: anything else
+         * it would read differently, so anything else is refused. */
         if (f->val_len >= sizeof f->val)
             f->te_bad = true;
         else
             parse_te(f, f->val, n);
+        if (f->val_len != 7 || strncasecmp(f->val, "chunked", 7) != 0)
+            f->te_bad |= !f->te_unknown;
         f->n_te++;
         break;
     default:
@@ -288,16 +302,17 @@ static bool end_head(struct hp_frame *f)
             return refuse(f, 400, "Transfer-Encoding in an HTTP/1.0 request");
         if (f->n_cl)
             return refuse(f, 400, "both Content-Length and Transfer-Encoding");
-        if (f->te_bad)
-            return refuse(f, 400, "malformed Transfer-Encoding");
+        if (f->n_te > 1)
+            return refuse(f, 400, "more than one Transfer-Encoding field");
         /* RFC 9112 §6.3: chunked present but not final is a MUST 400;
-         * otherwise a coding hotpub cannot decode is 501 (§6.1). */
+         * otherwise a coding hotpub cannot decode is 501 (§6.1), and
+         * anything but exactly "chunked" 400. */
         if ((f->te_chunked_seen && !f->te_chunked_last) || f->te_chunked_twice)
             return refuse(f, 400, "chunked is not the final transfer coding");
-        if (f->te_unknown)
+        if (f->te_unknown) /* as nginx: what is not chunked is not known */
             return refuse(f, 501, "unsupported transfer coding");
-        if (!f->te_chunked_last)
-            return refuse(f, 400, "empty Transfer-Encoding");
+        if (f->te_bad || !f->te_chunked_last)
+            return refuse(f, 400, "Transfer-Encoding other than chunked");
         f->in_body = true;
         f->st = ST_CSIZE;
         f->tok_len = 0;
@@ -317,17 +332,58 @@ static bool end_head(struct hp_frame *f)
 /* ---- the request line ------------------------------------------------------
  */
 
+enum { T_UNDECIDED, T_ORIGIN, T_ASTERISK, T_ABSOLUTE };
+
+/*
+ * RFC 9112 §3.2: origin-form (/path?query), absolute-form (http:// or
+ * https://, any case), or asterisk-form ("*" alone). Authority-form is for
+ * CONNECT, which hotpub does not do.
+ */
+static bool target_form(struct hp_frame *f, unsigned char c)
+{
+    static const char http[] = "http://", https[] = "https://";
+    size_t k = f->tok_len;
+    if (k == 0 && c == '/') {
+        f->form = T_ORIGIN;
+        return true;
+    }
+    if (k == 0 && c == '*') {
+        f->form = T_ASTERISK;
+        return true;
+    }
+    if (k == 0)
+        f->scheme = 3;
+    unsigned char l = c >= 'A' && c <= 'Z' ? (unsigned char)(c | 0x20) : c;
+    if ((f->scheme & 1) && (k >= 7 || l != (unsigned char)http[k]))
+        f->scheme &= (uint8_t)~1u;
+    if ((f->scheme & 2) && (k >= 8 || l != (unsigned char)https[k]))
+        f->scheme &= (uint8_t)~2u;
+    if (!f->scheme)
+        return refuse(f, 400, "request target is not a path or an http URI");
+    if (((f->scheme & 1) && k == 6) || ((f->scheme & 2) && k == 7))
+        f->form = T_ABSOLUTE;
+    return true;
+}
+
 static bool target_byte(struct hp_frame *f, unsigned char c)
 {
-    if (f->tok_len == 0 && c != '/' && c != '*' &&
-        !((c | 0x20) >= 'a' && (c | 0x20) <= 'z'))
-        return refuse(f, 400, "request target is not a path or URI");
-    f->tok_len++;
+    if (f->form == T_ASTERISK)
+        return refuse(f, 400, "request target is not a path or an http URI");
     if (c <= 0x20 || c == 0x7f)
         return refuse(f, 400, "control character in the request target");
+    if (c == '#')
+        return refuse(f, 400, "fragment in the request target");
+    if (f->form == T_UNDECIDED && !target_form(f, c))
+        return false;
+    f->tok_len++;
     if (f->in_query) {
-        if (c == '&' && ++f->n_query > f->max_query && f->max_query)
+        if (c != '&')
+            return true;
+        if (++f->n_query > f->max_query && f->max_query)
             return refuse(f, 413, "too many query fields");
+        if (f->query_room &&
+            f->n_query * 64 + f->tok_len + 4096 > f->query_room)
+            return refuse(f, 413, "too many query fields for --max-header");
         return true;
     }
     if (c == '?') {
@@ -404,6 +460,9 @@ static bool request_line_byte(struct hp_frame *f, unsigned char c)
         return true;
     case ST_TARGET:
         if (c == ' ' && f->tok_len > 0) {
+            if (f->form == T_UNDECIDED)
+                return refuse(f, 400,
+                              "request target is not a path or an http URI");
             f->st = ST_VERSION;
             f->tok_len = 0;
             return true;
@@ -537,8 +596,10 @@ static bool chunk_byte(struct hp_frame *f, unsigned char c)
             f->st = ST_CSIZE_LF;
             return true;
         }
+        /* Chunk framing takes CRLF only (RFC 9112 §7.1): a bare LF here is
+         * the line-ending difference chunked smuggling is made of. */
         if (c == '\n')
-            return chunk_size_line_end(f);
+            return refuse(f, 400, "bare LF in chunk framing");
         return refuse(f, 400, "invalid chunk size");
     }
     case ST_CEXT:
@@ -547,7 +608,7 @@ static bool chunk_byte(struct hp_frame *f, unsigned char c)
             return true;
         }
         if (c == '\n')
-            return chunk_size_line_end(f);
+            return refuse(f, 400, "bare LF in chunk framing");
         if ((c < 0x20 && c != '\t') || c == 0x7f ||
             ++f->tok_len > MAX_CHUNK_EXT)
             return refuse(f, 400, "invalid chunk extension");
@@ -561,9 +622,9 @@ static bool chunk_byte(struct hp_frame *f, unsigned char c)
             f->st = ST_CDATA_LF;
             return true;
         }
-        if (c != '\n')
-            return refuse(f, 400, "chunk data longer than its size");
-        /* fall through */
+        return refuse(f, 400,
+                      c == '\n' ? "bare LF in chunk framing"
+                                : "chunk data longer than its size");
     default: /* ST_CDATA_LF */
         if (c != '\n')
             return refuse(f, 400, "chunk data longer than its size");
@@ -691,8 +752,8 @@ static size_t plain_run(const struct hp_frame *f, const unsigned char *p,
     const uint8_t *table;
     if (f->st == ST_VALUE && f->field == F_NONE)
         table = VALUE_BYTE;
-    else if (f->st == ST_TARGET && f->tok_len > 0 && !f->in_query &&
-             f->pct == 0)
+    else if (f->st == ST_TARGET && !f->in_query && f->pct == 0 &&
+             (f->form == T_ORIGIN || f->form == T_ABSOLUTE))
         table = PATH_BYTE;
     else if (f->st == ST_TARGET && f->in_query)
         table = QUERY_BYTE;

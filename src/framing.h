@@ -25,6 +25,10 @@ struct hp_frame {
     size_t max_head;    /* bytes allowed for the request line / head    */
     unsigned max_query; /* '&'-separated query pieces allowed (0: any) */
     unsigned n_query;   /* ... seen in this target                      */
+    size_t query_room;  /* bytes the HTTP library has for the query's
+                           pieces (64 each) and the request line; 0: any */
+    uint8_t form;       /* request-target form (framing.c)              */
+    uint8_t scheme;     /* absolute-form schemes still possible         */
     size_t head_len;    /* bytes of this head so far                    */
     size_t tok_len;     /* bytes of the current token or name           */
     uint64_t left;      /* body or chunk bytes still to come            */
@@ -50,6 +54,13 @@ struct hp_frame {
 /* max_head: bytes of a request line or head; max_query: '&'-separated
  * pieces of a query (0 = no limit). */
 void hp_frame_init(struct hp_frame *f, size_t max_head, unsigned max_query);
+/* Room libmicrohttpd has for the request line and its query pieces (its
+ * per-connection memory): more pieces than fit are refused with 413, since
+ * it hangs the connection when they overflow it. 0: no check. */
+void hp_frame_set_query_room(struct hp_frame *f, size_t bytes);
+/* RFC 3986 §3.2.2 host [":" port] (the Host field, an absolute-form
+ * target's authority). */
+bool hp_host_valid(const char *v, size_t n);
 
 /*
  * Parse n more bytes of the connection. Returns how many of them lie before

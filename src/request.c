@@ -357,12 +357,31 @@ void hp_status(hp_req *req, int code)
         req->status = code;
 }
 
+/* A field value a page may send: no control character but HTAB (CR and LF
+ * would inject fields; the others RFC 9110 §5.5 forbids too). */
 static bool header_safe(const char *s)
 {
-    for (; *s; s++)
-        if (*s == '\r' || *s == '\n')
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
             return false;
+    }
     return true;
+}
+
+/* Fields that frame the message are the server's: a page setting them
+ * would contradict what libmicrohttpd sends (Content-Length with
+ * Transfer-Encoding: chunked, a Connection the server does not keep). */
+static bool framing_field(const char *name)
+{
+    static const char *const own[] = {"Content-Length", "Transfer-Encoding",
+                                      "Connection",     "Keep-Alive",
+                                      "Upgrade",        "TE",
+                                      "Trailer"};
+    for (size_t i = 0; i < sizeof own / sizeof *own; i++)
+        if (strcasecmp(name, own[i]) == 0)
+            return true;
+    return false;
 }
 
 /* tchar, RFC 9110 5.6.2: what a cookie-name (a token) is made of. */
@@ -422,7 +441,8 @@ void hp_req_add_header(hp_req *req, const char *name, const char *value)
 
 int hp_set_header(hp_req *req, const char *name, const char *value)
 {
-    if (!name || !value || !*name || !header_safe(name) || !header_safe(value))
+    if (!name || !value || !*name || !header_safe(name) ||
+        !header_safe(value) || framing_field(name))
         return -1;
     for (const char *p = name; *p; p++)
         if (*p <= ' ' || *p == ':' || *p >= 127)
@@ -451,9 +471,9 @@ int hp_set_cookie(hp_req *req, const char *name, const char *value,
     if (!name || !value || !cookie_name_ok(name, strlen(name)) ||
         !cookie_value_ok(value, strlen(value)))
         return -1;
-    char *line = attrs && *attrs ? hp_sprintf(req, "%s=%s; %s", name, value,
-                                              attrs)
-                                 : hp_sprintf(req, "%s=%s", name, value);
+    char *line = attrs && *attrs
+                     ? hp_sprintf(req, "%s=%s; %s", name, value, attrs)
+                     : hp_sprintf(req, "%s=%s", name, value);
     return line ? hp_set_header(req, "Set-Cookie", line) : -1;
 }
 
@@ -483,50 +503,83 @@ void hp_log(hp_req *req, const char *fmt, ...)
 const char *hp_status_text(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return status >= 500 ? "Server Error"
-                    : status >= 400 ? "Client Error" : "OK";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Range Not Satisfiable";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return status >= 500   ? "Server Error"
+               : status >= 400 ? "Client Error"
+                               : "OK";
     }
 }
 
 void hp_req_error_body(hp_req *req, int status, const char *detail_html)
 {
     req->out.len = 0;
-    hp_buf_printf(&req->out,
-                  "<!doctype html>\n<title>%d %s</title>\n<h1>%d %s</h1>\n",
-                  status, hp_status_text(status), status,
-                  hp_status_text(status));
+    hp_buf_printf(
+        &req->out, "<!doctype html>\n<title>%d %s</title>\n<h1>%d %s</h1>\n",
+        status, hp_status_text(status), status, hp_status_text(status));
     if (detail_html)
         hp_buf_puts(&req->out, detail_html);
 }

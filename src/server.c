@@ -25,6 +25,7 @@
 #include "access.h"
 #include "db.h"
 #include "edge.h"
+#include "framing.h" /* hp_host_valid */
 #include "pool.h"
 #include "request.h"
 #include "static.h"
@@ -282,8 +283,12 @@ static enum MHD_Result send_static(struct ctx *c)
     struct stat st;
     int fd;
 
-    if (strcmp(req->method, "GET") != 0 && !req->is_head)
-        return send_error(c, 405, NULL);
+    if (strcmp(req->method, "GET") != 0 && !req->is_head) {
+        /* RFC 9110 §15.5.6: a 405 says which methods would do. */
+        req->headers.n = 0;
+        hp_req_add_header(req, "Allow", "GET, HEAD");
+        return send_error_keep_headers(c, 405);
+    }
     fd = hp_static_open(S.root, req->target.path, &st);
     if (fd < 0)
         return send_error(c, 404, NULL);
@@ -625,7 +630,7 @@ static enum MHD_Result queue(struct ctx *c)
  * An absolute-form target (RFC 9112 §3.2.2: `GET http://host/path
  * HTTP/1.1`, which a server must accept): the path is what is published,
  * and the authority stands for the Host field (hp_header). Returns the
- * path; an origin-form url is returned as it is.
+ * path (an origin-form url as it is), or NULL for an invalid authority.
  */
 static const char *absolute_form(hp_req *req, const char *url)
 {
@@ -638,6 +643,8 @@ static const char *absolute_form(hp_req *req, const char *url)
         return url;
     const char *slash = strchr(p, '/');
     size_t n = slash ? (size_t)(slash - p) : strlen(p);
+    if (!hp_host_valid(p, n)) /* RFC 9110 §4.2.1: an empty host is invalid */
+        return NULL;
     char *host = hp_alloc(req, n + 1);
     if (host) {
         memcpy(host, p, n);
@@ -671,17 +678,21 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
     ctx_move(c, CTX_HEAD, CTX_BODY);
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-    if (cl && strtoull(cl, NULL, 10) > S.cfg->max_body) {
-        /* Answering now closes the connection unread; the edge may have
-         * answered it already (a 408). */
-        if (!hp_edge_answer_early(c->edge))
-            return MHD_NO;
-        c->req.body_too_large = true;
-        send_error(c, 413, NULL);
-        ctx_move(c, CTX_BODY, CTX_ANSWERED);
-        return queue(c);
-    }
-    return MHD_YES;
+    int status = !c->req.path                                     ? 400
+                 : cl && strtoull(cl, NULL, 10) > S.cfg->max_body ? 413
+                                                                  : 0;
+    if (!status)
+        return MHD_YES;
+    /* Answering now closes the connection unread; the edge may have
+     * answered it already (a 408). */
+    if (!hp_edge_answer_early(c->edge))
+        return MHD_NO;
+    c->req.body_too_large = status == 413;
+    if (!c->req.path)
+        c->req.path = "/"; /* for the log and what reads it later */
+    send_error(c, status, NULL);
+    ctx_move(c, CTX_BODY, CTX_ANSWERED);
+    return queue(c);
 }
 
 /* A piece of the body: buffered up to --max-body, then dropped (413). */
@@ -924,7 +935,7 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg,
         MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header + 4096,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, hp_edge_mhd_memory(cfg),
         MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);

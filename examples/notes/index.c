@@ -55,6 +55,8 @@ HP_HANDLER(http_handler)
 static int refuse(hp_req *req, int status, const char *why)
 {
     hp_set_header(req, "Content-Type", "text/plain; charset=utf-8");
+    if (status == 405)
+        hp_set_header(req, "Allow", "POST"); /* RFC 9110 15.5.6 */
     hp_puts(req, why);
     return status;
 }

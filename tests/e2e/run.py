@@ -125,7 +125,14 @@ HP_HANDLER(inject)
 {
     int r1 = hp_set_header(req, "X-Bad", "a\r\nX-Injected: 1");
     int r2 = hp_set_header(req, "X-Bad2\r\nX-Injected2", "b");
-    hp_printf(req, "r1=%d r2=%d", r1, r2);
+    /* the server frames the message; RFC 9110 5.5: no CTLs in values */
+    int r3 = hp_set_header(req, "Transfer-Encoding", "chunked");
+    int r4 = hp_set_header(req, "content-length", "5");
+    int r5 = hp_set_header(req, "Connection", "close");
+    int r6 = hp_set_header(req, "X-Esc", "a\x1b[31mb");
+    int r7 = hp_set_header(req, "X-Tab", "a\tb");
+    hp_printf(req, "r1=%d r2=%d r3=%d r4=%d r5=%d r6=%d r7=%d", r1, r2, r3,
+              r4, r5, r6, r7);
     return HP_OK;
 }
 
@@ -540,8 +547,13 @@ def test_handler_bad_return_value_500():
 def test_header_injection_refused():
     with Server(files={"st.c": STATUS}) as s:
         r = s.get_ok("/st/inject")
-        check_eq(r.text, "r1=-1 r2=-1", "hp_set_header return values")
-        for h in ("X-Injected", "X-Injected2", "X-Bad", "X-Bad2"):
+        check_eq(r.text, "r1=-1 r2=-1 r3=-1 r4=-1 r5=-1 r6=-1 r7=0",
+                 "hp_set_header return values")
+        check_eq(r.header("Transfer-Encoding"), None, "Transfer-Encoding")
+        check_eq(r.header("Content-Length"), str(len(r.body)),
+                 "Content-Length")
+        check_eq(r.header("X-Tab"), "a\tb", "a value with a tab")
+        for h in ("X-Injected", "X-Injected2", "X-Bad", "X-Bad2", "X-Esc"):
             check(r.header(h) is None, "header %s was sent" % h)
 
 
@@ -674,6 +686,7 @@ def test_static_post_405():
     with Server(files={"style.css": "p{}"}) as s:
         r = s.post("/style.css", "a=1")
         check_eq(r.status, 405, "POST to a static file")
+        check_eq(r.header("Allow"), "GET, HEAD", "Allow on the 405")
         check_eq(s.get_ok("/style.css").text, "p{}", "GET afterwards")
 
 

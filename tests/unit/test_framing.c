@@ -89,8 +89,20 @@ static void test_content_length_and_te(void)
     EXPECT("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400);
     EXPECT(H "Transfer-Encoding: gzip\r\n\r\n", 501);
     EXPECT(H "Transfer-Encoding: gzip, chunked\r\n\r\n", 501);
+    /* libmicrohttpd reads only the first field, and only "chunked" */
     EXPECT(H "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
-           501);
+           400);
+    EXPECT(H "Transfer-Encoding: \r\nTransfer-Encoding: chunked\r\n\r\n", 400);
+    EXPECT(H "Transfer-Encoding: chunked \r\n\r\n", 400);
+    EXPECT(H "Transfer-Encoding: chunked\t\r\n\r\n", 400);
+    EXPECT(H "Transfer-Encoding: ,chunked\r\n\r\n", 400);
+    EXPECT(H "Transfer-Encoding: chunked,\r\n\r\n", 400);
+    EXPECT(H "Transfer-Encoding: chunked;x=1\r\n\r\n", 400);
+    EXPECT(H "Transfer-Encoding: xchunked\r\n\r\n", 501);
+    EXPECT(H "Transfer-Encoding:   CHUNKED\r\n\r\n0\r\n\r\n", 0);
+    EXPECT(H "Content-Length: 3 \r\n\r\nabc", 400);
+    EXPECT(H "Content-Length: 3\t\r\n\r\nabc", 400);
+    EXPECT(H "Content-Length:  3\r\n\r\nabc", 0);
     EXPECT(H "Transfer-Encoding: chunked, gzip\r\n\r\n", 400);
     EXPECT(H "Transfer-Encoding: identity\r\n\r\n", 501);
     EXPECT(H "Transfer-Encoding: chunked, chunked\r\n\r\n", 400);
@@ -141,8 +153,14 @@ static void test_request_line(void)
     EXPECT("GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400);
     EXPECT("GET / http/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("G\"T / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
-    EXPECT("GET foo HTTP/1.1\r\nHost: a\r\n\r\n",
-           0); /* authority-ish: 404 later */
+    EXPECT("GET foo HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET x:80 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET http:/x HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET ftp://x/ HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET HTTPS://x/a HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+    EXPECT("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET /a?b=1#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("GET %2F HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
@@ -172,6 +190,9 @@ static void test_chunks(void)
     EXPECT(C "3\r\nabc\r\n0\r\nX : y\r\n\r\n", 400);
     EXPECT(C "3\rabc\r\n0\r\n\r\n", 400);
     EXPECT(C "3\r\nabc\r\n0\r\n\r\n", 0);
+    EXPECT(C "3\nabc\r\n0\r\n\r\n", 400); /* bare LF in chunk framing */
+    EXPECT(C "3;foo\nabc\r\n0\r\n\r\n", 400);
+    EXPECT(C "3\r\nabc\n0\r\n\r\n", 400);
 #undef C
 }
 
