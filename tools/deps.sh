@@ -20,12 +20,23 @@ pkgs=$BUILD
 [ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"
 [ "${1:-}" = "--bench" ] && pkgs="$BUILD $TEST $BENCH"
 
+# Everything there already: nothing to do, and no root needed.
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+        missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    echo "tools/deps.sh: all packages installed"
+    exit 0
+fi
+
 if [ "$(id -u)" -eq 0 ]; then
     sudo=""
 elif command -v sudo >/dev/null 2>&1; then
     sudo="sudo"
 else
-    echo "tools/deps.sh: not root and no sudo: run it as root" >&2
+    echo "tools/deps.sh: not root and no sudo: as root, install:$missing" >&2
     exit 1
 fi
 
