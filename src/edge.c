@@ -62,6 +62,12 @@ enum {
     ST_GEN_SHIFT = 8, /* the rest counts the slot's connections        */
 };
 
+/* A log line at most once a second; the lines left out are counted. */
+struct once_a_second {
+    atomic_llong last_ns;
+    atomic_ulong skipped;
+};
+
 struct hp_edge {
     pthread_mutex_t mu; /* held to write from another thread, and to close */
     _Atomic uint64_t state;
@@ -86,12 +92,9 @@ static struct {
     pthread_cond_t stop_cv;
     bool stop, running;
     atomic_ulong refused, timed_out;
-    atomic_int open;          /* connections open now               */
-    atomic_llong full_log_ns; /* rate limit for the limit's log line */
-    atomic_ulong full_skipped;
+    atomic_int open; /* connections open now */
     hp_edge_refused_fn *on_refused;
-    atomic_llong log_ns; /* rate limit for the refusal log */
-    atomic_ulong log_skipped;
+    struct once_a_second refusal_log, full_log;
 } E;
 
 /* The C library's recv(), found once before main() runs (no thread can
@@ -135,6 +138,19 @@ static const char *reason(int status)
     }
 }
 
+/* May this line be logged now? *skipped: how many were not since. */
+static bool log_now(struct once_a_second *r, unsigned long *skipped)
+{
+    long long now = now_ns(), last = atomic_load(&r->last_ns);
+    if (now - last < 1000000000LL ||
+        !atomic_compare_exchange_strong(&r->last_ns, &last, now)) {
+        atomic_fetch_add(&r->skipped, 1);
+        return false;
+    }
+    *skipped = atomic_exchange(&r->skipped, 0);
+    return true;
+}
+
 static void peer_addr(int fd, char *host, size_t n)
 {
     struct sockaddr_storage ss;
@@ -159,13 +175,9 @@ static void log_refusal(struct hp_edge *e, int status, const char *why)
      * (with hp_edge_status); before, nobody else knows of it. */
     if (E.on_refused && !atomic_load(&e->rl_passed))
         E.on_refused(host, status);
-    long long now = now_ns(), last = atomic_load(&E.log_ns);
-    if (now - last < 1000000000LL ||
-        !atomic_compare_exchange_strong(&E.log_ns, &last, now)) {
-        atomic_fetch_add(&E.log_skipped, 1);
+    unsigned long skipped;
+    if (!log_now(&E.refusal_log, &skipped))
         return;
-    }
-    unsigned long skipped = atomic_exchange(&E.log_skipped, 0);
     hp_log_error("%s: %d %s (%s); connection closed%s", *host ? host : "-",
                  status, reason(status), why,
                  skipped ? " (after others not logged)" : "");
@@ -320,13 +332,9 @@ static void count_open(void)
     int n = atomic_fetch_add(&E.open, 1) + 1;
     if (n < (int)E.cfg->conn_limit)
         return;
-    long long now = now_ns(), last = atomic_load(&E.full_log_ns);
-    if (now - last < 1000000000LL ||
-        !atomic_compare_exchange_strong(&E.full_log_ns, &last, now)) {
-        atomic_fetch_add(&E.full_skipped, 1);
+    unsigned long skipped;
+    if (!log_now(&E.full_log, &skipped))
         return;
-    }
-    unsigned long skipped = atomic_exchange(&E.full_skipped, 0);
     hp_log_error("connection limit reached (%d open, --connection-limit "
                  "%u): new connections wait in the listen backlog "
                  "(%lu more times since the last line)",
