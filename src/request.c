@@ -374,12 +374,16 @@ static bool header_safe(const char *s)
  * Transfer-Encoding: chunked, a Connection the server does not keep). */
 static bool framing_field(const char *name)
 {
-    static const char *const own[] = {"Content-Length", "Transfer-Encoding",
-                                      "Connection",     "Keep-Alive",
-                                      "Upgrade",        "TE",
-                                      "Trailer"};
+    static const struct {
+        const char *name;
+        size_t len;
+    } own[] = {{"Content-Length", 14}, {"Transfer-Encoding", 17},
+               {"Connection", 10},     {"Keep-Alive", 10},
+               {"Upgrade", 7},         {"TE", 2},
+               {"Trailer", 7}};
+    size_t n = strlen(name); /* lengths first: Content-Type costs no compare */
     for (size_t i = 0; i < sizeof own / sizeof *own; i++)
-        if (strcasecmp(name, own[i]) == 0)
+        if (n == own[i].len && strcasecmp(name, own[i].name) == 0)
             return true;
     return false;
 }
