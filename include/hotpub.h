@@ -66,6 +66,23 @@ typedef int (*hp_handler_fn)(hp_req *req);
     HP_EXPORT int (*const hp__handler_##name)(hp_req *) = name;                \
     static int name(hp_req *req HP_UNUSED)
 
+/*
+ * CSRF opt-outs (docs/pages.md#csrf). A request with a session that uses an
+ * unsafe method (anything but GET, HEAD, OPTIONS, TRACE) is refused with
+ * 403 before any hook or handler runs unless it brings the session's
+ * hp_csrf_token. For handlers that authenticate otherwise (an API taking a
+ * bearer token), at file scope:
+ *     HP_CSRF_EXEMPT;                 every handler of this page; in an
+ *                                     _app.c: of every page below it
+ *     HP_CSRF_EXEMPT_HANDLER(name);   one handler, declared after it in the
+ *                                     same file (a typo does not compile)
+ */
+#define HP_CSRF_EXEMPT                                                         \
+    HP_EXPORT __attribute__((used)) const int hp__csrf_exempt = 1
+#define HP_CSRF_EXEMPT_HANDLER(name)                                           \
+    HP_EXPORT __attribute__((used)) const int hp__csrf_exempt_##name =         \
+        sizeof(hp__handler_##name) != 0
+
 /* ---- module lifecycle (pages and _app.c application modules) ---------- */
 
 typedef struct hp_module hp_module;
@@ -394,6 +411,73 @@ hp_db_res *hp_db__query_text(hp_db *db, const char *const *sql_and_params,
 #define HP__DB_VALS(...)                                                       \
     sizeof((const hp_db_val[]){__VA_ARGS__}) / sizeof(hp_db_val),              \
         (const hp_db_val[]){__VA_ARGS__}
+
+/* ---- sessions, CSRF tokens, passwords (docs/pages.md#sessions) ---- */
+
+/*
+ * Sessions live in the default database (--db), in the table
+ * hotpub_sessions (created on first use), so every worker process and every
+ * server on the same database sees them, and they survive restarts. The
+ * cookie (--session-cookie, "hotpub_session" by default) holds only a
+ * random id: 256 bits from the kernel's CSPRNG (getrandom), 43 base64url
+ * characters, sent Path=/; Max-Age=--session-lifetime; HttpOnly;
+ * SameSite=Lax, and Secure over HTTPS or with --session-secure-cookie. The
+ * table stores the SHA-256 of the id, never the id. A cookie that is
+ * malformed, unknown or expired is simply no session. A session expires
+ * after --session-lifetime seconds without use (the expiry is renewed at
+ * most every 1% of the lifetime); expired rows are deleted every
+ * --session-purge-interval seconds.
+ *
+ * Changes are written in the request's commit phase, on the request's own
+ * connection (hp_db(req)) and in its transaction: they are committed with
+ * it, and discarded, cookie and all, when the request fails (the handler
+ * returns an error status, a hook fails, a statement failed). Of two
+ * concurrent requests that change one session, the later commit wins.
+ *
+ * Every function fails (NULL / -1) when no database is configured (--db
+ * off; logged once per process) or the database fails (the request then
+ * answers 503 as for hp_db). Keys and values are NUL-terminated strings;
+ * what hp_session_get returns lives until the request ends.
+ */
+/* The value of key in the request's session, or NULL (no such key, no
+ * session). Never creates a session. */
+const char *hp_session_get(hp_req *req, const char *key);
+/* Set key (non-empty) to value (not NULL), creating the session (and its
+ * cookie) if there is none. HP_OK or -1. */
+int hp_session_set(hp_req *req, const char *key, const char *value);
+/* Remove key. HP_OK (also when it was not there) or -1. */
+int hp_session_del(hp_req *req, const char *key);
+/* End the session: its row is deleted at commit and the browser told to
+ * forget the cookie. A later hp_session_set in the same request starts a
+ * new one. */
+void hp_session_destroy(hp_req *req);
+/* Give the session a new id and a new CSRF token, keeping its data; the
+ * old id stops working when the request commits. Call it on login (and on
+ * any change of privilege) against session fixation (OWASP). Without a
+ * session, creates an empty one. HP_OK or -1. */
+int hp_session_regenerate(hp_req *req);
+
+/*
+ * The session's CSRF token (43 base64url characters), creating a session if
+ * there is none (so a login form is protected too); NULL only when sessions
+ * fail (see above). Put it in forms as
+ *     <input type="hidden" name="csrf_token" value="...">
+ * or send it as the X-CSRF-Token header field from scripts. Tokens in the
+ * query string are not accepted. See HP_CSRF_EXEMPT above.
+ */
+const char *hp_csrf_token(hp_req *req);
+
+/*
+ * Passwords: argon2id (RFC 9106) through libsodium's crypto_pwhash_str at
+ * its "interactive" cost (2 passes over 64 MiB: about 50-100 ms of CPU).
+ * hp_password_hash returns the encoded hash ("$argon2id$v=19$m=65536,t=2,
+ * p=1$salt$hash", under 128 bytes, with its own random salt; store it as
+ * text), owned by the request; NULL when the memory cannot be had (logged).
+ * hp_password_verify compares in constant time; false for a wrong password
+ * and for a NULL or malformed hash.
+ */
+const char *hp_password_hash(hp_req *req, const char *password);
+bool hp_password_verify(const char *hash, const char *password);
 
 #ifdef __cplusplus
 }

@@ -388,6 +388,10 @@ void hp_config_defaults(struct hp_config *c)
     c->db_acquire_timeout = 5000;
     c->db_max_lifetime = 3600;
     c->db_statement_cache = 64;
+    c->session_cookie = cfg_strdup("hotpub_session");
+    c->session_lifetime = 1209600; /* two weeks, Django's default */
+    c->session_secure_cookie = 0;  /* Secure over HTTPS only */
+    c->session_purge_interval = 300;
     /* A supervisor and one worker process per CPU: a page that crashes
      * takes one worker down, not the site (docs/operations.md). 0 runs
      * everything in one process, for debugging (the e2e harness uses it
@@ -414,6 +418,8 @@ void hp_config_free(struct hp_config *c)
     free(c->group);
     free(c->pid_file);
     free(c->error_log);
+    free(c->session_cookie);
+    c->session_cookie = NULL;
     c->user = c->group = c->pid_file = c->error_log = NULL;
     c->docroot = c->listen = c->cache_dir = c->cc = c->cflags = NULL;
     c->include_dir = c->access_log = NULL;
@@ -434,6 +440,22 @@ static int check_cc(const char *value, char *err, size_t errlen)
     return 0;
 }
 
+/* A cookie name is an RFC 9110 token (RFC 6265 4.1.1). */
+static int check_cookie_name(const char *value, char *err, size_t errlen)
+{
+    for (const char *p = value; *p; p++) {
+        if ((unsigned char)*p <= 32 || (unsigned char)*p >= 127 ||
+            strchr("()<>@,;:\\\"/[]?={}", *p)) {
+            set_err(err, errlen,
+                    "\"%s\" is not a cookie name (letters, digits and "
+                    "!#$%%&'*+-.^_`|~ only)",
+                    value);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int auto_pool_size(void)
 {
     return 0; /* the pool picks by engine (db.c) */
@@ -445,6 +467,7 @@ static int auto_pool_size(void)
 #define S_LIMITS "Request limits"
 #define S_PROCS "Processes"
 #define S_DB "Database"
+#define S_SESS "Sessions"
 
 /* In --help and docs order. Every default that depends on the machine (or
  * is NULL meaning "decide later") has .def; the rest are printed from
@@ -802,6 +825,41 @@ const struct hp_setting hp_settings[] = {
      .min = 0,
      .max = 10000,
      .zero = "off"},
+
+    {.key = "session-cookie",
+     .arg = "NAME",
+     .section = S_SESS,
+     .help = "the name of the session cookie (hp_session_*, hp_csrf_token)",
+     .type = HP_SET_STRING,
+     .off = OFF(session_cookie),
+     .noun = "the session cookie name",
+     .check = check_cookie_name},
+    {.key = "session-lifetime",
+     .arg = "SECONDS",
+     .section = S_SESS,
+     .help = "a session unused this long expires (the cookie's Max-Age)",
+     .type = HP_SET_INT,
+     .off = OFF(session_lifetime),
+     .min = 60,
+     .max = 31536000,
+     .unit = "s"},
+    {.key = "session-secure-cookie",
+     .section = S_SESS,
+     .help = "mark the session cookie Secure on every response (behind a "
+             "proxy that terminates TLS); over HTTPS it always is",
+     .type = HP_SET_BOOL,
+     .flag = HP_FLAG_SWITCH,
+     .off = OFF(session_secure_cookie)},
+    {.key = "session-purge-interval",
+     .arg = "SECONDS",
+     .section = S_SESS,
+     .help = "how often each worker process deletes expired sessions",
+     .type = HP_SET_INT,
+     .off = OFF(session_purge_interval),
+     .min = 0,
+     .max = 86400,
+     .unit = "s",
+     .zero = "never"},
 };
 const size_t hp_settings_count = sizeof hp_settings / sizeof *hp_settings;
 

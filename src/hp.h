@@ -71,6 +71,11 @@ struct hp_config {
     int db_acquire_timeout; /* ms; 0 = do not wait                          */
     int db_max_lifetime;    /* seconds; 0 = unlimited                       */
     int db_statement_cache; /* statements per connection; 0 = off           */
+    /* sessions (session.c, docs/pages.md#sessions) */
+    char *session_cookie;       /* the cookie's name                         */
+    int session_lifetime;       /* seconds a session lives unused            */
+    int session_secure_cookie;  /* always mark the cookie Secure             */
+    int session_purge_interval; /* seconds between purges; 0 = never         */
 };
 
 void hp_config_defaults(struct hp_config *c);

@@ -14,6 +14,7 @@
  */
 #include "hp.h"
 #include "master.h"
+#include "session.h"
 
 #include <ctype.h>
 #include <getopt.h>
@@ -395,6 +396,10 @@ int main(int argc, char **argv)
     if (rc < 0) {
         given = (struct given){cmd, config_path, flags, nflags, docroot};
         rc = settings(&cfg);
+        /* libsodium once, before worker processes fork (its random source
+         * is the getrandom(2) system call: nothing to reseed after fork). */
+        if (rc == 0 && hp_crypto_init() < 0)
+            rc = 1;
         if (rc == 0) {
             rc = strcmp(cmd, "serve") == 0
                      ? hp_master_run(&cfg, reload_settings)

@@ -15,6 +15,7 @@
  * assembled, never sent, until commit has succeeded.
  */
 #include "request.h"
+#include "session.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,13 +152,15 @@ int hp_publish_run(hp_req *req)
 {
     hp_version *mods[HP_MAX_APPS + 1], *from = NULL;
     size_t n = modules_of(req, mods), ran = 0;
-    int fail = HP_OK;
+    int fail;
     bool ran_rollback_resources = false;
 
     hp_handler_fn fn = find_handler(req, req->target.handler, &from);
     if (!fn)
         return 404;
     req->served_by = from;
+    /* Before any module's code: a forged request runs nothing (csrf.c). */
+    fail = hp_csrf_check(req, from);
 
     for (size_t i = 0; i < n && fail == HP_OK; i++) {
         ran = i + 1;

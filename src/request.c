@@ -274,6 +274,7 @@ static int parse_fields(hp_req *req)
         if (!out)
             return HP_FORM_NOMEM;
         int r = hp_form_urlencoded(q, qlen, out, &req->args);
+        req->args_from_query = req->args.n;
         if (r != HP_FORM_OK)
             return r;
     }

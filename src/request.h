@@ -47,6 +47,10 @@ struct hp_req {
     const char *query;          /* raw, without '?'; "" when absent   */
     const char *authority;      /* host[:port] of an absolute-form
                                    target (RFC 9112 §3.2.2), else NULL */
+    bool secure;                /* arrived over TLS (HTTPS): the TLS
+                                   layer sets it; session cookies then
+                                   carry Secure                        */
+    struct hp_sess *session;    /* session.c's, from first use        */
     struct hp_pinset pins;      /* page + application chain, pinned   */
     hp_version *served_by;      /* module whose handler ran           */
     hp_version *current_module; /* module whose code is running now   */
@@ -60,6 +64,7 @@ struct hp_req {
     bool args_parsed;
     int args_status;            /* hp_req_parse_form's result          */
     struct hp_fields args;
+    size_t args_from_query;     /* args.v[0..this) came from the query */
     bool cookies_parsed;        /* on first hp_cookie                  */
     struct hp_fields cookies;
 

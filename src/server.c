@@ -28,6 +28,7 @@
 #include "framing.h" /* hp_host_valid */
 #include "pool.h"
 #include "request.h"
+#include "session.h"
 #include "static.h"
 
 #include <arpa/inet.h>
@@ -893,6 +894,7 @@ static int setup(struct hp_config *cfg)
     /* Before any module loads: an application's init may use it. */
     if (hp_db_server_open(cfg, S.root) < 0)
         return -1;
+    hp_session_server_start(cfg);
     S.cc = hp_compiler_new(cfg, S.root);
     S.cache = hp_cache_new(cfg, S.cc);
     if (!S.cache)
@@ -907,6 +909,7 @@ static void teardown(void)
     H.teardown(); /* the host's pinned versions, before their cache goes */
     hp_cache_free(S.cache);
     /* After every module's fini, which may still use it. */
+    hp_session_server_stop();
     hp_db_server_close();
     hp_resolver_free(S.res);
     hp_compiler_free(S.cc);

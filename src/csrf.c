@@ -1,0 +1,128 @@
+/*
+ * csrf.c - cross-site request forgery protection: hp_csrf_token for pages,
+ * and the check the publisher runs before a handler (hp_csrf_check): a
+ * request that carries a live session and uses an unsafe method must bring
+ * its session's token in the X-CSRF-Token header field or the csrf_token
+ * form field, unless its handler is exempt (HP_CSRF_EXEMPT,
+ * HP_CSRF_EXEMPT_HANDLER in include/hotpub.h).
+ *
+ * Owns: which methods are checked, where a token may arrive, the
+ * comparison, the exemption markers' meaning, the 403's body.
+ * May not touch: the session store (session.c keeps the token with the
+ * session; this file only asks for it), the lifecycle's order (publish.c
+ * decides when the check runs), HTTP sending.
+ *
+ * The pattern is OWASP's "synchronizer token": the token is random, per
+ * session, stored with it on the server, and never in a cookie, so a page
+ * on another site can neither read nor guess it. A request without a live
+ * session is not checked: it has no ambient authority to abuse (a forged
+ * or expired cookie is no session). Tokens in the query string are not
+ * accepted: URLs leak into logs and Referer fields.
+ */
+#include "request.h"
+#include "session.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define CSRF_FIELD "csrf_token"
+#define CSRF_HEADER "X-CSRF-Token"
+
+bool hp_csrf_unsafe_method(const char *method)
+{
+    static const char *const safe[] = {"GET", "HEAD", "OPTIONS", "TRACE"};
+    if (!method)
+        return false;
+    for (size_t i = 0; i < sizeof safe / sizeof *safe; i++)
+        if (strcmp(method, safe[i]) == 0)
+            return false;
+    return true;
+}
+
+bool hp_csrf_token_eq(const char *a, const char *b)
+{
+    if (!a || !b)
+        return false;
+    size_t n = strlen(a);
+    /* The length of a token is no secret (all are 43 characters); only
+     * the bytes are compared in constant time. */
+    return n > 0 && n == strlen(b) && sodium_memcmp(a, b, n) == 0;
+}
+
+const char *hp_csrf_token(hp_req *req)
+{
+    return req ? hp_session__csrf(req, true, NULL) : NULL;
+}
+
+/* A form field from the body only (the query's fields come first in
+ * req->args, hp_req_parse_form). */
+static const char *body_field(hp_req *req, const char *name)
+{
+    for (size_t i = req->args_from_query; i < req->args.n; i++)
+        if (strcmp(req->args.v[i].name, name) == 0)
+            return req->args.v[i].value;
+    return NULL;
+}
+
+static bool module_exempts(hp_version *m, const char *handler)
+{
+    char sym[160];
+    if (hp_version_sym(m, "hp__csrf_exempt"))
+        return true;
+    snprintf(sym, sizeof sym, "hp__csrf_exempt_%s", handler);
+    return hp_version_sym(m, sym) != NULL;
+}
+
+/* HP_CSRF_EXEMPT in the page or an application module above it exempts
+ * every handler of the page; HP_CSRF_EXEMPT_HANDLER(name) exempts the
+ * handler where it is defined. */
+static bool exempt(hp_req *req, hp_version *served_by)
+{
+    const char *h = req->target.handler;
+    if (served_by && module_exempts(served_by, h))
+        return true;
+    if (req->pins.page && hp_version_sym(req->pins.page, "hp__csrf_exempt"))
+        return true;
+    for (size_t i = 0; i < req->pins.napps; i++)
+        if (hp_version_sym(req->pins.apps[i], "hp__csrf_exempt"))
+            return true;
+    return false;
+}
+
+/* At most one log line a second: a flood of forged posts must not flood
+ * the log. */
+static void log_refusal(hp_req *req, const char *why)
+{
+    static _Atomic long long last;
+    long long now = (long long)time(NULL), was = atomic_load(&last);
+    if (now != was && atomic_compare_exchange_strong(&last, &was, now))
+        hp_log_info("csrf: %s %s from %s refused (403): %s", req->method,
+                    req->path, hp_req_remote(req), why);
+}
+
+int hp_csrf_check(hp_req *req, hp_version *served_by)
+{
+    if (!hp_csrf_unsafe_method(req->method) || exempt(req, served_by))
+        return HP_OK;
+    bool failed;
+    const char *want = hp_session__csrf(req, false, &failed);
+    if (!want && failed) /* cannot tell: refuse rather than let it through */
+        return req->forced_status ? req->forced_status : 503;
+    if (!want)
+        return HP_OK;
+    const char *got = hp_header(req, CSRF_HEADER);
+    if (!got)
+        got = body_field(req, CSRF_FIELD);
+    if (hp_csrf_token_eq(got, want))
+        return HP_OK;
+    log_refusal(req, got ? "wrong CSRF token" : "no CSRF token");
+    hp_req_error_body(req, 403,
+                      got ? "The CSRF token does not match this session."
+                          : "This request needs a CSRF token (the form "
+                            "field " CSRF_FIELD " or the " CSRF_HEADER
+                            " header field).");
+    return 403;
+}

@@ -1,0 +1,647 @@
+/*
+ * session.c - sessions stored in the default database (hp_session_get,
+ * _set, _del, _destroy, _regenerate; the session behind hp_csrf_token):
+ * the hotpub_sessions table and its creation on first use, the session
+ * cookie, loading a request's session, writing it in the request's commit
+ * phase, and the purge thread that deletes expired rows.
+ *
+ * Owns: the table's schema, the cookie's name, attributes and id format,
+ * expiry (sliding, refreshed at most every 1% of the lifetime), what a
+ * request's session holds until it commits (struct hp_sess).
+ * May not touch: the database layer's insides (only the public hp_db_*
+ * calls and hp_db(req)), the request lifecycle's order (publish.c: a
+ * session takes part through struct hp_resource), HTTP sending.
+ *
+ * Why the request's own transaction: a session write is part of what the
+ * request did (a login that fails half-way must not leave a logged-in
+ * session), so it is written in the commit phase on the request's
+ * connection, after the handler, and goes with the request's COMMIT or
+ * ROLLBACK. The resource is enlisted after the request's database handle,
+ * so it commits first (resources commit newest first) and the database
+ * votes after the session is written.
+ *
+ * Why a hash of the id: the table stores SHA-256 of the cookie's id, never
+ * the id, so a copy of the table (a backup, an SQL injection elsewhere)
+ * does not hand out live sessions. A plain hash suffices: the id is 256
+ * random bits, so there is nothing to guess and no need for a salt or a
+ * slow hash.
+ */
+#include "session.h"
+#include "request.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define TABLE "hotpub_sessions"
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS " TABLE " ("
+    " id TEXT PRIMARY KEY,"     /* SHA-256 of the cookie's id, hex   */
+    " data TEXT NOT NULL,"      /* "k=v&k=v", percent-encoded        */
+    " csrf TEXT NOT NULL,"      /* the session's CSRF token          */
+    " created BIGINT NOT NULL," /* Unix seconds                  */
+    " expires BIGINT NOT NULL"  /* Unix seconds                  */
+    ");"
+    "CREATE INDEX IF NOT EXISTS " TABLE "_expires ON " TABLE " (expires)";
+
+/* The settings (hp_session_server_start; unit tests get the defaults). */
+static struct {
+    char cookie[128];
+    long long lifetime;
+    bool secure_always;
+    int purge_interval;
+    atomic_bool table_ready; /* this process saw the table created      */
+    pthread_mutex_t create_lock;
+    atomic_bool no_db_logged;
+    /* the purge thread */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t purger;
+    bool purger_running, stop;
+} SS = {.cookie = "hotpub_session",
+        .lifetime = 1209600,
+        .create_lock = PTHREAD_MUTEX_INITIALIZER,
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .cond = PTHREAD_COND_INITIALIZER};
+
+/* A request's session, from its first use to its commit (request memory). */
+struct hp_sess {
+    struct hp_resource res;
+    hp_req *req;
+    bool failed;   /* no database, or it failed: every call fails  */
+    bool no_db;    /* ... because none is configured               */
+    bool enlisted; /* res is on the request's list                 */
+    /* the row the cookie named, as read */
+    bool had_row;
+    char old_hash[65];
+    /* the session now */
+    bool live;         /* there is one (read, or created here)     */
+    bool is_new;       /* not in the table yet: INSERT at commit   */
+    bool dirty;        /* data or token changed: UPDATE them       */
+    bool touch;        /* only the expiry is due for a refresh     */
+    bool drop_old;     /* DELETE old_hash (regenerate, destroy)    */
+    bool clear_cookie; /* destroyed: tell the browser to forget it */
+    char id[HP_SESSION_ID_LEN + 1];
+    char csrf[HP_SESSION_ID_LEN + 1];
+    size_t n, cap;
+    const char **keys, **vals;
+};
+
+/* ---- ids, hashes, encoding (pure; unit-tested) ------------------------- */
+
+static void random_token(char out[HP_SESSION_ID_LEN + 1])
+{
+    unsigned char raw[32];
+    randombytes_buf(raw, sizeof raw); /* getrandom(2): the kernel's CSPRNG */
+    sodium_bin2base64(out, HP_SESSION_ID_LEN + 1, raw, sizeof raw,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(raw, sizeof raw);
+}
+
+bool hp_session__id_ok(const char *s)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn"
+                                   "opqrstuvwxyz0123456789-_";
+    return s && strlen(s) == HP_SESSION_ID_LEN &&
+           strspn(s, alphabet) == HP_SESSION_ID_LEN;
+}
+
+void hp_session__id_hash(const char *id, char out[65])
+{
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(h, (const unsigned char *)id, strlen(id));
+    sodium_bin2hex(out, 65, h, sizeof h);
+}
+
+static bool unreserved(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+           c == '~';
+}
+
+static void put_escaped(struct hp_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (unreserved(*p)) {
+            hp_buf_append(b, p, 1);
+        } else {
+            char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+            hp_buf_append(b, e, 3);
+        }
+    }
+}
+
+char *hp_session__encode(size_t n, const char *const *keys,
+                         const char *const *vals)
+{
+    struct hp_buf b = {0};
+    hp_buf_reserve(&b, 1);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            hp_buf_append(&b, "&", 1);
+        put_escaped(&b, keys[i]);
+        hp_buf_append(&b, "=", 1);
+        put_escaped(&b, vals[i]);
+    }
+    if (!b.p)
+        return NULL;
+    b.p[b.len] = '\0';
+    return b.p;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                  : -1;
+}
+
+/* Decode src up to a stop character into dst; the end of what was read,
+ * or NULL on a bad escape or a NUL byte. */
+static const char *unescape(const char *src, char stop, char **dst)
+{
+    char *d = *dst;
+    for (; *src && *src != stop && !(stop == '=' && *src == '&'); src++) {
+        if (*src != '%') {
+            *d++ = *src;
+            continue;
+        }
+        int hi = hexval(src[1]), lo = hi < 0 ? -1 : hexval(src[2]);
+        if (lo < 0 || (hi == 0 && lo == 0))
+            return NULL;
+        *d++ = (char)(hi * 16 + lo);
+        src += 2;
+    }
+    *d++ = '\0';
+    *dst = d;
+    return src;
+}
+
+int hp_session__decode(const char *text, char ***keys, char ***vals,
+                       char **block)
+{
+    size_t len = strlen(text), n = len ? 1 : 0;
+    for (const char *p = text; *p; p++)
+        n += *p == '&';
+    *keys = hp_xcalloc(n + 1, sizeof **keys);
+    *vals = hp_xcalloc(n + 1, sizeof **vals);
+    *block = hp_xmalloc(len + 2 * n + 1);
+    char *d = *block;
+    const char *p = text;
+    for (size_t i = 0; i < n; i++) {
+        (*keys)[i] = d;
+        p = unescape(p, '=', &d);
+        if (!p || *p != '=')
+            goto bad;
+        (*vals)[i] = d;
+        p = unescape(p + 1, '&', &d);
+        if (!p || (*p && *p != '&') || (*p == '&') != (i + 1 < n))
+            goto bad;
+        p += *p == '&';
+    }
+    return (int)n;
+bad:
+    free(*keys);
+    free(*vals);
+    free(*block);
+    *keys = *vals = NULL;
+    *block = NULL;
+    return -1;
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+/* Create the table once per process, on a connection of its own in
+ * autocommit mode (DDL in a request's transaction would vanish with its
+ * rollback). Two processes may race on PostgreSQL's catalog ("duplicate
+ * key" on pg_type) even with IF NOT EXISTS: the loser tries once more. */
+static int ensure_table(hp_req *req)
+{
+    if (atomic_load(&SS.table_ready))
+        return 0;
+    pthread_mutex_lock(&SS.create_lock);
+    for (int attempt = 0; attempt < 2 && !atomic_load(&SS.table_ready);
+         attempt++) {
+        char *err = NULL;
+        hp_db *db = hp_db_pool_acquire(hp_db_default_pool(), &err);
+        if (!db) {
+            hp_log(req,
+                   "sessions: no database connection to create the "
+                   "table " TABLE ": %s",
+                   err ? err : "?");
+            free(err);
+            break;
+        }
+        if (hp_db_exec_script(db, schema_sql) == HP_OK)
+            atomic_store(&SS.table_ready, true);
+        else if (attempt)
+            hp_log(req, "sessions: creating the table " TABLE ": %s",
+                   hp_db_error(db));
+        hp_db_pool_release(db);
+    }
+    pthread_mutex_unlock(&SS.create_lock);
+    return atomic_load(&SS.table_ready) ? 0 : -1;
+}
+
+/* ---- the request's session ---------------------------------------------- */
+
+static int sess_commit(void *arg);
+static void sess_rollback(void *arg);
+
+static long long unix_now(void)
+{
+    return (long long)time(NULL);
+}
+
+/* Enlist after the request's database handle, so that the session is
+ * written before the database votes (see the top of the file). */
+static int enlist(struct hp_sess *s)
+{
+    if (s->enlisted)
+        return 0;
+    if (!hp_db(s->req))
+        return -1; /* the request answers 503 (db.c) */
+    s->res = (struct hp_resource){
+        .commit = sess_commit, .rollback = sess_rollback, .arg = s};
+    hp_req_enlist(s->req, &s->res);
+    s->enlisted = true;
+    return 0;
+}
+
+static int add_pair(struct hp_sess *s, const char *k, const char *v)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 8;
+        const char **nk = hp_alloc(s->req, cap * sizeof *nk);
+        const char **nv = hp_alloc(s->req, cap * sizeof *nv);
+        if (!nk || !nv)
+            return -1;
+        if (s->n) {
+            memcpy(nk, s->keys, s->n * sizeof *nk);
+            memcpy(nv, s->vals, s->n * sizeof *nv);
+        }
+        s->keys = nk, s->vals = nv, s->cap = cap;
+    }
+    s->keys[s->n] = hp_strdup(s->req, k);
+    s->vals[s->n] = hp_strdup(s->req, v);
+    if (!s->keys[s->n] || !s->vals[s->n])
+        return -1;
+    s->n++;
+    return 0;
+}
+
+/* The row the cookie names, if it is there and not expired. */
+static int read_row(struct hp_sess *s, const char *id)
+{
+    char hash[65], now[24];
+    hp_session__id_hash(id, hash);
+    snprintf(now, sizeof now, "%lld", unix_now());
+    hp_db *db = hp_db(s->req);
+    hp_db_res *r = hp_db_query(db,
+                               "SELECT data, csrf, expires FROM " TABLE
+                               " WHERE id = $1 AND expires > $2",
+                               hash, now);
+    if (!r)
+        return -1;
+    if (!hp_db_next(r))
+        return 0;
+    char **keys, **vals, *block;
+    int n = hp_session__decode(hp_db_text(r, 0), &keys, &vals, &block);
+    if (n < 0) {
+        hp_log(s->req, "sessions: a row of " TABLE " has malformed data: "
+                       "treated as no session");
+        return 0;
+    }
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = add_pair(s, keys[i], vals[i]);
+    free(keys), free(vals), free(block);
+    const char *csrf = hp_db_text(r, 1);
+    if (rc < 0 || !hp_session__id_ok(csrf))
+        return rc < 0 ? -1 : 0;
+    memcpy(s->csrf, csrf, sizeof s->csrf);
+    memcpy(s->id, id, sizeof s->id);
+    memcpy(s->old_hash, hash, sizeof hash);
+    s->had_row = s->live = true;
+    /* Sliding expiry, written at most every 1% of the lifetime (and at
+     * least a minute apart), not on every request. */
+    long long step = SS.lifetime / 100 > 60 ? SS.lifetime / 100 : 60;
+    s->touch = hp_db_int(r, 2) < unix_now() + SS.lifetime - step;
+    return s->touch ? enlist(s) : 0;
+}
+
+static struct hp_sess *no_db(hp_req *req, struct hp_sess *s)
+{
+    if (!atomic_exchange(&SS.no_db_logged, true))
+        hp_log(req, "sessions: no database is configured (--db off): "
+                    "hp_session_* and hp_csrf_token fail");
+    s->failed = s->no_db = true;
+    return s;
+}
+
+/* The request's session state, read on first use. */
+static struct hp_sess *load(hp_req *req)
+{
+    if (req->session)
+        return req->session;
+    struct hp_sess *s = hp_alloc(req, sizeof *s);
+    if (!s)
+        return NULL;
+    *s = (struct hp_sess){.req = req};
+    req->session = s;
+    if (hp_crypto_init() < 0) {
+        s->failed = true;
+        return s;
+    }
+    if (!hp_db_default_pool())
+        return no_db(req, s);
+    if (ensure_table(req) < 0) {
+        s->failed = true;
+        return s;
+    }
+    const char *id = hp_cookie(req, SS.cookie);
+    /* A forged or tampered cookie is no session; only a well-formed one
+     * costs a lookup. */
+    if (hp_session__id_ok(id) && read_row(s, id) < 0)
+        s->failed = true;
+    return s;
+}
+
+/* A new, empty session with a fresh id and token. */
+static void create(struct hp_sess *s)
+{
+    random_token(s->id);
+    random_token(s->csrf);
+    s->live = s->is_new = true;
+    s->clear_cookie = false;
+    s->n = 0;
+}
+
+/* The session, creating one if there is none; NULL when that fails. */
+static struct hp_sess *writable(hp_req *req)
+{
+    struct hp_sess *s = req ? load(req) : NULL;
+    if (!s || s->failed || enlist(s) < 0)
+        return NULL;
+    if (!s->live)
+        create(s);
+    s->dirty = true;
+    return s;
+}
+
+/* ---- the commit phase ---------------------------------------------------- */
+
+static void add_cookie(struct hp_sess *s, const char *value, long long max_age)
+{
+    hp_req *req = s->req;
+    bool secure = req->secure || SS.secure_always;
+    char *v = hp_sprintf(req,
+                         "%s=%s; Path=/; Max-Age=%lld; HttpOnly; "
+                         "SameSite=Lax%s",
+                         SS.cookie, value, max_age, secure ? "; Secure" : "");
+    if (!v)
+        return;
+    hp_req_add_header(req, "Set-Cookie", v);
+    /* A shared cache must not keep a response that hands out a session. */
+    for (size_t i = 0; i < req->headers.n; i++)
+        if (strcasecmp(req->headers.v[i].name, "Cache-Control") == 0)
+            return;
+    hp_req_add_header(req, "Cache-Control", "private");
+}
+
+static int write_row(struct hp_sess *s, hp_db *db, long long expires)
+{
+    char hash[65];
+    hp_session__id_hash(s->id, hash);
+    char *data = hp_session__encode(s->n, s->keys, s->vals);
+    if (!data)
+        return -1;
+    int rc;
+    if (s->is_new)
+        rc = hp_db_execv(db,
+                         "INSERT INTO " TABLE " (id, data, csrf, created, "
+                         "expires) VALUES ($1, $2, $3, $4, $5)",
+                         HP_TEXT(hash), HP_TEXT(data), HP_TEXT(s->csrf),
+                         HP_INT(unix_now()), HP_INT(expires));
+    else if (s->dirty)
+        rc = hp_db_execv(db,
+                         "UPDATE " TABLE " SET data = $2, csrf = $3, "
+                         "expires = $4 WHERE id = $1",
+                         HP_TEXT(hash), HP_TEXT(data), HP_TEXT(s->csrf),
+                         HP_INT(expires));
+    else /* only the expiry: never overwrite what another request wrote */
+        rc = hp_db_execv(db, "UPDATE " TABLE " SET expires = $2 WHERE id = $1",
+                         HP_TEXT(hash), HP_INT(expires));
+    free(data);
+    return rc;
+}
+
+static int sess_commit(void *arg)
+{
+    struct hp_sess *s = arg;
+    hp_db *db = hp_db(s->req);
+    long long expires = unix_now() + SS.lifetime;
+
+    if (s->drop_old && s->had_row &&
+        hp_db_exec(db, "DELETE FROM " TABLE " WHERE id = $1", s->old_hash) !=
+            HP_OK)
+        return 500;
+    if (s->live && (s->is_new || s->dirty || s->touch)) {
+        if (write_row(s, db, expires) != HP_OK)
+            return 500;
+        /* An UPDATE that found nothing: another request destroyed the
+         * session meanwhile; it stays destroyed. */
+        if (s->is_new || hp_db_changes(db) > 0)
+            add_cookie(s, s->id, SS.lifetime);
+    } else if (!s->live && s->clear_cookie) {
+        add_cookie(s, "", 0);
+    }
+    return HP_OK;
+}
+
+static void sess_rollback(void *arg)
+{
+    (void)arg; /* nothing was written, no cookie was set: nothing to undo */
+}
+
+/* ---- what pages call ----------------------------------------------------- */
+
+static long find_key(struct hp_sess *s, const char *key)
+{
+    for (size_t i = s->n; i-- > 0;)
+        if (strcmp(s->keys[i], key) == 0)
+            return (long)i;
+    return -1;
+}
+
+const char *hp_session_get(hp_req *req, const char *key)
+{
+    struct hp_sess *s = req && key ? load(req) : NULL;
+    if (!s || s->failed || !s->live)
+        return NULL;
+    long i = find_key(s, key);
+    return i < 0 ? NULL : s->vals[i];
+}
+
+int hp_session_set(hp_req *req, const char *key, const char *value)
+{
+    if (!key || !*key || !value)
+        return -1;
+    struct hp_sess *s = writable(req);
+    if (!s)
+        return -1;
+    long i = find_key(s, key);
+    if (i < 0)
+        return add_pair(s, key, value) < 0 ? -1 : HP_OK;
+    const char *v = hp_strdup(req, value);
+    if (!v)
+        return -1;
+    s->vals[i] = v;
+    return HP_OK;
+}
+
+int hp_session_del(hp_req *req, const char *key)
+{
+    struct hp_sess *s = req && key ? load(req) : NULL;
+    if (!s || s->failed)
+        return -1;
+    long i = s->live ? find_key(s, key) : -1;
+    if (i < 0)
+        return HP_OK; /* nothing to delete is not an error */
+    if (enlist(s) < 0)
+        return -1;
+    memmove(s->keys + i, s->keys + i + 1,
+            (s->n - (size_t)i - 1) * sizeof *s->keys);
+    memmove(s->vals + i, s->vals + i + 1,
+            (s->n - (size_t)i - 1) * sizeof *s->vals);
+    s->n--;
+    s->dirty = true;
+    return HP_OK;
+}
+
+void hp_session_destroy(hp_req *req)
+{
+    struct hp_sess *s = req ? load(req) : NULL;
+    if (!s || s->failed || !s->live || enlist(s) < 0)
+        return;
+    s->drop_old = s->had_row;
+    s->clear_cookie = s->had_row;
+    s->live = s->is_new = s->dirty = s->touch = false;
+    s->n = 0;
+}
+
+int hp_session_regenerate(hp_req *req)
+{
+    struct hp_sess *s = req ? load(req) : NULL;
+    if (!s || s->failed || enlist(s) < 0)
+        return -1;
+    if (!s->live) {
+        create(s);
+        return HP_OK;
+    }
+    /* The old id dies with this request's commit; the data moves. A new
+     * CSRF token too: a token seen before login is not one after it. */
+    s->drop_old = s->had_row;
+    random_token(s->id);
+    random_token(s->csrf);
+    s->is_new = s->dirty = true;
+    return HP_OK;
+}
+
+const char *hp_session__csrf(hp_req *req, bool create_one, bool *failed)
+{
+    struct hp_sess *s = load(req);
+    if (failed)
+        *failed = !s || (s->failed && !s->no_db);
+    if (!s || s->failed)
+        return NULL;
+    if (!s->live && (!create_one || !writable(req)))
+        return NULL;
+    return s->csrf;
+}
+
+/* ---- purging expired sessions ------------------------------------------- */
+
+static void purge_once(void)
+{
+    char *err = NULL;
+    hp_db_pool *pool = hp_db_default_pool();
+    hp_db *db = pool ? hp_db_pool_acquire(pool, &err) : NULL;
+    if (!db) {
+        hp_log_error("sessions: purge: no database connection: %s",
+                     err ? err : "?");
+        free(err);
+        return;
+    }
+    if (hp_db_execv(db, "DELETE FROM " TABLE " WHERE expires <= $1",
+                    HP_INT(unix_now())) != HP_OK)
+        hp_log_error("sessions: purging expired sessions: %s", hp_db_error(db));
+    hp_db_pool_release(db);
+}
+
+/* Every purge-interval, with up to 10% jitter so that worker processes
+ * started together do not purge together. A process that has not used
+ * sessions (the table may not exist) does nothing. */
+static void *purge_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&SS.lock);
+    while (!SS.stop) {
+        double wait = SS.purge_interval *
+                      (0.9 + 0.2 * randombytes_uniform(1000) / 1000.0);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)wait;
+        until.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+        if (until.tv_nsec >= 1000000000L)
+            until.tv_sec++, until.tv_nsec -= 1000000000L;
+        while (!SS.stop &&
+               pthread_cond_timedwait(&SS.cond, &SS.lock, &until) != ETIMEDOUT)
+            ;
+        if (SS.stop || !atomic_load(&SS.table_ready))
+            continue;
+        pthread_mutex_unlock(&SS.lock);
+        purge_once();
+        pthread_mutex_lock(&SS.lock);
+    }
+    pthread_mutex_unlock(&SS.lock);
+    return NULL;
+}
+
+void hp_session_server_start(const struct hp_config *cfg)
+{
+    snprintf(SS.cookie, sizeof SS.cookie, "%s",
+             cfg->session_cookie ? cfg->session_cookie : "hotpub_session");
+    SS.lifetime = cfg->session_lifetime;
+    SS.secure_always = cfg->session_secure_cookie;
+    SS.purge_interval = cfg->session_purge_interval;
+    atomic_store(&SS.table_ready, false);
+    atomic_store(&SS.no_db_logged, false);
+    SS.stop = false;
+    if (hp_crypto_init() < 0 || !hp_db_default_pool() || SS.purge_interval <= 0)
+        return;
+    SS.purger_running = pthread_create(&SS.purger, NULL, purge_main, NULL) == 0;
+    if (!SS.purger_running)
+        hp_log_error("sessions: cannot start the purge thread: expired "
+                     "sessions stay in " TABLE " (they are never read)");
+}
+
+void hp_session_server_stop(void)
+{
+    if (!SS.purger_running)
+        return;
+    pthread_mutex_lock(&SS.lock);
+    SS.stop = true;
+    pthread_cond_signal(&SS.cond);
+    pthread_mutex_unlock(&SS.lock);
+    pthread_join(SS.purger, NULL);
+    SS.purger_running = false;
+}

@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""hotpub sessions, CSRF and passwords end-to-end (docs/pages.md#sessions).
+
+    HOTPUB_BIN=/abs/path/hotpub [HOTPUB_PG_URL=postgresql://...] \\
+        python3 tests/e2e/sessions.py [NAME-SUBSTRING...]
+    python3 tests/e2e/sessions.py --list
+
+As tests/e2e/db.py: every test runs on SQLite and, when HOTPUB_PG_URL names
+a PostgreSQL server, again on it (a schema of its own per test); without it
+the [pg] runs print "skip".
+"""
+
+import hashlib
+import os
+import re
+import sys
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Server, check, check_eq, check_in,  # noqa: E402
+                     check_not_in, fail, page, short)
+import db  # noqa: E402  (its Engine, ADMIN page and PostgreSQL set-up)
+
+TEST_TIMEOUT = 90.0
+SUITE_BUDGET = 400.0
+COOKIE = "hotpub_session"
+
+SESS = page(r'''
+#include <unistd.h>
+
+static const char *arg(hp_req *req, const char *n)
+{
+    const char *v = hp_arg(req, n);
+    return v ? v : "";
+}
+
+HP_HANDLER(get)
+{
+    const char *v = hp_session_get(req, arg(req, "k"));
+    hp_printf(req, "%s", v ? v : "(none)");
+    return HP_OK;
+}
+
+HP_HANDLER(set)
+{
+    if (hp_session_set(req, arg(req, "k"), arg(req, "v")) != HP_OK)
+        return 500;
+    hp_puts(req, "ok");
+    return HP_OK;
+}
+
+HP_HANDLER(del)
+{
+    return hp_session_del(req, arg(req, "k")) == HP_OK ? HP_OK : 500;
+}
+
+HP_HANDLER(destroy)
+{
+    hp_session_destroy(req);
+    const char *v = hp_session_get(req, "a");
+    hp_printf(req, "after:%s", v ? v : "(none)");
+    return HP_OK;
+}
+
+HP_HANDLER(regen)
+{
+    return hp_session_regenerate(req) == HP_OK ? HP_OK : 500;
+}
+
+HP_HANDLER(setfail)  /* sets, then fails: nothing may stick */
+{
+    hp_session_set(req, arg(req, "k"), arg(req, "v"));
+    return 409;
+}
+
+HP_HANDLER(pid)
+{
+    const char *v = hp_session_get(req, arg(req, "k"));
+    hp_printf(req, "%ld %s", (long)getpid(), v ? v : "(none)");
+    return HP_OK;
+}
+
+HP_HANDLER(token)
+{
+    const char *t = hp_csrf_token(req);
+    hp_puts(req, t ? t : "(null)");
+    return HP_OK;
+}
+
+HP_HANDLER(post)
+{
+    hp_printf(req, "posted %s", hp_method(req));
+    return HP_OK;
+}
+
+HP_HANDLER(api)
+{
+    hp_puts(req, "api ok");
+    return HP_OK;
+}
+HP_CSRF_EXEMPT_HANDLER(api);
+
+HP_HANDLER(hash)
+{
+    const char *h = hp_password_hash(req, arg(req, "p"));
+    hp_puts(req, h ? h : "(null)");
+    return HP_OK;
+}
+
+HP_HANDLER(verify)
+{
+    const char *h = hp_arg(req, "h");
+    hp_puts(req, hp_password_verify(h, arg(req, "p")) ? "yes" : "no");
+    return HP_OK;
+}
+''')
+
+# A directory opted out as a whole, through its application module.
+API_APP = page("HP_CSRF_EXEMPT;\n")
+API_PAGE = page(r'''
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "dir api ok");
+    return HP_OK;
+}
+''')
+# A page opted out as a whole.
+HOOK_PAGE = page(r'''
+HP_CSRF_EXEMPT;
+
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "hook ok");
+    return HP_OK;
+}
+''')
+
+FILES = {"s.c": SESS, "api/_app.c": API_APP, "api/x.c": API_PAGE,
+         "hook.c": HOOK_PAGE}
+
+
+def server(eng, args=None, workers=0, tmp=None):
+    files = dict(FILES)
+    files.setdefault("admin.c", db.ADMIN)
+    s = Server(files=files, start=False, workers=workers, tmp=tmp)
+    s.args += ["--db", eng.url(s)] + list(args or [])
+    s.start()
+    if eng.pg:
+        db.script(s, "CREATE SCHEMA IF NOT EXISTS %s" % eng.schema)
+    return s
+
+
+def q(**kw):
+    return "?" + urllib.parse.urlencode(kw)
+
+
+def session_cookie(r, name=COOKIE):
+    """The Set-Cookie field for the session cookie (or None)."""
+    mine = [v for v in r.all("Set-Cookie") if v.startswith(name + "=")]
+    if len(mine) > 1:
+        fail("more than one session Set-Cookie: %r" % mine)
+    return mine[0] if mine else None
+
+
+def cookie_id(r, name=COOKIE):
+    c = session_cookie(r, name)
+    if not c:
+        fail("no session cookie in %r (status %s, body %s)"
+             % (r.raw_headers, r.status, short(r.body)))
+    return c.split(";", 1)[0].split("=", 1)[1]
+
+
+def hdr(cid, name=COOKIE, **extra):
+    h = {"Cookie": "%s=%s" % (name, cid)}
+    h.update(extra)
+    return h
+
+
+def new_session(s, k="a", v="1"):
+    r = s.get("/s/set" + q(k=k, v=v))
+    check_eq(r.status, 200, "set: %s" % short(r.body))
+    return cookie_id(r)
+
+
+def get(s, cid, k="a"):
+    r = s.get("/s/get" + q(k=k), headers=hdr(cid))
+    check_eq(r.status, 200, "get %s" % short(r.body))
+    return r.text
+
+
+# ---- sessions ---------------------------------------------------------------
+
+def test_session_set_then_read_two_workers(eng):
+    """Set on one request, read on the next, with two worker processes:
+    every request, whichever process answers, sees the value."""
+    s = server(eng, workers=2)
+    try:
+        cid = new_session(s, "user", "alice w/ space & =")
+        check(re.fullmatch(r"[A-Za-z0-9_-]{43}", cid), "id shape %r" % cid)
+        pids = set()
+        for i in range(40):
+            r = s.get("/s/pid" + q(k="user"), headers=hdr(cid))
+            pid, _, v = r.text.partition(" ")
+            check_eq(v, "alice w/ space & =", "request %d (pid %s)" % (i, pid))
+            pids.add(pid)
+        check(len(pids) == 2, "both workers answered: %r" % pids)
+        # a second value, the first kept; a change; a delete
+        s.get("/s/set" + q(k="n", v="ünï\"cödé"), headers=hdr(cid))
+        check_eq(get(s, cid, "n"), "ünï\"cödé", "UTF-8 value")
+        check_eq(get(s, cid, "user"), "alice w/ space & =", "first value")
+        s.get("/s/set" + q(k="n", v="2"), headers=hdr(cid))
+        check_eq(get(s, cid, "n"), "2", "replaced value")
+        check_eq(s.get("/s/del" + q(k="n"), headers=hdr(cid)).status, 200,
+                 "del")
+        check_eq(get(s, cid, "n"), "(none)", "deleted value")
+        check_eq(get(s, cid, "user"), "alice w/ space & =", "other value kept")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_session_survives_restart(eng):
+    s = server(eng)
+    try:
+        cid = new_session(s, "a", "kept")
+    finally:
+        s.stop()
+    s2 = server(eng, tmp=s.tmp)
+    try:
+        check_eq(get(s2, cid), "kept", "after a restart")
+        db.cleanup(s2, eng)
+    finally:
+        s2.stop()
+
+
+def test_session_regenerate(eng):
+    """A new id with the same data; the old id is dead."""
+    s = server(eng)
+    try:
+        old = new_session(s, "a", "data")
+        t_old = s.get("/s/token", headers=hdr(old)).text
+        r = s.get("/s/regen", headers=hdr(old))
+        check_eq(r.status, 200, "regen")
+        new = cookie_id(r)
+        check(new != old, "a new id")
+        check_eq(get(s, new), "data", "data under the new id")
+        check_eq(get(s, old), "(none)", "the old id")
+        t_new = s.get("/s/token", headers=hdr(new)).text
+        check(t_new != t_old and len(t_new) == 43, "a new CSRF token")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_session_destroy(eng):
+    s = server(eng)
+    try:
+        cid = new_session(s, "a", "bye")
+        r = s.get("/s/destroy", headers=hdr(cid))
+        check_eq(r.text, "after:(none)", "in the destroying request")
+        c = session_cookie(r)
+        check(c and c.startswith(COOKIE + "=;") and "Max-Age=0" in c,
+              "the cookie is cleared: %r" % c)
+        check_eq(get(s, cid), "(none)", "after destroy")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_session_tampered_cookie(eng):
+    """A forged, tampered or malformed cookie is no session, silently."""
+    s = server(eng)
+    try:
+        cid = new_session(s, "a", "secret")
+        flip = "A" if cid[5] != "A" else "B"
+        for bad in (cid[:5] + flip + cid[6:], cid[:-1], cid + "A",
+                    "x" * 43, cid.replace(cid[0], "!", 1), "",
+                    "%s" % cid.upper() if cid.upper() != cid else "Z" * 43):
+            r = s.get("/s/get" + q(k="a"), headers=hdr(bad))
+            check_eq((r.status, r.text), (200, "(none)"), "cookie %r" % bad)
+            check_eq(session_cookie(r), None, "a read sets no cookie")
+        check_eq(get(s, cid), "secret", "the real one still works")
+        # The table keeps the SHA-256 of the id, never the id.
+        rows = db.value(s, "SELECT id FROM hotpub_sessions").split()
+        check_eq(rows, [hashlib.sha256(cid.encode()).hexdigest()],
+                 "stored ids")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_session_cookie_flags(eng):
+    s = server(eng)
+    try:
+        r = s.get("/s/set" + q(k="a", v="1"))
+        c = session_cookie(r)
+        attrs = [a.strip() for a in c.split(";")[1:]]
+        check_eq(sorted(attrs), sorted(["Path=/", "Max-Age=1209600",
+                                        "HttpOnly", "SameSite=Lax"]),
+                 "attributes over plain HTTP")
+        check_eq(r.header("Cache-Control"), "private", "Cache-Control")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+    s = server(eng, args=["--session-secure-cookie", "--session-cookie",
+                          "sid", "--session-lifetime", "3600"])
+    try:
+        r = s.get("/s/set" + q(k="a", v="1"))
+        c = session_cookie(r, "sid")
+        check(c is not None, "cookie named sid: %r" % r.all("Set-Cookie"))
+        attrs = [a.strip() for a in c.split(";")[1:]]
+        check_eq(sorted(attrs), sorted(["Path=/", "Max-Age=3600", "HttpOnly",
+                                        "SameSite=Lax", "Secure"]),
+                 "attributes with --session-secure-cookie")
+        cid = cookie_id(r, "sid")
+        r = s.get("/s/get" + q(k="a"), headers=hdr(cid, "sid"))
+        check_eq(r.text, "1", "read back under the configured name")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_session_follows_rollback(eng):
+    """A handler that fails leaves neither a new session nor a change."""
+    s = server(eng)
+    try:
+        r = s.get("/s/setfail" + q(k="a", v="x"))
+        check_eq(r.status, 409, "status")
+        check_eq(session_cookie(r), None, "no cookie for a failed request")
+        cid = new_session(s, "a", "before")
+        r = s.get("/s/setfail" + q(k="a", v="after"), headers=hdr(cid))
+        check_eq(r.status, 409, "status")
+        check_eq(get(s, cid), "before", "the change was rolled back")
+        check_eq(db.value(s, "SELECT count(*) FROM hotpub_sessions").strip(),
+                 "1", "rows")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_session_purge(eng):
+    """Expired rows are read as no session and deleted by the purge."""
+    s = server(eng, args=["--session-purge-interval", "1"])
+    try:
+        cid = new_session(s, "a", "old")
+        db.script(s, "UPDATE hotpub_sessions SET expires = 1")
+        check_eq(get(s, cid), "(none)", "an expired session")
+        harness.wait_until(
+            lambda: db.value(s, "SELECT count(*) FROM hotpub_sessions")
+            .strip() == "0", 5 * harness.SLACK)
+        check_eq(db.value(s, "SELECT count(*) FROM hotpub_sessions").strip(),
+                 "0", "rows after the purge")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_session_no_database(eng):
+    """--db off: the functions fail, the log says why."""
+    if eng.pg:
+        raise harness.Skip("engine-independent")
+    with Server(files=FILES, args=["--db", "off"]) as s:
+        check_eq(s.get("/s/set" + q(k="a", v="1")).status, 500, "set")
+        check_eq(s.get("/s/token").text, "(null)", "token")
+        check_eq(s.get("/s/get" + q(k="a")).text, "(none)", "get")
+        check_eq(s.post("/s/post", "x=1").status, 200, "POST without sessions")
+        check_in("no database is configured", s.stderr(), "log")
+
+
+# ---- CSRF ---------------------------------------------------------------------
+
+def test_csrf(eng):
+    s = server(eng)
+    try:
+        form = "application/x-www-form-urlencoded"
+        # no session: nothing to protect
+        check_eq(s.post("/s/post", "x=1").status, 200, "POST without session")
+        r = s.get("/s/token")
+        cid, tok = cookie_id(r), r.text
+        check(re.fullmatch(r"[A-Za-z0-9_-]{43}", tok), "token %r" % tok)
+        check_eq(s.get("/s/token", headers=hdr(cid)).text, tok, "stable")
+        h = hdr(cid)
+        r = s.post("/s/post", "x=1", headers=h)
+        check_eq(r.status, 403, "POST with session, no token")
+        check_in("CSRF", r.text, "403 body")
+        check_eq(s.post("/s/post", "x=1", headers=hdr(
+            cid, **{"X-CSRF-Token": tok})).text, "posted POST", "header")
+        check_eq(s.post("/s/post", "x=1&csrf_token=" + tok, form,
+                        headers=h).text, "posted POST", "form field")
+        mp = ("--b\r\nContent-Disposition: form-data; name=\"csrf_token\""
+              "\r\n\r\n%s\r\n--b--\r\n" % tok)
+        check_eq(s.post("/s/post", mp, "multipart/form-data; boundary=b",
+                        headers=h).status, 200, "multipart form field")
+        wrong = tok[:-1] + ("A" if tok[-1] != "A" else "B")
+        check_eq(s.post("/s/post", "csrf_token=" + wrong, headers=h).status,
+                 403, "a wrong token")
+        check_eq(s.post("/s/post" + q(csrf_token=tok), "x=1",
+                        headers=h).status, 403, "a token in the query")
+        for m in ("PUT", "PATCH", "DELETE"):
+            check_eq(s.request("/s/post", m, headers=h).status, 403, m)
+            r = s.request("/s/post", m, headers=hdr(
+                cid, **{"X-CSRF-Token": tok}))
+            check_eq(r.text, "posted " + m, m + " with the token")
+        check_eq(s.get("/s/post", headers=h).status, 200, "GET")
+        # opted out: a handler, a directory (_app.c), a page
+        check_eq(s.post("/s/api", "x=1", headers=h).text, "api ok",
+                 "HP_CSRF_EXEMPT_HANDLER")
+        check_eq(s.post("/api/x", "x=1", headers=h).text, "dir api ok",
+                 "HP_CSRF_EXEMPT in _app.c")
+        check_eq(s.post("/hook", "x=1", headers=h).text, "hook ok",
+                 "HP_CSRF_EXEMPT in the page")
+        # a forged cookie is no session, so no check either
+        check_eq(s.post("/s/post", "x=1", headers=hdr("Z" * 43)).status, 200,
+                 "forged cookie")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+# ---- passwords ----------------------------------------------------------------
+
+def test_password(eng):
+    if eng.pg:
+        raise harness.Skip("engine-independent")
+    with Server(files=FILES) as s:
+        h = s.get("/s/hash" + q(p="correct horse")).text
+        check(h.startswith("$argon2id$"), "hash %r" % h)
+        h2 = s.get("/s/hash" + q(p="correct horse")).text
+        check(h2 != h, "a salt of its own")
+        check_eq(s.get("/s/verify" + q(h=h, p="correct horse")).text, "yes",
+                 "right password")
+        check_eq(s.get("/s/verify" + q(h=h, p="correct horsE")).text, "no",
+                 "wrong password")
+        check_eq(s.get("/s/verify" + q(h="$argon2id$junk", p="x")).text, "no",
+                 "malformed hash")
+        check_eq(s.get("/s/verify" + q(p="x")).text, "no", "no hash")
+
+
+ENGINES = db.ENGINES
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT, params=ENGINES,
+                               list_full_names=False, verbose_total=False))
