@@ -1,8 +1,9 @@
 #!/bin/sh
 # tools/check-layers.sh - test that the process layers call one way: the
 # supervisor (master.c) calls the server (server.c) and its worker-side
-# guard (guard.c); the server never names either (docs/design.md, "The map
-# of dependencies").
+# guard (guard.c); the server never names either; session.c's internals are
+# reached only by the publisher (the CSRF check), the server (start/stop)
+# and main.c (docs/design.md, "The map of dependencies").
 #
 #   tools/check-layers.sh [SRC-DIR]
 #
@@ -31,6 +32,10 @@ check() {
 check 'hp_guard_|#include "guard\.h"' guard.c guard.h master.c
 check 'hp_master_run|#include "master\.h"' master.c master.h main.c
 check 'hp_procs_|procs\.h' # gone: the old two-way hooks
+# sessions and CSRF: the publisher checks, the server starts and stops the
+# store, main.c initialises libsodium; nothing else reaches in
+check '#include "session\.h"|hp_session_server_|hp_session__|hp_csrf_check' \
+    session.c session.h csrf.c password.c publish.c server.c main.c
 if [ $bad = 0 ]; then
     echo "ok   layers: the server names no supervisor, the guard is master.c's"
 fi
