@@ -347,6 +347,23 @@ static struct hp_sess *no_db(hp_req *req, struct hp_sess *s)
     return s;
 }
 
+/* The session cannot be read. When that is because the database is down,
+ * the request's own hp_db says so the usual way (503, db.c); a logged-in
+ * user must not silently look logged out. */
+static void fail_request(struct hp_sess *s)
+{
+    s->failed = true;
+    (void)hp_db(s->req);
+}
+
+static int table_or_fail(struct hp_sess *s)
+{
+    if (ensure_table(s->req) == 0)
+        return 0;
+    fail_request(s);
+    return -1;
+}
+
 /* The request's session state, read on first use. */
 static struct hp_sess *load(hp_req *req)
 {
@@ -363,16 +380,17 @@ static struct hp_sess *load(hp_req *req)
     }
     if (!hp_db_default_pool())
         return no_db(req, s);
-    if (ensure_table(req) < 0) {
-        s->failed = true;
-        return s;
-    }
     const char *id = hp_cookie(req, SS.cookie);
     /* A forged or tampered cookie is no session; only a well-formed one
-     * costs a lookup. */
-    if (hp_session__id_ok(id) && read_row(s, id) < 0)
-        s->failed = true;
+     * costs a lookup, and no cookie costs no database at all. */
+    if (hp_session__id_ok(id) && table_or_fail(s) == 0 && read_row(s, id) < 0)
+        fail_request(s);
     return s;
+}
+
+bool hp_session__cookie_present(hp_req *req)
+{
+    return hp_session__id_ok(hp_cookie(req, SS.cookie));
 }
 
 /* A new, empty session with a fresh id and token. */
@@ -389,7 +407,7 @@ static void create(struct hp_sess *s)
 static struct hp_sess *writable(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
-    if (!s || s->failed || enlist(s) < 0)
+    if (!s || s->failed || table_or_fail(s) < 0 || enlist(s) < 0)
         return NULL;
     if (!s->live)
         create(s);
@@ -541,7 +559,7 @@ void hp_session_destroy(hp_req *req)
 int hp_session_regenerate(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
-    if (!s || s->failed || enlist(s) < 0)
+    if (!s || s->failed || table_or_fail(s) < 0 || enlist(s) < 0)
         return -1;
     if (!s->live) {
         create(s);

@@ -30,6 +30,9 @@ void hp_session_server_stop(void);
  * when no database is configured: then there are no sessions). */
 const char *hp_session__csrf(hp_req *req, bool create, bool *failed);
 
+/* The request brings a well-formed session cookie (cheap: no database). */
+bool hp_session__cookie_present(hp_req *req);
+
 /* Cookie ids: 32 random bytes as 43 base64url characters (no padding). */
 #define HP_SESSION_ID_LEN 43
 /* s is shaped like an id (length and alphabet); says nothing of whether

@@ -419,6 +419,35 @@ def test_csrf(eng):
         s.stop()
 
 
+def test_csrf_costs_no_database_without_a_cookie(eng):
+    """A POST without a session cookie never touches the database: it
+    works with the database down, and creates no table; with a cookie and
+    the database down the check cannot be made: 503, not a pass."""
+    if eng.pg:
+        raise harness.Skip("engine-independent")
+    with Server(files=FILES,
+                args=["--db", "postgresql://127.0.0.1:1/none?connect_timeout=1",
+                      "--db-acquire-timeout", "1000"]) as s:
+        check_eq(s.post("/s/post", "x=1").text, "posted POST", "no cookie")
+        r = s.post("/s/post", "x=1", headers=hdr("Z" * 43))
+        check_eq(r.status, 503, "a cookie, database down: %s" % short(r.body))
+        check_eq(s.get("/s/get" + q(k="a")).text, "(none)", "GET, no cookie")
+        r = s.get("/s/get" + q(k="a"), headers=hdr("Z" * 43))
+        check_eq(r.status, 503, "GET with a cookie, database down")
+    s = server(eng)
+    try:
+        check_eq(s.post("/s/post", "x=1").status, 200, "POST")
+        check_eq(s.post("/s/post", "x=1", headers=hdr("!")).status, 200,
+                 "POST with a malformed cookie")
+        check_eq(db.value(s, "SELECT count(*) FROM sqlite_master WHERE "
+                             "name = 'hotpub_sessions'").strip(), "0",
+                 "no table for a site that never used sessions")
+        check_eq(s.post("/s/post", "x=1", headers=hdr("Z" * 43)).status, 200,
+                 "POST with an unknown id")
+    finally:
+        s.stop()
+
+
 # ---- passwords ----------------------------------------------------------------
 
 def test_password(eng):
