@@ -340,6 +340,30 @@ def test_session_follows_rollback(eng):
         s.stop()
 
 
+def test_session_sliding_expiry(eng):
+    """Use renews the expiry (and the cookie), at most every 1% of the
+    lifetime: a read right after a renewal writes nothing."""
+    s = server(eng)
+    try:
+        cid = new_session(s, "a", "v")
+        r = s.get("/s/get" + q(k="a"), headers=hdr(cid))
+        check_eq(session_cookie(r), None, "a fresh session is not renewed")
+        db.script(s, "UPDATE hotpub_sessions SET expires = expires - 100000")
+        before = int(db.value(s, "SELECT expires FROM hotpub_sessions"))
+        r = s.get("/s/get" + q(k="a"), headers=hdr(cid))
+        check_eq(r.text, "v", "still there")
+        c = session_cookie(r)
+        check(c and c.startswith("%s=%s;" % (COOKIE, cid))
+              and "Max-Age=1209600" in c, "the cookie renewed: %r" % c)
+        after = int(db.value(s, "SELECT expires FROM hotpub_sessions"))
+        check(after >= before + 100000 - 5, "expiry %d -> %d" % (before, after))
+        r = s.get("/s/get" + q(k="a"), headers=hdr(cid))
+        check_eq(session_cookie(r), None, "no second renewal")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
 def test_session_purge(eng):
     """Expired rows are read as no session and deleted by the purge."""
     s = server(eng, args=["--session-purge-interval", "1"])
