@@ -301,14 +301,12 @@ static int add_pair(struct hp_sess *s, const char *k, const char *v)
 /* The row the cookie names, if it is there and not expired. */
 static int read_row(struct hp_sess *s, const char *id)
 {
-    char hash[65], now[24];
+    char hash[65];
     hp_session__id_hash(id, hash);
-    snprintf(now, sizeof now, "%lld", unix_now());
-    hp_db *db = hp_db(s->req);
-    hp_db_res *r = hp_db_query(db,
-                               "SELECT data, csrf, expires FROM " TABLE
-                               " WHERE id = $1 AND expires > $2",
-                               hash, now);
+    hp_db_res *r = hp_db_queryv(hp_db(s->req),
+                                "SELECT data, csrf, expires FROM " TABLE
+                                " WHERE id = $1 AND expires > $2",
+                                HP_TEXT(hash), HP_INT(unix_now()));
     if (!r)
         return -1;
     if (!hp_db_next(r))
@@ -462,11 +460,33 @@ static int write_row(struct hp_sess *s, hp_db *db, long long expires)
     return rc;
 }
 
+/* Renewing the expiry is the only write of a request that just read its
+ * session, and it is optional: if it cannot be written (SQLite: another
+ * request wrote since this GET's read transaction began, so it cannot take
+ * the write lock), the savepoint undoes the failure and the request goes
+ * on; a later request renews. */
+static int touch_only(struct hp_sess *s, hp_db *db, long long expires)
+{
+    if (hp_db_exec(db, "SAVEPOINT hotpub_session_touch") != HP_OK)
+        return 500;
+    if (write_row(s, db, expires) != HP_OK)
+        return hp_db_exec(db, "ROLLBACK TO SAVEPOINT hotpub_session_touch") ==
+                       HP_OK
+                   ? HP_OK
+                   : 500;
+    if (hp_db_changes(db) > 0)
+        add_cookie(s, s->id, SS.lifetime);
+    return HP_OK;
+}
+
 static int sess_commit(void *arg)
 {
     struct hp_sess *s = arg;
     hp_db *db = hp_db(s->req);
     long long expires = unix_now() + SS.lifetime;
+
+    if (s->live && s->touch && !s->is_new && !s->dirty && !s->drop_old)
+        return touch_only(s, db, expires);
 
     if (s->drop_old && s->had_row &&
         hp_db_exec(db, "DELETE FROM " TABLE " WHERE id = $1", s->old_hash) !=
