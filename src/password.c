@@ -14,7 +14,7 @@
  * parameters are written into each hash string, so raising them later
  * still verifies every stored hash.
  */
-#include "hp.h"
+#include "request.h"
 #include "session.h"
 
 #include <pthread.h>
@@ -50,7 +50,9 @@ const char *hp_password_hash(hp_req *req, const char *password)
     if (crypto_pwhash_str(out, password, strlen(password),
                           crypto_pwhash_OPSLIMIT_INTERACTIVE,
                           crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) {
-        hp_log(req, "hp_password_hash: argon2id failed (out of memory?)");
+        hp_log_error("%s: hp_password_hash: argon2id failed (out of memory "
+                     "for its 64 MiB?)",
+                     req->target.path);
         return NULL;
     }
     return out;

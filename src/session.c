@@ -233,18 +233,17 @@ static int ensure_table(hp_req *req)
         char *err = NULL;
         hp_db *db = hp_db_pool_acquire(hp_db_default_pool(), &err);
         if (!db) {
-            hp_log(req,
-                   "sessions: no database connection to create the "
-                   "table " TABLE ": %s",
-                   err ? err : "?");
+            hp_log_error("sessions: %s: no database connection to create the "
+                         "table " TABLE ": %s",
+                         req->target.path, err ? err : "?");
             free(err);
             break;
         }
         if (hp_db_exec_script(db, schema_sql) == HP_OK)
             atomic_store(&SS.table_ready, true);
         else if (attempt)
-            hp_log(req, "sessions: creating the table " TABLE ": %s",
-                   hp_db_error(db));
+            hp_log_error("sessions: %s: creating the table " TABLE ": %s",
+                         req->target.path, hp_db_error(db));
         hp_db_pool_release(db);
     }
     pthread_mutex_unlock(&SS.create_lock);
@@ -314,8 +313,9 @@ static int read_row(struct hp_sess *s, const char *id)
     char **keys, **vals, *block;
     int n = hp_session__decode(hp_db_text(r, 0), &keys, &vals, &block);
     if (n < 0) {
-        hp_log(s->req, "sessions: a row of " TABLE " has malformed data: "
-                       "treated as no session");
+        hp_log_error("sessions: %s: a row of " TABLE " has malformed data: "
+                     "treated as no session",
+                     s->req->target.path);
         return 0;
     }
     int rc = 0;
@@ -339,8 +339,9 @@ static int read_row(struct hp_sess *s, const char *id)
 static struct hp_sess *no_db(hp_req *req, struct hp_sess *s)
 {
     if (!atomic_exchange(&SS.no_db_logged, true))
-        hp_log(req, "sessions: no database is configured (--db off): "
-                    "hp_session_* and hp_csrf_token fail");
+        hp_log_error("sessions: %s: no database is configured (--db off): "
+                     "hp_session_* and hp_csrf_token fail",
+                     req->target.path);
     s->failed = s->no_db = true;
     return s;
 }
