@@ -261,7 +261,6 @@ static _Noreturn void worker_main(int slot)
     sigprocmask(SIG_SETMASK, &keep, NULL);
 
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
-                                    .shared_listen = true,
                                     .reopen_logs = reopen_logs};
     /* The CPUs are shared among the workers (libmicrohttpd ignores, and
      * warns about, a pool of one). */

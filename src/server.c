@@ -26,6 +26,7 @@
 #include "db.h"
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
+#include "listener.h"
 #include "pool.h"
 #include "request.h"
 #include "static.h"
@@ -193,9 +194,9 @@ static void access_log_refused(const char *addr, int status)
     hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
-/* A stopping server that shares its listening socket (a worker process)
- * asks keep-alive clients to reconnect, so they move to the processes that
- * go on serving. */
+/* A stopping server asks keep-alive clients to reconnect (Connection:
+ * close), so they move to the processes that go on serving, or learn at
+ * once that this one is going. */
 static atomic_bool draining;
 
 /* ---- responses ---------------------------------------------------------- */
@@ -914,31 +915,47 @@ static void teardown(void)
     free(S.root);
 }
 
-/* libmicrohttpd on the host's socket or on cfg->listen (ss). */
-static struct MHD_Daemon *daemon_start(struct hp_config *cfg,
-                                       struct sockaddr_storage *ss)
+/* Connections as the request edge and the listener count them. */
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    hp_edge_notify(cls, conn, socket_context, toe);
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        hp_listener_closed();
+}
+
+/*
+ * libmicrohttpd without a listening socket: the listener (listener.c)
+ * accepts and adds connections. The listener enforces --connection-limit
+ * for the whole process; libmicrohttpd gets room for all of them in each
+ * of its thread-pool daemons, so that it never refuses (and closes) one
+ * the listener admitted when its spread over the pool is uneven.
+ */
+static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss->ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    /* A socket the host bound (a worker process's, from its parent). */
-    struct MHD_OptionItem where[] = {
-        H.listen_fd >= 0 ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
-                                                   H.listen_fd, NULL}
-                         : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ss},
-        {MHD_OPTION_END, 0, NULL}};
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    unsigned room = cfg->conn_limit;
+    if (S.io_threads > 1)
+        room = cfg->conn_limit > UINT_MAX / S.io_threads
+                   ? UINT_MAX
+                   : cfg->conn_limit * S.io_threads;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_ARRAY, where, MHD_OPTION_URI_LOG_CALLBACK,
-        on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
+        on_mhd_log, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
-        MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, hp_edge_mhd_memory(cfg),
-        MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, room, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        hp_edge_mhd_memory(cfg), MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
+        MHD_OPTION_END);
+}
+
+/* On the accept thread, about once a second. */
+static void each_second(void)
+{
 }
 
 /* Everything up to accepting connections: 0, or 1 with nothing left
@@ -964,9 +981,21 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         teardown();
         return 1;
     }
-    S.mhd = daemon_start(cfg, ss);
+    /* The host's socket (a worker's, from its parent), or our own. */
+    int fd = H.listen_fd >= 0 ? H.listen_fd : hp_listen_bind(cfg->listen);
+    S.mhd = fd >= 0 ? daemon_start(cfg) : NULL;
     if (!S.mhd) {
-        hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
+        if (fd >= 0)
+            hp_log_error("cannot start libmicrohttpd: %s", strerror(errno));
+        if (fd >= 0 && fd != H.listen_fd)
+            close(fd);
+        hp_edge_stop();
+        hp_pool_stop();
+        teardown();
+        return 1;
+    }
+    if (hp_listener_start(fd, S.mhd, cfg->conn_limit, each_second) < 0) {
+        MHD_stop_daemon(S.mhd);
         hp_edge_stop();
         hp_pool_stop();
         teardown();
@@ -994,48 +1023,42 @@ static void wait_for_stop(const sigset_t *sigs)
     }
 }
 
-/* Stop accepting, give running requests a bounded time; leave the process
- * (_exit) if some never finish. */
+/* Stop accepting at once, give running requests a bounded time; leave the
+ * process (_exit) if some never finish. */
 static void drain(struct hp_config *cfg)
 {
     /* From here no request is offloaded: libmicrohttpd cannot stop with a
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
-    /* libmicrohttpd 0.9.75's MHD_quiesce_daemon() races its own epoll
-     * threads over removing the listening socket and can abort the
-     * process (a known defect: both sides call EPOLL_CTL_DEL, the loser
-     * panics). A single process does without it: it goes on accepting
-     * for the bounded drain, answering with Connection: close. Worker
-     * processes need it (a drained worker must leave new connections to
-     * the others), and accept the small risk; docs/operations.md. */
-    if (H.shared_listen) {
-        MHD_quiesce_daemon(S.mhd);
-        atomic_store(&draining, true);
-    }
+    atomic_store(&draining, true);
+    /* Close our copy of the listening socket (after taking what waits in
+     * its backlog, to be answered rather than reset): with worker
+     * processes the others, or a new generation, go on accepting; alone,
+     * or when every process stops, new connections are refused at once
+     * and clients and load balancers try elsewhere. */
+    unsigned taken = hp_listener_stop(true);
+    if (taken)
+        hp_log_info("took %u connections from the listen backlog; no longer "
+                    "accepting",
+                    taken);
     double deadline = hp_now() + cfg->shutdown_timeout;
     /* (Handlers the --handler-timeout watchdog gave up on never finish:
      * H.stuck() counts them, 0 with --workers 0.) */
     while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
         usleep(10000);
-    if (H.shared_listen) {
-        /* A worker process: the listening socket lives on in the other
-         * workers, so a connection this one accepted just before it
-         * stopped accepting must still be answered. Wait up to a second
-         * for such connections' requests (and close keep-alive ones). */
-        double grace = hp_now() + 1.0;
-        while (hp_now() < deadline && hp_now() < grace) {
-            const union MHD_DaemonInfo *di =
-                MHD_get_daemon_info(S.mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-            long busy = atomic_load(&S.inflight) - H.stuck();
-            if (busy <= 0 && (!di || di->num_connections <=
-                                         (unsigned)atomic_load(&S.inflight)))
-                break;
-            usleep(10000);
-        }
-        while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
-            usleep(10000);
-    }
+    /* A connection accepted just before the socket closed must still be
+     * answered: wait up to a second for requests on connections with none
+     * yet, libmicrohttpd may not even have started on them (idle
+     * keep-alive connections are closed when libmicrohttpd stops; RFC 9112
+     * §9.3.1 lets their clients retry). */
+    double grace = hp_now() + 1.0;
+    while (hp_now() < deadline && hp_now() < grace &&
+           (atomic_load(&S.inflight) > H.stuck() ||
+            (long)hp_listener_open() > hp_edge_used_connections()))
+        usleep(10000);
+    while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
+        usleep(10000);
     if (atomic_load(&S.inflight) > 0 && H.stuck() > 0) {
         hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
                      H.stuck());

@@ -17,11 +17,10 @@
 struct hp_server_hooks {
     /* The listening socket the host bound (before dropping privileges,
      * or shared with sibling processes), or -1: hp_serve binds
-     * cfg->listen itself. */
+     * cfg->listen itself. Either way this process's copy is hp_serve's:
+     * it closes it as soon as it stops (SIGTERM), so that new
+     * connections go to the other processes or are refused. */
     int listen_fd;
-    /* Other processes accept on listen_fd too: a stopping server stops
-     * accepting at once, so that new connections go to them. */
-    bool shared_listen;
     /* Event-loop threads to run; 0: one per CPU. */
     unsigned io_threads;
 
