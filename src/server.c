@@ -27,6 +27,7 @@
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
 #include "listener.h"
+#include "liveness.h"
 #include "pool.h"
 #include "request.h"
 #include "static.h"
@@ -150,6 +151,9 @@ static void no_op(void)
 static void no_status(struct hp_buf *b)
 {
 }
+static void no_lost(const char *why)
+{
+}
 
 static void hooks_fill(const struct hp_server_hooks *hooks)
 {
@@ -160,6 +164,8 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.run_end = H.run_end ? H.run_end : no_run_end;
     H.stuck = H.stuck ? H.stuck : no_stuck;
     H.ready = H.ready ? H.ready : no_op;
+    H.heartbeat = H.heartbeat ? H.heartbeat : no_op;
+    H.lost = H.lost ? H.lost : no_lost;
     H.reopen_logs = H.reopen_logs ? H.reopen_logs : no_op;
     H.status_json = H.status_json ? H.status_json : no_status;
     H.teardown = H.teardown ? H.teardown : no_op;
@@ -953,9 +959,34 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
         MHD_OPTION_END);
 }
 
-/* On the accept thread, about once a second. */
+/*
+ * On the accept thread, about once a second: are the descriptors serving
+ * depends on still ours (liveness.c)? A page that closed them leaves a
+ * process that can neither accept nor serve, though it looks ready: it
+ * says why and ends with status 70 (EX_SOFTWARE), so that the supervisor
+ * (or systemd, with --workers 0) starts a working one. Otherwise the host
+ * gets its heartbeat.
+ */
 static void each_second(void)
 {
+    char why[160];
+    if (hp_liveness_check(why, sizeof why) == 0) {
+        H.heartbeat();
+        return;
+    }
+    hp_liveness_restore_stderr();
+    hp_log_error("%s (by a page?): this process can no longer serve; "
+                 "exiting with status 70 so that it is replaced",
+                 why);
+    H.lost(why);
+    _exit(70);
+}
+
+/* The descriptors the liveness check watches, once serving starts. */
+static void record_descriptors(void)
+{
+    int extra[] = {hp_listener_fd(), hp_access_fd()};
+    hp_liveness_record(extra, 2);
 }
 
 /* Everything up to accepting connections: 0, or 1 with nothing left
@@ -1017,8 +1048,11 @@ static void wait_for_stop(const sigset_t *sigs)
             break;
         }
         if (sig == SIGUSR1) {
+            hp_liveness_begin_change();
+            int before = hp_access_fd();
             hp_access_reopen();
             H.reopen_logs();
+            hp_liveness_end_change(before, hp_access_fd());
         }
     }
 }
@@ -1099,6 +1133,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
                 HP_VERSION_STRING, S.root, cfg->listen,
                 S.dev ? "dev" : "production");
+    record_descriptors();
     H.ready();
     wait_for_stop(&sigs);
     drain(cfg);

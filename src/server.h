@@ -48,6 +48,15 @@ struct hp_server_hooks {
 
     /* hp_serve is accepting connections. */
     void (*ready)(void);
+    /* About once a second, from the accept thread, after the liveness
+     * check found this process's own descriptors intact: the process
+     * still serves (a worker's heartbeat, which its supervisor watches). */
+    void (*heartbeat)(void);
+    /* The liveness check found one of those descriptors closed or
+     * replaced (a page closed it): the process cannot serve any more and
+     * exits with status 70 right after this call; why says which
+     * descriptor (the host records it for its supervisor). */
+    void (*lost)(const char *why);
     /* SIGUSR1, after the access log: reopen the host's logs. */
     void (*reopen_logs)(void);
     /* Append ,"key":value members to status.json's top-level object. */

@@ -314,6 +314,108 @@ def test_many_sighups_under_load_lose_nothing():
         check_eq(len(ready_pids(p)), 2, "ready workers")
 
 
+# ---- liveness ---------------------------------------------------------------
+
+CLOSER = page(r'''
+HP_HANDLER(http_handler)
+{
+    for (int fd = 0; fd <= 100; fd++)
+        close(fd);
+    hp_puts(req, "closed");
+    return HP_OK;
+}
+
+HP_HANDLER(stop) /* the whole worker stops, accept thread and all */
+{
+    raise(SIGSTOP);
+    return HP_OK;
+}
+''', includes="#include <signal.h>\n#include <unistd.h>")
+
+
+def _pid_of(s):
+    r = s.get("/slow", timeout=5)
+    check_eq(r.status, 200, "GET /slow")
+    return int(r.text.split()[1])
+
+
+def _poke(s, path):
+    """GET path, which may never be answered (the page breaks its worker)."""
+    b = BackgroundRequest(s.port, path, timeout=30)
+    b.start()
+    return b
+
+
+def test_closed_descriptors_replace_the_worker():
+    """A page that closes descriptors 0-100 leaves a worker that cannot
+    serve: it says so and exits 70 within a second or two, the parent
+    replaces it within 5 s, requests are served after, and status.json
+    counts it under restart_causes.descriptors."""
+    with Server(files={"slow.c": SLOW, "closer.c": CLOSER},
+                args=["--workers", "1"]) as s:
+        before = _pid_of(s)
+        t0 = time.monotonic()
+        _poke(s, "/closer")
+        got = wait_until(lambda: (lambda p: p if p != before else None)(
+            _pid_of(s)), limit(5.0), 0.05)
+        check(got, "the worker was not replaced within 5 s of closing its "
+              "descriptors")
+        note("replaced in %.2f s" % (time.monotonic() - t0))
+        for _ in range(5):
+            _pid_of(s)
+        err = s.stderr()
+        check(re.search(r"descriptor \d+ \(.*\) was closed", err),
+              "no log line naming the closed descriptor: %s"
+              % short(err[-1500:], 1500))
+        check_in("exiting with status 70", err, "the worker's last words")
+        check_in("exited with status 70", err, "the parent's log")
+        p = procs(s)
+        check_eq(p["restart_causes"]["descriptors"], 1,
+                 "restart_causes.descriptors")
+        check_eq(p["restart_causes"]["crash"], 0, "restart_causes.crash")
+
+
+def test_closed_descriptors_single_process_exits_70():
+    """--workers 0: nobody can replace the process, so it exits 70 with a
+    log line (systemd's Restart=on-failure then restarts it)."""
+    with Server(files={"slow.c": SLOW, "closer.c": CLOSER},
+                args=["--workers", "0"]) as s:
+        _pid_of(s)
+        _poke(s, "/closer")
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the server still runs 5 s after its descriptors were closed")
+        check_eq(s.proc.returncode, 70, "exit status")
+        check(re.search(r"descriptor \d+ \(.*\) was closed.*exiting with "
+                        r"status 70", s.stderr()),
+              "no log line: %s" % short(s.stderr()[-1500:], 1500))
+        s.check_exit = False
+
+
+def test_silent_worker_is_killed_and_replaced():
+    """A worker that stops beating (here: SIGSTOPped by a page) is killed
+    after --worker-heartbeat-timeout and replaced; status.json counts it
+    under restart_causes.heartbeat."""
+    with Server(files={"slow.c": SLOW, "closer.c": CLOSER},
+                args=["--workers", "1", "--worker-heartbeat-timeout",
+                      "2"]) as s:
+        before = _pid_of(s)
+        t0 = time.monotonic()
+        _poke(s, "/closer/stop")
+        got = wait_until(lambda: (lambda p: p if p != before else None)(
+            _pid_of(s)), limit(6.0), 0.1)
+        check(got, "the stopped worker was not replaced within 6 s")
+        dt = time.monotonic() - t0
+        note("replaced in %.2f s" % dt)
+        check(dt > 0.9, "replaced after %.2f s, before the timeout" % dt)
+        err = s.stderr()
+        check_in("has not beaten for", err, "log")
+        check_in("killed by signal 9", err, "log")
+        p = procs(s)
+        check_eq(p["restart_causes"]["heartbeat"], 1,
+                 "restart_causes.heartbeat")
+        check_eq(p["crashes"], 0, "crashes")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
