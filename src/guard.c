@@ -862,6 +862,8 @@ static long guard_stuck(void)
 
 static void answer_504(int fd, double limit)
 {
+    if (fd >= 0 && !hp_server_claim(fd))
+        return; /* this process is dying and answered it already */
     char body[256], msg[512];
     int bl = snprintf(body, sizeof body,
                       "<!DOCTYPE html>\n<title>504 Gateway Timeout</title>\n"
@@ -920,13 +922,25 @@ static void *watchdog_main(void *arg)
 
 /* ---- fatal signals in a worker ------------------------------------------ */
 
+/* The socket of the request this thread is running a handler for, or -1
+ * (async-signal-safe: its own record, plain reads). */
+static int running_fd(void)
+{
+    if (!ME || tl_rec < 0)
+        return -1;
+    struct rec *r = rec_at(ME, tl_rec);
+    return (atomic_load(&r->word) & 3) == R_RUNNING ? r->fd : -1;
+}
+
 static void on_fatal(int sig)
 {
-    /* Async-signal-safe: two stores into shared memory, then die of the
-     * same signal (SA_RESETHAND restored the default action). */
+    /* Async-signal-safe: two stores into shared memory, the answers to
+     * the requests that will now never get one (server.c), then die of
+     * the same signal (SA_RESETHAND restored the default action). */
     if (ME) {
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
         atomic_store(&ME->crash_sig, sig);
+        hp_server_answer_unstarted(running_fd());
     }
     raise(sig);
 }
@@ -937,6 +951,8 @@ static void on_exit_hook(void)
     if (ME && tl_rec >= 0 &&
         (atomic_load(&rec_at(ME, tl_rec)->word) & 3) == R_RUNNING)
         atomic_store(&ME->crash_rec, tl_rec);
+    if (ME)
+        hp_server_answer_unstarted(running_fd());
 }
 
 /* ---- status -------------------------------------------------------------- */

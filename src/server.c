@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,6 +94,7 @@ struct ctx {
     char *uri;            /* raw request target, for the access log */
     struct hp_edge *edge; /* the connection's (edge.c), or NULL */
     struct MHD_Connection *conn;
+    int fd;           /* the connection's socket */
     atomic_int state; /* enum ctx_state */
     struct MHD_Response *resp;
     int status; /* of the response made; 0 while there is none */
@@ -169,6 +171,95 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.reopen_logs = H.reopen_logs ? H.reopen_logs : no_op;
     H.status_json = H.status_json ? H.status_json : no_status;
     H.teardown = H.teardown ? H.teardown : no_op;
+}
+
+/* ---- requests a dying process answers ------------------------------------
+ *
+ * One byte per descriptor: UNSTARTED from the moment a request has been
+ * read in full (dispatch) until its response goes to libmicrohttpd
+ * (queue), the only window in which nothing of a response can have been
+ * sent. A worker's crash handler (the host's, through
+ * hp_server_answer_unstarted) answers those requests itself; whoever
+ * moves the byte out of UNSTARTED first owns the socket:
+ *
+ *   NONE --dispatch--> UNSTARTED --queue--> NONE
+ *                          | crash handler (CAS)   | the host's watchdog
+ *                          v                       v (hp_server_claim)
+ *                        DYING (503 sent;        HOST (504 sent;
+ *                        queue never returns)    queue goes on)
+ */
+enum { U_NONE = 0, U_UNSTARTED, U_DYING, U_HOST };
+
+static struct {
+    _Atomic(unsigned char) *by_fd;
+    int n;
+    atomic_int high; /* highest descriptor marked + 1 */
+} U;
+
+static void unstarted_init(void)
+{
+    struct rlimit rl;
+    long n = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        n = (long)rl.rlim_cur;
+    if (n > (1L << 20))
+        n = 1L << 20;
+    U.by_fd = hp_xcalloc((size_t)n, 1);
+    U.n = (int)n;
+}
+
+static void unstarted_mark(int fd)
+{
+    if (fd < 0 || fd >= U.n)
+        return;
+    atomic_store(&U.by_fd[fd], U_UNSTARTED);
+    int high = atomic_load(&U.high);
+    while (fd + 1 > high &&
+           !atomic_compare_exchange_weak(&U.high, &high, fd + 1))
+        ;
+}
+
+/* The response is about to be handed over (or the request is gone). */
+static void unstarted_clear(int fd)
+{
+    if (fd < 0 || fd >= U.n)
+        return;
+    if (atomic_exchange(&U.by_fd[fd], U_NONE) == U_DYING)
+        for (;;) /* the crash handler answered: this process is ending */
+            pause();
+}
+
+void hp_server_answer_unstarted(int culprit_fd)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Retry-After: 1\r\nConnection: close\r\n"
+                               "Content-Length: 0\r\n\r\n";
+    static const char failed[] = "HTTP/1.1 502 Bad Gateway\r\n"
+                                 "Connection: close\r\n"
+                                 "Content-Length: 0\r\n\r\n";
+    int high = atomic_load(&U.high);
+    for (int fd = 0; U.by_fd && fd < high && fd < U.n; fd++) {
+        unsigned char want = U_UNSTARTED;
+        if (!atomic_compare_exchange_strong(&U.by_fd[fd], &want, U_DYING))
+            continue;
+        bool culprit = fd == culprit_fd;
+        ssize_t r = send(fd, culprit ? failed : busy,
+                         culprit ? sizeof failed - 1 : sizeof busy - 1,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)r;
+        shutdown(fd, SHUT_WR);
+    }
+}
+
+bool hp_server_claim(int fd)
+{
+    if (fd < 0 || fd >= U.n || !U.by_fd)
+        return true;
+    unsigned char w = atomic_load(&U.by_fd[fd]);
+    while (w != U_DYING)
+        if (atomic_compare_exchange_weak(&U.by_fd[fd], &w, U_HOST))
+            return true;
+    return false;
 }
 
 /* ---- access log (access.c) ---------------------------------------------- */
@@ -624,6 +715,7 @@ static enum MHD_Result queue(struct ctx *c)
     if (!c->resp)
         return MHD_NO;
     ctx_move(c, CTX_ANSWERED, CTX_QUEUED);
+    unstarted_clear(c->fd);
     if (atomic_load_explicit(&draining, memory_order_relaxed))
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r =
@@ -668,6 +760,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     c->uri = hp_xstrdup(uri ? uri : "");
     c->edge = hp_edge_of(conn);
     c->conn = conn;
+    c->fd = conn_fd(conn);
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -732,6 +825,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     case CTX_BODY:
         if (*upload_size)
             return take_body(c, upload, upload_size);
+        unstarted_mark(c->fd);
         if (dispatch(c, &offloaded) != MHD_YES)
             return MHD_NO;
         if (offloaded)
@@ -762,6 +856,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                                                     : 400;
     }
     hp_edge_request_done(c->edge);
+    unstarted_clear(c->fd);
     if (c->resp)
         MHD_destroy_response(c->resp);
     access_log(c);
@@ -1003,6 +1098,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
+    unstarted_init();
     if (hp_pool_start(cfg->threads, run_offloaded) < 0) {
         teardown();
         return 1;

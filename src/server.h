@@ -74,4 +74,24 @@ struct hp_server_hooks {
  */
 int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks);
 
+/*
+ * Async-signal-safe, for a host's fatal-signal or exit handler in a
+ * process that is about to die: answer every request that has been read
+ * in full and whose response has not begun (never an idle keep-alive
+ * connection, never one mid-response) with `HTTP/1.1 503 Service
+ * Unavailable`, `Retry-After: 1`, `Connection: close` and an empty body
+ * (RFC 9110 §15.6.4), so that its client may retry rather than see the
+ * connection reset; the request on culprit_fd (the one whose handler is
+ * killing the process, or -1) gets a 502 Bad Gateway instead, as a retry
+ * would only fail again (what nginx answers when a PHP-FPM child dies). Each socket is then shut down for writing. A thread about
+ * to send its own response to such a request never does.
+ */
+void hp_server_answer_unstarted(int culprit_fd);
+/*
+ * The host is about to answer the request on fd itself (the handler
+ * timeout's 504): false if a dying process's handler has already answered
+ * it (then the host must not write).
+ */
+bool hp_server_claim(int fd);
+
 #endif

@@ -416,6 +416,61 @@ def test_silent_worker_is_killed_and_replaced():
         check_eq(p["crashes"], 0, "crashes")
 
 
+# ---- a crash and the other requests of its worker -----------------------------
+
+CRASHER = page(r'''
+HP_HANDLER(http_handler)
+{
+    volatile int *p = 0;
+    *p = 1;
+    return HP_OK;
+}
+''')
+
+
+def test_crash_answers_unstarted_requests_503():
+    """A worker that crashes answers the requests it had read and not yet
+    begun to answer with 503 + Retry-After: 1 + Connection: close (their
+    clients may retry), the crashing one with 502; an idle keep-alive
+    connection gets no bytes (its client retries by RFC 9112 §9.3.1)."""
+    with Server(files={"slow.c": SLOW, "crash.c": CRASHER},
+                args=["--workers", "1", "--threads", "16"]) as s:
+        s.get_ok("/slow")
+        idle = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        idle.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        st, _, _ = read_response(idle)
+        check_eq(st, 200, "the keep-alive connection's first request")
+        slow = [BackgroundRequest(s.port, "/slow?ms=3000") for _ in range(6)]
+        for b in slow:
+            b.start()
+        time.sleep(0.5)
+        crash = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        crash.sendall(b"GET /crash HTTP/1.1\r\nHost: t\r\n\r\n")
+        try:
+            st, headers, _ = read_response(crash)
+        except Closed:
+            st, headers = None, {}
+        check_eq(st, 502, "the crashing request")
+        for b in slow:
+            r = b.join_result()
+            check_eq(r.status, 503, "a request in flight in the crashing "
+                     "worker")
+            check_eq(r.header("Retry-After"), "1", "Retry-After")
+            check_eq((r.header("Connection") or "").lower(), "close",
+                     "Connection")
+            check(b.elapsed() < 2.5, "the 503 came after %.1f s, not at the "
+                  "crash" % b.elapsed())
+        idle.settimeout(5)
+        try:
+            rest = idle.recv(100)
+        except ConnectionResetError:
+            rest = b""
+        check_eq(rest, b"", "bytes on the idle keep-alive connection")
+        check(wait_until(lambda: s.get("/slow").status == 200, 5),
+              "no worker serving after the crash")
+        check_in("killed by signal 11", s.stderr(), "log")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
