@@ -47,7 +47,6 @@ static struct {
     unsigned taken;
     pthread_t thread;
     void (*each_second)(void);
-    atomic_ulong accepted;
     atomic_llong logged_ns; /* the last error line (once a second) */
 } L = {.fd = -1, .wake = -1};
 
@@ -104,7 +103,6 @@ static unsigned accept_some(unsigned max, bool over_limit)
             break;
         }
         atomic_fetch_add(&L.open, 1);
-        atomic_fetch_add_explicit(&L.accepted, 1, memory_order_relaxed);
         /* libmicrohttpd owns c from here, and closes it on failure. */
         if (MHD_add_connection(L.d, c, (struct sockaddr *)&ss, len) !=
             MHD_YES) {
@@ -224,9 +222,4 @@ int hp_listener_fd(void)
 unsigned hp_listener_open(void)
 {
     return atomic_load(&L.open);
-}
-
-unsigned long hp_listener_accepted(void)
-{
-    return atomic_load(&L.accepted);
 }

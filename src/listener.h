@@ -36,7 +36,5 @@ unsigned hp_listener_stop(bool take_backlog);
 int hp_listener_fd(void);
 /* Connections handed to libmicrohttpd and not closed yet. */
 unsigned hp_listener_open(void);
-/* Connections accepted so far. */
-unsigned long hp_listener_accepted(void);
 
 #endif

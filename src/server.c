@@ -1029,20 +1029,24 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
 /*
  * libmicrohttpd without a listening socket: the listener (listener.c)
  * accepts and adds connections. The listener enforces --connection-limit
- * for the whole process; libmicrohttpd gets room for all of them in each
- * of its thread-pool daemons, so that it never refuses (and closes) one
- * the listener admitted when its spread over the pool is uneven.
+ * for the whole process; libmicrohttpd gets room in each of its
+ * thread-pool daemons for all of them and a whole backlog taken at stop
+ * (listener.c's BACKLOG_MAX), so that it never refuses (and closes) one
+ * the listener admitted: it spreads added connections by descriptor
+ * number and counts a daemon's share only once that daemon's thread has
+ * taken them, so a burst can land on one daemon.
  */
 static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
-    unsigned room = cfg->conn_limit;
-    if (S.io_threads > 1)
-        room = cfg->conn_limit > UINT_MAX / S.io_threads
-                   ? UINT_MAX
-                   : cfg->conn_limit * S.io_threads;
+    unsigned each = cfg->conn_limit > UINT_MAX / 2 - 1024
+                        ? UINT_MAX / 2
+                        : cfg->conn_limit + 1024;
+    unsigned room = S.io_threads > 1 && each <= UINT_MAX / S.io_threads
+                        ? each * S.io_threads
+                        : each;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
         on_mhd_log, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
