@@ -442,6 +442,20 @@ int hp_edge_status(struct hp_edge *e)
     return e ? atomic_load(&e->status) : 0;
 }
 
+long hp_edge_used_connections(void)
+{
+    long n = 0;
+    int high = atomic_load(&E.high);
+    for (int fd = 0; E.slots && fd < high; fd++) {
+        struct hp_edge *e = atomic_load(&E.slots[fd]);
+        if (!e)
+            continue;
+        uint64_t s = atomic_load(&e->state);
+        n += (s & ST_OPEN) && ((s & ST_REFUSED) || atomic_load(&e->done) > 0);
+    }
+    return n;
+}
+
 void hp_edge_status_json(struct hp_buf *b)
 {
     hp_buf_printf(b,
