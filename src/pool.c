@@ -10,9 +10,13 @@
  * names (a module's path) are server.c's.
  *
  * Policy (docs/design.md, "Threading model", says why and what it costs):
- * - a job that can run and finds no idle thread starts a new one at once,
- *   up to max_threads: work that blocks (a sleep, a query, a lock, waiting
- *   for a build) never makes other work wait for a thread;
+ * - a job that can run and finds no idle thread waits grow_delay_s (a few
+ *   ms) for a busy thread to take it; if none did, the grower thread starts
+ *   a thread for every job then waiting, up to max_threads. Work that
+ *   blocks (a sleep, a query, a lock, waiting for a build) thus makes other
+ *   work wait a few ms at most, while short jobs that merely keep every
+ *   thread busy for a moment (the CPUs are the limit, not the threads)
+ *   start no threads: each would cost a wake-up per job;
  * - idle threads wait on a LIFO stack, so the most recently used thread
  *   takes the next job and the ones at the bottom stay idle long enough
  *   to be retired after idle_s (down to min_threads);
@@ -26,9 +30,12 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define NBUCKETS 256   /* of the key table (a power of two)             */
 #define KEEP_QUEUES 64 /* empty queues kept for reuse before freeing    */
@@ -49,7 +56,9 @@ struct hp_pool_queue {
 /* A thread waiting for work, on its own stack: submit wakes the newest. */
 struct waiter {
     pthread_cond_t cv;
-    struct waiter *prev, *next;
+    struct waiter *prev, *next;   /* on the idle stack   */
+    struct waiter *bprev, *bnext; /* on the busy list    */
+    pid_t tid;
     bool woken;
 };
 
@@ -68,8 +77,14 @@ static struct {
      * exceeds the second, so a burst starts no threads it will not use */
     long runnable;
     int waking;
+    /* the grower: since when jobs that can run have found no thread */
+    pthread_t grower;
+    bool has_grower;
+    pthread_cond_t grow_cv;
+    double starved_since; /* 0: not starved */
     unsigned long started, retired;
-    struct waiter *idle_top; /* LIFO: most recently idle first */
+    struct waiter *idle_top;  /* LIFO: most recently idle first */
+    struct waiter *busy_list; /* threads running a job */
     struct hp_pool_queue *ring, *ring_tail;
     struct hp_pool_queue *buckets[NBUCKETS];
     int nqueues, nempty;
@@ -185,6 +200,8 @@ static struct hp_pool_job *pick(void)
         ring_remove(q, prev);
         if (q->queued)
             ring_append(q);
+        if (P.runnable <= P.waking)
+            P.starved_since = 0;
         return j;
     }
     return NULL;
@@ -251,9 +268,30 @@ static bool idle_wait(struct waiter *w)
     return true;
 }
 
+static void busy_add(struct waiter *w)
+{
+    w->bprev = NULL;
+    w->bnext = P.busy_list;
+    if (P.busy_list)
+        P.busy_list->bprev = w;
+    P.busy_list = w;
+    P.busy++;
+}
+
+static void busy_remove(struct waiter *w)
+{
+    if (w->bprev)
+        w->bprev->bnext = w->bnext;
+    else
+        P.busy_list = w->bnext;
+    if (w->bnext)
+        w->bnext->bprev = w->bprev;
+    P.busy--;
+}
+
 static void *thread_main(void *arg)
 {
-    struct waiter w = {.woken = false};
+    struct waiter w = {.woken = false, .tid = gettid()};
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -266,11 +304,11 @@ static void *thread_main(void *arg)
         struct hp_pool_job *j = pick();
         if (j) {
             struct hp_pool_queue *q = j->q; /* j may be gone after fn */
-            P.busy++;
+            busy_add(&w);
             pthread_mutex_unlock(&P.mu);
             P.fn(j);
             pthread_mutex_lock(&P.mu);
-            P.busy--;
+            busy_remove(&w);
             P.runnable -= q_runnable(q);
             q->running--;
             P.runnable += q_runnable(q); /* this thread takes it next */
@@ -327,6 +365,121 @@ static void spawn_failed(int err)
                      strerror(err));
 }
 
+/* Under P.mu: jobs that can run exceed the threads on their way to them,
+ * none is idle, and the ceiling allows more. */
+static bool starved(void)
+{
+    return P.runnable > P.waking && !P.idle_top && P.live < P.o.max_threads;
+}
+
+/* Whether thread tid sleeps (state S or D in /proc: waiting for a lock,
+ * a condition, I/O, a timer), rather than running or waiting for a CPU. */
+static bool thread_sleeps(pid_t tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the name, which may hold ) */
+    return p && p[1] == ' ' && (p[2] == 'S' || p[2] == 'D');
+}
+
+/*
+ * Under P.mu, which it drops meanwhile: how many busy threads sleep in
+ * their job (a sleep, a query, a lock, a connection from the database
+ * pool, a build), at most `want`. Those are the threads worth replacing:
+ * busy threads that run or wait for a CPU would gain nothing from more.
+ */
+static long count_sleeping(long want)
+{
+    pid_t tids[128];
+    int n = 0;
+    for (struct waiter *w = P.busy_list; w && n < 128; w = w->bnext)
+        tids[n++] = w->tid;
+    pthread_mutex_unlock(&P.mu);
+    long sleeping = 0;
+    for (int i = 0; i < n && sleeping < want; i++)
+        sleeping += thread_sleeps(tids[i]);
+    pthread_mutex_lock(&P.mu);
+    /* the 128 most recently busy stand for all when every one sleeps */
+    if (n == 128 && sleeping == n)
+        sleeping = want;
+    return sleeping;
+}
+
+/* Start n threads (already counted in P.live, P.waking, P.started). */
+static void spawn_n(long n)
+{
+    for (long i = 0; i < n; i++) {
+        int err = spawn();
+        if (err) {
+            spawn_failed(err);
+            pthread_mutex_lock(&P.mu);
+            P.live -= (int)(n - i - 1);
+            P.waking -= (int)(n - i - 1);
+            P.started -= (unsigned long)(n - i - 1);
+            pthread_mutex_unlock(&P.mu);
+            return;
+        }
+    }
+}
+
+/*
+ * The grower thread: once jobs have found no thread for grow_delay_s, it
+ * starts one thread per waiting job, up to the number of busy threads that
+ * sleep (and the ceiling), in one go: 200 requests that block get their
+ * threads after one delay, not one by one, and work that keeps every
+ * thread on a CPU starts none. Then it looks again after the delay (four
+ * times the delay when no thread slept).
+ */
+static void *grower_main(void *arg)
+{
+    pthread_mutex_lock(&P.mu);
+    while (!P.stop) {
+        if (!starved()) {
+            P.starved_since = 0;
+            pthread_cond_wait(&P.grow_cv, &P.mu);
+            continue;
+        }
+        if (!P.starved_since)
+            P.starved_since = hp_now();
+        double left = P.starved_since + P.o.grow_delay_s - hp_now();
+        if (left > 0) {
+            struct timespec ts;
+            timespec_after(&ts, left);
+            pthread_cond_timedwait(&P.grow_cv, &P.mu, &ts);
+            continue;
+        }
+        long n = count_sleeping(P.runnable - P.waking);
+        if (P.stop)
+            break;
+        if (n > P.runnable - P.waking) /* the lock was dropped */
+            n = P.runnable - P.waking;
+        if (n > P.o.max_threads - P.live)
+            n = P.o.max_threads - P.live;
+        if (n <= 0) {
+            /* busy threads run: more would not help; look again later */
+            P.starved_since = hp_now() + 3 * P.o.grow_delay_s;
+            continue;
+        }
+        P.live += (int)n;
+        P.waking += (int)n;
+        P.started += (unsigned long)n;
+        P.starved_since = 0;
+        pthread_mutex_unlock(&P.mu);
+        spawn_n(n);
+        pthread_mutex_lock(&P.mu);
+    }
+    pthread_mutex_unlock(&P.mu);
+    return NULL;
+}
+
 /* ---- the public functions ------------------------------------------------ */
 
 int hp_pool_start(const struct hp_pool_opts *opts, hp_pool_fn *fn)
@@ -336,6 +489,7 @@ int hp_pool_start(const struct hp_pool_opts *opts, hp_pool_fn *fn)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&P.gone, &ca);
+    pthread_cond_init(&P.grow_cv, &ca);
     pthread_condattr_destroy(&ca);
 
     pthread_mutex_lock(&P.mu);
@@ -353,7 +507,19 @@ int hp_pool_start(const struct hp_pool_opts *opts, hp_pool_fn *fn)
     P.started = (unsigned long)P.o.min_threads;
     P.waking = P.o.min_threads;
     P.runnable = 0;
+    P.starved_since = 0;
     pthread_mutex_unlock(&P.mu);
+
+    P.has_grower = P.o.grow_delay_s > 0 && P.o.max_threads > P.o.min_threads;
+    if (P.has_grower) {
+        int err = pthread_create(&P.grower, NULL, grower_main, NULL);
+        if (err) {
+            hp_log_error("cannot start the handler threads' grower: %s",
+                         strerror(err));
+            P.has_grower = false;
+            P.o.grow_delay_s = 0; /* grow at once instead */
+        }
+    }
 
     for (int i = 0; i < opts->min_threads; i++) {
         int err = spawn();
@@ -401,11 +567,14 @@ void hp_pool_submit(struct hp_pool_job *job, const char *key)
             w->woken = true;
             P.waking++;
             pthread_cond_signal(&w->cv);
-        } else if (P.live < P.o.max_threads) {
+        } else if (P.live < P.o.max_threads && !P.has_grower) {
             P.live++;
             P.started++;
             P.waking++;
             grow = true;
+        } else if (P.live < P.o.max_threads && !P.starved_since) {
+            P.starved_since = hp_now(); /* the grower starts the clock */
+            pthread_cond_signal(&P.grow_cv);
         }
     }
     pthread_mutex_unlock(&P.mu);
@@ -422,6 +591,7 @@ void hp_pool_stop(void)
     P.stop = true;
     for (struct waiter *w = P.idle_top; w; w = w->next)
         pthread_cond_signal(&w->cv);
+    pthread_cond_signal(&P.grow_cv);
     while (P.live > 0)
         pthread_cond_wait(&P.gone, &P.mu);
     assert(!P.ring && P.queued == 0);
@@ -434,7 +604,11 @@ void hp_pool_stop(void)
     }
     P.nqueues = P.nempty = 0;
     pthread_mutex_unlock(&P.mu);
+    if (P.has_grower)
+        pthread_join(P.grower, NULL);
+    P.has_grower = false;
     pthread_cond_destroy(&P.gone);
+    pthread_cond_destroy(&P.grow_cv);
 }
 
 void hp_pool_stats(struct hp_pool_stats *out)

@@ -21,13 +21,16 @@ struct hp_pool_job {
 typedef void hp_pool_fn(struct hp_pool_job *job);
 
 struct hp_pool_opts {
-    int min_threads;   /* started at once and never retired (>= 1)      */
-    int max_threads;   /* the ceiling of growth (>= min_threads)        */
-    size_t stack_size; /* bytes per thread; 0 = the C library's default */
-    double idle_s;     /* a thread above the floor idle this long exits;
-                          0 = never                                      */
-    int share_pct;     /* one key may run on at most this % of
-                          max_threads (at least one thread), 1-100       */
+    int min_threads;     /* started at once and never retired (>= 1)      */
+    int max_threads;     /* the ceiling of growth (>= min_threads)        */
+    size_t stack_size;   /* bytes per thread; 0 = the C library's default */
+    double idle_s;       /* a thread above the floor idle this long exits;
+                            0 = never                                      */
+    int share_pct;       /* one key may run on at most this % of
+                            max_threads (at least one thread), 1-100       */
+    double grow_delay_s; /* a job that can run waits this long for a busy
+                            thread before new threads are started; 0 =
+                            start one at once                            */
 };
 
 /* Start opts->min_threads threads running fn. Returns 0, or -1 after
@@ -35,18 +38,19 @@ struct hp_pool_opts {
 int hp_pool_start(const struct hp_pool_opts *opts, hp_pool_fn *fn);
 /*
  * Queue a job under key (a NUL-terminated string, copied; jobs of one key
- * run in arrival order). An idle thread takes it at once, or a new thread
- * is started when none is idle and fewer than max_threads live; a key at
- * its share waits for one of its own jobs to finish.
+ * run in arrival order). An idle thread takes it at once; when none is
+ * idle, and the job is still waiting grow_delay_s later, a thread is
+ * started for every job then waiting (up to max_threads); a key at its
+ * share waits for one of its own jobs to finish.
  */
 void hp_pool_submit(struct hp_pool_job *job, const char *key);
 /* Run what is queued, then stop every thread and wait for them. */
 void hp_pool_stop(void);
 
 struct hp_pool_stats {
-    int live;    /* threads now                                 */
-    int busy;    /* ... running a job                           */
-    int idle;    /* ... waiting for one                         */
+    int live; /* threads now                                 */
+    int busy; /* ... running a job                           */
+    int idle; /* ... waiting for one                         */
     int min, max;
     int share;   /* threads one key may hold (from share_pct)   */
     long queued; /* jobs waiting, all keys                      */

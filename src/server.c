@@ -50,6 +50,11 @@
 #define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop */
 #define HP_SLOW_STRIKES 3      /* ... that many times before demotion   */
 #define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once        */
+/* A request that finds every handler thread busy waits this long before
+ * threads are added: long enough that short requests keeping every thread
+ * busy (the CPUs are the limit) start none, short enough to go unnoticed
+ * next to a request that blocks (docs/design.md, "Threading model"). */
+#define HP_GROW_DELAY_S 0.005
 
 struct server {
     struct hp_config *cfg;
@@ -978,6 +983,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         .stack_size = cfg->thread_stack,
         .idle_s = cfg->thread_idle,
         .share_pct = cfg->module_share,
+        .grow_delay_s = HP_GROW_DELAY_S,
     };
     if (cfg->max_threads < cfg->threads)
         hp_log_info("max-threads %d is below threads %d: %d threads, fixed",

@@ -5,9 +5,9 @@
  * is queued.
  */
 #define _GNU_SOURCE 1
-#include "t.h"
 #include "hp.h"
 #include "pool.h"
+#include "t.h"
 
 #include <stddef.h>
 #include <time.h>
@@ -18,6 +18,7 @@ struct tjob {
     const char *key;
     int id;
     bool block; /* wait for the gate to open */
+    bool spin;  /* ... on a CPU, without sleeping */
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -25,9 +26,23 @@ static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static bool gate_open;
 static int started[64], nstarted, ndone;
 
+static atomic_bool spin_gate;
+
 static void run(struct hp_pool_job *j)
 {
     struct tjob *t = (struct tjob *)((char *)j - offsetof(struct tjob, job));
+    if (t->spin) {
+        pthread_mutex_lock(&mu);
+        nstarted++;
+        pthread_mutex_unlock(&mu);
+        while (!atomic_load(&spin_gate))
+            ;
+        pthread_mutex_lock(&mu);
+        ndone++;
+        pthread_cond_broadcast(&cv);
+        pthread_mutex_unlock(&mu);
+        return;
+    }
     pthread_mutex_lock(&mu);
     if (nstarted < 64)
         started[nstarted] = t->id;
@@ -122,6 +137,51 @@ static void test_grows_to_the_ceiling_and_shrinks_to_the_floor(void)
     CHECK(s.live == 0);
 }
 
+static void test_growth_waits_for_the_delay_then_starts_all_at_once(void)
+{
+    struct tjob j[6];
+    struct hp_pool_stats s;
+    struct hp_pool_opts o = opts(1, 8, 0, 100);
+    o.grow_delay_s = 0.2;
+    reset();
+    CHECK(hp_pool_start(&o, run) == 0);
+    for (int i = 0; i < 6; i++)
+        submit(&j[i], i, "k", true);
+    CHECK(wait_count(&nstarted, 1));
+    usleep(50000); /* within the delay: the one thread only */
+    hp_pool_stats(&s);
+    CHECK(s.live == 1 && s.busy == 1 && s.queued == 5 && nstarted == 1);
+    CHECK(wait_count(&nstarted, 6)); /* after it: one thread per job */
+    hp_pool_stats(&s);
+    CHECK(s.live == 6 && s.started == 6 && s.queued == 0);
+    open_gate();
+    CHECK(wait_count(&ndone, 6));
+    hp_pool_stop();
+}
+
+/* Jobs that keep their threads on a CPU start no threads: more would only
+ * compete for the same CPUs. */
+static void test_no_growth_for_jobs_that_run(void)
+{
+    struct tjob j[4];
+    struct hp_pool_stats s;
+    struct hp_pool_opts o = opts(1, 8, 0, 100);
+    o.grow_delay_s = 0.02;
+    reset();
+    atomic_store(&spin_gate, false);
+    CHECK(hp_pool_start(&o, run) == 0);
+    for (int i = 0; i < 4; i++) {
+        j[i] = (struct tjob){.key = "cpu", .id = i, .spin = true};
+        hp_pool_submit(&j[i].job, "cpu");
+    }
+    usleep(300000); /* many times the delay */
+    hp_pool_stats(&s);
+    CHECK(s.live == 1 && s.busy == 1 && s.queued == 3);
+    atomic_store(&spin_gate, true);
+    CHECK(wait_count(&ndone, 4));
+    hp_pool_stop();
+}
+
 static void test_keys_are_served_round_robin(void)
 {
     struct tjob x, a[5], b;
@@ -146,7 +206,12 @@ static void test_keys_are_served_round_robin(void)
     int want[] = {100, 1, 50, 2, 3, 4, 5};
     for (int i = 0; i < 7; i++)
         CHECK(started[i] == want[i]);
-    hp_pool_key_stats("a", &ra, &qa);
+    for (int i = 0; i < 100; i++) { /* the pool counts after run returns */
+        hp_pool_key_stats("a", &ra, &qa);
+        if (ra == 0)
+            break;
+        usleep(10000);
+    }
     CHECK(ra == 0 && qa == 0);
     hp_pool_stop();
 }
@@ -198,6 +263,8 @@ int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
     T_RUN(test_grows_to_the_ceiling_and_shrinks_to_the_floor);
+    T_RUN(test_growth_waits_for_the_delay_then_starts_all_at_once);
+    T_RUN(test_no_growth_for_jobs_that_run);
     T_RUN(test_keys_are_served_round_robin);
     T_RUN(test_one_key_holds_at_most_its_share);
     T_RUN(test_stop_runs_what_is_queued);
