@@ -923,7 +923,8 @@ static void version_json(struct hp_buf *b, hp_version *v, long inflight)
                   v->state ? "true" : "false");
 }
 
-void hp_cache_status_json(hp_cache *c, struct hp_buf *b)
+void hp_cache_status_json(hp_cache *c, struct hp_buf *b,
+                          void (*member)(const char *path, struct hp_buf *b))
 {
     size_t n;
     hp_entry **all = entries_snapshot(c, &n);
@@ -952,9 +953,12 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *b)
         hp_buf_printf(b, ",\"gone\":%s,\"builds\":%lu",
                       e->gone ? "true" : "false", atomic_load(&e->builds));
         pthread_mutex_unlock(&e->mu);
-        hp_buf_printf(b, ",\"stale\":%s,\"held\":%s}",
+        hp_buf_printf(b, ",\"stale\":%s,\"held\":%s",
                       out_of_date(e) ? "true" : "false",
                       atomic_load(&e->held) ? "true" : "false");
+        if (member)
+            member(e->path, b);
+        hp_buf_puts(b, "}");
     }
     hp_buf_puts(b, "]");
     free(all);

@@ -33,7 +33,11 @@
 struct hp_config {
     char *docroot;        /* as given on the command line / config file      */
     char *listen;         /* "ADDR:PORT"                                     */
-    int threads;          /* handler threads                                 */
+    int threads;          /* handler threads: the floor                      */
+    int max_threads;      /* ... the ceiling they grow to (pool.c)           */
+    size_t thread_stack;  /* bytes of stack per handler thread               */
+    double thread_idle;   /* seconds idle before a thread above the floor exits */
+    int module_share;     /* % of max_threads one module may run on          */
     int dev;              /* 1 dev, 0 production, -1 auto (dev on loopback)  */
     char *cache_dir;      /* compile cache                                   */
     char *cc;             /* page compiler                                   */
@@ -359,7 +363,10 @@ void hp_cache_touch_all(hp_cache *c);
  * changed. Returns how many changed. */
 int hp_cache_revalidate(hp_cache *c);
 
-void hp_cache_status_json(hp_cache *c, struct hp_buf *out);
+/* The modules as a JSON array; member (or NULL) appends ,"key":value
+ * members to each module's object, given its path. */
+void hp_cache_status_json(hp_cache *c, struct hp_buf *out,
+                          void (*member)(const char *path, struct hp_buf *b));
 
 /* ---- URL resolution (resolve.c) ---------------------------------------- */
 

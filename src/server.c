@@ -54,6 +54,11 @@
 #define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop */
 #define HP_SLOW_STRIKES 3      /* ... that many times before demotion   */
 #define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once        */
+/* A request that finds every handler thread busy waits this long before
+ * threads are added: long enough that short requests keeping every thread
+ * busy (the CPUs are the limit) start none, short enough to go unnoticed
+ * next to a request that blocks (docs/design.md, "Threading model"). */
+#define HP_GROW_DELAY_S 0.005
 
 struct server {
     struct hp_config *cfg;
@@ -492,23 +497,38 @@ static void status_url(struct hp_buf *b, const char *url)
     hp_pinset_release(&probe.pins);
 }
 
+/* status.json: a module's requests on the handler threads (pool.c). */
+static void status_module_queue(const char *path, struct hp_buf *b)
+{
+    int running;
+    long queued;
+    hp_pool_key_stats(path, &running, &queued);
+    hp_buf_printf(b, ",\"running\":%d,\"queued\":%ld", running, queued);
+}
+
 static enum MHD_Result send_status(struct ctx *c)
 {
     hp_req *req = &c->req;
     struct hp_buf *b = &req->out;
+    struct hp_pool_stats ps;
+    hp_pool_stats(&ps);
     hp_buf_printf(
         b,
         "{\"server\":{\"version\":\"%s\",\"pid\":%d,\"dev\":%s,"
         "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
         "\"uptime\":%.3f,\"io_threads\":%u,\"handler_threads\":%d,"
-        "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu},"
+        "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu,"
+        "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d,\"min\":%d,"
+        "\"idle\":%d,\"queued\":%ld,\"module_share\":%d,"
+        "\"started\":%lu,\"retired\":%lu}},"
         "\n\"modules\":",
         HP_VERSION_STRING, (int)getpid(), S.dev ? "true" : "false",
         hp_compiler_runs(S.cc), atomic_load(&S.requests),
         atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
-        hp_pool_size(), hp_pool_busy(), atomic_load(&S.offloaded),
-        atomic_load(&S.inlined));
-    hp_cache_status_json(S.cache, b);
+        ps.live, ps.busy, atomic_load(&S.offloaded), atomic_load(&S.inlined),
+        ps.live, ps.busy, ps.max, ps.min, ps.idle, ps.queued, ps.share,
+        ps.started, ps.retired);
+    hp_cache_status_json(S.cache, b, status_module_queue);
     const char *url =
         MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "url");
     if (url)
@@ -649,7 +669,9 @@ static void offload(struct ctx *c)
     /* Suspend before queueing: a quick handler thread must never resume a
      * connection that is not suspended yet. */
     MHD_suspend_connection(c->req.conn);
-    hp_pool_submit(&c->job);
+    /* Keyed by the module's path: its requests queue behind each other,
+     * never behind another page's (a new version is the same module). */
+    hp_pool_submit(&c->job, c->req.target.path);
 }
 
 /* On a handler thread (pool.c): pin, waiting for a build or a batch if
@@ -1106,7 +1128,18 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
     unstarted_init();
-    if (hp_pool_start(cfg->threads, run_offloaded) < 0) {
+    struct hp_pool_opts po = {
+        .min_threads = cfg->threads,
+        .max_threads = cfg->max_threads,
+        .stack_size = cfg->thread_stack,
+        .idle_s = cfg->thread_idle,
+        .share_pct = cfg->module_share,
+        .grow_delay_s = HP_GROW_DELAY_S,
+    };
+    if (cfg->max_threads < cfg->threads)
+        hp_log_info("max-threads %d is below threads %d: %d threads, fixed",
+                    cfg->max_threads, cfg->threads, cfg->threads);
+    if (hp_pool_start(&po, run_offloaded) < 0) {
         teardown();
         return 1;
     }
