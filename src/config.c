@@ -25,6 +25,7 @@
  * lines rather than silently mis-assign them.
  */
 #include "hp.h"
+#include "ops.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -408,6 +409,11 @@ void hp_config_defaults(struct hp_config *c)
     c->worker_memory_limit = 0;
     c->worker_heartbeat_timeout = 5;
     c->user = c->group = c->pid_file = c->error_log = NULL;
+    c->tls_cert = c->tls_key = c->admin_token = c->health_allow = NULL;
+    /* Mozilla's "intermediate": TLS 1.2 and 1.3, AEAD ciphers with
+     * forward secrecy only. */
+    c->tls_priorities = cfg_strdup(HP_TLS_PRIORITIES);
+    c->drain_delay = 0;
 }
 
 void hp_config_free(struct hp_config *c)
@@ -427,6 +433,13 @@ void hp_config_free(struct hp_config *c)
     free(c->error_log);
     free(c->session_cookie);
     c->session_cookie = NULL;
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tls_priorities);
+    free(c->admin_token);
+    free(c->health_allow);
+    c->tls_cert = c->tls_key = c->tls_priorities = NULL;
+    c->admin_token = c->health_allow = NULL;
     c->user = c->group = c->pid_file = c->error_log = NULL;
     c->docroot = c->listen = c->cache_dir = c->cc = c->cflags = NULL;
     c->include_dir = c->access_log = NULL;
@@ -475,6 +488,7 @@ static int auto_pool_size(void)
 #define S_PROCS "Processes"
 #define S_DB "Database"
 #define S_SESS "Sessions"
+#define S_OPS "Operations"
 
 /* In --help and docs order. Every default that depends on the machine (or
  * is NULL meaning "decide later") has .def; the rest are printed from
@@ -918,6 +932,69 @@ const struct hp_setting hp_settings[] = {
      .max = 86400,
      .unit = "s",
      .zero = "never"},
+    {.key = "tls-cert",
+     .arg = "FILE",
+     .section = S_OPS,
+     .help = "serve HTTPS with this PEM certificate (chain); needs tls-key; "
+             "re-read when the workers restart on SIGHUP",
+     .type = HP_SET_STRING,
+     .off = OFF(tls_cert),
+     .noun = "the TLS certificate",
+     .empty_ok = true,
+     .empty_null = true,
+     .path = true,
+     .def = "none (plain HTTP)"},
+    {.key = "tls-key",
+     .arg = "FILE",
+     .section = S_OPS,
+     .help = "the PEM private key of tls-cert",
+     .type = HP_SET_STRING,
+     .off = OFF(tls_key),
+     .noun = "the TLS key",
+     .empty_ok = true,
+     .empty_null = true,
+     .path = true,
+     .def = "none"},
+    {.key = "tls-priorities",
+     .arg = "STRING",
+     .section = S_OPS,
+     .help = "GnuTLS priority string: protocol versions and ciphers offered",
+     .type = HP_SET_STRING,
+     .off = OFF(tls_priorities),
+     .noun = "the TLS priority string"},
+    {.key = "admin-token",
+     .arg = "TOKEN",
+     .section = S_OPS,
+     .help = "let clients off loopback reach /_hotpub/ with `Authorization: "
+             "Bearer TOKEN`",
+     .type = HP_SET_STRING,
+     .off = OFF(admin_token),
+     .noun = "the admin token",
+     .empty_ok = true,
+     .empty_null = true,
+     .def = "none (loopback only)"},
+    {.key = "health-allow",
+     .arg = "CIDR,...",
+     .section = S_OPS,
+     .help = "addresses (the load balancer's) allowed /_hotpub/health "
+             "besides loopback, e.g. 10.0.0.0/8,2001:db8::/32",
+     .type = HP_SET_STRING,
+     .off = OFF(health_allow),
+     .noun = "the health-allow list",
+     .empty_ok = true,
+     .empty_null = true,
+     .check = hp_cidr_check,
+     .def = "none (loopback only)"},
+    {.key = "drain-delay",
+     .arg = "SECONDS",
+     .section = S_OPS,
+     .help = "on SIGTERM, answer /_hotpub/health 503 for this long while "
+             "still serving, then stop accepting",
+     .type = HP_SET_SECONDS,
+     .off = OFF(drain_delay),
+     .min = 0,
+     .max = 3600,
+     .unit = "s"},
 };
 const size_t hp_settings_count = sizeof hp_settings / sizeof *hp_settings;
 

@@ -81,6 +81,13 @@ struct hp_config {
     int session_lifetime;       /* seconds a session lives unused            */
     int session_secure_cookie;  /* always mark the cookie Secure             */
     int session_purge_interval; /* seconds between purges; 0 = never         */
+    /* operations (metrics.c, dashboard.c, tls.c, docs/operations.md) */
+    char *tls_cert;       /* PEM certificate chain file; NULL = plain HTTP  */
+    char *tls_key;        /* PEM private key file                           */
+    char *tls_priorities; /* GnuTLS priority string                         */
+    char *admin_token;    /* bearer token for /_hotpub/ off loopback; NULL  */
+    char *health_allow;   /* CIDR list allowed /_hotpub/health; NULL = lo   */
+    double drain_delay;   /* seconds health says 503 before stopping       */
 };
 
 void hp_config_defaults(struct hp_config *c);

@@ -18,6 +18,7 @@
 #include "master.h"
 
 #include "guard.h"
+#include "ops.h"
 #include "server.h"
 
 #include <assert.h>
@@ -272,6 +273,7 @@ static _Noreturn void worker_main(int slot)
         hooks.io_threads = n > 2 ? n : 2;
     }
     hp_guard_enter(slot, CFG, &hooks);
+    hp_metrics_enter(slot);
     children_die_with_us();
     exit(hp_serve(CFG, &hooks));
 }
@@ -329,7 +331,7 @@ static void stop_child(int i)
 static void stop_all(double now)
 {
     M.stopping = true;
-    M.stop_deadline = now + CFG->shutdown_timeout + 5;
+    M.stop_deadline = now + CFG->drain_delay + CFG->shutdown_timeout + 5;
     for (int i = 0; i < M.nslots; i++)
         stop_child(i);
 }
@@ -401,6 +403,7 @@ static void reap(void)
                 continue;
             on_death(i, status);
             child_move(&M.kids[i], C_EMPTY);
+            hp_metrics_fold(i);
             hp_guard_slot_free(i);
             break;
         }
@@ -491,7 +494,7 @@ static int master_setup(void)
     M.nslots = 2 * M.capacity + 2;
     M.wanted = n;
     M.gen = 1;
-    if (hp_guard_map(M.nslots, nrecs, n) < 0)
+    if (hp_guard_map(M.nslots, nrecs, n) < 0 || hp_metrics_map(M.nslots) < 0)
         return -1;
     M.kids = hp_xcalloc((size_t)M.nslots, sizeof *M.kids);
     return 0;
@@ -503,6 +506,9 @@ static void on_stop_signal(int sig, double now)
                 "(at most %d s)",
                 sig, CFG->shutdown_timeout);
     sd_notify("STOPPING=1");
+    /* Before the workers hear of it: their health checks answer 503
+     * through --drain-delay (metrics.c's node flag). */
+    hp_metrics_set_node_draining();
     close(LISTEN_FD);
     LISTEN_FD = -1;
     stop_all(now);

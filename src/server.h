@@ -61,6 +61,9 @@ struct hp_server_hooks {
     void (*reopen_logs)(void);
     /* Append ,"key":value members to status.json's top-level object. */
     void (*status_json)(struct hp_buf *b);
+    /* Append the host's families to /_hotpub/metrics (Prometheus text
+     * exposition format 0.0.4, docs/operations.md). */
+    void (*metrics_text)(struct hp_buf *b);
     /* Before the module cache is freed: drop versions the host pinned
      * outside it (vet's and rescue's). */
     void (*teardown)(void);
