@@ -75,7 +75,7 @@ hotpub$(SUFFIX): $(OBJS) $(EXPORTS)
 
 $(EXPORTS): include/hotpub.h tools/api-symbols.sh | $(BUILD)
 	{ echo '{'; sh tools/api-symbols.sh '$(CC)' include | sed 's/.*/  &;/'; \
-	  echo '  recv;'; echo '};'; } >$@.tmp && mv $@.tmp $@
+	  echo '  recv;'; echo '  gnutls_record_recv;'; echo '};'; } >$@.tmp && mv $@.tmp $@
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<

@@ -25,6 +25,7 @@
 #include "access.h"
 #include "dashboard.h"
 #include "ops.h"
+#include "tls.h"
 #include "db.h"
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
@@ -890,6 +891,7 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
 {
     hp_req_init(&c->req, conn, method, url, version);
     c->req.path = absolute_form(&c->req, url);
+    c->req.secure = hp_tls_on(); /* sessions mark their cookie Secure */
     const char *q = strchr(c->uri, '?');
     c->req.query = q ? q + 1 : "";
     ctx_move(c, CTX_HEAD, CTX_BODY);
@@ -1152,6 +1154,7 @@ static void teardown(void)
     hp_resolver_free(S.res);
     hp_compiler_free(S.cc);
     hp_access_close();
+    hp_tls_free();
     free(S.root);
 }
 
@@ -1181,6 +1184,13 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    /* HTTPS (tls.c): libmicrohttpd does the handshake on connections the
+     * listener adds just as it reads plain ones. */
+    struct MHD_OptionItem tls[4];
+    size_t ntls = hp_tls_mhd_options(tls);
+    tls[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    if (ntls)
+        flags |= MHD_USE_TLS;
     unsigned each = cfg->conn_limit > UINT_MAX / 2 - 1024
                         ? UINT_MAX / 2
                         : cfg->conn_limit + 1024;
@@ -1195,7 +1205,7 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, room, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         hp_edge_mhd_memory(cfg), MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
-        MHD_OPTION_END);
+        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
 }
 
 /*
@@ -1237,6 +1247,11 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         teardown();
         return 1;
     }
+    if (hp_tls_load(cfg) < 0) {
+        teardown();
+        return 1;
+    }
+    hp_edge_set_tls(hp_tls_on());
     hp_metrics_set_root(S.root);
     if (hp_dashboard_start() < 0) {
         teardown();
@@ -1422,8 +1437,9 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
 
     if (serve_start(cfg, &ss) != 0)
         return 1;
-    hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
-                HP_VERSION_STRING, S.root, cfg->listen,
+    hp_log_info("hotpub %s serving %s on %s://%s (%s mode)",
+                HP_VERSION_STRING, S.root, hp_tls_on() ? "https" : "http",
+                cfg->listen,
                 S.dev ? "dev" : "production");
     record_descriptors();
     H.ready();
