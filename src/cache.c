@@ -978,3 +978,30 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *b,
     hp_buf_puts(b, "]");
     free(all);
 }
+
+void hp_cache_each(hp_cache *c, void (*fn)(const struct hp_module_info *m,
+                                           void *arg),
+                   void *arg)
+{
+    size_t n;
+    hp_entry **all = entries_snapshot(c, &n);
+    qsort(all, n, sizeof *all, by_path);
+    for (size_t i = 0; i < n; i++) {
+        hp_entry *e = all[i];
+        struct hp_module_info m = {.path = e->path,
+                                   .builds = atomic_load(&e->builds)};
+        pthread_mutex_lock(&e->mu);
+        m.error = e->error;
+        if (e->current) {
+            m.version = (unsigned long long)e->current->id;
+            m.inflight = (long)atomic_load(&e->current->refs) - 1;
+        }
+        for (hp_version *v = e->retired; v; v = v->next_retired) {
+            m.retired++;
+            m.retired_inflight += (long)atomic_load(&v->refs);
+        }
+        fn(&m, arg);
+        pthread_mutex_unlock(&e->mu);
+    }
+    free(all);
+}

@@ -374,6 +374,20 @@ int hp_cache_revalidate(hp_cache *c);
  * members to each module's object, given its path. */
 void hp_cache_status_json(hp_cache *c, struct hp_buf *out,
                           void (*member)(const char *path, struct hp_buf *b));
+/* A module as the node's dashboard shows it (metrics.c). */
+struct hp_module_info {
+    const char *path;  /* the module's source */
+    const char *error; /* the last build's diagnostic, or NULL */
+    unsigned long long version; /* current version id, 0 for none */
+    long inflight;              /* requests on the current version */
+    int retired;                /* retired versions awaiting unload */
+    long retired_inflight;      /* requests still on those */
+    unsigned long builds;
+};
+/* fn for each module, under its entry's lock (fn may not call the cache). */
+void hp_cache_each(hp_cache *c, void (*fn)(const struct hp_module_info *m,
+                                           void *arg),
+                   void *arg);
 
 /* ---- URL resolution (resolve.c) ---------------------------------------- */
 

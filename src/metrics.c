@@ -35,6 +35,7 @@
 #define HISTORY 32  /* reload history entries */
 #define POOLS 8     /* database pools shown per worker */
 #define ERR_LEN 160 /* a failed build's first diagnostic line */
+#define MODS 64     /* modules a worker shows; more are counted only */
 
 static const double req_le[NB] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                   0.025,  0.05,  0.1,    0.25,  0.5,
@@ -64,8 +65,21 @@ struct pool_gauge {
     atomic_ulong acquires, timeouts;
 };
 
+/* A module as one worker has it; rewritten once a second. */
+struct mod_gauge {
+    char path[LABEL];
+    char error[ERR_LEN];
+    unsigned long long version;
+    long inflight, retired_inflight;
+    int retired;
+    unsigned long builds;
+};
+
 struct mslot {
     atomic_int used;
+    atomic_uint mods_seq; /* odd while the worker rewrites mods[] */
+    int nmods, mods_total;
+    struct mod_gauge mods[MODS];
     pid_t pid;
     atomic_long conns;              /* open connections */
     atomic_int threads, busy;       /* handler threads */
@@ -357,6 +371,36 @@ static void pool_gauge(const char *name, const struct hp_db_pool_stats *s,
     ++*n;
 }
 
+static void mod_gauge(const struct hp_module_info *m, void *arg)
+{
+    int *n = arg;
+    ME->mods_total++;
+    if (*n >= MODS)
+        return;
+    struct mod_gauge *g = &ME->mods[(*n)++];
+    snprintf(g->path, sizeof g->path, "%s", page_label(m->path));
+    size_t e = m->error ? strcspn(m->error, "\n") : 0;
+    snprintf(g->error, sizeof g->error, "%.*s", (int)e,
+             m->error ? m->error : "");
+    g->version = m->version;
+    g->inflight = m->inflight;
+    g->retired = m->retired;
+    g->retired_inflight = m->retired_inflight;
+    g->builds = m->builds;
+}
+
+void hp_metrics_modules(hp_cache *c)
+{
+    if (!ME || !c)
+        return;
+    int n = 0;
+    atomic_fetch_add(&ME->mods_seq, 1); /* odd: being rewritten */
+    ME->mods_total = 0;
+    hp_cache_each(c, mod_gauge, &n);
+    ME->nmods = n;
+    atomic_fetch_add(&ME->mods_seq, 1);
+}
+
 void hp_metrics_tick(void)
 {
     if (!ME)
@@ -369,6 +413,8 @@ void hp_metrics_tick(void)
     hp_db_pools_each(pool_gauge, &n);
     atomic_store(&ME->npools, n);
 }
+
+static void modules_json(struct hp_buf *b);
 
 /* ---- readers ----------------------------------------------------------------- */
 
@@ -739,7 +785,79 @@ void hp_metrics_json(struct hp_buf *b)
                   c->builds[1], c->builds[0], c->retired, c->unloaded);
     pages_json(b, c);
     pools_json(b);
+    modules_json(b);
     history_json(b);
     hp_buf_puts(b, "}");
     free(c);
+}
+
+/* A consistent copy of a worker's module table; false if it kept
+ * changing (the next reading gets it). */
+static bool mods_copy(struct mslot *m, struct mod_gauge *out, int *n)
+{
+    for (int tries = 0; tries < 4; tries++) {
+        unsigned seq = atomic_load(&m->mods_seq);
+        if (seq & 1) {
+            sched_yield();
+            continue;
+        }
+        int k = m->nmods;
+        k = k < 0 ? 0 : k > MODS ? MODS : k;
+        memcpy(out, m->mods, (size_t)k * sizeof *out);
+        if (atomic_load(&m->mods_seq) == seq) {
+            *n = k;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void module_json(struct hp_buf *b, const struct mod_gauge *g, int pid,
+                        int slot)
+{
+    hp_buf_printf(b, "{\"pid\":%d,\"slot\":%d,\"version\":%llu,"
+                     "\"inflight\":%ld,\"retired\":%d,"
+                     "\"retired_inflight\":%ld,\"builds\":%lu,\"error\":",
+                  pid, slot, g->version, g->inflight, g->retired,
+                  g->retired_inflight, g->builds);
+    hp_buf_json(b, g->error[0] ? g->error : NULL);
+    hp_buf_puts(b, "}");
+}
+
+/* "modules": each module once, with how every worker has it. */
+static void modules_json(struct hp_buf *b)
+{
+    int nslots = A->nslots, total = 0;
+    struct mod_gauge *all = hp_xcalloc((size_t)nslots * MODS, sizeof *all);
+    int *n = hp_xcalloc((size_t)nslots, sizeof *n);
+    for (int s = 0; s < nslots; s++)
+        if (atomic_load(&slot_at(s)->used))
+            mods_copy(slot_at(s), all + (size_t)s * MODS, &n[s]);
+    hp_buf_puts(b, ",\"modules\":[");
+    for (int s = 0; s < nslots; s++) {
+        for (int i = 0; i < n[s]; i++) {
+            struct mod_gauge *g = &all[(size_t)s * MODS + i];
+            if (!g->path[0])
+                continue; /* listed already under an earlier worker */
+            hp_buf_puts(b, total++ ? ",{\"path\":" : "{\"path\":");
+            hp_buf_json(b, g->path);
+            hp_buf_puts(b, ",\"workers\":[");
+            module_json(b, g, (int)slot_at(s)->pid, s);
+            for (int t = s + 1; t < nslots; t++) {
+                for (int k = 0; k < n[t]; k++) {
+                    struct mod_gauge *h = &all[(size_t)t * MODS + k];
+                    if (strcmp(h->path, g->path) != 0)
+                        continue;
+                    hp_buf_puts(b, ",");
+                    module_json(b, h, (int)slot_at(t)->pid, t);
+                    h->path[0] = '\0';
+                }
+            }
+            g->path[0] = '\0';
+            hp_buf_puts(b, "]}");
+        }
+    }
+    hp_buf_puts(b, "]");
+    free(all);
+    free(n);
 }

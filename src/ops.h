@@ -65,6 +65,11 @@ void hp_metrics_connection(int delta); /* opened (+1) / closed (-1) */
  * process (handler threads, database pools) into its slot. */
 void hp_metrics_tick(void);
 
+/* Copy this worker's module table (version, in-flight, retired, last
+ * error of each module) into its slot for the node's dashboard: once a
+ * second, and after a build. */
+void hp_metrics_modules(hp_cache *c);
+
 /* The Prometheus text exposition format 0.0.4 of the whole node.
  * host_metrics (may be NULL) appends the supervisor's families (worker
  * restarts by cause, quarantines) from the guard. */

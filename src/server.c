@@ -1221,6 +1221,7 @@ static void each_second(void)
     char why[160];
     if (hp_liveness_check(why, sizeof why) == 0) {
         hp_metrics_tick();
+        hp_metrics_modules(S.cache);
         H.heartbeat();
         return;
     }
