@@ -31,14 +31,14 @@
 /* ---- configuration (config.c) ------------------------------------------ */
 
 struct hp_config {
-    char *docroot;        /* as given on the command line / config file      */
-    char *listen;         /* "ADDR:PORT"                                     */
-    int threads;          /* handler threads                                 */
-    int dev;              /* 1 dev, 0 production, -1 auto (dev on loopback)  */
-    char *cache_dir;      /* compile cache                                   */
-    char *cc;             /* page compiler                                   */
-    char *cflags;         /* extra flags for the page compiler               */
-    char *include_dir;    /* where hotpub.h lives                            */
+    char *docroot;     /* as given on the command line / config file      */
+    char *listen;      /* "ADDR:PORT"                                     */
+    int threads;       /* handler threads                                 */
+    int dev;           /* 1 dev, 0 production, -1 auto (dev on loopback)  */
+    char *cache_dir;   /* compile cache                                   */
+    char *cc;          /* page compiler                                   */
+    char *cflags;      /* extra flags for the page compiler               */
+    char *include_dir; /* where hotpub.h lives                            */
     /* the page compiler's limits (compile.c, docs/configuration.md) */
     int compile_timeout;         /* seconds for one compile, wall clock      */
     size_t compile_memory_limit; /* RLIMIT_AS bytes per process, 0 = off      */
@@ -58,13 +58,13 @@ struct hp_config {
     int body_timeout;     /* seconds for a body, plus 1 s per body_min_rate B */
     int body_min_rate;    /* bytes per second a body must keep up             */
     /* processes (master.c, docs/operations.md) */
-    int workers;            /* worker processes; 0 = single process          */
-    double handler_timeout; /* seconds a handler may run; 0 = no limit       */
-    int worker_max_requests;    /* recycle a worker after this many page runs */
+    int workers;             /* worker processes; 0 = single process          */
+    double handler_timeout;  /* seconds a handler may run; 0 = no limit       */
+    int worker_max_requests; /* recycle a worker after this many page runs */
     size_t worker_memory_limit; /* ... or past this RSS in bytes; 0 = off    */
-    char *user, *group;     /* drop privileges to these after binding        */
-    char *pid_file;         /* written by the parent; NULL = none            */
-    char *error_log;        /* stderr goes here (reopened on SIGUSR1)        */
+    char *user, *group; /* drop privileges to these after binding        */
+    char *pid_file;     /* written by the parent; NULL = none            */
+    char *error_log;    /* stderr goes here (reopened on SIGUSR1)        */
     /* the default database pool (db.c, docs/database.md) */
     char *db;               /* URL, "off", or NULL: the default SQLite file */
     int db_pool_size;       /* 0 = auto: 8 PostgreSQL, 4 SQLite             */
@@ -231,7 +231,9 @@ typedef struct hp_cache hp_cache;
 typedef struct hp_entry hp_entry;
 typedef struct hp_version hp_version;
 
-#define HP_MAX_APPS 16 /* application modules above one page, at most */
+#define HP_MAX_APPS 16        /* application modules above one page, at most */
+#define HP_MAX_PATH_PARAMS 32 /* path parameters one request may carry    */
+#define HP_MAX_SEGS 64        /* URL segments the resolver looks through  */
 
 typedef void *(*hp_init_fn)(hp_module *m, void *previous);
 typedef void (*hp_fini_fn)(hp_module *m, void *state, bool handed_over);
@@ -367,6 +369,9 @@ struct hp_target {
     enum hp_target_kind kind;
     char path[PATH_MAX];
     char handler[128];
+    /* Pages: how many segments of the URL named the page; the rest (a
+     * handler name, then path parameters) is publish.c's to route. */
+    unsigned short page_segs;
 };
 
 typedef struct hp_resolver hp_resolver;
@@ -378,6 +383,21 @@ void hp_resolver_free(hp_resolver *r);
 void hp_resolve(hp_resolver *r, const char *url_path, struct hp_target *t);
 /* Forget cached resolutions (the watcher calls it on namespace changes). */
 void hp_resolver_invalidate(hp_resolver *r);
+
+/* ---- template files (tplcache.c; the syntax is template.c's) ----------- */
+
+/* The server's templates live under root; errors are shown when dev.
+ * watched: a watcher reports changes (hp_tplcache_touch/_publish);
+ * otherwise each use compares the file's identity. */
+void hp_tplcache_start(const char *root, bool dev, bool watched);
+void hp_tplcache_stop(void);
+/* path changed (a completed write, rename or delete): 1 if it is a cached
+ * template; it goes stale, with everything else touched, at _publish. */
+int hp_tplcache_touch(const char *path);
+void hp_tplcache_touch_all(void);
+void hp_tplcache_publish(void);
+/* Stat every cached template; publish what changed. Returns how many. */
+int hp_tplcache_revalidate(void);
 
 /* ---- watching the document root (watch.c) ----------------------------- */
 

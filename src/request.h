@@ -6,8 +6,8 @@
 #ifndef HP_REQUEST_H
 #define HP_REQUEST_H
 
-#include "hp.h"
 #include "form.h"
+#include "hp.h"
 
 #include <microhttpd.h>
 
@@ -29,7 +29,7 @@ struct hp_alloc_block;
  * first when anything fails, released after every module's release.
  */
 struct hp_resource {
-    int (*commit)(void *arg);   /* HP_OK, or fail the request (500)     */
+    int (*commit)(void *arg); /* HP_OK, or fail the request (500)     */
     void (*rollback)(void *arg);
     void (*release)(void *arg); /* always called, exactly once          */
     void *arg;
@@ -38,10 +38,10 @@ struct hp_resource {
 
 struct hp_req {
     struct MHD_Connection *conn;
-    const char *method;  /* owned by libmicrohttpd, valid for the request */
+    const char *method; /* owned by libmicrohttpd, valid for the request */
     const char *path;
     const char *version;
-    char remote[64];            /* filled on first use (hp_req_remote) */
+    char remote[64]; /* filled on first use (hp_req_remote) */
     double started;
 
     const char *query;          /* raw, without '?'; "" when absent   */
@@ -58,21 +58,29 @@ struct hp_req {
 
     /* query fields, then form fields (hp_req_parse_form, form.c) */
     bool args_parsed;
-    int args_status;            /* hp_req_parse_form's result          */
+    int args_status; /* hp_req_parse_form's result          */
     struct hp_fields args;
-    bool cookies_parsed;        /* on first hp_cookie                  */
+    bool cookies_parsed; /* on first hp_cookie                  */
     struct hp_fields cookies;
 
     /* response */
     int status;
     struct hp_buf out;
-    struct hp_kvlist headers;   /* strings from hp_alloc */
+    struct hp_kvlist headers; /* strings from hp_alloc */
     bool has_content_type;
 
     struct hp_alloc_block *blocks;
     struct hp_kvlist values;       /* hp_req_set: key -> (void *)       */
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
+
+    /* the application toolkit (json.c, tplcache.c, publish.c) */
+    bool json_parsed;        /* hp_json_body ran                      */
+    json_t *json;            /* its value (a reference we own)        */
+    const char *json_err;    /* why it is NULL (hp_alloc'd), or NULL  */
+    struct hp_tpl_pins *tpl; /* templates this request has used       */
+    const char **params;     /* path parameters (hp_alloc'd)          */
+    unsigned nparams;
 
     /* Last and large (PATH_MAX): hp_req_init leaves it to the resolver
      * rather than clearing 4 KiB per request. */
@@ -102,6 +110,11 @@ void hp_req_add_header(hp_req *req, const char *name, const char *value);
 /* Write the short standard body for an error status. */
 void hp_req_error_body(hp_req *req, int status, const char *detail_html);
 const char *hp_status_text(int status);
+
+/* json.c: drop the parsed body (hp_req_cleanup). */
+void hp_req_json_free(hp_req *req);
+/* tplcache.c: unpin the templates the request used (hp_req_cleanup). */
+void hp_req_tpl_release(hp_req *req);
 
 /* publish.c: run hooks and handler; returns HP_OK or an error status. */
 int hp_publish_run(hp_req *req);

@@ -40,7 +40,7 @@ struct hp_watch {
     int ifd, stopfd;
     int parent_wd;   /* the root's parent, to see the root swapped */
     char *root_name; /* the root's last component                  */
-    char **dirs; /* indexed by watch descriptor */
+    char **dirs;     /* indexed by watch descriptor */
     size_t ndirs;
     char **pending;
     size_t npending;
@@ -92,7 +92,8 @@ static void pend(struct hp_watch *w, const char *path)
     for (size_t i = 0; i < w->npending; i++)
         if (strcmp(w->pending[i], path) == 0)
             return;
-    w->pending = hp_xrealloc(w->pending, (w->npending + 1) * sizeof *w->pending);
+    w->pending =
+        hp_xrealloc(w->pending, (w->npending + 1) * sizeof *w->pending);
     w->pending[w->npending++] = hp_xstrdup(path);
 }
 
@@ -102,6 +103,7 @@ static void flush(struct hp_watch *w)
     for (size_t i = 0; i < w->npending; i++)
         free(w->pending[i]);
     w->npending = 0;
+    hp_tplcache_publish(); /* templates saved together change together */
     hp_cache_refresh_stale(w->cache);
 }
 
@@ -121,10 +123,12 @@ static void root_swapped(struct hp_watch *w)
     }
     add_dir(w, w->root);
     hp_log_info("%s now points elsewhere: reloading every module as one "
-                "batch", w->root);
+                "batch",
+                w->root);
     hp_resolver_invalidate(w->res);
     hp_cache_apps_changed(w->cache);
     hp_cache_touch_all(w->cache);
+    hp_tplcache_touch_all();
     pend(w, w->root);
 }
 
@@ -141,6 +145,7 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
         hp_resolver_invalidate(w->res);
         hp_cache_apps_changed(w->cache);
         hp_cache_touch_all(w->cache);
+        hp_tplcache_touch_all();
         pend(w, w->root);
         return;
     }
@@ -166,13 +171,16 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
         add_dir(w, path);
         /* Files may have landed in it before the watch existed. */
         hp_cache_touch_all(w->cache);
+        hp_tplcache_touch_all();
+        hp_tplcache_publish();
     }
     if (!(ev->mask & IN_ISDIR) &&
-        (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
-                     IN_DELETE | IN_ATTRIB))) {
+        (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+                     IN_ATTRIB))) {
         /* Mark now, so requests from here on revalidate; compile after the
          * burst settles. */
-        if (hp_cache_touch(w->cache, path) > 0)
+        int n = hp_cache_touch(w->cache, path);
+        if (hp_tplcache_touch(path) + n > 0)
             pend(w, path);
     }
     free(path);
@@ -181,7 +189,8 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
 static void *watch_main(void *arg)
 {
     struct hp_watch *w = arg;
-    char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+    char buf[64 * 1024]
+        __attribute__((aligned(__alignof__(struct inotify_event))));
     double settle = w->cfg->settle_ms / 1000.0;
     double deadline = 0, next_reval = 0, first = 0;
     double max_wait = settle * 5 < 0.5 ? 0.5 : settle * 5;
@@ -232,6 +241,7 @@ static void *watch_main(void *arg)
         }
         if (reval > 0 && now >= next_reval) {
             hp_resolver_invalidate(w->res);
+            hp_tplcache_revalidate();
             if (hp_cache_revalidate(w->cache) > 0)
                 hp_cache_refresh_stale(w->cache);
             next_reval = hp_now() + reval;
@@ -252,7 +262,8 @@ hp_watch *hp_watch_start(const struct hp_config *cfg, const char *root_canon,
     w->ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (w->ifd < 0)
         hp_log_error("inotify unavailable (%s): falling back to stat every "
-                     "%.1f s", strerror(errno),
+                     "%.1f s",
+                     strerror(errno),
                      cfg->revalidate > 0 ? cfg->revalidate : 1.0);
     else
         add_dir(w, root_canon);
