@@ -119,7 +119,7 @@ typedef struct hp_module hp_module;
 /* Fail the init in progress; the message is shown like a compile error. */
 void hp_module_error(hp_module *m, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-const char *hp_module_path(hp_module *m);           /* absolute source path */
+const char *hp_module_path(hp_module *m);          /* absolute source path */
 unsigned long long hp_module_version(hp_module *m); /* version id          */
 
 /* The state returned by init of the module whose code is running: the
@@ -134,15 +134,14 @@ void *hp_app_at(hp_req *req, unsigned depth);
 /* Every page carries the ABI it was built against (weak: a prebuilt object
  * made of several files still links). */
 #ifndef HP_SERVER_BUILD
-HP_EXPORT __attribute__((weak, used)) const int hp__abi_version =
-    HP_ABI_VERSION;
+HP_EXPORT __attribute__((weak, used)) const int hp__abi_version = HP_ABI_VERSION;
 #endif
 
 /* ---- the request -------------------------------------------------------- */
 
-const char *hp_method(hp_req *req);   /* "GET", "POST", ...                  */
-const char *hp_path(hp_req *req);     /* decoded URL path, "/a/b/name"       */
-const char *hp_query(hp_req *req);    /* raw query string without '?', or "" */
+const char *hp_method(hp_req *req);  /* "GET", "POST", ...                  */
+const char *hp_path(hp_req *req);    /* decoded URL path, "/a/b/name"       */
+const char *hp_query(hp_req *req);   /* raw query string without '?', or "" */
 const char *hp_filename(hp_req *req); /* absolute path of the page file     */
 const char *hp_handler_name(hp_req *req); /* "http_handler", "json", ...    */
 const char *hp_remote_addr(hp_req *req);  /* "127.0.0.1"                    */
@@ -377,9 +376,9 @@ hp_db *hp_db_from(hp_req *req, hp_db_pool *pool);
  *     hp_db_execv(db, "INSERT INTO f(name, size, data) VALUES ($1, $2, $3)",
  *                 HP_TEXT(name), HP_INT(len), HP_BLOB(data, len));
  * (these four are macros: the parameters are counted at compile time, and
- * a wrong type draws a compiler diagnostic). exec returns HP_OK or -1; query
- * returns a result or NULL on error. A result lives until hp_db_res_free or
- * until its connection goes back to the pool (the end of the request).
+ * a wrong type draws a compiler diagnostic). exec returns HP_OK or -1; query returns a
+ * result or NULL on error. A result lives until hp_db_res_free or until its
+ * connection goes back to the pool (the end of the request).
  */
 #define hp_db_exec(db, ...) hp_db__exec_text((db), HP__DB_STRS(__VA_ARGS__))
 #define hp_db_query(db, ...) hp_db__query_text((db), HP__DB_STRS(__VA_ARGS__))
@@ -459,12 +458,12 @@ void hp_db_pool_release(hp_db *db);
 
 struct hp_db_pool_stats {
     unsigned max, size, in_use, idle, waiters;
-    unsigned long long acquires;   /* successful checkouts                   */
-    unsigned long long timeouts;   /* waits that ran out                     */
-    unsigned long long errors;     /* failed statements and connects         */
-    unsigned long long connects;   /* connections opened                     */
-    unsigned long long discarded;  /* closed as broken, old or unclean      */
-    unsigned long long prepares;   /* statements compiled                    */
+    unsigned long long acquires; /* successful checkouts                   */
+    unsigned long long timeouts; /* waits that ran out                     */
+    unsigned long long errors;   /* failed statements and connects         */
+    unsigned long long connects; /* connections opened                     */
+    unsigned long long discarded; /* closed as broken, old or unclean      */
+    unsigned long long prepares; /* statements compiled                    */
     unsigned long long cache_hits; /* statements reused from the cache     */
 };
 void hp_db_pool_stats(hp_db_pool *pool, struct hp_db_pool_stats *out);
@@ -478,10 +477,7 @@ hp_db_res *hp_db__query_text(hp_db *db, const char *const *sql_and_params,
         sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
 #define HP__DB_VALS(...)                                                       \
     sizeof((const hp_db_val[]){__VA_ARGS__}) / sizeof(hp_db_val),              \
-        (const hp_db_val[])                                                    \
-    {                                                                          \
-        __VA_ARGS__                                                            \
-    }
+        (const hp_db_val[]){__VA_ARGS__}
 
 #ifdef __cplusplus
 }

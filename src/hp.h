@@ -31,14 +31,14 @@
 /* ---- configuration (config.c) ------------------------------------------ */
 
 struct hp_config {
-    char *docroot;     /* as given on the command line / config file      */
-    char *listen;      /* "ADDR:PORT"                                     */
-    int threads;       /* handler threads                                 */
-    int dev;           /* 1 dev, 0 production, -1 auto (dev on loopback)  */
-    char *cache_dir;   /* compile cache                                   */
-    char *cc;          /* page compiler                                   */
-    char *cflags;      /* extra flags for the page compiler               */
-    char *include_dir; /* where hotpub.h lives                            */
+    char *docroot;        /* as given on the command line / config file      */
+    char *listen;         /* "ADDR:PORT"                                     */
+    int threads;          /* handler threads                                 */
+    int dev;              /* 1 dev, 0 production, -1 auto (dev on loopback)  */
+    char *cache_dir;      /* compile cache                                   */
+    char *cc;             /* page compiler                                   */
+    char *cflags;         /* extra flags for the page compiler               */
+    char *include_dir;    /* where hotpub.h lives                            */
     /* the page compiler's limits (compile.c, docs/configuration.md) */
     int compile_timeout;         /* seconds for one compile, wall clock      */
     size_t compile_memory_limit; /* RLIMIT_AS bytes per process, 0 = off      */
@@ -58,13 +58,13 @@ struct hp_config {
     int body_timeout;     /* seconds for a body, plus 1 s per body_min_rate B */
     int body_min_rate;    /* bytes per second a body must keep up             */
     /* processes (master.c, docs/operations.md) */
-    int workers;             /* worker processes; 0 = single process          */
-    double handler_timeout;  /* seconds a handler may run; 0 = no limit       */
-    int worker_max_requests; /* recycle a worker after this many page runs */
+    int workers;            /* worker processes; 0 = single process          */
+    double handler_timeout; /* seconds a handler may run; 0 = no limit       */
+    int worker_max_requests;    /* recycle a worker after this many page runs */
     size_t worker_memory_limit; /* ... or past this RSS in bytes; 0 = off    */
-    char *user, *group; /* drop privileges to these after binding        */
-    char *pid_file;     /* written by the parent; NULL = none            */
-    char *error_log;    /* stderr goes here (reopened on SIGUSR1)        */
+    char *user, *group;     /* drop privileges to these after binding        */
+    char *pid_file;         /* written by the parent; NULL = none            */
+    char *error_log;        /* stderr goes here (reopened on SIGUSR1)        */
     /* the default database pool (db.c, docs/database.md) */
     char *db;               /* URL, "off", or NULL: the default SQLite file */
     int db_pool_size;       /* 0 = auto: 8 PostgreSQL, 4 SQLite             */
@@ -231,7 +231,7 @@ typedef struct hp_cache hp_cache;
 typedef struct hp_entry hp_entry;
 typedef struct hp_version hp_version;
 
-#define HP_MAX_APPS 16        /* application modules above one page, at most */
+#define HP_MAX_APPS 16 /* application modules above one page, at most */
 #define HP_MAX_PATH_PARAMS 32 /* path parameters one request may carry    */
 #define HP_MAX_SEGS 64        /* URL segments the resolver looks through  */
 

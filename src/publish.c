@@ -185,8 +185,7 @@ static int run_hook(hp_req *req, hp_version *m, enum hp_hook h)
     return normalise(req, hook_label[h], m, rc);
 }
 
-/* ---- resources (pooled connections) ---------------------------------------
- */
+/* ---- resources (pooled connections) --------------------------------------- */
 
 void hp_req_enlist(hp_req *req, struct hp_resource *r)
 {
@@ -294,8 +293,7 @@ int hp_publish_run(hp_req *req)
     return fail;
 }
 
-/* ---- what pages call ------------------------------------------------------
- */
+/* ---- what pages call ------------------------------------------------------ */
 
 /* The state of the module whose code is running: a handler acquired from
  * an application module gets that module's state, not the page's. */

@@ -6,8 +6,8 @@
 #ifndef HP_REQUEST_H
 #define HP_REQUEST_H
 
-#include "form.h"
 #include "hp.h"
+#include "form.h"
 
 #include <microhttpd.h>
 
@@ -29,7 +29,7 @@ struct hp_alloc_block;
  * first when anything fails, released after every module's release.
  */
 struct hp_resource {
-    int (*commit)(void *arg); /* HP_OK, or fail the request (500)     */
+    int (*commit)(void *arg);   /* HP_OK, or fail the request (500)     */
     void (*rollback)(void *arg);
     void (*release)(void *arg); /* always called, exactly once          */
     void *arg;
@@ -38,10 +38,10 @@ struct hp_resource {
 
 struct hp_req {
     struct MHD_Connection *conn;
-    const char *method; /* owned by libmicrohttpd, valid for the request */
+    const char *method;  /* owned by libmicrohttpd, valid for the request */
     const char *path;
     const char *version;
-    char remote[64]; /* filled on first use (hp_req_remote) */
+    char remote[64];            /* filled on first use (hp_req_remote) */
     double started;
 
     const char *query;          /* raw, without '?'; "" when absent   */
@@ -58,15 +58,15 @@ struct hp_req {
 
     /* query fields, then form fields (hp_req_parse_form, form.c) */
     bool args_parsed;
-    int args_status; /* hp_req_parse_form's result          */
+    int args_status;            /* hp_req_parse_form's result          */
     struct hp_fields args;
-    bool cookies_parsed; /* on first hp_cookie                  */
+    bool cookies_parsed;        /* on first hp_cookie                  */
     struct hp_fields cookies;
 
     /* response */
     int status;
     struct hp_buf out;
-    struct hp_kvlist headers; /* strings from hp_alloc */
+    struct hp_kvlist headers;   /* strings from hp_alloc */
     bool has_content_type;
 
     struct hp_alloc_block *blocks;

@@ -40,7 +40,7 @@ struct hp_watch {
     int ifd, stopfd;
     int parent_wd;   /* the root's parent, to see the root swapped */
     char *root_name; /* the root's last component                  */
-    char **dirs;     /* indexed by watch descriptor */
+    char **dirs; /* indexed by watch descriptor */
     size_t ndirs;
     char **pending;
     size_t npending;
@@ -92,8 +92,7 @@ static void pend(struct hp_watch *w, const char *path)
     for (size_t i = 0; i < w->npending; i++)
         if (strcmp(w->pending[i], path) == 0)
             return;
-    w->pending =
-        hp_xrealloc(w->pending, (w->npending + 1) * sizeof *w->pending);
+    w->pending = hp_xrealloc(w->pending, (w->npending + 1) * sizeof *w->pending);
     w->pending[w->npending++] = hp_xstrdup(path);
 }
 
@@ -123,8 +122,7 @@ static void root_swapped(struct hp_watch *w)
     }
     add_dir(w, w->root);
     hp_log_info("%s now points elsewhere: reloading every module as one "
-                "batch",
-                w->root);
+                "batch", w->root);
     hp_resolver_invalidate(w->res);
     hp_cache_apps_changed(w->cache);
     hp_cache_touch_all(w->cache);
@@ -175,8 +173,8 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
         hp_tplcache_publish();
     }
     if (!(ev->mask & IN_ISDIR) &&
-        (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
-                     IN_ATTRIB))) {
+        (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
+                     IN_DELETE | IN_ATTRIB))) {
         /* Mark now, so requests from here on revalidate; compile after the
          * burst settles. */
         int n = hp_cache_touch(w->cache, path);
@@ -189,8 +187,7 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
 static void *watch_main(void *arg)
 {
     struct hp_watch *w = arg;
-    char buf[64 * 1024]
-        __attribute__((aligned(__alignof__(struct inotify_event))));
+    char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
     double settle = w->cfg->settle_ms / 1000.0;
     double deadline = 0, next_reval = 0, first = 0;
     double max_wait = settle * 5 < 0.5 ? 0.5 : settle * 5;
@@ -262,8 +259,7 @@ hp_watch *hp_watch_start(const struct hp_config *cfg, const char *root_canon,
     w->ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (w->ifd < 0)
         hp_log_error("inotify unavailable (%s): falling back to stat every "
-                     "%.1f s",
-                     strerror(errno),
+                     "%.1f s", strerror(errno),
                      cfg->revalidate > 0 ? cfg->revalidate : 1.0);
     else
         add_dir(w, root_canon);
