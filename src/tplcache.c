@@ -404,31 +404,42 @@ static char *resolve(const char *base, const char *name, const char *suffix)
 /* ---- requests -------------------------------------------------------------
  */
 
+/*
+ * The version of path this request uses: the one it pinned before, else
+ * the cache's for its generation. A pin entry is added for a new path, and
+ * for a new partial tag (from, name) so that partial() finds it without
+ * resolving its name again; calling hp_render in a loop adds nothing.
+ */
 static struct tver *pin(hp_req *req, const char *path,
                         const struct hp_tpl *from, const char *name)
 {
     struct hp_tpl_pins *p = req->tpl;
+    struct tentry *e = NULL;
+    struct tver *v = NULL;
+
     if (!p) {
         p = req->tpl = hp_xcalloc(1, sizeof *p);
         pthread_mutex_lock(&T.mu);
         p->gen0 = T.gen;
         pthread_mutex_unlock(&T.mu);
     }
-    struct tver *v = NULL;
     for (size_t i = 0; i < p->n && !v; i++)
         if (strcmp(p->a[i].e->path, path) == 0)
-            v = p->a[i].v;
-    if (v)
+            e = p->a[i].e, v = p->a[i].v;
+    if (v && !from)
+        return v;
+    if (v) {
         atomic_fetch_add(&v->refs, 1);
-    else
+    } else {
         v = acquire(path, p->gen0);
+        pthread_mutex_lock(&T.mu);
+        e = find(path, hash_str(path));
+        pthread_mutex_unlock(&T.mu);
+    }
     if (p->n == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 4;
         p->a = hp_xrealloc(p->a, p->cap * sizeof *p->a);
     }
-    pthread_mutex_lock(&T.mu);
-    struct tentry *e = find(path, hash_str(path));
-    pthread_mutex_unlock(&T.mu);
     p->a[p->n++] = (struct pin){.from = from, .name = name, .e = e, .v = v};
     return v;
 }
