@@ -411,35 +411,56 @@ static int put_text(struct render *r, const char *s, size_t n)
     return 0;
 }
 
+/* One reserve for the worst case (6 bytes for "&quot;"), then bytes are
+ * written in place: escaping is most of a render's work. */
 static int put_escaped(struct render *r, const char *s, size_t n)
 {
-    size_t run = 0;
+    if (n > SIZE_MAX / 6 || hp_buf_reserve(r->out, n * 6) < 0)
+        return oom(r);
+    char *o = r->out->p + r->out->len;
     for (size_t i = 0; i < n; i++) {
         const char *rep;
+        size_t k;
         switch (s[i]) {
         case '&':
-            rep = "&amp;";
+            rep = "&amp;", k = 5;
             break;
         case '<':
-            rep = "&lt;";
+            rep = "&lt;", k = 4;
             break;
         case '>':
-            rep = "&gt;";
+            rep = "&gt;", k = 4;
             break;
         case '"':
-            rep = "&quot;";
+            rep = "&quot;", k = 6;
             break;
         case '\'':
-            rep = "&#39;";
+            rep = "&#39;", k = 5;
             break;
         default:
+            *o++ = s[i];
             continue;
         }
-        if (put(r, s + run, i - run) < 0 || put(r, rep, strlen(rep)) < 0)
-            return -1;
-        run = i + 1;
+        memcpy(o, rep, k);
+        o += k;
     }
-    return put(r, s + run, n - run);
+    r->out->len = (size_t)(o - r->out->p);
+    r->out->p[r->out->len] = '\0';
+    return 0;
+}
+
+/* Decimal text of an integer, into the end of buf; returns its start. */
+static char *int_text(json_int_t v, char *end)
+{
+    unsigned long long u =
+        v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    *--end = '\0';
+    do
+        *--end = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--end = '-';
+    return end;
 }
 
 /* The shortest "%g" text that reads back as the same double (1.21, not
@@ -466,8 +487,8 @@ static int put_value(struct render *r, const json_t *v, bool escape)
         n = json_string_length(v);
         break;
     case JSON_INTEGER:
-        n = (size_t)snprintf(num, sizeof num, "%" JSON_INTEGER_FORMAT,
-                             json_integer_value(v));
+        s = int_text(json_integer_value(v), num + sizeof num);
+        n = strlen(s);
         break;
     case JSON_REAL:
         real_text(json_real_value(v), num, sizeof num);
