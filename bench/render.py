@@ -17,6 +17,10 @@ as bench/hello.py: every server process pinned to CPU 1, wrk -t1 -c50
 order rotating, medians. Server CPU per request = delta utime+stime of all
 the server's processes (hotpub: the one process, --workers 0; PHP-FPM:
 nginx master + worker + php-fpm master + children) / CLK_TCK / requests.
+inline% is the share of a hotpub page's runs on the event-loop threads:
+a page starts on the handler threads and is promoted once proven fast, and
+a busy machine can demote it for good (server.c's rule), which costs 2-3x;
+compare hp_render with hp_printf only when both show 100.
 Needs root (php-fpm runs as www-data) and:
   sh tools/deps.sh --bench     (nginx-light, php8.2-fpm, wrk)
 """
@@ -187,13 +191,27 @@ class HotpubPage:
         return self.hp.proc.poll() is None
 
 
+def placement(srv):
+    """hotpub: (offloaded, inlined) page runs so far; else None."""
+    if not isinstance(srv, HotpubPage):
+        return None
+    st = srv.hp.status()["server"]
+    return st["offloaded"], st["inlined"]
+
+
 def measure(b, name, srv, args):
+    p0 = placement(srv)
     t0 = all_ticks(srv.pids)
     c0, a0, k0 = cpu_jiffies(args.server_cpu), cpu_jiffies(), children_ticks()
     w = run_wrk(b, "http://127.0.0.1:%d%s" % (srv.port, srv.path),
                 cpu=args.client_cpu, conns=args.conns, duration=args.duration)
     c1, a1, k1 = cpu_jiffies(args.server_cpu), cpu_jiffies(), children_ticks()
     t1 = all_ticks(srv.pids)
+    p1 = placement(srv)
+    # where hotpub ran the page: the event loops (proven fast) or the
+    # handler threads (2-3x the cost: a noisy machine can demote a page)
+    w["inline_pct"] = (100.0 * (p1[1] - p0[1]) /
+                       max(1, (p1[0] - p0[0]) + (p1[1] - p0[1]))) if p0 else None
     if not srv.alive():
         die("%s died during the run" % name)
     if w["requests"] <= 0:
@@ -250,17 +268,18 @@ def main():
 
     names = list(servers)
     res = {n: [] for n in names}
-    log("%-3s %-10s %9s %11s %7s %9s  %s" % ("run", "server", "req/s",
-                                            "us cpu/req", "other%", "p99",
-                                            "errors"))
+    log("%-3s %-10s %9s %11s %7s %8s %9s  %s" % ("run", "server", "req/s",
+                                                 "us cpu/req", "other%",
+                                                 "inline%", "p99", "errors"))
     for i in range(args.runs):
         order = names[i % 3:] + names[:i % 3]
         for name in order:
             w = measure(b, name, servers[name], args)
             res[name].append(w)
-            log("%-3d %-10s %9.0f %11.2f %7.1f %7.2fms  %s%s"
+            log("%-3d %-10s %9.0f %11.2f %7.1f %8s %7.2fms  %s%s"
                 % (i + 1, name, w["rps"], w["cpu_us"], w["other_pct"],
-                   w["lat_p99"] * 1e3, fmt_err(w),
+                   "-" if w["inline_pct"] is None else
+                   "%.0f" % w["inline_pct"], w["lat_p99"] * 1e3, fmt_err(w),
                    "  NOISY" if w["other_pct"] > NOISY else ""))
     med = {n: {"rps": median([w["rps"] for w in res[n]]),
                "cpu_us": median([w["cpu_us"] for w in res[n]])} for n in names}
