@@ -243,6 +243,23 @@ def test_template_errors_dev_and_production():
         check_eq(s.stderr().count("never closed"), 1, "log lines for it")
 
 
+def test_check_parses_templates():
+    files = dict(TEMPLATES)
+    with Server(files=files, start=False) as s:
+        p = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                               timeout=120)
+        check_eq(p.returncode, 0, "hotpub check, good templates: %s"
+                 % short(p.stdout + p.stderr))
+        check_in("ok   %s" % os.path.join(s.root, "app/parts/row.tpl"),
+                 p.stdout, "check output")
+        s.write("_partials/bad.tpl", "one\n{{#x}}{{/y}}")
+        p = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                               timeout=120)
+        check_eq(p.returncode, 1, "hotpub check, a broken template")
+        check_in("_partials/bad.tpl:2: {{/y}} closes {{#x}}", p.stdout,
+                 "check's diagnostic")
+
+
 def test_template_reload_and_cache():
     files = {"p.c": RENDER, "list.tpl": "v1 {{user.name}}"}
     with Server(files=files) as s:
