@@ -85,8 +85,8 @@ static int visit(const char *path, const struct stat *st, int type,
     void *dl = NULL;
     check_pages++;
     if (hp_compile(check_cc, path, &art, &diag) == 0) {
-        if (hp_load(art.so_path, check_rundir, ++check_id, &dl, &priv, &diag) ==
-            0)
+        if (hp_load(art.so_path, check_rundir, ++check_id, &dl, &priv,
+                    &diag) == 0)
             hp_unload(dl, priv);
         hp_artifact_free(&art);
     }
