@@ -279,6 +279,21 @@ def test_template_reload_and_cache():
                    "the new partial")
 
 
+def test_template_reload_with_workers():
+    files = {"p.c": RENDER, "list.tpl": "v1 {{user.name}}"}
+    with Server(files=files, workers=2) as s:
+        check_eq(s.get_ok("/p").text, "v1 Ann", "first")
+        s.write("list.tpl", "v2 {{user.name}}", how="rename")
+        s.wait_for("/p", lambda r: r.text == "v2 Ann",
+                   lambda r: r.text in ("v1 Ann", "v2 Ann"), limit(2.0),
+                   "the edit")
+        # every worker (each has its own watcher: let the other one's
+        # settle window pass too): 20 answers on fresh connections, all new
+        time.sleep(limit(0.3))
+        texts = {s.get("/p").text for _ in range(20)}
+        check_eq(texts, {"v2 Ann"}, "answers after the edit")
+
+
 def test_template_edit_under_load():
     """Writers rewrite a layout and its partial in place, slowly (half the
     file, a pause, the rest), while clients render them: every response is
