@@ -15,8 +15,11 @@ Servers, all started here, in the same run:
 PostgreSQL: a throwaway cluster (.ci/pg-start.sh) with TFB's
 synchronous_commit = off, filled by bench/tfb/setup.sh; or --db URL.
 
-Method: every server and PostgreSQL pinned to --server-cpu (1), wrk -t1
-pinned to --client-cpu (0) (--no-pin: nothing pinned). Before measuring,
+Method: every server pinned to --server-cpu (1); wrk -t1 pinned to
+--client-cpu (0), and PostgreSQL there too (--pg-cpu): TFB runs its
+database on a machine of its own, so the server's core runs only the
+server; wrk takes little of its core at database-bound rates
+(--no-pin: nothing pinned). Before measuring,
 bench/tfb/verify.py checks hotpub and PHP-FPM against TFB's rules (a
 failure is printed and marks the figures UNVERIFIED). Each test has an
 untimed warm-up (--warmup) per server at its highest level, then every
@@ -33,6 +36,9 @@ Per test the best level of each server is compared, as TFB's ranking
 does: targets hotpub >= 5x PHP-FPM (db, queries, fortunes, updates) and
 hotpub >= 0.9x nginx (json, plaintext). Server CPU per request: the
 server's process tree (hotpub; nginx + php-fpm), PostgreSQL's separately.
+--perf db,fortunes: after measuring those tests, one more run at the
+highest level under `perf record -g` of the hotpub processes, and the
+symbols that took >= 1% of the samples (where hotpub's CPU goes).
 Needs root (php-fpm runs its children as www-data), wrk, nginx,
 php8.2-fpm, php8.2-pgsql, postgresql: `sh tools/deps.sh --bench`.
 """
@@ -501,6 +507,36 @@ def measure_test(b, args, test, servers, pg, levels):
     return rows
 
 
+def profile(b, args, srv, pg, test, level):
+    """perf record of the hotpub processes during one more run of test at
+    level; prints the symbols that took at least 1% of the samples."""
+    pids = ",".join(str(p) for root in srv.pids for p in descendants(root))
+    data = b.path("perf-%s.data" % test)
+    with open(b.path("perf-%s.out" % test), "wb") as f:
+        perf = b.spawn(["perf", "record", "-F", "999", "-g", "-o", data,
+                        "-p", pids], stdout=f, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        w = one_run(b, args, srv, pg, test, level, args.duration)
+        b.stop(perf, signal.SIGINT, timeout=60)
+    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g",
+                          "none", "--no-children", "--sort", "dso,symbol",
+                          "--percent-limit", "1"],
+                         capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in rep.stdout.split("\n")
+             if ln.strip() and not ln.startswith("#")]
+    by_dso = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g",
+                             "none", "--no-children", "--sort", "dso",
+                             "--percent-limit", "1"],
+                            capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in by_dso.stdout.split("\n")
+             if ln.strip() and not ln.startswith("#")][:8] + lines
+    log("perf %s %s (%.0f req/s, hotpub %.0f us/request, PostgreSQL %.0f):"
+        % (srv.name, path_of(test, level), w["rps"], w["cpu_us"],
+           w["pg_us"]))
+    for ln in lines[:38] or ["(no samples: %s)" % rep.stderr.strip()]:
+        log("  " + ln.rstrip())
+
+
 def best(rows, name):
     return max((r[name] for _, r in rows), key=lambda w: w["rps"])
 
@@ -516,7 +552,13 @@ def main():
                     help="comma-separated subset of %s" % ",".join(TESTS))
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
+    ap.add_argument("--pg-cpu", type=int, default=None,
+                    help="PostgreSQL's CPU (default: --client-cpu, as if on "
+                    "another machine, as in TFB)")
     ap.add_argument("--no-pin", action="store_true")
+    ap.add_argument("--perf", default="",
+                    help="comma-separated tests to profile hotpub on with "
+                    "perf record after measuring, e.g. db,fortunes")
     ap.add_argument("--fpm-children", type=int, default=16,
                     help="php-fpm pm.max_children, pm = static (default 16)")
     ap.add_argument("--db", help="use this PostgreSQL (libpq URL of a "
@@ -530,8 +572,10 @@ def main():
         ap.error("--tests: known tests are %s" % ", ".join(TESTS))
     if args.quick:
         args.duration, args.warmup = "2s", "1s"
+    if args.pg_cpu is None:
+        args.pg_cpu = args.client_cpu
     if args.no_pin:
-        args.server_cpu = args.client_cpu = None
+        args.server_cpu = args.client_cpu = args.pg_cpu = None
     if os.getuid() != 0:
         die("needs root (php-fpm runs its children as %s)" % WEB_USER)
     for cmd in ("wrk", "nginx", "psql", "taskset"):
@@ -544,7 +588,7 @@ def main():
     os.chmod(b.tmp, 0o755)  # www-data reaches the PHP pages and the socket
     binary, src, digest = hotpub_binary(b)
     describe_env(b, src, digest)
-    pg = Postgres(b, args.server_cpu, args.db)
+    pg = Postgres(b, args.pg_cpu, args.db)
     b_cleanup = b.cleanup
 
     def cleanup():  # the cluster is not one of b's processes
@@ -564,9 +608,10 @@ def main():
     ngx = NginxFixed(b, args.server_cpu, user) \
         if {"json", "plaintext"} & set(tests) else None
     note("hotpub %s; php-fpm pm=static max_children=%d + nginx 1 worker; "
-         "nginx 1 worker; wrk -t1; server cpu %s, wrk cpu %s"
-         % (" ".join(hp.hp.argv[1:-1]), args.fpm_children,
-            args.server_cpu, args.client_cpu))
+         "nginx 1 worker; wrk -t1; server cpu %s, wrk cpu %s, "
+         "PostgreSQL cpu %s" % (" ".join(hp.hp.argv[1:-1]),
+                                args.fpm_children, args.server_cpu,
+                                args.client_cpu, args.pg_cpu))
     verified = {}
     if not args.no_verify:
         verified["hotpub"] = verify(hp, pg, tests)
@@ -587,6 +632,8 @@ def main():
                         bp["rps"] if peer == "nginx" else None, vs_php,
                         peer, ratio, target))
         results.append("%s=%.0f/%.0f" % (test, bh["rps"], bp["rps"]))
+        if test in args.perf.split(","):
+            profile(b, args, hp, pg, test, levels[-1])
 
     log("")
     log("best level per test (req/s):")
