@@ -13,7 +13,7 @@
 set -eu
 
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
-libsqlite3-dev libpq-dev"
+libsqlite3-dev libpq-dev libjansson-dev"
 TEST="python3 curl wrk postgresql clang libclang-rt-14-dev"
 BENCH="nginx-light php8.2-fpm php8.2-pgsql"
 
