@@ -52,6 +52,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 
 sys.dont_write_bytecode = True
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -216,10 +217,16 @@ class Postgres:
             return []
 
     def pdo_dsn(self):
-        m = dict(re.findall(r"([a-z_]+)=([^&]+)", self.url.split("?", 1)[1]))
-        return ("pgsql:host=%s;port=%s;dbname=hello_world"
-                % (m.get("host", "/run/postgresql"), m.get("port", "5432")),
-                m.get("user", ""))
+        """(PDO DSN, user, password) for the same database as self.url (a libpq URL:
+        host, port and user from the authority or the query)."""
+        u = urllib.parse.urlsplit(self.url)
+        q = dict(urllib.parse.parse_qsl(u.query))
+        host = q.get("host") or u.hostname or "/run/postgresql"
+        port = q.get("port") or u.port or 5432
+        db = urllib.parse.unquote(u.path.lstrip("/")) or "hello_world"
+        return ("pgsql:host=%s;port=%s;dbname=%s" % (host, port, db),
+                q.get("user") or u.username or "",
+                q.get("password") or u.password or "")
 
     def stop(self):
         if not self.dir:
@@ -300,7 +307,6 @@ pm.max_children = {children}
 pm.max_requests = 0
 clear_env = yes
 env[TFB_PDO_DSN] = "{dsn}"
-env[TFB_PDO_USER] = "{dbuser}"
 """
 
 
@@ -350,10 +356,14 @@ class PhpFpm:
         d = b.path("php")
         shutil.copytree(os.path.join(TFB, "_php"), os.path.join(d, "www"))
         self.port = free_port()
-        dsn, dbuser = pg.pdo_dsn()
+        dsn, dbuser, dbpass = pg.pdo_dsn()
         with open(os.path.join(d, "fpm.conf"), "w") as f:
             f.write(FPM_CONF.format(d=d, user=user.pw_name, children=children,
-                                    dsn=dsn, dbuser=dbuser))
+                                    dsn=dsn))
+            # php-fpm refuses an env[] line with an empty value
+            for k, v in (("USER", dbuser), ("PASSWORD", dbpass)):
+                if v:
+                    f.write('env[TFB_PDO_%s] = "%s"\n' % (k, v))
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
             f.write(NGINX_FPM.format(d=d, port=self.port, user=user.pw_name))

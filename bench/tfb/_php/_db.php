@@ -2,10 +2,11 @@
 // bench/tfb/_php/_db.php - the PDO connection of the PHP-FPM peer of
 // bench/tfb.sh, the way TFB's PHP entry (frameworks/PHP/php) opens it: a
 // persistent PDO connection, reused by the FPM child across requests.
-// TFB_PDO_DSN comes from the FPM pool's env[] (bench/tfb.py writes it).
+// TFB_PDO_DSN, _USER, _PASSWORD come from the FPM pool's env[] (bench/tfb.py writes it).
 function tfb_pdo(): PDO
 {
-    return new PDO(getenv('TFB_PDO_DSN'), getenv('TFB_PDO_USER') ?: null, null, [
+    return new PDO(getenv('TFB_PDO_DSN'), getenv('TFB_PDO_USER') ?: null,
+        getenv('TFB_PDO_PASSWORD') ?: null, [
         PDO::ATTR_PERSISTENT => true,
         PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION,
     ]);
