@@ -40,7 +40,8 @@
 #include <stddef.h>
 
 /* JSON values are jansson's (https://jansson.readthedocs.io/): the server
- * links libjansson, so every page may call json_*() with no flags. */
+ * links libjansson, so every page may call json_*() with no flags (and may
+ * not define names of its own that jansson declares). */
 #include <jansson.h>
 
 #ifdef __cplusplus

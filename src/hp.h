@@ -384,6 +384,14 @@ void hp_resolve(hp_resolver *r, const char *url_path, struct hp_target *t);
 /* Forget cached resolutions (the watcher calls it on namespace changes). */
 void hp_resolver_invalidate(hp_resolver *r);
 
+/* ---- JSON (json.c) ------------------------------------------------------ */
+
+/* The strict decoder hp_json_body uses (its rules are in hotpub.h). */
+json_t *hp_json_parse(const char *text, size_t len, json_error_t *e);
+/* hp_write_json's text of value, appended to b: 0, or -1 (NULL, deeper
+ * than 2048, out of memory). */
+int hp_json_encode(struct hp_buf *b, const json_t *value);
+
 /* ---- template files (tplcache.c; the syntax is template.c's) ----------- */
 
 /* The server's templates live under root; errors are shown when dev.

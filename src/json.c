@@ -33,6 +33,14 @@ static bool is_json_type(const char *ct)
            strncasecmp(ct + n - 5, "+json", 5) == 0;
 }
 
+/* Strict: one value of any type, nothing after it, UTF-8 checked, no
+ * \u0000 (JSON_ALLOW_NUL is not given), no duplicate keys, integers that
+ * fit json_int_t (jansson: "too big integer"), depth <= 2048. */
+json_t *hp_json_parse(const char *text, size_t len, json_error_t *e)
+{
+    return json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, e);
+}
+
 static void parse_body(hp_req *req)
 {
     json_error_t e;
@@ -42,11 +50,7 @@ static void parse_body(hp_req *req)
     req->json_parsed = true;
     if (len == 0 || !is_json_type(hp_header(req, "Content-Type")))
         return;
-    /* Strict: one value of any type, nothing after it, UTF-8 checked, no
-     * \u0000 (JSON_ALLOW_NUL is not given), no duplicate keys, integers
-     * that fit json_int_t (jansson: "too big integer"). */
-    req->json =
-        json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &e);
+    req->json = hp_json_parse(body, len, &e);
     if (!req->json)
         req->json_err =
             hp_sprintf(req, "line %d, column %d: %s", e.line, e.column, e.text);
@@ -175,6 +179,11 @@ static int put_value(struct hp_buf *b, const json_t *v, int depth)
         return hp_buf_puts(b, "null");
     }
     return -1;
+}
+
+int hp_json_encode(struct hp_buf *b, const json_t *value)
+{
+    return put_value(b, value, 0);
 }
 
 int hp_write_json(hp_req *req, const json_t *value)

@@ -154,23 +154,37 @@ void hp_tplcache_touch_all(void)
     pthread_mutex_unlock(&T.mu);
 }
 
+static struct tver *acquire(const char *path, uint64_t gen0);
+
 /* The settle window is over: everything touched in it goes stale at one
- * new generation. */
+ * new generation, and is parsed again here, on the watcher's thread, so
+ * requests find it ready (no parsing on the request path). */
 void hp_tplcache_publish(void)
 {
+    char **paths = NULL;
+    size_t n = 0;
+    uint64_t gen;
+
     pthread_mutex_lock(&T.mu);
-    bool bumped = false;
     for (size_t i = 0; i < BUCKETS; i++) {
         for (struct tentry *e = T.tab[i]; e; e = e->next) {
             if (!e->pending)
                 continue;
-            if (!bumped)
-                T.gen++, bumped = true;
+            if (n == 0)
+                T.gen++;
             e->pending = false;
             e->stale_gen = T.gen;
+            paths = hp_xrealloc(paths, (n + 1) * sizeof *paths);
+            paths[n++] = hp_xstrdup(e->path);
         }
     }
+    gen = T.gen;
     pthread_mutex_unlock(&T.mu);
+    for (size_t i = 0; i < n; i++) {
+        ver_unref(acquire(paths[i], gen));
+        free(paths[i]);
+    }
+    free(paths);
 }
 
 /* --revalidate and the no-inotify fallback: compare file identities. */

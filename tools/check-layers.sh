@@ -31,7 +31,9 @@ check() {
 check 'hp_guard_|#include "guard\.h"' guard.c guard.h master.c
 check 'hp_master_run|#include "master\.h"' master.c master.h main.c
 check 'hp_procs_|procs\.h' # gone: the old two-way hooks
+# the template parser is pure: only the template cache drives it
+check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tplcache.c
 if [ $bad = 0 ]; then
-    echo "ok   layers: the server names no supervisor, the guard is master.c's"
+    echo "ok   layers: the server names no supervisor, the guard is master.c's, only tplcache.c drives template.c"
 fi
 exit $bad
