@@ -171,6 +171,25 @@ def wait_http(port, path, alive, what, logs, timeout=20.0):
         % (what, path, timeout, last, logs()))
 
 
+class TfbBench(Bench):
+    """A Bench that also runs hooks at its cleanup (at exit and on a signal):
+    the PostgreSQL cluster is stopped by pg_ctl, not by signalling a
+    process of ours (pg_ctl's server detaches from it)."""
+
+    def __init__(self, name):
+        self.hooks = []
+        super().__init__(name)
+
+    def cleanup(self):
+        first = not self._cleaned
+        super().cleanup()
+        for hook in self.hooks if first else ():
+            try:
+                hook()
+            except Exception as e:  # noqa: BLE001 - clean up the rest
+                log("# cleanup: %s" % e)
+
+
 # ---- PostgreSQL -------------------------------------------------------------------
 
 class Postgres:
@@ -231,7 +250,8 @@ class Postgres:
     def stop(self):
         if not self.dir:
             return
-        bindir = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
+        bindir = max(os.listdir("/usr/lib/postgresql"), key=lambda v: [
+            int(x) if x.isdigit() else 0 for x in v.split(".")])
         ctl = "/usr/lib/postgresql/%s/bin/pg_ctl" % bindir
         argv = [ctl, "-D", os.path.join(self.dir, "data"), "stop", "-m",
                 "fast"]
@@ -594,17 +614,12 @@ def main():
                 % (cmd, PACKAGES))
     user = pwd.getpwnam(WEB_USER)
 
-    b = Bench("tfb")
+    b = TfbBench("tfb")
     os.chmod(b.tmp, 0o755)  # www-data reaches the PHP pages and the socket
     binary, src, digest = hotpub_binary(b)
     describe_env(b, src, digest)
     pg = Postgres(b, args.pg_cpu, args.db)
-    b_cleanup = b.cleanup
-
-    def cleanup():  # the cluster is not one of b's processes
-        b_cleanup()
-        pg.stop()
-    b.cleanup = cleanup
+    b.hooks.append(pg.stop)
     setup = subprocess.run(["sh", os.path.join(TFB, "setup.sh"), pg.url],
                            capture_output=True, text=True, timeout=300)
     if setup.returncode != 0:
