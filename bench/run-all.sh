@@ -58,12 +58,14 @@ if [ "$QUICK" = 1 ]; then
     LAT_ARGS=(--edits 5)
     MEM_ARGS=("${RELOADS:-200}")
     DB_ARGS=(--runs 1 --duration 3s --warmup 1s)
+    RENDER_ARGS=(--runs 1 --duration 3s --warmup 1s)
 else
     HELLO_ARGS=()
     SYS_ARGS=()
     LAT_ARGS=()
     MEM_ARGS=("${RELOADS:-10000}")
     DB_ARGS=()
+    RENDER_ARGS=()
 fi
 [ "$RELOAD_CC" != cc ] && MEM_ARGS+=(--cc "$RELOAD_CC")
 
@@ -91,6 +93,7 @@ run syscalls 600 syscalls.sh "${SYS_ARGS[@]}"
 run reload_latency 1200 reload_latency.sh "${LAT_ARGS[@]}"
 run reload_memory 5400 reload_memory.sh "${MEM_ARGS[@]}"
 run db 600 db.sh "${DB_ARGS[@]}"
+run render 600 render.sh "${RENDER_ARGS[@]}"
 
 echo
 echo "== summary ($(date +%T), loadavg $(cut -d' ' -f1-3 /proc/loadavg); other"
@@ -139,6 +142,12 @@ elif r:
     out.append(("db req/s hotpub/mod_python", "%sx (%s req/s)" % (g(r,"ratio_modpython"), g(r,"modpython_rps")), "-", "-"))
     out.append(("db us cpu/req hotpub/php/py", "%s / %s / %s" % (g(r,"hotpub_us_req"), g(r,"php_us_req"), g(r,"modpython_us_req")), "-", "-"))
     out.append(("db failed requests, noisy", "%s, %s" % (g(r,"errors"), g(r,"noisy")), "0", "PASS" if g(r,"errors")=="0" else "MISS"))
+r = rows.get("render", {})
+if g(r, "status", "") == "FAILED": out.append(("render", "could not measure", "", "FAILED"))
+elif r:
+    out.append(("render 20 rows req/s hp_render/hp_printf/PHP-FPM", "%s / %s / %s" % (g(r,"hp_render_rps"), g(r,"hp_printf_rps"), g(r,"php_fpm_rps")), "-", "-"))
+    out.append(("render us cpu/req hp_render/hp_printf/PHP-FPM", "%s / %s / %s" % (g(r,"hp_render_us_req"), g(r,"hp_printf_us_req"), g(r,"php_fpm_us_req")), "-", "-"))
+    out.append(("render failed requests, noisy", "%s, %s" % (g(r,"errors"), g(r,"noisy")), "0", "PASS" if g(r,"errors")=="0" else "MISS"))
 w = [max(len(x[i]) for x in out + [("benchmark","figure","target","status")]) for i in range(4)]
 fmt = "%%-%ds  %%-%ds  %%-%ds  %%s" % (w[0], w[1], w[2])
 print(fmt % ("benchmark", "figure", "target", "status"))

@@ -1,12 +1,13 @@
 /*
- * check.c - `hotpub check DOCROOT`: build every page once, as a deploy step
- * or a CI gate, and say what is broken.
+ * check.c - `hotpub check DOCROOT`: build every page once and parse every
+ * template (.tpl), as a deploy step or a CI gate, and say what is broken.
  *
  * Owns: the walk over the document root and the report.
  * May not touch: the running server; it uses the compiler and loader only,
  * with a private run directory, and loads each object to prove it links.
  */
 #include "hp.h"
+#include "template.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -16,7 +17,7 @@
 
 static struct hp_compiler *check_cc;
 static char *check_rundir;
-static int check_pages, check_failed;
+static int check_pages, check_templates, check_failed;
 static uint64_t check_id;
 static const char *check_root;
 
@@ -27,12 +28,50 @@ static bool is_page(const char *path)
            (n > 3 && strcmp(path + n - 3, ".so") == 0);
 }
 
+/* A template's syntax, as hp_render would report it (file:line). */
+static void check_template(const char *path)
+{
+    char *diag = NULL;
+    FILE *f = fopen(path, "rb");
+    struct hp_buf b = {0};
+    char chunk[8192];
+    size_t n;
+
+    check_templates++;
+    while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        hp_buf_append(&b, chunk, n);
+    if (!f)
+        diag = hp_xasprintf("%s: %s", path, strerror(errno));
+    else
+        hp_tpl_free(hp_tpl_parse(b.p ? b.p : "", b.len, path, &diag));
+    if (f)
+        fclose(f);
+    hp_buf_free(&b);
+    if (diag) {
+        check_failed++;
+        printf("FAIL %s\n%s\n", path, diag);
+    } else {
+        printf("ok   %s\n", path);
+    }
+    free(diag);
+}
+
+static bool is_template(const char *path)
+{
+    size_t n = strlen(path);
+    return n > 4 && strcmp(path + n - 4, ".tpl") == 0;
+}
+
 static int visit(const char *path, const struct stat *st, int type,
                  struct FTW *ftw)
 {
     const char *base = path + ftw->base;
     if (ftw->level > 0 && base[0] == '.')
         return type == FTW_D ? FTW_SKIP_SUBTREE : FTW_CONTINUE;
+    if (type == FTW_F && is_template(path)) { /* private places too */
+        check_template(path);
+        return FTW_CONTINUE;
+    }
     if (type != FTW_F || !is_page(path))
         return FTW_CONTINUE;
     /* What the server would load: public pages and application modules,
@@ -79,7 +118,8 @@ int hp_check(struct hp_config *cfg)
         return 2;
     }
     nftw(root, visit, 32, FTW_PHYS | FTW_ACTIONRETVAL);
-    printf("%d pages, %d failed\n", check_pages, check_failed);
+    printf("%d pages, %d templates, %d failed\n", check_pages, check_templates,
+           check_failed);
     hp_rundir_remove(check_rundir);
     free(check_rundir);
     hp_compiler_free(check_cc);

@@ -467,7 +467,8 @@ static bool ends_with(const char *s, size_t n, const char *suffix)
  */
 static bool rel_public(const char *rel)
 {
-    static const char *const exts[] = {".c", ".h", ".so", ".o", ".d", ".ini"};
+    static const char *const exts[] = {".c", ".h",   ".so", ".o",
+                                       ".d", ".ini", ".tpl"};
     size_t n = 0;
 
     for (const char *s = rel;; s += n + 1) {

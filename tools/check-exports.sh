@@ -1,6 +1,7 @@
 #!/bin/sh
 # tools/check-exports.sh - test that an executable exports exactly the page
-# API: its dynamic hp_* symbols are the functions include/hotpub.h declares.
+# API: its dynamic hp_* symbols are the functions include/hotpub.h declares,
+# and it keeps libjansson loaded for the pages.
 #
 #   tools/check-exports.sh ./hotpub [CC]
 #
@@ -23,4 +24,12 @@ if ! cmp -s "$want" "$have"; then
     LC_ALL=C comm -23 "$want" "$have" | sed 's/^/  public, not exported: /'
     exit 1
 fi
-echo "ok   exports: $(wc -l <"$want") public functions, nothing else"
+# Pages call jansson with no flags (hotpub.h includes <jansson.h>): they
+# resolve json_* against the executable's libraries, so libjansson must be
+# NEEDED by it (a linker defaulting to --as-needed could drop it).
+if ! readelf -d "$bin" | grep -q 'NEEDED.*libjansson'; then
+    echo "check-exports: $bin does not need libjansson: pages calling json_*"
+    echo "  would fail to load"
+    exit 1
+fi
+echo "ok   exports: $(wc -l <"$want") public functions, nothing else; libjansson NEEDED"

@@ -386,6 +386,7 @@ static void setup_tree(void)
     put("root/sub/b.txt", "B");
     put("root/_priv/x.txt", "PRIVATE");
     put("root/page.c", "SOURCE");
+    put("root/layout.tpl", "TEMPLATE");
     put("root2/a.txt", "A2");
     put("outside.txt", "OUTSIDE");
     in_tmp(a, "outside.txt");
@@ -419,6 +420,7 @@ static void check_open_rules(void)
     /* Private names, non-files, paths not under the root. */
     CHECK_STR(open_read(root, "_priv/x.txt", &err), "");
     CHECK_STR(open_read(root, "page.c", &err), "");
+    CHECK_STR(open_read(root, "layout.tpl", &err), "");
     CHECK_STR(open_read(root, "sub", &err), "");
     CHECK_STR(open_read(root, "fifo", &err), ""); /* and does not block */
     CHECK_STR(open_read(root, "sub/../a.txt", &err), "");
