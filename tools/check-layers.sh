@@ -38,6 +38,9 @@ check '#include "session\.h"|hp_session_server_|hp_session__|hp_csrf_check' \
     session.c session.h csrf.c password.c publish.c server.c main.c
 # the template parser is pure: only the template cache drives it
 check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tplcache.c check.c
+# the dashboard's feed and HTTPS credentials are the server's alone
+check '#include "dashboard\.h"|hp_dashboard_' dashboard.c dashboard.h server.c
+check '#include "tls\.h"|hp_tls_' tls.c tls.h server.c
 if [ $bad = 0 ]; then
     echo "ok   layers: the server names no supervisor, the guard is master.c's, only tplcache.c and check.c drive template.c"
 fi
