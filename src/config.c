@@ -414,6 +414,7 @@ void hp_config_defaults(struct hp_config *c)
      * forward secrecy only. */
     c->tls_priorities = cfg_strdup(HP_TLS_PRIORITIES);
     c->drain_delay = 0;
+    c->metrics = 1;
 }
 
 void hp_config_free(struct hp_config *c)
@@ -985,6 +986,13 @@ const struct hp_setting hp_settings[] = {
      .empty_null = true,
      .check = hp_cidr_check,
      .def = "none (loopback only)"},
+    {.key = "metrics",
+     .section = S_OPS,
+     .help = "count requests by page, status class and duration for "
+             "/_hotpub/metrics and the dashboard",
+     .type = HP_SET_BOOL,
+     .flag = HP_FLAG_SWITCH,
+     .off = OFF(metrics)},
     {.key = "drain-delay",
      .arg = "SECONDS",
      .section = S_OPS,

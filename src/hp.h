@@ -88,6 +88,7 @@ struct hp_config {
     char *admin_token;    /* bearer token for /_hotpub/ off loopback; NULL  */
     char *health_allow;   /* CIDR list allowed /_hotpub/health; NULL = lo   */
     double drain_delay;   /* seconds health says 503 before stopping       */
+    int metrics;          /* count requests for /_hotpub/metrics          */
 };
 
 void hp_config_defaults(struct hp_config *c);

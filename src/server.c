@@ -878,7 +878,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     c->edge = hp_edge_of(conn);
     c->conn = conn;
     c->fd = conn_fd(conn);
-    c->t0 = hp_now();
+    c->t0 = S.cfg->metrics ? hp_now() : 0;
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -997,7 +997,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (c->resp)
         MHD_destroy_response(c->resp);
     access_log(c);
-    hp_metrics_request(metrics_label(c), c->status, hp_now() - c->t0);
+    if (S.cfg->metrics)
+        hp_metrics_request(metrics_label(c), c->status, hp_now() - c->t0);
     if (ctx_state(c) != CTX_HEAD) {
         hp_req_release_resources(&c->req);
         hp_pinset_release(&c->req.pins);
