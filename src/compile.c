@@ -1,7 +1,8 @@
 /*
  * compile.c - turning a page source into a loadable shared object.
  *
- * Owns: the compile cache directory (<cache-dir>/obj), running the page
+ * Owns: the compile cache directory (<cache-dir>/obj: objects, their
+ * dependency lists, and failed compiles' diagnostics), running the page
  * compiler as a child process under its limits (compile-timeout and the
  * RLIMIT_AS/CPU/FSIZE settings), reading its dependency list, and the
  * diagnostics a failed compile produces, naming a limit that stopped it.
@@ -58,7 +59,7 @@ struct hp_compiler {
 #define HP_GC_EVERY 64 /* compiles */
 
 struct gc_item {
-    char name[64];
+    char name[64]; /* <key>.so or <key>.err */
     int64_t mtime_ns;
     uint64_t bytes;
 };
@@ -69,8 +70,31 @@ static int by_mtime_desc(const void *a, const void *b)
     return x->mtime_ns < y->mtime_ns ? 1 : x->mtime_ns > y->mtime_ns ? -1 : 0;
 }
 
-/* Drop the least recently used objects (a hit refreshes the mtime) until
- * the cache fits. */
+/* An object (<32 hex>.so, with its .deps) or a failed compile's record
+ * (<32 hex>.err); temp and lock files are not ours to judge. */
+static bool gc_candidate(const char *name)
+{
+    size_t len = strlen(name);
+    return (len == 35 && strcmp(name + 32, ".so") == 0) ||
+           (len == 36 && strcmp(name + 32, ".err") == 0);
+}
+
+/* Remove one item: for an object, the meta first (without it nothing is a
+ * hit). */
+static void gc_remove(const struct hp_compiler *c, const struct gc_item *it)
+{
+    char *path = hp_xasprintf("%s/%s", c->objdir, it->name);
+    if (strcmp(it->name + 32, ".so") == 0) {
+        char *meta = hp_xasprintf("%s/%.32s.deps", c->objdir, it->name);
+        unlink(meta);
+        free(meta);
+    }
+    unlink(path);
+    free(path);
+}
+
+/* Drop the least recently used objects and failure records (a hit
+ * refreshes the mtime) until the cache fits. */
 static void gc(struct hp_compiler *c)
 {
     DIR *d;
@@ -82,26 +106,26 @@ static void gc(struct hp_compiler *c)
     pthread_mutex_lock(&c->gc_mu);
     d = opendir(c->objdir);
     while (d && (de = readdir(d))) {
-        size_t len = strlen(de->d_name);
         struct stat st, st2;
-        if (len != 35 || strcmp(de->d_name + 32, ".so") != 0)
-            continue; /* <32 hex>.so; temp files are not ours to judge */
-        char *so = hp_xasprintf("%s/%s", c->objdir, de->d_name);
+        if (!gc_candidate(de->d_name))
+            continue;
+        char *path = hp_xasprintf("%s/%s", c->objdir, de->d_name);
         char *meta = hp_xasprintf("%s/%.32s.deps", c->objdir, de->d_name);
-        if (stat(so, &st) == 0) {
+        bool so = de->d_name[33] == 's';
+        if (stat(path, &st) == 0) {
             if (n == cap)
                 items = hp_xrealloc(items, (cap = cap ? cap * 2 : 256) *
                                                sizeof *items);
-            snprintf(items[n].name, sizeof items[n].name, "%.32s", de->d_name);
+            snprintf(items[n].name, sizeof items[n].name, "%s", de->d_name);
             items[n].mtime_ns =
                 (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
             items[n].bytes =
                 (uint64_t)st.st_size +
-                (stat(meta, &st2) == 0 ? (uint64_t)st2.st_size : 0);
+                (so && stat(meta, &st2) == 0 ? (uint64_t)st2.st_size : 0);
             total += items[n].bytes;
             n++;
         }
-        free(so);
+        free(path);
         free(meta);
     }
     if (d)
@@ -111,14 +135,8 @@ static void gc(struct hp_compiler *c)
         uint64_t kept = 0;
         for (size_t i = 0; i < n; i++) {
             kept += items[i].bytes;
-            if (kept <= HP_CACHE_MAX_BYTES || i == 0)
-                continue;
-            char *so = hp_xasprintf("%s/%s.so", c->objdir, items[i].name);
-            char *meta = hp_xasprintf("%s/%s.deps", c->objdir, items[i].name);
-            unlink(meta); /* the meta first: without it nothing is a hit */
-            unlink(so);
-            free(so);
-            free(meta);
+            if (kept > HP_CACHE_MAX_BYTES && i > 0)
+                gc_remove(c, &items[i]);
         }
     }
     free(items);
@@ -694,6 +712,158 @@ static char *explain_failure(const struct hp_compiler *c,
     }
     return hp_xasprintf("%s%s%s", why, *text ? "\n\n" : "", text);
 }
+
+/*
+ * Failed compiles are cached as <key>.err, so one broken save costs one
+ * compiler run for every worker process and every request: the first line
+ * is HP_ERR_MAGIC and the time (CLOCK_REALTIME ns) the compiler started,
+ * the rest the diagnostic.
+ *
+ * The key covers the page's bytes, not its headers, and a failed compile
+ * gives no dependency list to check them by: gcc writes no -MD file when
+ * an #include is missing, the commonest failure, and the fix is then a
+ * file that did not exist. So a record holds only while nothing the
+ * compile could have read has changed since it started: no file or
+ * directory under the document root (the quote includes; a new file
+ * changes its directory) and none of the include directories (hotpub's,
+ * -I/-isystem/-iquote of --cflags, /usr/include, /usr/local/include: an
+ * installed -dev package) has a ctime at or after that start. ctime, as
+ * for headers, because the kernel sets it (tar and rsync -t set mtimes).
+ * Any write under the root costs at most one more compile; headers in
+ * existing subdirectories of the system include directories are not
+ * looked at (touch the page, or remove <cache-dir>/obj/<key>.err).
+ *
+ * Only the compiler's own verdict is cached (it exited with a status below
+ * 126); a limit, the timeout, a signal or a compiler that did not run says
+ * something about the machine, not the source, and is not.
+ */
+#define HP_ERR_MAGIC "hotpub-failed-compile 1 "
+#define HP_WALK_MAX_DEPTH 64
+
+static bool failure_cacheable(const struct hp_compiler *c,
+                              const struct run_result *rr,
+                              const struct hp_buf *log)
+{
+    return rr->end == RUN_EXITED && rr->code != 0 && rr->code < 126 &&
+           !limit_hit(c, rr, log->len ? log->p : "");
+}
+
+static bool changed_since(const struct stat *st, int64_t t0)
+{
+    return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec >= t0;
+}
+
+/* Whether anything below the directory dfd (which this closes) changed at
+ * or after t0, skipping names starting with '.' as the watcher does. */
+static bool tree_changed_since(int dfd, int64_t t0, int depth)
+{
+    DIR *d = fdopendir(dfd);
+    struct dirent *de;
+    bool changed = false;
+
+    if (!d) {
+        close(dfd);
+        return true; /* cannot tell: compile again */
+    }
+    while (!changed && (de = readdir(d))) {
+        struct stat st;
+        if (de->d_name[0] == '.')
+            continue;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue; /* gone meanwhile: its directory's ctime says so */
+        changed = changed_since(&st, t0);
+        if (!changed && S_ISDIR(st.st_mode) && depth < HP_WALK_MAX_DEPTH) {
+            int sub = openat(dirfd(d), de->d_name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0)
+                changed = tree_changed_since(sub, t0, depth + 1);
+        }
+    }
+    closedir(d);
+    return changed;
+}
+
+static bool dir_changed_since(const char *dir, int64_t t0)
+{
+    struct stat st;
+    return stat(dir, &st) == 0 && changed_since(&st, t0);
+}
+
+/* The include directories a failure could be fixed in, outside the root. */
+static bool include_dirs_changed_since(const struct hp_compiler *c, int64_t t0)
+{
+    if (dir_changed_since(c->include_dir, t0) ||
+        dir_changed_since("/usr/include", t0) ||
+        dir_changed_since("/usr/local/include", t0))
+        return true;
+    for (char **f = c->flags; *f; f++) {
+        static const char *const opts[] = {"-I", "-isystem", "-iquote"};
+        for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) {
+            size_t n = strlen(opts[i]);
+            if (strncmp(*f, opts[i], n) != 0)
+                continue;
+            const char *dir = (*f)[n] ? *f + n : f[1];
+            if (dir && dir_changed_since(dir, t0))
+                return true;
+        }
+    }
+    return false;
+}
+
+static bool failure_still_holds(const struct hp_compiler *c, int64_t t0)
+{
+    char croot[PATH_MAX];
+    if (include_dirs_changed_since(c, t0) || !realpath(c->root, croot))
+        return false;
+    struct stat st;
+    if (stat(croot, &st) < 0 || changed_since(&st, t0))
+        return false;
+    int dfd = open(croot, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return dfd >= 0 && !tree_changed_since(dfd, t0, 0);
+}
+
+/* The cached diagnostic of key's failed compile if it still holds (the
+ * caller frees it), else NULL. */
+static char *failure_lookup(const struct hp_compiler *c, const char *key)
+{
+    char *path = hp_xasprintf("%s/%s.err", c->objdir, key);
+    struct hp_buf b = {0};
+    char *diag = NULL;
+    size_t m = sizeof HP_ERR_MAGIC - 1;
+
+    if (read_file(path, &b) == 0 && b.len > m &&
+        memcmp(b.p, HP_ERR_MAGIC, m) == 0) {
+        hp_buf_append(&b, "", 1);
+        char *end;
+        long long t0 = strtoll(b.p + m, &end, 10);
+        if (*end == '\n' && failure_still_holds(c, t0)) {
+            diag = hp_xstrdup(end + 1);
+            utimensat(AT_FDCWD, path, NULL, 0); /* recently used */
+        }
+    }
+    hp_buf_free(&b);
+    free(path);
+    return diag;
+}
+
+/* Record key's failed compile, started at t0 (written whole, then renamed
+ * in, so a reader never sees half of one). */
+static void failure_store(struct hp_compiler *c, const char *key, int64_t t0,
+                          const char *diag)
+{
+    unsigned long n = atomic_fetch_add(&c->seq, 1);
+    char *tmp = hp_xasprintf("%s/tmp-%d-%lu.err", c->objdir, getpid(), n);
+    char *path = hp_xasprintf("%s/%s.err", c->objdir, key);
+    struct hp_buf b = {0};
+
+    hp_buf_printf(&b, "%s%lld\n%s", HP_ERR_MAGIC, (long long)t0, diag);
+    if (write_file(tmp, b.p, b.len) < 0 || rename(tmp, path) < 0)
+        unlink(tmp);
+    hp_buf_free(&b);
+    free(tmp);
+    free(path);
+}
+
 static char *dirname_of(const char *path)
 {
     const char *slash = strrchr(path, '/');
@@ -763,6 +933,8 @@ static int compile_source(struct hp_compiler *c, const char *src,
     free(argv);
     if (rr.end != RUN_EXITED || rr.code != 0) {
         *diag = explain_failure(c, &rr, &log);
+        if (failure_cacheable(c, &rr, &log))
+            failure_store(c, key, started, *diag);
         goto out;
     }
 
@@ -790,6 +962,9 @@ static int compile_source(struct hp_compiler *c, const char *src,
     out->so_path = final_so;
     final_so = NULL;
     rc = 0;
+    char *stale_err = hp_xasprintf("%s/%s.err", c->objdir, key);
+    unlink(stale_err); /* a failure recorded before a header was fixed */
+    free(stale_err);
     if (n % HP_GC_EVERY == HP_GC_EVERY - 1)
         gc(c);
 out:
@@ -884,6 +1059,12 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
     struct hp_fid src_fid = out->src_fid; /* survives the reset below */
     hp_artifact_free(out);
     out->src_fid = src_fid;
+    if ((*diag = failure_lookup(c, key))) {
+        free(so);
+        free(meta);
+        hp_buf_free(&text);
+        return -1;
+    }
     /*
      * Worker processes (master.c) share this cache: one compiles a key while
      * the others wait on its lock file, then find its object and take it.
@@ -910,6 +1091,16 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
         }
         hp_artifact_free(out);
         out->src_fid = src_fid;
+        /* ... or its failure: one broken save, one compile. */
+        if ((*diag = failure_lookup(c, key))) {
+            unlink(lock);
+            close(lfd);
+            free(lock);
+            free(so);
+            free(meta);
+            hp_buf_free(&text);
+            return -1;
+        }
     }
     free(so);
     free(meta);

@@ -347,6 +347,11 @@ void hp_cache_apps_changed(hp_cache *c);
 /* Rebuild every stale entry as one batch and publish all of it together,
  * or none of it if anything fails (the eager compile, on the watcher). */
 void hp_cache_refresh_stale(hp_cache *c);
+/* The same batch, chosen now but built and published on a thread of its
+ * own (the watcher's call): entries a running batch builds are left to it
+ * unless they changed again since it chose them. hp_cache_free waits for
+ * these threads. */
+void hp_cache_start_batch(hp_cache *c);
 /* Mark everything stale. */
 void hp_cache_touch_all(hp_cache *c);
 /* The --revalidate pass: stat every module and its headers and touch what
