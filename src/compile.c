@@ -14,6 +14,10 @@
  * cache key, even if an editor is rewriting the page at this moment. A
  * `#line` directive keeps diagnostics and __FILE__ pointing at the real
  * file, and `-iquote <dir>` keeps `#include "x.h"` finding its neighbours.
+ *
+ * A page's HP_PKG("name") declarations (found by pkg.c in those same bytes)
+ * add pkg-config's --cflags and --libs of each package to its compile, and
+ * only to its own.
  */
 #include "hp.h"
 
@@ -872,9 +876,144 @@ static char *dirname_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
+/*
+ * The compile and link flags of a page's HP_PKG packages, from pkg-config
+ * (run as a child like the compiler: no shell, the same limits). Words
+ * are split on white space, as make would. Only on a compile-cache miss.
+ */
+struct pkg_flags {
+    char **cflags, **libs; /* NULL-terminated; NULL when there are none */
+    size_t ncflags, nlibs;
+};
+
+static void words_append(char ***v, size_t *n, const char *text)
+{
+    char **w = split_words(text);
+    size_t k = 0;
+    while (w[k])
+        k++;
+    *v = hp_xrealloc(*v, (*n + k + 1) * sizeof **v);
+    memcpy(*v + *n, w, k * sizeof *w);
+    *n += k;
+    (*v)[*n] = NULL;
+    free(w); /* the words now belong to *v */
+}
+
+static void pkg_flags_free(struct pkg_flags *pf)
+{
+    for (size_t i = 0; i < pf->ncflags; i++)
+        free(pf->cflags[i]);
+    for (size_t i = 0; i < pf->nlibs; i++)
+        free(pf->libs[i]);
+    free(pf->cflags);
+    free(pf->libs);
+    memset(pf, 0, sizeof *pf);
+}
+
+/* pkg-config <what> <name>: 0 with its output in out, -1 with its
+ * complaint in out, -2 when pkg-config itself did not run. */
+static int pkg_query(const struct hp_compiler *c, const char *what,
+                     const char *name, struct hp_buf *out)
+{
+    char prog[] = "pkg-config", opt[16], arg[HP_PKG_NAME_MAX];
+    char *argv[] = {prog, opt, arg, NULL};
+    struct run_result rr;
+
+    snprintf(opt, sizeof opt, "%s", what);
+    snprintf(arg, sizeof arg, "%s", name);
+    out->len = 0;
+    run_capture(c, argv, out, &rr);
+    hp_buf_append(out, "", 1);
+    out->len--;
+    if (rr.end == RUN_NOT_RUN || (rr.end == RUN_EXITED && rr.code == 127))
+        return -2;
+    return rr.end == RUN_EXITED && rr.code == 0 ? 0 : -1;
+}
+
+static int pkg_resolve(const struct hp_compiler *c, const char *src,
+                       const struct hp_pkgs *pk, struct pkg_flags *pf,
+                       char **diag)
+{
+    static const char *const what[] = {"--cflags", "--libs"};
+    struct hp_buf out = {0};
+    int rc = 0;
+
+    for (size_t i = 0; i < pk->n && rc == 0; i++) {
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            rc = pkg_query(c, what[k], pk->name[i], &out);
+            if (rc == -2)
+                *diag = hp_xasprintf(
+                    "%s:%d: error: HP_PKG(\"%s\"): cannot run pkg-config "
+                    "(install it: apt-get install pkg-config)\n%s",
+                    src, pk->line[i], pk->name[i], out.p ? out.p : "");
+            else if (rc < 0)
+                *diag = hp_xasprintf("%s:%d: error: HP_PKG(\"%s\"): "
+                                     "pkg-config knows no package \"%s\" "
+                                     "(install its -dev package, or set "
+                                     "PKG_CONFIG_PATH for the server)\n%s",
+                                     src, pk->line[i], pk->name[i], pk->name[i],
+                                     out.p ? out.p : "");
+            else if (k == 0)
+                words_append(&pf->cflags, &pf->ncflags, out.p);
+            else
+                words_append(&pf->libs, &pf->nlibs, out.p);
+        }
+    }
+    hp_buf_free(&out);
+    if (rc < 0)
+        pkg_flags_free(pf);
+    return rc < 0 ? -1 : 0;
+}
+
+/* The compiler's command line, into argv (room for it all, from
+ * argv_room). The packages' compile flags go before the source, their
+ * libraries after it, behind --no-as-needed: a page's object must record
+ * them as needed (DT_NEEDED) even when the linker defaults to --as-needed,
+ * or dlopen cannot resolve their symbols. */
+struct cc_args {
+    char *inc, *srcdir, *tmp_d, *tmp_so, *tmp_c;
+};
+
+static size_t argv_room(const struct hp_compiler *c, const struct pkg_flags *pf)
+{
+    size_t nf = 0;
+    for (char **f = c->flags; *f; f++)
+        nf++;
+    return nf + pf->ncflags + pf->nlibs + 20;
+}
+
+static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
+                       const struct cc_args *ca, char **argv)
+{
+    size_t a = 0;
+    argv[a++] = c->cc;
+    for (char **f = c->flags; *f; f++)
+        argv[a++] = *f;
+    argv[a++] = "-fPIC";
+    argv[a++] = "-shared";
+    argv[a++] = "-fvisibility=hidden";
+    argv[a++] = ca->inc;
+    argv[a++] = c->is_tcc ? "-I" : "-iquote"; /* tcc has no -iquote */
+    argv[a++] = ca->srcdir;
+    for (size_t i = 0; i < pf->ncflags; i++)
+        argv[a++] = pf->cflags[i];
+    argv[a++] = "-MD";
+    argv[a++] = "-MF";
+    argv[a++] = ca->tmp_d;
+    argv[a++] = "-o";
+    argv[a++] = ca->tmp_so;
+    argv[a++] = ca->tmp_c;
+    if (pf->nlibs)
+        argv[a++] = "-Wl,--no-as-needed";
+    for (size_t i = 0; i < pf->nlibs; i++)
+        argv[a++] = pf->libs[i];
+    argv[a] = NULL;
+}
+
 static int compile_source(struct hp_compiler *c, const char *src,
                           const struct hp_buf *text, const char *key,
-                          struct hp_artifact *out, char **diag)
+                          const struct hp_pkgs *pkgs, struct hp_artifact *out,
+                          char **diag)
 {
     unsigned long n = atomic_fetch_add(&c->seq, 1);
     char *tmp_c = hp_xasprintf("%s/tmp-%d-%lu.c", c->objdir, getpid(), n);
@@ -902,27 +1041,12 @@ static int compile_source(struct hp_compiler *c, const char *src,
         goto out;
     }
 
-    size_t nf = 0;
-    for (char **f = c->flags; *f; f++)
-        nf++;
-    char **argv = hp_xcalloc(nf + 20, sizeof *argv);
-    size_t a = 0;
-    argv[a++] = c->cc;
-    for (char **f = c->flags; *f; f++)
-        argv[a++] = *f;
-    argv[a++] = "-fPIC";
-    argv[a++] = "-shared";
-    argv[a++] = "-fvisibility=hidden";
-    argv[a++] = inc;
-    argv[a++] = c->is_tcc ? "-I" : "-iquote"; /* tcc has no -iquote */
-    argv[a++] = srcdir;
-    argv[a++] = "-MD";
-    argv[a++] = "-MF";
-    argv[a++] = tmp_d;
-    argv[a++] = "-o";
-    argv[a++] = tmp_so;
-    argv[a++] = tmp_c;
-    argv[a] = NULL;
+    struct pkg_flags pf = {0};
+    if (pkgs->n && pkg_resolve(c, src, pkgs, &pf, diag) < 0)
+        goto out; /* not cached: installing the package is the fix */
+    const struct cc_args ca = {inc, srcdir, tmp_d, tmp_so, tmp_c};
+    char **argv = hp_xcalloc(argv_room(c, &pf), sizeof *argv);
+    build_argv(c, &pf, &ca, argv);
 
     atomic_fetch_add(&c->runs, 1);
     /* Filesystem timestamps are coarser than the clock: step back a tick
@@ -931,6 +1055,7 @@ static int compile_source(struct hp_compiler *c, const char *src,
     struct run_result rr;
     run_capture(c, argv, &log, &rr);
     free(argv);
+    pkg_flags_free(&pf);
     if (rr.end != RUN_EXITED || rr.code != 0) {
         *diag = explain_failure(c, &rr, &log);
         if (failure_cacheable(c, &rr, &log))
@@ -1010,6 +1135,22 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+/* A page's packages are part of its key: the names (also in its bytes,
+ * but explicitly so), and where pkg-config looks for them. */
+static void key_packages(struct hp_hash *h, const struct hp_pkgs *pk)
+{
+    static const char *const env[] = {"PKG_CONFIG_PATH", "PKG_CONFIG_LIBDIR",
+                                      "PKG_CONFIG_SYSROOT_DIR"};
+    if (pk->n == 0)
+        return; /* the keys of pages without packages stay as they were */
+    for (size_t i = 0; i < pk->n; i++)
+        hp_hash_update(h, pk->name[i], strlen(pk->name[i]) + 1);
+    for (size_t i = 0; i < sizeof env / sizeof *env; i++) {
+        const char *v = getenv(env[i]);
+        hp_hash_update(h, v ? v : "", v ? strlen(v) + 1 : 1);
+    }
+}
+
 int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
                char **diag)
 {
@@ -1039,10 +1180,19 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
         hp_buf_free(&text);
         return -1;
     }
+    struct hp_pkgs pkgs;
+    char perr[512];
+    if (hp_pkg_scan(text.p ? text.p : "", text.len, &pkgs, perr, sizeof perr) <
+        0) {
+        *diag = hp_xasprintf("%s:%s", src, perr);
+        hp_buf_free(&text);
+        return -1;
+    }
     hp_hash_init(&h);
     hp_hash_update(&h, c->flags_key, sizeof c->flags_key);
     hp_hash_update(&h, src, strlen(src) + 1);
     hp_hash_update(&h, text.p ? text.p : "", text.len);
+    key_packages(&h, &pkgs);
     hp_hash_hex(&h, key);
 
     char *so = hp_xasprintf("%s/%s.so", c->objdir, key);
@@ -1106,7 +1256,7 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
     free(meta);
     if (!text.p)
         hp_buf_puts(&text, "");
-    rc = compile_source(c, src, &text, key, out, diag);
+    rc = compile_source(c, src, &text, key, &pkgs, out, diag);
     if (rc < 0)
         hp_artifact_free(out);
     if (lfd >= 0) {

@@ -3,7 +3,8 @@
 #
 #   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries
 #   sh tools/deps.sh --test   also what the tests use (PostgreSQL, clang and
-#                             libFuzzer for `make fuzz-run`, wrk, curl)
+#                             libFuzzer for `make fuzz-run`, wrk, curl, zlib
+#                             for the HP_PKG tests)
 #   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx)
 #
 # Owns: the package lists and how to get root. As root (containers, CI) it
@@ -13,7 +14,7 @@ set -eu
 
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
 libsqlite3-dev libpq-dev"
-TEST="python3 curl wrk postgresql clang libclang-rt-14-dev"
+TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev"
 BENCH="nginx-light"
 
 pkgs=$BUILD

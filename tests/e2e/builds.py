@@ -268,6 +268,130 @@ def test_failed_compile_by_header_not_sticky():
         fixed_everywhere(s, "/m", "m")
 
 
+# ---- HP_PKG: pkg-config packages, per page ---------------------------------
+
+ZLIB_PAGE = page(r'''#include <string.h>
+#include <zlib.h>
+HP_PKG("zlib");
+/* HP_PKG("not-this-one"); a comment does not declare */
+HP_HANDLER(http_handler)
+{
+    const char *msg = "hello hello hello hello hello";
+    unsigned char z[128], back[128];
+    uLongf zn = sizeof z, bn = sizeof back;
+    if (compress(z, &zn, (const unsigned char *)msg, strlen(msg) + 1) != Z_OK ||
+        uncompress(back, &bn, z, zn) != Z_OK)
+        return 500;
+    hp_printf(req, "zlib %s: %s (%lu bytes compressed)", zlibVersion(),
+              (const char *)back, (unsigned long)zn);
+    return HP_OK;
+}
+''')
+
+FAKE_PC = """Name: hpfake
+Description: a package for hotpub's tests
+Version: 1.0
+Cflags: -DHP_FAKE_PKG=42
+Libs:
+"""
+
+FLAGS_PAGE = page(r'''%s
+HP_HANDLER(http_handler)
+{
+#ifdef HP_FAKE_PKG
+    hp_printf(req, "HP_FAKE_PKG=%%d", HP_FAKE_PKG);
+#else
+    hp_puts(req, "no package flags");
+#endif
+    return HP_OK;
+}
+''')
+
+UNKNOWN_PAGE = page('''
+HP_PKG("zlib");
+HP_PKG("hp-no-such-package");
+HP_HANDLER(http_handler) { return HP_OK; }
+''')
+
+
+def zlib_version():
+    out = subprocess.run(["pkg-config", "--modversion", "zlib"],
+                         stdout=subprocess.PIPE, universal_newlines=True)
+    if out.returncode != 0:
+        raise harness.Skip("zlib1g-dev is not installed (tools/deps.sh --test)")
+    return out.stdout.strip()
+
+
+def test_pkg_zlib_page_links_and_runs():
+    """A page with HP_PKG("zlib") calls zlib; its object needs libz."""
+    ver = zlib_version()
+    with Server(files={"z.c": ZLIB_PAGE}, dev=True) as s:
+        r = s.get_ok("/z")
+        check_in("zlib %s" % ver.split("-")[0], r.text)
+        check_in(": hello hello hello hello hello (", r.text)
+        obj = s.module("z.c")["current"]["object"]
+        dyn = subprocess.run(["readelf", "-d", obj], stdout=subprocess.PIPE,
+                             universal_newlines=True).stdout
+        check_in("[libz.so", dyn, "the page object's dynamic section")
+
+
+def line_of(text, needle):
+    return text[:text.index(needle)].count("\n") + 1
+
+
+def test_pkg_unknown_package_is_a_diagnostic():
+    """An unknown package: a 500 naming it and its line; `hotpub check`
+    says the same and exits 1; the other pages are unaffected."""
+    zlib_version()
+    files = {"u.c": UNKNOWN_PAGE, "z.c": ZLIB_PAGE}
+    with Server(files=files, dev=True) as s:
+        r = s.get("/u")
+        check_eq(r.status, 500, "status of the page with an unknown package")
+        ln = line_of(UNKNOWN_PAGE, "hp-no-such")
+        check_in("u.c:%d: error: HP_PKG(&quot;hp-no-such-package&quot;)"
+                 % ln, r.text)
+        check_in("was not found in the pkg-config search path", r.text)
+        check_in("zlib", s.get_ok("/z").text)
+        res = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root])
+        check_eq(res.returncode, 1, "hotpub check's exit status")
+        check_in("FAIL %s" % s.path("u.c"), res.stdout, "hotpub check")
+        check_in('u.c:%d: error: HP_PKG("hp-no-such-package")' % ln,
+                 res.stdout, "hotpub check")
+        check_in("ok   %s" % s.path("z.c"), res.stdout, "hotpub check")
+        # declaring it badly is a diagnostic too
+        bad = page('HP_PKG("bad name");\n'
+                   'HP_HANDLER(http_handler) { return HP_OK; }\n')
+        s.write("u.c", bad, how="rename")
+        took, r = s.wait_for("/u", lambda r: "bad name" in r.text,
+                             lambda r: r.status == 500, limit(3.0))
+        check_in("u.c:%d: error: HP_PKG: not a pkg-config package name"
+                 % line_of(bad, "bad name"), r.text)
+
+
+def test_pkg_flags_are_per_page():
+    """Two pages, one declaring a package whose --cflags define a macro and
+    one not: only the first sees it; editing the second to declare it, it
+    does; `hotpub check` builds both the same way."""
+    with Server(files={"with.c": FLAGS_PAGE % 'HP_PKG("hpfake");',
+                       "without.c": FLAGS_PAGE % ""},
+                dev=True, start=False) as s:
+        pcdir = os.path.join(s.tmp, "pc")
+        os.makedirs(pcdir)
+        with open(os.path.join(pcdir, "hpfake.pc"), "w") as f:
+            f.write(FAKE_PC)
+        s.extra_env = {"PKG_CONFIG_PATH": pcdir}
+        s.start()
+        check_eq(s.get_ok("/with").text, "HP_FAKE_PKG=42", "/with")
+        check_eq(s.get_ok("/without").text, "no package flags", "/without")
+        check_eq(s.get_ok("/with").text, "HP_FAKE_PKG=42", "/with again")
+        s.write("without.c", FLAGS_PAGE % 'HP_PKG("hpfake");', how="rename")
+        s.wait_body("/without", "HP_FAKE_PKG=42", limit(2.0),
+                    allowed_bodies=("no package flags",))
+        res = harness.run_hotpub(["check", s.root],
+                                 env={"PKG_CONFIG_PATH": pcdir})
+        check_eq(res.returncode, 0, "hotpub check: %s" % short(res.stdout))
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
