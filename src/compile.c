@@ -120,7 +120,7 @@ static void gc(struct hp_compiler *c)
             if (n == cap)
                 items = hp_xrealloc(items, (cap = cap ? cap * 2 : 256) *
                                                sizeof *items);
-            snprintf(items[n].name, sizeof items[n].name, "%s", de->d_name);
+            snprintf(items[n].name, sizeof items[n].name, "%.40s", de->d_name);
             items[n].mtime_ns =
                 (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
             items[n].bytes =
