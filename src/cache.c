@@ -796,6 +796,19 @@ static void wait_for_batch(hp_cache *c, hp_entry *e, unsigned want)
     pthread_mutex_unlock(&c->done_mu);
 }
 
+/* A request builds e itself (a first load, mostly): claimed like a batch
+ * member, so a batch chosen meanwhile leaves e to it (unless it changes
+ * again) instead of waiting for its load_mu: a slow first compile must not
+ * delay the batch of an unrelated change. */
+static void claim_for_request(hp_cache *c, hp_entry *e, int delta)
+{
+    pthread_mutex_lock(&c->batch_mu);
+    e->claims += delta;
+    if (delta > 0)
+        e->claim_snap = atomic_load(&e->want);
+    pthread_mutex_unlock(&c->batch_mu);
+}
+
 /* Make e at least as new as the file was when this request arrived. */
 static void ensure_fresh(hp_cache *c, hp_entry *e)
 {
@@ -808,8 +821,11 @@ static void ensure_fresh(hp_cache *c, hp_entry *e)
         return;
     /* First use, no watcher, or a batch that never came: build it here. */
     pthread_mutex_lock(&e->load_mu);
-    if (!reached(atomic_load(&e->done), want))
+    if (!reached(atomic_load(&e->done), want)) {
+        claim_for_request(c, e, 1);
         refresh_one(e);
+        claim_for_request(c, e, -1);
+    }
     pthread_mutex_unlock(&e->load_mu);
 }
 

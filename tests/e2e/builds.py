@@ -100,6 +100,7 @@ def test_slow_build_does_not_delay_other_page():
         took = s.wait_body("/b", "b two", limit(1.0),
                            allowed_bodies=("b one",))
         harness.note("b served new after %.2f s while a compiles" % took)
+        check(took < limit(1.0), "b served new only after %.2f s" % took)
         check(alive(sleeper), "a.c's compile ended before b went live: the "
               "test proves nothing")
         m = s.module("a.c")
@@ -114,6 +115,34 @@ def test_slow_build_does_not_delay_other_page():
         check(took_a >= 0, "a served")
         check(not alive(sleeper), "slow compile still running")
         check_eq(s.get_ok("/b").text, "b two", "/b after a went live")
+
+
+def test_slow_first_load_does_not_delay_other_page():
+    """The first request for a page whose compile takes 10 s builds it; B,
+    saved meanwhile, is served new within 1 s (its batch does not wait for
+    the first load)."""
+    files = {"slow.c": simple_page("slow", "/* SLOW_MARKER */"),
+             "b.c": simple_page("b one")}
+    with Server(files=files, dev=True, start=False) as s:
+        with_wrapper(s)
+        s.start()
+        check_eq(s.get_ok("/b").text, "b one", "first /b")
+        first = harness.BackgroundRequest(s.port, "/slow")
+        first.start()
+        pidf = os.path.join(s.tmp, "sleeper.pid")
+        check(wait_until(lambda: os.path.exists(pidf), limit(3.0)),
+              "the slow compile of slow.c did not start")
+        with open(pidf) as f:
+            sleeper = int(f.read())
+        s.write("b.c", simple_page("b two"), how="rename")
+        took = s.wait_body("/b", "b two", limit(1.0),
+                           allowed_bodies=("b one",))
+        harness.note("b served new after %.2f s during slow.c's first load"
+                     % took)
+        check(took < limit(1.0), "b served new only after %.2f s" % took)
+        check(alive(sleeper), "slow.c's compile ended before b went live")
+        r = first.join_result()
+        check_eq((r.status, r.text), (200, "slow"), "the first /slow")
 
 
 def test_page_changed_again_during_its_build_is_rebuilt():
