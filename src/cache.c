@@ -4,9 +4,9 @@
  * reference-counted versions.
  *
  * Owns: entries, versions' reference counts, the locking below, building a
- * new version (through compile.c and loader.c), publishing versions one
- * batch at a time, retiring and unloading old ones, and each page's chain
- * of application modules.
+ * new version (through compile.c and loader.c), batches (their members, the
+ * threads they run on) and publishing each as one step, retiring and
+ * unloading old ones, and each page's chain of application modules.
  * May not touch: HTTP, URL mapping, inotify. It learns of changes only
  * through hp_cache_touch() and friends.
  *

@@ -1151,114 +1151,115 @@ static void key_packages(struct hp_hash *h, const struct hp_pkgs *pk)
     }
 }
 
-int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
-               char **diag)
+/* A prebuilt object: the loader copies it to a private path. */
+static int use_prebuilt(const char *src, struct hp_artifact *out, char **diag)
 {
-    struct hp_buf text = {0};
-    struct hp_hash h;
-    char key[33];
-    int rc;
-
-    memset(out, 0, sizeof *out);
-    *diag = NULL;
-    if (ends_with(src, ".so")) {
-        /* A prebuilt object: the loader copies it to a private path. */
-        if (access(src, R_OK) < 0) {
-            *diag = hp_xasprintf("%s: %s", src, strerror(errno));
-            return -1;
-        }
-        if (hp_fid_stat(src, &out->src_fid) < 0) {
-            *diag = hp_xasprintf("%s: %s", src, strerror(errno));
-            return -1;
-        }
-        out->so_path = hp_xstrdup(src);
-        out->cache_hit = true;
-        return 0;
-    }
-    if (read_stable(src, &text, &out->src_fid) < 0) {
+    if (access(src, R_OK) < 0 || hp_fid_stat(src, &out->src_fid) < 0) {
         *diag = hp_xasprintf("%s: %s", src, strerror(errno));
-        hp_buf_free(&text);
         return -1;
     }
-    struct hp_pkgs pkgs;
+    out->so_path = hp_xstrdup(src);
+    out->cache_hit = true;
+    return 0;
+}
+
+/* The compile cache key of src's bytes (text) into key, and its packages
+ * into pkgs; -1 with *diag for a malformed HP_PKG. */
+static int page_key(const struct hp_compiler *c, const char *src,
+                    const struct hp_buf *text, struct hp_pkgs *pkgs,
+                    char key[33], char **diag)
+{
+    struct hp_hash h;
     char perr[512];
-    if (hp_pkg_scan(text.p ? text.p : "", text.len, &pkgs, perr, sizeof perr) <
-        0) {
+    const char *bytes = text->p ? text->p : "";
+
+    if (hp_pkg_scan(bytes, text->len, pkgs, perr, sizeof perr) < 0) {
         *diag = hp_xasprintf("%s:%s", src, perr);
-        hp_buf_free(&text);
         return -1;
     }
     hp_hash_init(&h);
     hp_hash_update(&h, c->flags_key, sizeof c->flags_key);
     hp_hash_update(&h, src, strlen(src) + 1);
-    hp_hash_update(&h, text.p ? text.p : "", text.len);
-    key_packages(&h, &pkgs);
+    hp_hash_update(&h, bytes, text->len);
+    key_packages(&h, pkgs);
     hp_hash_hex(&h, key);
+    return 0;
+}
 
+/* key in the cache: 1 an object (out filled), -1 a failed compile whose
+ * record still holds (*diag), 0 neither (out reset but for src_fid). */
+static int cache_lookup(const struct hp_compiler *c, const char *key,
+                        struct hp_artifact *out, char **diag)
+{
     char *so = hp_xasprintf("%s/%s.so", c->objdir, key);
     char *meta = hp_xasprintf("%s/%s.deps", c->objdir, key);
+    struct hp_fid src_fid = out->src_fid; /* survives the reset below */
+    int r = 0;
+
     /* A hit refreshes the object's mtime: the garbage collector keeps the
      * most recently used. */
     if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
         out->so_path = so;
         out->cache_hit = true;
-        free(meta);
-        hp_buf_free(&text);
-        return 0;
-    }
-    struct hp_fid src_fid = out->src_fid; /* survives the reset below */
-    hp_artifact_free(out);
-    out->src_fid = src_fid;
-    if ((*diag = failure_lookup(c, key))) {
-        free(so);
-        free(meta);
-        hp_buf_free(&text);
-        return -1;
-    }
-    /*
-     * Worker processes (master.c) share this cache: one compiles a key while
-     * the others wait on its lock file, then find its object and take it.
-     * The lock file goes once the object is in place, so a newcomer that
-     * creates a fresh one finds the object too; no lock file (no
-     * permission) only costs a duplicate compile.
-     */
-    char *lock = hp_xasprintf("%s/%s.lock", c->objdir, key);
-    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lfd >= 0) {
-        while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
-            ;
-        /* A hit refreshes the object's mtime: the garbage collector keeps the
-         * most recently used. */
-        if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
-            out->so_path = so;
-            out->cache_hit = true;
-            unlink(lock);
-            close(lfd); /* unlocks */
-            free(lock);
-            free(meta);
-            hp_buf_free(&text);
-            return 0;
-        }
+        so = NULL;
+        r = 1;
+    } else {
         hp_artifact_free(out);
         out->src_fid = src_fid;
-        /* ... or its failure: one broken save, one compile. */
-        if ((*diag = failure_lookup(c, key))) {
-            unlink(lock);
-            close(lfd);
-            free(lock);
-            free(so);
-            free(meta);
-            hp_buf_free(&text);
-            return -1;
-        }
+        if ((*diag = failure_lookup(c, key)))
+            r = -1; /* one broken save, one compile */
     }
     free(so);
     free(meta);
-    if (!text.p)
-        hp_buf_puts(&text, "");
-    rc = compile_source(c, src, &text, key, &pkgs, out, diag);
-    if (rc < 0)
-        hp_artifact_free(out);
+    return r;
+}
+
+int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
+               char **diag)
+{
+    struct hp_buf text = {0};
+    struct hp_pkgs pkgs;
+    char key[33];
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    *diag = NULL;
+    if (ends_with(src, ".so"))
+        return use_prebuilt(src, out, diag);
+    if (read_stable(src, &text, &out->src_fid) < 0) {
+        *diag = hp_xasprintf("%s: %s", src, strerror(errno));
+        hp_buf_free(&text);
+        return -1;
+    }
+    if (page_key(c, src, &text, &pkgs, key, diag) < 0 ||
+        (rc = cache_lookup(c, key, out, diag)) != 0) {
+        hp_buf_free(&text);
+        return *diag ? -1 : 0;
+    }
+    /*
+     * Worker processes (master.c) share this cache: one compiles a key while
+     * the others wait on its lock file, then find its object (or its
+     * failure) and take it. The lock file goes once the object is in place,
+     * so a newcomer that creates a fresh one finds the object too; no lock
+     * file (no permission) only costs a duplicate compile.
+     */
+    char *lock = hp_xasprintf("%s/%s.lock", c->objdir, key);
+    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    rc = 0;
+    if (lfd >= 0) {
+        while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
+            ;
+        rc = cache_lookup(c, key, out, diag);
+    }
+    if (rc == 0) {
+        if (!text.p)
+            hp_buf_puts(&text, "");
+        rc = compile_source(c, src, &text, key, &pkgs, out, diag);
+        if (rc < 0)
+            hp_artifact_free(out);
+    } else {
+        rc = rc > 0 ? 0 : -1;
+    }
     if (lfd >= 0) {
         unlink(lock);
         close(lfd); /* unlocks */
