@@ -365,7 +365,7 @@ int hp_cache_touch(hp_cache *c, const char *path);
 /* An application module appeared or went away: recompute page chains. */
 void hp_cache_apps_changed(hp_cache *c);
 /* Rebuild every stale entry as one batch and publish all of it together,
- * or none of it if anything fails , on the caller's thread (tests; the
+ * or none of it if anything fails, on the caller's thread (tests; the
  * watcher uses hp_cache_start_batch). */
 void hp_cache_refresh_stale(hp_cache *c);
 /* The same batch, chosen now but built and published on a thread of its
