@@ -8,6 +8,7 @@
  * response is only assembled here; server.c sends it.
  */
 #include "request.h"
+#include "upload.h"
 
 #include <ctype.h>
 #include <netdb.h>
@@ -19,6 +20,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 struct hp_alloc_block {
     struct hp_alloc_block *next;
@@ -42,6 +44,10 @@ void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
 
 void hp_req_cleanup(hp_req *req)
 {
+    if (req->send_fd) /* a file the request failed before sending */
+        close(req->send_fd - 1);
+    req->send_fd = 0;
+    hp_upload_cleanup(req);
     for (struct hp_alloc_block *b = req->blocks, *n; b; b = n) {
         n = b->next;
         free(b);
@@ -277,6 +283,8 @@ static int parse_fields(hp_req *req)
         if (r != HP_FORM_OK)
             return r;
     }
+    if (req->upload) /* decoded as it arrived (upload.c) */
+        return hp_upload_fields(req, &req->args);
     if (!req->body.len)
         return HP_FORM_OK;
     const char *ct = hp_header(req, "Content-Type");

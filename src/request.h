@@ -53,6 +53,7 @@ struct hp_req {
 
     /* request body, buffered up to max_body */
     struct hp_buf body;
+    uint64_t body_bytes;        /* received so far, also when not kept */
     bool body_too_large;
     bool is_head;
 
@@ -73,6 +74,16 @@ struct hp_req {
     struct hp_kvlist values;       /* hp_req_set: key -> (void *)       */
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
+
+    /* Responses that leave before the handler returns (output.c). */
+    bool may_stream;          /* a handler thread runs it: hp_flush commits */
+    bool flushed_inline;      /* hp_flush on an event-loop run: buffered    */
+    struct hp_stream *stream; /* committed and streaming (server.c's)       */
+    int send_fd;              /* hp_send_file's file + 1; 0: none           */
+    const char *send_path;    /* its name, for the Content-Type             */
+
+    /* Uploads (upload.c): spooled file parts, removed at cleanup. */
+    struct hp_upload *upload;
 
     /* Last and large (PATH_MAX): hp_req_init leaves it to the resolver
      * rather than clearing 4 KiB per request. */
@@ -102,6 +113,14 @@ void hp_req_add_header(hp_req *req, const char *name, const char *value);
 /* Write the short standard body for an error status. */
 void hp_req_error_body(hp_req *req, int status, const char *detail_html);
 const char *hp_status_text(int status);
+
+/*
+ * server.c: commit the response so far (status, headers) as a stream on
+ * the request's connection, for hp_flush on a handler thread. Returns 0
+ * with req->stream set, or -1 (out of memory; or --max-streams streams
+ * are open: then the request is failed with 503).
+ */
+int hp_server_stream_begin(hp_req *req);
 
 /* publish.c: run hooks and handler; returns HP_OK or an error status. */
 int hp_publish_run(hp_req *req);
