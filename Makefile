@@ -128,6 +128,7 @@ e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/conformance/run.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/static.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/compile.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/stream.py
 
 # The binary exports exactly the functions include/hotpub.h declares.
 check-exports: hotpub$(SUFFIX)
