@@ -410,15 +410,15 @@ int hp_form_part_head(const char *h, size_t n, char *out,
     static const char cd[] = "Content-Disposition", ct[] = "Content-Type";
     const char *end = h + n;
     struct span nm = {NULL, 0}, fn = {NULL, 0}, type = {NULL, 0};
-    bool nq = false, fq = false, seen = false;
+    bool nq = false, fq = false;
     while (h < end) {
         const char *eol = memmem(h, (size_t)(end - h), "\r\n", 2);
         if (!eol)
             eol = end;
         const char *colon = memchr(h, ':', (size_t)(eol - h));
         size_t fl = colon ? (size_t)(colon - h) : 0;
-        if (fl == sizeof cd - 1 && strncasecmp(h, cd, fl) == 0 && !seen) {
-            seen = true;
+        if (fl == sizeof cd - 1 && strncasecmp(h, cd, fl) == 0 && !nm.p) {
+            /* As part_name: the first Content-Disposition with a name. */
             if (disposition_params(colon + 1, eol, &nm, &nq, &fn, &fq) < 0)
                 return HP_FORM_MALFORMED;
         } else if (fl == sizeof ct - 1 && strncasecmp(h, ct, fl) == 0 &&
