@@ -57,6 +57,7 @@ void hp_req_cleanup(hp_req *req)
     free(req->cookies.v);
     free(req->headers.v);
     free(req->values.v);
+    free(req->fields.v);
     hp_buf_free(&req->body);
     hp_buf_free(&req->out);
 }
@@ -180,6 +181,12 @@ const char *hp_header(hp_req *req, const char *name)
      * is the host, whatever the Host field says. */
     if (req->authority && strcasecmp(name, "Host") == 0)
         return req->authority;
+    if (req->detached) {
+        for (size_t i = 0; name && i < req->fields.n; i++)
+            if (strcasecmp(req->fields.v[i].name, name) == 0)
+                return req->fields.v[i].value;
+        return NULL;
+    }
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
@@ -222,6 +229,36 @@ const char *hp_body(hp_req *req, size_t *len)
     if (len)
         *len = req->body.len;
     return req->body.p ? req->body.p : "";
+}
+
+static enum MHD_Result copy_field(void *cls, enum MHD_ValueKind kind,
+                                  const char *key, const char *value)
+{
+    hp_req *req = cls;
+    char *k = key ? hp_strdup(req, key) : NULL;
+    char *v = k ? hp_strdup(req, value ? value : "") : NULL;
+    if (v)
+        kv_add(&req->fields, k, v);
+    return MHD_YES;
+}
+
+static const char *keep(hp_req *req, const char *s)
+{
+    const char *c = s ? hp_strdup(req, s) : NULL;
+    return c ? c : s;
+}
+
+void hp_req_detach(hp_req *req)
+{
+    if (req->detached)
+        return;
+    hp_req_remote(req);
+    hp_cookie(req, ""); /* parsed now, from the connection's fields */
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, copy_field, req);
+    req->method = keep(req, req->method);
+    req->path = keep(req, req->path);
+    req->version = keep(req, req->version);
+    req->detached = true;
 }
 
 static void kv_add(struct hp_kvlist *l, const char *name, const char *value)

@@ -79,6 +79,8 @@ struct hp_req {
     bool may_stream;          /* a handler thread runs it: hp_flush commits */
     bool flushed_inline;      /* hp_flush on an event-loop run: buffered    */
     struct hp_stream *stream; /* committed and streaming (server.c's)       */
+    bool detached;            /* fields copied: the connection may go      */
+    struct hp_kvlist fields;  /* the request's header fields, if detached  */
     int send_fd;              /* hp_send_file's file + 1; 0: none           */
     const char *send_path;    /* its name, for the Content-Type             */
 
@@ -98,6 +100,14 @@ void hp_req_release_resources(hp_req *req);
 void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
                  const char *path, const char *version);
 void hp_req_cleanup(hp_req *req);
+/*
+ * Copy what the page API reads from libmicrohttpd (header fields, cookies,
+ * the client's address, method, path, version) into the request, which
+ * then no longer reads its connection: a streamed response's handler may
+ * run on after libmicrohttpd has freed the connection (client gone). Call
+ * while the connection is suspended. Idempotent.
+ */
+void hp_req_detach(hp_req *req);
 /* The client's address as text ("" if unknown). */
 const char *hp_req_remote(hp_req *req);
 /*

@@ -193,11 +193,9 @@ static void access_log(struct ctx *c)
     if (!hp_access_enabled())
         return;
     const char *ref = NULL, *ua = NULL;
-    if (ctx_state(c) != CTX_HEAD) {
-        ref = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
-                                          "Referer");
-        ua = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
-                                         "User-Agent");
+    if (ctx_state(c) != CTX_HEAD) { /* (a detached request has copies) */
+        ref = hp_header(&c->req, "Referer");
+        ua = hp_header(&c->req, "User-Agent");
     } else { /* refused or cut short before the head was done */
         c->req.conn = c->conn;
         c->req.remote[0] = '\0';
@@ -572,6 +570,8 @@ int hp_server_stream_begin(hp_req *req)
         req->forced_status = 503;
         return -1;
     }
+    /* The handler may outlive the connection from here. */
+    hp_req_detach(req);
     struct hp_stream *st = hp_stream_new(req->conn, S.cfg->timeout);
     struct MHD_Response *r = st ? hp_stream_response(st) : NULL;
     if (!r) {

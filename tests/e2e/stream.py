@@ -54,13 +54,13 @@ HP_HANDLER(http_handler)
     const char *a = hp_arg(req, "n"), *s = hp_arg(req, "sleep");
     const char *mark = hp_arg(req, "mark");
     long n = a ? atol(a) : 1, i, ms = s ? atol(s) : 0;
-    static __thread char buf[65536];
+    static __thread char buf[65536 + 1]; /* snprintf's last NUL */
     int r = 0;
     hp_set_header(req, "Content-Type", "application/octet-stream");
     for (i = 0; i < n; i++) {
         for (int k = 0; k < 65536; k += 8)
             snprintf(buf + k, 9, "%07ld\n", i);
-        hp_write(req, buf, sizeof buf);
+        hp_write(req, buf, 65536);
         if ((r = hp_flush(req)) < 0)
             break;
         if (i == 0 && ms)
@@ -69,7 +69,10 @@ HP_HANDLER(http_handler)
     if (mark) {
         FILE *f = fopen(mark, "w");
         if (f) {
-            fprintf(f, "%s %ld\n", r < 0 ? "gone" : "done", i);
+            /* The request's fields outlive its connection. */
+            const char *host = hp_header(req, "Host");
+            fprintf(f, "%s %ld %s %s\n", r < 0 ? "gone" : "done", i,
+                    host ? host : "-", hp_method(req));
             fclose(f);
         }
     }
@@ -311,6 +314,7 @@ def test_flush_client_disconnect_ends_handler():
         text = open(mark).read()
         check(text.startswith("gone "), "the loop ended with %r" % text)
         check(int(text.split()[1]) < 100000, "it stopped early: %r" % text)
+        check_eq(text.split()[2:], ["x", "GET"], "fields after the client left")
         # The server goes on serving.
         check_eq(s.get_ok("/s/hello").text, "first;second", "after")
 
