@@ -372,9 +372,8 @@ static int part_name(const char *h, const char *end, struct span *out,
 
 /* A Content-Disposition value's name and filename parameters (not
  * form-data: neither). -1 if the list is malformed. */
-static int disposition_params(const char *v, const char *end,
-                              struct span *nm, bool *nq, struct span *fn,
-                              bool *fq)
+static int disposition_params(const char *v, const char *end, struct span *nm,
+                              bool *nq, struct span *fn, bool *fq)
 {
     struct span name, value;
     bool quoted;

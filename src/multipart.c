@@ -61,8 +61,7 @@ static int head_bytes(struct hp_mp *m, const char *p, size_t n)
         return 0;
     }
     size_t from = old >= 3 ? old - 3 : 0;
-    const char *blank =
-        memmem(m->head + from, m->hlen - from, "\r\n\r\n", 4);
+    const char *blank = memmem(m->head + from, m->hlen - from, "\r\n\r\n", 4);
     if (!blank) /* a header block past HP_MP_HEAD_MAX: malformed */
         return m->hlen > HP_MP_HEAD_MAX || take < n ? HP_FORM_MALFORMED : 0;
     size_t hend = (size_t)(blank - m->head), rest = m->hlen - hend - 4;

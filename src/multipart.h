@@ -38,14 +38,19 @@ struct hp_mp_sink {
     void *arg;
 };
 
-enum hp_mp_state { HP_MP_PREAMBLE, HP_MP_HEAD, HP_MP_CONTENT, HP_MP_SKIP,
-                   HP_MP_EPILOGUE };
+enum hp_mp_state {
+    HP_MP_PREAMBLE,
+    HP_MP_HEAD,
+    HP_MP_CONTENT,
+    HP_MP_SKIP,
+    HP_MP_EPILOGUE
+};
 
 /* The decoder's state: zero-initialise nothing, call hp_mp_init. About
  * 37 KiB: allocate it. */
 struct hp_mp {
     struct hp_mp_sink sink;
-    int status;             /* 0, or the status that stopped it (sticky) */
+    int status; /* 0, or the status that stopped it (sticky) */
     enum hp_mp_state state;
     char delim[4 + HP_MP_BOUNDARY_MAX + 1]; /* "\r\n--" boundary */
     size_t dlen;

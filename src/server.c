@@ -68,7 +68,7 @@ struct server {
     unsigned io_threads;
     /* the handler threads */
     atomic_ulong offloaded, inlined;
-    atomic_int streams; /* streamed responses whose handler runs */
+    atomic_int streams;     /* streamed responses whose handler runs */
     const char *upload_dir; /* --upload-dir, else $TMPDIR, else /tmp */
     atomic_bool stopping; /* shutting down: run inline, close connections */
 };
@@ -1098,8 +1098,8 @@ static int setup(struct hp_config *cfg)
     S.res = hp_resolver_new(S.root);
     const char *tmp = getenv("TMPDIR");
     S.upload_dir = cfg->upload_dir && *cfg->upload_dir ? cfg->upload_dir
-                   : tmp && *tmp                        ? tmp
-                                                        : "/tmp";
+                   : tmp && *tmp                       ? tmp
+                                                       : "/tmp";
     return 0;
 }
 

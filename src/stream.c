@@ -147,8 +147,7 @@ int hp_stream_write(struct hp_stream *s, const void *data, size_t len)
         }
         size_t room = HP_STREAM_BUFFER - s->len;
         if (room == 0) {
-            if (pthread_cond_timedwait(&s->room, &s->mu, &until) ==
-                ETIMEDOUT) {
+            if (pthread_cond_timedwait(&s->room, &s->mu, &until) == ETIMEDOUT) {
                 s->aborted = true; /* the reader ends the body with this */
                 unpark(s);
                 rc = -1;

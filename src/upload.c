@@ -34,13 +34,13 @@ struct upfile {
 struct hp_upload {
     hp_req *req;
     const char *dir;
-    int status;    /* 0, or the status the request gets (sticky) */
-    bool finished; /* hp_mp_finish ran */
-    struct hp_fields fields;  /* name -> value; a file's value: its name */
-    const char *name;         /* the current part's field name          */
-    struct hp_buf value;      /* the current field's content            */
-    struct upfile *cur;       /* the current file part, or NULL         */
-    int fd;                   /* its file, or -1                        */
+    int status;              /* 0, or the status the request gets (sticky) */
+    bool finished;           /* hp_mp_finish ran */
+    struct hp_fields fields; /* name -> value; a file's value: its name */
+    const char *name;        /* the current part's field name          */
+    struct hp_buf value;     /* the current field's content            */
+    struct upfile *cur;      /* the current file part, or NULL         */
+    int fd;                  /* its file, or -1                        */
     struct upfile *files;
     size_t nfiles, cap;
     struct hp_mp mp; /* last: large */
@@ -135,8 +135,9 @@ static int on_end(void *arg)
 {
     struct hp_upload *u = arg;
     if (u->cur) {
-        int r = close(u->fd) < 0 ? fail(u, 500, "cannot close an uploaded "
-                                                "file")
+        int r = close(u->fd) < 0 ? fail(u, 500,
+                                        "cannot close an uploaded "
+                                        "file")
                                  : 0;
         u->fd = -1;
         u->cur = NULL;

@@ -24,7 +24,7 @@ struct transcript {
     struct hp_buf b;
     struct hp_fields f; /* name -> content, for the comparison */
     size_t value_at;    /* where the current part's content starts in b */
-    char *name; /* the current part's, until its end */
+    char *name;         /* the current part's, until its end */
 };
 
 static int t_begin(void *arg, const struct hp_form_part *p)
@@ -96,8 +96,8 @@ static int decode(const char *ct, const char *body, size_t len, int step,
     return hp_mp_finish(&m);
 }
 
-static void same(const struct transcript *a, int ra,
-                 const struct transcript *b, int rb)
+static void same(const struct transcript *a, int ra, const struct transcript *b,
+                 int rb)
 {
     if (ra != rb)
         abort();

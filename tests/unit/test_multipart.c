@@ -4,9 +4,9 @@
  * body, its own bounds (header block, transport padding), a sink that
  * stops it, a missing boundary or close delimiter.
  */
+#include "t.h"
 #include "hp.h"
 #include "multipart.h"
-#include "t.h"
 
 /* "[name|filename|type]content;" per part, into a buffer. */
 struct rec {
@@ -20,8 +20,7 @@ static int r_begin(void *arg, const struct hp_form_part *p)
     struct rec *r = arg;
     if (++r->parts == r->stop_at)
         return 413;
-    hp_buf_printf(&r->b, "[%s|%s|%s]", p->name,
-                  p->filename ? p->filename : "-",
+    hp_buf_printf(&r->b, "[%s|%s|%s]", p->name, p->filename ? p->filename : "-",
                   p->content_type ? p->content_type : "-");
     return 0;
 }
@@ -62,7 +61,7 @@ static const char BODY[] =
     "Content-Disposition: form-data; name=\"up\"; filename=\"a b<.bin\"\r\n"
     "Content-Type: image/png\r\n\r\n"
     "\r\n--AaBx not one\r\n--AaB-\r\n" /* content that looks close */
-    "\r\n--AaB \t \r\n"                 /* padding after the boundary */
+    "\r\n--AaB \t \r\n"                /* padding after the boundary */
     "Content-Disposition: form-data; name=t\r\n\r\nv\r\n"
     "--AaB\r\nContent-Disposition: form-data\r\n\r\nnameless\r\n"
     "--AaB\r\n\r\nno headers\r\n"
