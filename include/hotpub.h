@@ -224,8 +224,9 @@ int hp_write_html(hp_req *req, const char *s);
  * coding on HTTP/1.1, RFC 9112 7.1; close-delimited on HTTP/1.0). At most
  * 256 KiB wait in the server: a slow client makes hp_flush wait, for up to
  * --timeout seconds without progress. Returns HP_OK, or -1 once the
- * client is gone (or the wait timed out, or --max-streams streams are
- * already open: then the request is answered 503), so a loop can stop.
+ * client is gone (or the wait timed out, or the server is shutting down
+ * (what was written is still sent), or --max-streams streams are already
+ * open: then the request is answered 503), so a loop can stop.
  *
  * What streaming gives up: the response is committed before the commit
  * hooks run. If the request then fails (a commit hook, the database

@@ -36,11 +36,14 @@ int hp_flush(hp_req *req)
     }
     if (req->is_head) { /* headers only: the body is nobody's */
         req->out.len = 0;
-        return hp_stream_is_gone(req->stream) ? -1 : HP_OK;
+        return hp_stream_is_gone(req->stream) || hp_server_stopping() ? -1
+                                                                      : HP_OK;
     }
     int r = hp_stream_write(req->stream, req->out.p, req->out.len);
     req->out.len = 0;
-    return r < 0 ? -1 : HP_OK;
+    /* Shutting down: what was written is sent, and the loop is told to
+     * stop, so a long stream does not hold the drain to its timeout. */
+    return r < 0 || hp_server_stopping() ? -1 : HP_OK;
 }
 
 /* One "NAME: value" line per line of value: CR LF, CR and LF all end a

@@ -80,6 +80,7 @@ struct hp_req {
     bool flushed_inline;      /* hp_flush on an event-loop run: buffered    */
     struct hp_stream *stream; /* committed and streaming (server.c's)       */
     bool detached;            /* fields copied: the connection may go      */
+    bool stream_refused;      /* over --max-streams: answered 503          */
     struct hp_kvlist fields;  /* the request's header fields, if detached  */
     int send_fd;              /* hp_send_file's file + 1; 0: none           */
     const char *send_path;    /* its name, for the Content-Type             */
@@ -131,6 +132,9 @@ const char *hp_status_text(int status);
  * are open: then the request is failed with 503).
  */
 int hp_server_stream_begin(hp_req *req);
+
+/* server.c: the server is shutting down (streams should end). */
+bool hp_server_stopping(void);
 
 /* publish.c: run hooks and handler; returns HP_OK or an error status. */
 int hp_publish_run(hp_req *req);

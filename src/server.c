@@ -554,6 +554,11 @@ static int max_streams(void)
     return half > 0 ? half : 1;
 }
 
+bool hp_server_stopping(void)
+{
+    return atomic_load(&S.stopping);
+}
+
 int hp_server_stream_begin(hp_req *req)
 {
     struct ctx *c = (struct ctx *)((char *)req - offsetof(struct ctx, req));
@@ -568,6 +573,7 @@ int hp_server_stream_begin(hp_req *req)
                          req->target.path, max_streams());
         hp_req_add_header(req, "Retry-After", "1");
         req->forced_status = 503;
+        req->stream_refused = true; /* the plain 503, not the page's body */
         return -1;
     }
     /* The handler may outlive the connection from here. */
@@ -687,6 +693,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     if (timed_out) /* the host already sent a 504 and shut the socket */
         return send_error(c, 504, NULL);
 
+    if (req->stream_refused)
+        req->out.len = 0;
     if (rc == HP_OK && req->send_fd)
         return send_page_file(c);
     if (rc == HP_OK)

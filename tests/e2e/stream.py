@@ -427,7 +427,26 @@ def test_sse_max_streams_503():
         r = s.get("/e/forever")
         check_eq(r.status, 503, "a second stream over --max-streams 1")
         check_eq(r.header("Retry-After"), "1", "Retry-After")
+        check_in(b"503", r.body, "the standard 503 body")
+        check(b"event:" not in r.body, "not the page's events: %r" % r.body)
         sock.close()
+
+
+def test_sse_stream_ends_at_shutdown():
+    with Server(files={"e.c": SSE}) as s:
+        s.get("/e/lines")
+        mark = os.path.join(s.tmp, "mark")
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sock.sendall(b"GET /e/forever?mark=" + mark.encode() +
+                     b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_events(sock, 2, limit(5))
+        t0 = time.monotonic()
+        rc = s.terminate()
+        took = time.monotonic() - t0
+        sock.close()
+        check_eq(rc, 0, "exit status after SIGTERM with a stream open")
+        check(took < limit(3.0), "stopping took %.2f s" % took)
+        check(open(mark).read().startswith("gone "), "the handler's loop ended")
 
 
 # ---- hp_send_file -------------------------------------------------------------
