@@ -7,8 +7,9 @@
  * body stays buffered), the Server-Sent Events format, taking a page's
  * file for sending.
  * May not touch: libmicrohttpd and the request's context: server.c makes
- * and queues the stream (hp_server_stream_begin) and sends the file;
- * stream.c moves the bytes.
+ * and queues the stream (through req->stream_begin, which it sets on a
+ * handler thread, so nothing here calls up into the server) and sends the
+ * file; stream.c moves the bytes.
  */
 #include "request.h"
 #include "stream.h"
@@ -24,26 +25,26 @@ int hp_flush(hp_req *req)
     if (!req->stream) {
         if (req->send_fd)
             return -1; /* a file answers this request, not the body */
-        if (!req->may_stream) {
+        if (!req->stream_begin) {
             /* An event-loop run cannot wait for a client: the body stays
              * buffered and goes out whole; server.c moves the page to the
              * handler threads for its next runs. */
             req->flushed_inline = true;
             return HP_OK;
         }
-        if (hp_server_stream_begin(req) < 0)
+        if (req->stream_begin(req) < 0)
             return -1;
     }
     if (req->is_head) { /* headers only: the body is nobody's */
         req->out.len = 0;
-        return hp_stream_is_gone(req->stream) || hp_server_stopping() ? -1
+        return hp_stream_is_gone(req->stream) || hp_stream_stopping() ? -1
                                                                       : HP_OK;
     }
     int r = hp_stream_write(req->stream, req->out.p, req->out.len);
     req->out.len = 0;
     /* Shutting down: what was written is sent, and the loop is told to
      * stop, so a long stream does not hold the drain to its timeout. */
-    return r < 0 || hp_server_stopping() ? -1 : HP_OK;
+    return r < 0 || hp_stream_stopping() ? -1 : HP_OK;
 }
 
 /* One "NAME: value" line per line of value: CR LF, CR and LF all end a

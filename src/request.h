@@ -76,7 +76,11 @@ struct hp_req {
     int forced_status;             /* e.g. 503 when a pool was exhausted */
 
     /* Responses that leave before the handler returns (output.c). */
-    bool may_stream;          /* a handler thread runs it: hp_flush commits */
+    /* server.c's, set on a handler thread (NULL: hp_flush buffers): commit
+     * the response so far as a stream on the request's connection. 0 with
+     * req->stream set, or -1 (out of memory; or --max-streams streams are
+     * open: then the request is failed with 503). */
+    int (*stream_begin)(hp_req *req);
     bool flushed_inline;      /* hp_flush on an event-loop run: buffered    */
     struct hp_stream *stream; /* committed and streaming (server.c's)       */
     bool detached;            /* fields copied: the connection may go      */
@@ -124,17 +128,6 @@ void hp_req_add_header(hp_req *req, const char *name, const char *value);
 /* Write the short standard body for an error status. */
 void hp_req_error_body(hp_req *req, int status, const char *detail_html);
 const char *hp_status_text(int status);
-
-/*
- * server.c: commit the response so far (status, headers) as a stream on
- * the request's connection, for hp_flush on a handler thread. Returns 0
- * with req->stream set, or -1 (out of memory; or --max-streams streams
- * are open: then the request is failed with 503).
- */
-int hp_server_stream_begin(hp_req *req);
-
-/* server.c: the server is shutting down (streams should end). */
-bool hp_server_stopping(void);
 
 /* publish.c: run hooks and handler; returns HP_OK or an error status. */
 int hp_publish_run(hp_req *req);

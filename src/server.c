@@ -554,15 +554,11 @@ static int max_streams(void)
     return half > 0 ? half : 1;
 }
 
-bool hp_server_stopping(void)
-{
-    return atomic_load(&S.stopping);
-}
-
-int hp_server_stream_begin(hp_req *req)
+/* req->stream_begin of an offloaded run (output.c's hp_flush calls it). */
+static int stream_begin(hp_req *req)
 {
     struct ctx *c = (struct ctx *)((char *)req - offsetof(struct ctx, req));
-    assert(req->may_stream && ctx_state(c) == CTX_OFFLOADED);
+    assert(ctx_state(c) == CTX_OFFLOADED);
     if (atomic_fetch_add(&S.streams, 1) >= max_streams()) {
         atomic_fetch_sub(&S.streams, 1);
         static _Atomic long long last;
@@ -728,7 +724,7 @@ static void run_offloaded(struct hp_pool_job *job)
                             ? HP_ACQ_OK
                             : hp_cache_pin_page(S.cache, c->req.target.path,
                                                 &c->req.pins, true);
-    c->req.may_stream = !atomic_load(&S.stopping);
+    c->req.stream_begin = atomic_load(&S.stopping) ? NULL : stream_begin;
     if (run_pinned(c, r) != MHD_YES && !c->resp)
         send_error(c, 500, NULL);
     if (c->req.stream) { /* already handed back: let go of it */
@@ -1212,6 +1208,7 @@ static void drain(struct hp_config *cfg)
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
+    hp_stream_shutdown(); /* long streams end now (hp_flush says -1) */
     /* libmicrohttpd 0.9.75's MHD_quiesce_daemon() races its own epoll
      * threads over removing the listening socket and can abort the
      * process (a known defect: both sides call EPOLL_CTL_DEL, the loser

@@ -37,6 +37,18 @@ struct hp_stream {
     char buf[HP_STREAM_BUFFER];
 };
 
+static atomic_bool shutting;
+
+void hp_stream_shutdown(void)
+{
+    atomic_store(&shutting, true);
+}
+
+bool hp_stream_stopping(void)
+{
+    return atomic_load(&shutting);
+}
+
 struct hp_stream *hp_stream_new(struct MHD_Connection *conn, int timeout_s)
 {
     struct hp_stream *s = malloc(sizeof *s);

@@ -51,6 +51,11 @@ void hp_stream_unref(struct hp_stream *s);
  * a waiting or later write fails. Does not drop a reference. */
 void hp_stream_gone(struct hp_stream *s);
 
+/* The server is shutting down: from now on hp_stream_stopping() is true
+ * and pages' flushes return -1 so long streams end. */
+void hp_stream_shutdown(void);
+bool hp_stream_stopping(void);
+
 /* Whether the client is known gone, and the bytes handed to the
  * connection so far. */
 bool hp_stream_is_gone(struct hp_stream *s);
