@@ -42,6 +42,8 @@ int hp_flush(hp_req *req)
     }
     int r = hp_stream_write(req->stream, req->out.p, req->out.len);
     req->out.len = 0;
+    if (r == 0 && req->stream_alive) /* --handler-timeout starts again */
+        req->stream_alive();
     /* Shutting down: what was written is sent, and the loop is told to
      * stop, so a long stream does not hold the drain to its timeout. */
     return r < 0 || hp_stream_stopping() ? -1 : HP_OK;

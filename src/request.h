@@ -81,6 +81,7 @@ struct hp_req {
      * req->stream set, or -1 (out of memory; or --max-streams streams are
      * open: then the request is failed with 503). */
     int (*stream_begin)(hp_req *req);
+    void (*stream_alive)(void); /* after each flush: the run is not stuck */
     bool flushed_inline;      /* hp_flush on an event-loop run: buffered    */
     struct hp_stream *stream; /* committed and streaming (server.c's)       */
     bool detached;            /* fields copied: the connection may go      */

@@ -179,6 +179,7 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.rescue = H.rescue ? H.rescue : no_rescue;
     H.run_begin = H.run_begin ? H.run_begin : no_run_begin;
     H.run_end = H.run_end ? H.run_end : no_run_end;
+    H.run_alive = H.run_alive ? H.run_alive : no_op;
     H.stuck = H.stuck ? H.stuck : no_stuck;
     H.ready = H.ready ? H.ready : no_op;
     H.reopen_logs = H.reopen_logs ? H.reopen_logs : no_op;
@@ -725,6 +726,7 @@ static void run_offloaded(struct hp_pool_job *job)
                             : hp_cache_pin_page(S.cache, c->req.target.path,
                                                 &c->req.pins, true);
     c->req.stream_begin = atomic_load(&S.stopping) ? NULL : stream_begin;
+    c->req.stream_alive = H.run_alive;
     if (run_pinned(c, r) != MHD_YES && !c->resp)
         send_error(c, 500, NULL);
     if (c->req.stream) { /* already handed back: let go of it */

@@ -432,6 +432,24 @@ def test_sse_max_streams_503():
         sock.close()
 
 
+def test_sse_outlives_handler_timeout_while_flushing():
+    # Worker processes: --handler-timeout counts from the last flush.
+    with Server(files={"e.c": SSE}, workers=1,
+                args=["--handler-timeout", "1"]) as s:
+        s.get("/e/lines")
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sock.sendall(b"GET /e/forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        t0 = time.monotonic()
+        got = read_events(sock, 50, limit(10))
+        took = time.monotonic() - t0
+        sock.close()
+        check_eq(len(got), 50, "head and 49 events over %.1f s" % took)
+        check(took > 2.0, "the stream ran %.2f s, past the 1 s limit" % took)
+        check(all(e == "event: tick\ndata: t" for _, e in got[1:]),
+              "only events: %r" % [e for _, e in got[1:] if "tick" not in e])
+        check("504" not in s.stderr(), "no 504 logged")
+
+
 def test_sse_stream_ends_at_shutdown():
     with Server(files={"e.c": SSE}) as s:
         s.get("/e/lines")
