@@ -337,6 +337,16 @@ def test_flush_inline_buffers():
     with Server(files={"s.c": STREAM}) as s:
         for i in range(40):
             check_eq(s.get_ok("/s/hello").text, "first;second", "run %d" % i)
+        st = s.status_json()["server"]
+        harness.note("inlined %d, offloaded %d" % (st["inlined"],
+                                                   st["offloaded"]))
+        check(st["inlined"] >= 1, "no run was inline: %r" % st)
+        check_in("it flushes its response", s.stderr(), "the demotion logged")
+        # Demoted for good: the next runs stream again.
+        before = s.status_json()["server"]["inlined"]
+        for i in range(5):
+            s.get_ok("/s/hello")
+        check_eq(s.status_json()["server"]["inlined"], before, "inline runs")
 
 
 # ---- hp_sse ------------------------------------------------------------------
