@@ -1106,6 +1106,9 @@ static int setup(struct hp_config *cfg)
     S.upload_dir = cfg->upload_dir && *cfg->upload_dir ? cfg->upload_dir
                    : tmp && *tmp                       ? tmp
                                                        : "/tmp";
+    if (access(S.upload_dir, W_OK | X_OK) < 0) /* said once, not per upload */
+        hp_log_error("upload directory %s: %s; file uploads will get 500",
+                     S.upload_dir, strerror(errno));
     return 0;
 }
 
