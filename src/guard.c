@@ -802,6 +802,15 @@ static void maybe_recycle(void)
                     (int)getpid(), why);
 }
 
+/* A streaming handler flushed: its --handler-timeout counts from here
+ * (a stream is stuck only when it stops moving). */
+static void guard_run_alive(void)
+{
+    if (ME && tl_rec >= 0)
+        atomic_store_explicit(&rec_at(ME, tl_rec)->started, now_ns(),
+                              memory_order_relaxed);
+}
+
 static bool guard_run_end(int token)
 {
     assert(ME);
@@ -1180,6 +1189,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->rescue = guard_rescue;
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
+    hooks->run_alive = guard_run_alive;
     hooks->stuck = guard_stuck;
     hooks->ready = guard_ready;
     hooks->status_json = guard_status_json;

@@ -57,6 +57,8 @@ struct hp_config {
     int header_timeout;   /* seconds for a whole request head; then 408       */
     int body_timeout;     /* seconds for a body, plus 1 s per body_min_rate B */
     int body_min_rate;    /* bytes per second a body must keep up             */
+    int max_streams;      /* streamed responses at once; 0 = half --threads  */
+    char *upload_dir;     /* spooled uploads; NULL = $TMPDIR or /tmp          */
     /* processes (master.c, docs/operations.md) */
     int workers;            /* worker processes; 0 = single process          */
     double handler_timeout; /* seconds a handler may run; 0 = no limit       */

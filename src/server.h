@@ -43,6 +43,9 @@ struct hp_server_hooks {
     /* The handler returned. false: it ran past its time and the host has
      * already answered 504 on the socket and shut it down. */
     bool (*run_end)(int token);
+    /* The handler running on this thread streamed more of its response
+     * (hp_flush): it is making progress, so its time starts again. */
+    void (*run_alive)(void);
     /* Handlers past their time that have not returned: shutdown does not
      * wait for them. */
     long (*stuck)(void);
