@@ -278,6 +278,7 @@ struct hp_version {
     atomic_uint slow_runs;  /* recent ones that did not                 */
     atomic_bool slow;       /* one run did not: never inline again      */
     atomic_bool run_inline; /* promoted to the event-loop threads       */
+    atomic_bool uses_db;    /* a run took a pooled connection (hp_db)   */
 };
 
 /*

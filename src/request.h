@@ -73,6 +73,7 @@ struct hp_req {
     struct hp_kvlist values;       /* hp_req_set: key -> (void *)       */
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
+    bool enlisted; /* a resource was ever enlisted (the page uses a pool) */
 
     /* Last and large (PATH_MAX): hp_req_init leaves it to the resolver
      * rather than clearing 4 KiB per request. */

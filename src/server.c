@@ -550,6 +550,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
                  (t1.tv_nsec - t0.tv_nsec);
     learn(ps->page, ns, ctx_state(c) == CTX_OFFLOADED);
+    if (req->enlisted && !atomic_load(&ps->page->uses_db))
+        atomic_store(&ps->page->uses_db, true); /* see dispatch() */
     if (timed_out) /* the host already sent a 504 and shut the socket */
         return send_error(c, 504, NULL);
 
@@ -621,7 +623,11 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
         }
         r = hp_cache_pin_page(S.cache, req->target.path, &req->pins, true);
     }
-    if (r == HP_ACQ_OK && !atomic_load(&req->pins.page->run_inline) &&
+    /* A promoted page that takes a database connection while the pool
+     * has none free would wait for one on this event loop: offload it. */
+    if (r == HP_ACQ_OK &&
+        (!atomic_load(&req->pins.page->run_inline) ||
+         (atomic_load(&req->pins.page->uses_db) && hp_db_server_busy())) &&
         !(req->pins.err && S.dev) && !stopping) {
         *offloaded = true;
         offload(c);
