@@ -144,6 +144,13 @@ void hp_setting_value_text(const struct hp_setting *s,
 void hp_setting_range_text(const struct hp_setting *s, const char *dash,
                            char *buf, size_t len);
 
+/* A worker process's handler-thread counts, published where its supervisor
+ * reads them (pool.c stores them as they change; guard.c shows every
+ * worker's in status.json). */
+struct hp_thread_counts {
+    atomic_int live, busy, max;
+};
+
 /* ---- utilities (util.c) -------------------------------------------------- */
 
 void hp_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

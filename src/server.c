@@ -990,6 +990,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         .idle_s = cfg->thread_idle,
         .share_pct = cfg->module_share,
         .grow_delay_s = HP_GROW_DELAY_S,
+        .publish = H.thread_counts,
     };
     if (cfg->max_threads < cfg->threads)
         hp_log_info("max-threads %d is below threads %d: %d threads, fixed",

@@ -367,6 +367,39 @@ def test_threads_grow_and_shrink():
               "retired count")
 
 
+def test_every_worker_shows_its_threads():
+    """With worker processes, status.json lists each worker's handler
+    threads (live, busy, max), whichever worker answers."""
+    with Server(files={"slow.c": sleeper("done", 1)}, workers=2,
+                args=["--threads", "3", "--max-threads", "40"]) as s:
+        def two_ready():
+            st = s.status_json().get("processes", {})
+            ws = [w for w in st.get("workers", []) if w["state"] == "ready"]
+            return ws if len(ws) == 2 else None
+        ws = wait_until(two_ready, limit(10.0), 0.1)
+        check(ws, "two ready workers: %s" % short(repr(s.status_json()
+                                                     .get("processes"))))
+        for w in ws:
+            check_eq((w["threads"]["live"], w["threads"]["max"]), (3, 40),
+                     "threads of worker %s" % w["pid"])
+        st = s.status_json()
+        check_eq((st["server"]["threads"]["live"],
+                  st["server"]["threads"]["max"]), (3, 40),
+                 "the answering worker's threads")
+        b = Blockers(s.port, "/slow", 12).start()
+
+        def busy():
+            ws = s.status_json()["processes"]["workers"]
+            n = sum(w["threads"]["busy"] for w in ws)
+            return ws if n >= 12 else None
+        ws = wait_until(busy, limit(3.0), 0.05)
+        check(ws, "12 busy threads over the workers: %s" % short(repr(
+            s.status_json()["processes"]["workers"])))
+        check(sum(w["threads"]["live"] for w in ws) >= 12,
+              "threads did not grow: %s" % ws)
+        b.check("done", limit(4.0))
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
