@@ -13,8 +13,9 @@
  *
  * Threading: a few event-loop threads (libmicrohttpd's epoll thread pool,
  * one per CPU) read requests and write responses; a page runs either right
- * there (inline) or on a pool of --threads handler threads (offloaded, with
- * the connection suspended meanwhile). Inline costs nothing extra but a
+ * there (inline) or on the handler threads of pool.c (offloaded, with the
+ * connection suspended meanwhile; keyed by the page's module path, so each
+ * module queues on its own and holds at most its share of the threads). Inline costs nothing extra but a
  * handler that blocks would stall every connection of its event loop, so
  * a page version starts offloaded and is promoted to inline only after
  * HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run demotes
