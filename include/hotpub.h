@@ -283,7 +283,7 @@ int hp_write_html(hp_req *req, const char *s);
  * sees an incomplete response) and the error log says so.
  *
  * A stream holds its handler thread until the handler returns, so at
- * most --max-streams (default: half of --threads) are open at once. A
+ * most --max-streams (default: half of --max-threads) are open at once. A
  * page run on an event-loop thread (inline, docs/design.md) cannot wait
  * for a client: there hp_flush returns HP_OK and keeps the body buffered,
  * the response goes out whole, and the page runs on the handler threads

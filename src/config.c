@@ -358,6 +358,12 @@ void hp_config_defaults(struct hp_config *c)
     c->docroot = NULL;
     c->listen = cfg_strdup("127.0.0.1:8080");
     c->threads = default_threads();
+    /* Apache's mpm_event runs 2 x 64 threads in Debian's sizing of it; a
+     * worker process grows to this many when its requests block. */
+    c->max_threads = 256;
+    c->thread_stack = (size_t)512 << 10;
+    c->thread_idle = 10;
+    c->module_share = 50;
     c->dev = -1;
     c->cache_dir = default_cache_dir();
     c->cc = cfg_strdup("cc");
@@ -510,6 +516,45 @@ const struct hp_setting hp_settings[] = {
      .auto_value = default_threads,
      .def = "2 × online CPUs, at least 4",
      .def_here = true},
+    {.key = "max-threads",
+     .arg = "N",
+     .section = S_SERVER,
+     .help = "handler threads a worker process grows to when every thread is "
+             "busy and requests wait (threads is the floor)",
+     .type = HP_SET_INT,
+     .off = OFF(max_threads),
+     .min = 1,
+     .max = THREADS_MAX},
+    {.key = "thread-stack-size",
+     .arg = "BYTES",
+     .section = S_SERVER,
+     .help = "stack of each handler thread, k/m/g suffixes allowed; a page's "
+             "locals and calls must fit in it",
+     .type = HP_SET_SIZE,
+     .off = OFF(thread_stack),
+     .min = (double)(64 * SIZE_K),
+     .max = (double)SIZE_G},
+    {.key = "thread-idle-timeout",
+     .arg = "SECONDS",
+     .section = S_SERVER,
+     .help = "a handler thread above the floor that stays idle this long "
+             "exits",
+     .type = HP_SET_SECONDS,
+     .off = OFF(thread_idle),
+     .min = 0.01,
+     .max = 86400,
+     .unit = "s",
+     .zero = "never"},
+    {.key = "module-thread-share",
+     .arg = "PERCENT",
+     .section = S_SERVER,
+     .help = "share of max-threads one module's requests may run on; the "
+             "rest wait in its own queue, so other pages always find threads",
+     .type = HP_SET_INT,
+     .off = OFF(module_share),
+     .min = 1,
+     .max = 100,
+     .unit = "%"},
     {.key = "cc",
      .arg = "CC",
      .section = S_SERVER,
@@ -692,7 +737,7 @@ const struct hp_setting hp_settings[] = {
      .off = OFF(max_streams),
      .min = 0,
      .max = 100000,
-     .zero = "half of --threads"},
+     .zero = "half of --max-threads"},
     {.key = "upload-dir",
      .arg = "DIR",
      .section = S_LIMITS,

@@ -109,6 +109,7 @@ struct slot {
     atomic_int retire;    /* replace this worker (timeout, recycling) */
     atomic_int nrecs;     /* records handed out to threads */
     atomic_ulong handled; /* handler runs */
+    struct hp_thread_counts threads; /* the worker's pool.c keeps it */
     /* struct rec recs[shm->nrecs] follows */
 };
 
@@ -958,11 +959,15 @@ static void guard_status_json(struct hp_buf *b)
         hp_buf_printf(b,
                       "%s{\"pid\":%d,\"slot\":%d,\"generation\":%u,"
                       "\"state\":\"%s\",\"retiring\":%s,\"handled\":%lu,"
-                      "\"running\":%d}",
+                      "\"running\":%d,\"threads\":{\"live\":%d,"
+                      "\"busy\":%d,\"max\":%d}}",
                       first ? "" : ",", (int)s->pid, i, s->gen,
                       slot_state_name[st],
                       atomic_load(&s->retire) ? "true" : "false",
-                      atomic_load(&s->handled), running);
+                      atomic_load(&s->handled), running,
+                      atomic_load(&s->threads.live),
+                      atomic_load(&s->threads.busy),
+                      atomic_load(&s->threads.max));
         first = false;
     }
     hp_buf_puts(b, "],\"quarantine\":[");
@@ -1194,4 +1199,5 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->ready = guard_ready;
     hooks->status_json = guard_status_json;
     hooks->teardown = guard_teardown;
+    hooks->thread_counts = &ME->threads;
 }

@@ -79,6 +79,7 @@ struct hp_req {
     struct hp_kvlist values;       /* hp_req_set: key -> (void *)       */
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
+    bool enlisted; /* a resource was ever enlisted (the page uses a pool) */
 
     /* the application toolkit (json.c, tplcache.c, publish.c) */
     bool json_parsed;        /* hp_json_body ran                      */

@@ -13,8 +13,9 @@
  *
  * Threading: a few event-loop threads (libmicrohttpd's epoll thread pool,
  * one per CPU) read requests and write responses; a page runs either right
- * there (inline) or on a pool of --threads handler threads (offloaded, with
- * the connection suspended meanwhile). Inline costs nothing extra but a
+ * there (inline) or on the handler threads of pool.c (offloaded, with the
+ * connection suspended meanwhile; keyed by the page's module path, so each
+ * module queues on its own and holds at most its share of the threads). Inline costs nothing extra but a
  * handler that blocks would stall every connection of its event loop, so
  * a page version starts offloaded and is promoted to inline only after
  * HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run demotes
@@ -53,6 +54,11 @@
 #define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop */
 #define HP_SLOW_STRIKES 3      /* ... that many times before demotion   */
 #define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once        */
+/* A request that finds every handler thread busy waits this long before
+ * threads are added: long enough that short requests keeping every thread
+ * busy (the CPUs are the limit) start none, short enough to go unnoticed
+ * next to a request that blocks (docs/design.md, "Threading model"). */
+#define HP_GROW_DELAY_S 0.005
 
 struct server {
     struct hp_config *cfg;
@@ -445,25 +451,39 @@ static void status_url(struct hp_buf *b, const char *url)
 }
 
 static int max_streams(void);
+/* status.json: a module's requests on the handler threads (pool.c). */
+static void status_module_queue(const char *path, struct hp_buf *b)
+{
+    int running;
+    long queued;
+    hp_pool_key_stats(path, &running, &queued);
+    hp_buf_printf(b, ",\"running\":%d,\"queued\":%ld", running, queued);
+}
 
 static enum MHD_Result send_status(struct ctx *c)
 {
     hp_req *req = &c->req;
     struct hp_buf *b = &req->out;
+    struct hp_pool_stats ps;
+    hp_pool_stats(&ps);
     hp_buf_printf(
         b,
         "{\"server\":{\"version\":\"%s\",\"pid\":%d,\"dev\":%s,"
         "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
         "\"uptime\":%.3f,\"io_threads\":%u,\"handler_threads\":%d,"
         "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu,"
-        "\"streams\":%d,\"max_streams\":%d},"
+        "\"streams\":%d,\"max_streams\":%d,"
+        "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d,\"min\":%d,"
+        "\"idle\":%d,\"queued\":%ld,\"module_share\":%d,"
+        "\"started\":%lu,\"retired\":%lu}},"
         "\n\"modules\":",
         HP_VERSION_STRING, (int)getpid(), S.dev ? "true" : "false",
         hp_compiler_runs(S.cc), atomic_load(&S.requests),
         atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
-        hp_pool_size(), hp_pool_busy(), atomic_load(&S.offloaded),
-        atomic_load(&S.inlined), atomic_load(&S.streams), max_streams());
-    hp_cache_status_json(S.cache, b);
+        ps.live, ps.busy, atomic_load(&S.offloaded), atomic_load(&S.inlined),
+        atomic_load(&S.streams), max_streams(), ps.live, ps.busy, ps.max,
+        ps.min, ps.idle, ps.queued, ps.share, ps.started, ps.retired);
+    hp_cache_status_json(S.cache, b, status_module_queue);
     const char *url =
         MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "url");
     if (url)
@@ -552,7 +572,7 @@ static int max_streams(void)
 {
     if (S.cfg->max_streams > 0)
         return S.cfg->max_streams;
-    int half = hp_pool_size() / 2;
+    int half = S.cfg->max_threads / 2;
     return half > 0 ? half : 1;
 }
 
@@ -686,6 +706,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     learn(ps->page, ns, ctx_state(c) != CTX_BODY);
     if (req->flushed_inline) /* it streams: never on an event loop again */
         demote_for_stream(ps->page);
+    if (req->enlisted && !atomic_load(&ps->page->uses_db))
+        atomic_store(&ps->page->uses_db, true); /* see dispatch() */
     if (req->stream)
         return stream_finish(c, rc);
     if (timed_out) /* the host already sent a 504 and shut the socket */
@@ -712,7 +734,9 @@ static void offload(struct ctx *c)
     /* Suspend before queueing: a quick handler thread must never resume a
      * connection that is not suspended yet. */
     MHD_suspend_connection(c->req.conn);
-    hp_pool_submit(&c->job);
+    /* Keyed by the module's path: its requests queue behind each other,
+     * never behind another page's (a new version is the same module). */
+    hp_pool_submit(&c->job, c->req.target.path);
 }
 
 static void ctx_release(struct ctx *c);
@@ -769,7 +793,11 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
         }
         r = hp_cache_pin_page(S.cache, req->target.path, &req->pins, true);
     }
-    if (r == HP_ACQ_OK && !atomic_load(&req->pins.page->run_inline) &&
+    /* A promoted page that takes a database connection while the pool
+     * has none free would wait for one on this event loop: offload it. */
+    if (r == HP_ACQ_OK &&
+        (!atomic_load(&req->pins.page->run_inline) ||
+         (atomic_load(&req->pins.page->uses_db) && hp_db_server_busy())) &&
         !(req->pins.err && S.dev) && !stopping) {
         *offloaded = true;
         offload(c);
@@ -1171,7 +1199,19 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
-    if (hp_pool_start(cfg->threads, run_offloaded) < 0) {
+    struct hp_pool_opts po = {
+        .min_threads = cfg->threads,
+        .max_threads = cfg->max_threads,
+        .stack_size = cfg->thread_stack,
+        .idle_s = cfg->thread_idle,
+        .share_pct = cfg->module_share,
+        .grow_delay_s = HP_GROW_DELAY_S,
+        .publish = H.thread_counts,
+    };
+    if (cfg->max_threads < cfg->threads)
+        hp_log_info("max-threads %d is below threads %d: %d threads, fixed",
+                    cfg->max_threads, cfg->threads, cfg->threads);
+    if (hp_pool_start(&po, run_offloaded) < 0) {
         teardown();
         return 1;
     }

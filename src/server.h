@@ -24,6 +24,9 @@ struct hp_server_hooks {
     bool shared_listen;
     /* Event-loop threads to run; 0: one per CPU. */
     unsigned io_threads;
+    /* Where to keep this process's handler-thread counts up to date for
+     * the host (shared memory the supervisor reads), or NULL. */
+    struct hp_thread_counts *thread_counts;
 
     /* Before a page runs: is the pinned page version allowed to run (the
      * guard quarantines versions that crashed a process)? 0 to run it,

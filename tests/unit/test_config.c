@@ -726,6 +726,10 @@ static void test_example_file(void)
         "docroot",
         "listen",
         "threads",
+        "max-threads",
+        "thread-idle-timeout",
+        "thread-stack-size",
+        "module-thread-share",
         "dev",
         "cache-dir",
         "cc",
@@ -779,6 +783,10 @@ static void test_example_file(void)
     CHECK_STR(msg, "");
     CHECK_STR(c.listen, d.listen);
     CHECK(c.threads == d.threads);
+    CHECK(c.max_threads == d.max_threads);
+    CHECK(c.thread_idle == d.thread_idle);
+    CHECK(c.thread_stack == d.thread_stack);
+    CHECK(c.module_share == d.module_share);
     CHECK(c.dev == d.dev);
     CHECK_STR(c.cc, d.cc);
     CHECK_STR(c.cflags, d.cflags);
