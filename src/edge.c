@@ -323,9 +323,9 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
  */
 
 /*
- * At --connection-limit libmicrohttpd stops accepting, and further clients
- * wait in the listen backlog: it says nothing, so the edge does, at most
- * once a second.
+ * At --connection-limit the accept thread (listener.c) stops accepting,
+ * and further clients wait in the listen backlog: the edge says so, at
+ * most once a second.
  */
 static void count_open(void)
 {

@@ -16,8 +16,12 @@
  * a handler overruns --handler-timeout, the watchdog writes a fixed 504
  * response straight onto that request's socket (answer_504), bypassing
  * server.c, because the thread that owns the request is stuck and cannot
- * answer; it then shuts the socket down. server.c reaches the guard only
- * through the hooks (server.h) that hp_guard_enter fills.
+ * answer; it then shuts the socket down (after hp_server_claim, so that a
+ * dying worker's 503 and this 504 never both go out). The fatal-signal
+ * and exit hooks have server.c answer the requests the dying worker read
+ * and had not begun to answer (hp_server_answer_unstarted). server.c
+ * reaches the guard only through the hooks (server.h) that hp_guard_enter
+ * fills; heartbeat and lost write the slot's liveness fields.
  *
  * Writers of the shared area:
  *   - records: the thread that runs a handler writes its own record with

@@ -3,10 +3,14 @@
  * (resolve -> pin a version -> call the handler), the static-file and
  * error responses, the status endpoint, limits, and graceful shutdown.
  *
- * Owns: the MHD daemon, per-request contexts and their states, where a page
- * runs (inline or offloaded), signals. Not its own: the access log
- * (access.c), the request edge (edge.c), opening and planning static files
- * (static.c), the handler threads and their queue (pool.c).
+ * Owns: the MHD daemon (without a listening socket), per-request contexts
+ * and their states, where a page runs (inline or offloaded), signals, the
+ * liveness check's verdict, the table of requests read and not yet
+ * answered that a dying worker answers (hp_server_answer_unstarted). Not
+ * its own: the access log (access.c), the request edge (edge.c), the
+ * accept thread (listener.c), the census of descriptors (liveness.c),
+ * opening and planning static files (static.c), the handler threads and
+ * their queue (pool.c).
  * May not touch: compiling, loading or watching; it asks the module cache
  * for a pinned version and releases it when the response is done. It names
  * no host: a supervisor takes part only through the hooks of server.h.

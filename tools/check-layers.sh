@@ -31,7 +31,10 @@ check() {
 check 'hp_guard_|#include "guard\.h"' guard.c guard.h master.c
 check 'hp_master_run|#include "master\.h"' master.c master.h main.c
 check 'hp_procs_|procs\.h' # gone: the old two-way hooks
+# the accept thread and the descriptor census are the server's own
+check 'hp_listener_|#include "listener\.h"' listener.c listener.h server.c
+check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
 if [ $bad = 0 ]; then
-    echo "ok   layers: the server names no supervisor, the guard is master.c's"
+    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's"
 fi
 exit $bad
