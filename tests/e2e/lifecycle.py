@@ -378,6 +378,12 @@ def test_closed_descriptors_replace_the_worker():
         check_eq(p["restart_causes"]["descriptors"], 1,
                  "restart_causes.descriptors")
         check_eq(p["restart_causes"]["crash"], 0, "restart_causes.crash")
+        if os.path.basename(s.cmd[0]).endswith("-tsan"):
+            # The page closes descriptors other threads use: ThreadSanitizer
+            # rightly reports that race (the page's, by design) in the
+            # replaced worker. Check the stop without its report.
+            s.check_exit = False
+            check_eq(s.terminate(), 0, "exit status after SIGTERM")
 
 
 def test_closed_descriptors_single_process_exits_70():
