@@ -406,6 +406,7 @@ void hp_config_defaults(struct hp_config *c)
     c->handler_timeout = 30;
     c->worker_max_requests = 0; /* off, as PHP-FPM's pm.max_requests */
     c->worker_memory_limit = 0;
+    c->worker_heartbeat_timeout = 5;
     c->user = c->group = c->pid_file = c->error_log = NULL;
 }
 
@@ -808,6 +809,18 @@ const struct hp_setting hp_settings[] = {
      .min = 0,
      .max = (double)(1024 * SIZE_G),
      .zero = "off"},
+    {.key = "worker-heartbeat-timeout",
+     .arg = "SECONDS",
+     .section = S_PROCS,
+     .help = "kill and replace a worker whose accept thread has not "
+             "beaten for this long (it beats once a second while the "
+             "worker's own descriptors are intact); with worker processes "
+             "only",
+     .type = HP_SET_SECONDS,
+     .off = OFF(worker_heartbeat_timeout),
+     .min = 2,
+     .max = 86400,
+     .unit = "s"},
     {.key = "user",
      .arg = "USER",
      .section = S_PROCS,

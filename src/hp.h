@@ -68,6 +68,7 @@ struct hp_config {
     double handler_timeout; /* seconds a handler may run; 0 = no limit       */
     int worker_max_requests;    /* recycle a worker after this many page runs */
     size_t worker_memory_limit; /* ... or past this RSS in bytes; 0 = off    */
+    double worker_heartbeat_timeout; /* kill a silent worker after; 0 = off */
     char *user, *group;     /* drop privileges to these after binding        */
     char *pid_file;         /* written by the parent; NULL = none            */
     char *error_log;        /* stderr goes here (reopened on SIGUSR1)        */

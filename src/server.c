@@ -3,10 +3,14 @@
  * (resolve -> pin a version -> call the handler), the static-file and
  * error responses, the status endpoint, limits, and graceful shutdown.
  *
- * Owns: the MHD daemon, per-request contexts and their states, where a page
- * runs (inline or offloaded), signals. Not its own: the access log
- * (access.c), the request edge (edge.c), opening and planning static files
- * (static.c), the handler threads and their queue (pool.c).
+ * Owns: the MHD daemon (without a listening socket), per-request contexts
+ * and their states, where a page runs (inline or offloaded), signals, the
+ * liveness check's verdict, the table of requests read and not yet
+ * answered that a dying worker answers (hp_server_answer_unstarted). Not
+ * its own: the access log (access.c), the request edge (edge.c), the
+ * accept thread (listener.c), the census of descriptors (liveness.c),
+ * opening and planning static files (static.c), the handler threads and
+ * their queue (pool.c).
  * May not touch: compiling, loading or watching; it asks the module cache
  * for a pinned version and releases it when the response is done. It names
  * no host: a supervisor takes part only through the hooks of server.h.
@@ -27,6 +31,8 @@
 #include "db.h"
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
+#include "listener.h"
+#include "liveness.h"
 #include "pool.h"
 #include "request.h"
 #include "session.h"
@@ -45,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -115,6 +122,7 @@ struct ctx {
     char *uri;            /* raw request target, for the access log */
     struct hp_edge *edge; /* the connection's (edge.c), or NULL */
     struct MHD_Connection *conn;
+    int fd;           /* the connection's socket */
     atomic_int state; /* enum ctx_state */
     struct MHD_Response *resp;
     int status; /* of the response made; 0 while there is none */
@@ -178,6 +186,9 @@ static void no_op(void)
 static void no_status(struct hp_buf *b)
 {
 }
+static void no_lost(const char *why)
+{
+}
 
 static void hooks_fill(const struct hp_server_hooks *hooks)
 {
@@ -189,9 +200,100 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.run_alive = H.run_alive ? H.run_alive : no_op;
     H.stuck = H.stuck ? H.stuck : no_stuck;
     H.ready = H.ready ? H.ready : no_op;
+    H.heartbeat = H.heartbeat ? H.heartbeat : no_op;
+    H.lost = H.lost ? H.lost : no_lost;
     H.reopen_logs = H.reopen_logs ? H.reopen_logs : no_op;
     H.status_json = H.status_json ? H.status_json : no_status;
     H.teardown = H.teardown ? H.teardown : no_op;
+}
+
+/* ---- requests a dying process answers ------------------------------------
+ *
+ * One byte per descriptor: UNSTARTED from the moment a request has been
+ * read in full (dispatch) until its response goes to libmicrohttpd
+ * (queue), the only window in which nothing of a response can have been
+ * sent. A worker's crash handler (the host's, through
+ * hp_server_answer_unstarted) answers those requests itself; whoever
+ * moves the byte out of UNSTARTED first owns the socket:
+ *
+ *   NONE --dispatch--> UNSTARTED --queue--> NONE
+ *                          | crash handler (CAS)   | the host's watchdog
+ *                          v                       v (hp_server_claim)
+ *                        DYING (503 sent;        HOST (504 sent;
+ *                        queue never returns)    queue goes on)
+ */
+enum { U_NONE = 0, U_UNSTARTED, U_DYING, U_HOST };
+
+static struct {
+    _Atomic(unsigned char) *by_fd;
+    int n;
+    atomic_int high; /* highest descriptor marked + 1 */
+} U;
+
+static void unstarted_init(void)
+{
+    struct rlimit rl;
+    long n = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        n = (long)rl.rlim_cur;
+    if (n > (1L << 20))
+        n = 1L << 20;
+    U.by_fd = hp_xcalloc((size_t)n, 1);
+    U.n = (int)n;
+}
+
+static void unstarted_mark(int fd)
+{
+    if (fd < 0 || fd >= U.n)
+        return;
+    atomic_store(&U.by_fd[fd], U_UNSTARTED);
+    int high = atomic_load(&U.high);
+    while (fd + 1 > high &&
+           !atomic_compare_exchange_weak(&U.high, &high, fd + 1))
+        ;
+}
+
+/* The response is about to be handed over (or the request is gone). */
+static void unstarted_clear(int fd)
+{
+    if (fd < 0 || fd >= U.n)
+        return;
+    if (atomic_exchange(&U.by_fd[fd], U_NONE) == U_DYING)
+        for (;;) /* the crash handler answered: this process is ending */
+            pause();
+}
+
+void hp_server_answer_unstarted(int culprit_fd)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Retry-After: 1\r\nConnection: close\r\n"
+                               "Content-Length: 0\r\n\r\n";
+    static const char failed[] = "HTTP/1.1 502 Bad Gateway\r\n"
+                                 "Connection: close\r\n"
+                                 "Content-Length: 0\r\n\r\n";
+    int high = atomic_load(&U.high);
+    for (int fd = 0; U.by_fd && fd < high && fd < U.n; fd++) {
+        unsigned char want = U_UNSTARTED;
+        if (!atomic_compare_exchange_strong(&U.by_fd[fd], &want, U_DYING))
+            continue;
+        bool culprit = fd == culprit_fd;
+        ssize_t r = send(fd, culprit ? failed : busy,
+                         culprit ? sizeof failed - 1 : sizeof busy - 1,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)r;
+        shutdown(fd, SHUT_WR);
+    }
+}
+
+bool hp_server_claim(int fd)
+{
+    if (fd < 0 || fd >= U.n || !U.by_fd)
+        return true;
+    unsigned char w = atomic_load(&U.by_fd[fd]);
+    while (w != U_DYING)
+        if (atomic_compare_exchange_weak(&U.by_fd[fd], &w, U_HOST))
+            return true;
+    return false;
 }
 
 /* ---- access log (access.c) ---------------------------------------------- */
@@ -221,9 +323,9 @@ static void access_log_refused(const char *addr, int status)
     hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
-/* A stopping server that shares its listening socket (a worker process)
- * asks keep-alive clients to reconnect, so they move to the processes that
- * go on serving. */
+/* A stopping server asks keep-alive clients to reconnect (Connection:
+ * close), so they move to the processes that go on serving, or learn at
+ * once that this one is going. */
 static atomic_bool draining;
 
 /* ---- responses ---------------------------------------------------------- */
@@ -815,6 +917,7 @@ static enum MHD_Result queue(struct ctx *c)
     if (!c->resp)
         return MHD_NO;
     ctx_move(c, ctx_state(c), CTX_QUEUED);
+    unstarted_clear(c->fd);
     if (atomic_load_explicit(&draining, memory_order_relaxed))
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r =
@@ -859,6 +962,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     c->uri = hp_xstrdup(uri ? uri : "");
     c->edge = hp_edge_of(conn);
     c->conn = conn;
+    c->fd = conn_fd(conn);
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -934,6 +1038,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     case CTX_BODY:
         if (*upload_size)
             return take_body(c, upload, upload_size);
+        unstarted_mark(c->fd);
         if (dispatch(c, &offloaded) != MHD_YES)
             return MHD_NO;
         if (offloaded)
@@ -993,6 +1098,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                                                     : 400;
     }
     hp_edge_request_done(c->edge);
+    unstarted_clear(c->fd);
     *con_cls = NULL;
     if (ctx_state(c) != CTX_HEAD && c->req.stream) {
         hp_stream_gone(c->req.stream); /* a waiting hp_flush returns -1 */
@@ -1157,31 +1263,76 @@ static void teardown(void)
     free(S.root);
 }
 
-/* libmicrohttpd on the host's socket or on cfg->listen (ss). */
-static struct MHD_Daemon *daemon_start(struct hp_config *cfg,
-                                       struct sockaddr_storage *ss)
+/* Connections as the request edge and the listener count them. */
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    hp_edge_notify(cls, conn, socket_context, toe);
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        hp_listener_closed();
+}
+
+/*
+ * libmicrohttpd without a listening socket: the listener (listener.c)
+ * accepts and adds connections. The listener enforces --connection-limit
+ * for the whole process; libmicrohttpd gets room in each of its
+ * thread-pool daemons for all of them and a whole backlog taken at stop
+ * (listener.c's BACKLOG_MAX), so that it never refuses (and closes) one
+ * the listener admitted: it spreads added connections by descriptor
+ * number and counts a daemon's share only once that daemon's thread has
+ * taken them, so a burst can land on one daemon.
+ */
+static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss->ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    /* A socket the host bound (a worker process's, from its parent). */
-    struct MHD_OptionItem where[] = {
-        H.listen_fd >= 0 ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
-                                                   H.listen_fd, NULL}
-                         : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ss},
-        {MHD_OPTION_END, 0, NULL}};
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    unsigned each = cfg->conn_limit > UINT_MAX / 2 - 1024
+                        ? UINT_MAX / 2
+                        : cfg->conn_limit + 1024;
+    unsigned room = S.io_threads > 1 && each <= UINT_MAX / S.io_threads
+                        ? each * S.io_threads
+                        : each;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_ARRAY, where, MHD_OPTION_URI_LOG_CALLBACK,
-        on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
+        on_mhd_log, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
-        MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, hp_edge_mhd_memory(cfg),
-        MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, room, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        hp_edge_mhd_memory(cfg), MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
+        MHD_OPTION_END);
+}
+
+/*
+ * On the accept thread, about once a second: are the descriptors serving
+ * depends on still ours (liveness.c)? A page that closed them leaves a
+ * process that can neither accept nor serve, though it looks ready: it
+ * says why and ends with status 70 (EX_SOFTWARE), so that the supervisor
+ * (or systemd, with --workers 0) starts a working one. Otherwise the host
+ * gets its heartbeat.
+ */
+static void each_second(void)
+{
+    char why[160];
+    if (hp_liveness_check(why, sizeof why) == 0) {
+        H.heartbeat();
+        return;
+    }
+    hp_liveness_restore_stderr();
+    hp_log_error("%s (by a page?): this process can no longer serve; "
+                 "exiting with status 70 so that it is replaced",
+                 why);
+    H.lost(why);
+    _exit(70);
+}
+
+/* The descriptors the liveness check watches, once serving starts. */
+static void record_descriptors(void)
+{
+    int extra[] = {hp_listener_fd(), hp_access_fd()};
+    hp_liveness_record(extra, 2);
 }
 
 /* Everything up to accepting connections: 0, or 1 with nothing left
@@ -1199,6 +1350,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
+    unstarted_init();
     struct hp_pool_opts po = {
         .min_threads = cfg->threads,
         .max_threads = cfg->max_threads,
@@ -1220,9 +1372,21 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         teardown();
         return 1;
     }
-    S.mhd = daemon_start(cfg, ss);
+    /* The host's socket (a worker's, from its parent), or our own. */
+    int fd = H.listen_fd >= 0 ? H.listen_fd : hp_listen_bind(cfg->listen);
+    S.mhd = fd >= 0 ? daemon_start(cfg) : NULL;
     if (!S.mhd) {
-        hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
+        if (fd >= 0)
+            hp_log_error("cannot start libmicrohttpd: %s", strerror(errno));
+        if (fd >= 0 && fd != H.listen_fd)
+            close(fd);
+        hp_edge_stop();
+        hp_pool_stop();
+        teardown();
+        return 1;
+    }
+    if (hp_listener_start(fd, S.mhd, cfg->conn_limit, each_second) < 0) {
+        MHD_stop_daemon(S.mhd);
         hp_edge_stop();
         hp_pool_stop();
         teardown();
@@ -1244,14 +1408,17 @@ static void wait_for_stop(const sigset_t *sigs)
             break;
         }
         if (sig == SIGUSR1) {
+            hp_liveness_begin_change();
+            int before = hp_access_fd();
             hp_access_reopen();
             H.reopen_logs();
+            hp_liveness_end_change(before, hp_access_fd());
         }
     }
 }
 
-/* Stop accepting, give running requests a bounded time; leave the process
- * (_exit) if some never finish. */
+/* Stop accepting at once, give running requests a bounded time; leave the
+ * process (_exit) if some never finish. */
 static void drain(struct hp_config *cfg)
 {
     /* From here no request is offloaded: libmicrohttpd cannot stop with a
@@ -1259,40 +1426,34 @@ static void drain(struct hp_config *cfg)
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
     hp_stream_shutdown(); /* long streams end now (hp_flush says -1) */
-    /* libmicrohttpd 0.9.75's MHD_quiesce_daemon() races its own epoll
-     * threads over removing the listening socket and can abort the
-     * process (a known defect: both sides call EPOLL_CTL_DEL, the loser
-     * panics). A single process does without it: it goes on accepting
-     * for the bounded drain, answering with Connection: close. Worker
-     * processes need it (a drained worker must leave new connections to
-     * the others), and accept the small risk; docs/operations.md. */
-    if (H.shared_listen) {
-        MHD_quiesce_daemon(S.mhd);
-        atomic_store(&draining, true);
-    }
+    atomic_store(&draining, true);
+    /* Close our copy of the listening socket (after taking what waits in
+     * its backlog, to be answered rather than reset): with worker
+     * processes the others, or a new generation, go on accepting; alone,
+     * or when every process stops, new connections are refused at once
+     * and clients and load balancers try elsewhere. */
+    unsigned taken = hp_listener_stop(true);
+    if (taken)
+        hp_log_info("took %u connections from the listen backlog; no longer "
+                    "accepting",
+                    taken);
     double deadline = hp_now() + cfg->shutdown_timeout;
     /* (Handlers the --handler-timeout watchdog gave up on never finish:
      * H.stuck() counts them, 0 with --workers 0.) */
     while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
         usleep(10000);
-    if (H.shared_listen) {
-        /* A worker process: the listening socket lives on in the other
-         * workers, so a connection this one accepted just before it
-         * stopped accepting must still be answered. Wait up to a second
-         * for such connections' requests (and close keep-alive ones). */
-        double grace = hp_now() + 1.0;
-        while (hp_now() < deadline && hp_now() < grace) {
-            const union MHD_DaemonInfo *di =
-                MHD_get_daemon_info(S.mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-            long busy = atomic_load(&S.inflight) - H.stuck();
-            if (busy <= 0 && (!di || di->num_connections <=
-                                         (unsigned)atomic_load(&S.inflight)))
-                break;
-            usleep(10000);
-        }
-        while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
-            usleep(10000);
-    }
+    /* A connection accepted just before the socket closed must still be
+     * answered: wait up to a second for requests on connections with none
+     * yet, libmicrohttpd may not even have started on them (idle
+     * keep-alive connections are closed when libmicrohttpd stops; RFC 9112
+     * §9.3.1 lets their clients retry). */
+    double grace = hp_now() + 1.0;
+    while (hp_now() < deadline && hp_now() < grace &&
+           (atomic_load(&S.inflight) > H.stuck() ||
+            (long)hp_listener_open() > hp_edge_used_connections()))
+        usleep(10000);
+    while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
+        usleep(10000);
     if (atomic_load(&S.inflight) > 0 && H.stuck() > 0) {
         hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
                      H.stuck());
@@ -1333,6 +1494,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
                 HP_VERSION_STRING, S.root, cfg->listen,
                 S.dev ? "dev" : "production");
+    record_descriptors();
     H.ready();
     wait_for_stop(&sigs);
     drain(cfg);
