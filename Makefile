@@ -134,9 +134,11 @@ e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/conformance/run.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/static.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/compile.py
-	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/sched.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/kit.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/tfb.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/builds.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/stream.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/sched.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/ops.py
 
 # The binary exports exactly the functions include/hotpub.h declares.

@@ -115,7 +115,7 @@ pm.max_requests = 0
 # ---- servers ----------------------------------------------------------------
 
 class HotpubSrv:
-    def __init__(self, b, binary, cpu, tag):
+    def __init__(self, b, binary, cpu, tag, extra):
         root = b.path("hp-root")
         if not os.path.isdir(root):
             os.makedirs(root)
@@ -123,7 +123,7 @@ class HotpubSrv:
                 with open(os.path.join(root, name), "w") as f:
                     f.write(text)
         self.hp = Hotpub(b, binary, root, b.path("hp-cache"),
-                         extra=["--workers", "0"], cpu=cpu,
+                         extra=["--workers", "0"] + extra, cpu=cpu,
                          name="hotpub-%s" % tag)
         self.port = self.hp.port
         self.fast, self.slow = "/fast", "/slow"
@@ -220,7 +220,7 @@ SERVERS = ["hotpub", "mod_python", "php-fpm-static4", "php-fpm-dynamic50"]
 def start(b, name, binary, args, user, tag):
     cpu = args.server_cpu
     if name == "hotpub":
-        return HotpubSrv(b, binary, cpu, tag)
+        return HotpubSrv(b, binary, cpu, tag, args.hotpub_args.split())
     if name == "mod_python":
         return ModPythonSrv(b, cpu, tag, user)
     if name == "php-fpm-static4":
@@ -348,6 +348,9 @@ def main():
                     help="seconds between starting the blockers and wrk")
     ap.add_argument("--servers", default=",".join(SERVERS),
                     help="subset of %s" % ",".join(SERVERS))
+    ap.add_argument("--hotpub-args", default="",
+                    help="more hotpub flags, e.g. \"--inline false\" (every "
+                    "request offloaded, as a page not yet proven fast)")
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
     args = ap.parse_args()
@@ -371,6 +374,8 @@ def main():
         % (args.conns, args.duration, ns, SLEEP, args.runs, args.server_cpu,
            args.client_cpu))
     describe_env(b, src, digest)
+    if args.hotpub_args:
+        note("hotpub flags added: %s" % args.hotpub_args)
     note("mod_python: apache2 %s; php-fpm: nginx 1 worker + pm static 4 / "
          "dynamic 50 (start 4, spare 2-8)" % dbb.APACHE_MPM_DESC)
     res = {}

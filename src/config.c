@@ -441,6 +441,8 @@ void hp_config_free(struct hp_config *c)
     free(c->health_allow);
     c->tls_cert = c->tls_key = c->tls_priorities = NULL;
     c->admin_token = c->health_allow = NULL;
+    free(c->upload_dir);
+    c->upload_dir = NULL;
     c->user = c->group = c->pid_file = c->error_log = NULL;
     c->docroot = c->listen = c->cache_dir = c->cc = c->cflags = NULL;
     c->include_dir = c->access_log = NULL;
@@ -742,6 +744,25 @@ const struct hp_setting hp_settings[] = {
      .min = 0,
      .max = 1e9,
      .zero = "off"},
+    {.key = "max-streams",
+     .arg = "N",
+     .section = S_LIMITS,
+     .help = "streamed responses (hp_flush, hp_sse) open at once, each on a "
+             "handler thread; one more gets 503",
+     .type = HP_SET_INT,
+     .off = OFF(max_streams),
+     .min = 0,
+     .max = 100000,
+     .zero = "half of --max-threads"},
+    {.key = "upload-dir",
+     .arg = "DIR",
+     .section = S_LIMITS,
+     .help = "where uploaded files are spooled while their request runs",
+     .type = HP_SET_STRING,
+     .off = OFF(upload_dir),
+     .noun = "the upload directory",
+     .path = true,
+     .def = "$TMPDIR, else /tmp"},
     {.key = "connection-limit",
      .arg = "N",
      .section = S_LIMITS,

@@ -368,9 +368,9 @@ ssize_t gnutls_record_recv(void *session, void *buf, size_t len)
  */
 
 /*
- * At --connection-limit libmicrohttpd stops accepting, and further clients
- * wait in the listen backlog: it says nothing, so the edge does, at most
- * once a second.
+ * At --connection-limit the accept thread (listener.c) stops accepting,
+ * and further clients wait in the listen backlog: the edge says so, at
+ * most once a second.
  */
 static void count_open(void)
 {

@@ -16,8 +16,12 @@
  * a handler overruns --handler-timeout, the watchdog writes a fixed 504
  * response straight onto that request's socket (answer_504), bypassing
  * server.c, because the thread that owns the request is stuck and cannot
- * answer; it then shuts the socket down. server.c reaches the guard only
- * through the hooks (server.h) that hp_guard_enter fills.
+ * answer; it then shuts the socket down (after hp_server_claim, so that a
+ * dying worker's 503 and this 504 never both go out). The fatal-signal
+ * and exit hooks have server.c answer the requests the dying worker read
+ * and had not begun to answer (hp_server_answer_unstarted). server.c
+ * reaches the guard only through the hooks (server.h) that hp_guard_enter
+ * fills; heartbeat and lost write the slot's liveness fields.
  *
  * Writers of the shared area:
  *   - records: the thread that runs a handler writes its own record with
@@ -128,6 +132,7 @@ struct slot {
     char why[160];        /* ... in words, written before cause */
     atomic_int nrecs;     /* records handed out to threads */
     atomic_ulong handled; /* handler runs */
+    struct hp_thread_counts threads; /* the worker's pool.c keeps it */
     /* struct rec recs[shm->nrecs] follows */
 };
 
@@ -823,6 +828,15 @@ static void maybe_recycle(void)
                     (int)getpid(), why);
 }
 
+/* A streaming handler flushed: its --handler-timeout counts from here
+ * (a stream is stuck only when it stops moving). */
+static void guard_run_alive(void)
+{
+    if (ME && tl_rec >= 0)
+        atomic_store_explicit(&rec_at(ME, tl_rec)->started, now_ns(),
+                              memory_order_relaxed);
+}
+
 static bool guard_run_end(int token)
 {
     assert(ME);
@@ -991,11 +1005,15 @@ static void guard_status_json(struct hp_buf *b)
         hp_buf_printf(b,
                       "%s{\"pid\":%d,\"slot\":%d,\"generation\":%u,"
                       "\"state\":\"%s\",\"retiring\":%s,\"handled\":%lu,"
-                      "\"running\":%d,\"heartbeat_age\":%.1f}",
+                      "\"running\":%d,\"heartbeat_age\":%.1f,"
+                      "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d}}",
                       first ? "" : ",", (int)s->pid, i, s->gen,
                       slot_state_name[st],
                       atomic_load(&s->retire) ? "true" : "false",
-                      atomic_load(&s->handled), running, silent);
+                      atomic_load(&s->handled), running, silent,
+                      atomic_load(&s->threads.live),
+                      atomic_load(&s->threads.busy),
+                      atomic_load(&s->threads.max));
         first = false;
     }
     hp_buf_puts(b, "],\"restart_causes\":{");
@@ -1306,6 +1324,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->rescue = guard_rescue;
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
+    hooks->run_alive = guard_run_alive;
     hooks->stuck = guard_stuck;
     hooks->ready = guard_ready;
     hooks->heartbeat = guard_heartbeat;
@@ -1313,4 +1332,5 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->status_json = guard_status_json;
     hooks->metrics_text = guard_metrics_text;
     hooks->teardown = guard_teardown;
+    hooks->thread_counts = &ME->threads;
 }

@@ -190,7 +190,8 @@ static void remove_pid_file(void)
  *     |                  v start                  GRACE, SIGTERM  |
  *     |              DRAINING <-----------------------------------+
  *     |                  |
- *     +---- reaped ------+   (also from CURRENT, REPLACED: it died)
+ *     +---- reaped ------+   (also from CURRENT, REPLACED: it died, or
+ *                             was killed for a stopped heartbeat)
  *
  * DRAINING is the only state whose clean exit is not a crash.
  */

@@ -91,6 +91,17 @@ static struct {
     double last_spawn_error;
 } P = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
+/* Under P.mu, after live or busy changed: the copy the host reads. */
+static void publish(void)
+{
+    struct hp_thread_counts *c = P.o.publish;
+    if (!c)
+        return;
+    atomic_store_explicit(&c->live, P.live, memory_order_relaxed);
+    atomic_store_explicit(&c->busy, P.busy, memory_order_relaxed);
+    atomic_store_explicit(&c->max, P.o.max_threads, memory_order_relaxed);
+}
+
 /* ---- the key table ------------------------------------------------------ */
 
 static uint64_t key_hash(const char *s)
@@ -276,6 +287,7 @@ static void busy_add(struct waiter *w)
         P.busy_list->bprev = w;
     P.busy_list = w;
     P.busy++;
+    publish();
 }
 
 static void busy_remove(struct waiter *w)
@@ -287,6 +299,7 @@ static void busy_remove(struct waiter *w)
     if (w->bnext)
         w->bnext->bprev = w->bprev;
     P.busy--;
+    publish();
 }
 
 static void *thread_main(void *arg)
@@ -326,6 +339,7 @@ static void *thread_main(void *arg)
             P.waking--;
     }
     P.live--;
+    publish();
     pthread_cond_broadcast(&P.gone);
     pthread_mutex_unlock(&P.mu);
     pthread_cond_destroy(&w.cv);
@@ -354,6 +368,7 @@ static void spawn_failed(int err)
     P.live--;
     P.started--;
     P.waking--;
+    publish();
     bool say = hp_now() - P.last_spawn_error >= 1.0;
     if (say)
         P.last_spawn_error = hp_now();
@@ -373,14 +388,15 @@ static bool starved(void)
 }
 
 /* Whether thread tid sleeps (state S or D in /proc: waiting for a lock,
- * a condition, I/O, a timer), rather than running or waiting for a CPU. */
+ * a condition, I/O, a timer), rather than running or waiting for a CPU.
+ * Without /proc (or for a thread gone meanwhile) it says yes. */
 static bool thread_sleeps(pid_t tid)
 {
     char path[64], buf[256];
     snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return false;
+    if (fd < 0) /* no /proc: grow as if it slept, the safe side */
+        return true;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
@@ -424,6 +440,7 @@ static void spawn_n(long n)
             P.live -= (int)(n - i - 1);
             P.waking -= (int)(n - i - 1);
             P.started -= (unsigned long)(n - i - 1);
+            publish();
             pthread_mutex_unlock(&P.mu);
             return;
         }
@@ -472,6 +489,7 @@ static void *grower_main(void *arg)
         P.waking += (int)n;
         P.started += (unsigned long)n;
         P.starved_since = 0;
+        publish();
         pthread_mutex_unlock(&P.mu);
         spawn_n(n);
         pthread_mutex_lock(&P.mu);
@@ -508,6 +526,7 @@ int hp_pool_start(const struct hp_pool_opts *opts, hp_pool_fn *fn)
     P.waking = P.o.min_threads;
     P.runnable = 0;
     P.starved_since = 0;
+    publish();
     pthread_mutex_unlock(&P.mu);
 
     P.has_grower = P.o.grow_delay_s > 0 && P.o.max_threads > P.o.min_threads;
@@ -529,6 +548,7 @@ int hp_pool_start(const struct hp_pool_opts *opts, hp_pool_fn *fn)
             P.live -= opts->min_threads - i;
             P.waking -= opts->min_threads - i;
             P.started -= (unsigned long)(opts->min_threads - i);
+            publish();
             pthread_mutex_unlock(&P.mu);
             hp_log_error("cannot start handler threads: %s", strerror(err));
             hp_pool_stop();
@@ -571,6 +591,7 @@ void hp_pool_submit(struct hp_pool_job *job, const char *key)
             P.live++;
             P.started++;
             P.waking++;
+            publish();
             grow = true;
         } else if (P.live < P.o.max_threads && !P.starved_since) {
             P.starved_since = hp_now(); /* the grower starts the clock */

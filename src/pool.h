@@ -31,6 +31,7 @@ struct hp_pool_opts {
     double grow_delay_s; /* a job that can run waits this long for a busy
                             thread before new threads are started; 0 =
                             start one at once                            */
+    struct hp_thread_counts *publish; /* kept up to date, or NULL     */
 };
 
 /* Start opts->min_threads threads running fn. Returns 0, or -1 after

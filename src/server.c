@@ -3,18 +3,23 @@
  * (resolve -> pin a version -> call the handler), the static-file and
  * error responses, the status endpoint, limits, and graceful shutdown.
  *
- * Owns: the MHD daemon, per-request contexts and their states, where a page
- * runs (inline or offloaded), signals. Not its own: the access log
- * (access.c), the request edge (edge.c), opening and planning static files
- * (static.c), the handler threads and their queue (pool.c).
+ * Owns: the MHD daemon (without a listening socket), per-request contexts
+ * and their states, where a page runs (inline or offloaded), signals, the
+ * liveness check's verdict, the table of requests read and not yet
+ * answered that a dying worker answers (hp_server_answer_unstarted). Not
+ * its own: the access log (access.c), the request edge (edge.c), the
+ * accept thread (listener.c), the census of descriptors (liveness.c),
+ * opening and planning static files (static.c), the handler threads and
+ * their queue (pool.c).
  * May not touch: compiling, loading or watching; it asks the module cache
  * for a pinned version and releases it when the response is done. It names
  * no host: a supervisor takes part only through the hooks of server.h.
  *
  * Threading: a few event-loop threads (libmicrohttpd's epoll thread pool,
  * one per CPU) read requests and write responses; a page runs either right
- * there (inline) or on a pool of --threads handler threads (offloaded, with
- * the connection suspended meanwhile). Inline costs nothing extra but a
+ * there (inline) or on the handler threads of pool.c (offloaded, with the
+ * connection suspended meanwhile; keyed by the page's module path, so each
+ * module queues on its own and holds at most its share of the threads). Inline costs nothing extra but a
  * handler that blocks would stall every connection of its event loop, so
  * a page version starts offloaded and is promoted to inline only after
  * HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run demotes
@@ -35,6 +40,8 @@
 #include "request.h"
 #include "session.h"
 #include "static.h"
+#include "stream.h"
+#include "upload.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -78,6 +85,8 @@ struct server {
     unsigned io_threads;
     /* the handler threads */
     atomic_ulong offloaded, inlined;
+    atomic_int streams;     /* streamed responses whose handler runs */
+    const char *upload_dir; /* --upload-dir, else $TMPDIR, else /tmp */
     atomic_bool stopping; /* shutting down: run inline, close connections */
 };
 
@@ -90,12 +99,25 @@ struct server {
  * QUEUED |   (or a 413 before the body)        ^
  *                         +--dispatch: offload--> OFFLOADED ----+
  *                                                 (handler thread, then resume)
+ *                                OFFLOADED --first hp_flush--> STREAMING -->
+ * QUEUED
  *
  * HEAD: the request line is known (the URI callback), the head is not done.
  * BODY: hp_req is set up; the body arrives. QUEUED: handed to libmicrohttpd.
  * Whether a response was made is c->status != 0, set with c->resp.
+ * STREAMING: the handler thread made a streamed response (hp_flush) and
+ * resumed the connection, whose event loop queues it; the handler goes on
+ * writing through the stream (stream.c) and touches nothing else of the
+ * context but c->owners, which says who frees it (ctx_release).
  */
-enum ctx_state { CTX_HEAD, CTX_BODY, CTX_OFFLOADED, CTX_ANSWERED, CTX_QUEUED };
+enum ctx_state {
+    CTX_HEAD,
+    CTX_BODY,
+    CTX_OFFLOADED,
+    CTX_ANSWERED,
+    CTX_QUEUED,
+    CTX_STREAMING
+};
 
 /* Per-request context: created by the URI log callback (the first thing
  * libmicrohttpd tells us about a request), freed on completion. */
@@ -111,6 +133,9 @@ struct ctx {
     const char *label; /* the metrics' page label when not the target's */
     uint64_t length;
     struct hp_pool_job job; /* on the handler threads' queue (pool.c) */
+    /* A streamed response (hp_flush): its handler thread and its
+     * connection both hold the request; the last to let go frees it. */
+    atomic_int owners;
     hp_req req;             /* last: initialised by hp_req_init, not calloc */
 };
 
@@ -129,6 +154,8 @@ static void ctx_move(struct ctx *c, enum ctx_state from, enum ctx_state to)
     assert((from == CTX_HEAD && to == CTX_BODY) ||
            (from == CTX_BODY && (to == CTX_OFFLOADED || to == CTX_ANSWERED)) ||
            (from == CTX_OFFLOADED && to == CTX_ANSWERED) ||
+           (from == CTX_OFFLOADED && to == CTX_STREAMING) ||
+           (from == CTX_STREAMING && to == CTX_QUEUED) ||
            (from == CTX_ANSWERED && to == CTX_QUEUED));
     (void)from;
     atomic_store_explicit(&c->state, (int)to, memory_order_release);
@@ -175,6 +202,7 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.rescue = H.rescue ? H.rescue : no_rescue;
     H.run_begin = H.run_begin ? H.run_begin : no_run_begin;
     H.run_end = H.run_end ? H.run_end : no_run_end;
+    H.run_alive = H.run_alive ? H.run_alive : no_op;
     H.stuck = H.stuck ? H.stuck : no_stuck;
     H.ready = H.ready ? H.ready : no_op;
     H.heartbeat = H.heartbeat ? H.heartbeat : no_op;
@@ -280,11 +308,9 @@ static void access_log(struct ctx *c)
     if (!hp_access_enabled())
         return;
     const char *ref = NULL, *ua = NULL;
-    if (ctx_state(c) != CTX_HEAD) {
-        ref = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
-                                          "Referer");
-        ua = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
-                                         "User-Agent");
+    if (ctx_state(c) != CTX_HEAD) { /* (a detached request has copies) */
+        ref = hp_header(&c->req, "Referer");
+        ua = hp_header(&c->req, "User-Agent");
     } else { /* refused or cut short before the head was done */
         c->req.conn = c->conn;
         c->req.remote[0] = '\0';
@@ -364,7 +390,8 @@ static const char *static_field(hp_req *req, const char *name)
 
 /* A bodiless answer of the plan (304, 412, 416) with its headers. */
 static enum MHD_Result send_static_status(struct ctx *c,
-                                          const struct hp_static_plan *p)
+                                          const struct hp_static_plan *p,
+                                          const char *name)
 {
     hp_req *req = &c->req;
 
@@ -375,7 +402,7 @@ static enum MHD_Result send_static_status(struct ctx *c,
         /* RFC 9110 §15.4.5: the validators a 200 would have carried. */
         hp_req_add_header(req, "ETag", p->etag);
         hp_req_add_header(req, "Last-Modified", p->last_modified);
-        hp_req_add_header(req, "Content-Type", hp_mime_type(req->target.path));
+        hp_req_add_header(req, "Content-Type", hp_mime_type(name));
         return send_buffer(c, 304);
     }
     hp_req_error_body(req, p->status, NULL);
@@ -384,11 +411,14 @@ static enum MHD_Result send_static_status(struct ctx *c,
     return send_buffer(c, p->status);
 }
 
+static enum MHD_Result send_file_planned(struct ctx *c, int fd,
+                                         const struct stat *st,
+                                         const char *name);
+
 /* static.c opens the file and decides the answer; this builds it. */
 static enum MHD_Result send_static(struct ctx *c)
 {
     hp_req *req = &c->req;
-    struct hp_static_plan p;
     struct stat st;
     int fd;
 
@@ -401,6 +431,25 @@ static enum MHD_Result send_static(struct ctx *c)
     fd = hp_static_open(S.root, req->target.path, &st);
     if (fd < 0)
         return send_error(c, 404, NULL);
+    req->headers.n = 0; /* a static file carries only its own fields */
+    req->has_content_type = false;
+    return send_file_planned(c, fd, &st, req->target.path);
+}
+
+/*
+ * The file open on fd (st: its fstat) as static files get it: validators,
+ * conditional requests and one byte range (static.c's plan), zero copy.
+ * Fields in req->headers (a page's, for hp_send_file) go along; its
+ * Content-Type, if it set one, wins over the one from name's extension.
+ * Takes fd.
+ */
+static enum MHD_Result send_file_planned(struct ctx *c, int fd,
+                                         const struct stat *st,
+                                         const char *name)
+{
+    hp_req *req = &c->req;
+    struct hp_static_plan p;
+    bool get = strcmp(req->method, "GET") == 0 || req->is_head;
     struct hp_static_fields f = {
         .if_match = static_field(req, "If-Match"),
         .if_none_match = static_field(req, "If-None-Match"),
@@ -409,10 +458,12 @@ static enum MHD_Result send_static(struct ctx *c)
         .range = static_field(req, "Range"),
         .if_range = static_field(req, "If-Range"),
     };
-    hp_static_plan(&st, &f, time(NULL), &p);
+    if (!get) /* conditions and ranges are about GET (RFC 9110 §13.2.1) */
+        f = (struct hp_static_fields){0};
+    hp_static_plan(st, &f, time(NULL), &p);
     if (p.status != 200 && p.status != 206) {
         close(fd);
-        return send_static_status(c, &p);
+        return send_static_status(c, &p, name);
     }
     struct MHD_Response *r =
         MHD_create_response_from_fd_at_offset64(p.length, fd, p.offset);
@@ -420,7 +471,11 @@ static enum MHD_Result send_static(struct ctx *c)
         close(fd);
         return MHD_NO;
     }
-    MHD_add_response_header(r, "Content-Type", hp_mime_type(req->target.path));
+    for (size_t i = 0; i < req->headers.n; i++)
+        MHD_add_response_header(r, req->headers.v[i].name,
+                                req->headers.v[i].value);
+    if (!req->has_content_type)
+        MHD_add_response_header(r, "Content-Type", hp_mime_type(name));
     MHD_add_response_header(r, "Last-Modified", p.last_modified);
     MHD_add_response_header(r, "ETag", p.etag);
     MHD_add_response_header(r, "Accept-Ranges", "bytes");
@@ -489,6 +544,7 @@ static void status_url(struct hp_buf *b, const char *url)
     hp_pinset_release(&probe.pins);
 }
 
+static int max_streams(void);
 /* status.json: a module's requests on the handler threads (pool.c). */
 static void status_module_queue(const char *path, struct hp_buf *b)
 {
@@ -509,6 +565,7 @@ static void status_body(struct hp_buf *b, const char *url)
         "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
         "\"uptime\":%.3f,\"io_threads\":%u,\"handler_threads\":%d,"
         "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu,"
+        "\"streams\":%d,\"max_streams\":%d,"
         "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d,\"min\":%d,"
         "\"idle\":%d,\"queued\":%ld,\"module_share\":%d,"
         "\"started\":%lu,\"retired\":%lu}},"
@@ -517,8 +574,8 @@ static void status_body(struct hp_buf *b, const char *url)
         hp_compiler_runs(S.cc), atomic_load(&S.requests),
         atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
         ps.live, ps.busy, atomic_load(&S.offloaded), atomic_load(&S.inlined),
-        ps.live, ps.busy, ps.max, ps.min, ps.idle, ps.queued, ps.share,
-        ps.started, ps.retired);
+        atomic_load(&S.streams), max_streams(), ps.live, ps.busy, ps.max,
+        ps.min, ps.idle, ps.queued, ps.share, ps.started, ps.retired);
     hp_cache_status_json(S.cache, b, status_module_queue);
     if (url)
         status_url(b, url);
@@ -691,6 +748,106 @@ static int conn_fd(struct MHD_Connection *conn)
     return ci ? ci->connect_fd : -1;
 }
 
+/* ---- responses that leave before the handler returns -----------------------
+ */
+
+/* A page that called hp_flush on an event-loop thread: its next runs go to
+ * the handler threads, where flushing streams. */
+static void demote_for_stream(hp_version *v)
+{
+    atomic_store(&v->slow, true);
+    if (atomic_exchange(&v->run_inline, false))
+        hp_log_info("%s: it flushes its response; it now runs on the handler "
+                    "threads",
+                    v->path);
+}
+
+static int max_streams(void)
+{
+    if (S.cfg->max_streams > 0)
+        return S.cfg->max_streams;
+    int half = S.cfg->max_threads / 2;
+    return half > 0 ? half : 1;
+}
+
+/* req->stream_begin of an offloaded run (output.c's hp_flush calls it). */
+static int stream_begin(hp_req *req)
+{
+    struct ctx *c = (struct ctx *)((char *)req - offsetof(struct ctx, req));
+    assert(ctx_state(c) == CTX_OFFLOADED);
+    if (atomic_fetch_add(&S.streams, 1) >= max_streams()) {
+        atomic_fetch_sub(&S.streams, 1);
+        static _Atomic long long last;
+        long long now = (long long)time(NULL);
+        if (atomic_exchange(&last, now) != now)
+            hp_log_error("%s: --max-streams (%d) streamed responses are "
+                         "open; answering 503",
+                         req->target.path, max_streams());
+        hp_req_add_header(req, "Retry-After", "1");
+        req->forced_status = 503;
+        req->stream_refused = true; /* the plain 503, not the page's body */
+        return -1;
+    }
+    /* The handler may outlive the connection from here. */
+    hp_req_detach(req);
+    struct hp_stream *st = hp_stream_new(req->conn, S.cfg->timeout);
+    struct MHD_Response *r = st ? hp_stream_response(st) : NULL;
+    if (!r) {
+        if (st)
+            hp_stream_unref(st); /* the writer's; the response's is gone */
+        atomic_fetch_sub(&S.streams, 1);
+        return -1;
+    }
+    for (size_t i = 0; i < req->headers.n; i++)
+        MHD_add_response_header(r, req->headers.v[i].name,
+                                req->headers.v[i].value);
+    if (!req->has_content_type)
+        MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+    if (atomic_load(&S.stopping))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    req->stream = st;
+    c->status = req->status;
+    c->resp = r;
+    atomic_store(&c->owners, 2);
+    ctx_move(c, CTX_OFFLOADED, CTX_STREAMING);
+    MHD_resume_connection(req->conn); /* its event loop queues c->resp */
+    return 0;
+}
+
+/* The handler of a streamed response returned: the rest of the body after
+ * a successful commit, else the stream is aborted (already committed, the
+ * status cannot change: the client sees a body without its end). */
+static enum MHD_Result stream_finish(struct ctx *c, int rc)
+{
+    hp_req *req = &c->req;
+    bool ok = rc == HP_OK;
+    if (ok && req->out.len && !req->is_head)
+        ok = hp_stream_write(req->stream, req->out.p, req->out.len) == 0 ||
+             hp_stream_is_gone(req->stream);
+    req->out.len = 0;
+    if (rc != HP_OK)
+        hp_log_error("%s [%s]: the request failed (%d) after its response "
+                     "was streamed; the stream is aborted",
+                     req->target.path, req->target.handler, rc);
+    hp_stream_end(req->stream, ok);
+    atomic_fetch_sub(&S.streams, 1);
+    return MHD_YES;
+}
+
+/* hp_send_file's file, after a successful commit. */
+static enum MHD_Result send_page_file(struct ctx *c)
+{
+    hp_req *req = &c->req;
+    int fd = req->send_fd - 1;
+    struct stat st;
+    req->send_fd = 0;
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return send_error(c, 500, NULL);
+    }
+    return send_file_planned(c, fd, &st, req->send_path);
+}
+
 static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 {
     hp_req *req = &c->req;
@@ -740,10 +897,20 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
                  (t1.tv_nsec - t0.tv_nsec);
-    learn(ps->page, ns, ctx_state(c) == CTX_OFFLOADED);
+    learn(ps->page, ns, ctx_state(c) != CTX_BODY);
+    if (req->flushed_inline) /* it streams: never on an event loop again */
+        demote_for_stream(ps->page);
+    if (req->enlisted && !atomic_load(&ps->page->uses_db))
+        atomic_store(&ps->page->uses_db, true); /* see dispatch() */
+    if (req->stream)
+        return stream_finish(c, rc);
     if (timed_out) /* the host already sent a 504 and shut the socket */
         return send_error(c, 504, NULL);
 
+    if (req->stream_refused)
+        req->out.len = 0;
+    if (rc == HP_OK && req->send_fd)
+        return send_page_file(c);
     if (rc == HP_OK)
         return send_buffer(c, req->status);
     if (req->out.len == 0)
@@ -766,6 +933,8 @@ static void offload(struct ctx *c)
     hp_pool_submit(&c->job, c->req.target.path);
 }
 
+static void ctx_release(struct ctx *c);
+
 /* On a handler thread (pool.c): pin, waiting for a build or a batch if
  * need be, run, and hand the request back to its event loop. */
 static void run_offloaded(struct hp_pool_job *job)
@@ -775,8 +944,14 @@ static void run_offloaded(struct hp_pool_job *job)
                             ? HP_ACQ_OK
                             : hp_cache_pin_page(S.cache, c->req.target.path,
                                                 &c->req.pins, true);
+    c->req.stream_begin = atomic_load(&S.stopping) ? NULL : stream_begin;
+    c->req.stream_alive = H.run_alive;
     if (run_pinned(c, r) != MHD_YES && !c->resp)
         send_error(c, 500, NULL);
+    if (c->req.stream) { /* already handed back: let go of it */
+        ctx_release(c);
+        return;
+    }
     ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED); /* hands it back */
     MHD_resume_connection(c->req.conn);
 }
@@ -814,7 +989,11 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
         }
         r = hp_cache_pin_page(S.cache, req->target.path, &req->pins, true);
     }
-    if (r == HP_ACQ_OK && !atomic_load(&req->pins.page->run_inline) &&
+    /* A promoted page that takes a database connection while the pool
+     * has none free would wait for one on this event loop: offload it. */
+    if (r == HP_ACQ_OK &&
+        (!atomic_load(&req->pins.page->run_inline) ||
+         (atomic_load(&req->pins.page->uses_db) && hp_db_server_busy())) &&
         !(req->pins.err && S.dev) && !stopping) {
         *offloaded = true;
         offload(c);
@@ -831,7 +1010,7 @@ static enum MHD_Result queue(struct ctx *c)
 {
     if (!c->resp)
         return MHD_NO;
-    ctx_move(c, CTX_ANSWERED, CTX_QUEUED);
+    ctx_move(c, ctx_state(c), CTX_QUEUED);
     unstarted_clear(c->fd);
     if (atomic_load_explicit(&draining, memory_order_relaxed))
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -900,8 +1079,13 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
     int status = !c->req.path                                     ? 400
                  : cl && strtoull(cl, NULL, 10) > S.cfg->max_body ? 413
                                                                   : 0;
-    if (!status)
+    if (!status) {
+        const char *ct =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+        if (hp_form_type(ct) == HP_FORM_MULTIPART) /* decoded as it comes */
+            hp_upload_start(&c->req, ct, S.upload_dir, S.cfg->max_fields);
         return MHD_YES;
+    }
     /* Answering now closes the connection unread; the edge may have
      * answered it already (a 408). */
     if (!hp_edge_answer_early(c->edge))
@@ -914,15 +1098,21 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
     return queue(c);
 }
 
-/* A piece of the body: buffered up to --max-body, then dropped (413). */
+/* A piece of the body: buffered up to --max-body, then dropped (413); a
+ * multipart/form-data body is decoded as it comes (upload.c) instead. */
 static enum MHD_Result take_body(struct ctx *c, const char *upload,
                                  size_t *upload_size)
 {
-    if (!c->req.body_too_large) {
-        if (c->req.body.len + *upload_size > S.cfg->max_body) {
-            c->req.body_too_large = true;
-            hp_buf_free(&c->req.body);
-        } else if (hp_buf_append(&c->req.body, upload, *upload_size) < 0) {
+    hp_req *req = &c->req;
+    req->body_bytes += *upload_size;
+    if (!req->body_too_large) {
+        if (req->body_bytes > S.cfg->max_body) {
+            req->body_too_large = true;
+            hp_buf_free(&req->body);
+            hp_upload_abort(req); /* its files go at once */
+        } else if (req->upload) {
+            hp_upload_feed(req, upload, *upload_size);
+        } else if (hp_buf_append(&req->body, upload, *upload_size) < 0) {
             return MHD_NO;
         }
     }
@@ -956,6 +1146,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
          * while a handler thread owns the request, touch nothing of it. */
         return MHD_YES;
     case CTX_ANSWERED:
+    case CTX_STREAMING:
         return queue(c);
     default: /* CTX_QUEUED */
         return MHD_YES;
@@ -980,6 +1171,36 @@ static const char *metrics_label(struct ctx *c)
     }
 }
 
+/* The request is over: log it, give back what it holds. */
+static void ctx_free(struct ctx *c)
+{
+    if (c->resp)
+        MHD_destroy_response(c->resp);
+    if (ctx_state(c) != CTX_HEAD && c->req.stream) {
+        c->length = hp_stream_sent(c->req.stream);
+        hp_stream_unref(c->req.stream);
+    }
+    access_log(c);
+    if (S.cfg->metrics)
+        hp_metrics_request(metrics_label(c), c->status, hp_now() - c->t0);
+    if (ctx_state(c) != CTX_HEAD) {
+        hp_req_release_resources(&c->req);
+        hp_pinset_release(&c->req.pins);
+        hp_req_cleanup(&c->req);
+    }
+    free(c->uri);
+    free(c);
+    atomic_fetch_sub(&S.inflight, 1);
+}
+
+/* A streamed request's handler thread or connection lets go of it; the
+ * last one frees it. */
+static void ctx_release(struct ctx *c)
+{
+    if (atomic_fetch_sub(&c->owners, 1) == 1)
+        ctx_free(c);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -994,20 +1215,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     hp_edge_request_done(c->edge);
     unstarted_clear(c->fd);
-    if (c->resp)
-        MHD_destroy_response(c->resp);
-    access_log(c);
-    if (S.cfg->metrics)
-        hp_metrics_request(metrics_label(c), c->status, hp_now() - c->t0);
-    if (ctx_state(c) != CTX_HEAD) {
-        hp_req_release_resources(&c->req);
-        hp_pinset_release(&c->req.pins);
-        hp_req_cleanup(&c->req);
-    }
-    free(c->uri);
-    free(c);
     *con_cls = NULL;
-    atomic_fetch_sub(&S.inflight, 1);
+    if (ctx_state(c) != CTX_HEAD && c->req.stream) {
+        hp_stream_gone(c->req.stream); /* a waiting hp_flush returns -1 */
+        ctx_release(c);
+        return;
+    }
+    ctx_free(c);
 }
 
 /*
@@ -1140,6 +1354,13 @@ static int setup(struct hp_config *cfg)
     if (!S.cache)
         return -1;
     S.res = hp_resolver_new(S.root);
+    const char *tmp = getenv("TMPDIR");
+    S.upload_dir = cfg->upload_dir && *cfg->upload_dir ? cfg->upload_dir
+                   : tmp && *tmp                       ? tmp
+                                                       : "/tmp";
+    if (access(S.upload_dir, W_OK | X_OK) < 0) /* said once, not per upload */
+        hp_log_error("upload directory %s: %s; file uploads will get 500",
+                     S.upload_dir, strerror(errno));
     return 0;
 }
 
@@ -1275,6 +1496,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         .idle_s = cfg->thread_idle,
         .share_pct = cfg->module_share,
         .grow_delay_s = HP_GROW_DELAY_S,
+        .publish = H.thread_counts,
     };
     if (cfg->max_threads < cfg->threads)
         hp_log_info("max-threads %d is below threads %d: %d threads, fixed",
@@ -1368,6 +1590,7 @@ static void drain(struct hp_config *cfg)
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
+    hp_stream_shutdown(); /* long streams end now (hp_flush says -1) */
     atomic_store(&draining, true);
     hp_dashboard_stop(); /* the live feeds end: none stays suspended */
     /* Close our copy of the listening socket (after taking what waits in

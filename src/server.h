@@ -23,6 +23,9 @@ struct hp_server_hooks {
     int listen_fd;
     /* Event-loop threads to run; 0: one per CPU. */
     unsigned io_threads;
+    /* Where to keep this process's handler-thread counts up to date for
+     * the host (shared memory the supervisor reads), or NULL. */
+    struct hp_thread_counts *thread_counts;
 
     /* Before a page runs: is the pinned page version allowed to run (the
      * guard quarantines versions that crashed a process)? 0 to run it,
@@ -42,6 +45,9 @@ struct hp_server_hooks {
     /* The handler returned. false: it ran past its time and the host has
      * already answered 504 on the socket and shut it down. */
     bool (*run_end)(int token);
+    /* The handler running on this thread streamed more of its response
+     * (hp_flush): it is making progress, so its time starts again. */
+    void (*run_alive)(void);
     /* Handlers past their time that have not returned: shutdown does not
      * wait for them. */
     long (*stuck)(void);

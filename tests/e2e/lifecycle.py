@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import (SLACK, BackgroundRequest, Server,  # noqa: E402
+from harness import (BackgroundRequest, Server,  # noqa: E402
                      check, check_eq, check_in, check_not_in, fail, limit,
                      note, page, short, wait_until)
 
@@ -176,10 +176,13 @@ def connect_refused(port):
     try:
         s.connect(("127.0.0.1", port))
         return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the handshake raced the close of the last copy of the
+        # listening socket (the kernel resets what is left in its
+        # backlog). Either way the server no longer takes it.
         return True
     except OSError as e:
-        if e.errno == errno.ECONNREFUSED:
+        if e.errno in (errno.ECONNREFUSED, errno.ECONNRESET):
             return True
         raise
     finally:
@@ -250,8 +253,11 @@ def test_sigterm_answers_the_backlog():
         for b in busy + waiting:
             r = b.join_result()
             check_eq(r.status, 200, "a request made before SIGTERM")
-        check_in("took 3 connections from the listen backlog", s.stderr(),
-                 "log")
+        m = re.search(r"took (\d+) connections from the listen backlog",
+                      s.stderr())
+        check(m and int(m.group(1)) >= 3, "the log does not say the 3 "
+              "waiting connections were taken: %s" % short(s.stderr()[-800:],
+                                                           800))
 
 
 # ---- SIGHUP -----------------------------------------------------------------
@@ -311,6 +317,8 @@ def test_many_sighups_under_load_lose_nothing():
         p = procs(s)
         check_eq(p["generation"], SIGHUPS + 1, "generation")
         check_eq(p["crashes"], 0, "crashes")
+        check_eq(sum(p["restart_causes"].values()), 0,
+                 "restart_causes %s" % p["restart_causes"])
         check_eq(len(ready_pids(p)), 2, "ready workers")
 
 
@@ -373,6 +381,12 @@ def test_closed_descriptors_replace_the_worker():
         check_eq(p["restart_causes"]["descriptors"], 1,
                  "restart_causes.descriptors")
         check_eq(p["restart_causes"]["crash"], 0, "restart_causes.crash")
+        if os.path.basename(s.cmd[0]).endswith("-tsan"):
+            # The page closes descriptors other threads use: ThreadSanitizer
+            # rightly reports that race (the page's, by design) in the
+            # replaced worker. Check the stop without its report.
+            s.check_exit = False
+            check_eq(s.terminate(), 0, "exit status after SIGTERM")
 
 
 def test_closed_descriptors_single_process_exits_70():

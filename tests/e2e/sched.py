@@ -278,6 +278,64 @@ def test_page_holding_db_connections_does_not_stall_others():
               % min(r[2] for r in busy))
 
 
+QUICK_DB = page(r'''
+HP_HANDLER(q)
+{
+    if (hp_db_exec(hp_db(req), "SELECT 1") != HP_OK)
+        return 500;
+    hp_puts(req, "q");
+    return HP_OK;
+}
+''')
+
+
+def test_promoted_db_page_does_not_wait_on_an_event_loop():
+    """A page proven fast (promoted to the event loops) that uses the
+    database is offloaded while the pool has no free connection, so its
+    wait for one (here: a 503 after the 2 s acquire timeout) stalls no
+    event loop: pages on the other connections keep answering."""
+    files = {"h.c": HOLDER.replace("sleep(2)", "sleep(3)"), "d.c": QUICK_DB,
+             "fast.c": simple_page("fast")}
+    s = Server(files=files, start=False)
+    s.args += ["--db", "sqlite:" + os.path.join(s.tmp, "app.db"),
+               "--db-pool-size", "4", "--db-acquire-timeout", "2000"]
+    with s.start():
+        conn = s.connection()
+        for _ in range(100):
+            check_eq(harness.request(s.port, "/d/q", conn=conn).text, "q",
+                     "warm-up of the database page")
+        n0 = s.status_json()["server"]["inlined"]
+        for _ in range(5):
+            harness.request(s.port, "/d/q", conn=conn)
+        conn.close()
+        if s.status_json()["server"]["inlined"] < n0 + 5:
+            raise harness.Skip("the database page was not promoted (a "
+                               "slow run on this busy machine)")
+        idle = [s.connection(timeout=10) for _ in range(8)]
+        for c in idle:
+            check_eq(harness.request(s.port, "/fast", conn=c).status, 200,
+                     "a keep-alive connection")
+        holders = Blockers(s.port, "/h/hold", 4).start()
+        wait_until(lambda: s.status_json()["pools"][0]["in_use"] == 4,
+                   limit(3.0), 0.05) or fail("the holders took no connection")
+        waiting = Blockers(s.port, "/d/q", 8).start()
+        time.sleep(0.3)
+        slow = []
+        for i, c in enumerate(idle * 2):
+            t0 = time.monotonic()
+            r = harness.request(s.port, "/fast", conn=c)
+            dt = time.monotonic() - t0
+            check_eq(r.status, 200, "/fast on a keep-alive connection")
+            if dt >= limit(0.5):
+                slow.append((i, round(dt, 2)))
+        for c in idle:
+            c.close()
+        check(not slow, "requests stalled while a promoted database page "
+              "waited for a connection: %s" % (slow,))
+        waiting.check("q", limit(6.0), statuses=(200, 503))
+        holders.check("held", limit(6.0))
+
+
 def test_threads_grow_and_shrink():
     """The floor is --threads; blocking work grows the pool past it up to
     --max-threads, and threads idle for --thread-idle-timeout exit; the
@@ -307,6 +365,39 @@ def test_threads_grow_and_shrink():
               % s.status_json()["server"]["threads"])
         check(s.status_json()["server"]["threads"]["retired"] >= 8,
               "retired count")
+
+
+def test_every_worker_shows_its_threads():
+    """With worker processes, status.json lists each worker's handler
+    threads (live, busy, max), whichever worker answers."""
+    with Server(files={"slow.c": sleeper("done", 1)}, workers=2,
+                args=["--threads", "3", "--max-threads", "40"]) as s:
+        def two_ready():
+            st = s.status_json().get("processes", {})
+            ws = [w for w in st.get("workers", []) if w["state"] == "ready"]
+            return ws if len(ws) == 2 else None
+        ws = wait_until(two_ready, limit(10.0), 0.1)
+        check(ws, "two ready workers: %s" % short(repr(s.status_json()
+                                                     .get("processes"))))
+        for w in ws:
+            check_eq((w["threads"]["live"], w["threads"]["max"]), (3, 40),
+                     "threads of worker %s" % w["pid"])
+        st = s.status_json()
+        check_eq((st["server"]["threads"]["live"],
+                  st["server"]["threads"]["max"]), (3, 40),
+                 "the answering worker's threads")
+        b = Blockers(s.port, "/slow", 12).start()
+
+        def busy():
+            ws = s.status_json()["processes"]["workers"]
+            n = sum(w["threads"]["busy"] for w in ws)
+            return ws if n >= 12 else None
+        ws = wait_until(busy, limit(3.0), 0.05)
+        check(ws, "12 busy threads over the workers: %s" % short(repr(
+            s.status_json()["processes"]["workers"])))
+        check(sum(w["threads"]["live"] for w in ws) >= 12,
+              "threads did not grow: %s" % ws)
+        b.check("done", limit(4.0))
 
 
 if __name__ == "__main__":
