@@ -78,8 +78,8 @@ static bool addr16(const struct sockaddr *sa, unsigned char out[16])
     if (sa->sa_family == AF_INET) {
         memset(out, 0, 10);
         out[10] = out[11] = 0xff;
-        memcpy(out + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
-               4);
+        memcpy(out + 12,
+               &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
         return true;
     }
     if (sa->sa_family == AF_INET6) {

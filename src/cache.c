@@ -1154,8 +1154,8 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *b,
     free(all);
 }
 
-void hp_cache_each(hp_cache *c, void (*fn)(const struct hp_module_info *m,
-                                           void *arg),
+void hp_cache_each(hp_cache *c,
+                   void (*fn)(const struct hp_module_info *m, void *arg),
                    void *arg)
 {
     size_t n;

@@ -357,8 +357,7 @@ ssize_t gnutls_record_recv(void *session, void *buf, size_t len)
         find_real_tls();
     if (!real_tls_recv)
         return -1; /* GNUTLS_E_UNEXPECTED_PACKET_LENGTH: no GnuTLS at all */
-    struct hp_edge *e =
-        atomic_load(&tls_mode) ? slot(tls_fd(session)) : NULL;
+    struct hp_edge *e = atomic_load(&tls_mode) ? slot(tls_fd(session)) : NULL;
     if (!e)
         return real_tls_recv(session, buf, len);
     return edge_recv(e, e->fd, buf, len, 0, session);

@@ -424,8 +424,8 @@ struct hp_module_info {
     unsigned long builds;
 };
 /* fn for each module, under its entry's lock (fn may not call the cache). */
-void hp_cache_each(hp_cache *c, void (*fn)(const struct hp_module_info *m,
-                                           void *arg),
+void hp_cache_each(hp_cache *c,
+                   void (*fn)(const struct hp_module_info *m, void *arg),
                    void *arg);
 
 /* ---- URL resolution (resolve.c) ---------------------------------------- */

@@ -15,8 +15,8 @@
  * "departed" totals of reaped workers, so node counters never go down
  * while the supervisor lives.
  */
-#include "ops.h"
 #include "db.h"
+#include "ops.h"
 #include "pool.h"
 
 #include <errno.h>
@@ -45,13 +45,13 @@ static const char *const cls_name[5] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
 /* Only atomic_ulong members: counters are summed and folded as arrays. */
 struct page_counts {
-    atomic_ulong cls[5];       /* by status class */
-    atomic_ulong bucket[NB];   /* not cumulative here: one per bucket */
-    atomic_ulong sum_us;       /* total duration, microseconds */
+    atomic_ulong cls[5];     /* by status class */
+    atomic_ulong bucket[NB]; /* not cumulative here: one per bucket */
+    atomic_ulong sum_us;     /* total duration, microseconds */
 };
 struct counts {
-    atomic_ulong builds[2];          /* [0] failed, [1] ok */
-    atomic_ulong cbucket[2][NCB];    /* by result, not cumulative */
+    atomic_ulong builds[2];       /* [0] failed, [1] ok */
+    atomic_ulong cbucket[2][NCB]; /* by result, not cumulative */
     atomic_ulong csum_us[2];
     atomic_ulong retired, unloaded;
     atomic_ulong db_acquires, db_timeouts; /* summed over pools */
@@ -81,8 +81,8 @@ struct mslot {
     int nmods, mods_total;
     struct mod_gauge mods[MODS];
     pid_t pid;
-    atomic_long conns;              /* open connections */
-    atomic_int threads, busy;       /* handler threads */
+    atomic_long conns;        /* open connections */
+    atomic_int threads, busy; /* handler threads */
     atomic_int npools;
     struct pool_gauge pools[POOLS];
     struct counts c;
@@ -277,13 +277,13 @@ static const char *label_name(int i)
 {
     if (i == PAGES)
         return "_other";
-    return atomic_load_explicit(&A->labels[i].state, memory_order_acquire) ==
-                   2
+    return atomic_load_explicit(&A->labels[i].state, memory_order_acquire) == 2
                ? A->labels[i].name
                : NULL;
 }
 
-/* ---- writers --------------------------------------------------------------- */
+/* ---- writers ---------------------------------------------------------------
+ */
 
 static void add(atomic_ulong *c, unsigned long n)
 {
@@ -416,7 +416,8 @@ void hp_metrics_tick(void)
 
 static void modules_json(struct hp_buf *b);
 
-/* ---- readers ----------------------------------------------------------------- */
+/* ---- readers
+ * ----------------------------------------------------------------- */
 
 /* The node's counters: the departed totals plus every worker's slot. */
 static unsigned long *node_counts(void)
@@ -501,7 +502,8 @@ static void requests_text(struct hp_buf *b, const struct plain *c)
             continue;
         for (int k = 0; k <= NB; k++) {
             cum += k < NB ? c->page[i].bucket[k] : 0;
-            hp_buf_puts(b, "hotpub_http_request_duration_seconds_bucket{page=\"");
+            hp_buf_puts(b,
+                        "hotpub_http_request_duration_seconds_bucket{page=\"");
             label_value(b, name);
             if (k < NB)
                 hp_buf_printf(b, "\",le=\"%g\"} %lu\n", req_le[k],
@@ -533,11 +535,11 @@ static void builds_text(struct hp_buf *b, const struct plain *c)
         unsigned long cum = 0;
         for (int k = 0; k < NCB; k++) {
             cum += c->cbucket[r][k];
-            hp_buf_printf(b,
-                          "hotpub_compile_duration_seconds_bucket{result=\"%s\","
-                          "le=\"%g\"} %lu\n",
-                          res[r], cc_le[k],
-                          cum < c->builds[r] ? cum : c->builds[r]);
+            hp_buf_printf(
+                b,
+                "hotpub_compile_duration_seconds_bucket{result=\"%s\","
+                "le=\"%g\"} %lu\n",
+                res[r], cc_le[k], cum < c->builds[r] ? cum : c->builds[r]);
         }
         hp_buf_printf(
             b,
@@ -815,9 +817,10 @@ static bool mods_copy(struct mslot *m, struct mod_gauge *out, int *n)
 static void module_json(struct hp_buf *b, const struct mod_gauge *g, int pid,
                         int slot)
 {
-    hp_buf_printf(b, "{\"pid\":%d,\"slot\":%d,\"version\":%llu,"
-                     "\"inflight\":%ld,\"retired\":%d,"
-                     "\"retired_inflight\":%ld,\"builds\":%lu,\"error\":",
+    hp_buf_printf(b,
+                  "{\"pid\":%d,\"slot\":%d,\"version\":%llu,"
+                  "\"inflight\":%ld,\"retired\":%d,"
+                  "\"retired_inflight\":%ld,\"builds\":%lu,\"error\":",
                   pid, slot, g->version, g->inflight, g->retired,
                   g->retired_inflight, g->builds);
     hp_buf_json(b, g->error[0] ? g->error : NULL);

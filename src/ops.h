@@ -58,8 +58,8 @@ void hp_metrics_request(const char *page, int status, double seconds);
  * failure the first line of the diagnostic (for the reload history). */
 void hp_metrics_build(const char *page, double seconds, bool ok,
                       const char *error);
-void hp_metrics_retired(void);  /* a version replaced by a newer one */
-void hp_metrics_unloaded(void); /* a retired version's object unloaded */
+void hp_metrics_retired(void);         /* a version replaced by a newer one */
+void hp_metrics_unloaded(void);        /* a retired version's object unloaded */
 void hp_metrics_connection(int delta); /* opened (+1) / closed (-1) */
 /* About once a second in each worker: copy the gauges that live in the
  * process (handler threads, database pools) into its slot. */

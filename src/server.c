@@ -29,18 +29,18 @@
 #include "server.h"
 #include "access.h"
 #include "dashboard.h"
-#include "ops.h"
-#include "tls.h"
 #include "db.h"
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
 #include "listener.h"
 #include "liveness.h"
+#include "ops.h"
 #include "pool.h"
 #include "request.h"
 #include "session.h"
 #include "static.h"
 #include "stream.h"
+#include "tls.h"
 #include "upload.h"
 
 #include <arpa/inet.h>
@@ -128,7 +128,7 @@ struct ctx {
     int fd;           /* the connection's socket */
     atomic_int state; /* enum ctx_state */
     struct MHD_Response *resp;
-    int status; /* of the response made; 0 while there is none */
+    int status;        /* of the response made; 0 while there is none */
     double t0;         /* hp_now() at the request head, for the metrics */
     const char *label; /* the metrics' page label when not the target's */
     uint64_t length;
@@ -581,7 +581,7 @@ static void status_body(struct hp_buf *b, const char *url)
         status_url(b, url);
     hp_db_status_json(b);
     hp_edge_status_json(b);
-    H.status_json(b); /* the host's (worker processes) */
+    H.status_json(b);   /* the host's (worker processes) */
     hp_metrics_json(b); /* the whole node's (metrics.c) */
     hp_buf_puts(b, ",\n\"root\":");
     hp_buf_json(b, S.root);
@@ -627,8 +627,7 @@ static enum MHD_Result send_health(struct ctx *c)
 static enum MHD_Result send_metrics(struct ctx *c)
 {
     hp_metrics_text(&c->req.out, H.metrics_text);
-    return send_text(c, 200, "text/plain; version=0.0.4; charset=utf-8",
-                     NULL);
+    return send_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL);
 }
 
 static enum MHD_Result send_events(struct ctx *c)
@@ -651,8 +650,7 @@ static int hotpub_allowed(struct ctx *c, const char *name)
 {
     const struct sockaddr *sa = client_addr(c->req.conn);
     if (hp_addr_loopback(sa) ||
-        (strcmp(name, "health") == 0 &&
-         hp_cidr_match(S.cfg->health_allow, sa)))
+        (strcmp(name, "health") == 0 && hp_cidr_match(S.cfg->health_allow, sa)))
         return 1;
     if (!S.cfg->admin_token)
         return 0;
@@ -1664,9 +1662,8 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
 
     if (serve_start(cfg, &ss) != 0)
         return 1;
-    hp_log_info("hotpub %s serving %s on %s://%s (%s mode)",
-                HP_VERSION_STRING, S.root, hp_tls_on() ? "https" : "http",
-                cfg->listen,
+    hp_log_info("hotpub %s serving %s on %s://%s (%s mode)", HP_VERSION_STRING,
+                S.root, hp_tls_on() ? "https" : "http", cfg->listen,
                 S.dev ? "dev" : "production");
     record_descriptors();
     H.ready();

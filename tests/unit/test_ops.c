@@ -108,23 +108,27 @@ static void test_metrics_counts_and_labels(void)
     struct hp_buf b = {0};
     hp_metrics_text(&b, NULL);
     const char *t = b.p;
-    CHECK(value_of(t, "hotpub_http_requests_total{page=\"a.c\",code=\"2xx\"}") ==
-          2);
-    CHECK(value_of(t, "hotpub_http_requests_total{page=\"a.c\",code=\"5xx\"}") ==
-          1);
+    CHECK(value_of(
+              t, "hotpub_http_requests_total{page=\"a.c\",code=\"2xx\"}") == 2);
+    CHECK(value_of(
+              t, "hotpub_http_requests_total{page=\"a.c\",code=\"5xx\"}") == 1);
     CHECK(value_of(t, "hotpub_http_requests_total{page=\"_static\","
                       "code=\"3xx\"}") == 1);
     CHECK(value_of(t, "hotpub_http_requests_total{page=\"q\\\"uote.c\","
                       "code=\"2xx\"}") == 1);
     /* Cumulative buckets; 20 s is past the last finite bound. */
-    CHECK(value_of(t, "hotpub_http_request_duration_seconds_bucket{page=\"a.c\","
-                      "le=\"0.0005\"}") == 1);
-    CHECK(value_of(t, "hotpub_http_request_duration_seconds_bucket{page=\"a.c\","
-                      "le=\"0.005\"}") == 2);
-    CHECK(value_of(t, "hotpub_http_request_duration_seconds_bucket{page=\"a.c\","
-                      "le=\"10\"}") == 2);
-    CHECK(value_of(t, "hotpub_http_request_duration_seconds_bucket{page=\"a.c\","
-                      "le=\"+Inf\"}") == 3);
+    CHECK(value_of(t,
+                   "hotpub_http_request_duration_seconds_bucket{page=\"a.c\","
+                   "le=\"0.0005\"}") == 1);
+    CHECK(value_of(t,
+                   "hotpub_http_request_duration_seconds_bucket{page=\"a.c\","
+                   "le=\"0.005\"}") == 2);
+    CHECK(value_of(t,
+                   "hotpub_http_request_duration_seconds_bucket{page=\"a.c\","
+                   "le=\"10\"}") == 2);
+    CHECK(value_of(t,
+                   "hotpub_http_request_duration_seconds_bucket{page=\"a.c\","
+                   "le=\"+Inf\"}") == 3);
     CHECK(value_of(t, "hotpub_reloads_total{result=\"ok\"}") == 1);
     CHECK(value_of(t, "hotpub_reloads_total{result=\"failed\"}") == 1);
     hp_buf_free(&b);
