@@ -410,6 +410,7 @@ void hp_config_defaults(struct hp_config *c)
     c->worker_heartbeat_timeout = 5;
     c->user = c->group = c->pid_file = c->error_log = NULL;
     c->tls_cert = c->tls_key = c->admin_token = c->health_allow = NULL;
+    c->tls_redirect = NULL;
     /* Mozilla's "intermediate": TLS 1.2 and 1.3, AEAD ciphers with
      * forward secrecy only. */
     c->tls_priorities = cfg_strdup(HP_TLS_PRIORITIES);
@@ -437,6 +438,8 @@ void hp_config_free(struct hp_config *c)
     free(c->tls_cert);
     free(c->tls_key);
     free(c->tls_priorities);
+    free(c->tls_redirect);
+    c->tls_redirect = NULL;
     free(c->admin_token);
     free(c->health_allow);
     c->tls_cert = c->tls_key = c->tls_priorities = NULL;
@@ -477,6 +480,13 @@ static int check_cookie_name(const char *value, char *err, size_t errlen)
         }
     }
     return 0;
+}
+
+/* An optional second listen address: ADDR:PORT as --listen takes it. */
+static int check_listen_opt(const char *value, char *err, size_t errlen)
+{
+    char canon[INET6_ADDRSTRLEN + 16];
+    return *value ? parse_listen(value, canon, sizeof canon, err, errlen) : 0;
 }
 
 static int auto_pool_size(void)
@@ -984,6 +994,18 @@ const struct hp_setting hp_settings[] = {
      .type = HP_SET_STRING,
      .off = OFF(tls_priorities),
      .noun = "the TLS priority string"},
+    {.key = "tls-redirect",
+     .arg = "ADDR:PORT",
+     .section = S_OPS,
+     .help = "also listen for plain HTTP here and answer every request with "
+             "a 308 to the same URL over HTTPS (needs tls-cert)",
+     .type = HP_SET_STRING,
+     .off = OFF(tls_redirect),
+     .noun = "the redirect listen address",
+     .empty_ok = true,
+     .empty_null = true,
+     .check = check_listen_opt,
+     .def = "none"},
     {.key = "admin-token",
      .arg = "TOKEN",
      .section = S_OPS,

@@ -87,6 +87,7 @@ struct hp_config {
     char *tls_cert;       /* PEM certificate chain file; NULL = plain HTTP  */
     char *tls_key;        /* PEM private key file                           */
     char *tls_priorities; /* GnuTLS priority string                         */
+    char *tls_redirect;   /* ADDR:PORT of a plain listener sending to HTTPS */
     char *admin_token;    /* bearer token for /_hotpub/ off loopback; NULL  */
     char *health_allow;   /* CIDR list allowed /_hotpub/health; NULL = lo   */
     double drain_delay;   /* seconds health says 503 before stopping       */

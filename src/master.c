@@ -48,6 +48,7 @@ static struct hp_config *CFG;
 static int (*RELOAD)(struct hp_config *);
 static bool cfg_owned; /* CFG was allocated by a reload */
 static int LISTEN_FD = -1;
+static int REDIRECT_FD = -1; /* --tls-redirect's socket, or -1 */
 
 /* ---- sd_notify, privileges, pid file ------------------------------------ */
 
@@ -264,6 +265,7 @@ static _Noreturn void worker_main(int slot)
     sigprocmask(SIG_SETMASK, &keep, NULL);
 
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
+                                    .redirect_fd = REDIRECT_FD,
                                     .reopen_logs = reopen_logs};
     /* The CPUs are shared among the workers (libmicrohttpd ignores, and
      * warns about, a pool of one). */
@@ -430,6 +432,7 @@ static void keep(char **slot, const char *old, const char *what)
 static void keep_all(struct hp_config *next)
 {
     keep(&next->listen, CFG->listen, "listen");
+    keep(&next->tls_redirect, CFG->tls_redirect, "tls-redirect");
     keep(&next->user, CFG->user, "user");
     keep(&next->group, CFG->group, "group");
     keep(&next->pid_file, CFG->pid_file, "pid-file");
@@ -512,6 +515,9 @@ static void on_stop_signal(int sig, double now)
     hp_metrics_set_node_draining();
     close(LISTEN_FD);
     LISTEN_FD = -1;
+    if (REDIRECT_FD >= 0)
+        close(REDIRECT_FD);
+    REDIRECT_FD = -1;
     stop_all(now);
 }
 
@@ -765,11 +771,15 @@ static int serve_alone(struct hp_config *cfg)
         LISTEN_FD = hp_listen_bind(cfg->listen);
         if (LISTEN_FD < 0)
             return 1;
+        if (cfg->tls_redirect &&
+            (REDIRECT_FD = hp_listen_bind(cfg->tls_redirect)) < 0)
+            return 1;
     }
     if (write_pid_file() < 0 ||
         (drop && drop_privileges(cfg->user, cfg->group) < 0))
         return 1;
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
+                                    .redirect_fd = REDIRECT_FD,
                                     .ready = notify_ready,
                                     .reopen_logs = reopen_logs};
     children_die_with_us();
@@ -795,6 +805,9 @@ int hp_master_run(struct hp_config *cfg, int (*reload)(struct hp_config *))
         return 1;
     LISTEN_FD = hp_listen_bind(cfg->listen);
     if (LISTEN_FD < 0)
+        return 1;
+    if (cfg->tls_redirect &&
+        (REDIRECT_FD = hp_listen_bind(cfg->tls_redirect)) < 0)
         return 1;
     if (write_pid_file() < 0)
         return 1;

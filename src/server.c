@@ -36,6 +36,7 @@
 #include "liveness.h"
 #include "ops.h"
 #include "pool.h"
+#include "redirect.h"
 #include "request.h"
 #include "session.h"
 #include "static.h"
@@ -1461,6 +1462,21 @@ static void record_descriptors(void)
     hp_liveness_record(extra, 2);
 }
 
+/* --tls-redirect: the host's socket or our own. 0, or -1 after logging
+ * why. */
+static int redirect_start(struct hp_config *cfg)
+{
+    if (!cfg->tls_redirect)
+        return 0;
+    if (!hp_tls_on()) {
+        hp_log_error("tls-redirect needs tls-cert and tls-key");
+        return -1;
+    }
+    int fd = H.redirect_fd > 0 ? H.redirect_fd
+                               : hp_listen_bind(cfg->tls_redirect);
+    return fd < 0 ? -1 : hp_redirect_start(fd, cfg->listen);
+}
+
 /* Everything up to accepting connections: 0, or 1 with nothing left
  * running. */
 static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
@@ -1521,7 +1537,15 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         teardown();
         return 1;
     }
+    if (redirect_start(cfg) < 0) {
+        MHD_stop_daemon(S.mhd);
+        hp_edge_stop();
+        hp_pool_stop();
+        teardown();
+        return 1;
+    }
     if (hp_listener_start(fd, S.mhd, cfg->conn_limit, each_second) < 0) {
+        hp_redirect_stop();
         MHD_stop_daemon(S.mhd);
         hp_edge_stop();
         hp_pool_stop();
@@ -1596,6 +1620,7 @@ static void drain(struct hp_config *cfg)
      * processes the others, or a new generation, go on accepting; alone,
      * or when every process stops, new connections are refused at once
      * and clients and load balancers try elsewhere. */
+    hp_redirect_stop();
     unsigned taken = hp_listener_stop(true);
     if (taken)
         hp_log_info("took %u connections from the listen backlog; no longer "

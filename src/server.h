@@ -21,6 +21,9 @@ struct hp_server_hooks {
      * it closes it as soon as it stops (SIGTERM), so that new
      * connections go to the other processes or are refused. */
     int listen_fd;
+    /* With --tls-redirect: the host's bound socket for it (> 0), or 0 or
+     * -1: hp_serve binds cfg->tls_redirect itself. */
+    int redirect_fd;
     /* Event-loop threads to run; 0: one per CPU. */
     unsigned io_threads;
     /* Where to keep this process's handler-thread counts up to date for

@@ -265,8 +265,11 @@ def peer_cert(port):
 def test_https():
     tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
     cert, key = make_cert(tmp, "a")
+    rport = harness.free_port()
     with Server(files={"hello.c": simple_page("hi"), "sess.c": SESSION},
-                workers=1, args=["--tls-cert", cert, "--tls-key", key]) as s:
+                workers=1, args=["--tls-cert", cert, "--tls-key", key,
+                                 "--tls-redirect",
+                                 "127.0.0.1:%d" % rport]) as s:
         ctx = client_ctx(cert)
         status, _, body, _ = tls_get(s.port, "/hello", ctx)
         check_eq((status, body), (200, b"hi"), "GET over HTTPS")
@@ -293,6 +296,14 @@ def test_https():
         # Plain HTTP on the TLS port gets no HTTP answer.
         r = s.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
         check(r is None or r.status != 200, "plain HTTP served on TLS port")
+        # The redirect listener: 308 to the same target over HTTPS.
+        r = harness.request(rport, "/hello?a=1%20b", method="POST", body="x",
+                            headers={"Host": "example.com:%d" % rport})
+        check_eq((r.status, r.header("Location")),
+                 (308, "https://example.com:%d/hello?a=1%%20b" % s.port),
+                 "redirect to HTTPS")
+        r = harness.request(rport, "/", headers={"Host": "bad host"})
+        check_eq(r.status, 400, "redirect with an invalid Host")
         # The session cookie is Secure over HTTPS.
         status, headers, _, _ = tls_get(s.port, "/sess", ctx)
         cookie = headers.get("Set-Cookie", "")
