@@ -1472,8 +1472,8 @@ static int redirect_start(struct hp_config *cfg)
         hp_log_error("tls-redirect needs tls-cert and tls-key");
         return -1;
     }
-    int fd = H.redirect_fd > 0 ? H.redirect_fd
-                               : hp_listen_bind(cfg->tls_redirect);
+    int fd =
+        H.redirect_fd > 0 ? H.redirect_fd : hp_listen_bind(cfg->tls_redirect);
     return fd < 0 ? -1 : hp_redirect_start(fd, cfg->listen);
 }
 
