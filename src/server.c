@@ -583,7 +583,10 @@ static void status_body(struct hp_buf *b, const char *url)
     hp_db_status_json(b);
     hp_edge_status_json(b);
     H.status_json(b);   /* the host's (worker processes) */
-    hp_metrics_json(b); /* the whole node's (metrics.c) */
+    /* The whole node's (metrics.c): this worker's own modules as of now,
+     * the others' as of their last second. */
+    hp_metrics_modules(S.cache);
+    hp_metrics_json(b);
     hp_buf_puts(b, ",\n\"root\":");
     hp_buf_json(b, S.root);
     hp_buf_puts(b, "}\n");
