@@ -682,7 +682,7 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
         *r = send_metrics(c);
     } else if (strcmp(name, "health") == 0) {
         *r = send_health(c);
-    } else if (strcmp(name, "events") == 0) {
+    } else if (strcmp(name, "status.events") == 0) {
         *r = send_events(c);
     } else if (*name == '\0') {
         hp_dashboard_html(&c->req.out);
