@@ -20,9 +20,9 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,8 +427,7 @@ static void mod_gauge(const struct hp_module_info *m, void *arg)
     memset(&g, 0, sizeof g);
     snprintf(g.path, sizeof g.path, "%s", page_label(m->path));
     size_t e = m->error ? strcspn(m->error, "\n") : 0;
-    snprintf(g.error, sizeof g.error, "%.*s", (int)e,
-             m->error ? m->error : "");
+    snprintf(g.error, sizeof g.error, "%.*s", (int)e, m->error ? m->error : "");
     g.version = m->version;
     g.inflight = m->inflight;
     g.retired = m->retired;
