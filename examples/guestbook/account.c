@@ -25,8 +25,10 @@ static int account_page(hp_req *req, int status, const char *error)
     json_t *d = page_data(req, me ? "Your account" : "Log in or sign up");
     const char *token = hp_session_get(req, "new_token");
 
-    if (!me) /* the forms need a token before login: this starts a session */
+    if (!me) { /* the forms need a token before login: this starts a session */
         json_object_set_new(d, "csrf_token", json_string(hp_csrf_token(req)));
+        hp_session_set(req, "forms", "1"); /* see from_our_form */
+    }
     if (error)
         json_object_set_new(d, "error", json_string(error));
     if (token) { /* shown once: the database keeps only its digest */
@@ -40,6 +42,16 @@ static int account_page(hp_req *req, int status, const char *error)
 HP_HANDLER(http_handler)
 {
     return account_page(req, HP_OK, NULL);
+}
+
+/* A sign-up or log-in must come from our form, in the session it started.
+ * The server checks CSRF tokens only on requests that carry a session, and
+ * a POST from another site carries none (the cookie is SameSite=Lax):
+ * without this, another site could log its visitors in to an account of
+ * its own (login CSRF) and read what they post. */
+static bool from_our_form(hp_req *req)
+{
+    return hp_session_get(req, "forms") != NULL;
 }
 
 static int log_in(hp_req *req, long long id, const char *name,
@@ -68,6 +80,8 @@ HP_HANDLER(signup)
 
     if (!post_only(req))
         return 405;
+    if (!from_our_form(req)) /* back to the form, which starts one */
+        return redirect_with(req, "/guestbook/account", NULL);
     if (!valid_name(name))
         return account_page(req, 400,
                             "A name is 1 to 32 letters, digits, "
@@ -104,6 +118,8 @@ HP_HANDLER(login)
 
     if (!post_only(req))
         return 405;
+    if (!from_our_form(req)) /* back to the form, which starts one */
+        return redirect_with(req, "/guestbook/account", NULL);
     hp_db_res *r = hp_db_query(
         hp_db(req), "SELECT id, pwhash FROM users WHERE name = $1", name);
     if (!r)

@@ -216,6 +216,16 @@ def test_accounts_and_sessions(eng):
                         token=b.token)
         check_eq(r.status, 403, "posting with the old cookie")
         check_not_in("ghost", s.get("/guestbook/").text, "a ghost entry")
+        # a log-in from another site's form carries no session (the cookie
+        # is SameSite=Lax): sent back to our form, not logged in (login CSRF)
+        for u in ("/guestbook/account/login", "/guestbook/account/signup"):
+            x = Browser(s)
+            r = x.post(u, {"name": "alice", "password": "correct horse"},
+                       token=False)
+            check_eq((r.status, r.header("Location")),
+                     (303, "/guestbook/account"), "%s without a session" % u)
+            check(x.cookie is None, "a session from a cross-site %s: %s"
+                  % (u, x.set_cookie))
         # log in: a wrong password, an unknown name, then right
         b.get("/guestbook/account")
         for name, pw in (("alice", "wrong horse"), ("nobody", "x" * 10)):
