@@ -90,10 +90,7 @@ HP_HANDLER(post)
         bytes = read_upload(req, pic);
         type = bytes ? image_type(bytes, pic->size) : NULL;
         if (!type)
-            return front_page(req, 400,
-                              "A picture is a PNG, JPEG, GIF or "
-                              "WebP image.",
-                              body);
+            return front_page(req, 400, "Not a PNG, JPEG, GIF or WebP.", body);
     }
     if (hp_db_execv(hp_db(req),
                     "INSERT INTO entries (user_id, body, picture, picture_type)"
@@ -109,12 +106,12 @@ HP_HANDLER(delete)
 {
     long long me = current_user(req);
     const char *id = hp_arg(req, "id");
-    hp_db *db = hp_db(req);
 
     if (!post_only(req))
         return 405;
     if (!me)
         return 403;
+    hp_db *db = hp_db(req);
     /* The owner is part of the statement: sending another's id deletes
      * nothing. */
     if (hp_db_execv(db, "DELETE FROM entries WHERE id = $1 AND user_id = $2",

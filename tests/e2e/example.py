@@ -273,7 +273,7 @@ def test_entries_escaping_and_upload(eng):
         check_eq(r.header("X-Content-Type-Options"), "nosniff", "nosniff")
         # refused uploads keep what was typed
         html = b"<html><script>alert(1)</script></html>"
-        for data, status, why in ((html, 400, "A picture is a PNG"),
+        for data, status, why in ((html, 400, "Not a PNG, JPEG, GIF or WebP"),
                                   (png + b"\0" * (512 * 1024), 413,
                                    "at most 512 KiB")):
             r = b.post("/guestbook/post", {"body": "keep this text"},
@@ -315,7 +315,7 @@ def test_entries_escaping_and_upload(eng):
         db.cleanup(s, eng)
 
 
-# ---- the JSON API and the export ----------------------------------------------
+# ---- the JSON API and the export --------------------------------------------
 
 def api(s, method, path, obj=None, token=None, raw=None, ctype=JSON,
         cookie=None):
