@@ -38,7 +38,13 @@
 static const char *const schema_sqlite =
     SCHEMA("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB",
            "(strftime('%Y-%m-%d %H:%M:%S', 'now'))");
+/* On PostgreSQL two worker processes can run this at the same moment, and
+ * two concurrent CREATE TABLE IF NOT EXISTS can still collide (a unique
+ * violation in the catalog). The script runs as one implicit transaction
+ * (one PQexec), so a transaction-scoped advisory lock taken first makes
+ * the second worker wait for the first, then find the tables. */
 static const char *const schema_pg =
+    "SELECT pg_advisory_xact_lock(4242);"
     SCHEMA("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "BYTEA",
            "(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'))");
 
