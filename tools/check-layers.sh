@@ -41,6 +41,10 @@ check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tpl
 # the accept thread and the descriptor census are the server's own
 check 'hp_listener_|#include "listener\.h"' listener.c listener.h server.c
 check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
+# the dashboard's feed and HTTPS credentials are the server's alone
+check '#include "dashboard\.h"|hp_dashboard_' dashboard.c dashboard.h server.c
+check '#include "tls\.h"|hp_tls_' tls.c tls.h server.c
+check '#include "redirect\.h"|hp_redirect_' redirect.c redirect.h server.c
 if [ $bad = 0 ]; then
     echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c"
 fi
