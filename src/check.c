@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct hp_compiler *check_cc;
 static char *check_rundir;
@@ -93,7 +94,18 @@ static int visit(const char *path, const struct stat *st, int type,
         check_live ? hp_xasprintf("%s%s", check_live, path + strlen(check_root))
                    : hp_xstrdup(path);
     check_pages++;
-    if (hp_compile(check_cc, src, &art, &diag) == 0) {
+    /* A header written just before the compiler started (a release copied
+     * a moment ago) may have been read half-written: build again, as the
+     * server does, rather than leave the page out of the cache. */
+    int rc, tries = 0;
+    while ((rc = hp_compile(check_cc, src, &art, &diag)) == HP_COMPILE_RACED &&
+           ++tries < 10)
+        usleep(20000);
+    if (rc == HP_COMPILE_RACED && !diag)
+        diag = hp_xasprintf("%s: its headers kept changing while it was "
+                            "compiled",
+                            src);
+    if (rc == 0) {
         check_hits += art.cache_hit;
         if (hp_load(art.so_path, check_rundir, ++check_id, &dl, &priv, &diag) ==
             0)
