@@ -14,6 +14,8 @@
  * cache key, even if an editor is rewriting the page at this moment. A
  * `#line` directive keeps diagnostics and __FILE__ pointing at the real
  * file, and `-iquote <dir>` keeps `#include "x.h"` finding its neighbours.
+ * That copy is also what lets a staged release be compiled under the live
+ * root's names before a deploy switches to it (hp_compiler_stage).
  *
  * A page's HP_PKG("name") declarations (found by pkg.c in those same bytes)
  * add pkg-config's --cflags and --libs of each package to its compile, and
