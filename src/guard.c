@@ -892,9 +892,12 @@ static void answer_504(int fd, double limit)
                       bl, body);
     if (fd < 0)
         return;
-    /* Best effort: the socket is non-blocking and the answer is small. */
-    ssize_t n = send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)n;
+    /* Best effort: the socket is non-blocking and the answer is small.
+     * Over TLS, plaintext would be garbage inside the session: close. */
+    if (hp_server_plaintext()) {
+        ssize_t n = send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)n;
+    }
     shutdown(fd, SHUT_RDWR);
 }
 

@@ -391,14 +391,19 @@ static void mod_gauge(const struct hp_module_info *m, void *arg)
 
 void hp_metrics_modules(hp_cache *c)
 {
+    /* One writer at a time (the accept thread's second, a status request
+     * on an event-loop thread): the sequence word assumes it. */
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     if (!ME || !c)
         return;
     int n = 0;
+    pthread_mutex_lock(&mu);
     atomic_fetch_add(&ME->mods_seq, 1); /* odd: being rewritten */
     ME->mods_total = 0;
     hp_cache_each(c, mod_gauge, &n);
     ME->nmods = n;
     atomic_fetch_add(&ME->mods_seq, 1);
+    pthread_mutex_unlock(&mu);
 }
 
 void hp_metrics_tick(void)

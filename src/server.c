@@ -234,6 +234,7 @@ static struct {
     _Atomic(unsigned char) *by_fd;
     int n;
     atomic_int high; /* highest descriptor marked + 1 */
+    bool tls;        /* connections speak TLS: no plaintext answers */
 } U;
 
 static void unstarted_init(void)
@@ -283,12 +284,21 @@ void hp_server_answer_unstarted(int culprit_fd)
         if (!atomic_compare_exchange_strong(&U.by_fd[fd], &want, U_DYING))
             continue;
         bool culprit = fd == culprit_fd;
-        ssize_t r = send(fd, culprit ? failed : busy,
-                         culprit ? sizeof failed - 1 : sizeof busy - 1,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)r;
-        shutdown(fd, SHUT_WR);
+        /* Over TLS a plaintext answer would be garbage inside the
+         * session: a closed connection is the clearer failure. */
+        if (!U.tls) {
+            ssize_t r = send(fd, culprit ? failed : busy,
+                             culprit ? sizeof failed - 1 : sizeof busy - 1,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)r;
+        }
+        shutdown(fd, U.tls ? SHUT_RDWR : SHUT_WR);
     }
+}
+
+bool hp_server_plaintext(void)
+{
+    return !U.tls;
 }
 
 bool hp_server_claim(int fd)
@@ -583,7 +593,10 @@ static void status_body(struct hp_buf *b, const char *url)
     hp_db_status_json(b);
     hp_edge_status_json(b);
     H.status_json(b);   /* the host's (worker processes) */
-    hp_metrics_json(b); /* the whole node's (metrics.c) */
+    /* The whole node's (metrics.c): this worker's own modules as of now,
+     * the others' as of their last second. */
+    hp_metrics_modules(S.cache);
+    hp_metrics_json(b);
     hp_buf_puts(b, ",\n\"root\":");
     hp_buf_json(b, S.root);
     hp_buf_puts(b, "}\n");
@@ -679,7 +692,7 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
         *r = send_metrics(c);
     } else if (strcmp(name, "health") == 0) {
         *r = send_health(c);
-    } else if (strcmp(name, "events") == 0) {
+    } else if (strcmp(name, "status.events") == 0) {
         *r = send_events(c);
     } else if (*name == '\0') {
         hp_dashboard_html(&c->req.out);
@@ -1490,6 +1503,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         return 1;
     }
     hp_edge_set_tls(hp_tls_on());
+    U.tls = hp_tls_on();
     hp_metrics_set_root(S.root);
     if (hp_dashboard_start() < 0) {
         teardown();

@@ -106,4 +106,9 @@ void hp_server_answer_unstarted(int culprit_fd);
  */
 bool hp_server_claim(int fd);
 
+/* False when the connections speak TLS (--tls-cert): then a host must not
+ * write a fixed plaintext answer onto a socket (it would be garbage inside
+ * the TLS session); it closes the connection instead. */
+bool hp_server_plaintext(void);
+
 #endif
