@@ -21,6 +21,8 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +99,7 @@ struct hist {
     char page[LABEL];
     char error[ERR_LEN];
 };
+#define HIST_BODY offsetof(struct hist, when) /* what the seq guards */
 
 struct label {
     atomic_int state; /* 0 free, 1 being written, 2 set */
@@ -305,20 +308,63 @@ void hp_metrics_request(const char *page, int status, double seconds)
     add(&p->sum_us, (unsigned long)(seconds * 1e6));
 }
 
+/*
+ * The sequence-locked records (reload history, module tables) are read
+ * while another thread or process may rewrite them; the sequence word says
+ * afterwards whether the copy is usable. Both sides copy with relaxed
+ * atomic loads and stores, word by word, so the race the sequence word
+ * resolves is not undefined behaviour in C11 (and ThreadSanitizer agrees).
+ */
+static void shm_store(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = dst;
+    const unsigned char *p = src;
+    size_t i = 0;
+    if (((uintptr_t)d % sizeof(unsigned long)) == 0)
+        for (; i + sizeof(unsigned long) <= n; i += sizeof(unsigned long)) {
+            unsigned long w;
+            memcpy(&w, p + i, sizeof w);
+            __atomic_store_n((unsigned long *)(void *)(d + i), w,
+                             __ATOMIC_RELAXED);
+        }
+    for (; i < n; i++)
+        __atomic_store_n(d + i, p[i], __ATOMIC_RELAXED);
+}
+
+static void shm_load(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = dst;
+    const unsigned char *p = src;
+    size_t i = 0;
+    if (((uintptr_t)p % sizeof(unsigned long)) == 0)
+        for (; i + sizeof(unsigned long) <= n; i += sizeof(unsigned long)) {
+            unsigned long w = __atomic_load_n(
+                (const unsigned long *)(const void *)(p + i), __ATOMIC_RELAXED);
+            memcpy(d + i, &w, sizeof w);
+        }
+    for (; i < n; i++)
+        d[i] = __atomic_load_n(p + i, __ATOMIC_RELAXED);
+    atomic_thread_fence(memory_order_acquire); /* before the seq re-check */
+}
+
 static void history_add(const char *page, double seconds, bool ok,
                         const char *error)
 {
     unsigned long n = atomic_fetch_add(&A->hist_next, 1);
-    struct hist *h = &A->hist[n % HISTORY];
-    atomic_store(&h->seq, 0);
-    h->when = wall_now();
-    h->pid = getpid();
-    h->ok = ok;
-    h->seconds = seconds;
-    snprintf(h->page, sizeof h->page, "%s", page);
+    struct hist *h = &A->hist[n % HISTORY], rec;
+    memset(&rec, 0, sizeof rec);
+    rec.when = wall_now();
+    rec.pid = getpid();
+    rec.ok = ok;
+    rec.seconds = seconds;
+    snprintf(rec.page, sizeof rec.page, "%s", page);
     size_t e = error ? strcspn(error, "\n") : 0;
-    snprintf(h->error, sizeof h->error, "%.*s", (int)e, error ? error : "");
-    atomic_store(&h->seq, n + 1);
+    snprintf(rec.error, sizeof rec.error, "%.*s", (int)e, error ? error : "");
+    atomic_store(&h->seq, 0);
+    atomic_thread_fence(memory_order_release);
+    shm_store((char *)h + HIST_BODY, (char *)&rec + HIST_BODY,
+              sizeof rec - HIST_BODY);
+    atomic_store_explicit(&h->seq, n + 1, memory_order_release);
 }
 
 void hp_metrics_build(const char *page, double seconds, bool ok,
@@ -374,19 +420,20 @@ static void pool_gauge(const char *name, const struct hp_db_pool_stats *s,
 static void mod_gauge(const struct hp_module_info *m, void *arg)
 {
     int *n = arg;
-    ME->mods_total++;
+    __atomic_fetch_add(&ME->mods_total, 1, __ATOMIC_RELAXED);
     if (*n >= MODS)
         return;
-    struct mod_gauge *g = &ME->mods[(*n)++];
-    snprintf(g->path, sizeof g->path, "%s", page_label(m->path));
+    struct mod_gauge g;
+    memset(&g, 0, sizeof g);
+    snprintf(g.path, sizeof g.path, "%s", page_label(m->path));
     size_t e = m->error ? strcspn(m->error, "\n") : 0;
-    snprintf(g->error, sizeof g->error, "%.*s", (int)e,
-             m->error ? m->error : "");
-    g->version = m->version;
-    g->inflight = m->inflight;
-    g->retired = m->retired;
-    g->retired_inflight = m->retired_inflight;
-    g->builds = m->builds;
+    snprintf(g.error, sizeof g.error, "%.*s", (int)e, m->error ? m->error : "");
+    g.version = m->version;
+    g.inflight = m->inflight;
+    g.retired = m->retired;
+    g.retired_inflight = m->retired_inflight;
+    g.builds = m->builds;
+    shm_store(&ME->mods[(*n)++], &g, sizeof g);
 }
 
 void hp_metrics_modules(hp_cache *c)
@@ -399,9 +446,9 @@ void hp_metrics_modules(hp_cache *c)
     int n = 0;
     pthread_mutex_lock(&mu);
     atomic_fetch_add(&ME->mods_seq, 1); /* odd: being rewritten */
-    ME->mods_total = 0;
+    __atomic_store_n(&ME->mods_total, 0, __ATOMIC_RELAXED);
     hp_cache_each(c, mod_gauge, &n);
-    ME->nmods = n;
+    __atomic_store_n(&ME->nmods, n, __ATOMIC_RELAXED);
     atomic_fetch_add(&ME->mods_seq, 1);
     pthread_mutex_unlock(&mu);
 }
@@ -699,7 +746,8 @@ static void history_json(struct hp_buf *b)
         struct hist *h = &A->hist[n % HISTORY], copy;
         if (atomic_load(&h->seq) != n + 1)
             continue; /* being rewritten */
-        memcpy(&copy, h, sizeof copy);
+        shm_load((char *)&copy + HIST_BODY, (char *)h + HIST_BODY,
+                 sizeof copy - HIST_BODY);
         copy.page[LABEL - 1] = copy.error[ERR_LEN - 1] = '\0';
         if (atomic_load(&h->seq) != n + 1)
             continue;
@@ -808,9 +856,9 @@ static bool mods_copy(struct mslot *m, struct mod_gauge *out, int *n)
             sched_yield();
             continue;
         }
-        int k = m->nmods;
+        int k = __atomic_load_n(&m->nmods, __ATOMIC_RELAXED);
         k = k < 0 ? 0 : k > MODS ? MODS : k;
-        memcpy(out, m->mods, (size_t)k * sizeof *out);
+        shm_load(out, m->mods, (size_t)k * sizeof *out);
         if (atomic_load(&m->mods_seq) == seq) {
             *n = k;
             return true;
