@@ -6,7 +6,8 @@
 #                             libFuzzer for `make fuzz-run`, wrk, curl, zlib
 #                             for the HP_PKG tests; openssl, the Prometheus
 #                             parser and promtool, headless Chromium for
-#                             tests/e2e/ops.py)
+#                             tests/e2e/ops.py; HAProxy for
+#                             tests/e2e/scale.py)
 #   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx, and
 #                             PHP-FPM with PDO pgsql and SQLite, Apache with
 #                             mod_python)
@@ -19,7 +20,8 @@ set -eu
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
 libsqlite3-dev libpq-dev libsodium-dev libjansson-dev"
 TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev \
-openssl python3-prometheus-client prometheus chromium python3-websocket"
+openssl python3-prometheus-client prometheus chromium python3-websocket \
+haproxy"
 BENCH="nginx-light php8.2-fpm php8.2-pgsql php8.2-sqlite3 apache2 \
 libapache2-mod-python"
 
