@@ -18,7 +18,7 @@ PCDIR   ?= $(PREFIX)/lib/pkgconfig
 
 CC      ?= cc
 VERSION := $(shell sed -n 's/^\#define HP_VERSION_STRING "\(.*\)"/\1/p' src/hp.h)
-PKGS    := libmicrohttpd inih sqlite3 libpq libsodium
+PKGS    := libmicrohttpd inih sqlite3 libpq libsodium jansson
 OPT     ?= -O2 -g
 CFLAGS  ?=
 # Kore's stricter set on top: every extern function has a prototype in a
@@ -39,7 +39,11 @@ ALL_CFLAGS  = -std=gnu11 $(OPT) $(WARN) $(SAN) -Iinclude -Isrc $(PKG_CFLAGS) \
 # it (src/edge.c).
 EXPORTS     = $(BUILD)/exports.list
 ALL_LDFLAGS = $(SAN) -pthread -Wl,--dynamic-list=$(EXPORTS) $(LDFLAGS)
-LIBS        = $(PKG_LIBS) -ldl
+# jansson is the pages' JSON library too (hotpub.h includes <jansson.h>):
+# pages resolve json_* against the executable's libraries, so libjansson
+# must stay NEEDED even under a linker that defaults to --as-needed.
+LIBS        = -Wl,--push-state,--no-as-needed $(shell pkg-config --libs jansson) \
+              -Wl,--pop-state $(PKG_LIBS) -ldl
 
 SRCS    := $(wildcard src/*.c)
 OBJS    := $(SRCS:src/%.c=$(BUILD)/%.o)
@@ -129,6 +133,7 @@ e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/conformance/run.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/static.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/compile.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/tfb.py
 
 # The binary exports exactly the functions include/hotpub.h declares.
 check-exports: hotpub$(SUFFIX)

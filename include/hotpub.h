@@ -39,6 +39,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* JSON values are jansson's (https://jansson.readthedocs.io/): the server
+ * links libjansson, so every page may call json_*() with no flags (and may
+ * not define names of its own that jansson declares). */
+#include <jansson.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -219,6 +224,86 @@ int hp_set_cookie(hp_req *req, const char *name, const char *value,
 
 /* Redirect: 303 See Other after a POST, 302 Found otherwise. */
 int hp_redirect(hp_req *req, const char *location);
+
+/* ---- JSON (jansson) ---------------------------------------------------- */
+
+/*
+ * The request body parsed as JSON (RFC 8259), or NULL. NULL when the
+ * request has no body, when its Content-Type is not application/json (nor
+ * a "+json" type such as application/merge-patch+json; parameters such as
+ * charset=utf-8 are allowed), or when the body is malformed. Malformed
+ * means anything jansson's strict decoder refuses, and more:
+ *   - not exactly one JSON value (any type at the top level is accepted),
+ *     or anything but whitespace after it;
+ *   - invalid UTF-8 anywhere, or an escaped "\u0000" (a C string would be
+ *     cut short there);
+ *   - an object with the same key twice (parsers disagree on which one
+ *     wins, so a value checked by one reader is not the one another uses);
+ *   - an integer outside -2^63 .. 2^63-1 or a number overflowing a double
+ *     (refused rather than rounded; send big numbers as strings);
+ *   - nesting deeper than 2048.
+ * The page decides what to answer: hp_json_error(req) then says why
+ * (jansson's message with line and column), else it is NULL. The value is
+ * parsed once, on the first call, and is owned by the request: do not
+ * json_decref it (json_incref it to keep it longer).
+ */
+json_t *hp_json_body(hp_req *req);
+const char *hp_json_error(hp_req *req);
+
+/*
+ * Append value's JSON text (compact, UTF-8, object keys in insertion
+ * order, reals in the shortest form that reads back the same) to the
+ * response, and set Content-Type: application/json unless the page set a
+ * Content-Type. Does not take the reference: the caller still owns value.
+ * HP_OK, or -1 (value NULL, not encodable, or out of memory).
+ */
+int hp_write_json(hp_req *req, const json_t *value);
+
+/* ---- templates (Mustache) --------------------------------------------- */
+
+/*
+ * Render the Mustache template file `tpl` with `data` as its root context
+ * and append the result to the response (docs/pages.md#templates). The
+ * spec's required modules are supported: {{name}} HTML-escaped, {{{name}}}
+ * and {{& name}} as is, dotted names, {{.}}, sections, inverted sections,
+ * comments, partials and set delimiters (github.com/mustache/spec). False,
+ * null, a missing name and [] are falsey.
+ *   - `tpl` is relative to the directory of the page (or application
+ *     module) whose code calls it; a leading '/' means the document root.
+ *     "{{> name}}" loads name.tpl from the directory of the template that
+ *     includes it. Neither may leave the document root. .tpl files are
+ *     never served.
+ *   - Parsed templates are cached and reloaded after an edit, like pages;
+ *     a request sees each template as it was at its first use in that
+ *     request, and templates saved together change together.
+ *   - A missing template or a syntax error returns 500 and makes the
+ *     response a 500 whatever the handler then returns: in development
+ *     mode the page shows the error with the template's file:line, and it
+ *     is logged. A missing partial renders as nothing (the spec's rule).
+ * Returns HP_OK or 500:  return hp_render(req, "list.tpl", data);
+ * data may be NULL; it is not modified and its reference is not taken.
+ */
+int hp_render(hp_req *req, const char *tpl, const json_t *data);
+
+/* ---- path parameters ---------------------------------------------------- */
+
+/*
+ * HP_PATH_PARAMS(handler); at file scope lets `handler` receive the URL
+ * segments after it: with
+ *     HP_HANDLER(http_handler) { ... }  HP_PATH_PARAMS(http_handler);
+ *     HP_HANDLER(edit) { ... }          HP_PATH_PARAMS(edit);
+ * in items.c, /items/42 runs http_handler with parameter 0 "42", and
+ * /items/edit/42 runs edit with parameter 0 "42". A page without it keeps
+ * answering 404 to such URLs. Rules in docs/pages.md#path-parameters.
+ */
+#define HP_PATH_PARAMS(name)                                                   \
+    HP_EXPORT extern const int hp__path_params_##name;                         \
+    const int hp__path_params_##name = 1
+
+/* The i-th segment after the handler (0-based, percent-decoded), or NULL;
+ * and how many there are. At most 32 are accepted (more: 404). */
+const char *hp_path_param(hp_req *req, unsigned i);
+unsigned hp_path_param_count(hp_req *req);
 
 /* ---- per-request values ------------------------------------------------ */
 

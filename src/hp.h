@@ -237,6 +237,8 @@ typedef struct hp_entry hp_entry;
 typedef struct hp_version hp_version;
 
 #define HP_MAX_APPS 16 /* application modules above one page, at most */
+#define HP_MAX_PATH_PARAMS 32 /* path parameters one request may carry    */
+#define HP_MAX_SEGS 64        /* URL segments the resolver looks through  */
 
 typedef void *(*hp_init_fn)(hp_module *m, void *previous);
 typedef void (*hp_fini_fn)(hp_module *m, void *state, bool handed_over);
@@ -372,6 +374,9 @@ struct hp_target {
     enum hp_target_kind kind;
     char path[PATH_MAX];
     char handler[128];
+    /* Pages: how many segments of the URL named the page; the rest (a
+     * handler name, then path parameters) is publish.c's to route. */
+    unsigned short page_segs;
 };
 
 typedef struct hp_resolver hp_resolver;
@@ -383,6 +388,29 @@ void hp_resolver_free(hp_resolver *r);
 void hp_resolve(hp_resolver *r, const char *url_path, struct hp_target *t);
 /* Forget cached resolutions (the watcher calls it on namespace changes). */
 void hp_resolver_invalidate(hp_resolver *r);
+
+/* ---- JSON (json.c) ------------------------------------------------------ */
+
+/* The strict decoder hp_json_body uses (its rules are in hotpub.h). */
+json_t *hp_json_parse(const char *text, size_t len, json_error_t *e);
+/* hp_write_json's text of value, appended to b: 0, or -1 (NULL, deeper
+ * than 2048, out of memory). */
+int hp_json_encode(struct hp_buf *b, const json_t *value);
+
+/* ---- template files (tplcache.c; the syntax is template.c's) ----------- */
+
+/* The server's templates live under root; errors are shown when dev.
+ * watched: a watcher reports changes (hp_tplcache_touch/_publish);
+ * otherwise each use compares the file's identity. */
+void hp_tplcache_start(const char *root, bool dev, bool watched);
+void hp_tplcache_stop(void);
+/* path changed (a completed write, rename or delete): 1 if it is a cached
+ * template; it goes stale, with everything else touched, at _publish. */
+int hp_tplcache_touch(const char *path);
+void hp_tplcache_touch_all(void);
+void hp_tplcache_publish(void);
+/* Stat every cached template; publish what changed. Returns how many. */
+int hp_tplcache_revalidate(void);
 
 /* ---- watching the document root (watch.c) ----------------------------- */
 

@@ -53,6 +53,98 @@ static hp_handler_fn find_handler(hp_req *req, const char *name,
     return NULL;
 }
 
+/* ---- routing: the URL's segments after the page ------------------------ */
+
+/* A handler name from a URL: a C identifier not starting with '_' (the
+ * reserved names), as the resolver's rule 4 requires. */
+static bool handler_name_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 100 ||
+        !((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return false;
+    return true;
+}
+
+/* Did the module that defines handler `name` declare HP_PATH_PARAMS? */
+static bool takes_params(hp_version *m, const char *name)
+{
+    char sym[160];
+    snprintf(sym, sizeof sym, "hp__path_params_%s", name);
+    const int *flag = hp_version_sym(m, sym);
+    return flag && *flag == 1;
+}
+
+/* The URL's segments after the first `skip` ones (empty ones dropped, as
+ * the resolver does), copied into request memory. */
+static size_t rest_segments(hp_req *req, size_t skip, const char **out,
+                            size_t max)
+{
+    size_t n = 0, seen = 0;
+    for (const char *s = req->path; *s;) {
+        size_t k = strcspn(s, "/");
+        if (k > 0 && seen++ >= skip) {
+            if (n == max)
+                return max + 1;
+            char *seg = hp_alloc(req, k + 1);
+            if (!seg)
+                return max + 1;
+            memcpy(seg, s, k);
+            seg[k] = '\0';
+            out[n++] = seg;
+        }
+        s += k + (s[k] == '/');
+    }
+    return n;
+}
+
+static void set_params(hp_req *req, const char **segs, size_t n,
+                       const char *handler)
+{
+    req->params = segs;
+    req->nparams = (unsigned)n;
+    snprintf(req->target.handler, sizeof req->target.handler, "%s", handler);
+}
+
+/*
+ * The handler the URL names (docs/pages.md#path-parameters). Segments
+ * after the page: none, the page's target handler; one naming a handler,
+ * that handler; a handler that declared HP_PATH_PARAMS, it with the rest
+ * as parameters; else http_handler with all of them as parameters, if it
+ * declared HP_PATH_PARAMS. Otherwise NULL: 404.
+ */
+static hp_handler_fn route(hp_req *req, hp_version **from)
+{
+    const char **segs = hp_alloc(req, (HP_MAX_PATH_PARAMS + 1) * sizeof *segs);
+    if (!segs)
+        return NULL;
+    size_t n =
+        rest_segments(req, req->target.page_segs, segs, HP_MAX_PATH_PARAMS + 1);
+    if (n == 0)
+        return find_handler(req, req->target.handler, from);
+    if (n > HP_MAX_PATH_PARAMS + 1)
+        return NULL;
+    hp_handler_fn fn = NULL;
+    if (handler_name_ok(segs[0], strlen(segs[0])) &&
+        (fn = find_handler(req, segs[0], from))) {
+        if (n == 1 || takes_params(*from, segs[0])) {
+            set_params(req, segs + 1, n - 1, segs[0]);
+            return fn;
+        }
+    }
+    if (n > HP_MAX_PATH_PARAMS)
+        return NULL;
+    fn = find_handler(req, "http_handler", from);
+    if (fn && takes_params(*from, "http_handler")) {
+        set_params(req, segs, n, "http_handler");
+        return fn;
+    }
+    return NULL;
+}
+
 static bool has_location(const hp_req *req)
 {
     for (size_t i = 0; i < req->headers.n; i++)
@@ -155,7 +247,7 @@ int hp_publish_run(hp_req *req)
     int fail;
     bool ran_rollback_resources = false;
 
-    hp_handler_fn fn = find_handler(req, req->target.handler, &from);
+    hp_handler_fn fn = route(req, &from);
     if (!fn)
         return 404;
     req->served_by = from;

@@ -42,6 +42,8 @@ void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
 
 void hp_req_cleanup(hp_req *req)
 {
+    hp_req_json_free(req);
+    hp_req_tpl_release(req);
     for (struct hp_alloc_block *b = req->blocks, *n; b; b = n) {
         n = b->next;
         free(b);
@@ -144,6 +146,17 @@ const char *hp_filename(hp_req *req)
 const char *hp_handler_name(hp_req *req)
 {
     return req->target.handler;
+}
+
+/* Filled by publish.c's routing before the handler runs. */
+const char *hp_path_param(hp_req *req, unsigned i)
+{
+    return i < req->nparams ? req->params[i] : NULL;
+}
+
+unsigned hp_path_param_count(hp_req *req)
+{
+    return req->nparams;
 }
 
 const char *hp_req_remote(hp_req *req)

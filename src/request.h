@@ -79,6 +79,14 @@ struct hp_req {
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
 
+    /* the application toolkit (json.c, tplcache.c, publish.c) */
+    bool json_parsed;        /* hp_json_body ran                      */
+    json_t *json;            /* its value (a reference we own)        */
+    const char *json_err;    /* why it is NULL (hp_alloc'd), or NULL  */
+    struct hp_tpl_pins *tpl; /* templates this request has used       */
+    const char **params;     /* path parameters (hp_alloc'd)          */
+    unsigned nparams;
+
     /* Last and large (PATH_MAX): hp_req_init leaves it to the resolver
      * rather than clearing 4 KiB per request. */
     struct hp_target target;
@@ -107,6 +115,11 @@ void hp_req_add_header(hp_req *req, const char *name, const char *value);
 /* Write the short standard body for an error status. */
 void hp_req_error_body(hp_req *req, int status, const char *detail_html);
 const char *hp_status_text(int status);
+
+/* json.c: drop the parsed body (hp_req_cleanup). */
+void hp_req_json_free(hp_req *req);
+/* tplcache.c: unpin the templates the request used (hp_req_cleanup). */
+void hp_req_tpl_release(hp_req *req);
 
 /* publish.c: run hooks and handler; returns HP_OK or an error status. */
 int hp_publish_run(hp_req *req);

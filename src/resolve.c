@@ -17,6 +17,12 @@
  *   3. P.c, else P.so: handler http_handler.
  *   4. The last segment names a handler of Q = P minus its last segment:
  *      Q.c, else Q.so, else Q/index.c, else Q/index.so.
+ *   5. Path parameters: the longest proper prefix Q of P that names a page
+ *      (Q.c, Q.so, Q/index.c, Q/index.so; the root's index too). The
+ *      segments after Q are routed by publish.c, which answers 404 unless
+ *      the handler they reach declared HP_PATH_PARAMS.
+ * t->page_segs counts the segments that named the page (rules 4 and 5
+ * leave the rest to publish.c).
  * Whatever is chosen must still be inside the root, and public, once every
  * symlink is resolved; otherwise the answer is "not found", never a
  * fallback to a later rule (a refused symlink must not unmask another file).
@@ -38,6 +44,7 @@ struct rc_entry {
     uint64_t hash;
     size_t keylen;
     enum hp_target_kind kind;
+    unsigned short page_segs;
     const char *path; /* point into buf */
     const char *handler;
     char buf[]; /* key \0 path \0 handler \0 */
@@ -133,7 +140,8 @@ static bool ends_with(const char *s, const char *suffix)
  * text would leak sources or server configuration. */
 static bool private_ext(const char *name)
 {
-    static const char *const exts[] = {".c", ".h", ".so", ".o", ".d", ".ini"};
+    static const char *const exts[] = {".c", ".h",   ".so", ".o",
+                                       ".d", ".ini", ".tpl"};
 
     for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++)
         if (ends_with(name, exts[i]))
@@ -223,6 +231,7 @@ static void set_notfound(struct hp_target *t)
     t->kind = HP_T_NOTFOUND;
     t->path[0] = '\0';
     t->handler[0] = '\0';
+    t->page_segs = 0;
 }
 
 /* The canonical path must lie strictly under the root and every segment
@@ -321,9 +330,41 @@ static void resolve_handler(const hp_resolver *r, const char *rel, size_t last,
         return;
     /* For nseg == 1, Q is the root itself: "root.c" is outside the root. */
     if (nseg >= 2 && try_page(r, &q, page_ext, name, t))
+        goto found;
+    if (is_dir(q.s) && try_page(r, &q, index_page, name, t))
+        goto found;
+    return;
+found:
+    t->page_segs = (unsigned short)(nseg - 1);
+}
+
+/* Rule 5: the longest proper prefix of rel that names a page; the
+ * segments after it are path parameters (or a handler and parameters). */
+static void resolve_params(const hp_resolver *r, const char *rel, size_t nseg,
+                           struct hp_target *t)
+{
+    size_t ends[HP_MAX_SEGS + 1], k = 0;
+    struct rpath q;
+
+    set_notfound(t);
+    if (nseg < 1 || nseg > HP_MAX_SEGS)
         return;
-    if (is_dir(q.s))
-        try_page(r, &q, index_page, name, t);
+    for (const char *s = rel; *s; s++) /* where each prefix ends */
+        if (*s == '/')
+            ends[k++] = (size_t)(s - rel);
+    for (size_t n = nseg - 1; n-- > 0;) {
+        /* n + 1 segments: rel[0 .. ends[n]); n = 0 is the first one. */
+        if (rp_under_root(&q, r, rel, ends[n]) < 0)
+            return;
+        if (try_page(r, &q, page_ext, "http_handler", t) ||
+            (is_dir(q.s) && try_page(r, &q, index_page, "http_handler", t))) {
+            t->page_segs = (unsigned short)(n + 1);
+            return;
+        }
+    }
+    if (rp_under_root(&q, r, rel, 0) == 0 &&
+        try_page(r, &q, index_page, "http_handler", t))
+        t->page_segs = 0;
 }
 
 /*
@@ -348,6 +389,7 @@ static bool resolve_fs(const hp_resolver *r, const char *url,
     if (stat(p.s, &st) == 0) {
         if (S_ISDIR(st.st_mode)) {
             resolve_dir(r, &p, t);
+            t->page_segs = (unsigned short)nseg;
             return true;
         }
         if (S_ISREG(st.st_mode) && nseg > 0) {
@@ -356,8 +398,14 @@ static bool resolve_fs(const hp_resolver *r, const char *url,
             return true;
         }
     }
-    if (nseg > 0 && !try_page(r, &p, page_ext, "http_handler", t))
+    if (nseg > 0 && try_page(r, &p, page_ext, "http_handler", t)) {
+        t->page_segs = (unsigned short)nseg;
+        return true;
+    }
+    if (nseg > 0)
         resolve_handler(r, rel, last, nseg, t);
+    if (nseg > 0 && t->kind == HP_T_NOTFOUND)
+        resolve_params(r, rel, nseg, t);
     return true;
 }
 
@@ -400,6 +448,7 @@ static bool rc_lookup(hp_resolver *r, const char *key, size_t n, uint64_t h,
         e = rc_find(r, key, n, h);
     if (e) {
         t->kind = e->kind;
+        t->page_segs = e->page_segs;
         strcpy(t->path, e->path);
         strcpy(t->handler, e->handler);
     }
@@ -434,6 +483,7 @@ static struct rc_entry *rc_entry_new(const char *key, size_t n, uint64_t h,
     e->hash = h;
     e->keylen = n;
     e->kind = t->kind;
+    e->page_segs = t->page_segs;
     p = e->buf;
     memcpy(p, key, n + 1);
     e->path = p += n + 1;

@@ -906,6 +906,7 @@ static int setup(struct hp_config *cfg)
 static void teardown(void)
 {
     hp_watch_stop(S.watch);
+    hp_tplcache_stop();
     H.teardown(); /* the host's pinned versions, before their cache goes */
     hp_cache_free(S.cache);
     /* After every module's fini, which may still use it. */
@@ -955,6 +956,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     S.dev = cfg->dev < 0 ? addr_is_loopback(ss) : cfg->dev;
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
     hp_cache_set_batched(S.cache, S.watch != NULL);
+    hp_tplcache_start(S.root, S.dev, S.watch != NULL);
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;

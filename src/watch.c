@@ -102,6 +102,7 @@ static void flush(struct hp_watch *w)
     for (size_t i = 0; i < w->npending; i++)
         free(w->pending[i]);
     w->npending = 0;
+    hp_tplcache_publish(); /* templates saved together change together */
     hp_cache_refresh_stale(w->cache);
 }
 
@@ -125,6 +126,7 @@ static void root_swapped(struct hp_watch *w)
     hp_resolver_invalidate(w->res);
     hp_cache_apps_changed(w->cache);
     hp_cache_touch_all(w->cache);
+    hp_tplcache_touch_all();
     pend(w, w->root);
 }
 
@@ -141,6 +143,7 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
         hp_resolver_invalidate(w->res);
         hp_cache_apps_changed(w->cache);
         hp_cache_touch_all(w->cache);
+        hp_tplcache_touch_all();
         pend(w, w->root);
         return;
     }
@@ -166,13 +169,16 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
         add_dir(w, path);
         /* Files may have landed in it before the watch existed. */
         hp_cache_touch_all(w->cache);
+        hp_tplcache_touch_all();
+        hp_tplcache_publish();
     }
     if (!(ev->mask & IN_ISDIR) &&
         (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
                      IN_DELETE | IN_ATTRIB))) {
         /* Mark now, so requests from here on revalidate; compile after the
          * burst settles. */
-        if (hp_cache_touch(w->cache, path) > 0)
+        int n = hp_cache_touch(w->cache, path);
+        if (hp_tplcache_touch(path) + n > 0)
             pend(w, path);
     }
     free(path);
@@ -232,6 +238,7 @@ static void *watch_main(void *arg)
         }
         if (reval > 0 && now >= next_reval) {
             hp_resolver_invalidate(w->res);
+            hp_tplcache_revalidate();
             if (hp_cache_revalidate(w->cache) > 0)
                 hp_cache_refresh_stale(w->cache);
             next_reval = hp_now() + reval;

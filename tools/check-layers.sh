@@ -36,7 +36,9 @@ check 'hp_procs_|procs\.h' # gone: the old two-way hooks
 # store, main.c initialises libsodium; nothing else reaches in
 check '#include "session\.h"|hp_session_server_|hp_session__|hp_csrf_check' \
     session.c session.h csrf.c password.c publish.c server.c main.c
+# the template parser is pure: only the template cache drives it
+check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tplcache.c
 if [ $bad = 0 ]; then
-    echo "ok   layers: the server names no supervisor, the guard is master.c's"
+    echo "ok   layers: the server names no supervisor, the guard is master.c's, only tplcache.c drives template.c"
 fi
 exit $bad

@@ -4,7 +4,8 @@
 #   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries
 #   sh tools/deps.sh --test   also what the tests use (PostgreSQL, clang and
 #                             libFuzzer for `make fuzz-run`, wrk, curl)
-#   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx)
+#   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx, and
+#                             PHP-FPM with PDO pgsql for bench/tfb.sh)
 #
 # Owns: the package lists and how to get root. As root (containers, CI) it
 # runs apt-get itself: sudo is often not installed there. As anyone else it
@@ -12,9 +13,9 @@
 set -eu
 
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
-libsqlite3-dev libpq-dev libsodium-dev"
+libsqlite3-dev libpq-dev libsodium-dev libjansson-dev"
 TEST="python3 curl wrk postgresql clang libclang-rt-14-dev"
-BENCH="nginx-light"
+BENCH="nginx-light php8.2-fpm php8.2-pgsql"
 
 pkgs=$BUILD
 [ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"

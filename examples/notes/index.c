@@ -93,37 +93,21 @@ HP_HANDLER(delete)
     return HP_OK;
 }
 
-/* A JSON string: quotes, backslashes and control characters escaped. */
-static void json_string(hp_req *req, const char *s)
-{
-    hp_puts(req, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            hp_printf(req, "\\%c", *p);
-        else if (*p < 0x20)
-            hp_printf(req, "\\u%04x", *p);
-        else
-            hp_write(req, p, 1);
-    }
-    hp_puts(req, "\"");
-}
-
+/* jansson comes with <hotpub.h>; hp_write_json sets the Content-Type. */
 HP_HANDLER(json)
 {
     hp_db_res *r = hp_db_query(hp_db(req), "SELECT id, body, created FROM notes"
                                            " ORDER BY id DESC LIMIT 200");
     if (!r)
         return 500;
-    hp_set_header(req, "Content-Type", "application/json");
-    hp_puts(req, "{\"notes\":[");
-    for (int i = 0; hp_db_next(r); i++) {
-        hp_printf(req, "%s{\"id\":%lld,\"body\":", i ? "," : "",
-                  hp_db_int(r, 0));
-        json_string(req, hp_db_text(r, 1));
-        hp_puts(req, ",\"created\":");
-        json_string(req, hp_db_text(r, 2));
-        hp_puts(req, "}");
-    }
-    hp_puts(req, "]}\n");
-    return HP_OK;
+    json_t *notes = json_array();
+    while (hp_db_next(r))
+        json_array_append_new(notes, json_pack("{s:I, s:s?, s:s?}", "id",
+                                               (json_int_t)hp_db_int(r, 0),
+                                               "body", hp_db_text(r, 1),
+                                               "created", hp_db_text(r, 2)));
+    json_t *doc = json_pack("{s:o}", "notes", notes);
+    int rc = hp_write_json(req, doc);
+    json_decref(doc);
+    return rc == HP_OK ? HP_OK : 500;
 }

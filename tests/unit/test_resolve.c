@@ -160,6 +160,15 @@ static const char *show(hp_resolver *r, const char *url)
     else
         snprintf(out, sizeof(out), "%s %s %s", kind_name(t.kind), rel,
                  t.handler);
+    /* Segments left for publish.c's routing beyond a handler name (rule
+     * 4): path parameters, 404 unless a handler declared HP_PATH_PARAMS. */
+    unsigned nseg = 0;
+    for (const char *s = url; *s; s++)
+        nseg += s[0] != '/' && (s == url || s[-1] == '/');
+    unsigned rest = t.kind == HP_T_PAGE ? nseg - t.page_segs : 0;
+    if (rest > 1 || (rest == 1 && strcmp(t.handler, "http_handler") == 0))
+        snprintf(out + strlen(out), sizeof(out) - strlen(out), " rest=%u",
+                 rest);
     return out;
 }
 
@@ -197,9 +206,10 @@ static void test_pages(void)
     EXPECT("/sub/page/go", "PAGE sub/page.so go");
     EXPECT("/both", "PAGE both.c http_handler");
     EXPECT("/both/h", "PAGE both.c h");
-    EXPECT("/hello/json/extra", "NOTFOUND");
+    EXPECT("/hello/json/extra", "PAGE hello.c http_handler rest=2");
     EXPECT("/nosuch", "NOTFOUND");
     EXPECT("/nosuch/json", "NOTFOUND");
+    EXPECT("/nosuch/json/1", "NOTFOUND");
     EXPECT("/dangling", "NOTFOUND");
 }
 
@@ -277,11 +287,11 @@ static void test_handler_names(void)
 {
     char url[256], want[256], name[128];
 
-    EXPECT("/hello/j-son", "NOTFOUND");
-    EXPECT("/hello/1json", "NOTFOUND");
-    EXPECT("/hello/json.x", "NOTFOUND");
-    EXPECT("/hello/j son", "NOTFOUND");
-    EXPECT("/hello/j\xc3\xa9", "NOTFOUND");
+    EXPECT("/hello/j-son", "PAGE hello.c http_handler rest=1");
+    EXPECT("/hello/1json", "PAGE hello.c http_handler rest=1");
+    EXPECT("/hello/json.x", "PAGE hello.c http_handler rest=1");
+    EXPECT("/hello/j son", "PAGE hello.c http_handler rest=1");
+    EXPECT("/hello/j\xc3\xa9", "PAGE hello.c http_handler rest=1");
     EXPECT("/hello/A_9z", "PAGE hello.c A_9z");
     memset(name, 'a', sizeof(name));
     name[0] = 'h';
@@ -292,7 +302,37 @@ static void test_handler_names(void)
     name[100] = 'a';
     name[101] = '\0';
     snprintf(url, sizeof(url), "/hello/%s", name);
-    EXPECT(url, "NOTFOUND");
+    EXPECT(url, "PAGE hello.c http_handler rest=1"); /* a parameter */
+}
+
+/* Rule 5: the longest page prefix takes the rest of the URL (publish.c
+ * routes it: a handler, then path parameters; 404 without HP_PATH_PARAMS). */
+static void test_path_params(void)
+{
+    EXPECT("/hello/42/x", "PAGE hello.c http_handler rest=2");
+    EXPECT("/a/b/x/y", "PAGE a/b.c http_handler rest=2");
+    EXPECT("/dir/x/y", "PAGE dir/index.c http_handler rest=2");
+    EXPECT("/dir/7", "PAGE dir/index.c http_handler rest=1");
+    EXPECT("/sub/page/1/2/3", "PAGE sub/page.so http_handler rest=3");
+    EXPECT("/hello/_x/1", "NOTFOUND"); /* private names anywhere */
+    EXPECT("/hello/1/.x", "NOTFOUND");
+    EXPECT("/style.css/x/y", "NOTFOUND");
+    EXPECT("/static/x/y", "NOTFOUND");
+    EXPECT("/evil/h/1", "NOTFOUND"); /* a refused symlink unmasks nothing */
+    EXPECT("/outdir/page/1", "NOTFOUND");
+}
+
+/* Templates are never served, whatever their directory. */
+static void test_templates_private(void)
+{
+    make_file(root, "t.tpl", "{{x}}\n");
+    make_file(root, "static/row.tpl", "{{x}}\n");
+    hp_resolver_invalidate(res);
+    EXPECT("/t.tpl", "NOTFOUND");
+    EXPECT("/static/row.tpl", "NOTFOUND");
+    remove_rel("t.tpl");
+    remove_rel("static/row.tpl");
+    hp_resolver_invalidate(res);
 }
 
 /* A root with index.c: "/name" is a handler of it unless name.c exists. */
@@ -308,7 +348,8 @@ static void test_root_index(void)
     CHECK_STR(show(r, "/name"), "PAGE index.c name");
     CHECK_STR(show(r, "/hello"), "PAGE hello.c http_handler");
     CHECK_STR(show(r, "/_name"), "NOTFOUND");
-    CHECK_STR(show(r, "/na-me"), "NOTFOUND");
+    CHECK_STR(show(r, "/na-me"), "PAGE index.c http_handler rest=1");
+    CHECK_STR(show(r, "/a/x/y"), "PAGE index.c http_handler rest=3");
     CHECK_STR(show(r, "/style.css"), "STATIC style.css");
     CHECK_STR(show(r, "/a"), "NOTFOUND");
     hp_resolver_free(r);
@@ -478,6 +519,8 @@ int main(int argc, char **argv)
     T_RUN(test_traversal);
     T_RUN(test_symlinks_out);
     T_RUN(test_handler_names);
+    T_RUN(test_path_params);
+    T_RUN(test_templates_private);
     T_RUN(test_root_index);
     T_RUN(test_root_spelling);
     T_RUN(test_cache_invalidate);

@@ -1,0 +1,74 @@
+/*
+ * bench/tfb/_lib/tfb.h - what the TechEmpower pages of bench/tfb/ share: the
+ * response fields TFB requires, the random row id, the `queries` argument.
+ *
+ * Owns nothing but these helpers (static inline: every page that includes
+ * it gets its own copy, so a page reloads alone). It may not touch the
+ * database or write a body. Not served: `_lib` starts with `_`.
+ *
+ * The rules are TechEmpower's "Framework Benchmarks" test requirements
+ * (https://github.com/TechEmpower/FrameworkBenchmarks/wiki, and its verifier
+ * toolset/test_types/verifications.py).
+ */
+#ifndef TFB_H
+#define TFB_H
+
+#include <hotpub.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/random.h>
+
+#define TFB_WORLD_ROWS 10000 /* World has ids 1..10000 (TFB's script)   */
+#define TFB_MAX_QUERIES 500  /* `queries` is clamped to 1..500           */
+
+/* TFB requires a Server field on every response (verify_headers); hotpub
+ * sends none of its own, and Date comes from the server (libmicrohttpd
+ * writes it per response, so it changes every second). type: the
+ * Content-Type, or NULL to leave it to the writer (hp_write_json sets
+ * application/json; the default is text/html; charset=utf-8). */
+static inline void tfb_fields(hp_req *req, const char *type)
+{
+    hp_set_header(req, "Server", "hotpub");
+    if (type)
+        hp_set_header(req, "Content-Type", type);
+}
+
+/* A per-thread xorshift64* generator seeded from the kernel. Why not
+ * rand(): it takes a lock shared by every handler thread; why not
+ * getrandom() per call: a system call per row. Statistical quality is
+ * all TFB asks ("a random number between 1 and 10000"). */
+static inline uint64_t tfb_rand64(void)
+{
+    static __thread uint64_t s;
+    if (s == 0 && (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s || s == 0))
+        s = 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)&s;
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return s * 2685821657736338717ull;
+}
+
+/* A uniformly random id or randomNumber in 1..10000 (the modulo bias of
+ * 10^4 over 2^64 is below 10^-15). */
+static inline int tfb_random_id(void)
+{
+    return (int)(tfb_rand64() % TFB_WORLD_ROWS) + 1;
+}
+
+/* The `queries` query field as TFB's rules read it: an integer clamped to
+ * 1..500; missing, empty, zero, negative or not an integer ("foo", "2x")
+ * means 1. */
+static inline int tfb_queries(hp_req *req)
+{
+    const char *s = hp_arg(req, "queries");
+    char *end;
+    if (!s || !*s)
+        return 1;
+    long n = strtol(s, &end, 10);
+    if (*end != '\0' || n < 1)
+        return 1;
+    return n > TFB_MAX_QUERIES ? TFB_MAX_QUERIES : (int)n;
+}
+
+#endif

@@ -1,0 +1,20 @@
+/*
+ * bench/tfb/json.c - TFB test type 1, "JSON serialization": GET /json
+ * answers {"message":"Hello, World!"} as application/json. The rules ask
+ * for an object built per request and serialized by a JSON library, which
+ * is what this does (jansson, through hp_write_json). Owns nothing else.
+ */
+#include "_lib/tfb.h"
+
+#include <jansson.h>
+
+HP_HANDLER(http_handler)
+{
+    json_t *obj = json_pack("{s:s}", "message", "Hello, World!");
+    if (!obj)
+        return 500;
+    tfb_fields(req, NULL);
+    int rc = hp_write_json(req, obj);
+    json_decref(obj);
+    return rc == HP_OK ? HP_OK : 500;
+}

@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests for the application toolkit (issue 13): JSON in
+and out, Mustache templates in pages, path parameters.
+
+    HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/kit.py [NAME-SUBSTRING...]
+    python3 tests/e2e/kit.py --list
+
+Same conventions as run.py (harness.py): each test_* function gets its own
+temp document root and server on a free loopback port.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Server, check, check_eq, check_in, check_not_in,  # noqa: E402
+                     fail, limit, page, short)
+
+TEST_TIMEOUT = 120.0
+SUITE_BUDGET = 400.0
+
+# ---- JSON ----------------------------------------------------------------
+
+ECHO = page(r'''
+HP_HANDLER(http_handler)
+{
+    json_t *in = hp_json_body(req);
+    if (!in) {
+        const char *why = hp_json_error(req);
+        hp_status(req, why ? 400 : 415);
+        json_t *e = json_pack("{s:s?}", "error", why);
+        hp_write_json(req, e);
+        json_decref(e);
+        return HP_OK;
+    }
+    /* the same value twice: parsed once, owned by the request */
+    if (hp_json_body(req) != in)
+        return 500;
+    json_t *out = json_pack("{s:O, s:f, s:s}", "echo", in, "tenth", 0.1,
+                            "type", json_is_object(in) ? "object" : "other");
+    int rc = hp_write_json(req, out);
+    json_decref(out);
+    return rc == HP_OK ? HP_OK : 500;
+}
+''')
+
+
+def post_json(s, body, ctype="application/json"):
+    if isinstance(body, str):
+        body = body.encode()
+    return s.request("/echo", method="POST", body=body,
+                     headers={"Content-Type": ctype})
+
+
+def test_json_round_trip():
+    with Server(files={"echo.c": ECHO}) as s:
+        value = {"name": "h\u00e9llo \U0001F600 <&>", "big": 9223372036854775807,
+                 "neg": -9223372036854775808, "real": 1.7976931348623157e308,
+                 "small": 5e-324, "list": [1, 2.5, None, True, False, ""],
+                 "nested": {"a": {"b": [[]]}}, "quote": "\"\\\n\t\u0001"}
+        for ctype in ("application/json", "application/json; charset=utf-8",
+                      "Application/JSON", "application/merge-patch+json"):
+            r = post_json(s, json.dumps(value, ensure_ascii=False), ctype)
+            check_eq(r.status, 200, "status for %s: %s" % (ctype, short(r.text)))
+            check_eq(r.header("Content-Type"), "application/json",
+                     "Content-Type")
+            got = json.loads(r.body.decode("utf-8"))
+            check_eq(got["echo"], value, "echoed value")
+        # shortest reals; raw UTF-8 out, not \u escapes
+        check_in(b'"tenth":0.1', r.body, "the real 0.1")
+        check_in("h\u00e9llo \U0001F600".encode(), r.body, "raw UTF-8")
+        check_in(b'"big":9223372036854775807', r.body, "big integer")
+        # any value at the top level
+        r = post_json(s, "[1,2]")
+        check_eq((r.status, json.loads(r.body)["type"]), (200, "other"), "array")
+
+
+def test_json_malformed():
+    with Server(files={"echo.c": ECHO}) as s:
+        bad = {
+            "duplicate key": b'{"a":1,"a":2}',
+            "invalid UTF-8": b'{"a":"\xff"}',
+            "overlong UTF-8": b'"\xc0\xaf"',
+            "lone surrogate escape": b'"\\ud800"',
+            "NUL escape": b'"a\\u0000b"',
+            "trailing data": b'{} {}',
+            "truncated": b'{"a":',
+            "integer past 2^63-1": b'9223372036854775808',
+            "integer past -2^63": b'-9223372036854775809',
+            "real overflow": b'1e400',
+            "too deep": b'[' * 3000 + b']' * 3000,
+            "single quotes": b"{'a':1}",
+            "bare word": b'nope',
+        }
+        for what, body in bad.items():
+            r = post_json(s, body)
+            check_eq(r.status, 400, "status for %s: %s" % (what, short(r.text)))
+            err = json.loads(r.body)["error"]
+            check("line" in err and "column" in err,
+                  "%s: error without position: %r" % (what, err))
+        # not JSON at all: NULL without an error (the page says 415)
+        check_eq(post_json(s, b'{"a":1}', "text/plain").status, 415,
+                 "text/plain body")
+        check_eq(post_json(s, b'{"a":1}', "application/jsonx").status, 415,
+                 "application/jsonx body")
+        check_eq(post_json(s, b'').status, 415, "empty body")
+        check_eq(s.get("/echo").status, 415, "GET without a body")
+        check(s.alive(), "server died")
+
+
+def test_json_page_needs_no_flags_and_check_agrees():
+    src = page(r'''
+HP_HANDLER(http_handler)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "n", json_integer(42));
+    char *t = json_dumps(o, JSON_COMPACT);
+    hp_puts(req, t);
+    free(t);
+    json_decref(o);
+    return HP_OK;
+}
+''', includes="#include <stdlib.h>")
+    with Server(files={"j.c": src}) as s:
+        r = s.get("/j")
+        check_eq((r.status, r.text), (200, '{"n":42}'), "a page calling jansson")
+        p = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                               timeout=120)
+        check_eq(p.returncode, 0, "hotpub check: %s" % short(p.stdout + p.stderr))
+
+
+# ---- templates -----------------------------------------------------------
+
+RENDER = page(r'''
+HP_HANDLER(http_handler)
+{
+    const char *t = hp_arg(req, "t");
+    json_t *d = json_pack("{s:s, s:s, s:[{s:i,s:s},{s:i,s:s}], s:{s:s}, s:b}",
+                          "title", "<Tom & \"Jerry\">", "raw", "<i>ok</i>",
+                          "rows", "id", 1, "name", "a<b", "id", 2, "name", "\u00e9",
+                          "user", "name", "Ann", "admin", 0);
+    int rc = hp_render(req, t ? t : "list.tpl", d);
+    json_decref(d);
+    return rc;
+}
+''')
+
+TEMPLATES = {
+    "app/list.c": RENDER,
+    "app/list.tpl": "{{> layout}}",
+    "app/layout.tpl": "<title>{{title}}</title>\n<body>\n  {{> parts/table}}\n"
+                      "</body>\n",
+    "app/parts/table.tpl": "<table>\n{{#rows}}\n  {{> row}}\n{{/rows}}\n"
+                           "</table>\n{{^admin}}not admin{{/admin}} "
+                           "{{user.name}} {{{raw}}} {{&raw}} {{! hidden }}",
+    "app/parts/row.tpl": "<tr><td>{{id}}</td><td>{{name}}</td></tr>\n",
+    "app/esc.tpl": "{{=<% %>=}}<% title %> {{title}}",
+    "app/up.tpl": "{{> ../shared/foot}}",
+    "shared/foot.tpl": "foot {{user.name}}",
+    "app/escape.tpl": "{{> ../../outside}}",
+    "app/abs.tpl": "{{> /shared/foot}}",
+}
+
+
+def test_template_render():
+    with Server(files=dict(TEMPLATES)) as s:
+        r = s.get("/app/list")
+        check_eq(r.status, 200, "status: %s" % short(r.text))
+        want = ("<title>&lt;Tom &amp; &quot;Jerry&quot;&gt;</title>\n<body>\n"
+                "  <table>\n"
+                "    <tr><td>1</td><td>a&lt;b</td></tr>\n"
+                "    <tr><td>2</td><td>\u00e9</td></tr>\n"
+                "  </table>\n"
+                "  not admin Ann <i>ok</i> <i>ok</i> </body>\n")
+        check_eq(r.text, want, "rendered page")
+        check(r.header("Content-Type").startswith("text/html"), "Content-Type")
+        check_eq(s.get("/app/list?t=esc.tpl").text,
+                 "&lt;Tom &amp; &quot;Jerry&quot;&gt; {{title}}", "delimiters")
+        check_eq(s.get("/app/list?t=up.tpl").text, "foot Ann", "partial in ../")
+        check_eq(s.get("/app/list?t=/shared/foot.tpl").text, "foot Ann",
+                 "template from the root")
+        check_eq(s.get("/app/list?t=abs.tpl").text, "foot Ann",
+                 "partial from the root")
+        # .tpl files are never served, wherever they are
+        for path in ("/app/list.tpl", "/app/parts/row.tpl", "/shared/foot.tpl"):
+            check_eq(s.get(path).status, 404, "GET %s" % path)
+
+
+def test_template_stays_in_root():
+    outside_name = "outside-%d" % os.getpid()
+    with Server(files=dict(TEMPLATES)) as s:
+        # a file next to the root that a partial tries to reach
+        with open(os.path.join(s.tmp, "outside.tpl"), "w") as f:
+            f.write("SECRET")
+        os.symlink(os.path.join(s.tmp, "outside.tpl"),
+                   s.path("app/link.tpl"))
+        for t in ("escape.tpl", "../../outside.tpl", "link.tpl",
+                  "/../outside.tpl"):
+            r = s.get("/app/list?t=" + t)
+            check_eq(r.status, 500, "status for %s" % t)
+            check_not_in("SECRET", r.text, "body for %s" % t)
+            check_in("outside", r.text, "dev-mode message for %s" % t)
+        del outside_name
+
+
+def test_template_errors_dev_and_production():
+    files = dict(TEMPLATES)
+    files["app/broken.tpl"] = "line 1\nline 2 {{#rows}}\nline 3\n"
+    files["app/usesbroken.tpl"] = "a\n{{> badpart}}\n"
+    files["app/badpart.tpl"] = "\n\n{{/nope}}"
+    with Server(files=files) as s:
+        r = s.get("/app/list?t=broken.tpl")
+        check_eq(r.status, 500, "syntax error status")
+        check_in("app/broken.tpl:2: section {{#rows}} is never closed", r.text,
+                 "dev-mode diagnostic")
+        r = s.get("/app/list?t=usesbroken.tpl")
+        check_eq(r.status, 500, "broken partial status")
+        check_in("app/badpart.tpl:3: closing tag without an open section",
+                 r.text, "partial's diagnostic")
+        r = s.get("/app/list?t=nosuch.tpl")
+        check_eq(r.status, 500, "missing template")
+        check_in("no such template", r.text, "missing template message")
+        check_in("app/broken.tpl:2:", s.stderr(), "the log")
+        # fixed: the next request renders it
+        s.write("app/broken.tpl", "fixed {{user.name}}")
+        s.wait_for("/app/list?t=broken.tpl", lambda r: r.status == 200 and
+                   r.text == "fixed Ann", lambda r: r.status in (200, 500),
+                   limit(2.0), "the fixed template")
+    with Server(files=files, dev=False) as s:
+        r = s.get("/app/list?t=broken.tpl")
+        check_eq(r.status, 500, "production status")
+        check_not_in("never closed", r.text, "production hides the error")
+        check_in("app/broken.tpl:2: section {{#rows}} is never closed",
+                 s.stderr(), "production logs it")
+        # logged once per broken version, not once per request
+        for _ in range(5):
+            s.get("/app/list?t=broken.tpl")
+        check_eq(s.stderr().count("never closed"), 1, "log lines for it")
+
+
+def test_template_reload_and_cache():
+    files = {"p.c": RENDER, "list.tpl": "v1 {{user.name}}"}
+    with Server(files=files) as s:
+        check_eq(s.get("/p").text, "v1 Ann", "first")
+        for how, v in (("inplace", "v2"), ("rename", "v3"), ("copy", "v4")):
+            s.write("list.tpl", v + " {{user.name}}", how=how)
+            s.wait_for("/p", lambda r, v=v: r.text == v + " Ann",
+                       lambda r: r.status == 200, limit(2.0),
+                       "template written by %s" % how)
+        # a partial that appears later is picked up too (it was missing)
+        s.write("list.tpl", "[{{> later}}]")
+        s.wait_for("/p", lambda r: r.text == "[]", lambda r: r.status == 200,
+                   limit(2.0), "missing partial renders empty")
+        s.write("later.tpl", "L{{user.name}}")
+        s.wait_for("/p", lambda r: r.text == "[LAnn]",
+                   lambda r: r.text in ("[]", "[LAnn]"), limit(2.0),
+                   "the new partial")
+
+
+def test_template_edit_under_load():
+    """Writers rewrite a layout and its partial in place, slowly (half the
+    file, a pause, the rest), while clients render them: every response is
+    whole and from one version (layout and partial agree)."""
+    n_lines = 200
+
+    def layout(v):
+        return "".join("L%d.%d\n" % (v, i) for i in range(n_lines)) + \
+            "{{> part}}\nend %d\n" % v
+
+    def part(v):
+        return "".join("P%d.%d\n" % (v, i) for i in range(n_lines))
+
+    def expected(v):
+        return layout(v).replace("{{> part}}\n", part(v))
+
+    files = {"p.c": RENDER, "list.tpl": layout(0), "part.tpl": part(0)}
+    with Server(files=files) as s:
+        check_eq(s.get("/p").text, expected(0), "first render")
+        stop = threading.Event()
+        bad, seen, count = [], set(), [0]
+
+        def slow_write(rel, text):
+            data = text.encode()
+            with open(s.path(rel), "wb") as f:
+                f.write(data[:len(data) // 2])
+                f.flush()
+                time.sleep(0.02)
+                f.write(data[len(data) // 2:])
+
+        def writer():
+            v = 0
+            while not stop.is_set():
+                v += 1
+                slow_write("list.tpl", layout(v))
+                slow_write("part.tpl", part(v))
+                time.sleep(0.25)
+
+        def client():
+            conn = s.connection()
+            while not stop.is_set():
+                r = harness.request(s.port, "/p", conn=conn)
+                count[0] += 1
+                text = r.text
+                v = text.rsplit("end ", 1)[-1].strip() if "end " in text else ""
+                if r.status != 200 or not v.isdigit() or \
+                        text != expected(int(v)):
+                    bad.append((r.status, short(text, 200)))
+                else:
+                    seen.add(int(v))
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        w = threading.Thread(target=writer)
+        for t in threads + [w]:
+            t.start()
+        time.sleep(float(os.environ.get("HOTPUB_TPL_LOAD_SECONDS", "5")))
+        stop.set()
+        for t in threads + [w]:
+            t.join(20)
+        harness.note("%d requests, versions seen %d" % (count[0], len(seen)))
+        check_eq(bad[:3], [], "torn or mixed responses (%d)" % len(bad))
+        check(len(seen) >= 5, "too few versions seen: %s" % sorted(seen))
+
+
+# ---- path parameters -----------------------------------------------------
+
+ITEMS = page(r'''
+static int show(hp_req *req, const char *who)
+{
+    hp_printf(req, "%s %u", who, hp_path_param_count(req));
+    for (unsigned i = 0; i < hp_path_param_count(req); i++)
+        hp_printf(req, " [%s]", hp_path_param(req, i));
+    if (hp_path_param(req, hp_path_param_count(req)) != NULL)
+        return 500;
+    return HP_OK;
+}
+HP_HANDLER(http_handler) { return show(req, "list"); }
+HP_PATH_PARAMS(http_handler);
+HP_HANDLER(edit) { return show(req, "edit"); }
+HP_PATH_PARAMS(edit);
+HP_HANDLER(plain) { return show(req, "plain"); }
+''')
+
+PLAIN = page(r'''
+HP_HANDLER(http_handler) { hp_puts(req, "plain page"); return HP_OK; }
+HP_HANDLER(json) { hp_puts(req, "json"); return HP_OK; }
+''')
+
+
+def test_path_params():
+    with Server(files={"items.c": ITEMS, "shop/index.c": ITEMS,
+                       "hello.c": PLAIN}) as s:
+        cases = {
+            "/items": "list 0",
+            "/items/42": "list 1 [42]",
+            "/items/42/": "list 1 [42]",
+            "/items/a%20b/%C3%A9": "list 2 [a b] [\u00e9]",
+            "/items/edit/7": "edit 1 [7]",
+            "/items/edit": "edit 0",
+            "/items/plain": "plain 0",
+            "/items/plain/3": "list 2 [plain] [3]",   # plain takes none
+            "/items/nosuch": "list 1 [nosuch]",
+            "/shop/x/y": "list 2 [x] [y]",
+            "/shop/edit/5/6": "edit 2 [5] [6]",
+        }
+        for url, want in cases.items():
+            r = s.get(url)
+            check_eq((r.status, r.text), (200, want), url)
+        many = "/items/" + "/".join(str(i) for i in range(32))
+        check_eq(s.get(many).status, 200, "32 parameters")
+        check_eq(s.get(many + "/32").status, 404, "33 parameters")
+        # pages that did not opt in: unknown handlers stay 404
+        for url in ("/hello/nosuch", "/hello/42", "/hello/json/1",
+                    "/hello/a/b/c", "/items/_x", "/items/.x/1"):
+            check_eq(s.get(url).status, 404, url)
+        check_eq(s.get("/hello/json").text, "json", "named handler")
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT))
