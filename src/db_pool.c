@@ -235,14 +235,15 @@ static bool target_ok(hp_db *db)
 }
 
 /*
- * The checkout health check: not past its lifetime, not known dead, its
+ * The checkout health check: the reply of a command it sent without
+ * waiting collected and good, not past its lifetime, not known dead, its
  * target still the one it opened (one stat(2) for SQLite, at most every
  * check_ms), and no
  * transaction left open (rolled back here if there is one).
  */
 static bool checkout_ok(hp_db *db)
 {
-    if (too_old(db) || !db->drv->alive(db))
+    if (!db->drv->settle(db) || too_old(db) || !db->drv->alive(db))
         return false;
     if (!target_ok(db))
         return false;
