@@ -11,4 +11,8 @@
 extern const struct hp_db_driver hp_db_sqlite_driver; /* db_sqlite.c */
 extern const struct hp_db_driver hp_db_pg_driver;     /* db_pg.c     */
 
+/* For the unit test: db (idle) sent its last COMMIT without waiting for the
+ * reply (a transaction that wrote nothing, db_pg.c); false off PostgreSQL. */
+bool hp_db__pg_commit_in_flight(hp_db *db);
+
 #endif

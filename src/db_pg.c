@@ -701,6 +701,11 @@ static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
                                    : execute(db, stmt, sql, n, params);
     pc->nrun++;
     if (!r || !ok_status(r)) {
+        /* The server forgot prepared statements (DEALLOCATE ALL): the
+         * write check's too, so prepare it again before it fails. */
+        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        if (state && strcmp(state, "26000") == 0)
+            pc->check_ready = false;
         fail_res(db, r);
         PQclear(r);
         return -1;
@@ -750,6 +755,12 @@ static bool pg_stale(hp_db *db)
 {
     return strcmp(db->sqlstate, "0A000") == 0 ||
            strcmp(db->sqlstate, "26000") == 0;
+}
+
+bool hp_db__pg_commit_in_flight(hp_db *db)
+{
+    return db->drv == &hp_db_pg_driver &&
+           ((struct pg_conn *)db->conn)->reply_pending;
 }
 
 const struct hp_db_driver hp_db_pg_driver = {
