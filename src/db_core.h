@@ -148,6 +148,8 @@ struct hp_db_driver {
      * of a transaction that wrote nothing). false when that command failed
      * or the connection is unusable (logged here): the pool drops it. */
     bool (*settle)(hp_db *db);
+    /* A reply settle() will read is still due (a flag, no I/O). */
+    bool (*reply_due)(hp_db *db);
     /* A transaction is open on the engine's side, or begun and not yet
      * sent (cheap, no round trip). */
     bool (*in_tx)(hp_db *db);

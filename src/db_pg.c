@@ -775,6 +775,7 @@ const struct hp_db_driver hp_db_pg_driver = {
     .alive = pg_alive,
     .check = pg_check,
     .settle = pg_settle,
+    .reply_due = hp_db__pg_commit_in_flight,
     .in_tx = pg_in_tx,
     .reset = pg_reset,
     .begin = pg_begin,

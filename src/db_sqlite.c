@@ -305,6 +305,11 @@ static bool sq_settle(hp_db *db)
     return true;
 }
 
+static bool sq_reply_due(hp_db *db)
+{
+    return false;
+}
+
 /* A transaction still open (autocommit off) is rolled back. */
 static int sq_reset(hp_db *db)
 {
@@ -592,6 +597,7 @@ const struct hp_db_driver hp_db_sqlite_driver = {
     .alive = sq_alive,
     .check = sq_check,
     .settle = sq_settle,
+    .reply_due = sq_reply_due,
     .in_tx = sq_in_tx,
     .reset = sq_reset,
     .begin = sq_begin,
