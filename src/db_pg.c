@@ -6,9 +6,11 @@
  * unreachable server cannot hold a request longer than the pool's acquire
  * timeout allows), the idle-connection liveness probe, named prepared
  * statements for the cache, running a statement with its parameters (text
- * format, bytea in binary), collecting results, errors with SQLSTATE.
+ * format, bytea in binary), collecting results, errors with SQLSTATE; how a
+ * transaction's BEGIN and COMMIT travel (below), and the write check.
  * May not touch: pools, caching decisions, transactions' place in the
- * request (the dispatch above decides; this file runs what it is given).
+ * request (the dispatch above decides when to begin, commit or roll back;
+ * this file only decides how the commands reach the server).
  * It calls only the core (db_core.h); the layer above reaches it only
  * through its driver table.
  *
@@ -26,10 +28,11 @@
  *     pipeline aborts) and is reported as the statement's error.
  *   - The write check, pipelined after a first statement that may only
  *     read (it starts with SELECT, WITH, VALUES or TABLE and does not name
- *     NOTIFY): whether the transaction has a transaction id yet and its
- *     isolation level. PostgreSQL assigns an id at a transaction's first
- *     write of any kind (rows, row locks, DDL, temporary tables), so "none"
- *     means it wrote nothing.
+ *     NOTIFY) in a transaction begun for reading (the dispatch's "write"
+ *     is false: a GET, HEAD or OPTIONS request): whether the transaction has a
+ * transaction id yet and its isolation level. PostgreSQL assigns an id at a
+ * transaction's first write of any kind (rows, row locks, DDL, temporary
+ * tables), so "none" means it wrote nothing.
  *   - The COMMIT of a transaction that ran that one statement, wrote
  *     nothing and is not SERIALIZABLE is sent without waiting for its
  *     reply: there is nothing it could fail to make durable (no deferred
@@ -42,9 +45,11 @@
  *     a serialization failure, which the page must see as a 500. Any other
  *     transaction waits for its COMMIT, as before.
  *
- * Pipelines are tiny (three commands and a Sync), so the connection stays
- * in blocking mode: the server reads all of them before it has more than
- * a small reply to write, which cannot deadlock.
+ * The connection stays in blocking mode in a pipeline: the statement's
+ * parameters, however large, are read by the server before it can start
+ * on a reply, and all that follows them is the check and a Sync (a few
+ * dozen bytes, which fit in the socket buffer), so our write always ends
+ * before we read, and no full buffer on one side can block the other.
  */
 #include "db_drivers.h"
 
@@ -74,6 +79,7 @@ struct pg_conn {
     bool check_ready;        /* prepared as CHECK_NAME on this connection */
     unsigned nrun;           /* statements and scripts since BEGIN        */
     bool begin_queued;       /* BEGIN goes out with the next statement   */
+    bool begin_write;        /* ... for a request expected to write      */
     bool wrote_nothing;      /* the write check after the 1st statement  */
     bool reply_pending;      /* a COMMIT sent; its reply not read yet    */
     bool broken;             /* the pipeline went wrong: drop the conn   */
@@ -346,6 +352,7 @@ static int pg_begin(hp_db *db, bool write)
 {
     struct pg_conn *pc = db->conn;
     pc->begin_queued = true;
+    pc->begin_write = write;
     pc->nrun = 0;
     pc->wrote_nothing = false;
     return 0;
@@ -656,7 +663,8 @@ static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
 {
     struct pg_conn *pc = db->conn;
     PGconn *c = pc->c;
-    bool check = pc->xid_sql && may_only_read(sql) && check_prepared(pc);
+    bool check = pc->xid_sql && !pc->begin_write && may_only_read(sql) &&
+                 check_prepared(pc);
     struct pg_params pp;
 
     pc->begin_queued = false;

@@ -1178,6 +1178,13 @@ static void pg_commit_waits_unless_nothing_written(void)
     CHECK(db && !hp_db__pg_commit_in_flight(db) && !db->drv->in_tx(db));
     CHECK(query_int(db, "SELECT 41 + 1") == 42);
     hp_db_pool_release(db);
+    /* the same read in a POST (expected to write): waited for */
+    hp_req req;
+    fake_request(&req, "POST");
+    CHECK(query_int(hp_db_from(&req, p), sqlf("SELECT count(*) FROM %s", t)) ==
+          0);
+    CHECK(end_request(&req) == 200);
+    CHECK(!hp_db__pg_commit_in_flight(p->idle));
 
     /* writes the statement's text does not show: the deferred UNIQUE
      * fails at COMMIT, which is waited for */
@@ -1197,7 +1204,6 @@ static void pg_commit_waits_unless_nothing_written(void)
     hp_db_pool_release(db);
     CHECK(one_statement(p, sqlf("SELECT a FROM %s FOR UPDATE", t), &v) == 200);
     CHECK(v == 7 && !hp_db__pg_commit_in_flight(p->idle));
-    hp_req req;
     fake_request(&req, "GET");
     db = hp_db_from(&req, p);
     CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 1);
