@@ -423,7 +423,8 @@ class HotpubTfb:
         shutil.copytree(TFB, root, ignore=shutil.ignore_patterns(
             "_php", "*.py", "*.sh", "__pycache__"))
         self.hp = Hotpub(b, binary, root, b.path("cache" + sfx),
-                         extra=["--db", pg.url] + list(extra), cpu=cpu)
+                         extra=["--db", pg.url] + list(extra), cpu=cpu,
+                         name=name)
         self.port = self.hp.port
         # The first request of each page compiles it.
         for t in TESTS:

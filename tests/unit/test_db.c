@@ -1212,6 +1212,14 @@ static void pg_commit_waits_unless_nothing_written(void)
     CHECK(!hp_db__pg_commit_in_flight(p->idle));
     CHECK(count_rows(q, "ro") == 2);
 
+    /* without a statement cache (unnamed statements): the same */
+    hp_db_pool *u =
+        open_pool(&(struct hp_db_pool_opts){.max_conns = 1, .stmt_cache = -1});
+    CHECK(one_statement(u, "SELECT 6 * 7", &v) == 200 && v == 42);
+    CHECK(hp_db__pg_commit_in_flight(u->idle));
+    CHECK(one_statement(u, "SELECT 6 * 8", &v) == 200 && v == 48);
+    hp_db_pool_close(u);
+
     /* NOTIFY is sent by the COMMIT: waited for */
     CHECK(one_statement(p, "SELECT 1 FROM pg_notify('hp_test', 'x')", &v) ==
           200);
