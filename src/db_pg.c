@@ -27,11 +27,11 @@
  *     they cost one round trip. A failed BEGIN skips the rest (the
  *     pipeline aborts) and is reported as the statement's error.
  *   - The write check, pipelined after a first statement that may only
- *     read (it starts with SELECT, WITH, VALUES or TABLE and does not name
- *     NOTIFY) in a transaction begun for reading (the dispatch's "write"
- *     is false: a GET, HEAD or OPTIONS request): whether the transaction has a
- * transaction id yet and its isolation level. PostgreSQL assigns an id at a
- * transaction's first write of any kind (rows, row locks, DDL, temporary
+ *     read (it starts with SELECT, WITH, VALUES or TABLE and names neither
+ *     NOTIFY nor ADVISORY) in a transaction begun for reading (the dispatch's
+ * "write" is false: a GET, HEAD or OPTIONS request): whether the transaction
+ * has a transaction id yet and its isolation level. PostgreSQL assigns an id at
+ * a transaction's first write of any kind (rows, row locks, DDL, temporary
  * tables), so "none" means it wrote nothing.
  *   - The COMMIT of a transaction that ran that one statement, wrote
  *     nothing and is not SERIALIZABLE is sent without waiting for its
@@ -590,16 +590,18 @@ static PGresult *execute(hp_db *db, struct pg_stmt *s, const char *sql,
 }
 
 /* The statement may only read, as far as its text tells: it starts with
- * SELECT, WITH, VALUES or TABLE (after blanks and parentheses) and does
- * not name NOTIFY (pg_notify queues a message the COMMIT sends, without a
- * transaction id). Only then is the write check worth sending; a data-
- * modifying WITH or a function that writes is caught by the check. */
+ * SELECT, WITH, VALUES or TABLE (after blanks and parentheses) and names
+ * neither NOTIFY (pg_notify queues a message the COMMIT sends, without a
+ * transaction id) nor ADVISORY (an advisory lock another request may try
+ * to take without waiting as soon as our response is out). Only then is
+ * the write check worth sending; a data-modifying WITH or a function that
+ * writes is caught by the check. */
 static bool may_only_read(const char *sql)
 {
     static const char *const first[] = {"select", "with", "values", "table"};
     while (isspace((unsigned char)*sql) || *sql == '(')
         sql++;
-    if (strcasestr(sql, "notify"))
+    if (strcasestr(sql, "notify") || strcasestr(sql, "advisory"))
         return false;
     for (size_t i = 0; i < sizeof first / sizeof *first; i++) {
         size_t n = strlen(first[i]);

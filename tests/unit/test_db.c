@@ -1224,6 +1224,10 @@ static void pg_commit_waits_unless_nothing_written(void)
     CHECK(one_statement(p, "SELECT 1 FROM pg_notify('hp_test', 'x')", &v) ==
           200);
     CHECK(v == 1 && !hp_db__pg_commit_in_flight(p->idle));
+    /* so is an advisory lock's release */
+    CHECK(one_statement(p, "SELECT 1 FROM pg_advisory_xact_lock(4242)", &v) ==
+          200);
+    CHECK(v == 1 && !hp_db__pg_commit_in_flight(p->idle));
 
     db = acquire(q);
     hp_db_exec_script(db, sqlf("DROP FUNCTION %s_dup()", t));
