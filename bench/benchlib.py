@@ -257,6 +257,7 @@ class Hotpub:
                 cache_dir, "--access-log", "off", "--no-dev",
                 "--include-dir", os.path.join(REPO, "include")] + list(extra) + [docroot]
         self.argv = argv
+        self.comm = os.path.basename(binary)[:15]  # the kernel's comm
         self.logf = open(self.logpath, "ab")
         self.proc = b.spawn(argv, cpu=cpu, stdout=self.logf, stderr=self.logf)
         self.pid = self.proc.pid  # taskset execs the server: same pid
@@ -273,7 +274,7 @@ class Hotpub:
                 if st == 200:
                     # make sure the pid we track is the server (taskset exec'd)
                     with open("/proc/%d/comm" % self.pid) as f:
-                        if f.read().strip() != "hotpub":
+                        if f.read().strip() != self.comm:
                             time.sleep(0.05)
                             continue
                     return

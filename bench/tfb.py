@@ -39,6 +39,9 @@ server's process tree (hotpub; nginx + php-fpm), PostgreSQL's separately.
 --perf db,fortunes: after measuring those tests, one more run at the
 highest level under `perf record -g` of the hotpub processes, and the
 symbols that took >= 1% of the samples (where hotpub's CPU goes).
+--baseline BINARY: another hotpub binary started the same way ("base"),
+measured in the same run in alternation with the one under test; each
+test then prints hotpub/base ratios of req/s and CPU per request.
 Needs root (php-fpm runs its children as www-data), wrk, nginx,
 php8.2-fpm, php8.2-pgsql, postgresql: `sh tools/deps.sh --bench`.
 """
@@ -413,12 +416,15 @@ class PhpFpm:
 class HotpubTfb:
     name = "hotpub"
 
-    def __init__(self, b, binary, cpu, pg, extra):
-        root = b.path("tfb-root")
+    def __init__(self, b, binary, cpu, pg, extra, name="hotpub"):
+        self.name = name
+        sfx = "" if name == "hotpub" else "-" + name
+        root = b.path("tfb-root" + sfx)
         shutil.copytree(TFB, root, ignore=shutil.ignore_patterns(
             "_php", "*.py", "*.sh", "__pycache__"))
-        self.hp = Hotpub(b, binary, root, b.path("cache"),
-                         extra=["--db", pg.url] + list(extra), cpu=cpu)
+        self.hp = Hotpub(b, binary, root, b.path("cache" + sfx),
+                         extra=["--db", pg.url] + list(extra), cpu=cpu,
+                         name=name)
         self.port = self.hp.port
         # The first request of each page compiles it.
         for t in TESTS:
@@ -596,6 +602,11 @@ def main():
     ap.add_argument("--hotpub-args", default="",
                     help="extra `hotpub serve` flags, e.g. '--workers 0'")
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="also measure this other hotpub binary (as "
+                    "\"base\") in the same run, alternating with the one "
+                    "under test, and print hotpub/base ratios: a before/"
+                    "after comparison a busy machine cannot skew")
     args = ap.parse_args()
     tests = [t for t in args.tests.split(",") if t]
     if any(t not in TESTS for t in tests):
@@ -629,6 +640,9 @@ def main():
         pg.psql(pg.url, "SHOW synchronous_commit")))
 
     hp = HotpubTfb(b, binary, args.server_cpu, pg, shlex.split(args.hotpub_args))
+    base = HotpubTfb(b, os.path.abspath(args.baseline), args.server_cpu, pg,
+                     shlex.split(args.hotpub_args), name="base") \
+        if args.baseline else None
     php = PhpFpm(b, args.server_cpu, args.fpm_children, user, pg)
     ngx = NginxFixed(b, args.server_cpu, user) \
         if {"json", "plaintext"} & set(tests) else None
@@ -642,11 +656,14 @@ def main():
         verified["hotpub"] = verify(hp, pg, tests)
         verified["php-fpm"] = verify(php, pg, tests)
 
-    summary, results = [], []
+    summary, results, vs_base = [], [], []
     for test in tests:
         levels = LEVELS[test][1 if args.quick else 0]
-        servers = [hp, php] + ([ngx] if test in ("json", "plaintext") else [])
+        servers = [hp] + ([base] if base else []) + [php] + \
+            ([ngx] if test in ("json", "plaintext") else [])
         rows = measure_test(b, args, test, servers, pg, levels)
+        if base:
+            vs_base.append((test, rows))
         bh = best(rows, "hotpub")
         peer = "nginx" if test in ("json", "plaintext") else "php-fpm"
         target = TARGET_NGINX if peer == "nginx" else TARGET_PHP
@@ -668,6 +685,14 @@ def main():
         log("%-9s %10.0f %10.0f %10s %8.2fx   hotpub/%s %.2fx >= %.1fx %s"
             % (test, h, p, "%.0f" % n if n else "-", vp, peer, ratio,
                target, passmiss(ratio >= target)))
+    for test, rows in vs_base:
+        log("%-9s hotpub/base: %s" % (test, "  ".join(
+            "%s %.2fx req/s, %.2fx cpu/req, %.2fx pg/req" % (
+                ("q=%d" if test in ("queries", "updates") else "c=%d") % lv,
+                r["hotpub"]["rps"] / max(r["base"]["rps"], 1e-9),
+                r["hotpub"]["cpu_us"] / max(r["base"]["cpu_us"], 1e-9),
+                r["hotpub"]["pg_us"] / max(r["base"]["pg_us"], 1e-9))
+            for lv, r in rows)))
     if verified and not all(verified.values()):
         log("UNVERIFIED: %s failed bench/tfb/verify.py (see above)"
             % ", ".join(n for n, ok in verified.items() if not ok))
@@ -676,7 +701,7 @@ def main():
         "skipped" if not verified else
         ",".join("%s:%s" % (n, "yes" if ok else "NO")
                  for n, ok in verified.items())))
-    for s in [hp, php, ngx]:
+    for s in [hp, base, php, ngx]:
         if s:
             s.stop()
     return 0

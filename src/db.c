@@ -58,13 +58,15 @@ static void log_failure(hp_db *db, const char *sql)
                  LOG_SQL_MAX, sql, strlen(sql) > LOG_SQL_MAX ? "..." : "");
 }
 
-/* A failed statement: count it, log it, and inside a transaction remember
+/* A failed statement: count it, log it, and on a request's handle remember
  * that the transaction can only roll back now (PostgreSQL's rule, applied
- * to SQLite too so an application behaves the same on both). */
+ * to SQLite too so an application behaves the same on both). That holds
+ * for a first statement that failed before BEGIN (in the engine's prepare,
+ * e.g. a missing table) too: the request ran a failed statement. */
 static void note_failure(hp_db *db, const char *sql)
 {
     atomic_fetch_add(&db->pool->errors, 1);
-    if (db->tx == TX_OPEN)
+    if (db->tx != TX_NONE)
         db->failed = true;
     log_failure(db, sql);
 }
@@ -250,7 +252,7 @@ static int rd_commit(void *arg)
 {
     struct req_db *rd = arg;
     hp_db *db = rd->db;
-    if (db->tx == TX_OPEN && (db->failed || db->drv->tx_failed(db))) {
+    if (db->failed || (db->tx == TX_OPEN && db->drv->tx_failed(db))) {
         hp_log_error("db: %s: a statement failed in this request's "
                      "transaction (%s); rolling it back",
                      rd->req->target.path,

@@ -143,12 +143,22 @@ struct hp_db_driver {
      * false with *why (malloc'd, e.g. "... was deleted") when not: the pool
      * drops the connection and opens the target anew. */
     bool (*check)(hp_db *db, char **why);
-    /* A transaction is open on the engine's side (cheap, no round trip). */
+    /* At checkout, before anything else: collect the reply of a command
+     * the connection sent without waiting for it (PostgreSQL: the COMMIT
+     * of a transaction that wrote nothing). false when that command failed
+     * or the connection is unusable (logged here): the pool drops it. */
+    bool (*settle)(hp_db *db);
+    /* A reply settle() will read is still due (a flag, no I/O). */
+    bool (*reply_due)(hp_db *db);
+    /* A transaction is open on the engine's side, or begun and not yet
+     * sent (cheap, no round trip). */
     bool (*in_tx)(hp_db *db);
     /* End any transaction left open; -1 if the connection is unusable. */
     int (*reset)(hp_db *db);
     /* BEGIN; write: the transaction will write (SQLite takes the write
-     * lock now). COMMIT, ROLLBACK. 0 or -1. */
+     * lock now). The dispatch calls it just before the transaction's
+     * first run or script; an engine may send it with that statement
+     * (PostgreSQL does: one round trip). COMMIT, ROLLBACK. 0 or -1. */
     int (*begin)(hp_db *db, bool write);
     int (*commit)(hp_db *db);
     int (*rollback)(hp_db *db);

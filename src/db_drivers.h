@@ -11,4 +11,9 @@
 extern const struct hp_db_driver hp_db_sqlite_driver; /* db_sqlite.c */
 extern const struct hp_db_driver hp_db_pg_driver;     /* db_pg.c     */
 
+/* db sent its last COMMIT without waiting for the reply (a transaction that
+ * wrote nothing, db_pg.c); false off PostgreSQL. The PostgreSQL driver's
+ * reply_due, and the unit test's view of an idle connection. */
+bool hp_db__pg_commit_in_flight(hp_db *db);
+
 #endif

@@ -6,23 +6,60 @@
  * unreachable server cannot hold a request longer than the pool's acquire
  * timeout allows), the idle-connection liveness probe, named prepared
  * statements for the cache, running a statement with its parameters (text
- * format, bytea in binary), collecting results, errors with SQLSTATE.
+ * format, bytea in binary), collecting results, errors with SQLSTATE; how a
+ * transaction's BEGIN and COMMIT travel (below), and the write check.
  * May not touch: pools, caching decisions, transactions' place in the
- * request (the dispatch above decides; this file runs what it is given).
+ * request (the dispatch above decides when to begin, commit or roll back;
+ * this file only decides how the commands reach the server).
  * It calls only the core (db_core.h); the layer above reaches it only
  * through its driver table.
  *
  * Results are requested in text format and kept as the PGresult: the
  * result's cells point into it (no copy), except bytea values, which are
  * decoded from PostgreSQL's hex text into the result's memory.
+ *
+ * Round trips of a request's transaction (docs/database.md, "Round trips
+ * on PostgreSQL", says what is guaranteed):
+ *
+ *   - BEGIN is not sent on its own: pg_begin only notes it, and the
+ *     transaction's first statement sends BEGIN, itself and the write
+ *     check below in one write with one Sync (libpq's pipeline mode), so
+ *     they cost one round trip. A failed BEGIN skips the rest (the
+ *     pipeline aborts) and is reported as the statement's error.
+ *   - The write check, pipelined after a first statement that may only
+ *     read (it starts with SELECT, WITH, VALUES or TABLE and names neither
+ *     NOTIFY nor ADVISORY) in a transaction begun for reading (the dispatch's
+ * "write" is false: a GET, HEAD or OPTIONS request): whether the transaction
+ * has a transaction id yet and its isolation level. PostgreSQL assigns an id at
+ * a transaction's first write of any kind (rows, row locks, DDL, temporary
+ * tables), so "none" means it wrote nothing.
+ *   - The COMMIT of a transaction that ran that one statement, wrote
+ *     nothing and is not SERIALIZABLE is sent without waiting for its
+ *     reply: there is nothing it could fail to make durable (no deferred
+ *     trigger or constraint fires without a write), nothing another
+ *     request could fail to see, and its locks are released when the
+ *     server reads it, as soon as it would have been anyway. The reply is
+ *     read when the connection is next checked out (pg_settle); a failure
+ *     there is logged and the connection dropped. SERIALIZABLE is excluded
+ *     because a transaction that only read can still fail its COMMIT with
+ *     a serialization failure, which the page must see as a 500. Any other
+ *     transaction waits for its COMMIT, as before.
+ *
+ * The connection stays in blocking mode in a pipeline: the statement's
+ * parameters, however large, are read by the server before it can start
+ * on a reply, and all that follows them is the check and a Sync (a few
+ * dozen bytes, which fit in the socket buffer), so our write always ends
+ * before we read, and no full buffer on one side can block the other.
  */
 #include "db_drivers.h"
 
+#include <ctype.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Type OIDs (pg_type.h is a server header; these never change). */
 #define OID_BOOL 16
@@ -38,7 +75,29 @@
 struct pg_conn {
     PGconn *c;
     unsigned long next_name; /* for "hp_<n>" statement names */
+    const char *xid_sql;     /* the write check for this server, or NULL  */
+    bool check_ready;        /* prepared as CHECK_NAME on this connection */
+    unsigned nrun;           /* statements and scripts since BEGIN        */
+    bool begin_queued;       /* BEGIN goes out with the next statement   */
+    bool begin_write;        /* ... for a request expected to write      */
+    bool wrote_nothing;      /* the write check after the 1st statement  */
+    bool reply_pending;      /* a COMMIT sent; its reply not read yet    */
+    bool broken;             /* the pipeline went wrong: drop the conn   */
 };
+
+/* The write check: the transaction's id if it has one (NULL: it wrote
+ * nothing), and its isolation level. Schema-qualified and without
+ * operators, so that no search_path can put another function in its
+ * place. PostgreSQL 13 renamed txid_current_if_assigned (9.6). */
+#define XID_SQL_13                                                             \
+    "SELECT pg_catalog.pg_current_xact_id_if_assigned(),"                      \
+    " pg_catalog.current_setting('transaction_isolation')"
+#define XID_SQL_96                                                             \
+    "SELECT pg_catalog.txid_current_if_assigned(),"                            \
+    " pg_catalog.current_setting('transaction_isolation')"
+/* Its prepared statement: parsed and planned once per connection (cached
+ * statements are "hp_<n>"). */
+#define CHECK_NAME "hp_write_check"
 
 struct pg_stmt {
     char name[32];
@@ -158,6 +217,8 @@ static int pg_connect(hp_db *db, const char *url, const char *init_sql,
     }
     struct pg_conn *pc = hp_xcalloc(1, sizeof *pc);
     pc->c = c;
+    int v = PQserverVersion(c);
+    pc->xid_sql = v >= 130000 ? XID_SQL_13 : v >= 90600 ? XID_SQL_96 : NULL;
     db->conn = pc;
     return 0;
 }
@@ -177,12 +238,70 @@ static void pg_disconnect(hp_db *db)
  */
 static bool pg_alive(hp_db *db)
 {
-    if (PQstatus(C(db)) != CONNECTION_OK)
+    struct pg_conn *pc = db->conn;
+    if (pc->broken || PQstatus(pc->c) != CONNECTION_OK)
         return false;
+    if (pc->reply_pending)
+        return true; /* the COMMIT's reply is due: poll would see it */
     struct pollfd p = {.fd = PQsocket(C(db)), .events = POLLIN};
     if (p.fd < 0)
         return false;
     return poll(&p, 1, 0) == 0;
+}
+
+/* ---- pipelines ----------------------------------------------------------- */
+
+/* The next command's result in the pipeline, having read the NULL that
+ * ends it (NULL when there is none: the connection is gone). */
+static PGresult *pipe_next(PGconn *c)
+{
+    PGresult *r = PQgetResult(c);
+    if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+        PQclear(PQgetResult(c)); /* NULL: one result per command */
+    return r;
+}
+
+/* Read up to the Sync and leave pipeline mode. Anything else (a lost
+ * connection) marks it broken: alive() then says so and the pool drops
+ * it. Two NULLs in a row: nothing more will come. */
+static bool pipe_sync(struct pg_conn *pc)
+{
+    for (int nulls = 0; nulls < 2;) {
+        PGresult *r = PQgetResult(pc->c);
+        if (!r) {
+            nulls++;
+            continue;
+        }
+        nulls = 0;
+        bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        PQclear(r);
+        if (sync)
+            break;
+    }
+    if (PQexitPipelineMode(pc->c) != 1)
+        pc->broken = true;
+    return !pc->broken;
+}
+
+/* The reply of a COMMIT sent without waiting (pg_commit): usually here
+ * already; if not, this waits for it, as the COMMIT itself would have. */
+static bool pg_settle(hp_db *db)
+{
+    struct pg_conn *pc = db->conn;
+    if (pc->broken)
+        return false;
+    if (!pc->reply_pending)
+        return true;
+    pc->reply_pending = false;
+    PQconsumeInput(pc->c); /* usually all of it, without waiting */
+    PGresult *r = pipe_next(pc->c);
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        hp_log_error("postgresql: the COMMIT of a transaction that wrote "
+                     "nothing failed after its response was sent: %s",
+                     r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
+    PQclear(r);
+    return pipe_sync(pc) && ok;
 }
 
 /* A server connection has no file to lose: alive() covers it. */
@@ -193,7 +312,13 @@ static bool pg_check(hp_db *db, char **why)
 
 static int pg_reset(hp_db *db)
 {
-    switch (PQtransactionStatus(C(db))) {
+    struct pg_conn *pc = db->conn;
+    pc->begin_queued = false; /* never sent: nothing to end */
+    if (pc->broken)
+        return -1;
+    if (pc->reply_pending)
+        return 0; /* the COMMIT in flight ends the transaction */
+    switch (PQtransactionStatus(pc->c)) {
     case PQTRANS_IDLE:
         return 0;
     case PQTRANS_INTRANS:
@@ -208,27 +333,71 @@ static int pg_reset(hp_db *db)
     }
 }
 
+/* A BEGIN noted but not yet sent counts: the dispatch began. */
 static bool pg_in_tx(hp_db *db)
 {
+    struct pg_conn *pc = db->conn;
+    if (pc->begin_queued)
+        return true;
+    if (pc->reply_pending)
+        return false; /* its COMMIT is sent */
     PGTransactionStatusType s = PQtransactionStatus(C(db));
     return s == PQTRANS_INTRANS || s == PQTRANS_INERROR;
 }
 
-static int pg_script(hp_db *db, const char *sql);
+static int simple(hp_db *db, const char *sql);
 
+/* Sent with the first statement (pg_run, pg_script). */
 static int pg_begin(hp_db *db, bool write)
 {
-    return pg_script(db, "BEGIN");
+    struct pg_conn *pc = db->conn;
+    pc->begin_queued = true;
+    pc->begin_write = write;
+    pc->nrun = 0;
+    pc->wrote_nothing = false;
+    return 0;
+}
+
+/* COMMIT and a Sync in one write; the reply is pg_settle's. */
+static int commit_unawaited(hp_db *db)
+{
+    struct pg_conn *pc = db->conn;
+    if (!PQenterPipelineMode(pc->c))
+        return simple(db, "COMMIT");
+    if (!PQsendQueryParams(pc->c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) ||
+        !PQpipelineSync(pc->c)) {
+        pc->broken = true;
+        hp_db__fail(db, PQerrorMessage(pc->c), "08006", 0);
+        return -1;
+    }
+    pc->reply_pending = true;
+    return 0;
 }
 
 static int pg_commit(hp_db *db)
 {
-    return pg_script(db, "COMMIT");
+    struct pg_conn *pc = db->conn;
+    if (pc->begin_queued) { /* no statement ran: nothing was sent */
+        pc->begin_queued = false;
+        return 0;
+    }
+    if (pc->nrun == 1 && pc->wrote_nothing)
+        return commit_unawaited(db);
+    return simple(db, "COMMIT");
 }
 
 static int pg_rollback(hp_db *db)
 {
-    return pg_script(db, "ROLLBACK");
+    struct pg_conn *pc = db->conn;
+    if (pc->begin_queued) {
+        pc->begin_queued = false;
+        return 0;
+    }
+    if (pc->broken) {
+        hp_db__fail(db, "the connection's pipeline broke", "08006", 0);
+        return -1;
+    }
+    return simple(db, "ROLLBACK");
 }
 
 static bool pg_tx_failed(hp_db *db)
@@ -278,12 +447,43 @@ static bool pg_readonly(void *stmt)
 }
 
 /* Parameters in text format; blobs in binary (bytea's binary format is the
- * bytes themselves); numbers as decimal text, typed by the server. */
+ * bytes themselves); numbers as decimal text, typed by the server. Up to
+ * PARAMS_ON_STACK of them need no allocation (a statement's usual case). */
+#define PARAMS_ON_STACK 8
+
 struct pg_params {
     const char **vals;
     int *lens, *fmts;
     char (*num)[32];
+    const char *vals_s[PARAMS_ON_STACK];
+    int lens_s[PARAMS_ON_STACK], fmts_s[PARAMS_ON_STACK];
+    char num_s[PARAMS_ON_STACK][32];
 };
+
+static void params_init(struct pg_params *pp, size_t n)
+{
+    if (n <= PARAMS_ON_STACK) {
+        pp->vals = pp->vals_s;
+        pp->lens = pp->lens_s;
+        pp->fmts = pp->fmts_s;
+        pp->num = pp->num_s;
+        return;
+    }
+    pp->vals = hp_xmalloc(n * sizeof *pp->vals);
+    pp->lens = hp_xmalloc(n * sizeof *pp->lens);
+    pp->fmts = hp_xmalloc(n * sizeof *pp->fmts);
+    pp->num = hp_xmalloc(n * sizeof *pp->num);
+}
+
+static void params_free(struct pg_params *pp)
+{
+    if (pp->vals == pp->vals_s)
+        return;
+    free(pp->vals);
+    free(pp->lens);
+    free(pp->fmts);
+    free(pp->num);
+}
 
 static void params_fill(struct pg_params *pp, size_t n, const hp_db_val *v)
 {
@@ -379,28 +579,143 @@ static PGresult *execute(hp_db *db, struct pg_stmt *s, const char *sql,
                          size_t n, const hp_db_val *params)
 {
     struct pg_params pp;
-    size_t m = n ? n : 1;
-    pp.vals = hp_xmalloc(m * sizeof *pp.vals);
-    pp.lens = hp_xmalloc(m * sizeof *pp.lens);
-    pp.fmts = hp_xmalloc(m * sizeof *pp.fmts);
-    pp.num = hp_xmalloc(m * sizeof *pp.num);
+    params_init(&pp, n);
     params_fill(&pp, n, params);
     PGresult *r = s == &unnamed ? PQexecParams(C(db), sql, (int)n, NULL,
                                                pp.vals, pp.lens, pp.fmts, 0)
                                 : PQexecPrepared(C(db), s->name, (int)n,
                                                  pp.vals, pp.lens, pp.fmts, 0);
-    free(pp.vals);
-    free(pp.lens);
-    free(pp.fmts);
-    free(pp.num);
+    params_free(&pp);
+    return r;
+}
+
+/* The statement may only read, as far as its text tells: it starts with
+ * SELECT, WITH, VALUES or TABLE (after blanks and parentheses) and names
+ * neither NOTIFY (pg_notify queues a message the COMMIT sends, without a
+ * transaction id) nor ADVISORY (an advisory lock another request may try
+ * to take without waiting as soon as our response is out). Only then is
+ * the write check worth sending; a data-modifying WITH or a function that
+ * writes is caught by the check. */
+static bool may_only_read(const char *sql)
+{
+    static const char *const first[] = {"select", "with", "values", "table"};
+    while (isspace((unsigned char)*sql) || *sql == '(')
+        sql++;
+    if (strcasestr(sql, "notify") || strcasestr(sql, "advisory"))
+        return false;
+    for (size_t i = 0; i < sizeof first / sizeof *first; i++) {
+        size_t n = strlen(first[i]);
+        if (strncasecmp(sql, first[i], n) == 0 &&
+            !isalnum((unsigned char)sql[n]) && sql[n] != '_')
+            return true;
+    }
+    return false;
+}
+
+static bool send_stmt(PGconn *c, struct pg_stmt *s, const char *sql, size_t n,
+                      const struct pg_params *pp)
+{
+    if (s == &unnamed)
+        return PQsendQueryParams(c, sql, (int)n, NULL, pp->vals, pp->lens,
+                                 pp->fmts, 0);
+    return PQsendQueryPrepared(c, s->name, (int)n, pp->vals, pp->lens, pp->fmts,
+                               0);
+}
+
+/* The write check's answer: no transaction id, and not SERIALIZABLE. A
+ * failed check (it should not fail) leaves the transaction able only to
+ * roll back: said here, since the page's statement itself succeeded. */
+static bool wrote_nothing(struct pg_conn *pc, PGresult *chk)
+{
+    if (!chk || PQresultStatus(chk) != PGRES_TUPLES_OK) {
+        if (chk && PQresultStatus(chk) != PGRES_PIPELINE_ABORTED) {
+            const char *state = PQresultErrorField(chk, PG_DIAG_SQLSTATE);
+            if (state && strcmp(state, "26000") == 0)
+                pc->check_ready = false;
+            hp_log_error("postgresql: the write check failed: %s",
+                         PQresultErrorMessage(chk));
+        }
+        return false;
+    }
+    return PQntuples(chk) == 1 && PQgetisnull(chk, 0, 0) &&
+           strcmp(PQgetvalue(chk, 0, 1), "serializable") != 0;
+}
+
+/* The write check is prepared when a transaction first needs it, and again
+ * after the server forgot it (a page's DEALLOCATE ALL: 26000). Outside any
+ * transaction, so no rollback takes it away. */
+static bool check_prepared(struct pg_conn *pc)
+{
+    if (!pc->check_ready) {
+        PGresult *r = PQprepare(pc->c, CHECK_NAME, pc->xid_sql, 0, NULL);
+        pc->check_ready = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    return pc->check_ready;
+}
+
+/*
+ * The transaction's first statement: BEGIN, the statement and (when it may
+ * only read) the write check in one write and one round trip. Returns the
+ * statement's result, or BEGIN's when BEGIN failed (the statement was then
+ * skipped), or NULL when the connection failed.
+ */
+static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
+                               size_t n, const hp_db_val *params)
+{
+    struct pg_conn *pc = db->conn;
+    PGconn *c = pc->c;
+    bool check = pc->xid_sql && !pc->begin_write && may_only_read(sql) &&
+                 check_prepared(pc);
+    struct pg_params pp;
+
+    pc->begin_queued = false;
+    if (!PQenterPipelineMode(c))
+        return NULL;
+    params_init(&pp, n);
+    params_fill(&pp, n, params);
+    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+                send_stmt(c, s, sql, n, &pp) &&
+                (!check ||
+                 PQsendQueryPrepared(c, CHECK_NAME, 0, NULL, NULL, NULL, 0)) &&
+                PQpipelineSync(c);
+    params_free(&pp);
+    if (!sent) {
+        pc->broken = true;
+        return NULL;
+    }
+    PGresult *begin = pipe_next(c);
+    PGresult *r = pipe_next(c);
+    PGresult *chk = check ? pipe_next(c) : NULL;
+    if (!pipe_sync(pc)) {
+        PQclear(begin);
+        PQclear(chk);
+        PQclear(r);
+        return NULL;
+    }
+    pc->wrote_nothing = check && wrote_nothing(pc, chk);
+    PQclear(chk);
+    if (!begin || PQresultStatus(begin) != PGRES_COMMAND_OK) {
+        PQclear(r);
+        return begin;
+    }
+    PQclear(begin);
     return r;
 }
 
 static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
                   const hp_db_val *params, hp_db_res *res)
 {
-    PGresult *r = execute(db, stmt, sql, n, params);
+    struct pg_conn *pc = db->conn;
+    PGresult *r = pc->begin_queued ? execute_first(db, stmt, sql, n, params)
+                                   : execute(db, stmt, sql, n, params);
+    pc->nrun++;
     if (!r || !ok_status(r)) {
+        /* The server forgot prepared statements (DEALLOCATE ALL): the
+         * write check's too, so prepare it again before it fails. */
+        const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        if (state && strcmp(state, "26000") == 0)
+            pc->check_ready = false;
         fail_res(db, r);
         PQclear(r);
         return -1;
@@ -413,7 +728,7 @@ static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
     return 0;
 }
 
-static int pg_script(hp_db *db, const char *sql)
+static int simple(hp_db *db, const char *sql)
 {
     PGresult *r = PQexec(C(db), sql);
     if (!r || !ok_status(r)) {
@@ -426,6 +741,23 @@ static int pg_script(hp_db *db, const char *sql)
     return 0;
 }
 
+/* A script: BEGIN goes in the same simple query when queued (one round
+ * trip; a failed BEGIN stops the rest). A script never counts as a
+ * transaction that wrote nothing. */
+static int pg_script(hp_db *db, const char *sql)
+{
+    struct pg_conn *pc = db->conn;
+    pc->nrun++;
+    pc->wrote_nothing = false;
+    if (!pc->begin_queued)
+        return simple(db, sql);
+    pc->begin_queued = false;
+    char *both = hp_xasprintf("BEGIN;%s", sql);
+    int rc = simple(db, both);
+    free(both);
+    return rc;
+}
+
 /* The cached statement is no use any more: its result type changed under
  * it (0A000 "cached plan must not change result type") or the server
  * forgot it (26000, after DISCARD ALL or DEALLOCATE ALL). */
@@ -433,6 +765,12 @@ static bool pg_stale(hp_db *db)
 {
     return strcmp(db->sqlstate, "0A000") == 0 ||
            strcmp(db->sqlstate, "26000") == 0;
+}
+
+bool hp_db__pg_commit_in_flight(hp_db *db)
+{
+    return db->drv == &hp_db_pg_driver &&
+           ((struct pg_conn *)db->conn)->reply_pending;
 }
 
 const struct hp_db_driver hp_db_pg_driver = {
@@ -446,6 +784,8 @@ const struct hp_db_driver hp_db_pg_driver = {
     .disconnect = pg_disconnect,
     .alive = pg_alive,
     .check = pg_check,
+    .settle = pg_settle,
+    .reply_due = hp_db__pg_commit_in_flight,
     .in_tx = pg_in_tx,
     .reset = pg_reset,
     .begin = pg_begin,

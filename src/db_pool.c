@@ -235,14 +235,15 @@ static bool target_ok(hp_db *db)
 }
 
 /*
- * The checkout health check: not past its lifetime, not known dead, its
+ * The checkout health check: the reply of a command it sent without
+ * waiting collected and good, not past its lifetime, not known dead, its
  * target still the one it opened (one stat(2) for SQLite, at most every
  * check_ms), and no
  * transaction left open (rolled back here if there is one).
  */
 static bool checkout_ok(hp_db *db)
 {
-    if (too_old(db) || !db->drv->alive(db))
+    if (!db->drv->settle(db) || too_old(db) || !db->drv->alive(db))
         return false;
     if (!target_ok(db))
         return false;
@@ -339,7 +340,7 @@ void hp_db_pool_close(hp_db_pool *p)
     hp_db *idle = p->idle;
     unsigned n = p->nidle, busy = p->in_use;
     assert(p->size >= p->nidle);
-    p->idle = NULL;
+    p->idle = p->idle_tail = NULL;
     p->size -= p->nidle;
     p->nidle = 0;
     pthread_cond_broadcast(&p->cv);
@@ -417,6 +418,26 @@ static hp_db *pool_connect(hp_db_pool *p, char **err)
 
 enum get_result { GOT_IDLE, GOT_SLOT, GOT_TIMEOUT, GOT_CLOSED };
 
+/*
+ * Under p->mu: a connection joins the idle list at the front (the next to
+ * be taken: most recently used first), or at the back when a reply is
+ * still due on it (PostgreSQL's unawaited COMMIT): taken last, its reply
+ * has most likely arrived by then, and the checkout does not wait for it.
+ */
+static void idle_push(hp_db_pool *p, hp_db *db, bool back)
+{
+    if (!back || !p->idle) {
+        db->next_idle = p->idle;
+        p->idle = db;
+        if (!p->idle_tail)
+            p->idle_tail = db;
+        return;
+    }
+    db->next_idle = NULL;
+    p->idle_tail->next_idle = db;
+    p->idle_tail = db;
+}
+
 /* Under p->mu: take an idle connection, reserve a slot, or wait. */
 static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
 {
@@ -430,6 +451,8 @@ static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
             assert(p->nidle > 0);
             *out = p->idle;
             p->idle = (*out)->next_idle;
+            if (!p->idle)
+                p->idle_tail = NULL;
             p->nidle--;
             p->in_use++;
             return GOT_IDLE;
@@ -504,6 +527,7 @@ void hp_db__pool_put(hp_db *db, bool reset)
     db->failed = db->voted = db->rolled_back = db->write_tx = false;
     bool keep = db->drv->alive(db) && !too_old(db) &&
                 (!reset || db->drv->reset(db) == 0);
+    bool due = keep && db->drv->reply_due(db);
 
     /* What the idle list promises the next checkout: no transaction open
      * (hp_db__release_raw alone breaks it, for the health check's test). */
@@ -512,8 +536,7 @@ void hp_db__pool_put(hp_db *db, bool reset)
     assert(p->in_use > 0);
     keep = keep && !p->closing;
     if (keep) {
-        db->next_idle = p->idle;
-        p->idle = db;
+        idle_push(p, db, due);
         p->nidle++;
         p->in_use--;
         pthread_cond_signal(&p->cv);

@@ -24,7 +24,8 @@ struct hp_db_pool {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    hp_db *idle; /* most recently used first                      */
+    hp_db *idle; /* most recently used first (see idle_push)       */
+    hp_db *idle_tail;
     unsigned size, in_use, nidle, waiters;
     bool closing;
     unsigned long long timeouts, connects, discarded;

@@ -299,6 +299,17 @@ static bool sq_check(hp_db *db, char **why)
     return false;
 }
 
+/* SQLite runs in the process: every call has its answer when it returns. */
+static bool sq_settle(hp_db *db)
+{
+    return true;
+}
+
+static bool sq_reply_due(hp_db *db)
+{
+    return false;
+}
+
 /* A transaction still open (autocommit off) is rolled back. */
 static int sq_reset(hp_db *db)
 {
@@ -585,6 +596,8 @@ const struct hp_db_driver hp_db_sqlite_driver = {
     .disconnect = sq_disconnect,
     .alive = sq_alive,
     .check = sq_check,
+    .settle = sq_settle,
+    .reply_due = sq_reply_due,
     .in_tx = sq_in_tx,
     .reset = sq_reset,
     .begin = sq_begin,

@@ -1035,6 +1035,266 @@ static void request_commit_and_rollback(void)
     hp_db_pool_close(p);
 }
 
+/* ---- the request's transaction: round trips ---------------------------------
+ */
+
+/* A request's end as publish.c runs it: the vote, the rollback when it said
+ * no, the release (the real COMMIT). The status the client would get. */
+static int end_request(hp_req *req)
+{
+    int rc = fake_commit(req);
+    if (rc != HP_OK)
+        fake_rollback(req);
+    hp_req_release_resources(req);
+    int status = rc != HP_OK ? rc : req->status;
+    hp_req_cleanup(req);
+    return status;
+}
+
+/* The first statement carries BEGIN (PostgreSQL: in the same pipelined
+ * round trip). Whatever fails in it, the transaction was begun, rolls back,
+ * and the pool's only connection serves the next request normally. */
+static void request_first_statement_fails(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("first");
+    drop(db, "first");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER NOT NULL)", t));
+    hp_db_pool_release(db);
+    char ins[128];
+    snprintf(ins, sizeof ins, "INSERT INTO %s VALUES ($1)", t);
+
+    /* a first statement that fails before it runs (no such table): the
+     * request ran a failed statement, 500 */
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_query(db, "SELECT * FROM no_such_table_xyz") == NULL);
+    CHECK_STR(hp_db_sqlstate(db), "42P01");
+    CHECK(end_request(&req) == 500);
+
+    /* PostgreSQL: one that fails as it runs, in BEGIN's pipeline: the
+     * transaction was open (the next statement is refused: 25P02, it is
+     * not autocommit), 500 */
+    if (E->pg) {
+        fake_request(&req, "GET");
+        db = hp_db_from(&req, p);
+        CHECK(hp_db_queryv(db, "SELECT 1 / $1", HP_INT(0)) == NULL);
+        CHECK_STR(hp_db_sqlstate(db), "22012");
+        CHECK(hp_db_exec(db, "SELECT 1") == -1);
+        CHECK_STR(hp_db_sqlstate(db), "25P02");
+        CHECK(end_request(&req) == 500);
+    }
+
+    /* a first statement that writes and fails (NOT NULL), then one that
+     * writes and a later failure: nothing is committed */
+    fake_request(&req, "GET");
+    CHECK(hp_db_execv(hp_db_from(&req, p), ins, HP_NULL) == -1);
+    CHECK(end_request(&req) == 500);
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_execv(db, ins, HP_INT(1)) == HP_OK);
+    CHECK(hp_db_execv(db, ins, HP_NULL) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "23502");
+    CHECK(end_request(&req) == 500);
+    CHECK(count_rows(p, "first") == 0);
+
+    /* a script as the first statement: begun with it, so a failing hook
+     * after the vote still rolls it back; a failing script rolls back */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec_script(db, sqlf("INSERT INTO %s VALUES (5)", t)) == HP_OK);
+    CHECK(fake_commit(&req) == HP_OK);
+    fake_rollback(&req);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    fake_request(&req, "POST");
+    CHECK(hp_db_exec_script(hp_db_from(&req, p),
+                            sqlf("INSERT INTO %s VALUES (6); INSERT INTO %s "
+                                 "VALUES (NULL)",
+                                 t, t)) == -1);
+    CHECK(end_request(&req) == 500);
+    CHECK(count_rows(p, "first") == 0);
+
+    /* the same connection, next request: first statement, then a read of
+     * its own write, committed */
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_execv(db, ins, HP_INT(2)) == HP_OK);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 1);
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(p, "first") == 1);
+
+    /* no statement: no transaction, and nothing left open */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(db != NULL);
+    CHECK(end_request(&req) == 200);
+    CHECK(p->idle == db && !db->drv->in_tx(db));
+    CHECK(!hp_db__pg_commit_in_flight(db));
+
+    db = acquire(p);
+    drop(db, "first");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* A single request with one statement; its status. */
+static int one_statement(hp_db_pool *p, const char *sql, long long *v)
+{
+    hp_req req;
+    fake_request(&req, "GET");
+    *v = query_int(hp_db_from(&req, p), sql);
+    return end_request(&req);
+}
+
+/* PostgreSQL: the COMMIT is sent without waiting only for a transaction
+ * whose one statement wrote nothing, outside SERIALIZABLE. Everything that
+ * writes (through a function, a data-modifying WITH, a row lock, a second
+ * statement) still waits for its COMMIT, whose failure is the client's
+ * 500, and is visible to other connections when the request ends. */
+static void pg_commit_waits_unless_nothing_written(void)
+{
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db_pool *q = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(q);
+    const char *t = tbl("ro");
+    long long v;
+    drop(db, "ro");
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE TABLE %s (a INTEGER UNIQUE DEFERRABLE "
+                       "INITIALLY DEFERRED); CREATE FUNCTION %s_dup() "
+                       "RETURNS integer LANGUAGE sql AS 'INSERT INTO %s "
+                       "VALUES (1), (1); SELECT 1'",
+                       t, t, t)) == HP_OK);
+    hp_db_pool_release(db);
+
+    /* one read: not waited for; the next checkout reads the reply */
+    CHECK(one_statement(p, sqlf("SELECT count(*) FROM %s", t), &v) == 200);
+    CHECK(v == 0);
+    CHECK(p->idle && hp_db__pg_commit_in_flight(p->idle));
+    db = acquire(p);
+    CHECK(db && !hp_db__pg_commit_in_flight(db) && !db->drv->in_tx(db));
+    CHECK(query_int(db, "SELECT 41 + 1") == 42);
+    hp_db_pool_release(db);
+    /* the same read in a POST (expected to write): waited for */
+    hp_req req;
+    fake_request(&req, "POST");
+    CHECK(query_int(hp_db_from(&req, p), sqlf("SELECT count(*) FROM %s", t)) ==
+          0);
+    CHECK(end_request(&req) == 200);
+    CHECK(!hp_db__pg_commit_in_flight(p->idle));
+
+    /* writes the statement's text does not show: the deferred UNIQUE
+     * fails at COMMIT, which is waited for */
+    CHECK(one_statement(p, sqlf("SELECT %s_dup()", t), &v) == 500);
+    CHECK(v == 1 && !hp_db__pg_commit_in_flight(p->idle));
+    CHECK(one_statement(p,
+                        sqlf("WITH w AS (INSERT INTO %s VALUES (2), (2) "
+                             "RETURNING a) SELECT count(*) FROM w",
+                             t),
+                        &v) == 500);
+    CHECK(v == 2 && count_rows(q, "ro") == 0);
+
+    /* a row lock is a write; so is a second statement after a read, which
+     * another connection sees as soon as the request has ended */
+    db = acquire(q);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (7)", t)) == HP_OK);
+    hp_db_pool_release(db);
+    CHECK(one_statement(p, sqlf("SELECT a FROM %s FOR UPDATE", t), &v) == 200);
+    CHECK(v == 7 && !hp_db__pg_commit_in_flight(p->idle));
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 1);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (8)", t)) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(!hp_db__pg_commit_in_flight(p->idle));
+    CHECK(count_rows(q, "ro") == 2);
+
+    /* without a statement cache (unnamed statements): the same */
+    hp_db_pool *u =
+        open_pool(&(struct hp_db_pool_opts){.max_conns = 1, .stmt_cache = -1});
+    CHECK(one_statement(u, "SELECT 6 * 7", &v) == 200 && v == 42);
+    CHECK(hp_db__pg_commit_in_flight(u->idle));
+    CHECK(one_statement(u, "SELECT 6 * 8", &v) == 200 && v == 48);
+    hp_db_pool_close(u);
+
+    /* NOTIFY is sent by the COMMIT: waited for */
+    CHECK(one_statement(p, "SELECT 1 FROM pg_notify('hp_test', 'x')", &v) ==
+          200);
+    CHECK(v == 1 && !hp_db__pg_commit_in_flight(p->idle));
+    /* so is an advisory lock's release */
+    CHECK(one_statement(p, "SELECT 1 FROM pg_advisory_xact_lock(4242)", &v) ==
+          200);
+    CHECK(v == 1 && !hp_db__pg_commit_in_flight(p->idle));
+
+    db = acquire(q);
+    hp_db_exec_script(db, sqlf("DROP FUNCTION %s_dup()", t));
+    drop(db, "ro");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+    hp_db_pool_close(q);
+}
+
+/* PostgreSQL, SERIALIZABLE: a read's COMMIT is waited for (it can fail);
+ * of two requests in a write skew, the second to commit gets a 500 (the
+ * serialization failure), as it did before COMMITs could go unawaited. */
+static void pg_serializable_failure_surfaces(void)
+{
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 2,
+        .init_sql = "SET default_transaction_isolation = serializable"});
+    hp_db *db = acquire(p);
+    const char *t = tbl("oncall");
+    long long v;
+    drop(db, "oncall");
+    CHECK(hp_db_exec_script(db, sqlf("CREATE TABLE %s (id INTEGER PRIMARY "
+                                     "KEY, on_call BOOLEAN); INSERT INTO %s "
+                                     "VALUES (1, true), (2, true)",
+                                     t, t)) == HP_OK);
+    hp_db_pool_release(db);
+
+    CHECK(one_statement(p, sqlf("SELECT count(*) FROM %s", t), &v) == 200);
+    CHECK(v == 2 && !hp_db__pg_commit_in_flight(p->idle));
+
+    hp_req a, b;
+    fake_request(&a, "POST");
+    fake_request(&b, "POST");
+    hp_db *da = hp_db_from(&a, p), *dbb = hp_db_from(&b, p);
+    const char *count = sqlf("SELECT count(*) FROM %s WHERE on_call", t);
+    CHECK(da && dbb && da != dbb);
+    CHECK(query_int(da, count) == 2 && query_int(dbb, count) == 2);
+    CHECK(hp_db_exec(da, sqlf("UPDATE %s SET on_call = false WHERE id = 1",
+                              t)) == HP_OK);
+    hp_db_exec(dbb, sqlf("UPDATE %s SET on_call = false WHERE id = 2", t));
+    CHECK(end_request(&a) == 200);
+    CHECK(end_request(&b) == 500);
+    db = acquire(p);
+    CHECK(query_int(db, count) == 1);
+    drop(db, "oncall");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* PostgreSQL: a page's DEALLOCATE ALL also drops the write check's
+ * statement; it costs the one failed request it always did (the cached
+ * statement is stale), and the next request is back to normal. */
+static void pg_deallocate_all(void)
+{
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    long long v;
+    CHECK(one_statement(p, "SELECT 40 + 2", &v) == 200 && v == 42);
+    CHECK(hp_db__pg_commit_in_flight(p->idle));
+    hp_db *db = acquire(p);
+    CHECK(hp_db_exec_script(db, "DEALLOCATE ALL") == HP_OK);
+    hp_db_pool_release(db);
+    CHECK(one_statement(p, "SELECT 40 + 2", &v) == 500);
+    CHECK(one_statement(p, "SELECT 40 + 2", &v) == 200 && v == 42);
+    CHECK(hp_db__pg_commit_in_flight(p->idle));
+    hp_db_pool_close(p);
+}
+
 static void request_pool_exhausted_503(void)
 {
     hp_req req;
@@ -1247,6 +1507,10 @@ int main(int argc, char **argv)
     T_RUN(sqlite_concurrent_first_open);
     RUN_ALL(request_commit_and_rollback);
     RUN_ALL(request_pool_exhausted_503);
+    RUN_ALL(request_first_statement_fails);
+    RUN_PG(pg_commit_waits_unless_nothing_written);
+    RUN_PG(pg_serializable_failure_surfaces);
+    RUN_PG(pg_deallocate_all);
     T_RUN(default_path);
     T_RUN(config_keys);
     T_RUN(config_file_relative_sqlite);
