@@ -134,6 +134,32 @@ typedef struct hp_module hp_module;
     HP_EXPORT int hp__hook_##name(hp_req *req);                                \
     int hp__hook_##name(hp_req *req HP_UNUSED)
 
+/*
+ * HP_PKG("name"); at file scope declares that this page (or application
+ * module) uses the pkg-config package `name`: the server compiles the page
+ * with `pkg-config --cflags name` and links it with `pkg-config --libs
+ * name`, for this page only. Several are allowed, one per HP_PKG:
+ *
+ *     #include <zlib.h>
+ *     HP_PKG("zlib");
+ *     HP_PKG("jansson");
+ *
+ * The name is a string literal of letters, digits and _ . + - (not starting
+ * with -). The server reads the declarations from the page's own bytes,
+ * outside comments and string literals (not from its headers, and without
+ * evaluating #if); the list is part of the compile cache's key. An unknown
+ * package is a compile error naming it and its line, in the browser (dev
+ * mode), the log and `hotpub check`. Where pkg-config looks is the
+ * server's PKG_CONFIG_PATH. docs/pages.md, "Libraries in pages".
+ *
+ * To the compiler it is a static assertion: it emits nothing.
+ */
+#ifdef __cplusplus
+#define HP_PKG(name) static_assert(sizeof("" name "") > 1, "HP_PKG(\"\")")
+#else
+#define HP_PKG(name) _Static_assert(sizeof("" name "") > 1, "HP_PKG(\"\")")
+#endif
+
 /* Fail the init in progress; the message is shown like a compile error. */
 void hp_module_error(hp_module *m, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

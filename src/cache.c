@@ -4,9 +4,9 @@
  * reference-counted versions.
  *
  * Owns: entries, versions' reference counts, the locking below, building a
- * new version (through compile.c and loader.c), publishing versions one
- * batch at a time, retiring and unloading old ones, and each page's chain
- * of application modules.
+ * new version (through compile.c and loader.c), batches (their members, the
+ * threads they run on) and publishing each as one step, retiring and
+ * unloading old ones, and each page's chain of application modules.
  * May not touch: HTTP, URL mapping, inotify. It learns of changes only
  * through hp_cache_touch() and friends.
  *
@@ -22,6 +22,13 @@
  *                  its application chain as one consistent set.
  *   e->mu          brief: e->current, e->error, the retired list, the
  *                  chain. Pinning a version is a lock and an increment.
+ *   cache->batch_mu brief, taken alone: which running batches will build
+ *                  an entry (claims), and how many batch threads run.
+ *
+ * Batches run on threads of their own (hp_cache_start_batch): a batch's
+ * members are what was stale when it was chosen, less what a running batch
+ * already builds in the same state, so a slow compile delays only the
+ * files changed with it.
  *
  * Staleness is two counters: the watcher bumps e->want when it sees a
  * change; a build stores the value of want it started from in e->done. A
@@ -55,6 +62,7 @@ struct hp_entry {
     atomic_bool tried;         /* a build has completed at least once     */
     atomic_bool held;          /* built in a failed batch: rebuild next   */
     atomic_bool err_fid_valid; /* cleared by the watcher without load_mu  */
+    atomic_uint dep_touches;   /* changes to a header: err_fid is no proof */
     /* guarded by mu */
     hp_version *current;
     hp_version *retired;
@@ -63,6 +71,10 @@ struct hp_entry {
     hp_entry *apps[HP_MAX_APPS]; /* this page's chain, outermost first */
     size_t napps;
     unsigned apps_gen;
+    /* guarded by cache->batch_mu: the batches that will build this entry
+     * (claims), and the want the newest of them noted (claim_snap) */
+    int claims;
+    unsigned claim_snap;
     /* guarded by load_mu */
     struct hp_fid err_fid;
     atomic_ulong builds;
@@ -85,6 +97,11 @@ struct hp_cache {
     atomic_uint pub_seq;
     pthread_mutex_t done_mu; /* with done_cv: requests waiting on a batch */
     pthread_cond_t done_cv;
+    /* choosing batch members (entries' claims), and the batch threads
+     * running (nbatches, batch_cv: hp_cache_free waits for them) */
+    pthread_mutex_t batch_mu;
+    pthread_cond_t batch_cv;
+    int nbatches;
 };
 
 /* (int) of the difference: counters wrap, comparisons must too. */
@@ -125,6 +142,8 @@ hp_cache *hp_cache_new(const struct hp_config *cfg, struct hp_compiler *cc)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->done_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&c->batch_mu, NULL);
+    pthread_cond_init(&c->batch_cv, NULL);
     c->nbuckets = 256;
     c->buckets = hp_xcalloc(c->nbuckets, sizeof *c->buckets);
     c->cfg = cfg;
@@ -176,6 +195,12 @@ void hp_cache_free(hp_cache *c)
 {
     if (!c)
         return;
+    /* Batch threads use the entries: let them finish (a compile ends by
+     * compile-timeout at the latest). */
+    pthread_mutex_lock(&c->batch_mu);
+    while (c->nbatches > 0)
+        pthread_cond_wait(&c->batch_cv, &c->batch_mu);
+    pthread_mutex_unlock(&c->batch_mu);
     hp_entry **all = hp_xmalloc((c->count + 1) * sizeof *all);
     size_t n = 0;
     for (size_t b = 0; b < c->nbuckets; b++)
@@ -192,6 +217,8 @@ void hp_cache_free(hp_cache *c)
     pthread_mutex_destroy(&c->pub_mu);
     pthread_mutex_destroy(&c->done_mu);
     pthread_cond_destroy(&c->done_cv);
+    pthread_mutex_destroy(&c->batch_mu);
+    pthread_cond_destroy(&c->batch_cv);
     free(c);
 }
 
@@ -323,6 +350,7 @@ enum build { B_SAME, B_NEW, B_ERROR, B_GONE, B_RETRY };
 
 struct build_result {
     enum build kind;
+    unsigned dep_touches; /* e->dep_touches when the build began */
     hp_version *v;   /* B_NEW */
     char *diag;      /* B_ERROR */
     struct hp_fid fid;
@@ -359,6 +387,7 @@ static void build(hp_entry *e, struct build_result *r)
     hp_version *cur = current_of(e);
 
     memset(r, 0, sizeof *r);
+    r->dep_touches = atomic_load(&e->dep_touches);
     if (hp_fid_stat(e->path, &now) < 0) {
         if (errno == ENOENT || errno == ENOTDIR) {
             r->kind = B_GONE;
@@ -452,7 +481,10 @@ static void store_error(hp_entry *e, struct build_result *r)
 {
     hp_log_error("%s: %s", e->path, r->diag);
     e->err_fid = r->fid;
-    atomic_store(&e->err_fid_valid, true);
+    /* A header that changed while this build ran may be the fix: then the
+     * unchanged source must not count as the same broken file. */
+    atomic_store(&e->err_fid_valid,
+                 atomic_load(&e->dep_touches) == r->dep_touches);
     pthread_mutex_lock(&e->mu);
     free(e->error);
     e->error = r->diag;
@@ -516,7 +548,11 @@ static void mark_done(hp_cache *c, hp_entry *e, unsigned snap)
 {
     atomic_store(&e->tried, true);
     pthread_mutex_lock(&c->done_mu);
-    atomic_store_explicit(&e->done, snap, memory_order_release);
+    /* Forward only: a batch notes want when it chooses its members, and a
+     * request may have built the entry with a newer want before the batch
+     * got its load_mu. */
+    if (!reached(atomic_load(&e->done), snap))
+        atomic_store_explicit(&e->done, snap, memory_order_release);
     pthread_cond_broadcast(&c->done_cv);
     pthread_mutex_unlock(&c->done_mu);
 }
@@ -573,64 +609,177 @@ static bool out_of_date(hp_entry *e)
                     atomic_load_explicit(&e->want, memory_order_acquire));
 }
 
+/* One batch: its members in path order (the lock order), with the want
+ * each had when the batch chose it. */
+struct batch {
+    hp_cache *c;
+    hp_entry **es;
+    unsigned *snaps;
+    size_t n;
+};
+
 /*
- * The batch: rebuild every out-of-date entry, then publish all of it in
- * one step, or, if any failed, none of it (the failures are stored and the
- * rest is held back, to be rebuilt with the next batch).
+ * Choose the members of a new batch: every entry out of date (or held)
+ * that no running batch will build. An entry a running batch claimed joins
+ * only if it changed again since that batch noted its want: then its new
+ * state belongs with the files changed with it now, and this batch waits
+ * for the running one's load_mu; otherwise it is left to the running
+ * batch, and this one does not wait for it. NULL when there is nothing.
  */
-void hp_cache_refresh_stale(hp_cache *c)
+struct member {
+    hp_entry *e;
+    unsigned snap;
+};
+
+static int member_by_path(const void *a, const void *b)
+{
+    return strcmp(((const struct member *)a)->e->path,
+                  ((const struct member *)b)->e->path);
+}
+
+static struct batch *batch_choose(hp_cache *c)
 {
     size_t n, k = 0;
     hp_entry **all = entries_snapshot(c, &n);
-    for (size_t i = 0; i < n; i++)
-        if (out_of_date(all[i]))
-            all[k++] = all[i];
+    struct member *m = hp_xcalloc(n + 1, sizeof *m);
+
+    pthread_mutex_lock(&c->batch_mu);
+    for (size_t i = 0; i < n; i++) {
+        hp_entry *e = all[i];
+        unsigned want = atomic_load_explicit(&e->want, memory_order_acquire);
+        if (!out_of_date(e) || (e->claims > 0 && e->claim_snap == want))
+            continue;
+        e->claims++;
+        e->claim_snap = want;
+        m[k++] = (struct member){e, want};
+    }
+    pthread_mutex_unlock(&c->batch_mu);
+    free(all);
     if (k == 0) {
-        free(all);
-        return;
+        free(m);
+        return NULL;
     }
     /* One lock order for every multi-entry lock holder. */
-    qsort(all, k, sizeof *all, by_path);
-    struct build_result *rs = hp_xcalloc(k, sizeof *rs);
-    unsigned *snaps = hp_xcalloc(k, sizeof *snaps);
+    qsort(m, k, sizeof *m, member_by_path);
+    struct batch *b = hp_xcalloc(1, sizeof *b);
+    b->c = c;
+    b->es = hp_xcalloc(k, sizeof *b->es);
+    b->snaps = hp_xcalloc(k, sizeof *b->snaps);
+    for (size_t i = 0; i < k; i++) {
+        b->es[i] = m[i].e;
+        b->snaps[i] = m[i].snap;
+    }
+    b->n = k;
+    free(m);
+    return b;
+}
+
+/* Every member failed or not: store the failures, hold the rest back. */
+static void batch_hold(struct batch *b, struct build_result *rs)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        if (rs[i].kind == B_ERROR) {
+            store_error(b->es[i], &rs[i]);
+            set_held(b->es[i], false);
+        } else if (rs[i].kind == B_NEW || rs[i].kind == B_GONE) {
+            if (rs[i].kind == B_NEW)
+                discard(b->es[i], rs[i].v);
+            set_held(b->es[i], true);
+            hp_log_error("%s: held back: another file changed with it "
+                         "failed to build",
+                         b->es[i]->path);
+        }
+    }
+}
+
+/*
+ * Run a batch: rebuild its members, then publish all of it in one step, or,
+ * if any failed, none of it (the failures are stored and the rest is held
+ * back, to be rebuilt with the next batch). Frees b.
+ */
+static void batch_run(struct batch *b)
+{
+    hp_cache *c = b->c;
+    struct build_result *rs = hp_xcalloc(b->n, sizeof *rs);
     size_t failed = 0;
 
-    for (size_t i = 0; i < k; i++) {
+    for (size_t i = 0; i < b->n; i++) {
         /* The lock order: load_mu of several entries in path order. */
-        assert(i == 0 || strcmp(all[i - 1]->path, all[i]->path) < 0);
-        pthread_mutex_lock(&all[i]->load_mu);
-        snaps[i] = atomic_load(&all[i]->want);
+        assert(i == 0 || strcmp(b->es[i - 1]->path, b->es[i]->path) < 0);
+        pthread_mutex_lock(&b->es[i]->load_mu);
     }
-    for (size_t i = 0; i < k; i++) {
-        build_retrying(all[i], &rs[i]);
+    for (size_t i = 0; i < b->n; i++) {
+        build_retrying(b->es[i], &rs[i]);
         failed += rs[i].kind == B_ERROR;
     }
     if (failed) {
-        for (size_t i = 0; i < k; i++) {
-            if (rs[i].kind == B_ERROR) {
-                store_error(all[i], &rs[i]);
-                set_held(all[i], false);
-            } else if (rs[i].kind == B_NEW || rs[i].kind == B_GONE) {
-                if (rs[i].kind == B_NEW)
-                    discard(all[i], rs[i].v);
-                set_held(all[i], true);
-                hp_log_error("%s: held back: another file changed with it "
-                             "failed to build",
-                             all[i]->path);
-            }
-        }
+        batch_hold(b, rs);
     } else {
-        publish(c, all, rs, k);
-        for (size_t i = 0; i < k; i++)
-            set_held(all[i], false);
+        publish(c, b->es, rs, b->n);
+        for (size_t i = 0; i < b->n; i++)
+            set_held(b->es[i], false);
     }
-    for (size_t i = 0; i < k; i++) {
-        mark_done(c, all[i], snaps[i]);
-        pthread_mutex_unlock(&all[i]->load_mu);
+    for (size_t i = 0; i < b->n; i++) {
+        /* done first: a batch chosen after the claim is dropped must find
+         * the entry up to date, or take it for a change of its own. */
+        mark_done(c, b->es[i], b->snaps[i]);
+        pthread_mutex_lock(&c->batch_mu);
+        b->es[i]->claims--;
+        pthread_mutex_unlock(&c->batch_mu);
+        pthread_mutex_unlock(&b->es[i]->load_mu);
     }
     free(rs);
-    free(snaps);
-    free(all);
+    free(b->snaps);
+    free(b->es);
+    free(b);
+}
+
+void hp_cache_refresh_stale(hp_cache *c)
+{
+    struct batch *b = batch_choose(c);
+    if (b)
+        batch_run(b);
+}
+
+static void *batch_main(void *arg)
+{
+    struct batch *b = arg;
+    hp_cache *c = b->c;
+    batch_run(b);
+    pthread_mutex_lock(&c->batch_mu);
+    if (--c->nbatches == 0)
+        pthread_cond_broadcast(&c->batch_cv);
+    pthread_mutex_unlock(&c->batch_mu);
+    return NULL;
+}
+
+/*
+ * The watcher's batch: members chosen now, on the caller's thread (so a
+ * batch is exactly what was stale when its settle window closed), built
+ * and published on a thread of its own, so a slow compile never holds up
+ * the watcher, nor the next window's batch of unrelated files.
+ */
+void hp_cache_start_batch(hp_cache *c)
+{
+    struct batch *b = batch_choose(c);
+    pthread_t t;
+    pthread_attr_t attr;
+
+    if (!b)
+        return;
+    pthread_mutex_lock(&c->batch_mu);
+    c->nbatches++;
+    pthread_mutex_unlock(&c->batch_mu);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, batch_main, b);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        hp_log_error("cannot start a batch thread (%s): building on the "
+                     "watcher",
+                     strerror(rc));
+        batch_main(b);
+    }
 }
 
 /* ---- acquiring ------------------------------------------------------------ */
@@ -647,6 +796,19 @@ static void wait_for_batch(hp_cache *c, hp_entry *e, unsigned want)
     pthread_mutex_unlock(&c->done_mu);
 }
 
+/* A request builds e itself (a first load, mostly): claimed like a batch
+ * member, so a batch chosen meanwhile leaves e to it (unless it changes
+ * again) instead of waiting for its load_mu: a slow first compile must not
+ * delay the batch of an unrelated change. */
+static void claim_for_request(hp_cache *c, hp_entry *e, int delta)
+{
+    pthread_mutex_lock(&c->batch_mu);
+    e->claims += delta;
+    if (delta > 0)
+        e->claim_snap = atomic_load(&e->want);
+    pthread_mutex_unlock(&c->batch_mu);
+}
+
 /* Make e at least as new as the file was when this request arrived. */
 static void ensure_fresh(hp_cache *c, hp_entry *e)
 {
@@ -659,8 +821,11 @@ static void ensure_fresh(hp_cache *c, hp_entry *e)
         return;
     /* First use, no watcher, or a batch that never came: build it here. */
     pthread_mutex_lock(&e->load_mu);
-    if (!reached(atomic_load(&e->done), want))
+    if (!reached(atomic_load(&e->done), want)) {
+        claim_for_request(c, e, 1);
         refresh_one(e);
+        claim_for_request(c, e, -1);
+    }
     pthread_mutex_unlock(&e->load_mu);
 }
 
@@ -846,8 +1011,10 @@ static bool depends_on(hp_entry *e, const char *path)
 
 static void touch(hp_entry *e, bool dep)
 {
-    if (dep) /* the source did not change, so its stored error would match */
+    if (dep) { /* the source did not change, so its stored error would match */
+        atomic_fetch_add(&e->dep_touches, 1);
         atomic_store(&e->err_fid_valid, false);
+    }
     atomic_fetch_add_explicit(&e->want, 1, memory_order_acq_rel);
 }
 
@@ -891,7 +1058,11 @@ int hp_cache_revalidate(hp_cache *c)
         hp_entry *e = all[i];
         struct hp_fid f;
         bool moved;
-        pthread_mutex_lock(&e->load_mu);
+        /* Being built: skip it this time. The build reads the file as it
+         * is now, and the next pass compares with what it published; the
+         * watcher's thread must not wait for a compile. */
+        if (pthread_mutex_trylock(&e->load_mu) != 0)
+            continue;
         hp_version *v = current_of(e);
         int st = hp_fid_stat(e->path, &f);
         if (v)
@@ -952,9 +1123,13 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *b)
         hp_buf_printf(b, ",\"gone\":%s,\"builds\":%lu",
                       e->gone ? "true" : "false", atomic_load(&e->builds));
         pthread_mutex_unlock(&e->mu);
-        hp_buf_printf(b, ",\"stale\":%s,\"held\":%s}",
+        pthread_mutex_lock(&c->batch_mu);
+        bool building = e->claims > 0;
+        pthread_mutex_unlock(&c->batch_mu);
+        hp_buf_printf(b, ",\"stale\":%s,\"held\":%s,\"building\":%s}",
                       out_of_date(e) ? "true" : "false",
-                      atomic_load(&e->held) ? "true" : "false");
+                      atomic_load(&e->held) ? "true" : "false",
+                      building ? "true" : "false");
     }
     hp_buf_puts(b, "]");
     free(all);

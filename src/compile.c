@@ -1,7 +1,8 @@
 /*
  * compile.c - turning a page source into a loadable shared object.
  *
- * Owns: the compile cache directory (<cache-dir>/obj), running the page
+ * Owns: the compile cache directory (<cache-dir>/obj: objects, their
+ * dependency lists, and failed compiles' diagnostics), running the page
  * compiler as a child process under its limits (compile-timeout and the
  * RLIMIT_AS/CPU/FSIZE settings), reading its dependency list, and the
  * diagnostics a failed compile produces, naming a limit that stopped it.
@@ -13,6 +14,10 @@
  * cache key, even if an editor is rewriting the page at this moment. A
  * `#line` directive keeps diagnostics and __FILE__ pointing at the real
  * file, and `-iquote <dir>` keeps `#include "x.h"` finding its neighbours.
+ *
+ * A page's HP_PKG("name") declarations (found by pkg.c in those same bytes)
+ * add pkg-config's --cflags and --libs of each package to its compile, and
+ * only to its own.
  */
 #include "hp.h"
 
@@ -58,7 +63,7 @@ struct hp_compiler {
 #define HP_GC_EVERY 64 /* compiles */
 
 struct gc_item {
-    char name[64];
+    char name[64]; /* <key>.so or <key>.err */
     int64_t mtime_ns;
     uint64_t bytes;
 };
@@ -69,8 +74,31 @@ static int by_mtime_desc(const void *a, const void *b)
     return x->mtime_ns < y->mtime_ns ? 1 : x->mtime_ns > y->mtime_ns ? -1 : 0;
 }
 
-/* Drop the least recently used objects (a hit refreshes the mtime) until
- * the cache fits. */
+/* An object (<32 hex>.so, with its .deps) or a failed compile's record
+ * (<32 hex>.err); temp and lock files are not ours to judge. */
+static bool gc_candidate(const char *name)
+{
+    size_t len = strlen(name);
+    return (len == 35 && strcmp(name + 32, ".so") == 0) ||
+           (len == 36 && strcmp(name + 32, ".err") == 0);
+}
+
+/* Remove one item: for an object, the meta first (without it nothing is a
+ * hit). */
+static void gc_remove(const struct hp_compiler *c, const struct gc_item *it)
+{
+    char *path = hp_xasprintf("%s/%s", c->objdir, it->name);
+    if (strcmp(it->name + 32, ".so") == 0) {
+        char *meta = hp_xasprintf("%s/%.32s.deps", c->objdir, it->name);
+        unlink(meta);
+        free(meta);
+    }
+    unlink(path);
+    free(path);
+}
+
+/* Drop the least recently used objects and failure records (a hit
+ * refreshes the mtime) until the cache fits. */
 static void gc(struct hp_compiler *c)
 {
     DIR *d;
@@ -82,26 +110,26 @@ static void gc(struct hp_compiler *c)
     pthread_mutex_lock(&c->gc_mu);
     d = opendir(c->objdir);
     while (d && (de = readdir(d))) {
-        size_t len = strlen(de->d_name);
         struct stat st, st2;
-        if (len != 35 || strcmp(de->d_name + 32, ".so") != 0)
-            continue; /* <32 hex>.so; temp files are not ours to judge */
-        char *so = hp_xasprintf("%s/%s", c->objdir, de->d_name);
+        if (!gc_candidate(de->d_name))
+            continue;
+        char *path = hp_xasprintf("%s/%s", c->objdir, de->d_name);
         char *meta = hp_xasprintf("%s/%.32s.deps", c->objdir, de->d_name);
-        if (stat(so, &st) == 0) {
+        bool so = de->d_name[33] == 's';
+        if (stat(path, &st) == 0) {
             if (n == cap)
                 items = hp_xrealloc(items, (cap = cap ? cap * 2 : 256) *
                                                sizeof *items);
-            snprintf(items[n].name, sizeof items[n].name, "%.32s", de->d_name);
+            snprintf(items[n].name, sizeof items[n].name, "%.40s", de->d_name);
             items[n].mtime_ns =
                 (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
             items[n].bytes =
                 (uint64_t)st.st_size +
-                (stat(meta, &st2) == 0 ? (uint64_t)st2.st_size : 0);
+                (so && stat(meta, &st2) == 0 ? (uint64_t)st2.st_size : 0);
             total += items[n].bytes;
             n++;
         }
-        free(so);
+        free(path);
         free(meta);
     }
     if (d)
@@ -111,14 +139,8 @@ static void gc(struct hp_compiler *c)
         uint64_t kept = 0;
         for (size_t i = 0; i < n; i++) {
             kept += items[i].bytes;
-            if (kept <= HP_CACHE_MAX_BYTES || i == 0)
-                continue;
-            char *so = hp_xasprintf("%s/%s.so", c->objdir, items[i].name);
-            char *meta = hp_xasprintf("%s/%s.deps", c->objdir, items[i].name);
-            unlink(meta); /* the meta first: without it nothing is a hit */
-            unlink(so);
-            free(so);
-            free(meta);
+            if (kept > HP_CACHE_MAX_BYTES && i > 0)
+                gc_remove(c, &items[i]);
         }
     }
     free(items);
@@ -694,6 +716,158 @@ static char *explain_failure(const struct hp_compiler *c,
     }
     return hp_xasprintf("%s%s%s", why, *text ? "\n\n" : "", text);
 }
+
+/*
+ * Failed compiles are cached as <key>.err, so one broken save costs one
+ * compiler run for every worker process and every request: the first line
+ * is HP_ERR_MAGIC and the time (CLOCK_REALTIME ns) the compiler started,
+ * the rest the diagnostic.
+ *
+ * The key covers the page's bytes, not its headers, and a failed compile
+ * gives no dependency list to check them by: gcc writes no -MD file when
+ * an #include is missing, the commonest failure, and the fix is then a
+ * file that did not exist. So a record holds only while nothing the
+ * compile could have read has changed since it started: no file or
+ * directory under the document root (the quote includes; a new file
+ * changes its directory) and none of the include directories (hotpub's,
+ * -I/-isystem/-iquote of --cflags, /usr/include, /usr/local/include: an
+ * installed -dev package) has a ctime at or after that start. ctime, as
+ * for headers, because the kernel sets it (tar and rsync -t set mtimes).
+ * Any write under the root costs at most one more compile; headers in
+ * existing subdirectories of the system include directories are not
+ * looked at (touch the page, or remove <cache-dir>/obj/<key>.err).
+ *
+ * Only the compiler's own verdict is cached (it exited with a status below
+ * 126); a limit, the timeout, a signal or a compiler that did not run says
+ * something about the machine, not the source, and is not.
+ */
+#define HP_ERR_MAGIC "hotpub-failed-compile 1 "
+#define HP_WALK_MAX_DEPTH 64
+
+static bool failure_cacheable(const struct hp_compiler *c,
+                              const struct run_result *rr,
+                              const struct hp_buf *log)
+{
+    return rr->end == RUN_EXITED && rr->code != 0 && rr->code < 126 &&
+           !limit_hit(c, rr, log->len ? log->p : "");
+}
+
+static bool changed_since(const struct stat *st, int64_t t0)
+{
+    return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec >= t0;
+}
+
+/* Whether anything below the directory dfd (which this closes) changed at
+ * or after t0, skipping names starting with '.' as the watcher does. */
+static bool tree_changed_since(int dfd, int64_t t0, int depth)
+{
+    DIR *d = fdopendir(dfd);
+    struct dirent *de;
+    bool changed = false;
+
+    if (!d) {
+        close(dfd);
+        return true; /* cannot tell: compile again */
+    }
+    while (!changed && (de = readdir(d))) {
+        struct stat st;
+        if (de->d_name[0] == '.')
+            continue;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue; /* gone meanwhile: its directory's ctime says so */
+        changed = changed_since(&st, t0);
+        if (!changed && S_ISDIR(st.st_mode) && depth < HP_WALK_MAX_DEPTH) {
+            int sub = openat(dirfd(d), de->d_name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0)
+                changed = tree_changed_since(sub, t0, depth + 1);
+        }
+    }
+    closedir(d);
+    return changed;
+}
+
+static bool dir_changed_since(const char *dir, int64_t t0)
+{
+    struct stat st;
+    return stat(dir, &st) == 0 && changed_since(&st, t0);
+}
+
+/* The include directories a failure could be fixed in, outside the root. */
+static bool include_dirs_changed_since(const struct hp_compiler *c, int64_t t0)
+{
+    if (dir_changed_since(c->include_dir, t0) ||
+        dir_changed_since("/usr/include", t0) ||
+        dir_changed_since("/usr/local/include", t0))
+        return true;
+    for (char **f = c->flags; *f; f++) {
+        static const char *const opts[] = {"-I", "-isystem", "-iquote"};
+        for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) {
+            size_t n = strlen(opts[i]);
+            if (strncmp(*f, opts[i], n) != 0)
+                continue;
+            const char *dir = (*f)[n] ? *f + n : f[1];
+            if (dir && dir_changed_since(dir, t0))
+                return true;
+        }
+    }
+    return false;
+}
+
+static bool failure_still_holds(const struct hp_compiler *c, int64_t t0)
+{
+    char croot[PATH_MAX];
+    if (include_dirs_changed_since(c, t0) || !realpath(c->root, croot))
+        return false;
+    struct stat st;
+    if (stat(croot, &st) < 0 || changed_since(&st, t0))
+        return false;
+    int dfd = open(croot, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return dfd >= 0 && !tree_changed_since(dfd, t0, 0);
+}
+
+/* The cached diagnostic of key's failed compile if it still holds (the
+ * caller frees it), else NULL. */
+static char *failure_lookup(const struct hp_compiler *c, const char *key)
+{
+    char *path = hp_xasprintf("%s/%s.err", c->objdir, key);
+    struct hp_buf b = {0};
+    char *diag = NULL;
+    size_t m = sizeof HP_ERR_MAGIC - 1;
+
+    if (read_file(path, &b) == 0 && b.len > m &&
+        memcmp(b.p, HP_ERR_MAGIC, m) == 0) {
+        hp_buf_append(&b, "", 1);
+        char *end;
+        long long t0 = strtoll(b.p + m, &end, 10);
+        if (*end == '\n' && failure_still_holds(c, t0)) {
+            diag = hp_xstrdup(end + 1);
+            utimensat(AT_FDCWD, path, NULL, 0); /* recently used */
+        }
+    }
+    hp_buf_free(&b);
+    free(path);
+    return diag;
+}
+
+/* Record key's failed compile, started at t0 (written whole, then renamed
+ * in, so a reader never sees half of one). */
+static void failure_store(struct hp_compiler *c, const char *key, int64_t t0,
+                          const char *diag)
+{
+    unsigned long n = atomic_fetch_add(&c->seq, 1);
+    char *tmp = hp_xasprintf("%s/tmp-%d-%lu.err", c->objdir, getpid(), n);
+    char *path = hp_xasprintf("%s/%s.err", c->objdir, key);
+    struct hp_buf b = {0};
+
+    hp_buf_printf(&b, "%s%lld\n%s", HP_ERR_MAGIC, (long long)t0, diag);
+    if (write_file(tmp, b.p, b.len) < 0 || rename(tmp, path) < 0)
+        unlink(tmp);
+    hp_buf_free(&b);
+    free(tmp);
+    free(path);
+}
+
 static char *dirname_of(const char *path)
 {
     const char *slash = strrchr(path, '/');
@@ -702,9 +876,144 @@ static char *dirname_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
+/*
+ * The compile and link flags of a page's HP_PKG packages, from pkg-config
+ * (run as a child like the compiler: no shell, the same limits). Words
+ * are split on white space, as make would. Only on a compile-cache miss.
+ */
+struct pkg_flags {
+    char **cflags, **libs; /* NULL-terminated; NULL when there are none */
+    size_t ncflags, nlibs;
+};
+
+static void words_append(char ***v, size_t *n, const char *text)
+{
+    char **w = split_words(text);
+    size_t k = 0;
+    while (w[k])
+        k++;
+    *v = hp_xrealloc(*v, (*n + k + 1) * sizeof **v);
+    memcpy(*v + *n, w, k * sizeof *w);
+    *n += k;
+    (*v)[*n] = NULL;
+    free(w); /* the words now belong to *v */
+}
+
+static void pkg_flags_free(struct pkg_flags *pf)
+{
+    for (size_t i = 0; i < pf->ncflags; i++)
+        free(pf->cflags[i]);
+    for (size_t i = 0; i < pf->nlibs; i++)
+        free(pf->libs[i]);
+    free(pf->cflags);
+    free(pf->libs);
+    memset(pf, 0, sizeof *pf);
+}
+
+/* pkg-config <what> <name>: 0 with its output in out, -1 with its
+ * complaint in out, -2 when pkg-config itself did not run. */
+static int pkg_query(const struct hp_compiler *c, const char *what,
+                     const char *name, struct hp_buf *out)
+{
+    char prog[] = "pkg-config", opt[16], arg[HP_PKG_NAME_MAX];
+    char *argv[] = {prog, opt, arg, NULL};
+    struct run_result rr;
+
+    snprintf(opt, sizeof opt, "%s", what);
+    snprintf(arg, sizeof arg, "%s", name);
+    out->len = 0;
+    run_capture(c, argv, out, &rr);
+    hp_buf_append(out, "", 1);
+    out->len--;
+    if (rr.end == RUN_NOT_RUN || (rr.end == RUN_EXITED && rr.code == 127))
+        return -2;
+    return rr.end == RUN_EXITED && rr.code == 0 ? 0 : -1;
+}
+
+static int pkg_resolve(const struct hp_compiler *c, const char *src,
+                       const struct hp_pkgs *pk, struct pkg_flags *pf,
+                       char **diag)
+{
+    static const char *const what[] = {"--cflags", "--libs"};
+    struct hp_buf out = {0};
+    int rc = 0;
+
+    for (size_t i = 0; i < pk->n && rc == 0; i++) {
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            rc = pkg_query(c, what[k], pk->name[i], &out);
+            if (rc == -2)
+                *diag = hp_xasprintf(
+                    "%s:%d: error: HP_PKG(\"%s\"): cannot run pkg-config "
+                    "(install it: apt-get install pkg-config)\n%s",
+                    src, pk->line[i], pk->name[i], out.p ? out.p : "");
+            else if (rc < 0)
+                *diag = hp_xasprintf("%s:%d: error: HP_PKG(\"%s\"): "
+                                     "pkg-config knows no package \"%s\" "
+                                     "(install its -dev package, or set "
+                                     "PKG_CONFIG_PATH for the server)\n%s",
+                                     src, pk->line[i], pk->name[i], pk->name[i],
+                                     out.p ? out.p : "");
+            else if (k == 0)
+                words_append(&pf->cflags, &pf->ncflags, out.p);
+            else
+                words_append(&pf->libs, &pf->nlibs, out.p);
+        }
+    }
+    hp_buf_free(&out);
+    if (rc < 0)
+        pkg_flags_free(pf);
+    return rc < 0 ? -1 : 0;
+}
+
+/* The compiler's command line, into argv (room for it all, from
+ * argv_room). The packages' compile flags go before the source, their
+ * libraries after it, behind --no-as-needed: a page's object must record
+ * them as needed (DT_NEEDED) even when the linker defaults to --as-needed,
+ * or dlopen cannot resolve their symbols. */
+struct cc_args {
+    char *inc, *srcdir, *tmp_d, *tmp_so, *tmp_c;
+};
+
+static size_t argv_room(const struct hp_compiler *c, const struct pkg_flags *pf)
+{
+    size_t nf = 0;
+    for (char **f = c->flags; *f; f++)
+        nf++;
+    return nf + pf->ncflags + pf->nlibs + 20;
+}
+
+static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
+                       const struct cc_args *ca, char **argv)
+{
+    size_t a = 0;
+    argv[a++] = c->cc;
+    for (char **f = c->flags; *f; f++)
+        argv[a++] = *f;
+    argv[a++] = "-fPIC";
+    argv[a++] = "-shared";
+    argv[a++] = "-fvisibility=hidden";
+    argv[a++] = ca->inc;
+    argv[a++] = c->is_tcc ? "-I" : "-iquote"; /* tcc has no -iquote */
+    argv[a++] = ca->srcdir;
+    for (size_t i = 0; i < pf->ncflags; i++)
+        argv[a++] = pf->cflags[i];
+    argv[a++] = "-MD";
+    argv[a++] = "-MF";
+    argv[a++] = ca->tmp_d;
+    argv[a++] = "-o";
+    argv[a++] = ca->tmp_so;
+    argv[a++] = ca->tmp_c;
+    if (pf->nlibs)
+        argv[a++] = "-Wl,--no-as-needed";
+    for (size_t i = 0; i < pf->nlibs; i++)
+        argv[a++] = pf->libs[i];
+    argv[a] = NULL;
+}
+
 static int compile_source(struct hp_compiler *c, const char *src,
                           const struct hp_buf *text, const char *key,
-                          struct hp_artifact *out, char **diag)
+                          const struct hp_pkgs *pkgs, struct hp_artifact *out,
+                          char **diag)
 {
     unsigned long n = atomic_fetch_add(&c->seq, 1);
     char *tmp_c = hp_xasprintf("%s/tmp-%d-%lu.c", c->objdir, getpid(), n);
@@ -732,27 +1041,12 @@ static int compile_source(struct hp_compiler *c, const char *src,
         goto out;
     }
 
-    size_t nf = 0;
-    for (char **f = c->flags; *f; f++)
-        nf++;
-    char **argv = hp_xcalloc(nf + 20, sizeof *argv);
-    size_t a = 0;
-    argv[a++] = c->cc;
-    for (char **f = c->flags; *f; f++)
-        argv[a++] = *f;
-    argv[a++] = "-fPIC";
-    argv[a++] = "-shared";
-    argv[a++] = "-fvisibility=hidden";
-    argv[a++] = inc;
-    argv[a++] = c->is_tcc ? "-I" : "-iquote"; /* tcc has no -iquote */
-    argv[a++] = srcdir;
-    argv[a++] = "-MD";
-    argv[a++] = "-MF";
-    argv[a++] = tmp_d;
-    argv[a++] = "-o";
-    argv[a++] = tmp_so;
-    argv[a++] = tmp_c;
-    argv[a] = NULL;
+    struct pkg_flags pf = {0};
+    if (pkgs->n && pkg_resolve(c, src, pkgs, &pf, diag) < 0)
+        goto out; /* not cached: installing the package is the fix */
+    const struct cc_args ca = {inc, srcdir, tmp_d, tmp_so, tmp_c};
+    char **argv = hp_xcalloc(argv_room(c, &pf), sizeof *argv);
+    build_argv(c, &pf, &ca, argv);
 
     atomic_fetch_add(&c->runs, 1);
     /* Filesystem timestamps are coarser than the clock: step back a tick
@@ -761,8 +1055,11 @@ static int compile_source(struct hp_compiler *c, const char *src,
     struct run_result rr;
     run_capture(c, argv, &log, &rr);
     free(argv);
+    pkg_flags_free(&pf);
     if (rr.end != RUN_EXITED || rr.code != 0) {
         *diag = explain_failure(c, &rr, &log);
+        if (failure_cacheable(c, &rr, &log))
+            failure_store(c, key, started, *diag);
         goto out;
     }
 
@@ -790,6 +1087,9 @@ static int compile_source(struct hp_compiler *c, const char *src,
     out->so_path = final_so;
     final_so = NULL;
     rc = 0;
+    char *stale_err = hp_xasprintf("%s/%s.err", c->objdir, key);
+    unlink(stale_err); /* a failure recorded before a header was fixed */
+    free(stale_err);
     if (n % HP_GC_EVERY == HP_GC_EVERY - 1)
         gc(c);
 out:
@@ -835,89 +1135,131 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
-               char **diag)
+/* A page's packages are part of its key: the names (also in its bytes,
+ * but explicitly so), and where pkg-config looks for them. */
+static void key_packages(struct hp_hash *h, const struct hp_pkgs *pk)
 {
-    struct hp_buf text = {0};
-    struct hp_hash h;
-    char key[33];
-    int rc;
-
-    memset(out, 0, sizeof *out);
-    *diag = NULL;
-    if (ends_with(src, ".so")) {
-        /* A prebuilt object: the loader copies it to a private path. */
-        if (access(src, R_OK) < 0) {
-            *diag = hp_xasprintf("%s: %s", src, strerror(errno));
-            return -1;
-        }
-        if (hp_fid_stat(src, &out->src_fid) < 0) {
-            *diag = hp_xasprintf("%s: %s", src, strerror(errno));
-            return -1;
-        }
-        out->so_path = hp_xstrdup(src);
-        out->cache_hit = true;
-        return 0;
+    static const char *const env[] = {"PKG_CONFIG_PATH", "PKG_CONFIG_LIBDIR",
+                                      "PKG_CONFIG_SYSROOT_DIR"};
+    if (pk->n == 0)
+        return; /* the keys of pages without packages stay as they were */
+    for (size_t i = 0; i < pk->n; i++)
+        hp_hash_update(h, pk->name[i], strlen(pk->name[i]) + 1);
+    for (size_t i = 0; i < sizeof env / sizeof *env; i++) {
+        const char *v = getenv(env[i]);
+        hp_hash_update(h, v ? v : "", v ? strlen(v) + 1 : 1);
     }
-    if (read_stable(src, &text, &out->src_fid) < 0) {
+}
+
+/* A prebuilt object: the loader copies it to a private path. */
+static int use_prebuilt(const char *src, struct hp_artifact *out, char **diag)
+{
+    if (access(src, R_OK) < 0 || hp_fid_stat(src, &out->src_fid) < 0) {
         *diag = hp_xasprintf("%s: %s", src, strerror(errno));
-        hp_buf_free(&text);
+        return -1;
+    }
+    out->so_path = hp_xstrdup(src);
+    out->cache_hit = true;
+    return 0;
+}
+
+/* The compile cache key of src's bytes (text) into key, and its packages
+ * into pkgs; -1 with *diag for a malformed HP_PKG. */
+static int page_key(const struct hp_compiler *c, const char *src,
+                    const struct hp_buf *text, struct hp_pkgs *pkgs,
+                    char key[33], char **diag)
+{
+    struct hp_hash h;
+    char perr[512];
+    const char *bytes = text->p ? text->p : "";
+
+    if (hp_pkg_scan(bytes, text->len, pkgs, perr, sizeof perr) < 0) {
+        *diag = hp_xasprintf("%s:%s", src, perr);
         return -1;
     }
     hp_hash_init(&h);
     hp_hash_update(&h, c->flags_key, sizeof c->flags_key);
     hp_hash_update(&h, src, strlen(src) + 1);
-    hp_hash_update(&h, text.p ? text.p : "", text.len);
+    hp_hash_update(&h, bytes, text->len);
+    key_packages(&h, pkgs);
     hp_hash_hex(&h, key);
+    return 0;
+}
 
+/* key in the cache: 1 an object (out filled), -1 a failed compile whose
+ * record still holds (*diag), 0 neither (out reset but for src_fid). */
+static int cache_lookup(const struct hp_compiler *c, const char *key,
+                        struct hp_artifact *out, char **diag)
+{
     char *so = hp_xasprintf("%s/%s.so", c->objdir, key);
     char *meta = hp_xasprintf("%s/%s.deps", c->objdir, key);
+    struct hp_fid src_fid = out->src_fid; /* survives the reset below */
+    int r = 0;
+
     /* A hit refreshes the object's mtime: the garbage collector keeps the
      * most recently used. */
     if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
         out->so_path = so;
         out->cache_hit = true;
-        free(meta);
-        hp_buf_free(&text);
-        return 0;
-    }
-    struct hp_fid src_fid = out->src_fid; /* survives the reset below */
-    hp_artifact_free(out);
-    out->src_fid = src_fid;
-    /*
-     * Worker processes (master.c) share this cache: one compiles a key while
-     * the others wait on its lock file, then find its object and take it.
-     * The lock file goes once the object is in place, so a newcomer that
-     * creates a fresh one finds the object too; no lock file (no
-     * permission) only costs a duplicate compile.
-     */
-    char *lock = hp_xasprintf("%s/%s.lock", c->objdir, key);
-    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lfd >= 0) {
-        while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
-            ;
-        /* A hit refreshes the object's mtime: the garbage collector keeps the
-         * most recently used. */
-        if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
-            out->so_path = so;
-            out->cache_hit = true;
-            unlink(lock);
-            close(lfd); /* unlocks */
-            free(lock);
-            free(meta);
-            hp_buf_free(&text);
-            return 0;
-        }
+        so = NULL;
+        r = 1;
+    } else {
         hp_artifact_free(out);
         out->src_fid = src_fid;
+        if ((*diag = failure_lookup(c, key)))
+            r = -1; /* one broken save, one compile */
     }
     free(so);
     free(meta);
-    if (!text.p)
-        hp_buf_puts(&text, "");
-    rc = compile_source(c, src, &text, key, out, diag);
-    if (rc < 0)
-        hp_artifact_free(out);
+    return r;
+}
+
+int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
+               char **diag)
+{
+    struct hp_buf text = {0};
+    struct hp_pkgs pkgs;
+    char key[33];
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    *diag = NULL;
+    if (ends_with(src, ".so"))
+        return use_prebuilt(src, out, diag);
+    if (read_stable(src, &text, &out->src_fid) < 0) {
+        *diag = hp_xasprintf("%s: %s", src, strerror(errno));
+        hp_buf_free(&text);
+        return -1;
+    }
+    if (page_key(c, src, &text, &pkgs, key, diag) < 0 ||
+        (rc = cache_lookup(c, key, out, diag)) != 0) {
+        hp_buf_free(&text);
+        return *diag ? -1 : 0;
+    }
+    /*
+     * Worker processes (master.c) share this cache: one compiles a key while
+     * the others wait on its lock file, then find its object (or its
+     * failure) and take it. The lock file goes once the object is in place,
+     * so a newcomer that creates a fresh one finds the object too; no lock
+     * file (no permission) only costs a duplicate compile.
+     */
+    char *lock = hp_xasprintf("%s/%s.lock", c->objdir, key);
+    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    rc = 0;
+    if (lfd >= 0) {
+        while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
+            ;
+        rc = cache_lookup(c, key, out, diag);
+    }
+    if (rc == 0) {
+        if (!text.p)
+            hp_buf_puts(&text, "");
+        rc = compile_source(c, src, &text, key, &pkgs, out, diag);
+        if (rc < 0)
+            hp_artifact_free(out);
+    } else {
+        rc = rc > 0 ? 0 : -1;
+    }
     if (lfd >= 0) {
         unlink(lock);
         close(lfd); /* unlocks */

@@ -230,6 +230,26 @@ void hp_artifact_free(struct hp_artifact *a);
 unsigned long hp_compiler_runs(struct hp_compiler *c);
 const char *hp_compiler_root(struct hp_compiler *c);
 
+/* ---- the packages a page declares (pkg.c) ------------------------------ */
+
+#define HP_PKG_MAX 16       /* HP_PKG declarations per page, at most      */
+#define HP_PKG_NAME_MAX 128 /* bytes of a package name, with its NUL       */
+struct hp_pkgs {
+    size_t n;
+    char name[HP_PKG_MAX][HP_PKG_NAME_MAX]; /* in the order declared     */
+    int line[HP_PKG_MAX];                   /* of the declaration, from 1 */
+};
+/* Whether name[0..len) may be a package: [A-Za-z0-9_.+-], not starting
+ * with '-', shorter than HP_PKG_NAME_MAX. */
+bool hp_pkg_name_ok(const char *name, size_t len);
+/*
+ * The HP_PKG("name") declarations of a page source, outside comments and
+ * literals, duplicates once. Returns 0, or -1 with "LINE: error: message"
+ * in err for a malformed one (no string, a bad name, too many).
+ */
+int hp_pkg_scan(const char *text, size_t len, struct hp_pkgs *out, char *err,
+                size_t errlen);
+
 /* ---- versions (loader.c) and the module cache (cache.c) ---------------- */
 
 typedef struct hp_cache hp_cache;
@@ -352,8 +372,14 @@ int hp_cache_touch(hp_cache *c, const char *path);
 /* An application module appeared or went away: recompute page chains. */
 void hp_cache_apps_changed(hp_cache *c);
 /* Rebuild every stale entry as one batch and publish all of it together,
- * or none of it if anything fails (the eager compile, on the watcher). */
+ * or none of it if anything fails, on the caller's thread (tests; the
+ * watcher uses hp_cache_start_batch). */
 void hp_cache_refresh_stale(hp_cache *c);
+/* The same batch, chosen now but built and published on a thread of its
+ * own (the watcher's call): entries a running batch builds are left to it
+ * unless they changed again since it chose them. hp_cache_free waits for
+ * these threads. */
+void hp_cache_start_batch(hp_cache *c);
 /* Mark everything stale. */
 void hp_cache_touch_all(hp_cache *c);
 /* The --revalidate pass: stat every module and its headers and touch what

@@ -2,9 +2,10 @@
  * watch.c - noticing changes under the document root.
  *
  * Owns: the inotify instance and its watch descriptors (one per directory),
- * the settle window that groups a burst of events, the eager recompile that
- * runs on this thread so requests rarely wait for the compiler, and the
- * --revalidate stat-based fallback.
+ * the settle window that groups a burst of events, starting the eager
+ * recompile of each window as a batch (hp_cache_start_batch: it runs on a
+ * thread of its own, so a slow compile never delays the next window), and
+ * the --revalidate stat-based fallback.
  * May not touch: versions or HTTP. It tells the cache which paths changed
  * (hp_cache_touch) and the resolver that names may have moved
  * (hp_resolver_invalidate); they decide what that means.
@@ -103,7 +104,7 @@ static void flush(struct hp_watch *w)
         free(w->pending[i]);
     w->npending = 0;
     hp_tplcache_publish(); /* templates saved together change together */
-    hp_cache_refresh_stale(w->cache);
+    hp_cache_start_batch(w->cache);
 }
 
 /*
@@ -167,10 +168,12 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
     if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MOVED_TO)) &&
         ev->name[0] != '.') {
         add_dir(w, path);
-        /* Files may have landed in it before the watch existed. */
+        /* Files may have landed in it before the watch existed: and then
+         * no event of theirs will start the batch, so this one does. */
         hp_cache_touch_all(w->cache);
         hp_tplcache_touch_all();
         hp_tplcache_publish();
+        pend(w, path);
     }
     if (!(ev->mask & IN_ISDIR) &&
         (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM |
@@ -240,7 +243,7 @@ static void *watch_main(void *arg)
             hp_resolver_invalidate(w->res);
             hp_tplcache_revalidate();
             if (hp_cache_revalidate(w->cache) > 0)
-                hp_cache_refresh_stale(w->cache);
+                hp_cache_start_batch(w->cache);
             next_reval = hp_now() + reval;
         }
     }

@@ -3,7 +3,8 @@
 #
 #   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries
 #   sh tools/deps.sh --test   also what the tests use (PostgreSQL, clang and
-#                             libFuzzer for `make fuzz-run`, wrk, curl)
+#                             libFuzzer for `make fuzz-run`, wrk, curl, zlib
+#                             for the HP_PKG tests)
 #   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx, and
 #                             PHP-FPM with PDO pgsql for bench/tfb.sh and
 #                             bench/render.sh)
@@ -15,7 +16,7 @@ set -eu
 
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
 libsqlite3-dev libpq-dev libsodium-dev libjansson-dev"
-TEST="python3 curl wrk postgresql clang libclang-rt-14-dev"
+TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev"
 BENCH="nginx-light php8.2-fpm php8.2-pgsql"
 
 pkgs=$BUILD

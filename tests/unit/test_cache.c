@@ -4,8 +4,8 @@
  * readers during rewrites, failed loads and their waiters, header
  * dependencies, deleted pages, distinct entries loading independently,
  * edits that land while a page compiles or loads, --revalidate, batches
- * that publish all or nothing, init/fini state hand-over, and touches that
- * change nothing.
+ * that publish all or nothing and run apart (a slow one delays only its own
+ * files), init/fini state hand-over, and touches that change nothing.
  *
  * Each test starts its own compiler and cache (start/stop) on one temp
  * docroot and one temp cache dir, with its own page names. An argument runs
@@ -1206,6 +1206,73 @@ static void test_batch_all_or_nothing(void)
     stop();
 }
 
+/* ---- 16b. batches run apart: a slow one delays only its own files ------ */
+
+static bool wait_status(const char *path, const char *needle, double timeout)
+{
+    double end = hp_now() + timeout;
+    for (;;) {
+        char *s = status_of(path);
+        bool hit = s && strstr(s, needle) != NULL;
+        free(s);
+        if (hit)
+            return true;
+        if (hp_now() > end)
+            return status_has(path, needle); /* says what it lacks */
+        usleep(5000);
+    }
+}
+
+/*
+ * A's batch is held at the gate (its compile blocks); B's batch, started
+ * after, publishes B meanwhile and leaves A to the running batch. A saved
+ * again joins a third batch, which waits for the first; when the gate
+ * opens, the last save of A goes live. hp_cache_free waits for them all.
+ */
+static void test_batches_run_apart(void)
+{
+    char pa[PBUF], pb[PBUF];
+
+    path_of(pa, "apart_a.c");
+    path_of(pb, "apart_b.c");
+    write_page(pa, "#include \"gate.h\"", "201");
+    write_page_int(pb, 202);
+    start();
+    hp_cache_set_batched(cache, true);
+    CHECK(acquire_value(pa, NULL, NULL) == 201);
+    CHECK(acquire_value(pb, NULL, NULL) == 202);
+
+    write_page(pa, "#include \"gate.h\"", "203");
+    CHECK(hp_cache_touch(cache, pa) == 1);
+    gate_set(false);
+    hp_cache_start_batch(cache);
+    int fd = gate_wait_reader(20);
+    CHECK(fd >= 0);
+    CHECK(status_has(pa, "\"building\":true"));
+
+    write_page_int(pb, 204);
+    CHECK(hp_cache_touch(cache, pb) == 1);
+    hp_cache_start_batch(cache); /* B alone: A is left to its batch */
+    CHECK(wait_status(pb, "\"stale\":false", 5));
+    CHECK(acquire_value(pb, NULL, NULL) == 204);
+    CHECK(status_has(pa, "\"stale\":true"));
+
+    hp_cache_start_batch(cache); /* nothing new: no batch at all */
+    write_page(pa, "#include \"gate.h\"", "205");
+    CHECK(hp_cache_touch(cache, pa) == 1);
+    hp_cache_start_batch(cache); /* A changed again: a batch of its own */
+    CHECK(status_has(pa, "\"building\":true"));
+
+    if (fd >= 0)
+        close(fd);
+    gate_set(true);
+    CHECK(wait_status(pa, "\"stale\":false", 20));
+    CHECK(wait_status(pa, "\"building\":false", 5));
+    CHECK(acquire_value(pa, NULL, NULL) == 205);
+    CHECK(acquire_value(pb, NULL, NULL) == 204);
+    stop();
+}
+
 /* ---- 17. init/fini: state handed over, refused init, release order ------- */
 
 struct fini_state {
@@ -1438,6 +1505,7 @@ int main(int argc, char **argv)
     T_RUN(test_revalidate);
     T_RUN(test_future_dated_header);
     T_RUN(test_batch_all_or_nothing);
+    T_RUN(test_batches_run_apart);
     T_RUN(test_init_fini_handover);
     T_RUN(test_touch_unchanged_keeps_version);
     T_RUN(test_load_error_not_retried);

@@ -3,7 +3,9 @@
  * runs out of its address space, CPU time, file size or wall-clock time
  * fails quickly with a diagnostic naming the limit and its setting; a
  * timeout kills the compiler's whole process group; a good page still
- * builds under the default limits.
+ * builds under the default limits; failed compiles are cached by source
+ * until something they could have included changes, and only the
+ * compiler's own verdicts are.
  *
  * Each test makes its own compiler on one temp docroot and cache dir, with
  * the limits it needs. An argument runs only the tests whose names contain
@@ -210,6 +212,68 @@ static void test_plain_error_names_no_limit(void)
     hp_config_free(&cfg);
 }
 
+/* A failed compile is cached (<key>.err): the same bytes cost no second
+ * compiler run and give the same diagnostic, until something under the
+ * document root changes (a header may have been the cause). */
+static void test_failure_cached_until_root_changes(void)
+{
+    struct hp_config cfg;
+    struct hp_artifact art;
+    char *d1 = NULL, *d2 = NULL, *d3 = NULL;
+    char *src =
+        write_in_root("cached_bad.c", "#include \"cached_missing.h\"\n", 0644);
+
+    base_config(&cfg);
+    usleep(50000); /* written before the compile's start, by a tick */
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    CHECK(hp_compile(c, src, &art, &d1) < 0);
+    hp_artifact_free(&art);
+    CHECK(hp_compiler_runs(c) == 1);
+    CHECK(d1 && strstr(d1, "cached_missing.h"));
+    CHECK(hp_compile(c, src, &art, &d2) < 0);
+    hp_artifact_free(&art);
+    CHECK(hp_compiler_runs(c) == 1);
+    CHECK(d1 && d2 && strcmp(d1, d2) == 0);
+    /* the missing header appears: the record no longer holds */
+    free(write_in_root("cached_missing.h", "int fixed;\n", 0644));
+    usleep(50000); /* else the build takes it for a header racing it */
+    CHECK(hp_compile(c, src, &art, &d3) == 0);
+    CHECK(hp_compiler_runs(c) == 2);
+    CHECK(d3 == NULL);
+    hp_artifact_free(&art);
+    hp_compiler_free(c);
+    free(d1);
+    free(d2);
+    free(d3);
+    free(src);
+    hp_config_free(&cfg);
+}
+
+/* A compiler that could not run says nothing about the source: not
+ * cached, so the next build tries again. */
+static void test_failure_to_run_not_cached(void)
+{
+    struct hp_config cfg;
+    struct hp_artifact art;
+    char *d = NULL;
+    char *src = write_in_root("norun.c", "int x;\n", 0644);
+
+    base_config(&cfg);
+    set_str(&cfg.cc, "/nonexistent/hp-no-cc");
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    CHECK(hp_compile(c, src, &art, &d) < 0);
+    hp_artifact_free(&art);
+    free(d);
+    d = NULL;
+    CHECK(hp_compile(c, src, &art, &d) < 0);
+    hp_artifact_free(&art);
+    CHECK(hp_compiler_runs(c) == 2);
+    free(d);
+    hp_compiler_free(c);
+    free(src);
+    hp_config_free(&cfg);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv); /* an argument: only the tests named like it */
@@ -222,6 +286,8 @@ int main(int argc, char **argv)
     T_RUN(test_spinning_compiler_hits_cpu_limit);
     T_RUN(test_timeout_kills_process_group);
     T_RUN(test_plain_error_names_no_limit);
+    T_RUN(test_failure_cached_until_root_changes);
+    T_RUN(test_failure_to_run_not_cached);
     {
         char cmd[2 * PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", root, cachedir);

@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests for how pages are built: a slow build never
+delays an unrelated page (issue 10), failed compiles are cached by source
+identity across worker processes (issue 10), and pages declare the
+pkg-config packages they use with HP_PKG (issue 13).
+
+    HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/builds.py [NAME-SUBSTRING...]
+    python3 tests/e2e/builds.py --list
+
+Same conventions as run.py (harness.py): each test_* function gets its own
+temp document root and server on a free loopback port; one line per test,
+then "N passed, N failed"; exit status 1 if any test failed.
+"""
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Server, check, check_eq, check_in, limit, page,  # noqa
+                     short, simple_page, wait_until)
+
+TEST_TIMEOUT = 90.0   # hard bound for one test (the watchdog kills servers)
+SUITE_BUDGET = 400.0  # past this, the remaining tests fail without running
+
+# A compiler wrapper (--cc): every run appends a line to cc.log next to it;
+# a source that contains SLOW_MARKER takes 10 s (in a child of the wrapper,
+# as cc1 is gcc's; its pid goes to sleeper.pid); the rest goes to gcc.
+WRAPPER = r'''#!/bin/sh
+here=$(dirname "$0")
+src=
+for a in "$@"; do case $a in *.c) src=$a ;; esac; done
+id=
+[ -n "$src" ] && id=$(grep -o 'PAGE_ID [a-z0-9_]*' "$src" | head -1)
+echo "$src $id" >> "$here/cc.log"
+if [ -n "$src" ] && grep -q SLOW_MARKER "$src"; then
+    sleep 10 &
+    echo $! > "$here/sleeper.pid"
+    wait
+fi
+exec gcc "$@"
+'''
+
+
+def with_wrapper(s, extra_args=()):
+    """Install the compiler wrapper in s's temp dir and pass it as --cc."""
+    wrapper = os.path.join(s.tmp, "cc-wrapper")
+    with open(wrapper, "w") as f:
+        f.write(WRAPPER)
+    os.chmod(wrapper, 0o755)
+    s.args = ["--cc", wrapper] + list(extra_args)
+    return os.path.join(s.tmp, "cc.log")
+
+
+def cc_runs(log):
+    try:
+        with open(log) as f:
+            return [l.strip() for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return " Z " not in f.read()
+    except OSError:
+        return False
+
+
+def runs_of(log, page_id):
+    """Compiler runs for the page marked /* PAGE_ID page_id */."""
+    return sum(1 for l in cc_runs(log) if l.endswith("PAGE_ID " + page_id))
+
+
+# ---- a slow build never delays an unrelated page --------------------------
+
+def test_slow_build_does_not_delay_other_page():
+    """A is saved with a 10 s compile; B, saved just after, is served new
+    within 1 s while A still compiles; A's new version goes live after."""
+    files = {"a.c": simple_page("a one"), "b.c": simple_page("b one")}
+    with Server(files=files, dev=True, start=False) as s:
+        with_wrapper(s)
+        s.start()
+        check_eq(s.get_ok("/a").text, "a one", "first /a")
+        check_eq(s.get_ok("/b").text, "b one", "first /b")
+        s.write("a.c", simple_page("a two", "/* SLOW_MARKER */"), how="rename")
+        pidf = os.path.join(s.tmp, "sleeper.pid")
+        check(wait_until(lambda: os.path.exists(pidf), limit(3.0)),
+              "the slow compile of a.c did not start")
+        with open(pidf) as f:
+            sleeper = int(f.read())
+        t_a = time.monotonic()
+        s.write("b.c", simple_page("b two"), how="rename")
+        took = s.wait_body("/b", "b two", limit(1.0),
+                           allowed_bodies=("b one",))
+        harness.note("b served new after %.2f s while a compiles" % took)
+        check(took < limit(1.0), "b served new only after %.2f s" % took)
+        check(alive(sleeper), "a.c's compile ended before b went live: the "
+              "test proves nothing")
+        m = s.module("a.c")
+        check(m and m.get("building") and m.get("stale"),
+              "a.c not shown building while its compile runs: %s" % m)
+        check(not s.module("b.c").get("building"), "b.c still building")
+        # A goes live once its compile is over (and not much later).
+        took_a = s.wait_body("/a", "a two", limit(14.0),
+                             allowed_bodies=("a one",))
+        harness.note("a went live %.2f s after its save"
+                     % (time.monotonic() - t_a + 0))
+        check(took_a >= 0, "a served")
+        check(not alive(sleeper), "slow compile still running")
+        check_eq(s.get_ok("/b").text, "b two", "/b after a went live")
+
+
+def test_slow_first_load_does_not_delay_other_page():
+    """The first request for a page whose compile takes 10 s builds it; B,
+    saved meanwhile, is served new within 1 s (its batch does not wait for
+    the first load)."""
+    files = {"slow.c": simple_page("slow", "/* SLOW_MARKER */"),
+             "b.c": simple_page("b one")}
+    with Server(files=files, dev=True, start=False) as s:
+        with_wrapper(s)
+        s.start()
+        check_eq(s.get_ok("/b").text, "b one", "first /b")
+        first = harness.BackgroundRequest(s.port, "/slow")
+        first.start()
+        pidf = os.path.join(s.tmp, "sleeper.pid")
+        check(wait_until(lambda: os.path.exists(pidf), limit(3.0)),
+              "the slow compile of slow.c did not start")
+        with open(pidf) as f:
+            sleeper = int(f.read())
+        s.write("b.c", simple_page("b two"), how="rename")
+        took = s.wait_body("/b", "b two", limit(1.0),
+                           allowed_bodies=("b one",))
+        harness.note("b served new after %.2f s during slow.c's first load"
+                     % took)
+        check(took < limit(1.0), "b served new only after %.2f s" % took)
+        check(alive(sleeper), "slow.c's compile ended before b went live")
+        r = first.join_result()
+        check_eq((r.status, r.text), (200, "slow"), "the first /slow")
+
+
+def test_page_changed_again_during_its_build_is_rebuilt():
+    """A slow build of A; A saved again (fast) meanwhile, with B in the same
+    window: B and A's second save go live together after the slow build,
+    and nothing of the second save is lost."""
+    files = {"a.c": simple_page("a one"), "b.c": simple_page("b one")}
+    with Server(files=files, dev=True, start=False) as s:
+        with_wrapper(s)
+        s.start()
+        check_eq(s.get_ok("/a").text, "a one", "first /a")
+        check_eq(s.get_ok("/b").text, "b one", "first /b")
+        s.write("a.c", simple_page("a two", "/* SLOW_MARKER */"), how="rename")
+        pidf = os.path.join(s.tmp, "sleeper.pid")
+        check(wait_until(lambda: os.path.exists(pidf), limit(3.0)),
+              "the slow compile of a.c did not start")
+        # one window: a again (fast this time) and b
+        s.write("a.c", simple_page("a three"), how="rename")
+        s.write("b.c", simple_page("b two"), how="rename")
+        time.sleep(0.5)
+        # b changed in a's new save's window: a request for it waits for
+        # that batch, which waits for the slow build, then both go live
+        t0 = time.monotonic()
+        r = s.get("/b")
+        waited = time.monotonic() - t0
+        check_eq((r.status, r.text), (200, "b two"), "/b")
+        check_eq(s.get_ok("/a").text, "a three", "/a right after /b")
+        check(waited > 3.0, "/b went live after %.2f s, without waiting for "
+              "the a.c saved with it" % waited)
+        took = waited
+        harness.note("a's second save live after %.2f s" % took)
+
+
+# ---- failed compiles are cached across workers ------------------------------
+
+def fresh_get(s, path):
+    """GET on a new connection, so the kernel may hand it to any worker."""
+    try:
+        return s.request(path, headers={"Connection": "close"}, timeout=10.0)
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def worker_status(s):
+    r = fresh_get(s, "/_hotpub/status.json")
+    if r is None or r.status != 200:
+        return None
+    return json.loads(r.text)
+
+
+def broken_everywhere(s, path, rel, want_text, n=2, timeout=10.0):
+    """GET path on fresh connections until n workers have each tried it
+    (their status.json shows rel with an error). Every answer must be a 500
+    with want_text in it. Returns the number of requests made."""
+    seen, count = set(), 0
+    canon = s.canon(rel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = fresh_get(s, path)
+        if r is not None:
+            count += 1
+            check_eq(r.status, 500, "GET %s (broken)" % path)
+            check_in(want_text, r.text)
+        st = worker_status(s)
+        if st and "processes" in st:
+            for m in st.get("modules", []):
+                if m.get("path") == canon and m.get("error"):
+                    seen.add(st["processes"]["worker"]["pid"])
+        if len(seen) >= n and count >= 6:
+            return count
+    harness.fail("%s: not tried by %d workers within %.0f s (saw %s)"
+                 % (path, n, timeout, sorted(seen)))
+
+
+def fixed_everywhere(s, path, want, n=2, timeout=10.0):
+    """GET path on fresh connections until n different workers answered
+    200 with want (pages print "want <pid>")."""
+    pids = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = fresh_get(s, path)
+        if r is not None and r.status == 200 and r.text.startswith(want + " "):
+            pids.add(r.text.split()[-1])
+            if len(pids) >= n:
+                return
+        time.sleep(0.02)
+    states = {}
+    for _ in range(20):
+        st = worker_status(s)
+        if st and "processes" in st:
+            states[st["processes"]["worker"]["pid"]] = [
+                m for m in st.get("modules", [])
+                if m.get("path", "").endswith(path + ".c")]
+    harness.fail("%s: %r not served by %d workers within %.0f s (last %s; "
+                 "modules %s)" % (path, want, n, timeout, r and short(r.body),
+                                  short(json.dumps(states), 2000)))
+
+
+def pid_page(text, page_id, extra_includes=""):
+    return page('/* PAGE_ID %s */\n#include <unistd.h>\n'
+                'HP_HANDLER(http_handler)\n{\n'
+                '    hp_printf(req, "%s %%d", (int)getpid());\n'
+                '    return HP_OK;\n}\n' % (page_id, text),
+                extra_includes)
+
+
+def test_failed_compile_cached_across_workers():
+    """2 workers: a broken page requested through both is compiled once;
+    its diagnostic is shown every time; fixing the page serves it."""
+    broken = page("/* PAGE_ID broken */\nint oops = ;\n")
+    files = {"ok.c": pid_page("ok", "ok"), "broken.c": broken}
+    with Server(files=files, dev=True, start=False, workers=2) as s:
+        log = with_wrapper(s)
+        s.start()
+        fixed_everywhere(s, "/ok", "ok")
+        n = broken_everywhere(s, "/broken", "broken.c", "expected expression")
+        harness.note("%d requests for the broken page" % n)
+        check_eq(runs_of(log, "broken"), 1,
+                 "compiler runs for the broken page (2 workers, %d requests)"
+                 % n)
+        objdir = os.path.join(s.cache, "obj")
+        errs = [f for f in os.listdir(objdir) if f.endswith(".err")]
+        check_eq(len(errs), 1, "failure records in the compile cache")
+        s.write("broken.c", pid_page("fixed", "broken"), how="rename")
+        fixed_everywhere(s, "/broken", "fixed")
+        check_eq(runs_of(log, "broken"), 2, "compiler runs after the fix")
+
+
+def test_failed_compile_by_header_not_sticky():
+    """A page broken by its header, and one broken by a header that does not
+    exist yet: each compiled once for 2 workers; fixing the header, or
+    creating the missing one, serves them (the cached failure does not
+    stick)."""
+    files = {"ok.c": pid_page("ok", "ok"),
+             "inc.h": "int from_header = ;\n",
+             "h.c": pid_page("h", "h", '#include "inc.h"'),
+             "m.c": pid_page("m", "m", '#include "sub/later.h"')}
+    with Server(files=files, dev=True, start=False, workers=2) as s:
+        log = with_wrapper(s)
+        s.start()
+        fixed_everywhere(s, "/ok", "ok")
+        # one at a time: a header's change rebuilds every broken page as
+        # one batch, and one still broken would hold the other back
+        broken_everywhere(s, "/h", "h.c", "inc.h")
+        check_eq(runs_of(log, "h"), 1, "compiler runs for h.c (2 workers)")
+        s.write("inc.h", "int from_header = 1;\n", how="rename")
+        fixed_everywhere(s, "/h", "h")
+        broken_everywhere(s, "/m", "m.c", "later.h")
+        check_eq(runs_of(log, "m"), 1, "compiler runs for m.c (2 workers)")
+        os.makedirs(s.path("sub"))
+        s.write("sub/later.h", "int later = 2;\n")
+        fixed_everywhere(s, "/m", "m")
+
+
+# ---- HP_PKG: pkg-config packages, per page ---------------------------------
+
+ZLIB_PAGE = page(r'''#include <string.h>
+#include <zlib.h>
+HP_PKG("zlib");
+/* HP_PKG("not-this-one"); a comment does not declare */
+HP_HANDLER(http_handler)
+{
+    const char *msg = "hello hello hello hello hello";
+    unsigned char z[128], back[128];
+    uLongf zn = sizeof z, bn = sizeof back;
+    if (compress(z, &zn, (const unsigned char *)msg, strlen(msg) + 1) != Z_OK ||
+        uncompress(back, &bn, z, zn) != Z_OK)
+        return 500;
+    hp_printf(req, "zlib %s: %s (%lu bytes compressed)", zlibVersion(),
+              (const char *)back, (unsigned long)zn);
+    return HP_OK;
+}
+''')
+
+FAKE_PC = """Name: hpfake
+Description: a package for hotpub's tests
+Version: 1.0
+Cflags: -DHP_FAKE_PKG=42
+Libs:
+"""
+
+FLAGS_PAGE = page(r'''%s
+HP_HANDLER(http_handler)
+{
+#ifdef HP_FAKE_PKG
+    hp_printf(req, "HP_FAKE_PKG=%%d", HP_FAKE_PKG);
+#else
+    hp_puts(req, "no package flags");
+#endif
+    return HP_OK;
+}
+''')
+
+UNKNOWN_PAGE = page('''
+HP_PKG("zlib");
+HP_PKG("hp-no-such-package");
+HP_HANDLER(http_handler) { return HP_OK; }
+''')
+
+
+def zlib_version():
+    out = subprocess.run(["pkg-config", "--modversion", "zlib"],
+                         stdout=subprocess.PIPE, universal_newlines=True)
+    if out.returncode != 0:
+        raise harness.Skip("zlib1g-dev is not installed (tools/deps.sh --test)")
+    return out.stdout.strip()
+
+
+def test_pkg_zlib_page_links_and_runs():
+    """A page with HP_PKG("zlib") calls zlib; its object needs libz."""
+    ver = zlib_version()
+    with Server(files={"z.c": ZLIB_PAGE}, dev=True) as s:
+        r = s.get_ok("/z")
+        check_in("zlib %s" % ver.split("-")[0], r.text)
+        check_in(": hello hello hello hello hello (", r.text)
+        obj = s.module("z.c")["current"]["object"]
+        dyn = subprocess.run(["readelf", "-d", obj], stdout=subprocess.PIPE,
+                             universal_newlines=True).stdout
+        check_in("[libz.so", dyn, "the page object's dynamic section")
+
+
+def line_of(text, needle):
+    return text[:text.index(needle)].count("\n") + 1
+
+
+def test_pkg_unknown_package_is_a_diagnostic():
+    """An unknown package: a 500 naming it and its line; `hotpub check`
+    says the same and exits 1; the other pages are unaffected."""
+    zlib_version()
+    files = {"u.c": UNKNOWN_PAGE, "z.c": ZLIB_PAGE}
+    with Server(files=files, dev=True) as s:
+        r = s.get("/u")
+        check_eq(r.status, 500, "status of the page with an unknown package")
+        ln = line_of(UNKNOWN_PAGE, "hp-no-such")
+        check_in("u.c:%d: error: HP_PKG(&quot;hp-no-such-package&quot;)"
+                 % ln, r.text)
+        check_in("was not found in the pkg-config search path", r.text)
+        check_in("zlib", s.get_ok("/z").text)
+        res = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root])
+        check_eq(res.returncode, 1, "hotpub check's exit status")
+        check_in("FAIL %s" % s.path("u.c"), res.stdout, "hotpub check")
+        check_in('u.c:%d: error: HP_PKG("hp-no-such-package")' % ln,
+                 res.stdout, "hotpub check")
+        check_in("ok   %s" % s.path("z.c"), res.stdout, "hotpub check")
+        # declaring it badly is a diagnostic too
+        bad = page('HP_PKG("bad name");\n'
+                   'HP_HANDLER(http_handler) { return HP_OK; }\n')
+        s.write("u.c", bad, how="rename")
+        took, r = s.wait_for("/u", lambda r: "bad name" in r.text,
+                             lambda r: r.status == 500, limit(3.0))
+        check_in("u.c:%d: error: HP_PKG: not a pkg-config package name"
+                 % line_of(bad, "bad name"), r.text)
+
+
+def test_pkg_flags_are_per_page():
+    """Two pages, one declaring a package whose --cflags define a macro and
+    one not: only the first sees it; editing the second to declare it, it
+    does; `hotpub check` builds both the same way."""
+    with Server(files={"with.c": FLAGS_PAGE % 'HP_PKG("hpfake");',
+                       "without.c": FLAGS_PAGE % ""},
+                dev=True, start=False) as s:
+        pcdir = os.path.join(s.tmp, "pc")
+        os.makedirs(pcdir)
+        with open(os.path.join(pcdir, "hpfake.pc"), "w") as f:
+            f.write(FAKE_PC)
+        s.extra_env = {"PKG_CONFIG_PATH": pcdir}
+        s.start()
+        check_eq(s.get_ok("/with").text, "HP_FAKE_PKG=42", "/with")
+        check_eq(s.get_ok("/without").text, "no package flags", "/without")
+        check_eq(s.get_ok("/with").text, "HP_FAKE_PKG=42", "/with again")
+        s.write("without.c", FLAGS_PAGE % 'HP_PKG("hpfake");', how="rename")
+        s.wait_body("/without", "HP_FAKE_PKG=42", limit(2.0),
+                    allowed_bodies=("no package flags",))
+        res = harness.run_hotpub(["check", s.root],
+                                 env={"PKG_CONFIG_PATH": pcdir})
+        check_eq(res.returncode, 0, "hotpub check: %s" % short(res.stdout))
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT))
