@@ -954,8 +954,12 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         return 1;
     }
     S.dev = cfg->dev < 0 ? addr_is_loopback(ss) : cfg->dev;
+    bool tiered = cfg->fast_tier < 0 ? S.dev : cfg->fast_tier;
+    if (cfg->settle_ms < 0) /* auto: editors' save bursts take ~1 ms */
+        cfg->settle_ms = tiered ? HP_SETTLE_FAST_MS : HP_SETTLE_MS;
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
     hp_cache_set_batched(S.cache, S.watch != NULL);
+    hp_cache_set_tiered(S.cache, tiered);
     hp_tplcache_start(S.root, S.dev, S.watch != NULL);
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
