@@ -38,6 +38,7 @@
  * waits for at most the build that starts after it arrived.
  */
 #include "hp.h"
+#include "devloop.h"
 
 #include <assert.h>
 #include <dlfcn.h>
@@ -373,6 +374,7 @@ struct build_result {
     hp_version *v;   /* B_NEW */
     char *diag;      /* B_ERROR */
     struct hp_fid fid;
+    bool same_source; /* B_NEW of the optimized tier: browsers need not know */
 };
 
 static hp_version *current_of(hp_entry *e)
@@ -503,6 +505,7 @@ static void discard(hp_entry *e, hp_version *v)
 static void store_error(hp_entry *e, struct build_result *r)
 {
     hp_log_error("%s: %s", e->path, r->diag);
+    hp_devloop_changed(e->path, r->diag); /* dev mode: the overlay */
     e->err_fid = r->fid;
     /* A header that changed while this build ran may be the fix: then the
      * unchanged source must not count as the same broken file. */
@@ -569,6 +572,9 @@ static void publish(hp_cache *c, hp_entry **es, struct build_result *rs,
         hp_version_release(olds[i]); /* drop the "current" reference */
         if (rs[i].kind == B_NEW && rs[i].v->tier == HP_TIER_FAST)
             tier_enqueue(c, es[i]);
+        if ((rs[i].kind == B_NEW || rs[i].kind == B_GONE) &&
+            !rs[i].same_source)
+            hp_devloop_changed(es[i]->path, NULL); /* dev mode: reload */
     }
 }
 
@@ -870,7 +876,7 @@ static hp_version *pin_fast(hp_entry *e)
 static void tier_publish(hp_entry *e, hp_version *fast, struct hp_artifact *art)
 {
     hp_cache *c = e->cache;
-    struct build_result r = {.kind = B_NEW};
+    struct build_result r = {.kind = B_NEW, .same_source = true};
 
     pthread_mutex_lock(&e->load_mu);
     if (current_of(e) != fast || out_of_date(e) ||

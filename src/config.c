@@ -536,7 +536,7 @@ const struct hp_setting hp_settings[] = {
      .section = S_SERVER,
      .help = "compile a changed page with the fast tier first (published at "
              "once), then with cc and cflags behind it; auto = on in dev "
-             "mode",
+             "mode unless cc is set",
      .type = HP_SET_TRISTATE,
      .flag = HP_FLAG_SWITCH,
      .off = OFF(fast_tier)},

@@ -24,6 +24,7 @@
 #include "server.h"
 #include "access.h"
 #include "db.h"
+#include "devloop.h"
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
 #include "pool.h"
@@ -201,9 +202,42 @@ static atomic_bool draining;
 
 /* ---- responses ---------------------------------------------------------- */
 
+/* Whether the response being built is HTML (text/html, or the default). */
+static bool is_html(const hp_req *req)
+{
+    if (!req->has_content_type)
+        return true;
+    for (size_t i = req->headers.n; i-- > 0;)
+        if (strcasecmp(req->headers.v[i].name, "Content-Type") == 0)
+            return strncasecmp(req->headers.v[i].value, "text/html", 9) == 0;
+    return false;
+}
+
+/* Dev mode: the live-reload script, told which files made this response. */
+static void inject_live_reload(hp_req *req)
+{
+    const char *deps[HP_MAX_APPS + 2 + 64];
+    size_t n = 0;
+    struct hp_pinset *ps = &req->pins;
+
+    if (!S.dev || !is_html(req) || strcmp(req->method, "HEAD") == 0)
+        return;
+    if (req->target.path[0])
+        deps[n++] = req->target.path;
+    if (ps->page)
+        deps[n++] = ps->page->path;
+    for (size_t i = 0; i < ps->napps; i++)
+        deps[n++] = ps->apps[i]->path;
+    if (ps->err_path)
+        deps[n++] = ps->err_path;
+    n += hp_req_tpl_paths(req, deps + n, 64);
+    hp_devloop_inject(&req->out, deps, n);
+}
+
 static enum MHD_Result send_buffer(struct ctx *c, int status)
 {
     hp_req *req = &c->req;
+    inject_live_reload(req);
     struct MHD_Response *r = MHD_create_response_from_buffer(
         req->out.len, req->out.p, MHD_RESPMEM_MUST_FREE);
     if (!r)
@@ -220,6 +254,20 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
     if (atomic_load(&S.stopping))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     c->status = status;
+    c->resp = r;
+    return MHD_YES;
+}
+
+static enum MHD_Result send_error(struct ctx *c, int status,
+                                  const char *detail_html);
+
+/* GET /_hotpub/events (dev mode, loopback): the live-reload stream. */
+static enum MHD_Result send_events(struct ctx *c)
+{
+    struct MHD_Response *r = hp_devloop_events(c->req.conn);
+    if (!r)
+        return send_error(c, 503, NULL);
+    c->status = 200;
     c->resp = r;
     return MHD_YES;
 }
@@ -433,13 +481,9 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
     if (!S.dev || !diag)
         return send_error(c, 500, NULL);
     struct hp_buf html = {0};
-    hp_buf_puts(&html, "<p>The module <code>");
-    hp_buf_html(&html, path ? path : c->req.target.path);
-    hp_buf_puts(&html, "</code> could not be built. Fix it and reload; "
-                       "the server picks up the change by itself.</p>\n"
-                       "<pre style=\"white-space:pre-wrap\">");
-    hp_buf_html(&html, diag);
-    hp_buf_puts(&html, "</pre>\n");
+    hp_devloop_error_html(&html, path ? path : c->req.target.path, diag);
+    const char *deps[] = {c->req.target.path, path};
+    hp_devloop_script(&html, deps, path ? 2 : 1); /* recovers by itself */
     enum MHD_Result r = send_error(c, 500, html.p);
     hp_buf_free(&html);
     return r;
@@ -581,6 +625,9 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
         return send_error(c, 413, NULL);
     if (strcmp(req->path, STATUS_URL) == 0 && is_loopback(req->conn))
         return send_status(c);
+    if (strcmp(req->path, HP_EVENTS_URL) == 0 && S.dev &&
+        is_loopback(req->conn))
+        return send_events(c);
     hp_resolve(S.res, req->path, &req->target);
     if (req->target.kind == HP_T_STATIC)
         return send_static(c);
@@ -954,9 +1001,14 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         return 1;
     }
     S.dev = cfg->dev < 0 ? addr_is_loopback(ss) : cfg->dev;
-    bool tiered = cfg->fast_tier < 0 ? S.dev : cfg->fast_tier;
+    /* auto: dev mode with the default compiler; one of the user's own
+     * (--cc) builds everything unless --fast-tier says otherwise. */
+    bool tiered = cfg->fast_tier >= 0 ? cfg->fast_tier
+                                      : S.dev && strcmp(cfg->cc, "cc") == 0;
     if (cfg->settle_ms < 0) /* auto: editors' save bursts take ~1 ms */
         cfg->settle_ms = tiered ? HP_SETTLE_FAST_MS : HP_SETTLE_MS;
+    if (S.dev)
+        hp_devloop_start(S.root);
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
     hp_cache_set_batched(S.cache, S.watch != NULL);
     hp_cache_set_tiered(S.cache, tiered);
@@ -1011,6 +1063,7 @@ static void drain(struct hp_config *cfg)
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
+    hp_devloop_stop(); /* live-reload streams end; the browsers retry */
     /* libmicrohttpd 0.9.75's MHD_quiesce_daemon() races its own epoll
      * threads over removing the listening socket and can abort the
      * process (a known defect: both sides call EPOLL_CTL_DEL, the loser

@@ -161,6 +161,178 @@ HP_HANDLER(http_handler) { return HP_OK; }
         check_not_in("hp__hook_prepare", err, "diagnostic")
 
 
+HTML_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "<!doctype html><html><head><title>t</title></head>"
+                 "<body><p id=msg>TEXT</p></body></html>");
+    return HP_OK;
+}
+"""
+
+TEXT_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    hp_set_header(req, "Content-Type", "text/plain");
+    hp_puts(req, "plain </body> text");
+    return HP_OK;
+}
+"""
+
+
+def html_page(text):
+    return page(HTML_PAGE.replace("TEXT", text))
+
+
+def test_live_reload_script_only_in_dev_html():
+    """The script goes before </body> of text/html in dev mode; not into
+    text/plain, not outside dev mode."""
+    files = {"h.c": html_page("hello"), "t.c": page(TEXT_PAGE)}
+    with Server(files, dev=True) as s:
+        body = s.get_ok("/h").text
+        check_in("data-hotpub-live-reload", body, "dev HTML")
+        check(body.index("data-hotpub-live-reload") < body.index("</body>"),
+              "script before </body>")
+        check_in('"/h.c"', body, "the page is among the script's files")
+        check_not_in("hotpub", s.get_ok("/t").text, "text/plain")
+    with Server(files, dev=False) as s:
+        check_not_in("data-hotpub-live-reload", s.get_ok("/h").text,
+                     "production HTML")
+        check_eq(s.get("/_hotpub/events").status, 404, "events outside dev")
+
+
+class EventStream:
+    """A raw GET /_hotpub/events: events() returns the JSON of each data:
+    line received so far (waiting up to timeout for at least one more)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(b"GET /_hotpub/events HTTP/1.1\r\n"
+                          b"Host: 127.0.0.1\r\n\r\n")
+        self.buf = b""
+        self.seen = 0
+
+    def _read(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def head(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf and time.monotonic() < deadline:
+            self._read(deadline - time.monotonic())
+        return self.buf.split(b"\r\n\r\n", 1)[0].decode()
+
+    def wait(self, pred, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.buf.split(b"\n"):
+                if line.startswith(b"data: "):
+                    try:
+                        ev = json.loads(line[6:].decode())
+                    except ValueError:
+                        continue  # cut across two reads
+                    if pred(ev):
+                        return ev
+            self._read(max(0.01, deadline - time.monotonic()))
+        return None
+
+    def close(self):
+        self.sock.close()
+
+
+def test_events_stream_reports_changes_and_errors():
+    """GET /_hotpub/events: a page published sends its path; a broken save
+    sends the error with file:line and the overlay's HTML; the fix sends
+    the path again."""
+    with Server({"p.c": html_page("one")}, dev=True) as s:
+        s.get_ok("/p")
+        es = EventStream(s.port)
+        try:
+            head = es.head()
+            check_in("200", head.split("\r\n")[0], "status line")
+            check_in("text/event-stream", head, "content type")
+            s.write("p.c", html_page("two"), how="rename")
+            ev = es.wait(lambda e: e.get("path") == "/p.c" and
+                         e.get("error") is None, limit(2.0))
+            check(ev, "no change event for /p.c: %r" % es.buf[-300:])
+            es.buf = b""
+            s.write("p.c", html_page("three") + "\nint broken = ;\n",
+                    how="rename")
+            ev = es.wait(lambda e: e.get("error"), limit(3.0))
+            check(ev, "no error event: %r" % es.buf[-300:])
+            check_eq(ev["path"], "/p.c", "error path")
+            check_in("p.c:12", ev["error"], "diagnostic file:line")
+            check_in("broken", ev["html"], "overlay source excerpt")
+            check_in("hp-err", ev["html"], "overlay styled")
+            es.buf = b""
+            s.write("p.c", html_page("fixed"), how="rename")
+            ev = es.wait(lambda e: e.get("path") == "/p.c" and
+                         e.get("error") is None, limit(3.0))
+            check(ev, "no recovery event")
+            check_in("fixed", s.get_ok("/p").text, "fixed page")
+        finally:
+            es.close()
+
+
+def test_events_streams_hold_no_handler_thread():
+    """Event streams are suspended connections: 12 of them open with 2
+    handler threads, a page that runs on a handler thread still answers,
+    and the server stops promptly."""
+    slow = page(r"""
+HP_HANDLER(http_handler)
+{
+    usleep(60000); /* > the inline mark: demoted to the handler threads */
+    hp_puts(req, "ok");
+    return HP_OK;
+}
+""", "#include <unistd.h>")
+    with Server({"s.c": slow}, dev=True, args=["--threads", "2"]) as s:
+        streams = [EventStream(s.port) for _ in range(12)]
+        try:
+            for es in streams:
+                check_in("200", es.head().split("\r\n")[0], "stream status")
+            for _ in range(3):
+                check_eq(s.get_ok("/s").text, "ok", "page beside streams")
+            s.write("s.c", slow.replace('"ok"', '"ok2"'), how="rename")
+            for es in streams:
+                check(es.wait(lambda e: e.get("path") == "/s.c", limit(3.0)),
+                      "every stream hears the change")
+        finally:
+            t0 = time.monotonic()
+            s.stop()
+            check(time.monotonic() - t0 < limit(5.0), "stop with streams")
+            for es in streams:
+                es.close()
+
+
+def test_compile_error_page_is_styled_with_excerpt():
+    """The dev compile-error page: the file:line as a link, the source
+    line itself in an excerpt, the diagnostic; the live-reload script so
+    it recovers by itself."""
+    src = page(r"""
+HP_HANDLER(http_handler)
+{
+    int x = "definitely not an int" * 2;
+    return HP_OK;
+}
+""")
+    with Server({"e.c": src}, dev=True) as s:
+        r = s.get("/e")
+        check_eq(r.status, 500, "status")
+        check_in("hp-err", r.text, "styled")
+        check_in("e.c:6", r.text, "file:line")
+        check_in('class="hit"', r.text, "excerpt marks the line")
+        check_in("definitely not an int", r.text, "source excerpt")
+        check_in("data-hotpub-live-reload", r.text, "recovers by itself")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
