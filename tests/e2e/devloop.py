@@ -20,7 +20,9 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -331,6 +333,150 @@ HP_HANDLER(http_handler)
         check_in('class="hit"', r.text, "excerpt marks the line")
         check_in("definitely not an int", r.text, "source excerpt")
         check_in("data-hotpub-live-reload", r.text, "recovers by itself")
+
+
+# ---- a real browser: headless Chromium over the DevTools protocol ---------
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (CDP)."""
+
+    def __init__(self, tmp):
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not exe:
+            raise Skip("chromium is not installed (tools/deps.sh --test)")
+        try:
+            import websocket  # noqa: F401 - python3-websocket
+        except ImportError:
+            # Debian's package, under a python3 that is not Debian's
+            sys.path.append("/usr/lib/python3/dist-packages")
+            try:
+                import websocket  # noqa: F401,F811
+            except ImportError:
+                raise Skip("python3-websocket is not installed")
+        self.port = harness.free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--no-first-run", "--disable-extensions",
+             "--user-data-dir=" + os.path.join(tmp, "chromium"),
+             "--remote-debugging-address=127.0.0.1",
+             "--remote-debugging-port=%d" % self.port, "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ws = None
+        self.next_id = 0
+
+    def connect(self):
+        import websocket
+
+        def target():
+            try:
+                with urllib.request.urlopen(
+                        "http://127.0.0.1:%d/json/list" % self.port,
+                        timeout=2) as r:
+                    pages = [t for t in json.load(r) if t["type"] == "page"]
+                    return pages[0]["webSocketDebuggerUrl"] if pages else None
+            except OSError:
+                return None
+        check(wait_until(lambda: target() is not None, 20),
+              "chromium's DevTools endpoint did not come up")
+        self.ws = websocket.create_connection(target(), timeout=20)
+
+    def call(self, method, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method,
+                                 "params": params}))
+        while True:
+            m = json.loads(self.ws.recv())
+            if m.get("id") == self.next_id:
+                if "error" in m:
+                    harness.fail("CDP %s: %s" % (method, m["error"]))
+                return m.get("result", {})
+
+    def eval(self, js):
+        r = self.call("Runtime.evaluate", expression=js, returnByValue=True)
+        return r.get("result", {}).get("value")
+
+    def close(self):
+        if self.ws:
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+MSG = ("(function(){var e=document.getElementById('msg');"
+       "return e?e.textContent:null})()")
+OVERLAY = ("(function(){var o=document.getElementById('hotpub-overlay');"
+           "return o?o.textContent:null})()")
+
+
+def wait_text(b, want, timeout):
+    """Seconds until #msg shows want (polled every few ms), or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if b.eval(MSG) == want:
+                return time.monotonic() - t0
+        except Exception:  # noqa: BLE001 - a navigation in progress
+            pass
+        time.sleep(0.005)
+    return None
+
+
+def browser_edits(s, b, n):
+    """n rename edits of /p.c: seconds from each rename to the new text on
+    the open page (edit -> repaint, the reload the script does included)."""
+    took = []
+    for i in range(n):
+        text = "edit %d" % i
+        s.write("p.c", html_page(text), how="rename")
+        t = wait_text(b, text, limit(1.0))
+        check(t is not None, "%r not shown within 1 s (shows %r)"
+              % (text, b.eval(MSG)))
+        took.append(t)
+    return took
+
+
+def test_browser_live_reload_overlay_and_recovery():
+    """Open a page in headless Chromium; edit it: the new text within 1 s
+    with no reload by hand; break it: the overlay shows file:line; fix it:
+    the page recovers by itself. HOTPUB_BROWSER_EDITS=N also reports the
+    median edit -> repaint over N edits (bench/reload_latency.sh)."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-chromium-")
+    b = Browser(tmp)
+    try:
+        with Server({"p.c": html_page("first")}, dev=True) as s:
+            s.get_ok("/p")
+            b.connect()
+            b.call("Page.enable")
+            b.call("Page.navigate", url=s.url("/p"))
+            check(wait_text(b, "first", limit(10)) is not None,
+                  "the page did not load")
+            check(wait_until(lambda: b.eval(
+                "window.__hotpubLiveReload && "
+                "window.__hotpubLiveReload.readyState") == 1, limit(5)),
+                "the event stream did not open")
+            n = int(os.environ.get("HOTPUB_BROWSER_EDITS", "3"))
+            took = browser_edits(s, b, n)
+            print("edit->repaint in chromium over %d edits: median %.1f ms, "
+                  "max %.1f ms" % (n, statistics.median(took) * 1000,
+                                   max(took) * 1000), flush=True)
+            bad = html_page("broken") + "\nint broken = ;\n"
+            s.write("p.c", bad, how="rename")
+            ok = wait_until(lambda: "p.c:12" in (b.eval(OVERLAY) or ""),
+                            limit(3))
+            check(ok, "no overlay naming p.c:12 (overlay %r, page %r)"
+                  % (short(b.eval(OVERLAY) or ""), b.eval(MSG)))
+            check_in("int broken = ;", b.eval(OVERLAY), "source excerpt")
+            s.write("p.c", html_page("fixed"), how="rename")
+            check(wait_text(b, "fixed", limit(3)) is not None,
+                  "the page did not recover (shows %r)" % b.eval(MSG))
+            check_eq(b.eval(OVERLAY), None, "overlay gone")
+    finally:
+        b.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
