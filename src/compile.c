@@ -1023,6 +1023,7 @@ static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
         argv[a++] = *f;
     if (fast)
         argv[a++] = "-O0";
+    argv[a++] = "-g"; /* a crash page names the source line (crashpage.c) */
     argv[a++] = "-fPIC";
     argv[a++] = "-shared";
     argv[a++] = "-fvisibility=hidden";

@@ -335,6 +335,42 @@ HP_HANDLER(http_handler)
         check_in("data-hotpub-live-reload", r.text, "recovers by itself")
 
 
+CRASH_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    volatile int *p = 0;
+    hp_puts(req, "before");
+    *p = 42; /* CRASH LINE */
+    return HP_OK;
+}
+"""
+
+
+def crash_line(src):
+    return src.split("\n").index([l for l in src.split("\n")
+                                  if "CRASH LINE" in l][0]) + 1
+
+
+def test_crash_in_dev_mode_answers_with_signal_and_line():
+    """A page that dereferences NULL in dev mode (worker processes): the
+    browser gets a 500 naming SIGSEGV, the page, the handler and
+    page.c:LINE, for both tiers; every retry too (no quarantine in dev
+    mode), and the fix is served."""
+    src = page(CRASH_PAGE)
+    line = crash_line(src)
+    with Server({"page.c": src}, dev=True, workers=2) as s:
+        for attempt in range(3):
+            r = s.get("/page")
+            check_eq(r.status, 500, "status of the crash (try %d)" % attempt)
+            check_in("SIGSEGV", r.text, "signal named")
+            check_in("page.c:%d" % line, r.text, "source line")
+            check_in("http_handler", r.text, "handler named")
+            check_in("/page.c", r.text, "page named")
+            time.sleep(0.3)  # the optimized tier meanwhile, when tcc built it
+        s.write("page.c", simple_page("fixed"), how="rename")
+        s.wait_body("/page", "fixed", limit(5.0), allowed_status=(500, 502))
+
+
 # ---- a real browser: headless Chromium over the DevTools protocol ---------
 
 class Browser:
