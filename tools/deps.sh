@@ -1,10 +1,12 @@
 #!/bin/sh
 # tools/deps.sh - install what building hotpub needs, on Debian 12 / Ubuntu.
 #
-#   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries
+#   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries,
+#                             tcc (dev mode's fast compile tier)
 #   sh tools/deps.sh --test   also what the tests use (PostgreSQL, clang and
 #                             libFuzzer for `make fuzz-run`, wrk, curl, zlib
-#                             for the HP_PKG tests)
+#                             for the HP_PKG tests, headless Chromium and
+#                             python3-websocket for the live-reload test)
 #   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx, and
 #                             PHP-FPM with PDO pgsql for bench/tfb.sh and
 #                             bench/render.sh)
@@ -15,8 +17,9 @@
 set -eu
 
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
-libsqlite3-dev libpq-dev libsodium-dev libjansson-dev"
-TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev"
+libsqlite3-dev libpq-dev libsodium-dev libjansson-dev tcc"
+TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev \
+chromium python3-websocket"
 BENCH="nginx-light php8.2-fpm php8.2-pgsql"
 
 pkgs=$BUILD
