@@ -130,12 +130,16 @@ e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/sessions.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/apps.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/workers.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/lifecycle.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/conformance/run.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/static.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/compile.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/kit.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/tfb.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/builds.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/stream.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/sched.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/devloop.py
 
 # The binary exports exactly the functions include/hotpub.h declares.
 check-exports: hotpub$(SUFFIX)

@@ -559,11 +559,13 @@ def wrk_argv(url, threads=1, conns=50, duration="10s", latency=True,
 
 
 def run_wrk(b, url, cpu=0, threads=1, conns=50, duration="10s",
-            timeout_s=None, headers=(), script=None):
+            timeout_s=None, headers=(), script=None, wrk_timeout=None):
+    """wrk_timeout: wrk's --timeout (a request slower counts as a socket
+    timeout; wrk's default is 2s)."""
     if not have("wrk"):
         die("wrk is not installed")
     argv = wrk_argv(url, threads, conns, duration, headers=headers,
-                    script=script)
+                    script=script, timeout=wrk_timeout)
     secs = _dur(duration)
     out = b.path("wrk-%d.out" % time.time_ns())
     with open(out, "wb") as f:

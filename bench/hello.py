@@ -57,6 +57,9 @@ def main():
     ap.add_argument("--warmup", default="2s", help="untimed wrk run per server")
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--client-cpu", type=int, default=0)
+    ap.add_argument("--hotpub-args", default="",
+                    help="not the method: more hotpub flags, e.g. "
+                    "\"--inline false\" (every request on a handler thread)")
     ap.add_argument("--close", action="store_true",
                     help="not the method: send Connection: close (a new "
                     "connection, so a new hotpub thread, per request)")
@@ -74,7 +77,10 @@ def main():
     describe_env(b, src, digest)
     docroot = hello_docroot(b)
 
-    hp = Hotpub(b, binary, docroot, b.path("cache"), cpu=args.server_cpu)
+    hp = Hotpub(b, binary, docroot, b.path("cache"), cpu=args.server_cpu,
+                extra=args.hotpub_args.split())
+    if args.hotpub_args:
+        note("hotpub flags added: %s" % args.hotpub_args)
     ng = Nginx(b, cpu=args.server_cpu)
     note("hotpub pid %d, nginx master %d workers %s; nginx keepalive_requests "
          "100000 so both stay on keep-alive" % (hp.pid, ng.pid, ng.workers()))

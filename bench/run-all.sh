@@ -59,6 +59,7 @@ if [ "$QUICK" = 1 ]; then
     MEM_ARGS=("${RELOADS:-200}")
     DB_ARGS=(--runs 1 --duration 3s --warmup 1s)
     RENDER_ARGS=(--runs 1 --duration 3s --warmup 1s)
+    STREAM_ARGS=(--size-mb 10 --runs 1)
 else
     HELLO_ARGS=()
     SYS_ARGS=()
@@ -66,6 +67,7 @@ else
     MEM_ARGS=("${RELOADS:-10000}")
     DB_ARGS=()
     RENDER_ARGS=()
+    STREAM_ARGS=()
 fi
 [ "$RELOAD_CC" != cc ] && MEM_ARGS+=(--cc "$RELOAD_CC")
 
@@ -94,6 +96,7 @@ run reload_latency 1200 reload_latency.sh "${LAT_ARGS[@]}"
 run reload_memory 5400 reload_memory.sh "${MEM_ARGS[@]}"
 run db 600 db.sh "${DB_ARGS[@]}"
 run render 600 render.sh "${RENDER_ARGS[@]}"
+run stream 900 stream.sh "${STREAM_ARGS[@]}"
 
 echo
 echo "== summary ($(date +%T), loadavg $(cut -d' ' -f1-3 /proc/loadavg); other"
@@ -120,6 +123,13 @@ elif r:
     out.append(("stat-family / request", g(r,"stat_per_req"), "0", g(r,"stat")))
     out.append(("open-family / request", g(r,"open_per_req"), "0", g(r,"open")))
     out.append(("all syscalls / request", "%s (nginx %s)" % (g(r,"hotpub_all_per_req"), g(r,"nginx_all_per_req","-")), "-", "-"))
+r = rows.get("stream", {})
+if g(r, "status", "") == "FAILED": out.append(("stream", "could not measure", "", "FAILED"))
+elif r:
+    out.append(("stream %s MiB MB/s hotpub/nginx/php" % g(r,"size_mb"), "%s / %s / %s" % (g(r,"hotpub_down_mbps"), g(r,"nginx_down_mbps"), g(r,"php_down_mbps")), "-", "-"))
+    out.append(("  peak RSS growth kB hotpub/nginx/php", "%s / %s / %s" % (g(r,"hotpub_down_rss_grow_kb"), g(r,"nginx_down_rss_grow_kb"), g(r,"php_down_rss_grow_kb")), "-", "-"))
+    out.append(("upload s hotpub/php", "%s / %s" % (g(r,"hotpub_up_s"), g(r,"php_up_s")), "-", "-"))
+    out.append(("  peak RSS growth kB hotpub/php", "%s / %s" % (g(r,"hotpub_up_rss_grow_kb"), g(r,"php_up_rss_grow_kb")), "-", "-"))
 r = rows.get("reload_latency", {})
 if g(r, "status", "") == "FAILED": out.append(("reload_latency", "could not measure", "", "FAILED"))
 elif r:

@@ -14,6 +14,8 @@ static const struct {
                         "redirect after POST"},
     {"/headers", "headers.c", "method, path, request headers, remote address"},
     {"/headers/body", "headers.c: body", "the raw request body (POST to it)"},
+    {"/files", "files.c", "uploads (hp_file), server-sent events (hp_sse), "
+                          "a streamed export (hp_flush), hp_send_file"},
     {"/static/style.css", "static/style.css", "a static file"},
     {"/app/", "app/", "an application: _app.c state that survives edits, "
                       "request hooks, handlers acquired by pages, a "

@@ -38,6 +38,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* JSON values are jansson's (https://jansson.readthedocs.io/): the server
  * links libjansson, so every page may call json_*() with no flags (and may
@@ -211,8 +212,46 @@ const char *hp_arg(hp_req *req, const char *name);
 const char *hp_arg_n(hp_req *req, const char *name, unsigned i);
 unsigned hp_arg_count(hp_req *req, const char *name);
 
-/* The raw request body (NUL-terminated for convenience; len excludes it). */
+/*
+ * The raw request body (NUL-terminated for convenience; len excludes it),
+ * held in memory up to --max-body. "" for a multipart/form-data body,
+ * which is decoded as it arrives (see hp_file). A large non-form body is
+ * not handed over piece by piece: the handler runs once the body is
+ * complete (docs/pages.md, "Uploads" says why); raise --max-body or send
+ * it as multipart/form-data to spool it to disk.
+ */
 const char *hp_body(hp_req *req, size_t *len);
+
+/*
+ * An uploaded file: a multipart/form-data part with a filename parameter
+ * (RFC 7578 4.2). Its bytes are written to a temporary file in
+ * --upload-dir while the body arrives (memory stays bounded), before the
+ * handler runs.
+ *   filename      the client's name for the file, untrusted: it may hold
+ *                 '/', "..", anything, or be "" (a form sent with no file
+ *                 chosen); never use it as a path as it is
+ *   content_type  the part's Content-Type, or "application/octet-stream"
+ *   size          the file's length in bytes
+ *   path          the temporary file holding exactly those bytes (mode
+ *                 0600). It is removed when the request ends, unless the
+ *                 handler rename()s it away first (same file system as
+ *                 --upload-dir; else copy it). Valid until the request
+ *                 ends.
+ * hp_arg on a file field returns the file name (filename above), never the
+ * content; hp_arg_count counts file fields too.
+ */
+struct hp_file {
+    const char *filename;
+    const char *content_type;
+    uint64_t size;
+    const char *path;
+};
+
+/* The first file sent in field, the i-th (0-based) of a repeated field
+ * (<input type=file multiple>), how many; NULL / 0 when there is none. */
+const struct hp_file *hp_file(hp_req *req, const char *field);
+const struct hp_file *hp_file_n(hp_req *req, const char *field, unsigned i);
+unsigned hp_file_count(hp_req *req, const char *field);
 
 /* ---- the response ------------------------------------------------------- */
 
@@ -225,6 +264,54 @@ int hp_vprintf(hp_req *req, const char *fmt, va_list ap);
 
 /* Append s with & < > " ' escaped for HTML text and attribute values. */
 int hp_write_html(hp_req *req, const char *s);
+
+/*
+ * Streaming. hp_flush sends the status and headers (the first time) and
+ * the body written so far, then keeps the response open: the body goes on
+ * with each hp_flush and ends when the handler returns (chunked transfer
+ * coding on HTTP/1.1, RFC 9112 7.1; close-delimited on HTTP/1.0). At most
+ * 256 KiB wait in the server: a slow client makes hp_flush wait, for up to
+ * --timeout seconds without progress. Returns HP_OK, or -1 once the
+ * client is gone (or the wait timed out, or the server is shutting down
+ * (what was written is still sent), or --max-streams streams are already
+ * open: then the request is answered 503), so a loop can stop.
+ *
+ * What streaming gives up: the response is committed before the commit
+ * hooks run. If the request then fails (a commit hook, the database
+ * commit, the handler returning an error), the status cannot change: the
+ * stream is aborted (the chunked body is not terminated, so the client
+ * sees an incomplete response) and the error log says so.
+ *
+ * A stream holds its handler thread until the handler returns, so at
+ * most --max-streams (default: half of --max-threads) are open at once. A
+ * page run on an event-loop thread (inline, docs/design.md) cannot wait
+ * for a client: there hp_flush returns HP_OK and keeps the body buffered,
+ * the response goes out whole, and the page runs on the handler threads
+ * from its next request on. Headers set after the first flush are lost.
+ */
+int hp_flush(hp_req *req);
+
+/*
+ * Send one Server-Sent Event (HTML Living Standard, "Server-sent events"):
+ * "event: NAME" when event is neither NULL nor "", a "data: " line for
+ * each line of data (CR LF, CR or LF split it), a blank line; then
+ * hp_flush. The first call sets Content-Type: text/event-stream and
+ * Cache-Control: no-cache. Returns HP_OK, or -1 when the client is gone
+ * (as hp_flush) or event holds CR or LF.
+ */
+int hp_sse(hp_req *req, const char *event, const char *data);
+
+/*
+ * Answer with the file at path (any path: pages are trusted code) as
+ * static files are answered: Content-Type from the extension (unless the
+ * page set one), Last-Modified, ETag, conditional requests (304, 412),
+ * one byte range (206, or 416), HEAD, sent with zero copy where the
+ * kernel allows. The file is opened now (so a missing file is -1 with
+ * errno set, and the page can answer 404) and sent after the commit hooks
+ * succeed; headers the page sets go along (Content-Disposition, ...);
+ * the body it writes does not. Returns HP_OK or -1; -1 after hp_flush.
+ */
+int hp_send_file(hp_req *req, const char *path);
 
 /* Set the status of a successful response (default 200): 200-599. A 1xx
  * code is never the final status (RFC 9110 15.2): it is ignored and

@@ -123,6 +123,11 @@ void hp_access_reopen(void)
     fclose(old);
 }
 
+int hp_access_fd(void)
+{
+    return A.f ? fileno(A.f) : -1;
+}
+
 void hp_access_close(void)
 {
     hp_access_flush();

@@ -23,6 +23,8 @@ void hp_access_line(const char *addr, const char *method, const char *uri,
 void hp_access_flush(void);
 /* SIGUSR1: reopen the file after logrotate moved it. */
 void hp_access_reopen(void);
+/* The log's descriptor, or -1 when there is none. */
+int hp_access_fd(void);
 /* Flush and close. */
 void hp_access_close(void);
 

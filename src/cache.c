@@ -1286,7 +1286,8 @@ static void version_json(struct hp_buf *b, hp_version *v, long inflight)
                   v->tier == HP_TIER_FAST ? "fast" : "optimized");
 }
 
-void hp_cache_status_json(hp_cache *c, struct hp_buf *b)
+void hp_cache_status_json(hp_cache *c, struct hp_buf *b,
+                          void (*member)(const char *path, struct hp_buf *b))
 {
     size_t n;
     hp_entry **all = entries_snapshot(c, &n);
@@ -1318,10 +1319,13 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *b)
         pthread_mutex_lock(&c->batch_mu);
         bool building = e->claims > 0;
         pthread_mutex_unlock(&c->batch_mu);
-        hp_buf_printf(b, ",\"stale\":%s,\"held\":%s,\"building\":%s}",
+        hp_buf_printf(b, ",\"stale\":%s,\"held\":%s,\"building\":%s",
                       out_of_date(e) ? "true" : "false",
                       atomic_load(&e->held) ? "true" : "false",
                       building ? "true" : "false");
+        if (member)
+            member(e->path, b);
+        hp_buf_puts(b, "}");
     }
     hp_buf_puts(b, "]");
     free(all);

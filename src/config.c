@@ -358,6 +358,12 @@ void hp_config_defaults(struct hp_config *c)
     c->docroot = NULL;
     c->listen = cfg_strdup("127.0.0.1:8080");
     c->threads = default_threads();
+    /* Apache's mpm_event runs 2 x 64 threads in Debian's sizing of it; a
+     * worker process grows to this many when its requests block. */
+    c->max_threads = 256;
+    c->thread_stack = (size_t)512 << 10;
+    c->thread_idle = 10;
+    c->module_share = 50;
     c->dev = -1;
     c->cache_dir = default_cache_dir();
     c->cc = cfg_strdup("cc");
@@ -402,6 +408,7 @@ void hp_config_defaults(struct hp_config *c)
     c->handler_timeout = 30;
     c->worker_max_requests = 0; /* off, as PHP-FPM's pm.max_requests */
     c->worker_memory_limit = 0;
+    c->worker_heartbeat_timeout = 5;
     c->user = c->group = c->pid_file = c->error_log = NULL;
 }
 
@@ -424,6 +431,8 @@ void hp_config_free(struct hp_config *c)
     free(c->error_log);
     free(c->session_cookie);
     c->session_cookie = NULL;
+    free(c->upload_dir);
+    c->upload_dir = NULL;
     c->user = c->group = c->pid_file = c->error_log = NULL;
     c->docroot = c->listen = c->cache_dir = c->cc = c->cflags = NULL;
     c->include_dir = c->access_log = NULL;
@@ -517,6 +526,45 @@ const struct hp_setting hp_settings[] = {
      .auto_value = default_threads,
      .def = "2 × online CPUs, at least 4",
      .def_here = true},
+    {.key = "max-threads",
+     .arg = "N",
+     .section = S_SERVER,
+     .help = "handler threads a worker process grows to when every thread is "
+             "busy and requests wait (threads is the floor)",
+     .type = HP_SET_INT,
+     .off = OFF(max_threads),
+     .min = 1,
+     .max = THREADS_MAX},
+    {.key = "thread-stack-size",
+     .arg = "BYTES",
+     .section = S_SERVER,
+     .help = "stack of each handler thread, k/m/g suffixes allowed; a page's "
+             "locals and calls must fit in it",
+     .type = HP_SET_SIZE,
+     .off = OFF(thread_stack),
+     .min = (double)(64 * SIZE_K),
+     .max = (double)SIZE_G},
+    {.key = "thread-idle-timeout",
+     .arg = "SECONDS",
+     .section = S_SERVER,
+     .help = "a handler thread above the floor that stays idle this long "
+             "exits",
+     .type = HP_SET_SECONDS,
+     .off = OFF(thread_idle),
+     .min = 0.01,
+     .max = 86400,
+     .unit = "s",
+     .zero = "never"},
+    {.key = "module-thread-share",
+     .arg = "PERCENT",
+     .section = S_SERVER,
+     .help = "share of max-threads one module's requests may run on; the "
+             "rest wait in its own queue, so other pages always find threads",
+     .type = HP_SET_INT,
+     .off = OFF(module_share),
+     .min = 1,
+     .max = 100,
+     .unit = "%"},
     {.key = "cc",
      .arg = "CC",
      .section = S_SERVER,
@@ -707,6 +755,25 @@ const struct hp_setting hp_settings[] = {
      .min = 0,
      .max = 1e9,
      .zero = "off"},
+    {.key = "max-streams",
+     .arg = "N",
+     .section = S_LIMITS,
+     .help = "streamed responses (hp_flush, hp_sse) open at once, each on a "
+             "handler thread; one more gets 503",
+     .type = HP_SET_INT,
+     .off = OFF(max_streams),
+     .min = 0,
+     .max = 100000,
+     .zero = "half of --max-threads"},
+    {.key = "upload-dir",
+     .arg = "DIR",
+     .section = S_LIMITS,
+     .help = "where uploaded files are spooled while their request runs",
+     .type = HP_SET_STRING,
+     .off = OFF(upload_dir),
+     .noun = "the upload directory",
+     .path = true,
+     .def = "$TMPDIR, else /tmp"},
     {.key = "connection-limit",
      .arg = "N",
      .section = S_LIMITS,
@@ -768,6 +835,18 @@ const struct hp_setting hp_settings[] = {
      .min = 0,
      .max = (double)(1024 * SIZE_G),
      .zero = "off"},
+    {.key = "worker-heartbeat-timeout",
+     .arg = "SECONDS",
+     .section = S_PROCS,
+     .help = "kill and replace a worker whose accept thread has not "
+             "beaten for this long (it beats once a second while the "
+             "worker's own descriptors are intact); with worker processes "
+             "only",
+     .type = HP_SET_SECONDS,
+     .off = OFF(worker_heartbeat_timeout),
+     .min = 2,
+     .max = 86400,
+     .unit = "s"},
     {.key = "user",
      .arg = "USER",
      .section = S_PROCS,

@@ -476,6 +476,15 @@ int hp_db_server_open(const struct hp_config *cfg, const char *root_canon)
     return 0;
 }
 
+bool hp_db_server_busy(void)
+{
+    struct hp_db_pool_stats st;
+    if (!default_pool)
+        return false;
+    hp_db_pool_stats(default_pool, &st);
+    return st.idle == 0 && st.size >= st.max;
+}
+
 void hp_db_server_close(void)
 {
     hp_db_pool *p = default_pool;

@@ -25,6 +25,10 @@ void hp_db__release_raw(hp_db *db);
  * database was named). 0, or -1 after logging why. */
 int hp_db_server_open(const struct hp_config *cfg, const char *root_canon);
 void hp_db_server_close(void);
+/* The default pool has no connection to give without waiting (none idle,
+ * no free slot): a page that would take one should not run on an
+ * event-loop thread now. false without a default pool. */
+bool hp_db_server_busy(void);
 /* Append ,"pools":[...] to the status JSON. */
 void hp_db_status_json(struct hp_buf *b);
 

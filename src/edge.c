@@ -323,9 +323,9 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
  */
 
 /*
- * At --connection-limit libmicrohttpd stops accepting, and further clients
- * wait in the listen backlog: it says nothing, so the edge does, at most
- * once a second.
+ * At --connection-limit the accept thread (listener.c) stops accepting,
+ * and further clients wait in the listen backlog: the edge says so, at
+ * most once a second.
  */
 static void count_open(void)
 {
@@ -440,6 +440,20 @@ void hp_edge_request_done(struct hp_edge *e)
 int hp_edge_status(struct hp_edge *e)
 {
     return e ? atomic_load(&e->status) : 0;
+}
+
+long hp_edge_used_connections(void)
+{
+    long n = 0;
+    int high = atomic_load(&E.high);
+    for (int fd = 0; E.slots && fd < high; fd++) {
+        struct hp_edge *e = atomic_load(&E.slots[fd]);
+        if (!e)
+            continue;
+        uint64_t s = atomic_load(&e->state);
+        n += (s & ST_OPEN) && ((s & ST_REFUSED) || atomic_load(&e->done) > 0);
+    }
+    return n;
 }
 
 void hp_edge_status_json(struct hp_buf *b)

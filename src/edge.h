@@ -50,6 +50,11 @@ void hp_edge_request_done(struct hp_edge *e);
 /* The status the edge answered the connection with, or 0. */
 int hp_edge_status(struct hp_edge *e);
 
+/* Open connections on which a request has completed, or that the edge
+ * refused: the rest (fresh connections, counted by whoever accepted them)
+ * are ones a stopping server must still answer. */
+long hp_edge_used_connections(void);
+
 /* Counters for the status endpoint (responses the edge sent itself). */
 void hp_edge_status_json(struct hp_buf *b);
 

@@ -30,8 +30,8 @@ struct span {
     size_t n;
 };
 
-static int fields_add(struct hp_fields *f, const char *name, const char *value,
-                      size_t value_len)
+int hp_fields_add(struct hp_fields *f, const char *name, const char *value,
+                  size_t value_len)
 {
     if (f->max && f->n >= f->max)
         return HP_FORM_TOO_MANY;
@@ -116,7 +116,7 @@ static int urlencoded_one(const char *seq, size_t n, char **outp,
         *out++ = '\0';
     }
     *outp = out;
-    return fields_add(f, name, value, value_len);
+    return hp_fields_add(f, name, value, value_len);
 }
 
 int hp_form_urlencoded(const char *src, size_t len, char *out,
@@ -137,6 +137,8 @@ int hp_form_urlencoded(const char *src, size_t len, char *out,
     }
     return HP_FORM_OK;
 }
+
+static struct span trim(const char *p, const char *e);
 
 /* ---- field value parameters (RFC 9110 5.6.6) ----------------------------- */
 
@@ -242,9 +244,7 @@ enum hp_form_type hp_form_type(const char *content_type)
     return HP_FORM_NONE;
 }
 
-/* The boundary parameter of a Content-Type, into b[BOUNDARY_MAX + 1].
- * Returns its length, or 0 if absent, empty, too long, or unparseable. */
-static size_t content_type_boundary(const char *ct, char *b)
+size_t hp_form_boundary(const char *ct, char *b)
 {
     const char *p = ct, *end = ct + strlen(ct);
     struct span name, value;
@@ -370,6 +370,68 @@ static int part_name(const char *h, const char *end, struct span *out,
     return 0;
 }
 
+/* A Content-Disposition value's name and filename parameters (not
+ * form-data: neither). -1 if the list is malformed. */
+static int disposition_params(const char *v, const char *end, struct span *nm,
+                              bool *nq, struct span *fn, bool *fq)
+{
+    struct span name, value;
+    bool quoted;
+    nm->p = fn->p = NULL;
+    if (!span_is(leading_token(&v, end), "form-data"))
+        return 0;
+    for (int r; (r = next_param(&v, end, &name, &value, &quoted)) != 0;) {
+        if (r < 0)
+            return -1;
+        if (span_is(name, "name") && !nm->p) {
+            *nm = value;
+            *nq = quoted;
+        } else if (span_is(name, "filename") && !fn->p) {
+            *fn = value;
+            *fq = quoted;
+        }
+    }
+    return 0;
+}
+
+static char *span_out(struct span v, bool quoted, char **outp)
+{
+    char *s = *outp;
+    size_t n = param_copy(v, quoted, s);
+    s[n] = '\0';
+    *outp = s + n + 1;
+    return s;
+}
+
+int hp_form_part_head(const char *h, size_t n, char *out,
+                      struct hp_form_part *part)
+{
+    static const char cd[] = "Content-Disposition", ct[] = "Content-Type";
+    const char *end = h + n;
+    struct span nm = {NULL, 0}, fn = {NULL, 0}, type = {NULL, 0};
+    bool nq = false, fq = false;
+    while (h < end) {
+        const char *eol = memmem(h, (size_t)(end - h), "\r\n", 2);
+        if (!eol)
+            eol = end;
+        const char *colon = memchr(h, ':', (size_t)(eol - h));
+        size_t fl = colon ? (size_t)(colon - h) : 0;
+        if (fl == sizeof cd - 1 && strncasecmp(h, cd, fl) == 0 && !nm.p) {
+            /* As part_name: the first Content-Disposition with a name. */
+            if (disposition_params(colon + 1, eol, &nm, &nq, &fn, &fq) < 0)
+                return HP_FORM_MALFORMED;
+        } else if (fl == sizeof ct - 1 && strncasecmp(h, ct, fl) == 0 &&
+                   !type.p) {
+            type = trim(colon + 1, eol);
+        }
+        h = eol + 2;
+    }
+    part->name = nm.p ? span_out(nm, nq, &out) : NULL;
+    part->filename = nm.p && fn.p ? span_out(fn, fq, &out) : NULL;
+    part->content_type = nm.p && type.p ? span_out(type, false, &out) : NULL;
+    return HP_FORM_OK;
+}
+
 /* One part [p, e): headers, blank line, content. */
 static int multipart_part(const char *p, const char *e, char **outp,
                           struct hp_fields *f)
@@ -406,7 +468,7 @@ static int multipart_part(const char *p, const char *e, char **outp,
     out += vlen;
     *out++ = '\0';
     *outp = out;
-    return fields_add(f, n, v, vlen);
+    return hp_fields_add(f, n, v, vlen);
 }
 
 int hp_form_multipart(const char *content_type, const char *body, size_t len,
@@ -414,7 +476,7 @@ int hp_form_multipart(const char *content_type, const char *body, size_t len,
 {
     struct mp m = {.body = body, .end = body + len};
     char b[BOUNDARY_MAX + 1];
-    size_t blen = content_type ? content_type_boundary(content_type, b) : 0;
+    size_t blen = content_type ? hp_form_boundary(content_type, b) : 0;
     if (blen == 0)
         return HP_FORM_MALFORMED;
     memcpy(m.delim, "\r\n--", 4);
@@ -481,7 +543,7 @@ int hp_cookie_parse(const char *src, size_t len, char *out, struct hp_fields *f)
                 memcpy(value, v.p, v.n);
                 value[v.n] = '\0';
                 out = value + v.n + 1;
-                int r = fields_add(f, name, value, v.n);
+                int r = hp_fields_add(f, name, value, v.n);
                 if (r != HP_FORM_OK)
                     return r;
             }

@@ -70,6 +70,26 @@ int hp_form_urlencoded(const char *src, size_t len, char *out,
 int hp_form_multipart(const char *content_type, const char *body, size_t len,
                       char *out, struct hp_fields *f);
 
+/* The boundary parameter of a Content-Type field value, into b[71]
+ * (NUL-terminated). Returns its length, or 0 if absent, empty, longer than
+ * 70 (RFC 2046 5.1.1) or unparseable. */
+size_t hp_form_boundary(const char *content_type, char *b);
+
+/*
+ * A multipart part's header block h[0..n) (the lines before the blank
+ * line, CRLF-separated), read as hp_form_multipart reads it: the first
+ * Content-Disposition field's form-data name and filename parameters, the
+ * first Content-Type field's value (trimmed; only when there is a name).
+ * out: at least n + 3 bytes for the three NUL-terminated strings. Each of
+ * part's members is NULL when absent (name NULL: a part to skip).
+ * Returns HP_FORM_OK or HP_FORM_MALFORMED (a bad parameter list).
+ */
+struct hp_form_part {
+    const char *name, *filename, *content_type;
+};
+int hp_form_part_head(const char *h, size_t n, char *out,
+                      struct hp_form_part *part);
+
 /* What a body of this Content-Type field value holds, by its media type
  * (case-insensitive; parameters such as charset are ignored). NULL: none. */
 enum hp_form_type {
@@ -97,6 +117,11 @@ int hp_form_body(const char *content_type, const char *body, size_t len,
  */
 int hp_cookie_parse(const char *src, size_t len, char *out,
                     struct hp_fields *f);
+
+/* Append a field (the strings are the caller's and must outlive f's
+ * entries). Returns HP_FORM_OK, HP_FORM_TOO_MANY or HP_FORM_NOMEM. */
+int hp_fields_add(struct hp_fields *f, const char *name, const char *value,
+                  size_t value_len);
 
 /* The first field named name (exact bytes), else NULL. */
 const struct hp_field *hp_fields_find(const struct hp_fields *f,

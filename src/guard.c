@@ -16,8 +16,12 @@
  * a handler overruns --handler-timeout, the watchdog writes a fixed 504
  * response straight onto that request's socket (answer_504), bypassing
  * server.c, because the thread that owns the request is stuck and cannot
- * answer; it then shuts the socket down. server.c reaches the guard only
- * through the hooks (server.h) that hp_guard_enter fills.
+ * answer; it then shuts the socket down (after hp_server_claim, so that a
+ * dying worker's 503 and this 504 never both go out). The fatal-signal
+ * and exit hooks have server.c answer the requests the dying worker read
+ * and had not begun to answer (hp_server_answer_unstarted). server.c
+ * reaches the guard only through the hooks (server.h) that hp_guard_enter
+ * fills; heartbeat and lost write the slot's liveness fields.
  *
  * Writers of the shared area:
  *   - records: the thread that runs a handler writes its own record with
@@ -83,6 +87,21 @@
 /* clang-format on */
 enum { R_IDLE = 0, R_RUNNING = 1, R_WRITING = 2, R_TIMEDOUT = 3 };
 
+/* Why a worker was replaced: status.json's restart_causes, in this order. */
+enum cause {
+    CAUSE_NONE = 0,
+    CAUSE_TIMEOUT,     /* a handler ran past --handler-timeout (retired) */
+    CAUSE_RECYCLE,     /* --worker-max-requests, --worker-memory-limit */
+    CAUSE_CRASH,       /* died of a signal */
+    CAUSE_EXIT,        /* exited with no stop asked for */
+    CAUSE_DESCRIPTORS, /* found its own descriptors closed (status 70) */
+    CAUSE_HEARTBEAT,   /* stopped beating: killed by the parent */
+    CAUSE_N
+};
+static const char *const cause_name[CAUSE_N] = {
+    "none", "handler_timeout", "recycle",  "crash",
+    "exit", "descriptors",     "heartbeat"};
+
 /* What one handler-running thread of a worker is doing. */
 struct rec {
     atomic_ulong word;    /* seq << 2 | state */
@@ -109,9 +128,14 @@ struct slot {
     double started;       /* wall clock */
     atomic_int crash_rec; /* the dying thread's record, or -1 */
     atomic_int crash_sig;
-    atomic_int retire;    /* replace this worker (timeout, recycling) */
+    atomic_int retire;    /* replace this worker: enum cause (timeout, */
+                          /* recycling), 0 for no */
+    atomic_llong beat_ns; /* the last heartbeat, CLOCK_MONOTONIC ns */
+    atomic_int cause;     /* why it ended, if it said (or was killed) */
+    char why[160];        /* ... in words, written before cause */
     atomic_int nrecs;     /* records handed out to threads */
     atomic_ulong handled; /* handler runs */
+    struct hp_thread_counts threads; /* the worker's pool.c keeps it */
     /* struct rec recs[shm->nrecs] follows */
 };
 
@@ -147,6 +171,7 @@ struct shm {
     atomic_int nquar;     /* entries in state Q_QUARANTINED */
     atomic_uint quar_gen; /* bumped on every quarantine or lift */
     atomic_ulong crashes, timeouts, restarts, lifted;
+    atomic_ulong causes[CAUSE_N]; /* workers replaced, by cause */
     int nslots, nrecs, workers;
     size_t stride;
     struct quar quar[QUAR_MAX];
@@ -818,9 +843,19 @@ static void maybe_recycle(void)
     } else {
         return;
     }
-    if (atomic_exchange(&ME->retire, 1) == 0)
+    int none = 0;
+    if (atomic_compare_exchange_strong(&ME->retire, &none, CAUSE_RECYCLE))
         hp_log_info("worker %d: %s: it will be replaced gracefully",
                     (int)getpid(), why);
+}
+
+/* A streaming handler flushed: its --handler-timeout counts from here
+ * (a stream is stuck only when it stops moving). */
+static void guard_run_alive(void)
+{
+    if (ME && tl_rec >= 0)
+        atomic_store_explicit(&rec_at(ME, tl_rec)->started, now_ns(),
+                              memory_order_relaxed);
 }
 
 static bool guard_run_end(int token)
@@ -863,6 +898,8 @@ static long guard_stuck(void)
 
 static void answer_504(int fd, double limit)
 {
+    if (fd >= 0 && !hp_server_claim(fd))
+        return; /* this process is dying and answered it already */
     char body[256], msg[512];
     int bl = snprintf(body, sizeof body,
                       "<!DOCTYPE html>\n<title>504 Gateway Timeout</title>\n"
@@ -912,7 +949,8 @@ static void *watchdog_main(void *arg)
                          "finish",
                          r->path, r->handler, (unsigned long long)r->version,
                          r->key, limit, (int)getpid());
-            atomic_store(&ME->retire, 1);
+            int none = 0;
+            atomic_compare_exchange_strong(&ME->retire, &none, CAUSE_TIMEOUT);
         }
     }
     return NULL;
@@ -937,16 +975,25 @@ static uintptr_t fault_pc(const siginfo_t *si, const void *ucv)
 #endif
 }
 
-/* Dev mode: answer the request that crashed with the crash page. */
-static void crash_answer(int sig, uintptr_t pc)
+/* The socket of the request this thread is running a handler for, or -1
+ * (async-signal-safe: its own record, plain reads). */
+static int running_fd(void)
+{
+    if (!ME || tl_rec < 0)
+        return -1;
+    struct rec *r = rec_at(ME, tl_rec);
+    return (atomic_load(&r->word) & 3) == R_RUNNING ? r->fd : -1;
+}
+
+/* Dev mode: answer the request that crashed with the crash page, if the
+ * socket is still ours to answer (server.c's claim, as the watchdog's). */
+static void crash_answer(int sig, uintptr_t pc, int fd)
 {
     if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_version ||
-        tl_rec < 0)
+        fd < 0 || !hp_server_claim(fd))
         return;
     struct rec *r = rec_at(ME, tl_rec);
-    if ((atomic_load(&r->word) & 3) != R_RUNNING)
-        return;
-    struct hp_crash c = {.fd = r->fd,
+    struct hp_crash c = {.fd = fd,
                          .signame = signame(sig),
                          .page = r->path,
                          .handler = r->handler,
@@ -959,12 +1006,15 @@ static void crash_answer(int sig, uintptr_t pc)
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
     /* Async-signal-safe: two stores into shared memory, in dev mode the
-     * crash page, then die of the same signal (SA_RESETHAND restored the
+     * crash page, the answers to the requests that will now never get one
+     * (server.c), then die of the same signal (SA_RESETHAND restored the
      * default action). */
     if (ME) {
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
         atomic_store(&ME->crash_sig, sig);
-        crash_answer(sig, fault_pc(si, uc));
+        int fd = running_fd();
+        crash_answer(sig, fault_pc(si, uc), fd);
+        hp_server_answer_unstarted(fd);
     }
     raise(sig);
 }
@@ -975,6 +1025,8 @@ static void on_exit_hook(void)
     if (ME && tl_rec >= 0 &&
         (atomic_load(&rec_at(ME, tl_rec)->word) & 3) == R_RUNNING)
         atomic_store(&ME->crash_rec, tl_rec);
+    if (ME)
+        hp_server_answer_unstarted(running_fd());
 }
 
 /* ---- status -------------------------------------------------------------- */
@@ -1001,6 +1053,10 @@ static void guard_status_json(struct hp_buf *b)
     for (int i = 0; i < SHM->nslots; i++) {
         struct slot *s = slot_at(i);
         int st = atomic_load(&s->state);
+        double silent =
+            st == HP_SLOT_READY
+                ? (double)(now_ns() - atomic_load(&s->beat_ns)) / 1e9
+                : 0;
         if (st == HP_SLOT_FREE)
             continue;
         int running = 0, nrecs = atomic_load(&s->nrecs);
@@ -1009,14 +1065,22 @@ static void guard_status_json(struct hp_buf *b)
         hp_buf_printf(b,
                       "%s{\"pid\":%d,\"slot\":%d,\"generation\":%u,"
                       "\"state\":\"%s\",\"retiring\":%s,\"handled\":%lu,"
-                      "\"running\":%d}",
+                      "\"running\":%d,\"heartbeat_age\":%.1f,"
+                      "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d}}",
                       first ? "" : ",", (int)s->pid, i, s->gen,
                       slot_state_name[st],
                       atomic_load(&s->retire) ? "true" : "false",
-                      atomic_load(&s->handled), running);
+                      atomic_load(&s->handled), running, silent,
+                      atomic_load(&s->threads.live),
+                      atomic_load(&s->threads.busy),
+                      atomic_load(&s->threads.max));
         first = false;
     }
-    hp_buf_puts(b, "],\"quarantine\":[");
+    hp_buf_puts(b, "],\"restart_causes\":{");
+    for (int c = CAUSE_NONE + 1; c < CAUSE_N; c++)
+        hp_buf_printf(b, "%s\"%s\":%lu", c > CAUSE_NONE + 1 ? "," : "",
+                      cause_name[c], atomic_load(&SHM->causes[c]));
+    hp_buf_puts(b, "},\"quarantine\":[");
     first = true;
     for (int i = 0; i < QUAR_MAX; i++) {
         struct quar q;
@@ -1144,6 +1208,30 @@ bool hp_guard_slot_retire(int slot)
     return atomic_load(&slot_at(slot)->retire) != 0;
 }
 
+void hp_guard_count_retired(int slot)
+{
+    int c = atomic_load(&slot_at(slot)->retire);
+    if (c > CAUSE_NONE && c < CAUSE_N)
+        atomic_fetch_add(&SHM->causes[c], 1);
+}
+
+double hp_guard_slot_silence(int slot)
+{
+    struct slot *s = slot_at(slot);
+    if (atomic_load(&s->state) != HP_SLOT_READY)
+        return 0;
+    return (double)(now_ns() - atomic_load(&s->beat_ns)) / 1e9;
+}
+
+void hp_guard_slot_silenced(int slot, double seconds)
+{
+    struct slot *s = slot_at(slot);
+    snprintf(s->why, sizeof s->why,
+             "no heartbeat for %.1f s (--worker-heartbeat-timeout): killed",
+             seconds);
+    atomic_store(&s->cause, CAUSE_HEARTBEAT);
+}
+
 /* ---- the parent: which request killed a worker --------------------------- */
 
 /* The record the dying worker's requests were on: the one the dying thread
@@ -1172,8 +1260,14 @@ void hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
 {
     struct slot *s = slot_at(slot);
     int active, culprit = culprit_of(s, &active);
+    int cause = atomic_load(&s->cause);
     char line[REC_PATH + REC_HANDLER + 160];
-    if (culprit >= 0) {
+    if (cause == CAUSE_DESCRIPTORS || cause == CAUSE_HEARTBEAT) {
+        /* Not a crash: it said why it ended, or was killed for silence. */
+        hp_log_error("worker %d (generation %u) %s: %s", (int)pid, gen, how,
+                     s->why);
+        culprit = -1;
+    } else if (culprit >= 0) {
         rec_text(rec_at(s, culprit), line, sizeof line);
         hp_log_error("worker %d (generation %u) %s while running %s", (int)pid,
                      gen, how, line);
@@ -1194,7 +1288,11 @@ void hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
         rec_text(rec_at(s, r), line, sizeof line);
         hp_log_error("  request lost with worker %d: %s", (int)pid, line);
     }
-    atomic_fetch_add(&SHM->crashes, 1);
+    if (cause != CAUSE_DESCRIPTORS && cause != CAUSE_HEARTBEAT) {
+        cause = sig ? CAUSE_CRASH : CAUSE_EXIT;
+        atomic_fetch_add(&SHM->crashes, 1);
+    }
+    atomic_fetch_add(&SHM->causes[cause], 1);
     if (culprit >= 0)
         strike(rec_at(s, culprit), sig, code);
 }
@@ -1205,8 +1303,22 @@ void hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
 /* server.h's ready: the parent counts this worker as serving. */
 static void guard_ready(void)
 {
+    atomic_store(&ME->beat_ns, now_ns()); /* before the parent looks */
     int st = HP_SLOT_STARTING;
     atomic_compare_exchange_strong(&ME->state, &st, HP_SLOT_READY);
+}
+
+/* server.h's heartbeat: the accept thread found the process well. */
+static void guard_heartbeat(void)
+{
+    atomic_store_explicit(&ME->beat_ns, now_ns(), memory_order_relaxed);
+}
+
+/* server.h's lost: the process is about to exit with status 70. */
+static void guard_lost(const char *why)
+{
+    copy_str(ME->why, sizeof ME->why, why);
+    atomic_store(&ME->cause, CAUSE_DESCRIPTORS);
 }
 
 static void watchdog_start(void)
@@ -1240,8 +1352,12 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->rescue = guard_rescue;
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
+    hooks->run_alive = guard_run_alive;
     hooks->stuck = guard_stuck;
     hooks->ready = guard_ready;
+    hooks->heartbeat = guard_heartbeat;
+    hooks->lost = guard_lost;
     hooks->status_json = guard_status_json;
     hooks->teardown = guard_teardown;
+    hooks->thread_counts = &ME->threads;
 }

@@ -50,8 +50,19 @@ void hp_guard_slot_set_pid(int slot, pid_t pid);
 void hp_guard_slot_drain(int slot);
 /* -> FREE: the worker was reaped (or never forked). */
 void hp_guard_slot_free(int slot);
-/* The worker's watchdog gave up on a handler: replace the worker. */
+/* The worker's watchdog gave up on a handler, or it asked to be
+ * recycled: replace the worker. */
 bool hp_guard_slot_retire(int slot);
+/* The parent is replacing the retired worker of `slot`: count why
+ * (status.json's restart_causes). */
+void hp_guard_count_retired(int slot);
+/* Seconds since the worker of a READY slot last beat (0 for other
+ * states): the accept thread beats once a second while the worker's
+ * descriptors are intact (server.h's heartbeat). */
+double hp_guard_slot_silence(int slot);
+/* The parent kills the worker of `slot` for being silent that long: the
+ * autopsy then reports (and counts) that, not a crash. */
+void hp_guard_slot_silenced(int slot, double seconds);
 
 /*
  * In a new worker process, before hp_serve: this process is the worker of
@@ -59,7 +70,7 @@ bool hp_guard_slot_retire(int slot);
  * handler, start the --handler-timeout watchdog thread (which writes a
  * fixed 504 onto a stuck request's socket), and fill the guard's members
  * of *hooks (vet, rescue, run_begin, run_end, stuck, status_json,
- * teardown, ready).
+ * teardown, ready, heartbeat, lost).
  */
 void hp_guard_enter(int slot, struct hp_config *cfg,
                     struct hp_server_hooks *hooks);

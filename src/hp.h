@@ -33,7 +33,11 @@
 struct hp_config {
     char *docroot;        /* as given on the command line / config file      */
     char *listen;         /* "ADDR:PORT"                                     */
-    int threads;          /* handler threads                                 */
+    int threads;          /* handler threads: the floor                      */
+    int max_threads;      /* ... the ceiling they grow to (pool.c)           */
+    size_t thread_stack;  /* bytes of stack per handler thread               */
+    double thread_idle;   /* seconds idle before a thread above the floor exits */
+    int module_share;     /* % of max_threads one module may run on          */
     int dev;              /* 1 dev, 0 production, -1 auto (dev on loopback)  */
     char *cache_dir;      /* compile cache                                   */
     char *cc;             /* page compiler                                   */
@@ -59,11 +63,14 @@ struct hp_config {
     int header_timeout;   /* seconds for a whole request head; then 408       */
     int body_timeout;     /* seconds for a body, plus 1 s per body_min_rate B */
     int body_min_rate;    /* bytes per second a body must keep up             */
+    int max_streams;      /* streamed responses at once; 0 = half --max-threads */
+    char *upload_dir;     /* spooled uploads; NULL = $TMPDIR or /tmp          */
     /* processes (master.c, docs/operations.md) */
     int workers;            /* worker processes; 0 = single process          */
     double handler_timeout; /* seconds a handler may run; 0 = no limit       */
     int worker_max_requests;    /* recycle a worker after this many page runs */
     size_t worker_memory_limit; /* ... or past this RSS in bytes; 0 = off    */
+    double worker_heartbeat_timeout; /* kill a silent worker after; 0 = off */
     char *user, *group;     /* drop privileges to these after binding        */
     char *pid_file;         /* written by the parent; NULL = none            */
     char *error_log;        /* stderr goes here (reopened on SIGUSR1)        */
@@ -146,6 +153,13 @@ void hp_setting_value_text(const struct hp_setting *s,
  * dash between numbers, into buf; "" for settings without a range. */
 void hp_setting_range_text(const struct hp_setting *s, const char *dash,
                            char *buf, size_t len);
+
+/* A worker process's handler-thread counts, published where its supervisor
+ * reads them (pool.c stores them as they change; guard.c shows every
+ * worker's in status.json). */
+struct hp_thread_counts {
+    atomic_int live, busy, max;
+};
 
 /* ---- utilities (util.c) -------------------------------------------------- */
 
@@ -315,6 +329,7 @@ struct hp_version {
     atomic_uint slow_runs;  /* recent ones that did not                 */
     atomic_bool slow;       /* one run did not: never inline again      */
     atomic_bool run_inline; /* promoted to the event-loop threads       */
+    atomic_bool uses_db;    /* a run took a pooled connection (hp_db)   */
 };
 
 /*
@@ -405,7 +420,10 @@ void hp_cache_touch_all(hp_cache *c);
  * changed. Returns how many changed. */
 int hp_cache_revalidate(hp_cache *c);
 
-void hp_cache_status_json(hp_cache *c, struct hp_buf *out);
+/* The modules as a JSON array; member (or NULL) appends ,"key":value
+ * members to each module's object, given its path. */
+void hp_cache_status_json(hp_cache *c, struct hp_buf *out,
+                          void (*member)(const char *path, struct hp_buf *b));
 
 /* ---- URL resolution (resolve.c) ---------------------------------------- */
 

@@ -189,7 +189,8 @@ static void remove_pid_file(void)
  *     |                  v start                  GRACE, SIGTERM  |
  *     |              DRAINING <-----------------------------------+
  *     |                  |
- *     +---- reaped ------+   (also from CURRENT, REPLACED: it died)
+ *     +---- reaped ------+   (also from CURRENT, REPLACED: it died, or
+ *                             was killed for a stopped heartbeat)
  *
  * DRAINING is the only state whose clean exit is not a crash.
  */
@@ -201,6 +202,7 @@ struct child {
     pid_t pid; /* 0 exactly when EMPTY */
     unsigned gen;
     double since; /* REPLACED: since when */
+    bool killed;  /* SIGKILLed for silence: wait for the reaping */
 };
 
 static bool child_may_move(enum child_state from, enum child_state to)
@@ -261,7 +263,6 @@ static _Noreturn void worker_main(int slot)
     sigprocmask(SIG_SETMASK, &keep, NULL);
 
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
-                                    .shared_listen = true,
                                     .reopen_logs = reopen_logs};
     /* The CPUs are shared among the workers (libmicrohttpd ignores, and
      * warns about, a pool of one). */
@@ -302,6 +303,7 @@ static int spawn(void)
     hp_guard_slot_set_pid(i, pid);
     struct child *k = &M.kids[i];
     k->pid = pid;
+    k->killed = false;
     k->gen = M.gen;
     child_move(k, C_CURRENT);
     return i;
@@ -587,6 +589,8 @@ static int census(double now, int *ready)
         if (k->state != C_CURRENT)
             continue;
         if (hp_guard_slot_retire(i) || k->gen != M.gen) {
+            if (k->gen == M.gen)
+                hp_guard_count_retired(i);
             child_move(k, C_REPLACED);
             k->since = now;
             continue;
@@ -597,10 +601,39 @@ static int census(double now, int *ready)
     return active;
 }
 
+/*
+ * A worker that serves beats once a second (its accept thread, after
+ * checking the worker's own descriptors). One silent for longer than
+ * --worker-heartbeat-timeout accepts nothing any more, though its slot
+ * says ready (stopped, deadlocked, its accept thread gone): kill it; the
+ * reaping replaces it. Draining workers have stopped accepting and are
+ * not asked.
+ */
+static void check_heartbeats(void)
+{
+    double limit = CFG->worker_heartbeat_timeout;
+    for (int i = 0; i < M.nslots && limit > 0; i++) {
+        struct child *k = &M.kids[i];
+        if ((k->state != C_CURRENT && k->state != C_REPLACED) || k->killed)
+            continue;
+        double silent = hp_guard_slot_silence(i);
+        if (silent <= limit)
+            continue;
+        hp_log_error("worker %d (generation %u) has not beaten for %.1f s "
+                     "(--worker-heartbeat-timeout %g s): it no longer "
+                     "accepts connections; killing it (SIGKILL)",
+                     (int)k->pid, k->gen, silent, limit);
+        hp_guard_slot_silenced(i, silent);
+        kill(k->pid, SIGKILL);
+        k->killed = true;
+    }
+}
+
 /* One turn: start what is missing (a crash, a timeout, SIGHUP); replaced
  * workers drain once their successors serve. */
 static void supervise(double now)
 {
+    check_heartbeats();
     int ready, active = census(now, &ready);
     while (active < M.wanted && now >= M.next_spawn_at) {
         if (spawn() < 0)

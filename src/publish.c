@@ -192,6 +192,7 @@ void hp_req_enlist(hp_req *req, struct hp_resource *r)
 {
     r->next = req->resources;
     req->resources = r;
+    req->enlisted = true;
 }
 
 static void discard_response(hp_req *req)

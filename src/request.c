@@ -8,6 +8,7 @@
  * response is only assembled here; server.c sends it.
  */
 #include "request.h"
+#include "upload.h"
 
 #include <ctype.h>
 #include <netdb.h>
@@ -19,6 +20,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 struct hp_alloc_block {
     struct hp_alloc_block *next;
@@ -44,6 +46,10 @@ void hp_req_cleanup(hp_req *req)
 {
     hp_req_json_free(req);
     hp_req_tpl_release(req);
+    if (req->send_fd) /* a file the request failed before sending */
+        close(req->send_fd - 1);
+    req->send_fd = 0;
+    hp_upload_cleanup(req);
     for (struct hp_alloc_block *b = req->blocks, *n; b; b = n) {
         n = b->next;
         free(b);
@@ -53,6 +59,7 @@ void hp_req_cleanup(hp_req *req)
     free(req->cookies.v);
     free(req->headers.v);
     free(req->values.v);
+    free(req->fields.v);
     hp_buf_free(&req->body);
     hp_buf_free(&req->out);
 }
@@ -187,6 +194,12 @@ const char *hp_header(hp_req *req, const char *name)
      * is the host, whatever the Host field says. */
     if (req->authority && strcasecmp(name, "Host") == 0)
         return req->authority;
+    if (req->detached) {
+        for (size_t i = 0; name && i < req->fields.n; i++)
+            if (strcasecmp(req->fields.v[i].name, name) == 0)
+                return req->fields.v[i].value;
+        return NULL;
+    }
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
@@ -229,6 +242,36 @@ const char *hp_body(hp_req *req, size_t *len)
     if (len)
         *len = req->body.len;
     return req->body.p ? req->body.p : "";
+}
+
+static enum MHD_Result copy_field(void *cls, enum MHD_ValueKind kind,
+                                  const char *key, const char *value)
+{
+    hp_req *req = cls;
+    char *k = key ? hp_strdup(req, key) : NULL;
+    char *v = k ? hp_strdup(req, value ? value : "") : NULL;
+    if (v)
+        kv_add(&req->fields, k, v);
+    return MHD_YES;
+}
+
+static const char *keep(hp_req *req, const char *s)
+{
+    const char *c = s ? hp_strdup(req, s) : NULL;
+    return c ? c : s;
+}
+
+void hp_req_detach(hp_req *req)
+{
+    if (req->detached)
+        return;
+    hp_req_remote(req);
+    hp_cookie(req, ""); /* parsed now, from the connection's fields */
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, copy_field, req);
+    req->method = keep(req, req->method);
+    req->path = keep(req, req->path);
+    req->version = keep(req, req->version);
+    req->detached = true;
 }
 
 static void kv_add(struct hp_kvlist *l, const char *name, const char *value)
@@ -291,6 +334,8 @@ static int parse_fields(hp_req *req)
         if (r != HP_FORM_OK)
             return r;
     }
+    if (req->upload) /* decoded as it arrived (upload.c) */
+        return hp_upload_fields(req, &req->args);
     if (!req->body.len)
         return HP_FORM_OK;
     const char *ct = hp_header(req, "Content-Type");

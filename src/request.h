@@ -57,6 +57,7 @@ struct hp_req {
 
     /* request body, buffered up to max_body */
     struct hp_buf body;
+    uint64_t body_bytes;        /* received so far, also when not kept */
     bool body_too_large;
     bool is_head;
 
@@ -78,6 +79,7 @@ struct hp_req {
     struct hp_kvlist values;       /* hp_req_set: key -> (void *)       */
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
+    bool enlisted; /* a resource was ever enlisted (the page uses a pool) */
 
     /* the application toolkit (json.c, tplcache.c, publish.c) */
     bool json_parsed;        /* hp_json_body ran                      */
@@ -86,6 +88,23 @@ struct hp_req {
     struct hp_tpl_pins *tpl; /* templates this request has used       */
     const char **params;     /* path parameters (hp_alloc'd)          */
     unsigned nparams;
+    /* Responses that leave before the handler returns (output.c). */
+    /* server.c's, set on a handler thread (NULL: hp_flush buffers): commit
+     * the response so far as a stream on the request's connection. 0 with
+     * req->stream set, or -1 (out of memory; or --max-streams streams are
+     * open: then the request is failed with 503). */
+    int (*stream_begin)(hp_req *req);
+    void (*stream_alive)(void); /* after each flush: the run is not stuck */
+    bool flushed_inline;      /* hp_flush on an event-loop run: buffered    */
+    struct hp_stream *stream; /* committed and streaming (server.c's)       */
+    bool detached;            /* fields copied: the connection may go      */
+    bool stream_refused;      /* over --max-streams: answered 503          */
+    struct hp_kvlist fields;  /* the request's header fields, if detached  */
+    int send_fd;              /* hp_send_file's file + 1; 0: none           */
+    const char *send_path;    /* its name, for the Content-Type             */
+
+    /* Uploads (upload.c): spooled file parts, removed at cleanup. */
+    struct hp_upload *upload;
 
     /* Last and large (PATH_MAX): hp_req_init leaves it to the resolver
      * rather than clearing 4 KiB per request. */
@@ -100,6 +119,14 @@ void hp_req_release_resources(hp_req *req);
 void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
                  const char *path, const char *version);
 void hp_req_cleanup(hp_req *req);
+/*
+ * Copy what the page API reads from libmicrohttpd (header fields, cookies,
+ * the client's address, method, path, version) into the request, which
+ * then no longer reads its connection: a streamed response's handler may
+ * run on after libmicrohttpd has freed the connection (client gone). Call
+ * while the connection is suspended. Idempotent.
+ */
+void hp_req_detach(hp_req *req);
 /* The client's address as text ("" if unknown). */
 const char *hp_req_remote(hp_req *req);
 /*

@@ -3,18 +3,23 @@
  * (resolve -> pin a version -> call the handler), the static-file and
  * error responses, the status endpoint, limits, and graceful shutdown.
  *
- * Owns: the MHD daemon, per-request contexts and their states, where a page
- * runs (inline or offloaded), signals. Not its own: the access log
- * (access.c), the request edge (edge.c), opening and planning static files
- * (static.c), the handler threads and their queue (pool.c).
+ * Owns: the MHD daemon (without a listening socket), per-request contexts
+ * and their states, where a page runs (inline or offloaded), signals, the
+ * liveness check's verdict, the table of requests read and not yet
+ * answered that a dying worker answers (hp_server_answer_unstarted). Not
+ * its own: the access log (access.c), the request edge (edge.c), the
+ * accept thread (listener.c), the census of descriptors (liveness.c),
+ * opening and planning static files (static.c), the handler threads and
+ * their queue (pool.c).
  * May not touch: compiling, loading or watching; it asks the module cache
  * for a pinned version and releases it when the response is done. It names
  * no host: a supervisor takes part only through the hooks of server.h.
  *
  * Threading: a few event-loop threads (libmicrohttpd's epoll thread pool,
  * one per CPU) read requests and write responses; a page runs either right
- * there (inline) or on a pool of --threads handler threads (offloaded, with
- * the connection suspended meanwhile). Inline costs nothing extra but a
+ * there (inline) or on the handler threads of pool.c (offloaded, with the
+ * connection suspended meanwhile; keyed by the page's module path, so each
+ * module queues on its own and holds at most its share of the threads). Inline costs nothing extra but a
  * handler that blocks would stall every connection of its event loop, so
  * a page version starts offloaded and is promoted to inline only after
  * HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run demotes
@@ -27,10 +32,14 @@
 #include "devloop.h"
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
+#include "listener.h"
+#include "liveness.h"
 #include "pool.h"
 #include "request.h"
 #include "session.h"
 #include "static.h"
+#include "stream.h"
+#include "upload.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -43,6 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +62,11 @@
 #define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop */
 #define HP_SLOW_STRIKES 3      /* ... that many times before demotion   */
 #define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once        */
+/* A request that finds every handler thread busy waits this long before
+ * threads are added: long enough that short requests keeping every thread
+ * busy (the CPUs are the limit) start none, short enough to go unnoticed
+ * next to a request that blocks (docs/design.md, "Threading model"). */
+#define HP_GROW_DELAY_S 0.005
 
 struct server {
     struct hp_config *cfg;
@@ -68,6 +83,8 @@ struct server {
     unsigned io_threads;
     /* the handler threads */
     atomic_ulong offloaded, inlined;
+    atomic_int streams;     /* streamed responses whose handler runs */
+    const char *upload_dir; /* --upload-dir, else $TMPDIR, else /tmp */
     atomic_bool stopping; /* shutting down: run inline, close connections */
 };
 
@@ -80,12 +97,25 @@ struct server {
  * QUEUED |   (or a 413 before the body)        ^
  *                         +--dispatch: offload--> OFFLOADED ----+
  *                                                 (handler thread, then resume)
+ *                                OFFLOADED --first hp_flush--> STREAMING -->
+ * QUEUED
  *
  * HEAD: the request line is known (the URI callback), the head is not done.
  * BODY: hp_req is set up; the body arrives. QUEUED: handed to libmicrohttpd.
  * Whether a response was made is c->status != 0, set with c->resp.
+ * STREAMING: the handler thread made a streamed response (hp_flush) and
+ * resumed the connection, whose event loop queues it; the handler goes on
+ * writing through the stream (stream.c) and touches nothing else of the
+ * context but c->owners, which says who frees it (ctx_release).
  */
-enum ctx_state { CTX_HEAD, CTX_BODY, CTX_OFFLOADED, CTX_ANSWERED, CTX_QUEUED };
+enum ctx_state {
+    CTX_HEAD,
+    CTX_BODY,
+    CTX_OFFLOADED,
+    CTX_ANSWERED,
+    CTX_QUEUED,
+    CTX_STREAMING
+};
 
 /* Per-request context: created by the URI log callback (the first thing
  * libmicrohttpd tells us about a request), freed on completion. */
@@ -93,11 +123,15 @@ struct ctx {
     char *uri;            /* raw request target, for the access log */
     struct hp_edge *edge; /* the connection's (edge.c), or NULL */
     struct MHD_Connection *conn;
+    int fd;           /* the connection's socket */
     atomic_int state; /* enum ctx_state */
     struct MHD_Response *resp;
     int status; /* of the response made; 0 while there is none */
     uint64_t length;
     struct hp_pool_job job; /* on the handler threads' queue (pool.c) */
+    /* A streamed response (hp_flush): its handler thread and its
+     * connection both hold the request; the last to let go frees it. */
+    atomic_int owners;
     hp_req req;             /* last: initialised by hp_req_init, not calloc */
 };
 
@@ -116,6 +150,8 @@ static void ctx_move(struct ctx *c, enum ctx_state from, enum ctx_state to)
     assert((from == CTX_HEAD && to == CTX_BODY) ||
            (from == CTX_BODY && (to == CTX_OFFLOADED || to == CTX_ANSWERED)) ||
            (from == CTX_OFFLOADED && to == CTX_ANSWERED) ||
+           (from == CTX_OFFLOADED && to == CTX_STREAMING) ||
+           (from == CTX_STREAMING && to == CTX_QUEUED) ||
            (from == CTX_ANSWERED && to == CTX_QUEUED));
     (void)from;
     atomic_store_explicit(&c->state, (int)to, memory_order_release);
@@ -151,6 +187,9 @@ static void no_op(void)
 static void no_status(struct hp_buf *b)
 {
 }
+static void no_lost(const char *why)
+{
+}
 
 static void hooks_fill(const struct hp_server_hooks *hooks)
 {
@@ -159,11 +198,103 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.rescue = H.rescue ? H.rescue : no_rescue;
     H.run_begin = H.run_begin ? H.run_begin : no_run_begin;
     H.run_end = H.run_end ? H.run_end : no_run_end;
+    H.run_alive = H.run_alive ? H.run_alive : no_op;
     H.stuck = H.stuck ? H.stuck : no_stuck;
     H.ready = H.ready ? H.ready : no_op;
+    H.heartbeat = H.heartbeat ? H.heartbeat : no_op;
+    H.lost = H.lost ? H.lost : no_lost;
     H.reopen_logs = H.reopen_logs ? H.reopen_logs : no_op;
     H.status_json = H.status_json ? H.status_json : no_status;
     H.teardown = H.teardown ? H.teardown : no_op;
+}
+
+/* ---- requests a dying process answers ------------------------------------
+ *
+ * One byte per descriptor: UNSTARTED from the moment a request has been
+ * read in full (dispatch) until its response goes to libmicrohttpd
+ * (queue), the only window in which nothing of a response can have been
+ * sent. A worker's crash handler (the host's, through
+ * hp_server_answer_unstarted) answers those requests itself; whoever
+ * moves the byte out of UNSTARTED first owns the socket:
+ *
+ *   NONE --dispatch--> UNSTARTED --queue--> NONE
+ *                          | crash handler (CAS)   | the host's watchdog
+ *                          v                       v (hp_server_claim)
+ *                        DYING (503 sent;        HOST (504 sent;
+ *                        queue never returns)    queue goes on)
+ */
+enum { U_NONE = 0, U_UNSTARTED, U_DYING, U_HOST };
+
+static struct {
+    _Atomic(unsigned char) *by_fd;
+    int n;
+    atomic_int high; /* highest descriptor marked + 1 */
+} U;
+
+static void unstarted_init(void)
+{
+    struct rlimit rl;
+    long n = 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        n = (long)rl.rlim_cur;
+    if (n > (1L << 20))
+        n = 1L << 20;
+    U.by_fd = hp_xcalloc((size_t)n, 1);
+    U.n = (int)n;
+}
+
+static void unstarted_mark(int fd)
+{
+    if (fd < 0 || fd >= U.n)
+        return;
+    atomic_store(&U.by_fd[fd], U_UNSTARTED);
+    int high = atomic_load(&U.high);
+    while (fd + 1 > high &&
+           !atomic_compare_exchange_weak(&U.high, &high, fd + 1))
+        ;
+}
+
+/* The response is about to be handed over (or the request is gone). */
+static void unstarted_clear(int fd)
+{
+    if (fd < 0 || fd >= U.n)
+        return;
+    if (atomic_exchange(&U.by_fd[fd], U_NONE) == U_DYING)
+        for (;;) /* the crash handler answered: this process is ending */
+            pause();
+}
+
+void hp_server_answer_unstarted(int culprit_fd)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Retry-After: 1\r\nConnection: close\r\n"
+                               "Content-Length: 0\r\n\r\n";
+    static const char failed[] = "HTTP/1.1 502 Bad Gateway\r\n"
+                                 "Connection: close\r\n"
+                                 "Content-Length: 0\r\n\r\n";
+    int high = atomic_load(&U.high);
+    for (int fd = 0; U.by_fd && fd < high && fd < U.n; fd++) {
+        unsigned char want = U_UNSTARTED;
+        if (!atomic_compare_exchange_strong(&U.by_fd[fd], &want, U_DYING))
+            continue;
+        bool culprit = fd == culprit_fd;
+        ssize_t r = send(fd, culprit ? failed : busy,
+                         culprit ? sizeof failed - 1 : sizeof busy - 1,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)r;
+        shutdown(fd, SHUT_WR);
+    }
+}
+
+bool hp_server_claim(int fd)
+{
+    if (fd < 0 || fd >= U.n || !U.by_fd)
+        return true;
+    unsigned char w = atomic_load(&U.by_fd[fd]);
+    while (w != U_DYING)
+        if (atomic_compare_exchange_weak(&U.by_fd[fd], &w, U_HOST))
+            return true;
+    return false;
 }
 
 /* ---- access log (access.c) ---------------------------------------------- */
@@ -173,11 +304,9 @@ static void access_log(struct ctx *c)
     if (!hp_access_enabled())
         return;
     const char *ref = NULL, *ua = NULL;
-    if (ctx_state(c) != CTX_HEAD) {
-        ref = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
-                                          "Referer");
-        ua = MHD_lookup_connection_value(c->req.conn, MHD_HEADER_KIND,
-                                         "User-Agent");
+    if (ctx_state(c) != CTX_HEAD) { /* (a detached request has copies) */
+        ref = hp_header(&c->req, "Referer");
+        ua = hp_header(&c->req, "User-Agent");
     } else { /* refused or cut short before the head was done */
         c->req.conn = c->conn;
         c->req.remote[0] = '\0';
@@ -195,9 +324,9 @@ static void access_log_refused(const char *addr, int status)
     hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
-/* A stopping server that shares its listening socket (a worker process)
- * asks keep-alive clients to reconnect, so they move to the processes that
- * go on serving. */
+/* A stopping server asks keep-alive clients to reconnect (Connection:
+ * close), so they move to the processes that go on serving, or learn at
+ * once that this one is going. */
 static atomic_bool draining;
 
 /* ---- responses ---------------------------------------------------------- */
@@ -304,7 +433,8 @@ static const char *static_field(hp_req *req, const char *name)
 
 /* A bodiless answer of the plan (304, 412, 416) with its headers. */
 static enum MHD_Result send_static_status(struct ctx *c,
-                                          const struct hp_static_plan *p)
+                                          const struct hp_static_plan *p,
+                                          const char *name)
 {
     hp_req *req = &c->req;
 
@@ -315,7 +445,7 @@ static enum MHD_Result send_static_status(struct ctx *c,
         /* RFC 9110 §15.4.5: the validators a 200 would have carried. */
         hp_req_add_header(req, "ETag", p->etag);
         hp_req_add_header(req, "Last-Modified", p->last_modified);
-        hp_req_add_header(req, "Content-Type", hp_mime_type(req->target.path));
+        hp_req_add_header(req, "Content-Type", hp_mime_type(name));
         return send_buffer(c, 304);
     }
     hp_req_error_body(req, p->status, NULL);
@@ -324,11 +454,14 @@ static enum MHD_Result send_static_status(struct ctx *c,
     return send_buffer(c, p->status);
 }
 
+static enum MHD_Result send_file_planned(struct ctx *c, int fd,
+                                         const struct stat *st,
+                                         const char *name);
+
 /* static.c opens the file and decides the answer; this builds it. */
 static enum MHD_Result send_static(struct ctx *c)
 {
     hp_req *req = &c->req;
-    struct hp_static_plan p;
     struct stat st;
     int fd;
 
@@ -341,6 +474,25 @@ static enum MHD_Result send_static(struct ctx *c)
     fd = hp_static_open(S.root, req->target.path, &st);
     if (fd < 0)
         return send_error(c, 404, NULL);
+    req->headers.n = 0; /* a static file carries only its own fields */
+    req->has_content_type = false;
+    return send_file_planned(c, fd, &st, req->target.path);
+}
+
+/*
+ * The file open on fd (st: its fstat) as static files get it: validators,
+ * conditional requests and one byte range (static.c's plan), zero copy.
+ * Fields in req->headers (a page's, for hp_send_file) go along; its
+ * Content-Type, if it set one, wins over the one from name's extension.
+ * Takes fd.
+ */
+static enum MHD_Result send_file_planned(struct ctx *c, int fd,
+                                         const struct stat *st,
+                                         const char *name)
+{
+    hp_req *req = &c->req;
+    struct hp_static_plan p;
+    bool get = strcmp(req->method, "GET") == 0 || req->is_head;
     struct hp_static_fields f = {
         .if_match = static_field(req, "If-Match"),
         .if_none_match = static_field(req, "If-None-Match"),
@@ -349,10 +501,12 @@ static enum MHD_Result send_static(struct ctx *c)
         .range = static_field(req, "Range"),
         .if_range = static_field(req, "If-Range"),
     };
-    hp_static_plan(&st, &f, time(NULL), &p);
+    if (!get) /* conditions and ranges are about GET (RFC 9110 §13.2.1) */
+        f = (struct hp_static_fields){0};
+    hp_static_plan(st, &f, time(NULL), &p);
     if (p.status != 200 && p.status != 206) {
         close(fd);
-        return send_static_status(c, &p);
+        return send_static_status(c, &p, name);
     }
     struct MHD_Response *r =
         MHD_create_response_from_fd_at_offset64(p.length, fd, p.offset);
@@ -360,7 +514,11 @@ static enum MHD_Result send_static(struct ctx *c)
         close(fd);
         return MHD_NO;
     }
-    MHD_add_response_header(r, "Content-Type", hp_mime_type(req->target.path));
+    for (size_t i = 0; i < req->headers.n; i++)
+        MHD_add_response_header(r, req->headers.v[i].name,
+                                req->headers.v[i].value);
+    if (!req->has_content_type)
+        MHD_add_response_header(r, "Content-Type", hp_mime_type(name));
     MHD_add_response_header(r, "Last-Modified", p.last_modified);
     MHD_add_response_header(r, "ETag", p.etag);
     MHD_add_response_header(r, "Accept-Ranges", "bytes");
@@ -442,23 +600,40 @@ static void status_url(struct hp_buf *b, const char *url)
     hp_pinset_release(&probe.pins);
 }
 
+static int max_streams(void);
+/* status.json: a module's requests on the handler threads (pool.c). */
+static void status_module_queue(const char *path, struct hp_buf *b)
+{
+    int running;
+    long queued;
+    hp_pool_key_stats(path, &running, &queued);
+    hp_buf_printf(b, ",\"running\":%d,\"queued\":%ld", running, queued);
+}
+
 static enum MHD_Result send_status(struct ctx *c)
 {
     hp_req *req = &c->req;
     struct hp_buf *b = &req->out;
+    struct hp_pool_stats ps;
+    hp_pool_stats(&ps);
     hp_buf_printf(
         b,
         "{\"server\":{\"version\":\"%s\",\"pid\":%d,\"dev\":%s,"
         "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
         "\"uptime\":%.3f,\"io_threads\":%u,\"handler_threads\":%d,"
-        "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu},"
+        "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu,"
+        "\"streams\":%d,\"max_streams\":%d,"
+        "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d,\"min\":%d,"
+        "\"idle\":%d,\"queued\":%ld,\"module_share\":%d,"
+        "\"started\":%lu,\"retired\":%lu}},"
         "\n\"modules\":",
         HP_VERSION_STRING, (int)getpid(), S.dev ? "true" : "false",
         hp_compiler_runs(S.cc), atomic_load(&S.requests),
         atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
-        hp_pool_size(), hp_pool_busy(), atomic_load(&S.offloaded),
-        atomic_load(&S.inlined));
-    hp_cache_status_json(S.cache, b);
+        ps.live, ps.busy, atomic_load(&S.offloaded), atomic_load(&S.inlined),
+        atomic_load(&S.streams), max_streams(), ps.live, ps.busy, ps.max,
+        ps.min, ps.idle, ps.queued, ps.share, ps.started, ps.retired);
+    hp_cache_status_json(S.cache, b, status_module_queue);
     const char *url =
         MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "url");
     if (url)
@@ -525,6 +700,106 @@ static int conn_fd(struct MHD_Connection *conn)
     return ci ? ci->connect_fd : -1;
 }
 
+/* ---- responses that leave before the handler returns -----------------------
+ */
+
+/* A page that called hp_flush on an event-loop thread: its next runs go to
+ * the handler threads, where flushing streams. */
+static void demote_for_stream(hp_version *v)
+{
+    atomic_store(&v->slow, true);
+    if (atomic_exchange(&v->run_inline, false))
+        hp_log_info("%s: it flushes its response; it now runs on the handler "
+                    "threads",
+                    v->path);
+}
+
+static int max_streams(void)
+{
+    if (S.cfg->max_streams > 0)
+        return S.cfg->max_streams;
+    int half = S.cfg->max_threads / 2;
+    return half > 0 ? half : 1;
+}
+
+/* req->stream_begin of an offloaded run (output.c's hp_flush calls it). */
+static int stream_begin(hp_req *req)
+{
+    struct ctx *c = (struct ctx *)((char *)req - offsetof(struct ctx, req));
+    assert(ctx_state(c) == CTX_OFFLOADED);
+    if (atomic_fetch_add(&S.streams, 1) >= max_streams()) {
+        atomic_fetch_sub(&S.streams, 1);
+        static _Atomic long long last;
+        long long now = (long long)time(NULL);
+        if (atomic_exchange(&last, now) != now)
+            hp_log_error("%s: --max-streams (%d) streamed responses are "
+                         "open; answering 503",
+                         req->target.path, max_streams());
+        hp_req_add_header(req, "Retry-After", "1");
+        req->forced_status = 503;
+        req->stream_refused = true; /* the plain 503, not the page's body */
+        return -1;
+    }
+    /* The handler may outlive the connection from here. */
+    hp_req_detach(req);
+    struct hp_stream *st = hp_stream_new(req->conn, S.cfg->timeout);
+    struct MHD_Response *r = st ? hp_stream_response(st) : NULL;
+    if (!r) {
+        if (st)
+            hp_stream_unref(st); /* the writer's; the response's is gone */
+        atomic_fetch_sub(&S.streams, 1);
+        return -1;
+    }
+    for (size_t i = 0; i < req->headers.n; i++)
+        MHD_add_response_header(r, req->headers.v[i].name,
+                                req->headers.v[i].value);
+    if (!req->has_content_type)
+        MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
+    if (atomic_load(&S.stopping))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    req->stream = st;
+    c->status = req->status;
+    c->resp = r;
+    atomic_store(&c->owners, 2);
+    ctx_move(c, CTX_OFFLOADED, CTX_STREAMING);
+    MHD_resume_connection(req->conn); /* its event loop queues c->resp */
+    return 0;
+}
+
+/* The handler of a streamed response returned: the rest of the body after
+ * a successful commit, else the stream is aborted (already committed, the
+ * status cannot change: the client sees a body without its end). */
+static enum MHD_Result stream_finish(struct ctx *c, int rc)
+{
+    hp_req *req = &c->req;
+    bool ok = rc == HP_OK;
+    if (ok && req->out.len && !req->is_head)
+        ok = hp_stream_write(req->stream, req->out.p, req->out.len) == 0 ||
+             hp_stream_is_gone(req->stream);
+    req->out.len = 0;
+    if (rc != HP_OK)
+        hp_log_error("%s [%s]: the request failed (%d) after its response "
+                     "was streamed; the stream is aborted",
+                     req->target.path, req->target.handler, rc);
+    hp_stream_end(req->stream, ok);
+    atomic_fetch_sub(&S.streams, 1);
+    return MHD_YES;
+}
+
+/* hp_send_file's file, after a successful commit. */
+static enum MHD_Result send_page_file(struct ctx *c)
+{
+    hp_req *req = &c->req;
+    int fd = req->send_fd - 1;
+    struct stat st;
+    req->send_fd = 0;
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return send_error(c, 500, NULL);
+    }
+    return send_file_planned(c, fd, &st, req->send_path);
+}
+
 static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 {
     hp_req *req = &c->req;
@@ -574,10 +849,20 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
                  (t1.tv_nsec - t0.tv_nsec);
-    learn(ps->page, ns, ctx_state(c) == CTX_OFFLOADED);
+    learn(ps->page, ns, ctx_state(c) != CTX_BODY);
+    if (req->flushed_inline) /* it streams: never on an event loop again */
+        demote_for_stream(ps->page);
+    if (req->enlisted && !atomic_load(&ps->page->uses_db))
+        atomic_store(&ps->page->uses_db, true); /* see dispatch() */
+    if (req->stream)
+        return stream_finish(c, rc);
     if (timed_out) /* the host already sent a 504 and shut the socket */
         return send_error(c, 504, NULL);
 
+    if (req->stream_refused)
+        req->out.len = 0;
+    if (rc == HP_OK && req->send_fd)
+        return send_page_file(c);
     if (rc == HP_OK)
         return send_buffer(c, req->status);
     if (req->out.len == 0)
@@ -595,8 +880,12 @@ static void offload(struct ctx *c)
     /* Suspend before queueing: a quick handler thread must never resume a
      * connection that is not suspended yet. */
     MHD_suspend_connection(c->req.conn);
-    hp_pool_submit(&c->job);
+    /* Keyed by the module's path: its requests queue behind each other,
+     * never behind another page's (a new version is the same module). */
+    hp_pool_submit(&c->job, c->req.target.path);
 }
+
+static void ctx_release(struct ctx *c);
 
 /* On a handler thread (pool.c): pin, waiting for a build or a batch if
  * need be, run, and hand the request back to its event loop. */
@@ -607,8 +896,14 @@ static void run_offloaded(struct hp_pool_job *job)
                             ? HP_ACQ_OK
                             : hp_cache_pin_page(S.cache, c->req.target.path,
                                                 &c->req.pins, true);
+    c->req.stream_begin = atomic_load(&S.stopping) ? NULL : stream_begin;
+    c->req.stream_alive = H.run_alive;
     if (run_pinned(c, r) != MHD_YES && !c->resp)
         send_error(c, 500, NULL);
+    if (c->req.stream) { /* already handed back: let go of it */
+        ctx_release(c);
+        return;
+    }
     ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED); /* hands it back */
     MHD_resume_connection(c->req.conn);
 }
@@ -647,7 +942,11 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
         }
         r = hp_cache_pin_page(S.cache, req->target.path, &req->pins, true);
     }
-    if (r == HP_ACQ_OK && !atomic_load(&req->pins.page->run_inline) &&
+    /* A promoted page that takes a database connection while the pool
+     * has none free would wait for one on this event loop: offload it. */
+    if (r == HP_ACQ_OK &&
+        (!atomic_load(&req->pins.page->run_inline) ||
+         (atomic_load(&req->pins.page->uses_db) && hp_db_server_busy())) &&
         !(req->pins.err && S.dev) && !stopping) {
         *offloaded = true;
         offload(c);
@@ -664,7 +963,8 @@ static enum MHD_Result queue(struct ctx *c)
 {
     if (!c->resp)
         return MHD_NO;
-    ctx_move(c, CTX_ANSWERED, CTX_QUEUED);
+    ctx_move(c, ctx_state(c), CTX_QUEUED);
+    unstarted_clear(c->fd);
     if (atomic_load_explicit(&draining, memory_order_relaxed))
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r =
@@ -709,6 +1009,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     c->uri = hp_xstrdup(uri ? uri : "");
     c->edge = hp_edge_of(conn);
     c->conn = conn;
+    c->fd = conn_fd(conn);
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -729,8 +1030,13 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
     int status = !c->req.path                                     ? 400
                  : cl && strtoull(cl, NULL, 10) > S.cfg->max_body ? 413
                                                                   : 0;
-    if (!status)
+    if (!status) {
+        const char *ct =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+        if (hp_form_type(ct) == HP_FORM_MULTIPART) /* decoded as it comes */
+            hp_upload_start(&c->req, ct, S.upload_dir, S.cfg->max_fields);
         return MHD_YES;
+    }
     /* Answering now closes the connection unread; the edge may have
      * answered it already (a 408). */
     if (!hp_edge_answer_early(c->edge))
@@ -743,15 +1049,21 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
     return queue(c);
 }
 
-/* A piece of the body: buffered up to --max-body, then dropped (413). */
+/* A piece of the body: buffered up to --max-body, then dropped (413); a
+ * multipart/form-data body is decoded as it comes (upload.c) instead. */
 static enum MHD_Result take_body(struct ctx *c, const char *upload,
                                  size_t *upload_size)
 {
-    if (!c->req.body_too_large) {
-        if (c->req.body.len + *upload_size > S.cfg->max_body) {
-            c->req.body_too_large = true;
-            hp_buf_free(&c->req.body);
-        } else if (hp_buf_append(&c->req.body, upload, *upload_size) < 0) {
+    hp_req *req = &c->req;
+    req->body_bytes += *upload_size;
+    if (!req->body_too_large) {
+        if (req->body_bytes > S.cfg->max_body) {
+            req->body_too_large = true;
+            hp_buf_free(&req->body);
+            hp_upload_abort(req); /* its files go at once */
+        } else if (req->upload) {
+            hp_upload_feed(req, upload, *upload_size);
+        } else if (hp_buf_append(&req->body, upload, *upload_size) < 0) {
             return MHD_NO;
         }
     }
@@ -773,6 +1085,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     case CTX_BODY:
         if (*upload_size)
             return take_body(c, upload, upload_size);
+        unstarted_mark(c->fd);
         if (dispatch(c, &offloaded) != MHD_YES)
             return MHD_NO;
         if (offloaded)
@@ -784,10 +1097,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
          * while a handler thread owns the request, touch nothing of it. */
         return MHD_YES;
     case CTX_ANSWERED:
+    case CTX_STREAMING:
         return queue(c);
     default: /* CTX_QUEUED */
         return MHD_YES;
     }
+}
+
+/* The request is over: log it, give back what it holds. */
+static void ctx_free(struct ctx *c)
+{
+    if (c->resp)
+        MHD_destroy_response(c->resp);
+    if (ctx_state(c) != CTX_HEAD && c->req.stream) {
+        c->length = hp_stream_sent(c->req.stream);
+        hp_stream_unref(c->req.stream);
+    }
+    access_log(c);
+    if (ctx_state(c) != CTX_HEAD) {
+        hp_req_release_resources(&c->req);
+        hp_pinset_release(&c->req.pins);
+        hp_req_cleanup(&c->req);
+    }
+    free(c->uri);
+    free(c);
+    atomic_fetch_sub(&S.inflight, 1);
+}
+
+/* A streamed request's handler thread or connection lets go of it; the
+ * last one frees it. */
+static void ctx_release(struct ctx *c)
+{
+    if (atomic_fetch_sub(&c->owners, 1) == 1)
+        ctx_free(c);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -803,18 +1145,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                                                     : 400;
     }
     hp_edge_request_done(c->edge);
-    if (c->resp)
-        MHD_destroy_response(c->resp);
-    access_log(c);
-    if (ctx_state(c) != CTX_HEAD) {
-        hp_req_release_resources(&c->req);
-        hp_pinset_release(&c->req.pins);
-        hp_req_cleanup(&c->req);
-    }
-    free(c->uri);
-    free(c);
+    unstarted_clear(c->fd);
     *con_cls = NULL;
-    atomic_fetch_sub(&S.inflight, 1);
+    if (ctx_state(c) != CTX_HEAD && c->req.stream) {
+        hp_stream_gone(c->req.stream); /* a waiting hp_flush returns -1 */
+        ctx_release(c);
+        return;
+    }
+    ctx_free(c);
 }
 
 /*
@@ -947,6 +1285,13 @@ static int setup(struct hp_config *cfg)
     if (!S.cache)
         return -1;
     S.res = hp_resolver_new(S.root);
+    const char *tmp = getenv("TMPDIR");
+    S.upload_dir = cfg->upload_dir && *cfg->upload_dir ? cfg->upload_dir
+                   : tmp && *tmp                       ? tmp
+                                                       : "/tmp";
+    if (access(S.upload_dir, W_OK | X_OK) < 0) /* said once, not per upload */
+        hp_log_error("upload directory %s: %s; file uploads will get 500",
+                     S.upload_dir, strerror(errno));
     return 0;
 }
 
@@ -965,31 +1310,76 @@ static void teardown(void)
     free(S.root);
 }
 
-/* libmicrohttpd on the host's socket or on cfg->listen (ss). */
-static struct MHD_Daemon *daemon_start(struct hp_config *cfg,
-                                       struct sockaddr_storage *ss)
+/* Connections as the request edge and the listener count them. */
+static void on_connection(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    hp_edge_notify(cls, conn, socket_context, toe);
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+        hp_listener_closed();
+}
+
+/*
+ * libmicrohttpd without a listening socket: the listener (listener.c)
+ * accepts and adds connections. The listener enforces --connection-limit
+ * for the whole process; libmicrohttpd gets room in each of its
+ * thread-pool daemons for all of them and a whole backlog taken at stop
+ * (listener.c's BACKLOG_MAX), so that it never refuses (and closes) one
+ * the listener admitted: it spreads added connections by descriptor
+ * number and counts a daemon's share only once that daemon's thread has
+ * taken them, so a burst can land on one daemon.
+ */
+static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss->ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    /* A socket the host bound (a worker process's, from its parent). */
-    struct MHD_OptionItem where[] = {
-        H.listen_fd >= 0 ? (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
-                                                   H.listen_fd, NULL}
-                         : (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ss},
-        {MHD_OPTION_END, 0, NULL}};
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    unsigned each = cfg->conn_limit > UINT_MAX / 2 - 1024
+                        ? UINT_MAX / 2
+                        : cfg->conn_limit + 1024;
+    unsigned room = S.io_threads > 1 && each <= UINT_MAX / S.io_threads
+                        ? each * S.io_threads
+                        : each;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_ARRAY, where, MHD_OPTION_URI_LOG_CALLBACK,
-        on_uri, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify, NULL,
+        on_mhd_log, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
-        MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, hp_edge_mhd_memory(cfg),
-        MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, room, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        hp_edge_mhd_memory(cfg), MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
+        MHD_OPTION_END);
+}
+
+/*
+ * On the accept thread, about once a second: are the descriptors serving
+ * depends on still ours (liveness.c)? A page that closed them leaves a
+ * process that can neither accept nor serve, though it looks ready: it
+ * says why and ends with status 70 (EX_SOFTWARE), so that the supervisor
+ * (or systemd, with --workers 0) starts a working one. Otherwise the host
+ * gets its heartbeat.
+ */
+static void each_second(void)
+{
+    char why[160];
+    if (hp_liveness_check(why, sizeof why) == 0) {
+        H.heartbeat();
+        return;
+    }
+    hp_liveness_restore_stderr();
+    hp_log_error("%s (by a page?): this process can no longer serve; "
+                 "exiting with status 70 so that it is replaced",
+                 why);
+    H.lost(why);
+    _exit(70);
+}
+
+/* The descriptors the liveness check watches, once serving starts. */
+static void record_descriptors(void)
+{
+    int extra[] = {hp_listener_fd(), hp_access_fd()};
+    hp_liveness_record(extra, 2);
 }
 
 /* Everything up to accepting connections: 0, or 1 with nothing left
@@ -1016,7 +1406,20 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
-    if (hp_pool_start(cfg->threads, run_offloaded) < 0) {
+    unstarted_init();
+    struct hp_pool_opts po = {
+        .min_threads = cfg->threads,
+        .max_threads = cfg->max_threads,
+        .stack_size = cfg->thread_stack,
+        .idle_s = cfg->thread_idle,
+        .share_pct = cfg->module_share,
+        .grow_delay_s = HP_GROW_DELAY_S,
+        .publish = H.thread_counts,
+    };
+    if (cfg->max_threads < cfg->threads)
+        hp_log_info("max-threads %d is below threads %d: %d threads, fixed",
+                    cfg->max_threads, cfg->threads, cfg->threads);
+    if (hp_pool_start(&po, run_offloaded) < 0) {
         teardown();
         return 1;
     }
@@ -1025,9 +1428,21 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         teardown();
         return 1;
     }
-    S.mhd = daemon_start(cfg, ss);
+    /* The host's socket (a worker's, from its parent), or our own. */
+    int fd = H.listen_fd >= 0 ? H.listen_fd : hp_listen_bind(cfg->listen);
+    S.mhd = fd >= 0 ? daemon_start(cfg) : NULL;
     if (!S.mhd) {
-        hp_log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
+        if (fd >= 0)
+            hp_log_error("cannot start libmicrohttpd: %s", strerror(errno));
+        if (fd >= 0 && fd != H.listen_fd)
+            close(fd);
+        hp_edge_stop();
+        hp_pool_stop();
+        teardown();
+        return 1;
+    }
+    if (hp_listener_start(fd, S.mhd, cfg->conn_limit, each_second) < 0) {
+        MHD_stop_daemon(S.mhd);
         hp_edge_stop();
         hp_pool_stop();
         teardown();
@@ -1049,14 +1464,17 @@ static void wait_for_stop(const sigset_t *sigs)
             break;
         }
         if (sig == SIGUSR1) {
+            hp_liveness_begin_change();
+            int before = hp_access_fd();
             hp_access_reopen();
             H.reopen_logs();
+            hp_liveness_end_change(before, hp_access_fd());
         }
     }
 }
 
-/* Stop accepting, give running requests a bounded time; leave the process
- * (_exit) if some never finish. */
+/* Stop accepting at once, give running requests a bounded time; leave the
+ * process (_exit) if some never finish. */
 static void drain(struct hp_config *cfg)
 {
     /* From here no request is offloaded: libmicrohttpd cannot stop with a
@@ -1064,40 +1482,35 @@ static void drain(struct hp_config *cfg)
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
     hp_devloop_stop(); /* live-reload streams end; the browsers retry */
-    /* libmicrohttpd 0.9.75's MHD_quiesce_daemon() races its own epoll
-     * threads over removing the listening socket and can abort the
-     * process (a known defect: both sides call EPOLL_CTL_DEL, the loser
-     * panics). A single process does without it: it goes on accepting
-     * for the bounded drain, answering with Connection: close. Worker
-     * processes need it (a drained worker must leave new connections to
-     * the others), and accept the small risk; docs/operations.md. */
-    if (H.shared_listen) {
-        MHD_quiesce_daemon(S.mhd);
-        atomic_store(&draining, true);
-    }
+    hp_stream_shutdown(); /* long streams end now (hp_flush says -1) */
+    atomic_store(&draining, true);
+    /* Close our copy of the listening socket (after taking what waits in
+     * its backlog, to be answered rather than reset): with worker
+     * processes the others, or a new generation, go on accepting; alone,
+     * or when every process stops, new connections are refused at once
+     * and clients and load balancers try elsewhere. */
+    unsigned taken = hp_listener_stop(true);
+    if (taken)
+        hp_log_info("took %u connections from the listen backlog; no longer "
+                    "accepting",
+                    taken);
     double deadline = hp_now() + cfg->shutdown_timeout;
     /* (Handlers the --handler-timeout watchdog gave up on never finish:
      * H.stuck() counts them, 0 with --workers 0.) */
     while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
         usleep(10000);
-    if (H.shared_listen) {
-        /* A worker process: the listening socket lives on in the other
-         * workers, so a connection this one accepted just before it
-         * stopped accepting must still be answered. Wait up to a second
-         * for such connections' requests (and close keep-alive ones). */
-        double grace = hp_now() + 1.0;
-        while (hp_now() < deadline && hp_now() < grace) {
-            const union MHD_DaemonInfo *di =
-                MHD_get_daemon_info(S.mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-            long busy = atomic_load(&S.inflight) - H.stuck();
-            if (busy <= 0 && (!di || di->num_connections <=
-                                         (unsigned)atomic_load(&S.inflight)))
-                break;
-            usleep(10000);
-        }
-        while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
-            usleep(10000);
-    }
+    /* A connection accepted just before the socket closed must still be
+     * answered: wait up to a second for requests on connections with none
+     * yet, libmicrohttpd may not even have started on them (idle
+     * keep-alive connections are closed when libmicrohttpd stops; RFC 9112
+     * §9.3.1 lets their clients retry). */
+    double grace = hp_now() + 1.0;
+    while (hp_now() < deadline && hp_now() < grace &&
+           (atomic_load(&S.inflight) > H.stuck() ||
+            (long)hp_listener_open() > hp_edge_used_connections()))
+        usleep(10000);
+    while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
+        usleep(10000);
     if (atomic_load(&S.inflight) > 0 && H.stuck() > 0) {
         hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
                      H.stuck());
@@ -1138,6 +1551,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
                 HP_VERSION_STRING, S.root, cfg->listen,
                 S.dev ? "dev" : "production");
+    record_descriptors();
     H.ready();
     wait_for_stop(&sigs);
     drain(cfg);

@@ -17,13 +17,15 @@
 struct hp_server_hooks {
     /* The listening socket the host bound (before dropping privileges,
      * or shared with sibling processes), or -1: hp_serve binds
-     * cfg->listen itself. */
+     * cfg->listen itself. Either way this process's copy is hp_serve's:
+     * it closes it as soon as it stops (SIGTERM), so that new
+     * connections go to the other processes or are refused. */
     int listen_fd;
-    /* Other processes accept on listen_fd too: a stopping server stops
-     * accepting at once, so that new connections go to them. */
-    bool shared_listen;
     /* Event-loop threads to run; 0: one per CPU. */
     unsigned io_threads;
+    /* Where to keep this process's handler-thread counts up to date for
+     * the host (shared memory the supervisor reads), or NULL. */
+    struct hp_thread_counts *thread_counts;
 
     /* Before a page runs: is the pinned page version allowed to run (the
      * guard quarantines versions that crashed a process)? 0 to run it,
@@ -43,12 +45,24 @@ struct hp_server_hooks {
     /* The handler returned. false: it ran past its time and the host has
      * already answered 504 on the socket and shut it down. */
     bool (*run_end)(int token);
+    /* The handler running on this thread streamed more of its response
+     * (hp_flush): it is making progress, so its time starts again. */
+    void (*run_alive)(void);
     /* Handlers past their time that have not returned: shutdown does not
      * wait for them. */
     long (*stuck)(void);
 
     /* hp_serve is accepting connections. */
     void (*ready)(void);
+    /* About once a second, from the accept thread, after the liveness
+     * check found this process's own descriptors intact: the process
+     * still serves (a worker's heartbeat, which its supervisor watches). */
+    void (*heartbeat)(void);
+    /* The liveness check found one of those descriptors closed or
+     * replaced (a page closed it): the process cannot serve any more and
+     * exits with status 70 right after this call; why says which
+     * descriptor (the host records it for its supervisor). */
+    void (*lost)(const char *why);
     /* SIGUSR1, after the access log: reopen the host's logs. */
     void (*reopen_logs)(void);
     /* Append ,"key":value members to status.json's top-level object. */
@@ -65,5 +79,25 @@ struct hp_server_hooks {
  * address).
  */
 int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks);
+
+/*
+ * Async-signal-safe, for a host's fatal-signal or exit handler in a
+ * process that is about to die: answer every request that has been read
+ * in full and whose response has not begun (never an idle keep-alive
+ * connection, never one mid-response) with `HTTP/1.1 503 Service
+ * Unavailable`, `Retry-After: 1`, `Connection: close` and an empty body
+ * (RFC 9110 §15.6.4), so that its client may retry rather than see the
+ * connection reset; the request on culprit_fd (the one whose handler is
+ * killing the process, or -1) gets a 502 Bad Gateway instead, as a retry
+ * would only fail again (what nginx answers when a PHP-FPM child dies). Each socket is then shut down for writing. A thread about
+ * to send its own response to such a request never does.
+ */
+void hp_server_answer_unstarted(int culprit_fd);
+/*
+ * The host is about to answer the request on fd itself (the handler
+ * timeout's 504): false if a dying process's handler has already answered
+ * it (then the host must not write).
+ */
+bool hp_server_claim(int fd);
 
 #endif

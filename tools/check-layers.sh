@@ -38,6 +38,9 @@ check '#include "session\.h"|hp_session_server_|hp_session__|hp_csrf_check' \
     session.c session.h csrf.c password.c publish.c server.c main.c
 # the template parser is pure: only the template cache drives it
 check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tplcache.c check.c
+# the accept thread and the descriptor census are the server's own
+check 'hp_listener_|#include "listener\.h"' listener.c listener.h server.c
+check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
 # the dev loop's browser side: the server answers and injects, the cache,
 # the template cache and the watcher report changes; the crash page is the
 # guard's (it runs in a fatal signal handler)
@@ -45,6 +48,6 @@ check 'hp_devloop_|#include "devloop\.h"' devloop.c devloop.h server.c \
     cache.c tplcache.c watch.c
 check 'hp_crash_answer|#include "crashpage\.h"' crashpage.c crashpage.h guard.c
 if [ $bad = 0 ]; then
-    echo "ok   layers: the server names no supervisor, the guard is master.c's, only tplcache.c and check.c drive template.c"
+    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c"
 fi
 exit $bad

@@ -8,8 +8,8 @@
 #                             for the HP_PKG tests, headless Chromium and
 #                             python3-websocket for the live-reload test)
 #   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx, and
-#                             PHP-FPM with PDO pgsql for bench/tfb.sh and
-#                             bench/render.sh)
+#                             PHP-FPM with PDO pgsql and SQLite, Apache with
+#                             mod_python)
 #
 # Owns: the package lists and how to get root. As root (containers, CI) it
 # runs apt-get itself: sudo is often not installed there. As anyone else it
@@ -20,7 +20,8 @@ BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
 libsqlite3-dev libpq-dev libsodium-dev libjansson-dev tcc"
 TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev \
 chromium python3-websocket"
-BENCH="nginx-light php8.2-fpm php8.2-pgsql"
+BENCH="nginx-light php8.2-fpm php8.2-pgsql php8.2-sqlite3 apache2 \
+libapache2-mod-python"
 
 pkgs=$BUILD
 [ "${1:-}" = "--test" ] && pkgs="$BUILD $TEST"

@@ -155,7 +155,7 @@ static char *status_of(const char *path)
     char *key = hp_xasprintf("{\"path\":\"%s\"", path);
     char *res = NULL;
 
-    hp_cache_status_json(cache, &b);
+    hp_cache_status_json(cache, &b, NULL);
     const char *s = b.p ? strstr(b.p, key) : NULL;
     if (s) {
         const char *end = strstr(s + 1, "\n{\"path\":");

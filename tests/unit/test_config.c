@@ -403,6 +403,25 @@ static void test_set_compile_seconds(void)
     hp_config_free(&c);
 }
 
+/* The parent's liveness check: 5 s by default, off, at least 2 s (one
+ * missed beat of a busy machine must not kill a worker). */
+static void test_set_heartbeat_timeout(void)
+{
+    struct hp_config c;
+
+    hp_config_defaults(&c);
+    CHECK(c.worker_heartbeat_timeout == 5);
+    CHECK(set_ok(&c, "worker-heartbeat-timeout", "2.5"));
+    CHECK(c.worker_heartbeat_timeout == 2.5);
+    CHECK(set_ok(&c, "worker-heartbeat-timeout", "off"));
+    CHECK(c.worker_heartbeat_timeout == 0);
+    CHECK(set_ok(&c, "worker-heartbeat-timeout", "0"));
+    CHECK(set_bad(&c, "worker-heartbeat-timeout", "1"));
+    CHECK(set_bad(&c, "worker-heartbeat-timeout", "86401"));
+    CHECK(set_bad(&c, "worker-heartbeat-timeout", "-5"));
+    hp_config_free(&c);
+}
+
 static void test_set_sizes(void)
 {
     struct hp_config c;
@@ -726,6 +745,10 @@ static void test_example_file(void)
         "docroot",
         "listen",
         "threads",
+        "max-threads",
+        "thread-idle-timeout",
+        "thread-stack-size",
+        "module-thread-share",
         "dev",
         "cache-dir",
         "cc",
@@ -779,6 +802,10 @@ static void test_example_file(void)
     CHECK_STR(msg, "");
     CHECK_STR(c.listen, d.listen);
     CHECK(c.threads == d.threads);
+    CHECK(c.max_threads == d.max_threads);
+    CHECK(c.thread_idle == d.thread_idle);
+    CHECK(c.thread_stack == d.thread_stack);
+    CHECK(c.module_share == d.module_share);
     CHECK(c.dev == d.dev);
     CHECK_STR(c.cc, d.cc);
     CHECK_STR(c.cflags, d.cflags);
@@ -814,6 +841,7 @@ int main(int argc, char **argv)
     T_RUN(test_set_numbers);
     T_RUN(test_set_sizes);
     T_RUN(test_set_compile_seconds);
+    T_RUN(test_set_heartbeat_timeout);
     T_RUN(test_set_strings);
     T_RUN(test_load_values);
     T_RUN(test_load_paths);

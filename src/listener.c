@@ -1,0 +1,225 @@
+/*
+ * listener.c - the accept thread: hotpub owns the listening socket and
+ * hands each accepted connection to libmicrohttpd (MHD_add_connection,
+ * which spreads them over its thread-pool daemons), so stopping to accept
+ * is closing a descriptor of our own.
+ *
+ * Owns: this process's copy of the listening socket (from the supervisor,
+ * or bound by server.c), the accept thread and its wake-up eventfd, the
+ * count of open connections against --connection-limit, taking the listen
+ * backlog and closing the socket on stop, and the listening socket in the
+ * children a page forks (closed there, so a page's child never keeps the
+ * port open). The thread also runs a once-a-second callback (server.c's
+ * liveness check and heartbeat).
+ * May not touch: requests, the request edge's table (edge.c), processes.
+ *
+ * Why not libmicrohttpd's own listening socket: with
+ * MHD_OPTION_LISTEN_SOCKET every epoll thread of the pool watches the
+ * socket, and the only way to stop accepting, MHD_quiesce_daemon(), races
+ * those threads over removing it from their epoll sets (libmicrohttpd
+ * 0.9.75 through 1.0.1: both call EPOLL_CTL_DEL, the loser aborts the
+ * process). Here nothing but this thread ever touches the socket.
+ *
+ *   RUNNING --hp_listener_stop--> TAKING (accept the backlog, once)
+ *           --> CLOSED (socket closed, thread joined)
+ */
+#include "listener.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BACKLOG_MAX 1024 /* connections taken from the backlog on stop */
+#define BURST 64         /* accepts per wake-up before polling again  */
+
+static struct {
+    int fd;   /* the listening socket; -1 once closed */
+    int wake; /* eventfd: stop, or room below the limit again */
+    struct MHD_Daemon *d;
+    unsigned limit;
+    atomic_uint open; /* connections handed over and not yet closed */
+    atomic_bool stop;
+    bool take_backlog, running;
+    unsigned taken;
+    pthread_t thread;
+    void (*each_second)(void);
+    atomic_llong logged_ns; /* the last error line (once a second) */
+} L = {.fd = -1, .wake = -1};
+
+static long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* An accept error: at most one line a second (a client can cause some). */
+static void log_accept_error(const char *what, int err)
+{
+    long long now = mono_ns(), last = atomic_load(&L.logged_ns);
+    if (now - last < 1000000000LL ||
+        !atomic_compare_exchange_strong(&L.logged_ns, &last, now))
+        return;
+    hp_log_error("listener: %s: %s", what, strerror(err));
+}
+
+static void wake(void)
+{
+    uint64_t one = 1;
+    (void)!write(L.wake, &one, sizeof one);
+}
+
+/* Out of descriptors or memory: the connection stays in the backlog;
+ * wait a little instead of spinning on the readable socket. */
+static void back_off(int err)
+{
+    log_accept_error("accept (new connections wait in the backlog)", err);
+    nanosleep(&(struct timespec){0, 10000000}, NULL);
+}
+
+/* Accept up to max connections (fewer at the limit unless over_limit) and
+ * hand them over. Returns how many were handed over. */
+static unsigned accept_some(unsigned max, bool over_limit)
+{
+    unsigned n = 0;
+    while (n < max && (over_limit || atomic_load(&L.open) < L.limit)) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int c = accept4(L.fd, (struct sockaddr *)&ss, &len,
+                        SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (c < 0) {
+            int err = errno;
+            if (err == EINTR || err == ECONNABORTED || err == EPROTO)
+                continue; /* the client gave up before we took it */
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS ||
+                err == ENOMEM)
+                back_off(err);
+            else if (err != EAGAIN && err != EWOULDBLOCK)
+                log_accept_error("accept", err);
+            break;
+        }
+        atomic_fetch_add(&L.open, 1);
+        /* libmicrohttpd owns c from here, and closes it on failure. */
+        if (MHD_add_connection(L.d, c, (struct sockaddr *)&ss, len) !=
+            MHD_YES) {
+            atomic_fetch_sub(&L.open, 1);
+            log_accept_error("MHD_add_connection", errno);
+            continue;
+        }
+        n++;
+    }
+    return n;
+}
+
+static void *accept_main(void *arg)
+{
+    long long next_tick = mono_ns() + 1000000000LL;
+    while (!atomic_load(&L.stop)) {
+        bool room = atomic_load(&L.open) < L.limit;
+        struct pollfd p[2] = {{.fd = L.wake, .events = POLLIN},
+                              {.fd = L.fd, .events = room ? POLLIN : 0}};
+        long long left = next_tick - mono_ns();
+        int ms = left > 0 ? (int)(left / 1000000) + 1 : 0;
+        int r = poll(p, 2, ms);
+        if (r > 0 && p[0].revents) {
+            uint64_t v;
+            (void)!read(L.wake, &v, sizeof v);
+        }
+        if (r > 0 && (p[1].revents & POLLIN))
+            accept_some(BURST, false);
+        else if (r > 0 && (p[1].revents & (POLLNVAL | POLLERR)))
+            /* The socket was closed under us (a page closing descriptors):
+             * the liveness check says so and ends the process. */
+            nanosleep(&(struct timespec){0, 100000000}, NULL);
+        long long now = mono_ns();
+        if (now >= next_tick) {
+            next_tick = now + 1000000000LL;
+            if (L.each_second && !atomic_load(&L.stop))
+                L.each_second();
+        }
+    }
+    if (L.take_backlog)
+        L.taken = accept_some(BACKLOG_MAX, true);
+    close(L.fd);
+    L.fd = -1;
+    return NULL;
+}
+
+/* A page's fork(): the child must not hold the port open (it would take
+ * connections into a backlog nobody accepts from after we stop). */
+static void close_in_child(void)
+{
+    if (L.fd >= 0)
+        close(L.fd);
+}
+
+int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
+                      void (*each_second)(void))
+{
+    static bool atfork_done;
+    L.fd = fd;
+    L.d = d;
+    L.limit = limit ? limit : 1;
+    L.each_second = each_second;
+    atomic_store(&L.open, 0);
+    atomic_store(&L.stop, false);
+    L.take_backlog = false;
+    L.taken = 0;
+    if (L.wake >= 0)
+        close(L.wake); /* a previous run's (unit tests) */
+    L.wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (L.wake < 0) {
+        hp_log_error("listener: eventfd: %s", strerror(errno));
+        close(fd);
+        L.fd = -1;
+        return -1;
+    }
+    if (!atfork_done && pthread_atfork(NULL, NULL, close_in_child) == 0)
+        atfork_done = true;
+    int err = pthread_create(&L.thread, NULL, accept_main, NULL);
+    if (err) {
+        hp_log_error("listener: cannot start the accept thread: %s",
+                     strerror(err));
+        close(L.wake);
+        close(fd);
+        L.fd = L.wake = -1;
+        return -1;
+    }
+    L.running = true;
+    return 0;
+}
+
+void hp_listener_closed(void)
+{
+    /* Wake the thread when this makes room under the limit. */
+    if (atomic_fetch_sub(&L.open, 1) == L.limit)
+        wake();
+}
+
+unsigned hp_listener_stop(bool take_backlog)
+{
+    if (!L.running)
+        return 0;
+    L.take_backlog = take_backlog;
+    atomic_store(&L.stop, true);
+    wake();
+    pthread_join(L.thread, NULL);
+    L.running = false;
+    /* L.wake stays open: a connection closing now may still write to it
+     * (closed and reused, the number could name another file). */
+    return L.taken;
+}
+
+int hp_listener_fd(void)
+{
+    return L.fd;
+}
+
+unsigned hp_listener_open(void)
+{
+    return atomic_load(&L.open);
+}

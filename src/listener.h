@@ -1,0 +1,40 @@
+/*
+ * listener.h - the accept thread (listener.c): hotpub, not libmicrohttpd,
+ * owns the listening socket. server.c is its only user.
+ */
+#ifndef HP_LISTENER_H
+#define HP_LISTENER_H
+
+#include "hp.h"
+
+#include <microhttpd.h>
+
+/*
+ * Start accepting on the listening socket fd (bound and listening; this
+ * process's copy becomes the listener's, closed by hp_listener_stop) and
+ * hand each connection to d with MHD_add_connection. d must have been
+ * started with MHD_USE_NO_LISTEN_SOCKET. At most `limit` connections are
+ * open at once (hp_listener_closed counts them down); past it, clients
+ * wait in the listen backlog. each_second runs on the accept thread about
+ * once a second (the liveness check; NULL for none). Returns 0, or -1
+ * after logging why (fd is closed then).
+ */
+int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
+                      void (*each_second)(void));
+/* A connection the listener handed over was closed (libmicrohttpd's
+ * MHD_CONNECTION_NOTIFY_CLOSED). */
+void hp_listener_closed(void);
+/*
+ * Stop accepting: with take_backlog, first accept the connections already
+ * waiting in the listen backlog (at most 1024) so they are answered rather
+ * than reset; then close this process's copy of the listening socket and
+ * join the thread. Idempotent. Returns the connections taken from the
+ * backlog.
+ */
+unsigned hp_listener_stop(bool take_backlog);
+/* This process's copy of the listening socket, or -1 once stopped. */
+int hp_listener_fd(void);
+/* Connections handed to libmicrohttpd and not closed yet. */
+unsigned hp_listener_open(void);
+
+#endif
