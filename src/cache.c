@@ -448,7 +448,6 @@ static void build(hp_entry *e, struct build_result *r)
             return;
         }
         r->kind = B_ERROR;
-        r->fid = now;
         return;
     }
     r->fid = art.src_fid;
@@ -456,8 +455,14 @@ static void build(hp_entry *e, struct build_result *r)
     hp_version *v = hp_version_open(art.so_path, c->rundir, id, e->path,
                                     cur ? cur->state : NULL, &r->diag);
     if (!v) {
+        char *why = hp_compile_explain_load(e->path, r->diag);
+        if (why) {
+            free(r->diag);
+            r->diag = why;
+        }
         hp_artifact_free(&art);
         r->kind = B_ERROR;
+        r->fid = now;
         return;
     }
     v->entry = e;

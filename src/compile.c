@@ -1451,3 +1451,46 @@ static int compile_any(struct hp_compiler *c, const char *src, bool fast,
     hp_buf_free(&text);
     return rc;
 }
+
+/* Whether text[i..i+n) is NAME as a whole C identifier. */
+static bool ident_at(const char *text, size_t len, size_t i, const char *name,
+                     size_t n)
+{
+    const char *id = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789_";
+    return i + n <= len && memcmp(text + i, name, n) == 0 &&
+           (i == 0 || !strchr(id, text[i - 1])) &&
+           (i + n == len || !text[i + n] || !strchr(id, text[i + n]));
+}
+
+char *hp_compile_explain_load(const char *src, const char *diag)
+{
+    const char *u = diag ? strstr(diag, "undefined symbol: ") : NULL;
+    struct hp_buf text = {0}, out = {0};
+    char name[256];
+    int line = 1, found = 0;
+
+    if (!u || sscanf(u + 18, "%255[A-Za-z0-9_]", name) != 1 ||
+        read_file(src, &text) < 0)
+        return NULL;
+    size_t n = strlen(name);
+    for (size_t i = 0; i < text.len && found < 3; i++) {
+        if (text.p[i] == '\n')
+            line++;
+        else if (ident_at(text.p, text.len, i, name, n))
+            hp_buf_printf(&out, "%s:%d: %s: '%s'%s\n", src, line,
+                          found ? "note" : "error", name,
+                          found ? " used here"
+                                : " is declared but defined nowhere: not "
+                                  "in this page, hotpub's exports, libc "
+                                  "or the page's HP_PKG packages");
+        found += ident_at(text.p, text.len, i, name, n);
+    }
+    hp_buf_free(&text);
+    if (!found)
+        hp_buf_printf(&out, "%s: error: '%s' is defined nowhere (from a "
+                            "header the page includes)\n",
+                      src, name);
+    hp_buf_puts(&out, diag);
+    return out.p;
+}

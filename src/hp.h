@@ -250,6 +250,10 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
 /* hp_compile for one tier; its objects have keys of their own. */
 int hp_compile_tier(struct hp_compiler *c, const char *src, enum hp_tier tier,
                     struct hp_artifact *out, char **diag);
+/* A load failure that is the source's fault ("undefined symbol: f": a
+ * function declared but defined nowhere) as a diagnostic naming each
+ * file:line that uses it, then diag; NULL for any other failure. */
+char *hp_compile_explain_load(const char *src, const char *diag);
 /* Whether tcc does the fast tier (else the page compiler at -O0). */
 bool hp_compiler_has_tcc(const struct hp_compiler *c);
 void hp_artifact_free(struct hp_artifact *a);

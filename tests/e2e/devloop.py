@@ -146,6 +146,26 @@ HP_HANDLER(http_handler)
             check_not_in("undefined symbol", err, "diagnostic")
 
 
+def test_declared_but_undefined_function_names_its_lines():
+    """A function declared but defined nowhere: the load failure names the
+    file:line that declares and uses it, in both tiers."""
+    src = page(r'''
+int hp_nowhere_defined(int x);
+HP_HANDLER(http_handler)
+{
+    hp_printf(req, "%d", hp_nowhere_defined(1));
+    return HP_OK;
+}
+''')
+    for dev in (True, False):
+        with Server({"d.c": src}, dev=dev) as s:
+            check_eq(s.get("/d").status, 500, "status")
+            err = module_at(s.status_json(), "/d.c")["error"]
+            check_in("d.c:4: error: 'hp_nowhere_defined' is declared but "
+                     "defined nowhere", err, "diagnostic")
+            check_in("d.c:7: note:", err, "the call")
+
+
 def test_hook_names_in_diagnostics():
     """A diagnostic inside HP_HOOK(prepare) names the prepare hook, not
     the generated hp__hook_prepare."""
@@ -181,6 +201,16 @@ HP_HANDLER(http_handler)
 }
 """
 
+STREAMED_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "<!doctype html><html><body><p>part one</p>");
+    hp_flush(req);
+    hp_puts(req, "<p>part two</p></body></html>");
+    return HP_OK;
+}
+"""
+
 
 def html_page(text):
     return page(HTML_PAGE.replace("TEXT", text))
@@ -189,7 +219,8 @@ def html_page(text):
 def test_live_reload_script_only_in_dev_html():
     """The script goes before </body> of text/html in dev mode; not into
     text/plain, not outside dev mode."""
-    files = {"h.c": html_page("hello"), "t.c": page(TEXT_PAGE)}
+    files = {"h.c": html_page("hello"), "t.c": page(TEXT_PAGE),
+             "st.c": page(STREAMED_PAGE)}
     with Server(files, dev=True) as s:
         body = s.get_ok("/h").text
         check_in("data-hotpub-live-reload", body, "dev HTML")
@@ -197,6 +228,8 @@ def test_live_reload_script_only_in_dev_html():
               "script before </body>")
         check_in('"/h.c"', body, "the page is among the script's files")
         check_not_in("hotpub", s.get_ok("/t").text, "text/plain")
+        check_not_in("data-hotpub-live-reload", s.get_ok("/st").text,
+                     "streamed HTML (hp_flush)")
     with Server(files, dev=False) as s:
         check_not_in("data-hotpub-live-reload", s.get_ok("/h").text,
                      "production HTML")
