@@ -38,6 +38,7 @@
  * waits for at most the build that starts after it arrived.
  */
 #include "hp.h"
+
 #include "devloop.h"
 
 #include <assert.h>
@@ -577,8 +578,7 @@ static void publish(hp_cache *c, hp_entry **es, struct build_result *rs,
         hp_version_release(olds[i]); /* drop the "current" reference */
         if (rs[i].kind == B_NEW && rs[i].v->tier == HP_TIER_FAST)
             tier_enqueue(c, es[i]);
-        if ((rs[i].kind == B_NEW || rs[i].kind == B_GONE) &&
-            !rs[i].same_source)
+        if ((rs[i].kind == B_NEW || rs[i].kind == B_GONE) && !rs[i].same_source)
             hp_devloop_changed(es[i]->path, NULL); /* dev mode: reload */
     }
 }

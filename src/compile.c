@@ -1488,8 +1488,9 @@ char *hp_compile_explain_load(const char *src, const char *diag)
     }
     hp_buf_free(&text);
     if (!found)
-        hp_buf_printf(&out, "%s: error: '%s' is defined nowhere (from a "
-                            "header the page includes)\n",
+        hp_buf_printf(&out,
+                      "%s: error: '%s' is defined nowhere (from a "
+                      "header the page includes)\n",
                       src, name);
     hp_buf_puts(&out, diag);
     return out.p;

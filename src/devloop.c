@@ -306,7 +306,8 @@ static void excerpt(struct hp_buf *out, const char *path, long line)
             break;
         if (whole)
             buf[len - 1] = '\0';
-        hp_buf_printf(out, "<span class=\"%s\"><span class=\"ln\">%5ld  </span>",
+        hp_buf_printf(out,
+                      "<span class=\"%s\"><span class=\"ln\">%5ld  </span>",
                       n == line ? "hit" : "", n);
         hp_buf_html(out, buf);
         hp_buf_puts(out, "</span>\n");

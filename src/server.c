@@ -1481,7 +1481,7 @@ static void drain(struct hp_config *cfg)
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
-    hp_devloop_stop(); /* live-reload streams end; the browsers retry */
+    hp_devloop_stop();    /* live-reload streams end; the browsers retry */
     hp_stream_shutdown(); /* long streams end now (hp_flush says -1) */
     atomic_store(&draining, true);
     /* Close our copy of the listening socket (after taking what waits in

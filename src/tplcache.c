@@ -21,9 +21,9 @@
  * (the watcher does not listen to IN_MODIFY), so a half-written file is
  * never parsed, except by the very first load of a template.
  */
+#include "devloop.h"
 #include "request.h"
 #include "template.h"
-#include "devloop.h"
 
 #include <errno.h>
 #include <fcntl.h>

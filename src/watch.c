@@ -18,6 +18,7 @@
  * changed under it.
  */
 #include "hp.h"
+
 #include "devloop.h"
 
 #include <dirent.h>
