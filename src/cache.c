@@ -902,6 +902,12 @@ static void tier_publish(hp_entry *e, hp_version *fast, struct hp_artifact *art)
     }
     r.v->entry = e;
     r.v->tier = HP_TIER_OPTIMIZED;
+    /* The same code: what the server learnt of how it runs (server.c's
+     * promotion to the event loops, or a demotion for blocking) holds. */
+    atomic_store(&r.v->fast_runs, atomic_load(&fast->fast_runs));
+    atomic_store(&r.v->slow_runs, atomic_load(&fast->slow_runs));
+    atomic_store(&r.v->slow, atomic_load(&fast->slow));
+    atomic_store(&r.v->run_inline, atomic_load(&fast->run_inline));
     r.v->src_fid = art->src_fid;
     r.v->deps = art->deps;
     r.v->ndeps = art->ndeps;
