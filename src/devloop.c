@@ -244,7 +244,10 @@ void hp_devloop_script(struct hp_buf *out, const char *const *deps,
     for (size_t i = 0, k = 0; i < ndeps; i++) {
         /* "</" inside the script would end it early: such a name is
          * left out (a change of it is then missed, nothing worse). */
-        if (!deps[i] || strchr(deps[i], '<'))
+        bool dup = false;
+        for (size_t j = 0; j < i; j++)
+            dup |= deps[j] && strcmp(deps[j], deps[i] ? deps[i] : "") == 0;
+        if (!deps[i] || dup || strchr(deps[i], '<'))
             continue;
         hp_buf_puts(&s, k++ ? "," : "");
         hp_buf_json(&s, rel_path(deps[i]));

@@ -168,7 +168,8 @@ TEMPLATES = {
 
 
 def test_template_render():
-    with Server(files=dict(TEMPLATES)) as s:
+    # (production: dev mode adds its live-reload script to HTML bodies)
+    with Server(files=dict(TEMPLATES), dev=False) as s:
         r = s.get("/app/list")
         check_eq(r.status, 200, "status: %s" % short(r.text))
         want = ("<title>&lt;Tom &amp; &quot;Jerry&quot;&gt;</title>\n<body>\n"
@@ -311,7 +312,8 @@ def test_template_edit_under_load():
         return layout(v).replace("{{> part}}\n", part(v))
 
     files = {"p.c": RENDER, "list.tpl": layout(0), "part.tpl": part(0)}
-    with Server(files=files) as s:
+    # (production: dev mode adds its live-reload script to HTML bodies)
+    with Server(files=files, dev=False) as s:
         check_eq(s.get("/p").text, expected(0), "first render")
         stop = threading.Event()
         bad, seen, count = [], set(), [0]
