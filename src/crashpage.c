@@ -1,8 +1,9 @@
 /*
  * crashpage.c - the dev-mode answer to a request whose page crashed the
- * worker: a 500 page naming the signal, the page, the handler and the
- * source line, written straight onto the request's socket from the fatal
- * signal handler (guard.c's on_fatal) before the worker dies.
+ * worker: a 502 page (the status production answers it with too) naming
+ * the signal, the page, the handler and the source line, written straight
+ * onto the request's socket from the fatal signal handler (guard.c's
+ * on_fatal) before the worker dies.
  *
  * Owns: that page and finding the source line (addr2line on the page's
  * object, with the faulting address relative to where it was loaded).
@@ -153,7 +154,7 @@ void hp_crash_answer(const struct hp_crash *c)
         return;
     if (c->pc >= c->base)
         symbolise(c->so_path, c->pc - c->base, &w);
-    puts_(&b, "<!doctype html>\n<title>500 Internal Server Error</title>\n"
+    puts_(&b, "<!doctype html>\n<title>502 Bad Gateway</title>\n"
               "<style>body{font:14px/1.45 ui-monospace,monospace;"
               "background:#1e1e24;color:#eee;padding:24px}h1{font:600 20px "
               "system-ui,sans-serif;color:#ff6b6b}pre{background:#111;"
@@ -174,7 +175,7 @@ void hp_crash_answer(const struct hp_crash *c)
               "the fix and this page reloads by itself.</p>\n"
               "<script>new EventSource('/_hotpub/events').onmessage="
               "function(){location.reload()}</script>\n");
-    puts_(&h, "HTTP/1.1 500 Internal Server Error\r\n"
+    puts_(&h, "HTTP/1.1 502 Bad Gateway\r\n"
               "Content-Type: text/html; charset=utf-8\r\n"
               "Cache-Control: no-store\r\nConnection: close\r\n"
               "Content-Length: ");

@@ -17,7 +17,7 @@ struct hp_crash {
     uintptr_t base;      /* where the object was loaded (link map l_addr) */
 };
 
-/* Write a 500 page for c onto c->fd and shut it down. Async-signal-safe
+/* Write a 502 page for c onto c->fd and shut it down. Async-signal-safe
  * (runs addr2line as a child, at most 2 s). */
 void hp_crash_answer(const struct hp_crash *c);
 

@@ -386,7 +386,7 @@ def crash_line(src):
 
 def test_crash_in_dev_mode_answers_with_signal_and_line():
     """A page that dereferences NULL in dev mode (worker processes): the
-    browser gets a 500 naming SIGSEGV, the page, the handler and
+    browser gets a 502 naming SIGSEGV, the page, the handler and
     page.c:LINE, for both tiers; every retry too (no quarantine in dev
     mode), and the fix is served."""
     src = page(CRASH_PAGE)
@@ -394,7 +394,7 @@ def test_crash_in_dev_mode_answers_with_signal_and_line():
     with Server({"page.c": src}, dev=True, workers=2) as s:
         for attempt in range(3):
             r = s.get("/page")
-            check_eq(r.status, 500, "status of the crash (try %d)" % attempt)
+            check_eq(r.status, 502, "status of the crash (try %d)" % attempt)
             check_in("SIGSEGV", r.text, "signal named")
             check_in("page.c:%d" % line, r.text, "source line")
             check_in("http_handler", r.text, "handler named")
