@@ -186,7 +186,8 @@ HP_HANDLER(http_handler) { return HP_OK; }
 HTML_PAGE = r"""
 HP_HANDLER(http_handler)
 {
-    hp_puts(req, "<!doctype html><html><head><title>t</title></head>"
+    hp_puts(req, "<!doctype html><html><head><title>t</title>"
+                 "<link rel=stylesheet href=/s.css></head>"
                  "<body><p id=msg>TEXT</p></body></html>");
     return HP_OK;
 }
@@ -298,12 +299,13 @@ def test_events_stream_reports_changes_and_errors():
                          e.get("error") is None, limit(2.0))
             check(ev, "no change event for /p.c: %r" % es.buf[-300:])
             es.buf = b""
-            s.write("p.c", html_page("three") + "\nint broken = ;\n",
-                    how="rename")
+            bad = html_page("three") + "\nint broken = ;\n"
+            s.write("p.c", bad, how="rename")
             ev = es.wait(lambda e: e.get("error"), limit(3.0))
             check(ev, "no error event: %r" % es.buf[-300:])
             check_eq(ev["path"], "/p.c", "error path")
-            check_in("p.c:12", ev["error"], "diagnostic file:line")
+            check_in("p.c:%d" % (bad.split("\n").index("int broken = ;") + 1),
+                     ev["error"], "diagnostic file:line")
             check_in("broken", ev["html"], "overlay source excerpt")
             check_in("hp-err", ev["html"], "overlay styled")
             es.buf = b""
@@ -516,7 +518,9 @@ def test_browser_live_reload_overlay_and_recovery():
     tmp = tempfile.mkdtemp(prefix="hotpub-chromium-")
     b = Browser(tmp)
     try:
-        with Server({"p.c": html_page("first")}, dev=True) as s:
+        with Server({"p.c": html_page("first"),
+                     "s.css": "#msg { color: rgb(255, 0, 0); }\n"},
+                    dev=True) as s:
             s.get_ok("/p")
             b.connect()
             b.call("Page.enable")
@@ -534,15 +538,27 @@ def test_browser_live_reload_overlay_and_recovery():
                                    max(took) * 1000), flush=True)
             bad = html_page("broken") + "\nint broken = ;\n"
             s.write("p.c", bad, how="rename")
-            ok = wait_until(lambda: "p.c:12" in (b.eval(OVERLAY) or ""),
+            where = "p.c:%d" % (bad.split("\n").index("int broken = ;") + 1)
+            ok = wait_until(lambda: where in (b.eval(OVERLAY) or ""),
                             limit(3))
-            check(ok, "no overlay naming p.c:12 (overlay %r, page %r)"
-                  % (short(b.eval(OVERLAY) or ""), b.eval(MSG)))
+            check(ok, "no overlay naming %s (overlay %r, page %r)"
+                  % (where, short(b.eval(OVERLAY) or ""), b.eval(MSG)))
             check_in("int broken = ;", b.eval(OVERLAY), "source excerpt")
             s.write("p.c", html_page("fixed"), how="rename")
             check(wait_text(b, "fixed", limit(3)) is not None,
                   "the page did not recover (shows %r)" % b.eval(MSG))
             check_eq(b.eval(OVERLAY), None, "overlay gone")
+            # a stylesheet swaps in place: the page is not reloaded
+            b.eval("window.__notReloaded = 1")
+            s.write("s.css", "#msg { color: rgb(0, 128, 0); }\n",
+                    how="rename")
+            color = ("getComputedStyle(document.getElementById('msg'))"
+                     ".color")
+            check(wait_until(lambda: b.eval(color) == "rgb(0, 128, 0)",
+                             limit(3)),
+                  "the new CSS did not apply (color %r)" % b.eval(color))
+            check_eq(b.eval("window.__notReloaded"), 1,
+                     "the page was reloaded for a CSS change")
     finally:
         b.close()
         shutil.rmtree(tmp, ignore_errors=True)
