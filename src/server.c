@@ -459,6 +459,33 @@ static enum MHD_Result send_file_planned(struct ctx *c, int fd,
                                          const char *name);
 
 /* static.c opens the file and decides the answer; this builds it. */
+/* Dev mode reads a static HTML file (up to this size) to add the
+ * live-reload script; larger ones go out as they are. */
+#define HP_DEV_HTML_MAX (4 << 20)
+
+static bool is_html_name(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    return dot && (strcasecmp(dot, ".html") == 0 || strcasecmp(dot, ".htm") == 0);
+}
+
+/* Dev mode: a static HTML file through the buffer, so it gets the
+ * live-reload script like a page's HTML; never cached (the next reload
+ * must see the edit), no validators. Takes fd. */
+static enum MHD_Result send_static_dev_html(struct ctx *c, int fd)
+{
+    hp_req *req = &c->req;
+    char chunk[16384];
+    ssize_t n;
+    while ((n = read(fd, chunk, sizeof chunk)) > 0)
+        hp_buf_append(&req->out, chunk, (size_t)n);
+    close(fd);
+    if (n < 0)
+        return send_error(c, 500, NULL);
+    hp_req_add_header(req, "Cache-Control", "no-store");
+    return send_buffer(c, 200);
+}
+
 static enum MHD_Result send_static(struct ctx *c)
 {
     hp_req *req = &c->req;
@@ -476,6 +503,9 @@ static enum MHD_Result send_static(struct ctx *c)
         return send_error(c, 404, NULL);
     req->headers.n = 0; /* a static file carries only its own fields */
     req->has_content_type = false;
+    if (S.dev && hp_devloop_on() && is_html_name(req->target.path) &&
+        st.st_size <= HP_DEV_HTML_MAX && !static_field(req, "Range"))
+        return send_static_dev_html(c, fd);
     return send_file_planned(c, fd, &st, req->target.path);
 }
 

@@ -202,6 +202,8 @@ HP_HANDLER(http_handler)
 }
 """
 
+STATIC_HTML = "<!doctype html><html><body><p>static</p></body></html>\n"
+
 STREAMED_PAGE = r"""
 HP_HANDLER(http_handler)
 {
@@ -221,7 +223,8 @@ def test_live_reload_script_only_in_dev_html():
     """The script goes before </body> of text/html in dev mode; not into
     text/plain, not outside dev mode."""
     files = {"h.c": html_page("hello"), "t.c": page(TEXT_PAGE),
-             "st.c": page(STREAMED_PAGE)}
+             "st.c": page(STREAMED_PAGE), "doc.html": STATIC_HTML,
+             "notes.txt": "plain </body> text\n"}
     with Server(files, dev=True) as s:
         body = s.get_ok("/h").text
         check_in("data-hotpub-live-reload", body, "dev HTML")
@@ -231,9 +234,15 @@ def test_live_reload_script_only_in_dev_html():
         check_not_in("hotpub", s.get_ok("/t").text, "text/plain")
         check_not_in("data-hotpub-live-reload", s.get_ok("/st").text,
                      "streamed HTML (hp_flush)")
+        r = s.get_ok("/doc.html")
+        check_in('"/doc.html"]', r.text, "static HTML lists itself")
+        check_eq(r.header("Cache-Control"), "no-store", "static HTML in dev")
+        check_not_in("hotpub", s.get_ok("/notes.txt").text, "static text")
     with Server(files, dev=False) as s:
         check_not_in("data-hotpub-live-reload", s.get_ok("/h").text,
                      "production HTML")
+        check_eq(s.get_ok("/doc.html").text, STATIC_HTML,
+                 "production static HTML")
         check_eq(s.get("/_hotpub/events").status, 404, "events outside dev")
 
 
