@@ -12,10 +12,13 @@
  *
  * Only completed writes count: IN_CLOSE_WRITE (an editor writing in place,
  * cp), IN_MOVED_TO (write-temp-then-rename), IN_DELETE/IN_MOVED_FROM and
- * IN_ATTRIB (touch, chmod). IN_MODIFY is not watched, so a file still being
- * written is not picked up half-way; the compiler also reads the source
- * only while its identity holds still, and retries a build when a header
- * changed under it.
+ * IN_ATTRIB (touch, chmod). IN_MODIFY only marks a source file (.c, .h,
+ * .tpl, .so) as being written until its IN_CLOSE_WRITE: a settle window
+ * that ends while one is still being written waits for it (at most
+ * HP_WRITE_WAIT_S), so a page or template saved together with another one
+ * that is still half-written is not read half-way. The compiler also reads
+ * the source only while its identity holds still, and retries a build when
+ * a header changed under it.
  */
 #include "hp.h"
 
@@ -33,7 +36,11 @@
 
 #define WATCH_MASK                                                             \
     (IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE |    \
-     IN_ATTRIB | IN_DELETE_SELF | IN_ONLYDIR)
+     IN_ATTRIB | IN_DELETE_SELF | IN_ONLYDIR | IN_MODIFY)
+
+/* How long a settle window waits for source files still being written
+ * (opened, written to, not yet closed) before it goes ahead anyway. */
+#define HP_WRITE_WAIT_S 2.0
 
 struct hp_watch {
     const struct hp_config *cfg;
@@ -47,6 +54,9 @@ struct hp_watch {
     size_t ndirs;
     char **pending;
     size_t npending;
+    char **writing; /* source files modified and not yet closed */
+    double *written_at; /* ... when last modified (stale ones expire) */
+    size_t nwriting;
     pthread_t thread;
 };
 
@@ -133,6 +143,59 @@ static void root_swapped(struct hp_watch *w)
     pend(w, w->root);
 }
 
+static bool is_source_name(const char *name)
+{
+    static const char *const ext[] = {".c", ".h", ".tpl", ".so"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++) {
+        size_t m = strlen(ext[i]);
+        if (n > m && strcmp(name + n - m, ext[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void forget_writing(struct hp_watch *w, size_t i)
+{
+    free(w->writing[i]);
+    w->nwriting--;
+    w->writing[i] = w->writing[w->nwriting];
+    w->written_at[i] = w->written_at[w->nwriting];
+}
+
+/* Track source files between their first write and their close. */
+static void track_writing(struct hp_watch *w, const char *path, uint32_t mask)
+{
+    size_t i = 0;
+    while (i < w->nwriting && strcmp(w->writing[i], path) != 0)
+        i++;
+    bool open_for_write = (mask & IN_MODIFY) && !(mask & IN_CLOSE_WRITE);
+    if (open_for_write && i == w->nwriting) {
+        w->writing = hp_xrealloc(w->writing,
+                                 (w->nwriting + 1) * sizeof *w->writing);
+        w->written_at = hp_xrealloc(
+            w->written_at, (w->nwriting + 1) * sizeof *w->written_at);
+        w->writing[w->nwriting++] = hp_xstrdup(path);
+    }
+    if (open_for_write)
+        w->written_at[i] = hp_now();
+    else if (i < w->nwriting &&
+             (mask & (IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM)))
+        forget_writing(w, i);
+}
+
+/* Is a source file being written now? Entries whose close never came
+ * (events lost, a writer that keeps its file open) expire. */
+static bool writes_in_progress(struct hp_watch *w, double now)
+{
+    for (size_t i = 0; i < w->nwriting;) {
+        if (now - w->written_at[i] < HP_WRITE_WAIT_S)
+            return true;
+        forget_writing(w, i);
+    }
+    return false;
+}
+
 static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
 {
     if (ev->wd == w->parent_wd && w->parent_wd >= 0) {
@@ -159,6 +222,8 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
     if (!ev->len)
         return;
     char *path = hp_xasprintf("%s/%s", w->dirs[ev->wd], ev->name);
+    if (!(ev->mask & IN_ISDIR) && is_source_name(ev->name))
+        track_writing(w, path, ev->mask);
     if (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) {
         hp_resolver_invalidate(w->res);
         /* An application module, or a directory that may hold one, came
@@ -239,7 +304,12 @@ static void *watch_main(void *arg)
             }
         }
         now = hp_now();
-        if (w->npending && now >= deadline) {
+        if (w->npending && now >= deadline && now < first + HP_WRITE_WAIT_S &&
+            writes_in_progress(w, now)) {
+            /* A file of this burst is still being written: its close
+             * (IN_CLOSE_WRITE) ends the wait. */
+            deadline = now + (settle > 0.01 ? settle : 0.01);
+        } else if (w->npending && now >= deadline) {
             flush(w);
             first = 0;
         }
@@ -305,6 +375,10 @@ void hp_watch_stop(hp_watch *w)
     for (size_t i = 0; i < w->npending; i++)
         free(w->pending[i]);
     free(w->pending);
+    for (size_t i = 0; i < w->nwriting; i++)
+        free(w->writing[i]);
+    free(w->writing);
+    free(w->written_at);
     free(w->dirs);
     free(w->root_name);
     free(w->root);

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 from harness import (Server, check, check_eq, check_in, check_not_in,  # noqa: E402
-                     fail, limit, page, short)
+                     fail, limit, page, short, wait_until)
 
 TEST_TIMEOUT = 120.0
 SUITE_BUDGET = 400.0
@@ -293,6 +293,59 @@ def test_template_reload_with_workers():
         time.sleep(limit(0.3))
         texts = {s.get("/p").text for _ in range(20)}
         check_eq(texts, {"v2 Ann"}, "answers after the edit")
+
+
+def test_template_saved_with_a_slow_neighbour():
+    """A layout is saved whole, then its partial is written in two halves
+    with a pause longer than the settle window: the watcher waits for the
+    partial's close, so no response renders the half-written partial (and
+    the layout never goes live without the partial it came with)."""
+    def layout(v):
+        return "L%d\n{{> part}}\nend %d\n" % (v, v)
+
+    def part(v):
+        return "".join("P%d.%d\n" % (v, i) for i in range(100))
+
+    def expected(v):
+        return layout(v).replace("{{> part}}\n", part(v))
+
+    files = {"p.c": RENDER, "list.tpl": layout(0), "part.tpl": part(0)}
+    with Server(files=files) as s:
+        check_eq(s.get("/p").text, expected(0), "first render")
+        stop = threading.Event()
+        bad, seen = [], set()
+
+        def client():
+            conn = s.connection()
+            while not stop.is_set():
+                r = harness.request(s.port, "/p", conn=conn)
+                v = r.text.rsplit("end ", 1)[-1].strip()
+                if r.status != 200 or not v.isdigit() or \
+                        r.text != expected(int(v)):
+                    bad.append((r.status, short(r.text, 120)))
+                else:
+                    seen.add(int(v))
+            conn.close()
+
+        t = threading.Thread(target=client)
+        t.start()
+        try:
+            for v in (1, 2):
+                with open(s.path("list.tpl"), "w") as f:
+                    f.write(layout(v))
+                data = part(v)
+                with open(s.path("part.tpl"), "w") as f:
+                    f.write(data[:len(data) // 2])
+                    f.flush()
+                    time.sleep(0.4)  # the settle window is 60 ms
+                    f.write(data[len(data) // 2:])
+                ok = wait_until(lambda: v in seen, 5)
+                check(ok, "version %d never served" % v)
+        finally:
+            stop.set()
+            t.join(10)
+        check_eq(bad[:3], [], "torn or mixed responses (%d)" % len(bad))
+        check(2 in seen, "the last version served")
 
 
 def test_template_edit_under_load():

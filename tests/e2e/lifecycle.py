@@ -176,10 +176,13 @@ def connect_refused(port):
     try:
         s.connect(("127.0.0.1", port))
         return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: the handshake raced the close of the last copy of the
+        # listening socket (the kernel resets what is left in its
+        # backlog). Either way the server no longer takes it.
         return True
     except OSError as e:
-        if e.errno == errno.ECONNREFUSED:
+        if e.errno in (errno.ECONNREFUSED, errno.ECONNRESET):
             return True
         raise
     finally:
