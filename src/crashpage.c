@@ -173,8 +173,8 @@ void hp_crash_answer(const struct hp_crash *c)
     put_hex(&b, c->pc - c->base);
     puts_(&b, ". In dev mode a crashing version is not quarantined: save "
               "the fix and this page reloads by itself.</p>\n"
-              "<script>new EventSource('/_hotpub/events').onmessage="
-              "function(){location.reload()}</script>\n");
+              "<script>new EventSource('/_hotpub/events').addEventListener("
+              "'reload',function(){location.reload()})</script>\n");
     puts_(&h, "HTTP/1.1 502 Bad Gateway\r\n"
               "Content-Type: text/html; charset=utf-8\r\n"
               "Cache-Control: no-store\r\nConnection: close\r\n"

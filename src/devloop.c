@@ -98,7 +98,9 @@ void hp_devloop_changed(const char *abs_path, const char *error)
     pthread_mutex_unlock(&D.mu);
     if (!listening)
         return;
-    hp_buf_puts(&ev, "data: {\"path\":");
+    /* A named event: the stream may also carry other feeds' unnamed
+     * messages (the dashboard's), which the script ignores. */
+    hp_buf_puts(&ev, "event: reload\ndata: {\"path\":");
     hp_buf_json(&ev, rel_path(abs_path));
     hp_buf_puts(&ev, ",\"error\":");
     if (error) {
@@ -212,13 +214,13 @@ static const char script_tail[] =
     "overflow:auto;background:rgba(20,20,24,.92);color:#eee;"
     "font:14px/1.45 ui-monospace,monospace;padding:24px';"
     "document.body.appendChild(o)}o.innerHTML=h}"
-    "es.onmessage=function(m){var e=JSON.parse(m.data);"
+    "es.addEventListener('reload',function(m){var e=JSON.parse(m.data);"
     "if(e.error){if(mine(e.path)||!isCode(e.path))overlay(e.html);return}"
     "if(/\\.css$/.test(e.path)){var l=document.querySelectorAll("
     "'link[rel=stylesheet]');for(var i=0;i<l.length;i++){var u=new URL("
     "l[i].href);if(u.pathname===e.path){u.searchParams.set('hotpub',"
     "Date.now());l[i].href=u.href}}return}"
-    "if(mine(e.path)||!isCode(e.path))location.reload()};"
+    "if(mine(e.path)||!isCode(e.path))location.reload()});"
     "window.__hotpubLiveReload=es})();</script>";
 
 /* The last "</body>" of b, case-insensitively; NULL if none. */

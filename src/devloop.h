@@ -25,8 +25,9 @@ bool hp_devloop_on(void);
  * A file under the root went live (error NULL: a module or template was
  * published, a static file was written) or failed to (error: its
  * diagnostic). Every open event stream gets one Server-Sent Event
- * (WHATWG HTML, "Server-sent events"): data: {"path":"/rel","error":...,
- * "html":...} where html is the styled overlay for an error. Any thread.
+ * (WHATWG HTML, "Server-sent events") named "reload": data:
+ * {"path":"/rel","error":...,"html":...} where html is the styled overlay
+ * for an error. Any thread.
  */
 void hp_devloop_changed(const char *abs_path, const char *error);
 

@@ -391,7 +391,7 @@ static enum MHD_Result send_error(struct ctx *c, int status,
                                   const char *detail_html);
 
 /* GET /_hotpub/events (dev mode, loopback): the live-reload stream. */
-static enum MHD_Result send_events(struct ctx *c)
+static enum MHD_Result send_live_reload(struct ctx *c)
 {
     struct MHD_Response *r = hp_devloop_events(c->req.conn);
     if (!r)
@@ -952,7 +952,7 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
         return send_status(c);
     if (strcmp(req->path, HP_EVENTS_URL) == 0 && S.dev &&
         is_loopback(req->conn))
-        return send_events(c);
+        return send_live_reload(c);
     hp_resolve(S.res, req->path, &req->target);
     if (req->target.kind == HP_T_STATIC)
         return send_static(c);

@@ -277,7 +277,7 @@ class EventStream:
     def wait(self, pred, timeout):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.buf.split(b"\n"):
+            for line in self.buf.split(b"\nevent: reload\n")[1:]:
                 if line.startswith(b"data: "):
                     try:
                         ev = json.loads(line[6:].decode())
