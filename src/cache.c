@@ -113,6 +113,7 @@ struct hp_cache {
     pthread_cond_t tier_cv;
     hp_entry **tier_q;
     size_t tier_n, tier_cap;
+    unsigned tier_gen; /* bumped by every enqueue: the quiet spell restarts */
     bool tier_running, tier_quit;
     pthread_t tier_thread;
 };
@@ -449,6 +450,7 @@ static void build(hp_entry *e, struct build_result *r)
             return;
         }
         r->kind = B_ERROR;
+        r->fid = now;
         return;
     }
     r->fid = art.src_fid;
@@ -463,7 +465,6 @@ static void build(hp_entry *e, struct build_result *r)
         }
         hp_artifact_free(&art);
         r->kind = B_ERROR;
-        r->fid = now;
         return;
     }
     v->entry = e;
@@ -844,6 +845,7 @@ void hp_cache_set_tiered(hp_cache *c, bool on)
 static void tier_enqueue(hp_cache *c, hp_entry *e)
 {
     pthread_mutex_lock(&c->tier_mu);
+    c->tier_gen++;
     for (size_t i = 0; i < c->tier_n; i++)
         if (c->tier_q[i] == e)
             goto out;
@@ -858,12 +860,12 @@ static void tier_enqueue(hp_cache *c, hp_entry *e)
         else
             hp_log_error("cannot start the optimized tier's thread");
     }
-    pthread_cond_signal(&c->tier_cv);
 out:
+    pthread_cond_signal(&c->tier_cv);
     pthread_mutex_unlock(&c->tier_mu);
 }
 
-/* The current version of e if it is still v's fast tier: pinned, or NULL. */
+/* The current version of e if it is of the fast tier: pinned, or NULL. */
 static hp_version *pin_fast(hp_entry *e)
 {
     pthread_mutex_lock(&e->mu);
@@ -954,9 +956,9 @@ static void *tier_main(hp_cache *c)
         ts.tv_nsec += (long)(HP_TIER_QUIET_S * 1e9);
         ts.tv_sec += ts.tv_nsec / 1000000000;
         ts.tv_nsec %= 1000000000;
-        size_t before = c->tier_n;
+        unsigned before = c->tier_gen;
         pthread_cond_timedwait(&c->tier_cv, &c->tier_mu, &ts);
-        if (c->tier_quit || c->tier_n != before)
+        if (c->tier_quit || c->tier_gen != before)
             continue;
         hp_entry *e = c->tier_q[0];
         memmove(c->tier_q, c->tier_q + 1, --c->tier_n * sizeof *c->tier_q);

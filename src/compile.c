@@ -1142,9 +1142,14 @@ static char *user_words(char *text)
             hp_buf_append(&out, p++, 1);
             continue;
         }
+        size_t id = strspn(p + strlen(map[i].gen),
+                           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
+                           "TUVWXYZ0123456789_");
+        if (id == 0 && !*map[i].user) { /* hp__hook_##name: a macro's */
+            hp_buf_append(&out, p++, 1);
+            continue;
+        }
         p += strlen(map[i].gen);
-        size_t id = strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
-                              "TUVWXYZ0123456789_");
         hp_buf_puts(&out, map[i].user);
         hp_buf_append(&out, p, id);
         hp_buf_puts(&out, map[i].suffix);
