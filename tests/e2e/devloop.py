@@ -71,7 +71,7 @@ def test_fast_tier_edit_latency():
     from the rename to the new text served; the optimized tier is current
     within 3 s; no rwxp mapping in the server."""
     need_tcc()
-    with Server({"p.c": simple_page("v0")}, dev=True) as s:
+    with Server({"p.c": simple_page("v0")}, dev=True, fast_tier=None) as s:
         check_eq(s.get_ok("/p").text, "v0", "first load")
         took = []
         for i in range(1, 11):
@@ -101,10 +101,11 @@ def test_fast_tier_status_and_production_default():
     """In dev mode the first build is fast; with --no-dev every version is
     optimized (the fast tier is off outside dev mode unless asked)."""
     need_tcc()
-    with Server({"p.c": simple_page("prod")}, dev=False) as s:
+    with Server({"p.c": simple_page("prod")}, dev=False,
+                fast_tier=None) as s:
         check_eq(s.get_ok("/p").text, "prod", "body")
         check_eq(current_tier(s, "p.c"), "optimized", "production tier")
-    with Server({"p.c": simple_page("dev")}, dev=True) as s:
+    with Server({"p.c": simple_page("dev")}, dev=True, fast_tier=None) as s:
         check_eq(s.get_ok("/p").text, "dev", "body")
         check(current_tier(s, "p.c") in ("fast", "optimized"), "dev tier")
 
@@ -122,7 +123,7 @@ HP_HANDLER(http_handler)
     return HP_OK;
 }
 ''')
-    with Server({"g.c": src}, dev=True) as s:
+    with Server({"g.c": src}, dev=True, fast_tier=None) as s:
         check_eq(s.get_ok("/g").text, "gnu 42", "body")
 
 
@@ -137,7 +138,7 @@ HP_HANDLER(http_handler)
 }
 ''')
     for dev in (True, False):
-        with Server({"u.c": src}, dev=dev) as s:
+        with Server({"u.c": src}, dev=dev, fast_tier=None) as s:
             r = s.get("/u")
             check_eq(r.status, 500, "status")
             err = module_at(s.status_json(), "/u.c")["error"]
@@ -158,7 +159,7 @@ HP_HANDLER(http_handler)
 }
 ''')
     for dev in (True, False):
-        with Server({"d.c": src}, dev=dev) as s:
+        with Server({"d.c": src}, dev=dev, fast_tier=None) as s:
             check_eq(s.get("/d").status, 500, "status")
             err = module_at(s.status_json(), "/d.c")["error"]
             check_in("d.c:4: error: 'hp_nowhere_defined' is declared but "
@@ -176,7 +177,8 @@ HP_HOOK(prepare)
 }
 HP_HANDLER(http_handler) { return HP_OK; }
 ''')
-    with Server({"h.c": src}, dev=True, args=["--cflags", "-O2 -Werror"]) as s:
+    with Server({"h.c": src}, dev=True, fast_tier=None,
+                args=["--cflags", "-O2 -Werror"]) as s:
         s.get("/h")
         err = module_at(s.status_json(), "/h.c")["error"] or ""
         check_in("prepare hook", err, "diagnostic")
@@ -225,7 +227,7 @@ def test_live_reload_script_only_in_dev_html():
     files = {"h.c": html_page("hello"), "t.c": page(TEXT_PAGE),
              "st.c": page(STREAMED_PAGE), "doc.html": STATIC_HTML,
              "notes.txt": "plain </body> text\n"}
-    with Server(files, dev=True) as s:
+    with Server(files, dev=True, fast_tier=None) as s:
         body = s.get_ok("/h").text
         check_in("data-hotpub-live-reload", body, "dev HTML")
         check(body.index("data-hotpub-live-reload") < body.index("</body>"),
@@ -238,7 +240,7 @@ def test_live_reload_script_only_in_dev_html():
         check_in('"/doc.html"]', r.text, "static HTML lists itself")
         check_eq(r.header("Cache-Control"), "no-store", "static HTML in dev")
         check_not_in("hotpub", s.get_ok("/notes.txt").text, "static text")
-    with Server(files, dev=False) as s:
+    with Server(files, dev=False, fast_tier=None) as s:
         check_not_in("data-hotpub-live-reload", s.get_ok("/h").text,
                      "production HTML")
         check_eq(s.get_ok("/doc.html").text, STATIC_HTML,
@@ -296,7 +298,7 @@ def test_events_stream_reports_changes_and_errors():
     """GET /_hotpub/events: a page published sends its path; a broken save
     sends the error with file:line and the overlay's HTML; the fix sends
     the path again."""
-    with Server({"p.c": html_page("one")}, dev=True) as s:
+    with Server({"p.c": html_page("one")}, dev=True, fast_tier=None) as s:
         s.get_ok("/p")
         es = EventStream(s.port)
         try:
@@ -339,7 +341,8 @@ HP_HANDLER(http_handler)
     return HP_OK;
 }
 """, "#include <unistd.h>")
-    with Server({"s.c": slow}, dev=True, args=["--threads", "2"]) as s:
+    with Server({"s.c": slow}, dev=True, fast_tier=None,
+                args=["--threads", "2"]) as s:
         streams = [EventStream(s.port) for _ in range(12)]
         try:
             for es in streams:
@@ -369,7 +372,7 @@ HP_HANDLER(http_handler)
     return HP_OK;
 }
 """)
-    with Server({"e.c": src}, dev=True) as s:
+    with Server({"e.c": src}, dev=True, fast_tier=None) as s:
         r = s.get("/e")
         check_eq(r.status, 500, "status")
         check_in("hp-err", r.text, "styled")
@@ -402,7 +405,7 @@ def test_crash_in_dev_mode_answers_with_signal_and_line():
     mode), and the fix is served."""
     src = page(CRASH_PAGE)
     line = crash_line(src)
-    with Server({"page.c": src}, dev=True, workers=2) as s:
+    with Server({"page.c": src}, dev=True, fast_tier=None, workers=2) as s:
         for attempt in range(3):
             r = s.get("/page")
             check_eq(r.status, 502, "status of the crash (try %d)" % attempt)
@@ -529,7 +532,7 @@ def test_browser_live_reload_overlay_and_recovery():
     try:
         with Server({"p.c": html_page("first"),
                      "s.css": "#msg { color: rgb(255, 0, 0); }\n"},
-                    dev=True) as s:
+                    dev=True, fast_tier=None) as s:
             s.get_ok("/p")
             b.connect()
             b.call("Page.enable")

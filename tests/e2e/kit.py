@@ -365,8 +365,7 @@ def test_template_edit_under_load():
         return layout(v).replace("{{> part}}\n", part(v))
 
     files = {"p.c": RENDER, "list.tpl": layout(0), "part.tpl": part(0)}
-    # (production: dev mode adds its live-reload script to HTML bodies)
-    with Server(files=files, dev=False) as s:
+    with Server(files=files) as s:
         check_eq(s.get("/p").text, expected(0), "first render")
         stop = threading.Event()
         bad, seen, count = [], set(), [0]

@@ -535,9 +535,7 @@ def test_sigusr1_reopens_logs_and_pid_file():
 # ---- compiling once ---------------------------------------------------------
 
 def test_one_edit_compiles_once_and_reaches_every_worker():
-    # (production: dev mode builds each edit twice, fast then optimized)
-    with Server(files={"v.c": versioned("one")}, args=WORKERS,
-                dev=False) as s:
+    with Server(files={"v.c": versioned("one")}, args=WORKERS) as s:
         each_worker(s, "/v", "one ")
         objdir = os.path.join(s.cache, "obj")
         objs = lambda: sorted(f for f in os.listdir(objdir)  # noqa: E731
