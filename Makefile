@@ -79,7 +79,7 @@ hotpub$(SUFFIX): $(OBJS) $(EXPORTS)
 
 $(EXPORTS): include/hotpub.h tools/api-symbols.sh | $(BUILD)
 	{ echo '{'; sh tools/api-symbols.sh '$(CC)' include | sed 's/.*/  &;/'; \
-	  echo '  recv;'; echo '};'; } >$@.tmp && mv $@.tmp $@
+	  echo '  recv;'; echo '  gnutls_record_recv;'; echo '};'; } >$@.tmp && mv $@.tmp $@
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -139,6 +139,7 @@ e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/builds.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/stream.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/sched.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/ops.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/devloop.py
 
 # The binary exports exactly the functions include/hotpub.h declares.

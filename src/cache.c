@@ -38,6 +38,7 @@
  * waits for at most the build that starts after it arrived.
  */
 #include "hp.h"
+#include "ops.h"
 
 #include "devloop.h"
 
@@ -329,6 +330,7 @@ void hp_version_release(hp_version *v)
     }
     pthread_mutex_unlock(&e->mu);
     hp_version_close(v);
+    hp_metrics_unloaded();
 }
 
 void *hp_version_sym(hp_version *v, const char *name)
@@ -480,12 +482,23 @@ static void build(hp_entry *e, struct build_result *r)
     r->v = v;
 }
 
+/* The node's counters and reload history (metrics.c) see each build that
+ * made a version or an error; an unchanged or deleted file is none. */
+static void count_build(hp_entry *e, struct build_result *r, double t0)
+{
+    if (r->kind == B_NEW || r->kind == B_ERROR)
+        hp_metrics_build(e->path, hp_now() - t0, r->kind == B_NEW, r->diag);
+}
+
 static void build_retrying(hp_entry *e, struct build_result *r)
 {
+    double t0 = hp_now();
     for (int i = 0;; i++) {
         build(e, r);
-        if (r->kind != B_RETRY)
+        if (r->kind != B_RETRY) {
+            count_build(e, r, t0);
             return;
+        }
         if (i == HP_BUILD_TRIES) {
             /* Still being written: an error (so a batch waits for it rather
              * than go live without it); the next event rebuilds. */
@@ -494,6 +507,7 @@ static void build_retrying(hp_entry *e, struct build_result *r)
                                  "changing while it was compiled; waiting "
                                  "for the writes to settle");
             memset(&r->fid, 0, sizeof r->fid);
+            count_build(e, r, t0);
             return;
         }
         usleep(20000 * (i + 1));
@@ -542,6 +556,7 @@ static hp_version *swap_in(hp_entry *e, struct build_result *r)
                                r->v->state == old->state;
             old->next_retired = e->retired;
             e->retired = old;
+            hp_metrics_retired();
         }
     }
     pthread_mutex_unlock(&e->mu);
@@ -1341,5 +1356,32 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *b,
         hp_buf_puts(b, "}");
     }
     hp_buf_puts(b, "]");
+    free(all);
+}
+
+void hp_cache_each(hp_cache *c,
+                   void (*fn)(const struct hp_module_info *m, void *arg),
+                   void *arg)
+{
+    size_t n;
+    hp_entry **all = entries_snapshot(c, &n);
+    qsort(all, n, sizeof *all, by_path);
+    for (size_t i = 0; i < n; i++) {
+        hp_entry *e = all[i];
+        struct hp_module_info m = {.path = e->path,
+                                   .builds = atomic_load(&e->builds)};
+        pthread_mutex_lock(&e->mu);
+        m.error = e->error;
+        if (e->current) {
+            m.version = (unsigned long long)e->current->id;
+            m.inflight = (long)atomic_load(&e->current->refs) - 1;
+        }
+        for (hp_version *v = e->retired; v; v = v->next_retired) {
+            m.retired++;
+            m.retired_inflight += (long)atomic_load(&v->refs);
+        }
+        fn(&m, arg);
+        pthread_mutex_unlock(&e->mu);
+    }
     free(all);
 }

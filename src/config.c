@@ -25,6 +25,7 @@
  * lines rather than silently mis-assign them.
  */
 #include "hp.h"
+#include "ops.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -410,6 +411,13 @@ void hp_config_defaults(struct hp_config *c)
     c->worker_memory_limit = 0;
     c->worker_heartbeat_timeout = 5;
     c->user = c->group = c->pid_file = c->error_log = NULL;
+    c->tls_cert = c->tls_key = c->admin_token = c->health_allow = NULL;
+    c->tls_redirect = NULL;
+    /* Mozilla's "intermediate": TLS 1.2 and 1.3, AEAD ciphers with
+     * forward secrecy only. */
+    c->tls_priorities = cfg_strdup(HP_TLS_PRIORITIES);
+    c->drain_delay = 0;
+    c->metrics = 1;
 }
 
 void hp_config_free(struct hp_config *c)
@@ -431,6 +439,15 @@ void hp_config_free(struct hp_config *c)
     free(c->error_log);
     free(c->session_cookie);
     c->session_cookie = NULL;
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tls_priorities);
+    free(c->tls_redirect);
+    c->tls_redirect = NULL;
+    free(c->admin_token);
+    free(c->health_allow);
+    c->tls_cert = c->tls_key = c->tls_priorities = NULL;
+    c->admin_token = c->health_allow = NULL;
     free(c->upload_dir);
     c->upload_dir = NULL;
     c->user = c->group = c->pid_file = c->error_log = NULL;
@@ -469,6 +486,13 @@ static int check_cookie_name(const char *value, char *err, size_t errlen)
     return 0;
 }
 
+/* An optional second listen address: ADDR:PORT as --listen takes it. */
+static int check_listen_opt(const char *value, char *err, size_t errlen)
+{
+    char canon[INET6_ADDRSTRLEN + 16];
+    return *value ? parse_listen(value, canon, sizeof canon, err, errlen) : 0;
+}
+
 static int auto_pool_size(void)
 {
     return 0; /* the pool picks by engine (db.c) */
@@ -486,6 +510,7 @@ static int auto_settle(void)
 #define S_PROCS "Processes"
 #define S_DB "Database"
 #define S_SESS "Sessions"
+#define S_OPS "Operations"
 
 /* In --help and docs order. Every default that depends on the machine (or
  * is NULL meaning "decide later") has .def; the rest are printed from
@@ -965,6 +990,88 @@ const struct hp_setting hp_settings[] = {
      .max = 86400,
      .unit = "s",
      .zero = "never"},
+    {.key = "tls-cert",
+     .arg = "FILE",
+     .section = S_OPS,
+     .help = "serve HTTPS with this PEM certificate (chain); needs tls-key; "
+             "re-read when the workers restart on SIGHUP",
+     .type = HP_SET_STRING,
+     .off = OFF(tls_cert),
+     .noun = "the TLS certificate",
+     .empty_ok = true,
+     .empty_null = true,
+     .path = true,
+     .def = "none (plain HTTP)"},
+    {.key = "tls-key",
+     .arg = "FILE",
+     .section = S_OPS,
+     .help = "the PEM private key of tls-cert",
+     .type = HP_SET_STRING,
+     .off = OFF(tls_key),
+     .noun = "the TLS key",
+     .empty_ok = true,
+     .empty_null = true,
+     .path = true,
+     .def = "none"},
+    {.key = "tls-priorities",
+     .arg = "STRING",
+     .section = S_OPS,
+     .help = "GnuTLS priority string: protocol versions and ciphers offered",
+     .type = HP_SET_STRING,
+     .off = OFF(tls_priorities),
+     .noun = "the TLS priority string"},
+    {.key = "tls-redirect",
+     .arg = "ADDR:PORT",
+     .section = S_OPS,
+     .help = "also listen for plain HTTP here and answer every request with "
+             "a 308 to the same URL over HTTPS (needs tls-cert)",
+     .type = HP_SET_STRING,
+     .off = OFF(tls_redirect),
+     .noun = "the redirect listen address",
+     .empty_ok = true,
+     .empty_null = true,
+     .check = check_listen_opt,
+     .def = "none"},
+    {.key = "admin-token",
+     .arg = "TOKEN",
+     .section = S_OPS,
+     .help = "let clients off loopback reach /_hotpub/ with `Authorization: "
+             "Bearer TOKEN`",
+     .type = HP_SET_STRING,
+     .off = OFF(admin_token),
+     .noun = "the admin token",
+     .empty_ok = true,
+     .empty_null = true,
+     .def = "none (loopback only)"},
+    {.key = "health-allow",
+     .arg = "CIDR,...",
+     .section = S_OPS,
+     .help = "addresses (the load balancer's) allowed /_hotpub/health "
+             "besides loopback, e.g. 10.0.0.0/8,2001:db8::/32",
+     .type = HP_SET_STRING,
+     .off = OFF(health_allow),
+     .noun = "the health-allow list",
+     .empty_ok = true,
+     .empty_null = true,
+     .check = hp_cidr_check,
+     .def = "none (loopback only)"},
+    {.key = "metrics",
+     .section = S_OPS,
+     .help = "count requests by page, status class and duration for "
+             "/_hotpub/metrics and the dashboard",
+     .type = HP_SET_BOOL,
+     .flag = HP_FLAG_SWITCH,
+     .off = OFF(metrics)},
+    {.key = "drain-delay",
+     .arg = "SECONDS",
+     .section = S_OPS,
+     .help = "on SIGTERM, answer /_hotpub/health 503 for this long while "
+             "still serving, then stop accepting",
+     .type = HP_SET_SECONDS,
+     .off = OFF(drain_delay),
+     .min = 0,
+     .max = 3600,
+     .unit = "s"},
 };
 const size_t hp_settings_count = sizeof hp_settings / sizeof *hp_settings;
 

@@ -31,6 +31,11 @@ void hp_db_server_close(void);
 bool hp_db_server_busy(void);
 /* Append ,"pools":[...] to the status JSON. */
 void hp_db_status_json(struct hp_buf *b);
+/* Each open pool's name and numbers, under the registry's lock (the
+ * node-stats area's gauges, metrics.c). */
+void hp_db_pools_each(void (*fn)(const char *name,
+                                 const struct hp_db_pool_stats *s, void *arg),
+                      void *arg);
 
 /* The default database path for a document root (malloc'd). */
 char *hp_db_default_path(const char *root_canon);

@@ -592,6 +592,19 @@ static void pool_json(struct hp_buf *b, hp_db_pool *p)
                   s.connects, s.discarded, s.prepares, s.cache_hits);
 }
 
+void hp_db_pools_each(void (*fn)(const char *name,
+                                 const struct hp_db_pool_stats *s, void *arg),
+                      void *arg)
+{
+    pthread_mutex_lock(&registry_mu);
+    for (hp_db_pool *p = registry; p; p = p->reg_next) {
+        struct hp_db_pool_stats s;
+        hp_db_pool_stats(p, &s);
+        fn(p->name ? p->name : "default", &s, arg);
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
 void hp_db_status_json(struct hp_buf *b)
 {
     hp_buf_puts(b, ",\n\"pools\":[");

@@ -109,6 +109,32 @@ __attribute__((constructor)) static void find_real_recv(void)
         abort(); /* no C library: nothing else can work either */
 }
 
+/*
+ * Over HTTPS libmicrohttpd reads plaintext with gnutls_record_recv(), and
+ * GnuTLS reads the ciphertext with recv(): in TLS mode the recv() wrapper
+ * passes everything through and the edge parses what
+ * gnutls_record_recv() returns instead (the executable exports both).
+ * GnuTLS's types are opaque pointers: its header is not needed.
+ */
+typedef ssize_t tls_recv_fn(void *session, void *buf, size_t len);
+typedef int tls_fd_fn(void *session);
+static tls_recv_fn *real_tls_recv;
+static tls_fd_fn *tls_fd;
+static atomic_bool tls_mode;
+
+static void find_real_tls(void)
+{
+    tls_fd = (tls_fd_fn *)dlsym(RTLD_NEXT, "gnutls_transport_get_int");
+    real_tls_recv = (tls_recv_fn *)dlsym(RTLD_NEXT, "gnutls_record_recv");
+}
+
+void hp_edge_set_tls(bool on)
+{
+    if (on && !real_tls_recv)
+        find_real_tls();
+    atomic_store(&tls_mode, on && real_tls_recv && tls_fd);
+}
+
 static long long now_ns(void)
 {
     struct timespec ts;
@@ -206,7 +232,10 @@ static void send_answer(int fd, int status)
                      "Content-Type: text/html; charset=utf-8\r\n"
                      "Content-Length: %d\r\n\r\n%s",
                      status, reason(status), date, blen, body);
-    (void)!send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    /* Over TLS the answer would be plaintext inside the record layer: the
+     * connection is only closed. */
+    if (!atomic_load(&tls_mode))
+        (void)!send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(fd, SHUT_WR);
     char sink[4096];
     for (int i = 0; i < 16; i++)
@@ -261,7 +290,7 @@ static bool set_phase(struct hp_edge *e, unsigned phase)
 }
 
 static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
-                         int flags)
+                         int flags, void *session)
 {
     if (atomic_load(&e->state) & ST_REFUSED) {
         if (e->answer_pending) {
@@ -270,7 +299,8 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
         }
         return 0;
     }
-    ssize_t n = real_recv(fd, buf, len, flags);
+    ssize_t n = session ? real_tls_recv(session, buf, len)
+                        : real_recv(fd, buf, len, flags);
     if (n <= 0)
         return n;
     size_t ok = hp_frame_feed(&e->f, buf, (size_t)n);
@@ -313,10 +343,24 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
     if (!real_recv) /* called by another constructor, before ours */
         find_real_recv();
-    struct hp_edge *e = slot(fd);
+    struct hp_edge *e = atomic_load(&tls_mode) ? NULL : slot(fd);
     if (!e)
         return real_recv(fd, buf, len, flags);
-    return edge_recv(e, fd, buf, len, flags);
+    return edge_recv(e, fd, buf, len, flags, NULL);
+}
+
+/* libmicrohttpd's reads over HTTPS (see tls_mode above). */
+ssize_t gnutls_record_recv(void *session, void *buf, size_t len);
+ssize_t gnutls_record_recv(void *session, void *buf, size_t len)
+{
+    if (!real_tls_recv)
+        find_real_tls();
+    if (!real_tls_recv)
+        return -1; /* GNUTLS_E_UNEXPECTED_PACKET_LENGTH: no GnuTLS at all */
+    struct hp_edge *e = atomic_load(&tls_mode) ? slot(tls_fd(session)) : NULL;
+    if (!e)
+        return real_tls_recv(session, buf, len);
+    return edge_recv(e, e->fd, buf, len, 0, session);
 }
 
 /* ---- connections ------------------------------------------------------------

@@ -58,4 +58,9 @@ long hp_edge_used_connections(void);
 /* Counters for the status endpoint (responses the edge sent itself). */
 void hp_edge_status_json(struct hp_buf *b);
 
+/* HTTPS: parse the plaintext libmicrohttpd reads through GnuTLS rather
+ * than the bytes on the socket; the edge's own answers (400, 408, ...)
+ * close the connection without writing, as they would be plaintext. */
+void hp_edge_set_tls(bool on);
+
 #endif

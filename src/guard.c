@@ -914,9 +914,12 @@ static void answer_504(int fd, double limit)
                       bl, body);
     if (fd < 0)
         return;
-    /* Best effort: the socket is non-blocking and the answer is small. */
-    ssize_t n = send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)n;
+    /* Best effort: the socket is non-blocking and the answer is small.
+     * Over TLS, plaintext would be garbage inside the session: close. */
+    if (hp_server_plaintext()) {
+        ssize_t n = send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)n;
+    }
     shutdown(fd, SHUT_RDWR);
 }
 
@@ -1110,6 +1113,38 @@ static void guard_status_json(struct hp_buf *b)
         first = false;
     }
     hp_buf_puts(b, "]}");
+}
+
+/* server.h's metrics_text: the supervisor's families, Prometheus text
+ * exposition format 0.0.4 (metrics.c writes the rest). */
+static void guard_metrics_text(struct hp_buf *b)
+{
+    hp_buf_puts(b, "# HELP hotpub_worker_restarts_total Worker processes "
+                   "replaced, by cause.\n"
+                   "# TYPE hotpub_worker_restarts_total counter\n");
+    for (int c = CAUSE_NONE + 1; c < CAUSE_N; c++)
+        hp_buf_printf(b, "hotpub_worker_restarts_total{cause=\"%s\"} %lu\n",
+                      cause_name[c], atomic_load(&SHM->causes[c]));
+    hp_buf_printf(
+        b,
+        "# HELP hotpub_worker_crashes_total Worker processes that died of a "
+        "signal or an unexpected exit.\n"
+        "# TYPE hotpub_worker_crashes_total counter\n"
+        "hotpub_worker_crashes_total %lu\n"
+        "# HELP hotpub_handler_timeouts_total Handlers that ran past "
+        "--handler-timeout (answered 504).\n"
+        "# TYPE hotpub_handler_timeouts_total counter\n"
+        "hotpub_handler_timeouts_total %lu\n"
+        "# HELP hotpub_quarantined_versions Module versions quarantined "
+        "after crashing workers twice.\n"
+        "# TYPE hotpub_quarantined_versions gauge\n"
+        "hotpub_quarantined_versions %d\n"
+        "# HELP hotpub_quarantines_lifted_total Quarantines lifted (the "
+        "module changed).\n"
+        "# TYPE hotpub_quarantines_lifted_total counter\n"
+        "hotpub_quarantines_lifted_total %lu\n",
+        atomic_load(&SHM->crashes), atomic_load(&SHM->timeouts),
+        atomic_load(&SHM->nquar), atomic_load(&SHM->lifted));
 }
 
 /* Describe how a worker's request record reads in a log line. */
@@ -1358,6 +1393,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->heartbeat = guard_heartbeat;
     hooks->lost = guard_lost;
     hooks->status_json = guard_status_json;
+    hooks->metrics_text = guard_metrics_text;
     hooks->teardown = guard_teardown;
     hooks->thread_counts = &ME->threads;
 }

@@ -85,6 +85,15 @@ struct hp_config {
     int session_lifetime;       /* seconds a session lives unused            */
     int session_secure_cookie;  /* always mark the cookie Secure             */
     int session_purge_interval; /* seconds between purges; 0 = never         */
+    /* operations (metrics.c, dashboard.c, tls.c, docs/operations.md) */
+    char *tls_cert;       /* PEM certificate chain file; NULL = plain HTTP  */
+    char *tls_key;        /* PEM private key file                           */
+    char *tls_priorities; /* GnuTLS priority string                         */
+    char *tls_redirect;   /* ADDR:PORT of a plain listener sending to HTTPS */
+    char *admin_token;    /* bearer token for /_hotpub/ off loopback; NULL  */
+    char *health_allow;   /* CIDR list allowed /_hotpub/health; NULL = lo   */
+    double drain_delay;   /* seconds health says 503 before stopping       */
+    int metrics;          /* count requests for /_hotpub/metrics          */
 };
 
 void hp_config_defaults(struct hp_config *c);
@@ -428,6 +437,20 @@ int hp_cache_revalidate(hp_cache *c);
  * members to each module's object, given its path. */
 void hp_cache_status_json(hp_cache *c, struct hp_buf *out,
                           void (*member)(const char *path, struct hp_buf *b));
+/* A module as the node's dashboard shows it (metrics.c). */
+struct hp_module_info {
+    const char *path;  /* the module's source */
+    const char *error; /* the last build's diagnostic, or NULL */
+    unsigned long long version; /* current version id, 0 for none */
+    long inflight;              /* requests on the current version */
+    int retired;                /* retired versions awaiting unload */
+    long retired_inflight;      /* requests still on those */
+    unsigned long builds;
+};
+/* fn for each module, under its entry's lock (fn may not call the cache). */
+void hp_cache_each(hp_cache *c,
+                   void (*fn)(const struct hp_module_info *m, void *arg),
+                   void *arg);
 
 /* ---- URL resolution (resolve.c) ---------------------------------------- */
 

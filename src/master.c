@@ -18,6 +18,7 @@
 #include "master.h"
 
 #include "guard.h"
+#include "ops.h"
 #include "server.h"
 
 #include <assert.h>
@@ -47,6 +48,7 @@ static struct hp_config *CFG;
 static int (*RELOAD)(struct hp_config *);
 static bool cfg_owned; /* CFG was allocated by a reload */
 static int LISTEN_FD = -1;
+static int REDIRECT_FD = -1; /* --tls-redirect's socket, or -1 */
 
 /* ---- sd_notify, privileges, pid file ------------------------------------ */
 
@@ -263,6 +265,7 @@ static _Noreturn void worker_main(int slot)
     sigprocmask(SIG_SETMASK, &keep, NULL);
 
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
+                                    .redirect_fd = REDIRECT_FD,
                                     .reopen_logs = reopen_logs};
     /* The CPUs are shared among the workers (libmicrohttpd ignores, and
      * warns about, a pool of one). */
@@ -273,6 +276,7 @@ static _Noreturn void worker_main(int slot)
         hooks.io_threads = n > 2 ? n : 2;
     }
     hp_guard_enter(slot, CFG, &hooks);
+    hp_metrics_enter(slot);
     children_die_with_us();
     exit(hp_serve(CFG, &hooks));
 }
@@ -330,7 +334,7 @@ static void stop_child(int i)
 static void stop_all(double now)
 {
     M.stopping = true;
-    M.stop_deadline = now + CFG->shutdown_timeout + 5;
+    M.stop_deadline = now + CFG->drain_delay + CFG->shutdown_timeout + 5;
     for (int i = 0; i < M.nslots; i++)
         stop_child(i);
 }
@@ -402,6 +406,7 @@ static void reap(void)
                 continue;
             on_death(i, status);
             child_move(&M.kids[i], C_EMPTY);
+            hp_metrics_fold(i);
             hp_guard_slot_free(i);
             break;
         }
@@ -427,6 +432,7 @@ static void keep(char **slot, const char *old, const char *what)
 static void keep_all(struct hp_config *next)
 {
     keep(&next->listen, CFG->listen, "listen");
+    keep(&next->tls_redirect, CFG->tls_redirect, "tls-redirect");
     keep(&next->user, CFG->user, "user");
     keep(&next->group, CFG->group, "group");
     keep(&next->pid_file, CFG->pid_file, "pid-file");
@@ -492,7 +498,7 @@ static int master_setup(void)
     M.nslots = 2 * M.capacity + 2;
     M.wanted = n;
     M.gen = 1;
-    if (hp_guard_map(M.nslots, nrecs, n) < 0)
+    if (hp_guard_map(M.nslots, nrecs, n) < 0 || hp_metrics_map(M.nslots) < 0)
         return -1;
     M.kids = hp_xcalloc((size_t)M.nslots, sizeof *M.kids);
     return 0;
@@ -504,8 +510,14 @@ static void on_stop_signal(int sig, double now)
                 "(at most %d s)",
                 sig, CFG->shutdown_timeout);
     sd_notify("STOPPING=1");
+    /* Before the workers hear of it: their health checks answer 503
+     * through --drain-delay (metrics.c's node flag). */
+    hp_metrics_set_node_draining();
     close(LISTEN_FD);
     LISTEN_FD = -1;
+    if (REDIRECT_FD >= 0)
+        close(REDIRECT_FD);
+    REDIRECT_FD = -1;
     stop_all(now);
 }
 
@@ -759,11 +771,15 @@ static int serve_alone(struct hp_config *cfg)
         LISTEN_FD = hp_listen_bind(cfg->listen);
         if (LISTEN_FD < 0)
             return 1;
+        if (cfg->tls_redirect &&
+            (REDIRECT_FD = hp_listen_bind(cfg->tls_redirect)) < 0)
+            return 1;
     }
     if (write_pid_file() < 0 ||
         (drop && drop_privileges(cfg->user, cfg->group) < 0))
         return 1;
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
+                                    .redirect_fd = REDIRECT_FD,
                                     .ready = notify_ready,
                                     .reopen_logs = reopen_logs};
     children_die_with_us();
@@ -789,6 +805,9 @@ int hp_master_run(struct hp_config *cfg, int (*reload)(struct hp_config *))
         return 1;
     LISTEN_FD = hp_listen_bind(cfg->listen);
     if (LISTEN_FD < 0)
+        return 1;
+    if (cfg->tls_redirect &&
+        (REDIRECT_FD = hp_listen_bind(cfg->tls_redirect)) < 0)
         return 1;
     if (write_pid_file() < 0)
         return 1;

@@ -28,17 +28,21 @@
  */
 #include "server.h"
 #include "access.h"
+#include "dashboard.h"
 #include "db.h"
 #include "devloop.h"
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
 #include "listener.h"
 #include "liveness.h"
+#include "ops.h"
 #include "pool.h"
+#include "redirect.h"
 #include "request.h"
 #include "session.h"
 #include "static.h"
 #include "stream.h"
+#include "tls.h"
 #include "upload.h"
 
 #include <arpa/inet.h>
@@ -57,7 +61,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define STATUS_URL "/_hotpub/status.json"
+#define HOTPUB_PREFIX "/_hotpub/"
 #define HP_PROMOTE_RUNS 32
 #define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop */
 #define HP_SLOW_STRIKES 3      /* ... that many times before demotion   */
@@ -126,7 +130,9 @@ struct ctx {
     int fd;           /* the connection's socket */
     atomic_int state; /* enum ctx_state */
     struct MHD_Response *resp;
-    int status; /* of the response made; 0 while there is none */
+    int status;        /* of the response made; 0 while there is none */
+    double t0;         /* hp_now() at the request head, for the metrics */
+    const char *label; /* the metrics' page label when not the target's */
     uint64_t length;
     struct hp_pool_job job; /* on the handler threads' queue (pool.c) */
     /* A streamed response (hp_flush): its handler thread and its
@@ -229,6 +235,7 @@ static struct {
     _Atomic(unsigned char) *by_fd;
     int n;
     atomic_int high; /* highest descriptor marked + 1 */
+    bool tls;        /* connections speak TLS: no plaintext answers */
 } U;
 
 static void unstarted_init(void)
@@ -278,12 +285,21 @@ void hp_server_answer_unstarted(int culprit_fd)
         if (!atomic_compare_exchange_strong(&U.by_fd[fd], &want, U_DYING))
             continue;
         bool culprit = fd == culprit_fd;
-        ssize_t r = send(fd, culprit ? failed : busy,
-                         culprit ? sizeof failed - 1 : sizeof busy - 1,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)r;
-        shutdown(fd, SHUT_WR);
+        /* Over TLS a plaintext answer would be garbage inside the
+         * session: a closed connection is the clearer failure. */
+        if (!U.tls) {
+            ssize_t r = send(fd, culprit ? failed : busy,
+                             culprit ? sizeof failed - 1 : sizeof busy - 1,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)r;
+        }
+        shutdown(fd, U.tls ? SHUT_RDWR : SHUT_WR);
     }
+}
+
+bool hp_server_plaintext(void)
+{
+    return !U.tls;
 }
 
 bool hp_server_claim(int fd)
@@ -383,20 +399,6 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
     if (atomic_load(&S.stopping))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     c->status = status;
-    c->resp = r;
-    return MHD_YES;
-}
-
-static enum MHD_Result send_error(struct ctx *c, int status,
-                                  const char *detail_html);
-
-/* GET /_hotpub/events (dev mode, loopback): the live-reload stream. */
-static enum MHD_Result send_live_reload(struct ctx *c)
-{
-    struct MHD_Response *r = hp_devloop_events(c->req.conn);
-    if (!r)
-        return send_error(c, 503, NULL);
-    c->status = 200;
     c->resp = r;
     return MHD_YES;
 }
@@ -560,24 +562,11 @@ static enum MHD_Result send_file_planned(struct ctx *c, int fd,
     return MHD_YES;
 }
 
-static bool is_loopback(struct MHD_Connection *conn)
+static const struct sockaddr *client_addr(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr)
-        return false;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const void *)sa;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const void *)sa;
-        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
-               (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) &&
-                in6->sin6_addr.s6_addr[12] == 127);
-    }
-    return false;
+    return ci ? ci->client_addr : NULL;
 }
 
 /*
@@ -640,10 +629,9 @@ static void status_module_queue(const char *path, struct hp_buf *b)
     hp_buf_printf(b, ",\"running\":%d,\"queued\":%ld", running, queued);
 }
 
-static enum MHD_Result send_status(struct ctx *c)
+/* status.json's body; url: the ?url= probe, or NULL. */
+static void status_body(struct hp_buf *b, const char *url)
 {
-    hp_req *req = &c->req;
-    struct hp_buf *b = &req->out;
     struct hp_pool_stats ps;
     hp_pool_stats(&ps);
     hp_buf_printf(
@@ -664,17 +652,119 @@ static enum MHD_Result send_status(struct ctx *c)
         atomic_load(&S.streams), max_streams(), ps.live, ps.busy, ps.max,
         ps.min, ps.idle, ps.queued, ps.share, ps.started, ps.retired);
     hp_cache_status_json(S.cache, b, status_module_queue);
-    const char *url =
-        MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "url");
     if (url)
         status_url(b, url);
     hp_db_status_json(b);
     hp_edge_status_json(b);
-    H.status_json(b); /* the host's (worker processes) */
+    H.status_json(b);   /* the host's (worker processes) */
+    /* The whole node's (metrics.c): this worker's own modules as of now,
+     * the others' as of their last second. */
+    hp_metrics_modules(S.cache);
+    hp_metrics_json(b);
+    hp_buf_puts(b, ",\n\"root\":");
+    hp_buf_json(b, S.root);
     hp_buf_puts(b, "}\n");
+}
+
+/* The dashboard's feed: status.json as it is (dashboard.c). */
+static void status_snapshot(struct hp_buf *b)
+{
+    status_body(b, NULL);
+}
+
+static enum MHD_Result send_status(struct ctx *c)
+{
+    hp_req *req = &c->req;
+    status_body(&req->out, MHD_lookup_connection_value(
+                               req->conn, MHD_GET_ARGUMENT_KIND, "url"));
     hp_req_add_header(req, "Content-Type", "application/json");
     hp_req_add_header(req, "Cache-Control", "no-store");
     return send_buffer(c, 200);
+}
+
+static enum MHD_Result send_text(struct ctx *c, int status,
+                                 const char *content_type, const char *text)
+{
+    hp_req *req = &c->req;
+    if (text)
+        hp_buf_puts(&req->out, text);
+    hp_req_add_header(req, "Content-Type", content_type);
+    hp_req_add_header(req, "Cache-Control", "no-store");
+    return send_buffer(c, status);
+}
+
+/* /_hotpub/health: 200 while serving, 503 once the node is stopping
+ * (through --drain-delay and the drain after it). */
+static enum MHD_Result send_health(struct ctx *c)
+{
+    bool down = hp_metrics_node_draining() || atomic_load(&S.stopping);
+    return send_text(c, down ? 503 : 200, "text/plain; charset=utf-8",
+                     down ? "draining\n" : "ok\n");
+}
+
+static enum MHD_Result send_metrics(struct ctx *c)
+{
+    hp_metrics_text(&c->req.out, H.metrics_text);
+    return send_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", NULL);
+}
+
+static enum MHD_Result send_events(struct ctx *c)
+{
+    struct MHD_Response *r = hp_dashboard_events(c->req.conn, status_snapshot);
+    if (!r)
+        return send_error(c, 503, NULL);
+    c->status = 200;
+    c->resp = r;
+    return MHD_YES;
+}
+
+/*
+ * Who may see /_hotpub/NAME: loopback clients; the --health-allow blocks
+ * for health; with --admin-token, anyone presenting it (RFC 6750 §2.1).
+ * 1 allowed, 0 not (then the path is served as any other: a 404 unless
+ * the document root has it), -1 a token was wrong or missing (401).
+ */
+static int hotpub_allowed(struct ctx *c, const char *name)
+{
+    const struct sockaddr *sa = client_addr(c->req.conn);
+    if (hp_addr_loopback(sa) ||
+        (strcmp(name, "health") == 0 && hp_cidr_match(S.cfg->health_allow, sa)))
+        return 1;
+    if (!S.cfg->admin_token)
+        return 0;
+    const char *auth = MHD_lookup_connection_value(
+        c->req.conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    return hp_bearer_ok(auth, S.cfg->admin_token) ? 1 : -1;
+}
+
+/* hotpub's own endpoints under /_hotpub/ (docs/operations.md). false: the
+ * path is not one of them for this client. */
+static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
+{
+    const char *name = c->req.path + strlen(HOTPUB_PREFIX);
+    int ok = hotpub_allowed(c, name);
+    if (ok == 0)
+        return false;
+    c->label = HP_MET_HOTPUB;
+    if (ok < 0) {
+        hp_req_add_header(&c->req, "WWW-Authenticate",
+                          "Bearer realm=\"hotpub\"");
+        *r = send_error(c, 401, NULL);
+    } else if (strcmp(name, "status.json") == 0) {
+        *r = send_status(c);
+    } else if (strcmp(name, "metrics") == 0) {
+        *r = send_metrics(c);
+    } else if (strcmp(name, "health") == 0) {
+        *r = send_health(c);
+    } else if (strcmp(name, "status.events") == 0) {
+        *r = send_events(c);
+    } else if (*name == '\0') {
+        hp_dashboard_html(&c->req.out);
+        *r = send_text(c, 200, "text/html; charset=utf-8", NULL);
+    } else {
+        *r = send_error(c, 404, NULL);
+    }
+    return true;
 }
 
 /* ---- the publisher --------------------------------------------------------
@@ -948,11 +1038,10 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
     atomic_fetch_add(&S.requests, 1);
     if (c->req.body_too_large)
         return send_error(c, 413, NULL);
-    if (strcmp(req->path, STATUS_URL) == 0 && is_loopback(req->conn))
-        return send_status(c);
-    if (strcmp(req->path, HP_EVENTS_URL) == 0 && S.dev &&
-        is_loopback(req->conn))
-        return send_live_reload(c);
+    enum MHD_Result done;
+    if (strncmp(req->path, HOTPUB_PREFIX, strlen(HOTPUB_PREFIX)) == 0 &&
+        hotpub_endpoint(c, &done))
+        return done;
     hp_resolve(S.res, req->path, &req->target);
     if (req->target.kind == HP_T_STATIC)
         return send_static(c);
@@ -1040,6 +1129,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     c->edge = hp_edge_of(conn);
     c->conn = conn;
     c->fd = conn_fd(conn);
+    c->t0 = S.cfg->metrics ? hp_now() : 0;
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -1052,6 +1142,7 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
 {
     hp_req_init(&c->req, conn, method, url, version);
     c->req.path = absolute_form(&c->req, url);
+    c->req.secure = hp_tls_on(); /* sessions mark their cookie Secure */
     const char *q = strchr(c->uri, '?');
     c->req.query = q ? q + 1 : "";
     ctx_move(c, CTX_HEAD, CTX_BODY);
@@ -1134,6 +1225,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     }
 }
 
+/* What the node's counters file a finished request under (metrics.c):
+ * the page's module, never its request target. */
+static const char *metrics_label(struct ctx *c)
+{
+    if (c->label)
+        return c->label;
+    if (ctx_state(c) == CTX_HEAD)
+        return HP_MET_NONE;
+    switch (c->req.target.kind) {
+    case HP_T_PAGE:
+        return c->req.target.path;
+    case HP_T_STATIC:
+        return HP_MET_STATIC;
+    default:
+        return c->status == 404 ? HP_MET_NOTFOUND : HP_MET_NONE;
+    }
+}
+
 /* The request is over: log it, give back what it holds. */
 static void ctx_free(struct ctx *c)
 {
@@ -1144,6 +1253,8 @@ static void ctx_free(struct ctx *c)
         hp_stream_unref(c->req.stream);
     }
     access_log(c);
+    if (S.cfg->metrics)
+        hp_metrics_request(metrics_label(c), c->status, hp_now() - c->t0);
     if (ctx_state(c) != CTX_HEAD) {
         hp_req_release_resources(&c->req);
         hp_pinset_release(&c->req.pins);
@@ -1327,6 +1438,7 @@ static int setup(struct hp_config *cfg)
 
 static void teardown(void)
 {
+    hp_dashboard_stop();
     hp_watch_stop(S.watch);
     hp_tplcache_stop();
     H.teardown(); /* the host's pinned versions, before their cache goes */
@@ -1337,6 +1449,7 @@ static void teardown(void)
     hp_resolver_free(S.res);
     hp_compiler_free(S.cc);
     hp_access_close();
+    hp_tls_free();
     free(S.root);
 }
 
@@ -1346,6 +1459,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn,
                           enum MHD_ConnectionNotificationCode toe)
 {
     hp_edge_notify(cls, conn, socket_context, toe);
+    hp_metrics_connection(toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
     if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
         hp_listener_closed();
 }
@@ -1365,6 +1479,13 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    /* HTTPS (tls.c): libmicrohttpd does the handshake on connections the
+     * listener adds just as it reads plain ones. */
+    struct MHD_OptionItem tls[4];
+    size_t ntls = hp_tls_mhd_options(tls);
+    tls[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    if (ntls)
+        flags |= MHD_USE_TLS;
     unsigned each = cfg->conn_limit > UINT_MAX / 2 - 1024
                         ? UINT_MAX / 2
                         : cfg->conn_limit + 1024;
@@ -1379,7 +1500,7 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, room, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         hp_edge_mhd_memory(cfg), MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
-        MHD_OPTION_END);
+        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
 }
 
 /*
@@ -1394,6 +1515,8 @@ static void each_second(void)
 {
     char why[160];
     if (hp_liveness_check(why, sizeof why) == 0) {
+        hp_metrics_tick();
+        hp_metrics_modules(S.cache);
         H.heartbeat();
         return;
     }
@@ -1412,11 +1535,37 @@ static void record_descriptors(void)
     hp_liveness_record(extra, 2);
 }
 
+/* --tls-redirect: the host's socket or our own. 0, or -1 after logging
+ * why. */
+static int redirect_start(struct hp_config *cfg)
+{
+    if (!cfg->tls_redirect)
+        return 0;
+    if (!hp_tls_on()) {
+        hp_log_error("tls-redirect needs tls-cert and tls-key");
+        return -1;
+    }
+    int fd =
+        H.redirect_fd > 0 ? H.redirect_fd : hp_listen_bind(cfg->tls_redirect);
+    return fd < 0 ? -1 : hp_redirect_start(fd, cfg->listen);
+}
+
 /* Everything up to accepting connections: 0, or 1 with nothing left
  * running. */
 static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
 {
     if (setup(cfg) < 0 || hp_access_open(cfg->access_log) < 0) {
+        teardown();
+        return 1;
+    }
+    if (hp_tls_load(cfg) < 0) {
+        teardown();
+        return 1;
+    }
+    hp_edge_set_tls(hp_tls_on());
+    U.tls = hp_tls_on();
+    hp_metrics_set_root(S.root);
+    if (hp_dashboard_start() < 0) {
         teardown();
         return 1;
     }
@@ -1427,8 +1576,8 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
                                       : S.dev && strcmp(cfg->cc, "cc") == 0;
     if (cfg->settle_ms < 0) /* auto: editors' save bursts take ~1 ms */
         cfg->settle_ms = tiered ? HP_SETTLE_FAST_MS : HP_SETTLE_MS;
-    if (S.dev)
-        hp_devloop_start(S.root);
+    if (S.dev) /* live-reload events ride on the dashboard's feed */
+        hp_devloop_start(S.root, hp_dashboard_broadcast);
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
     hp_cache_set_batched(S.cache, S.watch != NULL);
     hp_cache_set_tiered(S.cache, tiered);
@@ -1471,7 +1620,15 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         teardown();
         return 1;
     }
+    if (redirect_start(cfg) < 0) {
+        MHD_stop_daemon(S.mhd);
+        hp_edge_stop();
+        hp_pool_stop();
+        teardown();
+        return 1;
+    }
     if (hp_listener_start(fd, S.mhd, cfg->conn_limit, each_second) < 0) {
+        hp_redirect_stop();
         MHD_stop_daemon(S.mhd);
         hp_edge_stop();
         hp_pool_stop();
@@ -1479,6 +1636,32 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         return 1;
     }
     return 0;
+}
+
+/*
+ * The node is stopping (this process alone, or the supervisor said so
+ * before its SIGTERM; a worker replaced on SIGHUP is no node stopping):
+ * /_hotpub/health answers 503 while everything else is still served, for
+ * --drain-delay seconds, so that load balancers stop sending before the
+ * listener closes.
+ */
+static bool alone; /* no supervisor: this process is the node */
+
+static void drain_delay(int sig)
+{
+    if (alone)
+        hp_metrics_set_node_draining();
+    if (!hp_metrics_node_draining() || S.cfg->drain_delay <= 0)
+        return;
+    hp_log_info("signal %d: health checks answer 503; still serving for "
+                "%g s (drain-delay)",
+                sig, S.cfg->drain_delay);
+    double end = hp_now() + S.cfg->drain_delay;
+    while (hp_now() < end) {
+        double left = end - hp_now();
+        usleep(left > 0.2 ? 200000 : (useconds_t)(left * 1e6) + 1);
+        hp_access_flush();
+    }
 }
 
 /* The main thread until SIGTERM/SIGINT: flush the access log once a
@@ -1490,6 +1673,7 @@ static void wait_for_stop(const sigset_t *sigs)
         int sig = sigtimedwait(sigs, NULL, &one);
         hp_access_flush();
         if (sig == SIGTERM || sig == SIGINT) {
+            drain_delay(sig);
             hp_log_info("signal %d: finishing in-flight requests", sig);
             break;
         }
@@ -1511,14 +1695,16 @@ static void drain(struct hp_config *cfg)
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
-    hp_devloop_stop();    /* live-reload streams end; the browsers retry */
+    hp_devloop_stop();    /* no more live-reload events */
     hp_stream_shutdown(); /* long streams end now (hp_flush says -1) */
     atomic_store(&draining, true);
+    hp_dashboard_stop(); /* the live feeds end: none stays suspended */
     /* Close our copy of the listening socket (after taking what waits in
      * its backlog, to be answered rather than reset): with worker
      * processes the others, or a new generation, go on accepting; alone,
      * or when every process stops, new connections are refused at once
      * and clients and load balancers try elsewhere. */
+    hp_redirect_stop();
     unsigned taken = hp_listener_stop(true);
     if (taken)
         hp_log_info("took %u connections from the listen backlog; no longer "
@@ -1568,6 +1754,13 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
         return 2;
     }
     hooks_fill(hooks);
+    /* A worker's slot is in its supervisor's area; alone, the process maps
+     * an area of one slot. */
+    int mapped = hp_metrics_map(1);
+    if (mapped < 0)
+        return 1;
+    alone = mapped == 0;
+    hp_metrics_enter(0);
     signal(SIGPIPE, SIG_IGN);
     /* Block the stop signals in every thread; the main thread waits. */
     sigemptyset(&sigs);
@@ -1578,8 +1771,8 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
 
     if (serve_start(cfg, &ss) != 0)
         return 1;
-    hp_log_info("hotpub %s serving %s on http://%s (%s mode)",
-                HP_VERSION_STRING, S.root, cfg->listen,
+    hp_log_info("hotpub %s serving %s on %s://%s (%s mode)", HP_VERSION_STRING,
+                S.root, hp_tls_on() ? "https" : "http", cfg->listen,
                 S.dev ? "dev" : "production");
     record_descriptors();
     H.ready();

@@ -21,6 +21,9 @@ struct hp_server_hooks {
      * it closes it as soon as it stops (SIGTERM), so that new
      * connections go to the other processes or are refused. */
     int listen_fd;
+    /* With --tls-redirect: the host's bound socket for it (> 0), or 0 or
+     * -1: hp_serve binds cfg->tls_redirect itself. */
+    int redirect_fd;
     /* Event-loop threads to run; 0: one per CPU. */
     unsigned io_threads;
     /* Where to keep this process's handler-thread counts up to date for
@@ -67,6 +70,9 @@ struct hp_server_hooks {
     void (*reopen_logs)(void);
     /* Append ,"key":value members to status.json's top-level object. */
     void (*status_json)(struct hp_buf *b);
+    /* Append the host's families to /_hotpub/metrics (Prometheus text
+     * exposition format 0.0.4, docs/operations.md). */
+    void (*metrics_text)(struct hp_buf *b);
     /* Before the module cache is freed: drop versions the host pinned
      * outside it (vet's and rescue's). */
     void (*teardown)(void);
@@ -99,5 +105,10 @@ void hp_server_answer_unstarted(int culprit_fd);
  * it (then the host must not write).
  */
 bool hp_server_claim(int fd);
+
+/* False when the connections speak TLS (--tls-cert): then a host must not
+ * write a fixed plaintext answer onto a socket (it would be garbage inside
+ * the TLS session); it closes the connection instead. */
+bool hp_server_plaintext(void);
 
 #endif

@@ -41,6 +41,10 @@ check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tpl
 # the accept thread and the descriptor census are the server's own
 check 'hp_listener_|#include "listener\.h"' listener.c listener.h server.c
 check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
+# the dashboard's feed and HTTPS credentials are the server's alone
+check '#include "dashboard\.h"|hp_dashboard_' dashboard.c dashboard.h server.c
+check '#include "tls\.h"|hp_tls_' tls.c tls.h server.c
+check '#include "redirect\.h"|hp_redirect_' redirect.c redirect.h server.c
 # the dev loop's browser side: the server answers and injects, the cache,
 # the template cache and the watcher report changes; the crash page is the
 # guard's (it runs in a fatal signal handler)

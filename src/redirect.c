@@ -1,0 +1,123 @@
+/*
+ * redirect.c - --tls-redirect: a second, plain-HTTP listener whose every
+ * answer is a 308 to the same target over HTTPS, so that http:// links
+ * and bookmarks reach the site without a proxy in front.
+ *
+ * Owns: its own small libmicrohttpd daemon (one thread, its own listening
+ * socket) and the Location it builds. May not touch: pages, the module
+ * cache, the main daemon's connections; it serves nothing else.
+ */
+#include "redirect.h"
+#include "framing.h" /* hp_host_valid */
+
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static struct {
+    struct MHD_Daemon *d;
+    char port[8]; /* ":8443", or "" for 443 */
+} R;
+
+static void *keep_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    return strdup(uri ? uri : "/");
+}
+
+static void free_uri(void *cls, struct MHD_Connection *conn, void **con_cls,
+                     enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    free(*con_cls);
+    *con_cls = NULL;
+}
+
+static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status,
+                              const char *location, const char *body)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        strlen(body), (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8");
+    if (location)
+        MHD_add_response_header(r, "Location", location);
+    enum MHD_Result ok = MHD_queue_response(conn, status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+/* The host part of a Host field value (a [v6] literal kept whole). */
+static size_t host_len(const char *host)
+{
+    if (host[0] == '[') {
+        const char *end = strchr(host, ']');
+        return end ? (size_t)(end - host) + 1 : strlen(host);
+    }
+    return strcspn(host, ":");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)cls;
+    (void)url;
+    (void)method;
+    (void)version;
+    (void)upload;
+    if (*upload_size) { /* a body is not needed for the answer: drop it */
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    const char *target = *con_cls ? *con_cls : "/";
+    const char *host =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+    /* Only origin-form targets: an absolute or '*' target, or a Host that
+     * is not one, cannot be turned into an https URL of this site. */
+    if (!host || !hp_host_valid(host, strlen(host)) || target[0] != '/')
+        return answer(conn, 400, NULL, "Bad Request\n");
+    char *loc = hp_xasprintf("https://%.*s%s%s", (int)host_len(host), host,
+                             R.port, target);
+    enum MHD_Result ok = answer(conn, 308, loc, "Permanent Redirect\n");
+    free(loc);
+    return ok;
+}
+
+int hp_redirect_start(int fd, const char *https_listen)
+{
+    const char *colon = strrchr(https_listen, ':');
+    int port = colon ? atoi(colon + 1) : 443;
+    if (port == 443)
+        R.port[0] = '\0';
+    else
+        snprintf(R.port, sizeof R.port, ":%d", port);
+    R.d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0,
+        NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_URI_LOG_CALLBACK, keep_uri, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, free_uri, NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_LIMIT, 256u,
+        MHD_OPTION_END);
+    if (!R.d) {
+        hp_log_error("cannot start the HTTPS redirect listener");
+        close(fd);
+        return -1;
+    }
+    return 0;
+}
+
+void hp_redirect_stop(void)
+{
+    if (!R.d)
+        return;
+    MHD_stop_daemon(R.d); /* closes the listening socket too */
+    R.d = NULL;
+}

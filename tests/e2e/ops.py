@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests of what operators see (docs/operations.md): the
+Prometheus metrics of the whole node, the health check and its drain
+delay, the dashboard's live feed (and the dashboard in headless Chromium),
+and HTTPS.
+
+    HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/ops.py [NAME-SUBSTRING...]
+    python3 tests/e2e/ops.py --list
+
+Uses Debian's python3-prometheus-client (the metrics parser), openssl (a
+self-signed certificate), chromium and python3-websocket (the browser
+test), promtool when installed (package prometheus): tools/deps.sh --test.
+Output, as in run.py: one line per test, then "N passed, N failed".
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import http.client
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (BackgroundRequest, Server, Skip, check,  # noqa: E402
+                     check_eq, check_in, fail, limit, note, page,
+                     simple_page, wait_until)
+
+# Debian's packages live in the system interpreter's dist-packages: reach
+# them from another Python 3 (pyenv, a venv) too.
+for _d in ("/usr/lib/python3/dist-packages",):
+    if os.path.isdir(_d) and _d not in sys.path:
+        sys.path.append(_d)
+
+TEST_TIMEOUT = 120.0
+SUITE_BUDGET = 600.0
+
+SLOW = page(r'''
+HP_HANDLER(http_handler)
+{
+    const char *ms = hp_arg(req, "ms");
+    if (ms)
+        usleep((useconds_t)atoi(ms) * 1000);
+    hp_printf(req, "slow %d", (int)getpid());
+    return HP_OK;
+}
+''', includes="#include <stdlib.h>\n#include <unistd.h>")
+
+SESSION = page(r'''
+HP_HANDLER(http_handler)
+{
+    hp_session_set(req, "k", "v");
+    hp_puts(req, "set");
+    return HP_OK;
+}
+''')
+
+
+def parse_metrics(text):
+    """{(name, frozenset(labels.items())): value} and the families, by the
+    Prometheus Python client's parser (it raises on invalid text)."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        raise Skip("python3-prometheus-client is not installed")
+    samples, fams = {}, {}
+    for fam in text_string_to_metric_families(text):
+        fams[fam.name] = fam
+        for s in fam.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples, fams
+
+
+def metrics(s):
+    r = s.get("/_hotpub/metrics")
+    check_eq(r.status, 200, "/_hotpub/metrics status")
+    check_in("version=0.0.4", r.header("Content-Type"), "Content-Type")
+    return r.text
+
+
+def sample(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_parse_and_count_the_whole_node():
+    with Server(files={"hello.c": simple_page("hi")}, workers=2) as s:
+        for _ in range(3):
+            s.get_ok("/hello")
+        before, fams = parse_metrics(metrics(s))
+        for fam in ("hotpub_http_request_duration_seconds",
+                    "hotpub_compile_duration_seconds"):
+            check_eq(fams[fam].type, "histogram", fam + " type")
+        for fam in ("hotpub_http_requests", "hotpub_reloads",
+                    "hotpub_versions_retired", "hotpub_versions_unloaded",
+                    "hotpub_worker_restarts", "hotpub_db_pool_timeouts"):
+            check_eq(fams[fam].type, "counter", fam + " type")
+        for fam in ("hotpub_open_connections", "hotpub_quarantined_versions",
+                    "hotpub_db_pool_connections_in_use",
+                    "hotpub_db_pool_waiting"):
+            check_eq(fams[fam].type, "gauge", fam + " type")
+        # Fresh connections each: libmicrohttpd's accept spreads them over
+        # both workers, and whichever answers counts them all.
+        n = 20
+        for _ in range(n):
+            s.get_ok("/hello")
+        st = s.status_json()
+        pids = [w["pid"] for w in st["node"]["workers"] if w["requests"]]
+        after, _ = parse_metrics(metrics(s))
+        got = (sample(after, "hotpub_http_requests_total", page="hello.c",
+                      code="2xx")
+               - sample(before, "hotpub_http_requests_total", page="hello.c",
+                        code="2xx"))
+        check_eq(got, n, "hello.c 2xx requests counted")
+        note("workers that served: %d" % len(pids))
+        # Histogram buckets are cumulative and end at the count.
+        le = sorted(((float(dict(k[1])["le"]), v) for k, v in after.items()
+                     if k[0] == "hotpub_http_request_duration_seconds_bucket"
+                     and dict(k[1])["page"] == "hello.c"))
+        vals = [v for _, v in le]
+        check(vals == sorted(vals), "buckets not cumulative: %r" % le)
+        check_eq(vals[-1], sample(after,
+                                  "hotpub_http_request_duration_seconds_count",
+                                  page="hello.c"), "+Inf bucket vs count")
+        check_eq(le[-1][0], float("inf"), "last bucket")
+        check(sample(after, "hotpub_reloads_total", result="ok") >= 1,
+              "no successful build counted")
+        check_eq(sample(after, "hotpub_worker_processes"), 2, "workers")
+        # No raw URL becomes a label.
+        s.get("/nope/%d" % time.time_ns())
+        text = metrics(s)
+        check("/nope" not in text, "a request target became a label")
+        check_in('page="_notfound",code="4xx"', text, "metrics")
+        if shutil.which("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"],
+                               input=text.encode(), capture_output=True,
+                               timeout=30)
+            check_eq(p.returncode, 0, "promtool check metrics (%s)"
+                     % p.stdout.decode() + p.stderr.decode())
+        else:
+            note("promtool not installed: checked with the Python parser only")
+
+
+def test_metrics_reloads_and_history():
+    with Server(files={"hello.c": simple_page("v1")}, workers=0) as s:
+        s.get_ok("/hello")
+        before, _ = parse_metrics(metrics(s))
+        s.write("hello.c", simple_page("v2"))
+        s.wait_body("/hello", "v2", limit(5), allowed_bodies=("v1",))
+        s.write("hello.c", page("this is not C"))
+        check(wait_until(lambda: s.get("/hello").status == 500, limit(5)),
+              "the broken page did not fail")
+        after, _ = parse_metrics(metrics(s))
+        check_eq(sample(after, "hotpub_reloads_total", result="ok")
+                 - sample(before, "hotpub_reloads_total", result="ok"), 1,
+                 "successful reloads")
+        check_eq(sample(after, "hotpub_reloads_total", result="failed"), 1,
+                 "failed builds")
+        check_eq(sample(after, "hotpub_versions_retired_total"), 1,
+                 "versions retired")
+        check(wait_until(lambda: sample(parse_metrics(metrics(s))[0],
+                                        "hotpub_versions_unloaded_total") == 1,
+                         limit(3)), "the retired version was not unloaded")
+        hist = s.status_json()["node"]["reloads"]
+        check_eq([h["result"] for h in hist[:3]], ["failed", "ok", "ok"],
+                 "reload history, newest first")
+        check_eq(hist[0]["page"], "hello.c", "history page")
+        check(hist[0]["error"], "the failure's error is missing")
+        check(hist[1]["compile_seconds"] > 0, "compile time")
+
+
+def test_health_and_drain_delay():
+    with Server(files={"slow.c": SLOW}, workers=1,
+                args=["--drain-delay", "2"]) as s:
+        r = s.get("/_hotpub/health")
+        check_eq((r.status, r.text), (200, "ok\n"), "health while serving")
+        slow = BackgroundRequest(s.port, "/slow?ms=2500")
+        slow.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        os.kill(s.proc.pid, signal.SIGTERM)
+        check(wait_until(lambda: s.get("/_hotpub/health").status == 503,
+                         limit(1)), "health did not turn 503 on SIGTERM")
+        # Still accepting and serving through the delay.
+        check_eq(s.get("/slow").status, 200, "a page during the drain delay")
+        check(time.monotonic() - t0 < 2, "the delay was already over")
+        status, _, body = slow.join_result()
+        check_eq(status, 200, "the in-flight request")
+        check(wait_until(lambda: not s.alive(), limit(10)), "did not stop")
+        check(time.monotonic() - t0 >= 2, "stopped before the drain delay")
+        check_eq(s.terminate(), 0, "exit status")
+
+
+def test_events_do_not_pin_handler_threads():
+    """Ten open dashboard feeds on a worker with one handler thread: pages
+    are still served, and each feed gets a new event every second."""
+    with Server(files={"slow.c": SLOW}, workers=0,
+                args=["--threads", "1", "--max-threads", "1"]) as s:
+        socks = []
+        for _ in range(10):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            c.sendall(b"GET /_hotpub/status.events HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(c)
+        time.sleep(0.5)
+        for _ in range(5):
+            check_eq(s.get("/slow?ms=10").status, 200, "page beside feeds")
+        buf = b""
+        deadline = time.monotonic() + limit(5)
+        while buf.count(b"event: status") < 3 and time.monotonic() < deadline:
+            buf += socks[0].recv(65536)
+        check_in(b"text/event-stream", buf, "feed head")
+        check(buf.count(b"event: status") >= 3, "fewer than 3 events")
+        for c in socks:
+            c.close()
+
+
+def make_cert(tmp, name):
+    if not shutil.which("openssl"):
+        raise Skip("openssl is not installed")
+    cert, key = (os.path.join(tmp, name + ".crt"),
+                 os.path.join(tmp, name + ".key"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+def tls_get(port, path, ctx, conn=None):
+    own = conn is None
+    if own:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx,
+                                           timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read(), conn
+    finally:
+        if own:
+            conn.close()
+
+
+def client_ctx(cafile):
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.check_hostname = False
+    return ctx
+
+
+def peer_cert(port):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw) as t:
+            return t.getpeercert(binary_form=True), t.version()
+
+
+def test_https():
+    tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
+    cert, key = make_cert(tmp, "a")
+    rport = harness.free_port()
+    with Server(files={"hello.c": simple_page("hi"), "sess.c": SESSION},
+                workers=1, args=["--tls-cert", cert, "--tls-key", key,
+                                 "--tls-redirect",
+                                 "127.0.0.1:%d" % rport]) as s:
+        ctx = client_ctx(cert)
+        status, _, body, _ = tls_get(s.port, "/hello", ctx)
+        check_eq((status, body), (200, b"hi"), "GET over HTTPS")
+        _, version = peer_cert(s.port)
+        check(version in ("TLSv1.3", "TLSv1.2"), "protocol %s" % version)
+        # Keep-alive over TLS.
+        conn = http.client.HTTPSConnection("127.0.0.1", s.port, context=ctx,
+                                           timeout=10)
+        for _ in range(3):
+            conn.request("GET", "/hello")
+            check_eq(conn.getresponse().read(), b"hi", "keep-alive body")
+        conn.close()
+        # TLS 1.1 is refused, TLS 1.2 accepted (openssl s_client offers
+        # exactly the version asked for).
+        def handshake(flag):
+            p = subprocess.run(
+                ["openssl", "s_client", "-connect", "127.0.0.1:%d" % s.port,
+                 flag, "-cipher", "DEFAULT@SECLEVEL=0"],
+                input=b"", capture_output=True, timeout=20)
+            out = p.stdout.decode("utf-8", "replace")
+            return p.returncode == 0 and "Cipher is (NONE)" not in out
+        check(handshake("-tls1_2"), "a TLS 1.2 handshake failed")
+        check(not handshake("-tls1_1"), "a TLS 1.1 handshake succeeded")
+        # Plain HTTP on the TLS port gets no HTTP answer.
+        r = s.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(r is None or r.status != 200, "plain HTTP served on TLS port")
+        # The redirect listener: 308 to the same target over HTTPS.
+        r = harness.request(rport, "/hello?a=1%20b", method="POST", body="x",
+                            headers={"Host": "example.com:%d" % rport})
+        check_eq((r.status, r.header("Location")),
+                 (308, "https://example.com:%d/hello?a=1%%20b" % s.port),
+                 "redirect to HTTPS")
+        r = harness.request(rport, "/", headers={"Host": "bad host"})
+        check_eq(r.status, 400, "redirect with an invalid Host")
+        # The session cookie is Secure over HTTPS.
+        status, headers, _, _ = tls_get(s.port, "/sess", ctx)
+        cookie = headers.get("Set-Cookie", "")
+        check_in("Secure", cookie, "session cookie over HTTPS")
+
+
+def test_https_certificate_renewed_on_sighup_under_load():
+    tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
+    cert, key = make_cert(tmp, "a")
+    cert2, key2 = make_cert(tmp, "b")
+    with Server(files={"hello.c": simple_page("hi")}, workers=2,
+                args=["--tls-cert", cert, "--tls-key", key]) as s:
+        first, _ = peer_cert(s.port)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        stop = threading.Event()
+        counts = {"ok": 0, "failed": 0}
+        errors = []
+
+        def load():
+            while not stop.is_set():
+                try:
+                    status, _, body, _ = tls_get(s.port, "/hello", ctx)
+                    ok = status == 200 and body == b"hi"
+                except Exception as e:  # noqa: BLE001 - any failure counts
+                    ok = False
+                    errors.append(repr(e))
+                counts["ok" if ok else "failed"] += 1
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        shutil.copy(cert2, cert)
+        shutil.copy(key2, key)
+        os.kill(s.proc.pid, signal.SIGHUP)
+        renewed = wait_until(lambda: peer_cert(s.port)[0] != first, limit(5))
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        check(renewed, "the renewed certificate was not served")
+        note("requests during the renewal: %d ok, %d failed"
+             % (counts["ok"], counts["failed"]))
+        check(counts["ok"] > 20, "too little load: %r" % counts)
+        check_eq(counts["failed"], 0, "failed requests (%s)" % errors[:3])
+
+
+# ---- the dashboard in headless Chromium, over the DevTools protocol ------
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (CDP)."""
+
+    def __init__(self, tmp):
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not exe:
+            raise Skip("chromium is not installed")
+        try:
+            import websocket  # noqa: F401 - python3-websocket
+        except ImportError:
+            raise Skip("python3-websocket is not installed")
+        self.port = harness.free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--no-first-run", "--disable-extensions",
+             "--user-data-dir=" + os.path.join(tmp, "chromium"),
+             "--remote-debugging-address=127.0.0.1",
+             "--remote-debugging-port=%d" % self.port, "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ws = None
+        self.next_id = 0
+
+    def connect(self):
+        import websocket
+
+        def target():
+            try:
+                with urllib.request.urlopen(
+                        "http://127.0.0.1:%d/json/list" % self.port,
+                        timeout=2) as r:
+                    pages = [t for t in json.load(r) if t["type"] == "page"]
+                    return pages[0]["webSocketDebuggerUrl"] if pages else None
+            except OSError:
+                return None
+        check(wait_until(lambda: target() is not None, 20),
+              "chromium's DevTools endpoint did not come up")
+        self.ws = websocket.create_connection(target(), timeout=20)
+
+    def call(self, method, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method,
+                                 "params": params}))
+        while True:
+            m = json.loads(self.ws.recv())
+            if m.get("id") == self.next_id:
+                if "error" in m:
+                    fail("CDP %s: %s" % (method, m["error"]))
+                return m.get("result", {})
+
+    def eval(self, js):
+        r = self.call("Runtime.evaluate", expression=js, returnByValue=True)
+        return r.get("result", {}).get("value")
+
+    def close(self):
+        if self.ws:
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+ROWS = ("Array.from(document.querySelectorAll('#%s tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))")
+
+
+def test_dashboard_in_headless_chromium():
+    tmp = tempfile.mkdtemp(prefix="hotpub-chromium-")
+    b = Browser(tmp)
+    try:
+        with Server(files={"hello.c": simple_page("v1"),
+                           "about.c": simple_page("about")},
+                    workers=2) as s:
+            s.get_ok("/hello")
+            s.get_ok("/about")
+            b.connect()
+            b.call("Page.enable")
+            b.call("Page.navigate", url=s.url("/_hotpub/"))
+            check(wait_until(lambda: b.eval("document.getElementById('state')"
+                                            ".textContent") == "serving",
+                             limit(10)), "the dashboard did not go live")
+            # Each worker publishes its modules once a second: the one
+            # that served about.c may be the other one.
+            def names():
+                return sorted(r[0] for r in b.eval(ROWS % "modules") or [])
+            wait_until(lambda: names() == ["about.c", "hello.c"], limit(3))
+            check_eq(names(), ["about.c", "hello.c"], "modules listed")
+            workers = b.eval(ROWS % "workers") or []
+            check_eq(len(workers), 2, "worker rows")
+            pages = [r[0] for r in b.eval(ROWS % "pages") or []]
+            check_in("hello.c", pages, "pages table")
+            before = len(b.eval(ROWS % "reloads") or [])
+            # An edit shows in the reload history without a page reload.
+            b.eval("window.__marker = 1")
+            s.write("hello.c", simple_page("v2"))
+            s.wait_body("/hello", "v2", limit(5), allowed_bodies=("v1",))
+            check(wait_until(lambda: len(b.eval(ROWS % "reloads") or [])
+                             > before, limit(5)),
+                  "the reload history did not update by itself")
+            check_eq(b.eval("window.__marker"), 1,
+                     "the page was reloaded (marker lost)")
+            top = b.eval(ROWS % "reloads")[0]
+            check_eq((top[1], top[3]), ("hello.c", "ok"), "newest reload")
+    finally:
+        b.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT,
+                               verbose_total=False))
