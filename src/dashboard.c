@@ -27,9 +27,8 @@
 struct stream {
     struct MHD_Connection *conn;
     void (*snapshot)(struct hp_buf *b);
-    struct hp_buf buf;   /* the event being sent */
-    size_t off;          /* ... bytes of it sent */
-    struct hp_buf extra; /* broadcast events not yet sent (under F.mu) */
+    struct hp_buf buf; /* the event being sent */
+    size_t off;        /* ... bytes of it sent */
     double next;       /* when the next event is due (hp_now) */
     bool suspended;    /* under F.mu */
     struct stream *prev, *next_s;
@@ -116,32 +115,19 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
         if (atomic_load(&F.stopping))
             return MHD_CONTENT_READER_END_OF_STREAM;
         double now = hp_now();
-        pthread_mutex_lock(&F.mu);
-        if (s->extra.len) {
-            /* A broadcast event (dev mode's live reload) goes out next. */
-            struct hp_buf sent = s->buf;
-            s->buf = s->extra;
-            s->extra = sent;
-            s->extra.len = 0;
-            s->off = 0;
-            pthread_mutex_unlock(&F.mu);
-            goto copy;
-        }
         if (now < s->next) {
-            /* Nothing due: park the connection until the ticker (or a
-             * broadcast). */
+            /* Nothing due: park the connection until the ticker. */
+            pthread_mutex_lock(&F.mu);
             s->suspended = true;
             MHD_suspend_connection(s->conn);
             pthread_mutex_unlock(&F.mu);
             return 0;
         }
-        pthread_mutex_unlock(&F.mu);
         next_event(s);
         s->next = now + PERIOD_S;
         if (!s->buf.p)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
-copy:;
     size_t n = s->buf.len - s->off;
     if (n > max)
         n = max;
@@ -162,25 +148,7 @@ static void stream_free(void *cls)
         s->next_s->prev = s->prev;
     pthread_mutex_unlock(&F.mu);
     hp_buf_free(&s->buf);
-    hp_buf_free(&s->extra);
     free(s);
-}
-
-#define BROADCAST_BACKLOG (1 << 20) /* bytes a stream that does not read */
-                                    /* may have queued; then it misses some */
-
-void hp_dashboard_broadcast(const char *text, size_t len)
-{
-    pthread_mutex_lock(&F.mu);
-    for (struct stream *s = F.list; s; s = s->next_s) {
-        if (s->extra.len + len <= BROADCAST_BACKLOG)
-            hp_buf_append(&s->extra, text, len);
-        if (s->suspended) {
-            s->suspended = false;
-            MHD_resume_connection(s->conn);
-        }
-    }
-    pthread_mutex_unlock(&F.mu);
 }
 
 struct MHD_Response *hp_dashboard_events(struct MHD_Connection *conn,

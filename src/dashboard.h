@@ -24,11 +24,6 @@ void hp_dashboard_html(struct hp_buf *b);
 struct MHD_Response *hp_dashboard_events(struct MHD_Connection *conn,
                                          void (*snapshot)(struct hp_buf *b));
 
-/* Queue text (whole events: "event: NAME\ndata: ...\n\n") on every open
- * stream, sent after its current event: dev mode's live-reload events
- * (devloop.c, through server.c). Any thread. */
-void hp_dashboard_broadcast(const char *text, size_t len);
-
 /* Start the ticker thread. 0, or -1 after logging why. */
 int hp_dashboard_start(void);
 /* Shutdown: every stream ends after its current event (so libmicrohttpd

@@ -1,14 +1,17 @@
 /*
  * devloop.c - the browser side of the edit-refresh loop in dev mode.
  *
- * Owns: the live-reload events (what they say, when they are sent), the
- * script injected into HTML responses, and the styled compile-error page
- * and overlay (source excerpts around each file:line).
- * May not touch: modules, versions, the watcher (they call
- * hp_devloop_changed); the event streams themselves (GET /_hotpub/events is
- * the dashboard's feed, dashboard.c: server.c hands this file a sink that
- * queues an event on every open stream, and which responses get the
- * script is server.c's decision).
+ * Owns: the open live-reload event streams (GET /_hotpub/events) and what
+ * they are sent, the script injected into HTML responses, and the styled
+ * compile-error page and overlay (source excerpts around each file:line).
+ * May not touch: modules, versions, the watcher; they call
+ * hp_devloop_changed, and server.c decides which responses get the script.
+ *
+ * Why a suspended connection: an event stream lives as long as the tab.
+ * libmicrohttpd calls a content reader again at once while it returns 0,
+ * so with nothing to send the reader suspends its connection (the reader
+ * is a documented place for that) and the next event resumes it: an idle
+ * stream costs a socket and a few bytes, never a handler thread.
  */
 #include "devloop.h"
 
@@ -17,44 +20,67 @@
 #include <string.h>
 #include <strings.h>
 
-#define HP_EXCERPT_LINES 3 /* source lines each side of a line */
-#define HP_EXCERPTS_MAX 8  /* file:line excerpts per page */
+#define HP_EVENTS_MAX 256          /* open streams; more get 503 */
+#define HP_EVENT_BACKLOG (1 << 20) /* bytes queued for a slow stream */
+#define HP_EXCERPT_LINES 3         /* source lines each side of a line */
+#define HP_EXCERPTS_MAX 8          /* file:line excerpts per page */
+
+struct sub {
+    struct sub *next;
+    struct MHD_Connection *conn;
+    struct hp_buf q; /* bytes not yet read by libmicrohttpd */
+    size_t off;      /* of q already sent */
+    bool parked;     /* the reader suspended the connection */
+    bool ended;
+};
 
 static struct {
     pthread_mutex_t mu;
-    bool on;
+    bool on, stopping;
     char *root;
-    void (*sink)(const char *text, size_t len);
+    size_t nsubs;
+    struct sub *subs;
 } D = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-void hp_devloop_start(const char *root,
-                      void (*sink)(const char *text, size_t len))
+void hp_devloop_start(const char *root)
 {
     pthread_mutex_lock(&D.mu);
     free(D.root);
     D.root = hp_xstrdup(root);
-    D.sink = sink;
     D.on = true;
-    pthread_mutex_unlock(&D.mu);
-}
-
-void hp_devloop_stop(void)
-{
-    pthread_mutex_lock(&D.mu);
-    D.on = false;
+    D.stopping = false;
     pthread_mutex_unlock(&D.mu);
 }
 
 bool hp_devloop_on(void)
 {
     pthread_mutex_lock(&D.mu);
-    bool on = D.on;
+    bool on = D.on && !D.stopping;
     pthread_mutex_unlock(&D.mu);
     return on;
 }
 
-/* The path as the browser knows it: relative to the root, from '/'. (The
- * root is set once, before any caller runs.) */
+/* Under D.mu: let the reader run (bytes or the end are waiting). */
+static void unpark(struct sub *s)
+{
+    if (s->parked) {
+        s->parked = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+void hp_devloop_stop(void)
+{
+    pthread_mutex_lock(&D.mu);
+    D.stopping = true;
+    for (struct sub *s = D.subs; s; s = s->next) {
+        s->ended = true;
+        unpark(s);
+    }
+    pthread_mutex_unlock(&D.mu);
+}
+
+/* The path as the browser knows it: relative to the root, from '/'. */
 static const char *rel_path(const char *abs)
 {
     size_t n = D.root ? strlen(D.root) : 0;
@@ -68,12 +94,12 @@ void hp_devloop_changed(const char *abs_path, const char *error)
     struct hp_buf ev = {0}, html = {0};
 
     pthread_mutex_lock(&D.mu);
-    void (*sink)(const char *, size_t) = D.on ? D.sink : NULL;
+    bool listening = D.on && !D.stopping && D.subs;
     pthread_mutex_unlock(&D.mu);
-    if (!sink)
+    if (!listening)
         return;
-    /* A named event: the stream also carries the dashboard's `status`
-     * events, which the script ignores (as the dashboard ignores these). */
+    /* A named event: the stream may also carry other feeds' unnamed
+     * messages (the dashboard's), which the script ignores. */
     hp_buf_puts(&ev, "event: reload\ndata: {\"path\":");
     hp_buf_json(&ev, rel_path(abs_path));
     hp_buf_puts(&ev, ",\"error\":");
@@ -86,10 +112,86 @@ void hp_devloop_changed(const char *abs_path, const char *error)
         hp_buf_puts(&ev, "null");
     }
     hp_buf_puts(&ev, "}\n\n");
-    if (ev.p) /* (a JSON string has no raw newline: one data line) */
-        sink(ev.p, ev.len);
+    pthread_mutex_lock(&D.mu);
+    for (struct sub *s = D.subs; s; s = s->next) {
+        if (s->ended || s->q.len - s->off + ev.len > HP_EVENT_BACKLOG)
+            continue; /* a stream that does not read misses events */
+        hp_buf_append(&s->q, ev.p, ev.len);
+        unpark(s);
+    }
+    pthread_mutex_unlock(&D.mu);
     hp_buf_free(&ev);
     hp_buf_free(&html);
+}
+
+/* libmicrohttpd's content reader, on the connection's event-loop thread. */
+static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct sub *s = cls;
+    ssize_t r;
+    (void)pos;
+    pthread_mutex_lock(&D.mu);
+    if (s->q.len > s->off) {
+        size_t n = s->q.len - s->off < max ? s->q.len - s->off : max;
+        memcpy(out, s->q.p + s->off, n);
+        s->off += n;
+        if (s->off == s->q.len)
+            s->off = s->q.len = 0;
+        r = (ssize_t)n;
+    } else if (s->ended) {
+        r = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        s->parked = true;
+        MHD_suspend_connection(s->conn);
+        r = 0;
+    }
+    pthread_mutex_unlock(&D.mu);
+    return r;
+}
+
+static void reader_free(void *cls)
+{
+    struct sub *s = cls;
+    pthread_mutex_lock(&D.mu);
+    for (struct sub **p = &D.subs; *p; p = &(*p)->next) {
+        if (*p == s) {
+            *p = s->next;
+            D.nsubs--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&D.mu);
+    hp_buf_free(&s->q);
+    free(s);
+}
+
+struct MHD_Response *hp_devloop_events(struct MHD_Connection *conn)
+{
+    struct sub *s = hp_xcalloc(1, sizeof *s);
+    s->conn = conn;
+    /* The first bytes go out at once: the browser's EventSource reports
+     * open, and a retry of 500 ms makes a restarted server found soon. */
+    hp_buf_puts(&s->q, "retry: 500\n: hotpub live reload\n\n");
+    pthread_mutex_lock(&D.mu);
+    if (!D.on || D.stopping || D.nsubs >= HP_EVENTS_MAX) {
+        pthread_mutex_unlock(&D.mu);
+        hp_buf_free(&s->q);
+        free(s);
+        return NULL;
+    }
+    s->next = D.subs;
+    D.subs = s;
+    D.nsubs++;
+    pthread_mutex_unlock(&D.mu);
+    struct MHD_Response *r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 4096, reader, s, reader_free);
+    if (!r) {
+        reader_free(s);
+        return NULL;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/event-stream");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    return r;
 }
 
 /* ---- the injected script -------------------------------------------------

@@ -404,6 +404,20 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
 }
 
 static enum MHD_Result send_error(struct ctx *c, int status,
+                                  const char *detail_html);
+
+/* GET /_hotpub/events (dev mode): the live-reload stream. */
+static enum MHD_Result send_live_reload(struct ctx *c)
+{
+    struct MHD_Response *r = hp_devloop_events(c->req.conn);
+    if (!r)
+        return send_error(c, 503, NULL);
+    c->status = 200;
+    c->resp = r;
+    return MHD_YES;
+}
+
+static enum MHD_Result send_error(struct ctx *c, int status,
                                   const char *detail_html)
 {
     c->req.headers.n = 0;
@@ -756,6 +770,8 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
         *r = send_metrics(c);
     } else if (strcmp(name, "health") == 0) {
         *r = send_health(c);
+    } else if (strcmp(name, "events") == 0 && S.dev) {
+        *r = send_live_reload(c); /* dev mode's live reload (devloop.c) */
     } else if (strcmp(name, "status.events") == 0) {
         *r = send_events(c);
     } else if (*name == '\0') {
@@ -1576,8 +1592,8 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
                                       : S.dev && strcmp(cfg->cc, "cc") == 0;
     if (cfg->settle_ms < 0) /* auto: editors' save bursts take ~1 ms */
         cfg->settle_ms = tiered ? HP_SETTLE_FAST_MS : HP_SETTLE_MS;
-    if (S.dev) /* live-reload events ride on the dashboard's feed */
-        hp_devloop_start(S.root, hp_dashboard_broadcast);
+    if (S.dev)
+        hp_devloop_start(S.root);
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
     hp_cache_set_batched(S.cache, S.watch != NULL);
     hp_cache_set_tiered(S.cache, tiered);
@@ -1695,7 +1711,7 @@ static void drain(struct hp_config *cfg)
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
-    hp_devloop_stop();    /* no more live-reload events */
+    hp_devloop_stop();    /* live-reload streams end; the browsers retry */
     hp_stream_shutdown(); /* long streams end now (hp_flush says -1) */
     atomic_store(&draining, true);
     hp_dashboard_stop(); /* the live feeds end: none stays suspended */

@@ -245,6 +245,7 @@ def test_live_reload_script_only_in_dev_html():
                      "production HTML")
         check_eq(s.get_ok("/doc.html").text, STATIC_HTML,
                  "production static HTML")
+        check_eq(s.get("/_hotpub/events").status, 404, "events outside dev")
 
 
 class EventStream:

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void body_set(struct hp_buf *b, const char *s)
 {
@@ -34,7 +35,7 @@ static void test_inject_before_last_body_close(void)
 {
     struct hp_buf b = {0};
     const char *deps[] = {"/r/p.c", "/r/p.c", "/r/sub/t.tpl", "/r/x<y.c"};
-    hp_devloop_start("/r", NULL);
+    hp_devloop_start("/r");
     body_set(&b, "<p>a</body> quoted</p><BODY>b</BODY ></html>");
     hp_devloop_inject(&b, deps, 4);
     hp_buf_append(&b, "", 1);
@@ -53,7 +54,7 @@ static void test_inject_before_last_body_close(void)
 static void test_inject_without_body_close(void)
 {
     struct hp_buf b = {0};
-    hp_devloop_start("/r", NULL);
+    hp_devloop_start("/r");
     body_set(&b, "{\"json\": \"</bod\"}");
     hp_devloop_inject(&b, NULL, 0);
     CHECK_STR(b.p, "{\"json\": \"</bod\"}");
@@ -78,7 +79,7 @@ static void test_error_html_links_and_excerpt(void)
              "%s: In function 'x':\n%s:10:5: error: expected ';'\n"
              "%s:10:5: error: expected ';' again\n",
              path, path, path);
-    hp_devloop_start(dir, NULL);
+    hp_devloop_start(dir);
     hp_devloop_error_html(&out, path, diag);
     hp_buf_append(&out, "", 1);
     CHECK(strstr(out.p, "/p.c could not be built") != NULL);
