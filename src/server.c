@@ -365,8 +365,9 @@ static void inject_live_reload(hp_req *req)
     size_t n = 0;
     struct hp_pinset *ps = &req->pins;
 
-    if (!S.dev || !is_html(req) || strcmp(req->method, "HEAD") == 0)
-        return;
+    if (!S.dev || !is_html(req) || strcmp(req->method, "HEAD") == 0 ||
+        strncmp(req->path, HOTPUB_PREFIX, strlen(HOTPUB_PREFIX)) == 0)
+        return; /* (hotpub's own pages, the dashboard, keep to themselves) */
     if (req->target.path[0])
         deps[n++] = req->target.path;
     if (ps->page)
