@@ -483,7 +483,8 @@ static enum MHD_Result send_file_planned(struct ctx *c, int fd,
 static bool is_html_name(const char *path)
 {
     const char *dot = strrchr(path, '.');
-    return dot && (strcasecmp(dot, ".html") == 0 || strcasecmp(dot, ".htm") == 0);
+    return dot &&
+           (strcasecmp(dot, ".html") == 0 || strcasecmp(dot, ".htm") == 0);
 }
 
 /* Dev mode: a static HTML file through the buffer, so it gets the
