@@ -1,7 +1,8 @@
 /*
  * index.c - the home page (GET /): a directory's index.c answers for the
  * directory. Lists the examples from a table, HTML-escaping every string;
- * app/ and notes/ are small applications with index pages of their own.
+ * app/, notes/ and guestbook/ are applications with index pages of their
+ * own (guestbook/ is the one to copy from: examples/README.md).
  */
 #include "_lib/layout.h"
 
@@ -22,6 +23,11 @@ static const struct {
                       "password-protected admin/"},
     {"/notes/", "notes/", "a notes board on the database (SQLite by "
                           "default): add, delete, /notes/json"},
+    {"/guestbook/", "guestbook/", "a whole small application: accounts "
+                                  "with hashed passwords, sessions, "
+                                  "CSRF-protected forms, Mustache templates, "
+                                  "a picture upload, a JSON API with tokens, "
+                                  "a streamed CSV export"},
     {"/_hotpub/status.json", "status.json",
      "threads, loaded versions and errors (loopback clients only)"},
 };

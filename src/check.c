@@ -5,6 +5,10 @@
  * Owns: the walk over the document root and the report.
  * May not touch: the running server; it uses the compiler and loader only,
  * with a private run directory, and loads each object to prove it links.
+ * With --warm ROOT it compiles DOCROOT (a staged release) as ROOT, the
+ * symlink a deploy will swap to it, will serve it: the same cache keys and
+ * recorded headers as the server's, so the swap finds every object
+ * (compile.c's hp_compiler_stage; docs/scaling.md).
  */
 #include "hp.h"
 #include "template.h"
@@ -14,12 +18,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct hp_compiler *check_cc;
 static char *check_rundir;
-static int check_pages, check_templates, check_failed;
+static int check_pages, check_templates, check_failed, check_hits;
 static uint64_t check_id;
 static const char *check_root;
+static char *check_live; /* --warm: the root the server is given, or NULL */
 
 static bool is_page(const char *path)
 {
@@ -83,13 +89,30 @@ static int visit(const char *path, const struct stat *st, int type,
     struct hp_artifact art;
     char *diag = NULL, *priv = NULL;
     void *dl = NULL;
+    /* Warming: the path the server will compile it under. */
+    char *src =
+        check_live ? hp_xasprintf("%s%s", check_live, path + strlen(check_root))
+                   : hp_xstrdup(path);
     check_pages++;
-    if (hp_compile(check_cc, path, &art, &diag) == 0) {
-        if (hp_load(art.so_path, check_rundir, ++check_id, &dl, &priv,
-                    &diag) == 0)
+    /* A header written just before the compiler started (a release copied
+     * a moment ago) may have been read half-written: build again, as the
+     * server does, rather than leave the page out of the cache. */
+    int rc, tries = 0;
+    while ((rc = hp_compile(check_cc, src, &art, &diag)) == HP_COMPILE_RACED &&
+           ++tries < 10)
+        usleep(20000);
+    if (rc == HP_COMPILE_RACED && !diag)
+        diag = hp_xasprintf("%s: its headers kept changing while it was "
+                            "compiled",
+                            src);
+    if (rc == 0) {
+        check_hits += art.cache_hit;
+        if (hp_load(art.so_path, check_rundir, ++check_id, &dl, &priv, &diag) ==
+            0)
             hp_unload(dl, priv);
         hp_artifact_free(&art);
     }
+    free(src);
     if (diag) {
         check_failed++;
         printf("FAIL %s\n%s\n", path, diag);
@@ -101,6 +124,46 @@ static int visit(const char *path, const struct stat *st, int type,
     return FTW_CONTINUE;
 }
 
+/* ROOT as the server keeps it (server.c's root_path): the parent made
+ * canonical, the last component (the swapped symlink) kept as given. */
+static char *live_root(const char *warm)
+{
+    char *copy = hp_xstrdup(warm), *slash, *parent, *path = NULL;
+    size_t n = strlen(copy);
+    while (n > 1 && copy[n - 1] == '/')
+        copy[--n] = '\0';
+    slash = strrchr(copy, '/');
+    const char *base = slash ? slash + 1 : copy;
+    if (slash)
+        *slash = '\0';
+    parent = realpath(slash ? (*copy ? copy : "/") : ".", NULL);
+    if (parent && *base)
+        path = hp_xasprintf("%s/%s", strcmp(parent, "/") ? parent : "", base);
+    else
+        fprintf(stderr, "hotpub check: --warm %s: %s\n", warm,
+                parent ? "needs a last component" : strerror(errno));
+    free(parent);
+    free(copy);
+    return path;
+}
+
+/* The compiler for root: plain, or (--warm) reading root as check_live. */
+static struct hp_compiler *check_compiler(struct hp_config *cfg,
+                                          const char *root)
+{
+    if (!cfg->warm)
+        return hp_compiler_new(cfg, root);
+    if (!(check_live = live_root(cfg->warm)))
+        return NULL;
+    struct hp_compiler *c = hp_compiler_new(cfg, check_live);
+    if (hp_compiler_stage(c, root) < 0) {
+        fprintf(stderr, "hotpub check: %s: %s\n", root, strerror(errno));
+        hp_compiler_free(c);
+        return NULL;
+    }
+    return c;
+}
+
 int hp_check(struct hp_config *cfg)
 {
     char *root = realpath(cfg->docroot ? cfg->docroot : ".", NULL);
@@ -110,16 +173,23 @@ int hp_check(struct hp_config *cfg)
         return 2;
     }
     check_root = root;
-    check_cc = hp_compiler_new(cfg, root);
-    check_rundir = hp_rundir_create(cfg->cache_dir);
+    check_cc = check_compiler(cfg, root);
+    check_rundir = check_cc ? hp_rundir_create(cfg->cache_dir) : NULL;
     if (!check_rundir) {
         free(root);
+        free(check_live);
         hp_compiler_free(check_cc);
         return 2;
     }
     nftw(root, visit, 32, FTW_PHYS | FTW_ACTIONRETVAL);
     printf("%d pages, %d templates, %d failed\n", check_pages, check_templates,
            check_failed);
+    if (check_live)
+        printf("warmed %s as %s in %s: %d compiled, %d already cached\n", root,
+               check_live, cfg->cache_dir,
+               check_pages - check_failed - check_hits, check_hits);
+    free(check_live);
+    check_live = NULL;
     hp_rundir_remove(check_rundir);
     free(check_rundir);
     hp_compiler_free(check_cc);

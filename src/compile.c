@@ -14,6 +14,8 @@
  * cache key, even if an editor is rewriting the page at this moment. A
  * `#line` directive keeps diagnostics and __FILE__ pointing at the real
  * file, and `-iquote <dir>` keeps `#include "x.h"` finding its neighbours.
+ * That copy is also what lets a staged release be compiled under the live
+ * root's names before a deploy switches to it (hp_compiler_stage).
  *
  * A page's HP_PKG("name") declarations (found by pkg.c in those same bytes)
  * add pkg-config's --cflags and --libs of each package to its compile, and
@@ -41,6 +43,7 @@ extern char **environ;
 
 struct hp_compiler {
     char *root;   /* canonical document root, for dependency filtering */
+    char *stage;  /* hp_compiler_stage's canonical tree, or NULL        */
     char *objdir; /* <cache-dir>/obj                                    */
     char *cc;
     char **flags; /* cflags split on white space, NULL-terminated       */
@@ -262,6 +265,7 @@ void hp_compiler_free(struct hp_compiler *c)
         free(*f);
     free(c->flags);
     free(c->root);
+    free(c->stage);
     free(c->objdir);
     free(c->cc);
     free(c->include_dir);
@@ -333,13 +337,36 @@ static int write_file(const char *path, const void *data, size_t len)
     return close(fd);
 }
 
+int hp_compiler_stage(struct hp_compiler *c, const char *tree)
+{
+    char *real = realpath(tree, NULL);
+    if (!real)
+        return -1;
+    free(c->stage);
+    c->stage = real;
+    return 0;
+}
+
+/* Where the bytes of path (a path under the root as configured) are read
+ * from: the same path, or its twin in the staged tree (hp_compiler_stage),
+ * which the root will point to after the swap. The caller frees it. */
+static char *staged(const struct hp_compiler *c, const char *path)
+{
+    size_t n = strlen(c->root);
+    if (c->stage && strncmp(path, c->root, n) == 0 && path[n] == '/')
+        return hp_xasprintf("%s%s", c->stage, path + n);
+    return hp_xstrdup(path);
+}
+
 /* A canonical path under the root's current target, as a path under the
  * root as configured (which may be a symlink a deploy swaps); NULL if it
- * lies elsewhere. */
+ * lies elsewhere. While warming, the staged tree stands for the target. */
 static char *under_root(const struct hp_compiler *c, const char *real)
 {
     char croot[PATH_MAX];
-    if (!realpath(c->root, croot))
+    if (c->stage)
+        snprintf(croot, sizeof croot, "%s", c->stage);
+    else if (!realpath(c->root, croot))
         return NULL;
     size_t n = strlen(croot);
     if (strncmp(real, croot, n) != 0 || real[n] != '/')
@@ -416,17 +443,20 @@ static int64_t realtime_ns(void)
  * version): returns 1 then, so the caller builds again.
  * Meta file format: one line per dependency, "<content-hash> <path>".
  */
-static int seal_deps(struct hp_artifact *a, int64_t started_ns,
-                     struct hp_buf *meta)
+static int seal_deps(const struct hp_compiler *c, struct hp_artifact *a,
+                     int64_t started_ns, struct hp_buf *meta)
 {
     for (size_t i = 0; i < a->ndeps; i++) {
         struct hp_dep *d = &a->deps[i];
         struct hp_fid again;
         struct hp_hash h;
         char hex[33];
+        char *from = staged(c, d->path); /* recorded as d->path */
         hp_hash_init(&h);
-        if (hp_fid_stat(d->path, &d->fid) < 0 ||
-            hp_hash_file(&h, d->path) < 0 || hp_fid_stat(d->path, &again) < 0)
+        int bad = hp_fid_stat(from, &d->fid) < 0 ||
+                  hp_hash_file(&h, from) < 0 || hp_fid_stat(from, &again) < 0;
+        free(from);
+        if (bad)
             return 1;
         /* ctime, not mtime: the kernel sets it, so a header with a
          * future-dated mtime (tar, rsync -t) cannot make every build look
@@ -443,7 +473,8 @@ static int seal_deps(struct hp_artifact *a, int64_t started_ns,
 }
 
 /* A cache hit needs the object and every recorded header unchanged. */
-static bool meta_valid(const char *meta_path, struct hp_artifact *a)
+static bool meta_valid(const struct hp_compiler *c, const char *meta_path,
+                       struct hp_artifact *a)
 {
     struct hp_buf b = {0};
     char *save = NULL;
@@ -462,15 +493,15 @@ static bool meta_valid(const char *meta_path, struct hp_artifact *a)
             break;
         }
         struct hp_fid before, after;
+        char *from = staged(c, line + 33); /* warming: the staged twin */
         hp_hash_init(&h);
         /* stat, hash, stat: the identity recorded must be that of the
          * content that matched, not of a save that landed in between. */
-        if (hp_fid_stat(line + 33, &before) < 0 ||
-            hp_hash_file(&h, line + 33) < 0 ||
-            hp_fid_stat(line + 33, &after) < 0 || !hp_fid_eq(&before, &after)) {
-            ok = false;
+        ok = hp_fid_stat(from, &before) == 0 && hp_hash_file(&h, from) == 0 &&
+             hp_fid_stat(from, &after) == 0 && hp_fid_eq(&before, &after);
+        free(from);
+        if (!ok)
             break;
-        }
         hp_hash_hex(&h, hex);
         ok = memcmp(hex, line, 32) == 0;
         if (ok) {
@@ -1191,7 +1222,8 @@ static int compile_source(struct hp_compiler *c, const char *src,
     char *tmp_d = hp_xasprintf("%s/tmp-%d-%lu.d", c->objdir, getpid(), n);
     char *final_so = hp_xasprintf("%s/%s.so", c->objdir, key);
     char *final_meta = hp_xasprintf("%s/%s.deps", c->objdir, key);
-    char *srcdir = dirname_of(src);
+    char *from = staged(c, src);
+    char *srcdir = dirname_of(from); /* quoted includes: the staged tree */
     char *inc = hp_xasprintf("-I%s", c->include_dir);
     struct hp_buf body = {0}, log = {0};
     int rc = -1;
@@ -1224,7 +1256,7 @@ static int compile_source(struct hp_compiler *c, const char *src,
     pkg_flags_free(&pf);
     if (rr.end != RUN_EXITED || rr.code != 0) {
         *diag = user_words(explain_failure(c, &rr, &log));
-        if (failure_cacheable(c, &rr, &log))
+        if (!c->stage && failure_cacheable(c, &rr, &log))
             failure_store(c, key, started, *diag);
         goto out;
     }
@@ -1234,7 +1266,7 @@ static int compile_source(struct hp_compiler *c, const char *src,
         parse_depfile(c, deps.p, src, out);
     hp_buf_free(&deps);
     hp_buf_puts(&meta, "");
-    if (seal_deps(out, started, &meta) != 0) {
+    if (seal_deps(c, out, started, &meta) != 0) {
         hp_buf_free(&meta);
         rc = HP_COMPILE_RACED;
         goto out;
@@ -1270,6 +1302,7 @@ out:
     free(final_so);
     free(final_meta);
     free(srcdir);
+    free(from);
     free(inc);
     hp_buf_free(&body);
     hp_buf_free(&log);
@@ -1368,7 +1401,7 @@ static int cache_lookup(const struct hp_compiler *c, const char *key,
 
     /* A hit refreshes the object's mtime: the garbage collector keeps the
      * most recently used. */
-    if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(meta, out)) {
+    if (utimensat(AT_FDCWD, so, NULL, 0) == 0 && meta_valid(c, meta, out)) {
         out->so_path = so;
         out->cache_hit = true;
         so = NULL;
@@ -1414,7 +1447,10 @@ static int compile_any(struct hp_compiler *c, const char *src, bool fast,
     *diag = NULL;
     if (ends_with(src, ".so"))
         return use_prebuilt(src, out, diag);
-    if (read_stable(src, &text, &out->src_fid) < 0) {
+    char *from = staged(c, src);
+    int rd = read_stable(from, &text, &out->src_fid);
+    free(from);
+    if (rd < 0) {
         *diag = hp_xasprintf("%s: %s", src, strerror(errno));
         hp_buf_free(&text);
         return -1;

@@ -450,6 +450,8 @@ void hp_config_free(struct hp_config *c)
     c->admin_token = c->health_allow = NULL;
     free(c->upload_dir);
     c->upload_dir = NULL;
+    free(c->warm);
+    c->warm = NULL;
     c->user = c->group = c->pid_file = c->error_log = NULL;
     c->docroot = c->listen = c->cache_dir = c->cc = c->cflags = NULL;
     c->include_dir = c->access_log = NULL;
@@ -677,6 +679,18 @@ const struct hp_setting hp_settings[] = {
      .noun = "the access log (use \"off\" to disable it)",
      .path = true},
 
+    {.key = "warm",
+     .arg = "ROOT",
+     .section = S_COMPILE,
+     .help = "hotpub check: compile DOCROOT as ROOT (the symlink a deploy "
+             "swaps to it) will serve it, into --cache-dir, so the swap "
+             "runs no compiler (docs/scaling.md)",
+     .type = HP_SET_STRING,
+     .off = OFF(warm),
+     .noun = "the warm root",
+     .empty_ok = true,
+     .empty_null = true,
+     .def = "none (check only)"},
     {.key = "compile-timeout",
      .arg = "SECONDS",
      .section = S_COMPILE,

@@ -16,7 +16,13 @@
  * session, stored with it on the server, and never in a cookie, so a page
  * on another site can neither read nor guess it. A request without a live
  * session is not checked: it has no ambient authority to abuse (a forged
- * or expired cookie is no session). Tokens in the query string are not
+ * or expired cookie is no session), except for one thing: a browser that
+ * says the request comes from another site (Sec-Fetch-Site: cross-site or
+ * same-site, or an Origin that is not this Host) is refused, because a
+ * session-less POST can still be forged usefully: logging the victim into
+ * the attacker's account ("login CSRF"). The rule is the one Go's
+ * net/http CrossOriginProtection applies; requests that carry neither
+ * field (curl, other servers) pass. Tokens in the query string are not
  * accepted: URLs leak into logs and Referer fields.
  */
 #include "request.h"
@@ -67,6 +73,55 @@ static const char *body_field(hp_req *req, const char *name)
     return NULL;
 }
 
+static void log_refusal(hp_req *req, const char *why);
+
+/* authority ("host[:port]") without the default port of scheme */
+static size_t authority_len(const char *a, size_t n, const char *scheme,
+                            size_t slen)
+{
+    const char *dflt =
+        slen == 5 && strncasecmp(scheme, "https", 5) == 0  ? ":443"
+        : slen == 4 && strncasecmp(scheme, "http", 4) == 0 ? ":80"
+                                                           : NULL;
+    size_t d = dflt ? strlen(dflt) : 0;
+    if (dflt && n > d && strncmp(a + n - d, dflt, d) == 0)
+        return n - d;
+    return n;
+}
+
+/* Does the browser say this request was sent by another site? Fetch
+ * Metadata (Sec-Fetch-Site) first; else Origin against Host (RFC 6454
+ * §7, RFC 9110 §7.2). No evidence either way: no. */
+bool hp_csrf_cross_origin(hp_req *req)
+{
+    const char *sfs = hp_header(req, "Sec-Fetch-Site");
+    if (sfs)
+        return strcasecmp(sfs, "same-origin") != 0 &&
+               strcasecmp(sfs, "none") != 0;
+    const char *origin = hp_header(req, "Origin");
+    if (!origin)
+        return false;
+    const char *host = hp_header(req, "Host");
+    const char *sep = strstr(origin, "://");
+    if (!host || !sep || strcmp(origin, "null") == 0)
+        return true;
+    size_t slen = (size_t)(sep - origin);
+    const char *auth = sep + 3;
+    size_t alen = authority_len(auth, strlen(auth), origin, slen);
+    size_t hlen = authority_len(host, strlen(host), origin, slen);
+    return alen != hlen || strncasecmp(auth, host, alen) != 0;
+}
+
+static int refuse_cross_origin(hp_req *req)
+{
+    log_refusal(req, "cross-site request without a session");
+    hp_req_error_body(req, 403,
+                      "This request comes from another site (Origin or "
+                      "Sec-Fetch-Site), and has no session to check a CSRF "
+                      "token against.");
+    return 403;
+}
+
 static bool module_exempts(hp_version *m, const char *handler)
 {
     char sym[160];
@@ -107,15 +162,16 @@ int hp_csrf_check(hp_req *req, hp_version *served_by)
 {
     /* No session cookie, no session: a POST to a site that uses no
      * sessions never touches the database here. */
-    if (!hp_csrf_unsafe_method(req->method) ||
-        !hp_session__cookie_present(req) || exempt(req, served_by))
+    if (!hp_csrf_unsafe_method(req->method) || exempt(req, served_by))
         return HP_OK;
+    if (!hp_session__cookie_present(req))
+        return hp_csrf_cross_origin(req) ? refuse_cross_origin(req) : HP_OK;
     bool failed;
     const char *want = hp_session__csrf(req, false, &failed);
     if (!want && failed) /* cannot tell: refuse rather than let it through */
         return req->forced_status ? req->forced_status : 503;
     if (!want)
-        return HP_OK;
+        return hp_csrf_cross_origin(req) ? refuse_cross_origin(req) : HP_OK;
     const char *got = hp_header(req, CSRF_HEADER);
     if (!got)
         got = body_field(req, CSRF_FIELD);

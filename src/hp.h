@@ -65,6 +65,7 @@ struct hp_config {
     int body_min_rate;    /* bytes per second a body must keep up             */
     int max_streams;      /* streamed responses at once; 0 = half --max-threads */
     char *upload_dir;     /* spooled uploads; NULL = $TMPDIR or /tmp          */
+    char *warm;           /* check: the live root DOCROOT is warmed as; NULL */
     /* processes (master.c, docs/operations.md) */
     int workers;            /* worker processes; 0 = single process          */
     double handler_timeout; /* seconds a handler may run; 0 = no limit       */
@@ -247,6 +248,16 @@ struct hp_compiler;
 struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
                                     const char *root_canon);
 void hp_compiler_free(struct hp_compiler *c);
+/*
+ * Warm the compile cache for a release that is not live yet (hotpub check
+ * --warm): from now on c reads every source and header under its root from
+ * the same relative path under tree (an existing directory) while keying,
+ * naming (#line, __FILE__) and recording dependencies by the root's paths,
+ * so that once the root (a symlink) points to tree the server finds every
+ * object in the cache. Failed compiles are not cached in this mode.
+ * Returns 0, or -1 with errno from realpath(3).
+ */
+int hp_compiler_stage(struct hp_compiler *c, const char *tree);
 /*
  * Produce a loadable object for a page source (.c: compile or take from the
  * compile cache; .so: the file itself). On failure returns -1 and sets *diag

@@ -61,6 +61,9 @@ int hp_csrf_check(hp_req *req, hp_version *served_by);
 /* The method changes state (anything but GET, HEAD, OPTIONS, TRACE:
  * RFC 9110 9.2.1's safe methods). */
 bool hp_csrf_unsafe_method(const char *method);
+/* The browser says another site sent req (Sec-Fetch-Site cross-site or
+ * same-site; else an Origin whose authority is not the Host field's). */
+bool hp_csrf_cross_origin(hp_req *req);
 /* Constant-time equality of two tokens of any lengths. */
 bool hp_csrf_token_eq(const char *a, const char *b);
 

@@ -19,7 +19,11 @@ static const char *const schema_sqlite =
     " body TEXT NOT NULL CHECK (length(body) BETWEEN 1 AND 1000),"
     " created TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%S', 'now')))";
 
+/* Worker processes may run this at once: a transaction-scoped advisory
+ * lock (the script is one implicit transaction) makes them take turns, as
+ * two concurrent CREATE TABLE IF NOT EXISTS can collide in the catalog. */
 static const char *const schema_pg =
+    "SELECT pg_advisory_xact_lock(4243);"
     "CREATE TABLE IF NOT EXISTS notes ("
     " id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
     " body TEXT NOT NULL CHECK (length(body) BETWEEN 1 AND 1000),"

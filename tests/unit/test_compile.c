@@ -5,7 +5,8 @@
  * timeout kills the compiler's whole process group; a good page still
  * builds under the default limits; failed compiles are cached by source
  * until something they could have included changes, and only the
- * compiler's own verdicts are.
+ * compiler's own verdicts are; a staged release warms the compile cache
+ * for the symlink switch to it (hp_compiler_stage).
  *
  * Each test makes its own compiler on one temp docroot and cache dir, with
  * the limits it needs. An argument runs only the tests whose names contain
@@ -14,6 +15,7 @@
 #include "hp.h"
 #include "t.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -369,6 +371,71 @@ static void test_hook_names_in_diagnostics(void)
     hp_config_free(&cfg);
 }
 
+/* The value of the object's test_v (the release it was built from). */
+static int object_v(const char *so)
+{
+    void *dl = dlopen(so, RTLD_NOW | RTLD_LOCAL);
+    int *v = dl ? dlsym(dl, "test_v") : NULL;
+    int r = v ? *v : -1;
+    if (dl)
+        dlclose(dl);
+    return r;
+}
+
+/* hotpub check --warm: a staged release compiled under the live root's
+ * names is what the server finds after the symlink switch, and with the
+ * staged header (same page bytes, so the same key as the live one). */
+static void test_staged_release_warms_the_switch(void)
+{
+    static const char page[] =
+        "#include \"h.h\"\n"
+        "__attribute__((visibility(\"default\"))) int test_v = V;\n";
+    struct hp_config cfg;
+    struct hp_artifact art;
+    char *d = NULL;
+    char live[PATH_MAX + 16], r1[PATH_MAX + 16], r2[PATH_MAX + 16];
+    char dep[PATH_MAX + 32];
+
+    snprintf(live, sizeof live, "%s/current", root);
+    snprintf(r1, sizeof r1, "%s/r1", root);
+    snprintf(r2, sizeof r2, "%s/r2", root);
+    snprintf(dep, sizeof dep, "%s/h.h", live);
+
+    CHECK(mkdir(r1, 0755) == 0);
+    CHECK(mkdir(r2, 0755) == 0);
+    free(write_in_root("r1/p.c", page, 0644));
+    free(write_in_root("r2/p.c", page, 0644));
+    free(write_in_root("r1/h.h", "#define V 1\n", 0644));
+    free(write_in_root("r2/h.h", "#define V 2\n", 0644));
+    CHECK(symlink("r1", live) == 0);
+    usleep(50000); /* written before the compiles' start, by a tick */
+    char *src = hp_xasprintf("%s/p.c", live);
+    base_config(&cfg);
+
+    struct hp_compiler *c = hp_compiler_new(&cfg, live);
+    CHECK(hp_compile(c, src, &art, &d) == 0 && object_v(art.so_path) == 1);
+    hp_artifact_free(&art);
+    hp_compiler_free(c);
+
+    c = hp_compiler_new(&cfg, live); /* the warm: r2 as "current" */
+    CHECK(hp_compiler_stage(c, r2) == 0);
+    CHECK(hp_compile(c, src, &art, &d) == 0 && !art.cache_hit);
+    CHECK(hp_compiler_runs(c) == 1 && object_v(art.so_path) == 2);
+    CHECK(art.ndeps == 1 && strcmp(art.deps[0].path, dep) == 0);
+    hp_artifact_free(&art);
+    hp_compiler_free(c);
+
+    CHECK(unlink(live) == 0 && symlink("r2", live) == 0); /* the switch */
+    c = hp_compiler_new(&cfg, live);
+    CHECK(hp_compile(c, src, &art, &d) == 0 && art.cache_hit);
+    CHECK(hp_compiler_runs(c) == 0 && object_v(art.so_path) == 2);
+    hp_artifact_free(&art);
+    hp_compiler_free(c);
+    CHECK(d == NULL);
+    free(src);
+    hp_config_free(&cfg);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv); /* an argument: only the tests named like it */
@@ -386,6 +453,7 @@ int main(int argc, char **argv)
     T_RUN(test_tiers_have_their_own_objects);
     T_RUN(test_undeclared_and_undefined_named_by_line);
     T_RUN(test_hook_names_in_diagnostics);
+    T_RUN(test_staged_release_warms_the_switch);
     {
         char cmd[2 * PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", root, cachedir);
