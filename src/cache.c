@@ -40,6 +40,8 @@
 #include "hp.h"
 #include "ops.h"
 
+#include "devloop.h"
+
 #include <assert.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -47,6 +49,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -103,6 +107,16 @@ struct hp_cache {
     pthread_mutex_t batch_mu;
     pthread_cond_t batch_cv;
     int nbatches;
+    /* the optimized tier behind the fast one (tier_main): entries whose
+     * current version is fast, in the order published */
+    atomic_bool tiered;
+    pthread_mutex_t tier_mu;
+    pthread_cond_t tier_cv;
+    hp_entry **tier_q;
+    size_t tier_n, tier_cap;
+    unsigned tier_gen; /* bumped by every enqueue: the quiet spell restarts */
+    bool tier_running, tier_quit;
+    pthread_t tier_thread;
 };
 
 /* (int) of the difference: counters wrap, comparisons must too. */
@@ -145,6 +159,8 @@ hp_cache *hp_cache_new(const struct hp_config *cfg, struct hp_compiler *cc)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&c->batch_mu, NULL);
     pthread_cond_init(&c->batch_cv, NULL);
+    pthread_mutex_init(&c->tier_mu, NULL);
+    pthread_cond_init(&c->tier_cv, NULL);
     c->nbuckets = 256;
     c->buckets = hp_xcalloc(c->nbuckets, sizeof *c->buckets);
     c->cfg = cfg;
@@ -158,6 +174,8 @@ void hp_cache_set_batched(hp_cache *c, bool on)
 {
     atomic_store(&c->batched, on);
 }
+
+static void tier_stop(hp_cache *c);
 
 static void entry_free(hp_entry *e)
 {
@@ -202,6 +220,7 @@ void hp_cache_free(hp_cache *c)
     while (c->nbatches > 0)
         pthread_cond_wait(&c->batch_cv, &c->batch_mu);
     pthread_mutex_unlock(&c->batch_mu);
+    tier_stop(c);
     hp_entry **all = hp_xmalloc((c->count + 1) * sizeof *all);
     size_t n = 0;
     for (size_t b = 0; b < c->nbuckets; b++)
@@ -220,6 +239,9 @@ void hp_cache_free(hp_cache *c)
     pthread_cond_destroy(&c->done_cv);
     pthread_mutex_destroy(&c->batch_mu);
     pthread_cond_destroy(&c->batch_cv);
+    pthread_mutex_destroy(&c->tier_mu);
+    pthread_cond_destroy(&c->tier_cv);
+    free(c->tier_q);
     free(c);
 }
 
@@ -356,6 +378,7 @@ struct build_result {
     hp_version *v;   /* B_NEW */
     char *diag;      /* B_ERROR */
     struct hp_fid fid;
+    bool same_source; /* B_NEW of the optimized tier: browsers need not know */
 };
 
 static hp_version *current_of(hp_entry *e)
@@ -410,7 +433,10 @@ static void build(hp_entry *e, struct build_result *r)
     }
 
     atomic_fetch_add(&e->builds, 1);
-    int rc = hp_compile(c->cc, e->path, &art, &r->diag);
+    int rc = hp_compile_tier(c->cc, e->path,
+                             atomic_load(&c->tiered) ? HP_TIER_FAST
+                                                     : HP_TIER_OPTIMIZED,
+                             &art, &r->diag);
     if (rc == HP_COMPILE_RACED) {
         r->kind = B_RETRY;
         return;
@@ -434,11 +460,17 @@ static void build(hp_entry *e, struct build_result *r)
     hp_version *v = hp_version_open(art.so_path, c->rundir, id, e->path,
                                     cur ? cur->state : NULL, &r->diag);
     if (!v) {
+        char *why = hp_compile_explain_load(e->path, r->diag);
+        if (why) {
+            free(r->diag);
+            r->diag = why;
+        }
         hp_artifact_free(&art);
         r->kind = B_ERROR;
         return;
     }
     v->entry = e;
+    v->tier = art.tier;
     v->src_fid = art.src_fid;
     v->deps = art.deps;
     v->ndeps = art.ndeps;
@@ -494,6 +526,7 @@ static void discard(hp_entry *e, hp_version *v)
 static void store_error(hp_entry *e, struct build_result *r)
 {
     hp_log_error("%s: %s", e->path, r->diag);
+    hp_devloop_changed(e->path, r->diag); /* dev mode: the overlay */
     e->err_fid = r->fid;
     /* A header that changed while this build ran may be the fix: then the
      * unchanged source must not count as the same broken file. */
@@ -532,6 +565,9 @@ static hp_version *swap_in(hp_entry *e, struct build_result *r)
     return old;
 }
 
+static void tier_enqueue(hp_cache *c, hp_entry *e);
+static void *tier_main_fwd(void *arg);
+
 /* Publish results of n entries as one step that no request straddles. */
 static void publish(hp_cache *c, hp_entry **es, struct build_result *rs,
                     size_t n)
@@ -556,6 +592,10 @@ static void publish(hp_cache *c, hp_entry **es, struct build_result *rs,
                         (unsigned long long)rs[i].v->id,
                         (unsigned long long)olds[i]->id);
         hp_version_release(olds[i]); /* drop the "current" reference */
+        if (rs[i].kind == B_NEW && rs[i].v->tier == HP_TIER_FAST)
+            tier_enqueue(c, es[i]);
+        if ((rs[i].kind == B_NEW || rs[i].kind == B_GONE) && !rs[i].same_source)
+            hp_devloop_changed(es[i]->path, NULL); /* dev mode: reload */
     }
 }
 
@@ -795,6 +835,170 @@ void hp_cache_start_batch(hp_cache *c)
                      strerror(rc));
         batch_main(b);
     }
+}
+
+/* ---- the optimized tier ---------------------------------------------------
+ *
+ * In dev mode a change is built with the fast tier (tcc) and published at
+ * once; this thread then builds the same source with the page compiler and
+ * --cflags and publishes that object as a new version of the same source,
+ * alone (it is the same code: no batch to keep together). Pinning is
+ * unchanged: requests in flight finish on the fast version. The compile
+ * runs without the entry's load_mu, at a lower priority (nice is per
+ * thread on Linux, and the compiler inherits it), so the next edit's fast
+ * build neither waits for it nor competes with it for a core; a result
+ * whose source moved on meanwhile is dropped.
+ */
+
+#define HP_TIER_QUIET_S 0.15 /* no edit for this long before optimizing */
+
+void hp_cache_set_tiered(hp_cache *c, bool on)
+{
+    atomic_store(&c->tiered, on);
+}
+
+static void tier_enqueue(hp_cache *c, hp_entry *e)
+{
+    pthread_mutex_lock(&c->tier_mu);
+    c->tier_gen++;
+    for (size_t i = 0; i < c->tier_n; i++)
+        if (c->tier_q[i] == e)
+            goto out;
+    if (c->tier_n == c->tier_cap) {
+        c->tier_cap = c->tier_cap ? c->tier_cap * 2 : 16;
+        c->tier_q = hp_xrealloc(c->tier_q, c->tier_cap * sizeof *c->tier_q);
+    }
+    c->tier_q[c->tier_n++] = e;
+    if (!c->tier_running && !c->tier_quit) {
+        if (pthread_create(&c->tier_thread, NULL, tier_main_fwd, c) == 0)
+            c->tier_running = true;
+        else
+            hp_log_error("cannot start the optimized tier's thread");
+    }
+out:
+    pthread_cond_signal(&c->tier_cv);
+    pthread_mutex_unlock(&c->tier_mu);
+}
+
+/* The current version of e if it is of the fast tier: pinned, or NULL. */
+static hp_version *pin_fast(hp_entry *e)
+{
+    pthread_mutex_lock(&e->mu);
+    hp_version *v = e->current;
+    if (v && v->tier == HP_TIER_FAST)
+        atomic_fetch_add(&v->refs, 1);
+    else
+        v = NULL;
+    pthread_mutex_unlock(&e->mu);
+    return v;
+}
+
+/* Load art as the optimized successor of fast and publish it, if fast is
+ * still current and nothing changed under it. Takes load_mu. */
+static void tier_publish(hp_entry *e, hp_version *fast, struct hp_artifact *art)
+{
+    hp_cache *c = e->cache;
+    struct build_result r = {.kind = B_NEW, .same_source = true};
+
+    pthread_mutex_lock(&e->load_mu);
+    if (current_of(e) != fast || out_of_date(e) ||
+        !hp_fid_eq(&art->src_fid, &fast->src_fid) || !deps_unchanged(fast)) {
+        pthread_mutex_unlock(&e->load_mu);
+        return; /* a newer change will be optimized in its turn */
+    }
+    uint64_t id = atomic_fetch_add(&c->next_id, 1);
+    r.v = hp_version_open(art->so_path, c->rundir, id, e->path, fast->state,
+                          &r.diag);
+    if (!r.v) {
+        hp_log_error("%s: the optimized tier did not load (the fast tier "
+                     "keeps serving): %s",
+                     e->path, r.diag);
+        free(r.diag);
+        pthread_mutex_unlock(&e->load_mu);
+        return;
+    }
+    r.v->entry = e;
+    r.v->tier = HP_TIER_OPTIMIZED;
+    /* The same code: what the server learnt of how it runs (server.c's
+     * promotion to the event loops, or a demotion for blocking) holds. */
+    atomic_store(&r.v->fast_runs, atomic_load(&fast->fast_runs));
+    atomic_store(&r.v->slow_runs, atomic_load(&fast->slow_runs));
+    atomic_store(&r.v->slow, atomic_load(&fast->slow));
+    atomic_store(&r.v->run_inline, atomic_load(&fast->run_inline));
+    r.v->src_fid = art->src_fid;
+    r.v->deps = art->deps;
+    r.v->ndeps = art->ndeps;
+    art->deps = NULL;
+    art->ndeps = 0;
+    atomic_init(&r.v->refs, 1);
+    publish(c, &e, &r, 1);
+    pthread_mutex_unlock(&e->load_mu);
+}
+
+static void tier_one(hp_entry *e)
+{
+    hp_cache *c = e->cache;
+    struct hp_artifact art;
+    char *diag = NULL;
+    hp_version *fast = pin_fast(e);
+
+    if (!fast)
+        return;
+    if (hp_compile_tier(c->cc, e->path, HP_TIER_OPTIMIZED, &art, &diag) == 0)
+        tier_publish(e, fast, &art);
+    else if (diag)
+        hp_log_error("%s: the optimized tier failed (the fast tier keeps "
+                     "serving): %s",
+                     e->path, diag);
+    hp_artifact_free(&art);
+    free(diag);
+    hp_version_release(fast);
+}
+
+static void *tier_main(hp_cache *c)
+{
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+    pthread_mutex_lock(&c->tier_mu);
+    while (!c->tier_quit) {
+        if (c->tier_n == 0) {
+            pthread_cond_wait(&c->tier_cv, &c->tier_mu);
+            continue;
+        }
+        /* Under a run of edits each fast version lives briefly: wait for
+         * a quiet spell (any new publish re-queues and restarts it). */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(HP_TIER_QUIET_S * 1e9);
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        unsigned before = c->tier_gen;
+        pthread_cond_timedwait(&c->tier_cv, &c->tier_mu, &ts);
+        if (c->tier_quit || c->tier_gen != before)
+            continue;
+        hp_entry *e = c->tier_q[0];
+        memmove(c->tier_q, c->tier_q + 1, --c->tier_n * sizeof *c->tier_q);
+        pthread_mutex_unlock(&c->tier_mu);
+        tier_one(e);
+        pthread_mutex_lock(&c->tier_mu);
+    }
+    pthread_mutex_unlock(&c->tier_mu);
+    return NULL;
+}
+
+static void *tier_main_fwd(void *arg)
+{
+    return tier_main(arg);
+}
+
+static void tier_stop(hp_cache *c)
+{
+    pthread_mutex_lock(&c->tier_mu);
+    c->tier_quit = true;
+    bool running = c->tier_running;
+    pthread_cond_signal(&c->tier_cv);
+    pthread_mutex_unlock(&c->tier_mu);
+    if (running)
+        pthread_join(c->tier_thread, NULL);
 }
 
 /* ---- acquiring ------------------------------------------------------------ */
@@ -1105,8 +1309,9 @@ static void version_json(struct hp_buf *b, hp_version *v, long inflight)
     hp_buf_printf(b, "{\"id\":%llu,\"inflight\":%ld,\"object\":",
                   (unsigned long long)v->id, inflight);
     hp_buf_json(b, v->so_path);
-    hp_buf_printf(b, ",\"loaded_at\":%.3f,\"state\":%s}", v->loaded_at,
-                  v->state ? "true" : "false");
+    hp_buf_printf(b, ",\"loaded_at\":%.3f,\"state\":%s,\"tier\":\"%s\"}",
+                  v->loaded_at, v->state ? "true" : "false",
+                  v->tier == HP_TIER_FAST ? "fast" : "optimized");
 }
 
 void hp_cache_status_json(hp_cache *c, struct hp_buf *b,

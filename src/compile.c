@@ -52,6 +52,8 @@ struct hp_compiler {
     atomic_ulong runs;
     atomic_ulong seq;
     bool is_tcc;
+    char *tcc; /* the fast tier's compiler (a path), NULL: gcc -O0   */
+    char *ld;  /* the linker the fast tier's objects go through      */
     /* limits (docs/configuration.md, "Compile limits"); 0 = off */
     int timeout_s;     /* wall clock for one compile, never 0 */
     size_t mem_limit;  /* RLIMIT_AS bytes, per compiler process */
@@ -194,6 +196,25 @@ static char *find_include_dir(const struct hp_config *cfg)
     return hp_xstrdup(HP_INCLUDE_DIR);
 }
 
+static int find_program(const char *name, char *buf, size_t len);
+
+/* The fast tier's tools: tcc (fast-cc, "off" for none) and ld. Either
+ * missing means the fast tier compiles with the page compiler at -O0. */
+static void fast_tier_tools(struct hp_compiler *c, const struct hp_config *cfg)
+{
+    char path[PATH_MAX];
+    const char *want = cfg->fast_cc ? cfg->fast_cc : "tcc";
+
+    if (strcmp(want, "off") != 0 && find_program(want, path, sizeof path) == 0)
+        c->tcc = hp_xstrdup(path);
+    if (c->tcc && find_program("ld", path, sizeof path) == 0)
+        c->ld = hp_xstrdup(path);
+    if (!c->ld) {
+        free(c->tcc);
+        c->tcc = NULL;
+    }
+}
+
 struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
                                     const char *root_canon)
 {
@@ -208,6 +229,7 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     c->include_dir = find_include_dir(cfg);
     const char *ccbase = strrchr(c->cc, '/');
     c->is_tcc = strcmp(ccbase ? ccbase + 1 : c->cc, "tcc") == 0;
+    fast_tier_tools(c, cfg);
     c->timeout_s = cfg->compile_timeout > 0 ? cfg->compile_timeout : 60;
     c->mem_limit = cfg->compile_memory_limit;
     c->cpu_limit = cfg->compile_cpu_limit;
@@ -225,6 +247,7 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     for (char **f = c->flags; *f; f++)
         hp_hash_update(&h, *f, strlen(*f) + 1);
     hp_hash_update(&h, c->include_dir, strlen(c->include_dir) + 1);
+    hp_hash_update(&h, c->tcc ? c->tcc : "", c->tcc ? strlen(c->tcc) + 1 : 1);
     snprintf(header, sizeof header, "%s/hotpub.h", c->include_dir);
     if (hp_hash_file(&h, header) < 0)
         hp_log_error("cannot read %s: %s (pages will not compile)", header,
@@ -246,6 +269,8 @@ void hp_compiler_free(struct hp_compiler *c)
     free(c->objdir);
     free(c->cc);
     free(c->include_dir);
+    free(c->tcc);
+    free(c->ld);
     pthread_mutex_destroy(&c->gc_mu);
     free(c);
 }
@@ -253,6 +278,11 @@ void hp_compiler_free(struct hp_compiler *c)
 const char *hp_compiler_root(struct hp_compiler *c)
 {
     return c->root;
+}
+
+bool hp_compiler_has_tcc(const struct hp_compiler *c)
+{
+    return c->tcc != NULL;
 }
 
 unsigned long hp_compiler_runs(struct hp_compiler *c)
@@ -1002,7 +1032,7 @@ static int pkg_resolve(const struct hp_compiler *c, const char *src,
  * them as needed (DT_NEEDED) even when the linker defaults to --as-needed,
  * or dlopen cannot resolve their symbols. */
 struct cc_args {
-    char *inc, *srcdir, *tmp_d, *tmp_so, *tmp_c;
+    char *inc, *srcdir, *tmp_d, *tmp_so, *tmp_c, *tmp_o;
 };
 
 static size_t argv_room(const struct hp_compiler *c, const struct pkg_flags *pf)
@@ -1010,19 +1040,28 @@ static size_t argv_room(const struct hp_compiler *c, const struct pkg_flags *pf)
     size_t nf = 0;
     for (char **f = c->flags; *f; f++)
         nf++;
-    return nf + pf->ncflags + pf->nlibs + 20;
+    return nf + pf->ncflags + pf->nlibs + 24;
 }
 
+/* The page compiler's command line: gcc (or --cc) with --cflags; the fast
+ * tier's fallback appends -O0 (the last -O wins). */
 static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
-                       const struct cc_args *ca, char **argv)
+                       const struct cc_args *ca, bool fast, char **argv)
 {
     size_t a = 0;
     argv[a++] = c->cc;
     for (char **f = c->flags; *f; f++)
         argv[a++] = *f;
+    if (fast)
+        argv[a++] = "-O0";
+    argv[a++] = "-g"; /* a crash page names the source line (crashpage.c) */
     argv[a++] = "-fPIC";
     argv[a++] = "-shared";
     argv[a++] = "-fvisibility=hidden";
+    /* A call to an undeclared function is an error at its file:line, not
+     * an "undefined symbol" when the object is loaded. */
+    argv[a++] = c->is_tcc ? "-Wimplicit-function-declaration"
+                          : "-Werror=implicit-function-declaration";
     argv[a++] = ca->inc;
     argv[a++] = c->is_tcc ? "-I" : "-iquote"; /* tcc has no -iquote */
     argv[a++] = ca->srcdir;
@@ -1041,14 +1080,145 @@ static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
     argv[a] = NULL;
 }
 
+/* tcc -c: an object with debug info; -Werror makes its implicit
+ * declaration warning an error (tcc has no per-warning -Werror=). */
+static void tcc_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
+                     const struct cc_args *ca, char **argv)
+{
+    size_t a = 0;
+    argv[a++] = c->tcc;
+    argv[a++] = "-c";
+    argv[a++] = "-fPIC";
+    argv[a++] = "-g";
+    argv[a++] = "-Wimplicit-function-declaration";
+    argv[a++] = "-Werror";
+    argv[a++] = ca->inc;
+    argv[a++] = "-I";
+    argv[a++] = ca->srcdir;
+    for (size_t i = 0; i < pf->ncflags; i++)
+        argv[a++] = pf->cflags[i];
+    argv[a++] = "-MD";
+    argv[a++] = "-MF";
+    argv[a++] = ca->tmp_d;
+    argv[a++] = "-o";
+    argv[a++] = ca->tmp_o;
+    argv[a++] = ca->tmp_c;
+    argv[a] = NULL;
+}
+
+/* ld -shared -z noexecstack: tcc 0.9.27 writes no PT_GNU_STACK header,
+ * and loading such an object makes every thread stack executable. */
+static void ld_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
+                    const struct cc_args *ca, char **argv)
+{
+    size_t a = 0;
+    argv[a++] = c->ld;
+    argv[a++] = "-shared";
+    argv[a++] = "-z";
+    argv[a++] = "noexecstack";
+    argv[a++] = "-o";
+    argv[a++] = ca->tmp_so;
+    argv[a++] = ca->tmp_o;
+    if (pf->nlibs)
+        argv[a++] = "--no-as-needed";
+    for (size_t i = 0; i < pf->nlibs; i++)
+        if (strncmp(pf->libs[i], "-l", 2) == 0 ||
+            strncmp(pf->libs[i], "-L", 2) == 0)
+            argv[a++] = pf->libs[i];
+    argv[a] = NULL;
+}
+
+/* The fast tier with tcc: compile, then link. true when both succeeded;
+ * otherwise the caller falls back to the page compiler (tcc lacks some
+ * GNU extensions), whose verdict is the one reported. */
+static bool run_tcc(struct hp_compiler *c, const struct pkg_flags *pf,
+                    const struct cc_args *ca, char **argv)
+{
+    struct hp_buf log = {0};
+    struct run_result rr;
+
+    tcc_argv(c, pf, ca, argv);
+    atomic_fetch_add(&c->runs, 1);
+    run_capture(c, argv, &log, &rr);
+    bool ok = rr.end == RUN_EXITED && rr.code == 0;
+    if (ok) {
+        log.len = 0;
+        ld_argv(c, pf, ca, argv);
+        run_capture(c, argv, &log, &rr);
+        ok = rr.end == RUN_EXITED && rr.code == 0;
+    }
+    hp_buf_free(&log);
+    return ok;
+}
+
+/* What a generated symbol in a diagnostic stands for in the page's own
+ * words: "prepare hook", not hp__hook_prepare. In place; caller frees. */
+static char *user_words(char *text)
+{
+    static const struct {
+        const char *gen, *user, *suffix;
+    } map[] = {{"hp__hook_", "", " hook"},
+               {"hp__handler_", "", " handler"},
+               {"hp__init", "init", " (HP_INIT)"},
+               {"hp__fini", "fini", " (HP_FINI)"}};
+    struct hp_buf out = {0};
+    const char *p = text;
+
+    while (*p) {
+        size_t i, n = sizeof map / sizeof *map;
+        for (i = 0; i < n; i++)
+            if (strncmp(p, map[i].gen, strlen(map[i].gen)) == 0)
+                break;
+        if (i == n) {
+            hp_buf_append(&out, p++, 1);
+            continue;
+        }
+        size_t id = strspn(p + strlen(map[i].gen),
+                           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS"
+                           "TUVWXYZ0123456789_");
+        if (id == 0 && !*map[i].user) { /* hp__hook_##name: a macro's */
+            hp_buf_append(&out, p++, 1);
+            continue;
+        }
+        p += strlen(map[i].gen);
+        hp_buf_puts(&out, map[i].user);
+        hp_buf_append(&out, p, id);
+        hp_buf_puts(&out, map[i].suffix);
+        p += id;
+    }
+    hp_buf_append(&out, "", 1);
+    free(text);
+    return out.p;
+}
+
+/* Run the compile proper into ca->tmp_so: tcc + ld for the fast tier when
+ * it works, else the page compiler (at -O0 for the fast tier). */
+static void run_compile(struct hp_compiler *c, const struct pkg_flags *pf,
+                        const struct cc_args *ca, bool fast, struct hp_buf *log,
+                        struct run_result *rr)
+{
+    char **argv = hp_xcalloc(argv_room(c, pf), sizeof *argv);
+
+    if (fast && c->tcc && run_tcc(c, pf, ca, argv)) {
+        rr->end = RUN_EXITED;
+        rr->code = 0;
+    } else {
+        build_argv(c, pf, ca, fast, argv);
+        atomic_fetch_add(&c->runs, 1);
+        run_capture(c, argv, log, rr);
+    }
+    free(argv);
+}
+
 static int compile_source(struct hp_compiler *c, const char *src,
                           const struct hp_buf *text, const char *key,
-                          const struct hp_pkgs *pkgs, struct hp_artifact *out,
-                          char **diag)
+                          const struct hp_pkgs *pkgs, bool fast,
+                          struct hp_artifact *out, char **diag)
 {
     unsigned long n = atomic_fetch_add(&c->seq, 1);
     char *tmp_c = hp_xasprintf("%s/tmp-%d-%lu.c", c->objdir, getpid(), n);
     char *tmp_so = hp_xasprintf("%s/tmp-%d-%lu.so", c->objdir, getpid(), n);
+    char *tmp_o = hp_xasprintf("%s/tmp-%d-%lu.o", c->objdir, getpid(), n);
     char *tmp_d = hp_xasprintf("%s/tmp-%d-%lu.d", c->objdir, getpid(), n);
     char *final_so = hp_xasprintf("%s/%s.so", c->objdir, key);
     char *final_meta = hp_xasprintf("%s/%s.deps", c->objdir, key);
@@ -1076,20 +1246,16 @@ static int compile_source(struct hp_compiler *c, const char *src,
     struct pkg_flags pf = {0};
     if (pkgs->n && pkg_resolve(c, src, pkgs, &pf, diag) < 0)
         goto out; /* not cached: installing the package is the fix */
-    const struct cc_args ca = {inc, srcdir, tmp_d, tmp_so, tmp_c};
-    char **argv = hp_xcalloc(argv_room(c, &pf), sizeof *argv);
-    build_argv(c, &pf, &ca, argv);
+    const struct cc_args ca = {inc, srcdir, tmp_d, tmp_so, tmp_c, tmp_o};
 
-    atomic_fetch_add(&c->runs, 1);
     /* Filesystem timestamps are coarser than the clock: step back a tick
      * so a header written just before the start still counts as racing. */
     int64_t started = realtime_ns() - 20000000;
     struct run_result rr;
-    run_capture(c, argv, &log, &rr);
-    free(argv);
+    run_compile(c, &pf, &ca, fast, &log, &rr);
     pkg_flags_free(&pf);
     if (rr.end != RUN_EXITED || rr.code != 0) {
-        *diag = explain_failure(c, &rr, &log);
+        *diag = user_words(explain_failure(c, &rr, &log));
         if (!c->stage && failure_cacheable(c, &rr, &log))
             failure_store(c, key, started, *diag);
         goto out;
@@ -1128,6 +1294,8 @@ out:
     unlink(tmp_c);
     unlink(tmp_so);
     unlink(tmp_d);
+    unlink(tmp_o);
+    free(tmp_o);
     free(tmp_c);
     free(tmp_so);
     free(tmp_d);
@@ -1199,7 +1367,7 @@ static int use_prebuilt(const char *src, struct hp_artifact *out, char **diag)
 /* The compile cache key of src's bytes (text) into key, and its packages
  * into pkgs; -1 with *diag for a malformed HP_PKG. */
 static int page_key(const struct hp_compiler *c, const char *src,
-                    const struct hp_buf *text, struct hp_pkgs *pkgs,
+                    const struct hp_buf *text, bool fast, struct hp_pkgs *pkgs,
                     char key[33], char **diag)
 {
     struct hp_hash h;
@@ -1215,6 +1383,8 @@ static int page_key(const struct hp_compiler *c, const char *src,
     hp_hash_update(&h, src, strlen(src) + 1);
     hp_hash_update(&h, bytes, text->len);
     key_packages(&h, pkgs);
+    if (fast) /* the optimized tier's keys stay as they were */
+        hp_hash_update(&h, "fast tier", sizeof "fast tier");
     hp_hash_hex(&h, key);
     return 0;
 }
@@ -1250,6 +1420,24 @@ static int cache_lookup(const struct hp_compiler *c, const char *key,
 int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
                char **diag)
 {
+    return hp_compile_tier(c, src, HP_TIER_OPTIMIZED, out, diag);
+}
+
+static int compile_any(struct hp_compiler *c, const char *src, bool fast,
+                       struct hp_artifact *out, char **diag);
+
+int hp_compile_tier(struct hp_compiler *c, const char *src, enum hp_tier tier,
+                    struct hp_artifact *out, char **diag)
+{
+    int rc = compile_any(c, src, tier == HP_TIER_FAST, out, diag);
+    if (rc == 0)
+        out->tier = tier;
+    return rc;
+}
+
+static int compile_any(struct hp_compiler *c, const char *src, bool fast,
+                       struct hp_artifact *out, char **diag)
+{
     struct hp_buf text = {0};
     struct hp_pkgs pkgs;
     char key[33];
@@ -1267,7 +1455,7 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
         hp_buf_free(&text);
         return -1;
     }
-    if (page_key(c, src, &text, &pkgs, key, diag) < 0 ||
+    if (page_key(c, src, &text, fast, &pkgs, key, diag) < 0 ||
         (rc = cache_lookup(c, key, out, diag)) != 0) {
         hp_buf_free(&text);
         return *diag ? -1 : 0;
@@ -1290,7 +1478,7 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
     if (rc == 0) {
         if (!text.p)
             hp_buf_puts(&text, "");
-        rc = compile_source(c, src, &text, key, &pkgs, out, diag);
+        rc = compile_source(c, src, &text, key, &pkgs, fast, out, diag);
         if (rc < 0)
             hp_artifact_free(out);
     } else {
@@ -1303,4 +1491,48 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
     free(lock);
     hp_buf_free(&text);
     return rc;
+}
+
+/* Whether text[i..i+n) is NAME as a whole C identifier. */
+static bool ident_at(const char *text, size_t len, size_t i, const char *name,
+                     size_t n)
+{
+    const char *id = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789_";
+    return i + n <= len && memcmp(text + i, name, n) == 0 &&
+           (i == 0 || !strchr(id, text[i - 1])) &&
+           (i + n == len || !text[i + n] || !strchr(id, text[i + n]));
+}
+
+char *hp_compile_explain_load(const char *src, const char *diag)
+{
+    const char *u = diag ? strstr(diag, "undefined symbol: ") : NULL;
+    struct hp_buf text = {0}, out = {0};
+    char name[256];
+    int line = 1, found = 0;
+
+    if (!u || sscanf(u + 18, "%255[A-Za-z0-9_]", name) != 1 ||
+        read_file(src, &text) < 0)
+        return NULL;
+    size_t n = strlen(name);
+    for (size_t i = 0; i < text.len && found < 3; i++) {
+        if (text.p[i] == '\n')
+            line++;
+        else if (ident_at(text.p, text.len, i, name, n))
+            hp_buf_printf(&out, "%s:%d: %s: '%s'%s\n", src, line,
+                          found ? "note" : "error", name,
+                          found ? " used here"
+                                : " is declared but defined nowhere: not "
+                                  "in this page, hotpub's exports, libc "
+                                  "or the page's HP_PKG packages");
+        found += ident_at(text.p, text.len, i, name, n);
+    }
+    hp_buf_free(&text);
+    if (!found)
+        hp_buf_printf(&out,
+                      "%s: error: '%s' is defined nowhere (from a "
+                      "header the page includes)\n",
+                      src, name);
+    hp_buf_puts(&out, diag);
+    return out.p;
 }

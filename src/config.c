@@ -369,6 +369,8 @@ void hp_config_defaults(struct hp_config *c)
     c->cache_dir = default_cache_dir();
     c->cc = cfg_strdup("cc");
     c->cflags = cfg_strdup("-O2");
+    c->fast_cc = cfg_strdup("tcc");
+    c->fast_tier = -1;
     c->include_dir = NULL;
     /* Far above any real page (a big one takes a few seconds and a few
      * hundred MB), far below what a runaway compile would take from the
@@ -378,7 +380,7 @@ void hp_config_defaults(struct hp_config *c)
     c->compile_cpu_limit = 60;
     c->compile_file_limit = (size_t)256 << 20;
     c->revalidate = 0;
-    c->settle_ms = 60;
+    c->settle_ms = -1; /* auto: serve_start picks by tier */
     c->inline_pages = 1;
     c->access_log = cfg_strdup("-");
     c->max_body = (size_t)8 << 20;
@@ -425,6 +427,8 @@ void hp_config_free(struct hp_config *c)
     free(c->cache_dir);
     free(c->cc);
     free(c->cflags);
+    free(c->fast_cc);
+    c->fast_cc = NULL;
     free(c->include_dir);
     free(c->access_log);
     free(c->db);
@@ -494,6 +498,11 @@ static int check_listen_opt(const char *value, char *err, size_t errlen)
 static int auto_pool_size(void)
 {
     return 0; /* the pool picks by engine (db.c) */
+}
+
+static int auto_settle(void)
+{
+    return -1; /* server.c picks by tier (hp_settle_ms_auto) */
 }
 
 #define OFF(field) offsetof(struct hp_config, field)
@@ -598,6 +607,21 @@ const struct hp_setting hp_settings[] = {
      .type = HP_SET_STRING,
      .off = OFF(cflags),
      .empty_ok = true},
+    {.key = "fast-tier",
+     .section = S_SERVER,
+     .help = "compile a changed page with the fast tier first (published at "
+             "once), then with cc and cflags behind it; auto = on in dev "
+             "mode unless cc is set",
+     .type = HP_SET_TRISTATE,
+     .flag = HP_FLAG_SWITCH,
+     .off = OFF(fast_tier)},
+    {.key = "fast-cc",
+     .arg = "CC|off",
+     .section = S_SERVER,
+     .help = "the fast tier's compiler (its objects linked with ld -z "
+             "noexecstack); off, or not found: cc at -O0",
+     .type = HP_SET_STRING,
+     .off = OFF(fast_cc)},
     {.key = "cache-dir",
      .arg = "DIR",
      .section = S_SERVER,
@@ -620,13 +644,15 @@ const struct hp_setting hp_settings[] = {
      .path = true,
      .def = "next to the binary, else built in"},
     {.key = "settle-ms",
-     .arg = "MS",
+     .arg = "MS|auto",
      .section = S_SERVER,
-     .help = "quiet time after a change before recompiling",
+     .help = "quiet time after a change before publishing it; auto = 5 ms "
+             "with the fast tier (dev mode), else 60 ms",
      .type = HP_SET_INT,
      .off = OFF(settle_ms),
      .min = 0,
      .max = 10000,
+     .auto_value = auto_settle,
      .unit = "ms"},
     {.key = "inline",
      .arg = "true|false",
@@ -1134,7 +1160,8 @@ void hp_setting_value_text(const struct hp_setting *s,
     switch (s->type) {
     case HP_SET_INT:
         memcpy(&i, field, sizeof i);
-        if (s->auto_value == auto_pool_size && i == 0)
+        if ((s->auto_value == auto_pool_size && i == 0) ||
+            (s->auto_value == auto_settle && i < 0))
             snprintf(buf, len, "auto");
         else
             snprintf(buf, len, "%d", i);

@@ -39,9 +39,12 @@
  * the holder dead (a worker can die at any instruction) takes it over.
  */
 #include "guard.h"
+#include "crashpage.h"
 
 #include <assert.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -183,6 +186,12 @@ static struct slot *ME;          /* this worker's slot; NULL elsewhere */
 static struct hp_config *CFG;    /* this worker's settings */
 static __thread int tl_rec = -1; /* this thread's record: -1 not yet, */
                                  /* -2 none left */
+/* Dev mode (server.c tells every vet): a crash answers its request with
+ * the crash page (crashpage.c), for which the running version and where
+ * it was loaded are kept per thread. */
+static atomic_bool DEV;
+static __thread const hp_version *tl_version;
+static __thread uintptr_t tl_base;
 
 static struct slot *slot_at(int i)
 {
@@ -683,6 +692,11 @@ static char *quarantine_page(const struct quar *q, const char *path,
 static int guard_vet(struct hp_pinset *ps, bool dev, char **html)
 {
     assert(ME); /* the hooks are installed in workers only */
+    atomic_store_explicit(&DEV, dev, memory_order_relaxed);
+    /* Dev mode quarantines nothing: the developer sees the crash page on
+     * every run, and the save that fixes it is served at once. */
+    if (dev)
+        return 0;
     if (atomic_load_explicit(&nfbs, memory_order_relaxed) &&
         atomic_load(&SHM->quar_gen) != atomic_load(&fb_seen_gen))
         fallbacks_sweep();
@@ -776,6 +790,13 @@ static int guard_run_begin(const char *path, const char *handler,
     version_key(v, r->key);
     r->keyfp = key_fp(r->key);
     r->fd = fd;
+    if (atomic_load_explicit(&DEV, memory_order_relaxed)) {
+        struct link_map *lm = NULL;
+        tl_version = v;
+        tl_base = v->dl && dlinfo(v->dl, RTLD_DI_LINKMAP, &lm) == 0 && lm
+                      ? (uintptr_t)lm->l_addr
+                      : 0;
+    }
     atomic_store_explicit(&r->started, now_ns(), memory_order_relaxed);
     atomic_store_explicit(&r->word, seq << 2 | R_RUNNING, memory_order_release);
     atomic_fetch_add_explicit(&ME->handled, 1, memory_order_relaxed);
@@ -842,6 +863,7 @@ static bool guard_run_end(int token)
     assert(ME);
     if (token < 0)
         return true;
+    tl_version = NULL;
     maybe_recycle();
     struct rec *r = rec_at(ME, token);
     unsigned long w = atomic_load_explicit(&r->word, memory_order_relaxed);
@@ -939,6 +961,23 @@ static void *watchdog_main(void *arg)
 
 /* ---- fatal signals in a worker ------------------------------------------ */
 
+/* The faulting instruction of a fatal signal's context (0: unknown). */
+static uintptr_t fault_pc(const siginfo_t *si, const void *ucv)
+{
+#if defined(__x86_64__)
+    const ucontext_t *uc = ucv;
+    (void)si;
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+    const ucontext_t *uc = ucv;
+    (void)si;
+    return (uintptr_t)uc->uc_mcontext.pc;
+#else
+    (void)ucv;
+    return (uintptr_t)si->si_addr;
+#endif
+}
+
 /* The socket of the request this thread is running a handler for, or -1
  * (async-signal-safe: its own record, plain reads). */
 static int running_fd(void)
@@ -949,15 +988,36 @@ static int running_fd(void)
     return (atomic_load(&r->word) & 3) == R_RUNNING ? r->fd : -1;
 }
 
-static void on_fatal(int sig)
+/* Dev mode: answer the request that crashed with the crash page, if the
+ * socket is still ours to answer (server.c's claim, as the watchdog's). */
+static void crash_answer(int sig, uintptr_t pc, int fd)
 {
-    /* Async-signal-safe: two stores into shared memory, the answers to
-     * the requests that will now never get one (server.c), then die of
-     * the same signal (SA_RESETHAND restored the default action). */
+    if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_version ||
+        fd < 0 || !hp_server_claim(fd))
+        return;
+    struct rec *r = rec_at(ME, tl_rec);
+    struct hp_crash c = {.fd = fd,
+                         .signame = signame(sig),
+                         .page = r->path,
+                         .handler = r->handler,
+                         .so_path = tl_version->so_path,
+                         .pc = pc,
+                         .base = tl_base};
+    hp_crash_answer(&c);
+}
+
+static void on_fatal(int sig, siginfo_t *si, void *uc)
+{
+    /* Async-signal-safe: two stores into shared memory, in dev mode the
+     * crash page, the answers to the requests that will now never get one
+     * (server.c), then die of the same signal (SA_RESETHAND restored the
+     * default action). */
     if (ME) {
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
         atomic_store(&ME->crash_sig, sig);
-        hp_server_answer_unstarted(running_fd());
+        int fd = running_fd();
+        crash_answer(sig, fault_pc(si, uc), fd);
+        hp_server_answer_unstarted(fd);
     }
     raise(sig);
 }
@@ -1315,8 +1375,8 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     ME = slot_at(slot);
     CFG = cfg;
     ME->pid = getpid();
-    struct sigaction sa = {.sa_handler = on_fatal,
-                           .sa_flags = SA_RESETHAND | SA_NODEFER};
+    struct sigaction sa = {.sa_sigaction = on_fatal,
+                           .sa_flags = SA_RESETHAND | SA_NODEFER | SA_SIGINFO};
     int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS};
     for (size_t k = 0; k < sizeof fatal / sizeof *fatal; k++)
         sigaction(fatal[k], &sa, NULL);

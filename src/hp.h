@@ -42,6 +42,8 @@ struct hp_config {
     char *cache_dir;      /* compile cache                                   */
     char *cc;             /* page compiler                                   */
     char *cflags;         /* extra flags for the page compiler               */
+    char *fast_cc;        /* the fast tier's compiler; "off": page cc -O0    */
+    int fast_tier;        /* 1 on, 0 off, -1 auto (on in dev mode)           */
     char *include_dir;    /* where hotpub.h lives                            */
     /* the page compiler's limits (compile.c, docs/configuration.md) */
     int compile_timeout;         /* seconds for one compile, wall clock      */
@@ -228,7 +230,13 @@ struct hp_dep {
     struct hp_fid fid; /* as seen just before compiling      */
 };
 
+/* The compile tiers (docs/design.md, "Tiered compile"): fast is tcc (or
+ * the page compiler at -O0), published at once; optimized is the page
+ * compiler with --cflags, built behind it. */
+enum hp_tier { HP_TIER_OPTIMIZED = 0, HP_TIER_FAST = 1 };
+
 struct hp_artifact {
+    enum hp_tier tier;
     char *so_path;         /* shared object in the compile cache              */
     struct hp_fid src_fid; /* the source as it was read (stable across it) */
     struct hp_dep *deps;   /* headers from inside the document root           */
@@ -259,6 +267,15 @@ int hp_compiler_stage(struct hp_compiler *c, const char *tree);
 #define HP_COMPILE_RACED (-2)
 int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
                char **diag);
+/* hp_compile for one tier; its objects have keys of their own. */
+int hp_compile_tier(struct hp_compiler *c, const char *src, enum hp_tier tier,
+                    struct hp_artifact *out, char **diag);
+/* A load failure that is the source's fault ("undefined symbol: f": a
+ * function declared but defined nowhere) as a diagnostic naming each
+ * file:line that uses it, then diag; NULL for any other failure. */
+char *hp_compile_explain_load(const char *src, const char *diag);
+/* Whether tcc does the fast tier (else the page compiler at -O0). */
+bool hp_compiler_has_tcc(const struct hp_compiler *c);
 void hp_artifact_free(struct hp_artifact *a);
 /* Number of compiler processes run (for tests and status). */
 unsigned long hp_compiler_runs(struct hp_compiler *c);
@@ -318,6 +335,7 @@ struct hp_version {
     struct hp_dep *deps;
     size_t ndeps;
     double loaded_at;
+    enum hp_tier tier; /* which compile tier built it        */
     hp_module mod;
     void *state;      /* what init returned                       */
     bool initialised; /* init ran and succeeded: fini is due      */
@@ -365,6 +383,11 @@ void hp_cache_free(hp_cache *c);
  * requests reload on demand.
  */
 void hp_cache_set_batched(hp_cache *c, bool on);
+/* The settle window's "auto" (docs/design.md, "The settle window"). */
+#define HP_SETTLE_MS 60
+#define HP_SETTLE_FAST_MS 5
+/* Build changes with the fast tier, then the optimized one behind it. */
+void hp_cache_set_tiered(hp_cache *c, bool on);
 
 enum hp_acquire {
     HP_ACQ_OK,         /* pinned; an error to show may still be attached */

@@ -147,6 +147,9 @@ const char *hp_status_text(int status);
 void hp_req_json_free(hp_req *req);
 /* tplcache.c: unpin the templates the request used (hp_req_cleanup). */
 void hp_req_tpl_release(hp_req *req);
+/* tplcache.c: the paths of up to max templates the request rendered, into
+ * paths (valid while the request holds them); returns how many. */
+size_t hp_req_tpl_paths(const hp_req *req, const char **paths, size_t max);
 
 /* publish.c: run hooks and handler; returns HP_OK or an error status. */
 int hp_publish_run(hp_req *req);

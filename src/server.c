@@ -30,6 +30,7 @@
 #include "access.h"
 #include "dashboard.h"
 #include "db.h"
+#include "devloop.h"
 #include "edge.h"
 #include "framing.h" /* hp_host_valid */
 #include "listener.h"
@@ -346,9 +347,43 @@ static atomic_bool draining;
 
 /* ---- responses ---------------------------------------------------------- */
 
+/* Whether the response being built is HTML (text/html, or the default). */
+static bool is_html(const hp_req *req)
+{
+    if (!req->has_content_type)
+        return true;
+    for (size_t i = req->headers.n; i-- > 0;)
+        if (strcasecmp(req->headers.v[i].name, "Content-Type") == 0)
+            return strncasecmp(req->headers.v[i].value, "text/html", 9) == 0;
+    return false;
+}
+
+/* Dev mode: the live-reload script, told which files made this response. */
+static void inject_live_reload(hp_req *req)
+{
+    const char *deps[HP_MAX_APPS + 2 + 64];
+    size_t n = 0;
+    struct hp_pinset *ps = &req->pins;
+
+    if (!S.dev || !is_html(req) || strcmp(req->method, "HEAD") == 0 ||
+        strncmp(req->path, HOTPUB_PREFIX, strlen(HOTPUB_PREFIX)) == 0)
+        return; /* (hotpub's own pages, the dashboard, keep to themselves) */
+    if (req->target.path[0])
+        deps[n++] = req->target.path;
+    if (ps->page)
+        deps[n++] = ps->page->path;
+    for (size_t i = 0; i < ps->napps; i++)
+        deps[n++] = ps->apps[i]->path;
+    if (ps->err_path)
+        deps[n++] = ps->err_path;
+    n += hp_req_tpl_paths(req, deps + n, 64);
+    hp_devloop_inject(&req->out, deps, n);
+}
+
 static enum MHD_Result send_buffer(struct ctx *c, int status)
 {
     hp_req *req = &c->req;
+    inject_live_reload(req);
     struct MHD_Response *r = MHD_create_response_from_buffer(
         req->out.len, req->out.p, MHD_RESPMEM_MUST_FREE);
     if (!r)
@@ -365,6 +400,20 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
     if (atomic_load(&S.stopping))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     c->status = status;
+    c->resp = r;
+    return MHD_YES;
+}
+
+static enum MHD_Result send_error(struct ctx *c, int status,
+                                  const char *detail_html);
+
+/* GET /_hotpub/events (dev mode): the live-reload stream. */
+static enum MHD_Result send_live_reload(struct ctx *c)
+{
+    struct MHD_Response *r = hp_devloop_events(c->req.conn);
+    if (!r)
+        return send_error(c, 503, NULL);
+    c->status = 200;
     c->resp = r;
     return MHD_YES;
 }
@@ -427,6 +476,34 @@ static enum MHD_Result send_file_planned(struct ctx *c, int fd,
                                          const char *name);
 
 /* static.c opens the file and decides the answer; this builds it. */
+/* Dev mode reads a static HTML file (up to this size) to add the
+ * live-reload script; larger ones go out as they are. */
+#define HP_DEV_HTML_MAX (4 << 20)
+
+static bool is_html_name(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    return dot &&
+           (strcasecmp(dot, ".html") == 0 || strcasecmp(dot, ".htm") == 0);
+}
+
+/* Dev mode: a static HTML file through the buffer, so it gets the
+ * live-reload script like a page's HTML; never cached (the next reload
+ * must see the edit), no validators. Takes fd. */
+static enum MHD_Result send_static_dev_html(struct ctx *c, int fd)
+{
+    hp_req *req = &c->req;
+    char chunk[16384];
+    ssize_t n;
+    while ((n = read(fd, chunk, sizeof chunk)) > 0)
+        hp_buf_append(&req->out, chunk, (size_t)n);
+    close(fd);
+    if (n < 0)
+        return send_error(c, 500, NULL);
+    hp_req_add_header(req, "Cache-Control", "no-store");
+    return send_buffer(c, 200);
+}
+
 static enum MHD_Result send_static(struct ctx *c)
 {
     hp_req *req = &c->req;
@@ -444,6 +521,9 @@ static enum MHD_Result send_static(struct ctx *c)
         return send_error(c, 404, NULL);
     req->headers.n = 0; /* a static file carries only its own fields */
     req->has_content_type = false;
+    if (S.dev && hp_devloop_on() && is_html_name(req->target.path) &&
+        st.st_size <= HP_DEV_HTML_MAX && !static_field(req, "Range"))
+        return send_static_dev_html(c, fd);
     return send_file_planned(c, fd, &st, req->target.path);
 }
 
@@ -692,6 +772,8 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
         *r = send_metrics(c);
     } else if (strcmp(name, "health") == 0) {
         *r = send_health(c);
+    } else if (strcmp(name, "events") == 0 && S.dev) {
+        *r = send_live_reload(c); /* dev mode's live reload (devloop.c) */
     } else if (strcmp(name, "status.events") == 0) {
         *r = send_events(c);
     } else if (*name == '\0') {
@@ -712,13 +794,9 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
     if (!S.dev || !diag)
         return send_error(c, 500, NULL);
     struct hp_buf html = {0};
-    hp_buf_puts(&html, "<p>The module <code>");
-    hp_buf_html(&html, path ? path : c->req.target.path);
-    hp_buf_puts(&html, "</code> could not be built. Fix it and reload; "
-                       "the server picks up the change by itself.</p>\n"
-                       "<pre style=\"white-space:pre-wrap\">");
-    hp_buf_html(&html, diag);
-    hp_buf_puts(&html, "</pre>\n");
+    hp_devloop_error_html(&html, path ? path : c->req.target.path, diag);
+    const char *deps[] = {c->req.target.path, path};
+    hp_devloop_script(&html, deps, path ? 2 : 1); /* recovers by itself */
     enum MHD_Result r = send_error(c, 500, html.p);
     hp_buf_free(&html);
     return r;
@@ -1510,8 +1588,17 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         return 1;
     }
     S.dev = cfg->dev < 0 ? addr_is_loopback(ss) : cfg->dev;
+    /* auto: dev mode with the default compiler; one of the user's own
+     * (--cc) builds everything unless --fast-tier says otherwise. */
+    bool tiered = cfg->fast_tier >= 0 ? cfg->fast_tier
+                                      : S.dev && strcmp(cfg->cc, "cc") == 0;
+    if (cfg->settle_ms < 0) /* auto: editors' save bursts take ~1 ms */
+        cfg->settle_ms = tiered ? HP_SETTLE_FAST_MS : HP_SETTLE_MS;
+    if (S.dev)
+        hp_devloop_start(S.root);
     S.watch = hp_watch_start(cfg, S.root, S.cache, S.res);
     hp_cache_set_batched(S.cache, S.watch != NULL);
+    hp_cache_set_tiered(S.cache, tiered);
     hp_tplcache_start(S.root, S.dev, S.watch != NULL);
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1626,6 +1713,7 @@ static void drain(struct hp_config *cfg)
      * connection suspended, and a keep-alive connection may still bring a
      * request after the last one we waited for. */
     atomic_store(&S.stopping, true);
+    hp_devloop_stop();    /* live-reload streams end; the browsers retry */
     hp_stream_shutdown(); /* long streams end now (hp_flush says -1) */
     atomic_store(&draining, true);
     hp_dashboard_stop(); /* the live feeds end: none stays suspended */

@@ -21,6 +21,7 @@
  * (the watcher does not listen to IN_MODIFY), so a half-written file is
  * never parsed, except by the very first load of a template.
  */
+#include "devloop.h"
 #include "request.h"
 #include "template.h"
 
@@ -181,7 +182,10 @@ void hp_tplcache_publish(void)
     gen = T.gen;
     pthread_mutex_unlock(&T.mu);
     for (size_t i = 0; i < n; i++) {
-        ver_unref(acquire(paths[i], gen));
+        struct tver *v = acquire(paths[i], gen);
+        /* Dev mode: the browsers that rendered it reload, or show why not. */
+        hp_devloop_changed(paths[i], v && !v->tpl ? v->error : NULL);
+        ver_unref(v);
         free(paths[i]);
     }
     free(paths);
@@ -442,6 +446,20 @@ static struct tver *pin(hp_req *req, const char *path,
     }
     p->a[p->n++] = (struct pin){.from = from, .name = name, .e = e, .v = v};
     return v;
+}
+
+size_t hp_req_tpl_paths(const hp_req *req, const char **paths, size_t max)
+{
+    const struct hp_tpl_pins *p = req->tpl;
+    size_t n = 0;
+    for (size_t i = 0; p && i < p->n && n < max; i++) {
+        bool dup = !p->a[i].e;
+        for (size_t j = 0; !dup && j < n; j++)
+            dup |= strcmp(paths[j], p->a[i].e->path) == 0;
+        if (!dup)
+            paths[n++] = p->a[i].e->path;
+    }
+    return n;
 }
 
 void hp_req_tpl_release(hp_req *req)

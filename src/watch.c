@@ -22,6 +22,8 @@
  */
 #include "hp.h"
 
+#include "devloop.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
@@ -248,6 +250,8 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
         int n = hp_cache_touch(w->cache, path);
         if (hp_tplcache_touch(path) + n > 0)
             pend(w, path);
+        else if (ev->name[0] != '.' && !(ev->mask & IN_ATTRIB))
+            hp_devloop_changed(path, NULL); /* a static file: live now */
     }
     free(path);
 }

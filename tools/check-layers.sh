@@ -45,6 +45,12 @@ check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
 check '#include "dashboard\.h"|hp_dashboard_' dashboard.c dashboard.h server.c
 check '#include "tls\.h"|hp_tls_' tls.c tls.h server.c
 check '#include "redirect\.h"|hp_redirect_' redirect.c redirect.h server.c
+# the dev loop's browser side: the server answers and injects, the cache,
+# the template cache and the watcher report changes; the crash page is the
+# guard's (it runs in a fatal signal handler)
+check 'hp_devloop_|#include "devloop\.h"' devloop.c devloop.h server.c \
+    cache.c tplcache.c watch.c
+check 'hp_crash_answer|#include "crashpage\.h"' crashpage.c crashpage.h guard.c
 if [ $bad = 0 ]; then
     echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c"
 fi

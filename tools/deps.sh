@@ -1,13 +1,15 @@
 #!/bin/sh
 # tools/deps.sh - install what building hotpub needs, on Debian 12 / Ubuntu.
 #
-#   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries
+#   sh tools/deps.sh          the build: compiler, make, pkg-config, libraries,
+#                             tcc (dev mode's fast compile tier)
 #   sh tools/deps.sh --test   also what the tests use (PostgreSQL, clang and
 #                             libFuzzer for `make fuzz-run`, wrk, curl, zlib
 #                             for the HP_PKG tests; openssl, the Prometheus
-#                             parser and promtool, headless Chromium for
-#                             tests/e2e/ops.py; HAProxy for
-#                             tests/e2e/scale.py)
+#                             parser and promtool, headless Chromium and
+#                             python3-websocket for tests/e2e/ops.py and the
+#                             live-reload test in tests/e2e/devloop.py;
+#                             HAProxy for tests/e2e/scale.py)
 #   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx, and
 #                             PHP-FPM with PDO pgsql and SQLite, Apache with
 #                             mod_python)
@@ -18,7 +20,7 @@
 set -eu
 
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
-libsqlite3-dev libpq-dev libsodium-dev libjansson-dev"
+libsqlite3-dev libpq-dev libsodium-dev libjansson-dev tcc"
 TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev \
 openssl python3-prometheus-client prometheus chromium python3-websocket \
 haproxy"

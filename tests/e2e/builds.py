@@ -391,7 +391,9 @@ def test_pkg_unknown_package_is_a_diagnostic():
         bad = page('HP_PKG("bad name");\n'
                    'HP_HANDLER(http_handler) { return HP_OK; }\n')
         s.write("u.c", bad, how="rename")
-        took, r = s.wait_for("/u", lambda r: "bad name" in r.text,
+        # (the dev error page quotes the file as it is now: wait for the
+        # new diagnostic, not merely the new source)
+        took, r = s.wait_for("/u", lambda r: "not a pkg-config" in r.text,
                              lambda r: r.status == 500, limit(3.0))
         check_in("u.c:%d: error: HP_PKG: not a pkg-config package name"
                  % line_of(bad, "bad name"), r.text)

@@ -341,13 +341,18 @@ class Server:
     The temp tree is tmp/root (docroot), tmp/cache, tmp/scratch, tmp/logs.
     check_exit: on stop, fail unless the server exited 0 on SIGTERM and its
     stderr carries no sanitizer report.
+    fast_tier: --fast-tier (True), --no-fast-tier (False, the default: one
+    build per edit, the timing and version sequences most tests expect),
+    or None for the server's auto (on in dev mode); tests/e2e/devloop.py
+    tests the fast tier.
     workers: --workers N; the default 0 runs one process, which the tests
     that look at pids, /proc/PID/maps and per-process state rely on. None
     passes no flag (the server's own default).
     """
 
     def __init__(self, files=None, args=None, dev=None, tmp=None,
-                 check_exit=True, start=True, env=None, workers=0):
+                 check_exit=True, start=True, env=None, workers=0,
+                 fast_tier=False):
         self.own_tmp = tmp is None
         self.tmp = tmp or tempfile.mkdtemp(prefix="hotpub-e2e-")
         self.root = os.path.join(self.tmp, "root")
@@ -362,6 +367,7 @@ class Server:
             write_file(self.path(rel), content)
         self.args = list(args or [])
         self.dev = dev
+        self.fast_tier = fast_tier
         self.workers = workers
         self.check_exit = check_exit
         self.extra_env = env or {}
@@ -411,6 +417,10 @@ class Server:
             cmd.append("--dev")
         elif self.dev is False:
             cmd.append("--no-dev")
+        if self.fast_tier is True:
+            cmd.append("--fast-tier")
+        elif self.fast_tier is False:
+            cmd.append("--no-fast-tier")
         if self.workers is not None:
             cmd += ["--workers", str(self.workers)]
         cmd += self.args

@@ -168,7 +168,8 @@ TEMPLATES = {
 
 
 def test_template_render():
-    with Server(files=dict(TEMPLATES)) as s:
+    # (production: dev mode adds its live-reload script to HTML bodies)
+    with Server(files=dict(TEMPLATES), dev=False) as s:
         r = s.get("/app/list")
         check_eq(r.status, 200, "status: %s" % short(r.text))
         want = ("<title>&lt;Tom &amp; &quot;Jerry&quot;&gt;</title>\n<body>\n"

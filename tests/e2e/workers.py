@@ -240,8 +240,10 @@ class Load(threading.Thread):
 # ---- crash isolation ----------------------------------------------------------
 
 def test_crash_is_isolated_logged_and_replaced():
+    # (production: dev mode answers a crash with its crash page and
+    # quarantines nothing; tests/e2e/devloop.py)
     with Server(files={"crashy.c": crashy("v1", False), "other.c": OTHER},
-                args=WORKERS + ["--threads", "16"]) as s:
+                args=WORKERS + ["--threads", "16"], dev=False) as s:
         each_worker(s, "/crashy", "good v1")
         s.write("crashy.c", crashy("v2", True))
         each_worker(s, "/crashy/ping", "alive v2")
@@ -328,7 +330,9 @@ def test_crash_is_isolated_logged_and_replaced():
 
 
 def test_second_crash_quarantines_then_edit_lifts():
-    with Server(files={"crashy.c": crashy("v1", False)}, args=WORKERS) as s:
+    # (production: dev mode quarantines nothing)
+    with Server(files={"crashy.c": crashy("v1", False)}, args=WORKERS,
+                dev=False) as s:
         each_worker(s, "/crashy", "good v1")
         st = status(s)
         key1 = module_key(st, s.canon("crashy.c"))

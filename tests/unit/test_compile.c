@@ -276,6 +276,101 @@ static void test_failure_to_run_not_cached(void)
     hp_config_free(&cfg);
 }
 
+/* Whether an ELF object's PT_GNU_STACK asks for an executable stack (or
+ * is missing, which means the same): readelf, as a person would check. */
+static bool stack_executable(const char *so)
+{
+    char *cmd = hp_xasprintf("readelf -lW '%s' | grep GNU_STACK", so);
+    FILE *p = popen(cmd, "r");
+    char line[512] = "";
+    bool found = p && fgets(line, sizeof line, p) != NULL;
+    if (p)
+        pclose(p);
+    free(cmd);
+    return !found || strstr(line, "RWE") != NULL;
+}
+
+static void test_tiers_have_their_own_objects(void)
+{
+    struct hp_config cfg;
+    struct hp_artifact fast, opt;
+    char *d1 = NULL, *d2 = NULL;
+    char *src = write_in_root("tier.c",
+                              "#include <hotpub.h>\n"
+                              "HP_HANDLER(http_handler) { return HP_OK; }\n",
+                              0644);
+    base_config(&cfg);
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    CHECK(hp_compile_tier(c, src, HP_TIER_FAST, &fast, &d1) == 0);
+    CHECK(hp_compile_tier(c, src, HP_TIER_OPTIMIZED, &opt, &d2) == 0);
+    CHECK(fast.tier == HP_TIER_FAST && opt.tier == HP_TIER_OPTIMIZED);
+    CHECK(fast.so_path && opt.so_path && strcmp(fast.so_path, opt.so_path));
+    if (fast.so_path)
+        CHECK(!stack_executable(fast.so_path));
+    if (opt.so_path)
+        CHECK(!stack_executable(opt.so_path));
+    /* a cache hit keeps the tier it was asked for */
+    hp_artifact_free(&fast);
+    CHECK(hp_compile_tier(c, src, HP_TIER_FAST, &fast, &d1) == 0);
+    CHECK(fast.cache_hit && fast.tier == HP_TIER_FAST);
+    hp_artifact_free(&fast);
+    hp_artifact_free(&opt);
+    free(d1);
+    free(d2);
+    hp_compiler_free(c);
+    free(src);
+    hp_config_free(&cfg);
+}
+
+static void test_undeclared_and_undefined_named_by_line(void)
+{
+    struct hp_config cfg;
+    char *diag = NULL;
+    double took;
+    char *src = write_in_root("undecl.c",
+                              "#include <hotpub.h>\n"
+                              "HP_HANDLER(http_handler)\n{\n"
+                              "    return no_such_fn(req);\n}\n",
+                              0644);
+    base_config(&cfg);
+    CHECK(compile_with(&cfg, src, &diag, &took) < 0);
+    CHECK(diag && strstr(diag, "undecl.c:4:") && strstr(diag, "no_such_fn"));
+    free(diag);
+    free(src);
+    hp_config_free(&cfg);
+
+    src = write_in_root("undef.c",
+                        "int f_nowhere(void);\n\nint g(void)\n{\n"
+                        "    return f_nowhere();\n}\n",
+                        0644);
+    char *why = hp_compile_explain_load(
+        src, "cannot load the page: x.so: undefined symbol: f_nowhere");
+    CHECK(why && strstr(why, "undef.c:1: error: 'f_nowhere' is declared"));
+    CHECK(why && strstr(why, "undef.c:5: note: 'f_nowhere' used here"));
+    free(why);
+    CHECK(hp_compile_explain_load(src, "cannot load: no such file") == NULL);
+    free(src);
+}
+
+static void test_hook_names_in_diagnostics(void)
+{
+    struct hp_config cfg;
+    char *diag = NULL;
+    double took;
+    char *src = write_in_root("hook.c",
+                              "#include <hotpub.h>\n"
+                              "HP_HOOK(prepare) { return \"x\"; }\n",
+                              0644);
+    base_config(&cfg);
+    set_str(&cfg.cflags, "-O0 -Werror");
+    CHECK(compile_with(&cfg, src, &diag, &took) < 0);
+    CHECK(diag && strstr(diag, "prepare hook"));
+    CHECK(diag && !strstr(diag, "hp__hook_prepare"));
+    free(diag);
+    free(src);
+    hp_config_free(&cfg);
+}
+
 /* The value of the object's test_v (the release it was built from). */
 static int object_v(const char *so)
 {
@@ -355,6 +450,9 @@ int main(int argc, char **argv)
     T_RUN(test_plain_error_names_no_limit);
     T_RUN(test_failure_cached_until_root_changes);
     T_RUN(test_failure_to_run_not_cached);
+    T_RUN(test_tiers_have_their_own_objects);
+    T_RUN(test_undeclared_and_undefined_named_by_line);
+    T_RUN(test_hook_names_in_diagnostics);
     T_RUN(test_staged_release_warms_the_switch);
     {
         char cmd[2 * PATH_MAX + 16];

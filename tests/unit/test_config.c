@@ -113,7 +113,9 @@ static void test_defaults(void)
     CHECK_STR(c.cflags, "-O2");
     CHECK(c.include_dir == NULL);
     CHECK(c.revalidate == 0);
-    CHECK(c.settle_ms == 60);
+    CHECK(c.settle_ms == -1); /* auto: 5 ms with the fast tier, else 60 */
+    CHECK(c.fast_tier == -1);
+    CHECK_STR(c.fast_cc, "tcc");
     CHECK_STR(c.access_log, "-");
     CHECK(c.max_body == 8u * 1024 * 1024);
     CHECK(c.max_header == 16u * 1024);

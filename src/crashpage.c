@@ -1,0 +1,193 @@
+/*
+ * crashpage.c - the dev-mode answer to a request whose page crashed the
+ * worker: a 502 page (the status production answers it with too) naming
+ * the signal, the page, the handler and the source line, written straight
+ * onto the request's socket from the fatal signal handler (guard.c's
+ * on_fatal) before the worker dies.
+ *
+ * Owns: that page and finding the source line (addr2line on the page's
+ * object, with the faulting address relative to where it was loaded).
+ * May not touch: anything but the file descriptors it is given and its
+ * own stack: it runs in a signal handler of a process that is about to
+ * die, possibly with the allocator's or the loader's locks held, so it
+ * uses only async-signal-safe system calls (POSIX.1-2017 §2.4.3: fork via
+ * the raw system call, execve, pipe, poll, read, write, waitpid) and
+ * formats text by hand.
+ */
+#include "crashpage.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HP_ADDR2LINE "/usr/bin/addr2line"
+#define HP_ADDR2LINE_MS 2000 /* then the page goes out without the line */
+
+/* A fixed buffer that text is appended to, silently cut at its end. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct sbuf *b, const char *s, size_t n)
+{
+    if (n > b->cap - b->len)
+        n = b->cap - b->len;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void puts_(struct sbuf *b, const char *s)
+{
+    put(b, s, strlen(s));
+}
+
+static void put_html(struct sbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '<':
+            puts_(b, "&lt;");
+            break;
+        case '>':
+            puts_(b, "&gt;");
+            break;
+        case '&':
+            puts_(b, "&amp;");
+            break;
+        case '"':
+            puts_(b, "&quot;");
+            break;
+        default:
+            put(b, s, 1);
+        }
+    }
+}
+
+static void put_hex(struct sbuf *b, uintptr_t v)
+{
+    char d[2 + 2 * sizeof v];
+    size_t n = sizeof d;
+    do {
+        d[--n] = "0123456789abcdef"[v & 15];
+        v >>= 4;
+    } while (v);
+    d[--n] = 'x';
+    d[--n] = '0';
+    put(b, d + n, sizeof d - n);
+}
+
+/* Read fd into b until end of file or the deadline (CLOCK_MONOTONIC ms). */
+static void read_until(int fd, struct sbuf *b, int ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (b->len < b->cap) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        int left = ms - (int)((t.tv_sec - t0.tv_sec) * 1000 +
+                              (t.tv_nsec - t0.tv_nsec) / 1000000);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, left) <= 0)
+            return;
+        ssize_t n = read(fd, b->p + b->len, b->cap - b->len);
+        if (n <= 0)
+            return;
+        b->len += (size_t)n;
+    }
+}
+
+/* addr2line -f -i -e so ADDR into out: "function\nfile:line\n"... */
+static void symbolise(const char *so, uintptr_t addr, struct sbuf *out)
+{
+    char arg[2 + 2 * sizeof addr + 1], path[PATH_MAX];
+    char prog[] = HP_ADDR2LINE, f[] = "-f", i[] = "-i", e[] = "-e";
+    struct sbuf a = {arg, 0, sizeof arg - 1};
+    int pfd[2];
+
+    put_hex(&a, addr);
+    arg[a.len] = '\0';
+    if (!so || strlen(so) >= sizeof path || pipe2(pfd, O_CLOEXEC) < 0)
+        return;
+    memcpy(path, so, strlen(so) + 1);
+    pid_t pid = (pid_t)syscall(SYS_fork);
+    if (pid == 0) {
+        char *argv[] = {prog, f, i, e, path, arg, NULL};
+        char *envp[] = {NULL};
+        dup2(pfd[1], 1);
+        execve(HP_ADDR2LINE, argv, envp);
+        _exit(127);
+    }
+    close(pfd[1]);
+    if (pid > 0) {
+        read_until(pfd[0], out, HP_ADDR2LINE_MS);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    close(pfd[0]);
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+void hp_crash_answer(const struct hp_crash *c)
+{
+    char body[8192], where[1024], head[256];
+    struct sbuf b = {body, 0, sizeof body};
+    struct sbuf w = {where, 0, sizeof where};
+    struct sbuf h = {head, 0, sizeof head};
+
+    if (c->fd < 0)
+        return;
+    if (c->pc >= c->base)
+        symbolise(c->so_path, c->pc - c->base, &w);
+    puts_(&b, "<!doctype html>\n<title>502 Bad Gateway</title>\n"
+              "<style>body{font:14px/1.45 ui-monospace,monospace;"
+              "background:#1e1e24;color:#eee;padding:24px}h1{font:600 20px "
+              "system-ui,sans-serif;color:#ff6b6b}pre{background:#111;"
+              "padding:10px;white-space:pre-wrap}</style>\n<h1>");
+    puts_(&b, c->signame);
+    puts_(&b, " in the page ");
+    put_html(&b, c->page);
+    puts_(&b, "</h1>\n<p>The handler <code>");
+    put_html(&b, c->handler);
+    puts_(&b, "</code> crashed the worker process (it is being replaced). "
+              "Where, innermost first (function, then source line):</p>\n"
+              "<pre>");
+    where[w.len < sizeof where ? w.len : sizeof where - 1] = '\0';
+    put_html(&b, w.len ? where : "(no line: addr2line found none)\n");
+    puts_(&b, "</pre>\n<p>Fault address in the page's object: ");
+    put_hex(&b, c->pc - c->base);
+    puts_(&b, ". In dev mode a crashing version is not quarantined: save "
+              "the fix and this page reloads by itself.</p>\n"
+              "<script>new EventSource('/_hotpub/events').addEventListener("
+              "'reload',function(){location.reload()})</script>\n");
+    puts_(&h, "HTTP/1.1 502 Bad Gateway\r\n"
+              "Content-Type: text/html; charset=utf-8\r\n"
+              "Cache-Control: no-store\r\nConnection: close\r\n"
+              "Content-Length: ");
+    char num[24];
+    size_t n = sizeof num, v = b.len;
+    do {
+        num[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put(&h, num + n, sizeof num - n);
+    puts_(&h, "\r\n\r\n");
+    write_all(c->fd, head, h.len);
+    write_all(c->fd, body, b.len);
+    shutdown(c->fd, SHUT_RDWR);
+}

@@ -1,0 +1,58 @@
+/*
+ * devloop.h - the browser side of the edit-refresh loop in dev mode: the
+ * live-reload event stream (GET /_hotpub/events), the script injected into
+ * HTML responses, and the styled compile-error page (devloop.c).
+ */
+#ifndef HP_DEVLOOP_H
+#define HP_DEVLOOP_H
+
+#include "hp.h"
+
+#include <microhttpd.h>
+
+#define HP_EVENTS_URL "/_hotpub/events"
+
+/* Turn live reload on (dev mode); root is the canonical document root the
+ * event paths are made relative to. Off by default: then every call below
+ * but hp_devloop_on is a no-op. */
+void hp_devloop_start(const char *root);
+/* End every event stream (before libmicrohttpd stops: a suspended
+ * connection must be resumed first) and refuse new ones. */
+void hp_devloop_stop(void);
+bool hp_devloop_on(void);
+
+/*
+ * A file under the root went live (error NULL: a module or template was
+ * published, a static file was written) or failed to (error: its
+ * diagnostic). Every open event stream gets one Server-Sent Event
+ * (WHATWG HTML, "Server-sent events") named "reload": data:
+ * {"path":"/rel","error":...,"html":...} where html is the styled overlay
+ * for an error. Any thread.
+ */
+void hp_devloop_changed(const char *abs_path, const char *error);
+
+/* The response of GET /_hotpub/events: text/event-stream, fed by
+ * hp_devloop_changed; the connection is suspended while there is nothing
+ * to send, so it holds no thread. NULL when off or out of memory. */
+struct MHD_Response *hp_devloop_events(struct MHD_Connection *conn);
+
+/*
+ * Insert the live-reload script before the last </body> of an HTML body
+ * (none: nothing inserted). deps are the absolute paths of the files the
+ * response was made from (page, its application modules, templates): a
+ * change of one of them, or of a static file, reloads the page; a change
+ * of a .css file swaps it in place.
+ */
+void hp_devloop_inject(struct hp_buf *body, const char *const *deps,
+                       size_t ndeps);
+
+/* The script itself, appended to out (a page hotpub writes itself). */
+void hp_devloop_script(struct hp_buf *out, const char *const *deps,
+                       size_t ndeps);
+
+/* The dev compile-error page's body: every file:line of diag as a link
+ * with the source lines around it, then the diagnostic. Appends to out. */
+void hp_devloop_error_html(struct hp_buf *out, const char *path,
+                           const char *diag);
+
+#endif

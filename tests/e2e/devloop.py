@@ -1,0 +1,582 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests for the edit-refresh loop (issue 14): the fast
+compile tier (tcc, published at once, the optimized tier behind it), no
+writable+executable mapping, undeclared functions as compile errors, live
+reload over GET /_hotpub/events, and the dev error pages.
+
+    HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/devloop.py [NAME-SUBSTRING...]
+    python3 tests/e2e/devloop.py --list
+
+Same conventions as run.py (harness.py). The timing test scales its bounds
+by HOTPUB_E2E_SLACK (the machine may be busy). The browser test
+(test_browser_*) drives headless Chromium over the DevTools protocol; it
+is skipped when chromium or python3-websocket is missing.
+"""
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Server, Skip, check, check_eq, check_in,  # noqa: E402
+                     check_not_in, limit, page, proc_maps, short,
+                     simple_page, wait_until)
+
+TEST_TIMEOUT = 90.0
+SUITE_BUDGET = 400.0
+
+
+def need_tcc():
+    if not shutil.which("tcc"):
+        raise Skip("tcc is not installed (tools/deps.sh)")
+
+
+def module_at(st, rel_end):
+    for m in st.get("modules", []):
+        if m.get("path", "").endswith(rel_end):
+            return m
+    return None
+
+
+def current_tier(s, rel):
+    m = module_at(s.status_json(), "/" + rel)
+    return m["current"].get("tier") if m and m.get("current") else None
+
+
+def timed_edit(s, rel, text, timeout):
+    """Rename a new version of rel into place and poll until it is served:
+    seconds from the rename to the first response with the new text."""
+    s.write(rel, simple_page(text), how="rename")
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        r = s.get("/" + rel[:-2])
+        if r.status == 200 and r.text == text:
+            return time.monotonic() - t0
+        time.sleep(0.001)
+    harness.fail("%s: %r not served within %.1f s" % (rel, text, timeout))
+
+
+def test_fast_tier_edit_latency():
+    """10 rename edits with the fast tier: median <= 25 ms, max <= 100 ms
+    from the rename to the new text served; the optimized tier is current
+    within 3 s; no rwxp mapping in the server."""
+    need_tcc()
+    with Server({"p.c": simple_page("v0")}, dev=True, fast_tier=None) as s:
+        check_eq(s.get_ok("/p").text, "v0", "first load")
+        took = []
+        for i in range(1, 11):
+            took.append(timed_edit(s, "p.c", "edit %d" % i, limit(5.0)))
+            time.sleep(0.05)
+        med, mx = statistics.median(took), max(took)
+        harness.note("edit->served ms: %s" % ", ".join(
+            "%.1f" % (t * 1000) for t in took))
+        check(med <= limit(0.025), "median %.1f ms > 25 ms (all: %s)"
+              % (med * 1000, [round(t * 1000, 1) for t in took]))
+        check(mx <= limit(0.100), "max %.1f ms > 100 ms" % (mx * 1000))
+        check_eq(current_tier(s, "p.c") in ("fast", "optimized"), True,
+                 "tier reported")
+        t0 = time.monotonic()
+        got = wait_until(lambda: current_tier(s, "p.c") == "optimized",
+                         limit(3.0), 0.02)
+        check(got, "optimized tier not current within 3 s (tier %s)"
+              % current_tier(s, "p.c"))
+        harness.note("optimized after %.0f ms" % ((time.monotonic() - t0)
+                                                  * 1000))
+        check_eq(s.get_ok("/p").text, "edit 10", "optimized serves the same")
+        maps = proc_maps(s.pid())
+        check_not_in("rwxp", maps, "/proc/PID/maps")
+
+
+def test_fast_tier_status_and_production_default():
+    """In dev mode the first build is fast; with --no-dev every version is
+    optimized (the fast tier is off outside dev mode unless asked)."""
+    need_tcc()
+    with Server({"p.c": simple_page("prod")}, dev=False,
+                fast_tier=None) as s:
+        check_eq(s.get_ok("/p").text, "prod", "body")
+        check_eq(current_tier(s, "p.c"), "optimized", "production tier")
+    with Server({"p.c": simple_page("dev")}, dev=True, fast_tier=None) as s:
+        check_eq(s.get_ok("/p").text, "dev", "body")
+        check(current_tier(s, "p.c") in ("fast", "optimized"), "dev tier")
+
+
+def test_fast_tier_falls_back_to_gcc():
+    """A page tcc cannot compile (a GNU extension it lacks: __int128 ...
+    here jansson's atomics) still loads, through the page compiler."""
+    need_tcc()
+    src = page(r'''
+HP_HANDLER(http_handler)
+{
+    __auto_type x = __builtin_choose_expr(1, 41, 0.5);
+    int y = ({ int z = x; z + 1; });
+    hp_printf(req, "gnu %d", y);
+    return HP_OK;
+}
+''')
+    with Server({"g.c": src}, dev=True, fast_tier=None) as s:
+        check_eq(s.get_ok("/g").text, "gnu 42", "body")
+
+
+def test_undeclared_function_is_a_compile_error():
+    """A call to an undeclared function is a compile error naming
+    file:line, in both tiers, not an "undefined symbol" at load time."""
+    src = page(r'''
+HP_HANDLER(http_handler)
+{
+    no_such_function(req);
+    return HP_OK;
+}
+''')
+    for dev in (True, False):
+        with Server({"u.c": src}, dev=dev, fast_tier=None) as s:
+            r = s.get("/u")
+            check_eq(r.status, 500, "status")
+            err = module_at(s.status_json(), "/u.c")["error"]
+            check_in("u.c:6", err, "diagnostic")
+            check_in("no_such_function", err, "diagnostic")
+            check_not_in("undefined symbol", err, "diagnostic")
+
+
+def test_declared_but_undefined_function_names_its_lines():
+    """A function declared but defined nowhere: the load failure names the
+    file:line that declares and uses it, in both tiers."""
+    src = page(r'''
+int hp_nowhere_defined(int x);
+HP_HANDLER(http_handler)
+{
+    hp_printf(req, "%d", hp_nowhere_defined(1));
+    return HP_OK;
+}
+''')
+    for dev in (True, False):
+        with Server({"d.c": src}, dev=dev, fast_tier=None) as s:
+            check_eq(s.get("/d").status, 500, "status")
+            err = module_at(s.status_json(), "/d.c")["error"]
+            check_in("d.c:4: error: 'hp_nowhere_defined' is declared but "
+                     "defined nowhere", err, "diagnostic")
+            check_in("d.c:7: note:", err, "the call")
+
+
+def test_hook_names_in_diagnostics():
+    """A diagnostic inside HP_HOOK(prepare) names the prepare hook, not
+    the generated hp__hook_prepare."""
+    src = page(r'''
+HP_HOOK(prepare)
+{
+    return "not an int";
+}
+HP_HANDLER(http_handler) { return HP_OK; }
+''')
+    with Server({"h.c": src}, dev=True, fast_tier=None,
+                args=["--cflags", "-O2 -Werror"]) as s:
+        s.get("/h")
+        err = module_at(s.status_json(), "/h.c")["error"] or ""
+        check_in("prepare hook", err, "diagnostic")
+        check_not_in("hp__hook_prepare", err, "diagnostic")
+
+
+HTML_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "<!doctype html><html><head><title>t</title>"
+                 "<link rel=stylesheet href=/s.css></head>"
+                 "<body><p id=msg>TEXT</p></body></html>");
+    return HP_OK;
+}
+"""
+
+TEXT_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    hp_set_header(req, "Content-Type", "text/plain");
+    hp_puts(req, "plain </body> text");
+    return HP_OK;
+}
+"""
+
+STATIC_HTML = "<!doctype html><html><body><p>static</p></body></html>\n"
+
+STREAMED_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "<!doctype html><html><body><p>part one</p>");
+    hp_flush(req);
+    hp_puts(req, "<p>part two</p></body></html>");
+    return HP_OK;
+}
+"""
+
+
+def html_page(text):
+    return page(HTML_PAGE.replace("TEXT", text))
+
+
+def test_live_reload_script_only_in_dev_html():
+    """The script goes before </body> of text/html in dev mode; not into
+    text/plain, not outside dev mode."""
+    files = {"h.c": html_page("hello"), "t.c": page(TEXT_PAGE),
+             "st.c": page(STREAMED_PAGE), "doc.html": STATIC_HTML,
+             "notes.txt": "plain </body> text\n"}
+    with Server(files, dev=True, fast_tier=None) as s:
+        body = s.get_ok("/h").text
+        check_in("data-hotpub-live-reload", body, "dev HTML")
+        check(body.index("data-hotpub-live-reload") < body.index("</body>"),
+              "script before </body>")
+        check_in('"/h.c"', body, "the page is among the script's files")
+        check_not_in("hotpub", s.get_ok("/t").text, "text/plain")
+        check_not_in("data-hotpub-live-reload", s.get_ok("/st").text,
+                     "streamed HTML (hp_flush)")
+        r = s.get_ok("/doc.html")
+        check_in('"/doc.html"]', r.text, "static HTML lists itself")
+        check_eq(r.header("Cache-Control"), "no-store", "static HTML in dev")
+        check_not_in("hotpub", s.get_ok("/notes.txt").text, "static text")
+    with Server(files, dev=False, fast_tier=None) as s:
+        check_not_in("data-hotpub-live-reload", s.get_ok("/h").text,
+                     "production HTML")
+        check_eq(s.get_ok("/doc.html").text, STATIC_HTML,
+                 "production static HTML")
+        check_eq(s.get("/_hotpub/events").status, 404, "events outside dev")
+
+
+class EventStream:
+    """A raw GET /_hotpub/events: events() returns the JSON of each data:
+    line received so far (waiting up to timeout for at least one more)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(b"GET /_hotpub/events HTTP/1.1\r\n"
+                          b"Host: 127.0.0.1\r\n\r\n")
+        self.buf = b""
+        self.seen = 0
+
+    def _read(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def head(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf and time.monotonic() < deadline:
+            self._read(deadline - time.monotonic())
+        return self.buf.split(b"\r\n\r\n", 1)[0].decode()
+
+    def wait(self, pred, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.buf.split(b"\nevent: reload\n")[1:]:
+                if line.startswith(b"data: "):
+                    try:
+                        ev = json.loads(line[6:].decode())
+                    except ValueError:
+                        continue  # cut across two reads
+                    if pred(ev):
+                        return ev
+            self._read(max(0.01, deadline - time.monotonic()))
+        return None
+
+    def close(self):
+        self.sock.close()
+
+
+def test_events_stream_reports_changes_and_errors():
+    """GET /_hotpub/events: a page published sends its path; a broken save
+    sends the error with file:line and the overlay's HTML; the fix sends
+    the path again."""
+    with Server({"p.c": html_page("one")}, dev=True, fast_tier=None) as s:
+        s.get_ok("/p")
+        es = EventStream(s.port)
+        try:
+            head = es.head()
+            check_in("200", head.split("\r\n")[0], "status line")
+            check_in("text/event-stream", head, "content type")
+            s.write("p.c", html_page("two"), how="rename")
+            ev = es.wait(lambda e: e.get("path") == "/p.c" and
+                         e.get("error") is None, limit(2.0))
+            check(ev, "no change event for /p.c: %r" % es.buf[-300:])
+            es.buf = b""
+            bad = html_page("three") + "\nint broken = ;\n"
+            s.write("p.c", bad, how="rename")
+            ev = es.wait(lambda e: e.get("error"), limit(3.0))
+            check(ev, "no error event: %r" % es.buf[-300:])
+            check_eq(ev["path"], "/p.c", "error path")
+            check_in("p.c:%d" % (bad.split("\n").index("int broken = ;") + 1),
+                     ev["error"], "diagnostic file:line")
+            check_in("broken", ev["html"], "overlay source excerpt")
+            check_in("hp-err", ev["html"], "overlay styled")
+            es.buf = b""
+            s.write("p.c", html_page("fixed"), how="rename")
+            ev = es.wait(lambda e: e.get("path") == "/p.c" and
+                         e.get("error") is None, limit(3.0))
+            check(ev, "no recovery event")
+            check_in("fixed", s.get_ok("/p").text, "fixed page")
+        finally:
+            es.close()
+
+
+def test_events_streams_hold_no_handler_thread():
+    """Event streams are suspended connections: 12 of them open with 2
+    handler threads, a page that runs on a handler thread still answers,
+    and the server stops promptly."""
+    slow = page(r"""
+HP_HANDLER(http_handler)
+{
+    usleep(60000); /* > the inline mark: demoted to the handler threads */
+    hp_puts(req, "ok");
+    return HP_OK;
+}
+""", "#include <unistd.h>")
+    with Server({"s.c": slow}, dev=True, fast_tier=None,
+                args=["--threads", "2"]) as s:
+        streams = [EventStream(s.port) for _ in range(12)]
+        try:
+            for es in streams:
+                check_in("200", es.head().split("\r\n")[0], "stream status")
+            for _ in range(3):
+                check_eq(s.get_ok("/s").text, "ok", "page beside streams")
+            s.write("s.c", slow.replace('"ok"', '"ok2"'), how="rename")
+            for es in streams:
+                check(es.wait(lambda e: e.get("path") == "/s.c", limit(3.0)),
+                      "every stream hears the change")
+        finally:
+            t0 = time.monotonic()
+            s.stop()
+            check(time.monotonic() - t0 < limit(5.0), "stop with streams")
+            for es in streams:
+                es.close()
+
+
+def test_compile_error_page_is_styled_with_excerpt():
+    """The dev compile-error page: the file:line as a link, the source
+    line itself in an excerpt, the diagnostic; the live-reload script so
+    it recovers by itself."""
+    src = page(r"""
+HP_HANDLER(http_handler)
+{
+    int x = "definitely not an int" * 2;
+    return HP_OK;
+}
+""")
+    with Server({"e.c": src}, dev=True, fast_tier=None) as s:
+        r = s.get("/e")
+        check_eq(r.status, 500, "status")
+        check_in("hp-err", r.text, "styled")
+        check_in("e.c:6", r.text, "file:line")
+        check_in('class="hit"', r.text, "excerpt marks the line")
+        check_in("definitely not an int", r.text, "source excerpt")
+        check_in("data-hotpub-live-reload", r.text, "recovers by itself")
+
+
+CRASH_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    volatile int *p = 0;
+    hp_puts(req, "before");
+    *p = 42; /* CRASH LINE */
+    return HP_OK;
+}
+"""
+
+
+def crash_line(src):
+    return src.split("\n").index([l for l in src.split("\n")
+                                  if "CRASH LINE" in l][0]) + 1
+
+
+def test_crash_in_dev_mode_answers_with_signal_and_line():
+    """A page that dereferences NULL in dev mode (worker processes): the
+    browser gets a 502 naming SIGSEGV, the page, the handler and
+    page.c:LINE, for both tiers; every retry too (no quarantine in dev
+    mode), and the fix is served."""
+    src = page(CRASH_PAGE)
+    line = crash_line(src)
+    with Server({"page.c": src}, dev=True, fast_tier=None, workers=2) as s:
+        for attempt in range(3):
+            r = s.get("/page")
+            check_eq(r.status, 502, "status of the crash (try %d)" % attempt)
+            check_in("SIGSEGV", r.text, "signal named")
+            check_in("page.c:%d" % line, r.text, "source line")
+            check_in("http_handler", r.text, "handler named")
+            check_in("/page.c", r.text, "page named")
+            time.sleep(0.3)  # the optimized tier meanwhile, when tcc built it
+        s.write("page.c", simple_page("fixed"), how="rename")
+        s.wait_body("/page", "fixed", limit(5.0), allowed_status=(500, 502))
+
+
+# ---- a real browser: headless Chromium over the DevTools protocol ---------
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol (CDP)."""
+
+    def __init__(self, tmp):
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not exe:
+            raise Skip("chromium is not installed (tools/deps.sh --test)")
+        try:
+            import websocket  # noqa: F401 - python3-websocket
+        except ImportError:
+            # Debian's package, under a python3 that is not Debian's
+            sys.path.append("/usr/lib/python3/dist-packages")
+            try:
+                import websocket  # noqa: F401,F811
+            except ImportError:
+                raise Skip("python3-websocket is not installed")
+        self.port = harness.free_port()
+        self.proc = subprocess.Popen(
+            [exe, "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--no-first-run", "--disable-extensions",
+             "--user-data-dir=" + os.path.join(tmp, "chromium"),
+             "--remote-debugging-address=127.0.0.1",
+             "--remote-debugging-port=%d" % self.port, "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ws = None
+        self.next_id = 0
+
+    def connect(self):
+        import websocket
+
+        def target():
+            try:
+                with urllib.request.urlopen(
+                        "http://127.0.0.1:%d/json/list" % self.port,
+                        timeout=2) as r:
+                    pages = [t for t in json.load(r) if t["type"] == "page"]
+                    return pages[0]["webSocketDebuggerUrl"] if pages else None
+            except OSError:
+                return None
+        check(wait_until(lambda: target() is not None, 20),
+              "chromium's DevTools endpoint did not come up")
+        self.ws = websocket.create_connection(target(), timeout=20)
+
+    def call(self, method, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method,
+                                 "params": params}))
+        while True:
+            m = json.loads(self.ws.recv())
+            if m.get("id") == self.next_id:
+                if "error" in m:
+                    harness.fail("CDP %s: %s" % (method, m["error"]))
+                return m.get("result", {})
+
+    def eval(self, js):
+        r = self.call("Runtime.evaluate", expression=js, returnByValue=True)
+        return r.get("result", {}).get("value")
+
+    def close(self):
+        if self.ws:
+            self.ws.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+MSG = ("(function(){var e=document.getElementById('msg');"
+       "return e?e.textContent:null})()")
+OVERLAY = ("(function(){var o=document.getElementById('hotpub-overlay');"
+           "return o?o.textContent:null})()")
+
+
+def wait_text(b, want, timeout):
+    """Seconds until #msg shows want (polled every few ms), or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if b.eval(MSG) == want:
+                return time.monotonic() - t0
+        except Exception:  # noqa: BLE001 - a navigation in progress
+            pass
+        time.sleep(0.005)
+    return None
+
+
+def browser_edits(s, b, n):
+    """n rename edits of /p.c: seconds from each rename to the new text on
+    the open page (edit -> repaint, the reload the script does included)."""
+    took = []
+    for i in range(n):
+        text = "edit %d" % i
+        s.write("p.c", html_page(text), how="rename")
+        t = wait_text(b, text, limit(1.0))
+        check(t is not None, "%r not shown within 1 s (shows %r)"
+              % (text, b.eval(MSG)))
+        took.append(t)
+    return took
+
+
+def test_browser_live_reload_overlay_and_recovery():
+    """Open a page in headless Chromium; edit it: the new text within 1 s
+    with no reload by hand; break it: the overlay shows file:line; fix it:
+    the page recovers by itself. HOTPUB_BROWSER_EDITS=N also reports the
+    median edit -> repaint over N edits (bench/reload_latency.sh)."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-chromium-")
+    b = Browser(tmp)
+    try:
+        with Server({"p.c": html_page("first"),
+                     "s.css": "#msg { color: rgb(255, 0, 0); }\n"},
+                    dev=True, fast_tier=None) as s:
+            s.get_ok("/p")
+            b.connect()
+            b.call("Page.enable")
+            b.call("Page.navigate", url=s.url("/p"))
+            check(wait_text(b, "first", limit(10)) is not None,
+                  "the page did not load")
+            check(wait_until(lambda: b.eval(
+                "window.__hotpubLiveReload && "
+                "window.__hotpubLiveReload.readyState") == 1, limit(5)),
+                "the event stream did not open")
+            n = int(os.environ.get("HOTPUB_BROWSER_EDITS", "3"))
+            took = browser_edits(s, b, n)
+            print("edit->repaint in chromium over %d edits: median %.1f ms, "
+                  "max %.1f ms" % (n, statistics.median(took) * 1000,
+                                   max(took) * 1000), flush=True)
+            bad = html_page("broken") + "\nint broken = ;\n"
+            s.write("p.c", bad, how="rename")
+            where = "p.c:%d" % (bad.split("\n").index("int broken = ;") + 1)
+            ok = wait_until(lambda: where in (b.eval(OVERLAY) or ""),
+                            limit(3))
+            check(ok, "no overlay naming %s (overlay %r, page %r)"
+                  % (where, short(b.eval(OVERLAY) or ""), b.eval(MSG)))
+            check_in("int broken = ;", b.eval(OVERLAY), "source excerpt")
+            s.write("p.c", html_page("fixed"), how="rename")
+            check(wait_text(b, "fixed", limit(3)) is not None,
+                  "the page did not recover (shows %r)" % b.eval(MSG))
+            check_eq(b.eval(OVERLAY), None, "overlay gone")
+            # a stylesheet swaps in place: the page is not reloaded
+            b.eval("window.__notReloaded = 1")
+            s.write("s.css", "#msg { color: rgb(0, 128, 0); }\n",
+                    how="rename")
+            color = ("getComputedStyle(document.getElementById('msg'))"
+                     ".color")
+            check(wait_until(lambda: b.eval(color) == "rgb(0, 128, 0)",
+                             limit(3)),
+                  "the new CSS did not apply (color %r)" % b.eval(color))
+            check_eq(b.eval("window.__notReloaded"), 1,
+                     "the page was reloaded for a CSS change")
+    finally:
+        b.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT))

@@ -1,0 +1,107 @@
+/*
+ * test_devloop.c - dev mode's browser side (devloop.c): where the
+ * live-reload script goes, what it lists, and the compile-error page's
+ * links and source excerpts.
+ */
+#include "devloop.h"
+
+#include "t.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void body_set(struct hp_buf *b, const char *s)
+{
+    b->len = 0;
+    hp_buf_puts(b, s);
+    hp_buf_append(b, "", 1);
+    b->len--;
+}
+
+static void test_inject_off_does_nothing(void)
+{
+    struct hp_buf b = {0};
+    const char *deps[] = {"/r/p.c"};
+    hp_devloop_stop();
+    body_set(&b, "<html><body>x</body></html>");
+    hp_devloop_inject(&b, deps, 1);
+    CHECK_STR(b.p, "<html><body>x</body></html>");
+    hp_buf_free(&b);
+}
+
+static void test_inject_before_last_body_close(void)
+{
+    struct hp_buf b = {0};
+    const char *deps[] = {"/r/p.c", "/r/p.c", "/r/sub/t.tpl", "/r/x<y.c"};
+    hp_devloop_start("/r");
+    body_set(&b, "<p>a</body> quoted</p><BODY>b</BODY ></html>");
+    hp_devloop_inject(&b, deps, 4);
+    hp_buf_append(&b, "", 1);
+    /* not before the first "</body>", nor the case-insensitive last one
+     * ("</BODY >" is not "</body>"): the last exact match */
+    const char *s = strstr(b.p, "<script data-hotpub-live-reload>");
+    CHECK(s != NULL);
+    CHECK(s && s == b.p + strlen("<p>a"));
+    CHECK(strstr(b.p, "var deps=[\"/p.c\",\"/sub/t.tpl\"]") != NULL);
+    CHECK(strstr(b.p, "x<y") == NULL); /* would end the script early */
+    CHECK(strstr(b.p, "/_hotpub/events") != NULL);
+    hp_devloop_stop();
+    hp_buf_free(&b);
+}
+
+static void test_inject_without_body_close(void)
+{
+    struct hp_buf b = {0};
+    hp_devloop_start("/r");
+    body_set(&b, "{\"json\": \"</bod\"}");
+    hp_devloop_inject(&b, NULL, 0);
+    CHECK_STR(b.p, "{\"json\": \"</bod\"}");
+    hp_devloop_stop();
+    hp_buf_free(&b);
+}
+
+static void test_error_html_links_and_excerpt(void)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 8], diag[4 * PATH_MAX + 8 * 3 + 200];
+    struct hp_buf out = {0};
+    t_make_temp(dir, "/tmp/hp-devloop-XXXXXX");
+    snprintf(path, sizeof path, "%s/p.c", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    for (int i = 1; i <= 20; i++)
+        fprintf(f, "line %d <%s>\n", i, i == 10 ? "bad & wrong" : "ok");
+    fclose(f);
+    snprintf(diag, sizeof diag,
+             "%s: In function 'x':\n%s:10:5: error: expected ';'\n"
+             "%s:10:5: error: expected ';' again\n",
+             path, path, path);
+    hp_devloop_start(dir);
+    hp_devloop_error_html(&out, path, diag);
+    hp_buf_append(&out, "", 1);
+    CHECK(strstr(out.p, "/p.c could not be built") != NULL);
+    CHECK(strstr(out.p, "#L10\">/p.c:10</a>") != NULL);
+    /* one excerpt for the two diagnostics on the same line */
+    const char *hit = strstr(out.p, "class=\"hit\"");
+    CHECK(hit && !strstr(hit + 1, "class=\"hit\""));
+    CHECK(strstr(out.p, "line 10 &lt;bad &amp; wrong&gt;") != NULL);
+    CHECK(strstr(out.p, "line 7 ") != NULL && strstr(out.p, "line 13 "));
+    CHECK(strstr(out.p, "line 6 ") == NULL && !strstr(out.p, "line 14 "));
+    hp_devloop_stop();
+    hp_buf_free(&out);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    T_INIT(argc, argv);
+    T_RUN(test_inject_off_does_nothing);
+    T_RUN(test_inject_before_last_body_close);
+    T_RUN(test_inject_without_body_close);
+    T_RUN(test_error_html_links_and_excerpt);
+    T_DONE();
+}
