@@ -90,7 +90,9 @@ def verify(s, db, only=None):
 
 def serve(db, files):
     s = Server(files=files, start=False)
-    s.args += ["--db", db.url]
+    # Production mode, as TFB runs: dev mode adds the live-reload script
+    # to HTML, which the fortunes check rightly refuses.
+    s.args += ["--db", db.url, "--no-dev"]
     return s.start()
 
 
