@@ -40,6 +40,7 @@ struct tver {
     struct hp_tpl *tpl; /* NULL when missing or broken            */
     char *error;        /* the diagnostic when broken or missing  */
     struct hp_fid fid;  /* of the file as read                    */
+    bool absent;        /* no such file: a partial renders nothing */
     uint64_t from_gen;  /* valid for requests that began since    */
     atomic_bool logged;
 };
@@ -275,6 +276,7 @@ static struct tver *load(const char *path, uint64_t from_gen)
     atomic_init(&v->refs, 1);
     v->from_gen = from_gen;
     if (realpath(path, canon) == NULL) {
+        v->absent = errno == ENOENT;
         v->error = errno == ENOENT
                        ? hp_xasprintf("%s: no such template", path)
                        : hp_xasprintf("%s: %s", path, strerror(errno));
@@ -294,9 +296,11 @@ static struct tver *load(const char *path, uint64_t from_gen)
     return v;
 }
 
+/* Only a file that does not exist is missing (rendered as nothing); one
+ * refused (a symlink out of the root) or unreadable is an error. */
 static bool missing(const struct tver *v)
 {
-    return !v->tpl && v->fid.ino == 0;
+    return !v->tpl && v->absent;
 }
 
 /* Which version a request that began rendering at gen0 uses, or NULL:

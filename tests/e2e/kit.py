@@ -200,8 +200,12 @@ def test_template_stays_in_root():
             f.write("SECRET")
         os.symlink(os.path.join(s.tmp, "outside.tpl"),
                    s.path("app/link.tpl"))
+        # the same symlink reached as a partial is an error too, not a
+        # missing partial rendered as nothing (pages.md, Templates)
+        with open(s.path("app/plink.tpl"), "w") as f:
+            f.write("A{{> link}}B")
         for t in ("escape.tpl", "../../outside.tpl", "link.tpl",
-                  "/../outside.tpl"):
+                  "/../outside.tpl", "plink.tpl"):
             r = s.get("/app/list?t=" + t)
             check_eq(r.status, 500, "status for %s" % t)
             check_not_in("SECRET", r.text, "body for %s" % t)
