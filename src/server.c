@@ -734,6 +734,17 @@ static enum MHD_Result send_events(struct ctx *c)
     return MHD_YES;
 }
 
+/* MHD_get_connection_values iterator: counts Authorization fields. */
+static enum MHD_Result count_authorization(void *count, enum MHD_ValueKind kind,
+                                           const char *key, const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
+        ++*(int *)count;
+    return MHD_YES;
+}
+
 /*
  * Who may see /_hotpub/NAME: loopback clients; the --health-allow blocks
  * for health; with --admin-token, anyone presenting it (RFC 6750 §2.1).
@@ -748,6 +759,14 @@ static int hotpub_allowed(struct ctx *c, const char *name)
         return 1;
     if (!S.cfg->admin_token)
         return 0;
+    /* Authorization is a singleton field (RFC 9110 §11.6.2): with two,
+     * which one a proxy in front checked is anyone's guess, so neither
+     * counts. */
+    int n = 0;
+    MHD_get_connection_values(c->req.conn, MHD_HEADER_KIND,
+                              count_authorization, &n);
+    if (n > 1)
+        return -1;
     const char *auth = MHD_lookup_connection_value(
         c->req.conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     return hp_bearer_ok(auth, S.cfg->admin_token) ? 1 : -1;

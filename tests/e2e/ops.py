@@ -262,6 +262,58 @@ def peer_cert(port):
             return t.getpeercert(binary_form=True), t.version()
 
 
+NETNS_SCRIPT = r"""
+set -e
+ip link set lo up
+ip addr add 10.9.9.9/32 dev lo
+"$BIN" serve "$ROOT" --listen 10.9.9.9:8080 --workers 0 --no-dev \
+    --cache-dir "$ROOT/.cache" --access-log off --admin-token sekrit \
+    --health-allow 10.9.9.0/24 2>"$ROOT/.err" &
+pid=$!
+code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
+for i in $(seq 100); do
+    [ "$(code http://10.9.9.9:8080/)" != 000 ] && break
+    sleep 0.05
+done
+u=http://10.9.9.9:8080/_hotpub
+echo "none $(code $u/status.json)"
+echo "token $(code -H 'Authorization: Bearer sekrit' $u/status.json)"
+echo "lower $(code -H 'Authorization: bearer sekrit' $u/metrics)"
+echo "wrong $(code -H 'Authorization: Bearer sekrjt' $u/status.json)"
+echo "short $(code -H 'Authorization: Bearer sekri' $u/status.json)"
+echo "two $(code -H 'Authorization: Bearer sekrit' -H 'Authorization: Bearer x' $u/status.json)"
+echo "health $(code $u/health)"
+echo "dashboard $(code $u/)"
+kill $pid; wait $pid || true
+"""
+
+
+def test_admin_token_from_another_address():
+    """From a non-loopback address (10.9.9.9 on the loopback interface of
+    a network namespace of our own, client and server both inside it): /_hotpub/
+    needs the bearer token (401 without, or wrong, or with two
+    Authorization fields: a singleton field, RFC 9110 §11.6.2), health
+    is open to --health-allow."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or \
+            not shutil.which("ip") or not shutil.which("curl"):
+        raise Skip("needs root, unshare, ip and curl")
+    root = tempfile.mkdtemp(prefix="hp-netns-")
+    try:
+        env = dict(os.environ, BIN=harness.hotpub_bin(), ROOT=root)
+        p = subprocess.run(["unshare", "--net", "sh", "-c", NETNS_SCRIPT],
+                           env=env, capture_output=True, text=True,
+                           timeout=60)
+        if "Operation not permitted" in p.stderr:
+            raise Skip("no network namespaces here: " + p.stderr.strip())
+        got = dict(line.split() for line in p.stdout.split("\n") if line)
+        want = {"none": "401", "token": "200", "lower": "200",
+                "wrong": "401", "short": "401", "two": "401",
+                "health": "200", "dashboard": "401"}
+        check_eq(got, want, "statuses (stderr: %s)" % p.stderr[-300:])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_https():
     tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
     cert, key = make_cert(tmp, "a")
