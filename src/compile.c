@@ -42,9 +42,10 @@ extern char **environ;
 #define HP_DIAG_MAX (64 * 1024)
 
 struct hp_compiler {
-    char *root;   /* canonical document root, for dependency filtering */
-    char *stage;  /* hp_compiler_stage's canonical tree, or NULL        */
-    char *objdir; /* <cache-dir>/obj                                    */
+    char *root;        /* canonical document root, for dependency filtering */
+    char *stage;       /* hp_compiler_stage's canonical tree, or NULL        */
+    char *objdir;      /* <cache-dir>/obj                                    */
+    char *objdir_real; /* its canonical path (NULL: unknown)              */
     char *cc;
     char **flags; /* cflags split on white space, NULL-terminated       */
     char *include_dir;
@@ -238,6 +239,7 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     if (hp_mkdirs(c->objdir, 0700) < 0)
         hp_log_error("cannot create compile cache %s: %s", c->objdir,
                      strerror(errno));
+    c->objdir_real = realpath(c->objdir, NULL);
 
     /* The compiler, its flags, the ABI and the public header shape every
      * object: a change of any of them must miss the cache. */
@@ -267,6 +269,7 @@ void hp_compiler_free(struct hp_compiler *c)
     free(c->root);
     free(c->stage);
     free(c->objdir);
+    free(c->objdir_real);
     free(c->cc);
     free(c->include_dir);
     free(c->tcc);
@@ -361,6 +364,13 @@ static char *staged(const struct hp_compiler *c, const char *path)
 /* A canonical path under the root's current target, as a path under the
  * root as configured (which may be a symlink a deploy swaps); NULL if it
  * lies elsewhere. While warming, the staged tree stands for the target. */
+/* Is path (canonical) dir itself or below it? */
+static bool in_dir(const char *path, const char *dir)
+{
+    size_t n = dir ? strlen(dir) : 0;
+    return n && strncmp(path, dir, n) == 0 && (path[n] == '/' || !path[n]);
+}
+
 static char *under_root(const struct hp_compiler *c, const char *real)
 {
     char croot[PATH_MAX];
@@ -417,7 +427,11 @@ static void parse_depfile(const struct hp_compiler *c, const char *text,
             word[wl] = '\0';
             char *real = realpath(word, NULL);
             char *dep = real ? under_root(c, real) : NULL;
-            if (dep && strcmp(dep, skip) != 0)
+            /* The copy being compiled lives in the compile cache, which
+             * may itself lie under the root (--cache-dir .cache): it is
+             * no dependency, and it was written just before the compile,
+             * so it would always look changed under it. */
+            if (dep && strcmp(dep, skip) != 0 && !in_dir(real, c->objdir_real))
                 add_dep(a, dep);
             free(dep);
             free(real);

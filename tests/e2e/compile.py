@@ -125,6 +125,26 @@ def test_compile_timeout_stops_slow_compile():
         s.wait_body("/good", "good two", limit(2.0), allowed_bodies=("good",))
 
 
+def test_cache_dir_inside_the_document_root():
+    """--cache-dir under the document root (a dot directory, so never
+    published): the copy of the page being compiled lives there, was
+    written just before the compile, and must not count as a header that
+    changed under it (it once did: every compile retried, then failed)."""
+    files = {"_lib/x.h": "static inline int f(void) { return 1; }\n",
+             "p.c": '#include <hotpub.h>\n#include "_lib/x.h"\n'
+                    'HP_HANDLER(http_handler) { hp_printf(req, "v%d", f());'
+                    ' return HP_OK; }\n'}
+    s = Server(files=files, start=False)
+    s.args += ["--cache-dir", s.path(".cache")]
+    with s.start():
+        r = s.get("/p")
+        check_eq((r.status, r.text), (200, "v1"), "first compile")
+        s.write("_lib/x.h", "static inline int f(void) { return 2; }\n")
+        check(harness.wait_until(lambda: s.get("/p").text == "v2",
+                                 limit(5)), "a header edit is still seen")
+        check_eq(s.get("/.cache/").status, 404, "the cache is not served")
+
+
 def test_compile_limits_flags_validated():
     """A bad value stops the server at start with exit status 2."""
     r = harness.run_hotpub(["serve", "--compile-timeout", "0", "."],
