@@ -407,7 +407,9 @@ static void pool_gauge(const char *name, const struct hp_db_pool_stats *s,
     if (*n >= POOLS)
         return;
     struct pool_gauge *g = &ME->pools[*n];
-    snprintf(g->name, sizeof g->name, "%s", name);
+    char label[sizeof g->name] = {0};
+    snprintf(label, sizeof label, "%s", name);
+    shm_store(g->name, label, sizeof label); /* readers copy it the same way */
     atomic_store(&g->in_use, s->in_use);
     atomic_store(&g->idle, s->idle);
     atomic_store(&g->max, s->max);
@@ -643,7 +645,10 @@ static int pools_sum(struct pool_sum *ps)
         int np = atomic_load(&m->used) ? atomic_load(&m->npools) : 0;
         for (int i = 0; i < np && i < POOLS; i++) {
             struct pool_gauge *g = &m->pools[i];
-            struct pool_sum *p = pool_find(ps, &n, g->name);
+            char name[sizeof g->name];
+            shm_load(name, g->name, sizeof name); /* rewritten each second */
+            name[sizeof name - 1] = '\0';
+            struct pool_sum *p = pool_find(ps, &n, name);
             if (!p)
                 continue;
             p->in_use += atomic_load(&g->in_use);
