@@ -354,7 +354,7 @@ int hp_redirect(hp_req *req, const char *location);
  *     wins, so a value checked by one reader is not the one another uses);
  *   - an integer outside -2^63 .. 2^63-1 or a number overflowing a double
  *     (refused rather than rounded; send big numbers as strings);
- *   - nesting deeper than 2048.
+ *   - nesting deeper than 512 (arrays and objects).
  * The page decides what to answer: hp_json_error(req) then says why
  * (jansson's message with line and column), else it is NULL. The value is
  * parsed once, on the first call, and is owned by the request: do not

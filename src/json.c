@@ -33,11 +33,62 @@ static bool is_json_type(const char *ct)
            strncasecmp(ct + n - 5, "+json", 5) == 0;
 }
 
+/*
+ * Client bodies may nest at most this deep. jansson's decoder recurses once
+ * per level, up to its own limit of 2048; a handler thread's stack is
+ * --thread-stack-size (512 KiB by default), and 2048 levels of jansson's
+ * frames come too close to that (they overflowed it in a ThreadSanitizer
+ * build: a worker crash from a 6 KiB body). No real document nests this
+ * deep.
+ */
+#define JSON_IN_MAX_DEPTH 512
+
+/* The first [ or { past JSON_IN_MAX_DEPTH levels (strings skipped), or
+ * NULL. A pre-pass, so jansson never recurses that deep. */
+static const char *too_deep(const char *p, size_t len)
+{
+    int depth = 0;
+    bool in_string = false;
+    for (const char *end = p + len; p < end; p++) {
+        if (in_string) {
+            if (*p == '\\')
+                p++;
+            else if (*p == '"')
+                in_string = false;
+        } else if (*p == '"') {
+            in_string = true;
+        } else if (*p == '[' || *p == '{') {
+            if (++depth > JSON_IN_MAX_DEPTH)
+                return p;
+        } else if (*p == ']' || *p == '}') {
+            depth--;
+        }
+    }
+    return NULL;
+}
+
 /* Strict: one value of any type, nothing after it, UTF-8 checked, no
  * \u0000 (JSON_ALLOW_NUL is not given), no duplicate keys, integers that
- * fit json_int_t (jansson: "too big integer"), depth <= 2048. */
+ * fit json_int_t (jansson: "too big integer"), depth <= JSON_IN_MAX_DEPTH. */
 json_t *hp_json_parse(const char *text, size_t len, json_error_t *e)
 {
+    const char *deep = too_deep(text, len);
+    if (deep) {
+        memset(e, 0, sizeof *e);
+        e->line = 1;
+        for (const char *p = text; p < deep; p++)
+            if (*p == '\n') {
+                e->line++;
+                e->column = 0;
+            } else {
+                e->column++;
+            }
+        e->column++;
+        e->position = (int)(deep - text);
+        snprintf(e->text, sizeof e->text, "nested deeper than %d levels",
+                 JSON_IN_MAX_DEPTH);
+        return NULL;
+    }
     return json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, e);
 }
 

@@ -94,6 +94,7 @@ def test_json_malformed():
             "integer past -2^63": b'-9223372036854775809',
             "real overflow": b'1e400',
             "too deep": b'[' * 3000 + b']' * 3000,
+            "513 levels": b'[{"a":' * 256 + b'[1]' + b'}]' * 256,
             "single quotes": b"{'a':1}",
             "bare word": b'nope',
         }
@@ -103,6 +104,9 @@ def test_json_malformed():
             err = json.loads(r.body)["error"]
             check("line" in err and "column" in err,
                   "%s: error without position: %r" % (what, err))
+        # 512 levels are fine (and a bracket inside a string is no level)
+        deep = b'[{"a":' * 255 + b'["[[[{"]' + b'}]' * 255
+        check_eq(post_json(s, deep).status, 200, "512 levels")
         # not JSON at all: NULL without an error (the page says 415)
         check_eq(post_json(s, b'{"a":1}', "text/plain").status, 415,
                  "text/plain body")
