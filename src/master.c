@@ -722,17 +722,21 @@ static int master_serve(void)
  * a database file or the port. system() and popen() spawn without fork
  * handlers and wait for their children themselves.
  */
-static pid_t fork_parent;
+/* Atomic: several threads may fork at once (compiles run on batch
+ * threads of their own); they all store the same value. */
+static atomic_int fork_parent;
 
 static void before_fork(void)
 {
-    fork_parent = getpid();
+    atomic_store_explicit(&fork_parent, (int)getpid(), memory_order_relaxed);
 }
 
 static void in_forked_child(void)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != fork_parent) /* the parent ended before the prctl */
+    /* the parent ended before the prctl */
+    if (getppid() != (pid_t)atomic_load_explicit(&fork_parent,
+                                                 memory_order_relaxed))
         _exit(0);
 }
 
