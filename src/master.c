@@ -735,8 +735,8 @@ static void in_forked_child(void)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     /* the parent ended before the prctl */
-    if (getppid() != (pid_t)atomic_load_explicit(&fork_parent,
-                                                 memory_order_relaxed))
+    if (getppid() !=
+        (pid_t)atomic_load_explicit(&fork_parent, memory_order_relaxed))
         _exit(0);
 }
 
