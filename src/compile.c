@@ -1057,6 +1057,27 @@ static size_t argv_room(const struct hp_compiler *c, const struct pkg_flags *pf)
     return nf + pf->ncflags + pf->nlibs + 24;
 }
 
+/* What both compilers are given after their own flags: hotpub.h's
+ * directory, the page's own (quote_flag: -iquote, or -I for tcc), the
+ * packages' cflags, the dependency file, the output and the source.
+ * Returns the next free index of argv. */
+static size_t source_args(const struct pkg_flags *pf, const struct cc_args *ca,
+                          char *quote_flag, char *out, char **argv, size_t a)
+{
+    argv[a++] = ca->inc;
+    argv[a++] = quote_flag;
+    argv[a++] = ca->srcdir;
+    for (size_t i = 0; i < pf->ncflags; i++)
+        argv[a++] = pf->cflags[i];
+    argv[a++] = "-MD";
+    argv[a++] = "-MF";
+    argv[a++] = ca->tmp_d;
+    argv[a++] = "-o";
+    argv[a++] = out;
+    argv[a++] = ca->tmp_c;
+    return a;
+}
+
 /* The page compiler's command line: gcc (or --cc) with --cflags; the fast
  * tier's fallback appends -O0 (the last -O wins). */
 static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
@@ -1076,17 +1097,8 @@ static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
      * an "undefined symbol" when the object is loaded. */
     argv[a++] = c->is_tcc ? "-Wimplicit-function-declaration"
                           : "-Werror=implicit-function-declaration";
-    argv[a++] = ca->inc;
-    argv[a++] = c->is_tcc ? "-I" : "-iquote"; /* tcc has no -iquote */
-    argv[a++] = ca->srcdir;
-    for (size_t i = 0; i < pf->ncflags; i++)
-        argv[a++] = pf->cflags[i];
-    argv[a++] = "-MD";
-    argv[a++] = "-MF";
-    argv[a++] = ca->tmp_d;
-    argv[a++] = "-o";
-    argv[a++] = ca->tmp_so;
-    argv[a++] = ca->tmp_c;
+    /* tcc has no -iquote */
+    a = source_args(pf, ca, c->is_tcc ? "-I" : "-iquote", ca->tmp_so, argv, a);
     if (pf->nlibs)
         argv[a++] = "-Wl,--no-as-needed";
     for (size_t i = 0; i < pf->nlibs; i++)
@@ -1106,17 +1118,7 @@ static void tcc_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
     argv[a++] = "-g";
     argv[a++] = "-Wimplicit-function-declaration";
     argv[a++] = "-Werror";
-    argv[a++] = ca->inc;
-    argv[a++] = "-I";
-    argv[a++] = ca->srcdir;
-    for (size_t i = 0; i < pf->ncflags; i++)
-        argv[a++] = pf->cflags[i];
-    argv[a++] = "-MD";
-    argv[a++] = "-MF";
-    argv[a++] = ca->tmp_d;
-    argv[a++] = "-o";
-    argv[a++] = ca->tmp_o;
-    argv[a++] = ca->tmp_c;
+    a = source_args(pf, ca, "-I", ca->tmp_o, argv, a);
     argv[a] = NULL;
 }
 
