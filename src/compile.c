@@ -1089,7 +1089,10 @@ static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
         argv[a++] = *f;
     if (fast)
         argv[a++] = "-O0";
-    argv[a++] = "-g"; /* a crash page names the source line (crashpage.c) */
+    /* A crash page names the source line (crashpage.c). DWARF 4: Debian
+     * 12's addr2line (binutils 2.40) names the file given to the compiler,
+     * not the page's #line name, when reading gcc 12's DWARF 5. */
+    argv[a++] = c->is_tcc ? "-g" : "-gdwarf-4";
     argv[a++] = "-fPIC";
     argv[a++] = "-shared";
     argv[a++] = "-fvisibility=hidden";

@@ -21,7 +21,10 @@
  * and exit hooks have server.c answer the requests the dying worker read
  * and had not begun to answer (hp_server_answer_unstarted). server.c
  * reaches the guard only through the hooks (server.h) that hp_guard_enter
- * fills; heartbeat and lost write the slot's liveness fields.
+ * fills; heartbeat and lost write the slot's liveness fields. The single
+ * process of --workers 0 in dev mode gets a one-slot area of its own and
+ * only the records and the fatal-signal hook (hp_guard_enter_alone), for
+ * the crash page.
  *
  * Writers of the shared area:
  *   - records: the thread that runs a handler writes its own record with
@@ -190,6 +193,8 @@ static __thread int tl_rec = -1; /* this thread's record: -1 not yet, */
  * the crash page (crashpage.c), for which the running version and where
  * it was loaded are kept per thread. */
 static atomic_bool DEV;
+/* hp_guard_enter_alone: the single process of --workers 0 in dev mode. */
+static bool ALONE;
 static __thread const hp_version *tl_version;
 static __thread uintptr_t tl_base;
 
@@ -864,7 +869,8 @@ static bool guard_run_end(int token)
     if (token < 0)
         return true;
     tl_version = NULL;
-    maybe_recycle();
+    if (!ALONE) /* nobody would replace a single process */
+        maybe_recycle();
     struct rec *r = rec_at(ME, token);
     unsigned long w = atomic_load_explicit(&r->word, memory_order_relaxed);
     unsigned long idle = (w & ~3UL) | R_IDLE;
@@ -1065,18 +1071,17 @@ static void guard_status_json(struct hp_buf *b)
         int running = 0, nrecs = atomic_load(&s->nrecs);
         for (int r = 0; r < nrecs && r < SHM->nrecs; r++)
             running += (atomic_load(&rec_at(s, r)->word) & 3) != R_IDLE;
-        hp_buf_printf(b,
-                      "%s{\"pid\":%d,\"slot\":%d,\"generation\":%u,"
-                      "\"state\":\"%s\",\"retiring\":%s,\"handled\":%lu,"
-                      "\"running\":%d,\"heartbeat_age\":%.1f,"
-                      "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d}}",
-                      first ? "" : ",", (int)s->pid, i, s->gen,
-                      slot_state_name[st],
-                      atomic_load(&s->retire) ? "true" : "false",
-                      atomic_load(&s->handled), running, silent,
-                      atomic_load(&s->threads.live),
-                      atomic_load(&s->threads.busy),
-                      atomic_load(&s->threads.max));
+        hp_buf_printf(
+            b,
+            "%s{\"pid\":%d,\"slot\":%d,\"generation\":%u,"
+            "\"state\":\"%s\",\"retiring\":%s,\"handled\":%lu,"
+            "\"running\":%d,\"heartbeat_age\":%.1f,"
+            "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d}}",
+            first ? "" : ",", (int)s->pid, i, s->gen, slot_state_name[st],
+            atomic_load(&s->retire) ? "true" : "false",
+            atomic_load(&s->handled), running, silent,
+            atomic_load(&s->threads.live), atomic_load(&s->threads.busy),
+            atomic_load(&s->threads.max));
         first = false;
     }
     hp_buf_puts(b, "],\"restart_causes\":{");
@@ -1368,6 +1373,34 @@ static void watchdog_start(void)
     pthread_attr_destroy(&a);
 }
 
+static void catch_fatal_signals(void)
+{
+    struct sigaction sa = {.sa_sigaction = on_fatal,
+                           .sa_flags = SA_RESETHAND | SA_NODEFER | SA_SIGINFO};
+    int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS};
+    for (size_t k = 0; k < sizeof fatal / sizeof *fatal; k++)
+        sigaction(fatal[k], &sa, NULL);
+}
+
+void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
+{
+    assert(!ME);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nrecs = (int)(ncpu > 0 ? ncpu : 1) + 2 * cfg->threads + 16;
+    if (hp_guard_map(1, nrecs, 0) < 0)
+        return; /* logged; a crash then ends the process unanswered */
+    hp_guard_slot_start(0, 1);
+    ME = slot_at(0);
+    CFG = cfg;
+    ME->pid = getpid();
+    ALONE = true;
+    atomic_store_explicit(&DEV, cfg->dev, memory_order_relaxed);
+    catch_fatal_signals();
+    hooks->run_begin = guard_run_begin;
+    hooks->run_end = guard_run_end;
+    hooks->run_alive = guard_run_alive;
+}
+
 void hp_guard_enter(int slot, struct hp_config *cfg,
                     struct hp_server_hooks *hooks)
 {
@@ -1375,11 +1408,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     ME = slot_at(slot);
     CFG = cfg;
     ME->pid = getpid();
-    struct sigaction sa = {.sa_sigaction = on_fatal,
-                           .sa_flags = SA_RESETHAND | SA_NODEFER | SA_SIGINFO};
-    int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS};
-    for (size_t k = 0; k < sizeof fatal / sizeof *fatal; k++)
-        sigaction(fatal[k], &sa, NULL);
+    catch_fatal_signals();
     atexit(on_exit_hook);
     if (cfg->handler_timeout > 0)
         watchdog_start();

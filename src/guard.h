@@ -76,6 +76,16 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
                     struct hp_server_hooks *hooks);
 
 /*
+ * The single process of --workers 0 in dev mode: map a one-slot shared area
+ * for this process's request records, catch fatal signals and fill the run
+ * hooks (run_begin, run_end, run_alive) of *hooks, so that a page that
+ * crashes answers the browser with the crash page (crashpage.c) before the
+ * process dies of the signal. Nothing else of the guard: no watchdog,
+ * quarantine or recycling, since no parent would replace the process.
+ */
+void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks);
+
+/*
  * In the parent, after the worker of `slot` (pid, generation gen) died of
  * signal sig (0 for an exit with status code): log which request it was
  * running (or that it is not known), and the requests lost with it;

@@ -786,6 +786,8 @@ static int serve_alone(struct hp_config *cfg)
                                     .redirect_fd = REDIRECT_FD,
                                     .ready = notify_ready,
                                     .reopen_logs = reopen_logs};
+    if (cfg->dev) /* the crash page (docs/pages.md) */
+        hp_guard_enter_alone(cfg, &hooks);
     children_die_with_us();
     on_exit(on_unasked_exit, NULL);
     serving_alone = true;

@@ -16,6 +16,7 @@ is skipped when chromium or python3-websocket is missing.
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -405,17 +406,47 @@ def test_crash_in_dev_mode_answers_with_signal_and_line():
     mode), and the fix is served."""
     src = page(CRASH_PAGE)
     line = crash_line(src)
-    with Server({"page.c": src}, dev=True, fast_tier=None, workers=2) as s:
-        for attempt in range(3):
-            r = s.get("/page")
-            check_eq(r.status, 502, "status of the crash (try %d)" % attempt)
-            check_in("SIGSEGV", r.text, "signal named")
-            check_in("page.c:%d" % line, r.text, "source line")
-            check_in("http_handler", r.text, "handler named")
-            check_in("/page.c", r.text, "page named")
-            time.sleep(0.3)  # the optimized tier meanwhile, when tcc built it
-        s.write("page.c", simple_page("fixed"), how="rename")
-        s.wait_body("/page", "fixed", limit(5.0), allowed_status=(500, 502))
+    # Both tiers: tcc's object first (fast_tier=None: dev mode's default),
+    # then gcc's alone (False), whose debug info addr2line must read too.
+    for tier in (None, False):
+        with Server({"page.c": src}, dev=True, fast_tier=tier,
+                    workers=2) as s:
+            for attempt in range(3):
+                r = s.get("/page")
+                what = "(tier %r, try %d)" % (tier, attempt)
+                check_eq(r.status, 502, "status of the crash " + what)
+                check_in("SIGSEGV", r.text, "signal named " + what)
+                check_in("page.c:%d" % line, r.text, "source line " + what)
+                check_in("http_handler", r.text, "handler named " + what)
+                check_in("/page.c", r.text, "page named " + what)
+                time.sleep(0.3)
+            s.write("page.c", simple_page("fixed"), how="rename")
+            s.wait_body("/page", "fixed", limit(5.0),
+                        allowed_status=(500, 502))
+
+
+def test_crash_in_dev_mode_single_process_answers_then_dies():
+    """--workers 0 in dev mode (a developer running under gdb): the crash
+    still answers the browser with the crash page naming SIGSEGV and
+    page.c:LINE, then the process dies of the signal, as a single process
+    must (nobody would replace it; docs/operations.md)."""
+    src = page(CRASH_PAGE)
+    line = crash_line(src)
+    with Server({"page.c": src}, dev=True, workers=0) as s:
+        r = s.get("/page")
+        check_eq(r.status, 502, "status of the crash")
+        check_in("SIGSEGV", r.text, "signal named")
+        check_in("page.c:%d" % line, r.text, "source line")
+        check_in("http_handler", r.text, "handler named")
+        try:
+            rc = s.proc.wait(timeout=limit(5.0))
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the single process outlived its crash")
+        check_eq(rc, -signal.SIGSEGV, "the process died of the signal")
+        err = s.stderr()
+        for mark in harness.SANITIZER_MARKS:
+            check(mark not in err, "sanitizer report (%s)" % mark)
+        s.check_exit = False  # it died, as it had to
 
 
 # ---- a real browser: headless Chromium over the DevTools protocol ---------
