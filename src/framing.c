@@ -446,15 +446,31 @@ static bool version_byte(struct hp_frame *f, unsigned char c)
     return true;
 }
 
+/* Method bytes arrive one by one or in runs (plain_run): f->options
+ * counts those matching "OPTIONS" from the start (methods are
+ * case-sensitive, RFC 9110 §9.1), before tok_len counts them. */
+static void method_bytes(struct hp_frame *f, const unsigned char *p, size_t n)
+{
+    if (f->tok_len == 0)
+        f->options = 0;
+    for (size_t k = 0; k < n; k++)
+        if (f->tok_len + k == f->options && f->options < 7 &&
+            p[k] == (unsigned char)"OPTIONS"[f->options])
+            f->options++;
+}
+
 static bool request_line_byte(struct hp_frame *f, unsigned char c)
 {
     switch (f->st) {
     case ST_METHOD:
         if (c == ' ' && f->tok_len > 0) {
+            if (f->tok_len != 7) /* "OPTIONSX" */
+                f->options = 0;
             f->st = ST_TARGET;
             f->tok_len = 0;
             return true;
         }
+        method_bytes(f, &c, 1);
         if (!TCHAR[c] || ++f->tok_len > MAX_METHOD)
             return refuse(f, 400, "malformed method");
         return true;
@@ -463,6 +479,12 @@ static bool request_line_byte(struct hp_frame *f, unsigned char c)
             if (f->form == T_UNDECIDED)
                 return refuse(f, 400,
                               "request target is not a path or an http URI");
+            /* RFC 9112 §3.2.4: the asterisk-form is only for a server-wide
+             * OPTIONS (what nginx refuses too). */
+            if (f->form == T_ASTERISK && f->options != 7)
+                return refuse(f, 400,
+                              "asterisk-form target with a method "
+                              "other than OPTIONS");
             f->st = ST_VERSION;
             f->tok_len = 0;
             return true;
@@ -802,6 +824,8 @@ size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
         if (run) {
             if (f->st == ST_NAME)
                 keep_name(f, p + i, run);
+            else if (f->st == ST_METHOD)
+                method_bytes(f, (const unsigned char *)p + i, run);
             if (f->st != ST_VALUE)
                 f->tok_len += run;
             if (f->st == ST_METHOD && f->tok_len > MAX_METHOD) {

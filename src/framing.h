@@ -28,6 +28,7 @@ struct hp_frame {
     size_t query_room;  /* bytes the HTTP library has for the query's
                            pieces (64 each) and the request line; 0: any */
     uint8_t form;       /* request-target form (framing.c)              */
+    uint8_t options;    /* bytes of the method matching "OPTIONS"       */
     uint8_t scheme;     /* absolute-form schemes still possible         */
     size_t head_len;    /* bytes of this head so far                    */
     size_t tok_len;     /* bytes of the current token or name           */

@@ -19,12 +19,13 @@
  * one per CPU) read requests and write responses; a page runs either right
  * there (inline) or on the handler threads of pool.c (offloaded, with the
  * connection suspended meanwhile; keyed by the page's module path, so each
- * module queues on its own and holds at most its share of the threads). Inline costs nothing extra but a
- * handler that blocks would stall every connection of its event loop, so
- * a page version starts offloaded and is promoted to inline only after
- * HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run demotes
- * it for good (logged). Requests that would wait for a compile or a batch
- * are always offloaded. bench/ measures the modes; docs/design.md says why.
+ * module queues on its own and holds at most its share of the threads). Inline
+ * costs nothing extra but a handler that blocks would stall every connection of
+ * its event loop, so a page version starts offloaded and is promoted to inline
+ * only after HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run
+ * demotes it for good (logged). Requests that would wait for a compile or a
+ * batch are always offloaded. bench/ measures the modes; docs/design.md says
+ * why.
  */
 #include "server.h"
 #include "access.h"
@@ -89,7 +90,7 @@ struct server {
     atomic_ulong offloaded, inlined;
     atomic_int streams;     /* streamed responses whose handler runs */
     const char *upload_dir; /* --upload-dir, else $TMPDIR, else /tmp */
-    atomic_bool stopping; /* shutting down: run inline, close connections */
+    atomic_bool stopping;   /* shutting down: run inline, close connections */
 };
 
 /*
@@ -138,7 +139,7 @@ struct ctx {
     /* A streamed response (hp_flush): its handler thread and its
      * connection both hold the request; the last to let go frees it. */
     atomic_int owners;
-    hp_req req;             /* last: initialised by hp_req_init, not calloc */
+    hp_req req; /* last: initialised by hp_req_init, not calloc */
 };
 
 static struct server S;
@@ -672,7 +673,7 @@ static void status_body(struct hp_buf *b, const char *url)
         status_url(b, url);
     hp_db_status_json(b);
     hp_edge_status_json(b);
-    H.status_json(b);   /* the host's (worker processes) */
+    H.status_json(b); /* the host's (worker processes) */
     /* The whole node's (metrics.c): this worker's own modules as of now,
      * the others' as of their last second. */
     hp_metrics_modules(S.cache);
@@ -763,8 +764,8 @@ static int hotpub_allowed(struct ctx *c, const char *name)
      * which one a proxy in front checked is anyone's guess, so neither
      * counts. */
     int n = 0;
-    MHD_get_connection_values(c->req.conn, MHD_HEADER_KIND,
-                              count_authorization, &n);
+    MHD_get_connection_values(c->req.conn, MHD_HEADER_KIND, count_authorization,
+                              &n);
     if (n > 1)
         return -1;
     const char *auth = MHD_lookup_connection_value(
@@ -1075,6 +1076,16 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
     atomic_fetch_add(&S.requests, 1);
     if (c->req.body_too_large)
         return send_error(c, 413, NULL);
+    /* RFC 9110 §9.3.7: OPTIONS * asks about the server itself (framing.c
+     * lets no other method through with this target): the methods pages
+     * may answer; each page decides which it does. */
+    if (strcmp(req->path, "*") == 0) {
+        req->headers.n = 0;
+        hp_req_add_header(req, "Allow",
+                          "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        req->has_content_type = true; /* no content, no Content-Type */
+        return send_buffer(c, 200);
+    }
     enum MHD_Result done;
     if (strncmp(req->path, HOTPUB_PREFIX, strlen(HOTPUB_PREFIX)) == 0 &&
         hotpub_endpoint(c, &done))

@@ -350,6 +350,26 @@ def test_bundled_examples():
 
 # ---- pages, URL mapping, arguments ----------------------------------------
 
+def test_options_asterisk_lists_the_methods_pages_may_answer():
+    """RFC 9110 §9.3.7: OPTIONS * is about the server: 200, an Allow field
+    naming the methods, no content and so no Content-Type; the connection
+    stays open (the next request on it is answered)."""
+    with Server({"hello.c": HELLO}) as s:
+        r = harness.raw_request(
+            s.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        check_eq(r.status, 200, "status")
+        allow = [m.strip() for m in (r.header("Allow") or "").split(",")]
+        for m in ("GET", "HEAD", "POST", "OPTIONS"):
+            check_in(m, allow, "Allow lists %s" % m)
+        check_eq(r.header("Content-Length"), "0", "Content-Length")
+        check_eq(r.header("Content-Type"), None, "no Content-Type")
+        both = harness.raw_request(
+            s.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            read_all=True)
+        check_in(b"Hello", both.body, "the request after it is answered")
+
+
 def test_hello_default_handler():
     with Server(files={"hello.c": HELLO}) as s:
         r = s.get("/hello")

@@ -161,6 +161,20 @@ static void test_request_line(void)
     EXPECT("GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("GET /a?b=1#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    /* RFC 9112 §3.2.4: the asterisk-form only with OPTIONS (case-sensitive,
+     * the whole method), also on a second request of the connection. */
+    EXPECT("GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("HEAD * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("options * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("OPTION * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("OPTIONSX * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("XOPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"
+           "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+           400);
+    EXPECT("OPTIONS / HTTP/1.1\r\nHost: a\r\n\r\n"
+           "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+           0);
     EXPECT("GET %2F HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400);
