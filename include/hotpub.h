@@ -318,7 +318,9 @@ int hp_send_file(hp_req *req, const char *path);
  * logged (at most once a minute); other codes are ignored silently. */
 void hp_status(hp_req *req, int code);
 
-/* Set (replace) a response header. Content-Type defaults to
+/* Set (replace) a response header; value NULL removes every field of
+ * that name the page set (all Set-Cookie lines for "Set-Cookie"; a
+ * removed Content-Type goes back to its default). Content-Type defaults to
  * "text/html; charset=utf-8". Refused (-1, nothing set): a name that is
  * not a token, a value with a control character other than HTAB (CR and LF
  * would inject fields; RFC 9110 5.5), and the fields that frame the message,

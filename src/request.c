@@ -502,14 +502,32 @@ void hp_req_add_header(hp_req *req, const char *name, const char *value)
         req->has_content_type = true;
 }
 
+/* hp_set_header(req, name, NULL): every field of that name the page set
+ * goes (all Set-Cookie lines for "Set-Cookie"); Content-Type goes back to
+ * its default. */
+static void remove_header(hp_req *req, const char *name)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < req->headers.n; i++)
+        if (strcasecmp(req->headers.v[i].name, name) != 0)
+            req->headers.v[k++] = req->headers.v[i];
+    req->headers.n = k;
+    if (strcasecmp(name, "Content-Type") == 0)
+        req->has_content_type = false;
+}
+
 int hp_set_header(hp_req *req, const char *name, const char *value)
 {
-    if (!name || !value || !*name || !header_safe(name) ||
-        !header_safe(value) || framing_field(name))
+    if (!name || !*name || !header_safe(name) ||
+        (value && !header_safe(value)) || framing_field(name))
         return -1;
     for (const char *p = name; *p; p++)
         if (*p <= ' ' || *p == ':' || *p >= 127)
             return -1;
+    if (!value) {
+        remove_header(req, name);
+        return HP_OK;
+    }
     bool multi = strcasecmp(name, "Set-Cookie") == 0;
     if (multi && !set_cookie_pair_ok(value))
         return -1;

@@ -112,6 +112,22 @@ HP_HANDLER(custom404)
     return 404;
 }
 
+HP_HANDLER(removed)
+{
+    hp_set_header(req, "X-Gone", "1");
+    hp_set_header(req, "X-Kept", "1");
+    hp_set_cookie(req, "a", "1", NULL);
+    hp_set_cookie(req, "b", "2", NULL);
+    hp_set_header(req, "Content-Type", "text/plain");
+    int r1 = hp_set_header(req, "x-gone", NULL);
+    int r2 = hp_set_header(req, "Set-Cookie", NULL);
+    int r3 = hp_set_header(req, "Content-Type", NULL);
+    int r4 = hp_set_header(req, "X-Never-Set", NULL);
+    int r5 = hp_set_header(req, "Content-Length", NULL);
+    hp_printf(req, "%d %d %d %d %d", r1, r2, r3, r4, r5);
+    return HP_OK;
+}
+
 HP_HANDLER(created)
 {
     hp_status(req, 201);
@@ -544,6 +560,20 @@ def test_status_and_headers():
         check_eq(r.header("Content-Type"), "text/plain; charset=utf-8",
                  "Content-Type")
         check_eq(r.text, "made", "body")
+
+
+def test_set_header_null_removes():
+    """hp_set_header(req, name, NULL) removes what the page set under that
+    name (case-insensitively; every Set-Cookie line), Content-Type goes
+    back to its default, and a framing field stays refused."""
+    with Server(files={"st.c": STATUS}) as s:
+        r = s.get_ok("/st/removed")
+        check_eq(r.text, "0 0 0 0 -1", "return values")
+        check_eq(r.header("X-Gone"), None, "X-Gone removed")
+        check_eq(r.header("X-Kept"), "1", "X-Kept kept")
+        check_eq(r.all("Set-Cookie"), [], "every Set-Cookie removed")
+        check_eq(r.header("Content-Type"), "text/html; charset=utf-8",
+                 "Content-Type back to its default")
 
 
 def test_handler_returns_403():
