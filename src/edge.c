@@ -77,7 +77,9 @@ struct hp_edge {
     atomic_uint heads, done;
     atomic_int status; /* what the edge answered, 0 if nothing       */
     int fd;
-    bool answer_pending;   /* refused after good messages: answer next   */
+    /* refused after good messages, or timed out over TLS: the reading
+     * thread answers on its next read (the deadline thread sets it) */
+    atomic_bool answer_pending;
     atomic_bool rl_passed; /* libmicrohttpd has this message's request line */
     struct hp_frame f;     /* the reading thread's only                  */
 };
@@ -117,14 +119,17 @@ __attribute__((constructor)) static void find_real_recv(void)
  * GnuTLS's types are opaque pointers: its header is not needed.
  */
 typedef ssize_t tls_recv_fn(void *session, void *buf, size_t len);
+typedef ssize_t tls_send_fn(void *session, const void *buf, size_t len);
 typedef int tls_fd_fn(void *session);
 static tls_recv_fn *real_tls_recv;
+static tls_send_fn *tls_send;
 static tls_fd_fn *tls_fd;
 static atomic_bool tls_mode;
 
 static void find_real_tls(void)
 {
     tls_fd = (tls_fd_fn *)dlsym(RTLD_NEXT, "gnutls_transport_get_int");
+    tls_send = (tls_send_fn *)dlsym(RTLD_NEXT, "gnutls_record_send");
     real_tls_recv = (tls_recv_fn *)dlsym(RTLD_NEXT, "gnutls_record_recv");
 }
 
@@ -215,7 +220,7 @@ static void log_refusal(struct hp_edge *e, int status, const char *why)
  * drained a little so the close is less likely to reset the connection
  * before the client has read the answer.
  */
-static void send_answer(int fd, int status)
+static void send_answer(int fd, int status, void *session)
 {
     char body[160], msg[512];
     int blen = snprintf(body, sizeof body,
@@ -232,10 +237,14 @@ static void send_answer(int fd, int status)
                      "Content-Type: text/html; charset=utf-8\r\n"
                      "Content-Length: %d\r\n\r\n%s",
                      status, reason(status), date, blen, body);
-    /* Over TLS the answer would be plaintext inside the record layer: the
-     * connection is only closed. */
+    /* Over TLS the answer goes through the session, from the thread that
+     * reads it (libmicrohttpd's, in gnutls_record_recv below); the
+     * deadline thread has no session to write with (session NULL), and
+     * plaintext inside the record layer would be garbage: it only closes. */
     if (!atomic_load(&tls_mode))
         (void)!send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    else if (session && tls_send)
+        (void)!tls_send(session, msg, (size_t)n);
     shutdown(fd, SHUT_WR);
     char sink[4096];
     for (int i = 0; i < 16; i++)
@@ -293,10 +302,8 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
                          int flags, void *session)
 {
     if (atomic_load(&e->state) & ST_REFUSED) {
-        if (e->answer_pending) {
-            e->answer_pending = false;
-            send_answer(fd, e->f.bad_status);
-        }
+        if (atomic_exchange(&e->answer_pending, false))
+            send_answer(fd, atomic_load(&e->status), session);
         return 0;
     }
     ssize_t n = session ? real_tls_recv(session, buf, len)
@@ -314,11 +321,11 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
              * read and waits for the socket to be readable again, which
              * shutting down our side of reading makes it at once; then
              * the branch above answers. */
-            e->answer_pending = true;
+            atomic_store(&e->answer_pending, true);
             shutdown(fd, SHUT_RD);
             return (ssize_t)ok;
         }
-        send_answer(fd, e->f.bad_status);
+        send_answer(fd, e->f.bad_status, session);
         return 0;
     }
     atomic_store(&e->heads, e->f.heads);
@@ -414,7 +421,7 @@ static void conn_open(struct MHD_Connection *conn, void **socket_context)
     atomic_store(&e->heads, 0);
     atomic_store(&e->done, 0);
     atomic_store(&e->status, 0);
-    e->answer_pending = false;
+    atomic_store(&e->answer_pending, false);
     atomic_store(&e->rl_passed, false);
     atomic_store(&e->ready_ns, now_ns());
     atomic_store(&e->state, (gen << ST_GEN_SHIFT) | ST_OPEN | PH_IDLE);
@@ -546,8 +553,16 @@ static void reap(struct hp_edge *e, long long now)
                     (s & PH_MASK) == PH_HEAD
                         ? "request head not complete in time"
                         : "request body too slow");
-        send_answer(e->fd, 408);
-        shutdown(e->fd, SHUT_RDWR); /* wakes libmicrohttpd: it closes */
+        if (atomic_load(&tls_mode)) {
+            /* Only the thread reading the session can write to it: end
+             * the reading side, which wakes libmicrohttpd's read, whose
+             * gnutls_record_recv() (ours) answers and reports the end. */
+            atomic_store(&e->answer_pending, true);
+            shutdown(e->fd, SHUT_RD);
+        } else {
+            send_answer(e->fd, 408, NULL);
+            shutdown(e->fd, SHUT_RDWR); /* wakes libmicrohttpd: it closes */
+        }
     }
     pthread_mutex_unlock(&e->mu);
 }

@@ -362,6 +362,59 @@ def test_https():
         check_in("Secure", cookie, "session cookie over HTTPS")
 
 
+def tls_raw(port, ctx, chunks, timeout=10.0):
+    """Send chunks [(delay_s, bytes)] over TLS; everything read until the
+    server closes (or timeout), decrypted."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as t:
+        for delay, data in chunks:
+            time.sleep(delay)
+            t.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                d = t.recv(65536)
+            except (ssl.SSLError, OSError):
+                break
+            if not d:
+                break
+            out += d
+        return out
+
+
+def test_https_edge_answers_refusals():
+    """Over HTTPS the request edge answers as over HTTP, through the TLS
+    session: a malformed request gets its 400 (after the good request
+    before it in the pipeline), an oversized head 431, a head not complete
+    within --header-timeout 408, each with the connection closed."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
+    cert, key = make_cert(tmp, "a")
+    with Server(files={"hello.c": simple_page("hi")}, workers=1,
+                args=["--tls-cert", cert, "--tls-key", key,
+                      "--header-timeout", "1"]) as s:
+        ctx = client_ctx(cert)
+        out = tls_raw(s.port, ctx, [(0, b"GET /hello HTTP/1.1\r\nHost: x\r\n"
+                                       b"Content-Length: 1\r\n"
+                                       b"Content-Length: 2\r\n\r\n")])
+        check(out.startswith(b"HTTP/1.1 400 "), "400 over TLS: %r" % out[:80])
+        out = tls_raw(s.port, ctx, [(0, b"GET /hello HTTP/1.1\r\nHost: x\r\n"
+                                       b"\r\nGET * HTTP/1.1\r\nHost: x\r\n\r\n")])
+        check(out.startswith(b"HTTP/1.1 200 ") and
+              b"HTTP/1.1 400 " in out and out.count(b"HTTP/1.1") == 2,
+              "the good request answered, then 400: %r" % out[:300])
+        out = tls_raw(s.port, ctx, [(0, b"GET /hello HTTP/1.1\r\nHost: x\r\n" +
+                                       b"X-Big: " + b"a" * 20000 + b"\r\n\r\n")])
+        check(out.startswith(b"HTTP/1.1 431 "), "431 over TLS: %r" % out[:80])
+        t0 = time.monotonic()
+        out = tls_raw(s.port, ctx, [(0, b"GET /hello HTTP/1.1\r\nHost")],
+                      timeout=limit(6.0))
+        check(out.startswith(b"HTTP/1.1 408 "), "408 over TLS: %r" % out[:80])
+        check(time.monotonic() - t0 < limit(4.0), "the 408 came late")
+        status, _, body, _ = tls_get(s.port, "/hello", ctx)
+        check_eq((status, body), (200, b"hi"), "served after them")
+
+
 def test_https_certificate_renewed_on_sighup_under_load():
     tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
     cert, key = make_cert(tmp, "a")
