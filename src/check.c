@@ -34,25 +34,121 @@ static bool is_page(const char *path)
            (n > 3 && strcmp(path + n - 3, ".so") == 0);
 }
 
-/* A template's syntax, as hp_render would report it (file:line). */
-static void check_template(const char *path)
+/* Parse the template file at path; NULL with *diag set (malloc'd) when it
+ * cannot be read or parsed. */
+static struct hp_tpl *parse_file(const char *path, char **diag)
 {
-    char *diag = NULL;
     FILE *f = fopen(path, "rb");
     struct hp_buf b = {0};
     char chunk[8192];
     size_t n;
+    struct hp_tpl *t = NULL;
 
-    check_templates++;
+    *diag = NULL;
     while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
         hp_buf_append(&b, chunk, n);
     if (!f)
-        diag = hp_xasprintf("%s: %s", path, strerror(errno));
+        *diag = hp_xasprintf("%s: %s", path, strerror(errno));
     else
-        hp_tpl_free(hp_tpl_parse(b.p ? b.p : "", b.len, path, &diag));
+        t = hp_tpl_parse(b.p ? b.p : "", b.len, path, diag);
     if (f)
         fclose(f);
     hp_buf_free(&b);
+    return t;
+}
+
+/*
+ * A partial every render includes, that includes (the same way) the
+ * template it came from: the render can only fail, after HP_TPL_MAX_DEPTH
+ * levels. A partial inside a section may recurse (a tree's nodes); one
+ * outside every section never stops. The walk follows only unconditional
+ * partials, resolved as the server does (tplcache.c: `/name` from the
+ * root, else from the including template's directory, plus ".tpl").
+ */
+struct loop_walk {
+    const char *start; /* the template checked (canonical) */
+    const char *from;  /* the template whose tags are being followed */
+    const char *chain[HP_TPL_MAX_DEPTH];
+    int depth;
+    char *found; /* "a.tpl -> b.tpl -> a.tpl", or NULL */
+};
+
+static void follow_template(struct loop_walk *w, const char *path);
+
+static void follow_partial(void *ctx, const char *name)
+{
+    struct loop_walk *w = ctx;
+    if (w->found || !*name)
+        return;
+    char *want;
+    if (name[0] == '/') {
+        want = hp_xasprintf("%s%s.tpl", check_root, name);
+    } else {
+        const char *slash = strrchr(w->from, '/');
+        want =
+            hp_xasprintf("%.*s/%s.tpl", (int)(slash - w->from), w->from, name);
+    }
+    char *real = realpath(want, NULL); /* missing: renders nothing */
+    free(want);
+    if (real && strncmp(real, check_root, strlen(check_root)) == 0)
+        follow_template(w, real);
+    free(real);
+}
+
+static void follow_template(struct loop_walk *w, const char *path)
+{
+    if (w->depth > 0 && strcmp(path, w->start) == 0) {
+        struct hp_buf b = {0};
+        for (int i = 0; i < w->depth; i++)
+            hp_buf_printf(&b, "%s -> ", w->chain[i] + strlen(check_root) + 1);
+        hp_buf_printf(&b, "%s", path + strlen(check_root) + 1);
+        w->found = b.p;
+        return;
+    }
+    for (int i = 0; i < w->depth; i++)
+        if (strcmp(w->chain[i], path) == 0)
+            return; /* a loop not through start: its own check finds it */
+    if (w->depth == HP_TPL_MAX_DEPTH)
+        return;
+    char *diag;
+    struct hp_tpl *t = parse_file(path, &diag);
+    free(diag); /* a broken partial is reported as itself */
+    if (!t)
+        return;
+    const char *from = w->from;
+    w->chain[w->depth++] = path;
+    w->from = path;
+    hp_tpl_unconditional_partials(t, follow_partial, w);
+    w->from = from;
+    w->depth--;
+    hp_tpl_free(t);
+}
+
+static char *include_loop(const char *path)
+{
+    char *real = realpath(path, NULL);
+    if (!real)
+        return NULL;
+    struct loop_walk w = {.start = real, .from = real};
+    follow_template(&w, real);
+    free(real);
+    return w.found;
+}
+
+/* A template's syntax, as hp_render would report it (file:line), and a
+ * partial that includes itself on every render. */
+static void check_template(const char *path)
+{
+    char *diag = NULL, *loop;
+
+    check_templates++;
+    hp_tpl_free(parse_file(path, &diag));
+    if (!diag && (loop = include_loop(path))) {
+        diag = hp_xasprintf("%s: includes itself on every render (%s), "
+                            "outside any section: every render fails",
+                            path, loop);
+        free(loop);
+    }
     if (diag) {
         check_failed++;
         printf("FAIL %s\n%s\n", path, diag);

@@ -23,6 +23,8 @@
  */
 #include "template.h"
 
+#include <assert.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,6 +357,23 @@ void hp_tpl_free(struct hp_tpl *t)
 const char *hp_tpl_name(const struct hp_tpl *t)
 {
     return t->name;
+}
+
+void hp_tpl_unconditional_partials(const struct hp_tpl *t,
+                                   void (*fn)(void *ctx, const char *name),
+                                   void *ctx)
+{
+    for (size_t i = 0; i < t->count;) {
+        const struct node *nd = &t->n[i];
+        assert(nd->type != N_SECTION || nd->end > i);
+        if (nd->type == N_SECTION || nd->type == N_INVERTED) {
+            i = nd->end; /* its children render only if the data says so */
+            continue;
+        }
+        if (nd->type == N_PARTIAL)
+            fn(ctx, nd->name);
+        i++;
+    }
 }
 
 /* ---- rendering ----------------------------------------------------------- */

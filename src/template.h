@@ -41,6 +41,15 @@ typedef const struct hp_tpl *(*hp_tpl_partial_fn)(void *ctx,
                                                   const char *name, char **err);
 
 /*
+ * Call fn(ctx, name) for each partial tag of t outside every section and
+ * inverted section: the partials every render of t renders, whatever the
+ * data. A cycle of such tags can only fail (hotpub check reports it).
+ */
+void hp_tpl_unconditional_partials(const struct hp_tpl *t,
+                                   void (*fn)(void *ctx, const char *name),
+                                   void *ctx);
+
+/*
  * Render t with data as the root context, appending to out. Returns 0, or
  * -1 with *err set (malloc'd): a partial's error, partials nested deeper
  * than HP_TPL_MAX_DEPTH (a partial that includes itself unconditionally),

@@ -269,6 +269,39 @@ def test_check_parses_templates():
                  "check's diagnostic")
 
 
+def test_check_finds_templates_that_include_themselves_on_every_render():
+    """A partial outside every section that leads back to its template can
+    only fail the render (64 levels deep): hotpub check says so, naming the
+    chain. Recursion inside a section (a tree) is fine, and so is a chain
+    guarded by an inverted section; a missing partial renders nothing."""
+    files = {
+        "tree.tpl": "<li>{{name}}{{#kids}}<ul>{{> tree}}</ul>{{/kids}}</li>",
+        "guard.tpl": "{{^stop}}{{> guard}}{{/stop}}",
+        "lonely.tpl": "{{> nosuch}}",
+        "p.c": RENDER,
+    }
+    with Server(files=files, start=False) as s:
+        p = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                               timeout=120)
+        check_eq(p.returncode, 0, "guarded recursion passes: %s"
+                 % short(p.stdout + p.stderr))
+        s.write("self.tpl", "x {{> self}}\n")
+        s.write("a/one.tpl", "{{! layout }}{{> ../two}}")
+        s.write("two.tpl", "{{#x}}{{/x}}{{> /a/one}}")
+        p = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                               timeout=120)
+        check_eq(p.returncode, 1, "hotpub check, looping templates")
+        check_in("self.tpl: includes itself on every render (self.tpl -> "
+                 "self.tpl)", p.stdout, "the direct loop")
+        check_in("one.tpl: includes itself on every render (a/one.tpl -> "
+                 "two.tpl -> a/one.tpl)", p.stdout, "the loop through two")
+        check_in("FAIL %s" % os.path.join(s.root, "two.tpl"), p.stdout,
+                 "its other member")
+        check_in("3 failed", p.stdout, "count")
+        for good in ("tree.tpl", "guard.tpl", "lonely.tpl"):
+            check_in("ok   %s" % os.path.join(s.root, good), p.stdout, good)
+
+
 def test_template_reload_and_cache():
     files = {"p.c": RENDER, "list.tpl": "v1 {{user.name}}"}
     with Server(files=files) as s:
