@@ -9,7 +9,8 @@
 #                             parser and promtool, headless Chromium and
 #                             python3-websocket for tests/e2e/ops.py and the
 #                             live-reload test in tests/e2e/devloop.py;
-#                             HAProxy for tests/e2e/scale.py)
+#                             HAProxy for tests/e2e/scale.py; gnutls-cli,
+#                             to try a TLS 1.2 renegotiation in ops.py)
 #   sh tools/deps.sh --bench  also the peers the benchmarks run (nginx, and
 #                             PHP-FPM with PDO pgsql and SQLite, Apache with
 #                             mod_python)
@@ -23,7 +24,7 @@ BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
 libsqlite3-dev libpq-dev libsodium-dev libjansson-dev tcc"
 TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev \
 openssl python3-prometheus-client prometheus chromium python3-websocket \
-haproxy"
+haproxy gnutls-bin"
 BENCH="nginx-light php8.2-fpm php8.2-pgsql php8.2-sqlite3 apache2 \
 libapache2-mod-python"
 

@@ -415,6 +415,38 @@ def test_https_edge_answers_refusals():
         check_eq((status, body), (200, b"hi"), "served after them")
 
 
+def test_https_client_renegotiation_refused():
+    """A TLS 1.2 client that asks to renegotiate (a CPU cost a client can
+    repeat at will; nginx refuses it too) loses the connection; the same
+    client without --rehandshake is served."""
+    if not shutil.which("gnutls-cli"):
+        raise Skip("gnutls-cli is not installed (gnutls-bin)")
+    tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
+    cert, key = make_cert(tmp, "a")
+    with Server(files={"hello.c": simple_page("hi")}, workers=1,
+                args=["--tls-cert", cert, "--tls-key", key]) as s:
+        def cli(extra):
+            p = subprocess.Popen(
+                ["gnutls-cli", "--insecure", "--priority",
+                 "NORMAL:-VERS-ALL:+VERS-TLS1.2", "-p", str(s.port)] +
+                extra + ["127.0.0.1"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            time.sleep(1.0 * harness.SLACK)
+            try:
+                out, _ = p.communicate(
+                    b"GET /hello HTTP/1.1\r\nHost: x\r\n"
+                    b"Connection: close\r\n\r\n", timeout=limit(10))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+            return out.decode(errors="replace")
+        plain = cli([])
+        check_in("HTTP/1.1 200 OK", plain, "served over TLS 1.2")
+        reneg = cli(["--rehandshake"])
+        check_in("ReHandshake has failed", reneg, "renegotiation refused")
+        check("HTTP/1.1 200" not in reneg, "served after a renegotiation")
+
+
 def test_https_certificate_renewed_on_sighup_under_load():
     tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
     cert, key = make_cert(tmp, "a")
