@@ -107,9 +107,10 @@ static const char *const cause_name[CAUSE_N] = {
 
 /* What one handler-running thread of a worker is doing. */
 struct rec {
-    atomic_ulong word;    /* seq << 2 | state */
-    atomic_llong started; /* CLOCK_MONOTONIC ns, the same in every */
-                          /* process; read by the watchdog */
+    atomic_ulong word;     /* seq << 2 | state */
+    atomic_llong started;  /* CLOCK_MONOTONIC ns, the same in every */
+                           /* process; read by the watchdog */
+    atomic_bool streaming; /* its response is under way (it flushed) */
     /* Written before word says RUNNING; read by others only once they
      * own the record (the watchdog after its CAS, the parent after the
      * worker died). */
@@ -795,6 +796,7 @@ static int guard_run_begin(const char *path, const char *handler,
     version_key(v, r->key);
     r->keyfp = key_fp(r->key);
     r->fd = fd;
+    atomic_store_explicit(&r->streaming, false, memory_order_relaxed);
     if (atomic_load_explicit(&DEV, memory_order_relaxed)) {
         struct link_map *lm = NULL;
         tl_version = v;
@@ -858,9 +860,11 @@ static void maybe_recycle(void)
  * (a stream is stuck only when it stops moving). */
 static void guard_run_alive(void)
 {
-    if (ME && tl_rec >= 0)
-        atomic_store_explicit(&rec_at(ME, tl_rec)->started, now_ns(),
-                              memory_order_relaxed);
+    if (ME && tl_rec >= 0) {
+        struct rec *r = rec_at(ME, tl_rec);
+        atomic_store_explicit(&r->streaming, true, memory_order_relaxed);
+        atomic_store_explicit(&r->started, now_ns(), memory_order_relaxed);
+    }
 }
 
 static bool guard_run_end(int token)
@@ -902,10 +906,18 @@ static long guard_stuck(void)
 
 /* ---- the handler-timeout watchdog (a thread of each worker) ------------- */
 
-static void answer_504(int fd, double limit)
+static void answer_504(int fd, double limit, bool streaming)
 {
     if (fd >= 0 && !hp_server_claim(fd))
         return; /* this process is dying and answered it already */
+    if (streaming) {
+        /* Its status line went out long ago: a 504 now would be garbage
+         * inside the body. The chunked body stays unterminated, which is
+         * how a client tells a cut stream from a complete one. */
+        if (fd >= 0)
+            shutdown(fd, SHUT_RDWR);
+        return;
+    }
     char body[256], msg[512];
     int bl = snprintf(body, sizeof body,
                       "<!DOCTYPE html>\n<title>504 Gateway Timeout</title>\n"
@@ -949,15 +961,21 @@ static void *watchdog_main(void *arg)
             if (!atomic_compare_exchange_strong(&r->word, &w,
                                                 (w & ~3UL) | R_WRITING))
                 continue; /* it finished meanwhile */
-            answer_504(r->fd, limit);
+            bool streaming = atomic_load(&r->streaming);
+            answer_504(r->fd, limit, streaming);
             atomic_store(&r->word, (w & ~3UL) | R_TIMEDOUT);
             atomic_fetch_add(&SHM->timeouts, 1);
             hp_log_error("%s: handler '%s' (version %llu, object %s) has run "
-                         "for more than %g s: answered 504; this worker "
+                         "for more than %g s%s: %s; this worker "
                          "(pid %d) will be replaced once its other requests "
                          "finish",
                          r->path, r->handler, (unsigned long long)r->version,
-                         r->key, limit, (int)getpid());
+                         r->key, limit,
+                         streaming ? " since its last flush" : "",
+                         streaming ? "its stream was cut (no 504: the "
+                                     "response was under way)"
+                                   : "answered 504",
+                         (int)getpid());
             int none = 0;
             atomic_compare_exchange_strong(&ME->retire, &none, CAUSE_TIMEOUT);
         }

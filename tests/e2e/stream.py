@@ -129,6 +129,15 @@ HP_HANDLER(lines)
     return HP_OK;
 }
 
+/* One event, then silence for longer than --handler-timeout. */
+HP_HANDLER(silent)
+{
+    hp_sse(req, "first", "1");
+    sleep(3);
+    hp_sse(req, "late", "2");
+    return HP_OK;
+}
+
 /* Every 50 ms until the client is gone; then writes ?mark. */
 HP_HANDLER(forever)
 {
@@ -458,6 +467,37 @@ def test_sse_outlives_handler_timeout_while_flushing():
         check(all(e == "event: tick\ndata: t" for _, e in got[1:]),
               "only events: %r" % [e for _, e in got[1:] if "tick" not in e])
         check("504" not in s.stderr(), "no 504 logged")
+
+
+def test_silent_stream_past_handler_timeout_is_cut_without_a_504():
+    # Worker processes: a stream silent for longer than --handler-timeout
+    # is stuck; its status line went out long ago, so the watchdog cuts the
+    # connection (the chunked body unterminated) instead of writing a 504
+    # into the body, and says so in the log.
+    with Server(files={"e.c": SSE}, workers=1,
+                args=["--handler-timeout", "1"]) as s:
+        s.get("/e/lines")
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        sock.sendall(b"GET /e/silent HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf, deadline = b"", time.monotonic() + limit(8)
+        while time.monotonic() < deadline:
+            try:
+                d = sock.recv(65536)
+            except OSError:
+                break
+            if not d:
+                break
+            buf += d
+        sock.close()
+        check(buf.startswith(b"HTTP/1.1 200 "), "the stream began: %r"
+              % buf[:60])
+        check_in(b"event: first", buf, "the first event")
+        check(b"504" not in buf and b"Gateway" not in buf,
+              "a 504 written into the stream: %r" % buf[-200:])
+        check(not buf.endswith(b"0\r\n\r\n"), "a cut stream looked complete")
+        check(b"late" not in buf, "the event after the limit was sent")
+        check(wait_until(lambda: "its stream was cut" in s.stderr(),
+                         limit(3)), "the log says the stream was cut")
 
 
 def test_sse_stream_ends_at_shutdown():
