@@ -10,6 +10,20 @@ Every benchmark:
   * exits 0 when it measured (even if a target is missed), 1 when it could
     not measure, 2 on a usage error.
 
+What it holds, so a benchmark states only its method:
+  Bench, main_wrapper           the temp directory, our processes, exits
+  Hotpub, Nginx                 hotpub serve; nginx answering "Hello, world!"
+  Proc, wait_http, write_files, chown_tree, require
+                                any other server we start, and its files
+  nginx_conf, start_nginx       nginx.conf of one foreground 1-worker nginx
+  fpm_conf, fpm_server, FpmNginx
+                                php-fpm behind nginx (pools, the *.php route)
+  ModPythonApache               Apache mpm_event + mod_python.publisher
+  descendants, ticks_of, tree_ticks, cpu_jiffies, measure_cpu, log_noise
+                                server CPU per request, other processes' noise
+  run_wrk, parse_wrk, add_run_args, fmt_err
+                                wrk runs and the options that drive them
+
 Environment:
   HOTPUB       the binary to measure (default: <repo>/hotpub). It is copied
                into the temp directory first, so a concurrent `make` cannot
@@ -18,6 +32,7 @@ Environment:
 """
 
 import atexit
+import glob
 import hashlib
 import http.client
 import json
@@ -110,6 +125,7 @@ class Bench:
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="hotpub-bench-%s-" % name)
         self.procs = []  # Popen objects we started, each leading its session
+        self.hooks = []  # at_cleanup() functions, run after the processes stop
         self._cleaned = False
         atexit.register(self.cleanup)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -122,6 +138,13 @@ class Bench:
 
     def path(self, *parts):
         return os.path.join(self.tmp, *parts)
+
+    def at_cleanup(self, fn):
+        """Call fn() once at cleanup (at exit or on a signal), after our
+        processes are stopped and before the temp directory goes: for what
+        is not a process of ours, e.g. a PostgreSQL cluster pg_ctl detached.
+        An exception from fn is printed and the rest still runs."""
+        self.hooks.append(fn)
 
     def spawn(self, argv, cpu=None, stdout=None, stderr=None, stdin=None,
               env=None):
@@ -179,6 +202,11 @@ class Bench:
             except subprocess.TimeoutExpired:
                 pass
             self._kill_group(p)
+        for hook in self.hooks:
+            try:
+                hook()
+            except Exception as e:  # noqa: BLE001 - clean up the rest
+                log("# cleanup: %s" % e)
         if os.environ.get("BENCH_KEEP") == "1":
             log("# kept temp dir %s" % self.tmp)
         else:
@@ -245,8 +273,13 @@ def describe_env(b, binary_src, digest):
 # ---- hotpub -----------------------------------------------------------------
 
 class Hotpub:
+    """`hotpub serve` of docroot on a free port of 127.0.0.1 (base), the
+    measuring flags (--access-log off --no-dev) and extra, pinned to cpu,
+    logging to b.path(name + ".log"); waits until /_hotpub/status.json
+    answers (15 s) unless wait=False (e.g. a TLS-only server)."""
+
     def __init__(self, b, binary, docroot, cache_dir, extra=(), cpu=None,
-                 name="hotpub"):
+                 name="hotpub", wait=True):
         self.b = b
         self.port = free_port()
         self.base = "127.0.0.1:%d" % self.port
@@ -261,7 +294,8 @@ class Hotpub:
         self.logf = open(self.logpath, "ab")
         self.proc = b.spawn(argv, cpu=cpu, stdout=self.logf, stderr=self.logf)
         self.pid = self.proc.pid  # taskset execs the server: same pid
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout=15.0):
         deadline = time.time() + timeout
@@ -310,29 +344,143 @@ class Hotpub:
         return rc
 
 
+# ---- servers we start: processes, readiness, files ----------------------------
+
+WEB_USER = "www-data"  # the user php-fpm, nginx and apache2 drop to (as root)
+
+
+class Proc:
+    """A server process started by us (Bench.spawn: a session of its own,
+    pinned to cpu when not None), its stdout and stderr appended to
+    logpath. pid: the server's own id (taskset execs it: the same pid)."""
+
+    def __init__(self, b, argv, cpu, logpath, env=None):
+        self.b, self.logpath = b, logpath
+        self.logf = open(logpath, "ab")
+        self.proc = b.spawn(argv, cpu=cpu, stdout=self.logf,
+                            stderr=subprocess.STDOUT, env=env)
+        self.pid = self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def tail(self, *paths):
+        """The last 2000 bytes of its log and of each of paths (text)."""
+        out = []
+        for p in (self.logpath,) + paths:
+            try:
+                with open(p, "rb") as f:
+                    out.append(f.read()[-2000:].decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return "\n".join(out)
+
+    def stop(self, sig=signal.SIGTERM):
+        """sig to the process, up to 10 s, then SIGKILL to its session."""
+        self.b.stop(self.proc, sig, timeout=10)
+        self.logf.close()
+
+
+def wait_http(port, path, alive, what, logs=lambda: "", timeout=20.0):
+    """Poll GET path on 127.0.0.1:port every 0.1 s until it answers 200;
+    returns the body (text). Dies (CannotMeasure) when alive() turns false
+    or after timeout seconds, with what (a name for the message) and
+    logs() (text, e.g. Proc.tail) in the message."""
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        if not alive():
+            die("%s exited at start:\n%s" % (what, logs()))
+        try:
+            st, body = http_get(port, path, timeout=5)
+            if st == 200:
+                return body
+            last = "%s %r" % (st, body[:300])
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.1)
+    die("%s did not answer %s within %.0f s (last: %s):\n%s"
+        % (what, path, timeout, last, logs()))
+
+
+def write_files(d, files):
+    """Write each (name, text) of files into directory d (which exists)."""
+    for name, text in files:
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+
+
+def chown_tree(d, owner):
+    """Give d and everything below it to owner (a pwd entry: uid and gid)."""
+    for root, dirs, files in os.walk(d):
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        for f in files:
+            os.chown(os.path.join(root, f), owner.pw_uid, owner.pw_gid)
+
+
+def require(tools, hint="tools/deps.sh --bench"):
+    """Die unless every command of tools is on PATH."""
+    for tool in tools:
+        if not have(tool):
+            die("%s is not installed (%s)" % (tool, hint))
+
+
 # ---- nginx --------------------------------------------------------------------
 
-NGINX_CONF = """worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
+NGINX_CONF = """{user}worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
-    keepalive_requests {kareq};
-    client_body_temp_path {tmp}/ngx-body;
-    proxy_temp_path {tmp}/ngx-proxy;
-    fastcgi_temp_path {tmp}/ngx-fastcgi;
-    uwsgi_temp_path {tmp}/ngx-uwsgi;
-    scgi_temp_path {tmp}/ngx-scgi;
+{http}    client_body_temp_path {d}/ngx-body;
+    proxy_temp_path {d}/ngx-proxy;
+    fastcgi_temp_path {d}/ngx-fastcgi;
+    uwsgi_temp_path {d}/ngx-uwsgi;
+    scgi_temp_path {d}/ngx-scgi;
     server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "Hello, world!"; }}
-    }}
-}}
+        listen 127.0.0.1:{port}{listen};
+{server}    }}
+{tail}}}
 """
 
 
+def nginx_conf(d, port, server, user=None, connections=1024,
+               http=("keepalive_requests 100000",), listen="", tail=""):
+    """An nginx.conf (text) for one foreground nginx with 1 worker whose
+    pid file, error log (d/nginx-error.log) and temp paths are in directory
+    d, no access log, one server on 127.0.0.1:port.
+      server       the server block's body after its listen line (text,
+                   indented 8, each line ending in a newline)
+      user         the user workers run as (None: nginx's default; only
+                   as root)
+      connections  worker_connections
+      http         http-level directives, each without its ';'
+                   (default: keepalive_requests 100000, so clients stay on
+                   keep-alive)
+      listen       more listen parameters, e.g. " ssl", " backlog=4096"
+      tail         http-level blocks after the server (text, indented 4)"""
+    return NGINX_CONF.format(
+        user="user %s;\n" % user if user else "", d=d, port=port,
+        connections=connections, listen=listen, server=server, tail=tail,
+        http="".join("    %s;\n" % h for h in http))
+
+
+def start_nginx(b, d, cpu):
+    """nginx -c d/nginx.conf in the foreground, pinned to cpu, as a Proc
+    logging to d/nginx.out (its own errors: d/nginx-error.log)."""
+    return Proc(b, ["nginx", "-c", os.path.join(d, "nginx.conf"), "-g",
+                    "daemon off;", "-e", os.path.join(d, "nginx-error.log")],
+                cpu, os.path.join(d, "nginx.out"))
+
+
+HELLO_SERVER = '        location / { return 200 "Hello, world!"; }\n'
+
+
 class Nginx:
+    """nginx answering GET / with `return 200 "Hello, world!"` (1 worker,
+    keepalive_requests as given) in b.path("nginx"), ready when it answers
+    and its worker runs. pid: the master; workers(): the worker ids."""
+
     def __init__(self, b, cpu=None, keepalive_requests=100000):
         if not have("nginx"):
             die("nginx is not installed")
@@ -342,19 +490,15 @@ class Nginx:
         os.makedirs(d, exist_ok=True)
         self.conf = os.path.join(d, "nginx.conf")
         with open(self.conf, "w") as f:
-            f.write(NGINX_CONF.format(tmp=d, port=self.port,
-                                      kareq=keepalive_requests))
-        self.logf = open(os.path.join(d, "out.log"), "ab")
-        self.proc = b.spawn(["nginx", "-c", self.conf, "-g", "daemon off;",
-                             "-e", os.path.join(d, "nginx-error.log")],
-                            cpu=cpu, stdout=self.logf, stderr=self.logf)
-        self.pid = self.proc.pid
+            f.write(nginx_conf(d, self.port, HELLO_SERVER, http=(
+                "keepalive_requests %d" % keepalive_requests,)))
+        self.p = start_nginx(b, d, cpu)
+        self.proc, self.pid = self.p.proc, self.p.pid
+        err = os.path.join(d, "nginx-error.log")
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                with open(os.path.join(d, "nginx-error.log"), "a+") as f:
-                    f.seek(0)
-                    die("nginx exited at start: %s" % f.read()[-2000:])
+                die("nginx exited at start: %s" % self.p.tail(err))
             try:
                 st, body = http_get(self.port, "/", timeout=1)
                 if st == 200 and self.workers():
@@ -369,9 +513,221 @@ class Nginx:
 
     def stop(self):
         # SIGTERM to the master: fast shutdown of master and worker.
-        rc = self.b.stop(self.proc, signal.SIGTERM, timeout=10)
-        self.logf.close()
-        return rc
+        self.p.stop()
+        return self.proc.returncode
+
+
+# ---- PHP-FPM behind nginx ------------------------------------------------------
+
+FPM_CONF = """[global]
+pid = {d}/fpm.pid
+error_log = {d}/fpm-error.log
+daemonize = no
+
+[{pool}]
+user = {user}
+group = {user}
+listen = {d}/fpm.sock
+listen.owner = {user}
+listen.group = {user}
+listen.mode = 0660
+{backlog}{pm}
+pm.max_requests = 0
+{extra}"""
+
+FPM_STATIC = "pm = static\npm.max_children = %d"
+
+
+def fpm_conf(d, user, pm, pool="bench", backlog=None, extra=""):
+    """A php-fpm.conf (text): php-fpm in the foreground, its pid file and
+    error log (d/fpm-error.log) in directory d, one pool (named pool) of
+    user listening on the unix socket d/fpm.sock (mode 0660, user's), with
+    the pm lines given (e.g. FPM_STATIC % 4), children never recycled
+    (pm.max_requests = 0), listen.backlog when not None, and extra pool
+    lines (text, each ending in a newline, e.g. php_admin_value[...])."""
+    return FPM_CONF.format(d=d, user=user, pool=pool, pm=pm, extra=extra,
+                           backlog="" if backlog is None else
+                           "listen.backlog = %d\n" % backlog)
+
+
+# nginx in front of php-fpm: every *.php of d/www through fastcgi_pass.
+FPM_SERVER = """        root {d}/www;
+        location ~ \\.php$ {{
+            include /etc/nginx/fastcgi.conf;
+{fastcgi}            fastcgi_pass unix:{d}/fpm.sock;
+        }}
+"""
+
+
+def fpm_server(d, fastcgi=()):
+    """nginx_conf's server body: root d/www, each *.php passed to php-fpm
+    on d/fpm.sock, with the fastcgi directives given (each without ';')."""
+    return FPM_SERVER.format(d=d, fastcgi="".join(
+        "            %s;\n" % x for x in fastcgi))
+
+
+def fpm_binary():
+    """Debian's php-fpm (php-fpm8.2, php-fpm, /usr/sbin/php-fpm*), or None."""
+    for c in ["php-fpm8.2", "php-fpm"] + sorted(glob.glob("/usr/sbin/php-fpm*"),
+                                               reverse=True):
+        p = shutil.which(c) or (c if os.path.isabs(c) and os.access(c, os.X_OK)
+                                else None)
+        if p:
+            return p
+    return None
+
+
+class FpmNginx:
+    """php-fpm and nginx (1 worker) in front of it, pinned to cpu, in
+    directory d, whose www/ the caller has filled with the pages.
+      nginx_text  d/nginx.conf (nginx_conf(...), e.g. with fpm_server(d))
+      fpm_text    d/fpm.conf (fpm_conf(...)); None: nginx alone
+      probe       a path that must answer 200 once both run; info is its
+                  body (text)
+      hint        where the missing packages come from (for the message)
+    Gives d to user (a pwd entry), starts php-fpm and waits for its socket
+    (15 s), then nginx, then for the probe (20 s); dies otherwise with the
+    logs. pids: [nginx master, php-fpm master] (their children below them,
+    for ticks_of). stop(): nginx by SIGTERM, php-fpm by stop_signal
+    (SIGQUIT: graceful; SIGTERM: at once)."""
+
+    def __init__(self, b, d, port, cpu, user, nginx_text, fpm_text, probe,
+                 hint="tools/deps.sh --bench", what="nginx+php-fpm",
+                 stop_signal=signal.SIGQUIT):
+        fpm = fpm_binary() if fpm_text is not None else None
+        if (fpm_text is not None and not fpm) or not have("nginx"):
+            die("php-fpm or nginx is not installed (%s)" % hint)
+        self.b, self.d, self.port = b, d, port
+        self.stop_signal = stop_signal
+        with open(os.path.join(d, "nginx.conf"), "w") as f:
+            f.write(nginx_text)
+        if fpm_text is not None:
+            with open(os.path.join(d, "fpm.conf"), "w") as f:
+                f.write(fpm_text)
+        chown_tree(d, user)
+        self.fpm = self.nginx = None
+        logs = lambda: (self.fpm or self.nginx).tail(  # noqa: E731
+            os.path.join(d, "fpm-error.log"),
+            os.path.join(d, "nginx-error.log"))
+        if fpm_text is not None:
+            # php-fpm reads the fpm SAPI's php.ini as Debian packages it
+            # (/etc/php/X/fpm/php.ini + conf.d: opcache on, JIT off).
+            self.fpm = Proc(b, [fpm, "--nodaemonize", "--fpm-config",
+                                os.path.join(d, "fpm.conf")],
+                            cpu, os.path.join(d, "fpm.out"))
+            deadline = time.time() + 15
+            while not os.path.exists(os.path.join(d, "fpm.sock")):
+                if not self.fpm.alive() or time.time() > deadline:
+                    die("php-fpm did not start:\n%s" % logs())
+                time.sleep(0.05)
+        self.nginx = start_nginx(b, d, cpu)
+        self.info = wait_http(port, probe, self.alive, what, logs)
+        self.pids = [self.nginx.pid] + ([self.fpm.pid] if self.fpm else [])
+
+    def www(self, name):
+        return os.path.join(self.d, "www", name)
+
+    def alive(self):
+        return ((self.fpm is None or self.fpm.alive()) and
+                (self.nginx is None or self.nginx.alive()))
+
+    def stop(self):
+        self.nginx.stop()
+        if self.fpm:
+            self.fpm.stop(self.stop_signal)
+
+
+# ---- Apache + mod_python ---------------------------------------------------------
+
+APACHE_CONF = """ServerRoot /etc/apache2
+DefaultRuntimeDir {d}
+PidFile {d}/apache2.pid
+Mutex file:{d} default
+Listen 127.0.0.1:{port}
+ServerName 127.0.0.1
+User {user}
+Group {user}
+ErrorLog {d}/error.log
+LogLevel warn
+{mpm}
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
+TypesConfig /dev/null
+LoadModule python_module /usr/lib/apache2/modules/mod_python.so
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 5
+DocumentRoot {d}/www
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory {d}/www>
+    AllowOverride None
+    Require all granted
+    AddHandler mod_python .py
+    PythonHandler mod_python.publisher
+    PythonDebug Off
+</Directory>
+"""
+
+
+# Debian's default MPM (event) as a fixed pool, like php-fpm's pm = static:
+# no process is started or reaped while measuring, and each process has more
+# request threads than wrk's 50 connections. (With Debian's mpm_event.conf
+# numbers, 2-6 processes of 25 threads, a process whose threads are all busy
+# closes its keep-alive connections early: wrk counted read errors.)
+APACHE_MPM = """LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+ServerLimit             2
+StartServers            2
+ThreadLimit             64
+ThreadsPerChild         64
+MinSpareThreads         1
+MaxSpareThreads         128
+MaxRequestWorkers       128
+MaxConnectionsPerChild  0"""
+APACHE_MPM_DESC = "mpm_event, 2 processes x 64 threads, fixed"
+SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ModPythonApache:
+    """Debian's apache2 (APACHE_CONF: APACHE_MPM, KeepAlive On and
+    unlimited, mod_python.publisher for every *.py of d/www) in the
+    foreground, pinned to cpu, in directory d, whose www/ the caller has
+    filled. Gives d to user (a pwd entry), starts apache2 on a free port
+    and waits (20 s) for probe to answer 200; info is its body (text).
+    hint: where the packages come from (for the message). pids: [the
+    parent] (its children below it). stop(): SIGTERM, the parent stops its
+    children at once (no graceful wait)."""
+
+    def __init__(self, b, d, cpu, user, probe, hint="tools/deps.sh --bench"):
+        if not (os.path.exists("/usr/lib/apache2/modules/mod_python.so") and
+                (have("apache2") or os.path.exists("/usr/sbin/apache2"))):
+            die("apache2 / mod_python not installed (%s)" % hint)
+        self.b, self.d = b, d
+        self.port = free_port()
+        with open(os.path.join(d, "apache2.conf"), "w") as f:
+            f.write(APACHE_CONF.format(d=d, user=user.pw_name, port=self.port,
+                                       mpm=APACHE_MPM))
+        chown_tree(d, user)
+        apache2 = shutil.which("apache2") or "/usr/sbin/apache2"
+        # the environment Debian's apache2ctl gives it (envvars): embedded
+        # Python must find Debian's python3, not one earlier in our PATH
+        env = {"PATH": SYS_PATH, "LANG": "C"}
+        self.apache = Proc(b, [apache2, "-f", os.path.join(d, "apache2.conf"),
+                               "-DFOREGROUND"],
+                           cpu, os.path.join(d, "apache2.out"), env=env)
+        self.info = wait_http(self.port, probe, self.alive,
+                              "apache2+mod_python",
+                              lambda: self.apache.tail(
+                                  os.path.join(d, "error.log")))
+        self.pids = [self.apache.pid]
+
+    def alive(self):
+        return self.apache.alive()
+
+    def stop(self):
+        self.apache.stop()
 
 
 # ---- /proc ---------------------------------------------------------------------
@@ -390,12 +746,48 @@ def children_of(pid):
     return kids
 
 
-def proc_ticks(pid):
-    """utime+stime of the whole process (all threads, live and exited)."""
+def descendants(pid):
+    """pid and every process below it (children, theirs, ...), pid first:
+    a list of process ids, read from /proc at the time of the call."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children_of(p)
+    return out
+
+
+def _stat_fields(pid):
+    """/proc/PID/stat's fields after the command name (field 3 is [0])."""
     with open("/proc/%d/stat" % pid) as f:
         s = f.read()
-    rest = s[s.rindex(")") + 2:].split()
+    return s[s.rindex(")") + 2:].split()
+
+
+def proc_ticks(pid):
+    """utime+stime of the whole process (all threads, live and exited)."""
+    rest = _stat_fields(pid)
     return int(rest[11]) + int(rest[12])  # fields 14 and 15
+
+
+def ticks_of(pids, reaped=False):
+    """CPU time in clock ticks (CLK_TCK a second) of every process under
+    each of pids (descendants(), so a server's master and all its workers):
+    utime+stime of each (all its threads, live and exited); reaped=True
+    adds cutime+cstime, so children that exited and were reaped (a php-fpm
+    child recycled, a compiler) count too, in their parent's. A process
+    gone while it is read counts 0."""
+    t = 0
+    for root in pids:
+        for p in descendants(root):
+            try:
+                v = _stat_fields(p)
+            except OSError:
+                continue
+            t += int(v[11]) + int(v[12])  # fields 14 and 15
+            if reaped:
+                t += int(v[13]) + int(v[14])  # fields 16 and 17
+    return t
 
 
 def tree_ticks(pid):
@@ -560,13 +952,20 @@ def wrk_argv(url, threads=1, conns=50, duration="10s", latency=True,
 
 
 def run_wrk(b, url, cpu=0, threads=1, conns=50, duration="10s",
-            timeout_s=None, headers=(), script=None, wrk_timeout=None):
-    """wrk_timeout: wrk's --timeout (a request slower counts as a socket
-    timeout; wrk's default is 2s)."""
+            timeout_s=None, headers=(), script=None, wrk_timeout=None,
+            script_args=()):
+    """One wrk run (--latency) pinned to cpu; parse_wrk's dict of it.
+    duration: wrk's -d ("10s"); timeout_s: seconds to wait for wrk (default
+    duration + 30); wrk_timeout: wrk's --timeout (a request slower counts
+    as a socket timeout; wrk's default is 2s); script: a Lua script (-s)
+    and script_args the arguments it gets (after "--"). Dies when wrk
+    fails, prints nothing parsable or overruns."""
     if not have("wrk"):
         die("wrk is not installed")
     argv = wrk_argv(url, threads, conns, duration, headers=headers,
                     script=script, timeout=wrk_timeout)
+    if script_args:
+        argv += ["--"] + [str(a) for a in script_args]
     secs = _dur(duration)
     out = b.path("wrk-%d.out" % time.time_ns())
     with open(out, "wb") as f:
@@ -575,13 +974,74 @@ def run_wrk(b, url, cpu=0, threads=1, conns=50, duration="10s",
             p.wait(timeout=timeout_s or secs + 30)
         except subprocess.TimeoutExpired:
             b.stop(p, signal.SIGINT, timeout=5)
-            die("wrk did not finish in time")
+            die("wrk did not finish in time: %s" % " ".join(argv))
     with open(out, encoding="utf-8", errors="replace") as f:
         text = f.read()
     r = parse_wrk(text)
     if r is None or p.returncode != 0:
-        die("wrk failed (rc %s):\n%s" % (p.returncode, text))
+        die("wrk failed (rc %s): %s\n%s" % (p.returncode, " ".join(argv),
+                                            text))
     return r
+
+
+def measure_cpu(name, ticks, alive, server_cpu, run):
+    """One measured run: w = run() (a run_wrk dict) between two samples of
+    ticks() (the server's CPU, clock ticks, e.g. ticks_of(pids)) and of
+    /proc/stat; dies when alive() is false afterwards or wrk counted no
+    request (name: the server, for the message). Adds to w:
+      cpu_us            server CPU per request, microseconds
+      srv_pct           server CPU, % of one CPU over the run
+      cpu1_busy_pct     server_cpu's busy time, % of it
+      cpu1_softirq_pct  server_cpu's softirq time, % of it
+      other_pct         every CPU's busy time minus the server's and our
+                        reaped children's (wrk), % of one CPU: other
+                        processes' noise + softirq charged to no process
+    The wall time is server_cpu's total jiffies (None: all CPUs')."""
+    t0 = ticks()
+    c0, a0, k0 = cpu_jiffies(server_cpu), cpu_jiffies(), children_ticks()
+    w = run()
+    c1, a1, k1 = cpu_jiffies(server_cpu), cpu_jiffies(), children_ticks()
+    t1 = ticks()
+    if not alive():
+        die("%s died during the run" % name)
+    if w["requests"] <= 0:
+        die("%s: wrk counted no requests" % name)
+    used = t1 - t0
+    wall = max(1, c1["total"] - c0["total"])  # jiffies of one cpu
+    w["cpu_us"] = used / CLK_TCK / w["requests"] * 1e6
+    w["srv_pct"] = 100.0 * used / wall
+    w["cpu1_busy_pct"] = 100.0 * (c1["busy"] - c0["busy"]) / wall
+    w["cpu1_softirq_pct"] = 100.0 * (c1["softirq"] - c0["softirq"]) / wall
+    w["other_pct"] = 100.0 * ((a1["busy"] - a0["busy"]) - used -
+                              (k1 - k0)) / wall
+    return w
+
+
+def log_noise(ws, noisy):
+    """Print how many of the measurements ws (measure_cpu dicts) had
+    other_pct above noisy (%); returns that count."""
+    n = sum(1 for w in ws if w["other_pct"] > noisy)
+    log("noise: %d of %d measurements had other%% > %.0f%% (CPU taken by "
+        "other processes); %s" % (n, len(ws), noisy,
+                                  "figures unreliable, rerun when idle"
+                                  if n else "ok"))
+    return n
+
+
+def add_run_args(ap, conns=50, warmup=True):
+    """The options of the wrk benchmarks, on an argparse parser: --runs (3),
+    --duration (wrk -d, 10s), --conns (wrk -c), --warmup (an untimed wrk
+    run per server, 2s; warmup=False: none), --server-cpu (1) and
+    --client-cpu (0)."""
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", default="10s", help="wrk -d (default 10s)")
+    ap.add_argument("--conns", type=int, default=conns,
+                    help="wrk -c (default %d)" % conns)
+    if warmup:
+        ap.add_argument("--warmup", default="2s",
+                        help="untimed wrk run per server")
+    ap.add_argument("--server-cpu", type=int, default=1)
+    ap.add_argument("--client-cpu", type=int, default=0)
 
 
 def fmt_err(w):

@@ -42,14 +42,14 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-import db as dbb  # noqa: E402  (the peers' process helpers)
-from benchlib import (Bench, Hotpub, describe_env, die, fmt_err,  # noqa: E402
+from benchlib import (APACHE_MPM_DESC, WEB_USER, Bench,  # noqa: E402
+                      FpmNginx, Hotpub, ModPythonApache, add_run_args,
+                      describe_env, die, fmt_err, fpm_conf, fpm_server,
                       free_port, have, hotpub_binary, http_get, log,
-                      main_wrapper, median, note)
+                      main_wrapper, median, nginx_conf, note, write_files)
 
 SLEEP = 2
 WRK_TIMEOUT = 5
-WEB_USER = "www-data"
 PACKAGES = "php8.2-fpm nginx-light apache2 libapache2-mod-python wrk"
 FAST_BODY = "Hello, world!"
 
@@ -94,24 +94,6 @@ pm.start_servers = 4
 pm.min_spare_servers = 2
 pm.max_spare_servers = 8"""
 
-FPM_CONF = """[global]
-pid = {d}/fpm.pid
-error_log = {d}/fpm-error.log
-daemonize = no
-
-[bench]
-user = {user}
-group = {user}
-listen = {d}/fpm.sock
-listen.owner = {user}
-listen.group = {user}
-listen.mode = 0660
-listen.backlog = 1024
-{pm}
-pm.max_requests = 0
-"""
-
-
 # ---- servers ----------------------------------------------------------------
 
 class HotpubSrv:
@@ -119,9 +101,7 @@ class HotpubSrv:
         root = b.path("hp-root")
         if not os.path.isdir(root):
             os.makedirs(root)
-            for name, text in (("slow.c", HP_SLOW), ("fast.c", HP_FAST)):
-                with open(os.path.join(root, name), "w") as f:
-                    f.write(text)
+            write_files(root, (("slow.c", HP_SLOW), ("fast.c", HP_FAST)))
         self.hp = Hotpub(b, binary, root, b.path("hp-cache"),
                          extra=["--workers", "0"] + extra, cpu=cpu,
                          name="hotpub-%s" % tag)
@@ -132,86 +112,32 @@ class HotpubSrv:
         self.hp.stop()
 
 
-class PhpFpmSrv:
+class PhpFpmSrv(FpmNginx):
     """php-fpm (pm as given) + nginx (1 worker) in front of it."""
 
     def __init__(self, b, cpu, tag, pm, user):
-        fpm = dbb.fpm_binary()
-        if not fpm or not have("nginx"):
-            die("php-fpm or nginx is not installed (tools/deps.sh --bench: "
-                "%s)" % PACKAGES)
         d = b.path("php-%s" % tag)
         os.makedirs(os.path.join(d, "www"))
-        for name, text in (("slow.php", PHP_SLOW), ("fast.php", PHP_FAST)):
-            with open(os.path.join(d, "www", name), "w") as f:
-                f.write(text)
-        self.port = free_port()
-        with open(os.path.join(d, "fpm.conf"), "w") as f:
-            f.write(FPM_CONF.format(d=d, user=user.pw_name, pm=pm))
-        with open(os.path.join(d, "nginx.conf"), "w") as f:
-            f.write(dbb.NGINX_FPM_CONF.format(d=d, user=user.pw_name,
-                                              port=self.port))
-        dbb.chown_tree(d, user)
-        self.fpm = dbb.Proc(b, "php-fpm", [fpm, "--nodaemonize",
-                                           "--fpm-config",
-                                           os.path.join(d, "fpm.conf")],
-                            cpu, os.path.join(d, "fpm.out"))
-        deadline = time.time() + 15
-        while not os.path.exists(os.path.join(d, "fpm.sock")):
-            if not self.fpm.alive() or time.time() > deadline:
-                die("php-fpm did not start:\n%s" % self.fpm.tail(
-                    os.path.join(d, "fpm-error.log")))
-            time.sleep(0.05)
-        self.nginx = dbb.Proc(b, "nginx", ["nginx", "-c",
-                                           os.path.join(d, "nginx.conf"),
-                                           "-g", "daemon off;", "-e",
-                                           os.path.join(d, "nginx-error.log")],
-                              cpu, os.path.join(d, "nginx.out"))
-        dbb.wait_http(self.port, "/fast.php", self.alive, "nginx+php-fpm",
-                      logs=lambda: self.fpm.tail(
-                          os.path.join(d, "fpm-error.log"),
-                          os.path.join(d, "nginx-error.log")))
+        write_files(os.path.join(d, "www"), (("slow.php", PHP_SLOW),
+                                             ("fast.php", PHP_FAST)))
+        port = free_port()
+        super().__init__(b, d, port, cpu, user,
+                         nginx_conf(d, port, fpm_server(d), user=user.pw_name),
+                         fpm_conf(d, user.pw_name, pm, backlog=1024),
+                         "/fast.php", hint="tools/deps.sh --bench: %s"
+                         % PACKAGES, stop_signal=signal.SIGTERM)
         self.fast, self.slow = "/fast.php", "/slow.php"
 
-    def alive(self):
-        return self.fpm.alive() and self.nginx.alive()
 
-    def stop(self):
-        self.nginx.stop()
-        self.fpm.stop(signal.SIGTERM)
-
-
-class ModPythonSrv:
+class ModPythonSrv(ModPythonApache):
     def __init__(self, b, cpu, tag, user):
-        if not (os.path.exists("/usr/lib/apache2/modules/mod_python.so") and
-                (have("apache2") or os.path.exists("/usr/sbin/apache2"))):
-            die("apache2 / mod_python not installed (tools/deps.sh --bench: "
-                "%s)" % PACKAGES)
         d = b.path("modpython-%s" % tag)
         os.makedirs(os.path.join(d, "www"))
-        for name, text in (("slow.py", PY_SLOW), ("fast.py", PY_FAST)):
-            with open(os.path.join(d, "www", name), "w") as f:
-                f.write(text)
-        self.port = free_port()
-        with open(os.path.join(d, "apache2.conf"), "w") as f:
-            f.write(dbb.APACHE_CONF.format(d=d, user=user.pw_name,
-                                           port=self.port,
-                                           mpm=dbb.APACHE_MPM))
-        dbb.chown_tree(d, user)
-        apache2 = benchlib.shutil.which("apache2") or "/usr/sbin/apache2"
-        env = {"PATH": dbb.SYS_PATH, "LANG": "C"}
-        self.apache = dbb.Proc(b, "apache2", [apache2, "-f",
-                                              os.path.join(d, "apache2.conf"),
-                                              "-DFOREGROUND"],
-                               cpu, os.path.join(d, "apache2.out"), env=env)
-        dbb.wait_http(self.port, "/fast.py", self.apache.alive,
-                      "apache2+mod_python",
-                      logs=lambda: self.apache.tail(
-                          os.path.join(d, "error.log")))
+        write_files(os.path.join(d, "www"), (("slow.py", PY_SLOW),
+                                             ("fast.py", PY_FAST)))
+        super().__init__(b, d, cpu, user, "/fast.py",
+                         hint="tools/deps.sh --bench: %s" % PACKAGES)
         self.fast, self.slow = "/fast.py", "/slow.py"
-
-    def stop(self):
-        self.apache.stop()
 
 
 SERVERS = ["hotpub", "mod_python", "php-fpm-static4", "php-fpm-dynamic50"]
@@ -339,9 +265,7 @@ def report(res, order, ns):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", default="10s", help="wrk -d (default 10s)")
-    ap.add_argument("--conns", type=int, default=10, help="wrk -c (default 10)")
+    add_run_args(ap, conns=10, warmup=False)
     ap.add_argument("--blocking", default="40,200",
                     help="N: requests kept blocking (default 40,200)")
     ap.add_argument("--ramp", type=float, default=1.0,
@@ -351,8 +275,6 @@ def main():
     ap.add_argument("--hotpub-args", default="",
                     help="more hotpub flags, e.g. \"--inline false\" (every "
                     "request offloaded, as a page not yet proven fast)")
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
     args = ap.parse_args()
     ns = [int(x) for x in args.blocking.split(",") if x]
     order = [s for s in args.servers.split(",") if s]
@@ -377,7 +299,7 @@ def main():
     if args.hotpub_args:
         note("hotpub flags added: %s" % args.hotpub_args)
     note("mod_python: apache2 %s; php-fpm: nginx 1 worker + pm static 4 / "
-         "dynamic 50 (start 4, spare 2-8)" % dbb.APACHE_MPM_DESC)
+         "dynamic 50 (start 4, spare 2-8)" % APACHE_MPM_DESC)
     res = {}
     log("%-3s %-18s %5s %9s %9s %9s %10s  %s" % (
         "run", "server", "N", "req/s", "p50", "p99", "slow done", "errors"))

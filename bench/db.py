@@ -57,30 +57,26 @@ the parent + every child), reaped children included (cutime+cstime), /
 CLK_TCK / requests. Target: hotpub (--workers 0) req/s >= 5x PHP-FPM's.
 """
 import argparse
-import glob
 import os
 import pwd
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
-import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-from benchlib import (CLK_TCK, Bench, Hotpub, children_of,  # noqa: E402
-                      children_ticks, cpu_jiffies, describe_env, die, fmt_err,
-                      free_port, have, hotpub_binary, http_get, log,
-                      main_wrapper, median, note, passmiss)
+from benchlib import (APACHE_MPM_DESC, FPM_STATIC, WEB_USER,  # noqa: E402
+                      Bench, FpmNginx, Hotpub, ModPythonApache, add_run_args,
+                      chown_tree, descendants, describe_env, die, fmt_err,
+                      fpm_conf, fpm_server, free_port, hotpub_binary, http_get,
+                      log, log_noise, main_wrapper, measure_cpu, median,
+                      nginx_conf, note, passmiss, ticks_of, write_files)
 
 ROWS = 10000
 TARGET = 5.0      # hotpub / PHP-FPM req/s
 NOISY = 25.0      # other% above this: another process competed for the cpus
 SQL = "SELECT id, name, price FROM items WHERE id = ?"
-WEB_USER = "www-data"
-SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PACKAGES = "php8.2-fpm php8.2-sqlite3 nginx-light apache2 libapache2-mod-python"
 
 
@@ -237,44 +233,7 @@ def server_dir(b, name, owner=None, journal="delete"):
     return d
 
 
-def chown_tree(d, owner):
-    for root, dirs, files in os.walk(d):
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        for f in files:
-            os.chown(os.path.join(root, f), owner.pw_uid, owner.pw_gid)
-
-
 # ---- process trees -------------------------------------------------------------
-
-
-def _stat(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        s = f.read()
-    return s[s.rindex(")") + 2:].split()
-
-
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children_of(p)
-    return out
-
-
-def all_ticks(pids):
-    """utime+stime+cutime+cstime of every process under each pid: live
-    processes count themselves (all their threads), exited ones count in
-    their parent's cutime/cstime once reaped."""
-    t = 0
-    for root in pids:
-        for p in descendants(root):
-            try:
-                v = _stat(p)
-            except OSError:
-                continue
-            t += int(v[11]) + int(v[12]) + int(v[13]) + int(v[14])
-    return t
 
 
 def affinity_report(pids):
@@ -302,253 +261,44 @@ def affinity_report(pids):
 
 # ---- servers ---------------------------------------------------------------------
 
-class Proc:
-    """A server started by us: pid to account, poll() for liveness."""
+class PhpFpm(FpmNginx):
+    """php-fpm (pm static) + nginx (1 worker) in front of it, on a copy of
+    the database; fpm_extra: more pool lines, info_page: the probe page's
+    PHP (its answer is .info)."""
 
-    def __init__(self, b, name, argv, cpu, logpath, env=None):
-        self.b = b
-        self.name = name
-        self.logpath = logpath
-        self.logf = open(logpath, "ab")
-        self.proc = b.spawn(argv, cpu=cpu, stdout=self.logf,
-                            stderr=subprocess.STDOUT, env=env)
-        self.pid = self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def tail(self, *paths):
-        out = []
-        for p in (self.logpath,) + paths:
-            try:
-                with open(p, "rb") as f:
-                    out.append(f.read()[-2000:].decode("utf-8", "replace"))
-            except OSError:
-                pass
-        return "\n".join(out)
-
-    def stop(self, sig=signal.SIGTERM):
-        self.b.stop(self.proc, sig, timeout=10)
-        self.logf.close()
-
-
-def wait_http(port, path, alive, what, timeout=20.0, logs=lambda: ""):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        if not alive():
-            die("%s exited at start:\n%s" % (what, logs()))
-        try:
-            st, body = http_get(port, path, timeout=5)
-            if st == 200:
-                return body
-            last = "%s %r" % (st, body[:200])
-        except OSError as e:
-            last = str(e)
-        time.sleep(0.1)
-    die("%s did not answer %s within %.0f s (last: %s):\n%s"
-        % (what, path, timeout, last, logs()))
-
-
-NGINX_FPM_CONF = """user {user};
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path {d}/ngx-body;
-    proxy_temp_path {d}/ngx-proxy;
-    fastcgi_temp_path {d}/ngx-fastcgi;
-    uwsgi_temp_path {d}/ngx-uwsgi;
-    scgi_temp_path {d}/ngx-scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {d}/www;
-        location ~ \\.php$ {{
-            include /etc/nginx/fastcgi.conf;
-            fastcgi_pass unix:{d}/fpm.sock;
-        }}
-    }}
-}}
-"""
-
-FPM_CONF = """[global]
-pid = {d}/fpm.pid
-error_log = {d}/fpm-error.log
-daemonize = no
-
-[bench]
-user = {user}
-group = {user}
-listen = {d}/fpm.sock
-listen.owner = {user}
-listen.group = {user}
-listen.mode = 0660
-pm = static
-pm.max_children = {children}
-pm.max_requests = 0
-"""
-
-
-def fpm_binary():
-    for c in ["php-fpm8.2", "php-fpm"] + sorted(glob.glob("/usr/sbin/php-fpm*"),
-                                               reverse=True):
-        p = shutil.which(c) or (c if os.path.isabs(c) and os.access(c, os.X_OK)
-                                else None)
-        if p:
-            return p
-    return None
-
-
-class PhpFpm:
-    """php-fpm (pm static) + nginx (1 worker) in front of it."""
-
-    def __init__(self, b, cpu, children, persistent, user, journal):
-        fpm = fpm_binary()
-        if not fpm:
-            die("php-fpm is not installed (apt-get install %s)" % PACKAGES)
-        if not have("nginx"):
-            die("nginx is not installed (apt-get install %s)" % PACKAGES)
-        self.b = b
-        self.d = d = server_dir(b, "php", journal=journal)
+    def __init__(self, b, cpu, children, persistent, user, journal,
+                 fpm_extra="", info_page=PHP_INFO):
+        d = server_dir(b, "php", journal=journal)
         self.db = os.path.join(d, "items.db")
         os.makedirs(os.path.join(d, "www"))
-        with open(os.path.join(d, "www", "item.php"), "w") as f:
-            f.write(PHP_PAGE % {"db": self.db,
-                                "persistent": "true" if persistent else "false"})
-        with open(os.path.join(d, "www", "info.php"), "w") as f:
-            f.write(PHP_INFO)
-        self.port = free_port()
-        with open(os.path.join(d, "fpm.conf"), "w") as f:
-            f.write(FPM_CONF.format(d=d, user=user.pw_name, children=children))
-        with open(os.path.join(d, "nginx.conf"), "w") as f:
-            f.write(NGINX_FPM_CONF.format(d=d, user=user.pw_name,
-                                          port=self.port))
-        chown_tree(d, user)
-        # php-fpm reads the fpm SAPI's php.ini as Debian packages it
-        # (/etc/php/X/fpm/php.ini + conf.d: opcache on, JIT off).
-        self.fpm = Proc(b, "php-fpm", [fpm, "--nodaemonize", "--fpm-config",
-                                       os.path.join(d, "fpm.conf")],
-                        cpu, os.path.join(d, "fpm.out"))
-        deadline = time.time() + 15
-        while not os.path.exists(os.path.join(d, "fpm.sock")):
-            if not self.fpm.alive() or time.time() > deadline:
-                die("php-fpm did not start:\n%s" % self.fpm.tail(
-                    os.path.join(d, "fpm-error.log")))
-            time.sleep(0.05)
-        self.nginx = Proc(b, "nginx", ["nginx", "-c",
-                                       os.path.join(d, "nginx.conf"),
-                                       "-g", "daemon off;", "-e",
-                                       os.path.join(d, "nginx-error.log")],
-                          cpu, os.path.join(d, "nginx.out"))
-        self.info = wait_http(self.port, "/info.php", self.alive, "nginx+php-fpm",
-                              logs=lambda: self.fpm.tail(
-                                  os.path.join(d, "fpm-error.log"),
-                                  os.path.join(d, "nginx-error.log"))).strip()
+        write_files(os.path.join(d, "www"), (
+            ("item.php", PHP_PAGE % {"db": self.db, "persistent":
+                                     "true" if persistent else "false"}),
+            ("info.php", info_page)))
+        port = free_port()
+        super().__init__(b, d, port, cpu, user,
+                         nginx_conf(d, port, fpm_server(d), user=user.pw_name),
+                         fpm_conf(d, user.pw_name, FPM_STATIC % children,
+                                  extra=fpm_extra),
+                         "/info.php", hint="apt-get install %s" % PACKAGES)
+        self.info = self.info.strip()
         self.path = "/item.php"
-        self.pids = [self.nginx.pid, self.fpm.pid]
-
-    def alive(self):
-        return self.fpm.alive() and self.nginx.alive()
-
-    def stop(self):
-        self.nginx.stop()
-        self.fpm.stop(signal.SIGQUIT)
 
 
-APACHE_CONF = """ServerRoot /etc/apache2
-DefaultRuntimeDir {d}
-PidFile {d}/apache2.pid
-Mutex file:{d} default
-Listen 127.0.0.1:{port}
-ServerName 127.0.0.1
-User {user}
-Group {user}
-ErrorLog {d}/error.log
-LogLevel warn
-{mpm}
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
-TypesConfig /dev/null
-LoadModule python_module /usr/lib/apache2/modules/mod_python.so
-KeepAlive On
-MaxKeepAliveRequests 0
-KeepAliveTimeout 5
-DocumentRoot {d}/www
-<Directory />
-    AllowOverride None
-    Require all denied
-</Directory>
-<Directory {d}/www>
-    AllowOverride None
-    Require all granted
-    AddHandler mod_python .py
-    PythonHandler mod_python.publisher
-    PythonDebug Off
-</Directory>
-"""
+class ModPython(ModPythonApache):
+    """apache2 + mod_python.publisher on a copy of the database."""
 
-
-# Debian's default MPM (event) as a fixed pool, like php-fpm's pm = static:
-# no process is started or reaped while measuring, and each process has more
-# request threads than wrk's 50 connections. (With Debian's mpm_event.conf
-# numbers, 2-6 processes of 25 threads, a process whose threads are all busy
-# closes its keep-alive connections early: wrk counted read errors.)
-APACHE_MPM = """LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-ServerLimit             2
-StartServers            2
-ThreadLimit             64
-ThreadsPerChild         64
-MinSpareThreads         1
-MaxSpareThreads         128
-MaxRequestWorkers       128
-MaxConnectionsPerChild  0"""
-APACHE_MPM_DESC = "mpm_event, 2 processes x 64 threads, fixed"
-
-
-class ModPython:
     def __init__(self, b, cpu, persistent, user, journal):
-        if not (os.path.exists("/usr/lib/apache2/modules/mod_python.so") and
-                (have("apache2") or os.path.exists("/usr/sbin/apache2"))):
-            die("apache2 / mod_python not installed (apt-get install %s)"
-                % PACKAGES)
-        self.b = b
-        self.d = d = server_dir(b, "modpython", journal=journal)
+        d = server_dir(b, "modpython", journal=journal)
         self.db = os.path.join(d, "items.db")
         os.makedirs(os.path.join(d, "www"))
         page = PY_PAGE_PERSISTENT if persistent else PY_PAGE_PER_REQUEST
-        with open(os.path.join(d, "www", "item.py"), "w") as f:
-            f.write(page % {"db": self.db})
-        with open(os.path.join(d, "www", "info.py"), "w") as f:
-            f.write(PY_INFO)
-        self.port = free_port()
-        with open(os.path.join(d, "apache2.conf"), "w") as f:
-            f.write(APACHE_CONF.format(d=d, user=user.pw_name, port=self.port,
-                                       mpm=APACHE_MPM))
-        chown_tree(d, user)
-        apache2 = shutil.which("apache2") or "/usr/sbin/apache2"
-        # the environment Debian's apache2ctl gives it (envvars): embedded
-        # Python must find Debian's python3, not one earlier in our PATH
-        env = {"PATH": SYS_PATH, "LANG": "C"}
-        self.apache = Proc(b, "apache2", [apache2, "-f",
-                                          os.path.join(d, "apache2.conf"),
-                                          "-DFOREGROUND"],
-                           cpu, os.path.join(d, "apache2.out"), env=env)
-        self.info = wait_http(self.port, "/info.py", self.alive,
-                              "apache2+mod_python",
-                              logs=lambda: self.apache.tail(
-                                  os.path.join(d, "error.log"))).strip()
+        write_files(os.path.join(d, "www"), (("item.py", page % {"db": self.db}),
+                                             ("info.py", PY_INFO)))
+        super().__init__(b, d, cpu, user, "/info.py",
+                         hint="apt-get install %s" % PACKAGES)
+        self.info = self.info.strip()
         self.path = "/item.py"
-        self.pids = [self.apache.pid]
-
-    def alive(self):
-        return self.apache.alive()
-
-    def stop(self):
-        # SIGTERM: the parent stops its children at once (no graceful wait)
-        self.apache.stop()
 
 
 class HotpubSrv:
@@ -581,23 +331,9 @@ def run_wrk(b, srv, script, args, duration):
 
 
 def measure(b, name, srv, script, args):
-    t0 = all_ticks(srv.pids)
-    c0, a0, k0 = cpu_jiffies(args.server_cpu), cpu_jiffies(), children_ticks()
-    w = run_wrk(b, srv, script, args, args.duration)
-    c1, a1, k1 = cpu_jiffies(args.server_cpu), cpu_jiffies(), children_ticks()
-    t1 = all_ticks(srv.pids)
-    if not srv.alive():
-        die("%s died during the run" % name)
-    if w["requests"] <= 0:
-        die("%s: wrk counted no requests" % name)
-    ticks = t1 - t0
-    wall = max(1, c1["total"] - c0["total"])
-    w["cpu_us"] = ticks / CLK_TCK / w["requests"] * 1e6
-    w["srv_pct"] = 100.0 * ticks / wall
-    w["cpu1_busy_pct"] = 100.0 * (c1["busy"] - c0["busy"]) / wall
-    w["other_pct"] = 100.0 * ((a1["busy"] - a0["busy"]) - ticks -
-                              (k1 - k0)) / wall
-    return w
+    return measure_cpu(name, lambda: ticks_of(srv.pids, reaped=True),
+                       srv.alive, args.server_cpu,
+                       lambda: run_wrk(b, srv, script, args, args.duration))
 
 
 def check_answers(name, srv):
@@ -617,12 +353,7 @@ def check_answers(name, srv):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", default="10s", help="wrk -d (default 10s)")
-    ap.add_argument("--conns", type=int, default=50, help="wrk -c (default 50)")
-    ap.add_argument("--warmup", default="2s", help="untimed wrk run per server")
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
+    add_run_args(ap)
     ap.add_argument("--fpm-children", type=int, default=4,
                     help="php-fpm pm.max_children, pm = static (default 4)")
     ap.add_argument("--persistent", action="store_true",
@@ -769,12 +500,7 @@ def main():
                ha["cpu_us"]))
         auto = (" hotpub_auto_rps=%.0f hotpub_auto_us_req=%.1f "
                 "auto_ratio_php=%.2f" % (ha["rps"], ha["cpu_us"], ra_php))
-    nmeas = sum(len(v) for v in res.values())
-    noisy = sum(1 for n in res for w in res[n] if w["other_pct"] > NOISY)
-    log("noise: %d of %d measurements had other%% > %.0f%% (CPU taken by "
-        "other processes); %s" % (noisy, nmeas, NOISY,
-                                  "figures unreliable, rerun when idle"
-                                  if noisy else "ok"))
+    noisy = log_noise([w for n in order for w in res[n]], NOISY)
     log("failed requests (non-2xx + socket errors): %s %s"
         % (", ".join("%s %d" % (n, errors[n]) for n in order),
            passmiss(all(v == 0 for v in errors.values()))))

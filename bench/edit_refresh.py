@@ -32,7 +32,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (REPO, Bench, Hotpub, KAClient, describe_env,  # noqa
-                      have, hotpub_binary, log, main_wrapper, median, note,
+                      hotpub_binary, log, main_wrapper, median, note,
                       p99)
 import db  # noqa: E402 - its peers' configurations and process helpers
 
@@ -123,39 +123,37 @@ def run_hotpub(b, binary, args, label, extra):
         hp.stop()
 
 
+def measure_peer(srv, label, ext, make, args, user):
+    """The 20- and 1000-line pages p20.EXT and p1000.EXT in srv's www/."""
+    for lines in (20, 1000):
+        page = os.path.join(srv.d, "www", "p%d.%s" % (lines, ext))
+        measure("%s %d" % (label, lines), srv.port, "/p%d.%s" % (lines, ext),
+                page, lambda n, ln=lines: make(n, ln), args.edits,
+                args.interval_ms / 1000.0, user)
+    srv.stop()
+
+
 def run_modpython(b, args, user):
     try:
         srv = db.ModPython(b, None, False, user, "delete")
-        for lines in (20, 1000):
-            page = os.path.join(srv.d, "www", "p%d.py" % lines)
-            measure("mod_python %d" % lines, srv.port, "/p%d.py" % lines,
-                    page, lambda n, ln=lines: py_page(n, ln), args.edits,
-                    args.interval_ms / 1000.0, user)
-        srv.stop()
+        measure_peer(srv, "mod_python", "py", py_page, args, user)
     except SystemExit:
         log("mod_python: not run (apache2 / libapache2-mod-python missing)")
 
 
 def run_php(b, args, user):
-    orig, orig_info = db.FPM_CONF, db.PHP_INFO
     # the peer's probe page without PDO (db.py's needs php8.2-sqlite3)
-    db.PHP_INFO = ("<?php echo 'opcache ', (int)ini_get('opcache.enable'), "
-                   "' revalidate_freq ', ini_get('opcache.revalidate_freq');")
-    db.FPM_CONF = orig + ("php_admin_value[opcache.enable] = 1\n"
-                          "php_admin_value[opcache.validate_timestamps] = 1\n"
-                          "php_admin_value[opcache.revalidate_freq] = 0\n")
+    info = ("<?php echo 'opcache ', (int)ini_get('opcache.enable'), "
+            "' revalidate_freq ', ini_get('opcache.revalidate_freq');")
+    extra = ("php_admin_value[opcache.enable] = 1\n"
+             "php_admin_value[opcache.validate_timestamps] = 1\n"
+             "php_admin_value[opcache.revalidate_freq] = 0\n")
     try:
-        srv = db.PhpFpm(b, None, 2, False, user, "delete")
-        for lines in (20, 1000):
-            page = os.path.join(srv.d, "www", "p%d.php" % lines)
-            measure("php-fpm %d" % lines, srv.port, "/p%d.php" % lines,
-                    page, lambda n, ln=lines: php_page(n, ln), args.edits,
-                    args.interval_ms / 1000.0, user)
-        srv.stop()
+        srv = db.PhpFpm(b, None, 2, False, user, "delete", fpm_extra=extra,
+                        info_page=info)
+        measure_peer(srv, "php-fpm", "php", php_page, args, user)
     except SystemExit:
         log("php-fpm: not run (php8.2-fpm / nginx missing)")
-    finally:
-        db.FPM_CONF, db.PHP_INFO = orig, orig_info
 
 
 def main():

@@ -14,49 +14,30 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (CLK_TCK, Bench, Hotpub, Nginx,  # noqa: E402
-                      children_ticks, cpu_jiffies, describe_env, die, fmt_err,
-                      hello_docroot,
-                      hotpub_binary, http_get, log, main_wrapper, median,
-                      note, passmiss, run_wrk, tree_ticks)
+from benchlib import (Bench, Hotpub, Nginx, add_run_args,  # noqa: E402
+                      describe_env, die, fmt_err, hello_docroot, hotpub_binary,
+                      http_get, log, log_noise, main_wrapper, measure_cpu,
+                      median, note, passmiss, run_wrk, tree_ticks)
 
 TARGET, GOAL = 0.8, 0.9
 NOISY = 25.0  # other% above this: another process competed for the cpus
 
 
 def measure(b, name, srv, url, args):
-    t0 = tree_ticks(srv.pid)
-    c0, a0, k0 = cpu_jiffies(args.server_cpu), cpu_jiffies(), children_ticks()
-    w = run_wrk(b, url, cpu=args.client_cpu, conns=args.conns,
-                duration=args.duration, headers=args.headers)
-    c1, a1, k1 = cpu_jiffies(args.server_cpu), cpu_jiffies(), children_ticks()
-    t1 = tree_ticks(srv.pid)
-    if srv.proc.poll() is not None:
-        die("%s died during the run" % name)
-    if w["requests"] <= 0:
-        die("%s: wrk counted no requests" % name)
-    ticks = t1 - t0
-    wall = max(1, c1["total"] - c0["total"])  # jiffies of one cpu
-    w["cpu_us"] = ticks / CLK_TCK / w["requests"] * 1e6
-    w["srv_pct"] = 100.0 * ticks / wall
-    w["cpu1_busy_pct"] = 100.0 * (c1["busy"] - c0["busy"]) / wall
-    w["cpu1_softirq_pct"] = 100.0 * (c1["softirq"] - c0["softirq"]) / wall
-    # everything but the server and wrk, all cpus, in % of one cpu
-    # (includes softirq time the kernel charged to no process)
-    w["other_pct"] = 100.0 * ((a1["busy"] - a0["busy"]) - ticks -
-                              (k1 - k0)) / wall
-    return w
+    """measure_cpu of one wrk run; server CPU: the process (nginx: master +
+    worker)."""
+    return measure_cpu(name, lambda: tree_ticks(srv.pid),
+                       lambda: srv.proc.poll() is None, args.server_cpu,
+                       lambda: run_wrk(b, url, cpu=args.client_cpu,
+                                       conns=args.conns,
+                                       duration=args.duration,
+                                       headers=args.headers))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", default="10s", help="wrk -d (default 10s)")
-    ap.add_argument("--conns", type=int, default=50, help="wrk -c (default 50)")
-    ap.add_argument("--warmup", default="2s", help="untimed wrk run per server")
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
+    add_run_args(ap)
     ap.add_argument("--hotpub-args", default="",
                     help="not the method: more hotpub flags, e.g. "
                     "\"--inline false\" (every request on a handler thread)")
@@ -135,11 +116,7 @@ def main():
         (ratio, TARGET, passmiss(ratio >= TARGET), GOAL,
          passmiss(ratio >= GOAL)))
     log("ratio cpu/request hotpub/nginx: %.2fx" % cpu_ratio)
-    noisy = sum(1 for n in res for w in res[n] if w["other_pct"] > NOISY)
-    log("noise: %d of %d measurements had other%% > %.0f%% (CPU taken by "
-        "other processes); %s" % (noisy, sum(len(v) for v in res.values()),
-                                  NOISY, "figures unreliable, rerun when idle"
-                                  if noisy else "ok"))
+    noisy = log_noise([w for n in res for w in res[n]], NOISY)
     log("failed requests (non-2xx + socket errors): hotpub %d, nginx %d %s" %
         (errors["hotpub"], errors["nginx"],
          passmiss(errors["hotpub"] == 0)))

@@ -24,83 +24,51 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (CLK_TCK, REPO, Bench, die, free_port,  # noqa: E402
-                      have, hello_docroot, hotpub_binary, log, main_wrapper,
-                      median, note, run_wrk, tree_ticks, fmt_err)
+from benchlib import (CLK_TCK, Bench, Hotpub, add_run_args,  # noqa: E402
+                      die, fmt_err, free_port, hello_docroot, hotpub_binary,
+                      log, main_wrapper, median, nginx_conf, note, require,
+                      run_wrk, start_nginx, tree_ticks)
 
-NGINX_TLS = """worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path {tmp}/ngx-body;
-    proxy_temp_path {tmp}/ngx-proxy;
-    fastcgi_temp_path {tmp}/ngx-fastcgi;
-    uwsgi_temp_path {tmp}/ngx-uwsgi;
-    scgi_temp_path {tmp}/ngx-scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
+NGINX_TLS = """        ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305;
         ssl_session_cache off;
         ssl_session_tickets off;
         location / {{ return 200 "Hello, world!"; }}
-    }}
-}}
 """
+REQUEST = b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
-def wait_tls(port, proc, what, timeout=20):
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+def wait_hello(port, proc, what, tls, timeout):
+    """Poll GET /hello (HTTPS when tls, certificate unchecked) every 0.1 s
+    until it answers 200; dies when proc (a Popen) exits or after timeout
+    seconds. Compiles hotpub's page before the warm-up."""
+    ctx = None
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             die("%s exited at start" % what)
         try:
             with socket.create_connection(("127.0.0.1", port), 1) as s:
-                with ctx.wrap_socket(s) as t:
-                    t.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n"
-                              b"Connection: close\r\n\r\n")
+                with (ctx.wrap_socket(s) if tls else s) as t:
+                    t.sendall(REQUEST)
                     if t.recv(100).startswith(b"HTTP/1.1 200"):
                         return
         except OSError:
             pass
         time.sleep(0.1)
-    die("%s did not answer over TLS" % what)
-
-
-def wait_http(port, proc, what, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            die("%s exited at start" % what)
-        try:
-            with socket.create_connection(("127.0.0.1", port), 1) as s:
-                s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n"
-                          b"Connection: close\r\n\r\n")
-                if s.recv(100).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    die("%s did not answer" % what)
+    die("%s did not answer%s" % (what, " over TLS" if tls else ""))
 
 
 def hotpub(b, binary, docroot, cpu, extra, name):
-    port = free_port()
-    logf = open(b.path(name + ".log"), "ab")
-    argv = [binary, "serve", "--listen", "127.0.0.1:%d" % port,
-            "--cache-dir", b.path("cache"), "--access-log", "off", "--no-dev",
-            "--workers", "1", "--include-dir", os.path.join(REPO, "include")]
-    p = b.spawn(argv + list(extra) + [docroot], cpu=cpu, stdout=logf,
-                stderr=logf)
-    return p, port
+    """hotpub --workers 1 (not waited for: it may speak TLS only)."""
+    return Hotpub(b, binary, docroot, b.path("cache"), cpu=cpu, name=name,
+                  extra=["--workers", "1"] + list(extra), wait=False)
 
 
 def measure(b, proc, url, args, headers=()):
@@ -137,16 +105,9 @@ def compare(b, args, servers, headers, title):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", default="10s")
-    ap.add_argument("--warmup", default="2s")
-    ap.add_argument("--conns", type=int, default=50)
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
+    add_run_args(ap)
     args = ap.parse_args()
-    for tool in ("nginx", "wrk", "openssl"):
-        if not have(tool):
-            die("%s is not installed (tools/deps.sh --bench)" % tool)
+    require(("nginx", "wrk", "openssl"))
     b = Bench("ops")
     binary, _, _ = hotpub_binary(b)
     docroot = hello_docroot(b)
@@ -157,38 +118,36 @@ def main():
                    check=True, capture_output=True)
 
     # 1. HTTPS
-    hp, hp_port = hotpub(b, binary, docroot, args.server_cpu,
-                         ["--tls-cert", cert, "--tls-key", key], "hotpub-tls")
-    wait_tls(hp_port, hp, "hotpub")
+    hp = hotpub(b, binary, docroot, args.server_cpu,
+                ["--tls-cert", cert, "--tls-key", key], "hotpub-tls")
+    wait_hello(hp.port, hp.proc, "hotpub", True, 20)
     d = b.path("nginx")
     os.makedirs(d, exist_ok=True)
     ng_port = free_port()
     with open(os.path.join(d, "nginx.conf"), "w") as f:
-        f.write(NGINX_TLS.format(tmp=d, port=ng_port, cert=cert, key=key))
-    ng = b.spawn(["nginx", "-c", os.path.join(d, "nginx.conf"), "-g",
-                  "daemon off;", "-e", os.path.join(d, "nginx-error.log")],
-                 cpu=args.server_cpu, stdout=subprocess.DEVNULL,
-                 stderr=subprocess.DEVNULL)
-    wait_tls(ng_port, ng, "nginx")
-    tls = {"hotpub": (hp, "https://127.0.0.1:%d/hello" % hp_port),
+        f.write(nginx_conf(d, ng_port, NGINX_TLS.format(cert=cert, key=key),
+                           listen=" ssl"))
+    ng = start_nginx(b, d, args.server_cpu)
+    wait_hello(ng_port, ng.proc, "nginx", True, 20)
+    tls = {"hotpub": (hp, "https://127.0.0.1:%d/hello" % hp.port),
            "nginx": (ng, "https://127.0.0.1:%d/" % ng_port)}
     ka = compare(b, args, tls, (), "https keep-alive")
     hs = compare(b, args, tls, ("Connection: close",), "https handshake/req")
-    b.stop(hp)
-    b.stop(ng)
+    hp.stop()
+    ng.stop()
 
     # 2. metrics on and off
-    on, on_port = hotpub(b, binary, docroot, args.server_cpu, [], "metrics-on")
-    off, off_port = hotpub(b, binary, docroot, args.server_cpu,
-                           ["--no-metrics"], "metrics-off")
-    wait_http(on_port, on, "hotpub")
-    wait_http(off_port, off, "hotpub --no-metrics")
+    on = hotpub(b, binary, docroot, args.server_cpu, [], "metrics-on")
+    off = hotpub(b, binary, docroot, args.server_cpu, ["--no-metrics"],
+                 "metrics-off")
+    wait_hello(on.port, on.proc, "hotpub", False, 30)
+    wait_hello(off.port, off.proc, "hotpub --no-metrics", False, 30)
     met = compare(b, args, {
-        "metrics": (on, "http://127.0.0.1:%d/hello" % on_port),
-        "no-metrics": (off, "http://127.0.0.1:%d/hello" % off_port)},
+        "metrics": (on, "http://127.0.0.1:%d/hello" % on.port),
+        "no-metrics": (off, "http://127.0.0.1:%d/hello" % off.port)},
         (), "http keep-alive")
-    b.stop(on)
-    b.stop(off)
+    on.stop()
+    off.stop()
 
     note("medians of %d runs, wrk -t1 -c%d -d%s" % (args.runs, args.conns,
                                                    args.duration))

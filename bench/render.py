@@ -27,18 +27,15 @@ Needs root (php-fpm runs as www-data) and:
 import argparse
 import os
 import pwd
-import signal
 import sys
-import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (CLK_TCK, Bench, Hotpub, children_ticks,  # noqa: E402
-                      cpu_jiffies, describe_env, die, fmt_err, have,
-                      free_port, hotpub_binary, http_get, log, main_wrapper,
-                      median, note, run_wrk)
-from db import (FPM_CONF, NGINX_FPM_CONF, WEB_USER, Proc,  # noqa: E402
-                all_ticks, chown_tree, fpm_binary, wait_http)
+from benchlib import (FPM_STATIC, WEB_USER, Bench, FpmNginx,  # noqa: E402
+                      Hotpub, add_run_args, describe_env, die, fmt_err,
+                      fpm_conf, fpm_server, free_port, hotpub_binary, http_get,
+                      log, main_wrapper, measure_cpu, median, nginx_conf, note,
+                      run_wrk, ticks_of, write_files)
 
 ROWS = 20
 NOISY = 25.0
@@ -130,57 +127,24 @@ def php_rows():
                       for i, name, price in rows())
 
 
-class PhpFpm:
+class PhpFpm(FpmNginx):
     """php-fpm (pm static) + nginx (1 worker), serving table.php."""
 
     def __init__(self, b, cpu, children):
-        fpm = fpm_binary()
-        if not fpm or not have("nginx"):
-            die("php-fpm and nginx are needed: sh tools/deps.sh --bench")
         try:
             user = pwd.getpwnam(WEB_USER)
         except KeyError:
             die("no user %s" % WEB_USER)
         os.chmod(b.tmp, 0o711)  # www-data must reach its socket and files
-        self.d = d = b.path("php")
+        d = b.path("php")
         os.makedirs(os.path.join(d, "www"))
-        with open(os.path.join(d, "www", "table.php"), "w") as f:
-            f.write(PHP % php_rows())
-        self.port = free = free_port()
-        with open(os.path.join(d, "fpm.conf"), "w") as f:
-            f.write(FPM_CONF.format(d=d, user=user.pw_name, children=children))
-        with open(os.path.join(d, "nginx.conf"), "w") as f:
-            f.write(NGINX_FPM_CONF.format(d=d, user=user.pw_name, port=free))
-        chown_tree(d, user)
-        self.fpm = Proc(b, "php-fpm", [fpm, "--nodaemonize", "--fpm-config",
-                                       os.path.join(d, "fpm.conf")],
-                        cpu, os.path.join(d, "fpm.out"))
-        self.nginx = None
-        sock = os.path.join(d, "fpm.sock")
-        deadline = time.time() + 15
-        while not os.path.exists(sock):
-            if not self.fpm.alive() or time.time() > deadline:
-                die("php-fpm did not start:\n%s" %
-                    self.fpm.tail(os.path.join(d, "fpm-error.log")))
-            time.sleep(0.05)
-        self.nginx = Proc(b, "nginx", ["nginx", "-c",
-                                       os.path.join(d, "nginx.conf"), "-g",
-                                       "daemon off;", "-e",
-                                       os.path.join(d, "nginx-error.log")],
-                          cpu, os.path.join(d, "nginx.out"))
-        wait_http(self.port, "/table.php", self.alive, "nginx+php-fpm",
-                  logs=lambda: self.fpm.tail(os.path.join(d, "fpm-error.log"),
-                                             os.path.join(d,
-                                                          "nginx-error.log")))
+        write_files(os.path.join(d, "www"), (("table.php", PHP % php_rows()),))
+        port = free_port()
+        super().__init__(b, d, port, cpu, user,
+                         nginx_conf(d, port, fpm_server(d), user=user.pw_name),
+                         fpm_conf(d, user.pw_name, FPM_STATIC % children),
+                         "/table.php", hint="sh tools/deps.sh --bench")
         self.path = "/table.php"
-        self.pids = [self.nginx.pid, self.fpm.pid]
-
-    def alive(self):
-        return self.fpm.alive() and (self.nginx is None or self.nginx.alive())
-
-    def stop(self):
-        self.nginx.stop()
-        self.fpm.stop(signal.SIGQUIT)
 
 
 class HotpubPage:
@@ -201,39 +165,25 @@ def placement(srv):
 
 def measure(b, name, srv, args):
     p0 = placement(srv)
-    t0 = all_ticks(srv.pids)
-    c0, a0, k0 = cpu_jiffies(args.server_cpu), cpu_jiffies(), children_ticks()
-    w = run_wrk(b, "http://127.0.0.1:%d%s" % (srv.port, srv.path),
-                cpu=args.client_cpu, conns=args.conns, duration=args.duration)
-    c1, a1, k1 = cpu_jiffies(args.server_cpu), cpu_jiffies(), children_ticks()
-    t1 = all_ticks(srv.pids)
+    w = measure_cpu(name, lambda: ticks_of(srv.pids, reaped=True), srv.alive,
+                    args.server_cpu,
+                    lambda: run_wrk(b, "http://127.0.0.1:%d%s" % (srv.port,
+                                                                  srv.path),
+                                    cpu=args.client_cpu, conns=args.conns,
+                                    duration=args.duration))
     p1 = placement(srv)
     # where hotpub ran the page: the event loops (proven fast) or the
     # handler threads (2-3x the cost: a noisy machine can demote a page)
     w["inline_pct"] = (100.0 * (p1[1] - p0[1]) /
                        max(1, (p1[0] - p0[0]) + (p1[1] - p0[1]))) if p0 else None
-    if not srv.alive():
-        die("%s died during the run" % name)
-    if w["requests"] <= 0:
-        die("%s: wrk counted no requests" % name)
-    ticks = t1 - t0
-    wall = max(1, c1["total"] - c0["total"])
-    w["cpu_us"] = ticks / CLK_TCK / w["requests"] * 1e6
-    w["other_pct"] = 100.0 * ((a1["busy"] - a0["busy"]) - ticks -
-                              (k1 - k0)) / wall
     return w
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", default="10s", help="wrk -d (default 10s)")
-    ap.add_argument("--warmup", default="2s")
-    ap.add_argument("--conns", type=int, default=50)
+    add_run_args(ap)
     ap.add_argument("--fpm-children", type=int, default=4)
-    ap.add_argument("--server-cpu", type=int, default=1)
-    ap.add_argument("--client-cpu", type=int, default=0)
     args = ap.parse_args()
 
     b = Bench("render")
@@ -245,11 +195,9 @@ def main():
     describe_env(b, src, digest)
     root = b.path("docroot")
     os.makedirs(root)
-    for name, text in (("render.c", C_DATA % c_rows() + RENDER_BODY),
+    write_files(root, (("render.c", C_DATA % c_rows() + RENDER_BODY),
                        ("printf.c", C_DATA % c_rows() + PRINTF_BODY),
-                       ("table.tpl", TABLE_TPL), ("row.tpl", ROW_TPL)):
-        with open(os.path.join(root, name), "w") as f:
-            f.write(text)
+                       ("table.tpl", TABLE_TPL), ("row.tpl", ROW_TPL)))
     hp = Hotpub(b, binary, root, b.path("cache"), extra=["--workers", "0"],
                 cpu=args.server_cpu)
     php = PhpFpm(b, args.server_cpu, args.fpm_children)

@@ -30,22 +30,19 @@ Needs root (nginx and php-fpm run as www-data), nginx, php-fpm and curl
 """
 
 import argparse
-import glob
 import os
 import pwd
-import shutil
+import signal
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import (Bench, Hotpub, children_of, describe_env,  # noqa: E402
-                      die, free_port, have, hotpub_binary, http_get, log,
-                      main_wrapper, note, proc_status)
-
-WEB_USER = "www-data"
+from benchlib import (WEB_USER, Bench, FpmNginx, Hotpub,  # noqa: E402
+                      children_of, describe_env, die, fpm_conf, fpm_server,
+                      free_port, hotpub_binary, http_get, log, main_wrapper,
+                      nginx_conf, note, proc_status, require, write_files)
 
 STREAM_C = r"""#include <hotpub.h>
 #include <stdlib.h>
@@ -91,49 +88,9 @@ UPLOAD_PHP = r"""<?php
 echo ($_FILES['f']['size'] ?? -1), "\n";
 """
 
-NGINX_CONF = """user {user};
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    client_max_body_size {body}m;
-    client_body_temp_path {d}/ngx-body;
-    proxy_temp_path {d}/ngx-proxy;
-    fastcgi_temp_path {d}/ngx-fastcgi;
-    uwsgi_temp_path {d}/ngx-uwsgi;
-    scgi_temp_path {d}/ngx-scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {d}/www;
-        location ~ \\.php$ {{
-            include /etc/nginx/fastcgi.conf;
-            fastcgi_buffering off;
-            fastcgi_read_timeout 600s;
-            fastcgi_pass unix:{d}/fpm.sock;
-        }}
-    }}
-}}
-"""
+FPM_PM = "pm = static\npm.max_children = 1"
 
-FPM_CONF = """[global]
-pid = {d}/fpm.pid
-error_log = {d}/fpm-error.log
-daemonize = no
-
-[bench]
-user = {user}
-group = {user}
-listen = {d}/fpm.sock
-listen.owner = {user}
-listen.group = {user}
-listen.mode = 0660
-pm = static
-pm.max_children = 1
-pm.max_requests = 0
-php_admin_value[upload_max_filesize] = {body}M
+FPM_EXTRA = """php_admin_value[upload_max_filesize] = {body}M
 php_admin_value[post_max_size] = {body}M
 php_admin_value[memory_limit] = 512M
 php_admin_value[max_execution_time] = 600
@@ -141,96 +98,38 @@ php_admin_value[upload_tmp_dir] = {d}/php-uploads
 """
 
 
-def fpm_binary():
-    for c in ["php-fpm8.2", "php-fpm"] + sorted(glob.glob("/usr/sbin/php-fpm*"),
-                                               reverse=True):
-        p = shutil.which(c) or (c if os.path.isabs(c) and os.access(c, os.X_OK)
-                                else None)
-        if p:
-            return p
-    return None
-
-
-def chown_tree(d, user):
-    for root, dirs, files in os.walk(d):
-        os.chown(root, user.pw_uid, user.pw_gid)
-        for f in files:
-            os.chown(os.path.join(root, f), user.pw_uid, user.pw_gid)
-
-
-def wait_http(port, path, alive, what, timeout=20.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not alive():
-            die("%s exited at start" % what)
-        try:
-            if http_get(port, path, timeout=5)[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    die("%s did not answer %s within %.0f s" % (what, path, timeout))
-
-
-class NginxFpm:
-    """nginx (1 worker; static files and FastCGI) + php-fpm (1 child)."""
+class NginxFpm(FpmNginx):
+    """nginx (1 worker; static files and FastCGI) + php-fpm (1 child), or
+    nginx alone (with_fpm False); stopped by SIGTERM both."""
 
     def __init__(self, b, cpu, user, body_mb, with_fpm):
-        self.b = b
-        self.d = d = b.path("nginx-fpm" if with_fpm else "nginx")
+        d = b.path("nginx-fpm" if with_fpm else "nginx")
         os.makedirs(os.path.join(d, "www"))
         os.makedirs(os.path.join(d, "php-uploads"))
-        for name, text in (("stream.php", STREAM_PHP),
-                           ("upload.php", UPLOAD_PHP), ("probe.txt", "ok")):
-            with open(os.path.join(d, "www", name), "w") as f:
-                f.write(text)
-        self.port = free_port()
-        fmt = dict(d=d, user=user.pw_name, port=self.port, body=body_mb + 16)
-        with open(os.path.join(d, "nginx.conf"), "w") as f:
-            f.write(NGINX_CONF.format(**fmt))
-        with open(os.path.join(d, "fpm.conf"), "w") as f:
-            f.write(FPM_CONF.format(**fmt))
-        chown_tree(d, user)
-        self.procs = []
-        if with_fpm:
-            fpm = fpm_binary()
-            if not fpm:
-                die("php-fpm is not installed (tools/deps.sh --bench)")
-            self.fpm = b.spawn([fpm, "--nodaemonize", "--fpm-config",
-                                os.path.join(d, "fpm.conf")], cpu=cpu,
-                               stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-            self.procs.append(self.fpm)
-            deadline = time.time() + 15
-            while not os.path.exists(os.path.join(d, "fpm.sock")):
-                if self.fpm.poll() is not None or time.time() > deadline:
-                    die("php-fpm did not start (%s)" % d)
-                time.sleep(0.05)
-        self.nginx = b.spawn(["nginx", "-c", os.path.join(d, "nginx.conf"),
-                              "-g", "daemon off;", "-e",
-                              os.path.join(d, "nginx-error.log")], cpu=cpu,
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        self.procs.append(self.nginx)
-        probe = "/stream.php?n=1" if with_fpm else "/probe.txt"
-        wait_http(self.port, probe, self.alive, "nginx")
+        write_files(os.path.join(d, "www"), (
+            ("stream.php", STREAM_PHP), ("upload.php", UPLOAD_PHP),
+            ("probe.txt", "ok")))
+        port = free_port()
+        body = body_mb + 16
+        server = fpm_server(d, ("fastcgi_buffering off",
+                                "fastcgi_read_timeout 600s"))
+        super().__init__(
+            b, d, port, cpu, user,
+            nginx_conf(d, port, server, user=user.pw_name, http=(
+                "sendfile on", "client_max_body_size %dm" % body)),
+            fpm_conf(d, user.pw_name, FPM_PM,
+                     extra=FPM_EXTRA.format(d=d, body=body))
+            if with_fpm else None,
+            "/stream.php?n=1" if with_fpm else "/probe.txt",
+            what="nginx", stop_signal=signal.SIGTERM)
 
-    def www(self, name):
-        return os.path.join(self.d, "www", name)
-
-    def alive(self):
-        return all(p.poll() is None for p in self.procs)
-
-    def pids(self):
+    def tree(self):
+        """The masters and their children (nginx's worker, php-fpm's)."""
         out = []
-        for p in self.procs:
-            out.append(p.pid)
-            out.extend(children_of(p.pid))
+        for pid in self.pids:
+            out.append(pid)
+            out.extend(children_of(pid))
         return out
-
-    def stop(self):
-        for p in self.procs:
-            self.b.stop(p)
 
 
 def mem_kb(pids, key):
@@ -285,9 +184,7 @@ def main():
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--client-cpu", type=int, default=1)
     args = ap.parse_args()
-    for tool in ("nginx", "curl", "taskset"):
-        if not have(tool):
-            die("%s is not installed (tools/deps.sh --bench)" % tool)
+    require(("nginx", "curl", "taskset"))
     if os.geteuid() != 0:
         die("needs root (nginx and php-fpm drop to %s)" % WEB_USER)
     try:
@@ -307,9 +204,7 @@ def main():
 
     root = b.path("root")
     os.makedirs(root)
-    for name, text in (("stream.c", STREAM_C), ("upload.c", UPLOAD_C)):
-        with open(os.path.join(root, name), "w") as f:
-            f.write(text)
+    write_files(root, (("stream.c", STREAM_C), ("upload.c", UPLOAD_C)))
     updir = b.path("uploads")
     os.makedirs(updir)
     upfile = b.path("upload.bin")
@@ -338,17 +233,17 @@ def main():
         f.write(b"x" * size)
     os.chown(ng.www("big.bin"), user.pw_uid, user.pw_gid)
     res["nginx_down"] = measure(
-        b, "nginx", ng.pids, args.client_cpu,
+        b, "nginx", ng.tree, args.client_cpu,
         ["http://127.0.0.1:%d/big.bin" % ng.port], args.runs, size)
     ng.stop()
 
     php = NginxFpm(b, args.server_cpu, user, args.size_mb, with_fpm=True)
     res["php_down"] = measure(
-        b, "php", php.pids, args.client_cpu,
+        b, "php", php.tree, args.client_cpu,
         ["http://127.0.0.1:%d/stream.php?n=%d" % (php.port, pieces)],
         args.runs, size)
     res["php_up"] = measure(
-        b, "php upload", php.pids, args.client_cpu,
+        b, "php upload", php.tree, args.client_cpu,
         ["-F", "f=@%s" % upfile, "http://127.0.0.1:%d/upload.php" % php.port],
         args.runs, size)
     php.stop()

@@ -60,14 +60,13 @@ import urllib.parse
 sys.dont_write_bytecode = True
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
-from benchlib import (CLK_TCK, REPO, Bench, Hotpub, children_of,  # noqa: E402
-                      describe_env, die, fmt_err, free_port, have,
-                      hotpub_binary, http_get, log, main_wrapper, note,
-                      parse_wrk, passmiss, proc_ticks)
-from benchlib import _dur  # noqa: E402
+from benchlib import (CLK_TCK, FPM_STATIC, REPO, WEB_USER,  # noqa: E402
+                      Bench, FpmNginx, Hotpub, descendants, describe_env, die,
+                      fmt_err, fpm_conf, free_port, have, hotpub_binary, log,
+                      main_wrapper, nginx_conf, note, passmiss, run_wrk,
+                      ticks_of, wait_http)
 
 TFB = os.path.join(BENCH, "tfb")
-WEB_USER = "www-data"
 PACKAGES = "wrk nginx-light php8.2-fpm php8.2-pgsql postgresql"
 TARGET_PHP, TARGET_NGINX = 5.0, 0.9
 DB_TESTS = ("db", "queries", "fortunes", "updates")
@@ -107,91 +106,6 @@ request = function()
   return req
 end
 """
-
-# ---- processes ------------------------------------------------------------------
-
-
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children_of(p)
-    return out
-
-
-def ticks_of(pids):
-    t = 0
-    for root in pids:
-        for p in descendants(root):
-            try:
-                t += proc_ticks(p)
-            except OSError:
-                pass
-    return t
-
-
-class Proc:
-    def __init__(self, b, argv, cpu, logpath, env=None):
-        self.b, self.logpath = b, logpath
-        self.logf = open(logpath, "ab")
-        self.proc = b.spawn(argv, cpu=cpu, stdout=self.logf,
-                            stderr=subprocess.STDOUT, env=env)
-        self.pid = self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def tail(self, *paths):
-        out = []
-        for p in (self.logpath,) + paths:
-            try:
-                with open(p, "rb") as f:
-                    out.append(f.read()[-2000:].decode("utf-8", "replace"))
-            except OSError:
-                pass
-        return "\n".join(out)
-
-    def stop(self, sig=signal.SIGTERM):
-        self.b.stop(self.proc, sig, timeout=10)
-        self.logf.close()
-
-
-def wait_http(port, path, alive, what, logs, timeout=20.0):
-    deadline, last = time.time() + timeout, None
-    while time.time() < deadline:
-        if not alive():
-            die("%s exited at start:\n%s" % (what, logs()))
-        try:
-            st, body = http_get(port, path, timeout=5)
-            if st == 200:
-                return body
-            last = "%s %r" % (st, body[:300])
-        except OSError as e:
-            last = str(e)
-        time.sleep(0.1)
-    die("%s did not answer %s within %.0f s (last: %s):\n%s"
-        % (what, path, timeout, last, logs()))
-
-
-class TfbBench(Bench):
-    """A Bench that also runs hooks at its cleanup (at exit and on a signal):
-    the PostgreSQL cluster is stopped by pg_ctl, not by signalling a
-    process of ours (pg_ctl's server detaches from it)."""
-
-    def __init__(self, name):
-        self.hooks = []
-        super().__init__(name)
-
-    def cleanup(self):
-        first = not self._cleaned
-        super().cleanup()
-        for hook in self.hooks if first else ():
-            try:
-                hook()
-            except Exception as e:  # noqa: BLE001 - clean up the rest
-                log("# cleanup: %s" % e)
-
 
 # ---- PostgreSQL -------------------------------------------------------------------
 
@@ -266,37 +180,20 @@ class Postgres:
 
 # ---- nginx, PHP-FPM -----------------------------------------------------------------
 
-NGINX_HEAD = """user {user};
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {d}/ngx-body;
-    proxy_temp_path {d}/ngx-proxy;
-    fastcgi_temp_path {d}/ngx-fastcgi;
-    uwsgi_temp_path {d}/ngx-uwsgi;
-    scgi_temp_path {d}/ngx-scgi;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-"""
+NGINX_HTTP = ("keepalive_requests 1000000",)
 
-NGINX_FIXED = NGINX_HEAD + """
-        location = /json {{
+NGINX_FIXED = """
+        location = /json {
             default_type application/json;
-            return 200 '{{"message":"Hello, World!"}}';
-        }}
-        location = /plaintext {{
+            return 200 '{"message":"Hello, World!"}';
+        }
+        location = /plaintext {
             default_type text/plain;
             return 200 'Hello, World!';
-        }}
-    }}
-}}
+        }
 """
 
-NGINX_FPM = NGINX_HEAD + """
+NGINX_FPM = """
         root {d}/www;
         location ~ ^/(json|plaintext|db|queries|fortunes|updates)$ {{
             include /etc/nginx/fastcgi.conf;
@@ -304,113 +201,54 @@ NGINX_FPM = NGINX_HEAD + """
             fastcgi_keep_conn on;
             fastcgi_pass fpm;
         }}
-    }}
-    upstream fpm {{
+"""
+
+NGINX_UPSTREAM = """    upstream fpm {{
         server unix:{d}/fpm.sock;
         keepalive 32;
     }}
-}}
-"""
-
-FPM_CONF = """[global]
-pid = {d}/fpm.pid
-error_log = {d}/fpm-error.log
-daemonize = no
-
-[tfb]
-user = {user}
-group = {user}
-listen = {d}/fpm.sock
-listen.owner = {user}
-listen.group = {user}
-listen.mode = 0660
-listen.backlog = 4096
-pm = static
-pm.max_children = {children}
-pm.max_requests = 0
-clear_env = yes
-env[TFB_PDO_DSN] = "{dsn}"
 """
 
 
-def chown_tree(d, owner):
-    for root, dirs, files in os.walk(d):
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        for f in files:
-            os.chown(os.path.join(root, f), owner.pw_uid, owner.pw_gid)
+def tfb_nginx_conf(d, port, user, server, tail=""):
+    """nginx as TFB's peers run it: 4096 connections and listen backlog."""
+    return nginx_conf(d, port, server, user=user.pw_name, connections=4096,
+                      http=NGINX_HTTP, listen=" backlog=4096", tail=tail)
 
 
-def start_nginx(b, d, conf, cpu, what, logs=lambda: ""):
-    p = Proc(b, ["nginx", "-c", conf, "-g", "daemon off;", "-e",
-                 os.path.join(d, "nginx-error.log")], cpu,
-             os.path.join(d, "nginx.out"))
-    return p
-
-
-class NginxFixed:
+class NginxFixed(FpmNginx):
+    """nginx alone, answering /json and /plaintext with `return 200`."""
     name = "nginx"
 
     def __init__(self, b, cpu, user):
         d = b.path("nginx")
         os.makedirs(d)
-        self.port = free_port()
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_FIXED.format(d=d, port=self.port, user=user.pw_name))
-        self.p = start_nginx(b, d, conf, cpu, "nginx")
-        wait_http(self.port, "/plaintext", self.p.alive, "nginx",
-                  lambda: self.p.tail(os.path.join(d, "nginx-error.log")))
-        self.pids = [self.p.pid]
-
-    def alive(self):
-        return self.p.alive()
-
-    def stop(self):
-        self.p.stop()
+        port = free_port()
+        super().__init__(b, d, port, cpu, user,
+                         tfb_nginx_conf(d, port, user, NGINX_FIXED), None,
+                         "/plaintext", hint="sh tools/deps.sh --bench",
+                         what="nginx")
 
 
-class PhpFpm:
+class PhpFpm(FpmNginx):
     name = "php-fpm"
 
     def __init__(self, b, cpu, children, user, pg):
-        fpm = shutil.which("php-fpm8.2") or shutil.which("php-fpm")
-        if not fpm:
-            die("php-fpm is not installed (sh tools/deps.sh --bench)")
         d = b.path("php")
         shutil.copytree(os.path.join(TFB, "_php"), os.path.join(d, "www"))
-        self.port = free_port()
+        port = free_port()
         dsn, dbuser, dbpass = pg.pdo_dsn()
-        with open(os.path.join(d, "fpm.conf"), "w") as f:
-            f.write(FPM_CONF.format(d=d, user=user.pw_name, children=children,
-                                    dsn=dsn))
-            # php-fpm refuses an env[] line with an empty value
-            for k, v in (("USER", dbuser), ("PASSWORD", dbpass)):
-                if v:
-                    f.write('env[TFB_PDO_%s] = "%s"\n' % (k, v))
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_FPM.format(d=d, port=self.port, user=user.pw_name))
-        chown_tree(d, user)
-        logs = lambda: self.fpm.tail(os.path.join(d, "fpm-error.log"),  # noqa
-                                     os.path.join(d, "nginx-error.log"))
-        self.fpm = Proc(b, [fpm, "--nodaemonize", "--fpm-config",
-                            os.path.join(d, "fpm.conf")], cpu,
-                        os.path.join(d, "fpm.out"))
-        deadline = time.time() + 15
-        while not os.path.exists(os.path.join(d, "fpm.sock")):
-            if not self.fpm.alive() or time.time() > deadline:
-                die("php-fpm did not start:\n%s" % logs())
-            time.sleep(0.05)
-        self.nginx = start_nginx(b, d, conf, cpu, "nginx+php-fpm")
-        wait_http(self.port, "/db", self.alive, "nginx+php-fpm", logs)
-        self.pids = [self.nginx.pid, self.fpm.pid]
-
-    def alive(self):
-        return self.fpm.alive() and self.nginx.alive()
-
-    def stop(self):
-        self.nginx.stop()
-        self.fpm.stop(signal.SIGQUIT)
+        env = ['env[TFB_PDO_DSN] = "%s"\n' % dsn]
+        # php-fpm refuses an env[] line with an empty value
+        env += ['env[TFB_PDO_%s] = "%s"\n' % (k, v)
+                for k, v in (("USER", dbuser), ("PASSWORD", dbpass)) if v]
+        super().__init__(
+            b, d, port, cpu, user,
+            tfb_nginx_conf(d, port, user, NGINX_FPM.format(d=d),
+                           NGINX_UPSTREAM.format(d=d)),
+            fpm_conf(d, user.pw_name, FPM_STATIC % children, pool="tfb",
+                     backlog=4096, extra="clear_env = yes\n" + "".join(env)),
+            "/db", hint="sh tools/deps.sh --bench")
 
 
 class HotpubTfb:
@@ -475,8 +313,11 @@ def one_run(b, args, srv, pg, test, level, duration):
             with open(script, "w") as f:
                 f.write(PIPELINE_LUA)
     t0, p0 = ticks_of(srv.pids), ticks_of(pg.pids())
-    w = wrk(b, url, args.client_cpu, conns_of(test, level), duration,
-            headers, script)
+    # wrk as TFB runs it (--latency, --timeout 8); the pipelining script
+    # gets the depth as its argument
+    w = run_wrk(b, url, cpu=args.client_cpu, conns=conns_of(test, level),
+                duration=duration, headers=headers, script=script,
+                wrk_timeout="8", script_args=(PIPELINE,) if script else ())
     t1, p1 = ticks_of(srv.pids), ticks_of(pg.pids())
     if not srv.alive():
         die("%s died during %s" % (srv.name, url))
@@ -484,35 +325,6 @@ def one_run(b, args, srv, pg, test, level, duration):
     w["cpu_us"] = (t1 - t0) / CLK_TCK / n * 1e6
     w["pg_us"] = (p1 - p0) / CLK_TCK / n * 1e6
     return w
-
-
-def wrk(b, url, cpu, conns, duration, headers, script=None):
-    """wrk as TFB runs it (--latency, --timeout 8); a Lua script gets the
-    pipeline depth as its argument."""
-    argv = ["wrk", "-t1", "-c%d" % conns, "-d%s" % duration, "--latency",
-            "--timeout", "8"]
-    for h in headers:
-        argv += ["-H", h]
-    if script:
-        argv += ["-s", script]
-    argv.append(url)
-    if script:
-        argv += ["--", str(PIPELINE)]
-    out = b.path("wrk-%d.out" % time.time_ns())
-    with open(out, "wb") as f:
-        p = b.spawn(argv, cpu=cpu, stdout=f, stderr=subprocess.STDOUT)
-        try:
-            p.wait(timeout=_dur(duration) + 30)
-        except subprocess.TimeoutExpired:
-            b.stop(p, signal.SIGINT, timeout=5)
-            die("wrk did not finish in time: %s" % " ".join(argv))
-    with open(out, encoding="utf-8", errors="replace") as f:
-        text = f.read()
-    r = parse_wrk(text)
-    if r is None or p.returncode != 0:
-        die("wrk failed (rc %s): %s\n%s" % (p.returncode, " ".join(argv),
-                                            text))
-    return r
 
 
 def fmt_rps(w):
@@ -625,12 +437,12 @@ def main():
                 % (cmd, PACKAGES))
     user = pwd.getpwnam(WEB_USER)
 
-    b = TfbBench("tfb")
+    b = Bench("tfb")
     os.chmod(b.tmp, 0o755)  # www-data reaches the PHP pages and the socket
     binary, src, digest = hotpub_binary(b)
     describe_env(b, src, digest)
     pg = Postgres(b, args.pg_cpu, args.db)
-    b.hooks.append(pg.stop)
+    b.at_cleanup(pg.stop)
     setup = subprocess.run(["sh", os.path.join(TFB, "setup.sh"), pg.url],
                            capture_output=True, text=True, timeout=300)
     if setup.returncode != 0:
