@@ -31,6 +31,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 from benchlib import (REPO, Bench, Hotpub, KAClient, describe_env,  # noqa
                       hotpub_binary, log, main_wrapper, median, note,
                       p99)
@@ -137,7 +138,7 @@ def run_modpython(b, args, user):
     try:
         srv = db.ModPython(b, None, False, user, "delete")
         measure_peer(srv, "mod_python", "py", py_page, args, user)
-    except SystemExit:
+    except (SystemExit, benchlib.CannotMeasure):
         log("mod_python: not run (apache2 / libapache2-mod-python missing)")
 
 
@@ -152,7 +153,7 @@ def run_php(b, args, user):
         srv = db.PhpFpm(b, None, 2, False, user, "delete", fpm_extra=extra,
                         info_page=info)
         measure_peer(srv, "php-fpm", "php", php_page, args, user)
-    except SystemExit:
+    except (SystemExit, benchlib.CannotMeasure):
         log("php-fpm: not run (php8.2-fpm / nginx missing)")
 
 

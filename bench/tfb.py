@@ -60,7 +60,7 @@ import urllib.parse
 sys.dont_write_bytecode = True
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
-from benchlib import (CLK_TCK, FPM_STATIC, REPO, WEB_USER,  # noqa: E402
+from benchlib import (CLK_TCK, CannotMeasure, FPM_STATIC, REPO, WEB_USER,  # noqa: E402
                       Bench, FpmNginx, Hotpub, descendants, describe_env, die,
                       fmt_err, fpm_conf, free_port, have, hotpub_binary, log,
                       main_wrapper, nginx_conf, note, passmiss, run_wrk,
@@ -149,7 +149,7 @@ class Postgres:
             pdir = self.psql(self.url, "SHOW data_directory")
             with open(os.path.join(pdir, "postmaster.pid")) as f:
                 return [int(f.readline())]
-        except (OSError, ValueError, SystemExit):
+        except (OSError, ValueError, SystemExit, CannotMeasure):
             return []
 
     def pdo_dsn(self):
