@@ -385,7 +385,7 @@ void hp_cache_free(hp_cache *c);
 void hp_cache_set_batched(hp_cache *c, bool on);
 /* The settle window's "auto" (docs/design.md, "The settle window"). */
 #define HP_SETTLE_MS 60
-#define HP_SETTLE_FAST_MS 5
+#define HP_SETTLE_FAST_MS 20
 /* Build changes with the fast tier, then the optimized one behind it. */
 void hp_cache_set_tiered(hp_cache *c, bool on);
 
