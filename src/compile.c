@@ -111,6 +111,29 @@ static void gc_remove(const struct hp_compiler *c, const struct gc_item *it)
     free(path);
 }
 
+/* Another flags key's precompiled header (pch-<key>/: a hotpub.h or
+ * --cflags since changed), unused for HP_PCH_KEEP_S: removed. Its user
+ * refreshes the .gch's mtime when it starts using it (fallback_prepare). */
+#define HP_PCH_KEEP_S (7 * 86400)
+static void pch_gc(const struct hp_compiler *c, const char *name)
+{
+    struct stat st;
+    if (strncmp(name, "pch-", 4) != 0 || strlen(name) != 36 ||
+        strcmp(name + 4, c->flags_key) == 0)
+        return;
+    char *gch = hp_xasprintf("%s/%s/hotpub.h.gch", c->objdir, name);
+    char *hdr = hp_xasprintf("%s/%s/hotpub.h", c->objdir, name);
+    char *dir = hp_xasprintf("%s/%s", c->objdir, name);
+    if (stat(gch, &st) == 0 && st.st_mtime < time(NULL) - HP_PCH_KEEP_S) {
+        unlink(gch);
+        unlink(hdr);
+        rmdir(dir); /* not empty (a build under way): kept */
+    }
+    free(gch);
+    free(hdr);
+    free(dir);
+}
+
 /* Drop the least recently used objects and failure records (a hit
  * refreshes the mtime) until the cache fits. */
 static void gc(struct hp_compiler *c)
@@ -125,6 +148,7 @@ static void gc(struct hp_compiler *c)
     d = opendir(c->objdir);
     while (d && (de = readdir(d))) {
         struct stat st, st2;
+        pch_gc(c, de->d_name);
         if (!gc_candidate(de->d_name))
             continue;
         char *path = hp_xasprintf("%s/%s", c->objdir, de->d_name);
@@ -1313,7 +1337,8 @@ static char *build_pch(struct hp_compiler *c)
     char *tmp = hp_xasprintf("%s/tmp-%d-%lu", dir, getpid(), n);
     struct hp_buf log = {0};
     struct run_result rr = {RUN_EXITED, 0};
-    bool ok = access(gch, R_OK) == 0 && access(hdr, R_OK) == 0;
+    /* found: in use again, for pch_gc */
+    bool ok = access(hdr, R_OK) == 0 && utimensat(AT_FDCWD, gch, NULL, 0) == 0;
 
     if (!ok && hp_mkdirs(dir, 0700) == 0 &&
         (access(hdr, R_OK) == 0 ||

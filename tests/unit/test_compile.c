@@ -18,8 +18,10 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char root[PATH_MAX];     /* canonical temp document root */
@@ -485,6 +487,21 @@ static void test_fast_fallback_pch_and_direct_link(void)
     }
     hp_artifact_free(&art);
     hp_compiler_free(c);
+    /* Another flags key's header, unused for 8 days, goes at the next
+     * start; this key's stays. */
+    char *old_dir = hp_xasprintf("%s/pch-%032d", obj, 0);
+    char *old_gch = hp_xasprintf("%s/hotpub.h.gch", old_dir);
+    CHECK(mkdir(old_dir, 0700) == 0);
+    fclose(fopen(old_gch, "w"));
+    struct timespec eight_days[2] = {{time(NULL) - 8 * 86400, 0},
+                                     {time(NULL) - 8 * 86400, 0}};
+    CHECK(utimensat(AT_FDCWD, old_gch, eight_days, 0) == 0);
+    c = hp_compiler_new(&cfg, root);
+    CHECK(access(old_dir, F_OK) < 0 && errno == ENOENT);
+    CHECK(gch && access(gch, R_OK) == 0);
+    hp_compiler_free(c);
+    free(old_gch);
+    free(old_dir);
     free(gch);
     free(obj);
     free(src);
