@@ -230,6 +230,7 @@ static char *find_include_dir(const struct hp_config *cfg)
 }
 
 static int find_program(const char *name, char *buf, size_t len);
+static size_t cc_flags(const struct hp_compiler *c, bool fast, char **argv);
 
 /* The fast tier's tools: tcc (fast-cc, "off" for none) and ld, which
  * links tcc's objects and the gcc fallback's. No ld means no tcc: the fast
@@ -276,9 +277,14 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
      * object: a change of any of them must miss the cache. */
     hp_hash_init(&h);
     hp_hash_update(&h, HP_VERSION_STRING, sizeof HP_VERSION_STRING);
-    hp_hash_update(&h, c->cc, strlen(c->cc) + 1);
+    size_t nf = 0;
     for (char **f = c->flags; *f; f++)
-        hp_hash_update(&h, *f, strlen(*f) + 1);
+        nf++;
+    char **argv = hp_xcalloc(nf + 16, sizeof *argv);
+    size_t na = cc_flags(c, false, argv); /* the fixed flags too */
+    for (size_t i = 0; i < na; i++)
+        hp_hash_update(&h, argv[i], strlen(argv[i]) + 1);
+    free(argv);
     hp_hash_update(&h, c->include_dir, strlen(c->include_dir) + 1);
     hp_hash_update(&h, c->tcc ? c->tcc : "", c->tcc ? strlen(c->tcc) + 1 : 1);
     snprintf(header, sizeof header, "%s/hotpub.h", c->include_dir);
@@ -1128,6 +1134,11 @@ static size_t cc_flags(const struct hp_compiler *c, bool fast, char **argv)
     if (fast)
         argv[a++] = "-O0";
     argv[a++] = "-g"; /* a crash page names the source line (crashpage.c) */
+    /* DWARF 5 puts the compiled copy (tmp-*.c) at file index 0 and the
+     * #line'd page at 1, and addr2line 2.40 (Debian 12) answers with the
+     * copy's name; DWARF 4's table holds the page's name where it looks. */
+    if (!c->is_tcc)
+        argv[a++] = "-gdwarf-4";
     argv[a++] = "-fPIC";
     argv[a++] = "-fvisibility=hidden";
     /* A call to an undeclared function is an error at its file:line, not
