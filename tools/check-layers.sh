@@ -57,6 +57,6 @@ check 'hp_crash_answer|#include "crashpage\.h"' crashpage.c crashpage.h guard.c
 check 'hp_compile(_tier)?\(|hp_compiler_[a-z_]+\(' compile.c cache.c check.c \
     server.c hp.h
 if [ $bad = 0 ]; then
-    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c"
+    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c, the watcher reaches the compiler only through the cache"
 fi
 exit $bad
