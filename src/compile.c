@@ -61,6 +61,7 @@ struct hp_compiler {
      * flag, and the files a direct ld link needs (NULL: link with cc) */
     pthread_mutex_t fb_mu;
     bool fb_ready;
+    atomic_bool ld_failed; /* a direct link failed: said once, in the log */
     char *pch_inc;
     char **link_files;
     /* limits (docs/configuration.md, "Compile limits"); 0 = off */
@@ -1445,9 +1446,9 @@ static bool run_gcc_ld(struct hp_compiler *c, const struct pkg_flags *pf,
     direct_ld_argv(c, ca, argv);
     run_capture(c, argv, &ld_log, &ld_rr);
     bool ok = ld_rr.end == RUN_EXITED && ld_rr.code == 0;
-    if (!ok)
+    if (!ok && !atomic_exchange(&c->ld_failed, true))
         hp_log_info("the fast tier's direct link failed, linking with %s "
-                    "instead: %s",
+                    "instead (said once): %s",
                     c->cc, ld_log.len ? ld_log.p : "");
     hp_buf_free(&ld_log);
     if (!ok)

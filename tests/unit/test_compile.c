@@ -477,6 +477,9 @@ static void test_fast_fallback_pch_and_direct_link(void)
                                  art.so_path);
         CHECK(system(cmd) != 0); /* ld, not cc -shared: no libc.so.6 */
         free(cmd);
+        cmd = hp_xasprintf("readelf -SW '%s' | grep -q build-id", art.so_path);
+        CHECK(system(cmd) != 0); /* nor the driver's --build-id */
+        free(cmd);
         CHECK(!stack_executable(art.so_path));
         void *h = dlopen(art.so_path, RTLD_NOW | RTLD_LOCAL);
         CHECK(h != NULL);
@@ -505,6 +508,57 @@ static void test_fast_fallback_pch_and_direct_link(void)
     free(gch);
     free(obj);
     free(src);
+    hp_config_free(&cfg);
+}
+
+/* The direct link fails (an ld that refuses -z noexecstack, found first
+ * on PATH): the fallback links with cc -shared instead, quietly, and the
+ * page builds; cc -c's object is not compiled twice by cc -c. */
+static void test_fast_fallback_link_failure_uses_cc_shared(void)
+{
+    struct hp_config cfg;
+    struct hp_artifact art;
+    char *d = NULL;
+    char *bin = hp_xasprintf("%s/fake-bin", cachedir);
+    char *ld = hp_xasprintf("%s/ld", bin);
+    char *old_path = hp_xstrdup(getenv("PATH") ? getenv("PATH") : "/usr/bin");
+    char *path = hp_xasprintf("%s:%s", bin, old_path);
+    char *src = write_in_root("linkfail.c",
+                              "#include <hotpub.h>\n"
+                              "HP_HANDLER(http_handler) { return HP_OK; }\n",
+                              0644);
+    CHECK(mkdir(bin, 0700) == 0);
+    FILE *f = fopen(ld, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("#!/bin/sh\ncase \"$*\" in *noexecstack*) echo 'ld: no' >&2;"
+              " exit 1;; esac\nexec /usr/bin/ld \"$@\"\n",
+              f);
+        fclose(f);
+    }
+    chmod(ld, 0755);
+    setenv("PATH", path, 1);
+    base_config(&cfg);
+    set_str(&cfg.fast_cc, "off");
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    CHECK(hp_compile_tier(c, src, HP_TIER_FAST, &art, &d) == 0);
+    CHECK(d == NULL);
+    CHECK(hp_compiler_runs(c) == 2); /* cc -c, then cc -shared */
+    if (art.so_path) {
+        char *cmd =
+            hp_xasprintf("readelf -SW '%s' | grep -q build-id", art.so_path);
+        CHECK(system(cmd) == 0); /* the driver's link asks for a build id */
+        free(cmd);
+    }
+    setenv("PATH", old_path, 1);
+    hp_artifact_free(&art);
+    hp_compiler_free(c);
+    free(d);
+    free(src);
+    free(path);
+    free(old_path);
+    free(ld);
+    free(bin);
     hp_config_free(&cfg);
 }
 
@@ -576,6 +630,7 @@ int main(int argc, char **argv)
     T_RUN(test_hook_names_in_diagnostics);
     T_RUN(test_staged_release_warms_the_switch);
     T_RUN(test_fast_fallback_pch_and_direct_link);
+    T_RUN(test_fast_fallback_link_failure_uses_cc_shared);
     T_RUN(test_same_key_compiles_once);
     {
         char cmd[2 * PATH_MAX + 16];
