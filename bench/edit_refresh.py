@@ -17,6 +17,11 @@ RESULT line each. --browser also runs the headless-Chromium test's
 edit -> repaint over 20 edits (tests/e2e/devloop.py).
 
     bench/reload_latency.sh --tiers [--edits 20] [--interval-ms 1]
+        [--settle-ms auto|5,10,20] [--gcc-fallback] [--no-opt] [--no-peers]
+
+--settle-ms runs the fast tier once per value (the window's cost in the
+loop: the compile starts on the first event, the publish waits for the
+window); --gcc-fallback adds the fast tier without tcc (--fast-cc off).
 
 Needs root for the peers (apache2, php-fpm drop to www-data); the peers
 are skipped when not installed (tools/deps.sh --bench).
@@ -110,14 +115,14 @@ def measure(name, port, url, path, make, edits, interval, owner=None):
 
 def run_hotpub(b, binary, args, label, extra):
     for lines in (20, 1000):
-        root = b.path("root-%s-%d" % (label, lines))
+        tag = label.replace(" ", "-")
+        root = b.path("root-%s-%d" % (tag, lines))
         os.makedirs(root)
         page = os.path.join(root, "p.c")
         with open(page, "w") as f:
             f.write(c_page(0, lines))
-        hp = Hotpub(b, binary, root, b.path("cache-%s-%d" % (label, lines)),
-                    extra=extra + ["--dev"], name="hotpub-%s-%d" % (label,
-                                                                     lines))
+        hp = Hotpub(b, binary, root, b.path("cache-%s-%d" % (tag, lines)),
+                    extra=extra + ["--dev"], name="hotpub-%s-%d" % (tag, lines))
         measure("hotpub %s %d" % (label, lines), hp.port, "/p", page,
                 lambda n, ln=lines: c_page(n, ln), args.edits,
                 args.interval_ms / 1000.0)
@@ -165,6 +170,13 @@ def main():
     ap.add_argument("--interval-ms", type=float, default=1.0)
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--browser", action="store_true")
+    ap.add_argument("--settle-ms", default="auto",
+                    help="the fast tier's --settle-ms, or several, comma "
+                    "separated (5,10,20): a run of each")
+    ap.add_argument("--gcc-fallback", action="store_true",
+                    help="also the fast tier without tcc (--fast-cc off)")
+    ap.add_argument("--no-opt", action="store_true",
+                    help="skip the optimized-only server")
     args = ap.parse_args()
     b = Bench("edit-refresh")
     os.chmod(b.tmp, 0o711)
@@ -174,8 +186,15 @@ def main():
         "poll every %.1f ms" % (args.edits, args.interval_ms))
     if not shutil.which("tcc"):
         log("tcc is not installed: the fast tier runs gcc -O0")
-    run_hotpub(b, binary, args, "fast", ["--fast-tier"])
-    run_hotpub(b, binary, args, "opt", ["--no-fast-tier"])
+    for ms in args.settle_ms.split(","):
+        settle = ["--settle-ms", ms]
+        label = "" if ms == "auto" else " settle %s" % ms
+        run_hotpub(b, binary, args, "fast" + label, ["--fast-tier"] + settle)
+        if args.gcc_fallback:
+            run_hotpub(b, binary, args, "gcc -O0" + label,
+                       ["--fast-tier", "--fast-cc", "off"] + settle)
+    if not args.no_opt:
+        run_hotpub(b, binary, args, "opt", ["--no-fast-tier"])
     if not args.no_peers and os.geteuid() == 0:
         user = pwd.getpwnam(WEB_USER)
         # the master database the peers' directories copy (unused here)

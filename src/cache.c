@@ -6,7 +6,9 @@
  * Owns: entries, versions' reference counts, the locking below, building a
  * new version (through compile.c and loader.c), batches (their members, the
  * threads they run on) and publishing each as one step, retiring and
- * unloading old ones, and each page's chain of application modules.
+ * unloading old ones, each page's chain of application modules, the
+ * optimized tier's thread and the prefetch thread (a changed page compiled
+ * into the compile cache during the settle window).
  * May not touch: HTTP, URL mapping, inotify. It learns of changes only
  * through hp_cache_touch() and friends.
  *
@@ -56,6 +58,7 @@
 
 #define HP_BUILD_TRIES 5
 #define HP_BATCH_WAIT_S 10.0 /* then a request builds the module itself */
+#define HP_PREFETCH_MAX 32   /* queued prefetches; more are left to batches */
 
 struct hp_entry {
     char *path;
@@ -117,6 +120,14 @@ struct hp_cache {
     unsigned tier_gen; /* bumped by every enqueue: the quiet spell restarts */
     bool tier_running, tier_quit;
     pthread_t tier_thread;
+    /* prefetch (hp_cache_prefetch): page sources the watcher saw written,
+     * compiled ahead of their batch by one thread, in the order saved */
+    pthread_mutex_t pre_mu;
+    pthread_cond_t pre_cv;
+    char *pre_q[HP_PREFETCH_MAX];
+    size_t pre_n;
+    bool pre_running, pre_quit;
+    pthread_t pre_thread;
 };
 
 /* (int) of the difference: counters wrap, comparisons must too. */
@@ -161,6 +172,8 @@ hp_cache *hp_cache_new(const struct hp_config *cfg, struct hp_compiler *cc)
     pthread_cond_init(&c->batch_cv, NULL);
     pthread_mutex_init(&c->tier_mu, NULL);
     pthread_cond_init(&c->tier_cv, NULL);
+    pthread_mutex_init(&c->pre_mu, NULL);
+    pthread_cond_init(&c->pre_cv, NULL);
     c->nbuckets = 256;
     c->buckets = hp_xcalloc(c->nbuckets, sizeof *c->buckets);
     c->cfg = cfg;
@@ -176,6 +189,7 @@ void hp_cache_set_batched(hp_cache *c, bool on)
 }
 
 static void tier_stop(hp_cache *c);
+static void prefetch_stop(hp_cache *c);
 
 static void entry_free(hp_entry *e)
 {
@@ -220,6 +234,7 @@ void hp_cache_free(hp_cache *c)
     while (c->nbatches > 0)
         pthread_cond_wait(&c->batch_cv, &c->batch_mu);
     pthread_mutex_unlock(&c->batch_mu);
+    prefetch_stop(c);
     tier_stop(c);
     hp_entry **all = hp_xmalloc((c->count + 1) * sizeof *all);
     size_t n = 0;
@@ -241,6 +256,8 @@ void hp_cache_free(hp_cache *c)
     pthread_cond_destroy(&c->batch_cv);
     pthread_mutex_destroy(&c->tier_mu);
     pthread_cond_destroy(&c->tier_cv);
+    pthread_mutex_destroy(&c->pre_mu);
+    pthread_cond_destroy(&c->pre_cv);
     free(c->tier_q);
     free(c);
 }
@@ -999,6 +1016,99 @@ static void tier_stop(hp_cache *c)
     pthread_mutex_unlock(&c->tier_mu);
     if (running)
         pthread_join(c->tier_thread, NULL);
+}
+
+/* ---- prefetch --------------------------------------------------------------
+ *
+ * The watcher publishes a change once the burst has been quiet for the
+ * settle window, but a page source it saw written completely (closed, or
+ * renamed into place) is worth compiling at once: this thread compiles it
+ * with the tier its batch will use, and only warms the compile cache. The
+ * cache is keyed by the bytes compiled, so the batch that runs after the
+ * window finds the object if the file did not change again (a newer save
+ * is a new key, compiled by the batch as before; the prefetch's object is
+ * unused), and a batch that asks while the prefetch still compiles waits
+ * for it on the key's lock (compile.c) instead of running the compiler a
+ * second time. A failed prefetch caches its diagnostic under the same
+ * rules as any compile. Nothing is published or loaded here, so batches
+ * keep their meaning: what goes live together is still what changed in
+ * one window. One thread, so a checkout of many pages keeps at most one
+ * compile ahead of the batch's own.
+ */
+
+static hp_entry *entry_find(hp_cache *c, const char *path)
+{
+    hp_entry *e;
+    pthread_mutex_lock(&c->mu);
+    for (e = c->buckets[hash_path(path) % c->nbuckets]; e; e = e->hnext)
+        if (strcmp(e->path, path) == 0)
+            break;
+    pthread_mutex_unlock(&c->mu);
+    return e;
+}
+
+static void *prefetch_main(void *arg)
+{
+    hp_cache *c = arg;
+    pthread_mutex_lock(&c->pre_mu);
+    while (!c->pre_quit) {
+        if (c->pre_n == 0) {
+            pthread_cond_wait(&c->pre_cv, &c->pre_mu);
+            continue;
+        }
+        char *path = c->pre_q[0];
+        memmove(c->pre_q, c->pre_q + 1, --c->pre_n * sizeof *c->pre_q);
+        pthread_mutex_unlock(&c->pre_mu);
+        struct hp_artifact art;
+        char *diag = NULL;
+        enum hp_tier tier =
+            atomic_load(&c->tiered) ? HP_TIER_FAST : HP_TIER_OPTIMIZED;
+        if (hp_compile_tier(c->cc, path, tier, &art, &diag) == 0)
+            hp_artifact_free(&art);
+        free(diag);
+        free(path);
+        pthread_mutex_lock(&c->pre_mu);
+    }
+    pthread_mutex_unlock(&c->pre_mu);
+    return NULL;
+}
+
+void hp_cache_prefetch(hp_cache *c, const char *path)
+{
+    size_t len = strlen(path);
+    if (len < 3 || strcmp(path + len - 2, ".c") != 0 || !entry_find(c, path))
+        return; /* only modules a batch will build */
+    pthread_mutex_lock(&c->pre_mu);
+    bool queued = false;
+    for (size_t i = 0; i < c->pre_n && !queued; i++)
+        queued = strcmp(c->pre_q[i], path) == 0;
+    if (!queued && !c->pre_quit && c->pre_n < HP_PREFETCH_MAX) {
+        c->pre_q[c->pre_n++] = hp_xstrdup(path);
+        if (!c->pre_running) {
+            if (pthread_create(&c->pre_thread, NULL, prefetch_main, c) == 0)
+                c->pre_running = true;
+            else
+                free(c->pre_q[--c->pre_n]); /* the batch compiles it */
+        }
+        pthread_cond_signal(&c->pre_cv);
+    }
+    pthread_mutex_unlock(&c->pre_mu);
+}
+
+/* Let the compile in hand finish (compile-timeout at the latest), drop
+ * the rest. */
+static void prefetch_stop(hp_cache *c)
+{
+    pthread_mutex_lock(&c->pre_mu);
+    c->pre_quit = true;
+    bool running = c->pre_running;
+    pthread_cond_signal(&c->pre_cv);
+    pthread_mutex_unlock(&c->pre_mu);
+    if (running)
+        pthread_join(c->pre_thread, NULL);
+    for (size_t i = 0; i < c->pre_n; i++)
+        free(c->pre_q[i]);
+    c->pre_n = 0;
 }
 
 /* ---- acquiring ------------------------------------------------------------ */

@@ -2,7 +2,8 @@
  * compile.c - turning a page source into a loadable shared object.
  *
  * Owns: the compile cache directory (<cache-dir>/obj: objects, their
- * dependency lists, and failed compiles' diagnostics), running the page
+ * dependency lists, failed compiles' diagnostics, and the fast tier's
+ * precompiled hotpub.h in pch-<flags key>/), running the page
  * compiler as a child process under its limits (compile-timeout and the
  * RLIMIT_AS/CPU/FSIZE settings), reading its dependency list, and the
  * diagnostics a failed compile produces, naming a limit that stopped it.
@@ -55,6 +56,14 @@ struct hp_compiler {
     bool is_tcc;
     char *tcc; /* the fast tier's compiler (a path), NULL: gcc -O0   */
     char *ld;  /* the linker the fast tier's objects go through      */
+    /* the fast tier's gcc fallback, set up once on its first use
+     * (fallback_prepare): the precompiled hotpub.h's directory as an -I
+     * flag, and the files a direct ld link needs (NULL: link with cc) */
+    pthread_mutex_t fb_mu;
+    bool fb_ready;
+    atomic_bool ld_failed; /* a direct link failed: said once, in the log */
+    char *pch_inc;
+    char **link_files;
     /* limits (docs/configuration.md, "Compile limits"); 0 = off */
     int timeout_s;     /* wall clock for one compile, never 0 */
     size_t mem_limit;  /* RLIMIT_AS bytes, per compiler process */
@@ -103,6 +112,29 @@ static void gc_remove(const struct hp_compiler *c, const struct gc_item *it)
     free(path);
 }
 
+/* Another flags key's precompiled header (pch-<key>/: a hotpub.h or
+ * --cflags since changed), unused for HP_PCH_KEEP_S: removed. Its user
+ * refreshes the .gch's mtime when it starts using it (fallback_prepare). */
+#define HP_PCH_KEEP_S (7 * 86400)
+static void pch_gc(const struct hp_compiler *c, const char *name)
+{
+    struct stat st;
+    if (strncmp(name, "pch-", 4) != 0 || strlen(name) != 36 ||
+        strcmp(name + 4, c->flags_key) == 0)
+        return;
+    char *gch = hp_xasprintf("%s/%s/hotpub.h.gch", c->objdir, name);
+    char *hdr = hp_xasprintf("%s/%s/hotpub.h", c->objdir, name);
+    char *dir = hp_xasprintf("%s/%s", c->objdir, name);
+    if (stat(gch, &st) == 0 && st.st_mtime < time(NULL) - HP_PCH_KEEP_S) {
+        unlink(gch);
+        unlink(hdr);
+        rmdir(dir); /* not empty (a build under way): kept */
+    }
+    free(gch);
+    free(hdr);
+    free(dir);
+}
+
 /* Drop the least recently used objects and failure records (a hit
  * refreshes the mtime) until the cache fits. */
 static void gc(struct hp_compiler *c)
@@ -117,6 +149,7 @@ static void gc(struct hp_compiler *c)
     d = opendir(c->objdir);
     while (d && (de = readdir(d))) {
         struct stat st, st2;
+        pch_gc(c, de->d_name);
         if (!gc_candidate(de->d_name))
             continue;
         char *path = hp_xasprintf("%s/%s", c->objdir, de->d_name);
@@ -198,22 +231,21 @@ static char *find_include_dir(const struct hp_config *cfg)
 }
 
 static int find_program(const char *name, char *buf, size_t len);
+static size_t cc_flags(const struct hp_compiler *c, bool fast, char **argv);
 
-/* The fast tier's tools: tcc (fast-cc, "off" for none) and ld. Either
- * missing means the fast tier compiles with the page compiler at -O0. */
+/* The fast tier's tools: tcc (fast-cc, "off" for none) and ld, which
+ * links tcc's objects and the gcc fallback's. No ld means no tcc: the fast
+ * tier then compiles and links with the page compiler at -O0. */
 static void fast_tier_tools(struct hp_compiler *c, const struct hp_config *cfg)
 {
     char path[PATH_MAX];
     const char *want = cfg->fast_cc ? cfg->fast_cc : "tcc";
 
-    if (strcmp(want, "off") != 0 && find_program(want, path, sizeof path) == 0)
-        c->tcc = hp_xstrdup(path);
-    if (c->tcc && find_program("ld", path, sizeof path) == 0)
+    if (find_program("ld", path, sizeof path) == 0)
         c->ld = hp_xstrdup(path);
-    if (!c->ld) {
-        free(c->tcc);
-        c->tcc = NULL;
-    }
+    if (c->ld && strcmp(want, "off") != 0 &&
+        find_program(want, path, sizeof path) == 0)
+        c->tcc = hp_xstrdup(path);
 }
 
 struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
@@ -236,6 +268,7 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     c->cpu_limit = cfg->compile_cpu_limit;
     c->file_limit = cfg->compile_file_limit;
     pthread_mutex_init(&c->gc_mu, NULL);
+    pthread_mutex_init(&c->fb_mu, NULL);
     if (hp_mkdirs(c->objdir, 0700) < 0)
         hp_log_error("cannot create compile cache %s: %s", c->objdir,
                      strerror(errno));
@@ -245,9 +278,14 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
      * object: a change of any of them must miss the cache. */
     hp_hash_init(&h);
     hp_hash_update(&h, HP_VERSION_STRING, sizeof HP_VERSION_STRING);
-    hp_hash_update(&h, c->cc, strlen(c->cc) + 1);
+    size_t nf = 0;
     for (char **f = c->flags; *f; f++)
-        hp_hash_update(&h, *f, strlen(*f) + 1);
+        nf++;
+    char **argv = hp_xcalloc(nf + 16, sizeof *argv);
+    size_t na = cc_flags(c, false, argv); /* the fixed flags too */
+    for (size_t i = 0; i < na; i++)
+        hp_hash_update(&h, argv[i], strlen(argv[i]) + 1);
+    free(argv);
     hp_hash_update(&h, c->include_dir, strlen(c->include_dir) + 1);
     hp_hash_update(&h, c->tcc ? c->tcc : "", c->tcc ? strlen(c->tcc) + 1 : 1);
     snprintf(header, sizeof header, "%s/hotpub.h", c->include_dir);
@@ -274,6 +312,11 @@ void hp_compiler_free(struct hp_compiler *c)
     free(c->include_dir);
     free(c->tcc);
     free(c->ld);
+    free(c->pch_inc);
+    for (char **f = c->link_files; f && *f; f++)
+        free(*f);
+    free(c->link_files);
+    pthread_mutex_destroy(&c->fb_mu);
     pthread_mutex_destroy(&c->gc_mu);
     free(c);
 }
@@ -1047,6 +1090,7 @@ static int pkg_resolve(const struct hp_compiler *c, const char *src,
  * or dlopen cannot resolve their symbols. */
 struct cc_args {
     char *inc, *srcdir, *tmp_d, *tmp_so, *tmp_c, *tmp_o;
+    bool pkgs; /* the page declares HP_PKG packages */
 };
 
 static size_t argv_room(const struct hp_compiler *c, const struct pkg_flags *pf)
@@ -1054,7 +1098,7 @@ static size_t argv_room(const struct hp_compiler *c, const struct pkg_flags *pf)
     size_t nf = 0;
     for (char **f = c->flags; *f; f++)
         nf++;
-    return nf + pf->ncflags + pf->nlibs + 24;
+    return nf + pf->ncflags + pf->nlibs + 32;
 }
 
 /* What both compilers are given after their own flags: hotpub.h's
@@ -1078,10 +1122,11 @@ static size_t source_args(const struct pkg_flags *pf, const struct cc_args *ca,
     return a;
 }
 
-/* The page compiler's command line: gcc (or --cc) with --cflags; the fast
- * tier's fallback appends -O0 (the last -O wins). */
-static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
-                       const struct cc_args *ca, bool fast, char **argv)
+/* The flags every page compile starts with, the precompiled header's
+ * too (a .gch is used only by a compile with the same flags): gcc (or
+ * --cc) with --cflags; the fast tier's fallback appends -O0 (the last -O
+ * wins). Returns the next free index of argv. */
+static size_t cc_flags(const struct hp_compiler *c, bool fast, char **argv)
 {
     size_t a = 0;
     argv[a++] = c->cc;
@@ -1089,22 +1134,38 @@ static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
         argv[a++] = *f;
     if (fast)
         argv[a++] = "-O0";
-    /* A crash page names the source line (crashpage.c). DWARF 4: Debian
-     * 12's addr2line (binutils 2.40) names the file given to the compiler,
-     * not the page's #line name, when reading gcc 12's DWARF 5. */
-    argv[a++] = c->is_tcc ? "-g" : "-gdwarf-4";
+    argv[a++] = "-g"; /* a crash page names the source line (crashpage.c) */
+    /* DWARF 5 puts the compiled copy (tmp-*.c) at file index 0 and the
+     * #line'd page at 1, and addr2line 2.40 (Debian 12) answers with the
+     * copy's name; DWARF 4's table holds the page's name where it looks. */
+    if (!c->is_tcc)
+        argv[a++] = "-gdwarf-4";
     argv[a++] = "-fPIC";
-    argv[a++] = "-shared";
     argv[a++] = "-fvisibility=hidden";
     /* A call to an undeclared function is an error at its file:line, not
      * an "undefined symbol" when the object is loaded. */
     argv[a++] = c->is_tcc ? "-Wimplicit-function-declaration"
                           : "-Werror=implicit-function-declaration";
+    return a;
+}
+
+/* The page compiler's command line: a shared object in one run, or
+ * (object) only the compile, into ca->tmp_o, for ld to link. The fast
+ * tier finds the precompiled hotpub.h first, when there is one. */
+static void build_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
+                       const struct cc_args *ca, bool fast, bool object,
+                       char **argv)
+{
+    size_t a = cc_flags(c, fast, argv);
+    argv[a++] = object ? "-c" : "-shared";
+    if (fast && c->pch_inc)
+        argv[a++] = c->pch_inc;
     /* tcc has no -iquote */
-    a = source_args(pf, ca, c->is_tcc ? "-I" : "-iquote", ca->tmp_so, argv, a);
-    if (pf->nlibs)
+    a = source_args(pf, ca, c->is_tcc ? "-I" : "-iquote",
+                    object ? ca->tmp_o : ca->tmp_so, argv, a);
+    if (!object && pf->nlibs)
         argv[a++] = "-Wl,--no-as-needed";
-    for (size_t i = 0; i < pf->nlibs; i++)
+    for (size_t i = 0; !object && i < pf->nlibs; i++)
         argv[a++] = pf->libs[i];
     argv[a] = NULL;
 }
@@ -1210,8 +1271,194 @@ static char *user_words(char *text)
     return out.p;
 }
 
+/* ---- the fast tier's gcc fallback --------------------------------------
+ *
+ * When tcc is missing or refuses a page, the fast tier compiles with the
+ * page compiler at -O0, in two steps where that is faster than one (see
+ * docs/design.md, "Tiered compile", for the figures): `cc -c` against a
+ * precompiled hotpub.h, then ld itself with exactly the start files and
+ * archives `cc -shared` would give it (crtbeginS.o's __dso_handle for
+ * atexit, which libc_nonshared.a provides; libgcc.a for __divti3 and
+ * friends), but without the driver and collect2, and without linking
+ * libc.so (as for tcc's objects, the server's own libc resolves the rest
+ * when the object is loaded).
+ */
+
+/* What the page compiler prints for opt (-print-file-name=crti.o,
+ * -print-libgcc-file-name): an absolute path, or NULL (it prints the bare
+ * name when it has no such file). */
+static char *cc_print(struct hp_compiler *c, const char *opt)
+{
+    size_t nf = 0;
+    for (char **f = c->flags; *f; f++)
+        nf++;
+    char **argv = hp_xcalloc(nf + 3, sizeof *argv);
+    struct hp_buf out = {0};
+    struct run_result rr;
+    char arg[64];
+
+    snprintf(arg, sizeof arg, "%s", opt);
+    argv[0] = c->cc;
+    memcpy(argv + 1, c->flags, nf * sizeof *argv);
+    argv[nf + 1] = arg;
+    run_capture(c, argv, &out, &rr);
+    free(argv);
+    hp_buf_append(&out, "", 1);
+    out.p[strcspn(out.p, "\n")] = '\0';
+    bool ok = rr.end == RUN_EXITED && rr.code == 0 && out.p[0] == '/' &&
+              access(out.p, R_OK) == 0;
+    if (!ok)
+        hp_buf_free(&out);
+    return ok ? out.p : NULL;
+}
+
+/* The files around the object on a direct ld command line, in the order
+ * gcc -shared gives them; NULL if the compiler does not know one. */
+static char **find_link_files(struct hp_compiler *c)
+{
+    static const char *const opt[] = {
+        "-print-file-name=crti.o",    "-print-file-name=crtbeginS.o",
+        "-print-libgcc-file-name",    "-print-file-name=libc_nonshared.a",
+        "-print-file-name=crtendS.o", "-print-file-name=crtn.o"};
+    size_t n = sizeof opt / sizeof *opt;
+    char **files = hp_xcalloc(n + 1, sizeof *files);
+
+    for (size_t i = 0; i < n; i++) {
+        if (!(files[i] = cc_print(c, opt[i]))) {
+            for (size_t k = 0; k < i; k++)
+                free(files[k]);
+            free(files);
+            return NULL;
+        }
+    }
+    return files;
+}
+
+/* Build <objdir>/pch-<flags key>/hotpub.h.gch (with hotpub.h beside it, a
+ * symlink: gcc looks for name.gch where it would find name, and reads the
+ * header itself when it finds the .gch unusable), with the flags of the
+ * fast compile. Written to a temporary name and renamed: several worker
+ * processes may build it at once. Returns that directory, or NULL. */
+static char *build_pch(struct hp_compiler *c)
+{
+    char *dir = hp_xasprintf("%s/pch-%s", c->objdir, c->flags_key);
+    char *gch = hp_xasprintf("%s/hotpub.h.gch", dir);
+    char *hdr = hp_xasprintf("%s/hotpub.h", dir);
+    char *orig = hp_xasprintf("%s/hotpub.h", c->include_dir);
+    unsigned long n = atomic_fetch_add(&c->seq, 1);
+    char *tmp = hp_xasprintf("%s/tmp-%d-%lu", dir, getpid(), n);
+    struct hp_buf log = {0};
+    struct run_result rr = {RUN_EXITED, 0};
+    /* found: in use again, for pch_gc */
+    bool ok = access(hdr, R_OK) == 0 && utimensat(AT_FDCWD, gch, NULL, 0) == 0;
+
+    if (!ok && hp_mkdirs(dir, 0700) == 0 &&
+        (access(hdr, R_OK) == 0 ||
+         (symlink(orig, tmp) == 0 && rename(tmp, hdr) == 0))) {
+        size_t nf = 0;
+        for (char **f = c->flags; *f; f++)
+            nf++;
+        char **argv = hp_xcalloc(nf + 16, sizeof *argv);
+        size_t a = cc_flags(c, true, argv);
+        argv[a++] = "-x";
+        argv[a++] = "c-header";
+        argv[a++] = "-o";
+        argv[a++] = tmp;
+        argv[a++] = orig;
+        run_capture(c, argv, &log, &rr);
+        free(argv);
+        ok = rr.end == RUN_EXITED && rr.code == 0 && rename(tmp, gch) == 0;
+    }
+    if (!ok) {
+        hp_log_error("no precompiled hotpub.h for the fast tier's gcc "
+                     "fallback (pages compile without it): %s%s",
+                     log.len ? "" : strerror(errno), log.len ? log.p : "");
+        unlink(tmp);
+        free(dir);
+        dir = NULL;
+    }
+    hp_buf_free(&log);
+    free(tmp);
+    free(orig);
+    free(hdr);
+    free(gch);
+    return dir;
+}
+
+/* The fallback's precompiled header and link files: looked for (and the
+ * header built) once, by the first fast compile that needs them. Neither
+ * is tried with tcc or clang as the page compiler (clang reads no .gch
+ * by itself). */
+static void fallback_prepare(struct hp_compiler *c)
+{
+    pthread_mutex_lock(&c->fb_mu);
+    if (!c->fb_ready && !c->is_tcc && !strstr(c->cc, "clang")) {
+        char *dir = build_pch(c);
+        if (dir)
+            c->pch_inc = hp_xasprintf("-I%s", dir);
+        free(dir);
+        if (c->ld)
+            c->link_files = find_link_files(c);
+    }
+    c->fb_ready = true;
+    pthread_mutex_unlock(&c->fb_mu);
+}
+
+/* ld -shared of the fallback's object with link_files around it. */
+static void direct_ld_argv(const struct hp_compiler *c,
+                           const struct cc_args *ca, char **argv)
+{
+    char **lf = c->link_files;
+    size_t a = 0;
+    argv[a++] = c->ld;
+    argv[a++] = "-shared";
+    argv[a++] = "--eh-frame-hdr"; /* unwinding, as gcc -shared links */
+    argv[a++] = "-z";
+    argv[a++] = "noexecstack";
+    argv[a++] = "-o";
+    argv[a++] = ca->tmp_so;
+    argv[a++] = lf[0]; /* crti.o */
+    argv[a++] = lf[1]; /* crtbeginS.o */
+    argv[a++] = ca->tmp_o;
+    for (size_t i = 2; i < 6; i++) /* libgcc.a ... crtn.o */
+        argv[a++] = lf[i];
+    argv[a] = NULL;
+}
+
+/* The fallback in two runs, cc -c then ld. false if that cannot be done
+ * (a page with HP_PKG packages keeps cc -shared: their libraries need the
+ * driver's view of the search path) or ld failed: the caller then runs cc
+ * -shared, whose verdict is the one reported. A failed cc -c is the
+ * verdict itself, in log and rr. */
+static bool run_gcc_ld(struct hp_compiler *c, const struct pkg_flags *pf,
+                       const struct cc_args *ca, char **argv,
+                       struct hp_buf *log, struct run_result *rr)
+{
+    if (ca->pkgs || !c->link_files)
+        return false;
+    build_argv(c, pf, ca, true, true, argv);
+    atomic_fetch_add(&c->runs, 1);
+    run_capture(c, argv, log, rr);
+    if (rr->end != RUN_EXITED || rr->code != 0)
+        return true;
+    struct hp_buf ld_log = {0};
+    struct run_result ld_rr;
+    direct_ld_argv(c, ca, argv);
+    run_capture(c, argv, &ld_log, &ld_rr);
+    bool ok = ld_rr.end == RUN_EXITED && ld_rr.code == 0;
+    if (!ok && !atomic_exchange(&c->ld_failed, true))
+        hp_log_info("the fast tier's direct link failed, linking with %s "
+                    "instead (said once): %s",
+                    c->cc, ld_log.len ? ld_log.p : "");
+    hp_buf_free(&ld_log);
+    if (!ok)
+        log->len = 0;
+    return ok;
+}
+
 /* Run the compile proper into ca->tmp_so: tcc + ld for the fast tier when
- * it works, else the page compiler (at -O0 for the fast tier). */
+ * it works, else the page compiler (at -O0 for the fast tier, with -c and
+ * ld where it can). */
 static void run_compile(struct hp_compiler *c, const struct pkg_flags *pf,
                         const struct cc_args *ca, bool fast, struct hp_buf *log,
                         struct run_result *rr)
@@ -1221,8 +1468,13 @@ static void run_compile(struct hp_compiler *c, const struct pkg_flags *pf,
     if (fast && c->tcc && run_tcc(c, pf, ca, argv)) {
         rr->end = RUN_EXITED;
         rr->code = 0;
-    } else {
-        build_argv(c, pf, ca, fast, argv);
+        free(argv);
+        return;
+    }
+    if (fast)
+        fallback_prepare(c);
+    if (!fast || !run_gcc_ld(c, pf, ca, argv, log, rr)) {
+        build_argv(c, pf, ca, fast, false, argv);
         atomic_fetch_add(&c->runs, 1);
         run_capture(c, argv, log, rr);
     }
@@ -1265,7 +1517,8 @@ static int compile_source(struct hp_compiler *c, const char *src,
     struct pkg_flags pf = {0};
     if (pkgs->n && pkg_resolve(c, src, pkgs, &pf, diag) < 0)
         goto out; /* not cached: installing the package is the fix */
-    const struct cc_args ca = {inc, srcdir, tmp_d, tmp_so, tmp_c, tmp_o};
+    const struct cc_args ca = {inc,   srcdir, tmp_d,      tmp_so,
+                               tmp_c, tmp_o,  pkgs->n > 0};
 
     /* Filesystem timestamps are coarser than the clock: step back a tick
      * so a header written just before the start still counts as racing. */

@@ -646,8 +646,9 @@ const struct hp_setting hp_settings[] = {
     {.key = "settle-ms",
      .arg = "MS|auto",
      .section = S_SERVER,
-     .help = "quiet time after a change before publishing it; auto = 5 ms "
-             "with the fast tier (dev mode), else 60 ms",
+     .help = "quiet time after a change before publishing it (a changed "
+             "page's compile starts at once); auto = 20 ms with the fast "
+             "tier (dev mode), else 60 ms",
      .type = HP_SET_INT,
      .off = OFF(settle_ms),
      .min = 0,

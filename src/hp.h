@@ -385,7 +385,7 @@ void hp_cache_free(hp_cache *c);
 void hp_cache_set_batched(hp_cache *c, bool on);
 /* The settle window's "auto" (docs/design.md, "The settle window"). */
 #define HP_SETTLE_MS 60
-#define HP_SETTLE_FAST_MS 5
+#define HP_SETTLE_FAST_MS 20
 /* Build changes with the fast tier, then the optimized one behind it. */
 void hp_cache_set_tiered(hp_cache *c, bool on);
 
@@ -429,6 +429,12 @@ hp_handler_fn hp_version_handler(hp_version *v, const char *name);
 int hp_cache_touch(hp_cache *c, const char *path);
 /* An application module appeared or went away: recompute page chains. */
 void hp_cache_apps_changed(hp_cache *c);
+/* A page source (path: canonical, of a module in the cache) was written
+ * completely: compile it now, on a thread of the cache's, into the compile
+ * cache only, so the batch that publishes it after the settle window finds
+ * the object (docs/design.md, "The settle window"). Other paths are
+ * ignored; never blocks on a compile. */
+void hp_cache_prefetch(hp_cache *c, const char *path);
 /* Rebuild every stale entry as one batch and publish all of it together,
  * or none of it if anything fails, on the caller's thread (tests; the
  * watcher uses hp_cache_start_batch). */

@@ -6,9 +6,11 @@
  * recompile of each window as a batch (hp_cache_start_batch: it runs on a
  * thread of its own, so a slow compile never delays the next window), and
  * the --revalidate stat-based fallback.
- * May not touch: versions or HTTP. It tells the cache which paths changed
- * (hp_cache_touch) and the resolver that names may have moved
- * (hp_resolver_invalidate); they decide what that means.
+ * May not touch: versions, HTTP, or the compiler. It tells the cache which
+ * paths changed (hp_cache_touch), which page sources were written
+ * completely (hp_cache_prefetch: their compile starts on the first event,
+ * the publish waits for the window), and the resolver that names may have
+ * moved (hp_resolver_invalidate); they decide what that means.
  *
  * Only completed writes count: IN_CLOSE_WRITE (an editor writing in place,
  * cp), IN_MOVED_TO (write-temp-then-rename), IN_DELETE/IN_MOVED_FROM and
@@ -248,6 +250,8 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
         /* Mark now, so requests from here on revalidate; compile after the
          * burst settles. */
         int n = hp_cache_touch(w->cache, path);
+        if (n > 0 && (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)))
+            hp_cache_prefetch(w->cache, path); /* compiles during the wait */
         if (hp_tplcache_touch(path) + n > 0)
             pend(w, path);
         else if (ev->name[0] != '.' && !(ev->mask & IN_ATTRIB))

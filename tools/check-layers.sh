@@ -51,7 +51,12 @@ check '#include "redirect\.h"|hp_redirect_' redirect.c redirect.h server.c
 check 'hp_devloop_|#include "devloop\.h"' devloop.c devloop.h server.c \
     cache.c tplcache.c watch.c
 check 'hp_crash_answer|#include "crashpage\.h"' crashpage.c crashpage.h guard.c
+# the page compiler is driven by the module cache (the watcher asks the
+# cache to prefetch a compile, never the compiler), hotpub check and the
+# server that creates it
+check 'hp_compile(_tier)?\(|hp_compiler_[a-z_]+\(' compile.c cache.c check.c \
+    server.c hp.h
 if [ $bad = 0 ]; then
-    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c"
+    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c, the watcher reaches the compiler only through the cache"
 fi
 exit $bad

@@ -78,6 +78,32 @@ def runs_of(log, page_id):
     return sum(1 for l in cc_runs(log) if l.endswith("PAGE_ID " + page_id))
 
 
+def wait_sleeper(s, rel):
+    """The pid of the slow compile's sleeper, once the wrapper wrote it
+    (the file exists, empty, a moment before)."""
+    pidf = os.path.join(s.tmp, "sleeper.pid")
+
+    def pid():
+        try:
+            with open(pidf) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            return None
+    got = wait_until(pid, limit(3.0), 0.005)
+    check(got, "the slow compile of %s did not start" % rel)
+    return got
+
+
+def wait_batch_started(s, rel):
+    """Wait until a batch has chosen rel (status.json: building), i.e. its
+    settle window closed. A compile may start before that: the watcher
+    prefetches a saved page on its first event, so a started compile no
+    longer says that the window is over."""
+    check(wait_until(lambda: (s.module(rel) or {}).get("building"),
+                     limit(3.0), 0.01),
+          "no batch chose %s within 3 s" % rel)
+
+
 # ---- a slow build never delays an unrelated page --------------------------
 
 def test_slow_build_does_not_delay_other_page():
@@ -90,11 +116,10 @@ def test_slow_build_does_not_delay_other_page():
         check_eq(s.get_ok("/a").text, "a one", "first /a")
         check_eq(s.get_ok("/b").text, "b one", "first /b")
         s.write("a.c", simple_page("a two", "/* SLOW_MARKER */"), how="rename")
-        pidf = os.path.join(s.tmp, "sleeper.pid")
-        check(wait_until(lambda: os.path.exists(pidf), limit(3.0)),
-              "the slow compile of a.c did not start")
-        with open(pidf) as f:
-            sleeper = int(f.read())
+        sleeper = wait_sleeper(s, "a.c")
+        # The compile starts on the save's event (the watcher's prefetch);
+        # b must be saved after a's window closed (a's batch chose it).
+        wait_batch_started(s, "a.c")
         t_a = time.monotonic()
         s.write("b.c", simple_page("b two"), how="rename")
         took = s.wait_body("/b", "b two", limit(1.0),
@@ -129,11 +154,7 @@ def test_slow_first_load_does_not_delay_other_page():
         check_eq(s.get_ok("/b").text, "b one", "first /b")
         first = harness.BackgroundRequest(s.port, "/slow")
         first.start()
-        pidf = os.path.join(s.tmp, "sleeper.pid")
-        check(wait_until(lambda: os.path.exists(pidf), limit(3.0)),
-              "the slow compile of slow.c did not start")
-        with open(pidf) as f:
-            sleeper = int(f.read())
+        sleeper = wait_sleeper(s, "slow.c")
         s.write("b.c", simple_page("b two"), how="rename")
         took = s.wait_body("/b", "b two", limit(1.0),
                            allowed_bodies=("b one",))
@@ -156,9 +177,8 @@ def test_page_changed_again_during_its_build_is_rebuilt():
         check_eq(s.get_ok("/a").text, "a one", "first /a")
         check_eq(s.get_ok("/b").text, "b one", "first /b")
         s.write("a.c", simple_page("a two", "/* SLOW_MARKER */"), how="rename")
-        pidf = os.path.join(s.tmp, "sleeper.pid")
-        check(wait_until(lambda: os.path.exists(pidf), limit(3.0)),
-              "the slow compile of a.c did not start")
+        wait_sleeper(s, "a.c")
+        wait_batch_started(s, "a.c")
         # one window: a again (fast this time) and b
         s.write("a.c", simple_page("a three"), how="rename")
         s.write("b.c", simple_page("b two"), how="rename")

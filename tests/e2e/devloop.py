@@ -124,8 +124,96 @@ HP_HANDLER(http_handler)
     return HP_OK;
 }
 ''')
-    with Server({"g.c": src}, dev=True, fast_tier=None) as s:
+    with Server({"g.c": src, "ax.c": ATEXIT_DIVTI3_PAGE}, dev=True,
+                fast_tier=None) as s:
         check_eq(s.get_ok("/g").text, "gnu 42", "body")
+        check_eq(s.get_ok("/ax").text, "atexit 0 q 142857142857", "libgcc")
+        check_eq(len(pch_files(s)), 1, "the fallback's precompiled header")
+
+
+ATEXIT_DIVTI3_PAGE = page(r'''
+static void bye(void) {}
+HP_HANDLER(http_handler)
+{
+    volatile __int128 a = 1000000000000LL, b = 7; /* __divti3: libgcc */
+    __int128 q = a / b;
+    int r = atexit(bye); /* libc_nonshared.a, with crtbeginS's __dso_handle */
+    hp_printf(req, "atexit %d q %lld", r, (long long)q);
+    return HP_OK;
+}
+''', includes="#include <stdlib.h>")
+
+
+def pch_files(s):
+    obj = os.path.join(s.cache, "obj")
+    return [os.path.join(obj, d, "hotpub.h.gch") for d in os.listdir(obj)
+            if d.startswith("pch-")
+            and os.path.exists(os.path.join(obj, d, "hotpub.h.gch"))]
+
+
+def test_fast_tier_gcc_fallback_without_tcc():
+    """--fast-cc off: the fast tier is gcc -O0 -c against a precompiled
+    hotpub.h, linked by ld itself. An edit is served, status.json shows
+    tier fast then optimized, the .gch is in the compile cache, a page
+    that needs libgcc (__divti3) and libc_nonshared.a (atexit) loads, the
+    object has no executable stack and no rwxp mapping appears."""
+    with Server({"p.c": simple_page("v0"), "ax.c": ATEXIT_DIVTI3_PAGE},
+                dev=True, fast_tier=None, args=["--fast-cc", "off"]) as s:
+        check_eq(s.get_ok("/p").text, "v0", "first load")
+        check_eq(s.get_ok("/ax").text, "atexit 0 q 142857142857", "libgcc")
+        check(wait_until(lambda: current_tier(s, "p.c") == "optimized",
+                         limit(5.0)), "optimized after the first load")
+        took = timed_edit(s, "p.c", "v1", limit(5.0))
+        tier = current_tier(s, "p.c")
+        harness.note("edit->served %.0f ms with gcc -O0 (tier %s)"
+                     % (took * 1000, tier))
+        check_eq(tier, "fast", "tier right after the edit")
+        check(wait_until(lambda: current_tier(s, "p.c") == "optimized",
+                         limit(5.0)), "optimized tier not current within 5 s")
+        check_eq(s.get_ok("/p").text, "v1", "optimized serves the same")
+        check_eq(len(pch_files(s)), 1, "one precompiled hotpub.h")
+        check(os.path.getsize(pch_files(s)[0]) > 100000, ".gch size")
+        obj = os.path.join(s.cache, "obj")
+        for so in [f for f in os.listdir(obj) if f.endswith(".so")]:
+            out = subprocess.run(["readelf", "-lW", os.path.join(obj, so)],
+                                 capture_output=True, text=True).stdout
+            check_in("GNU_STACK", out, so)
+            check_not_in("RWE", out, so)
+        check_not_in("rwxp", proc_maps(s.pid()), "/proc/PID/maps")
+
+
+def test_gcc_fallback_diagnostics_without_tcc():
+    """--fast-cc off: a compile error names file:line (one compile, not
+    two), and a function declared but defined nowhere is explained from
+    the directly linked object's load failure."""
+    bad = page(r'''
+HP_HANDLER(http_handler)
+{
+    no_such_function(req);
+    return HP_OK;
+}
+''')
+    undef = page(r'''
+int hp_nowhere_defined(int x);
+HP_HANDLER(http_handler)
+{
+    hp_printf(req, "%d", hp_nowhere_defined(1));
+    return HP_OK;
+}
+''')
+    with Server({"u.c": bad, "d.c": undef}, dev=True, fast_tier=None,
+                args=["--fast-cc", "off"]) as s:
+        check_eq(s.get("/u").status, 500, "status")
+        err = module_at(s.status_json(), "/u.c")["error"]
+        check_in("u.c:6", err, "diagnostic")
+        check_in("no_such_function", err, "diagnostic")
+        check_eq(s.status_json()["server"]["compiles"], 1,
+                 "one compiler run for a compile error")
+        check_eq(s.get("/d").status, 500, "status")
+        err = module_at(s.status_json(), "/d.c")["error"]
+        check_in("d.c:4: error: 'hp_nowhere_defined' is declared but "
+                 "defined nowhere", err, "diagnostic")
+        check_in("d.c:7: note:", err, "the call")
 
 
 def test_undeclared_function_is_a_compile_error():
@@ -402,24 +490,26 @@ def crash_line(src):
 def test_crash_in_dev_mode_answers_with_signal_and_line():
     """A page that dereferences NULL in dev mode (worker processes): the
     browser gets a 502 naming SIGSEGV, the page, the handler and
-    page.c:LINE, for both tiers; every retry too (no quarantine in dev
+    page.c:LINE, for both tiers, tcc's and the gcc fallback's (its object
+    linked by ld itself) first; every retry too (no quarantine in dev
     mode), and the fix is served."""
     src = page(CRASH_PAGE)
     line = crash_line(src)
-    # Both tiers: tcc's object first (fast_tier=None: dev mode's default),
-    # then gcc's alone (False), whose debug info addr2line must read too.
-    for tier in (None, False):
-        with Server({"page.c": src}, dev=True, fast_tier=tier,
-                    workers=2) as s:
+    # tcc's object (dev mode's default), gcc's fast fallback (--fast-cc
+    # off) and gcc -O2 alone (no fast tier): addr2line must read each.
+    for tier, args in ((None, []), (None, ["--fast-cc", "off"]), (False, [])):
+        with Server({"page.c": src}, dev=True, fast_tier=tier, workers=2,
+                    args=args) as s:
             for attempt in range(3):
                 r = s.get("/page")
-                what = "(tier %r, try %d)" % (tier, attempt)
+                what = "(tier %r %s, try %d)" % (tier, " ".join(args),
+                                                 attempt)
                 check_eq(r.status, 502, "status of the crash " + what)
                 check_in("SIGSEGV", r.text, "signal named " + what)
                 check_in("page.c:%d" % line, r.text, "source line " + what)
                 check_in("http_handler", r.text, "handler named " + what)
                 check_in("/page.c", r.text, "page named " + what)
-                time.sleep(0.3)
+                time.sleep(0.3)  # the optimized tier meanwhile
             s.write("page.c", simple_page("fixed"), how="rename")
             s.wait_body("/page", "fixed", limit(5.0),
                         allowed_status=(500, 502))

@@ -1467,6 +1467,48 @@ static int rm_entry(const char *path, const struct stat *sb, int flag,
     return 0;
 }
 
+/* ---- prefetch: the compile starts on the first event, runs once ------- */
+
+/*
+ * The watcher prefetches a page it saw written; the batch that follows the
+ * settle window asks for the same key while that compile is still stuck on
+ * the gate: it waits for it and takes its object, and no second compiler
+ * runs. A path that is no module is ignored.
+ */
+static void test_prefetch_warms_the_batch(void)
+{
+    char p[PBUF], other[PBUF];
+
+    path_of(p, "prefetched.c");
+    path_of(other, "not-a-module.c");
+    write_page(p, "#include \"gate.h\"", "101");
+    write_page_int(other, 1);
+    start();
+    CHECK(acquire_value(p, NULL, NULL) == 101);
+    unsigned long r0 = hp_compiler_runs(cc);
+    hp_cache_prefetch(cache, other);
+    usleep(100000);
+    CHECK(hp_compiler_runs(cc) == r0);
+
+    write_page(p, "#include \"gate.h\"", "102");
+    CHECK(hp_cache_touch(cache, p) == 1);
+    gate_set(false);
+    hp_cache_prefetch(cache, p);
+    int fd = gate_wait_reader(20);
+    CHECK(fd >= 0);
+    CHECK(hp_compiler_runs(cc) - r0 == 1);
+    hp_cache_start_batch(cache); /* the window is over */
+    usleep(200000);
+    CHECK(hp_compiler_runs(cc) - r0 == 1); /* it waits on the key */
+    if (fd >= 0)
+        close(fd);
+    gate_set(true);
+    CHECK(acquire_value(p, NULL, NULL) == 102);
+    CHECK(hp_compiler_runs(cc) - r0 == 1);
+    CHECK(status_has(p, "\"stale\":false"));
+    stop();
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv); /* an argument: only the tests named like it */
@@ -1509,6 +1551,7 @@ int main(int argc, char **argv)
     T_RUN(test_init_fini_handover);
     T_RUN(test_touch_unchanged_keeps_version);
     T_RUN(test_load_error_not_retried);
+    T_RUN(test_prefetch_warms_the_batch);
 
     atomic_store(&gate_quit, true);
     pthread_join(gate_thread, NULL);

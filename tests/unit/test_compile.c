@@ -15,10 +15,13 @@
 #include "hp.h"
 #include "t.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char root[PATH_MAX];     /* canonical temp document root */
@@ -436,6 +439,178 @@ static void test_staged_release_warms_the_switch(void)
     hp_config_free(&cfg);
 }
 
+/* --fast-cc off: the fast tier is gcc -O0 -c against a precompiled
+ * hotpub.h, linked by ld itself with crt*S.o, libgcc.a (__divti3) and
+ * libc_nonshared.a (atexit): the object loads, runs, records no libc.so
+ * (no driver link) and has no executable stack. */
+static void test_fast_fallback_pch_and_direct_link(void)
+{
+    struct hp_config cfg;
+    struct hp_artifact art;
+    char *d = NULL;
+    char *src = write_in_root(
+        "fallback.c",
+        "#include <hotpub.h>\n#include <stdlib.h>\n"
+        "static void bye(void) {}\n"
+        "HP_EXPORT int divide(void)\n{\n"
+        "    volatile __int128 a = 1000000000000LL, b = 7;\n"
+        "    return (int)(a / b % 1000) + (atexit(bye) == 0 ? 1 : 0);\n}\n",
+        0644);
+    base_config(&cfg);
+    set_str(&cfg.fast_cc, "off");
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    CHECK(!hp_compiler_has_tcc(c));
+    CHECK(hp_compile_tier(c, src, HP_TIER_FAST, &art, &d) == 0);
+    CHECK(d == NULL);
+    CHECK(hp_compiler_runs(c) == 1);
+    char *gch = NULL;
+    char *obj = hp_xasprintf("%s/obj", cachedir);
+    DIR *dir = opendir(obj);
+    for (struct dirent *de; dir && (de = readdir(dir));)
+        if (strncmp(de->d_name, "pch-", 4) == 0)
+            gch = hp_xasprintf("%s/%s/hotpub.h.gch", obj, de->d_name);
+    if (dir)
+        closedir(dir);
+    CHECK(gch && access(gch, R_OK) == 0);
+    if (art.so_path) {
+        char *cmd = hp_xasprintf("readelf -d '%s' | grep -q NEEDED",
+                                 art.so_path);
+        CHECK(system(cmd) != 0); /* ld, not cc -shared: no libc.so.6 */
+        free(cmd);
+        cmd = hp_xasprintf("readelf -SW '%s' | grep -q build-id", art.so_path);
+        CHECK(system(cmd) != 0); /* nor the driver's --build-id */
+        free(cmd);
+        CHECK(!stack_executable(art.so_path));
+        void *h = dlopen(art.so_path, RTLD_NOW | RTLD_LOCAL);
+        CHECK(h != NULL);
+        int (*fn)(void) = h ? (int (*)(void))dlsym(h, "divide") : NULL;
+        CHECK(fn && fn() == 142857142857LL % 1000 + 1);
+        if (h)
+            dlclose(h); /* runs bye through __cxa_finalize */
+    }
+    hp_artifact_free(&art);
+    hp_compiler_free(c);
+    /* Another flags key's header, unused for 8 days, goes at the next
+     * start; this key's stays. */
+    char *old_dir = hp_xasprintf("%s/pch-%032d", obj, 0);
+    char *old_gch = hp_xasprintf("%s/hotpub.h.gch", old_dir);
+    CHECK(mkdir(old_dir, 0700) == 0);
+    fclose(fopen(old_gch, "w"));
+    struct timespec eight_days[2] = {{time(NULL) - 8 * 86400, 0},
+                                     {time(NULL) - 8 * 86400, 0}};
+    CHECK(utimensat(AT_FDCWD, old_gch, eight_days, 0) == 0);
+    c = hp_compiler_new(&cfg, root);
+    CHECK(access(old_dir, F_OK) < 0 && errno == ENOENT);
+    CHECK(gch && access(gch, R_OK) == 0);
+    hp_compiler_free(c);
+    free(old_gch);
+    free(old_dir);
+    free(gch);
+    free(obj);
+    free(src);
+    hp_config_free(&cfg);
+}
+
+/* The direct link fails (an ld that refuses -z noexecstack, found first
+ * on PATH): the fallback links with cc -shared instead, quietly, and the
+ * page builds; cc -c's object is not compiled twice by cc -c. */
+static void test_fast_fallback_link_failure_uses_cc_shared(void)
+{
+    struct hp_config cfg;
+    struct hp_artifact art;
+    char *d = NULL;
+    char *bin = hp_xasprintf("%s/fake-bin", cachedir);
+    char *ld = hp_xasprintf("%s/ld", bin);
+    char *old_path = hp_xstrdup(getenv("PATH") ? getenv("PATH") : "/usr/bin");
+    char *path = hp_xasprintf("%s:%s", bin, old_path);
+    char *src = write_in_root("linkfail.c",
+                              "#include <hotpub.h>\n"
+                              "HP_HANDLER(http_handler) { return HP_OK; }\n",
+                              0644);
+    CHECK(mkdir(bin, 0700) == 0);
+    FILE *f = fopen(ld, "w");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("#!/bin/sh\ncase \"$*\" in *noexecstack*) echo 'ld: no' >&2;"
+              " exit 1;; esac\nexec /usr/bin/ld \"$@\"\n",
+              f);
+        fclose(f);
+    }
+    chmod(ld, 0755);
+    setenv("PATH", path, 1);
+    base_config(&cfg);
+    set_str(&cfg.fast_cc, "off");
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    CHECK(hp_compile_tier(c, src, HP_TIER_FAST, &art, &d) == 0);
+    CHECK(d == NULL);
+    CHECK(hp_compiler_runs(c) == 2); /* cc -c, then cc -shared */
+    if (art.so_path) {
+        char *cmd =
+            hp_xasprintf("readelf -SW '%s' | grep -q build-id", art.so_path);
+        CHECK(system(cmd) == 0); /* the driver's link asks for a build id */
+        free(cmd);
+    }
+    setenv("PATH", old_path, 1);
+    hp_artifact_free(&art);
+    hp_compiler_free(c);
+    free(d);
+    free(src);
+    free(path);
+    free(old_path);
+    free(ld);
+    free(bin);
+    hp_config_free(&cfg);
+}
+
+struct sf_arg {
+    struct hp_compiler *c;
+    const char *src;
+    struct hp_artifact art;
+    int rc;
+};
+
+static void *sf_main(void *arg)
+{
+    struct sf_arg *a = arg;
+    char *d = NULL;
+    a->rc = hp_compile_tier(a->c, a->src, HP_TIER_FAST, &a->art, &d);
+    free(d);
+    return NULL;
+}
+
+/* Single flight: threads compiling the same key at once run the compiler
+ * once; the others wait on the key's lock and take its object. */
+static void test_same_key_compiles_once(void)
+{
+    struct hp_config cfg;
+    struct sf_arg a[3];
+    pthread_t t[3];
+    char *src = write_in_root("once.c",
+                              "#include <hotpub.h>\n"
+                              "HP_HANDLER(http_handler) { return HP_OK; }\n"
+                              "/* once */\n",
+                              0644);
+    base_config(&cfg);
+    set_str(&cfg.fast_cc, "off"); /* gcc: slow enough to overlap */
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    for (int i = 0; i < 3; i++) {
+        a[i] = (struct sf_arg){.c = c, .src = src};
+        CHECK(pthread_create(&t[i], NULL, sf_main, &a[i]) == 0);
+    }
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    CHECK(hp_compiler_runs(c) == 1);
+    for (int i = 0; i < 3; i++) {
+        CHECK(a[i].rc == 0 && a[i].art.so_path);
+        if (i && a[i].art.so_path && a[0].art.so_path)
+            CHECK(strcmp(a[i].art.so_path, a[0].art.so_path) == 0);
+        hp_artifact_free(&a[i].art);
+    }
+    hp_compiler_free(c);
+    free(src);
+    hp_config_free(&cfg);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv); /* an argument: only the tests named like it */
@@ -454,6 +629,9 @@ int main(int argc, char **argv)
     T_RUN(test_undeclared_and_undefined_named_by_line);
     T_RUN(test_hook_names_in_diagnostics);
     T_RUN(test_staged_release_warms_the_switch);
+    T_RUN(test_fast_fallback_pch_and_direct_link);
+    T_RUN(test_fast_fallback_link_failure_uses_cc_shared);
+    T_RUN(test_same_key_compiles_once);
     {
         char cmd[2 * PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", root, cachedir);
