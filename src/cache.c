@@ -330,8 +330,8 @@ void hp_version_release(hp_version *v)
 {
     if (!v)
         return;
-    unsigned before = atomic_fetch_sub_explicit(&v->refs, 1,
-                                                memory_order_acq_rel);
+    unsigned before =
+        atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel);
     assert(before > 0 && "a version released more often than pinned");
     if (before != 1)
         return;
@@ -392,8 +392,8 @@ enum build { B_SAME, B_NEW, B_ERROR, B_GONE, B_RETRY };
 struct build_result {
     enum build kind;
     unsigned dep_touches; /* e->dep_touches when the build began */
-    hp_version *v;   /* B_NEW */
-    char *diag;      /* B_ERROR */
+    hp_version *v;        /* B_NEW */
+    char *diag;           /* B_ERROR */
     struct hp_fid fid;
     bool same_source; /* B_NEW of the optimized tier: browsers need not know */
 };
@@ -450,10 +450,11 @@ static void build(hp_entry *e, struct build_result *r)
     }
 
     atomic_fetch_add(&e->builds, 1);
-    int rc = hp_compile_tier(c->cc, e->path,
-                             atomic_load(&c->tiered) ? HP_TIER_FAST
-                                                     : HP_TIER_OPTIMIZED,
-                             &art, &r->diag);
+    enum hp_tier tier =
+        atomic_load(&c->tiered) ? HP_TIER_FAST : HP_TIER_OPTIMIZED;
+    hp_version *v;
+again:;
+    int rc = hp_compile_tier(c->cc, e->path, tier, &art, &r->diag);
     if (rc == HP_COMPILE_RACED) {
         r->kind = B_RETRY;
         return;
@@ -474,8 +475,22 @@ static void build(hp_entry *e, struct build_result *r)
     }
     r->fid = art.src_fid;
     uint64_t id = atomic_fetch_add(&c->next_id, 1);
-    hp_version *v = hp_version_open(art.so_path, c->rundir, id, e->path,
-                                    cur ? cur->state : NULL, &r->diag);
+    v = hp_version_open(art.so_path, c->rundir, id, e->path,
+                        cur ? cur->state : NULL, &r->diag);
+    if (!v && tier == HP_TIER_FAST) {
+        /* tcc's object is linked without the page compiler's runtime, and
+         * a page may need something only that has: the optimized tier is
+         * a full build, so the page is served from it instead of an error
+         * (the next edit tries the fast tier again). */
+        hp_log_info("%s: the fast tier's object did not load (%s); building "
+                    "the optimized tier now",
+                    e->path, r->diag ? r->diag : "?");
+        free(r->diag);
+        r->diag = NULL;
+        hp_artifact_free(&art);
+        tier = HP_TIER_OPTIMIZED;
+        goto again;
+    }
     if (!v) {
         char *why = hp_compile_explain_load(e->path, r->diag);
         if (why) {
@@ -569,8 +584,8 @@ static hp_version *swap_in(hp_entry *e, struct build_result *r)
         free(e->error);
         e->error = NULL;
         if (old) {
-            old->handed_over = r->kind == B_NEW && old->state &&
-                               r->v->state == old->state;
+            old->handed_over =
+                r->kind == B_NEW && old->state && r->v->state == old->state;
             old->next_retired = e->retired;
             e->retired = old;
             hp_metrics_retired();
@@ -594,8 +609,8 @@ static void publish(hp_cache *c, hp_entry **es, struct build_result *rs,
     pthread_mutex_lock(&c->pub_mu);
     /* Even between publishes, odd during one: pub_mu makes us the only
      * writer, so the parity is ours to keep. */
-    unsigned seq = atomic_fetch_add_explicit(&c->pub_seq, 1,
-                                             memory_order_acq_rel);
+    unsigned seq =
+        atomic_fetch_add_explicit(&c->pub_seq, 1, memory_order_acq_rel);
     assert((seq & 1) == 0);
     for (size_t i = 0; i < n; i++)
         olds[i] = swap_in(es[i], &rs[i]);
@@ -1111,7 +1126,8 @@ static void prefetch_stop(hp_cache *c)
     c->pre_n = 0;
 }
 
-/* ---- acquiring ------------------------------------------------------------ */
+/* ---- acquiring ------------------------------------------------------------
+ */
 
 static void wait_for_batch(hp_cache *c, hp_entry *e, unsigned want)
 {
@@ -1175,8 +1191,8 @@ static enum hp_acquire pin(hp_entry *e, hp_version **vp, char **err)
     return r;
 }
 
-enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path,
-                                 hp_version **vp, char **err)
+enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path, hp_version **vp,
+                                 char **err)
 {
     hp_entry *e = entry_get(c, path);
     *err = NULL;
@@ -1412,7 +1428,8 @@ int hp_cache_revalidate(hp_cache *c)
     return changed;
 }
 
-/* ---- status ---------------------------------------------------------------- */
+/* ---- status ----------------------------------------------------------------
+ */
 
 static void version_json(struct hp_buf *b, hp_version *v, long inflight)
 {

@@ -61,6 +61,8 @@ struct hp_compiler {
      * flag, and the files a direct ld link needs (NULL: link with cc) */
     pthread_mutex_t fb_mu;
     bool fb_ready;
+    bool link_ready; /* link_files and libtcc1 looked for (link_prepare) */
+    char *libtcc1;   /* tcc's runtime (va_arg, conversions), or NULL */
     atomic_bool ld_failed; /* a direct link failed: said once, in the log */
     char *pch_inc;
     char **link_files;
@@ -313,6 +315,7 @@ void hp_compiler_free(struct hp_compiler *c)
     free(c->tcc);
     free(c->ld);
     free(c->pch_inc);
+    free(c->libtcc1);
     for (char **f = c->link_files; f && *f; f++)
         free(*f);
     free(c->link_files);
@@ -1192,21 +1195,32 @@ static void ld_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
                     const struct cc_args *ca, char **argv)
 {
     size_t a = 0;
+    char **lf = c->link_files;
     argv[a++] = c->ld;
     argv[a++] = "-shared";
     argv[a++] = "-z";
     argv[a++] = "noexecstack";
     argv[a++] = "-o";
     argv[a++] = ca->tmp_so;
+    if (lf) {
+        argv[a++] = lf[0]; /* crti.o */
+        argv[a++] = lf[1]; /* crtbeginS.o: __dso_handle, for atexit */
+    }
     argv[a++] = ca->tmp_o;
+    if (c->libtcc1) /* what tcc's code calls: __va_arg, conversions */
+        argv[a++] = c->libtcc1;
     if (pf->nlibs)
         argv[a++] = "--no-as-needed";
     for (size_t i = 0; i < pf->nlibs; i++)
         if (strncmp(pf->libs[i], "-l", 2) == 0 ||
             strncmp(pf->libs[i], "-L", 2) == 0)
             argv[a++] = pf->libs[i];
+    for (size_t i = 2; lf && i < 6; i++) /* libgcc.a ... crtn.o */
+        argv[a++] = lf[i];
     argv[a] = NULL;
 }
+
+static void link_prepare(struct hp_compiler *c);
 
 /* The fast tier with tcc: compile, then link. true when both succeeded;
  * otherwise the caller falls back to the page compiler (tcc lacks some
@@ -1217,6 +1231,7 @@ static bool run_tcc(struct hp_compiler *c, const struct pkg_flags *pf,
     struct hp_buf log = {0};
     struct run_result rr;
 
+    link_prepare(c);
     tcc_argv(c, pf, ca, argv);
     atomic_fetch_add(&c->runs, 1);
     run_capture(c, argv, &log, &rr);
@@ -1334,6 +1349,48 @@ static char **find_link_files(struct hp_compiler *c)
     return files;
 }
 
+/* tcc's runtime archive, from `tcc -print-search-dirs` ("install: DIR"),
+ * or NULL: code tcc generates calls into it (va_arg's __va_arg, float to
+ * integer conversions), and ld does not add it by itself. */
+static char *find_libtcc1(struct hp_compiler *c)
+{
+    char *argv[] = {c->tcc, "-print-search-dirs", NULL};
+    struct hp_buf out = {0};
+    struct run_result rr;
+    char *found = NULL;
+
+    run_capture(c, argv, &out, &rr);
+    hp_buf_append(&out, "", 1);
+    const char *p = strstr(out.p, "install: ");
+    if (rr.end == RUN_EXITED && rr.code == 0 && p) {
+        p += strlen("install: ");
+        found = hp_xasprintf("%.*s/libtcc1.a", (int)strcspn(p, "\n"), p);
+        if (access(found, R_OK) != 0) {
+            free(found);
+            found = NULL;
+        }
+    }
+    hp_buf_free(&out);
+    return found;
+}
+
+/* The files both direct links need (the page compiler's start files and
+ * archives; tcc's runtime), looked for once, by the first fast compile. */
+static void link_prepare(struct hp_compiler *c)
+{
+    pthread_mutex_lock(&c->fb_mu);
+    if (!c->link_ready && c->ld) {
+        if (!c->is_tcc)
+            c->link_files = find_link_files(c);
+        if (c->tcc && !(c->libtcc1 = find_libtcc1(c)))
+            hp_log_info("no libtcc1.a beside %s: pages that use va_arg "
+                        "build with the optimized tier only",
+                        c->tcc);
+    }
+    c->link_ready = true;
+    pthread_mutex_unlock(&c->fb_mu);
+}
+
 /* Build <objdir>/pch-<flags key>/hotpub.h.gch (with hotpub.h beside it, a
  * symlink: gcc looks for name.gch where it would find name, and reads the
  * header itself when it finds the .gch unusable), with the flags of the
@@ -1391,14 +1448,13 @@ static char *build_pch(struct hp_compiler *c)
  * by itself). */
 static void fallback_prepare(struct hp_compiler *c)
 {
+    link_prepare(c);
     pthread_mutex_lock(&c->fb_mu);
     if (!c->fb_ready && !c->is_tcc && !strstr(c->cc, "clang")) {
         char *dir = build_pch(c);
         if (dir)
             c->pch_inc = hp_xasprintf("-I%s", dir);
         free(dir);
-        if (c->ld)
-            c->link_files = find_link_files(c);
     }
     c->fb_ready = true;
     pthread_mutex_unlock(&c->fb_mu);

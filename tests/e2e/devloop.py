@@ -111,6 +111,67 @@ def test_fast_tier_status_and_production_default():
         check(current_tier(s, "p.c") in ("fast", "optimized"), "dev tier")
 
 
+RUNTIME_PAGE = page(r'''
+#include <stdarg.h>
+static int sum(int n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    int t = 0;
+    for (int i = 0; i < n; i++)
+        t += va_arg(ap, int);
+    va_end(ap);
+    return t;
+}
+static void bye(void) {}
+HP_HANDLER(http_handler)
+{
+    volatile double d = 3e10;
+    unsigned long long u = (unsigned long long)d;
+    hp_printf(req, "sum %d u %llu atexit %d", sum(3, 1, 2, 3), u, atexit(bye));
+    return HP_OK;
+}
+''', includes="#include <stdlib.h>")
+RUNTIME_BODY = "sum 6 u 30000000000 atexit 0"
+
+
+def test_tcc_objects_get_tccs_runtime_and_the_start_files():
+    """Code tcc generates calls into libtcc1.a (va_arg's __va_arg, float
+    conversions) and atexit needs libc_nonshared.a with crtbeginS.o's
+    __dso_handle: the fast tier links them, so such a page is served from
+    the fast tier, not an 'undefined symbol'."""
+    if not shutil.which("tcc"):
+        raise Skip("tcc is not installed")
+    with Server({"r.c": RUNTIME_PAGE}, dev=True, fast_tier=None,
+                workers=0) as s:
+        check_eq(s.get_ok("/r").text, RUNTIME_BODY, "body")
+        check_eq(current_tier(s, "r.c"), "fast", "tier of the first load")
+        check("did not load" not in s.stderr(), "a load failure logged")
+
+
+def test_fast_object_that_does_not_load_is_built_optimized_at_once():
+    """A fast-tier object that cannot be loaded (here: a tcc whose runtime
+    cannot be found, so va_arg stays undefined) is not an error page: the
+    optimized tier is built at once and serves the page."""
+    if not shutil.which("tcc"):
+        raise Skip("tcc is not installed")
+    with Server({"r.c": RUNTIME_PAGE}, dev=True, fast_tier=None,
+                workers=0, start=False) as s:
+        fake = os.path.join(s.tmp, "faketcc")
+        with open(fake, "w") as f:
+            f.write("#!/bin/sh\n"
+                    "[ \"$1\" = -print-search-dirs ] && "
+                    "{ echo 'install: /nonexistent'; exit 0; }\n"
+                    "exec %s \"$@\"\n" % shutil.which("tcc"))
+        os.chmod(fake, 0o755)
+        s.args += ["--fast-cc", fake]
+        s.start()
+        r = s.get("/r")
+        check_eq((r.status, r.text), (200, RUNTIME_BODY), "served")
+        check_eq(current_tier(s, "r.c"), "optimized", "tier")
+        check_in("the fast tier's object did not load", s.stderr(), "log")
+
+
 def test_fast_tier_falls_back_to_gcc():
     """A page tcc cannot compile (a GNU extension it lacks: __int128 ...
     here jansson's atomics) still loads, through the page compiler."""
