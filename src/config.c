@@ -317,8 +317,7 @@ static int parse_listen(const char *s, char *out, size_t outlen, char *err,
 
 static int default_threads(void)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    long n = cpus > 0 ? 2 * cpus : 4;
+    long n = 2L * hp_cpus();
     if (n < 4)
         n = 4;
     if (n > THREADS_MAX)
@@ -326,12 +325,12 @@ static int default_threads(void)
     return (int)n;
 }
 
-/* Worker processes: one per online CPU (docs/operations.md). */
+/* Worker processes: one per CPU the process may run on (docs/operations.md):
+ * under `taskset -c 1` or a one-CPU cpuset, one worker, not one per CPU of
+ * the machine competing for that CPU. */
 static int default_workers(void)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpus < 1)
-        cpus = 1;
+    long cpus = hp_cpus();
     if (cpus > WORKERS_MAX)
         cpus = WORKERS_MAX;
     return (int)cpus;

@@ -209,6 +209,10 @@ int hp_hash_file(struct hp_hash *h, const char *path);
 
 double hp_now(void); /* CLOCK_MONOTONIC seconds */
 
+/* The CPUs this process may run on: its affinity mask (taskset, a cgroup
+ * cpuset), else the online CPUs; at least 1. What "auto" sizes by. */
+int hp_cpus(void);
+
 /* What identifies one state of a file: a change of any field is a change. */
 struct hp_fid {
     dev_t dev;

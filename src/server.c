@@ -1523,6 +1523,13 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
     tls[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     if (ntls)
         flags |= MHD_USE_TLS;
+    /* One event-loop thread: no pool (libmicrohttpd warns about a pool of
+     * one), its own internal thread. */
+    struct MHD_OptionItem pool[2] = {
+        {MHD_OPTION_THREAD_POOL_SIZE, S.io_threads, NULL},
+        {MHD_OPTION_END, 0, NULL}};
+    if (S.io_threads < 2)
+        pool[0] = pool[1];
     unsigned each = cfg->conn_limit > UINT_MAX / 2 - 1024
                         ? UINT_MAX / 2
                         : cfg->conn_limit + 1024;
@@ -1536,8 +1543,8 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, room, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        hp_edge_mhd_memory(cfg), MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
-        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        hp_edge_mhd_memory(cfg), MHD_OPTION_ARRAY, pool, MHD_OPTION_ARRAY, tls,
+        MHD_OPTION_END);
 }
 
 /*
@@ -1620,8 +1627,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     hp_cache_set_tiered(S.cache, tiered);
     hp_tplcache_start(S.root, S.dev, S.watch != NULL);
 
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
+    S.io_threads = H.io_threads ? H.io_threads : (unsigned)hp_cpus();
     unstarted_init();
     struct hp_pool_opts po = {
         .min_threads = cfg->threads,
