@@ -21,10 +21,11 @@
  * connection suspended meanwhile; keyed by the page's module path, so each
  * module queues on its own and holds at most its share of the threads). Inline costs nothing extra but a
  * handler that blocks would stall every connection of its event loop, so
- * a page version starts offloaded and is promoted to inline only after
- * HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run demotes
- * it for good (logged). Requests that would wait for a compile or a batch
- * are always offloaded. bench/ measures the modes; docs/design.md says why.
+ * a page version starts offloaded and is promoted to inline once its runs
+ * prove fast; placement.c decides (a run that blocked demotes it, one that
+ * was only preempted does not). Requests that would wait for a compile or
+ * a batch are always offloaded. bench/ measures the modes; docs/design.md
+ * says why.
  */
 #include "server.h"
 #include "access.h"
@@ -36,6 +37,7 @@
 #include "listener.h"
 #include "liveness.h"
 #include "ops.h"
+#include "placement.h"
 #include "pool.h"
 #include "redirect.h"
 #include "request.h"
@@ -62,10 +64,6 @@
 #include <unistd.h>
 
 #define HOTPUB_PREFIX "/_hotpub/"
-#define HP_PROMOTE_RUNS 32
-#define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop */
-#define HP_SLOW_STRIKES 3      /* ... that many times before demotion   */
-#define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once        */
 /* A request that finds every handler thread busy waits this long before
  * threads are added: long enough that short requests keeping every thread
  * busy (the CPUs are the limit) start none, short enough to go unnoticed
@@ -821,34 +819,6 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
     return r;
 }
 
-/*
- * Decide where a version runs from how long its requests take. Wall time
- * cannot tell a handler that blocks from a thread that was preempted on a
- * busy machine, so one very slow run (a sleep, a slow query) demotes at
- * once, while merely slowish runs must recur before they do.
- */
-static void learn(hp_version *v, int64_t ns, bool offloaded)
-{
-    bool demote = false;
-    if (ns > HP_BLOCKED_NS)
-        demote = true;
-    else if (ns > HP_SLOW_NS)
-        demote = atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES;
-    else if ((atomic_fetch_add(&v->fast_runs, 1) + 1) % 1024 == 0)
-        atomic_store(&v->slow_runs, 0); /* old strikes expire */
-    if (demote) {
-        atomic_store(&v->run_inline, false);
-        if (!atomic_exchange(&v->slow, true) && !offloaded)
-            hp_log_error("%s: a request took %.1f ms on an event-loop "
-                         "thread; this version now runs on the handler threads",
-                         v->path, (double)ns / 1e6);
-    } else if (S.cfg->inline_pages && !atomic_load(&v->run_inline) &&
-               !atomic_load(&v->slow) &&
-               atomic_load(&v->fast_runs) >= HP_PROMOTE_RUNS) {
-        atomic_store(&v->run_inline, true);
-    }
-}
-
 /* The connection's socket, for the host's handler-timeout watchdog. */
 static int conn_fd(struct MHD_Connection *conn)
 {
@@ -994,8 +964,10 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     if (form != 0)
         return send_error(c, form, NULL);
 
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Runs on a handler thread are probed (CPU time, voluntary switches):
+     * placement.c tells a run that blocked from one that was preempted. */
+    struct hp_run_probe probe;
+    hp_run_probe_start(&probe, ctx_state(c) != CTX_BODY);
     /* The host (worker processes): the running handler goes on record for
      * crash reports and the --handler-timeout watchdog (no-op alone). */
     int run =
@@ -1003,10 +975,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
                     H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
     int rc = hp_publish_run(req);
     bool timed_out = !H.run_end(run);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
-                 (t1.tv_nsec - t0.tv_nsec);
-    learn(ps->page, ns, ctx_state(c) != CTX_BODY);
+    struct hp_run measured = hp_run_probe_stop(&probe);
+    hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
     if (req->flushed_inline) /* it streams: never on an event loop again */
         demote_for_stream(ps->page);
     if (req->enlisted && !atomic_load(&ps->page->uses_db))
