@@ -191,6 +191,7 @@ static __thread int tl_rec = -1; /* this thread's record: -1 not yet, */
  * it was loaded are kept per thread. */
 static atomic_bool DEV;
 static __thread const hp_version *tl_version;
+static __thread const hp_version *tl_keyed; /* whose key tl_rec's record has */
 static __thread uintptr_t tl_base;
 
 static struct slot *slot_at(int i)
@@ -785,10 +786,18 @@ static int guard_run_begin(const char *path, const char *handler,
     copy_tail(r->path, sizeof r->path, path);
     copy_str(r->handler, sizeof r->handler, handler);
     r->phash = path_hash(path);
+    /* The key depends on the version alone: the record keeps the last
+     * run's, so a thread running the same version again (the steady state)
+     * derives it no more (the address, id and source ctime of a version
+     * say it is the same one). */
+    if (v != tl_keyed || r->version != v->id ||
+        r->src_ctime != v->src_fid.ctime_ns) {
+        version_key(v, r->key);
+        r->keyfp = key_fp(r->key);
+        tl_keyed = v;
+    }
     r->version = v->id;
     r->src_ctime = v->src_fid.ctime_ns;
-    version_key(v, r->key);
-    r->keyfp = key_fp(r->key);
     r->fd = fd;
     if (atomic_load_explicit(&DEV, memory_order_relaxed)) {
         struct link_map *lm = NULL;

@@ -239,15 +239,15 @@ int hp_json_encode(struct hp_buf *b, const json_t *value)
 
 int hp_write_json(hp_req *req, const json_t *value)
 {
-    struct hp_buf tmp = {0};
-    /* Into a buffer first: a value that cannot be written (too deep)
-     * leaves the response as it was. */
-    if (put_value(&tmp, value, 0) < 0 ||
-        hp_write(req, tmp.p, tmp.len) != HP_OK) {
-        hp_buf_free(&tmp);
+    /* Straight into the body; a value that cannot be written (too deep,
+     * out of memory) is cut off again, leaving the response as it was. */
+    size_t was = req->out.len;
+    if (put_value(&req->out, value, 0) < 0) {
+        req->out.len = was;
+        if (req->out.p)
+            req->out.p[was] = '\0';
         return -1;
     }
-    hp_buf_free(&tmp);
     if (!req->has_content_type)
         hp_set_header(req, "Content-Type", "application/json");
     return HP_OK;
