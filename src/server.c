@@ -41,6 +41,7 @@
 #include "pool.h"
 #include "redirect.h"
 #include "request.h"
+#include "respmemo.h"
 #include "session.h"
 #include "static.h"
 #include "stream.h"
@@ -128,14 +129,16 @@ struct ctx {
     int fd;           /* the connection's socket */
     atomic_int state; /* enum ctx_state */
     struct MHD_Response *resp;
+    bool resp_kept;    /* resp is the thread's kept one: never destroy it */
     int status;        /* of the response made; 0 while there is none */
-    double t0;         /* hp_now() at the request head, for the metrics */
+    double t0;         /* hp_now() at the request line (metrics, started) */
     const char *label; /* the metrics' page label when not the target's */
     uint64_t length;
     struct hp_pool_job job; /* on the handler threads' queue (pool.c) */
     /* A streamed response (hp_flush): its handler thread and its
      * connection both hold the request; the last to let go frees it. */
     atomic_int owners;
+    char uri_short[128]; /* uri, when it fits (no strdup) */
     hp_req req;             /* last: initialised by hp_req_init, not calloc */
 };
 
@@ -382,11 +385,25 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
 {
     hp_req *req = &c->req;
     inject_live_reload(req);
-    struct MHD_Response *r = MHD_create_response_from_buffer(
-        req->out.len, req->out.p, MHD_RESPMEM_MUST_FREE);
+    /* An inline run is queued right after this, on this thread, so it may
+     * use (and replace) the thread's kept response (respmemo.c); one that
+     * says "Connection: close" must not be kept. */
+    bool kept = ctx_state(c) == CTX_BODY && !atomic_load(&S.stopping) &&
+                !atomic_load_explicit(&draining, memory_order_relaxed);
+    struct MHD_Response *r = kept ? hp_respmemo_find(req) : NULL;
+    if (r) {
+        c->length = req->out.len;
+        c->status = status;
+        c->resp = r;
+        c->resp_kept = true;
+        return MHD_YES;
+    }
+    r = MHD_create_response_from_buffer(req->out.len, req->out.p,
+                                        MHD_RESPMEM_MUST_FREE);
     if (!r)
         return MHD_NO;
     /* The buffer now belongs to the response. */
+    const char *body = req->out.p;
     req->out.p = NULL;
     c->length = req->out.len;
     req->out.len = req->out.cap = 0;
@@ -399,6 +416,7 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     c->status = status;
     c->resp = r;
+    c->resp_kept = kept && hp_respmemo_keep(r, body, (size_t)c->length, req);
     return MHD_YES;
 }
 
@@ -1095,7 +1113,8 @@ static enum MHD_Result queue(struct ctx *c)
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r =
         MHD_queue_response(c->req.conn, (unsigned)c->status, c->resp);
-    MHD_destroy_response(c->resp);
+    if (!c->resp_kept)
+        MHD_destroy_response(c->resp);
     c->resp = NULL;
     return r;
 }
@@ -1128,15 +1147,64 @@ static const char *absolute_form(hp_req *req, const char *url)
     return slash ? slash : "/";
 }
 
+/*
+ * Each thread keeps the context of its last finished request for its next
+ * one: a context is 6 KiB (hp_req's target path and arena), past malloc's
+ * per-thread caches, and every keep-alive request would otherwise allocate
+ * and free one. The thread's exit frees what it keeps.
+ */
+static __thread struct ctx *spare_ctx;
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_free(void *c)
+{
+    free(c);
+}
+
+static void spare_key_make(void)
+{
+    if (pthread_key_create(&spare_key, spare_free) != 0)
+        abort(); /* at start: only when the process is out of keys */
+}
+
+static struct ctx *ctx_new(void)
+{
+    struct ctx *c = spare_ctx;
+    if (c) {
+        spare_ctx = NULL;
+        pthread_setspecific(spare_key, NULL);
+        return c;
+    }
+    return hp_xmalloc(sizeof *c);
+}
+
+/* On an event-loop thread: keep c for this thread's next request. */
+static void ctx_keep_or_free(struct ctx *c)
+{
+    if (spare_ctx || pthread_setspecific(spare_key, c) != 0) {
+        free(c);
+        return;
+    }
+    spare_ctx = c;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    struct ctx *c = hp_xmalloc(sizeof *c);
-    memset(c, 0, offsetof(struct ctx, req));
-    c->uri = hp_xstrdup(uri ? uri : "");
+    struct ctx *c = ctx_new();
+    memset(c, 0, offsetof(struct ctx, uri_short));
+    size_t n = uri ? strlen(uri) : 0;
+    if (n < sizeof c->uri_short) {
+        memcpy(c->uri_short, uri ? uri : "", n);
+        c->uri_short[n] = '\0';
+        c->uri = c->uri_short;
+    } else {
+        c->uri = hp_xstrdup(uri);
+    }
     c->edge = hp_edge_of(conn);
     c->conn = conn;
     c->fd = conn_fd(conn);
-    c->t0 = S.cfg->metrics ? hp_now() : 0;
+    c->t0 = hp_now();
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -1148,6 +1216,7 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
                                   const char *version)
 {
     hp_req_init(&c->req, conn, method, url, version);
+    c->req.started = c->t0;
     c->req.path = absolute_form(&c->req, url);
     c->req.secure = hp_tls_on(); /* sessions mark their cookie Secure */
     const char *q = strchr(c->uri, '?');
@@ -1250,10 +1319,11 @@ static const char *metrics_label(struct ctx *c)
     }
 }
 
-/* The request is over: log it, give back what it holds. */
-static void ctx_free(struct ctx *c)
+/* The request is over: log it, give back what it holds. keep: on an
+ * event-loop thread, keep the memory for its next request. */
+static void ctx_free(struct ctx *c, bool keep)
 {
-    if (c->resp)
+    if (c->resp && !c->resp_kept)
         MHD_destroy_response(c->resp);
     if (ctx_state(c) != CTX_HEAD && c->req.stream) {
         c->length = hp_stream_sent(c->req.stream);
@@ -1267,8 +1337,12 @@ static void ctx_free(struct ctx *c)
         hp_pinset_release(&c->req.pins);
         hp_req_cleanup(&c->req);
     }
-    free(c->uri);
-    free(c);
+    if (c->uri != c->uri_short)
+        free(c->uri);
+    if (keep)
+        ctx_keep_or_free(c);
+    else
+        free(c);
     atomic_fetch_sub(&S.inflight, 1);
 }
 
@@ -1277,7 +1351,7 @@ static void ctx_free(struct ctx *c)
 static void ctx_release(struct ctx *c)
 {
     if (atomic_fetch_sub(&c->owners, 1) == 1)
-        ctx_free(c);
+        ctx_free(c, false);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1300,7 +1374,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         ctx_release(c);
         return;
     }
-    ctx_free(c);
+    ctx_free(c, true);
 }
 
 /*
@@ -1416,6 +1490,7 @@ static char *root_path(const char *docroot)
 
 static int setup(struct hp_config *cfg)
 {
+    pthread_once(&spare_once, spare_key_make);
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
     S.started = hp_now();
