@@ -543,7 +543,7 @@ static bool set_cookie_pair_ok(const char *v)
 void hp_req_add_header(hp_req *req, const char *name, const char *value)
 {
     kv_add(req, &req->headers, name, value);
-    if (strcasecmp(name, "Content-Type") == 0)
+    if ((name[0] | 0x20) == 'c' && strcasecmp(name, "Content-Type") == 0)
         req->has_content_type = true;
 }
 
@@ -564,10 +564,11 @@ int hp_set_header(hp_req *req, const char *name, const char *value)
         return -1;
     /* A token's characters are printable US-ASCII but ':' (which rules
      * out what header_safe refuses, too) */
-    size_t nlen = 0;
-    for (const char *p = name; *p; p++, nlen++)
-        if (*p <= ' ' || *p == ':' || *p >= 127)
+    const unsigned char *p = (const unsigned char *)name;
+    for (; *p; p++)
+        if ((unsigned)(*p - 0x21) > 0x7e - 0x21 || *p == ':')
             return -1;
+    size_t nlen = (size_t)(p - (const unsigned char *)name);
     size_t vlen;
     if (!header_safe(value, &vlen) || framing_field(name, nlen))
         return -1;
