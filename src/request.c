@@ -463,14 +463,13 @@ void hp_status(hp_req *req, int code)
  * length. */
 static bool header_safe(const char *s, size_t *len)
 {
-    const char *p = s;
-    for (; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return false;
-    }
-    *len = (size_t)(p - s);
-    return true;
+    static const uint8_t ok[256] = {
+        ['\t'] = 1, [0x20 ... 0x7e] = 1, [0x80 ... 0xff] = 1};
+    const unsigned char *p = (const unsigned char *)s;
+    while (ok[*p])
+        p++;
+    *len = (size_t)(p - (const unsigned char *)s);
+    return *p == '\0';
 }
 
 /* Fields that frame the message are the server's: a page setting them
@@ -580,7 +579,9 @@ int hp_set_header(hp_req *req, const char *name, const char *value)
         return -1;
     if (!multi) {
         for (size_t i = 0; i < req->headers.n; i++) {
-            if (strcasecmp(req->headers.v[i].name, name) == 0) {
+            const char *had = req->headers.v[i].name;
+            if ((had[0] | 0x20) == (name[0] | 0x20) &&
+                strcasecmp(had, name) == 0) {
                 req->headers.v[i].value = v;
                 return HP_OK;
             }
