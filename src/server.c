@@ -1128,6 +1128,8 @@ static enum MHD_Result queue(struct ctx *c)
 static const char *absolute_form(hp_req *req, const char *url)
 {
     const char *p = url;
+    if (*p == '/') /* origin-form: nearly every request */
+        return url;
     if (strncasecmp(p, "http://", 7) == 0)
         p += 7;
     else if (strncasecmp(p, "https://", 8) == 0)
