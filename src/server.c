@@ -1109,6 +1109,8 @@ static enum MHD_Result queue(struct ctx *c)
         return MHD_NO;
     ctx_move(c, ctx_state(c), CTX_QUEUED);
     unstarted_clear(c->fd);
+    /* (A kept response gets the field too: from now on every response
+     * closes, and none is taken from the thread's memo again.) */
     if (atomic_load_explicit(&draining, memory_order_relaxed))
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r =
