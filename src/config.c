@@ -317,8 +317,7 @@ static int parse_listen(const char *s, char *out, size_t outlen, char *err,
 
 static int default_threads(void)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    long n = cpus > 0 ? 2 * cpus : 4;
+    long n = 2L * hp_cpus();
     if (n < 4)
         n = 4;
     if (n > THREADS_MAX)
@@ -326,12 +325,12 @@ static int default_threads(void)
     return (int)n;
 }
 
-/* Worker processes: one per online CPU (docs/operations.md). */
+/* Worker processes: one per CPU the process may run on (docs/operations.md):
+ * under `taskset -c 1` or a one-CPU cpuset, one worker, not one per CPU of
+ * the machine competing for that CPU. */
 static int default_workers(void)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpus < 1)
-        cpus = 1;
+    long cpus = hp_cpus();
     if (cpus > WORKERS_MAX)
         cpus = WORKERS_MAX;
     return (int)cpus;
@@ -551,7 +550,7 @@ const struct hp_setting hp_settings[] = {
      .min = 1,
      .max = THREADS_MAX,
      .auto_value = default_threads,
-     .def = "2 × online CPUs, at least 4",
+     .def = "2 × the CPUs it may use, at least 4",
      .def_here = true},
     {.key = "max-threads",
      .arg = "N",
@@ -835,15 +834,15 @@ const struct hp_setting hp_settings[] = {
     {.key = "workers",
      .arg = "N|auto",
      .section = S_PROCS,
-     .help = "worker processes under a supervising parent; auto = online "
-             "CPUs",
+     .help = "worker processes under a supervising parent; auto = the "
+             "CPUs it may use (affinity)",
      .type = HP_SET_INT,
      .off = OFF(workers),
      .min = 0,
      .max = WORKERS_MAX,
      .zero = "one process",
      .auto_value = default_workers,
-     .def = "auto (one per online CPU)",
+     .def = "auto (one per CPU it may use)",
      .def_here = true},
     {.key = "handler-timeout",
      .arg = "SECONDS",

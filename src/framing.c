@@ -72,6 +72,16 @@ static const uint8_t TCHAR[256] = {
     ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
+/* The bytes of a reg-name but pct-encoded (RFC 3986 §3.2.2): unreserved
+ * and sub-delims. A table, as the Host field of every request is checked. */
+static const uint8_t REG_NAME[256] = {
+    ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1, ['0' ... '9'] = 1, ['-'] = 1,
+    ['.'] = 1,         ['_'] = 1,         ['~'] = 1,         ['!'] = 1,
+    ['$'] = 1,         ['&'] = 1,         ['\''] = 1,        ['('] = 1,
+    [')'] = 1,         ['*'] = 1,         ['+'] = 1,         [','] = 1,
+    [';'] = 1,         ['='] = 1,
+};
+
 /* Bytes that need no decision inside a field value: VCHAR, obs-text, SP
  * and HTAB (RFC 9110 §5.5). */
 static const uint8_t VALUE_BYTE[256] = {
@@ -167,9 +177,7 @@ bool hp_host_valid(const char *v, size_t n)
     } else {
         for (; i < n && v[i] != ':'; i++) {
             unsigned char c = (unsigned char)v[i];
-            if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
-                continue;
-            if ((c >= '0' && c <= '9') || strchr("-._~!$&'()*+,;=", c))
+            if (REG_NAME[c])
                 continue;
             if (c == '%' && i + 2 < n && hexval((unsigned char)v[i + 1]) >= 0 &&
                 hexval((unsigned char)v[i + 2]) >= 0) {

@@ -197,6 +197,7 @@ static atomic_bool DEV;
 /* hp_guard_enter_alone: the single process of --workers 0 in dev mode. */
 static bool ALONE;
 static __thread const hp_version *tl_version;
+static __thread const hp_version *tl_keyed; /* whose key tl_rec's record has */
 static __thread uintptr_t tl_base;
 
 static struct slot *slot_at(int i)
@@ -284,10 +285,13 @@ static uint64_t key_fp(const char *key)
     return strtoull(head, NULL, 16);
 }
 
+/* The coarse clock (a tick, 1 to 10 ms; the same in every process): what
+ * it times (--handler-timeout, heartbeats) is tenths of seconds and more,
+ * and every run reads it. */
 static int64_t now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
@@ -791,10 +795,18 @@ static int guard_run_begin(const char *path, const char *handler,
     copy_tail(r->path, sizeof r->path, path);
     copy_str(r->handler, sizeof r->handler, handler);
     r->phash = path_hash(path);
+    /* The key depends on the version alone: the record keeps the last
+     * run's, so a thread running the same version again (the steady state)
+     * derives it no more (the address, id and source ctime of a version
+     * say it is the same one). */
+    if (v != tl_keyed || r->version != v->id ||
+        r->src_ctime != v->src_fid.ctime_ns) {
+        version_key(v, r->key);
+        r->keyfp = key_fp(r->key);
+        tl_keyed = v;
+    }
     r->version = v->id;
     r->src_ctime = v->src_fid.ctime_ns;
-    version_key(v, r->key);
-    r->keyfp = key_fp(r->key);
     r->fd = fd;
     atomic_store_explicit(&r->streaming, false, memory_order_relaxed);
     if (atomic_load_explicit(&DEV, memory_order_relaxed)) {

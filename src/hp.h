@@ -209,6 +209,10 @@ int hp_hash_file(struct hp_hash *h, const char *path);
 
 double hp_now(void); /* CLOCK_MONOTONIC seconds */
 
+/* The CPUs this process may run on: its affinity mask (taskset, a cgroup
+ * cpuset), else the online CPUs; at least 1. What "auto" sizes by. */
+int hp_cpus(void);
+
 /* What identifies one state of a file: a change of any field is a change. */
 struct hp_fid {
     dev_t dev;
@@ -348,11 +352,12 @@ struct hp_version {
         hp_handler_fn fn; /* NULL: the module has no such handler */
         char name[48];
     } handlers[8]; /* memo of handler lookups (hp_version_handler) */
-    /* how the server runs this version (server.c) */
+    /* how the server runs this version (placement.c, server.c) */
     atomic_uint fast_runs;  /* runs that finished under the slow mark  */
     atomic_uint slow_runs;  /* recent ones that did not                 */
-    atomic_bool slow;       /* one run did not: never inline again      */
+    atomic_bool slow;       /* demoted: never inline again              */
     atomic_bool run_inline; /* promoted to the event-loop threads       */
+    atomic_bool suspect;    /* an inline run was slow by the wall clock */
     atomic_bool uses_db;    /* a run took a pooled connection (hp_db)   */
 };
 

@@ -129,8 +129,33 @@ void hp_req_json_free(hp_req *req)
 
 /* ---- writing ------------------------------------------------------------- */
 
+/* One byte more in b. */
+static int put_char(struct hp_buf *b, char c)
+{
+    if (hp_buf_reserve(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = c;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
 static int put_string(struct hp_buf *b, const char *s, size_t n)
 {
+    /* Most strings need no escape: then one copy between the quotes. */
+    size_t k = 0;
+    while (k < n && (unsigned char)s[k] >= 0x20 && s[k] != '"' && s[k] != '\\')
+        k++;
+    if (k == n) {
+        if (n > SIZE_MAX - 2 || hp_buf_reserve(b, n + 2) < 0)
+            return -1;
+        char *p = b->p + b->len;
+        p[0] = '"';
+        memcpy(p + 1, s, n);
+        p[n + 1] = '"';
+        b->len += n + 2;
+        b->p[b->len] = '\0';
+        return 0;
+    }
     size_t run = 0;
     if (hp_buf_append(b, "\"", 1) < 0)
         return -1;
@@ -177,20 +202,20 @@ static int put_container(struct hp_buf *b, const json_t *v, int depth)
     if (json_is_array(v)) {
         size_t i;
         const json_t *x;
-        if (hp_buf_append(b, "[", 1) < 0)
+        if (put_char(b, '[') < 0)
             return -1;
         json_array_foreach(v, i, x)
         {
-            if ((!first && hp_buf_append(b, ",", 1) < 0) ||
+            if ((!first && put_char(b, ',') < 0) ||
                 put_value(b, x, depth + 1) < 0)
                 return -1;
             first = false;
         }
-        return hp_buf_append(b, "]", 1);
+        return put_char(b, ']');
     }
     const char *k;
     const json_t *x;
-    if (hp_buf_append(b, "{", 1) < 0)
+    if (put_char(b, '{') < 0)
         return -1;
     /* jansson keeps insertion order; json_object_foreach has no const
      * variant, the iteration does not modify the object. */
@@ -199,13 +224,13 @@ static int put_container(struct hp_buf *b, const json_t *v, int depth)
     for (; it; it = json_object_iter_next(o, it)) {
         k = json_object_iter_key(it);
         x = json_object_iter_value(it);
-        if ((!first && hp_buf_append(b, ",", 1) < 0) ||
+        if ((!first && put_char(b, ',') < 0) ||
             put_string(b, k, json_object_iter_key_len(it)) < 0 ||
-            hp_buf_append(b, ":", 1) < 0 || put_value(b, x, depth + 1) < 0)
+            put_char(b, ':') < 0 || put_value(b, x, depth + 1) < 0)
             return -1;
         first = false;
     }
-    return hp_buf_append(b, "}", 1);
+    return put_char(b, '}');
 }
 
 static int put_value(struct hp_buf *b, const json_t *v, int depth)
@@ -239,15 +264,15 @@ int hp_json_encode(struct hp_buf *b, const json_t *value)
 
 int hp_write_json(hp_req *req, const json_t *value)
 {
-    struct hp_buf tmp = {0};
-    /* Into a buffer first: a value that cannot be written (too deep)
-     * leaves the response as it was. */
-    if (put_value(&tmp, value, 0) < 0 ||
-        hp_write(req, tmp.p, tmp.len) != HP_OK) {
-        hp_buf_free(&tmp);
+    /* Straight into the body; a value that cannot be written (too deep,
+     * out of memory) is cut off again, leaving the response as it was. */
+    size_t was = req->out.len;
+    if (put_value(&req->out, value, 0) < 0) {
+        req->out.len = was;
+        if (req->out.p)
+            req->out.p[was] = '\0';
         return -1;
     }
-    hp_buf_free(&tmp);
     if (!req->has_content_type)
         hp_set_header(req, "Content-Type", "application/json");
     return HP_OK;

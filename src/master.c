@@ -267,14 +267,12 @@ static _Noreturn void worker_main(int slot)
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
                                     .redirect_fd = REDIRECT_FD,
                                     .reopen_logs = reopen_logs};
-    /* The CPUs are shared among the workers (libmicrohttpd ignores, and
-     * warns about, a pool of one). */
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned n = ncpu > 0 ? (unsigned)ncpu : 1, w = (unsigned)CFG->workers;
-    if (w > 1) {
-        n = (n + w - 1) / w;
-        hooks.io_threads = n > 2 ? n : 2;
-    }
+    /* The CPUs are shared among the workers: with one CPU each, one
+     * event-loop thread each (a second one on the same CPU only adds
+     * context switches). */
+    unsigned n = (unsigned)hp_cpus(), w = (unsigned)CFG->workers;
+    if (w > 1)
+        hooks.io_threads = (n + w - 1) / w;
     hp_guard_enter(slot, CFG, &hooks);
     hp_metrics_enter(slot);
     children_die_with_us();

@@ -27,6 +27,34 @@ struct hp_alloc_block {
     max_align_t data[];
 };
 
+/* From the request's own arena, or NULL when it has no room for size. */
+static void *arena_alloc(hp_req *req, size_t size)
+{
+    size_t align = sizeof(max_align_t);
+    if (size > sizeof req->arena)
+        return NULL;
+    size_t need = (size + align - 1) / align * align;
+    if (need > sizeof req->arena - req->arena_used)
+        return NULL;
+    void *p = (char *)req->arena + req->arena_used;
+    req->arena_used += need;
+    return p;
+}
+
+static bool in_arena(const hp_req *req, const void *p)
+{
+    const char *a = (const char *)req->arena;
+    return (const char *)p >= a && (const char *)p < a + sizeof req->arena;
+}
+
+static void kv_free(hp_req *req, struct hp_kvlist *l)
+{
+    if (!in_arena(req, l->v))
+        free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
 void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
                  const char *path, const char *version)
 {
@@ -39,7 +67,6 @@ void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
     req->version = version;
     req->status = 200;
     req->is_head = strcmp(method, "HEAD") == 0;
-    req->started = hp_now();
 }
 
 void hp_req_cleanup(hp_req *req)
@@ -57,9 +84,9 @@ void hp_req_cleanup(hp_req *req)
     req->blocks = NULL;
     free(req->args.v);
     free(req->cookies.v);
-    free(req->headers.v);
-    free(req->values.v);
-    free(req->fields.v);
+    kv_free(req, &req->headers);
+    kv_free(req, &req->values);
+    kv_free(req, &req->fields);
     hp_buf_free(&req->body);
     hp_buf_free(&req->out);
 }
@@ -68,6 +95,9 @@ void hp_req_cleanup(hp_req *req)
 
 void *hp_alloc(hp_req *req, size_t size)
 {
+    void *p = arena_alloc(req, size);
+    if (p)
+        return p;
     if (size > SIZE_MAX - sizeof(struct hp_alloc_block))
         return NULL;
     struct hp_alloc_block *b = malloc(sizeof *b + size);
@@ -103,7 +133,8 @@ char *hp_sprintf(hp_req *req, const char *fmt, ...)
 
 /* ---- per-request values -------------------------------------------------- */
 
-static void kv_add(struct hp_kvlist *l, const char *name, const char *value);
+static void kv_add(hp_req *req, struct hp_kvlist *l, const char *name,
+                   const char *value);
 
 int hp_req_set(hp_req *req, const char *key, void *value)
 {
@@ -116,7 +147,7 @@ int hp_req_set(hp_req *req, const char *key, void *value)
     char *k = hp_strdup(req, key);
     if (!k)
         return -1;
-    kv_add(&req->values, k, (const char *)value);
+    kv_add(req, &req->values, k, (const char *)value);
     return HP_OK;
 }
 
@@ -251,7 +282,7 @@ static enum MHD_Result copy_field(void *cls, enum MHD_ValueKind kind,
     char *k = key ? hp_strdup(req, key) : NULL;
     char *v = k ? hp_strdup(req, value ? value : "") : NULL;
     if (v)
-        kv_add(&req->fields, k, v);
+        kv_add(req, &req->fields, k, v);
     return MHD_YES;
 }
 
@@ -274,11 +305,22 @@ void hp_req_detach(hp_req *req)
     req->detached = true;
 }
 
-static void kv_add(struct hp_kvlist *l, const char *name, const char *value)
+/* The first vector of a list comes from the request's arena when it has
+ * room; a list that outgrows it moves to the heap. */
+static void kv_add(hp_req *req, struct hp_kvlist *l, const char *name,
+                   const char *value)
 {
     if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 8;
-        l->v = hp_xrealloc(l->v, l->cap * sizeof *l->v);
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        struct hp_kv *v = l->v ? NULL : arena_alloc(req, cap * sizeof *v);
+        if (!v && in_arena(req, l->v)) {
+            v = hp_xmalloc(cap * sizeof *v);
+            memcpy(v, l->v, l->n * sizeof *v);
+        } else if (!v) {
+            v = hp_xrealloc(l->v, cap * sizeof *v);
+        }
+        l->v = v;
+        l->cap = cap;
     }
     l->v[l->n].name = name;
     l->v[l->n].value = value;
@@ -417,21 +459,23 @@ void hp_status(hp_req *req, int code)
 }
 
 /* A field value a page may send: no control character but HTAB (CR and LF
- * would inject fields; the others RFC 9110 §5.5 forbids too). */
-static bool header_safe(const char *s)
+ * would inject fields; the others RFC 9110 §5.5 forbids too). *len: its
+ * length. */
+static bool header_safe(const char *s, size_t *len)
 {
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return false;
-    }
-    return true;
+    static const uint8_t ok[256] = {
+        ['\t'] = 1, [0x20 ... 0x7e] = 1, [0x80 ... 0xff] = 1};
+    const unsigned char *p = (const unsigned char *)s;
+    while (ok[*p])
+        p++;
+    *len = (size_t)(p - (const unsigned char *)s);
+    return *p == '\0';
 }
 
 /* Fields that frame the message are the server's: a page setting them
  * would contradict what libmicrohttpd sends (Content-Length with
  * Transfer-Encoding: chunked, a Connection the server does not keep). */
-static bool framing_field(const char *name)
+static bool framing_field(const char *name, size_t n)
 {
     static const struct {
         const char *name;
@@ -440,7 +484,7 @@ static bool framing_field(const char *name)
                {"Connection", 10},     {"Keep-Alive", 10},
                {"Upgrade", 7},         {"TE", 2},
                {"Trailer", 7}};
-    size_t n = strlen(name); /* lengths first: Content-Type costs no compare */
+    /* lengths first: Content-Type costs no compare */
     for (size_t i = 0; i < sizeof own / sizeof *own; i++)
         if (n == own[i].len && strcasecmp(name, own[i].name) == 0)
             return true;
@@ -497,8 +541,8 @@ static bool set_cookie_pair_ok(const char *v)
 
 void hp_req_add_header(hp_req *req, const char *name, const char *value)
 {
-    kv_add(&req->headers, name, value);
-    if (strcasecmp(name, "Content-Type") == 0)
+    kv_add(req, &req->headers, name, value);
+    if ((name[0] | 0x20) == 'c' && strcasecmp(name, "Content-Type") == 0)
         req->has_content_type = true;
 }
 
@@ -516,27 +560,48 @@ static void remove_header(hp_req *req, const char *name)
         req->has_content_type = false;
 }
 
+/* A copy of the n bytes at s and a NUL, in request memory. */
+static char *dup_n(hp_req *req, const char *s, size_t n)
+{
+    char *p = hp_alloc(req, n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
 int hp_set_header(hp_req *req, const char *name, const char *value)
 {
-    if (!name || !*name || !header_safe(name) ||
-        (value && !header_safe(value)) || framing_field(name))
+    if (!name || !*name)
         return -1;
-    for (const char *p = name; *p; p++)
-        if (*p <= ' ' || *p == ':' || *p >= 127)
+    /* A token's characters are printable US-ASCII but ':' (which rules
+     * out what header_safe refuses, too) */
+    const unsigned char *p = (const unsigned char *)name;
+    for (; *p; p++)
+        if ((unsigned)(*p - 0x21) > 0x7e - 0x21 || *p == ':')
             return -1;
+    size_t nlen = (size_t)(p - (const unsigned char *)name);
     if (!value) {
+        if (framing_field(name, nlen))
+            return -1;
         remove_header(req, name);
         return HP_OK;
     }
-    bool multi = strcasecmp(name, "Set-Cookie") == 0;
+    size_t vlen;
+    if (!header_safe(value, &vlen) || framing_field(name, nlen))
+        return -1;
+    bool multi = nlen == 10 && strcasecmp(name, "Set-Cookie") == 0;
     if (multi && !set_cookie_pair_ok(value))
         return -1;
-    char *n = hp_strdup(req, name), *v = hp_strdup(req, value);
+    char *n = dup_n(req, name, nlen), *v = dup_n(req, value, vlen);
     if (!n || !v)
         return -1;
     if (!multi) {
         for (size_t i = 0; i < req->headers.n; i++) {
-            if (strcasecmp(req->headers.v[i].name, name) == 0) {
+            const char *had = req->headers.v[i].name;
+            if ((had[0] | 0x20) == (name[0] | 0x20) &&
+                strcasecmp(had, name) == 0) {
                 req->headers.v[i].value = v;
                 return HP_OK;
             }

@@ -22,6 +22,8 @@ struct hp_kvlist {
 
 struct hp_alloc_block;
 
+#define HP_REQ_ARENA 1024 /* bytes of request memory inside hp_req */
+
 /*
  * A transactional resource a request has taken (a pooled database
  * connection): it takes part in the request's outcome as the outermost
@@ -76,6 +78,7 @@ struct hp_req {
     bool has_content_type;
 
     struct hp_alloc_block *blocks;
+    size_t arena_used;             /* bytes of arena[] hp_alloc handed out */
     struct hp_kvlist values;       /* hp_req_set: key -> (void *)       */
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
@@ -109,6 +112,11 @@ struct hp_req {
     /* Last and large (PATH_MAX): hp_req_init leaves it to the resolver
      * rather than clearing 4 KiB per request. */
     struct hp_target target;
+    /* The first HP_REQ_ARENA bytes hp_alloc hands out (and the first
+     * vectors of the header lists): a request of a fast page then makes
+     * no malloc of its own for its path segments and response fields. Not
+     * cleared: hp_alloc's memory never was. */
+    max_align_t arena[HP_REQ_ARENA / sizeof(max_align_t)];
 };
 
 /* Enlist a resource in the request's outcome (see struct hp_resource). */
@@ -116,6 +124,8 @@ void hp_req_enlist(hp_req *req, struct hp_resource *r);
 /* Release every enlisted resource (idempotent). */
 void hp_req_release_resources(hp_req *req);
 
+/* Clears req but its target and arena (leaves `started` to the caller, who
+ * has the time of the request's head). */
 void hp_req_init(hp_req *req, struct MHD_Connection *conn, const char *method,
                  const char *path, const char *version);
 void hp_req_cleanup(hp_req *req);

@@ -22,10 +22,10 @@
  * module queues on its own and holds at most its share of the threads). Inline
  * costs nothing extra but a handler that blocks would stall every connection of
  * its event loop, so a page version starts offloaded and is promoted to inline
- * only after HP_PROMOTE_RUNS runs that all took under HP_SLOW_NS; one slow run
- * demotes it for good (logged). Requests that would wait for a compile or a
- * batch are always offloaded. bench/ measures the modes; docs/design.md says
- * why.
+ * once its runs prove fast; placement.c decides (a run that blocked demotes it,
+ * one that was only preempted does not). Requests that would wait for a compile
+ * or a batch are always offloaded. bench/ measures the modes; docs/design.md
+ * says why.
  */
 #include "server.h"
 #include "access.h"
@@ -37,9 +37,11 @@
 #include "listener.h"
 #include "liveness.h"
 #include "ops.h"
+#include "placement.h"
 #include "pool.h"
 #include "redirect.h"
 #include "request.h"
+#include "respmemo.h"
 #include "session.h"
 #include "static.h"
 #include "stream.h"
@@ -63,10 +65,6 @@
 #include <unistd.h>
 
 #define HOTPUB_PREFIX "/_hotpub/"
-#define HP_PROMOTE_RUNS 32
-#define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop */
-#define HP_SLOW_STRIKES 3      /* ... that many times before demotion   */
-#define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once        */
 /* A request that finds every handler thread busy waits this long before
  * threads are added: long enough that short requests keeping every thread
  * busy (the CPUs are the limit) start none, short enough to go unnoticed
@@ -131,15 +129,17 @@ struct ctx {
     int fd;           /* the connection's socket */
     atomic_int state; /* enum ctx_state */
     struct MHD_Response *resp;
+    bool resp_kept;    /* resp is the thread's kept one: never destroy it */
     int status;        /* of the response made; 0 while there is none */
-    double t0;         /* hp_now() at the request head, for the metrics */
+    double t0;         /* hp_now() at the request line (metrics, started) */
     const char *label; /* the metrics' page label when not the target's */
     uint64_t length;
     struct hp_pool_job job; /* on the handler threads' queue (pool.c) */
     /* A streamed response (hp_flush): its handler thread and its
      * connection both hold the request; the last to let go frees it. */
     atomic_int owners;
-    hp_req req; /* last: initialised by hp_req_init, not calloc */
+    char uri_short[128]; /* uri, when it fits (no strdup) */
+    hp_req req;          /* last: initialised by hp_req_init, not calloc */
 };
 
 static struct server S;
@@ -385,11 +385,25 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
 {
     hp_req *req = &c->req;
     inject_live_reload(req);
-    struct MHD_Response *r = MHD_create_response_from_buffer(
-        req->out.len, req->out.p, MHD_RESPMEM_MUST_FREE);
+    /* An inline run is queued right after this, on this thread, so it may
+     * use (and replace) the thread's kept response (respmemo.c); one that
+     * says "Connection: close" must not be kept. */
+    bool kept = ctx_state(c) == CTX_BODY && !atomic_load(&S.stopping) &&
+                !atomic_load_explicit(&draining, memory_order_relaxed);
+    struct MHD_Response *r = kept ? hp_respmemo_find(req) : NULL;
+    if (r) {
+        c->length = req->out.len;
+        c->status = status;
+        c->resp = r;
+        c->resp_kept = true;
+        return MHD_YES;
+    }
+    r = MHD_create_response_from_buffer(req->out.len, req->out.p,
+                                        MHD_RESPMEM_MUST_FREE);
     if (!r)
         return MHD_NO;
     /* The buffer now belongs to the response. */
+    const char *body = req->out.p;
     req->out.p = NULL;
     c->length = req->out.len;
     req->out.len = req->out.cap = 0;
@@ -402,6 +416,7 @@ static enum MHD_Result send_buffer(struct ctx *c, int status)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     c->status = status;
     c->resp = r;
+    c->resp_kept = kept && hp_respmemo_keep(r, body, (size_t)c->length, req);
     return MHD_YES;
 }
 
@@ -822,34 +837,6 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
     return r;
 }
 
-/*
- * Decide where a version runs from how long its requests take. Wall time
- * cannot tell a handler that blocks from a thread that was preempted on a
- * busy machine, so one very slow run (a sleep, a slow query) demotes at
- * once, while merely slowish runs must recur before they do.
- */
-static void learn(hp_version *v, int64_t ns, bool offloaded)
-{
-    bool demote = false;
-    if (ns > HP_BLOCKED_NS)
-        demote = true;
-    else if (ns > HP_SLOW_NS)
-        demote = atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES;
-    else if ((atomic_fetch_add(&v->fast_runs, 1) + 1) % 1024 == 0)
-        atomic_store(&v->slow_runs, 0); /* old strikes expire */
-    if (demote) {
-        atomic_store(&v->run_inline, false);
-        if (!atomic_exchange(&v->slow, true) && !offloaded)
-            hp_log_error("%s: a request took %.1f ms on an event-loop "
-                         "thread; this version now runs on the handler threads",
-                         v->path, (double)ns / 1e6);
-    } else if (S.cfg->inline_pages && !atomic_load(&v->run_inline) &&
-               !atomic_load(&v->slow) &&
-               atomic_load(&v->fast_runs) >= HP_PROMOTE_RUNS) {
-        atomic_store(&v->run_inline, true);
-    }
-}
-
 /* The connection's socket, for the host's handler-timeout watchdog. */
 static int conn_fd(struct MHD_Connection *conn)
 {
@@ -995,8 +982,10 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     if (form != 0)
         return send_error(c, form, NULL);
 
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Runs on a handler thread are probed (CPU time, voluntary switches):
+     * placement.c tells a run that blocked from one that was preempted. */
+    struct hp_run_probe probe;
+    hp_run_probe_start(&probe, ctx_state(c) != CTX_BODY);
     /* The host (worker processes): the running handler goes on record for
      * crash reports and the --handler-timeout watchdog (no-op alone). */
     int run =
@@ -1004,10 +993,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
                     H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
     int rc = hp_publish_run(req);
     bool timed_out = !H.run_end(run);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
-                 (t1.tv_nsec - t0.tv_nsec);
-    learn(ps->page, ns, ctx_state(c) != CTX_BODY);
+    struct hp_run measured = hp_run_probe_stop(&probe);
+    hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
     if (req->flushed_inline) /* it streams: never on an event loop again */
         demote_for_stream(ps->page);
     if (req->enlisted && !atomic_load(&ps->page->uses_db))
@@ -1132,11 +1119,14 @@ static enum MHD_Result queue(struct ctx *c)
         return MHD_NO;
     ctx_move(c, ctx_state(c), CTX_QUEUED);
     unstarted_clear(c->fd);
+    /* (A kept response gets the field too: from now on every response
+     * closes, and none is taken from the thread's memo again.) */
     if (atomic_load_explicit(&draining, memory_order_relaxed))
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result r =
         MHD_queue_response(c->req.conn, (unsigned)c->status, c->resp);
-    MHD_destroy_response(c->resp);
+    if (!c->resp_kept)
+        MHD_destroy_response(c->resp);
     c->resp = NULL;
     return r;
 }
@@ -1150,6 +1140,8 @@ static enum MHD_Result queue(struct ctx *c)
 static const char *absolute_form(hp_req *req, const char *url)
 {
     const char *p = url;
+    if (*p == '/') /* origin-form: nearly every request */
+        return url;
     if (strncasecmp(p, "http://", 7) == 0)
         p += 7;
     else if (strncasecmp(p, "https://", 8) == 0)
@@ -1169,15 +1161,64 @@ static const char *absolute_form(hp_req *req, const char *url)
     return slash ? slash : "/";
 }
 
+/*
+ * Each thread keeps the context of its last finished request for its next
+ * one: a context is 6 KiB (hp_req's target path and arena), past malloc's
+ * per-thread caches, and every keep-alive request would otherwise allocate
+ * and free one. The thread's exit frees what it keeps.
+ */
+static __thread struct ctx *spare_ctx;
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_free(void *c)
+{
+    free(c);
+}
+
+static void spare_key_make(void)
+{
+    if (pthread_key_create(&spare_key, spare_free) != 0)
+        abort(); /* at start: only when the process is out of keys */
+}
+
+static struct ctx *ctx_new(void)
+{
+    struct ctx *c = spare_ctx;
+    if (c) {
+        spare_ctx = NULL;
+        pthread_setspecific(spare_key, NULL);
+        return c;
+    }
+    return hp_xmalloc(sizeof *c);
+}
+
+/* On an event-loop thread: keep c for this thread's next request. */
+static void ctx_keep_or_free(struct ctx *c)
+{
+    if (spare_ctx || pthread_setspecific(spare_key, c) != 0) {
+        free(c);
+        return;
+    }
+    spare_ctx = c;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    struct ctx *c = hp_xmalloc(sizeof *c);
-    memset(c, 0, offsetof(struct ctx, req));
-    c->uri = hp_xstrdup(uri ? uri : "");
+    struct ctx *c = ctx_new();
+    memset(c, 0, offsetof(struct ctx, uri_short));
+    size_t n = uri ? strlen(uri) : 0;
+    if (n < sizeof c->uri_short) {
+        memcpy(c->uri_short, uri ? uri : "", n);
+        c->uri_short[n] = '\0';
+        c->uri = c->uri_short;
+    } else {
+        c->uri = hp_xstrdup(uri);
+    }
     c->edge = hp_edge_of(conn);
     c->conn = conn;
     c->fd = conn_fd(conn);
-    c->t0 = S.cfg->metrics ? hp_now() : 0;
+    c->t0 = hp_now();
     atomic_fetch_add(&S.inflight, 1);
     return c;
 }
@@ -1189,6 +1230,7 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
                                   const char *version)
 {
     hp_req_init(&c->req, conn, method, url, version);
+    c->req.started = c->t0;
     c->req.path = absolute_form(&c->req, url);
     c->req.secure = hp_tls_on(); /* sessions mark their cookie Secure */
     const char *q = strchr(c->uri, '?');
@@ -1291,10 +1333,11 @@ static const char *metrics_label(struct ctx *c)
     }
 }
 
-/* The request is over: log it, give back what it holds. */
-static void ctx_free(struct ctx *c)
+/* The request is over: log it, give back what it holds. keep: on an
+ * event-loop thread, keep the memory for its next request. */
+static void ctx_free(struct ctx *c, bool keep)
 {
-    if (c->resp)
+    if (c->resp && !c->resp_kept)
         MHD_destroy_response(c->resp);
     if (ctx_state(c) != CTX_HEAD && c->req.stream) {
         c->length = hp_stream_sent(c->req.stream);
@@ -1308,8 +1351,12 @@ static void ctx_free(struct ctx *c)
         hp_pinset_release(&c->req.pins);
         hp_req_cleanup(&c->req);
     }
-    free(c->uri);
-    free(c);
+    if (c->uri != c->uri_short)
+        free(c->uri);
+    if (keep)
+        ctx_keep_or_free(c);
+    else
+        free(c);
     atomic_fetch_sub(&S.inflight, 1);
 }
 
@@ -1318,7 +1365,7 @@ static void ctx_free(struct ctx *c)
 static void ctx_release(struct ctx *c)
 {
     if (atomic_fetch_sub(&c->owners, 1) == 1)
-        ctx_free(c);
+        ctx_free(c, false);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1341,7 +1388,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         ctx_release(c);
         return;
     }
-    ctx_free(c);
+    ctx_free(c, true);
 }
 
 /*
@@ -1457,6 +1504,7 @@ static char *root_path(const char *docroot)
 
 static int setup(struct hp_config *cfg)
 {
+    pthread_once(&spare_once, spare_key_make);
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
     S.started = hp_now();
@@ -1534,6 +1582,13 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
     tls[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     if (ntls)
         flags |= MHD_USE_TLS;
+    /* One event-loop thread: no pool (libmicrohttpd warns about a pool of
+     * one), its own internal thread. */
+    struct MHD_OptionItem pool[2] = {
+        {MHD_OPTION_THREAD_POOL_SIZE, S.io_threads, NULL},
+        {MHD_OPTION_END, 0, NULL}};
+    if (S.io_threads < 2)
+        pool[0] = pool[1];
     unsigned each = cfg->conn_limit > UINT_MAX / 2 - 1024
                         ? UINT_MAX / 2
                         : cfg->conn_limit + 1024;
@@ -1547,8 +1602,8 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout,
         MHD_OPTION_CONNECTION_LIMIT, room, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        hp_edge_mhd_memory(cfg), MHD_OPTION_THREAD_POOL_SIZE, S.io_threads,
-        MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        hp_edge_mhd_memory(cfg), MHD_OPTION_ARRAY, pool, MHD_OPTION_ARRAY, tls,
+        MHD_OPTION_END);
 }
 
 /*
@@ -1631,8 +1686,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     hp_cache_set_tiered(S.cache, tiered);
     hp_tplcache_start(S.root, S.dev, S.watch != NULL);
 
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    S.io_threads = H.io_threads ? H.io_threads : ncpu > 0 ? (unsigned)ncpu : 1;
+    S.io_threads = H.io_threads ? H.io_threads : (unsigned)hp_cpus();
     unstarted_init();
     struct hp_pool_opts po = {
         .min_threads = cfg->threads,

@@ -41,6 +41,9 @@ check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tpl
 # the accept thread and the descriptor census are the server's own
 check 'hp_listener_|#include "listener\.h"' listener.c listener.h server.c
 check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
+# where a page runs is the server's to ask
+check 'hp_place_|hp_run_probe|#include "placement\.h"' placement.c placement.h server.c
+check 'hp_respmemo_|#include "respmemo\.h"' respmemo.c respmemo.h server.c
 # the dashboard's feed and HTTPS credentials are the server's alone
 check '#include "dashboard\.h"|hp_dashboard_' dashboard.c dashboard.h server.c
 check '#include "tls\.h"|hp_tls_' tls.c tls.h server.c

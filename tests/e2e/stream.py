@@ -466,7 +466,8 @@ def test_sse_outlives_handler_timeout_while_flushing():
         check(took > 2.0, "the stream ran %.2f s, past the 1 s limit" % took)
         check(all(e == "event: tick\ndata: t" for _, e in got[1:]),
               "only events: %r" % [e for _, e in got[1:] if "tick" not in e])
-        check("504" not in s.stderr(), "no 504 logged")
+        # (the watchdog logs "answered 504"; a bare "504" may be a timestamp)
+        check("answered 504" not in s.stderr(), "no 504 logged")
 
 
 def test_silent_stream_past_handler_timeout_is_cut_without_a_504():

@@ -1,0 +1,114 @@
+/*
+ * placement.c - where a page version runs: inline on the event-loop threads
+ * or offloaded to the handler threads, learnt from how its runs went.
+ *
+ * Owns: the rule (hp_place_learn) and the run probe (wall time, and on
+ * handler threads the thread's CPU time and voluntary context switches).
+ * It reads and writes only hp_version's placement counters (fast_runs,
+ * slow_runs, slow, suspect, run_inline). May not touch: requests,
+ * connections or the module cache; server.c decides where each request
+ * runs from run_inline and calls in here after each run.
+ *
+ * Why not wall time alone: on a busy CPU (an event loop sharing it with
+ * other threads, other processes, a benchmark client) a run can be
+ * preempted for several milliseconds without blocking anything. Judged by
+ * wall time, a page of a few microseconds collected three 2 ms "strikes"
+ * within seconds under bench/tfb.sh (server pinned to one CPU) and was
+ * demoted for good, at 2-3 times the CPU per request. A probed run tells
+ * the two apart (docs/design.md, "Threading model"); an inline run over
+ * HP_BLOCKED_NS still demotes at once (no preemption lasts that long on a
+ * machine that is not overloaded; a page that blocked that long would
+ * stall its event loop again before it could be probed).
+ */
+#include "placement.h"
+
+#include <errno.h>
+
+void hp_run_probe_start(struct hp_run_probe *p, bool probed)
+{
+    p->probed = probed && getrusage(RUSAGE_THREAD, &p->ru0) == 0;
+    clock_gettime(CLOCK_MONOTONIC, &p->t0);
+}
+
+static int64_t tv_ns(const struct timeval *tv)
+{
+    return (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
+}
+
+struct hp_run hp_run_probe_stop(const struct hp_run_probe *p)
+{
+    struct timespec t1;
+    struct rusage ru1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    struct hp_run r = {
+        .wall_ns = (int64_t)(t1.tv_sec - p->t0.tv_sec) * 1000000000 +
+                   (t1.tv_nsec - p->t0.tv_nsec),
+    };
+    r.own_ns = r.wall_ns;
+    if (!p->probed || getrusage(RUSAGE_THREAD, &ru1) != 0)
+        return r;
+    r.probed = true;
+    r.blocked = ru1.ru_nvcsw != p->ru0.ru_nvcsw;
+    r.preempted = ru1.ru_nivcsw != p->ru0.ru_nivcsw;
+    if (!r.blocked && r.preempted) {
+        /* The kernel brings a running thread's CPU time up to date at a
+         * tick or a switch, so this is close, not exact; it is only used
+         * when the wall time includes time spent waiting for a CPU. */
+        int64_t cpu = tv_ns(&ru1.ru_utime) - tv_ns(&p->ru0.ru_utime) +
+                      tv_ns(&ru1.ru_stime) - tv_ns(&p->ru0.ru_stime);
+        r.own_ns = cpu < r.wall_ns ? (cpu > 0 ? cpu : 0) : r.wall_ns;
+    }
+    return r;
+}
+
+/* An inline run took too long by the wall clock: run the version on the
+ * handler threads again, where its next runs are probed, and promote it
+ * afresh once HP_PROMOTE_RUNS of them were fast. */
+static enum hp_place suspect(hp_version *v, const struct hp_run *r)
+{
+    atomic_store(&v->fast_runs, 0);
+    if (!atomic_exchange(&v->run_inline, false))
+        return HP_PLACE_KEPT; /* another run got there first */
+    if (!atomic_exchange(&v->suspect, true))
+        hp_log_info("%s: a request took %.1f ms on an event-loop thread; "
+                    "this version now runs on the handler threads until %d "
+                    "runs there show whether it blocks",
+                    v->path, (double)r->wall_ns / 1e6, HP_PROMOTE_RUNS);
+    return HP_PLACE_SUSPECT;
+}
+
+static enum hp_place demote(hp_version *v, const struct hp_run *r)
+{
+    bool was_inline = atomic_exchange(&v->run_inline, false);
+    if (atomic_exchange(&v->slow, true))
+        return HP_PLACE_KEPT;
+    if (was_inline || atomic_load(&v->suspect))
+        hp_log_error("%s: a request took %.1f ms%s; this version now runs "
+                     "on the handler threads for good",
+                     v->path, (double)r->own_ns / 1e6,
+                     !r->probed   ? " on an event-loop thread"
+                     : r->blocked ? " (it blocked)"
+                                  : " of CPU time");
+    return HP_PLACE_DEMOTED;
+}
+
+enum hp_place hp_place_learn(hp_version *v, const struct hp_run *r,
+                             bool inline_pages)
+{
+    if (r->own_ns > HP_BLOCKED_NS) /* probed, or inline and that long */
+        return demote(v, r);
+    if (!r->probed && r->wall_ns > HP_SLOW_NS)
+        return suspect(v, r);
+    if (r->probed && r->own_ns > HP_SLOW_NS) {
+        if (atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES)
+            return demote(v, r);
+        return HP_PLACE_KEPT;
+    }
+    unsigned fast = atomic_fetch_add(&v->fast_runs, 1) + 1;
+    if (fast % HP_STRIKE_EXPIRY == 0)
+        atomic_store(&v->slow_runs, 0); /* old strikes expire */
+    if (inline_pages && fast >= HP_PROMOTE_RUNS && !atomic_load(&v->slow) &&
+        !atomic_load(&v->run_inline) && !atomic_exchange(&v->run_inline, true))
+        return HP_PLACE_PROMOTED;
+    return HP_PLACE_KEPT;
+}

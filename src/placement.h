@@ -1,0 +1,78 @@
+/*
+ * placement.h - where a page version runs, learnt from its runs
+ * (placement.c): on the event-loop threads (inline) or on the handler
+ * threads (offloaded). server.c times each run with a probe and hands the
+ * result to hp_place_learn, which promotes, suspects or demotes the
+ * version through its counters in hp_version (hp.h).
+ */
+#ifndef HP_PLACEMENT_H
+#define HP_PLACEMENT_H
+
+#include "hp.h"
+
+#include <sys/resource.h>
+#include <time.h>
+
+#define HP_PROMOTE_RUNS 32     /* fast runs before a version runs inline */
+#define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop   */
+#define HP_SLOW_STRIKES 3      /* ... that many times before demotion    */
+#define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once         */
+#define HP_STRIKE_EXPIRY 1024  /* fast runs after which strikes expire   */
+
+/* One run as measured. wall_ns: CLOCK_MONOTONIC nanoseconds from start to
+ * end. probed: blocked, preempted and own_ns are known (the run was on a
+ * handler thread, where two getrusage calls are cheap next to the
+ * offload). blocked: the thread made a voluntary context switch
+ * (ru_nvcsw: it slept, waited for I/O or a lock); preempted: an
+ * involuntary one (ru_nivcsw). own_ns: the run's own time: its wall time,
+ * except for a run that was preempted and never blocked, whose own time is
+ * its CPU time (waiting for a CPU stalls nothing the page owns). */
+struct hp_run {
+    int64_t wall_ns;
+    bool probed;
+    bool blocked;
+    bool preempted;
+    int64_t own_ns;
+};
+
+/* A run being measured. */
+struct hp_run_probe {
+    struct timespec t0;
+    struct rusage ru0; /* when probed */
+    bool probed;
+};
+
+/* Start measuring a run on this thread; probed: also take its CPU time and
+ * context switches (two getrusage(RUSAGE_THREAD) calls, about 0.4 µs each
+ * on a virtual machine: for handler threads, not event loops). */
+void hp_run_probe_start(struct hp_run_probe *p, bool probed);
+/* The run measured since hp_run_probe_start, on the same thread. */
+struct hp_run hp_run_probe_stop(const struct hp_run_probe *p);
+
+/* What hp_place_learn did with a version. */
+enum hp_place {
+    HP_PLACE_KEPT,     /* no change                                      */
+    HP_PLACE_PROMOTED, /* now runs inline                                */
+    HP_PLACE_SUSPECT,  /* an inline run was slow: back on the handler
+                          threads until HP_PROMOTE_RUNS probed runs there
+                          show whether it blocks                         */
+    HP_PLACE_DEMOTED   /* on the handler threads for good                */
+};
+
+/*
+ * Learn from one run of v (any thread). An unprobed run (inline) only
+ * knows its wall time: over HP_BLOCKED_NS it demotes at once; over
+ * HP_SLOW_NS it makes the version a suspect, and never a strike, since
+ * wall time cannot tell a handler that blocks from a thread that was
+ * preempted. A probed run is judged by its own time: over HP_BLOCKED_NS
+ * demotes at once, over HP_SLOW_NS is a strike
+ * (HP_SLOW_STRIKES of them demote; they expire after HP_STRIKE_EXPIRY fast
+ * runs), otherwise it counts towards promotion (HP_PROMOTE_RUNS, when
+ * inline_pages). A demoted version is never promoted again. Logs a
+ * suspicion of an inline run once per version and a demotion of a version
+ * that ran inline.
+ */
+enum hp_place hp_place_learn(hp_version *v, const struct hp_run *r,
+                             bool inline_pages);
+
+#endif

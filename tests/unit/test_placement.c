@@ -1,0 +1,197 @@
+/*
+ * test_placement.c - placement.c: where a page version runs. A run that
+ * was only preempted (slow by the wall clock, little CPU, no voluntary
+ * context switch) must never demote a version; a run that blocked must;
+ * the run probe must see a sleep as blocked and a spin as not.
+ */
+#include "t.h"
+#include "../../src/placement.h"
+
+#include <unistd.h>
+
+static hp_version *version(void)
+{
+    hp_version *v = calloc(1, sizeof *v);
+    v->path = "/t/page.c";
+    return v;
+}
+
+static struct hp_run inline_run(int64_t wall_ns)
+{
+    return (struct hp_run){.wall_ns = wall_ns, .own_ns = wall_ns};
+}
+
+static struct hp_run probed_run(int64_t wall_ns, int64_t own_ns, bool blocked)
+{
+    return (struct hp_run){.wall_ns = wall_ns,
+                           .probed = true,
+                           .blocked = blocked,
+                           .own_ns = own_ns};
+}
+
+/* Fast probed runs until v is promoted: how many it took (at most twice
+ * the promotion count). */
+static int runs_to_promote(hp_version *v)
+{
+    struct hp_run fast = probed_run(20000, 15000, false);
+    for (int i = 1; i <= 2 * HP_PROMOTE_RUNS; i++)
+        if (hp_place_learn(v, &fast, true) == HP_PLACE_PROMOTED)
+            return atomic_load(&v->run_inline) ? i : -i;
+    return 0;
+}
+
+static void promote(hp_version *v)
+{
+    CHECK(runs_to_promote(v) == HP_PROMOTE_RUNS);
+}
+
+static void test_promoted_after_fast_runs(void)
+{
+    hp_version *v = version();
+    promote(v);
+    free(v);
+}
+
+static void test_no_promotion_without_inline(void)
+{
+    hp_version *v = version();
+    struct hp_run fast = probed_run(20000, 15000, false);
+    for (int i = 0; i < 2 * HP_PROMOTE_RUNS; i++)
+        CHECK(hp_place_learn(v, &fast, false) == HP_PLACE_KEPT);
+    CHECK(!atomic_load(&v->run_inline));
+    free(v);
+}
+
+/* Inline runs preempted for 8 ms, again and again: each sends the version
+ * back to the handler threads for a while, none demotes it, and fast
+ * probed runs promote it again. (Judged by wall time, the third one
+ * demoted it for good.) */
+static void test_preempted_inline_runs_never_demote(void)
+{
+    hp_version *v = version();
+    promote(v);
+    for (int round = 0; round < 10; round++) {
+        struct hp_run slow = inline_run(8000000);
+        CHECK(hp_place_learn(v, &slow, true) == HP_PLACE_SUSPECT);
+        CHECK(!atomic_load(&v->run_inline));
+        CHECK(!atomic_load(&v->slow));
+        /* on the handler threads: preempted there too, but its own time
+         * (CPU, no voluntary switch) is short */
+        struct hp_run preempted = probed_run(9000000, 30000, false);
+        CHECK(hp_place_learn(v, &preempted, true) == HP_PLACE_KEPT);
+        CHECK(runs_to_promote(v) == HP_PROMOTE_RUNS - 1);
+    }
+    CHECK(!atomic_load(&v->slow));
+    free(v);
+}
+
+/* An inline run of 2 s (no preemption lasts that long) demotes at once,
+ * for good. */
+static void test_long_inline_run_demotes_at_once(void)
+{
+    hp_version *v = version();
+    promote(v);
+    struct hp_run stall = inline_run(2000000000);
+    CHECK(hp_place_learn(v, &stall, true) == HP_PLACE_DEMOTED);
+    CHECK(atomic_load(&v->slow) && !atomic_load(&v->run_inline));
+    /* never promoted again, however fast it runs */
+    struct hp_run fast = probed_run(20000, 15000, false);
+    for (int i = 0; i < 4 * HP_PROMOTE_RUNS; i++)
+        hp_place_learn(v, &fast, true);
+    CHECK(!atomic_load(&v->run_inline));
+    free(v);
+}
+
+/* An inline run of 8 ms makes the version a suspect; on the handler
+ * threads its next run blocks for 60 ms and demotes it for good. */
+static void test_suspect_that_blocks_is_demoted(void)
+{
+    hp_version *v = version();
+    promote(v);
+    struct hp_run slow = inline_run(8000000);
+    CHECK(hp_place_learn(v, &slow, true) == HP_PLACE_SUSPECT);
+    CHECK(atomic_load(&v->suspect));
+    struct hp_run blocked = probed_run(60000000, 60000000, true);
+    CHECK(hp_place_learn(v, &blocked, true) == HP_PLACE_DEMOTED);
+    CHECK(atomic_load(&v->slow) && !atomic_load(&v->run_inline));
+    CHECK(runs_to_promote(v) == 0);
+    free(v);
+}
+
+/* Runs that block for a few milliseconds (over the slow mark, under the
+ * blocked mark) demote after HP_SLOW_STRIKES of them; a run that spends
+ * that long on the CPU counts as well (it holds an event loop as long). */
+static void test_slowish_probed_runs_strike(void)
+{
+    hp_version *v = version();
+    struct hp_run slowish = probed_run(5000000, 5000000, true);
+    for (int i = 0; i < HP_SLOW_STRIKES - 1; i++)
+        CHECK(hp_place_learn(v, &slowish, true) == HP_PLACE_KEPT);
+    CHECK(hp_place_learn(v, &slowish, true) == HP_PLACE_DEMOTED);
+    free(v);
+
+    v = version();
+    struct hp_run busy = probed_run(5000000, 4800000, false);
+    for (int i = 0; i < HP_SLOW_STRIKES - 1; i++)
+        CHECK(hp_place_learn(v, &busy, true) == HP_PLACE_KEPT);
+    CHECK(hp_place_learn(v, &busy, true) == HP_PLACE_DEMOTED);
+    free(v);
+}
+
+/* Strikes expire after HP_STRIKE_EXPIRY fast runs. */
+static void test_strikes_expire(void)
+{
+    hp_version *v = version();
+    struct hp_run slowish = probed_run(5000000, 5000000, true);
+    struct hp_run fast = probed_run(20000, 15000, false);
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < HP_SLOW_STRIKES - 1; i++)
+            CHECK(hp_place_learn(v, &slowish, true) == HP_PLACE_KEPT);
+        for (int i = 0; i < HP_STRIKE_EXPIRY; i++)
+            hp_place_learn(v, &fast, true);
+    }
+    CHECK(!atomic_load(&v->slow));
+    free(v);
+}
+
+/* The probe: a sleep is a voluntary switch (blocked, own time = wall), a
+ * spin on the CPU is not (own time = CPU time). */
+static void test_probe_tells_sleep_from_spin(void)
+{
+    struct hp_run_probe p;
+    hp_run_probe_start(&p, true);
+    usleep(5000);
+    struct hp_run r = hp_run_probe_stop(&p);
+    CHECK(r.probed && r.blocked);
+    CHECK(r.wall_ns >= 5000000 && r.own_ns == r.wall_ns);
+
+    hp_run_probe_start(&p, true);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) <
+           3000000);
+    r = hp_run_probe_stop(&p);
+    CHECK(r.probed && !r.blocked);
+    CHECK(r.wall_ns >= 3000000 && r.own_ns >= 0 && r.own_ns <= r.wall_ns);
+    CHECK(r.preempted || r.own_ns == r.wall_ns);
+
+    hp_run_probe_start(&p, false);
+    r = hp_run_probe_stop(&p);
+    CHECK(!r.probed && r.own_ns == r.wall_ns);
+}
+
+int main(int argc, char **argv)
+{
+    T_INIT(argc, argv);
+    T_RUN(test_promoted_after_fast_runs);
+    T_RUN(test_no_promotion_without_inline);
+    T_RUN(test_preempted_inline_runs_never_demote);
+    T_RUN(test_long_inline_run_demotes_at_once);
+    T_RUN(test_suspect_that_blocks_is_demoted);
+    T_RUN(test_slowish_probed_runs_strike);
+    T_RUN(test_strikes_expire);
+    T_RUN(test_probe_tells_sleep_from_spin);
+    T_DONE();
+}
