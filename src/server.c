@@ -1677,7 +1677,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
      * (--cc) builds everything unless --fast-tier says otherwise. */
     bool tiered = cfg->fast_tier >= 0 ? cfg->fast_tier
                                       : S.dev && strcmp(cfg->cc, "cc") == 0;
-    if (cfg->settle_ms < 0) /* auto: editors' save bursts take ~1 ms */
+    if (cfg->settle_ms < 0) /* auto: docs/design.md, "The settle window" */
         cfg->settle_ms = tiered ? HP_SETTLE_FAST_MS : HP_SETTLE_MS;
     if (S.dev)
         hp_devloop_start(S.root);
