@@ -103,7 +103,40 @@ static int begin_tx(hp_db *db, bool write)
     if (db->drv->begin(db, write) < 0)
         return -1;
     db->tx = TX_OPEN;
+    db->reading = !write;
     return 0;
+}
+
+/*
+ * The first write of a transaction begun for reading (a GET that reads,
+ * then writes: a new session in its commit phase, a counter). SQLite can
+ * not upgrade such a transaction once another connection has written
+ * since its first read: the write fails at once (SQLITE_BUSY_SNAPSHOT,
+ * "database is locked"), under load about every other time. Its reads are
+ * over and wrote nothing, so the read transaction ends here and a writing
+ * one begins (BEGIN IMMEDIATE waits its turn for the write lock): the
+ * write and everything after it see the latest committed data, as every
+ * statement does under PostgreSQL's default READ COMMITTED. A page that
+ * needs its reads and writes in one snapshot (read, then update what it
+ * read) uses an unsafe method, whose transaction begins writing, or takes
+ * the lock first (docs/database.md). Not after a SAVEPOINT, which ending
+ * the transaction would drop.
+ */
+static int to_write(hp_db *db)
+{
+    db->reading = false;
+    if (db->savepoint)
+        return 0;
+    if (db->drv->commit(db) < 0 || db->drv->begin(db, true) < 0)
+        return -1;
+    return 0;
+}
+
+static bool is_savepoint(const char *sql)
+{
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+        sql++;
+    return strncasecmp(sql, "SAVEPOINT", 9) == 0;
 }
 
 static int run(hp_db *db, const char *sql, size_t n, const hp_db_val *params,
@@ -120,6 +153,11 @@ static int run(hp_db *db, const char *sql, size_t n, const hp_db_val *params,
     if (db->tx == TX_PENDING &&
         begin_tx(db, db->write_tx || !db->drv->readonly(st)) < 0)
         goto failed_st;
+    if (db->tx == TX_OPEN && db->reading && db->drv->write_needs_new_tx &&
+        !db->drv->readonly(st) && to_write(db) < 0)
+        goto failed_st;
+    if (db->tx == TX_OPEN && !db->savepoint && is_savepoint(sql))
+        db->savepoint = true;
     res = out ? hp_db__res_new(db) : NULL;
     if (db->drv->run(db, st, sql, n, params, res) < 0) {
         hp_db__res_free(res);

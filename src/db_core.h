@@ -72,9 +72,11 @@ struct hp_db {
     /* while a request holds it */
     struct hp_req *req;
     enum hp_db_tx tx;
-    bool write_tx; /* BEGIN for writing (SQLite: IMMEDIATE)      */
-    bool failed;   /* a statement failed inside the transaction */
-    bool voted;    /* the request's commit phase said yes       */
+    bool write_tx;  /* BEGIN for writing (SQLite: IMMEDIATE)      */
+    bool reading;   /* the open transaction was begun for reading   */
+    bool savepoint; /* the request set a SAVEPOINT (it must last)   */
+    bool failed;    /* a statement failed inside the transaction */
+    bool voted;     /* the request's commit phase said yes       */
     bool rolled_back;
 
     /* the last call */
@@ -160,6 +162,11 @@ struct hp_db_driver {
      * first run or script; an engine may send it with that statement
      * (PostgreSQL does: one round trip). COMMIT, ROLLBACK. 0 or -1. */
     int (*begin)(hp_db *db, bool write);
+    /* A transaction begun for reading cannot be trusted to become a
+     * writing one (SQLite: SQLITE_BUSY_SNAPSHOT, at once, when another
+     * connection wrote since its first read): the dispatch ends it and
+     * begins a writing one before its first write (db.c, to_write). */
+    bool write_needs_new_tx;
     int (*commit)(hp_db *db);
     int (*rollback)(hp_db *db);
     /* The engine says the open transaction can only roll back. */

@@ -599,6 +599,7 @@ const struct hp_db_driver hp_db_sqlite_driver = {
     .settle = sq_settle,
     .reply_due = sq_reply_due,
     .in_tx = sq_in_tx,
+    .write_needs_new_tx = true,
     .reset = sq_reset,
     .begin = sq_begin,
     .commit = sq_commit,

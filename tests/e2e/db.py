@@ -17,6 +17,7 @@ when run as root); it is skipped when that is not possible.
 """
 
 import json
+import re
 import threading
 import os
 import pwd
@@ -170,6 +171,20 @@ HP_HANDLER(add)
     return HP_OK;
 }
 
+/* A GET that reads, then writes: its transaction began for reading. */
+HP_HANDLER(readthenadd)
+{
+    hp_db *db = hp_db(req);
+    hp_db_res *r = hp_db_query(db, "SELECT count(*) FROM t");
+    if (!r || !hp_db_next(r))
+        return 500;
+    long long before = hp_db_int(r, 0);
+    if (hp_db_exec(db, "INSERT INTO t (v) VALUES ($1)", hp_arg(req, "v")) != HP_OK)
+        return 500;
+    hp_printf(req, "added %s after %lld", hp_arg(req, "v"), before);
+    return HP_OK;
+}
+
 HP_HANDLER(count)
 {
     hp_db_res *r = hp_db_query(hp_db(req), "SELECT count(*) FROM t");
@@ -256,6 +271,27 @@ def test_50_concurrent_inserts(eng):
         p = wait_pool_idle(s)
         check(p["size"] <= p["max"], "pool size %r" % p)
         check_eq(p["timeouts"], 0, "timeouts")
+        cleanup(s, eng)
+
+
+def test_concurrent_gets_that_read_then_write(eng):
+    """40 GETs at once, each reading then inserting: a transaction begun
+    for reading must still write (SQLite answered SQLITE_BUSY_SNAPSHOT,
+    "database is locked", to about half of them)."""
+    with db_server(eng, {"w.c": WRITER}, ONE_PROCESS) as s:
+        make_t(s, eng)
+        reqs = [BackgroundRequest(s.port, "/w/readthenadd?v=g%02d" % i,
+                                  timeout=30) for i in range(40)]
+        for r in reqs:
+            r.start()
+        res = [r.join_result(40) for r in reqs]
+        bad = [(i, r.status, r.text[:80]) for i, r in enumerate(res)
+               if r.status != 200]
+        check(not bad, "requests not 200: %s" % bad[:5])
+        check_eq(rows(s), ["g%02d" % i for i in range(40)],
+                 "every row exactly once")
+        check(not re.search(r"database is locked|BUSY", s.stderr()),
+              "a lock error in the log")
         cleanup(s, eng)
 
 

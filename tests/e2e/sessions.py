@@ -82,6 +82,18 @@ HP_HANDLER(pid)
     return HP_OK;
 }
 
+/* The fresh-user report: a page that lists rows, then shows a form. */
+HP_HANDLER(listform)
+{
+    hp_db_res *r =
+        hp_db_query(hp_db(req), "SELECT count(*) FROM hotpub_sessions");
+    if (!r || !hp_db_next(r))
+        return 500;
+    const char *t = hp_csrf_token(req); /* a new session: INSERT at commit */
+    hp_puts(req, t ? "form" : "(null)");
+    return HP_OK;
+}
+
 HP_HANDLER(token)
 {
     const char *t = hp_csrf_token(req);
@@ -219,6 +231,23 @@ def test_session_set_then_read_two_workers(eng):
         db.cleanup(s, eng)
     finally:
         s.stop()
+
+
+def test_read_then_new_session_under_concurrency(eng):
+    """40 first visits at once to a GET that reads the database, then asks
+    for a CSRF token (so its session is inserted in the commit phase): all
+    200 (on SQLite about half were 500, "database is locked")."""
+    with server(eng) as s:
+        s.get_ok("/s/token")  # the sessions table exists
+        reqs = [harness.BackgroundRequest(s.port, "/s/listform", timeout=30)
+                for _ in range(40)]
+        for r in reqs:
+            r.start()
+        res = [r.join_result(40) for r in reqs]
+        bad = [(r.status, r.text[:60]) for r in res if r.status != 200]
+        check(not bad, "not 200: %s" % bad[:5])
+        check(all(r.text == "form" and session_cookie(r) for r in res),
+              "every visit got a form and a session cookie")
 
 
 def test_session_survives_restart(eng):
