@@ -1049,6 +1049,7 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
      * (server.c), then die of the same signal (SA_RESETHAND restored the
      * default action). */
     if (ME) {
+        hp_server_dying(); /* the backlog is the other workers' now */
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
         atomic_store(&ME->crash_sig, sig);
         int fd = running_fd();
@@ -1061,6 +1062,8 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 /* A page that calls exit(): the thread calling it is the culprit. */
 static void on_exit_hook(void)
 {
+    if (ME && !ALONE)
+        hp_server_dying();
     if (ME && tl_rec >= 0 &&
         (atomic_load(&rec_at(ME, tl_rec)->word) & 3) == R_RUNNING)
         atomic_store(&ME->crash_rec, tl_rec);
@@ -1325,8 +1328,8 @@ static int culprit_of(struct slot *s, int *active)
     return culprit;
 }
 
-void hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
-                      int sig, int code)
+bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
+                      int sig, int code, bool dev)
 {
     struct slot *s = slot_at(slot);
     int active, culprit = culprit_of(s, &active);
@@ -1363,8 +1366,9 @@ void hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
         atomic_fetch_add(&SHM->crashes, 1);
     }
     atomic_fetch_add(&SHM->causes[cause], 1);
-    if (culprit >= 0)
+    if (culprit >= 0 && !dev)
         strike(rec_at(s, culprit), sig, code);
+    return culprit >= 0;
 }
 
 /* ---- a new worker ---------------------------------------------------------

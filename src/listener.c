@@ -193,6 +193,14 @@ int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
     return 0;
 }
 
+void hp_listener_abandon(void)
+{
+    atomic_store(&L.stop, true);
+    int fd = L.fd;
+    if (fd >= 0)
+        close(fd); /* async-signal-safe; the thread gets EBADF/POLLNVAL */
+}
+
 void hp_listener_closed(void)
 {
     /* Wake the thread when this makes room under the limit. */

@@ -32,6 +32,14 @@ void hp_listener_closed(void);
  * backlog.
  */
 unsigned hp_listener_stop(bool take_backlog);
+/*
+ * Async-signal-safe, for a process about to die (a fatal signal, an exit
+ * nobody asked for): stop taking connections from the listen backlog the
+ * workers share, at once, so the other workers take them instead of this
+ * process losing them. Closes this process's copy of the socket; the
+ * accept thread sees the flag (or EBADF) and ends.
+ */
+void hp_listener_abandon(void);
 /* This process's copy of the listening socket, or -1 once stopped. */
 int hp_listener_fd(void);
 /* Connections handed to libmicrohttpd and not closed yet. */

@@ -390,8 +390,8 @@ static void on_death(int i, int status)
         M.start_failed = true;
         return;
     }
-    hp_guard_autopsy(i, k->pid, k->gen, how, sig, code);
-    back_off();
+    if (!hp_guard_autopsy(i, k->pid, k->gen, how, sig, code, CFG->dev))
+        back_off(); /* not a page's request: a loop to slow down */
 }
 
 static void reap(void)

@@ -272,6 +272,11 @@ static void unstarted_clear(int fd)
             pause();
 }
 
+void hp_server_dying(void)
+{
+    hp_listener_abandon();
+}
+
 void hp_server_answer_unstarted(int culprit_fd)
 {
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"

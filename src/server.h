@@ -95,10 +95,17 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks);
  * (RFC 9110 §15.6.4), so that its client may retry rather than see the
  * connection reset; the request on culprit_fd (the one whose handler is
  * killing the process, or -1) gets a 502 Bad Gateway instead, as a retry
- * would only fail again (what nginx answers when a PHP-FPM child dies). Each socket is then shut down for writing. A thread about
- * to send its own response to such a request never does.
+ * would only fail again (what nginx answers when a PHP-FPM child dies). Each
+ * socket is then shut down for writing. A thread about to send its own response
+ * to such a request never does.
  */
 void hp_server_answer_unstarted(int culprit_fd);
+/*
+ * Async-signal-safe, first thing in a host's fatal-signal or exit handler:
+ * take no more connections (listener.c stops accepting), so the
+ * ones still in the shared backlog go to the other workers.
+ */
+void hp_server_dying(void);
 /*
  * The host is about to answer the request on fd itself (the handler
  * timeout's 504): false if a dying process's handler has already answered
