@@ -132,6 +132,29 @@ static void symbolise(const char *so, uintptr_t addr, struct sbuf *out)
     close(pfd[0]);
 }
 
+/* addr2line joins the compile's directory to a file name that was
+ * absolute already ("<cache>/obj//srv/site/page.c:3"): each line keeps
+ * what follows its last "//". In place. */
+static void drop_dir_prefixes(char *s)
+{
+    char *out = s;
+    while (*s) {
+        char *eol = s;
+        while (*eol && *eol != '\n')
+            eol++;
+        char *from = s;
+        for (char *p = s; p + 1 < eol; p++)
+            if (p[0] == '/' && p[1] == '/')
+                from = p + 1;
+        while (from < eol)
+            *out++ = *from++;
+        if (*eol)
+            *out++ = *eol++;
+        s = eol;
+    }
+    *out = '\0';
+}
+
 static void write_all(int fd, const char *p, size_t n)
 {
     while (n) {
@@ -164,10 +187,14 @@ void hp_crash_answer(const struct hp_crash *c)
     put_html(&b, c->page);
     puts_(&b, "</h1>\n<p>The handler <code>");
     put_html(&b, c->handler);
-    puts_(&b, "</code> crashed the worker process (it is being replaced). "
-              "Where, innermost first (function, then source line):</p>\n"
+    puts_(&b, c->alone ? "</code> crashed the server, a single process "
+                         "(--workers 0): it ends now; start it again. "
+                       : "</code> crashed the worker process (it is being "
+                         "replaced). ");
+    puts_(&b, "Where, innermost first (function, then source line):</p>\n"
               "<pre>");
     where[w.len < sizeof where ? w.len : sizeof where - 1] = '\0';
+    drop_dir_prefixes(where);
     put_html(&b, w.len ? where : "(no line: addr2line found none)\n");
     puts_(&b, "</pre>\n<p>Fault address in the page's object: ");
     put_hex(&b, c->pc - c->base);

@@ -15,6 +15,7 @@ struct hp_crash {
     const char *so_path; /* the object it was loaded from (debug info)  */
     uintptr_t pc;        /* the faulting instruction                    */
     uintptr_t base;      /* where the object was loaded (link map l_addr) */
+    bool alone;          /* the single process (--workers 0): no successor */
 };
 
 /* Write a 502 page for c onto c->fd and shut it down. Async-signal-safe

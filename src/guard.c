@@ -1038,8 +1038,34 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
                          .handler = r->handler,
                          .so_path = tl_version->so_path,
                          .pc = pc,
-                         .base = tl_base};
+                         .base = tl_base,
+                         .alone = ALONE};
     hp_crash_answer(&c);
+}
+
+/* The single process has no parent to log its death: it says which page
+ * killed it on standard error itself (write(2): async-signal-safe). */
+static void log_alone(int sig)
+{
+    const char *parts[8] = {"hotpub: ",
+                            signame(sig),
+                            " while running ",
+                            "(no page handler)",
+                            "",
+                            "",
+                            "",
+                            ""};
+    if (tl_rec >= 0) {
+        struct rec *r = rec_at(ME, tl_rec);
+        parts[3] = r->path;
+        parts[4] = ", handler '";
+        parts[5] = r->handler;
+        parts[6] = "'";
+    }
+    parts[7] = ": the single process (--workers 0) ends, nothing replaces "
+               "it\n";
+    for (int i = 0; i < 8; i++)
+        (void)!write(2, parts[i], strlen(parts[i]));
 }
 
 static void on_fatal(int sig, siginfo_t *si, void *uc)
@@ -1050,6 +1076,8 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
      * default action). */
     if (ME) {
         hp_server_dying(); /* the backlog is the other workers' now */
+        if (ALONE)
+            log_alone(sig);
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
         atomic_store(&ME->crash_sig, sig);
         int fd = running_fd();

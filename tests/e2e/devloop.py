@@ -568,6 +568,9 @@ def test_crash_in_dev_mode_answers_with_signal_and_line():
                 check_eq(r.status, 502, "status of the crash " + what)
                 check_in("SIGSEGV", r.text, "signal named " + what)
                 check_in("page.c:%d" % line, r.text, "source line " + what)
+                check("/obj/" not in r.text and "//" not in
+                      r.text.split("<pre>")[1].split("</pre>")[0],
+                      "a compile directory in the source path " + what)
                 check_in("http_handler", r.text, "handler named " + what)
                 check_in("/page.c", r.text, "page named " + what)
                 time.sleep(0.3)  # the optimized tier meanwhile
@@ -594,7 +597,11 @@ def test_crash_in_dev_mode_single_process_answers_then_dies():
         except subprocess.TimeoutExpired:
             raise AssertionError("the single process outlived its crash")
         check_eq(rc, -signal.SIGSEGV, "the process died of the signal")
+        check_in("single process", r.text, "the page says nothing replaces it")
+        check("being replaced" not in r.text, "it promised a replacement")
         err = s.stderr()
+        check_in("SIGSEGV while running %s, handler 'http_handler'"
+                 % s.canon("page.c"), err, "the log names the page")
         for mark in harness.SANITIZER_MARKS:
             check(mark not in err, "sanitizer report (%s)" % mark)
         s.check_exit = False  # it died, as it had to
