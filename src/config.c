@@ -868,7 +868,8 @@ const struct hp_setting hp_settings[] = {
      .arg = "BYTES",
      .section = S_PROCS,
      .help = "replace a worker gracefully once its resident memory passes "
-             "this; with worker processes only",
+             "this (checked after every page request); with worker "
+             "processes only",
      .type = HP_SET_SIZE,
      .off = OFF(worker_memory_limit),
      .min = 0,

@@ -683,6 +683,19 @@ HP_HANDLER(http_handler)
     hp_printf(req, "pid %d\n", (int)getpid());
     return HP_OK;
 }
+HP_HANDLER(bighog) /* keeps 128 MiB in one call, touched */
+{
+    if (nhoard < 64) {
+        volatile char *p = malloc(128 << 20);
+        if (p) {
+            for (size_t i = 0; i < (128 << 20); i += 4096)
+                p[i] = 1;
+            hoard[nhoard++] = (char *)p;
+        }
+    }
+    hp_printf(req, "pid %d %d\n", (int)getpid(), nhoard);
+    return HP_OK;
+}
 HP_HANDLER(hog) /* keeps 8 MiB per call, touched */
 {
     if (nhoard < 64) { /* written a page at a time: resident, kept */
@@ -739,6 +752,17 @@ def test_worker_memory_limit_recycles_gracefully():
         check(len(seen) > 1, "the worker was never replaced: %s" % seen)
         check(wait_until(lambda: "--worker-memory-limit" in s.stderr(),
                          limit(2.0)), "no log line for the recycling")
+
+
+def test_worker_memory_limit_checked_after_every_run():
+    """One request that takes 128 MiB under a 96 MiB limit: the worker is
+    marked for replacement after that run, not 16 runs later (a page
+    leaking 400 MB a request reached 3.5 GB under a 300 MB limit)."""
+    with Server(files={"pid.c": PIDPAGE},
+                args=["--workers", "1", "--worker-memory-limit", "96m"]) as s:
+        s.get_ok("/pid/bighog")
+        check(wait_until(lambda: "--worker-memory-limit" in s.stderr(),
+                         limit(2.0)), "not marked after the run")
 
 
 if __name__ == "__main__":
