@@ -1222,28 +1222,35 @@ static void ld_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
 
 static void link_prepare(struct hp_compiler *c);
 
-/* The fast tier with tcc: compile, then link. true when both succeeded;
- * otherwise the caller falls back to the page compiler (tcc lacks some
- * GNU extensions), whose verdict is the one reported. */
+/* The fast tier with tcc: compile, then link. true when that settled the
+ * compile: both runs succeeded, or one was stopped by the timeout or a
+ * limit (rr and log then hold that verdict: a page that includes a FIFO or
+ * a device would only stop gcc the same way, doubling the wait). false when
+ * tcc refused the page (it lacks some GNU extensions): the caller falls
+ * back to the page compiler, whose verdict is the one reported. */
 static bool run_tcc(struct hp_compiler *c, const struct pkg_flags *pf,
-                    const struct cc_args *ca, char **argv)
+                    const struct cc_args *ca, char **argv, struct hp_buf *log,
+                    struct run_result *rr)
 {
-    struct hp_buf log = {0};
-    struct run_result rr;
-
     link_prepare(c);
     tcc_argv(c, pf, ca, argv);
     atomic_fetch_add(&c->runs, 1);
-    run_capture(c, argv, &log, &rr);
-    bool ok = rr.end == RUN_EXITED && rr.code == 0;
+    run_capture(c, argv, log, rr);
+    bool ok = rr->end == RUN_EXITED && rr->code == 0;
     if (ok) {
-        log.len = 0;
+        log->len = 0;
         ld_argv(c, pf, ca, argv);
-        run_capture(c, argv, &log, &rr);
-        ok = rr.end == RUN_EXITED && rr.code == 0;
+        run_capture(c, argv, log, rr);
+        ok = rr->end == RUN_EXITED && rr->code == 0;
     }
-    hp_buf_free(&log);
-    return ok;
+    if (ok || rr->end == RUN_TIMED_OUT ||
+        limit_hit(c, rr, log->len ? log->p : "")) {
+        if (ok)
+            log->len = 0;
+        return true;
+    }
+    log->len = 0; /* the fallback's messages replace tcc's */
+    return false;
 }
 
 /* What a generated symbol in a diagnostic stands for in the page's own
@@ -1521,9 +1528,7 @@ static void run_compile(struct hp_compiler *c, const struct pkg_flags *pf,
 {
     char **argv = hp_xcalloc(argv_room(c, pf), sizeof *argv);
 
-    if (fast && c->tcc && run_tcc(c, pf, ca, argv)) {
-        rr->end = RUN_EXITED;
-        rr->code = 0;
+    if (fast && c->tcc && run_tcc(c, pf, ca, argv, log, rr)) {
         free(argv);
         return;
     }

@@ -373,6 +373,8 @@ static bool target_form(struct hp_frame *f, unsigned char c)
     return true;
 }
 
+#define PCT_MALFORMED "malformed percent-encoding in the path"
+
 static bool target_byte(struct hp_frame *f, unsigned char c)
 {
     if (f->form == T_ASTERISK)
@@ -395,21 +397,24 @@ static bool target_byte(struct hp_frame *f, unsigned char c)
         return true;
     }
     if (c == '?') {
+        if (f->pct)
+            return refuse(f, 400, PCT_MALFORMED);
         f->in_query = true;
         f->n_query = 1;
         return true;
     }
-    /* A percent-escape that decodes to a control character (RFC 3986
-     * §2.1): the path would be cut at a NUL, or carry a CR, later on. */
+    /* A '%' not followed by two hex digits (RFC 3986 §2.1: pct-encoded =
+     * "%" HEXDIG HEXDIG) has no meaning in the path, as nginx says too;
+     * a percent-escape that decodes to a control character would cut the
+     * path at a NUL, or carry a CR, later on. The query is left to the
+     * page's decoder (nginx passes it through untouched). */
     if (f->pct == 0) {
         f->pct = c == '%';
         return true;
     }
     int h = hexval(c);
-    if (h < 0) {
-        f->pct = c == '%';
-        return true;
-    }
+    if (h < 0)
+        return refuse(f, 400, PCT_MALFORMED);
     if (f->pct == 1) {
         f->pct_hi = (uint8_t)h;
         f->pct = 2;
@@ -484,6 +489,8 @@ static bool request_line_byte(struct hp_frame *f, unsigned char c)
         return true;
     case ST_TARGET:
         if (c == ' ' && f->tok_len > 0) {
+            if (f->pct) /* "/a%" or "/a%4": cut short by the space */
+                return refuse(f, 400, PCT_MALFORMED);
             if (f->form == T_UNDECIDED)
                 return refuse(f, 400,
                               "request target is not a path or an http URI");

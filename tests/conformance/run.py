@@ -168,6 +168,12 @@ def pct(target):
                 note="a decoded control character in the path")
 
 
+def bad_pct(name, target):
+    return Case(name, "RFC 3986 2.1", get(target), 400,
+                note="a '%' not followed by two hex digits in the path "
+                     "(nginx: 400)")
+
+
 CASES = [
     # ---- message framing (RFC 9112 6) ----
     Case("cl_cl_differ", "RFC 9112 6.3 (5)",
@@ -315,6 +321,14 @@ CASES = [
     pct(b"/hello%01"),
     pct(b"/hello%0a"),
     pct(b"/hello%7f"),
+    bad_pct("path_pct_not_hex", b"/%zz"),
+    bad_pct("path_pct_one_digit", b"/hello%4"),
+    bad_pct("path_pct_at_end", b"/hello%"),
+    bad_pct("path_pct_cut_by_query", b"/echo%2?x=1"),
+    Case("query_pct_malformed_passes", "RFC 3986 2.1, 3.4",
+         get(b"/echo?x=%zz&y=%4&z=%"), 200, close=False,
+         note="the query passes through untouched (as nginx); the page's "
+              "decoder reads it"),
     # ---- forms (issue 8: one decoder; no client input crashes) ----
     Case("multipart_nameless_part", "RFC 7578 4.2",
          post(b"/echo", b"Host: x\r\nContent-Type: multipart/form-data; "

@@ -192,6 +192,35 @@ HP_HANDLER(http_handler)
         check_eq(len(pch_files(s)), 1, "the fallback's precompiled header")
 
 
+def test_fast_tier_timeout_does_not_fall_back():
+    """A page that includes a FIFO: tcc blocks opening it until
+    --compile-timeout (2 s) stops it. That verdict is the answer: no gcc
+    fallback waiting out a second timeout (it did: ~4 s a request, and a
+    timeout is not cached). tcc's own refusals still fall back
+    (test_fast_tier_falls_back_to_gcc)."""
+    need_tcc()
+    fifo_page = page("HP_HANDLER(http_handler) { return HP_OK; }",
+                     includes='#include "_fifo.h"')
+    with Server({"good.c": simple_page("good")}, dev=True, fast_tier=True,
+                start=False, args=["--compile-timeout", "2"]) as s:
+        os.mkfifo(s.path("_fifo.h"))
+        s.start()
+        check_eq(s.get_ok("/good").text, "good", "good page")
+        for name in ("f1", "f2"):  # from the write: one timeout, not two
+            t0 = time.monotonic()
+            s.write(name + ".c", fifo_page, how="rename")
+            r = s.get("/" + name)
+            took = time.monotonic() - t0
+            harness.note("FIFO include, /%s: %d after %.2f s"
+                         % (name, r.status, took))
+            check_eq(r.status, 500, "status of the FIFO page")
+            check_in("compile-timeout = 2 s", r.text)
+            check(1.9 <= took < 3.5, "diagnostic after %.2f s (one 2 s "
+                  "timeout, not two)" % took)
+        check_eq(len(pch_files(s)), 0, "the gcc fallback ran")
+        check(s.alive(), "server died")
+
+
 ATEXIT_DIVTI3_PAGE = page(r'''
 static void bye(void) {}
 HP_HANDLER(http_handler)

@@ -11,7 +11,10 @@ temp document root and server on a free loopback port.
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -169,6 +172,44 @@ TEMPLATES = {
     "app/escape.tpl": "{{> ../../outside}}",
     "app/abs.tpl": "{{> /shared/foot}}",
 }
+
+
+def test_pkg_config_requires_jansson():
+    """make install's hotpub.pc: <hotpub.h> includes <jansson.h>, so
+    pkg-config must pull in jansson (Requires), and a file that includes
+    <hotpub.h> compiles with `pkg-config --cflags hotpub` alone."""
+    if not shutil.which("pkg-config"):
+        raise harness.Skip("pkg-config is not installed")
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    tmp = tempfile.mkdtemp(prefix="hotpub-pc-")
+    try:
+        r = subprocess.run(["make", "-s", "install", "PREFIX=" + tmp],
+                           cwd=repo, capture_output=True, text=True,
+                           timeout=300)
+        check_eq(r.returncode, 0, "make install: " + short(r.stderr, 400))
+        env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(tmp, "lib",
+                                                            "pkgconfig"))
+
+        def pc(*args):
+            return subprocess.run(["pkg-config"] + list(args) + ["hotpub"],
+                                  env=env, capture_output=True, text=True)
+        r = pc("--print-requires")
+        check_eq((r.returncode, r.stdout.split()), (0, ["jansson"]),
+                 "Requires of hotpub.pc")
+        r = pc("--cflags", "--libs")
+        check_eq(r.returncode, 0, "pkg-config: " + r.stderr)
+        check_in("-I" + os.path.join(tmp, "include"), r.stdout, "cflags")
+        check_in("-ljansson", r.stdout, "libs")
+        src = os.path.join(tmp, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <hotpub.h>\n"
+                    "json_t *f(void) { return json_object(); }\n")
+        cc = subprocess.run(["cc", "-c", "-o", os.devnull, src]
+                            + pc("--cflags").stdout.split(),
+                            capture_output=True, text=True)
+        check_eq(cc.returncode, 0, "compile: " + short(cc.stderr, 400))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_template_render():

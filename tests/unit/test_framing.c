@@ -188,7 +188,23 @@ static void test_encoded_controls_in_path(void)
     EXPECT("GET /a%1F HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("GET /a%7f HTTP/1.1\r\nHost: a\r\n\r\n", 400);
     EXPECT("GET /a%%00 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
-    EXPECT("GET /a%20b%2e%zz%4 HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+    EXPECT("GET /a%20b%2e%7E%c3%a9 HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+}
+
+/* RFC 3986 §2.1: pct-encoded = "%" HEXDIG HEXDIG; a malformed one in the
+ * path is 400 (nginx's answer), in the query the page's decoder's. */
+static void test_malformed_percent_in_path(void)
+{
+    EXPECT("GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET /a%4 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET /a% HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET /a%4g/b HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET /a%2?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET /a%?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET /a%20b%2e%zz%4 HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET http://a/%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400);
+    EXPECT("GET /a?x=%zz&y=%4&z=% HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+    EXPECT("GET /a%41?%%% HTTP/1.1\r\nHost: a\r\n\r\n", 0);
     EXPECT("GET /a?x=%00 HTTP/1.1\r\nHost: a\r\n\r\n", 0);
 }
 
@@ -285,6 +301,7 @@ int main(void)
     T_RUN(test_host);
     T_RUN(test_request_line);
     T_RUN(test_encoded_controls_in_path);
+    T_RUN(test_malformed_percent_in_path);
     T_RUN(test_chunks);
     T_RUN(test_limits);
     T_RUN(test_consumed_stops_at_bad_message);
