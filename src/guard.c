@@ -200,6 +200,50 @@ static bool ALONE;
 static __thread const hp_version *tl_version;
 static __thread const hp_version *tl_keyed; /* whose key tl_rec's record has */
 static __thread uintptr_t tl_base;
+/* This thread's alternate signal stack (altstack_ensure), or NULL. */
+static __thread void *tl_altstack;
+
+/*
+ * A page that recurses without end overflows its thread's stack, and the
+ * fatal-signal handler cannot run on a stack that is full: the process
+ * died with nothing said and no crash page. So each thread that runs a
+ * handler gets an alternate signal stack (SA_ONSTACK) on its first run,
+ * freed when the thread ends.
+ */
+#define ALTSTACK_SIZE (64 * 1024)
+static pthread_key_t altstack_key;
+static pthread_once_t altstack_once = PTHREAD_ONCE_INIT;
+
+static void altstack_free(void *p)
+{
+    stack_t ss = {.ss_flags = SS_DISABLE};
+    sigaltstack(&ss, NULL);
+    munmap(p, ALTSTACK_SIZE);
+}
+
+static void altstack_key_make(void)
+{
+    if (pthread_key_create(&altstack_key, altstack_free) != 0)
+        altstack_key = 0;
+}
+
+static void altstack_ensure(void)
+{
+    if (tl_altstack)
+        return;
+    pthread_once(&altstack_once, altstack_key_make);
+    void *p = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (p == MAP_FAILED)
+        return;
+    stack_t ss = {.ss_sp = p, .ss_size = ALTSTACK_SIZE};
+    if (sigaltstack(&ss, NULL) != 0) {
+        munmap(p, ALTSTACK_SIZE);
+        return;
+    }
+    tl_altstack = p;
+    pthread_setspecific(altstack_key, p);
+}
 
 static struct slot *slot_at(int i)
 {
@@ -781,6 +825,7 @@ static int guard_run_begin(const char *path, const char *handler,
                            const hp_version *v, int fd)
 {
     assert(ME);
+    altstack_ensure();
     if (tl_rec == -1) {
         int i = atomic_fetch_add(&ME->nrecs, 1);
         tl_rec = i < SHM->nrecs ? i : -2;
@@ -1455,7 +1500,8 @@ static void watchdog_start(void)
 static void catch_fatal_signals(void)
 {
     struct sigaction sa = {.sa_sigaction = on_fatal,
-                           .sa_flags = SA_RESETHAND | SA_NODEFER | SA_SIGINFO};
+                           .sa_flags = SA_RESETHAND | SA_NODEFER | SA_SIGINFO |
+                                       SA_ONSTACK};
     int fatal[] = {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL, SIGSYS};
     for (size_t k = 0; k < sizeof fatal / sizeof *fatal; k++)
         sigaction(fatal[k], &sa, NULL);

@@ -577,6 +577,39 @@ def crash_line(src):
                                   if "CRASH LINE" in l][0]) + 1
 
 
+RECURSE_PAGE = r"""
+static int down(volatile int n)
+{
+    volatile char pad[256];
+    pad[0] = (char)n;
+    return down(n + 1) + pad[0]; /* CRASH LINE */
+}
+
+HP_HANDLER(http_handler)
+{
+    hp_printf(req, "%d", down(0));
+    return HP_OK;
+}
+"""
+
+
+def test_stack_overflow_in_dev_mode_answers_with_the_crash_page():
+    """Recursion without end overflows the handler thread's stack; the
+    fatal-signal handler runs on an alternate stack, so the browser still
+    gets the crash page (SIGSEGV, page.c:LINE), not an empty reply."""
+    src = page(RECURSE_PAGE)
+    with Server({"page.c": src}, dev=True, workers=2) as s:
+        r = s.get("/page")
+        check_eq(r.status, 502, "status")
+        check_in("SIGSEGV", r.text, "signal named")
+        # the fault is in down()'s prologue or body: its lines 4-8
+        where = r.text.split("<pre>")[1].split("</pre>")[0]
+        check_in("down\n", where, "the function named")
+        check(any("page.c:%d" % n in where for n in range(4, 9)),
+              "a line of down(): %r" % where)
+        check_eq(s.get("/_hotpub/health").status, 200, "served after it")
+
+
 def test_crash_in_dev_mode_answers_with_signal_and_line():
     """A page that dereferences NULL in dev mode (worker processes): the
     browser gets a 502 naming SIGSEGV, the page, the handler and
