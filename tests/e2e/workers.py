@@ -683,29 +683,27 @@ HP_HANDLER(http_handler)
     hp_printf(req, "pid %d\n", (int)getpid());
     return HP_OK;
 }
-HP_HANDLER(bighog) /* keeps 128 MiB in one call, touched */
+/* Keeps mib MiB more, written a page at a time: resident, kept. */
+static void keep(size_t mib)
 {
     if (nhoard < 64) {
-        volatile char *p = malloc(128 << 20);
+        volatile char *p = malloc(mib << 20);
         if (p) {
-            for (size_t i = 0; i < (128 << 20); i += 4096)
+            for (size_t i = 0; i < (mib << 20); i += 4096)
                 p[i] = 1;
             hoard[nhoard++] = (char *)p;
         }
     }
+}
+HP_HANDLER(bighog) /* 128 MiB in one call */
+{
+    keep(128);
     hp_printf(req, "pid %d %d\n", (int)getpid(), nhoard);
     return HP_OK;
 }
-HP_HANDLER(hog) /* keeps 8 MiB per call, touched */
+HP_HANDLER(hog) /* 8 MiB per call */
 {
-    if (nhoard < 64) { /* written a page at a time: resident, kept */
-        volatile char *p = malloc(8 << 20);
-        if (p) {
-            for (size_t i = 0; i < (8 << 20); i += 4096)
-                p[i] = 1;
-            hoard[nhoard++] = (char *)p;
-        }
-    }
+    keep(8);
     hp_printf(req, "pid %d %d\n", (int)getpid(), nhoard);
     return HP_OK;
 }
