@@ -72,6 +72,18 @@ struct hp_compiler {
     int cpu_limit;     /* RLIMIT_CPU seconds, per compiler process */
     size_t file_limit; /* RLIMIT_FSIZE bytes, per file written */
     pthread_mutex_t gc_mu;
+    /* The last compiles a limit or the timeout stopped (not cached on
+     * disk: the machine may have been busy), so that a compile of the same
+     * key that waited for one of them on the key's lock gets its verdict
+     * instead of waiting out the same limit again (a watcher's batch and a
+     * request's first load of a page that includes a FIFO). */
+    pthread_mutex_t lim_mu;
+    struct {
+        char key[33];
+        double at; /* hp_now() when it failed */
+        char *diag;
+    } limited[8];
+    unsigned nlimited;
 };
 
 /* The compile cache keeps the newest objects up to this size: every edit
@@ -270,6 +282,7 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     c->cpu_limit = cfg->compile_cpu_limit;
     c->file_limit = cfg->compile_file_limit;
     pthread_mutex_init(&c->gc_mu, NULL);
+    pthread_mutex_init(&c->lim_mu, NULL);
     pthread_mutex_init(&c->fb_mu, NULL);
     if (hp_mkdirs(c->objdir, 0700) < 0)
         hp_log_error("cannot create compile cache %s: %s", c->objdir,
@@ -321,6 +334,9 @@ void hp_compiler_free(struct hp_compiler *c)
     free(c->link_files);
     pthread_mutex_destroy(&c->fb_mu);
     pthread_mutex_destroy(&c->gc_mu);
+    for (size_t i = 0; i < sizeof c->limited / sizeof *c->limited; i++)
+        free(c->limited[i].diag);
+    pthread_mutex_destroy(&c->lim_mu);
     free(c);
 }
 
@@ -1542,6 +1558,33 @@ static void run_compile(struct hp_compiler *c, const struct pkg_flags *pf,
     free(argv);
 }
 
+static void limited_store(struct hp_compiler *c, const char *key,
+                          const char *diag)
+{
+    pthread_mutex_lock(&c->lim_mu);
+    size_t n = sizeof c->limited / sizeof *c->limited;
+    size_t i = c->nlimited++ % n;
+    free(c->limited[i].diag);
+    snprintf(c->limited[i].key, sizeof c->limited[i].key, "%s", key);
+    c->limited[i].at = hp_now();
+    c->limited[i].diag = hp_xstrdup(diag);
+    pthread_mutex_unlock(&c->lim_mu);
+}
+
+/* The verdict of a compile of key that a limit stopped after since (the
+ * one this caller waited for), or NULL. Caller frees. */
+static char *limited_since(struct hp_compiler *c, const char *key, double since)
+{
+    char *d = NULL;
+    pthread_mutex_lock(&c->lim_mu);
+    for (size_t i = 0; i < sizeof c->limited / sizeof *c->limited; i++)
+        if (c->limited[i].diag && c->limited[i].at >= since &&
+            strcmp(c->limited[i].key, key) == 0)
+            d = hp_xstrdup(c->limited[i].diag);
+    pthread_mutex_unlock(&c->lim_mu);
+    return d;
+}
+
 static int compile_source(struct hp_compiler *c, const char *src,
                           const struct hp_buf *text, const char *key,
                           const struct hp_pkgs *pkgs, bool fast,
@@ -1591,6 +1634,8 @@ static int compile_source(struct hp_compiler *c, const char *src,
         *diag = user_words(explain_failure(c, &rr, &log));
         if (!c->stage && failure_cacheable(c, &rr, &log))
             failure_store(c, key, started, *diag);
+        else if (rr.end != RUN_EXITED || limit_hit(c, &rr, log.p ? log.p : ""))
+            limited_store(c, key, *diag);
         goto out;
     }
 
@@ -1802,11 +1847,14 @@ static int compile_any(struct hp_compiler *c, const char *src, bool fast,
      */
     char *lock = hp_xasprintf("%s/%s.lock", c->objdir, key);
     int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    double waited_from = hp_now();
     rc = 0;
     if (lfd >= 0) {
         while (flock(lfd, LOCK_EX) < 0 && errno == EINTR)
             ;
         rc = cache_lookup(c, key, out, diag);
+        if (rc == 0 && (*diag = limited_since(c, key, waited_from)))
+            rc = -1; /* the compile waited for was stopped by a limit */
     }
     if (rc == 0) {
         if (!text.p)

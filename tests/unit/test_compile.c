@@ -473,8 +473,8 @@ static void test_fast_fallback_pch_and_direct_link(void)
         closedir(dir);
     CHECK(gch && access(gch, R_OK) == 0);
     if (art.so_path) {
-        char *cmd = hp_xasprintf("readelf -d '%s' | grep -q NEEDED",
-                                 art.so_path);
+        char *cmd =
+            hp_xasprintf("readelf -d '%s' | grep -q NEEDED", art.so_path);
         CHECK(system(cmd) != 0); /* ld, not cc -shared: no libc.so.6 */
         free(cmd);
         cmd = hp_xasprintf("readelf -SW '%s' | grep -q build-id", art.so_path);
@@ -567,13 +567,16 @@ struct sf_arg {
     const char *src;
     struct hp_artifact art;
     int rc;
+    bool optimized; /* the optimized tier (default: the fast one) */
 };
 
 static void *sf_main(void *arg)
 {
     struct sf_arg *a = arg;
     char *d = NULL;
-    a->rc = hp_compile_tier(a->c, a->src, HP_TIER_FAST, &a->art, &d);
+    a->rc = hp_compile_tier(a->c, a->src,
+                            a->optimized ? HP_TIER_OPTIMIZED : HP_TIER_FAST,
+                            &a->art, &d);
     free(d);
     return NULL;
 }
@@ -611,6 +614,40 @@ static void test_same_key_compiles_once(void)
     hp_config_free(&cfg);
 }
 
+/* Two compiles of one key at once, both stopped by --compile-timeout (1
+ * s): the second waits on the key's lock for the first and takes its
+ * verdict, so both answer within about one timeout, not two. */
+static void test_timed_out_key_is_not_compiled_again_by_its_waiter(void)
+{
+    struct hp_config cfg;
+    struct sf_arg a[2];
+    pthread_t t[2];
+    char *cc = write_in_root("sleepy-cc", "#!/bin/sh\nsleep 30\n", 0755);
+    char *src = write_in_root("sleepy.c", "int sleepy;\n", 0644);
+    base_config(&cfg);
+    set_str(&cfg.cc, cc);
+    set_str(&cfg.fast_cc, "off");
+    cfg.compile_timeout = 1;
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    double t0 = hp_now();
+    for (int i = 0; i < 2; i++) {
+        a[i] = (struct sf_arg){.c = c, .src = src, .optimized = true};
+        CHECK(pthread_create(&t[i], NULL, sf_main, &a[i]) == 0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    double took = hp_now() - t0;
+    CHECK(a[0].rc < 0 && a[1].rc < 0);
+    CHECK(hp_compiler_runs(c) == 1);
+    CHECK(took < 1.8);
+    if (took >= 1.8)
+        fprintf(stderr, "  both answered after %.2f s\n", took);
+    hp_compiler_free(c);
+    free(cc);
+    free(src);
+    hp_config_free(&cfg);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv); /* an argument: only the tests named like it */
@@ -632,6 +669,7 @@ int main(int argc, char **argv)
     T_RUN(test_fast_fallback_pch_and_direct_link);
     T_RUN(test_fast_fallback_link_failure_uses_cc_shared);
     T_RUN(test_same_key_compiles_once);
+    T_RUN(test_timed_out_key_is_not_compiled_again_by_its_waiter);
     {
         char cmd[2 * PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", root, cachedir);
