@@ -24,13 +24,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Room for the kept response's fields, in the memo itself: a page whose
+ * answers differ each time replaces the memo on every request, and that
+ * must not cost a malloc and a free each. More fields are not kept. */
+#define FIELDS_ROOM 1024
+
 struct memo {
     struct MHD_Response *r;
     const char *body; /* r's bytes */
     size_t len;
-    char *fields; /* "name\0value\0" for each field, in order */
     size_t nfields;
     bool has_content_type;
+    char fields[FIELDS_ROOM]; /* "name\0value\0" for each field, in order */
 };
 
 static __thread struct memo *mine;
@@ -42,7 +47,6 @@ static void memo_free(void *p)
     struct memo *m = p;
     if (m->r)
         MHD_destroy_response(m->r);
-    free(m->fields);
     free(m);
 }
 
@@ -89,10 +93,21 @@ bool hp_respmemo_keep(struct MHD_Response *r, const char *body, size_t len,
     for (size_t i = 0; i < req->headers.n; i++)
         size += strlen(req->headers.v[i].name) +
                 strlen(req->headers.v[i].value) + 2;
-    char *fields = malloc(size ? size : 1);
-    if (!fields)
+    if (size > FIELDS_ROOM)
         return false;
-    char *f = fields;
+    struct memo *m = mine;
+    if (!m) {
+        pthread_once(&once, key_make);
+        m = calloc(1, sizeof *m);
+        if (!m || pthread_setspecific(key, m) != 0) {
+            free(m);
+            return false;
+        }
+        mine = m;
+    }
+    if (m->r)
+        MHD_destroy_response(m->r); /* freed when no connection sends it */
+    char *f = m->fields;
     for (size_t i = 0; i < req->headers.n; i++) {
         size_t n = strlen(req->headers.v[i].name) + 1;
         memcpy(f, req->headers.v[i].name, n);
@@ -101,25 +116,10 @@ bool hp_respmemo_keep(struct MHD_Response *r, const char *body, size_t len,
         memcpy(f, req->headers.v[i].value, n);
         f += n;
     }
-    struct memo *m = mine;
-    if (!m) {
-        pthread_once(&once, key_make);
-        m = calloc(1, sizeof *m);
-        if (!m || pthread_setspecific(key, m) != 0) {
-            free(m);
-            free(fields);
-            return false;
-        }
-        mine = m;
-    }
-    if (m->r)
-        MHD_destroy_response(m->r); /* freed when no connection sends it */
-    free(m->fields);
-    *m = (struct memo){.r = r,
-                       .body = body,
-                       .len = len,
-                       .fields = fields,
-                       .nfields = req->headers.n,
-                       .has_content_type = req->has_content_type};
+    m->r = r;
+    m->body = body;
+    m->len = len;
+    m->nfields = req->headers.n;
+    m->has_content_type = req->has_content_type;
     return true;
 }

@@ -29,7 +29,7 @@ struct MHD_Response *hp_respmemo_find(const hp_req *req);
  * (the caller queues r but does not destroy it). The response kept before
  * is let go (freed once no connection sends it). Returns false, keeping
  * nothing and leaving the reference with the caller, for a body over
- * HP_RESPMEMO_MAX_BODY or when out of memory.
+ * HP_RESPMEMO_MAX_BODY, fields over 1 KiB, or when out of memory.
  */
 bool hp_respmemo_keep(struct MHD_Response *r, const char *body, size_t len,
                       const hp_req *req);
