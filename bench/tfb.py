@@ -39,6 +39,13 @@ server's process tree (hotpub; nginx + php-fpm), PostgreSQL's separately.
 --perf db,fortunes: after measuring those tests, one more run at the
 highest level under `perf record -g` of the hotpub processes, and the
 symbols that took >= 1% of the samples (where hotpub's CPU goes).
+When db is among the tests, the run ends with PostgreSQL's own ceiling:
+pgbench (-M prepared) sends /db's statement on the server's cpu, with no
+HTTP server, once as a bare autocommit SELECT and once as hotpub's
+transaction, and the best tps (and PostgreSQL's cpu per transaction, from
+/proc/stat of its cpu) is printed beside 5x PHP-FPM's /db: no server can
+answer /db faster than PostgreSQL answers its statement (--no-ceiling
+skips it).
 --baseline BINARY: another hotpub binary started the same way ("base"),
 measured in the same run in alternation with the one under test; each
 test then prints hotpub/base ratios of req/s and CPU per request.
@@ -61,6 +68,7 @@ sys.dont_write_bytecode = True
 BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 from benchlib import (CLK_TCK, CannotMeasure, FPM_STATIC, REPO, WEB_USER,  # noqa: E402
+                      cpu_jiffies,
                       Bench, FpmNginx, Hotpub, descendants, describe_env, die,
                       fmt_err, fpm_conf, free_port, have, hotpub_binary, log,
                       main_wrapper, nginx_conf, note, passmiss, run_wrk,
@@ -385,6 +393,70 @@ def profile(b, args, srv, pg, test, level):
         log("  " + ln.rstrip())
 
 
+# The statements of /db as pgbench sends them, with no HTTP server at all:
+# what PostgreSQL alone can answer on its cpu bounds every server's /db.
+PG_CEILING = (
+    ("bare SELECT, autocommit (1 statement, 1 round trip)",
+     "\\set id random(1, 10000)\n"
+     "SELECT id, randomnumber FROM world WHERE id = :id;\n"),
+    ("hotpub's /db transaction (BEGIN, SELECT, write check pipelined; "
+     "COMMIT)",
+     "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
+     "SELECT id, randomnumber FROM world WHERE id = :id;\n"
+     "SELECT pg_catalog.pg_current_xact_id_if_assigned(),"
+     " pg_catalog.current_setting('transaction_isolation');\n"
+     "\\endpipeline\nCOMMIT;\n"),
+)
+
+
+def pg_ceiling(b, args, pg, levels):
+    """PostgreSQL's own ceiling for /db: pgbench (-M prepared, -j 1) on the
+    server's cpu, PostgreSQL where the run placed it, each script at the
+    db levels; best level. PostgreSQL's cpu per transaction is read from
+    /proc/stat of its cpu (pinned runs only: nothing else runs there).
+    Returns [(label, tps, us per transaction or None)]."""
+    if not have("pgbench"):
+        log("# pgbench not installed: no PostgreSQL ceiling")
+        return []
+    u = urllib.parse.urlsplit(pg.url)
+    q = dict(urllib.parse.parse_qsl(u.query))
+    base = ["pgbench", "-n", "-M", "prepared", "-j", "1", "-T",
+            str(max(2, int(float(args.duration.rstrip("s")))))]
+    for opt, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+        if q.get(key):
+            base += [opt, q[key]]
+    if args.server_cpu is not None:
+        base = ["taskset", "-c", str(args.server_cpu)] + base
+    out = []
+    for label, script in PG_CEILING:
+        path = b.path("ceiling-%d.sql" % len(out))
+        with open(path, "w") as f:
+            f.write(script)
+        top = (0.0, None)
+        for c in levels:
+            j0 = cpu_jiffies(args.pg_cpu) \
+                if args.pg_cpu is not None and not args.db \
+                else None
+            p = subprocess.run(base + ["-f", path, "-c", str(c),
+                                       u.path.lstrip("/") or "hello_world"],
+                               capture_output=True, text=True, timeout=600)
+            j1 = cpu_jiffies(args.pg_cpu) if j0 else None
+            tps = re.search(r"tps = ([0-9.]+)", p.stdout)
+            n = re.search(r"actually processed: (\d+)", p.stdout)
+            if p.returncode != 0 or not tps or not n:
+                log("# pgbench failed: %s" % (p.stderr or p.stdout)[-500:])
+                return out
+            us = (j1["busy"] - j0["busy"]) / CLK_TCK / int(n.group(1)) \
+                * 1e6 if j0 else None
+            log("# ceiling c=%-3d %8.0f tps  %s  %s" % (
+                c, float(tps.group(1)),
+                "%.1f us PostgreSQL cpu/tx" % us if us else "", label))
+            if float(tps.group(1)) > top[0]:
+                top = (float(tps.group(1)), us)
+        out.append((label, top[0], top[1]))
+    return out
+
+
 def best(rows, name):
     return max((r[name] for _, r in rows), key=lambda w: w["rps"])
 
@@ -414,6 +486,8 @@ def main():
     ap.add_argument("--hotpub-args", default="",
                     help="extra `hotpub serve` flags, e.g. '--workers 0'")
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--no-ceiling", action="store_true",
+                    help="skip pgbench's PostgreSQL ceiling for /db")
     ap.add_argument("--baseline", metavar="BINARY",
                     help="also measure this other hotpub binary (as "
                     "\"base\") in the same run, alternating with the one "
@@ -489,6 +563,8 @@ def main():
         if test in args.perf.split(","):
             profile(b, args, hp, pg, test, levels[-1])
 
+    ceiling = pg_ceiling(b, args, pg, LEVELS["db"][1 if args.quick else 0]) \
+        if "db" in tests and not args.no_ceiling else []
     log("")
     log("best level per test (req/s):")
     log("%-9s %10s %10s %10s %9s   %s" % ("test", "hotpub", "php-fpm",
@@ -497,13 +573,21 @@ def main():
         log("%-9s %10.0f %10.0f %10s %8.2fx   hotpub/%s %.2fx >= %.1fx %s"
             % (test, h, p, "%.0f" % n if n else "-", vp, peer, ratio,
                target, passmiss(ratio >= target)))
+    php_db = [p for t, h, p, n, vp, pe, r, tg in summary if t == "db"]
+    for label, tps, us in ceiling:
+        log("PostgreSQL alone, %s: %.0f tps%s; 5x php-fpm's db is %.0f req/s"
+            % (label, tps, " (%.1f us of its cpu each)" % us if us else "",
+               5 * php_db[0] if php_db else float("nan")))
     for test, rows in vs_base:
         log("%-9s hotpub/base: %s" % (test, "  ".join(
-            "%s %.2fx req/s, %.2fx cpu/req, %.2fx pg/req" % (
+            "%s %.2fx req/s, %.2fx cpu/req, %s pg/req" % (
                 ("q=%d" if test in ("queries", "updates") else "c=%d") % lv,
                 r["hotpub"]["rps"] / max(r["base"]["rps"], 1e-9),
                 r["hotpub"]["cpu_us"] / max(r["base"]["cpu_us"], 1e-9),
-                r["hotpub"]["pg_us"] / max(r["base"]["pg_us"], 1e-9))
+                # json and plaintext use no database: no ratio of zeros
+                "%.2fx" % (r["hotpub"]["pg_us"] / r["base"]["pg_us"])
+                if r["base"]["pg_us"] > 0.5 and r["hotpub"]["pg_us"] > 0.5
+                else "-")
             for lv, r in rows)))
     if verified and not all(verified.values()):
         log("UNVERIFIED: %s failed bench/tfb/verify.py (see above)"
