@@ -363,6 +363,30 @@ def measure_test(b, args, test, servers, pg, levels):
     return rows
 
 
+def switches_of(pids):
+    """Context switches (voluntary, involuntary) of every thread of every
+    process under pids, from /proc/PID/task/TID/status. Threads that ended
+    meanwhile are not counted."""
+    vol = invol = 0
+    for root in pids:
+        for p in descendants(root):
+            try:
+                tids = os.listdir("/proc/%d/task" % p)
+            except OSError:
+                continue
+            for t in tids:
+                try:
+                    with open("/proc/%d/task/%s/status" % (p, t)) as f:
+                        for ln in f:
+                            if ln.startswith("voluntary_ctxt_switches"):
+                                vol += int(ln.split()[1])
+                            elif ln.startswith("nonvoluntary_ctxt"):
+                                invol += int(ln.split()[1])
+                except OSError:
+                    pass
+    return vol, invol
+
+
 def profile(b, args, srv, pg, test, level):
     """perf record of the hotpub processes during one more run of test at
     level; prints the symbols that took at least 1% of the samples."""
@@ -372,8 +396,11 @@ def profile(b, args, srv, pg, test, level):
         perf = b.spawn(["perf", "record", "-F", "999", "-g", "-o", data,
                         "-p", pids], stdout=f, stderr=subprocess.STDOUT)
         time.sleep(0.5)
+        s0 = switches_of(srv.pids)
         w = one_run(b, args, srv, pg, test, level, args.duration)
+        s1 = switches_of(srv.pids)
         b.stop(perf, signal.SIGINT, timeout=60)
+    n = max(1, w["requests"])
     rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g",
                           "none", "--no-children", "--sort", "dso,symbol",
                           "--percent-limit", "1"],
@@ -386,9 +413,11 @@ def profile(b, args, srv, pg, test, level):
                             capture_output=True, text=True, timeout=300)
     lines = [ln for ln in by_dso.stdout.split("\n")
              if ln.strip() and not ln.startswith("#")][:8] + lines
-    log("perf %s %s (%.0f req/s, hotpub %.0f us/request, PostgreSQL %.0f):"
+    log("perf %s %s (%.0f req/s, hotpub %.0f us/request, PostgreSQL %.0f; "
+        "hotpub's threads switched %.2f times a request voluntarily, %.2f "
+        "involuntarily):"
         % (srv.name, path_of(test, level), w["rps"], w["cpu_us"],
-           w["pg_us"]))
+           w["pg_us"], (s1[0] - s0[0]) / n, (s1[1] - s0[1]) / n))
     for ln in lines[:38] or ["(no samples: %s)" % rep.stderr.strip()]:
         log("  " + ln.rstrip())
 
