@@ -184,6 +184,9 @@ HP_EXPORT __attribute__((weak, used)) const int hp__abi_version = HP_ABI_VERSION
 
 /* ---- the request -------------------------------------------------------- */
 
+/* The method as sent: A-Z, '_' and '-' only (the edge answers 400 to any
+ * other, 405 to TRACE and CONNECT); every other method, known or not
+ * (PUT, PROPFIND, FOO), reaches the page, which decides (docs/pages.md). */
 const char *hp_method(hp_req *req);  /* "GET", "POST", ...                  */
 const char *hp_path(hp_req *req);    /* decoded URL path, "/a/b/name"       */
 const char *hp_query(hp_req *req);   /* raw query string without '?', or "" */

@@ -5,7 +5,8 @@
  *
  * Owns: the table of watched connections (one slot per file descriptor),
  * the recv() wrapper that feeds the parser, the answers the edge sends by
- * itself (400, 408, 414, 431, 501, 505, always with the connection closed)
+ * itself (400, 405, 408, 413, 414, 431, 501, 505, always with the
+ * connection closed)
  * and the deadline thread.
  * May not touch: requests, pages, the module cache; the response to any
  * request libmicrohttpd hands to server.c is server.c's.
@@ -155,6 +156,8 @@ static long long now_ns(void)
 static const char *reason(int status)
 {
     switch (status) {
+    case 405:
+        return "Method Not Allowed";
     case 408:
         return "Request Timeout";
     case 413:
@@ -235,11 +238,17 @@ static void send_answer(int fd, int status, void *session)
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    int n = snprintf(msg, sizeof msg,
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
-                     "Content-Type: text/html; charset=utf-8\r\n"
-                     "Content-Length: %d\r\n\r\n%s",
-                     status, reason(status), date, blen, body);
+    /* RFC 9110 §15.5.6: a 405 says which methods would do (a TRACE or
+     * CONNECT, framing.c): the ones OPTIONS * names. */
+    int n =
+        snprintf(msg, sizeof msg,
+                 "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
+                 "%s%s%s"
+                 "Content-Type: text/html; charset=utf-8\r\n"
+                 "Content-Length: %d\r\n\r\n%s",
+                 status, reason(status), date, status == 405 ? "Allow: " : "",
+                 status == 405 ? HP_ALLOW_METHODS : "",
+                 status == 405 ? "\r\n" : "", blen, body);
     /* Over TLS the answer goes through the session, from the thread that
      * reads it (libmicrohttpd's, in gnutls_record_recv below); the
      * deadline thread has no session to write with (session NULL), and

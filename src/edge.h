@@ -11,6 +11,11 @@
 
 struct hp_edge;
 
+/* RFC 9110 §10.2.1 Allow: the methods pages may answer (each page decides
+ * which it does). The answer to OPTIONS * (server.c) and the field of the
+ * edge's 405 to TRACE and CONNECT (framing.c refuses them). */
+#define HP_ALLOW_METHODS "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
 /* Told of each connection the edge answered before libmicrohttpd saw a
  * request on it: the client's numeric address ("" if unknown), the status. */
 typedef void hp_edge_refused_fn(const char *addr, int status);

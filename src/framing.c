@@ -52,6 +52,9 @@ enum {
 
 enum { F_NONE, F_HOST, F_CL, F_TE, F_TRAILER };
 
+/* The methods the edge decides on (RFC 9110 §9.1: case-sensitive names). */
+enum { M_OTHER, M_OPTIONS, M_TRACE, M_CONNECT };
+
 #define MAX_METHOD 32
 #define MAX_CHUNK_EXT 4096
 
@@ -70,6 +73,18 @@ static const uint8_t TCHAR[256] = {
     ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
     ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
     ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+/* A method's bytes, by nginx's rule (ngx_http_parse_request_line): A-Z,
+ * '_' and '-'. RFC 9110 §9.1 allows any token, but a method is
+ * case-sensitive and every registered one is upper case: "get" or "Get"
+ * is an unknown method that a lenient reader (or a proxy in front)
+ * upper-cases into GET, and digits or other tchars ("G3T", "GE.T") are
+ * nobody's method. Refusing them keeps every reader on one reading. */
+static const uint8_t METHOD_BYTE[256] = {
+    ['A' ... 'Z'] = 1,
+    ['_'] = 1,
+    ['-'] = 1,
 };
 
 /* The bytes of a reg-name but pct-encoded (RFC 3986 §3.2.2): unreserved
@@ -287,6 +302,28 @@ static void start_field_value(struct hp_frame *f)
         f->field = F_TE;
 }
 
+/* The Transfer-Encoding of a complete head (RFC 9112 §6.1, §6.3): true
+ * if it is exactly chunked, else refused. */
+static bool te_valid(struct hp_frame *f)
+{
+    if (f->http_minor == 0)
+        return refuse(f, 400, "Transfer-Encoding in an HTTP/1.0 request");
+    if (f->n_cl)
+        return refuse(f, 400, "both Content-Length and Transfer-Encoding");
+    if (f->n_te > 1)
+        return refuse(f, 400, "more than one Transfer-Encoding field");
+    /* RFC 9112 §6.3: chunked present but not final is a MUST 400;
+     * otherwise a coding hotpub cannot decode is 501 (§6.1), and
+     * anything but exactly "chunked" 400. */
+    if ((f->te_chunked_seen && !f->te_chunked_last) || f->te_chunked_twice)
+        return refuse(f, 400, "chunked is not the final transfer coding");
+    if (f->te_unknown) /* as nginx: what is not chunked is not known */
+        return refuse(f, 501, "unsupported transfer coding");
+    if (f->te_bad || !f->te_chunked_last)
+        return refuse(f, 400, "Transfer-Encoding other than chunked");
+    return true;
+}
+
 /* The empty line: decide the message's framing (RFC 9112 §6.3). */
 static bool end_head(struct hp_frame *f)
 {
@@ -305,22 +342,15 @@ static bool end_head(struct hp_frame *f)
     if (f->cl_bad)
         return refuse(f, 400, "invalid Content-Length");
     f->heads++;
+    if (f->n_te && !te_valid(f))
+        return false;
+    /* After every framing check, as nginx (ngx_http_process_request_header)
+     * does: a malformed head is a 400 whatever its method. */
+    if (f->method == M_TRACE)
+        return refuse(f, 405, "TRACE method (it would echo the request)");
+    if (f->method == M_CONNECT)
+        return refuse(f, 405, "CONNECT method (hotpub is not a proxy)");
     if (f->n_te) {
-        if (f->http_minor == 0)
-            return refuse(f, 400, "Transfer-Encoding in an HTTP/1.0 request");
-        if (f->n_cl)
-            return refuse(f, 400, "both Content-Length and Transfer-Encoding");
-        if (f->n_te > 1)
-            return refuse(f, 400, "more than one Transfer-Encoding field");
-        /* RFC 9112 §6.3: chunked present but not final is a MUST 400;
-         * otherwise a coding hotpub cannot decode is 501 (§6.1), and
-         * anything but exactly "chunked" 400. */
-        if ((f->te_chunked_seen && !f->te_chunked_last) || f->te_chunked_twice)
-            return refuse(f, 400, "chunked is not the final transfer coding");
-        if (f->te_unknown) /* as nginx: what is not chunked is not known */
-            return refuse(f, 501, "unsupported transfer coding");
-        if (f->te_bad || !f->te_chunked_last)
-            return refuse(f, 400, "Transfer-Encoding other than chunked");
         f->in_body = true;
         f->st = ST_CSIZE;
         f->tok_len = 0;
@@ -459,17 +489,27 @@ static bool version_byte(struct hp_frame *f, unsigned char c)
     return true;
 }
 
-/* Method bytes arrive one by one or in runs (plain_run): f->options
- * counts those matching "OPTIONS" from the start (methods are
- * case-sensitive, RFC 9110 §9.1), before tok_len counts them. */
+/* Method bytes arrive one by one or in runs (plain_run), before tok_len
+ * counts them: the first ones are kept to name the method at its end. */
 static void method_bytes(struct hp_frame *f, const unsigned char *p, size_t n)
 {
-    if (f->tok_len == 0)
-        f->options = 0;
-    for (size_t k = 0; k < n; k++)
-        if (f->tok_len + k == f->options && f->options < 7 &&
-            p[k] == (unsigned char)"OPTIONS"[f->options])
-            f->options++;
+    for (size_t k = 0; k < n && f->tok_len + k < sizeof f->method_name; k++)
+        f->method_name[f->tok_len + k] = (char)p[k];
+}
+
+/* The method just ended (tok_len bytes): one the edge decides on? */
+static uint8_t method_of(const struct hp_frame *f)
+{
+    static const struct {
+        const char *name;
+        uint8_t id;
+    } known[] = {
+        {"OPTIONS", M_OPTIONS}, {"TRACE", M_TRACE}, {"CONNECT", M_CONNECT}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (f->tok_len == strlen(known[i].name) &&
+            memcmp(f->method_name, known[i].name, f->tok_len) == 0)
+            return known[i].id;
+    return M_OTHER;
 }
 
 static bool request_line_byte(struct hp_frame *f, unsigned char c)
@@ -477,15 +517,16 @@ static bool request_line_byte(struct hp_frame *f, unsigned char c)
     switch (f->st) {
     case ST_METHOD:
         if (c == ' ' && f->tok_len > 0) {
-            if (f->tok_len != 7) /* "OPTIONSX" */
-                f->options = 0;
+            f->method = method_of(f);
             f->st = ST_TARGET;
             f->tok_len = 0;
             return true;
         }
+        if (!METHOD_BYTE[c])
+            return refuse(f, 400, "invalid method (A-Z, '_' and '-' only)");
         method_bytes(f, &c, 1);
-        if (!TCHAR[c] || ++f->tok_len > MAX_METHOD)
-            return refuse(f, 400, "malformed method");
+        if (++f->tok_len > MAX_METHOD)
+            return refuse(f, 400, "method too long");
         return true;
     case ST_TARGET:
         if (c == ' ' && f->tok_len > 0) {
@@ -496,7 +537,7 @@ static bool request_line_byte(struct hp_frame *f, unsigned char c)
                               "request target is not a path or an http URI");
             /* RFC 9112 §3.2.4: the asterisk-form is only for a server-wide
              * OPTIONS (what nginx refuses too). */
-            if (f->form == T_ASTERISK && f->options != 7)
+            if (f->form == T_ASTERISK && f->method != M_OPTIONS)
                 return refuse(f, 400,
                               "asterisk-form target with a method "
                               "other than OPTIONS");
@@ -794,8 +835,10 @@ static size_t plain_run(const struct hp_frame *f, const unsigned char *p,
         table = PATH_BYTE;
     else if (f->st == ST_TARGET && f->in_query)
         table = QUERY_BYTE;
-    else if (f->st == ST_NAME || f->st == ST_METHOD)
+    else if (f->st == ST_NAME)
         table = TCHAR;
+    else if (f->st == ST_METHOD)
+        table = METHOD_BYTE;
     else
         return 0;
     size_t k = 0;
@@ -844,7 +887,7 @@ size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
             if (f->st != ST_VALUE)
                 f->tok_len += run;
             if (f->st == ST_METHOD && f->tok_len > MAX_METHOD) {
-                refuse(f, 400, "malformed method");
+                refuse(f, 400, "method too long");
                 return msg_start;
             }
             f->head_len += run;

@@ -28,7 +28,7 @@ struct hp_frame {
     size_t query_room;  /* bytes the HTTP library has for the query's
                            pieces (64 each) and the request line; 0: any */
     uint8_t form;       /* request-target form (framing.c)              */
-    uint8_t options;    /* bytes of the method matching "OPTIONS"       */
+    uint8_t method;     /* the method, if the edge decides on it (M_*)  */
     uint8_t scheme;     /* absolute-form schemes still possible         */
     size_t head_len;    /* bytes of this head so far                    */
     size_t tok_len;     /* bytes of the current token or name           */
@@ -48,8 +48,9 @@ struct hp_frame {
     const char *why; /* what was wrong (static string), for the log  */
     /* Scratch, valid up to tok_len / val_len (never cleared: next_message
      * clears only what lies before `heads`). */
-    char name[20]; /* the current field name, lower-cased, if short  */
-    char val[300]; /* the value of a Host/Content-Length/TE field    */
+    char name[20];       /* the current field name, lower-cased, if short  */
+    char method_name[8]; /* the method's first bytes, as sent          */
+    char val[300];       /* the value of a Host/Content-Length/TE field    */
 };
 
 /* max_head: bytes of a request line or head; max_query: '&'-separated
@@ -66,8 +67,8 @@ bool hp_host_valid(const char *v, size_t n);
 /*
  * Parse n more bytes of the connection. Returns how many of them lie before
  * the start of the first message that broke the rules: n when all is well.
- * When a message breaks them, f->bad_status is set (400, 413, 414, 431, 501
- * or 505), f->why says why, and every later byte is ignored.
+ * When a message breaks them, f->bad_status is set (400, 405, 413, 414, 431,
+ * 501 or 505), f->why says why, and every later byte is ignored.
  *
  * Refused (RFC 9112 unless noted): a request line not of the form
  * `method SP request-target SP HTTP/1.x` (§3); a control character, or a
@@ -83,7 +84,12 @@ bool hp_host_valid(const char *v, size_t n);
  * HTTP/1.0, with Content-Length, with a coding other than chunked (501), or
  * with chunked not last or twice (§6.1, §6.3); a chunk size that is not hex
  * or overflows, or chunk framing without its CRLF (§7.1); a request line
- * longer than max_head (414) or a head longer than max_head (431).
+ * longer than max_head (414) or a head longer than max_head (431); a
+ * method with a byte other than A-Z, '_' or '-' (400: nginx's rule, so
+ * "get" or "G3T" is no method any reader upper-cases into GET); TRACE and
+ * CONNECT (405, once the head is complete and otherwise well formed, as
+ * nginx: TRACE echoes the request, the stuff of cross-site tracing, and
+ * hotpub is no proxy to CONNECT through). Other methods pass: pages decide.
  * Accepted like nginx: a bare LF ending a line, empty lines before a
  * request line (§2.2), absolute-form targets (§3.2.2).
  */

@@ -1073,8 +1073,7 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
      * may answer; each page decides which it does. */
     if (strcmp(req->path, "*") == 0) {
         req->headers.n = 0;
-        hp_req_add_header(req, "Allow",
-                          "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        hp_req_add_header(req, "Allow", HP_ALLOW_METHODS);
         req->has_content_type = true; /* no content, no Content-Type */
         return send_buffer(c, 200);
     }

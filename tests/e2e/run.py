@@ -386,6 +386,30 @@ def test_options_asterisk_lists_the_methods_pages_may_answer():
         check_in(b"Hello", both.body, "the request after it is answered")
 
 
+def test_trace_and_connect_refused_with_the_same_allow():
+    """TRACE and CONNECT never reach a page: the edge answers 405 with the
+    Allow field OPTIONS * gives, and closes the connection (as nginx); the
+    page's output never appears. An unknown upper-case method (PROPFIND)
+    still reaches the page."""
+    with Server({"hello.c": HELLO}) as s:
+        opts = harness.raw_request(
+            s.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        for m in (b"TRACE", b"CONNECT"):
+            r = harness.raw_request(
+                s.port, m + b" /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", read_all=True)
+            check_eq(r.status, 405, "%s status" % m.decode())
+            check_eq(r.header("Allow"), opts.header("Allow"),
+                     "%s Allow (the one of OPTIONS *)" % m.decode())
+            check_eq(r.header("Connection"), "close", "%s Connection"
+                     % m.decode())
+            check_not_in(b"Hello", r.body, "%s body (the page never runs, "
+                         "nor the request after)" % m.decode())
+        r = harness.raw_request(
+            s.port, b"PROPFIND /hello HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n\r\n", read_all=True)
+        check_eq((r.status, r.body), (200, b"Hello, world!"), "PROPFIND")
+
 def test_hello_default_handler():
     with Server(files={"hello.c": HELLO}) as s:
         r = s.get("/hello")
