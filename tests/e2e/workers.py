@@ -946,6 +946,23 @@ def test_page_calling_exit_production_502_short_body():
               "a new worker serves")
 
 
+def test_page_calling_exit_single_process_dev_crash_page_then_70():
+    """--workers 0 in dev mode: the page that calls exit(3) gets the crash
+    page (the guard's exit hook runs before the one that makes the status
+    70), then the process ends with 70 as before."""
+    with Server(files={"ex.c": EXIT_PAGE}, args=["--workers", "0"],
+                dev=True) as s:
+        r = s.get("/ex")
+        check_eq(r.status, 502, "status of the exiting request")
+        check_in("exit(3)", r.text, "exit named")
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the server did not end after exit(3)")
+        check_eq(s.proc.returncode, 70, "exit status after a page's exit(3)")
+        check_in("handler 'http_handler', called exit", s.stderr(),
+                 "the log names the page and handler")
+        s.check_exit = False
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
