@@ -184,8 +184,11 @@ void hp_crash_where(const char *so, uintptr_t off, char *out, size_t cap)
 static void put_what(struct sbuf *b, const struct hp_crash *c)
 {
     puts_(b, c->signame);
-    puts_(b, c->init ? " in the init hook of the application module "
-                     : " in the page ");
+    const char *base = strrchr(c->page, '/');
+    bool app = strncmp(base ? base + 1 : c->page, "_app.", 5) == 0;
+    puts_(b, !c->init ? " in the page "
+             : app    ? " in the init hook of the application module "
+                      : " in the init hook of the module ");
     put_html(b, c->page);
     if (c->init) {
         puts_(b, "</h1>\n<p>The application module failed to initialise: "
