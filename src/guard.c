@@ -7,24 +7,28 @@
  * by the parent before the first fork, so every worker and the parent see
  * the same bytes) and everything in it: a slot per worker process with
  * per-thread records of the running handler, the quarantine table, the
- * table of module versions known to be good; the fatal-signal and exit
- * hooks of a worker (crash records); the handler-timeout watchdog thread
- * of each worker; the fallback versions a worker loads to serve a
- * quarantined or broken module; the "processes" member of status.json.
- * May not touch: processes (forking, signalling, reaping are master.c's),
- * the module cache's entries, compiling, and HTTP with one exception: when
- * a handler overruns --handler-timeout, the watchdog writes a fixed 504
- * response straight onto that request's socket (answer_504), bypassing
- * server.c, because the thread that owns the request is stuck and cannot
- * answer; it then shuts the socket down (after hp_server_claim, so that a
- * dying worker's 503 and this 504 never both go out). The fatal-signal
+ * table of module versions known to be good, the table of objects whose
+ * init hook crashed a worker (their init is refused, guard_init_vet); the
+ * fatal-signal and exit hooks of a worker (crash records, the answers to
+ * a page that crashed or called exit, or to a module init that crashed);
+ * the handler-timeout watchdog thread of each worker; the fallback versions a
+ * worker loads to serve a quarantined or broken module; the "processes" member
+ * of status.json. May not touch: processes (forking, signalling, reaping are
+ * master.c's), the module cache's entries, compiling, and HTTP with one
+ * exception: when a handler overruns --handler-timeout, the watchdog writes a
+ * fixed 504 response straight onto that request's socket (answer_504),
+ * bypassing server.c, because the thread that owns the request is stuck and
+ * cannot answer; it then shuts the socket down (after hp_server_claim, so that
+ * a dying worker's 503 and this 504 never both go out); likewise the
+ * fatal-signal handler's fixed 503 to the request whose pin ran an init
+ * that crashed (answer_init_503). The fatal-signal
  * and exit hooks have server.c answer the requests the dying worker read
  * and had not begun to answer (hp_server_answer_unstarted). server.c
  * reaches the guard only through the hooks (server.h) that hp_guard_enter
  * fills; heartbeat and lost write the slot's liveness fields. The single
  * process of --workers 0 in dev mode gets a one-slot area of its own and
- * only the records and the fatal-signal hook (hp_guard_enter_alone), for
- * the crash page.
+ * only the records and the fatal-signal and exit hooks
+ * (hp_guard_enter_alone), for the crash page.
  *
  * Writers of the shared area:
  *   - records: the thread that runs a handler writes its own record with
@@ -317,6 +321,7 @@ static bool is_hex32(const char *s, size_t n)
  * object key, which the private copy's name carries (loader.c names it
  * v<id>-<key>.so). A prebuilt .so page has no key: its path and file
  * identity stand in (and it has no fallback in the compile cache).
+ * so_key: the key in a private copy's name, or false (and "").
  */
 static bool so_key(const char *so_path, char out[KEY_LEN])
 {

@@ -100,9 +100,9 @@ static void test_error_html_links_and_excerpt(void)
  * be built": the heading says it failed to initialise. */
 static void test_error_html_init_failures(void)
 {
-    const char *diags[] = {
-        "init failed: cannot open the thing",
-        HP_DIAG_INIT_CRASHED " a worker process (SIGSEGV) in sub/_app.c"};
+    const char *diags[] = {"init failed: cannot open the thing",
+                           HP_DIAG_INIT_CRASHED
+                           " a worker process (SIGSEGV) in sub/_app.c"};
     for (size_t i = 0; i < 2; i++) {
         struct hp_buf out = {0};
         hp_devloop_error_html(&out, "/r/sub/_app.c", diags[i]);
