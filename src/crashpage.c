@@ -1,9 +1,10 @@
 /*
  * crashpage.c - the dev-mode answer to a request whose page crashed the
- * worker: a 502 page (the status production answers it with too) naming
- * the signal, the page, the handler and the source line, written straight
- * onto the request's socket from the fatal signal handler (guard.c's
- * on_fatal) before the worker dies.
+ * worker (or called exit): a 502 page (the status production answers it
+ * with too) naming the signal, the page, the handler and the source line,
+ * written straight onto the request's socket from the fatal signal handler
+ * (guard.c's on_fatal) before the worker dies; and the 503 page of an
+ * application module whose init hook crashed.
  *
  * Owns: that page and finding the source line (addr2line on the page's
  * object, with the faulting address relative to where it was loaded).
@@ -166,44 +167,88 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
+void hp_crash_where(const char *so, uintptr_t off, char *out, size_t cap)
+{
+    struct sbuf w = {out, 0, cap ? cap - 1 : 0};
+    if (!cap)
+        return;
+    symbolise(so, off, &w);
+    out[w.len] = '\0';
+    drop_dir_prefixes(out);
+    /* "??\n??:0\n": addr2line knew nothing (a fault inside libc) */
+    if (strncmp(out, "??", 2) == 0)
+        out[0] = '\0';
+}
+
+/* The heading and first paragraph of c's page. */
+static void put_what(struct sbuf *b, const struct hp_crash *c)
+{
+    puts_(b, c->signame);
+    const char *base = strrchr(c->page, '/');
+    bool app = strncmp(base ? base + 1 : c->page, "_app.", 5) == 0;
+    puts_(b, !c->init ? " in the page "
+             : app    ? " in the init hook of the application module "
+                      : " in the init hook of the module ");
+    put_html(b, c->page);
+    if (c->init) {
+        puts_(b, "</h1>\n<p>The application module failed to initialise: "
+                 "its <code>");
+        put_html(b, c->handler);
+        puts_(b, "</code> hook crashed the worker process (it is being "
+                 "replaced), and will not run again until the file "
+                 "changes. ");
+        return;
+    }
+    puts_(b, "</h1>\n<p>The handler <code>");
+    put_html(b, c->handler);
+    /* exit ends the process as surely as a fatal signal does */
+    puts_(b, c->signame[0] == 'e' ? "</code> called exit, which ended "
+                                  : "</code> crashed ");
+    puts_(b, c->alone ? "the server, a single process (--workers 0): it "
+                        "ends now; start it again. "
+                      : "the worker process (it is being replaced). ");
+}
+
 void hp_crash_answer(const struct hp_crash *c)
 {
     char body[8192], where[1024], head[256];
     struct sbuf b = {body, 0, sizeof body};
-    struct sbuf w = {where, 0, sizeof where};
     struct sbuf h = {head, 0, sizeof head};
 
     if (c->fd < 0)
         return;
-    if (c->pc >= c->base)
-        symbolise(c->so_path, c->pc - c->base, &w);
-    puts_(&b, "<!doctype html>\n<title>502 Bad Gateway</title>\n"
-              "<style>body{font:14px/1.45 ui-monospace,monospace;"
+    if (c->where) {
+        size_t n = strlen(c->where);
+        n = n < sizeof where ? n : sizeof where - 1;
+        memcpy(where, c->where, n);
+        where[n] = '\0';
+    } else if (c->pc >= c->base) {
+        hp_crash_where(c->so_path, c->pc - c->base, where, sizeof where);
+    } else {
+        where[0] = '\0';
+    }
+    puts_(&b, c->init ? "<!doctype html>\n<title>503 Service Unavailable"
+                        "</title>\n"
+                      : "<!doctype html>\n<title>502 Bad Gateway</title>\n");
+    puts_(&b, "<style>body{font:14px/1.45 ui-monospace,monospace;"
               "background:#1e1e24;color:#eee;padding:24px}h1{font:600 20px "
               "system-ui,sans-serif;color:#ff6b6b}pre{background:#111;"
               "padding:10px;white-space:pre-wrap}</style>\n<h1>");
-    puts_(&b, c->signame);
-    puts_(&b, " in the page ");
-    put_html(&b, c->page);
-    puts_(&b, "</h1>\n<p>The handler <code>");
-    put_html(&b, c->handler);
-    puts_(&b, c->alone ? "</code> crashed the server, a single process "
-                         "(--workers 0): it ends now; start it again. "
-                       : "</code> crashed the worker process (it is being "
-                         "replaced). ");
+    put_what(&b, c);
     puts_(&b, "Where, innermost first (function, then source line):</p>\n"
               "<pre>");
-    where[w.len < sizeof where ? w.len : sizeof where - 1] = '\0';
-    drop_dir_prefixes(where);
-    put_html(&b, w.len ? where : "(no line: addr2line found none)\n");
-    puts_(&b, "</pre>\n<p>Fault address in the page's object: ");
+    put_html(&b, where[0] ? where : "(no line: addr2line found none)\n");
+    puts_(&b, "</pre>\n<p>Address in the object: ");
     put_hex(&b, c->pc - c->base);
-    puts_(&b, ". In dev mode a crashing version is not quarantined: save "
-              "the fix and this page reloads by itself.</p>\n"
-              "<script>new EventSource('/_hotpub/events').addEventListener("
+    puts_(&b, c->init ? ". Save the fix and this page reloads by itself.</p>\n"
+                      : ". In dev mode a crashing version is not "
+                        "quarantined: save the fix and this page reloads "
+                        "by itself.</p>\n");
+    puts_(&b, "<script>new EventSource('/_hotpub/events').addEventListener("
               "'reload',function(){location.reload()})</script>\n");
-    puts_(&h, "HTTP/1.1 502 Bad Gateway\r\n"
-              "Content-Type: text/html; charset=utf-8\r\n"
+    puts_(&h, c->init ? "HTTP/1.1 503 Service Unavailable\r\n"
+                      : "HTTP/1.1 502 Bad Gateway\r\n");
+    puts_(&h, "Content-Type: text/html; charset=utf-8\r\n"
               "Cache-Control: no-store\r\nConnection: close\r\n"
               "Content-Length: ");
     char num[24];

@@ -7,24 +7,28 @@
  * by the parent before the first fork, so every worker and the parent see
  * the same bytes) and everything in it: a slot per worker process with
  * per-thread records of the running handler, the quarantine table, the
- * table of module versions known to be good; the fatal-signal and exit
- * hooks of a worker (crash records); the handler-timeout watchdog thread
- * of each worker; the fallback versions a worker loads to serve a
- * quarantined or broken module; the "processes" member of status.json.
- * May not touch: processes (forking, signalling, reaping are master.c's),
- * the module cache's entries, compiling, and HTTP with one exception: when
- * a handler overruns --handler-timeout, the watchdog writes a fixed 504
- * response straight onto that request's socket (answer_504), bypassing
- * server.c, because the thread that owns the request is stuck and cannot
- * answer; it then shuts the socket down (after hp_server_claim, so that a
- * dying worker's 503 and this 504 never both go out). The fatal-signal
+ * table of module versions known to be good, the table of objects whose
+ * init hook crashed a worker (their init is refused, guard_init_vet); the
+ * fatal-signal and exit hooks of a worker (crash records, the answers to
+ * a page that crashed or called exit, or to a module init that crashed);
+ * the handler-timeout watchdog thread of each worker; the fallback versions a
+ * worker loads to serve a quarantined or broken module; the "processes" member
+ * of status.json. May not touch: processes (forking, signalling, reaping are
+ * master.c's), the module cache's entries, compiling, and HTTP with one
+ * exception: when a handler overruns --handler-timeout, the watchdog writes a
+ * fixed 504 response straight onto that request's socket (answer_504),
+ * bypassing server.c, because the thread that owns the request is stuck and
+ * cannot answer; it then shuts the socket down (after hp_server_claim, so that
+ * a dying worker's 503 and this 504 never both go out); likewise the
+ * fatal-signal handler's fixed 503 to the request whose pin ran an init
+ * that crashed (answer_init_503). The fatal-signal
  * and exit hooks have server.c answer the requests the dying worker read
  * and had not begun to answer (hp_server_answer_unstarted). server.c
  * reaches the guard only through the hooks (server.h) that hp_guard_enter
  * fills; heartbeat and lost write the slot's liveness fields. The single
  * process of --workers 0 in dev mode gets a one-slot area of its own and
- * only the records and the fatal-signal hook (hp_guard_enter_alone), for
- * the crash page.
+ * only the records and the fatal-signal and exit hooks
+ * (hp_guard_enter_alone), for the crash page.
  *
  * Writers of the shared area:
  *   - records: the thread that runs a handler writes its own record with
@@ -47,6 +51,7 @@
 #include <assert.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <link.h>
 #include <sched.h>
 #include <signal.h>
@@ -67,6 +72,7 @@
 #define GOOD_MAX 512   /* modules whose last good versions are known */
 #define QUAR_STRIKES 2 /* crashes that quarantine a version */
 #define FALLBACK_ID_BASE (UINT64_C(1) << 32) /* ids of fallback versions */
+#define INITBAD_MAX 32 /* objects whose init crashed a worker */
 
 /* ---- shared memory layout ---------------------------------------------- */
 
@@ -140,6 +146,13 @@ struct slot {
     char why[160];        /* ... in words, written before cause */
     atomic_int nrecs;     /* records handed out to threads */
     atomic_ulong handled; /* handler runs */
+    /* A module lifecycle hook (init, fini) that crashed the worker:
+     * written by the dying thread, hook_sig last (on_fatal). */
+    char hook_path[REC_PATH]; /* the module, relative to the docroot */
+    char hook_name[8];        /* "init", "fini" */
+    char hook_key[KEY_LEN];   /* its object's key, "" if none */
+    char hook_where[512];     /* addr2line's lines, "" if none */
+    atomic_int hook_sig;
     struct hp_thread_counts threads; /* the worker's pool.c keeps it */
     /* struct rec recs[shm->nrecs] follows */
 };
@@ -169,6 +182,13 @@ struct good {
     char keys[2][KEY_LEN]; /* the last two versions that completed a run */
 };
 
+/* An object whose init hook killed a worker: its init is not run again
+ * (the load fails with why), until the file changes and so the key. */
+struct initbad {
+    char key[KEY_LEN];
+    char why[REC_PATH + 768]; /* hook_path, hook_where and words */
+};
+
 struct shm {
     atomic_int lock; /* pid of the holder of the quarantine/good tables */
     pid_t master;
@@ -181,6 +201,8 @@ struct shm {
     size_t stride;
     struct quar quar[QUAR_MAX];
     struct good good[GOOD_MAX];
+    struct initbad initbad[INITBAD_MAX]; /* a ring, under the table lock */
+    unsigned ninitbad;
     /* slots follow, stride bytes apart */
 };
 
@@ -299,21 +321,29 @@ static bool is_hex32(const char *s, size_t n)
  * object key, which the private copy's name carries (loader.c names it
  * v<id>-<key>.so). A prebuilt .so page has no key: its path and file
  * identity stand in (and it has no fallback in the compile cache).
+ * so_key: the key in a private copy's name, or false (and "").
  */
-static void version_key(const hp_version *v, char out[KEY_LEN])
+static bool so_key(const char *so_path, char out[KEY_LEN])
 {
-    const char *base = strrchr(v->so_path, '/');
-    base = base ? base + 1 : v->so_path;
+    const char *base = strrchr(so_path, '/');
+    base = base ? base + 1 : so_path;
     const char *dash = strchr(base, '-');
     const char *rest = dash ? dash + 1 : base;
     size_t n = strlen(rest);
     if (n > 3 && strcmp(rest + n - 3, ".so") == 0)
         n -= 3;
-    if (is_hex32(rest, n)) {
-        memcpy(out, rest, 32);
-        out[32] = '\0';
+    out[0] = '\0';
+    if (!is_hex32(rest, n))
+        return false;
+    memcpy(out, rest, 32);
+    out[32] = '\0';
+    return true;
+}
+
+static void version_key(const hp_version *v, char out[KEY_LEN])
+{
+    if (so_key(v->so_path, out))
         return;
-    }
     struct hp_hash h;
     hp_hash_init(&h);
     hp_hash_update(&h, v->path, strlen(v->path) + 1);
@@ -1057,6 +1087,27 @@ static void *watchdog_main(void *arg)
     return NULL;
 }
 
+/* ---- module paths for people ------------------------------------------- */
+
+/* The docroot, resolved: logs and pages name modules below it. */
+static char ROOT[PATH_MAX];
+static size_t ROOT_LEN;
+
+static void root_set(const char *docroot)
+{
+    if (!docroot || !realpath(docroot, ROOT))
+        ROOT[0] = '\0';
+    ROOT_LEN = strlen(ROOT);
+}
+
+/* path below the docroot ("sub/_app.c"), else path itself. */
+static const char *rel_path(const char *path)
+{
+    if (ROOT_LEN && strncmp(path, ROOT, ROOT_LEN) == 0 && path[ROOT_LEN] == '/')
+        return path + ROOT_LEN + 1;
+    return path;
+}
+
 /* ---- fatal signals in a worker ------------------------------------------ */
 
 /* The faulting instruction of a fatal signal's context (0: unknown). */
@@ -1106,8 +1157,9 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
 }
 
 /* The single process has no parent to log its death: it says which page
- * killed it on standard error itself (write(2): async-signal-safe). */
-static void log_alone(int sig)
+ * (or module hook) killed it on standard error itself (write(2):
+ * async-signal-safe). */
+static void log_alone(int sig, const struct hp_hook_run *h)
 {
     const char *parts[8] = {"hotpub: ",
                             signame(sig),
@@ -1117,7 +1169,12 @@ static void log_alone(int sig)
                             "",
                             "",
                             ""};
-    if (tl_rec >= 0) {
+    if (h) {
+        parts[3] = "the ";
+        parts[4] = h->hook;
+        parts[5] = " hook of the module ";
+        parts[6] = rel_path(h->path);
+    } else if (tl_rec >= 0) {
         struct rec *r = rec_at(ME, tl_rec);
         parts[3] = r->path;
         parts[4] = ", handler '";
@@ -1130,6 +1187,88 @@ static void log_alone(int sig)
         (void)!write(2, parts[i], strlen(parts[i]));
 }
 
+/* ---- a module's lifecycle hook (init, fini) that crashes ---------------- */
+
+/* Production's answer to the request whose application module's init
+ * crashed the worker: like server.c's other error bodies, no internals. */
+#define INIT_503_BODY                                                          \
+    "<!doctype html>\n<title>503 Service Unavailable</title>\n<h1>503 "        \
+    "Service Unavailable</h1>\n<p>An application module failed to "            \
+    "initialise.</p>\n"
+#define INIT_503_LEN 139
+_Static_assert(sizeof INIT_503_BODY - 1 == INIT_503_LEN, "INIT_503_LEN");
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static void answer_init_503(int fd)
+{
+    static const char msg[] =
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n"
+        "Connection: close\r\n"
+        "Content-Length: " STR(INIT_503_LEN) "\r\n\r\n" INIT_503_BODY;
+    if (hp_server_plaintext())
+        (void)!send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    shutdown(fd, SHUT_RDWR);
+}
+
+/*
+ * The dying thread was running a module's init or fini (async-signal-safe):
+ * put the module, hook, signal and source line on the slot for the
+ * parent's log (and the init's refusal, hp_guard_autopsy), and answer the
+ * request whose pin ran an init with a 503: the crash page in dev mode.
+ */
+static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
+{
+    bool init = strcmp(h->hook, "init") == 0;
+    copy_tail(ME->hook_path, sizeof ME->hook_path, rel_path(h->path));
+    copy_str(ME->hook_name, sizeof ME->hook_name, h->hook);
+    so_key(h->so_path, ME->hook_key);
+    ME->hook_where[0] = '\0';
+    if (pc >= h->base)
+        hp_crash_where(h->so_path, pc - h->base, ME->hook_where,
+                       sizeof ME->hook_where);
+    atomic_store(&ME->hook_sig, sig);
+    int fd = init ? hp_server_pinning_fd() : -1;
+    if (fd < 0 || !hp_server_claim(fd))
+        return;
+    if (!hp_server_dev_mode()) {
+        answer_init_503(fd);
+        return;
+    }
+    struct hp_crash c = {.fd = fd,
+                         .signame = signame(sig),
+                         .page = ME->hook_path,
+                         .handler = h->hook,
+                         .so_path = h->so_path,
+                         .pc = pc,
+                         .base = h->base,
+                         .alone = ALONE,
+                         .init = true,
+                         .where = ME->hook_where};
+    hp_crash_answer(&c);
+}
+
+/* The loader's check before an init runs (hp_loader_set_init_vet): that
+ * object's init killed a worker already (the diagnostic says how). */
+static char *guard_init_vet(const char *path, const char *so_path)
+{
+    char key[KEY_LEN];
+    char *why = NULL;
+    (void)path;
+    /* An init that recurses without end still reaches on_fatal: init runs
+     * on whichever thread pins, maybe before any handler ran there. */
+    altstack_ensure();
+    if (ALONE || !so_key(so_path, key))
+        return NULL; /* the single process refuses nothing: it ends */
+    table_lock();
+    for (int i = 0; i < INITBAD_MAX && !why; i++)
+        if (strcmp(SHM->initbad[i].key, key) == 0)
+            why = hp_xstrdup(SHM->initbad[i].why);
+    table_unlock();
+    return why;
+}
+
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
     /* Async-signal-safe: two stores into shared memory, in dev mode the
@@ -1138,27 +1277,112 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
      * default action). */
     if (ME) {
         hp_server_dying(); /* the backlog is the other workers' now */
+        const struct hp_hook_run *h = hp_hook_running();
         if (ALONE)
-            log_alone(sig);
+            log_alone(sig, h);
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
         atomic_store(&ME->crash_sig, sig);
         int fd = running_fd();
-        crash_answer(sig, fault_pc(si, uc), fd);
+        if (h)
+            hook_crash(sig, fault_pc(si, uc), h);
+        else
+            crash_answer(sig, fault_pc(si, uc), fd);
         hp_server_answer_unstarted(fd);
     }
     raise(sig);
 }
 
-/* A page that calls exit(): the thread calling it is the culprit. */
-static void on_exit_hook(void)
+/* ---- a page handler that calls exit() ------------------------------------ */
+
+/* The instruction in v's object that called into exit, found by walking
+ * this thread's stack (0 if none: the object has no frame there). */
+static uintptr_t exit_call_site(const hp_version *v)
 {
-    if (ME && !ALONE)
+    void *frames[48];
+    int n = backtrace(frames, 48);
+    for (int i = 0; i < n; i++) {
+        Dl_info di;
+        if (dladdr(frames[i], &di) && di.dli_fname &&
+            strcmp(di.dli_fname, v->so_path) == 0)
+            return (uintptr_t)frames[i] - 1; /* the call, not the return */
+    }
+    return 0;
+}
+
+/* Dev mode: the request whose handler called exit gets the crash page,
+ * saying so, with the line of the call. */
+static void exit_answer(int fd, int status, bool known)
+{
+    if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_version ||
+        !hp_server_claim(fd))
+        return;
+    struct rec *r = rec_at(ME, tl_rec);
+    char what[32];
+    if (known)
+        snprintf(what, sizeof what, "exit(%d)", status);
+    else
+        snprintf(what, sizeof what, "exit (quick_exit)");
+    uintptr_t pc = exit_call_site(tl_version);
+    struct hp_crash c = {.fd = fd,
+                         .signame = what,
+                         .page = r->path,
+                         .handler = r->handler,
+                         .so_path = tl_version->so_path,
+                         .pc = pc ? pc : tl_base,
+                         .base = tl_base,
+                         .alone = ALONE};
+    hp_crash_answer(&c);
+}
+
+/*
+ * exit, quick_exit (and a return from main) run this on the calling
+ * thread. A handler thread running a page is a page that called exit: it
+ * is answered like a crash (the crash page in dev mode, else the 502 of
+ * hp_server_answer_unstarted) and the parent's autopsy names it. The
+ * normal ends (SIGTERM's drain, recycling, the single process's return)
+ * call exit on the main thread, which runs no handler. _exit and
+ * exit_group run no hook: their requests go unanswered.
+ */
+static void exit_hook(int status, bool known)
+{
+    if (!ME)
+        return;
+    int fd = running_fd();
+    if (ALONE && fd < 0)
+        return; /* the single process's normal end */
+    if (!ALONE)
         hp_server_dying();
-    if (ME && tl_rec >= 0 &&
-        (atomic_load(&rec_at(ME, tl_rec)->word) & 3) == R_RUNNING)
+    if (fd >= 0) {
+        struct rec *r = rec_at(ME, tl_rec);
         atomic_store(&ME->crash_rec, tl_rec);
-    if (ME)
-        hp_server_answer_unstarted(running_fd());
+        if (ALONE) /* no parent to log it */
+            hp_log_error("%s, handler '%s', called exit: the %s ends", r->path,
+                         r->handler,
+                         ALONE ? "single process (--workers 0)" : "worker");
+        exit_answer(fd, status, known);
+    }
+    hp_server_answer_unstarted(fd);
+}
+
+static void on_exit_status(int status, void *arg)
+{
+    (void)arg;
+    exit_hook(status, true);
+}
+
+static void on_quick_exit(void)
+{
+    exit_hook(0, false);
+}
+
+/* Register the exit hooks; the first backtrace loads the unwinder (it
+ * allocates), so it happens now, not inside an exit. */
+static void catch_exits(void)
+{
+    void *f[1];
+    (void)backtrace(f, 1);
+    on_exit(on_exit_status, NULL);
+    at_quick_exit(on_quick_exit);
 }
 
 /* ---- status -------------------------------------------------------------- */
@@ -1418,14 +1642,72 @@ static int culprit_of(struct slot *s, int *active)
     return culprit;
 }
 
+/* "function\nfile:line\n..." (addr2line) as "function at file:line", the
+ * innermost frame only; "" stays "". */
+static void where_line(const char *where, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (int nl = 0; *where && k + 4 < cap; where++) {
+        if (*where == '\n' && ++nl == 2)
+            break;
+        if (*where == '\n') {
+            memcpy(out + k, " at ", 4);
+            k += 4;
+        } else {
+            out[k++] = *where;
+        }
+    }
+    out[k] = '\0';
+}
+
+/* The dying worker was running a module's init or fini: say which, and
+ * refuse that object's init from now on (guard_init_vet), since every
+ * worker would die of it again; its file's next change is another key. */
+static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
+                         const char *how)
+{
+    char where[sizeof s->hook_where], why[sizeof SHM->initbad[0].why];
+    bool init = strcmp(s->hook_name, "init") == 0;
+    where_line(s->hook_where, where, sizeof where);
+    hp_log_error("worker %d (generation %u) %s in the %s hook of the module "
+                 "%s (object %s)%s%s%s",
+                 (int)pid, gen, how, s->hook_name, s->hook_path,
+                 s->hook_key[0] ? s->hook_key : "unknown",
+                 where[0] ? ", in " : "", where,
+                 init ? ": the module is unavailable (503) until its "
+                        "file changes"
+                      : "");
+    if (!init || !s->hook_key[0])
+        return;
+    snprintf(why, sizeof why,
+             HP_DIAG_INIT_CRASHED " a worker process (%s) in %s%s%s; it "
+                                  "will not run again until the file changes",
+             signame(atomic_load(&s->hook_sig)), s->hook_path,
+             where[0] ? ": " : "", where);
+    table_lock();
+    int at = -1;
+    for (int i = 0; i < INITBAD_MAX && at < 0; i++)
+        if (strcmp(SHM->initbad[i].key, s->hook_key) == 0)
+            at = i;
+    if (at < 0)
+        at = (int)(SHM->ninitbad++ % INITBAD_MAX);
+    copy_str(SHM->initbad[at].why, sizeof SHM->initbad[at].why, why);
+    copy_str(SHM->initbad[at].key, sizeof SHM->initbad[at].key, s->hook_key);
+    table_unlock();
+}
+
 bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
                       int sig, int code, bool dev)
 {
     struct slot *s = slot_at(slot);
     int active, culprit = culprit_of(s, &active);
     int cause = atomic_load(&s->cause);
+    bool hook = atomic_load(&s->hook_sig) != 0;
     char line[REC_PATH + REC_HANDLER + 160];
-    if (cause == CAUSE_DESCRIPTORS || cause == CAUSE_HEARTBEAT) {
+    if (hook && cause != CAUSE_DESCRIPTORS && cause != CAUSE_HEARTBEAT) {
+        hook_autopsy(s, pid, gen, how);
+        culprit = -2;
+    } else if (cause == CAUSE_DESCRIPTORS || cause == CAUSE_HEARTBEAT) {
         /* Not a crash: it said why it ended, or was killed for silence. */
         hp_log_error("worker %d (generation %u) %s: %s", (int)pid, gen, how,
                      s->why);
@@ -1458,7 +1740,8 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
     atomic_fetch_add(&SHM->causes[cause], 1);
     if (culprit >= 0 && !dev)
         strike(rec_at(s, culprit), sig, code);
-    return culprit >= 0;
+    /* an init that crashed is refused from now on: no back-off either */
+    return culprit >= 0 || hook;
 }
 
 /* ---- a new worker ---------------------------------------------------------
@@ -1520,7 +1803,10 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
     ME->pid = getpid();
     ALONE = true;
     atomic_store_explicit(&DEV, cfg->dev, memory_order_relaxed);
+    root_set(cfg->docroot);
     catch_fatal_signals();
+    catch_exits();
+    hp_loader_set_init_vet(guard_init_vet);
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
     hooks->run_alive = guard_run_alive;
@@ -1533,8 +1819,10 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     ME = slot_at(slot);
     CFG = cfg;
     ME->pid = getpid();
+    root_set(cfg->docroot);
     catch_fatal_signals();
-    atexit(on_exit_hook);
+    catch_exits();
+    hp_loader_set_init_vet(guard_init_vet);
     if (cfg->handler_timeout > 0)
         watchdog_start();
     hooks->vet = guard_vet;

@@ -370,6 +370,33 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
                             const char *path, void *previous, char **diag);
 /* Run fini (if init ran), dlclose, remove the private copy, free. */
 void hp_version_close(hp_version *v);
+
+/*
+ * A module's lifecycle hook (init, fini) running on this thread: what a
+ * fatal-signal handler needs to name it. path is the module's source,
+ * hook "init" or "fini", so_path the object it runs from.
+ */
+struct hp_hook_run {
+    const char *path;
+    const char *hook;
+    const char *so_path;
+    uintptr_t base; /* where the object was loaded (link map l_addr) */
+};
+/* The hook running on the calling thread, or NULL (async-signal-safe: a
+ * thread-local read). */
+const struct hp_hook_run *hp_hook_running(void);
+/*
+ * The host's check before a version's init runs (guard.c: that object's
+ * init killed a worker before): NULL to run it, else the diagnostic the
+ * load fails with (malloc'd; it should begin with HP_DIAG_INIT_CRASHED).
+ * path is the module's source, so_path its private copy. Set once, before
+ * serving; NULL (the default) runs every init.
+ */
+typedef char *(*hp_init_vet_fn)(const char *path, const char *so_path);
+void hp_loader_set_init_vet(hp_init_vet_fn vet);
+/* The start of a load diagnostic that says the init hook crashed a worker
+ * process (server.c answers such a module's requests with 503). */
+#define HP_DIAG_INIT_CRASHED "the init hook crashed"
 /* Plain load/unload for `hotpub check`. */
 int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
             char **priv, char **diag);

@@ -2,7 +2,9 @@
  * loader.c - mapping one version of a page into the process, and out again.
  *
  * Owns: the private run directory (<cache-dir>/run-<pid>), the private copy
- * each version is loaded from, dlopen/dlclose, and the ABI check.
+ * each version is loaded from, dlopen/dlclose, the ABI check, and the
+ * record of which lifecycle hook (init, fini) runs on a thread, for the
+ * host's fatal-signal handler (hp_hook_running).
  * May not touch: the module cache's entries or locks; it is handed a path
  * and an id and gives back a handle, or takes them back.
  *
@@ -18,6 +20,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +101,28 @@ int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
     return 0;
 }
 
+/* The lifecycle hook running on this thread (a fatal signal names it). */
+static __thread const struct hp_hook_run *tl_hook;
+static hp_init_vet_fn init_vet;
+
+const struct hp_hook_run *hp_hook_running(void)
+{
+    return tl_hook;
+}
+
+/* Where dl was loaded: fault addresses minus this are the object's. */
+static uintptr_t load_base(void *dl)
+{
+    struct link_map *lm = NULL;
+    return dlinfo(dl, RTLD_DI_LINKMAP, &lm) == 0 && lm ? (uintptr_t)lm->l_addr
+                                                       : 0;
+}
+
+void hp_loader_set_init_vet(hp_init_vet_fn vet)
+{
+    init_vet = vet;
+}
+
 static const char *const hook_names[HP_NHOOKS] = {
     "hp__hook_prepare", "hp__hook_commit", "hp__hook_rollback",
     "hp__hook_release"};
@@ -117,10 +142,20 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
         v->hooks[h] = (hp_handler_fn)dlsym(v->dl, hook_names[h]);
     v->fini = (hp_fini_fn)dlsym(v->dl, "hp__fini");
     hp_init_fn init = (hp_init_fn)dlsym(v->dl, "hp__init");
+    char *vetoed = init && init_vet ? init_vet(path, v->so_path) : NULL;
+    if (vetoed) {
+        *diag = vetoed;
+        v->fini = NULL;
+        hp_version_close(v);
+        return NULL;
+    }
     if (init) {
         /* Runs before anyone can see this version; the old one may be
          * serving requests with `previous` at this very moment. */
+        struct hp_hook_run run = {path, "init", v->so_path, load_base(v->dl)};
+        tl_hook = &run;
         v->state = init(&v->mod, previous);
+        tl_hook = NULL;
         if (v->mod.error) {
             *diag = hp_xasprintf("init failed: %s", v->mod.error);
             v->fini = NULL; /* a failed init cleans up after itself */
@@ -137,8 +172,14 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
 
 void hp_version_close(hp_version *v)
 {
-    if (v->initialised && v->fini)
+    if (v->initialised && v->fini) {
+        struct hp_hook_run run = {v->path, "fini", v->so_path,
+                                  load_base(v->dl)};
+        const struct hp_hook_run *outer = tl_hook;
+        tl_hook = &run;
         v->fini(&v->mod, v->state, v->handed_over);
+        tl_hook = outer;
+    }
     hp_unload(v->dl, v->so_path);
     free(v->so_path);
     free(v->mod.error);

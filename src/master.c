@@ -784,10 +784,13 @@ static int serve_alone(struct hp_config *cfg)
                                     .redirect_fd = REDIRECT_FD,
                                     .ready = notify_ready,
                                     .reopen_logs = reopen_logs};
+    /* Before the guard's exit hook, so that it runs after it (exit runs
+     * them last registered first): a page's exit gets its crash page
+     * before the _exit(70). */
+    on_exit(on_unasked_exit, NULL);
     if (cfg->dev) /* the crash page (docs/pages.md) */
         hp_guard_enter_alone(cfg, &hooks);
     children_die_with_us();
-    on_exit(on_unasked_exit, NULL);
     serving_alone = true;
     int rc = hp_serve(cfg, &hooks);
     serving_alone = false;

@@ -282,9 +282,13 @@ void hp_server_answer_unstarted(int culprit_fd)
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                "Retry-After: 1\r\nConnection: close\r\n"
                                "Content-Length: 0\r\n\r\n";
-    static const char failed[] = "HTTP/1.1 502 Bad Gateway\r\n"
-                                 "Connection: close\r\n"
-                                 "Content-Length: 0\r\n\r\n";
+    /* The culprit's body is the short one of hp_req_error_body. */
+    static const char failed[] =
+        "HTTP/1.1 502 Bad Gateway\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n"
+        "Connection: close\r\nContent-Length: 72\r\n\r\n"
+        "<!doctype html>\n<title>502 Bad Gateway</title>\n"
+        "<h1>502 Bad Gateway</h1>\n";
     int high = atomic_load(&U.high);
     for (int fd = 0; U.by_fd && fd < high && fd < U.n; fd++) {
         unsigned char want = U_UNSTARTED;
@@ -301,6 +305,31 @@ void hp_server_answer_unstarted(int culprit_fd)
         }
         shutdown(fd, U.tls ? SHUT_RDWR : SHUT_WR);
     }
+}
+
+/* The socket of the request whose page this thread is pinning (a build,
+ * a load, an application module's init may run meanwhile), or -1. */
+static __thread int tl_pin_fd = -1;
+
+int hp_server_pinning_fd(void)
+{
+    return tl_pin_fd;
+}
+
+bool hp_server_dev_mode(void)
+{
+    return S.dev;
+}
+
+/* hp_cache_pin_page for the request of c, on record for
+ * hp_server_pinning_fd. */
+static enum hp_acquire pin_page(struct ctx *c, bool wait)
+{
+    tl_pin_fd = c->fd;
+    enum hp_acquire r =
+        hp_cache_pin_page(S.cache, c->req.target.path, &c->req.pins, wait);
+    tl_pin_fd = -1;
+    return r;
 }
 
 bool hp_server_plaintext(void)
@@ -831,13 +860,21 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
 static enum MHD_Result page_error(struct ctx *c, const char *path,
                                   const char *diag)
 {
+    /* An application module whose init killed a worker: unavailable until
+     * its file is fixed (guard.c refuses to run that init again). */
+    bool init_crashed = diag && strncmp(diag, HP_DIAG_INIT_CRASHED,
+                                        strlen(HP_DIAG_INIT_CRASHED)) == 0;
+    int status = init_crashed ? 503 : 500;
     if (!S.dev || !diag)
-        return send_error(c, 500, NULL);
+        return send_error(c, status,
+                          init_crashed ? "<p>An application module failed "
+                                         "to initialise.</p>\n"
+                                       : NULL);
     struct hp_buf html = {0};
     hp_devloop_error_html(&html, path ? path : c->req.target.path, diag);
     const char *deps[] = {c->req.target.path, path};
     hp_devloop_script(&html, deps, path ? 2 : 1); /* recovers by itself */
-    enum MHD_Result r = send_error(c, 500, html.p);
+    enum MHD_Result r = send_error(c, status, html.p);
     hp_buf_free(&html);
     return r;
 }
@@ -1042,10 +1079,7 @@ static void ctx_release(struct ctx *c);
 static void run_offloaded(struct hp_pool_job *job)
 {
     struct ctx *c = (struct ctx *)((char *)job - offsetof(struct ctx, job));
-    enum hp_acquire r = c->req.pins.page
-                            ? HP_ACQ_OK
-                            : hp_cache_pin_page(S.cache, c->req.target.path,
-                                                &c->req.pins, true);
+    enum hp_acquire r = c->req.pins.page ? HP_ACQ_OK : pin_page(c, true);
     c->req.stream_begin = atomic_load(&S.stopping) ? NULL : stream_begin;
     c->req.stream_alive = H.run_alive;
     if (run_pinned(c, r) != MHD_YES && !c->resp)
@@ -1089,8 +1123,7 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
 
     /* Pin without waiting: a compile or a pending batch goes to a handler
      * thread. */
-    enum hp_acquire r =
-        hp_cache_pin_page(S.cache, req->target.path, &req->pins, false);
+    enum hp_acquire r = pin_page(c, false);
     bool stopping = atomic_load(&S.stopping);
     if (r == HP_ACQ_WOULDBLOCK) {
         if (!stopping) {
@@ -1098,7 +1131,7 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
             offload(c);
             return MHD_YES;
         }
-        r = hp_cache_pin_page(S.cache, req->target.path, &req->pins, true);
+        r = pin_page(c, true);
     }
     /* A promoted page that takes a database connection while the pool
      * has none free would wait for one on this event loop: offload it. */

@@ -94,8 +94,9 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks);
  * Unavailable`, `Retry-After: 1`, `Connection: close` and an empty body
  * (RFC 9110 §15.6.4), so that its client may retry rather than see the
  * connection reset; the request on culprit_fd (the one whose handler is
- * killing the process, or -1) gets a 502 Bad Gateway instead, as a retry
- * would only fail again (what nginx answers when a PHP-FPM child dies). Each
+ * killing the process, or -1) gets a 502 Bad Gateway instead (with the
+ * short HTML body of hotpub's other errors), as a retry would only fail
+ * again (what nginx answers when a PHP-FPM child dies). Each
  * socket is then shut down for writing. A thread about to send its own response
  * to such a request never does.
  */
@@ -112,6 +113,17 @@ void hp_server_dying(void);
  * it (then the host must not write).
  */
 bool hp_server_claim(int fd);
+
+/*
+ * Async-signal-safe: the socket of the request for which the calling
+ * thread is pinning a page (building or loading it, so running an
+ * application module's init), or -1. A host's fatal-signal handler answers
+ * that request (after hp_server_claim).
+ */
+int hp_server_pinning_fd(void);
+/* Async-signal-safe: the server runs in dev mode (--dev, or auto on
+ * loopback, as resolved at start). */
+bool hp_server_dev_mode(void);
 
 /* False when the connections speak TLS (--tls-cert): then a host must not
  * write a fixed plaintext answer onto a socket (it would be garbage inside

@@ -763,6 +763,206 @@ def test_worker_memory_limit_checked_after_every_run():
                          limit(2.0)), "not marked after the run")
 
 
+# ---- an application module whose init crashes; a page that calls exit ------
+
+def crashing_app(how):
+    """_app.c whose init crashes: how is "null", "abort" or "recurse"."""
+    body = {"null": "    volatile int *p = 0;\n    *p = 1;\n",
+            "abort": "    abort();\n",
+            "recurse": "    down(1);\n"}[how]
+    return page(r'''
+static int down(int n)
+{
+    volatile char pad[512];
+    pad[0] = (char)n;
+    return down(n + 1) + pad[0];
+}
+
+HP_INIT
+{
+%s    return NULL;
+}
+''' % body, includes="#include <stdlib.h>")
+
+
+GOOD_APP = page(r'''
+HP_INIT
+{
+    static int state = 7;
+    return &state;
+}
+''')
+
+APP_PAGE = page(r'''
+HP_HANDLER(http_handler)
+{
+    int *st = hp_app(req);
+    hp_printf(req, "app state %d", st ? *st : -1);
+    return HP_OK;
+}
+''')
+
+
+def _init_crash_line(src):
+    return next(i for i, l in enumerate(src.splitlines(), 1)
+                if "*p = 1" in l)
+
+
+def _app_init_crash(dev, how):
+    src = crashing_app(how)
+    with Server(files={"sub/_app.c": src, "sub/page.c": APP_PAGE,
+                       "other.c": simple_page("other")},
+                args=WORKERS, dev=dev) as s:
+        for i in range(3):
+            r = s.get("/sub/page")
+            check_eq(r.status, 503, "status (%s, request %d)" % (how, i))
+            check(r.body, "an empty 503 body (%s, request %d)" % (how, i))
+            if dev:
+                check_in("init", r.text, "the hook named (%d)" % i)
+                check_in("sub/_app.c", r.text, "the module named (%d)" % i)
+                if how == "null":
+                    check_in("_app.c:%d" % _init_crash_line(src), r.text,
+                             "the source line (%d)" % i)
+            else:
+                check_in("failed to initialise", r.text, "production body")
+                check("_app.c" not in r.text and "SIG" not in r.text,
+                      "internals in a production body: %s" % short(r.text))
+        check(wait_until(lambda: "init hook of the module sub/_app.c"
+                         in s.stderr(), limit(2.0)),
+              "the log does not name the module and hook")
+        sig = "signal 6" if how == "abort" else "signal 11"
+        check_in(sig, s.stderr(), "the signal in the log")
+        check_eq(s.get_ok("/other").text, "other", "another page meanwhile")
+        # fixing the file recovers, with no restart
+        s.write("sub/_app.c", GOOD_APP, how="rename")
+        s.wait_body("/sub/page", "app state 7", limit(10.0),
+                    allowed_status=(503,))
+
+
+def test_app_init_crash_production_503_names_module_in_log():
+    """An _app.c whose init dereferences NULL (production): the log names
+    the module (relative to the docroot), the hook and the signal; its
+    pages get a 503 with a short body, not an empty one, on every request
+    (the crashed object's init is not run again); the fix recovers."""
+    _app_init_crash(False, "null")
+
+
+def test_app_init_abort_production_503():
+    """The same with abort() in init (SIGABRT inside libc)."""
+    _app_init_crash(False, "abort")
+
+
+def test_app_init_crash_dev_shows_hook_module_and_line():
+    """Dev mode: the 503 says which hook of which module crashed and the
+    source line; a stack overflow in init too (the alternate signal stack
+    is set up before init runs); the fix recovers."""
+    _app_init_crash(True, "null")
+    _app_init_crash(True, "recurse")
+
+
+EXIT_PAGE = page(r'''
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "about to exit");
+    exit(3);
+    return HP_OK;
+}
+
+HP_HANDLER(quick)
+{
+    quick_exit(4);
+    return HP_OK;
+}
+
+HP_HANDLER(slow)
+{
+    const char *ms = hp_arg(req, "ms");
+    usleep((useconds_t)atoi(ms ? ms : "1000") * 1000);
+    hp_printf(req, "slow done %d", (int)getpid());
+    return HP_OK;
+}
+
+HP_HANDLER(ping)
+{
+    hp_printf(req, "alive %d", (int)getpid());
+    return HP_OK;
+}
+''', includes="#include <stdlib.h>\n#include <unistd.h>")
+
+
+def _exit_with_slow_neighbour(s, path):
+    """GET path while a slow request runs on the one worker: (the exiting
+    request's response, the slow one's)."""
+    s.get_ok("/ex/ping")
+    slow = BackgroundRequest(s.port, "/ex/slow?ms=%d" % int(1500 * SLACK))
+    slow.start()
+    check(wait_until(lambda: procs(s)["workers"][0]["running"] > 0,
+                     limit(3.0)), "the slow request never ran")
+    r = s.get(path)
+    return r, slow.join_result()
+
+
+def test_page_calling_exit_dev_gets_crash_page_neighbours_503():
+    """A handler that calls exit(3) in dev mode (one worker): its request
+    gets the crash page naming exit, the page, the handler and the line of
+    the call; the slow request in flight on the same worker gets the 503 +
+    Retry-After a crash gives it; the log names the page and handler; the
+    worker is replaced. quick_exit likewise."""
+    line = next(i for i, l in enumerate(EXIT_PAGE.splitlines(), 1)
+                if "exit(3)" in l)
+    with Server(files={"ex.c": EXIT_PAGE}, args=["--workers", "1"],
+                dev=True) as s:
+        r, slow = _exit_with_slow_neighbour(s, "/ex")
+        check_eq(r.status, 502, "status of the exiting request")
+        check_in("exit(3)", r.text, "exit named")
+        check_in("http_handler", r.text, "handler named")
+        check_in("ex.c:%d" % line, r.text, "the line of the call")
+        check_eq(slow.status, 503, "the neighbour's status")
+        check_eq(slow.header("Retry-After"), "1",
+                 "the neighbour's Retry-After")
+        check(wait_until(lambda: "handler 'http_handler'" in s.stderr(),
+                         limit(2.0)), "the log does not name the handler")
+        check_in("ex.c", s.stderr(), "the log names the page")
+        check(s.get_ok("/ex/ping").text.startswith("alive"),
+              "a new worker serves")
+        r = s.get("/ex/quick")
+        check_eq(r.status, 502, "status after quick_exit")
+        check_in("quick_exit", r.text, "quick_exit named")
+        check(s.get_ok("/ex/ping").text.startswith("alive"),
+              "a new worker serves after quick_exit")
+
+
+def test_page_calling_exit_production_502_short_body():
+    """Production: the exiting request gets a 502 with the short body of
+    hotpub's other errors (no internals), its neighbour a 503."""
+    with Server(files={"ex.c": EXIT_PAGE}, args=["--workers", "1"],
+                dev=False) as s:
+        r, slow = _exit_with_slow_neighbour(s, "/ex")
+        check_eq(r.status, 502, "status of the exiting request")
+        check_in("502 Bad Gateway", r.text, "the short body")
+        check("exit" not in r.text, "internals: %s" % short(r.text))
+        check_eq(slow.status, 503, "the neighbour's status")
+        check(s.get_ok("/ex/ping").text.startswith("alive"),
+              "a new worker serves")
+
+
+def test_page_calling_exit_single_process_dev_crash_page_then_70():
+    """--workers 0 in dev mode: the page that calls exit(3) gets the crash
+    page (the guard's exit hook runs before the one that makes the status
+    70), then the process ends with 70 as before."""
+    with Server(files={"ex.c": EXIT_PAGE}, args=["--workers", "0"],
+                dev=True) as s:
+        r = s.get("/ex")
+        check_eq(r.status, 502, "status of the exiting request")
+        check_in("exit(3)", r.text, "exit named")
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the server did not end after exit(3)")
+        check_eq(s.proc.returncode, 70, "exit status after a page's exit(3)")
+        check_in("handler 'http_handler', called exit", s.stderr(),
+                 "the log names the page and handler")
+        s.check_exit = False
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,

@@ -96,6 +96,28 @@ static void test_error_html_links_and_excerpt(void)
     rmdir(dir);
 }
 
+/* A module that built but whose init failed or crashed is not "could not
+ * be built": the heading says it failed to initialise. */
+static void test_error_html_init_failures(void)
+{
+    const char *diags[] = {"init failed: cannot open the thing",
+                           HP_DIAG_INIT_CRASHED
+                           " a worker process (SIGSEGV) in sub/_app.c"};
+    for (size_t i = 0; i < 2; i++) {
+        struct hp_buf out = {0};
+        hp_devloop_error_html(&out, "/r/sub/_app.c", diags[i]);
+        hp_buf_append(&out, "", 1);
+        CHECK(strstr(out.p, "failed to initialise</h1>") != NULL);
+        CHECK(strstr(out.p, "could not be built") == NULL);
+        hp_buf_free(&out);
+    }
+    struct hp_buf out = {0};
+    hp_devloop_error_html(&out, "/r/p.c", "p.c:1:1: error: init failed");
+    hp_buf_append(&out, "", 1);
+    CHECK(strstr(out.p, "could not be built</h1>") != NULL);
+    hp_buf_free(&out);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
@@ -103,5 +125,6 @@ int main(int argc, char **argv)
     T_RUN(test_inject_before_last_body_close);
     T_RUN(test_inject_without_body_close);
     T_RUN(test_error_html_links_and_excerpt);
+    T_RUN(test_error_html_init_failures);
     T_DONE();
 }

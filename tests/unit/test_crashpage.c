@@ -1,0 +1,93 @@
+/*
+ * test_crashpage.c - the dev-mode crash page (crashpage.c) as a client
+ * reads it off the socket: a page's crash and exit are 502s naming the
+ * signal (or exit), page and handler; an application module's init that
+ * crashed is a 503 saying it failed to initialise, with hook, module and
+ * the source lines it is given.
+ */
+#include "crashpage.h"
+
+#include "t.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* What c's page writes, as the peer of its socket reads it (malloc'd). */
+static char *answer_of(struct hp_crash *c)
+{
+    int sv[2];
+    char *buf = calloc(1, 16384);
+    size_t len = 0;
+    if (!buf || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+        return buf;
+    c->fd = sv[0];
+    hp_crash_answer(c);
+    for (ssize_t n;
+         len < 16383 && (n = read(sv[1], buf + len, 16383 - len)) > 0;)
+        len += (size_t)n;
+    close(sv[0]);
+    close(sv[1]);
+    return buf;
+}
+
+static void test_init_crash_is_503_naming_hook_module_line(void)
+{
+    struct hp_crash c = {.signame = "SIGSEGV",
+                         .page = "sub/_app.c",
+                         .handler = "init",
+                         .so_path = "/nonexistent.so",
+                         .pc = 0x1010,
+                         .base = 0x1000,
+                         .init = true,
+                         .where = "hp__init\n/r/sub/_app.c:6\n"};
+    char *a = answer_of(&c);
+    CHECK(strncmp(a, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0);
+    CHECK(strstr(a, "SIGSEGV in the init hook of the application module "
+                    "sub/_app.c") != NULL);
+    CHECK(strstr(a, "failed to initialise") != NULL);
+    CHECK(strstr(a, "<code>init</code>") != NULL);
+    CHECK(strstr(a, "/r/sub/_app.c:6") != NULL);
+    /* Content-Length matches what follows the head */
+    const char *cl = strstr(a, "Content-Length: "),
+               *body = strstr(a, "\r\n\r\n");
+    CHECK(cl && body && (size_t)atoi(cl + 16) == strlen(body + 4));
+    free(a);
+}
+
+static void test_exit_is_502_naming_exit_and_handler(void)
+{
+    struct hp_crash c = {.signame = "exit(3)",
+                         .page = "/r/ex.c",
+                         .handler = "http_handler",
+                         .so_path = "/nonexistent.so",
+                         .pc = 0x1000,
+                         .base = 0x1000,
+                         .where = "http_handler\n/r/ex.c:4\n"};
+    char *a = answer_of(&c);
+    CHECK(strncmp(a, "HTTP/1.1 502 Bad Gateway\r\n", 26) == 0);
+    CHECK(strstr(a, "exit(3) in the page /r/ex.c") != NULL);
+    CHECK(strstr(a, "<code>http_handler</code> called exit") != NULL);
+    CHECK(strstr(a, "/r/ex.c:4") != NULL);
+    free(a);
+}
+
+/* No addr2line answer for an object that does not exist: "" (the page
+ * then says it found no line). */
+static void test_where_of_missing_object_is_empty(void)
+{
+    char out[256];
+    memset(out, 'x', sizeof out);
+    hp_crash_where("/nonexistent/object.so", 0x10, out, sizeof out);
+    CHECK_STR(out, "");
+}
+
+int main(int argc, char **argv)
+{
+    T_INIT(argc, argv);
+    T_RUN(test_init_crash_is_503_naming_hook_module_line);
+    T_RUN(test_exit_is_502_naming_exit_and_handler);
+    T_RUN(test_where_of_missing_object_is_empty);
+    T_DONE();
+}
