@@ -235,6 +235,10 @@ void hp_crash_answer(const struct hp_crash *c)
               "system-ui,sans-serif;color:#ff6b6b}pre{background:#111;"
               "padding:10px;white-space:pre-wrap}</style>\n<h1>");
     put_what(&b, c);
+    if (c->outside)
+        puts_(&b, "The fault was in a function the page called (in a "
+                  "library, such as libc's <code>strlen</code> given "
+                  "<code>NULL</code>): below is the page's call. ");
     puts_(&b, "Where, innermost first (function, then source line):</p>\n"
               "<pre>");
     put_html(&b, where[0] ? where : "(no line: addr2line found none)\n");

@@ -21,6 +21,8 @@ struct hp_crash {
                          /* a 503, "failed to initialise"               */
     const char *where;   /* the source lines (hp_crash_where), or NULL  */
                          /* to find them                                */
+    bool outside;        /* the fault was in code the page called (libc, */
+                         /* a library): pc is the page's call into it   */
 };
 
 /* Write the crash page for c onto c->fd (502; 503 for c->init) and shut

@@ -222,6 +222,10 @@ static bool ALONE;
 static __thread const hp_version *tl_version;
 static __thread const hp_version *tl_keyed; /* whose key tl_rec's record has */
 static __thread uintptr_t tl_base;
+/* The address range of tl_version's object (its PT_LOAD segments), for
+ * telling a fault in the page from one in a function it called. */
+static __thread const hp_version *tl_ranged;
+static __thread uintptr_t tl_lo, tl_hi;
 /* This thread's alternate signal stack (altstack_ensure), or NULL. */
 static __thread void *tl_altstack;
 
@@ -850,6 +854,43 @@ static int guard_rescue(struct hp_pinset *ps, const char *path)
     ps->page = f;
     return 0;
 }
+struct range_arg {
+    uintptr_t base, lo, hi;
+    const char *path;
+};
+
+static int range_of(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct range_arg *a = arg;
+    (void)size;
+    if (info->dlpi_addr != a->base || !info->dlpi_name ||
+        strcmp(info->dlpi_name, a->path) != 0)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t lo = a->base + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (!a->lo || lo < a->lo)
+            a->lo = lo;
+        if (hi > a->hi)
+            a->hi = hi;
+    }
+    return 1;
+}
+
+/* Dev mode, once per version a thread runs: where v's object lies (0, 0
+ * when not found: then every fault counts as the page's own). */
+static void object_range(const hp_version *v, uintptr_t base)
+{
+    struct range_arg a = {.base = base, .path = v->so_path};
+    tl_lo = tl_hi = 0;
+    if (base && v->so_path && dl_iterate_phdr(range_of, &a) == 1) {
+        tl_lo = a.lo;
+        tl_hi = a.hi;
+    }
+    tl_ranged = v;
+}
 
 static int guard_run_begin(const char *path, const char *handler,
                            const hp_version *v, int fd)
@@ -891,6 +932,8 @@ static int guard_run_begin(const char *path, const char *handler,
         tl_base = v->dl && dlinfo(v->dl, RTLD_DI_LINKMAP, &lm) == 0 && lm
                       ? (uintptr_t)lm->l_addr
                       : 0;
+        if (tl_ranged != v)
+            object_range(v, tl_base);
     }
     atomic_store_explicit(&r->started, now_ns(), memory_order_relaxed);
     atomic_store_explicit(&r->word, seq << 2 | R_RUNNING, memory_order_release);
@@ -1137,6 +1180,25 @@ static int running_fd(void)
     return (atomic_load(&r->word) & 3) == R_RUNNING ? r->fd : -1;
 }
 
+/*
+ * A fault outside the page's object (in libc's strlen given NULL, in a
+ * library): the page's innermost call on the way there, found by walking
+ * the stack from the signal's frame (backtrace: its unwinder was loaded at
+ * start-up, and glibc's _dl_find_object lets it find frames without the
+ * loader's lock), or 0 when the page has no frame on it.
+ */
+static uintptr_t page_call(void)
+{
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    for (int i = 0; i < n; i++) {
+        uintptr_t ret = (uintptr_t)frames[i];
+        if (ret > tl_lo && ret <= tl_hi)
+            return ret - 1; /* the call, not the return */
+    }
+    return 0;
+}
+
 /* Dev mode: answer the request that crashed with the crash page, if the
  * socket is still ours to answer (server.c's claim, as the watchdog's). */
 static void crash_answer(int sig, uintptr_t pc, int fd)
@@ -1144,15 +1206,18 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
     if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_version ||
         fd < 0 || !hp_server_claim(fd))
         return;
+    bool outside = tl_hi && (pc < tl_lo || pc >= tl_hi);
+    uintptr_t call = outside ? page_call() : 0;
     struct rec *r = rec_at(ME, tl_rec);
     struct hp_crash c = {.fd = fd,
                          .signame = signame(sig),
                          .page = r->path,
                          .handler = r->handler,
                          .so_path = tl_version->so_path,
-                         .pc = pc,
+                         .pc = call ? call : pc,
                          .base = tl_base,
-                         .alone = ALONE};
+                         .alone = ALONE,
+                         .outside = call != 0};
     hp_crash_answer(&c);
 }
 

@@ -641,6 +641,41 @@ def test_crash_in_dev_mode_answers_with_signal_and_line():
                         allowed_status=(500, 502))
 
 
+LIBC_CRASH_PAGE = r"""
+#include <string.h>
+
+HP_HANDLER(http_handler)
+{
+    const char *x = hp_arg(req, "x");
+    size_t n = strlen(x); /* CRASH LINE */
+    hp_printf(req, "%zu", n);
+    return HP_OK;
+}
+"""
+
+
+def test_crash_in_libc_names_the_pages_call():
+    """The commonest crash: the page passes NULL to libc (strlen of a
+    missing query field). The fault is in libc, not the page's object: the
+    crash page still names page.c:LINE of the call, says the fault was in
+    a function the page called, for tcc's object (no unwind tables of its
+    own), the gcc fallback's and gcc -O2's."""
+    src = page(LIBC_CRASH_PAGE)
+    line = crash_line(src)
+    for tier, args in ((None, []), (None, ["--fast-cc", "off"]), (False, [])):
+        with Server({"page.c": src}, dev=True, fast_tier=tier, workers=2,
+                    args=args) as s:
+            what = "(tier %r %s)" % (tier, " ".join(args))
+            r = s.get("/page")
+            check_eq(r.status, 502, "status of the crash " + what)
+            check_in("SIGSEGV", r.text, "signal named " + what)
+            where = r.text.split("<pre>")[1].split("</pre>")[0]
+            check_in("page.c:%d" % line, where, "the call's line " + what)
+            check_in("a function the page called", r.text,
+                     "says the fault was outside the page " + what)
+            check_eq(s.get("/page?x=abc").text, "3", "served after it " + what)
+
+
 def test_crash_in_dev_mode_single_process_answers_then_dies():
     """--workers 0 in dev mode (a developer running under gdb): the crash
     still answers the browser with the crash page naming SIGSEGV and
