@@ -488,11 +488,12 @@ again:;
     uint64_t id = atomic_fetch_add(&c->next_id, 1);
     v = hp_version_open(art.so_path, c->rundir, id, e->path,
                         cur ? cur->state : NULL, &r->diag);
-    if (!v && tier == HP_TIER_FAST) {
+    if (!v && tier == HP_TIER_FAST && !hp_diag_is_init(r->diag)) {
         /* tcc's object is linked without the page compiler's runtime, and
          * a page may need something only that has: the optimized tier is
          * a full build, so the page is served from it instead of an error
-         * (the next edit tries the fast tier again). */
+         * (the next edit tries the fast tier again). An init that refused
+         * or crashed would do the same in any build: it is the error. */
         hp_log_info("%s: the fast tier's object did not load (%s); building "
                     "the optimized tier now",
                     e->path, r->diag ? r->diag : "?");

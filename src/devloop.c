@@ -367,9 +367,7 @@ void hp_devloop_error_html(struct hp_buf *out, const char *path,
     hp_buf_puts(out, "<div class=\"hp-err\"><h1>");
     hp_buf_html(out, path ? rel_path(path) : "a module");
     /* built, but its init hook failed (loader.c) or crashed (guard.c) */
-    bool init = diag && (strncmp(diag, "init failed: ", 13) == 0 ||
-                         strncmp(diag, HP_DIAG_INIT_CRASHED,
-                                 strlen(HP_DIAG_INIT_CRASHED)) == 0);
+    bool init = hp_diag_is_init(diag);
     hp_buf_puts(out, init ? " failed to initialise</h1>"
                           : " could not be built</h1>");
     each_location(diag ? diag : "", out, HP_EXCERPTS_MAX);

@@ -397,6 +397,11 @@ void hp_loader_set_init_vet(hp_init_vet_fn vet);
 /* The start of a load diagnostic that says the init hook crashed a worker
  * process (server.c answers such a module's requests with 503). */
 #define HP_DIAG_INIT_CRASHED "the init hook crashed"
+/* The init prefix of a load's diagnostic (loader.c): "init failed: " */
+#define HP_DIAG_INIT_FAILED "init failed: "
+/* Whether a load's diagnostic is the module's init refusing or crashing
+ * (the object itself loaded): not a reason to try another build of it. */
+bool hp_diag_is_init(const char *diag);
 /* Plain load/unload for `hotpub check`. */
 int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
             char **priv, char **diag);

@@ -118,6 +118,14 @@ static uintptr_t load_base(void *dl)
                                                        : 0;
 }
 
+bool hp_diag_is_init(const char *diag)
+{
+    return diag && (strncmp(diag, HP_DIAG_INIT_FAILED,
+                            strlen(HP_DIAG_INIT_FAILED)) == 0 ||
+                    strncmp(diag, HP_DIAG_INIT_CRASHED,
+                            strlen(HP_DIAG_INIT_CRASHED)) == 0);
+}
+
 void hp_loader_set_init_vet(hp_init_vet_fn vet)
 {
     init_vet = vet;
@@ -157,7 +165,7 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
         v->state = init(&v->mod, previous);
         tl_hook = NULL;
         if (v->mod.error) {
-            *diag = hp_xasprintf("init failed: %s", v->mod.error);
+            *diag = hp_xasprintf(HP_DIAG_INIT_FAILED "%s", v->mod.error);
             v->fini = NULL; /* a failed init cleans up after itself */
             hp_version_close(v);
             return NULL;

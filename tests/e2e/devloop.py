@@ -676,6 +676,39 @@ def test_crash_in_libc_names_the_pages_call():
             check_eq(s.get("/page?x=abc").text, "3", "served after it " + what)
 
 
+def test_init_that_refuses_runs_once_per_save():
+    """An init that refuses (hp_module_error) in the fast tier is the
+    page's error, as in any build: it is not taken for an object that did
+    not load and run again from an optimized build (which ran the init
+    twice, with its side effects, and logged a wrong reason)."""
+    runs = tempfile.mktemp(prefix="hp-init-runs-")
+    src = page(r"""
+#include <stdio.h>
+HP_INIT
+{
+    FILE *f = fopen("%s", "a");
+    if (f) { fputs("run\n", f); fclose(f); }
+    hp_module_error(m, "no database yet");
+    return NULL;
+}
+HP_HANDLER(http_handler) { hp_puts(req, "up"); return HP_OK; }
+""" % runs)
+    try:
+        with Server({"page.c": src}, dev=True, fast_tier=None,
+                    workers=1) as s:
+            for _ in range(3):
+                r = s.get("/page")
+                check_eq(r.status, 500, "the init's refusal")
+                check_in("no database yet", r.text, "its message shown")
+            time.sleep(0.5)
+            with open(runs) as f:
+                check_eq(f.read().count("run"), 1, "init runs for one save")
+            check_not_in("did not load", s.stderr(), "a load failure logged")
+    finally:
+        if os.path.exists(runs):
+            os.unlink(runs)
+
+
 def test_crash_in_dev_mode_single_process_answers_then_dies():
     """--workers 0 in dev mode (a developer running under gdb): the crash
     still answers the browser with the crash page naming SIGSEGV and
