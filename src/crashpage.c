@@ -121,6 +121,10 @@ static void symbolise(const char *so, uintptr_t addr, struct sbuf *out)
         char *argv[] = {prog, f, i, e, path, arg, NULL};
         char *envp[] = {NULL};
         dup2(pfd[1], 1);
+        /* its complaints ("No such file") are no line: not the log's */
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null >= 0)
+            dup2(null, 2);
         execve(HP_ADDR2LINE, argv, envp);
         _exit(127);
     }
