@@ -757,6 +757,26 @@ def descendants(pid):
     return out
 
 
+def thread_statuses(pids):
+    """Each thread of each process under pids (descendants()): yields
+    (pid, the thread's /proc/PID/task/TID/status as a dict of its fields,
+    values as text). Processes and threads that end meanwhile are
+    skipped."""
+    for root in pids:
+        for p in descendants(root):
+            try:
+                tids = os.listdir("/proc/%d/task" % p)
+            except OSError:
+                continue
+            for t in tids:
+                try:
+                    with open("/proc/%d/task/%s/status" % (p, t)) as f:
+                        st = dict(ln.split(":", 1) for ln in f if ":" in ln)
+                except OSError:
+                    continue
+                yield p, {k: v.strip() for k, v in st.items()}
+
+
 def _stat_fields(pid):
     """/proc/PID/stat's fields after the command name (field 3 is [0])."""
     with open("/proc/%d/stat" % pid) as f:

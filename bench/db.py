@@ -71,7 +71,8 @@ from benchlib import (APACHE_MPM_DESC, FPM_STATIC, WEB_USER,  # noqa: E402
                       chown_tree, descendants, describe_env, die, fmt_err,
                       fpm_conf, fpm_server, free_port, hotpub_binary, http_get,
                       log, log_noise, main_wrapper, measure_cpu, median,
-                      nginx_conf, note, passmiss, ticks_of, write_files)
+                      nginx_conf, note, passmiss, thread_statuses, ticks_of,
+                      write_files)
 
 ROWS = 10000
 TARGET = 5.0      # hotpub / PHP-FPM req/s
@@ -238,25 +239,12 @@ def server_dir(b, name, owner=None, journal="delete"):
 
 def affinity_report(pids):
     """(n processes, n threads, set of Cpus_allowed_list values)."""
-    procs = threads = 0
-    seen = set()
-    for root in pids:
-        for p in descendants(root):
-            procs += 1
-            try:
-                tids = os.listdir("/proc/%d/task" % p)
-            except OSError:
-                continue
-            for t in tids:
-                try:
-                    with open("/proc/%d/task/%s/status" % (p, t)) as f:
-                        for line in f:
-                            if line.startswith("Cpus_allowed_list:"):
-                                seen.add(line.split(":", 1)[1].strip())
-                    threads += 1
-                except OSError:
-                    pass
-    return procs, threads, seen
+    procs, threads, seen = set(), 0, set()
+    for p, st in thread_statuses(pids):
+        procs.add(p)
+        threads += 1
+        seen.add(st.get("Cpus_allowed_list", ""))
+    return len(procs), threads, seen
 
 
 # ---- servers ---------------------------------------------------------------------

@@ -72,7 +72,7 @@ from benchlib import (CLK_TCK, CannotMeasure, FPM_STATIC, REPO, WEB_USER,  # noq
                       Bench, FpmNginx, Hotpub, descendants, describe_env, die,
                       fmt_err, fpm_conf, free_port, have, hotpub_binary, log,
                       main_wrapper, nginx_conf, note, passmiss, run_wrk,
-                      ticks_of, wait_http)
+                      thread_statuses, ticks_of, wait_http)
 
 TFB = os.path.join(BENCH, "tfb")
 PACKAGES = "wrk nginx-light php8.2-fpm php8.2-pgsql postgresql"
@@ -365,25 +365,11 @@ def measure_test(b, args, test, servers, pg, levels):
 
 def switches_of(pids):
     """Context switches (voluntary, involuntary) of every thread of every
-    process under pids, from /proc/PID/task/TID/status. Threads that ended
-    meanwhile are not counted."""
+    process under pids. Threads that ended meanwhile are not counted."""
     vol = invol = 0
-    for root in pids:
-        for p in descendants(root):
-            try:
-                tids = os.listdir("/proc/%d/task" % p)
-            except OSError:
-                continue
-            for t in tids:
-                try:
-                    with open("/proc/%d/task/%s/status" % (p, t)) as f:
-                        for ln in f:
-                            if ln.startswith("voluntary_ctxt_switches"):
-                                vol += int(ln.split()[1])
-                            elif ln.startswith("nonvoluntary_ctxt"):
-                                invol += int(ln.split()[1])
-                except OSError:
-                    pass
+    for _, st in thread_statuses(pids):
+        vol += int(st.get("voluntary_ctxt_switches", 0))
+        invol += int(st.get("nonvoluntary_ctxt_switches", 0))
     return vol, invol
 
 
