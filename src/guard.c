@@ -1421,9 +1421,9 @@ static void exit_hook(int status, bool known)
         struct rec *r = rec_at(ME, tl_rec);
         atomic_store(&ME->crash_rec, tl_rec);
         if (ALONE) /* no parent to log it */
-            hp_log_error("%s, handler '%s', called exit: the %s ends", r->path,
-                         r->handler,
-                         ALONE ? "single process (--workers 0)" : "worker");
+            hp_log_error("%s, handler '%s', called exit: the single "
+                         "process (--workers 0) ends",
+                         r->path, r->handler);
         exit_answer(fd, status, known);
     }
     hp_server_answer_unstarted(fd);
