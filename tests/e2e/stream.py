@@ -845,11 +845,13 @@ def test_upload_abandoned_mid_part_released_at_once():
 
 
 def test_upload_abandoned_anywhere_in_the_body():
-    """Before the first part, between parts, mid-chunk, a plain body."""
+    """Mid-head, before the first part, between parts, mid-chunk, a plain
+    body."""
     one = FILE_PART + b"a" * 100000 + b"\r\n"
     chunked = (b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Type: " + MP.encode()
                + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
     cases = [
+        ("request head cut", b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Ty"),
         ("head only", mp_head()),
         ("between parts", mp_head() + one + b"--XyZzY\r\n"),
         ("part head cut", mp_head() + one + b"--XyZzY\r\nContent-Disp"),
