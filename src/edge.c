@@ -310,6 +310,27 @@ static bool set_phase(struct hp_edge *e, unsigned phase)
     return true;
 }
 
+/*
+ * A client that went away with its request incomplete. libmicrohttpd
+ * takes a short read of a plain socket for an empty one and waits for the
+ * next edge-triggered epoll event (recv_param_adapter clears READ_READY);
+ * a FIN that arrived with the last data makes no new event, so the
+ * connection, and an upload spooled so far, stayed until --timeout. So
+ * after a short read of an incomplete head or body, look (MSG_PEEK) for
+ * the end of the stream: there, shutting the reading side wakes
+ * libmicrohttpd, whose next recv() returns 0 and which then closes the
+ * connection (MHD_REQUEST_TERMINATED_CLIENT_ABORT: server.c logs a 400
+ * and the request's files go). A half-close is the same abort, as in
+ * nginx: the body can never complete. An RST needs nothing (epoll reports
+ * it as an error), nor TLS (libmicrohttpd reads it until EAGAIN).
+ */
+static void notice_end_of_stream(int fd)
+{
+    char c;
+    if (real_recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+        shutdown(fd, SHUT_RD);
+}
+
 static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
                          int flags, void *session)
 {
@@ -349,6 +370,8 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
         return 0; /* the deadline thread answered 408 */
     if (phase == PH_BODY)
         atomic_fetch_add(&e->body_bytes, (unsigned long long)n);
+    if (phase != PH_IDLE && !session && (size_t)n < len)
+        notice_end_of_stream(fd);
     return n;
 }
 

@@ -4,7 +4,9 @@ uploads (issue 12; docs/pages.md "Streaming", "Sending a file", "Uploads"):
 hp_flush, hp_sse, hp_send_file, hp_file / hp_file_n / hp_file_count, the
 memory they cost (VmHWM of the server process), a client that goes away, a
 commit that fails after the response was committed, --max-body (413, with
-nothing left on disk) and --max-streams (503).
+nothing left on disk), --max-streams (503), and a client that goes away
+during a request body (FIN, RST or half-close, over HTTP and HTTPS: its
+files, descriptors and connection released within a second).
 
     HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/stream.py [NAME-SUBSTRING...]
 """
@@ -12,7 +14,11 @@ nothing left on disk) and --max-streams (503).
 import hashlib
 import http.client
 import os
+import shutil
 import socket
+import ssl
+import struct
+import subprocess
 import sys
 import time
 
@@ -712,6 +718,200 @@ def test_upload_malformed_400_removes_files():
         r = s.post("/u", body, MP)
         check_eq(r.status, 400, "no close delimiter")
         wait_until(lambda: os.listdir(upload_dir(s)) == [], limit(2))
+
+
+
+# ---- a client that goes away during the body --------------------------------
+#
+# Whenever the client's FIN (or RST) arrives, the connection must close and
+# what the body held (spooled files, their descriptors, a buffered body) go
+# at once, not at --timeout: the FIN that follows the last data at once used
+# to go unseen (libmicrohttpd took the short read for an empty socket).
+# A half-close (shutdown(SHUT_WR)) mid-body is an abort as well: the body can
+# never complete; as nginx, the connection is closed unanswered and the
+# access log says 400.
+
+BIG_CL = 8000000
+FILE_PART = (b"--XyZzY\r\nContent-Disposition: form-data; name=\"f\"; "
+             b"filename=\"big.bin\"\r\n\r\n")
+
+
+def worker_fds(pid):
+    """The worker's descriptors: their link targets ("socket:[N]", paths)."""
+    d = "/proc/%d/fd" % pid
+    out = []
+    for n in os.listdir(d):
+        try:
+            out.append(os.readlink(os.path.join(d, n)))
+        except OSError:
+            pass  # closed meanwhile
+    return out
+
+
+def open_conns(port):
+    """Server-side TCP connections on port not yet closed by the server
+    (ESTABLISHED or CLOSE_WAIT): their peers' ports."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            x = line.split()
+            local, remote, st = x[1], x[2], x[3]
+            if int(local.split(":")[1], 16) == port and st in ("01", "08"):
+                out.append(int(remote.split(":")[1], 16))
+    return out
+
+
+def sockets(pid):
+    return sum(t.startswith("socket:") for t in worker_fds(pid))
+
+
+def quiet_baseline(s):
+    """The worker's socket count once no client connection is open."""
+    check(wait_until(lambda: not open_conns(s.port), limit(5)) is not None,
+          "connections still open before the test: %s" % open_conns(s.port))
+    return sockets(s.pid())
+
+
+def check_released(s, base, what, ports=()):
+    """Within a second: no file left in --upload-dir, no descriptor on
+    one, the worker's sockets back to base, none of ports' connections
+    open on the server side."""
+    def state():
+        fds = worker_fds(s.pid())
+        return (sorted(os.listdir(upload_dir(s))),
+                [t for t in fds if "hotpub-upload-" in t],
+                sum(t.startswith("socket:") for t in fds) - base,
+                [p for p in open_conns(s.port) if p in ports])
+    t0 = time.monotonic()
+    ok = wait_until(lambda: state() == ([], [], 0, []), limit(1.0))
+    check(ok is not None, "%s: after %.1f s still (files, descriptors on "
+          "them, extra sockets, open connections) = %r"
+          % (what, time.monotonic() - t0, state()))
+    harness.note("%s: released in %.2f s" % (what, time.monotonic() - t0))
+
+
+def send_abandon(port, data, how, ctx=None):
+    """Connect, send data, then go away at once: "close" (FIN), "rst"
+    (SO_LINGER 0) or "shut_wr" (half-close; returns what the server sent
+    before closing, b"" if nothing). Returns (client port, answer)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    cport = raw.getsockname()[1]
+    sock = ctx.wrap_socket(raw) if ctx else raw
+    sock.sendall(data)
+    got = b""
+    if how == "rst":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                        struct.pack("ii", 1, 0))
+    elif how == "shut_wr":
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(limit(1.0))
+        try:
+            while True:
+                c = sock.recv(65536)
+                if not c:
+                    break
+                got += c
+        except socket.timeout:
+            got = None  # still open
+        except OSError:
+            pass  # reset, or TLS ended without close_notify: closed
+    sock.close()
+    return cport, got
+
+
+def mp_head(path="/u", cl=BIG_CL, ctype=MP):
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n"
+            b"Content-Length: %d\r\n\r\n" % (path.encode(), ctype.encode(),
+                                             cl))
+
+
+def abort_server():
+    s = up_server({"u.c": UPLOAD}, ["--timeout", "30", "--max-body", "64m"])
+    warm(s, "/u")
+    return s
+
+
+def test_upload_abandoned_mid_part_released_at_once():
+    """The report: 3 MB of a file part of 8 MB, then close() at once, five
+    times; then the same with an RST."""
+    with abort_server() as s:
+        base = quiet_baseline(s)
+        data = mp_head() + FILE_PART + b"x" * (3 * 1000 * 1000)
+        ports = [send_abandon(s.port, data, "close")[0] for _ in range(5)]
+        check_released(s, base, "five closes after 3 MB", ports)
+        port, _ = send_abandon(s.port, data, "rst")
+        check_released(s, base, "RST after 3 MB", [port])
+        check_eq(s.get("/u").status, 200, "served after the aborts")
+
+
+def test_upload_abandoned_anywhere_in_the_body():
+    """Mid-head, before the first part, between parts, mid-chunk, a plain
+    body."""
+    one = FILE_PART + b"a" * 100000 + b"\r\n"
+    chunked = (b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Type: " + MP.encode()
+               + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    cases = [
+        ("request head cut", b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Ty"),
+        ("head only", mp_head()),
+        ("between parts", mp_head() + one + b"--XyZzY\r\n"),
+        ("part head cut", mp_head() + one + b"--XyZzY\r\nContent-Disp"),
+        ("mid-chunk", chunked + b"%x\r\n" % BIG_CL + FILE_PART +
+         b"c" * (2 * 1000 * 1000)),
+        ("between chunks", chunked + b"%x\r\n" % len(one) + one + b"\r\n"),
+        ("plain body", mp_head(ctype="application/octet-stream") +
+         b"p" * (3 * 1000 * 1000)),
+    ]
+    with abort_server() as s:
+        base = quiet_baseline(s)
+        for what, data in cases:
+            port, _ = send_abandon(s.port, data, "close")
+            check_released(s, base, what, [port])
+        check_eq(s.get("/u").status, 200, "served after the aborts")
+
+
+def test_upload_half_closed_mid_body_is_an_abort():
+    """shutdown(SHUT_WR) mid-body: closed unanswered, 400 in the access
+    log, the file gone; a complete body then a half-close is answered."""
+    with abort_server() as s:
+        base = quiet_baseline(s)
+        data = mp_head() + FILE_PART + b"h" * (3 * 1000 * 1000)
+        port, got = send_abandon(s.port, data, "shut_wr")
+        check(got is not None, "the server kept the half-closed connection")
+        check_eq(got, b"", "answer to a half-closed body")
+        check_released(s, base, "half-close after 3 MB", [port])
+        body = mp_body([(b"f", b"a.bin", None, b"A" * 5000)])
+        port, got = send_abandon(s.port, mp_head(cl=len(body)) + body,
+                                 "shut_wr")
+        check(got and got.startswith(b"HTTP/1.1 200"),
+              "a complete body, then half-closed: %r" % (got or b"")[:80])
+        check_in(b"X-File-0: a.bin|application/octet-stream|5000", got,
+                 "answer")
+        check(wait_until(lambda: b'"POST /u HTTP/1.1" 400' in
+                         open(s.stdout_path, "rb").read(), limit(2)),
+              "access log line of the abort: %r"
+              % open(s.stdout_path, "rb").read()[-400:])
+
+
+def test_upload_abandoned_over_https():
+    """Through GnuTLS: a FIN without close_notify, an RST, a half-close."""
+    if not shutil.which("openssl"):
+        raise harness.Skip("openssl is not installed")
+    s = Server(files={"u.c": UPLOAD}, start=False)
+    cert, key = os.path.join(s.tmp, "c.crt"), os.path.join(s.tmp, "c.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=30)
+    ctx = ssl.create_default_context(cafile=cert)
+    ctx.check_hostname = False
+    s.args = ["--upload-dir", upload_dir(s), "--timeout", "30",
+              "--max-body", "64m", "--tls-cert", cert, "--tls-key", key]
+    with s.start():
+        base = quiet_baseline(s)
+        data = mp_head() + FILE_PART + b"t" * (3 * 1000 * 1000)
+        for how in ("close", "rst", "shut_wr"):
+            port, _ = send_abandon(s.port, data, how, ctx)
+            check_released(s, base, "HTTPS, %s after 3 MB" % how, [port])
 
 
 if __name__ == "__main__":
