@@ -389,8 +389,11 @@ int hp_write_json(hp_req *req, const json_t *value);
  *   - `tpl` is relative to the directory of the page (or application
  *     module) whose code calls it; a leading '/' means the document root.
  *     "{{> name}}" loads name.tpl from the directory of the template that
- *     includes it. Neither may leave the document root. .tpl files are
- *     never served.
+ *     includes it. Neither may leave the document root. Only template
+ *     files are loaded: `tpl` must end in ".tpl" (a page's source such as
+ *     "items.c" or "_app.c", or any other file, is refused with a 500 and
+ *     a log line naming the page and the name), and a .tpl symlink must
+ *     lead to a .tpl file inside the root. .tpl files are never served.
  *   - Parsed templates are cached and reloaded after an edit, like pages;
  *     a request sees each template as it was at its first use in that
  *     request, and templates saved together change together.
