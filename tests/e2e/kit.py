@@ -200,6 +200,12 @@ def test_pkg_config_requires_jansson():
         check_eq(r.returncode, 0, "pkg-config: " + r.stderr)
         check_in("-I" + os.path.join(tmp, "include"), r.stdout, "cflags")
         check_in("-ljansson", r.stdout, "libs")
+        # ... which its own words must not deny
+        with open(os.path.join(tmp, "lib", "pkgconfig", "hotpub.pc")) as f:
+            text = f.read()
+        check_not_in("link against nothing", text, "hotpub.pc's comment")
+        check_in("--libs hotpub` prints\n# jansson's -ljansson", text,
+                 "hotpub.pc says what --libs prints")
         src = os.path.join(tmp, "t.c")
         with open(src, "w") as f:
             f.write("#include <hotpub.h>\n"
