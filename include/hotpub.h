@@ -326,9 +326,11 @@ void hp_status(hp_req *req, int code);
  * removed Content-Type goes back to its default). Content-Type defaults to
  * "text/html; charset=utf-8". Refused (-1, nothing set): a name that is
  * not a token, a value with a control character other than HTAB (CR and LF
- * would inject fields; RFC 9110 5.5), and the fields that frame the message,
- * which are the server's: Content-Length, Transfer-Encoding, Connection,
- * Keep-Alive, Upgrade, TE, Trailer. */
+ * would inject fields; RFC 9110 5.5), and the fields that are the
+ * server's: those that frame the message (Content-Length,
+ * Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer) and
+ * Date (the server's clock, RFC 9110 6.6.1). No Server field is sent
+ * unless the page sets one. */
 int hp_set_header(hp_req *req, const char *name, const char *value);
 
 /* Add a Set-Cookie header; attrs is appended verbatim, e.g.
@@ -340,7 +342,12 @@ int hp_set_header(hp_req *req, const char *name, const char *value);
 int hp_set_cookie(hp_req *req, const char *name, const char *value,
                   const char *attrs);
 
-/* Redirect: 303 See Other after a POST, 302 Found otherwise. */
+/* Redirect: set Location, and the status 302 Found for GET and HEAD, 303
+ * See Other otherwise. location is a URI reference (RFC 3986 4.1); space,
+ * bytes >= 0x80 and " < > \ ^ ` { | } are percent-encoded (RFC 3986 2.1;
+ * "/a b" goes out as "/a%20b"), anything else, '%' included, is sent as
+ * it is. -1, setting nothing, when location is NULL, empty or holds a
+ * control byte (0x00-0x1F, 0x7F: tab, CR and LF too); else HP_OK. */
 int hp_redirect(hp_req *req, const char *location);
 
 /* ---- JSON (jansson) ---------------------------------------------------- */
@@ -389,8 +396,11 @@ int hp_write_json(hp_req *req, const json_t *value);
  *   - `tpl` is relative to the directory of the page (or application
  *     module) whose code calls it; a leading '/' means the document root.
  *     "{{> name}}" loads name.tpl from the directory of the template that
- *     includes it. Neither may leave the document root. .tpl files are
- *     never served.
+ *     includes it. Neither may leave the document root. Only template
+ *     files are loaded: `tpl` must end in ".tpl" (a page's source such as
+ *     "items.c" or "_app.c", or any other file, is refused with a 500 and
+ *     a log line naming the page and the name), and a .tpl symlink must
+ *     lead to a .tpl file inside the root. .tpl files are never served.
  *   - Parsed templates are cached and reloaded after an edit, like pages;
  *     a request sees each template as it was at its first use in that
  *     request, and templates saved together change together.

@@ -75,22 +75,23 @@ struct loop_walk {
 
 static void follow_template(struct loop_walk *w, const char *path);
 
+/* Is the canonical path real inside the (canonical) root? */
+static bool inside_root(const char *real)
+{
+    size_t rl = strlen(check_root);
+    return strncmp(real, check_root, rl) == 0 &&
+           (real[rl] == '/' || (rl == 1 && real[0] == '/'));
+}
+
 static void follow_partial(void *ctx, const char *name)
 {
     struct loop_walk *w = ctx;
     if (w->found || !*name)
         return;
-    char *want;
-    if (name[0] == '/') {
-        want = hp_xasprintf("%s%s.tpl", check_root, name);
-    } else {
-        const char *slash = strrchr(w->from, '/');
-        want =
-            hp_xasprintf("%.*s/%s.tpl", (int)(slash - w->from), w->from, name);
-    }
-    char *real = realpath(want, NULL); /* missing: renders nothing */
+    char *want = hp_tpl_resolve(check_root, w->from, name, HP_TPL_EXT);
+    char *real = want ? realpath(want, NULL) : NULL; /* missing: nothing */
     free(want);
-    if (real && strncmp(real, check_root, strlen(check_root)) == 0)
+    if (real && inside_root(real) && hp_tpl_is_file_name(real))
         follow_template(w, real);
     free(real);
 }
@@ -135,14 +136,85 @@ static char *include_loop(const char *path)
     return w.found;
 }
 
-/* A template's syntax, as hp_render would report it (file:line), and a
- * partial that includes itself on every render. */
-static void check_template(const char *path)
+/*
+ * Every partial tag of the template at path (in sections too), resolved as
+ * the server resolves it (hp_tpl_resolve from the template's own path):
+ * one whose name leaves the root, or that leads (through a symlink) out of
+ * it or to a file that is not a template, fails every render that reaches
+ * it, so it is reported now rather than at render time. A missing partial
+ * renders nothing and passes.
+ */
+struct partial_scan {
+    const char *from;
+    struct hp_buf why;
+};
+
+static void scan_partial(void *ctx, const char *name)
 {
-    char *diag = NULL, *loop;
+    struct partial_scan *ps = ctx;
+    if (!*name)
+        return;
+    char *want = hp_tpl_resolve(check_root, ps->from, name, HP_TPL_EXT);
+    char *real = want ? realpath(want, NULL) : NULL;
+    if (!want)
+        hp_buf_printf(&ps->why,
+                      "%s: partial {{> %s}} leaves the document "
+                      "root: every render that reaches it fails\n",
+                      ps->from, name);
+    else if (real && !inside_root(real))
+        hp_buf_printf(&ps->why,
+                      "%s: partial {{> %s}} leads out of the "
+                      "document root (%s): the server refuses it\n",
+                      ps->from, name, real);
+    else if (real && !hp_tpl_is_file_name(real))
+        hp_buf_printf(&ps->why,
+                      "%s: partial {{> %s}} leads to %s, which is "
+                      "not a template: the server refuses it\n",
+                      ps->from, name, real);
+    free(real);
+    free(want);
+}
+
+/* A .tpl symlink: what the server would refuse to load through it. NULL,
+ * or a malloc'd diagnostic. */
+static char *symlink_refused(const char *path)
+{
+    char *real = realpath(path, NULL);
+    char *why = NULL;
+    if (!real)
+        why = hp_xasprintf("%s: a symlink to nothing (%s)", path,
+                           strerror(errno));
+    else if (!inside_root(real))
+        why = hp_xasprintf("%s: a symlink out of the document root (to %s): "
+                           "the server refuses it",
+                           path, real);
+    else if (!hp_tpl_is_file_name(real))
+        why = hp_xasprintf("%s: a symlink to %s, which is not a template: "
+                           "the server refuses it",
+                           path, real);
+    free(real);
+    return why;
+}
+
+/* A template's syntax, as hp_render would report it (file:line), its
+ * partials, and a partial that includes itself on every render. */
+static void check_template(const char *path, bool link)
+{
+    char *diag = link ? symlink_refused(path) : NULL, *loop;
+    struct hp_tpl *t = NULL;
 
     check_templates++;
-    hp_tpl_free(parse_file(path, &diag));
+    if (!diag)
+        t = parse_file(path, &diag);
+    if (t) {
+        struct partial_scan ps = {.from = path};
+        hp_tpl_partials(t, scan_partial, &ps);
+        if (ps.why.len) {
+            ps.why.p[--ps.why.len] = '\0'; /* the last newline */
+            diag = ps.why.p;
+        }
+        hp_tpl_free(t);
+    }
     if (!diag && (loop = include_loop(path))) {
         diag = hp_xasprintf("%s: includes itself on every render (%s), "
                             "outside any section: every render fails",
@@ -158,20 +230,16 @@ static void check_template(const char *path)
     free(diag);
 }
 
-static bool is_template(const char *path)
-{
-    size_t n = strlen(path);
-    return n > 4 && strcmp(path + n - 4, ".tpl") == 0;
-}
-
 static int visit(const char *path, const struct stat *st, int type,
                  struct FTW *ftw)
 {
     const char *base = path + ftw->base;
     if (ftw->level > 0 && base[0] == '.')
         return type == FTW_D ? FTW_SKIP_SUBTREE : FTW_CONTINUE;
-    if (type == FTW_F && is_template(path)) { /* private places too */
-        check_template(path);
+    /* Templates in private places too; a symlinked one as the server
+     * would load it (FTW_PHYS reports the link itself). */
+    if ((type == FTW_F || type == FTW_SL) && hp_tpl_is_file_name(path)) {
+        check_template(path, type == FTW_SL);
         return FTW_CONTINUE;
     }
     if (type != FTW_F || !is_page(path))

@@ -1161,6 +1161,14 @@ static size_t cc_flags(const struct hp_compiler *c, bool fast, char **argv)
         argv[a++] = "-gdwarf-4";
     argv[a++] = "-fPIC";
     argv[a++] = "-fvisibility=hidden";
+    /* A frame larger than a page (a big local array, a VLA, alloca) is
+     * probed a page at a time, so it meets the handler stack's guard page
+     * and faults there instead of jumping it into another mapping (a 4 MiB
+     * array on a 512 KiB handler stack). tcc has no such option: handler
+     * and event-loop threads get a larger guard for its pages (pool.c,
+     * server.c; docs/security.md). */
+    if (!c->is_tcc)
+        argv[a++] = "-fstack-clash-protection";
     /* A call to an undeclared function is an error at its file:line, not
      * an "undefined symbol" when the object is loaded. */
     argv[a++] = c->is_tcc ? "-Wimplicit-function-declaration"

@@ -742,39 +742,29 @@ static void guard_teardown(void)
     free(fb_rundir);
     fb_rundir = NULL;
 }
-/* The 500 page of a quarantined version with no fallback: why, and in dev
- * mode which module, handler and object (and why no fallback loaded). */
-static char *quarantine_page(const struct quar *q, const char *path,
-                             const char *key, bool dev, const char *diag)
+/* A quarantined version with no fallback answers a plain 500: the body
+ * says the status only, like every production error (the crash count,
+ * the signal, the module and the object are internals; an nginx in front
+ * of PHP-FPM says no more). The detail goes to the log, once per worker
+ * and quarantine table generation, and to status.json's "quarantine".
+ * (Dev mode quarantines nothing, so this is production's alone.) */
+static void quarantine_log(const struct quar *q, const char *path,
+                           const char *key, const char *diag)
 {
-    struct hp_buf b = {0};
+    static atomic_uint logged_gen; /* quar_gen + 1 when logged */
+    unsigned gen = atomic_load(&SHM->quar_gen) + 1;
+    if (atomic_exchange(&logged_gen, gen) == gen)
+        return;
     char why[64];
     if (q->sig)
         snprintf(why, sizeof why, "killed by %s", signame(q->sig));
     else
         snprintf(why, sizeof why, "exited with status %d", q->status);
-    hp_buf_printf(&b,
-                  "<p>This page crashed the server %d times (%s) and "
-                  "is quarantined until its file changes.",
-                  q->crashes, why);
-    if (dev) {
-        hp_buf_puts(&b, " Module <code>");
-        hp_buf_html(&b, path);
-        hp_buf_puts(&b, "</code>, handler <code>");
-        hp_buf_html(&b, q->handler);
-        hp_buf_printf(&b,
-                      "</code>, object <code>%s</code>; no earlier good "
-                      "version to fall back on",
-                      key);
-        if (diag) {
-            hp_buf_puts(&b, " (");
-            hp_buf_html(&b, diag);
-            hp_buf_puts(&b, ")");
-        }
-        hp_buf_puts(&b, ".");
-    }
-    hp_buf_puts(&b, "</p>\n");
-    return b.p;
+    hp_log_error("%s: handler %s, object %s, crashed a worker %d times (%s) "
+                 "and is quarantined: its requests get a 500 (no earlier "
+                 "good version to fall back on%s%s)",
+                 path, q->handler, key, q->crashes, why, diag ? ": " : "",
+                 diag ? diag : "");
 }
 
 /* server.h's vet: a quarantined version runs its fallback, or gets a 500. */
@@ -833,7 +823,8 @@ static int guard_vet(struct hp_pinset *ps, bool dev, char **html)
         ps->page = f;
         return 0;
     }
-    *html = quarantine_page(&mine, v->path, key, dev, diag);
+    quarantine_log(&mine, v->path, key, diag);
+    *html = NULL;
     free(diag);
     return -1;
 }
@@ -1066,11 +1057,15 @@ static void answer_504(int fd, double limit, bool streaming)
         return;
     }
     char body[256], msg[512];
+    /* The limit is configuration: production's body says the status
+     * only, like its other error pages (the log has the page and limit). */
     int bl = snprintf(body, sizeof body,
-                      "<!DOCTYPE html>\n<title>504 Gateway Timeout</title>\n"
-                      "<h1>504 Gateway Timeout</h1>\n<p>The page did not "
-                      "answer within %g seconds.</p>\n",
-                      limit);
+                      "<!doctype html>\n<title>504 Gateway Timeout</title>\n"
+                      "<h1>504 Gateway Timeout</h1>\n");
+    if (atomic_load_explicit(&DEV, memory_order_relaxed))
+        bl += snprintf(body + bl, sizeof body - (size_t)bl,
+                       "<p>The page did not answer within %g seconds.</p>\n",
+                       limit);
     int ml = snprintf(msg, sizeof msg,
                       "HTTP/1.1 504 Gateway Timeout\r\n"
                       "Content-Type: text/html; charset=utf-8\r\n"

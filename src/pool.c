@@ -4,7 +4,8 @@
  *
  * Owns: the threads (started on demand between a floor and a ceiling,
  * retired after an idle period), the per-key queues of jobs and their
- * round-robin order, the share cap, the lock over all of it, the counts.
+ * round-robin order, the share cap, the lock over all of it, the counts,
+ * and the guard size of the process's threads (HP_THREAD_GUARD).
  * May not touch: requests, connections, libmicrohttpd; a job is opaque, and
  * what it means (a suspended request to run and resume) and what its key
  * names (a module's path) are server.c's.
@@ -355,6 +356,7 @@ static int spawn(void)
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
     if (P.o.stack_size)
         pthread_attr_setstacksize(&a, P.o.stack_size);
+    pthread_attr_setguardsize(&a, HP_THREAD_GUARD);
     int err = pthread_create(&t, &a, thread_main, NULL);
     pthread_attr_destroy(&a);
     return err;
@@ -499,6 +501,19 @@ static void *grower_main(void *arg)
 }
 
 /* ---- the public functions ------------------------------------------------ */
+
+int hp_pool_default_guard(void)
+{
+    pthread_attr_t a;
+    int err = pthread_getattr_default_np(&a);
+    if (err)
+        return err;
+    err = pthread_attr_setguardsize(&a, HP_THREAD_GUARD);
+    if (!err)
+        err = pthread_setattr_default_np(&a);
+    pthread_attr_destroy(&a);
+    return err;
+}
 
 int hp_pool_start(const struct hp_pool_opts *opts, hp_pool_fn *fn)
 {

@@ -34,6 +34,21 @@ struct hp_pool_opts {
     struct hp_thread_counts *publish; /* kept up to date, or NULL     */
 };
 
+/*
+ * The guard below each handler thread's stack, bytes: address space mapped
+ * PROT_NONE (no memory). gcc pages probe frames larger than a page
+ * (-fstack-clash-protection, compile.c), so one guard page would do for
+ * them; code tcc compiled (the fast tier) cannot, and a frame up to this
+ * size that runs off its stack still faults here rather than landing in
+ * another mapping. 8 MiB: the C library's default stack for the main
+ * thread, far more than the 512 KiB handler stack.
+ */
+#define HP_THREAD_GUARD ((size_t)8 << 20)
+/* Make HP_THREAD_GUARD the guard of every thread this process creates from
+ * now on without attributes of its own (libmicrohttpd's event-loop
+ * threads, which run inline pages). Returns 0, or an errno value. */
+int hp_pool_default_guard(void);
+
 /* Start opts->min_threads threads running fn. Returns 0, or -1 after
  * logging why (the threads started are stopped again). */
 int hp_pool_start(const struct hp_pool_opts *opts, hp_pool_fn *fn);

@@ -474,7 +474,11 @@ static bool header_safe(const char *s, size_t *len)
 
 /* Fields that frame the message are the server's: a page setting them
  * would contradict what libmicrohttpd sends (Content-Length with
- * Transfer-Encoding: chunked, a Connection the server does not keep). */
+ * Transfer-Encoding: chunked, a Connection the server does not keep).
+ * Date is the server's too: RFC 9110 §6.6.1 makes it the origin server's
+ * clock at the time the message is generated, which caches and clients
+ * compute ages from (a page wanting another time has Last-Modified and
+ * Expires). */
 static bool framing_field(const char *name, size_t n)
 {
     static const struct {
@@ -483,7 +487,7 @@ static bool framing_field(const char *name, size_t n)
     } own[] = {{"Content-Length", 14}, {"Transfer-Encoding", 17},
                {"Connection", 10},     {"Keep-Alive", 10},
                {"Upgrade", 7},         {"TE", 2},
-               {"Trailer", 7}};
+               {"Trailer", 7},         {"Date", 4}};
     /* lengths first: Content-Type costs no compare */
     for (size_t i = 0; i < sizeof own / sizeof *own; i++)
         if (n == own[i].len && strcasecmp(name, own[i].name) == 0)
@@ -623,9 +627,48 @@ int hp_set_cookie(hp_req *req, const char *name, const char *value,
     return line ? hp_set_header(req, "Set-Cookie", line) : -1;
 }
 
+/*
+ * location as a URI reference (RFC 3986 §4.1) for Location (RFC 9110
+ * §10.2.2), in request memory: the bytes no URI may hold as they are are
+ * percent-encoded (§2.1): space, non-ASCII (a UTF-8 path's bytes), and
+ * " < > \ ^ ` { | } (none is reserved or unreserved, §2.2-2.3); '%' is
+ * kept, so an encoded location stays as it was. NULL, refusing it, when
+ * it is empty or holds a control byte (C0, DEL): CR and LF would inject
+ * fields, and browsers drop tab and newlines from URLs (WHATWG URL), which
+ * turns "java\tscript:" into a scheme a filter did not see.
+ */
+static char *location_encode(hp_req *req, const char *location)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    const unsigned char *p = (const unsigned char *)location;
+    if (!p || !*p)
+        return NULL;
+    for (; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f)
+            return NULL;
+        n += *p == ' ' || *p >= 0x80 || strchr("\"<>\\^`{|}", *p) ? 3 : 1;
+    }
+    char *out = hp_alloc(req, n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (p = (const unsigned char *)location; *p; p++) {
+        if (*p == ' ' || *p >= 0x80 || strchr("\"<>\\^`{|}", *p)) {
+            *o++ = '%';
+            *o++ = hex[*p >> 4];
+            *o++ = hex[*p & 15];
+        } else {
+            *o++ = (char)*p;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 int hp_redirect(hp_req *req, const char *location)
 {
-    if (hp_set_header(req, "Location", location) < 0)
+    const char *loc = location_encode(req, location);
+    if (!loc || hp_set_header(req, "Location", loc) < 0)
         return -1;
     bool safe = strcmp(req->method, "GET") == 0 || req->is_head;
     req->status = safe ? 302 : 303;

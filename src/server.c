@@ -1619,6 +1619,13 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
     tls[ntls] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     if (ntls)
         flags |= MHD_USE_TLS;
+    /* Its event-loop threads run inline pages: the handler threads' guard
+     * (pool.h) for them too, set as the default since libmicrohttpd
+     * gives them no attributes of its own. */
+    int gerr = hp_pool_default_guard();
+    if (gerr)
+        hp_log_error("event-loop threads keep a one-page stack guard: %s",
+                     strerror(gerr));
     /* One event-loop thread: no pool (libmicrohttpd warns about a pool of
      * one), its own internal thread. */
     struct MHD_OptionItem pool[2] = {

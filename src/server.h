@@ -33,8 +33,9 @@ struct hp_server_hooks {
     /* Before a page runs: is the pinned page version allowed to run (the
      * guard quarantines versions that crashed a process)? 0 to run it,
      * possibly after replacing ps->page with an earlier good version of
-     * that module; or -1 with *html set to a malloc'd explanation, to be
-     * answered with a 500. */
+     * that module; or -1 with *html set to a malloc'd explanation (dev
+     * mode) or NULL (production: a plain status page), answered with a
+     * 500. */
     int (*vet)(struct hp_pinset *ps, bool dev, char **html);
     /* Production mode: the page at `path` failed to build and this
      * process has no earlier version of it: pin one that ran successfully

@@ -4,13 +4,14 @@
  *
  * Owns: the template syntax (tags, set delimiters, standalone lines), name
  * resolution on the context stack (dotted names, the implicit iterator),
- * HTML escaping of interpolations, and the indentation of standalone
- * partials. The rules are the Mustache spec's required modules
- * (github.com/mustache/spec, specs/NAME.yml); tests/unit/test_template.c runs
- * every one of their cases.
- * May not touch: files, the template cache, requests, locks. It is a pure
- * function of its inputs; partials come through a callback
- * (tests/fuzz/fuzz_template.c fuzzes the parser and the renderer).
+ * HTML escaping of interpolations, the indentation of standalone
+ * partials, and the rules for template file names (".tpl" only; where a
+ * name points under a root, by name alone). The rules are the Mustache spec's
+ * required modules (github.com/mustache/spec, specs/NAME.yml);
+ * tests/unit/test_template.c runs every one of their cases. May not touch:
+ * files, the template cache, requests, locks. It is a pure function of its
+ * inputs; partials come through a callback (tests/fuzz/fuzz_template.c fuzzes
+ * the parser and the renderer).
  *
  * A parsed template is a flat array of nodes; a section's children are the
  * nodes between it and its `end`. Standalone lines (a section, inverted,
@@ -374,6 +375,69 @@ void hp_tpl_unconditional_partials(const struct hp_tpl *t,
             fn(ctx, nd->name);
         i++;
     }
+}
+
+void hp_tpl_partials(const struct hp_tpl *t,
+                     void (*fn)(void *ctx, const char *name), void *ctx)
+{
+    for (size_t i = 0; i < t->count; i++)
+        if (t->n[i].type == N_PARTIAL)
+            fn(ctx, t->n[i].name);
+}
+
+/* ---- template file names --------------------------------------------------
+ */
+
+bool hp_tpl_is_file_name(const char *path)
+{
+    size_t n = strlen(path), m = strlen(HP_TPL_EXT);
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    /* ".tpl" alone is a hidden file, not a template named "" */
+    return n > m && strlen(base) > m && strcmp(path + n - m, HP_TPL_EXT) == 0;
+}
+
+char *hp_tpl_resolve(const char *root, const char *base, const char *name,
+                     const char *suffix)
+{
+    size_t rl = strlen(root);
+    if (!*name)
+        return NULL;
+    struct hp_buf rel = {0};
+    if (name[0] != '/' && base && strncmp(base, root, rl) == 0 &&
+        base[rl] == '/') {
+        const char *slash = strrchr(base, '/');
+        hp_buf_append(&rel, base + rl, (size_t)(slash - base) - rl);
+    }
+    hp_buf_printf(&rel, "/%s%s", name, suffix);
+    char *out = hp_xmalloc(rl + rel.len + 2);
+    size_t n = rl;
+    memcpy(out, root, rl);
+    for (const char *s = rel.p; *s;) {
+        size_t k = strcspn(s, "/");
+        if (k == 2 && s[0] == '.' && s[1] == '.') {
+            while (n > rl && out[n - 1] != '/')
+                n--;
+            if (n == rl) { /* above the root */
+                free(out);
+                hp_buf_free(&rel);
+                return NULL;
+            }
+            n--;
+        } else if (k > 0 && !(k == 1 && s[0] == '.')) {
+            out[n++] = '/';
+            memcpy(out + n, s, k);
+            n += k;
+        }
+        s += k + (s[k] == '/');
+    }
+    out[n] = '\0';
+    hp_buf_free(&rel);
+    if (n == rl) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }
 
 /* ---- rendering ----------------------------------------------------------- */

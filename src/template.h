@@ -49,6 +49,28 @@ void hp_tpl_unconditional_partials(const struct hp_tpl *t,
                                    void (*fn)(void *ctx, const char *name),
                                    void *ctx);
 
+/* Call fn(ctx, name) for every partial tag of t, in sections or not. */
+void hp_tpl_partials(const struct hp_tpl *t,
+                     void (*fn)(void *ctx, const char *name), void *ctx);
+
+/*
+ * Template file names. The only files hp_render and partials load are
+ * ".tpl" files (docs/pages.md#templates): a name, or a symlink's target,
+ * ending otherwise (a page's C source, _app.c, settings) is refused.
+ */
+#define HP_TPL_EXT ".tpl"
+bool hp_tpl_is_file_name(const char *path);
+
+/*
+ * Where a template name points, by name only (no file is looked at):
+ * root + the directory of base (a file under root; NULL or "/name": the
+ * root itself) + name + suffix, with "." and ".." resolved. A malloc'd
+ * path, or NULL when it would leave root or is root itself. tplcache.c
+ * loads it and hotpub check (check.c) follows it, so both agree.
+ */
+char *hp_tpl_resolve(const char *root, const char *base, const char *name,
+                     const char *suffix);
+
 /*
  * Render t with data as the root context, appending to out. Returns 0, or
  * -1 with *err set (malloc'd): a partial's error, partials nested deeper

@@ -3,7 +3,10 @@
  * per-request pinning, and hp_render.
  *
  * Owns: where a template name points (relative to the calling module or
- * the including template, never outside the document root), the table of
+ * the including template, never outside the document root, never a file
+ * that is not a template: template.c's hp_tpl_resolve and
+ * hp_tpl_is_file_name, applied to the name and to a symlink's target), the
+ * table of
  * parsed templates (path -> current and previous version), when a version
  * is stale (the watcher's completed writes, grouped by its settle window;
  * file identity when there is no watcher), the set of versions a request
@@ -288,6 +291,13 @@ static struct tver *load(const char *path, uint64_t from_gen)
         v->error = hp_xasprintf("%s: outside the document root", path);
         return v;
     }
+    /* Nor may it rename a page's source (x.tpl -> items.c) into one. */
+    if (!hp_tpl_is_file_name(canon)) {
+        v->error = hp_xasprintf("%s: leads to %s, which is not a template "
+                                "(only " HP_TPL_EXT " files are)",
+                                path, canon);
+        return v;
+    }
     size_t len = 0;
     char *src = read_file(path, &len, &v->fid, &v->error);
     if (src)
@@ -362,51 +372,10 @@ static struct tver *acquire(const char *path, uint64_t gen0)
 /* ---- names ----------------------------------------------------------------
  */
 
-/*
- * root + the directory of base (a file under the root) + name + suffix,
- * with "." and ".." resolved by name; a leading '/' in name starts at the
- * root. NULL when the result would leave the root.
- */
+/* Where a name points: template.c's hp_tpl_resolve under our root. */
 static char *resolve(const char *base, const char *name, const char *suffix)
 {
-    size_t rl = strlen(T.root);
-    if (!*name)
-        return NULL;
-    struct hp_buf rel = {0};
-    if (name[0] != '/' && base && strncmp(base, T.root, rl) == 0 &&
-        base[rl] == '/') {
-        const char *slash = strrchr(base, '/');
-        hp_buf_append(&rel, base + rl, (size_t)(slash - base) - rl);
-    }
-    hp_buf_printf(&rel, "/%s%s", name, suffix);
-    char *out = hp_xmalloc(rl + rel.len + 2);
-    size_t n = rl;
-    memcpy(out, T.root, rl);
-    for (const char *s = rel.p; *s;) {
-        size_t k = strcspn(s, "/");
-        if (k == 2 && s[0] == '.' && s[1] == '.') {
-            while (n > rl && out[n - 1] != '/')
-                n--;
-            if (n == rl) { /* above the root */
-                free(out);
-                hp_buf_free(&rel);
-                return NULL;
-            }
-            n--;
-        } else if (k > 0 && !(k == 1 && s[0] == '.')) {
-            out[n++] = '/';
-            memcpy(out + n, s, k);
-            n += k;
-        }
-        s += k + (s[k] == '/');
-    }
-    out[n] = '\0';
-    hp_buf_free(&rel);
-    if (n == rl) {
-        free(out);
-        return NULL;
-    }
-    return out;
+    return hp_tpl_resolve(T.root, base, name, suffix);
 }
 
 /* ---- requests -------------------------------------------------------------
@@ -537,6 +506,14 @@ int hp_render(hp_req *req, const char *tpl, const json_t *data)
                                    "outside the server"));
     if (!tpl)
         return tpl_fail(req, NULL, hp_xstrdup("hp_render: no template name"));
+    /* Only template files: a name from the request must never read a
+     * page's source, _app.c or anything else under the root. */
+    if (!hp_tpl_is_file_name(tpl))
+        return tpl_fail(req, NULL,
+                        hp_xasprintf("hp_render: \"%s\" is not a template "
+                                     "name (only " HP_TPL_EXT " files are "
+                                     "rendered)",
+                                     tpl));
     const char *base =
         req->current_module ? req->current_module->path : req->target.path;
     char *path = resolve(base, tpl, "");

@@ -610,6 +610,47 @@ def test_stack_overflow_in_dev_mode_answers_with_the_crash_page():
         check_eq(s.get("/_hotpub/health").status, 200, "served after it")
 
 
+# A 4 MiB frame on a 512 KiB handler stack: its first write lands 3.5 MiB
+# below the stack, past a one-page guard, in whatever mapping is there.
+BIG_FRAME_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    volatile char big[4 << 20];
+    big[0] = 1;
+    big[sizeof big - 1] = 2;
+    hp_printf(req, "%d", big[0] + big[sizeof big - 1]);
+    return HP_OK;
+}
+"""
+
+
+def test_frame_larger_than_the_stack_crashes_in_every_tier():
+    """A frame that jumps the handler stack's guard page is a SIGSEGV and
+    the crash page (a 502), never a write into another mapping and a 200:
+    gcc pages are built with -fstack-clash-protection (the optimized tier
+    and the fast tier's gcc fallback), and handler and event-loop threads
+    have a guard larger than such a frame for tcc's, which cannot probe."""
+    src = page(BIG_FRAME_PAGE)
+    cases = ((None, []), (None, ["--fast-cc", "off"]), (False, []))
+    for tier, args in cases:
+        if tier is None and not args and not shutil.which("tcc"):
+            continue
+        with Server({"page.c": src}, dev=True, fast_tier=tier, workers=2,
+                    args=args) as s:
+            what = "(tier %r %s)" % (tier, " ".join(args))
+            r = s.get("/page")
+            check_eq(r.status, 502, "status " + what)
+            check_in("SIGSEGV", r.text, "signal named " + what)
+            check_eq(s.get("/_hotpub/health").status, 200, "served after it")
+    # production (no fast tier): the worker dies, the client gets a 502
+    with Server({"page.c": src}, dev=False, workers=2) as s:
+        r = s.get("/page")
+        check_eq(r.status, 502, "production status")
+        check(wait_until(lambda: "killed by signal 11" in s.stderr(),
+                         limit(5.0)),
+              "the log names the signal: %s" % short(s.stderr()))
+
+
 def test_crash_in_dev_mode_answers_with_signal_and_line():
     """A page that dereferences NULL in dev mode (worker processes): the
     browser gets a 502 naming SIGSEGV, the page, the handler and

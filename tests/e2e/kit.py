@@ -200,6 +200,12 @@ def test_pkg_config_requires_jansson():
         check_eq(r.returncode, 0, "pkg-config: " + r.stderr)
         check_in("-I" + os.path.join(tmp, "include"), r.stdout, "cflags")
         check_in("-ljansson", r.stdout, "libs")
+        # ... which its own words must not deny
+        with open(os.path.join(tmp, "lib", "pkgconfig", "hotpub.pc")) as f:
+            text = f.read()
+        check_not_in("link against nothing", text, "hotpub.pc's comment")
+        check_in("--libs hotpub` prints\n# jansson's -ljansson", text,
+                 "hotpub.pc says what --libs prints")
         src = os.path.join(tmp, "t.c")
         with open(src, "w") as f:
             f.write("#include <hotpub.h>\n"
@@ -258,6 +264,70 @@ def test_template_stays_in_root():
         del outside_name
 
 
+def test_template_render_loads_template_files_only():
+    """hp_render(req, hp_arg(req, "t"), d) never returns a page's source,
+    _app.c or any non-.tpl file, nor one through a .tpl symlink: a 500 and
+    a log line naming the page and the name (production too)."""
+    files = dict(TEMPLATES)
+    files["app/_app.c"] = page("int app_secret_source;\n")
+    files["app/notes.txt"] = "plain secret_text"
+    for dev in (True, False):
+        with Server(files=files, dev=dev) as s:
+            if dev:
+                os.symlink("list.c", s.path("app/src.tpl"))
+            for t in ("list.c", "_app.c", "/app/list.c", "notes.txt",
+                      "../app/_app.c", "src.tpl"):
+                if t == "src.tpl" and not dev:
+                    continue
+                r = s.get("/app/list?t=" + t)
+                check_eq(r.status, 500, "status for %s (dev %s)" % (t, dev))
+                for secret in ("json_pack", "secret_", "HP_HANDLER"):
+                    check_not_in(secret, r.text, "body for %s" % t)
+            log = s.stderr()
+            check_in("app/list.c [http_handler]: template: hp_render: "
+                     "\"_app.c\" is not a template name", log, "the log")
+            if dev:
+                check_in("src.tpl: leads to %s, which is not a template"
+                         % os.path.realpath(s.path("app/list.c")), log,
+                         "the log for the symlink")
+            check_eq(s.get("/app/list?t=up.tpl").text, "foot Ann",
+                     "a template still renders")
+
+
+def test_check_reports_partials_and_symlinks_that_serving_refuses():
+    """hotpub check fails a partial whose name leaves the root, a .tpl
+    symlink out of the root or to a non-template, and a partial that
+    reaches one, instead of passing what every render refuses."""
+    files = {"p.c": RENDER, "ok.tpl": "{{> sub/part}}{{> nosuch}}",
+             "sub/part.tpl": "P"}
+    with Server(files=files, start=False) as s:
+        p = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                               timeout=120)
+        check_eq(p.returncode, 0, "good root: %s" % short(p.stdout + p.stderr))
+        with open(os.path.join(s.tmp, "outside.tpl"), "w") as f:
+            f.write("SECRET")
+        os.symlink(os.path.join(s.tmp, "outside.tpl"), s.path("out.tpl"))
+        os.symlink("p.c", s.path("src.tpl"))
+        s.write("sub/esc.tpl", "{{#x}}{{> ../../../../etc/hostname}}{{/x}}")
+        s.write("viasrc.tpl", "{{> src}}")
+        p = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                               timeout=120)
+        check_eq(p.returncode, 1, "hotpub check: %s" % short(p.stdout))
+        out = p.stdout
+        check_in("FAIL %s\n%s: a symlink out of the document root"
+                 % (s.path("out.tpl"), s.path("out.tpl")), out, "out.tpl")
+        check_in("%s: a symlink to %s, which is not a template"
+                 % (s.path("src.tpl"), os.path.realpath(s.path("p.c"))),
+                 out, "src.tpl")
+        check_in("sub/esc.tpl: partial {{> ../../../../etc/hostname}} "
+                 "leaves the document root", out, "esc.tpl")
+        check_in("viasrc.tpl: partial {{> src}} leads to %s, which is not "
+                 "a template" % os.path.realpath(s.path("p.c")), out,
+                 "viasrc.tpl")
+        check_in("ok   %s" % s.path("ok.tpl"), out, "ok.tpl")
+        check_in("4 failed", out, "count")
+
+
 def test_template_errors_dev_and_production():
     files = dict(TEMPLATES)
     files["app/broken.tpl"] = "line 1\nline 2 {{#rows}}\nline 3\n"
@@ -295,6 +365,7 @@ def test_template_errors_dev_and_production():
 
 def test_check_parses_templates():
     files = dict(TEMPLATES)
+    del files["app/escape.tpl"]  # its partial leaves the root (below)
     with Server(files=files, start=False) as s:
         p = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
                                timeout=120)

@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -222,6 +223,14 @@ HP_HANDLER(ret)
     if (loc)
         hp_redirect(req, loc);
     return code ? atoi(code) : HP_OK;
+}
+
+/* Date is the server's (RFC 9110 6.6.1); Server the page's to set. */
+HP_HANDLER(date)
+{
+    hp_printf(req, "date=%d server=%d", hp_set_header(req, "Date", "1"),
+              hp_set_header(req, "Server", "mine"));
+    return HP_OK;
 }
 
 static const char *const bad_values[] = {
@@ -1784,6 +1793,22 @@ def test_status_1xx_is_never_final():
         check_not_in(b"partial", r.body, "500 body")
 
 
+def test_date_is_the_servers_and_server_is_the_pages():
+    """hp_set_header refuses Date (the origin server's clock, RFC 9110
+    6.6.1): the response carries a real HTTP-date. No Server field is sent
+    unless the page sets one."""
+    with Server(files={"edge.c": EDGE}) as s:
+        r = s.get("/edge/date")
+        check_eq(r.text, "date=-1 server=0", "return values")
+        check(re.match(r"^[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} "
+                       r"\d\d:\d\d:\d\d GMT$", r.header("Date") or ""),
+              "Date %r" % r.header("Date"))
+        check_eq(r.all("Date"), [r.header("Date")], "one Date field")
+        check_eq(r.header("Server"), "mine", "the page's Server")
+        check_eq(s.get("/edge/ret").header("Server"), None,
+                 "no Server by default")
+
+
 def test_handler_returns_redirect():
     """A handler may return 301/302/303/307/308 after setting Location;
     without Location a returned 3xx is a 500."""
@@ -1794,6 +1819,16 @@ def test_handler_returns_redirect():
             check_eq(r.header("Location"), "/there", "Location of %d" % code)
         r = s.get("/edge/ret?code=302")
         check_eq(r.status, 500, "a returned 302 without Location")
+        # hp_redirect percent-encodes what a URI may not hold as it is
+        r = s.get("/edge/ret?code=302&loc=" + urllib.parse.quote(
+            "/a b/caf\u00e9?q=<x>|%41"))
+        check_eq(r.status, 302, "status of an encoded redirect")
+        check_eq(r.header("Location"), "/a%20b/caf%C3%A9?q=%3Cx%3E%7C%41",
+                 "Location encoded")
+        # and refuses a control byte: no Location, so a returned 302 is
+        # a 500
+        r = s.get("/edge/ret?code=302&loc=%2Fa%09b")
+        check_eq(r.status, 500, "a redirect with a tab")
         for code in (304, 300, 305):
             r = s.get("/edge/ret?code=%d&loc=/there" % code)
             check_eq(r.status, 500, "a returned %d" % code)

@@ -431,10 +431,17 @@ def test_quarantine_without_good_version_500():
             r = fresh_get(s, "/bad")
             check(r is not None, "no answer for the quarantined page")
             check_eq(r.status, 500, "status of the quarantined page")
-            check_in("crashed the server 2 times", r.text, "500 body")
-            check_in("SIGSEGV", r.text, "500 body")
-            check_in("quarantined", r.text, "500 body")
+            # Production: the status only, the detail for the admin.
+            check_eq(r.text.strip(), "<!doctype html>\n<title>500 Internal "
+                     "Server Error</title>\n<h1>500 Internal Server "
+                     "Error</h1>", "500 body")
         check_in("no earlier good version is known", s.stderr(), "log")
+        check_in("crashed a worker 2 times (killed by SIGSEGV) and is "
+                 "quarantined", s.stderr(), "log")
+        q = procs(s)["quarantine"]
+        check(len(q) == 1 and q[0]["signal"] == "SIGSEGV" and
+              q[0]["crashes"] == 2 and q[0]["path"].endswith("bad.c"),
+              "status.json quarantine: %r" % q)
         check_eq(procs(s)["crashes"], 2, "crashes")
 
 
@@ -454,6 +461,7 @@ def test_handler_timeout_504_and_recycle():
         check_eq(r.status, 504, "status of the spinning page")
         check(2.0 <= took <= 2.0 + 1.5 * SLACK,
               "504 after %.2f s (handler timeout 2 s)" % took)
+        check_in("did not answer within 2 seconds", r.text, "dev 504 body")
         # The worker that ran it is replaced; the other one stays.
         got = wait_until(lambda: (lambda p: p if len(p) == 2 and
                                   len(set(p) & set(before)) == 1 else None)(
@@ -471,6 +479,20 @@ def test_handler_timeout_504_and_recycle():
         check_in("has run for more than 2 s: answered 504", err, "log")
         check_in("spin.c", err, "log")
         check(procs(s)["timeouts"] == 1, "timeouts in status")
+
+
+def test_handler_timeout_504_production_body_is_plain():
+    """Production: the watchdog's 504 says the status only (the limit is
+    configuration); the log has the page."""
+    with Server(files={"spin.c": SPIN}, dev=False,
+                args=WORKERS + ["--handler-timeout", "1"]) as s:
+        all_ready(s)
+        r = fresh_get(s, "/spin", timeout=20)
+        check(r is not None, "no answer from the spinning page")
+        check_eq(r.status, 504, "status of the spinning page")
+        check_eq(r.text.strip(), "<!doctype html>\n<title>504 Gateway "
+                 "Timeout</title>\n<h1>504 Gateway Timeout</h1>", "504 body")
+        check_in("has run for more than 1 s: answered 504", s.stderr(), "log")
 
 
 # ---- signals ----------------------------------------------------------------

@@ -325,6 +325,52 @@ static void test_tiers_have_their_own_objects(void)
     hp_config_free(&cfg);
 }
 
+/* Probes of a frame larger than a page in so (gcc's stack clash
+ * protection on x86-64: "orq $0x0,(%rsp)" after each page it moves). */
+static bool probes_stack(const char *so)
+{
+    char *cmd =
+        hp_xasprintf("objdump -d '%s' | grep -q 'orq *\\$0x0,(%%rsp)'", so);
+    bool yes = system(cmd) == 0;
+    free(cmd);
+    return yes;
+}
+
+/* gcc builds every page with -fstack-clash-protection: the optimized tier
+ * and the fast tier's gcc fallback (tcc cannot: pool.h's guard). */
+static void test_gcc_tiers_probe_big_frames(void)
+{
+    struct hp_config cfg;
+    struct hp_artifact art;
+    char *d = NULL;
+    char *src = write_in_root(
+        "bigframe.c",
+        "#include <hotpub.h>\n"
+        "HP_HANDLER(http_handler)\n{\n    volatile char big[4 << 20];\n"
+        "    big[0] = 1;\n    big[sizeof big - 1] = 2;\n"
+        "    hp_printf(req, \"%d\", big[0]);\n    return HP_OK;\n}\n",
+        0644);
+    if (system("command -v objdump >/dev/null") != 0) {
+        printf("  (skipped: no objdump)\n");
+        free(src);
+        return;
+    }
+    base_config(&cfg);
+    set_str(&cfg.fast_cc, "off");
+    struct hp_compiler *c = hp_compiler_new(&cfg, root);
+    for (int tier = 0; tier < 2; tier++) {
+        CHECK(hp_compile_tier(c, src, tier ? HP_TIER_OPTIMIZED : HP_TIER_FAST,
+                              &art, &d) == 0);
+        CHECK(art.so_path && probes_stack(art.so_path));
+        hp_artifact_free(&art);
+        free(d);
+        d = NULL;
+    }
+    hp_compiler_free(c);
+    free(src);
+    hp_config_free(&cfg);
+}
+
 static void test_undeclared_and_undefined_named_by_line(void)
 {
     struct hp_config cfg;
@@ -663,6 +709,7 @@ int main(int argc, char **argv)
     T_RUN(test_failure_cached_until_root_changes);
     T_RUN(test_failure_to_run_not_cached);
     T_RUN(test_tiers_have_their_own_objects);
+    T_RUN(test_gcc_tiers_probe_big_frames);
     T_RUN(test_undeclared_and_undefined_named_by_line);
     T_RUN(test_hook_names_in_diagnostics);
     T_RUN(test_staged_release_warms_the_switch);

@@ -259,6 +259,58 @@ static void test_stop_runs_what_is_queued(void)
     CHECK(ndone == 20);
 }
 
+/* The guard below this thread's stack, bytes (0 if unknown). */
+static size_t own_guard(void)
+{
+    pthread_attr_t a;
+    size_t g = 0;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        pthread_attr_getguardsize(&a, &g);
+        pthread_attr_destroy(&a);
+    }
+    return g;
+}
+
+static size_t seen_guard;
+
+static void guard_job(struct hp_pool_job *j)
+{
+    (void)j;
+    pthread_mutex_lock(&mu);
+    seen_guard = own_guard();
+    ndone++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+static void *guard_thread(void *arg)
+{
+    *(size_t *)arg = own_guard();
+    return NULL;
+}
+
+/* Handler threads, and threads made without attributes after
+ * hp_pool_default_guard (libmicrohttpd's), have HP_THREAD_GUARD below
+ * their stack: a frame tcc compiled that jumps one page still faults. */
+static void test_threads_have_a_large_stack_guard(void)
+{
+    struct tjob j;
+    struct hp_pool_opts o = opts(1, 1, 0, 100);
+    o.stack_size = 512 << 10;
+    reset();
+    CHECK(hp_pool_start(&o, guard_job) == 0);
+    submit(&j, 1, "k", false);
+    CHECK(wait_count(&ndone, 1));
+    hp_pool_stop();
+    CHECK(seen_guard >= HP_THREAD_GUARD);
+    CHECK(hp_pool_default_guard() == 0);
+    pthread_t t;
+    size_t g = 0;
+    CHECK(pthread_create(&t, NULL, guard_thread, &g) == 0);
+    pthread_join(t, NULL);
+    CHECK(g >= HP_THREAD_GUARD);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
@@ -268,5 +320,6 @@ int main(int argc, char **argv)
     T_RUN(test_keys_are_served_round_robin);
     T_RUN(test_one_key_holds_at_most_its_share);
     T_RUN(test_stop_runs_what_is_queued);
+    T_RUN(test_threads_have_a_large_stack_guard);
     T_DONE();
 }

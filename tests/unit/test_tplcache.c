@@ -7,6 +7,7 @@
  */
 #include "request.h"
 #include "t.h"
+#include "template.h"
 
 #include <unistd.h>
 
@@ -139,6 +140,63 @@ static void test_names_stay_in_root(void)
     hp_tplcache_stop();
 }
 
+/* hp_render loads template files only: a page's source, _app.c or any
+ * other file under the root is refused by name, and a .tpl symlink to
+ * one by its target; partials always add .tpl. */
+static void test_only_template_files(void)
+{
+    hp_req a;
+    char lnk[PATH_MAX + 16];
+    put("items.c", "int secret_source;");
+    put("_app.c", "int app_source;");
+    put("notes.txt", "plain");
+    put("uses.tpl", "[{{> items.c}}]"); /* items.c.tpl: missing */
+    snprintf(lnk, sizeof lnk, "%s/alias.tpl", root);
+    CHECK(symlink("items.c", lnk) == 0);
+    put("viaalias.tpl", "[{{> alias}}]");
+    hp_tplcache_start(root, true, true);
+    req_new(&a);
+    const char *refused[] = {"items.c",     "_app.c",       "notes.txt",
+                             "/items.c",    "d/../items.c", ".tpl",
+                             "items.c/.tpl"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        CHECK_STR(render(&a, refused[i]), "500");
+        CHECK(a.forced_status == 500);
+        CHECK(a.out.p && !strstr(a.out.p, "_source"));
+        CHECK(a.out.p && strstr(a.out.p, "is not a template name"));
+    }
+    CHECK_STR(render(&a, "alias.tpl"), "500");
+    CHECK(a.out.p && !strstr(a.out.p, "secret_source"));
+    CHECK(a.out.p && strstr(a.out.p, "which is not a template"));
+    CHECK_STR(render(&a, "viaalias.tpl"), "500");
+    CHECK(a.out.p && !strstr(a.out.p, "secret_source"));
+    req_end(&a);
+    req_new(&a);
+    CHECK_STR(render(&a, "uses.tpl"), "[]");
+    req_end(&a);
+    hp_tplcache_stop();
+    unlink(lnk);
+}
+
+/* The shared name rules (template.c), as hotpub check uses them. */
+static void test_name_rules(void)
+{
+    CHECK(hp_tpl_is_file_name("a.tpl") && hp_tpl_is_file_name("/r/d/a.tpl"));
+    CHECK(!hp_tpl_is_file_name("a.c") && !hp_tpl_is_file_name(".tpl") &&
+          !hp_tpl_is_file_name("/r/.tpl") && !hp_tpl_is_file_name("a.tpl.c") &&
+          !hp_tpl_is_file_name("a.TPL") && !hp_tpl_is_file_name(""));
+    char *p = hp_tpl_resolve("/r", "/r/d/x.tpl", "../y", ".tpl");
+    CHECK_STR(p, "/r/y.tpl");
+    free(p);
+    p = hp_tpl_resolve("/r", "/r/d/x.tpl", "/e/./f", ".tpl");
+    CHECK_STR(p, "/r/e/f.tpl");
+    free(p);
+    CHECK(hp_tpl_resolve("/r", "/r/d/x.tpl", "../../etc/hostname", ".tpl") ==
+          NULL);
+    CHECK(hp_tpl_resolve("/r", "/r/x.tpl", "/..", "") == NULL);
+    CHECK(hp_tpl_resolve("/r", "/r/x.tpl", "", ".tpl") == NULL);
+}
+
 /* A failure replaces what the page wrote; production shows no detail. */
 static void test_failures(void)
 {
@@ -170,6 +228,8 @@ int main(int argc, char **argv)
     T_RUN(test_identity_without_watcher);
     T_RUN(test_names_stay_in_root);
     T_RUN(test_failures);
+    T_RUN(test_only_template_files);
+    T_RUN(test_name_rules);
     char cmd[PATH_MAX + 16];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (system(cmd) != 0)
