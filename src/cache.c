@@ -991,14 +991,17 @@ out:
 }
 
 /* Pin e's current version as the basis of an optimized build, if it is
- * of the fast tier and the entry is settled on it (basis_verdict): the
- * build starts from the same identity it will be checked against. */
+ * of the fast tier with no error or deletion over it: the build starts
+ * from the identity it will be checked against. A change seen and not
+ * built yet does not stop it here: a touch_all that changes nothing
+ * leaves the source as it is, and is known only once built (B_SAME);
+ * a real change makes the compile read other bytes (dropped then). */
 static bool tier_pin(hp_entry *e, struct tier_basis *b)
 {
     pthread_mutex_lock(&e->mu);
     b->fast = e->current;
     b->gen = e->src_gen;
-    bool ok = b->fast && b->fast->tier == HP_TIER_FAST && !basis_verdict(e, b);
+    bool ok = b->fast && b->fast->tier == HP_TIER_FAST && !e->error && !e->gone;
     if (ok)
         atomic_fetch_add(&b->fast->refs, 1);
     pthread_mutex_unlock(&e->mu);
