@@ -80,6 +80,10 @@ struct hp_entry {
      * which the batch's build (a compile-cache hit then) reports */
     struct hp_fid pre_fid;
     double pre_seconds;
+    /* bumped by every build result of a newer source installed (a version,
+     * an error, held back, gone): what the optimized tier checks before it
+     * publishes over the fast version (basis_verdict) */
+    unsigned src_gen;
     hp_entry *apps[HP_MAX_APPS]; /* this page's chain, outermost first */
     size_t napps;
     unsigned apps_gen;
@@ -391,7 +395,17 @@ hp_handler_fn hp_version_handler(hp_version *v, const char *name)
 
 /* ---- building ------------------------------------------------------------ */
 
-enum build { B_SAME, B_NEW, B_ERROR, B_GONE, B_RETRY };
+static bool out_of_date(hp_entry *e);
+
+/* B_STALE: an optimized build refused at publish (the entry moved on). */
+enum build { B_SAME, B_NEW, B_ERROR, B_GONE, B_RETRY, B_STALE };
+
+/* What an optimized build was started against (tier_pin): the fast
+ * version it would succeed, and the entry's src_gen then. */
+struct tier_basis {
+    hp_version *fast; /* pinned */
+    unsigned gen;
+};
 
 struct build_result {
     enum build kind;
@@ -401,6 +415,7 @@ struct build_result {
     struct hp_fid fid;
     bool same_source; /* B_NEW of the optimized tier: browsers need not know */
     double ahead_s;   /* B_NEW from the prefetch's object: its compile time */
+    struct tier_basis basis; /* same_source: published only if it holds */
 };
 
 static hp_version *current_of(hp_entry *e)
@@ -585,15 +600,49 @@ static void store_error(hp_entry *e, struct build_result *r)
     free(e->error);
     e->error = r->diag;
     e->gone = false;
+    e->src_gen++; /* a newer source, broken: no older build may hide it */
     pthread_mutex_unlock(&e->mu);
     r->diag = NULL;
 }
 
-/* Swap one result in under e->mu; returns the version retired. */
+/*
+ * Whether an optimized build started against b may still replace the
+ * fast version: NULL if so, else why not (for the log). Called with e->mu
+ * held. The entry must hold the same source as then: the fast version
+ * still current, no build result installed since (src_gen: no newer
+ * version, error or held-back build), no change seen and not yet built (a
+ * save still being built counts), and nothing to hide (an error, a
+ * deleted file). A change seen and built as the same source (B_SAME: a
+ * touch_all) installs nothing, so it does not stop the publish. A touch
+ * landing after this check is built by the batch it starts, which needs
+ * the load_mu the publisher holds, so that batch's result comes after.
+ */
+static const char *basis_verdict(hp_entry *e, const struct tier_basis *b)
+{
+    if (e->current != b->fast)
+        return "a newer version is current";
+    if (e->error)
+        return "a newer save failed to build, and its error stays";
+    if (e->gone)
+        return "the file is gone";
+    if (e->src_gen != b->gen)
+        return "a newer save was built";
+    if (out_of_date(e))
+        return "a newer change was seen and is being built";
+    return NULL;
+}
+
+/* Swap one result in under e->mu; returns the version retired. An
+ * optimized build whose basis no longer holds becomes B_STALE instead:
+ * the check and the swap are one step under e->mu. */
 static hp_version *swap_in(hp_entry *e, struct build_result *r)
 {
     hp_version *old = NULL;
     pthread_mutex_lock(&e->mu);
+    if (r->same_source && basis_verdict(e, &r->basis))
+        r->kind = B_STALE;
+    else if (r->kind == B_NEW || r->kind == B_GONE)
+        e->src_gen += !r->same_source;
     if (r->kind == B_NEW || r->kind == B_GONE) {
         old = e->current;
         e->current = r->kind == B_NEW ? r->v : NULL;
@@ -663,6 +712,11 @@ static void mark_done(hp_cache *c, hp_entry *e, unsigned snap)
 
 static void set_held(hp_entry *e, bool on)
 {
+    if (on) { /* a newer source was built and not published */
+        pthread_mutex_lock(&e->mu);
+        e->src_gen++;
+        pthread_mutex_unlock(&e->mu);
+    }
     if (atomic_exchange(&e->held, on) != on)
         atomic_fetch_add(&e->cache->nheld, on ? 1 : -1);
 }
@@ -895,8 +949,16 @@ void hp_cache_start_batch(hp_cache *c)
  * unchanged: requests in flight finish on the fast version. The compile
  * runs without the entry's load_mu, at a lower priority (nice is per
  * thread on Linux, and the compiler inherits it), so the next edit's fast
- * build neither waits for it nor competes with it for a core; a result
- * whose source moved on meanwhile is dropped.
+ * build neither waits for it nor competes with it for a core.
+ *
+ * A result whose entry moved on meanwhile is dropped (basis_verdict): the
+ * build notes the fast version and the entry's src_gen when it starts
+ * (tier_pin), compiles only the bytes that version was built from
+ * (the same src_fid), and publishes only if, under load_mu and then again
+ * under e->mu in the swap itself, the fast version is still current and no
+ * newer save was seen, built, held back or refused by the compiler since.
+ * So it never goes live over a newer save's error (in dev mode that error
+ * is the page), nor clears it.
  */
 
 #define HP_TIER_QUIET_S 0.15 /* no edit for this long before optimizing */
@@ -929,79 +991,139 @@ out:
     pthread_mutex_unlock(&c->tier_mu);
 }
 
-/* The current version of e if it is of the fast tier: pinned, or NULL. */
-static hp_version *pin_fast(hp_entry *e)
+/* Pin e's current version as the basis of an optimized build, if it is
+ * of the fast tier with no error or deletion over it: the build starts
+ * from the identity it will be checked against. A change seen and not
+ * built yet does not stop it here: a touch_all that changes nothing
+ * leaves the source as it is, and is known only once built (B_SAME);
+ * a real change makes the compile read other bytes (dropped then). */
+static bool tier_pin(hp_entry *e, struct tier_basis *b)
 {
     pthread_mutex_lock(&e->mu);
-    hp_version *v = e->current;
-    if (v && v->tier == HP_TIER_FAST)
-        atomic_fetch_add(&v->refs, 1);
-    else
-        v = NULL;
+    b->fast = e->current;
+    b->gen = e->src_gen;
+    bool ok = b->fast && b->fast->tier == HP_TIER_FAST && !e->error && !e->gone;
+    if (ok)
+        atomic_fetch_add(&b->fast->refs, 1);
     pthread_mutex_unlock(&e->mu);
+    return ok;
+}
+
+static void tier_dropped(hp_entry *e, const struct tier_basis *b,
+                         const char *why)
+{
+    hp_log_info("%s: the optimized build of version %llu's source is not "
+                "published: %s",
+                e->path, (unsigned long long)b->fast->id, why);
+}
+
+/* Whether the basis holds now (under e->mu): NULL, or why not. */
+static const char *basis_now(hp_entry *e, const struct tier_basis *b)
+{
+    pthread_mutex_lock(&e->mu);
+    const char *why = basis_verdict(e, b);
+    pthread_mutex_unlock(&e->mu);
+    return why;
+}
+
+/* A version of art as the optimized successor of b->fast, with what the
+ * server learnt of how the fast one runs (the same code: server.c's
+ * promotion to the event loops, or a demotion for blocking, holds); NULL
+ * (logged) if it does not load. Takes art's dependencies. */
+static hp_version *tier_open(hp_entry *e, const struct tier_basis *b,
+                             struct hp_artifact *art)
+{
+    hp_cache *c = e->cache;
+    hp_version *fast = b->fast;
+    char *diag = NULL;
+    uint64_t id = atomic_fetch_add(&c->next_id, 1);
+    hp_version *v = hp_version_open(art->so_path, c->rundir, id, e->path,
+                                    fast->state, &diag);
+    if (!v) {
+        hp_log_error("%s: the optimized tier's build of version %llu's "
+                     "source did not load; that fast-tier version stays: %s",
+                     e->path, (unsigned long long)fast->id, diag);
+        free(diag);
+        return NULL;
+    }
+    v->entry = e;
+    v->tier = HP_TIER_OPTIMIZED;
+    atomic_store(&v->fast_runs, atomic_load(&fast->fast_runs));
+    atomic_store(&v->slow_runs, atomic_load(&fast->slow_runs));
+    atomic_store(&v->slow, atomic_load(&fast->slow));
+    atomic_store(&v->run_inline, atomic_load(&fast->run_inline));
+    v->src_fid = art->src_fid;
+    v->deps = art->deps;
+    v->ndeps = art->ndeps;
+    art->deps = NULL;
+    art->ndeps = 0;
+    atomic_init(&v->refs, 1);
     return v;
 }
 
-/* Load art as the optimized successor of fast and publish it, if fast is
- * still current and nothing changed under it. Takes load_mu. */
-static void tier_publish(hp_entry *e, hp_version *fast, struct hp_artifact *art)
+/* Load art (built from b->fast's source) and publish it, if the entry
+ * still holds that source (basis_verdict, checked again by swap_in under
+ * e->mu, in the same step as the swap). Takes load_mu, which every other
+ * installer of a build result holds too. */
+static void tier_publish(hp_entry *e, const struct tier_basis *b,
+                         struct hp_artifact *art)
 {
-    hp_cache *c = e->cache;
-    struct build_result r = {.kind = B_NEW, .same_source = true};
+    struct build_result r = {.kind = B_NEW, .same_source = true, .basis = *b};
 
     pthread_mutex_lock(&e->load_mu);
-    if (current_of(e) != fast || out_of_date(e) ||
-        !hp_fid_eq(&art->src_fid, &fast->src_fid) || !deps_unchanged(fast)) {
-        pthread_mutex_unlock(&e->load_mu);
-        return; /* a newer change will be optimized in its turn */
+    const char *why = basis_now(e, b);
+    if (!why && !deps_unchanged(b->fast))
+        why = "a header it includes changed";
+    if (why) {
+        tier_dropped(e, b, why); /* a newer change is built in its turn */
+    } else if ((r.v = tier_open(e, b, art))) {
+        publish(e->cache, &e, &r, 1);
+        if (r.kind == B_STALE) {
+            tier_dropped(e, b, "the module moved on while it loaded");
+            discard(e, r.v);
+        }
     }
-    uint64_t id = atomic_fetch_add(&c->next_id, 1);
-    r.v = hp_version_open(art->so_path, c->rundir, id, e->path, fast->state,
-                          &r.diag);
-    if (!r.v) {
-        hp_log_error("%s: the optimized tier did not load (the fast tier "
-                     "keeps serving): %s",
-                     e->path, r.diag);
-        free(r.diag);
-        pthread_mutex_unlock(&e->load_mu);
+    pthread_mutex_unlock(&e->load_mu);
+}
+
+/* An optimized build that failed: the fast version's own source (a
+ * failure of this tier alone), or a newer save read meanwhile, which its
+ * own build reports (art->src_fid: what was read). */
+static void tier_failed(hp_entry *e, const struct tier_basis *b,
+                        const struct hp_artifact *art, const char *diag)
+{
+    if (!hp_fid_eq(&art->src_fid, &b->fast->src_fid)) {
+        tier_dropped(e, b,
+                     "the file changed before it was read, and the "
+                     "newer save did not compile; its own build "
+                     "reports why");
         return;
     }
-    r.v->entry = e;
-    r.v->tier = HP_TIER_OPTIMIZED;
-    /* The same code: what the server learnt of how it runs (server.c's
-     * promotion to the event loops, or a demotion for blocking) holds. */
-    atomic_store(&r.v->fast_runs, atomic_load(&fast->fast_runs));
-    atomic_store(&r.v->slow_runs, atomic_load(&fast->slow_runs));
-    atomic_store(&r.v->slow, atomic_load(&fast->slow));
-    atomic_store(&r.v->run_inline, atomic_load(&fast->run_inline));
-    r.v->src_fid = art->src_fid;
-    r.v->deps = art->deps;
-    r.v->ndeps = art->ndeps;
-    art->deps = NULL;
-    art->ndeps = 0;
-    atomic_init(&r.v->refs, 1);
-    publish(c, &e, &r, 1);
-    pthread_mutex_unlock(&e->load_mu);
+    hp_log_error("%s: the optimized tier failed on the source of version "
+                 "%llu, which the fast tier built (that version stays, "
+                 "until the next change): %s",
+                 e->path, (unsigned long long)b->fast->id, diag);
 }
 
 static void tier_one(hp_entry *e)
 {
     hp_cache *c = e->cache;
     struct hp_artifact art;
+    struct tier_basis b;
     char *diag = NULL;
-    hp_version *fast = pin_fast(e);
 
-    if (!fast)
+    if (!tier_pin(e, &b))
         return;
-    if (hp_compile_tier(c->cc, e->path, HP_TIER_OPTIMIZED, &art, &diag) == 0)
-        tier_publish(e, fast, &art);
-    else if (diag)
-        hp_log_error("%s: the optimized tier failed (the fast tier keeps "
-                     "serving): %s",
-                     e->path, diag);
+    int rc = hp_compile_tier(c->cc, e->path, HP_TIER_OPTIMIZED, &art, &diag);
+    if (rc == 0 && !hp_fid_eq(&art.src_fid, &b.fast->src_fid))
+        tier_dropped(e, &b, "the file changed before it was read");
+    else if (rc == 0)
+        tier_publish(e, &b, &art);
+    else if (diag) /* else a header raced the compile: it is rebuilt */
+        tier_failed(e, &b, &art, diag);
     hp_artifact_free(&art);
     free(diag);
-    hp_version_release(fast);
+    hp_version_release(b.fast);
 }
 
 static void *tier_main(hp_cache *c)

@@ -1868,8 +1868,13 @@ static int compile_any(struct hp_compiler *c, const char *src, bool fast,
         if (!text.p)
             hp_buf_puts(&text, "");
         rc = compile_source(c, src, &text, key, &pkgs, fast, out, diag);
-        if (rc < 0)
+        if (rc < 0) {
+            /* which save failed: the optimized tier tells its own
+             * source's failure from a newer save's (cache.c) */
+            struct hp_fid read = out->src_fid;
             hp_artifact_free(out);
+            out->src_fid = read;
+        }
     } else {
         rc = rc > 0 ? 0 : -1;
     }

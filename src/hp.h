@@ -242,7 +242,8 @@ enum hp_tier { HP_TIER_OPTIMIZED = 0, HP_TIER_FAST = 1 };
 struct hp_artifact {
     enum hp_tier tier;
     char *so_path;         /* shared object in the compile cache              */
-    struct hp_fid src_fid; /* the source as it was read (stable across it) */
+    struct hp_fid src_fid; /* the source as it was read (stable across it);
+                            * kept by a failed compile too */
     struct hp_dep *deps;   /* headers from inside the document root           */
     size_t ndeps;
     bool cache_hit; /* true when no compiler ran                        */

@@ -221,6 +221,102 @@ def test_fast_tier_timeout_does_not_fall_back():
         check(s.alive(), "server died")
 
 
+# --cc for the test below: a source with SLOW_MARKER waits in the wrapper,
+# before gcc, until the file "release" appears beside it (60 s at most);
+# "slow.started" says that one does. The fast tier (tcc) does not run it.
+HELD_CC = r"""#!/bin/sh
+here=$(dirname "$0")
+src=
+for a in "$@"; do case $a in *.c) src=$a ;; esac; done
+if [ -n "$src" ] && grep -q SLOW_MARKER "$src"; then
+    : > "$here/slow.started"
+    i=0
+    while [ ! -e "$here/release" ] && [ $i -lt 1200 ]; do
+        sleep 0.05
+        i=$((i + 1))
+    done
+fi
+exec gcc "$@"
+"""
+
+
+def test_optimized_build_of_an_older_save_never_hides_a_newer_error():
+    """A good save ("Items v2") whose optimized build is slow (held in the
+    --cc wrapper), then a save that does not compile: the dev error page,
+    the error in status.json and an error event. When the held optimized
+    build of the good save ends, it is dropped, not published: before,
+    it went live as "version N replaces M", cleared the error and served
+    200 "Items v2" until the next save."""
+    need_tcc()
+    with Server({"items.c": simple_page("Items v1")}, dev=True,
+                fast_tier=True, start=False) as s:
+        wrapper = os.path.join(s.tmp, "held-cc")
+        with open(wrapper, "w") as f:
+            f.write(HELD_CC)
+        os.chmod(wrapper, 0o755)
+        s.args += ["--cc", wrapper]
+        s.start()
+        check_eq(s.get_ok("/items").text, "Items v1", "first load")
+        check(wait_until(lambda: current_tier(s, "items.c") == "optimized",
+                         limit(10)), "v1 never went optimized")
+        es = EventStream(s.port)
+        try:
+            es.head()
+            s.write("items.c", simple_page("Items v2", "/* SLOW_MARKER */"),
+                    how="rename")
+            check(wait_until(lambda: s.get("/items").text == "Items v2",
+                             limit(3)), "v2 (fast tier) not served")
+            check(wait_until(lambda: os.path.exists(
+                os.path.join(s.tmp, "slow.started")), limit(5)),
+                "the optimized build of v2 did not start")
+            broken = simple_page("Items v2").replace(
+                'hp_puts(req, "Items', 'hp_putz(req, "Items')
+            s.write("items.c", broken, how="rename")
+            r = wait_until(lambda: (lambda r: r if r.status == 500 else None)(
+                s.get("/items")), limit(5))
+            check(r, "the broken save did not answer 500")
+            check_in("hp_putz", r.text, "the dev error page's diagnostic")
+            ev = es.wait(lambda e: e.get("path") == "/items.c" and
+                         e.get("error"), limit(3))
+            check(ev, "no error event: %r" % es.buf[-300:])
+            es.buf = b""
+            published = s.stderr().count("items.c: version")
+            with open(os.path.join(s.tmp, "release"), "w"):
+                pass
+            # the held build ends: dropped (fixed) or published (the bug)
+            check(wait_until(
+                lambda: "is not published" in s.stderr() or
+                s.stderr().count("items.c: version") > published,
+                limit(10)), "the held optimized build never ended")
+            time.sleep(0.2)
+            r = s.get("/items")
+            check_eq(r.status, 500, "status after the older optimized build "
+                     "ended (body %r)" % short(r.text))
+            check_in("hp_putz", r.text, "diagnostic still shown")
+            url = json.loads(s.get("/_hotpub/status.json?url=/items")
+                             .text)["url"]
+            check(url.get("error") and "hp_putz" in url["error"],
+                  "status.json url error: %r" % url.get("error"))
+            check_eq(current_tier(s, "items.c"), "fast", "tier serving")
+            check(es.wait(lambda e: e.get("path") == "/items.c" and
+                          e.get("error") is None, 0.3) is None,
+                  "a reload event cleared the overlay")
+            drop = [l for l in s.stderr().split("\n")
+                    if "is not published" in l]
+            check(drop and "version" in drop[0], "the drop names the version")
+            harness.note(drop[0].split("[info] ")[-1])
+            check_not_in("the fast tier keeps", s.stderr(), "log")
+            # the fix goes live, and its own optimized build after it
+            s.write("items.c", simple_page("Items v3"), how="rename")
+            check(wait_until(lambda: s.get("/items").text == "Items v3",
+                             limit(3)), "the fix not served")
+            check(wait_until(lambda: current_tier(s, "items.c") ==
+                             "optimized", limit(10)), "v3 never optimized")
+            check_eq(s.get_ok("/items").text, "Items v3", "after optimizing")
+        finally:
+            es.close()
+
+
 ATEXIT_DIVTI3_PAGE = page(r'''
 static void bye(void) {}
 HP_HANDLER(http_handler)

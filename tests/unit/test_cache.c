@@ -5,7 +5,8 @@
  * dependencies, deleted pages, distinct entries loading independently,
  * edits that land while a page compiles or loads, --revalidate, batches
  * that publish all or nothing and run apart (a slow one delays only its own
- * files), init/fini state hand-over, and touches that change nothing.
+ * files), init/fini state hand-over, touches that change nothing, and an
+ * optimized build of an older save dropped behind a newer error.
  *
  * Each test starts its own compiler and cache (start/stop) on one temp
  * docroot and one temp cache dir, with its own page names. An argument runs
@@ -1509,6 +1510,129 @@ static void test_prefetch_warms_the_batch(void)
     stop();
 }
 
+/* ---- tiers: an optimized build never hides a newer error ------------- */
+
+/*
+ * Tiered: save 2 goes live from the fast tier; its optimized build is held
+ * at the gate; save 3 does not compile (the error is stored, version 2
+ * keeps its place). When the gate opens, the optimized build of save 2 is
+ * dropped: it used to go live over the error and clear it.
+ */
+/* Whether the status of path comes to hold needle within timeout
+ * (quietly: for a state that must not come). */
+static bool status_comes(const char *path, const char *needle, double timeout)
+{
+    double end = hp_now() + timeout;
+    do {
+        char *s = status_of(path);
+        bool hit = s && strstr(s, needle) != NULL;
+        free(s);
+        if (hit)
+            return true;
+        usleep(5000);
+    } while (hp_now() < end);
+    return false;
+}
+
+/* Tiered: p (value v, including the gate) goes live, and its optimized
+ * build; then v + 1 goes live from the fast tier, and its optimized build
+ * is held at the gate. Returns the write end holding it, or -1. */
+static int tier_held_at_gate(const char *p, int v)
+{
+    char expr[32];
+
+    snprintf(expr, sizeof expr, "%d", v);
+    write_page(p, "#include \"gate.h\"", expr);
+    start();
+    hp_cache_set_tiered(cache, true);
+    CHECK(acquire_value(p, NULL, NULL) == v);
+    CHECK(wait_status(p, "\"tier\":\"optimized\"", 20));
+
+    snprintf(expr, sizeof expr, "%d", v + 1);
+    write_page(p, "#include \"gate.h\"", expr);
+    CHECK(hp_cache_touch(cache, p) == 1);
+    hp_cache_refresh_stale(cache); /* the fast build passes the open gate */
+    gate_set(false); /* the optimized build starts 150 ms after the publish */
+    CHECK(status_has(p, "\"tier\":\"fast\""));
+    return gate_wait_reader(20);
+}
+
+/* p serves version value (fast tier) with a compile error beside it. */
+static void check_error_stays(const char *p, int value)
+{
+    char *err = NULL;
+    enum hp_acquire r;
+
+    CHECK(acquire_value(p, &r, &err) == value && r == HP_ACQ_OK);
+    CHECK(err != NULL && strstr(err, "error") != NULL);
+    free(err);
+    CHECK(status_has(p, "\"tier\":\"fast\""));
+}
+
+/* The held optimized build goes on: it must not go live (gcc -O0 of this
+ * page takes well under a second), nor clear the error. Then a fix goes
+ * live, and its own optimized build after it. */
+static void release_and_fix(const char *p, int fd, int value)
+{
+    if (fd >= 0)
+        close(fd);
+    gate_set(true);
+    CHECK(!status_comes(p, "\"tier\":\"optimized\"", 3));
+    check_error_stays(p, value);
+
+    char *err = NULL;
+    enum hp_acquire r;
+    write_page_int(p, value + 100);
+    CHECK(hp_cache_touch(cache, p) == 1);
+    hp_cache_refresh_stale(cache);
+    CHECK(acquire_value(p, &r, &err) == value + 100 && r == HP_ACQ_OK && !err);
+    free(err);
+    CHECK(wait_status(p, "\"tier\":\"optimized\"", 20));
+    CHECK(status_has(p, "\"error\":null"));
+}
+
+/*
+ * The broken save is built (and its error stored) while the optimized
+ * build of the save before it is held at the gate: when that one ends it
+ * is dropped. It used to go live over the error and clear it.
+ */
+static void test_tier_never_hides_a_newer_error(void)
+{
+    char p[PBUF];
+
+    path_of(p, "tiered.c");
+    int fd = tier_held_at_gate(p, 221);
+    CHECK(fd >= 0);
+    write_page(p, "", "222 +"); /* does not compile, does not wait */
+    CHECK(hp_cache_touch(cache, p) == 1);
+    hp_cache_refresh_stale(cache);
+    check_error_stays(p, 222);
+    release_and_fix(p, fd, 222);
+    stop();
+}
+
+/* The broken save's own compile is held at the gate too, on a batch
+ * thread: whichever of the two compiles ends first, the error wins. */
+static void test_tier_never_hides_an_error_still_compiling(void)
+{
+    char p[PBUF];
+
+    path_of(p, "tiered_both.c");
+    int fd = tier_held_at_gate(p, 231);
+    CHECK(fd >= 0);
+    write_page(p, "#include \"gate.h\"", "232 +");
+    CHECK(hp_cache_touch(cache, p) == 1);
+    hp_cache_start_batch(cache);
+    CHECK(wait_status(p, "\"building\":true", 5));
+    usleep(100000); /* its compiler reaches the gate, most likely */
+    if (fd >= 0)
+        close(fd);
+    gate_set(true);
+    CHECK(wait_status(p, "\"stale\":false", 20));
+    release_and_fix(p, -1, 232);
+    stop();
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv); /* an argument: only the tests named like it */
@@ -1552,6 +1676,8 @@ int main(int argc, char **argv)
     T_RUN(test_touch_unchanged_keeps_version);
     T_RUN(test_load_error_not_retried);
     T_RUN(test_prefetch_warms_the_batch);
+    T_RUN(test_tier_never_hides_a_newer_error);
+    T_RUN(test_tier_never_hides_an_error_still_compiling);
 
     atomic_store(&gate_quit, true);
     pthread_join(gate_thread, NULL);
