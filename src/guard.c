@@ -195,6 +195,9 @@ static __thread int tl_rec = -1; /* this thread's record: -1 not yet, */
  * the crash page (crashpage.c), for which the running version and where
  * it was loaded are kept per thread. */
 static atomic_bool DEV;
+/* This thread's request may see the crash page (its Host is this
+ * server's: server.c's vet argument details; not a DNS-rebinding page). */
+static __thread bool tl_details;
 /* hp_guard_enter_alone: the single process of --workers 0 in dev mode. */
 static bool ALONE;
 static __thread const hp_version *tl_version;
@@ -744,10 +747,11 @@ static char *quarantine_page(const struct quar *q, const char *path,
 }
 
 /* server.h's vet: a quarantined version runs its fallback, or gets a 500. */
-static int guard_vet(struct hp_pinset *ps, bool dev, char **html)
+static int guard_vet(struct hp_pinset *ps, bool dev, bool details, char **html)
 {
     assert(ME); /* the hooks are installed in workers only */
     atomic_store_explicit(&DEV, dev, memory_order_relaxed);
+    tl_details = details;
     /* Dev mode quarantines nothing: the developer sees the crash page on
      * every run, and the save that fixes it is served at once. */
     if (dev)
@@ -1090,8 +1094,8 @@ static int running_fd(void)
  * socket is still ours to answer (server.c's claim, as the watchdog's). */
 static void crash_answer(int sig, uintptr_t pc, int fd)
 {
-    if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_version ||
-        fd < 0 || !hp_server_claim(fd))
+    if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_details ||
+        !tl_version || fd < 0 || !hp_server_claim(fd))
         return;
     struct rec *r = rec_at(ME, tl_rec);
     struct hp_crash c = {.fd = fd,

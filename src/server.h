@@ -34,8 +34,10 @@ struct hp_server_hooks {
      * guard quarantines versions that crashed a process)? 0 to run it,
      * possibly after replacing ps->page with an earlier good version of
      * that module; or -1 with *html set to a malloc'd explanation, to be
-     * answered with a 500. */
-    int (*vet)(struct hp_pinset *ps, bool dev, char **html);
+     * answered with a 500. details: dev mode's details may go to this
+     * request's client (a crash page, the diagnostic in that 500): dev
+     * mode and a Host of this server. */
+    int (*vet)(struct hp_pinset *ps, bool dev, bool details, char **html);
     /* Production mode: the page at `path` failed to build and this
      * process has no earlier version of it: pin one that ran successfully
      * elsewhere as ps->page. 0 if one was found, else -1. */
