@@ -23,8 +23,8 @@
  * reaches the guard only through the hooks (server.h) that hp_guard_enter
  * fills; heartbeat and lost write the slot's liveness fields. The single
  * process of --workers 0 in dev mode gets a one-slot area of its own and
- * only the records and the fatal-signal hook (hp_guard_enter_alone), for
- * the crash page.
+ * only the records, the fatal-signal hook and a vet that quarantines
+ * nothing (hp_guard_enter_alone), for the crash page.
  *
  * Writers of the shared area:
  *   - records: the thread that runs a handler writes its own record with
@@ -1511,6 +1511,17 @@ static void catch_fatal_signals(void)
         sigaction(fatal[k], &sa, NULL);
 }
 
+/* The single process's vet: no quarantine (nothing would replace the
+ * process), only whether this request may see the crash page. */
+static int alone_vet(struct hp_pinset *ps, bool dev, bool details, char **html)
+{
+    (void)ps;
+    (void)html;
+    atomic_store_explicit(&DEV, dev, memory_order_relaxed);
+    tl_details = details;
+    return 0;
+}
+
 void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
 {
     assert(!ME);
@@ -1528,6 +1539,7 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
     hooks->run_alive = guard_run_alive;
+    hooks->vet = alone_vet;
 }
 
 void hp_guard_enter(int slot, struct hp_config *cfg,
