@@ -2,7 +2,10 @@
 """hotpub end-to-end tests for the edit-refresh loop (issue 14): the fast
 compile tier (tcc, published at once, the optimized tier behind it), no
 writable+executable mapping, undeclared functions as compile errors, live
-reload over GET /_hotpub/events, and the dev error pages.
+reload over GET /_hotpub/events (an external script, so that a page's
+Content-Security-Policy allowing 'self' runs it), the dev error pages, and
+the Host rule against DNS rebinding (421 for /_hotpub/, no dev details for
+a foreign Host).
 
     HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/devloop.py [NAME-SUBSTRING...]
     python3 tests/e2e/devloop.py --list
@@ -965,6 +968,44 @@ def browser_live_reload(csp):
                   "the new CSS did not apply (color %r)" % b.eval(color))
             check_eq(b.eval("window.__notReloaded"), 1,
                      "the page was reloaded for a CSS change")
+    finally:
+        b.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_browser_live_reload_on_the_guestbook():
+    """The application the README says to start from, as it is: its
+    Content-Security-Policy (default-src 'self') lets the injected script
+    run, so an edit of its footer template shows in the open tab."""
+    examples = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))), "examples")
+    tmp = tempfile.mkdtemp(prefix="hotpub-chromium-")
+    b = Browser(tmp)
+    try:
+        s = Server(start=False, dev=True, fast_tier=None)
+        shutil.rmtree(s.root)
+        shutil.copytree(examples, s.root, symlinks=True)
+        s.start()
+        with s:
+            r = s.get_ok("/guestbook/")
+            check_in("default-src 'self'",
+                     r.header("Content-Security-Policy") or "", "its policy")
+            b.connect()
+            b.call("Page.enable")
+            b.call("Page.navigate", url=s.url("/guestbook/"))
+            check(wait_until(lambda: b.eval(
+                "window.__hotpubLiveReload && "
+                "window.__hotpubLiveReload.readyState") == 1, limit(10)),
+                "the event stream did not open on /guestbook/")
+            footer = "guestbook/templates/footer.tpl"
+            with open(s.path(footer)) as f:
+                text = f.read()
+            s.write(footer, text.replace("An example application",
+                                         "Edited live"), how="rename")
+            foot = "document.querySelector('footer').textContent"
+            check(wait_until(lambda: "Edited live" in (b.eval(foot) or ""),
+                             limit(5)),
+                  "the edit did not show (footer %r)" % b.eval(foot))
     finally:
         b.close()
         shutil.rmtree(tmp, ignore_errors=True)
