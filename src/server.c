@@ -1011,7 +1011,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     /* The host (worker processes): a version that crashed workers twice
      * is quarantined: the last good one runs instead, or a 500 says so. */
     char *quarantine = NULL;
-    if (H.vet(ps, S.dev, dev_details(req), &quarantine) < 0) {
+    req->foreign_host = S.dev && !host_ok(req);
+    if (H.vet(ps, S.dev, S.dev && !req->foreign_host, &quarantine) < 0) {
         enum MHD_Result qr = send_error(c, 500, quarantine);
         free(quarantine);
         return qr;

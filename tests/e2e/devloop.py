@@ -560,17 +560,26 @@ def test_rebinding_allowed_hosts_and_token():
 
 def test_rebinding_gets_no_dev_details():
     """Dev mode's details are for the developer's own tab: for a foreign
-    Host a broken page answers the plain 500 (no diagnostic, no path), an
+    Host a broken page or template answers the plain 500 (no diagnostic,
+    no path), an
     HTML page and a static HTML file get no live-reload script; the page
     itself is still served."""
     files = {"e.c": page(BROKEN_PAGE), "h.c": html_page("hello"),
-             "doc.html": STATIC_HTML}
+             "doc.html": STATIC_HTML,
+             "t.c": page("HP_HANDLER(http_handler) "
+                         "{ return hp_render(req, \"bad.tpl\", NULL); }\n"),
+             "bad.tpl": "{{#open}} never closed\n"}
     with Server(files, dev=True, fast_tier=None) as s:
         evil = {"Host": EVIL}
         r = s.get("/e", headers=evil)
         check_eq(r.status, 500, "broken page")
         for leak in ("e.c", "hp-err", "definitely", s.root, "hotpub"):
             check_not_in(leak, r.text, "the 500 for a foreign Host")
+        r = s.get("/t", headers=evil)
+        check_eq(r.status, 500, "broken template")
+        for leak in ("bad.tpl", "open", "template", s.root):
+            check_not_in(leak, r.text, "the template's 500 for a foreign Host")
+        check_in("bad.tpl", s.get("/t").text, "the template error for 127.0.0.1")
         r = s.get("/h", headers=evil)
         check_eq(r.status, 200, "the page is served")
         check_in("hello", r.text, "the page")
