@@ -412,6 +412,7 @@ void hp_config_defaults(struct hp_config *c)
     c->user = c->group = c->pid_file = c->error_log = NULL;
     c->tls_cert = c->tls_key = c->admin_token = c->health_allow = NULL;
     c->tls_redirect = NULL;
+    c->allowed_hosts = NULL;
     /* Mozilla's "intermediate": TLS 1.2 and 1.3, AEAD ciphers with
      * forward secrecy only. */
     c->tls_priorities = cfg_strdup(HP_TLS_PRIORITIES);
@@ -447,6 +448,8 @@ void hp_config_free(struct hp_config *c)
     free(c->health_allow);
     c->tls_cert = c->tls_key = c->tls_priorities = NULL;
     c->admin_token = c->health_allow = NULL;
+    free(c->allowed_hosts);
+    c->allowed_hosts = NULL;
     free(c->upload_dir);
     c->upload_dir = NULL;
     free(c->warm);
@@ -1070,6 +1073,20 @@ const struct hp_setting hp_settings[] = {
      .empty_null = true,
      .check = hp_cidr_check,
      .def = "none (loopback only)"},
+    {.key = "allowed-hosts",
+     .arg = "NAME,...",
+     .section = S_OPS,
+     .help = "Host names, besides localhost, *.localhost and IP addresses "
+             "of this server, under which /_hotpub/ and dev mode's "
+             "diagnostics answer (DNS rebinding); .NAME matches its "
+             "subdomains too, * any",
+     .type = HP_SET_STRING,
+     .off = OFF(allowed_hosts),
+     .noun = "the allowed-hosts list",
+     .empty_ok = true,
+     .empty_null = true,
+     .check = hp_host_list_check,
+     .def = "none (loopback names and addresses only)"},
     {.key = "metrics",
      .section = S_OPS,
      .help = "count requests by page, status class and duration for "

@@ -201,15 +201,26 @@ struct MHD_Response *hp_devloop_events(struct MHD_Connection *conn)
  * file is swapped in place by re-requesting its <link> with a new query;
  * an error puts the styled diagnostic over the page, and the reload that
  * follows the fix takes it away.
+ *
+ * Why an external script: a page's Content-Security-Policy (the
+ * guestbook's default-src 'self') blocks inline script without a nonce
+ * or hash, so the page gets <script src="/_hotpub/live-reload.js"> with
+ * its files in a data- attribute, which any policy allowing 'self'
+ * scripts runs. Likewise the overlay is styled from its own stylesheet
+ * (a <link>) and CSSOM, never a style attribute or a <style> element.
  */
-static const char script_head[] =
-    "<script data-hotpub-live-reload>(function(){var deps=";
-static const char script_tail[] =
-    ";var es=new EventSource('/_hotpub/events');"
+static const char live_reload_js[] =
+    "(function(){var me=document.currentScript;"
+    "var deps=JSON.parse(me&&me.getAttribute('data-deps')||'[]');"
+    "var es=new EventSource('/_hotpub/events');"
     "function mine(p){return deps.indexOf(p)>=0}"
     "function isCode(p){return /\\.(c|h|so|tpl)$/.test(p)}"
     "function overlay(h){var o=document.getElementById('hotpub-overlay');"
-    "if(!o){o=document.createElement('div');o.id='hotpub-overlay';"
+    "if(!o){if(!document.getElementById('hotpub-style')){"
+    "var l=document.createElement('link');l.id='hotpub-style';"
+    "l.rel='stylesheet';l.href='" HP_LIVE_RELOAD_CSS_URL "';"
+    "document.head.appendChild(l)}"
+    "o=document.createElement('div');o.id='hotpub-overlay';"
     "o.style.cssText='position:fixed;inset:0;z-index:2147483647;"
     "overflow:auto;background:rgba(20,20,24,.92);color:#eee;"
     "font:14px/1.45 ui-monospace,monospace;padding:24px';"
@@ -221,7 +232,29 @@ static const char script_tail[] =
     "l[i].href);if(u.pathname===e.path){u.searchParams.set('hotpub',"
     "Date.now());l[i].href=u.href}}return}"
     "if(mine(e.path)||!isCode(e.path))location.reload()});"
-    "window.__hotpubLiveReload=es})();</script>";
+    "window.__hotpubLiveReload=es})();\n";
+
+/* The diagnostic's look: the 500 page has it in a <style> of its own (a
+ * page hotpub writes, under no policy of the application's); the overlay
+ * links it as /_hotpub/live-reload.css. */
+static const char error_css[] =
+    ".hp-err{font:14px/1.45 ui-monospace,SFMono-Regular,Menlo,"
+    "monospace;color:#eee;background:#1e1e24;padding:20px;border-radius:8px}"
+    ".hp-err h1{font:600 18px system-ui,sans-serif;color:#ff6b6b;margin:0 0 "
+    "12px}.hp-err a{color:#8ab4ff}.hp-err pre{white-space:pre-wrap;margin:"
+    "6px 0 14px}.hp-err .src{background:#111;padding:8px;border-radius:4px}"
+    ".hp-err .hit{background:#5a1e1e;color:#fff;display:block}"
+    ".hp-err .ln{color:#777;user-select:none}\n";
+
+const char *hp_devloop_js(void)
+{
+    return live_reload_js;
+}
+
+const char *hp_devloop_css(void)
+{
+    return error_css;
+}
 
 /* The last "</body>" of b, case-insensitively; NULL if none. */
 static char *last_body_close(const struct hp_buf *b)
@@ -237,27 +270,29 @@ static char *last_body_close(const struct hp_buf *b)
 void hp_devloop_script(struct hp_buf *out, const char *const *deps,
                        size_t ndeps)
 {
-    struct hp_buf s = {0};
+    struct hp_buf s = {0}, list = {0};
 
     if (!hp_devloop_on())
         return;
-    hp_buf_puts(&s, script_head);
-    hp_buf_puts(&s, "[");
+    hp_buf_puts(&list, "[");
     for (size_t i = 0, k = 0; i < ndeps; i++) {
-        /* "</" inside the script would end it early: such a name is
-         * left out (a change of it is then missed, nothing worse). */
         bool dup = false;
         for (size_t j = 0; j < i; j++)
             dup |= deps[j] && strcmp(deps[j], deps[i] ? deps[i] : "") == 0;
-        if (!deps[i] || dup || strchr(deps[i], '<'))
+        if (!deps[i] || dup)
             continue;
-        hp_buf_puts(&s, k++ ? "," : "");
-        hp_buf_json(&s, rel_path(deps[i]));
+        hp_buf_puts(&list, k++ ? "," : "");
+        hp_buf_json(&list, rel_path(deps[i]));
     }
-    hp_buf_puts(&s, "]");
-    hp_buf_puts(&s, script_tail);
+    hp_buf_puts(&list, "]");
+    /* An attribute value, HTML-escaped: any file name fits in it. */
+    hp_buf_puts(&s, "<script src=\"" HP_LIVE_RELOAD_JS_URL
+                    "\" data-hotpub-live-reload data-deps=\"");
+    hp_buf_html(&s, list.p);
+    hp_buf_puts(&s, "\"></script>");
     hp_buf_append(out, s.p, s.len);
     hp_buf_free(&s);
+    hp_buf_free(&list);
 }
 
 void hp_devloop_inject(struct hp_buf *body, const char *const *deps,
@@ -280,15 +315,6 @@ void hp_devloop_inject(struct hp_buf *body, const char *const *deps,
 
 /* ---- the error page -------------------------------------------------------
  */
-
-static const char error_style[] =
-    "<style>.hp-err{font:14px/1.45 ui-monospace,SFMono-Regular,Menlo,"
-    "monospace;color:#eee;background:#1e1e24;padding:20px;border-radius:8px}"
-    ".hp-err h1{font:600 18px system-ui,sans-serif;color:#ff6b6b;margin:0 0 "
-    "12px}.hp-err a{color:#8ab4ff}.hp-err pre{white-space:pre-wrap;margin:"
-    "6px 0 14px}.hp-err .src{background:#111;padding:8px;border-radius:4px}"
-    ".hp-err .hit{background:#5a1e1e;color:#fff;display:block}"
-    ".hp-err .ln{color:#777;user-select:none}</style>";
 
 /* Lines [line-N, line+N] of path as an excerpt, the line itself marked. */
 static void excerpt(struct hp_buf *out, const char *path, long line)
@@ -363,7 +389,6 @@ static size_t each_location(const char *diag, struct hp_buf *out, size_t max)
 void hp_devloop_error_html(struct hp_buf *out, const char *path,
                            const char *diag)
 {
-    hp_buf_puts(out, error_style);
     hp_buf_puts(out, "<div class=\"hp-err\"><h1>");
     hp_buf_html(out, path ? rel_path(path) : "a module");
     /* built, but its init hook failed (loader.c) or crashed (guard.c) */
@@ -375,4 +400,13 @@ void hp_devloop_error_html(struct hp_buf *out, const char *path,
     hp_buf_html(out, diag ? diag : "");
     hp_buf_puts(out, "</pre><p>Fix it and save: this page recovers by "
                      "itself.</p></div>");
+}
+
+void hp_devloop_error_page(struct hp_buf *out, const char *path,
+                           const char *diag)
+{
+    hp_buf_puts(out, "<style>");
+    hp_buf_puts(out, error_css);
+    hp_buf_puts(out, "</style>");
+    hp_devloop_error_html(out, path, diag);
 }

@@ -11,6 +11,10 @@
 #include <microhttpd.h>
 
 #define HP_EVENTS_URL "/_hotpub/events"
+/* The injected script's source and the overlay's stylesheet (served by
+ * server.c under /_hotpub/, by the same rules as the rest of it). */
+#define HP_LIVE_RELOAD_JS_URL "/_hotpub/live-reload.js"
+#define HP_LIVE_RELOAD_CSS_URL "/_hotpub/live-reload.css"
 
 /* Turn live reload on (dev mode); root is the canonical document root the
  * event paths are made relative to. Off by default: then every call below
@@ -46,13 +50,28 @@ struct MHD_Response *hp_devloop_events(struct MHD_Connection *conn);
 void hp_devloop_inject(struct hp_buf *body, const char *const *deps,
                        size_t ndeps);
 
-/* The script itself, appended to out (a page hotpub writes itself). */
+/* The script element itself, appended to out (a page hotpub writes
+ * itself): <script src="/_hotpub/live-reload.js" data-hotpub-live-reload
+ * data-deps="[JSON list of root-relative paths, HTML-escaped]">, external
+ * so that a Content-Security-Policy allowing 'self' scripts runs it. */
 void hp_devloop_script(struct hp_buf *out, const char *const *deps,
                        size_t ndeps);
 
-/* The dev compile-error page's body: every file:line of diag as a link
- * with the source lines around it, then the diagnostic. Appends to out. */
+/* The body of GET /_hotpub/live-reload.js (JavaScript) and of
+ * /_hotpub/live-reload.css (the diagnostic's stylesheet, which the
+ * overlay links). Static strings. */
+const char *hp_devloop_js(void);
+const char *hp_devloop_css(void);
+
+/* The compile diagnostic as HTML, without style (classes hp-err, src,
+ * hit, ln of hp_devloop_css): every file:line of diag as a link with the
+ * source lines around it, then the diagnostic. Appends to out. The
+ * overlay's content (no <style>: a page's CSP would refuse it). */
 void hp_devloop_error_html(struct hp_buf *out, const char *path,
+                           const char *diag);
+/* The dev compile-error page's body: the stylesheet in a <style>, then
+ * hp_devloop_error_html. Appends to out. */
+void hp_devloop_error_page(struct hp_buf *out, const char *path,
                            const char *diag);
 
 #endif

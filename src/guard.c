@@ -27,8 +27,8 @@
  * reaches the guard only through the hooks (server.h) that hp_guard_enter
  * fills; heartbeat and lost write the slot's liveness fields. The single
  * process of --workers 0 in dev mode gets a one-slot area of its own and
- * only the records and the fatal-signal and exit hooks
- * (hp_guard_enter_alone), for the crash page.
+ * only the records, the fatal-signal and exit hooks and a vet that
+ * quarantines nothing (hp_guard_enter_alone), for the crash page.
  *
  * Writers of the shared area:
  *   - records: the thread that runs a handler writes its own record with
@@ -217,6 +217,9 @@ static __thread int tl_rec = -1; /* this thread's record: -1 not yet, */
  * the crash page (crashpage.c), for which the running version and where
  * it was loaded are kept per thread. */
 static atomic_bool DEV;
+/* This thread's request may see the crash page (its Host is this
+ * server's: server.c's vet argument details; not a DNS-rebinding page). */
+static __thread bool tl_details;
 /* hp_guard_enter_alone: the single process of --workers 0 in dev mode. */
 static bool ALONE;
 static __thread const hp_version *tl_version;
@@ -768,10 +771,11 @@ static void quarantine_log(const struct quar *q, const char *path,
 }
 
 /* server.h's vet: a quarantined version runs its fallback, or gets a 500. */
-static int guard_vet(struct hp_pinset *ps, bool dev, char **html)
+static int guard_vet(struct hp_pinset *ps, bool dev, bool details, char **html)
 {
     assert(ME); /* the hooks are installed in workers only */
     atomic_store_explicit(&DEV, dev, memory_order_relaxed);
+    tl_details = details;
     /* Dev mode quarantines nothing: the developer sees the crash page on
      * every run, and the save that fixes it is served at once. */
     if (dev)
@@ -1198,8 +1202,8 @@ static uintptr_t page_call(void)
  * socket is still ours to answer (server.c's claim, as the watchdog's). */
 static void crash_answer(int sig, uintptr_t pc, int fd)
 {
-    if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_version ||
-        fd < 0 || !hp_server_claim(fd))
+    if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_details ||
+        !tl_version || fd < 0 || !hp_server_claim(fd))
         return;
     bool outside = tl_hi && (pc < tl_lo || pc >= tl_hi);
     uintptr_t call = outside ? page_call() : 0;
@@ -1292,7 +1296,7 @@ static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
     int fd = init ? hp_server_pinning_fd() : -1;
     if (fd < 0 || !hp_server_claim(fd))
         return;
-    if (!hp_server_dev_mode()) {
+    if (!hp_server_pinning_details()) {
         answer_init_503(fd);
         return;
     }
@@ -1373,8 +1377,8 @@ static uintptr_t exit_call_site(const hp_version *v)
  * saying so, with the line of the call. */
 static void exit_answer(int fd, int status, bool known)
 {
-    if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_version ||
-        !hp_server_claim(fd))
+    if (!atomic_load_explicit(&DEV, memory_order_relaxed) || !tl_details ||
+        !tl_version || !hp_server_claim(fd))
         return;
     struct rec *r = rec_at(ME, tl_rec);
     char what[32];
@@ -1850,6 +1854,17 @@ static void catch_fatal_signals(void)
         sigaction(fatal[k], &sa, NULL);
 }
 
+/* The single process's vet: no quarantine (nothing would replace the
+ * process), only whether this request may see the crash page. */
+static int alone_vet(struct hp_pinset *ps, bool dev, bool details, char **html)
+{
+    (void)ps;
+    (void)html;
+    atomic_store_explicit(&DEV, dev, memory_order_relaxed);
+    tl_details = details;
+    return 0;
+}
+
 void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
 {
     assert(!ME);
@@ -1870,6 +1885,7 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
     hooks->run_alive = guard_run_alive;
+    hooks->vet = alone_vet;
 }
 
 void hp_guard_enter(int slot, struct hp_config *cfg,

@@ -93,6 +93,7 @@ struct hp_config {
     char *tls_redirect;   /* ADDR:PORT of a plain listener sending to HTTPS */
     char *admin_token;    /* bearer token for /_hotpub/ off loopback; NULL  */
     char *health_allow;   /* CIDR list allowed /_hotpub/health; NULL = lo   */
+    char *allowed_hosts;  /* Host names /_hotpub/ and dev details answer  */
     double drain_delay;   /* seconds health says 503 before stopping       */
     int metrics;          /* count requests for /_hotpub/metrics          */
 };

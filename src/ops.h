@@ -88,5 +88,18 @@ bool hp_cidr_match(const char *list, const struct sockaddr *sa);
 bool hp_addr_loopback(const struct sockaddr *sa);
 /* Constant-time: is the Authorization field value `Bearer <token>`? */
 bool hp_bearer_ok(const char *field_value, const char *token);
+/*
+ * Whether a Host field value (RFC 9110 §7.2, "name[:port]" or
+ * "[v6]:port"; NULL for none) names this server for a browser, so that a
+ * DNS-rebinding page cannot pass: localhost and *.localhost (RFC 6761
+ * §6.3), a loopback address (127.0.0.0/8, [::1]), listen's address (any
+ * address when listen is 0.0.0.0 or ::; NULL: none), or a name of
+ * allowed (--allowed-hosts: "name", ".name" for it and its subdomains,
+ * "*" for any; NULL none). Case-insensitive; the port is not compared.
+ */
+bool hp_host_allowed(const char *field_value, const char *allowed,
+                     const struct sockaddr *listen);
+/* hp_setting check for --allowed-hosts. */
+int hp_host_list_check(const char *value, char *err, size_t errlen);
 
 #endif

@@ -738,6 +738,8 @@ const char *hp_status_text(int status)
         return "Unsupported Media Type";
     case 416:
         return "Range Not Satisfiable";
+    case 421:
+        return "Misdirected Request";
     case 422:
         return "Unprocessable Content";
     case 429:

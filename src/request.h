@@ -82,6 +82,10 @@ struct hp_req {
     struct hp_kvlist values;       /* hp_req_set: key -> (void *)       */
     struct hp_resource *resources; /* newest first                      */
     int forced_status;             /* e.g. 503 when a pool was exhausted */
+    /* Dev mode, but the Host is not this server's (a DNS-rebinding page,
+     * docs/security.md): no diagnostics in the response (server.c sets it
+     * before each run; tplcache.c reads it). */
+    bool foreign_host;
     bool enlisted; /* a resource was ever enlisted (the page uses a pool) */
 
     /* the application toolkit (json.c, tplcache.c, publish.c) */

@@ -89,6 +89,7 @@ struct server {
     atomic_int streams;     /* streamed responses whose handler runs */
     const char *upload_dir; /* --upload-dir, else $TMPDIR, else /tmp */
     atomic_bool stopping;   /* shutting down: run inline, close connections */
+    struct sockaddr_storage listen_ss; /* --listen's address (the Host rule) */
 };
 
 /*
@@ -167,7 +168,7 @@ static void ctx_move(struct ctx *c, enum ctx_state from, enum ctx_state to)
 /* What the host provides (server.h); no-op defaults fill what it does not. */
 static struct hp_server_hooks H;
 
-static int no_vet(struct hp_pinset *ps, bool dev, char **html)
+static int no_vet(struct hp_pinset *ps, bool dev, bool details, char **html)
 {
     return 0;
 }
@@ -308,24 +309,29 @@ void hp_server_answer_unstarted(int culprit_fd)
 }
 
 /* The socket of the request whose page this thread is pinning (a build,
- * a load, an application module's init may run meanwhile), or -1. */
+ * a load, an application module's init may run meanwhile), or -1; and
+ * whether dev mode's details may go to that request's client. */
 static __thread int tl_pin_fd = -1;
+static __thread bool tl_pin_details;
 
 int hp_server_pinning_fd(void)
 {
     return tl_pin_fd;
 }
 
-bool hp_server_dev_mode(void)
+bool hp_server_pinning_details(void)
 {
-    return S.dev;
+    return tl_pin_fd >= 0 && tl_pin_details;
 }
+
+static bool dev_details(hp_req *req);
 
 /* hp_cache_pin_page for the request of c, on record for
  * hp_server_pinning_fd. */
 static enum hp_acquire pin_page(struct ctx *c, bool wait)
 {
     tl_pin_fd = c->fd;
+    tl_pin_details = dev_details(&c->req);
     enum hp_acquire r =
         hp_cache_pin_page(S.cache, c->req.target.path, &c->req.pins, wait);
     tl_pin_fd = -1;
@@ -393,6 +399,21 @@ static bool is_html(const hp_req *req)
     return false;
 }
 
+/* Whether req's Host names this server for a browser (admin.c's rule,
+ * against DNS rebinding): only then do /_hotpub/ and dev mode's details
+ * (diagnostics, paths, live reload) answer it. */
+static bool host_ok(hp_req *req)
+{
+    return hp_host_allowed(hp_header(req, "Host"), S.cfg->allowed_hosts,
+                           (const struct sockaddr *)&S.listen_ss);
+}
+
+/* Dev mode and a Host of this server: a response may carry details. */
+static bool dev_details(hp_req *req)
+{
+    return S.dev && host_ok(req);
+}
+
 /* Dev mode: the live-reload script, told which files made this response. */
 static void inject_live_reload(hp_req *req)
 {
@@ -401,7 +422,8 @@ static void inject_live_reload(hp_req *req)
     struct hp_pinset *ps = &req->pins;
 
     if (!S.dev || !is_html(req) || strcmp(req->method, "HEAD") == 0 ||
-        strncmp(req->path, HOTPUB_PREFIX, strlen(HOTPUB_PREFIX)) == 0)
+        strncmp(req->path, HOTPUB_PREFIX, strlen(HOTPUB_PREFIX)) == 0 ||
+        !host_ok(req))
         return; /* (hotpub's own pages, the dashboard, keep to themselves) */
     if (req->target.path[0])
         deps[n++] = req->target.path;
@@ -572,7 +594,8 @@ static enum MHD_Result send_static(struct ctx *c)
     req->headers.n = 0; /* a static file carries only its own fields */
     req->has_content_type = false;
     if (S.dev && hp_devloop_on() && is_html_name(req->target.path) &&
-        st.st_size <= HP_DEV_HTML_MAX && !static_field(req, "Range"))
+        st.st_size <= HP_DEV_HTML_MAX && !static_field(req, "Range") &&
+        host_ok(req))
         return send_static_dev_html(c, fd);
     return send_file_planned(c, fd, &st, req->target.path);
 }
@@ -798,17 +821,23 @@ static enum MHD_Result count_authorization(void *count, enum MHD_ValueKind kind,
 /*
  * Who may see /_hotpub/NAME: loopback clients; the --health-allow blocks
  * for health; with --admin-token, anyone presenting it (RFC 6750 §2.1).
- * 1 allowed, 0 not (then the path is served as any other: a 404 unless
- * the document root has it), -1 a token was wrong or missing (401).
+ * Those let in by their address only when their Host names this server
+ * (host_ok): a DNS-rebinding page has a loopback address but its own
+ * name, and cannot know the token. 1 allowed, 0 not (then the path is
+ * served as any other: a 404 unless the document root has it), -1 a
+ * token was wrong or missing (401), -2 the Host is not this server's and
+ * no token makes up for it (421).
  */
 static int hotpub_allowed(struct ctx *c, const char *name)
 {
     const struct sockaddr *sa = client_addr(c->req.conn);
-    if (hp_addr_loopback(sa) ||
-        (strcmp(name, "health") == 0 && hp_cidr_match(S.cfg->health_allow, sa)))
+    bool by_addr =
+        hp_addr_loopback(sa) ||
+        (strcmp(name, "health") == 0 && hp_cidr_match(S.cfg->health_allow, sa));
+    if (by_addr && host_ok(&c->req))
         return 1;
     if (!S.cfg->admin_token)
-        return 0;
+        return by_addr ? -2 : 0;
     /* Authorization is a singleton field (RFC 9110 §11.6.2): with two,
      * which one a proxy in front checked is anyone's guess, so neither
      * counts. */
@@ -819,7 +848,9 @@ static int hotpub_allowed(struct ctx *c, const char *name)
         return -1;
     const char *auth = MHD_lookup_connection_value(
         c->req.conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    return hp_bearer_ok(auth, S.cfg->admin_token) ? 1 : -1;
+    if (hp_bearer_ok(auth, S.cfg->admin_token))
+        return 1;
+    return by_addr ? -2 : -1;
 }
 
 /* hotpub's own endpoints under /_hotpub/ (docs/operations.md). false: the
@@ -831,7 +862,11 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
     if (ok == 0)
         return false;
     c->label = HP_MET_HOTPUB;
-    if (ok < 0) {
+    if (ok == -2) {
+        /* RFC 9110 §15.5.20: this server will not answer for that
+         * authority. The body is the plain one: nothing of the server. */
+        *r = send_error(c, 421, NULL);
+    } else if (ok < 0) {
         hp_req_add_header(&c->req, "WWW-Authenticate",
                           "Bearer realm=\"hotpub\"");
         *r = send_error(c, 401, NULL);
@@ -843,6 +878,11 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
         *r = send_health(c);
     } else if (strcmp(name, "events") == 0 && S.dev) {
         *r = send_live_reload(c); /* dev mode's live reload (devloop.c) */
+    } else if (strcmp(name, "live-reload.js") == 0 && S.dev) {
+        *r = send_text(c, 200, "text/javascript; charset=utf-8",
+                       hp_devloop_js());
+    } else if (strcmp(name, "live-reload.css") == 0 && S.dev) {
+        *r = send_text(c, 200, "text/css; charset=utf-8", hp_devloop_css());
     } else if (strcmp(name, "status.events") == 0) {
         *r = send_events(c);
     } else if (*name == '\0') {
@@ -865,13 +905,13 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
     bool init_crashed = diag && strncmp(diag, HP_DIAG_INIT_CRASHED,
                                         strlen(HP_DIAG_INIT_CRASHED)) == 0;
     int status = init_crashed ? 503 : 500;
-    if (!S.dev || !diag)
+    if (!diag || !dev_details(&c->req))
         return send_error(c, status,
                           init_crashed ? "<p>An application module failed "
                                          "to initialise.</p>\n"
                                        : NULL);
     struct hp_buf html = {0};
-    hp_devloop_error_html(&html, path ? path : c->req.target.path, diag);
+    hp_devloop_error_page(&html, path ? path : c->req.target.path, diag);
     const char *deps[] = {c->req.target.path, path};
     hp_devloop_script(&html, deps, path ? 2 : 1); /* recovers by itself */
     enum MHD_Result r = send_error(c, status, html.p);
@@ -1013,7 +1053,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     /* The host (worker processes): a version that crashed workers twice
      * is quarantined: the last good one runs instead, or a 500 says so. */
     char *quarantine = NULL;
-    if (H.vet(ps, S.dev, &quarantine) < 0) {
+    req->foreign_host = S.dev && !host_ok(req);
+    if (H.vet(ps, S.dev, S.dev && !req->foreign_host, &quarantine) < 0) {
         enum MHD_Result qr = send_error(c, 500, quarantine);
         free(quarantine);
         return qr;
@@ -1717,6 +1758,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         return 1;
     }
     S.dev = cfg->dev < 0 ? addr_is_loopback(ss) : cfg->dev;
+    S.listen_ss = *ss;
     /* auto: dev mode with the default compiler; one of the user's own
      * (--cc) builds everything unless --fast-tier says otherwise. */
     bool tiered = cfg->fast_tier >= 0 ? cfg->fast_tier

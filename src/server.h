@@ -33,10 +33,12 @@ struct hp_server_hooks {
     /* Before a page runs: is the pinned page version allowed to run (the
      * guard quarantines versions that crashed a process)? 0 to run it,
      * possibly after replacing ps->page with an earlier good version of
-     * that module; or -1 with *html set to a malloc'd explanation (dev
-     * mode) or NULL (production: a plain status page), answered with a
-     * 500. */
-    int (*vet)(struct hp_pinset *ps, bool dev, char **html);
+     * that module; or -1 with *html set to a malloc'd explanation (when
+     * details) or NULL (a plain status page), answered with a 500.
+     * details: dev mode's details may go to this request's client (a crash
+     * page, the diagnostic in that 500): dev mode and a Host of this
+     * server. */
+    int (*vet)(struct hp_pinset *ps, bool dev, bool details, char **html);
     /* Production mode: the page at `path` failed to build and this
      * process has no earlier version of it: pin one that ran successfully
      * elsewhere as ps->page. 0 if one was found, else -1. */
@@ -122,9 +124,10 @@ bool hp_server_claim(int fd);
  * that request (after hp_server_claim).
  */
 int hp_server_pinning_fd(void);
-/* Async-signal-safe: the server runs in dev mode (--dev, or auto on
- * loopback, as resolved at start). */
-bool hp_server_dev_mode(void);
+/* Async-signal-safe: dev mode's details (a crash page) may go to the
+ * client of the request hp_server_pinning_fd names: dev mode (--dev, or
+ * auto on loopback) and a Host of this server (docs/security.md). */
+bool hp_server_pinning_details(void);
 
 /* False when the connections speak TLS (--tls-cert): then a host must not
  * write a fixed plaintext answer onto a socket (it would be garbage inside

@@ -474,14 +474,15 @@ static const struct hp_tpl *partial(void *ctx, const struct hp_tpl *from,
 }
 
 /* 500 for the response, whatever the handler returns next; the message in
- * development mode; the log once per broken version. */
+ * development mode (not for a foreign Host: server.c's Host rule); the
+ * log once per broken version. */
 static int tpl_fail(hp_req *req, struct tver *v, char *msg)
 {
     const char *text = v ? v->error : msg;
     if (!v || !atomic_exchange(&v->logged, true))
         hp_log(req, "template: %s", text);
     req->forced_status = 500;
-    if (T.dev) {
+    if (T.dev && !req->foreign_host) {
         struct hp_buf html = {0};
         hp_buf_puts(&html, "<p>A template could not be rendered. Fix it and "
                            "reload; the server picks up the change by "

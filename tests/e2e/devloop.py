@@ -2,7 +2,10 @@
 """hotpub end-to-end tests for the edit-refresh loop (issue 14): the fast
 compile tier (tcc, published at once, the optimized tier behind it), no
 writable+executable mapping, undeclared functions as compile errors, live
-reload over GET /_hotpub/events, and the dev error pages.
+reload over GET /_hotpub/events (an external script, so that a page's
+Content-Security-Policy allowing 'self' runs it), the dev error pages, and
+the Host rule against DNS rebinding (421 for /_hotpub/, no dev details for
+a foreign Host).
 
     HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/devloop.py [NAME-SUBSTRING...]
     python3 tests/e2e/devloop.py --list
@@ -492,8 +495,30 @@ HP_HANDLER(http_handler)
 """
 
 
-def html_page(text):
-    return page(HTML_PAGE.replace("TEXT", text))
+CSP_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    hp_set_header(req, "Content-Security-Policy", "default-src 'self'");
+    hp_puts(req, "<!doctype html><html><head><title>t</title>"
+                 "<script src=/watch.js></script>"
+                 "<link rel=stylesheet href=/s.css></head>"
+                 "<body><p id=msg>TEXT</p></body></html>");
+    return HP_OK;
+}
+"""
+
+# Counts what the page's Content-Security-Policy refused (an external
+# script, so the policy lets it run).
+CSP_WATCH_JS = ("window.__cspRefused = [];"
+                "document.addEventListener('securitypolicyviolation',"
+                "function(e){window.__cspRefused.push(e.violatedDirective +"
+                "' ' + e.blockedURI)});\n")
+
+
+def html_page(text, csp=False):
+    """A page answering HTML that shows text in #msg; csp: with the
+    guestbook's Content-Security-Policy (default-src 'self')."""
+    return page((CSP_PAGE if csp else HTML_PAGE).replace("TEXT", text))
 
 
 def test_live_reload_script_only_in_dev_html():
@@ -507,12 +532,14 @@ def test_live_reload_script_only_in_dev_html():
         check_in("data-hotpub-live-reload", body, "dev HTML")
         check(body.index("data-hotpub-live-reload") < body.index("</body>"),
               "script before </body>")
-        check_in('"/h.c"', body, "the page is among the script's files")
+        check_in('src="/_hotpub/live-reload.js"', body, "an external script")
+        check_in('data-deps="[&quot;/h.c&quot;]"', body,
+                 "the page is among the script's files")
         check_not_in("hotpub", s.get_ok("/t").text, "text/plain")
         check_not_in("data-hotpub-live-reload", s.get_ok("/st").text,
                      "streamed HTML (hp_flush)")
         r = s.get_ok("/doc.html")
-        check_in('"/doc.html"]', r.text, "static HTML lists itself")
+        check_in('&quot;/doc.html&quot;]', r.text, "static HTML lists itself")
         check_eq(r.header("Cache-Control"), "no-store", "static HTML in dev")
         check_not_in("hotpub", s.get_ok("/notes.txt").text, "static text")
     with Server(files, dev=False, fast_tier=None) as s:
@@ -521,6 +548,175 @@ def test_live_reload_script_only_in_dev_html():
         check_eq(s.get_ok("/doc.html").text, STATIC_HTML,
                  "production static HTML")
         check_eq(s.get("/_hotpub/events").status, 404, "events outside dev")
+        check_eq(s.get("/_hotpub/live-reload.js").status, 404,
+                 "the script outside dev")
+
+
+# ---- DNS rebinding: the Host rule -----------------------------------------
+
+EVIL = "evil.example"
+
+INIT_PAGE = r"""
+#include <fcntl.h>
+#include <unistd.h>
+
+HP_INIT
+{
+    int fd = open("INIT_MARK", O_CREAT | O_WRONLY, 0600);
+    if (fd >= 0)
+        close(fd);
+    return 0;
+}
+
+HP_HANDLER(http_handler) { hp_puts(req, "<p>init</p>"); return HP_OK; }
+"""
+
+BROKEN_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    int x = "definitely not an int" * 2;
+    return HP_OK;
+}
+"""
+
+HOTPUB_PATHS = ("/_hotpub/status.json", "/_hotpub/status.json?url=/i",
+                "/_hotpub/", "/_hotpub/metrics", "/_hotpub/health",
+                "/_hotpub/status.events", "/_hotpub/events",
+                "/_hotpub/live-reload.js", "/_hotpub/live-reload.css",
+                "/_hotpub/nothing")
+
+
+def check_refused(s, path, host, what):
+    """A 421 (RFC 9110 §15.5.20) whose body says nothing of the server."""
+    r = s.get(path, headers={"Host": host}, timeout=5)
+    check_eq(r.status, 421, "%s %s with Host %s" % (what, path, host))
+    for leak in (s.root, str(s.proc.pid), "hotpub", "error"):
+        check_not_in(leak, r.text, "the 421's body")
+
+
+def test_rebinding_host_refused_for_hotpub():
+    """A page on evil.example that rebinds its name to 127.0.0.1 reaches
+    hotpub from the developer's browser with a loopback address but Host:
+    evil.example: every /_hotpub/ path answers it 421 with nothing of the
+    server in the body, and ?url= loads nothing (its HP_INIT does not
+    run); loopback names and addresses, with any port, are answered."""
+    mark = tempfile.mktemp(prefix="hp-init-mark-")
+    files = {"i.c": page(INIT_PAGE.replace("INIT_MARK", mark)),
+             "h.c": html_page("hello")}
+    try:
+        with Server(files, dev=True, fast_tier=None) as s:
+            for path in HOTPUB_PATHS:
+                for host in (EVIL, "%s:%d" % (EVIL, s.port),
+                             "localhost.%s" % EVIL, "127.0.0.1.nip.io"):
+                    check_refused(s, path, host, "rebinding page")
+            check(not os.path.exists(mark), "?url= ran HP_INIT for %s" % EVIL)
+            check(module_at(s.status_json(), "/i.c") is None,
+                  "?url= loaded the page for %s" % EVIL)
+            for host in ("localhost", "localhost:%d" % s.port,
+                         "app.localhost:%d" % s.port, "127.0.0.1",
+                         "127.0.0.1:%d" % s.port, "127.8.9.10:1",
+                         "[::1]:%d" % s.port, "LocalHost"):
+                r = s.get("/_hotpub/status.json", headers={"Host": host})
+                check_eq(r.status, 200, "status.json with Host " + host)
+            r = s.get("/_hotpub/status.json?url=/i",
+                      headers={"Host": "localhost:%d" % s.port})
+            check_eq(r.status, 200, "?url= from localhost")
+            check(os.path.exists(mark), "?url= from localhost ran HP_INIT")
+    finally:
+        if os.path.exists(mark):
+            os.unlink(mark)
+
+
+def test_rebinding_allowed_hosts_and_token():
+    """--allowed-hosts names the operator's own names (exact, or .suffix
+    for subdomains); a valid --admin-token makes up for a foreign Host (a
+    rebinding page cannot know it); without it the answer is 421, not
+    401."""
+    files = {"h.c": html_page("hello")}
+    with Server(files, dev=True, fast_tier=None,
+                args=["--allowed-hosts", "dev.example.test,.apps.test",
+                      "--admin-token", "s3cret"]) as s:
+        for host in ("dev.example.test:%d" % s.port, "apps.test",
+                     "a.apps.test:%d" % s.port):
+            r = s.get("/_hotpub/status.json", headers={"Host": host})
+            check_eq(r.status, 200, "status.json with Host " + host)
+        check_refused(s, "/_hotpub/status.json", "x.dev.example.test",
+                      "not listed")
+        check_refused(s, "/_hotpub/status.json", EVIL, "no token")
+        r = s.get("/_hotpub/status.json",
+                  headers={"Host": EVIL, "Authorization": "Bearer s3cret"})
+        check_eq(r.status, 200, "a foreign Host with the token")
+        check_refused(s, "/_hotpub/metrics", EVIL, "a wrong token")
+    r = subprocess.run([harness.hotpub_bin(), "serve", "--allowed-hosts",
+                        "example.test:80", "/nonexistent"],
+                       capture_output=True, text=True, timeout=30)
+    check(r.returncode != 0, "a port in --allowed-hosts is refused")
+    check_in("is not a host name", r.stderr, "why")
+
+
+def test_rebinding_gets_no_dev_details():
+    """Dev mode's details are for the developer's own tab: for a foreign
+    Host a broken page or template answers the plain 500 (no diagnostic,
+    no path), an
+    HTML page and a static HTML file get no live-reload script; the page
+    itself is still served."""
+    files = {"e.c": page(BROKEN_PAGE), "h.c": html_page("hello"),
+             "doc.html": STATIC_HTML,
+             "t.c": page("HP_HANDLER(http_handler) "
+                         "{ return hp_render(req, \"bad.tpl\", NULL); }\n"),
+             "bad.tpl": "{{#open}} never closed\n"}
+    with Server(files, dev=True, fast_tier=None) as s:
+        evil = {"Host": EVIL}
+        r = s.get("/e", headers=evil)
+        check_eq(r.status, 500, "broken page")
+        for leak in ("e.c", "hp-err", "definitely", s.root, "hotpub"):
+            check_not_in(leak, r.text, "the 500 for a foreign Host")
+        r = s.get("/t", headers=evil)
+        check_eq(r.status, 500, "broken template")
+        for leak in ("bad.tpl", "open", "template", s.root):
+            check_not_in(leak, r.text, "the template's 500 for a foreign Host")
+        check_in("bad.tpl", s.get("/t").text, "the template error for 127.0.0.1")
+        r = s.get("/h", headers=evil)
+        check_eq(r.status, 200, "the page is served")
+        check_in("hello", r.text, "the page")
+        check_not_in("hotpub", r.text, "HTML for a foreign Host")
+        check_eq(s.get("/doc.html", headers=evil).text, STATIC_HTML,
+                 "static HTML for a foreign Host")
+        # the developer's own tab still gets them
+        r = s.get("/e", headers={"Host": "localhost:%d" % s.port})
+        check_in("e.c:", r.text, "the diagnostic for localhost")
+        check_in("data-hotpub-live-reload", s.get_ok("/h").text,
+                 "the script for 127.0.0.1")
+
+
+def test_rebinding_gets_no_crash_page():
+    """The dev crash page names the signal, the page's path and its
+    source line: a foreign Host gets none of it (the worker still dies
+    and is replaced); the developer's own tab gets it."""
+    src = page(CRASH_PAGE)
+    with Server({"page.c": src}, dev=True, workers=2) as s:
+        r = s.raw(b"GET /page HTTP/1.1\r\nHost: " + EVIL.encode() +
+                  b"\r\nConnection: close\r\n\r\n", read_all=True)
+        text = r.text if r else ""
+        for leak in ("SIGSEGV", "page.c", s.root, "http_handler"):
+            check_not_in(leak, text, "the crash answer for a foreign Host")
+        check(wait_until(lambda: s.get("/_hotpub/health").status == 200,
+                         limit(5)), "served after it")
+        r = s.get("/page")
+        check_eq(r.status, 502, "the crash page for 127.0.0.1")
+        check_in("SIGSEGV", r.text, "signal named for 127.0.0.1")
+    # the single process (--workers 0): it dies all the same, silently
+    with Server({"page.c": src}, dev=True, workers=0) as s:
+        r = s.raw(b"GET /page HTTP/1.1\r\nHost: " + EVIL.encode() +
+                  b"\r\nConnection: close\r\n\r\n", read_all=True)
+        text = r.text if r else ""
+        for leak in ("SIGSEGV", "page.c", s.root, "http_handler"):
+            check_not_in(leak, text, "the single process's crash answer")
+        try:
+            s.proc.wait(timeout=limit(5.0))
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the single process outlived its crash")
+        s.check_exit = False  # it died, as it had to
 
 
 class EventStream:
@@ -898,13 +1094,13 @@ def wait_text(b, want, timeout):
     return None
 
 
-def browser_edits(s, b, n):
+def browser_edits(s, b, n, csp=False):
     """n rename edits of /p.c: seconds from each rename to the new text on
     the open page (edit -> repaint, the reload the script does included)."""
     took = []
     for i in range(n):
         text = "edit %d" % i
-        s.write("p.c", html_page(text), how="rename")
+        s.write("p.c", html_page(text, csp), how="rename")
         t = wait_text(b, text, limit(1.0))
         check(t is not None, "%r not shown within 1 s (shows %r)"
               % (text, b.eval(MSG)))
@@ -917,11 +1113,24 @@ def test_browser_live_reload_overlay_and_recovery():
     with no reload by hand; break it: the overlay shows file:line; fix it:
     the page recovers by itself. HOTPUB_BROWSER_EDITS=N also reports the
     median edit -> repaint over N edits (bench/reload_latency.sh)."""
+    browser_live_reload(csp=False)
+
+
+def test_browser_live_reload_under_csp():
+    """The same under the guestbook's Content-Security-Policy
+    (default-src 'self': no inline script or style): the injected script
+    runs, the overlay shows styled (its stylesheet applies), and the
+    policy refuses nothing of hotpub's."""
+    browser_live_reload(csp=True)
+
+
+def browser_live_reload(csp):
     tmp = tempfile.mkdtemp(prefix="hotpub-chromium-")
     b = Browser(tmp)
     try:
-        with Server({"p.c": html_page("first"),
-                     "s.css": "#msg { color: rgb(255, 0, 0); }\n"},
+        with Server({"p.c": html_page("first", csp),
+                     "s.css": "#msg { color: rgb(255, 0, 0); }\n",
+                     "watch.js": CSP_WATCH_JS},
                     dev=True, fast_tier=None) as s:
             s.get_ok("/p")
             b.connect()
@@ -932,13 +1141,14 @@ def test_browser_live_reload_overlay_and_recovery():
             check(wait_until(lambda: b.eval(
                 "window.__hotpubLiveReload && "
                 "window.__hotpubLiveReload.readyState") == 1, limit(5)),
-                "the event stream did not open")
+                "the event stream did not open (refused by the policy: %r)"
+                % b.eval("window.__cspRefused"))
             n = int(os.environ.get("HOTPUB_BROWSER_EDITS", "3"))
-            took = browser_edits(s, b, n)
+            took = browser_edits(s, b, n, csp)
             print("edit->repaint in chromium over %d edits: median %.1f ms, "
                   "max %.1f ms" % (n, statistics.median(took) * 1000,
                                    max(took) * 1000), flush=True)
-            bad = html_page("broken") + "\nint broken = ;\n"
+            bad = html_page("broken", csp) + "\nint broken = ;\n"
             s.write("p.c", bad, how="rename")
             where = "p.c:%d" % (bad.split("\n").index("int broken = ;") + 1)
             ok = wait_until(lambda: where in (b.eval(OVERLAY) or ""),
@@ -946,7 +1156,18 @@ def test_browser_live_reload_overlay_and_recovery():
             check(ok, "no overlay naming %s (overlay %r, page %r)"
                   % (where, short(b.eval(OVERLAY) or ""), b.eval(MSG)))
             check_in("int broken = ;", b.eval(OVERLAY), "source excerpt")
-            s.write("p.c", html_page("fixed"), how="rename")
+            # styled: the excerpt's marked line has its background
+            hit = ("(function(){var e=document.querySelector("
+                   "'#hotpub-overlay .hit');return e?getComputedStyle(e)"
+                   ".backgroundColor:null})()")
+            check(wait_until(lambda: b.eval(hit) == "rgb(90, 30, 30)",
+                             limit(3)),
+                  "the overlay is not styled (.hit background %r)"
+                  % b.eval(hit))
+            if csp:
+                check_eq(b.eval("window.__cspRefused"), [],
+                         "what the page's policy refused")
+            s.write("p.c", html_page("fixed", csp), how="rename")
             check(wait_text(b, "fixed", limit(3)) is not None,
                   "the page did not recover (shows %r)" % b.eval(MSG))
             check_eq(b.eval(OVERLAY), None, "overlay gone")
@@ -961,6 +1182,44 @@ def test_browser_live_reload_overlay_and_recovery():
                   "the new CSS did not apply (color %r)" % b.eval(color))
             check_eq(b.eval("window.__notReloaded"), 1,
                      "the page was reloaded for a CSS change")
+    finally:
+        b.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_browser_live_reload_on_the_guestbook():
+    """The application the README says to start from, as it is: its
+    Content-Security-Policy (default-src 'self') lets the injected script
+    run, so an edit of its footer template shows in the open tab."""
+    examples = os.path.join(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))), "examples")
+    tmp = tempfile.mkdtemp(prefix="hotpub-chromium-")
+    b = Browser(tmp)
+    try:
+        s = Server(start=False, dev=True, fast_tier=None)
+        shutil.rmtree(s.root)
+        shutil.copytree(examples, s.root, symlinks=True)
+        s.start()
+        with s:
+            r = s.get_ok("/guestbook/")
+            check_in("default-src 'self'",
+                     r.header("Content-Security-Policy") or "", "its policy")
+            b.connect()
+            b.call("Page.enable")
+            b.call("Page.navigate", url=s.url("/guestbook/"))
+            check(wait_until(lambda: b.eval(
+                "window.__hotpubLiveReload && "
+                "window.__hotpubLiveReload.readyState") == 1, limit(10)),
+                "the event stream did not open on /guestbook/")
+            footer = "guestbook/templates/footer.tpl"
+            with open(s.path(footer)) as f:
+                text = f.read()
+            s.write(footer, text.replace("An example application",
+                                         "Edited live"), how="rename")
+            foot = "document.querySelector('footer').textContent"
+            check(wait_until(lambda: "Edited live" in (b.eval(foot) or ""),
+                             limit(5)),
+                  "the edit did not show (footer %r)" % b.eval(foot))
     finally:
         b.close()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -206,7 +206,8 @@ def test_events_do_not_pin_handler_threads():
         socks = []
         for _ in range(10):
             c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
-            c.sendall(b"GET /_hotpub/status.events HTTP/1.1\r\nHost: x\r\n\r\n")
+            c.sendall(b"GET /_hotpub/status.events HTTP/1.1\r\n"
+                      b"Host: 127.0.0.1\r\n\r\n")
             socks.append(c)
         time.sleep(0.5)
         for _ in range(5):

@@ -41,12 +41,16 @@ static void test_inject_before_last_body_close(void)
     hp_buf_append(&b, "", 1);
     /* not before the first "</body>", nor the case-insensitive last one
      * ("</BODY >" is not "</body>"): the last exact match */
-    const char *s = strstr(b.p, "<script data-hotpub-live-reload>");
+    const char *s = strstr(b.p, "<script src=\"/_hotpub/live-reload.js\" "
+                                "data-hotpub-live-reload data-deps=\"");
     CHECK(s != NULL);
     CHECK(s && s == b.p + strlen("<p>a"));
-    CHECK(strstr(b.p, "var deps=[\"/p.c\",\"/sub/t.tpl\"]") != NULL);
-    CHECK(strstr(b.p, "x<y") == NULL); /* would end the script early */
-    CHECK(strstr(b.p, "/_hotpub/events") != NULL);
+    /* the files as an HTML-escaped JSON list, each once; no inline code
+     * (a page's Content-Security-Policy would refuse it) */
+    CHECK(strstr(b.p, "data-deps=\"[&quot;/p.c&quot;,&quot;/sub/t.tpl&quot;,"
+                      "&quot;/x&lt;y.c&quot;]\"></script></body>") != NULL);
+    CHECK(strstr(b.p, "x<y") == NULL);
+    CHECK(strstr(b.p, "EventSource") == NULL);
     hp_devloop_stop();
     hp_buf_free(&b);
 }
@@ -90,6 +94,14 @@ static void test_error_html_links_and_excerpt(void)
     CHECK(strstr(out.p, "line 10 &lt;bad &amp; wrong&gt;") != NULL);
     CHECK(strstr(out.p, "line 7 ") != NULL && strstr(out.p, "line 13 "));
     CHECK(strstr(out.p, "line 6 ") == NULL && !strstr(out.p, "line 14 "));
+    /* the overlay's HTML carries no style a page's CSP would refuse; the
+     * 500 page's has it in a <style> of its own */
+    CHECK(strstr(out.p, "<style") == NULL && !strstr(out.p, "style="));
+    out.len = 0;
+    hp_devloop_error_page(&out, path, diag);
+    hp_buf_append(&out, "", 1);
+    CHECK(strncmp(out.p, "<style>.hp-err{", 15) == 0);
+    CHECK(strstr(out.p, "#L10\">/p.c:10</a>") != NULL);
     hp_devloop_stop();
     hp_buf_free(&out);
     unlink(path);
@@ -118,6 +130,17 @@ static void test_error_html_init_failures(void)
     hp_buf_free(&out);
 }
 
+static void test_served_script_and_stylesheet(void)
+{
+    const char *js = hp_devloop_js(), *css = hp_devloop_css();
+    /* what the injected element's src and the overlay's <link> fetch */
+    CHECK(strstr(js, "new EventSource('/_hotpub/events')") != NULL);
+    CHECK(strstr(js, "getAttribute('data-deps')") != NULL);
+    CHECK(strstr(js, "'/_hotpub/live-reload.css'") != NULL);
+    CHECK(strstr(css, ".hp-err .hit{") != NULL);
+    CHECK(strchr(css, '<') == NULL);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
@@ -126,5 +149,6 @@ int main(int argc, char **argv)
     T_RUN(test_inject_without_body_close);
     T_RUN(test_error_html_links_and_excerpt);
     T_RUN(test_error_html_init_failures);
+    T_RUN(test_served_script_and_stylesheet);
     T_DONE();
 }

@@ -1,7 +1,7 @@
 /*
- * test_ops.c - the operators' side: CIDR lists and the bearer token
- * (admin.c), the node-stats area's counters, page labels and exposition
- * (metrics.c) read back as a scraper would.
+ * test_ops.c - the operators' side: CIDR lists, the bearer token and
+ * the Host rule (admin.c), the node-stats area's counters, page labels and
+ * exposition (metrics.c) read back as a scraper would.
  */
 #include "hp.h"
 #include "ops.h"
@@ -79,6 +79,65 @@ static void test_bearer(void)
     CHECK(!hp_bearer_ok("Basic s3cret", "s3cret"));
     CHECK(!hp_bearer_ok(NULL, "s3cret"));
     CHECK(!hp_bearer_ok("Bearer ", ""));
+}
+
+/* The Host rule against DNS rebinding (admin.c): loopback names and
+ * addresses, the listen address, --allowed-hosts; nothing else. */
+static void test_host_rule(void)
+{
+    struct sockaddr_storage lo = v4("127.0.0.1"), any4 = v4("0.0.0.0"),
+                            any6 = v6("::"), one = v4("192.0.2.7"),
+                            six = v6("2001:db8::1");
+    const char *ok[] = {"localhost",
+                        "LOCALHOST:8080",
+                        "localhost.",
+                        "app.localhost:1",
+                        "127.0.0.1",
+                        "127.9.8.7:80",
+                        "[::1]",
+                        "[::1]:8080",
+                        "[::ffff:127.0.0.1]",
+                        NULL};
+    for (size_t i = 0; ok[i]; i++)
+        CHECK(hp_host_allowed(ok[i], NULL, SA(lo)));
+    /* a rebinding page's own name, whatever it looks like */
+    const char *no[] = {"evil.example",
+                        "evil.example:8080",
+                        "localhost.evil.example",
+                        "evillocalhost",
+                        "127.0.0.1.evil.example",
+                        "192.0.2.7",
+                        "[::2]:80",
+                        "localhost:80x",
+                        "[::1",
+                        "",
+                        "127.0.0.1:80:80",
+                        "0x7f.1",
+                        NULL};
+    for (size_t i = 0; no[i]; i++)
+        CHECK(!hp_host_allowed(no[i], NULL, SA(lo)));
+    CHECK(hp_host_allowed(NULL, NULL, SA(lo))); /* HTTP/1.0, no Host */
+    /* the exact listen address; any address when listening on all */
+    CHECK(hp_host_allowed("192.0.2.7:8080", NULL, SA(one)));
+    CHECK(!hp_host_allowed("192.0.2.8:8080", NULL, SA(one)));
+    CHECK(hp_host_allowed("[2001:db8::1]:8080", NULL, SA(six)));
+    CHECK(hp_host_allowed("198.51.100.1", NULL, SA(any4)));
+    CHECK(hp_host_allowed("[2001:db8::9]", NULL, SA(any6)));
+    CHECK(!hp_host_allowed("evil.example", NULL, SA(any4)));
+    /* --allowed-hosts: exact names, .suffix, * */
+    const char *list = "dev.example.test, .apps.test";
+    CHECK(hp_host_allowed("dev.example.test:8080", list, SA(lo)));
+    CHECK(hp_host_allowed("DEV.example.test", list, SA(lo)));
+    CHECK(!hp_host_allowed("x.dev.example.test", list, SA(lo)));
+    CHECK(hp_host_allowed("apps.test", list, SA(lo)));
+    CHECK(hp_host_allowed("a.b.apps.test:1", list, SA(lo)));
+    CHECK(!hp_host_allowed("xapps.test", list, SA(lo)));
+    CHECK(hp_host_allowed("anything.example", "*", SA(lo)));
+    char err[200];
+    CHECK(hp_host_list_check("dev.example.test,.apps.test, *", err,
+                             sizeof err) == 0);
+    CHECK(hp_host_list_check("dev.example.test:8080", err, sizeof err) < 0);
+    CHECK(hp_host_list_check("http://x", err, sizeof err) < 0);
 }
 
 /* The value of the sample line that starts with `prefix` (its labels
@@ -178,6 +237,7 @@ int main(int argc, char **argv)
     T_RUN(test_cidr_lists);
     T_RUN(test_loopback);
     T_RUN(test_bearer);
+    T_RUN(test_host_rule);
     T_RUN(test_metrics_counts_and_labels);
     T_RUN(test_metrics_label_table_is_bounded);
     T_RUN(test_metrics_fold_keeps_counts);
