@@ -15,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void id_shape(void)
@@ -87,6 +88,30 @@ static void tokens_and_methods(void)
         CHECK(hp_csrf_unsafe_method(unsafe[i]));
     for (size_t i = 0; i < 4; i++)
         CHECK(!hp_csrf_unsafe_method(safe[i]));
+}
+
+/* docs/pages.md, "Expiry": the lifetime a session's data calls for, and
+ * when reading it renews the row. */
+static void expiry_policy(void)
+{
+    CHECK(hp_session__lifetime(0, 1209600, 1440) == 1440);
+    CHECK(hp_session__lifetime(1, 1209600, 1440) == 1209600);
+    CHECK(hp_session__lifetime(3, 1209600, 1440) == 1209600);
+    CHECK(hp_session__lifetime(0, 600, 1440) == 600); /* never longer */
+
+    long long now = 1000000000;
+    /* two weeks: a step of 1% (12096 s) */
+    CHECK(!hp_session__renew_due(now + 1209600, now, 1209600));
+    CHECK(!hp_session__renew_due(now + 1209600 - 12096, now, 1209600));
+    CHECK(hp_session__renew_due(now + 1209600 - 12097, now, 1209600));
+    /* 24 minutes: a step of at least a minute */
+    CHECK(!hp_session__renew_due(now + 1440 - 60, now, 1440));
+    CHECK(hp_session__renew_due(now + 1440 - 61, now, 1440));
+    /* a row that lives longer than its data calls for (emptied, or the
+     * setting lowered) is cut down on its next read */
+    CHECK(!hp_session__renew_due(now + 1440 + 60, now, 1440));
+    CHECK(hp_session__renew_due(now + 1440 + 61, now, 1440));
+    CHECK(hp_session__renew_due(now + 1209600, now, 1440));
 }
 
 static void passwords(void)
@@ -244,6 +269,69 @@ static void touch_conflict_is_harmless(void)
     CHECK(committed && c && strcmp(c, cid) == 0);
 }
 
+static long long pool_int(const char *sql)
+{
+    char *err = NULL;
+    long long v = -1;
+    hp_db *db = hp_db_pool_acquire(hp_db_default_pool(), &err);
+    hp_db_res *r = db ? hp_db_query(db, sql) : NULL;
+    if (r && hp_db_next(r))
+        v = hp_db_int(r, 0);
+    hp_db_pool_release(db);
+    free(err);
+    return v;
+}
+
+/* The first session on a fresh database, in a GET that read first: its read
+ * transaction began before any session was used, so the table must have
+ * been there already (created lazily on another connection, the INSERT
+ * failed "no such table" and the first visitor got a 500). */
+static void table_exists_before_any_request(void)
+{
+    pool_exec("DROP TABLE hotpub_sessions");
+    struct hp_config cfg_;
+    hp_config_defaults(&cfg_);
+    cfg_.session_purge_interval = 0;
+    hp_session_server_stop();
+    hp_session_server_start(&cfg_); /* what a fresh process does */
+    hp_config_free(&cfg_);
+    CHECK(pool_int("SELECT count(*) FROM sqlite_master WHERE name = "
+                   "'hotpub_sessions'") == 1);
+
+    hp_req req;
+    fake_request(&req, "GET", NULL);
+    hp_db_res *r =
+        hp_db_query(hp_db(&req), "SELECT count(*) FROM sqlite_master");
+    CHECK(r && hp_db_next(r));
+    CHECK(hp_session_set(&req, "k", "v") == HP_OK);
+    char *c = finish(&req, true);
+    CHECK(committed && c && hp_session__id_ok(c));
+}
+
+/* A session holding nothing but its CSRF token lives 24 minutes; the first
+ * value gives it the full lifetime. */
+static void anonymous_lifetime(void)
+{
+    hp_req req;
+    char cid[64], *c;
+    pool_exec("DELETE FROM hotpub_sessions");
+
+    fake_request(&req, "GET", NULL);
+    CHECK(hp_csrf_token(&req) != NULL);
+    c = finish(&req, true);
+    CHECK(c && hp_session__id_ok(c));
+    snprintf(cid, sizeof cid, "%s", c ? c : "");
+    long long now = (long long)time(NULL);
+    long long left = pool_int("SELECT max(expires) FROM hotpub_sessions") - now;
+    CHECK(left > 1440 - 5 && left <= 1440);
+
+    fake_request(&req, "GET", cid);
+    CHECK(hp_session_set(&req, "user", "u") == HP_OK);
+    finish(&req, true);
+    left = pool_int("SELECT max(expires) FROM hotpub_sessions") - now;
+    CHECK(left > 1209600 - 5 && left <= 1209600 + 5);
+}
+
 static int rm_tree(void)
 {
     char cmd[PATH_MAX + 16];
@@ -258,6 +346,7 @@ int main(int argc, char **argv)
     T_RUN(id_hash_is_sha256);
     T_RUN(encode_decode);
     T_RUN(tokens_and_methods);
+    T_RUN(expiry_policy);
     T_RUN(passwords);
 
     if (!mkdtemp(tmpdir)) {
@@ -272,6 +361,8 @@ int main(int argc, char **argv)
         hp_session_server_start(&cfg);
         T_RUN(lifecycle);
         T_RUN(touch_conflict_is_harmless);
+        T_RUN(table_exists_before_any_request);
+        T_RUN(anonymous_lifetime);
         hp_session_server_stop();
         hp_db_server_close();
     } else {
