@@ -1,7 +1,8 @@
 /*
  * session.c - sessions stored in the default database (hp_session_get,
  * _set, _del, _destroy, _regenerate; the session behind hp_csrf_token):
- * the hotpub_sessions table and its creation at process start, the session
+ * the hotpub_sessions table and its creation before any request can use it
+ * (at start; on each new connection of the default pool), the session
  * cookie, loading a request's session, writing it in the request's commit
  * phase, and the purge thread that deletes expired rows.
  *
@@ -10,7 +11,8 @@
  * holding no data has the short anonymous lifetime), what a
  * request's session holds until it commits (struct hp_sess).
  * May not touch: the database layer's insides (only the public hp_db_*
- * calls and hp_db(req)), the request lifecycle's order (publish.c: a
+ * calls, hp_db(req), and db.h's connect hook and hp_db__begin_writing),
+ * the request lifecycle's order (publish.c: a
  * session takes part through struct hp_resource), HTTP sending.
  *
  * Why the request's own transaction: a session write is part of what the
@@ -28,6 +30,7 @@
  * slow hash.
  */
 #include "session.h"
+#include "db.h" /* hp_db__begin_writing only */
 #include "request.h"
 
 #include <errno.h>
@@ -71,6 +74,8 @@ static struct {
     bool secure_always;
     int purge_interval;
     atomic_bool table_ready; /* this process saw the table created      */
+    _Atomic double ready_at; /* when (hp_now()): requests begun earlier
+                                may hold a snapshot without the table */
     pthread_mutex_t create_lock;
     atomic_bool no_db_logged;
     /* the purge thread */
@@ -249,17 +254,54 @@ bool hp_session__renew_due(long long expires, long long now, long long life)
 
 /* ---- the table ---------------------------------------------------------- */
 
+/* PostgreSQL: the search_path names a schema that exists (else CREATE
+ * TABLE fails: a schema made later by the application's migrations). */
+static bool has_schema(hp_db *db)
+{
+    if (hp_db_engine(db) != HP_DB_POSTGRESQL)
+        return true;
+    hp_db_res *r = hp_db_query(db, "SELECT current_schema()");
+    bool yes = r && hp_db_next(r) && !hp_db_is_null(r, 0);
+    hp_db_res_free(r);
+    return yes;
+}
+
+/* The schema on db, a connection of no request. 0 or -1. */
+static int create_schema(hp_db *db)
+{
+    bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
+    if (hp_db_exec_script(db, pg ? schema_pg : schema_sqlite) != HP_OK)
+        return -1;
+    if (!atomic_load(&SS.table_ready)) {
+        atomic_store(&SS.ready_at, hp_now());
+        atomic_store(&SS.table_ready, true);
+    }
+    return 0;
+}
+
+/* Every new connection of the default pool, before anyone uses it (db.h):
+ * so the table exists before any request's transaction begins, in a fresh
+ * database (the default one is made on first use), and in a SQLite file
+ * opened anew after it was deleted. A transaction that changes nothing
+ * when the table is there. */
+static int on_connect(hp_db *db)
+{
+    return has_schema(db) ? create_schema(db) : 0;
+}
+
 /*
  * Create the table on a connection of its own in autocommit mode (DDL in a
  * request's transaction would vanish with its rollback). The server does it
- * at start, before the process answers any request (hp_session_server_start):
- * created later, on SQLite, a request whose read transaction began before
- * it would not see it (its session INSERT fails "no such table"; the first
- * session of a fresh database was a 500). When that fails (the database is
- * down, or PostgreSQL's search_path names no schema yet), the purge thread
- * and the first request that uses sessions try again. who: for the log.
+ * at start when a database is named, before the process answers any request
+ * (hp_session_server_start); else (the default database, whose file is made
+ * on first use only; a database down at start) at first use, by the purge
+ * thread or a request. A request whose read transaction began before the
+ * table existed would not see it (its INSERT failed "no such table": the
+ * first session of a fresh SQLite database was a 500): table_or_fail moves
+ * such a request to a fresh snapshot. who: for the log; quiet: at start,
+ * where a schema that does not exist yet is no error.
  */
-static int ensure_table(const char *who)
+static int ensure_table(const char *who, bool quiet)
 {
     if (atomic_load(&SS.table_ready))
         return 0;
@@ -275,10 +317,11 @@ static int ensure_table(const char *who)
             free(err);
             break;
         }
-        bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
-        if (hp_db_exec_script(db, pg ? schema_pg : schema_sqlite) == HP_OK)
-            atomic_store(&SS.table_ready, true);
-        else if (attempt)
+        if (quiet && !has_schema(db)) {
+            hp_db_pool_release(db);
+            break;
+        }
+        if (!atomic_load(&SS.table_ready) && create_schema(db) < 0 && attempt)
             hp_log_error("sessions: %s: creating the table " TABLE ": %s", who,
                          hp_db_error(db));
         hp_db_pool_release(db);
@@ -402,9 +445,16 @@ static void fail_request(struct hp_sess *s)
     (void)hp_db(s->req);
 }
 
+/* The table exists, and the request's statements will see it: one begun
+ * before this process knew of the table may hold a read snapshot from
+ * before it was created; it begins writing now (what its session write
+ * would do at commit anyway), which on SQLite takes a fresh snapshot. Only
+ * requests around the table's first use, when it is created lazily. */
 static int table_or_fail(struct hp_sess *s)
 {
-    if (ensure_table(s->req->target.path) == 0)
+    if (ensure_table(s->req->target.path, false) == 0 &&
+        (s->req->started > atomic_load(&SS.ready_at) ||
+         hp_db__begin_writing(hp_db(s->req)) == 0))
         return 0;
     fail_request(s);
     return -1;
@@ -695,7 +745,7 @@ static void *purge_main(void *arg)
         if (SS.stop)
             continue;
         pthread_mutex_unlock(&SS.lock);
-        if (ensure_table("purge") == 0)
+        if (ensure_table("purge", false) == 0)
             purge_once();
         pthread_mutex_lock(&SS.lock);
     }
@@ -712,13 +762,18 @@ void hp_session_server_start(const struct hp_config *cfg)
     SS.secure_always = cfg->session_secure_cookie;
     SS.purge_interval = cfg->session_purge_interval;
     atomic_store(&SS.table_ready, false);
+    atomic_store(&SS.ready_at, 0.0);
     atomic_store(&SS.no_db_logged, false);
     SS.stop = false;
     if (hp_crypto_init() < 0 || !hp_db_default_pool())
         return;
-    if (ensure_table("start") < 0)
-        hp_log_info("sessions: the table " TABLE " could not be created at "
-                    "start; trying again at first use");
+    /* A named database is connected to at start (db.c), before the hook
+     * was set: that connection makes the table now. The default one is
+     * made on first use: its first connection makes it (on_connect). */
+    hp_db__set_connect_hook(on_connect);
+    if (cfg->db && ensure_table("start", true) < 0)
+        hp_log_info("sessions: the table " TABLE " was not created at start; "
+                    "it will be at first use");
     if (SS.purge_interval <= 0)
         return;
     SS.purger_running = pthread_create(&SS.purger, NULL, purge_main, NULL) == 0;
@@ -729,6 +784,7 @@ void hp_session_server_start(const struct hp_config *cfg)
 
 void hp_session_server_stop(void)
 {
+    hp_db__set_connect_hook(NULL);
     if (!SS.purger_running)
         return;
     pthread_mutex_lock(&SS.lock);

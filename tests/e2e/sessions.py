@@ -316,6 +316,35 @@ def test_first_sessions_on_a_fresh_database_many_workers(eng):
         s.stop()
 
 
+def test_first_sessions_on_the_default_database(eng):
+    """No --db: the default SQLite database, made on first use (so the
+    table cannot be made at start). Two worker processes, 12 first visits
+    at once that read, then store a session: all 200, and the table is
+    there before any of them began its transaction."""
+    if eng.pg:
+        raise harness.Skip("the default database is SQLite")
+    s = Server(files=dict(FILES, **{"admin.c": db.ADMIN}), start=False,
+               workers=2)
+    data = os.path.join(s.tmp, "data")
+    s.extra_env = {"XDG_DATA_HOME": data, "HOME": s.tmp}
+    with s:
+        s.start()
+        check(not os.path.exists(os.path.join(data, "hotpub")),
+              "the default database is made on first use only")
+        reqs = [harness.BackgroundRequest(s.port, "/s/readset", timeout=30)
+                for _ in range(12)]
+        for r in reqs:
+            r.start()
+        res = [r.join_result(40) for r in reqs]
+        bad = [(r.status, r.text[:80]) for r in res if r.status != 200]
+        check(not bad, "not 200: %s" % bad[:5])
+        for i in range(3):
+            check_eq(s.get("/s/readset").status, 200, "visit %d" % i)
+        check_eq(db.value(s, "SELECT count(*) FROM hotpub_sessions").strip(),
+                 "15", "rows")
+        check_not_in("no such table", s.stderr(), "log")
+
+
 def row_ttls(s, eng):
     """Seconds each session row has left, as the database sees now."""
     now = ("CAST(strftime('%s', 'now') AS INTEGER)" if not eng.pg

@@ -282,30 +282,82 @@ static long long pool_int(const char *sql)
     return v;
 }
 
-/* The first session on a fresh database, in a GET that read first: its read
- * transaction began before any session was used, so the table must have
- * been there already (created lazily on another connection, the INSERT
- * failed "no such table" and the first visitor got a 500). */
+/* What a fresh process does: hp_session_server_start, with a database
+ * named (--db) or the default one (whose file is made on first use). */
+static void restart_sessions(bool named_db)
+{
+    struct hp_config c;
+    hp_config_defaults(&c);
+    c.session_purge_interval = 0;
+    if (named_db)
+        c.db = hp_xasprintf("sqlite:%s/s.db", tmpdir);
+    hp_session_server_stop();
+    hp_session_server_start(&c);
+    hp_config_free(&c);
+}
+
+static long long table_count(void)
+{
+    return pool_int("SELECT count(*) FROM sqlite_master WHERE name = "
+                    "'hotpub_sessions'");
+}
+
+/* A GET that reads, then stores the first session of a fresh database:
+ * with a database named, the table is made at start, before any request. */
 static void table_exists_before_any_request(void)
 {
     pool_exec("DROP TABLE hotpub_sessions");
-    struct hp_config cfg_;
-    hp_config_defaults(&cfg_);
-    cfg_.session_purge_interval = 0;
-    hp_session_server_stop();
-    hp_session_server_start(&cfg_); /* what a fresh process does */
-    hp_config_free(&cfg_);
-    CHECK(pool_int("SELECT count(*) FROM sqlite_master WHERE name = "
-                   "'hotpub_sessions'") == 1);
+    restart_sessions(true);
+    CHECK(table_count() == 1);
 
     hp_req req;
     fake_request(&req, "GET", NULL);
+    req.started = hp_now();
     hp_db_res *r =
         hp_db_query(hp_db(&req), "SELECT count(*) FROM sqlite_master");
     CHECK(r && hp_db_next(r));
     CHECK(hp_session_set(&req, "k", "v") == HP_OK);
     char *c = finish(&req, true);
     CHECK(committed && c && hp_session__id_ok(c));
+}
+
+/* The default database: the table is made at first use. A request whose
+ * read transaction began before another request made it still stores its
+ * session (it failed "no such table: hotpub_sessions": the read snapshot
+ * had no table, and the INSERT was prepared in it), and so does one that
+ * brings a cookie and reads its session. */
+static void table_made_lazily_is_seen_by_earlier_reads(void)
+{
+    pool_exec("DROP TABLE hotpub_sessions");
+    restart_sessions(false);
+    CHECK(table_count() == 0);
+
+    hp_req r1, r2, r3;
+    fake_request(&r1, "GET", NULL);
+    fake_request(&r3, "GET", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    r1.started = r3.started = hp_now();
+    hp_db_res *r =
+        hp_db_query(hp_db(&r1), "SELECT count(*) FROM sqlite_master");
+    CHECK(r && hp_db_next(r)); /* r1's snapshot: no table */
+    r = hp_db_query(hp_db(&r3), "SELECT count(*) FROM sqlite_master");
+    CHECK(r && hp_db_next(r)); /* r3's too */
+
+    fake_request(&r2, "GET", NULL);
+    r2.started = hp_now();
+    CHECK(hp_session_set(&r2, "k", "2") == HP_OK); /* makes the table */
+    char *c = finish(&r2, true);
+    CHECK(committed && c);
+    CHECK(table_count() == 1);
+
+    CHECK(hp_session_get(&r3, "k") == NULL); /* an unknown id: no session */
+    CHECK(hp_session_set(&r3, "k", "3") == HP_OK);
+    c = finish(&r3, true);
+    CHECK(committed && c && hp_session__id_ok(c));
+
+    CHECK(hp_session_set(&r1, "k", "1") == HP_OK);
+    c = finish(&r1, true);
+    CHECK(committed && c && hp_session__id_ok(c));
+    restart_sessions(true);
 }
 
 /* A session holding nothing but its CSRF token lives 24 minutes; the first
@@ -362,6 +414,7 @@ int main(int argc, char **argv)
         T_RUN(lifecycle);
         T_RUN(touch_conflict_is_harmless);
         T_RUN(table_exists_before_any_request);
+        T_RUN(table_made_lazily_is_seen_by_earlier_reads);
         T_RUN(anonymous_lifetime);
         hp_session_server_stop();
         hp_db_server_close();
