@@ -674,6 +674,12 @@ void hp_session_destroy(hp_req *req)
     s->n = 0;
 }
 
+bool hp_session_exists(hp_req *req)
+{
+    struct hp_sess *s = req ? load(req) : NULL;
+    return s && !s->failed && s->live;
+}
+
 int hp_session_regenerate(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
