@@ -266,16 +266,22 @@ static bool has_schema(hp_db *db)
     return yes;
 }
 
+/* This process knows the table exists, from now on (table_or_fail). */
+static void mark_ready(void)
+{
+    if (!atomic_load(&SS.table_ready)) {
+        atomic_store(&SS.ready_at, hp_now());
+        atomic_store(&SS.table_ready, true);
+    }
+}
+
 /* The schema on db, a connection of no request. 0 or -1. */
 static int create_schema(hp_db *db)
 {
     bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
     if (hp_db_exec_script(db, pg ? schema_pg : schema_sqlite) != HP_OK)
         return -1;
-    if (!atomic_load(&SS.table_ready)) {
-        atomic_store(&SS.ready_at, hp_now());
-        atomic_store(&SS.table_ready, true);
-    }
+    mark_ready();
     return 0;
 }
 
@@ -286,7 +292,21 @@ static int create_schema(hp_db *db)
  * when the table is there. */
 static int on_connect(hp_db *db)
 {
-    return has_schema(db) ? create_schema(db) : 0;
+    if (!has_schema(db))
+        return 0;
+    /* Only a look when the table is there (most connections): no write
+     * transaction, and no failing DDL on a read-only replica. */
+    bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
+    hp_db_res *r = hp_db_query(
+        db, pg ? "SELECT CASE WHEN to_regclass('" TABLE "') IS NULL"
+                 " THEN 0 ELSE 1 END"
+               : "SELECT count(*) FROM sqlite_master WHERE name = '" TABLE "'");
+    bool there = r && hp_db_next(r) && hp_db_int(r, 0) > 0;
+    hp_db_res_free(r);
+    if (!there)
+        return create_schema(db);
+    mark_ready();
+    return 0;
 }
 
 /*

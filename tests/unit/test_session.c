@@ -369,10 +369,18 @@ static void anonymous_lifetime(void)
     pool_exec("DELETE FROM hotpub_sessions");
 
     fake_request(&req, "GET", NULL);
+    CHECK(!hp_session_exists(&req));
     CHECK(hp_csrf_token(&req) != NULL);
+    CHECK(hp_session_exists(&req)); /* made in this request */
     c = finish(&req, true);
     CHECK(c && hp_session__id_ok(c));
     snprintf(cid, sizeof cid, "%s", c ? c : "");
+    fake_request(&req, "POST", cid); /* holds no data, yet exists */
+    CHECK(hp_session_exists(&req) && hp_session_get(&req, "x") == NULL);
+    finish(&req, true);
+    fake_request(&req, "POST", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    CHECK(!hp_session_exists(&req)); /* an unknown id is no session */
+    finish(&req, true);
     long long now = (long long)time(NULL);
     long long left = pool_int("SELECT max(expires) FROM hotpub_sessions") - now;
     CHECK(left > 1440 - 5 && left <= 1440);
