@@ -669,11 +669,18 @@ void hp_session_destroy(hp_req *req);
  * any change of privilege) against session fixation (OWASP). Without a
  * session, creates an empty one. HP_OK or -1. */
 int hp_session_regenerate(hp_req *req);
+/* The request has a session: the one its cookie names (not expired), even
+ * one that holds no data (made by hp_csrf_token), or one made earlier in
+ * this request. Never creates one. A request with an unsafe method for
+ * which it is true passed the CSRF check (a login form's POST came from a
+ * page of this site that gave it the token). false when sessions fail. */
+bool hp_session_exists(hp_req *req);
 
 /*
  * The session's CSRF token (43 base64url characters), creating a session if
  * there is none (so a login form is protected too); NULL only when sessions
- * fail (see above). Put it in forms as
+ * fail (see above). A session that holds no data (only this token) lives
+ * session-anonymous-lifetime (24 minutes) unused, not session-lifetime. Put it in forms as
  *     <input type="hidden" name="csrf_token" value="...">
  * or send it as the X-CSRF-Token header field from scripts. Tokens in the
  * query string are not accepted. See HP_CSRF_EXEMPT above.

@@ -398,6 +398,8 @@ void hp_config_defaults(struct hp_config *c)
     c->db_statement_cache = 64;
     c->session_cookie = cfg_strdup("hotpub_session");
     c->session_lifetime = 1209600; /* two weeks, Django's default */
+    /* 24 minutes, PHP's session.gc_maxlifetime: a visitor shown a form */
+    c->session_anonymous_lifetime = 1440;
     c->session_secure_cookie = 0;  /* Secure over HTTPS only */
     c->session_purge_interval = 300;
     /* A supervisor and one worker process per CPU: a page that crashes
@@ -988,6 +990,16 @@ const struct hp_setting hp_settings[] = {
      .help = "a session unused this long expires (the cookie's Max-Age)",
      .type = HP_SET_INT,
      .off = OFF(session_lifetime),
+     .min = 60,
+     .max = 31536000,
+     .unit = "s"},
+    {.key = "session-anonymous-lifetime",
+     .arg = "SECONDS",
+     .section = S_SESS,
+     .help = "a session that holds nothing but its CSRF token (no data set) "
+             "expires after this long unused (at most session-lifetime)",
+     .type = HP_SET_INT,
+     .off = OFF(session_anonymous_lifetime),
      .min = 60,
      .max = 31536000,
      .unit = "s"},

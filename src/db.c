@@ -132,6 +132,18 @@ static int to_write(hp_db *db)
     return 0;
 }
 
+int hp_db__begin_writing(hp_db *db)
+{
+    if (!db || db->tx != TX_OPEN || !db->reading ||
+        !db->drv->write_needs_new_tx)
+        return 0;
+    if (to_write(db) < 0) {
+        note_failure(db, "BEGIN IMMEDIATE");
+        return -1;
+    }
+    return 0;
+}
+
 static bool is_savepoint(const char *sql)
 {
     while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')

@@ -19,6 +19,23 @@
  * unit test of the checkout health check. */
 void hp_db__release_raw(hp_db *db);
 
+/* A request's transaction that will write begins writing now, as its first
+ * write would (on SQLite, whose read transaction cannot be upgraded: its
+ * read part ends and BEGIN IMMEDIATE begins; a no-op on PostgreSQL, before
+ * the first statement, after a write, or after a SAVEPOINT). For session.c:
+ * statements prepared afterwards see the schema as it is now, not as the
+ * request's first read found it (a table another connection created since:
+ * hotpub_sessions on first use). 0, or -1 with the request's transaction
+ * failed, as for a failed statement. */
+int hp_db__begin_writing(hp_db *db);
+
+/* fn runs on each new connection of the default pool, in autocommit mode,
+ * before the connection is handed to anyone: for the schema the server owns
+ * (session.c's table), so that it exists before any request's transaction
+ * begins, also in a database file opened anew. Its result is ignored (fn
+ * logs; a failure leaves the connection usable). NULL: none. */
+void hp_db__set_connect_hook(int (*fn)(hp_db *db));
+
 /* ---- the server's side (server.c) ---------------------------------------- */
 
 /* Open the default pool from the configuration (lazily connecting unless a

@@ -387,6 +387,13 @@ static void note_reopen_failed(char **err)
 }
 
 /* Open a connection in a reserved slot; on failure give the slot back. */
+static int (*connect_hook)(hp_db *db); /* hp_db__set_connect_hook */
+
+void hp_db__set_connect_hook(int (*fn)(hp_db *db))
+{
+    connect_hook = fn;
+}
+
 static hp_db *pool_connect(hp_db_pool *p, char **err)
 {
     hp_db *db = conn_open(p, err);
@@ -413,6 +420,9 @@ static hp_db *pool_connect(hp_db_pool *p, char **err)
         note_reopen_failed(err);
     if (done)
         pool_free(p);
+    /* Before anyone can use it, so before any request's first statement. */
+    if (db && p->is_default && connect_hook)
+        connect_hook(db);
     return db;
 }
 

@@ -84,6 +84,7 @@ struct hp_config {
     /* sessions (session.c, docs/pages.md#sessions) */
     char *session_cookie;       /* the cookie's name                         */
     int session_lifetime;       /* seconds a session lives unused            */
+    int session_anonymous_lifetime; /* ... one that holds no data            */
     int session_secure_cookie;  /* always mark the cookie Secure             */
     int session_purge_interval; /* seconds between purges; 0 = never         */
     /* operations (metrics.c, dashboard.c, tls.c, docs/operations.md) */

@@ -1,15 +1,18 @@
 /*
  * session.c - sessions stored in the default database (hp_session_get,
  * _set, _del, _destroy, _regenerate; the session behind hp_csrf_token):
- * the hotpub_sessions table and its creation on first use, the session
+ * the hotpub_sessions table and its creation before any request can use it
+ * (at start; on each new connection of the default pool), the session
  * cookie, loading a request's session, writing it in the request's commit
  * phase, and the purge thread that deletes expired rows.
  *
  * Owns: the table's schema, the cookie's name, attributes and id format,
- * expiry (sliding, refreshed at most every 1% of the lifetime), what a
+ * expiry (sliding, refreshed at most every 1% of the lifetime; a session
+ * holding no data has the short anonymous lifetime), what a
  * request's session holds until it commits (struct hp_sess).
  * May not touch: the database layer's insides (only the public hp_db_*
- * calls and hp_db(req)), the request lifecycle's order (publish.c: a
+ * calls, hp_db(req), and db.h's connect hook and hp_db__begin_writing),
+ * the request lifecycle's order (publish.c: a
  * session takes part through struct hp_resource), HTTP sending.
  *
  * Why the request's own transaction: a session write is part of what the
@@ -27,6 +30,7 @@
  * slow hash.
  */
 #include "session.h"
+#include "db.h" /* hp_db__begin_writing only */
 #include "request.h"
 
 #include <errno.h>
@@ -39,23 +43,39 @@
 
 #define TABLE "hotpub_sessions"
 
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS " TABLE " ("
-    " id TEXT PRIMARY KEY,"     /* SHA-256 of the cookie's id, hex   */
-    " data TEXT NOT NULL,"      /* "k=v&k=v", percent-encoded        */
-    " csrf TEXT NOT NULL,"      /* the session's CSRF token          */
-    " created BIGINT NOT NULL," /* Unix seconds                  */
-    " expires BIGINT NOT NULL"  /* Unix seconds                  */
-    ");"
-    "CREATE INDEX IF NOT EXISTS " TABLE "_expires ON " TABLE " (expires)";
+/* The columns: id is SHA-256 of the cookie's id (hex), data "k=v&k=v"
+ * percent-encoded, csrf the session's CSRF token, created and expires Unix
+ * seconds. */
+#define SCHEMA_SQL                                                             \
+    "CREATE TABLE IF NOT EXISTS " TABLE " ("                                   \
+    " id TEXT PRIMARY KEY,"                                                    \
+    " data TEXT NOT NULL,"                                                     \
+    " csrf TEXT NOT NULL,"                                                     \
+    " created BIGINT NOT NULL,"                                                \
+    " expires BIGINT NOT NULL"                                                 \
+    ");"                                                                       \
+    "CREATE INDEX IF NOT EXISTS " TABLE "_expires ON " TABLE " (expires);"
+
+/* The schema in one transaction that waits its turn, so that worker
+ * processes (or servers) starting together on a fresh database do not race:
+ * SQLite's BEGIN IMMEDIATE takes the write lock (waiting up to the busy
+ * timeout); PostgreSQL's CREATE ... IF NOT EXISTS is not safe against a
+ * concurrent one (a unique violation on pg_type), so a transaction-scoped
+ * advisory lock (the key is arbitrary) serializes it. */
+static const char schema_sqlite[] = "BEGIN IMMEDIATE;" SCHEMA_SQL "COMMIT";
+static const char schema_pg[] =
+    "BEGIN; SELECT pg_advisory_xact_lock(1752200051);" SCHEMA_SQL "COMMIT";
 
 /* The settings (hp_session_server_start; unit tests get the defaults). */
 static struct {
     char cookie[128];
     long long lifetime;
+    long long anon_lifetime; /* of a session that holds no data         */
     bool secure_always;
     int purge_interval;
     atomic_bool table_ready; /* this process saw the table created      */
+    _Atomic double ready_at; /* when (hp_now()): requests begun earlier
+                                may hold a snapshot without the table */
     pthread_mutex_t create_lock;
     atomic_bool no_db_logged;
     /* the purge thread */
@@ -65,6 +85,7 @@ static struct {
     bool purger_running, stop;
 } SS = {.cookie = "hotpub_session",
         .lifetime = 1209600,
+        .anon_lifetime = 1440,
         .create_lock = PTHREAD_MUTEX_INITIALIZER,
         .lock = PTHREAD_MUTEX_INITIALIZER,
         .cond = PTHREAD_COND_INITIALIZER};
@@ -217,13 +238,90 @@ bad:
     return -1;
 }
 
+/* ---- expiry (pure; unit-tested) ------------------------------------------ */
+
+long long hp_session__lifetime(size_t npairs, long long lifetime,
+                               long long anon_lifetime)
+{
+    return npairs || anon_lifetime > lifetime ? lifetime : anon_lifetime;
+}
+
+bool hp_session__renew_due(long long expires, long long now, long long life)
+{
+    long long step = life / 100 > 60 ? life / 100 : 60;
+    return expires < now + life - step || expires > now + life + 60;
+}
+
 /* ---- the table ---------------------------------------------------------- */
 
-/* Create the table once per process, on a connection of its own in
- * autocommit mode (DDL in a request's transaction would vanish with its
- * rollback). Two processes may race on PostgreSQL's catalog ("duplicate
- * key" on pg_type) even with IF NOT EXISTS: the loser tries once more. */
-static int ensure_table(hp_req *req)
+/* PostgreSQL: the search_path names a schema that exists (else CREATE
+ * TABLE fails: a schema made later by the application's migrations). */
+static bool has_schema(hp_db *db)
+{
+    if (hp_db_engine(db) != HP_DB_POSTGRESQL)
+        return true;
+    hp_db_res *r = hp_db_query(db, "SELECT current_schema()");
+    bool yes = r && hp_db_next(r) && !hp_db_is_null(r, 0);
+    hp_db_res_free(r);
+    return yes;
+}
+
+/* This process knows the table exists, from now on (table_or_fail). */
+static void mark_ready(void)
+{
+    if (!atomic_load(&SS.table_ready)) {
+        atomic_store(&SS.ready_at, hp_now());
+        atomic_store(&SS.table_ready, true);
+    }
+}
+
+/* The schema on db, a connection of no request. 0 or -1. */
+static int create_schema(hp_db *db)
+{
+    bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
+    if (hp_db_exec_script(db, pg ? schema_pg : schema_sqlite) != HP_OK)
+        return -1;
+    mark_ready();
+    return 0;
+}
+
+/* Every new connection of the default pool, before anyone uses it (db.h):
+ * so the table exists before any request's transaction begins, in a fresh
+ * database (the default one is made on first use), and in a SQLite file
+ * opened anew after it was deleted. A transaction that changes nothing
+ * when the table is there. */
+static int on_connect(hp_db *db)
+{
+    if (!has_schema(db))
+        return 0;
+    /* Only a look when the table is there (most connections): no write
+     * transaction, and no failing DDL on a read-only replica. */
+    bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
+    hp_db_res *r = hp_db_query(
+        db, pg ? "SELECT CASE WHEN to_regclass('" TABLE "') IS NULL"
+                 " THEN 0 ELSE 1 END"
+               : "SELECT count(*) FROM sqlite_master WHERE name = '" TABLE "'");
+    bool there = r && hp_db_next(r) && hp_db_int(r, 0) > 0;
+    hp_db_res_free(r);
+    if (!there)
+        return create_schema(db);
+    mark_ready();
+    return 0;
+}
+
+/*
+ * Create the table on a connection of its own in autocommit mode (DDL in a
+ * request's transaction would vanish with its rollback). The server does it
+ * at start when a database is named, before the process answers any request
+ * (hp_session_server_start); else (the default database, whose file is made
+ * on first use only; a database down at start) at first use, by the purge
+ * thread or a request. A request whose read transaction began before the
+ * table existed would not see it (its INSERT failed "no such table": the
+ * first session of a fresh SQLite database was a 500): table_or_fail moves
+ * such a request to a fresh snapshot. who: for the log; quiet: at start,
+ * where a schema that does not exist yet is no error.
+ */
+static int ensure_table(const char *who, bool quiet)
 {
     if (atomic_load(&SS.table_ready))
         return 0;
@@ -235,15 +333,17 @@ static int ensure_table(hp_req *req)
         if (!db) {
             hp_log_error("sessions: %s: no database connection to create the "
                          "table " TABLE ": %s",
-                         req->target.path, err ? err : "?");
+                         who, err ? err : "?");
             free(err);
             break;
         }
-        if (hp_db_exec_script(db, schema_sql) == HP_OK)
-            atomic_store(&SS.table_ready, true);
-        else if (attempt)
-            hp_log_error("sessions: %s: creating the table " TABLE ": %s",
-                         req->target.path, hp_db_error(db));
+        if (quiet && !has_schema(db)) {
+            hp_db_pool_release(db);
+            break;
+        }
+        if (!atomic_load(&SS.table_ready) && create_schema(db) < 0 && attempt)
+            hp_log_error("sessions: %s: creating the table " TABLE ": %s", who,
+                         hp_db_error(db));
         hp_db_pool_release(db);
     }
     pthread_mutex_unlock(&SS.create_lock);
@@ -258,6 +358,15 @@ static void sess_rollback(void *arg);
 static long long unix_now(void)
 {
     return (long long)time(NULL);
+}
+
+/* Seconds the session lives unused: a session that holds nothing but its
+ * CSRF token (an anonymous visitor shown a form) gets the short anonymous
+ * lifetime, so that every visitor, crawler included, does not cost a row
+ * for two weeks; the first hp_session_set gives it the full one. */
+static long long lifetime(const struct hp_sess *s)
+{
+    return hp_session__lifetime(s->n, SS.lifetime, SS.anon_lifetime);
 }
 
 /* Enlist after the request's database handle, so that the session is
@@ -330,9 +439,10 @@ static int read_row(struct hp_sess *s, const char *id)
     memcpy(s->old_hash, hash, sizeof hash);
     s->had_row = s->live = true;
     /* Sliding expiry, written at most every 1% of the lifetime (and at
-     * least a minute apart), not on every request. */
-    long long step = SS.lifetime / 100 > 60 ? SS.lifetime / 100 : 60;
-    s->touch = hp_db_int(r, 2) < unix_now() + SS.lifetime - step;
+     * least a minute apart), not on every request; also when the row's
+     * lifetime is not the one its data calls for (emptied, or written
+     * before a change of the settings). */
+    s->touch = hp_session__renew_due(hp_db_int(r, 2), unix_now(), lifetime(s));
     return s->touch ? enlist(s) : 0;
 }
 
@@ -355,9 +465,16 @@ static void fail_request(struct hp_sess *s)
     (void)hp_db(s->req);
 }
 
+/* The table exists, and the request's statements will see it: one begun
+ * before this process knew of the table may hold a read snapshot from
+ * before it was created; it begins writing now (what its session write
+ * would do at commit anyway), which on SQLite takes a fresh snapshot. Only
+ * requests around the table's first use, when it is created lazily. */
 static int table_or_fail(struct hp_sess *s)
 {
-    if (ensure_table(s->req) == 0)
+    if (ensure_table(s->req->target.path, false) == 0 &&
+        (s->req->started > atomic_load(&SS.ready_at) ||
+         hp_db__begin_writing(hp_db(s->req)) == 0))
         return 0;
     fail_request(s);
     return -1;
@@ -476,7 +593,7 @@ static int touch_only(struct hp_sess *s, hp_db *db, long long expires)
                    ? HP_OK
                    : 500;
     if (hp_db_changes(db) > 0)
-        add_cookie(s, s->id, SS.lifetime);
+        add_cookie(s, s->id, lifetime(s));
     return HP_OK;
 }
 
@@ -484,7 +601,7 @@ static int sess_commit(void *arg)
 {
     struct hp_sess *s = arg;
     hp_db *db = hp_db(s->req);
-    long long expires = unix_now() + SS.lifetime;
+    long long expires = unix_now() + lifetime(s);
 
     if (s->live && s->touch && !s->is_new && !s->dirty && !s->drop_old)
         return touch_only(s, db, expires);
@@ -499,7 +616,7 @@ static int sess_commit(void *arg)
         /* An UPDATE that found nothing: another request destroyed the
          * session meanwhile; it stays destroyed. */
         if (s->is_new || hp_db_changes(db) > 0)
-            add_cookie(s, s->id, SS.lifetime);
+            add_cookie(s, s->id, lifetime(s));
     } else if (!s->live && s->clear_cookie) {
         add_cookie(s, "", 0);
     }
@@ -577,6 +694,12 @@ void hp_session_destroy(hp_req *req)
     s->n = 0;
 }
 
+bool hp_session_exists(hp_req *req)
+{
+    struct hp_sess *s = req ? load(req) : NULL;
+    return s && !s->failed && s->live;
+}
+
 int hp_session_regenerate(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
@@ -627,8 +750,8 @@ static void purge_once(void)
 }
 
 /* Every purge-interval, with up to 10% jitter so that worker processes
- * started together do not purge together. A process that has not used
- * sessions (the table may not exist) does nothing. */
+ * started together do not purge together. When the table could not be
+ * created at start, it is tried again first. */
 static void *purge_main(void *arg)
 {
     (void)arg;
@@ -645,10 +768,11 @@ static void *purge_main(void *arg)
         while (!SS.stop &&
                pthread_cond_timedwait(&SS.cond, &SS.lock, &until) != ETIMEDOUT)
             ;
-        if (SS.stop || !atomic_load(&SS.table_ready))
+        if (SS.stop)
             continue;
         pthread_mutex_unlock(&SS.lock);
-        purge_once();
+        if (ensure_table("purge", false) == 0)
+            purge_once();
         pthread_mutex_lock(&SS.lock);
     }
     pthread_mutex_unlock(&SS.lock);
@@ -660,12 +784,23 @@ void hp_session_server_start(const struct hp_config *cfg)
     snprintf(SS.cookie, sizeof SS.cookie, "%s",
              cfg->session_cookie ? cfg->session_cookie : "hotpub_session");
     SS.lifetime = cfg->session_lifetime;
+    SS.anon_lifetime = cfg->session_anonymous_lifetime;
     SS.secure_always = cfg->session_secure_cookie;
     SS.purge_interval = cfg->session_purge_interval;
     atomic_store(&SS.table_ready, false);
+    atomic_store(&SS.ready_at, 0.0);
     atomic_store(&SS.no_db_logged, false);
     SS.stop = false;
-    if (hp_crypto_init() < 0 || !hp_db_default_pool() || SS.purge_interval <= 0)
+    if (hp_crypto_init() < 0 || !hp_db_default_pool())
+        return;
+    /* A named database is connected to at start (db.c), before the hook
+     * was set: that connection makes the table now. The default one is
+     * made on first use: its first connection makes it (on_connect). */
+    hp_db__set_connect_hook(on_connect);
+    if (cfg->db && ensure_table("start", true) < 0)
+        hp_log_info("sessions: the table " TABLE " was not created at start; "
+                    "it will be at first use");
+    if (SS.purge_interval <= 0)
         return;
     SS.purger_running = pthread_create(&SS.purger, NULL, purge_main, NULL) == 0;
     if (!SS.purger_running)
@@ -675,6 +810,7 @@ void hp_session_server_start(const struct hp_config *cfg)
 
 void hp_session_server_stop(void)
 {
+    hp_db__set_connect_hook(NULL);
     if (!SS.purger_running)
         return;
     pthread_mutex_lock(&SS.lock);

@@ -33,6 +33,18 @@ const char *hp_session__csrf(hp_req *req, bool create, bool *failed);
 /* The request brings a well-formed session cookie (cheap: no database). */
 bool hp_session__cookie_present(hp_req *req);
 
+/* Seconds a session holding npairs key/value pairs lives unused: lifetime
+ * (session-lifetime), or anon_lifetime (session-anonymous-lifetime) for a
+ * session that holds nothing but its CSRF token; never more than lifetime.
+ * docs/pages.md, "Expiry". */
+long long hp_session__lifetime(size_t npairs, long long lifetime,
+                               long long anon_lifetime);
+/* A session read at now (Unix seconds) whose row expires at expires and
+ * whose lifetime is life is due a renewal: its expiry is older than one
+ * step (1% of life, at least 60 s), or later than life allows (the data
+ * was emptied, or the setting lowered). */
+bool hp_session__renew_due(long long expires, long long now, long long life);
+
 /* Cookie ids: 32 random bytes as 43 base64url characters (no padding). */
 #define HP_SESSION_ID_LEN 43
 /* s is shaped like an id (length and alphabet); says nothing of whether

@@ -25,10 +25,11 @@ static int account_page(hp_req *req, int status, const char *error)
     json_t *d = page_data(req, me ? "Your account" : "Log in or sign up");
     const char *token = hp_session_get(req, "new_token");
 
-    if (!me) { /* the forms need a token before login: this starts a session */
+    /* The forms need a token before login: this starts a session that holds
+     * nothing else, so it lives 24 minutes unused (session-anonymous-
+     * lifetime): a crawler does not fill the database with two-week rows. */
+    if (!me)
         json_object_set_new(d, "csrf_token", json_string(hp_csrf_token(req)));
-        hp_session_set(req, "forms", "1"); /* see from_our_form */
-    }
     if (error)
         json_object_set_new(d, "error", json_string(error));
     if (token) { /* shown once: the database keeps only its digest */
@@ -48,10 +49,12 @@ HP_HANDLER(http_handler)
  * The server checks CSRF tokens only on requests that carry a session, and
  * a POST from another site carries none (the cookie is SameSite=Lax):
  * without this, another site could log its visitors in to an account of
- * its own (login CSRF) and read what they post. */
+ * its own (login CSRF) and read what they post. A request with a session
+ * and an unsafe method has passed the server's token check, so that
+ * session is the one our form's page started. */
 static bool from_our_form(hp_req *req)
 {
-    return hp_session_get(req, "forms") != NULL;
+    return hp_session_exists(req);
 }
 
 static int log_in(hp_req *req, long long id, const char *name,

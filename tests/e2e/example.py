@@ -166,6 +166,9 @@ def test_accounts_and_sessions(eng):
         attrs = [a.strip().lower() for a in c.split(";")[1:]]
         for a in ("httponly", "samesite=lax", "path=/"):
             check(a in attrs, "%s missing in the session cookie %r" % (a, c))
+        # it holds only the token: 24 minutes, not two weeks (a crawler of
+        # the form pages must not fill the database with two-week rows)
+        check("max-age=1440" in attrs, "an anonymous session's cookie %r" % c)
         check("secure" not in attrs, "Secure over plain HTTP: %r" % c)
         check(re.fullmatch(r"[A-Za-z0-9_-]{43}", b.cookie or ""),
               "session id %r" % b.cookie)

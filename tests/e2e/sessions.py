@@ -94,6 +94,22 @@ HP_HANDLER(listform)
     return HP_OK;
 }
 
+/* The fresh-deployment report: read first (the request's read transaction
+ * takes its snapshot), then store something in the session. */
+HP_HANDLER(readset)
+{
+    hp_db *db = hp_db(req);
+    hp_db_res *r = hp_db_query(db, hp_db_engine(db) == HP_DB_SQLITE
+                                       ? "SELECT count(*) FROM sqlite_master"
+                                       : "SELECT count(*) FROM pg_class");
+    if (!r || !hp_db_next(r))
+        return 500;
+    if (hp_session_set(req, "k", "v") != HP_OK)
+        return 500;
+    hp_puts(req, "ok");
+    return HP_OK;
+}
+
 HP_HANDLER(token)
 {
     const char *t = hp_csrf_token(req);
@@ -248,6 +264,153 @@ def test_read_then_new_session_under_concurrency(eng):
         check(not bad, "not 200: %s" % bad[:5])
         check(all(r.text == "form" and session_cookie(r) for r in res),
               "every visit got a form and a session cookie")
+
+
+def fresh_server(eng, workers=0, args=None):
+    """A server whose first start finds a database hotpub has never seen
+    (PostgreSQL: the test's schema made first, through a server that is
+    stopped again, so that the one returned starts on an empty schema)."""
+    if not eng.pg:
+        return server(eng, workers=workers, args=args)
+    s = server(eng)
+    s.stop()
+    return server(eng, workers=workers, args=args, tmp=s.tmp)
+
+
+def test_first_session_on_a_fresh_database(eng):
+    """The first visitor of a new deployment: a GET that reads, then stores
+    in the session, answered 200, not 500 ("no such table: hotpub_sessions":
+    the table was created on another connection after the request's read
+    transaction began)."""
+    with fresh_server(eng) as s:
+        for i in range(3):
+            r = s.get("/s/readset")
+            check_eq((r.status, r.text), (200, "ok"),
+                     "visit %d: %s" % (i + 1, short(r.body)))
+            cookie_id(r)
+        check_eq(db.value(s, "SELECT count(*) FROM hotpub_sessions").strip(),
+                 "3", "rows")
+        db.cleanup(s, eng)
+
+
+def test_first_sessions_on_a_fresh_database_many_workers(eng):
+    """Four worker processes start together on a fresh database (racing to
+    create the table): the table is there before any request; then 16
+    first visits at once: all 200."""
+    s = fresh_server(eng, workers=4)
+    try:
+        check_eq(db.value(s, "SELECT count(*) FROM hotpub_sessions").strip(),
+                 "0", "the table exists, empty, before any session")
+        reqs = [harness.BackgroundRequest(s.port, "/s/readset", timeout=30)
+                for _ in range(16)]
+        for r in reqs:
+            r.start()
+        res = [r.join_result(40) for r in reqs]
+        bad = [(r.status, r.text[:80]) for r in res if r.status != 200]
+        check(not bad, "not 200: %s" % bad[:5])
+        check_eq(db.value(s, "SELECT count(*) FROM hotpub_sessions").strip(),
+                 "16", "rows")
+        check_not_in("creating the table", s.stderr(), "log")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_first_sessions_on_the_default_database(eng):
+    """No --db: the default SQLite database, made on first use (so the
+    table cannot be made at start). Two worker processes, 12 first visits
+    at once that read, then store a session: all 200, and the table is
+    there before any of them began its transaction."""
+    if eng.pg:
+        raise harness.Skip("the default database is SQLite")
+    s = Server(files=dict(FILES, **{"admin.c": db.ADMIN}), start=False,
+               workers=2)
+    data = os.path.join(s.tmp, "data")
+    s.extra_env = {"XDG_DATA_HOME": data, "HOME": s.tmp}
+    with s:
+        s.start()
+        check(not os.path.exists(os.path.join(data, "hotpub")),
+              "the default database is made on first use only")
+        reqs = [harness.BackgroundRequest(s.port, "/s/readset", timeout=30)
+                for _ in range(12)]
+        for r in reqs:
+            r.start()
+        res = [r.join_result(40) for r in reqs]
+        bad = [(r.status, r.text[:80]) for r in res if r.status != 200]
+        check(not bad, "not 200: %s" % bad[:5])
+        for i in range(3):
+            check_eq(s.get("/s/readset").status, 200, "visit %d" % i)
+        check_eq(db.value(s, "SELECT count(*) FROM hotpub_sessions").strip(),
+                 "15", "rows")
+        check_not_in("no such table", s.stderr(), "log")
+
+
+def row_ttls(s, eng):
+    """Seconds each session row has left, as the database sees now."""
+    now = ("CAST(strftime('%s', 'now') AS INTEGER)" if not eng.pg
+           else "CAST(extract(epoch FROM now()) AS BIGINT)")
+    return [int(v) for v in db.value(
+        s, "SELECT expires - %s FROM hotpub_sessions" % now).split()]
+
+
+def max_age(r):
+    c = session_cookie(r)
+    m = re.search(r"Max-Age=(\d+)", c or "")
+    check(m, "a session cookie with Max-Age: %r" % c)
+    return int(m.group(1))
+
+
+def test_anonymous_sessions_are_short_lived(eng):
+    """A session that holds nothing but its CSRF token (a crawler's visits
+    to a page with a form) lives --session-anonymous-lifetime (24 minutes),
+    not two weeks; the first value stored gives it the full lifetime, and
+    emptying it takes that back."""
+    s = server(eng)
+    try:
+        reqs = [harness.BackgroundRequest(s.port, "/s/token", timeout=30)
+                for _ in range(40)]
+        for r in reqs:
+            r.start()
+        res = [r.join_result(40) for r in reqs]
+        check(all(r.status == 200 for r in res), "all 200")
+        check_eq(sorted(set(max_age(r) for r in res)), [1440], "Max-Age")
+        ttls = row_ttls(s, eng)
+        check_eq(len(ttls), 40, "one row per visitor")
+        check(all(1440 - 10 <= t <= 1440 for t in ttls),
+              "every row expires within 24 minutes: %r" % sorted(set(ttls)))
+        # the visitor logs in (a value): the full lifetime, same token
+        cid, tok = cookie_id(res[0]), res[0].text
+        r = s.get("/s/set" + q(k="user", v="u"), headers=hdr(cid))
+        check_eq(max_age(r), 1209600, "Max-Age once the session holds data")
+        check_eq(s.get("/s/token", headers=hdr(cid)).text, tok, "same token")
+        long_lived = [t for t in row_ttls(s, eng) if t > 1440]
+        check_eq(len(long_lived), 1, "long-lived rows")
+        check(long_lived[0] >= 1209600 - 10, "full lifetime %r" % long_lived)
+        # the value goes: back to the short lifetime
+        r = s.get("/s/del" + q(k="user"), headers=hdr(cid))
+        check_eq(max_age(r), 1440, "Max-Age of an emptied session")
+        check(all(t <= 1440 for t in row_ttls(s, eng)), "no long-lived row left")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_anonymous_lifetime_setting(eng):
+    """--session-anonymous-lifetime sets it; a row written before with the
+    full lifetime is cut down when next read."""
+    if eng.pg:
+        raise harness.Skip("engine-independent")
+    s = server(eng, args=["--session-anonymous-lifetime", "600"])
+    try:
+        r = s.get("/s/token")
+        check_eq(max_age(r), 600, "Max-Age")
+        cid = cookie_id(r)
+        db.script(s, "UPDATE hotpub_sessions SET expires = expires + 1000000")
+        r = s.get("/s/token", headers=hdr(cid))
+        check_eq(max_age(r), 600, "renewed to the anonymous lifetime")
+        check(all(t <= 600 for t in row_ttls(s, eng)), "cut down")
+    finally:
+        s.stop()
 
 
 def test_session_survives_restart(eng):
@@ -526,9 +689,8 @@ def test_csrf_costs_no_database_without_a_cookie(eng):
         check_eq(s.post("/s/post", "x=1").status, 200, "POST")
         check_eq(s.post("/s/post", "x=1", headers=hdr("!")).status, 200,
                  "POST with a malformed cookie")
-        check_eq(db.value(s, "SELECT count(*) FROM sqlite_master WHERE "
-                             "name = 'hotpub_sessions'").strip(), "0",
-                 "no table for a site that never used sessions")
+        check_eq(db.value(s, "SELECT count(*) FROM hotpub_sessions").strip(),
+                 "0", "no session for a POST without one")
         check_eq(s.post("/s/post", "x=1", headers=hdr("Z" * 43)).status, 200,
                  "POST with an unknown id")
     finally:

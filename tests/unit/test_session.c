@@ -15,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static void id_shape(void)
@@ -87,6 +88,30 @@ static void tokens_and_methods(void)
         CHECK(hp_csrf_unsafe_method(unsafe[i]));
     for (size_t i = 0; i < 4; i++)
         CHECK(!hp_csrf_unsafe_method(safe[i]));
+}
+
+/* docs/pages.md, "Expiry": the lifetime a session's data calls for, and
+ * when reading it renews the row. */
+static void expiry_policy(void)
+{
+    CHECK(hp_session__lifetime(0, 1209600, 1440) == 1440);
+    CHECK(hp_session__lifetime(1, 1209600, 1440) == 1209600);
+    CHECK(hp_session__lifetime(3, 1209600, 1440) == 1209600);
+    CHECK(hp_session__lifetime(0, 600, 1440) == 600); /* never longer */
+
+    long long now = 1000000000;
+    /* two weeks: a step of 1% (12096 s) */
+    CHECK(!hp_session__renew_due(now + 1209600, now, 1209600));
+    CHECK(!hp_session__renew_due(now + 1209600 - 12096, now, 1209600));
+    CHECK(hp_session__renew_due(now + 1209600 - 12097, now, 1209600));
+    /* 24 minutes: a step of at least a minute */
+    CHECK(!hp_session__renew_due(now + 1440 - 60, now, 1440));
+    CHECK(hp_session__renew_due(now + 1440 - 61, now, 1440));
+    /* a row that lives longer than its data calls for (emptied, or the
+     * setting lowered) is cut down on its next read */
+    CHECK(!hp_session__renew_due(now + 1440 + 60, now, 1440));
+    CHECK(hp_session__renew_due(now + 1440 + 61, now, 1440));
+    CHECK(hp_session__renew_due(now + 1209600, now, 1440));
 }
 
 static void passwords(void)
@@ -244,6 +269,129 @@ static void touch_conflict_is_harmless(void)
     CHECK(committed && c && strcmp(c, cid) == 0);
 }
 
+static long long pool_int(const char *sql)
+{
+    char *err = NULL;
+    long long v = -1;
+    hp_db *db = hp_db_pool_acquire(hp_db_default_pool(), &err);
+    hp_db_res *r = db ? hp_db_query(db, sql) : NULL;
+    if (r && hp_db_next(r))
+        v = hp_db_int(r, 0);
+    hp_db_pool_release(db);
+    free(err);
+    return v;
+}
+
+/* What a fresh process does: hp_session_server_start, with a database
+ * named (--db) or the default one (whose file is made on first use). */
+static void restart_sessions(bool named_db)
+{
+    struct hp_config c;
+    hp_config_defaults(&c);
+    c.session_purge_interval = 0;
+    if (named_db)
+        c.db = hp_xasprintf("sqlite:%s/s.db", tmpdir);
+    hp_session_server_stop();
+    hp_session_server_start(&c);
+    hp_config_free(&c);
+}
+
+static long long table_count(void)
+{
+    return pool_int("SELECT count(*) FROM sqlite_master WHERE name = "
+                    "'hotpub_sessions'");
+}
+
+/* A GET that reads, then stores the first session of a fresh database:
+ * with a database named, the table is made at start, before any request. */
+static void table_exists_before_any_request(void)
+{
+    pool_exec("DROP TABLE hotpub_sessions");
+    restart_sessions(true);
+    CHECK(table_count() == 1);
+
+    hp_req req;
+    fake_request(&req, "GET", NULL);
+    req.started = hp_now();
+    hp_db_res *r =
+        hp_db_query(hp_db(&req), "SELECT count(*) FROM sqlite_master");
+    CHECK(r && hp_db_next(r));
+    CHECK(hp_session_set(&req, "k", "v") == HP_OK);
+    char *c = finish(&req, true);
+    CHECK(committed && c && hp_session__id_ok(c));
+}
+
+/* The default database: the table is made at first use. A request whose
+ * read transaction began before another request made it still stores its
+ * session (it failed "no such table: hotpub_sessions": the read snapshot
+ * had no table, and the INSERT was prepared in it), and so does one that
+ * brings a cookie and reads its session. */
+static void table_made_lazily_is_seen_by_earlier_reads(void)
+{
+    pool_exec("DROP TABLE hotpub_sessions");
+    restart_sessions(false);
+    CHECK(table_count() == 0);
+
+    hp_req r1, r2, r3;
+    fake_request(&r1, "GET", NULL);
+    fake_request(&r3, "GET", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    r1.started = r3.started = hp_now();
+    hp_db_res *r =
+        hp_db_query(hp_db(&r1), "SELECT count(*) FROM sqlite_master");
+    CHECK(r && hp_db_next(r)); /* r1's snapshot: no table */
+    r = hp_db_query(hp_db(&r3), "SELECT count(*) FROM sqlite_master");
+    CHECK(r && hp_db_next(r)); /* r3's too */
+
+    fake_request(&r2, "GET", NULL);
+    r2.started = hp_now();
+    CHECK(hp_session_set(&r2, "k", "2") == HP_OK); /* makes the table */
+    char *c = finish(&r2, true);
+    CHECK(committed && c);
+    CHECK(table_count() == 1);
+
+    CHECK(hp_session_get(&r3, "k") == NULL); /* an unknown id: no session */
+    CHECK(hp_session_set(&r3, "k", "3") == HP_OK);
+    c = finish(&r3, true);
+    CHECK(committed && c && hp_session__id_ok(c));
+
+    CHECK(hp_session_set(&r1, "k", "1") == HP_OK);
+    c = finish(&r1, true);
+    CHECK(committed && c && hp_session__id_ok(c));
+    restart_sessions(true);
+}
+
+/* A session holding nothing but its CSRF token lives 24 minutes; the first
+ * value gives it the full lifetime. */
+static void anonymous_lifetime(void)
+{
+    hp_req req;
+    char cid[64], *c;
+    pool_exec("DELETE FROM hotpub_sessions");
+
+    fake_request(&req, "GET", NULL);
+    CHECK(!hp_session_exists(&req));
+    CHECK(hp_csrf_token(&req) != NULL);
+    CHECK(hp_session_exists(&req)); /* made in this request */
+    c = finish(&req, true);
+    CHECK(c && hp_session__id_ok(c));
+    snprintf(cid, sizeof cid, "%s", c ? c : "");
+    fake_request(&req, "POST", cid); /* holds no data, yet exists */
+    CHECK(hp_session_exists(&req) && hp_session_get(&req, "x") == NULL);
+    finish(&req, true);
+    fake_request(&req, "POST", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    CHECK(!hp_session_exists(&req)); /* an unknown id is no session */
+    finish(&req, true);
+    long long now = (long long)time(NULL);
+    long long left = pool_int("SELECT max(expires) FROM hotpub_sessions") - now;
+    CHECK(left > 1440 - 5 && left <= 1440);
+
+    fake_request(&req, "GET", cid);
+    CHECK(hp_session_set(&req, "user", "u") == HP_OK);
+    finish(&req, true);
+    left = pool_int("SELECT max(expires) FROM hotpub_sessions") - now;
+    CHECK(left > 1209600 - 5 && left <= 1209600 + 5);
+}
+
 static int rm_tree(void)
 {
     char cmd[PATH_MAX + 16];
@@ -258,6 +406,7 @@ int main(int argc, char **argv)
     T_RUN(id_hash_is_sha256);
     T_RUN(encode_decode);
     T_RUN(tokens_and_methods);
+    T_RUN(expiry_policy);
     T_RUN(passwords);
 
     if (!mkdtemp(tmpdir)) {
@@ -272,6 +421,9 @@ int main(int argc, char **argv)
         hp_session_server_start(&cfg);
         T_RUN(lifecycle);
         T_RUN(touch_conflict_is_harmless);
+        T_RUN(table_exists_before_any_request);
+        T_RUN(table_made_lazily_is_seen_by_earlier_reads);
+        T_RUN(anonymous_lifetime);
         hp_session_server_stop();
         hp_db_server_close();
     } else {
