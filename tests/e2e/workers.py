@@ -492,7 +492,10 @@ def test_handler_timeout_504_production_body_is_plain():
         check_eq(r.status, 504, "status of the spinning page")
         check_eq(r.text.strip(), "<!doctype html>\n<title>504 Gateway "
                  "Timeout</title>\n<h1>504 Gateway Timeout</h1>", "504 body")
-        check_in("has run for more than 1 s: answered 504", s.stderr(), "log")
+        # the worker logs after it answered: wait for the line
+        line = "has run for more than 1 s: answered 504"
+        wait_until(lambda: line in s.stderr(), limit(5.0))
+        check_in(line, s.stderr(), "log")
 
 
 # ---- signals ----------------------------------------------------------------
