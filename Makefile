@@ -156,8 +156,10 @@ docs: hotpub
 check-layers:
 	@sh tools/check-layers.sh src
 
+# examples/hotpub.ini must show every setting with its default, too.
 check-docs: hotpub$(SUFFIX)
 	@sh tools/config-reference.sh ./hotpub$(SUFFIX) docs/configuration.md --check
+	@sh tools/check-example-ini.sh ./hotpub$(SUFFIX) examples/hotpub.ini
 
 test: all
 	@$(MAKE) --no-print-directory check-exports
