@@ -91,7 +91,8 @@ $(BUILD) $(BUILD)/tests:
 	mkdir -p $@
 
 unit: $(UNITS)
-	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
+	@for t in $(UNITS); do echo "== $$t"; $$t || { rc=$$?; \
+	  echo "FAIL $$t exited with status $$rc"; exit 1; }; done
 
 $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/driver.c $(LIBOBJS) | $(BUILD)/tests
 	$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) $(ALL_LDFLAGS) -o $@ $< tests/fuzz/driver.c $(LIBOBJS) $(LIBS)
