@@ -41,8 +41,9 @@ highest level under `perf record -g` of the hotpub processes, and the
 symbols that took >= 1% of the samples (where hotpub's CPU goes).
 When db is among the tests, the run ends with PostgreSQL's own ceiling:
 pgbench (-M prepared) sends /db's statement on the server's cpu, with no
-HTTP server, once as a bare autocommit SELECT and once as hotpub's
-transaction, and the best tps (and PostgreSQL's cpu per transaction, from
+HTTP server: as a bare autocommit SELECT, as a transaction in one round
+trip (BEGIN, SELECT, COMMIT pipelined) and as hotpub's transaction; the
+best tps (and PostgreSQL's cpu per transaction, from
 /proc/stat of its cpu) is printed beside 5x PHP-FPM's /db: no server can
 answer /db faster than PostgreSQL answers its statement (--no-ceiling
 skips it).
@@ -414,6 +415,10 @@ PG_CEILING = (
     ("bare SELECT, autocommit (1 statement, 1 round trip)",
      "\\set id random(1, 10000)\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\n"),
+    ("a transaction in one round trip (BEGIN, SELECT, COMMIT pipelined)",
+     "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
+     "SELECT id, randomnumber FROM world WHERE id = :id;\nCOMMIT;\n"
+     "\\endpipeline\n"),
     ("hotpub's /db transaction (BEGIN, SELECT, write check pipelined; "
      "COMMIT)",
      "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
