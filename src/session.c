@@ -246,9 +246,16 @@ long long hp_session__lifetime(size_t npairs, long long lifetime,
     return npairs || anon_lifetime > lifetime ? lifetime : anon_lifetime;
 }
 
+/* A session's expiry moves forward when a request finds it a step older
+ * than a full lifetime: 1% of the lifetime, at least a minute (a write per
+ * step, not per request), but at most a quarter of it, so that a session
+ * used within three quarters of its lifetime is never lost, however short
+ * the lifetime (--session-anonymous-lifetime can be 60 s). */
 bool hp_session__renew_due(long long expires, long long now, long long life)
 {
     long long step = life / 100 > 60 ? life / 100 : 60;
+    if (step > life / 4)
+        step = life / 4;
     return expires < now + life - step || expires > now + life + 60;
 }
 

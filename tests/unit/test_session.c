@@ -107,6 +107,11 @@ static void expiry_policy(void)
     /* 24 minutes: a step of at least a minute */
     CHECK(!hp_session__renew_due(now + 1440 - 60, now, 1440));
     CHECK(hp_session__renew_due(now + 1440 - 61, now, 1440));
+    /* the shortest lifetime (60 s): a step of a quarter, so a session
+     * used 40 s after its renewal is renewed, not lost 20 s later */
+    CHECK(!hp_session__renew_due(now + 60 - 15, now, 60));
+    CHECK(hp_session__renew_due(now + 60 - 16, now, 60));
+    CHECK(hp_session__renew_due(now + 20, now, 60));
     /* a row that lives longer than its data calls for (emptied, or the
      * setting lowered) is cut down on its next read */
     CHECK(!hp_session__renew_due(now + 1440 + 60, now, 1440));
