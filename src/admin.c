@@ -276,7 +276,9 @@ int hp_host_list_check(const char *value, char *err, size_t errlen)
         size_t ok = strspn(p, "abcdefghijklmnopqrstuvwxyz"
                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_");
         bool v6 = n > 2 && *p == '[' && p[n - 1] == ']';
-        if (n && !(n == 1 && *p == '*') && !v6 && ok < n) {
+        /* a name has a label: ".", ".." or "a..b" would match nothing */
+        bool label = n && !(n == 1 && *p == '.') && !memmem(p, n, "..", 2);
+        if (n && !(n == 1 && *p == '*') && !v6 && (ok < n || !label)) {
             snprintf(err, errlen,
                      "\"%.*s\" is not a host name (a name, .name for it and "
                      "its subdomains, an address, or *; no port)",

@@ -138,6 +138,12 @@ static void test_host_rule(void)
                              sizeof err) == 0);
     CHECK(hp_host_list_check("dev.example.test:8080", err, sizeof err) < 0);
     CHECK(hp_host_list_check("http://x", err, sizeof err) < 0);
+    /* no label: they would match nothing, silently */
+    CHECK(hp_host_list_check(".", err, sizeof err) < 0);
+    CHECK(hp_host_list_check("..", err, sizeof err) < 0);
+    CHECK(hp_host_list_check("a..b", err, sizeof err) < 0);
+    CHECK(hp_host_list_check("ok.test, .", err, sizeof err) < 0);
+    CHECK(hp_host_list_check("localhost., .ok.test", err, sizeof err) == 0);
 }
 
 /* The value of the sample line that starts with `prefix` (its labels
