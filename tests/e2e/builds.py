@@ -304,8 +304,8 @@ def test_failed_compile_by_header_not_sticky():
         log = with_wrapper(s)
         s.start()
         fixed_everywhere(s, "/ok", "ok")
-        # one at a time: a header's change rebuilds every broken page as
-        # one batch, and one still broken would hold the other back
+        # one at a time, so each page's compiler runs are counted apart (a
+        # header's change retries every broken page)
         broken_everywhere(s, "/h", "h.c", "inc.h")
         check_eq(runs_of(log, "h"), 1, "compiler runs for h.c (2 workers)")
         s.write("inc.h", "int from_header = 1;\n", how="rename")
