@@ -721,6 +721,11 @@ static void set_held(hp_entry *e, bool on)
         atomic_fetch_add(&e->cache->nheld, on ? 1 : -1);
 }
 
+/* Why a held module is not live (its error while held). */
+static const char held_msg[] =
+    "held back: files changed together with this one failed to build; it "
+    "goes live with them once they are fixed (see the other errors)";
+
 /* Build and publish one entry on its own (a first load, or no watcher).
  * Called with e->load_mu held. */
 static void refresh_one(hp_entry *e)
@@ -743,9 +748,7 @@ static void refresh_one(hp_entry *e)
         set_held(e, true);
         pthread_mutex_lock(&e->mu);
         free(e->error);
-        e->error = hp_xstrdup("held back: files changed together with this "
-                              "one failed to build; it goes live with them "
-                              "once they are fixed (see the other errors)");
+        e->error = hp_xstrdup(held_msg);
         pthread_mutex_unlock(&e->mu);
     } else {
         if (r.kind == B_NEW || r.kind == B_GONE)
@@ -832,17 +835,64 @@ static struct batch *batch_choose(hp_cache *c)
     return b;
 }
 
-/* Every member failed or not: store the failures, hold the rest back. */
-static void batch_hold(struct batch *b, struct build_result *rs)
+/*
+ * Whether a failed member failed before this batch and again the same way
+ * from the same inputs: its source is the one its stored error came from
+ * (err_fid), the headers its current version recorded are unchanged (a
+ * failed compile records none: gcc writes no -MD file then), and the
+ * diagnostic is the stored one, byte for byte. Such a member is in the
+ * batch only as a retry (a stored error is retried on any header change,
+ * having no dependency list), so nothing of it changed with the others:
+ * holding them back would protect nothing, and would hold them only in the
+ * workers that happened to have loaded the broken page. Called with
+ * e->load_mu held (err_fid) and before store_error (e->error is the old
+ * one).
+ */
+static bool same_failure(hp_entry *e, const struct build_result *r)
+{
+    static const struct hp_fid none;
+    if (r->kind != B_ERROR || !r->diag || hp_fid_eq(&r->fid, &none) ||
+        !hp_fid_eq(&r->fid, &e->err_fid))
+        return false;
+    hp_version *cur = current_of(e); /* stable: we hold load_mu */
+    if (cur && !deps_unchanged(cur))
+        return false;
+    pthread_mutex_lock(&e->mu);
+    bool same = e->error && strcmp(e->error, r->diag) == 0;
+    pthread_mutex_unlock(&e->mu);
+    return same;
+}
+
+/* Store the failures; members that built are published (none failed) or
+ * held back (some did). */
+static void store_failures(struct batch *b, struct build_result *rs)
 {
     for (size_t i = 0; i < b->n; i++) {
         if (rs[i].kind == B_ERROR) {
             store_error(b->es[i], &rs[i]);
             set_held(b->es[i], false);
-        } else if (rs[i].kind == B_NEW || rs[i].kind == B_GONE) {
+        }
+    }
+}
+
+/* Some member failed: store the failures, hold the rest back. */
+static void batch_hold(struct batch *b, struct build_result *rs)
+{
+    store_failures(b, rs);
+    for (size_t i = 0; i < b->n; i++) {
+        hp_entry *e = b->es[i];
+        if (rs[i].kind == B_NEW || rs[i].kind == B_GONE) {
             if (rs[i].kind == B_NEW)
-                discard(b->es[i], rs[i].v);
-            set_held(b->es[i], true);
+                discard(e, rs[i].v);
+            set_held(e, true);
+            /* An error of its own from an earlier build (a header broken
+             * then, fixed now) is no longer why it does not go live. */
+            pthread_mutex_lock(&e->mu);
+            if (e->error) {
+                free(e->error);
+                e->error = hp_xstrdup(held_msg);
+            }
+            pthread_mutex_unlock(&e->mu);
             hp_log_error("%s: held back: another file changed with it "
                          "failed to build",
                          b->es[i]->path);
@@ -868,11 +918,12 @@ static void batch_run(struct batch *b)
     }
     for (size_t i = 0; i < b->n; i++) {
         build_retrying(b->es[i], &rs[i]);
-        failed += rs[i].kind == B_ERROR;
+        failed += rs[i].kind == B_ERROR && !same_failure(b->es[i], &rs[i]);
     }
     if (failed) {
         batch_hold(b, rs);
     } else {
+        store_failures(b, rs); /* retries that failed as before */
         publish(c, b->es, rs, b->n);
         for (size_t i = 0; i < b->n; i++)
             set_held(b->es[i], false);

@@ -304,8 +304,8 @@ def test_failed_compile_by_header_not_sticky():
         log = with_wrapper(s)
         s.start()
         fixed_everywhere(s, "/ok", "ok")
-        # one at a time: a header's change rebuilds every broken page as
-        # one batch, and one still broken would hold the other back
+        # one at a time, so each page's compiler runs are counted apart (a
+        # header's change retries every broken page)
         broken_everywhere(s, "/h", "h.c", "inc.h")
         check_eq(runs_of(log, "h"), 1, "compiler runs for h.c (2 workers)")
         s.write("inc.h", "int from_header = 1;\n", how="rename")
@@ -315,6 +315,56 @@ def test_failed_compile_by_header_not_sticky():
         os.makedirs(s.path("sub"))
         s.write("sub/later.h", "int later = 2;\n")
         fixed_everywhere(s, "/m", "m")
+
+
+def msg_page(page_id):
+    """A page printing MSG from _h.h and its worker's pid."""
+    return page('/* PAGE_ID %s */\n#include <unistd.h>\n#include "_h.h"\n'
+                'HP_HANDLER(http_handler)\n{\n'
+                '    hp_printf(req, "%%s %%d", MSG, (int)getpid());\n'
+                '    return HP_OK;\n}\n' % page_id)
+
+
+def failing_everywhere(s, path, want_text, n=10, timeout=10.0):
+    """GET path on fresh connections until n answers in a row are 500s
+    with want_text (the change has reached every worker)."""
+    run, r = 0, None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and run < n:
+        r = fresh_get(s, path)
+        ok = r is not None and r.status == 500 and want_text in r.text
+        run = run + 1 if ok else 0
+        if not ok:
+            time.sleep(0.05)
+    if run < n:
+        harness.fail("%s: not a 500 with %r everywhere within %.0f s (last "
+                     "%s)" % (path, want_text, timeout, r and short(r.body)))
+
+
+def test_unchanged_broken_page_does_not_hold_header_batch():
+    """2 workers, a page broken on its own (it includes no header) loaded
+    by both: a header's change retries it (a failed compile has no
+    dependency list), but it fails as before and does not hold back the
+    page that includes the header, so every worker serves the new version.
+    Then the header is broken and fixed again: the including page's error
+    clears in every worker."""
+    files = {"_h.h": '#define MSG "h1"\n', "hh.c": msg_page("hh"),
+             "broken.c": page("/* PAGE_ID broken */\nint oops = ;\n")}
+    with Server(files=files, dev=True, start=False, workers=2) as s:
+        log = with_wrapper(s)
+        s.start()
+        fixed_everywhere(s, "/hh", "h1")
+        broken_everywhere(s, "/broken", "broken.c", "expected expression")
+        s.write("_h.h", '#define MSG "h2"\n', how="rename")
+        fixed_everywhere(s, "/hh", "h2")
+        check(runs_of(log, "broken") >= 2, "the broken page was retried "
+              "(%d compiler runs)" % runs_of(log, "broken"))
+        s.write("_h.h", '#define MSG "h3" +\n', how="rename")
+        failing_everywhere(s, "/hh", "_h.h")
+        s.write("_h.h", '#define MSG "h4"\n', how="rename")
+        fixed_everywhere(s, "/hh", "h4")
+        r = fresh_get(s, "/broken")
+        check_eq(r and r.status, 500, "GET /broken after the header edits")
 
 
 # ---- HP_PKG: pkg-config packages, per page ---------------------------------

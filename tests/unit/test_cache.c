@@ -1207,6 +1207,72 @@ static void test_batch_all_or_nothing(void)
     stop();
 }
 
+/* ---- 16a. a page failing as before does not hold back a header's batch -- */
+
+static void expect_page(const char *p, int want, bool want_err)
+{
+    char *err = NULL;
+    enum hp_acquire r;
+    int v = acquire_value(p, &r, &err);
+    if (v != want || (err != NULL) != want_err)
+        fprintf(stderr, "  %s: %d (want %d), error %s\n", p, v, want,
+                err ? err : "none");
+    CHECK(v == want && r == HP_ACQ_OK && (err != NULL) == want_err);
+    free(err);
+}
+
+static void test_unchanged_failure_does_not_hold(void)
+{
+    char ph[PBUF], inc[PBUF], pn[PBUF];
+    enum hp_acquire r;
+
+    path_of(ph, "uf_h.c");
+    path_of(inc, "uf.h");
+    path_of(pn, "uf_n.c");
+    write_atomic(inc, "#define UF 181\n");
+    write_page(ph, "#include \"uf.h\"", "UF");
+    write_page(pn, "", "181 +"); /* broken on its own, includes no header */
+    start();
+    expect_page(ph, 181, false);
+    CHECK(acquire_value(pn, &r, NULL) == -1 && r == HP_ACQ_ERROR);
+
+    /* The header changes: the broken page is retried with it (a failed
+     * compile has no dependency list), fails as before, and holds nothing. */
+    write_atomic(inc, "#define UF 182\n");
+    CHECK(hp_cache_touch(cache, inc) == 2);
+    hp_cache_refresh_stale(cache);
+    expect_page(ph, 182, false);
+    CHECK(status_has(ph, "\"held\":false"));
+    CHECK(status_has(pn, "\"builds\":2"));
+    CHECK(acquire_value(pn, &r, NULL) == -1 && r == HP_ACQ_ERROR);
+
+    /* Broken, then fixed: the including page's error clears. */
+    write_atomic(inc, "#define UF (\n");
+    CHECK(hp_cache_touch(cache, inc) == 2);
+    hp_cache_refresh_stale(cache);
+    expect_page(ph, 182, true);
+    write_atomic(inc, "#define UF 183\n");
+    CHECK(hp_cache_touch(cache, inc) == 2);
+    hp_cache_refresh_stale(cache);
+    expect_page(ph, 183, false);
+
+    /* Saved with the header, the broken page is a real member: it holds
+     * the batch back, and the held page shows no stale error of its own. */
+    write_page(pn, "", "184 + +");
+    write_atomic(inc, "#define UF 184\n");
+    CHECK(hp_cache_touch(cache, pn) == 1);
+    CHECK(hp_cache_touch(cache, inc) == 2);
+    hp_cache_refresh_stale(cache);
+    expect_page(ph, 183, false);
+    CHECK(status_has(ph, "\"held\":true"));
+    write_page_int(pn, 185);
+    CHECK(hp_cache_touch(cache, pn) == 1);
+    hp_cache_refresh_stale(cache);
+    expect_page(ph, 184, false);
+    expect_page(pn, 185, false);
+    stop();
+}
+
 /* ---- 16b. batches run apart: a slow one delays only its own files ------ */
 
 static bool wait_status(const char *path, const char *needle, double timeout)
@@ -1671,6 +1737,7 @@ int main(int argc, char **argv)
     T_RUN(test_revalidate);
     T_RUN(test_future_dated_header);
     T_RUN(test_batch_all_or_nothing);
+    T_RUN(test_unchanged_failure_does_not_hold);
     T_RUN(test_batches_run_apart);
     T_RUN(test_init_fini_handover);
     T_RUN(test_touch_unchanged_keeps_version);
