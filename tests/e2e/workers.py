@@ -1077,6 +1077,23 @@ def test_page_calling_exit_production_502_short_body():
               "a new worker serves")
 
 
+def test_app_init_exit_neighbour_gets_503_retry_after():
+    """Production, one worker: while a slow request runs, another request
+    pins a module whose init calls exit(7): it gets the 503 with the short
+    body, the slow neighbour the 503 + Retry-After of a crash."""
+    with Server(files={"ex.c": EXIT_PAGE, "ic/_app.c": exiting_app("exit(7)"),
+                       "ic/page.c": APP_PAGE},
+                args=["--workers", "1"], dev=False) as s:
+        r, slow = _exit_with_slow_neighbour(s, "/ic/page")
+        check_eq(r.status, 503, "status of the request that ran init")
+        check_in("failed to initialise", r.text, "the production body")
+        check_eq(slow.status, 503, "the neighbour's status")
+        check_eq(slow.header("Retry-After"), "1",
+                 "the neighbour's Retry-After")
+        check(s.get_ok("/ex/ping").text.startswith("alive"),
+              "a new worker serves")
+
+
 def test_page_calling_exit_single_process_dev_crash_page_then_70():
     """--workers 0 in dev mode: the page that calls exit(3) gets the crash
     page (the guard's exit hook runs before the one that makes the status
