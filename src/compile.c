@@ -1169,6 +1169,12 @@ static size_t cc_flags(const struct hp_compiler *c, bool fast, char **argv)
      * server.c; docs/security.md). */
     if (!c->is_tcc)
         argv[a++] = "-fstack-clash-protection";
+    /* `return strlen(p);` compiled as a jump leaves no frame of the page
+     * (or module hook) on the stack, and a fault inside libc could then
+     * not be traced back to the page's line (guard.c's page_call,
+     * hook_call): every call keeps its frame. */
+    if (!c->is_tcc)
+        argv[a++] = "-fno-optimize-sibling-calls";
     /* A call to an undeclared function is an error at its file:line, not
      * an "undefined symbol" when the object is loaded. */
     argv[a++] = c->is_tcc ? "-Wimplicit-function-declaration"

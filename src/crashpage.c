@@ -198,9 +198,15 @@ static void put_what(struct sbuf *b, const struct hp_crash *c)
         puts_(b, "</h1>\n<p>The application module failed to initialise: "
                  "its <code>");
         put_html(b, c->handler);
-        puts_(b, "</code> hook crashed the worker process (it is being "
-                 "replaced), and will not run again until the file "
-                 "changes. ");
+        /* exit ends the process as surely as a fatal signal does */
+        puts_(b, c->signame[0] == 'e' ? "</code> hook called exit, which "
+                                        "ended "
+                                      : "</code> hook crashed ");
+        puts_(b, c->alone ? "the server, a single process (--workers 0): "
+                            "it ends now; start it again. "
+                          : "the worker process (it is being replaced), "
+                            "and will not run again until the file "
+                            "changes. ");
         return;
     }
     puts_(b, "</h1>\n<p>The handler <code>");
@@ -240,9 +246,14 @@ void hp_crash_answer(const struct hp_crash *c)
               "padding:10px;white-space:pre-wrap}</style>\n<h1>");
     put_what(&b, c);
     if (c->outside)
-        puts_(&b, "The fault was in a function the page called (in a "
-                  "library, such as libc's <code>strlen</code> given "
-                  "<code>NULL</code>): below is the page's call. ");
+        puts_(&b, c->init ? "The fault was in a function the module called "
+                            "(in a library, such as libc's <code>strlen"
+                            "</code> given <code>NULL</code>): below is the "
+                            "module's call. "
+                          : "The fault was in a function the page called (in "
+                            "a library, such as libc's <code>strlen</code> "
+                            "given <code>NULL</code>): below is the page's "
+                            "call. ");
     puts_(&b, "Where, innermost first (function, then source line):</p>\n"
               "<pre>");
     put_html(&b, where[0] ? where : "(no line: addr2line found none)\n");

@@ -152,10 +152,14 @@ struct slot {
     char hook_name[8];        /* "init", "fini" */
     char hook_key[KEY_LEN];   /* its object's key, "" if none */
     char hook_where[512];     /* addr2line's lines, "" if none */
-    atomic_int hook_sig;
+    int hook_status;          /* the status the hook passed to exit */
+    atomic_int hook_sig;      /* its signal; HOOK_EXIT, HOOK_QUICK_EXIT */
     struct hp_thread_counts threads; /* the worker's pool.c keeps it */
     /* struct rec recs[shm->nrecs] follows */
 };
+
+/* hook_sig of a hook that called exit (hook_status) or quick_exit. */
+enum { HOOK_EXIT = -1, HOOK_QUICK_EXIT = -2 };
 
 enum { Q_FREE = 0, Q_COUNTING, Q_QUARANTINED };
 
@@ -1277,23 +1281,44 @@ static void answer_init_503(int fd)
 }
 
 /*
- * The dying thread was running a module's init or fini (async-signal-safe):
- * put the module, hook, signal and source line on the slot for the
- * parent's log (and the init's refusal, hp_guard_autopsy), and answer the
- * request whose pin ran an init with a 503: the crash page in dev mode.
+ * The hook's innermost call on the way to a fault or an exit outside its
+ * object (libc's strlen given NULL, exit itself), as page_call does for a
+ * handler: the span was found before the hook ran (loader.c); 0 if the
+ * object has no frame on the stack or its span is not known.
  */
-static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
+static uintptr_t hook_call(const struct hp_hook_run *h)
 {
-    bool init = strcmp(h->hook, "init") == 0;
+    void *frames[64];
+    int n = h->hi ? backtrace(frames, 64) : 0;
+    for (int i = 0; i < n; i++) {
+        uintptr_t ret = (uintptr_t)frames[i];
+        if (ret > h->lo && ret <= h->hi)
+            return ret - 1; /* the call, not the return */
+    }
+    return 0;
+}
+
+/* Put the module, hook and source line of pc (0: none) on the slot for the
+ * parent's log and the init's refusal (hp_guard_autopsy); the caller
+ * stores hook_sig last. Async-signal-safe. */
+static void hook_record(const struct hp_hook_run *h, uintptr_t pc)
+{
     copy_tail(ME->hook_path, sizeof ME->hook_path, rel_path(h->path));
     copy_str(ME->hook_name, sizeof ME->hook_name, h->hook);
     so_key(h->so_path, ME->hook_key);
     ME->hook_where[0] = '\0';
-    if (pc >= h->base)
+    if (pc && pc >= h->base)
         hp_crash_where(h->so_path, pc - h->base, ME->hook_where,
                        sizeof ME->hook_where);
-    atomic_store(&ME->hook_sig, sig);
-    int fd = init ? hp_server_pinning_fd() : -1;
+}
+
+/* Answer the request whose pin ran the init that is killing the worker
+ * with a 503: the crash page (what happened, at pc) when it may see
+ * details, else the short production body. Nothing for a fini. */
+static void hook_answer(const struct hp_hook_run *h, const char *what,
+                        uintptr_t pc, bool outside)
+{
+    int fd = strcmp(h->hook, "init") == 0 ? hp_server_pinning_fd() : -1;
     if (fd < 0 || !hp_server_claim(fd))
         return;
     if (!hp_server_pinning_details()) {
@@ -1301,16 +1326,51 @@ static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
         return;
     }
     struct hp_crash c = {.fd = fd,
-                         .signame = signame(sig),
+                         .signame = what,
                          .page = ME->hook_path,
                          .handler = h->hook,
                          .so_path = h->so_path,
-                         .pc = pc,
+                         .pc = pc ? pc : h->base,
                          .base = h->base,
                          .alone = ALONE,
                          .init = true,
-                         .where = ME->hook_where};
+                         .where = ME->hook_where,
+                         .outside = outside};
     hp_crash_answer(&c);
+}
+
+/*
+ * The dying thread was running a module's init or fini (async-signal-safe):
+ * record it and answer the pinning request. A fault outside the module's
+ * object names the module's call into the function that faulted.
+ */
+static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
+{
+    bool outside = h->hi && (pc < h->lo || pc >= h->hi);
+    uintptr_t call = outside ? hook_call(h) : 0;
+    hook_record(h, call ? call : pc);
+    atomic_store(&ME->hook_sig, sig);
+    hook_answer(h, signame(sig), call ? call : pc, call != 0);
+}
+
+/* The same for a hook that called exit (status) or quick_exit (!known):
+ * the line is that of the hook's call on the way to exit. */
+static void hook_exit(const struct hp_hook_run *h, int status, bool known)
+{
+    char what[32];
+    uintptr_t call = hook_call(h);
+    hook_record(h, call);
+    ME->hook_status = status;
+    atomic_store(&ME->hook_sig, known ? HOOK_EXIT : HOOK_QUICK_EXIT);
+    if (known)
+        snprintf(what, sizeof what, "exit(%d)", status);
+    else
+        snprintf(what, sizeof what, "exit (quick_exit)");
+    if (ALONE)
+        hp_log_error("the %s hook of the module %s called %s: the single "
+                     "process (--workers 0) ends",
+                     h->hook, ME->hook_path, what);
+    hook_answer(h, what, call, false);
 }
 
 /* The loader's check before an init runs (hp_loader_set_init_vet): that
@@ -1356,7 +1416,9 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
     raise(sig);
 }
 
-/* ---- a page handler that calls exit() ------------------------------------ */
+/* ---- a page handler (or a module hook) that calls exit() ----------------- */
+
+static pid_t EXIT_PID; /* the process whose exits the hooks answer for */
 
 /* The instruction in v's object that called into exit, found by walking
  * this thread's stack (0 if none: the object has no frame there). */
@@ -1402,21 +1464,28 @@ static void exit_answer(int fd, int status, bool known)
  * exit, quick_exit (and a return from main) run this on the calling
  * thread. A handler thread running a page is a page that called exit: it
  * is answered like a crash (the crash page in dev mode, else the 502 of
- * hp_server_answer_unstarted) and the parent's autopsy names it. The
+ * hp_server_answer_unstarted) and the parent's autopsy names it. A module's
+ * init or fini running (hp_hook_running) is answered and named like a
+ * crashing hook (hook_exit), and its init refused from then on. The
  * normal ends (SIGTERM's drain, recycling, the single process's return)
  * call exit on the main thread, which runs no handler. _exit and
  * exit_group run no hook: their requests go unanswered.
  */
 static void exit_hook(int status, bool known)
 {
-    if (!ME)
+    /* A process forked by a page or hook inherits the hooks: its exit is
+     * none of this worker's business. */
+    if (!ME || getpid() != EXIT_PID)
         return;
+    const struct hp_hook_run *h = hp_hook_running();
     int fd = running_fd();
-    if (ALONE && fd < 0)
+    if (ALONE && fd < 0 && !h)
         return; /* the single process's normal end */
     if (!ALONE)
         hp_server_dying();
-    if (fd >= 0) {
+    if (h) {
+        hook_exit(h, status, known);
+    } else if (fd >= 0) {
         struct rec *r = rec_at(ME, tl_rec);
         atomic_store(&ME->crash_rec, tl_rec);
         if (ALONE) /* no parent to log it */
@@ -1444,6 +1513,7 @@ static void on_quick_exit(void)
 static void catch_exits(void)
 {
     void *f[1];
+    EXIT_PID = getpid();
     (void)backtrace(f, 1);
     on_exit(on_exit_status, NULL);
     at_quick_exit(on_quick_exit);
@@ -1731,12 +1801,20 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
                          const char *how)
 {
     char where[sizeof s->hook_where], why[sizeof SHM->initbad[0].why];
+    char what[48];
     bool init = strcmp(s->hook_name, "init") == 0;
+    int sig = atomic_load(&s->hook_sig);
     where_line(s->hook_where, where, sizeof where);
-    hp_log_error("worker %d (generation %u) %s in the %s hook of the module "
-                 "%s (object %s)%s%s%s",
-                 (int)pid, gen, how, s->hook_name, s->hook_path,
-                 s->hook_key[0] ? s->hook_key : "unknown",
+    if (sig == HOOK_EXIT)
+        snprintf(what, sizeof what, "exit(%d)", s->hook_status);
+    else
+        snprintf(what, sizeof what, "%s",
+                 sig == HOOK_QUICK_EXIT ? "quick_exit" : signame(sig));
+    hp_log_error("worker %d (generation %u) %s%s%s%s in the %s hook of the "
+                 "module %s (object %s)%s%s%s",
+                 (int)pid, gen, how, sig < 0 ? " (the hook called " : "",
+                 sig < 0 ? what : "", sig < 0 ? ")" : "", s->hook_name,
+                 s->hook_path, s->hook_key[0] ? s->hook_key : "unknown",
                  where[0] ? ", in " : "", where,
                  init ? ": the module is unavailable (503) until its "
                         "file changes"
@@ -1746,8 +1824,7 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
     snprintf(why, sizeof why,
              HP_DIAG_INIT_CRASHED " a worker process (%s) in %s%s%s; it "
                                   "will not run again until the file changes",
-             signame(atomic_load(&s->hook_sig)), s->hook_path,
-             where[0] ? ": " : "", where);
+             what, s->hook_path, where[0] ? ": " : "", where);
     table_lock();
     int at = -1;
     for (int i = 0; i < INITBAD_MAX && at < 0; i++)

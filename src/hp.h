@@ -384,6 +384,10 @@ struct hp_hook_run {
     const char *hook;
     const char *so_path;
     uintptr_t base; /* where the object was loaded (link map l_addr) */
+    /* The object's PT_LOAD span [lo, hi), found before the hook runs (0, 0:
+     * unknown), for naming the hook's call when the fault (or the exit) is
+     * in a function it called: a signal handler cannot look it up. */
+    uintptr_t lo, hi;
 };
 /* The hook running on the calling thread, or NULL (async-signal-safe: a
  * thread-local read). */

@@ -71,8 +71,8 @@ int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
         base = ""; /* never: silences a GCC 12 -O1 UBSan false positive */
     path = hp_xasprintf("%s/v%llu-%s", rundir, (unsigned long long)id, base);
     if (copy_file(so, path) < 0) {
-        *diag = hp_xasprintf("cannot copy %s to %s: %s", so, path,
-                             strerror(errno));
+        *diag =
+            hp_xasprintf("cannot copy %s to %s: %s", so, path, strerror(errno));
         free(path);
         return -1;
     }
@@ -118,6 +118,45 @@ static uintptr_t load_base(void *dl)
                                                        : 0;
 }
 
+struct span_arg {
+    uintptr_t base, lo, hi;
+    const char *path;
+};
+
+static int span_of(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct span_arg *a = arg;
+    (void)size;
+    if (info->dlpi_addr != a->base || !info->dlpi_name ||
+        strcmp(info->dlpi_name, a->path) != 0)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t lo = a->base + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (!a->lo || lo < a->lo)
+            a->lo = lo;
+        if (hi > a->hi)
+            a->hi = hi;
+    }
+    return 1;
+}
+
+/* The hook record for v's object: its load base and PT_LOAD span, looked
+ * up now (dl_iterate_phdr takes the loader's lock: not in a signal). */
+static struct hp_hook_run hook_run(const hp_version *v, const char *hook)
+{
+    struct hp_hook_run run = {v->path,          hook, v->so_path,
+                              load_base(v->dl), 0,    0};
+    struct span_arg a = {.base = run.base, .path = v->so_path};
+    if (run.base && v->so_path && dl_iterate_phdr(span_of, &a) == 1) {
+        run.lo = a.lo;
+        run.hi = a.hi;
+    }
+    return run;
+}
+
 bool hp_diag_is_init(const char *diag)
 {
     return diag && (strncmp(diag, HP_DIAG_INIT_FAILED,
@@ -160,7 +199,7 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
     if (init) {
         /* Runs before anyone can see this version; the old one may be
          * serving requests with `previous` at this very moment. */
-        struct hp_hook_run run = {path, "init", v->so_path, load_base(v->dl)};
+        struct hp_hook_run run = hook_run(v, "init");
         tl_hook = &run;
         v->state = init(&v->mod, previous);
         tl_hook = NULL;
@@ -181,8 +220,7 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
 void hp_version_close(hp_version *v)
 {
     if (v->initialised && v->fini) {
-        struct hp_hook_run run = {v->path, "fini", v->so_path,
-                                  load_base(v->dl)};
+        struct hp_hook_run run = hook_run(v, "fini");
         const struct hp_hook_run *outer = tl_hook;
         tl_hook = &run;
         v->fini(&v->mod, v->state, v->handed_over);

@@ -885,6 +885,112 @@ def test_app_init_crash_dev_shows_hook_module_and_line():
     _app_init_crash(True, "recurse")
 
 
+def exiting_app(call):
+    """_app.c whose init calls `call` ("exit(7)", "quick_exit(5)")."""
+    return page(r"""
+HP_INIT
+{
+    %s;
+    return NULL;
+}
+""" % call, includes="#include <stdlib.h>")
+
+
+LIBC_CRASH_APP = page(r"""
+HP_INIT
+{
+    const char *volatile p = NULL;
+    return (void *)(size_t)strlen(p);
+}
+""", includes="#include <string.h>")
+
+
+def _line_of(src, needle):
+    return next(i for i, l in enumerate(src.splitlines(), 1) if needle in l)
+
+
+def test_app_init_exit_production_refused_not_per_request():
+    """An _app.c whose init calls exit(7) (production, two workers): the
+    request that ran it gets a 503 with the short body; the log names the
+    module, the hook, exit(7) and the line of the call; the object's init
+    is refused from then on, so later requests get the 503 without
+    killing another worker (the crash count and the worker pids stay
+    put); the fix recovers."""
+    src = exiting_app("exit(7)")
+    with Server(files={"ic/_app.c": src, "ic/page.c": APP_PAGE,
+                       "other.c": simple_page("other")},
+                args=WORKERS, dev=False) as s:
+        r = s.get("/ic/page")
+        check_eq(r.status, 503, "status of the request that ran init")
+        check_in("failed to initialise", r.text, "the production body")
+        check("_app.c" not in r.text and "exit" not in r.text,
+              "internals in a production body: %s" % short(r.text))
+        check(wait_until(lambda: "init hook of the module ic/_app.c"
+                         in s.stderr(), limit(3.0)),
+              "the log does not name the module and hook")
+        check_in("exit(7)", s.stderr(), "exit(7) in the log")
+        check_in("_app.c:%d" % _line_of(src, "exit(7)"), s.stderr(),
+                 "the line of the call in the log")
+        check(wait_until(lambda: len(ready_pids(procs(s))) == 2,
+                         limit(10.0)), "two workers not ready again")
+        p = procs(s)
+        crashes, pids = p["crashes"], ready_pids(p)
+        for i in range(4):
+            r = fresh_get(s, "/ic/page")
+            check(r is not None, "no answer (request %d)" % i)
+            check_eq(r.status, 503, "status (request %d)" % i)
+            check_in("init", r.text, "a body (request %d)" % i)
+        check_eq(s.get_ok("/other").text, "other", "another page meanwhile")
+        p = procs(s)
+        check_eq(p["crashes"], crashes, "workers killed by later requests")
+        check_eq(ready_pids(p), pids, "the worker pids changed")
+        check_eq(s.stderr().count("exited with status 7"), 1,
+                 "workers that exited with status 7")
+        s.write("ic/_app.c", GOOD_APP, how="rename")
+        s.wait_body("/ic/page", "app state 7", limit(10.0),
+                    allowed_status=(503,))
+
+
+def test_app_init_exit_dev_crash_page():
+    """Dev mode: the request whose pin ran an init that calls exit(7) gets
+    the crash page (503) naming exit(7), the hook, the module and the line
+    of the call, not an empty 503; quick_exit likewise."""
+    for call in ("exit(7)", "quick_exit(5)"):
+        src = exiting_app(call)
+        with Server(files={"ic/_app.c": src, "ic/page.c": APP_PAGE},
+                    args=["--workers", "1"], dev=True) as s:
+            r = s.get("/ic/page")
+            check_eq(r.status, 503, "status (%s)" % call)
+            check_in("exit", r.text, "exit named (%s)" % call)
+            if call.startswith("exit"):
+                check_in("exit(7)", r.text, "exit(7) named")
+            else:
+                check_in("quick_exit", r.text, "quick_exit named")
+            check_in("ic/_app.c", r.text, "the module named (%s)" % call)
+            check_in("<code>init</code> hook called exit", r.text,
+                     "the hook named (%s)" % call)
+            check_in("_app.c:%d" % _line_of(src, call), r.text,
+                     "the line of the call (%s)" % call)
+            r = s.get("/ic/page")
+            check_eq(r.status, 503, "the next request (%s)" % call)
+            check(r.body, "an empty 503 next (%s)" % call)
+
+
+def test_app_init_libc_crash_names_module_call_line():
+    """An init that passes NULL to libc's strlen: the fault is inside libc,
+    yet the crash page and the log name the module's call (_app.c:LINE)
+    and say the fault was in a function the module called."""
+    line = _line_of(LIBC_CRASH_APP, "strlen(p)")
+    with Server(files={"ia/_app.c": LIBC_CRASH_APP, "ia/page.c": APP_PAGE},
+                args=["--workers", "1"], dev=True) as s:
+        r = s.get("/ia/page")
+        check_eq(r.status, 503, "status")
+        check_in("_app.c:%d" % line, r.text, "the line of the call")
+        check_in("function the module called", r.text, "outside said")
+        check(wait_until(lambda: "_app.c:%d" % line in s.stderr(),
+                         limit(3.0)), "the log does not name the line")
+
+
 EXIT_PAGE = page(r'''
 HP_HANDLER(http_handler)
 {
@@ -967,6 +1073,23 @@ def test_page_calling_exit_production_502_short_body():
         check_in("502 Bad Gateway", r.text, "the short body")
         check("exit" not in r.text, "internals: %s" % short(r.text))
         check_eq(slow.status, 503, "the neighbour's status")
+        check(s.get_ok("/ex/ping").text.startswith("alive"),
+              "a new worker serves")
+
+
+def test_app_init_exit_neighbour_gets_503_retry_after():
+    """Production, one worker: while a slow request runs, another request
+    pins a module whose init calls exit(7): it gets the 503 with the short
+    body, the slow neighbour the 503 + Retry-After of a crash."""
+    with Server(files={"ex.c": EXIT_PAGE, "ic/_app.c": exiting_app("exit(7)"),
+                       "ic/page.c": APP_PAGE},
+                args=["--workers", "1"], dev=False) as s:
+        r, slow = _exit_with_slow_neighbour(s, "/ic/page")
+        check_eq(r.status, 503, "status of the request that ran init")
+        check_in("failed to initialise", r.text, "the production body")
+        check_eq(slow.status, 503, "the neighbour's status")
+        check_eq(slow.header("Retry-After"), "1",
+                 "the neighbour's Retry-After")
         check(s.get_ok("/ex/ping").text.startswith("alive"),
               "a new worker serves")
 
