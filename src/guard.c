@@ -853,41 +853,12 @@ static int guard_rescue(struct hp_pinset *ps, const char *path)
     ps->page = f;
     return 0;
 }
-struct range_arg {
-    uintptr_t base, lo, hi;
-    const char *path;
-};
-
-static int range_of(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    struct range_arg *a = arg;
-    (void)size;
-    if (info->dlpi_addr != a->base || !info->dlpi_name ||
-        strcmp(info->dlpi_name, a->path) != 0)
-        return 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD)
-            continue;
-        uintptr_t lo = a->base + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (!a->lo || lo < a->lo)
-            a->lo = lo;
-        if (hi > a->hi)
-            a->hi = hi;
-    }
-    return 1;
-}
 
 /* Dev mode, once per version a thread runs: where v's object lies (0, 0
  * when not found: then every fault counts as the page's own). */
 static void object_range(const hp_version *v, uintptr_t base)
 {
-    struct range_arg a = {.base = base, .path = v->so_path};
-    tl_lo = tl_hi = 0;
-    if (base && v->so_path && dl_iterate_phdr(range_of, &a) == 1) {
-        tl_lo = a.lo;
-        tl_hi = a.hi;
-    }
+    hp_object_span(v->so_path, base, &tl_lo, &tl_hi);
     tl_ranged = v;
 }
 

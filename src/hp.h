@@ -31,20 +31,20 @@
 /* ---- configuration (config.c) ------------------------------------------ */
 
 struct hp_config {
-    char *docroot;        /* as given on the command line / config file      */
-    char *listen;         /* "ADDR:PORT"                                     */
-    int threads;          /* handler threads: the floor                      */
-    int max_threads;      /* ... the ceiling they grow to (pool.c)           */
-    size_t thread_stack;  /* bytes of stack per handler thread               */
-    double thread_idle;   /* seconds idle before a thread above the floor exits */
-    int module_share;     /* % of max_threads one module may run on          */
-    int dev;              /* 1 dev, 0 production, -1 auto (dev on loopback)  */
-    char *cache_dir;      /* compile cache                                   */
-    char *cc;             /* page compiler                                   */
-    char *cflags;         /* extra flags for the page compiler               */
-    char *fast_cc;        /* the fast tier's compiler; "off": page cc -O0    */
-    int fast_tier;        /* 1 on, 0 off, -1 auto (on in dev mode)           */
-    char *include_dir;    /* where hotpub.h lives                            */
+    char *docroot;       /* as given on the command line / config file      */
+    char *listen;        /* "ADDR:PORT"                                     */
+    int threads;         /* handler threads: the floor                      */
+    int max_threads;     /* ... the ceiling they grow to (pool.c)           */
+    size_t thread_stack; /* bytes of stack per handler thread               */
+    double thread_idle; /* seconds idle before a thread above the floor exits */
+    int module_share;   /* % of max_threads one module may run on          */
+    int dev;            /* 1 dev, 0 production, -1 auto (dev on loopback)  */
+    char *cache_dir;    /* compile cache                                   */
+    char *cc;           /* page compiler                                   */
+    char *cflags;       /* extra flags for the page compiler               */
+    char *fast_cc;      /* the fast tier's compiler; "off": page cc -O0    */
+    int fast_tier;      /* 1 on, 0 off, -1 auto (on in dev mode)           */
+    char *include_dir;  /* where hotpub.h lives                            */
     /* the page compiler's limits (compile.c, docs/configuration.md) */
     int compile_timeout;         /* seconds for one compile, wall clock      */
     size_t compile_memory_limit; /* RLIMIT_AS bytes per process, 0 = off      */
@@ -63,18 +63,18 @@ struct hp_config {
     int header_timeout;   /* seconds for a whole request head; then 408       */
     int body_timeout;     /* seconds for a body, plus 1 s per body_min_rate B */
     int body_min_rate;    /* bytes per second a body must keep up             */
-    int max_streams;      /* streamed responses at once; 0 = half --max-threads */
-    char *upload_dir;     /* spooled uploads; NULL = $TMPDIR or /tmp          */
-    char *warm;           /* check: the live root DOCROOT is warmed as; NULL */
+    int max_streams;  /* streamed responses at once; 0 = half --max-threads */
+    char *upload_dir; /* spooled uploads; NULL = $TMPDIR or /tmp          */
+    char *warm;       /* check: the live root DOCROOT is warmed as; NULL */
     /* processes (master.c, docs/operations.md) */
-    int workers;            /* worker processes; 0 = single process          */
-    double handler_timeout; /* seconds a handler may run; 0 = no limit       */
-    int worker_max_requests;    /* recycle a worker after this many page runs */
+    int workers;             /* worker processes; 0 = single process          */
+    double handler_timeout;  /* seconds a handler may run; 0 = no limit       */
+    int worker_max_requests; /* recycle a worker after this many page runs */
     size_t worker_memory_limit; /* ... or past this RSS in bytes; 0 = off    */
     double worker_heartbeat_timeout; /* kill a silent worker after; 0 = off */
-    char *user, *group;     /* drop privileges to these after binding        */
-    char *pid_file;         /* written by the parent; NULL = none            */
-    char *error_log;        /* stderr goes here (reopened on SIGUSR1)        */
+    char *user, *group; /* drop privileges to these after binding        */
+    char *pid_file;     /* written by the parent; NULL = none            */
+    char *error_log;    /* stderr goes here (reopened on SIGUSR1)        */
     /* the default database pool (db.c, docs/database.md) */
     char *db;               /* URL, "off", or NULL: the default SQLite file */
     int db_pool_size;       /* 0 = auto: 8 PostgreSQL, 4 SQLite             */
@@ -82,8 +82,8 @@ struct hp_config {
     int db_max_lifetime;    /* seconds; 0 = unlimited                       */
     int db_statement_cache; /* statements per connection; 0 = off           */
     /* sessions (session.c, docs/pages.md#sessions) */
-    char *session_cookie;       /* the cookie's name                         */
-    int session_lifetime;       /* seconds a session lives unused            */
+    char *session_cookie; /* the cookie's name                         */
+    int session_lifetime; /* seconds a session lives unused            */
     int session_anonymous_lifetime; /* ... one that holds no data            */
     int session_secure_cookie;  /* always mark the cookie Secure             */
     int session_purge_interval; /* seconds between purges; 0 = never         */
@@ -314,7 +314,7 @@ typedef struct hp_cache hp_cache;
 typedef struct hp_entry hp_entry;
 typedef struct hp_version hp_version;
 
-#define HP_MAX_APPS 16 /* application modules above one page, at most */
+#define HP_MAX_APPS 16        /* application modules above one page, at most */
 #define HP_MAX_PATH_PARAMS 32 /* path parameters one request may carry    */
 #define HP_MAX_SEGS 64        /* URL segments the resolver looks through  */
 
@@ -409,6 +409,13 @@ void hp_loader_set_init_vet(hp_init_vet_fn vet);
 /* Whether a load's diagnostic is the module's init refusing or crashing
  * (the object itself loaded): not a reason to try another build of it. */
 bool hp_diag_is_init(const char *diag);
+/* The address span [*lo, *hi) of the PT_LOAD segments of the object
+ * so_path loaded at base (its link map's l_addr); false (and 0, 0) when no
+ * such object is loaded. Takes the dynamic loader's lock: never from a
+ * signal handler (look it up before, as the hooks' records and guard.c's
+ * per-thread range do). */
+bool hp_object_span(const char *so_path, uintptr_t base, uintptr_t *lo,
+                    uintptr_t *hi);
 /* Plain load/unload for `hotpub check`. */
 int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
             char **priv, char **diag);
@@ -500,8 +507,8 @@ void hp_cache_status_json(hp_cache *c, struct hp_buf *out,
                           void (*member)(const char *path, struct hp_buf *b));
 /* A module as the node's dashboard shows it (metrics.c). */
 struct hp_module_info {
-    const char *path;  /* the module's source */
-    const char *error; /* the last build's diagnostic, or NULL */
+    const char *path;           /* the module's source */
+    const char *error;          /* the last build's diagnostic, or NULL */
     unsigned long long version; /* current version id, 0 for none */
     long inflight;              /* requests on the current version */
     int retired;                /* retired versions awaiting unload */

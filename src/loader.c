@@ -143,17 +143,25 @@ static int span_of(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
+bool hp_object_span(const char *so_path, uintptr_t base, uintptr_t *lo,
+                    uintptr_t *hi)
+{
+    struct span_arg a = {.base = base, .path = so_path};
+    *lo = *hi = 0;
+    if (!base || !so_path || dl_iterate_phdr(span_of, &a) != 1)
+        return false;
+    *lo = a.lo;
+    *hi = a.hi;
+    return true;
+}
+
 /* The hook record for v's object: its load base and PT_LOAD span, looked
  * up now (dl_iterate_phdr takes the loader's lock: not in a signal). */
 static struct hp_hook_run hook_run(const hp_version *v, const char *hook)
 {
     struct hp_hook_run run = {v->path,          hook, v->so_path,
                               load_base(v->dl), 0,    0};
-    struct span_arg a = {.base = run.base, .path = v->so_path};
-    if (run.base && v->so_path && dl_iterate_phdr(span_of, &a) == 1) {
-        run.lo = a.lo;
-        run.hi = a.hi;
-    }
+    hp_object_span(v->so_path, run.base, &run.lo, &run.hi);
     return run;
 }
 
