@@ -283,11 +283,13 @@ static void guard_job(struct hp_pool_job *j)
     pthread_mutex_unlock(&mu);
 }
 
+#ifndef __SANITIZE_THREAD__
 static void *guard_thread(void *arg)
 {
     *(size_t *)arg = own_guard();
     return NULL;
 }
+#endif
 
 /* Handler threads, and threads made without attributes after
  * hp_pool_default_guard (libmicrohttpd's), have HP_THREAD_GUARD below
@@ -304,11 +306,16 @@ static void test_threads_have_a_large_stack_guard(void)
     hp_pool_stop();
     CHECK(seen_guard >= HP_THREAD_GUARD);
     CHECK(hp_pool_default_guard() == 0);
+#ifndef __SANITIZE_THREAD__
+    /* ThreadSanitizer's pthread_create turns a NULL attr into
+     * pthread_attr_init's, so the process defaults do not reach threads
+     * made without attributes under it (ours set the guard themselves). */
     pthread_t t;
     size_t g = 0;
     CHECK(pthread_create(&t, NULL, guard_thread, &g) == 0);
     pthread_join(t, NULL);
     CHECK(g >= HP_THREAD_GUARD);
+#endif
 }
 
 int main(int argc, char **argv)
