@@ -175,7 +175,9 @@ asan:
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 tsan:
-	$(MAKE) BUILD=build-tsan SUFFIX=-tsan OPT="-O1 -g" SAN="-fsanitize=thread" test
+	TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) $$TSAN_OPTIONS" \
+	  $(MAKE) BUILD=build-tsan SUFFIX=-tsan OPT="-O1 -g" \
+	  SAN="-fsanitize=thread" test
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(DOCDIR) \

@@ -37,12 +37,17 @@
 #define BURST 64         /* accepts per wake-up before polling again  */
 
 static struct {
-    int fd;   /* the listening socket; -1 once closed */
+    /* the listening socket; -1 once closed. Whoever exchanges it for -1
+     * closes it, once: the accept thread at its end, or a dying worker's
+     * hp_listener_abandon (a signal handler, an exit hook), whichever is
+     * first, so a descriptor number reused meanwhile is never closed. */
+    atomic_int fd;
     int wake; /* eventfd: stop, or room below the limit again */
     struct MHD_Daemon *d;
     unsigned limit;
     atomic_uint open; /* connections handed over and not yet closed */
     atomic_bool stop;
+    atomic_bool abandoned; /* hp_listener_abandon: nobody will join us */
     bool take_backlog, running;
     unsigned taken;
     pthread_t thread;
@@ -89,7 +94,7 @@ static unsigned accept_some(unsigned max, bool over_limit)
     while (n < max && (over_limit || atomic_load(&L.open) < L.limit)) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
-        int c = accept4(L.fd, (struct sockaddr *)&ss, &len,
+        int c = accept4(atomic_load(&L.fd), (struct sockaddr *)&ss, &len,
                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c < 0) {
             int err = errno;
@@ -120,8 +125,9 @@ static void *accept_main(void *arg)
     long long next_tick = mono_ns() + 1000000000LL;
     while (!atomic_load(&L.stop)) {
         bool room = atomic_load(&L.open) < L.limit;
-        struct pollfd p[2] = {{.fd = L.wake, .events = POLLIN},
-                              {.fd = L.fd, .events = room ? POLLIN : 0}};
+        struct pollfd p[2] = {
+            {.fd = L.wake, .events = POLLIN},
+            {.fd = atomic_load(&L.fd), .events = room ? POLLIN : 0}};
         long long left = next_tick - mono_ns();
         int ms = left > 0 ? (int)(left / 1000000) + 1 : 0;
         int r = poll(p, 2, ms);
@@ -144,8 +150,14 @@ static void *accept_main(void *arg)
     }
     if (L.take_backlog)
         L.taken = accept_some(BACKLOG_MAX, true);
-    close(L.fd);
-    L.fd = -1;
+    int fd = atomic_exchange(&L.fd, -1);
+    if (fd >= 0)
+        close(fd);
+    /* A dying worker (a crash, a page's exit) abandoned us and will never
+     * join: detach, so that an exit does not leave a thread unjoined (a
+     * joiner already waiting makes this a no-op in glibc). */
+    if (atomic_load(&L.abandoned))
+        pthread_detach(pthread_self());
     return NULL;
 }
 
@@ -153,20 +165,22 @@ static void *accept_main(void *arg)
  * connections into a backlog nobody accepts from after we stop). */
 static void close_in_child(void)
 {
-    if (L.fd >= 0)
-        close(L.fd);
+    int fd = atomic_load(&L.fd);
+    if (fd >= 0)
+        close(fd);
 }
 
 int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
                       void (*each_second)(void))
 {
     static bool atfork_done;
-    L.fd = fd;
+    atomic_store(&L.fd, fd);
     L.d = d;
     L.limit = limit ? limit : 1;
     L.each_second = each_second;
     atomic_store(&L.open, 0);
     atomic_store(&L.stop, false);
+    atomic_store(&L.abandoned, false);
     L.take_backlog = false;
     L.taken = 0;
     if (L.wake >= 0)
@@ -175,7 +189,7 @@ int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
     if (L.wake < 0) {
         hp_log_error("listener: eventfd: %s", strerror(errno));
         close(fd);
-        L.fd = -1;
+        atomic_store(&L.fd, -1);
         return -1;
     }
     if (!atfork_done && pthread_atfork(NULL, NULL, close_in_child) == 0)
@@ -186,7 +200,8 @@ int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
                      strerror(err));
         close(L.wake);
         close(fd);
-        L.fd = L.wake = -1;
+        atomic_store(&L.fd, -1);
+        L.wake = -1;
         return -1;
     }
     L.running = true;
@@ -195,8 +210,9 @@ int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
 
 void hp_listener_abandon(void)
 {
+    atomic_store(&L.abandoned, true);
     atomic_store(&L.stop, true);
-    int fd = L.fd;
+    int fd = atomic_exchange(&L.fd, -1);
     if (fd >= 0)
         close(fd); /* async-signal-safe; the thread gets EBADF/POLLNVAL */
 }
@@ -212,6 +228,10 @@ unsigned hp_listener_stop(bool take_backlog)
 {
     if (!L.running)
         return 0;
+    if (atomic_load(&L.abandoned)) { /* the thread detaches itself */
+        L.running = false;
+        return 0;
+    }
     L.take_backlog = take_backlog;
     atomic_store(&L.stop, true);
     wake();

@@ -532,7 +532,9 @@ class Server:
         err = self.stderr()
         for mark in SANITIZER_MARKS:
             if mark in err:
-                fail("sanitizer report in server stderr (%s)" % mark)
+                at = err.index(mark)
+                fail("sanitizer report in server stderr (%s): %s" % (
+                    mark, err[at:at + 1500]))
         if rc != 0:
             fail("server exited with status %s after SIGTERM" % rc)
 
