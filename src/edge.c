@@ -240,15 +240,12 @@ static void send_answer(int fd, int status, void *session)
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     /* RFC 9110 §15.5.6: a 405 says which methods would do (a TRACE or
      * CONNECT, framing.c): the ones OPTIONS * names. */
-    int n =
-        snprintf(msg, sizeof msg,
-                 "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
-                 "%s%s%s"
-                 "Content-Type: text/html; charset=utf-8\r\n"
-                 "Content-Length: %d\r\n\r\n%s",
-                 status, reason(status), date, status == 405 ? "Allow: " : "",
-                 status == 405 ? HP_ALLOW_METHODS : "",
-                 status == 405 ? "\r\n" : "", blen, body);
+    const char *allow = status == 405 ? "Allow: " HP_ALLOW_METHODS "\r\n" : "";
+    int n = snprintf(msg, sizeof msg,
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
+                     "%sContent-Type: text/html; charset=utf-8\r\n"
+                     "Content-Length: %d\r\n\r\n%s",
+                     status, reason(status), date, allow, blen, body);
     /* Over TLS the answer goes through the session, from the thread that
      * reads it (libmicrohttpd's, in gnutls_record_recv below); the
      * deadline thread has no session to write with (session NULL), and
