@@ -534,7 +534,7 @@ bool hp_db_server_busy(void)
     if (!default_pool)
         return false;
     hp_db_pool_stats(default_pool, &st);
-    return st.idle == 0 && st.size >= st.max;
+    return st.idle == 0;
 }
 
 void hp_db_server_close(void)

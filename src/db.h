@@ -42,10 +42,17 @@ void hp_db__set_connect_hook(int (*fn)(hp_db *db));
  * database was named). 0, or -1 after logging why. */
 int hp_db_server_open(const struct hp_config *cfg, const char *root_canon);
 void hp_db_server_close(void);
-/* The default pool has no connection to give without waiting (none idle,
- * no free slot): a page that would take one should not run on an
- * event-loop thread now. false without a default pool. */
+/* The default pool has no idle connection: taking one now would open a
+ * new one (a connect, up to the connect timeout when the server is far
+ * or gone) or wait for one, so a page that would take one should not run
+ * on an event-loop thread now. false without a default pool. */
 bool hp_db_server_busy(void);
+/* Nanoseconds this thread has spent taking pooled connections from any
+ * pool (waiting for one, opening one, its checkout check), in all so far.
+ * A run's share is the pool's time, not the page's: server.c leaves it out
+ * of the run's own time (placement.c), so that a page is not demoted for
+ * the connections its first requests opened. */
+int64_t hp_db_acquire_ns(void);
 /* Append ,"pools":[...] to the status JSON. */
 void hp_db_status_json(struct hp_buf *b);
 /* Each open pool's name and numbers, under the registry's lock (the

@@ -35,7 +35,15 @@ static int64_t tv_ns(const struct timeval *tv)
     return (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
 }
 
-struct hp_run hp_run_probe_stop(const struct hp_run_probe *p)
+static int64_t excuse(int64_t own_ns, int64_t excused_ns)
+{
+    if (excused_ns <= 0)
+        return own_ns;
+    return own_ns > excused_ns ? own_ns - excused_ns : 0;
+}
+
+struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
+                                int64_t excused_ns)
 {
     struct timespec t1;
     struct rusage ru1;
@@ -44,7 +52,7 @@ struct hp_run hp_run_probe_stop(const struct hp_run_probe *p)
         .wall_ns = (int64_t)(t1.tv_sec - p->t0.tv_sec) * 1000000000 +
                    (t1.tv_nsec - p->t0.tv_nsec),
     };
-    r.own_ns = r.wall_ns;
+    r.own_ns = excuse(r.wall_ns, excused_ns);
     if (!p->probed || getrusage(RUSAGE_THREAD, &ru1) != 0)
         return r;
     r.probed = true;
@@ -56,7 +64,8 @@ struct hp_run hp_run_probe_stop(const struct hp_run_probe *p)
          * when the wall time includes time spent waiting for a CPU. */
         int64_t cpu = tv_ns(&ru1.ru_utime) - tv_ns(&p->ru0.ru_utime) +
                       tv_ns(&ru1.ru_stime) - tv_ns(&p->ru0.ru_stime);
-        r.own_ns = cpu < r.wall_ns ? (cpu > 0 ? cpu : 0) : r.wall_ns;
+        r.own_ns = excuse(cpu < r.wall_ns ? (cpu > 0 ? cpu : 0) : r.wall_ns,
+                          excused_ns);
     }
     return r;
 }

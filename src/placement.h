@@ -26,7 +26,8 @@
  * (ru_nvcsw: it slept, waited for I/O or a lock); preempted: an
  * involuntary one (ru_nivcsw). own_ns: the run's own time: its wall time,
  * except for a run that was preempted and never blocked, whose own time is
- * its CPU time (waiting for a CPU stalls nothing the page owns). */
+ * its CPU time (waiting for a CPU stalls nothing the page owns), less the
+ * time excused (hp_run_probe_stop). */
 struct hp_run {
     int64_t wall_ns;
     bool probed;
@@ -46,8 +47,13 @@ struct hp_run_probe {
  * context switches (two getrusage(RUSAGE_THREAD) calls, about 0.4 µs each
  * on a virtual machine: for handler threads, not event loops). */
 void hp_run_probe_start(struct hp_run_probe *p, bool probed);
-/* The run measured since hp_run_probe_start, on the same thread. */
-struct hp_run hp_run_probe_stop(const struct hp_run_probe *p);
+/* The run measured since hp_run_probe_start, on the same thread.
+ * excused_ns: time within the run that was not the page's own (taking a
+ * pooled database connection: waiting for one or opening one, which the
+ * pool does once per connection, hp_db_acquire_ns); it is left out of
+ * own_ns, which never goes below 0. */
+struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
+                                int64_t excused_ns);
 
 /* What hp_place_learn did with a version. */
 enum hp_place {

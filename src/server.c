@@ -1069,6 +1069,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
      * placement.c tells a run that blocked from one that was preempted. */
     struct hp_run_probe probe;
     hp_run_probe_start(&probe, ctx_state(c) != CTX_BODY);
+    /* Taking a pooled connection is the pool's time (placement.h). */
+    int64_t acquire0 = hp_db_acquire_ns();
     /* The host (worker processes): the running handler goes on record for
      * crash reports and the --handler-timeout watchdog (no-op alone). */
     int run =
@@ -1076,7 +1078,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
                     H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
     int rc = hp_publish_run(req);
     bool timed_out = !H.run_end(run);
-    struct hp_run measured = hp_run_probe_stop(&probe);
+    struct hp_run measured =
+        hp_run_probe_stop(&probe, hp_db_acquire_ns() - acquire0);
     hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
     if (req->flushed_inline) /* it streams: never on an event loop again */
         demote_for_stream(ps->page);

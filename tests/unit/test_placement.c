@@ -161,7 +161,7 @@ static void test_probe_tells_sleep_from_spin(void)
     struct hp_run_probe p;
     hp_run_probe_start(&p, true);
     usleep(5000);
-    struct hp_run r = hp_run_probe_stop(&p);
+    struct hp_run r = hp_run_probe_stop(&p, 0);
     CHECK(r.probed && r.blocked);
     CHECK(r.wall_ns >= 5000000 && r.own_ns == r.wall_ns);
 
@@ -172,14 +172,44 @@ static void test_probe_tells_sleep_from_spin(void)
         clock_gettime(CLOCK_MONOTONIC, &t);
     while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) <
            3000000);
-    r = hp_run_probe_stop(&p);
+    r = hp_run_probe_stop(&p, 0);
     CHECK(r.probed && !r.blocked);
     CHECK(r.wall_ns >= 3000000 && r.own_ns >= 0 && r.own_ns <= r.wall_ns);
     CHECK(r.preempted || r.own_ns == r.wall_ns);
 
     hp_run_probe_start(&p, false);
-    r = hp_run_probe_stop(&p);
+    r = hp_run_probe_stop(&p, 0);
     CHECK(!r.probed && r.own_ns == r.wall_ns);
+}
+
+/* Time excused (taking a pooled connection) is not the run's own: a run
+ * that slept 5 ms, 4 ms of it excused, is a fast run; excusing more than
+ * the run took leaves 0, never a negative time. */
+static void test_probe_excuses_pool_time(void)
+{
+    struct hp_run_probe p;
+    hp_run_probe_start(&p, true);
+    usleep(5000);
+    struct hp_run r = hp_run_probe_stop(&p, 4000000);
+    CHECK(r.probed && r.blocked && r.wall_ns >= 5000000);
+    CHECK(r.own_ns == r.wall_ns - 4000000);
+
+    hp_run_probe_start(&p, false);
+    usleep(1000);
+    r = hp_run_probe_stop(&p, INT64_C(1000000000));
+    CHECK(!r.probed && r.wall_ns >= 1000000 && r.own_ns == 0);
+
+    /* Runs of 3 ms that were all taking a connection are no strikes. */
+    hp_version *v = calloc(1, sizeof *v);
+    v->path = "/p.c";
+    for (int i = 0; i < HP_SLOW_STRIKES + 1; i++) {
+        hp_run_probe_start(&p, true);
+        usleep(3000);
+        r = hp_run_probe_stop(&p, 10000000);
+        hp_place_learn(v, &r, true);
+    }
+    CHECK(!atomic_load(&v->slow));
+    free(v);
 }
 
 int main(int argc, char **argv)
@@ -193,5 +223,6 @@ int main(int argc, char **argv)
     T_RUN(test_slowish_probed_runs_strike);
     T_RUN(test_strikes_expire);
     T_RUN(test_probe_tells_sleep_from_spin);
+    T_RUN(test_probe_excuses_pool_time);
     T_DONE();
 }
