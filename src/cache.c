@@ -1102,6 +1102,7 @@ static hp_version *tier_open(hp_entry *e, const struct tier_basis *b,
     atomic_store(&v->fast_runs, atomic_load(&fast->fast_runs));
     atomic_store(&v->slow_runs, atomic_load(&fast->slow_runs));
     atomic_store(&v->slow, atomic_load(&fast->slow));
+    atomic_store(&v->waits, atomic_load(&fast->waits));
     atomic_store(&v->run_inline, atomic_load(&fast->run_inline));
     v->src_fid = art->src_fid;
     v->deps = art->deps;

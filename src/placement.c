@@ -5,7 +5,7 @@
  * Owns: the rule (hp_place_learn) and the run probe (wall time, and on
  * handler threads the thread's CPU time and voluntary context switches).
  * It reads and writes only hp_version's placement counters (fast_runs,
- * slow_runs, slow, suspect, run_inline). May not touch: requests,
+ * slow_runs, slow, suspect, waits, run_inline). May not touch: requests,
  * connections or the module cache; server.c decides where each request
  * runs from run_inline and calls in here after each run.
  *
@@ -106,12 +106,26 @@ enum hp_place hp_place_learn(hp_version *v, const struct hp_run *r,
 {
     if (r->own_ns > HP_BLOCKED_NS) /* probed, or inline and that long */
         return demote(v, r);
-    if (!r->probed && r->wall_ns > HP_SLOW_NS)
+    if (!r->probed && (r->wall_ns > HP_SLOW_NS ||
+                       (r->wall_ns > HP_WAIT_NS && atomic_load(&v->waits))))
         return suspect(v, r);
     if (r->probed && r->own_ns > HP_SLOW_NS) {
         if (atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES)
             return demote(v, r);
         return HP_PLACE_KEPT;
+    }
+    /* A run that waited (a database's reply, a lock, I/O) holds an event
+     * loop for the whole wait, and a loop that waits on another server
+     * answers one request per round trip: only a version whose waits are
+     * short (PostgreSQL on the same machine, not one across a network) is
+     * promoted, and its inline runs are held to the same limit. A longer
+     * wait is no strike: the version is kept where it is, on the handler
+     * threads, where many waits overlap. */
+    if (r->probed && r->blocked) {
+        if (!atomic_load(&v->waits))
+            atomic_store(&v->waits, true);
+        if (r->own_ns > HP_WAIT_NS)
+            return HP_PLACE_KEPT;
     }
     unsigned fast = atomic_fetch_add(&v->fast_runs, 1) + 1;
     if (fast % HP_STRIKE_EXPIRY == 0)

@@ -18,6 +18,8 @@
 #define HP_SLOW_STRIKES 3      /* ... that many times before demotion    */
 #define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once         */
 #define HP_STRIKE_EXPIRY 1024  /* fast runs after which strikes expire   */
+#define HP_WAIT_NS 250000      /* 250 µs: the longest run that waited
+                                  (a query, a lock) an event loop takes */
 
 /* One run as measured. wall_ns: CLOCK_MONOTONIC nanoseconds from start to
  * end. probed: blocked, preempted and own_ns are known (the run was on a
@@ -73,8 +75,10 @@ enum hp_place {
  * preempted. A probed run is judged by its own time: over HP_BLOCKED_NS
  * demotes at once, over HP_SLOW_NS is a strike
  * (HP_SLOW_STRIKES of them demote; they expire after HP_STRIKE_EXPIRY fast
- * runs), otherwise it counts towards promotion (HP_PROMOTE_RUNS, when
- * inline_pages). A demoted version is never promoted again. Logs a
+ * runs); one that blocked (waited) over HP_WAIT_NS is kept where it is and
+ * marks the version as one that waits, whose inline runs over HP_WAIT_NS
+ * by the wall clock make it a suspect; otherwise a run counts towards
+ * promotion (HP_PROMOTE_RUNS, when inline_pages). A demoted version is never promoted again. Logs a
  * suspicion of an inline run once per version and a demotion of a version
  * that ran inline.
  */

@@ -52,6 +52,42 @@ static void test_promoted_after_fast_runs(void)
     free(v);
 }
 
+/* Runs that waited (a query's round trip) longer than HP_WAIT_NS (a
+ * PostgreSQL across a network: 600 µs) are no proof of a page an event loop
+ * could run: such a version is never promoted, and not struck either.
+ * Short waits (the same machine: 60 µs) promote it; once promoted, an
+ * inline run over HP_WAIT_NS by the wall clock makes it a suspect, where a
+ * version that never waited may take up to HP_SLOW_NS inline. */
+static void test_runs_that_waited_long_do_not_promote(void)
+{
+    hp_version *v = version();
+    struct hp_run far = probed_run(600000, 600000, true);
+    for (int i = 0; i < 4 * HP_PROMOTE_RUNS; i++)
+        CHECK(hp_place_learn(v, &far, true) == HP_PLACE_KEPT);
+    CHECK(!atomic_load(&v->run_inline) && !atomic_load(&v->slow));
+    CHECK(atomic_load(&v->waits));
+
+    struct hp_run near = probed_run(60000, 60000, true);
+    int i = 1;
+    while (i < 2 * HP_PROMOTE_RUNS &&
+           hp_place_learn(v, &near, true) != HP_PLACE_PROMOTED)
+        i++;
+    CHECK(i == HP_PROMOTE_RUNS && atomic_load(&v->run_inline));
+    struct hp_run inl = inline_run(HP_WAIT_NS - 1000);
+    CHECK(hp_place_learn(v, &inl, true) == HP_PLACE_KEPT);
+    inl = inline_run(HP_WAIT_NS + 1000);
+    CHECK(hp_place_learn(v, &inl, true) == HP_PLACE_SUSPECT);
+    CHECK(!atomic_load(&v->run_inline) && !atomic_load(&v->slow));
+    free(v);
+
+    hp_version *w = version(); /* never waited: 1 ms inline is fine */
+    promote(w);
+    inl = inline_run(1000000);
+    CHECK(hp_place_learn(w, &inl, true) == HP_PLACE_KEPT);
+    CHECK(atomic_load(&w->run_inline) && !atomic_load(&w->waits));
+    free(w);
+}
+
 static void test_no_promotion_without_inline(void)
 {
     hp_version *v = version();
@@ -216,6 +252,7 @@ int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
     T_RUN(test_promoted_after_fast_runs);
+    T_RUN(test_runs_that_waited_long_do_not_promote);
     T_RUN(test_no_promotion_without_inline);
     T_RUN(test_preempted_inline_runs_never_demote);
     T_RUN(test_long_inline_run_demotes_at_once);
