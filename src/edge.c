@@ -6,7 +6,8 @@
  * Owns: the table of watched connections (one slot per file descriptor),
  * the recv() wrapper that feeds the parser, the answers the edge sends by
  * itself (400, 405, 408, 413, 414, 431, 501, 505, always with the
- * connection closed)
+ * connection closed; over HTTPS also a plain-text 400 to a client that
+ * speaks plain HTTP to it)
  * and the deadline thread.
  * May not touch: requests, pages, the module cache; the response to any
  * request libmicrohttpd hands to server.c is server.c's.
@@ -82,6 +83,7 @@ struct hp_edge {
      * thread answers on its next read (the deadline thread sets it) */
     atomic_bool answer_pending;
     atomic_bool rl_passed; /* libmicrohttpd has this message's request line */
+    atomic_bool tls_hello; /* TLS: the first bytes are still to be looked at */
     struct hp_frame f;     /* the reading thread's only                  */
 };
 
@@ -115,7 +117,8 @@ __attribute__((constructor)) static void find_real_recv(void)
 /*
  * Over HTTPS libmicrohttpd reads plaintext with gnutls_record_recv(), and
  * GnuTLS reads the ciphertext with recv(): in TLS mode the recv() wrapper
- * passes everything through and the edge parses what
+ * passes everything through but the first bytes (tls_first_recv: plain
+ * HTTP gets its 400) and the edge parses what
  * gnutls_record_recv() returns instead (the executable exports both).
  * GnuTLS's types are opaque pointers: its header is not needed.
  */
@@ -226,13 +229,16 @@ static void log_refusal(struct hp_edge *e, int status, const char *why)
  * drained a little so the close is less likely to reset the connection
  * before the client has read the answer.
  */
-static void send_answer(int fd, int status, void *session)
+static void send_answer_text(int fd, int status, void *session, bool plain,
+                             const char *detail)
 {
-    char body[160], msg[512];
+    char body[256], msg[640];
     int blen = snprintf(body, sizeof body,
                         "<!doctype html>\n<title>%d %s</title>\n"
-                        "<h1>%d %s</h1>\n",
-                        status, reason(status), status, reason(status));
+                        "<h1>%d %s</h1>\n%s%s%s",
+                        status, reason(status), status, reason(status),
+                        detail ? "<p>" : "", detail ? detail : "",
+                        detail ? "</p>\n" : "");
     char date[64];
     time_t t = time(NULL);
     struct tm tm;
@@ -250,7 +256,7 @@ static void send_answer(int fd, int status, void *session)
      * reads it (libmicrohttpd's, in gnutls_record_recv below); the
      * deadline thread has no session to write with (session NULL), and
      * plaintext inside the record layer would be garbage: it only closes. */
-    if (!atomic_load(&tls_mode))
+    if (plain || !atomic_load(&tls_mode))
         (void)!send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
     else if (session && tls_send)
         (void)!tls_send(session, msg, (size_t)n);
@@ -262,6 +268,11 @@ static void send_answer(int fd, int status, void *session)
 }
 
 /* Mark the slot refused (once); true if this caller must answer. */
+static void send_answer(int fd, int status, void *session)
+{
+    send_answer_text(fd, status, session, false, NULL);
+}
+
 static bool mark_refused(struct hp_edge *e, int status)
 {
     uint64_t s = atomic_load(&e->state);
@@ -378,13 +389,46 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
  * RTLD_NEXT finds the next definition after the executable: the C
  * library's, or a sanitizer's interceptor that calls it.
  */
+/*
+ * The first bytes of a connection to the HTTPS port. A TLS client starts
+ * with a handshake record (content type 22); a request line starts with a
+ * method's letters. To that, as nginx does, a plain-text 400 saying what
+ * went wrong instead of a silent close (GnuTLS would fail the handshake):
+ * someone typed http:// for an https:// address. Anything else is GnuTLS's
+ * to judge. Called by GnuTLS's reads during the handshake, on the thread
+ * that reads the connection.
+ */
+static ssize_t tls_first_recv(struct hp_edge *e, int fd, void *buf, size_t len,
+                              int flags)
+{
+    ssize_t n = real_recv(fd, buf, len, flags);
+    if (n <= 0 || (flags & MSG_PEEK))
+        return n;
+    atomic_store(&e->tls_hello, false);
+    unsigned char c = *(unsigned char *)buf;
+    if (c == 22 || c < 'A' || c > 'Z')
+        return n;
+    atomic_fetch_add(&E.refused, 1);
+    log_refusal(e, 400, "plain HTTP sent to the HTTPS port");
+    if (mark_refused(e, 400))
+        send_answer_text(fd, 400, NULL, true,
+                         "The plain HTTP request was sent to the HTTPS "
+                         "port.");
+    return 0; /* end of stream: the handshake fails, the connection closes */
+}
+
 ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
     if (!real_recv) /* called by another constructor, before ours */
         find_real_recv();
-    struct hp_edge *e = atomic_load(&tls_mode) ? NULL : slot(fd);
+    struct hp_edge *e = slot(fd);
     if (!e)
         return real_recv(fd, buf, len, flags);
+    if (atomic_load(&tls_mode)) {
+        if (atomic_load(&e->tls_hello))
+            return tls_first_recv(e, fd, buf, len, flags);
+        return real_recv(fd, buf, len, flags);
+    }
     return edge_recv(e, fd, buf, len, flags, NULL);
 }
 
@@ -455,6 +499,7 @@ static void conn_open(struct MHD_Connection *conn, void **socket_context)
     atomic_store(&e->status, 0);
     atomic_store(&e->answer_pending, false);
     atomic_store(&e->rl_passed, false);
+    atomic_store(&e->tls_hello, atomic_load(&tls_mode));
     atomic_store(&e->ready_ns, now_ns());
     atomic_store(&e->state, (gen << ST_GEN_SHIFT) | ST_OPEN | PH_IDLE);
     pthread_mutex_unlock(&e->mu);
