@@ -853,6 +853,23 @@ static int hotpub_allowed(struct ctx *c, const char *name)
     return by_addr ? -2 : -1;
 }
 
+/* name (after /_hotpub/) is one of hotpub's own endpoints here. */
+static bool hotpub_endpoint_known(const char *name)
+{
+    static const char *const always[] = {"",        "status.json",
+                                         "metrics", "health",
+                                         "status.events"};
+    static const char *const dev[] = {"events", "live-reload.js",
+                                      "live-reload.css"};
+    for (size_t i = 0; i < sizeof always / sizeof *always; i++)
+        if (strcmp(name, always[i]) == 0)
+            return true;
+    for (size_t i = 0; S.dev && i < sizeof dev / sizeof *dev; i++)
+        if (strcmp(name, dev[i]) == 0)
+            return true;
+    return false;
+}
+
 /* hotpub's own endpoints under /_hotpub/ (docs/operations.md). false: the
  * path is not one of them for this client. */
 static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
@@ -867,9 +884,18 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
          * authority. The body is the plain one: nothing of the server. */
         *r = send_error(c, 421, NULL);
     } else if (ok < 0) {
+        c->req.headers.n = 0;
         hp_req_add_header(&c->req, "WWW-Authenticate",
                           "Bearer realm=\"hotpub\"");
-        *r = send_error(c, 401, NULL);
+        *r = send_error_keep_headers(c, 401);
+    } else if (!hotpub_endpoint_known(name)) {
+        *r = send_error(c, 404, NULL);
+    } else if (strcmp(c->req.method, MHD_HTTP_METHOD_GET) != 0 &&
+               strcmp(c->req.method, MHD_HTTP_METHOD_HEAD) != 0) {
+        /* Every endpoint reads; none takes a body (RFC 9110 §15.5.6). */
+        c->req.headers.n = 0;
+        hp_req_add_header(&c->req, "Allow", "GET, HEAD");
+        *r = send_error_keep_headers(c, 405);
     } else if (strcmp(name, "status.json") == 0) {
         *r = send_status(c);
     } else if (strcmp(name, "metrics") == 0) {

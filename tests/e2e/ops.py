@@ -176,6 +176,30 @@ def test_metrics_reloads_and_history():
         check(hist[1]["compile_seconds"] > 0, "compile time")
 
 
+def test_hotpub_endpoints_answer_only_get_and_head():
+    """hotpub's own endpoints only read: another method gets 405 with
+    Allow (RFC 9110 §15.5.6) and changes nothing; a name that is not an
+    endpoint stays 404 whatever the method; HEAD answers like GET
+    without a body."""
+    with Server(files={"p.c": simple_page("p")}, dev=False) as s:
+        for name in ("status.json", "metrics", "health", "", "status.events"):
+            for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+                r = s.request("/_hotpub/" + name, method, body="x=1",
+                              headers={"Content-Type":
+                                       "application/x-www-form-urlencoded"})
+                check_eq(r.status, 405, "%s /_hotpub/%s" % (method, name))
+                check_eq(r.headers.get("allow"), "GET, HEAD",
+                         "Allow of %s /_hotpub/%s" % (method, name))
+        for name in ("status.json", "metrics", "health", ""):
+            r = s.request("/_hotpub/" + name, "HEAD")
+            check_eq((r.status, r.body), (200, b""), "HEAD /_hotpub/" + name)
+        check_eq(s.request("/_hotpub/nothing", "POST", body="").status, 404,
+                 "POST to a name that is no endpoint")
+        check_eq(s.request("/_hotpub/events", "GET").status, 404,
+                 "dev mode's live-reload feed in production")
+        check_eq(s.get("/_hotpub/health").status, 200, "GET still answers")
+
+
 def test_health_and_drain_delay():
     with Server(files={"slow.c": SLOW}, workers=1,
                 args=["--drain-delay", "2"]) as s:
@@ -285,6 +309,10 @@ echo "short $(code -H 'Authorization: Bearer sekri' $u/status.json)"
 echo "two $(code -H 'Authorization: Bearer sekrit' -H 'Authorization: Bearer x' $u/status.json)"
 echo "health $(code $u/health)"
 echo "dashboard $(code $u/)"
+echo "post $(code -X POST -H 'Authorization: Bearer sekrit' $u/status.json)"
+echo "challenge $(curl -s -o /dev/null -D - --max-time 5 $u/status.json |
+    tr -d '\r' | sed -n 's/^[Ww][Ww][Ww]-[Aa]uthenticate: //p' |
+    tr ' ' _)"
 kill $pid; wait $pid || true
 """
 
@@ -293,8 +321,9 @@ def test_admin_token_from_another_address():
     """From a non-loopback address (10.9.9.9 on the loopback interface of
     a network namespace of our own, client and server both inside it): /_hotpub/
     needs the bearer token (401 without, or wrong, or with two
-    Authorization fields: a singleton field, RFC 9110 §11.6.2), health
-    is open to --health-allow."""
+    Authorization fields: a singleton field, RFC 9110 §11.6.2) and the
+    401 names the scheme (WWW-Authenticate, RFC 9110 §11.6.1); health is
+    open to --health-allow; with the token, a POST is still 405."""
     if os.geteuid() != 0 or not shutil.which("unshare") or \
             not shutil.which("ip") or not shutil.which("curl"):
         raise Skip("needs root, unshare, ip and curl")
@@ -306,10 +335,12 @@ def test_admin_token_from_another_address():
                            timeout=60)
         if "Operation not permitted" in p.stderr:
             raise Skip("no network namespaces here: " + p.stderr.strip())
-        got = dict(line.split() for line in p.stdout.split("\n") if line)
+        got = dict((line.split() + [""])[:2]
+                   for line in p.stdout.split("\n") if line)
         want = {"none": "401", "token": "200", "lower": "200",
                 "wrong": "401", "short": "401", "two": "401",
-                "health": "200", "dashboard": "401"}
+                "health": "200", "dashboard": "401", "post": "405",
+                "challenge": 'Bearer_realm="hotpub"'}
         check_eq(got, want, "statuses (stderr: %s)" % p.stderr[-300:])
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -414,6 +445,58 @@ def test_https_edge_answers_refusals():
         check(time.monotonic() - t0 < limit(4.0), "the 408 came late")
         status, _, body, _ = tls_get(s.port, "/hello", ctx)
         check_eq((status, body), (200, b"hi"), "served after them")
+
+
+def plain_raw(port, data, timeout=10.0):
+    """Send data over plain TCP; everything read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        c.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                d = c.recv(65536)
+            except OSError:
+                break
+            if not d:
+                return out, True
+            out += d
+        return out, False
+
+
+def test_https_port_answers_plain_http_400():
+    """Plain HTTP sent to the HTTPS port (http:// typed for an https://
+    address) gets a plain-text 400 saying so, as from nginx, and the
+    connection is closed; bytes that are neither TLS nor a request line
+    are closed on without an answer; TLS clients are served throughout,
+    and each refusal is in the access log."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
+    cert, key = make_cert(tmp, "a")
+    log = os.path.join(tmp, "access.log")
+    with Server(files={"hello.c": simple_page("hi")}, workers=1,
+                args=["--tls-cert", cert, "--tls-key", key,
+                      "--access-log", log]) as s:
+        ctx = client_ctx(cert)
+        for req in (b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"POST /hello HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+                    b"G"):
+            out, closed = plain_raw(s.port, req)
+            check(out.startswith(b"HTTP/1.1 400 Bad Request\r\n"),
+                  "plain HTTP on the HTTPS port: %r" % out[:80])
+            check_in(b"plain HTTP request was sent to the HTTPS port", out,
+                     "the 400's body")
+            check(closed, "the connection stayed open after the 400")
+            status, _, body, _ = tls_get(s.port, "/hello", ctx)
+            check_eq((status, body), (200, b"hi"), "TLS after plain HTTP")
+        out, closed = plain_raw(s.port, b"\x00\x01\x02\x03garbage\r\n\r\n")
+        check_eq(out, b"", "an answer to bytes that are no request")
+        check(closed, "garbage left the connection open")
+        status, _, body, _ = tls_get(s.port, "/hello", ctx)
+        check_eq((status, body), (200, b"hi"), "TLS after garbage")
+        wait_until(lambda: os.path.exists(log) and
+                   open(log).read().count('" 400 ') >= 3, limit(3.0))
+        check(open(log).read().count('" 400 ') >= 3,
+              "the refusals in the access log: %r" % open(log).read())
 
 
 def test_https_client_renegotiation_refused():
