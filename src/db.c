@@ -151,8 +151,25 @@ static bool is_savepoint(const char *sql)
     return strncasecmp(sql, "SAVEPOINT", 9) == 0;
 }
 
+static int run_statement(hp_db *db, const char *sql, size_t n,
+                         const hp_db_val *params, hp_db_res **out);
+
+/* A connection's first statements are the pool's time too (hp_db_pool_ns):
+ * a new PostgreSQL server process loads its catalog caches then, and the
+ * first statements of each connection take milliseconds. */
 static int run(hp_db *db, const char *sql, size_t n, const hp_db_val *params,
                hp_db_res **out)
+{
+    if (db->served > 0)
+        return run_statement(db, sql, n, params, out);
+    int64_t t0 = hp_db__mono_ns();
+    int rc = run_statement(db, sql, n, params, out);
+    hp_db__pool_time(hp_db__mono_ns() - t0);
+    return rc;
+}
+
+static int run_statement(hp_db *db, const char *sql, size_t n,
+                         const hp_db_val *params, hp_db_res **out)
 {
     bool transient;
     hp_db_res *res = NULL;

@@ -47,12 +47,14 @@ void hp_db_server_close(void);
  * or gone) or wait for one, so a page that would take one should not run
  * on an event-loop thread now. false without a default pool. */
 bool hp_db_server_busy(void);
-/* Nanoseconds this thread has spent taking pooled connections from any
- * pool (waiting for one, opening one, its checkout check), in all so far.
- * A run's share is the pool's time, not the page's: server.c leaves it out
- * of the run's own time (placement.c), so that a page is not demoted for
- * the connections its first requests opened. */
-int64_t hp_db_acquire_ns(void);
+/* Nanoseconds of this thread's time that were the pools' own, in all so
+ * far: taking pooled connections (waiting for one, opening one, its
+ * checkout check) and the statements of a connection's first request (a
+ * new PostgreSQL server process loads its caches then: milliseconds). A
+ * run's share is not the page's: server.c leaves it out of the run's own
+ * time (placement.c), so that a page is not demoted for good for the
+ * connections its first requests opened. */
+int64_t hp_db_pool_ns(void);
 /* Append ,"pools":[...] to the status JSON. */
 void hp_db_status_json(struct hp_buf *b);
 /* Each open pool's name and numbers, under the registry's lock (the

@@ -63,6 +63,7 @@ struct hp_db {
     double created; /* hp_now() at connect                      */
     double checked; /* hp_now() at the last drv->check            */
     unsigned gen;   /* the pool's target generation when last seen fine */
+    unsigned long served; /* times it was given back (hp_db__pool_put) */
     hp_db *next_idle;
 
     struct hp_db_stmt *stmts; /* statement cache, stmt_cap slots        */

@@ -491,28 +491,33 @@ static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
  * new one in a free slot, else wait up to the acquire timeout. *timed_out
  * tells a busy pool (503 "busy") from a failing database.
  */
-/* This thread's time in hp_db__pool_get, in all (hp_db_acquire_ns). */
-static __thread int64_t tl_acquire_ns;
+/* This thread's pool time, in all (hp_db_pool_ns). */
+static __thread int64_t tl_pool_ns;
 
-int64_t hp_db_acquire_ns(void)
+int64_t hp_db_pool_ns(void)
 {
-    return tl_acquire_ns;
+    return tl_pool_ns;
 }
 
-static int64_t mono_ns(void)
+int64_t hp_db__mono_ns(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+void hp_db__pool_time(int64_t ns)
+{
+    tl_pool_ns += ns;
+}
+
 static hp_db *pool_get(hp_db_pool *p, char **err, bool *timed_out);
 
 hp_db *hp_db__pool_get(hp_db_pool *p, char **err, bool *timed_out)
 {
-    int64_t t0 = mono_ns();
+    int64_t t0 = hp_db__mono_ns();
     hp_db *db = pool_get(p, err, timed_out);
-    tl_acquire_ns += mono_ns() - t0;
+    tl_pool_ns += hp_db__mono_ns() - t0;
     return db;
 }
 
@@ -557,6 +562,7 @@ void hp_db__pool_put(hp_db *db, bool reset)
 
     hp_db__res_free_all(db);
     hp_db__clear_error(db);
+    db->served++;
     db->req = NULL;
     db->tx = TX_NONE;
     db->failed = db->voted = db->rolled_back = db->write_tx = false;

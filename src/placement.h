@@ -26,22 +26,25 @@
  * handler thread, where two getrusage calls are cheap next to the
  * offload). blocked: the thread made a voluntary context switch
  * (ru_nvcsw: it slept, waited for I/O or a lock); preempted: an
- * involuntary one (ru_nivcsw). own_ns: the run's own time: its wall time,
- * except for a run that was preempted and never blocked, whose own time is
- * its CPU time (waiting for a CPU stalls nothing the page owns), less the
- * time excused (hp_run_probe_stop). */
+ * involuntary one (ru_nivcsw). own_ns: the run's own time: its wall time
+ * less the time it was runnable but waiting for a CPU (queued_ns, the
+ * scheduler's run delay; where that is unknown, a run that was preempted
+ * and never blocked counts its CPU time instead), less the time excused
+ * (hp_run_probe_stop): waiting for a CPU stalls nothing the page owns. */
 struct hp_run {
     int64_t wall_ns;
     bool probed;
     bool blocked;
     bool preempted;
     int64_t own_ns;
+    int64_t queued_ns; /* probed: runnable, waiting for a CPU; -1 unknown */
 };
 
 /* A run being measured. */
 struct hp_run_probe {
     struct timespec t0;
     struct rusage ru0; /* when probed */
+    int64_t delay0;    /* when probed: the thread's run delay, or -1 */
     bool probed;
 };
 
@@ -50,10 +53,10 @@ struct hp_run_probe {
  * on a virtual machine: for handler threads, not event loops). */
 void hp_run_probe_start(struct hp_run_probe *p, bool probed);
 /* The run measured since hp_run_probe_start, on the same thread.
- * excused_ns: time within the run that was not the page's own (taking a
- * pooled database connection: waiting for one or opening one, which the
- * pool does once per connection, hp_db_acquire_ns); it is left out of
- * own_ns, which never goes below 0. */
+ * excused_ns: time within the run that was not the page's own (the
+ * database pools', hp_db_pool_ns: taking a connection, and a new
+ * connection's first statements); it is left out of own_ns, which never
+ * goes below 0. */
 struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
                                 int64_t excused_ns);
 
