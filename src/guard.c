@@ -1364,13 +1364,19 @@ static char *guard_init_vet(const char *path, const char *so_path)
     return why;
 }
 
+/* The worker (or single process) whose exits and crashes the hooks answer
+ * for: not a process a page forked (catch_exits sets it). */
+static pid_t EXIT_PID;
+
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
     /* Async-signal-safe: two stores into shared memory, in dev mode the
      * crash page, the answers to the requests that will now never get one
      * (server.c), then die of the same signal (SA_RESETHAND restored the
-     * default action). */
-    if (ME) {
+     * default action). A process forked by a page or a hook inherits this
+     * handler, the slot and the request's socket: its crash is none of
+     * this worker's business (getpid is async-signal-safe). */
+    if (ME && getpid() == EXIT_PID) {
         hp_server_dying(); /* the backlog is the other workers' now */
         const struct hp_hook_run *h = hp_hook_running();
         if (ALONE)
@@ -1389,7 +1395,6 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 
 /* ---- a page handler (or a module hook) that calls exit() ----------------- */
 
-static pid_t EXIT_PID; /* the process whose exits the hooks answer for */
 
 /* The instruction in v's object that called into exit, found by walking
  * this thread's stack (0 if none: the object has no frame there). */
@@ -1927,8 +1932,8 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
     ALONE = true;
     atomic_store_explicit(&DEV, cfg->dev, memory_order_relaxed);
     root_set(cfg->docroot);
+    catch_exits(); /* first: EXIT_PID, which on_fatal checks */
     catch_fatal_signals();
-    catch_exits();
     hp_loader_set_init_vet(guard_init_vet);
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
@@ -1944,8 +1949,8 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     CFG = cfg;
     ME->pid = getpid();
     root_set(cfg->docroot);
+    catch_exits(); /* first: EXIT_PID, which on_fatal checks */
     catch_fatal_signals();
-    catch_exits();
     hp_loader_set_init_vet(guard_init_vet);
     if (cfg->handler_timeout > 0)
         watchdog_start();

@@ -652,6 +652,57 @@ HP_HANDLER(http_handler)
 """)
 
 
+CRASHING_CHILD = page(r"""
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+HP_HANDLER(http_handler)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        raise(SIGSEGV); /* the child's crash, not the page's */
+        _exit(3);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    hp_printf(req, "child died of signal %d\n",
+              WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    return HP_OK;
+}
+""")
+
+
+def _crashing_child_is_not_the_workers(args, dev):
+    with Server(files={"kid.c": CRASHING_CHILD, "hello.c": simple_page("hi")},
+                args=args, dev=dev) as s:
+        for _ in range(3):
+            r = s.get("/kid")
+            check_eq((r.status, r.text), (200, "child died of signal 11\n"),
+                     "the page whose child crashed")
+        check_eq(s.get("/hello").text, "hi", "a neighbour")
+        if args != ["--workers", "0"]:
+            p = procs(s)
+            check_eq(p["crashes"], 0, "crashes on record")
+            check_eq(p["restarts"], 0, "workers replaced")
+        err = s.stderr()
+        check("SIGSEGV" not in err and "signal 11" not in err,
+              "the child's crash in the log: %s" % err[-600:])
+
+
+def test_crash_of_a_pages_child_is_not_the_workers():
+    """A process a page forks inherits the worker's crash handler, its
+    guard slot and the request's socket: when it crashes, the worker's
+    request is still answered by the page (no crash page or 502 written
+    into it by the child), no crash is put on the worker's record and no
+    worker is replaced."""
+    _crashing_child_is_not_the_workers(WORKERS, False)
+    _crashing_child_is_not_the_workers(WORKERS, True)
+
+
+def test_crash_of_a_pages_child_single_process():
+    _crashing_child_is_not_the_workers(["--workers", "0"], True)
+
+
 def test_unasked_exit_single_process_is_an_error():
     """--workers 0: a page calling exit(0) must not look like a clean stop
     (systemd's Restart=on-failure would leave the site down): logged, and
