@@ -154,13 +154,17 @@ static enum hp_place demote(hp_version *v, const struct hp_run *r)
     bool was_inline = atomic_exchange(&v->run_inline, false);
     if (atomic_exchange(&v->slow, true))
         return HP_PLACE_KEPT;
-    if (was_inline || atomic_load(&v->suspect))
-        hp_log_error("%s: a request took %.1f ms%s; this version now runs "
-                     "on the handler threads for good",
-                     v->path, (double)r->own_ns / 1e6,
-                     !r->probed   ? " on an event-loop thread"
-                     : r->blocked ? " (it blocked)"
-                                  : " of CPU time");
+    if (!was_inline && !atomic_load(&v->suspect))
+        return HP_PLACE_DEMOTED;
+    /* An error when an event loop was held that long; a page that waited
+     * (a query, a lock) and now stays off the loops is only news. */
+    void (*say)(const char *, ...) = r->probed ? hp_log_info : hp_log_error;
+    say("%s: a request took %.1f ms%s; this version now runs on the handler "
+        "threads for good",
+        v->path, (double)r->own_ns / 1e6,
+        !r->probed   ? " on an event-loop thread"
+        : r->blocked ? " (it waited)"
+                     : " of CPU time");
     return HP_PLACE_DEMOTED;
 }
 
