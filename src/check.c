@@ -196,6 +196,42 @@ static char *symlink_refused(const char *path)
     return why;
 }
 
+/* A page's symlink, as the resolver (resolve.c's choose) judges it: NULL
+ * when the server follows it (to a file of the same kind under the root,
+ * through public names only: a symlink may rename, never escape or
+ * publish a private file), else a malloc'd diagnostic. */
+static char *page_link_refused(const char *path)
+{
+    char *real = realpath(path, NULL);
+    char *why = NULL;
+    struct stat st;
+    size_t n = strlen(check_root);
+    const char *ext = strrchr(path, '.');
+    if (!real) {
+        why = hp_xasprintf("%s: a symlink to nothing (%s)", path,
+                           strerror(errno));
+    } else if (!inside_root(real)) {
+        why = hp_xasprintf("%s: a symlink out of the document root (to %s): "
+                           "the server answers 404",
+                           path, real);
+    } else if (strstr(real + n, "/_") || strstr(real + n, "/.")) {
+        why = hp_xasprintf("%s: a symlink to %s, a private name (_ or .): "
+                           "the server answers 404",
+                           path, real);
+    } else if (stat(real, &st) != 0 || !S_ISREG(st.st_mode)) {
+        why = hp_xasprintf("%s: a symlink to %s, which is not a file: the "
+                           "server answers 404",
+                           path, real);
+    } else if (!ext || strlen(real) < strlen(ext) ||
+               strcmp(real + strlen(real) - strlen(ext), ext) != 0) {
+        why = hp_xasprintf("%s: a symlink to %s, which is not a %s file: the "
+                           "server answers 404",
+                           path, real, ext ? ext : "page");
+    }
+    free(real);
+    return why;
+}
+
 /* A template's syntax, as hp_render would report it (file:line), its
  * partials, and a partial that includes itself on every render. */
 static void check_template(const char *path, bool link)
@@ -242,13 +278,29 @@ static int visit(const char *path, const struct stat *st, int type,
         check_template(path, type == FTW_SL);
         return FTW_CONTINUE;
     }
-    if (type != FTW_F || !is_page(path))
+    if ((type != FTW_F && type != FTW_SL) || !is_page(path))
         return FTW_CONTINUE;
     /* What the server would load: public pages and application modules,
      * not helper sources kept in private (_) places. */
     bool app = strcmp(base, "_app.c") == 0 || strcmp(base, "_app.so") == 0;
     if (!app && strstr(path + strlen(check_root), "/_"))
         return FTW_CONTINUE;
+    /* A page that is a symlink: the server serves what it leads to, as
+     * that file's page, which the walk checks where it is; or answers 404
+     * (out of the root, to a private name, to nothing). */
+    if (type == FTW_SL) {
+        char *why = page_link_refused(path);
+        if (why) {
+            check_failed++;
+            printf("FAIL %s\n%s\n", path, why);
+            free(why);
+        } else {
+            char *real = realpath(path, NULL);
+            printf("ok   %s (a symlink to %s)\n", path, real ? real : "?");
+            free(real);
+        }
+        return FTW_CONTINUE;
+    }
 
     struct hp_artifact art;
     char *diag = NULL, *priv = NULL;

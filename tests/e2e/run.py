@@ -345,6 +345,53 @@ def test_check_broken_page_exits_1_with_diagnostic():
         check_in("error", out.lower(), "hotpub check output")
 
 
+def test_check_follows_page_symlinks_as_the_server_does():
+    """A page that is a symlink is served as the page it leads to (a
+    rename), or answered 404 when it leads out of the root, to a private
+    name (_ or .), to nothing, or to another kind of file: hotpub check
+    says the same of each link (and checks the target where it is), and
+    each verdict agrees with a request to the running server."""
+    with Server(files={"lib/good.c": simple_page("via link"),
+                       "sub/bad.c": BROKEN,
+                       "_lib/hidden.c": simple_page("private"),
+                       "notes.txt": "text"}, start=False) as s:
+        outside = os.path.join(s.tmp, "outside.c")
+        with open(outside, "w") as f:
+            f.write(simple_page("outside"))
+        links = {"alias.c": "lib/good.c", "badlink.c": "sub/bad.c",
+                 "priv.c": "_lib/hidden.c", "out.c": outside,
+                 "dangling.c": "lib/none.c", "text.c": "notes.txt"}
+        for name, to in links.items():
+            os.symlink(to, os.path.join(s.root, name))
+        p = run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                       timeout=120)
+        out = p.stdout + p.stderr
+        check_eq(p.returncode, 1, "exit status (output %s)" % short(out, 600))
+        lines = out.split("\n")
+
+        def verdict(name):
+            for ln in lines:
+                if ln.startswith(("ok   ", "FAIL ")) and \
+                        ln.split()[1].endswith("/" + name):
+                    return ln.split()[0]
+            return None
+        for name, want in (("alias.c", "ok"), ("lib/good.c", "ok"),
+                           ("badlink.c", "ok"), ("sub/bad.c", "FAIL"),
+                           ("priv.c", "FAIL"), ("out.c", "FAIL"),
+                           ("dangling.c", "FAIL"), ("text.c", "FAIL")):
+            check_eq(verdict(name), want, "hotpub check on %s (output %s)"
+                     % (name, short(out, 900)))
+        for why in ("undeclared_xyz", "a private name",
+                    "out of the document root", "a symlink to nothing",
+                    "which is not a .c file"):
+            check_in(why, out, "hotpub check's reasons")
+        s.start()
+        check_eq(s.get_ok("/alias").text, "via link", "through the link")
+        for name in ("priv", "out", "dangling", "text"):
+            check_eq(s.get("/" + name).status, 404, "/" + name)
+        check_eq(s.get("/badlink").status, 500, "a link to a broken page")
+
+
 def test_bundled_examples():
     """What the README tells a new user to run: the examples build and
     serve."""
