@@ -17,6 +17,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -207,7 +208,10 @@ struct MHD_Response *hp_devloop_events(struct MHD_Connection *conn)
  * or hash, so the page gets <script src="/_hotpub/live-reload.js"> with
  * its files in a data- attribute, which any policy allowing 'self'
  * scripts runs. Likewise the overlay is styled from its own stylesheet
- * (a <link>) and CSSOM, never a style attribute or a <style> element.
+ * (a <link>) and CSSOM, never a style attribute or a <style> element. A
+ * policy that allows scripts by nonce only ('strict-dynamic', or no
+ * 'self') gets the script with the response's nonce, which the script
+ * gives the stylesheet's <link> too (style-src by nonce).
  */
 static const char live_reload_js[] =
     "(function(){var me=document.currentScript;"
@@ -219,6 +223,7 @@ static const char live_reload_js[] =
     "if(!o){if(!document.getElementById('hotpub-style')){"
     "var l=document.createElement('link');l.id='hotpub-style';"
     "l.rel='stylesheet';l.href='" HP_LIVE_RELOAD_CSS_URL "';"
+    "if(me&&me.nonce)l.nonce=me.nonce;"
     "document.head.appendChild(l)}"
     "o=document.createElement('div');o.id='hotpub-overlay';"
     "o.style.cssText='position:fixed;inset:0;z-index:2147483647;"
@@ -267,8 +272,64 @@ static char *last_body_close(const struct hp_buf *b)
     return NULL;
 }
 
+/* The directive named name (case-insensitive) of a policy, as [*at, end);
+ * false when the policy has none. */
+static bool csp_directive(const char *csp, const char *name, const char **at,
+                          const char **end)
+{
+    size_t n = strlen(name);
+    for (const char *d = csp; d && *d; d = strchr(d, ';'), d = d ? d + 1 : d) {
+        while (*d == ' ' || *d == '\t')
+            d++;
+        const char *e = strchr(d, ';');
+        if (!e)
+            e = d + strlen(d);
+        if ((size_t)(e - d) >= n && strncasecmp(d, name, n) == 0 &&
+            (d[n] == ' ' || d[n] == '\t' || d + n == e)) {
+            *at = d + n;
+            *end = e;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *hp_devloop_csp_nonce(const char *csp, char *out, size_t len)
+{
+    static const char *const order[] = {"script-src-elem", "script-src",
+                                        "default-src"};
+    const char *at = NULL, *end = NULL;
+    if (!csp)
+        return NULL;
+    for (size_t i = 0; i < 3 && !at; i++)
+        if (!csp_directive(csp, order[i], &at, &end))
+            at = NULL;
+    for (const char *p = at; p && p < end;) {
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *q = p;
+        while (q < end && *q != ' ' && *q != '\t')
+            q++;
+        if (q - p > 8 && strncasecmp(p, "'nonce-", 7) == 0 && q[-1] == '\'') {
+            size_t k = (size_t)(q - p) - 8;
+            if (k + 1 > len)
+                return NULL;
+            for (size_t j = 0; j < k; j++) {
+                char c = p[7 + j];
+                if (!isalnum((unsigned char)c) && !strchr("+/=-_", c))
+                    return NULL;
+                out[j] = c;
+            }
+            out[k] = '\0';
+            return out;
+        }
+        p = q;
+    }
+    return NULL;
+}
+
 void hp_devloop_script(struct hp_buf *out, const char *const *deps,
-                       size_t ndeps)
+                       size_t ndeps, const char *nonce)
 {
     struct hp_buf s = {0}, list = {0};
 
@@ -286,8 +347,13 @@ void hp_devloop_script(struct hp_buf *out, const char *const *deps,
     }
     hp_buf_puts(&list, "]");
     /* An attribute value, HTML-escaped: any file name fits in it. */
-    hp_buf_puts(&s, "<script src=\"" HP_LIVE_RELOAD_JS_URL
-                    "\" data-hotpub-live-reload data-deps=\"");
+    hp_buf_puts(&s, "<script src=\"" HP_LIVE_RELOAD_JS_URL "\"");
+    if (nonce) {
+        hp_buf_puts(&s, " nonce=\"");
+        hp_buf_html(&s, nonce);
+        hp_buf_puts(&s, "\"");
+    }
+    hp_buf_puts(&s, " data-hotpub-live-reload data-deps=\"");
     hp_buf_html(&s, list.p);
     hp_buf_puts(&s, "\"></script>");
     hp_buf_append(out, s.p, s.len);
@@ -296,7 +362,7 @@ void hp_devloop_script(struct hp_buf *out, const char *const *deps,
 }
 
 void hp_devloop_inject(struct hp_buf *body, const char *const *deps,
-                       size_t ndeps)
+                       size_t ndeps, const char *nonce)
 {
     struct hp_buf s = {0};
     char *at = hp_devloop_on() ? last_body_close(body) : NULL;
@@ -304,7 +370,7 @@ void hp_devloop_inject(struct hp_buf *body, const char *const *deps,
     if (!at)
         return;
     size_t off = (size_t)(at - body->p);
-    hp_devloop_script(&s, deps, ndeps);
+    hp_devloop_script(&s, deps, ndeps, nonce);
     if (s.len && hp_buf_reserve(body, s.len) == 0) {
         memmove(body->p + off + s.len, body->p + off, body->len - off);
         memcpy(body->p + off, s.p, s.len);

@@ -48,14 +48,25 @@ struct MHD_Response *hp_devloop_events(struct MHD_Connection *conn);
  * of a .css file swaps it in place.
  */
 void hp_devloop_inject(struct hp_buf *body, const char *const *deps,
-                       size_t ndeps);
+                       size_t ndeps, const char *nonce);
 
 /* The script element itself, appended to out (a page hotpub writes
  * itself): <script src="/_hotpub/live-reload.js" data-hotpub-live-reload
  * data-deps="[JSON list of root-relative paths, HTML-escaped]">, external
- * so that a Content-Security-Policy allowing 'self' scripts runs it. */
+ * so that a Content-Security-Policy allowing 'self' scripts runs it; with
+ * nonce="..." when nonce is not NULL (a policy that allows scripts by
+ * nonce only, 'strict-dynamic' among them; the overlay's stylesheet link
+ * then carries it too). */
 void hp_devloop_script(struct hp_buf *out, const char *const *deps,
-                       size_t ndeps);
+                       size_t ndeps, const char *nonce);
+
+/*
+ * The nonce a Content-Security-Policy field value allows script elements
+ * by (CSP Level 3 §6.7.3: the 'nonce-...' source of script-src-elem, else
+ * script-src, else default-src), copied into out (len bytes); NULL when
+ * there is none or it is not base64 (RFC 4648 §4 or §5) or too long.
+ */
+const char *hp_devloop_csp_nonce(const char *csp, char *out, size_t len);
 
 /* The body of GET /_hotpub/live-reload.js (JavaScript) and of
  * /_hotpub/live-reload.css (the diagnostic's stylesheet, which the

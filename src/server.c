@@ -434,7 +434,14 @@ static void inject_live_reload(hp_req *req)
     if (ps->err_path)
         deps[n++] = ps->err_path;
     n += hp_req_tpl_paths(req, deps + n, 64);
-    hp_devloop_inject(&req->out, deps, n);
+    /* A policy that allows scripts by nonce: the script gets the nonce. */
+    char nonce[128];
+    const char *with = NULL;
+    for (size_t i = 0; i < req->headers.n && !with; i++)
+        if (strcasecmp(req->headers.v[i].name, "Content-Security-Policy") == 0)
+            with = hp_devloop_csp_nonce(req->headers.v[i].value, nonce,
+                                        sizeof nonce);
+    hp_devloop_inject(&req->out, deps, n, with);
 }
 
 static enum MHD_Result send_buffer(struct ctx *c, int status)
@@ -939,7 +946,7 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
     struct hp_buf html = {0};
     hp_devloop_error_page(&html, path ? path : c->req.target.path, diag);
     const char *deps[] = {c->req.target.path, path};
-    hp_devloop_script(&html, deps, path ? 2 : 1); /* recovers by itself */
+    hp_devloop_script(&html, deps, path ? 2 : 1, NULL); /* recovers */
     enum MHD_Result r = send_error(c, status, html.p);
     hp_buf_free(&html);
     return r;

@@ -507,6 +507,22 @@ HP_HANDLER(http_handler)
 }
 """
 
+# A policy that allows scripts and styles by nonce only (strict-dynamic
+# ignores 'self' for scripts), as CSP Level 3's "strict CSP" advice has it.
+CSP_NONCE_PAGE = r"""
+HP_HANDLER(http_handler)
+{
+    hp_set_header(req, "Content-Security-Policy",
+                  "default-src 'self'; script-src 'nonce-r4nD0m+/=' "
+                  "'strict-dynamic'; style-src 'nonce-r4nD0m+/='");
+    hp_puts(req, "<!doctype html><html><head><title>t</title>"
+                 "<script nonce=r4nD0m+/= src=/watch.js></script>"
+                 "<link nonce=r4nD0m+/= rel=stylesheet href=/s.css></head>"
+                 "<body><p id=msg>TEXT</p></body></html>");
+    return HP_OK;
+}
+"""
+
 # Counts what the page's Content-Security-Policy refused (an external
 # script, so the policy lets it run).
 CSP_WATCH_JS = ("window.__cspRefused = [];"
@@ -518,7 +534,8 @@ CSP_WATCH_JS = ("window.__cspRefused = [];"
 def html_page(text, csp=False):
     """A page answering HTML that shows text in #msg; csp: with the
     guestbook's Content-Security-Policy (default-src 'self')."""
-    return page((CSP_PAGE if csp else HTML_PAGE).replace("TEXT", text))
+    src = CSP_NONCE_PAGE if csp == "nonce" else CSP_PAGE if csp else HTML_PAGE
+    return page(src.replace("TEXT", text))
 
 
 def test_live_reload_script_only_in_dev_html():
@@ -1122,6 +1139,14 @@ def test_browser_live_reload_under_csp():
     runs, the overlay shows styled (its stylesheet applies), and the
     policy refuses nothing of hotpub's."""
     browser_live_reload(csp=True)
+
+
+def test_browser_live_reload_under_nonce_csp():
+    """The same under a policy that allows scripts and styles by nonce
+    only ('strict-dynamic'): the injected script carries the response's
+    nonce, gives it to the overlay's stylesheet, and the policy refuses
+    nothing of hotpub's."""
+    browser_live_reload(csp="nonce")
 
 
 def browser_live_reload(csp):

@@ -26,7 +26,7 @@ static void test_inject_off_does_nothing(void)
     const char *deps[] = {"/r/p.c"};
     hp_devloop_stop();
     body_set(&b, "<html><body>x</body></html>");
-    hp_devloop_inject(&b, deps, 1);
+    hp_devloop_inject(&b, deps, 1, NULL);
     CHECK_STR(b.p, "<html><body>x</body></html>");
     hp_buf_free(&b);
 }
@@ -37,7 +37,7 @@ static void test_inject_before_last_body_close(void)
     const char *deps[] = {"/r/p.c", "/r/p.c", "/r/sub/t.tpl", "/r/x<y.c"};
     hp_devloop_start("/r");
     body_set(&b, "<p>a</body> quoted</p><BODY>b</BODY ></html>");
-    hp_devloop_inject(&b, deps, 4);
+    hp_devloop_inject(&b, deps, 4, NULL);
     hp_buf_append(&b, "", 1);
     /* not before the first "</body>", nor the case-insensitive last one
      * ("</BODY >" is not "</body>"): the last exact match */
@@ -55,12 +55,57 @@ static void test_inject_before_last_body_close(void)
     hp_buf_free(&b);
 }
 
+/* The nonce a policy allows scripts by (CSP Level 3: script-src-elem,
+ * else script-src, else default-src), and the script element with it. */
+static void test_csp_nonce(void)
+{
+    char n[64];
+    CHECK_STR(hp_devloop_csp_nonce("script-src 'nonce-r4nD+/0=' "
+                                   "'strict-dynamic'; object-src 'none'",
+                                   n, sizeof n),
+              "r4nD+/0=");
+    CHECK_STR(hp_devloop_csp_nonce("default-src 'self'; Script-Src "
+                                   "'self' 'NONCE-abc_-1'",
+                                   n, sizeof n),
+              "abc_-1");
+    /* script-src-elem wins; default-src only without script-src */
+    CHECK_STR(hp_devloop_csp_nonce("script-src 'nonce-aaa'; "
+                                   "script-src-elem 'nonce-bbb'",
+                                   n, sizeof n),
+              "bbb");
+    CHECK_STR(hp_devloop_csp_nonce("default-src 'nonce-ddd'", n, sizeof n),
+              "ddd");
+    CHECK(hp_devloop_csp_nonce("default-src 'nonce-ddd'; script-src 'self'",
+                               n, sizeof n) == NULL);
+    /* none, or one that is no base64 (an attribute could be broken out
+     * of), or too long for out */
+    CHECK(hp_devloop_csp_nonce("default-src 'self'", n, sizeof n) == NULL);
+    CHECK(hp_devloop_csp_nonce("style-src 'nonce-abc'", n, sizeof n) == NULL);
+    CHECK(hp_devloop_csp_nonce("script-src 'nonce-a\"b'", n, sizeof n) ==
+          NULL);
+    CHECK(hp_devloop_csp_nonce("script-src 'nonce-'", n, sizeof n) == NULL);
+    CHECK(hp_devloop_csp_nonce("script-src 'nonce-abcdef'", n, 4) == NULL);
+    CHECK(hp_devloop_csp_nonce(NULL, n, sizeof n) == NULL);
+    CHECK(hp_devloop_csp_nonce("", n, sizeof n) == NULL);
+
+    struct hp_buf b = {0};
+    const char *deps[] = {"/r/p.c"};
+    hp_devloop_start("/r");
+    body_set(&b, "<body></body>");
+    hp_devloop_inject(&b, deps, 1, "r4nD+/0=");
+    hp_buf_append(&b, "", 1);
+    CHECK(strstr(b.p, "<script src=\"/_hotpub/live-reload.js\" "
+                      "nonce=\"r4nD+/0=\" data-hotpub-live-reload") != NULL);
+    hp_devloop_stop();
+    hp_buf_free(&b);
+}
+
 static void test_inject_without_body_close(void)
 {
     struct hp_buf b = {0};
     hp_devloop_start("/r");
     body_set(&b, "{\"json\": \"</bod\"}");
-    hp_devloop_inject(&b, NULL, 0);
+    hp_devloop_inject(&b, NULL, 0, NULL);
     CHECK_STR(b.p, "{\"json\": \"</bod\"}");
     hp_devloop_stop();
     hp_buf_free(&b);
@@ -147,6 +192,7 @@ int main(int argc, char **argv)
     T_RUN(test_inject_off_does_nothing);
     T_RUN(test_inject_before_last_body_close);
     T_RUN(test_inject_without_body_close);
+    T_RUN(test_csp_nonce);
     T_RUN(test_error_html_links_and_excerpt);
     T_RUN(test_error_html_init_failures);
     T_RUN(test_served_script_and_stylesheet);
