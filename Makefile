@@ -34,9 +34,10 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 ALL_CFLAGS  = -std=gnu11 $(OPT) $(WARN) $(SAN) -Iinclude -Isrc $(PKG_CFLAGS) \
               -DHP_INCLUDE_DIR='"$(abspath include)"' -pthread -MMD -MP $(CFLAGS)
 # Pages resolve hp_* against the executable: export exactly the public API,
-# the functions include/hotpub.h declares (tools/api-symbols.sh), and recv,
+# the functions include/hotpub.h declares (tools/api-symbols.sh), recv,
 # which the request edge defines so that libmicrohttpd's reads pass through
-# it (src/edge.c).
+# it (src/edge.c), and _exit and _Exit, which the guard defines so that a
+# page calling them is answered like one calling exit (src/guard.c).
 EXPORTS     = $(BUILD)/exports.list
 ALL_LDFLAGS = $(SAN) -pthread -Wl,--dynamic-list=$(EXPORTS) $(LDFLAGS)
 # jansson is the pages' JSON library too (hotpub.h includes <jansson.h>):
@@ -79,7 +80,8 @@ hotpub$(SUFFIX): $(OBJS) $(EXPORTS)
 
 $(EXPORTS): include/hotpub.h tools/api-symbols.sh | $(BUILD)
 	{ echo '{'; sh tools/api-symbols.sh '$(CC)' include | sed 's/.*/  &;/'; \
-	  echo '  recv;'; echo '  gnutls_record_recv;'; echo '};'; } >$@.tmp && mv $@.tmp $@
+	  echo '  recv;'; echo '  gnutls_record_recv;'; echo '  _exit;'; \
+	  echo '  _Exit;'; echo '};'; } >$@.tmp && mv $@.tmp $@
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<

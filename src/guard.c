@@ -1324,6 +1324,12 @@ static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
     hook_answer(h, signame(sig), call ? call : pc, call != 0);
 }
 
+/* What the page or hook called: "exit", or "_exit" (_exit below
+ * sets it), for the answers that name it. */
+static const char *EXIT_NAME = "exit";
+/* An exit hook ran: the _exit that ends the process now is not a page's. */
+static atomic_bool EXITING;
+
 /* The same for a hook that called exit (status) or quick_exit (!known):
  * the line is that of the hook's call on the way to exit. */
 static void hook_exit(const struct hp_hook_run *h, int status, bool known)
@@ -1334,7 +1340,7 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
     ME->hook_status = status;
     atomic_store(&ME->hook_sig, known ? HOOK_EXIT : HOOK_QUICK_EXIT);
     if (known)
-        snprintf(what, sizeof what, "exit(%d)", status);
+        snprintf(what, sizeof what, "%s(%d)", EXIT_NAME, status);
     else
         snprintf(what, sizeof what, "exit (quick_exit)");
     if (ALONE)
@@ -1421,7 +1427,7 @@ static void exit_answer(int fd, int status, bool known)
     struct rec *r = rec_at(ME, tl_rec);
     char what[32];
     if (known)
-        snprintf(what, sizeof what, "exit(%d)", status);
+        snprintf(what, sizeof what, "%s(%d)", EXIT_NAME, status);
     else
         snprintf(what, sizeof what, "exit (quick_exit)");
     uintptr_t pc = exit_call_site(tl_version);
@@ -1444,14 +1450,15 @@ static void exit_answer(int fd, int status, bool known)
  * init or fini running (hp_hook_running) is answered and named like a
  * crashing hook (hook_exit), and its init refused from then on. The
  * normal ends (SIGTERM's drain, recycling, the single process's return)
- * call exit on the main thread, which runs no handler. _exit and
- * exit_group run no hook: their requests go unanswered.
+ * call exit on the main thread, which runs no handler. _exit and _Exit
+ * come here too (their definitions below); only a raw exit_group system
+ * call runs no hook: its requests go unanswered.
  */
 static void exit_hook(int status, bool known)
 {
     /* A process forked by a page or hook inherits the hooks: its exit is
      * none of this worker's business. */
-    if (!ME || getpid() != EXIT_PID)
+    if (!ME || getpid() != EXIT_PID || atomic_exchange(&EXITING, true))
         return;
     const struct hp_hook_run *h = hp_hook_running();
     int fd = running_fd();
@@ -1482,6 +1489,40 @@ static void on_exit_status(int status, void *arg)
 static void on_quick_exit(void)
 {
     exit_hook(0, false);
+}
+
+/*
+ * _exit and _Exit, for the whole process: the executable's definitions come
+ * first in symbol lookup (exported, see Makefile), as recv's do, so a page
+ * or module hook that calls one reaches this, and is answered like one
+ * that calls exit (exit_hook: the crash page or a 502 for its request,
+ * 503 + Retry-After for the requests read and not answered, the parent
+ * names the page). Every other caller goes straight to the kernel:
+ * hotpub's own ends (no page or hook running on the thread), a process a
+ * page forked, and the _exit at the end of exit's hooks. Not
+ * syscall(SYS_exit_group), which nothing can catch.
+ */
+static _Noreturn void exit_group_now(int status)
+{
+    for (;;)
+        syscall(SYS_exit_group, status);
+}
+
+void _exit(int status)
+{
+    if (ME && getpid() == EXIT_PID && !atomic_load(&EXITING) &&
+        (hp_hook_running() || running_fd() >= 0)) {
+        EXIT_NAME = "_exit";
+        exit_hook(status, true);
+        if (ALONE) /* as master.c's on_unasked_exit: no clean stop */
+            status = 70;
+    }
+    exit_group_now(status);
+}
+
+void _Exit(int status)
+{
+    _exit(status);
 }
 
 /* Register the exit hooks; the first backtrace loads the unwinder (it

@@ -1056,6 +1056,19 @@ HP_HANDLER(quick)
     return HP_OK;
 }
 
+HP_HANDLER(uexit)
+{
+    hp_puts(req, "about to _exit");
+    _exit(5);
+    return HP_OK;
+}
+
+HP_HANDLER(cexit)
+{
+    _Exit(6);
+    return HP_OK;
+}
+
 HP_HANDLER(slow)
 {
     const char *ms = hp_arg(req, "ms");
@@ -1126,6 +1139,57 @@ def test_page_calling_exit_production_502_short_body():
         check_eq(slow.status, 503, "the neighbour's status")
         check(s.get_ok("/ex/ping").text.startswith("alive"),
               "a new worker serves")
+
+
+def test_page_calling__exit_is_answered_like_exit():
+    """_exit and _Exit skip exit's hooks, yet a page that calls one is
+    answered as one that calls exit: in dev mode its request gets the crash
+    page naming _exit and the line of the call, in production a 502 with
+    the short body; the slow request in flight on the same worker gets a
+    503 + Retry-After (it used to lose its connection); a new worker
+    serves."""
+    line = next(i for i, l in enumerate(EXIT_PAGE.splitlines(), 1)
+                if "_exit(5)" in l)
+    with Server(files={"ex.c": EXIT_PAGE}, args=["--workers", "1"],
+                dev=True) as s:
+        r, slow = _exit_with_slow_neighbour(s, "/ex/uexit")
+        check_eq(r.status, 502, "status of the request that called _exit")
+        check_in("_exit(5)", r.text, "_exit named")
+        check_in("ex.c:%d" % line, r.text, "the line of the call")
+        check_eq((slow.status, slow.header("Retry-After")), (503, "1"),
+                 "the neighbour")
+        check(s.get_ok("/ex/ping").text.startswith("alive"),
+              "a new worker serves")
+        r = s.get("/ex/cexit")
+        check_eq(r.status, 502, "status after _Exit")
+        check_in("_exit(6)", r.text, "_Exit named (as _exit)")
+        check(s.get_ok("/ex/ping").text.startswith("alive"),
+              "a new worker serves after _Exit")
+    with Server(files={"ex.c": EXIT_PAGE}, args=["--workers", "1"],
+                dev=False) as s:
+        r, slow = _exit_with_slow_neighbour(s, "/ex/uexit")
+        check_eq(r.status, 502, "production status")
+        check("exit" not in r.text, "internals: %s" % short(r.text))
+        check_eq(slow.status, 503, "the neighbour's status")
+        check(s.get_ok("/ex/ping").text.startswith("alive"),
+              "a new worker serves")
+
+
+def test_page_calling__exit_single_process_ends_70():
+    """--workers 0: a page's _exit(0) ends the process with status 70, as
+    exit(0) does, not 0, which a supervisor would take for a clean stop."""
+    with Server(files={"ex.c": EXIT_PAGE}, args=["--workers", "0"],
+                dev=True) as s:
+        s.get_ok("/ex/ping")
+        try:
+            r = s.get("/ex/uexit", timeout=5)
+            check_eq(r.status, 502, "the request that called _exit")
+        except Exception:  # noqa: BLE001 - the connection may die with it
+            pass
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the server did not end after _exit")
+        check_eq(s.proc.returncode, 70, "exit status after a page's _exit")
+        s.check_exit = False
 
 
 def test_app_init_exit_neighbour_gets_503_retry_after():
