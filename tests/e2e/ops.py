@@ -394,6 +394,22 @@ def test_https():
         check_in("Secure", cookie, "session cookie over HTTPS")
 
 
+def read_to_close(sock, timeout):
+    """Everything sock reads until the peer closes or timeout seconds pass:
+    (bytes, closed). An error reading (a reset, a TLS alert) ends it too."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            d = sock.recv(65536)
+        except (ssl.SSLError, OSError):
+            return out, True
+        if not d:
+            return out, True
+        out += d
+    return out, False
+
+
 def tls_raw(port, ctx, chunks, timeout=10.0):
     """Send chunks [(delay_s, bytes)] over TLS; everything read until the
     server closes (or timeout), decrypted."""
@@ -402,17 +418,7 @@ def tls_raw(port, ctx, chunks, timeout=10.0):
         for delay, data in chunks:
             time.sleep(delay)
             t.sendall(data)
-        out = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                d = t.recv(65536)
-            except (ssl.SSLError, OSError):
-                break
-            if not d:
-                break
-            out += d
-        return out
+        return read_to_close(t, timeout)[0]
 
 
 def test_https_edge_answers_refusals():
@@ -448,20 +454,11 @@ def test_https_edge_answers_refusals():
 
 
 def plain_raw(port, data, timeout=10.0):
-    """Send data over plain TCP; everything read until the server closes."""
+    """Send data over plain TCP; (everything read, whether the server
+    closed) as read_to_close."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
         c.sendall(data)
-        out = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                d = c.recv(65536)
-            except OSError:
-                break
-            if not d:
-                return out, True
-            out += d
-        return out, False
+        return read_to_close(c, timeout)
 
 
 def test_https_port_answers_plain_http_400():
