@@ -211,6 +211,10 @@ static void *hog_run(void *arg)
 {
     struct hog *h = arg;
     atomic_store(&h->started, true);
+    /* Let the creator start its probe and its sleep first (a real-time
+     * thread runs at once, before pthread_create even returns). */
+    struct timespec nap = {0, 500000};
+    nanosleep(&nap, NULL);
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do
@@ -220,9 +224,19 @@ static void *hog_run(void *arg)
     return NULL;
 }
 
-/* A run that blocks 1 ms and then, woken, waits 7 ms more for a CPU that
- * a real-time thread holds (a busy machine) is judged by its own time, 1
- * ms and a little, not by its wall time: no strike, where wall time alone
+/* This thread may run on every CPU again. */
+static void unpin(void)
+{
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        CPU_SET(c, &all);
+    (void)sched_setaffinity(0, sizeof all, &all);
+}
+
+/* A run that blocks 1 ms and then, woken, waits 7.5 ms more for a CPU
+ * that a real-time thread holds (a busy machine) is judged by its own
+ * time, 1 ms and a little, not by its wall time: no strike, where wall time alone
  * made three such runs demote /db for good under bench/tfb.sh. Needs root
  * (SCHED_FIFO) and /proc/thread-self/schedstat; skipped without them. */
 static void test_probe_leaves_out_the_wait_for_a_cpu(void)
@@ -238,22 +252,30 @@ static void test_probe_leaves_out_the_wait_for_a_cpu(void)
         pthread_attr_setschedpolicy(&a, SCHED_FIFO) != 0 ||
         pthread_attr_setschedparam(&a, &prio) != 0 ||
         sched_setaffinity(0, sizeof one, &one) != 0) {
+        pthread_attr_destroy(&a);
         printf("  (skipped: cannot pin threads to CPU 0)\n");
+        return;
+    }
+    struct hog h = {0};
+    pthread_t t;
+    int created = pthread_create(&t, &a, hog_run, &h);
+    pthread_attr_destroy(&a);
+    if (created != 0) {
+        unpin();
+        printf("  (skipped: no SCHED_FIFO thread: not root?)\n");
         return;
     }
     struct hp_run_probe p;
     hp_run_probe_start(&p, true);
     if (p.delay0 < 0) {
+        pthread_join(t, NULL);
+        unpin();
         printf("  (skipped: no /proc/thread-self/schedstat)\n");
         return;
     }
-    struct hog h = {0};
-    pthread_t t;
-    if (pthread_create(&t, &a, hog_run, &h) != 0) {
-        printf("  (skipped: no SCHED_FIFO thread: not root?)\n");
-        return;
-    }
-    usleep(1000); /* the hog runs meanwhile, and holds the CPU for 8 ms */
+    /* The hog wakes at 0.5 ms and holds the CPU for 8 ms: this sleep ends
+     * at 1 ms, and its thread waits 7.5 ms more for the CPU. */
+    usleep(1000);
     struct hp_run r = hp_run_probe_stop(&p, 0);
     pthread_join(t, NULL);
     CHECK(atomic_load(&h.started));
@@ -266,11 +288,7 @@ static void test_probe_leaves_out_the_wait_for_a_cpu(void)
         CHECK(hp_place_learn(v, &r, true) == HP_PLACE_KEPT);
     CHECK(!atomic_load(&v->slow));
     free(v);
-    cpu_set_t all;
-    CPU_ZERO(&all);
-    for (int c = 0; c < CPU_SETSIZE; c++)
-        CPU_SET(c, &all);
-    (void)sched_setaffinity(0, sizeof all, &all);
+    unpin();
 }
 
 /* The probe: a sleep is a voluntary switch (blocked, own time = wall), a
