@@ -79,16 +79,17 @@ static int64_t run_delay_ns(void)
     return end == p ? -1 : (int64_t)delay;
 }
 
-void hp_run_probe_start(struct hp_run_probe *p, bool probed)
+static int64_t ts_ns(const struct timespec *t)
 {
-    p->probed = probed && getrusage(RUSAGE_THREAD, &p->ru0) == 0;
-    p->delay0 = p->probed ? run_delay_ns() : -1;
-    clock_gettime(CLOCK_MONOTONIC, &p->t0);
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
 }
 
-static int64_t tv_ns(const struct timeval *tv)
+void hp_run_probe_start(struct hp_run_probe *p, bool probed)
 {
-    return (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000;
+    p->probed = probed && getrusage(RUSAGE_THREAD, &p->ru0) == 0 &&
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &p->cpu0) == 0;
+    p->delay0 = p->probed ? run_delay_ns() : -1;
+    clock_gettime(CLOCK_MONOTONIC, &p->t0);
 }
 
 static int64_t excuse(int64_t own_ns, int64_t excused_ns)
@@ -98,38 +99,47 @@ static int64_t excuse(int64_t own_ns, int64_t excused_ns)
     return own_ns > excused_ns ? own_ns - excused_ns : 0;
 }
 
+/*
+ * A probed run's own time. One that never blocked held the request only
+ * while on a CPU: its CPU time (CLOCK_THREAD_CPUTIME_ID, exact; not
+ * getrusage's, which is only brought up to date at a tick or a switch and
+ * read 3 ms for a run of 1 ms), which leaves out both the wait for a CPU
+ * and the time the hypervisor ran something else. One that blocked also
+ * held it while it waited: its wall time less its wait for a CPU (the run
+ * delay), or its wall time when that is unknown.
+ */
+static int64_t probed_own(const struct hp_run_probe *p, struct hp_run *r,
+                          const struct timespec *cpu1)
+{
+    if (!r->blocked) {
+        int64_t cpu = ts_ns(cpu1) - ts_ns(&p->cpu0);
+        return cpu < 0 ? 0 : cpu < r->wall_ns ? cpu : r->wall_ns;
+    }
+    int64_t delay1 = p->delay0 >= 0 ? run_delay_ns() : -1;
+    if (p->delay0 < 0 || delay1 < p->delay0)
+        return r->wall_ns;
+    r->queued_ns = delay1 - p->delay0;
+    return r->wall_ns > r->queued_ns ? r->wall_ns - r->queued_ns : 0;
+}
+
 struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
                                 int64_t excused_ns)
 {
-    struct timespec t1;
+    struct timespec t1, cpu1;
     struct rusage ru1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     struct hp_run r = {
-        .wall_ns = (int64_t)(t1.tv_sec - p->t0.tv_sec) * 1000000000 +
-                   (t1.tv_nsec - p->t0.tv_nsec),
+        .wall_ns = ts_ns(&t1) - ts_ns(&p->t0),
         .queued_ns = -1,
     };
     r.own_ns = excuse(r.wall_ns, excused_ns);
-    if (!p->probed || getrusage(RUSAGE_THREAD, &ru1) != 0)
+    if (!p->probed || getrusage(RUSAGE_THREAD, &ru1) != 0 ||
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1) != 0)
         return r;
     r.probed = true;
     r.blocked = ru1.ru_nvcsw != p->ru0.ru_nvcsw;
     r.preempted = ru1.ru_nivcsw != p->ru0.ru_nivcsw;
-    int64_t delay1 = p->delay0 >= 0 ? run_delay_ns() : -1;
-    if (delay1 >= p->delay0 && p->delay0 >= 0) {
-        /* On a CPU, or blocked: the time the page held the request. */
-        r.queued_ns = delay1 - p->delay0;
-        r.own_ns = excuse(r.wall_ns > r.queued_ns ? r.wall_ns - r.queued_ns : 0,
-                          excused_ns);
-    } else if (!r.blocked && r.preempted) {
-        /* The kernel brings a running thread's CPU time up to date at a
-         * tick or a switch, so this is close, not exact; it is only used
-         * when the wall time includes time spent waiting for a CPU. */
-        int64_t cpu = tv_ns(&ru1.ru_utime) - tv_ns(&p->ru0.ru_utime) +
-                      tv_ns(&ru1.ru_stime) - tv_ns(&p->ru0.ru_stime);
-        r.own_ns = excuse(cpu < r.wall_ns ? (cpu > 0 ? cpu : 0) : r.wall_ns,
-                          excused_ns);
-    }
+    r.own_ns = excuse(probed_own(p, &r, &cpu1), excused_ns);
     return r;
 }
 
@@ -171,7 +181,16 @@ static enum hp_place demote(hp_version *v, const struct hp_run *r)
 enum hp_place hp_place_learn(hp_version *v, const struct hp_run *r,
                              bool inline_pages)
 {
-    if (r->own_ns > HP_BLOCKED_NS) /* probed, or inline and that long */
+    if (r->probed ? r->own_ns > HP_BLOCKED_NS : r->wall_ns > HP_STALL_NS)
+        return demote(v, r);
+    /* An inline run knows only its wall time, which on an overloaded
+     * machine includes preemptions of 100 ms and more: over HP_BLOCKED_NS
+     * a strike and a suspect, whose next runs are probed; HP_SLOW_STRIKES
+     * of them demote (a page that blocks that long inline does not get to
+     * do it often), and one over HP_STALL_NS, which no preemption lasts,
+     * at once. */
+    if (!r->probed && r->wall_ns > HP_BLOCKED_NS &&
+        atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES)
         return demote(v, r);
     if (!r->probed && (r->wall_ns > HP_SLOW_NS ||
                        (r->wall_ns > HP_WAIT_NS && atomic_load(&v->waits))))

@@ -16,7 +16,9 @@
 #define HP_PROMOTE_RUNS 32     /* fast runs before a version runs inline */
 #define HP_SLOW_NS 2000000     /* 2 ms: too long to hold an event loop   */
 #define HP_SLOW_STRIKES 3      /* ... that many times before demotion    */
-#define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once         */
+#define HP_BLOCKED_NS 50000000 /* 50 ms: blocked, demote at once (probed;
+                                  inline: a strike and a suspect)      */
+#define HP_STALL_NS 1000000000 /* 1 s inline: demote at once            */
 #define HP_STRIKE_EXPIRY 1024  /* fast runs after which strikes expire   */
 #define HP_WAIT_NS 250000      /* 250 µs: the longest run that waited
                                   (a query, a lock) an event loop takes */
@@ -26,11 +28,12 @@
  * handler thread, where two getrusage calls are cheap next to the
  * offload). blocked: the thread made a voluntary context switch
  * (ru_nvcsw: it slept, waited for I/O or a lock); preempted: an
- * involuntary one (ru_nivcsw). own_ns: the run's own time: its wall time
- * less the time it was runnable but waiting for a CPU (queued_ns, the
- * scheduler's run delay; where that is unknown, a run that was preempted
- * and never blocked counts its CPU time instead), less the time excused
- * (hp_run_probe_stop): waiting for a CPU stalls nothing the page owns. */
+ * involuntary one (ru_nivcsw). own_ns: the run's own time, less the time
+ * excused (hp_run_probe_stop): for a probed run that never blocked its CPU
+ * time; for one that blocked its wall time less the time it was runnable
+ * but waiting for a CPU (queued_ns, the scheduler's run delay); for an
+ * unprobed run its wall time. Waiting for a CPU stalls nothing the page
+ * owns. */
 struct hp_run {
     int64_t wall_ns;
     bool probed;
@@ -43,8 +46,9 @@ struct hp_run {
 /* A run being measured. */
 struct hp_run_probe {
     struct timespec t0;
-    struct rusage ru0; /* when probed */
-    int64_t delay0;    /* when probed: the thread's run delay, or -1 */
+    struct rusage ru0;     /* when probed */
+    struct timespec cpu0;  /* when probed: CLOCK_THREAD_CPUTIME_ID */
+    int64_t delay0;        /* when probed: the thread's run delay, or -1 */
     bool probed;
 };
 
@@ -72,10 +76,10 @@ enum hp_place {
 
 /*
  * Learn from one run of v (any thread). An unprobed run (inline) only
- * knows its wall time: over HP_BLOCKED_NS it demotes at once; over
- * HP_SLOW_NS it makes the version a suspect, and never a strike, since
- * wall time cannot tell a handler that blocks from a thread that was
- * preempted. A probed run is judged by its own time: over HP_BLOCKED_NS
+ * knows its wall time, which cannot tell a handler that blocks from a
+ * thread that was preempted: over HP_SLOW_NS it makes the version a
+ * suspect; over HP_BLOCKED_NS also a strike (HP_SLOW_STRIKES demote);
+ * over HP_STALL_NS it demotes at once. A probed run is judged by its own time: over HP_BLOCKED_NS
  * demotes at once, over HP_SLOW_NS is a strike
  * (HP_SLOW_STRIKES of them demote; they expire after HP_STRIKE_EXPIRY fast
  * runs); one that blocked (waited) over HP_WAIT_NS is kept where it is and
