@@ -158,8 +158,9 @@ struct slot {
     /* struct rec recs[shm->nrecs] follows */
 };
 
-/* hook_sig of a hook that called exit (hook_status) or quick_exit. */
-enum { HOOK_EXIT = -1, HOOK_QUICK_EXIT = -2 };
+/* hook_sig of a hook that called exit (hook_status) or quick_exit, or
+ * that ran past --handler-timeout (hook_status: the limit in seconds). */
+enum { HOOK_EXIT = -1, HOOK_QUICK_EXIT = -2, HOOK_TIMEOUT = -3 };
 
 enum { Q_FREE = 0, Q_COUNTING, Q_QUARANTINED };
 
@@ -1009,6 +1010,8 @@ static bool guard_run_end(int token)
     return false;
 }
 
+static long hooks_stuck(void);
+
 static long guard_stuck(void)
 {
     assert(ME);
@@ -1018,7 +1021,7 @@ static long guard_stuck(void)
         unsigned long st = atomic_load(&rec_at(ME, i)->word) & 3;
         n += st == R_WRITING || st == R_TIMEDOUT;
     }
-    return n;
+    return n + hooks_stuck();
 }
 
 /* ---- the handler-timeout watchdog (a thread of each worker) ------------- */
@@ -1062,6 +1065,125 @@ static void answer_504(int fd, double limit, bool streaming)
     shutdown(fd, SHUT_RDWR);
 }
 
+/*
+ * Module hooks (init, fini) being run, one place per thread that ever ran
+ * one, for the watchdog: an init that never returns held the request that
+ * loaded it, and every later request for its pages, for good, and nothing
+ * answered. States, as a handler's record's: IDLE -> RUNNING (its thread)
+ * -> IDLE (its thread, CAS) or TIMEDOUT (the watchdog, CAS, after it has
+ * read the run, which lives on the hook thread's stack: that thread waits
+ * for TIMEDOUT before it returns).
+ */
+static void hook_record(const struct hp_hook_run *h, uintptr_t pc);
+static void initbad_add(const char *key, const char *why);
+
+#define HOOK_WATCH_MAX 64
+enum { HW_IDLE = 0, HW_RUNNING, HW_READING, HW_TIMEDOUT };
+static struct hook_watch {
+    atomic_int state;
+    atomic_llong started;
+    const struct hp_hook_run *run;
+    int fd; /* the request whose pin runs this init, or -1 */
+} HOOK_WATCH[HOOK_WATCH_MAX];
+static atomic_int HOOK_WATCH_USED;
+static __thread int tl_hw = -1; /* this thread's place, -2 none left */
+
+static void hook_watch_begin(const struct hp_hook_run *run)
+{
+    if (tl_hw == -1) {
+        int i = atomic_fetch_add(&HOOK_WATCH_USED, 1);
+        tl_hw = i < HOOK_WATCH_MAX ? i : -2;
+    }
+    if (tl_hw < 0)
+        return;
+    struct hook_watch *w = &HOOK_WATCH[tl_hw];
+    if (atomic_load(&w->state) != HW_IDLE)
+        return; /* nested (a fini inside an init): the outer one counts */
+    w->run = run;
+    w->fd = strcmp(run->hook, "init") == 0 ? hp_server_pinning_fd() : -1;
+    atomic_store(&w->started, now_ns());
+    atomic_store_explicit(&w->state, HW_RUNNING, memory_order_release);
+}
+
+static void hook_watch_end(const struct hp_hook_run *run)
+{
+    if (tl_hw < 0)
+        return;
+    struct hook_watch *w = &HOOK_WATCH[tl_hw];
+    int st = HW_RUNNING;
+    if (w->run != run)
+        return;
+    if (!atomic_compare_exchange_strong(&w->state, &st, HW_IDLE)) {
+        /* The watchdog took it: it reads run, on this stack, until
+         * TIMEDOUT; the worker is being replaced either way. */
+        while (atomic_load(&w->state) == HW_READING)
+            sched_yield();
+        atomic_store(&w->state, HW_IDLE);
+    }
+    w->run = NULL;
+}
+
+/* A hook past the limit: on the slot for the parent (hook_autopsy refuses
+ * that object's init from now on), the request that loaded it answered
+ * 504, the worker replaced (its hook thread never comes back). */
+static void hook_timed_out(struct hook_watch *w, double limit)
+{
+    const struct hp_hook_run *h = w->run;
+    bool init = strcmp(h->hook, "init") == 0;
+    hook_record(h, 0);
+    ME->hook_status = (int)(limit + 0.5);
+    atomic_store(&ME->hook_sig, HOOK_TIMEOUT);
+    /* Now, not at the autopsy: a worker that drains and exits cleanly
+     * has none, and its replacement must not run this init again. */
+    if (init && ME->hook_key[0]) {
+        char why[sizeof SHM->initbad[0].why];
+        snprintf(why, sizeof why,
+                 HP_DIAG_INIT_CRASHED " a worker process (it ran past "
+                                      "--handler-timeout, %g s) in %s; it "
+                                      "will not run again until the file "
+                                      "changes",
+                 limit, ME->hook_path);
+        initbad_add(ME->hook_key, why);
+    }
+    bool answered = w->fd >= 0 && hp_server_claim(w->fd);
+    if (answered)
+        answer_504(w->fd, limit, false);
+    atomic_fetch_add(&SHM->timeouts, 1);
+    hp_log_error("%s: the %s hook has run for more than %g s (object %s)%s; "
+                 "this worker (pid %d) will be replaced%s",
+                 ME->hook_path, h->hook, limit, ME->hook_key,
+                 answered ? ": answered 504" : "", (int)getpid(),
+                 init ? ", and this init will not run again until its file "
+                        "changes"
+                      : "");
+    int none = 0;
+    atomic_compare_exchange_strong(&ME->retire, &none, CAUSE_TIMEOUT);
+}
+
+static void hook_watch_check(int64_t now, int64_t limit_ns, double limit)
+{
+    int n = atomic_load(&HOOK_WATCH_USED);
+    for (int i = 0; i < n && i < HOOK_WATCH_MAX; i++) {
+        struct hook_watch *w = &HOOK_WATCH[i];
+        int st = HW_RUNNING;
+        if (atomic_load_explicit(&w->state, memory_order_acquire) != st ||
+            now - atomic_load(&w->started) <= limit_ns ||
+            !atomic_compare_exchange_strong(&w->state, &st, HW_READING))
+            continue;
+        hook_timed_out(w, limit);
+        atomic_store(&w->state, HW_TIMEDOUT);
+    }
+}
+
+static long hooks_stuck(void)
+{
+    long n = 0;
+    int used = atomic_load(&HOOK_WATCH_USED);
+    for (int i = 0; i < used && i < HOOK_WATCH_MAX; i++)
+        n += atomic_load(&HOOK_WATCH[i].state) >= HW_READING;
+    return n;
+}
+
 static void *watchdog_main(void *arg)
 {
     double limit = CFG->handler_timeout;
@@ -1100,6 +1222,7 @@ static void *watchdog_main(void *arg)
             int none = 0;
             atomic_compare_exchange_strong(&ME->retire, &none, CAUSE_TIMEOUT);
         }
+        hook_watch_check(now, limit_ns, limit);
     }
     return NULL;
 }
@@ -1811,6 +1934,22 @@ static void where_line(const char *where, char *out, size_t cap)
     out[k] = '\0';
 }
 
+/* Refuse the init of the object with this key from now on (guard_init_vet
+ * answers why). Under the table lock; a ring of INITBAD_MAX. */
+static void initbad_add(const char *key, const char *why)
+{
+    table_lock();
+    int at = -1;
+    for (int i = 0; i < INITBAD_MAX && at < 0; i++)
+        if (strcmp(SHM->initbad[i].key, key) == 0)
+            at = i;
+    if (at < 0)
+        at = (int)(SHM->ninitbad++ % INITBAD_MAX);
+    copy_str(SHM->initbad[at].why, sizeof SHM->initbad[at].why, why);
+    copy_str(SHM->initbad[at].key, sizeof SHM->initbad[at].key, key);
+    table_unlock();
+}
+
 /* The dying worker was running a module's init or fini: say which, and
  * refuse that object's init from now on (guard_init_vet), since every
  * worker would die of it again; its file's next change is another key. */
@@ -1824,12 +1963,18 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
     where_line(s->hook_where, where, sizeof where);
     if (sig == HOOK_EXIT)
         snprintf(what, sizeof what, "exit(%d)", s->hook_status);
+    else if (sig == HOOK_TIMEOUT)
+        snprintf(what, sizeof what, "ran past --handler-timeout, %d s",
+                 s->hook_status);
     else
         snprintf(what, sizeof what, "%s",
                  sig == HOOK_QUICK_EXIT ? "quick_exit" : signame(sig));
     hp_log_error("worker %d (generation %u) %s%s%s%s in the %s hook of the "
                  "module %s (object %s)%s%s%s",
-                 (int)pid, gen, how, sig < 0 ? " (the hook called " : "",
+                 (int)pid, gen, how,
+                 sig == HOOK_TIMEOUT ? " (the hook "
+                 : sig < 0           ? " (the hook called "
+                                     : "",
                  sig < 0 ? what : "", sig < 0 ? ")" : "", s->hook_name,
                  s->hook_path, s->hook_key[0] ? s->hook_key : "unknown",
                  where[0] ? ", in " : "", where,
@@ -1842,16 +1987,7 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
              HP_DIAG_INIT_CRASHED " a worker process (%s) in %s%s%s; it "
                                   "will not run again until the file changes",
              what, s->hook_path, where[0] ? ": " : "", where);
-    table_lock();
-    int at = -1;
-    for (int i = 0; i < INITBAD_MAX && at < 0; i++)
-        if (strcmp(SHM->initbad[i].key, s->hook_key) == 0)
-            at = i;
-    if (at < 0)
-        at = (int)(SHM->ninitbad++ % INITBAD_MAX);
-    copy_str(SHM->initbad[at].why, sizeof SHM->initbad[at].why, why);
-    copy_str(SHM->initbad[at].key, sizeof SHM->initbad[at].key, s->hook_key);
-    table_unlock();
+    initbad_add(s->hook_key, why);
 }
 
 bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
@@ -1993,8 +2129,10 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     catch_exits(); /* first: EXIT_PID, which on_fatal checks */
     catch_fatal_signals();
     hp_loader_set_init_vet(guard_init_vet);
-    if (cfg->handler_timeout > 0)
+    if (cfg->handler_timeout > 0) {
+        hp_loader_set_hook_watch(hook_watch_begin, hook_watch_end);
         watchdog_start();
+    }
     hooks->vet = guard_vet;
     hooks->rescue = guard_rescue;
     hooks->run_begin = guard_run_begin;

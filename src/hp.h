@@ -402,6 +402,16 @@ const struct hp_hook_run *hp_hook_running(void);
  */
 typedef char *(*hp_init_vet_fn)(const char *path, const char *so_path);
 void hp_loader_set_init_vet(hp_init_vet_fn vet);
+/*
+ * The host's watch over init and fini hooks (guard.c: a hook that runs
+ * past --handler-timeout is answered and its worker replaced, as a
+ * handler's would be): begin right before the hook runs, on its thread,
+ * with the run on record (hp_hook_running); end right after it returns.
+ * Set once, before serving; NULL (the default) watches nothing. A nested
+ * hook (a fini run from inside an init) is watched as the outer one.
+ */
+typedef void (*hp_hook_watch_fn)(const struct hp_hook_run *run);
+void hp_loader_set_hook_watch(hp_hook_watch_fn begin, hp_hook_watch_fn end);
 /* The start of a load diagnostic that says the init hook crashed a worker
  * process (server.c answers such a module's requests with 503). */
 #define HP_DIAG_INIT_CRASHED "the init hook crashed"

@@ -178,6 +178,31 @@ void hp_loader_set_init_vet(hp_init_vet_fn vet)
     init_vet = vet;
 }
 
+static hp_hook_watch_fn watch_begin, watch_end;
+
+void hp_loader_set_hook_watch(hp_hook_watch_fn begin, hp_hook_watch_fn end)
+{
+    watch_begin = begin;
+    watch_end = end;
+}
+
+/* Run a module's init or fini with run on record for this thread (crash
+ * reports) and, when the host watches, for its timeout watchdog. */
+static void hook_enter(const struct hp_hook_run *run)
+{
+    tl_hook = run;
+    if (watch_begin)
+        watch_begin(run);
+}
+
+static void hook_leave(const struct hp_hook_run *run,
+                       const struct hp_hook_run *outer)
+{
+    if (watch_end)
+        watch_end(run);
+    tl_hook = outer;
+}
+
 static const char *const hook_names[HP_NHOOKS] = {
     "hp__hook_prepare", "hp__hook_commit", "hp__hook_rollback",
     "hp__hook_release"};
@@ -208,9 +233,9 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
         /* Runs before anyone can see this version; the old one may be
          * serving requests with `previous` at this very moment. */
         struct hp_hook_run run = hook_run(v, "init");
-        tl_hook = &run;
+        hook_enter(&run);
         v->state = init(&v->mod, previous);
-        tl_hook = NULL;
+        hook_leave(&run, NULL);
         if (v->mod.error) {
             *diag = hp_xasprintf(HP_DIAG_INIT_FAILED "%s", v->mod.error);
             v->fini = NULL; /* a failed init cleans up after itself */
@@ -230,9 +255,9 @@ void hp_version_close(hp_version *v)
     if (v->initialised && v->fini) {
         struct hp_hook_run run = hook_run(v, "fini");
         const struct hp_hook_run *outer = tl_hook;
-        tl_hook = &run;
+        hook_enter(&run);
         v->fini(&v->mod, v->state, v->handed_over);
-        tl_hook = outer;
+        hook_leave(&run, outer);
     }
     hp_unload(v->dl, v->so_path);
     free(v->so_path);

@@ -1958,6 +1958,9 @@ static void drain(struct hp_config *cfg)
         hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
                      H.stuck());
         hp_access_flush();
+        /* The requests that waited on them (for a module whose init never
+         * returned, say): a 503 they may retry, not a closed connection. */
+        hp_server_answer_unstarted(-1);
         _exit(0);
     }
     if (atomic_load(&S.inflight) > 0) {

@@ -947,6 +947,62 @@ HP_INIT
 """ % call, includes="#include <stdlib.h>")
 
 
+SPINNING_APP = page(r"""
+HP_INIT
+{
+    for (volatile unsigned long i = 0;; i++)
+        ;
+    return NULL;
+}
+""")
+
+
+def _app_init_never_returns(dev):
+    with Server(files={"z/_app.c": SPINNING_APP, "z/page.c": APP_PAGE,
+                       "other.c": simple_page("other")},
+                args=["--workers", "1", "--handler-timeout", "2"],
+                dev=dev) as s:
+        t0 = time.monotonic()
+        r = s.get("/z/page", timeout=limit(15.0))
+        took = time.monotonic() - t0
+        check_eq(r.status, 504, "the request whose pin ran the init")
+        check(took < limit(6.0), "the 504 came after %.1f s" % took)
+        check(wait_until(lambda: "the init hook has run for more than 2 s"
+                         in s.stderr(), limit(2.0)),
+              "the log does not say so: %s" % s.stderr()[-500:])
+        check_in("z/_app.c", s.stderr(), "the module named in the log")
+        # the new worker refuses the object's init at once
+        def refused():
+            r = s.get("/z/page", timeout=limit(10.0))
+            return r.status == 503 and "failed to initialise" in r.text \
+                if not dev else r.status == 503
+        check(wait_until(refused, limit(15.0), 0.2),
+              "the module's init was run again, or no 503")
+        t0 = time.monotonic()
+        r = s.get("/z/page", timeout=limit(10.0))
+        check_eq(r.status, 503, "a later request")
+        check(time.monotonic() - t0 < limit(1.0), "the 503 took %.1f s"
+              % (time.monotonic() - t0))
+        check_eq(s.get_ok("/other").text, "other", "another page")
+        # fixing the file recovers, with no restart
+        s.write("z/_app.c", GOOD_APP, how="rename")
+        s.wait_body("/z/page", "app state 7", limit(15.0),
+                    allowed_status=(503, 504))
+
+
+def test_app_init_that_never_returns_production():
+    """An _app.c whose HP_INIT loops for ever (production): the request
+    that loaded it gets a 504 once --handler-timeout passes (it waited for
+    good, with nothing in the log), the log names the module and hook, the
+    worker is replaced and the next ones answer 503 at once without
+    running that init again; saving a fixed file recovers."""
+    _app_init_never_returns(False)
+
+
+def test_app_init_that_never_returns_dev():
+    _app_init_never_returns(True)
+
+
 LIBC_CRASH_APP = page(r"""
 HP_INIT
 {
