@@ -963,10 +963,18 @@ def _app_init_never_returns(dev):
                 args=["--workers", "1", "--handler-timeout", "2"],
                 dev=dev) as s:
         t0 = time.monotonic()
-        r = s.get("/z/page", timeout=limit(15.0))
+        first = BackgroundRequest(s.port, "/z/page")
+        first.start()
+        time.sleep(0.5)
+        waiter = BackgroundRequest(s.port, "/z/page")  # waits for the load
+        waiter.start()
+        status = first.join_result(limit(15.0)).status
         took = time.monotonic() - t0
-        check_eq(r.status, 504, "the request whose pin ran the init")
+        check_eq(status, 504, "the request whose pin ran the init")
         check(took < limit(6.0), "the 504 came after %.1f s" % took)
+        w = waiter.join_result(limit(30.0))
+        check_eq((w.status, w.header("Retry-After")), (503, "1"),
+                 "the request that waited for the module")
         check(wait_until(lambda: "the init hook has run for more than 2 s"
                          in s.stderr(), limit(2.0)),
               "the log does not say so: %s" % s.stderr()[-500:])
