@@ -812,7 +812,9 @@ const struct hp_setting hp_settings[] = {
     {.key = "upload-dir",
      .arg = "DIR",
      .section = S_LIMITS,
-     .help = "where uploaded files are spooled while their request runs",
+     .help = "where uploaded files are spooled while their request runs "
+             "(hotpub-upload-PID-XXXXXX; those of a process that died "
+             "are removed when it is reaped or at the next start)",
      .type = HP_SET_STRING,
      .off = OFF(upload_dir),
      .noun = "the upload directory",

@@ -9,7 +9,10 @@
  * and its state diagram below), the census of the current generation,
  * SIGTERM/SIGINT/SIGHUP/SIGUSR1 in the parent, reloading the settings on
  * SIGHUP, --user/--group, --pid-file, --error-log and sd_notify; filling
- * the server's hooks (server.h) for each process.
+ * the server's hooks (server.h) for each process; asking upload.c
+ * (uploadspool.h) to remove the upload spool files of a reaped worker and,
+ * at start, those of processes gone since (a crash or SIGKILL leaves them:
+ * the dead process removes nothing).
  * May not touch: HTTP (workers run hp_serve, which never names this file),
  * page code (the parent never loads any), the module cache, compiling,
  * and the shared-memory area's records and tables, which are guard.c's:
@@ -20,6 +23,7 @@
 #include "guard.h"
 #include "ops.h"
 #include "server.h"
+#include "uploadspool.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -205,6 +209,7 @@ struct child {
     unsigned gen;
     double since; /* REPLACED: since when */
     bool killed;  /* SIGKILLed for silence: wait for the reaping */
+    char *updir;  /* its --upload-dir (a SIGHUP may change CFG's) */
 };
 
 static bool child_may_move(enum child_state from, enum child_state to)
@@ -307,6 +312,7 @@ static int spawn(void)
     k->pid = pid;
     k->killed = false;
     k->gen = M.gen;
+    k->updir = hp_xstrdup(hp_upload_dir(CFG));
     child_move(k, C_CURRENT);
     return i;
 }
@@ -403,6 +409,11 @@ static void reap(void)
             if (M.kids[i].pid != pid)
                 continue;
             on_death(i, status);
+            /* Now, before its pid can be reused: the files of requests it
+             * died in (those it finished, it removed itself). */
+            hp_upload_sweep_pid(M.kids[i].updir, pid);
+            free(M.kids[i].updir);
+            M.kids[i].updir = NULL;
             child_move(&M.kids[i], C_EMPTY);
             hp_metrics_fold(i);
             hp_guard_slot_free(i);
@@ -567,7 +578,10 @@ static bool stopped(double now)
     for (int i = 0; i < M.nslots; i++)
         if (M.kids[i].state != C_EMPTY)
             kill(M.kids[i].pid, SIGKILL);
-    while (live_children() && waitpid(-1, NULL, 0) > 0)
+    /* Wait without reaping (WNOWAIT): reap() must see each status and
+     * pid, to free the slot and remove the worker's upload files. */
+    siginfo_t si;
+    while (live_children() && waitid(P_ALL, 0, &si, WEXITED | WNOWAIT) == 0)
         reap();
     M.rc = 1;
     return true;
@@ -780,6 +794,7 @@ static int serve_alone(struct hp_config *cfg)
     if (write_pid_file() < 0 ||
         (drop && drop_privileges(cfg->user, cfg->group) < 0))
         return 1;
+    hp_upload_sweep_dead(hp_upload_dir(cfg)); /* as the user that made them */
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
                                     .redirect_fd = REDIRECT_FD,
                                     .ready = notify_ready,
@@ -823,5 +838,8 @@ int hp_master_run(struct hp_config *cfg, int (*reload)(struct hp_config *))
         remove_pid_file();
         return 1;
     }
+    /* A previous server killed with its workers left their files; as the
+     * user that made them (a sticky /tmp lets only the owner unlink). */
+    hp_upload_sweep_dead(hp_upload_dir(cfg));
     return master_serve();
 }

@@ -47,6 +47,7 @@
 #include "stream.h"
 #include "tls.h"
 #include "upload.h"
+#include "uploadspool.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -1639,10 +1640,7 @@ static int setup(struct hp_config *cfg)
     if (!S.cache)
         return -1;
     S.res = hp_resolver_new(S.root);
-    const char *tmp = getenv("TMPDIR");
-    S.upload_dir = cfg->upload_dir && *cfg->upload_dir ? cfg->upload_dir
-                   : tmp && *tmp                       ? tmp
-                                                       : "/tmp";
+    S.upload_dir = hp_upload_dir(cfg);
     if (access(S.upload_dir, W_OK | X_OK) < 0) /* said once, not per upload */
         hp_log_error("upload directory %s: %s; file uploads will get 500",
                      S.upload_dir, strerror(errno));

@@ -4,9 +4,11 @@
  * temporary file of its own as its bytes come, other fields are kept in
  * memory; pages read them with hp_arg and hp_file.
  *
- * Owns: the temporary files (created in --upload-dir, removed when the
- * request ends unless the page moved them away), the decoder's sink, the
- * list of hp_file records.
+ * Owns: the temporary files (created in --upload-dir, named after the
+ * process that made them, removed when the request ends unless the page
+ * moved them away), the decoder's sink, the list of hp_file records; and
+ * (uploadspool.h) removing the files of a process that died before its
+ * requests ended, which the supervisor and the start-up ask for.
  * May not touch: libmicrohttpd, sending; server.c feeds the body pieces
  * and request.c merges the fields after the query's.
  *
@@ -16,13 +18,18 @@
  */
 #include "upload.h"
 #include "multipart.h"
+#include "uploadspool.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define SPOOL_PREFIX "hotpub-upload-"
 
 struct upfile {
     struct hp_file pub;
@@ -70,7 +77,10 @@ static int file_begin(struct hp_upload *u, const struct hp_form_part *part)
         u->files = v;
         u->cap = cap;
     }
-    char *path = hp_sprintf(u->req, "%s/hotpub-upload-XXXXXX", u->dir);
+    /* The pid in the name: if this process dies mid-request, whoever
+     * sees it gone knows the file is garbage (uploadspool.h). */
+    char *path = hp_sprintf(u->req, "%s/" SPOOL_PREFIX "%ld-XXXXXX", u->dir,
+                            (long)getpid());
     if (!path)
         return HP_FORM_NOMEM;
     int fd = mkstemp(path);
@@ -267,5 +277,79 @@ unsigned hp_file_count(hp_req *req, const char *field)
     unsigned n = 0;
     for (size_t k = 0; u && field && u->status == 0 && k < u->nfiles; k++)
         n += strcmp(u->files[k].field, field) == 0;
+    return n;
+}
+
+/* ---- spool files whose process is gone (uploadspool.h) ------------------ */
+
+const char *hp_upload_dir(const struct hp_config *cfg)
+{
+    const char *tmp = getenv("TMPDIR");
+    return cfg->upload_dir && *cfg->upload_dir ? cfg->upload_dir
+           : tmp && *tmp                       ? tmp
+                                               : "/tmp";
+}
+
+/* The owning pid of a spool file's name "hotpub-upload-<pid>-XXXXXX",
+ * or 0 for any other name (an older unnamed spool file included: its
+ * owner cannot be known, so it is never removed here). */
+static pid_t spool_pid(const char *name)
+{
+    size_t n = strlen(SPOOL_PREFIX);
+    if (strncmp(name, SPOOL_PREFIX, n) != 0)
+        return 0;
+    const char *p = name + n;
+    long pid = 0;
+    for (; *p >= '0' && *p <= '9' && pid < 1L << 30; p++)
+        pid = pid * 10 + (*p - '0');
+    if (p == name + n || *p != '-' || strlen(p + 1) != 6)
+        return 0;
+    return (pid_t)pid;
+}
+
+/* Dead for certain: ESRCH. EPERM is a live process of another user. */
+static bool pid_dead(pid_t pid)
+{
+    return kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+/* Unlink the spool files in dir whose pid matches: pid itself, or (pid
+ * 0) any dead one. unlinkat on the name, never following a link. */
+static int sweep(const char *dir, pid_t pid)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        pid_t owner = spool_pid(e->d_name);
+        if (owner <= 0 || (pid ? owner != pid : !pid_dead(owner)))
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            removed++;
+        else if (errno != ENOENT)
+            hp_log_error("upload directory %s: cannot remove %s: %s", dir,
+                         e->d_name, strerror(errno));
+    }
+    closedir(d);
+    return removed;
+}
+
+int hp_upload_sweep_pid(const char *dir, pid_t pid)
+{
+    int n = pid > 0 ? sweep(dir, pid) : 0;
+    if (n)
+        hp_log_info("removed %d upload file(s) of process %d from %s", n,
+                    (int)pid, dir);
+    return n;
+}
+
+int hp_upload_sweep_dead(const char *dir)
+{
+    int n = sweep(dir, 0);
+    if (n)
+        hp_log_info("removed %d upload file(s) of ended processes from %s", n,
+                    dir);
     return n;
 }

@@ -39,6 +39,8 @@ check '#include "session\.h"|hp_session_server_|hp_session__|hp_csrf_check' \
 # the template parser is pure: only the template cache drives it
 check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tplcache.c check.c
 # the accept thread and the descriptor census are the server's own
+# the upload spool sweep: upload.c's, asked by the supervisor and the server
+check 'hp_upload_sweep_|#include "uploadspool\.h"' upload.c uploadspool.h master.c server.c
 check 'hp_listener_|#include "listener\.h"' listener.c listener.h server.c
 check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
 # where a page runs is the server's to ask

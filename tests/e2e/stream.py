@@ -628,6 +628,90 @@ def test_upload_renamed_away_is_kept():
         check_eq(os.listdir(upload_dir(s)), [], "upload dir after")
 
 
+# A page that dies (abort) or overruns --handler-timeout with the upload
+# still spooled: its process removes nothing, the parent must.
+UP_ABORT = page(r'''
+#include <stdlib.h>
+
+HP_HANDLER(http_handler)
+{
+    if (hp_file(req, "f"))
+        abort();
+    return HP_OK;
+}
+''')
+
+UP_SLOW = page(r'''
+#include <unistd.h>
+
+HP_HANDLER(http_handler)
+{
+    if (hp_file(req, "f"))
+        sleep(120); /* far past --handler-timeout and the test */
+    return HP_OK;
+}
+''')
+
+
+def spooled(s):
+    return sorted(n for n in os.listdir(upload_dir(s))
+                  if n.startswith("hotpub-upload-"))
+
+
+def test_upload_files_of_a_dead_worker_removed():
+    """abort() (502) and a handler timeout (504, the worker retired): the
+    parent removes the dead worker's spool files; uploads still work."""
+    files = {"upcrash.c": UP_ABORT, "upslow.c": UP_SLOW, "u.c": UPLOAD}
+    s = Server(files=files, start=False, workers=2)
+    s.args = ["--upload-dir", upload_dir(s), "--handler-timeout", "2",
+              "--max-body", "16m"]
+    with s.start():
+        for p in ("/upcrash", "/upslow", "/u"):
+            warm(s, p)
+        data = os.urandom(3 * 1024 * 1024)
+        body = mp_body([(b"f", b"3MB.bin", None, data)])
+        for path, want in (("/upslow", 504), ("/upcrash", 502)):
+            r = s.post(path, body, MP, timeout=30)
+            check_eq(r.status, want, "POST %s" % path)
+            check(wait_until(lambda: spooled(s) == [], limit(5)),
+                  "after POST %s (%d): left in --upload-dir: %s"
+                  % (path, want, spooled(s)))
+        r = s.post("/u?echo=1", body, MP, timeout=30)
+        check_eq(r.status, 200, "a normal upload after them")
+        check(r.body == data, "echoed upload differs")
+        check(wait_until(lambda: spooled(s) == [], limit(2)),
+              "after the normal upload: %s" % spooled(s))
+
+
+def test_upload_start_removes_files_of_dead_processes():
+    """At start (one process and with workers): a spool file named after a
+    dead pid is removed, one of a live pid (this test) kept, and an
+    unrelated or pid-less name is not touched."""
+    for workers in (0, 2):
+        dead = subprocess.Popen(["true"])
+        dead.wait()  # reaped: its pid names no process
+        s = Server(files={"u.c": UPLOAD}, start=False, workers=workers)
+        d = upload_dir(s)
+        names = {"dead": "hotpub-upload-%d-a1B2c3" % dead.pid,
+                 "live": "hotpub-upload-%d-a1B2c3" % os.getpid(),
+                 "old": "hotpub-upload-Xa1B2c", "other": "keep-%d" % dead.pid}
+        for n in names.values():
+            with open(os.path.join(d, n), "wb") as f:
+                f.write(b"x")
+        s.args = ["--upload-dir", d]
+        with s.start():
+            check(wait_until(lambda: not os.path.exists(
+                os.path.join(d, names["dead"])), limit(3)),
+                  "workers %d: the dead pid's file is still there" % workers)
+            r = s.post("/u", mp_body([(b"f", b"a.txt", None, b"A")]), MP)
+            check_eq(r.status, 200, "an upload")
+            want = sorted(names[k] for k in ("live", "old", "other"))
+            check(wait_until(lambda: sorted(os.listdir(d)) == want,
+                             limit(2)),
+                  "workers %d: kept %s, want %s"
+                  % (workers, sorted(os.listdir(d)), want))
+
+
 def post_stream(port, head, pieces):
     """Send a request head and body pieces; return (status, raw answer)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
