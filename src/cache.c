@@ -59,6 +59,21 @@
 #define HP_BUILD_TRIES 5
 #define HP_BATCH_WAIT_S 10.0 /* then a request builds the module itself */
 #define HP_PREFETCH_MAX 32   /* queued prefetches; more are left to batches */
+#define HP_WINDOW_MAX 4096   /* paths noted for one batch; more: all of them */
+
+/* The paths a failed batch covered: every path changed in its window
+ * (hp_cache_touch) and its members, or all of them (a touch_all). A module
+ * built alone (a first load) is held back only if it or a header it
+ * includes is one of them: only then was it saved together with the
+ * failure. Kept until a batch chosen after the failure ended publishes
+ * (the held members go live with it, as before). */
+struct held_rec {
+    char **paths;
+    size_t n;
+    bool all;
+    unsigned seq_end; /* cache->batch_seq when the failed batch ended */
+    struct held_rec *next;
+};
 
 struct hp_entry {
     char *path;
@@ -108,7 +123,6 @@ struct hp_cache {
     atomic_uint_fast64_t next_id;
     atomic_uint apps_gen; /* bumped when an _app file comes or goes */
     atomic_bool batched;
-    atomic_int nheld; /* entries held back by a failed batch */
     pthread_mutex_t pub_mu;
     atomic_uint pub_seq;
     pthread_mutex_t done_mu; /* with done_cv: requests waiting on a batch */
@@ -118,6 +132,13 @@ struct hp_cache {
     pthread_mutex_t batch_mu;
     pthread_cond_t batch_cv;
     int nbatches;
+    /* also under batch_mu: paths changed since the last batch was chosen
+     * (win_all: everything), batches chosen so far, failed batches' paths */
+    char **win;
+    size_t nwin, win_cap;
+    bool win_all;
+    unsigned batch_seq;
+    struct held_rec *recs;
     /* the optimized tier behind the fast one (tier_main): entries whose
      * current version is fast, in the order published */
     atomic_bool tiered;
@@ -217,6 +238,13 @@ static void entry_free(hp_entry *e)
     free(e);
 }
 
+static void paths_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 static int by_depth_desc(const void *a, const void *b)
 {
     const hp_entry *x = *(hp_entry *const *)a, *y = *(hp_entry *const *)b;
@@ -253,6 +281,13 @@ void hp_cache_free(hp_cache *c)
     for (size_t i = 0; i < n; i++)
         entry_free(all[i]);
     free(all);
+    paths_free(c->win, c->nwin);
+    while (c->recs) {
+        struct held_rec *r = c->recs;
+        c->recs = r->next;
+        paths_free(r->paths, r->n);
+        free(r);
+    }
     hp_rundir_remove(c->rundir);
     free(c->rundir);
     free(c->buckets);
@@ -717,14 +752,15 @@ static void set_held(hp_entry *e, bool on)
         e->src_gen++;
         pthread_mutex_unlock(&e->mu);
     }
-    if (atomic_exchange(&e->held, on) != on)
-        atomic_fetch_add(&e->cache->nheld, on ? 1 : -1);
+    atomic_store(&e->held, on);
 }
 
 /* Why a held module is not live (its error while held). */
 static const char held_msg[] =
     "held back: files changed together with this one failed to build; it "
     "goes live with them once they are fixed (see the other errors)";
+
+static bool saved_with_failure(hp_entry *e, const struct build_result *r);
 
 /* Build and publish one entry on its own (a first load, or no watcher).
  * Called with e->load_mu held. */
@@ -739,10 +775,10 @@ static void refresh_one(hp_entry *e)
         store_error(e, &r);
         set_held(e, false);
     } else if ((r.kind == B_NEW || r.kind == B_GONE) &&
-               atomic_load(&c->nheld) > 0 && atomic_load(&c->batched)) {
-        /* A batch is held back for a failure: this module's files are
-         * from that batch as much as any, so it waits with it rather than
-         * go live against the old versions of its neighbours. */
+               atomic_load(&c->batched) && saved_with_failure(e, &r)) {
+        /* Its file or a header it includes changed in a batch that failed:
+         * it waits with that batch rather than go live against the old
+         * versions of its neighbours. */
         if (r.kind == B_NEW)
             discard(e, r.v);
         set_held(e, true);
@@ -777,6 +813,10 @@ struct batch {
     hp_entry **es;
     unsigned *snaps;
     size_t n;
+    char **changed; /* the window's paths (held_rec), taken when chosen */
+    size_t nchanged;
+    bool all;
+    unsigned seq; /* cache->batch_seq that chose it */
 };
 
 /*
@@ -814,9 +854,18 @@ static struct batch *batch_choose(hp_cache *c)
         e->claim_snap = want;
         m[k++] = (struct member){e, want};
     }
+    /* The window closes here: what changed since belongs to the next. */
+    char **changed = c->win;
+    size_t nchanged = c->nwin;
+    bool whole = c->win_all;
+    c->win = NULL;
+    c->nwin = c->win_cap = 0;
+    c->win_all = false;
+    unsigned seq = ++c->batch_seq;
     pthread_mutex_unlock(&c->batch_mu);
     free(all);
     if (k == 0) {
+        paths_free(changed, nchanged);
         free(m);
         return NULL;
     }
@@ -824,6 +873,10 @@ static struct batch *batch_choose(hp_cache *c)
     qsort(m, k, sizeof *m, member_by_path);
     struct batch *b = hp_xcalloc(1, sizeof *b);
     b->c = c;
+    b->changed = changed;
+    b->nchanged = nchanged;
+    b->all = whole;
+    b->seq = seq;
     b->es = hp_xcalloc(k, sizeof *b->es);
     b->snaps = hp_xcalloc(k, sizeof *b->snaps);
     for (size_t i = 0; i < k; i++) {
@@ -875,9 +928,84 @@ static void store_failures(struct batch *b, struct build_result *rs)
     }
 }
 
+/* Remember what a failed batch covered (its window's paths and its
+ * members), so that a module first built alone while it is pending is held
+ * back only if it was saved with it. Takes b->changed. */
+static void held_rec_add(struct batch *b)
+{
+    hp_cache *c = b->c;
+    struct held_rec *r = hp_xcalloc(1, sizeof *r);
+    r->paths =
+        hp_xrealloc(b->changed, (b->nchanged + b->n + 1) * sizeof *r->paths);
+    r->n = b->nchanged;
+    for (size_t i = 0; i < b->n; i++)
+        r->paths[r->n++] = hp_xstrdup(b->es[i]->path);
+    r->all = b->all;
+    b->changed = NULL;
+    b->nchanged = 0;
+    pthread_mutex_lock(&c->batch_mu);
+    r->seq_end = c->batch_seq;
+    r->next = c->recs;
+    c->recs = r;
+    pthread_mutex_unlock(&c->batch_mu);
+}
+
+/* Batch b published: the failures pending before it was chosen no longer
+ * hold anything (their held members were in b and went live). */
+static void held_recs_drop(struct batch *b)
+{
+    hp_cache *c = b->c;
+    struct held_rec *gone = NULL;
+    pthread_mutex_lock(&c->batch_mu);
+    for (struct held_rec **p = &c->recs; *p;) {
+        struct held_rec *r = *p;
+        if ((int)(b->seq - r->seq_end) > 0) {
+            *p = r->next;
+            r->next = gone;
+            gone = r;
+        } else {
+            p = &r->next;
+        }
+    }
+    pthread_mutex_unlock(&c->batch_mu);
+    while (gone) {
+        struct held_rec *r = gone;
+        gone = r->next;
+        paths_free(r->paths, r->n);
+        free(r);
+    }
+}
+
+static bool rec_has(const struct held_rec *r, const char *path)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->paths[i], path) == 0)
+            return true;
+    return false;
+}
+
+/* Whether e, built alone into r (a first load, or a request that did not
+ * wait for a batch), was changed together with a failure still pending:
+ * its own file, or a header its new version includes, is among a failed
+ * batch's paths. An older failure of other files holds nothing. */
+static bool saved_with_failure(hp_entry *e, const struct build_result *r)
+{
+    hp_cache *c = e->cache;
+    bool hit = false;
+    pthread_mutex_lock(&c->batch_mu);
+    for (struct held_rec *h = c->recs; h && !hit; h = h->next) {
+        hit = h->all || rec_has(h, e->path);
+        for (size_t i = 0; r->kind == B_NEW && !hit && i < r->v->ndeps; i++)
+            hit = rec_has(h, r->v->deps[i].path);
+    }
+    pthread_mutex_unlock(&c->batch_mu);
+    return hit;
+}
+
 /* Some member failed: store the failures, hold the rest back. */
 static void batch_hold(struct batch *b, struct build_result *rs)
 {
+    held_rec_add(b);
     store_failures(b, rs);
     for (size_t i = 0; i < b->n; i++) {
         hp_entry *e = b->es[i];
@@ -927,6 +1055,7 @@ static void batch_run(struct batch *b)
         publish(c, b->es, rs, b->n);
         for (size_t i = 0; i < b->n; i++)
             set_held(b->es[i], false);
+        held_recs_drop(b);
     }
     for (size_t i = 0; i < b->n; i++) {
         /* done first: a batch chosen after the claim is dropped must find
@@ -938,6 +1067,7 @@ static void batch_run(struct batch *b)
         pthread_mutex_unlock(&b->es[i]->load_mu);
     }
     free(rs);
+    paths_free(b->changed, b->nchanged);
     free(b->snaps);
     free(b->es);
     free(b);
@@ -1563,10 +1693,37 @@ static void touch(hp_entry *e, bool dep)
     atomic_fetch_add_explicit(&e->want, 1, memory_order_acq_rel);
 }
 
+/* Note path as changed in the window the next batch closes. */
+static void window_add(hp_cache *c, const char *path)
+{
+    pthread_mutex_lock(&c->batch_mu);
+    bool dup = false;
+    for (size_t i = c->nwin; i-- > 0 && !dup && c->nwin - i <= 64;)
+        dup = strcmp(c->win[i], path) == 0; /* an editor's burst of events */
+    if (!dup && c->nwin == HP_WINDOW_MAX) {
+        /* Static files edited for hours without a batch, or a huge
+         * checkout: "everything" is the safe side of the record. */
+        paths_free(c->win, c->nwin);
+        c->win = NULL;
+        c->nwin = c->win_cap = 0;
+        c->win_all = true;
+    } else if (!dup) {
+        if (c->nwin == c->win_cap) {
+            c->win_cap = c->win_cap ? c->win_cap * 2 : 16;
+            c->win = hp_xrealloc(c->win, c->win_cap * sizeof *c->win);
+        }
+        c->win[c->nwin++] = hp_xstrdup(path);
+    }
+    pthread_mutex_unlock(&c->batch_mu);
+}
+
 int hp_cache_touch(hp_cache *c, const char *path)
 {
     size_t n;
     int hits = 0;
+    /* Also a file no module uses yet: a new page saved with a broken one
+     * must wait with it when it is first requested (saved_with_failure). */
+    window_add(c, path);
     hp_entry **all = entries_snapshot(c, &n);
     for (size_t i = 0; i < n; i++) {
         bool self = strcmp(all[i]->path, path) == 0;
@@ -1589,6 +1746,9 @@ void hp_cache_touch_all(hp_cache *c)
 {
     size_t n;
     hp_entry **all = entries_snapshot(c, &n);
+    pthread_mutex_lock(&c->batch_mu);
+    c->win_all = true; /* anything may have changed */
+    pthread_mutex_unlock(&c->batch_mu);
     for (size_t i = 0; i < n; i++)
         touch(all[i], true);
     free(all);
@@ -1618,6 +1778,7 @@ int hp_cache_revalidate(hp_cache *c)
             moved = st == 0 || !e->gone;
         pthread_mutex_unlock(&e->load_mu);
         if (moved) {
+            window_add(c, e->path);
             touch(e, true);
             changed++;
         }

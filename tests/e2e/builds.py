@@ -367,6 +367,88 @@ def test_unchanged_broken_page_does_not_hold_header_batch():
         check_eq(r and r.status, 500, "GET /broken after the header edits")
 
 
+
+def module_states(s, rel, n, pred, timeout=10.0):
+    """Poll status.json on fresh connections until n worker processes (or
+    the single process, n=1) show module rel in a state pred(module) accepts;
+    fail otherwise."""
+    canon, seen = s.canon(rel), set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = worker_status(s)
+        for m in (st or {}).get("modules", []):
+            if m.get("path") == canon and pred(m):
+                seen.add(st.get("processes", {}).get("worker", {}).get("pid"))
+        if len(seen) >= n:
+            return
+        time.sleep(0.02)
+    harness.fail("%s: not in the expected state in %d processes within "
+                 "%.0f s (saw %d)" % (rel, n, timeout, len(seen)))
+
+
+def new_page_after_failed_batch(dev, workers):
+    """a.c and b.c (both loaded everywhere) are saved together, b.c broken:
+    a.c is held back. Later n.c is created alone: it is served as soon as
+    it builds (the older failure of other files holds nothing), while a.c
+    stays held and b.c keeps its error."""
+    files = {"a.c": pid_page("a1", "a"), "b.c": pid_page("b1", "b")}
+    n = max(workers, 1)
+    with Server(files=files, dev=dev, workers=workers) as s:
+        fixed_everywhere(s, "/a", "a1", n=n)
+        fixed_everywhere(s, "/b", "b1", n=n)
+        s.write("a.c", pid_page("a2", "a"), how="rename")
+        s.write("b.c", page("/* PAGE_ID b */\nint oops = ;\n"), how="rename")
+        module_states(s, "a.c", n, lambda m: m.get("held"))
+        module_states(s, "b.c", n, lambda m: m.get("error"))
+        time.sleep(1.0)  # well past the settle window: a batch of its own
+        s.write("n.c", pid_page("n1", "n"))
+        fixed_everywhere(s, "/n", "n1", n=n)
+        for _ in range(10):
+            r = fresh_get(s, "/n")
+            check_eq(r and r.status, 200, "GET /n (a new page, saved alone)")
+        st = worker_status(s)
+        r = fresh_get(s, "/_hotpub/status.json?url=/n")
+        err = json.loads(r.text)["url"]["error"] if r else "no answer"
+        check_eq(err, None, "status.json?url=/n error")
+        canon = {m["path"]: m for m in st["modules"]}
+        check(canon[s.canon("a.c")]["held"], "a.c still held back")
+        check_in("expected expression", canon[s.canon("b.c")]["error"] or "")
+        if not dev:  # production: the held page keeps its old version
+            r = fresh_get(s, "/a")
+            check(r is not None and r.status == 200 and
+                  r.text.startswith("a1 "), "GET /a keeps a1 while held")
+
+
+def test_new_page_not_held_by_older_failure():
+    """Production mode, 2 workers: see new_page_after_failed_batch."""
+    new_page_after_failed_batch(dev=False, workers=2)
+
+
+def test_new_page_not_held_by_older_failure_dev():
+    """Dev mode, one process: see new_page_after_failed_batch."""
+    new_page_after_failed_batch(dev=True, workers=0)
+
+
+def test_new_page_saved_with_failure_is_held():
+    """A page never requested, saved in the same batch as a broken page, is
+    held back on its first request (500, status says why) until the broken
+    page is fixed; then it is served. Files saved together go live
+    together, loaded before or not."""
+    files = {"b.c": pid_page("b1", "b")}
+    with Server(files=files, dev=False) as s:
+        fixed_everywhere(s, "/b", "b1", n=1)
+        s.write("n.c", pid_page("n1", "n"), how="rename")
+        s.write("b.c", page("/* PAGE_ID b */\nint oops = ;\n"), how="rename")
+        module_states(s, "b.c", 1, lambda m: m.get("error"))
+        r = fresh_get(s, "/n")
+        check_eq(r and r.status, 500, "GET /n (saved with the broken b.c)")
+        r = fresh_get(s, "/_hotpub/status.json?url=/n")
+        err = json.loads(r.text)["url"]["error"] if r else None
+        check_in("held back", err or "")
+        s.write("b.c", pid_page("b2", "b"), how="rename")
+        fixed_everywhere(s, "/b", "b2", n=1)
+        fixed_everywhere(s, "/n", "n1", n=1)
+
 # ---- HP_PKG: pkg-config packages, per page ---------------------------------
 
 ZLIB_PAGE = page(r'''#include <string.h>

@@ -1273,6 +1273,84 @@ static void test_unchanged_failure_does_not_hold(void)
     stop();
 }
 
+/* ---- 16a. a first load is held only by a failure it was saved with ----- */
+
+/* Whether p's first acquire is held back: an error saying so, no version. */
+static bool held_back(const char *p)
+{
+    char *err = NULL;
+    enum hp_acquire r;
+    int v = acquire_value(p, &r, &err);
+    bool held = v == -1 && r == HP_ACQ_ERROR && err && strstr(err, "held back");
+    if (!held)
+        fprintf(stderr, "  %s: %d, error %s\n", p, v, err ? err : "none");
+    free(err);
+    return held;
+}
+
+static void test_first_load_held_only_with_its_batch(void)
+{
+    char pa[PBUF], pb[PBUF], pn[PBUF], pw[PBUF], pq[PBUF], inc[PBUF];
+
+    path_of(pa, "fl_a.c");
+    path_of(pb, "fl_b.c");
+    path_of(pn, "fl_n.c");
+    path_of(pw, "fl_w.c");
+    path_of(pq, "fl_q.c");
+    path_of(inc, "fl.h");
+    write_page_int(pa, 191);
+    write_page_int(pb, 192);
+    start();
+    hp_cache_set_batched(cache, true);
+    expect_page(pa, 191, false);
+    expect_page(pb, 192, false);
+
+    /* a and b saved together, b broken: a is held back. */
+    write_page_int(pa, 193);
+    write_page(pb, "", "193 +");
+    CHECK(hp_cache_touch(cache, pa) == 1);
+    CHECK(hp_cache_touch(cache, pb) == 1);
+    hp_cache_refresh_stale(cache);
+    expect_page(pa, 191, false);
+    CHECK(status_has(pa, "\"held\":true"));
+
+    /* A new page saved later, on its own: that failure holds it not. */
+    write_page_int(pn, 194);
+    CHECK(hp_cache_touch(cache, pn) == 0);
+    expect_page(pn, 194, false);
+    CHECK(status_has(pn, "\"held\":false"));
+
+    /* A new page saved with a broken page, and one that includes a header
+     * saved with it: both held back on their first load. One that
+     * includes nothing of that batch is not. */
+    write_page(pq, "#include \"fl.h\"", "FL");
+    write_page_int(pw, 195);
+    /* The next batch, of nothing new, publishes the held a (held members
+     * go live with the next batch) and closes the window. */
+    hp_cache_refresh_stale(cache);
+    expect_page(pa, 193, false);
+    write_atomic(inc, "#define FL 196\n");
+    write_page(pb, "", "196 + +");
+    CHECK(hp_cache_touch(cache, pw) == 0);
+    CHECK(hp_cache_touch(cache, inc) == 1); /* b, broken: retried */
+    CHECK(hp_cache_touch(cache, pb) == 1);
+    hp_cache_refresh_stale(cache);
+    expect_page(pb, 192, true);
+    CHECK(held_back(pw));
+    CHECK(held_back(pq));
+    expect_page(pn, 194, false);
+
+    /* b fixed: everything held goes live with it. */
+    write_page_int(pb, 197);
+    CHECK(hp_cache_touch(cache, pb) == 1);
+    hp_cache_refresh_stale(cache);
+    expect_page(pa, 193, false);
+    expect_page(pb, 197, false);
+    expect_page(pw, 195, false);
+    expect_page(pq, 196, false);
+    stop();
+}
+
 /* ---- 16b. batches run apart: a slow one delays only its own files ------ */
 
 static bool wait_status(const char *path, const char *needle, double timeout)
@@ -1738,6 +1816,7 @@ int main(int argc, char **argv)
     T_RUN(test_future_dated_header);
     T_RUN(test_batch_all_or_nothing);
     T_RUN(test_unchanged_failure_does_not_hold);
+    T_RUN(test_first_load_held_only_with_its_batch);
     T_RUN(test_batches_run_apart);
     T_RUN(test_init_fini_handover);
     T_RUN(test_touch_unchanged_keeps_version);
