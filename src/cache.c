@@ -71,6 +71,7 @@ struct held_rec {
     char **paths;
     size_t n;
     bool all;
+    bool held_any; /* some member built and is held back by the failure */
     unsigned seq_end; /* cache->batch_seq when the failed batch ended */
     struct held_rec *next;
 };
@@ -897,15 +898,19 @@ static struct batch *batch_choose(hp_cache *c)
  * batch only as a retry (a stored error is retried on any header change,
  * having no dependency list), so nothing of it changed with the others:
  * holding them back would protect nothing, and would hold them only in the
- * workers that happened to have loaded the broken page. Called with
- * e->load_mu held (err_fid) and before store_error (e->error is the old
- * one).
+ * workers that happened to have loaded the broken page. Not a member whose
+ * failure is still holding back files saved with it (failing_with_held):
+ * those go live with its fix, not with the next unrelated change. Called
+ * with e->load_mu held (err_fid) and before store_error (e->error is the
+ * old one).
  */
+static bool failing_with_held(hp_entry *e);
+
 static bool same_failure(hp_entry *e, const struct build_result *r)
 {
     static const struct hp_fid none;
     if (r->kind != B_ERROR || !r->diag || hp_fid_eq(&r->fid, &none) ||
-        !hp_fid_eq(&r->fid, &e->err_fid))
+        !hp_fid_eq(&r->fid, &e->err_fid) || failing_with_held(e))
         return false;
     hp_version *cur = current_of(e); /* stable: we hold load_mu */
     if (cur && !deps_unchanged(cur))
@@ -931,10 +936,11 @@ static void store_failures(struct batch *b, struct build_result *rs)
 /* Remember what a failed batch covered (its window's paths and its
  * members), so that a module first built alone while it is pending is held
  * back only if it was saved with it. Takes b->changed. */
-static void held_rec_add(struct batch *b)
+static void held_rec_add(struct batch *b, bool held_any)
 {
     hp_cache *c = b->c;
     struct held_rec *r = hp_xcalloc(1, sizeof *r);
+    r->held_any = held_any;
     r->paths =
         hp_xrealloc(b->changed, (b->nchanged + b->n + 1) * sizeof *r->paths);
     r->n = b->nchanged;
@@ -984,6 +990,19 @@ static bool rec_has(const struct held_rec *r, const char *path)
     return false;
 }
 
+/* e failed in a batch that still holds back members that built: its next
+ * failure, however alike, keeps them held (all or nothing). */
+static bool failing_with_held(hp_entry *e)
+{
+    hp_cache *c = e->cache;
+    bool hit = false;
+    pthread_mutex_lock(&c->batch_mu);
+    for (struct held_rec *h = c->recs; h && !hit; h = h->next)
+        hit = h->held_any && rec_has(h, e->path);
+    pthread_mutex_unlock(&c->batch_mu);
+    return hit;
+}
+
 /* Whether e, built alone into r (a first load, or a request that did not
  * wait for a batch), was changed together with a failure still pending:
  * its own file, or a header its new version includes, is among a failed
@@ -1005,7 +1024,10 @@ static bool saved_with_failure(hp_entry *e, const struct build_result *r)
 /* Some member failed: store the failures, hold the rest back. */
 static void batch_hold(struct batch *b, struct build_result *rs)
 {
-    held_rec_add(b);
+    bool held_any = false;
+    for (size_t i = 0; i < b->n; i++)
+        held_any |= rs[i].kind == B_NEW || rs[i].kind == B_GONE;
+    held_rec_add(b, held_any);
     store_failures(b, rs);
     for (size_t i = 0; i < b->n; i++) {
         hp_entry *e = b->es[i];
@@ -1033,6 +1055,59 @@ static void batch_hold(struct batch *b, struct build_result *rs)
  * if any failed, none of it (the failures are stored and the rest is held
  * back, to be rebuilt with the next batch). Frees b.
  */
+static hp_entry *entry_find(hp_cache *c, const char *path);
+
+/* Whether path's module has a build error of its own (not the held-back
+ * message). */
+static bool has_own_error(hp_cache *c, const char *path)
+{
+    hp_entry *e = entry_find(c, path);
+    if (!e)
+        return false;
+    pthread_mutex_lock(&e->mu);
+    bool bad = e->error && strcmp(e->error, held_msg) != 0;
+    pthread_mutex_unlock(&e->mu);
+    return bad;
+}
+
+/*
+ * A member held back by a failed batch joins every later batch (it is out
+ * of date), but goes live only with that batch's failures fixed: when a
+ * failed file of its batch is not in this one and still has its error, this
+ * batch holds too (all or nothing: an unrelated save must not put it live
+ * beside the old version of what it was saved with).
+ */
+static bool held_still_failing(struct batch *b)
+{
+    hp_cache *c = b->c;
+    for (size_t i = 0; i < b->n; i++) {
+        if (!atomic_load(&b->es[i]->held))
+            continue;
+        char **paths = NULL;
+        size_t n = 0;
+        pthread_mutex_lock(&c->batch_mu);
+        for (struct held_rec *h = c->recs; h; h = h->next) {
+            if (!h->held_any || !rec_has(h, b->es[i]->path))
+                continue;
+            paths = hp_xrealloc(paths, (n + h->n) * sizeof *paths);
+            for (size_t k = 0; k < h->n; k++)
+                paths[n++] = hp_xstrdup(h->paths[k]);
+        }
+        pthread_mutex_unlock(&c->batch_mu);
+        bool still = false;
+        for (size_t k = 0; k < n && !still; k++) {
+            bool member = false;
+            for (size_t j = 0; j < b->n && !member; j++)
+                member = strcmp(b->es[j]->path, paths[k]) == 0;
+            still = !member && has_own_error(c, paths[k]);
+        }
+        paths_free(paths, n);
+        if (still)
+            return true;
+    }
+    return false;
+}
+
 static void batch_run(struct batch *b)
 {
     hp_cache *c = b->c;
@@ -1048,7 +1123,7 @@ static void batch_run(struct batch *b)
         build_retrying(b->es[i], &rs[i]);
         failed += rs[i].kind == B_ERROR && !same_failure(b->es[i], &rs[i]);
     }
-    if (failed) {
+    if (failed || held_still_failing(b)) {
         batch_hold(b, rs);
     } else {
         store_failures(b, rs); /* retries that failed as before */

@@ -291,11 +291,13 @@ static int visit(const char *path, const struct stat *st, int type,
     if (type == FTW_SL) {
         char *why = page_link_refused(path);
         if (why) {
+            check_pages++;
             check_failed++;
             printf("FAIL %s\n%s\n", path, why);
             free(why);
         } else {
             char *real = realpath(path, NULL);
+            check_pages++; /* a page's address, whose build is real's */
             printf("ok   %s (a symlink to %s)\n", path, real ? real : "?");
             free(real);
         }

@@ -449,6 +449,34 @@ def test_new_page_saved_with_failure_is_held():
         fixed_everywhere(s, "/b", "b2", n=1)
         fixed_everywhere(s, "/n", "n1", n=1)
 
+def test_held_batch_waits_for_its_fix_not_the_next_save():
+    """a.c saved good together with b.c saved broken: a.c is held back.
+    Saving an unrelated s.c next must not put a.c's new version live while
+    b.c is still broken (b.c failing again the same way is not an old,
+    unrelated failure: it is the one holding a.c); the fix of b.c puts
+    everything live together."""
+    files = {"a.c": pid_page("a1", "a"), "b.c": pid_page("b1", "b"),
+             "s.c": pid_page("s1", "s")}
+    with Server(files=files, dev=False) as s:
+        for path, want in (("/a", "a1"), ("/b", "b1"), ("/s", "s1")):
+            fixed_everywhere(s, path, want, n=1)
+        s.write("a.c", pid_page("a2", "a"), how="rename")
+        s.write("b.c", page("/* PAGE_ID b */\nint oops = ;\n"), how="rename")
+        module_states(s, "b.c", 1, lambda m: m.get("error"))
+        module_states(s, "a.c", 1, lambda m: m.get("held"))
+        s.write("s.c", pid_page("s2", "s"), how="rename")
+        time.sleep(limit(1.5))  # the watcher's batch of s.c has run
+        for _ in range(5):
+            r = fresh_get(s, "/a")
+            check(r is not None and r.status == 200 and
+                  r.text.startswith("a1 "),
+                  "a.c went live without the fix of b.c: %r"
+                  % (r and r.text))
+        s.write("b.c", pid_page("b2", "b"), how="rename")
+        for path, want in (("/a", "a2"), ("/b", "b2"), ("/s", "s2")):
+            fixed_everywhere(s, path, want, n=1)
+
+
 # ---- HP_PKG: pkg-config packages, per page ---------------------------------
 
 ZLIB_PAGE = page(r'''#include <string.h>
