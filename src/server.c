@@ -1066,6 +1066,11 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     hp_req *req = &c->req;
     struct hp_pinset *ps = &req->pins;
 
+    /* The host answered while the pin ran a module's init (504 past
+     * --handler-timeout) and shut the socket: log that, run nothing. */
+    if (c->fd >= 0 && c->fd < U.n && U.by_fd &&
+        atomic_load(&U.by_fd[c->fd]) == U_HOST)
+        return send_error(c, 504, NULL);
     switch (r) {
     case HP_ACQ_GONE:
         return send_error(c, 404, NULL);

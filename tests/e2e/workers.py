@@ -1011,6 +1011,46 @@ def test_app_init_that_never_returns_dev():
     _app_init_never_returns(True)
 
 
+def test_app_init_that_overruns_then_returns_logs_504():
+    """An init that overruns --handler-timeout and then returns: the
+    client got the 504, and the access log says 504 too (it said 200, the
+    answer the request would have had)."""
+    slow_app = page(r"""
+#include <unistd.h>
+HP_INIT
+{
+    sleep(4);
+    static int state = 7;
+    return &state;
+}
+""")
+    s = Server(files={"z/_app.c": slow_app, "z/page.c": APP_PAGE},
+               dev=False, start=False)
+    log = os.path.join(s.tmp, "access.log")
+    s.args = ["--workers", "1", "--handler-timeout", "2", "--access-log", log]
+    with s:
+        s.start()
+        first = BackgroundRequest(s.port, "/z/page")
+        first.start()
+        time.sleep(0.5)
+        waiter = BackgroundRequest(s.port, "/z/page")  # keeps it draining
+        waiter.start()
+        check_eq(first.join_result(limit(15.0)).status, 504,
+                 "the request whose pin ran the init")
+        waiter.join(limit(20.0))
+
+        def lines():
+            try:
+                with open(log) as f:
+                    return [ln for ln in f if "/z/page" in ln]
+            except OSError:
+                return []
+        time.sleep(limit(3.0))  # the init returns at 4 s
+        s.stop()  # flushes the access log
+        check(any('" 504 ' in ln for ln in lines()),
+              "no 504 in the access log: %r" % (lines(),))
+
+
 LIBC_CRASH_APP = page(r"""
 HP_INIT
 {
