@@ -1138,10 +1138,9 @@ static void hook_timed_out(struct hook_watch *w, double limit)
     if (init && ME->hook_key[0]) {
         char why[sizeof SHM->initbad[0].why];
         snprintf(why, sizeof why,
-                 HP_DIAG_INIT_CRASHED " a worker process (it ran past "
-                                      "--handler-timeout, %g s) in %s; it "
-                                      "will not run again until the file "
-                                      "changes",
+                 HP_DIAG_INIT_HUNG " (%g s) in a worker process, in %s; "
+                                   "it will not run again until the file "
+                                   "changes",
                  limit, ME->hook_path);
         initbad_add(ME->hook_key, why);
     }

@@ -396,7 +396,7 @@ const struct hp_hook_run *hp_hook_running(void);
 /*
  * The host's check before a version's init runs (guard.c: that object's
  * init killed a worker before): NULL to run it, else the diagnostic the
- * load fails with (malloc'd; it should begin with HP_DIAG_INIT_CRASHED).
+ * load fails with (malloc'd; it should begin with HP_DIAG_INIT_REFUSED).
  * path is the module's source, so_path its private copy. Set once, before
  * serving; NULL (the default) runs every init.
  */
@@ -413,8 +413,12 @@ void hp_loader_set_init_vet(hp_init_vet_fn vet);
 typedef void (*hp_hook_watch_fn)(const struct hp_hook_run *run);
 void hp_loader_set_hook_watch(hp_hook_watch_fn begin, hp_hook_watch_fn end);
 /* The start of a load diagnostic that says the init hook crashed a worker
- * process (server.c answers such a module's requests with 503). */
+ * process, or ran past --handler-timeout in one: both begin with
+ * HP_DIAG_INIT_REFUSED, and server.c answers such a module's requests with
+ * 503. */
 #define HP_DIAG_INIT_CRASHED "the init hook crashed"
+#define HP_DIAG_INIT_HUNG "the init hook ran past --handler-timeout"
+#define HP_DIAG_INIT_REFUSED "the init hook "
 /* The init prefix of a load's diagnostic (loader.c): "init failed: " */
 #define HP_DIAG_INIT_FAILED "init failed: "
 /* Whether a load's diagnostic is the module's init refusing or crashing

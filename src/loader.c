@@ -169,8 +169,8 @@ bool hp_diag_is_init(const char *diag)
 {
     return diag && (strncmp(diag, HP_DIAG_INIT_FAILED,
                             strlen(HP_DIAG_INIT_FAILED)) == 0 ||
-                    strncmp(diag, HP_DIAG_INIT_CRASHED,
-                            strlen(HP_DIAG_INIT_CRASHED)) == 0);
+                    strncmp(diag, HP_DIAG_INIT_REFUSED,
+                            strlen(HP_DIAG_INIT_REFUSED)) == 0);
 }
 
 void hp_loader_set_init_vet(hp_init_vet_fn vet)

@@ -936,8 +936,8 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
 {
     /* An application module whose init killed a worker: unavailable until
      * its file is fixed (guard.c refuses to run that init again). */
-    bool init_crashed = diag && strncmp(diag, HP_DIAG_INIT_CRASHED,
-                                        strlen(HP_DIAG_INIT_CRASHED)) == 0;
+    bool init_crashed = diag && strncmp(diag, HP_DIAG_INIT_REFUSED,
+                                        strlen(HP_DIAG_INIT_REFUSED)) == 0;
     int status = init_crashed ? 503 : 500;
     if (!diag || !dev_details(&c->req))
         return send_error(c, status,
