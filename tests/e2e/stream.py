@@ -685,14 +685,19 @@ def test_upload_files_of_a_dead_worker_removed():
 
 def test_upload_start_removes_files_of_dead_processes():
     """At start (one process and with workers): a spool file named after a
-    dead pid is removed, one of a live pid (this test) kept, and an
-    unrelated or pid-less name is not touched."""
+    dead pid is removed, also one of a zombie (a worker killed with its
+    supervisor lingers so until it is reaped), one of a live pid (this
+    test) kept, and an unrelated or pid-less name is not touched."""
     for workers in (0, 2):
         dead = subprocess.Popen(["true"])
         dead.wait()  # reaped: its pid names no process
+        zombie = subprocess.Popen(["true"])  # exited, not reaped (yet)
+        wait_until(lambda: open("/proc/%d/stat" % zombie.pid).read()
+                   .rsplit(")", 1)[1].split()[0] == "Z", limit(3))
         s = Server(files={"u.c": UPLOAD}, start=False, workers=workers)
         d = upload_dir(s)
         names = {"dead": "hotpub-upload-%d-a1B2c3" % dead.pid,
+                 "zombie": "hotpub-upload-%d-z1B2c3" % zombie.pid,
                  "live": "hotpub-upload-%d-a1B2c3" % os.getpid(),
                  "old": "hotpub-upload-Xa1B2c", "other": "keep-%d" % dead.pid}
         for n in names.values():
@@ -703,6 +708,8 @@ def test_upload_start_removes_files_of_dead_processes():
             check(wait_until(lambda: not os.path.exists(
                 os.path.join(d, names["dead"])), limit(3)),
                   "workers %d: the dead pid's file is still there" % workers)
+            check(not os.path.exists(os.path.join(d, names["zombie"])),
+                  "workers %d: the zombie's file is still there" % workers)
             r = s.post("/u", mp_body([(b"f", b"a.txt", None, b"A")]), MP)
             check_eq(r.status, 200, "an upload")
             want = sorted(names[k] for k in ("live", "old", "other"))
@@ -710,6 +717,7 @@ def test_upload_start_removes_files_of_dead_processes():
                              limit(2)),
                   "workers %d: kept %s, want %s"
                   % (workers, sorted(os.listdir(d)), want))
+        zombie.wait()
 
 
 def post_stream(port, head, pieces):
