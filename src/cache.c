@@ -1022,6 +1022,28 @@ static bool saved_with_failure(hp_entry *e, const struct build_result *r)
 }
 
 /* Some member failed: store the failures, hold the rest back. */
+/* A member that built is held back: its new version is dropped, it keeps
+ * serving the old one. */
+static void hold_member(hp_entry *e, struct build_result *r)
+{
+    if (r->kind != B_NEW && r->kind != B_GONE)
+        return;
+    if (r->kind == B_NEW)
+        discard(e, r->v);
+    set_held(e, true);
+    /* An error of its own from an earlier build (a header broken then,
+     * fixed now) is no longer why it does not go live. */
+    pthread_mutex_lock(&e->mu);
+    if (e->error) {
+        free(e->error);
+        e->error = hp_xstrdup(held_msg);
+    }
+    pthread_mutex_unlock(&e->mu);
+    hp_log_error("%s: held back: another file changed with it failed to "
+                 "build",
+                 e->path);
+}
+
 static void batch_hold(struct batch *b, struct build_result *rs)
 {
     bool held_any = false;
@@ -1029,25 +1051,8 @@ static void batch_hold(struct batch *b, struct build_result *rs)
         held_any |= rs[i].kind == B_NEW || rs[i].kind == B_GONE;
     held_rec_add(b, held_any);
     store_failures(b, rs);
-    for (size_t i = 0; i < b->n; i++) {
-        hp_entry *e = b->es[i];
-        if (rs[i].kind == B_NEW || rs[i].kind == B_GONE) {
-            if (rs[i].kind == B_NEW)
-                discard(e, rs[i].v);
-            set_held(e, true);
-            /* An error of its own from an earlier build (a header broken
-             * then, fixed now) is no longer why it does not go live. */
-            pthread_mutex_lock(&e->mu);
-            if (e->error) {
-                free(e->error);
-                e->error = hp_xstrdup(held_msg);
-            }
-            pthread_mutex_unlock(&e->mu);
-            hp_log_error("%s: held back: another file changed with it "
-                         "failed to build",
-                         b->es[i]->path);
-        }
-    }
+    for (size_t i = 0; i < b->n; i++)
+        hold_member(b->es[i], &rs[i]);
 }
 
 /*
@@ -1072,14 +1077,16 @@ static bool has_own_error(hp_cache *c, const char *path)
 
 /*
  * A member held back by a failed batch joins every later batch (it is out
- * of date), but goes live only with that batch's failures fixed: when a
- * failed file of its batch is not in this one and still has its error, this
- * batch holds too (all or nothing: an unrelated save must not put it live
- * beside the old version of what it was saved with).
+ * of date), but goes live only with that batch's failures fixed: while a
+ * failed file of its batch is not in this one and still has its error, it
+ * stays held (all or nothing: an unrelated save must not put it live beside
+ * the old version of what it was saved with). Marks such members in keep
+ * (b->n flags); false when there are none.
  */
-static bool held_still_failing(struct batch *b)
+static bool held_still_failing(struct batch *b, bool *keep)
 {
     hp_cache *c = b->c;
+    bool any = false;
     for (size_t i = 0; i < b->n; i++) {
         if (!atomic_load(&b->es[i]->held))
             continue;
@@ -1094,18 +1101,40 @@ static bool held_still_failing(struct batch *b)
                 paths[n++] = hp_xstrdup(h->paths[k]);
         }
         pthread_mutex_unlock(&c->batch_mu);
-        bool still = false;
-        for (size_t k = 0; k < n && !still; k++) {
+        for (size_t k = 0; k < n && !keep[i]; k++) {
             bool member = false;
             for (size_t j = 0; j < b->n && !member; j++)
                 member = strcmp(b->es[j]->path, paths[k]) == 0;
-            still = !member && has_own_error(c, paths[k]);
+            keep[i] = !member && has_own_error(c, paths[k]);
         }
         paths_free(paths, n);
-        if (still)
-            return true;
+        any |= keep[i];
     }
-    return false;
+    return any;
+}
+
+/* No member failed, but some wait for an older failure (keep): the others
+ * go live together; the held records stay (that failure still holds). */
+static void batch_publish_but(struct batch *b, struct build_result *rs,
+                              const bool *keep)
+{
+    hp_entry **es = hp_xcalloc(b->n, sizeof *es);
+    struct build_result *go = hp_xcalloc(b->n, sizeof *go);
+    size_t n = 0;
+    store_failures(b, rs); /* retries that failed as before */
+    for (size_t i = 0; i < b->n; i++) {
+        if (keep[i]) {
+            hold_member(b->es[i], &rs[i]);
+            continue;
+        }
+        es[n] = b->es[i];
+        go[n++] = rs[i];
+    }
+    publish(b->c, es, go, n);
+    for (size_t i = 0; i < n; i++)
+        set_held(es[i], false);
+    free(go);
+    free(es);
 }
 
 static void batch_run(struct batch *b)
@@ -1123,8 +1152,11 @@ static void batch_run(struct batch *b)
         build_retrying(b->es[i], &rs[i]);
         failed += rs[i].kind == B_ERROR && !same_failure(b->es[i], &rs[i]);
     }
-    if (failed || held_still_failing(b)) {
+    bool *keep = hp_xcalloc(b->n ? b->n : 1, sizeof *keep);
+    if (failed) {
         batch_hold(b, rs);
+    } else if (held_still_failing(b, keep)) {
+        batch_publish_but(b, rs, keep);
     } else {
         store_failures(b, rs); /* retries that failed as before */
         publish(c, b->es, rs, b->n);
@@ -1141,6 +1173,7 @@ static void batch_run(struct batch *b)
         pthread_mutex_unlock(&c->batch_mu);
         pthread_mutex_unlock(&b->es[i]->load_mu);
     }
+    free(keep);
     free(rs);
     paths_free(b->changed, b->nchanged);
     free(b->snaps);
