@@ -162,9 +162,9 @@ static int run(hp_db *db, const char *sql, size_t n, const hp_db_val *params,
 {
     if (db->served > 0)
         return run_statement(db, sql, n, params, out);
-    int64_t t0 = hp_db__mono_ns();
+    int64_t t0 = hp_now_ns();
     int rc = run_statement(db, sql, n, params, out);
-    hp_db__pool_time(hp_db__mono_ns() - t0);
+    hp_db__pool_time(hp_now_ns() - t0);
     return rc;
 }
 

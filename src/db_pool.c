@@ -499,13 +499,6 @@ int64_t hp_db_pool_ns(void)
     return tl_pool_ns;
 }
 
-int64_t hp_db__mono_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
 void hp_db__pool_time(int64_t ns)
 {
     tl_pool_ns += ns;
@@ -515,9 +508,9 @@ static hp_db *pool_get(hp_db_pool *p, char **err, bool *timed_out);
 
 hp_db *hp_db__pool_get(hp_db_pool *p, char **err, bool *timed_out)
 {
-    int64_t t0 = hp_db__mono_ns();
+    int64_t t0 = hp_now_ns();
     hp_db *db = pool_get(p, err, timed_out);
-    tl_pool_ns += hp_db__mono_ns() - t0;
+    tl_pool_ns += hp_now_ns() - t0;
     return db;
 }
 

@@ -50,8 +50,6 @@ hp_db *hp_db__pool_get(hp_db_pool *p, char **err, bool *timed_out);
 /* Give a connection back; reset: end any transaction it left open. The
  * request state (req, tx) and its results are cleared. */
 void hp_db__pool_put(hp_db *db, bool reset);
-/* CLOCK_MONOTONIC in nanoseconds. */
-int64_t hp_db__mono_ns(void);
 /* Count ns of this thread's time as the pool's (hp_db_pool_ns). */
 void hp_db__pool_time(int64_t ns);
 

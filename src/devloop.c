@@ -302,8 +302,7 @@ const char *hp_devloop_csp_nonce(const char *csp, char *out, size_t len)
     if (!csp)
         return NULL;
     for (size_t i = 0; i < 3 && !at; i++)
-        if (!csp_directive(csp, order[i], &at, &end))
-            at = NULL;
+        csp_directive(csp, order[i], &at, &end);
     for (const char *p = at; p && p < end;) {
         while (p < end && (*p == ' ' || *p == '\t'))
             p++;

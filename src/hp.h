@@ -210,6 +210,7 @@ void hp_hash_hex(const struct hp_hash *h, char out[33]);
 int hp_hash_file(struct hp_hash *h, const char *path);
 
 double hp_now(void); /* CLOCK_MONOTONIC seconds */
+int64_t hp_now_ns(void); /* CLOCK_MONOTONIC nanoseconds */
 
 /* The CPUs this process may run on: its affinity mask (taskset, a cgroup
  * cpuset), else the online CPUs; at least 1. What "auto" sizes by. */

@@ -55,17 +55,10 @@ static struct {
     atomic_llong logged_ns; /* the last error line (once a second) */
 } L = {.fd = -1, .wake = -1};
 
-static long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 /* An accept error: at most one line a second (a client can cause some). */
 static void log_accept_error(const char *what, int err)
 {
-    long long now = mono_ns(), last = atomic_load(&L.logged_ns);
+    long long now = hp_now_ns(), last = atomic_load(&L.logged_ns);
     if (now - last < 1000000000LL ||
         !atomic_compare_exchange_strong(&L.logged_ns, &last, now))
         return;
@@ -122,13 +115,13 @@ static unsigned accept_some(unsigned max, bool over_limit)
 
 static void *accept_main(void *arg)
 {
-    long long next_tick = mono_ns() + 1000000000LL;
+    long long next_tick = hp_now_ns() + 1000000000LL;
     while (!atomic_load(&L.stop)) {
         bool room = atomic_load(&L.open) < L.limit;
         struct pollfd p[2] = {
             {.fd = L.wake, .events = POLLIN},
             {.fd = atomic_load(&L.fd), .events = room ? POLLIN : 0}};
-        long long left = next_tick - mono_ns();
+        long long left = next_tick - hp_now_ns();
         int ms = left > 0 ? (int)(left / 1000000) + 1 : 0;
         int r = poll(p, 2, ms);
         if (r > 0 && p[0].revents) {
@@ -141,7 +134,7 @@ static void *accept_main(void *arg)
             /* The socket was closed under us (a page closing descriptors):
              * the liveness check says so and ends the process. */
             nanosleep(&(struct timespec){0, 100000000}, NULL);
-        long long now = mono_ns();
+        long long now = hp_now_ns();
         if (now >= next_tick) {
             next_tick = now + 1000000000LL;
             if (L.each_second && !atomic_load(&L.stop))

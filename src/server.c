@@ -355,6 +355,13 @@ bool hp_server_claim(int fd)
     return false;
 }
 
+/* The host claimed fd (hp_server_claim) and answered its request. */
+static bool host_answered(int fd)
+{
+    return fd >= 0 && fd < U.n && U.by_fd &&
+           atomic_load(&U.by_fd[fd]) == U_HOST;
+}
+
 /* ---- access log (access.c) ---------------------------------------------- */
 
 static void access_log(struct ctx *c)
@@ -1068,8 +1075,7 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 
     /* The host answered while the pin ran a module's init (504 past
      * --handler-timeout) and shut the socket: log that, run nothing. */
-    if (c->fd >= 0 && c->fd < U.n && U.by_fd &&
-        atomic_load(&U.by_fd[c->fd]) == U_HOST)
+    if (host_answered(c->fd))
         return send_error(c, 504, NULL);
     switch (r) {
     case HP_ACQ_GONE:
