@@ -84,7 +84,8 @@ struct hp_edge {
     atomic_bool answer_pending;
     atomic_bool rl_passed; /* libmicrohttpd has this message's request line */
     atomic_bool tls_hello; /* TLS: the first bytes are still to be looked at */
-    struct hp_frame f;     /* the reading thread's only                  */
+    bool plain; /* --tls-redirect's plain-HTTP connection, even in TLS mode */
+    struct hp_frame f; /* the reading thread's only                  */
 };
 
 static struct {
@@ -267,11 +268,12 @@ static void send_answer_text(int fd, int status, void *session, bool plain,
             break;
 }
 
-/* Mark the slot refused (once); true if this caller must answer. */
-static void send_answer(int fd, int status, void *session)
+static void send_answer(struct hp_edge *e, int status, void *session)
 {
-    send_answer_text(fd, status, session, false, NULL);
+    send_answer_text(e->fd, status, session, e->plain, NULL);
 }
+
+/* Mark the slot refused (once); true if this caller must answer. */
 
 static bool mark_refused(struct hp_edge *e, int status)
 {
@@ -344,7 +346,7 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
 {
     if (atomic_load(&e->state) & ST_REFUSED) {
         if (atomic_exchange(&e->answer_pending, false))
-            send_answer(fd, atomic_load(&e->status), session);
+            send_answer(e, atomic_load(&e->status), session);
         return 0;
     }
     ssize_t n = session ? real_tls_recv(session, buf, len)
@@ -366,7 +368,7 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
             shutdown(fd, SHUT_RD);
             return (ssize_t)ok;
         }
-        send_answer(fd, e->f.bad_status, session);
+        send_answer(e, e->f.bad_status, session);
         return 0;
     }
     atomic_store(&e->heads, e->f.heads);
@@ -424,7 +426,7 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
     struct hp_edge *e = slot(fd);
     if (!e)
         return real_recv(fd, buf, len, flags);
-    if (atomic_load(&tls_mode)) {
+    if (atomic_load(&tls_mode) && !e->plain) {
         if (atomic_load(&e->tls_hello))
             return tls_first_recv(e, fd, buf, len, flags);
         return real_recv(fd, buf, len, flags);
@@ -468,7 +470,8 @@ static void count_open(void)
                  n, E.cfg->conn_limit, skipped);
 }
 
-static void conn_open(struct MHD_Connection *conn, void **socket_context)
+static void conn_open(struct MHD_Connection *conn, void **socket_context,
+                      bool plain)
 {
     count_open();
     const union MHD_ConnectionInfo *ci =
@@ -499,7 +502,8 @@ static void conn_open(struct MHD_Connection *conn, void **socket_context)
     atomic_store(&e->status, 0);
     atomic_store(&e->answer_pending, false);
     atomic_store(&e->rl_passed, false);
-    atomic_store(&e->tls_hello, atomic_load(&tls_mode));
+    e->plain = plain; /* before the state's store publishes the slot */
+    atomic_store(&e->tls_hello, !plain && atomic_load(&tls_mode));
     atomic_store(&e->ready_ns, now_ns());
     atomic_store(&e->state, (gen << ST_GEN_SHIFT) | ST_OPEN | PH_IDLE);
     pthread_mutex_unlock(&e->mu);
@@ -523,18 +527,33 @@ static void conn_close(void **socket_context)
     *socket_context = NULL;
 }
 
-void hp_edge_notify(void *cls, struct MHD_Connection *conn,
-                    void **socket_context,
-                    enum MHD_ConnectionNotificationCode toe)
+static void notify(struct MHD_Connection *conn, void **socket_context,
+                   enum MHD_ConnectionNotificationCode toe, bool plain)
 {
     if (!E.slots)
         return;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        conn_open(conn, socket_context);
+        conn_open(conn, socket_context, plain);
     } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
         atomic_fetch_sub(&E.open, 1);
         conn_close(socket_context);
     }
+}
+
+void hp_edge_notify(void *cls, struct MHD_Connection *conn,
+                    void **socket_context,
+                    enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    notify(conn, socket_context, toe, false);
+}
+
+void hp_edge_notify_plain(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    notify(conn, socket_context, toe, true);
 }
 
 struct hp_edge *hp_edge_of(struct MHD_Connection *conn)
@@ -630,14 +649,14 @@ static void reap(struct hp_edge *e, long long now)
                     (s & PH_MASK) == PH_HEAD
                         ? "request head not complete in time"
                         : "request body too slow");
-        if (atomic_load(&tls_mode)) {
+        if (atomic_load(&tls_mode) && !e->plain) {
             /* Only the thread reading the session can write to it: end
              * the reading side, which wakes libmicrohttpd's read, whose
              * gnutls_record_recv() (ours) answers and reports the end. */
             atomic_store(&e->answer_pending, true);
             shutdown(e->fd, SHUT_RD);
         } else {
-            send_answer(e->fd, 408, NULL);
+            send_answer(e, 408, NULL);
             shutdown(e->fd, SHUT_RDWR); /* wakes libmicrohttpd: it closes */
         }
     }

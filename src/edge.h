@@ -42,6 +42,13 @@ void hp_edge_notify(void *cls, struct MHD_Connection *conn,
                     void **socket_context,
                     enum MHD_ConnectionNotificationCode toe);
 
+/* The same for a plain-HTTP listener beside an HTTPS one (--tls-redirect,
+ * redirect.c): its connections pass the same checks as the main
+ * listener's, read and answered in plain text even in TLS mode. */
+void hp_edge_notify_plain(void *cls, struct MHD_Connection *conn,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe);
+
 /* The connection's edge state (NULL if it is not watched). */
 struct hp_edge *hp_edge_of(struct MHD_Connection *conn);
 /*

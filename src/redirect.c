@@ -1,13 +1,17 @@
 /*
  * redirect.c - --tls-redirect: a second, plain-HTTP listener whose every
  * answer is a 308 to the same target over HTTPS, so that http:// links
- * and bookmarks reach the site without a proxy in front.
+ * and bookmarks reach the site without a proxy in front. Its connections
+ * pass the request edge (edge.c) like the main listener's: what that
+ * refuses (two Content-Length fields, a bad request line, ...) gets the
+ * same 4xx here, never a 308 that a client or proxy might act on.
  *
  * Owns: its own small libmicrohttpd daemon (one thread, its own listening
  * socket) and the Location it builds. May not touch: pages, the module
  * cache, the main daemon's connections; it serves nothing else.
  */
 #include "redirect.h"
+#include "edge.h"    /* hp_edge_notify_plain, hp_edge_request_done */
 #include "framing.h" /* hp_host_valid */
 
 #include <microhttpd.h>
@@ -32,8 +36,8 @@ static void free_uri(void *cls, struct MHD_Connection *conn, void **con_cls,
                      enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)conn;
     (void)toe;
+    hp_edge_request_done(hp_edge_of(conn)); /* the next head's deadline */
     free(*con_cls);
     *con_cls = NULL;
 }
@@ -104,6 +108,7 @@ int hp_redirect_start(int fd, const char *https_listen)
         NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_URI_LOG_CALLBACK, keep_uri, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, free_uri, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify_plain, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_LIMIT, 256u,
         MHD_OPTION_END);
     if (!R.d) {

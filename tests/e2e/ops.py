@@ -453,6 +453,51 @@ def test_https_edge_answers_refusals():
         check_eq((status, body), (200, b"hi"), "served after them")
 
 
+# Requests the request edge refuses (framing.c), each on its own connection.
+EDGE_FAULTS = [
+    b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+    b"Content-Length: 2\r\n\r\n",
+    b"GET /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Length: 3\r\n\r\n",
+    b"GET /hello HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    b"GET /hello HTTP/1.1\r\nHost: x\r\nX-A : b\r\n\r\n",
+    b"GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"G3T /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"TRACE /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /hello HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
+]
+
+
+def test_tls_redirect_edge():
+    """docs/security.md: the --tls-redirect listener's requests pass the
+    same request edge as the main listener's: what the main listener
+    refuses gets the same status there (never a 308), with the connection
+    closed; a good request still gets its 308."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
+    cert, key = make_cert(tmp, "a")
+    rport = harness.free_port()
+    with Server(files={"hello.c": simple_page("hi")}, workers=1,
+                args=["--tls-cert", cert, "--tls-key", key,
+                      "--tls-redirect", "127.0.0.1:%d" % rport]) as s:
+        ctx = client_ctx(cert)
+        for req in EDGE_FAULTS:
+            main = tls_raw(s.port, ctx, [(0, req)], timeout=5.0)
+            check(main.startswith(b"HTTP/1.1 4") or
+                  main.startswith(b"HTTP/1.1 5"),
+                  "main listener refuses %r: %r" % (req[:60], main[:80]))
+            red, closed = plain_raw(rport, req, timeout=5.0)
+            check_eq(red[:12], main[:12], "redirect listener's status "
+                     "for %r (main: %r)" % (req[:60], main[:40]))
+            check(closed, "connection closed after %r" % req[:60])
+        # A good request is still redirected, then the connection closes.
+        out, closed = plain_raw(rport, b"GET /hello?a=1 HTTP/1.1\r\n"
+                                b"Host: example.com\r\n\r\n", timeout=5.0)
+        check(out.startswith(b"HTTP/1.1 308 "), "308: %r" % out[:80])
+        check_in(b"Location: https://example.com:%d/hello?a=1" % s.port,
+                 out, "Location")
+
+
 def plain_raw(port, data, timeout=10.0):
     """Send data over plain TCP; (everything read, whether the server
     closed) as read_to_close."""
