@@ -231,7 +231,7 @@ static void log_refusal(struct hp_edge *e, int status, const char *why)
  * before the client has read the answer.
  */
 static void send_answer_text(int fd, int status, void *session, bool plain,
-                             const char *detail)
+                             const char *detail, const char *allow_methods)
 {
     char body[256], msg[640];
     int blen = snprintf(body, sizeof body,
@@ -245,14 +245,14 @@ static void send_answer_text(int fd, int status, void *session, bool plain,
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    /* RFC 9110 §15.5.6: a 405 says which methods would do (a TRACE or
-     * CONNECT, framing.c): the ones OPTIONS * names. */
-    const char *allow = status == 405 ? "Allow: " HP_ALLOW_METHODS "\r\n" : "";
-    int n = snprintf(msg, sizeof msg,
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
-                     "%sContent-Type: text/html; charset=utf-8\r\n"
-                     "Content-Length: %d\r\n\r\n%s",
-                     status, reason(status), date, allow, blen, body);
+    int n =
+        snprintf(msg, sizeof msg,
+                 "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
+                 "%s%s%sContent-Type: text/html; charset=utf-8\r\n"
+                 "Content-Length: %d\r\n\r\n%s",
+                 status, reason(status), date, allow_methods ? "Allow: " : "",
+                 allow_methods ? allow_methods : "",
+                 allow_methods ? "\r\n" : "", blen, body);
     /* Over TLS the answer goes through the session, from the thread that
      * reads it (libmicrohttpd's, in gnutls_record_recv below); the
      * deadline thread has no session to write with (session NULL), and
@@ -268,13 +268,19 @@ static void send_answer_text(int fd, int status, void *session, bool plain,
             break;
 }
 
+/* From the thread reading e (e->f is its own), or the deadline thread
+ * with a 408. RFC 9110 §15.5.6: a 405 (a TRACE or CONNECT, framing.c) says
+ * which methods the target resource has: GET and HEAD for hotpub's own
+ * endpoints (server.c), else the ones OPTIONS * names. */
 static void send_answer(struct hp_edge *e, int status, void *session)
 {
-    send_answer_text(e->fd, status, session, e->plain, NULL);
+    const char *allow = NULL;
+    if (status == 405)
+        allow = hp_frame_own_target(&e->f) ? HP_ALLOW_OWN : HP_ALLOW_METHODS;
+    send_answer_text(e->fd, status, session, e->plain, NULL, allow);
 }
 
 /* Mark the slot refused (once); true if this caller must answer. */
-
 static bool mark_refused(struct hp_edge *e, int status)
 {
     uint64_t s = atomic_load(&e->state);
@@ -415,7 +421,8 @@ static ssize_t tls_first_recv(struct hp_edge *e, int fd, void *buf, size_t len,
     if (mark_refused(e, 400))
         send_answer_text(fd, 400, NULL, true,
                          "The plain HTTP request was sent to the HTTPS "
-                         "port.");
+                         "port.",
+                         NULL);
     return 0; /* end of stream: the handshake fails, the connection closes */
 }
 

@@ -15,6 +15,9 @@ struct hp_edge;
  * which it does). The answer to OPTIONS * (server.c) and the field of the
  * edge's 405 to TRACE and CONNECT (framing.c refuses them). */
 #define HP_ALLOW_METHODS "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+/* ... and hotpub's own endpoints under /_hotpub/ (server.c): they only
+ * read. Their 405, server.c's or the edge's to TRACE and CONNECT. */
+#define HP_ALLOW_OWN "GET, HEAD"
 
 /* Told of each connection the edge answered before libmicrohttpd saw a
  * request on it: the client's numeric address ("" if unknown), the status. */

@@ -405,6 +405,33 @@ static bool target_form(struct hp_frame *f, unsigned char c)
 
 #define PCT_MALFORMED "malformed percent-encoding in the path"
 
+/*
+ * hotpub's own endpoints' path prefix (server.c's HOTPUB_PREFIX): a TRACE
+ * or CONNECT (405 here) to one of them gets the Allow of those endpoints,
+ * not the pages' (RFC 9110 §15.5.6: the target resource's methods). Only
+ * for those two methods is the decoded path matched, byte by byte (the
+ * bulk path scan is off for them, plain_run); f->own counts the bytes
+ * matched, or is OWN_NO, or OWN_AUTH in an absolute-form's authority.
+ */
+static const char OWN_PREFIX[] = "/_hotpub/";
+enum { OWN_LEN = sizeof OWN_PREFIX - 1, OWN_AUTH = 0xfe, OWN_NO = 0xff };
+
+static void own_byte(struct hp_frame *f, unsigned char c)
+{
+    if (f->own == OWN_AUTH) {
+        if (c == '/')
+            f->own = 1;
+    } else if (f->own < OWN_LEN) {
+        f->own = c == (unsigned char)OWN_PREFIX[f->own] ? (uint8_t)(f->own + 1)
+                                                        : (uint8_t)OWN_NO;
+    }
+}
+
+bool hp_frame_own_target(const struct hp_frame *f)
+{
+    return f->own == OWN_LEN;
+}
+
 static bool target_byte(struct hp_frame *f, unsigned char c)
 {
     if (f->form == T_ASTERISK)
@@ -413,9 +440,14 @@ static bool target_byte(struct hp_frame *f, unsigned char c)
         return refuse(f, 400, "control character in the request target");
     if (c == '#')
         return refuse(f, 400, "fragment in the request target");
-    if (f->form == T_UNDECIDED && !target_form(f, c))
+    bool undecided = f->form == T_UNDECIDED;
+    if (undecided && !target_form(f, c))
         return false;
     f->tok_len++;
+    if (undecided && f->form == T_ABSOLUTE)
+        f->own = OWN_AUTH; /* "http://" ends here: the authority next */
+    bool own = f->method >= M_TRACE && f->form != T_UNDECIDED &&
+               !(undecided && f->form == T_ABSOLUTE);
     if (f->in_query) {
         if (c != '&')
             return true;
@@ -440,6 +472,8 @@ static bool target_byte(struct hp_frame *f, unsigned char c)
      * page's decoder (nginx passes it through untouched). */
     if (f->pct == 0) {
         f->pct = c == '%';
+        if (own && c != '%')
+            own_byte(f, c);
         return true;
     }
     int h = hexval(c);
@@ -454,6 +488,8 @@ static bool target_byte(struct hp_frame *f, unsigned char c)
     int v = f->pct_hi * 16 + h;
     if (v < 0x20 || v == 0x7f)
         return refuse(f, 400, "encoded control character in the path");
+    if (own)
+        own_byte(f, (unsigned char)v);
     return true;
 }
 
@@ -831,7 +867,8 @@ static size_t plain_run(const struct hp_frame *f, const unsigned char *p,
     if (f->st == ST_VALUE && f->field == F_NONE)
         table = VALUE_BYTE;
     else if (f->st == ST_TARGET && !f->in_query && f->pct == 0 &&
-             (f->form == T_ORIGIN || f->form == T_ABSOLUTE))
+             (f->form == T_ORIGIN || f->form == T_ABSOLUTE) &&
+             f->method < M_TRACE) /* TRACE, CONNECT: own_byte's match */
         table = PATH_BYTE;
     else if (f->st == ST_TARGET && f->in_query)
         table = QUERY_BYTE;

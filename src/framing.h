@@ -29,6 +29,7 @@ struct hp_frame {
                            pieces (64 each) and the request line; 0: any */
     uint8_t form;       /* request-target form (framing.c)              */
     uint8_t method;     /* the method, if the edge decides on it (M_*)  */
+    uint8_t own;        /* TRACE/CONNECT: "/_hotpub/" matched (framing.c) */
     uint8_t scheme;     /* absolute-form schemes still possible         */
     size_t head_len;    /* bytes of this head so far                    */
     size_t tok_len;     /* bytes of the current token or name           */
@@ -94,6 +95,11 @@ bool hp_host_valid(const char *v, size_t n);
  * request line (§2.2), absolute-form targets (§3.2.2).
  */
 size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n);
+
+/* After a 405 (TRACE or CONNECT): the target's path, percent-decoded,
+ * starts with "/_hotpub/", hotpub's own endpoints, which answer only GET
+ * and HEAD (the Allow of the 405, RFC 9110 §15.5.6). */
+bool hp_frame_own_target(const struct hp_frame *f);
 
 /* True when a head has started but not ended (a partial request). */
 bool hp_frame_in_head(const struct hp_frame *f);

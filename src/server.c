@@ -909,7 +909,7 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
                strcmp(c->req.method, MHD_HTTP_METHOD_HEAD) != 0) {
         /* Every endpoint reads; none takes a body (RFC 9110 §15.5.6). */
         c->req.headers.n = 0;
-        hp_req_add_header(&c->req, "Allow", "GET, HEAD");
+        hp_req_add_header(&c->req, "Allow", HP_ALLOW_OWN);
         *r = send_error_keep_headers(c, 405);
     } else if (strcmp(name, "status.json") == 0) {
         *r = send_status(c);

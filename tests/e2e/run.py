@@ -466,6 +466,32 @@ def test_trace_and_connect_refused_with_the_same_allow():
             b"Connection: close\r\n\r\n", read_all=True)
         check_eq((r.status, r.body), (200, b"Hello, world!"), "PROPFIND")
 
+def test_405_allow_of_hotpub_endpoints_whatever_the_method():
+    """docs/operations.md: /_hotpub/ endpoints answer only GET and HEAD,
+    so every 405 to them says `Allow: GET, HEAD` (RFC 9110 §15.5.6: the
+    target resource's methods), the edge's to TRACE and CONNECT too (also
+    with the prefix percent-encoded); a TRACE to a page keeps the pages'
+    list."""
+    with Server({"hello.c": HELLO}) as s:
+        opts = harness.raw_request(
+            s.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        for m, path in ((b"TRACE", b"/_hotpub/status.json"),
+                        (b"CONNECT", b"/_hotpub/metrics"),
+                        (b"TRACE", b"/%5Fhotpub/health"),
+                        (b"POST", b"/_hotpub/status.json"),
+                        (b"DELETE", b"/_hotpub/")):
+            r = harness.raw_request(
+                s.port, m + b" " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Length: 0\r\nConnection: close\r\n\r\n",
+                read_all=True)
+            what = "%s %s" % (m.decode(), path.decode())
+            check_eq((r.status, r.header("Allow")), (405, "GET, HEAD"), what)
+        r = harness.raw_request(
+            s.port, b"TRACE /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        check_eq((r.status, r.header("Allow")), (405, opts.header("Allow")),
+                 "TRACE to a page")
+
+
 def test_hello_default_handler():
     with Server(files={"hello.c": HELLO}) as s:
         r = s.get("/hello")

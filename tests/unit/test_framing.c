@@ -385,6 +385,60 @@ static void test_in_head(void)
     CHECK(!hp_frame_in_head(&f) && !f.in_body && f.heads == 1);
 }
 
+/* A TRACE or CONNECT (405) to hotpub's own endpoints: hp_frame_own_target
+ * says so (the 405's Allow is theirs, "GET, HEAD"), whether the prefix is
+ * sent as is, percent-encoded or in an absolute-form target, and whether
+ * the bytes come at once or one by one. */
+static int own_target(const char *s, bool bytewise)
+{
+    struct hp_frame f;
+    hp_frame_init(&f, 16 * 1024, 1000);
+    if (bytewise)
+        for (size_t i = 0; s[i]; i++)
+            hp_frame_feed(&f, s + i, 1);
+    else
+        hp_frame_feed(&f, s, strlen(s));
+    return f.bad_status == 405 ? hp_frame_own_target(&f) : -1;
+}
+
+static void test_own_target_405(void)
+{
+    static const struct {
+        const char *req;
+        int own;
+    } cases[] = {
+        {"TRACE /_hotpub/status.json HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+        {"TRACE /_hotpub/ HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+        {"TRACE /%5Fhotpub/metrics HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+        {"TRACE /_hot%70ub%2fhealth HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+        {"CONNECT /_hotpub/x HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+        {"TRACE http://a:8/_hotpub/x?y HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+        {"TRACE HTTPS://a/_hotpub/ HTTP/1.1\r\nHost: a\r\n\r\n", 1},
+        {"TRACE /_hotpub HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"TRACE /_hotpubx/ HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"TRACE /x/_hotpub/ HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"TRACE /?/_hotpub/ HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"TRACE http://_hotpub/x HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"TRACE / HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+        {"TRACE /hello HTTP/1.1\r\nHost: a\r\n\r\n", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int a = own_target(cases[i].req, false);
+        int b = own_target(cases[i].req, true);
+        if (a != cases[i].own || b != cases[i].own)
+            fprintf(stderr, "  own target %d (bytewise %d) for %s\n", a, b,
+                    cases[i].req);
+        CHECK(a == cases[i].own && b == cases[i].own);
+    }
+    /* The next message on the connection starts afresh. */
+    struct hp_frame f;
+    hp_frame_init(&f, 16 * 1024, 1000);
+    const char *two = "GET /_hotpub/x HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "TRACE /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    hp_frame_feed(&f, two, strlen(two));
+    CHECK(f.bad_status == 405 && !hp_frame_own_target(&f));
+}
+
 int main(void)
 {
     T_RUN(test_good_requests);
@@ -394,6 +448,7 @@ int main(void)
     T_RUN(test_host);
     T_RUN(test_request_line);
     T_RUN(test_methods);
+    T_RUN(test_own_target_405);
     T_RUN(test_encoded_controls_in_path);
     T_RUN(test_malformed_percent_in_path);
     T_RUN(test_chunks);
