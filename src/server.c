@@ -779,8 +779,15 @@ static void status_snapshot(struct hp_buf *b)
 static enum MHD_Result send_status(struct ctx *c)
 {
     hp_req *req = &c->req;
+    /* ?url= loads the page and its chain as a request would: under the
+     * same guard (pin_page's record), so that an init that kills the
+     * worker answers this request with the page's 503, not an empty one,
+     * and its object's init is refused from then on. */
+    tl_pin_fd = c->fd;
+    tl_pin_details = dev_details(req);
     status_body(&req->out, MHD_lookup_connection_value(
                                req->conn, MHD_GET_ARGUMENT_KIND, "url"));
+    tl_pin_fd = -1;
     hp_req_add_header(req, "Content-Type", "application/json");
     hp_req_add_header(req, "Cache-Control", "no-store");
     return send_buffer(c, 200);

@@ -928,6 +928,34 @@ def test_app_init_abort_production_503():
     _app_init_crash(False, "abort")
 
 
+def test_status_url_of_app_whose_init_aborts():
+    """docs/reload.md: status.json?url= loads the page and its application
+    chain as a request would, and under the same guard: an _app.c whose
+    init calls abort() gets the status request the request's documented
+    503 ("failed to initialise"), not an empty one; once the worker is
+    replaced, status.json?url= is a status document whose url.error says
+    the init hook crashed (the init is not run again), and other pages
+    are served."""
+    with Server(files={"sub/_app.c": crashing_app("abort"),
+                       "sub/page.c": APP_PAGE,
+                       "other.c": simple_page("other")},
+                args=WORKERS, dev=False) as s:
+        url = "/_hotpub/status.json?url=/sub/page"
+        r = s.get(url)
+        check_eq(r.status, 503, "the status request whose load crashed")
+        check_in("failed to initialise", r.text, "its body")
+        def documented():
+            r = s.get(url)
+            if r.status != 200:
+                return False
+            u = json.loads(r.text)["url"]
+            return "init hook crashed" in (u.get("error") or "")
+        check(wait_until(documented, limit(10.0), 0.2),
+              "no status document naming the crash: %s" % short(s.get(url).text))
+        check_eq(s.get("/sub/page").status, 503, "the page itself")
+        check_eq(s.get_ok("/other").text, "other", "another page")
+
+
 def test_app_init_crash_dev_shows_hook_module_and_line():
     """Dev mode: the 503 says which hook of which module crashed and the
     source line; a stack overflow in init too (the alternate signal stack
