@@ -562,6 +562,18 @@ void hp_resolver_free(hp_resolver *r);
 void hp_resolve(hp_resolver *r, const char *url_path, struct hp_target *t);
 /* Forget cached resolutions (the watcher calls it on namespace changes). */
 void hp_resolver_invalidate(hp_resolver *r);
+/*
+ * RFC 3986 §5.2.4 remove_dot_segments, in place, on a decoded origin-form
+ * path (starting with '/'; libmicrohttpd has decoded its escapes, so
+ * "%2e" is a '.' here, as nginx merges after decoding): a "." segment
+ * goes, a ".." removes it and the segment before it ("/a/./b" -> "/a/b",
+ * "/a/b/../c" -> "/a/c", "/a/.." -> "/"); other segments, empty ones
+ * included, are kept. The result is never longer. false when a ".." would
+ * climb above the root ("/..", "/a/../.."), or for a path not starting
+ * with '/': the server answers 400, as nginx; path is then unspecified. server.c runs it once per request on
+ * paths that contain "/." (resolve.c).
+ */
+bool hp_path_merge_dots(char *path);
 
 /* ---- JSON (json.c) ------------------------------------------------------ */
 

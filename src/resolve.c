@@ -600,3 +600,36 @@ void hp_resolver_invalidate(hp_resolver *r)
 {
     atomic_fetch_add(&r->gen, 1);
 }
+
+bool hp_path_merge_dots(char *path)
+{
+    char *w = path;
+    const char *r = path;
+    if (*r != '/')
+        return false; /* not origin-form: nothing to merge against */
+    while (*r == '/') {
+        const char *seg = r + 1, *end = strchrnul(seg, '/');
+        size_t n = (size_t)(end - seg);
+        bool dot = n == 1 && seg[0] == '.';
+        bool dotdot = n == 2 && seg[0] == '.' && seg[1] == '.';
+        if (dotdot) {
+            if (w == path)
+                return false; /* above the root */
+            do /* drop the output's last segment; path[0] is '/' */
+                w--;
+            while (*w != '/');
+        }
+        if (dot || dotdot) {
+            if (!*end) /* a final "." or "..": the path ends in a '/' */
+                *w++ = '/';
+        } else {
+            memmove(w, r, 1 + n);
+            w += 1 + n;
+        }
+        r = end;
+    }
+    if (w == path)
+        *w++ = '/';
+    *w = '\0';
+    return true;
+}

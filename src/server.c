@@ -1298,6 +1298,25 @@ static const char *absolute_form(hp_req *req, const char *url)
 }
 
 /*
+ * The decoded path with its "." and ".." segments merged (RFC 3986 §5.2.4,
+ * as nginx does before mapping it), once, for pages, static files and
+ * hotpub's own endpoints alike: NULL (a 400) when it climbs above the
+ * root. One scan for "/." leaves nearly every path as it is; the resolver
+ * still refuses '.' segments itself (defence in depth).
+ */
+static const char *merge_dots(hp_req *req, const char *path)
+{
+    if (!path || !strstr(path, "/."))
+        return path;
+    size_t n = strlen(path);
+    char *m = hp_alloc(req, n + 1);
+    if (!m)
+        return NULL;
+    memcpy(m, path, n + 1);
+    return hp_path_merge_dots(m) ? m : NULL;
+}
+
+/*
  * Each thread keeps the context of its last finished request for its next
  * one: a context is 6 KiB (hp_req's target path and arena), past malloc's
  * per-thread caches, and every keep-alive request would otherwise allocate
@@ -1367,7 +1386,7 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
 {
     hp_req_init(&c->req, conn, method, url, version);
     c->req.started = c->t0;
-    c->req.path = absolute_form(&c->req, url);
+    c->req.path = merge_dots(&c->req, absolute_form(&c->req, url));
     c->req.secure = hp_tls_on(); /* sessions mark their cookie Secure */
     const char *q = strchr(c->uri, '?');
     c->req.query = q ? q + 1 : "";

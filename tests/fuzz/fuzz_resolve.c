@@ -7,6 +7,10 @@
  * root (as given or once symlinks are resolved), has a segment after the
  * root starting with '_' or '.', is a static file with a private extension,
  * is a page that is not a .c/.so file, or if the cached answer differs.
+ * The same input goes through hp_path_merge_dots first, as server.c does
+ * (RFC 3986 §5.2.4): abort() if an accepted path does not start with '/',
+ * has a "." or ".." segment, grew, or changes when merged again; the
+ * merged path is then resolved under the same checks.
  */
 #include "hp.h"
 
@@ -168,6 +172,36 @@ static void check(const struct hp_target *t)
     }
 }
 
+static bool has_dot_segment(const char *p)
+{
+    for (const char *s = strchr(p, '/'); s; s = strchr(s + 1, '/')) {
+        size_t n = strcspn(s + 1, "/");
+        if ((n == 1 && s[1] == '.') || (n == 2 && s[1] == '.' && s[2] == '.'))
+            return true;
+    }
+    return false;
+}
+
+/* The server's merge, then the resolver on what it keeps. */
+static void check_merged(const char *url)
+{
+    size_t n = strlen(url);
+    char *m = malloc(n + 1), *again = malloc(n + 1);
+    memcpy(m, url, n + 1);
+    if (hp_path_merge_dots(m)) {
+        if (m[0] != '/' || strlen(m) > n || has_dot_segment(m))
+            abort();
+        memcpy(again, m, strlen(m) + 1);
+        if (!hp_path_merge_dots(again) || strcmp(again, m) != 0)
+            abort();
+        static struct hp_target t;
+        hp_resolve(res, m, &t);
+        check(&t);
+    }
+    free(again);
+    free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!res)
@@ -185,6 +219,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          (strcmp(cached.path, fresh.path) != 0 ||
           strcmp(cached.handler, fresh.handler) != 0)))
         abort();
+    check_merged(url);
     free(url);
     return 0;
 }
