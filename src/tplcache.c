@@ -60,6 +60,7 @@ struct tentry {
 struct hp_tpl_pins {
     uint64_t gen0; /* the generation at the request's first render */
     size_t n, cap;
+    struct tver *broken; /* a broken partial this render reached, or NULL */
     struct pin {
         const struct hp_tpl *from; /* partial memo: (from, name pointer) */
         const char *name;
@@ -468,19 +469,29 @@ static const struct hp_tpl *partial(void *ctx, const struct hp_tpl *from,
         v = pin(req, path, from, name);
         free(path);
     }
-    if (!v->tpl && !missing(v))
+    if (!v->tpl && !missing(v)) {
         *err = hp_xstrdup(v->error);
+        p->broken = v; /* tpl_fail logs it once, for its version */
+    }
     return v->tpl;
 }
 
 /* 500 for the response, whatever the handler returns next; the message in
- * development mode (not for a foreign Host: server.c's Host rule); the
- * log once per broken version. */
+ * development mode (not for a foreign Host: server.c's Host rule). v: the
+ * broken (unparsable or missing) template version the render reached,
+ * logged at error level once per version, as a developer must see it in
+ * production; other failures (msg alone) at info, each time. msg is the
+ * text to show (v's error if NULL); freed. */
 static int tpl_fail(hp_req *req, struct tver *v, char *msg)
 {
-    const char *text = v ? v->error : msg;
-    if (!v || !atomic_exchange(&v->logged, true))
+    const char *text = msg ? msg : v->error;
+    if (!v)
         hp_log(req, "template: %s", text);
+    else if (!atomic_exchange(&v->logged, true))
+        hp_log_error("%s [%s]: template: %s",
+                     req->current_module ? req->current_module->path
+                                         : req->target.path,
+                     req->target.handler, v->error);
     req->forced_status = 500;
     if (T.dev && !req->foreign_host) {
         struct hp_buf html = {0};
@@ -528,7 +539,8 @@ int hp_render(hp_req *req, const char *tpl, const json_t *data)
     if (!v->tpl)
         return tpl_fail(req, v, NULL);
     char *err = NULL;
+    req->tpl->broken = NULL;
     if (hp_tpl_render(v->tpl, data, partial, req, &req->out, &err) < 0)
-        return tpl_fail(req, NULL, err);
+        return tpl_fail(req, req->tpl->broken, err);
     return HP_OK;
 }

@@ -363,6 +363,34 @@ def test_template_errors_dev_and_production():
         check_eq(s.stderr().count("never closed"), 1, "log lines for it")
 
 
+def test_broken_template_logged_at_error_once_per_version():
+    """docs/pages.md: a template that fails to parse, used directly or as a
+    partial, is logged at error level (production too), once per version
+    of the broken file, not once per request; a new broken version is
+    logged again."""
+    files = dict(TEMPLATES)
+    files["app/broken.tpl"] = "line 1\nline 2 {{#rows}}\nline 3\n"
+    files["app/usesbroken.tpl"] = "a\n{{> badpart}}\n"
+    files["app/badpart.tpl"] = "\n\n{{/nope}}"
+    with Server(files=files, dev=False) as s:
+        for _ in range(4):
+            check_eq(s.get("/app/list?t=broken.tpl").status, 500, "broken")
+            check_eq(s.get("/app/list?t=usesbroken.tpl").status, 500,
+                     "broken partial")
+        def lines(needle):
+            return [l for l in s.stderr().splitlines() if needle in l]
+        for needle in ("is never closed", "closing tag without an open"):
+            got = lines(needle)
+            check_eq(len(got), 1, "log lines for %r: %s" % (needle, got))
+            check_in("[error]", got[0], "the level of %r" % needle)
+        s.write("app/badpart.tpl", "\n{{/again}}", how="rename")
+        s.wait_for("/app/list?t=usesbroken.tpl",
+                   lambda r: len(lines("closing tag")) == 2,
+                   lambda r: r.status == 500, limit(5.0),
+                   "the new broken version logged")
+        check_in("[error]", lines("closing tag")[1], "its level")
+
+
 def test_check_parses_templates():
     files = dict(TEMPLATES)
     del files["app/escape.tpl"]  # its partial leaves the root (below)
