@@ -31,6 +31,7 @@
 #define LOG_SQL_MAX 300 /* SQL longer than this is cut in the log */
 
 static hp_db_pool *default_pool;
+static bool dev_bodies; /* hp_db_server_set_dev */
 
 hp_db_pool *hp_db_default_pool(void)
 {
@@ -292,6 +293,7 @@ struct req_db {
     char *msg; /* 503 body (request memory) */
 };
 
+/* msg NULL: the bare status line's text, as production error bodies. */
 static void respond_plain(hp_req *req, int status, const char *msg)
 {
     req->headers.n = 0;
@@ -301,8 +303,8 @@ static void respond_plain(hp_req *req, int status, const char *msg)
     hp_req_add_header(req, "Content-Type", "text/plain; charset=utf-8");
     if (status == 503)
         hp_req_add_header(req, "Retry-After", "1");
-    hp_buf_printf(&req->out, "%d %s: %s\n", status, hp_status_text(status),
-                  msg);
+    hp_buf_printf(&req->out, "%d %s%s%s\n", status, hp_status_text(status),
+                  msg ? ": " : "", msg ? msg : "");
 }
 
 static void rollback_tx(hp_db *db)
@@ -354,10 +356,13 @@ static void rd_release(void *arg)
     hp_db__pool_put(db, true);
 }
 
+/* The why (the acquire timeout, ...) is an internal detail: only in
+ * development mode, as the other error pages' details; always logged. */
 static void rd_fail_rollback(void *arg)
 {
     struct req_db *rd = arg;
-    respond_plain(rd->req, 503, rd->msg);
+    bool details = dev_bodies && !rd->req->foreign_host;
+    respond_plain(rd->req, 503, details ? rd->msg : NULL);
 }
 
 static struct req_db *find_enlisted(hp_req *req, hp_db_pool *pool)
@@ -510,6 +515,11 @@ static void try_connect(hp_db_pool *p)
                      "503 until it can",
                      p->shown, err ? err : "?");
     free(err);
+}
+
+void hp_db_server_set_dev(bool dev)
+{
+    dev_bodies = dev;
 }
 
 int hp_db_server_open(const struct hp_config *cfg, const char *root_canon)

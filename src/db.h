@@ -42,6 +42,12 @@ void hp_db__set_connect_hook(int (*fn)(hp_db *db));
  * database was named). 0, or -1 after logging why. */
 int hp_db_server_open(const struct hp_config *cfg, const char *root_canon);
 void hp_db_server_close(void);
+/* Development mode (server.c, once it is known): a request that gets no
+ * connection answers a 503 whose body says why (the pool busy past its
+ * acquire timeout, the database unreachable) to a client of this server's
+ * Host; else the plain "503 Service Unavailable" body, the detail only in
+ * the log. Off (production) by default. */
+void hp_db_server_set_dev(bool dev);
 /* The default pool has no idle connection: taking one now would open a
  * new one (a connect, up to the connect timeout when the server is far
  * or gone) or wait for one, so a page that would take one should not run

@@ -1832,6 +1832,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         return 1;
     }
     S.dev = cfg->dev < 0 ? addr_is_loopback(ss) : cfg->dev;
+    hp_db_server_set_dev(S.dev); /* the 503's details */
     S.listen_ss = *ss;
     /* auto: dev mode with the default compiler; one of the user's own
      * (--cc) builds everything unless --fast-tier says otherwise. */

@@ -724,6 +724,29 @@ def test_sqlite_dir_deleted_under_load_reopens(eng):
         check_in("opened anew after it was lost", err, "server log")
 
 
+def test_pool_exhausted_503_production_body_is_plain(eng):
+    """docs/database.md: in production the 503 of a request that got no
+    connection has the plain body, like the other production error pages;
+    the acquire timeout is in the log only (dev mode shows it, see
+    pool_exhausted_503_then_recovers)."""
+    with db_server(eng, {"h.c": HOLDER},
+                   ONE_PROCESS + ["--db-pool-size", "1",
+                                  "--db-acquire-timeout", "300"],
+                   dev=False) as s:
+        check_eq(s.get("/h/fast").status, 200, "warm-up")
+        holder = BackgroundRequest(s.port, "/h/hold")
+        holder.start()
+        wait_until(lambda: pools(s)["default"]["in_use"] == 1, 5) or \
+            fail("the holder never took the connection")
+        r = s.get("/h/fast")
+        check_eq((r.status, r.text), (503, "503 Service Unavailable\n"),
+                 "the production 503")
+        check_eq(r.header("Retry-After"), "1", "Retry-After")
+        check(wait_until(lambda: "300 ms" in s.stderr(), 2.0 * SLACK),
+              "the log does not name the acquire timeout")
+        check_eq(holder.join_result(15).status, 200, "the holder's status")
+
+
 def test_sqlite_named_dir_deleted_503(eng):
     if eng.pg:
         raise Skip("SQLite only")
