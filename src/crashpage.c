@@ -185,6 +185,33 @@ void hp_crash_where(const char *so, uintptr_t off, char *out, size_t cap)
 }
 
 /* The heading and first paragraph of c's page. */
+/* The exit function signame names ("exit(7)", "_Exit(6)", "exit
+ * (quick_exit)"): its length, or 0 for a signal. Async-signal-safe. */
+static size_t exit_fn_len(const char *signame)
+{
+    size_t n = 0;
+    while (signame[n] && signame[n] != '(' && signame[n] != ' ')
+        n++;
+    if ((n == 4 && strncmp(signame, "exit", 4) == 0) ||
+        (n == 5 && (strncmp(signame, "_exit", 5) == 0 ||
+                    strncmp(signame, "_Exit", 5) == 0)))
+        return n;
+    return 0;
+}
+
+/* "called exit, which ended " (the function called), or "crashed ". */
+static void put_ended(struct sbuf *b, const char *signame)
+{
+    size_t n = exit_fn_len(signame);
+    if (!n) {
+        puts_(b, "crashed ");
+        return;
+    }
+    puts_(b, "called ");
+    put(b, signame, n);
+    puts_(b, ", which ended ");
+}
+
 static void put_what(struct sbuf *b, const struct hp_crash *c)
 {
     puts_(b, c->signame);
@@ -199,9 +226,8 @@ static void put_what(struct sbuf *b, const struct hp_crash *c)
                  "its <code>");
         put_html(b, c->handler);
         /* exit ends the process as surely as a fatal signal does */
-        puts_(b, c->signame[0] == 'e' ? "</code> hook called exit, which "
-                                        "ended "
-                                      : "</code> hook crashed ");
+        puts_(b, "</code> hook ");
+        put_ended(b, c->signame);
         puts_(b, c->alone ? "the server, a single process (--workers 0): "
                             "it ends now; start it again. "
                           : "the worker process (it is being replaced), "
@@ -212,8 +238,8 @@ static void put_what(struct sbuf *b, const struct hp_crash *c)
     puts_(b, "</h1>\n<p>The handler <code>");
     put_html(b, c->handler);
     /* exit ends the process as surely as a fatal signal does */
-    puts_(b, c->signame[0] == 'e' ? "</code> called exit, which ended "
-                                  : "</code> crashed ");
+    puts_(b, "</code> ");
+    put_ended(b, c->signame);
     puts_(b, c->alone ? "the server, a single process (--workers 0): it "
                         "ends now; start it again. "
                       : "the worker process (it is being replaced). ");

@@ -158,9 +158,24 @@ struct slot {
     /* struct rec recs[shm->nrecs] follows */
 };
 
-/* hook_sig of a hook that called exit (hook_status) or quick_exit, or
- * that ran past --handler-timeout (hook_status: the limit in seconds). */
-enum { HOOK_EXIT = -1, HOOK_QUICK_EXIT = -2, HOOK_TIMEOUT = -3 };
+/* hook_sig of a hook that called exit, _exit or _Exit (hook_status), or
+ * quick_exit, or that ran past --handler-timeout (hook_status: the limit
+ * in seconds). */
+enum {
+    HOOK_EXIT = -1,
+    HOOK_QUICK_EXIT = -2,
+    HOOK_TIMEOUT = -3,
+    HOOK__EXIT = -4,
+    HOOK__EXIT_C99 = -5, /* _Exit */
+};
+
+/* The function a hook_sig of an exit names. */
+static const char *hook_exit_fn(int sig)
+{
+    return sig == HOOK__EXIT       ? "_exit"
+           : sig == HOOK__EXIT_C99 ? "_Exit"
+                                   : "exit";
+}
 
 enum { Q_FREE = 0, Q_COUNTING, Q_QUARANTINED };
 
@@ -1446,8 +1461,8 @@ static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
     hook_answer(h, signame(sig), call ? call : pc, call != 0);
 }
 
-/* What the page or hook called: "exit", or "_exit" (_exit below
- * sets it), for the answers that name it. */
+/* What the page or hook called: "exit", or "_exit" or "_Exit" (set by
+ * their definitions below), for the answers and the log that name it. */
 static const char *EXIT_NAME = "exit";
 /* An exit hook ran: the _exit that ends the process now is not a page's. */
 static atomic_bool EXITING;
@@ -1460,7 +1475,11 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
     uintptr_t call = hook_call(h);
     hook_record(h, call);
     ME->hook_status = status;
-    atomic_store(&ME->hook_sig, known ? HOOK_EXIT : HOOK_QUICK_EXIT);
+    int sig = !known                            ? HOOK_QUICK_EXIT
+              : strcmp(EXIT_NAME, "_exit") == 0 ? HOOK__EXIT
+              : strcmp(EXIT_NAME, "_Exit") == 0 ? HOOK__EXIT_C99
+                                                : HOOK_EXIT;
+    atomic_store(&ME->hook_sig, sig);
     if (known)
         snprintf(what, sizeof what, "%s(%d)", EXIT_NAME, status);
     else
@@ -1594,9 +1613,9 @@ static void exit_hook(int status, bool known)
         struct rec *r = rec_at(ME, tl_rec);
         atomic_store(&ME->crash_rec, tl_rec);
         if (ALONE) /* no parent to log it */
-            hp_log_error("%s, handler '%s', called exit: the single "
+            hp_log_error("%s, handler '%s', called %s: the single "
                          "process (--workers 0) ends",
-                         r->path, r->handler);
+                         r->path, r->handler, EXIT_NAME);
         exit_answer(fd, status, known);
     }
     hp_server_answer_unstarted(fd);
@@ -1630,11 +1649,13 @@ static _Noreturn void exit_group_now(int status)
         syscall(SYS_exit_group, status);
 }
 
-void _exit(int status)
+/* _exit or _Exit (name), as the caller spelled it: the answers and the
+ * log name the function actually called. */
+static _Noreturn void guarded_exit(const char *name, int status)
 {
     if (ME && getpid() == EXIT_PID && !atomic_load(&EXITING) &&
         (hp_hook_running() || running_fd() >= 0)) {
-        EXIT_NAME = "_exit";
+        EXIT_NAME = name;
         exit_hook(status, true);
         if (ALONE) /* as master.c's on_unasked_exit: no clean stop */
             status = 70;
@@ -1642,9 +1663,14 @@ void _exit(int status)
     exit_group_now(status);
 }
 
+void _exit(int status)
+{
+    guarded_exit("_exit", status);
+}
+
 void _Exit(int status)
 {
-    _exit(status);
+    guarded_exit("_Exit", status);
 }
 
 /* Register the exit hooks; the first backtrace loads the unwinder (it
@@ -1960,8 +1986,9 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
     bool init = strcmp(s->hook_name, "init") == 0;
     int sig = atomic_load(&s->hook_sig);
     where_line(s->hook_where, where, sizeof where);
-    if (sig == HOOK_EXIT)
-        snprintf(what, sizeof what, "exit(%d)", s->hook_status);
+    if (sig == HOOK_EXIT || sig == HOOK__EXIT || sig == HOOK__EXIT_C99)
+        snprintf(what, sizeof what, "%s(%d)", hook_exit_fn(sig),
+                 s->hook_status);
     else if (sig == HOOK_TIMEOUT)
         snprintf(what, sizeof what, "ran past --handler-timeout, %d s",
                  s->hook_status);

@@ -1159,6 +1159,33 @@ def test_app_init_exit_dev_crash_page():
             check(r.body, "an empty 503 next (%s)" % call)
 
 
+def test_app_init__Exit_and__exit_named_as_called():
+    """docs/operations.md: an init that calls _Exit(9) or _exit(8) is
+    logged (production) and shown (dev) with the function it called, not
+    as exit(N)."""
+    for call in ("_Exit(9)", "_exit(8)"):
+        src = exiting_app(call).replace("#include <stdlib.h>",
+                                        "#include <stdlib.h>\n"
+                                        "#include <unistd.h>")
+        with Server(files={"ic/_app.c": src, "ic/page.c": APP_PAGE},
+                    args=WORKERS, dev=False) as s:
+            check_eq(s.get("/ic/page").status, 503, "status (%s)" % call)
+            check(wait_until(lambda: "init hook of the module ic/_app.c"
+                             in s.stderr(), limit(3.0)),
+                  "the log does not name the module and hook (%s)" % call)
+            check_in("(the hook called %s)" % call, s.stderr(),
+                     "the function called, in the log")
+        with Server(files={"ic/_app.c": src, "ic/page.c": APP_PAGE},
+                    args=["--workers", "1"], dev=True) as s:
+            r = s.get("/ic/page")
+            check_eq(r.status, 503, "dev status (%s)" % call)
+            check_in(call, r.text, "the function called, on the page")
+            check_in("<code>init</code> hook called %s," % call.split("(")[0],
+                     r.text, "the page's sentence (%s)" % call)
+            check_in("_app.c:%d" % _line_of(src, call), r.text,
+                     "the line of the call (%s)" % call)
+
+
 def test_app_init_libc_crash_names_module_call_line():
     """An init that passes NULL to libc's strlen: the fault is inside libc,
     yet the crash page and the log name the module's call (_app.c:LINE)
@@ -1294,7 +1321,7 @@ def test_page_calling__exit_is_answered_like_exit():
               "a new worker serves")
         r = s.get("/ex/cexit")
         check_eq(r.status, 502, "status after _Exit")
-        check_in("_exit(6)", r.text, "_Exit named (as _exit)")
+        check_in("_Exit(6)", r.text, "_Exit named")
         check(s.get_ok("/ex/ping").text.startswith("alive"),
               "a new worker serves after _Exit")
     with Server(files={"ex.c": EXIT_PAGE}, args=["--workers", "1"],

@@ -73,6 +73,32 @@ static void test_exit_is_502_naming_exit_and_handler(void)
     free(a);
 }
 
+/* _Exit and _exit are named as called, in the page and the hook
+ * sentences alike. */
+static void test__Exit_named_as_called(void)
+{
+    struct hp_crash c = {.signame = "_Exit(4)",
+                         .page = "/r/ex.c",
+                         .handler = "http_handler",
+                         .so_path = "/nonexistent.so",
+                         .pc = 0x1000,
+                         .base = 0x1000,
+                         .where = ""};
+    char *a = answer_of(&c);
+    CHECK(strstr(a, "<code>http_handler</code> called _Exit, which") != NULL);
+    free(a);
+    c.signame = "_exit(2)";
+    c.init = true;
+    c.handler = "init";
+    a = answer_of(&c);
+    CHECK(strstr(a, "<code>init</code> hook called _exit, which") != NULL);
+    free(a);
+    c.signame = "SIGSEGV";
+    a = answer_of(&c);
+    CHECK(strstr(a, "<code>init</code> hook crashed") != NULL);
+    free(a);
+}
+
 /* No addr2line answer for an object that does not exist: "" (the page
  * then says it found no line). */
 static void test_where_of_missing_object_is_empty(void)
@@ -88,6 +114,7 @@ int main(int argc, char **argv)
     T_INIT(argc, argv);
     T_RUN(test_init_crash_is_503_naming_hook_module_line);
     T_RUN(test_exit_is_502_naming_exit_and_handler);
+    T_RUN(test__Exit_named_as_called);
     T_RUN(test_where_of_missing_object_is_empty);
     T_DONE();
 }
