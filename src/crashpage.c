@@ -84,6 +84,31 @@ static void put_hex(struct sbuf *b, uintptr_t v)
     put(b, d + n, sizeof d - n);
 }
 
+static void put_dec(struct sbuf *b, size_t v)
+{
+    char d[24];
+    size_t n = sizeof d;
+    do {
+        d[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put(b, d + n, sizeof d - n);
+}
+
+/* The fault was the stack running out (guard.c saw the faulting address
+ * in or just below the thread's guard area): say so, and what to do. */
+static void put_overflow(struct sbuf *b, size_t stack)
+{
+    puts_(b, "The fault address is at the end of the thread's stack: the "
+             "stack overflowed (a large local array, such as <code>char "
+             "big[8 &lt;&lt; 20]</code>, or recursion without end). The "
+             "thread's stack is ");
+    put_dec(b, stack >> 10);
+    puts_(b, " KiB: keep large buffers on the heap (<code>malloc</code>, "
+             "<code>hp_alloc</code>), or raise <code>--thread-stack-size"
+             "</code>. ");
+}
+
 /* Read fd into b until end of file or the deadline (CLOCK_MONOTONIC ms). */
 static void read_until(int fd, struct sbuf *b, int ms)
 {
@@ -271,6 +296,8 @@ void hp_crash_answer(const struct hp_crash *c)
               "system-ui,sans-serif;color:#ff6b6b}pre{background:#111;"
               "padding:10px;white-space:pre-wrap}</style>\n<h1>");
     put_what(&b, c);
+    if (c->overflow)
+        put_overflow(&b, c->overflow);
     if (c->outside)
         puts_(&b, c->init ? "The fault was in a function the module called "
                             "(in a library, such as libc's <code>strlen"

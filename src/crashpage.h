@@ -23,6 +23,8 @@ struct hp_crash {
                          /* to find them                                */
     bool outside;        /* the fault was in code the page called (libc, */
                          /* a library): pc is the page's call into it   */
+    size_t overflow;     /* the fault was the thread's stack running out */
+                         /* (guard.c): the stack's bytes, else 0        */
 };
 
 /* Write the crash page for c onto c->fd (502; 503 for c->init) and shut

@@ -139,6 +139,7 @@ struct slot {
     double started;       /* wall clock */
     atomic_int crash_rec; /* the dying thread's record, or -1 */
     atomic_int crash_sig;
+    atomic_long overflow; /* its stack's bytes if it overflowed, or 0 */
     atomic_int retire;    /* replace this worker: enum cause (timeout, */
                           /* recycling), 0 for no */
     atomic_llong beat_ns; /* the last heartbeat, CLOCK_MONOTONIC ns */
@@ -251,6 +252,31 @@ static __thread const hp_version *tl_ranged;
 static __thread uintptr_t tl_lo, tl_hi;
 /* This thread's alternate signal stack (altstack_ensure), or NULL. */
 static __thread void *tl_altstack;
+/* This thread's stack (stack_bounds): its lowest usable address, the size
+ * of the guard area below it and its own size; 0 when not known. */
+static __thread uintptr_t tl_stack_lo;
+static __thread size_t tl_stack_guard, tl_stack_size;
+/* The fatal signal on this thread was its stack overflowing: the stack's
+ * size (on_fatal sets it for the answers), else 0. */
+static __thread size_t tl_overflowed;
+
+/* Where this thread's stack lies, for telling a stack overflow from any
+ * other fault (pthread_getattr_np: not in a signal handler). */
+static void stack_bounds(void)
+{
+    pthread_attr_t a;
+    void *addr;
+    size_t size, guard;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return;
+    if (pthread_attr_getstack(&a, &addr, &size) == 0 &&
+        pthread_attr_getguardsize(&a, &guard) == 0) {
+        tl_stack_lo = (uintptr_t)addr;
+        tl_stack_size = size;
+        tl_stack_guard = guard;
+    }
+    pthread_attr_destroy(&a);
+}
 
 /*
  * A page that recurses without end overflows its thread's stack, and the
@@ -280,6 +306,8 @@ static void altstack_ensure(void)
 {
     if (tl_altstack)
         return;
+    if (!tl_stack_lo)
+        stack_bounds();
     pthread_once(&altstack_once, altstack_key_make);
     void *p = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -1281,6 +1309,50 @@ static uintptr_t fault_pc(const siginfo_t *si, const void *ucv)
 #endif
 }
 
+/* The stack pointer when the signal came, or 0 if not known. */
+static uintptr_t fault_sp(const void *ucv)
+{
+#if defined(__x86_64__)
+    const ucontext_t *uc = ucv;
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+    const ucontext_t *uc = ucv;
+    return (uintptr_t)uc->uc_mcontext.sp;
+#else
+    (void)ucv;
+    return 0;
+#endif
+}
+
+/* How far below the guard area a fault still counts as the stack's, and
+ * how far below the stack the stack pointer may be for the same verdict. */
+#define STACK_SLACK ((uintptr_t)64 << 10)
+#define STACK_REACH ((uintptr_t)1 << 30)
+/* What to do about it, for the log. */
+#define OVERFLOW_HINT                                                          \
+    "a large local array or deep recursion; keep large buffers on the "        \
+    "heap, or raise --thread-stack-size"
+
+/*
+ * Was this fault the thread's stack overflowing? Yes when the address that
+ * faulted is in the guard area below the stack or just below it (a frame
+ * probed a page at a time, -fstack-clash-protection, faults on the guard),
+ * or when the stack pointer itself has left the stack (a frame larger
+ * than the guard, built without probes). The stack's size in bytes, else
+ * 0. Async-signal-safe: this thread's own variables.
+ */
+static size_t stack_overflow(int sig, const siginfo_t *si, const void *uc)
+{
+    uintptr_t lo = tl_stack_lo;
+    if ((sig != SIGSEGV && sig != SIGBUS) || !lo ||
+        lo < tl_stack_guard + STACK_REACH)
+        return 0;
+    uintptr_t addr = (uintptr_t)si->si_addr, sp = fault_sp(uc);
+    bool in_guard = addr < lo && addr >= lo - tl_stack_guard - STACK_SLACK;
+    bool sp_out = sp && sp < lo && sp >= lo - STACK_REACH;
+    return in_guard || sp_out ? tl_stack_size : 0;
+}
+
 /* The socket of the request this thread is running a handler for, or -1
  * (async-signal-safe: its own record, plain reads). */
 static int running_fd(void)
@@ -1328,7 +1400,8 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
                          .pc = call ? call : pc,
                          .base = tl_base,
                          .alone = ALONE,
-                         .outside = call != 0};
+                         .outside = call != 0,
+                         .overflow = tl_overflowed};
     hp_crash_answer(&c);
 }
 
@@ -1361,6 +1434,11 @@ static void log_alone(int sig, const struct hp_hook_run *h)
                "it\n";
     for (int i = 0; i < 8; i++)
         (void)!write(2, parts[i], strlen(parts[i]));
+    if (tl_overflowed) {
+        static const char m[] =
+            "hotpub: the thread's stack overflowed: " OVERFLOW_HINT "\n";
+        (void)!write(2, m, sizeof m - 1);
+    }
 }
 
 /* ---- a module's lifecycle hook (init, fini) that crashes ---------------- */
@@ -1443,7 +1521,8 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
                          .alone = ALONE,
                          .init = true,
                          .where = ME->hook_where,
-                         .outside = outside};
+                         .outside = outside,
+                         .overflow = tl_overflowed};
     hp_crash_answer(&c);
 }
 
@@ -1526,9 +1605,11 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
     if (ME && getpid() == EXIT_PID) {
         hp_server_dying(); /* the backlog is the other workers' now */
         const struct hp_hook_run *h = hp_hook_running();
+        tl_overflowed = stack_overflow(sig, si, uc);
         if (ALONE)
             log_alone(sig, h);
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
+        atomic_store(&ME->overflow, (long)tl_overflowed);
         atomic_store(&ME->crash_sig, sig);
         int fd = running_fd();
         if (h)
@@ -1541,7 +1622,6 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 }
 
 /* ---- a page handler (or a module hook) that calls exit() ----------------- */
-
 
 /* The instruction in v's object that called into exit, found by walking
  * this thread's stack (0 if none: the object has no frame there). */
@@ -2046,6 +2126,11 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
                      "running (which one is not known):",
                      (int)pid, gen, how, active);
     }
+    long stack = atomic_load(&s->overflow);
+    if (sig && stack)
+        hp_log_error("worker %d: the fault was a stack overflow: the "
+                     "thread's stack (%ld KiB) ran out: " OVERFLOW_HINT,
+                     (int)pid, stack >> 10);
     int nrecs = atomic_load(&s->nrecs);
     for (int r = 0; r < nrecs && r < SHM->nrecs; r++) {
         if (r == culprit || (atomic_load(&rec_at(s, r)->word) & 3) == R_IDLE)

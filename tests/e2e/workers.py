@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 from harness import (SLACK, BackgroundRequest, Server,  # noqa: E402
-                     check, check_eq, check_in, check_port_closed, fail,
+                     check, check_eq, check_in, check_not_in,
+                     check_port_closed, fail,
                      limit, page, short, simple_page, wait_until)
 
 TEST_TIMEOUT = 90.0
@@ -1184,6 +1185,46 @@ def test_app_init__Exit_and__exit_named_as_called():
                      r.text, "the page's sentence (%s)" % call)
             check_in("_app.c:%d" % _line_of(src, call), r.text,
                      "the line of the call (%s)" % call)
+
+
+BIG_STACK_PAGE = page(r"""
+HP_HANDLER(http_handler)
+{
+    volatile char big[8 << 20];
+    big[0] = 1;
+    big[sizeof big - 1] = 2;
+    hp_printf(req, "%d", big[0] + big[sizeof big - 1]);
+    return HP_OK;
+}
+""")
+
+
+def test_stack_overflow_named_with_thread_stack_size():
+    """docs/operations.md: a handler whose frame outgrows its thread's
+    stack (char big[8 << 20] on the 512 KiB default) is named a stack
+    overflow: the dev crash page says so and names --thread-stack-size,
+    and so does the log, in dev and in production; another crash (NULL)
+    gets no such hint."""
+    files = {"big.c": BIG_STACK_PAGE, "pid.c": PIDPAGE}
+    for dev in (True, False):
+        with Server(files=files, args=["--workers", "1"], dev=dev) as s:
+            r = s.get("/big")
+            check_eq(r.status, 502, "status (dev %s)" % dev)
+            if dev:
+                check_in("stack overflowed", r.text, "the crash page")
+                check_in("--thread-stack-size", r.text, "the option named")
+                check_in("512 KiB", r.text, "the stack's size")
+            check(wait_until(lambda: "stack overflow" in s.stderr(),
+                             limit(3.0)), "the log does not say stack "
+                  "overflow (dev %s)" % dev)
+            check_in("--thread-stack-size", s.stderr(), "the log's hint")
+    with Server(files={"c.c": crashy("c", True)}, args=["--workers", "1"],
+                dev=True) as s:
+        r = s.get("/c")
+        check_eq(r.status, 502, "a NULL dereference")
+        check_not_in("stack overflowed", r.text, "no overflow said")
+        wait_until(lambda: "killed by signal" in s.stderr(), limit(3.0))
+        check_not_in("stack overflow", s.stderr(), "no overflow logged")
 
 
 def test_app_init_libc_crash_names_module_call_line():

@@ -99,6 +99,29 @@ static void test__Exit_named_as_called(void)
     free(a);
 }
 
+/* A stack overflow (guard.c's verdict) is said, with the stack's size
+ * and the option that sets it; another fault says nothing of it. */
+static void test_stack_overflow_named(void)
+{
+    struct hp_crash c = {.signame = "SIGSEGV",
+                         .page = "/r/big.c",
+                         .handler = "http_handler",
+                         .so_path = "/nonexistent.so",
+                         .pc = 0x1000,
+                         .base = 0x1000,
+                         .where = "",
+                         .overflow = (size_t)512 << 10};
+    char *a = answer_of(&c);
+    CHECK(strstr(a, "the stack overflowed") != NULL);
+    CHECK(strstr(a, "The thread's stack is 512 KiB") != NULL);
+    CHECK(strstr(a, "<code>--thread-stack-size</code>") != NULL);
+    free(a);
+    c.overflow = 0;
+    a = answer_of(&c);
+    CHECK(strstr(a, "overflowed") == NULL);
+    free(a);
+}
+
 /* No addr2line answer for an object that does not exist: "" (the page
  * then says it found no line). */
 static void test_where_of_missing_object_is_empty(void)
@@ -115,6 +138,7 @@ int main(int argc, char **argv)
     T_RUN(test_init_crash_is_503_naming_hook_module_line);
     T_RUN(test_exit_is_502_naming_exit_and_handler);
     T_RUN(test__Exit_named_as_called);
+    T_RUN(test_stack_overflow_named);
     T_RUN(test_where_of_missing_object_is_empty);
     T_DONE();
 }
