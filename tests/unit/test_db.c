@@ -1310,9 +1310,20 @@ static void request_pool_exhausted_503(void)
     CHECK(hp_db_from(&req, p) == NULL); /* no second wait */
     CHECK(hp_now() - t0 < 0.05);
     hp_puts(&req, "half a page");
-    fake_rollback(&req); /* the lifecycle rolls back: the 503 body */
+    hp_db_server_set_dev(true); /* dev mode: the body says why */
+    fake_rollback(&req);        /* the lifecycle rolls back: the 503 body */
+    hp_db_server_set_dev(false);
     CHECK(req.out.len > 0 && strstr(req.out.p, "database busy") &&
           strstr(req.out.p, "100 ms") && !strstr(req.out.p, "half a page"));
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+
+    /* Production: the plain body, the timeout only in the log. */
+    fake_request(&req, "GET");
+    CHECK(hp_db_from(&req, p) == NULL && req.forced_status == 503);
+    fake_rollback(&req);
+    CHECK(req.out.len > 0 &&
+          strcmp(req.out.p, "503 Service Unavailable\n") == 0);
     hp_req_release_resources(&req);
     hp_req_cleanup(&req);
     hp_db_pool_release(held);
