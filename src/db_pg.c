@@ -675,17 +675,44 @@ static PGresult *execute(hp_db *db, struct pg_stmt *s, const char *sql,
  * to take without waiting as soon as our response is out) nor SET_CONFIG
  * (set_config(..., true) sets a value for the rest of the transaction: a
  * row-level security policy's user, read by the request's next
- * statements). Only then is the write check worth sending, or the
- * statement run in a read-only transaction of its own; a data-modifying
- * WITH or a function that writes is caught by the check, or fails in the
- * read-only transaction and runs again (execute_read). */
+ * statements), and no word of it says it writes (names_a_write). Only
+ * then is the write check worth sending, or the statement run in a
+ * read-only transaction of its own; a function that writes is caught by
+ * the check, or fails in the read-only transaction and runs again
+ * (execute_read). */
+/* A word of the statement that says it writes or locks rows: a
+ * data-modifying WITH (INSERT, UPDATE, DELETE, MERGE) or a locking clause
+ * (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE). Such a
+ * statement would fail in a read-only transaction and be sent again
+ * (execute_read), a round trip lost; a word inside a string constant
+ * only costs the write check. */
+static bool names_a_write(const char *sql)
+{
+    static const char *const writes[] = {"insert", "update", "delete", "merge",
+                                         "share"};
+    for (const char *p = sql; *p;) {
+        if (!isalpha((unsigned char)*p) && *p != '_') {
+            p++;
+            continue;
+        }
+        const char *w = p;
+        while (isalnum((unsigned char)*p) || *p == '_' || *p == '$')
+            p++;
+        size_t n = (size_t)(p - w);
+        for (size_t i = 0; i < sizeof writes / sizeof *writes; i++)
+            if (n == strlen(writes[i]) && strncasecmp(w, writes[i], n) == 0)
+                return true;
+    }
+    return false;
+}
+
 static bool may_only_read(const char *sql)
 {
     static const char *const first[] = {"select", "with", "values", "table"};
     while (isspace((unsigned char)*sql) || *sql == '(')
         sql++;
     if (strcasestr(sql, "notify") || strcasestr(sql, "advisory") ||
-        strcasestr(sql, "set_config"))
+        strcasestr(sql, "set_config") || names_a_write(sql))
         return false;
     for (size_t i = 0; i < sizeof first / sizeof *first; i++) {
         size_t n = strlen(first[i]);
