@@ -21,6 +21,18 @@
  * Round trips of a request's transaction (docs/database.md, "Round trips
  * on PostgreSQL", says what is guaranteed):
  *
+ *   - A read of a request expected only to read (a GET, HEAD or OPTIONS),
+ *     before its first write, runs in a read-only transaction of its own
+ *     when the server allows it (ro_reads_possible: PostgreSQL 14 or
+ *     later, READ COMMITTED, not a standby): the connection's default is
+ *     read-only, and the statement goes alone, in one round trip, with no
+ *     BEGIN, write check or COMMIT (execute_read). One that turns out to
+ *     write fails without effect and runs again as the first statement
+ *     of the request's read-write transaction; a failed read fails the
+ *     request as a failed statement in a transaction does. Explicit
+ *     transactions then say BEGIN READ WRITE, and a pool handle's
+ *     statements switch the default back (default_read_only). Where the
+ *     server does not allow it, the rules below apply to every request.
  *   - BEGIN is not sent on its own: pg_begin only notes it, and the
  *     transaction's first statement sends BEGIN, itself and the write
  *     check below in one write with one Sync (libpq's pipeline mode), so
@@ -83,6 +95,8 @@ struct pg_conn {
     bool wrote_nothing;      /* the write check after the 1st statement  */
     bool reply_pending;      /* a COMMIT sent; its reply not read yet    */
     bool broken;             /* the pipeline went wrong: drop the conn   */
+    bool ro_reads;           /* reads may run in read-only transactions  */
+    bool aborted;            /* such a read failed: refuse what follows  */
 };
 
 /* The write check: the transaction's id if it has one (NULL: it wrote
@@ -187,6 +201,33 @@ static int run_init(PGconn *c, const char *init_sql, char **err)
 }
 
 /*
+ * Whether a GET's reads may each run in a read-only transaction of their
+ * own (execute_read): the server reports default_transaction_read_only
+ * with every change (PostgreSQL 14 and later), so that whatever sets it
+ * is seen without a round trip; its default isolation is READ COMMITTED
+ * (each statement has its own snapshot anyway: under REPEATABLE READ or
+ * SERIALIZABLE a request's reads must share one); it is no hot standby
+ * (whose transactions are all read-only: BEGIN READ WRITE would fail);
+ * and the connection's own settings (the URL, the init SQL) did not make
+ * its transactions read-only: then that is the operator's choice, and
+ * hotpub leaves the setting alone.
+ */
+static bool ro_reads_possible(PGconn *c)
+{
+    const char *ro = PQparameterStatus(c, "default_transaction_read_only");
+    const char *standby = PQparameterStatus(c, "in_hot_standby");
+    if (!ro || strcmp(ro, "off") != 0 || (standby && strcmp(standby, "off")))
+        return false;
+    PGresult *r = PQexec(c, "SELECT pg_catalog.current_setting("
+                            "'default_transaction_isolation')");
+    bool rc = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+              (strcmp(PQgetvalue(r, 0, 0), "read committed") == 0 ||
+               strcmp(PQgetvalue(r, 0, 0), "read uncommitted") == 0);
+    PQclear(r);
+    return rc;
+}
+
+/*
  * The URL's own settings win over ours (libpq applies parameters in order
  * and expands the URL given as dbname where it stands). connect_timeout
  * follows the pool's acquire timeout; libpq's minimum is 2 seconds.
@@ -219,6 +260,7 @@ static int pg_connect(hp_db *db, const char *url, const char *init_sql,
     pc->c = c;
     int v = PQserverVersion(c);
     pc->xid_sql = v >= 130000 ? XID_SQL_13 : v >= 90600 ? XID_SQL_96 : NULL;
+    pc->ro_reads = ro_reads_possible(c);
     db->conn = pc;
     return 0;
 }
@@ -314,6 +356,7 @@ static int pg_reset(hp_db *db)
 {
     struct pg_conn *pc = db->conn;
     pc->begin_queued = false; /* never sent: nothing to end */
+    pc->aborted = false;
     if (pc->broken)
         return -1;
     if (pc->reply_pending)
@@ -355,7 +398,42 @@ static int pg_begin(hp_db *db, bool write)
     pc->begin_write = write;
     pc->nrun = 0;
     pc->wrote_nothing = false;
+    pc->aborted = false;
     return 0;
+}
+
+/* Where reads may run read-only (ro_reads), the connection's default is
+ * read-only, so an explicit transaction says it writes. */
+static const char *begin_sql(const struct pg_conn *pc)
+{
+    return pc->ro_reads ? "BEGIN READ WRITE" : "BEGIN";
+}
+
+/*
+ * The connection's default for a transaction that no BEGIN opens (one
+ * statement on its own): read-only for a request's reads (execute_read),
+ * read-write for a pool handle's statements, which commit on their own
+ * and may write. The server reports the setting whenever it changes, so
+ * the mode costs a round trip only when it switches: after a pool
+ * handle's statements, once.
+ */
+static bool default_read_only(struct pg_conn *pc, bool on)
+{
+    const char *cur = PQparameterStatus(pc->c, "default_transaction_read_only");
+    if (!pc->ro_reads || (cur && (strcmp(cur, "on") == 0) == on))
+        return true;
+    PGresult *r = PQexec(pc->c, on ? "SET default_transaction_read_only = on"
+                                   : "SET default_transaction_read_only = off");
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok;
+}
+
+/* A statement outside any transaction: a pool handle's (autocommit). */
+static bool on_its_own(const struct pg_conn *pc)
+{
+    return !pc->begin_queued && !pc->reply_pending &&
+           PQtransactionStatus(pc->c) == PQTRANS_IDLE;
 }
 
 /* COMMIT and a Sync in one write; the reply is pg_settle's. */
@@ -402,7 +480,8 @@ static int pg_rollback(hp_db *db)
 
 static bool pg_tx_failed(hp_db *db)
 {
-    return PQtransactionStatus(C(db)) == PQTRANS_INERROR;
+    return ((struct pg_conn *)db->conn)->aborted ||
+           PQtransactionStatus(C(db)) == PQTRANS_INERROR;
 }
 
 /* ---- statements ---------------------------------------------------------- */
@@ -592,16 +671,48 @@ static PGresult *execute(hp_db *db, struct pg_stmt *s, const char *sql,
 /* The statement may only read, as far as its text tells: it starts with
  * SELECT, WITH, VALUES or TABLE (after blanks and parentheses) and names
  * neither NOTIFY (pg_notify queues a message the COMMIT sends, without a
- * transaction id) nor ADVISORY (an advisory lock another request may try
- * to take without waiting as soon as our response is out). Only then is
- * the write check worth sending; a data-modifying WITH or a function that
- * writes is caught by the check. */
+ * transaction id), ADVISORY (an advisory lock another request may try
+ * to take without waiting as soon as our response is out) nor SET_CONFIG
+ * (set_config(..., true) sets a value for the rest of the transaction: a
+ * row-level security policy's user, read by the request's next
+ * statements), and no word of it says it writes (names_a_write). Only
+ * then is the write check worth sending, or the statement run in a
+ * read-only transaction of its own; a function that writes is caught by
+ * the check, or fails in the read-only transaction and runs again
+ * (execute_read). */
+/* A word of the statement that says it writes or locks rows: a
+ * data-modifying WITH (INSERT, UPDATE, DELETE, MERGE) or a locking clause
+ * (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE). Such a
+ * statement would fail in a read-only transaction and be sent again
+ * (execute_read), a round trip lost; a word inside a string constant
+ * only costs the write check. */
+static bool names_a_write(const char *sql)
+{
+    static const char *const writes[] = {"insert", "update", "delete", "merge",
+                                         "share"};
+    for (const char *p = sql; *p;) {
+        if (!isalpha((unsigned char)*p) && *p != '_') {
+            p++;
+            continue;
+        }
+        const char *w = p;
+        while (isalnum((unsigned char)*p) || *p == '_' || *p == '$')
+            p++;
+        size_t n = (size_t)(p - w);
+        for (size_t i = 0; i < sizeof writes / sizeof *writes; i++)
+            if (n == strlen(writes[i]) && strncasecmp(w, writes[i], n) == 0)
+                return true;
+    }
+    return false;
+}
+
 static bool may_only_read(const char *sql)
 {
     static const char *const first[] = {"select", "with", "values", "table"};
     while (isspace((unsigned char)*sql) || *sql == '(')
         sql++;
-    if (strcasestr(sql, "notify") || strcasestr(sql, "advisory"))
+    if (strcasestr(sql, "notify") || strcasestr(sql, "advisory") ||
+        strcasestr(sql, "set_config") || names_a_write(sql))
         return false;
     for (size_t i = 0; i < sizeof first / sizeof *first; i++) {
         size_t n = strlen(first[i]);
@@ -670,15 +781,17 @@ static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
     struct pg_params pp;
 
     pc->begin_queued = false;
+    pc->nrun = 0; /* statements in this transaction (pg_run counts) */
     if (!PQenterPipelineMode(c))
         return NULL;
     params_init(&pp, n);
     params_fill(&pp, n, params);
-    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
-                send_stmt(c, s, sql, n, &pp) &&
-                (!check ||
-                 PQsendQueryPrepared(c, CHECK_NAME, 0, NULL, NULL, NULL, 0)) &&
-                PQpipelineSync(c);
+    bool sent =
+        PQsendQueryParams(c, begin_sql(pc), 0, NULL, NULL, NULL, NULL, 0) &&
+        send_stmt(c, s, sql, n, &pp) &&
+        (!check ||
+         PQsendQueryPrepared(c, CHECK_NAME, 0, NULL, NULL, NULL, 0)) &&
+        PQpipelineSync(c);
     params_free(&pp);
     if (!sent) {
         pc->broken = true;
@@ -703,12 +816,63 @@ static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
     return r;
 }
 
+/*
+ * A read of a request expected only to read (a GET, HEAD or OPTIONS),
+ * before its first write: in a read-only transaction of its own, one
+ * statement and one round trip, with no BEGIN, write check or COMMIT
+ * (docs/database.md, "Round trips on PostgreSQL"). Under READ COMMITTED
+ * each statement has its own snapshot anyway. A statement that turns out
+ * to write (a function that writes, a data-modifying WITH, FOR UPDATE)
+ * fails there without effect (25006), and runs again as the first of the
+ * request's read-write transaction, which then holds the rest of the
+ * request. NULL when the connection failed.
+ */
+static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
+                              size_t n, const hp_db_val *params)
+{
+    struct pg_conn *pc = db->conn;
+    if (!default_read_only(pc, true))
+        return NULL;
+    PGresult *r = execute(db, s, sql, n, params);
+    const char *state = r && PQresultStatus(r) == PGRES_FATAL_ERROR
+                            ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+                            : NULL;
+    if (state && strcmp(state, "25006") == 0) {
+        PQclear(r);
+        pc->begin_write = true; /* it writes: no write check */
+        return execute_first(db, s, sql, n, params);
+    }
+    if (!r || !ok_status(r))
+        pc->aborted = true; /* as in a transaction: the rest is refused */
+    return r;
+}
+
+static bool reads_alone(const struct pg_conn *pc, const char *sql)
+{
+    return pc->ro_reads && pc->begin_queued && !pc->begin_write &&
+           may_only_read(sql);
+}
+
 static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
                   const hp_db_val *params, hp_db_res *res)
 {
     struct pg_conn *pc = db->conn;
-    PGresult *r = pc->begin_queued ? execute_first(db, stmt, sql, n, params)
-                                   : execute(db, stmt, sql, n, params);
+    if (pc->aborted) {
+        hp_db__fail(db,
+                    "current transaction is aborted, commands ignored until "
+                    "end of transaction block",
+                    "25P02", 0);
+        return -1;
+    }
+    PGresult *r;
+    if (reads_alone(pc, sql))
+        r = execute_read(db, stmt, sql, n, params);
+    else if (pc->begin_queued)
+        r = execute_first(db, stmt, sql, n, params);
+    else if (on_its_own(pc) && !default_read_only(pc, false))
+        r = NULL;
+    else
+        r = execute(db, stmt, sql, n, params);
     pc->nrun++;
     if (!r || !ok_status(r)) {
         /* The server forgot prepared statements (DEALLOCATE ALL): the
@@ -749,10 +913,22 @@ static int pg_script(hp_db *db, const char *sql)
     struct pg_conn *pc = db->conn;
     pc->nrun++;
     pc->wrote_nothing = false;
-    if (!pc->begin_queued)
+    if (pc->aborted) {
+        hp_db__fail(db,
+                    "current transaction is aborted, commands ignored until "
+                    "end of transaction block",
+                    "25P02", 0);
+        return -1;
+    }
+    if (!pc->begin_queued) {
+        if (on_its_own(pc) && !default_read_only(pc, false)) {
+            fail_res(db, NULL);
+            return -1;
+        }
         return simple(db, sql);
+    }
     pc->begin_queued = false;
-    char *both = hp_xasprintf("BEGIN;%s", sql);
+    char *both = hp_xasprintf("%s;%s", begin_sql(pc), sql);
     int rc = simple(db, both);
     free(both);
     return rc;

@@ -1149,11 +1149,20 @@ static int one_statement(hp_db_pool *p, const char *sql, long long *v)
     return end_request(&req);
 }
 
-/* PostgreSQL: the COMMIT is sent without waiting only for a transaction
- * whose one statement wrote nothing, outside SERIALIZABLE. Everything that
- * writes (through a function, a data-modifying WITH, a row lock, a second
- * statement) still waits for its COMMIT, whose failure is the client's
- * 500, and is visible to other connections when the request ends. */
+/* Whether the connection's next statement on its own would be read-only. */
+static bool default_read_only(hp_db *db)
+{
+    return query_int(db, "SELECT (pg_catalog.current_setting("
+                         "'transaction_read_only') = 'on')::int") == 1;
+}
+
+/* PostgreSQL, READ COMMITTED: a GET's reads before its first write run in
+ * read-only transactions of their own (no BEGIN, write check or COMMIT:
+ * nothing in flight after it). Everything that writes (through a
+ * function, a data-modifying WITH, a row lock, a statement after a read)
+ * runs in the request's read-write transaction, waits for its COMMIT,
+ * whose failure is the client's 500, and is visible to other connections
+ * when the request ends. */
 static void pg_commit_waits_unless_nothing_written(void)
 {
     hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
@@ -1170,21 +1179,54 @@ static void pg_commit_waits_unless_nothing_written(void)
                        t, t, t)) == HP_OK);
     hp_db_pool_release(db);
 
-    /* one read: not waited for; the next checkout reads the reply */
+    /* one read: read-only, on its own; nothing left in flight or open */
     CHECK(one_statement(p, sqlf("SELECT count(*) FROM %s", t), &v) == 200);
     CHECK(v == 0);
-    CHECK(p->idle && hp_db__pg_commit_in_flight(p->idle));
+    CHECK(p->idle && !hp_db__pg_commit_in_flight(p->idle) &&
+          !p->idle->drv->in_tx(p->idle));
+    CHECK(one_statement(p,
+                        "SELECT (pg_catalog.current_setting("
+                        "'transaction_read_only') = 'on')::int",
+                        &v) == 200 &&
+          v == 1);
+    /* a pool handle's statements on that connection commit on their own,
+     * and may write */
     db = acquire(p);
     CHECK(db && !hp_db__pg_commit_in_flight(db) && !db->drv->in_tx(db));
-    CHECK(query_int(db, "SELECT 41 + 1") == 42);
+    CHECK(!default_read_only(db));
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (9)", t)) == HP_OK);
+    CHECK(hp_db_exec_script(db, sqlf("DELETE FROM %s", t)) == HP_OK);
     hp_db_pool_release(db);
-    /* the same read in a POST (expected to write): waited for */
+    CHECK(count_rows(q, "ro") == 0);
+    /* the same read in a POST (expected to write): in its transaction */
     hp_req req;
     fake_request(&req, "POST");
-    CHECK(query_int(hp_db_from(&req, p), sqlf("SELECT count(*) FROM %s", t)) ==
-          0);
+    db = hp_db_from(&req, p);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 0);
+    CHECK(!default_read_only(db));
     CHECK(end_request(&req) == 200);
     CHECK(!hp_db__pg_commit_in_flight(p->idle));
+
+    /* set_config(..., true) holds for the rest of the request (a row-level
+     * security policy's user): it opens the request's transaction */
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(query_int(db, "SELECT 1 FROM pg_catalog.set_config('hp.user', "
+                        "'42', true)") == 1);
+    CHECK(query_int(db, "SELECT pg_catalog.current_setting('hp.user')::int") ==
+          42);
+    CHECK(end_request(&req) == 200);
+
+    /* a read that fails: the next statement is refused, as in a
+     * transaction (25P02), and the request answers 500 */
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(query_int(db, "SELECT 6 * 7") == 42);
+    CHECK(hp_db_queryv(db, "SELECT 1 / $1", HP_INT(0)) == NULL);
+    CHECK_STR(hp_db_sqlstate(db), "22012");
+    CHECK(hp_db_exec(db, "SELECT 1") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25P02");
+    CHECK(end_request(&req) == 500);
 
     /* writes the statement's text does not show: the deferred UNIQUE
      * fails at COMMIT, which is waited for */
@@ -1212,13 +1254,65 @@ static void pg_commit_waits_unless_nothing_written(void)
     CHECK(!hp_db__pg_commit_in_flight(p->idle));
     CHECK(count_rows(q, "ro") == 2);
 
+    /* a read after a write is in the write's transaction, and sees it */
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (10)", t)) == HP_OK);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 3);
+    CHECK(!default_read_only(db));
+    fake_commit(&req);
+    fake_rollback(&req); /* a later participant said no */
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(q, "ro") == 2);
+
+    /* a function that writes behind a SELECT, in a GET that then fails:
+     * run again in the request's transaction, so it rolls back, and it
+     * wrote once when the request succeeds */
+    db = acquire(q);
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE FUNCTION %s_add(n integer) RETURNS integer "
+                       "LANGUAGE sql AS 'INSERT INTO %s VALUES (n); SELECT n'",
+                       t, t)) == HP_OK);
+    hp_db_pool_release(db);
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(query_int(db, sqlf("SELECT %s_add(20)", t)) == 20);
+    fake_commit(&req);
+    fake_rollback(&req);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(q, "ro") == 2);
+    CHECK(one_statement(p, sqlf("SELECT %s_add(21)", t), &v) == 200 && v == 21);
+    CHECK(count_rows(q, "ro") == 3);
+
     /* without a statement cache (unnamed statements): the same */
     hp_db_pool *u =
         open_pool(&(struct hp_db_pool_opts){.max_conns = 1, .stmt_cache = -1});
     CHECK(one_statement(u, "SELECT 6 * 7", &v) == 200 && v == 42);
-    CHECK(hp_db__pg_commit_in_flight(u->idle));
+    CHECK(!hp_db__pg_commit_in_flight(u->idle) &&
+          !u->idle->drv->in_tx(u->idle));
     CHECK(one_statement(u, "SELECT 6 * 8", &v) == 200 && v == 48);
+    CHECK(one_statement(u, sqlf("SELECT %s_add(22)", t), &v) == 200 && v == 22);
+    CHECK(count_rows(q, "ro") == 4);
     hp_db_pool_close(u);
+
+    /* REPEATABLE READ by default: a request's reads share one snapshot,
+     * in one transaction; its one read's COMMIT goes unawaited */
+    hp_db_pool *rr = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 1,
+        .init_sql = "SET default_transaction_isolation = 'repeatable read'"});
+    CHECK(one_statement(rr, "SELECT 6 * 7", &v) == 200 && v == 42);
+    CHECK(hp_db__pg_commit_in_flight(rr->idle));
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, rr);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 4);
+    hp_db *other = acquire(q);
+    CHECK(hp_db_exec(other, sqlf("INSERT INTO %s VALUES (30)", t)) == HP_OK);
+    hp_db_pool_release(other);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 4);
+    CHECK(end_request(&req) == 200);
+    hp_db_pool_close(rr);
 
     /* NOTIFY is sent by the COMMIT: waited for */
     CHECK(one_statement(p, "SELECT 1 FROM pg_notify('hp_test', 'x')", &v) ==
@@ -1231,6 +1325,7 @@ static void pg_commit_waits_unless_nothing_written(void)
 
     db = acquire(q);
     hp_db_exec_script(db, sqlf("DROP FUNCTION %s_dup()", t));
+    hp_db_exec_script(db, sqlf("DROP FUNCTION %s_add(integer)", t));
     drop(db, "ro");
     hp_db_pool_release(db);
     hp_db_pool_close(p);
@@ -1285,13 +1380,24 @@ static void pg_deallocate_all(void)
     hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
     long long v;
     CHECK(one_statement(p, "SELECT 40 + 2", &v) == 200 && v == 42);
-    CHECK(hp_db__pg_commit_in_flight(p->idle));
     hp_db *db = acquire(p);
     CHECK(hp_db_exec_script(db, "DEALLOCATE ALL") == HP_OK);
     hp_db_pool_release(db);
     CHECK(one_statement(p, "SELECT 40 + 2", &v) == 500);
     CHECK(one_statement(p, "SELECT 40 + 2", &v) == 200 && v == 42);
-    CHECK(hp_db__pg_commit_in_flight(p->idle));
+    /* and the write check, where it is used (REPEATABLE READ) */
+    hp_db_pool *rr = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 1,
+        .init_sql = "SET default_transaction_isolation = 'repeatable read'"});
+    CHECK(one_statement(rr, "SELECT 40 + 2", &v) == 200 && v == 42);
+    CHECK(hp_db__pg_commit_in_flight(rr->idle));
+    db = acquire(rr);
+    CHECK(hp_db_exec_script(db, "DEALLOCATE ALL") == HP_OK);
+    hp_db_pool_release(db);
+    CHECK(one_statement(rr, "SELECT 40 + 2", &v) == 500);
+    CHECK(one_statement(rr, "SELECT 40 + 2", &v) == 200 && v == 42);
+    CHECK(hp_db__pg_commit_in_flight(rr->idle));
+    hp_db_pool_close(rr);
     hp_db_pool_close(p);
 }
 
