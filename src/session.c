@@ -30,8 +30,9 @@
  * slow hash.
  */
 #include "session.h"
-#include "db.h" /* hp_db__begin_writing only */
+#include "db.h" /* hp_db__begin_writing, hp_db__sqlite_file only */
 #include "request.h"
+#include "sesslock.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -73,6 +74,9 @@ static struct {
     long long anon_lifetime; /* of a session that holds no data         */
     bool secure_always;
     int purge_interval;
+    int lock_timeout_ms; /* session-lock-timeout                        */
+    char *lock_path;     /* SQLite: the lock file (sesslock.c), or NULL */
+    atomic_bool lock_file_logged;
     atomic_bool table_ready; /* this process saw the table created      */
     _Atomic double ready_at; /* when (hp_now()): requests begun earlier
                                 may hold a snapshot without the table */
@@ -86,6 +90,7 @@ static struct {
 } SS = {.cookie = "hotpub_session",
         .lifetime = 1209600,
         .anon_lifetime = 1440,
+        .lock_timeout_ms = 10000,
         .create_lock = PTHREAD_MUTEX_INITIALIZER,
         .lock = PTHREAD_MUTEX_INITIALIZER,
         .cond = PTHREAD_COND_INITIALIZER};
@@ -97,6 +102,9 @@ struct hp_sess {
     bool failed;   /* no database, or it failed: every call fails  */
     bool no_db;    /* ... because none is configured               */
     bool enlisted; /* res is on the request's list                 */
+    /* the session's lock, held from the first read to the request's end */
+    struct hp_resource lock_res; /* its release, or the 503 when busy  */
+    int lock_fd;                 /* SQLite: the lock file's, or -1     */
     /* the row the cookie named, as read */
     bool had_row;
     char old_hash[65];
@@ -413,17 +421,128 @@ static int add_pair(struct hp_sess *s, const char *k, const char *v)
     return 0;
 }
 
-/* The row the cookie names, if it is there and not expired. */
+/* ---- one request of a session at a time -------------------------------- */
+
+/* The 503 of a request that did not get its session's lock in time, as the
+ * database layer's 503s are written (db.c): plain text, Retry-After. */
+static void busy_rollback(void *arg)
+{
+    struct hp_sess *s = arg;
+    hp_req *req = s->req;
+    req->headers.n = 0;
+    req->has_content_type = false;
+    req->out.len = 0;
+    req->status = 503;
+    hp_req_add_header(req, "Content-Type", "text/plain; charset=utf-8");
+    hp_req_add_header(req, "Retry-After", "1");
+    hp_buf_printf(&req->out,
+                  "503 Service Unavailable: this session is busy: another "
+                  "request of it held it longer than session-lock-timeout "
+                  "(%d ms)\n",
+                  SS.lock_timeout_ms);
+}
+
+/* Whatever the page does next, the request answers 503 (publish.c: a
+ * forced status rolls the request back; the rollback writes the body). */
+static void session_busy(struct hp_sess *s)
+{
+    hp_log_error("sessions: %s: another request of this session held it "
+                 "longer than session-lock-timeout (%d ms): 503",
+                 s->req->target.path, SS.lock_timeout_ms);
+    s->failed = true;
+    s->lock_res = (struct hp_resource){.rollback = busy_rollback, .arg = s};
+    hp_req_enlist_last(s->req, &s->lock_res);
+    s->req->forced_status = 503;
+}
+
+static void lock_release(void *arg)
+{
+    struct hp_sess *s = arg;
+    hp_sesslock_release(s->lock_fd);
+    s->lock_fd = -1;
+}
+
+/* SQLite: the session's byte of the lock file (sesslock.c), taken before
+ * the row is read. Its release is the request's last (hp_req_enlist_last):
+ * after the COMMIT of what was written under it. A read transaction the
+ * request began before has a snapshot older than the lock: it moves to a
+ * fresh one (and takes the database's write lock, as the session's write
+ * would at commit). 0: locked, or no lock file (logged once: the session
+ * then works unlocked); 1: busy; -1: the database failed. */
+static int lock_file(struct hp_sess *s, const char *hash)
+{
+    if (!SS.lock_path)
+        return 0;
+    int rc = hp_sesslock_acquire(SS.lock_path, hash, SS.lock_timeout_ms,
+                                 &s->lock_fd);
+    if (rc > 0)
+        return 1;
+    if (rc < 0) {
+        if (!atomic_exchange(&SS.lock_file_logged, true))
+            hp_log_error("sessions: the lock file %s: %s: concurrent "
+                         "requests of one session are not serialised",
+                         SS.lock_path, strerror(errno));
+        return 0;
+    }
+    s->lock_res = (struct hp_resource){.release = lock_release, .arg = s};
+    hp_req_enlist_last(s->req, &s->lock_res);
+    return hp_db__begin_writing(hp_db(s->req)) < 0 ? -1 : 0;
+}
+
+#define SELECT_ROW                                                             \
+    "SELECT data, csrf, expires FROM " TABLE " WHERE id = $1 AND expires > $2"
+
+/* PostgreSQL: the row, locked (FOR UPDATE) in the request's transaction
+ * until its COMMIT or ROLLBACK, by every node on the database. The wait is
+ * bounded by lock_timeout for this statement only: set for the
+ * transaction (set_config's is_local), then back to what it was, so that
+ * the page's own statements keep theirs. Its expiry (SQLSTATE 55P03,
+ * lock_not_available) is the busy 503. */
+static hp_db_res *select_locked(struct hp_sess *s, hp_db *db, const char *hash)
+{
+    char ms[16];
+    snprintf(ms, sizeof ms, "%d", SS.lock_timeout_ms);
+    hp_db_res *r = hp_db_queryv(db,
+                                "SELECT current_setting('lock_timeout'), "
+                                "set_config('lock_timeout', $1, true)",
+                                HP_TEXT(ms));
+    if (!r || !hp_db_next(r))
+        return NULL;
+    const char *was = hp_strdup(s->req, hp_db_text(r, 0));
+    r = hp_db_queryv(db, SELECT_ROW " FOR UPDATE", HP_TEXT(hash),
+                     HP_INT(unix_now()));
+    if (!r) {
+        if (strcmp(hp_db_sqlstate(db), "55P03") == 0)
+            session_busy(s);
+        return NULL;
+    }
+    if (!was || hp_db_execv(db, "SELECT set_config('lock_timeout', $1, true)",
+                            HP_TEXT(was)) != HP_OK)
+        return NULL;
+    return r;
+}
+
+/* The row the cookie names, if it is there and not expired, with the
+ * session's lock (docs/pages.md, "One request of a session at a time"). */
 static int read_row(struct hp_sess *s, const char *id)
 {
     char hash[65];
     hp_session__id_hash(id, hash);
-    hp_db_res *r = hp_db_queryv(hp_db(s->req),
-                                "SELECT data, csrf, expires FROM " TABLE
-                                " WHERE id = $1 AND expires > $2",
-                                HP_TEXT(hash), HP_INT(unix_now()));
-    if (!r)
+    hp_db *db = hp_db(s->req);
+    if (!db)
         return -1;
+    bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
+    int locked = pg ? 0 : lock_file(s, hash);
+    if (locked != 0) {
+        if (locked > 0)
+            session_busy(s);
+        return locked > 0 ? 0 : -1;
+    }
+    hp_db_res *r =
+        pg ? select_locked(s, db, hash)
+           : hp_db_queryv(db, SELECT_ROW, HP_TEXT(hash), HP_INT(unix_now()));
+    if (!r)
+        return s->failed ? 0 : -1; /* busy: already answered */
     if (!hp_db_next(r))
         return 0;
     char **keys, **vals, *block;
@@ -495,7 +614,7 @@ static struct hp_sess *load(hp_req *req)
     struct hp_sess *s = hp_alloc(req, sizeof *s);
     if (!s)
         return NULL;
-    *s = (struct hp_sess){.req = req};
+    *s = (struct hp_sess){.req = req, .lock_fd = -1};
     req->session = s;
     if (hp_crypto_init() < 0) {
         s->failed = true;
@@ -794,6 +913,11 @@ void hp_session_server_start(const struct hp_config *cfg)
     SS.anon_lifetime = cfg->session_anonymous_lifetime;
     SS.secure_always = cfg->session_secure_cookie;
     SS.purge_interval = cfg->session_purge_interval;
+    SS.lock_timeout_ms = cfg->session_lock_timeout;
+    free(SS.lock_path);
+    const char *file = hp_db__sqlite_file(hp_db_default_pool());
+    SS.lock_path = file ? hp_sesslock_path(file) : NULL;
+    atomic_store(&SS.lock_file_logged, false);
     atomic_store(&SS.table_ready, false);
     atomic_store(&SS.ready_at, 0.0);
     atomic_store(&SS.no_db_logged, false);
