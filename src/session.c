@@ -105,6 +105,8 @@ struct hp_sess {
     /* the session's lock, held from the first read to the request's end */
     struct hp_resource lock_res; /* its release, or the 503 when busy  */
     int lock_fd;                 /* SQLite: the lock file's, or -1     */
+    bool read_only; /* hp_session_read_only: no lock, no changes        */
+    bool loaded;    /* the cookie's row was looked for                  */
     /* the row the cookie named, as read */
     bool had_row;
     char old_hash[65];
@@ -532,15 +534,16 @@ static int read_row(struct hp_sess *s, const char *id)
     if (!db)
         return -1;
     bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
-    int locked = pg ? 0 : lock_file(s, hash);
+    int locked = pg || s->read_only ? 0 : lock_file(s, hash);
     if (locked != 0) {
         if (locked > 0)
             session_busy(s);
         return locked > 0 ? 0 : -1;
     }
     hp_db_res *r =
-        pg ? select_locked(s, db, hash)
-           : hp_db_queryv(db, SELECT_ROW, HP_TEXT(hash), HP_INT(unix_now()));
+        pg && !s->read_only
+            ? select_locked(s, db, hash)
+            : hp_db_queryv(db, SELECT_ROW, HP_TEXT(hash), HP_INT(unix_now()));
     if (!r)
         return s->failed ? 0 : -1; /* busy: already answered */
     if (!hp_db_next(r))
@@ -607,15 +610,24 @@ static int table_or_fail(struct hp_sess *s)
 }
 
 /* The request's session state, read on first use. */
-static struct hp_sess *load(hp_req *req)
+static struct hp_sess *attach(hp_req *req)
 {
-    if (req->session)
-        return req->session;
     struct hp_sess *s = hp_alloc(req, sizeof *s);
     if (!s)
         return NULL;
     *s = (struct hp_sess){.req = req, .lock_fd = -1};
     req->session = s;
+    return s;
+}
+
+static struct hp_sess *load(hp_req *req)
+{
+    struct hp_sess *s = req->session;
+    if (s && s->loaded)
+        return s;
+    if (!s && !(s = attach(req)))
+        return NULL;
+    s->loaded = true;
     if (hp_crypto_init() < 0) {
         s->failed = true;
         return s;
@@ -645,11 +657,24 @@ static void create(struct hp_sess *s)
     s->n = 0;
 }
 
+/* Changes are refused after hp_session_read_only: the session was read
+ * without its lock, so writing it back could undo another request's. */
+static bool may_change(struct hp_sess *s, const char *what)
+{
+    if (!s->read_only)
+        return true;
+    hp_log_error("sessions: %s: %s after hp_session_read_only: refused (the "
+                 "session was read without its lock)",
+                 s->req->target.path, what);
+    return false;
+}
+
 /* The session, creating one if there is none; NULL when that fails. */
 static struct hp_sess *writable(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
-    if (!s || s->failed || table_or_fail(s) < 0 || enlist(s) < 0)
+    if (!s || s->failed || !may_change(s, "a change of the session") ||
+        table_or_fail(s) < 0 || enlist(s) < 0)
         return NULL;
     if (!s->live)
         create(s);
@@ -798,7 +823,7 @@ int hp_session_del(hp_req *req, const char *key)
     long i = s->live ? find_key(s, key) : -1;
     if (i < 0)
         return HP_OK; /* nothing to delete is not an error */
-    if (enlist(s) < 0)
+    if (!may_change(s, "hp_session_del") || enlist(s) < 0)
         return -1;
     memmove(s->keys + i, s->keys + i + 1,
             (s->n - (size_t)i - 1) * sizeof *s->keys);
@@ -812,7 +837,8 @@ int hp_session_del(hp_req *req, const char *key)
 void hp_session_destroy(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
-    if (!s || s->failed || !s->live || enlist(s) < 0)
+    if (!s || s->failed || !s->live || !may_change(s, "hp_session_destroy") ||
+        enlist(s) < 0)
         return;
     s->drop_old = s->had_row;
     s->clear_cookie = s->had_row;
@@ -829,7 +855,8 @@ bool hp_session_exists(hp_req *req)
 int hp_session_regenerate(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
-    if (!s || s->failed || table_or_fail(s) < 0 || enlist(s) < 0)
+    if (!s || s->failed || !may_change(s, "hp_session_regenerate") ||
+        table_or_fail(s) < 0 || enlist(s) < 0)
         return -1;
     if (!s->live) {
         create(s);
@@ -841,6 +868,19 @@ int hp_session_regenerate(hp_req *req)
     random_token(s->id);
     random_token(s->csrf);
     s->is_new = s->dirty = true;
+    return HP_OK;
+}
+
+int hp_session_read_only(hp_req *req)
+{
+    if (!req)
+        return -1;
+    if (req->session)
+        return req->session->read_only ? HP_OK : -1;
+    struct hp_sess *s = attach(req);
+    if (!s)
+        return -1;
+    s->read_only = true;
     return HP_OK;
 }
 

@@ -137,6 +137,18 @@ HP_HANDLER(hold)
     return HP_OK;
 }
 
+/* Reads without the lock (PHP's read_and_close); a change is refused. */
+HP_HANDLER(peek)
+{
+    if (hp_session_read_only(req) != HP_OK)
+        return 500;
+    const char *v = hp_session_get(req, "n");
+    int set = hp_session_set(req, "n", "999");
+    hp_printf(req, "%s %d %d", v ? v : "(none)", set,
+              hp_session_read_only(req));
+    return HP_OK;
+}
+
 /* Never touches the session (it has a cookie all the same). */
 HP_HANDLER(plain)
 {
@@ -781,6 +793,13 @@ def test_session_lock_wait_has_a_bound(eng):
                  "touch the session")
         check(time.monotonic() - t0 < 0.3 * harness.SLACK,
               "it did not wait for the session's lock")
+        t0 = time.monotonic()
+        r = s.get("/s/peek", headers=hdr(cid))
+        check_eq((r.status, r.text), (200, "5 -1 0"), "hp_session_read_only: "
+                 "the value, a refused change")
+        check(time.monotonic() - t0 < 0.3 * harness.SLACK,
+              "a read-only use did not wait for the session's lock")
+        check_in("after hp_session_read_only: refused", s.stderr(), "log")
         t0 = time.monotonic()
         r = s.get("/s/incr", headers=hdr(cid))
         took = time.monotonic() - t0
