@@ -9,7 +9,8 @@
  * Owns: the table's schema, the cookie's name, attributes and id format,
  * expiry (sliding, refreshed at most every 1% of the lifetime; a session
  * holding no data has the short anonymous lifetime), what a
- * request's session holds until it commits (struct hp_sess).
+ * request's session holds until it commits (struct hp_sess), and when a
+ * session is locked (sesslock.c has the SQLite lock file).
  * May not touch: the database layer's insides (only the public hp_db_*
  * calls, hp_db(req), and db.h's connect hook and hp_db__begin_writing),
  * the request lifecycle's order (publish.c: a
@@ -22,6 +23,16 @@
  * ROLLBACK. The resource is enlisted after the request's database handle,
  * so it commits first (resources commit newest first) and the database
  * votes after the session is written.
+ *
+ * Why a lock per session, from the first use to the request's end: a
+ * request reads the session, the page changes it, the commit writes it
+ * whole; two requests of one session in between lost one's changes (an
+ * increment by 301 concurrent requests ended at 287). PHP holds a lock on
+ * the session from session_start to the request's end; so do we, in the
+ * store, so that it dies with the transaction (PostgreSQL's row lock, on
+ * every node) or the process (SQLite's lock file byte), never with a
+ * mutex a crashed worker would leave locked. Its release is the request's
+ * last resource (hp_req_enlist_last): after the real COMMIT.
  *
  * Why a hash of the id: the table stores SHA-256 of the cookie's id, never
  * the id, so a copy of the table (a backup, an SQL injection elsewhere)
