@@ -20,17 +20,48 @@
  * a file drops the process's POSIX locks on it, SQLite's own included.
  *
  * The wait polls (F_OFD_SETLKW has no time limit): from 0.2 ms up to 4 ms
- * between tries, so a freed session is taken within a few milliseconds.
- * Waiters are not queued in order; a wait ends at its deadline.
+ * between tries, so a session freed by another process is taken within a
+ * few milliseconds; a release in this process wakes this process's
+ * waiters at once (one condition variable: waiters are few, handler
+ * threads, and a release with none costs two atomic operations). Waiters
+ * are not queued in order; a wait ends at its deadline.
  */
 #include "sesslock.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* This process's releases, for its waiters. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_uint released; /* count of releases: a waiter's "since"  */
+    atomic_uint waiters;
+} W = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* Sleep up to us microseconds, or until a release in this process after
+ * the one numbered since. */
+static void nap_until_release(unsigned since, long us)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += us * 1000;
+    if (until.tv_nsec >= 1000000000L)
+        until.tv_sec++, until.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&W.mu);
+    atomic_fetch_add(&W.waiters, 1);
+    while (atomic_load(&W.released) == since &&
+           pthread_cond_timedwait(&W.cv, &W.mu, &until) == 0)
+        ;
+    atomic_fetch_sub(&W.waiters, 1);
+    pthread_mutex_unlock(&W.mu);
+}
 
 uint64_t hp_sesslock__offset(const char *hash_hex)
 {
@@ -72,8 +103,9 @@ int hp_sesslock_acquire(const char *lock_path, const char *hash_hex,
         return -1;
     uint64_t off = hp_sesslock__offset(hash_hex);
     double until = hp_now() + timeout_ms / 1000.0;
-    useconds_t nap = 200;
+    long nap = 200;
     for (;;) {
+        unsigned since = atomic_load(&W.released);
         int rc = try_lock(fd, off);
         if (rc == 0) {
             *fd_out = fd;
@@ -85,13 +117,20 @@ int hp_sesslock_acquire(const char *lock_path, const char *hash_hex,
             errno = saved;
             return rc < 0 ? -1 : 1;
         }
-        usleep(nap);
+        nap_until_release(since, nap);
         nap = nap < 4000 ? nap * 2 : 4000;
     }
 }
 
 void hp_sesslock_release(int fd)
 {
-    if (fd >= 0)
-        close(fd); /* the last descriptor of the description: unlocked */
+    if (fd < 0)
+        return;
+    close(fd); /* the last descriptor of the description: unlocked */
+    atomic_fetch_add(&W.released, 1);
+    if (atomic_load(&W.waiters) == 0)
+        return;
+    pthread_mutex_lock(&W.mu);
+    pthread_cond_broadcast(&W.cv);
+    pthread_mutex_unlock(&W.mu);
 }
