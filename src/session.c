@@ -476,17 +476,20 @@ static void lock_release(void *arg)
 }
 
 /* SQLite: the session's byte of the lock file (sesslock.c), taken before
- * the row is read. Its release is the request's last (hp_req_enlist_last):
- * after the COMMIT of what was written under it. A read transaction the
- * request began before has a snapshot older than the lock: it moves to a
- * fresh one (and takes the database's write lock, as the session's write
- * would at commit). 0: locked, or no lock file (logged once: the session
- * then works unlocked); 1: busy; -1: the database failed. */
+ * the row is read, and before the request takes a connection if it has
+ * none yet (a request waiting for its session holds none of the pool's).
+ * Its release is the request's last (hp_req_enlist_last): after the
+ * COMMIT of what was written under it. 0: locked, or no lock file (logged
+ * once: the session then works unlocked); 1: busy. */
 static int lock_file(struct hp_sess *s, const char *hash)
 {
     if (!SS.lock_path)
         return 0;
     int rc = hp_sesslock_acquire(SS.lock_path, hash, SS.lock_timeout_ms,
+                                 &s->lock_fd);
+    /* The default database's directory is made with its first connection. */
+    if (rc < 0 && errno == ENOENT && hp_db(s->req))
+        rc = hp_sesslock_acquire(SS.lock_path, hash, SS.lock_timeout_ms,
                                  &s->lock_fd);
     if (rc > 0)
         return 1;
@@ -499,7 +502,7 @@ static int lock_file(struct hp_sess *s, const char *hash)
     }
     s->lock_res = (struct hp_resource){.release = lock_release, .arg = s};
     hp_req_enlist_last(s->req, &s->lock_res);
-    return hp_db__begin_writing(hp_db(s->req)) < 0 ? -1 : 0;
+    return 0;
 }
 
 #define SELECT_ROW                                                             \
@@ -541,16 +544,19 @@ static int read_row(struct hp_sess *s, const char *id)
 {
     char hash[65];
     hp_session__id_hash(id, hash);
+    if (SS.lock_path && !s->read_only && lock_file(s, hash) > 0) {
+        session_busy(s);
+        return 0;
+    }
     hp_db *db = hp_db(s->req);
     if (!db)
         return -1;
     bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
-    int locked = pg || s->read_only ? 0 : lock_file(s, hash);
-    if (locked != 0) {
-        if (locked > 0)
-            session_busy(s);
-        return locked > 0 ? 0 : -1;
-    }
+    /* A read transaction the request began before the lock has an older
+     * snapshot: it moves to a fresh one (taking SQLite's write lock, as
+     * the session's write would at commit). */
+    if (s->lock_fd >= 0 && hp_db__begin_writing(db) < 0)
+        return -1;
     hp_db_res *r =
         pg && !s->read_only
             ? select_locked(s, db, hash)

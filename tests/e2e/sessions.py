@@ -377,6 +377,13 @@ def test_first_sessions_on_the_default_database(eng):
         s.start()
         check(not os.path.exists(os.path.join(data, "hotpub")),
               "the default database is made on first use only")
+        # a first request with a cookie: its session's lock file goes
+        # beside the database, whose directory did not exist yet
+        check_eq(get(s, "Q" * 43), "(none)", "an unknown id")
+        locks = [f for f in os.listdir(os.path.join(data, "hotpub"))
+                 if f.endswith(".db-session-locks")]
+        check(len(locks) == 1, "the lock file: %r" % locks)
+        check_not_in("the lock file", s.stderr(), "log")
         reqs = [harness.BackgroundRequest(s.port, "/s/readset", timeout=30)
                 for _ in range(12)]
         for r in reqs:
