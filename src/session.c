@@ -114,8 +114,11 @@ struct hp_sess {
     bool no_db;    /* ... because none is configured               */
     bool enlisted; /* res is on the request's list                 */
     /* the session's lock, held from the first read to the request's end */
-    struct hp_resource lock_res; /* its release, or the 503 when busy  */
+    struct hp_resource lock_res; /* its release                        */
+    struct hp_resource busy_res; /* the 503 when it was not had in time */
     int lock_fd;                 /* SQLite: the lock file's, or -1     */
+    double lock_until;           /* the wait's deadline (hp_now())     */
+    char lock_hash[65];          /* held in this process (sesslock.c)  */
     bool read_only; /* hp_session_read_only: no lock, no changes        */
     bool loaded;    /* the cookie's row was looked for                  */
     /* the row the cookie named, as read */
@@ -463,46 +466,57 @@ static void session_busy(struct hp_sess *s)
                  "longer than session-lock-timeout (%d ms): 503",
                  s->req->target.path, SS.lock_timeout_ms);
     s->failed = true;
-    s->lock_res = (struct hp_resource){.rollback = busy_rollback, .arg = s};
-    hp_req_enlist_last(s->req, &s->lock_res);
+    s->busy_res = (struct hp_resource){.rollback = busy_rollback, .arg = s};
+    hp_req_enlist_last(s->req, &s->busy_res);
     s->req->forced_status = 503;
 }
 
+/* The store's lock first (the lock file's byte), then this process's. */
 static void lock_release(void *arg)
 {
     struct hp_sess *s = arg;
     hp_sesslock_release(s->lock_fd);
     s->lock_fd = -1;
+    hp_sesslock_local_release(s->lock_hash);
 }
 
-/* SQLite: the session's byte of the lock file (sesslock.c), taken before
- * the row is read, and before the request takes a connection if it has
- * none yet (a request waiting for its session holds none of the pool's).
- * Its release is the request's last (hp_req_enlist_last): after the
- * COMMIT of what was written under it. 0: locked, or no lock file (logged
- * once: the session then works unlocked); 1: busy. */
+/* Milliseconds left of the wait, at least 1. */
+static int ms_left(const struct hp_sess *s)
+{
+    double ms = (s->lock_until - hp_now()) * 1000.0;
+    return ms < 1 ? 1 : (int)ms;
+}
+
+/* SQLite: the session's byte of the lock file (sesslock.c). 0: locked, or
+ * no lock file (logged once: the session then works unlocked); 1: busy. */
 static int lock_file(struct hp_sess *s, const char *hash)
 {
-    if (!SS.lock_path)
-        return 0;
-    int rc = hp_sesslock_acquire(SS.lock_path, hash, SS.lock_timeout_ms,
-                                 &s->lock_fd);
+    int rc = hp_sesslock_acquire(SS.lock_path, hash, ms_left(s), &s->lock_fd);
     /* The default database's directory is made with its first connection. */
     if (rc < 0 && errno == ENOENT && hp_db(s->req))
-        rc = hp_sesslock_acquire(SS.lock_path, hash, SS.lock_timeout_ms,
-                                 &s->lock_fd);
-    if (rc > 0)
+        rc = hp_sesslock_acquire(SS.lock_path, hash, ms_left(s), &s->lock_fd);
+    if (rc < 0 && !atomic_exchange(&SS.lock_file_logged, true))
+        hp_log_error("sessions: the lock file %s: %s: concurrent requests of "
+                     "one session are not serialised",
+                     SS.lock_path, strerror(errno));
+    return rc > 0 ? 1 : 0;
+}
+
+/* The session's lock, before its row is read and before the request takes
+ * a connection if it has none yet: first this process's (its other
+ * requests of the session wait there, holding no connection), then the
+ * store's: SQLite's lock file here, PostgreSQL's row in select_locked.
+ * Both are released by the request's last resource (hp_req_enlist_last),
+ * after the COMMIT of what was written under them. 0, or 1: busy. */
+static int lock_session(struct hp_sess *s, const char *hash)
+{
+    s->lock_until = hp_now() + SS.lock_timeout_ms / 1000.0;
+    if (hp_sesslock_local_acquire(hash, s->lock_until) != 0)
         return 1;
-    if (rc < 0) {
-        if (!atomic_exchange(&SS.lock_file_logged, true))
-            hp_log_error("sessions: the lock file %s: %s: concurrent "
-                         "requests of one session are not serialised",
-                         SS.lock_path, strerror(errno));
-        return 0;
-    }
+    memcpy(s->lock_hash, hash, sizeof s->lock_hash);
     s->lock_res = (struct hp_resource){.release = lock_release, .arg = s};
     hp_req_enlist_last(s->req, &s->lock_res);
-    return 0;
+    return SS.lock_path ? lock_file(s, hash) : 0;
 }
 
 #define SELECT_ROW                                                             \
@@ -517,7 +531,7 @@ static int lock_file(struct hp_sess *s, const char *hash)
 static hp_db_res *select_locked(struct hp_sess *s, hp_db *db, const char *hash)
 {
     char ms[16];
-    snprintf(ms, sizeof ms, "%d", SS.lock_timeout_ms);
+    snprintf(ms, sizeof ms, "%d", ms_left(s));
     hp_db_res *r = hp_db_queryv(db,
                                 "SELECT current_setting('lock_timeout'), "
                                 "set_config('lock_timeout', $1, true)",
@@ -544,7 +558,7 @@ static int read_row(struct hp_sess *s, const char *id)
 {
     char hash[65];
     hp_session__id_hash(id, hash);
-    if (SS.lock_path && !s->read_only && lock_file(s, hash) > 0) {
+    if (!s->read_only && lock_session(s, hash) > 0) {
         session_busy(s);
         return 0;
     }

@@ -5,7 +5,8 @@
  * session to the end of the request (session.c decides when).
  *
  * Owns: the lock file's name and mode, which byte a session's lock is
- * (hp_sesslock__offset), and the bounded wait. May not touch: the database
+ * (hp_sesslock__offset), the bounded wait, and the list of the sessions
+ * this process holds (the in-process stage). May not touch: the database
  * (session.c reads and writes the session), requests and their resources.
  *
  * Why a lock file and not SQLite's own locking: SQLite has one write lock
@@ -21,10 +22,18 @@
  *
  * The wait polls (F_OFD_SETLKW has no time limit): from 0.2 ms up to 4 ms
  * between tries, so a session freed by another process is taken within a
- * few milliseconds; a release in this process wakes this process's
- * waiters at once (one condition variable: waiters are few, handler
- * threads, and a release with none costs two atomic operations). Waiters
- * are not queued in order; a wait ends at its deadline.
+ * few milliseconds. Waiters are not queued in order; a wait ends at its
+ * deadline.
+ *
+ * Also here, for both engines: the in-process stage (hp_sesslock_local_*),
+ * which a request passes before the store's lock: this process's requests
+ * of one session wait on a condition variable (woken at once by the
+ * release), so at most one request per session and process waits at the
+ * store's lock. That matters on PostgreSQL, where a request waiting for
+ * the row holds one of the pool's connections: without it, one client
+ * sending many requests of one session at once could hold them all. It is
+ * an in-process lock, but it cannot outlive its holder: it is released
+ * with the request's resources, and it dies with the process.
  */
 #include "sesslock.h"
 
@@ -37,30 +46,66 @@
 #include <time.h>
 #include <unistd.h>
 
-/* This process's releases, for its waiters. */
+/* The sessions this process's requests hold (SHA-256 hex of their ids):
+ * few, one per handler thread at most, so a list. */
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    atomic_uint released; /* count of releases: a waiter's "since"  */
-    atomic_uint waiters;
-} W = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_cond_t cv; /* a session was released */
+    char (*held)[65];
+    size_t n, cap;
+} L = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
-/* Sleep up to us microseconds, or until a release in this process after
- * the one numbered since. */
-static void nap_until_release(unsigned since, long us)
+static long held_at(const char *hash)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += us * 1000;
-    if (until.tv_nsec >= 1000000000L)
-        until.tv_sec++, until.tv_nsec -= 1000000000L;
-    pthread_mutex_lock(&W.mu);
-    atomic_fetch_add(&W.waiters, 1);
-    while (atomic_load(&W.released) == since &&
-           pthread_cond_timedwait(&W.cv, &W.mu, &until) == 0)
-        ;
-    atomic_fetch_sub(&W.waiters, 1);
-    pthread_mutex_unlock(&W.mu);
+    for (size_t i = 0; i < L.n; i++)
+        if (strcmp(L.held[i], hash) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* CLOCK_REALTIME for pthread_cond_timedwait, from a hp_now() deadline. */
+static struct timespec realtime_at(double until)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double left = until - hp_now();
+    if (left < 0)
+        left = 0;
+    long long ns = (long long)ts.tv_nsec + (long long)(left * 1e9);
+    ts.tv_sec += (time_t)(ns / 1000000000LL);
+    ts.tv_nsec = (long)(ns % 1000000000LL);
+    return ts;
+}
+
+int hp_sesslock_local_acquire(const char *hash_hex, double until)
+{
+    struct timespec ts = realtime_at(until);
+    pthread_mutex_lock(&L.mu);
+    int rc = 0;
+    while (held_at(hash_hex) >= 0 && rc == 0)
+        if (pthread_cond_timedwait(&L.cv, &L.mu, &ts) == ETIMEDOUT)
+            rc = held_at(hash_hex) >= 0 ? 1 : 0;
+    if (rc == 0) {
+        if (L.n == L.cap) {
+            L.cap = L.cap ? 2 * L.cap : 16;
+            L.held = hp_xrealloc(L.held, L.cap * sizeof *L.held);
+        }
+        snprintf(L.held[L.n++], sizeof *L.held, "%s", hash_hex);
+    }
+    pthread_mutex_unlock(&L.mu);
+    return rc;
+}
+
+void hp_sesslock_local_release(const char *hash_hex)
+{
+    pthread_mutex_lock(&L.mu);
+    long i = held_at(hash_hex);
+    if (i >= 0) {
+        memcpy(L.held[i], L.held[L.n - 1], sizeof *L.held);
+        L.n--;
+        pthread_cond_broadcast(&L.cv);
+    }
+    pthread_mutex_unlock(&L.mu);
 }
 
 uint64_t hp_sesslock__offset(const char *hash_hex)
@@ -105,7 +150,6 @@ int hp_sesslock_acquire(const char *lock_path, const char *hash_hex,
     double until = hp_now() + timeout_ms / 1000.0;
     long nap = 200;
     for (;;) {
-        unsigned since = atomic_load(&W.released);
         int rc = try_lock(fd, off);
         if (rc == 0) {
             *fd_out = fd;
@@ -117,7 +161,7 @@ int hp_sesslock_acquire(const char *lock_path, const char *hash_hex,
             errno = saved;
             return rc < 0 ? -1 : 1;
         }
-        nap_until_release(since, nap);
+        usleep((useconds_t)nap);
         nap = nap < 4000 ? nap * 2 : 4000;
     }
 }
@@ -127,10 +171,4 @@ void hp_sesslock_release(int fd)
     if (fd < 0)
         return;
     close(fd); /* the last descriptor of the description: unlocked */
-    atomic_fetch_add(&W.released, 1);
-    if (atomic_load(&W.waiters) == 0)
-        return;
-    pthread_mutex_lock(&W.mu);
-    pthread_cond_broadcast(&W.cv);
-    pthread_mutex_unlock(&W.mu);
 }

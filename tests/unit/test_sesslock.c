@@ -4,7 +4,8 @@
  * process exclude each other (OFD locks, not per-process POSIX locks), that
  * two sessions do not, that a wait ends at its limit, that a release lets a
  * waiter in at once, and that a child process that dies holding a lock
- * frees it (the end-to-end runs are tests/e2e/sessions.py).
+ * frees it; and the in-process stage: the same, woken by the release.
+ * The end-to-end runs are tests/e2e/sessions.py.
  *
  * Owns: its temporary directory. May not touch: anything else.
  */
@@ -84,6 +85,39 @@ static void release_lets_a_waiter_in(void)
     hp_sesslock_release(w.fd);
 }
 
+static void *local_wait_for_a(void *arg)
+{
+    struct waiter *w = arg;
+    w->rc = hp_sesslock_local_acquire(HASH_A, hp_now() + 5);
+    w->got_at = hp_now();
+    return NULL;
+}
+
+static void local_stage(void)
+{
+    CHECK(hp_sesslock_local_acquire(HASH_A, hp_now() + 0.1) == 0);
+    double t0 = hp_now();
+    CHECK(hp_sesslock_local_acquire(HASH_A, hp_now() + 0.15) == 1);
+    double took = hp_now() - t0;
+    CHECK(took >= 0.14 && took < 2.0);
+    CHECK(hp_sesslock_local_acquire(HASH_B, hp_now() + 0.1) == 0);
+    hp_sesslock_local_release(HASH_B);
+    /* a waiter is woken by the release, not by a poll */
+    struct waiter w = {.rc = -2, .fd = -1};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, local_wait_for_a, &w) == 0);
+    usleep(200000);
+    double released = hp_now();
+    hp_sesslock_local_release(HASH_A);
+    pthread_join(t, NULL);
+    CHECK(w.rc == 0);
+    CHECK(w.got_at >= released && w.got_at - released < 0.05);
+    hp_sesslock_local_release(HASH_A);
+    hp_sesslock_local_release(HASH_A); /* not held: nothing */
+    CHECK(hp_sesslock_local_acquire(HASH_A, hp_now()) == 0);
+    hp_sesslock_local_release(HASH_A);
+}
+
 static void a_dead_holder_frees_it(void)
 {
     int ready[2];
@@ -130,6 +164,7 @@ int main(int argc, char **argv)
     T_RUN(offsets);
     T_RUN(same_session_excludes_threads);
     T_RUN(release_lets_a_waiter_in);
+    T_RUN(local_stage);
     T_RUN(a_dead_holder_frees_it);
     T_RUN(unopenable_file_fails);
     unlink(lock_path);
