@@ -852,6 +852,41 @@ def test_different_sessions_do_not_wait(eng):
         s.stop()
 
 
+def test_one_session_does_not_take_the_pool(eng):
+    """Requests of one session waiting for it hold none of the database
+    pool's connections: with a pool of 2, six requests queued behind a
+    session's holder leave the pool to another session's requests (on
+    PostgreSQL each waited at the row lock with a connection, and the
+    other session got 503 "database busy")."""
+    s = server(eng, args=["--db-pool-size", "2", "--db-acquire-timeout",
+                          "1000"])
+    try:
+        a = new_session(s, "n", "1")
+        b = new_session(s, "n", "1")
+        hold = harness.BackgroundRequest(s.port, "/s/hold" + q(ms=2500),
+                                         headers=hdr(a), timeout=30)
+        hold.start()
+        time.sleep(0.4 * harness.SLACK)
+        queued = [harness.BackgroundRequest(s.port, "/s/incr", headers=hdr(a),
+                                            timeout=30) for _ in range(6)]
+        for r in queued:
+            r.start()
+        time.sleep(0.4 * harness.SLACK)
+        t0 = time.monotonic()
+        r = s.get("/s/incr", headers=hdr(b))
+        check_eq((r.status, r.text), (200, "2"), "the other session: %s"
+                 % short(r.body))
+        check(time.monotonic() - t0 < 0.5 * harness.SLACK,
+              "it did not wait for a connection")
+        check(hold.is_alive(), "the first session was still held")
+        check_eq(hold.join_result(40).status, 200, "the holder")
+        res = [r.join_result(40) for r in queued]
+        check_eq(sorted(r.text for r in res), [str(i) for i in range(2, 8)],
+                 "the queued increments, one after the other")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
 # ---- passwords ----------------------------------------------------------------
 
 def test_password(eng):
