@@ -12,7 +12,8 @@
  * request's session holds until it commits (struct hp_sess), and when a
  * session is locked (sesslock.c has the SQLite lock file).
  * May not touch: the database layer's insides (only the public hp_db_*
- * calls, hp_db(req), and db.h's connect hook and hp_db__begin_writing),
+ * calls, hp_db(req), and db.h's connect hook, hp_db__begin_writing and
+ * hp_db__sqlite_file),
  * the request lifecycle's order (publish.c: a
  * session takes part through struct hp_resource), HTTP sending.
  *
