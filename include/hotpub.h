@@ -644,8 +644,21 @@ hp_db_res *hp_db__query_text(hp_db *db, const char *const *sql_and_params,
  * Changes are written in the request's commit phase, on the request's own
  * connection (hp_db(req)) and in its transaction: they are committed with
  * it, and discarded, cookie and all, when the request fails (the handler
- * returns an error status, a hook fails, a statement failed). Of two
- * concurrent requests that change one session, the later commit wins.
+ * returns an error status, a hook fails, a statement failed).
+ *
+ * One request of a session at a time (PHP's session lock): a request's
+ * first use of its session (any function here, and the CSRF check of an
+ * unsafe method) takes the session's lock, held until the request ends
+ * (after its commit or rollback), so concurrent requests of one session
+ * run their session parts one after the other and an increment counts.
+ * PostgreSQL: the row is locked (SELECT ... FOR UPDATE) in the request's
+ * transaction, across processes and servers; SQLite: a byte of the file
+ * "<database>-session-locks" (an OFD lock), across threads and processes.
+ * Either dies with the request's transaction or its process. A request
+ * that waits longer than --session-lock-timeout (ms, 10000) answers 503
+ * with Retry-After: 1 (logged), whatever its handler returns. Requests
+ * without a session cookie, and pages that do not touch the session,
+ * never wait. docs/pages.md, "One request of a session at a time".
  *
  * Every function fails (NULL / -1) when no database is configured (--db
  * off; logged once per process) or the database fails (the request then
@@ -669,6 +682,14 @@ void hp_session_destroy(hp_req *req);
  * any change of privilege) against session fixation (OWASP). Without a
  * session, creates an empty one. HP_OK or -1. */
 int hp_session_regenerate(hp_req *req);
+/* Before the request's first use of its session: the request only reads
+ * it (PHP's read_and_close): it is read without the session's lock, so it
+ * never waits for another request of the session (a long stream, a page
+ * that only shows who is logged in), but may see a value another request
+ * is about to change; hp_session_set, _del, _destroy, _regenerate and
+ * hp_csrf_token's creating a session fail (-1 / NULL, logged). HP_OK, or
+ * -1 when the session was used already in this request (it stays locked). */
+int hp_session_read_only(hp_req *req);
 /* The request has a session: the one its cookie names (not expired), even
  * one that holds no data (made by hp_csrf_token), or one made earlier in
  * this request. Never creates one. A request with an unsafe method for

@@ -402,6 +402,8 @@ void hp_config_defaults(struct hp_config *c)
     c->session_anonymous_lifetime = 1440;
     c->session_secure_cookie = 0;  /* Secure over HTTPS only */
     c->session_purge_interval = 300;
+    /* a third of handler-timeout's default: a 503 before the 504 */
+    c->session_lock_timeout = 10000;
     /* A supervisor and one worker process per CPU: a page that crashes
      * takes one worker down, not the site (docs/operations.md). 0 runs
      * everything in one process, for debugging (the e2e harness uses it
@@ -1022,6 +1024,16 @@ const struct hp_setting hp_settings[] = {
      .max = 86400,
      .unit = "s",
      .zero = "never"},
+    {.key = "session-lock-timeout",
+     .arg = "MS",
+     .section = S_SESS,
+     .help = "a request waits this long for its session while another "
+             "request of the session uses it, then answers 503",
+     .type = HP_SET_INT,
+     .off = OFF(session_lock_timeout),
+     .min = 1,
+     .max = 600000,
+     .unit = "ms"},
     {.key = "tls-cert",
      .arg = "FILE",
      .section = S_OPS,

@@ -38,6 +38,14 @@ hp_db_pool *hp_db_default_pool(void)
     return default_pool;
 }
 
+const char *hp_db__sqlite_file(hp_db_pool *pool)
+{
+    if (!pool || pool->drv->engine != HP_DB_SQLITE ||
+        pool->drv->private_conns(pool->target))
+        return NULL;
+    return pool->target;
+}
+
 enum hp_db_engine hp_db_engine(hp_db *db)
 {
     return db ? db->drv->engine : 0;

@@ -36,6 +36,10 @@ int hp_db__begin_writing(hp_db *db);
  * logs; a failure leaves the connection usable). NULL: none. */
 void hp_db__set_connect_hook(int (*fn)(hp_db *db));
 
+/* The file of an SQLite pool, or NULL (PostgreSQL; an in-memory database,
+ * which no two connections share). For session.c's lock file. */
+const char *hp_db__sqlite_file(hp_db_pool *pool);
+
 /* ---- the server's side (server.c) ---------------------------------------- */
 
 /* Open the default pool from the configuration (lazily connecting unless a

@@ -87,6 +87,7 @@ struct hp_config {
     int session_anonymous_lifetime; /* ... one that holds no data            */
     int session_secure_cookie;  /* always mark the cookie Secure             */
     int session_purge_interval; /* seconds between purges; 0 = never         */
+    int session_lock_timeout;   /* ms to wait for a session's lock          */
     /* operations (metrics.c, dashboard.c, tls.c, docs/operations.md) */
     char *tls_cert;       /* PEM certificate chain file; NULL = plain HTTP  */
     char *tls_key;        /* PEM private key file                           */

@@ -195,6 +195,16 @@ void hp_req_enlist(hp_req *req, struct hp_resource *r)
     req->enlisted = true;
 }
 
+void hp_req_enlist_last(hp_req *req, struct hp_resource *r)
+{
+    struct hp_resource **at = &req->resources;
+    while (*at)
+        at = &(*at)->next;
+    r->next = NULL;
+    *at = r;
+    req->enlisted = true;
+}
+
 static void discard_response(hp_req *req)
 {
     /* What was written described a success that did not happen. */

@@ -125,6 +125,10 @@ struct hp_req {
 
 /* Enlist a resource in the request's outcome (see struct hp_resource). */
 void hp_req_enlist(hp_req *req, struct hp_resource *r);
+/* Enlist r as the oldest resource: its release runs after every other
+ * resource's, the database's real COMMIT included (a session's lock must
+ * outlive the commit of what was written under it: session.c). */
+void hp_req_enlist_last(hp_req *req, struct hp_resource *r);
 /* Release every enlisted resource (idempotent). */
 void hp_req_release_resources(hp_req *req);
 

@@ -9,9 +9,11 @@
  * Owns: the table's schema, the cookie's name, attributes and id format,
  * expiry (sliding, refreshed at most every 1% of the lifetime; a session
  * holding no data has the short anonymous lifetime), what a
- * request's session holds until it commits (struct hp_sess).
+ * request's session holds until it commits (struct hp_sess), and when a
+ * session is locked (sesslock.c has the SQLite lock file).
  * May not touch: the database layer's insides (only the public hp_db_*
- * calls, hp_db(req), and db.h's connect hook and hp_db__begin_writing),
+ * calls, hp_db(req), and db.h's connect hook, hp_db__begin_writing and
+ * hp_db__sqlite_file),
  * the request lifecycle's order (publish.c: a
  * session takes part through struct hp_resource), HTTP sending.
  *
@@ -23,6 +25,16 @@
  * so it commits first (resources commit newest first) and the database
  * votes after the session is written.
  *
+ * Why a lock per session, from the first use to the request's end: a
+ * request reads the session, the page changes it, the commit writes it
+ * whole; two requests of one session in between lost one's changes (an
+ * increment by 301 concurrent requests ended at 287). PHP holds a lock on
+ * the session from session_start to the request's end; so do we, in the
+ * store, so that it dies with the transaction (PostgreSQL's row lock, on
+ * every node) or the process (SQLite's lock file byte), never with a
+ * mutex a crashed worker would leave locked. Its release is the request's
+ * last resource (hp_req_enlist_last): after the real COMMIT.
+ *
  * Why a hash of the id: the table stores SHA-256 of the cookie's id, never
  * the id, so a copy of the table (a backup, an SQL injection elsewhere)
  * does not hand out live sessions. A plain hash suffices: the id is 256
@@ -30,8 +42,9 @@
  * slow hash.
  */
 #include "session.h"
-#include "db.h" /* hp_db__begin_writing only */
+#include "db.h" /* hp_db__begin_writing, hp_db__sqlite_file only */
 #include "request.h"
+#include "sesslock.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -73,6 +86,9 @@ static struct {
     long long anon_lifetime; /* of a session that holds no data         */
     bool secure_always;
     int purge_interval;
+    int lock_timeout_ms; /* session-lock-timeout                        */
+    char *lock_path;     /* SQLite: the lock file (sesslock.c), or NULL */
+    atomic_bool lock_file_logged;
     atomic_bool table_ready; /* this process saw the table created      */
     _Atomic double ready_at; /* when (hp_now()): requests begun earlier
                                 may hold a snapshot without the table */
@@ -86,6 +102,7 @@ static struct {
 } SS = {.cookie = "hotpub_session",
         .lifetime = 1209600,
         .anon_lifetime = 1440,
+        .lock_timeout_ms = 10000,
         .create_lock = PTHREAD_MUTEX_INITIALIZER,
         .lock = PTHREAD_MUTEX_INITIALIZER,
         .cond = PTHREAD_COND_INITIALIZER};
@@ -97,6 +114,14 @@ struct hp_sess {
     bool failed;   /* no database, or it failed: every call fails  */
     bool no_db;    /* ... because none is configured               */
     bool enlisted; /* res is on the request's list                 */
+    /* the session's lock, held from the first read to the request's end */
+    struct hp_resource lock_res; /* its release                        */
+    struct hp_resource busy_res; /* the 503 when it was not had in time */
+    int lock_fd;                 /* SQLite: the lock file's, or -1     */
+    double lock_until;           /* the wait's deadline (hp_now())     */
+    char lock_hash[65];          /* held in this process (sesslock.c)  */
+    bool read_only; /* hp_session_read_only: no lock, no changes        */
+    bool loaded;    /* the cookie's row was looked for                  */
     /* the row the cookie named, as read */
     bool had_row;
     char old_hash[65];
@@ -413,17 +438,146 @@ static int add_pair(struct hp_sess *s, const char *k, const char *v)
     return 0;
 }
 
-/* The row the cookie names, if it is there and not expired. */
+/* ---- one request of a session at a time -------------------------------- */
+
+/* The 503 of a request that did not get its session's lock in time, as the
+ * database layer's 503s are written (db.c): plain text, Retry-After. */
+static void busy_rollback(void *arg)
+{
+    struct hp_sess *s = arg;
+    hp_req *req = s->req;
+    req->headers.n = 0;
+    req->has_content_type = false;
+    req->out.len = 0;
+    req->status = 503;
+    hp_req_add_header(req, "Content-Type", "text/plain; charset=utf-8");
+    hp_req_add_header(req, "Retry-After", "1");
+    hp_buf_printf(&req->out,
+                  "503 Service Unavailable: this session is busy: another "
+                  "request of it held it longer than session-lock-timeout "
+                  "(%d ms)\n",
+                  SS.lock_timeout_ms);
+}
+
+/* Whatever the page does next, the request answers 503 (publish.c: a
+ * forced status rolls the request back; the rollback writes the body). */
+static void session_busy(struct hp_sess *s)
+{
+    hp_log_error("sessions: %s: another request of this session held it "
+                 "longer than session-lock-timeout (%d ms): 503",
+                 s->req->target.path, SS.lock_timeout_ms);
+    s->failed = true;
+    s->busy_res = (struct hp_resource){.rollback = busy_rollback, .arg = s};
+    hp_req_enlist_last(s->req, &s->busy_res);
+    s->req->forced_status = 503;
+}
+
+/* The store's lock first (the lock file's byte), then this process's. */
+static void lock_release(void *arg)
+{
+    struct hp_sess *s = arg;
+    hp_sesslock_release(s->lock_fd);
+    s->lock_fd = -1;
+    hp_sesslock_local_release(s->lock_hash);
+}
+
+/* Milliseconds left of the wait, at least 1. */
+static int ms_left(const struct hp_sess *s)
+{
+    double ms = (s->lock_until - hp_now()) * 1000.0;
+    return ms < 1 ? 1 : (int)ms;
+}
+
+/* SQLite: the session's byte of the lock file (sesslock.c). 0: locked, or
+ * no lock file (logged once: the session then works unlocked); 1: busy. */
+static int lock_file(struct hp_sess *s, const char *hash)
+{
+    int rc = hp_sesslock_acquire(SS.lock_path, hash, ms_left(s), &s->lock_fd);
+    /* The default database's directory is made with its first connection. */
+    if (rc < 0 && errno == ENOENT && hp_db(s->req))
+        rc = hp_sesslock_acquire(SS.lock_path, hash, ms_left(s), &s->lock_fd);
+    if (rc < 0 && !atomic_exchange(&SS.lock_file_logged, true))
+        hp_log_error("sessions: the lock file %s: %s: concurrent requests of "
+                     "one session are not serialised",
+                     SS.lock_path, strerror(errno));
+    return rc > 0 ? 1 : 0;
+}
+
+/* The session's lock, before its row is read and before the request takes
+ * a connection if it has none yet: first this process's (its other
+ * requests of the session wait there, holding no connection), then the
+ * store's: SQLite's lock file here, PostgreSQL's row in select_locked.
+ * Both are released by the request's last resource (hp_req_enlist_last),
+ * after the COMMIT of what was written under them. 0, or 1: busy. */
+static int lock_session(struct hp_sess *s, const char *hash)
+{
+    s->lock_until = hp_now() + SS.lock_timeout_ms / 1000.0;
+    if (hp_sesslock_local_acquire(hash, s->lock_until) != 0)
+        return 1;
+    memcpy(s->lock_hash, hash, sizeof s->lock_hash);
+    s->lock_res = (struct hp_resource){.release = lock_release, .arg = s};
+    hp_req_enlist_last(s->req, &s->lock_res);
+    return SS.lock_path ? lock_file(s, hash) : 0;
+}
+
+#define SELECT_ROW                                                             \
+    "SELECT data, csrf, expires FROM " TABLE " WHERE id = $1 AND expires > $2"
+
+/* PostgreSQL: the row, locked (FOR UPDATE) in the request's transaction
+ * until its COMMIT or ROLLBACK, by every node on the database. The wait is
+ * bounded by lock_timeout for this statement only: set for the
+ * transaction (set_config's is_local), then back to what it was, so that
+ * the page's own statements keep theirs. Its expiry (SQLSTATE 55P03,
+ * lock_not_available) is the busy 503. */
+static hp_db_res *select_locked(struct hp_sess *s, hp_db *db, const char *hash)
+{
+    char ms[16];
+    snprintf(ms, sizeof ms, "%d", ms_left(s));
+    hp_db_res *r = hp_db_queryv(db,
+                                "SELECT current_setting('lock_timeout'), "
+                                "set_config('lock_timeout', $1, true)",
+                                HP_TEXT(ms));
+    if (!r || !hp_db_next(r))
+        return NULL;
+    const char *was = hp_strdup(s->req, hp_db_text(r, 0));
+    r = hp_db_queryv(db, SELECT_ROW " FOR UPDATE", HP_TEXT(hash),
+                     HP_INT(unix_now()));
+    if (!r) {
+        if (strcmp(hp_db_sqlstate(db), "55P03") == 0)
+            session_busy(s);
+        return NULL;
+    }
+    if (!was || hp_db_execv(db, "SELECT set_config('lock_timeout', $1, true)",
+                            HP_TEXT(was)) != HP_OK)
+        return NULL;
+    return r;
+}
+
+/* The row the cookie names, if it is there and not expired, with the
+ * session's lock (docs/pages.md, "One request of a session at a time"). */
 static int read_row(struct hp_sess *s, const char *id)
 {
     char hash[65];
     hp_session__id_hash(id, hash);
-    hp_db_res *r = hp_db_queryv(hp_db(s->req),
-                                "SELECT data, csrf, expires FROM " TABLE
-                                " WHERE id = $1 AND expires > $2",
-                                HP_TEXT(hash), HP_INT(unix_now()));
-    if (!r)
+    if (!s->read_only && lock_session(s, hash) > 0) {
+        session_busy(s);
+        return 0;
+    }
+    hp_db *db = hp_db(s->req);
+    if (!db)
         return -1;
+    bool pg = hp_db_engine(db) == HP_DB_POSTGRESQL;
+    /* A read transaction the request began before the lock has an older
+     * snapshot: it moves to a fresh one (taking SQLite's write lock, as
+     * the session's write would at commit). */
+    if (s->lock_fd >= 0 && hp_db__begin_writing(db) < 0)
+        return -1;
+    hp_db_res *r =
+        pg && !s->read_only
+            ? select_locked(s, db, hash)
+            : hp_db_queryv(db, SELECT_ROW, HP_TEXT(hash), HP_INT(unix_now()));
+    if (!r)
+        return s->failed ? 0 : -1; /* busy: already answered */
     if (!hp_db_next(r))
         return 0;
     char **keys, **vals, *block;
@@ -488,15 +642,24 @@ static int table_or_fail(struct hp_sess *s)
 }
 
 /* The request's session state, read on first use. */
-static struct hp_sess *load(hp_req *req)
+static struct hp_sess *attach(hp_req *req)
 {
-    if (req->session)
-        return req->session;
     struct hp_sess *s = hp_alloc(req, sizeof *s);
     if (!s)
         return NULL;
-    *s = (struct hp_sess){.req = req};
+    *s = (struct hp_sess){.req = req, .lock_fd = -1};
     req->session = s;
+    return s;
+}
+
+static struct hp_sess *load(hp_req *req)
+{
+    struct hp_sess *s = req->session;
+    if (s && s->loaded)
+        return s;
+    if (!s && !(s = attach(req)))
+        return NULL;
+    s->loaded = true;
     if (hp_crypto_init() < 0) {
         s->failed = true;
         return s;
@@ -526,11 +689,24 @@ static void create(struct hp_sess *s)
     s->n = 0;
 }
 
+/* Changes are refused after hp_session_read_only: the session was read
+ * without its lock, so writing it back could undo another request's. */
+static bool may_change(struct hp_sess *s, const char *what)
+{
+    if (!s->read_only)
+        return true;
+    hp_log_error("sessions: %s: %s after hp_session_read_only: refused (the "
+                 "session was read without its lock)",
+                 s->req->target.path, what);
+    return false;
+}
+
 /* The session, creating one if there is none; NULL when that fails. */
 static struct hp_sess *writable(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
-    if (!s || s->failed || table_or_fail(s) < 0 || enlist(s) < 0)
+    if (!s || s->failed || !may_change(s, "a change of the session") ||
+        table_or_fail(s) < 0 || enlist(s) < 0)
         return NULL;
     if (!s->live)
         create(s);
@@ -679,7 +855,7 @@ int hp_session_del(hp_req *req, const char *key)
     long i = s->live ? find_key(s, key) : -1;
     if (i < 0)
         return HP_OK; /* nothing to delete is not an error */
-    if (enlist(s) < 0)
+    if (!may_change(s, "hp_session_del") || enlist(s) < 0)
         return -1;
     memmove(s->keys + i, s->keys + i + 1,
             (s->n - (size_t)i - 1) * sizeof *s->keys);
@@ -693,7 +869,8 @@ int hp_session_del(hp_req *req, const char *key)
 void hp_session_destroy(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
-    if (!s || s->failed || !s->live || enlist(s) < 0)
+    if (!s || s->failed || !s->live || !may_change(s, "hp_session_destroy") ||
+        enlist(s) < 0)
         return;
     s->drop_old = s->had_row;
     s->clear_cookie = s->had_row;
@@ -710,7 +887,8 @@ bool hp_session_exists(hp_req *req)
 int hp_session_regenerate(hp_req *req)
 {
     struct hp_sess *s = req ? load(req) : NULL;
-    if (!s || s->failed || table_or_fail(s) < 0 || enlist(s) < 0)
+    if (!s || s->failed || !may_change(s, "hp_session_regenerate") ||
+        table_or_fail(s) < 0 || enlist(s) < 0)
         return -1;
     if (!s->live) {
         create(s);
@@ -722,6 +900,19 @@ int hp_session_regenerate(hp_req *req)
     random_token(s->id);
     random_token(s->csrf);
     s->is_new = s->dirty = true;
+    return HP_OK;
+}
+
+int hp_session_read_only(hp_req *req)
+{
+    if (!req)
+        return -1;
+    if (req->session)
+        return req->session->read_only ? HP_OK : -1;
+    struct hp_sess *s = attach(req);
+    if (!s)
+        return -1;
+    s->read_only = true;
     return HP_OK;
 }
 
@@ -794,6 +985,11 @@ void hp_session_server_start(const struct hp_config *cfg)
     SS.anon_lifetime = cfg->session_anonymous_lifetime;
     SS.secure_always = cfg->session_secure_cookie;
     SS.purge_interval = cfg->session_purge_interval;
+    SS.lock_timeout_ms = cfg->session_lock_timeout;
+    free(SS.lock_path);
+    const char *file = hp_db__sqlite_file(hp_db_default_pool());
+    SS.lock_path = file ? hp_sesslock_path(file) : NULL;
+    atomic_store(&SS.lock_file_logged, false);
     atomic_store(&SS.table_ready, false);
     atomic_store(&SS.ready_at, 0.0);
     atomic_store(&SS.no_db_logged, false);

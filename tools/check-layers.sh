@@ -36,6 +36,8 @@ check 'hp_procs_|procs\.h' # gone: the old two-way hooks
 # store, main.c initialises libsodium; nothing else reaches in
 check '#include "session\.h"|hp_session_server_|hp_session__|hp_csrf_check' \
     session.c session.h csrf.c password.c publish.c server.c main.c
+# the SQLite sessions' lock file is session.c's alone
+check 'hp_sesslock_|#include "sesslock\.h"' sesslock.c sesslock.h session.c
 # the template parser is pure: only the template cache drives it
 check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tplcache.c check.c
 # the accept thread and the descriptor census are the server's own

@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +29,8 @@ SUITE_BUDGET = 400.0
 COOKIE = "hotpub_session"
 
 SESS = page(r'''
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 static const char *arg(hp_req *req, const char *n)
@@ -107,6 +110,49 @@ HP_HANDLER(readset)
     if (hp_session_set(req, "k", "v") != HP_OK)
         return 500;
     hp_puts(req, "ok");
+    return HP_OK;
+}
+
+/* PHP's $_SESSION['n']++: read, wait a little (so that requests overlap),
+ * write. Without a lock per session, concurrent increments are lost. */
+HP_HANDLER(incr)
+{
+    const char *v = hp_session_get(req, "n");
+    long n = v ? atol(v) : 0;
+    usleep(1000);
+    char buf[32];
+    snprintf(buf, sizeof buf, "%ld", n + 1);
+    if (hp_session_set(req, "n", buf) != HP_OK)
+        return 500;
+    hp_puts(req, buf);
+    return HP_OK;
+}
+
+/* Touches the session, then keeps it for ms milliseconds. */
+HP_HANDLER(hold)
+{
+    const char *v = hp_session_get(req, "n");
+    usleep((useconds_t)atoi(arg(req, "ms")) * 1000);
+    hp_printf(req, "held %s", v ? v : "(none)");
+    return HP_OK;
+}
+
+/* Reads without the lock (PHP's read_and_close); a change is refused. */
+HP_HANDLER(peek)
+{
+    if (hp_session_read_only(req) != HP_OK)
+        return 500;
+    const char *v = hp_session_get(req, "n");
+    int set = hp_session_set(req, "n", "999");
+    hp_printf(req, "%s %d %d", v ? v : "(none)", set,
+              hp_session_read_only(req));
+    return HP_OK;
+}
+
+/* Never touches the session (it has a cookie all the same). */
+HP_HANDLER(plain)
+{
+    hp_puts(req, "plain");
     return HP_OK;
 }
 
@@ -331,6 +377,13 @@ def test_first_sessions_on_the_default_database(eng):
         s.start()
         check(not os.path.exists(os.path.join(data, "hotpub")),
               "the default database is made on first use only")
+        # a first request with a cookie: its session's lock file goes
+        # beside the database, whose directory did not exist yet
+        check_eq(get(s, "Q" * 43), "(none)", "an unknown id")
+        locks = [f for f in os.listdir(os.path.join(data, "hotpub"))
+                 if f.endswith(".db-session-locks")]
+        check(len(locks) == 1, "the lock file: %r" % locks)
+        check_not_in("the lock file", s.stderr(), "log")
         reqs = [harness.BackgroundRequest(s.port, "/s/readset", timeout=30)
                 for _ in range(12)]
         for r in reqs:
@@ -696,6 +749,143 @@ def test_csrf_costs_no_database_without_a_cookie(eng):
     finally:
         s.stop()
 
+
+# ---- one request of a session at a time (docs/pages.md#sessions) ------------
+
+def concurrently(s, path, n, headers, timeout=60):
+    reqs = [harness.BackgroundRequest(s.port, path, headers=headers,
+                                      timeout=timeout) for _ in range(n)]
+    for r in reqs:
+        r.start()
+    return [r.join_result(timeout + 10) for r in reqs]
+
+
+def test_session_concurrent_increments_count(eng):
+    """200 requests at once, all with one session cookie, each reading a
+    session value, adding 1 and writing it, on two worker processes: the
+    value ends at exactly 200 (it ended lower when the later commit won,
+    as in the fresh-user report: 287 of 301)."""
+    n = 200
+    s = server(eng, workers=2)
+    try:
+        cid = new_session(s, "n", "0")
+        res = concurrently(s, "/s/incr", n, hdr(cid))
+        bad = [(r.status, short(r.body)) for r in res if r.status != 200]
+        check(not bad, "not 200: %d, e.g. %s" % (len(bad), bad[:3]))
+        seen = sorted(int(r.text) for r in res)
+        check_eq(get(s, cid, "n"), str(n), "the session's value after %d "
+                 "concurrent increments" % n)
+        check_eq(seen, list(range(1, n + 1)),
+                 "each request saw the one before it")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_session_lock_wait_has_a_bound(eng):
+    """A request whose session another request holds past
+    --session-lock-timeout answers 503 with Retry-After (logged), in about
+    that time; once the holder ends, the session is free again; a request
+    with the same cookie that never touches the session does not wait."""
+    s = server(eng, workers=2, args=["--session-lock-timeout", "400"])
+    try:
+        cid = new_session(s, "n", "5")
+        hold = harness.BackgroundRequest(s.port, "/s/hold" + q(ms=2500),
+                                         headers=hdr(cid), timeout=30)
+        hold.start()
+        time.sleep(0.5 * harness.SLACK)  # the holder has the lock
+        t0 = time.monotonic()
+        r = s.get("/s/plain", headers=hdr(cid))
+        check_eq((r.status, r.text), (200, "plain"), "a page that does not "
+                 "touch the session")
+        check(time.monotonic() - t0 < 0.3 * harness.SLACK,
+              "it did not wait for the session's lock")
+        t0 = time.monotonic()
+        r = s.get("/s/peek", headers=hdr(cid))
+        check_eq((r.status, r.text), (200, "5 -1 0"), "hp_session_read_only: "
+                 "the value, a refused change")
+        check(time.monotonic() - t0 < 0.3 * harness.SLACK,
+              "a read-only use did not wait for the session's lock")
+        check_in("after hp_session_read_only: refused", s.stderr(), "log")
+        t0 = time.monotonic()
+        r = s.get("/s/incr", headers=hdr(cid))
+        took = time.monotonic() - t0
+        check_eq(r.status, 503, "a request that waited past the limit: %s"
+                 % short(r.body))
+        check_eq(r.header("Retry-After"), "1", "Retry-After")
+        check_in("session", r.text, "the body says why")
+        check(0.35 < took < 0.4 + 1.0 * harness.SLACK,
+              "it waited about session-lock-timeout (400 ms): %.2f s" % took)
+        h = hold.join_result(40)
+        check_eq((h.status, h.text), (200, "held 5"), "the holder")
+        check_eq(s.get("/s/incr", headers=hdr(cid)).text, "6",
+                 "the refused increment left nothing; the next one counts")
+        check_in("session-lock-timeout", s.stderr(), "log")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_different_sessions_do_not_wait(eng):
+    """One session held for 2.5 s does not hold up another session's
+    requests (reads and writes), nor requests without a session."""
+    s = server(eng, workers=2)
+    try:
+        a = new_session(s, "n", "1")
+        b = new_session(s, "n", "1")
+        hold = harness.BackgroundRequest(s.port, "/s/hold" + q(ms=2500),
+                                         headers=hdr(a), timeout=30)
+        hold.start()
+        time.sleep(0.5 * harness.SLACK)
+        t0 = time.monotonic()
+        for i in range(5):
+            check_eq(s.get("/s/incr", headers=hdr(b)).text, str(i + 2),
+                     "the other session's increment %d" % i)
+        s.get_ok("/s/token")  # a new session
+        took = time.monotonic() - t0
+        check(hold.is_alive(), "the first session was still held")
+        check(took < 1.0 * harness.SLACK,
+              "the other session did not wait: %.2f s" % took)
+        check_eq(hold.join_result(40).status, 200, "the holder")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_one_session_does_not_take_the_pool(eng):
+    """Requests of one session waiting for it hold none of the database
+    pool's connections: with a pool of 2, six requests queued behind a
+    session's holder leave the pool to another session's requests (on
+    PostgreSQL each waited at the row lock with a connection, and the
+    other session got 503 "database busy")."""
+    s = server(eng, args=["--db-pool-size", "2", "--db-acquire-timeout",
+                          "1000"])
+    try:
+        a = new_session(s, "n", "1")
+        b = new_session(s, "n", "1")
+        hold = harness.BackgroundRequest(s.port, "/s/hold" + q(ms=2500),
+                                         headers=hdr(a), timeout=30)
+        hold.start()
+        time.sleep(0.4 * harness.SLACK)
+        queued = [harness.BackgroundRequest(s.port, "/s/incr", headers=hdr(a),
+                                            timeout=30) for _ in range(6)]
+        for r in queued:
+            r.start()
+        time.sleep(0.4 * harness.SLACK)
+        t0 = time.monotonic()
+        r = s.get("/s/incr", headers=hdr(b))
+        check_eq((r.status, r.text), (200, "2"), "the other session: %s"
+                 % short(r.body))
+        check(time.monotonic() - t0 < 0.5 * harness.SLACK,
+              "it did not wait for a connection")
+        check(hold.is_alive(), "the first session was still held")
+        check_eq(hold.join_result(40).status, 200, "the holder")
+        res = [r.join_result(40) for r in queued]
+        check_eq(sorted(r.text for r in res), [str(i) for i in range(2, 8)],
+                 "the queued increments, one after the other")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
 
 # ---- passwords ----------------------------------------------------------------
 
