@@ -847,6 +847,19 @@ static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
     return r;
 }
 
+/* After a read on its own failed, the request's next statements are
+ * refused, with PostgreSQL's words, as in a failed transaction. */
+static bool refused_after_failure(hp_db *db)
+{
+    if (!((struct pg_conn *)db->conn)->aborted)
+        return false;
+    hp_db__fail(db,
+                "current transaction is aborted, commands ignored until end "
+                "of transaction block",
+                "25P02", 0);
+    return true;
+}
+
 static bool reads_alone(const struct pg_conn *pc, const char *sql)
 {
     return pc->ro_reads && pc->begin_queued && !pc->begin_write &&
@@ -857,13 +870,8 @@ static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
                   const hp_db_val *params, hp_db_res *res)
 {
     struct pg_conn *pc = db->conn;
-    if (pc->aborted) {
-        hp_db__fail(db,
-                    "current transaction is aborted, commands ignored until "
-                    "end of transaction block",
-                    "25P02", 0);
+    if (refused_after_failure(db))
         return -1;
-    }
     PGresult *r;
     if (reads_alone(pc, sql))
         r = execute_read(db, stmt, sql, n, params);
@@ -913,13 +921,8 @@ static int pg_script(hp_db *db, const char *sql)
     struct pg_conn *pc = db->conn;
     pc->nrun++;
     pc->wrote_nothing = false;
-    if (pc->aborted) {
-        hp_db__fail(db,
-                    "current transaction is aborted, commands ignored until "
-                    "end of transaction block",
-                    "25P02", 0);
+    if (refused_after_failure(db))
         return -1;
-    }
     if (!pc->begin_queued) {
         if (on_its_own(pc) && !default_read_only(pc, false)) {
             fail_res(db, NULL);
