@@ -1718,6 +1718,19 @@ static enum hp_acquire pin(hp_entry *e, hp_version **vp, char **err)
     return r;
 }
 
+/* pin(), or, when the build e's request waited for was abandoned (why),
+ * that error without a version. */
+static enum hp_acquire pin_unless(hp_entry *e, const char *why, hp_version **vp,
+                                  char **err)
+{
+    if (!why)
+        return pin(e, vp, err);
+    *vp = NULL;
+    if (!*err)
+        *err = hp_xstrdup(why);
+    return HP_ACQ_ERROR;
+}
+
 enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path, hp_version **vp,
                                  char **err)
 {
@@ -1817,13 +1830,15 @@ enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
         if (!is_fresh(e))
             return HP_ACQ_WOULDBLOCK;
     }
-    for (size_t i = 0; i <= napps; i++) {
-        hp_entry *m = i < napps ? apps[i] : e;
-        if ((ps->err = ensure_fresh(c, m))) {
-            ps->err_path = m->path;
-            return HP_ACQ_ERROR; /* nothing pinned */
+    for (size_t i = 0; i < napps; i++) {
+        if ((ps->err = ensure_fresh(c, apps[i]))) {
+            ps->err_path = apps[i]->path;
+            return HP_ACQ_ERROR; /* nothing pinned: a broken chain */
         }
     }
+    /* The page's own init abandoned: its chain is still pinned, so that
+     * the host's rescue (a last good version) runs with it. */
+    char *page_why = ensure_fresh(c, e);
 
     /* Pin the whole set between two publishes (a seqlock read). */
     for (;;) {
@@ -1850,7 +1865,7 @@ enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
                 r = HP_ACQ_ERROR; /* a broken application breaks its pages */
         }
         char *perr = NULL;
-        enum hp_acquire pr = pin(e, &ps->page, &perr);
+        enum hp_acquire pr = pin_unless(e, page_why, &ps->page, &perr);
         if (perr && !ps->err) {
             ps->err = perr;
             ps->err_path = e->path;
@@ -1863,6 +1878,7 @@ enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
             break;
         hp_pinset_release(ps);
     }
+    free(page_why);
     if (r == HP_ACQ_ERROR && !ps->err) {
         ps->err = hp_xstrdup("the module could not be loaded");
         ps->err_path = e->path;
