@@ -58,6 +58,7 @@
 
 #define HP_BUILD_TRIES 5
 #define HP_BATCH_WAIT_S 10.0 /* then a request builds the module itself */
+#define HP_LOAD_POLL_MS 50   /* a load_mu waiter looks for abandonment */
 #define HP_PREFETCH_MAX 32   /* queued prefetches; more are left to batches */
 #define HP_WINDOW_MAX 4096   /* paths noted for one batch; more: all of them */
 
@@ -87,6 +88,11 @@ struct hp_entry {
     atomic_bool held;          /* built in a failed batch: rebuild next   */
     atomic_bool err_fid_valid; /* cleared by the watcher without load_mu  */
     atomic_uint dep_touches;   /* changes to a header: err_fid is no proof */
+    /* The host gave up on the init this entry's build is running (it ran
+     * past --handler-timeout): waiters leave with abandon_why (under mu),
+     * and the build refuses the object if the init ever returns. */
+    atomic_bool abandoned;
+    char *abandon_why;
     /* guarded by mu */
     hp_version *current;
     hp_version *retired;
@@ -234,6 +240,7 @@ static void entry_free(hp_entry *e)
         hp_version_close(e->current);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->load_mu);
+    free(e->abandon_why);
     free(e->error);
     free(e->path);
     free(e);
@@ -475,6 +482,30 @@ static bool deps_unchanged(const hp_version *v)
     return true;
 }
 
+/*
+ * After a version's open: if the host gave up on its init meanwhile
+ * (hp_cache_abandon_load), the object is refused even though the init
+ * returned: close it without its fini (the init is held as never having
+ * finished, as if it had crashed) and return NULL with the host's reason
+ * in *diag. Clears the mark: it was this open's.
+ */
+static hp_version *refuse_abandoned(hp_entry *e, hp_version *v, char **diag)
+{
+    if (!atomic_load(&e->abandoned))
+        return v;
+    pthread_mutex_lock(&e->mu);
+    char *why = e->abandon_why ? hp_xstrdup(e->abandon_why) : NULL;
+    pthread_mutex_unlock(&e->mu);
+    if (v) {
+        v->initialised = false; /* no fini: see above */
+        hp_version_close(v);
+    }
+    free(*diag);
+    *diag = why ? why : hp_xstrdup(HP_DIAG_INIT_HUNG);
+    atomic_store(&e->abandoned, false);
+    return NULL;
+}
+
 /* Build a new version of e from the file as it is now, without publishing
  * it. Called with e->load_mu held. */
 static void build(hp_entry *e, struct build_result *r)
@@ -539,6 +570,7 @@ again:;
     uint64_t id = atomic_fetch_add(&c->next_id, 1);
     v = hp_version_open(art.so_path, c->rundir, id, e->path,
                         cur ? cur->state : NULL, &r->diag);
+    v = refuse_abandoned(e, v, &r->diag);
     if (!v && tier == HP_TIER_FAST && !hp_diag_is_init(r->diag)) {
         /* tcc's object is linked without the page compiler's runtime, and
          * a page may need something only that has: the optimized tier is
@@ -1328,6 +1360,7 @@ static hp_version *tier_open(hp_entry *e, const struct tier_basis *b,
     uint64_t id = atomic_fetch_add(&c->next_id, 1);
     hp_version *v = hp_version_open(art->so_path, c->rundir, id, e->path,
                                     fast->state, &diag);
+    v = refuse_abandoned(e, v, &diag);
     if (!v) {
         hp_log_error("%s: the optimized tier's build of version %llu's "
                      "source did not load; that fast-tier version stays: %s",
@@ -1573,7 +1606,7 @@ static void wait_for_batch(hp_cache *c, hp_entry *e, unsigned want)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += (time_t)HP_BATCH_WAIT_S;
     pthread_mutex_lock(&c->done_mu);
-    while (!reached(atomic_load(&e->done), want))
+    while (!reached(atomic_load(&e->done), want) && !atomic_load(&e->abandoned))
         if (pthread_cond_timedwait(&c->done_cv, &c->done_mu, &ts) != 0)
             break;
     pthread_mutex_unlock(&c->done_mu);
@@ -1592,24 +1625,80 @@ static void claim_for_request(hp_cache *c, hp_entry *e, int delta)
     pthread_mutex_unlock(&c->batch_mu);
 }
 
-/* Make e at least as new as the file was when this request arrived. */
-static void ensure_fresh(hp_cache *c, hp_entry *e)
+/* The host's reason for giving up on e's build (malloc'd), or NULL. */
+static char *abandoned_why(hp_entry *e)
+{
+    if (!atomic_load(&e->abandoned))
+        return NULL;
+    pthread_mutex_lock(&e->mu);
+    char *why = hp_xstrdup(e->abandon_why ? e->abandon_why : HP_DIAG_INIT_HUNG);
+    pthread_mutex_unlock(&e->mu);
+    return why;
+}
+
+/*
+ * Take e->load_mu, unless the host gives up on the build that holds it
+ * (an init past --handler-timeout that may never return): then NULL is
+ * not returned but the reason, and the lock is not held. Polls every
+ * HP_LOAD_POLL_MS: waiting on the mutex alone would keep the request
+ * until the worker exits.
+ */
+static char *lock_load(hp_entry *e)
+{
+    for (;;) {
+        char *why = abandoned_why(e);
+        if (why)
+            return why;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += HP_LOAD_POLL_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_mutex_clocklock(&e->load_mu, CLOCK_MONOTONIC, &ts) == 0)
+            return NULL;
+    }
+}
+
+/* Make e at least as new as the file was when this request arrived.
+ * NULL, or why the request cannot have it (malloc'd): the host gave up
+ * on the init of the build it waited for. */
+static char *ensure_fresh(hp_cache *c, hp_entry *e)
 {
     unsigned want = atomic_load_explicit(&e->want, memory_order_acquire);
     if (reached(atomic_load_explicit(&e->done, memory_order_acquire), want))
-        return;
+        return NULL;
     if (atomic_load(&c->batched) && atomic_load(&e->tried))
         wait_for_batch(c, e, want);
     if (reached(atomic_load(&e->done), want))
-        return;
+        return NULL;
     /* First use, no watcher, or a batch that never came: build it here. */
-    pthread_mutex_lock(&e->load_mu);
+    char *why = lock_load(e);
+    if (why)
+        return why;
     if (!reached(atomic_load(&e->done), want)) {
         claim_for_request(c, e, 1);
         refresh_one(e);
         claim_for_request(c, e, -1);
     }
     pthread_mutex_unlock(&e->load_mu);
+    return NULL;
+}
+
+void hp_cache_abandon_load(hp_cache *c, const char *path, const char *why)
+{
+    hp_entry *e = c && path ? entry_find(c, path) : NULL;
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    free(e->abandon_why);
+    e->abandon_why = hp_xstrdup(why ? why : HP_DIAG_INIT_HUNG);
+    pthread_mutex_unlock(&e->mu);
+    atomic_store(&e->abandoned, true);
+    pthread_mutex_lock(&c->done_mu); /* wake wait_for_batch */
+    pthread_cond_broadcast(&c->done_cv);
+    pthread_mutex_unlock(&c->done_mu);
 }
 
 /* Pin e's current version under e->mu; record the entry's state. */
@@ -1629,12 +1718,28 @@ static enum hp_acquire pin(hp_entry *e, hp_version **vp, char **err)
     return r;
 }
 
+/* pin(), or, when the build e's request waited for was abandoned (why),
+ * that error without a version. */
+static enum hp_acquire pin_unless(hp_entry *e, const char *why, hp_version **vp,
+                                  char **err)
+{
+    if (!why)
+        return pin(e, vp, err);
+    *vp = NULL;
+    if (!*err)
+        *err = hp_xstrdup(why);
+    return HP_ACQ_ERROR;
+}
+
 enum hp_acquire hp_cache_acquire(hp_cache *c, const char *path, hp_version **vp,
                                  char **err)
 {
     hp_entry *e = entry_get(c, path);
-    *err = NULL;
-    ensure_fresh(c, e);
+    *err = ensure_fresh(c, e);
+    if (*err) {
+        *vp = NULL;
+        return HP_ACQ_ERROR;
+    }
     enum hp_acquire r = pin(e, vp, err);
     if (r == HP_ACQ_ERROR && !*err)
         *err = hp_xstrdup("the module could not be loaded");
@@ -1725,9 +1830,15 @@ enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
         if (!is_fresh(e))
             return HP_ACQ_WOULDBLOCK;
     }
-    for (size_t i = 0; i < napps; i++)
-        ensure_fresh(c, apps[i]);
-    ensure_fresh(c, e);
+    for (size_t i = 0; i < napps; i++) {
+        if ((ps->err = ensure_fresh(c, apps[i]))) {
+            ps->err_path = apps[i]->path;
+            return HP_ACQ_ERROR; /* nothing pinned: a broken chain */
+        }
+    }
+    /* The page's own init abandoned: its chain is still pinned, so that
+     * the host's rescue (a last good version) runs with it. */
+    char *page_why = ensure_fresh(c, e);
 
     /* Pin the whole set between two publishes (a seqlock read). */
     for (;;) {
@@ -1754,7 +1865,7 @@ enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
                 r = HP_ACQ_ERROR; /* a broken application breaks its pages */
         }
         char *perr = NULL;
-        enum hp_acquire pr = pin(e, &ps->page, &perr);
+        enum hp_acquire pr = pin_unless(e, page_why, &ps->page, &perr);
         if (perr && !ps->err) {
             ps->err = perr;
             ps->err_path = e->path;
@@ -1767,6 +1878,7 @@ enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
             break;
         hp_pinset_release(ps);
     }
+    free(page_why);
     if (r == HP_ACQ_ERROR && !ps->err) {
         ps->err = hp_xstrdup("the module could not be loaded");
         ps->err_path = e->path;

@@ -1186,6 +1186,9 @@ static void hook_timed_out(struct hook_watch *w, double limit)
                                    "changes",
                  limit, ME->hook_path);
         initbad_add(ME->hook_key, why);
+        /* Its waiters get their 503 now, not when this worker exits;
+         * and if it returns late, its object answers nobody. */
+        hp_server_abandon_load(h->path, why);
     }
     bool answered = w->fd >= 0 && hp_server_claim(w->fd);
     if (answered)

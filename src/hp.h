@@ -482,6 +482,19 @@ struct hp_pinset {
 };
 enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,
                                   struct hp_pinset *ps, bool may_block);
+/*
+ * The host gave up on the init hook running in the build of the module at
+ * canonical path `path` (it ran past --handler-timeout; it may never
+ * return). Requests waiting for that build (on its load lock, or for its
+ * batch) stop waiting within ~50 ms: their pin fails with HP_ACQ_ERROR and
+ * `why` (copied; it should begin with HP_DIAG_INIT_REFUSED, which the
+ * server answers with 503), and so does every later pin until the build
+ * ends. If the init does return, its object is refused (closed without
+ * its fini) and `why` becomes the module's error. No-op for a path the
+ * cache does not know. Takes cache->mu, then the entry's mu: never call
+ * it holding either.
+ */
+void hp_cache_abandon_load(hp_cache *c, const char *path, const char *why);
 void hp_pinset_release(struct hp_pinset *ps);
 
 /* Unpin. The last unpin of a retired version unloads it. */

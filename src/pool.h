@@ -36,14 +36,22 @@ struct hp_pool_opts {
 
 /*
  * The guard below each handler thread's stack, bytes: address space mapped
- * PROT_NONE (no memory). gcc pages probe frames larger than a page
- * (-fstack-clash-protection, compile.c), so one guard page would do for
- * them; code tcc compiled (the fast tier) cannot, and a frame up to this
- * size that runs off its stack still faults here rather than landing in
- * another mapping. 8 MiB: the C library's default stack for the main
- * thread, far more than the 512 KiB handler stack.
+ * PROT_NONE (glibc maps stack and guard PROT_NONE and opens the stack
+ * alone, so the guard is never committed memory). gcc pages probe frames
+ * larger than a page (-fstack-clash-protection, compile.c), so one guard
+ * page would do for them; code tcc compiled (the fast tier) cannot, and a
+ * frame up to this size that runs off its stack still faults here rather
+ * than landing in another mapping. 1 GiB: the largest --thread-stack-size,
+ * so a frame that could jump the guard could not fit in any stack hotpub
+ * may be given either (8 MiB, twice the old size, let a 16 MiB frame land
+ * in the next thread's stack). 64-bit address space only: 256 threads take
+ * 256 GiB of the 128 TiB a process has. On a 32-bit system, 8 MiB.
  */
+#if UINTPTR_MAX > 0xffffffffu
+#define HP_THREAD_GUARD ((size_t)1 << 30)
+#else
 #define HP_THREAD_GUARD ((size_t)8 << 20)
+#endif
 /* Make HP_THREAD_GUARD the guard of every thread this process creates from
  * now on without attributes of its own (libmicrohttpd's event-loop
  * threads, which run inline pages). Returns 0, or an errno value. */

@@ -23,6 +23,8 @@
  *      the handler they reach declared HP_PATH_PARAMS.
  * t->page_segs counts the segments that named the page (rules 4 and 5
  * leave the rest to publish.c).
+ * A '/' after the URL's last segment makes rules 2 and 3 answer not
+ * found (a file is no directory); rules 1, 4 and 5 ignore it.
  * Whatever is chosen must still be inside the root, and public, once every
  * symlink is resolved; otherwise the answer is "not found", never a
  * fallback to a later rule (a refused symlink must not unmask another file).
@@ -386,6 +388,10 @@ static bool resolve_fs(const hp_resolver *r, const char *url,
     if (url_to_rel(url, rel, &rellen, &last, &nseg) < 0 ||
         rp_under_root(&p, r, rel, rellen) < 0)
         return false;
+    /* A '/' after a file's name asks for a directory that is not there:
+     * 404, as nginx answers (rules 2 and 3; a handler name or path
+     * parameters after a page are not files, and keep ignoring it). */
+    bool dir_asked = url[strlen(url) - 1] == '/';
     if (stat(p.s, &st) == 0) {
         if (S_ISDIR(st.st_mode)) {
             resolve_dir(r, &p, t);
@@ -393,13 +399,16 @@ static bool resolve_fs(const hp_resolver *r, const char *url,
             return true;
         }
         if (S_ISREG(st.st_mode) && nseg > 0) {
-            if (!private_ext(rel + last))
+            if (!private_ext(rel + last) && !dir_asked)
                 choose(r, HP_T_STATIC, p.s, NULL, t);
             return true;
         }
     }
     if (nseg > 0 && try_page(r, &p, page_ext, "http_handler", t)) {
-        t->page_segs = (unsigned short)nseg;
+        if (dir_asked)
+            set_notfound(t);
+        else
+            t->page_segs = (unsigned short)nseg;
         return true;
     }
     if (nseg > 0)

@@ -315,6 +315,17 @@ void hp_server_answer_unstarted(int culprit_fd)
 static __thread int tl_pin_fd = -1;
 static __thread bool tl_pin_details;
 
+/* Serialises hp_server_abandon_load (the host's watchdog thread) with
+ * the cache's end at teardown. */
+static pthread_mutex_t abandon_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void hp_server_abandon_load(const char *path, const char *why)
+{
+    pthread_mutex_lock(&abandon_mu);
+    hp_cache_abandon_load(S.cache, path, why);
+    pthread_mutex_unlock(&abandon_mu);
+}
+
 int hp_server_pinning_fd(void)
 {
     return tl_pin_fd;
@@ -945,6 +956,18 @@ static bool hotpub_endpoint(struct ctx *c, enum MHD_Result *r)
 /* ---- the publisher --------------------------------------------------------
  */
 
+/* send_error's 503 for a module whose init is refused, with Retry-After
+ * (RFC 9110 §10.2.3): the worker that replaces one whose init hung or
+ * crashed may already serve a fixed file. */
+static enum MHD_Result send_init_503(struct ctx *c, const char *detail_html)
+{
+    c->req.headers.n = 0;
+    c->req.has_content_type = false;
+    hp_req_add_header(&c->req, "Retry-After", "1");
+    hp_req_error_body(&c->req, 503, detail_html);
+    return send_buffer(c, 503);
+}
+
 static enum MHD_Result page_error(struct ctx *c, const char *path,
                                   const char *diag)
 {
@@ -953,16 +976,17 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
     bool init_crashed = diag && strncmp(diag, HP_DIAG_INIT_REFUSED,
                                         strlen(HP_DIAG_INIT_REFUSED)) == 0;
     int status = init_crashed ? 503 : 500;
+    if (init_crashed && !dev_details(&c->req))
+        return send_init_503(c, "<p>An application module failed "
+                                "to initialise.</p>\n");
     if (!diag || !dev_details(&c->req))
-        return send_error(c, status,
-                          init_crashed ? "<p>An application module failed "
-                                         "to initialise.</p>\n"
-                                       : NULL);
+        return send_error(c, status, NULL);
     struct hp_buf html = {0};
     hp_devloop_error_page(&html, path ? path : c->req.target.path, diag);
     const char *deps[] = {c->req.target.path, path};
     hp_devloop_script(&html, deps, path ? 2 : 1, NULL); /* recovers */
-    enum MHD_Result r = send_error(c, status, html.p);
+    enum MHD_Result r =
+        init_crashed ? send_init_503(c, html.p) : send_error(c, status, html.p);
     hp_buf_free(&html);
     return r;
 }
@@ -1690,7 +1714,11 @@ static void teardown(void)
     hp_watch_stop(S.watch);
     hp_tplcache_stop();
     H.teardown(); /* the host's pinned versions, before their cache goes */
-    hp_cache_free(S.cache);
+    pthread_mutex_lock(&abandon_mu); /* the host's watchdog may be in it */
+    hp_cache *cache = S.cache;
+    S.cache = NULL;
+    pthread_mutex_unlock(&abandon_mu);
+    hp_cache_free(cache);
     /* After every module's fini, which may still use it. */
     hp_session_server_stop();
     hp_db_server_close();

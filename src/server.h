@@ -124,6 +124,16 @@ bool hp_server_claim(int fd);
  * that request (after hp_server_claim).
  */
 int hp_server_pinning_fd(void);
+/*
+ * Not async-signal-safe (the host's watchdog thread): the host gave up on
+ * the init hook of the module at path (canonical, as the cache names it:
+ * struct hp_hook_run's path), which ran past --handler-timeout. The
+ * requests waiting for that module's load get `why` at once (503 with
+ * Retry-After, as for an init refused), not at the worker's exit, and no
+ * request is answered by that object if its init returns late
+ * (hp_cache_abandon_load).
+ */
+void hp_server_abandon_load(const char *path, const char *why);
 /* Async-signal-safe: dev mode's details (a crash page) may go to the
  * client of the request hp_server_pinning_fd names: dev mode (--dev, or
  * auto on loopback) and a Host of this server (docs/security.md). */

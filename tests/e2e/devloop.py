@@ -31,7 +31,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import (Server, Skip, check, check_eq, check_in,  # noqa: E402
+from harness import (Server, Skip, check, check_eq, check_in, fail,  # noqa: E402
                      check_not_in, limit, page, proc_maps, short,
                      simple_page, wait_until)
 
@@ -958,6 +958,67 @@ def test_frame_larger_than_the_stack_crashes_in_every_tier():
         check(wait_until(lambda: "killed by signal 11" in s.stderr(),
                          limit(5.0)),
               "the log names the signal: %s" % short(s.stderr()))
+
+
+# A 16 MiB frame: twice the old 8 MiB guard. tcc (the fast tier) cannot
+# probe it, so only a guard larger than the frame makes it fault; below an
+# 8 MiB guard lay another thread's stack, and the write went there. The
+# frame is a function of its own: tcc reserves it on entry, and the
+# handler's cheap path (?-less) must run without it, to be promoted to the
+# event-loop threads.
+HUGE_FRAME_PAGE = r"""
+static int huge(void)
+{
+    volatile char big[16 << 20];
+    big[0] = 1;
+    big[sizeof big - 1] = 2;
+    return big[0] + big[sizeof big - 1];
+}
+
+HP_HANDLER(http_handler)
+{
+    if (!hp_query(req)[0]) {
+        hp_puts(req, "small");
+        return HP_OK;
+    }
+    hp_printf(req, "%d", huge());
+    return HP_OK;
+}
+"""
+
+
+def _huge_frame_crashes(s, what):
+    r = s.get("/page?big", timeout=limit(20.0))
+    check_eq(r.status, 502, "status " + what)
+    check_in("SIGSEGV", r.text, "signal named " + what)
+    check_in("--thread-stack-size", r.text, "the overflow hint " + what)
+    check_eq(s.get_ok("/other").text, "other", "served after it " + what)
+
+
+def test_huge_frame_in_the_fast_tier_is_a_stack_overflow():
+    """docs/security.md "Pages are trusted code": a dev-mode page built by
+    tcc (which cannot probe its frames) with a 16 MiB local array gets the
+    stack-overflow crash page (502, SIGSEGV, the hint naming
+    --thread-stack-size), not a write into another thread's stack and a
+    200, nor a hang, on a handler thread and on an event-loop thread (a
+    page promoted to run inline): both keep HP_THREAD_GUARD (1 GiB of
+    address space) below their stacks."""
+    if not shutil.which("tcc"):
+        fail("tcc is not installed (tools/deps.sh installs it)")
+    src = page(HUGE_FRAME_PAGE)
+    with Server({"page.c": src, "other.c": simple_page("other")}, dev=True,
+                fast_tier=None, workers=1, args=["--threads", "4"]) as s:
+        for i in range(3):  # a different handler thread may take each
+            _huge_frame_crashes(s, "(handler thread, run %d)" % i)
+
+        def inlined():
+            for _ in range(50):
+                check_eq(s.get_ok("/page").text, "small", "the small path")
+            st = json.loads(s.get_ok("/_hotpub/status.json").text)
+            return st["server"]["inlined"] > 0
+        check(wait_until(inlined, limit(30.0), 0.0),
+              "the page was never run on an event-loop thread")
+        _huge_frame_crashes(s, "(event-loop thread)")
 
 
 def test_crash_in_dev_mode_answers_with_signal_and_line():

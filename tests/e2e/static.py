@@ -342,6 +342,34 @@ def test_dot_segments_merged_before_mapping():
                 b"Host: x\r\nConnection: close\r\n\r\n", read_all=True)
             check_eq(r.status, 404, "GET %s" % path)
 
+
+def test_file_name_then_slash_404():
+    """docs/pages.md "From URL to handler": a '/' after the name of a file
+    (a static file, or a page's own name) asks for a directory that is not
+    there: 404, as nginx answers; a directory with a '/' still serves its
+    index, and a handler name or path parameters after a page still ignore
+    a trailing '/'."""
+    items = ('#include <hotpub.h>\n'
+             'HP_HANDLER(http_handler) { const char *p = hp_path_param(req, 0);'
+             ' hp_puts(req, p ? p : "list"); return HP_OK; }\n'
+             'HP_PATH_PARAMS(http_handler);\n'
+             'HP_HANDLER(edit) { hp_puts(req, "edit"); return HP_OK; }\n')
+    with Server(files={"static/x.txt": "static x\n",
+                       "static/index.html": "idx\n",
+                       "page.c": harness.simple_page("page"),
+                       "items.c": items}) as s:
+        for path in ("/static/x.txt/", "/static/x.txt//", "/page/",
+                     "/page//", "/items/"):
+            r = raw_get(s, path)
+            check_eq(r.status, 404, "GET %s" % path)
+        for path, want in (("/static/x.txt", b"static x\n"),
+                           ("/static/", b"idx\n"), ("/page", b"page"),
+                           ("/items", b"list"), ("/items/42/", b"42"),
+                           ("/items/edit/", b"edit")):
+            r = raw_get(s, path)
+            check_eq((r.status, r.body), (200, want), "GET %s" % path)
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,

@@ -1043,30 +1043,40 @@ def test_app_init_that_never_returns_dev():
 def test_app_init_that_overruns_then_returns_logs_504():
     """An init that overruns --handler-timeout and then returns: the
     client got the 504, and the access log says 504 too (it said 200, the
-    answer the request would have had)."""
-    slow_app = page(r"""
+    answer the request would have had). A slow page of its own keeps the
+    retiring worker draining until the init returns (the requests that
+    waited for the init are answered at once now, and keep nothing)."""
+    s = Server(files={"z/page.c": APP_PAGE}, dev=False, start=False)
+    mark = os.path.join(s.tmp, "init-started")
+    s.write("z/_app.c", page(r"""
+#include <fcntl.h>
 #include <unistd.h>
 HP_INIT
 {
-    sleep(4);
+    close(creat("%s", 0644));
+    sleep(3);
     static int state = 7;
     return &state;
 }
-""")
-    s = Server(files={"z/_app.c": slow_app, "z/page.c": APP_PAGE},
-               dev=False, start=False)
+""" % mark))
+    s.write("keep.c", page('#include <unistd.h>\n'
+                           'HP_HANDLER(http_handler)\n{\n'
+                           '    usleep(1900000);\n    hp_puts(req, "kept");\n'
+                           '    return HP_OK;\n}\n'))
     log = os.path.join(s.tmp, "access.log")
     s.args = ["--workers", "1", "--handler-timeout", "2", "--access-log", log]
     with s:
         s.start()
         first = BackgroundRequest(s.port, "/z/page")
         first.start()
-        time.sleep(0.5)
-        waiter = BackgroundRequest(s.port, "/z/page")  # keeps it draining
-        waiter.start()
+        check(wait_until(lambda: os.path.exists(mark), limit(15.0), 0.02),
+              "the init never began")
+        time.sleep(1.5)
+        keeper = BackgroundRequest(s.port, "/keep")  # keeps it draining
+        keeper.start()
         check_eq(first.join_result(limit(15.0)).status, 504,
                  "the request whose pin ran the init")
-        waiter.join(limit(20.0))
+        keeper.join(limit(20.0))
 
         def lines():
             try:
@@ -1074,10 +1084,74 @@ HP_INIT
                     return [ln for ln in f if "/z/page" in ln]
             except OSError:
                 return []
-        time.sleep(limit(3.0))  # the init returns at 4 s
+        time.sleep(0.5)
         s.stop()  # flushes the access log
         check(any('" 504 ' in ln for ln in lines()),
               "no 504 in the access log: %r" % (lines(),))
+
+
+def test_app_init_hung_waiters_answered_promptly():
+    """docs/hooks.md "Module lifecycle": the requests waiting for the load
+    of an _app.c whose init hangs get their 503 (Retry-After) as soon as
+    the init is declared timed out, with the 504 of the request that ran
+    it, not when the retiring worker finally exits (--shutdown-timeout)."""
+    with Server(files={"z/_app.c": SPINNING_APP, "z/page.c": APP_PAGE},
+                args=["--workers", "1", "--handler-timeout", "2",
+                      "--shutdown-timeout", "10", "--threads", "6"],
+                dev=False) as s:
+        t0 = time.monotonic()
+        first = BackgroundRequest(s.port, "/z/page")
+        first.start()
+        time.sleep(0.3)
+        waiters = [BackgroundRequest(s.port, "/z/page") for _ in range(3)]
+        for w in waiters:
+            w.start()
+        check_eq(first.join_result(limit(15.0)).status, 504,
+                 "the request whose pin ran the init")
+        for i, w in enumerate(waiters):
+            r = w.join_result(limit(15.0))
+            took = w.t_end - t0
+            check_eq((r.status, r.header("Retry-After")), (503, "1"),
+                     "waiter %d" % i)
+            check(took < limit(3.0),
+                  "waiter %d answered %.1f s after the init began (the "
+                  "init timed out at 2 s)" % (i, took))
+
+
+def test_app_init_overrun_object_never_answers():
+    """An init that overruns --handler-timeout and then returns: its object
+    is refused (as an init that crashed is): neither the requests that
+    waited for it nor later ones in the retiring worker get a 200 from it;
+    they get 503."""
+    slow_app = page(r"""
+#include <unistd.h>
+HP_INIT
+{
+    sleep(3);
+    static int state = 7;
+    return &state;
+}
+""")
+    with Server(files={"z/_app.c": slow_app, "z/page.c": APP_PAGE},
+                args=["--workers", "1", "--handler-timeout", "2",
+                      "--shutdown-timeout", "10", "--threads", "6"],
+                dev=False) as s:
+        first = BackgroundRequest(s.port, "/z/page")
+        first.start()
+        time.sleep(0.3)
+        waiters = [BackgroundRequest(s.port, "/z/page") for _ in range(2)]
+        for w in waiters:
+            w.start()
+        check_eq(first.join_result(limit(15.0)).status, 504, "the first")
+        time.sleep(1.5)  # the init has returned (at 3 s)
+        late = [BackgroundRequest(s.port, "/z/page") for _ in range(2)]
+        for w in late:
+            w.start()
+        for i, w in enumerate(waiters + late):
+            r = w.join_result(limit(15.0))
+            check(r.status in (503, 504) and "app state" not in r.text,
+                  "request %d was answered by the timed-out init's object: "
+                  "%s %s" % (i, r.status, short(r.text)))
 
 
 LIBC_CRASH_APP = page(r"""
