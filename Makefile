@@ -186,6 +186,9 @@ install: all
 	  $(DESTDIR)$(PCDIR)
 	install -m 755 hotpub $(DESTDIR)$(BINDIR)/hotpub
 	install -m 644 include/hotpub.h $(DESTDIR)$(INCDIR)/hotpub.h
+	install -d $(DESTDIR)$(INCDIR)/hotpub-tcc/sys
+	install -m 644 include/hotpub-tcc/sys/cdefs.h \
+	  $(DESTDIR)$(INCDIR)/hotpub-tcc/sys/cdefs.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@INCDIR@|$(INCDIR)|' \
 	  -e 's|@VERSION@|$(VERSION)|' hotpub.pc.in >$(DESTDIR)$(PCDIR)/hotpub.pc
 	chmod 644 $(DESTDIR)$(PCDIR)/hotpub.pc

@@ -54,8 +54,9 @@ struct hp_compiler {
     atomic_ulong runs;
     atomic_ulong seq;
     bool is_tcc;
-    char *tcc; /* the fast tier's compiler (a path), NULL: gcc -O0   */
-    char *ld;  /* the linker the fast tier's objects go through      */
+    char *tcc;     /* the fast tier's compiler (a path), NULL: gcc -O0   */
+    char *ld;      /* the linker the fast tier's objects go through      */
+    char *tcc_inc; /* -I of include/hotpub-tcc (sys/cdefs.h), or NULL */
     /* the fast tier's gcc fallback, set up once on its first use
      * (fallback_prepare): the precompiled hotpub.h's directory as an -I
      * flag, and the files a direct ld link needs (NULL: link with cc) */
@@ -262,6 +263,28 @@ static void fast_tier_tools(struct hp_compiler *c, const struct hp_config *cfg)
         c->tcc = hp_xstrdup(path);
 }
 
+/* The fast tier's include directory ahead of the system's: its
+ * sys/cdefs.h keeps glibc from defining __attribute__ away for tcc, which
+ * defines no __GNUC__ (include/hotpub-tcc/sys/cdefs.h says why). Without
+ * it tcc would drop every attribute a page writes (constructor, packed,
+ * ...), so tcc is not used at all: the fast tier compiles with gcc -O0. */
+static void tcc_shim(struct hp_compiler *c)
+{
+    char *shim = hp_xasprintf("%s/hotpub-tcc/sys/cdefs.h", c->include_dir);
+
+    if (c->tcc && access(shim, R_OK) == 0) {
+        c->tcc_inc = hp_xasprintf("-I%s/hotpub-tcc", c->include_dir);
+    } else if (c->tcc) {
+        hp_log_info("no %s: tcc would drop the pages' __attribute__s "
+                    "(constructor, packed, ...); the fast tier compiles "
+                    "with the page compiler at -O0",
+                    shim);
+        free(c->tcc);
+        c->tcc = NULL;
+    }
+    free(shim);
+}
+
 struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
                                     const char *root_canon)
 {
@@ -277,6 +300,7 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     const char *ccbase = strrchr(c->cc, '/');
     c->is_tcc = strcmp(ccbase ? ccbase + 1 : c->cc, "tcc") == 0;
     fast_tier_tools(c, cfg);
+    tcc_shim(c);
     c->timeout_s = cfg->compile_timeout > 0 ? cfg->compile_timeout : 60;
     c->mem_limit = cfg->compile_memory_limit;
     c->cpu_limit = cfg->compile_cpu_limit;
@@ -303,6 +327,8 @@ struct hp_compiler *hp_compiler_new(const struct hp_config *cfg,
     free(argv);
     hp_hash_update(&h, c->include_dir, strlen(c->include_dir) + 1);
     hp_hash_update(&h, c->tcc ? c->tcc : "", c->tcc ? strlen(c->tcc) + 1 : 1);
+    if (c->tcc_inc) /* fast objects built without it lack attributes */
+        hp_hash_update(&h, c->tcc_inc, strlen(c->tcc_inc) + 1);
     snprintf(header, sizeof header, "%s/hotpub.h", c->include_dir);
     if (hp_hash_file(&h, header) < 0)
         hp_log_error("cannot read %s: %s (pages will not compile)", header,
@@ -326,6 +352,7 @@ void hp_compiler_free(struct hp_compiler *c)
     free(c->cc);
     free(c->include_dir);
     free(c->tcc);
+    free(c->tcc_inc);
     free(c->ld);
     free(c->pch_inc);
     free(c->libtcc1);
@@ -1215,6 +1242,7 @@ static void tcc_argv(const struct hp_compiler *c, const struct pkg_flags *pf,
     argv[a++] = "-g";
     argv[a++] = "-Wimplicit-function-declaration";
     argv[a++] = "-Werror";
+    argv[a++] = c->tcc_inc; /* first: its sys/cdefs.h before libc's */
     a = source_args(pf, ca, "-I", ca->tmp_o, argv, a);
     argv[a] = NULL;
 }
