@@ -150,7 +150,7 @@ struct slot {
     /* A module lifecycle hook (init, fini) that crashed the worker:
      * written by the dying thread, hook_sig last (on_fatal). */
     char hook_path[REC_PATH]; /* the module, relative to the docroot */
-    char hook_name[8];        /* "init", "fini" */
+    char hook_name[16];       /* "init", "fini", "constructor", ... */
     char hook_key[KEY_LEN];   /* its object's key, "" if none */
     char hook_where[512];     /* addr2line's lines, "" if none */
     int hook_status;          /* the status the hook passed to exit */
@@ -1120,6 +1120,13 @@ static void answer_504(int fd, double limit, bool streaming)
 static void hook_record(const struct hp_hook_run *h, uintptr_t pc);
 static void initbad_add(const char *key, const char *why);
 
+/* A hook that runs while its version loads, for the request that pins it:
+ * HP_INIT, or the object's constructors (inside dlopen). */
+static bool hook_loads(const char *hook)
+{
+    return strcmp(hook, "init") == 0 || strcmp(hook, "constructor") == 0;
+}
+
 #define HOOK_WATCH_MAX 64
 enum { HW_IDLE = 0, HW_RUNNING, HW_READING, HW_TIMEDOUT };
 static struct hook_watch {
@@ -1143,7 +1150,7 @@ static void hook_watch_begin(const struct hp_hook_run *run)
     if (atomic_load(&w->state) != HW_IDLE)
         return; /* nested (a fini inside an init): the outer one counts */
     w->run = run;
-    w->fd = strcmp(run->hook, "init") == 0 ? hp_server_pinning_fd() : -1;
+    w->fd = hook_loads(run->hook) ? hp_server_pinning_fd() : -1;
     atomic_store(&w->started, now_ns());
     atomic_store_explicit(&w->state, HW_RUNNING, memory_order_release);
 }
@@ -1172,7 +1179,7 @@ static void hook_watch_end(const struct hp_hook_run *run)
 static void hook_timed_out(struct hook_watch *w, double limit)
 {
     const struct hp_hook_run *h = w->run;
-    bool init = strcmp(h->hook, "init") == 0;
+    bool init = hook_loads(h->hook);
     hook_record(h, 0);
     ME->hook_status = (int)(limit + 0.5);
     atomic_store(&ME->hook_sig, HOOK_TIMEOUT);
@@ -1496,7 +1503,7 @@ static void hook_record(const struct hp_hook_run *h, uintptr_t pc)
     copy_str(ME->hook_name, sizeof ME->hook_name, h->hook);
     so_key(h->so_path, ME->hook_key);
     ME->hook_where[0] = '\0';
-    if (pc && pc >= h->base)
+    if (pc && h->base && pc >= h->base) /* a constructor's: no base */
         hp_crash_where(h->so_path, pc - h->base, ME->hook_where,
                        sizeof ME->hook_where);
 }
@@ -1507,7 +1514,7 @@ static void hook_record(const struct hp_hook_run *h, uintptr_t pc)
 static void hook_answer(const struct hp_hook_run *h, const char *what,
                         uintptr_t pc, bool outside)
 {
-    int fd = strcmp(h->hook, "init") == 0 ? hp_server_pinning_fd() : -1;
+    int fd = hook_loads(h->hook) ? hp_server_pinning_fd() : -1;
     if (fd < 0 || !hp_server_claim(fd))
         return;
     if (!hp_server_pinning_details()) {
@@ -1538,9 +1545,12 @@ static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
 {
     bool outside = h->hi && (pc < h->lo || pc >= h->hi);
     uintptr_t call = outside ? hook_call(h) : 0;
-    hook_record(h, call ? call : pc);
+    /* A constructor's object has no base yet: its addresses mean nothing
+     * to the page, so none is shown. */
+    uintptr_t at = h->base ? (call ? call : pc) : 0;
+    hook_record(h, at);
     atomic_store(&ME->hook_sig, sig);
-    hook_answer(h, signame(sig), call ? call : pc, call != 0);
+    hook_answer(h, signame(sig), at, call != 0);
 }
 
 /* What the page or hook called: "exit", or "_exit" or "_Exit" (set by
@@ -2066,7 +2076,7 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
 {
     char where[sizeof s->hook_where], why[sizeof SHM->initbad[0].why];
     char what[48];
-    bool init = strcmp(s->hook_name, "init") == 0;
+    bool init = hook_loads(s->hook_name);
     int sig = atomic_load(&s->hook_sig);
     where_line(s->hook_where, where, sizeof where);
     if (sig == HOOK_EXIT || sig == HOOK__EXIT || sig == HOOK__EXIT_C99)
@@ -2092,10 +2102,13 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
                       : "");
     if (!init || !s->hook_key[0])
         return;
+    bool ctor = strcmp(s->hook_name, "constructor") == 0;
     snprintf(why, sizeof why,
-             HP_DIAG_INIT_CRASHED " a worker process (%s) in %s%s%s; it "
+             HP_DIAG_INIT_CRASHED " a worker process (%s) in %s%s%s%s; it "
                                   "will not run again until the file changes",
-             what, s->hook_path, where[0] ? ": " : "", where);
+             what, s->hook_path,
+             ctor ? " (in a constructor, as it loaded)" : "",
+             where[0] ? ": " : "", where);
     initbad_add(s->hook_key, why);
 }
 

@@ -210,7 +210,7 @@ void hp_hash_hex(const struct hp_hash *h, char out[33]);
 /* Hash a file's content into h. Returns 0, or -1 (errno set). */
 int hp_hash_file(struct hp_hash *h, const char *path);
 
-double hp_now(void); /* CLOCK_MONOTONIC seconds */
+double hp_now(void);     /* CLOCK_MONOTONIC seconds */
 int64_t hp_now_ns(void); /* CLOCK_MONOTONIC nanoseconds */
 
 /* The CPUs this process may run on: its affinity mask (taskset, a cgroup
@@ -380,7 +380,9 @@ void hp_version_close(hp_version *v);
 /*
  * A module's lifecycle hook (init, fini) running on this thread: what a
  * fatal-signal handler needs to name it. path is the module's source,
- * hook "init" or "fini", so_path the object it runs from.
+ * hook "init" or "fini", or "constructor" or "destructor" (the object's
+ * own, run by dlopen and dlclose: base 0 while dlopen runs), so_path the
+ * object it runs from.
  */
 struct hp_hook_run {
     const char *path;
@@ -399,7 +401,8 @@ const struct hp_hook_run *hp_hook_running(void);
  * The host's check before a version's init runs (guard.c: that object's
  * init killed a worker before): NULL to run it, else the diagnostic the
  * load fails with (malloc'd; it should begin with HP_DIAG_INIT_REFUSED).
- * path is the module's source, so_path its private copy. Set once, before
+ * path is the module's source, so_path its object (the compile cache's,
+ * asked before dlopen, which runs its constructors). Set once, before
  * serving; NULL (the default) runs every init.
  */
 typedef char *(*hp_init_vet_fn)(const char *path, const char *so_path);
@@ -584,8 +587,8 @@ void hp_resolver_invalidate(hp_resolver *r);
  * "/a/b/../c" -> "/a/c", "/a/.." -> "/"); other segments, empty ones
  * included, are kept. The result is never longer. false when a ".." would
  * climb above the root ("/..", "/a/../.."), or for a path not starting
- * with '/': the server answers 400, as nginx; path is then unspecified. server.c runs it once per request on
- * paths that contain "/." (resolve.c).
+ * with '/': the server answers 400, as nginx; path is then unspecified.
+ * server.c runs it once per request on paths that contain "/." (resolve.c).
  */
 bool hp_path_merge_dots(char *path);
 

@@ -59,8 +59,30 @@ done:
     return rc;
 }
 
-int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
-            char **priv, char **diag)
+static void hook_enter(const struct hp_hook_run *run);
+static void hook_leave(const struct hp_hook_run *run,
+                       const struct hp_hook_run *outer);
+
+/* dlopen runs the object's constructors (__attribute__((constructor)),
+ * .init_array): with page (its source) given, they run with a hook record
+ * "constructor" on this thread, so a crash, an exit or a timeout in one
+ * names the page as an init hook's would. Its load base is not known
+ * before dlopen returns: the record has none, and no source line. */
+static void *open_object(const char *path, const char *page)
+{
+    struct hp_hook_run run = {page, "constructor", path, 0, 0, 0};
+    const struct hp_hook_run *outer = hp_hook_running();
+    if (page)
+        hook_enter(&run);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (page)
+        hook_leave(&run, outer);
+    return h;
+}
+
+/* hp_load, with page (the module's source, or NULL) for open_object. */
+static int load_copy(const char *so, const char *rundir, uint64_t id,
+                     const char *page, void **dl, char **priv, char **diag)
 {
     const char *base = strrchr(so, '/');
     char *path;
@@ -76,7 +98,7 @@ int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
         free(path);
         return -1;
     }
-    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    h = open_object(path, page);
     if (!h) {
         const char *e = dlerror();
         *diag = hp_xasprintf("cannot load the page: %s", e ? e : "?");
@@ -99,6 +121,12 @@ int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
     *dl = h;
     *priv = path;
     return 0;
+}
+
+int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
+            char **priv, char **diag)
+{
+    return load_copy(so, rundir, id, NULL, dl, priv, diag);
 }
 
 /* The lifecycle hook running on this thread (a fatal signal names it). */
@@ -214,7 +242,16 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
     v->id = id;
     v->path = path;
     v->mod.v = v;
-    if (hp_load(so, rundir, id, &v->dl, &v->so_path, diag) < 0) {
+    /* Before dlopen: the object's constructors run in it, and one that
+     * killed a worker is refused as an init that did (the key is the
+     * compile cache's, in so's name and its private copy's alike). */
+    char *vetoed = init_vet ? init_vet(path, so) : NULL;
+    if (vetoed) {
+        *diag = vetoed;
+        free(v);
+        return NULL;
+    }
+    if (load_copy(so, rundir, id, path, &v->dl, &v->so_path, diag) < 0) {
         free(v);
         return NULL;
     }
@@ -222,13 +259,6 @@ hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
         v->hooks[h] = (hp_handler_fn)dlsym(v->dl, hook_names[h]);
     v->fini = (hp_fini_fn)dlsym(v->dl, "hp__fini");
     hp_init_fn init = (hp_init_fn)dlsym(v->dl, "hp__init");
-    char *vetoed = init && init_vet ? init_vet(path, v->so_path) : NULL;
-    if (vetoed) {
-        *diag = vetoed;
-        v->fini = NULL;
-        hp_version_close(v);
-        return NULL;
-    }
     if (init) {
         /* Runs before anyone can see this version; the old one may be
          * serving requests with `previous` at this very moment. */
@@ -259,7 +289,13 @@ void hp_version_close(hp_version *v)
         v->fini(&v->mod, v->state, v->handed_over);
         hook_leave(&run, outer);
     }
+    /* dlclose runs the object's destructors: named like fini if one
+     * crashes (a prebuilt object's may outlive this, and run later). */
+    struct hp_hook_run drun = hook_run(v, "destructor");
+    const struct hp_hook_run *douter = tl_hook;
+    hook_enter(&drun);
     hp_unload(v->dl, v->so_path);
+    hook_leave(&drun, douter);
     free(v->so_path);
     free(v->mod.error);
     for (size_t i = 0; i < v->ndeps; i++)
