@@ -175,6 +175,108 @@ def test_fast_object_that_does_not_load_is_built_optimized_at_once():
         check_in("the fast tier's object did not load", s.stderr(), "log")
 
 
+def ctor_page(tag, log):
+    """A page whose constructor sets a value, whose destructor appends
+    'bye TAG inited=N' to log, and whose handler shows the value and the
+    size of a packed struct (5: attributes are honoured)."""
+    return page(r"""
+#include <stdio.h>
+static int inited;
+struct __attribute__((packed)) pk { char c; int i; };
+__attribute__((constructor)) static void setup(void) { inited = 42; }
+__attribute__((destructor)) static void bye(void)
+{
+    FILE *f = fopen("%s", "a");
+    if (f) { fprintf(f, "bye %s inited=%%d\n", inited); fclose(f); }
+}
+HP_HANDLER(http_handler)
+{
+    hp_printf(req, "%s inited=%%d packed=%%d", inited, (int)sizeof(struct pk));
+    return HP_OK;
+}
+""" % (log, tag, tag))
+
+
+def slow_cc(s, seconds):
+    """A --cc that takes `seconds` longer to build an object (the
+    optimized tier), so the fast tier's version serves meanwhile."""
+    path = os.path.join(s.tmp, "slowcc")
+    with open(path, "w") as f:
+        f.write('#!/bin/sh\nfor a; do [ "$a" = -shared ] && sleep %g; done\n'
+                'exec cc "$@"\n' % seconds)
+    os.chmod(path, 0o755)
+    return path
+
+
+def read_or_empty(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def test_constructors_and_destructors_run_in_the_fast_tier():
+    """tcc's objects run __attribute__((constructor)) at load and
+    ((destructor)) when a retired version is unloaded, and keep packed
+    layouts, exactly as the optimized tier's do (glibc's sys/cdefs.h
+    defines __attribute__ away for tcc unless include/hotpub-tcc is on
+    its include path)."""
+    need_tcc()
+    log = tempfile.mktemp(prefix="hp-dtor-")
+    try:
+        with Server({"c.c": ctor_page("v1", log)}, dev=True, fast_tier=True,
+                    start=False) as s:
+            s.args += ["--cc", slow_cc(s, 3 * harness.SLACK)]
+            s.start()
+            check_eq(s.get_ok("/c").text, "v1 inited=42 packed=5", "fast v1")
+            check_eq(current_tier(s, "c.c"), "fast", "tier of v1")
+            s.write("c.c", ctor_page("v2", log), how="rename")
+            check(wait_until(lambda: s.get("/c").text.startswith("v2"),
+                             limit(5.0), 0.02), "v2 not served")
+            check_eq(s.get_ok("/c").text, "v2 inited=42 packed=5", "fast v2")
+            check_eq(current_tier(s, "c.c"), "fast", "tier of v2")
+            check(wait_until(lambda: "bye v1" in read_or_empty(log),
+                             limit(5.0), 0.02),
+                  "fast v1's destructor did not run: %r" % read_or_empty(log))
+            check_eq(read_or_empty(log), "bye v1 inited=42\n", "v1's fini")
+            check(wait_until(lambda: current_tier(s, "c.c") == "optimized",
+                             limit(15.0), 0.05), "optimized v2 not current")
+            check_eq(s.get_ok("/c").text, "v2 inited=42 packed=5",
+                     "optimized v2 answers as the fast one did")
+            check(wait_until(lambda: "bye v2" in read_or_empty(log),
+                             limit(5.0), 0.02), "fast v2's destructor")
+            check_eq(read_or_empty(log).count("bye v2 inited=42\n"), 1,
+                     "fast v2's destructor, once")
+    finally:
+        if os.path.exists(log):
+            os.unlink(log)
+
+
+def test_constructor_that_aborts_names_the_page():
+    """A constructor runs inside dlopen: its crash is logged as the
+    module's constructor hook, not 'no page handler was running', and the
+    request that loaded it is answered 503, in the fast tier as in the
+    optimized one."""
+    src = page(r"""
+__attribute__((constructor)) static void boom(void) { abort(); }
+HP_HANDLER(http_handler) { hp_puts(req, "ok"); return HP_OK; }
+""", includes="#include <stdlib.h>")
+    for fast in ([True] if shutil.which("tcc") else []) + [False]:
+        with Server({"b.c": src}, dev=True, fast_tier=fast, workers=1,
+                    check_exit=False) as s:
+            r = s.get("/b")
+            check_eq(r.status, 503, "the loading request (fast %s)" % fast)
+            want = "in the constructor hook of the module b.c"
+            check(wait_until(lambda: want in s.stderr(), limit(5.0), 0.05),
+                  "log does not name the page (fast %s): %s"
+                  % (fast, s.stderr()[-600:]))
+            check_not_in("no page handler was running", s.stderr(), "log")
+            r = s.get("/b")
+            check_eq(r.status, 503, "refused until the file changes")
+            check_in("in a constructor", r.text, "why")
+
+
 def test_fast_tier_falls_back_to_gcc():
     """A page tcc cannot compile (a GNU extension it lacks: __int128 ...
     here jansson's atomics) still loads, through the page compiler."""
