@@ -1797,6 +1797,31 @@ def test_access_log():
                              "server output with --access-log off")
 
 
+def test_access_log_fields_cannot_be_forged():
+    """A '"' in User-Agent or Referer, or a '\\' in the target, is written
+    as \\xHH (nginx's escaping): the client cannot close a quoted field and
+    forge the status, size or User-Agent a log parser reads."""
+    s = Server(files={"hello.c": HELLO}, start=False)
+    logp = os.path.join(s.tmp, "logs", "access.log")
+    s.args = ["--access-log", logp]
+    with s:
+        s.start()
+        r = s.request("/hello?q=a%5Cb\\c", headers={
+            "User-Agent": 'x" 404 0 "http://forged/" "Mozilla',
+            "Referer": 'r" "z'})
+        check_eq(r.status, 200, "status")
+        s.stop()
+        with open(logp) as f:
+            lines = [l for l in f.read().split("\n") if "/hello" in l]
+        check_eq(len(lines), 1, "lines for GET /hello")
+        line = lines[0] if lines else ""
+        check_in(' 200 ', line, "status field")
+        check_in('"r\\x22 \\x22z" "x\\x22 404 0 \\x22http://forged/\\x22 '
+                 '\\x22Mozilla"', line, "escaped Referer and User-Agent")
+        check_in("q=a%5Cb\\x5Cc", line, "escaped backslash in the target")
+        check_eq(line.count('"'), 6, "quotes in %r" % line)
+
+
 def test_edge_refusals_logged():
     """A connection the request edge refuses before libmicrohttpd saw a
     request is in the access log, and the error log says why, at most one
