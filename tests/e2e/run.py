@@ -1054,6 +1054,31 @@ def test_oversized_header_431():
         check_eq(s.get_ok("/hello").text, "Hello, world!", "afterwards")
 
 
+def test_many_small_fields_get_hotpubs_431():
+    """Many small field lines fill libmicrohttpd's per-connection memory
+    before the head reaches --max-header: the edge answers first, with the
+    same 431 page as for one huge field, and closes the connection (not
+    libmicrohttpd's "Your HTTP header was too big" body)."""
+    with Server(files={"hello.c": HELLO}) as s:
+        big = s.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                    b"a" * 100000 + b"\r\n\r\n", read_all=True)
+        for n in (300, 5000):
+            fields = b"".join(b"X%d: a\r\n" % i for i in range(n))
+            r = s.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\n" + fields +
+                      b"\r\n", read_all=True)
+            check(r is not None, "no answer to %d fields" % n)
+            check_eq(r.status, 431, "status for %d small fields" % n)
+            check_not_in("too big for the memory", r.text,
+                         "libmicrohttpd's body for %d fields" % n)
+            check_eq(r.body, big.body, "the same 431 page as a huge field")
+            check_eq((r.header("Connection") or "").lower(), "close",
+                     "Connection for %d fields" % n)
+        fields = b"".join(b"X%d: a\r\n" % i for i in range(100))
+        r = s.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\n" + fields +
+                  b"Connection: close\r\n\r\n", read_all=True)
+        check_eq((r.status, r.text), (200, "Hello, world!"), "100 fields")
+
+
 def test_body_too_large_413():
     with Server(files={"echo.c": ECHO}, args=["--max-body", "1024"]) as s:
         r = s.post("/echo/body", "x" * 500, "text/plain")
