@@ -332,6 +332,24 @@ def test_check_good_tree_exits_0():
                  % (p.returncode, short(p.stdout + p.stderr, 600)))
 
 
+def test_check_warns_of_a_page_shadowed_by_a_directory():
+    """docs/pages.md: with foo.c next to foo/, /foo is the directory's (a
+    redirect to /foo/): hotpub check warns, and still exits 0."""
+    with Server(files={"foo.c": HELLO, "foo/index.c": simple_page("dir"),
+                       "bar.c": HELLO, "bar/x.txt": "x",
+                       "sub/index.c": simple_page("x"), "ok.c": HELLO},
+                start=False) as s:
+        p = run_hotpub(["check", s.root], timeout=120,
+                       env={"HOME": s.tmp, "XDG_CACHE_HOME": s.cache})
+        out = p.stdout + p.stderr
+        check_eq(p.returncode, 0, "exit status (output %s)" % short(out, 600))
+        warns = sorted(l.split(":")[0] for l in out.splitlines()
+                       if l.startswith("warn "))
+        check_eq(warns, ["warn " + s.path("bar.c"), "warn " + s.path("foo.c")],
+                 "warnings in %s" % short(out, 600))
+        check_in("the directory /foo/ takes the URL /foo", out, "the why")
+
+
 def test_check_broken_page_exits_1_with_diagnostic():
     with Server(files={"hello.c": HELLO, "broken.c": BROKEN},
                 start=False) as s:
