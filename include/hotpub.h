@@ -305,9 +305,12 @@ int hp_flush(hp_req *req);
 int hp_sse(hp_req *req, const char *event, const char *data);
 
 /*
- * Answer with the file at path (any path: pages are trusted code) as
- * static files are answered: Content-Type from the extension (unless the
- * page set one), Last-Modified, ETag, conditional requests (304, 412),
+ * Answer with the file at path as static files are answered. An absolute
+ * path is any file (pages are trusted code); a relative one is resolved
+ * against the calling page's (or module's) directory, as hp_render's
+ * template names, and must stay inside the document root, symlinks
+ * resolved (else -1, errno EACCES). Content-Type from the extension
+ * (unless the page set one), Last-Modified, ETag, conditional requests (304, 412),
  * one byte range (206, or 416), HEAD, sent with zero copy where the
  * kernel allows. The file is opened now (so a missing file is -1 with
  * errno set, and the page can answer 404) and sent after the commit hooks

@@ -68,6 +68,32 @@ bool hp_access_enabled(void)
     return A.f != NULL;
 }
 
+/* Bytes a log field keeps as they are: printable ASCII but the quote that
+ * ends the field and the backslash that starts an escape. */
+static bool plain_byte(unsigned char ch)
+{
+    return ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\';
+}
+
+void hp_access_escape(struct hp_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p) {
+        const unsigned char *run = p;
+        while (*p && plain_byte(*p))
+            p++;
+        if (p > run) /* the common case: the whole field in one append */
+            hp_buf_append(b, run, (size_t)(p - run));
+        if (!*p)
+            break;
+        char esc[4] = {'\\', 'x', hex[*p >> 4], hex[*p & 15]};
+        hp_buf_append(b, esc, sizeof esc);
+        p++;
+    }
+}
+
 void hp_access_line(const char *addr, const char *method, const char *uri,
                     const char *version, int status, uint64_t length,
                     const char *referer, const char *user_agent)
@@ -86,10 +112,17 @@ void hp_access_line(const char *addr, const char *method, const char *uri,
         ts_when = now;
     }
     pthread_mutex_lock(&A.mu);
-    hp_buf_printf(&A.buf, "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" \"%s\"\n",
-                  *addr ? addr : "-", ts, method, uri, version, status,
-                  (unsigned long long)length, referer ? referer : "-",
-                  user_agent ? user_agent : "-");
+    hp_buf_printf(&A.buf, "%s - - [%s] \"", *addr ? addr : "-", ts);
+    hp_access_escape(&A.buf, method);
+    hp_buf_append(&A.buf, " ", 1);
+    hp_access_escape(&A.buf, uri);
+    hp_buf_append(&A.buf, " ", 1);
+    hp_access_escape(&A.buf, version);
+    hp_buf_printf(&A.buf, "\" %d %llu \"", status, (unsigned long long)length);
+    hp_access_escape(&A.buf, referer ? referer : "-");
+    hp_buf_append(&A.buf, "\" \"", 3);
+    hp_access_escape(&A.buf, user_agent ? user_agent : "-");
+    hp_buf_append(&A.buf, "\"\n", 2);
     if (A.buf.len >= FLUSH_AT)
         emit_locked();
     pthread_mutex_unlock(&A.mu);

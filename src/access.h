@@ -19,6 +19,13 @@ bool hp_access_enabled(void);
 void hp_access_line(const char *addr, const char *method, const char *uri,
                     const char *version, int status, uint64_t length,
                     const char *referer, const char *user_agent);
+/*
+ * Append s to b as one access-log field: bytes outside printable ASCII, '"'
+ * and '\\' become \xHH (upper-case hex), as nginx writes them, so a client
+ * cannot end a quoted field and forge the ones after it. Every field a
+ * client supplies (request line parts, Referer, User-Agent) goes through it.
+ */
+void hp_access_escape(struct hp_buf *b, const char *s);
 /* Write what is buffered (the server calls it once a second). */
 void hp_access_flush(void);
 /* SIGUSR1: reopen the file after logrotate moved it. */

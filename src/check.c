@@ -266,6 +266,27 @@ static void check_template(const char *path, bool link)
     free(diag);
 }
 
+/*
+ * A page foo.c next to a directory foo/: the URL /foo is the directory's
+ * (docs/pages.md "From URL to handler", rule 1 before rule 3), so the
+ * page's http_handler is unreachable; /foo/NAME still reaches its other
+ * handlers (rule 4). A warning: the exit status does not change.
+ */
+static void warn_shadowed(const char *path, const char *base)
+{
+    if (strncmp(base, "index.", 6) == 0 || strcmp(base, "_app.c") == 0 ||
+        strcmp(base, "_app.so") == 0)
+        return;
+    size_t stem = strlen(path) - (path[strlen(path) - 1] == 'c' ? 2 : 3);
+    char *dir = hp_xasprintf("%.*s", (int)stem, path);
+    struct stat st;
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+        printf("warn %s: the directory %s/ takes the URL %s, so this page's "
+               "http_handler is unreachable there; rename one of them\n",
+               path, dir + strlen(check_root), dir + strlen(check_root));
+    free(dir);
+}
+
 static int visit(const char *path, const struct stat *st, int type,
                  struct FTW *ftw)
 {
@@ -301,6 +322,7 @@ static int visit(const char *path, const struct stat *st, int type,
             printf("ok   %s (a symlink to %s)\n", path, real ? real : "?");
             free(real);
         }
+        warn_shadowed(path, base);
         return FTW_CONTINUE;
     }
 
@@ -339,6 +361,7 @@ static int visit(const char *path, const struct stat *st, int type,
     }
     free(priv);
     free(diag);
+    warn_shadowed(path, base);
     return FTW_CONTINUE;
 }
 

@@ -242,6 +242,21 @@ static void parse_te(struct hp_frame *f, const char *v, size_t n)
     }
 }
 
+/*
+ * One more field line in the head. libmicrohttpd keeps each field (as each
+ * query piece) in its per-connection memory, about 64 bytes besides the
+ * head's text: many small fields fill it long before the head reaches
+ * --max-header, and it then answers a 431 of its own. Refuse first, with
+ * hotpub's 431 (RFC 6585 §5), on the same measure as the query's pieces.
+ */
+static void fields_fit(struct hp_frame *f)
+{
+    f->n_fields++;
+    size_t need = (size_t)(f->n_fields + f->n_query) * 64 + f->head_len;
+    if (f->query_room && need + 4096 > f->query_room)
+        refuse(f, 431, "too many header fields for --max-header");
+}
+
 static void end_field(struct hp_frame *f)
 {
     size_t n = f->val_len;
@@ -286,6 +301,8 @@ static void end_field(struct hp_frame *f)
     f->val_len = 0;
     f->tok_len = 0;
     f->st = ST_LINE;
+    if (!f->in_trailer)
+        fields_fit(f);
 }
 
 static void start_field_value(struct hp_frame *f)
@@ -943,6 +960,8 @@ size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
             return msg_start;
         i++;
     }
+    if (f->st == ST_DEAD) /* a whole field line refused it (fields_fit) */
+        return msg_start;
     f->rl_passed = f->st > ST_RL_LF && f->st != ST_DEAD;
     return n;
 }

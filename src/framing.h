@@ -25,6 +25,7 @@ struct hp_frame {
     size_t max_head;    /* bytes allowed for the request line / head    */
     unsigned max_query; /* '&'-separated query pieces allowed (0: any) */
     unsigned n_query;   /* ... seen in this target                      */
+    unsigned n_fields;  /* field lines seen in this head                */
     size_t query_room;  /* bytes the HTTP library has for the query's
                            pieces (64 each) and the request line; 0: any */
     uint8_t form;       /* request-target form (framing.c)              */
@@ -59,7 +60,10 @@ struct hp_frame {
 void hp_frame_init(struct hp_frame *f, size_t max_head, unsigned max_query);
 /* Room libmicrohttpd has for the request line and its query pieces (its
  * per-connection memory): more pieces than fit are refused with 413, since
- * it hangs the connection when they overflow it. 0: no check. */
+ * it hangs the connection when they overflow it. The head's field lines
+ * take the same room (64 bytes each besides their text): a head with more
+ * than fit is refused with 431 here, before libmicrohttpd answers it with
+ * a 431 of its own. 0: no check. */
 void hp_frame_set_query_room(struct hp_frame *f, size_t bytes);
 /* RFC 3986 §3.2.2 host [":" port] (the Host field, an absolute-form
  * target's authority). */

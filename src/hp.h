@@ -559,6 +559,9 @@ enum hp_target_kind {
     HP_T_NOTFOUND = 0,
     HP_T_PAGE,   /* path = page source (.c or .so), handler = name    */
     HP_T_STATIC, /* path = the file                                   */
+    /* A directory with an index asked without its '/': path = the URL path
+     * to redirect to ("/blog/": percent-encoded, never "//..."). */
+    HP_T_DIRSLASH,
 };
 
 struct hp_target {

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -88,16 +89,27 @@ int hp_send_file(hp_req *req, const char *path)
 {
     if (!path || req->stream)
         return -1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
+    /* A relative name is the page's, as for hp_render: not the server's
+     * working directory, and never above the document root. */
+    char *own = path[0] == '/' ? NULL : hp_req_page_relative(req, path);
+    if (path[0] != '/' && !own)
         return -1;
+    if (own)
+        path = own;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        free(own);
+        return -1;
+    }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
+        free(own);
         errno = EISDIR;
         return -1;
     }
     char *name = hp_strdup(req, path);
+    free(own);
     if (!name) {
         close(fd);
         return -1;

@@ -168,6 +168,15 @@ void hp_req_tpl_release(hp_req *req);
 /* tplcache.c: the paths of up to max templates the request rendered, into
  * paths (valid while the request holds them); returns how many. */
 size_t hp_req_tpl_paths(const hp_req *req, const char **paths, size_t max);
+/*
+ * tplcache.c: hp_send_file's relative path name, resolved as hp_render
+ * resolves a template name: against the directory of the calling page (or
+ * module), "." and ".." merged. A malloc'd path, or NULL with errno set:
+ * EACCES when it would leave the document root, by name or once its
+ * symlinks are resolved (as for templates and pages); ENOENT when it does
+ * not exist; ENOSYS outside the server (no document root).
+ */
+char *hp_req_page_relative(const hp_req *req, const char *name);
 
 /* publish.c: run hooks and handler; returns HP_OK or an error status. */
 int hp_publish_run(hp_req *req);

@@ -24,7 +24,10 @@
  * t->page_segs counts the segments that named the page (rules 4 and 5
  * leave the rest to publish.c).
  * A '/' after the URL's last segment makes rules 2 and 3 answer not
- * found (a file is no directory); rules 1, 4 and 5 ignore it.
+ * found (a file is no directory); rules 4 and 5 ignore it. Rule 1 wants
+ * it: a directory with an index asked without it is HP_T_DIRSLASH, a
+ * redirect to the path with it (nginx; Apache's DirectorySlash), so that
+ * relative links in the index resolve inside the directory.
  * Whatever is chosen must still be inside the root, and public, once every
  * symlink is resolved; otherwise the answer is "not found", never a
  * fallback to a later rule (a refused symlink must not unmask another file).
@@ -369,6 +372,46 @@ static void resolve_params(const hp_resolver *r, const char *rel, size_t nseg,
         t->page_segs = 0;
 }
 
+/* Bytes a path segment keeps as they are (RFC 3986 §3.3 pchar less
+ * pct-encoded); others are percent-encoded. */
+static bool pchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') ||
+           (c != 0 && strchr("-._~!$&'()*+,;=:@/", c));
+}
+
+/*
+ * Rule 1 without the trailing '/': t becomes HP_T_DIRSLASH with path
+ * "/" rel "/", rel's bytes percent-encoded. rel has no empty segment
+ * (url_to_rel), so the path never starts with "//", which a browser would
+ * read as another host: "//evil.com" can only redirect to "/evil.com/".
+ */
+static void set_dir_slash(const char *rel, struct hp_target *t)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0, cap = sizeof t->path;
+
+    set_notfound(t);
+    t->path[n++] = '/';
+    for (const unsigned char *s = (const unsigned char *)rel; *s; s++) {
+        if (n + 5 >= cap) {
+            set_notfound(t);
+            return;
+        }
+        if (pchar(*s)) {
+            t->path[n++] = (char)*s;
+            continue;
+        }
+        t->path[n++] = '%';
+        t->path[n++] = hex[*s >> 4];
+        t->path[n++] = hex[*s & 15];
+    }
+    t->path[n++] = '/';
+    t->path[n] = '\0';
+    t->kind = HP_T_DIRSLASH;
+}
+
 /*
  * Resolve against the file system. Returns false when the URL was refused
  * by its text alone: that answer costs no syscalls, so caching it would
@@ -396,6 +439,8 @@ static bool resolve_fs(const hp_resolver *r, const char *url,
         if (S_ISDIR(st.st_mode)) {
             resolve_dir(r, &p, t);
             t->page_segs = (unsigned short)nseg;
+            if (t->kind != HP_T_NOTFOUND && nseg > 0 && !dir_asked)
+                set_dir_slash(rel, t);
             return true;
         }
         if (S_ISREG(st.st_mode) && nseg > 0) {

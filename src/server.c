@@ -541,6 +541,35 @@ static enum MHD_Result send_error_keep_headers(struct ctx *c, int status)
     return send_buffer(c, status);
 }
 
+/*
+ * A directory asked without its trailing '/' (resolve.c, HP_T_DIRSLASH):
+ * 301 to the path with it and the same query, as nginx and Apache do; 308
+ * for methods other than GET and HEAD, which keeps the method and body
+ * (RFC 9110 §15.4.9). The Location is a path, a relative reference (RFC
+ * 9110 §10.2.2) the resolver never starts with "//".
+ */
+static enum MHD_Result send_dir_slash(struct ctx *c)
+{
+    hp_req *req = &c->req;
+    struct hp_buf loc = {0};
+    int status =
+        strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0
+            ? 301
+            : 308;
+    hp_buf_puts(&loc, req->target.path);
+    if (req->query && *req->query)
+        hp_buf_printf(&loc, "?%s", req->query);
+    char *value = loc.p ? hp_strdup(req, loc.p) : NULL; /* the request's */
+    hp_buf_free(&loc);
+    if (!value)
+        return send_error(c, 500, NULL);
+    req->headers.n = 0;
+    req->has_content_type = false;
+    hp_req_error_body(req, status, NULL);
+    hp_req_add_header(req, "Location", value);
+    return send_buffer(c, status);
+}
+
 static const char *static_field(hp_req *req, const char *name)
 {
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
@@ -697,10 +726,15 @@ static void status_url(struct hp_buf *b, const char *url)
     hp_buf_json(b, url);
     hp_resolve(S.res, url, &t);
     hp_buf_printf(b, ",\"kind\":\"%s\"",
-                  t.kind == HP_T_PAGE     ? "page"
-                  : t.kind == HP_T_STATIC ? "static"
-                                          : "notfound");
-    if (t.kind == HP_T_NOTFOUND) {
+                  t.kind == HP_T_PAGE       ? "page"
+                  : t.kind == HP_T_STATIC   ? "static"
+                  : t.kind == HP_T_DIRSLASH ? "redirect"
+                                            : "notfound");
+    if (t.kind == HP_T_DIRSLASH) {
+        hp_buf_puts(b, ",\"location\":");
+        hp_buf_json(b, t.path);
+    }
+    if (t.kind == HP_T_NOTFOUND || t.kind == HP_T_DIRSLASH) {
         hp_buf_puts(b, "}");
         return;
     }
@@ -1241,6 +1275,8 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
     hp_resolve(S.res, req->path, &req->target);
     if (req->target.kind == HP_T_STATIC)
         return send_static(c);
+    if (req->target.kind == HP_T_DIRSLASH)
+        return send_dir_slash(c);
     if (req->target.kind != HP_T_PAGE)
         return send_error(c, 404, NULL);
 

@@ -382,6 +382,39 @@ static char *resolve(const char *base, const char *name, const char *suffix)
 /* ---- requests -------------------------------------------------------------
  */
 
+/* The directory names are resolved against: the calling module's, else the
+ * page's (hp_render's templates, hp_send_file's relative paths). */
+static const char *req_base(const hp_req *req)
+{
+    return req->current_module ? req->current_module->path : req->target.path;
+}
+
+char *hp_req_page_relative(const hp_req *req, const char *name)
+{
+    char canon[PATH_MAX], croot[PATH_MAX];
+    if (!T.started) {
+        errno = ENOSYS;
+        return NULL;
+    }
+    char *path = resolve(req_base(req), name, "");
+    if (!path) {
+        errno = EACCES;
+        return NULL;
+    }
+    if (realpath(path, canon) == NULL) {
+        free(path);
+        return NULL; /* errno from realpath: ENOENT, EACCES, ... */
+    }
+    /* A symlink may rename, never escape (as for templates, in load()). */
+    size_t rl = realpath(T.root, croot) ? strlen(croot) : 0;
+    if (!rl || strncmp(canon, croot, rl) != 0 || (canon[rl] != '/' && rl > 1)) {
+        free(path);
+        errno = EACCES;
+        return NULL;
+    }
+    return path;
+}
+
 /*
  * The version of path this request uses: the one it pinned before, else
  * the cache's for its generation. A pin entry is added for a new path, and
@@ -526,9 +559,7 @@ int hp_render(hp_req *req, const char *tpl, const json_t *data)
                                      "name (only " HP_TPL_EXT " files are "
                                      "rendered)",
                                      tpl));
-    const char *base =
-        req->current_module ? req->current_module->path : req->target.path;
-    char *path = resolve(base, tpl, "");
+    char *path = resolve(req_base(req), tpl, "");
     if (!path)
         return tpl_fail(req, NULL,
                         hp_xasprintf("template \"%s\" is outside the "

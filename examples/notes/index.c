@@ -71,7 +71,7 @@ HP_HANDLER(add)
     if (hp_db_exec(hp_db(req), "INSERT INTO notes (body) VALUES ($1)",
                    body) != HP_OK)
         return 500; /* the log has the database's message */
-    hp_redirect(req, "/notes");
+    hp_redirect(req, "/notes/");
     return HP_OK;
 }
 
@@ -89,7 +89,7 @@ HP_HANDLER(delete)
         return 500;
     if (hp_db_changes(db) == 0)
         return refuse(req, 404, "no such note\n");
-    hp_redirect(req, "/notes");
+    hp_redirect(req, "/notes/");
     return HP_OK;
 }
 

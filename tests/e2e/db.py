@@ -580,14 +580,14 @@ def test_notes_example(eng):
         s.start()
         if eng.pg:
             script(s, "CREATE SCHEMA IF NOT EXISTS %s" % eng.schema)
-        r = s.get_ok("/notes")
-        check_in("No notes yet", r.text, "/notes")
+        r = s.get_ok("/notes/")
+        check_in("No notes yet", r.text, "/notes/")
         note = "<b>bold</b> & 'quotes' \"too\"; DROP TABLE notes; --"
         r = s.post("/notes/add", urllib.parse.urlencode({"body": note}))
-        check_eq((r.status, r.header("Location")), (303, "/notes"),
+        check_eq((r.status, r.header("Location")), (303, "/notes/"),
                  "POST /notes/add")
         s.post("/notes/add", "body=second")
-        page_html = s.get_ok("/notes").text
+        page_html = s.get_ok("/notes/").text
         check_in("&lt;b&gt;bold&lt;/b&gt; &amp; &#39;quotes&#39;", page_html,
                  "the note, HTML-escaped")
         data = json.loads(s.get_ok("/notes/json").text)

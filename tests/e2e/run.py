@@ -332,6 +332,24 @@ def test_check_good_tree_exits_0():
                  % (p.returncode, short(p.stdout + p.stderr, 600)))
 
 
+def test_check_warns_of_a_page_shadowed_by_a_directory():
+    """docs/pages.md: with foo.c next to foo/, /foo is the directory's (a
+    redirect to /foo/): hotpub check warns, and still exits 0."""
+    with Server(files={"foo.c": HELLO, "foo/index.c": simple_page("dir"),
+                       "bar.c": HELLO, "bar/x.txt": "x",
+                       "sub/index.c": simple_page("x"), "ok.c": HELLO},
+                start=False) as s:
+        p = run_hotpub(["check", s.root], timeout=120,
+                       env={"HOME": s.tmp, "XDG_CACHE_HOME": s.cache})
+        out = p.stdout + p.stderr
+        check_eq(p.returncode, 0, "exit status (output %s)" % short(out, 600))
+        warns = sorted(l.split(":")[0] for l in out.splitlines()
+                       if l.startswith("warn "))
+        check_eq(warns, ["warn " + s.path("bar.c"), "warn " + s.path("foo.c")],
+                 "warnings in %s" % short(out, 600))
+        check_in("the directory /foo/ takes the URL /foo", out, "the why")
+
+
 def test_check_broken_page_exits_1_with_diagnostic():
     with Server(files={"hello.c": HELLO, "broken.c": BROKEN},
                 start=False) as s:
@@ -608,12 +626,19 @@ def test_index_pages():
         check_eq(s.get_ok("/sub/other").text, "sub other", "GET /sub/other")
         check_eq(s.get_ok("/about").text, "root about",
                  "GET /about (a handler of the root index.c)")
+        # A directory without its '/' is redirected (nginx, Apache's
+        # DirectorySlash): relative links in its index then resolve in it.
+        for method, want in (("GET", 301), ("HEAD", 301), ("POST", 308)):
+            r = s.request("/sub?a=1&b=%22", method=method, body="x=1"
+                          if method == "POST" else None)
+            check_eq((r.status, r.header("Location")), (want, "/sub/?a=1&b=%22"),
+                     "%s /sub?a=1&b=%%22" % method)
         r = s.get("/sub")
-        if r.status in (301, 302, 307, 308):
-            check((r.header("Location") or "").endswith("/sub/"),
-                  "GET /sub redirects to %r" % r.header("Location"))
-        else:
-            check_eq((r.status, r.text), (200, "sub index"), "GET /sub")
+        check_eq((r.status, r.header("Location")), (301, "/sub/"), "GET /sub")
+        # "//sub" must not become a Location naming another host
+        r = s.get("//sub")
+        check_eq((r.status, r.header("Location")), (301, "/sub/"), "GET //sub")
+        check_eq(s.get("/sub/other/").status, 404, "a page is no directory")
 
 
 def test_html_escaping():
@@ -1045,6 +1070,31 @@ def test_oversized_header_431():
         check(r is not None, "no answer to a 100 kB header")
         check_eq(r.status, 431, "status for a 100 kB header")
         check_eq(s.get_ok("/hello").text, "Hello, world!", "afterwards")
+
+
+def test_many_small_fields_get_hotpubs_431():
+    """Many small field lines fill libmicrohttpd's per-connection memory
+    before the head reaches --max-header: the edge answers first, with the
+    same 431 page as for one huge field, and closes the connection (not
+    libmicrohttpd's "Your HTTP header was too big" body)."""
+    with Server(files={"hello.c": HELLO}) as s:
+        big = s.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                    b"a" * 100000 + b"\r\n\r\n", read_all=True)
+        for n in (300, 5000):
+            fields = b"".join(b"X%d: a\r\n" % i for i in range(n))
+            r = s.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\n" + fields +
+                      b"\r\n", read_all=True)
+            check(r is not None, "no answer to %d fields" % n)
+            check_eq(r.status, 431, "status for %d small fields" % n)
+            check_not_in("too big for the memory", r.text,
+                         "libmicrohttpd's body for %d fields" % n)
+            check_eq(r.body, big.body, "the same 431 page as a huge field")
+            check_eq((r.header("Connection") or "").lower(), "close",
+                     "Connection for %d fields" % n)
+        fields = b"".join(b"X%d: a\r\n" % i for i in range(100))
+        r = s.raw(b"GET /hello HTTP/1.1\r\nHost: x\r\n" + fields +
+                  b"Connection: close\r\n\r\n", read_all=True)
+        check_eq((r.status, r.text), (200, "Hello, world!"), "100 fields")
 
 
 def test_body_too_large_413():
@@ -1795,6 +1845,31 @@ def test_access_log():
             with open(p, errors="replace") as f:
                 check_not_in("name=quiet", f.read(),
                              "server output with --access-log off")
+
+
+def test_access_log_fields_cannot_be_forged():
+    """A '"' in User-Agent or Referer, or a '\\' in the target, is written
+    as \\xHH (nginx's escaping): the client cannot close a quoted field and
+    forge the status, size or User-Agent a log parser reads."""
+    s = Server(files={"hello.c": HELLO}, start=False)
+    logp = os.path.join(s.tmp, "logs", "access.log")
+    s.args = ["--access-log", logp]
+    with s:
+        s.start()
+        r = s.request("/hello?q=a%5Cb\\c", headers={
+            "User-Agent": 'x" 404 0 "http://forged/" "Mozilla',
+            "Referer": 'r" "z'})
+        check_eq(r.status, 200, "status")
+        s.stop()
+        with open(logp) as f:
+            lines = [l for l in f.read().split("\n") if "/hello" in l]
+        check_eq(len(lines), 1, "lines for GET /hello")
+        line = lines[0] if lines else ""
+        check_in(' 200 ', line, "status field")
+        check_in('"r\\x22 \\x22z" "x\\x22 404 0 \\x22http://forged/\\x22 '
+                 '\\x22Mozilla"', line, "escaped Referer and User-Agent")
+        check_in("q=a%5Cb\\x5Cc", line, "escaped backslash in the target")
+        check_eq(line.count('"'), 6, "quotes in %r" % line)
 
 
 def test_edge_refusals_logged():

@@ -368,6 +368,11 @@ def test_file_name_then_slash_404():
                            ("/items/edit/", b"edit")):
             r = raw_get(s, path)
             check_eq((r.status, r.body), (200, want), "GET %s" % path)
+        # a static directory without its '/' redirects, the query kept
+        for path, loc in (("/static", "/static/"), ("/static?v=2", "/static/?v=2"),
+                          ("//static", "/static/")):
+            r = raw_get(s, path)
+            check_eq((r.status, r.header("Location")), (301, loc), "GET %s" % path)
 
 
 if __name__ == "__main__":

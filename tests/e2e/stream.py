@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -576,6 +577,44 @@ def test_send_file_range_and_head():
         etag = s.get("/d?p=" + path).header("ETag")
         r = s.get("/d?p=" + path, headers={"If-None-Match": etag})
         check_eq(r.status, 304, "If-None-Match")
+
+
+SEND_ERRNO = page(r'''
+#include <errno.h>
+#include <string.h>
+
+HP_HANDLER(http_handler)
+{
+    if (hp_send_file(req, hp_arg(req, "p")) < 0)
+        hp_printf(req, "refused %s", errno == ENOENT   ? "ENOENT"
+                                     : errno == EACCES ? "EACCES"
+                                                       : strerror(errno));
+    return HP_OK;
+}
+''')
+
+
+def test_send_file_relative_to_the_page():
+    """docs/pages.md hp_send_file: a relative path is the page's directory's
+    (as hp_render's templates), not the server's working directory, and
+    never leaves the document root, by ".." or by a symlink."""
+    with Server(files={"sub/d.c": SEND_ERRNO, "sub/data.txt": "sub data\n",
+                       "top.txt": "top data\n"}) as s:
+        outside = os.path.join(s.scratch, "secret.txt")
+        with open(outside, "w") as f:
+            f.write("secret\n")
+        os.symlink(outside, s.path("sub/link.txt"))
+        cases = (("data.txt", "sub data\n"), ("./data.txt", "sub data\n"),
+                 ("../top.txt", "top data\n"), ("../sub/data.txt", "sub data\n"),
+                 ("nosuch.txt", "refused ENOENT"),
+                 ("../../secret.txt", "refused EACCES"),
+                 ("../" * 30 + "etc/passwd", "refused EACCES"),
+                 ("link.txt", "refused EACCES"))
+        for p, want in cases:
+            r = s.get("/sub/d?p=" + urllib.parse.quote(p))
+            check_eq((r.status, r.text), (200, want), "hp_send_file(%r)" % p)
+        r = s.get("/sub/d?p=" + urllib.parse.quote(outside))
+        check_eq(r.text, "secret\n", "an absolute path is taken as it is")
 
 
 # ---- uploads -----------------------------------------------------------------

@@ -372,6 +372,48 @@ static void test_query_fields(void)
     CHECK(f.bad_status == 0);
 }
 
+/* n small field lines fed to a frame with libmicrohttpd's room for a 16
+ * KiB head, whole or one byte at a time: the status, and the bytes the
+ * edge would pass on. */
+static int many_fields(unsigned n, bool bytewise, size_t *consumed)
+{
+    struct hp_buf b = {0};
+    hp_buf_puts(&b, H);
+    for (unsigned i = 0; i < n; i++)
+        hp_buf_printf(&b, "X%u: a\r\n", i);
+    hp_buf_puts(&b, "\r\n");
+    struct hp_frame f;
+    hp_frame_init(&f, 16 * 1024, 1000);
+    hp_frame_set_query_room(&f, 16 * 1024 + 4096);
+    size_t c = 0;
+    if (bytewise)
+        for (size_t i = 0; i < b.len; i++)
+            c += hp_frame_feed(&f, b.p + i, 1);
+    else
+        c = hp_frame_feed(&f, b.p, b.len);
+    *consumed = c;
+    hp_buf_free(&b);
+    return f.bad_status;
+}
+
+/* Small fields fill libmicrohttpd's memory (64 bytes each besides their
+ * text) long before the head reaches max_head: the edge answers 431 first,
+ * and passes none of that message on. */
+static void test_many_small_fields_431(void)
+{
+    size_t c;
+    CHECK(many_fields(100, false, &c) == 0);
+    CHECK(many_fields(100, true, &c) == 0);
+    CHECK(many_fields(5000, false, &c) == 431 && c == 0);
+    CHECK(many_fields(5000, true, &c) == 431);
+    CHECK(many_fields(260, false, &c) == 431 && c == 0); /* 2.6 KB head */
+    struct hp_frame f; /* without the room set: only max_head counts */
+    hp_frame_init(&f, 16 * 1024, 1000);
+    const char *s = H "A: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+    hp_frame_feed(&f, s, strlen(s));
+    CHECK(f.bad_status == 0 && f.heads == 1);
+}
+
 static void test_in_head(void)
 {
     struct hp_frame f;
@@ -455,6 +497,7 @@ int main(void)
     T_RUN(test_limits);
     T_RUN(test_consumed_stops_at_bad_message);
     T_RUN(test_query_fields);
+    T_RUN(test_many_small_fields_431);
     T_RUN(test_in_head);
     T_DONE();
 }

@@ -152,6 +152,10 @@ static const char *show(hp_resolver *r, const char *url)
             return "NOTFOUND-with-junk";
         return "NOTFOUND";
     }
+    if (t.kind == HP_T_DIRSLASH) { /* path is the URL path to redirect to */
+        snprintf(out, sizeof(out), "SLASH %s", t.path);
+        return out;
+    }
     if (strncmp(t.path, root, n) != 0 || t.path[n] != '/')
         return "OUTSIDE-ROOT";
     rel = t.path + n + 1;
@@ -179,18 +183,43 @@ static const char *show(hp_resolver *r, const char *url)
 static void test_directories(void)
 {
     EXPECT("/", "STATIC index.html");
-    EXPECT("/dir", "PAGE dir/index.c http_handler");
+    EXPECT("/dir", "SLASH /dir/"); /* relative links need the '/' */
     EXPECT("/dir/", "PAGE dir/index.c http_handler");
     EXPECT("/dir/name", "PAGE dir/index.c name");
-    EXPECT("/static", "STATIC static/index.html");
+    EXPECT("/static", "SLASH /static/");
     EXPECT("/static/", "STATIC static/index.html");
     EXPECT("/static/index.html", "STATIC static/index.html");
-    EXPECT("/prec", "PAGE prec/index.c http_handler");
-    EXPECT("/prec2", "PAGE prec2/index.so http_handler");
+    EXPECT("/prec/", "PAGE prec/index.c http_handler");
+    EXPECT("/prec2/", "PAGE prec2/index.so http_handler");
+    EXPECT("/prec2", "SLASH /prec2/");
     EXPECT("/prec2/other", "PAGE prec2/index.so other");
     EXPECT("/empty", "NOTFOUND");
-    EXPECT("/a", "NOTFOUND");           /* a directory without an index */
+    EXPECT("/a", "NOTFOUND"); /* a directory without an index */
+    EXPECT("/a/", "NOTFOUND");
     EXPECT("/static/name", "NOTFOUND"); /* no page to own the handler */
+}
+
+/* Rule 1 without the '/': the redirect target is a path, percent-encoded,
+ * with empty segments collapsed, so "//evil.com" cannot become a
+ * protocol-relative Location pointing at another host. */
+static void test_dir_slash_redirect(void)
+{
+    make_dir("evil.com");
+    make_file(root, "evil.com/index.html", "x\n");
+    make_dir("a b%?#\"");
+    make_file(root, "a b%?#\"/index.html", "x\n");
+    make_dir("dir/sub");
+    make_file(root, "dir/sub/index.c", "x\n");
+    hp_resolver_invalidate(res);
+    EXPECT("//evil.com", "SLASH /evil.com/");
+    EXPECT("///evil.com", "SLASH /evil.com/");
+    EXPECT("/evil.com/", "STATIC evil.com/index.html");
+    EXPECT("/a b%?#\"", "SLASH /a%20b%25%3F%23%22/");
+    EXPECT("/dir//sub", "SLASH /dir/sub/");
+    EXPECT("/dir/sub/", "PAGE dir/sub/index.c http_handler");
+    EXPECT("/dir/sub/name", "PAGE dir/sub/index.c name");
+    EXPECT("/dir/name/", "PAGE dir/index.c name"); /* a handler, no dir */
+    EXPECT("/", "STATIC index.html");
 }
 
 static void test_pages(void)
@@ -575,6 +604,7 @@ int main(int argc, char **argv)
         return 2;
     }
     T_RUN(test_directories);
+    T_RUN(test_dir_slash_redirect);
     T_RUN(test_pages);
     T_RUN(test_static);
     T_RUN(test_never_as_text);
