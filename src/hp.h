@@ -210,7 +210,7 @@ void hp_hash_hex(const struct hp_hash *h, char out[33]);
 /* Hash a file's content into h. Returns 0, or -1 (errno set). */
 int hp_hash_file(struct hp_hash *h, const char *path);
 
-double hp_now(void);     /* CLOCK_MONOTONIC seconds */
+double hp_now(void); /* CLOCK_MONOTONIC seconds */
 int64_t hp_now_ns(void); /* CLOCK_MONOTONIC nanoseconds */
 
 /* The CPUs this process may run on: its affinity mask (taskset, a cgroup
@@ -594,8 +594,8 @@ void hp_resolver_invalidate(hp_resolver *r);
  * "/a/b/../c" -> "/a/c", "/a/.." -> "/"); other segments, empty ones
  * included, are kept. The result is never longer. false when a ".." would
  * climb above the root ("/..", "/a/../.."), or for a path not starting
- * with '/': the server answers 400, as nginx; path is then unspecified.
- * server.c runs it once per request on paths that contain "/." (resolve.c).
+ * with '/': the server answers 400, as nginx; path is then unspecified. server.c runs it once per request on
+ * paths that contain "/." (resolve.c).
  */
 bool hp_path_merge_dots(char *path);
 
