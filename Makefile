@@ -18,7 +18,7 @@ PCDIR   ?= $(PREFIX)/lib/pkgconfig
 
 CC      ?= cc
 VERSION := $(shell sed -n 's/^\#define HP_VERSION_STRING "\(.*\)"/\1/p' src/hp.h)
-PKGS    := libmicrohttpd inih sqlite3 libpq libsodium jansson
+PKGS    := libmicrohttpd inih sqlite3 libpq libsodium jansson gnutls
 OPT     ?= -O2 -g
 CFLAGS  ?=
 # Kore's stricter set on top: every extern function has a prototype in a
@@ -134,6 +134,7 @@ e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/apps.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/workers.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/lifecycle.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/reload.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/conformance/run.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/static.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/compile.py

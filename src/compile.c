@@ -34,6 +34,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -616,6 +618,24 @@ static bool meta_valid(const struct hp_compiler *c, const char *meta_path,
     return ok;
 }
 
+int hp_compiler_check(const char *cc)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (!cc)
+        cc = "cc";
+    if (find_program(cc, path, sizeof path) == 0) {
+        if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+            return 0;
+        errno = EISDIR;
+    }
+    hp_log_error("the compiler %s (the cc setting, --cc) cannot be run: "
+                 "%s%s",
+                 cc, strerror(errno),
+                 strchr(cc, '/') ? "" : " (looked up in PATH)");
+    return -1;
+}
+
 /* How a compiler run ended: run_capture's answer. */
 enum run_end { RUN_EXITED, RUN_SIGNALED, RUN_TIMED_OUT, RUN_NOT_RUN };
 struct run_result {
@@ -630,7 +650,7 @@ static int find_program(const char *name, char *buf, size_t len)
 {
     if (strchr(name, '/')) {
         snprintf(buf, len, "%s", name);
-        return 0;
+        return access(buf, X_OK); /* errno says why not */
     }
     const char *path = getenv("PATH");
     if (!path || !*path)
@@ -671,7 +691,7 @@ static void lower_limit(int resource, rlim_t want, rlim_t grace)
 static _Noreturn void child_exec(const struct hp_compiler *c, const char *path,
                                  char *const argv[], int outfd)
 {
-    static const char msg[] = "cannot execute the compiler\n";
+    static const char msg[] = "cannot execute ";
     sigset_t none;
 
     setpgid(0, 0);
@@ -691,7 +711,16 @@ static _Noreturn void child_exec(const struct hp_compiler *c, const char *path,
     lower_limit(RLIMIT_CPU, (rlim_t)c->cpu_limit, 1);
     lower_limit(RLIMIT_FSIZE, (rlim_t)c->file_limit, 0);
     execve(path, argv, environ);
-    if (write(2, msg, sizeof msg - 1) < 0)
+    /* "cannot execute PATH: WHY": strerrordesc_np reads a constant table
+     * (no locale, no allocation), unlike strerror. */
+    const char *why = strerrordesc_np(errno);
+    struct iovec iov[] = {
+        {(void *)(uintptr_t)msg, sizeof msg - 1},
+        {(void *)(uintptr_t)path, strlen(path)},
+        {(void *)(uintptr_t) ": ", 2},
+        {(void *)(uintptr_t)(why ? why : "?"), strlen(why ? why : "?")},
+        {(void *)(uintptr_t) "\n", 1}};
+    if (writev(2, iov, 5) < 0)
         _exit(127);
     _exit(127);
 }
@@ -871,6 +900,11 @@ static char *explain_failure(const struct hp_compiler *c,
                  "out-of-memory killer. Raise --compile-cpu-limit or "
                  "--compile-memory-limit if this page really needs more.",
                  c->cpu_limit, c->mem_limit ? sz : "off");
+    } else if (rr->end == RUN_NOT_RUN ||
+               (rr->end == RUN_EXITED && rr->code == 127 &&
+                strncmp(text, "cannot execute ", 15) == 0)) {
+        return hp_xasprintf(HP_DIAG_NO_COMPILER "%s (the cc setting, --cc)",
+                            text);
     } else if (rr->end == RUN_SIGNALED) {
         return hp_xasprintf("%s%sthe compiler was killed by signal %d (%s)",
                             text, *text ? "\n" : "", rr->code,

@@ -463,8 +463,14 @@ void hp_devloop_error_html(struct hp_buf *out, const char *path,
     each_location(diag ? diag : "", out, HP_EXCERPTS_MAX);
     hp_buf_puts(out, "<pre>");
     hp_buf_html(out, diag ? diag : "");
-    hp_buf_puts(out, "</pre><p>Fix it and save: this page recovers by "
-                     "itself.</p></div>");
+    if (diag &&
+        strncmp(diag, HP_DIAG_NO_COMPILER, strlen(HP_DIAG_NO_COMPILER)) == 0)
+        hp_buf_puts(out, "</pre><p>The compiler itself cannot run: install "
+                         "it or fix the cc setting (--cc), then reload the "
+                         "server (SIGHUP) or restart it.</p></div>");
+    else
+        hp_buf_puts(out, "</pre><p>Fix it and save: this page recovers by "
+                         "itself.</p></div>");
 }
 
 void hp_devloop_error_page(struct hp_buf *out, const char *path,

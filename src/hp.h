@@ -279,6 +279,16 @@ int hp_compile(struct hp_compiler *c, const char *src, struct hp_artifact *out,
 /* hp_compile for one tier; its objects have keys of their own. */
 int hp_compile_tier(struct hp_compiler *c, const char *src, enum hp_tier tier,
                     struct hp_artifact *out, char **diag);
+/*
+ * Whether the compiler cc (a path, or a name looked up in PATH as execvp
+ * does; NULL = "cc") exists and may be executed: 0, or -1 after logging
+ * which program and the OS error (strerror). For the supervisor at start
+ * and at SIGHUP, before workers depend on it.
+ */
+int hp_compiler_check(const char *cc);
+/* The opening of a compile's diagnostic when the compiler itself did not
+ * run (missing, not executable): no edit of the page helps. */
+#define HP_DIAG_NO_COMPILER "the compiler did not run: "
 /* A load failure that is the source's fault ("undefined symbol: f": a
  * function declared but defined nowhere) as a diagnostic naming each
  * file:line that uses it, then diag; NULL for any other failure. */

@@ -46,11 +46,16 @@
 #define CRASH_WINDOW 10.0 /* seconds: deaths counted for the back-off */
 #define BACKOFF_MAX 10.0  /* seconds between restarts, at most */
 #define SPARE_GRACE 10.0  /* seconds a replaced worker waits for its */
-                          /* successor to be ready before draining */
+                          /* successor to be ready before draining, */
+                          /* when some other current worker serves */
 
 static struct hp_config *CFG;
 static int (*RELOAD)(struct hp_config *);
 static bool cfg_owned; /* CFG was allocated by a reload */
+/* While a SIGHUP's generation starts: the settings of the generation that
+ * serves, put back if the new one cannot start (abandon_reload). */
+static struct hp_config *BASE;
+static bool base_owned;
 static int LISTEN_FD = -1;
 static int REDIRECT_FD = -1; /* --tls-redirect's socket, or -1 */
 
@@ -198,6 +203,8 @@ static void remove_pid_file(void)
  *     +---- reaped ------+   (also from CURRENT, REPLACED: it died, or
  *                             was killed for a stopped heartbeat)
  *
+ * REPLACED -> CURRENT: the SIGHUP's generation could not start; the
+ * workers it replaced are the current ones again (abandon_reload).
  * DRAINING is the only state whose clean exit is not a crash.
  */
 /* clang-format on */
@@ -207,16 +214,17 @@ struct child {
     enum child_state state;
     pid_t pid; /* 0 exactly when EMPTY */
     unsigned gen;
-    double since; /* REPLACED: since when */
-    bool killed;  /* SIGKILLed for silence: wait for the reaping */
-    char *updir;  /* its --upload-dir (a SIGHUP may change CFG's) */
+    double since;    /* REPLACED: since when */
+    bool killed;     /* SIGKILLed for silence: wait for the reaping */
+    bool superseded; /* REPLACED by a SIGHUP, not retired by the guard */
+    char *updir;     /* its --upload-dir (a SIGHUP may change CFG's) */
 };
 
 static bool child_may_move(enum child_state from, enum child_state to)
 {
     switch (to) {
     case C_CURRENT:
-        return from == C_EMPTY;
+        return from == C_EMPTY || from == C_REPLACED;
     case C_REPLACED:
         return from == C_CURRENT;
     case C_DRAINING:
@@ -243,6 +251,7 @@ static struct {
     int capacity;      /* most workers a SIGHUP may ask for */
     int wanted;        /* workers of the current generation */
     unsigned gen;      /* the current generation */
+    unsigned last_gen; /* the newest generation started */
     double deaths[32]; /* when recent workers died (back-off) */
     int ndeaths;
     double next_spawn_at;
@@ -251,6 +260,9 @@ static struct {
     unsigned long spawned;
     bool stopping, reloading, announced;
     double stop_deadline, reload_since;
+    unsigned base_gen; /* reloading: the generation that serves */
+    int base_wanted;
+    char reload_failed[160]; /* why the SIGHUP's generation cannot start */
     int rc;
 } M;
 
@@ -311,6 +323,7 @@ static int spawn(void)
     struct child *k = &M.kids[i];
     k->pid = pid;
     k->killed = false;
+    k->superseded = false;
     k->gen = M.gen;
     k->updir = hp_xstrdup(hp_upload_dir(CFG));
     child_move(k, C_CURRENT);
@@ -396,6 +409,13 @@ static void on_death(int i, int status)
         M.start_failed = true;
         return;
     }
+    if (!was_ready && BASE && k->gen == M.gen && k->state == C_CURRENT) {
+        /* Not a crash to retry: the SIGHUP's settings do not start. */
+        snprintf(M.reload_failed, sizeof M.reload_failed,
+                 "worker %d of generation %u %s before it could serve",
+                 (int)k->pid, k->gen, how);
+        return;
+    }
     if (!hp_guard_autopsy(i, k->pid, k->gen, how, sig, code, CFG->dev))
         back_off(); /* not a page's request: a loop to slow down */
 }
@@ -461,8 +481,35 @@ static void keep_all(struct hp_config *next)
                      next->threads, hp_guard_nrecs());
 }
 
-/* SIGHUP: read the settings again for the next generation of workers.
- * Returns 0, or -1 (the configuration has errors: keep the old one). */
+static void config_drop(struct hp_config *c, bool owned)
+{
+    if (owned) {
+        hp_config_free(c);
+        free(c);
+    }
+}
+
+/* Make next the settings new workers get; returns the previous ones. */
+static struct hp_config *switch_config(struct hp_config *next, bool owned)
+{
+    struct hp_config *old = CFG;
+    bool relog = !((!next->error_log && !old->error_log) ||
+                   (next->error_log && old->error_log &&
+                    strcmp(next->error_log, old->error_log) == 0));
+    CFG = next;
+    cfg_owned = owned;
+    if (relog)
+        open_error_log();
+    hp_guard_set_workers(CFG->workers);
+    return old;
+}
+
+/* SIGHUP: read the settings again for the next generation of workers,
+ * and check in this process what can be checked before forking (the
+ * document root, the TLS credentials, the compiler: server.h's
+ * hp_serve_preflight). The settings of the generation that serves stay in
+ * BASE until one of the new workers serves. Returns 0, or -1 (refused:
+ * keep the old settings). */
 static int reload_config(void)
 {
     if (!RELOAD)
@@ -471,24 +518,68 @@ static int reload_config(void)
     if (RELOAD(next) < 0) {
         free(next);
         hp_log_error("SIGHUP: the configuration has errors (see above); "
-                     "the workers go on with the old one");
+                     "reload refused: the workers go on with the old one");
         return -1;
     }
     keep_all(next);
-    bool relog = !((!next->error_log && !CFG->error_log) ||
-                   (next->error_log && CFG->error_log &&
-                    strcmp(next->error_log, CFG->error_log) == 0));
-    struct hp_config *old = CFG;
-    CFG = next;
-    if (cfg_owned) {
-        hp_config_free(old);
-        free(old);
+    if (hp_serve_preflight(next) < 0) {
+        config_drop(next, true);
+        hp_log_error("SIGHUP: reload refused (see above): the workers go on "
+                     "with the old configuration");
+        return -1;
     }
-    cfg_owned = true;
-    if (relog)
-        open_error_log();
-    hp_guard_set_workers(CFG->workers);
+    bool owned = cfg_owned;
+    struct hp_config *old = switch_config(next, true);
+    if (!BASE) {
+        BASE = old;
+        base_owned = owned;
+        M.base_gen = M.gen;
+        M.base_wanted = M.wanted;
+    } else { /* a reload not yet serving: superseded */
+        config_drop(old, owned);
+    }
     return 0;
+}
+
+/* A worker of the SIGHUP's generation serves: its settings work. */
+static void commit_reload(void)
+{
+    config_drop(BASE, base_owned);
+    BASE = NULL;
+}
+
+/*
+ * The SIGHUP's generation cannot start (M.reload_failed says how) and none
+ * of its workers serves: as nginx -s reload, give it up. Its workers are
+ * stopped, the ones it replaced are the current generation again, with
+ * their settings; nothing is retried until the next SIGHUP.
+ */
+static void abandon_reload(void)
+{
+    hp_log_error("SIGHUP: reload failed: %s (see above); worker generation "
+                 "%u goes on serving with the previous configuration; fix "
+                 "it and send SIGHUP again",
+                 M.reload_failed, M.base_gen);
+    M.reload_failed[0] = '\0';
+    for (int i = 0; i < M.nslots; i++) {
+        struct child *k = &M.kids[i];
+        if (k->state == C_REPLACED && k->superseded && k->gen == M.base_gen) {
+            child_move(k, C_CURRENT);
+            k->superseded = false;
+        } else if (k->gen != M.base_gen && k->superseded) {
+            stop_child(i); /* a reload in between, not serving either */
+        } else if (k->state == C_CURRENT && k->gen == M.gen) {
+            stop_child(i);
+        }
+    }
+    config_drop(switch_config(BASE, base_owned), true);
+    BASE = NULL;
+    M.gen = M.base_gen;
+    M.wanted = M.base_wanted;
+    hp_guard_set_generation(M.gen);
+    M.reloading = false;
+    sd_notify("READY=1\nSTATUS=reload failed: the previous configuration "
+              "serves");
 }
 
 /* ---- the parent's loop ----------------------------------------------------
@@ -506,7 +597,7 @@ static int master_setup(void)
     M.capacity = 2 * (n > ncpu ? n : (int)ncpu);
     M.nslots = 2 * M.capacity + 2;
     M.wanted = n;
-    M.gen = 1;
+    M.gen = M.last_gen = 1;
     if (hp_guard_map(M.nslots, nrecs, n) < 0 || hp_metrics_map(M.nslots) < 0)
         return -1;
     M.kids = hp_xcalloc((size_t)M.nslots, sizeof *M.kids);
@@ -535,7 +626,8 @@ static void on_reload(double now)
     if (reload_config() < 0)
         return;
     M.wanted = CFG->workers;
-    hp_guard_set_generation(++M.gen);
+    M.gen = ++M.last_gen; /* never reused: an abandoned one may drain */
+    hp_guard_set_generation(M.gen);
     hp_log_info("SIGHUP: starting worker generation %u; the old workers "
                 "finish their requests and exit",
                 M.gen);
@@ -616,6 +708,7 @@ static int census(double now, int *ready)
             if (k->gen == M.gen)
                 hp_guard_count_retired(i);
             child_move(k, C_REPLACED);
+            k->superseded = k->gen != M.gen;
             k->since = now;
             continue;
         }
@@ -658,7 +751,11 @@ static void check_heartbeats(void)
 static void supervise(double now)
 {
     check_heartbeats();
+    if (M.reload_failed[0])
+        abandon_reload();
     int ready, active = census(now, &ready);
+    if (BASE && ready > 0)
+        commit_reload();
     while (active < M.wanted && now >= M.next_spawn_at) {
         if (spawn() < 0)
             break;
@@ -668,7 +765,8 @@ static void supervise(double now)
     }
     for (int i = 0; i < M.nslots; i++) {
         struct child *k = &M.kids[i];
-        if (k->state == C_REPLACED &&
+        /* Those a SIGHUP replaced serve until the new generation does. */
+        if (k->state == C_REPLACED && !(BASE && k->superseded) &&
             (ready >= M.wanted || now - k->since > SPARE_GRACE))
             stop_child(i);
     }
@@ -719,10 +817,9 @@ static int master_serve(void)
     }
     remove_pid_file();
     hp_log_info("master %d stopped", (int)getpid());
-    if (cfg_owned) {
-        hp_config_free(CFG);
-        free(CFG);
-    }
+    if (BASE)
+        commit_reload(); /* frees it */
+    config_drop(CFG, cfg_owned);
     return M.rc;
 }
 
@@ -817,6 +914,9 @@ int hp_master_run(struct hp_config *cfg, int (*reload)(struct hp_config *))
 {
     CFG = cfg;
     RELOAD = reload;
+    /* Said once here rather than by every worker, each dying. */
+    if (hp_serve_preflight(cfg) < 0)
+        return 1;
     if (cfg->workers == 0)
         return serve_alone(cfg);
     /* Several processes write to one standard error: with a buffer, each

@@ -62,6 +62,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1936,10 +1937,12 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     }
     /* The host's socket (a worker's, from its parent), or our own. */
     int fd = H.listen_fd >= 0 ? H.listen_fd : hp_listen_bind(cfg->listen);
+    errno = 0; /* libmicrohttpd sets it only for some failures */
     S.mhd = fd >= 0 ? daemon_start(cfg) : NULL;
     if (!S.mhd) {
         if (fd >= 0)
-            hp_log_error("cannot start libmicrohttpd: %s", strerror(errno));
+            hp_log_error("cannot start libmicrohttpd%s%s", errno ? ": " : "",
+                         errno ? strerror(errno) : " (see above)");
         if (fd >= 0 && fd != H.listen_fd)
             close(fd);
         hp_edge_stop();
@@ -2071,6 +2074,25 @@ static void drain(struct hp_config *cfg)
         hp_access_flush();
         _exit(0);
     }
+}
+
+int hp_serve_preflight(const struct hp_config *cfg)
+{
+    const char *root = cfg->docroot ? cfg->docroot : ".";
+    struct stat st;
+    int rc = 0;
+    if (stat(root, &st) < 0) {
+        hp_log_error("document root %s: %s", root, strerror(errno));
+        rc = -1;
+    } else if (!S_ISDIR(st.st_mode)) {
+        hp_log_error("document root %s: not a directory", root);
+        rc = -1;
+    }
+    if (hp_tls_check(cfg) < 0)
+        rc = -1;
+    if (hp_compiler_check(cfg->cc) < 0)
+        rc = -1;
+    return rc;
 }
 
 int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)

@@ -90,6 +90,14 @@ struct hp_server_hooks {
 int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks);
 
 /*
+ * What hp_serve would refuse, checked without serving, for the supervisor
+ * before it forks workers (start and SIGHUP): the document root is a
+ * directory, the TLS certificate and key parse and match (GnuTLS), the
+ * compiler (cc) can be executed. 0, or -1 after logging each problem.
+ */
+int hp_serve_preflight(const struct hp_config *cfg);
+
+/*
  * Async-signal-safe, for a host's fatal-signal or exit handler in a
  * process that is about to die: answer every request that has been read
  * in full and whose response has not begun (never an idle keep-alive

@@ -15,6 +15,8 @@
 #include "tls.h"
 
 #include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,11 +51,68 @@ static char *read_pem(const char *path, const char *what)
     return buf;
 }
 
-int hp_tls_load(const struct hp_config *cfg)
+/* Which of the two PEM files GnuTLS cannot read, said once: 0 if both
+ * parse. */
+static int check_parse(const struct hp_config *cfg, gnutls_datum_t *c,
+                       gnutls_datum_t *k)
 {
-    hp_tls_free();
-    if (!cfg->tls_cert && !cfg->tls_key)
+    gnutls_x509_crt_t crt;
+    gnutls_x509_privkey_t pk;
+    int r = gnutls_x509_crt_init(&crt);
+    if (r >= 0) {
+        r = gnutls_x509_crt_import(crt, c, GNUTLS_X509_FMT_PEM);
+        gnutls_x509_crt_deinit(crt);
+    }
+    if (r < 0) {
+        hp_log_error("cannot parse the PEM file %s (tls-cert): %s",
+                     cfg->tls_cert, gnutls_strerror(r));
+        return -1;
+    }
+    r = gnutls_x509_privkey_init(&pk);
+    if (r >= 0) {
+        r = gnutls_x509_privkey_import2(pk, k, GNUTLS_X509_FMT_PEM, NULL, 0);
+        gnutls_x509_privkey_deinit(pk);
+    }
+    if (r < 0) {
+        hp_log_error("cannot parse the PEM file %s (tls-key): %s", cfg->tls_key,
+                     gnutls_strerror(r));
+        return -1;
+    }
+    return 0;
+}
+
+/* The certificate and key as libmicrohttpd will take them
+ * (gnutls_certificate_set_x509_key_mem): 0, or -1 after logging what is
+ * wrong, naming the file (libmicrohttpd would only fail to start). */
+static int check_pair(const struct hp_config *cfg, const char *cert,
+                      const char *key)
+{
+    gnutls_certificate_credentials_t cred;
+    gnutls_datum_t c = {(unsigned char *)(uintptr_t)cert,
+                        (unsigned)strlen(cert)};
+    gnutls_datum_t k = {(unsigned char *)(uintptr_t)key, (unsigned)strlen(key)};
+    int r = gnutls_certificate_allocate_credentials(&cred);
+    if (r < 0) {
+        hp_log_error("GnuTLS: %s", gnutls_strerror(r));
+        return -1;
+    }
+    r = gnutls_certificate_set_x509_key_mem(cred, &c, &k, GNUTLS_X509_FMT_PEM);
+    gnutls_certificate_free_credentials(cred);
+    if (r >= 0)
         return 0;
+    if (r == GNUTLS_E_CERTIFICATE_KEY_MISMATCH)
+        hp_log_error("the TLS certificate %s and key %s do not match (the "
+                     "certificate is not for this private key)",
+                     cfg->tls_cert, cfg->tls_key);
+    else if (check_parse(cfg, &c, &k) == 0)
+        hp_log_error("TLS certificate %s with key %s: %s", cfg->tls_cert,
+                     cfg->tls_key, gnutls_strerror(r));
+    return -1;
+}
+
+/* Both files read and checked into T: 0, or -1 after logging why. */
+static int load(const struct hp_config *cfg)
+{
     if (!cfg->tls_cert || !cfg->tls_key) {
         hp_log_error("HTTPS needs both tls-cert and tls-key");
         return -1;
@@ -64,10 +123,29 @@ int hp_tls_load(const struct hp_config *cfg)
     }
     T.cert = read_pem(cfg->tls_cert, "TLS certificate");
     T.key = T.cert ? read_pem(cfg->tls_key, "TLS key") : NULL;
-    if (!T.key) {
+    if (!T.key || check_pair(cfg, T.cert, T.key) < 0) {
         hp_tls_free();
         return -1;
     }
+    return 0;
+}
+
+int hp_tls_check(const struct hp_config *cfg)
+{
+    if (!cfg->tls_cert && !cfg->tls_key)
+        return 0;
+    int rc = load(cfg);
+    hp_tls_free();
+    return rc;
+}
+
+int hp_tls_load(const struct hp_config *cfg)
+{
+    hp_tls_free();
+    if (!cfg->tls_cert && !cfg->tls_key)
+        return 0;
+    if (load(cfg) < 0)
+        return -1;
     T.priorities = cfg->tls_priorities;
     return 0;
 }

@@ -17,6 +17,13 @@
  * renewed certificate is read by the next worker generation (SIGHUP).
  */
 int hp_tls_load(const struct hp_config *cfg);
+/*
+ * hp_tls_load's checks without keeping anything, for the supervisor before
+ * it forks workers (start, SIGHUP): the files readable, each PEM file
+ * parsed by GnuTLS, the certificate for the key. 0 (or plain HTTP), or -1
+ * after logging what failed, naming the file.
+ */
+int hp_tls_check(const struct hp_config *cfg);
 /* Whether this process serves HTTPS. */
 bool hp_tls_on(void);
 /* libmicrohttpd's options for HTTPS (certificate, key, priorities) into

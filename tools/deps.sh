@@ -21,7 +21,7 @@
 set -eu
 
 BUILD="build-essential pkg-config libmicrohttpd-dev libinih-dev \
-libsqlite3-dev libpq-dev libsodium-dev libjansson-dev tcc"
+libsqlite3-dev libpq-dev libsodium-dev libjansson-dev libgnutls28-dev tcc"
 TEST="python3 curl wrk postgresql clang libclang-rt-14-dev zlib1g-dev \
 openssl python3-prometheus-client prometheus chromium python3-websocket \
 haproxy gnutls-bin"

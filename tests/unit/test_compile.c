@@ -284,6 +284,11 @@ static void test_failure_to_run_not_cached(void)
     struct hp_compiler *c = hp_compiler_new(&cfg, root);
     CHECK(hp_compile(c, src, &art, &d) < 0);
     hp_artifact_free(&art);
+    /* names the program and the OS error, marked as not the page's fault */
+    CHECK(d &&
+          strncmp(d, HP_DIAG_NO_COMPILER, strlen(HP_DIAG_NO_COMPILER)) == 0);
+    CHECK(d && strstr(d, "cannot run /nonexistent/hp-no-cc: No such file or "
+                         "directory") != NULL);
     free(d);
     d = NULL;
     CHECK(hp_compile(c, src, &art, &d) < 0);
@@ -293,6 +298,20 @@ static void test_failure_to_run_not_cached(void)
     hp_compiler_free(c);
     free(src);
     hp_config_free(&cfg);
+}
+
+/* The supervisor's check of --cc before any worker needs it. */
+static void test_compiler_check(void)
+{
+    CHECK(hp_compiler_check("sh") == 0);      /* found in PATH */
+    CHECK(hp_compiler_check("/bin/sh") == 0); /* a path */
+    CHECK(hp_compiler_check(NULL) == 0);      /* the default, cc */
+    CHECK(hp_compiler_check("/nonexistent/hp-no-cc") < 0);
+    CHECK(errno == ENOENT);
+    CHECK(hp_compiler_check("hp-no-such-compiler") < 0);
+    CHECK(hp_compiler_check("/tmp") < 0); /* a directory */
+    CHECK(hp_compiler_check("/etc/hostname") < 0 ||
+          access("/etc/hostname", X_OK) == 0); /* not executable */
 }
 
 /* Whether an ELF object's PT_GNU_STACK asks for an executable stack (or
@@ -724,6 +743,7 @@ int main(int argc, char **argv)
     T_RUN(test_plain_error_names_no_limit);
     T_RUN(test_failure_cached_until_root_changes);
     T_RUN(test_failure_to_run_not_cached);
+    T_RUN(test_compiler_check);
     T_RUN(test_tiers_have_their_own_objects);
     T_RUN(test_gcc_tiers_probe_big_frames);
     T_RUN(test_undeclared_and_undefined_named_by_line);

@@ -175,6 +175,21 @@ static void test_error_html_init_failures(void)
     hp_buf_free(&out);
 }
 
+/* A compiler that did not run: saving the page cannot help, so the page
+ * does not say to. */
+static void test_error_html_no_compiler(void)
+{
+    struct hp_buf out = {0};
+    hp_devloop_error_html(&out, "/r/p.c",
+                          HP_DIAG_NO_COMPILER "cannot run /x/cc: No such "
+                                              "file or directory\n");
+    hp_buf_append(&out, "", 1);
+    CHECK(strstr(out.p, "cannot run /x/cc: No such file") != NULL);
+    CHECK(strstr(out.p, "The compiler itself cannot run") != NULL);
+    CHECK(strstr(out.p, "Fix it and save") == NULL);
+    hp_buf_free(&out);
+}
+
 static void test_served_script_and_stylesheet(void)
 {
     const char *js = hp_devloop_js(), *css = hp_devloop_css();
@@ -195,6 +210,7 @@ int main(int argc, char **argv)
     T_RUN(test_csp_nonce);
     T_RUN(test_error_html_links_and_excerpt);
     T_RUN(test_error_html_init_failures);
+    T_RUN(test_error_html_no_compiler);
     T_RUN(test_served_script_and_stylesheet);
     T_DONE();
 }

@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests of a SIGHUP whose new settings cannot serve
+(docs/operations.md, "Reloading"): the running workers go on answering,
+the log says the reload failed and why, and a later SIGHUP with fixed
+settings reloads. Also what start-up says about a TLS certificate that
+does not fit its key, an unparsable PEM file and a missing compiler.
+
+    HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/reload.py [NAME-SUBSTRING...]
+
+Each reload test watches the site for 15 s after the bad SIGHUP (the old
+supervisor retired the old workers 10 s after it). Uses openssl (tests
+helpers of ops.py) and the status page helpers of workers.py.
+"""
+
+import os
+import shutil
+import signal
+import ssl
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Server, check, check_in, check_not_in,  # noqa: E402
+                     fail, limit, request, simple_page, wait_until)
+from ops import make_cert, tls_get  # noqa: E402
+from workers import procs  # noqa: E402
+
+TEST_TIMEOUT = 90.0
+SUITE_BUDGET = 400.0
+WATCH_S = 15.0  # how long the site must keep answering after a bad SIGHUP
+
+
+class ConfigServer(Server):
+    """A Server whose document root and cache directory come from a
+    --config file only (no command-line DOCROOT or --cache-dir, which
+    would win over the file), so that a SIGHUP can change them."""
+
+    def __init__(self, settings, **kw):
+        super().__init__(**kw)
+        self.ini = os.path.join(self.tmp, "hotpub.ini")
+        self.settings = dict(docroot=self.root, **{"cache-dir": self.cache})
+        self.settings.update(settings)
+        self.write_ini()
+        self.args = ["--config", self.ini] + self.args
+
+    def write_ini(self, **changes):
+        self.settings.update(changes)
+        with open(self.ini, "w") as f:
+            f.write("[server]\n")
+            for k, v in self.settings.items():
+                if v is not None:
+                    f.write("%s = %s\n" % (k, v))
+
+    def command(self):
+        cmd = super().command()
+        cmd.pop()  # the DOCROOT argument
+        at = cmd.index("--cache-dir")
+        del cmd[at:at + 2]
+        return cmd
+
+
+def keeps_answering(get, seconds):
+    """GET every 0.25 s for `seconds`; fail at the first answer not 200."""
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        try:
+            status = get()
+        except OSError as e:
+            status = repr(e)
+        if status != 200:
+            fail("after %.1f s of the bad SIGHUP: %r instead of 200"
+                 % (seconds - (end - time.monotonic()), status))
+        n += 1
+        time.sleep(0.25)
+    return n
+
+
+def plain_get(s):
+    return lambda: request(s.port, "/hello", timeout=3).status
+
+
+def generation_serving(s, gen, tls=False):
+    line = "worker generation %d is serving" % gen
+    check(wait_until(lambda: line in s.stderr(), limit(15)),
+          "no %r in the log after the fixed SIGHUP:\n%s"
+          % (line, s.stderr_tail()))
+    if tls:  # workers.py's status helper speaks plain HTTP
+        return
+    p = procs(s)
+    check(p["generation"] == gen, "generation %r, not %d" % (p["generation"],
+                                                            gen))
+
+
+def test_sighup_mismatched_certificate_keeps_serving():
+    tmp = tempfile.mkdtemp(prefix="hotpub-reload-")
+    cert, key = make_cert(tmp, "a")
+    cert2, key2 = make_cert(tmp, "b")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with Server(files={"hello.c": simple_page("hi")}, workers=2,
+                args=["--tls-cert", cert, "--tls-key", key]) as s:
+        check(tls_get(s.port, "/hello", ctx)[0] == 200, "not serving")
+        shutil.copy(cert2, cert)  # the key stays a's
+        os.kill(s.pid(), signal.SIGHUP)
+        keeps_answering(lambda: tls_get(s.port, "/hello", ctx)[0], WATCH_S)
+        err = s.stderr()
+        check_in("do not match", err, "log")
+        check_in("reload refused", err, "log")
+        shutil.copy(key2, key)
+        os.kill(s.pid(), signal.SIGHUP)
+        generation_serving(s, 2, tls=True)
+        check(tls_get(s.port, "/hello", ctx)[0] == 200, "not serving")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_sighup_missing_docroot_keeps_serving():
+    with ConfigServer({"workers": 2},
+                      files={"hello.c": simple_page("hi")}, workers=None) as s:
+        check(plain_get(s)() == 200, "not serving")
+        good = s.settings["docroot"]
+        s.write_ini(docroot=os.path.join(s.tmp, "missing"))
+        os.kill(s.pid(), signal.SIGHUP)
+        keeps_answering(plain_get(s), WATCH_S)
+        err = s.stderr()
+        check_in("missing: No such file or directory", err, "log")
+        check_in("reload refused", err, "log")
+        s.write_ini(docroot=good)
+        os.kill(s.pid(), signal.SIGHUP)
+        generation_serving(s, 2)
+
+
+def test_sighup_generation_that_cannot_start_is_abandoned():
+    """A failure only a worker sees (its cache directory cannot be made):
+    the reload is given up, the old generation is current again and a
+    fixed SIGHUP reloads."""
+    with ConfigServer({"workers": 2},
+                      files={"hello.c": simple_page("hi")}, workers=None) as s:
+        check(plain_get(s)() == 200, "not serving")
+        good = s.settings["cache-dir"]
+        afile = os.path.join(s.tmp, "afile")
+        open(afile, "w").close()
+        s.write_ini(**{"cache-dir": os.path.join(afile, "sub")})
+        os.kill(s.pid(), signal.SIGHUP)
+        keeps_answering(plain_get(s), WATCH_S)
+        err = s.stderr()
+        check_in("SIGHUP: reload failed: worker", err, "log")
+        check_in("generation 1 goes on serving", err, "log")
+        check(err.count("reload failed") == 1,
+              "the failing generation was retried:\n%s" % s.stderr_tail())
+        check(procs(s)["generation"] == 1, "generation is not 1 again")
+        s.write_ini(**{"cache-dir": good})
+        os.kill(s.pid(), signal.SIGHUP)
+        generation_serving(s, 3)
+        check(plain_get(s)() == 200, "not serving")
+
+
+def start_fails(args, want, unwanted=()):
+    s = Server(files={"hello.c": simple_page("hi")}, workers=2, args=args,
+               start=False)
+    s.port = harness.free_port()
+    try:
+        r = subprocess.run(s.command(), capture_output=True, timeout=30,
+                           cwd=s.tmp, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        fail("the server started: %s" % " ".join(s.command()))
+    err = r.stderr.decode("utf-8", "replace")
+    check(r.returncode == 1, "exit status %s, not 1:\n%s" % (r.returncode,
+                                                              err))
+    for w in want:
+        check_in(w, err, "log")
+        check(err.count(w) == 1, "%r said more than once:\n%s" % (w, err))
+    for u in unwanted:
+        check_not_in(u, err, "log")
+    shutil.rmtree(s.tmp, ignore_errors=True)
+
+
+def test_start_mismatched_certificate_says_so_once():
+    tmp = tempfile.mkdtemp(prefix="hotpub-reload-")
+    cert, _ = make_cert(tmp, "a")
+    _, key2 = make_cert(tmp, "b")
+    start_fails(["--tls-cert", cert, "--tls-key", key2],
+                ["the TLS certificate %s and key %s do not match"
+                 % (cert, key2)],
+                ["File exists", "cannot start libmicrohttpd"])
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_start_garbage_pem_names_the_file():
+    tmp = tempfile.mkdtemp(prefix="hotpub-reload-")
+    cert, key = make_cert(tmp, "a")
+    with open(cert, "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n"
+                "-----END CERTIFICATE-----\n")
+    start_fails(["--tls-cert", cert, "--tls-key", key],
+                ["cannot parse the PEM file %s" % cert],
+                ["File exists", "cannot start libmicrohttpd"])
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_start_missing_compiler_names_it():
+    start_fails(["--cc", "/nonexistent/cc"],
+                ["the compiler /nonexistent/cc (the cc setting, --cc) cannot "
+                 "be run: No such file or directory"])
+    start_fails(["--cc", "no-such-compiler-hotpub"],
+                ["the compiler no-such-compiler-hotpub (the cc setting, "
+                 "--cc) cannot be run: No such file or directory "
+                 "(looked up in PATH)"])
+
+
+def test_compiler_gone_page_names_it_without_save_advice():
+    tmp = tempfile.mkdtemp(prefix="hotpub-reload-")
+    cc = os.path.join(tmp, "mycc")
+    with open(cc, "w") as f:
+        f.write("#!/bin/sh\nexec cc \"$@\"\n")
+    os.chmod(cc, os.stat(cc).st_mode | stat.S_IXUSR)
+    with Server(files={"hello.c": simple_page("hi")}, dev=True,
+                args=["--cc", cc]) as s:
+        os.unlink(cc)
+        r = request(s.port, "/hello")
+        check(r.status == 500, "status %s, not 500" % r.status)
+        check_in("cannot run %s: No such file or directory" % cc, r.text)
+        check_in("The compiler itself cannot run", r.text)
+        check_not_in("Fix it and save", r.text)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT,
+                               verbose_total=False))
