@@ -795,6 +795,60 @@ def test_crash_of_a_pages_child_single_process():
     _crashing_child_is_not_the_workers(["--workers", "0"], True)
 
 
+# The child forgets to exec or _exit: it returns from the handler.
+CHILD_RETURNS = page(r"""
+#include <sys/wait.h>
+#include <unistd.h>
+HP_HANDLER(http_handler)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        hp_puts(req, "from the child");
+        return HP_OK;
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    hp_printf(req, "parent; child %d exited %d\n", (int)pid,
+              WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
+    return HP_OK;
+}
+""")
+
+
+def _forked_child_returns(args):
+    with Server(files={"forkret.c": CHILD_RETURNS,
+                       "hello.c": simple_page("hi")},
+                args=args, dev=False) as s:
+        for _ in range(3):
+            r = s.get("/forkret")
+            check_eq(r.status, 200, "status of the page whose child returned")
+            m = re.match(r"parent; child (\d+) exited (-?\d+)\n$", r.text)
+            check(m, "the answer is not the page's own: %r" % r.text)
+            check_eq(m.group(2), "70", "the returning child's exit status")
+        check_eq(s.get("/hello").text, "hi", "a neighbour")
+        err = s.stderr()
+        check_in("forkret.c: a process forked by the handler 'http_handler' "
+                 "(pid %s) returned from it: a page's fork() must be "
+                 "followed by exec or _exit" % m.group(1), err, "log")
+        check_not_in("Assertion", err, "log")
+        if args != ["--workers", "0"]:
+            p = procs(s)
+            check_eq((p["crashes"], p["restarts"]), (0, 0),
+                     "crashes and restarts")
+
+
+def test_forked_child_returning_from_handler_is_named():
+    """A page's child that returns from the handler (fork without exec or
+    _exit, which docs/pages.md forbids) is stopped there with a line
+    saying so, not an assertion of the server's, and touches nothing of
+    the server's: the page's own answer and the worker's record stand."""
+    _forked_child_returns(WORKERS)
+
+
+def test_forked_child_returning_from_handler_single_process():
+    _forked_child_returns(["--workers", "0"])
+
+
 def test_unasked_exit_single_process_is_an_error():
     """--workers 0: a page calling exit(0) must not look like a clean stop
     (systemd's Restart=on-failure would leave the site down): logged, and
