@@ -2210,6 +2210,14 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
         rec_text(rec_at(s, culprit), line, sizeof line);
         hp_log_error("worker %d (generation %u) %s while running %s", (int)pid,
                      gen, how, line);
+    } else if (!sig && code == 0 && culprit < 0) {
+        /* A clean stop nobody asked for: a stop signal from elsewhere
+         * (the worker's own log names the sender). */
+        hp_log_error("worker %d (generation %u) %s without being asked to "
+                     "stop: it got SIGTERM or SIGINT from another process "
+                     "than its supervisor, or from itself (a page calling "
+                     "kill() on its own process)",
+                     (int)pid, gen, how);
     } else if (culprit == -2 || active == 0) {
         hp_log_error("worker %d (generation %u) %s while no page handler was "
                      "running on the failing thread (module init/fini, or "

@@ -849,6 +849,38 @@ def test_forked_child_returning_from_handler_single_process():
     _forked_child_returns(["--workers", "0"])
 
 
+SELF_TERM = page(r"""
+#include <signal.h>
+#include <unistd.h>
+HP_HANDLER(http_handler)
+{
+    kill(getpid(), SIGTERM);
+    hp_printf(req, "bye %d", (int)getpid());
+    return HP_OK;
+}
+""")
+
+
+def test_worker_stopped_by_its_own_page_is_logged_as_such():
+    """A page that sends SIGTERM to its own worker: the worker drains and
+    exits 0; the log says who sent the signal and that the worker stopped
+    unasked, not that a "failing thread" ran no handler."""
+    with Server(files={"term.c": SELF_TERM}, args=WORKERS, dev=False) as s:
+        all_ready(s)
+        r = fresh_get(s, "/term")
+        check(r is not None and r.status == 200, "the page's answer: %r" % r)
+        pid = pid_of(r.text)
+        check(wait_until(lambda: not alive(pid), limit(5.0), 0.02),
+              "worker %d did not stop" % pid)
+        all_ready(s)
+        err = s.stderr()
+        check_in("signal 15 was sent by process %d to itself" % pid, err,
+                 "the worker's log")
+        check_in("worker %d (generation 1) exited with status 0 without "
+                 "being asked to stop" % pid, err, "the parent's log")
+        check_not_in("failing thread", err, "log")
+
+
 def test_unasked_exit_single_process_is_an_error():
     """--workers 0: a page calling exit(0) must not look like a clean stop
     (systemd's Restart=on-failure would leave the site down): logged, and
