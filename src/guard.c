@@ -73,6 +73,10 @@
 #define QUAR_STRIKES 2 /* crashes that quarantine a version */
 #define FALLBACK_ID_BASE (UINT64_C(1) << 32) /* ids of fallback versions */
 #define INITBAD_MAX 32 /* objects whose init crashed a worker */
+/* Handlers per good version known to have completed a run; past that
+ * many, every handler of the version counts as one (ANY_HANDLER). */
+#define GOOD_HANDLERS 16
+#define ANY_HANDLER UINT64_MAX
 
 /* ---- shared memory layout ---------------------------------------------- */
 
@@ -201,6 +205,11 @@ struct good {
     atomic_ullong fp0; /* keyfp of keys[0], for the unlocked check */
     char path[REC_PATH];
     char keys[2][KEY_LEN]; /* the last two versions that completed a run */
+    /* Hashes (path_hash) of the handlers of keys[i] that completed a run,
+     * 0 for none, ANY_HANDLER once more than GOOD_HANDLERS did: a crash
+     * of a handler that has completed is the request's, not the
+     * version's (strike). */
+    atomic_ullong hands[2][GOOD_HANDLERS];
 };
 
 /* An object whose init hook killed a worker: its init is not run again
@@ -499,24 +508,77 @@ static struct good *good_find(uint64_t phash, bool insert)
     atomic_store(&g->fp0, 0);
     memset(g->path, 0, sizeof g->path);
     memset(g->keys, 0, sizeof g->keys);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < GOOD_HANDLERS; i++)
+            atomic_store(&g->hands[k][i], 0);
     atomic_store_explicit(&g->phash, phash, memory_order_release);
     return g;
 }
 
-/* A version completed a run: it is the module's newest good version. */
+/* Is handler hash hh among hands (or do they stand for any)? Returns
+ * its index, GOOD_HANDLERS for "any", -1 for no. */
+static int hand_find(atomic_ullong *hands, uint64_t hh)
+{
+    for (int i = 0; i < GOOD_HANDLERS; i++) {
+        uint64_t h = atomic_load_explicit(&hands[i], memory_order_relaxed);
+        if (h == hh)
+            return i;
+        if (h == ANY_HANDLER)
+            return GOOD_HANDLERS;
+        if (!h)
+            return -1;
+    }
+    return -1;
+}
+
+/* hands[] of keys[0] and keys[1] trade places (a run of keys[1]). */
+static void hands_swap(struct good *g)
+{
+    for (int i = 0; i < GOOD_HANDLERS; i++) {
+        uint64_t a = atomic_load(&g->hands[0][i]);
+        atomic_store(&g->hands[0][i], atomic_load(&g->hands[1][i]));
+        atomic_store(&g->hands[1][i], a);
+    }
+}
+
+/* Under the table lock: note that handler hh of keys[0] completed. */
+static void hand_add(struct good *g, uint64_t hh)
+{
+    if (hand_find(g->hands[0], hh) >= 0)
+        return;
+    int i = 0;
+    while (i < GOOD_HANDLERS && atomic_load(&g->hands[0][i]))
+        i++;
+    /* The last place says "any" rather than take a lock on every run of
+     * a page with very many handlers. */
+    atomic_store(&g->hands[0][i], i < GOOD_HANDLERS - 1 ? hh : ANY_HANDLER);
+}
+
+/* A version completed a run of a handler: it is the module's newest good
+ * version, and that handler has proven it works for some input. */
 static void mark_good(const struct rec *r)
 {
-    /* The steady state: two atomic loads, no lock. */
+    /* The steady state: a few atomic loads, no lock. */
+    uint64_t hh = path_hash(r->handler);
+    if (hh == ANY_HANDLER)
+        hh = 1;
     struct good *g = good_find(r->phash, false);
-    if (g && atomic_load_explicit(&g->fp0, memory_order_relaxed) == r->keyfp)
+    if (g && atomic_load_explicit(&g->fp0, memory_order_relaxed) == r->keyfp &&
+        hand_find(g->hands[0], hh) >= 0)
         return;
     table_lock();
     g = good_find(r->phash, true);
     if (strcmp(g->keys[0], r->key) != 0) {
+        bool older = strcmp(g->keys[1], r->key) == 0;
+        if (!older)
+            for (int i = 0; i < GOOD_HANDLERS; i++)
+                atomic_store(&g->hands[1][i], 0);
+        hands_swap(g); /* (a new key starts with none) */
         memcpy(g->keys[1], g->keys[0], KEY_LEN);
         memcpy(g->keys[0], r->key, KEY_LEN);
         copy_str(g->path, sizeof g->path, r->path);
     }
+    hand_add(g, hh);
     atomic_store_explicit(&g->fp0, r->keyfp, memory_order_relaxed);
     table_unlock();
 }
@@ -573,7 +635,29 @@ static bool fallback_key(uint64_t phash, const char * not, char out[KEY_LEN])
     return found && !quarantined(phash, out);
 }
 
-/* The parent: a crash was pinned on this record. */
+/* Has the handler of version (phash, key) completed a run (the version
+ * being one of the module's two newest good ones)? Under the table lock. */
+static bool proven(uint64_t phash, const char *key, const char *handler)
+{
+    uint64_t hh = path_hash(handler);
+    struct good *g = good_find(phash, false);
+    for (int k = 0; g && k < 2; k++)
+        if (g->keys[k][0] && strcmp(g->keys[k], key) == 0)
+            return hand_find(g->hands[k], hh == ANY_HANDLER ? 1 : hh) >= 0;
+    return false;
+}
+
+/*
+ * The parent: a crash was pinned on this record. A handler of a version
+ * that has completed a run has proven that it works for some input: its crash
+ * depends on the request (a missing field, a crafted value), so it is
+ * counted but never quarantined, or any client could take the page down
+ * for everyone with two requests; the crashing request got its 502 and
+ * the worker is replaced, as PHP-FPM replaces a child. Only a version
+ * that crashed twice without ever completing a run (broken at load or
+ * on its first requests), or whose crashing handler never completed, is
+ * quarantined.
+ */
 static void strike(const struct rec *r, int sig, int status)
 {
     table_lock();
@@ -616,8 +700,9 @@ static void strike(const struct rec *r, int sig, int status)
     q->status = status;
     q->since = (double)time(NULL);
     memcpy(q->handler, r->handler, REC_HANDLER);
-    bool now_quarantined =
-        atomic_load(&q->state) != Q_QUARANTINED && q->crashes >= QUAR_STRIKES;
+    bool good = proven(r->phash, r->key, r->handler);
+    bool now_quarantined = !good && atomic_load(&q->state) != Q_QUARANTINED &&
+                           q->crashes >= QUAR_STRIKES;
     if (now_quarantined)
         atomic_store_explicit(&q->state, Q_QUARANTINED, memory_order_release);
     if (now_quarantined) {
@@ -627,6 +712,12 @@ static void strike(const struct rec *r, int sig, int status)
     int crashes = q->crashes;
     table_unlock();
 
+    if (good && crashes == QUAR_STRIKES)
+        hp_log_error("%s: version with object %s crashed a worker %d times, "
+                     "but it has completed runs before: the crashes depend "
+                     "on the request, so only the crashing requests fail "
+                     "(502) and the version is not quarantined",
+                     r->path, r->key, crashes);
     if (now_quarantined) {
         char fb[KEY_LEN];
         if (fallback_key(r->phash, r->key, fb))
@@ -2132,6 +2223,14 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
         rec_text(rec_at(s, culprit), line, sizeof line);
         hp_log_error("worker %d (generation %u) %s while running %s", (int)pid,
                      gen, how, line);
+    } else if (!sig && code == 0 && culprit < 0) {
+        /* A clean stop nobody asked for: a stop signal from elsewhere
+         * (the worker's own log names the sender). */
+        hp_log_error("worker %d (generation %u) %s without being asked to "
+                     "stop: it got SIGTERM or SIGINT from another process "
+                     "than its supervisor, or from itself (a page calling "
+                     "kill() on its own process)",
+                     (int)pid, gen, how);
     } else if (culprit == -2 || active == 0) {
         hp_log_error("worker %d (generation %u) %s while no page handler was "
                      "running on the failing thread (module init/fini, or "

@@ -90,7 +90,8 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks);
  * signal sig (0 for an exit with status code): log which request it was
  * running (or that it is not known), and the requests lost with it;
  * count the crash; strike the culprit's version (the second strike
- * quarantines it), except in dev mode, which quarantines nothing. `how`
+ * quarantines it, unless its handler has completed a run: such crashes
+ * depend on the request), except in dev mode, which quarantines nothing. `how`
  * describes the death for the log. true when a running page's request was
  * to blame (the parent's back-off does not count such deaths: a page that
  * crashes is quarantined, or in dev mode is being fixed, and its

@@ -179,6 +179,11 @@ struct hp_thread_counts {
 void hp_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void hp_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void hp_vlog(const char *level, const char *fmt, va_list ap);
+/* hp_log_error for a process a page forked: the log lock may be held by a
+ * thread that does not exist in it, so the line (at most 1 KiB, cut
+ * beyond) goes out in one write(2) without the lock. */
+void hp_log_error_forked(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 void *hp_xmalloc(size_t n);
 void *hp_xcalloc(size_t n, size_t m);

@@ -255,6 +255,7 @@ static struct {
     double deaths[32]; /* when recent workers died (back-off) */
     int ndeaths;
     double next_spawn_at;
+    bool spawn_now;    /* none left serving: one starts at once */
     bool ever_ready;   /* some worker got as far as serving */
     bool start_failed; /* one exited before that: give up */
     unsigned long spawned;
@@ -356,8 +357,26 @@ static void stop_all(double now)
         stop_child(i);
 }
 
-/* Workers dying in a loop: wait before starting the next one. */
-static void back_off(void)
+/* Workers other than slot's that accept connections (or are starting
+ * to). */
+static int serving_besides(int slot)
+{
+    int n = 0;
+    for (int i = 0; i < M.nslots; i++)
+        n += i != slot &&
+             (M.kids[i].state == C_CURRENT || M.kids[i].state == C_REPLACED);
+    return n;
+}
+
+/*
+ * Workers dying in a loop: wait before starting the next one. Except for
+ * the last one serving, when it had served (was_ready): then one
+ * replacement starts at once, so that whoever makes workers die (a client
+ * with a request that crashes the server) can slow the site down but not
+ * leave it with no worker at all; the back-off still holds the rest. A
+ * worker that died before it served is a start-up loop: no exception.
+ */
+static void back_off(int slot, bool was_ready)
 {
     double now = hp_now();
     int cap = (int)(sizeof M.deaths / sizeof *M.deaths);
@@ -378,6 +397,14 @@ static void back_off(void)
     if (delay > BACKOFF_MAX)
         delay = BACKOFF_MAX;
     M.next_spawn_at = now + delay;
+    if (was_ready && serving_besides(slot) == 0) {
+        M.spawn_now = true;
+        hp_log_error("%d workers died in the last %.0f s: none is left "
+                     "serving, so one starts at once; the others wait "
+                     "%.2f s",
+                     recent, CRASH_WINDOW, delay);
+        return;
+    }
     hp_log_error("%d workers died in the last %.0f s: waiting %.2f s "
                  "before starting another",
                  recent, CRASH_WINDOW, delay);
@@ -417,7 +444,7 @@ static void on_death(int i, int status)
         return;
     }
     if (!hp_guard_autopsy(i, k->pid, k->gen, how, sig, code, CFG->dev))
-        back_off(); /* not a page's request: a loop to slow down */
+        back_off(i, was_ready); /* not a page's request: a loop */
 }
 
 static void reap(void)
@@ -756,9 +783,10 @@ static void supervise(double now)
     int ready, active = census(now, &ready);
     if (BASE && ready > 0)
         commit_reload();
-    while (active < M.wanted && now >= M.next_spawn_at) {
+    while (active < M.wanted && (now >= M.next_spawn_at || M.spawn_now)) {
         if (spawn() < 0)
             break;
+        M.spawn_now = false;
         active++;
         if (++M.spawned > (unsigned long)M.wanted)
             hp_guard_count_restart();

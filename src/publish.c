@@ -17,10 +17,12 @@
 #include "request.h"
 #include "session.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* The modules of a request, outermost application first, page last. */
 static size_t modules_of(hp_req *req, hp_version **mods)
@@ -173,17 +175,70 @@ static int normalise(hp_req *req, const char *what, hp_version *m, int rc)
     return 500;
 }
 
+/* ---- a page's fork() without exec ----------------------------------------
+ *
+ * A process a page forks is a copy of the server: if it returns from the
+ * page's code instead of calling exec or _exit (docs/pages.md), it would
+ * go on to commit the request's transactions, answer the request on the
+ * socket it shares with its parent and run the server's bookkeeping as if
+ * it were the worker (the guard's record of the run is its parent's). It
+ * is stopped as soon as the page's code returns, with a line saying what
+ * happened. fork() marks the forking thread's copy (pthread_atfork's
+ * child handler runs on it), so the check costs a thread-local load; the
+ * server's own forks run no page code, and posix_spawn, system() and
+ * popen() run no atfork handler (their children exec).
+ */
+static __thread bool tl_in_page; /* page code is running on this thread */
+static __thread bool tl_forked;  /* ... and forked this process from it */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void)
+{
+    if (tl_in_page)
+        tl_forked = true;
+}
+
+static void atfork_register(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
+/* In a process forked by m's `what` (a handler or hook) that returned. */
+static _Noreturn void forked_child_returned(hp_req *req, const hp_version *m,
+                                            const char *what)
+{
+    bool handler = strcmp(what, "handler") == 0;
+    hp_log_error_forked("%s: a process forked by %s '%s' (pid %d) returned "
+                        "from it: a page's fork() must be followed by exec "
+                        "or _exit; the forked process exits (status 70) "
+                        "without touching the server's state",
+                        m->path, handler ? "the handler" : "the hook",
+                        handler ? req->target.handler : what, (int)getpid());
+    _exit(70); /* no atexit hooks: they are the server's */
+}
+
 static const char *const hook_label[HP_NHOOKS] = {"prepare", "commit",
                                                   "rollback", "release"};
+
+/* Run page code: a handler (what "handler") or a module hook. */
+static int run_page_code(hp_req *req, hp_version *m, hp_handler_fn fn,
+                         const char *what)
+{
+    req->current_module = m;
+    tl_in_page = true;
+    int rc = fn(req);
+    tl_in_page = false;
+    if (tl_forked)
+        forked_child_returned(req, m, what);
+    req->current_module = NULL;
+    return normalise(req, what, m, rc);
+}
 
 static int run_hook(hp_req *req, hp_version *m, enum hp_hook h)
 {
     if (!m->hooks[h])
         return HP_OK;
-    req->current_module = m;
-    int rc = m->hooks[h](req);
-    req->current_module = NULL;
-    return normalise(req, hook_label[h], m, rc);
+    return run_page_code(req, m, m->hooks[h], hook_label[h]);
 }
 
 /* ---- resources (pooled connections) --------------------------------------- */
@@ -262,6 +317,7 @@ int hp_publish_run(hp_req *req)
     if (!fn)
         return 404;
     req->served_by = from;
+    pthread_once(&atfork_once, atfork_register);
     /* Before any module's code: a forged request runs nothing (csrf.c). */
     fail = hp_csrf_check(req, from);
 
@@ -269,11 +325,8 @@ int hp_publish_run(hp_req *req)
         ran = i + 1;
         fail = run_hook(req, mods[i], HP_PREPARE);
     }
-    if (fail == HP_OK) {
-        req->current_module = from;
-        fail = normalise(req, "handler", from, fn(req));
-        req->current_module = NULL;
-    }
+    if (fail == HP_OK)
+        fail = run_page_code(req, from, fn, "handler");
     if (req->forced_status)
         fail = req->forced_status;
     size_t rollback_from = 0;

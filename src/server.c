@@ -1994,15 +1994,34 @@ static void drain_delay(int sig)
     }
 }
 
+/* A stop signal sent by this process itself (a page's kill(getpid(), ...))
+ * or, in a worker, by another process than the supervisor: say so, since
+ * the worker's supervisor only sees it exit 0 without having asked. */
+static void stop_sender(int sig, const siginfo_t *si)
+{
+    if (si->si_code != SI_USER && si->si_code != SI_TKILL)
+        return;
+    if (si->si_pid == getpid())
+        hp_log_error("signal %d was sent by process %d to itself (a page "
+                     "calling kill() on its own process?): stopping",
+                     sig, (int)si->si_pid);
+    else if (!alone && si->si_pid != getppid())
+        hp_log_error("signal %d was sent by process %d, not by the "
+                     "supervisor: stopping",
+                     sig, (int)si->si_pid);
+}
+
 /* The main thread until SIGTERM/SIGINT: flush the access log once a
  * second, reopen the logs on SIGUSR1. */
 static void wait_for_stop(const sigset_t *sigs)
 {
     for (;;) {
         struct timespec one = {1, 0};
-        int sig = sigtimedwait(sigs, NULL, &one);
+        siginfo_t si;
+        int sig = sigtimedwait(sigs, &si, &one);
         hp_access_flush();
         if (sig == SIGTERM || sig == SIGINT) {
+            stop_sender(sig, &si);
             drain_delay(sig);
             hp_log_info("signal %d: finishing in-flight requests", sig);
             break;

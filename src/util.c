@@ -36,6 +36,28 @@ void hp_vlog(const char *level, const char *fmt, va_list ap)
     pthread_mutex_unlock(&log_lock);
 }
 
+void hp_log_error_forked(const char *fmt, ...)
+{
+    char line[1024];
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
+    n += (size_t)snprintf(line + n, sizeof line - n, ".%03ldZ [error] ",
+                          now.tv_nsec / 1000000);
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+    va_end(ap);
+    n = k < 0                             ? n
+        : n + (size_t)k < sizeof line - 1 ? n + (size_t)k
+                                          : sizeof line - 2;
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w; /* nowhere left to report it */
+}
+
 void hp_log_error(const char *fmt, ...)
 {
     va_list ap;
