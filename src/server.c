@@ -2109,8 +2109,18 @@ int hp_serve_preflight(const struct hp_config *cfg)
     }
     if (hp_tls_check(cfg) < 0)
         rc = -1;
-    if (hp_compiler_check(cfg->cc) < 0)
-        rc = -1;
+    /* A compiler named on purpose must be there; the default cc may be
+     * missing on a machine that serves only static files and prebuilt
+     * .so pages: then it is said, and C pages answer with the reason. */
+    bool named = cfg->cc && strcmp(cfg->cc, "cc") != 0;
+    if (hp_compiler_check(cfg->cc) < 0) {
+        if (named)
+            rc = -1;
+        else
+            hp_log_info("without a compiler, pages written in C cannot be "
+                        "built (install gcc, or name one with --cc); "
+                        "static files and prebuilt .so pages are served");
+    }
     return rc;
 }
 

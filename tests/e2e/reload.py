@@ -214,6 +214,19 @@ def test_start_missing_compiler_names_it():
                  "(looked up in PATH)"])
 
 
+def test_start_without_the_default_compiler_serves_static_files():
+    # No cc in PATH and none named: the server starts (a site of static
+    # files and prebuilt .so pages needs none) and says what is missing.
+    with Server(files={"hello.c": simple_page("hi"), "a.txt": "plain\n"},
+                env={"PATH": "/nonexistent-hotpub"}) as s:
+        r = request(s.port, "/a.txt")
+        check(r.status == 200, "static file without a compiler: %d"
+              % r.status)
+        r = request(s.port, "/hello")
+        check(r.status >= 500, "a C page without a compiler: %d" % r.status)
+        check_in("without a compiler", s.stderr(), "log")
+
+
 def test_compiler_gone_page_names_it_without_save_advice():
     tmp = tempfile.mkdtemp(prefix="hotpub-reload-")
     cc = os.path.join(tmp, "mycc")
