@@ -151,10 +151,29 @@ static bool public_under_root(const char *path)
     return true;
 }
 
+/* A redirect to a directory's '/': a path of this site, never one a
+ * browser reads as another host ("//host", "/\\host"), ending in '/', of
+ * printable ASCII only (percent-encoded). */
+static void check_redirect(const struct hp_target *t)
+{
+    const char *p = t->path;
+    size_t n = strlen(p);
+    if (n < 2 || p[0] != '/' || p[1] == '/' || p[1] == '\\' ||
+        p[n - 1] != '/')
+        abort();
+    for (size_t i = 0; i < n; i++)
+        if (p[i] <= ' ' || p[i] >= 0x7f || p[i] == '\\')
+            abort();
+}
+
 static void check(const struct hp_target *t)
 {
     if (t->kind == HP_T_NOTFOUND)
         return;
+    if (t->kind == HP_T_DIRSLASH) {
+        check_redirect(t);
+        return;
+    }
     if (t->kind != HP_T_PAGE && t->kind != HP_T_STATIC)
         abort();
     char canon[PATH_MAX];
