@@ -412,16 +412,23 @@ def profile(b, args, srv, pg, test, level):
 # The statements of /db as pgbench sends them, with no HTTP server at all:
 # what PostgreSQL alone can answer on its cpu bounds every server's /db.
 PG_CEILING = (
-    ("bare SELECT, autocommit (1 statement, 1 round trip; hotpub's /db "
-     "on PostgreSQL 14+ under READ COMMITTED)",
+    ("bare SELECT, autocommit (1 statement, 1 round trip)",
      "\\set id random(1, 10000)\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\n"),
     ("a transaction in one round trip (BEGIN, SELECT, COMMIT pipelined)",
      "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\nCOMMIT;\n"
      "\\endpipeline\n"),
-    ("hotpub's /db transaction under REPEATABLE READ or before "
-     "PostgreSQL 14 (BEGIN, SELECT, write check pipelined; COMMIT)",
+    ("hotpub's /db under READ COMMITTED (BEGIN, SELECT, read guard, COMMIT "
+     "pipelined)",
+     "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
+     "SELECT id, randomnumber FROM world WHERE id = :id;\n"
+     "SELECT 1 / (pg_catalog.pg_current_xact_id_if_assigned() IS NULL AND"
+     " pg_catalog.current_setting('transaction_isolation') IN"
+     " ('read committed', 'read uncommitted'))::int;\nCOMMIT;\n"
+     "\\endpipeline\n"),
+    ("hotpub's /db transaction under REPEATABLE READ (BEGIN, SELECT, "
+     "write check pipelined; COMMIT)",
      "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\n"
      "SELECT pg_catalog.pg_current_xact_id_if_assigned(),"

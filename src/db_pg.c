@@ -22,17 +22,18 @@
  * on PostgreSQL", says what is guaranteed):
  *
  *   - A read of a request expected only to read (a GET, HEAD or OPTIONS),
- *     before its first write, runs in a read-only transaction of its own
- *     when the server allows it (ro_reads_possible: PostgreSQL 14 or
- *     later, READ COMMITTED, not a standby): the connection's default is
- *     read-only, and the statement goes alone, in one round trip, with no
- *     BEGIN, write check or COMMIT (execute_read). One that turns out to
- *     write fails without effect and runs again as the first statement
- *     of the request's read-write transaction; a failed read fails the
- *     request as a failed statement in a transaction does. Explicit
- *     transactions then say BEGIN READ WRITE, and a pool handle's
- *     statements switch the default back (default_read_only). Where the
- *     server does not allow it, the rules below apply to every request.
+ *     before its first write, is a transaction of its own when the
+ *     connection's default isolation is READ COMMITTED (ro_reads): BEGIN,
+ *     the statement, the read guard and COMMIT in one write and one round
+ *     trip (execute_read). The guard fails (a division by zero) when the
+ *     transaction has a transaction id, that is when it wrote, or is not
+ *     READ COMMITTED any more; the pipeline then stops before the COMMIT,
+ *     the transaction is rolled back and the statement runs again as the
+ *     first of the request's transaction, which holds the rest of the
+ *     request. Nothing relies on the statement failing: a function that
+ *     writes and catches every error writes once, in the request's
+ *     transaction. Where the default is not READ COMMITTED, the rules
+ *     below apply to every request.
  *   - BEGIN is not sent on its own: pg_begin only notes it, and the
  *     transaction's first statement sends BEGIN, itself and the write
  *     check below in one write with one Sync (libpq's pipeline mode), so
@@ -95,8 +96,8 @@ struct pg_conn {
     bool wrote_nothing;      /* the write check after the 1st statement  */
     bool reply_pending;      /* a COMMIT sent; its reply not read yet    */
     bool broken;             /* the pipeline went wrong: drop the conn   */
-    bool ro_reads;           /* reads may run in read-only transactions  */
-    bool aborted;            /* such a read failed: refuse what follows  */
+    bool ro_reads;           /* reads may be transactions of their own   */
+    bool guard_ready;        /* prepared as GUARD_NAME on this connection */
 };
 
 /* The write check: the transaction's id if it has one (NULL: it wrote
@@ -112,6 +113,19 @@ struct pg_conn {
 /* Its prepared statement: parsed and planned once per connection (cached
  * statements are "hp_<n>"). */
 #define CHECK_NAME "hp_write_check"
+/* The read guard (execute_read): 1 when the transaction has no
+ * transaction id (it wrote nothing) and is READ COMMITTED; else a division
+ * by zero (22012), which stops the pipeline before its COMMIT. Operators
+ * named with their schema, like the functions. */
+#define GUARD_TEST(xid)                                                        \
+    "SELECT 1 OPERATOR(pg_catalog./) (pg_catalog." xid "() IS NULL AND"        \
+    " (pg_catalog.current_setting('transaction_isolation')"                    \
+    " OPERATOR(pg_catalog.=) 'read committed' OR"                              \
+    " pg_catalog.current_setting('transaction_isolation')"                     \
+    " OPERATOR(pg_catalog.=) 'read uncommitted'))::pg_catalog.int4"
+#define GUARD_SQL_13 GUARD_TEST("pg_current_xact_id_if_assigned")
+#define GUARD_SQL_96 GUARD_TEST("txid_current_if_assigned")
+#define GUARD_NAME "hp_read_guard"
 
 struct pg_stmt {
     char name[32];
@@ -201,22 +215,17 @@ static int run_init(PGconn *c, const char *init_sql, char **err)
 }
 
 /*
- * Whether a GET's reads may each run in a read-only transaction of their
- * own (execute_read): the server reports default_transaction_read_only
- * with every change (PostgreSQL 14 and later), so that whatever sets it
- * is seen without a round trip; its default isolation is READ COMMITTED
- * (each statement has its own snapshot anyway: under REPEATABLE READ or
- * SERIALIZABLE a request's reads must share one); it is no hot standby
- * (whose transactions are all read-only: BEGIN READ WRITE would fail);
- * and the connection's own settings (the URL, the init SQL) did not make
- * its transactions read-only: then that is the operator's choice, and
- * hotpub leaves the setting alone.
+ * Whether a GET's reads may each be a transaction of their own
+ * (execute_read): the server has the read guard's function (9.6 and
+ * later) and its default isolation is READ COMMITTED (or READ
+ * UNCOMMITTED, the same in PostgreSQL): each statement has its own
+ * snapshot anyway, where under REPEATABLE READ or SERIALIZABLE a request's
+ * reads must share one. A page that changes the default later is caught
+ * by the guard, statement by statement.
  */
-static bool ro_reads_possible(PGconn *c)
+static bool ro_reads_possible(PGconn *c, const char *xid_sql)
 {
-    const char *ro = PQparameterStatus(c, "default_transaction_read_only");
-    const char *standby = PQparameterStatus(c, "in_hot_standby");
-    if (!ro || strcmp(ro, "off") != 0 || (standby && strcmp(standby, "off")))
+    if (!xid_sql)
         return false;
     PGresult *r = PQexec(c, "SELECT pg_catalog.current_setting("
                             "'default_transaction_isolation')");
@@ -260,7 +269,7 @@ static int pg_connect(hp_db *db, const char *url, const char *init_sql,
     pc->c = c;
     int v = PQserverVersion(c);
     pc->xid_sql = v >= 130000 ? XID_SQL_13 : v >= 90600 ? XID_SQL_96 : NULL;
-    pc->ro_reads = ro_reads_possible(c);
+    pc->ro_reads = ro_reads_possible(c, pc->xid_sql);
     db->conn = pc;
     return 0;
 }
@@ -356,7 +365,6 @@ static int pg_reset(hp_db *db)
 {
     struct pg_conn *pc = db->conn;
     pc->begin_queued = false; /* never sent: nothing to end */
-    pc->aborted = false;
     if (pc->broken)
         return -1;
     if (pc->reply_pending)
@@ -398,42 +406,7 @@ static int pg_begin(hp_db *db, bool write)
     pc->begin_write = write;
     pc->nrun = 0;
     pc->wrote_nothing = false;
-    pc->aborted = false;
     return 0;
-}
-
-/* Where reads may run read-only (ro_reads), the connection's default is
- * read-only, so an explicit transaction says it writes. */
-static const char *begin_sql(const struct pg_conn *pc)
-{
-    return pc->ro_reads ? "BEGIN READ WRITE" : "BEGIN";
-}
-
-/*
- * The connection's default for a transaction that no BEGIN opens (one
- * statement on its own): read-only for a request's reads (execute_read),
- * read-write for a pool handle's statements, which commit on their own
- * and may write. The server reports the setting whenever it changes, so
- * the mode costs a round trip only when it switches: after a pool
- * handle's statements, once.
- */
-static bool default_read_only(struct pg_conn *pc, bool on)
-{
-    const char *cur = PQparameterStatus(pc->c, "default_transaction_read_only");
-    if (!pc->ro_reads || (cur && (strcmp(cur, "on") == 0) == on))
-        return true;
-    PGresult *r = PQexec(pc->c, on ? "SET default_transaction_read_only = on"
-                                   : "SET default_transaction_read_only = off");
-    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    return ok;
-}
-
-/* A statement outside any transaction: a pool handle's (autocommit). */
-static bool on_its_own(const struct pg_conn *pc)
-{
-    return !pc->begin_queued && !pc->reply_pending &&
-           PQtransactionStatus(pc->c) == PQTRANS_IDLE;
 }
 
 /* COMMIT and a Sync in one write; the reply is pg_settle's. */
@@ -480,8 +453,7 @@ static int pg_rollback(hp_db *db)
 
 static bool pg_tx_failed(hp_db *db)
 {
-    return ((struct pg_conn *)db->conn)->aborted ||
-           PQtransactionStatus(C(db)) == PQTRANS_INERROR;
+    return PQtransactionStatus(C(db)) == PQTRANS_INERROR;
 }
 
 /* ---- statements ---------------------------------------------------------- */
@@ -668,24 +640,12 @@ static PGresult *execute(hp_db *db, struct pg_stmt *s, const char *sql,
     return r;
 }
 
-/* The statement may only read, as far as its text tells: it starts with
- * SELECT, WITH, VALUES or TABLE (after blanks and parentheses) and names
- * neither NOTIFY (pg_notify queues a message the COMMIT sends, without a
- * transaction id), ADVISORY (an advisory lock another request may try
- * to take without waiting as soon as our response is out) nor SET_CONFIG
- * (set_config(..., true) sets a value for the rest of the transaction: a
- * row-level security policy's user, read by the request's next
- * statements), and no word of it says it writes (names_a_write). Only
- * then is the write check worth sending, or the statement run in a
- * read-only transaction of its own; a function that writes is caught by
- * the check, or fails in the read-only transaction and runs again
- * (execute_read). */
 /* A word of the statement that says it writes or locks rows: a
  * data-modifying WITH (INSERT, UPDATE, DELETE, MERGE) or a locking clause
  * (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE, FOR KEY SHARE). Such a
- * statement would fail in a read-only transaction and be sent again
- * (execute_read), a round trip lost; a word inside a string constant
- * only costs the write check. */
+ * statement would fail the read guard and be sent again (execute_read),
+ * two round trips lost; a word inside a string constant only costs the
+ * write check. */
 static bool names_a_write(const char *sql)
 {
     static const char *const writes[] = {"insert", "update", "delete", "merge",
@@ -706,6 +666,17 @@ static bool names_a_write(const char *sql)
     return false;
 }
 
+/* The statement may only read, as far as its text tells: it starts with
+ * SELECT, WITH, VALUES or TABLE (after blanks and parentheses) and names
+ * neither NOTIFY (pg_notify queues a message the COMMIT sends, without a
+ * transaction id), ADVISORY (an advisory lock another request may try
+ * to take without waiting as soon as our response is out) nor SET_CONFIG
+ * (set_config(..., true) sets a value for the rest of the transaction: a
+ * row-level security policy's user, read by the request's next
+ * statements), and no word of it says it writes (names_a_write). Only
+ * then is the write check worth sending, or the statement run as a
+ * transaction of its own; a function that writes is caught by the check,
+ * or by the read guard, and runs again (execute_read). */
 static bool may_only_read(const char *sql)
 {
     static const char *const first[] = {"select", "with", "values", "table"};
@@ -786,12 +757,11 @@ static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
         return NULL;
     params_init(&pp, n);
     params_fill(&pp, n, params);
-    bool sent =
-        PQsendQueryParams(c, begin_sql(pc), 0, NULL, NULL, NULL, NULL, 0) &&
-        send_stmt(c, s, sql, n, &pp) &&
-        (!check ||
-         PQsendQueryPrepared(c, CHECK_NAME, 0, NULL, NULL, NULL, 0)) &&
-        PQpipelineSync(c);
+    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+                send_stmt(c, s, sql, n, &pp) &&
+                (!check ||
+                 PQsendQueryPrepared(c, CHECK_NAME, 0, NULL, NULL, NULL, 0)) &&
+                PQpipelineSync(c);
     params_free(&pp);
     if (!sent) {
         pc->broken = true;
@@ -816,48 +786,96 @@ static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
     return r;
 }
 
+/* The read guard's prepared statement, as the write check's. */
+static bool guard_prepared(struct pg_conn *pc)
+{
+    if (!pc->guard_ready) {
+        PGresult *r = PQprepare(pc->c, GUARD_NAME,
+                                strstr(pc->xid_sql, "txid_") ? GUARD_SQL_96
+                                                             : GUARD_SQL_13,
+                                0, NULL);
+        pc->guard_ready = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    return pc->guard_ready;
+}
+
 /*
  * A read of a request expected only to read (a GET, HEAD or OPTIONS),
- * before its first write: in a read-only transaction of its own, one
- * statement and one round trip, with no BEGIN, write check or COMMIT
- * (docs/database.md, "Round trips on PostgreSQL"). Under READ COMMITTED
- * each statement has its own snapshot anyway. A statement that turns out
- * to write (a function that writes, a data-modifying WITH, FOR UPDATE)
- * fails there without effect (25006), and runs again as the first of the
- * request's read-write transaction, which then holds the rest of the
- * request. NULL when the connection failed.
+ * before its first write: a transaction of its own, BEGIN, the statement,
+ * the read guard and COMMIT in one write and one round trip
+ * (docs/database.md, "Reads on their own"). Under READ COMMITTED each
+ * statement has its own snapshot anyway. When the guard fails, the
+ * statement wrote (a function that writes, a data-modifying WITH) or the
+ * page changed the isolation: the transaction is rolled back and the
+ * statement runs again as the first of the request's transaction, which
+ * then holds the rest of the request. A statement that fails leaves that
+ * transaction open and failed, as execute_first does: the next statements
+ * are refused (25P02) and the request rolls back. NULL when the
+ * connection failed.
  */
 static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
                               size_t n, const hp_db_val *params)
 {
     struct pg_conn *pc = db->conn;
-    if (!default_read_only(pc, true))
-        return NULL;
-    PGresult *r = execute(db, s, sql, n, params);
-    const char *state = r && PQresultStatus(r) == PGRES_FATAL_ERROR
-                            ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
-                            : NULL;
-    if (state && strcmp(state, "25006") == 0) {
-        PQclear(r);
-        pc->begin_write = true; /* it writes: no write check */
-        return execute_first(db, s, sql, n, params);
-    }
-    if (!r || !ok_status(r))
-        pc->aborted = true; /* as in a transaction: the rest is refused */
-    return r;
-}
+    PGconn *c = pc->c;
+    struct pg_params pp;
 
-/* After a read on its own failed, the request's next statements are
- * refused, with PostgreSQL's words, as in a failed transaction. */
-static bool refused_after_failure(hp_db *db)
-{
-    if (!((struct pg_conn *)db->conn)->aborted)
-        return false;
-    hp_db__fail(db,
-                "current transaction is aborted, commands ignored until end "
-                "of transaction block",
-                "25P02", 0);
-    return true;
+    if (!guard_prepared(pc) || !PQenterPipelineMode(c))
+        return execute_first(db, s, sql, n, params);
+    params_init(&pp, n);
+    params_fill(&pp, n, params);
+    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+                send_stmt(c, s, sql, n, &pp) &&
+                PQsendQueryPrepared(c, GUARD_NAME, 0, NULL, NULL, NULL, 0) &&
+                PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
+                PQpipelineSync(c);
+    params_free(&pp);
+    if (!sent) {
+        pc->broken = true;
+        return NULL;
+    }
+    PGresult *begin = pipe_next(c), *r = pipe_next(c), *guard = pipe_next(c);
+    PGresult *commit = pipe_next(c);
+    bool synced = pipe_sync(pc);
+    bool begun = begin && PQresultStatus(begin) == PGRES_COMMAND_OK;
+    bool read = r && ok_status(r);
+    bool alone = guard && PQresultStatus(guard) == PGRES_TUPLES_OK && commit &&
+                 PQresultStatus(commit) == PGRES_COMMAND_OK;
+    if (guard && PQresultStatus(guard) == PGRES_FATAL_ERROR) {
+        const char *state = PQresultErrorField(guard, PG_DIAG_SQLSTATE);
+        if (state && strcmp(state, "26000") == 0)
+            pc->guard_ready = false;
+    }
+    PQclear(guard);
+    PQclear(commit);
+    if (!synced) {
+        PQclear(begin);
+        PQclear(r);
+        return NULL;
+    }
+    if (!begun || !read) { /* the request's transaction, failed */
+        pc->begin_queued = false;
+        if (!begun) {
+            PQclear(r);
+            return begin;
+        }
+        PQclear(begin);
+        return r;
+    }
+    PQclear(begin);
+    if (alone)
+        return r; /* begin_queued stays: the next statement starts anew */
+    PQclear(r);
+    PGresult *rb = PQexec(c, "ROLLBACK");
+    bool rolled = rb && PQresultStatus(rb) == PGRES_COMMAND_OK;
+    PQclear(rb);
+    if (!rolled) {
+        pc->broken = true;
+        return NULL;
+    }
+    pc->begin_write = true; /* it writes: no write check */
+    return execute_first(db, s, sql, n, params);
 }
 
 static bool reads_alone(const struct pg_conn *pc, const char *sql)
@@ -870,15 +888,11 @@ static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
                   const hp_db_val *params, hp_db_res *res)
 {
     struct pg_conn *pc = db->conn;
-    if (refused_after_failure(db))
-        return -1;
     PGresult *r;
     if (reads_alone(pc, sql))
         r = execute_read(db, stmt, sql, n, params);
     else if (pc->begin_queued)
         r = execute_first(db, stmt, sql, n, params);
-    else if (on_its_own(pc) && !default_read_only(pc, false))
-        r = NULL;
     else
         r = execute(db, stmt, sql, n, params);
     pc->nrun++;
@@ -887,7 +901,7 @@ static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
          * write check's too, so prepare it again before it fails. */
         const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
         if (state && strcmp(state, "26000") == 0)
-            pc->check_ready = false;
+            pc->check_ready = pc->guard_ready = false;
         fail_res(db, r);
         PQclear(r);
         return -1;
@@ -921,17 +935,10 @@ static int pg_script(hp_db *db, const char *sql)
     struct pg_conn *pc = db->conn;
     pc->nrun++;
     pc->wrote_nothing = false;
-    if (refused_after_failure(db))
-        return -1;
-    if (!pc->begin_queued) {
-        if (on_its_own(pc) && !default_read_only(pc, false)) {
-            fail_res(db, NULL);
-            return -1;
-        }
+    if (!pc->begin_queued)
         return simple(db, sql);
-    }
     pc->begin_queued = false;
-    char *both = hp_xasprintf("%s;%s", begin_sql(pc), sql);
+    char *both = hp_xasprintf("BEGIN;%s", sql);
     int rc = simple(db, both);
     free(both);
     return rc;
