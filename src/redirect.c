@@ -67,13 +67,23 @@ static size_t host_len(const char *host)
     return strcspn(host, ":");
 }
 
+/* The main listener answers 400 to a path whose dot segments climb above
+ * the root (server.c, hp_path_merge_dots); so does this one, rather than
+ * send the client to that 400 over https. */
+static bool climbs_above_root(const char *path)
+{
+    char *m = hp_xstrdup(path ? path : "/");
+    bool ok = hp_path_merge_dots(m);
+    free(m);
+    return !ok;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
                                   const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
 {
     (void)cls;
-    (void)url;
     (void)method;
     (void)version;
     (void)upload;
@@ -86,7 +96,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
     /* Only origin-form targets: an absolute or '*' target, or a Host that
      * is not one, cannot be turned into an https URL of this site. */
-    if (!host || !hp_host_valid(host, strlen(host)) || target[0] != '/')
+    if (!host || !hp_host_valid(host, strlen(host)) || target[0] != '/' ||
+        climbs_above_root(url))
         return answer(conn, 400, NULL, "Bad Request\n");
     char *loc = hp_xasprintf("https://%.*s%s%s", (int)host_len(host), host,
                              R.port, target);

@@ -490,6 +490,15 @@ def test_tls_redirect_edge():
             check_eq(red[:12], main[:12], "redirect listener's status "
                      "for %r (main: %r)" % (req[:60], main[:40]))
             check(closed, "connection closed after %r" % req[:60])
+        # A path climbing above the root: 400 on both, not a 308 to it.
+        for path in (b"/../x", b"/%2e%2e/x", b"/a/../../x"):
+            req = b"GET " + path + b" HTTP/1.1\r\nHost: example.com\r\n\r\n"
+            main = tls_raw(s.port, ctx, [(0, req)], timeout=5.0)
+            check(main.startswith(b"HTTP/1.1 400 "), "main listener: %r %r"
+                  % (path, main[:40]))
+            red, closed = plain_raw(rport, req, timeout=5.0)
+            check(red.startswith(b"HTTP/1.1 400 "), "redirect listener: %r %r"
+                  % (path, red[:40]))
         # A good request is still redirected, then the connection closes.
         out, closed = plain_raw(rport, b"GET /hello?a=1 HTTP/1.1\r\n"
                                 b"Host: example.com\r\n\r\n", timeout=5.0)
