@@ -242,7 +242,13 @@ static void put_what(struct sbuf *b, const struct hp_crash *c)
     puts_(b, c->signame);
     const char *base = strrchr(c->page, '/');
     bool app = strncmp(base ? base + 1 : c->page, "_app.", 5) == 0;
+    /* A constructor or destructor runs as the object loads or unloads,
+     * not as a hook: named as what it is. */
+    bool ctor = c->init && strcmp(c->handler, "constructor") == 0;
+    bool dtor = c->init && strcmp(c->handler, "destructor") == 0;
     puts_(b, !c->init ? " in the page "
+             : ctor   ? " in a constructor of the module "
+             : dtor   ? " in a destructor of the module "
              : app    ? " in the init hook of the application module "
                       : " in the init hook of the module ");
     put_html(b, c->page);

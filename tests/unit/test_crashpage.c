@@ -56,6 +56,23 @@ static void test_init_crash_is_503_naming_hook_module_line(void)
     free(a);
 }
 
+/* A constructor that crashed as the page loaded is named as one, not as
+ * an init hook. */
+static void test_constructor_crash_named_as_such(void)
+{
+    struct hp_crash c = {.signame = "SIGABRT",
+                         .page = "w/ctorcrash.c",
+                         .handler = "constructor",
+                         .so_path = "/nonexistent.so",
+                         .init = true};
+    char *a = answer_of(&c);
+    CHECK(strncmp(a, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0);
+    CHECK(strstr(a, "SIGABRT in a constructor of the module "
+                    "w/ctorcrash.c") != NULL);
+    CHECK(strstr(a, "init hook") == NULL);
+    free(a);
+}
+
 static void test_exit_is_502_naming_exit_and_handler(void)
 {
     struct hp_crash c = {.signame = "exit(3)",
@@ -136,6 +153,7 @@ int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
     T_RUN(test_init_crash_is_503_naming_hook_module_line);
+    T_RUN(test_constructor_crash_named_as_such);
     T_RUN(test_exit_is_502_naming_exit_and_handler);
     T_RUN(test__Exit_named_as_called);
     T_RUN(test_stack_overflow_named);
