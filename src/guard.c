@@ -2231,6 +2231,14 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
                      "than its supervisor, or from itself (a page calling "
                      "kill() on its own process)",
                      (int)pid, gen, how);
+    } else if (sig == SIGKILL && culprit < 0) {
+        /* No fault of the process: SIGKILL cannot be raised by a fault,
+         * and its supervisor's own kills (timeouts, silence) are named
+         * above; the kernel's OOM killer or an operator sent it. */
+        hp_log_error("worker %d (generation %u) %s from outside the "
+                     "process (the kernel's out-of-memory killer, or an "
+                     "operator: see dmesg); no page handler was blamed",
+                     (int)pid, gen, how);
     } else if (culprit == -2 || active == 0) {
         hp_log_error("worker %d (generation %u) %s while no page handler was "
                      "running on the failing thread (module init/fini, or "

@@ -275,6 +275,24 @@ def test_dev_crash_on_every_refresh_does_not_stall_other_pages():
         check("before starting another" not in err, "the parent backed off")
         check("QUARANTINED" not in err, "dev mode logged a quarantine")
 
+def test_worker_killed_from_outside_is_named_so():
+    """A worker killed with SIGKILL by someone else (the OOM killer, an
+    operator) is logged as killed from outside, not as a crash of the
+    server, and is replaced."""
+    with Server(files={"other.c": OTHER}, args=WORKERS, dev=False) as s:
+        before = wait_until(lambda: len(ready_pids(procs(s))) == 2 and
+                            ready_pids(procs(s)), 10)
+        check(before, "two ready workers")
+        os.kill(before[0], signal.SIGKILL)
+        check(wait_until(lambda: "from outside the process" in s.stderr(),
+                         10), "the kill named as from outside:\n%s"
+              % s.stderr()[-2000:])
+        check_not_in("or the server itself", s.stderr(), "log")
+        after = wait_until(lambda: len(ready_pids(procs(s))) == 2 and
+                           before[0] not in ready_pids(procs(s)), 15)
+        check(after, "the killed worker replaced")
+
+
 def test_crash_is_isolated_logged_and_replaced():
     # (production: dev mode answers a crash with its crash page and
     # quarantines nothing; tests/e2e/devloop.py)
