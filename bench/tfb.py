@@ -419,13 +419,13 @@ PG_CEILING = (
      "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\nCOMMIT;\n"
      "\\endpipeline\n"),
-    ("hotpub's /db under READ COMMITTED (BEGIN, SELECT, read guard, COMMIT "
-     "pipelined)",
-     "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
+    ("hotpub's /db under READ COMMITTED (SELECT and read guard pipelined, "
+     "one implicit transaction)",
+     "\\set id random(1, 10000)\n\\startpipeline\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\n"
      "SELECT 1 / (pg_catalog.pg_current_xact_id_if_assigned() IS NULL AND"
      " pg_catalog.current_setting('transaction_isolation') IN"
-     " ('read committed', 'read uncommitted'))::int;\nCOMMIT;\n"
+     " ('read committed', 'read uncommitted'))::int;\n"
      "\\endpipeline\n"),
     ("hotpub's /db transaction under REPEATABLE READ (BEGIN, SELECT, "
      "write check pipelined; COMMIT)",

@@ -23,17 +23,17 @@
  *
  *   - A read of a request expected only to read (a GET, HEAD or OPTIONS),
  *     before its first write, is a transaction of its own when the
- *     connection's default isolation is READ COMMITTED (ro_reads): BEGIN,
- *     the statement, the read guard and COMMIT in one write and one round
- *     trip (execute_read). The guard fails (a division by zero) when the
+ *     connection's default isolation is READ COMMITTED (ro_reads): the
+ *     statement and the read guard in one write with one Sync, an
+ *     implicit transaction, one round trip with no BEGIN or COMMIT
+ *     (execute_read). The guard fails (a division by zero) when the
  *     transaction has a transaction id, that is when it wrote, or is not
- *     READ COMMITTED any more; the pipeline then stops before the COMMIT,
- *     the transaction is rolled back and the statement runs again as the
- *     first of the request's transaction, which holds the rest of the
- *     request. Nothing relies on the statement failing: a function that
- *     writes and catches every error writes once, in the request's
- *     transaction. Where the default is not READ COMMITTED, the rules
- *     below apply to every request.
+ *     READ COMMITTED any more; the server then rolls the whole of it
+ *     back, and the statement runs again as the first of the request's
+ *     transaction, which holds the rest of the request. Nothing relies on the
+ * statement failing: a function that writes and catches every error writes
+ * once, in the request's transaction. Where the default is not READ COMMITTED,
+ * the rules below apply to every request.
  *   - BEGIN is not sent on its own: pg_begin only notes it, and the
  *     transaction's first statement sends BEGIN, itself and the write
  *     check below in one write with one Sync (libpq's pipeline mode), so
@@ -98,6 +98,7 @@ struct pg_conn {
     bool broken;             /* the pipeline went wrong: drop the conn   */
     bool ro_reads;           /* reads may be transactions of their own   */
     bool guard_ready;        /* prepared as GUARD_NAME on this connection */
+    bool aborted;            /* a read on its own failed: refuse the rest */
 };
 
 /* The write check: the transaction's id if it has one (NULL: it wrote
@@ -365,6 +366,7 @@ static int pg_reset(hp_db *db)
 {
     struct pg_conn *pc = db->conn;
     pc->begin_queued = false; /* never sent: nothing to end */
+    pc->aborted = false;
     if (pc->broken)
         return -1;
     if (pc->reply_pending)
@@ -406,6 +408,7 @@ static int pg_begin(hp_db *db, bool write)
     pc->begin_write = write;
     pc->nrun = 0;
     pc->wrote_nothing = false;
+    pc->aborted = false;
     return 0;
 }
 
@@ -453,7 +456,8 @@ static int pg_rollback(hp_db *db)
 
 static bool pg_tx_failed(hp_db *db)
 {
-    return PQtransactionStatus(C(db)) == PQTRANS_INERROR;
+    return ((struct pg_conn *)db->conn)->aborted ||
+           PQtransactionStatus(C(db)) == PQTRANS_INERROR;
 }
 
 /* ---- statements ---------------------------------------------------------- */
@@ -802,17 +806,18 @@ static bool guard_prepared(struct pg_conn *pc)
 
 /*
  * A read of a request expected only to read (a GET, HEAD or OPTIONS),
- * before its first write: a transaction of its own, BEGIN, the statement,
- * the read guard and COMMIT in one write and one round trip
- * (docs/database.md, "Reads on their own"). Under READ COMMITTED each
- * statement has its own snapshot anyway. When the guard fails, the
- * statement wrote (a function that writes, a data-modifying WITH) or the
- * page changed the isolation: the transaction is rolled back and the
- * statement runs again as the first of the request's transaction, which
- * then holds the rest of the request. A statement that fails leaves that
- * transaction open and failed, as execute_first does: the next statements
- * are refused (25P02) and the request rolls back. NULL when the
- * connection failed.
+ * before its first write: a transaction of its own, the statement and the
+ * read guard in one write with one Sync, so one round trip and no BEGIN or
+ * COMMIT: what a pipeline sends between two Syncs outside BEGIN is one
+ * implicit transaction, committed at the Sync, or rolled back whole when
+ * one of its statements fails (docs/database.md, "Reads on their own").
+ * Under READ COMMITTED each statement has its own snapshot anyway. When
+ * the guard fails, the statement wrote (a function that writes, a
+ * data-modifying WITH) or the page changed the isolation: nothing of it
+ * is left, and it runs again as the first of the request's transaction,
+ * which then holds the rest of the request. A statement that fails is the
+ * request's failure: the next ones are refused (25P02), as in a failed
+ * transaction. NULL when the connection failed.
  */
 static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
                               size_t n, const hp_db_val *params)
@@ -825,57 +830,49 @@ static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
         return execute_first(db, s, sql, n, params);
     params_init(&pp, n);
     params_fill(&pp, n, params);
-    bool sent = PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
-                send_stmt(c, s, sql, n, &pp) &&
+    bool sent = send_stmt(c, s, sql, n, &pp) &&
                 PQsendQueryPrepared(c, GUARD_NAME, 0, NULL, NULL, NULL, 0) &&
-                PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
                 PQpipelineSync(c);
     params_free(&pp);
     if (!sent) {
         pc->broken = true;
         return NULL;
     }
-    PGresult *begin = pipe_next(c), *r = pipe_next(c), *guard = pipe_next(c);
-    PGresult *commit = pipe_next(c);
+    PGresult *r = pipe_next(c), *guard = pipe_next(c);
     bool synced = pipe_sync(pc);
-    bool begun = begin && PQresultStatus(begin) == PGRES_COMMAND_OK;
-    bool read = r && ok_status(r);
-    bool alone = guard && PQresultStatus(guard) == PGRES_TUPLES_OK && commit &&
-                 PQresultStatus(commit) == PGRES_COMMAND_OK;
+    bool alone = guard && PQresultStatus(guard) == PGRES_TUPLES_OK;
     if (guard && PQresultStatus(guard) == PGRES_FATAL_ERROR) {
         const char *state = PQresultErrorField(guard, PG_DIAG_SQLSTATE);
         if (state && strcmp(state, "26000") == 0)
             pc->guard_ready = false;
     }
     PQclear(guard);
-    PQclear(commit);
     if (!synced) {
-        PQclear(begin);
         PQclear(r);
         return NULL;
     }
-    if (!begun || !read) { /* the request's transaction, failed */
-        pc->begin_queued = false;
-        if (!begun) {
-            PQclear(r);
-            return begin;
-        }
-        PQclear(begin);
+    if (!r || !ok_status(r)) {
+        pc->aborted = true;
         return r;
     }
-    PQclear(begin);
     if (alone)
         return r; /* begin_queued stays: the next statement starts anew */
     PQclear(r);
-    PGresult *rb = PQexec(c, "ROLLBACK");
-    bool rolled = rb && PQresultStatus(rb) == PGRES_COMMAND_OK;
-    PQclear(rb);
-    if (!rolled) {
-        pc->broken = true;
-        return NULL;
-    }
     pc->begin_write = true; /* it writes: no write check */
     return execute_first(db, s, sql, n, params);
+}
+
+/* After a read on its own failed, the request's next statements are
+ * refused, with PostgreSQL's words, as in a failed transaction. */
+static bool refused_after_failure(hp_db *db)
+{
+    if (!((struct pg_conn *)db->conn)->aborted)
+        return false;
+    hp_db__fail(db,
+                "current transaction is aborted, commands ignored until end "
+                "of transaction block",
+                "25P02", 0);
+    return true;
 }
 
 static bool reads_alone(const struct pg_conn *pc, const char *sql)
@@ -888,6 +885,8 @@ static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
                   const hp_db_val *params, hp_db_res *res)
 {
     struct pg_conn *pc = db->conn;
+    if (refused_after_failure(db))
+        return -1;
     PGresult *r;
     if (reads_alone(pc, sql))
         r = execute_read(db, stmt, sql, n, params);
@@ -935,6 +934,8 @@ static int pg_script(hp_db *db, const char *sql)
     struct pg_conn *pc = db->conn;
     pc->nrun++;
     pc->wrote_nothing = false;
+    if (refused_after_failure(db))
+        return -1;
     if (!pc->begin_queued)
         return simple(db, sql);
     pc->begin_queued = false;
