@@ -727,17 +727,24 @@ static bool wrote_nothing(struct pg_conn *pc, PGresult *chk)
            strcmp(PQgetvalue(chk, 0, 1), "serializable") != 0;
 }
 
-/* The write check is prepared when a transaction first needs it, and again
- * after the server forgot it (a page's DEALLOCATE ALL: 26000). Outside any
- * transaction, so no rollback takes it away. */
-static bool check_prepared(struct pg_conn *pc)
+/* The write check and the read guard are prepared when a transaction
+ * first needs them, and again after the server forgot them (a page's
+ * DEALLOCATE ALL: 26000, which clears *ready). Outside any transaction, so
+ * no rollback takes them away. */
+static bool prepared(struct pg_conn *pc, const char *name, const char *sql,
+                     bool *ready)
 {
-    if (!pc->check_ready) {
-        PGresult *r = PQprepare(pc->c, CHECK_NAME, pc->xid_sql, 0, NULL);
-        pc->check_ready = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!*ready) {
+        PGresult *r = PQprepare(pc->c, name, sql, 0, NULL);
+        *ready = r && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
     }
-    return pc->check_ready;
+    return *ready;
+}
+
+static bool check_prepared(struct pg_conn *pc)
+{
+    return prepared(pc, CHECK_NAME, pc->xid_sql, &pc->check_ready);
 }
 
 /*
@@ -790,18 +797,11 @@ static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
     return r;
 }
 
-/* The read guard's prepared statement, as the write check's. */
 static bool guard_prepared(struct pg_conn *pc)
 {
-    if (!pc->guard_ready) {
-        PGresult *r = PQprepare(pc->c, GUARD_NAME,
-                                strstr(pc->xid_sql, "txid_") ? GUARD_SQL_96
-                                                             : GUARD_SQL_13,
-                                0, NULL);
-        pc->guard_ready = r && PQresultStatus(r) == PGRES_COMMAND_OK;
-        PQclear(r);
-    }
-    return pc->guard_ready;
+    return prepared(pc, GUARD_NAME,
+                    strstr(pc->xid_sql, "txid_") ? GUARD_SQL_96 : GUARD_SQL_13,
+                    &pc->guard_ready);
 }
 
 /*

@@ -217,6 +217,9 @@ int hp_hash_file(struct hp_hash *h, const char *path);
 
 double hp_now(void);     /* CLOCK_MONOTONIC seconds */
 int64_t hp_now_ns(void); /* CLOCK_MONOTONIC nanoseconds */
+/* pid has exited for certain: gone (ESRCH) or a zombie waiting to be
+ * reaped. A live process of another user (EPERM) is not dead. */
+bool hp_pid_dead(pid_t pid);
 
 /* The CPUs this process may run on: its affinity mask (taskset, a cgroup
  * cpuset), else the online CPUs; at least 1. What "auto" sizes by. */

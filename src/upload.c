@@ -307,26 +307,6 @@ static pid_t spool_pid(const char *name)
     return (pid_t)pid;
 }
 
-/* Dead for certain: ESRCH, or a zombie (it exited and waits for its
- * parent, or init, to reap it: a worker killed with its supervisor lingers
- * so for a second or two). EPERM is a live process of another user. */
-static bool pid_dead(pid_t pid)
-{
-    if (kill(pid, 0) < 0)
-        return errno == ESRCH;
-    char path[32], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    /* "pid (comm) S ...": the state follows the last ')' */
-    const char *close = strrchr(buf, ')');
-    return close && close[1] == ' ' && close[2] == 'Z';
-}
-
 /* Unlink the spool files in dir whose pid matches: pid itself, or (pid
  * 0) any dead one. unlinkat on the name, never following a link. */
 static int sweep(const char *dir, pid_t pid)
@@ -338,7 +318,7 @@ static int sweep(const char *dir, pid_t pid)
     struct dirent *e;
     while ((e = readdir(d))) {
         pid_t owner = spool_pid(e->d_name);
-        if (owner <= 0 || (pid ? owner != pid : !pid_dead(owner)))
+        if (owner <= 0 || (pid ? owner != pid : !hp_pid_dead(owner)))
             continue;
         if (unlinkat(dirfd(d), e->d_name, 0) == 0)
             removed++;

@@ -2,12 +2,14 @@
  * util.c - logging, allocation, growable buffers, hashing, file identity.
  *
  * Owns: the error log format (timestamped lines on stderr), the 128-bit
- * content hash used to key the compile cache, and struct hp_fid.
+ * content hash used to key the compile cache, struct hp_fid, and whether
+ * a process has exited (hp_pid_dead, from /proc).
  * May not touch: anything with state beyond a log lock; no subsystem logic.
  */
 #include "hp.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
@@ -354,4 +356,24 @@ int hp_mkdirs(const char *path, mode_t mode)
     if (mkdir(tmp, mode) < 0 && errno != EEXIST)
         return -1;
     return 0;
+}
+
+/* Dead for certain: ESRCH, or a zombie (it exited and waits for its
+ * parent, or init, to reap it: a worker killed with its supervisor lingers
+ * so for a second or two). EPERM is a live process of another user. */
+bool hp_pid_dead(pid_t pid)
+{
+    if (kill(pid, 0) < 0)
+        return errno == ESRCH;
+    char path[32], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* "pid (comm) S ...": the state follows the last ')' */
+    const char *close = strrchr(buf, ')');
+    return close && close[1] == ' ' && close[2] == 'Z';
 }

@@ -158,21 +158,6 @@ static void test_spinning_compiler_hits_cpu_limit(void)
 
 /* A compiler that sleeps in a child of its own (as cc1 is gcc's): the
  * timeout stops it, and the whole process group goes, the child too. */
-/* A process that has died but is not reaped yet ("Z" in /proc/PID/stat). */
-static bool is_zombie(int pid)
-{
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return false;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *rp = strrchr(buf, ')'); /* the name may hold spaces */
-    return rp && rp[1] == ' ' && rp[2] == 'Z';
-}
-
 static void test_timeout_kills_process_group(void)
 {
     struct hp_config cfg;
@@ -202,7 +187,7 @@ static void test_timeout_kills_process_group(void)
      * zombie waiting for init */
     bool gone = false;
     for (int i = 0; i < 100 && pid > 0 && !gone; i++) {
-        gone = (kill(pid, 0) < 0 && errno == ESRCH) || is_zombie(pid);
+        gone = hp_pid_dead(pid);
         if (!gone)
             usleep(20000);
     }
