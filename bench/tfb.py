@@ -343,6 +343,26 @@ def fmt_rps(w):
     return "%9.0f%s" % (w["rps"], mark)
 
 
+def settle(servers, pg, timeout=20.0, window=0.3):
+    """Wait until no server and not PostgreSQL is still working off the
+    previous run: wrk stops at its deadline, but a server with a backlog
+    (php-fpm's listen queue holds requests for seconds at the higher
+    levels) goes on answering them on the server core, and the next
+    server measured there would get less of it. Idle: at most 2 clock
+    ticks (20 ms of CPU) in a 0.3 s window. Returns the seconds waited."""
+    pids = [p for s in servers for p in s.pids] + list(pg.pids())
+    t0 = time.monotonic()
+    last = ticks_of(pids)
+    while time.monotonic() - t0 < timeout:
+        time.sleep(window)
+        now = ticks_of(pids)
+        if now - last <= 2:
+            return time.monotonic() - t0
+        last = now
+    log("# not idle after %.0f s: measuring anyway" % timeout)
+    return timeout
+
+
 def measure_test(b, args, test, servers, pg, levels):
     names = [s.name for s in servers]
     for s in servers:  # warm-up: compile, promote, fill the pools
@@ -350,8 +370,13 @@ def measure_test(b, args, test, servers, pg, levels):
     rows = []
     for k, level in enumerate(levels):
         order = servers if k % 2 == 0 else list(reversed(servers))
-        res = {s.name: one_run(b, args, s, pg, test, level, args.duration)
-               for s in order}
+        res = {}
+        for s in order:
+            waited = settle(servers, pg)
+            if waited > 1.0:
+                log("# waited %.1f s for the servers to go idle before %s"
+                    % (waited, s.name))
+            res[s.name] = one_run(b, args, s, pg, test, level, args.duration)
         rows.append((level, res))
         cells = "  ".join("%s %s p99 %6.1fms cpu %5.0fus pg %5.0fus" % (
             n, fmt_rps(res[n]), res[n]["lat_p99"] * 1e3, res[n]["cpu_us"],
@@ -589,6 +614,7 @@ def main():
                         peer, ratio, target))
         results.append("%s=%.0f/%.0f" % (test, bh["rps"], bp["rps"]))
         if test in args.perf.split(","):
+            settle(servers, pg)
             profile(b, args, hp, pg, test, levels[-1])
 
     ceiling = pg_ceiling(b, args, pg, LEVELS["db"][1 if args.quick else 0]) \
