@@ -1684,8 +1684,11 @@ static void pg_many_round_trips(void)
     CHECK(count_rows(q, "manyrt") == 0);
     fake_request(&req, "GET");
     db = hp_db_from(&req, p);
+    rt = hp_db__pg_round_trips(db);
     CHECK(hp_db_query_many(db, add, 3, 1, ids, res) == HP_OK);
+    CHECK(hp_db__pg_round_trips(db) - rt == 2); /* on its own, then again */
     CHECK(hp_db_exec_many(db, add, 2, 1, ids + 10) == HP_OK);
+    CHECK(hp_db_changes(db) == 2); /* the sum; a SELECT counts its rows */
     CHECK(end_request(&req) == 200);
     CHECK(count_rows(q, "manyrt") == 5);
     CHECK(!hp_db__pg_commit_in_flight(p->idle));
@@ -1703,6 +1706,12 @@ static void pg_many_round_trips(void)
     fake_request(&req, "GET");
     db = hp_db_from(&req, rr);
     CHECK(hp_db_query_many(db, sel, 3, 1, ids, res) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(!hp_db__pg_commit_in_flight(rr->idle));
+    fake_request(&req, "GET"); /* one read that wrote nothing, then a batch */
+    db = hp_db_from(&req, rr);
+    CHECK(query_int(db, "SELECT 6 * 7") == 42);
+    CHECK(hp_db_query_many(db, sel, 2, 1, ids, res) == HP_OK);
     CHECK(end_request(&req) == 200);
     CHECK(!hp_db__pg_commit_in_flight(rr->idle));
     hp_db_pool_close(rr);
