@@ -544,13 +544,14 @@ hp_db_res *hp_db_query_params(hp_db *db, const char *sql, size_t n,
  * Run one statement once per row of parameters: nrows rows of ncols values,
  * row-major in params (params[i*ncols + j] is $j+1 of run i; nrows * ncols
  * values in all). Exactly as if the page called hp_db_query_params (or
- * hp_db_exec_params) nrows times in order: the same transaction, statement
- * cache, error logging and counters. But on PostgreSQL every run goes to
- * the server in one write and their results come back in one round trip
- * (libpq's pipeline mode: libpq docs, "Pipeline Mode"; protocol, "Pipelining",
- * §55.2.4), where nrows calls would wait nrows times; each run is still a
+ * hp_db_exec_params) nrows times in order: the same transaction rules,
+ * statement cache (looked up once per batch), error logging and error
+ * counter. But on PostgreSQL every run goes to the server in one write and
+ * their results come back in one round trip (libpq's pipeline mode: the
+ * libpq docs, "Pipeline Mode"; the protocol, section 55.2.4 "Pipelining"),
+ * where nrows calls would wait nrows times; each run is still a
  * statement of its own on the server. A very large batch goes in chunks of
- * about 32 KiB of parameters, one round trip each. On SQLite: a loop.
+ * about 64 KiB of parameters, one round trip each. On SQLite: a loop.
  *
  *     hp_db_val ids[20];  hp_db_res *rows[20];
  *     for (int i = 0; i < 20; i++) ids[i] = HP_INT(random_id());
