@@ -50,6 +50,10 @@ skips it).
 --baseline BINARY: another hotpub binary started the same way ("base"),
 measured in the same run in alternation with the one under test; each
 test then prints hotpub/base ratios of req/s and CPU per request.
+--baseline-root DIR: the pages the baseline serves (default: bench/tfb, the
+same as hotpub's), for a baseline that lacks an API today's pages use:
+e.g. `git archive 0950ade bench/tfb | tar -x -C /tmp/old` then
+--baseline-root /tmp/old/bench/tfb.
 Needs root (php-fpm runs its children as www-data), wrk, nginx,
 php8.2-fpm, php8.2-pgsql, postgresql: `sh tools/deps.sh --bench`.
 """
@@ -263,11 +267,11 @@ class PhpFpm(FpmNginx):
 class HotpubTfb:
     name = "hotpub"
 
-    def __init__(self, b, binary, cpu, pg, extra, name="hotpub"):
+    def __init__(self, b, binary, cpu, pg, extra, name="hotpub", src=TFB):
         self.name = name
         sfx = "" if name == "hotpub" else "-" + name
         root = b.path("tfb-root" + sfx)
-        shutil.copytree(TFB, root, ignore=shutil.ignore_patterns(
+        shutil.copytree(src, root, ignore=shutil.ignore_patterns(
             "_php", "*.py", "*.sh", "__pycache__"))
         self.hp = Hotpub(b, binary, root, b.path("cache" + sfx),
                          extra=["--db", pg.url] + list(extra), cpu=cpu,
@@ -546,6 +550,9 @@ def main():
                     "\"base\") in the same run, alternating with the one "
                     "under test, and print hotpub/base ratios: a before/"
                     "after comparison a busy machine cannot skew")
+    ap.add_argument("--baseline-root", metavar="DIR",
+                    help="the pages the baseline serves (default: "
+                    "bench/tfb), e.g. an older bench/tfb from git archive")
     args = ap.parse_args()
     tests = [t for t in args.tests.split(",") if t]
     if any(t not in TESTS for t in tests):
@@ -580,7 +587,8 @@ def main():
 
     hp = HotpubTfb(b, binary, args.server_cpu, pg, shlex.split(args.hotpub_args))
     base = HotpubTfb(b, os.path.abspath(args.baseline), args.server_cpu, pg,
-                     shlex.split(args.hotpub_args), name="base") \
+                     shlex.split(args.hotpub_args), name="base",
+                     src=os.path.abspath(args.baseline_root or TFB)) \
         if args.baseline else None
     php = PhpFpm(b, args.server_cpu, args.fpm_children, user, pg)
     ngx = NginxFixed(b, args.server_cpu, user) \

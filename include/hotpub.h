@@ -540,6 +540,40 @@ int hp_db_exec_params(hp_db *db, const char *sql, size_t n,
                       const hp_db_val *params);
 hp_db_res *hp_db_query_params(hp_db *db, const char *sql, size_t n,
                               const hp_db_val *params);
+/*
+ * Run one statement once per row of parameters: nrows rows of ncols values,
+ * row-major in params (params[i*ncols + j] is $j+1 of run i; nrows * ncols
+ * values in all). Exactly as if the page called hp_db_query_params (or
+ * hp_db_exec_params) nrows times in order: the same transaction rules,
+ * statement cache (looked up once per batch), error logging and error
+ * counter. But on PostgreSQL every run goes to the server in one write and
+ * their results come back in one round trip (libpq's pipeline mode: the
+ * libpq docs, "Pipeline Mode"; the protocol, section 55.2.4 "Pipelining"),
+ * where nrows calls would wait nrows times; each run is still a
+ * statement of its own on the server. A very large batch goes in chunks of
+ * about 64 KiB of parameters, one round trip each. On SQLite: a loop.
+ *
+ *     hp_db_val ids[20];  hp_db_res *rows[20];
+ *     for (int i = 0; i < 20; i++) ids[i] = HP_INT(random_id());
+ *     if (hp_db_query_many(db, "SELECT n FROM world WHERE id = $1",
+ *                          20, 1, ids, rows) != HP_OK)
+ *         return 500;
+ *
+ * results: nrows pointers; results[i] is run i's result, freed with
+ * hp_db_res_free or when the connection goes back to its pool (the end of
+ * the request), like any result. Returns HP_OK, or -1 at the first run that
+ * fails: the results before it are set, that one and the later ones are NULL
+ * (the later ones did not run), hp_db_error / hp_db_sqlstate say why, and a
+ * request's transaction fails as with any failed statement. nrows == 0 is
+ * HP_OK and sends nothing; nrows * ncols overflowing size_t is an error
+ * (SQLSTATE 54000), as are params NULL with ncols > 0 (22023). A NULL db,
+ * sql or results fails quietly (-1). hp_db_changes after a batch is the sum
+ * of its runs' rows changed.
+ */
+int hp_db_query_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
+                     const hp_db_val *params, hp_db_res **results);
+int hp_db_exec_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
+                    const hp_db_val *params);
 /* Several statements separated by ';', no parameters (schema scripts). */
 int hp_db_exec_script(hp_db *db, const char *sql);
 /* Rows changed by the last successful exec (INSERT/UPDATE/DELETE). */

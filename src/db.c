@@ -160,6 +160,23 @@ static bool is_savepoint(const char *sql)
     return strncasecmp(sql, "SAVEPOINT", 9) == 0;
 }
 
+/* What the request's transaction needs before a statement st runs (one
+ * run, or a batch: hp_db_query_many): BEGIN with the first, the end of a
+ * read transaction before the first write (to_write), a SAVEPOINT noted.
+ * 0 or -1 (the error recorded). */
+static int before_run(hp_db *db, void *st, const char *sql)
+{
+    if (db->tx == TX_PENDING &&
+        begin_tx(db, db->write_tx || !db->drv->readonly(st)) < 0)
+        return -1;
+    if (db->tx == TX_OPEN && db->reading && db->drv->write_needs_new_tx &&
+        !db->drv->readonly(st) && to_write(db) < 0)
+        return -1;
+    if (db->tx == TX_OPEN && !db->savepoint && is_savepoint(sql))
+        db->savepoint = true;
+    return 0;
+}
+
 static int run_statement(hp_db *db, const char *sql, size_t n,
                          const hp_db_val *params, hp_db_res **out);
 
@@ -188,14 +205,8 @@ static int run_statement(hp_db *db, const char *sql, size_t n,
     void *st = hp_db__stmt_get(db, sql, &transient);
     if (!st)
         goto failed;
-    if (db->tx == TX_PENDING &&
-        begin_tx(db, db->write_tx || !db->drv->readonly(st)) < 0)
+    if (before_run(db, st, sql) < 0)
         goto failed_st;
-    if (db->tx == TX_OPEN && db->reading && db->drv->write_needs_new_tx &&
-        !db->drv->readonly(st) && to_write(db) < 0)
-        goto failed_st;
-    if (db->tx == TX_OPEN && !db->savepoint && is_savepoint(sql))
-        db->savepoint = true;
     res = out ? hp_db__res_new(db) : NULL;
     if (db->drv->run(db, st, sql, n, params, res) < 0) {
         hp_db__res_free(res);
@@ -236,6 +247,107 @@ hp_db_res *hp_db_query_params(hp_db *db, const char *sql, size_t n,
     if (!db || !sql)
         return NULL;
     return run(db, sql, n, params, &r) < 0 ? NULL : r;
+}
+
+/* ---- one statement, many runs (hp_db_query_many) ------------------------- */
+
+/*
+ * The engine's batch (drv->run_many): the statement looked up once, the
+ * request's transaction readied once (as the first run would), then all
+ * runs in one call. out[i] (out may be NULL) is run i's result; those from
+ * the failing run on are NULL.
+ */
+static int run_batch(hp_db *db, const char *sql, size_t nrows, size_t ncols,
+                     const hp_db_val *params, hp_db_res **out)
+{
+    bool transient;
+    size_t done = 0;
+    int rc = -1;
+
+    void *st = hp_db__stmt_get(db, sql, &transient);
+    if (!st)
+        goto failed;
+    if (before_run(db, st, sql) == 0) {
+        for (size_t i = 0; out && i < nrows; i++)
+            out[i] = hp_db__res_new(db);
+        rc = db->drv->run_many(db, st, sql, nrows, ncols, params, out, &done);
+        for (size_t i = 0; out && i < nrows; i++) {
+            if (i < done) {
+                hp_db__res_link(out[i]);
+            } else {
+                hp_db__res_free(out[i]);
+                out[i] = NULL;
+            }
+        }
+        if (rc < 0 && !transient && db->drv->stale(db))
+            hp_db__stmt_forget(db, sql);
+    }
+    if (transient)
+        db->drv->finalize(db, st, true);
+    if (rc == 0) {
+        if (db->failed && is_rollback_to(sql))
+            db->failed = false;
+        return 0;
+    }
+failed:
+    note_failure(db, sql);
+    return -1;
+}
+
+/* Without a batch in the engine: the runs one by one, as the page would. */
+static int run_each(hp_db *db, const char *sql, size_t nrows, size_t ncols,
+                    const hp_db_val *params, hp_db_res **out)
+{
+    long long changes = 0;
+    for (size_t i = 0; i < nrows; i++) {
+        if (run_statement(db, sql, ncols, params + i * ncols,
+                          out ? &out[i] : NULL) < 0)
+            return -1;
+        changes += db->changes;
+    }
+    db->changes = changes;
+    return 0;
+}
+
+static int run_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
+                    const hp_db_val *params, hp_db_res **out)
+{
+    hp_db__clear_error(db);
+    db->changes = 0;
+    if (nrows == 0)
+        return HP_OK;
+    if ((ncols && nrows > SIZE_MAX / ncols) || (ncols && !params)) {
+        hp_db__fail(db,
+                    ncols && !params ? "no parameters given for a batch"
+                                     : "too many parameters in a batch",
+                    ncols && !params ? "22023" : "54000", 0);
+        note_failure(db, sql);
+        return -1;
+    }
+    int64_t t0 = db->served > 0 ? 0 : hp_now_ns();
+    int rc = db->drv->run_many ? run_batch(db, sql, nrows, ncols, params, out)
+                               : run_each(db, sql, nrows, ncols, params, out);
+    if (db->served == 0)
+        hp_db__pool_time(hp_now_ns() - t0);
+    return rc < 0 ? -1 : HP_OK;
+}
+
+int hp_db_query_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
+                     const hp_db_val *params, hp_db_res **results)
+{
+    for (size_t i = 0; results && i < nrows; i++)
+        results[i] = NULL;
+    if (!db || !sql || (!results && nrows))
+        return -1;
+    return run_many(db, sql, nrows, ncols, params, results);
+}
+
+int hp_db_exec_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
+                    const hp_db_val *params)
+{
+    if (!db || !sql)
+        return -1;
+    return run_many(db, sql, nrows, ncols, params, NULL);
 }
 
 /* Text parameters as typed ones; small lists stay on the stack. */

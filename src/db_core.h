@@ -181,6 +181,16 @@ struct hp_db_driver {
     /* Bind, run, and (res != NULL) collect every row. 0 or -1. */
     int (*run)(hp_db *db, void *stmt, const char *sql, size_t n,
                const hp_db_val *params, hp_db_res *res);
+    /* The same statement once per row of parameters (hp_db_query_many):
+     * nrows rows of ncols values, row-major; res NULL (exec) or nrows
+     * empty results to fill. Each run counts as run() would (the write
+     * check, COMMIT unawaited); db->changes is the sum. 0, or -1 with
+     * *done runs succeeded (res[0 .. *done-1] filled) and the first
+     * failure's error recorded. NULL: the dispatch calls run() nrows
+     * times (SQLite: no network, nothing to save). */
+    int (*run_many)(hp_db *db, void *stmt, const char *sql, size_t nrows,
+                    size_t ncols, const hp_db_val *params, hp_db_res **res,
+                    size_t *done);
     /* Statements without parameters, ';'-separated. 0 or -1. */
     int (*script)(hp_db *db, const char *sql);
     /* After an error: drop the statement from the cache (stale plan). */

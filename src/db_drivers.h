@@ -15,5 +15,9 @@ extern const struct hp_db_driver hp_db_pg_driver;     /* db_pg.c     */
  * wrote nothing, db_pg.c); false off PostgreSQL. The PostgreSQL driver's
  * reply_due, and the unit test's view of an idle connection. */
 bool hp_db__pg_commit_in_flight(hp_db *db);
+/* The round trips db's connection has waited for so far (each statement,
+ * pipeline or chunk of a batch sent and its replies awaited; an unawaited
+ * COMMIT is none); 0 off PostgreSQL. For the unit test only. */
+unsigned long hp_db__pg_round_trips(hp_db *db);
 
 #endif

@@ -272,6 +272,7 @@ static void driver_tables(void)
                               *pg = &hp_db_pg_driver;
     driver_table_full(sq);
     driver_table_full(pg);
+    CHECK(pg->run_many && !sq->run_many); /* SQLite: the dispatch loops */
     CHECK(sq->engine == HP_DB_SQLITE && pg->engine == HP_DB_POSTGRESQL);
     /* Each URL goes to exactly one engine, with the right target. */
     CHECK_STR(sq->match("sqlite:/var/a.db"), "/var/a.db");
@@ -1433,6 +1434,306 @@ static void pg_deallocate_all(void)
     hp_db_pool_close(p);
 }
 
+/* ---- one statement, many runs (hp_db_query_many) --------------------------
+ */
+
+/* The batch's results are those of as many single queries; exec_many
+ * changes rows (hp_db_changes: their sum); nothing to do is HP_OK. */
+static void many_like_single_runs(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("many");
+    drop(db, "many");
+    CHECK(hp_db_exec_script(db, sqlf("CREATE TABLE %s (id INTEGER PRIMARY "
+                                     "KEY, n INTEGER, s TEXT)",
+                                     t)) == HP_OK);
+    hp_db_pool_release(db);
+
+    hp_db_val rows[50 * 3];
+    char texts[50][16];
+    for (int i = 0; i < 50; i++) {
+        snprintf(texts[i], sizeof texts[i], "row %d", i + 1);
+        rows[i * 3] = HP_INT(i + 1);
+        rows[i * 3 + 1] = HP_INT((i + 1) * 7);
+        rows[i * 3 + 2] = i == 3 ? HP_NULL : HP_TEXT(texts[i]);
+    }
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec_many(db, sqlf("INSERT INTO %s VALUES ($1, $2, $3)", t), 50,
+                          3, rows) == HP_OK);
+    CHECK(hp_db_changes(db) == 50);
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(p, "many") == 50);
+
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    hp_db_val ids[20];
+    hp_db_res *res[20];
+    for (int i = 0; i < 20; i++)
+        ids[i] = HP_INT((i * 13) % 50 + 1);
+    const char *sel = sqlf("SELECT n, s FROM %s WHERE id = $1", t);
+    CHECK(hp_db_query_many(db, sel, 20, 1, ids, res) == HP_OK);
+    for (int i = 0; i < 20; i++) {
+        hp_db_res *one = hp_db_query_params(db, sel, 1, &ids[i]);
+        CHECK(res[i] && one && hp_db_nrows(res[i]) == 1);
+        CHECK(hp_db_next(res[i]) && hp_db_next(one));
+        CHECK(hp_db_int(res[i], 0) == ids[i].v.i * 7);
+        CHECK(hp_db_int(res[i], 0) == hp_db_int(one, 0));
+        const char *a = hp_db_text(res[i], 1), *b = hp_db_text(one, 1);
+        CHECK((a == NULL) == (b == NULL) && (!a || strcmp(a, b) == 0));
+        CHECK_STR(hp_db_colname(res[i], 1), "s");
+        hp_db_res_free(one);
+    }
+    hp_db_res_free(res[0]); /* the others go with the request */
+    /* nothing to run: HP_OK, nothing sent; a NULL handle fails quietly */
+    CHECK(hp_db_query_many(db, sel, 0, 1, ids, res) == HP_OK);
+    CHECK(hp_db_exec_many(db, sel, 0, 1, NULL) == HP_OK);
+    CHECK(hp_db_query_many(NULL, sel, 2, 1, ids, res) == -1);
+    CHECK(res[0] == NULL && res[1] == NULL);
+    CHECK(hp_db_exec_many(NULL, sel, 2, 1, ids) == -1);
+    CHECK(end_request(&req) == 200);
+
+    /* too many values: refused, and the request's transaction fails */
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec_many(db, sel, SIZE_MAX / 2 + 2, 2, ids) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "54000");
+    CHECK(end_request(&req) == 500);
+
+    db = acquire(p);
+    drop(db, "many");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* A run that fails in the middle: the runs before it have their results,
+ * it and the later ones none, its error is the call's, and the request's
+ * transaction rolls back, the earlier runs' writes with it. */
+static void many_failure_in_the_middle(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("manyf");
+    drop(db, "manyf");
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE TABLE %s (a INTEGER NOT NULL)", t)) == HP_OK);
+    hp_db_pool_release(db);
+
+    hp_db_val v[5] = {HP_INT(1), HP_INT(2), HP_NULL, HP_INT(4), HP_INT(5)};
+    hp_db_res *res[5];
+    for (int m = 0; m < 2; m++) { /* a POST, then a GET */
+        fake_request(&req, m ? "GET" : "POST");
+        db = hp_db_from(&req, p);
+        if (m) /* in the transaction: the batch is not its first */
+            CHECK(hp_db_execv(db, sqlf("INSERT INTO %s VALUES ($1)", t),
+                              HP_INT(9)) == HP_OK);
+        CHECK(hp_db_query_many(
+                  db, sqlf("INSERT INTO %s VALUES ($1) RETURNING a", t), 5, 1,
+                  v, res) == -1);
+        CHECK_STR(hp_db_sqlstate(db), "23502");
+        CHECK(hp_db_error(db) != NULL);
+        CHECK(res[0] && hp_db_next(res[0]) && hp_db_int(res[0], 0) == 1);
+        CHECK(res[1] && hp_db_next(res[1]) && hp_db_int(res[1], 0) == 2);
+        CHECK(!res[2] && !res[3] && !res[4]);
+        CHECK(end_request(&req) == 500);
+        CHECK(count_rows(p, "manyf") == 0);
+    }
+
+    /* PostgreSQL: a division by zero in the third of four reads, as the
+     * first statements of a GET (reads on their own), then as the first
+     * statements of a POST (BEGIN in the same pipeline); the next
+     * statement is refused (25P02) */
+    if (E->pg) {
+        hp_db_val d[4] = {HP_INT(1), HP_INT(2), HP_INT(0), HP_INT(5)};
+        for (int m = 0; m < 2; m++) {
+            fake_request(&req, m ? "POST" : "GET");
+            db = hp_db_from(&req, p);
+            CHECK(hp_db_query_many(db, "SELECT 10 / $1::int", 4, 1, d, res) ==
+                  -1);
+            CHECK_STR(hp_db_sqlstate(db), "22012");
+            CHECK(res[0] && hp_db_next(res[0]) && hp_db_int(res[0], 0) == 10);
+            CHECK(res[1] && hp_db_next(res[1]) && hp_db_int(res[1], 0) == 5);
+            CHECK(!res[2] && !res[3]);
+            CHECK(hp_db_exec(db, "SELECT 1") == -1);
+            CHECK_STR(hp_db_sqlstate(db), "25P02");
+            CHECK(hp_db_query_many(db, "SELECT 10 / $1::int", 2, 1, d, res) ==
+                  -1);
+            CHECK_STR(hp_db_sqlstate(db), "25P02");
+            CHECK(end_request(&req) == 500);
+        }
+        /* the connection serves the next request normally */
+        long long x;
+        CHECK(one_statement(p, "SELECT 6 * 7", &x) == 200 && x == 42);
+    }
+
+    db = acquire(p);
+    drop(db, "manyf");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* 5000 runs with 1 KiB parameters each way (5 MB sent, 5 MB back): no
+ * deadlock between our writes and the server's replies. */
+static void many_large_batch(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    enum { N = 5000, LEN = 1000 };
+    char *texts = malloc((size_t)N * (LEN + 1));
+    hp_db_val *v = malloc(N * 2 * sizeof *v);
+    hp_db_res **res = malloc(N * sizeof *res);
+    for (int i = 0; i < N; i++) {
+        char *s = texts + (size_t)i * (LEN + 1);
+        memset(s, 'a' + i % 26, LEN);
+        s[LEN] = '\0';
+        v[i * 2] = HP_TEXT(s);
+        v[i * 2 + 1] = HP_INT(i);
+    }
+    fake_request(&req, "GET");
+    hp_db *db = hp_db_from(&req, p);
+    unsigned long rt = hp_db__pg_round_trips(db);
+    CHECK(hp_db_query_many(db, "SELECT upper($1), $2 + 1", N, 2, v, res) ==
+          HP_OK);
+    if (E->pg) { /* chunks of 64 KiB: about 85, neither 1 nor 5000 */
+        rt = hp_db__pg_round_trips(db) - rt;
+        CHECK(rt >= 40 && rt <= 200);
+    }
+    int good = 0;
+    for (int i = 0; i < N; i++) {
+        const char *s =
+            res[i] && hp_db_next(res[i]) ? hp_db_text(res[i], 0) : NULL;
+        good += s && strlen(s) == LEN && s[0] == 'A' + i % 26 &&
+                hp_db_int(res[i], 1) == i + 1;
+    }
+    CHECK(good == N);
+    CHECK(end_request(&req) == 200);
+    free(res);
+    free(v);
+    free(texts);
+    hp_db_pool_close(p);
+}
+
+/* PostgreSQL: one round trip for a batch, wherever it falls in the
+ * request; a batch of reads on their own leaves nothing open or in
+ * flight, one that turns out to write runs again in the request's
+ * transaction (writes once per run, rolls back with the request); a
+ * transaction of several runs waits for its COMMIT. */
+static void pg_many_round_trips(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db_pool *q = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(q);
+    const char *t = tbl("manyrt");
+    drop(db, "manyrt");
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE TABLE %s (a INTEGER); CREATE FUNCTION "
+                       "%s_add(n integer) RETURNS integer LANGUAGE sql AS "
+                       "'INSERT INTO %s VALUES (n); SELECT n'",
+                       t, t, t)) == HP_OK);
+    hp_db_pool_release(db);
+    hp_db_val ids[20];
+    hp_db_res *res[20];
+    for (int i = 0; i < 20; i++)
+        ids[i] = HP_INT(i);
+    const char *sel = "SELECT $1::int * 2";
+
+    /* reads on their own, once the statement and the guard are prepared:
+     * one round trip, nothing left open or in flight */
+    for (int k = 0; k < 2; k++) {
+        fake_request(&req, "GET");
+        db = hp_db_from(&req, p);
+        unsigned long rt = hp_db__pg_round_trips(db);
+        CHECK(hp_db_query_many(db, sel, 20, 1, ids, res) == HP_OK);
+        if (k)
+            CHECK(hp_db__pg_round_trips(db) - rt == 1);
+        CHECK(res[19] && hp_db_next(res[19]) && hp_db_int(res[19], 0) == 38);
+        CHECK(end_request(&req) == 200);
+        CHECK(!hp_db__pg_commit_in_flight(p->idle) &&
+              !p->idle->drv->in_tx(p->idle));
+    }
+    /* as a POST's first statements (BEGIN with them), then inside its
+     * transaction: one round trip each; COMMIT waited for */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    unsigned long rt = hp_db__pg_round_trips(db);
+    CHECK(hp_db_query_many(db, sel, 20, 1, ids, res) == HP_OK);
+    CHECK(hp_db__pg_round_trips(db) - rt == 1);
+    CHECK(hp_db_query_many(db, sel, 20, 1, ids, res) == HP_OK);
+    CHECK(hp_db__pg_round_trips(db) - rt == 2);
+    CHECK(res[3] && hp_db_next(res[3]) && hp_db_int(res[3], 0) == 6);
+    CHECK(end_request(&req) == 200);
+    CHECK(!hp_db__pg_commit_in_flight(p->idle));
+
+    /* a batch whose statement calls a function that writes, in a GET: the
+     * guard fails, the batch runs again in the request's transaction; it
+     * rolls back with the request, and writes once per run when the
+     * request succeeds */
+    const char *add = sqlf("SELECT %s_add($1)", t);
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_query_many(db, add, 3, 1, ids, res) == HP_OK);
+    CHECK(res[2] && hp_db_next(res[2]) && hp_db_int(res[2], 0) == 2);
+    fake_commit(&req);
+    fake_rollback(&req);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(q, "manyrt") == 0);
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    rt = hp_db__pg_round_trips(db);
+    CHECK(hp_db_query_many(db, add, 3, 1, ids, res) == HP_OK);
+    CHECK(hp_db__pg_round_trips(db) - rt == 2); /* on its own, then again */
+    CHECK(hp_db_exec_many(db, add, 2, 1, ids + 10) == HP_OK);
+    CHECK(hp_db_changes(db) == 2); /* the sum; a SELECT counts its rows */
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(q, "manyrt") == 5);
+    CHECK(!hp_db__pg_commit_in_flight(p->idle));
+
+    /* REPEATABLE READ (no reads on their own): a first statement's COMMIT
+     * goes unawaited only when that is all the transaction ran; a batch
+     * of several reads is several statements, and waits */
+    hp_db_pool *rr = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 1,
+        .init_sql = "SET default_transaction_isolation = 'repeatable read'"});
+    fake_request(&req, "GET");
+    CHECK(hp_db_query_many(hp_db_from(&req, rr), sel, 1, 1, ids, res) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(hp_db__pg_commit_in_flight(rr->idle));
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, rr);
+    CHECK(hp_db_query_many(db, sel, 3, 1, ids, res) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(!hp_db__pg_commit_in_flight(rr->idle));
+    fake_request(&req, "GET"); /* one read that wrote nothing, then a batch */
+    db = hp_db_from(&req, rr);
+    CHECK(query_int(db, "SELECT 6 * 7") == 42);
+    CHECK(hp_db_query_many(db, sel, 2, 1, ids, res) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(!hp_db__pg_commit_in_flight(rr->idle));
+    hp_db_pool_close(rr);
+
+    /* without a statement cache (unnamed statements): the same answers */
+    hp_db_pool *u =
+        open_pool(&(struct hp_db_pool_opts){.max_conns = 1, .stmt_cache = -1});
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, u);
+    CHECK(hp_db_query_many(db, sel, 20, 1, ids, res) == HP_OK);
+    CHECK(res[7] && hp_db_next(res[7]) && hp_db_int(res[7], 0) == 14);
+    CHECK(end_request(&req) == 200);
+    hp_db_pool_close(u);
+
+    db = acquire(q);
+    hp_db_exec_script(db, sqlf("DROP FUNCTION %s_add(integer)", t));
+    drop(db, "manyrt");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+    hp_db_pool_close(q);
+}
+
 static void request_pool_exhausted_503(void)
 {
     hp_req req;
@@ -1660,6 +1961,10 @@ int main(int argc, char **argv)
     RUN_PG(pg_commit_waits_unless_nothing_written);
     RUN_PG(pg_serializable_failure_surfaces);
     RUN_PG(pg_deallocate_all);
+    RUN_ALL(many_like_single_runs);
+    RUN_ALL(many_failure_in_the_middle);
+    RUN_ALL(many_large_batch);
+    RUN_PG(pg_many_round_trips);
     T_RUN(default_path);
     T_RUN(config_keys);
     T_RUN(config_file_relative_sqlite);
