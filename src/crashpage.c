@@ -95,18 +95,42 @@ static void put_dec(struct sbuf *b, size_t v)
     put(b, d + n, sizeof d - n);
 }
 
+const char *hp_crash_stack_hint(enum hp_stack_kind k)
+{
+    switch (k) {
+    case HP_STACK_EVENT_LOOP:
+        return "a large local array or deep recursion, in a page run inline "
+               "on an event-loop thread, whose stack is the process's stack "
+               "size limit at start (ulimit -s, LimitSTACK= under systemd), "
+               "not --thread-stack-size; keep large buffers on the heap, or "
+               "keep pages on the handler threads with --inline false (their "
+               "stack is --thread-stack-size)";
+    case HP_STACK_OTHER:
+        return "a large local array or deep recursion, on a thread whose "
+               "stack is the process's stack size limit at start (ulimit -s, "
+               "LimitSTACK= under systemd), not --thread-stack-size; keep "
+               "large buffers on the heap";
+    case HP_STACK_HANDLER:
+    default:
+        return "a large local array or deep recursion; keep large buffers "
+               "on the heap, or raise --thread-stack-size";
+    }
+}
+
 /* The fault was the stack running out (guard.c saw the faulting address
- * in or just below the thread's guard area): say so, and what to do. */
-static void put_overflow(struct sbuf *b, size_t stack)
+ * in or just below the thread's guard area): say so, and what to do for
+ * the kind of thread it was (only a handler thread's stack is
+ * --thread-stack-size). */
+static void put_overflow(struct sbuf *b, size_t stack, enum hp_stack_kind k)
 {
     puts_(b, "The fault address is at the end of the thread's stack: the "
              "stack overflowed (a large local array, such as <code>char "
              "big[8 &lt;&lt; 20]</code>, or recursion without end). The "
              "thread's stack is ");
     put_dec(b, stack >> 10);
-    puts_(b, " KiB: keep large buffers on the heap (<code>malloc</code>, "
-             "<code>hp_alloc</code>), or raise <code>--thread-stack-size"
-             "</code>. ");
+    puts_(b, " KiB: ");
+    put_html(b, hp_crash_stack_hint(k));
+    puts_(b, ". ");
 }
 
 /* Read fd into b until end of file or the deadline (CLOCK_MONOTONIC ms). */
@@ -303,7 +327,7 @@ void hp_crash_answer(const struct hp_crash *c)
               "padding:10px;white-space:pre-wrap}</style>\n<h1>");
     put_what(&b, c);
     if (c->overflow)
-        put_overflow(&b, c->overflow);
+        put_overflow(&b, c->overflow, c->stack_kind);
     if (c->outside)
         puts_(&b, c->init ? "The fault was in a function the module called "
                             "(in a library, such as libc's <code>strlen"

@@ -47,6 +47,7 @@
  */
 #include "guard.h"
 #include "crashpage.h"
+#include "pool.h"
 
 #include <assert.h>
 #include <dlfcn.h>
@@ -143,14 +144,15 @@ struct slot {
     double started;       /* wall clock */
     atomic_int crash_rec; /* the dying thread's record, or -1 */
     atomic_int crash_sig;
-    atomic_long overflow; /* its stack's bytes if it overflowed, or 0 */
-    atomic_int retire;    /* replace this worker: enum cause (timeout, */
-                          /* recycling), 0 for no */
-    atomic_llong beat_ns; /* the last heartbeat, CLOCK_MONOTONIC ns */
-    atomic_int cause;     /* why it ended, if it said (or was killed) */
-    char why[160];        /* ... in words, written before cause */
-    atomic_int nrecs;     /* records handed out to threads */
-    atomic_ulong handled; /* handler runs */
+    atomic_long overflow;     /* its stack's bytes if it overflowed, or 0 */
+    atomic_int overflow_kind; /* enum hp_stack_kind: whose stack it was */
+    atomic_int retire;        /* replace this worker: enum cause (timeout, */
+                              /* recycling), 0 for no */
+    atomic_llong beat_ns;     /* the last heartbeat, CLOCK_MONOTONIC ns */
+    atomic_int cause;         /* why it ended, if it said (or was killed) */
+    char why[160];            /* ... in words, written before cause */
+    atomic_int nrecs;         /* records handed out to threads */
+    atomic_ulong handled;     /* handler runs */
     /* A module lifecycle hook (init, fini) that crashed the worker:
      * written by the dying thread, hook_sig last (on_fatal). */
     char hook_path[REC_PATH]; /* the module, relative to the docroot */
@@ -268,6 +270,7 @@ static __thread size_t tl_stack_guard, tl_stack_size;
 /* The fatal signal on this thread was its stack overflowing: the stack's
  * size (on_fatal sets it for the answers), else 0. */
 static __thread size_t tl_overflowed;
+static __thread enum hp_stack_kind tl_stack_kind;
 
 /* Where this thread's stack lies, for telling a stack overflow from any
  * other fault (pthread_getattr_np: not in a signal handler). */
@@ -1429,10 +1432,6 @@ static uintptr_t fault_sp(const void *ucv)
  * how far below the stack the stack pointer may be for the same verdict. */
 #define STACK_SLACK ((uintptr_t)64 << 10)
 #define STACK_REACH ((uintptr_t)1 << 30)
-/* What to do about it, for the log. */
-#define OVERFLOW_HINT                                                          \
-    "a large local array or deep recursion; keep large buffers on the "        \
-    "heap, or raise --thread-stack-size"
 
 /*
  * Was this fault the thread's stack overflowing? Yes when the address that
@@ -1452,6 +1451,19 @@ static size_t stack_overflow(int sig, const siginfo_t *si, const void *uc)
     bool in_guard = addr < lo && addr >= lo - tl_stack_guard - STACK_SLACK;
     bool sp_out = sp && sp < lo && sp >= lo - STACK_REACH;
     return in_guard || sp_out ? tl_stack_size : 0;
+}
+
+/* Whose stack overflowed (async-signal-safe): a handler thread's is
+ * --thread-stack-size; a page's run on any other thread is inline, on an
+ * event-loop thread; a hook (h) elsewhere ran on another thread (a batch
+ * or watcher thread unloading a module): both have the C library's
+ * default stack, which that setting does not set. */
+static int running_fd(void);
+static enum hp_stack_kind stack_kind(const struct hp_hook_run *h)
+{
+    if (hp_pool_on_handler_thread())
+        return HP_STACK_HANDLER;
+    return !h && running_fd() >= 0 ? HP_STACK_EVENT_LOOP : HP_STACK_OTHER;
 }
 
 /* The socket of the request this thread is running a handler for, or -1
@@ -1502,7 +1514,8 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
                          .base = tl_base,
                          .alone = ALONE,
                          .outside = call != 0,
-                         .overflow = tl_overflowed};
+                         .overflow = tl_overflowed,
+                         .stack_kind = tl_stack_kind};
     hp_crash_answer(&c);
 }
 
@@ -1536,9 +1549,11 @@ static void log_alone(int sig, const struct hp_hook_run *h)
     for (int i = 0; i < 8; i++)
         (void)!write(2, parts[i], strlen(parts[i]));
     if (tl_overflowed) {
-        static const char m[] =
-            "hotpub: the thread's stack overflowed: " OVERFLOW_HINT "\n";
+        static const char m[] = "hotpub: the thread's stack overflowed: ";
+        const char *hint = hp_crash_stack_hint(tl_stack_kind);
         (void)!write(2, m, sizeof m - 1);
+        (void)!write(2, hint, strlen(hint));
+        (void)!write(2, "\n", 1);
     }
 }
 
@@ -1623,7 +1638,8 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
                          .init = true,
                          .where = ME->hook_where,
                          .outside = outside,
-                         .overflow = tl_overflowed};
+                         .overflow = tl_overflowed,
+                         .stack_kind = tl_stack_kind};
     hp_crash_answer(&c);
 }
 
@@ -1710,9 +1726,11 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
         hp_server_dying(); /* the backlog is the other workers' now */
         const struct hp_hook_run *h = hp_hook_running();
         tl_overflowed = stack_overflow(sig, si, uc);
+        tl_stack_kind = stack_kind(h);
         if (ALONE)
             log_alone(sig, h);
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
+        atomic_store(&ME->overflow_kind, (int)tl_stack_kind);
         atomic_store(&ME->overflow, (long)tl_overflowed);
         atomic_store(&ME->crash_sig, sig);
         int fd = running_fd();
@@ -2252,8 +2270,9 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
     long stack = atomic_load(&s->overflow);
     if (sig && stack)
         hp_log_error("worker %d: the fault was a stack overflow: the "
-                     "thread's stack (%ld KiB) ran out: " OVERFLOW_HINT,
-                     (int)pid, stack >> 10);
+                     "thread's stack (%ld KiB) ran out: %s",
+                     (int)pid, stack >> 10,
+                     hp_crash_stack_hint(atomic_load(&s->overflow_kind)));
     int nrecs = atomic_load(&s->nrecs);
     for (int r = 0; r < nrecs && r < SHM->nrecs; r++) {
         if (r == culprit || (atomic_load(&rec_at(s, r)->word) & 3) == R_IDLE)
