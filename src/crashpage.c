@@ -133,6 +133,28 @@ static void put_overflow(struct sbuf *b, size_t stack, enum hp_stack_kind k)
     puts_(b, ". ");
 }
 
+/* The address in the object (pc - base), or, when guard.c found no
+ * instruction of the object's (pc 0), why there is none: abort and exit
+ * fault at no address, and the object had no frame on the stack. Never a
+ * made-up 0x0. */
+static void put_address(struct sbuf *b, const struct hp_crash *c)
+{
+    if (c->pc && c->pc >= c->base) {
+        puts_(b, "</pre>\n<p>Address in the object: ");
+        put_hex(b, c->pc - c->base);
+        return;
+    }
+    puts_(b, "</pre>\n<p>Address in the object: none (");
+    puts_(b, strncmp(c->signame, "SIGABRT", 7) == 0
+                 ? "SIGABRT is raised by abort(), not by a fault at an "
+                   "address"
+             : strncmp(c->signame, "SIG", 3) != 0
+                 ? "an exit is a call, not a fault at an address"
+                 : "the fault was outside the object");
+    puts_(b, ", and no frame of the object's was found on the thread's "
+             "stack)");
+}
+
 /* Read fd into b until end of file or the deadline (CLOCK_MONOTONIC ms). */
 static void read_until(int fd, struct sbuf *b, int ms)
 {
@@ -313,7 +335,7 @@ void hp_crash_answer(const struct hp_crash *c)
         n = n < sizeof where ? n : sizeof where - 1;
         memcpy(where, c->where, n);
         where[n] = '\0';
-    } else if (c->pc >= c->base) {
+    } else if (c->pc && c->pc >= c->base) {
         hp_crash_where(c->so_path, c->pc - c->base, where, sizeof where);
     } else {
         where[0] = '\0';
@@ -339,9 +361,10 @@ void hp_crash_answer(const struct hp_crash *c)
                             "call. ");
     puts_(&b, "Where, innermost first (function, then source line):</p>\n"
               "<pre>");
-    put_html(&b, where[0] ? where : "(no line: addr2line found none)\n");
-    puts_(&b, "</pre>\n<p>Address in the object: ");
-    put_hex(&b, c->pc - c->base);
+    put_html(&b, where[0] ? where
+                 : c->pc  ? "(no line: addr2line found none)\n"
+                          : "(no line: no frame of the object's)\n");
+    put_address(&b, c);
     puts_(&b, c->init ? ". Save the fix and this page reloads by itself.</p>\n"
                       : ". In dev mode a crashing version is not "
                         "quarantined: save the fix and this page reloads "

@@ -1211,7 +1211,8 @@ static void answer_504(int fd, double limit, bool streaming)
  * read the run, which lives on the hook thread's stack: that thread waits
  * for TIMEDOUT before it returns).
  */
-static void hook_record(const struct hp_hook_run *h, uintptr_t pc);
+static void hook_record(const struct hp_hook_run *h, uintptr_t pc,
+                        uintptr_t base);
 static void initbad_add(const char *key, const char *why);
 
 /* A hook that runs while its version loads, for the request that pins it:
@@ -1274,7 +1275,7 @@ static void hook_timed_out(struct hook_watch *w, double limit)
 {
     const struct hp_hook_run *h = w->run;
     bool init = hook_loads(h->hook);
-    hook_record(h, 0);
+    hook_record(h, 0, 0);
     ME->hook_status = (int)(limit + 0.5);
     atomic_store(&ME->hook_sig, HOOK_TIMEOUT);
     /* Now, not at the autopsy: a worker that drains and exits cleanly
@@ -1510,7 +1511,7 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
                          .page = r->path,
                          .handler = r->handler,
                          .so_path = tl_version->so_path,
-                         .pc = call ? call : pc,
+                         .pc = outside ? call : pc, /* 0: none */
                          .base = tl_base,
                          .alone = ALONE,
                          .outside = call != 0,
@@ -1600,25 +1601,57 @@ static uintptr_t hook_call(const struct hp_hook_run *h)
     return 0;
 }
 
-/* Put the module, hook and source line of pc (0: none) on the slot for the
- * parent's log and the init's refusal (hp_guard_autopsy); the caller
- * stores hook_sig last. Async-signal-safe. */
-static void hook_record(const struct hp_hook_run *h, uintptr_t pc)
+/*
+ * A constructor runs inside dlopen, before loader.c knows its object's
+ * base (the run has none): find the object's innermost frame on this
+ * thread's stack, pc itself or a return address into it, with
+ * _dl_find_object (async-signal-safe; dlopen registers the object once
+ * relocated, before its constructors run), matching the object's path.
+ * The instruction (the call, for a return address), its object's base in
+ * *base, and whether the fault was outside the object; 0 if the object has
+ * no frame on the stack.
+ */
+static uintptr_t ctor_site(const struct hp_hook_run *h, uintptr_t pc,
+                           uintptr_t *base, bool *outside)
+{
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    for (int i = -1; i < n; i++) {
+        uintptr_t a = i < 0 ? pc : (uintptr_t)frames[i] - 1;
+        struct dl_find_object fo;
+        if (!a || _dl_find_object((void *)a, &fo) != 0 || !fo.dlfo_link_map ||
+            !fo.dlfo_link_map->l_name ||
+            strcmp(fo.dlfo_link_map->l_name, h->so_path) != 0)
+            continue;
+        *base = fo.dlfo_link_map->l_addr;
+        *outside = i >= 0;
+        return a;
+    }
+    return 0;
+}
+
+/* Put the module, hook and source line of pc (0: none) in the object
+ * loaded at base on the slot for the parent's log and the init's refusal
+ * (hp_guard_autopsy); the caller stores hook_sig last.
+ * Async-signal-safe. */
+static void hook_record(const struct hp_hook_run *h, uintptr_t pc,
+                        uintptr_t base)
 {
     copy_tail(ME->hook_path, sizeof ME->hook_path, rel_path(h->path));
     copy_str(ME->hook_name, sizeof ME->hook_name, h->hook);
     so_key(h->so_path, ME->hook_key);
     ME->hook_where[0] = '\0';
-    if (pc && h->base && pc >= h->base) /* a constructor's: no base */
-        hp_crash_where(h->so_path, pc - h->base, ME->hook_where,
+    if (pc && pc >= base)
+        hp_crash_where(h->so_path, pc - base, ME->hook_where,
                        sizeof ME->hook_where);
 }
 
 /* Answer the request whose pin ran the init that is killing the worker
- * with a 503: the crash page (what happened, at pc) when it may see
- * details, else the short production body. Nothing for a fini. */
+ * with a 503: the crash page (what happened, at pc in the object loaded
+ * at base; pc 0: no frame of the object's) when it may see details, else
+ * the short production body. Nothing for a fini. */
 static void hook_answer(const struct hp_hook_run *h, const char *what,
-                        uintptr_t pc, bool outside)
+                        uintptr_t pc, uintptr_t base, bool outside)
 {
     int fd = hook_loads(h->hook) ? hp_server_pinning_fd() : -1;
     if (fd < 0 || !hp_server_claim(fd))
@@ -1632,8 +1665,8 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
                          .page = ME->hook_path,
                          .handler = h->hook,
                          .so_path = h->so_path,
-                         .pc = pc ? pc : h->base,
-                         .base = h->base,
+                         .pc = pc,
+                         .base = base,
                          .alone = ALONE,
                          .init = true,
                          .where = ME->hook_where,
@@ -1646,18 +1679,23 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
 /*
  * The dying thread was running a module's init or fini (async-signal-safe):
  * record it and answer the pinning request. A fault outside the module's
- * object names the module's call into the function that faulted.
+ * object names the module's call into the function that faulted (none
+ * when the object has no frame on the stack: pc 0, no address shown).
  */
 static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
 {
-    bool outside = h->hi && (pc < h->lo || pc >= h->hi);
-    uintptr_t call = outside ? hook_call(h) : 0;
-    /* A constructor's object has no base yet: its addresses mean nothing
-     * to the page, so none is shown. */
-    uintptr_t at = h->base ? (call ? call : pc) : 0;
-    hook_record(h, at);
+    uintptr_t base = h->base, at;
+    bool outside = false;
+    if (!base) { /* a constructor's */
+        at = ctor_site(h, pc, &base, &outside);
+    } else {
+        outside = h->hi && (pc < h->lo || pc >= h->hi);
+        at = outside ? hook_call(h) : pc;
+        outside = outside && at;
+    }
+    hook_record(h, at, base);
     atomic_store(&ME->hook_sig, sig);
-    hook_answer(h, signame(sig), at, call != 0);
+    hook_answer(h, signame(sig), at, base, outside);
 }
 
 /* What the page or hook called: "exit", or "_exit" or "_Exit" (set by
@@ -1671,8 +1709,10 @@ static atomic_bool EXITING;
 static void hook_exit(const struct hp_hook_run *h, int status, bool known)
 {
     char what[32];
-    uintptr_t call = hook_call(h);
-    hook_record(h, call);
+    uintptr_t base = h->base, call;
+    bool outside = false;
+    call = base ? hook_call(h) : ctor_site(h, 0, &base, &outside);
+    hook_record(h, call, base);
     ME->hook_status = status;
     int sig = !known                            ? HOOK_QUICK_EXIT
               : strcmp(EXIT_NAME, "_exit") == 0 ? HOOK__EXIT
@@ -1687,7 +1727,7 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
         hp_log_error("the %s hook of the module %s called %s: the single "
                      "process (--workers 0) ends",
                      h->hook, ME->hook_path, what);
-    hook_answer(h, what, call, false);
+    hook_answer(h, what, call, base, false);
 }
 
 /* The loader's check before an init runs (hp_loader_set_init_vet): that

@@ -256,8 +256,9 @@ def test_constructors_and_destructors_run_in_the_fast_tier():
 def test_constructor_that_aborts_names_the_page():
     """A constructor runs inside dlopen: its crash is logged as the
     module's constructor hook, not 'no page handler was running', and the
-    request that loaded it is answered 503, in the fast tier as in the
-    optimized one."""
+    request that loaded it is answered 503 naming the constructor's call
+    (function, line, address: not a made-up 0x0), in the fast tier as in
+    the optimized one."""
     src = page(r"""
 __attribute__((constructor)) static void boom(void) { abort(); }
 HP_HANDLER(http_handler) { hp_puts(req, "ok"); return HP_OK; }
@@ -267,6 +268,11 @@ HP_HANDLER(http_handler) { hp_puts(req, "ok"); return HP_OK; }
                     check_exit=False) as s:
             r = s.get("/b")
             check_eq(r.status, 503, "the loading request (fast %s)" % fast)
+            # the constructor's call to abort, found on the stack though
+            # dlopen has not returned: its function, line and address
+            check_in("boom\n", r.text, "the constructor named")
+            check_in("b.c:4\n", r.text, "its line (fast %s)" % fast)
+            check_not_in("Address in the object: 0x0.", r.text, "no 0x0")
             want = "in the constructor hook of the module b.c"
             check(wait_until(lambda: want in s.stderr(), limit(5.0), 0.05),
                   "log does not name the page (fast %s): %s"

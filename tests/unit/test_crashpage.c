@@ -169,6 +169,39 @@ static void test_stack_overflow_hint_per_thread_kind(void)
     free(a);
 }
 
+/* No instruction of the object's known (pc 0: abort raised with no frame
+ * of the page's, an exit whose call was not found): the page says there is
+ * no address and why, never "0x0" nor a wrapped-around offset. */
+static void test_no_address_is_said_not_made_up(void)
+{
+    struct hp_crash c = {.signame = "SIGABRT",
+                         .page = "/r/a.c",
+                         .handler = "constructor",
+                         .so_path = "/nonexistent.so",
+                         .pc = 0,
+                         .base = 0,
+                         .init = true,
+                         .where = ""};
+    char *a = answer_of(&c);
+    CHECK(strstr(a, "Address in the object: none (SIGABRT is raised by "
+                    "abort()") != NULL);
+    CHECK(strstr(a, "0x0") == NULL);
+    CHECK(strstr(a, "no frame of the object's") != NULL);
+    free(a);
+    c.signame = "exit(3)";
+    c.init = false;
+    c.handler = "http_handler";
+    c.base = 0x7f0000000000;
+    a = answer_of(&c);
+    CHECK(strstr(a, "none (an exit is a call") != NULL);
+    CHECK(strstr(a, "0xffff") == NULL);
+    free(a);
+    c.signame = "SIGSEGV";
+    a = answer_of(&c);
+    CHECK(strstr(a, "none (the fault was outside the object") != NULL);
+    free(a);
+}
+
 /* No addr2line answer for an object that does not exist: "" (the page
  * then says it found no line). */
 static void test_where_of_missing_object_is_empty(void)
@@ -188,6 +221,7 @@ int main(int argc, char **argv)
     T_RUN(test__Exit_named_as_called);
     T_RUN(test_stack_overflow_named);
     T_RUN(test_stack_overflow_hint_per_thread_kind);
+    T_RUN(test_no_address_is_said_not_made_up);
     T_RUN(test_where_of_missing_object_is_empty);
     T_DONE();
 }
