@@ -271,6 +271,11 @@ static __thread size_t tl_stack_guard, tl_stack_size;
  * size (on_fatal sets it for the answers), else 0. */
 static __thread size_t tl_overflowed;
 static __thread enum hp_stack_kind tl_stack_kind;
+/* The key of the prebuilt .so this thread is loading (prebuilt_key) and
+ * its page (the loader's pointer, compared, never read): its constructor
+ * and init hooks are recorded under it (hook_key_of). */
+static __thread char tl_load_key[KEY_LEN];
+static __thread const char *tl_load_page;
 
 /* Where this thread's stack lies, for telling a stack overflow from any
  * other fault (pthread_getattr_np: not in a signal handler). */
@@ -1214,6 +1219,7 @@ static void answer_504(int fd, double limit, bool streaming)
 static void hook_record(const struct hp_hook_run *h, uintptr_t pc,
                         uintptr_t base);
 static void initbad_add(const char *key, const char *why);
+static void hook_key_of(const struct hp_hook_run *h, char out[KEY_LEN]);
 
 /* A hook that runs while its version loads, for the request that pins it:
  * HP_INIT, or the object's constructors (inside dlopen). */
@@ -1229,6 +1235,8 @@ static struct hook_watch {
     atomic_llong started;
     const struct hp_hook_run *run;
     int fd; /* the request whose pin runs this init, or -1 */
+    /* its object's key, found on the hook's own thread (hook_key_of) */
+    char key[KEY_LEN];
 } HOOK_WATCH[HOOK_WATCH_MAX];
 static atomic_int HOOK_WATCH_USED;
 static __thread int tl_hw = -1; /* this thread's place, -2 none left */
@@ -1246,6 +1254,7 @@ static void hook_watch_begin(const struct hp_hook_run *run)
         return; /* nested (a fini inside an init): the outer one counts */
     w->run = run;
     w->fd = hook_loads(run->hook) ? hp_server_pinning_fd() : -1;
+    hook_key_of(run, w->key);
     atomic_store(&w->started, now_ns());
     atomic_store_explicit(&w->state, HW_RUNNING, memory_order_release);
 }
@@ -1276,6 +1285,8 @@ static void hook_timed_out(struct hook_watch *w, double limit)
     const struct hp_hook_run *h = w->run;
     bool init = hook_loads(h->hook);
     hook_record(h, 0, 0);
+    if (!ME->hook_key[0]) /* a prebuilt .so's: the hook thread's key */
+        memcpy(ME->hook_key, w->key, KEY_LEN);
     ME->hook_status = (int)(limit + 0.5);
     atomic_store(&ME->hook_sig, HOOK_TIMEOUT);
     /* Now, not at the autopsy: a worker that drains and exits cleanly
@@ -1630,6 +1641,17 @@ static uintptr_t ctor_site(const struct hp_hook_run *h, uintptr_t pc,
     return 0;
 }
 
+/* The key a loading hook's crash refuses its object under: the compile
+ * cache's, in its private copy's name, else the prebuilt .so's identity
+ * that guard_init_vet found on this thread for the same page; "" if none.
+ * Async-signal-safe. */
+static void hook_key_of(const struct hp_hook_run *h, char out[KEY_LEN])
+{
+    if (!so_key(h->so_path, out) && hook_loads(h->hook) &&
+        h->path == tl_load_page)
+        memcpy(out, tl_load_key, KEY_LEN);
+}
+
 /* Put the module, hook and source line of pc (0: none) in the object
  * loaded at base on the slot for the parent's log and the init's refusal
  * (hp_guard_autopsy); the caller stores hook_sig last.
@@ -1639,7 +1661,7 @@ static void hook_record(const struct hp_hook_run *h, uintptr_t pc,
 {
     copy_tail(ME->hook_path, sizeof ME->hook_path, rel_path(h->path));
     copy_str(ME->hook_name, sizeof ME->hook_name, h->hook);
-    so_key(h->so_path, ME->hook_key);
+    hook_key_of(h, ME->hook_key);
     ME->hook_where[0] = '\0';
     if (pc && pc >= base)
         hp_crash_where(h->so_path, pc - base, ME->hook_where,
@@ -1732,16 +1754,49 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
 
 /* The loader's check before an init runs (hp_loader_set_init_vet): that
  * object's init killed a worker already (the diagnostic says how). */
+/*
+ * A prebuilt .so page's object is not the compile cache's: its name has no
+ * key, and the crash of its constructor or init would be refused under
+ * none (every request loaded it again, each killing a worker). Its key is
+ * the file's identity instead: the page's path, the file's device, inode,
+ * size and modification and change times, so that the refusal lasts until
+ * the file changes, as a compiled page's does. false if it cannot be
+ * stat'ed (the load fails by itself then).
+ */
+static bool prebuilt_key(const char *path, const char *so_path,
+                         char out[KEY_LEN])
+{
+    struct stat st;
+    if (stat(so_path, &st) != 0)
+        return false;
+    int64_t id[] = {(int64_t)st.st_dev,          (int64_t)st.st_ino,
+                    (int64_t)st.st_size,         (int64_t)st.st_mtim.tv_sec,
+                    (int64_t)st.st_mtim.tv_nsec, (int64_t)st.st_ctim.tv_sec,
+                    (int64_t)st.st_ctim.tv_nsec};
+    struct hp_hash h;
+    hp_hash_init(&h);
+    hp_hash_update(&h, path, strlen(path) + 1);
+    hp_hash_update(&h, id, sizeof id);
+    hp_hash_hex(&h, out);
+    return true;
+}
+
 static char *guard_init_vet(const char *path, const char *so_path)
 {
     char key[KEY_LEN];
     char *why = NULL;
-    (void)path;
     /* An init that recurses without end still reaches on_fatal: init runs
      * on whichever thread pins, maybe before any handler ran there. */
     altstack_ensure();
-    if (ALONE || !so_key(so_path, key))
+    tl_load_page = NULL;
+    if (ALONE)
         return NULL; /* the single process refuses nothing: it ends */
+    if (!so_key(so_path, key)) {
+        if (!prebuilt_key(path, so_path, key))
+            return NULL;
+        memcpy(tl_load_key, key, KEY_LEN);
+        tl_load_page = path;
+    }
     table_lock();
     for (int i = 0; i < INITBAD_MAX && !why; i++)
         if (strcmp(SHM->initbad[i].key, key) == 0)

@@ -1124,6 +1124,41 @@ def test_app_init_abort_production_503():
     _app_init_crash(False, "abort")
 
 
+CTOR_ABORT_PAGE = page(r"""
+__attribute__((constructor)) static void boom(void) { abort(); }
+HP_HANDLER(http_handler) { hp_puts(req, "loaded"); return HP_OK; }
+""", includes="#include <stdlib.h>")
+
+
+def test_prebuilt_so_whose_constructor_crashes_is_refused():
+    """A prebuilt .so page whose constructor aborts is treated as a compiled
+    page's: the loading request gets the 503 "failed to initialise", the
+    log names the page's constructor hook, and the object is refused (503,
+    no new worker crash) until the file changes; a new build is served.
+    Before, the object had no key (it is not the compile cache's), so it
+    was loaded again by every request, each one killing a worker."""
+    with Server(files={"other.c": simple_page("other")}, args=WORKERS,
+                dev=False) as s:
+        s.write("b.so", harness.build_page_so(CTOR_ABORT_PAGE, s.tmp),
+                how="rename")
+        for i in range(4):
+            r = s.get("/b")
+            check_eq(r.status, 503, "status (request %d)" % i)
+            check_in("failed to initialise", r.text, "body (request %d)" % i)
+            time.sleep(0.3 * SLACK)
+        check(wait_until(lambda: "in the constructor hook of the module b.so"
+                         in s.stderr(), limit(3.0)),
+              "the log does not name the page: %s" % short(s.stderr(), 600))
+        crashes = s.stderr().count("killed by signal 6")
+        check_eq(crashes, 1, "workers killed (refused after the first): %s"
+                 % short(s.stderr(), 900))
+        check_eq(s.get_ok("/other").text, "other", "another page meanwhile")
+        good = page('HP_HANDLER(http_handler) { hp_puts(req, "fixed"); '
+                    'return HP_OK; }')
+        s.write("b.so", harness.build_page_so(good, s.tmp), how="rename")
+        s.wait_body("/b", "fixed", limit(10.0), allowed_status=(503,))
+
+
 def test_status_url_of_app_whose_init_aborts():
     """docs/reload.md: status.json?url= loads the page and its application
     chain as a request would, and under the same guard: an _app.c whose
