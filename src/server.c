@@ -1120,6 +1120,64 @@ static enum MHD_Result stream_finish(struct ctx *c, int rc)
     return MHD_YES;
 }
 
+static bool alone; /* defined with drain_delay, below */
+
+/* The signals pending on this thread alone (not the process's), as the
+ * kernel's mask (bit n-1 for signal n), from /proc/thread-self/status's
+ * SigPnd; 0 if unknown. */
+static unsigned long long thread_pending(void)
+{
+    FILE *f = fopen("/proc/thread-self/status", "re");
+    char line[128];
+    unsigned long long mask = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "SigPnd: %llx", &mask) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return mask;
+}
+
+/*
+ * A stop signal (SIGTERM, SIGINT) or SIGUSR1 that a page raised on its own
+ * thread (raise, pthread_kill(pthread_self()), tgkill) is directed at that
+ * thread, where these signals are blocked: the main thread's sigtimedwait
+ * never saw it, and the worker went on as if nothing had been asked. Take
+ * it here, after the run, name the page, and send it on to the process,
+ * as a kill(getpid()) is: the worker drains, exits 0 and is replaced. A
+ * signal pending on the process (the supervisor's, a kill(getpid())) is
+ * left to the main thread. One rt_sigpending per run when none is.
+ */
+static void stop_raised_here(const hp_req *req)
+{
+    static const int waited[] = {SIGTERM, SIGINT, SIGUSR1};
+    sigset_t pending, mine;
+    if (sigpending(&pending) != 0 || (!sigismember(&pending, SIGTERM) &&
+                                      !sigismember(&pending, SIGINT) &&
+                                      !sigismember(&pending, SIGUSR1)))
+        return;
+    unsigned long long own = thread_pending();
+    sigemptyset(&mine);
+    for (size_t i = 0; i < sizeof waited / sizeof *waited; i++)
+        if (own & (1ULL << (waited[i] - 1)))
+            sigaddset(&mine, waited[i]);
+    static const struct timespec now;
+    int sig;
+    /* the thread's own pending signals are taken before the process's */
+    while ((sig = sigtimedwait(&mine, NULL, &now)) > 0) {
+        sigdelset(&mine, sig);
+        if (sig != SIGUSR1)
+            hp_log_error("signal %d was raised by the page %s (handler "
+                         "'%s') on its own thread: %s",
+                         sig, req->target.path, req->target.handler,
+                         alone ? "the server stops"
+                               : "this worker stops (it drains and is "
+                                 "replaced)");
+        /* SI_QUEUE: the main thread's stop_sender has nothing to add */
+        sigqueue(getpid(), sig, (union sigval){.sival_int = 0});
+    }
+}
+
 /* hp_send_file's file, after a successful commit. */
 static enum MHD_Result send_page_file(struct ctx *c)
 {
@@ -1192,6 +1250,7 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
                     H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
     int rc = hp_publish_run(req);
     bool timed_out = !H.run_end(run);
+    stop_raised_here(req);
     struct hp_run measured =
         hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
     hp_place_learn(ps->page, &measured, S.cfg->inline_pages);

@@ -899,6 +899,48 @@ def test_worker_stopped_by_its_own_page_is_logged_as_such():
         check_not_in("failing thread", err, "log")
 
 
+SELF_RAISE = page(r"""
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+HP_HANDLER(http_handler)
+{
+    if (hp_query(req)[0])
+        pthread_kill(pthread_self(), SIGINT);
+    else
+        raise(SIGTERM);
+    hp_printf(req, "bye %d", (int)getpid());
+    return HP_OK;
+}
+""")
+
+
+def test_worker_stopped_by_a_signal_its_page_raised():
+    """raise(SIGTERM) (or pthread_kill of its own thread, SIGINT) in a
+    handler is directed at the handler's thread, where the stop signals
+    are blocked for the main thread to take: it stayed pending, and the
+    worker went on as if nothing had been asked. Now it is what
+    kill(getpid(), SIGTERM) is: the worker drains (the request is
+    answered), exits 0 and is replaced, and the log names the page."""
+    with Server(files={"raise.c": SELF_RAISE, "other.c": simple_page("o")},
+                args=WORKERS, dev=False) as s:
+        for query, sig in (("", 15), ("?int", 2)):
+            all_ready(s)
+            r = fresh_get(s, "/raise" + query)
+            check(r is not None and r.status == 200, "the answer: %r" % r)
+            pid = pid_of(r.text)
+            check(wait_until(lambda: not alive(pid), limit(5.0), 0.02),
+                  "worker %d did not stop (signal %d)" % (pid, sig))
+            err = s.stderr()
+            check_in("signal %d was raised by the page %s (handler "
+                     "'http_handler') on its own thread: this worker stops"
+                     % (sig, s.path("raise.c")), err, "the worker's log")
+            check_in("worker %d (generation 1) exited with status 0 without "
+                     "being asked to stop" % pid, err, "the parent's log")
+        all_ready(s)
+        check_eq(s.get_ok("/other").text, "o", "served by the replacements")
+
+
 def test_unasked_exit_single_process_is_an_error():
     """--workers 0: a page calling exit(0) must not look like a clean stop
     (systemd's Restart=on-failure would leave the site down): logged, and
