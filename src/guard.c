@@ -2432,6 +2432,36 @@ static void catch_fatal_signals(void)
         sigaction(fatal[k], &sa, NULL);
 }
 
+/* Why the supervisor drained this worker (server.h's stop_cause): the
+ * guard retired it (a timeout, recycling), or a SIGHUP's generation
+ * replaced it, or it belonged to a reload that was abandoned. */
+static bool guard_stop_cause(char *out, size_t cap)
+{
+    unsigned now = atomic_load(&SHM->gen);
+    int retire = atomic_load(&ME->retire);
+    if (retire == CAUSE_TIMEOUT)
+        snprintf(out, cap,
+                 "retired after a handler ran past "
+                 "--handler-timeout; a new worker serves");
+    else if (retire == CAUSE_RECYCLE)
+        snprintf(out, cap,
+                 "recycled (--worker-max-requests or "
+                 "--worker-memory-limit); a new worker serves");
+    else if (ME->gen < now)
+        snprintf(out, cap,
+                 "(generation %u) retired after reload: "
+                 "generation %u serves",
+                 ME->gen, now);
+    else if (ME->gen > now)
+        snprintf(out, cap,
+                 "(generation %u) retired: its reload was "
+                 "abandoned, generation %u serves",
+                 ME->gen, now);
+    else
+        return false;
+    return true;
+}
+
 /* The single process's vet: no quarantine (nothing would replace the
  * process), only whether this request may see the crash page. */
 static int alone_vet(struct hp_pinset *ps, bool dev, bool details, char **html)
@@ -2491,6 +2521,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->heartbeat = guard_heartbeat;
     hooks->lost = guard_lost;
     hooks->status_json = guard_status_json;
+    hooks->stop_cause = guard_stop_cause;
     hooks->metrics_text = guard_metrics_text;
     hooks->teardown = guard_teardown;
     hooks->thread_counts = &ME->threads;

@@ -200,6 +200,10 @@ static void no_status(struct hp_buf *b)
 static void no_lost(const char *why)
 {
 }
+static bool no_stop_cause(char *out, size_t cap)
+{
+    return false;
+}
 
 static void hooks_fill(const struct hp_server_hooks *hooks)
 {
@@ -214,6 +218,7 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.heartbeat = H.heartbeat ? H.heartbeat : no_op;
     H.lost = H.lost ? H.lost : no_lost;
     H.reopen_logs = H.reopen_logs ? H.reopen_logs : no_op;
+    H.stop_cause = H.stop_cause ? H.stop_cause : no_stop_cause;
     H.status_json = H.status_json ? H.status_json : no_status;
     H.teardown = H.teardown ? H.teardown : no_op;
 }
@@ -1152,9 +1157,9 @@ static void stop_raised_here(const hp_req *req)
 {
     static const int waited[] = {SIGTERM, SIGINT, SIGUSR1};
     sigset_t pending, mine;
-    if (sigpending(&pending) != 0 || (!sigismember(&pending, SIGTERM) &&
-                                      !sigismember(&pending, SIGINT) &&
-                                      !sigismember(&pending, SIGUSR1)))
+    if (sigpending(&pending) != 0 ||
+        (!sigismember(&pending, SIGTERM) && !sigismember(&pending, SIGINT) &&
+         !sigismember(&pending, SIGUSR1)))
         return;
     unsigned long long own = thread_pending();
     sigemptyset(&mine);
@@ -2056,10 +2061,16 @@ static void drain_delay(int sig)
 /* A stop signal sent by this process itself (a page's kill(getpid(), ...))
  * or, in a worker, by another process than the supervisor: say so, since
  * the worker's supervisor only sees it exit 0 without having asked. */
+static bool stopped_unasked; /* stop_sender named another sender */
+
 static void stop_sender(int sig, const siginfo_t *si)
 {
+    if (si->si_code == SI_QUEUE && si->si_pid == getpid())
+        stopped_unasked = true; /* stop_raised_here named the page */
     if (si->si_code != SI_USER && si->si_code != SI_TKILL)
         return;
+    stopped_unasked =
+        si->si_pid == getpid() || (!alone && si->si_pid != getppid());
     if (si->si_pid == getpid())
         hp_log_error("signal %d was sent by process %d to itself (a page "
                      "calling kill() on its own process?): stopping",
@@ -2068,6 +2079,28 @@ static void stop_sender(int sig, const siginfo_t *si)
         hp_log_error("signal %d was sent by process %d, not by the "
                      "supervisor: stopping",
                      sig, (int)si->si_pid);
+}
+
+/* The last line of a drained process: what stopped it, since a bare
+ * "stopped" from each worker a SIGHUP retires reads like the server
+ * stopping (the supervisor's own line ends the node: "master N stopped"). */
+static void log_stopped(void)
+{
+    char cause[160];
+    if (alone)
+        hp_log_info("server stopped: drained");
+    else if (hp_metrics_node_draining())
+        hp_log_info("worker %d stopped with the server: drained",
+                    (int)getpid());
+    else if (stopped_unasked)
+        hp_log_info("worker %d stopped unasked (see above): drained; its "
+                    "supervisor replaces it",
+                    (int)getpid());
+    else if (H.stop_cause(cause, sizeof cause))
+        hp_log_info("worker %d %s: drained", (int)getpid(), cause);
+    else
+        hp_log_info("worker %d stopped by its supervisor: drained",
+                    (int)getpid());
 }
 
 /* The main thread until SIGTERM/SIGINT: flush the access log once a
@@ -2223,6 +2256,6 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     hp_pool_stop();
     hp_access_flush();
     teardown();
-    hp_log_info("stopped");
+    log_stopped();
     return 0;
 }
