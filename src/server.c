@@ -63,6 +63,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1125,62 +1126,68 @@ static enum MHD_Result stream_finish(struct ctx *c, int rc)
     return MHD_YES;
 }
 
-static bool alone; /* defined with drain_delay, below */
+/*
+ * The stop signals (SIGTERM, SIGINT) and SIGUSR1 are the main thread's, which
+ * takes them with sigtimedwait (wait_for_stop). Blocked on the threads that
+ * run pages, one a page raised on its own thread (raise, pthread_kill of
+ * itself, tgkill) stayed pending there for good, and the worker served on.
+ * So those threads take them with forward_signal instead, which sends them
+ * on to the main thread (SI_QUEUE, the original sender in si_value) and,
+ * for a stop signal the page raised itself, notes the page for
+ * stop_sender's log. Free on the request path: no system call per run
+ * (sigpending after each run cost about 200 ns).
+ */
+static pid_t main_pid, main_tid;
+static __thread const hp_req *tl_running; /* the run on this thread */
+static __thread bool tl_signals_taken;    /* forward_signal's, here */
+static atomic_bool raiser_noted;
+static char raiser[512]; /* "path (handler 'h')" */
 
-/* The signals pending on this thread alone (not the process's), as the
- * kernel's mask (bit n-1 for signal n), from /proc/thread-self/status's
- * SigPnd; 0 if unknown. */
-static unsigned long long thread_pending(void)
+static void note_raiser(const hp_req *req)
 {
-    FILE *f = fopen("/proc/thread-self/status", "re");
-    char line[128];
-    unsigned long long mask = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "SigPnd: %llx", &mask) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return mask;
+    bool no = false;
+    if (!atomic_compare_exchange_strong(&raiser_noted, &no, true))
+        return;
+    const char *parts[] = {req->target.path, " (handler '", req->target.handler,
+                           "')"};
+    size_t n = 0;
+    for (size_t i = 0; i < 4; i++)
+        for (const char *c = parts[i]; *c && n < sizeof raiser - 1; c++)
+            raiser[n++] = *c;
+    raiser[n] = '\0';
 }
 
-/*
- * A stop signal (SIGTERM, SIGINT) or SIGUSR1 that a page raised on its own
- * thread (raise, pthread_kill(pthread_self()), tgkill) is directed at that
- * thread, where these signals are blocked: the main thread's sigtimedwait
- * never saw it, and the worker went on as if nothing had been asked. Take
- * it here, after the run, name the page, and send it on to the process,
- * as a kill(getpid()) is: the worker drains, exits 0 and is replaced. A
- * signal pending on the process (the supervisor's, a kill(getpid())) is
- * left to the main thread. One rt_sigpending per run when none is.
- */
-static void stop_raised_here(const hp_req *req)
+static void forward_signal(int sig, siginfo_t *si, void *uc)
 {
-    static const int waited[] = {SIGTERM, SIGINT, SIGUSR1};
-    sigset_t pending, mine;
-    if (sigpending(&pending) != 0 ||
-        (!sigismember(&pending, SIGTERM) && !sigismember(&pending, SIGINT) &&
-         !sigismember(&pending, SIGUSR1)))
+    int saved = errno;
+    if (getpid() != main_pid) { /* a page's forked child: the default */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        errno = saved;
         return;
-    unsigned long long own = thread_pending();
-    sigemptyset(&mine);
-    for (size_t i = 0; i < sizeof waited / sizeof *waited; i++)
-        if (own & (1ULL << (waited[i] - 1)))
-            sigaddset(&mine, waited[i]);
-    static const struct timespec now;
-    int sig;
-    /* the thread's own pending signals are taken before the process's */
-    while ((sig = sigtimedwait(&mine, NULL, &now)) > 0) {
-        sigdelset(&mine, sig);
-        if (sig != SIGUSR1)
-            hp_log_error("signal %d was raised by the page %s (handler "
-                         "'%s') on its own thread: %s",
-                         sig, req->target.path, req->target.handler,
-                         alone ? "the server stops"
-                               : "this worker stops (it drains and is "
-                                 "replaced)");
-        /* SI_QUEUE: the main thread's stop_sender has nothing to add */
-        sigqueue(getpid(), sig, (union sigval){.sival_int = 0});
     }
+    if (sig != SIGUSR1 && tl_running && si->si_pid == main_pid &&
+        (si->si_code == SI_TKILL || si->si_code == SI_USER))
+        note_raiser(tl_running);
+    siginfo_t f = {.si_signo = sig, .si_code = SI_QUEUE};
+    f.si_pid = main_pid;
+    f.si_uid = getuid();
+    f.si_value.sival_int = si->si_pid; /* who sent it (stop_sender) */
+    syscall(SYS_rt_tgsigqueueinfo, main_pid, main_tid, sig, &f);
+    errno = saved;
+}
+
+/* Once per thread that runs pages: take the main thread's signals here
+ * (forward_signal, installed by hp_serve) rather than leave them pending. */
+static void take_signals(void)
+{
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+    tl_signals_taken = true;
 }
 
 /* hp_send_file's file, after a successful commit. */
@@ -1253,9 +1260,12 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     int run =
         H.run_begin(req->target.path, req->target.handler, ps->page,
                     H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
+    if (!tl_signals_taken)
+        take_signals();
+    tl_running = req;
     int rc = hp_publish_run(req);
+    tl_running = NULL;
     bool timed_out = !H.run_end(run);
-    stop_raised_here(req);
     struct hp_run measured =
         hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
     hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
@@ -2065,20 +2075,29 @@ static bool stopped_unasked; /* stop_sender named another sender */
 
 static void stop_sender(int sig, const siginfo_t *si)
 {
-    if (si->si_code == SI_QUEUE && si->si_pid == getpid())
-        stopped_unasked = true; /* stop_raised_here named the page */
-    if (si->si_code != SI_USER && si->si_code != SI_TKILL)
+    pid_t from = si->si_pid;
+    if (si->si_code == SI_QUEUE && from == getpid()) /* forward_signal's */
+        from = (pid_t)si->si_value.sival_int;
+    else if (si->si_code != SI_USER && si->si_code != SI_TKILL)
         return;
-    stopped_unasked =
-        si->si_pid == getpid() || (!alone && si->si_pid != getppid());
-    if (si->si_pid == getpid())
+    if (atomic_load(&raiser_noted)) {
+        stopped_unasked = true;
+        hp_log_error("signal %d was raised by the page %s on its own "
+                     "thread: %s",
+                     sig, raiser,
+                     alone ? "the server stops"
+                           : "this worker stops (it drains and is replaced)");
+        return;
+    }
+    stopped_unasked = from == getpid() || (!alone && from != getppid());
+    if (from == getpid())
         hp_log_error("signal %d was sent by process %d to itself (a page "
                      "calling kill() on its own process?): stopping",
-                     sig, (int)si->si_pid);
-    else if (!alone && si->si_pid != getppid())
+                     sig, (int)from);
+    else if (!alone && from != getppid())
         hp_log_error("signal %d was sent by process %d, not by the "
                      "supervisor: stopping",
-                     sig, (int)si->si_pid);
+                     sig, (int)from);
 }
 
 /* The last line of a drained process: what stopped it, since a bare
@@ -2241,6 +2260,15 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGUSR1); /* reopen the logs */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* Threads that run pages unblock them for this (take_signals). */
+    main_pid = getpid();
+    main_tid = gettid();
+    struct sigaction fw = {.sa_sigaction = forward_signal,
+                           .sa_flags = SA_SIGINFO | SA_RESTART};
+    sigfillset(&fw.sa_mask);
+    sigaction(SIGTERM, &fw, NULL);
+    sigaction(SIGINT, &fw, NULL);
+    sigaction(SIGUSR1, &fw, NULL);
 
     if (serve_start(cfg, &ss) != 0)
         return 1;

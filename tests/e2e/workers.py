@@ -939,6 +939,15 @@ def test_worker_stopped_by_a_signal_its_page_raised():
                      "being asked to stop" % pid, err, "the parent's log")
         all_ready(s)
         check_eq(s.get_ok("/other").text, "o", "served by the replacements")
+    # the single process: the server drains and stops, exit status 0
+    with Server(files={"raise.c": SELF_RAISE}, args=["--workers", "0"]) as s:
+        r = s.get("/raise")
+        check_eq(r.status, 200, "the single process's answer")
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the single process did not stop")
+        check_eq(s.proc.returncode, 0, "its exit status")
+        check_in("on its own thread: the server stops", s.stderr(), "its log")
+        s.check_exit = False
 
 
 def test_unasked_exit_single_process_is_an_error():
