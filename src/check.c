@@ -15,9 +15,11 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static struct hp_compiler *check_cc;
@@ -287,6 +289,96 @@ static void warn_shadowed(const char *path, const char *base)
     free(dir);
 }
 
+/* How long a load may take in load_apart: a constructor that never
+ * returns would hold the check (and a deploy) for good. */
+#define LOAD_LIMIT_S 30
+
+/* The child of load_apart: load so (running its constructors), say "L"
+ * on fd, unload it (running its destructors); the loader's diagnostic on
+ * fd and exit 1 if it does not load. */
+static _Noreturn void load_child(const char *so, int fd)
+{
+    char *diag = NULL, *priv = NULL;
+    void *dl = NULL;
+    alarm(LOAD_LIMIT_S);
+    if (hp_load(so, check_rundir, ++check_id, &dl, &priv, &diag) != 0) {
+        (void)!write(fd, diag, strlen(diag));
+        _exit(1);
+    }
+    (void)!write(fd, "L", 1);
+    hp_unload(dl, priv);
+    _exit(0);
+}
+
+/* What a child's end says, for a FAIL: NULL if it loaded and unloaded. */
+static char *load_verdict(const char *path, int status, const char *said)
+{
+    bool loaded = said[0] == 'L';
+    const char *hook = loaded ? "a destructor" : "a constructor";
+    const char *when = loaded ? "as the object unloaded"
+                              : "as the object "
+                                "loaded";
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && loaded)
+        return NULL;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && !loaded && said[0])
+        return hp_xstrdup(said); /* the loader's own diagnostic */
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+        return hp_xasprintf("%s: %s did not return within %d s %s: the "
+                            "server answers its requests 504 and refuses it "
+                            "until the file changes",
+                            path, hook, LOAD_LIMIT_S, when);
+    if (WIFSIGNALED(status)) {
+        const char *sig = sigabbrev_np(WTERMSIG(status));
+        return hp_xasprintf("%s: %s crashed (SIG%s) %s: the server answers "
+                            "its requests 503 and refuses it until the file "
+                            "changes",
+                            path, hook, sig ? sig : "?", when);
+    }
+    return hp_xasprintf("%s: %s called exit(%d) %s: the server answers its "
+                        "requests 503 and refuses it until the file changes",
+                        path, hook, WEXITSTATUS(status), when);
+}
+
+/*
+ * Load the object so (the page at path) in a child process, as the server
+ * would, to prove it links: its constructors and destructors run there, so
+ * one that crashes, exits or hangs is reported as that page's FAIL rather
+ * than killing the check. NULL, or a malloc'd diagnostic.
+ */
+static char *load_apart(const char *so, const char *path)
+{
+    int p[2];
+    if (pipe(p) != 0)
+        return hp_xasprintf("%s: pipe: %s", path, strerror(errno));
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        load_child(so, p[1]);
+    }
+    close(p[1]);
+    if (pid < 0) {
+        close(p[0]);
+        return hp_xasprintf("%s: fork: %s", path, strerror(errno));
+    }
+    struct hp_buf said = {0};
+    char chunk[1024];
+    ssize_t n;
+    while ((n = read(p[0], chunk, sizeof chunk)) > 0 ||
+           (n < 0 && errno == EINTR))
+        if (n > 0)
+            hp_buf_append(&said, chunk, (size_t)n);
+    close(p[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    hp_buf_append(&said, "", 1);
+    char *why = load_verdict(path, status, said.p);
+    hp_buf_free(&said);
+    return why;
+}
+
 static int visit(const char *path, const struct stat *st, int type,
                  struct FTW *ftw)
 {
@@ -327,8 +419,7 @@ static int visit(const char *path, const struct stat *st, int type,
     }
 
     struct hp_artifact art;
-    char *diag = NULL, *priv = NULL;
-    void *dl = NULL;
+    char *diag = NULL;
     /* Warming: the path the server will compile it under. */
     char *src =
         check_live ? hp_xasprintf("%s%s", check_live, path + strlen(check_root))
@@ -347,9 +438,7 @@ static int visit(const char *path, const struct stat *st, int type,
                             src);
     if (rc == 0) {
         check_hits += art.cache_hit;
-        if (hp_load(art.so_path, check_rundir, ++check_id, &dl, &priv, &diag) ==
-            0)
-            hp_unload(dl, priv);
+        diag = load_apart(art.so_path, path);
         hp_artifact_free(&art);
     }
     free(src);
@@ -359,7 +448,6 @@ static int visit(const char *path, const struct stat *st, int type,
     } else {
         printf("ok   %s\n", path);
     }
-    free(priv);
     free(diag);
     warn_shadowed(path, base);
     return FTW_CONTINUE;

@@ -572,7 +572,9 @@ const struct hp_setting hp_settings[] = {
      .arg = "BYTES",
      .section = S_SERVER,
      .help = "stack of each handler thread, k/m/g suffixes allowed; a page's "
-             "locals and calls must fit in it",
+             "locals and calls must fit in it (a page run inline on an "
+             "event-loop thread has the process's stack limit, ulimit -s, "
+             "instead)",
      .type = HP_SET_SIZE,
      .off = OFF(thread_stack),
      .min = (double)(64 * SIZE_K),

@@ -95,18 +95,64 @@ static void put_dec(struct sbuf *b, size_t v)
     put(b, d + n, sizeof d - n);
 }
 
+const char *hp_crash_stack_hint(enum hp_stack_kind k)
+{
+    switch (k) {
+    case HP_STACK_EVENT_LOOP:
+        return "a large local array or deep recursion, in a page run inline "
+               "on an event-loop thread, whose stack is the process's stack "
+               "size limit at start (ulimit -s, LimitSTACK= under systemd), "
+               "not --thread-stack-size; keep large buffers on the heap, or "
+               "keep pages on the handler threads with --inline false (their "
+               "stack is --thread-stack-size)";
+    case HP_STACK_OTHER:
+        return "a large local array or deep recursion, on a thread whose "
+               "stack is the process's stack size limit at start (ulimit -s, "
+               "LimitSTACK= under systemd), not --thread-stack-size; keep "
+               "large buffers on the heap";
+    case HP_STACK_HANDLER:
+    default:
+        return "a large local array or deep recursion; keep large buffers "
+               "on the heap, or raise --thread-stack-size";
+    }
+}
+
 /* The fault was the stack running out (guard.c saw the faulting address
- * in or just below the thread's guard area): say so, and what to do. */
-static void put_overflow(struct sbuf *b, size_t stack)
+ * in or just below the thread's guard area): say so, and what to do for
+ * the kind of thread it was (only a handler thread's stack is
+ * --thread-stack-size). */
+static void put_overflow(struct sbuf *b, size_t stack, enum hp_stack_kind k)
 {
     puts_(b, "The fault address is at the end of the thread's stack: the "
              "stack overflowed (a large local array, such as <code>char "
              "big[8 &lt;&lt; 20]</code>, or recursion without end). The "
              "thread's stack is ");
     put_dec(b, stack >> 10);
-    puts_(b, " KiB: keep large buffers on the heap (<code>malloc</code>, "
-             "<code>hp_alloc</code>), or raise <code>--thread-stack-size"
-             "</code>. ");
+    puts_(b, " KiB: ");
+    put_html(b, hp_crash_stack_hint(k));
+    puts_(b, ". ");
+}
+
+/* The address in the object (pc - base), or, when guard.c found no
+ * instruction of the object's (pc 0), why there is none: abort and exit
+ * fault at no address, and the object had no frame on the stack. Never a
+ * made-up 0x0. */
+static void put_address(struct sbuf *b, const struct hp_crash *c)
+{
+    if (c->pc && c->pc >= c->base) {
+        puts_(b, "</pre>\n<p>Address in the object: ");
+        put_hex(b, c->pc - c->base);
+        return;
+    }
+    puts_(b, "</pre>\n<p>Address in the object: none (");
+    puts_(b, strncmp(c->signame, "SIGABRT", 7) == 0
+                 ? "SIGABRT is raised by abort(), not by a fault at an "
+                   "address"
+             : strncmp(c->signame, "SIG", 3) != 0
+                 ? "an exit is a call, not a fault at an address"
+                 : "the fault was outside the object");
+    puts_(b, ", and no frame of the object's was found on the thread's "
+             "stack)");
 }
 
 /* Read fd into b until end of file or the deadline (CLOCK_MONOTONIC ms). */
@@ -289,7 +335,7 @@ void hp_crash_answer(const struct hp_crash *c)
         n = n < sizeof where ? n : sizeof where - 1;
         memcpy(where, c->where, n);
         where[n] = '\0';
-    } else if (c->pc >= c->base) {
+    } else if (c->pc && c->pc >= c->base) {
         hp_crash_where(c->so_path, c->pc - c->base, where, sizeof where);
     } else {
         where[0] = '\0';
@@ -303,7 +349,7 @@ void hp_crash_answer(const struct hp_crash *c)
               "padding:10px;white-space:pre-wrap}</style>\n<h1>");
     put_what(&b, c);
     if (c->overflow)
-        put_overflow(&b, c->overflow);
+        put_overflow(&b, c->overflow, c->stack_kind);
     if (c->outside)
         puts_(&b, c->init ? "The fault was in a function the module called "
                             "(in a library, such as libc's <code>strlen"
@@ -315,9 +361,10 @@ void hp_crash_answer(const struct hp_crash *c)
                             "call. ");
     puts_(&b, "Where, innermost first (function, then source line):</p>\n"
               "<pre>");
-    put_html(&b, where[0] ? where : "(no line: addr2line found none)\n");
-    puts_(&b, "</pre>\n<p>Address in the object: ");
-    put_hex(&b, c->pc - c->base);
+    put_html(&b, where[0] ? where
+                 : c->pc  ? "(no line: addr2line found none)\n"
+                          : "(no line: no frame of the object's)\n");
+    put_address(&b, c);
     puts_(&b, c->init ? ". Save the fix and this page reloads by itself.</p>\n"
                       : ". In dev mode a crashing version is not "
                         "quarantined: save the fix and this page reloads "

@@ -7,6 +7,17 @@
 
 #include "hp.h"
 
+/* The kind of thread whose stack overflowed, for what to do about it: a
+ * handler thread's stack is --thread-stack-size; an event-loop thread's
+ * (libmicrohttpd's, running a page inline) and any other thread's are the
+ * C library's default, the process's stack size limit at start (ulimit
+ * -s), which --thread-stack-size does not set. */
+enum hp_stack_kind {
+    HP_STACK_HANDLER = 0,
+    HP_STACK_EVENT_LOOP,
+    HP_STACK_OTHER
+};
+
 struct hp_crash {
     int fd;              /* the request's socket                        */
     const char *signame; /* "SIGSEGV", ..., or "exit(3)" for a page that */
@@ -25,7 +36,13 @@ struct hp_crash {
                          /* a library): pc is the page's call into it   */
     size_t overflow;     /* the fault was the thread's stack running out */
                          /* (guard.c): the stack's bytes, else 0        */
+    enum hp_stack_kind stack_kind; /* whose stack it was, for the hint  */
 };
+
+/* What to do about a stack overflow on a thread of kind k, as plain text
+ * (no HTML specials) for the crash page and the log: "a large local array
+ * or deep recursion; ..." naming what sets that thread's stack. */
+const char *hp_crash_stack_hint(enum hp_stack_kind k);
 
 /* Write the crash page for c onto c->fd (502; 503 for c->init) and shut
  * it down. Async-signal-safe (runs addr2line as a child, at most 2 s). */

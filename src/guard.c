@@ -47,6 +47,7 @@
  */
 #include "guard.h"
 #include "crashpage.h"
+#include "pool.h"
 
 #include <assert.h>
 #include <dlfcn.h>
@@ -143,14 +144,15 @@ struct slot {
     double started;       /* wall clock */
     atomic_int crash_rec; /* the dying thread's record, or -1 */
     atomic_int crash_sig;
-    atomic_long overflow; /* its stack's bytes if it overflowed, or 0 */
-    atomic_int retire;    /* replace this worker: enum cause (timeout, */
-                          /* recycling), 0 for no */
-    atomic_llong beat_ns; /* the last heartbeat, CLOCK_MONOTONIC ns */
-    atomic_int cause;     /* why it ended, if it said (or was killed) */
-    char why[160];        /* ... in words, written before cause */
-    atomic_int nrecs;     /* records handed out to threads */
-    atomic_ulong handled; /* handler runs */
+    atomic_long overflow;     /* its stack's bytes if it overflowed, or 0 */
+    atomic_int overflow_kind; /* enum hp_stack_kind: whose stack it was */
+    atomic_int retire;        /* replace this worker: enum cause (timeout, */
+                              /* recycling), 0 for no */
+    atomic_llong beat_ns;     /* the last heartbeat, CLOCK_MONOTONIC ns */
+    atomic_int cause;         /* why it ended, if it said (or was killed) */
+    char why[160];            /* ... in words, written before cause */
+    atomic_int nrecs;         /* records handed out to threads */
+    atomic_ulong handled;     /* handler runs */
     /* A module lifecycle hook (init, fini) that crashed the worker:
      * written by the dying thread, hook_sig last (on_fatal). */
     char hook_path[REC_PATH]; /* the module, relative to the docroot */
@@ -268,6 +270,12 @@ static __thread size_t tl_stack_guard, tl_stack_size;
 /* The fatal signal on this thread was its stack overflowing: the stack's
  * size (on_fatal sets it for the answers), else 0. */
 static __thread size_t tl_overflowed;
+static __thread enum hp_stack_kind tl_stack_kind;
+/* The key of the prebuilt .so this thread is loading (prebuilt_key) and
+ * its page (the loader's pointer, compared, never read): its constructor
+ * and init hooks are recorded under it (hook_key_of). */
+static __thread char tl_load_key[KEY_LEN];
+static __thread const char *tl_load_page;
 
 /* Where this thread's stack lies, for telling a stack overflow from any
  * other fault (pthread_getattr_np: not in a signal handler). */
@@ -1208,8 +1216,10 @@ static void answer_504(int fd, double limit, bool streaming)
  * read the run, which lives on the hook thread's stack: that thread waits
  * for TIMEDOUT before it returns).
  */
-static void hook_record(const struct hp_hook_run *h, uintptr_t pc);
+static void hook_record(const struct hp_hook_run *h, uintptr_t pc,
+                        uintptr_t base);
 static void initbad_add(const char *key, const char *why);
+static void hook_key_of(const struct hp_hook_run *h, char out[KEY_LEN]);
 
 /* A hook that runs while its version loads, for the request that pins it:
  * HP_INIT, or the object's constructors (inside dlopen). */
@@ -1225,6 +1235,8 @@ static struct hook_watch {
     atomic_llong started;
     const struct hp_hook_run *run;
     int fd; /* the request whose pin runs this init, or -1 */
+    /* its object's key, found on the hook's own thread (hook_key_of) */
+    char key[KEY_LEN];
 } HOOK_WATCH[HOOK_WATCH_MAX];
 static atomic_int HOOK_WATCH_USED;
 static __thread int tl_hw = -1; /* this thread's place, -2 none left */
@@ -1242,6 +1254,7 @@ static void hook_watch_begin(const struct hp_hook_run *run)
         return; /* nested (a fini inside an init): the outer one counts */
     w->run = run;
     w->fd = hook_loads(run->hook) ? hp_server_pinning_fd() : -1;
+    hook_key_of(run, w->key);
     atomic_store(&w->started, now_ns());
     atomic_store_explicit(&w->state, HW_RUNNING, memory_order_release);
 }
@@ -1271,7 +1284,9 @@ static void hook_timed_out(struct hook_watch *w, double limit)
 {
     const struct hp_hook_run *h = w->run;
     bool init = hook_loads(h->hook);
-    hook_record(h, 0);
+    hook_record(h, 0, 0);
+    if (!ME->hook_key[0]) /* a prebuilt .so's: the hook thread's key */
+        memcpy(ME->hook_key, w->key, KEY_LEN);
     ME->hook_status = (int)(limit + 0.5);
     atomic_store(&ME->hook_sig, HOOK_TIMEOUT);
     /* Now, not at the autopsy: a worker that drains and exits cleanly
@@ -1429,10 +1444,6 @@ static uintptr_t fault_sp(const void *ucv)
  * how far below the stack the stack pointer may be for the same verdict. */
 #define STACK_SLACK ((uintptr_t)64 << 10)
 #define STACK_REACH ((uintptr_t)1 << 30)
-/* What to do about it, for the log. */
-#define OVERFLOW_HINT                                                          \
-    "a large local array or deep recursion; keep large buffers on the "        \
-    "heap, or raise --thread-stack-size"
 
 /*
  * Was this fault the thread's stack overflowing? Yes when the address that
@@ -1452,6 +1463,19 @@ static size_t stack_overflow(int sig, const siginfo_t *si, const void *uc)
     bool in_guard = addr < lo && addr >= lo - tl_stack_guard - STACK_SLACK;
     bool sp_out = sp && sp < lo && sp >= lo - STACK_REACH;
     return in_guard || sp_out ? tl_stack_size : 0;
+}
+
+/* Whose stack overflowed (async-signal-safe): a handler thread's is
+ * --thread-stack-size; a page's run on any other thread is inline, on an
+ * event-loop thread; a hook (h) elsewhere ran on another thread (a batch
+ * or watcher thread unloading a module): both have the C library's
+ * default stack, which that setting does not set. */
+static int running_fd(void);
+static enum hp_stack_kind stack_kind(const struct hp_hook_run *h)
+{
+    if (hp_pool_on_handler_thread())
+        return HP_STACK_HANDLER;
+    return !h && running_fd() >= 0 ? HP_STACK_EVENT_LOOP : HP_STACK_OTHER;
 }
 
 /* The socket of the request this thread is running a handler for, or -1
@@ -1498,11 +1522,12 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
                          .page = r->path,
                          .handler = r->handler,
                          .so_path = tl_version->so_path,
-                         .pc = call ? call : pc,
+                         .pc = outside ? call : pc, /* 0: none */
                          .base = tl_base,
                          .alone = ALONE,
                          .outside = call != 0,
-                         .overflow = tl_overflowed};
+                         .overflow = tl_overflowed,
+                         .stack_kind = tl_stack_kind};
     hp_crash_answer(&c);
 }
 
@@ -1536,9 +1561,11 @@ static void log_alone(int sig, const struct hp_hook_run *h)
     for (int i = 0; i < 8; i++)
         (void)!write(2, parts[i], strlen(parts[i]));
     if (tl_overflowed) {
-        static const char m[] =
-            "hotpub: the thread's stack overflowed: " OVERFLOW_HINT "\n";
+        static const char m[] = "hotpub: the thread's stack overflowed: ";
+        const char *hint = hp_crash_stack_hint(tl_stack_kind);
         (void)!write(2, m, sizeof m - 1);
+        (void)!write(2, hint, strlen(hint));
+        (void)!write(2, "\n", 1);
     }
 }
 
@@ -1585,25 +1612,68 @@ static uintptr_t hook_call(const struct hp_hook_run *h)
     return 0;
 }
 
-/* Put the module, hook and source line of pc (0: none) on the slot for the
- * parent's log and the init's refusal (hp_guard_autopsy); the caller
- * stores hook_sig last. Async-signal-safe. */
-static void hook_record(const struct hp_hook_run *h, uintptr_t pc)
+/*
+ * A constructor runs inside dlopen, before loader.c knows its object's
+ * base (the run has none): find the object's innermost frame on this
+ * thread's stack, pc itself or a return address into it, with
+ * _dl_find_object (async-signal-safe; dlopen registers the object once
+ * relocated, before its constructors run), matching the object's path.
+ * The instruction (the call, for a return address), its object's base in
+ * *base, and whether the fault was outside the object; 0 if the object has
+ * no frame on the stack.
+ */
+static uintptr_t ctor_site(const struct hp_hook_run *h, uintptr_t pc,
+                           uintptr_t *base, bool *outside)
+{
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    for (int i = -1; i < n; i++) {
+        uintptr_t a = i < 0 ? pc : (uintptr_t)frames[i] - 1;
+        struct dl_find_object fo;
+        if (!a || _dl_find_object((void *)a, &fo) != 0 || !fo.dlfo_link_map ||
+            !fo.dlfo_link_map->l_name ||
+            strcmp(fo.dlfo_link_map->l_name, h->so_path) != 0)
+            continue;
+        *base = fo.dlfo_link_map->l_addr;
+        *outside = i >= 0;
+        return a;
+    }
+    return 0;
+}
+
+/* The key a loading hook's crash refuses its object under: the compile
+ * cache's, in its private copy's name, else the prebuilt .so's identity
+ * that guard_init_vet found on this thread for the same page; "" if none.
+ * Async-signal-safe. */
+static void hook_key_of(const struct hp_hook_run *h, char out[KEY_LEN])
+{
+    if (!so_key(h->so_path, out) && hook_loads(h->hook) &&
+        h->path == tl_load_page)
+        memcpy(out, tl_load_key, KEY_LEN);
+}
+
+/* Put the module, hook and source line of pc (0: none) in the object
+ * loaded at base on the slot for the parent's log and the init's refusal
+ * (hp_guard_autopsy); the caller stores hook_sig last.
+ * Async-signal-safe. */
+static void hook_record(const struct hp_hook_run *h, uintptr_t pc,
+                        uintptr_t base)
 {
     copy_tail(ME->hook_path, sizeof ME->hook_path, rel_path(h->path));
     copy_str(ME->hook_name, sizeof ME->hook_name, h->hook);
-    so_key(h->so_path, ME->hook_key);
+    hook_key_of(h, ME->hook_key);
     ME->hook_where[0] = '\0';
-    if (pc && h->base && pc >= h->base) /* a constructor's: no base */
-        hp_crash_where(h->so_path, pc - h->base, ME->hook_where,
+    if (pc && pc >= base)
+        hp_crash_where(h->so_path, pc - base, ME->hook_where,
                        sizeof ME->hook_where);
 }
 
 /* Answer the request whose pin ran the init that is killing the worker
- * with a 503: the crash page (what happened, at pc) when it may see
- * details, else the short production body. Nothing for a fini. */
+ * with a 503: the crash page (what happened, at pc in the object loaded
+ * at base; pc 0: no frame of the object's) when it may see details, else
+ * the short production body. Nothing for a fini. */
 static void hook_answer(const struct hp_hook_run *h, const char *what,
-                        uintptr_t pc, bool outside)
+                        uintptr_t pc, uintptr_t base, bool outside)
 {
     int fd = hook_loads(h->hook) ? hp_server_pinning_fd() : -1;
     if (fd < 0 || !hp_server_claim(fd))
@@ -1617,31 +1687,37 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
                          .page = ME->hook_path,
                          .handler = h->hook,
                          .so_path = h->so_path,
-                         .pc = pc ? pc : h->base,
-                         .base = h->base,
+                         .pc = pc,
+                         .base = base,
                          .alone = ALONE,
                          .init = true,
                          .where = ME->hook_where,
                          .outside = outside,
-                         .overflow = tl_overflowed};
+                         .overflow = tl_overflowed,
+                         .stack_kind = tl_stack_kind};
     hp_crash_answer(&c);
 }
 
 /*
  * The dying thread was running a module's init or fini (async-signal-safe):
  * record it and answer the pinning request. A fault outside the module's
- * object names the module's call into the function that faulted.
+ * object names the module's call into the function that faulted (none
+ * when the object has no frame on the stack: pc 0, no address shown).
  */
 static void hook_crash(int sig, uintptr_t pc, const struct hp_hook_run *h)
 {
-    bool outside = h->hi && (pc < h->lo || pc >= h->hi);
-    uintptr_t call = outside ? hook_call(h) : 0;
-    /* A constructor's object has no base yet: its addresses mean nothing
-     * to the page, so none is shown. */
-    uintptr_t at = h->base ? (call ? call : pc) : 0;
-    hook_record(h, at);
+    uintptr_t base = h->base, at;
+    bool outside = false;
+    if (!base) { /* a constructor's */
+        at = ctor_site(h, pc, &base, &outside);
+    } else {
+        outside = h->hi && (pc < h->lo || pc >= h->hi);
+        at = outside ? hook_call(h) : pc;
+        outside = outside && at;
+    }
+    hook_record(h, at, base);
     atomic_store(&ME->hook_sig, sig);
-    hook_answer(h, signame(sig), at, call != 0);
+    hook_answer(h, signame(sig), at, base, outside);
 }
 
 /* What the page or hook called: "exit", or "_exit" or "_Exit" (set by
@@ -1655,8 +1731,10 @@ static atomic_bool EXITING;
 static void hook_exit(const struct hp_hook_run *h, int status, bool known)
 {
     char what[32];
-    uintptr_t call = hook_call(h);
-    hook_record(h, call);
+    uintptr_t base = h->base, call;
+    bool outside = false;
+    call = base ? hook_call(h) : ctor_site(h, 0, &base, &outside);
+    hook_record(h, call, base);
     ME->hook_status = status;
     int sig = !known                            ? HOOK_QUICK_EXIT
               : strcmp(EXIT_NAME, "_exit") == 0 ? HOOK__EXIT
@@ -1671,21 +1749,54 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
         hp_log_error("the %s hook of the module %s called %s: the single "
                      "process (--workers 0) ends",
                      h->hook, ME->hook_path, what);
-    hook_answer(h, what, call, false);
+    hook_answer(h, what, call, base, false);
 }
 
 /* The loader's check before an init runs (hp_loader_set_init_vet): that
  * object's init killed a worker already (the diagnostic says how). */
+/*
+ * A prebuilt .so page's object is not the compile cache's: its name has no
+ * key, and the crash of its constructor or init would be refused under
+ * none (every request loaded it again, each killing a worker). Its key is
+ * the file's identity instead: the page's path, the file's device, inode,
+ * size and modification and change times, so that the refusal lasts until
+ * the file changes, as a compiled page's does. false if it cannot be
+ * stat'ed (the load fails by itself then).
+ */
+static bool prebuilt_key(const char *path, const char *so_path,
+                         char out[KEY_LEN])
+{
+    struct stat st;
+    if (stat(so_path, &st) != 0)
+        return false;
+    int64_t id[] = {(int64_t)st.st_dev,          (int64_t)st.st_ino,
+                    (int64_t)st.st_size,         (int64_t)st.st_mtim.tv_sec,
+                    (int64_t)st.st_mtim.tv_nsec, (int64_t)st.st_ctim.tv_sec,
+                    (int64_t)st.st_ctim.tv_nsec};
+    struct hp_hash h;
+    hp_hash_init(&h);
+    hp_hash_update(&h, path, strlen(path) + 1);
+    hp_hash_update(&h, id, sizeof id);
+    hp_hash_hex(&h, out);
+    return true;
+}
+
 static char *guard_init_vet(const char *path, const char *so_path)
 {
     char key[KEY_LEN];
     char *why = NULL;
-    (void)path;
     /* An init that recurses without end still reaches on_fatal: init runs
      * on whichever thread pins, maybe before any handler ran there. */
     altstack_ensure();
-    if (ALONE || !so_key(so_path, key))
+    tl_load_page = NULL;
+    if (ALONE)
         return NULL; /* the single process refuses nothing: it ends */
+    if (!so_key(so_path, key)) {
+        if (!prebuilt_key(path, so_path, key))
+            return NULL;
+        memcpy(tl_load_key, key, KEY_LEN);
+        tl_load_page = path;
+    }
     table_lock();
     for (int i = 0; i < INITBAD_MAX && !why; i++)
         if (strcmp(SHM->initbad[i].key, key) == 0)
@@ -1710,9 +1821,11 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
         hp_server_dying(); /* the backlog is the other workers' now */
         const struct hp_hook_run *h = hp_hook_running();
         tl_overflowed = stack_overflow(sig, si, uc);
+        tl_stack_kind = stack_kind(h);
         if (ALONE)
             log_alone(sig, h);
         atomic_store(&ME->crash_rec, tl_rec >= 0 ? tl_rec : -1);
+        atomic_store(&ME->overflow_kind, (int)tl_stack_kind);
         atomic_store(&ME->overflow, (long)tl_overflowed);
         atomic_store(&ME->crash_sig, sig);
         int fd = running_fd();
@@ -2252,8 +2365,9 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
     long stack = atomic_load(&s->overflow);
     if (sig && stack)
         hp_log_error("worker %d: the fault was a stack overflow: the "
-                     "thread's stack (%ld KiB) ran out: " OVERFLOW_HINT,
-                     (int)pid, stack >> 10);
+                     "thread's stack (%ld KiB) ran out: %s",
+                     (int)pid, stack >> 10,
+                     hp_crash_stack_hint(atomic_load(&s->overflow_kind)));
     int nrecs = atomic_load(&s->nrecs);
     for (int r = 0; r < nrecs && r < SHM->nrecs; r++) {
         if (r == culprit || (atomic_load(&rec_at(s, r)->word) & 3) == R_IDLE)
@@ -2318,6 +2432,36 @@ static void catch_fatal_signals(void)
         sigaction(fatal[k], &sa, NULL);
 }
 
+/* Why the supervisor drained this worker (server.h's stop_cause): the
+ * guard retired it (a timeout, recycling), or a SIGHUP's generation
+ * replaced it, or it belonged to a reload that was abandoned. */
+static bool guard_stop_cause(char *out, size_t cap)
+{
+    unsigned now = atomic_load(&SHM->gen);
+    int retire = atomic_load(&ME->retire);
+    if (retire == CAUSE_TIMEOUT)
+        snprintf(out, cap,
+                 "retired after a handler ran past "
+                 "--handler-timeout; a new worker serves");
+    else if (retire == CAUSE_RECYCLE)
+        snprintf(out, cap,
+                 "recycled (--worker-max-requests or "
+                 "--worker-memory-limit); a new worker serves");
+    else if (ME->gen < now)
+        snprintf(out, cap,
+                 "(generation %u) retired after reload: "
+                 "generation %u serves",
+                 ME->gen, now);
+    else if (ME->gen > now)
+        snprintf(out, cap,
+                 "(generation %u) retired: its reload was "
+                 "abandoned, generation %u serves",
+                 ME->gen, now);
+    else
+        return false;
+    return true;
+}
+
 /* The single process's vet: no quarantine (nothing would replace the
  * process), only whether this request may see the crash page. */
 static int alone_vet(struct hp_pinset *ps, bool dev, bool details, char **html)
@@ -2377,6 +2521,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->heartbeat = guard_heartbeat;
     hooks->lost = guard_lost;
     hooks->status_json = guard_status_json;
+    hooks->stop_cause = guard_stop_cause;
     hooks->metrics_text = guard_metrics_text;
     hooks->teardown = guard_teardown;
     hooks->thread_counts = &ME->threads;

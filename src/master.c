@@ -417,8 +417,13 @@ static void on_death(int i, int status)
     bool was_ready = hp_guard_slot_state(i) != HP_SLOT_STARTING;
 
     if (k->state == C_DRAINING && clean) {
-        hp_log_info("worker %d (generation %u) finished and exited",
-                    (int)k->pid, k->gen);
+        /* Say why it drained: "finished" alone, for the old generation of
+         * every SIGHUP, read like the server stopping. */
+        hp_log_info("worker %d (generation %u) %s, drained and exited",
+                    (int)k->pid, k->gen,
+                    M.stopping      ? "stopped with the server"
+                    : k->superseded ? "retired after reload"
+                                    : "retired");
         return;
     }
     char how[96];

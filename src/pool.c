@@ -303,8 +303,17 @@ static void busy_remove(struct waiter *w)
     publish();
 }
 
+/* Set once by each handler thread as it starts (hp_pool_on_handler_thread). */
+static __thread bool tl_handler_thread;
+
+bool hp_pool_on_handler_thread(void)
+{
+    return tl_handler_thread;
+}
+
 static void *thread_main(void *arg)
 {
+    tl_handler_thread = true;
     struct waiter w = {.woken = false, .tid = gettid()};
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -85,6 +85,11 @@ void hp_pool_stats(struct hp_pool_stats *out);
 void hp_pool_key_stats(const char *key, int *running, long *queued);
 /* The number of threads, and how many are running a job now. */
 int hp_pool_size(void);
+/* The calling thread is one of the handler threads (its stack is
+ * hp_pool_opts.stack_size, --thread-stack-size): guard.c's stack-overflow
+ * hint names what set the stack that ran out. Async-signal-safe (a
+ * thread-local read). */
+bool hp_pool_on_handler_thread(void);
 int hp_pool_busy(void);
 
 #endif

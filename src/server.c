@@ -63,6 +63,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -200,6 +201,10 @@ static void no_status(struct hp_buf *b)
 static void no_lost(const char *why)
 {
 }
+static bool no_stop_cause(char *out, size_t cap)
+{
+    return false;
+}
 
 static void hooks_fill(const struct hp_server_hooks *hooks)
 {
@@ -214,6 +219,7 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.heartbeat = H.heartbeat ? H.heartbeat : no_op;
     H.lost = H.lost ? H.lost : no_lost;
     H.reopen_logs = H.reopen_logs ? H.reopen_logs : no_op;
+    H.stop_cause = H.stop_cause ? H.stop_cause : no_stop_cause;
     H.status_json = H.status_json ? H.status_json : no_status;
     H.teardown = H.teardown ? H.teardown : no_op;
 }
@@ -1120,6 +1126,70 @@ static enum MHD_Result stream_finish(struct ctx *c, int rc)
     return MHD_YES;
 }
 
+/*
+ * The stop signals (SIGTERM, SIGINT) and SIGUSR1 are the main thread's, which
+ * takes them with sigtimedwait (wait_for_stop). Blocked on the threads that
+ * run pages, one a page raised on its own thread (raise, pthread_kill of
+ * itself, tgkill) stayed pending there for good, and the worker served on.
+ * So those threads take them with forward_signal instead, which sends them
+ * on to the main thread (SI_QUEUE, the original sender in si_value) and,
+ * for a stop signal the page raised itself, notes the page for
+ * stop_sender's log. Free on the request path: no system call per run
+ * (sigpending after each run cost about 200 ns).
+ */
+static pid_t main_pid, main_tid;
+static __thread const hp_req *tl_running; /* the run on this thread */
+static __thread bool tl_signals_taken;    /* forward_signal's, here */
+static atomic_bool raiser_noted;
+static char raiser[512]; /* "path (handler 'h')" */
+
+static void note_raiser(const hp_req *req)
+{
+    bool no = false;
+    if (!atomic_compare_exchange_strong(&raiser_noted, &no, true))
+        return;
+    const char *parts[] = {req->target.path, " (handler '", req->target.handler,
+                           "')"};
+    size_t n = 0;
+    for (size_t i = 0; i < 4; i++)
+        for (const char *c = parts[i]; *c && n < sizeof raiser - 1; c++)
+            raiser[n++] = *c;
+    raiser[n] = '\0';
+}
+
+static void forward_signal(int sig, siginfo_t *si, void *uc)
+{
+    int saved = errno;
+    if (getpid() != main_pid) { /* a page's forked child: the default */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        errno = saved;
+        return;
+    }
+    if (sig != SIGUSR1 && tl_running && si->si_pid == main_pid &&
+        (si->si_code == SI_TKILL || si->si_code == SI_USER))
+        note_raiser(tl_running);
+    siginfo_t f = {.si_signo = sig, .si_code = SI_QUEUE};
+    f.si_pid = main_pid;
+    f.si_uid = getuid();
+    f.si_value.sival_int = si->si_pid; /* who sent it (stop_sender) */
+    syscall(SYS_rt_tgsigqueueinfo, main_pid, main_tid, sig, &f);
+    errno = saved;
+}
+
+/* Once per thread that runs pages: take the main thread's signals here
+ * (forward_signal, installed by hp_serve) rather than leave them pending. */
+static void take_signals(void)
+{
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+    tl_signals_taken = true;
+}
+
 /* hp_send_file's file, after a successful commit. */
 static enum MHD_Result send_page_file(struct ctx *c)
 {
@@ -1190,7 +1260,11 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     int run =
         H.run_begin(req->target.path, req->target.handler, ps->page,
                     H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
+    if (!tl_signals_taken)
+        take_signals();
+    tl_running = req;
     int rc = hp_publish_run(req);
+    tl_running = NULL;
     bool timed_out = !H.run_end(run);
     struct hp_run measured =
         hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
@@ -1997,18 +2071,55 @@ static void drain_delay(int sig)
 /* A stop signal sent by this process itself (a page's kill(getpid(), ...))
  * or, in a worker, by another process than the supervisor: say so, since
  * the worker's supervisor only sees it exit 0 without having asked. */
+static bool stopped_unasked; /* stop_sender named another sender */
+
 static void stop_sender(int sig, const siginfo_t *si)
 {
-    if (si->si_code != SI_USER && si->si_code != SI_TKILL)
+    pid_t from = si->si_pid;
+    if (si->si_code == SI_QUEUE && from == getpid()) /* forward_signal's */
+        from = (pid_t)si->si_value.sival_int;
+    else if (si->si_code != SI_USER && si->si_code != SI_TKILL)
         return;
-    if (si->si_pid == getpid())
+    if (atomic_load(&raiser_noted)) {
+        stopped_unasked = true;
+        hp_log_error("signal %d was raised by the page %s on its own "
+                     "thread: %s",
+                     sig, raiser,
+                     alone ? "the server stops"
+                           : "this worker stops (it drains and is replaced)");
+        return;
+    }
+    stopped_unasked = from == getpid() || (!alone && from != getppid());
+    if (from == getpid())
         hp_log_error("signal %d was sent by process %d to itself (a page "
                      "calling kill() on its own process?): stopping",
-                     sig, (int)si->si_pid);
-    else if (!alone && si->si_pid != getppid())
+                     sig, (int)from);
+    else if (!alone && from != getppid())
         hp_log_error("signal %d was sent by process %d, not by the "
                      "supervisor: stopping",
-                     sig, (int)si->si_pid);
+                     sig, (int)from);
+}
+
+/* The last line of a drained process: what stopped it, since a bare
+ * "stopped" from each worker a SIGHUP retires reads like the server
+ * stopping (the supervisor's own line ends the node: "master N stopped"). */
+static void log_stopped(void)
+{
+    char cause[160];
+    if (alone)
+        hp_log_info("server stopped: drained");
+    else if (hp_metrics_node_draining())
+        hp_log_info("worker %d stopped with the server: drained",
+                    (int)getpid());
+    else if (stopped_unasked)
+        hp_log_info("worker %d stopped unasked (see above): drained; its "
+                    "supervisor replaces it",
+                    (int)getpid());
+    else if (H.stop_cause(cause, sizeof cause))
+        hp_log_info("worker %d %s: drained", (int)getpid(), cause);
+    else
+        hp_log_info("worker %d stopped by its supervisor: drained",
+                    (int)getpid());
 }
 
 /* The main thread until SIGTERM/SIGINT: flush the access log once a
@@ -2149,6 +2260,15 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGUSR1); /* reopen the logs */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* Threads that run pages unblock them for this (take_signals). */
+    main_pid = getpid();
+    main_tid = gettid();
+    struct sigaction fw = {.sa_sigaction = forward_signal,
+                           .sa_flags = SA_SIGINFO | SA_RESTART};
+    sigfillset(&fw.sa_mask);
+    sigaction(SIGTERM, &fw, NULL);
+    sigaction(SIGINT, &fw, NULL);
+    sigaction(SIGUSR1, &fw, NULL);
 
     if (serve_start(cfg, &ss) != 0)
         return 1;
@@ -2164,6 +2284,6 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     hp_pool_stop();
     hp_access_flush();
     teardown();
-    hp_log_info("stopped");
+    log_stopped();
     return 0;
 }

@@ -71,6 +71,12 @@ struct hp_server_hooks {
     void (*lost)(const char *why);
     /* SIGUSR1, after the access log: reopen the host's logs. */
     void (*reopen_logs)(void);
+    /* After the drain that a stop signal began: why the host's supervisor
+     * stopped this process, in words for the last log line ("retired
+     * after reload (generation 3 serves)"), into out (cap bytes); false
+     * if the host does not know (the line then says the server stopped,
+     * or the worker was stopped). */
+    bool (*stop_cause)(char *out, size_t cap);
     /* Append ,"key":value members to status.json's top-level object. */
     void (*status_json)(struct hp_buf *b);
     /* Append the host's families to /_hotpub/metrics (Prometheus text

@@ -256,8 +256,9 @@ def test_constructors_and_destructors_run_in_the_fast_tier():
 def test_constructor_that_aborts_names_the_page():
     """A constructor runs inside dlopen: its crash is logged as the
     module's constructor hook, not 'no page handler was running', and the
-    request that loaded it is answered 503, in the fast tier as in the
-    optimized one."""
+    request that loaded it is answered 503 naming the constructor's call
+    (function, line, address: not a made-up 0x0), in the fast tier as in
+    the optimized one."""
     src = page(r"""
 __attribute__((constructor)) static void boom(void) { abort(); }
 HP_HANDLER(http_handler) { hp_puts(req, "ok"); return HP_OK; }
@@ -267,6 +268,11 @@ HP_HANDLER(http_handler) { hp_puts(req, "ok"); return HP_OK; }
                     check_exit=False) as s:
             r = s.get("/b")
             check_eq(r.status, 503, "the loading request (fast %s)" % fast)
+            # the constructor's call to abort, found on the stack though
+            # dlopen has not returned: its function, line and address
+            check_in("boom\n", r.text, "the constructor named")
+            check_in("b.c:4\n", r.text, "its line (fast %s)" % fast)
+            check_not_in("Address in the object: 0x0.", r.text, "no 0x0")
             want = "in the constructor hook of the module b.c"
             check(wait_until(lambda: want in s.stderr(), limit(5.0), 0.05),
                   "log does not name the page (fast %s): %s"
@@ -1089,11 +1095,20 @@ HP_HANDLER(http_handler)
 """
 
 
-def _huge_frame_crashes(s, what):
+def _huge_frame_crashes(s, what, event_loop=False):
     r = s.get("/page?big", timeout=limit(20.0))
     check_eq(r.status, 502, "status " + what)
     check_in("SIGSEGV", r.text, "signal named " + what)
-    check_in("--thread-stack-size", r.text, "the overflow hint " + what)
+    if event_loop:
+        # --thread-stack-size sets only the handler threads' stacks: the
+        # hint names what sets an event-loop thread's, and the way out
+        check_in("inline on an event-loop thread", r.text, "the thread kind")
+        check_in("ulimit -s", r.text, "what sets its stack " + what)
+        check_in("--inline false", r.text, "the way out " + what)
+        check_not_in("raise --thread-stack-size", r.text, "a useless hint")
+    else:
+        check_in("--thread-stack-size", r.text, "the hint " + what)
+        check_not_in("ulimit", r.text, "the hint " + what)
     check_eq(s.get_ok("/other").text, "other", "served after it " + what)
 
 
@@ -1101,7 +1116,9 @@ def test_huge_frame_in_the_fast_tier_is_a_stack_overflow():
     """docs/security.md "Pages are trusted code": a dev-mode page built by
     tcc (which cannot probe its frames) with a 16 MiB local array gets the
     stack-overflow crash page (502, SIGSEGV, the hint naming
-    --thread-stack-size), not a write into another thread's stack and a
+    --thread-stack-size on a handler thread, and on an event-loop thread,
+    whose stack that setting does not set, ulimit -s and --inline false),
+    not a write into another thread's stack and a
     200, nor a hang, on a handler thread and on an event-loop thread (a
     page promoted to run inline): both keep HP_THREAD_GUARD (1 GiB of
     address space) below their stacks."""
@@ -1120,7 +1137,9 @@ def test_huge_frame_in_the_fast_tier_is_a_stack_overflow():
             return st["server"]["inlined"] > 0
         check(wait_until(inlined, limit(30.0), 0.0),
               "the page was never run on an event-loop thread")
-        _huge_frame_crashes(s, "(event-loop thread)")
+        _huge_frame_crashes(s, "(event-loop thread)", event_loop=True)
+        check(wait_until(lambda: "ulimit -s" in s.stderr(), limit(5.0)),
+              "the log's hint names ulimit -s: %s" % short(s.stderr()))
 
 
 def test_crash_in_dev_mode_answers_with_signal_and_line():

@@ -192,6 +192,20 @@ def simple_page(text, extra=""):
                 "    return HP_OK;\n}\n" % (extra, c_escape(text)))
 
 
+def build_page_so(src, tmp):
+    """A prebuilt .so page (docs/pages.md "Prebuilt .so pages") of the C
+    source src, built in tmp with the documented command: its bytes."""
+    inc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                       "include")
+    c, so = os.path.join(tmp, "prebuilt.c"), os.path.join(tmp, "prebuilt.so")
+    with open(c, "w") as f:
+        f.write(src)
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden",
+                    "-I", inc, "-o", so, c], check=True)
+    with open(so, "rb") as f:
+        return f.read()
+
+
 def c_escape(s):
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 

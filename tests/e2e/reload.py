@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import (Server, check, check_in, check_not_in,  # noqa: E402
+from harness import (Server, check, check_eq, check_in, check_not_in,  # noqa: E402
                      fail, limit, request, simple_page, wait_until)
 from ops import make_cert, tls_get  # noqa: E402
 from workers import procs  # noqa: E402
@@ -95,6 +95,37 @@ def generation_serving(s, gen, tls=False):
     p = procs(s)
     check(p["generation"] == gen, "generation %r, not %d" % (p["generation"],
                                                             gen))
+
+
+def test_sighup_retired_workers_say_so():
+    """At SIGHUP each worker of the old generation drains and exits: its
+    last line says it was retired after the reload (and which generation
+    serves), and the supervisor's says the same, never a bare "stopped"
+    that reads like the server stopping. At SIGTERM the lines say the
+    workers stopped with the server."""
+    with Server(files={"hello.c": simple_page("hi")},
+                args=["--workers", "2"]) as s:
+        old = sorted(procs(s)["workers"], key=lambda w: w["pid"])
+        old = [w["pid"] for w in old]
+        mark = len(s.stderr())
+        os.kill(s.proc.pid, signal.SIGHUP)
+        generation_serving(s, 2)
+        for pid in old:
+            line = ("worker %d (generation 1) retired after reload: "
+                    "generation 2 serves: drained" % pid)
+            check(wait_until(lambda: line in s.stderr(), limit(10)),
+                  "no %r in the log:\n%s" % (line, s.stderr_tail()))
+            check_in("worker %d (generation 1) retired after reload, "
+                     "drained and exited" % pid, s.stderr(), "the parent")
+        during = s.stderr()[mark:]
+        bare = [ln for ln in during.splitlines()
+                if ln.rstrip().endswith("] stopped")]
+        check_eq(bare, [], "bare 'stopped' lines during the reload")
+        check_eq(request(s.port, "/hello", timeout=3).status, 200, "served")
+        s.stop()
+        check_in("stopped with the server: drained", s.stderr(), "at SIGTERM")
+        check_in("stopped with the server, drained and exited", s.stderr(),
+                 "the parent at SIGTERM")
 
 
 def test_sighup_mismatched_certificate_keeps_serving():

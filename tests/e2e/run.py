@@ -350,6 +350,32 @@ def test_check_warns_of_a_page_shadowed_by_a_directory():
         check_in("the directory /foo/ takes the URL /foo", out, "the why")
 
 
+def test_check_names_and_refuses_a_crashing_constructor():
+    """hotpub check loads each object to prove it links, which runs its
+    constructors: one that aborts (a .c page and a prebuilt .so) is a
+    FAIL naming the page, the constructor and the signal, the other pages
+    are still checked and reported, and the exit status is 1 (before, the
+    check itself died of the page's SIGABRT, with no report)."""
+    ctor = page(r"""
+__attribute__((constructor)) static void boom(void) { abort(); }
+HP_HANDLER(http_handler) { hp_puts(req, "x"); return HP_OK; }
+""", includes="#include <stdlib.h>")
+    with Server(files={"a.c": ctor, "hello.c": HELLO, "z.c": HELLO},
+                start=False) as s:
+        s.write("so.so", harness.build_page_so(ctor, s.tmp))
+        p = run_hotpub(["check", s.root], timeout=120,
+                       env={"HOME": s.tmp, "XDG_CACHE_HOME": s.cache})
+        out = p.stdout + p.stderr
+        check_eq(p.returncode, 1, "exit status (output %s)" % short(out, 600))
+        for name in ("a.c", "so.so"):
+            check_in("FAIL " + s.path(name), out, "the page named")
+        check_in("constructor", out, "the hook named")
+        check_in("SIGABRT", out, "the signal named")
+        check_in("ok   " + s.path("hello.c"), out, "a good page still checked")
+        check_in("ok   " + s.path("z.c"), out, "the pages after it too")
+        check_in("4 pages, 0 templates, 2 failed", out, "the summary")
+
+
 def test_check_broken_page_exits_1_with_diagnostic():
     with Server(files={"hello.c": HELLO, "broken.c": BROKEN},
                 start=False) as s:

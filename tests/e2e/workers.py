@@ -899,6 +899,57 @@ def test_worker_stopped_by_its_own_page_is_logged_as_such():
         check_not_in("failing thread", err, "log")
 
 
+SELF_RAISE = page(r"""
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+HP_HANDLER(http_handler)
+{
+    if (hp_query(req)[0])
+        pthread_kill(pthread_self(), SIGINT);
+    else
+        raise(SIGTERM);
+    hp_printf(req, "bye %d", (int)getpid());
+    return HP_OK;
+}
+""")
+
+
+def test_worker_stopped_by_a_signal_its_page_raised():
+    """raise(SIGTERM) (or pthread_kill of its own thread, SIGINT) in a
+    handler is directed at the handler's thread, where the stop signals
+    are blocked for the main thread to take: it stayed pending, and the
+    worker went on as if nothing had been asked. Now it is what
+    kill(getpid(), SIGTERM) is: the worker drains (the request is
+    answered), exits 0 and is replaced, and the log names the page."""
+    with Server(files={"raise.c": SELF_RAISE, "other.c": simple_page("o")},
+                args=WORKERS, dev=False) as s:
+        for query, sig in (("", 15), ("?int", 2)):
+            all_ready(s)
+            r = fresh_get(s, "/raise" + query)
+            check(r is not None and r.status == 200, "the answer: %r" % r)
+            pid = pid_of(r.text)
+            check(wait_until(lambda: not alive(pid), limit(5.0), 0.02),
+                  "worker %d did not stop (signal %d)" % (pid, sig))
+            err = s.stderr()
+            check_in("signal %d was raised by the page %s (handler "
+                     "'http_handler') on its own thread: this worker stops"
+                     % (sig, s.path("raise.c")), err, "the worker's log")
+            check_in("worker %d (generation 1) exited with status 0 without "
+                     "being asked to stop" % pid, err, "the parent's log")
+        all_ready(s)
+        check_eq(s.get_ok("/other").text, "o", "served by the replacements")
+    # the single process: the server drains and stops, exit status 0
+    with Server(files={"raise.c": SELF_RAISE}, args=["--workers", "0"]) as s:
+        r = s.get("/raise")
+        check_eq(r.status, 200, "the single process's answer")
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the single process did not stop")
+        check_eq(s.proc.returncode, 0, "its exit status")
+        check_in("on its own thread: the server stops", s.stderr(), "its log")
+        s.check_exit = False
+
+
 def test_unasked_exit_single_process_is_an_error():
     """--workers 0: a page calling exit(0) must not look like a clean stop
     (systemd's Restart=on-failure would leave the site down): logged, and
@@ -1122,6 +1173,41 @@ def test_app_init_crash_production_503_names_module_in_log():
 def test_app_init_abort_production_503():
     """The same with abort() in init (SIGABRT inside libc)."""
     _app_init_crash(False, "abort")
+
+
+CTOR_ABORT_PAGE = page(r"""
+__attribute__((constructor)) static void boom(void) { abort(); }
+HP_HANDLER(http_handler) { hp_puts(req, "loaded"); return HP_OK; }
+""", includes="#include <stdlib.h>")
+
+
+def test_prebuilt_so_whose_constructor_crashes_is_refused():
+    """A prebuilt .so page whose constructor aborts is treated as a compiled
+    page's: the loading request gets the 503 "failed to initialise", the
+    log names the page's constructor hook, and the object is refused (503,
+    no new worker crash) until the file changes; a new build is served.
+    Before, the object had no key (it is not the compile cache's), so it
+    was loaded again by every request, each one killing a worker."""
+    with Server(files={"other.c": simple_page("other")}, args=WORKERS,
+                dev=False) as s:
+        s.write("b.so", harness.build_page_so(CTOR_ABORT_PAGE, s.tmp),
+                how="rename")
+        for i in range(4):
+            r = s.get("/b")
+            check_eq(r.status, 503, "status (request %d)" % i)
+            check_in("failed to initialise", r.text, "body (request %d)" % i)
+            time.sleep(0.3 * SLACK)
+        check(wait_until(lambda: "in the constructor hook of the module b.so"
+                         in s.stderr(), limit(3.0)),
+              "the log does not name the page: %s" % short(s.stderr(), 600))
+        crashes = s.stderr().count("killed by signal 6")
+        check_eq(crashes, 1, "workers killed (refused after the first): %s"
+                 % short(s.stderr(), 900))
+        check_eq(s.get_ok("/other").text, "other", "another page meanwhile")
+        good = page('HP_HANDLER(http_handler) { hp_puts(req, "fixed"); '
+                    'return HP_OK; }')
+        s.write("b.so", harness.build_page_so(good, s.tmp), how="rename")
+        s.wait_body("/b", "fixed", limit(10.0), allowed_status=(503,))
 
 
 def test_status_url_of_app_whose_init_aborts():

@@ -131,11 +131,74 @@ static void test_stack_overflow_named(void)
     char *a = answer_of(&c);
     CHECK(strstr(a, "the stack overflowed") != NULL);
     CHECK(strstr(a, "The thread's stack is 512 KiB") != NULL);
-    CHECK(strstr(a, "<code>--thread-stack-size</code>") != NULL);
+    CHECK(strstr(a, "raise --thread-stack-size") != NULL);
+    CHECK(strstr(a, "ulimit") == NULL);
     free(a);
     c.overflow = 0;
     a = answer_of(&c);
     CHECK(strstr(a, "overflowed") == NULL);
+    free(a);
+}
+
+/* An event-loop thread's stack (a page run inline) is the process's stack
+ * limit, not --thread-stack-size: the hint says so and does not tell the
+ * user to raise a setting that would not help; likewise any other thread. */
+static void test_stack_overflow_hint_per_thread_kind(void)
+{
+    struct hp_crash c = {.signame = "SIGSEGV",
+                         .page = "/r/big.c",
+                         .handler = "http_handler",
+                         .so_path = "/nonexistent.so",
+                         .pc = 0x1000,
+                         .base = 0x1000,
+                         .where = "",
+                         .overflow = (size_t)8192 << 10,
+                         .stack_kind = HP_STACK_EVENT_LOOP};
+    char *a = answer_of(&c);
+    CHECK(strstr(a, "The thread's stack is 8192 KiB") != NULL);
+    CHECK(strstr(a, "inline on an event-loop thread") != NULL);
+    CHECK(strstr(a, "ulimit -s") != NULL);
+    CHECK(strstr(a, "--inline false") != NULL);
+    CHECK(strstr(a, "raise --thread-stack-size") == NULL);
+    free(a);
+    c.stack_kind = HP_STACK_OTHER;
+    a = answer_of(&c);
+    CHECK(strstr(a, "ulimit -s") != NULL);
+    CHECK(strstr(a, "raise --thread-stack-size") == NULL);
+    CHECK(strstr(a, "event-loop") == NULL);
+    free(a);
+}
+
+/* No instruction of the object's known (pc 0: abort raised with no frame
+ * of the page's, an exit whose call was not found): the page says there is
+ * no address and why, never "0x0" nor a wrapped-around offset. */
+static void test_no_address_is_said_not_made_up(void)
+{
+    struct hp_crash c = {.signame = "SIGABRT",
+                         .page = "/r/a.c",
+                         .handler = "constructor",
+                         .so_path = "/nonexistent.so",
+                         .pc = 0,
+                         .base = 0,
+                         .init = true,
+                         .where = ""};
+    char *a = answer_of(&c);
+    CHECK(strstr(a, "Address in the object: none (SIGABRT is raised by "
+                    "abort()") != NULL);
+    CHECK(strstr(a, "0x0") == NULL);
+    CHECK(strstr(a, "no frame of the object's") != NULL);
+    free(a);
+    c.signame = "exit(3)";
+    c.init = false;
+    c.handler = "http_handler";
+    c.base = 0x7f0000000000;
+    a = answer_of(&c);
+    CHECK(strstr(a, "none (an exit is a call") != NULL);
+    CHECK(strstr(a, "0xffff") == NULL);
+    free(a);
+    c.signame = "SIGSEGV";
+    a = answer_of(&c);
+    CHECK(strstr(a, "none (the fault was outside the object") != NULL);
     free(a);
 }
 
@@ -157,6 +220,8 @@ int main(int argc, char **argv)
     T_RUN(test_exit_is_502_naming_exit_and_handler);
     T_RUN(test__Exit_named_as_called);
     T_RUN(test_stack_overflow_named);
+    T_RUN(test_stack_overflow_hint_per_thread_kind);
+    T_RUN(test_no_address_is_said_not_made_up);
     T_RUN(test_where_of_missing_object_is_empty);
     T_DONE();
 }
