@@ -622,7 +622,9 @@ struct hp_db_pool_opts {
     int stmt_cache;         /* prepared statements kept per connection;
                                0: 64; < 0: none                           */
     const char *name;       /* for logs and the status page; 0: the URL   */
-    const char *init_sql;   /* run on every new connection, or NULL       */
+    const char *init_sql;   /* run on every new connection, and again
+                               after a reset (a request changed the
+                               session: docs/database.md), or NULL        */
 };
 /* NULL with a malloc'd message in *err (free it) on a bad URL. Connects on
  * demand, so a database that is down now does not make this fail. */
@@ -635,7 +637,9 @@ hp_db_pool *hp_db_default_pool(void);
 /* A connection outside any request (in HP_INIT, or a thread of your own),
  * in autocommit mode: run BEGIN/COMMIT yourself. NULL with *err set (free
  * it) on timeout or connection failure. Release rolls back whatever
- * transaction is still open. */
+ * transaction is still open, and resets the session when a statement may
+ * have changed it (SET, LISTEN, temporary tables...: docs/database.md,
+ * "What a request can rely on"). */
 hp_db *hp_db_pool_acquire(hp_db_pool *pool, char **err);
 void hp_db_pool_release(hp_db *db);
 

@@ -389,6 +389,7 @@ int hp_db_exec_script(hp_db *db, const char *sql)
     if (!db || !sql)
         return -1;
     hp_db__clear_error(db);
+    db->session_dirty |= hp_db__changes_session(sql); /* reset at release */
     if ((db->tx == TX_PENDING && begin_tx(db, true) < 0) ||
         db->drv->script(db, sql) < 0) {
         note_failure(db, sql);

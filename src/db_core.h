@@ -34,6 +34,7 @@ struct hp_db_stmt {
     char *sql;
     void *stmt;         /* the driver's statement                       */
     unsigned long used; /* LRU tick                                     */
+    bool session;       /* its text may change the session (db_stmt.c)  */
 };
 
 /* A transaction's state as the request lifecycle sees it (db.c's):
@@ -53,18 +54,22 @@ enum hp_db_tx {
  * errors with hp_db__fail and may read sqlstate; every other field belongs
  * to the dispatch: pool, next_idle, created, checked, gen (db_pool.c),
  * stmts, nstmts,
- * tick (db_stmt.c), the request's fields (db.c). The core only frees the
+ * tick (db_stmt.c), session_dirty (set by db.c and db_stmt.c, cleared by
+ * db_pool.c's reset), the request's fields (db.c). The core only frees the
  * results list and the error.
  */
 struct hp_db {
     struct hp_db_pool *pool;
     const struct hp_db_driver *drv;
-    void *conn;     /* the driver's connection                  */
-    double created; /* hp_now() at connect                      */
-    double checked; /* hp_now() at the last drv->check            */
-    unsigned gen;   /* the pool's target generation when last seen fine */
+    void *conn;           /* the driver's connection                  */
+    double created;       /* hp_now() at connect                      */
+    double checked;       /* hp_now() at the last drv->check            */
+    unsigned gen;         /* the pool's target generation when last seen fine */
     unsigned long served; /* times it was given back (hp_db__pool_put) */
     hp_db *next_idle;
+    /* A statement run since the last reset may have changed the session's
+     * state (hp_db__changes_session): reset it before it is reused. */
+    bool session_dirty;
 
     struct hp_db_stmt *stmts; /* statement cache, stmt_cap slots        */
     size_t nstmts;
@@ -195,6 +200,15 @@ struct hp_db_driver {
     int (*script)(hp_db *db, const char *sql);
     /* After an error: drop the statement from the cache (stale plan). */
     bool (*stale)(hp_db *db);
+    /* Put the connection's session back in the state connect() left it
+     * (the same target and init_sql), no transaction open, the statement
+     * cache already emptied by the dispatch (tell_server false): what the
+     * engine kept for the session (settings, role, temporary tables,
+     * prepared statements, cursors, LISTENs, locks; SQLite: PRAGMAs,
+     * ATTACHed databases) is gone. 0, or -1 with the error recorded: the
+     * pool then drops the connection. */
+    int (*discard)(hp_db *db, const char *target, const char *init_sql,
+                   int timeout_ms);
 };
 
 /* ---- errors -------------------------------------------------------------- */

@@ -396,6 +396,48 @@ static int pg_reset(hp_db *db)
     }
 }
 
+static int simple(hp_db *db, const char *sql);
+
+/*
+ * The session back as pg_connect left it (the pool's reset, db_pool.c):
+ * DISCARD ALL (settings back to their defaults, role and session
+ * authorization too; temporary tables, prepared statements, cursors,
+ * LISTENs, session advisory locks and cached plans gone; it cannot run in
+ * a transaction, and pg_reset ended any), then the init SQL again. Our own
+ * prepared statements went with it: the dispatch forgot the cache's, and
+ * the write check and read guard are prepared again when next needed.
+ * ro_reads is decided again, as at connect: after DISCARD ALL the default
+ * isolation is the one the connection started with, and the init SQL sets
+ * what it set then, so the answer should not change, but asking costs one
+ * round trip per reset and keeps "reads on their own" from resting on that
+ * reasoning. Three round trips (two without init SQL), and the reply of a
+ * COMMIT still in flight read first.
+ */
+static int pg_discard(hp_db *db, const char *url, const char *init_sql,
+                      int timeout_ms)
+{
+    struct pg_conn *pc = db->conn;
+    char *err = NULL;
+    if (!pg_settle(db)) {
+        hp_db__fail(db, "the connection failed before its reset", "08006", 0);
+        return -1;
+    }
+    pc->check_ready = pc->guard_ready = false;
+    if (simple(db, "DISCARD ALL") < 0)
+        return -1;
+    if (init_sql) {
+        pc->waits++;
+        if (run_init(pc->c, init_sql, &err) < 0) {
+            hp_db__fail(db, err, NULL, 0);
+            free(err);
+            return -1;
+        }
+    }
+    pc->waits++;
+    pc->ro_reads = ro_reads_possible(pc->c, pc->xid_sql);
+    return 0;
+}
+
 /* A BEGIN noted but not yet sent counts: the dispatch began. */
 static bool pg_in_tx(hp_db *db)
 {
@@ -407,8 +449,6 @@ static bool pg_in_tx(hp_db *db)
     PGTransactionStatusType s = PQtransactionStatus(C(db));
     return s == PQTRANS_INTRANS || s == PQTRANS_INERROR;
 }
-
-static int simple(hp_db *db, const char *sql);
 
 /* Sent with the first statement (pg_run, pg_script). */
 static int pg_begin(hp_db *db, bool write)
@@ -1260,4 +1300,5 @@ const struct hp_db_driver hp_db_pg_driver = {
     .run_many = pg_run_many,
     .script = pg_script,
     .stale = pg_stale,
+    .discard = pg_discard,
 };

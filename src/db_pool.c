@@ -17,6 +17,23 @@
  * slow database never stalls threads that only want an idle connection. A
  * connection being opened holds a reserved slot (size counts it). The
  * registry's mutex is taken before no other lock.
+ *
+ * Session state: every checkout hands out a connection in the state its
+ * connect left it (the engine's connect, then the pool's init_sql), whatever
+ * the requests before did with it. A page's SET search_path, SET ROLE,
+ * LISTEN, temporary table, session advisory lock or PRAGMA would otherwise
+ * reach the next request of any page or user that gets the connection (PHP's
+ * persistent PDO connections have this bug). At release, a connection
+ * whose statements may have changed its session (session_dirty: a
+ * conservative test of their text, hp_db__changes_session) is reset
+ * (session_reset) before it goes back: PostgreSQL runs DISCARD ALL and the
+ * init SQL again, as pgbouncer's server_reset_query; SQLite opens the file
+ * anew. Only then, not always: a reset costs three round trips and the
+ * statement cache (its statements are prepared again), where a request that
+ * changed nothing costs none, and no page of a benchmark or of most sites
+ * changes its session. The limit is the text test's: a function defined
+ * elsewhere that calls set_config is not seen (docs/database.md, "What a
+ * request can rely on"). A reset that fails drops the connection.
  */
 #include "db_pool.h"
 #include "db.h"
@@ -548,7 +565,36 @@ static hp_db *pool_get(hp_db_pool *p, char **err, bool *timed_out)
     }
 }
 
-/* Give a connection back. reset: end any transaction it left open. */
+/*
+ * Put a connection whose statements may have changed its session back in
+ * the state the pool opened it in (header comment). Its cached statements
+ * are gone with it (PostgreSQL's DISCARD ALL deallocates them; SQLite's are
+ * of the old connection): forgotten first, prepared again on next use.
+ * false when the reset failed: the caller drops the connection (the first
+ * failure of a pool is logged, so a database that refuses every reset does
+ * not flood the log; the rest are counted in discarded).
+ */
+static bool session_reset(hp_db *db)
+{
+    hp_db_pool *p = db->pool;
+    int64_t t0 = hp_now_ns();
+    hp_db__stmt_cache_clear(db, false);
+    int rc = db->drv->discard(db, p->target, p->init_sql, p->timeout_ms);
+    db->session_dirty = false;
+    atomic_fetch_add(&p->resets, 1);
+    hp_db__pool_time(hp_now_ns() - t0);
+    if (rc < 0 && !atomic_exchange(&p->reset_failure_logged, true))
+        hp_log_error("database %s: resetting a connection's session state "
+                     "(after a statement that may have changed it) failed: "
+                     "%s; the connection is closed, a new one is opened for "
+                     "the next request (later failures are not logged)",
+                     p->shown, db->errmsg ? db->errmsg : "unknown error");
+    hp_db__clear_error(db);
+    return rc == 0;
+}
+
+/* Give a connection back. reset: end any transaction it left open (and
+ * its session state, if changed: session_reset). */
 void hp_db__pool_put(hp_db *db, bool reset)
 {
     hp_db_pool *p = db->pool;
@@ -561,7 +607,8 @@ void hp_db__pool_put(hp_db *db, bool reset)
     db->failed = db->voted = db->rolled_back = db->write_tx = false;
     db->reading = db->savepoint = false;
     bool keep = db->drv->alive(db) && !too_old(db) &&
-                (!reset || db->drv->reset(db) == 0);
+                (!reset || db->drv->reset(db) == 0) &&
+                (!reset || !db->session_dirty || session_reset(db));
     bool due = keep && db->drv->reply_due(db);
 
     /* What the idle list promises the next checkout: no transaction open

@@ -36,6 +36,11 @@ struct hp_db_pool {
     atomic_uint gen;
     bool lost;
     atomic_ullong acquires, errors, prepares, cache_hits;
+    /* Connections reset at release because a statement may have changed
+     * their session (the unit test reads it); the first failed reset is
+     * logged, the others only counted in discarded. */
+    atomic_ullong resets;
+    atomic_bool reset_failure_logged;
 
     hp_db_pool *reg_next, *reg_prev; /* every open pool, for status      */
 };
@@ -61,5 +66,9 @@ void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient);
 void hp_db__stmt_forget(hp_db *db, const char *sql);
 /* Finalize every cached statement (tell_server: false when closing). */
 void hp_db__stmt_cache_clear(hp_db *db, bool tell_server);
+/* The statement's text says it may change the connection's session state
+ * (a conservative test of its words, db_stmt.c): then the connection is
+ * reset before it serves another request (db_pool.c). */
+bool hp_db__changes_session(const char *sql);
 
 #endif

@@ -319,6 +319,35 @@ static int sq_reset(hp_db *db)
                                                                           : -1;
 }
 
+/*
+ * The session back as sq_connect left it (the pool's reset, db_pool.c): the
+ * file opened anew, with hotpub's PRAGMAs and the init SQL, and the old
+ * connection closed (its statements were finalized by the dispatch), so
+ * its PRAGMAs, temporary tables and ATTACHed databases are gone. Cheap: no
+ * network, a file already in the page cache, WAL already set. The new one
+ * is opened first: when that fails the old one stays, for the pool to
+ * close. A :memory: database is its one connection: reopening it would
+ * lose the data, so it is left as it is (docs/database.md).
+ */
+static int sq_discard(hp_db *db, const char *path, const char *init_sql,
+                      int timeout_ms)
+{
+    void *old = db->conn;
+    char *err = NULL;
+    if (sq_private_conns(path))
+        return 0;
+    if (sq_connect(db, path, init_sql, timeout_ms, &err) < 0) {
+        hp_db__fail(db, err, NULL, 0);
+        free(err);
+        return -1;
+    }
+    void *fresh = db->conn;
+    db->conn = old;
+    sq_disconnect(db);
+    db->conn = fresh;
+    return 0;
+}
+
 static bool sq_in_tx(hp_db *db)
 {
     return !sqlite3_get_autocommit(C(db));
@@ -611,4 +640,5 @@ const struct hp_db_driver hp_db_sqlite_driver = {
     .run = sq_run,
     .script = sq_script,
     .stale = sq_stale,
+    .discard = sq_discard,
 };

@@ -1,18 +1,24 @@
 /*
  * db_stmt.c - each connection's statement cache: prepared statements kept
  * per connection, keyed by their exact SQL text, least recently used
- * evicted, dropped when the engine says a plan went stale.
+ * evicted, dropped when the engine says a plan went stale; and the test of
+ * a statement's text that says it may change the connection's session
+ * (hp_db__changes_session), remembered with the cached statement so a
+ * cache hit costs no second look at the text.
  *
  * Owns: struct hp_db_stmt and a connection's stmts/nstmts/tick; the pool's
- * prepares and cache_hits counters are counted here.
+ * prepares and cache_hits counters are counted here; it sets (never
+ * clears) a connection's session_dirty.
  * May not touch: any engine API (it calls the driver table's prepare and
  * finalize), the pool's lists and lock, transactions, results.
  */
 #include "db_pool.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static uint64_t fnv1a(const char *s)
 {
@@ -48,6 +54,115 @@ void hp_db__stmt_forget(hp_db *db, const char *sql)
         }
 }
 
+/* ---- statements that change the session ---------------------------------- */
+
+static bool word_in(const char *w, size_t n, const char *const *list)
+{
+    for (; *list; list++)
+        if (strlen(*list) == n && strncasecmp(w, *list, n) == 0)
+            return true;
+    return false;
+}
+
+static bool word_starts(const char *w, size_t n, const char *const *list)
+{
+    for (; *list; list++) {
+        size_t k = strlen(*list);
+        if (n >= k && strncasecmp(w, *list, k) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A session-level advisory lock function (pg_advisory_lock,
+ * pg_try_advisory_lock_shared, pg_advisory_unlock_all, ...); the _xact_
+ * ones end with the transaction. */
+static bool advisory(const char *w, size_t n)
+{
+    char low[64];
+    if (n >= sizeof low)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        low[i] = (char)tolower((unsigned char)w[i]);
+    low[n] = '\0';
+    return strstr(low, "advisory") && !strstr(low, "xact");
+}
+
+/* Skip a comment at p ("-- ..." to the line's end, "/" "* ... *" "/");
+ * p itself when there is none. */
+static const char *skip_comment(const char *p)
+{
+    if (p[0] == '-' && p[1] == '-')
+        return p + strcspn(p, "\n");
+    if (p[0] == '/' && p[1] == '*') {
+        const char *e = strstr(p + 2, "*/");
+        return e ? e + 2 : p + strlen(p);
+    }
+    return p;
+}
+
+/*
+ * Whether sql may change what the connection keeps from one transaction to
+ * the next (its session), judged from its words, case-insensitively, both
+ * engines' at once. Conservative: a word inside a string constant or a
+ * column named "temp" counts too (it costs one reset). Session changes:
+ *
+ *   - SET as a statement's first word (at the start, after ';', or after
+ *     BEGIN, THEN, ELSE, LOOP, EXECUTE of a function body), unless
+ *     followed by LOCAL, TRANSACTION or CONSTRAINTS (those end with the
+ *     transaction): SET ROLE, SET SESSION AUTHORIZATION, SET search_path;
+ *     an UPDATE's SET is not first. RESET and LOAD, first too.
+ *   - anywhere: set_config (even with is_local = true: the text does not
+ *     say), LISTEN, PREPARE, DEALLOCATE, DISCARD, TEMP, TEMPORARY, pg_temp*,
+ *     HOLD (a cursor WITH HOLD), a session advisory lock function,
+ *     dblink_connect*; SQLite's PRAGMA, ATTACH, DETACH, load_extension.
+ *
+ * What the text cannot show is not seen: a function or procedure defined
+ * elsewhere that calls set_config or takes an advisory lock
+ * (docs/database.md, "What a request can rely on").
+ */
+bool hp_db__changes_session(const char *sql)
+{
+    static const char *const anywhere[] = {
+        "set_config", "listen", "prepare", "deallocate", "discard", "temp",
+        "temporary",  "hold",   "pragma",  "attach",     "detach",  NULL};
+    static const char *const prefixes[] = {"pg_temp", "dblink_connect",
+                                           "load_extension", NULL};
+    static const char *const first[] = {"reset", "load", NULL};
+    static const char *const scoped[] = {"local", "transaction", "constraints",
+                                         NULL};
+    static const char *const openers[] = {"begin", "then",    "else",
+                                          "loop",  "execute", NULL};
+    bool start = true, after_set = false;
+
+    for (const char *p = sql; *p;) {
+        const char *q = skip_comment(p);
+        if (q != p) {
+            p = q;
+            continue;
+        }
+        if (!isalpha((unsigned char)*p) && *p != '_') {
+            if (*p++ == ';')
+                start = true, after_set = false;
+            continue;
+        }
+        const char *w = p;
+        while (isalnum((unsigned char)*p) || *p == '_' || *p == '$')
+            p++;
+        size_t n = (size_t)(p - w);
+        if (after_set && !word_in(w, n, scoped))
+            return true;
+        after_set = start && n == 3 && strncasecmp(w, "set", 3) == 0;
+        if ((start && word_in(w, n, first)) || word_in(w, n, anywhere) ||
+            word_starts(w, n, prefixes) || advisory(w, n))
+            return true;
+        start = word_in(w, n, openers);
+    }
+    return false;
+}
+
+/* ---- the cache ----------------------------------------------------------- */
+
 static size_t stmt_lru(hp_db *db)
 {
     size_t lru = 0;
@@ -60,7 +175,9 @@ static size_t stmt_lru(hp_db *db)
 /*
  * The statement for sql: from the cache (keyed by the exact text), else
  * compiled and cached, evicting the least recently used. *transient says
- * the caller must finalize it (no cache).
+ * the caller must finalize it (no cache). A statement that may change the
+ * session marks the connection for a reset (db->session_dirty), tested
+ * once per cached statement.
  */
 void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient)
 {
@@ -73,10 +190,13 @@ void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient)
         struct hp_db_stmt *s = &db->stmts[i];
         if (s->hash == h && strcmp(s->sql, sql) == 0) {
             s->used = ++db->tick;
+            db->session_dirty |= s->session;
             atomic_fetch_add(&p->cache_hits, 1);
             return s->stmt;
         }
     }
+    bool session = hp_db__changes_session(sql);
+    db->session_dirty |= session;
     void *st = db->drv->prepare(db, sql, !*transient);
     if (!st)
         return NULL;
@@ -86,7 +206,10 @@ void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient)
     assert(db->nstmts <= cap);
     if (db->nstmts == cap)
         stmt_evict(db, stmt_lru(db));
-    db->stmts[db->nstmts++] = (struct hp_db_stmt){
-        .hash = h, .sql = hp_xstrdup(sql), .stmt = st, .used = ++db->tick};
+    db->stmts[db->nstmts++] = (struct hp_db_stmt){.hash = h,
+                                                  .sql = hp_xstrdup(sql),
+                                                  .stmt = st,
+                                                  .used = ++db->tick,
+                                                  .session = session};
     return st;
 }
