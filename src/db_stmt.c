@@ -112,8 +112,8 @@ static const char *skip_comment(const char *p)
  *     followed by LOCAL, TRANSACTION or CONSTRAINTS (those end with the
  *     transaction): SET ROLE, SET SESSION AUTHORIZATION, SET search_path;
  *     an UPDATE's SET is not first. RESET and LOAD, first too.
- *   - anywhere: set_config (even with is_local = true: the text does not
- *     say), LISTEN, PREPARE, DEALLOCATE, DISCARD, TEMP, TEMPORARY, pg_temp*,
+ *   - anywhere: set_config, unless its third argument is the literal true
+ *     (is_local, as SET LOCAL; a parameter there may be false), LISTEN, PREPARE, DEALLOCATE, DISCARD, TEMP, TEMPORARY, pg_temp*,
  *     HOLD (a cursor WITH HOLD), a session advisory lock function,
  *     dblink_connect*; SQLite's PRAGMA, ATTACH, DETACH, load_extension.
  *
@@ -121,11 +121,49 @@ static const char *skip_comment(const char *p)
  * elsewhere that calls set_config or takes an advisory lock
  * (docs/database.md, "What a request can rely on").
  */
+/* After "set_config" at p: whether its third argument is the literal
+ * true (is_local: the setting ends with the transaction, as SET LOCAL).
+ * Anything else (false, a parameter, an expression, no parenthesis) may
+ * set it for the session. Parentheses and quotes inside the arguments are
+ * skipped; a comment among them makes it "may". */
+static bool set_config_local(const char *p)
+{
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p++ != '(')
+        return false;
+    const char *last = p; /* the start of the current argument */
+    int depth = 0, arg = 0;
+    for (; *p; p++) {
+        if (*p == '\'' || *p == '"') {
+            const char *e = strchr(p + 1, *p);
+            if (!e)
+                return false;
+            p = e;
+        } else if (*p == '(') {
+            depth++;
+        } else if (*p == ',' && depth == 0) {
+            arg++;
+            last = p + 1;
+        } else if (*p == ')' && depth-- == 0) {
+            break;
+        }
+    }
+    if (*p != ')' || arg != 2)
+        return false;
+    while (isspace((unsigned char)*last))
+        last++;
+    const char *e = p;
+    while (e > last && isspace((unsigned char)e[-1]))
+        e--;
+    return e - last == 4 && strncasecmp(last, "true", 4) == 0;
+}
+
 bool hp_db__changes_session(const char *sql)
 {
     static const char *const anywhere[] = {
-        "set_config", "listen", "prepare", "deallocate", "discard", "temp",
-        "temporary",  "hold",   "pragma",  "attach",     "detach",  NULL};
+        "listen", "prepare", "deallocate", "discard", "temp",   "temporary",
+        "hold",   "pragma",  "attach",     "detach",  NULL};
     static const char *const prefixes[] = {"pg_temp", "dblink_connect",
                                            "load_extension", NULL};
     static const char *const first[] = {"reset", "load", NULL};
@@ -153,6 +191,9 @@ bool hp_db__changes_session(const char *sql)
         if (after_set && !word_in(w, n, scoped))
             return true;
         after_set = start && n == 3 && strncasecmp(w, "set", 3) == 0;
+        if (n == 10 && strncasecmp(w, "set_config", 10) == 0 &&
+            !set_config_local(p))
+            return true;
         if ((start && word_in(w, n, first)) || word_in(w, n, anywhere) ||
             word_starts(w, n, prefixes) || advisory(w, n))
             return true;

@@ -1799,6 +1799,11 @@ static void session_sql_words(void)
         "SELECT 1; SET x.y = 1",
         "RESET ALL",
         "SELECT set_config('x.y', 'z', false)",
+        "SELECT set_config('x.y', $1, $2)",
+        "SELECT set_config('x.y', 'a,b', FALSE )",
+        "SELECT set_config('x.y', f('a', 'b'), true OR false)",
+        "SELECT set_config('x.y', 'z', true), set_config('x.z', 'z', false)",
+        "SELECT set_config",
         "LISTEN ch",
         "PREPARE p AS SELECT 1",
         "DEALLOCATE p",
@@ -1826,6 +1831,9 @@ static void session_sql_words(void)
         "SELECT * FROM t WHERE reset_at > now()",
         "NOTIFY ch",
         "UNLISTEN *",
+        "SELECT set_config('lock_timeout', $1, true)",
+        "SELECT set_config('x.y', 'a,b)', TRUE ), 1",
+        "SELECT set_config('x.y', f('a', 'b'), true)",
     };
     for (size_t i = 0; i < sizeof dirty / sizeof *dirty; i++)
         if (!hp_db__changes_session(dirty[i])) {
