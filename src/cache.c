@@ -1636,6 +1636,33 @@ static char *abandoned_why(hp_entry *e)
     return why;
 }
 
+#if defined(__SANITIZE_THREAD__)
+#define LOCK_CLOCK CLOCK_REALTIME
+#define LOCK_UNTIL pthread_mutex_timedlock
+#else
+#define LOCK_CLOCK CLOCK_MONOTONIC
+#define LOCK_UNTIL(mu, ts) pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, ts)
+#endif
+
+/* Lock mu, waiting at most ms milliseconds: true if it is now held.
+ * ThreadSanitizer (GCC 12's libtsan) does not intercept
+ * pthread_mutex_clocklock: it never sees such a lock taken, so it reports
+ * the unlock as one of an unlocked mutex and loses the ordering the lock
+ * gives (false races on all load_mu guards). Under it the same wait goes
+ * through pthread_mutex_timedlock, which it does intercept (a step of the
+ * wall clock can only lengthen one poll there). */
+static bool lock_for_ms(pthread_mutex_t *mu, long ms)
+{
+    struct timespec ts;
+    clock_gettime(LOCK_CLOCK, &ts);
+    ts.tv_nsec += ms * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return LOCK_UNTIL(mu, &ts) == 0;
+}
+
 /*
  * Take e->load_mu, unless the host gives up on the build that holds it
  * (an init past --handler-timeout that may never return): then NULL is
@@ -1649,14 +1676,7 @@ static char *lock_load(hp_entry *e)
         char *why = abandoned_why(e);
         if (why)
             return why;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += HP_LOAD_POLL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        if (pthread_mutex_clocklock(&e->load_mu, CLOCK_MONOTONIC, &ts) == 0)
+        if (lock_for_ms(&e->load_mu, HP_LOAD_POLL_MS))
             return NULL;
     }
 }

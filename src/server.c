@@ -1912,6 +1912,16 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
  * (or systemd, with --workers 0) starts a working one. Otherwise the host
  * gets its heartbeat.
  */
+static _Noreturn void lost_descriptors(const char *why)
+{
+    hp_liveness_restore_stderr();
+    hp_log_error("%s (by a page?): this process can no longer serve; "
+                 "exiting with status 70 so that it is replaced",
+                 why);
+    H.lost(why);
+    _exit(70);
+}
+
 static void each_second(void)
 {
     char why[160];
@@ -1921,12 +1931,36 @@ static void each_second(void)
         H.heartbeat();
         return;
     }
-    hp_liveness_restore_stderr();
-    hp_log_error("%s (by a page?): this process can no longer serve; "
-                 "exiting with status 70 so that it is replaced",
-                 why);
-    H.lost(why);
-    _exit(70);
+    lost_descriptors(why);
+}
+
+/*
+ * libmicrohttpd's panic (its own: a message on standard error, then
+ * abort()). It panics when a descriptor it owns turns out to be closed:
+ * close() of a connection's socket failing with EBADF ("Close socket
+ * failed"), epoll_ctl() on a closed epoll descriptor ("Failed to remove FD
+ * from epoll set"). A page that closes every descriptor does just that to
+ * an event-loop thread busy with another connection at that moment, before
+ * the accept thread's next check (up to a second later): the worker died
+ * of SIGABRT, logged and counted as a crash, instead of exiting 70 (seen
+ * with lifecycle.py's closer page under load). The liveness check tells
+ * the two apart: descriptors closed under us get that verdict; anything
+ * else stays libmicrohttpd's fatal error, logged, then abort() as before.
+ */
+static void on_mhd_panic(void *cls, const char *file, unsigned int line,
+                         const char *reason)
+{
+    (void)cls;
+    char why[160];
+    bool closed = hp_liveness_check(why, sizeof why) != 0;
+    if (closed)
+        hp_liveness_restore_stderr(); /* for the line below */
+    int n = reason ? (int)strcspn(reason, "\n") : 0;
+    hp_log_error("libmicrohttpd: fatal error at %s:%u: %.*s",
+                 file ? file : "?", line, n, reason ? reason : "");
+    if (closed)
+        lost_descriptors(why);
+    abort();
 }
 
 /* The descriptors the liveness check watches, once serving starts. */
@@ -2012,6 +2046,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     /* The host's socket (a worker's, from its parent), or our own. */
     int fd = H.listen_fd >= 0 ? H.listen_fd : hp_listen_bind(cfg->listen);
     errno = 0; /* libmicrohttpd sets it only for some failures */
+    MHD_set_panic_func(on_mhd_panic, NULL); /* process-wide */
     S.mhd = fd >= 0 ? daemon_start(cfg) : NULL;
     if (!S.mhd) {
         if (fd >= 0)
