@@ -5,8 +5,11 @@
  * logging, and the default pool the server opens from its configuration.
  *
  * Owns: the request's transaction (through struct hp_resource) and its
- * states (enum hp_db_tx), when BEGIN is sent, the 503 a request answers
- * without a connection, error logging, the default pool and its path.
+ * states (enum hp_db_tx), when BEGIN is sent, what a request's handle may
+ * not run (after a failure: 25P02 but ROLLBACK TO; transaction control:
+ * 25001; an empty statement: 42601; the same on both engines), the 503 a
+ * request answers without a connection, error logging, the default pool
+ * and its path.
  * May not touch: any engine API (only through struct hp_db_driver), the
  * pool's lists and lock (db_pool.c), the statement cache's insides
  * (db_stmt.c), the request lifecycle's order (publish.c), HTTP (server.c).
@@ -103,7 +106,7 @@ static bool is_rollback_to(const char *sql)
     return false;
 }
 
-/* "ROLLBACK ... TO", the only statement a failed transaction still runs. */
+/* PostgreSQL's words for a statement refused after a failure. */
 static const char AFTER_FAILURE[] = "current transaction is aborted, commands "
                                     "ignored until end of transaction block";
 
@@ -170,10 +173,11 @@ static const char *skip_quoted(const char *p)
     return p;
 }
 
-/* The first word of a statement of sql (one, or a script's) that is
- * transaction control, or NULL. A statement's own BEGIN ... END and
- * CASE ... END (a trigger's body, an expression) are inside it. */
-static const char *tx_control(const char *sql)
+/* The first word of a statement of sql (one, or each of a script's) that
+ * is transaction control, or NULL. A statement's own BEGIN ... END and
+ * CASE ... END (a trigger's body, an expression) are inside it. One
+ * statement (not a script): only its first word is read. */
+static const char *tx_control(const char *sql, bool script)
 {
     bool start = true;
     int depth = 0;
@@ -194,6 +198,8 @@ static const char *tx_control(const char *sql)
         size_t n = (size_t)(p - w);
         if (start && tx_control_word(w, n, p))
             return w;
+        if (!script)
+            return NULL;
         if (!start && ((n == 5 && strncasecmp(w, "begin", 5) == 0) ||
                        (n == 4 && strncasecmp(w, "case", 4) == 0)))
             depth++;
@@ -215,7 +221,7 @@ static int screen(hp_db *db, const char *sql, bool script)
 {
     if (refused(db, sql))
         return -1;
-    const char *w = db->req ? tx_control(sql) : NULL;
+    const char *w = db->req ? tx_control(sql, script) : NULL;
     if (w) {
         size_t n = strcspn(w, " \t\r\n;");
         char *msg = hp_xasprintf(

@@ -68,9 +68,17 @@
  * per row of parameters, all in one pipeline under the rules above, taken
  * together: reads on their own are [runs, guard, Sync], one implicit
  * transaction; the transaction's first statements [BEGIN, runs, Sync];
- * later ones [runs, Sync]. It is written in chunks small enough for the
- * socket buffers (BATCH_BYTES), each read back before the next is
- * written, so the rule above holds for it too.
+ * later ones [runs, Sync]; outside any transaction (a pool handle in
+ * autocommit) [BEGIN, runs, COMMIT, Sync], and when run k fails, runs
+ * 0..k-1 once more the same way, so that they stay done as k single calls
+ * would leave them (autocommit_batch); a statement PostgreSQL refuses in a
+ * pipeline or a transaction block (25001: VACUUM, ...) then runs one by
+ * one. It is written in chunks small enough for the socket buffers
+ * (BATCH_BYTES), each read back before the next is written, so the rule
+ * above holds for it too.
+ *
+ * hp_db_changes counts only the rows of INSERT, UPDATE, DELETE and MERGE
+ * (changed_rows: the command tag), as SQLite does.
  */
 #include "db_drivers.h"
 
@@ -938,7 +946,10 @@ static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
 }
 
 /* After a read on its own failed, the request's next statements are
- * refused, with PostgreSQL's words, as in a failed transaction. */
+ * refused, with PostgreSQL's words, as in a failed transaction: the
+ * dispatch's own rule for every failure (db.c, refused) already says so;
+ * this one keeps the driver safe on its own (no transaction is open on the
+ * server then, so no ROLLBACK TO could succeed either). */
 static bool refused_after_failure(hp_db *db)
 {
     if (!((struct pg_conn *)db->conn)->aborted)
