@@ -319,6 +319,13 @@ static int before_run(hp_db *db, void *st, const char *sql)
 static int run_statement(hp_db *db, const char *sql, size_t n,
                          const hp_db_val *params, hp_db_res **out);
 
+/* The server forgot every prepared statement (26000): note_failure forgets
+ * them all without a DEALLOCATE, which would only fail. */
+static bool forgotten_all(const hp_db *db)
+{
+    return strcmp(db->sqlstate, "26000") == 0;
+}
+
 /* A connection's first statements are the pool's time too (hp_db_pool_ns):
  * a new PostgreSQL server process loads its catalog caches then, and the
  * first statements of each connection take milliseconds. */
@@ -351,7 +358,7 @@ static int run_statement(hp_db *db, const char *sql, size_t n,
     res = out ? hp_db__res_new(db) : NULL;
     if (db->drv->run(db, st, sql, n, params, res) < 0) {
         hp_db__res_free(res);
-        if (!transient && db->drv->stale(db))
+        if (!transient && db->drv->stale(db) && !forgotten_all(db))
             hp_db__stmt_forget(db, sql);
         goto failed_st;
     }
@@ -422,7 +429,7 @@ static int run_batch(hp_db *db, const char *sql, size_t nrows, size_t ncols,
                 out[i] = NULL;
             }
         }
-        if (rc < 0 && !transient && db->drv->stale(db))
+        if (rc < 0 && !transient && db->drv->stale(db) && !forgotten_all(db))
             hp_db__stmt_forget(db, sql);
     }
     if (transient)
