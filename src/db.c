@@ -210,6 +210,22 @@ static const char *tx_control(const char *sql, bool script)
     return NULL;
 }
 
+/* Nothing but blanks, ';' and comments: the engines disagree on what that
+ * is (PostgreSQL: an empty query, no SQLSTATE), so it is refused here. */
+static bool is_empty(const char *sql)
+{
+    for (const char *p = sql; *p;) {
+        const char *q = skip_quoted(p);
+        if (q != p && (*p == '-' || *p == '/'))
+            p = q;
+        else if (isspace((unsigned char)*p) || *p == ';')
+            p++;
+        else
+            return false;
+    }
+    return true;
+}
+
 /*
  * What a request's handle may not run, refused before the engine sees it
  * (0, or -1 with the error recorded): after a failure, anything but ROLLBACK
@@ -233,7 +249,7 @@ static int screen(hp_db *db, const char *sql, bool script)
         free(msg);
         return -1;
     }
-    if (!script && sql[strspn(sql, " \t\r\n;")] == '\0') {
+    if (!script && is_empty(sql)) {
         hp_db__fail(db, "empty statement", "42601", 0);
         return -1;
     }

@@ -2366,6 +2366,8 @@ static void tx_control_refused(void)
     CHECK(hp_db_exec(db, "") == -1);
     CHECK_STR(hp_db_sqlstate(db), "42601");
     CHECK_STR(hp_db_error(db), "empty statement");
+    CHECK(hp_db_query(db, " ; -- nothing\n/* at all */") == NULL);
+    CHECK_STR(hp_db_sqlstate(db), "42601");
     CHECK(hp_db_exec(db, "BEGIN") == HP_OK); /* a pool handle may */
     CHECK(hp_db_exec(db, "COMMIT") == HP_OK);
     hp_db_pool_release(db);
