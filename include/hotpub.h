@@ -576,7 +576,10 @@ int hp_db_exec_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
                     const hp_db_val *params);
 /* Several statements separated by ';', no parameters (schema scripts). */
 int hp_db_exec_script(hp_db *db, const char *sql);
-/* Rows changed by the last successful exec (INSERT/UPDATE/DELETE). */
+/* Rows changed by the last call (exec or query) if it succeeded and was an
+ * INSERT, UPDATE, DELETE or MERGE (INSERT ... RETURNING counts); 0 for any
+ * other statement (a SELECT, DDL) and after a failed call, on both engines.
+ * After a batch: the sum of its runs'. */
 long long hp_db_changes(hp_db *db);
 
 /* Reading a result: hp_db_next moves to the next row (the first, the first

@@ -5,8 +5,11 @@
  * logging, and the default pool the server opens from its configuration.
  *
  * Owns: the request's transaction (through struct hp_resource) and its
- * states (enum hp_db_tx), when BEGIN is sent, the 503 a request answers
- * without a connection, error logging, the default pool and its path.
+ * states (enum hp_db_tx), when BEGIN is sent, what a request's handle may
+ * not run (after a failure: 25P02 but ROLLBACK TO; transaction control:
+ * 25001; an empty statement: 42601; the same on both engines), the 503 a
+ * request answers without a connection, error logging, the default pool
+ * and its path.
  * May not touch: any engine API (only through struct hp_db_driver), the
  * pool's lists and lock (db_pool.c), the statement cache's insides
  * (db_stmt.c), the request lifecycle's order (publish.c), HTTP (server.c).
@@ -75,6 +78,8 @@ static void log_failure(hp_db *db, const char *sql)
 static void note_failure(hp_db *db, const char *sql)
 {
     atomic_fetch_add(&db->pool->errors, 1);
+    db->changes = 0; /* what a failed call changed is not kept: 0 */
+    hp_db__stmt_failed(db);
     if (db->tx != TX_NONE)
         db->failed = true;
     log_failure(db, sql);
@@ -99,6 +104,156 @@ static bool is_rollback_to(const char *sql)
         }
     }
     return false;
+}
+
+/* PostgreSQL's words for a statement refused after a failure. */
+static const char AFTER_FAILURE[] = "current transaction is aborted, commands "
+                                    "ignored until end of transaction block";
+
+/*
+ * One rule for a request's transaction on both engines (PostgreSQL's): after
+ * a statement failed in it (in the engine's prepare too, before BEGIN), every
+ * further statement, batch or script is refused with 25P02 and PostgreSQL's
+ * words until the transaction ends, except ROLLBACK TO a savepoint, which
+ * undoes the failure. A pool handle outside a request has no transaction:
+ * each statement stands alone and nothing is refused.
+ */
+static bool refused(hp_db *db, const char *sql)
+{
+    if (!db->req || !db->failed || is_rollback_to(sql))
+        return false;
+    hp_db__fail(db, AFTER_FAILURE, "25P02", 0);
+    return true;
+}
+
+/* Whether the statement at p (its first word) ends, begins or ends a
+ * transaction: COMMIT, ROLLBACK (not ROLLBACK TO), BEGIN, END, START
+ * [TRANSACTION], ABORT. SAVEPOINT and RELEASE are fine. */
+static bool tx_control_word(const char *w, size_t n, const char *rest)
+{
+    static const char *const words[] = {"commit", "begin", "end",
+                                        "start",  "abort", NULL};
+    if (n == 8 && strncasecmp(w, "rollback", 8) == 0)
+        return !is_rollback_to(w);
+    for (const char *const *x = words; *x; x++)
+        if (strlen(*x) == n && strncasecmp(w, *x, n) == 0)
+            return n != 5 || strncasecmp(w, "start", 5) != 0 ||
+                   strncasecmp(rest + strspn(rest, " \t\r\n"), "transaction",
+                               11) == 0;
+    return false;
+}
+
+/* Past a quoted part at p ('...', "...", $tag$...$tag$) or a comment; p
+ * itself when there is none. */
+static const char *skip_quoted(const char *p)
+{
+    if (*p == '\'' || *p == '"') {
+        const char *e = strchr(p + 1, *p);
+        return e ? e + 1 : p + strlen(p);
+    }
+    if (p[0] == '-' && p[1] == '-')
+        return p + strcspn(p, "\n");
+    if (p[0] == '/' && p[1] == '*') {
+        const char *e = strstr(p + 2, "*/");
+        return e ? e + 2 : p + strlen(p);
+    }
+    if (*p == '$') {
+        size_t n = 1 + strspn(p + 1, "abcdefghijklmnopqrstuvwxyz"
+                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789");
+        if (p[n] != '$' || isdigit((unsigned char)p[1]))
+            return p;
+        char tag[72];
+        if (n + 1 >= sizeof tag)
+            return p;
+        memcpy(tag, p, n + 1);
+        tag[n + 1] = '\0';
+        const char *e = strstr(p + n + 1, tag);
+        return e ? e + n + 1 : p + strlen(p);
+    }
+    return p;
+}
+
+/* The first word of a statement of sql (one, or each of a script's) that
+ * is transaction control, or NULL. A statement's own BEGIN ... END and
+ * CASE ... END (a trigger's body, an expression) are inside it. One
+ * statement (not a script): only its first word is read. */
+static const char *tx_control(const char *sql, bool script)
+{
+    bool start = true;
+    int depth = 0;
+    for (const char *p = sql; *p;) {
+        const char *q = skip_quoted(p);
+        if (q != p) {
+            p = q;
+            continue;
+        }
+        if (!isalpha((unsigned char)*p) && *p != '_') {
+            if (*p++ == ';' && depth == 0)
+                start = true;
+            continue;
+        }
+        const char *w = p;
+        while (isalnum((unsigned char)*p) || *p == '_' || *p == '$')
+            p++;
+        size_t n = (size_t)(p - w);
+        if (start && tx_control_word(w, n, p))
+            return w;
+        if (!script)
+            return NULL;
+        if (!start && ((n == 5 && strncasecmp(w, "begin", 5) == 0) ||
+                       (n == 4 && strncasecmp(w, "case", 4) == 0)))
+            depth++;
+        else if (!start && n == 3 && strncasecmp(w, "end", 3) == 0 && depth)
+            depth--;
+        start = false;
+    }
+    return NULL;
+}
+
+/* Nothing but blanks, ';' and comments: the engines disagree on what that
+ * is (PostgreSQL: an empty query, no SQLSTATE), so it is refused here. */
+static bool is_empty(const char *sql)
+{
+    for (const char *p = sql; *p;) {
+        const char *q = skip_quoted(p);
+        if (q != p && (*p == '-' || *p == '/'))
+            p = q;
+        else if (isspace((unsigned char)*p) || *p == ';')
+            p++;
+        else
+            return false;
+    }
+    return true;
+}
+
+/*
+ * What a request's handle may not run, refused before the engine sees it
+ * (0, or -1 with the error recorded): after a failure, anything but ROLLBACK
+ * TO (refused); transaction control, since the request owns its transaction
+ * (it commits when the request ends: 25001, on both engines); an empty
+ * statement (42601 on both engines, as SQLite says it).
+ */
+static int screen(hp_db *db, const char *sql, bool script)
+{
+    if (refused(db, sql))
+        return -1;
+    const char *w = db->req ? tx_control(sql, script) : NULL;
+    if (w) {
+        size_t n = strcspn(w, " \t\r\n;");
+        char *msg = hp_xasprintf(
+            "%.*s is not allowed in a request's transaction: the request "
+            "commits it when it ends, or rolls it back when it fails (use "
+            "SAVEPOINT, ROLLBACK TO and RELEASE inside it)",
+            (int)(n > 20 ? 20 : n), w);
+        hp_db__fail(db, msg, "25001", 0);
+        free(msg);
+        return -1;
+    }
+    if (!script && is_empty(sql)) {
+        hp_db__fail(db, "empty statement", "42601", 0);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- running statements -------------------------------------------------- */
@@ -180,6 +335,13 @@ static int before_run(hp_db *db, void *st, const char *sql)
 static int run_statement(hp_db *db, const char *sql, size_t n,
                          const hp_db_val *params, hp_db_res **out);
 
+/* The server forgot every prepared statement (26000): note_failure forgets
+ * them all without a DEALLOCATE, which would only fail. */
+static bool forgotten_all(const hp_db *db)
+{
+    return strcmp(db->sqlstate, "26000") == 0;
+}
+
 /* A connection's first statements are the pool's time too (hp_db_pool_ns):
  * a new PostgreSQL server process loads its catalog caches then, and the
  * first statements of each connection take milliseconds. */
@@ -202,6 +364,8 @@ static int run_statement(hp_db *db, const char *sql, size_t n,
 
     hp_db__clear_error(db);
     db->changes = 0;
+    if (screen(db, sql, false) < 0)
+        goto failed;
     void *st = hp_db__stmt_get(db, sql, &transient);
     if (!st)
         goto failed;
@@ -210,12 +374,13 @@ static int run_statement(hp_db *db, const char *sql, size_t n,
     res = out ? hp_db__res_new(db) : NULL;
     if (db->drv->run(db, st, sql, n, params, res) < 0) {
         hp_db__res_free(res);
-        if (!transient && db->drv->stale(db))
+        if (!transient && db->drv->stale(db) && !forgotten_all(db))
             hp_db__stmt_forget(db, sql);
         goto failed_st;
     }
     if (transient)
         db->drv->finalize(db, st, true);
+    hp_db__stmt_after_run(db, sql);
     if (res)
         hp_db__res_link(res);
     if (out)
@@ -267,6 +432,7 @@ static int run_batch(hp_db *db, const char *sql, size_t nrows, size_t ncols,
     void *st = hp_db__stmt_get(db, sql, &transient);
     if (!st)
         goto failed;
+    hp_db__stmt_count_runs(db, transient, nrows - 1);
     if (before_run(db, st, sql) == 0) {
         for (size_t i = 0; out && i < nrows; i++)
             out[i] = hp_db__res_new(db);
@@ -279,12 +445,13 @@ static int run_batch(hp_db *db, const char *sql, size_t nrows, size_t ncols,
                 out[i] = NULL;
             }
         }
-        if (rc < 0 && !transient && db->drv->stale(db))
+        if (rc < 0 && !transient && db->drv->stale(db) && !forgotten_all(db))
             hp_db__stmt_forget(db, sql);
     }
     if (transient)
         db->drv->finalize(db, st, true);
     if (rc == 0) {
+        hp_db__stmt_after_run(db, sql);
         if (db->failed && is_rollback_to(sql))
             db->failed = false;
         return 0;
@@ -321,6 +488,10 @@ static int run_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
                     ncols && !params ? "no parameters given for a batch"
                                      : "too many parameters in a batch",
                     ncols && !params ? "22023" : "54000", 0);
+        note_failure(db, sql);
+        return -1;
+    }
+    if (screen(db, sql, false) < 0) {
         note_failure(db, sql);
         return -1;
     }
@@ -389,12 +560,15 @@ int hp_db_exec_script(hp_db *db, const char *sql)
     if (!db || !sql)
         return -1;
     hp_db__clear_error(db);
+    db->changes = 0;
     db->session_dirty |= hp_db__changes_session(sql); /* reset at release */
-    if ((db->tx == TX_PENDING && begin_tx(db, true) < 0) ||
+    if (screen(db, sql, true) < 0 ||
+        (db->tx == TX_PENDING && begin_tx(db, true) < 0) ||
         db->drv->script(db, sql) < 0) {
         note_failure(db, sql);
         return -1;
     }
+    hp_db__stmt_after_run(db, sql);
     return HP_OK;
 }
 

@@ -198,6 +198,10 @@ struct hp_db_driver {
                     size_t *done);
     /* Statements without parameters, ';'-separated. 0 or -1. */
     int (*script)(hp_db *db, const char *sql);
+    /* The server forgot every prepared statement of the connection (a
+     * page's DEALLOCATE ALL or DISCARD): forget the engine's own too (the
+     * cache's are forgotten by the dispatch). NULL: it keeps none. */
+    void (*forget_prepared)(hp_db *db);
     /* After an error: drop the statement from the cache (stale plan). */
     bool (*stale)(hp_db *db);
     /* Put the connection's session back in the state connect() left it

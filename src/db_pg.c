@@ -68,9 +68,17 @@
  * per row of parameters, all in one pipeline under the rules above, taken
  * together: reads on their own are [runs, guard, Sync], one implicit
  * transaction; the transaction's first statements [BEGIN, runs, Sync];
- * later ones [runs, Sync]. It is written in chunks small enough for the
- * socket buffers (BATCH_BYTES), each read back before the next is
- * written, so the rule above holds for it too.
+ * later ones [runs, Sync]; outside any transaction (a pool handle in
+ * autocommit) [BEGIN, runs, COMMIT, Sync], and when run k fails, runs
+ * 0..k-1 once more the same way, so that they stay done as k single calls
+ * would leave them (autocommit_batch); a statement PostgreSQL refuses in a
+ * pipeline or a transaction block (25001: VACUUM, ...) then runs one by
+ * one. It is written in chunks small enough for the socket buffers
+ * (BATCH_BYTES), each read back before the next is written, so the rule
+ * above holds for it too.
+ *
+ * hp_db_changes counts only the rows of INSERT, UPDATE, DELETE and MERGE
+ * (changed_rows: the command tag), as SQLite does.
  */
 #include "db_drivers.h"
 
@@ -166,6 +174,20 @@ static void fail_res(hp_db *db, const PGresult *r)
                              detail ? " - " : "", detail ? detail : "");
     hp_db__fail(db, msg, state, 0);
     free(msg);
+}
+
+/* Rows an INSERT, UPDATE, DELETE or MERGE changed (its command tag); 0
+ * for anything else: PQcmdTuples counts a SELECT's, FETCH's, MOVE's and
+ * COPY's rows too, which hp_db_changes does not (as on SQLite). */
+static long long changed_rows(PGresult *r)
+{
+    static const char *const tags[] = {"INSERT ", "UPDATE ", "DELETE ",
+                                       "MERGE "};
+    const char *tag = PQcmdStatus(r);
+    for (size_t i = 0; tag && i < sizeof tags / sizeof *tags; i++)
+        if (strncmp(tag, tags[i], strlen(tags[i])) == 0)
+            return strtoll(PQcmdTuples(r), NULL, 10);
+    return 0;
 }
 
 static bool ok_status(const PGresult *r)
@@ -543,7 +565,12 @@ static void pg_finalize(hp_db *db, void *stmt, bool tell_server)
         char sql[48];
         snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
         ((struct pg_conn *)db->conn)->waits++;
-        PQclear(PQexec(C(db), sql));
+        PGresult *r = PQexec(C(db), sql);
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
+            hp_log_error("postgresql: %s failed (a transaction it ran in is "
+                         "aborted by it): %s",
+                         sql, r ? PQresultErrorMessage(r) : "no reply");
+        PQclear(r);
     }
     free(s);
 }
@@ -919,7 +946,10 @@ static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
 }
 
 /* After a read on its own failed, the request's next statements are
- * refused, with PostgreSQL's words, as in a failed transaction. */
+ * refused, with PostgreSQL's words, as in a failed transaction: the
+ * dispatch's own rule for every failure (db.c, refused) already says so;
+ * this one keeps the driver safe on its own (no transaction is open on the
+ * server then, so no ROLLBACK TO could succeed either). */
 static bool refused_after_failure(hp_db *db)
 {
     if (!((struct pg_conn *)db->conn)->aborted)
@@ -961,7 +991,7 @@ static int pg_run(hp_db *db, void *stmt, const char *sql, size_t n,
         PQclear(r);
         return -1;
     }
-    db->changes = strtoll(PQcmdTuples(r), NULL, 10);
+    db->changes = changed_rows(r);
     if (res)
         collect(res, r);
     else
@@ -1005,6 +1035,7 @@ struct batch {
     size_t done;    /* runs that succeeded, before any failure */
     PGresult *fail; /* the first failure (NULL: the connection failed) */
     bool failed;
+    bool commit; /* no transaction: BEGIN ... COMMIT around the runs */
 };
 
 /* What a run puts on the wire, roughly: Bind, Describe, Execute (and Parse
@@ -1059,6 +1090,24 @@ static void read_reply(PGconn *c, struct batch *b, long run)
     }
 }
 
+/* The COMMIT of a batch outside any transaction: when it fails (a
+ * deferred constraint), nothing of the runs is kept. */
+static void read_commit(PGconn *c, struct batch *b)
+{
+    PGresult *r = pipe_next(c);
+    if (!b->failed && (!r || PQresultStatus(r) != PGRES_COMMAND_OK)) {
+        b->failed = true;
+        b->fail = r;
+        for (size_t i = 0; i < b->done; i++) {
+            PQclear(b->rs[i]);
+            b->rs[i] = NULL;
+        }
+        b->done = 0;
+        return;
+    }
+    PQclear(r);
+}
+
 /*
  * One pipeline: BEGIN (begin), the runs chunk by chunk, the read guard
  * (guard: its result in *guard_res) and one Sync; stops sending after a
@@ -1080,6 +1129,9 @@ static bool batch_pipeline(struct pg_conn *pc, struct batch *b, bool begin,
         if (last && guard &&
             !PQsendQueryPrepared(c, GUARD_NAME, 0, NULL, NULL, NULL, 0))
             goto lost;
+        if (last && b->commit &&
+            !PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
+            goto lost;
         if (last ? !PQpipelineSync(c)
                  : !PQsendFlushRequest(c) || PQflush(c) != 0)
             goto lost;
@@ -1091,6 +1143,8 @@ static bool batch_pipeline(struct pg_conn *pc, struct batch *b, bool begin,
             read_reply(c, b, (long)i);
         if (last && guard)
             *guard_res = pipe_next(c);
+        if (last && b->commit)
+            read_commit(c, b);
         if (b->failed && !synced) {
             if (!PQpipelineSync(c))
                 goto lost;
@@ -1146,7 +1200,7 @@ static int batch_end(hp_db *db, struct batch *b, hp_db_res **res, size_t *done)
 {
     struct pg_conn *pc = db->conn;
     for (size_t i = 0; i < b->done; i++) {
-        db->changes += strtoll(PQcmdTuples(b->rs[i]), NULL, 10);
+        db->changes += changed_rows(b->rs[i]);
         if (res)
             collect(res[i], b->rs[i]);
         else
@@ -1162,6 +1216,74 @@ static int batch_end(hp_db *db, struct batch *b, hp_db_res **res, size_t *done)
         pc->check_ready = pc->guard_ready = false;
     fail_res(db, b->fail);
     return -1;
+}
+
+/* The run failed because its statement cannot run in a pipeline or a
+ * transaction block (VACUUM, CREATE DATABASE, CREATE INDEX CONCURRENTLY,
+ * ALTER SYSTEM, ...): PostgreSQL says 25001 (active_sql_transaction). */
+static bool not_in_pipeline(const PGresult *fail)
+{
+    const char *state =
+        fail ? PQresultErrorField(fail, PG_DIAG_SQLSTATE) : NULL;
+    return state && strcmp(state, "25001") == 0;
+}
+
+/*
+ * A batch outside any transaction (a pool handle in autocommit) must end as
+ * nrows statements run one by one would: a failing run k keeps runs 0..k-1
+ * and no later one runs. So: [BEGIN, runs, COMMIT, Sync], one round trip
+ * per chunk as always; when run k fails, nothing of it is kept (the
+ * pipeline aborts, then ROLLBACK), and runs 0..k-1 are sent again the same
+ * way (they ran in a transaction that never was). Only a failure costs the
+ * second pass; a run that fails in it (the data changed meanwhile) makes
+ * the prefix shorter again. What the page gets is run k's error and the
+ * results of the runs kept.
+ */
+static void autocommit_batch(hp_db *db, struct batch *b)
+{
+    struct pg_conn *pc = db->conn;
+    PGresult *first_fail = NULL; /* the last failure */
+    for (;;) {
+        batch_pipeline(pc, b, true, false, NULL);
+        if (!b->failed || pc->broken)
+            break;
+        if (simple(db, "ROLLBACK") < 0) {
+            pc->broken = true;
+            break;
+        }
+        PQclear(first_fail); /* the run that fails now is the one */
+        first_fail = b->fail;
+        b->fail = NULL;
+        size_t keep = b->done;
+        batch_clear(b);
+        if (keep == 0 || not_in_pipeline(first_fail))
+            break;
+        b->nrows = keep;
+    }
+    if (first_fail) {
+        PQclear(b->fail);
+        b->fail = first_fail;
+        b->failed = true;
+    }
+}
+
+/* The runs from *done on, each alone (outside any transaction), after
+ * the pipeline refused the statement: the first failure stops them. */
+static int run_one_by_one(hp_db *db, void *stmt, const char *sql, size_t nrows,
+                          size_t ncols, const hp_db_val *params,
+                          hp_db_res **res, size_t *done)
+{
+    long long changes = db->changes;
+    hp_db__clear_error(db);
+    for (size_t i = *done; i < nrows; i++) {
+        if (pg_run(db, stmt, sql, ncols, params + i * ncols,
+                   res ? res[i] : NULL) < 0)
+            return -1;
+        changes += db->changes;
+        *done = i + 1;
+    }
+    db->changes = changes;
+    return 0;
 }
 
 /*
@@ -1208,14 +1330,22 @@ static int pg_run_many(hp_db *db, void *stmt, const char *sql, size_t nrows,
             pc->nrun = 0;
             pc->wrote_nothing = false;
         }
-        batch_pipeline(pc, &b, begin, false, NULL);
+        b.commit = !begin && PQtransactionStatus(pc->c) == PQTRANS_IDLE;
+        if (b.commit)
+            autocommit_batch(db, &b);
+        else
+            batch_pipeline(pc, &b, begin, false, NULL);
         if (pc->broken && !b.failed)
             b.failed = true;
     }
     pc->nrun += (unsigned)nrows; /* every run counts (pg_commit) */
+    bool one_by_one =
+        b.commit && b.failed && !pc->broken && not_in_pipeline(b.fail);
     int rc = batch_end(db, &b, res, done);
     batch_clear(&b);
     free(b.rs);
+    if (one_by_one) /* VACUUM and its kind: as the page's loop would */
+        rc = run_one_by_one(db, stmt, sql, nrows, ncols, params, res, done);
     return rc;
 }
 
@@ -1228,7 +1358,7 @@ static int simple(hp_db *db, const char *sql)
         PQclear(r);
         return -1;
     }
-    db->changes = strtoll(PQcmdTuples(r), NULL, 10);
+    db->changes = changed_rows(r);
     PQclear(r);
     return 0;
 }
@@ -1259,6 +1389,12 @@ static bool pg_stale(hp_db *db)
 {
     return strcmp(db->sqlstate, "0A000") == 0 ||
            strcmp(db->sqlstate, "26000") == 0;
+}
+
+static void pg_forget_prepared(hp_db *db)
+{
+    struct pg_conn *pc = db->conn;
+    pc->check_ready = pc->guard_ready = false;
 }
 
 unsigned long hp_db__pg_round_trips(hp_db *db)
@@ -1300,5 +1436,6 @@ const struct hp_db_driver hp_db_pg_driver = {
     .run_many = pg_run_many,
     .script = pg_script,
     .stale = pg_stale,
+    .forget_prepared = pg_forget_prepared,
     .discard = pg_discard,
 };

@@ -66,6 +66,17 @@ void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient);
 void hp_db__stmt_forget(hp_db *db, const char *sql);
 /* Finalize every cached statement (tell_server: false when closing). */
 void hp_db__stmt_cache_clear(hp_db *db, bool tell_server);
+/* Count the runs of a batch after its first as nrows single calls would:
+ * each a cache hit (transient: the statement sent again, a prepare). */
+void hp_db__stmt_count_runs(hp_db *db, bool transient, size_t runs);
+/* After a failed call: SQLSTATE 26000 (the server forgot a prepared
+ * statement: a page's DEALLOCATE ALL or DISCARD) forgets every prepared
+ * statement of the connection (the cache's and the driver's own), logged
+ * once, so that no other one fails for it. */
+void hp_db__stmt_failed(hp_db *db);
+/* After a statement or script that succeeded: one that may have run
+ * DEALLOCATE or DISCARD forgets them all the same, before any fails. */
+void hp_db__stmt_after_run(hp_db *db, const char *sql);
 /* The statement's text says it may change the connection's session state
  * (a conservative test of its words, db_stmt.c): then the connection is
  * reset before it serves another request (db_pool.c). */

@@ -568,6 +568,7 @@ static void read_row(hp_db_res *res, sqlite3_stmt *st)
  * schema change is recompiled by that step, and "SELECT *" may have grown. */
 static int step_all(hp_db *db, sqlite3_stmt *st, hp_db_res *res)
 {
+    sqlite3_int64 before = sqlite3_total_changes64(C(db));
     int rc = sqlite3_step(st);
     if (res)
         set_columns(res, st);
@@ -578,7 +579,13 @@ static int step_all(hp_db *db, sqlite3_stmt *st, hp_db_res *res)
         fail_conn(db);
         return -1;
     }
-    db->changes = sqlite3_stmt_readonly(st) ? 0 : sqlite3_changes64(C(db));
+    /* sqlite3_changes64 is the last INSERT, UPDATE or DELETE's: a
+     * statement that changed no row (DDL, an UPDATE matching none) must
+     * not report an earlier one's. */
+    db->changes =
+        sqlite3_stmt_readonly(st) || sqlite3_total_changes64(C(db)) == before
+            ? 0
+            : sqlite3_changes64(C(db));
     return 0;
 }
 
@@ -599,8 +606,11 @@ static int sq_run(hp_db *db, void *stmt, const char *sql, size_t n,
 static int sq_script(hp_db *db, const char *sql)
 {
     char *msg = NULL;
+    sqlite3_int64 before = sqlite3_total_changes64(C(db));
     if (sqlite3_exec(C(db), sql, NULL, NULL, &msg) == SQLITE_OK) {
-        db->changes = sqlite3_changes64(C(db));
+        db->changes = sqlite3_total_changes64(C(db)) == before
+                          ? 0
+                          : sqlite3_changes64(C(db));
         return 0;
     }
     fail_code(db, sqlite3_extended_errcode(C(db)),

@@ -113,9 +113,10 @@ static const char *skip_comment(const char *p)
  *     transaction): SET ROLE, SET SESSION AUTHORIZATION, SET search_path;
  *     an UPDATE's SET is not first. RESET and LOAD, first too.
  *   - anywhere: set_config, unless its third argument is the literal true
- *     (is_local, as SET LOCAL; a parameter there may be false), LISTEN, PREPARE, DEALLOCATE, DISCARD, TEMP, TEMPORARY, pg_temp*,
- *     HOLD (a cursor WITH HOLD), a session advisory lock function,
- *     dblink_connect*; SQLite's PRAGMA, ATTACH, DETACH, load_extension.
+ *     (is_local, as SET LOCAL; a parameter there may be false), LISTEN,
+ * PREPARE, DEALLOCATE, DISCARD, TEMP, TEMPORARY, pg_temp*, HOLD (a cursor WITH
+ * HOLD), a session advisory lock function, dblink_connect*; SQLite's PRAGMA,
+ * ATTACH, DETACH, load_extension.
  *
  * What the text cannot show is not seen: a function or procedure defined
  * elsewhere that calls set_config or takes an advisory lock
@@ -162,7 +163,7 @@ static bool set_config_local(const char *p)
 bool hp_db__changes_session(const char *sql)
 {
     static const char *const anywhere[] = {
-        "listen", "prepare", "deallocate", "discard", "temp",   "temporary",
+        "listen", "prepare", "deallocate", "discard", "temp", "temporary",
         "hold",   "pragma",  "attach",     "detach",  NULL};
     static const char *const prefixes[] = {"pg_temp", "dblink_connect",
                                            "load_extension", NULL};
@@ -253,4 +254,38 @@ void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient)
                                                   .used = ++db->tick,
                                                   .session = session};
     return st;
+}
+
+/* ---- counters and forgotten statements ----------------------------------- */
+
+void hp_db__stmt_count_runs(hp_db *db, bool transient, size_t runs)
+{
+    atomic_fetch_add(transient ? &db->pool->prepares : &db->pool->cache_hits,
+                     runs);
+}
+
+/* The server no longer has them: forget without telling it (a DEALLOCATE of
+ * a statement it does not have would fail, and abort a transaction). */
+static void forget_all(hp_db *db)
+{
+    hp_db__stmt_cache_clear(db, false);
+    if (db->drv->forget_prepared)
+        db->drv->forget_prepared(db);
+}
+
+void hp_db__stmt_failed(hp_db *db)
+{
+    if (strcmp(db->sqlstate, "26000") != 0)
+        return;
+    hp_log_error("db: the server forgot this connection's prepared "
+                 "statements (a DEALLOCATE ALL or DISCARD run by a page?): "
+                 "every one is prepared again when next used");
+    forget_all(db);
+}
+
+void hp_db__stmt_after_run(hp_db *db, const char *sql)
+{
+    if (db->session_dirty &&
+        (strcasestr(sql, "deallocate") || strcasestr(sql, "discard")))
+        forget_all(db);
 }

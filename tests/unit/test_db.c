@@ -1422,8 +1422,9 @@ static void pg_deallocate_all(void)
     CHECK(one_statement(p, "SELECT 40 + 2", &v) == 200 && v == 42);
     hp_db *db = acquire(p);
     CHECK(hp_db_exec_script(db, "DEALLOCATE ALL") == HP_OK);
-    /* the same handle: the statement fails once, and is forgotten */
-    CHECK(query_int(db, "SELECT 40 + 2") == -999);
+    /* the same handle: the statement is forgotten with the rest, before
+     * it could fail */
+    CHECK(query_int(db, "SELECT 40 + 2") == 42);
     CHECK(query_int(db, "SELECT 40 + 2") == 42);
     hp_db_pool_release(db);
     /* the next request: the connection was reset (DEALLOCATE), its cache
@@ -1698,7 +1699,8 @@ static void pg_many_round_trips(void)
     CHECK(hp_db_query_many(db, add, 3, 1, ids, res) == HP_OK);
     CHECK(hp_db__pg_round_trips(db) - rt == 2); /* on its own, then again */
     CHECK(hp_db_exec_many(db, add, 2, 1, ids + 10) == HP_OK);
-    CHECK(hp_db_changes(db) == 2); /* the sum; a SELECT counts its rows */
+    CHECK(hp_db_changes(db) ==
+          0); /* a SELECT changes no row (its function wrote) */
     CHECK(end_request(&req) == 200);
     CHECK(count_rows(q, "manyrt") == 5);
     CHECK(!hp_db__pg_commit_in_flight(p->idle));
@@ -2221,6 +2223,290 @@ static void config_file_relative_sqlite(void)
     }
 }
 
+/* ---- the same rules on both engines
+ * ------------------------------------------
+ */
+
+/* hp_db_changes: rows an INSERT, UPDATE, DELETE (or MERGE) changed; 0 for a
+ * SELECT (PostgreSQL's command tag counts its rows), for DDL after a write
+ * (SQLite's sqlite3_changes64 kept the earlier count), and after a failed
+ * call, whose runs were not kept. */
+static void changes_counts_only_writes(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("chg");
+    drop(db, "chg");
+    CHECK(hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER PRIMARY "
+                                     "KEY, b TEXT)",
+                                     t)) == HP_OK);
+    CHECK(hp_db_changes(db) == 0);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (1, 'x'), (2, 'y')", t)) ==
+          HP_OK);
+    CHECK(hp_db_changes(db) == 2);
+    hp_db_res *r = hp_db_query(db, sqlf("SELECT * FROM %s", t));
+    CHECK(r != NULL && hp_db_changes(db) == 0);
+    hp_db_res_free(r);
+    CHECK(hp_db_exec(db, sqlf("SELECT * FROM %s", t)) == HP_OK);
+    CHECK(hp_db_changes(db) == 0);
+    hp_db_val ids[3] = {HP_INT(1), HP_INT(2), HP_INT(9)};
+    CHECK(hp_db_exec_many(db, sqlf("SELECT * FROM %s WHERE a = $1", t), 3, 1,
+                          ids) == HP_OK);
+    CHECK(hp_db_changes(db) == 0);
+    r = hp_db_query(db, sqlf("INSERT INTO %s VALUES (3, 'z') RETURNING a", t));
+    CHECK(r != NULL && hp_db_changes(db) == 1);
+    hp_db_res_free(r);
+    CHECK(hp_db_exec(db, sqlf("UPDATE %s SET b = 'n' WHERE a > 100", t)) ==
+          HP_OK);
+    CHECK(hp_db_changes(db) == 0);
+    CHECK(hp_db_exec(db, sqlf("DELETE FROM %s WHERE a = 3", t)) == HP_OK);
+    CHECK(hp_db_changes(db) == 1);
+    CHECK(hp_db_exec_script(db, sqlf("CREATE INDEX %s_b ON %s (b)", t, t)) ==
+          HP_OK);
+    CHECK(hp_db_changes(db) == 0);
+    hp_db_pool_release(db);
+
+    /* a batch that fails in its third run, in a request: nothing is kept,
+     * and changes says 0 */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    hp_db_val rows[3] = {HP_INT(10), HP_INT(11), HP_INT(1)};
+    CHECK(hp_db_exec_many(db, sqlf("INSERT INTO %s (a) VALUES ($1)", t), 3, 1,
+                          rows) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "23505");
+    CHECK(hp_db_changes(db) == 0);
+    CHECK(end_request(&req) == 500);
+    CHECK(count_rows(p, "chg") == 2);
+    db = acquire(p);
+    drop(db, "chg");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* After a statement of a request's transaction failed, every later one
+ * (single, batch, script) is refused with 25P02 until the transaction ends,
+ * on both engines, also when the failure was in the prepare (a missing
+ * table); ROLLBACK TO a savepoint undoes it. A pool handle has no
+ * transaction: nothing is refused. */
+static void failure_refuses_the_rest(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("refuse");
+    drop(db, "refuse");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER UNIQUE)", t));
+    hp_db_pool_release(db);
+    char ins[128];
+    snprintf(ins, sizeof ins, "INSERT INTO %s VALUES ($1)", t);
+    hp_db_val two[2] = {HP_INT(7), HP_INT(8)};
+
+    for (int method = 0; method < 2; method++) {
+        fake_request(&req, method ? "POST" : "GET");
+        db = hp_db_from(&req, p);
+        CHECK(hp_db_exec(db, "UPDATE no_such_table_xyz SET x = 1") == -1);
+        CHECK_STR(hp_db_sqlstate(db), "42P01");
+        CHECK(hp_db_execv(db, ins, HP_INT(1)) == -1);
+        CHECK_STR(hp_db_sqlstate(db), "25P02");
+        CHECK_STR(hp_db_error(db), "current transaction is aborted, commands "
+                                   "ignored until end of transaction block");
+        CHECK(hp_db_exec_many(db, ins, 2, 1, two) == -1);
+        CHECK_STR(hp_db_sqlstate(db), "25P02");
+        CHECK(hp_db_exec_script(db, sqlf("INSERT INTO %s VALUES (3)", t)) ==
+              -1);
+        CHECK_STR(hp_db_sqlstate(db), "25P02");
+        CHECK(hp_db_query(db, "SELECT 1") == NULL);
+        CHECK(end_request(&req) == 500);
+    }
+    CHECK(count_rows(p, "refuse") == 0);
+
+    /* savepoints recover, both spellings, then the request commits */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_execv(db, ins, HP_INT(1)) == HP_OK);
+    CHECK(hp_db_exec(db, "SAVEPOINT s1") == HP_OK);
+    CHECK(hp_db_execv(db, ins, HP_INT(1)) == -1); /* 23505 */
+    CHECK(hp_db_execv(db, ins, HP_INT(2)) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25P02");
+    CHECK(hp_db_exec(db, "ROLLBACK TO SAVEPOINT s1") == HP_OK);
+    CHECK(hp_db_execv(db, ins, HP_INT(2)) == HP_OK);
+    CHECK(hp_db_exec(db, "SAVEPOINT s2") == HP_OK);
+    CHECK(hp_db_exec_many(db, ins, 2, 1, (hp_db_val[]){HP_INT(3), HP_INT(2)}) ==
+          -1);
+    CHECK(hp_db_exec(db, "ROLLBACK TO s2") == HP_OK);
+    CHECK(hp_db_exec(db, "RELEASE SAVEPOINT s2") == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(p, "refuse") == 2);
+
+    /* a pool handle: each statement stands alone */
+    db = acquire(p);
+    CHECK(hp_db_exec(db, "UPDATE no_such_table_xyz SET x = 1") == -1);
+    CHECK(hp_db_execv(db, ins, HP_INT(5)) == HP_OK);
+    CHECK(hp_db_execv(db, ins, HP_INT(5)) == -1);
+    CHECK(hp_db_execv(db, ins, HP_INT(6)) == HP_OK);
+    drop(db, "refuse");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* The request owns its transaction: COMMIT, ROLLBACK, BEGIN, END, START
+ * TRANSACTION, ABORT are refused in it (25001) on both engines, as a single
+ * statement, a batch or in a script; a function's or trigger's own
+ * BEGIN ... END is not transaction control. An empty statement is 42601 on
+ * both engines. */
+static void tx_control_refused(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("txc");
+    drop(db, "txc");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER)", t));
+    CHECK(hp_db_exec(db, "") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "42601");
+    CHECK_STR(hp_db_error(db), "empty statement");
+    CHECK(hp_db_query(db, " ; -- nothing\n/* at all */") == NULL);
+    CHECK_STR(hp_db_sqlstate(db), "42601");
+    CHECK(hp_db_exec(db, "BEGIN") == HP_OK); /* a pool handle may */
+    CHECK(hp_db_exec(db, "COMMIT") == HP_OK);
+    hp_db_pool_release(db);
+    char ins[128];
+    snprintf(ins, sizeof ins, "INSERT INTO %s VALUES (1)", t);
+    const char *bad[] = {"COMMIT",     " rollback",         "END",
+                         "BEGIN",      "START TRANSACTION", "ABORT",
+                         "commit work"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        fake_request(&req, "POST");
+        db = hp_db_from(&req, p);
+        CHECK(hp_db_exec(db, ins) == HP_OK);
+        CHECK(hp_db_exec(db, bad[i]) == -1);
+        CHECK_STR(hp_db_sqlstate(db), "25001");
+        CHECK(end_request(&req) == 500);
+    }
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(hp_db_exec_many(db, "COMMIT", 2, 0, NULL) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25001");
+    CHECK(end_request(&req) == 500);
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec_script(db, sqlf("INSERT INTO %s VALUES (2); COMMIT; "
+                                     "INSERT INTO %s VALUES (3)",
+                                     t, t)) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25001");
+    CHECK(end_request(&req) == 500);
+    CHECK(count_rows(p, "txc") == 0);
+
+    /* a body's BEGIN ... END, a CASE ... END, SAVEPOINT: fine */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, "") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "42601");
+    CHECK(end_request(&req) == 500);
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    if (E->pg)
+        CHECK(hp_db_exec_script(
+                  db, sqlf("CREATE FUNCTION %s_f() RETURNS int AS $x$ BEGIN "
+                           "PERFORM 1; RETURN 2; END; $x$ LANGUAGE plpgsql; "
+                           "INSERT INTO %s SELECT %s_f()",
+                           t, t, t)) == HP_OK);
+    else
+        CHECK(hp_db_exec_script(
+                  db, sqlf("CREATE TRIGGER %s_tr AFTER DELETE ON %s BEGIN "
+                           "SELECT 1; END; INSERT INTO %s VALUES (2)",
+                           t, t, t)) == HP_OK);
+    CHECK(hp_db_exec(db, "SAVEPOINT a") == HP_OK);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s SELECT CASE WHEN 1 = 1 THEN 5 "
+                              "END",
+                              t)) == HP_OK);
+    CHECK(hp_db_exec(db, "RELEASE SAVEPOINT a") == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(p, "txc") == 2);
+    db = acquire(p);
+    drop(db, "txc");
+    if (E->pg)
+        hp_db_exec_script(db, sqlf("DROP FUNCTION IF EXISTS %s_f()", t));
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* A batch on a pool handle (autocommit) is nrows statements each on its
+ * own: a failing run keeps the earlier ones, on both engines; VACUUM, which
+ * cannot run in a pipeline or a transaction block, runs as a batch too.
+ * The pool's counters count a batch as nrows single calls. */
+static void many_autocommit_like_single_runs(void)
+{
+    struct hp_db_pool_stats s0, s1;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("mauto");
+    drop(db, "mauto");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER UNIQUE)", t));
+    const char *ins = sqlf("INSERT INTO %s VALUES ($1)", t);
+    hp_db_val rows[4] = {HP_INT(1), HP_INT(2), HP_INT(1), HP_INT(3)};
+    CHECK(hp_db_exec_many(db, ins, 4, 1, rows) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "23505");
+    CHECK(hp_db_changes(db) == 0);
+    CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 2);
+    CHECK(hp_db_exec_many(db, "VACUUM", 2, 0, NULL) == HP_OK);
+    CHECK(hp_db_exec_many(db, "VACUUM", 2, 0, NULL) == HP_OK);
+
+    /* counters: 4 runs of a new statement are one prepare and 3 hits; of a
+     * cached one, 4 hits */
+    const char *sel = sqlf("SELECT a FROM %s WHERE a = $1", t);
+    hp_db_res *res[4];
+    hp_db_pool_stats(p, &s0);
+    CHECK(hp_db_query_many(db, sel, 4, 1, rows, res) == HP_OK);
+    hp_db_pool_stats(p, &s1);
+    CHECK(s1.prepares - s0.prepares == 1 && s1.cache_hits - s0.cache_hits == 3);
+    CHECK(hp_db_query_many(db, sel, 4, 1, rows, res) == HP_OK);
+    hp_db_pool_stats(p, &s0);
+    CHECK(s0.prepares == s1.prepares && s0.cache_hits - s1.cache_hits == 4);
+    drop(db, "mauto");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* PostgreSQL: a page's DEALLOCATE ALL in a request, with several cached
+ * statements (and a cache of one, whose eviction DEALLOCATEs): no statement
+ * fails for it. When the server forgot them behind the dispatch's back
+ * (26000), one statement fails, and every other one of the connection is
+ * forgotten with it (the write check and read guard too). */
+static void pg_deallocate_forgets_all(void)
+{
+    for (int cap = 1; cap <= 8; cap += 7) {
+        hp_db_pool *p = open_pool(
+            &(struct hp_db_pool_opts){.max_conns = 1, .stmt_cache = cap});
+        hp_req req;
+        fake_request(&req, "GET");
+        hp_db *db = hp_db_from(&req, p);
+        for (int round = 0; round < 3; round++) {
+            CHECK(query_int(db, "SELECT 1") == 1);
+            CHECK(query_int(db, "SELECT 2") == 2);
+            CHECK(query_int(db, "SELECT 3") == 3);
+            if (round == 1)
+                CHECK(hp_db_exec(db, "DEALLOCATE ALL") == HP_OK);
+        }
+        CHECK(end_request(&req) == 200);
+        hp_db_pool_close(p);
+    }
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    CHECK(query_int(db, "SELECT 1") == 1 && query_int(db, "SELECT 2") == 2);
+    CHECK(db->drv->script(db, "DEALLOCATE ALL") == 0); /* behind our back */
+    CHECK(query_int(db, "SELECT 1") == -999);
+    CHECK_STR(hp_db_sqlstate(db), "26000");
+    CHECK(query_int(db, "SELECT 2") == 2);
+    CHECK(query_int(db, "SELECT 1") == 1);
+    hp_db_pool_release(db);
+    long long v;
+    CHECK(one_statement(p, "SELECT 40 + 2", &v) == 200 && v == 42);
+    hp_db_pool_close(p);
+}
+
 /* ---- the runner ------------------------------------------------------------
  */
 
@@ -2317,6 +2603,11 @@ int main(int argc, char **argv)
     RUN_ALL(many_failure_in_the_middle);
     RUN_ALL(many_large_batch);
     RUN_PG(pg_many_round_trips);
+    RUN_ALL(changes_counts_only_writes);
+    RUN_ALL(failure_refuses_the_rest);
+    RUN_ALL(tx_control_refused);
+    RUN_ALL(many_autocommit_like_single_runs);
+    RUN_PG(pg_deallocate_forgets_all);
     T_RUN(session_sql_words);
     RUN_ALL(session_state_not_leaked);
     RUN_ALL(clean_connection_not_reset);
