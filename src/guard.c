@@ -73,7 +73,9 @@
 #define GOOD_MAX 512   /* modules whose last good versions are known */
 #define QUAR_STRIKES 2 /* crashes that quarantine a version */
 #define FALLBACK_ID_BASE (UINT64_C(1) << 32) /* ids of fallback versions */
-#define INITBAD_MAX 32 /* objects whose init crashed a worker */
+#define INITBAD_MAX 32        /* objects whose init crashed a worker */
+#define LOADING_MAX 128       /* objects being (or known to be) loaded */
+#define LOAD_POLL_NS 10000000 /* a waiter for another's first load */
 /* Handlers per good version known to have completed a run; past that
  * many, every handler of the version counts as one (ANY_HANDLER). */
 #define GOOD_HANDLERS 16
@@ -221,6 +223,24 @@ struct initbad {
     char why[REC_PATH + 768]; /* hook_path, hook_where and words */
 };
 
+/*
+ * The first load on this node of an object (its key): one worker loads it
+ * (its constructors and init may kill it), the others wait for the outcome
+ * (guard_init_vet, load_gate), so a bad version kills one worker, not one
+ * per request. LOADING by pid since (CLOCK_MONOTONIC ns) -> LOADED (that
+ * object's later loads run at once, in any worker) or FAILED (the loader's
+ * fatal-signal or exit hook, async-signal-safe: its waiters answer 503).
+ * Claimed and looked up under the table lock; a ring of LOADING_MAX whose
+ * LOADING entries are never reused.
+ */
+enum { L_FREE = 0, L_LOADING, L_LOADED, L_FAILED };
+struct loading {
+    atomic_int state;
+    atomic_int pid;
+    atomic_llong since;
+    char key[KEY_LEN];
+};
+
 struct shm {
     atomic_int lock; /* pid of the holder of the quarantine/good tables */
     pid_t master;
@@ -235,6 +255,8 @@ struct shm {
     struct good good[GOOD_MAX];
     struct initbad initbad[INITBAD_MAX]; /* a ring, under the table lock */
     unsigned ninitbad;
+    struct loading loading[LOADING_MAX];
+    unsigned nloading;
     /* slots follow, stride bytes apart */
 };
 
@@ -276,6 +298,9 @@ static __thread enum hp_stack_kind tl_stack_kind;
  * and init hooks are recorded under it (hook_key_of). */
 static __thread char tl_load_key[KEY_LEN];
 static __thread const char *tl_load_page;
+/* This thread's claim on a first load (an index in SHM->loading), or -1:
+ * the fatal-signal and exit hooks mark it failed. */
+static __thread int tl_loading = -1;
 
 /* Where this thread's stack lies, for telling a stack overflow from any
  * other fault (pthread_getattr_np: not in a signal handler). */
@@ -1726,6 +1751,14 @@ static const char *EXIT_NAME = "exit";
 /* An exit hook ran: the _exit that ends the process now is not a page's. */
 static atomic_bool EXITING;
 
+/* This thread's first load of an object is killing the process: its
+ * waiters in other workers answer 503 now (async-signal-safe). */
+static void load_failed_here(void)
+{
+    if (tl_loading >= 0 && SHM)
+        atomic_store(&SHM->loading[tl_loading].state, L_FAILED);
+}
+
 /* The same for a hook that called exit (status) or quick_exit (!known):
  * the line is that of the hook's call on the way to exit. */
 static void hook_exit(const struct hp_hook_run *h, int status, bool known)
@@ -1735,6 +1768,7 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
     bool outside = false;
     call = base ? hook_call(h) : ctor_site(h, 0, &base, &outside);
     hook_record(h, call, base);
+    load_failed_here();
     ME->hook_status = status;
     int sig = !known                            ? HOOK_QUICK_EXIT
               : strcmp(EXIT_NAME, "_exit") == 0 ? HOOK__EXIT
@@ -1781,10 +1815,117 @@ static bool prebuilt_key(const char *path, const char *so_path,
     return true;
 }
 
+/* The refusal of key's init already on record (malloc'd), or NULL.
+ * Under the table lock. */
+static char *initbad_why(const char *key)
+{
+    for (int i = 0; i < INITBAD_MAX; i++)
+        if (strcmp(SHM->initbad[i].key, key) == 0)
+            return hp_xstrdup(SHM->initbad[i].why);
+    return NULL;
+}
+
+/* key's entry in the loading table, or a new LOADING one of this process
+ * (*mine set): a free place, else the oldest that is not LOADING; -1 when
+ * every place is being loaded (the load then runs unguarded). Under the
+ * table lock. */
+static int loading_find(const char *key, bool *mine)
+{
+    *mine = false;
+    for (int i = 0; i < LOADING_MAX; i++)
+        if (atomic_load(&SHM->loading[i].state) != L_FREE &&
+            strcmp(SHM->loading[i].key, key) == 0)
+            return i;
+    for (int n = 0; n < LOADING_MAX; n++) {
+        int i = (int)(SHM->nloading++ % LOADING_MAX);
+        struct loading *l = &SHM->loading[i];
+        if (atomic_load(&l->state) == L_LOADING)
+            continue;
+        copy_str(l->key, sizeof l->key, key);
+        atomic_store(&l->pid, (int)getpid());
+        atomic_store(&l->since, now_ns());
+        atomic_store(&l->state, L_LOADING);
+        *mine = true;
+        return i;
+    }
+    return -1;
+}
+
+/* How long a waiter waits for another worker's first load: the loader's
+ * watchdog gives up on an init at --handler-timeout (and refuses it). */
+static int64_t load_wait_ns(void)
+{
+    double limit = CFG && CFG->handler_timeout > 0 ? CFG->handler_timeout : 30;
+    return (int64_t)((limit + 2) * 1e9);
+}
+
+/* A waiter's answer once its loader died or failed: the parent's refusal
+ * (it comes when the parent reaps the loader), else these words. */
+static char *load_failed(const char *key, const char *path, pid_t pid,
+                         const char *how)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        table_lock();
+        char *why = initbad_why(key);
+        table_unlock();
+        if (why)
+            return why;
+        nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
+    }
+    return hp_xasprintf(HP_DIAG_INIT_REFUSED "(or a constructor) of %s %s "
+                                             "the worker process %d that "
+                                             "loaded it first; it will not "
+                                             "run again until the file changes",
+                        rel_path(path), how, (int)pid);
+}
+
+/*
+ * The gate before an object's constructors and init run in this worker:
+ * its refusal (malloc'd, begins with HP_DIAG_INIT_REFUSED: a 503) if its
+ * init killed a worker, or the first load of it, in another worker, died
+ * or ran past the wait; NULL to load it (the first load on the node, then
+ * claimed for this thread, or one after a first load that survived).
+ */
+static char *load_gate(const char *path, const char *key)
+{
+    int64_t deadline = now_ns() + load_wait_ns();
+    for (;;) {
+        bool mine;
+        table_lock();
+        char *why = initbad_why(key);
+        int i = why ? -1 : loading_find(key, &mine);
+        struct loading *l = i >= 0 ? &SHM->loading[i] : NULL;
+        int st = l ? atomic_load(&l->state) : L_LOADED;
+        pid_t pid = l ? (pid_t)atomic_load(&l->pid) : 0;
+        bool gone =
+            st == L_LOADING && !mine && kill(pid, 0) < 0 && errno == ESRCH;
+        if (gone) /* not by its own hand, or the refusal would be there */
+            atomic_store(&l->state, L_FREE);
+        table_unlock();
+        if (why)
+            return why;
+        if (mine) {
+            tl_loading = i;
+            return NULL;
+        }
+        if (st == L_LOADED)
+            return NULL;
+        if (st == L_FAILED || gone)
+            return load_failed(key, path, pid, "killed");
+        if (now_ns() > deadline)
+            return hp_xasprintf(HP_DIAG_INIT_REFUSED "(or a constructor) of "
+                                                     "%s has been running for "
+                                                     "more than %.0f s in the "
+                                                     "worker process %d",
+                                rel_path(path), load_wait_ns() / 1e9 - 2,
+                                (int)pid);
+        nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
+    }
+}
+
 static char *guard_init_vet(const char *path, const char *so_path)
 {
     char key[KEY_LEN];
-    char *why = NULL;
     /* An init that recurses without end still reaches on_fatal: init runs
      * on whichever thread pins, maybe before any handler ran there. */
     altstack_ensure();
@@ -1797,12 +1938,20 @@ static char *guard_init_vet(const char *path, const char *so_path)
         memcpy(tl_load_key, key, KEY_LEN);
         tl_load_page = path;
     }
-    table_lock();
-    for (int i = 0; i < INITBAD_MAX && !why; i++)
-        if (strcmp(SHM->initbad[i].key, key) == 0)
-            why = hp_xstrdup(SHM->initbad[i].why);
-    table_unlock();
-    return why;
+    return load_gate(path, key);
+}
+
+/* hp_loader_set_load_end's: this thread's first load of an object ended
+ * and this process is alive: its other loads need not wait any more. */
+static void guard_load_end(void)
+{
+    int i = tl_loading;
+    tl_loading = -1;
+    if (i < 0)
+        return;
+    struct loading *l = &SHM->loading[i];
+    int st = L_LOADING;
+    atomic_compare_exchange_strong(&l->state, &st, L_LOADED);
 }
 
 /* The worker (or single process) whose exits and crashes the hooks answer
@@ -1828,6 +1977,7 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
         atomic_store(&ME->overflow_kind, (int)tl_stack_kind);
         atomic_store(&ME->overflow, (long)tl_overflowed);
         atomic_store(&ME->crash_sig, sig);
+        load_failed_here();
         int fd = running_fd();
         if (h)
             hook_crash(sig, fault_pc(si, uc), h);
@@ -2507,6 +2657,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     catch_exits(); /* first: EXIT_PID, which on_fatal checks */
     catch_fatal_signals();
     hp_loader_set_init_vet(guard_init_vet);
+    hp_loader_set_load_end(guard_load_end);
     if (cfg->handler_timeout > 0) {
         hp_loader_set_hook_watch(hook_watch_begin, hook_watch_end);
         watchdog_start();

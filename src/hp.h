@@ -426,6 +426,15 @@ const struct hp_hook_run *hp_hook_running(void);
 typedef char *(*hp_init_vet_fn)(const char *path, const char *so_path);
 void hp_loader_set_init_vet(hp_init_vet_fn vet);
 /*
+ * The host's word that a load its vet let run has ended on this thread
+ * (the object loaded, or failed to, and its init returned): the process
+ * survived its constructors and init (guard.c lets the other workers,
+ * waiting for this first load of the object, load it too). Set once,
+ * before serving; NULL (the default) is told nothing.
+ */
+typedef void (*hp_load_end_fn)(void);
+void hp_loader_set_load_end(hp_load_end_fn end);
+/*
  * The host's watch over init and fini hooks (guard.c: a hook that runs
  * past --handler-timeout is answered and its worker replaced, as a
  * handler's would be): begin right before the hook runs, on its thread,

@@ -1448,6 +1448,84 @@ def _line_of(src, needle):
     return next(i for i, l in enumerate(src.splitlines(), 1) if needle in l)
 
 
+LOAD_KILLERS = {
+    "segv": ("__attribute__((constructor)) static void boom(void) "
+             "{ char *p = getenv(\"HOTPUB_NO_SUCH_VAR\"); p[0] = 'x'; }",
+             "killed by signal 11"),
+    "initsegv": ("HP_INIT { (void)m; (void)previous; "
+                 "*(volatile int *)0 = 1; return NULL; }",
+                 "killed by signal 11"),
+    "exit": ("__attribute__((constructor)) static void bye(void) "
+             "{ exit(3); }", "exited with status 3"),
+    "term": ("__attribute__((constructor)) static void term(void) "
+             "{ raise(SIGTERM); }", "killed by signal 15"),
+}
+
+
+def _first_load_kills_one_worker(kind):
+    killer, died = LOAD_KILLERS[kind]
+    bad = page(killer + '\nHP_HANDLER(http_handler) { hp_puts(req, "bad"); '
+               'return HP_OK; }',
+               includes="#include <stdlib.h>\n#include <signal.h>")
+    slow = page('HP_HANDLER(http_handler) { usleep(300000); '
+                'hp_puts(req, "slow"); return HP_OK; }',
+                includes="#include <unistd.h>")
+    with Server(files={"good.c": simple_page("good"), "slow.c": slow},
+                args=["--workers", "4"], dev=False) as s:
+        all_ready(s, n=4, timeout=limit(15.0))
+        for _ in range(12):  # every worker has loaded the good pages
+            fresh_get(s, "/good")
+            fresh_get(s, "/slow")
+        s.write("bad.c", bad, how="rename")
+        paths = ["/bad", "/good", "/slow"] * 10
+        got = [None] * len(paths)
+
+        def one(i):
+            got[i] = fresh_get(s, paths[i], timeout=limit(20.0))
+        threads = [threading.Thread(target=one, args=(i,))
+                   for i in range(len(paths))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        bad_failed = [i for i, p in enumerate(paths) if p == "/bad" and
+                      (got[i] is None or got[i].status not in (502, 503))]
+        good_failed = [(paths[i], got[i] and got[i].status)
+                       for i, p in enumerate(paths)
+                       if p != "/bad" and (got[i] is None or
+                                           got[i].status != 200)]
+        harness.note("good requests that failed: %s" % good_failed)
+        check_eq(bad_failed, [], "requests for the bad page not 502/503")
+        check(wait_until(lambda: died in s.stderr(), limit(5.0)),
+              "no worker death logged: %s" % short(s.stderr(), 900))
+        time.sleep(0.5 * SLACK)
+        check_eq(s.stderr().count(died), 1,
+                 "workers that died loading it: %s" % short(s.stderr(), 1500))
+        r = fresh_get(s, "/bad")
+        check_eq(r and r.status, 503, "a later request")
+        check_eq(s.get_ok("/good").text, "good", "a good page after")
+
+
+def test_first_load_of_a_crashing_constructor_kills_one_worker():
+    """A new page whose constructor crashes, with 4 workers and 30
+    concurrent requests split across it and two good pages (one taking 300
+    ms): one worker loads the new object first while the others wait for
+    the outcome (guard.c's loading table), so exactly one worker dies and
+    every good request is answered 200. Before, all 4 loaded it at once
+    and died, and half of the good requests got 503."""
+    _first_load_kills_one_worker("segv")
+
+
+def test_first_load_of_a_crashing_init_kills_one_worker():
+    """The same for a page's HP_INIT that crashes."""
+    _first_load_kills_one_worker("initsegv")
+
+
+def test_first_load_of_an_exiting_constructor_kills_one_worker():
+    """The same for a constructor that calls exit(3)."""
+    _first_load_kills_one_worker("exit")
+
+
 def test_app_init_exit_production_refused_not_per_request():
     """An _app.c whose init calls exit(7) (production, two workers): the
     request that ran it gets a 503 with the short body; the log names the
