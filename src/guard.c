@@ -76,6 +76,7 @@
 #define INITBAD_MAX 32        /* objects whose init crashed a worker */
 #define LOADING_MAX 128       /* objects being (or known to be) loaded */
 #define LOAD_POLL_NS 10000000 /* a waiter for another's first load */
+#define QUIESCE_NS 2000000000 /* at most, for the loader's neighbours */
 /* Handlers per good version known to have completed a run; past that
  * many, every handler of the version counts as one (ANY_HANDLER). */
 #define GOOD_HANDLERS 16
@@ -1879,6 +1880,41 @@ static char *load_failed(const char *key, const char *path, pid_t pid,
                         rel_path(path), how, (int)pid);
 }
 
+/* Another thread of this worker is running a handler. */
+static bool others_running(void)
+{
+    int n = atomic_load(&ME->nrecs);
+    for (int i = 0; i < n && i < SHM->nrecs; i++)
+        if (i != tl_rec && (atomic_load(&rec_at(ME, i)->word) & 3) != R_IDLE)
+            return true;
+    return false;
+}
+
+/* This thread paused accepting for its first load (quiesce_begin). */
+static __thread bool tl_quiesced;
+
+/*
+ * Before this worker runs an object's constructors and init for the first
+ * time on the node (they may kill it): it stops taking connections, which
+ * the other workers take, and lets the handlers it is running finish (at
+ * most QUIESCE_NS), so that if it dies only the requests for that version
+ * go with it, not its neighbours' (a slow page's run, cut off). Production
+ * only: dev mode's edits are all first loads, and its pages' crashes are
+ * the author's to see.
+ */
+static void quiesce_begin(void)
+{
+    if (!CFG || CFG->dev)
+        return;
+    tl_quiesced = true;
+    hp_server_pause_accepting(true);
+    int64_t end = now_ns() + QUIESCE_NS;
+    for (int quiet = 0; quiet < 3 && now_ns() < end;) {
+        quiet = others_running() ? 0 : quiet + 1;
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
+}
+
 /*
  * The gate before an object's constructors and init run in this worker:
  * its refusal (malloc'd, begins with HP_DIAG_INIT_REFUSED: a 503) if its
@@ -1906,6 +1942,7 @@ static char *load_gate(const char *path, const char *key)
             return why;
         if (mine) {
             tl_loading = i;
+            quiesce_begin();
             return NULL;
         }
         if (st == L_LOADED)
@@ -1947,6 +1984,10 @@ static void guard_load_end(void)
 {
     int i = tl_loading;
     tl_loading = -1;
+    if (tl_quiesced) {
+        tl_quiesced = false;
+        hp_server_pause_accepting(false);
+    }
     if (i < 0)
         return;
     struct loading *l = &SHM->loading[i];

@@ -125,6 +125,12 @@ void hp_server_answer_unstarted(int culprit_fd);
  */
 void hp_server_dying(void);
 /*
+ * Stop (on) or resume taking new connections, for a while: the sibling
+ * worker processes take them meanwhile (guard.c, before this worker runs
+ * a version's constructors and init for the first time on the node).
+ */
+void hp_server_pause_accepting(bool on);
+/*
  * The host is about to answer the request on fd itself (the handler
  * timeout's 504): false if a dying process's handler has already answered
  * it (then the host must not write).
