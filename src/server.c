@@ -935,7 +935,8 @@ static int hotpub_allowed(struct ctx *c, const char *name)
 /* name (after /_hotpub/) is one of hotpub's own endpoints here. */
 static bool hotpub_endpoint_known(const char *name)
 {
-    static const char *const always[] = {"", "status.json", "metrics", "health",
+    static const char *const always[] = {"",        "status.json",
+                                         "metrics", "health",
                                          "status.events"};
     static const char *const dev[] = {"events", "live-reload.js",
                                       "live-reload.css"};
@@ -1270,7 +1271,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     int rc = hp_publish_run(req);
     tl_running = NULL;
     bool timed_out = !H.run_end(run);
-    struct hp_run measured = hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
+    struct hp_run measured =
+        hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
     hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
     if (req->flushed_inline) /* it streams: never on an event loop again */
         demote_for_stream(ps->page);
