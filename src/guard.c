@@ -2029,6 +2029,30 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
     raise(sig);
 }
 
+/*
+ * server.h's load_signal: a module's constructor or init raised SIGTERM or
+ * SIGINT on its own thread as it loaded. Answered as that hook crashing
+ * (named, the object refused until its file changes): as a mere stop, the
+ * worker drained and exited 0, every replacement loaded it again and
+ * stopped too, and nothing named the page. The worker dies of the signal
+ * (on_fatal's raise, delivered once unblocked here); the single process,
+ * which nothing replaces, exits 70 instead, so that a supervisor's
+ * Restart=on-failure restarts it (SIGTERM counts as a clean stop there).
+ */
+static void guard_load_signal(int sig, siginfo_t *si, void *uc)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(sig, &dfl, NULL);
+    on_fatal(sig, si, uc);
+    if (ALONE)
+        _exit(70);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    _exit(128 + sig); /* not reached: the signal's default action */
+}
+
 /* ---- a page handler (or a module hook) that calls exit() ----------------- */
 
 /* The instruction in v's object that called into exit, found by walking
@@ -2685,6 +2709,7 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
     hooks->run_end = guard_run_end;
     hooks->run_alive = guard_run_alive;
     hooks->vet = alone_vet;
+    hooks->load_signal = guard_load_signal;
 }
 
 void hp_guard_enter(int slot, struct hp_config *cfg,
@@ -2716,5 +2741,6 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->stop_cause = guard_stop_cause;
     hooks->metrics_text = guard_metrics_text;
     hooks->teardown = guard_teardown;
+    hooks->load_signal = guard_load_signal;
     hooks->thread_counts = &ME->threads;
 }

@@ -1171,8 +1171,13 @@ static void forward_signal(int sig, siginfo_t *si, void *uc)
         errno = saved;
         return;
     }
-    if (sig != SIGUSR1 && tl_running && si->si_pid == main_pid &&
-        (si->si_code == SI_TKILL || si->si_code == SI_USER))
+    bool own = si->si_pid == main_pid &&
+               (si->si_code == SI_TKILL || si->si_code == SI_USER);
+    const struct hp_hook_run *h = own ? hp_hook_running() : NULL;
+    if (sig != SIGUSR1 && h && H.load_signal &&
+        (strcmp(h->hook, "constructor") == 0 || strcmp(h->hook, "init") == 0))
+        H.load_signal(sig, si, uc); /* a crash in that hook: no return */
+    if (sig != SIGUSR1 && tl_running && own)
         note_raiser(tl_running);
     siginfo_t f = {.si_signo = sig, .si_code = SI_QUEUE};
     f.si_pid = main_pid;

@@ -9,6 +9,8 @@
 
 #include "hp.h"
 
+#include <signal.h>
+
 /*
  * What the host provides. Every function member may be NULL, and NULL
  * hooks (hp_serve(cfg, NULL)) mean a plain single process: server.c then
@@ -85,6 +87,12 @@ struct hp_server_hooks {
     /* Before the module cache is freed: drop versions the host pinned
      * outside it (vet's and rescue's). */
     void (*teardown)(void);
+    /* In a signal handler (async-signal-safe): a stop signal (SIGTERM,
+     * SIGINT) that a module's constructors or init raised on their own
+     * thread while it loads (hp_hook_running names the hook). The host
+     * treats it as that hook crashing and ends the process; NULL: the
+     * signal stops the process as any other would. */
+    void (*load_signal)(int sig, siginfo_t *si, void *uc);
 };
 
 /*
