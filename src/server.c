@@ -1147,19 +1147,27 @@ static __thread const hp_req *tl_running; /* the run on this thread */
 static __thread bool tl_signals_taken;    /* forward_signal's, here */
 static atomic_bool raiser_noted;
 static char raiser[512]; /* "path (handler 'h')" */
+/* The same for a SIGHUP a page raised (hup_ignored), noted again for each. */
+static atomic_bool hup_noted;
+static char hup_raiser[512];
+
+static void note_page(const hp_req *req, char *out, size_t cap)
+{
+    const char *parts[] = {req->target.path, " (handler '", req->target.handler,
+                           "')"};
+    size_t n = 0;
+    for (size_t i = 0; i < 4; i++)
+        for (const char *c = parts[i]; *c && n < cap - 1; c++)
+            out[n++] = *c;
+    out[n] = '\0';
+}
 
 static void note_raiser(const hp_req *req)
 {
     bool no = false;
     if (!atomic_compare_exchange_strong(&raiser_noted, &no, true))
         return;
-    const char *parts[] = {req->target.path, " (handler '", req->target.handler,
-                           "')"};
-    size_t n = 0;
-    for (size_t i = 0; i < 4; i++)
-        for (const char *c = parts[i]; *c && n < sizeof raiser - 1; c++)
-            raiser[n++] = *c;
-    raiser[n] = '\0';
+    note_page(req, raiser, sizeof raiser);
 }
 
 static void forward_signal(int sig, siginfo_t *si, void *uc)
@@ -1177,7 +1185,10 @@ static void forward_signal(int sig, siginfo_t *si, void *uc)
     if (sig != SIGUSR1 && h && H.load_signal &&
         (strcmp(h->hook, "constructor") == 0 || strcmp(h->hook, "init") == 0))
         H.load_signal(sig, si, uc); /* a crash in that hook: no return */
-    if (sig != SIGUSR1 && tl_running && own)
+    if (sig == SIGHUP && tl_running && own &&
+        !atomic_exchange(&hup_noted, true))
+        note_page(tl_running, hup_raiser, sizeof hup_raiser);
+    else if (sig != SIGUSR1 && sig != SIGHUP && tl_running && own)
         note_raiser(tl_running);
     siginfo_t f = {.si_signo = sig, .si_code = SI_QUEUE};
     f.si_pid = main_pid;
@@ -1196,6 +1207,7 @@ static void take_signals(void)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     tl_signals_taken = true;
 }
@@ -2095,19 +2107,48 @@ static void stop_sender(int sig, const siginfo_t *si)
         hp_log_error("signal %d was raised by the page %s on its own "
                      "thread: %s",
                      sig, raiser,
-                     alone ? "the server stops"
+                     alone ? "the server stops, with status 70 so that a "
+                             "supervisor restarts it"
                            : "this worker stops (it drains and is replaced)");
         return;
     }
     stopped_unasked = from == getpid() || (!alone && from != getppid());
     if (from == getpid())
         hp_log_error("signal %d was sent by process %d to itself (a page "
-                     "calling kill() on its own process?): stopping",
-                     sig, (int)from);
+                     "calling kill() on its own process?): stopping%s",
+                     sig, (int)from,
+                     alone ? ", with status 70 so that a supervisor "
+                             "restarts the server"
+                           : "");
     else if (!alone && from != getppid())
         hp_log_error("signal %d was sent by process %d, not by the "
                      "supervisor: stopping",
                      sig, (int)from);
+}
+
+/*
+ * SIGHUP reaches a process that serves (a page's raise(SIGHUP), kill -HUP
+ * of the single process, systemctl reload): the single process cannot
+ * reload its settings (master.c's reload starts a new generation of
+ * workers), and a worker's reload is its supervisor's. Ignored and said,
+ * rather than the default action, which ended the process at once with
+ * its in-flight requests unanswered.
+ */
+static void hup_ignored(const siginfo_t *si)
+{
+    pid_t from = si->si_pid;
+    if (si->si_code == SI_QUEUE && from == getpid()) /* forward_signal's */
+        from = (pid_t)si->si_value.sival_int;
+    if (atomic_exchange(&hup_noted, false))
+        hp_log_error("SIGHUP raised by the page %s: ignored (%s)", hup_raiser,
+                     alone ? "reload needs --workers 1 or more"
+                           : "a reload is the supervisor's");
+    else if (alone)
+        hp_log_error("SIGHUP: reload needs --workers 1 or more; ignored");
+    else if (si->si_code == SI_USER || si->si_code == SI_QUEUE)
+        hp_log_error("SIGHUP sent to worker %d by process %d: ignored (to "
+                     "reload, send it to the supervisor, pid %d)",
+                     (int)getpid(), (int)from, (int)getppid());
 }
 
 /* The last line of a drained process: what stopped it, since a bare
@@ -2147,6 +2188,8 @@ static void wait_for_stop(const sigset_t *sigs)
             hp_log_info("signal %d: finishing in-flight requests", sig);
             break;
         }
+        if (sig == SIGHUP)
+            hup_ignored(&si);
         if (sig == SIGUSR1) {
             hp_liveness_begin_change();
             int before = hp_access_fd();
@@ -2269,6 +2312,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGUSR1); /* reopen the logs */
+    sigaddset(&sigs, SIGHUP);  /* ignored, and said (hup_ignored) */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     /* Threads that run pages unblock them for this (take_signals). */
     main_pid = getpid();
@@ -2279,6 +2323,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     sigaction(SIGTERM, &fw, NULL);
     sigaction(SIGINT, &fw, NULL);
     sigaction(SIGUSR1, &fw, NULL);
+    sigaction(SIGHUP, &fw, NULL);
 
     if (serve_start(cfg, &ss) != 0)
         return 1;
@@ -2295,5 +2340,6 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     hp_access_flush();
     teardown();
     log_stopped();
-    return 0;
+    /* Alone, a stop a page sent is no clean stop (docs/operations.md). */
+    return alone && stopped_unasked ? 70 : 0;
 }

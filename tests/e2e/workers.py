@@ -939,15 +939,79 @@ def test_worker_stopped_by_a_signal_its_page_raised():
                      "being asked to stop" % pid, err, "the parent's log")
         all_ready(s)
         check_eq(s.get_ok("/other").text, "o", "served by the replacements")
-    # the single process: the server drains and stops, exit status 0
+    # the single process: the server drains and stops, exit status 70 (a
+    # page's stop is no clean stop: Restart=on-failure restarts it)
     with Server(files={"raise.c": SELF_RAISE}, args=["--workers", "0"]) as s:
         r = s.get("/raise")
         check_eq(r.status, 200, "the single process's answer")
         check(wait_until(lambda: not s.alive(), limit(5.0)),
               "the single process did not stop")
-        check_eq(s.proc.returncode, 0, "its exit status")
-        check_in("on its own thread: the server stops", s.stderr(), "its log")
+        check_eq(s.proc.returncode, 70, "its exit status")
+        check_in("on its own thread: the server stops, with status 70",
+                 s.stderr(), "its log")
         s.check_exit = False
+
+
+def test_single_process_stopped_by_its_page_kill_exits_70():
+    """--workers 0: a page's kill(getpid(), SIGTERM) stops the server with
+    status 70 (EX_SOFTWARE), not 0, so that Restart=on-failure restarts
+    it."""
+    src = page(r"""
+HP_HANDLER(http_handler) { kill(getpid(), SIGTERM); hp_puts(req, "k");
+return HP_OK; }""", includes="#include <signal.h>\n#include <unistd.h>")
+    with Server(files={"k.c": src}, args=["--workers", "0"]) as s:
+        s.get("/k")
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the single process did not stop")
+        check_eq(s.proc.returncode, 70, "its exit status")
+        check_in("to itself (a page calling kill() on its own process?): "
+                 "stopping, with status 70", s.stderr(), "its log")
+        s.check_exit = False
+
+
+SLEEP_HUP = page(r"""
+HP_HANDLER(http_handler) { sleep(2); hp_puts(req, "slept"); return HP_OK; }
+HP_HANDLER(hup) { raise(SIGHUP); hp_puts(req, "after hup"); return HP_OK; }
+""", includes="#include <signal.h>\n#include <unistd.h>")
+
+
+def test_sighup_never_kills_the_single_process():
+    """--workers 0: an external SIGHUP (systemctl reload) and a page's
+    raise(SIGHUP) killed the server at once with status 129, nothing
+    logged, in-flight requests unanswered. Now it is ignored and said,
+    and in-flight sleep(2) requests complete; the server serves on."""
+    with Server(files={"s.c": SLEEP_HUP}, args=["--workers", "0"]) as s:
+        bg = [harness.BackgroundRequest(s.port, "/s") for _ in range(2)]
+        for b in bg:
+            b.start()
+        time.sleep(0.5)
+        os.kill(s.proc.pid, signal.SIGHUP)
+        for b in bg:
+            r = b.join_result(timeout=limit(10.0))
+            check_eq(r.status, 200, "an in-flight request")
+            check_eq(r.text, "slept", "its body")
+        check(s.alive(), "the server died of SIGHUP")
+        check_in("SIGHUP: reload needs --workers 1 or more; ignored",
+                 s.stderr(), "the log")
+        r = s.get("/s/hup")
+        check_eq((r.status, r.text), (200, "after hup"), "a page's raise")
+        check(wait_until(lambda: "SIGHUP raised by the page %s (handler "
+                         "'hup'): ignored" % s.path("s.c") in s.stderr(),
+                         limit(3.0)), "the page not named: %s"
+              % short(s.stderr(), 600))
+        check(s.alive(), "the server died of the page's SIGHUP")
+
+
+def test_sighup_raised_by_a_page_in_a_worker_is_named():
+    """--workers N: a page's raise(SIGHUP) was silently ignored; now the
+    worker logs it, naming the page, and serves on."""
+    with Server(files={"s.c": SLEEP_HUP}, args=WORKERS, dev=False) as s:
+        r = fresh_get(s, "/s/hup")
+        check_eq(r and (r.status, r.text), (200, "after hup"), "the answer")
+        check(wait_until(lambda: "SIGHUP raised by the page %s (handler "
+                         "'hup'): ignored (a reload is the supervisor's)"
+                         % s.path("s.c") in s.stderr(), limit(3.0)),
+              "the page not named: %s" % short(s.stderr(), 600))
 
 
 def test_unasked_exit_single_process_is_an_error():
