@@ -404,6 +404,14 @@ static void copy_str(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
+/* Whether the module at path is an application module (_app.c, _app.so),
+ * not a page. Async-signal-safe. */
+static bool is_app(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    return strncmp(base ? base + 1 : path, "_app.", 5) == 0;
+}
+
 static bool is_hex32(const char *s, size_t n)
 {
     if (n != 32)
@@ -888,10 +896,9 @@ static hp_version *fallback_pin(const char *path, const hp_version *cur,
                 .phash = phash, .v = v, .own_path = own, .rescue = !cur};
             memcpy(fbs[n].key, key, KEY_LEN);
             atomic_store(&nfbs, n + 1);
-            hp_log_info("%s: serving an earlier good version (object %s, "
-                        "loaded as version %llu) in place of the %s one",
-                        path, key, (unsigned long long)v->id,
-                        cur ? "quarantined" : "broken");
+            hp_log_info("%s: serving an earlier good version (object %s) "
+                        "in place of the %s one",
+                        path, key, cur ? "quarantined" : "broken");
         } else {
             free(own);
         }
@@ -1320,10 +1327,11 @@ static void hook_timed_out(struct hook_watch *w, double limit)
     if (init && ME->hook_key[0]) {
         char why[sizeof SHM->initbad[0].why];
         snprintf(why, sizeof why,
-                 HP_DIAG_INIT_HUNG " (%g s) in a worker process, in %s; "
-                                   "it will not run again until the file "
-                                   "changes",
-                 limit, ME->hook_path);
+                 HP_DIAG_INIT_HUNG " (%g s) in a worker process, in the "
+                                   "%s %s; it will not run again until the "
+                                   "file changes",
+                 limit, is_app(ME->hook_path) ? "application module" : "page",
+                 ME->hook_path);
         initbad_add(ME->hook_key, why);
         /* Its waiters get their 503 now, not when this worker exits;
          * and if it returns late, its object answers nobody. */
@@ -1557,24 +1565,41 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
     hp_crash_answer(&c);
 }
 
+/* "the init hook of the page x.c", "a constructor of the application
+ * module shop/_app.c": a hook's name for people (not async-signal-safe). */
+static void hook_words(const char *hook, const char *path, char *out,
+                       size_t cap)
+{
+    bool obj =
+        strcmp(hook, "constructor") == 0 || strcmp(hook, "destructor") == 0;
+    snprintf(out, cap, "%s%s%s of the %s %s", obj ? "a " : "the ", hook,
+             obj ? "" : " hook", is_app(path) ? "application module" : "page",
+             path);
+}
+
 /* The single process has no parent to log its death: it says which page
  * (or module hook) killed it on standard error itself (write(2):
  * async-signal-safe). */
 static void log_alone(int sig, const struct hp_hook_run *h)
 {
-    const char *parts[8] = {"hotpub: ",
+    const char *parts[9] = {"hotpub: ",
                             signame(sig),
                             " while running ",
                             "(no page handler)",
                             "",
                             "",
                             "",
+                            "",
                             ""};
     if (h) {
-        parts[3] = "the ";
+        bool obj = strcmp(h->hook, "constructor") == 0 ||
+                   strcmp(h->hook, "destructor") == 0;
+        parts[3] = obj ? "a " : "the ";
         parts[4] = h->hook;
-        parts[5] = " hook of the module ";
-        parts[6] = rel_path(h->path);
+        parts[5] = obj ? "" : " hook";
+        parts[6] =
+            is_app(h->path) ? " of the application module " : " of the page ";
+        parts[7] = rel_path(h->path);
     } else if (tl_rec >= 0) {
         struct rec *r = rec_at(ME, tl_rec);
         parts[3] = r->path;
@@ -1582,9 +1607,9 @@ static void log_alone(int sig, const struct hp_hook_run *h)
         parts[5] = r->handler;
         parts[6] = "'";
     }
-    parts[7] = ": the single process (--workers 0) ends, nothing replaces "
+    parts[8] = ": the single process (--workers 0) ends, nothing replaces "
                "it\n";
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 9; i++)
         (void)!write(2, parts[i], strlen(parts[i]));
     if (tl_overflowed) {
         static const char m[] = "hotpub: the thread's stack overflowed: ";
@@ -1597,26 +1622,36 @@ static void log_alone(int sig, const struct hp_hook_run *h)
 
 /* ---- a module's lifecycle hook (init, fini) that crashes ---------------- */
 
-/* Production's answer to the request whose application module's init
- * crashed the worker: like server.c's other error bodies, no internals. */
-#define INIT_503_BODY                                                          \
+/* Production's answer to the request whose page's (or application
+ * module's) init or constructor crashed the worker: like server.c's other
+ * error bodies, no internals; Retry-After as on every later 503 of the
+ * refused version (server.c's send_init_503). */
+#define INIT_503_HEAD                                                          \
+    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"                   \
+    "Content-Type: text/html; charset=utf-8\r\nConnection: close\r\n"
+#define INIT_503_TOP                                                           \
     "<!doctype html>\n<title>503 Service Unavailable</title>\n<h1>503 "        \
-    "Service Unavailable</h1>\n<p>An application module failed to "            \
-    "initialise.</p>\n"
-#define INIT_503_LEN 139
-_Static_assert(sizeof INIT_503_BODY - 1 == INIT_503_LEN, "INIT_503_LEN");
+    "Service Unavailable</h1>\n<p>"
+#define INIT_503_APP                                                           \
+    INIT_503_TOP "An application module failed to initialise.</p>\n"
+#define INIT_503_PAGE INIT_503_TOP "A page failed to initialise.</p>\n"
+#define INIT_503_APP_LEN 139
+#define INIT_503_PAGE_LEN 124
+_Static_assert(sizeof INIT_503_APP - 1 == INIT_503_APP_LEN, "APP_LEN");
+_Static_assert(sizeof INIT_503_PAGE - 1 == INIT_503_PAGE_LEN, "PAGE_LEN");
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-static void answer_init_503(int fd)
+static void answer_init_503(int fd, bool app)
 {
-    static const char msg[] =
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        "Content-Type: text/html; charset=utf-8\r\n"
-        "Connection: close\r\n"
-        "Content-Length: " STR(INIT_503_LEN) "\r\n\r\n" INIT_503_BODY;
+    static const char app_msg[] = INIT_503_HEAD
+        "Content-Length: " STR(INIT_503_APP_LEN) "\r\n\r\n" INIT_503_APP;
+    static const char page_msg[] = INIT_503_HEAD
+        "Content-Length: " STR(INIT_503_PAGE_LEN) "\r\n\r\n" INIT_503_PAGE;
     if (hp_server_plaintext())
-        (void)!send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)!send(fd, app ? app_msg : page_msg,
+                    (app ? sizeof app_msg : sizeof page_msg) - 1,
+                    MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(fd, SHUT_RDWR);
 }
 
@@ -1705,7 +1740,7 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
     if (fd < 0 || !hp_server_claim(fd))
         return;
     if (!hp_server_pinning_details()) {
-        answer_init_503(fd);
+        answer_init_503(fd, is_app(h->path));
         return;
     }
     struct hp_crash c = {.fd = fd,
@@ -1780,10 +1815,12 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
         snprintf(what, sizeof what, "%s(%d)", EXIT_NAME, status);
     else
         snprintf(what, sizeof what, "exit (quick_exit)");
-    if (ALONE)
-        hp_log_error("the %s hook of the module %s called %s: the single "
-                     "process (--workers 0) ends",
-                     h->hook, ME->hook_path, what);
+    if (ALONE) {
+        char hw[REC_PATH + 64];
+        hook_words(h->hook, ME->hook_path, hw, sizeof hw);
+        hp_log_error("%s called %s: the single process (--workers 0) ends", hw,
+                     what);
+    }
     hook_answer(h, what, call, base, false);
 }
 
@@ -1873,10 +1910,11 @@ static char *load_failed(const char *key, const char *path, pid_t pid,
             return why;
         nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
     }
-    return hp_xasprintf(HP_DIAG_INIT_REFUSED "(or a constructor) of %s %s "
-                                             "the worker process %d that "
+    return hp_xasprintf(HP_DIAG_INIT_REFUSED "or a constructor of the %s %s "
+                                             "%s the worker process %d that "
                                              "loaded it first; it will not "
                                              "run again until the file changes",
+                        is_app(path) ? "application module" : "page",
                         rel_path(path), how, (int)pid);
 }
 
@@ -1950,10 +1988,12 @@ static char *load_gate(const char *path, const char *key)
         if (st == L_FAILED || gone)
             return load_failed(key, path, pid, "killed");
         if (now_ns() > deadline)
-            return hp_xasprintf(HP_DIAG_INIT_REFUSED "(or a constructor) of "
-                                                     "%s has been running for "
-                                                     "more than %.0f s in the "
-                                                     "worker process %d",
+            return hp_xasprintf(HP_DIAG_INIT_REFUSED "or a constructor of "
+                                                     "the %s %s has been "
+                                                     "running for more than "
+                                                     "%.0f s in the worker "
+                                                     "process %d",
+                                is_app(path) ? "application module" : "page",
                                 rel_path(path), load_wait_ns() / 1e9 - 2,
                                 (int)pid);
         nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
@@ -2494,40 +2534,38 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
                          const char *how)
 {
     char where[sizeof s->hook_where], why[sizeof SHM->initbad[0].why];
-    char what[48];
+    char what[48], hw[REC_PATH + 64];
     bool init = hook_loads(s->hook_name);
     int sig = atomic_load(&s->hook_sig);
     where_line(s->hook_where, where, sizeof where);
-    if (sig == HOOK_EXIT || sig == HOOK__EXIT || sig == HOOK__EXIT_C99)
-        snprintf(what, sizeof what, "%s(%d)", hook_exit_fn(sig),
+    hook_words(s->hook_name, s->hook_path, hw, sizeof hw);
+    bool exited =
+        sig == HOOK_EXIT || sig == HOOK__EXIT || sig == HOOK__EXIT_C99;
+    if (exited)
+        snprintf(what, sizeof what, "called %s(%d)", hook_exit_fn(sig),
                  s->hook_status);
     else if (sig == HOOK_TIMEOUT)
         snprintf(what, sizeof what, "ran past --handler-timeout, %d s",
                  s->hook_status);
+    else if (sig == HOOK_QUICK_EXIT)
+        snprintf(what, sizeof what, "called quick_exit");
     else
-        snprintf(what, sizeof what, "%s",
-                 sig == HOOK_QUICK_EXIT ? "quick_exit" : signame(sig));
-    hp_log_error("worker %d (generation %u) %s%s%s%s in the %s hook of the "
-                 "module %s (object %s)%s%s%s",
-                 (int)pid, gen, how,
-                 sig == HOOK_TIMEOUT ? " (the hook "
-                 : sig < 0           ? " (the hook called "
-                                     : "",
-                 sig < 0 ? what : "", sig < 0 ? ")" : "", s->hook_name,
-                 s->hook_path, s->hook_key[0] ? s->hook_key : "unknown",
-                 where[0] ? ", in " : "", where,
-                 init ? ": the module is unavailable (503) until its "
-                        "file changes"
-                      : "");
+        snprintf(what, sizeof what, "crashed (%s)", signame(sig));
+    hp_log_error(
+        "worker %d (generation %u) %s%s%s%s in %s (object %s)%s%s%s", (int)pid,
+        gen, how, sig < 0 ? " (the hook " : "", sig < 0 ? what : "",
+        sig < 0 ? ")" : "", hw, s->hook_key[0] ? s->hook_key : "unknown",
+        where[0] ? ", in " : "", where,
+        init ? ": it is unavailable (503) until its file changes" : "");
     if (!init || !s->hook_key[0])
         return;
     bool ctor = strcmp(s->hook_name, "constructor") == 0;
+    /* HP_DIAG_INIT_REFUSED or HP_DIAG_CTOR_REFUSED first: a 503 */
     snprintf(why, sizeof why,
-             HP_DIAG_INIT_CRASHED " a worker process (%s) in %s%s%s%s; it "
-                                  "will not run again until the file changes",
-             what, s->hook_path,
-             ctor ? " (in a constructor, as it loaded)" : "",
-             where[0] ? ": " : "", where);
+             "%s %s in a worker process%s%s%s; it will not run again until "
+             "the file changes",
+             hw, what, ctor ? " as it loaded" : "", where[0] ? ": " : "",
+             where);
     initbad_add(s->hook_key, why);
 }
 

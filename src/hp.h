@@ -451,6 +451,11 @@ void hp_loader_set_hook_watch(hp_hook_watch_fn begin, hp_hook_watch_fn end);
 #define HP_DIAG_INIT_CRASHED "the init hook crashed"
 #define HP_DIAG_INIT_HUNG "the init hook ran past --handler-timeout"
 #define HP_DIAG_INIT_REFUSED "the init hook "
+/* ... or that a constructor of the object did (guard.c's refusal). */
+#define HP_DIAG_CTOR_REFUSED "a constructor of the "
+/* diag says the module is refused for its init hook or a constructor
+ * (HP_DIAG_INIT_REFUSED, HP_DIAG_CTOR_REFUSED): a 503, not a 500. */
+bool hp_diag_is_refused(const char *diag);
 /* The init prefix of a load's diagnostic (loader.c): "init failed: " */
 #define HP_DIAG_INIT_FAILED "init failed: "
 /* Whether a load's diagnostic is the module's init refusing or crashing

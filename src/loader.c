@@ -193,12 +193,19 @@ static struct hp_hook_run hook_run(const hp_version *v, const char *hook)
     return run;
 }
 
+bool hp_diag_is_refused(const char *diag)
+{
+    return diag && (strncmp(diag, HP_DIAG_INIT_REFUSED,
+                            strlen(HP_DIAG_INIT_REFUSED)) == 0 ||
+                    strncmp(diag, HP_DIAG_CTOR_REFUSED,
+                            strlen(HP_DIAG_CTOR_REFUSED)) == 0);
+}
+
 bool hp_diag_is_init(const char *diag)
 {
     return diag && (strncmp(diag, HP_DIAG_INIT_FAILED,
                             strlen(HP_DIAG_INIT_FAILED)) == 0 ||
-                    strncmp(diag, HP_DIAG_INIT_REFUSED,
-                            strlen(HP_DIAG_INIT_REFUSED)) == 0);
+                    hp_diag_is_refused(diag));
 }
 
 void hp_loader_set_init_vet(hp_init_vet_fn vet)

@@ -1019,12 +1019,14 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
 {
     /* An application module whose init killed a worker: unavailable until
      * its file is fixed (guard.c refuses to run that init again). */
-    bool init_crashed = diag && strncmp(diag, HP_DIAG_INIT_REFUSED,
-                                        strlen(HP_DIAG_INIT_REFUSED)) == 0;
+    bool init_crashed = hp_diag_is_refused(diag);
     int status = init_crashed ? 503 : 500;
     if (init_crashed && !dev_details(&c->req))
-        return send_init_503(c, "<p>An application module failed "
-                                "to initialise.</p>\n");
+        return send_init_503(c, strstr(diag, "application module")
+                                    ? "<p>An application module failed "
+                                      "to initialise.</p>\n"
+                                    : "<p>A page failed to initialise."
+                                      "</p>\n");
     if (!diag || !dev_details(&c->req))
         return send_error(c, status, NULL);
     struct hp_buf html = {0};

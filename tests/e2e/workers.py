@@ -1214,7 +1214,7 @@ def _app_init_crash(dev, how):
                 check_in("failed to initialise", r.text, "production body")
                 check("_app.c" not in r.text and "SIG" not in r.text,
                       "internals in a production body: %s" % short(r.text))
-        check(wait_until(lambda: "init hook of the module sub/_app.c"
+        check(wait_until(lambda: "init hook of the application module sub/_app.c"
                          in s.stderr(), limit(2.0)),
               "the log does not name the module and hook")
         sig = "signal 6" if how == "abort" else "signal 11"
@@ -1261,7 +1261,7 @@ def test_prebuilt_so_whose_constructor_crashes_is_refused():
             check_eq(r.status, 503, "status (request %d)" % i)
             check_in("failed to initialise", r.text, "body (request %d)" % i)
             time.sleep(0.3 * SLACK)
-        check(wait_until(lambda: "in the constructor hook of the module b.so"
+        check(wait_until(lambda: "in a constructor of the page b.so"
                          in s.stderr(), limit(3.0)),
               "the log does not name the page: %s" % short(s.stderr(), 600))
         crashes = s.stderr().count("killed by signal 6")
@@ -1295,7 +1295,8 @@ def test_status_url_of_app_whose_init_aborts():
             if r.status != 200:
                 return False
             u = json.loads(r.text)["url"]
-            return "init hook crashed" in (u.get("error") or "")
+            return "init hook of the application module" in \
+                (u.get("error") or "")
         check(wait_until(documented, limit(10.0), 0.2),
               "no status document naming the crash: %s" % short(s.get(url).text))
         check_eq(s.get("/sub/page").status, 503, "the page itself")
@@ -1565,7 +1566,7 @@ def _first_load_kills_one_worker(kind):
         time.sleep(0.5 * SLACK)
         check_eq(s.stderr().count(died), 1,
                  "workers that died loading it: %s" % short(s.stderr(), 1500))
-        check_in("hook of the module bad.c", s.stderr(), "the page named")
+        check_in("of the page bad.c", s.stderr(), "the page named")
         r = fresh_get(s, "/bad")
         check_eq(r and r.status, 503, "a later request")
         check_eq(s.get_ok("/good").text, "good", "a good page after")
@@ -1605,6 +1606,57 @@ def test_constructor_raising_sigterm_is_a_crash_named_and_refused():
     _first_load_kills_one_worker("term")
 
 
+def test_page_constructor_exit_wording():
+    """A plain page (no _app.c) whose constructor calls exit(3): every
+    answer and line says what happened in its words. The first 503 and the
+    later ones alike carry Retry-After and the body "A page failed to
+    initialise." (not "An application module"); the log and the refusal
+    say "a constructor of the page bad.c called exit(3)" (not "the init
+    hook crashed ... (exit(3))")."""
+    bad = page('__attribute__((constructor)) static void bye(void) '
+               '{ exit(3); }\nHP_HANDLER(http_handler) { hp_puts(req, "b"); '
+               'return HP_OK; }', includes="#include <stdlib.h>")
+    with Server(files={"bad.c": bad}, args=WORKERS, dev=False) as s:
+        for i in range(3):
+            r = fresh_get(s, "/bad")
+            check_eq(r and r.status, 503, "status (request %d)" % i)
+            check_eq(r.header("Retry-After"), "1", "Retry-After (%d)" % i)
+            check_in("A page failed to initialise.", r.text, "body (%d)" % i)
+            check_not_in("application module", r.text, "body (%d)" % i)
+        check(wait_until(lambda: "called exit(3)) in a constructor of the "
+                         "page bad.c" in s.stderr(), limit(3.0)),
+              "the log: %s" % short(s.stderr(), 900))
+        check_not_in("init hook", s.stderr(), "the log")
+    with Server(files={"bad.c": bad}, args=WORKERS, dev=True) as s:
+        fresh_get(s, "/bad")
+        r = None
+        for _ in range(20):
+            r = fresh_get(s, "/bad")
+            if r and "in a worker process" in r.text:
+                break
+            time.sleep(0.1)
+        check_in("a constructor of the page bad.c called exit(3) in a worker "
+                 "process as it loaded", r.text, "the dev refusal")
+
+
+def test_single_process_crash_page_says_to_start_again():
+    """--workers 0 in dev mode: the process ends with the crash, so the
+    crash page says to start the server again, not that the page reloads
+    by itself; a prebuilt .so page's says to rebuild the .so."""
+    crash = page('HP_HANDLER(http_handler) { *(volatile int *)0 = 1; '
+                 'return HP_OK; }')
+    with Server(files={"c.c": crash}, args=["--workers", "0"], dev=True,
+                check_exit=False) as s:
+        r = s.get("/c")
+        check_in("start the server again", r.text, "the crash page")
+        check_not_in("reloads by itself", r.text, "the crash page")
+    with Server(files={}, args=WORKERS, dev=True) as s:
+        s.write("d.so", harness.build_page_so(crash, s.tmp), how="rename")
+        r = fresh_get(s, "/d")
+        check_in("rebuild the .so", r.text, "a .so page's crash page")
+        check_not_in("save the fix", r.text, "a .so page's crash page")
+
+
 def test_app_init_exit_production_refused_not_per_request():
     """An _app.c whose init calls exit(7) (production, two workers): the
     request that ran it gets a 503 with the short body; the log names the
@@ -1621,7 +1673,7 @@ def test_app_init_exit_production_refused_not_per_request():
         check_in("failed to initialise", r.text, "the production body")
         check("_app.c" not in r.text and "exit" not in r.text,
               "internals in a production body: %s" % short(r.text))
-        check(wait_until(lambda: "init hook of the module ic/_app.c"
+        check(wait_until(lambda: "init hook of the application module ic/_app.c"
                          in s.stderr(), limit(3.0)),
               "the log does not name the module and hook")
         check_in("exit(7)", s.stderr(), "exit(7) in the log")
@@ -1683,7 +1735,7 @@ def test_app_init__Exit_and__exit_named_as_called():
         with Server(files={"ic/_app.c": src, "ic/page.c": APP_PAGE},
                     args=WORKERS, dev=False) as s:
             check_eq(s.get("/ic/page").status, 503, "status (%s)" % call)
-            check(wait_until(lambda: "init hook of the module ic/_app.c"
+            check(wait_until(lambda: "init hook of the application module ic/_app.c"
                              in s.stderr(), limit(3.0)),
                   "the log does not name the module and hook (%s)" % call)
             check_in("(the hook called %s)" % call, s.stderr(),
