@@ -2592,11 +2592,15 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
     } else if (!sig && code == 0 && culprit < 0) {
         /* A clean stop nobody asked for: a stop signal from elsewhere
          * (the worker's own log names the sender). */
-        hp_log_error("worker %d (generation %u) %s without being asked to "
-                     "stop: it got SIGTERM or SIGINT from another process "
-                     "than its supervisor, or from itself (a page calling "
-                     "kill() on its own process)",
-                     (int)pid, gen, how);
+        if (s->why[0])
+            hp_log_error("worker %d (generation %u) %s without being asked "
+                         "to stop: %s",
+                         (int)pid, gen, how, s->why);
+        else
+            hp_log_error("worker %d (generation %u) %s without being asked "
+                         "to stop: it got SIGTERM or SIGINT from another "
+                         "process than its supervisor",
+                         (int)pid, gen, how);
     } else if (sig == SIGKILL && culprit < 0) {
         /* No fault of the process: SIGKILL cannot be raised by a fault,
          * and its supervisor's own kills (timeouts, silence) are named
@@ -2657,6 +2661,12 @@ static void guard_heartbeat(void)
 }
 
 /* server.h's lost: the process is about to exit with status 70. */
+/* server.h's stop_noted: the parent's log of the exit says why. */
+static void guard_stop_noted(const char *why)
+{
+    copy_str(ME->why, sizeof ME->why, why);
+}
+
 static void guard_lost(const char *why)
 {
     copy_str(ME->why, sizeof ME->why, why);
@@ -2780,5 +2790,6 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->metrics_text = guard_metrics_text;
     hooks->teardown = guard_teardown;
     hooks->load_signal = guard_load_signal;
+    hooks->stop_noted = guard_stop_noted;
     hooks->thread_counts = &ME->threads;
 }

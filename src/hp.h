@@ -103,6 +103,10 @@ struct hp_config {
 void hp_config_defaults(struct hp_config *c);
 /* Load an INI file into c. Returns 0, or -1 after printing the error. */
 int hp_config_load(struct hp_config *c, const char *path);
+/* Where hp_config_load's error goes: sink(message) (no "hotpub: " prefix,
+ * no newline), or, with NULL (the default), "hotpub: message" on standard
+ * error. A reload (SIGHUP) logs it with the log's time and level. */
+void hp_config_set_error_sink(void (*sink)(const char *msg));
 /* Apply one setting by its config-file name ("listen", "threads", ...).
  * Returns 0, or -1 with a message in err. */
 int hp_config_set(struct hp_config *c, const char *key, const char *value,
@@ -178,6 +182,11 @@ struct hp_thread_counts {
 
 void hp_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void hp_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* What names this process in the start-up lines a SIGHUP's new workers
+ * repeat ("worker 4114 (generation 2): "), "" by default (server.c sets
+ * it in a worker). */
+void hp_log_set_who(const char *who);
+const char *hp_log_who(void);
 void hp_vlog(const char *level, const char *fmt, va_list ap);
 /* hp_log_error for a process a page forked: the log lock may be held by a
  * thread that does not exist in it, so the line (at most 1 KiB, cut

@@ -2075,6 +2075,13 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
  */
 static bool alone; /* no supervisor: this process is the node */
 
+/* "worker 4114 (generation 2): " before the lines each worker logs, which
+ * a SIGHUP's generation repeats (hp_log_who); "" for the single process. */
+static const char *who(void)
+{
+    return hp_log_who();
+}
+
 static void drain_delay(int sig)
 {
     if (alone)
@@ -2104,6 +2111,7 @@ static void stop_sender(int sig, const siginfo_t *si)
         from = (pid_t)si->si_value.sival_int;
     else if (si->si_code != SI_USER && si->si_code != SI_TKILL)
         return;
+    char why[640];
     if (atomic_load(&raiser_noted)) {
         stopped_unasked = true;
         hp_log_error("signal %d was raised by the page %s on its own "
@@ -2112,6 +2120,10 @@ static void stop_sender(int sig, const siginfo_t *si)
                      alone ? "the server stops, with status 70 so that a "
                              "supervisor restarts it"
                            : "this worker stops (it drains and is replaced)");
+        snprintf(why, sizeof why, "the page %s raised signal %d", raiser,
+                 sig);
+        if (H.stop_noted)
+            H.stop_noted(why);
         return;
     }
     stopped_unasked = from == getpid() || (!alone && from != getppid());
@@ -2126,6 +2138,17 @@ static void stop_sender(int sig, const siginfo_t *si)
         hp_log_error("signal %d was sent by process %d, not by the "
                      "supervisor: stopping",
                      sig, (int)from);
+    if (!stopped_unasked || !H.stop_noted)
+        return;
+    if (from == getpid())
+        snprintf(why, sizeof why,
+                 "signal %d was sent by the worker to itself (a page "
+                 "calling kill() on its own process)",
+                 sig);
+    else
+        snprintf(why, sizeof why, "signal %d was sent by process %d", sig,
+                 (int)from);
+    H.stop_noted(why);
 }
 
 /*
@@ -2187,7 +2210,8 @@ static void wait_for_stop(const sigset_t *sigs)
         if (sig == SIGTERM || sig == SIGINT) {
             stop_sender(sig, &si);
             drain_delay(sig);
-            hp_log_info("signal %d: finishing in-flight requests", sig);
+            hp_log_info("%ssignal %d: finishing in-flight requests", who(),
+                        sig);
             break;
         }
         if (sig == SIGHUP)
@@ -2301,6 +2325,12 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
         return 2;
     }
     hooks_fill(hooks);
+    if (H.generation) {
+        char w[64];
+        snprintf(w, sizeof w, "worker %d (generation %u): ", (int)getpid(),
+                 H.generation);
+        hp_log_set_who(w);
+    }
     /* A worker's slot is in its supervisor's area; alone, the process maps
      * an area of one slot. */
     int mapped = hp_metrics_map(1);
@@ -2329,9 +2359,9 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
 
     if (serve_start(cfg, &ss) != 0)
         return 1;
-    hp_log_info("hotpub %s serving %s on %s://%s (%s mode)", HP_VERSION_STRING,
-                S.root, hp_tls_on() ? "https" : "http", cfg->listen,
-                S.dev ? "dev" : "production");
+    hp_log_info("%shotpub %s serving %s on %s://%s (%s mode)", who(),
+                HP_VERSION_STRING, S.root, hp_tls_on() ? "https" : "http",
+                cfg->listen, S.dev ? "dev" : "production");
     record_descriptors();
     H.ready();
     wait_for_stop(&sigs);

@@ -93,6 +93,14 @@ struct hp_server_hooks {
      * treats it as that hook crashing and ends the process; NULL: the
      * signal stops the process as any other would. */
     void (*load_signal)(int sig, siginfo_t *si, void *uc);
+    /* This process stops on a stop signal its supervisor did not send:
+     * why, in words (the page that raised it, the process that sent it),
+     * for the supervisor's log line about the exit it did not ask for. */
+    void (*stop_noted)(const char *why);
+    /* The worker's generation (its supervisor's count of SIGHUPs, from
+     * 1), for this process's lines that a reload repeats; 0: the single
+     * process, whose lines need no name. */
+    unsigned generation;
 };
 
 /*

@@ -936,7 +936,9 @@ def test_worker_stopped_by_a_signal_its_page_raised():
                      "'http_handler') on its own thread: this worker stops"
                      % (sig, s.path("raise.c")), err, "the worker's log")
             check_in("worker %d (generation 1) exited with status 0 without "
-                     "being asked to stop" % pid, err, "the parent's log")
+                     "being asked to stop: the page %s (handler "
+                     "'http_handler') raised signal %d"
+                     % (pid, s.path("raise.c"), sig), err, "the parent's log")
         all_ready(s)
         check_eq(s.get_ok("/other").text, "o", "served by the replacements")
     # the single process: the server drains and stops, exit status 70 (a
