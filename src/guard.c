@@ -8,7 +8,9 @@
  * the same bytes) and everything in it: a slot per worker process with
  * per-thread records of the running handler, the quarantine table, the
  * table of module versions known to be good, the table of objects whose
- * init hook crashed a worker (their init is refused, guard_init_vet); the
+ * init hook crashed a worker (their init is refused, guard_init_vet), the
+ * loading table (an object's first load on the node runs in one worker,
+ * the others wait for its outcome: load_gate); the
  * fatal-signal and exit hooks of a worker (crash records, the answers to
  * a page that crashed or called exit, or to a module init that crashed);
  * the handler-timeout watchdog thread of each worker; the fallback versions a
@@ -1937,12 +1939,14 @@ static __thread bool tl_quiesced;
  * the other workers take, and lets the handlers it is running finish (at
  * most QUIESCE_NS), so that if it dies only the requests for that version
  * go with it, not its neighbours' (a slow page's run, cut off). Production
- * only: dev mode's edits are all first loads, and its pages' crashes are
- * the author's to see.
+ * with other workers to take the connections only: dev mode's edits are
+ * all first loads, and its pages' crashes are the author's to see.
  */
 static void quiesce_begin(void)
 {
-    if (!CFG || CFG->dev)
+    /* (A lone worker would leave new connections waiting for as long as
+     * the load takes, up to a hung init's --handler-timeout.) */
+    if (!CFG || CFG->dev || SHM->workers <= 1)
         return;
     tl_quiesced = true;
     hp_server_pause_accepting(true);

@@ -352,8 +352,16 @@ static bool dev_details(hp_req *req);
 
 /* hp_cache_pin_page for the request of c, on record for
  * hp_server_pinning_fd. */
+static void take_signals(void);
+static __thread bool tl_signals_taken;
+
 static enum hp_acquire pin_page(struct ctx *c, bool wait)
 {
+    /* A pin may load the page, running its constructors and init: a stop
+     * signal one raises must reach forward_signal now (a crash of that
+     * hook), not stay pending on this thread until its first run. */
+    if (!tl_signals_taken)
+        take_signals();
     tl_pin_fd = c->fd;
     tl_pin_details = dev_details(&c->req);
     enum hp_acquire r =
@@ -1146,7 +1154,7 @@ static enum MHD_Result stream_finish(struct ctx *c, int rc)
  */
 static pid_t main_pid, main_tid;
 static __thread const hp_req *tl_running; /* the run on this thread */
-static __thread bool tl_signals_taken;    /* forward_signal's, here */
+static __thread bool tl_signals_taken; /* forward_signal's, here */
 static atomic_bool raiser_noted;
 static char raiser[512]; /* "path (handler 'h')" */
 /* The same for a SIGHUP a page raised (hup_ignored), noted again for each. */
