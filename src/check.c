@@ -300,6 +300,7 @@ static _Noreturn void load_child(const char *so, int fd)
 {
     char *diag = NULL, *priv = NULL;
     void *dl = NULL;
+    signal(SIGHUP, SIG_IGN); /* as in the server, where it never stops one */
     alarm(LOAD_LIMIT_S);
     if (hp_load(so, check_rundir, ++check_id, &dl, &priv, &diag) != 0) {
         (void)!write(fd, diag, strlen(diag));
@@ -327,6 +328,15 @@ static char *load_verdict(const char *path, int status, const char *said)
                             "server answers its requests 504 and refuses it "
                             "until the file changes",
                             path, hook, LOAD_LIMIT_S, when);
+    int stop = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    if (!loaded && (stop == SIGTERM || stop == SIGINT))
+        /* The server takes a stop signal raised as a page loads for a
+         * crash of that hook (guard.c's load_signal). */
+        return hp_xasprintf("%s: a constructor raised SIG%s as the object "
+                            "loaded: the server takes it for a crash, "
+                            "answers its requests 503 and refuses it until "
+                            "the file changes",
+                            path, sigabbrev_np(stop));
     if (WIFSIGNALED(status)) {
         const char *sig = sigabbrev_np(WTERMSIG(status));
         return hp_xasprintf("%s: %s crashed (SIG%s) %s: the server answers "

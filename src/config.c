@@ -9,7 +9,8 @@
  * "[V6]:PORT", numeric and canonical).
  * May not touch: anything at run time. It never opens sockets, creates
  * directories, or checks that paths exist; it only decides what the settings
- * are. It prints only hp_config_load's error (to stderr) and calls nothing
+ * are. It prints only hp_config_load's error (to stderr, or to the sink
+ * main.c names for a reload: hp_config_set_error_sink) and calls nothing
  * else of the server's (its own small helpers, not util.c's), so it stays
  * independent of the rest; the unit tests link every object but main.o.
  *
@@ -32,6 +33,7 @@
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1604,6 +1606,29 @@ static int load_handler(void *user, const char *section, const char *name,
     return !x->err_line;
 }
 
+static void (*error_sink)(const char *msg);
+
+void hp_config_set_error_sink(void (*sink)(const char *msg))
+{
+    error_sink = sink;
+}
+
+static void load_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static void load_error(const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (error_sink)
+        error_sink(msg);
+    else
+        fprintf(stderr, "hotpub: %s\n", msg);
+}
+
 int hp_config_load(struct hp_config *c, const char *path)
 {
     struct load_ctx x = {.cfg = c, .path = path};
@@ -1613,12 +1638,11 @@ int hp_config_load(struct hp_config *c, const char *path)
 
     x.f = fopen(path, "r");
     if (!x.f) {
-        fprintf(stderr, "hotpub: cannot open config file %s: %s\n", path,
-                strerror(errno));
+        load_error("cannot open config file %s: %s", path, strerror(errno));
         return -1;
     }
     if (fstat(fileno(x.f), &st) == 0 && S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "hotpub: config file %s is a directory\n", path);
+        load_error("config file %s is a directory", path);
         fclose(x.f);
         return -1;
     }
@@ -1628,7 +1652,7 @@ int hp_config_load(struct hp_config *c, const char *path)
         x.dir = slash == path ? cfg_strdup("/")
                               : strndup(path, (size_t)(slash - path));
     if (slash && !x.dir) {
-        fputs("hotpub: out of memory\n", stderr);
+        load_error("out of memory");
         fclose(x.f);
         return -1;
     }
@@ -1636,14 +1660,13 @@ int hp_config_load(struct hp_config *c, const char *path)
     rc = ini_parse_stream(load_reader, &x, load_handler, &x);
 
     if (rc > 0 && (!x.err_line || rc < x.err_line))
-        fprintf(stderr,
-                "hotpub: %s:%d: expected \"key = value\", \"[server]\" or a "
-                "comment\n",
-                path, rc);
+        load_error("%s:%d: expected \"key = value\", \"[server]\" or a "
+                   "comment",
+                   path, rc);
     else if (x.err_line)
-        fprintf(stderr, "hotpub: %s:%d: %s\n", path, x.err_line, x.err);
+        load_error("%s:%d: %s", path, x.err_line, x.err);
     else if (rc < 0)
-        fprintf(stderr, "hotpub: %s: cannot parse (out of memory)\n", path);
+        load_error("%s: cannot parse (out of memory)", path);
 
     free(x.line);
     free(x.dir);

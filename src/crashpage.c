@@ -293,14 +293,17 @@ static void put_what(struct sbuf *b, const struct hp_crash *c)
     bool ctor = c->init && strcmp(c->handler, "constructor") == 0;
     bool dtor = c->init && strcmp(c->handler, "destructor") == 0;
     puts_(b, !c->init ? " in the page "
-             : ctor   ? " in a constructor of the module "
-             : dtor   ? " in a destructor of the module "
+             : ctor   ? (app ? " in a constructor of the application module "
+                             : " in a constructor of the page ")
+             : dtor   ? (app ? " in a destructor of the application module "
+                             : " in a destructor of the page ")
              : app    ? " in the init hook of the application module "
-                      : " in the init hook of the module ");
+                      : " in the init hook of the page ");
     put_html(b, c->page);
     if (c->init) {
-        puts_(b, "</h1>\n<p>The application module failed to initialise: "
-                 "its <code>");
+        puts_(b, app ? "</h1>\n<p>The application module failed to "
+                       "initialise: its <code>"
+                     : "</h1>\n<p>The page failed to initialise: its <code>");
         put_html(b, c->handler);
         /* exit ends the process as surely as a fatal signal does */
         puts_(b, "</code> hook ");
@@ -320,6 +323,25 @@ static void put_what(struct sbuf *b, const struct hp_crash *c)
     puts_(b, c->alone ? "the server, a single process (--workers 0): it "
                         "ends now; start it again. "
                       : "the worker process (it is being replaced). ");
+}
+
+/* What to do next: the single process has ended (nothing reloads by
+ * itself), and a prebuilt .so page has no source to save. */
+static void put_next(struct sbuf *b, const struct hp_crash *c)
+{
+    size_t n = strlen(c->page);
+    bool so = n > 3 && strcmp(c->page + n - 3, ".so") == 0;
+    if (c->alone) {
+        puts_(b, so ? ". Rebuild the .so, then start the server again.</p>\n"
+                    : ". Save the fix, then start the server again.</p>\n");
+        return;
+    }
+    puts_(b, c->init ? ". "
+                     : ". In dev mode a crashing version is not "
+                       "quarantined: ");
+    puts_(b, so ? (c->init ? "Rebuild the .so" : "rebuild the .so")
+                : (c->init ? "Save the fix" : "save the fix"));
+    puts_(b, " and this page reloads by itself.</p>\n");
 }
 
 void hp_crash_answer(const struct hp_crash *c)
@@ -365,13 +387,12 @@ void hp_crash_answer(const struct hp_crash *c)
                  : c->pc  ? "(no line: addr2line found none)\n"
                           : "(no line: no frame of the object's)\n");
     put_address(&b, c);
-    puts_(&b, c->init ? ". Save the fix and this page reloads by itself.</p>\n"
-                      : ". In dev mode a crashing version is not "
-                        "quarantined: save the fix and this page reloads "
-                        "by itself.</p>\n");
+    put_next(&b, c);
     puts_(&b, "<script>new EventSource('/_hotpub/events').addEventListener("
               "'reload',function(){location.reload()})</script>\n");
-    puts_(&h, c->init ? "HTTP/1.1 503 Service Unavailable\r\n"
+    /* Retry-After as on every later 503 of a refused module (server.c's
+     * send_init_503): a fixed file may be served by then. */
+    puts_(&h, c->init ? "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
                       : "HTTP/1.1 502 Bad Gateway\r\n");
     puts_(&h, "Content-Type: text/html; charset=utf-8\r\n"
               "Cache-Control: no-store\r\nConnection: close\r\n"

@@ -823,7 +823,7 @@ int hp_db_server_open(const struct hp_config *cfg, const char *root_canon)
     char *err = NULL, *url;
 
     if (cfg->db && strcmp(cfg->db, "off") == 0) {
-        hp_log_info("database: off");
+        hp_log_info("%sdatabase: off", hp_log_who());
         return 0;
     }
     char *path = cfg->db ? NULL : hp_db_default_path(root_canon);
@@ -831,7 +831,8 @@ int hp_db_server_open(const struct hp_config *cfg, const char *root_canon)
     opts_from_config(cfg, &o);
     hp_db_pool *p = hp_db_pool_open(url, &o, &err);
     if (!p) {
-        hp_log_error("database: %s", err ? err : "cannot open");
+        hp_log_error("%sdatabase: %s", hp_log_who(),
+                     err ? err : "cannot open");
         free(err);
         free(url);
         free(path);
@@ -839,8 +840,8 @@ int hp_db_server_open(const struct hp_config *cfg, const char *root_canon)
     }
     p->mkdir_parent = cfg->db == NULL;
     p->is_default = true;
-    hp_log_info("database: %s (%s, up to %d connections)%s", p->shown,
-                p->drv->name, p->max,
+    hp_log_info("%sdatabase: %s (%s, up to %d connections)%s", hp_log_who(),
+                p->shown, p->drv->name, p->max,
                 cfg->db ? "" : " - the default; created on first use");
     default_pool = p;
     if (cfg->db)

@@ -8,7 +8,9 @@
  * the same bytes) and everything in it: a slot per worker process with
  * per-thread records of the running handler, the quarantine table, the
  * table of module versions known to be good, the table of objects whose
- * init hook crashed a worker (their init is refused, guard_init_vet); the
+ * init hook crashed a worker (their init is refused, guard_init_vet), the
+ * loading table (an object's first load on the node runs in one worker,
+ * the others wait for its outcome: load_gate); the
  * fatal-signal and exit hooks of a worker (crash records, the answers to
  * a page that crashed or called exit, or to a module init that crashed);
  * the handler-timeout watchdog thread of each worker; the fallback versions a
@@ -73,7 +75,10 @@
 #define GOOD_MAX 512   /* modules whose last good versions are known */
 #define QUAR_STRIKES 2 /* crashes that quarantine a version */
 #define FALLBACK_ID_BASE (UINT64_C(1) << 32) /* ids of fallback versions */
-#define INITBAD_MAX 32 /* objects whose init crashed a worker */
+#define INITBAD_MAX 32        /* objects whose init crashed a worker */
+#define LOADING_MAX 128       /* objects being (or known to be) loaded */
+#define LOAD_POLL_NS 10000000 /* a waiter for another's first load */
+#define QUIESCE_NS 2000000000 /* at most, for the loader's neighbours */
 /* Handlers per good version known to have completed a run; past that
  * many, every handler of the version counts as one (ANY_HANDLER). */
 #define GOOD_HANDLERS 16
@@ -221,6 +226,24 @@ struct initbad {
     char why[REC_PATH + 768]; /* hook_path, hook_where and words */
 };
 
+/*
+ * The first load on this node of an object (its key): one worker loads it
+ * (its constructors and init may kill it), the others wait for the outcome
+ * (guard_init_vet, load_gate), so a bad version kills one worker, not one
+ * per request. LOADING by pid since (CLOCK_MONOTONIC ns) -> LOADED (that
+ * object's later loads run at once, in any worker) or FAILED (the loader's
+ * fatal-signal or exit hook, async-signal-safe: its waiters answer 503).
+ * Claimed and looked up under the table lock; a ring of LOADING_MAX whose
+ * LOADING entries are never reused.
+ */
+enum { L_FREE = 0, L_LOADING, L_LOADED, L_FAILED };
+struct loading {
+    atomic_int state;
+    atomic_int pid;
+    atomic_llong since;
+    char key[KEY_LEN];
+};
+
 struct shm {
     atomic_int lock; /* pid of the holder of the quarantine/good tables */
     pid_t master;
@@ -235,6 +258,8 @@ struct shm {
     struct good good[GOOD_MAX];
     struct initbad initbad[INITBAD_MAX]; /* a ring, under the table lock */
     unsigned ninitbad;
+    struct loading loading[LOADING_MAX];
+    unsigned nloading;
     /* slots follow, stride bytes apart */
 };
 
@@ -276,6 +301,9 @@ static __thread enum hp_stack_kind tl_stack_kind;
  * and init hooks are recorded under it (hook_key_of). */
 static __thread char tl_load_key[KEY_LEN];
 static __thread const char *tl_load_page;
+/* This thread's claim on a first load (an index in SHM->loading), or -1:
+ * the fatal-signal and exit hooks mark it failed. */
+static __thread int tl_loading = -1;
 
 /* Where this thread's stack lies, for telling a stack overflow from any
  * other fault (pthread_getattr_np: not in a signal handler). */
@@ -376,6 +404,14 @@ static void copy_str(char *dst, size_t cap, const char *src)
     size_t n = strnlen(src ? src : "", cap - 1);
     memcpy(dst, src ? src : "", n);
     dst[n] = '\0';
+}
+
+/* Whether the module at path is an application module (_app.c, _app.so),
+ * not a page. Async-signal-safe. */
+static bool is_app(const char *path)
+{
+    const char *base = strrchr(path, '/');
+    return strncmp(base ? base + 1 : path, "_app.", 5) == 0;
 }
 
 static bool is_hex32(const char *s, size_t n)
@@ -862,10 +898,9 @@ static hp_version *fallback_pin(const char *path, const hp_version *cur,
                 .phash = phash, .v = v, .own_path = own, .rescue = !cur};
             memcpy(fbs[n].key, key, KEY_LEN);
             atomic_store(&nfbs, n + 1);
-            hp_log_info("%s: serving an earlier good version (object %s, "
-                        "loaded as version %llu) in place of the %s one",
-                        path, key, (unsigned long long)v->id,
-                        cur ? "quarantined" : "broken");
+            hp_log_info("%s: serving an earlier good version (object %s) "
+                        "in place of the %s one",
+                        path, key, cur ? "quarantined" : "broken");
         } else {
             free(own);
         }
@@ -1294,10 +1329,11 @@ static void hook_timed_out(struct hook_watch *w, double limit)
     if (init && ME->hook_key[0]) {
         char why[sizeof SHM->initbad[0].why];
         snprintf(why, sizeof why,
-                 HP_DIAG_INIT_HUNG " (%g s) in a worker process, in %s; "
-                                   "it will not run again until the file "
-                                   "changes",
-                 limit, ME->hook_path);
+                 HP_DIAG_INIT_HUNG " (%g s) in a worker process, in the "
+                                   "%s %s; it will not run again until the "
+                                   "file changes",
+                 limit, is_app(ME->hook_path) ? "application module" : "page",
+                 ME->hook_path);
         initbad_add(ME->hook_key, why);
         /* Its waiters get their 503 now, not when this worker exits;
          * and if it returns late, its object answers nobody. */
@@ -1531,24 +1567,41 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
     hp_crash_answer(&c);
 }
 
+/* "the init hook of the page x.c", "a constructor of the application
+ * module shop/_app.c": a hook's name for people (not async-signal-safe). */
+static void hook_words(const char *hook, const char *path, char *out,
+                       size_t cap)
+{
+    bool obj =
+        strcmp(hook, "constructor") == 0 || strcmp(hook, "destructor") == 0;
+    snprintf(out, cap, "%s%s%s of the %s %s", obj ? "a " : "the ", hook,
+             obj ? "" : " hook", is_app(path) ? "application module" : "page",
+             path);
+}
+
 /* The single process has no parent to log its death: it says which page
  * (or module hook) killed it on standard error itself (write(2):
  * async-signal-safe). */
 static void log_alone(int sig, const struct hp_hook_run *h)
 {
-    const char *parts[8] = {"hotpub: ",
+    const char *parts[9] = {"hotpub: ",
                             signame(sig),
                             " while running ",
                             "(no page handler)",
                             "",
                             "",
                             "",
+                            "",
                             ""};
     if (h) {
-        parts[3] = "the ";
+        bool obj = strcmp(h->hook, "constructor") == 0 ||
+                   strcmp(h->hook, "destructor") == 0;
+        parts[3] = obj ? "a " : "the ";
         parts[4] = h->hook;
-        parts[5] = " hook of the module ";
-        parts[6] = rel_path(h->path);
+        parts[5] = obj ? "" : " hook";
+        parts[6] =
+            is_app(h->path) ? " of the application module " : " of the page ";
+        parts[7] = rel_path(h->path);
     } else if (tl_rec >= 0) {
         struct rec *r = rec_at(ME, tl_rec);
         parts[3] = r->path;
@@ -1556,9 +1609,9 @@ static void log_alone(int sig, const struct hp_hook_run *h)
         parts[5] = r->handler;
         parts[6] = "'";
     }
-    parts[7] = ": the single process (--workers 0) ends, nothing replaces "
+    parts[8] = ": the single process (--workers 0) ends, nothing replaces "
                "it\n";
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 9; i++)
         (void)!write(2, parts[i], strlen(parts[i]));
     if (tl_overflowed) {
         static const char m[] = "hotpub: the thread's stack overflowed: ";
@@ -1571,26 +1624,36 @@ static void log_alone(int sig, const struct hp_hook_run *h)
 
 /* ---- a module's lifecycle hook (init, fini) that crashes ---------------- */
 
-/* Production's answer to the request whose application module's init
- * crashed the worker: like server.c's other error bodies, no internals. */
-#define INIT_503_BODY                                                          \
+/* Production's answer to the request whose page's (or application
+ * module's) init or constructor crashed the worker: like server.c's other
+ * error bodies, no internals; Retry-After as on every later 503 of the
+ * refused version (server.c's send_init_503). */
+#define INIT_503_HEAD                                                          \
+    "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"                   \
+    "Content-Type: text/html; charset=utf-8\r\nConnection: close\r\n"
+#define INIT_503_TOP                                                           \
     "<!doctype html>\n<title>503 Service Unavailable</title>\n<h1>503 "        \
-    "Service Unavailable</h1>\n<p>An application module failed to "            \
-    "initialise.</p>\n"
-#define INIT_503_LEN 139
-_Static_assert(sizeof INIT_503_BODY - 1 == INIT_503_LEN, "INIT_503_LEN");
+    "Service Unavailable</h1>\n<p>"
+#define INIT_503_APP                                                           \
+    INIT_503_TOP "An application module failed to initialise.</p>\n"
+#define INIT_503_PAGE INIT_503_TOP "A page failed to initialise.</p>\n"
+#define INIT_503_APP_LEN 139
+#define INIT_503_PAGE_LEN 124
+_Static_assert(sizeof INIT_503_APP - 1 == INIT_503_APP_LEN, "APP_LEN");
+_Static_assert(sizeof INIT_503_PAGE - 1 == INIT_503_PAGE_LEN, "PAGE_LEN");
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-static void answer_init_503(int fd)
+static void answer_init_503(int fd, bool app)
 {
-    static const char msg[] =
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        "Content-Type: text/html; charset=utf-8\r\n"
-        "Connection: close\r\n"
-        "Content-Length: " STR(INIT_503_LEN) "\r\n\r\n" INIT_503_BODY;
+    static const char app_msg[] = INIT_503_HEAD
+        "Content-Length: " STR(INIT_503_APP_LEN) "\r\n\r\n" INIT_503_APP;
+    static const char page_msg[] = INIT_503_HEAD
+        "Content-Length: " STR(INIT_503_PAGE_LEN) "\r\n\r\n" INIT_503_PAGE;
     if (hp_server_plaintext())
-        (void)!send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)!send(fd, app ? app_msg : page_msg,
+                    (app ? sizeof app_msg : sizeof page_msg) - 1,
+                    MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(fd, SHUT_RDWR);
 }
 
@@ -1679,7 +1742,7 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
     if (fd < 0 || !hp_server_claim(fd))
         return;
     if (!hp_server_pinning_details()) {
-        answer_init_503(fd);
+        answer_init_503(fd, is_app(h->path));
         return;
     }
     struct hp_crash c = {.fd = fd,
@@ -1726,6 +1789,14 @@ static const char *EXIT_NAME = "exit";
 /* An exit hook ran: the _exit that ends the process now is not a page's. */
 static atomic_bool EXITING;
 
+/* This thread's first load of an object is killing the process: its
+ * waiters in other workers answer 503 now (async-signal-safe). */
+static void load_failed_here(void)
+{
+    if (tl_loading >= 0 && SHM)
+        atomic_store(&SHM->loading[tl_loading].state, L_FAILED);
+}
+
 /* The same for a hook that called exit (status) or quick_exit (!known):
  * the line is that of the hook's call on the way to exit. */
 static void hook_exit(const struct hp_hook_run *h, int status, bool known)
@@ -1735,6 +1806,7 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
     bool outside = false;
     call = base ? hook_call(h) : ctor_site(h, 0, &base, &outside);
     hook_record(h, call, base);
+    load_failed_here();
     ME->hook_status = status;
     int sig = !known                            ? HOOK_QUICK_EXIT
               : strcmp(EXIT_NAME, "_exit") == 0 ? HOOK__EXIT
@@ -1745,10 +1817,12 @@ static void hook_exit(const struct hp_hook_run *h, int status, bool known)
         snprintf(what, sizeof what, "%s(%d)", EXIT_NAME, status);
     else
         snprintf(what, sizeof what, "exit (quick_exit)");
-    if (ALONE)
-        hp_log_error("the %s hook of the module %s called %s: the single "
-                     "process (--workers 0) ends",
-                     h->hook, ME->hook_path, what);
+    if (ALONE) {
+        char hw[REC_PATH + 64];
+        hook_words(h->hook, ME->hook_path, hw, sizeof hw);
+        hp_log_error("%s called %s: the single process (--workers 0) ends", hw,
+                     what);
+    }
     hook_answer(h, what, call, base, false);
 }
 
@@ -1781,10 +1855,158 @@ static bool prebuilt_key(const char *path, const char *so_path,
     return true;
 }
 
+/* The refusal of key's init already on record (malloc'd), or NULL.
+ * Under the table lock. */
+static char *initbad_why(const char *key)
+{
+    for (int i = 0; i < INITBAD_MAX; i++)
+        if (strcmp(SHM->initbad[i].key, key) == 0)
+            return hp_xstrdup(SHM->initbad[i].why);
+    return NULL;
+}
+
+/* key's entry in the loading table, or a new LOADING one of this process
+ * (*mine set): a free place, else the oldest that is not LOADING; -1 when
+ * every place is being loaded (the load then runs unguarded). Under the
+ * table lock. */
+static int loading_find(const char *key, bool *mine)
+{
+    *mine = false;
+    for (int i = 0; i < LOADING_MAX; i++)
+        if (atomic_load(&SHM->loading[i].state) != L_FREE &&
+            strcmp(SHM->loading[i].key, key) == 0)
+            return i;
+    for (int n = 0; n < LOADING_MAX; n++) {
+        int i = (int)(SHM->nloading++ % LOADING_MAX);
+        struct loading *l = &SHM->loading[i];
+        if (atomic_load(&l->state) == L_LOADING)
+            continue;
+        copy_str(l->key, sizeof l->key, key);
+        atomic_store(&l->pid, (int)getpid());
+        atomic_store(&l->since, now_ns());
+        atomic_store(&l->state, L_LOADING);
+        *mine = true;
+        return i;
+    }
+    return -1;
+}
+
+/* How long a waiter waits for another worker's first load: the loader's
+ * watchdog gives up on an init at --handler-timeout (and refuses it). */
+static int64_t load_wait_ns(void)
+{
+    double limit = CFG && CFG->handler_timeout > 0 ? CFG->handler_timeout : 30;
+    return (int64_t)((limit + 2) * 1e9);
+}
+
+/* A waiter's answer once its loader died or failed: the parent's refusal
+ * (it comes when the parent reaps the loader), else these words. */
+static char *load_failed(const char *key, const char *path, pid_t pid,
+                         const char *how)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        table_lock();
+        char *why = initbad_why(key);
+        table_unlock();
+        if (why)
+            return why;
+        nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
+    }
+    return hp_xasprintf(HP_DIAG_INIT_REFUSED "or a constructor of the %s %s "
+                                             "%s the worker process %d that "
+                                             "loaded it first; it will not "
+                                             "run again until the file changes",
+                        is_app(path) ? "application module" : "page",
+                        rel_path(path), how, (int)pid);
+}
+
+/* Another thread of this worker is running a handler. */
+static bool others_running(void)
+{
+    int n = atomic_load(&ME->nrecs);
+    for (int i = 0; i < n && i < SHM->nrecs; i++)
+        if (i != tl_rec && (atomic_load(&rec_at(ME, i)->word) & 3) != R_IDLE)
+            return true;
+    return false;
+}
+
+/* This thread paused accepting for its first load (quiesce_begin). */
+static __thread bool tl_quiesced;
+
+/*
+ * Before this worker runs an object's constructors and init for the first
+ * time on the node (they may kill it): it stops taking connections, which
+ * the other workers take, and lets the handlers it is running finish (at
+ * most QUIESCE_NS), so that if it dies only the requests for that version
+ * go with it, not its neighbours' (a slow page's run, cut off). Production
+ * with other workers to take the connections only: dev mode's edits are
+ * all first loads, and its pages' crashes are the author's to see.
+ */
+static void quiesce_begin(void)
+{
+    /* (A lone worker would leave new connections waiting for as long as
+     * the load takes, up to a hung init's --handler-timeout.) */
+    if (!CFG || CFG->dev || SHM->workers <= 1)
+        return;
+    tl_quiesced = true;
+    hp_server_pause_accepting(true);
+    int64_t end = now_ns() + QUIESCE_NS;
+    for (int quiet = 0; quiet < 3 && now_ns() < end;) {
+        quiet = others_running() ? 0 : quiet + 1;
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
+}
+
+/*
+ * The gate before an object's constructors and init run in this worker:
+ * its refusal (malloc'd, begins with HP_DIAG_INIT_REFUSED: a 503) if its
+ * init killed a worker, or the first load of it, in another worker, died
+ * or ran past the wait; NULL to load it (the first load on the node, then
+ * claimed for this thread, or one after a first load that survived).
+ */
+static char *load_gate(const char *path, const char *key)
+{
+    int64_t deadline = now_ns() + load_wait_ns();
+    for (;;) {
+        bool mine;
+        table_lock();
+        char *why = initbad_why(key);
+        int i = why ? -1 : loading_find(key, &mine);
+        struct loading *l = i >= 0 ? &SHM->loading[i] : NULL;
+        int st = l ? atomic_load(&l->state) : L_LOADED;
+        pid_t pid = l ? (pid_t)atomic_load(&l->pid) : 0;
+        bool gone =
+            st == L_LOADING && !mine && kill(pid, 0) < 0 && errno == ESRCH;
+        if (gone) /* not by its own hand, or the refusal would be there */
+            atomic_store(&l->state, L_FREE);
+        table_unlock();
+        if (why)
+            return why;
+        if (mine) {
+            tl_loading = i;
+            quiesce_begin();
+            return NULL;
+        }
+        if (st == L_LOADED)
+            return NULL;
+        if (st == L_FAILED || gone)
+            return load_failed(key, path, pid, "killed");
+        if (now_ns() > deadline)
+            return hp_xasprintf(HP_DIAG_INIT_REFUSED "or a constructor of "
+                                                     "the %s %s has been "
+                                                     "running for more than "
+                                                     "%.0f s in the worker "
+                                                     "process %d",
+                                is_app(path) ? "application module" : "page",
+                                rel_path(path), load_wait_ns() / 1e9 - 2,
+                                (int)pid);
+        nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
+    }
+}
+
 static char *guard_init_vet(const char *path, const char *so_path)
 {
     char key[KEY_LEN];
-    char *why = NULL;
     /* An init that recurses without end still reaches on_fatal: init runs
      * on whichever thread pins, maybe before any handler ran there. */
     altstack_ensure();
@@ -1797,12 +2019,24 @@ static char *guard_init_vet(const char *path, const char *so_path)
         memcpy(tl_load_key, key, KEY_LEN);
         tl_load_page = path;
     }
-    table_lock();
-    for (int i = 0; i < INITBAD_MAX && !why; i++)
-        if (strcmp(SHM->initbad[i].key, key) == 0)
-            why = hp_xstrdup(SHM->initbad[i].why);
-    table_unlock();
-    return why;
+    return load_gate(path, key);
+}
+
+/* hp_loader_set_load_end's: this thread's first load of an object ended
+ * and this process is alive: its other loads need not wait any more. */
+static void guard_load_end(void)
+{
+    int i = tl_loading;
+    tl_loading = -1;
+    if (tl_quiesced) {
+        tl_quiesced = false;
+        hp_server_pause_accepting(false);
+    }
+    if (i < 0)
+        return;
+    struct loading *l = &SHM->loading[i];
+    int st = L_LOADING;
+    atomic_compare_exchange_strong(&l->state, &st, L_LOADED);
 }
 
 /* The worker (or single process) whose exits and crashes the hooks answer
@@ -1828,6 +2062,7 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
         atomic_store(&ME->overflow_kind, (int)tl_stack_kind);
         atomic_store(&ME->overflow, (long)tl_overflowed);
         atomic_store(&ME->crash_sig, sig);
+        load_failed_here();
         int fd = running_fd();
         if (h)
             hook_crash(sig, fault_pc(si, uc), h);
@@ -1836,6 +2071,30 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
         hp_server_answer_unstarted(fd);
     }
     raise(sig);
+}
+
+/*
+ * server.h's load_signal: a module's constructor or init raised SIGTERM or
+ * SIGINT on its own thread as it loaded. Answered as that hook crashing
+ * (named, the object refused until its file changes): as a mere stop, the
+ * worker drained and exited 0, every replacement loaded it again and
+ * stopped too, and nothing named the page. The worker dies of the signal
+ * (on_fatal's raise, delivered once unblocked here); the single process,
+ * which nothing replaces, exits 70 instead, so that a supervisor's
+ * Restart=on-failure restarts it (SIGTERM counts as a clean stop there).
+ */
+static void guard_load_signal(int sig, siginfo_t *si, void *uc)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(sig, &dfl, NULL);
+    on_fatal(sig, si, uc);
+    if (ALONE)
+        _exit(70);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    _exit(128 + sig); /* not reached: the signal's default action */
 }
 
 /* ---- a page handler (or a module hook) that calls exit() ----------------- */
@@ -2279,40 +2538,38 @@ static void hook_autopsy(struct slot *s, pid_t pid, unsigned gen,
                          const char *how)
 {
     char where[sizeof s->hook_where], why[sizeof SHM->initbad[0].why];
-    char what[48];
+    char what[48], hw[REC_PATH + 64];
     bool init = hook_loads(s->hook_name);
     int sig = atomic_load(&s->hook_sig);
     where_line(s->hook_where, where, sizeof where);
-    if (sig == HOOK_EXIT || sig == HOOK__EXIT || sig == HOOK__EXIT_C99)
-        snprintf(what, sizeof what, "%s(%d)", hook_exit_fn(sig),
+    hook_words(s->hook_name, s->hook_path, hw, sizeof hw);
+    bool exited =
+        sig == HOOK_EXIT || sig == HOOK__EXIT || sig == HOOK__EXIT_C99;
+    if (exited)
+        snprintf(what, sizeof what, "called %s(%d)", hook_exit_fn(sig),
                  s->hook_status);
     else if (sig == HOOK_TIMEOUT)
         snprintf(what, sizeof what, "ran past --handler-timeout, %d s",
                  s->hook_status);
+    else if (sig == HOOK_QUICK_EXIT)
+        snprintf(what, sizeof what, "called quick_exit");
     else
-        snprintf(what, sizeof what, "%s",
-                 sig == HOOK_QUICK_EXIT ? "quick_exit" : signame(sig));
-    hp_log_error("worker %d (generation %u) %s%s%s%s in the %s hook of the "
-                 "module %s (object %s)%s%s%s",
-                 (int)pid, gen, how,
-                 sig == HOOK_TIMEOUT ? " (the hook "
-                 : sig < 0           ? " (the hook called "
-                                     : "",
-                 sig < 0 ? what : "", sig < 0 ? ")" : "", s->hook_name,
-                 s->hook_path, s->hook_key[0] ? s->hook_key : "unknown",
-                 where[0] ? ", in " : "", where,
-                 init ? ": the module is unavailable (503) until its "
-                        "file changes"
-                      : "");
+        snprintf(what, sizeof what, "crashed (%s)", signame(sig));
+    hp_log_error(
+        "worker %d (generation %u) %s%s%s%s in %s (object %s)%s%s%s", (int)pid,
+        gen, how, sig < 0 ? " (the hook " : "", sig < 0 ? what : "",
+        sig < 0 ? ")" : "", hw, s->hook_key[0] ? s->hook_key : "unknown",
+        where[0] ? ", in " : "", where,
+        init ? ": it is unavailable (503) until its file changes" : "");
     if (!init || !s->hook_key[0])
         return;
     bool ctor = strcmp(s->hook_name, "constructor") == 0;
+    /* HP_DIAG_INIT_REFUSED or HP_DIAG_CTOR_REFUSED first: a 503 */
     snprintf(why, sizeof why,
-             HP_DIAG_INIT_CRASHED " a worker process (%s) in %s%s%s%s; it "
-                                  "will not run again until the file changes",
-             what, s->hook_path,
-             ctor ? " (in a constructor, as it loaded)" : "",
-             where[0] ? ": " : "", where);
+             "%s %s in a worker process%s%s%s; it will not run again until "
+             "the file changes",
+             hw, what, ctor ? " as it loaded" : "", where[0] ? ": " : "",
+             where);
     initbad_add(s->hook_key, why);
 }
 
@@ -2339,11 +2596,15 @@ bool hp_guard_autopsy(int slot, pid_t pid, unsigned gen, const char *how,
     } else if (!sig && code == 0 && culprit < 0) {
         /* A clean stop nobody asked for: a stop signal from elsewhere
          * (the worker's own log names the sender). */
-        hp_log_error("worker %d (generation %u) %s without being asked to "
-                     "stop: it got SIGTERM or SIGINT from another process "
-                     "than its supervisor, or from itself (a page calling "
-                     "kill() on its own process)",
-                     (int)pid, gen, how);
+        if (s->why[0])
+            hp_log_error("worker %d (generation %u) %s without being asked "
+                         "to stop: %s",
+                         (int)pid, gen, how, s->why);
+        else
+            hp_log_error("worker %d (generation %u) %s without being asked "
+                         "to stop: it got SIGTERM or SIGINT from another "
+                         "process than its supervisor",
+                         (int)pid, gen, how);
     } else if (sig == SIGKILL && culprit < 0) {
         /* No fault of the process: SIGKILL cannot be raised by a fault,
          * and its supervisor's own kills (timeouts, silence) are named
@@ -2404,6 +2665,12 @@ static void guard_heartbeat(void)
 }
 
 /* server.h's lost: the process is about to exit with status 70. */
+/* server.h's stop_noted: the parent's log of the exit says why. */
+static void guard_stop_noted(const char *why)
+{
+    copy_str(ME->why, sizeof ME->why, why);
+}
+
 static void guard_lost(const char *why)
 {
     copy_str(ME->why, sizeof ME->why, why);
@@ -2494,6 +2761,7 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
     hooks->run_end = guard_run_end;
     hooks->run_alive = guard_run_alive;
     hooks->vet = alone_vet;
+    hooks->load_signal = guard_load_signal;
 }
 
 void hp_guard_enter(int slot, struct hp_config *cfg,
@@ -2507,6 +2775,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     catch_exits(); /* first: EXIT_PID, which on_fatal checks */
     catch_fatal_signals();
     hp_loader_set_init_vet(guard_init_vet);
+    hp_loader_set_load_end(guard_load_end);
     if (cfg->handler_timeout > 0) {
         hp_loader_set_hook_watch(hook_watch_begin, hook_watch_end);
         watchdog_start();
@@ -2524,5 +2793,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->stop_cause = guard_stop_cause;
     hooks->metrics_text = guard_metrics_text;
     hooks->teardown = guard_teardown;
+    hooks->load_signal = guard_load_signal;
+    hooks->stop_noted = guard_stop_noted;
     hooks->thread_counts = &ME->threads;
 }

@@ -103,6 +103,10 @@ struct hp_config {
 void hp_config_defaults(struct hp_config *c);
 /* Load an INI file into c. Returns 0, or -1 after printing the error. */
 int hp_config_load(struct hp_config *c, const char *path);
+/* Where hp_config_load's error goes: sink(message) (no "hotpub: " prefix,
+ * no newline), or, with NULL (the default), "hotpub: message" on standard
+ * error. A reload (SIGHUP) logs it with the log's time and level. */
+void hp_config_set_error_sink(void (*sink)(const char *msg));
 /* Apply one setting by its config-file name ("listen", "threads", ...).
  * Returns 0, or -1 with a message in err. */
 int hp_config_set(struct hp_config *c, const char *key, const char *value,
@@ -178,6 +182,11 @@ struct hp_thread_counts {
 
 void hp_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void hp_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* What names this process in the start-up lines a SIGHUP's new workers
+ * repeat ("worker 4114 (generation 2): "), "" by default (server.c sets
+ * it in a worker). */
+void hp_log_set_who(const char *who);
+const char *hp_log_who(void);
 void hp_vlog(const char *level, const char *fmt, va_list ap);
 /* hp_log_error for a process a page forked: the log lock may be held by a
  * thread that does not exist in it, so the line (at most 1 KiB, cut
@@ -426,6 +435,15 @@ const struct hp_hook_run *hp_hook_running(void);
 typedef char *(*hp_init_vet_fn)(const char *path, const char *so_path);
 void hp_loader_set_init_vet(hp_init_vet_fn vet);
 /*
+ * The host's word that a load its vet let run has ended on this thread
+ * (the object loaded, or failed to, and its init returned): the process
+ * survived its constructors and init (guard.c lets the other workers,
+ * waiting for this first load of the object, load it too). Set once,
+ * before serving; NULL (the default) is told nothing.
+ */
+typedef void (*hp_load_end_fn)(void);
+void hp_loader_set_load_end(hp_load_end_fn end);
+/*
  * The host's watch over init and fini hooks (guard.c: a hook that runs
  * past --handler-timeout is answered and its worker replaced, as a
  * handler's would be): begin right before the hook runs, on its thread,
@@ -442,6 +460,11 @@ void hp_loader_set_hook_watch(hp_hook_watch_fn begin, hp_hook_watch_fn end);
 #define HP_DIAG_INIT_CRASHED "the init hook crashed"
 #define HP_DIAG_INIT_HUNG "the init hook ran past --handler-timeout"
 #define HP_DIAG_INIT_REFUSED "the init hook "
+/* ... or that a constructor of the object did (guard.c's refusal). */
+#define HP_DIAG_CTOR_REFUSED "a constructor of the "
+/* diag says the module is refused for its init hook or a constructor
+ * (HP_DIAG_INIT_REFUSED, HP_DIAG_CTOR_REFUSED): a 503, not a 500. */
+bool hp_diag_is_refused(const char *diag);
 /* The init prefix of a load's diagnostic (loader.c): "init failed: " */
 #define HP_DIAG_INIT_FAILED "init failed: "
 /* Whether a load's diagnostic is the module's init refusing or crashing

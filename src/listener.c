@@ -48,6 +48,7 @@ static struct {
     atomic_uint open; /* connections handed over and not yet closed */
     atomic_bool stop;
     atomic_bool abandoned; /* hp_listener_abandon: nobody will join us */
+    atomic_bool paused;    /* hp_listener_pause: leave the backlog alone */
     bool take_backlog, running;
     unsigned taken;
     pthread_t thread;
@@ -117,7 +118,7 @@ static void *accept_main(void *arg)
 {
     long long next_tick = hp_now_ns() + 1000000000LL;
     while (!atomic_load(&L.stop)) {
-        bool room = atomic_load(&L.open) < L.limit;
+        bool room = atomic_load(&L.open) < L.limit && !atomic_load(&L.paused);
         struct pollfd p[2] = {
             {.fd = L.wake, .events = POLLIN},
             {.fd = atomic_load(&L.fd), .events = room ? POLLIN : 0}};
@@ -208,6 +209,13 @@ void hp_listener_abandon(void)
     int fd = atomic_exchange(&L.fd, -1);
     if (fd >= 0)
         close(fd); /* async-signal-safe; the thread gets EBADF/POLLNVAL */
+}
+
+void hp_listener_pause(bool on)
+{
+    atomic_store(&L.paused, on);
+    if (L.wake >= 0)
+        wake();
 }
 
 void hp_listener_closed(void)

@@ -40,6 +40,11 @@ unsigned hp_listener_stop(bool take_backlog);
  * accept thread sees the flag (or EBADF) and ends.
  */
 void hp_listener_abandon(void);
+/*
+ * Pause (on) or resume taking connections from the listen backlog, which
+ * the sibling worker processes then take; the socket stays open.
+ */
+void hp_listener_pause(bool on);
 /* This process's copy of the listening socket, or -1 once stopped. */
 int hp_listener_fd(void);
 /* Connections handed to libmicrohttpd and not closed yet. */

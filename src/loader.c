@@ -193,12 +193,19 @@ static struct hp_hook_run hook_run(const hp_version *v, const char *hook)
     return run;
 }
 
+bool hp_diag_is_refused(const char *diag)
+{
+    return diag && (strncmp(diag, HP_DIAG_INIT_REFUSED,
+                            strlen(HP_DIAG_INIT_REFUSED)) == 0 ||
+                    strncmp(diag, HP_DIAG_CTOR_REFUSED,
+                            strlen(HP_DIAG_CTOR_REFUSED)) == 0);
+}
+
 bool hp_diag_is_init(const char *diag)
 {
     return diag && (strncmp(diag, HP_DIAG_INIT_FAILED,
                             strlen(HP_DIAG_INIT_FAILED)) == 0 ||
-                    strncmp(diag, HP_DIAG_INIT_REFUSED,
-                            strlen(HP_DIAG_INIT_REFUSED)) == 0);
+                    hp_diag_is_refused(diag));
 }
 
 void hp_loader_set_init_vet(hp_init_vet_fn vet)
@@ -235,22 +242,40 @@ static const char *const hook_names[HP_NHOOKS] = {
     "hp__hook_prepare", "hp__hook_commit", "hp__hook_rollback",
     "hp__hook_release"};
 
+static hp_load_end_fn load_end;
+
+void hp_loader_set_load_end(hp_load_end_fn end)
+{
+    load_end = end;
+}
+
+static hp_version *version_load(const char *so, const char *rundir, uint64_t id,
+                                const char *path, void *previous, char **diag);
+
 hp_version *hp_version_open(const char *so, const char *rundir, uint64_t id,
                             const char *path, void *previous, char **diag)
 {
-    hp_version *v = hp_xcalloc(1, sizeof *v);
-    v->id = id;
-    v->path = path;
-    v->mod.v = v;
     /* Before dlopen: the object's constructors run in it, and one that
      * killed a worker is refused as an init that did (the key is the
      * compile cache's, in so's name and its private copy's alike). */
     char *vetoed = init_vet ? init_vet(path, so) : NULL;
     if (vetoed) {
         *diag = vetoed;
-        free(v);
         return NULL;
     }
+    hp_version *v = version_load(so, rundir, id, path, previous, diag);
+    if (load_end)
+        load_end(); /* it did not kill this process, whatever it said */
+    return v;
+}
+
+static hp_version *version_load(const char *so, const char *rundir, uint64_t id,
+                                const char *path, void *previous, char **diag)
+{
+    hp_version *v = hp_xcalloc(1, sizeof *v);
+    v->id = id;
+    v->path = path;
+    v->mod.v = v;
     if (load_copy(so, rundir, id, path, &v->dl, &v->so_path, diag) < 0) {
         free(v);
         return NULL;

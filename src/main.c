@@ -277,9 +277,19 @@ static int settings(struct hp_config *cfg)
 }
 
 /* SIGHUP: the same command line, the config file as it is now. */
+/* A reload's config-file error: a log line (time, level), not the bare
+ * "hotpub: ..." of the command line. */
+static void reload_error(const char *msg)
+{
+    hp_log_error("SIGHUP: %s", msg);
+}
+
 static int reload_settings(struct hp_config *cfg)
 {
-    return settings(cfg) == 0 ? 0 : -1;
+    hp_config_set_error_sink(reload_error);
+    int rc = settings(cfg) == 0 ? 0 : -1;
+    hp_config_set_error_sink(NULL);
+    return rc;
 }
 
 /*

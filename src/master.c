@@ -284,7 +284,8 @@ static _Noreturn void worker_main(int slot)
 
     struct hp_server_hooks hooks = {.listen_fd = LISTEN_FD,
                                     .redirect_fd = REDIRECT_FD,
-                                    .reopen_logs = reopen_logs};
+                                    .reopen_logs = reopen_logs,
+                                    .generation = M.gen};
     /* The CPUs are shared among the workers: with one CPU each, one
      * event-loop thread each (a second one on the same CPU only adds
      * context switches). */

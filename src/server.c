@@ -286,6 +286,11 @@ void hp_server_dying(void)
     hp_listener_abandon();
 }
 
+void hp_server_pause_accepting(bool on)
+{
+    hp_listener_pause(on);
+}
+
 void hp_server_answer_unstarted(int culprit_fd)
 {
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
@@ -347,8 +352,16 @@ static bool dev_details(hp_req *req);
 
 /* hp_cache_pin_page for the request of c, on record for
  * hp_server_pinning_fd. */
+static void take_signals(void);
+static __thread bool tl_signals_taken;
+
 static enum hp_acquire pin_page(struct ctx *c, bool wait)
 {
+    /* A pin may load the page, running its constructors and init: a stop
+     * signal one raises must reach forward_signal now (a crash of that
+     * hook), not stay pending on this thread until its first run. */
+    if (!tl_signals_taken)
+        take_signals();
     tl_pin_fd = c->fd;
     tl_pin_details = dev_details(&c->req);
     enum hp_acquire r =
@@ -1014,12 +1027,14 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
 {
     /* An application module whose init killed a worker: unavailable until
      * its file is fixed (guard.c refuses to run that init again). */
-    bool init_crashed = diag && strncmp(diag, HP_DIAG_INIT_REFUSED,
-                                        strlen(HP_DIAG_INIT_REFUSED)) == 0;
+    bool init_crashed = hp_diag_is_refused(diag);
     int status = init_crashed ? 503 : 500;
     if (init_crashed && !dev_details(&c->req))
-        return send_init_503(c, "<p>An application module failed "
-                                "to initialise.</p>\n");
+        return send_init_503(c, strstr(diag, "application module")
+                                    ? "<p>An application module failed "
+                                      "to initialise.</p>\n"
+                                    : "<p>A page failed to initialise."
+                                      "</p>\n");
     if (!diag || !dev_details(&c->req))
         return send_error(c, status, NULL);
     struct hp_buf html = {0};
@@ -1139,22 +1154,30 @@ static enum MHD_Result stream_finish(struct ctx *c, int rc)
  */
 static pid_t main_pid, main_tid;
 static __thread const hp_req *tl_running; /* the run on this thread */
-static __thread bool tl_signals_taken;    /* forward_signal's, here */
+static __thread bool tl_signals_taken; /* forward_signal's, here */
 static atomic_bool raiser_noted;
 static char raiser[512]; /* "path (handler 'h')" */
+/* The same for a SIGHUP a page raised (hup_ignored), noted again for each. */
+static atomic_bool hup_noted;
+static char hup_raiser[512];
+
+static void note_page(const hp_req *req, char *out, size_t cap)
+{
+    const char *parts[] = {req->target.path, " (handler '", req->target.handler,
+                           "')"};
+    size_t n = 0;
+    for (size_t i = 0; i < 4; i++)
+        for (const char *c = parts[i]; *c && n < cap - 1; c++)
+            out[n++] = *c;
+    out[n] = '\0';
+}
 
 static void note_raiser(const hp_req *req)
 {
     bool no = false;
     if (!atomic_compare_exchange_strong(&raiser_noted, &no, true))
         return;
-    const char *parts[] = {req->target.path, " (handler '", req->target.handler,
-                           "')"};
-    size_t n = 0;
-    for (size_t i = 0; i < 4; i++)
-        for (const char *c = parts[i]; *c && n < sizeof raiser - 1; c++)
-            raiser[n++] = *c;
-    raiser[n] = '\0';
+    note_page(req, raiser, sizeof raiser);
 }
 
 static void forward_signal(int sig, siginfo_t *si, void *uc)
@@ -1166,8 +1189,16 @@ static void forward_signal(int sig, siginfo_t *si, void *uc)
         errno = saved;
         return;
     }
-    if (sig != SIGUSR1 && tl_running && si->si_pid == main_pid &&
-        (si->si_code == SI_TKILL || si->si_code == SI_USER))
+    bool own = si->si_pid == main_pid &&
+               (si->si_code == SI_TKILL || si->si_code == SI_USER);
+    const struct hp_hook_run *h = own ? hp_hook_running() : NULL;
+    if (sig != SIGUSR1 && h && H.load_signal &&
+        (strcmp(h->hook, "constructor") == 0 || strcmp(h->hook, "init") == 0))
+        H.load_signal(sig, si, uc); /* a crash in that hook: no return */
+    if (sig == SIGHUP && tl_running && own &&
+        !atomic_exchange(&hup_noted, true))
+        note_page(tl_running, hup_raiser, sizeof hup_raiser);
+    else if (sig != SIGUSR1 && sig != SIGHUP && tl_running && own)
         note_raiser(tl_running);
     siginfo_t f = {.si_signo = sig, .si_code = SI_QUEUE};
     f.si_pid = main_pid;
@@ -1186,6 +1217,7 @@ static void take_signals(void)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     tl_signals_taken = true;
 }
@@ -2086,6 +2118,13 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
  */
 static bool alone; /* no supervisor: this process is the node */
 
+/* "worker 4114 (generation 2): " before the lines each worker logs, which
+ * a SIGHUP's generation repeats (hp_log_who); "" for the single process. */
+static const char *who(void)
+{
+    return hp_log_who();
+}
+
 static void drain_delay(int sig)
 {
     if (alone)
@@ -2115,24 +2154,69 @@ static void stop_sender(int sig, const siginfo_t *si)
         from = (pid_t)si->si_value.sival_int;
     else if (si->si_code != SI_USER && si->si_code != SI_TKILL)
         return;
+    char why[640];
     if (atomic_load(&raiser_noted)) {
         stopped_unasked = true;
         hp_log_error("signal %d was raised by the page %s on its own "
                      "thread: %s",
                      sig, raiser,
-                     alone ? "the server stops"
+                     alone ? "the server stops, with status 70 so that a "
+                             "supervisor restarts it"
                            : "this worker stops (it drains and is replaced)");
+        snprintf(why, sizeof why, "the page %s raised signal %d", raiser,
+                 sig);
+        if (H.stop_noted)
+            H.stop_noted(why);
         return;
     }
     stopped_unasked = from == getpid() || (!alone && from != getppid());
     if (from == getpid())
         hp_log_error("signal %d was sent by process %d to itself (a page "
-                     "calling kill() on its own process?): stopping",
-                     sig, (int)from);
+                     "calling kill() on its own process?): stopping%s",
+                     sig, (int)from,
+                     alone ? ", with status 70 so that a supervisor "
+                             "restarts the server"
+                           : "");
     else if (!alone && from != getppid())
         hp_log_error("signal %d was sent by process %d, not by the "
                      "supervisor: stopping",
                      sig, (int)from);
+    if (!stopped_unasked || !H.stop_noted)
+        return;
+    if (from == getpid())
+        snprintf(why, sizeof why,
+                 "signal %d was sent by the worker to itself (a page "
+                 "calling kill() on its own process)",
+                 sig);
+    else
+        snprintf(why, sizeof why, "signal %d was sent by process %d", sig,
+                 (int)from);
+    H.stop_noted(why);
+}
+
+/*
+ * SIGHUP reaches a process that serves (a page's raise(SIGHUP), kill -HUP
+ * of the single process, systemctl reload): the single process cannot
+ * reload its settings (master.c's reload starts a new generation of
+ * workers), and a worker's reload is its supervisor's. Ignored and said,
+ * rather than the default action, which ended the process at once with
+ * its in-flight requests unanswered.
+ */
+static void hup_ignored(const siginfo_t *si)
+{
+    pid_t from = si->si_pid;
+    if (si->si_code == SI_QUEUE && from == getpid()) /* forward_signal's */
+        from = (pid_t)si->si_value.sival_int;
+    if (atomic_exchange(&hup_noted, false))
+        hp_log_error("SIGHUP raised by the page %s: ignored (%s)", hup_raiser,
+                     alone ? "reload needs --workers 1 or more"
+                           : "a reload is the supervisor's");
+    else if (alone)
+        hp_log_error("SIGHUP: reload needs --workers 1 or more; ignored");
+    else if (si->si_code == SI_USER || si->si_code == SI_QUEUE)
+        hp_log_error("SIGHUP sent to worker %d by process %d: ignored (to "
+                     "reload, send it to the supervisor, pid %d)",
+                     (int)getpid(), (int)from, (int)getppid());
 }
 
 /* The last line of a drained process: what stopped it, since a bare
@@ -2169,9 +2253,12 @@ static void wait_for_stop(const sigset_t *sigs)
         if (sig == SIGTERM || sig == SIGINT) {
             stop_sender(sig, &si);
             drain_delay(sig);
-            hp_log_info("signal %d: finishing in-flight requests", sig);
+            hp_log_info("%ssignal %d: finishing in-flight requests", who(),
+                        sig);
             break;
         }
+        if (sig == SIGHUP)
+            hup_ignored(&si);
         if (sig == SIGUSR1) {
             hp_liveness_begin_change();
             int before = hp_access_fd();
@@ -2281,6 +2368,12 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
         return 2;
     }
     hooks_fill(hooks);
+    if (H.generation) {
+        char w[64];
+        snprintf(w, sizeof w, "worker %d (generation %u): ", (int)getpid(),
+                 H.generation);
+        hp_log_set_who(w);
+    }
     /* A worker's slot is in its supervisor's area; alone, the process maps
      * an area of one slot. */
     int mapped = hp_metrics_map(1);
@@ -2294,6 +2387,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGUSR1); /* reopen the logs */
+    sigaddset(&sigs, SIGHUP);  /* ignored, and said (hup_ignored) */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     /* Threads that run pages unblock them for this (take_signals). */
     main_pid = getpid();
@@ -2304,12 +2398,13 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     sigaction(SIGTERM, &fw, NULL);
     sigaction(SIGINT, &fw, NULL);
     sigaction(SIGUSR1, &fw, NULL);
+    sigaction(SIGHUP, &fw, NULL);
 
     if (serve_start(cfg, &ss) != 0)
         return 1;
-    hp_log_info("hotpub %s serving %s on %s://%s (%s mode)", HP_VERSION_STRING,
-                S.root, hp_tls_on() ? "https" : "http", cfg->listen,
-                S.dev ? "dev" : "production");
+    hp_log_info("%shotpub %s serving %s on %s://%s (%s mode)", who(),
+                HP_VERSION_STRING, S.root, hp_tls_on() ? "https" : "http",
+                cfg->listen, S.dev ? "dev" : "production");
     record_descriptors();
     H.ready();
     wait_for_stop(&sigs);
@@ -2320,5 +2415,6 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     hp_access_flush();
     teardown();
     log_stopped();
-    return 0;
+    /* Alone, a stop a page sent is no clean stop (docs/operations.md). */
+    return alone && stopped_unasked ? 70 : 0;
 }

@@ -9,6 +9,8 @@
 
 #include "hp.h"
 
+#include <signal.h>
+
 /*
  * What the host provides. Every function member may be NULL, and NULL
  * hooks (hp_serve(cfg, NULL)) mean a plain single process: server.c then
@@ -85,6 +87,20 @@ struct hp_server_hooks {
     /* Before the module cache is freed: drop versions the host pinned
      * outside it (vet's and rescue's). */
     void (*teardown)(void);
+    /* In a signal handler (async-signal-safe): a stop signal (SIGTERM,
+     * SIGINT) that a module's constructors or init raised on their own
+     * thread while it loads (hp_hook_running names the hook). The host
+     * treats it as that hook crashing and ends the process; NULL: the
+     * signal stops the process as any other would. */
+    void (*load_signal)(int sig, siginfo_t *si, void *uc);
+    /* This process stops on a stop signal its supervisor did not send:
+     * why, in words (the page that raised it, the process that sent it),
+     * for the supervisor's log line about the exit it did not ask for. */
+    void (*stop_noted)(const char *why);
+    /* The worker's generation (its supervisor's count of SIGHUPs, from
+     * 1), for this process's lines that a reload repeats; 0: the single
+     * process, whose lines need no name. */
+    unsigned generation;
 };
 
 /*
@@ -124,6 +140,12 @@ void hp_server_answer_unstarted(int culprit_fd);
  * ones still in the shared backlog go to the other workers.
  */
 void hp_server_dying(void);
+/*
+ * Stop (on) or resume taking new connections, for a while: the sibling
+ * worker processes take them meanwhile (guard.c, before this worker runs
+ * a version's constructors and init for the first time on the node).
+ */
+void hp_server_pause_accepting(bool on);
 /*
  * The host is about to answer the request on fd itself (the handler
  * timeout's 504): false if a dying process's handler has already answered

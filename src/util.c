@@ -38,6 +38,18 @@ void hp_vlog(const char *level, const char *fmt, va_list ap)
     pthread_mutex_unlock(&log_lock);
 }
 
+static char log_who[64];
+
+void hp_log_set_who(const char *who)
+{
+    snprintf(log_who, sizeof log_who, "%s", who);
+}
+
+const char *hp_log_who(void)
+{
+    return log_who;
+}
+
 void hp_log_error_forked(const char *fmt, ...)
 {
     char line[1024];

@@ -273,14 +273,14 @@ HP_HANDLER(http_handler) { hp_puts(req, "ok"); return HP_OK; }
             check_in("boom\n", r.text, "the constructor named")
             check_in("b.c:4\n", r.text, "its line (fast %s)" % fast)
             check_not_in("Address in the object: 0x0.", r.text, "no 0x0")
-            want = "in the constructor hook of the module b.c"
+            want = "a constructor of the page b.c"
             check(wait_until(lambda: want in s.stderr(), limit(5.0), 0.05),
                   "log does not name the page (fast %s): %s"
                   % (fast, s.stderr()[-600:]))
             check_not_in("no page handler was running", s.stderr(), "log")
             r = s.get("/b")
             check_eq(r.status, 503, "refused until the file changes")
-            check_in("in a constructor", r.text, "why")
+            check_in("a constructor of the page b.c", r.text, "why")
 
 
 def test_fast_tier_falls_back_to_gcc():

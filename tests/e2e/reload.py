@@ -133,6 +133,39 @@ def test_sighup_retired_workers_say_so():
                  "the parent at SIGTERM")
 
 
+def test_sighup_lines_name_worker_and_generation():
+    """At SIGHUP the lines every worker repeats say which worker and
+    generation they are: the old ones' "signal 15: finishing in-flight
+    requests", the new ones' "database: ..." and "hotpub ... serving"; a
+    config-file error found by the reload is a log line (time, level), not
+    the command line's bare "hotpub: file:line: ..."."""
+    with ConfigServer({"workers": 2},
+                      files={"hello.c": simple_page("hi")}, workers=None) as s:
+        old = [w["pid"] for w in procs(s)["workers"]]
+        s.write_ini(**{"max-bodysize": "1"})
+        os.kill(s.pid(), signal.SIGHUP)
+        check(wait_until(lambda: "reload refused" in s.stderr(), limit(5)),
+              "no refusal: %s" % s.stderr_tail())
+        bad = [ln for ln in s.stderr().splitlines()
+               if 'unknown setting "max-bodysize"' in ln]
+        check(len(bad) == 1 and "Z [error] SIGHUP: " in bad[0] and
+              not bad[0].startswith("hotpub:"),
+              "the config error line: %r" % bad)
+        s.write_ini(**{"max-bodysize": None})
+        os.kill(s.pid(), signal.SIGHUP)
+        generation_serving(s, 2)
+        new = [w["pid"] for w in procs(s)["workers"]]
+        for pid in old:
+            line = ("worker %d (generation 1): signal 15: finishing "
+                    "in-flight requests" % pid)
+            check(wait_until(lambda: line in s.stderr(), limit(10)),
+                  "no %r in the log:\n%s" % (line, s.stderr_tail()))
+        for pid in new:
+            for what in ("database: ", "hotpub 0.1.0 serving"):
+                check_in("worker %d (generation 2): %s" % (pid, what),
+                         s.stderr(), "a new worker's start-up line")
+
+
 def test_sighup_mismatched_certificate_keeps_serving():
     tmp = tempfile.mkdtemp(prefix="hotpub-reload-")
     cert, key = make_cert(tmp, "a")

@@ -376,6 +376,26 @@ HP_HANDLER(http_handler) { hp_puts(req, "x"); return HP_OK; }
         check_in("4 pages, 0 templates, 2 failed", out, "the summary")
 
 
+def test_check_says_what_the_server_does_with_a_constructor_signal():
+    """A constructor that raises SIGTERM: check says the server takes it
+    for a crash (503, refused), which is what the server now does
+    (workers.py constructor_raising_sigterm_is_a_crash_named_and_refused);
+    one that raises SIGHUP, which the server ignores, is no FAIL."""
+    term = page(r"""
+__attribute__((constructor)) static void t(void) { raise(SIGTERM); }
+HP_HANDLER(http_handler) { hp_puts(req, "x"); return HP_OK; }
+""", includes="#include <signal.h>")
+    hup = term.replace("SIGTERM", "SIGHUP")
+    with Server(files={"term.c": term, "hup.c": hup}, start=False) as s:
+        p = run_hotpub(["check", s.root], timeout=120,
+                       env={"HOME": s.tmp, "XDG_CACHE_HOME": s.cache})
+        out = p.stdout + p.stderr
+        check_in("FAIL " + s.path("term.c"), out, "the page named")
+        check_in("raised SIGTERM as the object loaded: the server takes it "
+                 "for a crash, answers its requests 503", out, "the words")
+        check_in("ok   " + s.path("hup.c"), out, "SIGHUP is ignored")
+
+
 def test_check_broken_page_exits_1_with_diagnostic():
     with Server(files={"hello.c": HELLO, "broken.c": BROKEN},
                 start=False) as s:

@@ -67,9 +67,46 @@ static void test_constructor_crash_named_as_such(void)
                          .init = true};
     char *a = answer_of(&c);
     CHECK(strncmp(a, "HTTP/1.1 503 Service Unavailable\r\n", 34) == 0);
-    CHECK(strstr(a, "SIGABRT in a constructor of the module "
+    CHECK(strstr(a, "SIGABRT in a constructor of the page "
                     "w/ctorcrash.c") != NULL);
     CHECK(strstr(a, "init hook") == NULL);
+    CHECK(strstr(a, "The page failed to initialise") != NULL);
+    CHECK(strstr(a, "application module") == NULL);
+    /* as on the later 503s of the refused version (server.c) */
+    CHECK(strstr(a, "\r\nRetry-After: 1\r\n") != NULL);
+    CHECK(strstr(a, "Save the fix and this page reloads by itself") != NULL);
+    free(a);
+}
+
+/* What to do next is what applies: the single process has ended (start
+ * it again), a prebuilt .so has no source to save (rebuild it). */
+static void test_next_step_says_what_applies(void)
+{
+    struct hp_crash c = {.signame = "SIGSEGV",
+                         .page = "/r/p.c",
+                         .handler = "http_handler",
+                         .so_path = "/nonexistent.so",
+                         .alone = true};
+    char *a = answer_of(&c);
+    CHECK(strstr(a, "Save the fix, then start the server again.") != NULL);
+    CHECK(strstr(a, "reloads by itself") == NULL);
+    free(a);
+    c.page = "/r/p.so";
+    a = answer_of(&c);
+    CHECK(strstr(a, "Rebuild the .so, then start the server again.") != NULL);
+    free(a);
+    c.alone = false;
+    a = answer_of(&c);
+    CHECK(strstr(a, "rebuild the .so and this page reloads by itself") != NULL);
+    CHECK(strstr(a, "save the fix") == NULL);
+    free(a);
+    c.page = "/r/_app.c";
+    c.handler = "init";
+    c.init = true;
+    a = answer_of(&c);
+    CHECK(strstr(a, "in the init hook of the application module /r/_app.c") !=
+          NULL);
+    CHECK(strstr(a, "The application module failed to initialise") != NULL);
     free(a);
 }
 
@@ -217,6 +254,7 @@ int main(int argc, char **argv)
     T_INIT(argc, argv);
     T_RUN(test_init_crash_is_503_naming_hook_module_line);
     T_RUN(test_constructor_crash_named_as_such);
+    T_RUN(test_next_step_says_what_applies);
     T_RUN(test_exit_is_502_naming_exit_and_handler);
     T_RUN(test__Exit_named_as_called);
     T_RUN(test_stack_overflow_named);
