@@ -20,7 +20,7 @@
                                   inline: a strike and a suspect)      */
 #define HP_STALL_NS 1000000000 /* 1 s inline: demote at once            */
 #define HP_STRIKE_EXPIRY 1024  /* fast runs after which strikes expire   */
-#define HP_WAIT_NS 250000      /* 250 µs: the longest run that waited
+#define HP_WAIT_NS 100000      /* 100 µs: the longest run that waited
                                   (a query, a lock) an event loop takes */
 
 /* One run as measured. wall_ns: CLOCK_MONOTONIC nanoseconds from start to
