@@ -886,6 +886,21 @@ static bool guard_prepared(struct pg_conn *pc)
                     &pc->guard_ready);
 }
 
+/* The read guard's answer, consumed: whether the reads before it wrote
+ * nothing (they stand on their own). A guard the server forgot (26000: a
+ * page's DEALLOCATE ALL) is prepared again next time. */
+static bool guard_passed(struct pg_conn *pc, PGresult *guard)
+{
+    bool alone = guard && PQresultStatus(guard) == PGRES_TUPLES_OK;
+    if (guard && PQresultStatus(guard) == PGRES_FATAL_ERROR) {
+        const char *state = PQresultErrorField(guard, PG_DIAG_SQLSTATE);
+        if (state && strcmp(state, "26000") == 0)
+            pc->guard_ready = false;
+    }
+    PQclear(guard);
+    return alone;
+}
+
 /*
  * A read of a request expected only to read (a GET, HEAD or OPTIONS),
  * before its first write: a transaction of its own, the statement and the
@@ -923,13 +938,7 @@ static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
     pc->waits++;
     PGresult *r = pipe_next(c), *guard = pipe_next(c);
     bool synced = pipe_sync(pc);
-    bool alone = guard && PQresultStatus(guard) == PGRES_TUPLES_OK;
-    if (guard && PQresultStatus(guard) == PGRES_FATAL_ERROR) {
-        const char *state = PQresultErrorField(guard, PG_DIAG_SQLSTATE);
-        if (state && strcmp(state, "26000") == 0)
-            pc->guard_ready = false;
-    }
-    PQclear(guard);
+    bool alone = guard_passed(pc, guard);
     if (!synced) {
         PQclear(r);
         return NULL;
@@ -1180,13 +1189,7 @@ static int batch_read(struct pg_conn *pc, struct batch *b)
 {
     PGresult *guard = NULL;
     bool ok = batch_pipeline(pc, b, false, true, &guard);
-    bool alone = guard && PQresultStatus(guard) == PGRES_TUPLES_OK;
-    if (guard && PQresultStatus(guard) == PGRES_FATAL_ERROR) {
-        const char *state = PQresultErrorField(guard, PG_DIAG_SQLSTATE);
-        if (state && strcmp(state, "26000") == 0)
-            pc->guard_ready = false;
-    }
-    PQclear(guard);
+    bool alone = guard_passed(pc, guard);
     if (!ok || b->failed) {
         pc->aborted = true; /* as one failed read: refuse the rest */
         b->failed = true;
