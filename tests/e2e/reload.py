@@ -154,7 +154,13 @@ def test_sighup_lines_name_worker_and_generation():
         s.write_ini(**{"max-bodysize": None})
         os.kill(s.pid(), signal.SIGHUP)
         generation_serving(s, 2)
-        new = [w["pid"] for w in procs(s)["workers"]]
+        # the old workers may still be listed (draining): the new ones are
+        # the pids that were not there before the reload
+        def new_pids():
+            n = [w["pid"] for w in procs(s)["workers"] if w["pid"] not in old]
+            return n if len(n) == 2 else None
+        new = wait_until(new_pids, limit(10))
+        check(new, "no two new workers: %s" % procs(s)["workers"])
         for pid in old:
             line = ("worker %d (generation 1): signal 15: finishing "
                     "in-flight requests" % pid)
