@@ -1155,10 +1155,13 @@ static enum MHD_Result stream_finish(struct ctx *c, int rc)
 static pid_t main_pid, main_tid;
 static __thread const hp_req *tl_running; /* the run on this thread */
 static __thread bool tl_signals_taken; /* forward_signal's, here */
-static atomic_bool raiser_noted;
+/* A name is claimed (*_claimed), written, then published (*_noted, a
+ * release store): the main thread reads it only after it sees *_noted,
+ * so it never reads a name half written. */
+static atomic_bool raiser_claimed, raiser_noted;
 static char raiser[512]; /* "path (handler 'h')" */
 /* The same for a SIGHUP a page raised (hup_ignored), noted again for each. */
-static atomic_bool hup_noted;
+static atomic_bool hup_claimed, hup_noted;
 static char hup_raiser[512];
 
 static void note_page(const hp_req *req, char *out, size_t cap)
@@ -1175,9 +1178,10 @@ static void note_page(const hp_req *req, char *out, size_t cap)
 static void note_raiser(const hp_req *req)
 {
     bool no = false;
-    if (!atomic_compare_exchange_strong(&raiser_noted, &no, true))
+    if (!atomic_compare_exchange_strong(&raiser_claimed, &no, true))
         return;
     note_page(req, raiser, sizeof raiser);
+    atomic_store_explicit(&raiser_noted, true, memory_order_release);
 }
 
 static void forward_signal(int sig, siginfo_t *si, void *uc)
@@ -1195,10 +1199,12 @@ static void forward_signal(int sig, siginfo_t *si, void *uc)
     if (sig != SIGUSR1 && h && H.load_signal &&
         (strcmp(h->hook, "constructor") == 0 || strcmp(h->hook, "init") == 0))
         H.load_signal(sig, si, uc); /* a crash in that hook: no return */
-    if (sig == SIGHUP && tl_running && own &&
-        !atomic_exchange(&hup_noted, true))
-        note_page(tl_running, hup_raiser, sizeof hup_raiser);
-    else if (sig != SIGUSR1 && sig != SIGHUP && tl_running && own)
+    if (sig == SIGHUP && tl_running && own) {
+        if (!atomic_exchange(&hup_claimed, true)) {
+            note_page(tl_running, hup_raiser, sizeof hup_raiser);
+            atomic_store_explicit(&hup_noted, true, memory_order_release);
+        }
+    } else if (sig != SIGUSR1 && sig != SIGHUP && tl_running && own)
         note_raiser(tl_running);
     siginfo_t f = {.si_signo = sig, .si_code = SI_QUEUE};
     f.si_pid = main_pid;
@@ -2207,11 +2213,12 @@ static void hup_ignored(const siginfo_t *si)
     pid_t from = si->si_pid;
     if (si->si_code == SI_QUEUE && from == getpid()) /* forward_signal's */
         from = (pid_t)si->si_value.sival_int;
-    if (atomic_exchange(&hup_noted, false))
+    if (atomic_exchange(&hup_noted, false)) {
         hp_log_error("SIGHUP raised by the page %s: ignored (%s)", hup_raiser,
                      alone ? "reload needs --workers 1 or more"
                            : "a reload is the supervisor's");
-    else if (alone)
+        atomic_store(&hup_claimed, false); /* the next one is noted anew */
+    } else if (alone)
         hp_log_error("SIGHUP: reload needs --workers 1 or more; ignored");
     else if (si->si_code == SI_USER || si->si_code == SI_QUEUE)
         hp_log_error("SIGHUP sent to worker %d by process %d: ignored (to "
