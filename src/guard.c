@@ -1912,11 +1912,21 @@ static char *load_failed(const char *key, const char *path, pid_t pid,
             return why;
         nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
     }
-    return hp_xasprintf(HP_DIAG_INIT_REFUSED "or a constructor of the %s %s "
-                                             "%s the worker process %d that "
-                                             "loaded it first; it will not "
-                                             "run again until the file changes",
-                        is_app(path) ? "application module" : "page",
+    /* Which of the two it was, the loader's record would have said: name
+     * both, in the words the other refusals use (a page has no "init
+     * hook" in them; both prefixes are a refusal, hp_diag_is_refused). */
+    if (is_app(path))
+        return hp_xasprintf(HP_DIAG_INIT_REFUSED "or a constructor of the "
+                                                 "application module %s %s "
+                                                 "the worker process %d that "
+                                                 "loaded it first; it will "
+                                                 "not run again until the "
+                                                 "file changes",
+                            rel_path(path), how, (int)pid);
+    return hp_xasprintf(HP_DIAG_CTOR_REFUSED "page %s, or its init, %s the "
+                                             "worker process %d that loaded "
+                                             "it first; it will not run again "
+                                             "until the file changes",
                         rel_path(path), how, (int)pid);
 }
 
@@ -1992,14 +2002,14 @@ static char *load_gate(const char *path, const char *key)
         if (st == L_FAILED || gone)
             return load_failed(key, path, pid, "killed");
         if (now_ns() > deadline)
-            return hp_xasprintf(HP_DIAG_INIT_REFUSED "or a constructor of "
-                                                     "the %s %s has been "
-                                                     "running for more than "
-                                                     "%.0f s in the worker "
-                                                     "process %d",
-                                is_app(path) ? "application module" : "page",
-                                rel_path(path), load_wait_ns() / 1e9 - 2,
-                                (int)pid);
+            return hp_xasprintf(
+                "%s%s %s%s has been running for more than %.0f s in the "
+                "worker process %d",
+                is_app(path) ? HP_DIAG_INIT_REFUSED "or a constructor of the "
+                             : HP_DIAG_CTOR_REFUSED,
+                is_app(path) ? "application module" : "page", rel_path(path),
+                is_app(path) ? "" : ", or its init,", load_wait_ns() / 1e9 - 2,
+                (int)pid);
         nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
     }
 }
