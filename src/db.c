@@ -127,19 +127,28 @@ static bool refused(hp_db *db, const char *sql)
 }
 
 /* Whether the statement at p (its first word) ends, begins or ends a
- * transaction: COMMIT, ROLLBACK (not ROLLBACK TO), BEGIN, END, START
- * [TRANSACTION], ABORT. SAVEPOINT and RELEASE are fine. */
+ * transaction: COMMIT (and COMMIT PREPARED), ROLLBACK (not ROLLBACK TO),
+ * BEGIN, END, START TRANSACTION, ABORT, PREPARE TRANSACTION (PostgreSQL:
+ * it ends the session's transaction and leaves it prepared, holding its
+ * locks until someone commits it). SAVEPOINT, RELEASE and PREPARE of a
+ * statement are fine. */
 static bool tx_control_word(const char *w, size_t n, const char *rest)
 {
     static const char *const words[] = {"commit", "begin", "end",
-                                        "start",  "abort", NULL};
+                                        "abort",  NULL};
+    static const char *const before_transaction[] = {"start", "prepare",
+                                                     NULL};
     if (n == 8 && strncasecmp(w, "rollback", 8) == 0)
         return !is_rollback_to(w);
     for (const char *const *x = words; *x; x++)
         if (strlen(*x) == n && strncasecmp(w, *x, n) == 0)
-            return n != 5 || strncasecmp(w, "start", 5) != 0 ||
-                   strncasecmp(rest + strspn(rest, " \t\r\n"), "transaction",
-                               11) == 0;
+            return true;
+    for (const char *const *x = before_transaction; *x; x++)
+        if (strlen(*x) == n && strncasecmp(w, *x, n) == 0) {
+            rest += strspn(rest, " \t\r\n");
+            return strncasecmp(rest, "transaction", 11) == 0 &&
+                   !isalnum((unsigned char)rest[11]) && rest[11] != '_';
+        }
     return false;
 }
 

@@ -2375,7 +2375,8 @@ static void tx_control_refused(void)
     snprintf(ins, sizeof ins, "INSERT INTO %s VALUES (1)", t);
     const char *bad[] = {"COMMIT",     " rollback",         "END",
                          "BEGIN",      "START TRANSACTION", "ABORT",
-                         "commit work"};
+                         "commit work", "PREPARE TRANSACTION 'x'",
+                         "prepare\ttransaction 'y'"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         fake_request(&req, "POST");
         db = hp_db_from(&req, p);
