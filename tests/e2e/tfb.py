@@ -142,7 +142,7 @@ def test_verify_catches_broken_pages(db):
     edit("_lib/tfb.h", "TFB_MAX_QUERIES 500", "TFB_MAX_QUERIES 600")
     edit("plaintext.c", 'tfb_fields(req, "text/plain")',
          'hp_set_header(req, "Content-Type", "text/plain")')  # no Server
-    edit("updates.c", "SET randomnumber = v.number",
+    edit("updates.c", "SET randomnumber = l.number",
          "SET randomnumber = world.randomnumber")  # nothing changes
     with serve(db, files) as s:
         rc, out = verify(s, db)
