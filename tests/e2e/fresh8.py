@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""fresh8: regression tests for defects found by a fresh user's and an
+attacker's tests of the last session's changes (database batches and
+transaction rules, pooled session resets, hostile page constructors,
+placement). Each test names the defect it pins; on the code they were
+written against (4333a6d) every one of them FAILS.
+
+    HOTPUB_BIN=/abs/path/hotpub [HOTPUB_PG_URL=postgresql://...] \\
+        python3 tests/e2e/fresh8.py [NAME-SUBSTRING...]
+
+The database tests run on SQLite and, with HOTPUB_PG_URL, on PostgreSQL
+(as tests/e2e/db.py: a fresh schema per test); "_pg" tests skip without it.
+"""
+
+import os
+import sys
+import threading
+import time
+import http.client
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (SLACK, Server, Skip, check, check_eq,  # noqa: E402
+                     fail, limit, page, short, simple_page, wait_until)
+import db as D  # noqa: E402  (its Engine, db_server, helpers)
+import workers as W  # noqa: E402  (its first-load harness)
+
+TEST_TIMEOUT = 120.0
+SUITE_BUDGET = 600.0
+# One process, one connection: the next request gets the connection the
+# previous one used, so whatever its session kept is seen.
+ONE_CONN = ["--workers", "1", "--db-pool-size", "1"]
+
+# A page that runs a statement or a script, then fails the request (500):
+# nothing it did may be committed.
+TX = page(r'''
+#include <string.h>
+HP_HANDLER(then_fail)
+{
+    hp_db *db = hp_db(req);
+    const char *mode = hp_arg(req, "mode");
+    int n = hp_arg_count(req, "q");
+    for (int i = 0; i < n; i++) {
+        const char *q = hp_arg_n(req, "q", i);
+        int rc = mode && strcmp(mode, "script") == 0 ? hp_db_exec_script(db, q)
+                                                     : hp_db_exec(db, q);
+        hp_printf(req, "%d:%s ", rc, rc ? hp_db_sqlstate(db) : "ok");
+    }
+    return 500;
+}
+''')
+
+
+def engines():
+    yield D.Engine("sqlite")
+    if D.PG_URL:
+        yield D.Engine("pg")
+
+
+def pg_engine():
+    if not D.PG_URL:
+        raise Skip("no HOTPUB_PG_URL")
+    return D.Engine("pg")
+
+
+def post(s, path, **fields):
+    pairs = []
+    for k, v in fields.items():
+        for x in (v if isinstance(v, list) else [v]):
+            pairs.append((k, x))
+    return s.post(path, urllib.parse.urlencode(pairs))
+
+
+def one_value(s, sql):
+    r = s.get("/admin/value?" + urllib.parse.urlencode({"q": sql}))
+    if r.status != 200:
+        fail("SQL %r: %s %s" % (sql, r.status, short(r.body)))
+    return r.text.strip()
+
+
+# ---- 1. transaction control slips past the 25001 screen ---------------------
+
+def _commit_in_request_is_refused(eng, case, mode, stmts):
+    """'' when nothing was committed, else what went wrong."""
+    with D.db_server(eng, {"tx.c": TX}, ONE_CONN) as s:
+        D.script(s, "CREATE TABLE f8t (x INTEGER)")
+        r = post(s, "/tx/then_fail", mode=mode, q=stmts)
+        check_eq(r.status, 500, "%s: the request's status" % case)
+        n = one_value(s, "SELECT count(*) FROM f8t")
+    if n == "0":
+        return ""
+    return ("%s [%s]: %s row(s) committed by a request that failed (its "
+            "COMMIT was not refused with 25001; the page saw %r)"
+            % (case, eng.name, n, short(r.body)))
+
+
+def test_script_commit_after_a_column_named_begin_is_refused():
+    """FRESH8-1 (both engines). tx_control() (db.c) counts a word `begin`
+    that is not a statement's first word as the opening of a BEGIN ... END
+    block, so every ';' after it is "inside the block" and a COMMIT there is
+    not seen: `INSERT ...; SELECT 1 AS begin; COMMIT` commits the request's
+    transaction half-way although the request then answers 500."""
+    bad = [_commit_in_request_is_refused(
+        eng, "script with 'AS begin'", "script",
+        "INSERT INTO f8t VALUES (1); SELECT 1 AS begin; COMMIT")
+        for eng in engines()]
+    check_eq([b for b in bad if b], [], "committed")
+
+
+def test_pg_script_commit_after_an_escape_string_is_refused():
+    """FRESH8-1 (PostgreSQL): skip_quoted() ends a string at the first
+    quote, so E'\\'' (one quote, in an escape string) opens a "string" that
+    hides the COMMIT after it from the screen."""
+    check_eq(_commit_in_request_is_refused(
+        pg_engine(), "script after E'\\''", "script",
+        "INSERT INTO f8t VALUES (1); SELECT E'\\''; COMMIT; SELECT 'x'"),
+        "", "committed")
+
+
+def test_pg_commit_after_a_nested_comment_is_refused():
+    """FRESH8-1 (PostgreSQL): PostgreSQL's block comments nest, hotpub's
+    skip_quoted() ends one at the first '*/': in `/* /* */ SELECT */
+    COMMIT` it reads SELECT as the first word, PostgreSQL runs COMMIT."""
+    check_eq(_commit_in_request_is_refused(
+        pg_engine(), "nested comment", "exec",
+        ["INSERT INTO f8t VALUES (1)", "/* /* */ SELECT */ COMMIT"]),
+        "", "committed")
+
+
+# ---- 2. session state that the word test misses reaches the next request ------
+
+LEAKS = [
+    # (what, statement run by request 1, probe run by request 2, clean answer)
+    ("SET after a nested comment",
+     "/* /* */ x */ SET search_path = f8_leaked",
+     "SELECT CAST(position('f8_leaked' in current_setting('search_path')) > 0"
+     " AS INTEGER)", "0"),
+    ("SET in dynamic SQL built by format()",
+     "DO $$ BEGIN EXECUTE format('SET search_path = %I', 'f8_fmt'); END $$",
+     "SELECT CAST(position('f8_fmt' in current_setting('search_path')) > 0"
+     " AS INTEGER)", "0"),
+    ("set_config spelt with a Unicode-escaped identifier",
+     "SELECT U&\"set\\005fconfig\"('f8.user', 'admin', false)",
+     "SELECT coalesce(current_setting('f8.user', true), '')", ""),
+    ("set_config whose third argument hides in an escape string",
+     "SELECT set_config('f8.user2', E'admin\\', true)', false)",
+     "SELECT coalesce(current_setting('f8.user2', true), '')", ""),
+    ("a session advisory lock spelt with a Unicode escape",
+     "SELECT U&\"pg_adv\\0069sory_lock\"(80808)",
+     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+     " AND pid = pg_backend_pid()", "0"),
+    ("a temporary table in U&\"pg_t\\0065mp\"",
+     "CREATE TABLE U&\"pg_t\\0065mp\".f8_tmp (x int)",
+     "SELECT count(*) FROM pg_class WHERE relname = 'f8_tmp'", "0"),
+]
+
+
+def test_pg_session_changes_the_word_test_misses_do_not_leak():
+    """FRESH8-2 (PostgreSQL). hp_db__changes_session (db_stmt.c) decides from
+    the statement's words whether the connection needs DISCARD ALL when it
+    goes back; each statement here changes the session without a word it
+    knows, and the next request, on the same pooled connection, sees the
+    change (docs/database.md promises a connection 'in the state the pool
+    made it'). With a role instead of search_path the next user's request
+    runs as that role."""
+    eng = pg_engine()
+    leaked = []
+    with D.db_server(eng, {}, ONE_CONN) as s:
+        for what, change, probe, clean in LEAKS:
+            r = post(s, "/admin/value", q=change)
+            check_eq(r.status, 200, "%s: %s" % (what, short(r.body)))
+            got = one_value(s, probe)
+            if got != clean:
+                leaked.append("%s: next request saw %r" % (what, got))
+    check_eq(leaked, [], "session state leaked to the next request")
+
+
+# ---- 3. a constructor that raises SIGKILL --------------------------------------
+
+SIGKILL_PAGE = page('__attribute__((constructor)) static void k(void) '
+                    '{ raise(SIGKILL); }\n'
+                    'HP_HANDLER(http_handler) { hp_puts(req, "bad"); '
+                    'return HP_OK; }', includes="#include <signal.h>")
+
+
+def test_constructor_raising_sigkill_kills_one_worker_and_is_named():
+    """FRESH8-3. A constructor that raise(SIGKILL)s (no handler runs, as for
+    a SIGSTOP'd loader the heartbeat kills): the first death is logged as
+    'from outside the process (the kernel's out-of-memory killer, or an
+    operator...); no page handler was blamed', and a later request on
+    another worker loads the same version again and kills that one too
+    (2 of 2 or 2 of 4 workers). Expected, as for SIGSEGV/SIGTERM/exit: one
+    worker dies, the log names the page, every later request is a 503."""
+    with Server(files={"good.c": simple_page("good")},
+                args=["--workers", "2"], dev=False) as s:
+        W.all_ready(s, n=2, timeout=limit(15.0))
+        for _ in range(6):
+            W.fresh_get(s, "/good")
+        s.write("bad.c", SIGKILL_PAGE, how="rename")
+        got = []
+        for _ in range(8):  # sequential, on new connections: both workers
+            r = W.fresh_get(s, "/bad", timeout=limit(10.0))
+            got.append(r and r.status)
+            time.sleep(0.25)
+        check(wait_until(lambda: "killed by signal 9" in s.stderr(),
+                         limit(5.0)), "no death logged")
+        time.sleep(1.0 * SLACK)
+        err = s.stderr()
+        deaths = err.count("killed by signal 9")
+        check_eq(deaths, 1, "workers killed by the page (answers %r): %s"
+                 % (got, short(err, 1500)))
+        check("from outside the process" not in err,
+              "a page's SIGKILL blamed on the OOM killer/operator: %s"
+              % short(err, 1500))
+        check_eq(s.get_ok("/good").text, "good", "a good page after")
+
+
+# ---- 4. placement: a page that blocks now and then stays inline ------------------
+
+PERIODIC = page(r'''
+#include <stdatomic.h>
+#include <unistd.h>
+static atomic_long runs;
+HP_HANDLER(http_handler)
+{
+    if (atomic_fetch_add(&runs, 1) % 1100 == 1099)
+        usleep(200000); /* 200 ms, once every 1100 runs */
+    hp_puts(req, "p");
+    return HP_OK;
+}
+''')
+
+
+def test_page_that_blocks_now_and_then_stalls_an_event_loop_once():
+    """FRESH8-4. docs/configuration.md (inline): 'An inline run over 50 ms
+    sends it back to the handler threads for good'. placement.c makes such
+    a run only a strike and a 'suspect' (back inline after 32 fast runs),
+    demotes after 3 strikes, and strikes expire after 1024 fast runs: a
+    page that sleeps 200 ms once every 1100 requests is promoted again
+    after each sleep, and each of its sleeps stalls every keep-alive
+    connection of its event loop (/hello waited 200 ms five times in 5500
+    runs, one log line). Expected: at most one such stall."""
+    with Server(files={"p.c": PERIODIC, "hello.c": simple_page("hello")},
+                args=["--workers", "0"], dev=False) as s:
+        s.get_ok("/hello")
+        stop = threading.Event()
+        lat = []
+
+        def hello():
+            c = s.connection(timeout=30)
+            while not stop.is_set():
+                t0 = time.monotonic()
+                s.request("/hello", conn=c)
+                lat.append((time.monotonic() - t0, time.monotonic()))
+                time.sleep(0.005)
+        hs = [threading.Thread(target=hello, daemon=True) for _ in range(4)]
+        for h in hs:
+            h.start()
+        c = s.connection(timeout=30)
+        slow = 0
+        for _ in range(5500):
+            t0 = time.monotonic()
+            r = s.request("/p", conn=c)
+            check_eq(r.status, 200, "/p")
+            if time.monotonic() - t0 > 0.15:
+                slow += 1
+        stop.set()
+        for h in hs:
+            h.join(30)
+        # stalls: /hello answers over 150 ms, those ending within 0.3 s of
+        # each other counting as one (several connections share a loop)
+        ends = sorted(end for took, end in lat if took > 0.15)
+        stalls = sum(1 for i, e in enumerate(ends)
+                     if i == 0 or e - ends[i - 1] > 0.3)
+        harness.note("/p slow runs %d, /hello n=%d, stalls %d" %
+                     (slow, len(lat), stalls))
+        check(slow >= 4, "the page did not sleep as planned (%d)" % slow)
+        check(stalls <= 1,
+              "/hello was held > 150 ms by %d of /p's %d sleeps (%d "
+              "requests); the log: %s" % (stalls, slow, len(lat),
+                                          short(s.stderr(), 800)))
+
+
+# ---- 5. a constructor that hangs: the log's words -----------------------------
+
+HANG_PAGE = page('__attribute__((constructor)) static void h(void) '
+                 '{ sleep(1000); }\n'
+                 'HP_HANDLER(http_handler) { hp_puts(req, "h"); '
+                 'return HP_OK; }', includes="#include <unistd.h>")
+
+
+def test_hanging_constructor_is_not_called_an_init_hook():
+    """FRESH8-5 (wording). A page without HP_INIT whose constructor hangs
+    past --handler-timeout: the log says both 'the constructor hook has run
+    for more than 2 s ... this init will not run again' and '/x/hang.c: the
+    init hook ran past --handler-timeout ... in the page hang.c'. Expected:
+    one hook named, the constructor (the page has no init), as the crash
+    lines do since 32f3ab7."""
+    with Server(files={"hello.c": simple_page("hello"), "hang.c": HANG_PAGE},
+                args=["--workers", "2", "--handler-timeout", "2"],
+                dev=False) as s:
+        W.all_ready(s, n=2, timeout=limit(15.0))
+        r = W.fresh_get(s, "/hang", timeout=limit(15.0))
+        check(r is not None and r.status in (503, 504), "first: %r" % r)
+        check(wait_until(lambda: "will not run again" in s.stderr(),
+                         limit(5.0)), "no refusal logged")
+        r = W.fresh_get(s, "/hang")
+        check_eq(r and r.status, 503, "a later request")
+        time.sleep(0.5 * SLACK)
+        err = s.stderr()
+        check_eq(s.get_ok("/hello").text, "hello", "a good page")
+        for words in ("init hook", "this init"):
+            check(words not in err, "a hung constructor called %r: %s"
+                  % (words, short(err, 1500)))
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT,
+                               verbose_total=False))
