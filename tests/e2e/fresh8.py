@@ -342,6 +342,38 @@ def test_pg_copy_statement_fails_instead_of_spinning():
             check_eq(one_value(s, "SELECT 7"), "7", "the next request")
 
 
+# ---- 7. the rollback's log line names the refusal, not the failure -----------------
+
+RUN2 = page(r"""
+HP_HANDLER(two)
+{
+    hp_db *db = hp_db(req);
+    hp_db_exec(db, "SELECT * FROM f8_missing_table");
+    hp_db_exec(db, "SELECT 1"); /* refused: 25P02 */
+    return HP_OK;
+}
+""")
+
+
+def test_rollback_line_names_the_statement_that_failed():
+    """FRESH8-7 (log wording, both engines). A request whose statement
+    failed and which ran one more (refused, 25P02) logs 'a statement failed
+    in this request's transaction (current transaction is aborted, commands
+    ignored until end of transaction block); rolling it back': the reason
+    in parentheses is the refusal, not the failure (no such table
+    f8_missing_table), which the operator then has to look for above."""
+    bad = []
+    for eng in engines():
+        with D.db_server(eng, {"r.c": RUN2}, ONE_CONN) as s:
+            check_eq(s.post("/r/two", "").status, 500, "status")
+            ok = wait_until(lambda: "rolling it back" in s.stderr(), 5)
+            line = [l for l in s.stderr().split("\n")
+                    if "rolling it back" in l]
+            if not ok or "f8_missing_table" not in line[-1]:
+                bad.append("%s: %s" % (eng.name, line and line[-1]))
+    check_eq(bad, [], "rollback lines without the failure's reason")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
