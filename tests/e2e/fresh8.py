@@ -414,6 +414,48 @@ def test_lone_worker_first_load_does_not_lose_good_requests():
         check_eq(got, [200] * 5, "the good requests running as it loaded")
 
 
+# ---- 9. a hanging constructor holds the dynamic loader's lock ---------------------
+
+def _hang_blocks_other_loads(workers):
+    """What else fails while a constructor hangs, with --workers N: a
+    list of problems."""
+    with Server(files={"hello.c": simple_page("hello"), "hang.c": HANG_PAGE,
+                       "slow.c": simple_page("other")},
+                args=["--workers", str(workers)], dev=False,
+                check_exit=False) as s:
+        s.get_ok("/hello")
+        bg = harness.BackgroundRequest(s.port, "/hang", timeout=20)
+        bg.start()
+        time.sleep(0.5)
+        problems = []
+        r = W.fresh_get(s, "/slow", timeout=limit(3.0))
+        if r is None or r.status != 200:
+            problems.append("--workers %d: first load of another page: %r"
+                            % (workers, r))
+        s.write("hello.c", simple_page("hello2"), how="rename")
+        time.sleep(0.3)
+        r = W.fresh_get(s, "/hello", timeout=limit(3.0))
+        if r is None or r.status != 200:
+            problems.append("--workers %d: an edited good page: %r"
+                            % (workers, r))
+        return problems
+
+
+def test_hanging_constructor_does_not_block_other_pages_loading():
+    """FRESH8-9. A constructor that hangs runs inside dlopen, which holds
+    glibc's loader lock: every other dlopen of the process waits behind
+    it. With --workers 0 (no handler timeout) every page loaded or edited
+    afterwards hangs for ever (the first load of another page and the new
+    version of an edited, already-loaded page: both time out); with
+    --workers 1 (the lone worker does not pause accepting) until
+    --handler-timeout (30 s) replaces the worker. HP_INIT hanging does not
+    do this (it runs after dlopen). Expected: other pages load and
+    reload; e.g. load pages in a child, or refuse a constructor that does
+    not return within a bound."""
+    problems = _hang_blocks_other_loads(0) + _hang_blocks_other_loads(1)
+    check_eq(problems, [], "other pages blocked by a hanging constructor")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
