@@ -177,6 +177,24 @@ def test_pg_session_changes_the_word_test_misses_do_not_leak():
     check_eq(leaked, [], "session state leaked to the next request")
 
 
+def test_pg_sequence_state_does_not_reach_the_next_request():
+    """FRESH8-2b (PostgreSQL). nextval() (a serial column's default) sets
+    the session's lastval()/currval(); no word marks the connection, so
+    the next request, maybe another user's, reads the previous request's
+    new id with SELECT lastval() (on a connection 'in the state the pool
+    made it' that is an error, 55000). DISCARD ALL (DISCARD SEQUENCES)
+    would clear it."""
+    eng = pg_engine()
+    with D.db_server(eng, {}, ONE_CONN) as s:
+        D.script(s, "CREATE TABLE f8ids (id SERIAL PRIMARY KEY, v TEXT)")
+        r = post(s, "/admin/value",
+                 q="INSERT INTO f8ids (v) VALUES ('secret') RETURNING id")
+        check_eq((r.status, r.text.strip()), (200, "1"), "the insert")
+        r = s.get("/admin/value?q=SELECT+lastval()")
+        check(r.status != 200, "the next request read lastval() = %r"
+              % r.text.strip())
+
+
 # ---- 3. a constructor that raises SIGKILL --------------------------------------
 
 SIGKILL_PAGE = page('__attribute__((constructor)) static void k(void) '
