@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 import time
-import http.client
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
