@@ -20,6 +20,7 @@
  * the database back (docs/database.md, "Transactions").
  */
 #include "db.h"
+#include "db_lex.h"
 #include "db_pool.h"
 #include "request.h"
 
@@ -80,6 +81,11 @@ static void note_failure(hp_db *db, const char *sql)
     atomic_fetch_add(&db->pool->errors, 1);
     db->changes = 0; /* what a failed call changed is not kept: 0 */
     hp_db__stmt_failed(db);
+    if (db->tx != TX_NONE && !db->failed) /* the first: what the log names */
+        snprintf(db->first_failure, sizeof db->first_failure,
+                 "%.150s [SQLSTATE %s] in: %.60s%s",
+                 db->errmsg ? db->errmsg : "(no message)", db->sqlstate, sql,
+                 strlen(sql) > 60 ? "..." : "");
     if (db->tx != TX_NONE)
         db->failed = true;
     log_failure(db, sql);
@@ -126,106 +132,136 @@ static bool refused(hp_db *db, const char *sql)
     return true;
 }
 
-/* Whether the statement at p (its first word) ends, begins or ends a
- * transaction: COMMIT (and COMMIT PREPARED), ROLLBACK (not ROLLBACK TO),
- * BEGIN, END, START TRANSACTION, ABORT, PREPARE TRANSACTION (PostgreSQL:
- * it ends the session's transaction and leaves it prepared, holding its
- * locks until someone commits it). SAVEPOINT, RELEASE and PREPARE of a
- * statement are fine. */
-static bool tx_control_word(const char *w, size_t n, const char *rest)
+static bool word_is(const char *w, size_t n, const char *x)
 {
-    static const char *const words[] = {"commit", "begin", "end",
-                                        "abort",  NULL};
-    static const char *const before_transaction[] = {"start", "prepare",
-                                                     NULL};
-    if (n == 8 && strncasecmp(w, "rollback", 8) == 0)
+    return strlen(x) == n && strncasecmp(w, x, n) == 0;
+}
+
+/* Whether the statement at w (its first word, n bytes; the text runs to
+ * end) ends, begins or ends a transaction: COMMIT (and COMMIT PREPARED),
+ * ROLLBACK (not ROLLBACK TO), BEGIN, END, START TRANSACTION, ABORT,
+ * PREPARE TRANSACTION (PostgreSQL: it ends the session's transaction and
+ * leaves it prepared, holding its locks until someone commits it).
+ * SAVEPOINT, RELEASE and PREPARE of a statement are fine. */
+static bool tx_control_word(const char *w, size_t n, const char *end, bool pg)
+{
+    static const char *const words[] = {"commit", "begin", "end", "abort",
+                                        NULL};
+    if (word_is(w, n, "rollback"))
         return !is_rollback_to(w);
     for (const char *const *x = words; *x; x++)
-        if (strlen(*x) == n && strncasecmp(w, *x, n) == 0)
+        if (word_is(w, n, *x))
             return true;
-    for (const char *const *x = before_transaction; *x; x++)
-        if (strlen(*x) == n && strncasecmp(w, *x, n) == 0) {
-            rest += strspn(rest, " \t\r\n");
-            return strncasecmp(rest, "transaction", 11) == 0 &&
-                   !isalnum((unsigned char)rest[11]) && rest[11] != '_';
-        }
+    if (word_is(w, n, "start") || word_is(w, n, "prepare")) {
+        size_t k = 0;
+        const char *next = hp_db__lex_next_word(w + n, end, pg, &k);
+        return next && word_is(next, k, "transaction");
+    }
     return false;
 }
 
-/* Past a quoted part at p ('...', "...", $tag$...$tag$) or a comment; p
- * itself when there is none. */
-static const char *skip_quoted(const char *p)
+/* Where a word can start (the lexer's word characters but digits). */
+static bool word_start(char c)
 {
-    if (*p == '\'' || *p == '"') {
-        const char *e = strchr(p + 1, *p);
-        return e ? e + 1 : p + strlen(p);
-    }
-    if (p[0] == '-' && p[1] == '-')
-        return p + strcspn(p, "\n");
-    if (p[0] == '/' && p[1] == '*') {
-        const char *e = strstr(p + 2, "*/");
-        return e ? e + 2 : p + strlen(p);
-    }
-    if (*p == '$') {
-        size_t n = 1 + strspn(p + 1, "abcdefghijklmnopqrstuvwxyz"
-                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789");
-        if (p[n] != '$' || isdigit((unsigned char)p[1]))
-            return p;
-        char tag[72];
-        if (n + 1 >= sizeof tag)
-            return p;
-        memcpy(tag, p, n + 1);
-        tag[n + 1] = '\0';
-        const char *e = strstr(p + n + 1, tag);
-        return e ? e + n + 1 : p + strlen(p);
-    }
-    return p;
+    return isalpha((unsigned char)c) || c == '_' || (unsigned char)c >= 0x80;
 }
 
-/* The first word of a statement of sql (one, or each of a script's) that
- * is transaction control, or NULL. A statement's own BEGIN ... END and
- * CASE ... END (a trigger's body, an expression) are inside it. One
- * statement (not a script): only its first word is read. */
-static const char *tx_control(const char *sql, bool script)
+/* A script's blocks whose statements end with ';' of their own: a
+ * trigger's BEGIN ... END (SQLite: CREATE [TEMP] TRIGGER), BEGIN ATOMIC
+ * ... END (PostgreSQL: CREATE [OR REPLACE] FUNCTION or PROCEDURE), and
+ * CASE ... END anywhere. Only there does a BEGIN open one: a column or
+ * alias named begin does not. */
+struct tx_scan {
+    bool pg;
+    bool start;   /* the next word is a statement's first            */
+    bool create;  /* the statement (outside any block) is a CREATE   */
+    bool routine; /* ... of a trigger (SQLite), function or procedure */
+    int depth;    /* blocks and CASEs open                           */
+    int nword;    /* words of the statement outside any block so far */
+};
+
+static void tx_scan_word(struct tx_scan *s, const char *w, size_t n,
+                         const char *end)
 {
-    bool start = true;
-    int depth = 0;
-    for (const char *p = sql; *p;) {
-        const char *q = skip_quoted(p);
+    if (s->depth == 0 && ++s->nword == 1)
+        s->create = word_is(w, n, "create");
+    if (s->create && s->nword <= 4 &&
+        (s->pg ? word_is(w, n, "function") || word_is(w, n, "procedure")
+               : word_is(w, n, "trigger")))
+        s->routine = true;
+    size_t k = 0;
+    const char *next;
+    if (word_is(w, n, "case")) {
+        s->depth++;
+    } else if (s->routine && word_is(w, n, "begin")) {
+        next = s->pg ? hp_db__lex_next_word(w + n, end, true, &k) : NULL;
+        if (!s->pg || (next && word_is(next, k, "atomic")))
+            s->depth++;
+    } else if (word_is(w, n, "end") && s->depth > 0) {
+        s->depth--;
+    }
+}
+
+/*
+ * The first word of a statement of sql (one, or each of a script's) that
+ * is transaction control, or NULL; read with the engine's own lexical
+ * rules (db_lex.c: strings, quoted identifiers and comments hide words).
+ * Inside a block (struct tx_scan) each statement's first word is read
+ * too: END there closes the block, anything else that is transaction
+ * control is refused all the same (no block may hold one). One statement
+ * (not a script): only its first word is read.
+ */
+static const char *tx_control(const char *sql, bool script, bool pg)
+{
+    const char *end = sql + strlen(sql);
+    struct tx_scan s = {.pg = pg, .start = true};
+    struct hp_db_lex t;
+    for (const char *p = sql; p < end;) {
+        const char *q = hp_db__lex_skip(p, end, pg, &t);
         if (q != p) {
+            if (t.kind != HP_LEX_COMMENT) {
+                if (!script)
+                    return NULL;
+                s.start = false;
+                s.nword += s.depth == 0;
+            }
             p = q;
             continue;
         }
-        if (!isalpha((unsigned char)*p) && *p != '_') {
-            if (*p++ == ';' && depth == 0)
-                start = true;
+        if (!word_start(*p)) {
+            if (*p++ == ';') {
+                s.start = true;
+                if (s.depth == 0)
+                    s.create = s.routine = false, s.nword = 0;
+            }
             continue;
         }
         const char *w = p;
-        while (isalnum((unsigned char)*p) || *p == '_' || *p == '$')
+        while (p < end && hp_db__lex_word_char((unsigned char)*p))
             p++;
         size_t n = (size_t)(p - w);
-        if (start && tx_control_word(w, n, p))
+        if (s.start && s.depth > 0 && word_is(w, n, "end"))
+            s.depth--;
+        else if (s.start && tx_control_word(w, n, end, pg))
             return w;
-        if (!script)
+        else if (!script)
             return NULL;
-        if (!start && ((n == 5 && strncasecmp(w, "begin", 5) == 0) ||
-                       (n == 4 && strncasecmp(w, "case", 4) == 0)))
-            depth++;
-        else if (!start && n == 3 && strncasecmp(w, "end", 3) == 0 && depth)
-            depth--;
-        start = false;
+        else
+            tx_scan_word(&s, w, n, end);
+        s.start = false;
     }
     return NULL;
 }
 
 /* Nothing but blanks, ';' and comments: the engines disagree on what that
  * is (PostgreSQL: an empty query, no SQLSTATE), so it is refused here. */
-static bool is_empty(const char *sql)
+static bool is_empty(const char *sql, bool pg)
 {
-    for (const char *p = sql; *p;) {
-        const char *q = skip_quoted(p);
-        if (q != p && (*p == '-' || *p == '/'))
+    const char *end = sql + strlen(sql);
+    struct hp_db_lex t;
+    for (const char *p = sql; p < end;) {
+        const char *q = hp_db__lex_skip(p, end, pg, &t);
+        if (t.kind == HP_LEX_COMMENT)
             p = q;
         else if (isspace((unsigned char)*p) || *p == ';')
             p++;
@@ -246,19 +282,16 @@ static int screen(hp_db *db, const char *sql, bool script)
 {
     if (refused(db, sql))
         return -1;
-    const char *w = db->req ? tx_control(sql, script) : NULL;
+    bool pg = db->drv->engine == HP_DB_POSTGRESQL;
+    const char *w = db->req ? tx_control(sql, script, pg) : NULL;
     if (w) {
-        size_t n = strcspn(w, " \t\r\n;");
-        char *msg = hp_xasprintf(
-            "%.*s is not allowed in a request's transaction: the request "
-            "commits it when it ends, or rolls it back when it fails (use "
-            "SAVEPOINT, ROLLBACK TO and RELEASE inside it)",
-            (int)(n > 20 ? 20 : n), w);
-        hp_db__fail(db, msg, "25001", 0);
-        free(msg);
+        size_t n = 0;
+        while (hp_db__lex_word_char((unsigned char)w[n]))
+            n++;
+        hp_db__fail_tx_control(db, w, n);
         return -1;
     }
-    if (!script && is_empty(sql)) {
+    if (!script && is_empty(sql, pg)) {
         hp_db__fail(db, "empty statement", "42601", 0);
         return -1;
     }
@@ -570,7 +603,8 @@ int hp_db_exec_script(hp_db *db, const char *sql)
         return -1;
     hp_db__clear_error(db);
     db->changes = 0;
-    db->session_dirty |= hp_db__changes_session(sql); /* reset at release */
+    db->session_dirty |= hp_db__changes_session(
+        sql, db->drv->engine == HP_DB_POSTGRESQL); /* reset at release */
     if (screen(db, sql, true) < 0 ||
         (db->tx == TX_PENDING && begin_tx(db, true) < 0) ||
         db->drv->script(db, sql) < 0) {
@@ -627,9 +661,11 @@ static int rd_commit(void *arg)
     hp_db *db = rd->db;
     if (db->failed || (db->tx == TX_OPEN && db->drv->tx_failed(db))) {
         hp_log_error("db: %s: a statement failed in this request's "
-                     "transaction (%s); rolling it back",
+                     "transaction (the first: %s); rolling it back",
                      rd->req->target.path,
-                     db->errmsg ? db->errmsg : "see above");
+                     db->failed && db->first_failure[0] ? db->first_failure
+                     : db->errmsg                       ? db->errmsg
+                                                        : "see above");
         rollback_tx(db);
         return 500;
     }
@@ -840,8 +876,7 @@ int hp_db_server_open(const struct hp_config *cfg, const char *root_canon)
     opts_from_config(cfg, &o);
     hp_db_pool *p = hp_db_pool_open(url, &o, &err);
     if (!p) {
-        hp_log_error("%sdatabase: %s", hp_log_who(),
-                     err ? err : "cannot open");
+        hp_log_error("%sdatabase: %s", hp_log_who(), err ? err : "cannot open");
         free(err);
         free(url);
         free(path);

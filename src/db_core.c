@@ -153,3 +153,14 @@ char *hp_db__res_copy(hp_db_res *r, const void *p, size_t len)
     c->used += len + 1;
     return d;
 }
+
+void hp_db__fail_tx_control(hp_db *db, const char *word, size_t n)
+{
+    char *msg = hp_xasprintf(
+        "%.*s is not allowed in a request's transaction: the request "
+        "commits it when it ends, or rolls it back when it fails (use "
+        "SAVEPOINT, ROLLBACK TO and RELEASE inside it)",
+        (int)(n > 20 ? 20 : n), word);
+    hp_db__fail(db, msg, "25001", 0);
+    free(msg);
+}

@@ -78,11 +78,12 @@ struct hp_db {
     /* while a request holds it */
     struct hp_req *req;
     enum hp_db_tx tx;
-    bool write_tx;  /* BEGIN for writing (SQLite: IMMEDIATE)      */
-    bool reading;   /* the open transaction was begun for reading   */
-    bool savepoint; /* the request set a SAVEPOINT (it must last)   */
-    bool failed;    /* a statement failed inside the transaction */
-    bool voted;     /* the request's commit phase said yes       */
+    bool write_tx;           /* BEGIN for writing (SQLite: IMMEDIATE)      */
+    bool reading;            /* the open transaction was begun for reading   */
+    bool savepoint;          /* the request set a SAVEPOINT (it must last)   */
+    bool failed;             /* a statement failed inside the transaction */
+    char first_failure[256]; /* its error, for the rollback's log line  */
+    bool voted;              /* the request's commit phase said yes       */
     bool rolled_back;
 
     /* the last call */
@@ -221,6 +222,11 @@ struct hp_db_driver {
  * trailing blanks of msg are dropped. */
 void hp_db__fail(hp_db *db, const char *msg, const char *sqlstate, int code);
 void hp_db__clear_error(hp_db *db);
+/* Record the refusal of transaction control in a request's transaction
+ * (word: its first n bytes, e.g. COMMIT; SQLSTATE 25001, the same words
+ * whether the dispatch's screen or the engine, SQLite's authorizer, saw
+ * it). */
+void hp_db__fail_tx_control(hp_db *db, const char *word, size_t n);
 
 /* ---- results ------------------------------------------------------------- */
 

@@ -115,6 +115,7 @@ struct pg_conn {
     bool ro_reads;           /* reads may be transactions of their own   */
     bool guard_ready;        /* prepared as GUARD_NAME on this connection */
     bool aborted;            /* a read on its own failed: refuse the rest */
+    bool copy;               /* a statement started a COPY: dropped      */
     unsigned long waits;     /* round trips so far (hp_db__pg_round_trips) */
 };
 
@@ -159,13 +160,52 @@ static PGconn *C(hp_db *db)
 
 /* ---- errors -------------------------------------------------------------- */
 
+/* What a page that sent COPY is told (SQLSTATE 0A000). */
+static const char COPY_REFUSED[] =
+    "COPY ... is not supported through hp_db; read rows with SELECT and "
+    "write them with hp_db_exec_many (the connection was dropped and the "
+    "request's transaction rolled back)";
+
+/* A result that starts a COPY: the server then streams COPY data (out) or
+ * waits for it (in), and PQgetResult hands out the same COPY state again
+ * each time it is asked, never the NULL that ends a command. */
+static bool is_copy(const PGresult *r)
+{
+    ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    return s == PGRES_COPY_OUT || s == PGRES_COPY_IN || s == PGRES_COPY_BOTH;
+}
+
+/*
+ * A COPY is refused by dropping the connection (pc->broken: the pool
+ * replaces it at release), not by ending the COPY: a COPY TO STDOUT ends
+ * only when all its rows have been read (a whole table, maybe), and in
+ * pipeline mode libpq has no way to abandon either direction; closing the
+ * socket ends the COPY and rolls the transaction back on the server, at
+ * the cost of one reconnect for what is a programming error.
+ */
+static void fail_copy(hp_db *db)
+{
+    struct pg_conn *pc = db->conn;
+    pc->copy = pc->broken = true;
+    hp_db__fail(db, COPY_REFUSED, "0A000", 0);
+}
+
 /* From a result when there is one with a SQLSTATE; else the connection's
- * message (a lost connection has no SQLSTATE: 08006). */
+ * message (a lost connection has no SQLSTATE: 08006); a COPY's, 0A000. */
 static void fail_res(hp_db *db, const PGresult *r)
 {
+    if (is_copy(r) || ((struct pg_conn *)db->conn)->copy) {
+        fail_copy(db);
+        return;
+    }
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     if (!state) {
-        hp_db__fail(db, PQerrorMessage(C(db)), "08006", 0);
+        const char *m = PQerrorMessage(C(db));
+        hp_db__fail(db,
+                    m && *m ? m
+                            : "the connection to the server failed (no "
+                              "message from libpq)",
+                    "08006", 0);
         return;
     }
     const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
@@ -339,14 +379,15 @@ static bool pg_alive(hp_db *db)
 static PGresult *pipe_next(PGconn *c)
 {
     PGresult *r = PQgetResult(c);
-    if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+    if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC && !is_copy(r))
         PQclear(PQgetResult(c)); /* NULL: one result per command */
     return r;
 }
 
 /* Read up to the Sync and leave pipeline mode. Anything else (a lost
  * connection) marks it broken: alive() then says so and the pool drops
- * it. Two NULLs in a row: nothing more will come. */
+ * it. Two NULLs in a row: nothing more will come. A COPY never reaches
+ * the Sync (is_copy): broken at once, and fail_res says why. */
 static bool pipe_sync(struct pg_conn *pc)
 {
     for (int nulls = 0; nulls < 2;) {
@@ -357,7 +398,12 @@ static bool pipe_sync(struct pg_conn *pc)
         }
         nulls = 0;
         bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+        bool copy = is_copy(r);
         PQclear(r);
+        if (copy) {
+            pc->copy = pc->broken = true;
+            return false;
+        }
         if (sync)
             break;
     }
@@ -519,6 +565,8 @@ static int pg_rollback(hp_db *db)
         pc->begin_queued = false;
         return 0;
     }
+    if (pc->broken && pc->copy)
+        return 0; /* closing it at release rolls back (fail_copy) */
     if (pc->broken) {
         hp_db__fail(db, "the connection's pipeline broke", "08006", 0);
         return -1;
@@ -560,7 +608,8 @@ static void pg_finalize(hp_db *db, void *stmt, bool tell_server)
     struct pg_stmt *s = stmt;
     if (s == &unnamed)
         return;
-    if (tell_server && PQstatus(C(db)) == CONNECTION_OK &&
+    if (tell_server && !((struct pg_conn *)db->conn)->broken &&
+        PQstatus(C(db)) == CONNECTION_OK &&
         PQtransactionStatus(C(db)) != PQTRANS_INERROR) {
         char sql[48];
         snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
@@ -1390,6 +1439,8 @@ static int pg_script(hp_db *db, const char *sql)
  * forgot it (26000, after DISCARD ALL or DEALLOCATE ALL). */
 static bool pg_stale(hp_db *db)
 {
+    if (((struct pg_conn *)db->conn)->broken)
+        return false; /* dropped with its statements (a COPY's 0A000) */
     return strcmp(db->sqlstate, "0A000") == 0 ||
            strcmp(db->sqlstate, "26000") == 0;
 }

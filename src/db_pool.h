@@ -78,8 +78,9 @@ void hp_db__stmt_failed(hp_db *db);
  * DEALLOCATE or DISCARD forgets them all the same, before any fails. */
 void hp_db__stmt_after_run(hp_db *db, const char *sql);
 /* The statement's text says it may change the connection's session state
- * (a conservative test of its words, db_stmt.c): then the connection is
- * reset before it serves another request (db_pool.c). */
-bool hp_db__changes_session(const char *sql);
+ * (a conservative test of its words, db_stmt.c; pg: read by PostgreSQL's
+ * lexical rules, else SQLite's): then the connection is reset before it
+ * serves another request (db_pool.c). No allocation. */
+bool hp_db__changes_session(const char *sql, bool pg);
 
 #endif

@@ -42,7 +42,30 @@ struct sq_conn {
     bool on_disk; /* a file with a path (not :memory:, not temporary) */
     dev_t dev;    /* the file opened, as stat(2) saw it at connect     */
     ino_t ino;
+    bool guard;      /* a request's transaction is open: no BEGIN/COMMIT */
+    char denied[16]; /* the operation the authorizer denied, or ""       */
 };
+
+/*
+ * The engine's own word on transaction control in a request's transaction
+ * (db.c screens the text first; this catches what a text test could miss):
+ * while guard is set (from sq_begin to sq_commit, sq_rollback or sq_reset)
+ * SQLite compiles no BEGIN, COMMIT, END or ROLLBACK (SQLITE_TRANSACTION;
+ * its first argument names the operation) and the call fails with
+ * SQLITE_AUTH, reported as db.c reports it (25001, the same words).
+ * SAVEPOINT, RELEASE and ROLLBACK TO are SQLITE_SAVEPOINT: allowed. The
+ * check runs when a statement is compiled: sqlite3_prepare_v3 and each
+ * statement of a script in sqlite3_exec.
+ */
+static int authorize(void *arg, int action, const char *a1, const char *a2,
+                     const char *a3, const char *a4)
+{
+    struct sq_conn *s = arg;
+    if (action != SQLITE_TRANSACTION || !s->guard)
+        return SQLITE_OK;
+    snprintf(s->denied, sizeof s->denied, "%s", a1 ? a1 : "COMMIT");
+    return SQLITE_DENY;
+}
 
 struct sq_stmt {
     sqlite3_stmt *st;
@@ -104,6 +127,12 @@ static const char *sqlstate_of(int code, const char *msg)
 
 static void fail_code(hp_db *db, int code, const char *msg)
 {
+    struct sq_conn *s = db->conn;
+    if (code == SQLITE_AUTH && s->denied[0]) {
+        hp_db__fail_tx_control(db, s->denied, strlen(s->denied));
+        s->denied[0] = '\0';
+        return;
+    }
     hp_db__fail(db, msg, sqlstate_of(code, msg), code);
 }
 
@@ -257,6 +286,7 @@ static int sq_connect(hp_db *db, const char *path, const char *init_sql,
         free(s);
         return -1;
     }
+    sqlite3_set_authorizer(c, authorize, s);
     db->conn = s;
     return 0;
 }
@@ -313,6 +343,7 @@ static bool sq_reply_due(hp_db *db)
 /* A transaction still open (autocommit off) is rolled back. */
 static int sq_reset(hp_db *db)
 {
+    ((struct sq_conn *)db->conn)->guard = false;
     if (sqlite3_get_autocommit(C(db)))
         return 0;
     return sqlite3_exec(C(db), "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK ? 0
@@ -355,18 +386,25 @@ static bool sq_in_tx(hp_db *db)
 
 static int sq_script(hp_db *db, const char *sql);
 
+/* Only a request's handle begins (db.c): its transaction is guarded. */
 static int sq_begin(hp_db *db, bool write)
 {
-    return sq_script(db, write ? "BEGIN IMMEDIATE" : "BEGIN");
+    struct sq_conn *s = db->conn;
+    s->guard = false;
+    int rc = sq_script(db, write ? "BEGIN IMMEDIATE" : "BEGIN");
+    s->guard = rc == 0;
+    return rc;
 }
 
 static int sq_commit(hp_db *db)
 {
+    ((struct sq_conn *)db->conn)->guard = false;
     return sq_script(db, "COMMIT");
 }
 
 static int sq_rollback(hp_db *db)
 {
+    ((struct sq_conn *)db->conn)->guard = false;
     return sq_script(db, "ROLLBACK");
 }
 

@@ -12,6 +12,7 @@
  * May not touch: any engine API (it calls the driver table's prepare and
  * finalize), the pool's lists and lock, transactions, results.
  */
+#include "db_lex.h"
 #include "db_pool.h"
 
 #include <assert.h>
@@ -88,69 +89,74 @@ static bool advisory(const char *w, size_t n)
     return strstr(low, "advisory") && !strstr(low, "xact");
 }
 
-/* Skip a comment at p ("-- ..." to the line's end, "/" "* ... *" "/");
- * p itself when there is none. */
-static const char *skip_comment(const char *p)
-{
-    if (p[0] == '-' && p[1] == '-')
-        return p + strcspn(p, "\n");
-    if (p[0] == '/' && p[1] == '*') {
-        const char *e = strstr(p + 2, "*/");
-        return e ? e + 2 : p + strlen(p);
-    }
-    return p;
-}
-
 /*
  * Whether sql may change what the connection keeps from one transaction to
  * the next (its session), judged from its words, case-insensitively, both
- * engines' at once. Conservative: a word inside a string constant or a
- * column named "temp" counts too (it costs one reset). Session changes:
+ * engines' at once, read with the engine's lexical rules (db_lex.c: a
+ * nested comment, a string, a quoted identifier end where the engine ends
+ * them). Conservative: the text inside a string constant or a quoted
+ * identifier is read as SQL too (a function's body, EXECUTE 'SET ...',
+ * format('SET ...')), so a word there, or a column named "temp", counts
+ * too (it costs one reset). Session changes:
  *
  *   - SET as a statement's first word (at the start, after ';', or after
  *     BEGIN, THEN, ELSE, LOOP, EXECUTE of a function body), unless
  *     followed by LOCAL, TRANSACTION or CONSTRAINTS (those end with the
  *     transaction): SET ROLE, SET SESSION AUTHORIZATION, SET search_path;
- *     an UPDATE's SET is not first. RESET and LOAD, first too.
+ *     an UPDATE's SET is not first. RESET, LOAD and DO (an anonymous block
+ *     can do anything), first too.
  *   - anywhere: set_config, unless its third argument is the literal true
  *     (is_local, as SET LOCAL; a parameter there may be false), LISTEN,
- * PREPARE, DEALLOCATE, DISCARD, TEMP, TEMPORARY, pg_temp*, HOLD (a cursor WITH
- * HOLD), a session advisory lock function, dblink_connect*; SQLite's PRAGMA,
- * ATTACH, DETACH, load_extension.
+ *     PREPARE, DEALLOCATE, DISCARD, TEMP, TEMPORARY, pg_temp*, HOLD (a
+ *     cursor WITH HOLD), a session advisory lock function, dblink_connect*;
+ *     SQLite's PRAGMA, ATTACH, DETACH, load_extension.
+ *   - what the text cannot be read for: a Unicode escape (U&"..", U&'..')
+ *     or a numeric escape in an E'..' string, which may spell any of these
+ *     words; quotes nested deeper than SESSION_DEPTH.
  *
  * What the text cannot show is not seen: a function or procedure defined
- * elsewhere that calls set_config or takes an advisory lock
- * (docs/database.md, "What a request can rely on").
+ * elsewhere that calls set_config or takes an advisory lock, text built
+ * by concatenation and run by EXECUTE (docs/database.md, "What a request
+ * can rely on").
  */
+#define SESSION_DEPTH 8
+
 /* After "set_config" at p: whether its third argument is the literal
  * true (is_local: the setting ends with the transaction, as SET LOCAL).
  * Anything else (false, a parameter, an expression, no parenthesis) may
- * set it for the session. Parentheses and quotes inside the arguments are
- * skipped; a comment among them makes it "may". */
-static bool set_config_local(const char *p)
+ * set it for the session. Strings, identifiers and parentheses inside the
+ * arguments are stepped over by the engine's rules; a comment, a
+ * backslash or an escape among them makes it "may". */
+static bool set_config_local(const char *p, const char *end, bool pg)
 {
-    while (isspace((unsigned char)*p))
+    struct hp_db_lex t;
+    while (p < end && isspace((unsigned char)*p))
         p++;
-    if (*p++ != '(')
+    if (p >= end || *p++ != '(')
         return false;
     const char *last = p; /* the start of the current argument */
     int depth = 0, arg = 0;
-    for (; *p; p++) {
-        if (*p == '\'' || *p == '"') {
-            const char *e = strchr(p + 1, *p);
-            if (!e)
+    while (p < end) {
+        const char *q = hp_db__lex_skip(p, end, pg, &t);
+        if (q != p) {
+            if (t.kind == HP_LEX_COMMENT || t.escapes ||
+                memchr(t.body, '\\', (size_t)(t.body_end - t.body)))
                 return false;
-            p = e;
-        } else if (*p == '(') {
+            p = q;
+            continue;
+        }
+        char c = *p++;
+        if (c == '(') {
             depth++;
-        } else if (*p == ',' && depth == 0) {
+        } else if (c == ',' && depth == 0) {
             arg++;
-            last = p + 1;
-        } else if (*p == ')' && depth-- == 0) {
+            last = p;
+        } else if (c == ')' && depth-- == 0) {
+            p--;
             break;
         }
     }
-    if (*p != ')' || arg != 2)
+    if (p >= end || *p != ')' || arg != 2)
         return false;
     while (isspace((unsigned char)*last))
         last++;
@@ -160,47 +166,71 @@ static bool set_config_local(const char *p)
     return e - last == 4 && strncasecmp(last, "true", 4) == 0;
 }
 
-bool hp_db__changes_session(const char *sql)
+/* One word w (n bytes; the text after it runs to end) of a statement:
+ * whether it says the session may change; *start and *after_set carry
+ * what the words before it said. */
+static bool session_word(const char *w, size_t n, const char *end, bool pg,
+                         bool *start, bool *after_set)
 {
     static const char *const anywhere[] = {
         "listen", "prepare", "deallocate", "discard", "temp", "temporary",
         "hold",   "pragma",  "attach",     "detach",  NULL};
     static const char *const prefixes[] = {"pg_temp", "dblink_connect",
                                            "load_extension", NULL};
-    static const char *const first[] = {"reset", "load", NULL};
+    static const char *const first[] = {"reset", "load", "do", NULL};
     static const char *const scoped[] = {"local", "transaction", "constraints",
                                          NULL};
     static const char *const openers[] = {"begin", "then",    "else",
                                           "loop",  "execute", NULL};
-    bool start = true, after_set = false;
+    if (*after_set && !word_in(w, n, scoped))
+        return true;
+    *after_set = *start && n == 3 && strncasecmp(w, "set", 3) == 0;
+    if (n == 10 && strncasecmp(w, "set_config", 10) == 0 &&
+        !set_config_local(w + n, end, pg))
+        return true;
+    if ((*start && word_in(w, n, first)) || word_in(w, n, anywhere) ||
+        word_starts(w, n, prefixes) || advisory(w, n))
+        return true;
+    *start = word_in(w, n, openers);
+    return false;
+}
 
-    for (const char *p = sql; *p;) {
-        const char *q = skip_comment(p);
+/* The text from p to end, at depth quotes inside the statement. */
+static bool session_text(const char *p, const char *end, bool pg, int depth)
+{
+    bool start = true, after_set = false;
+    struct hp_db_lex t;
+    while (p < end) {
+        const char *q = hp_db__lex_skip(p, end, pg, &t);
         if (q != p) {
+            bool quoted = t.kind != HP_LEX_COMMENT;
+            if (t.escapes || (quoted && after_set))
+                return true; /* SET "role" ...: a name, not LOCAL */
+            if (quoted && (depth >= SESSION_DEPTH ||
+                           session_text(t.body, t.body_end, pg, depth + 1)))
+                return true;
+            start = start && !quoted;
             p = q;
             continue;
         }
-        if (!isalpha((unsigned char)*p) && *p != '_') {
+        if (!isalpha((unsigned char)*p) && *p != '_' &&
+            (unsigned char)*p < 0x80) {
             if (*p++ == ';')
                 start = true, after_set = false;
             continue;
         }
         const char *w = p;
-        while (isalnum((unsigned char)*p) || *p == '_' || *p == '$')
+        while (p < end && hp_db__lex_word_char((unsigned char)*p))
             p++;
-        size_t n = (size_t)(p - w);
-        if (after_set && !word_in(w, n, scoped))
+        if (session_word(w, (size_t)(p - w), end, pg, &start, &after_set))
             return true;
-        after_set = start && n == 3 && strncasecmp(w, "set", 3) == 0;
-        if (n == 10 && strncasecmp(w, "set_config", 10) == 0 &&
-            !set_config_local(p))
-            return true;
-        if ((start && word_in(w, n, first)) || word_in(w, n, anywhere) ||
-            word_starts(w, n, prefixes) || advisory(w, n))
-            return true;
-        start = word_in(w, n, openers);
     }
     return false;
+}
+
+bool hp_db__changes_session(const char *sql, bool pg)
+{
+    return session_text(sql, sql + strlen(sql), pg, 0);
 }
 
 /* ---- the cache ----------------------------------------------------------- */
@@ -237,7 +267,8 @@ void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient)
             return s->stmt;
         }
     }
-    bool session = hp_db__changes_session(sql);
+    bool session =
+        hp_db__changes_session(sql, db->drv->engine == HP_DB_POSTGRESQL);
     db->session_dirty |= session;
     void *st = db->drv->prepare(db, sql, !*transient);
     if (!st)

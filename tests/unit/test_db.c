@@ -11,6 +11,7 @@
  */
 #include "db.h"
 #include "db_drivers.h"
+#include "db_lex.h"
 #include "db_pool.h"
 #include "request.h"
 #include "t.h"
@@ -1838,12 +1839,14 @@ static void session_sql_words(void)
         "SELECT set_config('x.y', f('a', 'b'), true)",
     };
     for (size_t i = 0; i < sizeof dirty / sizeof *dirty; i++)
-        if (!hp_db__changes_session(dirty[i])) {
+        if (!hp_db__changes_session(dirty[i], true) ||
+            !hp_db__changes_session(dirty[i], false)) {
             fprintf(stderr, "  not seen: %s\n", dirty[i]);
             CHECK(false);
         }
     for (size_t i = 0; i < sizeof clean / sizeof *clean; i++)
-        if (hp_db__changes_session(clean[i])) {
+        if (hp_db__changes_session(clean[i], true) ||
+            hp_db__changes_session(clean[i], false)) {
             fprintf(stderr, "  seen: %s\n", clean[i]);
             CHECK(false);
         }
@@ -2373,9 +2376,14 @@ static void tx_control_refused(void)
     hp_db_pool_release(db);
     char ins[128];
     snprintf(ins, sizeof ins, "INSERT INTO %s VALUES (1)", t);
-    const char *bad[] = {"COMMIT",     " rollback",         "END",
-                         "BEGIN",      "START TRANSACTION", "ABORT",
-                         "commit work", "PREPARE TRANSACTION 'x'",
+    const char *bad[] = {"COMMIT",
+                         " rollback",
+                         "END",
+                         "BEGIN",
+                         "START TRANSACTION",
+                         "ABORT",
+                         "commit work",
+                         "PREPARE TRANSACTION 'x'",
                          "prepare\ttransaction 'y'"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         fake_request(&req, "POST");
@@ -2428,6 +2436,172 @@ static void tx_control_refused(void)
     CHECK(count_rows(p, "txc") == 2);
     db = acquire(p);
     drop(db, "txc");
+    if (E->pg)
+        hp_db_exec_script(db, sqlf("DROP FUNCTION IF EXISTS %s_f()", t));
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* The lexer (db_lex.c) ends a comment, string or quoted identifier where
+ * the engine does: PostgreSQL's nested comments, E'' escapes, U&'',
+ * $tag$ quotes; SQLite's [..] and `..` identifiers and unnested comments.
+ * Each case: how many bytes the token at the start takes (0: none). */
+static void lexer_rules(void)
+{
+    static const struct {
+        bool pg;
+        const char *sql;
+        size_t len;
+        enum hp_db_lex_kind kind;
+        bool escapes;
+    } cases[] = {
+        {true, "/* /* */ SELECT */ COMMIT", 18, HP_LEX_COMMENT, false},
+        {false, "/* /* */ SELECT */ COMMIT", 8, HP_LEX_COMMENT, false},
+        {true, "/* unterminated", 15, HP_LEX_COMMENT, false},
+        {true, "-- x\r\nCOMMIT", 4, HP_LEX_COMMENT, false},
+        {false, "-- x\nCOMMIT", 4, HP_LEX_COMMENT, false},
+        {true, "'it''s'; COMMIT", 7, HP_LEX_STRING, false},
+        {true, "'a\\'; COMMIT; '", 4, HP_LEX_STRING, false},
+        {true, "E'\\''; COMMIT", 5, HP_LEX_STRING, false},
+        {true, "e'a\\\\'; COMMIT", 6, HP_LEX_STRING, false},
+        {true, "E'\\x53ET'", 9, HP_LEX_STRING, true},
+        {false, "E'\\''; COMMIT", 0, HP_LEX_NONE, false},
+        {true, "U&'\\0027'' x'; COMMIT", 13, HP_LEX_STRING, true},
+        {true, "U&\"set\\005fconfig\"(1)", 18, HP_LEX_IDENT, true},
+        {true, "\"a\"\"b\"; COMMIT", 6, HP_LEX_IDENT, false},
+        {true, "$$ ' $$; COMMIT", 7, HP_LEX_STRING, false},
+        {true, "$a$ $$ $a$; COMMIT", 10, HP_LEX_STRING, false},
+        {true, "$1, 'x'", 0, HP_LEX_NONE, false},
+        {false, "$$ x $$", 0, HP_LEX_NONE, false},
+        {false, "[begin]; COMMIT", 7, HP_LEX_IDENT, false},
+        {false, "`be``gin`; COMMIT", 9, HP_LEX_IDENT, false},
+        {true, "[begin]", 0, HP_LEX_NONE, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct hp_db_lex t;
+        const char *s = cases[i].sql, *end = s + strlen(s);
+        size_t got = (size_t)(hp_db__lex_skip(s, end, cases[i].pg, &t) - s);
+        if (got != cases[i].len || t.kind != cases[i].kind ||
+            t.escapes != cases[i].escapes) {
+            fprintf(stderr, "  %s %s: %zu kind %d escapes %d\n",
+                    cases[i].pg ? "pg" : "sqlite", s, got, (int)t.kind,
+                    (int)t.escapes);
+            CHECK(false);
+        }
+    }
+}
+
+/* What the text of a PostgreSQL statement hides from a word test: the
+ * session test reads it by PostgreSQL's rules and errs towards a reset. */
+static void session_sql_lexing(void)
+{
+    static const char *const pg_dirty[] = {
+        "/* /* */ x */ SET search_path = leaked",
+        "/* /* */ x */ SET ROLE admin",
+        "DO $$ BEGIN EXECUTE format('SET search_path = %I', 'x'); END $$",
+        "do language plpgsql 'BEGIN NULL; END'",
+        "SELECT U&\"set\\005fconfig\"('a.b', 'admin', false)",
+        "SELECT U&\"pg_adv\\0069sory_lock\"(1)",
+        "CREATE TABLE U&\"pg_t\\0065mp\".t (x int)",
+        "SELECT set_config('a.b', E'admin\\', true)', false)",
+        "SELECT set_config('a.b', 'x' /* , true */, false)",
+        "SELECT '/*'; SET ROLE admin; SELECT '*/'",
+        "SELECT '--'; SET ROLE admin",
+        "SET \"search_path\" = x",
+        "SELECT query_to_xml(E'\\x53ET search_path = x', true, true, '')",
+    };
+    static const char *const pg_clean[] = {
+        "SELECT E'it\\'s', 'x'",
+        "SELECT $$ plain text $$",
+        "SELECT set_config('a.b', 'x', true)",
+        "SELECT 1 /* nested /* set role x */ comment */",
+        "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2",
+    };
+    for (size_t i = 0; i < sizeof pg_dirty / sizeof *pg_dirty; i++)
+        if (!hp_db__changes_session(pg_dirty[i], true)) {
+            fprintf(stderr, "  not seen: %s\n", pg_dirty[i]);
+            CHECK(false);
+        }
+    for (size_t i = 0; i < sizeof pg_clean / sizeof *pg_clean; i++)
+        if (hp_db__changes_session(pg_clean[i], true)) {
+            fprintf(stderr, "  seen: %s\n", pg_clean[i]);
+            CHECK(false);
+        }
+    /* SQLite's comments do not nest: the PRAGMA after the first close */
+    CHECK(hp_db__changes_session("/* /* */ PRAGMA x = 1 /* */", false));
+    CHECK(!hp_db__changes_session("SELECT 1 AS [set]", false));
+}
+
+/* Transaction control the old word test let through (a column named begin,
+ * an escape string, a nested comment, quoted identifiers), refused with
+ * 25001 on the engine that reads it so; SQLite's authorizer refuses what
+ * the text test reads as a block (a trigger named begin) the same way; a
+ * PostgreSQL BEGIN ATOMIC body is not transaction control. */
+static void tx_control_lexing(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("txl");
+    drop(db, "txl");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER)", t));
+    hp_db_pool_release(db);
+    const char *both[] = {
+        "SELECT 1 AS begin; COMMIT",
+        "SELECT CASE WHEN 1 = 1 THEN 2 END AS begin; COMMIT",
+        "SELECT 1 AS \"be\"\"gin\"; COMMIT",
+        "START /* x */ TRANSACTION",
+    };
+    const char *pg[] = {
+        "SELECT E'\\''; COMMIT; SELECT 'x'",
+        "/* /* */ SELECT */ COMMIT",
+        "SELECT $a$ ' $a$; COMMIT",
+        "SELECT U&'\\0027'''; COMMIT; SELECT 'x'",
+    };
+    char trigger[160]; /* sqlf's buffer is reused */
+    snprintf(trigger, sizeof trigger,
+             "CREATE TRIGGER begin AFTER INSERT ON %s BEGIN SELECT 1; END; "
+             "END",
+             t);
+    const char *sqlite[] = {
+        "SELECT 1 AS [begin]; COMMIT",
+        "SELECT 1 AS `begin`; END",
+        trigger,
+    };
+    const char **more = E->pg ? pg : sqlite;
+    size_t nmore =
+        E->pg ? sizeof pg / sizeof *pg : sizeof sqlite / sizeof *sqlite;
+    for (size_t i = 0; i < sizeof both / sizeof *both + nmore; i++) {
+        const char *sql = i < sizeof both / sizeof *both
+                              ? both[i]
+                              : more[i - sizeof both / sizeof *both];
+        fake_request(&req, "POST");
+        db = hp_db_from(&req, p);
+        CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (1)", t)) == HP_OK);
+        if (hp_db_exec_script(db, sql) != -1 ||
+            strcmp(hp_db_sqlstate(db), "25001") != 0) {
+            fprintf(stderr, "  not refused (%s): %s\n", hp_db_sqlstate(db),
+                    sql);
+            CHECK(false);
+        }
+        CHECK(strstr(hp_db_error(db) ? hp_db_error(db) : "",
+                     "is not allowed in a request's transaction") != NULL);
+        CHECK(end_request(&req) == 500);
+    }
+    CHECK(count_rows(p, "txl") == 0);
+    if (E->pg) { /* BEGIN ATOMIC ... END: a body, its ';' inside it */
+        fake_request(&req, "POST");
+        db = hp_db_from(&req, p);
+        CHECK(hp_db_exec_script(
+                  db, sqlf("CREATE FUNCTION %s_f() RETURNS int LANGUAGE sql "
+                           "BEGIN ATOMIC SELECT 1; SELECT 2; END; "
+                           "INSERT INTO %s SELECT %s_f()",
+                           t, t, t)) == HP_OK);
+        CHECK(end_request(&req) == 200);
+        CHECK(count_rows(p, "txl") == 1);
+    }
+    db = acquire(p);
+    drop(db, "txl");
     if (E->pg)
         hp_db_exec_script(db, sqlf("DROP FUNCTION IF EXISTS %s_f()", t));
     hp_db_pool_release(db);
@@ -2607,9 +2781,12 @@ int main(int argc, char **argv)
     RUN_ALL(changes_counts_only_writes);
     RUN_ALL(failure_refuses_the_rest);
     RUN_ALL(tx_control_refused);
+    T_RUN(lexer_rules);
+    RUN_ALL(tx_control_lexing);
     RUN_ALL(many_autocommit_like_single_runs);
     RUN_PG(pg_deallocate_forgets_all);
     T_RUN(session_sql_words);
+    T_RUN(session_sql_lexing);
     RUN_ALL(session_state_not_leaked);
     RUN_ALL(clean_connection_not_reset);
     RUN_ALL(failed_reset_drops_connection);

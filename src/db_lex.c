@@ -1,0 +1,175 @@
+/*
+ * db_lex.c - the SQL lexer of the database layer: where comments, string
+ * constants and quoted identifiers begin and end, by PostgreSQL's rules or
+ * SQLite's, so that the text tests above it (db.c's screen of transaction
+ * control, db_stmt.c's test of statements that change the session) read
+ * the words the engine reads, not words hidden in a string or a comment.
+ *
+ * Owns: nothing but these pure functions (no state, no allocation).
+ * May not touch: any engine, connection or pool; it calls nothing of the
+ * layer.
+ */
+#include "db_lex.h"
+
+#include <ctype.h>
+#include <stddef.h>
+#include <string.h>
+
+bool hp_db__lex_word_char(unsigned char c)
+{
+    return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
+
+/* Past a '...' or "..." whose quote q is doubled inside (p: after the
+ * opening quote); backslash: E'' (a backslash escapes the next byte). */
+static const char *quoted_end(const char *p, const char *end, char q,
+                              bool backslash, struct hp_db_lex *t)
+{
+    t->body = p;
+    for (; p < end; p++) {
+        if (backslash && *p == '\\' && p + 1 < end) {
+            p++; /* \x53, \123, \u0053 may spell any letter */
+            if (strchr("xXuU01234567", *p))
+                t->escapes = true;
+        } else if (*p == q) {
+            if (p + 1 < end && p[1] == q) {
+                p++;
+                continue;
+            }
+            t->body_end = p;
+            return p + 1;
+        }
+    }
+    t->body_end = end;
+    return end;
+}
+
+/* A block comment at p ("/" "*"): PostgreSQL's nest, SQLite's end at the
+ * first close. */
+static const char *block_comment_end(const char *p, const char *end, bool pg)
+{
+    int depth = 0;
+    while (p + 1 < end) {
+        if (p[0] == '/' && p[1] == '*' && (pg || depth == 0)) {
+            depth++;
+            p += 2;
+        } else if (p[0] == '*' && p[1] == '/') {
+            p += 2;
+            if (--depth == 0)
+                return p;
+        } else {
+            p++;
+        }
+    }
+    return end;
+}
+
+/* A PostgreSQL dollar quote at p ("$tag$" ... "$tag$", the tag a letter or
+ * '_' then letters, digits, '_'; or empty); p when p is not one ($1 is a
+ * parameter). */
+static const char *dollar_end(const char *p, const char *end,
+                              struct hp_db_lex *t)
+{
+    const char *q = p + 1;
+    if (q < end && *q != '$' &&
+        !(isalpha((unsigned char)*q) || *q == '_' || (unsigned char)*q >= 0x80))
+        return p;
+    while (q < end && *q != '$' && hp_db__lex_word_char((unsigned char)*q))
+        q++;
+    if (q >= end || *q != '$')
+        return p;
+    size_t n = (size_t)(q - p) + 1; /* the delimiter, both '$' */
+    t->kind = HP_LEX_STRING;
+    t->body = q + 1;
+    for (const char *s = q + 1; s + n <= end; s++)
+        if (*s == '$' && memcmp(s, p, n) == 0) {
+            t->body_end = s;
+            return s + n;
+        }
+    t->body_end = end;
+    return end;
+}
+
+static const char *pg_skip(const char *p, const char *end, struct hp_db_lex *t)
+{
+    char c = *p;
+    if ((c == 'E' || c == 'e') && p + 1 < end && p[1] == '\'') {
+        t->kind = HP_LEX_STRING;
+        return quoted_end(p + 2, end, '\'', true, t);
+    }
+    if ((c == 'U' || c == 'u') && p + 2 < end && p[1] == '&' &&
+        (p[2] == '\'' || p[2] == '"')) {
+        t->kind = p[2] == '"' ? HP_LEX_IDENT : HP_LEX_STRING;
+        t->escapes = true;
+        return quoted_end(p + 3, end, p[2], false, t);
+    }
+    if (c == '$')
+        return dollar_end(p, end, t);
+    return p;
+}
+
+static const char *sqlite_skip(const char *p, const char *end,
+                               struct hp_db_lex *t)
+{
+    if (*p == '`') {
+        t->kind = HP_LEX_IDENT;
+        return quoted_end(p + 1, end, '`', false, t);
+    }
+    if (*p == '[') {
+        const char *e = memchr(p + 1, ']', (size_t)(end - p - 1));
+        t->kind = HP_LEX_IDENT;
+        t->body = p + 1;
+        t->body_end = e ? e : end;
+        return e ? e + 1 : end;
+    }
+    return p;
+}
+
+const char *hp_db__lex_skip(const char *p, const char *end, bool pg,
+                            struct hp_db_lex *t)
+{
+    *t = (struct hp_db_lex){.kind = HP_LEX_NONE};
+    if (p >= end)
+        return p;
+    if (p[0] == '-' && p + 1 < end && p[1] == '-') {
+        t->kind = HP_LEX_COMMENT;
+        while (p < end && *p != '\n' && !(pg && *p == '\r'))
+            p++;
+        return p;
+    }
+    if (p[0] == '/' && p + 1 < end && p[1] == '*') {
+        t->kind = HP_LEX_COMMENT;
+        return block_comment_end(p, end, pg);
+    }
+    if (*p == '\'' || *p == '"') {
+        t->kind = *p == '"' ? HP_LEX_IDENT : HP_LEX_STRING;
+        return quoted_end(p + 1, end, *p, false, t);
+    }
+    return pg ? pg_skip(p, end, t) : sqlite_skip(p, end, t);
+}
+
+const char *hp_db__lex_next_word(const char *p, const char *end, bool pg,
+                                 size_t *n)
+{
+    struct hp_db_lex t;
+    while (p < end) {
+        const char *q = hp_db__lex_skip(p, end, pg, &t);
+        if (t.kind == HP_LEX_STRING || t.kind == HP_LEX_IDENT)
+            return NULL;
+        if (q != p) {
+            p = q;
+        } else if (isalpha((unsigned char)*p) || *p == '_' ||
+                   (unsigned char)*p >= 0x80) {
+            const char *w = p;
+            while (p < end && hp_db__lex_word_char((unsigned char)*p))
+                p++;
+            *n = (size_t)(p - w);
+            return w;
+        } else if (isspace((unsigned char)*p)) {
+            p++;
+        } else {
+            return NULL;
+        }
+    }
+    return NULL;
+}
