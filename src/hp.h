@@ -390,6 +390,8 @@ struct hp_version {
     atomic_bool slow;       /* demoted: never inline again              */
     atomic_bool run_inline; /* promoted to the event-loop threads       */
     atomic_bool suspect;    /* an inline run was slow by the wall clock */
+    atomic_uint suspicions; /* ... not for want of a CPU: each doubles
+                               the fast runs re-promotion needs      */
     atomic_bool waits;      /* a probed run blocked (placement.c)       */
     atomic_bool uses_db;    /* a run took a pooled connection (hp_db)   */
 };

@@ -2,10 +2,11 @@
  * placement.c - where a page version runs: inline on the event-loop threads
  * or offloaded to the handler threads, learnt from how its runs went.
  *
- * Owns: the rule (hp_place_learn) and the run probe (wall time, and on
- * handler threads the thread's CPU time and voluntary context switches).
- * It reads and writes only hp_version's placement counters (fast_runs,
- * slow_runs, slow, suspect, waits, run_inline). May not touch: requests,
+ * Owns: the rule (hp_place_learn) and the run probe (wall time and the
+ * thread's wait for a CPU, and on handler threads its CPU time and
+ * voluntary context switches). It reads and writes only hp_version's
+ * placement counters (fast_runs, slow_runs, slow, suspect, suspicions,
+ * waits, run_inline). May not touch: requests,
  * connections or the module cache; server.c decides where each request
  * runs from run_inline and calls in here after each run.
  *
@@ -15,10 +16,14 @@
  * wall time, a page of a few microseconds collected three 2 ms "strikes"
  * within seconds under bench/tfb.sh (server pinned to one CPU) and was
  * demoted for good, at 2-3 times the CPU per request. A probed run tells
- * the two apart (docs/design.md, "Threading model"); an inline run over
- * HP_BLOCKED_NS still demotes at once (no preemption lasts that long on a
- * machine that is not overloaded; a page that blocked that long would
- * stall its event loop again before it could be probed).
+ * the two apart (docs/design.md, "Threading model"); an inline run knows
+ * at most how long it waited for a CPU, and one that held its loop over
+ * HP_BLOCKED_NS besides still demotes at once (a page that blocked that
+ * long would stall its event loop again before it could be probed: one
+ * that slept 200 ms once in 1100 runs did, at each sleep). Shorter holds
+ * make the version a suspect, and each doubles the fast runs it needs to
+ * run inline again: one that slept 45 ms once in 40 runs was promoted
+ * again after 32 and stalled its loop at every sleep.
  */
 #include "placement.h"
 
@@ -84,12 +89,29 @@ static int64_t ts_ns(const struct timespec *t)
     return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
 }
 
+/* The last reading of this thread's run delay, and when (CLOCK_MONOTONIC
+ * ns): an event loop reads it at most once per HP_DELAY_REFRESH_NS, so
+ * that a run that turns out slow knows at most how long it waited for a
+ * CPU without a system call on every fast run. */
+static __thread int64_t tl_delay_ns = -1;
+static __thread int64_t tl_delay_at;
+
 void hp_run_probe_start(struct hp_run_probe *p, bool probed)
 {
     p->probed = probed && getrusage(RUSAGE_THREAD, &p->ru0) == 0 &&
                 clock_gettime(CLOCK_THREAD_CPUTIME_ID, &p->cpu0) == 0;
     p->delay0 = p->probed ? run_delay_ns() : -1;
     clock_gettime(CLOCK_MONOTONIC, &p->t0);
+    if (p->probed)
+        return;
+    int64_t now = ts_ns(&p->t0);
+    if (tl_delay_ns < 0 || now - tl_delay_at > HP_DELAY_REFRESH_NS) {
+        /* read before the run starts: the span then holds the run whole */
+        tl_delay_ns = run_delay_ns();
+        tl_delay_at = now;
+        clock_gettime(CLOCK_MONOTONIC, &p->t0);
+    }
+    p->delay0 = tl_delay_ns;
 }
 
 static int64_t excuse(int64_t own_ns, int64_t excused_ns)
@@ -122,6 +144,23 @@ static int64_t probed_own(const struct hp_run_probe *p, struct hp_run *r,
     return r->wall_ns > r->queued_ns ? r->wall_ns - r->queued_ns : 0;
 }
 
+/* An unprobed run over HP_WAIT_NS: at most how long it waited for a CPU,
+ * the run delay since the reading hp_run_probe_start used (up to
+ * HP_DELAY_REFRESH_NS before the run), and the wall time less that. */
+static void unprobed_own(const struct hp_run_probe *p, struct hp_run *r,
+                         int64_t now)
+{
+    if (p->delay0 < 0 || r->wall_ns <= HP_WAIT_NS)
+        return;
+    int64_t delay1 = run_delay_ns();
+    if (delay1 < p->delay0)
+        return;
+    tl_delay_ns = delay1;
+    tl_delay_at = now;
+    r->queued_ns = delay1 - p->delay0;
+    r->own_ns = r->wall_ns > r->queued_ns ? r->wall_ns - r->queued_ns : 0;
+}
+
 struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
                                 int64_t excused_ns)
 {
@@ -132,10 +171,14 @@ struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
         .wall_ns = ts_ns(&t1) - ts_ns(&p->t0),
         .queued_ns = -1,
     };
-    r.own_ns = excuse(r.wall_ns, excused_ns);
+    r.own_ns = r.wall_ns;
     if (!p->probed || getrusage(RUSAGE_THREAD, &ru1) != 0 ||
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1) != 0)
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1) != 0) {
+        if (!p->probed)
+            unprobed_own(p, &r, ts_ns(&t1));
+        r.own_ns = excuse(r.own_ns, excused_ns);
         return r;
+    }
     r.probed = true;
     r.blocked = ru1.ru_nvcsw != p->ru0.ru_nvcsw;
     r.preempted = ru1.ru_nivcsw != p->ru0.ru_nivcsw;
@@ -143,19 +186,39 @@ struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
     return r;
 }
 
+/* How many times the evidence a version needs has doubled. */
+static unsigned backoff(const hp_version *v)
+{
+    unsigned n = atomic_load(&v->suspicions);
+    return n < HP_BACKOFF_MAX ? n : HP_BACKOFF_MAX;
+}
+
+unsigned hp_place_promote_runs(const hp_version *v)
+{
+    return (unsigned)HP_PROMOTE_RUNS << backoff(v);
+}
+
 /* An inline run took too long by the wall clock: run the version on the
  * handler threads again, where its next runs are probed, and promote it
- * afresh once HP_PROMOTE_RUNS of them were fast. */
-static enum hp_place suspect(hp_version *v, const struct hp_run *r)
+ * afresh once hp_place_promote_runs of them were fast. held: the run's
+ * own time was over HP_SLOW_NS (no wait for a CPU explains it, or that
+ * wait is unknown): such a page blocked or spun on an event loop, and
+ * each time it does, re-promotion needs twice the fast runs, so a page
+ * that blocks now and then (one run in 40, or in 1100) runs inline ever
+ * less often instead of stalling its loop at every such run. */
+static enum hp_place suspect(hp_version *v, const struct hp_run *r, bool held)
 {
     atomic_store(&v->fast_runs, 0);
     if (!atomic_exchange(&v->run_inline, false))
         return HP_PLACE_KEPT; /* another run got there first */
+    if (held && atomic_load(&v->suspicions) < HP_BACKOFF_MAX)
+        atomic_fetch_add(&v->suspicions, 1);
     if (!atomic_exchange(&v->suspect, true))
         hp_log_info("%s: a request took %.1f ms on an event-loop thread; "
-                    "this version now runs on the handler threads until %d "
-                    "runs there show whether it blocks",
-                    v->path, (double)r->wall_ns / 1e6, HP_PROMOTE_RUNS);
+                    "this version now runs on the handler threads until %u "
+                    "runs there show it does not block",
+                    v->path, (double)r->wall_ns / 1e6,
+                    hp_place_promote_runs(v));
     return HP_PLACE_SUSPECT;
 }
 
@@ -178,24 +241,58 @@ static enum hp_place demote(hp_version *v, const struct hp_run *r)
     return HP_PLACE_DEMOTED;
 }
 
+/* A run that did not hold its thread too long: it counts towards
+ * promotion, and enough of them in a row let old strikes expire (as many
+ * more as re-promotion needs: else a page that blocks 200 ms inline once
+ * in 1100 runs, its wait for a CPU unknown, would strike out never). */
+static enum hp_place fast_run(hp_version *v, bool inline_pages)
+{
+    unsigned fast = atomic_fetch_add(&v->fast_runs, 1) + 1;
+    if (fast % ((unsigned)HP_STRIKE_EXPIRY << backoff(v)) == 0)
+        atomic_store(&v->slow_runs, 0); /* old strikes expire */
+    if (inline_pages && fast >= hp_place_promote_runs(v) &&
+        !atomic_load(&v->run_inline) && !atomic_exchange(&v->run_inline, true))
+        return HP_PLACE_PROMOTED;
+    return HP_PLACE_KEPT;
+}
+
+/*
+ * An unprobed run knows its wall time, which on an overloaded machine
+ * includes preemptions of 100 ms and more (a fresh-user test saw a page of
+ * 50 µs take 147 ms inline), and, when over HP_WAIT_NS, at most how long
+ * it waited for a CPU. Its own time over HP_BLOCKED_NS, or a wall time
+ * over HP_STALL_NS, which no preemption lasts, demote at once: a page that
+ * blocked that long would do it again. When the wait is unknown, a wall
+ * time over HP_BLOCKED_NS is only a strike.
+ */
+static enum hp_place learn_unprobed(hp_version *v, const struct hp_run *r,
+                                    bool inline_pages)
+{
+    bool known = r->queued_ns >= 0;
+    if (r->wall_ns > HP_STALL_NS || (known && r->own_ns > HP_BLOCKED_NS))
+        return demote(v, r);
+    if (!known && r->wall_ns > HP_BLOCKED_NS &&
+        atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES)
+        return demote(v, r);
+    if (r->wall_ns > HP_SLOW_NS ||
+        (r->wall_ns > HP_WAIT_NS && atomic_load(&v->waits)))
+        return suspect(v, r, r->own_ns > HP_SLOW_NS);
+    return fast_run(v, inline_pages);
+}
+
 enum hp_place hp_place_learn(hp_version *v, const struct hp_run *r,
                              bool inline_pages)
 {
-    if (r->probed ? r->own_ns > HP_BLOCKED_NS : r->wall_ns > HP_STALL_NS)
+    if (atomic_load(&v->slow))
+        return HP_PLACE_KEPT; /* demoted for good: nothing moves it */
+    if (!r->probed)
+        return learn_unprobed(v, r, inline_pages);
+    if (r->own_ns > HP_BLOCKED_NS)
         return demote(v, r);
-    /* An inline run knows only its wall time, which on an overloaded
-     * machine includes preemptions of 100 ms and more: over HP_BLOCKED_NS
-     * a strike and a suspect, whose next runs are probed; HP_SLOW_STRIKES
-     * of them demote (a page that blocks that long inline does not get to
-     * do it often), and one over HP_STALL_NS, which no preemption lasts,
-     * at once. */
-    if (!r->probed && r->wall_ns > HP_BLOCKED_NS &&
-        atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES)
-        return demote(v, r);
-    if (!r->probed && (r->wall_ns > HP_SLOW_NS ||
-                       (r->wall_ns > HP_WAIT_NS && atomic_load(&v->waits))))
-        return suspect(v, r);
-    if (r->probed && r->own_ns > HP_SLOW_NS) {
+    if (r->own_ns > HP_SLOW_NS) {
+        /* Promotion needs fast runs in a row: a suspect that blocks one
+         * run in 40 is not promoted again between two of them. */
+        atomic_store(&v->fast_runs, 0);
         if (atomic_fetch_add(&v->slow_runs, 1) + 1 >= HP_SLOW_STRIKES)
             return demote(v, r);
         return HP_PLACE_KEPT;
@@ -207,17 +304,11 @@ enum hp_place hp_place_learn(hp_version *v, const struct hp_run *r,
      * promoted, and its inline runs are held to the same limit. A longer
      * wait is no strike: the version is kept where it is, on the handler
      * threads, where many waits overlap. */
-    if (r->probed && r->blocked) {
+    if (r->blocked) {
         if (!atomic_load(&v->waits))
             atomic_store(&v->waits, true);
         if (r->own_ns > HP_WAIT_NS)
             return HP_PLACE_KEPT;
     }
-    unsigned fast = atomic_fetch_add(&v->fast_runs, 1) + 1;
-    if (fast % HP_STRIKE_EXPIRY == 0)
-        atomic_store(&v->slow_runs, 0); /* old strikes expire */
-    if (inline_pages && fast >= HP_PROMOTE_RUNS && !atomic_load(&v->slow) &&
-        !atomic_load(&v->run_inline) && !atomic_exchange(&v->run_inline, true))
-        return HP_PLACE_PROMOTED;
-    return HP_PLACE_KEPT;
+    return fast_run(v, inline_pages);
 }

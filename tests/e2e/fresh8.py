@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """fresh8: regression tests for defects found by a fresh user's and an
 attacker's tests of the last session's changes (database batches and
-transaction rules, pooled session resets, hostile page constructors,
-placement). Each test names the defect it pins; on the code they were
-written against (4333a6d) every one of them FAILS.
+transaction rules, pooled session resets, hostile page constructors;
+its placement tests, FRESH8-4, are in sched.py). Each test names the
+defect it pins; on the code they were written against (4333a6d) every one
+of them FAILS.
 
     HOTPUB_BIN=/abs/path/hotpub [HOTPUB_PG_URL=postgresql://...] \\
         python3 tests/e2e/fresh8.py [NAME-SUBSTRING...]
@@ -103,93 +104,6 @@ def test_single_process_killed_by_a_page_signal_says_so():
               "the server ended (status %s) without naming the page: %s"
               % (rc, short(err, 600)))
         check_eq(rc, 70, "exit status")
-
-
-# ---- 4. placement: a page that blocks now and then stays inline ------------------
-
-def periodic_page(every, sleep_us):
-    return page(r"""
-#include <stdatomic.h>
-#include <unistd.h>
-static atomic_long runs;
-HP_HANDLER(http_handler)
-{
-    if (atomic_fetch_add(&runs, 1) %% %d == %d)
-        usleep(%d);
-    hp_puts(req, "p");
-    return HP_OK;
-}
-""" % (every, every - 1, sleep_us))
-
-
-def _stalls(every, sleep_ms, runs):
-    """(sleeps seen by /p's client, stalls of /hello by them, n /hello, log):
-    /hello on 4 keep-alive connections while one client runs /p `runs`
-    times; /hello answers over 75% of sleep_ms that end within half of
-    that of each other count as one stall (connections share a loop)."""
-    with Server(files={"p.c": periodic_page(every, sleep_ms * 1000),
-                       "hello.c": simple_page("hello")},
-                args=["--workers", "0"], dev=False) as s:
-        s.get_ok("/hello")
-        stop = threading.Event()
-        lat = []
-        bound = sleep_ms * 0.75 / 1000
-
-        def hello():
-            c = s.connection(timeout=30)
-            while not stop.is_set():
-                t0 = time.monotonic()
-                s.request("/hello", conn=c)
-                lat.append((time.monotonic() - t0, time.monotonic()))
-                time.sleep(0.005)
-        hs = [threading.Thread(target=hello, daemon=True) for _ in range(4)]
-        for h in hs:
-            h.start()
-        c = s.connection(timeout=30)
-        slow = 0
-        for _ in range(runs):
-            t0 = time.monotonic()
-            r = s.request("/p", conn=c)
-            check_eq(r.status, 200, "/p")
-            if time.monotonic() - t0 > bound:
-                slow += 1
-        stop.set()
-        for h in hs:
-            h.join(30)
-        ends = sorted(end for took, end in lat if took > bound)
-        stalls = sum(1 for i, e in enumerate(ends)
-                     if i == 0 or e - ends[i - 1] > bound / 2)
-        harness.note("/p slow runs %d, /hello n=%d, stalls %d" %
-                     (slow, len(lat), stalls))
-        return slow, stalls, len(lat), s.stderr()
-
-
-def test_page_that_blocks_now_and_then_stalls_an_event_loop_once():
-    """FRESH8-4. docs/configuration.md (inline): 'An inline run over 50 ms
-    sends it back to the handler threads for good'. placement.c makes such
-    a run only a strike and a 'suspect' (back inline after 32 fast runs),
-    demotes after 3 strikes, and strikes expire after 1024 fast runs: a
-    page that sleeps 200 ms once every 1100 requests is promoted again
-    after each sleep, and each of its sleeps stalls every keep-alive
-    connection of its event loop (/hello waited 200 ms five times in 5500
-    runs, one log line). Expected: at most one such stall."""
-    slow, stalls, n, err = _stalls(1100, 200, 5500)
-    check(slow >= 4, "the page did not sleep as planned (%d)" % slow)
-    check(stalls <= 1, "/hello was held by %d of /p's %d sleeps (%d "
-          "requests); the log: %s" % (stalls, slow, n, short(err, 800)))
-
-
-def test_page_that_blocks_45ms_every_40_runs_is_demoted():
-    """FRESH8-4b. A run under 50 ms inline is not even a strike, only a
-    'suspect': a page that sleeps 45 ms every 40th request goes back
-    inline after each 32 fast runs and stalls its event loop 45 ms every
-    40 requests for ever (100 stalls in 4000 runs, one log line; the docs:
-    'three over 2 ms keep it on the handler threads for good' is about
-    probed runs only). Expected: demoted after a few."""
-    slow, stalls, n, err = _stalls(40, 45, 2000)
-    check(slow >= 20, "the page did not sleep as planned (%d)" % slow)
-    check(stalls <= 3, "/hello was held by %d of /p's %d sleeps (%d "
-          "requests); the log: %s" % (stalls, slow, n, short(err, 800)))
 
 
 # ---- 5. a constructor that hangs: the log's words -----------------------------

@@ -400,6 +400,101 @@ def test_every_worker_shows_its_threads():
         b.check("done", limit(4.0))
 
 
+# ---- a page that blocks now and then (placement.c) --------------------------
+
+def periodic_page(every, sleep_us):
+    """Sleeps sleep_us once in every `every` runs (the last of each)."""
+    return page(r"""
+#include <stdatomic.h>
+#include <unistd.h>
+static atomic_long runs;
+HP_HANDLER(http_handler)
+{
+    if (atomic_fetch_add(&runs, 1) %% %d == %d)
+        usleep(%d);
+    hp_puts(req, "p");
+    return HP_OK;
+}
+""" % (every, every - 1, sleep_us))
+
+
+def _stalls(every, sleep_ms, runs):
+    """(sleeps seen by /p's client, sleeps that stalled /hello, n /hello,
+    log): /hello on 4 keep-alive connections while one client runs /p
+    `runs` times (one event loop of --workers 0 or another holds them). A
+    sleep of /p stalled /hello when a /hello request was in flight for
+    over 75% of that sleep while /p slept, and took that long: held up by
+    its event loop (offloaded, /p holds only a handler thread)."""
+    with Server(files={"p.c": periodic_page(every, sleep_ms * 1000),
+                       "hello.c": simple_page("hello")},
+                args=["--workers", "0"], dev=False) as s:
+        s.get_ok("/hello")
+        stop = threading.Event()
+        lat = []
+        bound = sleep_ms * 0.75 / 1000
+
+        def hello():
+            c = s.connection(timeout=30)
+            while not stop.is_set():
+                t0 = time.monotonic()
+                s.request("/hello", conn=c)
+                lat.append((t0, time.monotonic()))
+                time.sleep(0.005)
+        hs = [threading.Thread(target=hello, daemon=True) for _ in range(4)]
+        for h in hs:
+            h.start()
+        c = s.connection(timeout=30)
+        sleeps = []
+        for _ in range(runs):
+            t0 = time.monotonic()
+            r = s.request("/p", conn=c)
+            check_eq(r.status, 200, "/p")
+            if time.monotonic() - t0 > bound:
+                sleeps.append((t0, time.monotonic()))
+        stop.set()
+        for h in hs:
+            h.join(30)
+        held = [(a, b) for a, b in lat if b - a > bound]
+        stalls = sum(1 for p0, p1 in sleeps
+                     if any(min(b, p1) - max(a, p0) > bound for a, b in held))
+        note("/p slept %d times, /hello n=%d, slow %d, stalled by %d sleeps"
+             % (len(sleeps), len(lat), len(held), stalls))
+        return len(sleeps), stalls, len(lat), s.stderr()
+
+
+def test_page_that_blocks_now_and_then_stalls_an_event_loop_once():
+    """FRESH8-4. docs/design.md ("Where a page runs"): an inline run over
+    50 ms of the page's own time (not waiting for a CPU) demotes it for
+    good. placement.c made such a run only a strike and a 'suspect' (back
+    inline after 32 fast runs), demoted after 3 strikes, and strikes
+    expired after 1024 fast runs: a page that sleeps 200 ms once every
+    1100 requests was promoted again after each sleep, and each of its
+    sleeps stalled every keep-alive connection of its event loop (/hello
+    waited 200 ms five times in 5500 runs). Expected: at most one such
+    stall, and the page demoted (logged)."""
+    slow, stalls, n, err = _stalls(1100, 200, 5500)
+    check(slow >= 4, "the page did not sleep as planned (%d)" % slow)
+    check(stalls <= 1, "/hello was held by %d of /p's %d sleeps (%d "
+          "requests); the log: %s" % (stalls, slow, n, short(err, 800)))
+    check(stalls == 0 or "for good" in err,
+          "a stall and no demotion in the log: %s" % short(err, 800))
+
+
+def test_page_that_blocks_45ms_every_40_runs_is_demoted():
+    """FRESH8-4b. A run under 50 ms inline was not even a strike, only a
+    'suspect': a page that sleeps 45 ms every 40th request went back
+    inline after each 32 fast runs and stalled its event loop 45 ms every
+    40 requests for ever (50 stalls in 2000 runs, one log line). Now each
+    such suspicion doubles the fast runs in a row re-promotion needs, and
+    a sleep on the handler threads (probed) is a strike that restarts the
+    count: the page is not promoted again, and demoted after 3 strikes.
+    Expected: at most 3 stalls."""
+    slow, stalls, n, err = _stalls(40, 45, 2000)
+    check(slow >= 20, "the page did not sleep as planned (%d)" % slow)
+    check(stalls <= 3, "/hello was held by %d of /p's %d sleeps (%d "
+          "requests); the log: %s" % (stalls, slow, n, short(err, 800)))
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
