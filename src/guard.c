@@ -2062,9 +2062,10 @@ static char *load_gate(const char *path, const char *key)
         if (tell)
             hp_log_error("%s: %s", path, why);
         if (died && mine)
-            hp_log_info("%s: its first load's worker %d died with no crash "
-                        "record of its constructors or init (SIGKILL?); this "
-                        "worker takes the load over",
+            hp_log_info("%s: its first load's worker %d died leaving no "
+                        "record that its constructors or init killed it (a "
+                        "SIGKILL, a signal from another process, a crash "
+                        "on another thread); this worker takes the load over",
                         path, (int)pid);
         if (why)
             return why;
@@ -2130,6 +2131,18 @@ static void guard_load_end(void)
  * for: not a process a page forked (catch_exits sets it). */
 static pid_t EXIT_PID;
 
+/* A fatal signal another process sent (kill, sigqueue, tgkill from an
+ * operator's shell): not a fault of the code this thread runs, so not of
+ * the page whose constructors or init it is loading, whose load a waiter
+ * then takes over (loader_died) instead of refusing it. Async-signal-safe. */
+static bool sent_by_another(const siginfo_t *si)
+{
+    return si && !ALONE &&
+           (si->si_code == SI_USER || si->si_code == SI_QUEUE ||
+            si->si_code == SI_TKILL) &&
+           si->si_pid != getpid();
+}
+
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
     /* Async-signal-safe: two stores into shared memory, in dev mode the
@@ -2149,9 +2162,11 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
         atomic_store(&ME->overflow_kind, (int)tl_stack_kind);
         atomic_store(&ME->overflow, (long)tl_overflowed);
         atomic_store(&ME->crash_sig, sig);
-        load_failed_here();
+        bool sent = sent_by_another(si);
+        if (!sent)
+            load_failed_here();
         int fd = running_fd();
-        if (h)
+        if (h && !sent)
             hook_crash(sig, fault_pc(si, uc), h);
         else
             crash_answer(sig, fault_pc(si, uc), fd);

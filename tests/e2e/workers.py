@@ -1650,13 +1650,14 @@ def test_page_constructor_exit_wording():
 
 
 def _pid_logging_ctor(pidfile, then):
-    """A page whose constructor appends its process id to pidfile, then
-    runs `then` (C statements)."""
+    """A page whose constructor appends "PID TID" (its process and thread)
+    to pidfile, then runs `then` (C statements)."""
     return page(r'''
 __attribute__((constructor)) static void ctor(void)
 {
-    char b[32];
-    int n = snprintf(b, sizeof b, "%%d\n", (int)getpid());
+    char b[64];
+    int n = snprintf(b, sizeof b, "%%d %%ld\n", (int)getpid(),
+                     (long)syscall(SYS_gettid));
     int fd = open("%s", O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
         (void)!write(fd, b, (size_t)n);
@@ -1670,15 +1671,31 @@ HP_HANDLER(http_handler)
     return HP_OK;
 }
 ''' % (pidfile, then), includes="#include <fcntl.h>\n#include <signal.h>\n"
-       "#include <stdio.h>\n#include <unistd.h>")
+       "#include <stdio.h>\n#include <sys/syscall.h>\n#include <unistd.h>")
+
+
+def _loads_in(path):
+    """[(pid, tid)] of the constructor runs _pid_logging_ctor logged."""
+    try:
+        with open(path) as f:
+            return [tuple(int(x) for x in ln.split()) for ln in f
+                    if len(ln.split()) == 2]
+    except (OSError, ValueError):
+        return []
 
 
 def _pids_in(path):
-    try:
-        with open(path) as f:
-            return [int(x) for x in f.read().split()]
-    except (OSError, ValueError):
-        return []
+    return [pid for pid, _ in _loads_in(path)]
+
+
+def _tgkill(pid, tid, sig):
+    """Send sig to one thread (tid) of process pid (tgkill(2))."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_tgkill = 234  # x86_64
+    if libc.syscall(SYS_tgkill, pid, tid, int(sig)) != 0:
+        fail("tgkill(%d, %d, %d): errno %d" % (pid, tid, sig,
+                                                ctypes.get_errno()))
 
 
 def _race(s, path, n, timeout=20.0):
@@ -1694,11 +1711,13 @@ def _race(s, path, n, timeout=20.0):
     return threads, got
 
 
-def _loader_signalled_from_outside(sig):
+def _loader_signalled_from_outside(sig, thread=None):
     """A page whose constructor takes 2 s, 4 workers, 16 concurrent
     requests for it; the worker that loads it first gets sig from outside
-    mid-load: no request is answered 503, nothing is refused, and every
-    worker serves the page after."""
+    mid-load (thread "loading": on the thread running the constructor,
+    "other": on one of its other threads; None: kill(2)): no request is
+    answered 503 by a refusal, nothing is refused, and every worker serves
+    the page after."""
     with Server(files={"good.c": simple_page("good")},
                 args=["--workers", "4"], dev=False) as s:
         pidfile = os.path.join(s.tmp, "loaders")
@@ -1709,15 +1728,28 @@ def _loader_signalled_from_outside(sig):
         check(wait_until(lambda: _pids_in(pidfile), limit(15.0), 0.01),
               "the constructor never ran")
         time.sleep(0.5)
-        loader = _pids_in(pidfile)[0]
-        os.kill(loader, sig)
+        loader, tid = _loads_in(pidfile)[0]
+        if thread == "other":
+            others = sorted(int(t) for t in
+                            os.listdir("/proc/%d/task" % loader)
+                            if int(t) != tid)
+            _tgkill(loader, others[0], sig)
+        elif thread == "loading":
+            _tgkill(loader, tid, sig)
+        else:
+            os.kill(loader, sig)
         for t in threads:
             t.join()
         statuses = [r and r.status for r in got]
-        check(all(st in (200, None) for st in statuses),
-              "answers while the load was taken over: %s\n%s"
-              % (statuses, short(s.stderr(), 1500)))
-        check(statuses.count(200) >= 8, "too few 200s: %s" % statuses)
+        # A dying worker answers the requests it held with a plain 503
+        # (server.c's busy answer); a refusal says the page failed.
+        refused = [r.status for r in got if r is not None and
+                   (r.status not in (200, 503) or
+                    "failed to initialise" in r.text)]
+        check_eq(refused, [], "answers while the load was taken over: %s\n%s"
+                 % (statuses, short(s.stderr(), 1500)))
+        # (How many were held by the dying worker, unanswered or answered
+        # its plain 503, is up to the kernel's choice of acceptor.)
         pids = all_ready(s, n=4, timeout=limit(15.0))
         seen = each_worker(s, "/slow", "fine", timeout=limit(20.0), n=4)
         check_eq(sorted(seen), sorted(pids), "workers serving the page")
@@ -1733,6 +1765,21 @@ def test_first_load_whose_loader_is_killed_from_outside_is_taken_over():
     death answered 503 (6 of 16) and kept refusing the version in their
     workers until its file changed."""
     _loader_signalled_from_outside(signal.SIGKILL)
+
+
+def test_first_load_whose_loader_crashes_on_another_thread_is_taken_over():
+    """The same for a first load's worker that dies of a crash on another
+    of its threads (SIGSEGV there: another page's, or the server's): the
+    load's own thread left no record, so it is not the page's doing."""
+    _loader_signalled_from_outside(signal.SIGSEGV, thread="other")
+
+
+def test_first_load_whose_loading_thread_gets_sigsegv_from_outside():
+    """... and for a SIGSEGV that another process sent to the very thread
+    running the constructor (si_code SI_TKILL, si_pid not the worker's):
+    no fault of the page's code, so taken over, not refused (before, it
+    was recorded as the constructor crashing, and refused)."""
+    _loader_signalled_from_outside(signal.SIGSEGV, thread="loading")
 
 
 def test_first_load_whose_loader_gets_sigterm_from_outside_finishes():
