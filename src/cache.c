@@ -657,7 +657,10 @@ static void discard(hp_entry *e, hp_version *v)
 
 static void store_error(hp_entry *e, struct build_result *r)
 {
-    hp_log_error("%s: %s", e->path, r->diag);
+    /* A refused init or constructor (guard.c) is logged once on the node
+     * by whoever refused it, not again by each worker it is refused in. */
+    if (!hp_diag_is_refused(r->diag))
+        hp_log_error("%s: %s", e->path, r->diag);
     hp_devloop_changed(e->path, r->diag); /* dev mode: the overlay */
     e->err_fid = r->fid;
     /* A header that changed while this build ran may be the fix: then the

@@ -79,6 +79,10 @@
 #define LOADING_MAX 128       /* objects being (or known to be) loaded */
 #define LOAD_POLL_NS 10000000 /* a waiter for another's first load */
 #define QUIESCE_NS 2000000000 /* at most, for the loader's neighbours */
+/* Loaders of one object that may die with no crash record of its own (a
+ * SIGKILL: the page's, the OOM killer's or an operator's) before the
+ * object is refused: the first such death is taken over by a waiter. */
+#define LOAD_DEATHS_MAX 2
 /* Handlers per good version known to have completed a run; past that
  * many, every handler of the version counts as one (ANY_HANDLER). */
 #define GOOD_HANDLERS 16
@@ -233,14 +237,20 @@ struct initbad {
  * per request. LOADING by pid since (CLOCK_MONOTONIC ns) -> LOADED (that
  * object's later loads run at once, in any worker) or FAILED (the loader's
  * fatal-signal or exit hook, async-signal-safe: its waiters answer 503).
- * Claimed and looked up under the table lock; a ring of LOADING_MAX whose
- * LOADING entries are never reused.
+ * A loader that died with the entry still LOADING left no record that
+ * its load killed it (SIGKILL, or a crash on another thread): a waiter
+ * takes the load over (pid, since), up to LOAD_DEATHS_MAX deaths, then
+ * the object is refused (loader_died). Claimed and looked up under the
+ * table lock; a ring of LOADING_MAX whose LOADING entries are never
+ * reused.
  */
 enum { L_FREE = 0, L_LOADING, L_LOADED, L_FAILED };
 struct loading {
     atomic_int state;
     atomic_int pid;
     atomic_llong since;
+    int deaths;       /* its loaders that died with no record, locked */
+    atomic_bool told; /* a waiter's own refusal of it has been logged */
     char key[KEY_LEN];
 };
 
@@ -1254,7 +1264,10 @@ static void answer_504(int fd, double limit, bool streaming)
 static void hook_record(const struct hp_hook_run *h, uintptr_t pc,
                         uintptr_t base);
 static void initbad_add(const char *key, const char *why);
+static void initbad_put(const char *key, const char *why);
 static void hook_key_of(const struct hp_hook_run *h, char out[KEY_LEN]);
+static void hook_words(const char *hook, const char *path, char *out,
+                       size_t cap);
 
 /* A hook that runs while its version loads, for the request that pins it:
  * HP_INIT, or the object's constructors (inside dlopen). */
@@ -1326,14 +1339,18 @@ static void hook_timed_out(struct hook_watch *w, double limit)
     atomic_store(&ME->hook_sig, HOOK_TIMEOUT);
     /* Now, not at the autopsy: a worker that drains and exits cleanly
      * has none, and its replacement must not run this init again. */
+    char hw[REC_PATH + 64];
+    hook_words(h->hook, ME->hook_path, hw, sizeof hw);
     if (init && ME->hook_key[0]) {
+        /* "a constructor of the page x.c" or "the init hook of ...": an
+         * HP_DIAG_CTOR_REFUSED or HP_DIAG_INIT_REFUSED refusal, worded as
+         * hook_autopsy's for the same death. */
         char why[sizeof SHM->initbad[0].why];
         snprintf(why, sizeof why,
-                 HP_DIAG_INIT_HUNG " (%g s) in a worker process, in the "
-                                   "%s %s; it will not run again until the "
-                                   "file changes",
-                 limit, is_app(ME->hook_path) ? "application module" : "page",
-                 ME->hook_path);
+                 "%s ran past --handler-timeout (%g s) in a worker process%s; "
+                 "it will not run again until the file changes",
+                 hw, limit,
+                 strcmp(h->hook, "constructor") == 0 ? " as it loaded" : "");
         initbad_add(ME->hook_key, why);
         /* Its waiters get their 503 now, not when this worker exits;
          * and if it returns late, its object answers nobody. */
@@ -1343,13 +1360,14 @@ static void hook_timed_out(struct hook_watch *w, double limit)
     if (answered)
         answer_504(w->fd, limit, false);
     atomic_fetch_add(&SHM->timeouts, 1);
-    hp_log_error("%s: the %s hook has run for more than %g s (object %s)%s; "
-                 "this worker (pid %d) will be replaced%s",
-                 ME->hook_path, h->hook, limit, ME->hook_key,
-                 answered ? ": answered 504" : "", (int)getpid(),
-                 init ? ", and this init will not run again until its file "
-                        "changes"
-                      : "");
+    /* "x.c: the init hook has run ...", "x.c: a constructor of the page
+     * x.c has run ...": a constructor is no hook of the page's. */
+    hp_log_error(
+        "%s: %s has run for more than %g s (object %s)%s; "
+        "this worker (pid %d) will be replaced%s",
+        ME->hook_path, strcmp(h->hook, "init") == 0 ? "the init hook" : hw,
+        limit, ME->hook_key, answered ? ": answered 504" : "", (int)getpid(),
+        init ? ", and it will not run again until its file changes" : "");
     int none = 0;
     atomic_compare_exchange_strong(&ME->retire, &none, CAUSE_TIMEOUT);
 }
@@ -1884,6 +1902,8 @@ static int loading_find(const char *key, bool *mine)
         copy_str(l->key, sizeof l->key, key);
         atomic_store(&l->pid, (int)getpid());
         atomic_store(&l->since, now_ns());
+        l->deaths = 0;
+        atomic_store(&l->told, false);
         atomic_store(&l->state, L_LOADING);
         *mine = true;
         return i;
@@ -1899,10 +1919,36 @@ static int64_t load_wait_ns(void)
     return (int64_t)((limit + 2) * 1e9);
 }
 
-/* A waiter's answer once its loader died or failed: the parent's refusal
- * (it comes when the parent reaps the loader), else these words. */
-static char *load_failed(const char *key, const char *path, pid_t pid,
-                         const char *how)
+/* The words a refusal of path's constructors and init begins with, when
+ * which of the two it was is not known (the loader's record would have
+ * said): both, in the words the other refusals use (a page has no "init
+ * hook" in them; both prefixes are a refusal, hp_diag_is_refused). */
+static const char *either_hook(const char *path)
+{
+    return is_app(path) ? HP_DIAG_INIT_REFUSED "or a constructor of the "
+                                               "application module "
+                        : HP_DIAG_CTOR_REFUSED "page ";
+}
+
+static const char *either_tail(const char *path)
+{
+    return is_app(path) ? "" : ", or its init,";
+}
+
+/* A refusal that this waiter worded itself (nobody else logs it): logged
+ * once per loading entry, not once per worker that waited for it. */
+static char *tell_once(struct loading *l, const char *path, char *why)
+{
+    if (!atomic_exchange(&l->told, true))
+        hp_log_error("%s: %s", path, why);
+    return why;
+}
+
+/* A waiter's answer once its loader failed: the parent's refusal (it
+ * comes when the parent reaps the loader, and is logged there), else
+ * these words. */
+static char *load_failed(struct loading *l, const char *key, const char *path,
+                         pid_t pid)
 {
     for (int tries = 0; tries < 100; tries++) {
         table_lock();
@@ -1912,22 +1958,45 @@ static char *load_failed(const char *key, const char *path, pid_t pid,
             return why;
         nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
     }
-    /* Which of the two it was, the loader's record would have said: name
-     * both, in the words the other refusals use (a page has no "init
-     * hook" in them; both prefixes are a refusal, hp_diag_is_refused). */
-    if (is_app(path))
-        return hp_xasprintf(HP_DIAG_INIT_REFUSED "or a constructor of the "
-                                                 "application module %s %s "
-                                                 "the worker process %d that "
-                                                 "loaded it first; it will "
-                                                 "not run again until the "
-                                                 "file changes",
-                            rel_path(path), how, (int)pid);
-    return hp_xasprintf(HP_DIAG_CTOR_REFUSED "page %s, or its init, %s the "
-                                             "worker process %d that loaded "
-                                             "it first; it will not run again "
-                                             "until the file changes",
-                        rel_path(path), how, (int)pid);
+    return tell_once(l, path,
+                     hp_xasprintf("%s%s%s killed the worker process %d that "
+                                  "loaded it first; it will not run again "
+                                  "until the file changes",
+                                  either_hook(path), rel_path(path),
+                                  either_tail(path), (int)pid));
+}
+
+/*
+ * l's loader (pid) died with l still LOADING: its fatal-signal and exit
+ * hooks did not mark the load failed, so nothing says its constructors or
+ * init killed it (a SIGKILL from an operator or the OOM killer, a crash
+ * on another of its threads). Under the table lock: the first such death
+ * is this waiter's to take over (*mine: it loads the object now, and
+ * nobody is refused); at LOAD_DEATHS_MAX (a constructor that raises
+ * SIGKILL kills every loader) the object is refused on the node, with
+ * these words (malloc'd; *tell: the caller logs them, once).
+ */
+static char *loader_died(struct loading *l, const char *path, const char *key,
+                         pid_t pid, bool *mine, bool *tell)
+{
+    if (++l->deaths < LOAD_DEATHS_MAX) {
+        atomic_store(&l->pid, (int)getpid());
+        atomic_store(&l->since, now_ns());
+        *mine = true;
+        return NULL;
+    }
+    char *why = hp_xasprintf(
+        "%s%s%s killed the worker processes that loaded it %d times (the "
+        "last, %d, died leaving no crash record: a SIGKILL the %s raised, "
+        "or the kernel's out-of-memory killer's); it will not run again "
+        "until the file changes",
+        either_hook(path), rel_path(path), either_tail(path), l->deaths,
+        (int)pid, is_app(path) ? "module" : "page");
+    initbad_put(key, why);
+    atomic_store(&l->state, L_FAILED);
+    atomic_store(&l->told, true);
+    *tell = true;
+    return why;
 }
 
 /* Another thread of this worker is running a handler. */
@@ -1976,20 +2045,28 @@ static void quiesce_begin(void)
  */
 static char *load_gate(const char *path, const char *key)
 {
-    int64_t deadline = now_ns() + load_wait_ns();
     for (;;) {
-        bool mine;
+        bool mine, tell = false;
         table_lock();
         char *why = initbad_why(key);
         int i = why ? -1 : loading_find(key, &mine);
         struct loading *l = i >= 0 ? &SHM->loading[i] : NULL;
         int st = l ? atomic_load(&l->state) : L_LOADED;
         pid_t pid = l ? (pid_t)atomic_load(&l->pid) : 0;
-        bool gone =
+        bool died =
             st == L_LOADING && !mine && kill(pid, 0) < 0 && errno == ESRCH;
-        if (gone) /* not by its own hand, or the refusal would be there */
-            atomic_store(&l->state, L_FREE);
+        if (died)
+            why = loader_died(l, path, key, pid, &mine, &tell);
+        int64_t since = l ? atomic_load(&l->since) : 0;
         table_unlock();
+        if (tell)
+            hp_log_error("%s: %s", path, why);
+        if (died && mine)
+            hp_log_info("%s: its first load's worker %d died leaving no "
+                        "record that its constructors or init killed it (a "
+                        "SIGKILL, a signal from another process, a crash "
+                        "on another thread); this worker takes the load over",
+                        path, (int)pid);
         if (why)
             return why;
         if (mine) {
@@ -1999,17 +2076,18 @@ static char *load_gate(const char *path, const char *key)
         }
         if (st == L_LOADED)
             return NULL;
-        if (st == L_FAILED || gone)
-            return load_failed(key, path, pid, "killed");
-        if (now_ns() > deadline)
-            return hp_xasprintf(
-                "%s%s %s%s has been running for more than %.0f s in the "
-                "worker process %d",
-                is_app(path) ? HP_DIAG_INIT_REFUSED "or a constructor of the "
-                             : HP_DIAG_CTOR_REFUSED,
-                is_app(path) ? "application module" : "page", rel_path(path),
-                is_app(path) ? "" : ", or its init,", load_wait_ns() / 1e9 - 2,
-                (int)pid);
+        if (st == L_FAILED)
+            return load_failed(l, key, path, pid);
+        /* The current loader's time, not this waiter's: one that took
+         * a load over has the whole wait again. */
+        if (now_ns() - since > load_wait_ns())
+            return tell_once(
+                l, path,
+                hp_xasprintf("%s%s%s has been running for more than %.0f s "
+                             "in the worker process %d",
+                             either_hook(path), rel_path(path),
+                             either_tail(path), load_wait_ns() / 1e9 - 2,
+                             (int)pid));
         nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
     }
 }
@@ -2053,6 +2131,18 @@ static void guard_load_end(void)
  * for: not a process a page forked (catch_exits sets it). */
 static pid_t EXIT_PID;
 
+/* A fatal signal another process sent (kill, sigqueue, tgkill from an
+ * operator's shell): not a fault of the code this thread runs, so not of
+ * the page whose constructors or init it is loading, whose load a waiter
+ * then takes over (loader_died) instead of refusing it. Async-signal-safe. */
+static bool sent_by_another(const siginfo_t *si)
+{
+    return si && !ALONE &&
+           (si->si_code == SI_USER || si->si_code == SI_QUEUE ||
+            si->si_code == SI_TKILL) &&
+           si->si_pid != getpid();
+}
+
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
     /* Async-signal-safe: two stores into shared memory, in dev mode the
@@ -2072,9 +2162,11 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
         atomic_store(&ME->overflow_kind, (int)tl_stack_kind);
         atomic_store(&ME->overflow, (long)tl_overflowed);
         atomic_store(&ME->crash_sig, sig);
-        load_failed_here();
+        bool sent = sent_by_another(si);
+        if (!sent)
+            load_failed_here();
         int fd = running_fd();
-        if (h)
+        if (h && !sent)
             hook_crash(sig, fault_pc(si, uc), h);
         else
             crash_answer(sig, fault_pc(si, uc), fd);
@@ -2530,6 +2622,13 @@ static void where_line(const char *where, char *out, size_t cap)
 static void initbad_add(const char *key, const char *why)
 {
     table_lock();
+    initbad_put(key, why);
+    table_unlock();
+}
+
+/* initbad_add's, for a caller that holds the table lock. */
+static void initbad_put(const char *key, const char *why)
+{
     int at = -1;
     for (int i = 0; i < INITBAD_MAX && at < 0; i++)
         if (strcmp(SHM->initbad[i].key, key) == 0)
@@ -2538,7 +2637,6 @@ static void initbad_add(const char *key, const char *why)
         at = (int)(SHM->ninitbad++ % INITBAD_MAX);
     copy_str(SHM->initbad[at].why, sizeof SHM->initbad[at].why, why);
     copy_str(SHM->initbad[at].key, sizeof SHM->initbad[at].key, key);
-    table_unlock();
 }
 
 /* The dying worker was running a module's init or fini: say which, and

@@ -1572,6 +1572,14 @@ def _first_load_kills_one_worker(kind):
         r = fresh_get(s, "/bad")
         check_eq(r and r.status, 503, "a later request")
         check_eq(s.get_ok("/good").text, "good", "a good page after")
+        all_ready(s, n=4, timeout=limit(15.0))
+        for _ in range(8):  # the replacement worker refuses it too
+            check_eq(fresh_get(s, "/bad").status, 503, "a later request")
+        # One refusal line per bad version on the node (the parent's, on
+        # the loader's death), not one more per worker that refused it.
+        said = [ln for ln in s.stderr().splitlines()
+                if "of the page bad.c" in ln]
+        check_eq(len(said), 1, "refusal lines: %s" % "\n".join(said))
         s.write("bad.c", simple_page("fixed"), how="rename")
         s.wait_body("/bad", "fixed", limit(10.0), allowed_status=(503,))
 
@@ -1639,6 +1647,222 @@ def test_page_constructor_exit_wording():
             time.sleep(0.1)
         check_in("a constructor of the page bad.c called exit(3) in a worker "
                  "process as it loaded", r.text, "the dev refusal")
+
+
+def _pid_logging_ctor(pidfile, then):
+    """A page whose constructor appends "PID TID" (its process and thread)
+    to pidfile, then runs `then` (C statements)."""
+    return page(r'''
+__attribute__((constructor)) static void ctor(void)
+{
+    char b[64];
+    int n = snprintf(b, sizeof b, "%%d %%ld\n", (int)getpid(),
+                     (long)syscall(SYS_gettid));
+    int fd = open("%s", O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+        (void)!write(fd, b, (size_t)n);
+        close(fd);
+    }
+    %s
+}
+HP_HANDLER(http_handler)
+{
+    hp_printf(req, "fine %%d", (int)getpid());
+    return HP_OK;
+}
+''' % (pidfile, then), includes="#include <fcntl.h>\n#include <signal.h>\n"
+       "#include <stdio.h>\n#include <sys/syscall.h>\n#include <unistd.h>")
+
+
+def _loads_in(path):
+    """[(pid, tid)] of the constructor runs _pid_logging_ctor logged."""
+    try:
+        with open(path) as f:
+            return [tuple(int(x) for x in ln.split()) for ln in f
+                    if len(ln.split()) == 2]
+    except (OSError, ValueError):
+        return []
+
+
+def _pids_in(path):
+    return [pid for pid, _ in _loads_in(path)]
+
+
+def _tgkill(pid, tid, sig):
+    """Send sig to one thread (tid) of process pid (tgkill(2))."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_tgkill = 234  # x86_64
+    if libc.syscall(SYS_tgkill, pid, tid, int(sig)) != 0:
+        fail("tgkill(%d, %d, %d): errno %d" % (pid, tid, sig,
+                                                ctypes.get_errno()))
+
+
+def _race(s, path, n, timeout=20.0):
+    """n concurrent GETs of path on fresh connections: their answers (None
+    for a connection that got none)."""
+    got = [None] * n
+
+    def one(i):
+        got[i] = fresh_get(s, path, timeout=limit(timeout))
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads, got
+
+
+def _loader_signalled_from_outside(sig, thread=None):
+    """A page whose constructor takes 2 s, 4 workers, 16 concurrent
+    requests for it; the worker that loads it first gets sig from outside
+    mid-load (thread "loading": on the thread running the constructor,
+    "other": on one of its other threads; None: kill(2)): no request is
+    answered 503 by a refusal, nothing is refused, and every worker serves
+    the page after."""
+    with Server(files={"good.c": simple_page("good")},
+                args=["--workers", "4"], dev=False) as s:
+        pidfile = os.path.join(s.tmp, "loaders")
+        all_ready(s, n=4, timeout=limit(15.0))
+        s.write("slow.c", _pid_logging_ctor(pidfile, "sleep(2);"),
+                how="rename")
+        threads, got = _race(s, "/slow", 16)
+        check(wait_until(lambda: _pids_in(pidfile), limit(15.0), 0.01),
+              "the constructor never ran")
+        time.sleep(0.5)
+        loader, tid = _loads_in(pidfile)[0]
+        if thread == "other":
+            others = sorted(int(t) for t in
+                            os.listdir("/proc/%d/task" % loader)
+                            if int(t) != tid)
+            _tgkill(loader, others[0], sig)
+        elif thread == "loading":
+            _tgkill(loader, tid, sig)
+        else:
+            os.kill(loader, sig)
+        for t in threads:
+            t.join()
+        statuses = [r and r.status for r in got]
+        # A dying worker answers the requests it held with a plain 503
+        # (server.c's busy answer); a refusal says the page failed.
+        refused = [r.status for r in got if r is not None and
+                   (r.status not in (200, 503) or
+                    "failed to initialise" in r.text)]
+        check_eq(refused, [], "answers while the load was taken over: %s\n%s"
+                 % (statuses, short(s.stderr(), 1500)))
+        # (How many were held by the dying worker, unanswered or answered
+        # its plain 503, is up to the kernel's choice of acceptor.)
+        pids = all_ready(s, n=4, timeout=limit(15.0))
+        seen = each_worker(s, "/slow", "fine", timeout=limit(20.0), n=4)
+        check_eq(sorted(seen), sorted(pids), "workers serving the page")
+        check_not_in("will not run again", s.stderr(), "the log")
+        check_not_in("of the page slow.c", s.stderr(), "the log")
+
+
+def test_first_load_whose_loader_is_killed_from_outside_is_taken_over():
+    """A first load's worker SIGKILLed from outside mid-load (an operator,
+    the OOM killer) is not the page's doing (no crash record): one of the
+    waiting workers takes the load over, no request is answered 503, and
+    the version is refused nowhere. Before: the waiters that noticed the
+    death answered 503 (6 of 16) and kept refusing the version in their
+    workers until its file changed."""
+    _loader_signalled_from_outside(signal.SIGKILL)
+
+
+def test_first_load_whose_loader_crashes_on_another_thread_is_taken_over():
+    """The same for a first load's worker that dies of a crash on another
+    of its threads (SIGSEGV there: another page's, or the server's): the
+    load's own thread left no record, so it is not the page's doing."""
+    _loader_signalled_from_outside(signal.SIGSEGV, thread="other")
+
+
+def test_first_load_whose_loading_thread_gets_sigsegv_from_outside():
+    """... and for a SIGSEGV that another process sent to the very thread
+    running the constructor (si_code SI_TKILL, si_pid not the worker's):
+    no fault of the page's code, so taken over, not refused (before, it
+    was recorded as the constructor crashing, and refused)."""
+    _loader_signalled_from_outside(signal.SIGSEGV, thread="loading")
+
+
+def test_first_load_whose_loader_gets_sigterm_from_outside_finishes():
+    """The same with SIGTERM: the loader drains, its load completes, and
+    nobody is refused."""
+    _loader_signalled_from_outside(signal.SIGTERM)
+
+
+def test_first_load_of_a_constructor_that_sigkills_itself_is_refused():
+    """A constructor that raises SIGKILL on itself leaves no crash record,
+    like a kill from outside: the load is taken over once, and when the
+    second loader dies too the version is refused node-wide (503) until
+    the file changes: two workers die of it, not one per request or a
+    crash loop across workers and their replacements."""
+    with Server(files={"good.c": simple_page("good")},
+                args=["--workers", "4"], dev=False) as s:
+        pidfile = os.path.join(s.tmp, "loaders")
+        all_ready(s, n=4, timeout=limit(15.0))
+        s.write("k.c", _pid_logging_ctor(pidfile, "raise(SIGKILL);"),
+                how="rename")
+        threads, got = _race(s, "/k", 16)
+        for t in threads:
+            t.join()
+        statuses = [r and r.status for r in got]
+        check(all(st in (503, None) for st in statuses),
+              "answers: %s" % statuses)
+        all_ready(s, n=4, timeout=limit(15.0))
+        for _ in range(12):
+            r = fresh_get(s, "/k")
+            check_eq(r and r.status, 503, "a later request")
+        check_eq(s.get_ok("/good").text, "good", "a good page after")
+        time.sleep(0.5 * SLACK)
+        check_eq(len(_pids_in(pidfile)), 2, "loads of the object")
+        check_eq(s.stderr().count("killed by signal 9"), 2,
+                 "workers killed: %s" % short(s.stderr(), 1500))
+        check_in("a constructor of the page k.c, or its init, killed the "
+                 "worker processes that loaded it 2 times", s.stderr(),
+                 "the refusal logged")
+        s.write("k.c", simple_page("fixed"), how="rename")
+        s.wait_body("/k", "fixed", limit(10.0), allowed_status=(503,))
+
+
+def _hung_load_wording(hook, words):
+    with Server(files={"good.c": simple_page("good")},
+                args=["--workers", "3", "--handler-timeout", "1"],
+                dev=True) as s:
+        all_ready(s, n=3, timeout=limit(15.0))
+        s.write("hung.c", page(hook + '\nHP_HANDLER(http_handler) '
+                               '{ hp_puts(req, "h"); return HP_OK; }',
+                               includes="#include <unistd.h>"),
+                how="rename")
+        threads, got = _race(s, "/hung", 6)
+        for t in threads:
+            t.join()
+        bodies = [r.text for r in got if r is not None and r.status == 503]
+        check(bodies, "no 503: %s" % [r and r.status for r in got])
+        for b in bodies:
+            check_in(words, b, "a waiter's refusal")
+            check_not_in("the init hook ran past", b, "a waiter's refusal")
+        r = fresh_get(s, "/hung")
+        check_eq(r and r.status, 503, "a later request")
+        check_in(words, r.text, "a later refusal")
+        time.sleep(0.5 * SLACK)
+        return s.stderr()
+
+
+def test_hung_page_constructor_refusal_names_the_constructor():
+    """A page's constructor that never returns, past --handler-timeout:
+    its refusal (the waiters' 503s, the later ones, the log) names a
+    constructor of the page, not "the init hook" (it said "the init hook
+    ran past --handler-timeout"); a hung HP_INIT is named the page's init
+    hook."""
+    log = _hung_load_wording(
+        "__attribute__((constructor)) static void c(void) "
+        "{ for (;;) sleep(1); }",
+        "a constructor of the page hung.c ran past --handler-timeout")
+    check_not_in("init hook", log, "the log")
+    check_in("a constructor of the page hung.c has run for more than 1 s",
+             log, "the log")
+    _hung_load_wording("HP_INIT { (void)m; (void)previous; "
+                       "for (;;) sleep(1); return NULL; }",
+                       "the init hook of the page hung.c ran past "
+                       "--handler-timeout")
 
 
 def test_single_process_crash_page_says_to_start_again():
