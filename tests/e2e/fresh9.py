@@ -86,6 +86,28 @@ def test_rollback_to_with_a_comment_before_to_is_not_refused(eng):
         cleanup(s, eng)
 
 
+def test_pg_set_of_a_custom_setting_named_local_dot_x_is_reset(eng):
+    """FRESH9-4. db_stmt.c's session test takes SET followed by LOCAL,
+    TRANSACTION or CONSTRAINTS as scoped to the transaction, without
+    looking at what follows the word: SET local.f9 = 'leak' (a custom
+    setting whose prefix is local, as transaction.x or constraints.x) is a
+    session SET, and the next request on the pooled connection sees it."""
+    if not eng.pg:
+        raise Skip("PostgreSQL's custom settings")
+    leaked = []
+    with db_server(eng, {}, ONE_CONN) as s:
+        for prefix in ("local", "transaction", "constraints"):
+            r = post_form(s, "/admin/value",
+                          q="SET %s.f9 = 'leak'" % prefix)
+            check_eq(r.status, 200, "SET %s.f9: %s" % (prefix, short(r.body)))
+            got = value(s, "SELECT coalesce(current_setting('%s.f9', true),"
+                           " '')" % prefix).strip()
+            if got:
+                leaked.append("%s.f9: next request saw %r" % (prefix, got))
+        cleanup(s, eng)
+    check_eq(leaked, [], "session settings leaked to the next request")
+
+
 ENGINES = db.ENGINES
 
 if __name__ == "__main__":
