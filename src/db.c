@@ -91,18 +91,24 @@ static void note_failure(hp_db *db, const char *sql)
     log_failure(db, sql);
 }
 
-/* "ROLLBACK [WORK|TRANSACTION] TO ..." undoes a failure in a transaction. */
-static bool is_rollback_to(const char *sql)
+static bool is_pg(const hp_db *db)
 {
-    const char *words[] = {"rollback", "work", "transaction", "to"};
-    const char *p = sql;
+    return db->drv->engine == HP_DB_POSTGRESQL;
+}
+
+/* "ROLLBACK [WORK|TRANSACTION] TO ..." undoes a failure in a transaction. */
+static bool is_rollback_to(const char *sql, bool pg)
+{
+    static const char *const words[] = {"rollback", "work", "transaction",
+                                        "to"};
+    const char *end = sql + strlen(sql), *p = sql;
     for (size_t w = 0; w < 4; w++) {
-        while (isspace((unsigned char)*p))
-            p++;
-        size_t n = strlen(words[w]);
-        if (strncasecmp(p, words[w], n) == 0 && !isalnum((unsigned char)p[n]) &&
-            p[n] != '_') {
-            p += n;
+        size_t n = 0;
+        /* Blanks and comments may stand between the words (the engine's
+         * lexer skips both). */
+        const char *x = hp_db__lex_next_word(p, end, pg, &n);
+        if (x && n == strlen(words[w]) && strncasecmp(x, words[w], n) == 0) {
+            p = x + n;
             if (w == 3)
                 return true;
         } else if (w == 0 || w == 3) {
@@ -126,7 +132,7 @@ static const char AFTER_FAILURE[] = "current transaction is aborted, commands "
  */
 static bool refused(hp_db *db, const char *sql)
 {
-    if (!db->req || !db->failed || is_rollback_to(sql))
+    if (!db->req || !db->failed || is_rollback_to(sql, is_pg(db)))
         return false;
     hp_db__fail(db, AFTER_FAILURE, "25P02", 0);
     return true;
@@ -148,7 +154,7 @@ static bool tx_control_word(const char *w, size_t n, const char *end, bool pg)
     static const char *const words[] = {"commit", "begin", "end", "abort",
                                         NULL};
     if (word_is(w, n, "rollback"))
-        return !is_rollback_to(w);
+        return !is_rollback_to(w, pg);
     for (const char *const *x = words; *x; x++)
         if (word_is(w, n, *x))
             return true;
@@ -167,23 +173,29 @@ static bool word_start(char c)
 }
 
 /* A script's blocks whose statements end with ';' of their own: a
- * trigger's BEGIN ... END (SQLite: CREATE [TEMP] TRIGGER), BEGIN ATOMIC
- * ... END (PostgreSQL: CREATE [OR REPLACE] FUNCTION or PROCEDURE), and
- * CASE ... END anywhere. Only there does a BEGIN open one: a column or
- * alias named begin does not. */
+ * routine's body, which a statement has at most one of (SQLite: CREATE
+ * [TEMP] TRIGGER ... BEGIN ... END; PostgreSQL: CREATE [OR REPLACE]
+ * FUNCTION or PROCEDURE ... BEGIN ATOMIC ... END; neither nests), and
+ * CASE ... END anywhere. Only the first BEGIN of a routine's statement
+ * opens its body: a column or alias named begin inside the body opens
+ * nothing. Inside the body, END closes it only as a statement's first
+ * word; elsewhere it closes a CASE, or is a column named end. */
 struct tx_scan {
     bool pg;
     bool start;   /* the next word is a statement's first            */
-    bool create;  /* the statement (outside any block) is a CREATE   */
+    bool create;  /* the statement (outside any body) is a CREATE    */
     bool routine; /* ... of a trigger (SQLite), function or procedure */
-    int depth;    /* blocks and CASEs open                           */
-    int nword;    /* words of the statement outside any block so far */
+    bool in_body; /* inside the routine's body                       */
+    bool bodied;  /* the statement's body was opened (and closed)    */
+    bool atomic;  /* PostgreSQL: ATOMIC, the body's second word, next */
+    int cases;    /* CASEs open                                      */
+    int nword;    /* words of the statement outside the body so far  */
 };
 
 static void tx_scan_word(struct tx_scan *s, const char *w, size_t n,
                          const char *end)
 {
-    if (s->depth == 0 && ++s->nword == 1)
+    if (!s->in_body && ++s->nword == 1)
         s->create = word_is(w, n, "create");
     if (s->create && s->nword <= 4 &&
         (s->pg ? word_is(w, n, "function") || word_is(w, n, "procedure")
@@ -192,13 +204,19 @@ static void tx_scan_word(struct tx_scan *s, const char *w, size_t n,
     size_t k = 0;
     const char *next;
     if (word_is(w, n, "case")) {
-        s->depth++;
-    } else if (s->routine && word_is(w, n, "begin")) {
+        s->cases++;
+    } else if (s->routine && !s->bodied && word_is(w, n, "begin")) {
         next = s->pg ? hp_db__lex_next_word(w + n, end, true, &k) : NULL;
-        if (!s->pg || (next && word_is(next, k, "atomic")))
-            s->depth++;
-    } else if (word_is(w, n, "end") && s->depth > 0) {
-        s->depth--;
+        if (!s->pg || (next && word_is(next, k, "atomic"))) {
+            s->in_body = s->bodied = true;
+            s->atomic = s->pg;
+            s->start = !s->pg; /* the body's first statement follows */
+        }
+    } else if (s->atomic) { /* the word after BEGIN: ATOMIC */
+        s->atomic = false;
+        s->start = true;
+    } else if (word_is(w, n, "end") && s->cases > 0) {
+        s->cases--;
     }
 }
 
@@ -206,9 +224,9 @@ static void tx_scan_word(struct tx_scan *s, const char *w, size_t n,
  * The first word of a statement of sql (one, or each of a script's) that
  * is transaction control, or NULL; read with the engine's own lexical
  * rules (db_lex.c: strings, quoted identifiers and comments hide words).
- * Inside a block (struct tx_scan) each statement's first word is read
- * too: END there closes the block, anything else that is transaction
- * control is refused all the same (no block may hold one). One statement
+ * Inside a routine's body (struct tx_scan) each statement's first word is
+ * read too: END there closes the body, anything else that is transaction
+ * control is refused all the same (no body may hold one). One statement
  * (not a script): only its first word is read.
  */
 static const char *tx_control(const char *sql, bool script, bool pg)
@@ -223,7 +241,7 @@ static const char *tx_control(const char *sql, bool script, bool pg)
                 if (!script)
                     return NULL;
                 s.start = false;
-                s.nword += s.depth == 0;
+                s.nword += !s.in_body;
             }
             p = q;
             continue;
@@ -231,8 +249,9 @@ static const char *tx_control(const char *sql, bool script, bool pg)
         if (!word_start(*p)) {
             if (*p++ == ';') {
                 s.start = true;
-                if (s.depth == 0)
-                    s.create = s.routine = false, s.nword = 0;
+                s.cases = 0; /* a CASE never spans statements */
+                if (!s.in_body)
+                    s.create = s.routine = s.bodied = false, s.nword = 0;
             }
             continue;
         }
@@ -240,15 +259,16 @@ static const char *tx_control(const char *sql, bool script, bool pg)
         while (p < end && hp_db__lex_word_char((unsigned char)*p))
             p++;
         size_t n = (size_t)(p - w);
-        if (s.start && s.depth > 0 && word_is(w, n, "end"))
-            s.depth--;
-        else if (s.start && tx_control_word(w, n, end, pg))
+        bool start = s.start;
+        s.start = false;
+        if (start && s.in_body && word_is(w, n, "end"))
+            s.in_body = false;
+        else if (start && tx_control_word(w, n, end, pg))
             return w;
         else if (!script)
             return NULL;
         else
             tx_scan_word(&s, w, n, end);
-        s.start = false;
     }
     return NULL;
 }
@@ -427,7 +447,7 @@ static int run_statement(hp_db *db, const char *sql, size_t n,
         hp_db__res_link(res);
     if (out)
         *out = res;
-    if (db->failed && is_rollback_to(sql))
+    if (db->failed && is_rollback_to(sql, is_pg(db)))
         db->failed = false;
     return 0;
 
@@ -494,7 +514,7 @@ static int run_batch(hp_db *db, const char *sql, size_t nrows, size_t ncols,
         db->drv->finalize(db, st, true);
     if (rc == 0) {
         hp_db__stmt_after_run(db, sql);
-        if (db->failed && is_rollback_to(sql))
+        if (db->failed && is_rollback_to(sql, is_pg(db)))
             db->failed = false;
         return 0;
     }

@@ -102,7 +102,8 @@ static bool advisory(const char *w, size_t n)
  *   - SET as a statement's first word (at the start, after ';', or after
  *     BEGIN, THEN, ELSE, LOOP, EXECUTE of a function body), unless
  *     followed by LOCAL, TRANSACTION or CONSTRAINTS (those end with the
- *     transaction): SET ROLE, SET SESSION AUTHORIZATION, SET search_path;
+ *     transaction; not local.x, a custom setting's name): SET ROLE,
+ *     SET SESSION AUTHORIZATION, SET search_path;
  *     an UPDATE's SET is not first. RESET, LOAD and DO (an anonymous block
  *     can do anything), first too.
  *   - anywhere: set_config, unless its third argument is the literal true
@@ -169,6 +170,24 @@ static bool set_config_local(const char *p, const char *end, bool pg)
 /* One word w (n bytes; the text after it runs to end) of a statement:
  * whether it says the session may change; *start and *after_set carry
  * what the words before it said. */
+/* Whether the next thing after p (blanks and comments skipped) is '.':
+ * "SET local.x" names a custom setting local.x (for the session), it is
+ * not SET LOCAL. */
+static bool dot_follows(const char *p, const char *end, bool pg)
+{
+    struct hp_db_lex t;
+    while (p < end) {
+        const char *q = hp_db__lex_skip(p, end, pg, &t);
+        if (q != p && t.kind == HP_LEX_COMMENT)
+            p = q;
+        else if (isspace((unsigned char)*p))
+            p++;
+        else
+            return *p == '.';
+    }
+    return false;
+}
+
 static bool session_word(const char *w, size_t n, const char *end, bool pg,
                          bool *start, bool *after_set)
 {
@@ -182,7 +201,7 @@ static bool session_word(const char *w, size_t n, const char *end, bool pg,
                                          NULL};
     static const char *const openers[] = {"begin", "then",    "else",
                                           "loop",  "execute", NULL};
-    if (*after_set && !word_in(w, n, scoped))
+    if (*after_set && (!word_in(w, n, scoped) || dot_follows(w + n, end, pg)))
         return true;
     *after_set = *start && n == 3 && strncasecmp(w, "set", 3) == 0;
     if (n == 10 && strncasecmp(w, "set_config", 10) == 0 &&

@@ -2509,6 +2509,9 @@ static void session_sql_lexing(void)
         "SELECT '--'; SET ROLE admin",
         "SET \"search_path\" = x",
         "SELECT query_to_xml(E'\\x53ET search_path = x', true, true, '')",
+        "SET local.f9 = 'x'",
+        "SET transaction . f9 = 1",
+        "set constraints/* c */.f9 = 1",
     };
     static const char *const pg_clean[] = {
         "SELECT E'it\\'s', 'x'",
@@ -2516,6 +2519,9 @@ static void session_sql_lexing(void)
         "SELECT set_config('a.b', 'x', true)",
         "SELECT 1 /* nested /* set role x */ comment */",
         "INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2",
+        "SET LOCAL search_path = x",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SET CONSTRAINTS ALL DEFERRED",
     };
     for (size_t i = 0; i < sizeof pg_dirty / sizeof *pg_dirty; i++)
         if (!hp_db__changes_session(pg_dirty[i], true)) {
@@ -2557,6 +2563,9 @@ static void tx_control_lexing(void)
         "/* /* */ SELECT */ COMMIT",
         "SELECT $a$ ' $a$; COMMIT",
         "SELECT U&'\\0027'''; COMMIT; SELECT 'x'",
+        /* a column begin aliased atomic inside the body opens nothing */
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC "
+        "SELECT begin atomic FROM (SELECT 1 AS begin) s; END; END",
     };
     char trigger[160]; /* sqlf's buffer is reused */
     snprintf(trigger, sizeof trigger,
@@ -2589,6 +2598,35 @@ static void tx_control_lexing(void)
         CHECK(end_request(&req) == 500);
     }
     CHECK(count_rows(p, "txl") == 0);
+    /* Not transaction control: ROLLBACK TO with a comment before TO (it
+     * also undoes a failure); SQLite: a trigger's column named end. */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, "SAVEPOINT a") == HP_OK);
+    CHECK(hp_db_exec(db, "SELECT * FROM no_such_table_txl") == -1);
+    CHECK(hp_db_exec(db, "ROLLBACK /* undo */ TO -- it\n SAVEPOINT a") ==
+          HP_OK);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (5)", t)) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(p, "txl") == 1);
+    if (!E->pg) {
+        fake_request(&req, "POST");
+        db = hp_db_from(&req, p);
+        CHECK(hp_db_exec_script(
+                  db, sqlf("CREATE TABLE %s_log (end INTEGER); "
+                           "CREATE TRIGGER %s_tr AFTER INSERT ON %s BEGIN "
+                           "INSERT INTO %s_log (end) VALUES (new.a); END; "
+                           "INSERT INTO %s VALUES (6)",
+                           t, t, t, t, t)) == HP_OK);
+        CHECK(end_request(&req) == 200);
+        CHECK(count_rows(p, "txl") == 2);
+        db = acquire(p);
+        hp_db_exec_script(db, sqlf("DROP TABLE IF EXISTS %s_log", t));
+        hp_db_pool_release(db);
+    }
+    db = acquire(p);
+    hp_db_exec_script(db, sqlf("DELETE FROM %s", t));
+    hp_db_pool_release(db);
     if (E->pg) { /* BEGIN ATOMIC ... END: a body, its ';' inside it */
         fake_request(&req, "POST");
         db = hp_db_from(&req, p);
