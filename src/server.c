@@ -45,6 +45,7 @@
 #include "session.h"
 #include "static.h"
 #include "stream.h"
+#include "stray.h"
 #include "tls.h"
 #include "upload.h"
 #include "uploadspool.h"
@@ -2257,6 +2258,7 @@ static void wait_for_stop(const sigset_t *sigs)
         siginfo_t si;
         int sig = sigtimedwait(sigs, &si, &one);
         hp_access_flush();
+        hp_stray_signals_report();
         if (sig == SIGTERM || sig == SIGINT) {
             stop_sender(sig, &si);
             drain_delay(sig);
@@ -2389,6 +2391,9 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     alone = mapped == 0;
     hp_metrics_enter(0);
     signal(SIGPIPE, SIG_IGN);
+    /* A stray signal a page raises or causes (alarm(), SIGUSR2, ...) is
+     * ignored and said, not the end of this process (stray.c). */
+    hp_stray_signals_catch();
     /* Block the stop signals in every thread; the main thread waits. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);

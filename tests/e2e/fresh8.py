@@ -12,6 +12,7 @@ of them FAILS.
 Its database tests (FRESH8-1, -2, -2b, -6, -7) moved to tests/e2e/db.py
 once fixed (the lexer of db_lex.c, COPY refused, the rollback line); -2b
 became a documented limit there (docs/database.md, "Sequences").
+FRESH8-3 and -3b (stray signals) moved to workers.py (stray_*).
 """
 
 import os
@@ -28,83 +29,6 @@ import workers as W  # noqa: E402  (its first-load harness)
 
 TEST_TIMEOUT = 120.0
 SUITE_BUDGET = 600.0
-
-# ---- 3. a constructor that raises SIGKILL --------------------------------------
-
-def raiser_page(sig):
-    return page('__attribute__((constructor)) static void k(void) '
-                '{ raise(%s); }\n'
-                'HP_HANDLER(http_handler) { hp_puts(req, "bad"); '
-                'return HP_OK; }' % sig, includes="#include <signal.h>")
-
-
-def _raiser_kills_one_worker(sig, num):
-    """Problems seen when a constructor raises sig (number num)."""
-    with Server(files={"good.c": simple_page("good")},
-                args=["--workers", "2"], dev=False) as s:
-        W.all_ready(s, n=2, timeout=limit(15.0))
-        for _ in range(6):
-            W.fresh_get(s, "/good")
-        s.write("bad.c", raiser_page(sig), how="rename")
-        got = []
-        for _ in range(8):  # sequential, on new connections: both workers
-            r = W.fresh_get(s, "/bad", timeout=limit(10.0))
-            got.append(r and r.status)
-            time.sleep(0.25)
-        died = "killed by signal %d" % num
-        check(wait_until(lambda: died in s.stderr(), limit(5.0)),
-              "%s: no death logged" % sig)
-        time.sleep(1.0 * SLACK)
-        err = s.stderr()
-        check_eq(s.get_ok("/good").text, "good", "a good page after")
-        problems = []
-        if err.count(died) != 1:
-            problems.append("%s: %d workers died of it (answers %r)"
-                            % (sig, err.count(died), got))
-        for wrong in ("from outside the process", "no page handler was "
-                      "running on the failing thread"):
-            if wrong in err:
-                problems.append("%s: blamed on %r" % (sig, wrong))
-        return problems
-
-
-def test_constructor_raising_uncaught_signal_kills_one_worker_and_is_named():
-    """FRESH8-3. A constructor that raises a signal hotpub installs no
-    handler for (SIGKILL; SIGUSR2, SIGALRM, ... whose default is to
-    terminate; a SIGSTOP'd loader that the heartbeat then SIGKILLs): the
-    first death is logged as 'from outside the process (the kernel's
-    out-of-memory killer, or an operator ...)' or 'while no page handler
-    was running on the failing thread (module init/fini, or the server
-    itself)', and a later request on another worker loads the same version
-    again and kills that worker too (2 of 2 workers; 2 of 4 under load).
-    Expected, as for SIGSEGV/SIGTERM/exit: one worker dies, the page is
-    named, every later request is a 503."""
-    problems = (_raiser_kills_one_worker("SIGKILL", 9) +
-                _raiser_kills_one_worker("SIGUSR2", 12))
-    check_eq(problems, [], "uncaught signals from a constructor")
-
-
-def test_single_process_killed_by_a_page_signal_says_so():
-    """FRESH8-3b. --workers 0: a handler that calls alarm(1) (or a
-    constructor that raises SIGUSR2) ends the server a second later with
-    status 128+14 (128+12) and not one log line; the stop signals hotpub knows
-    end it with status 70 and a line naming the page (b47765d). (Popen
-    reports -14: killed by SIGALRM.) Expected
-    the same here."""
-    al = page('HP_HANDLER(http_handler) { alarm(1); hp_puts(req, "a"); '
-              'return HP_OK; }', includes="#include <unistd.h>")
-    with Server(files={"al.c": al}, args=["--workers", "0"], dev=False,
-                check_exit=False) as s:
-        s.get_ok("/al")
-        wait_until(lambda: not s.alive(), limit(5.0))
-        check(not s.alive(), "the server survived SIGALRM (fine, if so)")
-        rc = s.proc.returncode
-        err = s.stderr()
-        check("al.c" in err.split("serving", 1)[-1],
-              "the server ended (status %s) without naming the page: %s"
-              % (rc, short(err, 600)))
-        check_eq(rc, 70, "exit status")
-
 
 # ---- 5. a constructor that hangs: the log's words -----------------------------
 

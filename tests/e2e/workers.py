@@ -2233,6 +2233,139 @@ def test_page_calling_exit_single_process_dev_crash_page_then_70():
         s.check_exit = False
 
 
+# ---- stray signals (FRESH8-3, -3b; stray.c) -------------------------------------
+
+def raiser_page(sig, then=""):
+    """A page whose constructor raises sig; its handler answers "bad"."""
+    return page('__attribute__((constructor)) static void k(void) '
+                '{ raise(%s); }\n'
+                'HP_HANDLER(http_handler) { %s hp_puts(req, "bad"); '
+                'return HP_OK; }' % (sig, then),
+                includes="#include <signal.h>\n#include <unistd.h>")
+
+
+def test_constructor_raising_sigkill_kills_at_most_two_workers_named():
+    """FRESH8-3 (SIGKILL, uncatchable). --workers 2: a constructor that
+    raises SIGKILL on itself: the first loader's death is taken over once,
+    the second refuses the version node-wide: at most 2 workers die, the
+    page is named, and every later request is a 503."""
+    with Server(files={"good.c": simple_page("good")},
+                args=["--workers", "2"], dev=False) as s:
+        all_ready(s, n=2, timeout=limit(15.0))
+        for _ in range(6):
+            fresh_get(s, "/good")
+        s.write("bad.c", raiser_page("SIGKILL"), how="rename")
+        got = []
+        for _ in range(8):  # sequential, on new connections: both workers
+            r = fresh_get(s, "/bad", timeout=limit(10.0))
+            got.append(r and r.status)
+            time.sleep(0.25)
+        died = "killed by signal 9"
+        check(wait_until(lambda: died in s.stderr(), limit(5.0)),
+              "no death logged")
+        all_ready(s, n=2, timeout=limit(15.0))
+        r = fresh_get(s, "/bad")
+        check_eq(r and r.status, 503, "a later request (answers %r)" % got)
+        check(all(st in (503, None) for st in got), "answers: %r" % got)
+        err = s.stderr()
+        check(err.count(died) <= 2, "%d workers died: %s"
+              % (err.count(died), short(err, 1500)))
+        check_in("the page bad.c", err, "the page named")
+        check_eq(s.get_ok("/good").text, "good", "a good page after")
+
+
+def test_stray_signal_from_a_constructor_is_ignored_in_a_worker():
+    """FRESH8-3 (SIGUSR2). A constructor that raises a signal hotpub does
+    not use, whose default action ends the process, killed two workers and
+    blamed 'no page handler was running'. Now it is ignored: no worker
+    dies, the page serves, one line names the signal and its sender."""
+    with Server(files={"good.c": simple_page("good")},
+                args=["--workers", "2"], dev=False) as s:
+        all_ready(s, n=2, timeout=limit(15.0))
+        s.write("bad.c", raiser_page("SIGUSR2", "raise(SIGRTMIN + 3);"),
+                how="rename")
+        for _ in range(6):
+            r = fresh_get(s, "/bad", timeout=limit(10.0))
+            check_eq(r and r.status, 200, "a request for the page")
+            check_eq(r.text, "bad", "its body")
+        check(wait_until(lambda: "SIGRTMIN+3" in s.stderr(), limit(5.0)),
+              "the real-time signal not logged: %s" % short(s.stderr(), 1500))
+        err = s.stderr()
+        check_not_in("killed by signal", err, "a worker died")
+        check_in("SIGUSR2 (12) from this process (a page, or a library it "
+                 "called): ignored", err, "the line")
+        check_eq(s.get_ok("/good").text, "good", "a good page after")
+
+
+def test_stray_signals_never_end_the_single_process():
+    """FRESH8-3b. --workers 0: a handler that calls alarm(1) ended the
+    server a second later with status 128+14 and no log line. Now: the
+    server serves on, and says SIGALRM came from the kernel's timer and
+    was ignored; SIGUSR2, SIGPROF and SIGXFSZ sent by another process
+    are ignored and said too (its pid named), once per signal."""
+    al = page('HP_HANDLER(http_handler) { alarm(1); hp_puts(req, "a"); '
+              'return HP_OK; }', includes="#include <unistd.h>")
+    with Server(files={"al.c": al, "good.c": simple_page("good")},
+                args=["--workers", "0"], dev=False) as s:
+        s.get_ok("/al")
+        check(wait_until(lambda: "SIGALRM" in s.stderr(), limit(5.0)),
+              "no line for SIGALRM: %s" % short(s.stderr(), 1000))
+        for sig in (signal.SIGUSR2, signal.SIGPROF, signal.SIGXFSZ,
+                    signal.SIGUSR2):
+            os.kill(s.proc.pid, sig)
+            time.sleep(0.1)
+        check(wait_until(lambda: "SIGXFSZ" in s.stderr(), limit(5.0)),
+              "no line for SIGXFSZ")
+        check(s.alive(), "the server ended")
+        check_eq(s.get_ok("/good").text, "good", "served after")
+        err = s.stderr()
+        check_in("SIGALRM (14) from the kernel: a timer (alarm(), setitimer "
+                 "ITIMER_REAL): ignored", err, "the SIGALRM line")
+        check_in("SIGUSR2 (12) from another process, pid %d: ignored"
+                 % os.getpid(), err, "the SIGUSR2 line")
+        check_eq(err.count("SIGUSR2 (12)"), 1, "one line per signal")
+
+
+def test_stray_signal_to_the_parent_or_a_worker_is_ignored():
+    """The supervisor and its workers outlive a stray signal sent from
+    outside (SIGUSR2, SIGRTMIN): no worker is replaced, each process says
+    it once."""
+    with Server(files={"good.c": simple_page("good")}, args=WORKERS,
+                dev=False) as s:
+        before = all_ready(s, n=2, timeout=limit(15.0))
+        os.kill(s.proc.pid, signal.SIGUSR2)
+        os.kill(s.proc.pid, signal.SIGRTMIN)
+        w = sorted(before)[0]
+        os.kill(w, signal.SIGUSR2)
+        check(wait_until(lambda: s.stderr().count("SIGUSR2 (12)") == 2,
+                         limit(5.0)), "lines: %s" % short(s.stderr(), 1500))
+        time.sleep(0.3 * SLACK)
+        check(s.alive(), "the supervisor ended")
+        check(alive(w), "the worker ended")
+        check_not_in("killed by signal", s.stderr(), "a process died")
+        check_eq(s.get_ok("/good").text, "good", "served after")
+
+
+def test_a_pages_own_signal_handler_wins():
+    """A page that installs its own handler for a stray signal keeps it:
+    hotpub's (installed before any page) is replaced, and says nothing."""
+    own = page(r"""
+static volatile sig_atomic_t got;
+static void on(int sig) { (void)sig; got++; }
+HP_HANDLER(http_handler)
+{
+    signal(SIGUSR2, on);
+    raise(SIGUSR2);
+    hp_printf(req, "caught %d", (int)got);
+    return HP_OK;
+}""", includes="#include <signal.h>")
+    with Server(files={"own.c": own}, args=["--workers", "0"],
+                dev=False) as s:
+        check_eq(s.get_ok("/own").text, "caught 1", "the page's handler ran")
+        time.sleep(1.2 * SLACK)
+        check_not_in("SIGUSR2", s.stderr(), "hotpub's line")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
