@@ -446,6 +446,12 @@ void hp_loader_set_init_vet(hp_init_vet_fn vet);
 typedef void (*hp_load_end_fn)(void);
 void hp_loader_set_load_end(hp_load_end_fn end);
 /*
+ * The host's word that a load's constructors have run (dlopen returned, or
+ * failed) on this thread and its init is about to: guard.c's lone worker
+ * accepts connections again. Set once, before serving; NULL: told nothing.
+ */
+void hp_loader_set_ctors_end(hp_load_end_fn end);
+/*
  * The host's watch over init and fini hooks (guard.c: a hook that runs
  * past --handler-timeout is answered and its worker replaced, as a
  * handler's would be): begin right before the hook runs, on its thread,

@@ -242,11 +242,16 @@ static const char *const hook_names[HP_NHOOKS] = {
     "hp__hook_prepare", "hp__hook_commit", "hp__hook_rollback",
     "hp__hook_release"};
 
-static hp_load_end_fn load_end;
+static hp_load_end_fn load_end, ctors_end;
 
 void hp_loader_set_load_end(hp_load_end_fn end)
 {
     load_end = end;
+}
+
+void hp_loader_set_ctors_end(hp_load_end_fn end)
+{
+    ctors_end = end;
 }
 
 static hp_version *version_load(const char *so, const char *rundir, uint64_t id,
@@ -276,7 +281,10 @@ static hp_version *version_load(const char *so, const char *rundir, uint64_t id,
     v->id = id;
     v->path = path;
     v->mod.v = v;
-    if (load_copy(so, rundir, id, path, &v->dl, &v->so_path, diag) < 0) {
+    int copied = load_copy(so, rundir, id, path, &v->dl, &v->so_path, diag);
+    if (ctors_end)
+        ctors_end(); /* the constructors are over: the init may be long */
+    if (copied < 0) {
         free(v);
         return NULL;
     }

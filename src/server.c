@@ -292,6 +292,11 @@ void hp_server_pause_accepting(bool on)
     hp_listener_pause(on);
 }
 
+void hp_server_pause_accepting_for(long long ns)
+{
+    hp_listener_pause_for(ns);
+}
+
 void hp_server_answer_unstarted(int culprit_fd)
 {
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"

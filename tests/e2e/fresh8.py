@@ -12,7 +12,8 @@ of them FAILS.
 Its database tests (FRESH8-1, -2, -2b, -6, -7) moved to tests/e2e/db.py
 once fixed (the lexer of db_lex.c, COPY refused, the rollback line); -2b
 became a documented limit there (docs/database.md, "Sequences").
-FRESH8-3 and -3b (stray signals) moved to workers.py (stray_*).
+FRESH8-3 and -3b (stray signals) moved to workers.py (stray_*), FRESH8-8
+to workers.py (lone_worker_*).
 """
 
 import os
@@ -61,46 +62,6 @@ def test_hanging_constructor_is_not_called_an_init_hook():
         for words in ("init hook", "this init"):
             check(words not in err, "a hung constructor called %r: %s"
                   % (words, short(err, 1500)))
-
-
-# ---- 8. one worker: a crashing constructor takes the good requests with it --------
-
-def test_lone_worker_first_load_does_not_lose_good_requests():
-    """FRESH8-8. --workers 1: a new page whose constructor crashes is loaded
-    while 5 requests of a good page (300 ms each) run on the same worker;
-    the worker dies and all 5 are lost (503, 'request lost with worker').
-    With 4 workers the loader first lets running handlers finish
-    (workers.py first_load_of_a_crashing_constructor_kills_one_worker);
-    the lone worker skips that (26112a8: it does not pause accepting), so
-    good pages do not keep answering 200. Expected: the running requests
-    finish (200) before the unknown code is loaded."""
-    bad = page(W.LOAD_KILLERS["segv"][0] + '\nHP_HANDLER(http_handler) '
-               '{ hp_puts(req, "bad"); return HP_OK; }',
-               includes="#include <stdlib.h>")
-    slow = page('HP_HANDLER(http_handler) { usleep(300000); '
-                'hp_puts(req, "slow"); return HP_OK; }',
-                includes="#include <unistd.h>")
-    with Server(files={"slow.c": slow}, args=["--workers", "1"],
-                dev=False) as s:
-        W.all_ready(s, n=1, timeout=limit(15.0))
-        for _ in range(3):
-            s.get_ok("/slow")
-        s.write("bad.c", bad, how="rename")
-        time.sleep(0.3)
-        got = [None] * 5
-
-        def one(i):
-            r = W.fresh_get(s, "/slow", timeout=limit(10.0))
-            got[i] = r and r.status
-        ts = [threading.Thread(target=one, args=(i,)) for i in range(5)]
-        for t in ts:
-            t.start()
-        time.sleep(0.08)
-        r = W.fresh_get(s, "/bad", timeout=limit(10.0))
-        for t in ts:
-            t.join()
-        check(r is None or r.status == 503, "the bad page: %r" % r)
-        check_eq(got, [200] * 5, "the good requests running as it loaded")
 
 
 # ---- 9. a hanging constructor holds the dynamic loader's lock ---------------------

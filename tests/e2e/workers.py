@@ -2233,6 +2233,87 @@ def test_page_calling_exit_single_process_dev_crash_page_then_70():
         s.check_exit = False
 
 
+# ---- the lone worker's first loads (FRESH8-8) -------------------------------------
+
+SLOW300 = page('HP_HANDLER(http_handler) { usleep(300000); '
+               'hp_puts(req, "slow"); return HP_OK; }',
+               includes="#include <unistd.h>")
+
+
+def test_lone_worker_first_load_does_not_lose_good_requests():
+    """FRESH8-8. --workers 1: a new page whose constructor crashes is loaded
+    while 5 requests of a good page (300 ms each) run on the same worker.
+    The lone worker skipped the pause other workers make before a first
+    load, so the worker died with the 5 and they were lost (503, 'request
+    lost with worker'). Now it pauses accepting, lets its running handlers
+    finish (at most 2 s), runs the constructors, and accepts again."""
+    bad = page(LOAD_KILLERS["segv"][0] + '\nHP_HANDLER(http_handler) '
+               '{ hp_puts(req, "bad"); return HP_OK; }',
+               includes="#include <stdlib.h>")
+    with Server(files={"slow.c": SLOW300}, args=["--workers", "1"],
+                dev=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        for _ in range(3):
+            s.get_ok("/slow")
+        s.write("bad.c", bad, how="rename")
+        time.sleep(0.3)
+        got = [None] * 5
+
+        def one(i):
+            r = fresh_get(s, "/slow", timeout=limit(10.0))
+            got[i] = r and r.status
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(5)]
+        for t in ts:
+            t.start()
+        time.sleep(0.08)
+        r = fresh_get(s, "/bad", timeout=limit(10.0))
+        for t in ts:
+            t.join()
+        check(r is None or r.status == 503, "the bad page: %r" % r)
+        check_eq(got, [200] * 5, "the good requests running as it loaded")
+        check(wait_until(lambda: "killed by signal 11" in s.stderr(),
+                         limit(5.0)), "the loader did not die")
+        all_ready(s, n=1, timeout=limit(15.0))
+        check_eq(s.get_ok("/slow").text, "slow", "served after")
+
+
+def _lone_hung_load(hook):
+    """--workers 1, a page whose hook hangs: how long a request for a
+    loaded page waits meanwhile (s)."""
+    hang = page(hook + '\nHP_HANDLER(http_handler) { hp_puts(req, "h"); '
+                'return HP_OK; }', includes="#include <unistd.h>")
+    with Server(files={"good.c": simple_page("good"), "hang.c": hang},
+                args=["--workers", "1", "--handler-timeout", "20"],
+                dev=False, check_exit=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        s.get_ok("/good")
+        bg = BackgroundRequest(s.port, "/hang", timeout=30)
+        bg.start()
+        time.sleep(0.3)
+        t0 = time.time()
+        r = fresh_get(s, "/good", timeout=limit(5.0))
+        took = time.time() - t0
+        check_eq(r and r.status, 200, "a loaded page while %s hangs" % hook)
+        return took
+
+
+def test_lone_worker_pause_is_bounded_for_a_hung_constructor():
+    """The lone worker's pause for a first load ends after about 1 s even
+    if the constructor never returns: new connections do not wait for
+    --handler-timeout."""
+    took = _lone_hung_load('__attribute__((constructor)) static void '
+                           'h(void) { sleep(1000); }')
+    check(took < 1.0 * SLACK + 1.0, "waited %.2f s" % took)
+
+
+def test_lone_worker_accepts_during_a_hung_init():
+    """The lone worker accepts again once the constructors ran, before
+    HP_INIT: a hung init does not hold new connections."""
+    took = _lone_hung_load('HP_INIT { (void)m; (void)previous; sleep(1000); '
+                           'return NULL; }')
+    check(took < 0.5 * SLACK, "waited %.2f s" % took)
+
+
 # ---- stray signals (FRESH8-3, -3b; stray.c) -------------------------------------
 
 def raiser_page(sig, then=""):
