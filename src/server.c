@@ -2254,6 +2254,40 @@ static void log_stopped(void)
                     (int)getpid());
 }
 
+/*
+ * The single process, once a second: a constructor that has run inside
+ * dlopen past --handler-timeout holds the dynamic loader's lock for good
+ * (nothing can stop it in this process), so no page can be loaded again.
+ * Said once, naming the page; in production the process ends with status
+ * 70 so that its supervisor restarts it; in dev mode the loaded pages go
+ * on serving and loads answer 503 saying "restart hotpub".
+ */
+static void dlopen_hung_check(void)
+{
+    static bool said;
+    char page[512];
+    double limit = S.cfg->handler_timeout > 0 ? S.cfg->handler_timeout : 30;
+    double s = hp_loader_dlopen_running(page, sizeof page);
+    if (said || s <= limit)
+        return;
+    said = true;
+    hp_loader_dlopen_hopeless();
+    hp_log_error("a constructor of the page %s has run for %.0f s, past "
+                 "--handler-timeout, inside dlopen, which holds the dynamic "
+                 "loader's lock: no page can be loaded in this process "
+                 "again; %s",
+                 page, s,
+                 S.dev ? "the loaded pages go on serving, other loads answer "
+                         "503: restart hotpub"
+                       : "exiting with status 70 for the supervisor to "
+                         "restart it");
+    if (S.dev)
+        return;
+    hp_access_flush();
+    hp_server_answer_unstarted(-1);
+    _exit(70);
+}
+
 /* The main thread until SIGTERM/SIGINT: flush the access log once a
  * second, reopen the logs on SIGUSR1. */
 static void wait_for_stop(const sigset_t *sigs)
@@ -2264,6 +2298,8 @@ static void wait_for_stop(const sigset_t *sigs)
         int sig = sigtimedwait(sigs, &si, &one);
         hp_access_flush();
         hp_stray_signals_report();
+        if (alone)
+            dlopen_hung_check();
         if (sig == SIGTERM || sig == SIGINT) {
             stop_sender(sig, &si);
             drain_delay(sig);

@@ -2314,6 +2314,143 @@ def test_lone_worker_accepts_during_a_hung_init():
     check(took < 0.5 * SLACK, "waited %.2f s" % took)
 
 
+# ---- a constructor that hangs: the log's words (FRESH8-5) ------------------------
+
+HANG_PAGE = page('__attribute__((constructor)) static void h(void) '
+                 '{ sleep(1000); }\n'
+                 'HP_HANDLER(http_handler) { hp_puts(req, "h"); '
+                 'return HP_OK; }', includes="#include <unistd.h>")
+
+
+def test_hanging_constructor_is_not_called_an_init_hook():
+    """FRESH8-5 (wording). A page without HP_INIT whose constructor hangs
+    past --handler-timeout: the log says both 'the constructor hook has run
+    for more than 2 s ... this init will not run again' and '/x/hang.c: the
+    init hook ran past --handler-timeout ... in the page hang.c'. Expected:
+    one hook named, the constructor (the page has no init), as the crash
+    lines do since 32f3ab7."""
+    with Server(files={"hello.c": simple_page("hello"), "hang.c": HANG_PAGE},
+                args=["--workers", "2", "--handler-timeout", "2"],
+                dev=False) as s:
+        all_ready(s, n=2, timeout=limit(15.0))
+        r = fresh_get(s, "/hang", timeout=limit(15.0))
+        check(r is not None and r.status in (503, 504), "first: %r" % r)
+        check(wait_until(lambda: "will not run again" in s.stderr(),
+                         limit(5.0)), "no refusal logged")
+        r = fresh_get(s, "/hang")
+        check_eq(r and r.status, 503, "a later request")
+        time.sleep(0.5 * SLACK)
+        err = s.stderr()
+        check_eq(s.get_ok("/hello").text, "hello", "a good page")
+        for words in ("init hook", "this init"):
+            check(words not in err, "a hung constructor called %r: %s"
+                  % (words, short(err, 1500)))
+
+
+# ---- a hanging constructor and the loader's lock (FRESH8-9) -----------------------
+
+def hang_page(seconds):
+    return page('__attribute__((constructor)) static void h(void) '
+                '{ sleep(%d); }\n'
+                'HP_HANDLER(http_handler) { hp_puts(req, "h"); '
+                'return HP_OK; }' % seconds, includes="#include <unistd.h>")
+
+
+def _loads_refused_while_a_constructor_hangs(s):
+    """With /hang's constructor hanging: the first load of another page and
+    an edit of a loaded one are answered promptly (a 503 naming hang.c, the
+    old version), not blocked behind glibc's loader lock."""
+    s.get_ok("/hello")
+    bg = BackgroundRequest(s.port, "/hang", timeout=30)
+    bg.start()
+    time.sleep(0.5)
+    t0 = time.time()
+    r = fresh_get(s, "/other", timeout=limit(4.0))
+    took = time.time() - t0
+    check(r is not None, "the first load of another page: no answer")
+    check_eq(r.status, 503, "the first load of another page")
+    check_eq(r.header("Retry-After"), "1", "its Retry-After")
+    check(took < 1.5 + 1.0 * SLACK, "it waited %.1f s" % took)
+    s.write("hello.c", simple_page("hello2"), how="rename")
+    time.sleep(0.3)
+    r = fresh_get(s, "/hello", timeout=limit(4.0))
+    check_eq(r and r.status, 200, "an edited, loaded page")
+    check(wait_until(lambda: "cannot be loaded here" in s.stderr(),
+                     limit(3.0)), "no line: %s" % short(s.stderr(), 1500))
+    check_in("a constructor of the page %s has been running for"
+             % s.path("hang.c"), s.stderr(), "the line names the page")
+    return bg
+
+
+def test_hanging_constructor_does_not_block_other_loads_single_process():
+    """FRESH8-9 (--workers 0). A constructor that hangs runs inside dlopen,
+    which holds glibc's loader lock: every page loaded or edited afterwards
+    hung for ever. Now other loads are refused at once with a 503 naming
+    the page; past --handler-timeout the process, in production, says so
+    and exits 70 (it can never load again) for its supervisor to restart."""
+    with Server(files={"hello.c": simple_page("hello"),
+                       "hang.c": hang_page(1000),
+                       "other.c": simple_page("other")},
+                args=["--workers", "0", "--handler-timeout", "4"],
+                dev=False, check_exit=False) as s:
+        _loads_refused_while_a_constructor_hangs(s)
+        check(wait_until(lambda: not s.alive(), limit(10.0)),
+              "the process did not end past --handler-timeout")
+        check_eq(s.proc.returncode, 70, "exit status")
+        check_in("no page can be loaded in this process again; exiting "
+                 "with status 70", s.stderr(), "the last line")
+
+
+def test_hanging_constructor_single_process_dev_serves_on():
+    """--workers 0 in dev mode: past --handler-timeout the loaded pages go
+    on serving and every load answers 503 saying 'restart hotpub'."""
+    with Server(files={"hello.c": simple_page("hello"),
+                       "hang.c": hang_page(1000),
+                       "other.c": simple_page("other")},
+                args=["--workers", "0", "--handler-timeout", "2"],
+                dev=True, check_exit=False) as s:
+        s.get_ok("/hello")
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        check(wait_until(lambda: "no page can be loaded" in s.stderr(),
+                         limit(8.0)), "not said")
+        check(s.alive(), "the dev server ended")
+        check_eq(s.get_ok("/hello").text, "hello", "a loaded page")
+        r = fresh_get(s, "/other", timeout=limit(4.0))
+        check_eq(r and r.status, 503, "a load")
+        check_in("restart hotpub", r.text, "the page says")
+
+
+def test_short_constructor_hang_then_other_pages_load():
+    """--workers 0: a constructor that sleeps 3 s then returns: loads
+    refused meanwhile are tried again after, not kept as errors."""
+    with Server(files={"hello.c": simple_page("hello"),
+                       "hang.c": hang_page(3),
+                       "other.c": simple_page("other")},
+                args=["--workers", "0"], dev=False) as s:
+        _loads_refused_while_a_constructor_hangs(s)
+        s.wait_body("/other", "other", limit(10.0), allowed_status=(503,))
+        s.wait_body("/hello", "hello2", limit(10.0), allowed_bodies=("hello",))
+        check_eq(s.get_ok("/hang").text, "h", "the slow page itself")
+
+
+def test_hanging_constructor_lone_worker_replaced():
+    """FRESH8-9 (--workers 1): other loads are refused at once rather than
+    wait for --handler-timeout; the watchdog then replaces the worker and
+    the other pages load."""
+    with Server(files={"hello.c": simple_page("hello"),
+                       "hang.c": hang_page(1000),
+                       "other.c": simple_page("other")},
+                args=["--workers", "1", "--handler-timeout", "4"],
+                dev=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        _loads_refused_while_a_constructor_hangs(s)
+        s.wait_body("/other", "other", limit(20.0),
+                    allowed_status=(503, 504))
+        s.wait_body("/hello", "hello2", limit(10.0), allowed_bodies=("hello",))
+        check_in("will be replaced",
+                 s.stderr(), "the worker replaced")
+
+
 # ---- stray signals (FRESH8-3, -3b; stray.c) -------------------------------------
 
 def raiser_page(sig, then=""):
