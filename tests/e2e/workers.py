@@ -32,7 +32,7 @@ from harness import (SLACK, BackgroundRequest, Server,  # noqa: E402
                      limit, page, short, simple_page, wait_until)
 
 TEST_TIMEOUT = 90.0
-SUITE_BUDGET = 400.0
+SUITE_BUDGET = 700.0
 WORKERS = ["--workers", "2"]
 
 # ---- pages ----------------------------------------------------------------
