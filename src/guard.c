@@ -2148,7 +2148,11 @@ static void guard_load_end(void)
         return;
     struct loading *l = &SHM->loading[i];
     int st = L_LOADING;
-    atomic_compare_exchange_strong(&l->state, &st, L_LOADED);
+    /* Not tried (another page's constructor held the loader's lock): no
+     * proof it loads; the claim is freed for the next load to take. */
+    atomic_compare_exchange_strong(&l->state, &st,
+                                   hp_loader_load_untried() ? L_FREE
+                                                            : L_LOADED);
 }
 
 /* The worker (or single process) whose exits and crashes the hooks answer

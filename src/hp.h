@@ -490,6 +490,9 @@ double hp_loader_dlopen_running(char *page, size_t cap);
 /* The running dlopen will never return (past --handler-timeout in the
  * single process): loads refused from now on say "restart hotpub". */
 void hp_loader_dlopen_hopeless(void);
+/* Whether this thread's last load was not tried for that reason (no
+ * constructor ran): for the host's load_end (guard.c frees its claim). */
+bool hp_loader_load_untried(void);
 /* The address span [*lo, *hi) of the PT_LOAD segments of the object
  * so_path loaded at base (its link map's l_addr); false (and 0, 0) when no
  * such object is loaded. Takes the dynamic loader's lock: never from a

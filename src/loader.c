@@ -84,6 +84,7 @@ static struct {
     char page[512];  /* its source */
 } DL = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 static atomic_bool dl_hopeless; /* hp_loader_dlopen_hopeless */
+static __thread bool tl_untried; /* hp_loader_load_untried */
 
 /* The refusal while DL's dlopen runs (with DL.mu held), logged once per
  * dlopen: it begins with HP_DIAG_CTOR_REFUSED (a 503). */
@@ -110,11 +111,13 @@ static char *dl_refusal(const char *page)
  * then take it: 0, or -1 with *why (malloc'd). */
 static int dl_enter(const char *page, char **why)
 {
+    tl_untried = false;
     pthread_mutex_lock(&DL.mu);
     while (DL.busy) {
         long long end = DL.since + DL_WAIT_NS;
         if (hp_now_ns() >= end) {
             *why = dl_refusal(page);
+            tl_untried = true;
             pthread_mutex_unlock(&DL.mu);
             return -1;
         }
@@ -154,6 +157,11 @@ double hp_loader_dlopen_running(char *page, size_t cap)
     }
     pthread_mutex_unlock(&DL.mu);
     return s;
+}
+
+bool hp_loader_load_untried(void)
+{
+    return tl_untried;
 }
 
 void hp_loader_dlopen_hopeless(void)
