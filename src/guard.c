@@ -2150,9 +2150,8 @@ static void guard_load_end(void)
     int st = L_LOADING;
     /* Not tried (another page's constructor held the loader's lock): no
      * proof it loads; the claim is freed for the next load to take. */
-    atomic_compare_exchange_strong(&l->state, &st,
-                                   hp_loader_load_untried() ? L_FREE
-                                                            : L_LOADED);
+    atomic_compare_exchange_strong(
+        &l->state, &st, hp_loader_load_untried() ? L_FREE : L_LOADED);
 }
 
 /* The worker (or single process) whose exits and crashes the hooks answer

@@ -83,7 +83,7 @@ static struct {
     long long since; /* hp_now_ns() */
     char page[512];  /* its source */
 } DL = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-static atomic_bool dl_hopeless; /* hp_loader_dlopen_hopeless */
+static atomic_bool dl_hopeless;  /* hp_loader_dlopen_hopeless */
 static __thread bool tl_untried; /* hp_loader_load_untried */
 
 /* The refusal while DL's dlopen runs (with DL.mu held), logged once per
