@@ -87,7 +87,10 @@ struct hp_entry {
     atomic_bool tried;         /* a build has completed at least once     */
     atomic_bool held;          /* built in a failed batch: rebuild next   */
     atomic_bool err_fid_valid; /* cleared by the watcher without load_mu  */
-    atomic_uint dep_touches;   /* changes to a header: err_fid is no proof */
+    /* Its last load was not tried: another page's constructor held the
+     * dynamic loader's lock (hp_diag_is_busy): the next request tries. */
+    atomic_bool retry;
+    atomic_uint dep_touches; /* changes to a header: err_fid is no proof */
     /* The host gave up on the init this entry's build is running (it ran
      * past --handler-timeout): waiters leave with abandon_why (under mu),
      * and the build refuses the object if the init ever returns. */
@@ -666,7 +669,9 @@ static void store_error(hp_entry *e, struct build_result *r)
     /* A header that changed while this build ran may be the fix: then the
      * unchanged source must not count as the same broken file. */
     atomic_store(&e->err_fid_valid,
-                 atomic_load(&e->dep_touches) == r->dep_touches);
+                 atomic_load(&e->dep_touches) == r->dep_touches &&
+                     !hp_diag_is_busy(r->diag)); /* busy: try again */
+    atomic_store(&e->retry, hp_diag_is_busy(r->diag));
     pthread_mutex_lock(&e->mu);
     free(e->error);
     e->error = r->diag;
@@ -806,11 +811,14 @@ static void refresh_one(hp_entry *e)
     struct build_result r;
     unsigned snap = atomic_load(&e->want);
 
+    /* A load kept from being tried (hp_diag_is_busy) is no failure of the
+     * batch it was saved in: tried again, it goes live on its own. */
+    bool was_busy = atomic_exchange(&e->retry, false);
     build_retrying(e, &r);
     if (r.kind == B_ERROR) {
         store_error(e, &r);
         set_held(e, false);
-    } else if ((r.kind == B_NEW || r.kind == B_GONE) &&
+    } else if ((r.kind == B_NEW || r.kind == B_GONE) && !was_busy &&
                atomic_load(&c->batched) && saved_with_failure(e, &r)) {
         /* Its file or a header it includes changed in a batch that failed:
          * it waits with that batch rather than go live against the old
@@ -1690,17 +1698,20 @@ static char *lock_load(hp_entry *e)
 static char *ensure_fresh(hp_cache *c, hp_entry *e)
 {
     unsigned want = atomic_load_explicit(&e->want, memory_order_acquire);
-    if (reached(atomic_load_explicit(&e->done, memory_order_acquire), want))
+    bool retry = atomic_load(&e->retry);
+    if (!retry &&
+        reached(atomic_load_explicit(&e->done, memory_order_acquire), want))
         return NULL;
-    if (atomic_load(&c->batched) && atomic_load(&e->tried))
+    if (!retry && atomic_load(&c->batched) && atomic_load(&e->tried))
         wait_for_batch(c, e, want);
-    if (reached(atomic_load(&e->done), want))
+    if (!retry && reached(atomic_load(&e->done), want))
         return NULL;
-    /* First use, no watcher, or a batch that never came: build it here. */
+    /* First use, no watcher, a batch that never came, or a load another
+     * page's constructor kept from being tried: build it here. */
     char *why = lock_load(e);
     if (why)
         return why;
-    if (!reached(atomic_load(&e->done), want)) {
+    if (!reached(atomic_load(&e->done), want) || atomic_load(&e->retry)) {
         claim_for_request(c, e, 1);
         refresh_one(e);
         claim_for_request(c, e, -1);
@@ -1834,7 +1845,8 @@ void hp_pinset_release(struct hp_pinset *ps)
 static bool is_fresh(hp_entry *e)
 {
     return reached(atomic_load_explicit(&e->done, memory_order_acquire),
-                   atomic_load_explicit(&e->want, memory_order_acquire));
+                   atomic_load_explicit(&e->want, memory_order_acquire)) &&
+           !atomic_load_explicit(&e->retry, memory_order_relaxed);
 }
 
 enum hp_acquire hp_cache_pin_page(hp_cache *c, const char *path,

@@ -2009,8 +2009,12 @@ static bool others_running(void)
     return false;
 }
 
-/* This thread paused accepting for its first load (quiesce_begin). */
-static __thread bool tl_quiesced;
+/* This thread paused accepting for its first load (quiesce_begin); the
+ * lone worker's pause, which ends with the constructors. */
+static __thread bool tl_quiesced, tl_lone_pause;
+/* The lone worker's pause for a first load's constructors, at most: its
+ * backlog has no other taker, and a hung constructor must not hold it. */
+#define LONE_CTORS_NS 1000000000LL
 
 /*
  * Before this worker runs an object's constructors and init for the first
@@ -2023,16 +2027,36 @@ static __thread bool tl_quiesced;
  */
 static void quiesce_begin(void)
 {
-    /* (A lone worker would leave new connections waiting for as long as
-     * the load takes, up to a hung init's --handler-timeout.) */
-    if (!CFG || CFG->dev || SHM->workers <= 1)
+    /* The single process: a crash there ends every connection, waiting
+     * or running, whatever it waits for (docs/operations.md). */
+    if (!CFG || CFG->dev || ALONE)
         return;
+    /* A lone worker has no sibling to take the backlog: its pause is
+     * bounded (the handlers' wait, then LONE_CTORS_NS for the constructors)
+     * and ends when they have run, before the init (ctors_end), so a hung
+     * constructor or init never leaves new connections waiting long. */
+    bool lone = SHM->workers <= 1;
     tl_quiesced = true;
-    hp_server_pause_accepting(true);
+    tl_lone_pause = lone;
+    if (lone)
+        hp_server_pause_accepting_for((long long)QUIESCE_NS + LONE_CTORS_NS);
+    else
+        hp_server_pause_accepting(true);
     int64_t end = now_ns() + QUIESCE_NS;
     for (int quiet = 0; quiet < 3 && now_ns() < end;) {
         quiet = others_running() ? 0 : quiet + 1;
         nanosleep(&(struct timespec){0, 5000000}, NULL);
+    }
+    if (lone)
+        hp_server_pause_accepting_for(LONE_CTORS_NS);
+}
+
+/* hp_loader_set_ctors_end's: the lone worker accepts again before init. */
+static void guard_ctors_end(void)
+{
+    if (tl_quiesced && tl_lone_pause) {
+        tl_quiesced = tl_lone_pause = false;
+        hp_server_pause_accepting(false);
     }
 }
 
@@ -2124,7 +2148,10 @@ static void guard_load_end(void)
         return;
     struct loading *l = &SHM->loading[i];
     int st = L_LOADING;
-    atomic_compare_exchange_strong(&l->state, &st, L_LOADED);
+    /* Not tried (another page's constructor held the loader's lock): no
+     * proof it loads; the claim is freed for the next load to take. */
+    atomic_compare_exchange_strong(
+        &l->state, &st, hp_loader_load_untried() ? L_FREE : L_LOADED);
 }
 
 /* The worker (or single process) whose exits and crashes the hooks answer
@@ -2884,6 +2911,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     catch_fatal_signals();
     hp_loader_set_init_vet(guard_init_vet);
     hp_loader_set_load_end(guard_load_end);
+    hp_loader_set_ctors_end(guard_ctors_end);
     if (cfg->handler_timeout > 0) {
         hp_loader_set_hook_watch(hook_watch_begin, hook_watch_end);
         watchdog_start();

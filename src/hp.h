@@ -446,6 +446,12 @@ void hp_loader_set_init_vet(hp_init_vet_fn vet);
 typedef void (*hp_load_end_fn)(void);
 void hp_loader_set_load_end(hp_load_end_fn end);
 /*
+ * The host's word that a load's constructors have run (dlopen returned, or
+ * failed) on this thread and its init is about to: guard.c's lone worker
+ * accepts connections again. Set once, before serving; NULL: told nothing.
+ */
+void hp_loader_set_ctors_end(hp_load_end_fn end);
+/*
  * The host's watch over init and fini hooks (guard.c: a hook that runs
  * past --handler-timeout is answered and its worker replaced, as a
  * handler's would be): begin right before the hook runs, on its thread,
@@ -472,6 +478,21 @@ bool hp_diag_is_refused(const char *diag);
 /* Whether a load's diagnostic is the module's init refusing or crashing
  * (the object itself loaded): not a reason to try another build of it. */
 bool hp_diag_is_init(const char *diag);
+/* In a load's diagnostic (after HP_DIAG_CTOR_REFUSED): the load was not
+ * tried because another page's constructors have been running inside
+ * dlopen for more than 1.5 s in this process (loader.c). Transient: the
+ * module cache tries such a load again rather than keep the error. */
+#define HP_DIAG_DL_BUSY "(inside dlopen, which holds the dynamic loader's lock)"
+bool hp_diag_is_busy(const char *diag);
+/* How long (s) the dlopen running in this process has run, 0 if none; its
+ * page's source into page (cap bytes). */
+double hp_loader_dlopen_running(char *page, size_t cap);
+/* The running dlopen will never return (past --handler-timeout in the
+ * single process): loads refused from now on say "restart hotpub". */
+void hp_loader_dlopen_hopeless(void);
+/* Whether this thread's last load was not tried for that reason (no
+ * constructor ran): for the host's load_end (guard.c frees its claim). */
+bool hp_loader_load_untried(void);
 /* The address span [*lo, *hi) of the PT_LOAD segments of the object
  * so_path loaded at base (its link map's l_addr); false (and 0, 0) when no
  * such object is loaded. Takes the dynamic loader's lock: never from a

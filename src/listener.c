@@ -26,6 +26,7 @@
 #include "listener.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,7 +49,9 @@ static struct {
     atomic_uint open; /* connections handed over and not yet closed */
     atomic_bool stop;
     atomic_bool abandoned; /* hp_listener_abandon: nobody will join us */
-    atomic_bool paused;    /* hp_listener_pause: leave the backlog alone */
+    /* hp_listener_pause: leave the backlog alone until then (ns, hp_now_ns;
+     * 0: not paused, LLONG_MAX: until resumed) */
+    atomic_llong paused_until;
     bool take_backlog, running;
     unsigned taken;
     pthread_t thread;
@@ -118,11 +121,14 @@ static void *accept_main(void *arg)
 {
     long long next_tick = hp_now_ns() + 1000000000LL;
     while (!atomic_load(&L.stop)) {
-        bool room = atomic_load(&L.open) < L.limit && !atomic_load(&L.paused);
+        long long until = atomic_load(&L.paused_until), t = hp_now_ns();
+        bool paused = until > t;
+        bool room = atomic_load(&L.open) < L.limit && !paused;
         struct pollfd p[2] = {
             {.fd = L.wake, .events = POLLIN},
             {.fd = atomic_load(&L.fd), .events = room ? POLLIN : 0}};
-        long long left = next_tick - hp_now_ns();
+        /* A bounded pause ends on its own: wake up for its end. */
+        long long left = (paused && until < next_tick ? until : next_tick) - t;
         int ms = left > 0 ? (int)(left / 1000000) + 1 : 0;
         int r = poll(p, 2, ms);
         if (r > 0 && p[0].revents) {
@@ -213,7 +219,15 @@ void hp_listener_abandon(void)
 
 void hp_listener_pause(bool on)
 {
-    atomic_store(&L.paused, on);
+    hp_listener_pause_for(on ? LLONG_MAX : 0);
+}
+
+void hp_listener_pause_for(long long ns)
+{
+    long long now = hp_now_ns();
+    atomic_store(&L.paused_until, ns <= 0                 ? 0
+                                  : ns >= LLONG_MAX - now ? LLONG_MAX
+                                                          : now + ns);
     if (L.wake >= 0)
         wake();
 }

@@ -45,6 +45,9 @@ void hp_listener_abandon(void);
  * the sibling worker processes then take; the socket stays open.
  */
 void hp_listener_pause(bool on);
+/* The same for at most ns nanoseconds (resumed by then even if no one says
+ * so); ns <= 0 resumes now. */
+void hp_listener_pause_for(long long ns);
 /* This process's copy of the listening socket, or -1 once stopped. */
 int hp_listener_fd(void);
 /* Connections handed to libmicrohttpd and not closed yet. */

@@ -21,7 +21,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,20 +66,131 @@ static void hook_enter(const struct hp_hook_run *run);
 static void hook_leave(const struct hp_hook_run *run,
                        const struct hp_hook_run *outer);
 
+/*
+ * The dlopen running in this process, if any. Constructors run inside
+ * dlopen, which holds glibc's loader lock: one that hangs blocks every
+ * other dlopen of the process (a new page, an edited one) for as long, and
+ * with --workers 0 for ever. So loads take turns here, where a wait can be
+ * bounded: past DL_WAIT_NS of one dlopen, another load is refused (a 503
+ * with Retry-After naming the page whose constructor runs) instead of
+ * blocking its thread inside dlopen.
+ */
+#define DL_WAIT_NS 1500000000LL
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool busy, logged;
+    long long since; /* hp_now_ns() */
+    char page[512];  /* its source */
+} DL = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+static atomic_bool dl_hopeless;  /* hp_loader_dlopen_hopeless */
+static __thread bool tl_untried; /* hp_loader_load_untried */
+
+/* The refusal while DL's dlopen runs (with DL.mu held), logged once per
+ * dlopen: it begins with HP_DIAG_CTOR_REFUSED (a 503). */
+static char *dl_refusal(const char *page)
+{
+    double s = (hp_now_ns() - DL.since) / 1e9;
+    char *why = hp_xasprintf(
+        HP_DIAG_CTOR_REFUSED "page %s has been running for %.1f s in this "
+                             "process " HP_DIAG_DL_BUSY
+                             ", so %s cannot be loaded here until it "
+                             "returns%s",
+        DL.page, s, page ? page : "this page",
+        atomic_load(&dl_hopeless)
+            ? " (it ran past --handler-timeout: restart hotpub)"
+            : "; try again later");
+    if (!DL.logged) {
+        DL.logged = true;
+        hp_log_error("%s", why);
+    }
+    return why;
+}
+
+/* Wait for DL to be free (at most until its dlopen has run DL_WAIT_NS),
+ * then take it: 0, or -1 with *why (malloc'd). */
+static int dl_enter(const char *page, char **why)
+{
+    tl_untried = false;
+    pthread_mutex_lock(&DL.mu);
+    while (DL.busy) {
+        long long end = DL.since + DL_WAIT_NS;
+        if (hp_now_ns() >= end) {
+            *why = dl_refusal(page);
+            tl_untried = true;
+            pthread_mutex_unlock(&DL.mu);
+            return -1;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50000000; /* re-checked every 50 ms */
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&DL.cv, &DL.mu, &ts);
+    }
+    DL.busy = true;
+    DL.logged = false;
+    DL.since = hp_now_ns();
+    snprintf(DL.page, sizeof DL.page, "%s",
+             page ? page : "(a prebuilt object)");
+    pthread_mutex_unlock(&DL.mu);
+    return 0;
+}
+
+static void dl_leave(void)
+{
+    pthread_mutex_lock(&DL.mu);
+    DL.busy = false;
+    pthread_cond_broadcast(&DL.cv);
+    pthread_mutex_unlock(&DL.mu);
+}
+
+double hp_loader_dlopen_running(char *page, size_t cap)
+{
+    double s = 0;
+    pthread_mutex_lock(&DL.mu);
+    if (DL.busy) {
+        s = (hp_now_ns() - DL.since) / 1e9;
+        snprintf(page, cap, "%s", DL.page);
+    }
+    pthread_mutex_unlock(&DL.mu);
+    return s;
+}
+
+bool hp_loader_load_untried(void)
+{
+    return tl_untried;
+}
+
+void hp_loader_dlopen_hopeless(void)
+{
+    atomic_store(&dl_hopeless, true);
+}
+
+bool hp_diag_is_busy(const char *diag)
+{
+    return diag && strstr(diag, HP_DIAG_DL_BUSY) != NULL;
+}
+
 /* dlopen runs the object's constructors (__attribute__((constructor)),
  * .init_array): with page (its source) given, they run with a hook record
  * "constructor" on this thread, so a crash, an exit or a timeout in one
  * names the page as an init hook's would. Its load base is not known
  * before dlopen returns: the record has none, and no source line. */
-static void *open_object(const char *path, const char *page)
+static void *open_object(const char *path, const char *page, char **busy)
 {
     struct hp_hook_run run = {page, "constructor", path, 0, 0, 0};
     const struct hp_hook_run *outer = hp_hook_running();
+    if (dl_enter(page, busy) < 0)
+        return NULL;
     if (page)
         hook_enter(&run);
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (page)
         hook_leave(&run, outer);
+    dl_leave();
     return h;
 }
 
@@ -98,10 +212,12 @@ static int load_copy(const char *so, const char *rundir, uint64_t id,
         free(path);
         return -1;
     }
-    h = open_object(path, page);
+    char *busy = NULL;
+    h = open_object(path, page, &busy);
     if (!h) {
-        const char *e = dlerror();
-        *diag = hp_xasprintf("cannot load the page: %s", e ? e : "?");
+        const char *e = busy ? NULL : dlerror();
+        *diag =
+            busy ? busy : hp_xasprintf("cannot load the page: %s", e ? e : "?");
         unlink(path);
         free(path);
         return -1;
@@ -242,11 +358,16 @@ static const char *const hook_names[HP_NHOOKS] = {
     "hp__hook_prepare", "hp__hook_commit", "hp__hook_rollback",
     "hp__hook_release"};
 
-static hp_load_end_fn load_end;
+static hp_load_end_fn load_end, ctors_end;
 
 void hp_loader_set_load_end(hp_load_end_fn end)
 {
     load_end = end;
+}
+
+void hp_loader_set_ctors_end(hp_load_end_fn end)
+{
+    ctors_end = end;
 }
 
 static hp_version *version_load(const char *so, const char *rundir, uint64_t id,
@@ -276,7 +397,10 @@ static hp_version *version_load(const char *so, const char *rundir, uint64_t id,
     v->id = id;
     v->path = path;
     v->mod.v = v;
-    if (load_copy(so, rundir, id, path, &v->dl, &v->so_path, diag) < 0) {
+    int copied = load_copy(so, rundir, id, path, &v->dl, &v->so_path, diag);
+    if (ctors_end)
+        ctors_end(); /* the constructors are over: the init may be long */
+    if (copied < 0) {
         free(v);
         return NULL;
     }

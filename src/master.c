@@ -23,6 +23,7 @@
 #include "guard.h"
 #include "ops.h"
 #include "server.h"
+#include "stray.h"
 #include "uploadspool.h"
 
 #include <assert.h>
@@ -827,6 +828,7 @@ static int master_serve(void)
     sigaddset(&sigs, SIGCHLD);
     sigprocmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    hp_stray_signals_catch(); /* the parent outlives a stray signal too */
 
     char limit[32] = "off";
     if (CFG->handler_timeout > 0)
@@ -838,6 +840,7 @@ static int master_serve(void)
         struct timespec tick = {0, 50000000};
         siginfo_t si;
         int sig = sigtimedwait(&sigs, &si, &tick);
+        hp_stray_signals_report();
         reap();
         double now = hp_now();
         on_signal(sig, now);

@@ -45,6 +45,7 @@
 #include "session.h"
 #include "static.h"
 #include "stream.h"
+#include "stray.h"
 #include "tls.h"
 #include "upload.h"
 #include "uploadspool.h"
@@ -289,6 +290,11 @@ void hp_server_dying(void)
 void hp_server_pause_accepting(bool on)
 {
     hp_listener_pause(on);
+}
+
+void hp_server_pause_accepting_for(long long ns)
+{
+    hp_listener_pause_for(ns);
 }
 
 void hp_server_answer_unstarted(int culprit_fd)
@@ -2248,6 +2254,40 @@ static void log_stopped(void)
                     (int)getpid());
 }
 
+/*
+ * The single process, once a second: a constructor that has run inside
+ * dlopen past --handler-timeout holds the dynamic loader's lock for good
+ * (nothing can stop it in this process), so no page can be loaded again.
+ * Said once, naming the page; in production the process ends with status
+ * 70 so that its supervisor restarts it; in dev mode the loaded pages go
+ * on serving and loads answer 503 saying "restart hotpub".
+ */
+static void dlopen_hung_check(void)
+{
+    static bool said;
+    char page[512];
+    double limit = S.cfg->handler_timeout > 0 ? S.cfg->handler_timeout : 30;
+    double s = hp_loader_dlopen_running(page, sizeof page);
+    if (said || s <= limit)
+        return;
+    said = true;
+    hp_loader_dlopen_hopeless();
+    hp_log_error("a constructor of the page %s has run for %.0f s, past "
+                 "--handler-timeout, inside dlopen, which holds the dynamic "
+                 "loader's lock: no page can be loaded in this process "
+                 "again; %s",
+                 page, s,
+                 S.dev ? "the loaded pages go on serving, other loads answer "
+                         "503: restart hotpub"
+                       : "exiting with status 70 for the supervisor to "
+                         "restart it");
+    if (S.dev)
+        return;
+    hp_access_flush();
+    hp_server_answer_unstarted(-1);
+    _exit(70);
+}
+
 /* The main thread until SIGTERM/SIGINT: flush the access log once a
  * second, reopen the logs on SIGUSR1. */
 static void wait_for_stop(const sigset_t *sigs)
@@ -2257,6 +2297,9 @@ static void wait_for_stop(const sigset_t *sigs)
         siginfo_t si;
         int sig = sigtimedwait(sigs, &si, &one);
         hp_access_flush();
+        hp_stray_signals_report();
+        if (alone)
+            dlopen_hung_check();
         if (sig == SIGTERM || sig == SIGINT) {
             stop_sender(sig, &si);
             drain_delay(sig);
@@ -2389,6 +2432,9 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     alone = mapped == 0;
     hp_metrics_enter(0);
     signal(SIGPIPE, SIG_IGN);
+    /* A stray signal a page raises or causes (alarm(), SIGUSR2, ...) is
+     * ignored and said, not the end of this process (stray.c). */
+    hp_stray_signals_catch();
     /* Block the stop signals in every thread; the main thread waits. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);

@@ -146,6 +146,10 @@ void hp_server_dying(void);
  * a version's constructors and init for the first time on the node).
  */
 void hp_server_pause_accepting(bool on);
+/* The same for at most ns nanoseconds (a lone worker, whose backlog no one
+ * else takes, must not leave it waiting for a hung constructor); ns <= 0
+ * resumes now. */
+void hp_server_pause_accepting_for(long long ns);
 /*
  * The host is about to answer the request on fd itself (the handler
  * timeout's 504): false if a dying process's handler has already answered

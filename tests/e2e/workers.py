@@ -32,7 +32,7 @@ from harness import (SLACK, BackgroundRequest, Server,  # noqa: E402
                      limit, page, short, simple_page, wait_until)
 
 TEST_TIMEOUT = 90.0
-SUITE_BUDGET = 400.0
+SUITE_BUDGET = 700.0
 WORKERS = ["--workers", "2"]
 
 # ---- pages ----------------------------------------------------------------
@@ -2231,6 +2231,357 @@ def test_page_calling_exit_single_process_dev_crash_page_then_70():
         check_in("handler 'http_handler', called exit", s.stderr(),
                  "the log names the page and handler")
         s.check_exit = False
+
+
+# ---- the lone worker's first loads (FRESH8-8) -------------------------------------
+
+SLOW300 = page('HP_HANDLER(http_handler) { usleep(300000); '
+               'hp_puts(req, "slow"); return HP_OK; }',
+               includes="#include <unistd.h>")
+
+
+def test_lone_worker_first_load_does_not_lose_good_requests():
+    """FRESH8-8. --workers 1: a new page whose constructor crashes is loaded
+    while 5 requests of a good page (300 ms each) run on the same worker.
+    The lone worker skipped the pause other workers make before a first
+    load, so the worker died with the 5 and they were lost (503, 'request
+    lost with worker'). Now it pauses accepting, lets its running handlers
+    finish (at most 2 s), runs the constructors, and accepts again."""
+    bad = page(LOAD_KILLERS["segv"][0] + '\nHP_HANDLER(http_handler) '
+               '{ hp_puts(req, "bad"); return HP_OK; }',
+               includes="#include <stdlib.h>")
+    with Server(files={"slow.c": SLOW300}, args=["--workers", "1"],
+                dev=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        for _ in range(3):
+            s.get_ok("/slow")
+        s.write("bad.c", bad, how="rename")
+        time.sleep(0.3)
+        got = [None] * 5
+
+        def one(i):
+            r = fresh_get(s, "/slow", timeout=limit(10.0))
+            got[i] = r and r.status
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(5)]
+        for t in ts:
+            t.start()
+        time.sleep(0.08)
+        r = fresh_get(s, "/bad", timeout=limit(10.0))
+        for t in ts:
+            t.join()
+        check(r is None or r.status == 503, "the bad page: %r" % r)
+        check_eq(got, [200] * 5, "the good requests running as it loaded")
+        check(wait_until(lambda: "killed by signal 11" in s.stderr(),
+                         limit(5.0)), "the loader did not die")
+        all_ready(s, n=1, timeout=limit(15.0))
+        check_eq(s.get_ok("/slow").text, "slow", "served after")
+
+
+def _lone_hung_load(hook):
+    """--workers 1, a page whose hook hangs: how long a request for a
+    loaded page waits meanwhile (s)."""
+    hang = page(hook + '\nHP_HANDLER(http_handler) { hp_puts(req, "h"); '
+                'return HP_OK; }', includes="#include <unistd.h>")
+    with Server(files={"good.c": simple_page("good"), "hang.c": hang},
+                args=["--workers", "1", "--handler-timeout", "20"],
+                dev=False, check_exit=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        s.get_ok("/good")
+        bg = BackgroundRequest(s.port, "/hang", timeout=30)
+        bg.start()
+        time.sleep(0.3)
+        t0 = time.time()
+        r = fresh_get(s, "/good", timeout=limit(5.0))
+        took = time.time() - t0
+        check_eq(r and r.status, 200, "a loaded page while %s hangs" % hook)
+        return took
+
+
+def test_lone_worker_pause_is_bounded_for_a_hung_constructor():
+    """The lone worker's pause for a first load ends after about 1 s even
+    if the constructor never returns: new connections do not wait for
+    --handler-timeout."""
+    took = _lone_hung_load('__attribute__((constructor)) static void '
+                           'h(void) { sleep(1000); }')
+    check(took < 1.0 * SLACK + 1.0, "waited %.2f s" % took)
+
+
+def test_lone_worker_accepts_during_a_hung_init():
+    """The lone worker accepts again once the constructors ran, before
+    HP_INIT: a hung init does not hold new connections."""
+    took = _lone_hung_load('HP_INIT { (void)m; (void)previous; sleep(1000); '
+                           'return NULL; }')
+    check(took < 0.5 * SLACK, "waited %.2f s" % took)
+
+
+# ---- a constructor that hangs: the log's words (FRESH8-5) ------------------------
+
+HANG_PAGE = page('__attribute__((constructor)) static void h(void) '
+                 '{ sleep(1000); }\n'
+                 'HP_HANDLER(http_handler) { hp_puts(req, "h"); '
+                 'return HP_OK; }', includes="#include <unistd.h>")
+
+
+def test_hanging_constructor_is_not_called_an_init_hook():
+    """FRESH8-5 (wording). A page without HP_INIT whose constructor hangs
+    past --handler-timeout: the log says both 'the constructor hook has run
+    for more than 2 s ... this init will not run again' and '/x/hang.c: the
+    init hook ran past --handler-timeout ... in the page hang.c'. Expected:
+    one hook named, the constructor (the page has no init), as the crash
+    lines do since 32f3ab7."""
+    with Server(files={"hello.c": simple_page("hello"), "hang.c": HANG_PAGE},
+                args=["--workers", "2", "--handler-timeout", "2"],
+                dev=False) as s:
+        all_ready(s, n=2, timeout=limit(15.0))
+        r = fresh_get(s, "/hang", timeout=limit(15.0))
+        check(r is not None and r.status in (503, 504), "first: %r" % r)
+        check(wait_until(lambda: "will not run again" in s.stderr(),
+                         limit(5.0)), "no refusal logged")
+        r = fresh_get(s, "/hang")
+        check_eq(r and r.status, 503, "a later request")
+        time.sleep(0.5 * SLACK)
+        err = s.stderr()
+        check_eq(s.get_ok("/hello").text, "hello", "a good page")
+        for words in ("init hook", "this init"):
+            check(words not in err, "a hung constructor called %r: %s"
+                  % (words, short(err, 1500)))
+
+
+# ---- a hanging constructor and the loader's lock (FRESH8-9) -----------------------
+
+def hang_page(seconds):
+    return page('__attribute__((constructor)) static void h(void) '
+                '{ sleep(%d); }\n'
+                'HP_HANDLER(http_handler) { hp_puts(req, "h"); '
+                'return HP_OK; }' % seconds, includes="#include <unistd.h>")
+
+
+def _loads_refused_while_a_constructor_hangs(s):
+    """With /hang's constructor hanging: the first load of another page and
+    an edit of a loaded one are answered promptly (a 503 naming hang.c, the
+    old version), not blocked behind glibc's loader lock."""
+    s.get_ok("/hello")
+    bg = BackgroundRequest(s.port, "/hang", timeout=30)
+    bg.start()
+    time.sleep(0.5)
+    t0 = time.time()
+    r = fresh_get(s, "/other", timeout=limit(4.0))
+    took = time.time() - t0
+    check(r is not None, "the first load of another page: no answer")
+    check_eq(r.status, 503, "the first load of another page")
+    check_eq(r.header("Retry-After"), "1", "its Retry-After")
+    check(took < 1.5 + 1.0 * SLACK, "it waited %.1f s" % took)
+    s.write("hello.c", simple_page("hello2"), how="rename")
+    time.sleep(0.3)
+    r = fresh_get(s, "/hello", timeout=limit(4.0))
+    check_eq(r and r.status, 200, "an edited, loaded page")
+    check(wait_until(lambda: "cannot be loaded here" in s.stderr(),
+                     limit(3.0)), "no line: %s" % short(s.stderr(), 1500))
+    check_in("a constructor of the page %s has been running for"
+             % s.path("hang.c"), s.stderr(), "the line names the page")
+    return bg
+
+
+def test_hanging_constructor_does_not_block_other_loads_single_process():
+    """FRESH8-9 (--workers 0). A constructor that hangs runs inside dlopen,
+    which holds glibc's loader lock: every page loaded or edited afterwards
+    hung for ever. Now other loads are refused at once with a 503 naming
+    the page; past --handler-timeout the process, in production, says so
+    and exits 70 (it can never load again) for its supervisor to restart."""
+    with Server(files={"hello.c": simple_page("hello"),
+                       "hang.c": hang_page(1000),
+                       "other.c": simple_page("other")},
+                args=["--workers", "0", "--handler-timeout", "4"],
+                dev=False, check_exit=False) as s:
+        _loads_refused_while_a_constructor_hangs(s)
+        check(wait_until(lambda: not s.alive(), limit(10.0)),
+              "the process did not end past --handler-timeout")
+        check_eq(s.proc.returncode, 70, "exit status")
+        check_in("no page can be loaded in this process again; exiting "
+                 "with status 70", s.stderr(), "the last line")
+
+
+def test_hanging_constructor_single_process_dev_serves_on():
+    """--workers 0 in dev mode: past --handler-timeout the loaded pages go
+    on serving and every load answers 503 saying 'restart hotpub'."""
+    with Server(files={"hello.c": simple_page("hello"),
+                       "hang.c": hang_page(1000),
+                       "other.c": simple_page("other")},
+                args=["--workers", "0", "--handler-timeout", "2"],
+                dev=True, check_exit=False) as s:
+        s.get_ok("/hello")
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        check(wait_until(lambda: "no page can be loaded" in s.stderr(),
+                         limit(8.0)), "not said")
+        check(s.alive(), "the dev server ended")
+        check_eq(s.get_ok("/hello").text, "hello", "a loaded page")
+        r = fresh_get(s, "/other", timeout=limit(4.0))
+        check_eq(r and r.status, 503, "a load")
+        check_in("restart hotpub", r.text, "the page says")
+
+
+def test_short_constructor_hang_then_other_pages_load():
+    """--workers 0: a constructor that sleeps 3 s then returns: loads
+    refused meanwhile are tried again after, not kept as errors."""
+    with Server(files={"hello.c": simple_page("hello"),
+                       "hang.c": hang_page(3),
+                       "other.c": simple_page("other")},
+                args=["--workers", "0"], dev=False) as s:
+        _loads_refused_while_a_constructor_hangs(s)
+        s.wait_body("/other", "other", limit(10.0), allowed_status=(503,))
+        s.wait_body("/hello", "hello2", limit(10.0), allowed_bodies=("hello",))
+        check_eq(s.get_ok("/hang").text, "h", "the slow page itself")
+
+
+def test_hanging_constructor_lone_worker_replaced():
+    """FRESH8-9 (--workers 1): other loads are refused at once rather than
+    wait for --handler-timeout; the watchdog then replaces the worker and
+    the other pages load."""
+    with Server(files={"hello.c": simple_page("hello"),
+                       "hang.c": hang_page(1000),
+                       "other.c": simple_page("other")},
+                args=["--workers", "1", "--handler-timeout", "4"],
+                dev=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        _loads_refused_while_a_constructor_hangs(s)
+        s.wait_body("/other", "other", limit(20.0),
+                    allowed_status=(503, 504))
+        s.wait_body("/hello", "hello2", limit(10.0), allowed_bodies=("hello",))
+        check_in("will be replaced",
+                 s.stderr(), "the worker replaced")
+
+
+# ---- stray signals (FRESH8-3, -3b; stray.c) -------------------------------------
+
+def raiser_page(sig, then=""):
+    """A page whose constructor raises sig; its handler answers "bad"."""
+    return page('__attribute__((constructor)) static void k(void) '
+                '{ raise(%s); }\n'
+                'HP_HANDLER(http_handler) { %s hp_puts(req, "bad"); '
+                'return HP_OK; }' % (sig, then),
+                includes="#include <signal.h>\n#include <unistd.h>")
+
+
+def test_constructor_raising_sigkill_kills_at_most_two_workers_named():
+    """FRESH8-3 (SIGKILL, uncatchable). --workers 2: a constructor that
+    raises SIGKILL on itself: the first loader's death is taken over once,
+    the second refuses the version node-wide: at most 2 workers die, the
+    page is named, and every later request is a 503."""
+    with Server(files={"good.c": simple_page("good")},
+                args=["--workers", "2"], dev=False) as s:
+        all_ready(s, n=2, timeout=limit(15.0))
+        for _ in range(6):
+            fresh_get(s, "/good")
+        s.write("bad.c", raiser_page("SIGKILL"), how="rename")
+        got = []
+        for _ in range(8):  # sequential, on new connections: both workers
+            r = fresh_get(s, "/bad", timeout=limit(10.0))
+            got.append(r and r.status)
+            time.sleep(0.25)
+        died = "killed by signal 9"
+        check(wait_until(lambda: died in s.stderr(), limit(5.0)),
+              "no death logged")
+        all_ready(s, n=2, timeout=limit(15.0))
+        r = fresh_get(s, "/bad")
+        check_eq(r and r.status, 503, "a later request (answers %r)" % got)
+        check(all(st in (503, None) for st in got), "answers: %r" % got)
+        err = s.stderr()
+        check(err.count(died) <= 2, "%d workers died: %s"
+              % (err.count(died), short(err, 1500)))
+        check_in("the page bad.c", err, "the page named")
+        check_eq(s.get_ok("/good").text, "good", "a good page after")
+
+
+def test_stray_signal_from_a_constructor_is_ignored_in_a_worker():
+    """FRESH8-3 (SIGUSR2). A constructor that raises a signal hotpub does
+    not use, whose default action ends the process, killed two workers and
+    blamed 'no page handler was running'. Now it is ignored: no worker
+    dies, the page serves, one line names the signal and its sender."""
+    with Server(files={"good.c": simple_page("good")},
+                args=["--workers", "2"], dev=False) as s:
+        all_ready(s, n=2, timeout=limit(15.0))
+        s.write("bad.c", raiser_page("SIGUSR2", "raise(SIGRTMIN + 3);"),
+                how="rename")
+        for _ in range(6):
+            r = fresh_get(s, "/bad", timeout=limit(10.0))
+            check_eq(r and r.status, 200, "a request for the page")
+            check_eq(r.text, "bad", "its body")
+        check(wait_until(lambda: "SIGRTMIN+3" in s.stderr(), limit(5.0)),
+              "the real-time signal not logged: %s" % short(s.stderr(), 1500))
+        err = s.stderr()
+        check_not_in("killed by signal", err, "a worker died")
+        check_in("SIGUSR2 (12) from this process (a page, or a library it "
+                 "called): ignored", err, "the line")
+        check_eq(s.get_ok("/good").text, "good", "a good page after")
+
+
+def test_stray_signals_never_end_the_single_process():
+    """FRESH8-3b. --workers 0: a handler that calls alarm(1) ended the
+    server a second later with status 128+14 and no log line. Now: the
+    server serves on, and says SIGALRM came from the kernel's timer and
+    was ignored; SIGUSR2, SIGPROF and SIGXFSZ sent by another process
+    are ignored and said too (its pid named), once per signal."""
+    al = page('HP_HANDLER(http_handler) { alarm(1); hp_puts(req, "a"); '
+              'return HP_OK; }', includes="#include <unistd.h>")
+    with Server(files={"al.c": al, "good.c": simple_page("good")},
+                args=["--workers", "0"], dev=False) as s:
+        s.get_ok("/al")
+        check(wait_until(lambda: "SIGALRM" in s.stderr(), limit(5.0)),
+              "no line for SIGALRM: %s" % short(s.stderr(), 1000))
+        for sig in (signal.SIGUSR2, signal.SIGPROF, signal.SIGXFSZ,
+                    signal.SIGUSR2):
+            os.kill(s.proc.pid, sig)
+            time.sleep(0.1)
+        check(wait_until(lambda: "SIGXFSZ" in s.stderr(), limit(5.0)),
+              "no line for SIGXFSZ")
+        check(s.alive(), "the server ended")
+        check_eq(s.get_ok("/good").text, "good", "served after")
+        err = s.stderr()
+        check_in("SIGALRM (14) from the kernel: a timer (alarm(), setitimer "
+                 "ITIMER_REAL): ignored", err, "the SIGALRM line")
+        check_in("SIGUSR2 (12) from another process, pid %d: ignored"
+                 % os.getpid(), err, "the SIGUSR2 line")
+        check_eq(err.count("SIGUSR2 (12)"), 1, "one line per signal")
+
+
+def test_stray_signal_to_the_parent_or_a_worker_is_ignored():
+    """The supervisor and its workers outlive a stray signal sent from
+    outside (SIGUSR2, SIGRTMIN): no worker is replaced, each process says
+    it once."""
+    with Server(files={"good.c": simple_page("good")}, args=WORKERS,
+                dev=False) as s:
+        before = all_ready(s, n=2, timeout=limit(15.0))
+        os.kill(s.proc.pid, signal.SIGUSR2)
+        os.kill(s.proc.pid, signal.SIGRTMIN)
+        w = sorted(before)[0]
+        os.kill(w, signal.SIGUSR2)
+        check(wait_until(lambda: s.stderr().count("SIGUSR2 (12)") == 2,
+                         limit(5.0)), "lines: %s" % short(s.stderr(), 1500))
+        time.sleep(0.3 * SLACK)
+        check(s.alive(), "the supervisor ended")
+        check(alive(w), "the worker ended")
+        check_not_in("killed by signal", s.stderr(), "a process died")
+        check_eq(s.get_ok("/good").text, "good", "served after")
+
+
+def test_a_pages_own_signal_handler_wins():
+    """A page that installs its own handler for a stray signal keeps it:
+    hotpub's (installed before any page) is replaced, and says nothing."""
+    own = page(r"""
+static volatile sig_atomic_t got;
+static void on(int sig) { (void)sig; got++; }
+HP_HANDLER(http_handler)
+{
+    signal(SIGUSR2, on);
+    raise(SIGUSR2);
+    hp_printf(req, "caught %d", (int)got);
+    return HP_OK;
+}""", includes="#include <signal.h>")
+    with Server(files={"own.c": own}, args=["--workers", "0"],
+                dev=False) as s:
+        check_eq(s.get_ok("/own").text, "caught 1", "the page's handler ran")
+        time.sleep(1.2 * SLACK)
+        check_not_in("SIGUSR2", s.stderr(), "hotpub's line")
 
 
 if __name__ == "__main__":

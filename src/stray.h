@@ -1,0 +1,36 @@
+/*
+ * stray.h - stray signals: those hotpub does not use whose default action
+ * ends the process (SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR,
+ * SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGRTMIN..SIGRTMAX). stray.c is the only
+ * implementation; the supervisor (master.c) and the server (server.c) call it.
+ */
+#ifndef HP_STRAY_H
+#define HP_STRAY_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Ignore the stray signals in this process (the parent, a worker, the single
+ * process) from now on: each is caught by a handler that only counts it, so
+ * a page's own sigaction, installed later, wins. A signal whose disposition
+ * is not the default (nor ours, inherited over fork) is left alone. Call it
+ * again in a forked child that serves: the counts start again, and a forked
+ * child of a page (another pid, not the one that called this) gets the
+ * default action back. */
+void hp_stray_signals_catch(void);
+
+/* Log, from a normal thread (never a signal handler), one line for each
+ * stray signal number first seen since the last call, naming its sender
+ * (this process, another process's pid, the kernel). Once per signal
+ * number per process; cheap when nothing came (one atomic load). */
+void hp_stray_signals_report(void);
+
+/* For the unit tests: the sentence naming a signal's sender, into out (cap
+ * bytes) from its number, si_code and si_pid as seen by process self. */
+void hp_stray_sender(int sig, int code, pid_t from, pid_t self, char *out,
+                     size_t cap);
+
+/* For the unit tests: how many of signal sig this process has ignored. */
+long hp_stray_count(int sig);
+
+#endif
