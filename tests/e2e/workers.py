@@ -2092,11 +2092,11 @@ HP_HANDLER(ping)
 ''', includes="#include <stdlib.h>\n#include <unistd.h>")
 
 
-def _exit_with_slow_neighbour(s, path):
-    """GET path while a slow request runs on the one worker: (the exiting
-    request's response, the slow one's)."""
+def _exit_with_slow_neighbour(s, path, ms=1500):
+    """GET path while a slow request (ms, times SLACK) runs on the one
+    worker: (the exiting request's response, the slow one's)."""
     s.get_ok("/ex/ping")
-    slow = BackgroundRequest(s.port, "/ex/slow?ms=%d" % int(1500 * SLACK))
+    slow = BackgroundRequest(s.port, "/ex/slow?ms=%d" % int(ms * SLACK))
     slow.start()
     check(wait_until(lambda: procs(s)["workers"][0]["running"] > 0,
                      limit(3.0)), "the slow request never ran")
@@ -2202,11 +2202,14 @@ def test_page_calling__exit_single_process_ends_70():
 def test_app_init_exit_neighbour_gets_503_retry_after():
     """Production, one worker: while a slow request runs, another request
     pins a module whose init calls exit(7): it gets the 503 with the short
-    body, the slow neighbour the 503 + Retry-After of a crash."""
+    body, the slow neighbour the 503 + Retry-After of a crash. The
+    neighbour runs past the 2 s a lone worker waits for its running
+    handlers before a first load (one that ends sooner is answered first:
+    lone_worker_first_load_does_not_lose_good_requests)."""
     with Server(files={"ex.c": EXIT_PAGE, "ic/_app.c": exiting_app("exit(7)"),
                        "ic/page.c": APP_PAGE},
                 args=["--workers", "1"], dev=False) as s:
-        r, slow = _exit_with_slow_neighbour(s, "/ic/page")
+        r, slow = _exit_with_slow_neighbour(s, "/ic/page", ms=4000)
         check_eq(r.status, 503, "status of the request that ran init")
         check_in("failed to initialise", r.text, "the production body")
         check_eq(slow.status, 503, "the neighbour's status")
