@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests: defects a fresh user found in the stray-signal
+handling (stray.c), the lone worker's first-load pause (guard.c) and the
+bounded wait behind a hanging constructor (loader.c, server.c).
+
+    HOTPUB_BIN=/abs/path/hotpub python3 tests/e2e/fresh10.py [NAME-SUBSTRING...]
+    python3 tests/e2e/fresh10.py --list
+
+Output, as in run.py: one line per test ("ok   name" or "FAIL name:
+reason", then the server's stderr tail), then "N passed, N failed"; the
+exit status is 1 if any test failed.
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (SLACK, BackgroundRequest, Server,  # noqa: E402
+                     check, check_eq, check_not_in, limit, page, short,
+                     simple_page, wait_until)
+from workers import all_ready, fresh_get, hang_page  # noqa: E402
+
+TEST_TIMEOUT = 90.0
+SUITE_BUDGET = 300.0
+
+# ---- a page's own handler outlives its version (FRESH10-1) -----------------
+
+# Installs its own SIGUSR2 handler (docs/operations.md "Signals": a page's
+# own handler wins) and prints its pid.
+OWN_USR2 = page(r'''
+static volatile sig_atomic_t got;
+static void on(int sig) { (void)sig; got++; }
+HP_HANDLER(http_handler)
+{
+    signal(SIGUSR2, on);
+    raise(SIGUSR2);
+    hp_printf(req, "v1 caught %d pid %d", (int)got, (int)getpid());
+    return HP_OK;
+}''', includes="#include <signal.h>\n#include <unistd.h>")
+
+
+def _own_handler_then_edit(s):
+    """Load OWN_USR2, replace it with another version, wait for the first
+    to be unloaded, then send SIGUSR2 to the process that ran it."""
+    r = fresh_get(s, "/own", timeout=limit(15.0))
+    check(r is not None and r.status == 200 and r.text.startswith("v1"),
+          "v1: %r" % r)
+    pid = int(r.text.split()[-1])
+    s.write("own.c", simple_page("v2"), how="rename")
+    s.wait_body("/own", "v2", limit(10.0), allowed_bodies=(r.text,))
+    # the old version is unloaded once its last request ends
+    time.sleep(1.0 * SLACK)
+    os.kill(pid, signal.SIGUSR2)
+    time.sleep(1.0 * SLACK)
+    return pid
+
+
+def test_own_handler_of_an_unloaded_version_single_process():
+    """FRESH10-1. --workers 0, dev: a page installs its own SIGUSR2 handler,
+    is edited (its object dlclosed), then SIGUSR2 arrives: the signal
+    jumped into the unmapped object and the process ended with SIGSEGV
+    ('SIGSEGV while running (no page handler)'). Expected: 'stray signals
+    are ignored and said, never the end of a process'; the handler of an
+    unloaded version is not left installed."""
+    with Server(files={"own.c": OWN_USR2, "good.c": simple_page("good")},
+                args=["--workers", "0"], dev=True, check_exit=False) as s:
+        _own_handler_then_edit(s)
+        check(s.alive(), "the process ended (status %r): %s"
+              % (s.proc.returncode, short(s.stderr(), 1500)))
+        check_eq(s.get_ok("/good").text, "good", "served after")
+
+
+def test_own_handler_of_an_unloaded_version_worker():
+    """FRESH10-1 (--workers 1, production): the worker died 'killed by
+    signal 11 ... while no page handler was running', the page not
+    named. Expected: the worker outlives the signal."""
+    with Server(files={"own.c": OWN_USR2, "good.c": simple_page("good")},
+                args=["--workers", "1"], dev=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        _own_handler_then_edit(s)
+        check_not_in("killed by signal", s.stderr(), "a worker died")
+        check_eq(s.get_ok("/good").text, "good", "served after")
+
+
+# ---- the single process's exit 70 cuts running requests (FRESH10-2) --------
+
+SLOW = page('HP_HANDLER(http_handler) { usleep(1500000); '
+            'hp_puts(req, "slowdone"); return HP_OK; }',
+            includes="#include <unistd.h>")
+
+
+def test_exit_70_lets_running_requests_of_loaded_pages_finish():
+    """FRESH10-2. --workers 0, production, --handler-timeout 2: a
+    constructor hangs; requests of a loaded page (1.5 s each) started
+    before the process gives up were answered 503 with an empty body
+    mid-handler: the process _exit(70)s at once. Expected: as every other
+    stop of the single process (SIGTERM, a page's raise(SIGTERM), which
+    also exits 70), the running handlers finish (within
+    --shutdown-timeout) before the exit."""
+    with Server(files={"good.c": simple_page("good"), "slow.c": SLOW,
+                       "hang.c": hang_page(1000)},
+                args=["--workers", "0", "--handler-timeout", "2",
+                      "--shutdown-timeout", "5"],
+                dev=False, check_exit=False) as s:
+        s.get_ok("/good")
+        s.get_ok("/slow")
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        got, ts = [], []
+
+        def one():
+            r = fresh_get(s, "/slow", timeout=limit(15.0))
+            got.append((r and r.status, r and r.text))
+        t0 = time.monotonic()
+        while s.alive() and time.monotonic() - t0 < limit(10.0):
+            t = threading.Thread(target=one)
+            t.start()
+            ts.append(t)
+            time.sleep(0.5)
+        for t in ts:
+            t.join()
+        check(wait_until(lambda: not s.alive(), limit(10.0)),
+              "the process did not end")
+        check_eq(s.proc.returncode, 70, "exit status")
+        cut = [g for g in got if g != (200, "slowdone")]
+        check(not cut, "running requests of a loaded page cut by the exit: "
+              "%r of %d" % (cut, len(got)))
+
+
+# ---- the 503 of a load not tried says the page failed (FRESH10-3) -----------
+
+def _body_of_a_load_not_tried(dev):
+    with Server(files={"good.c": simple_page("good"),
+                       "hang.c": hang_page(1000),
+                       "other.c": simple_page("other")},
+                args=["--workers", "0", "--handler-timeout", "30"],
+                dev=dev, check_exit=False) as s:
+        s.get_ok("/good")
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        time.sleep(0.5)
+        r = fresh_get(s, "/other", timeout=limit(5.0))
+        check_eq(r and r.status, 503, "the load behind the constructor")
+        s.kill()
+        return r.text
+
+
+def test_load_not_tried_is_not_called_a_failure_production():
+    """FRESH10-3. A load not tried because another page's constructor holds
+    the loader's lock is answered (production) 'A page failed to
+    initialise.': other.c was never tried and nothing failed. Expected: a
+    body that says the server is busy / try again (it has Retry-After)."""
+    body = _body_of_a_load_not_tried(dev=False)
+    check_not_in("failed to initialise", body, "the 503 body")
+
+
+def test_load_not_tried_is_not_called_a_failure_dev():
+    """FRESH10-3 (dev): the heading was '/other.c failed to initialise'
+    above the true reason (hang.c's constructor is still running)."""
+    body = _body_of_a_load_not_tried(dev=True)
+    check_not_in("/other.c failed to initialise", body, "the 503 heading")
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT,
+                               verbose_total=False))
