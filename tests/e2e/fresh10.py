@@ -164,6 +164,40 @@ def test_load_not_tried_is_not_called_a_failure_dev():
     check_not_in("/other.c failed to initialise", body, "the 503 heading")
 
 
+# ---- hotpub check refuses what the server serves (FRESH10-4) -----------------
+
+def _raiser(sig):
+    return page('__attribute__((constructor)) static void k(void) '
+                '{ raise(%s); }\n'
+                'HP_HANDLER(http_handler) { hp_puts(req, "served"); '
+                'return HP_OK; }' % sig,
+                includes="#include <signal.h>\n#include <unistd.h>")
+
+
+def test_check_agrees_with_the_server_on_stray_signals():
+    """FRESH10-4. A constructor that raises SIGUSR2 or SIGALRM: the server
+    ignores the signal and serves the page (200 'served', stray.c), but
+    `hotpub check` (the deploy gate) fails it: 'usr2.c: a constructor
+    crashed (SIGUSR2) as the object loaded: the server answers its
+    requests 503 and refuses it' and 'al.c: a constructor did not return
+    within 30 s' (it returned at once), exit 1. Expected: check loads the
+    object as the server does (stray signals ignored), exit 0."""
+    with Server(files={"usr2.c": _raiser("SIGUSR2"),
+                       "al.c": _raiser("SIGALRM")},
+                args=["--workers", "1"], dev=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        for p in ("/usr2", "/al"):
+            r = fresh_get(s, p, timeout=limit(15.0))
+            check_eq(r and r.status, 200, "the server serves %s" % p)
+        res = harness.run_hotpub(["check", "--cache-dir", s.cache, s.root],
+                                 timeout=120)
+        out = res.stdout + res.stderr
+        check_not_in("did not return within", out, "check's output")
+        check_not_in("crashed (SIGUSR2)", out, "check's output")
+        check_eq(res.returncode, 0, "check's exit status (%s)"
+                 % short(out, 800))
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
