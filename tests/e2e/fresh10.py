@@ -198,6 +198,57 @@ def test_check_agrees_with_the_server_on_stray_signals():
                  % short(out, 800))
 
 
+# ---- the lone worker's pause, once per page of a deploy (FRESH10-5) ---------
+
+LONG14 = page('HP_HANDLER(http_handler) { sleep(14); hp_puts(req, "long"); '
+              'return HP_OK; }', includes="#include <unistd.h>")
+
+
+def test_lone_worker_deploy_of_several_pages_stalls_at_most_3_s():
+    """FRESH10-5. --workers 1, production, one long request running (14 s:
+    a long poll, a slow export). Six pages saved together, then /a
+    requested: the worker paused accepting for each version's first load
+    in turn (up to 2 s waiting for the long handler, each), so new
+    connections, to any page, waited 5.6 s in all for three pages, 11 s for six
+    (documented: 'new connections wait in the backlog at most about 3 s').
+    Expected: a deploy stalls new connections at most about 3 s."""
+    names = "abcdef"
+    files = {"long.c": LONG14, "good.c": simple_page("good")}
+    for n in names:
+        files[n + ".c"] = simple_page(n + "0")
+    with Server(files=files, args=["--workers", "1"], dev=False) as s:
+        all_ready(s, n=1, timeout=limit(15.0))
+        for path in ["/good"] + ["/" + n for n in names]:
+            s.get_ok(path)
+        bg = BackgroundRequest(s.port, "/long", timeout=30)
+        bg.start()
+        time.sleep(0.3)
+        for n in names:
+            s.write(n + ".c", simple_page(n + "1"), how="rename")
+        time.sleep(0.5)
+        lat, stop = [], [False]
+
+        def poll():
+            while not stop[0]:
+                t0 = time.monotonic()
+                r = fresh_get(s, "/good", timeout=limit(20.0))
+                lat.append((round(time.monotonic() - t0, 2),
+                            r and r.status))
+                time.sleep(0.1)
+        th = threading.Thread(target=poll)
+        th.start()
+        r = fresh_get(s, "/a", timeout=limit(20.0))
+        time.sleep(0.3)
+        stop[0] = True
+        th.join()
+        check_eq(r and r.text, "a1", "the new version of /a")
+        # the polls are sequential: their waits add up to the time no new
+        # connection was taken
+        stalled = sum(t for t, _ in lat if t > 0.3)
+        check(stalled < 3.0 + 0.5 * SLACK, "new connections waited %.2f s "
+              "in all during the deploy: %r" % (stalled, lat))
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
