@@ -249,6 +249,32 @@ def test_lone_worker_deploy_of_several_pages_stalls_at_most_3_s():
               "in all during the deploy: %r" % (stalled, lat))
 
 
+# ---- dev single process: requests for the hung page never answered (FRESH10-6)
+
+def test_dev_single_process_answers_a_second_request_for_the_hung_page():
+    """FRESH10-6. --workers 0, dev, --handler-timeout 2: a constructor
+    hangs. Past --handler-timeout the log says 'no page can be loaded in
+    this process again ... restart hotpub', but a second request for the
+    hung page (the developer reloading the tab) never gets an answer (60 s
+    and on), though docs/operations.md says a waiter answers the refused
+    version's 503 once the loader's time passes --handler-timeout + 2 s.
+    Expected: a 503 within about 4 s that says what to do."""
+    with Server(files={"good.c": simple_page("good"),
+                       "hang.c": hang_page(1000)},
+                args=["--workers", "0", "--handler-timeout", "2"],
+                dev=True, check_exit=False) as s:
+        s.get_ok("/good")
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        r = fresh_get(s, "/hang", timeout=limit(12.0))
+        took = time.monotonic() - t0
+        check(r is not None, "no answer to the second request for /hang "
+              "within %.0f s" % took)
+        check_eq(r.status, 503, "the second request for /hang")
+        check_eq(s.get_ok("/good").text, "good", "a loaded page after")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
