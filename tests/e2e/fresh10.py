@@ -52,7 +52,8 @@ def _own_handler_then_edit(s):
           "v1: %r" % r)
     pid = int(r.text.split()[-1])
     s.write("own.c", simple_page("v2"), how="rename")
-    s.wait_body("/own", "v2", limit(10.0), allowed_bodies=(r.text,))
+    check(wait_until(lambda: (lambda x: x is not None and x.text == "v2")(
+        fresh_get(s, "/own")), limit(10.0), 0.1), "v2 not served")
     # the old version is unloaded once its last request ends
     time.sleep(1.0 * SLACK)
     os.kill(pid, signal.SIGUSR2)
