@@ -11,15 +11,18 @@
  * (compile.c's hp_compiler_stage; docs/scaling.md).
  */
 #include "hp.h"
+#include "stray.h"
 #include "template.h"
 
 #include <errno.h>
 #include <ftw.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct hp_compiler *check_cc;
@@ -290,7 +293,8 @@ static void warn_shadowed(const char *path, const char *base)
 }
 
 /* How long a load may take in load_apart: a constructor that never
- * returns would hold the check (and a deploy) for good. */
+ * returns would hold the check (and a deploy) for good. The parent times
+ * it, not alarm() in the child: a page may use SIGALRM (stray.c). */
 #define LOAD_LIMIT_S 30
 
 /* The child of load_apart: load so (running its constructors), say "L"
@@ -300,8 +304,8 @@ static _Noreturn void load_child(const char *so, int fd)
 {
     char *diag = NULL, *priv = NULL;
     void *dl = NULL;
-    signal(SIGHUP, SIG_IGN); /* as in the server, where it never stops one */
-    alarm(LOAD_LIMIT_S);
+    signal(SIGHUP, SIG_IGN);  /* as in the server, where it never stops one */
+    hp_stray_signals_catch(); /* as in the server: SIGUSR2, SIGALRM ignored */
     if (hp_load(so, check_rundir, ++check_id, &dl, &priv, &diag) != 0) {
         (void)!write(fd, diag, strlen(diag));
         _exit(1);
@@ -312,7 +316,8 @@ static _Noreturn void load_child(const char *so, int fd)
 }
 
 /* What a child's end says, for a FAIL: NULL if it loaded and unloaded. */
-static char *load_verdict(const char *path, int status, const char *said)
+static char *load_verdict(const char *path, int status, const char *said,
+                          bool timed_out)
 {
     bool loaded = said[0] == 'L';
     const char *hook = loaded ? "a destructor" : "a constructor";
@@ -323,7 +328,7 @@ static char *load_verdict(const char *path, int status, const char *said)
         return NULL;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && !loaded && said[0])
         return hp_xstrdup(said); /* the loader's own diagnostic */
-    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+    if (timed_out)
         return hp_xasprintf("%s: %s did not return within %d s %s: the "
                             "server answers its requests 504 and refuses it "
                             "until the file changes",
@@ -347,6 +352,34 @@ static char *load_verdict(const char *path, int status, const char *said)
     return hp_xasprintf("%s: %s called exit(%d) %s: the server answers its "
                         "requests 503 and refuses it until the file changes",
                         path, hook, WEXITSTATUS(status), when);
+}
+
+/* Read fd into out until its end (the child exited) or limit_s seconds
+ * passed: true if the time ran out first. */
+static bool read_until(int fd, struct hp_buf *out, int limit_s)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double end = (double)now.tv_sec + now.tv_nsec / 1e9 + limit_s;
+    char chunk[1024];
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double left = end - ((double)now.tv_sec + now.tv_nsec / 1e9);
+        if (left <= 0)
+            return true;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, (int)(left * 1000) + 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0)
+            continue; /* left is recomputed: ends the loop */
+        ssize_t n = r < 0 ? -1 : read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        hp_buf_append(out, chunk, (size_t)n);
+    }
 }
 
 /*
@@ -373,18 +406,15 @@ static char *load_apart(const char *so, const char *path)
         return hp_xasprintf("%s: fork: %s", path, strerror(errno));
     }
     struct hp_buf said = {0};
-    char chunk[1024];
-    ssize_t n;
-    while ((n = read(p[0], chunk, sizeof chunk)) > 0 ||
-           (n < 0 && errno == EINTR))
-        if (n > 0)
-            hp_buf_append(&said, chunk, (size_t)n);
+    bool timed_out = read_until(p[0], &said, LOAD_LIMIT_S);
+    if (timed_out)
+        kill(pid, SIGKILL);
     close(p[0]);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     hp_buf_append(&said, "", 1);
-    char *why = load_verdict(path, status, said.p);
+    char *why = load_verdict(path, status, said.p, timed_out);
     hp_buf_free(&said);
     return why;
 }

@@ -4,7 +4,9 @@
  * Owns: the private run directory (<cache-dir>/run-<pid>), the private copy
  * each version is loaded from, dlopen/dlclose, the ABI check, and the
  * record of which lifecycle hook (init, fini) runs on a thread, for the
- * host's fatal-signal handler (hp_hook_running).
+ * host's fatal-signal handler (hp_hook_running). Before an object is
+ * unloaded, it asks stray.c to take back any signal whose handler lies in
+ * it (hp_stray_signals_restore_in).
  * May not touch: the module cache's entries or locks; it is handed a path
  * and an id and gives back a handle, or takes them back.
  *
@@ -15,6 +17,7 @@
  * RTLD_LOCAL keeps two versions' symbols from binding to each other.
  */
 #include "hp.h"
+#include "stray.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -442,6 +445,9 @@ void hp_version_close(hp_version *v)
      * crashes (a prebuilt object's may outlive this, and run later). */
     struct hp_hook_run drun = hook_run(v, "destructor");
     const struct hp_hook_run *douter = tl_hook;
+    /* The page's own signal handlers are unmapped with it: take them back
+     * first (a later signal would jump into unmapped code: SIGSEGV). */
+    hp_stray_signals_restore_in(drun.lo, drun.hi, v->path);
     hook_enter(&drun);
     hp_unload(v->dl, v->so_path);
     hook_leave(&drun, douter);

@@ -9,9 +9,14 @@
  * logs one line per signal number per process (hp_stray_signals_report).
  *
  * Owns: the dispositions of the stray signals and their counts.
+ * Also, asked by the loader as a page's object is unloaded
+ * (hp_stray_signals_restore_in): any signal whose handler lies in that
+ * object goes back to hotpub's action (the stray handler, or SIG_DFL).
  * May not touch: the stop signals (SIGTERM, SIGINT, SIGHUP, SIGUSR1: the
  * server's and the supervisor's), the fatal ones (guard.c's on_fatal),
- * SIGPIPE, SIGCHLD, anything a request sees.
+ * SIGPIPE, SIGCHLD, anything a request sees; except that a handler a page
+ * installed for one of them, in an object being unloaded, is reset to
+ * SIG_DFL (its code is about to be unmapped: SIGSEGV otherwise).
  */
 #define _GNU_SOURCE /* sigabbrev_np */
 #include "stray.h"
@@ -21,6 +26,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -94,6 +100,46 @@ void hp_stray_signals_catch(void)
         catch_one(STRAY[i]);
     for (int sig = SIGRTMIN; sig <= SIGRTMAX && sig < NSIG_MAX; sig++)
         catch_one(sig);
+}
+
+static bool is_stray(int sig)
+{
+    for (size_t i = 0; i < sizeof STRAY / sizeof *STRAY; i++)
+        if (STRAY[i] == sig)
+            return true;
+    return sig >= SIGRTMIN && sig <= SIGRTMAX;
+}
+
+static void sig_name(int sig, char *out, size_t cap);
+
+int hp_stray_signals_restore_in(uintptr_t lo, uintptr_t hi, const char *page)
+{
+    int n = 0;
+    for (int sig = 1; sig < NSIG_MAX && lo < hi; sig++) {
+        struct sigaction old;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &old) < 0)
+            continue;
+        uintptr_t at = (old.sa_flags & SA_SIGINFO) ? (uintptr_t)old.sa_sigaction
+                                                   : (uintptr_t)old.sa_handler;
+        if (at < lo || at >= hi)
+            continue; /* SIG_DFL, SIG_IGN (0, 1), or code that stays */
+        bool stray = is_stray(sig);
+        struct sigaction sa = {.sa_handler = SIG_DFL};
+        if (stray) {
+            sa.sa_sigaction = on_stray;
+            sa.sa_flags = SA_SIGINFO | SA_RESTART;
+        }
+        sigemptyset(&sa.sa_mask);
+        sigaction(sig, &sa, NULL);
+        char name[32];
+        sig_name(sig, name, sizeof name);
+        hp_log_error("%s: its own %s (%d) handler is unloaded with it: %s",
+                     page ? page : "a page", name, sig,
+                     stray ? "stray again (ignored and said)"
+                           : "back to the default action");
+        n++;
+    }
+    return n;
 }
 
 long hp_stray_count(int sig)

@@ -2,12 +2,14 @@
  * stray.h - stray signals: those hotpub does not use whose default action
  * ends the process (SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR,
  * SIGSTKFLT, SIGXCPU, SIGXFSZ, SIGRTMIN..SIGRTMAX). stray.c is the only
- * implementation; the supervisor (master.c) and the server (server.c) call it.
+ * implementation; the supervisor (master.c), the server (server.c), the
+ * loader (loader.c, as an object is unloaded) and hotpub check call it.
  */
 #ifndef HP_STRAY_H
 #define HP_STRAY_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Ignore the stray signals in this process (the parent, a worker, the single
@@ -18,6 +20,14 @@
  * child of a page (another pid, not the one that called this) gets the
  * default action back. */
 void hp_stray_signals_catch(void);
+
+/* Before an object mapped at [lo, hi) is unloaded (dlclose): every signal
+ * whose handler (sa_handler or sa_sigaction) lies in it gets hotpub's
+ * action back, the stray handler for a stray signal and SIG_DFL for any
+ * other, so a signal arriving later does not jump into unmapped code.
+ * Logs one line per signal naming page (the page's source path); call it
+ * from a normal thread. Returns how many signals it reset. */
+int hp_stray_signals_restore_in(uintptr_t lo, uintptr_t hi, const char *page);
 
 /* Log, from a normal thread (never a signal handler), one line for each
  * stray signal number first seen since the last call, naming its sender

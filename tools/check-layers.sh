@@ -48,8 +48,11 @@ check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
 # where a page runs is the server's to ask
 check 'hp_place_|hp_run_probe|#include "placement\.h"' placement.c placement.h server.c
 check 'hp_respmemo_|#include "respmemo\.h"' respmemo.c respmemo.h server.c
-# stray signals: the server's and the supervisor's processes catch them
-check 'hp_stray_|#include "stray\.h"' stray.c stray.h server.c master.c test_stray.c
+# stray signals: the server's and the supervisor's processes catch them,
+# as does hotpub check's loading child; the loader hands back a page's own
+# handlers as it unloads the page's object
+check 'hp_stray_|#include "stray\.h"' stray.c stray.h server.c master.c \
+    loader.c check.c test_stray.c
 # the dashboard's feed and HTTPS credentials are the server's alone
 check '#include "dashboard\.h"|hp_dashboard_' dashboard.c dashboard.h server.c
 check '#include "tls\.h"|hp_tls_' tls.c tls.h server.c
