@@ -15,9 +15,9 @@
  */
 #include "devloop.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 

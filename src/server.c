@@ -44,8 +44,8 @@
 #include "respmemo.h"
 #include "session.h"
 #include "static.h"
-#include "stray.h"
 #include "stream.h"
+#include "stray.h"
 #include "tls.h"
 #include "upload.h"
 #include "uploadspool.h"
@@ -949,7 +949,8 @@ static int hotpub_allowed(struct ctx *c, const char *name)
 /* name (after /_hotpub/) is one of hotpub's own endpoints here. */
 static bool hotpub_endpoint_known(const char *name)
 {
-    static const char *const always[] = {"", "status.json", "metrics", "health",
+    static const char *const always[] = {"",        "status.json",
+                                         "metrics", "health",
                                          "status.events"};
     static const char *const dev[] = {"events", "live-reload.js",
                                       "live-reload.css"};
@@ -1164,7 +1165,7 @@ static enum MHD_Result stream_finish(struct ctx *c, int rc)
  */
 static pid_t main_pid, main_tid;
 static __thread const hp_req *tl_running; /* the run on this thread */
-static __thread bool tl_signals_taken;    /* forward_signal's, here */
+static __thread bool tl_signals_taken; /* forward_signal's, here */
 /* A name is claimed (*_claimed), written, then published (*_noted, a
  * release store): the main thread reads it only after it sees *_noted,
  * so it never reads a name half written. */
@@ -1314,7 +1315,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
     int rc = hp_publish_run(req);
     tl_running = NULL;
     bool timed_out = !H.run_end(run);
-    struct hp_run measured = hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
+    struct hp_run measured =
+        hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
     hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
     if (req->flushed_inline) /* it streams: never on an event loop again */
         demote_for_stream(ps->page);
@@ -2003,8 +2005,8 @@ static void on_mhd_panic(void *cls, const char *file, unsigned int line,
     if (closed)
         hp_liveness_restore_stderr(); /* for the line below */
     int n = reason ? (int)strcspn(reason, "\n") : 0;
-    hp_log_error("libmicrohttpd: fatal error at %s:%u: %.*s", file ? file : "?",
-                 line, n, reason ? reason : "");
+    hp_log_error("libmicrohttpd: fatal error at %s:%u: %.*s",
+                 file ? file : "?", line, n, reason ? reason : "");
     if (closed)
         lost_descriptors(why);
     abort();
@@ -2178,7 +2180,8 @@ static void stop_sender(int sig, const siginfo_t *si)
                      alone ? "the server stops, with status 70 so that a "
                              "supervisor restarts it"
                            : "this worker stops (it drains and is replaced)");
-        snprintf(why, sizeof why, "the page %s raised signal %d", raiser, sig);
+        snprintf(why, sizeof why, "the page %s raised signal %d", raiser,
+                 sig);
         if (H.stop_noted)
             H.stop_noted(why);
         return;
