@@ -451,20 +451,50 @@ static size_t each_location(const char *diag, struct hp_buf *out, size_t max)
     return n;
 }
 
+/* The heading's tail for a load not tried (hp_diag_is_busy), naming the
+ * page whose constructor runs: loader.c's dl_refusal says "... the page X
+ * has been running ...". */
+static void busy_heading(struct hp_buf *out, const char *diag)
+{
+    const char *p = strstr(diag, HP_DIAG_CTOR_REFUSED "page ");
+    const char *e = p ? strstr(p, " has been running") : NULL;
+    hp_buf_puts(out, " could not be loaded yet: ");
+    if (e) {
+        p += strlen(HP_DIAG_CTOR_REFUSED "page ");
+        char *page = hp_xasprintf("%.*s", (int)(e - p), p);
+        hp_buf_puts(out, "the constructor of ");
+        hp_buf_html(out, rel_path(page));
+        free(page);
+    } else {
+        hp_buf_puts(out, "another page's constructor");
+    }
+    hp_buf_puts(out, " is still running</h1>");
+}
+
 void hp_devloop_error_html(struct hp_buf *out, const char *path,
                            const char *diag)
 {
     hp_buf_puts(out, "<div class=\"hp-err\"><h1>");
     hp_buf_html(out, path ? rel_path(path) : "a module");
+    /* not tried: another page's constructor holds the loader (loader.c) */
+    bool busy = hp_diag_is_busy(diag);
     /* built, but its init hook failed (loader.c) or crashed (guard.c) */
     bool init = hp_diag_is_init(diag);
-    hp_buf_puts(out, init ? " failed to initialise</h1>"
-                          : " could not be built</h1>");
+    if (busy)
+        busy_heading(out, diag);
+    else
+        hp_buf_puts(out, init ? " failed to initialise</h1>"
+                              : " could not be built</h1>");
     each_location(diag ? diag : "", out, HP_EXCERPTS_MAX);
     hp_buf_puts(out, "<pre>");
     hp_buf_html(out, diag ? diag : "");
-    if (diag &&
-        strncmp(diag, HP_DIAG_NO_COMPILER, strlen(HP_DIAG_NO_COMPILER)) == 0)
+    if (busy)
+        hp_buf_puts(out, "</pre><p>Nothing is wrong with this page: it loads "
+                         "once that constructor returns, and this page "
+                         "reloads by itself then. If it never returns, fix "
+                         "it and restart hotpub.</p></div>");
+    else if (diag && strncmp(diag, HP_DIAG_NO_COMPILER,
+                             strlen(HP_DIAG_NO_COMPILER)) == 0)
         hp_buf_puts(out, "</pre><p>The compiler itself cannot run: install "
                          "it or fix the cc setting (--cc), then reload the "
                          "server (SIGHUP) or restart it.</p></div>");

@@ -2015,6 +2015,10 @@ static __thread bool tl_quiesced, tl_lone_pause;
 /* The lone worker's pause for a first load's constructors, at most: its
  * backlog has no other taker, and a hung constructor must not hold it. */
 #define LONE_CTORS_NS 1000000000LL
+/* After a lone worker's wait for its running handlers timed out, its first
+ * loads until then (now_ns) do not wait for them again (quiesce_begin). */
+#define LONE_SPENT_NS 10000000000LL
+static _Atomic int64_t lone_spent_until;
 
 /*
  * Before this worker runs an object's constructors and init for the first
@@ -2038,15 +2042,24 @@ static void quiesce_begin(void)
     bool lone = SHM->workers <= 1;
     tl_quiesced = true;
     tl_lone_pause = lone;
+    /* A lone worker's wait that timed out (a long poll, a slow export runs)
+     * spends its budget: the first loads of the next LONE_SPENT_NS (a
+     * deploy of several pages) do not wait again, so new connections wait
+     * once, not once per page. */
+    bool wait = !lone || now_ns() >= atomic_load(&lone_spent_until);
     if (lone)
-        hp_server_pause_accepting_for((long long)QUIESCE_NS + LONE_CTORS_NS);
+        hp_server_pause_accepting_for((wait ? (long long)QUIESCE_NS : 0) +
+                                      LONE_CTORS_NS);
     else
         hp_server_pause_accepting(true);
     int64_t end = now_ns() + QUIESCE_NS;
-    for (int quiet = 0; quiet < 3 && now_ns() < end;) {
+    int quiet = 0;
+    while (wait && quiet < 3 && now_ns() < end) {
         quiet = others_running() ? 0 : quiet + 1;
         nanosleep(&(struct timespec){0, 5000000}, NULL);
     }
+    if (lone && wait && quiet < 3)
+        atomic_store(&lone_spent_until, now_ns() + LONE_SPENT_NS);
     if (lone)
         hp_server_pause_accepting_for(LONE_CTORS_NS);
 }

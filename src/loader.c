@@ -101,11 +101,13 @@ static char *dl_refusal(const char *page)
                              "returns%s",
         DL.page, s, page ? page : "this page",
         atomic_load(&dl_hopeless)
-            ? " (it ran past --handler-timeout: restart hotpub)"
+            ? " (it ran past --handler-timeout: restart hotpub if it never "
+              "returns)"
             : "; try again later");
     if (!DL.logged) {
         DL.logged = true;
-        hp_log_error("%s", why);
+        /* info, not error: a slow constructor that returns is no fault */
+        hp_log_info("%s", why);
     }
     return why;
 }
@@ -145,6 +147,11 @@ static int dl_enter(const char *page, char **why)
 static void dl_leave(void)
 {
     pthread_mutex_lock(&DL.mu);
+    /* dlopen_hung_check said no page could be loaded until it returned */
+    if (atomic_exchange(&dl_hopeless, false))
+        hp_log_info("the constructor of the page %s returned after %.0f s: "
+                    "pages can be loaded again",
+                    DL.page, (hp_now_ns() - DL.since) / 1e9);
     DL.busy = false;
     pthread_cond_broadcast(&DL.cv);
     pthread_mutex_unlock(&DL.mu);

@@ -1035,6 +1035,11 @@ static enum MHD_Result page_error(struct ctx *c, const char *path,
      * its file is fixed (guard.c refuses to run that init again). */
     bool init_crashed = hp_diag_is_refused(diag);
     int status = init_crashed ? 503 : 500;
+    /* A load never tried (another page's constructor holds the loader's
+     * lock) is no failure of this page. */
+    if (init_crashed && !dev_details(&c->req) && hp_diag_is_busy(diag))
+        return send_init_503(c, "<p>The page is not available yet; try "
+                                "again.</p>\n");
     if (init_crashed && !dev_details(&c->req))
         return send_init_503(c, strstr(diag, "application module")
                                     ? "<p>An application module failed "
@@ -2254,38 +2259,49 @@ static void log_stopped(void)
                     (int)getpid());
 }
 
+/* The single process's dlopen_hung_check stopped it: the request whose
+ * constructor hangs never finishes, and drain does not wait for it. */
+static bool dlopen_hung;
+
 /*
  * The single process, once a second: a constructor that has run inside
- * dlopen past --handler-timeout holds the dynamic loader's lock for good
- * (nothing can stop it in this process), so no page can be loaded again.
- * Said once, naming the page; in production the process ends with status
- * 70 so that its supervisor restarts it; in dev mode the loaded pages go
- * on serving and loads answer 503 saying "restart hotpub".
+ * dlopen past --handler-timeout holds the dynamic loader's lock until it
+ * returns (nothing can stop it in this process), so no other page can be
+ * loaded meanwhile. Said once, naming the page. In production the process
+ * stops as for a page's raise(SIGTERM): it stops accepting, lets the
+ * running handlers finish (within --shutdown-timeout), then exits with
+ * status 70 so that its supervisor restarts it; true then. In dev mode the
+ * loaded pages go on serving and loads answer 503 until it returns.
  */
-static void dlopen_hung_check(void)
+static bool dlopen_hung_check(void)
 {
     static bool said;
     char page[512];
     double limit = S.cfg->handler_timeout > 0 ? S.cfg->handler_timeout : 30;
     double s = hp_loader_dlopen_running(page, sizeof page);
     if (said || s <= limit)
-        return;
+        return false;
     said = true;
     hp_loader_dlopen_hopeless();
+    if (S.dev) {
+        /* Not an error yet: a slow constructor may still return. */
+        hp_log_info("a constructor of the page %s has run for %.0f s, past "
+                    "--handler-timeout, inside dlopen, which holds the "
+                    "dynamic loader's lock: no other page can be loaded in "
+                    "this process until it returns (restart hotpub if it "
+                    "never does); the loaded pages go on serving",
+                    page, s);
+        return false;
+    }
     hp_log_error("a constructor of the page %s has run for %.0f s, past "
                  "--handler-timeout, inside dlopen, which holds the dynamic "
-                 "loader's lock: no page can be loaded in this process "
-                 "again; %s",
-                 page, s,
-                 S.dev ? "the loaded pages go on serving, other loads answer "
-                         "503: restart hotpub"
-                       : "exiting with status 70 for the supervisor to "
-                         "restart it");
-    if (S.dev)
-        return;
-    hp_access_flush();
-    hp_server_answer_unstarted(-1);
-    _exit(70);
+                 "loader's lock: no other page can be loaded in this process; "
+                 "stopping: running requests finish (within "
+                 "--shutdown-timeout), then the server exits with status 70 "
+                 "for the supervisor to restart it",
+                 page, s);
+    stopped_unasked = dlopen_hung = true;
+    return true;
 }
 
 /* The main thread until SIGTERM/SIGINT: flush the access log once a
@@ -2298,8 +2314,8 @@ static void wait_for_stop(const sigset_t *sigs)
         int sig = sigtimedwait(sigs, &si, &one);
         hp_access_flush();
         hp_stray_signals_report();
-        if (alone)
-            dlopen_hung_check();
+        if (alone && dlopen_hung_check())
+            break;
         if (sig == SIGTERM || sig == SIGINT) {
             stop_sender(sig, &si);
             drain_delay(sig);
@@ -2321,6 +2337,19 @@ static void wait_for_stop(const sigset_t *sigs)
 
 /* Stop accepting at once, give running requests a bounded time; leave the
  * process (_exit) if some never finish. */
+/* The handlers drain does not wait for: those the --handler-timeout
+ * watchdog gave up on, and the one hung inside dlopen (dlopen_hung). */
+static long drain_stuck(void)
+{
+    return H.stuck() + (dlopen_hung ? 1 : 0);
+}
+
+/* Alone, a stop a page sent is no clean stop (docs/operations.md). */
+static int stop_status(void)
+{
+    return alone && stopped_unasked ? 70 : 0;
+}
+
 static void drain(struct hp_config *cfg)
 {
     /* From here no request is offloaded: libmicrohttpd cannot stop with a
@@ -2344,8 +2373,8 @@ static void drain(struct hp_config *cfg)
                     taken);
     double deadline = hp_now() + cfg->shutdown_timeout;
     /* (Handlers the --handler-timeout watchdog gave up on never finish:
-     * H.stuck() counts them, 0 with --workers 0.) */
-    while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
+     * drain_stuck() counts them, with the one hung in dlopen.) */
+    while (atomic_load(&S.inflight) > drain_stuck() && hp_now() < deadline)
         usleep(10000);
     /* A connection accepted just before the socket closed must still be
      * answered: wait up to a second for requests on connections with none
@@ -2354,19 +2383,19 @@ static void drain(struct hp_config *cfg)
      * §9.3.1 lets their clients retry). */
     double grace = hp_now() + 1.0;
     while (hp_now() < deadline && hp_now() < grace &&
-           (atomic_load(&S.inflight) > H.stuck() ||
+           (atomic_load(&S.inflight) > drain_stuck() ||
             (long)hp_listener_open() > hp_edge_used_connections()))
         usleep(10000);
-    while (atomic_load(&S.inflight) > H.stuck() && hp_now() < deadline)
+    while (atomic_load(&S.inflight) > drain_stuck() && hp_now() < deadline)
         usleep(10000);
-    if (atomic_load(&S.inflight) > 0 && H.stuck() > 0) {
+    if (atomic_load(&S.inflight) > 0 && drain_stuck() > 0) {
         hp_log_error("%ld handlers stuck past --handler-timeout; exiting",
-                     H.stuck());
+                     drain_stuck());
         hp_access_flush();
         /* The requests that waited on them (for a module whose init never
          * returned, say): a 503 they may retry, not a closed connection. */
         hp_server_answer_unstarted(-1);
-        _exit(0);
+        _exit(stop_status());
     }
     if (atomic_load(&S.inflight) > 0) {
         /* A handler stuck for good: libmicrohttpd cannot stop with a
@@ -2374,7 +2403,7 @@ static void drain(struct hp_config *cfg)
         hp_log_error("%ld requests still running after %d s; exiting anyway",
                      atomic_load(&S.inflight), cfg->shutdown_timeout);
         hp_access_flush();
-        _exit(0);
+        _exit(stop_status());
     }
 }
 
@@ -2468,6 +2497,5 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     hp_access_flush();
     teardown();
     log_stopped();
-    /* Alone, a stop a page sent is no clean stop (docs/operations.md). */
-    return alone && stopped_unasked ? 70 : 0;
+    return stop_status();
 }
