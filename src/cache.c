@@ -1386,6 +1386,8 @@ static hp_version *tier_open(hp_entry *e, const struct tier_basis *b,
     atomic_store(&v->slow, atomic_load(&fast->slow));
     atomic_store(&v->waits, atomic_load(&fast->waits));
     atomic_store(&v->run_inline, atomic_load(&fast->run_inline));
+    atomic_store(&v->run_coro, atomic_load(&fast->run_coro));
+    atomic_store(&v->coro_never, atomic_load(&fast->coro_never));
     v->src_fid = art->src_fid;
     v->deps = art->deps;
     v->ndeps = art->ndeps;

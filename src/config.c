@@ -383,6 +383,7 @@ void hp_config_defaults(struct hp_config *c)
     c->revalidate = 0;
     c->settle_ms = -1; /* auto: serve_start picks by tier */
     c->inline_pages = 1;
+    c->coroutines = 1;
     c->access_log = cfg_strdup("-");
     c->max_body = (size_t)8 << 20;
     c->max_header = (size_t)16 << 10;
@@ -672,6 +673,15 @@ const struct hp_setting hp_settings[] = {
              "every page on the handler threads",
      .type = HP_SET_BOOL,
      .off = OFF(inline_pages)},
+    {.key = "coroutines",
+     .arg = "true|false",
+     .section = S_SERVER,
+     .help = "run pages whose runs wait on the database, and are short "
+             "between waits, as coroutines on each worker's reactor thread, "
+             "many queries in flight on one thread; false keeps them on the "
+             "handler threads",
+     .type = HP_SET_BOOL,
+     .off = OFF(coroutines)},
     {.key = "revalidate",
      .arg = "SECONDS",
      .section = S_SERVER,

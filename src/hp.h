@@ -53,6 +53,8 @@ struct hp_config {
     double revalidate;    /* stat fallback period in seconds, 0 = off        */
     int settle_ms;        /* quiet time after the last fs event              */
     int inline_pages;     /* promote proven-fast pages to the event loops    */
+    int coroutines;       /* run pages that wait on the database on the
+                             reactor (reactor.c)                          */
     char *access_log;     /* path, "-" for stdout, "off"                     */
     size_t max_body;      /* bytes; larger bodies get 413                    */
     size_t max_header;    /* bytes; larger request heads get 431             */
@@ -394,6 +396,9 @@ struct hp_version {
                                the fast runs re-promotion needs      */
     atomic_bool waits;      /* a probed run blocked (placement.c)       */
     atomic_bool uses_db;    /* a run took a pooled connection (hp_db)   */
+    atomic_uint coro_runs;  /* runs in a row that could run on the reactor */
+    atomic_bool run_coro;   /* runs as a coroutine on the reactor        */
+    atomic_bool coro_never; /* held the reactor, or streams: never again */
 };
 
 /*

@@ -312,3 +312,57 @@ enum hp_place hp_place_learn(hp_version *v, const struct hp_run *r,
     }
     return fast_run(v, inline_pages);
 }
+
+/* ---- the reactor (reactor.c) ----------------------------------------------
+ *
+ * A run on the reactor is a coroutine: while it waits on the database the
+ * reactor runs others, and while it runs, none. So a version goes there
+ * when its runs waited through hp_wait_fd and held their thread, the
+ * waits left out, under HP_CORO_NS, hp_place_promote_runs times in a row;
+ * and leaves when a stretch between two waits held the reactor over
+ * HP_SLOW_NS (a suspicion: back on the handler threads, with the same
+ * doubling of the runs it needs to come back), or over HP_BLOCKED_NS (for
+ * good).
+ */
+
+void hp_place_learn_coro_fit(hp_version *v, const struct hp_run *r,
+                             int64_t waited_ns)
+{
+    if (atomic_load(&v->coro_never) || atomic_load(&v->run_coro))
+        return;
+    int64_t held = r->own_ns > waited_ns ? r->own_ns - waited_ns : 0;
+    if (waited_ns <= 0 || held > HP_CORO_NS) {
+        atomic_store(&v->coro_runs, 0);
+        return;
+    }
+    unsigned n = atomic_fetch_add(&v->coro_runs, 1) + 1;
+    if (n >= hp_place_promote_runs(v) && !atomic_exchange(&v->run_coro, true))
+        hp_log_info("%s: its requests wait on the database and run %.0f µs "
+                    "between waits; they now run as coroutines on the "
+                    "reactor",
+                    v->path, (double)held / 1e3);
+}
+
+void hp_place_learn_coro(hp_version *v, int64_t held_ns)
+{
+    if (held_ns <= HP_SLOW_NS)
+        return;
+    atomic_store(&v->coro_runs, 0);
+    bool was = atomic_exchange(&v->run_coro, false);
+    if (held_ns > HP_BLOCKED_NS) {
+        if (!atomic_exchange(&v->coro_never, true))
+            hp_log_error("%s: a request held the reactor %.1f ms without "
+                         "waiting on the database; this version now runs "
+                         "on the handler threads for good",
+                         v->path, (double)held_ns / 1e6);
+        return;
+    }
+    if (!was)
+        return; /* another run got there first */
+    if (atomic_load(&v->suspicions) < HP_BACKOFF_MAX)
+        atomic_fetch_add(&v->suspicions, 1);
+    hp_log_info("%s: a request held the reactor %.1f ms without waiting on "
+                "the database; this version runs on the handler threads "
+                "until %u runs there show it does not",
+                v->path, (double)held_ns / 1e6, hp_place_promote_runs(v));
+}

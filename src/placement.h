@@ -121,6 +121,28 @@ enum hp_place {
 enum hp_place hp_place_learn(hp_version *v, const struct hp_run *r,
                              bool inline_pages);
 
+/* The longest a run on the reactor may hold it between two waits and
+ * still be sent there (reactor.c). */
+#define HP_CORO_NS 1000000 /* 1 ms */
+
+/*
+ * A run off the reactor (hp_run of any thread; waited_ns: the time it
+ * spent in hp_wait_fd, wait.h): waits left out, held its thread under
+ * HP_CORO_NS after waiting at least once. hp_place_promote_runs such runs
+ * in a row set v->run_coro: its requests then run as coroutines on the
+ * reactor. Not a version with coro_never.
+ */
+void hp_place_learn_coro_fit(hp_version *v, const struct hp_run *r,
+                             int64_t waited_ns);
+/*
+ * A run on the reactor; held_ns: the longest stretch between two of its
+ * waits, its own time (wall less the wait for a CPU when known). Over
+ * HP_SLOW_NS: off the reactor until hp_place_learn_coro_fit sees enough
+ * runs again, each time needing twice as many (suspicions); over
+ * HP_BLOCKED_NS: never again (coro_never). Logs either.
+ */
+void hp_place_learn_coro(hp_version *v, int64_t held_ns);
+
 /* How many fast runs in a row v needs to be promoted (again):
  * HP_PROMOTE_RUNS << its suspicions, at most HP_BACKOFF_MAX of them. */
 unsigned hp_place_promote_runs(const hp_version *v);

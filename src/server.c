@@ -4,8 +4,8 @@
  * error responses, the status endpoint, limits, and graceful shutdown.
  *
  * Owns: the MHD daemon (without a listening socket), per-request contexts
- * and their states, where a page runs (inline or offloaded), signals, the
- * liveness check's verdict, the table of requests read and not yet
+ * and their states, where a page runs (inline, offloaded or on the
+ * reactor), signals, the liveness check's verdict, the table of requests read and not yet
  * answered that a dying worker answers (hp_server_answer_unstarted). Not
  * its own: the access log (access.c), the request edge (edge.c), the
  * accept thread (listener.c), the census of descriptors (liveness.c),
@@ -24,8 +24,10 @@
  * its event loop, so a page version starts offloaded and is promoted to inline
  * once its runs prove fast; placement.c decides (a run that blocked demotes it,
  * one that was only preempted does not). Requests that would wait for a compile
- * or a batch are always offloaded. bench/ measures the modes; docs/design.md
- * says why.
+ * or a batch are always offloaded. A page whose runs wait on the database
+ * and are short between waits runs on the reactor instead (reactor.c, a
+ * coroutine per request, many waits on one thread). bench/ measures the
+ * modes; docs/design.md says why.
  */
 #include "server.h"
 #include "access.h"
@@ -39,6 +41,7 @@
 #include "ops.h"
 #include "placement.h"
 #include "pool.h"
+#include "reactor.h"
 #include "redirect.h"
 #include "request.h"
 #include "respmemo.h"
@@ -49,6 +52,7 @@
 #include "tls.h"
 #include "upload.h"
 #include "uploadspool.h"
+#include "wait.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -90,6 +94,7 @@ struct server {
     unsigned io_threads;
     /* the handler threads */
     atomic_ulong offloaded, inlined;
+    atomic_ulong coroutines; /* requests run on the reactor (reactor.c) */
     atomic_int streams;     /* streamed responses whose handler runs */
     const char *upload_dir; /* --upload-dir, else $TMPDIR, else /tmp */
     atomic_bool stopping;   /* shutting down: run inline, close connections */
@@ -140,6 +145,14 @@ struct ctx {
     const char *label; /* the metrics' page label when not the target's */
     uint64_t length;
     struct hp_pool_job job; /* on the handler threads' queue (pool.c) */
+    /* A run on the reactor (reactor.c): each stretch between two waits
+     * goes on the guard's record and is timed on its own. */
+    struct hp_reactor_job rjob;
+    struct hp_run_probe seg; /* the stretch running now */
+    int64_t seg_max_ns;      /* the longest stretch's own time */
+    int seg_token;           /* H.run_begin's, for the stretch */
+    bool coro;               /* run by the reactor */
+    bool seg_timed_out;      /* the watchdog answered during a stretch */
     /* A streamed response (hp_flush): its handler thread and its
      * connection both hold the request; the last to let go frees it. */
     atomic_int owners;
@@ -809,12 +822,16 @@ static void status_body(struct hp_buf *b, const char *url)
 {
     struct hp_pool_stats ps;
     hp_pool_stats(&ps);
+    struct hp_reactor_stats rs;
+    hp_reactor_stats(&rs);
     hp_buf_printf(
         b,
         "{\"server\":{\"version\":\"%s\",\"pid\":%d,\"dev\":%s,"
         "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
         "\"uptime\":%.3f,\"io_threads\":%u,\"handler_threads\":%d,"
         "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu,"
+        "\"coroutines\":%lu,\"reactor\":{\"runs\":%lu,\"waits\":%lu,"
+        "\"active\":%d,\"queued\":%ld},"
         "\"streams\":%d,\"max_streams\":%d,"
         "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d,\"min\":%d,"
         "\"idle\":%d,\"queued\":%ld,\"module_share\":%d,"
@@ -824,6 +841,7 @@ static void status_body(struct hp_buf *b, const char *url)
         hp_compiler_runs(S.cc), atomic_load(&S.requests),
         atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
         ps.live, ps.busy, atomic_load(&S.offloaded), atomic_load(&S.inlined),
+        atomic_load(&S.coroutines), rs.runs, rs.waits, rs.active, rs.queued,
         atomic_load(&S.streams), max_streams(), ps.live, ps.busy, ps.max,
         ps.min, ps.idle, ps.queued, ps.share, ps.started, ps.retired);
     hp_cache_status_json(S.cache, b, status_module_queue);
@@ -1074,6 +1092,11 @@ static int conn_fd(struct MHD_Connection *conn)
 static void demote_for_stream(hp_version *v)
 {
     atomic_store(&v->slow, true);
+    atomic_store(&v->coro_never, true);
+    if (atomic_exchange(&v->run_coro, false))
+        hp_log_info("%s: it flushes its response; it now runs on the handler "
+                    "threads",
+                    v->path);
     if (atomic_exchange(&v->run_inline, false))
         hp_log_info("%s: it flushes its response; it now runs on the handler "
                     "threads",
@@ -1253,6 +1276,9 @@ static enum MHD_Result send_page_file(struct ctx *c)
     return send_file_planned(c, fd, &st, req->send_path);
 }
 
+static void stretch_begin(struct ctx *c);
+static void stretch_end(struct ctx *c);
+
 static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 {
     hp_req *req = &c->req;
@@ -1300,31 +1326,50 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
      * that was preempted. Not a version demoted for good: nothing its runs
      * show can move it (two system calls fewer per request). */
     struct hp_run_probe probe;
-    hp_run_probe_start(&probe, ctx_state(c) != CTX_BODY &&
-                                   !atomic_load(&ps->page->slow));
-    /* The database pools' own time is not the page's (db.h). */
-    int64_t pool0 = hp_db_pool_ns();
+    if (!c->coro)
+        hp_run_probe_start(&probe, ctx_state(c) != CTX_BODY &&
+                                       !atomic_load(&ps->page->slow));
+    /* The database pools' own time is not the page's (db.h), and the
+     * waits a reactor could overlap (wait.h) tell whether it may run
+     * there. */
+    int64_t pool0 = hp_db_pool_ns(), wait0 = hp_wait_ns();
     /* The host (worker processes): the running handler goes on record for
      * crash reports and the --handler-timeout watchdog (no-op alone). */
-    int run =
-        H.run_begin(req->target.path, req->target.handler, ps->page,
-                    H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
+    int run = c->coro ? -1
+                      : H.run_begin(req->target.path, req->target.handler,
+                                    ps->page,
+                                    H.run_begin == no_run_begin
+                                        ? -1
+                                        : conn_fd(req->conn));
     if (!tl_signals_taken)
         take_signals();
+    if (c->coro)
+        stretch_begin(c);
     tl_running = req;
     int rc = hp_publish_run(req);
     tl_running = NULL;
-    bool timed_out = !H.run_end(run);
-    struct hp_run measured =
-        hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
-    hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
+    bool timed_out;
+    if (c->coro) {
+        stretch_end(c);
+        timed_out = c->seg_timed_out || c->rjob.timed_out;
+        hp_place_learn_coro(ps->page, c->seg_max_ns);
+    } else {
+        timed_out = !H.run_end(run);
+        struct hp_run measured =
+            hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
+        hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
+        if (S.cfg->coroutines && hp_reactor_running())
+            hp_place_learn_coro_fit(ps->page, &measured, hp_wait_ns() - wait0);
+    }
     if (req->flushed_inline) /* it streams: never on an event loop again */
         demote_for_stream(ps->page);
     if (req->enlisted && !atomic_load(&ps->page->uses_db))
         atomic_store(&ps->page->uses_db, true); /* see dispatch() */
     if (req->stream)
         return stream_finish(c, rc);
-    if (timed_out) /* the host already sent a 504 and shut the socket */
+    /* The host already sent a 504 and shut the socket; or a run on the
+     * reactor waited past --handler-timeout (its query was given up). */
+    if (timed_out)
         return send_error(c, 504, NULL);
 
     if (req->stream_refused)
@@ -1373,6 +1418,82 @@ static void run_offloaded(struct hp_pool_job *job)
     MHD_resume_connection(c->req.conn);
 }
 
+/* ---- the reactor (reactor.c) ----------------------------------------------
+ *
+ * A page whose runs wait on the database and are short between waits
+ * (placement.c) runs as a coroutine on its worker's reactor: while one
+ * run waits for PostgreSQL, the others go on, on one thread. Each stretch
+ * between two waits goes on the guard's record (crash reports, the
+ * --handler-timeout watchdog) and is timed: one that holds the reactor
+ * too long sends the page back to the handler threads. A wait past
+ * --handler-timeout (counted from the dispatch) gives up the query and the
+ * request gets a 504.
+ */
+
+static struct ctx *ctx_of_rjob(struct hp_reactor_job *job)
+{
+    return (struct ctx *)((char *)job - offsetof(struct ctx, rjob));
+}
+
+static void stretch_begin(struct ctx *c)
+{
+    hp_req *req = &c->req;
+    hp_run_probe_start(&c->seg, false);
+    c->seg_token =
+        H.run_begin(req->target.path, req->target.handler, req->pins.page,
+                    H.run_begin == no_run_begin ? -1 : conn_fd(req->conn));
+    tl_running = req;
+}
+
+static void stretch_end(struct ctx *c)
+{
+    tl_running = NULL;
+    if (!H.run_end(c->seg_token))
+        c->seg_timed_out = true;
+    struct hp_run m = hp_run_probe_stop(&c->seg, 0);
+    if (m.own_ns > c->seg_max_ns)
+        c->seg_max_ns = m.own_ns;
+}
+
+static void on_reactor_suspend(struct hp_reactor_job *job)
+{
+    stretch_end(ctx_of_rjob(job));
+}
+
+static void on_reactor_resume(struct hp_reactor_job *job)
+{
+    stretch_begin(ctx_of_rjob(job));
+}
+
+/* On the reactor, on the request's coroutine: as run_offloaded, with the
+ * page pinned already and no streaming (hp_flush buffers, as inline). */
+static void run_coroutine(struct hp_reactor_job *job)
+{
+    struct ctx *c = ctx_of_rjob(job);
+    c->coro = true;
+    c->req.stream_begin = NULL;
+    if (run_pinned(c, HP_ACQ_OK) != MHD_YES && !c->resp)
+        send_error(c, 500, NULL);
+    ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED); /* hands it back */
+    MHD_resume_connection(c->req.conn);
+}
+
+static const struct hp_reactor_ops reactor_ops = {
+    .run = run_coroutine,
+    .suspend = on_reactor_suspend,
+    .resume = on_reactor_resume,
+};
+
+static void to_reactor(struct ctx *c)
+{
+    ctx_move(c, CTX_BODY, CTX_OFFLOADED);
+    atomic_fetch_add(&S.coroutines, 1);
+    MHD_suspend_connection(c->req.conn); /* before: as offload() */
+    double t = S.cfg->handler_timeout;
+    c->rjob.deadline_ns = t > 0 ? hp_now_ns() + (int64_t)(t * 1e9) : 0;
+    hp_reactor_submit(&c->rjob);
+}
+
 /* On an event-loop thread: answer at once, or hand the page to a handler
  * thread (then c is the handler thread's until it moves it to ANSWERED;
  * *offloaded says which). */
@@ -1415,6 +1536,13 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
             return MHD_YES;
         }
         r = pin_page(c, true);
+    }
+    /* A page whose runs wait on the database, short between waits. */
+    if (r == HP_ACQ_OK && atomic_load(&req->pins.page->run_coro) &&
+        !(req->pins.err && S.dev) && !stopping && hp_reactor_running()) {
+        *offloaded = true;
+        to_reactor(c);
+        return MHD_YES;
     }
     /* A promoted page that takes a database connection while the pool
      * has none free would wait for one on this event loop: offload it. */
@@ -2087,7 +2215,14 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         teardown();
         return 1;
     }
+    /* Coroutine stacks are handler stacks: --thread-stack-size. Without a
+     * reactor every page still runs, on the handler threads. */
+    if (cfg->coroutines && hp_reactor_start(cfg->thread_stack, &reactor_ops))
+        hp_log_error("cannot start the reactor (%s): pages that wait on the "
+                    "database run on the handler threads",
+                    strerror(errno));
     if (hp_edge_start(cfg, access_log_refused) < 0) {
+        hp_reactor_stop();
         hp_pool_stop();
         teardown();
         return 1;
@@ -2104,6 +2239,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         if (fd >= 0 && fd != H.listen_fd)
             close(fd);
         hp_edge_stop();
+        hp_reactor_stop();
         hp_pool_stop();
         teardown();
         return 1;
@@ -2111,6 +2247,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     if (redirect_start(cfg) < 0) {
         MHD_stop_daemon(S.mhd);
         hp_edge_stop();
+        hp_reactor_stop();
         hp_pool_stop();
         teardown();
         return 1;
@@ -2119,6 +2256,7 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         hp_redirect_stop();
         MHD_stop_daemon(S.mhd);
         hp_edge_stop();
+        hp_reactor_stop();
         hp_pool_stop();
         teardown();
         return 1;
@@ -2493,6 +2631,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     drain(cfg);
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
+    hp_reactor_stop();
     hp_pool_stop();
     hp_access_flush();
     teardown();

@@ -48,6 +48,8 @@ check 'hp_liveness_|#include "liveness\.h"' liveness.c liveness.h server.c
 # where a page runs is the server's to ask
 check 'hp_place_|hp_run_probe|#include "placement\.h"' placement.c placement.h server.c
 check 'hp_respmemo_|#include "respmemo\.h"' respmemo.c respmemo.h server.c
+# the reactor runs requests for the server; nothing else hands it jobs
+check 'hp_reactor_|#include "reactor\.h"' reactor.c reactor.h server.c test_reactor.c
 # stray signals: the server's and the supervisor's processes catch them,
 # as does hotpub check's loading child; the loader hands back a page's own
 # handlers as it unloads the page's object

@@ -1,0 +1,427 @@
+/*
+ * reactor.c - the coroutine scheduler of a worker process: one thread that
+ * runs jobs (requests, from server.c) as coroutines, and while one waits
+ * for a descriptor through hp_wait_fd (wait.h) runs the others.
+ *
+ * Owns: the reactor's thread, its queue of jobs, its epoll set and the
+ * coroutines of the jobs it runs; the wait hook of its thread (a wait
+ * registers the descriptor, one-shot, and yields; an event or the wait's
+ * deadline resumes the job). May not touch: requests, pages, the database
+ * or HTTP: what a job is, and what goes on record while it runs or waits,
+ * is the caller's (struct hp_reactor_ops).
+ *
+ * Why a thread of its own and not the event loops: libmicrohttpd runs its
+ * event loops itself and takes no descriptor of ours, so a query's socket
+ * cannot wake one. The hand-off to this thread remains, but it is not paid
+ * per wait, and under load not per request either: the thread sleeps only
+ * when none of its jobs can go on, so one wake-up serves every job queued
+ * meanwhile (docs/design.md, "Where a page runs").
+ *
+ * A job's life:
+ *
+ *   submit --> QUEUED --start--> RUNNING --hp_wait_fd--> WAITING
+ *                                   ^   \                   |
+ *                                   |    run returns: done  | event, or the
+ *                                   +-----------------------+ deadline
+ *
+ * Only this thread touches a job between start and done; after done the
+ * job is the caller's again (its run handed it back) and is not touched.
+ */
+#include "reactor.h"
+#include "coro.h"
+#include "hp.h"
+#include "wait.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_STACK ((size_t)8 << 20)
+#define EVENTS 64
+/* A job that has run this long without waiting holds the reactor: new
+ * jobs go elsewhere (hp_reactor_running) until it lets go. */
+#define STALL_NS 1000000000
+
+static struct {
+    /* shared with submitters */
+    pthread_mutex_t mu;
+    struct hp_reactor_job *head, *tail; /* the queue, under mu */
+    atomic_long queued;
+    atomic_bool running, stopping;
+    atomic_bool asleep; /* in (or about to enter) epoll_wait: wake it */
+    int ep, efd;
+    pthread_t thread;
+    size_t stack;
+    const struct hp_reactor_ops *ops;
+    atomic_ulong runs, waits;
+    atomic_int active;
+    atomic_llong busy_since; /* when the running stretch began; 0: none */
+    /* the reactor thread's alone */
+    struct hp_reactor_job *waiting; /* jobs suspended in hp_wait_fd */
+    unsigned char *armed;           /* fds in ep, by number */
+    size_t narmed;
+} R = {.mu = PTHREAD_MUTEX_INITIALIZER, .ep = -1, .efd = -1};
+
+static __thread bool tl_reactor;
+
+bool hp_reactor_on_thread(void)
+{
+    return tl_reactor;
+}
+
+bool hp_reactor_running(void)
+{
+    if (!atomic_load(&R.running) || atomic_load(&R.stopping))
+        return false;
+    long long since = atomic_load_explicit(&R.busy_since,
+                                           memory_order_relaxed);
+    return !since || hp_now_ns() - since < STALL_NS;
+}
+
+static void wake(void)
+{
+    uint64_t one = 1;
+    if (atomic_exchange(&R.asleep, false))
+        while (write(R.efd, &one, sizeof one) < 0 && errno == EINTR)
+            ;
+}
+
+void hp_reactor_submit(struct hp_reactor_job *job)
+{
+    job->next = NULL;
+    job->timed_out = false;
+    job->co = NULL;
+    pthread_mutex_lock(&R.mu);
+    if (R.tail)
+        R.tail->next = job;
+    else
+        R.head = job;
+    R.tail = job;
+    atomic_fetch_add(&R.queued, 1);
+    pthread_mutex_unlock(&R.mu);
+    wake();
+}
+
+/* ---- the descriptors jobs wait for ---------------------------------------
+ */
+
+/* Arm fd for one event for j: EPOLLONESHOT, so a descriptor that fired
+ * is disabled until the next wait re-arms it (one epoll_ctl per wait).
+ * -1: fd cannot be waited for here (not pollable, no memory). */
+static int arm(int fd, short events, struct hp_reactor_job *j)
+{
+    if ((size_t)fd >= R.narmed) {
+        size_t n = R.narmed ? R.narmed : 256;
+        while (n <= (size_t)fd)
+            n *= 2;
+        unsigned char *a = realloc(R.armed, n);
+        if (!a)
+            return -1;
+        memset(a + R.narmed, 0, n - R.narmed);
+        R.armed = a;
+        R.narmed = n;
+    }
+    struct epoll_event ev = {.data.ptr = j, .events = EPOLLONESHOT};
+    if (events & POLLIN)
+        ev.events |= EPOLLIN | EPOLLRDHUP;
+    if (events & POLLOUT)
+        ev.events |= EPOLLOUT;
+    /* The number may name another file than when it was armed (epoll
+     * forgets a closed file by itself): MOD fails, ADD then works. */
+    int op = R.armed[fd] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(R.ep, op, fd, &ev) < 0) {
+        op = op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        if ((errno != ENOENT && errno != EEXIST) ||
+            epoll_ctl(R.ep, op, fd, &ev) < 0) {
+            R.armed[fd] = 0;
+            return -1;
+        }
+    }
+    R.armed[fd] = 1;
+    return 0;
+}
+
+/* A wait that ended without its event: forget fd, so that no event of it
+ * can name a job that has moved on (EPOLLERR and EPOLLHUP are reported
+ * even for a registration without events). */
+static void disarm(int fd)
+{
+    if (fd >= 0 && (size_t)fd < R.narmed && R.armed[fd]) {
+        epoll_ctl(R.ep, EPOLL_CTL_DEL, fd, NULL);
+        R.armed[fd] = 0;
+    }
+}
+
+static int poll_until(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int ms = -1;
+        if (deadline) {
+            int64_t left = deadline - hp_now_ns();
+            if (left <= 0)
+                return 0;
+            ms = (int)((left + 999999) / 1000000);
+        }
+        struct pollfd p = {.fd = fd, .events = events};
+        int n = poll(&p, fd >= 0 ? 1 : 0, ms);
+        if (n > 0)
+            return 1;
+        if (n == 0 && deadline && hp_now_ns() >= deadline)
+            return 0;
+        if (n < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+static void waiting_add(struct hp_reactor_job *j)
+{
+    j->wprev = NULL;
+    j->wnext = R.waiting;
+    if (R.waiting)
+        R.waiting->wprev = j;
+    R.waiting = j;
+}
+
+static void waiting_del(struct hp_reactor_job *j)
+{
+    if (j->wprev)
+        j->wprev->wnext = j->wnext;
+    else
+        R.waiting = j->wnext;
+    if (j->wnext)
+        j->wnext->wprev = j->wprev;
+    j->wnext = j->wprev = NULL;
+}
+
+/* The reactor thread's wait hook (hp_wait_set_hook): on a job's coroutine,
+ * suspend the job until fd is ready or the earlier of deadline and the
+ * job's own deadline; elsewhere, poll. */
+static int co_wait(int fd, short events, int64_t deadline, void *cls)
+{
+    (void)cls;
+    hp_coro *co = hp_coro_current();
+    if (!co)
+        return poll_until(fd, events, deadline);
+    struct hp_reactor_job *j = hp_coro_data(co);
+    bool own = false;
+    if (j->deadline_ns && (!deadline || j->deadline_ns <= deadline)) {
+        deadline = j->deadline_ns;
+        own = true;
+    }
+    if (deadline && hp_now_ns() >= deadline) {
+        j->timed_out |= own;
+        return 0;
+    }
+    if (fd >= 0 && arm(fd, events, j) < 0)
+        return poll_until(fd, events, deadline);
+    j->wait_fd = fd;
+    j->wait_until = deadline;
+    j->wait_result = -1;
+    waiting_add(j);
+    atomic_fetch_add_explicit(&R.waits, 1, memory_order_relaxed);
+    R.ops->suspend(j);
+    hp_coro_yield();
+    R.ops->resume(j);
+    if (j->wait_result == 0)
+        j->timed_out |= own;
+    return j->wait_result;
+}
+
+/* ---- running jobs ----------------------------------------------------------
+ */
+
+static void trampoline(void *arg)
+{
+    struct hp_reactor_job *j = arg;
+    R.ops->run(j);
+}
+
+/* Resume j's coroutine until it waits again or is done; done, the job is
+ * the caller's: not touched again. */
+static void step(struct hp_reactor_job *j)
+{
+    hp_coro *co = j->co;
+    atomic_store_explicit(&R.busy_since, hp_now_ns(), memory_order_relaxed);
+    bool alive = hp_coro_resume(co);
+    atomic_store_explicit(&R.busy_since, 0, memory_order_relaxed);
+    if (!alive) {
+        hp_coro_free(co);
+        atomic_fetch_sub(&R.active, 1);
+        atomic_fetch_add_explicit(&R.runs, 1, memory_order_relaxed);
+    }
+}
+
+static void start(struct hp_reactor_job *j)
+{
+    atomic_fetch_add(&R.active, 1);
+    j->co = hp_coro_new(R.stack, trampoline, j);
+    if (!j->co) {
+        /* No stack for it: it runs on this thread's own, and its waits
+         * block the reactor (co_wait polls). Rare, and it still runs. */
+        hp_log_error("reactor: no coroutine stack (%s); a request runs "
+                    "without one",
+                    strerror(errno));
+        trampoline(j);
+        atomic_fetch_sub(&R.active, 1);
+        atomic_fetch_add_explicit(&R.runs, 1, memory_order_relaxed);
+        return;
+    }
+    hp_coro_set_data(j->co, j);
+    step(j);
+}
+
+static void start_queued(void)
+{
+    if (atomic_load(&R.queued) == 0)
+        return;
+    pthread_mutex_lock(&R.mu);
+    struct hp_reactor_job *j = R.head;
+    R.head = R.tail = NULL;
+    atomic_store(&R.queued, 0);
+    pthread_mutex_unlock(&R.mu);
+    while (j) {
+        struct hp_reactor_job *next = j->next; /* j may be gone after */
+        start(j);
+        j = next;
+    }
+}
+
+/* Resume every job whose wait is past its deadline; the earliest deadline
+ * still ahead, or 0. */
+static int64_t expire(void)
+{
+    for (;;) {
+        int64_t now = hp_now_ns(), next = 0;
+        struct hp_reactor_job *due = NULL;
+        for (struct hp_reactor_job *j = R.waiting; j; j = j->wnext) {
+            if (!j->wait_until)
+                continue;
+            if (j->wait_until <= now) {
+                due = j;
+                break;
+            }
+            if (!next || j->wait_until < next)
+                next = j->wait_until;
+        }
+        if (!due)
+            return next;
+        waiting_del(due);
+        disarm(due->wait_fd);
+        due->wait_result = 0;
+        step(due);
+    }
+}
+
+static int timeout_ms(int64_t next)
+{
+    if (!next)
+        return -1;
+    int64_t left = next - hp_now_ns();
+    return left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+}
+
+static bool idle_and_stopping(void)
+{
+    return atomic_load(&R.stopping) && atomic_load(&R.active) == 0 &&
+           atomic_load(&R.queued) == 0;
+}
+
+static void *reactor_main(void *arg)
+{
+    (void)arg;
+    tl_reactor = true;
+    hp_wait_set_hook(co_wait, NULL);
+    struct epoll_event ev[EVENTS];
+    for (;;) {
+        start_queued();
+        int64_t next = expire();
+        if (idle_and_stopping())
+            break;
+        atomic_store(&R.asleep, true);
+        int ms = atomic_load(&R.queued) ? 0 : timeout_ms(next);
+        int n = epoll_wait(R.ep, ev, EVENTS, ms);
+        atomic_store(&R.asleep, false);
+        if (n < 0 && errno != EINTR) {
+            /* A page closed our epoll descriptor: the liveness check
+             * (liveness.c) ends this process; do not spin meanwhile. */
+            usleep(10000);
+            continue;
+        }
+        for (int i = 0; i < n; i++) {
+            if (ev[i].data.ptr == &R.efd) {
+                uint64_t v;
+                while (read(R.efd, &v, sizeof v) < 0 && errno == EINTR)
+                    ;
+                continue;
+            }
+            struct hp_reactor_job *j = ev[i].data.ptr;
+            waiting_del(j);
+            j->wait_result = 1;
+            step(j);
+        }
+    }
+    hp_wait_set_hook(NULL, NULL);
+    return NULL;
+}
+
+int hp_reactor_start(size_t stack_size, const struct hp_reactor_ops *ops)
+{
+    assert(!atomic_load(&R.running));
+    R.ops = ops;
+    R.stack = stack_size ? stack_size : DEFAULT_STACK;
+    R.ep = epoll_create1(EPOLL_CLOEXEC);
+    R.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &R.efd};
+    if (R.ep < 0 || R.efd < 0 || epoll_ctl(R.ep, EPOLL_CTL_ADD, R.efd, &ev))
+        goto fail;
+    atomic_store(&R.stopping, false);
+    int e = pthread_create(&R.thread, NULL, reactor_main, NULL);
+    if (e) {
+        errno = e;
+        goto fail;
+    }
+    atomic_store(&R.running, true);
+    return 0;
+fail:;
+    int saved = errno;
+    if (R.ep >= 0)
+        close(R.ep);
+    if (R.efd >= 0)
+        close(R.efd);
+    R.ep = R.efd = -1;
+    errno = saved;
+    return -1;
+}
+
+void hp_reactor_stop(void)
+{
+    if (!atomic_load(&R.running))
+        return;
+    atomic_store(&R.stopping, true);
+    atomic_store(&R.asleep, true);
+    wake();
+    pthread_join(R.thread, NULL);
+    atomic_store(&R.running, false);
+    close(R.ep);
+    close(R.efd);
+    R.ep = R.efd = -1;
+    free(R.armed);
+    R.armed = NULL;
+    R.narmed = 0;
+}
+
+void hp_reactor_stats(struct hp_reactor_stats *out)
+{
+    out->runs = atomic_load_explicit(&R.runs, memory_order_relaxed);
+    out->waits = atomic_load_explicit(&R.waits, memory_order_relaxed);
+    out->active = atomic_load(&R.active);
+    out->queued = atomic_load(&R.queued);
+}

@@ -1,0 +1,65 @@
+/*
+ * reactor.h - the coroutine scheduler of a worker process (reactor.c): one
+ * thread that runs jobs as coroutines and, while a job waits for a
+ * descriptor through hp_wait_fd (wait.h: the database's sockets, the
+ * pool's wait for a free connection), runs the others. server.c hands it
+ * the requests of pages whose runs are short between their waits
+ * (placement.c), so that many of their queries are in flight without a
+ * thread each and without a thread hand-off per wait.
+ */
+#ifndef HP_REACTOR_H
+#define HP_REACTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A job is embedded in the caller's own struct (no allocation here). The
+ * caller sets deadline_ns; the reactor owns the rest while the job is
+ * queued or running. */
+struct hp_reactor_job {
+    struct hp_reactor_job *next;
+    /* CLOCK_MONOTONIC ns after which every wait of this job times out
+     * (hp_wait_fd answers 0); 0: none. */
+    int64_t deadline_ns;
+    /* A wait of this job ended at deadline_ns (read after run returns). */
+    bool timed_out;
+    /* the reactor's own */
+    struct hp_coro *co;
+    struct hp_reactor_job *wnext, *wprev; /* waiting with a deadline */
+    int64_t wait_until;                   /* this wait's deadline, or 0 */
+    int wait_fd;                          /* -1: a sleep */
+    int wait_result;                      /* 1 ready, 0 timed out, -1 error */
+};
+
+struct hp_reactor_ops {
+    /* Run the job, on its coroutine (on the reactor's thread). */
+    void (*run)(struct hp_reactor_job *job);
+    /* The job is about to wait (suspend) and has just been resumed
+     * (resume), on its coroutine: whatever is on record about what runs
+     * on this thread goes off record and back on. */
+    void (*suspend)(struct hp_reactor_job *job);
+    void (*resume)(struct hp_reactor_job *job);
+};
+
+/* Start the reactor's thread; each job's coroutine gets a stack of
+ * stack_size bytes (0: 8 MiB). Returns 0, or -1 with errno set. */
+int hp_reactor_start(size_t stack_size, const struct hp_reactor_ops *ops);
+/* Whether the reactor runs and takes jobs. */
+bool hp_reactor_running(void);
+/* Queue a job (any thread). Only while hp_reactor_running(). */
+void hp_reactor_submit(struct hp_reactor_job *job);
+/* Stop taking jobs, let every job submitted finish, end the thread. */
+void hp_reactor_stop(void);
+/* Whether this thread is the reactor's. */
+bool hp_reactor_on_thread(void);
+
+struct hp_reactor_stats {
+    unsigned long runs; /* jobs finished                                */
+    unsigned long waits; /* waits that suspended a job                   */
+    int active;          /* jobs started and not finished (suspended)    */
+    long queued;         /* jobs submitted and not started               */
+};
+void hp_reactor_stats(struct hp_reactor_stats *out);
+
+#endif
