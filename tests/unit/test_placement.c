@@ -496,6 +496,67 @@ static void test_probe_excuses_pool_time(void)
     free(v);
 }
 
+/* Runs that waited through hp_wait_fd and held their thread under
+ * HP_CORO_NS, the waits left out, send the version to the reactor after
+ * hp_place_promote_runs of them in a row; one that held it longer, or did
+ * not wait, starts the count afresh. */
+static int coro_runs_to_promote(hp_version *v)
+{
+    /* a /db-like run: 300 µs of wall time, 240 µs of it waiting */
+    struct hp_run r = probed_run(300000, 300000, true);
+    for (int i = 1; i <= 8 * HP_PROMOTE_RUNS; i++) {
+        hp_place_learn_coro_fit(v, &r, 240000);
+        if (atomic_load(&v->run_coro))
+            return i;
+    }
+    return 0;
+}
+
+static void test_runs_that_wait_briefly_go_to_the_reactor(void)
+{
+    hp_version *v = version();
+    CHECK(coro_runs_to_promote(v) == HP_PROMOTE_RUNS);
+    free(v);
+
+    /* a run that held its thread 1.5 ms besides its waits starts over */
+    v = version();
+    struct hp_run r = probed_run(300000, 300000, true);
+    for (int i = 0; i < HP_PROMOTE_RUNS - 1; i++)
+        hp_place_learn_coro_fit(v, &r, 240000);
+    struct hp_run held = probed_run(2000000, 2000000, true);
+    hp_place_learn_coro_fit(v, &held, 500000);
+    CHECK(!atomic_load(&v->run_coro));
+    CHECK(coro_runs_to_promote(v) == HP_PROMOTE_RUNS);
+    free(v);
+
+    /* runs that never waited through hp_wait_fd never go there */
+    v = version();
+    struct hp_run cpu = probed_run(20000, 15000, false);
+    for (int i = 0; i < 4 * HP_PROMOTE_RUNS; i++)
+        hp_place_learn_coro_fit(v, &cpu, 0);
+    CHECK(!atomic_load(&v->run_coro));
+    free(v);
+}
+
+/* On the reactor: a stretch over HP_SLOW_NS sends the version back to
+ * the handler threads, and it needs twice the runs to return; over
+ * HP_BLOCKED_NS it never returns. Stretches under HP_SLOW_NS change
+ * nothing. */
+static void test_a_stretch_that_holds_the_reactor_sends_it_back(void)
+{
+    hp_version *v = version();
+    CHECK(coro_runs_to_promote(v) == HP_PROMOTE_RUNS);
+    hp_place_learn_coro(v, 1500000);
+    CHECK(atomic_load(&v->run_coro));
+    hp_place_learn_coro(v, 3000000);
+    CHECK(!atomic_load(&v->run_coro) && !atomic_load(&v->coro_never));
+    CHECK(coro_runs_to_promote(v) == 2 * HP_PROMOTE_RUNS);
+    hp_place_learn_coro(v, 60000000);
+    CHECK(!atomic_load(&v->run_coro) && atomic_load(&v->coro_never));
+    CHECK(coro_runs_to_promote(v) == 0);
+    free(v);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
@@ -514,5 +575,7 @@ int main(int argc, char **argv)
     T_RUN(test_probe_tells_sleep_from_spin);
     T_RUN(test_probe_excuses_pool_time);
     T_RUN(test_probe_leaves_out_the_wait_for_a_cpu);
+    T_RUN(test_runs_that_wait_briefly_go_to_the_reactor);
+    T_RUN(test_a_stretch_that_holds_the_reactor_sends_it_back);
     T_DONE();
 }
