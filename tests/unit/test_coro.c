@@ -149,7 +149,7 @@ static void many_interleaved(void)
 
 struct fp {
     double result;
-    long iresult;
+    unsigned long iresult;
 };
 
 /* Many live values across each yield: the compiler keeps some in
@@ -159,7 +159,7 @@ static void fp_fn(void *arg)
 {
     struct fp *f = arg;
     double a = 1.5, b = 2.25, c = -3.125, d = 0.1;
-    long i0 = 3, i1 = 5, i2 = 7, i3 = 11, i4 = 13, i5 = 17, i6 = 19;
+    unsigned long i0 = 3, i1 = 5, i2 = 7, i3 = 11, i4 = 13, i5 = 17, i6 = 19;
     for (int k = 0; k < 100; k++) {
         a = a * 1.000001 + b;
         b = b * 0.999 - c / 7.0;
@@ -171,7 +171,7 @@ static void fp_fn(void *arg)
         i3 = i3 * 7 + i2;
         i4 -= i3 ^ i5;
         i5 += i4 * 5;
-        i6 ^= i5 + k;
+        i6 ^= i5 + (unsigned long)k;
         hp_coro_yield();
     }
     f->result = a + b * 3 + c * 5 + d * 7;
@@ -181,7 +181,7 @@ static void fp_fn(void *arg)
 static void fp_clobber_fn(void *arg)
 {
     volatile double sink = 0;
-    long x = 1, y = 2, z = 3, w = 4, v = 5, u = 6;
+    unsigned long x = 1, y = 2, z = 3, w = 4, v = 5, u = 6;
     for (int k = 0; k < 100; k++) {
         sink = sink * 1.5 + 1e300 / (k + 1.0);
         x = x * 31 + y;
@@ -192,13 +192,13 @@ static void fp_clobber_fn(void *arg)
         u += y;
         hp_coro_yield();
     }
-    *(long *)arg = x + y + z + w + v + u + (long)(sink > 0);
+    *(unsigned long *)arg = x + y + z + w + v + u + (sink > 0);
 }
 
 static void fp_registers(void)
 {
     struct fp got = {0, 0}, want = {0, 0};
-    long junk = 0;
+    unsigned long junk = 0;
     /* the same computation without switches: run to completion in one
      * coroutine while nothing else runs in between */
     hp_coro *solo = hp_coro_new(STACK, fp_fn, &want);
@@ -416,14 +416,19 @@ static void overflow_faults_on_guard(void)
     size_t size, guard;
     hp_coro_stack(co, &lo, &size, &guard);
     CHECK(guard >= 4096 && lo % 4096 == 0);
+    hp_coro_free(co); /* never started */
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        /* the handler runs on an alternate stack: the coroutine's is full */
+        /* the coroutine is the child's own (TSan's fibers do not cross a
+         * fork); the handler runs on an alternate stack, the coroutine's
+         * being full, and checks that the fault is on the guard */
         static char alt[64 * 1024];
         stack_t ss = {.ss_sp = alt, .ss_size = sizeof(alt)};
         struct sigaction sa = {.sa_sigaction = on_segv,
                                .sa_flags = SA_SIGINFO | SA_ONSTACK};
+        co = hp_coro_new(STACK, recurse_fn, NULL);
+        hp_coro_stack(co, &lo, &size, &guard);
         guard_lo = lo - guard;
         guard_hi = lo;
         sigaltstack(&ss, NULL);
@@ -434,9 +439,8 @@ static void overflow_faults_on_guard(void)
     int status = 0;
     CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
-    if (!WIFSIGNALED(status))
+    if (!WIFSIGNALED(status)) /* 43: a fault off the guard */
         fprintf(stderr, "  child exited %d\n", WEXITSTATUS(status));
-    hp_coro_free(co); /* never started here, in the parent */
 }
 
 /* ---- coroutines never run, or returning at once ---- */
