@@ -227,8 +227,13 @@ static void stack_init(hp_coro *co)
  * (or it reports the other stack's frames as overflows); TSan keeps a
  * shadow call stack and clock per fiber. In ASan's protocol each side
  * starts a switch before it and finishes it after, on the stack it lands
- * on; a coroutine learns the thread stack's bounds when it finishes one. */
-static inline void san_to_coro(struct coro_tls *t, hp_coro *co)
+ * on; a coroutine learns the thread stack's bounds when it finishes one.
+ * Always inlined: under TSan a function of their own would record its
+ * entry on one fiber's shadow stack and its exit on the other's (clang at
+ * -O1, any compiler at -O0), and the thread's shadow stack would underflow
+ * once per coroutine. */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+static ALWAYS_INLINE void san_to_coro(struct coro_tls *t, hp_coro *co)
 {
 #ifdef CORO_ASAN
     uintptr_t lo = (uintptr_t)co->map + GUARD_BYTES;
@@ -241,7 +246,7 @@ static inline void san_to_coro(struct coro_tls *t, hp_coro *co)
     (void)t, (void)co;
 }
 
-static inline void san_on_thread(struct coro_tls *t)
+static ALWAYS_INLINE void san_on_thread(struct coro_tls *t)
 {
 #ifdef CORO_ASAN
     __sanitizer_finish_switch_fiber(t->thread_fake, NULL, NULL);
@@ -251,7 +256,8 @@ static inline void san_on_thread(struct coro_tls *t)
 
 /* done: the coroutine's frames are gone for good (ASan drops its fake
  * stack). */
-static inline void san_to_thread(struct coro_tls *t, hp_coro *co, bool done)
+static ALWAYS_INLINE void san_to_thread(struct coro_tls *t, hp_coro *co,
+                                        bool done)
 {
 #ifdef CORO_ASAN
     __sanitizer_start_switch_fiber(done ? NULL : &co->fake_stack,
@@ -263,7 +269,7 @@ static inline void san_to_thread(struct coro_tls *t, hp_coro *co, bool done)
     (void)t, (void)co, (void)done;
 }
 
-static inline void san_on_coro(struct coro_tls *t, hp_coro *co)
+static ALWAYS_INLINE void san_on_coro(struct coro_tls *t, hp_coro *co)
 {
 #ifdef CORO_ASAN
     __sanitizer_finish_switch_fiber(co->fake_stack, &t->thread_bottom,
