@@ -523,6 +523,7 @@ static void two_threads(void)
 
 /* ---- misuse dies on an assert ---- */
 
+#ifndef NDEBUG
 static void resume_inside_fn(void *arg)
 {
     hp_coro_resume(arg);
@@ -555,6 +556,8 @@ static void free_suspended(void)
     hp_coro_resume(co);
     hp_coro_free(co);
 }
+
+#endif
 
 static void misuse_asserts(void)
 {
