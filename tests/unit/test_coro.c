@@ -2,9 +2,10 @@
  * test_coro.c - unit tests for coro.c, the coroutine core: values passed in
  * order across yields, many interleaved coroutines whose locals survive,
  * floating point and callee-saved registers across switches, the current
- * coroutine and its data pointer, stacks reused from the thread's cache,
- * an overflow faulting on the guard, coroutines never run or returning at
- * once, two threads each switching its own, the asserts on misuse; and a
+ * coroutine and its data pointer, the ABI's stack alignment at entry,
+ * stacks reused from the thread's cache, an overflow faulting on the guard,
+ * coroutines never run or returning at once, two threads each switching
+ * its own (and their caches unmapped at exit), the asserts on misuse; and a
  * printed (never asserted) cost of a switch pair. Also run under ASan and
  * TSan (see the Makefile's asan/tsan targets).
  *
@@ -18,6 +19,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -304,6 +306,28 @@ static void current_and_data(void)
     hp_coro_free(c2);
 }
 
+/* ---- the ABI's stack alignment at fn's entry ---- */
+
+static void align_fn(void *arg)
+{
+    _Alignas(16) volatile char x[16];
+    x[0] = 1;
+    *(uintptr_t *)arg = (uintptr_t)x;
+}
+
+static void stack_aligned(void)
+{
+    uintptr_t at = 1;
+    hp_coro *co = hp_coro_new(STACK, align_fn, &at);
+    CHECK(!hp_coro_resume(co));
+    CHECK(at % 16 == 0); /* fn was called with rsp + 8 a multiple of 16 */
+    uintptr_t lo;
+    size_t size, guard;
+    hp_coro_stack(co, &lo, &size, &guard);
+    CHECK(at > lo && at < lo + size); /* and on the coroutine's stack */
+    hp_coro_free(co);
+}
+
 /* ---- stacks come back from the cache ---- */
 
 static void sum_fn(void *arg)
@@ -469,6 +493,7 @@ static void never_run_and_immediate(void)
 struct thread_run {
     int bad;
     int yields;
+    uintptr_t cached_lo; /* a stack left in the thread's cache at exit */
 };
 
 static void thread_co_fn(void *arg)
@@ -501,6 +526,8 @@ static void *thread_main(void *arg)
             if (hp_coro_current() != NULL)
                 tr->bad++;
         }
+        size_t size, guard;
+        hp_coro_stack(co[0], &tr->cached_lo, &size, &guard);
         for (int i = 0; i < 4; i++)
             hp_coro_free(co[i]);
     }
@@ -509,7 +536,7 @@ static void *thread_main(void *arg)
 
 static void two_threads(void)
 {
-    struct thread_run tr[2] = {{0, 0}, {0, 0}};
+    struct thread_run tr[2] = {{0, 0, 0}, {0, 0, 0}};
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
         CHECK(pthread_create(&th[i], NULL, thread_main, &tr[i]) == 0);
@@ -518,6 +545,11 @@ static void two_threads(void)
     for (int i = 0; i < 2; i++) {
         CHECK(tr[i].bad == 0);
         CHECK(tr[i].yields == 10 * 4 * 2000);
+        /* the thread's exit gave its cached stacks back to the kernel */
+        unsigned char vec;
+        errno = 0;
+        CHECK(mincore((void *)tr[i].cached_lo, 4096, &vec) == -1 &&
+              errno == ENOMEM);
     }
 }
 
@@ -607,6 +639,7 @@ int main(int argc, char **argv)
     T_RUN(fp_modes);
 #endif
     T_RUN(current_and_data);
+    T_RUN(stack_aligned);
     T_RUN(stack_reuse);
     T_RUN(bad_arguments);
     T_RUN(overflow_faults_on_guard);
