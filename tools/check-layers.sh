@@ -70,7 +70,25 @@ check 'hp_crash_answer|#include "crashpage\.h"' crashpage.c crashpage.h guard.c
 # server that creates it
 check 'hp_compile(_tier)?\(|hp_compiler_[a-z_]+\(' compile.c cache.c check.c \
     server.c hp.h
+# the lowest layer, below util.c: coroutine stacks and switching name no
+# other file of the project (the scheduler above builds on them)
+lowest() {
+    f=$1
+    shift
+    [ -f "$src/$f" ] || return 0
+    for inc in $(sed -n 's/^#include "\([^"]*\)".*/\1/p' "$src/$f"); do
+        ok=0
+        for allowed in "$@"; do
+            [ "$inc" = "$allowed" ] && ok=1
+        done
+        if [ $ok = 0 ]; then
+            echo "check-layers: $f includes \"$inc\" (the lowest layer: only $*)"
+            bad=1
+        fi
+    done
+}
+lowest coro.c coro.h
 if [ $bad = 0 ]; then
-    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c, the watcher reaches the compiler only through the cache"
+    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c, the watcher reaches the compiler only through the cache, coro.c includes only coro.h"
 fi
 exit $bad
