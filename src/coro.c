@@ -50,7 +50,16 @@
 #include <ucontext.h>
 #endif
 
+/* The guard below each stack: as large as a handler thread's
+ * (HP_THREAD_GUARD, pool.h, and why there): pages the fast tier built
+ * (tcc) do not probe large frames, so a frame of up to this size that runs
+ * off the stack faults here rather than landing in another mapping. Only
+ * address space: mapped PROT_NONE, never committed. */
+#if UINTPTR_MAX > 0xffffffffu
+#define GUARD_BYTES ((size_t)1 << 30)
+#else
 #define GUARD_BYTES ((size_t)64 * 1024)
+#endif
 
 enum coro_state { CO_READY, CO_RUNNING, CO_SUSPENDED, CO_DONE };
 
@@ -325,12 +334,16 @@ static hp_coro *cache_take(struct coro_tls *t, size_t map_size)
 /* A new mapping: guard, stack, and the struct at its top. */
 static hp_coro *stack_map(struct coro_tls *t, size_t map_size, size_t hdr)
 {
+    /* All of it PROT_NONE first, then the stack opened: the guard is
+     * never writable, not even for a moment, and never counted as
+     * committed memory. */
     void *map =
-        mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+        mmap(NULL, map_size, PROT_NONE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (map == MAP_FAILED)
         return NULL;
-    if (mprotect(map, GUARD_BYTES, PROT_NONE) != 0) {
+    if (mprotect((char *)map + GUARD_BYTES, map_size - GUARD_BYTES,
+                 PROT_READ | PROT_WRITE) != 0) {
         int e = errno;
         munmap(map, map_size);
         errno = e;

@@ -26,7 +26,8 @@ typedef void (*hp_coro_fn)(void *arg);
 
 /* A coroutine that will run fn(arg) on its own stack of at least
  * stack_size bytes (rounded up to pages), with a PROT_NONE guard below it
- * (64 KiB, so that a frame with a large local array cannot step over it)
+ * (1 GiB of address space on 64-bit systems, as below a handler
+ * thread's stack: code the fast tier built does not probe large frames)
  * that turns an overflow into SIGSEGV. The stack is mapped
  * MAP_NORESERVE|MAP_STACK: pages cost memory only once touched. A stack of
  * the same size from the thread's cache is reused (no system call).
