@@ -1653,6 +1653,11 @@ unsigned long hp_db__pg_round_trips(hp_db *db)
                : 0;
 }
 
+int hp_db__pg_socket(hp_db *db)
+{
+    return db && db->drv == &hp_db_pg_driver ? PQsocket(C(db)) : -1;
+}
+
 bool hp_db__pg_commit_in_flight(hp_db *db)
 {
     return db->drv == &hp_db_pg_driver &&
