@@ -1,6 +1,7 @@
 /*
  * db_pg.c - the PostgreSQL engine behind the database layer (db_core.h), on
- * libpq's synchronous API.
+ * libpq's asynchronous calls (PQsend*, PQconnectPoll), every wait for the
+ * server through hp_wait_fd (wait.h: a coroutine scheduler's hook, or poll).
  *
  * Owns: every PQ* call: connecting (with a connect timeout, so an
  * unreachable server cannot hold a request longer than the pool's acquire
