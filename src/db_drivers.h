@@ -19,5 +19,8 @@ bool hp_db__pg_commit_in_flight(hp_db *db);
  * pipeline or chunk of a batch sent and its replies awaited; an unawaited
  * COMMIT is none); 0 off PostgreSQL. For the unit test only. */
 unsigned long hp_db__pg_round_trips(hp_db *db);
+/* The descriptor db's connection waits on (PQsocket: what hp_wait_fd is
+ * given); -1 off PostgreSQL. For the unit test only. */
+int hp_db__pg_socket(hp_db *db);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * db_pg.c - the PostgreSQL engine behind the database layer (db_core.h), on
- * libpq's synchronous API.
+ * libpq's asynchronous calls (PQsend*, PQconnectPoll), every wait for the
+ * server through hp_wait_fd (wait.h: a coroutine scheduler's hook, or poll).
  *
  * Owns: every PQ* call: connecting (with a connect timeout, so an
  * unreachable server cannot hold a request longer than the pool's acquire
@@ -81,6 +82,7 @@
  * (changed_rows: the command tag), as SQLite does.
  */
 #include "db_drivers.h"
+#include "wait.h"
 
 #include <ctype.h>
 #include <libpq-fe.h>
@@ -116,6 +118,7 @@ struct pg_conn {
     bool guard_ready;        /* prepared as GUARD_NAME on this connection */
     bool aborted;            /* a read on its own failed: refuse the rest */
     bool copy;               /* a statement started a COPY: dropped      */
+    bool timed_out;          /* a wait for the server failed: dropped    */
     unsigned long waits;     /* round trips so far (hp_db__pg_round_trips) */
 };
 
@@ -190,10 +193,24 @@ static void fail_copy(hp_db *db)
     hp_db__fail(db, COPY_REFUSED, "0A000", 0);
 }
 
+/* A wait for the server that ended without an answer (hp_wait_fd: the
+ * scheduler's deadline for the request passed, or the wait failed): the
+ * connection is somewhere in a command (pc->broken: the pool closes it),
+ * and the call fails as a cancelled statement would (57014,
+ * query_canceled). */
+static void fail_timed_out(hp_db *db)
+{
+    hp_db__fail(db, "timed out waiting for PostgreSQL", "57014", 0);
+}
+
 /* From a result when there is one with a SQLSTATE; else the connection's
  * message (a lost connection has no SQLSTATE: 08006); a COPY's, 0A000. */
 static void fail_res(hp_db *db, const PGresult *r)
 {
+    if (((struct pg_conn *)db->conn)->timed_out) {
+        fail_timed_out(db);
+        return;
+    }
     if (is_copy(r) || ((struct pg_conn *)db->conn)->copy) {
         fail_copy(db);
         return;
@@ -237,6 +254,102 @@ static bool ok_status(const PGresult *r)
            s == PGRES_EMPTY_QUERY;
 }
 
+/* ---- waiting for the server ---------------------------------------------- */
+
+/*
+ * No call here blocks the thread inside libpq while the server works: a
+ * command is sent (PQsend*; the connection is in blocking mode, so the send
+ * itself writes all of it, as PQexec's does), and every wait for its
+ * answer goes through hp_wait_fd on the connection's socket, which a
+ * coroutine scheduler replaces for its thread (it runs other requests
+ * meanwhile). Without a scheduler hp_wait_fd is poll(2), as libpq's own
+ * wait, with no deadline, so the calls behave as PQexec and company did;
+ * and the system calls are the same: one poll, then the reads.
+ */
+
+/* The wait failed (0: the hook's deadline; -1: an error): the connection
+ * is mid-command, in a state nobody knows; it is dropped. */
+static bool wait_failed(struct pg_conn *pc)
+{
+    pc->timed_out = pc->broken = true;
+    return false;
+}
+
+/* What libpq has buffered goes out; a flush that would block (only in
+ * non-blocking mode) waits for the socket to take more. 0: sent; -1: the
+ * write failed (a lost connection); -2: the wait did. */
+static int flush_out(struct pg_conn *pc)
+{
+    int f;
+    while ((f = PQflush(pc->c)) == 1)
+        if (hp_wait_fd(PQsocket(pc->c), POLLOUT, 0) != 1) {
+            wait_failed(pc);
+            return -2;
+        }
+    return f;
+}
+
+/* Until PQgetResult would not block: read what the server sent, waiting
+ * through hp_wait_fd while it is not all here. false: the wait failed. */
+static bool await_result(struct pg_conn *pc)
+{
+    if (pc->timed_out || flush_out(pc) == -2)
+        return false; /* a failed write: PQgetResult says so */
+    while (PQisBusy(pc->c)) {
+        if (hp_wait_fd(PQsocket(pc->c), POLLIN, 0) != 1)
+            return wait_failed(pc);
+        if (!PQconsumeInput(pc->c))
+            break; /* the connection is lost: PQgetResult says so */
+    }
+    return true;
+}
+
+/* PQgetResult without blocking in libpq. NULL: the command's results are
+ * over, or the connection failed, or the wait did (pc->timed_out). */
+static PGresult *pg_result_wait(struct pg_conn *pc)
+{
+    return await_result(pc) ? PQgetResult(pc->c) : NULL;
+}
+
+/*
+ * What PQexec returns, after a PQsend*: every result up to the NULL that
+ * ends the command, keeping the last (libpq 15's PQexecFinish: a simple
+ * query that fails stops at its error, which is then the last; errors
+ * before it are in PQerrorMessage). It stops at a COPY, whose state
+ * repeats, and at a lost connection. NULL when the send failed
+ * (sent false) or the wait did.
+ */
+static PGresult *exec_finish(struct pg_conn *pc, bool sent)
+{
+    if (!sent)
+        return NULL;
+    PGresult *last = NULL, *r;
+    while ((r = pg_result_wait(pc)) != NULL) {
+        PQclear(last);
+        last = r;
+        if (is_copy(r) || PQstatus(pc->c) == CONNECTION_BAD)
+            break;
+    }
+    if (pc->timed_out) {
+        PQclear(last);
+        return NULL;
+    }
+    return last;
+}
+
+/* PQexec(pc->c, sql), waiting through hp_wait_fd. */
+static PGresult *pg_exec(struct pg_conn *pc, const char *sql)
+{
+    return exec_finish(pc, PQsendQuery(pc->c, sql));
+}
+
+/* PQprepare(pc->c, name, sql, 0, NULL), waiting through hp_wait_fd. */
+static PGresult *pg_prepare_wait(struct pg_conn *pc, const char *name,
+                                 const char *sql)
+{
+    return exec_finish(pc, PQsendPrepare(pc->c, name, sql, 0, NULL));
+}
+
 /* ---- connections --------------------------------------------------------- */
 
 /* "postgresql://..." and "postgres://...": libpq takes the URL itself. */
@@ -276,12 +389,15 @@ static void on_notice(void *arg, const PGresult *r)
                     PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
 }
 
-static int run_init(PGconn *c, const char *init_sql, char **err)
+static int run_init(struct pg_conn *pc, const char *init_sql, char **err)
 {
-    PGresult *r = PQexec(c, init_sql);
+    PGresult *r = pg_exec(pc, init_sql);
     bool ok = r && ok_status(r);
     if (!ok)
-        *err = hp_xasprintf("init SQL: %s", PQerrorMessage(c));
+        *err = hp_xasprintf("init SQL: %s", pc->timed_out
+                                                ? "timed out waiting for "
+                                                  "PostgreSQL"
+                                                : PQerrorMessage(pc->c));
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -295,12 +411,12 @@ static int run_init(PGconn *c, const char *init_sql, char **err)
  * reads must share one. A page that changes the default later is caught
  * by the guard, statement by statement.
  */
-static bool ro_reads_possible(PGconn *c, const char *xid_sql)
+static bool ro_reads_possible(struct pg_conn *pc)
 {
-    if (!xid_sql)
+    if (!pc->xid_sql)
         return false;
-    PGresult *r = PQexec(c, "SELECT pg_catalog.current_setting("
-                            "'default_transaction_isolation')");
+    PGresult *r = pg_exec(pc, "SELECT pg_catalog.current_setting("
+                              "'default_transaction_isolation')");
     bool rc = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
               (strcmp(PQgetvalue(r, 0, 0), "read committed") == 0 ||
                strcmp(PQgetvalue(r, 0, 0), "read uncommitted") == 0);
@@ -308,40 +424,105 @@ static bool ro_reads_possible(PGconn *c, const char *xid_sql)
     return rc;
 }
 
+/* The connect timeout in force: the URL's connect_timeout if it gives one
+ * (libpq's rules: at least 2 s, 0 or less for none), else ours (secs). */
+static int connect_secs(PGconn *c, int secs)
+{
+    PQconninfoOption *o = PQconninfo(c);
+    for (PQconninfoOption *i = o; i && i->keyword; i++)
+        if (strcmp(i->keyword, "connect_timeout") == 0 && i->val && *i->val) {
+            char *end;
+            long v = strtol(i->val, &end, 10);
+            if (end != i->val && v < 1000000)
+                secs = v <= 0 ? 0 : v < 2 ? 2 : (int)v;
+        }
+    PQconninfoFree(o);
+    return secs;
+}
+
+/*
+ * PQconnectdbParams without blocking in libpq: PQconnectStartParams, then
+ * PQconnectPoll, waiting through hp_wait_fd on the socket for what it asks
+ * (libpq's "Connecting" protocol; PQsocket may change as it tries another
+ * address). PQconnectPoll does not apply connect_timeout itself: the
+ * deadline here does, over the whole attempt (libpq's is per address), and
+ * ends as libpq's words for it ("timeout expired"); a hook's earlier
+ * deadline (the request's time) ends it with "timed out waiting for
+ * PostgreSQL". NULL with *err set on failure.
+ */
+static PGconn *connect_wait(const char *const *keys, const char *const *vals,
+                            int secs, char **err)
+{
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    if (!c) {
+        *err = hp_xstrdup("out of memory");
+        return NULL;
+    }
+    secs = connect_secs(c, secs);
+    int64_t deadline = secs ? hp_now_ns() + secs * 1000000000LL : 0;
+    PostgresPollingStatusType st = PQstatus(c) == CONNECTION_BAD
+                                       ? PGRES_POLLING_FAILED
+                                       : PGRES_POLLING_WRITING;
+    const char *why = NULL;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        short ev = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+        int w = hp_wait_fd(PQsocket(c), ev, deadline);
+        if (w != 1) {
+            why = w == 0 && deadline && hp_now_ns() >= deadline
+                      ? "timeout expired"
+                      : "timed out waiting for PostgreSQL";
+            break;
+        }
+        st = PQconnectPoll(c);
+    }
+    if (!why && st == PGRES_POLLING_OK && PQstatus(c) == CONNECTION_OK)
+        return c;
+    *err = hp_xasprintf("%s%s", PQerrorMessage(c), why ? why : "");
+    size_t n = strlen(*err);
+    while (n && ((*err)[n - 1] == '\n' || (*err)[n - 1] == ' '))
+        (*err)[--n] = '\0';
+    PQfinish(c);
+    return NULL;
+}
+
 /*
  * The URL's own settings win over ours (libpq applies parameters in order
  * and expands the URL given as dbname where it stands). connect_timeout
- * follows the pool's acquire timeout; libpq's minimum is 2 seconds.
+ * follows the pool's acquire timeout; libpq's minimum is 2 seconds. The
+ * init SQL and the isolation question wait through hp_wait_fd too: a
+ * connection is opened at a request's checkout.
  */
 static int pg_connect(hp_db *db, const char *url, const char *init_sql,
                       int timeout_ms, char **err)
 {
     char timeout[16];
     int secs = (timeout_ms + 999) / 1000;
-    snprintf(timeout, sizeof timeout, "%d", secs < 2 ? 2 : secs);
+    secs = secs < 2 ? 2 : secs;
+    snprintf(timeout, sizeof timeout, "%d", secs);
     const char *const keys[] = {"connect_timeout", "application_name",
                                 "client_encoding", "dbname", NULL};
     const char *const vals[] = {timeout, "hotpub", "UTF8", url, NULL};
 
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (!c || PQstatus(c) != CONNECTION_OK) {
-        *err = hp_xstrdup(c ? PQerrorMessage(c) : "out of memory");
-        size_t n = strlen(*err);
-        while (n && ((*err)[n - 1] == '\n' || (*err)[n - 1] == ' '))
-            (*err)[--n] = '\0';
-        PQfinish(c);
+    PGconn *c = connect_wait(keys, vals, secs, err);
+    if (!c)
         return -1;
-    }
     PQsetNoticeReceiver(c, on_notice, NULL);
-    if (init_sql && run_init(c, init_sql, err) < 0) {
-        PQfinish(c);
-        return -1;
-    }
     struct pg_conn *pc = hp_xcalloc(1, sizeof *pc);
     pc->c = c;
+    if (init_sql && run_init(pc, init_sql, err) < 0) {
+        PQfinish(c);
+        free(pc);
+        return -1;
+    }
     int v = PQserverVersion(c);
     pc->xid_sql = v >= 130000 ? XID_SQL_13 : v >= 90600 ? XID_SQL_96 : NULL;
-    pc->ro_reads = ro_reads_possible(c, pc->xid_sql);
+    pc->ro_reads = ro_reads_possible(pc);
+    if (pc->timed_out) {
+        *err = hp_xstrdup("timed out waiting for PostgreSQL");
+        PQfinish(c);
+        free(pc);
+        return -1;
+    }
     db->conn = pc;
     return 0;
 }
@@ -376,11 +557,11 @@ static bool pg_alive(hp_db *db)
 
 /* The next command's result in the pipeline, having read the NULL that
  * ends it (NULL when there is none: the connection is gone). */
-static PGresult *pipe_next(PGconn *c)
+static PGresult *pipe_next(struct pg_conn *pc)
 {
-    PGresult *r = PQgetResult(c);
+    PGresult *r = pg_result_wait(pc);
     if (r && PQresultStatus(r) != PGRES_PIPELINE_SYNC && !is_copy(r))
-        PQclear(PQgetResult(c)); /* NULL: one result per command */
+        PQclear(pg_result_wait(pc)); /* NULL: one result per command */
     return r;
 }
 
@@ -391,7 +572,9 @@ static PGresult *pipe_next(PGconn *c)
 static bool pipe_sync(struct pg_conn *pc)
 {
     for (int nulls = 0; nulls < 2;) {
-        PGresult *r = PQgetResult(pc->c);
+        PGresult *r = pg_result_wait(pc);
+        if (pc->timed_out)
+            return false; /* broken: mid-pipeline, closed at release */
         if (!r) {
             nulls++;
             continue;
@@ -423,12 +606,14 @@ static bool pg_settle(hp_db *db)
         return true;
     pc->reply_pending = false;
     PQconsumeInput(pc->c); /* usually all of it, without waiting */
-    PGresult *r = pipe_next(pc->c);
+    PGresult *r = pipe_next(pc);
     bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
         hp_log_error("postgresql: the COMMIT of a transaction that wrote "
                      "nothing failed after its response was sent: %s",
-                     r ? PQresultErrorMessage(r) : PQerrorMessage(pc->c));
+                     r               ? PQresultErrorMessage(r)
+                     : pc->timed_out ? "timed out waiting for PostgreSQL"
+                                     : PQerrorMessage(pc->c));
     PQclear(r);
     return pipe_sync(pc) && ok;
 }
@@ -454,7 +639,7 @@ static int pg_reset(hp_db *db)
     case PQTRANS_INTRANS:
     case PQTRANS_INERROR: {
         pc->waits++;
-        PGresult *r = PQexec(C(db), "ROLLBACK");
+        PGresult *r = pg_exec(pc, "ROLLBACK");
         bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         return ok ? 0 : -1;
@@ -495,14 +680,18 @@ static int pg_discard(hp_db *db, const char *url, const char *init_sql,
         return -1;
     if (init_sql) {
         pc->waits++;
-        if (run_init(pc->c, init_sql, &err) < 0) {
-            hp_db__fail(db, err, NULL, 0);
+        if (run_init(pc, init_sql, &err) < 0) {
+            hp_db__fail(db, err, pc->timed_out ? "57014" : NULL, 0);
             free(err);
             return -1;
         }
     }
     pc->waits++;
-    pc->ro_reads = ro_reads_possible(pc->c, pc->xid_sql);
+    pc->ro_reads = ro_reads_possible(pc);
+    if (pc->timed_out) {
+        fail_timed_out(db);
+        return -1;
+    }
     return 0;
 }
 
@@ -565,7 +754,7 @@ static int pg_rollback(hp_db *db)
         pc->begin_queued = false;
         return 0;
     }
-    if (pc->broken && pc->copy)
+    if (pc->broken && (pc->copy || pc->timed_out))
         return 0; /* closing it at release rolls back (fail_copy) */
     if (pc->broken) {
         hp_db__fail(db, "the connection's pipeline broke", "08006", 0);
@@ -590,7 +779,7 @@ static void *pg_prepare(hp_db *db, const char *sql, bool keep)
     struct pg_stmt *s = hp_xcalloc(1, sizeof *s);
     snprintf(s->name, sizeof s->name, "hp_%lu", ++pc->next_name);
     pc->waits++;
-    PGresult *r = PQprepare(pc->c, s->name, sql, 0, NULL);
+    PGresult *r = pg_prepare_wait(pc, s->name, sql);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
         fail_res(db, r);
         PQclear(r);
@@ -614,7 +803,7 @@ static void pg_finalize(hp_db *db, void *stmt, bool tell_server)
         char sql[48];
         snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
         ((struct pg_conn *)db->conn)->waits++;
-        PGresult *r = PQexec(C(db), sql);
+        PGresult *r = pg_exec(db->conn, sql);
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK)
             hp_log_error("postgresql: %s failed (a transaction it ran in is "
                          "aborted by it): %s",
@@ -758,19 +947,21 @@ static void collect(hp_db_res *res, PGresult *r)
     res->keep_free = pqclear;
 }
 
+static bool send_stmt(PGconn *c, struct pg_stmt *s, const char *sql, size_t n,
+                      const struct pg_params *pp);
+
+/* PQexecParams or PQexecPrepared, waiting through hp_wait_fd. */
 static PGresult *execute(hp_db *db, struct pg_stmt *s, const char *sql,
                          size_t n, const hp_db_val *params)
 {
+    struct pg_conn *pc = db->conn;
     struct pg_params pp;
-    ((struct pg_conn *)db->conn)->waits++;
+    pc->waits++;
     params_init(&pp, n);
     params_fill(&pp, n, params);
-    PGresult *r = s == &unnamed ? PQexecParams(C(db), sql, (int)n, NULL,
-                                               pp.vals, pp.lens, pp.fmts, 0)
-                                : PQexecPrepared(C(db), s->name, (int)n,
-                                                 pp.vals, pp.lens, pp.fmts, 0);
+    bool sent = send_stmt(pc->c, s, sql, n, &pp);
     params_free(&pp);
-    return r;
+    return exec_finish(pc, sent);
 }
 
 /* A word of the statement that says it writes or locks rows: a
@@ -865,7 +1056,7 @@ static bool prepared(struct pg_conn *pc, const char *name, const char *sql,
 {
     if (!*ready) {
         pc->waits++;
-        PGresult *r = PQprepare(pc->c, name, sql, 0, NULL);
+        PGresult *r = pg_prepare_wait(pc, name, sql);
         *ready = r && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
     }
@@ -909,9 +1100,9 @@ static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
         return NULL;
     }
     pc->waits++;
-    PGresult *begin = pipe_next(c);
-    PGresult *r = pipe_next(c);
-    PGresult *chk = check ? pipe_next(c) : NULL;
+    PGresult *begin = pipe_next(pc);
+    PGresult *r = pipe_next(pc);
+    PGresult *chk = check ? pipe_next(pc) : NULL;
     if (!pipe_sync(pc)) {
         PQclear(begin);
         PQclear(chk);
@@ -985,7 +1176,7 @@ static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
         return NULL;
     }
     pc->waits++;
-    PGresult *r = pipe_next(c), *guard = pipe_next(c);
+    PGresult *r = pipe_next(pc), *guard = pipe_next(pc);
     bool synced = pipe_sync(pc);
     bool alone = guard_passed(pc, guard);
     if (!synced) {
@@ -1010,6 +1201,10 @@ static PGresult *execute_read(hp_db *db, struct pg_stmt *s, const char *sql,
  * server then, so no ROLLBACK TO could succeed either). */
 static bool refused_after_failure(hp_db *db)
 {
+    if (((struct pg_conn *)db->conn)->timed_out) {
+        fail_timed_out(db); /* the connection is mid-command: no more */
+        return true;
+    }
     if (!((struct pg_conn *)db->conn)->aborted)
         return false;
     hp_db__fail(db,
@@ -1132,9 +1327,9 @@ static bool send_chunk(PGconn *c, struct batch *b)
 
 /* One reply: a run's (first .. sent-1), or BEGIN's (run < 0). The first
  * failure is kept; after it, the pipeline's ABORTED results are dropped. */
-static void read_reply(PGconn *c, struct batch *b, long run)
+static void read_reply(struct pg_conn *pc, struct batch *b, long run)
 {
-    PGresult *r = pipe_next(c);
+    PGresult *r = pipe_next(pc);
     if (b->failed) {
         PQclear(r);
     } else if (!r || !ok_status(r)) {
@@ -1150,9 +1345,9 @@ static void read_reply(PGconn *c, struct batch *b, long run)
 
 /* The COMMIT of a batch outside any transaction: when it fails (a
  * deferred constraint), nothing of the runs is kept. */
-static void read_commit(PGconn *c, struct batch *b)
+static void read_commit(struct pg_conn *pc, struct batch *b)
 {
-    PGresult *r = pipe_next(c);
+    PGresult *r = pipe_next(pc);
     if (!b->failed && (!r || PQresultStatus(r) != PGRES_COMMAND_OK)) {
         b->failed = true;
         b->fail = r;
@@ -1190,19 +1385,20 @@ static bool batch_pipeline(struct pg_conn *pc, struct batch *b, bool begin,
         if (last && b->commit &&
             !PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
             goto lost;
-        if (last ? !PQpipelineSync(c)
-                 : !PQsendFlushRequest(c) || PQflush(c) != 0)
+        if (last ? !PQpipelineSync(c) : !PQsendFlushRequest(c))
+            goto lost;
+        if (!last && flush_out(pc) != 0)
             goto lost;
         synced = last;
         pc->waits++;
         if (begin && first == 0)
-            read_reply(c, b, -1);
+            read_reply(pc, b, -1);
         for (size_t i = first; i < b->sent; i++)
-            read_reply(c, b, (long)i);
+            read_reply(pc, b, (long)i);
         if (last && guard)
-            *guard_res = pipe_next(c);
+            *guard_res = pipe_next(pc);
         if (last && b->commit)
-            read_commit(c, b);
+            read_commit(pc, b);
         if (b->failed && !synced) {
             if (!PQpipelineSync(c))
                 goto lost;
@@ -1404,7 +1600,7 @@ static int pg_run_many(hp_db *db, void *stmt, const char *sql, size_t nrows,
 static int simple(hp_db *db, const char *sql)
 {
     ((struct pg_conn *)db->conn)->waits++;
-    PGresult *r = PQexec(C(db), sql);
+    PGresult *r = pg_exec(db->conn, sql);
     if (!r || !ok_status(r)) {
         fail_res(db, r);
         PQclear(r);
@@ -1456,6 +1652,11 @@ unsigned long hp_db__pg_round_trips(hp_db *db)
     return db && db->drv == &hp_db_pg_driver
                ? ((struct pg_conn *)db->conn)->waits
                : 0;
+}
+
+int hp_db__pg_socket(hp_db *db)
+{
+    return db && db->drv == &hp_db_pg_driver ? PQsocket(C(db)) : -1;
 }
 
 bool hp_db__pg_commit_in_flight(hp_db *db)

@@ -12,7 +12,9 @@
  * (db.c), results (db_core.c).
  *
  * Locking: one mutex per pool guards its idle list and counters; a waiter
- * sleeps on the pool's condvar with a deadline. No engine call (connect,
+ * sleeps on the pool's condvar with a deadline (or, on a thread whose waits
+ * go through a coroutine scheduler's hook, naps through hp_wait_fd and
+ * looks again: pool_nap_locked). No engine call (connect,
  * ROLLBACK, a liveness probe) is ever made with the pool's mutex held, so a
  * slow database never stalls threads that only want an idle connection. A
  * connection being opened holds a reserved slot (size counts it). The
@@ -38,6 +40,7 @@
 #include "db_pool.h"
 #include "db.h"
 #include "db_drivers.h"
+#include "wait.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -465,10 +468,38 @@ static void idle_push(hp_db_pool *p, hp_db *db, bool back)
     p->idle_tail = db;
 }
 
+/* The nap of a waiter whose thread runs coroutines (pool_nap_locked). */
+#define NAP_NS 1000000LL
+
+/*
+ * Under p->mu, when this thread's waits go through a scheduler's hook
+ * (hp_wait_hooked): the condition variable would block the thread and so
+ * every coroutine on it, the one that would give a connection back among
+ * them. So the mutex is let go and the waiter sleeps through hp_wait_fd,
+ * at most NAP_NS, then looks again: a connection given back is seen within
+ * a millisecond, and the wait ends at the same limit. false: the limit
+ * passed, or the hook ended the sleep early or failed (its own deadline:
+ * the request's time ran out), a timeout too.
+ */
+static bool pool_nap_locked(hp_db_pool *p, int64_t limit_ns)
+{
+    int64_t now = hp_now_ns();
+    if (now >= limit_ns)
+        return false;
+    int64_t until = limit_ns - now > NAP_NS ? now + NAP_NS : limit_ns;
+    pthread_mutex_unlock(&p->mu);
+    int rc = hp_wait_fd(-1, 0, until);
+    now = hp_now_ns();
+    pthread_mutex_lock(&p->mu);
+    return rc != -1 && !(rc == 0 && now < until) && now < limit_ns;
+}
+
 /* Under p->mu: take an idle connection, reserve a slot, or wait. */
 static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
 {
     struct timespec deadline = deadline_after(p->timeout_ms);
+    int64_t limit_ns = hp_now_ns() + (int64_t)p->timeout_ms * 1000000;
+    bool hooked = hp_wait_hooked();
     bool expired = p->timeout_ms <= 0;
 
     for (;;) {
@@ -493,8 +524,9 @@ static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
             p->timeouts++;
             return GOT_TIMEOUT;
         }
-        p->waiters++;
-        int rc = pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
+        p->waiters++; /* napping too: the pool is not freed under us */
+        int rc = hooked ? (pool_nap_locked(p, limit_ns) ? 0 : ETIMEDOUT)
+                        : pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
         p->waiters--;
         /* Look once more after a timeout: a connection may have come back
          * just as the deadline passed. */

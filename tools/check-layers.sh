@@ -88,7 +88,16 @@ lowest() {
     done
 }
 lowest coro.c coro.h
+# how a thread waits (wait.c) is below the database layer, which waits
+# through it: it names nothing of that layer, requests, pages or the server
+for f in "$src"/wait.c "$src"/wait.h; do
+    [ -f "$f" ] || continue
+    if grep -nE '#include "(db[a-z_]*|request|server|publish|loader|cache|pool)\.h"|hp_db|hp_req' "$f" | sed 's/^/  /' | grep .; then
+        echo "check-layers: $(basename "$f") reaches above its layer (it is below the database layer)"
+        bad=1
+    fi
+done
 if [ $bad = 0 ]; then
-    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c, the watcher reaches the compiler only through the cache, coro.c includes only coro.h"
+    echo "ok   layers: the server names no supervisor, the guard is master.c's, the listener and the census are server.c's, only tplcache.c and check.c drive template.c, the watcher reaches the compiler only through the cache, coro.c includes only coro.h, wait.c names nothing above it"
 fi
 exit $bad

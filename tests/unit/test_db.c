@@ -15,8 +15,10 @@
 #include "db_pool.h"
 #include "request.h"
 #include "t.h"
+#include "wait.h"
 
 #include <ftw.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1787,6 +1789,215 @@ static void request_pool_exhausted_503(void)
     hp_db_pool_close(p);
 }
 
+/* ---- waits through a scheduler's hook (wait.c) -----------------------------
+ */
+
+/* A scheduler's stand-in: counts the waits it is given and does them with
+ * poll(2), or answers "the request's time ran out" (timeout_now). */
+struct counting {
+    int calls, wrong_fd, no_fd;
+    int expect_fd; /* -1: any */
+    bool timeout_now;
+};
+
+static int counting_hook(int fd, short events, int64_t deadline_ns, void *cls)
+{
+    struct counting *c = cls;
+    c->calls++;
+    c->no_fd += fd < 0;
+    if (c->expect_fd >= 0 && fd != c->expect_fd)
+        c->wrong_fd++;
+    if (c->timeout_now)
+        return 0;
+    int ms = -1;
+    if (deadline_ns) {
+        int64_t left = deadline_ns - hp_now_ns();
+        ms = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+    }
+    struct pollfd p = {.fd = fd, .events = events};
+    int rc = poll(&p, fd < 0 ? 0 : 1, ms);
+    return rc > 0 ? 1 : rc == 0 ? 0 : -1;
+}
+
+/* A request's statements, each kind of wait db_pg.c has (a read on its
+ * own, a first statement with BEGIN, one inside the transaction, a batch,
+ * the COMMIT); its answers as one number, the same with a hook or not. */
+static long long hooked_request(hp_db_pool *p, struct counting *c)
+{
+    hp_req req;
+    const char *t = tbl("hook");
+    fake_request(&req, "POST");
+    hp_db *db = hp_db_from(&req, p);
+    if (!db)
+        return -1;
+    if (c) { /* from here on, every wait is on the connection's socket */
+        c->expect_fd = hp_db__pg_socket(db);
+        c->calls = 0;
+    }
+    long long v = query_int(db, "SELECT 6 * 7");
+    CHECK(hp_db_execv(db, sqlf("INSERT INTO %s VALUES ($1)", t), HP_INT(5)) ==
+          HP_OK);
+    hp_db_val rows[3] = {HP_INT(1), HP_INT(2), HP_INT(3)};
+    CHECK(hp_db_exec_many(db, sqlf("INSERT INTO %s VALUES ($1)", t), 3, 1,
+                          rows) == HP_OK);
+    v = v * 1000 + query_int(db, sqlf("SELECT sum(a)::int FROM %s", t));
+    CHECK(end_request(&req) == 200);
+    return v;
+}
+
+static void pg_hook_carries_the_waits(void)
+{
+    struct counting c = {.expect_fd = -1};
+    const char *t = tbl("hook");
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    drop(db, "hook");
+    CHECK(hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER)", t)) ==
+          HP_OK);
+    hp_db_pool_release(db);
+    long long plain = hooked_request(p, NULL);
+    CHECK(plain == 42011);
+    CHECK(hp_db_exec_script(db = acquire(p), sqlf("DELETE FROM %s", t)) ==
+          HP_OK);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+
+    /* A new pool: the connect waits through the hook too. */
+    p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_wait_set_hook(counting_hook, &c);
+    int64_t w0 = hp_wait_ns();
+    db = acquire(p);
+    CHECK(c.calls > 0); /* the connect, the init queries */
+    CHECK(c.no_fd == 0);
+    hp_db_pool_release(db);
+    c.calls = 0;
+    long long hooked = hooked_request(p, &c);
+    CHECK(hooked == plain); /* the same answers */
+    CHECK(c.calls >= 4);    /* a wait per round trip at least */
+    CHECK(c.wrong_fd == 0 && c.no_fd == 0);
+    CHECK(hp_wait_ns() > w0);
+    hp_wait_set_hook(NULL, NULL);
+    drop(db = acquire(p), "hook");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* The hook says the request's time ran out: the call fails with 57014, the
+ * connection is mid-command and is closed, never pooled; the next checkout
+ * gets a new one that works. */
+static void pg_hook_timeout_drops_connection(void)
+{
+    struct counting c = {.expect_fd = -1, .timeout_now = true};
+    struct hp_db_pool_stats s;
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    long long pid = query_int(db, "SELECT pg_backend_pid()");
+    hp_db_pool_release(db);
+
+    fake_request(&req, "GET");
+    hp_wait_set_hook(counting_hook, &c);
+    db = hp_db_from(&req, p); /* an idle connection: no wait */
+    CHECK(db != NULL);
+    CHECK(hp_db_query(db, "SELECT 1") == NULL);
+    CHECK(c.calls == 1);
+    CHECK_STR(hp_db_sqlstate(db), "57014");
+    CHECK(strstr(hp_db_error(db), "timed out waiting for PostgreSQL"));
+    /* refused (db.c: 25P02 after any failure), with no second wait */
+    CHECK(hp_db_exec(db, "SELECT 2") == -1);
+    CHECK(c.calls == 1);
+    CHECK(end_request(&req) == 500);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.size == 0 && s.idle == 0 && s.in_use == 0);
+
+    /* A connect the hook times out fails as a connect does. */
+    char *err = NULL;
+    CHECK(hp_db_pool_acquire(p, &err) == NULL);
+    CHECK(err && strstr(err, "timed out waiting for PostgreSQL"));
+    free(err);
+    hp_wait_set_hook(NULL, NULL);
+
+    db = acquire(p);
+    CHECK(db != NULL);
+    CHECK(query_int(db, "SELECT pg_backend_pid()") != pid);
+    CHECK(query_int(db, "SELECT 3") == 3);
+    hp_db_pool_release(db);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.size == 1 && s.idle == 1);
+    hp_db_pool_close(p);
+}
+
+struct giver {
+    hp_db *db;
+    int delay_ms;
+};
+
+static void *give_back_later(void *arg)
+{
+    struct giver *g = arg;
+    usleep((useconds_t)g->delay_ms * 1000);
+    hp_db_pool_release(g->db);
+    return NULL;
+}
+
+/* A thread whose waits go through a hook never sleeps on the pool's
+ * condition variable: it naps through the hook, 1 ms at a time, and ends
+ * as the plain wait does (the 503 at the acquire timeout; the connection
+ * given back meanwhile; the hook's own deadline, a timeout at once). */
+static void pool_full_wait_hooked(void)
+{
+    struct counting c = {.expect_fd = -1};
+    struct hp_db_pool_stats s;
+    hp_req req;
+    hp_db_pool *p = open_pool(
+        &(struct hp_db_pool_opts){.max_conns = 1, .acquire_timeout_ms = 100});
+    hp_db *held = acquire(p);
+    hp_wait_set_hook(counting_hook, &c);
+    fake_request(&req, "GET");
+    int64_t pool0 = hp_db_pool_ns(), w0 = hp_wait_ns();
+    double t0 = hp_now();
+    CHECK(hp_db_from(&req, p) == NULL);
+    double waited = hp_now() - t0;
+    CHECK(waited >= 0.099 && waited < 1.0);
+    CHECK(req.forced_status == 503);
+    CHECK(c.calls >= 20 && c.no_fd == c.calls); /* naps, no descriptor */
+    CHECK(hp_db_pool_ns() - pool0 >= 99000000);
+    CHECK(hp_wait_ns() - w0 >= 90000000);
+    fake_rollback(&req);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.timeouts == 1 && s.waiters == 0);
+
+    /* Given back by another thread while this one naps: it gets it. */
+    struct giver g = {.db = held, .delay_ms = 30};
+    pthread_t th;
+    pthread_create(&th, NULL, give_back_later, &g);
+    t0 = hp_now();
+    char *err = NULL;
+    hp_db *got = hp_db_pool_acquire(p, &err);
+    waited = hp_now() - t0;
+    pthread_join(th, NULL);
+    CHECK(got == held);
+    CHECK(waited >= 0.025 && waited < 0.09);
+    free(err);
+
+    /* The hook's deadline (the request's time) ends the wait at once. */
+    c.timeout_now = true;
+    c.calls = 0;
+    err = NULL;
+    t0 = hp_now();
+    CHECK(hp_db_pool_acquire(p, &err) == NULL);
+    CHECK(hp_now() - t0 < 0.05);
+    CHECK(c.calls == 1 && err && strstr(err, "no connection available"));
+    free(err);
+    hp_wait_set_hook(NULL, NULL);
+    hp_db_pool_stats(p, &s);
+    CHECK(s.timeouts == 2 && s.waiters == 0);
+    hp_db_pool_release(got);
+    hp_db_pool_close(p);
+}
+
 /* ---- session state: every request starts where the pool left it -----------
  */
 
@@ -2808,6 +3019,9 @@ int main(int argc, char **argv)
     T_RUN(sqlite_concurrent_first_open);
     RUN_ALL(request_commit_and_rollback);
     RUN_ALL(request_pool_exhausted_503);
+    RUN_ALL(pool_full_wait_hooked);
+    RUN_PG(pg_hook_carries_the_waits);
+    RUN_PG(pg_hook_timeout_drops_connection);
     RUN_ALL(request_first_statement_fails);
     RUN_PG(pg_commit_waits_unless_nothing_written);
     RUN_PG(pg_serializable_failure_surfaces);

@@ -1,0 +1,81 @@
+/*
+ * wait.c - how a thread waits for a descriptor or a deadline: through a
+ * hook a coroutine scheduler installs for its thread (it yields the
+ * coroutine and resumes it when the descriptor is ready), else poll(2).
+ *
+ * Owns: the per-thread hook and the time spent waiting (hp_wait_ns).
+ * May not touch: the database, requests, pages: the callers (db_pg.c,
+ * db_pool.c) decide what a timeout means for them.
+ */
+#include "wait.h"
+
+#include "hp.h"
+
+#include <errno.h>
+#include <poll.h>
+
+static __thread hp_wait_hook tl_hook;
+static __thread void *tl_cls;
+static __thread int64_t tl_wait_ns;
+
+void hp_wait_set_hook(hp_wait_hook fn, void *cls)
+{
+    tl_hook = fn;
+    tl_cls = fn ? cls : NULL;
+}
+
+bool hp_wait_hooked(void)
+{
+    return tl_hook != NULL;
+}
+
+int64_t hp_wait_ns(void)
+{
+    return tl_wait_ns;
+}
+
+/* poll(2)'s timeout for an absolute deadline: -1 without one, else the ms
+ * left rounded up (a wait never ends before its deadline), capped. */
+static int poll_ms(int64_t deadline_ns)
+{
+    if (!deadline_ns)
+        return -1;
+    int64_t left = deadline_ns - hp_now_ns();
+    if (left <= 0)
+        return 0;
+    int64_t ms = (left + 999999) / 1000000;
+    return ms > 1000000000 ? 1000000000 : (int)ms;
+}
+
+static int wait_poll(int fd, short events, int64_t deadline_ns)
+{
+    struct pollfd p = {.fd = fd, .events = events};
+    for (;;) {
+        int ms = poll_ms(deadline_ns);
+        int rc = poll(&p, fd < 0 ? 0 : 1, ms);
+        if (rc > 0)
+            return (p.revents & POLLNVAL) ? (errno = EBADF, -1) : 1;
+        if (rc == 0) {
+            if (ms != 0 && hp_now_ns() < deadline_ns)
+                continue; /* woke a little early (rounding): wait on */
+            return 0;
+        }
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+int hp_wait_fd(int fd, short events, int64_t deadline_ns)
+{
+    if (fd < 0 && !deadline_ns) {
+        errno = EINVAL; /* would sleep forever */
+        return -1;
+    }
+    int64_t t0 = hp_now_ns();
+    int rc = tl_hook ? tl_hook(fd, events, deadline_ns, tl_cls)
+                     : wait_poll(fd, events, deadline_ns);
+    int saved = errno;
+    tl_wait_ns += hp_now_ns() - t0;
+    errno = saved;
+    return rc;
+}
