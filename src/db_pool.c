@@ -48,6 +48,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #define DEF_ACQUIRE_MS 5000
 #define DEF_LIFETIME_S 3600
@@ -333,8 +336,13 @@ hp_db_pool *hp_db_pool_open(const char *url, const struct hp_db_pool_opts *opts,
     return p;
 }
 
+static void parked_wake_locked(hp_db_pool *p, bool all);
+static void wake_one_locked(hp_db_pool *p);
+
 static void pool_free(hp_db_pool *p)
 {
+    while (p->nspare)
+        close(p->spare_efd[--p->nspare]);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->target);
@@ -364,6 +372,7 @@ void hp_db_pool_close(hp_db_pool *p)
     p->size -= p->nidle;
     p->nidle = 0;
     pthread_cond_broadcast(&p->cv);
+    parked_wake_locked(p, true);
     bool done = pool_done_locked(p);
     pthread_mutex_unlock(&p->mu);
 
@@ -387,7 +396,7 @@ static void pool_drop(hp_db_pool *p, hp_db *db)
     p->in_use--;
     if (!p->closing)
         p->discarded++;
-    pthread_cond_signal(&p->cv);
+    wake_one_locked(p);
     bool done = pool_done_locked(p);
     pthread_mutex_unlock(&p->mu);
     if (done)
@@ -430,7 +439,7 @@ static hp_db *pool_connect(hp_db_pool *p, char **err)
         p->size--;
         p->in_use--;
         atomic_fetch_add(&p->errors, 1);
-        pthread_cond_signal(&p->cv); /* a waiter may try its luck */
+        wake_one_locked(p); /* a waiter may try its luck */
     }
     bool done = !db && pool_done_locked(p);
     pthread_mutex_unlock(&p->mu);
@@ -468,29 +477,103 @@ static void idle_push(hp_db_pool *p, hp_db *db, bool back)
     p->idle_tail = db;
 }
 
-/* The nap of a waiter whose thread runs coroutines (pool_nap_locked). */
+/* The nap of a waiter whose thread runs coroutines when it has no eventfd
+ * to park on (pool_park_locked). */
 #define NAP_NS 1000000LL
+
+/* A waiter parked on an eventfd (pool_park_locked). */
+struct hp_pool_parked {
+    struct hp_pool_parked *next;
+    int efd;
+    bool woken;
+};
+
+/* Under p->mu: wake the first parked waiter (a connection or a slot came
+ * free), as pthread_cond_signal does for a thread that waits; all of them
+ * when the pool closes. The eventfd is non-blocking: this never waits. */
+static void parked_wake_locked(hp_db_pool *p, bool all)
+{
+    while (p->parked) {
+        struct hp_pool_parked *w = p->parked;
+        p->parked = w->next;
+        if (!p->parked)
+            p->parked_tail = NULL;
+        w->next = NULL;
+        w->woken = true;
+        uint64_t one = 1;
+        if (write(w->efd, &one, sizeof one) < 0) {
+            /* EAGAIN: a counter at its maximum, so it is readable anyway */
+        }
+        if (!all)
+            return;
+    }
+}
+
+static void wake_one_locked(hp_db_pool *p)
+{
+    pthread_cond_signal(&p->cv);
+    parked_wake_locked(p, false);
+}
+
+static void parked_remove_locked(hp_db_pool *p, struct hp_pool_parked *w)
+{
+    struct hp_pool_parked **pp = &p->parked, *prev = NULL;
+    for (; *pp; prev = *pp, pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            if (p->parked_tail == w)
+                p->parked_tail = prev;
+            return;
+        }
+}
 
 /*
  * Under p->mu, when this thread's waits go through a scheduler's hook
  * (hp_wait_hooked): the condition variable would block the thread and so
  * every coroutine on it, the one that would give a connection back among
- * them. So the mutex is let go and the waiter sleeps through hp_wait_fd,
- * at most NAP_NS, then looks again: a connection given back is seen within
- * a millisecond, and the wait ends at the same limit. false: the limit
- * passed, or the hook ended the sleep early or failed (its own deadline:
- * the request's time ran out), a timeout too.
+ * them. So the waiter queues (first come, first served) and parks on an
+ * eventfd through hp_wait_fd, mutex let go; a connection or slot given
+ * back wakes the first one (wake_one_locked). Without an eventfd it naps
+ * NAP_NS and looks again. false: the limit passed, or the hook ended the
+ * wait early or failed (its own deadline: the request's time ran out), a
+ * timeout too.
  */
-static bool pool_nap_locked(hp_db_pool *p, int64_t limit_ns)
+static bool pool_park_locked(hp_db_pool *p, int64_t limit_ns)
 {
     int64_t now = hp_now_ns();
     if (now >= limit_ns)
         return false;
-    int64_t until = limit_ns - now > NAP_NS ? now + NAP_NS : limit_ns;
+    struct hp_pool_parked w = {
+        .efd = p->nspare ? p->spare_efd[--p->nspare]
+                         : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+    int64_t until = limit_ns;
+    if (w.efd >= 0) {
+        if (p->parked_tail)
+            p->parked_tail->next = &w;
+        else
+            p->parked = &w;
+        p->parked_tail = &w;
+    } else if (limit_ns - now > NAP_NS) {
+        until = now + NAP_NS;
+    }
     pthread_mutex_unlock(&p->mu);
-    int rc = hp_wait_fd(-1, 0, until);
+    int rc = hp_wait_fd(w.efd, POLLIN, until);
     now = hp_now_ns();
     pthread_mutex_lock(&p->mu);
+    if (w.efd >= 0) {
+        if (!w.woken)
+            parked_remove_locked(p, &w);
+        uint64_t v;
+        if (read(w.efd, &v, sizeof v) < 0) {
+            /* EAGAIN: not written */
+        }
+        if (p->nspare < sizeof p->spare_efd / sizeof p->spare_efd[0])
+            p->spare_efd[p->nspare++] = w.efd;
+        else
+            close(w.efd);
+    }
+    if (rc == 1 || w.woken)
+        return now < limit_ns || w.woken;
     return rc != -1 && !(rc == 0 && now < until) && now < limit_ns;
 }
 
@@ -525,7 +608,7 @@ static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
             return GOT_TIMEOUT;
         }
         p->waiters++; /* napping too: the pool is not freed under us */
-        int rc = hooked ? (pool_nap_locked(p, limit_ns) ? 0 : ETIMEDOUT)
+        int rc = hooked ? (pool_park_locked(p, limit_ns) ? 0 : ETIMEDOUT)
                         : pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
         p->waiters--;
         /* Look once more after a timeout: a connection may have come back
@@ -653,7 +736,7 @@ void hp_db__pool_put(hp_db *db, bool reset)
         idle_push(p, db, due);
         p->nidle++;
         p->in_use--;
-        pthread_cond_signal(&p->cv);
+        wake_one_locked(p);
     }
     pthread_mutex_unlock(&p->mu);
     if (!keep)

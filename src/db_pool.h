@@ -27,6 +27,13 @@ struct hp_db_pool {
     hp_db *idle; /* most recently used first (see idle_push)       */
     hp_db *idle_tail;
     unsigned size, in_use, nidle, waiters;
+    /* Waiters whose thread runs coroutines (hp_wait_hooked), first come
+     * first served: each parks on an eventfd of its own through
+     * hp_wait_fd, which a connection given back writes (db_pool.c,
+     * pool_park_locked). Spare eventfds are kept for the next ones. */
+    struct hp_pool_parked *parked, *parked_tail;
+    int spare_efd[8];
+    unsigned nspare;
     bool closing;
     unsigned long long timeouts, connects, discarded;
     /* The target was lost (SQLite: file deleted or replaced): gen counts
