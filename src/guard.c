@@ -305,6 +305,11 @@ static __thread size_t tl_stack_guard, tl_stack_size;
 /* The fatal signal on this thread was its stack overflowing: the stack's
  * size (on_fatal sets it for the answers), else 0. */
 static __thread size_t tl_overflowed;
+/* The thread's own stack while tl_stack_* name a coroutine's
+ * (guard_run_stack); tl_on_coro: they do. */
+static __thread uintptr_t tl_own_lo;
+static __thread size_t tl_own_guard, tl_own_size;
+static __thread bool tl_on_coro;
 static __thread enum hp_stack_kind tl_stack_kind;
 /* The key of the prebuilt .so this thread is loading (prebuilt_key) and
  * its page (the loader's pointer, compared, never read): its constructor
@@ -1396,6 +1401,35 @@ static long hooks_stuck(void)
     return n;
 }
 
+/* hooks->run_stack: a run on the reactor switches to its coroutine's
+ * stack (lo != 0) and back; the fatal-signal handler's overflow test
+ * (stack_overflow) must look at the stack the fault was on. A signal
+ * between two of these stores sees a mix and at worst calls an overflow
+ * a plain fault. */
+static void guard_run_stack(uintptr_t lo, size_t size, size_t guard)
+{
+    if (lo) {
+        if (!tl_on_coro) {
+            if (!tl_stack_lo)
+                stack_bounds();
+            tl_own_lo = tl_stack_lo;
+            tl_own_size = tl_stack_size;
+            tl_own_guard = tl_stack_guard;
+        }
+        tl_stack_lo = lo;
+        tl_stack_size = size;
+        tl_stack_guard = guard;
+        tl_on_coro = true;
+        return;
+    }
+    if (!tl_on_coro)
+        return;
+    tl_stack_lo = tl_own_lo;
+    tl_stack_size = tl_own_size;
+    tl_stack_guard = tl_own_guard;
+    tl_on_coro = false;
+}
+
 static void *watchdog_main(void *arg)
 {
     double limit = CFG->handler_timeout;
@@ -1527,7 +1561,7 @@ static size_t stack_overflow(int sig, const siginfo_t *si, const void *uc)
 static int running_fd(void);
 static enum hp_stack_kind stack_kind(const struct hp_hook_run *h)
 {
-    if (hp_pool_on_handler_thread())
+    if (hp_pool_on_handler_thread() || tl_on_coro)
         return HP_STACK_HANDLER;
     return !h && running_fd() >= 0 ? HP_STACK_EVENT_LOOP : HP_STACK_OTHER;
 }
@@ -2908,6 +2942,7 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
     hooks->run_alive = guard_run_alive;
+    hooks->run_stack = guard_run_stack;
     hooks->vet = alone_vet;
     hooks->load_signal = guard_load_signal;
 }
@@ -2934,6 +2969,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->run_begin = guard_run_begin;
     hooks->run_end = guard_run_end;
     hooks->run_alive = guard_run_alive;
+    hooks->run_stack = guard_run_stack;
     hooks->stuck = guard_stuck;
     hooks->ready = guard_ready;
     hooks->heartbeat = guard_heartbeat;

@@ -41,6 +41,7 @@
 #include "ops.h"
 #include "placement.h"
 #include "pool.h"
+#include "coro.h"
 #include "reactor.h"
 #include "redirect.h"
 #include "request.h"
@@ -198,6 +199,11 @@ static int no_run_begin(const char *path, const char *handler,
 {
     return -1;
 }
+static void no_run_stack(uintptr_t lo, size_t size, size_t guard)
+{
+    (void)lo, (void)size, (void)guard;
+}
+
 static bool no_run_end(int token)
 {
     return true;
@@ -228,6 +234,7 @@ static void hooks_fill(const struct hp_server_hooks *hooks)
     H.run_begin = H.run_begin ? H.run_begin : no_run_begin;
     H.run_end = H.run_end ? H.run_end : no_run_end;
     H.run_alive = H.run_alive ? H.run_alive : no_op;
+    H.run_stack = H.run_stack ? H.run_stack : no_run_stack;
     H.stuck = H.stuck ? H.stuck : no_stuck;
     H.ready = H.ready ? H.ready : no_op;
     H.heartbeat = H.heartbeat ? H.heartbeat : no_op;
@@ -1438,6 +1445,15 @@ static struct ctx *ctx_of_rjob(struct hp_reactor_job *job)
 static void stretch_begin(struct ctx *c)
 {
     hp_req *req = &c->req;
+    hp_coro *co = hp_coro_current();
+    if (co) {
+        uintptr_t lo;
+        size_t size, guard;
+        hp_coro_stack(co, &lo, &size, &guard);
+        /* the size people set (the mapping rounds it up to pages) */
+        H.run_stack(lo, S.cfg->thread_stack ? S.cfg->thread_stack : size,
+                    guard);
+    }
     hp_run_probe_start(&c->seg, false);
     c->seg_token =
         H.run_begin(req->target.path, req->target.handler, req->pins.page,
@@ -1450,6 +1466,7 @@ static void stretch_end(struct ctx *c)
     tl_running = NULL;
     if (!H.run_end(c->seg_token))
         c->seg_timed_out = true;
+    H.run_stack(0, 0, 0);
     struct hp_run m = hp_run_probe_stop(&c->seg, 0);
     if (m.own_ns > c->seg_max_ns)
         c->seg_max_ns = m.own_ns;

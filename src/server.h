@@ -53,6 +53,12 @@ struct hp_server_hooks {
     /* The handler returned. false: it ran past its time and the host has
      * already answered 504 on the socket and shut it down. */
     bool (*run_end)(int token);
+    /* The stack the handler runs on from now, on this thread: a
+     * coroutine's (lo: its lowest usable address, size and guard below
+     * it, bytes; a handler's stack, whose overflow hint names
+     * --thread-stack-size), or lo 0: the thread's own again. For telling
+     * a stack overflow from another fault. */
+    void (*run_stack)(uintptr_t lo, size_t size, size_t guard);
     /* The handler running on this thread streamed more of its response
      * (hp_flush): it is making progress, so its time starts again. */
     void (*run_alive)(void);

@@ -33,6 +33,16 @@ PG_URL = os.environ.get("HOTPUB_PG_URL", "").strip()
 # thread after it (not a wait the reactor can overlap); ?crash=1 faults
 # after the query. It answers the thread it ran on, for the tests to see.
 Q_PAGE = page(r'''
+/* A frame larger than any coroutine stack hotpub is given by default. */
+__attribute__((noinline)) static int deep(hp_req *req)
+{
+    volatile char big[8 << 20];
+    big[0] = 1;
+    big[sizeof big - 1] = 2;
+    hp_printf(req, "%d", big[0] + big[sizeof big - 1]);
+    return HP_OK;
+}
+
 HP_HANDLER(http_handler)
 {
     hp_db *db = hp_db(req);
@@ -50,6 +60,8 @@ HP_HANDLER(http_handler)
         usleep((useconds_t)atoi(b) * 1000);
     if (hp_arg(req, "crash"))
         *(volatile int *)16 = 1;
+    if (hp_arg(req, "deep"))
+        return deep(req);
     hp_printf(req, "ok %ld", (long)syscall(SYS_gettid));
     return HP_OK;
 }
@@ -187,6 +199,23 @@ def test_a_crash_on_the_reactor_names_the_page():
         check_eq(r.status, 502, "the crashing request")
         check_in("q.c", r.text + s.stderr(), "the crash report")
         harness.wait_until(lambda: s.request("/q").status == 200, 15)
+
+
+def test_a_stack_overflow_on_the_reactor_is_named_as_one():
+    """A frame of 8 MiB on a coroutine's stack (--thread-stack-size, 512
+    KiB by default) faults on its guard: the log calls it a stack overflow
+    of a 512 KiB stack and names --thread-stack-size, as on a handler
+    thread."""
+    need_pg()
+    with pg_server(["--workers", "1"]) as s:
+        promote(s)
+        r = s.request("/q?deep=1", timeout=15)
+        check_eq(r.status, 502, "the overflowing request")
+        check(harness.wait_until(lambda: "stack overflow" in s.stderr(),
+                                 limit(3.0)),
+              "the log does not say stack overflow")
+        check_in("stack (512 KiB)", s.stderr(), "the log's size")
+        check_in("--thread-stack-size", s.stderr(), "the log's hint")
 
 
 def test_shutdown_lets_requests_on_the_reactor_finish():
