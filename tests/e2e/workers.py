@@ -2802,6 +2802,90 @@ def test_own_handler_of_an_unloaded_version_worker():
         check_eq(s.get_ok("/good").text, "good", "served after")
 
 
+# ---- an unloaded page's handler for a stop signal (stray.c, server.c) ------
+
+# Installs its own SIGTERM handler (a no-op) and prints its pid.
+OWN_TERM = page(r'''
+static void on(int sig) { (void)sig; }
+HP_HANDLER(http_handler)
+{
+    signal(SIGTERM, on);
+    hp_printf(req, "v1 pid %d", (int)getpid());
+    return HP_OK;
+}''', includes="#include <signal.h>\n#include <unistd.h>")
+
+SLOW_1500 = page('HP_HANDLER(http_handler) { usleep(1500000); '
+                 'hp_puts(req, "slow"); return HP_OK; }',
+                 includes="#include <unistd.h>")
+
+
+def _own_term_server(args, dev):
+    return Server(files={"own.c": OWN_TERM, "slow.c": SLOW_1500,
+                         "good.c": simple_page("good")},
+                  args=args, dev=dev, check_exit=False)
+
+
+def _sigterm_after_own_handler_unloaded(s, args):
+    """OWN_TERM loaded, edited (its object unloaded: its SIGTERM handler
+    goes back to hotpub's), then a slow request and SIGTERM to the process
+    that ran it: the request must finish (a drain), not be cut off by
+    SIGTERM's default action. Returns (pid, the slow response)."""
+    if args[1] != "0":
+        all_ready(s, n=1, timeout=limit(15.0))
+    s.get_ok("/slow")  # loaded: the slow run below is the handler alone
+    r = fresh_get(s, "/own", timeout=limit(15.0))
+    check(r is not None and r.status == 200 and r.text.startswith("v1"),
+          "v1: %r" % r)
+    pid = int(r.text.split()[-1])
+    s.write("own.c", simple_page("v2"), how="rename")
+    check(wait_until(lambda: (lambda x: x is not None and x.text == "v2")(
+        fresh_get(s, "/own")), limit(10.0), 0.1), "v2 not served")
+    check(wait_until(lambda: "its own SIGTERM (15) handler is unloaded"
+                     in s.stderr(), limit(5.0)), "v1 not unloaded: %s"
+          % short(s.stderr(), 1500))
+    check_in("SIGTERM (15) handler is unloaded with it: back to hotpub's "
+             "handler", s.stderr(), "the line")
+    bg = BackgroundRequest(s.port, "/slow", timeout=limit(15.0))
+    bg.start()
+    time.sleep(0.4)
+    os.kill(pid, signal.SIGTERM)
+    return pid, bg.join_result(limit(20.0))
+
+
+def test_sigterm_drains_after_a_pages_handler_is_unloaded_single_process():
+    """--workers 0: a page replaced SIGTERM's handler and was unloaded;
+    hotpub reset SIGTERM to SIG_DFL, so the next SIGTERM ended the process
+    at once (a running request cut, status -15). Now hotpub's own handler
+    is back: the running request finishes and the process exits 0."""
+    args = ["--workers", "0"]
+    with _own_term_server(args, True) as s:
+        _, r = _sigterm_after_own_handler_unloaded(s, args)
+        check(r is not None and r.status == 200 and r.text == "slow",
+              "the running request: %r" % r)
+        check(wait_until(lambda: not s.alive(), limit(10.0)),
+              "the process did not end")
+        check_eq(s.proc.returncode, 0, "exit status")
+        check_in("finishing in-flight requests", s.stderr(), "a drain")
+
+
+def test_sigterm_drains_after_a_pages_handler_is_unloaded_worker():
+    """--workers 1: the same in a worker: SIGTERM to it drains it (its
+    running request finishes) instead of killing it; the supervisor then
+    replaces it and the site serves on."""
+    args = ["--workers", "1"]
+    with _own_term_server(args, False) as s:
+        pid, r = _sigterm_after_own_handler_unloaded(s, args)
+        check(r is not None and r.status == 200 and r.text == "slow",
+              "the running request: %r" % r)
+        check(wait_until(lambda: not alive(pid), limit(10.0)),
+              "the worker did not end")
+        check_not_in("killed by signal 15", s.stderr(), "the worker's end")
+        check(wait_until(lambda: "worker %d" % pid in s.stderr() and
+                         "drained" in s.stderr(), limit(5.0)),
+              "no drain logged: %s" % short(s.stderr(), 1500))
+        s.wait_body("/good", "good", limit(15.0), allowed_status=(503,))
+
+
 # ---- hotpub check agrees with the server on stray signals (FRESH10-4) -------
 
 def _raiser(sig):
