@@ -2810,9 +2810,14 @@ static void on(int sig) { (void)sig; }
 HP_HANDLER(http_handler)
 {
     signal(SIGTERM, on);
-    hp_printf(req, "v1 pid %d", (int)getpid());
+    hp_printf(req, "v1 pid %d tid %ld", (int)getpid(),
+              (long)syscall(SYS_gettid));
     return HP_OK;
-}''', includes="#include <signal.h>\n#include <unistd.h>")
+}''', includes="#include <signal.h>\n#include <sys/syscall.h>\n"
+   "#include <unistd.h>")
+
+UNLOADED_TERM = ("SIGTERM (15) handler is unloaded with it: back to "
+                 "hotpub's handler")
 
 SLOW_1500 = page('HP_HANDLER(http_handler) { usleep(1500000); '
                  'hp_puts(req, "slow"); return HP_OK; }',
@@ -2827,8 +2832,8 @@ def _own_term_server(args, dev):
 
 def _sigterm_after_own_handler_unloaded(s, args):
     """OWN_TERM loaded, edited (its object unloaded: its SIGTERM handler
-    goes back to hotpub's), then a slow request and SIGTERM to the process
-    that ran it: the request must finish (a drain), not be cut off by
+    goes back to hotpub's), then a slow request and SIGTERM to the thread
+    that ran it, from outside: the request must finish (a drain), not be cut off by
     SIGTERM's default action. Returns (pid, the slow response)."""
     if args[1] != "0":
         all_ready(s, n=1, timeout=limit(15.0))
@@ -2836,19 +2841,20 @@ def _sigterm_after_own_handler_unloaded(s, args):
     r = fresh_get(s, "/own", timeout=limit(15.0))
     check(r is not None and r.status == 200 and r.text.startswith("v1"),
           "v1: %r" % r)
-    pid = int(r.text.split()[-1])
+    pid, tid = int(r.text.split()[2]), int(r.text.split()[4])
     s.write("own.c", simple_page("v2"), how="rename")
     check(wait_until(lambda: (lambda x: x is not None and x.text == "v2")(
         fresh_get(s, "/own")), limit(10.0), 0.1), "v2 not served")
     check(wait_until(lambda: "its own SIGTERM (15) handler is unloaded"
                      in s.stderr(), limit(5.0)), "v1 not unloaded: %s"
           % short(s.stderr(), 1500))
-    check_in("SIGTERM (15) handler is unloaded with it: back to hotpub's "
-             "handler", s.stderr(), "the line")
     bg = BackgroundRequest(s.port, "/slow", timeout=limit(15.0))
     bg.start()
     time.sleep(0.4)
-    os.kill(pid, signal.SIGTERM)
+    # At the thread that ran the page, which takes the stop signals for
+    # the main thread (forward_signal), as a SIGTERM to the process lands
+    # whenever the main thread is not waiting in sigtimedwait.
+    _tgkill(pid, tid, signal.SIGTERM)
     return pid, bg.join_result(limit(20.0))
 
 
@@ -2866,6 +2872,7 @@ def test_sigterm_drains_after_a_pages_handler_is_unloaded_single_process():
               "the process did not end")
         check_eq(s.proc.returncode, 0, "exit status")
         check_in("finishing in-flight requests", s.stderr(), "a drain")
+        check_in(UNLOADED_TERM, s.stderr(), "the line")
 
 
 def test_sigterm_drains_after_a_pages_handler_is_unloaded_worker():
@@ -2884,6 +2891,7 @@ def test_sigterm_drains_after_a_pages_handler_is_unloaded_worker():
                          "drained" in s.stderr(), limit(5.0)),
               "no drain logged: %s" % short(s.stderr(), 1500))
         s.wait_body("/good", "good", limit(15.0), allowed_status=(503,))
+        check_in(UNLOADED_TERM, s.stderr(), "the line")
 
 
 # ---- hotpub check agrees with the server on stray signals (FRESH10-4) -------
