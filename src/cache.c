@@ -18,7 +18,11 @@
  *   e->load_mu     held while building one module: stat, compile, dlopen,
  *                  init. One module builds once at a time; others build
  *                  concurrently. A batch holds the load_mu of each of its
- *                  entries, taken in path order.
+ *                  entries, taken in path order. Never waited on without
+ *                  bound: a waiter leaves (lock_load) once the host
+ *                  abandons the load or the load its holder runs is past
+ *                  --handler-timeout + 2 s (stuck_why), since a constructor
+ *                  or init that never returns never unlocks it.
  *   cache->pub_mu  serialises publishers; with pub_seq (odd while a batch
  *                  is being swapped in) it lets a request pin a page and
  *                  its application chain as one consistent set.
@@ -96,6 +100,14 @@ struct hp_entry {
      * and the build refuses the object if the init ever returns. */
     atomic_bool abandoned;
     char *abandon_why;
+    /* The load (hp_version_open) the holder of load_mu is running, for
+     * this entry or, in a batch, for a neighbour (load_of): when it began
+     * (hp_now_ns, 0 when none), so that a waiter tells a load that is stuck
+     * (a constructor or init that never returns) from a slow one and
+     * leaves (stuck_why) instead of waiting on load_mu for ever. */
+    _Atomic int64_t load_since;
+    _Atomic(hp_entry *) load_of;
+    atomic_bool stuck_told; /* the stuck load logged (on load_of's entry) */
     /* guarded by mu */
     hp_version *current;
     hp_version *retired;
@@ -509,6 +521,45 @@ static hp_version *refuse_abandoned(hp_entry *e, hp_version *v, char **diag)
     return NULL;
 }
 
+/* The entries whose load_mu this thread holds (a request's one, or a
+ * batch's members): each load it runs is marked on all of them, since
+ * their waiters wait for it alike. */
+static __thread hp_entry *const *tl_held;
+static __thread size_t tl_nheld;
+
+static void held_set(hp_entry *const *es, size_t n, hp_entry *const **old,
+                     size_t *nold)
+{
+    *old = tl_held;
+    *nold = tl_nheld;
+    tl_held = es;
+    tl_nheld = n;
+}
+
+/* The load of e begins (since > 0) or ends (0) on this thread. */
+static void mark_load(hp_entry *e, int64_t since)
+{
+    hp_entry *const *es = tl_nheld ? tl_held : &e;
+    size_t n = tl_nheld ? tl_nheld : 1;
+    if (since)
+        atomic_store(&e->stuck_told, false);
+    for (size_t i = 0; i < n; i++) {
+        atomic_store(&es[i]->load_of, since ? e : NULL);
+        atomic_store(&es[i]->load_since, since);
+    }
+}
+
+/* hp_version_open, marked on the entries this thread holds (mark_load). */
+static hp_version *open_marked(hp_entry *e, const char *so, uint64_t id,
+                               void *previous, char **diag)
+{
+    mark_load(e, hp_now_ns());
+    hp_version *v =
+        hp_version_open(so, e->cache->rundir, id, e->path, previous, diag);
+    mark_load(e, 0);
+    return v;
+}
+
 /* Build a new version of e from the file as it is now, without publishing
  * it. Called with e->load_mu held. */
 static void build(hp_entry *e, struct build_result *r)
@@ -571,8 +622,7 @@ again:;
         pthread_mutex_unlock(&e->mu);
     }
     uint64_t id = atomic_fetch_add(&c->next_id, 1);
-    v = hp_version_open(art.so_path, c->rundir, id, e->path,
-                        cur ? cur->state : NULL, &r->diag);
+    v = open_marked(e, art.so_path, id, cur ? cur->state : NULL, &r->diag);
     v = refuse_abandoned(e, v, &r->diag);
     if (!v && tier == HP_TIER_FAST && !hp_diag_is_init(r->diag)) {
         /* tcc's object is linked without the page compiler's runtime, and
@@ -1180,17 +1230,46 @@ static void batch_publish_but(struct batch *b, struct build_result *rs,
     free(es);
 }
 
+static char *lock_load(hp_entry *e);
+
+/* Take the members' load_mu in path order (the lock order). A member
+ * whose load is stuck (a request's or an older batch's: a constructor or
+ * init that never returns) or abandoned is left out of the batch, which
+ * would otherwise wait for it for ever, holding its other members from
+ * their requests: it stays out of date, and its requests get the stuck
+ * load's refusal. */
+static void batch_lock(struct batch *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        hp_entry *e = b->es[i];
+        assert(i == 0 || strcmp(b->es[i - 1]->path, e->path) < 0);
+        char *why = lock_load(e);
+        if (why) {
+            hp_log_info("%s: left out of the batch of changes: %s", e->path,
+                        why);
+            free(why);
+            pthread_mutex_lock(&b->c->batch_mu);
+            e->claims--;
+            pthread_mutex_unlock(&b->c->batch_mu);
+            continue;
+        }
+        b->es[n] = e;
+        b->snaps[n++] = b->snaps[i];
+    }
+    b->n = n;
+}
+
 static void batch_run(struct batch *b)
 {
     hp_cache *c = b->c;
     struct build_result *rs = hp_xcalloc(b->n, sizeof *rs);
     size_t failed = 0;
 
-    for (size_t i = 0; i < b->n; i++) {
-        /* The lock order: load_mu of several entries in path order. */
-        assert(i == 0 || strcmp(b->es[i - 1]->path, b->es[i]->path) < 0);
-        pthread_mutex_lock(&b->es[i]->load_mu);
-    }
+    batch_lock(b);
+    hp_entry *const *old;
+    size_t nold;
+    held_set(b->es, b->n, &old, &nold);
     for (size_t i = 0; i < b->n; i++) {
         build_retrying(b->es[i], &rs[i]);
         failed += rs[i].kind == B_ERROR && !same_failure(b->es[i], &rs[i]);
@@ -1216,6 +1295,7 @@ static void batch_run(struct batch *b)
         pthread_mutex_unlock(&c->batch_mu);
         pthread_mutex_unlock(&b->es[i]->load_mu);
     }
+    held_set(old, nold, &old, &nold);
     free(keep);
     free(rs);
     paths_free(b->changed, b->nchanged);
@@ -1676,6 +1756,58 @@ static bool lock_for_ms(pthread_mutex_t *mu, long ms)
     return LOCK_UNTIL(mu, &ts) == 0;
 }
 
+/* How long (s) a load may run before its waiters leave: the time a
+ * worker's watchdog gives it (--handler-timeout, 30 s if 0) and 2 s more,
+ * as guard.c's load_gate gives another worker's first load. */
+static double stuck_limit(const hp_cache *c)
+{
+    double t = c->cfg->handler_timeout > 0 ? c->cfg->handler_timeout : 30;
+    return t + 2;
+}
+
+/* The refusal of a waiter for e whose load_mu holder runs a load that is
+ * stuck (past stuck_limit), or NULL. It begins with HP_DIAG_CTOR_REFUSED
+ * or HP_DIAG_INIT_REFUSED (a 503 with Retry-After), names the page whose
+ * constructor or init never returned, and says what to do. Said once per
+ * stuck load in the log. No worker watchdog may be there to end it (the
+ * single process has none): nothing else would ever answer the waiter. */
+static char *stuck_why(hp_entry *e)
+{
+    int64_t since = atomic_load(&e->load_since);
+    hp_entry *of = atomic_load(&e->load_of);
+    double s = since ? (hp_now_ns() - since) / 1e9 : 0;
+    if (!of || s <= stuck_limit(e->cache))
+        return NULL;
+    char page[512];
+    bool ctor = hp_loader_dlopen_running(page, sizeof page) > 0 &&
+                strcmp(page, of->path) == 0;
+    const struct hp_config *cfg = e->cache->cfg;
+    const char *todo =
+        cfg->workers > 0 ? "the watchdog replaces this worker process"
+        : ctor && !cfg->dev
+            ? "the server stops (status 70) for its supervisor to restart it"
+            : "restart hotpub if it never does";
+    char *what =
+        ctor ? hp_xstrdup("no page can") : hp_xasprintf("%s cannot", e->path);
+    char *why = hp_xasprintf(
+        "%s%s has been running for %.0f s in this process, past "
+        "--handler-timeout%s: %s be loaded in this process until it "
+        "returns; %s",
+        ctor ? HP_DIAG_CTOR_REFUSED "page " : HP_DIAG_INIT_REFUSED "of ",
+        of->path, s,
+        ctor ? ", inside dlopen, which holds the dynamic loader's lock" : "",
+        what, todo);
+    free(what);
+    if (!atomic_exchange(&of->stuck_told, true)) {
+        /* dev mode: [info], as dlopen_hung_check's (it may still return) */
+        if (cfg->dev)
+            hp_log_info("%s: %s", e->path, why);
+        else
+            hp_log_error("%s: %s", e->path, why);
+    }
+    return why;
+}
+
 /*
  * Take e->load_mu, unless the host gives up on the build that holds it
  * (an init past --handler-timeout that may never return): then NULL is
@@ -1691,6 +1823,8 @@ static char *lock_load(hp_entry *e)
             return why;
         if (lock_for_ms(&e->load_mu, HP_LOAD_POLL_MS))
             return NULL;
+        if ((why = stuck_why(e)))
+            return why;
     }
 }
 
@@ -1714,9 +1848,13 @@ static char *ensure_fresh(hp_cache *c, hp_entry *e)
     if (why)
         return why;
     if (!reached(atomic_load(&e->done), want) || atomic_load(&e->retry)) {
+        hp_entry *const *old;
+        size_t nold;
+        held_set(&e, 1, &old, &nold);
         claim_for_request(c, e, 1);
         refresh_one(e);
         claim_for_request(c, e, -1);
+        held_set(old, nold, &old, &nold);
     }
     pthread_mutex_unlock(&e->load_mu);
     return NULL;

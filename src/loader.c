@@ -184,12 +184,36 @@ bool hp_diag_is_busy(const char *diag)
     return diag && strstr(diag, HP_DIAG_DL_BUSY) != NULL;
 }
 
+/* The symbols a load looks up in its object (hook and fini for a page's
+ * version; the ABI mark for any object). */
+struct object_syms {
+    const int *abi;
+    hp_version *v; /* NULL: no hooks wanted (hp_load) */
+    hp_init_fn init;
+};
+
+static const char *const hook_names[HP_NHOOKS] = {
+    "hp__hook_prepare", "hp__hook_commit", "hp__hook_rollback",
+    "hp__hook_release"};
+
+static void find_syms(void *h, struct object_syms *syms)
+{
+    syms->abi = dlsym(h, "hp__abi_version");
+    if (!syms->v)
+        return;
+    for (int i = 0; i < HP_NHOOKS; i++)
+        syms->v->hooks[i] = (hp_handler_fn)dlsym(h, hook_names[i]);
+    syms->v->fini = (hp_fini_fn)dlsym(h, "hp__fini");
+    syms->init = (hp_init_fn)dlsym(h, "hp__init");
+}
+
 /* dlopen runs the object's constructors (__attribute__((constructor)),
  * .init_array): with page (its source) given, they run with a hook record
  * "constructor" on this thread, so a crash, an exit or a timeout in one
  * names the page as an init hook's would. Its load base is not known
  * before dlopen returns: the record has none, and no source line. */
-static void *open_object(const char *path, const char *page, char **busy)
+static void *open_object(const char *path, const char *page,
+                         struct object_syms *syms, char **busy)
 {
     struct hp_hook_run run = {page, "constructor", path, 0, 0, 0};
     const struct hp_hook_run *outer = hp_hook_running();
@@ -200,13 +224,19 @@ static void *open_object(const char *path, const char *page, char **busy)
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (page)
         hook_leave(&run, outer);
+    /* dlsym takes the loader's lock too: done before another load may
+     * begin, so a constructor that hangs there cannot hold this load (and
+     * its module's waiters) inside dlsym. */
+    if (h)
+        find_syms(h, syms);
     dl_leave();
     return h;
 }
 
 /* hp_load, with page (the module's source, or NULL) for open_object. */
 static int load_copy(const char *so, const char *rundir, uint64_t id,
-                     const char *page, void **dl, char **priv, char **diag)
+                     const char *page, struct object_syms *syms, void **dl,
+                     char **priv, char **diag)
 {
     const char *base = strrchr(so, '/');
     char *path;
@@ -223,7 +253,7 @@ static int load_copy(const char *so, const char *rundir, uint64_t id,
         return -1;
     }
     char *busy = NULL;
-    h = open_object(path, page, &busy);
+    h = open_object(path, page, syms, &busy);
     if (!h) {
         const char *e = busy ? NULL : dlerror();
         *diag =
@@ -232,7 +262,7 @@ static int load_copy(const char *so, const char *rundir, uint64_t id,
         free(path);
         return -1;
     }
-    const int *abi = dlsym(h, "hp__abi_version");
+    const int *abi = syms->abi;
     if (!abi || *abi != HP_ABI_VERSION) {
         *diag = abi ? hp_xasprintf("the page was built for hotpub ABI %d; "
                                    "this server speaks %d: rebuild it",
@@ -252,7 +282,8 @@ static int load_copy(const char *so, const char *rundir, uint64_t id,
 int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
             char **priv, char **diag)
 {
-    return load_copy(so, rundir, id, NULL, dl, priv, diag);
+    struct object_syms syms = {0};
+    return load_copy(so, rundir, id, NULL, &syms, dl, priv, diag);
 }
 
 /* The lifecycle hook running on this thread (a fatal signal names it). */
@@ -364,10 +395,6 @@ static void hook_leave(const struct hp_hook_run *run,
     tl_hook = outer;
 }
 
-static const char *const hook_names[HP_NHOOKS] = {
-    "hp__hook_prepare", "hp__hook_commit", "hp__hook_rollback",
-    "hp__hook_release"};
-
 static hp_load_end_fn load_end, ctors_end;
 
 void hp_loader_set_load_end(hp_load_end_fn end)
@@ -407,17 +434,16 @@ static hp_version *version_load(const char *so, const char *rundir, uint64_t id,
     v->id = id;
     v->path = path;
     v->mod.v = v;
-    int copied = load_copy(so, rundir, id, path, &v->dl, &v->so_path, diag);
+    struct object_syms syms = {.v = v};
+    int copied =
+        load_copy(so, rundir, id, path, &syms, &v->dl, &v->so_path, diag);
     if (ctors_end)
         ctors_end(); /* the constructors are over: the init may be long */
     if (copied < 0) {
         free(v);
         return NULL;
     }
-    for (int h = 0; h < HP_NHOOKS; h++)
-        v->hooks[h] = (hp_handler_fn)dlsym(v->dl, hook_names[h]);
-    v->fini = (hp_fini_fn)dlsym(v->dl, "hp__fini");
-    hp_init_fn init = (hp_init_fn)dlsym(v->dl, "hp__init");
+    hp_init_fn init = syms.init;
     if (init) {
         /* Runs before anyone can see this version; the old one may be
          * serving requests with `previous` at this very moment. */

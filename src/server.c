@@ -2636,6 +2636,9 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     sigaction(SIGINT, &fw, NULL);
     sigaction(SIGUSR1, &fw, NULL);
     sigaction(SIGHUP, &fw, NULL);
+    /* What a page's handler for one of them goes back to when its version
+     * is unloaded (stray.c), the fatal signals' (guard.c) with them. */
+    hp_stray_signals_note_host();
 
     if (serve_start(cfg, &ss) != 0)
         return 1;

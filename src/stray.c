@@ -11,12 +11,15 @@
  * Owns: the dispositions of the stray signals and their counts.
  * Also, asked by the loader as a page's object is unloaded
  * (hp_stray_signals_restore_in): any signal whose handler lies in that
- * object goes back to hotpub's action (the stray handler, or SIG_DFL).
+ * object goes back to hotpub's action (the stray handler, or the action
+ * hotpub had installed before any page ran: hp_stray_signals_note_host).
  * May not touch: the stop signals (SIGTERM, SIGINT, SIGHUP, SIGUSR1: the
  * server's and the supervisor's), the fatal ones (guard.c's on_fatal),
  * SIGPIPE, SIGCHLD, anything a request sees; except that a handler a page
- * installed for one of them, in an object being unloaded, is reset to
- * SIG_DFL (its code is about to be unmapped: SIGSEGV otherwise).
+ * installed for one of them, in an object being unloaded, is put back to
+ * the action hotpub had recorded for it (its code is about to be unmapped:
+ * SIGSEGV otherwise; SIG_DFL would make a SIGTERM end the process without
+ * draining).
  */
 #define _GNU_SOURCE /* sigabbrev_np */
 #include "stray.h"
@@ -102,6 +105,51 @@ void hp_stray_signals_catch(void)
         catch_one(sig);
 }
 
+/* hotpub's own dispositions in this process (HOST_PID), as they were
+ * before any page code ran (hp_stray_signals_note_host): what a page's
+ * handler is replaced by when its object is unloaded. Written before the
+ * threads that unload exist; HOST_PID published last (release). */
+static struct sigaction HOST[NSIG_MAX];
+static _Atomic pid_t HOST_PID;
+
+void hp_stray_signals_note_host(void)
+{
+    for (int sig = 1; sig < NSIG_MAX; sig++) {
+        memset(&HOST[sig], 0, sizeof HOST[sig]);
+        HOST[sig].sa_handler = SIG_DFL;
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, NULL, &HOST[sig]);
+    }
+    atomic_store_explicit(&HOST_PID, getpid(), memory_order_release);
+}
+
+/* The action a signal goes back to when a page's handler for it is
+ * unloaded: hotpub's recorded one (its stop signals' forward_signal, the
+ * fatal signals' handler, SIGPIPE ignored, ...), else the stray handler
+ * for a stray signal and the default action for any other. *what says
+ * which, for the log. */
+static struct sigaction host_action(int sig, bool stray, const char **what)
+{
+    struct sigaction sa = {.sa_handler = SIG_DFL};
+    sigemptyset(&sa.sa_mask);
+    if (stray) {
+        sa.sa_sigaction = on_stray;
+        sa.sa_flags = SA_SIGINFO | SA_RESTART;
+        *what = "stray again (ignored and said)";
+        return sa;
+    }
+    *what = "back to the default action";
+    if (atomic_load_explicit(&HOST_PID, memory_order_acquire) != getpid())
+        return sa;
+    sa = HOST[sig];
+    bool dfl = !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_DFL;
+    bool ign = !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_IGN;
+    *what = dfl   ? "back to the default action"
+            : ign ? "back to hotpub's action (ignored)"
+                  : "back to hotpub's handler";
+    return sa;
+}
+
 static bool is_stray(int sig)
 {
     for (size_t i = 0; i < sizeof STRAY / sizeof *STRAY; i++)
@@ -123,20 +171,13 @@ int hp_stray_signals_restore_in(uintptr_t lo, uintptr_t hi, const char *page)
                                                    : (uintptr_t)old.sa_handler;
         if (at < lo || at >= hi)
             continue; /* SIG_DFL, SIG_IGN (0, 1), or code that stays */
-        bool stray = is_stray(sig);
-        struct sigaction sa = {.sa_handler = SIG_DFL};
-        if (stray) {
-            sa.sa_sigaction = on_stray;
-            sa.sa_flags = SA_SIGINFO | SA_RESTART;
-        }
-        sigemptyset(&sa.sa_mask);
+        const char *what;
+        struct sigaction sa = host_action(sig, is_stray(sig), &what);
         sigaction(sig, &sa, NULL);
         char name[32];
         sig_name(sig, name, sizeof name);
         hp_log_error("%s: its own %s (%d) handler is unloaded with it: %s",
-                     page ? page : "a page", name, sig,
-                     stray ? "stray again (ignored and said)"
-                           : "back to the default action");
+                     page ? page : "a page", name, sig, what);
         n++;
     }
     return n;

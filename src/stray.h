@@ -21,10 +21,20 @@
  * default action back. */
 void hp_stray_signals_catch(void);
 
+/* Record hotpub's own dispositions of every signal in this process, as
+ * they are now: call it once hotpub has installed its handlers (the stop
+ * signals', the fatal ones', SIGPIPE ignored) and before any page code can
+ * run (a constructor, an init, a handler), from one thread, before the
+ * threads that unload pages exist. What hp_stray_signals_restore_in puts
+ * back for a non-stray signal. */
+void hp_stray_signals_note_host(void);
+
 /* Before an object mapped at [lo, hi) is unloaded (dlclose): every signal
  * whose handler (sa_handler or sa_sigaction) lies in it gets hotpub's
- * action back, the stray handler for a stray signal and SIG_DFL for any
- * other, so a signal arriving later does not jump into unmapped code.
+ * action back, the stray handler for a stray signal and, for any other,
+ * the action hp_stray_signals_note_host recorded in this process (SIG_DFL
+ * when none was), so a signal arriving later does not jump into unmapped
+ * code and a SIGTERM still drains.
  * Logs one line per signal naming page (the page's source path); call it
  * from a normal thread. Returns how many signals it reset. */
 int hp_stray_signals_restore_in(uintptr_t lo, uintptr_t hi, const char *page);

@@ -2457,6 +2457,156 @@ def test_hanging_constructor_lone_worker_replaced():
                  s.stderr(), "the worker replaced")
 
 
+# ---- no request waits without bound behind a stuck load (FRESH10-6) ---------
+
+HUNG_INIT_PAGE = page('HP_INIT { (void)m; (void)previous; sleep(1000); '
+                      'return NULL; }\n'
+                      'HP_HANDLER(http_handler) { hp_puts(req, "h"); '
+                      'return HP_OK; }', includes="#include <unistd.h>")
+
+
+def _waiters_of_a_stuck_load(hung, args, dev, words):
+    """A page whose load never returns (hung: its source), --handler-timeout
+    2: the second request for it, sent 1 s into the load, and a third sent
+    after it, are answered 503 + Retry-After within about 4 s of the load's
+    start (--handler-timeout + 2 s), saying why (words, in dev mode); a
+    loaded page goes on serving. Returns the server's stderr."""
+    with Server(files={"good.c": simple_page("good"), "hang.c": hung},
+                args=args + ["--handler-timeout", "2"],
+                dev=dev, check_exit=False) as s:
+        if "--workers" in args and args[args.index("--workers") + 1] != "0":
+            all_ready(s, n=int(args[args.index("--workers") + 1]),
+                      timeout=limit(15.0))
+        s.get_ok("/good")
+        t0 = time.monotonic()
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        time.sleep(1.0)
+        for n in ("second", "third"):
+            r = fresh_get(s, "/hang", timeout=limit(12.0))
+            took = time.monotonic() - t0
+            check(r is not None, "no answer to the %s request for /hang "
+                  "(%.0f s into the load)" % (n, took))
+            check_eq((r.status, r.header("Retry-After")), (503, "1"),
+                     "the %s request for /hang" % n)
+            check(took < 4.0 + 1.5 * SLACK, "the %s request was answered "
+                  "%.1f s into the load" % (n, took))
+            if dev:
+                check_in(words, r.text, "the %s request's page" % n)
+        if s.alive():
+            check_eq(s.get_ok("/good").text, "good", "a loaded page after")
+        return s.stderr()
+
+
+def test_dev_single_process_answers_a_second_request_for_the_hung_page():
+    """FRESH10-6. --workers 0, dev, --handler-timeout 2: a constructor
+    hangs. Past --handler-timeout the log says 'no page can be loaded in
+    this process again ... restart hotpub', but a second request for the
+    hung page (the developer reloading the tab) never got an answer: it
+    waited on the module cache entry's load_mu, held by the request stuck
+    inside dlopen. Now a 503 within about 4 s that says what to do."""
+    _waiters_of_a_stuck_load(hang_page(1000), ["--workers", "0"], True,
+                             "restart hotpub")
+
+
+def test_single_process_answers_waiters_of_a_hung_init_dev():
+    """--workers 0, dev: the same with HP_INIT hung instead of a
+    constructor (no dlopen holds the loader's lock: other pages load)."""
+    err = _waiters_of_a_stuck_load(HUNG_INIT_PAGE, ["--workers", "0"], True,
+                                   "restart hotpub")
+    check(re.search(r"\[info\] \S*hang\.c: the init hook of \S*hang\.c "
+                    r"has been running for \d+ s", err),
+          "the log does not say so: %s" % short(err, 1500))
+
+
+def test_single_process_answers_waiters_of_a_hung_init_production():
+    """--workers 0, production: nothing ends an init that never returns
+    in the single process (no watchdog), so its waiters waited for ever;
+    they get the 503 now, the log says so once at [error], and other pages
+    (first loads included) still load."""
+    hung = HUNG_INIT_PAGE
+    with Server(files={"good.c": simple_page("good"), "hang.c": hung,
+                       "other.c": simple_page("other")},
+                args=["--workers", "0", "--handler-timeout", "2"],
+                dev=False, check_exit=False) as s:
+        s.get_ok("/good")
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        r = fresh_get(s, "/hang", timeout=limit(12.0))
+        check(r is not None, "no answer to the second request for /hang")
+        check_eq(r.status, 503, "the second request for /hang")
+        check(time.monotonic() - t0 < 3.0 + 1.5 * SLACK, "it took %.1f s"
+              % (time.monotonic() - t0))
+        check_eq(s.get_ok("/other").text, "other", "another page's first load")
+        check_in("cannot be loaded in this process until it returns; "
+                 "restart hotpub", s.stderr(), "the log")
+        check_eq(s.stderr().count("has been running for"), 1,
+                 "said once: %s" % short(s.stderr(), 1500))
+
+
+def test_single_process_production_answers_waiters_before_exit_70():
+    """--workers 0, production: a hung constructor stops the process
+    (exit 70); the request waiting for the same page was held until
+    --shutdown-timeout ended the drain. Now it gets its 503 at
+    --handler-timeout + 2 s and the process exits 70 right after."""
+    with Server(files={"good.c": simple_page("good"),
+                       "hang.c": hang_page(1000)},
+                args=["--workers", "0", "--handler-timeout", "2",
+                      "--shutdown-timeout", "20"],
+                dev=False, check_exit=False) as s:
+        s.get_ok("/good")
+        t0 = time.monotonic()
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        time.sleep(1.0)
+        r = fresh_get(s, "/hang", timeout=limit(25.0))
+        took = time.monotonic() - t0
+        check(r is not None, "no answer to the second request for /hang")
+        check_eq((r.status, r.header("Retry-After")), (503, "1"),
+                 "the second request")
+        check(took < 4.0 + 1.5 * SLACK, "answered %.1f s into the load"
+              % took)
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the process did not end")
+        check_eq(s.proc.returncode, 70, "exit status")
+
+
+def test_lone_worker_answers_waiters_of_a_hung_constructor():
+    """--workers 1: the waiters of a hung constructor's page get the
+    refusal's 503 (the watchdog gives up on the load)."""
+    _waiters_of_a_stuck_load(hang_page(1000), ["--workers", "1"], True,
+                             "ran past --handler-timeout")
+
+
+def test_lone_worker_answers_waiters_of_a_hung_init():
+    _waiters_of_a_stuck_load(HUNG_INIT_PAGE, ["--workers", "1"], False, "")
+
+
+def test_batch_with_a_stuck_page_does_not_hold_its_other_members():
+    """--workers 0, dev: hang.c's constructor never returns; a.c and hang.c
+    are then saved together. The batch of that change took a.c's load_mu
+    and waited for hang.c's, held by the stuck load, for ever: requests for
+    a.c (a loaded page) never got an answer. Now the batch leaves hang.c
+    out once its load is stuck, and /a is answered."""
+    with Server(files={"a.c": simple_page("a0"), "good.c": simple_page("good"),
+                       "hang.c": hang_page(1000)},
+                args=["--workers", "0", "--handler-timeout", "2"],
+                dev=True, check_exit=False) as s:
+        s.get_ok("/a")
+        s.get_ok("/good")
+        BackgroundRequest(s.port, "/hang", timeout=30).start()
+        time.sleep(0.5)
+        s.write("a.c", simple_page("a1"), how="rename")
+        s.write("hang.c", hang_page(999), how="rename")
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = fresh_get(s, "/a", timeout=limit(20.0))
+        took = time.monotonic() - t0
+        check(r is not None, "no answer for /a after %.0f s" % took)
+        check(r.status in (200, 503), "/a: %s" % r.status)
+        check(took < 5.0 + 1.5 * SLACK, "/a took %.1f s" % took)
+        check_eq(s.get_ok("/good").text, "good", "a loaded page")
+
+
 # ---- stray signals (FRESH8-3, -3b; stray.c) -------------------------------------
 
 def raiser_page(sig, then=""):
@@ -2650,6 +2800,98 @@ def test_own_handler_of_an_unloaded_version_worker():
         _own_handler_then_edit(s)
         check_not_in("killed by signal", s.stderr(), "a worker died")
         check_eq(s.get_ok("/good").text, "good", "served after")
+
+
+# ---- an unloaded page's handler for a stop signal (stray.c, server.c) ------
+
+# Installs its own SIGTERM handler (a no-op) and prints its pid.
+OWN_TERM = page(r'''
+static void on(int sig) { (void)sig; }
+HP_HANDLER(http_handler)
+{
+    signal(SIGTERM, on);
+    hp_printf(req, "v1 pid %d tid %ld", (int)getpid(),
+              (long)syscall(SYS_gettid));
+    return HP_OK;
+}''', includes="#include <signal.h>\n#include <sys/syscall.h>\n"
+   "#include <unistd.h>")
+
+UNLOADED_TERM = ("SIGTERM (15) handler is unloaded with it: back to "
+                 "hotpub's handler")
+
+SLOW_1500 = page('HP_HANDLER(http_handler) { usleep(1500000); '
+                 'hp_puts(req, "slow"); return HP_OK; }',
+                 includes="#include <unistd.h>")
+
+
+def _own_term_server(args, dev):
+    return Server(files={"own.c": OWN_TERM, "slow.c": SLOW_1500,
+                         "good.c": simple_page("good")},
+                  args=args, dev=dev, check_exit=False)
+
+
+def _sigterm_after_own_handler_unloaded(s, args):
+    """OWN_TERM loaded, edited (its object unloaded: its SIGTERM handler
+    goes back to hotpub's), then a slow request and SIGTERM to the thread
+    that ran it, from outside: the request must finish (a drain), not be cut off by
+    SIGTERM's default action. Returns (pid, the slow response)."""
+    if args[1] != "0":
+        all_ready(s, n=1, timeout=limit(15.0))
+    s.get_ok("/slow")  # loaded: the slow run below is the handler alone
+    r = fresh_get(s, "/own", timeout=limit(15.0))
+    check(r is not None and r.status == 200 and r.text.startswith("v1"),
+          "v1: %r" % r)
+    pid, tid = int(r.text.split()[2]), int(r.text.split()[4])
+    s.write("own.c", simple_page("v2"), how="rename")
+    check(wait_until(lambda: (lambda x: x is not None and x.text == "v2")(
+        fresh_get(s, "/own")), limit(10.0), 0.1), "v2 not served")
+    check(wait_until(lambda: "its own SIGTERM (15) handler is unloaded"
+                     in s.stderr(), limit(5.0)), "v1 not unloaded: %s"
+          % short(s.stderr(), 1500))
+    bg = BackgroundRequest(s.port, "/slow", timeout=limit(15.0))
+    bg.start()
+    time.sleep(0.4)
+    # At the thread that ran the page, which takes the stop signals for
+    # the main thread (forward_signal), as a SIGTERM to the process lands
+    # whenever the main thread is not waiting in sigtimedwait.
+    _tgkill(pid, tid, signal.SIGTERM)
+    return pid, bg.join_result(limit(20.0))
+
+
+def test_sigterm_drains_after_a_pages_handler_is_unloaded_single_process():
+    """--workers 0: a page replaced SIGTERM's handler and was unloaded;
+    hotpub reset SIGTERM to SIG_DFL, so the next SIGTERM ended the process
+    at once (a running request cut, status -15). Now hotpub's own handler
+    is back: the running request finishes and the process exits 0."""
+    args = ["--workers", "0"]
+    with _own_term_server(args, True) as s:
+        _, r = _sigterm_after_own_handler_unloaded(s, args)
+        check(r is not None and r.status == 200 and r.text == "slow",
+              "the running request: %r" % r)
+        check(wait_until(lambda: not s.alive(), limit(10.0)),
+              "the process did not end")
+        check_eq(s.proc.returncode, 0, "exit status")
+        check_in("finishing in-flight requests", s.stderr(), "a drain")
+        check_in(UNLOADED_TERM, s.stderr(), "the line")
+
+
+def test_sigterm_drains_after_a_pages_handler_is_unloaded_worker():
+    """--workers 1: the same in a worker: SIGTERM to it drains it (its
+    running request finishes) instead of killing it; the supervisor then
+    replaces it and the site serves on."""
+    args = ["--workers", "1"]
+    with _own_term_server(args, False) as s:
+        pid, r = _sigterm_after_own_handler_unloaded(s, args)
+        check(r is not None and r.status == 200 and r.text == "slow",
+              "the running request: %r" % r)
+        check(wait_until(lambda: not alive(pid), limit(10.0)),
+              "the worker did not end")
+        check_not_in("killed by signal 15", s.stderr(), "the worker's end")
+        check(wait_until(lambda: "worker %d" % pid in s.stderr() and
+                         "drained" in s.stderr(), limit(5.0)),
+              "no drain logged: %s" % short(s.stderr(), 1500))
+        s.wait_body("/good", "good", limit(15.0), allowed_status=(503,))
+        check_in(UNLOADED_TERM, s.stderr(), "the line")
 
 
 # ---- hotpub check agrees with the server on stray signals (FRESH10-4) -------

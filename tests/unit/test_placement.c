@@ -350,6 +350,7 @@ static int64_t queued(const struct hp_run *r)
 struct hog {
     int cpu;
     atomic_bool started;
+    atomic_bool go; /* the creator's probe has started */
 };
 
 static void *hog_run(void *arg)
@@ -357,8 +358,14 @@ static void *hog_run(void *arg)
     struct hog *h = arg;
     atomic_store(&h->started, true);
     /* Let the creator start its probe and its sleep first (a real-time
-     * thread runs at once, before pthread_create even returns). */
-    struct timespec nap = {0, 500000};
+     * thread runs at once, before pthread_create even returns; under
+     * ThreadSanitizer pthread_create returns well after the thread began,
+     * so a fixed nap alone could end before the probe started). Polled
+     * with naps: a spin here would keep the creator, on the same CPU,
+     * from ever running. */
+    struct timespec poll = {0, 100000}, nap = {0, 500000};
+    while (!atomic_load(&h->go))
+        nanosleep(&poll, NULL);
     nanosleep(&nap, NULL);
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -412,14 +419,15 @@ static void test_probe_leaves_out_the_wait_for_a_cpu(void)
     }
     struct hp_run_probe p;
     hp_run_probe_start(&p, true);
+    atomic_store(&h.go, true);
     if (p.delay0 < 0) {
         pthread_join(t, NULL);
         unpin();
         printf("  (skipped: no /proc/thread-self/schedstat)\n");
         return;
     }
-    /* The hog wakes at 0.5 ms and holds the CPU for 8 ms: this sleep ends
-     * at 1 ms, and its thread waits 7.5 ms more for the CPU. */
+    /* The hog wakes at about 0.6 ms and holds the CPU for 8 ms: this
+     * sleep ends at 1 ms, and its thread waits 7.5 ms more for the CPU. */
     usleep(1000);
     struct hp_run r = hp_run_probe_stop(&p, 0);
     pthread_join(t, NULL);

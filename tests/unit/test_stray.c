@@ -4,6 +4,7 @@
 #include "t.h"
 
 #include <signal.h>
+#include <stdint.h>
 #include <unistd.h>
 
 static void test_sender_sentences(void)
@@ -51,11 +52,49 @@ static void test_chosen_disposition_is_kept(void)
     CHECK((now.sa_flags & SA_SIGINFO) != 0);
 }
 
+static void host_term(int sig)
+{
+    (void)sig;
+}
+static void page_term(int sig)
+{
+    (void)sig;
+}
+
+/* A page's handler for a non-stray signal, unloaded: the signal goes back
+ * to the action hotpub recorded (hp_stray_signals_note_host), not SIG_DFL
+ * (a SIGTERM would then end the process without draining). */
+static void test_unloaded_handler_gets_hotpubs_action_back(void)
+{
+    signal(SIGTERM, host_term);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    hp_stray_signals_note_host();
+    /* the page replaces all three */
+    signal(SIGTERM, page_term);
+    signal(SIGPIPE, page_term);
+    signal(SIGCHLD, page_term);
+    uintptr_t lo = (uintptr_t)page_term, hi = lo + 1;
+    CHECK(hp_stray_signals_restore_in(lo, hi, "page.c") == 3);
+    struct sigaction now;
+    sigaction(SIGTERM, NULL, &now);
+    CHECK(now.sa_handler == host_term);
+    sigaction(SIGPIPE, NULL, &now);
+    CHECK(now.sa_handler == SIG_IGN);
+    sigaction(SIGCHLD, NULL, &now);
+    CHECK(now.sa_handler == SIG_DFL);
+    /* hotpub's own handler is no page's: left alone */
+    CHECK(hp_stray_signals_restore_in(lo, hi, "page.c") == 0);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
     T_RUN(test_sender_sentences);
     T_RUN(test_raised_signals_are_counted_not_fatal);
     T_RUN(test_chosen_disposition_is_kept);
+    T_RUN(test_unloaded_handler_gets_hotpubs_action_back);
     T_DONE();
 }
