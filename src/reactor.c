@@ -211,6 +211,10 @@ static int co_wait(int fd, short events, int64_t deadline, void *cls)
     if (!co)
         return poll_until(fd, events, deadline);
     struct hp_reactor_job *j = hp_coro_data(co);
+    if (fd < 0 && !deadline && !j->deadline_ns) {
+        errno = EINVAL; /* a sleep without end: as hp_wait_fd says */
+        return -1;
+    }
     bool own = false;
     if (j->deadline_ns && (!deadline || j->deadline_ns <= deadline)) {
         deadline = j->deadline_ns;
