@@ -305,6 +305,37 @@ def test_fresh11_4_a_thread_local_from_prepare_to_commit_mixes_requests():
         check(not bad, "%d of 20 failed: %r" % (len(bad), bad[:5]))
 
 
+def test_fresh11_5_no_coroutine_stack_stalls_the_reactor():
+    """FRESH11-5. A worker whose address space is limited (RLIMIT_AS, as
+    `ulimit -v`, set on the running server: room for about 30 coroutines,
+    each reserving a 1 GiB guard) gets 120 requests at once to a page on
+    the reactor that waits 0.3 s, pool of 4. What happened: the requests
+    that got no coroutine stack ran on the reactor's own stack ("a request
+    runs without one"); each blocked the reactor in its waits, and its
+    wait for a pool connection held by a suspended coroutine never ended
+    (the holder cannot resume): 0 answers in 4 s under wrk, a request
+    after that got none either. Expected: they wait for a stack (or a
+    handler thread) and all answer 200. Fixed: start() leaves a job queued
+    while other jobs run and no stack can be had."""
+    need_pg()
+    import resource
+    with pg_server(["--workers", "0", "--db-acquire-timeout", "30000"],
+                   pool=4) as s:
+        promote(s)
+        with open("/proc/%d/status" % s.proc.pid) as f:
+            vm = [ln for ln in f if ln.startswith("VmSize:")][0]
+        size = int(vm.split()[1]) * 1024
+        room = size + (30 << 30)
+        resource.prlimit(s.proc.pid, resource.RLIMIT_AS, (room, room))
+        paths = ["/q?s=0.3&id=n%d" % i for i in range(120)]
+        rs, took = parallel(s, paths, timeout=25)
+        bad = [(p, st(r)) for p, r in zip(paths, rs)
+               if st(r) != 200 or r.text != "ok " + p.split("id=")[1]]
+        check(not bad, "%d of 120 not answered right in %.1f s: %r"
+              % (len(bad), took, bad[:4]))
+        check_in("no coroutine stack", s.stderr(), "the log")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
