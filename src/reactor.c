@@ -63,9 +63,11 @@ static struct {
     const struct hp_reactor_ops *ops;
     atomic_ulong runs, waits;
     atomic_int active;
+    atomic_long deferred;    /* jobs on the later list */
     atomic_llong busy_since; /* when the running stretch began; 0: none */
     /* the reactor thread's alone */
     struct hp_reactor_job *waiting; /* jobs suspended in hp_wait_fd */
+    struct hp_reactor_job *later;   /* no stack for them yet: start() */
     unsigned char *armed;           /* fds in ep, by number */
     size_t narmed;
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER, .ep = -1, .efd = -1};
@@ -263,39 +265,66 @@ static void step(struct hp_reactor_job *j)
     }
 }
 
-static void start(struct hp_reactor_job *j)
+/* Start j on a coroutine of its own. With no stack to be had (mmap
+ * fails: the address-space limit, vm.max_map_count) while other jobs run,
+ * false: j waits until one of them ends and gives its stack back. Run on
+ * the reactor's own stack instead, its waits would block the reactor, and
+ * a wait for a pool connection that a suspended job holds would never end
+ * (FRESH11-5). With none running it runs there after all: no job of the
+ * reactor's can hold what it waits for. */
+static bool start(struct hp_reactor_job *j)
 {
-    atomic_fetch_add(&R.active, 1);
     j->co = hp_coro_new(R.stack, trampoline, j);
     if (!j->co) {
-        /* No stack for it: it runs on this thread's own, and its waits
-         * block the reactor (co_wait polls). Rare, and it still runs. */
+        if (atomic_load(&R.active) > 0) {
+            if (atomic_load(&R.deferred) == 0) /* once a shortage */
+                hp_log_error("reactor: no coroutine stack (%s); requests "
+                             "wait for a running one's",
+                             strerror(errno));
+            return false;
+        }
         hp_log_error("reactor: no coroutine stack (%s); a request runs "
-                    "without one",
-                    strerror(errno));
+                     "without one",
+                     strerror(errno));
+        atomic_fetch_add(&R.active, 1);
         trampoline(j);
         atomic_fetch_sub(&R.active, 1);
         atomic_fetch_add_explicit(&R.runs, 1, memory_order_relaxed);
-        return;
+        return true;
     }
+    atomic_fetch_add(&R.active, 1);
     hp_coro_set_data(j->co, j);
     step(j);
+    return true;
 }
 
+/* Start the jobs that wait for a stack, then the queue's, in order; those
+ * start() cannot start yet stay on R.later, first in line next time. */
 static void start_queued(void)
 {
-    if (atomic_load(&R.queued) == 0)
-        return;
-    pthread_mutex_lock(&R.mu);
-    struct hp_reactor_job *j = R.head;
-    R.head = R.tail = NULL;
-    atomic_store(&R.queued, 0);
-    pthread_mutex_unlock(&R.mu);
+    struct hp_reactor_job *j = R.later, **end = &j;
+    R.later = NULL;
+    while (*end)
+        end = &(*end)->next;
+    if (atomic_load(&R.queued) > 0) {
+        pthread_mutex_lock(&R.mu);
+        *end = R.head;
+        R.head = R.tail = NULL;
+        atomic_store(&R.queued, 0);
+        pthread_mutex_unlock(&R.mu);
+    }
+    long later = 0;
     while (j) {
         struct hp_reactor_job *next = j->next; /* j may be gone after */
-        start(j);
+        if (!start(j)) {
+            R.later = j; /* not started: j->next is still next */
+            for (; j; j = j->next)
+                later++;
+            break;
+        }
         j = next;
     }
+    atomic_store(&R.deferred, later);
 }
 
 /* Resume every job whose wait is past its deadline; the earliest deadline
@@ -335,7 +364,7 @@ static int timeout_ms(int64_t next)
 static bool idle_and_stopping(void)
 {
     return atomic_load(&R.stopping) && atomic_load(&R.active) == 0 &&
-           atomic_load(&R.queued) == 0;
+           atomic_load(&R.queued) == 0 && !R.later;
 }
 
 static void *reactor_main(void *arg)
@@ -427,5 +456,5 @@ void hp_reactor_stats(struct hp_reactor_stats *out)
     out->runs = atomic_load_explicit(&R.runs, memory_order_relaxed);
     out->waits = atomic_load_explicit(&R.waits, memory_order_relaxed);
     out->active = atomic_load(&R.active);
-    out->queued = atomic_load(&R.queued);
+    out->queued = atomic_load(&R.queued) + atomic_load(&R.deferred);
 }

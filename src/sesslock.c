@@ -33,7 +33,10 @@
  * the row holds one of the pool's connections: without it, one client
  * sending many requests of one session at once could hold them all. It is
  * an in-process lock, but it cannot outlive its holder: it is released
- * with the request's resources, and it dies with the process.
+ * with the request's resources, and it dies with the process. On a
+ * thread that runs coroutines (the reactor) the stage naps through
+ * hp_wait_fd instead: the condition variable would stall the request that
+ * holds the session, whose wait on the database is on the same thread.
  */
 #include "sesslock.h"
 
@@ -45,6 +48,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "wait.h"
 
 /* The sessions this process's requests hold (SHA-256 hex of their ids):
  * few, one per handler thread at most, so a list. */
@@ -77,8 +82,46 @@ static struct timespec realtime_at(double until)
     return ts;
 }
 
+/* Take hash_hex's in-process stage if it is free: 0 taken, 1 held. */
+static int local_try_locked(const char *hash_hex)
+{
+    if (held_at(hash_hex) >= 0)
+        return 1;
+    if (L.n == L.cap) {
+        L.cap = L.cap ? 2 * L.cap : 16;
+        L.held = hp_xrealloc(L.held, L.cap * sizeof *L.held);
+    }
+    snprintf(L.held[L.n++], sizeof *L.held, "%s", hash_hex);
+    return 0;
+}
+
+/* The in-process stage on a thread that runs coroutines (the reactor):
+ * the condition variable would block the thread, and with it the request
+ * that holds the session (it waits on the database on the same thread),
+ * until the timeout. So it naps through hp_wait_fd, 0.2 ms doubling up to
+ * 4 ms, and the other coroutines run meanwhile. A nap cut short (the
+ * request's own deadline passed) gives up: 1, as a timeout. */
+static int local_acquire_hooked(const char *hash_hex, double until)
+{
+    int64_t until_ns = (int64_t)(until * 1e9), nap = 200000;
+    for (;;) {
+        pthread_mutex_lock(&L.mu);
+        int rc = local_try_locked(hash_hex);
+        pthread_mutex_unlock(&L.mu);
+        int64_t now = hp_now_ns();
+        if (rc == 0 || now >= until_ns)
+            return rc;
+        int64_t wake = now + nap < until_ns ? now + nap : until_ns;
+        if (hp_wait_fd(-1, 0, wake) != 0 || hp_now_ns() < wake)
+            return 1;
+        nap = nap < 4000000 ? nap * 2 : 4000000;
+    }
+}
+
 int hp_sesslock_local_acquire(const char *hash_hex, double until)
 {
+    if (hp_wait_hooked())
+        return local_acquire_hooked(hash_hex, until);
     struct timespec ts = realtime_at(until);
     pthread_mutex_lock(&L.mu);
     int rc = 0;

@@ -5,12 +5,15 @@
  * two sessions do not, that a wait ends at its limit, that a release lets a
  * waiter in at once, and that a child process that dies holding a lock
  * frees it; and the in-process stage: the same, woken by the release.
+ * On a thread with a wait hook (the reactor), the in-process stage waits
+ * through the hook, never on its condition variable (FRESH11-1).
  * The end-to-end runs are tests/e2e/sessions.py.
  *
  * Owns: its temporary directory. May not touch: anything else.
  */
 #include "sesslock.h"
 #include "t.h"
+#include "wait.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -118,6 +121,62 @@ static void local_stage(void)
     hp_sesslock_local_release(HASH_A);
 }
 
+/* A wait hook standing in for the reactor: counts the waits, lets go of
+ * the session on the third (as its holder would, on another coroutine),
+ * and sleeps as poll(2) would. */
+static int hook_waits;
+static bool release_on_third;
+
+static int fake_reactor_wait(int fd, short events, int64_t deadline_ns,
+                             void *cls)
+{
+    (void)events;
+    (void)cls;
+    CHECK(fd < 0);
+    CHECK(deadline_ns > 0);
+    if (++hook_waits == 3 && release_on_third)
+        hp_sesslock_local_release(HASH_A);
+    int64_t left = deadline_ns - hp_now_ns();
+    if (left > 0)
+        usleep((useconds_t)(left / 1000) + 1);
+    return 0;
+}
+
+/* The hook that ends every wait at once (the request's own deadline
+ * passed): the acquire gives up rather than spin. */
+static int deadline_passed(int fd, short events, int64_t deadline_ns, void *cls)
+{
+    (void)fd;
+    (void)events;
+    (void)deadline_ns;
+    (void)cls;
+    hook_waits++;
+    return 0;
+}
+
+static void local_stage_waits_through_the_hook(void)
+{
+    CHECK(hp_sesslock_local_acquire(HASH_A, hp_now() + 1) == 0);
+    hp_wait_set_hook(fake_reactor_wait, NULL);
+    hook_waits = 0;
+    release_on_third = true;
+    double t0 = hp_now();
+    CHECK(hp_sesslock_local_acquire(HASH_A, hp_now() + 5) == 0);
+    CHECK(hook_waits == 3);
+    CHECK(hp_now() - t0 < 1.0);
+    /* held again, never let go: the wait ends at its limit */
+    hook_waits = 0;
+    release_on_third = false;
+    CHECK(hp_sesslock_local_acquire(HASH_A, hp_now() + 0.05) == 1);
+    CHECK(hook_waits >= 1);
+    hp_wait_set_hook(deadline_passed, NULL);
+    hook_waits = 0;
+    CHECK(hp_sesslock_local_acquire(HASH_A, hp_now() + 5) == 1);
+    CHECK(hook_waits == 1);
+    hp_wait_set_hook(NULL, NULL);
+    hp_sesslock_local_release(HASH_A);
+}
+
 static void a_dead_holder_frees_it(void)
 {
     int ready[2];
@@ -165,6 +224,7 @@ int main(int argc, char **argv)
     T_RUN(same_session_excludes_threads);
     T_RUN(release_lets_a_waiter_in);
     T_RUN(local_stage);
+    T_RUN(local_stage_waits_through_the_hook);
     T_RUN(a_dead_holder_frees_it);
     T_RUN(unopenable_file_fails);
     unlink(lock_path);
