@@ -368,6 +368,7 @@ struct hp_version {
     const char *path; /* the module's source (owned by its entry) */
     hp_entry *entry;
     void *dl;              /* dlopen handle                            */
+    bool has_tls;          /* defines thread-local variables (PT_TLS)  */
     char *so_path;         /* private copy that was dlopen'ed          */
     struct hp_fid src_fid; /* the source as compiled                   */
     struct hp_dep *deps;

@@ -204,6 +204,11 @@ static void find_syms(void *h, struct object_syms *syms)
     for (int i = 0; i < HP_NHOOKS; i++)
         syms->v->hooks[i] = (hp_handler_fn)dlsym(h, hook_names[i]);
     syms->v->fini = (hp_fini_fn)dlsym(h, "hp__fini");
+    /* Thread-local variables (a TLS segment: its module id is not 0) keep
+     * the version off the reactor, where requests share a thread
+     * (server.c, tls_module). */
+    size_t modid = 0;
+    syms->v->has_tls = dlinfo(h, RTLD_DI_TLS_MODID, &modid) == 0 && modid;
     syms->init = (hp_init_fn)dlsym(h, "hp__init");
 }
 

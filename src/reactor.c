@@ -451,6 +451,38 @@ void hp_reactor_stop(void)
     R.narmed = 0;
 }
 
+double hp_reactor_stalled(void)
+{
+    long long since =
+        atomic_load_explicit(&R.busy_since, memory_order_relaxed);
+    return since ? (double)(hp_now_ns() - since) / 1e9 : 0;
+}
+
+long hp_reactor_held(void)
+{
+    return atomic_load(&R.active) + atomic_load(&R.queued) +
+           atomic_load(&R.deferred);
+}
+
+long hp_reactor_reclaim(void (*fn)(struct hp_reactor_job *job))
+{
+    if (hp_reactor_stalled() * 1e9 < STALL_NS)
+        return 0;
+    pthread_mutex_lock(&R.mu);
+    struct hp_reactor_job *j = R.head;
+    R.head = R.tail = NULL;
+    atomic_store(&R.queued, 0);
+    pthread_mutex_unlock(&R.mu);
+    long n = 0;
+    while (j) {
+        struct hp_reactor_job *next = j->next;
+        fn(j);
+        j = next;
+        n++;
+    }
+    return n;
+}
+
 void hp_reactor_stats(struct hp_reactor_stats *out)
 {
     out->runs = atomic_load_explicit(&R.runs, memory_order_relaxed);

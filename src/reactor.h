@@ -54,6 +54,17 @@ void hp_reactor_stop(void);
 /* Whether this thread is the reactor's. */
 bool hp_reactor_on_thread(void);
 
+/* How long the job running on the reactor has run since it last waited,
+ * seconds; 0 when none runs. */
+double hp_reactor_stalled(void);
+/* Jobs the reactor holds: started and not finished, or queued. While it
+ * is stalled, none of them can go on. */
+long hp_reactor_held(void);
+/* When the reactor has been stalled for over a second: take the queued
+ * jobs it has not started back and hand each to fn (any thread; a job
+ * that waits for a stack stays). How many. */
+long hp_reactor_reclaim(void (*fn)(struct hp_reactor_job *job));
+
 struct hp_reactor_stats {
     unsigned long runs; /* jobs finished                                */
     unsigned long waits; /* waits that suspended a job                   */

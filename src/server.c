@@ -1285,6 +1285,7 @@ static enum MHD_Result send_page_file(struct ctx *c)
 
 static void stretch_begin(struct ctx *c);
 static void stretch_end(struct ctx *c);
+static bool coro_candidate(const struct hp_pinset *ps);
 
 static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
 {
@@ -1365,8 +1366,9 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
         struct hp_run measured =
             hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
         hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
-        if (S.cfg->coroutines && hp_reactor_running())
-            hp_place_learn_coro_fit(ps->page, &measured, hp_wait_ns() - wait0);
+        int64_t waited = hp_wait_ns() - wait0;
+        if (waited > 0 && coro_candidate(ps))
+            hp_place_learn_coro_fit(ps->page, &measured, waited);
     }
     if (req->flushed_inline) /* it streams: never on an event loop again */
         demote_for_stream(ps->page);
@@ -1440,6 +1442,54 @@ static void run_offloaded(struct hp_pool_job *job)
 static struct ctx *ctx_of_rjob(struct hp_reactor_job *job)
 {
     return (struct ctx *)((char *)job - offsetof(struct ctx, rjob));
+}
+
+/*
+ * The module of a request's chain that has thread-local variables, or
+ * NULL. docs/hooks.md promises that the hooks and the handler of one
+ * request run on one thread, one after the other, so a _Thread_local can
+ * carry a value from prepare to release; on the reactor the requests
+ * waiting on the database share its thread, and such a variable would
+ * not belong to one request (a fresh-user test: 19 of 20 concurrent
+ * requests saw another's value, FRESH11-4). So such a chain never runs
+ * there.
+ */
+static const hp_version *tls_module(const struct hp_pinset *ps)
+{
+    if (ps->page->has_tls)
+        return ps->page;
+    for (size_t i = 0; i < ps->napps; i++)
+        if (ps->apps[i]->has_tls)
+            return ps->apps[i];
+    return NULL;
+}
+
+/* Whether a request that waited may teach its page the way to the
+ * reactor; logs once per version why not when a module keeps
+ * thread-local variables. */
+static bool coro_candidate(const struct hp_pinset *ps)
+{
+    if (!S.cfg->coroutines || atomic_load(&ps->page->coro_never) ||
+        !hp_reactor_running())
+        return false;
+    const hp_version *t = tls_module(ps);
+    if (!t)
+        return true;
+    if (!atomic_exchange(&ps->page->coro_never, true))
+        hp_log_info("%s: %s has thread-local variables, which requests "
+                    "sharing the reactor's thread would share: its "
+                    "requests stay on the handler threads",
+                    ps->page->path, t == ps->page ? "it" : t->path);
+    return false;
+}
+
+/* A request the stalled reactor had not started: to the handler threads
+ * (hp_reactor_reclaim). Its page is pinned, its connection suspended. */
+static void reclaimed(struct hp_reactor_job *job)
+{
+    struct ctx *c = ctx_of_rjob(job);
+    atomic_fetch_add(&S.offloaded, 1);
+    hp_pool_submit(&c->job, c->req.target.path);
 }
 
 static void stretch_begin(struct ctx *c)
@@ -1556,10 +1606,13 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
     }
     /* A page whose runs wait on the database, short between waits. */
     if (r == HP_ACQ_OK && atomic_load(&req->pins.page->run_coro) &&
-        !(req->pins.err && S.dev) && !stopping && hp_reactor_running()) {
-        *offloaded = true;
-        to_reactor(c);
-        return MHD_YES;
+        !(req->pins.err && S.dev) && !stopping) {
+        if (hp_reactor_running() && !tls_module(&req->pins)) {
+            *offloaded = true;
+            to_reactor(c);
+            return MHD_YES;
+        }
+        hp_reactor_reclaim(reclaimed); /* stalled: what it has not begun */
     }
     /* A promoted page that takes a database connection while the pool
      * has none free would wait for one on this event loop: offload it. */
@@ -2119,6 +2172,7 @@ static _Noreturn void lost_descriptors(const char *why)
 static void each_second(void)
 {
     char why[160];
+    hp_reactor_reclaim(reclaimed);
     if (hp_liveness_check(why, sizeof why) == 0) {
         hp_metrics_tick();
         hp_metrics_modules(S.cache);
@@ -2459,6 +2513,41 @@ static bool dlopen_hung_check(void)
     return true;
 }
 
+/*
+ * Alone (no worker processes, so no watchdog): a run that has held the
+ * reactor past --handler-timeout without waiting holds every request
+ * there for as long. In production the process stops as for a SIGTERM and
+ * exits 70, for its supervisor to restart it (the requests held get 503
+ * at the drain's end); in dev mode it says so once and serves on (new
+ * requests run on the handler threads).
+ */
+static bool reactor_hung;
+static bool reactor_hung_check(void)
+{
+    static bool said;
+    double limit = S.cfg->handler_timeout > 0 ? S.cfg->handler_timeout : 30;
+    double s = hp_reactor_stalled();
+    if (said || s <= limit)
+        return false;
+    said = true;
+    if (S.dev) {
+        hp_log_info("a request has held the reactor for %.0f s without "
+                    "waiting, past --handler-timeout: the %ld requests "
+                    "there cannot go on until it returns (restart hotpub if "
+                    "it never does); new requests run on the handler threads",
+                    s, hp_reactor_held() - 1);
+        return false;
+    }
+    hp_log_error("a request has held the reactor for %.0f s without waiting, "
+                 "past --handler-timeout, and with it %ld other requests; "
+                 "stopping: running requests finish (within "
+                 "--shutdown-timeout), then the server exits with status 70 "
+                 "for the supervisor to restart it",
+                 s, hp_reactor_held() - 1);
+    stopped_unasked = reactor_hung = true;
+    return true;
+}
+
 /* The main thread until SIGTERM/SIGINT: flush the access log once a
  * second, reopen the logs on SIGUSR1. */
 static void wait_for_stop(const sigset_t *sigs)
@@ -2469,7 +2558,7 @@ static void wait_for_stop(const sigset_t *sigs)
         int sig = sigtimedwait(sigs, &si, &one);
         hp_access_flush();
         hp_stray_signals_report();
-        if (alone && dlopen_hung_check())
+        if (alone && (dlopen_hung_check() || reactor_hung_check()))
             break;
         if (sig == SIGTERM || sig == SIGINT) {
             stop_sender(sig, &si);
@@ -2496,7 +2585,14 @@ static void wait_for_stop(const sigset_t *sigs)
  * watchdog gave up on, and the one hung inside dlopen (dlopen_hung). */
 static long drain_stuck(void)
 {
-    return H.stuck() + (dlopen_hung ? 1 : 0);
+    long n = H.stuck() + (dlopen_hung ? 1 : 0);
+    /* A run holding the reactor past --handler-timeout holds every
+     * request there: none of them can finish (the watchdog counts the run
+     * itself among the stuck with workers; alone, nothing does). */
+    double limit = S.cfg->handler_timeout > 0 ? S.cfg->handler_timeout : 30;
+    if (hp_reactor_stalled() > limit)
+        n += hp_reactor_held() - (alone ? 0 : 1);
+    return n;
 }
 
 /* Alone, a stop a page sent is no clean stop (docs/operations.md). */
