@@ -62,6 +62,9 @@ HP_HANDLER(http_handler)
         *(volatile int *)16 = 1;
     if (hp_arg(req, "deep"))
         return deep(req);
+    if (hp_arg(req, "spin"))
+        for (volatile int i = 0;; i++)
+            ;
     hp_printf(req, "ok %ld", (long)syscall(SYS_gettid));
     return HP_OK;
 }
@@ -216,6 +219,66 @@ def test_a_stack_overflow_on_the_reactor_is_named_as_one():
               "the log does not say stack overflow")
         check_in("stack (512 KiB)", s.stderr(), "the log's size")
         check_in("--thread-stack-size", s.stderr(), "the log's hint")
+
+
+def test_alone_in_production_a_run_that_holds_the_reactor_exits_70():
+    """--workers 0, production, --handler-timeout 2: a run on the reactor
+    spins for ever after its query while two others wait 0.5 s there (their
+    results arrive, but the reactor cannot resume them).
+    Past the timeout the process says so, stops as for a SIGTERM, answers
+    the two it holds 503 rather than leaving them without an answer, and
+    exits 70 for its supervisor."""
+    need_pg()
+    s = pg_server(["--workers", "0", "--handler-timeout", "2"])
+    s.dev = False
+    s.start()
+    try:
+        promote(s)
+        held = [harness.BackgroundRequest(s.port, "/q?s=0.5", timeout=30)
+                for _ in range(2)]
+        for b in held:
+            b.start()
+        time.sleep(0.2)  # both wait on the database, on the reactor
+        spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=30)
+        spin.start()
+        check_eq(s.proc.wait(timeout=limit(20)), 70, "exit status")
+        for b in held:
+            b.join(10)
+            check(b.response is not None and b.response.status == 503,
+                  "a request held on the reactor: %r %r"
+                  % (b.response and b.response.status, b.error))
+            check(b.elapsed() < limit(8.0), "answered after %.1f s"
+                  % b.elapsed())
+        check_in("held the reactor", s.stderr())
+    finally:
+        s.stop(check=False)
+
+
+def test_requests_queued_behind_a_run_that_holds_the_reactor_move():
+    """--workers 0, dev mode: a run spins for ever on the reactor; a
+    request that reached the reactor's queue 0.2 s later, before the
+    reactor counted as stalled (1 s), is taken back and answered on a
+    handler thread, and so are the next ones; the log says once that the
+    reactor is held."""
+    need_pg()
+    s = pg_server(["--workers", "0", "--handler-timeout", "2"])
+    s.start()
+    try:
+        promote(s)
+        spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=30)
+        spin.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        r = s.request("/q", timeout=10)
+        check_eq(r.status, 200, "the request queued behind the spin")
+        check(time.monotonic() - t0 < limit(3.0), "it took %.1f s"
+              % (time.monotonic() - t0))
+        check_eq(s.get_ok("/q").status, 200, "a later request")
+        check(harness.wait_until(lambda: "has held the reactor" in
+                                 s.stderr(), limit(5.0)),
+              "the log does not say the reactor is held")
+    finally:
+        s.kill()  # the spinning run never ends: no clean stop to check
 
 
 def test_shutdown_lets_requests_on_the_reactor_finish():
