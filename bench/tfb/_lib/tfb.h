@@ -17,6 +17,7 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <sys/random.h>
 
 #define TFB_WORLD_ROWS 10000 /* World has ids 1..10000 (TFB's script)   */
@@ -34,19 +35,29 @@ static inline void tfb_fields(hp_req *req, const char *type)
         hp_set_header(req, "Content-Type", type);
 }
 
-/* A per-thread xorshift64* generator seeded from the kernel. Why not
+/* splitmix64 over one atomic counter, seeded from the kernel. Why not
  * rand(): it takes a lock shared by every handler thread; why not
- * getrandom() per call: a system call per row. Statistical quality is
- * all TFB asks ("a random number between 1 and 10000"). */
+ * getrandom() per call: a system call per row; why not a thread-local
+ * generator: a page with thread-local variables never runs on the
+ * reactor (docs/design.md), and one atomic add per number costs about as
+ * little. Statistical quality is all TFB asks ("a random number between 1
+ * and 10000"). */
 static inline uint64_t tfb_rand64(void)
 {
-    static __thread uint64_t s;
-    if (s == 0 && (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s || s == 0))
-        s = 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)&s;
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return s * 2685821657736338717ull;
+    static _Atomic uint64_t ctr;
+    uint64_t x = atomic_load_explicit(&ctr, memory_order_relaxed);
+    if (x == 0) {
+        uint64_t seed = 0;
+        if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed)
+            seed = (uint64_t)(uintptr_t)&ctr;
+        atomic_compare_exchange_strong(&ctr, &x, seed | 1);
+    }
+    uint64_t z = atomic_fetch_add_explicit(&ctr, 0x9E3779B97F4A7C15ull,
+                                           memory_order_relaxed) +
+                 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
 
 /* A uniformly random id or randomNumber in 1..10000 (the modulo bias of
