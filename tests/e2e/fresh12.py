@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""hotpub end-to-end tests from a tester's round (fresh12) on the
+reactor's latest fixes: thread-local chains stay off the reactor, the
+stalled reactor's queue moves to the handler threads, the pool wait parks
+on an eventfd. Each test is a finding, FRESH12-N in its docstring, open
+when written. Every test needs PostgreSQL: without HOTPUB_PG_URL each
+prints "skip" and does not count.
+
+    HOTPUB_BIN=/abs/path/hotpub HOTPUB_PG_URL=postgresql://... \\
+        python3 tests/e2e/fresh12.py [NAME-SUBSTRING...]
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+from harness import (Server, check, check_eq, check_in,  # noqa: E402
+                     limit, page)
+
+TEST_TIMEOUT = 90.0
+SUITE_BUDGET = 600.0
+PG_URL = os.environ.get("HOTPUB_PG_URL", "").strip()
+
+# /q: one query (pg_sleep ?s=), then optionally: ?spin=1 loops forever on
+# its thread, ?block=MS sleeps on it, ?every=N blocks 20 ms every Nth run;
+# ?id= is echoed back by the database (results must not mix).
+Q_PAGE = page(r'''
+static atomic_int runs;
+
+HP_HANDLER(http_handler)
+{
+    hp_db *db = hp_db(req);
+    const char *s = hp_arg(req, "s");
+    const char *id = hp_arg(req, "id");
+    hp_db_res *r = hp_db_query(db,
+        "SELECT $2::text FROM (SELECT pg_catalog.pg_sleep($1)) x",
+        s ? s : "0", id ? id : "-");
+    if (!r) {
+        hp_printf(req, "ERR %s", hp_db_error(db));
+        return 500;
+    }
+    const char *got = hp_db_next(r) ? hp_db_text(r, 0) : "?";
+    const char *e = hp_arg(req, "every");
+    if (e && atomic_fetch_add(&runs, 1) % atoi(e) == 0)
+        usleep(20000);
+    const char *b = hp_arg(req, "block");
+    if (b)
+        usleep((useconds_t)atoi(b) * 1000);
+    if (hp_arg(req, "spin"))
+        for (volatile int x = 0;; x++)
+            ;
+    hp_printf(req, "ok %s", got);
+    return HP_OK;
+}
+''', includes="#include <stdatomic.h>\n#include <stdlib.h>\n"
+              "#include <unistd.h>")
+
+
+def need_pg():
+    if not PG_URL:
+        raise harness.Skip("no HOTPUB_PG_URL")
+
+
+def pg_server(args=None, files=None, pool=32):
+    files = dict(files or {})
+    files.setdefault("q.c", Q_PAGE)
+    return Server(files=files,
+                  args=["--db", PG_URL, "--db-pool-size", str(pool)] +
+                  list(args or []))
+
+
+def status(s):
+    return json.loads(s.get_ok("/_hotpub/status.json").text)["server"]
+
+
+def promote(s, path="/q"):
+    before = status(s)["coroutines"]
+    sep = "&" if "?" in path else "?"
+    for i in range(400):
+        s.get_ok(path + sep + "id=w%d" % i)
+        if status(s)["coroutines"] > before:
+            return
+    harness.fail("%s never ran on the reactor; log:\n%s"
+                 % (path, s.stderr_tail(15)))
+
+
+def parallel(s, paths, timeout=20.0, method="GET", body=None, headers=None):
+    out = [None] * len(paths)
+
+    def one(i, p):
+        try:
+            h = {"Connection": "close"}
+            h.update(headers or {})
+            out[i] = s.request(p, method=method, body=body, headers=h,
+                               timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - reported as the error
+            out[i] = e
+    ts = [threading.Thread(target=one, args=(i, p), daemon=True)
+          for i, p in enumerate(paths)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout + 5)
+    return out, time.monotonic() - t0
+
+
+def st(r):
+    return getattr(r, "status", repr(r))
+
+
+
+
+def app_with(tls):
+    decl = "static _Thread_local int seen;\n" if tls else ""
+    use = "    seen++;\n" if tls else ""
+    return page(decl + "HP_HOOK(prepare)\n{\n    (void)req;\n" + use +
+                "    return HP_OK;\n}\n")
+
+
+def promoted(s, path="/q", n=200):
+    """Whether path ran as a coroutine within n requests."""
+    before = status(s)["coroutines"]
+    sep = "&" if "?" in path else "?"
+    for i in range(n):
+        s.get_ok(path + sep + "id=w%d" % i)
+        if status(s)["coroutines"] > before:
+            return True
+    return False
+
+
+def test_fresh12_probe_tls_only_in_app_stays_off():
+    """TLS only in an _app.c: the page never runs on the reactor, the log
+    names the _app.c."""
+    need_pg()
+    with pg_server(["--workers", "0"], files={"_app.c": app_with(True)}) as s:
+        check(not promoted(s), "ran on the reactor with a TLS _app.c")
+        check_in("has thread-local variables", s.stderr(), "the log")
+
+
+def test_fresh12_probe_static_thread_in_function_and_inline_header():
+    """A page with `static __thread` inside a function, and one whose header
+    has a static inline function with a static thread-local, stay off; a
+    page without TLS next to them is promoted."""
+    need_pg()
+    fn = Q_PAGE.replace("static atomic_int runs;",
+                        "static atomic_int runs;\nstatic int bump(void)\n{\n"
+                        "    static __thread int k;\n    return ++k;\n}\n")
+    fn = fn.replace("hp_printf(req, \"ok %s\", got);",
+                    "hp_printf(req, \"ok %s\", got + 0 * bump());")
+    hdr = ("#pragma once\nstatic inline int counter(void)\n{\n"
+           "    static _Thread_local int n;\n    return ++n;\n}\n")
+    inl = Q_PAGE.replace("static atomic_int runs;",
+                         "#include \"tl.h\"\nstatic atomic_int runs;")
+    inl = inl.replace("hp_printf(req, \"ok %s\", got);",
+                      "hp_printf(req, \"ok %s\", got + 0 * counter());")
+    with pg_server(["--workers", "0"],
+                   files={"fn.c": fn, "tl.h": hdr, "inl.c": inl}) as s:
+        check(not promoted(s, "/fn"), "fn ran on the reactor")
+        check(not promoted(s, "/inl"), "inl ran on the reactor")
+        check(promoted(s, "/q"), "q (no TLS) never promoted")
+
+
+def test_fresh12_1_app_loses_its_tls_page_stays_off_reactor():
+    """FRESH12-1. The _app.c has a _Thread_local; /q stays on the handler
+    threads (logged). Then the _app.c is edited to drop the thread-local
+    while q.c stays the same, and /q served 200 more requests that wait on
+    the database. What happened: /q never ran as a coroutine again
+    (coro_never stays set on the unchanged page version). Expected: the
+    chain no longer has thread-local variables, so /q is promoted as any
+    page (only a page edit clears it now)."""
+    need_pg()
+    with pg_server(["--workers", "0"], files={"_app.c": app_with(True)}) as s:
+        check(not promoted(s, n=80), "ran on the reactor with a TLS _app.c")
+        check_in("has thread-local variables", s.stderr(), "the log")
+        s.write("_app.c", app_with(False))
+        time.sleep(1.0)
+        s.get_ok("/q")
+        check(promoted(s, n=200), "/q never promoted after the _app.c lost "
+              "its thread-local; log:\n" + s.stderr_tail(8))
+
+
+def test_fresh12_probe_app_gains_tls_after_promotion():
+    """The page is on the reactor; its _app.c is edited to add a
+    _Thread_local: no request runs as a coroutine after that."""
+    need_pg()
+    with pg_server(["--workers", "0"], files={"_app.c": app_with(False)}) as s:
+        promote(s)
+        s.write("_app.c", app_with(True))
+        time.sleep(1.0)
+        s.get_ok("/q")
+        before = status(s)["coroutines"]
+        for i in range(80):
+            s.get_ok("/q?id=a%d" % i)
+        check_eq(status(s)["coroutines"], before, "coroutine runs after")
+
+
+def test_fresh12_probe_pool_wait_fifo_and_503():
+    """--db-pool-size 1, acquire timeout 300 ms, 40 concurrent 0.05 s
+    queries on the reactor: each answers 200 with its own id or 503; none
+    hang; the reactor counters return to 0."""
+    need_pg()
+    with pg_server(["--workers", "0", "--db-acquire-timeout", "300"],
+                   pool=1) as s:
+        promote(s)
+        paths = ["/q?s=0.05&id=p%d" % i for i in range(40)]
+        rs, took = parallel(s, paths, timeout=15)
+        codes = [st(r) for r in rs]
+        bad = [(p, c) for p, c, r in zip(paths, codes, rs)
+               if not (c == 503 or (c == 200 and
+                                    r.text == "ok " + p.split("id=")[1]))]
+        check(not bad, "wrong answers %r" % bad[:5])
+        check(503 in codes and 200 in codes, "codes %r" % codes)
+        check(took < limit(3.0), "took %.2f s" % took)
+        time.sleep(0.5)
+        r = status(s)["reactor"]
+        harness.note("reactor %r codes %r" % (r, sorted(codes, key=str)))
+        for k, v in r.items():
+            if isinstance(v, int) and k in ("queued", "running",
+                                            "suspended", "waiting",
+                                            "parked", "pool_waiting"):
+                check_eq(v, 0, "reactor " + k)
+        check_eq(s.get_ok("/q?id=z").text, "ok z", "after")
+
+
+
+if __name__ == "__main__":
+    sys.exit(harness.run_suite(globals(), sys.argv[1:],
+                               suite_budget=SUITE_BUDGET,
+                               test_timeout=TEST_TIMEOUT,
+                               verbose_total=False))
