@@ -229,6 +229,160 @@ def test_fresh12_probe_pool_wait_fifo_and_503():
 
 
 
+SESS_PAGE = page(r"""
+HP_HANDLER(http_handler)
+{
+    const char *n = hp_session_get(req, "n");
+    int v = n ? atoi(n) : 0;
+    hp_db *db = hp_db(req);
+    const char *s = hp_arg(req, "s");
+    hp_db_res *r = hp_db_query(db, "SELECT pg_catalog.pg_sleep($1)",
+                               s ? s : "0");
+    if (!r)
+        return 500;
+    char b[16];
+    snprintf(b, sizeof b, "%d", v + 1);
+    if (hp_session_set(req, "n", b) != HP_OK)
+        return 500;
+    hp_printf(req, "n %d", v + 1);
+    return HP_OK;
+}
+""", includes="#include <stdio.h>\n#include <stdlib.h>")
+
+
+def test_fresh12_probe_session_lock_timeout_on_the_reactor():
+    """--session-lock-timeout 500: one request of a session waits 1.5 s on
+    the database on the reactor, a second of the same session comes 0.1 s
+    later: it gets 503 after about 0.5 s, and a third request of another
+    session meanwhile answers at once; the first answers 200."""
+    need_pg()
+    with pg_server(["--workers", "0", "--session-lock-timeout", "500"],
+                   files={"sess.c": SESS_PAGE}) as s:
+        r = s.request("/sess")
+        h = {"Cookie": r.header("Set-Cookie").split(";")[0]}
+        for _ in range(300):
+            s.request("/sess", headers=h)
+            if status(s)["coroutines"] > 0:
+                break
+        check(status(s)["coroutines"] > 0, "never promoted")
+        first = harness.BackgroundRequest(s.port, "/sess?s=1.5", headers=h,
+                                          timeout=30)
+        first.start()
+        time.sleep(0.1)
+        second = harness.BackgroundRequest(s.port, "/sess", headers=h,
+                                           timeout=30)
+        second.start()
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        other = s.request("/sess", timeout=10)
+        t_other = time.monotonic() - t0
+        second.join(10)
+        first.join(10)
+        check_eq(other.status, 200, "other session")
+        check(t_other < limit(0.3), "other session took %.2f s" % t_other)
+        check(second.response is not None and second.response.status == 503,
+              "second: %r %r" % (second.response and second.response.status,
+                                 second.error))
+        check(second.elapsed() < limit(1.2), "second took %.2f s"
+              % second.elapsed())
+        check_eq(first.response and first.response.status, 200, "first")
+
+
+def test_fresh12_probe_workers_spin_past_timeout_drains_503():
+    """--workers 1, --handler-timeout 2: two requests wait 3 s on the
+    database on the reactor, a third spins there for ever. The worker is
+    replaced; the two held get 503 within a few seconds of the timeout,
+    and a request after that answers 200 on the new worker."""
+    need_pg()
+    s = pg_server(["--handler-timeout", "2"], pool=8)
+    s.workers = 1
+    s.dev = False
+    s.start()
+    try:
+        promote(s)
+        held = [harness.BackgroundRequest(s.port, "/q?s=0.5&id=h%d" % i,
+                                          timeout=30) for i in range(2)]
+        for b in held:
+            b.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=30)
+        spin.start()
+        time.sleep(1.3)
+        mid = s.request("/q?id=mid", timeout=10)
+        check_eq((mid.status, mid.text), (200, "ok mid"),
+                 "a new request 1.3 s into the spin")
+        for b in held:
+            b.join(15)
+            check(b.response is not None and b.response.status == 503,
+                  "held: %r %r" % (b.response and b.response.status, b.error))
+            check(time.monotonic() - t0 < limit(6.0),
+                  "held answered %.1f s after the spin began"
+                  % (time.monotonic() - t0))
+        ok = harness.wait_until(
+            lambda: s.request("/q?id=after", timeout=5).status == 200,
+            limit(10))
+        check(ok, "no 200 after the worker was replaced")
+        spin.join(10)
+        harness.note("spin got %r" % (spin.response and spin.response.status))
+    finally:
+        s.stop(check=False)
+
+
+
+# _app.c carrying the request's id from prepare to commit through a POSIX
+# thread-specific key (pthread_setspecific), the pre-C11 spelling of a
+# _Thread_local; commit answers 500 when it finds another request's id.
+KEY_APP = page(r"""
+static pthread_key_t key;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void mk(void) { pthread_key_create(&key, free); }
+
+HP_HOOK(prepare)
+{
+    pthread_once(&once, mk);
+    const char *id = hp_arg(req, "id");
+    free(pthread_getspecific(key));
+    pthread_setspecific(key, strdup(id ? id : ""));
+    return HP_OK;
+}
+
+HP_HOOK(commit)
+{
+    const char *id = hp_arg(req, "id");
+    const char *mine = pthread_getspecific(key);
+    if (!mine || strcmp(mine, id ? id : "") != 0) {
+        hp_log(req, "prepare's key says %s, this is %s", mine ? mine : "-",
+               id ? id : "");
+        return 500;
+    }
+    return HP_OK;
+}
+""", includes="#include <pthread.h>\n#include <stdlib.h>\n#include <string.h>")
+
+
+def test_fresh12_2_pthread_key_in_app_mixes_requests_on_the_reactor():
+    """FRESH12-2. An _app.c keeps the request's id from prepare to commit
+    with pthread_setspecific/pthread_getspecific (what a _Thread_local
+    does, in POSIX spelling; hooks.md: "all the hooks and the handler of
+    one request run in sequence on one thread"). /q is promoted to the
+    reactor (no TLS segment, so the FRESH11-4 check does not see it);
+    20 concurrent requests wait 0.3 s on the database. What happened:
+    most get 500, commit reads another request's id. Expected: each reads
+    its own (as on the handler threads), or the docs say that
+    thread-specific data of the page's own code is shared on the reactor
+    (design.md only warns about the C library's)."""
+    need_pg()
+    with pg_server(["--workers", "0"], files={"_app.c": KEY_APP}) as s:
+        promote(s)
+        paths = ["/q?s=0.3&id=k%d" % i for i in range(20)]
+        rs, _ = parallel(s, paths, timeout=15)
+        bad = [(p, st(r)) for p, r in zip(paths, rs) if st(r) != 200]
+        check(not bad, "%d of 20 read another request's key: %r"
+              % (len(bad), bad[:4]))
+
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
