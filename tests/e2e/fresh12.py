@@ -383,6 +383,165 @@ def test_fresh12_2_pthread_key_in_app_mixes_requests_on_the_reactor():
 
 
 
+def test_fresh12_probe_pool_shared_by_reactor_and_handler_threads():
+    """--db-pool-size 1, --db-acquire-timeout 3000: 12 requests of /q on
+    the reactor and 12 of /tl (a page with a thread-local, on the handler
+    threads) at once, each holding the one connection 0.05 s: all 24
+    answer 200 with their own id in about 1.2 s; a release wakes a
+    waiter of either kind."""
+    need_pg()
+    tl = Q_PAGE.replace("static atomic_int runs;",
+                        "static atomic_int runs;\nstatic _Thread_local int t;")
+    tl = tl.replace("hp_printf(req, \"ok %s\", got);",
+                    "t++;\n    hp_printf(req, \"ok %s\", got);")
+    with pg_server(["--workers", "0", "--db-acquire-timeout", "3000"],
+                   files={"tl.c": tl}, pool=1) as s:
+        promote(s)
+        for i in range(40):
+            s.get_ok("/tl?id=x%d" % i)
+        paths = []
+        for i in range(12):
+            paths += ["/q?s=0.05&id=r%d" % i, "/tl?s=0.05&id=t%d" % i]
+        rs, took = parallel(s, paths, timeout=15)
+        bad = [(p, st(r)) for p, r in zip(paths, rs)
+               if st(r) != 200 or r.text != "ok " + p.split("id=")[1]]
+        check(not bad, "%d of 24 wrong in %.2f s: %r" % (len(bad), took,
+                                                          bad[:6]))
+        check(took < limit(2.5), "took %.2f s" % took)
+        r = status(s)["reactor"]
+        check_eq((r["active"], r["queued"]), (0, 0), "reactor counters")
+
+
+def test_fresh12_probe_pool_two_many_waiters_no_hang():
+    """--db-pool-size 2, --db-acquire-timeout 200: 80 concurrent 0.1 s
+    queries on the reactor: 200 (own id) or 503 each, within 2 s; after
+    that a request answers 200 and the counters are 0."""
+    need_pg()
+    with pg_server(["--workers", "0", "--db-acquire-timeout", "200"],
+                   pool=2) as s:
+        promote(s)
+        paths = ["/q?s=0.1&id=m%d" % i for i in range(80)]
+        rs, took = parallel(s, paths, timeout=15)
+        codes = [st(r) for r in rs]
+        bad = [(p, c) for p, c, r in zip(paths, codes, rs)
+               if not (c == 503 or (c == 200 and
+                                    r.text == "ok " + p.split("id=")[1]))]
+        check(not bad, "wrong %r" % bad[:5])
+        n200 = codes.count(200)
+        check(2 <= n200 <= 8, "%d answered 200" % n200)
+        check(took < limit(2.0), "took %.2f s" % took)
+        check_eq(s.get_ok("/q?id=z").text, "ok z", "after")
+        r = status(s)["reactor"]
+        check_eq((r["active"], r["queued"]), (0, 0), "reactor counters")
+
+
+
+TL_Q = Q_PAGE.replace("static atomic_int runs;",
+                      "static atomic_int runs;\nstatic _Thread_local int t;"
+                      ).replace("hp_printf(req, \"ok %s\", got);",
+                                "t++;\n    hp_printf(req, \"ok %s\", got);")
+
+
+def test_fresh12_probe_block_1500_queued_and_held_all_answer_once():
+    """Dev, --workers 0: three requests wait 0.3 s on the reactor, a run
+    blocks it 1.5 s (usleep), five more come 0.2 s later: every request
+    answers 200 with its own id, the five within about 1.5 s."""
+    need_pg()
+    with pg_server(["--workers", "0"]) as s:
+        promote(s)
+        held = [harness.BackgroundRequest(s.port, "/q?s=0.3&id=h%d" % i,
+                                          timeout=20) for i in range(3)]
+        for b in held:
+            b.start()
+        time.sleep(0.1)
+        blk = harness.BackgroundRequest(s.port, "/q?block=1500&id=b",
+                                        timeout=20)
+        blk.start()
+        time.sleep(0.2)
+        paths = ["/q?s=0.05&id=n%d" % i for i in range(5)]
+        rs, took = parallel(s, paths, timeout=15)
+        bad = [(p, st(r)) for p, r in zip(paths, rs)
+               if st(r) != 200 or r.text != "ok " + p.split("id=")[1]]
+        check(not bad, "queued: %r" % bad)
+        check(took < limit(1.8), "queued took %.2f s" % took)
+        for b in held + [blk]:
+            b.join(10)
+            check(b.response is not None and b.response.status == 200,
+                  "held: %r %r" % (b.response and b.response.status, b.error))
+        r = status(s)["reactor"]
+        check_eq((r["active"], r["queued"]), (0, 0), "reactor counters")
+
+
+def test_fresh12_probe_alone_production_exit70_lets_handler_run_finish():
+    """Production, --workers 0, --handler-timeout 3: /tl (thread-local, on
+    a handler thread) waits 2.5 s on the database; 0.2 s later a run
+    spins on the reactor. The process exits 70; /tl, which was not on the
+    reactor, gets its 200 (the stop is "as for a SIGTERM")."""
+    need_pg()
+    s = pg_server(["--workers", "0", "--handler-timeout", "3"],
+                  files={"tl.c": TL_Q})
+    s.dev = False
+    s.start()
+    try:
+        promote(s)
+        s.get_ok("/tl?id=warm")
+        slow = harness.BackgroundRequest(s.port, "/tl?s=2.5&id=slow",
+                                         timeout=30)
+        slow.start()
+        time.sleep(0.2)
+        spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=30)
+        spin.start()
+        check_eq(s.proc.wait(timeout=limit(20)), 70, "exit status")
+        slow.join(10)
+        check(slow.response is not None and slow.response.status == 200
+              and slow.response.text == "ok slow",
+              "the handler thread's request: %r %r"
+              % (slow.response and (slow.response.status,
+                                    slow.response.text), slow.error))
+    finally:
+        s.stop(check=False)
+
+
+
+def test_fresh12_probe_ten_requests_of_one_session_on_the_reactor():
+    """Ten requests of one session at once on the reactor, each waiting
+    0.1 s on the database: all 200, each sees the one before (n+1..n+10
+    exactly once), in about 1 s; another session's request meanwhile
+    answers at once."""
+    need_pg()
+    with pg_server(["--workers", "0"], files={"sess.c": SESS_PAGE}) as s:
+        r = s.request("/sess")
+        h = {"Cookie": r.header("Set-Cookie").split(";")[0]}
+        for _ in range(300):
+            s.request("/sess", headers=h)
+            if status(s)["coroutines"] > 0:
+                break
+        check(status(s)["coroutines"] > 0, "never promoted")
+        base = int(s.request("/sess", headers=h).text.split()[1])
+        out = {}
+
+        def other():
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            o = s.request("/sess", timeout=10)
+            out["other"] = (o.status, time.monotonic() - t0)
+        t = threading.Thread(target=other, daemon=True)
+        t.start()
+        rs, took = parallel(s, ["/sess?s=0.1"] * 10, timeout=20, headers=h)
+        t.join(10)
+        codes = [st(x) for x in rs]
+        check(codes == [200] * 10, "codes %r" % codes)
+        got = sorted(int(x.text.split()[1]) for x in rs)
+        check_eq(got, list(range(base + 1, base + 11)), "values")
+        check(took < limit(2.0), "took %.2f s" % took)
+        check(out.get("other", (0, 9))[0] == 200 and
+              out["other"][1] < limit(0.3), "other session %r"
+              % (out.get("other"),))
+        r = status(s)["reactor"]
+        check_eq((r["active"], r["queued"]), (0, 0), "reactor counters")
+
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
