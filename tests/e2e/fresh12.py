@@ -542,6 +542,52 @@ def test_fresh12_probe_ten_requests_of_one_session_on_the_reactor():
 
 
 
+def test_fresh12_3_requests_started_in_the_spinners_batch_are_never_moved():
+    """FRESH12-3. Dev mode, --workers 0, --handler-timeout 2 (the setting
+    of reactor.py requests_queued_behind_a_run_that_holds_the_reactor_
+    move). A run holds the reactor 30 ms (?block=30, under the 50 ms that
+    demotes); meanwhile a run that spins for ever and then three plain
+    requests reach the reactor's queue, 10 ms apart. What happened: the
+    three never get an answer (the reactor took the four from its queue
+    in one batch, start_queued's local list; the spinner never returns,
+    and hp_reactor_reclaim, each second, finds the queue empty). A request
+    sent after them, at 1.5 s, answers 200 on a handler thread. Expected:
+    as the docs say, the ones "the reactor had queued" move to the handler
+    threads after a second, so the three answer 200 within about 2 s."""
+    need_pg()
+    s = pg_server(["--workers", "0", "--handler-timeout", "2"])
+    s.start()
+    try:
+        promote(s)
+        blk = harness.BackgroundRequest(s.port, "/q?block=30&id=b",
+                                        timeout=20)
+        blk.start()
+        time.sleep(0.005)
+        spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=30)
+        spin.start()
+        behind = []
+        for i in range(3):
+            time.sleep(0.004)
+            b = harness.BackgroundRequest(s.port, "/q?id=x%d" % i,
+                                          timeout=8)
+            b.start()
+            behind.append(b)
+        time.sleep(1.5)
+        late = s.request("/q?id=late", timeout=8)
+        check_eq((late.status, late.text), (200, "ok late"), "a later one")
+        for b in behind:
+            b.join(8)
+        got = [(b.response and b.response.status, b.error and
+                type(b.error).__name__) for b in behind]
+        check(all(b.response is not None and b.response.status == 200
+                  for b in behind),
+              "requests behind the spinner: %r (blk %r)"
+              % (got, blk.response and blk.response.status))
+    finally:
+        s.kill()  # the spinning run never ends: no clean stop to check
+
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
