@@ -630,6 +630,43 @@ def test_fresh12_3b_with_workers_the_spinners_batch_is_not_moved():
 
 
 
+def test_fresh12_probe_alone_production_spinners_batch_answered():
+    """Production, --workers 0, --handler-timeout 2, the batch of
+    FRESH12-3: the process exits 70 and the three get an answer (200 or
+    503), not a dropped connection."""
+    need_pg()
+    s = pg_server(["--workers", "0", "--handler-timeout", "2"])
+    s.dev = False
+    s.start()
+    try:
+        promote(s)
+        blk = harness.BackgroundRequest(s.port, "/q?block=30&id=b",
+                                        timeout=20)
+        blk.start()
+        time.sleep(0.005)
+        spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=30)
+        spin.start()
+        behind = []
+        for i in range(3):
+            time.sleep(0.004)
+            b = harness.BackgroundRequest(s.port, "/q?id=x%d" % i,
+                                          timeout=10)
+            b.start()
+            behind.append(b)
+        check_eq(s.proc.wait(timeout=limit(20)), 70, "exit status")
+        for b in behind:
+            b.join(12)
+        got = [(b.response and b.response.status, b.error and
+                repr(b.error)[:60], round(b.elapsed(), 1)) for b in behind]
+        harness.note("behind: %r" % got)
+        check(all(b.response is not None and
+                  b.response.status in (200, 503) for b in behind),
+              "requests behind the spinner: %r" % got)
+    finally:
+        s.stop(check=False)
+
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
