@@ -400,6 +400,7 @@ struct hp_version {
     atomic_uint coro_runs;  /* runs in a row that could run on the reactor */
     atomic_bool run_coro;   /* runs as a coroutine on the reactor        */
     atomic_bool coro_never; /* held the reactor, or streams: never again */
+    atomic_bool coro_tls_said; /* logged why its chain stays off it      */
 };
 
 /*

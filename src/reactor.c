@@ -298,21 +298,32 @@ static bool start(struct hp_reactor_job *j)
     return true;
 }
 
+/* The queue's first job, or NULL. */
+static struct hp_reactor_job *queue_pop(void)
+{
+    if (atomic_load(&R.queued) == 0)
+        return NULL;
+    pthread_mutex_lock(&R.mu);
+    struct hp_reactor_job *j = R.head;
+    if (j) {
+        R.head = j->next;
+        if (!R.head)
+            R.tail = NULL;
+        atomic_fetch_sub(&R.queued, 1);
+    }
+    pthread_mutex_unlock(&R.mu);
+    return j;
+}
+
 /* Start the jobs that wait for a stack, then the queue's, in order; those
- * start() cannot start yet stay on R.later, first in line next time. */
+ * start() cannot start yet stay on R.later, first in line next time. The
+ * queue's are taken one at a time: a job that spins once started must not
+ * hold the others in a list of this thread's, where hp_reactor_reclaim
+ * cannot reach them (FRESH12-3). */
 static void start_queued(void)
 {
-    struct hp_reactor_job *j = R.later, **end = &j;
+    struct hp_reactor_job *j = R.later;
     R.later = NULL;
-    while (*end)
-        end = &(*end)->next;
-    if (atomic_load(&R.queued) > 0) {
-        pthread_mutex_lock(&R.mu);
-        *end = R.head;
-        R.head = R.tail = NULL;
-        atomic_store(&R.queued, 0);
-        pthread_mutex_unlock(&R.mu);
-    }
     long later = 0;
     while (j) {
         struct hp_reactor_job *next = j->next; /* j may be gone after */
@@ -320,9 +331,18 @@ static void start_queued(void)
             R.later = j; /* not started: j->next is still next */
             for (; j; j = j->next)
                 later++;
-            break;
+            atomic_store(&R.deferred, later);
+            return;
         }
         j = next;
+    }
+    while ((j = queue_pop())) {
+        j->next = NULL;
+        if (!start(j)) {
+            R.later = j;
+            later = 1;
+            break;
+        }
     }
     atomic_store(&R.deferred, later);
 }

@@ -1475,7 +1475,13 @@ static bool coro_candidate(const struct hp_pinset *ps)
     const hp_version *t = tls_module(ps);
     if (!t)
         return true;
-    if (!atomic_exchange(&ps->page->coro_never, true))
+    /* The page's own variables keep this version off for good; an
+     * application module's, only while that module's version is in the
+     * chain (a new one without them lets the page learn again,
+     * FRESH12-1). Said once per page version. */
+    if (t == ps->page)
+        atomic_store(&ps->page->coro_never, true);
+    if (!atomic_exchange(&ps->page->coro_tls_said, true))
         hp_log_info("%s: %s has thread-local variables, which requests "
                     "sharing the reactor's thread would share: its "
                     "requests stay on the handler threads",
