@@ -27,94 +27,10 @@ from harness import (Server, check, check_eq, check_in,  # noqa: E402
 
 TEST_TIMEOUT = 90.0
 SUITE_BUDGET = 600.0
-PG_URL = os.environ.get("HOTPUB_PG_URL", "").strip()
 
-# /q: one query (pg_sleep ?s=), then optionally: ?spin=1 loops forever on
-# its thread, ?block=MS sleeps on it, ?every=N blocks 20 ms every Nth run;
-# ?id= is echoed back by the database (results must not mix).
-Q_PAGE = page(r'''
-static atomic_int runs;
-
-HP_HANDLER(http_handler)
-{
-    hp_db *db = hp_db(req);
-    const char *s = hp_arg(req, "s");
-    const char *id = hp_arg(req, "id");
-    hp_db_res *r = hp_db_query(db,
-        "SELECT $2::text FROM (SELECT pg_catalog.pg_sleep($1)) x",
-        s ? s : "0", id ? id : "-");
-    if (!r) {
-        hp_printf(req, "ERR %s", hp_db_error(db));
-        return 500;
-    }
-    const char *got = hp_db_next(r) ? hp_db_text(r, 0) : "?";
-    const char *e = hp_arg(req, "every");
-    if (e && atomic_fetch_add(&runs, 1) % atoi(e) == 0)
-        usleep(20000);
-    const char *b = hp_arg(req, "block");
-    if (b)
-        usleep((useconds_t)atoi(b) * 1000);
-    if (hp_arg(req, "spin"))
-        for (volatile int x = 0;; x++)
-            ;
-    hp_printf(req, "ok %s", got);
-    return HP_OK;
-}
-''', includes="#include <stdatomic.h>\n#include <stdlib.h>\n"
-              "#include <unistd.h>")
-
-
-def need_pg():
-    if not PG_URL:
-        raise harness.Skip("no HOTPUB_PG_URL")
-
-
-def pg_server(args=None, files=None, pool=32):
-    files = dict(files or {})
-    files.setdefault("q.c", Q_PAGE)
-    return Server(files=files,
-                  args=["--db", PG_URL, "--db-pool-size", str(pool)] +
-                  list(args or []))
-
-
-def status(s):
-    return json.loads(s.get_ok("/_hotpub/status.json").text)["server"]
-
-
-def promote(s, path="/q"):
-    before = status(s)["coroutines"]
-    sep = "&" if "?" in path else "?"
-    for i in range(400):
-        s.get_ok(path + sep + "id=w%d" % i)
-        if status(s)["coroutines"] > before:
-            return
-    harness.fail("%s never ran on the reactor; log:\n%s"
-                 % (path, s.stderr_tail(15)))
-
-
-def parallel(s, paths, timeout=20.0, method="GET", body=None, headers=None):
-    out = [None] * len(paths)
-
-    def one(i, p):
-        try:
-            h = {"Connection": "close"}
-            h.update(headers or {})
-            out[i] = s.request(p, method=method, body=body, headers=h,
-                               timeout=timeout)
-        except Exception as e:  # noqa: BLE001 - reported as the error
-            out[i] = e
-    ts = [threading.Thread(target=one, args=(i, p), daemon=True)
-          for i, p in enumerate(paths)]
-    t0 = time.monotonic()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout + 5)
-    return out, time.monotonic() - t0
-
-
-def st(r):
-    return getattr(r, "status", repr(r))
+# The page and helpers of the fresh11 round, shared.
+from fresh11 import (PG_URL, Q_PAGE, need_pg, parallel,  # noqa: E402,F401
+                     pg_server, promote, st, status)
 
 
 
