@@ -25,7 +25,12 @@
  *                                   +-----------------------+ deadline
  *
  * Only this thread touches a job between start and done; after done the
- * job is the caller's again (its run handed it back) and is not touched.
+ * job is the caller's again (ops->done handed it back) and is not touched.
+ * One exception, the stalled reactor (a run that never waits holds the
+ * thread): hp_reactor_abandon, on another thread, gives up the jobs
+ * suspended in a wait, under R.wmu, which this thread takes to change the
+ * list of waiting jobs and to end the job that holds the reactor; a job
+ * given up finds its waits failing once this thread resumes it.
  */
 #include "reactor.h"
 #include "coro.h"
@@ -65,12 +70,22 @@ static struct {
     atomic_int active;
     atomic_long deferred;    /* jobs on the later list */
     atomic_llong busy_since; /* when the running stretch began; 0: none */
-    /* the reactor thread's alone */
+    atomic_ulong abandoned;  /* jobs hp_reactor_abandon gave up */
+    /* The job whose stretch runs (or ran last); set to NULL under wmu
+     * before a finished job is handed back (hp_reactor_abandon names it). */
+    _Atomic(struct hp_reactor_job *) current;
+    /* Written by the reactor thread alone, read by it freely; read by
+     * another thread only under wmu (hp_reactor_abandon). */
+    pthread_mutex_t wmu;
     struct hp_reactor_job *waiting; /* jobs suspended in hp_wait_fd */
-    struct hp_reactor_job *later;   /* no stack for them yet: start() */
-    unsigned char *armed;           /* fds in ep, by number */
+    /* the reactor thread's alone */
+    struct hp_reactor_job *later; /* no stack for them yet: start() */
+    unsigned char *armed;         /* fds in ep, by number */
     size_t narmed;
-} R = {.mu = PTHREAD_MUTEX_INITIALIZER, .ep = -1, .efd = -1};
+} R = {.mu = PTHREAD_MUTEX_INITIALIZER,
+       .wmu = PTHREAD_MUTEX_INITIALIZER,
+       .ep = -1,
+       .efd = -1};
 
 static __thread bool tl_reactor;
 
@@ -100,6 +115,7 @@ void hp_reactor_submit(struct hp_reactor_job *job)
 {
     job->next = NULL;
     job->timed_out = false;
+    atomic_store_explicit(&job->abandoned, false, memory_order_relaxed);
     job->co = NULL;
     pthread_mutex_lock(&R.mu);
     if (R.tail)
@@ -185,15 +201,18 @@ static int poll_until(int fd, short events, int64_t deadline)
 
 static void waiting_add(struct hp_reactor_job *j)
 {
+    pthread_mutex_lock(&R.wmu);
     j->wprev = NULL;
     j->wnext = R.waiting;
     if (R.waiting)
         R.waiting->wprev = j;
     R.waiting = j;
+    pthread_mutex_unlock(&R.wmu);
 }
 
 static void waiting_del(struct hp_reactor_job *j)
 {
+    pthread_mutex_lock(&R.wmu);
     if (j->wprev)
         j->wprev->wnext = j->wnext;
     else
@@ -201,6 +220,18 @@ static void waiting_del(struct hp_reactor_job *j)
     if (j->wnext)
         j->wnext->wprev = j->wprev;
     j->wnext = j->wprev = NULL;
+    pthread_mutex_unlock(&R.wmu);
+}
+
+/* A job given up on a stalled reactor (hp_reactor_abandon): its client
+ * has been answered, so its waits fail at once, as one past the job's
+ * deadline does (the database gives the query up: 57014). */
+static bool given_up(struct hp_reactor_job *j)
+{
+    if (!atomic_load_explicit(&j->abandoned, memory_order_acquire))
+        return false;
+    j->timed_out = true;
+    return true;
 }
 
 /* The reactor thread's wait hook (hp_wait_set_hook): on a job's coroutine,
@@ -213,6 +244,8 @@ static int co_wait(int fd, short events, int64_t deadline, void *cls)
     if (!co)
         return poll_until(fd, events, deadline);
     struct hp_reactor_job *j = hp_coro_data(co);
+    if (given_up(j))
+        return 0;
     if (fd < 0 && !deadline && !j->deadline_ns) {
         errno = EINVAL; /* a sleep without end: as hp_wait_fd says */
         return -1;
@@ -236,6 +269,8 @@ static int co_wait(int fd, short events, int64_t deadline, void *cls)
     R.ops->suspend(j);
     hp_coro_yield();
     R.ops->resume(j);
+    if (given_up(j))
+        return 0;
     if (j->wait_result == 0)
         j->timed_out |= own;
     return j->wait_result;
@@ -252,16 +287,29 @@ static void trampoline(void *arg)
 
 /* Resume j's coroutine until it waits again or is done; done, the job is
  * the caller's: not touched again. */
+/* j's run returned: off the record of hp_reactor_abandon (which may be
+ * reading it as the holder), counted, handed back. */
+static void finish(struct hp_reactor_job *j)
+{
+    pthread_mutex_lock(&R.wmu);
+    atomic_store_explicit(&R.current, NULL, memory_order_relaxed);
+    pthread_mutex_unlock(&R.wmu);
+    atomic_fetch_sub(&R.active, 1);
+    atomic_fetch_add_explicit(&R.runs, 1, memory_order_relaxed);
+    if (R.ops->done)
+        R.ops->done(j);
+}
+
 static void step(struct hp_reactor_job *j)
 {
     hp_coro *co = j->co;
+    atomic_store_explicit(&R.current, j, memory_order_release);
     atomic_store_explicit(&R.busy_since, hp_now_ns(), memory_order_relaxed);
     bool alive = hp_coro_resume(co);
     atomic_store_explicit(&R.busy_since, 0, memory_order_relaxed);
     if (!alive) {
         hp_coro_free(co);
-        atomic_fetch_sub(&R.active, 1);
-        atomic_fetch_add_explicit(&R.runs, 1, memory_order_relaxed);
+        finish(j);
     }
 }
 
@@ -287,9 +335,11 @@ static bool start(struct hp_reactor_job *j)
                      "without one",
                      strerror(errno));
         atomic_fetch_add(&R.active, 1);
+        atomic_store_explicit(&R.current, j, memory_order_release);
+        atomic_store_explicit(&R.busy_since, hp_now_ns(), memory_order_relaxed);
         trampoline(j);
-        atomic_fetch_sub(&R.active, 1);
-        atomic_fetch_add_explicit(&R.runs, 1, memory_order_relaxed);
+        atomic_store_explicit(&R.busy_since, 0, memory_order_relaxed);
+        finish(j);
         return true;
     }
     atomic_fetch_add(&R.active, 1);
@@ -347,14 +397,19 @@ static void start_queued(void)
     atomic_store(&R.deferred, later);
 }
 
-/* Resume every job whose wait is past its deadline; the earliest deadline
- * still ahead, or 0. */
+/* Resume every job whose wait is past its deadline, or that was given up
+ * (hp_reactor_abandon: its wait fails now, not when its event comes); the
+ * earliest deadline still ahead, or 0. */
 static int64_t expire(void)
 {
     for (;;) {
         int64_t now = hp_now_ns(), next = 0;
         struct hp_reactor_job *due = NULL;
         for (struct hp_reactor_job *j = R.waiting; j; j = j->wnext) {
+            if (atomic_load_explicit(&j->abandoned, memory_order_relaxed)) {
+                due = j;
+                break;
+            }
             if (!j->wait_until)
                 continue;
             if (j->wait_until <= now) {
@@ -503,10 +558,37 @@ long hp_reactor_reclaim(void (*fn)(struct hp_reactor_job *job))
     return n;
 }
 
+long hp_reactor_abandon(void (*fn)(struct hp_reactor_job *job,
+                                   const struct hp_reactor_job *holder,
+                                   void *arg),
+                        void *arg)
+{
+    if (hp_reactor_stalled() * 1e9 < STALL_NS)
+        return 0;
+    long n = 0;
+    pthread_mutex_lock(&R.wmu);
+    /* Under wmu the holder cannot be handed back (finish), nor a waiter
+     * resumed (waiting_del): both stay what they are while fn runs. */
+    struct hp_reactor_job *holder =
+        atomic_load_explicit(&R.current, memory_order_acquire);
+    if (holder && hp_reactor_stalled() * 1e9 >= STALL_NS)
+        for (struct hp_reactor_job *j = R.waiting; j; j = j->wnext) {
+            if (atomic_load_explicit(&j->abandoned, memory_order_relaxed))
+                continue;
+            atomic_store_explicit(&j->abandoned, true, memory_order_release);
+            atomic_fetch_add_explicit(&R.abandoned, 1, memory_order_relaxed);
+            fn(j, holder, arg);
+            n++;
+        }
+    pthread_mutex_unlock(&R.wmu);
+    return n;
+}
+
 void hp_reactor_stats(struct hp_reactor_stats *out)
 {
     out->runs = atomic_load_explicit(&R.runs, memory_order_relaxed);
     out->waits = atomic_load_explicit(&R.waits, memory_order_relaxed);
     out->active = atomic_load(&R.active);
     out->queued = atomic_load(&R.queued) + atomic_load(&R.deferred);
+    out->abandoned = atomic_load_explicit(&R.abandoned, memory_order_relaxed);
 }

@@ -10,6 +10,7 @@
 #ifndef HP_REACTOR_H
 #define HP_REACTOR_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,10 @@ struct hp_reactor_job {
     int64_t deadline_ns;
     /* A wait of this job ended at deadline_ns (read after run returns). */
     bool timed_out;
+    /* Given up while it waited on a stalled reactor (hp_reactor_abandon):
+     * its client has its answer; every wait of it fails from now on, as
+     * one past deadline_ns does (timed_out is set too). */
+    atomic_bool abandoned;
     /* the reactor's own */
     struct hp_coro *co;
     struct hp_reactor_job *wnext, *wprev; /* waiting with a deadline */
@@ -40,6 +45,11 @@ struct hp_reactor_ops {
      * on this thread goes off record and back on. */
     void (*suspend)(struct hp_reactor_job *job);
     void (*resume)(struct hp_reactor_job *job);
+    /* run has returned and its coroutine is gone: hand the job back (on
+     * the reactor's thread, off the coroutine). Not before: while the job
+     * holds the reactor, hp_reactor_abandon may name it to fn. NULL:
+     * run hands it back itself (then fn must not read the holder). */
+    void (*done)(struct hp_reactor_job *job);
 };
 
 /* Start the reactor's thread; each job's coroutine gets a stack of
@@ -64,12 +74,24 @@ long hp_reactor_held(void);
  * jobs it has not started back and hand each to fn (any thread; a job
  * that waits for a stack stays). How many. */
 long hp_reactor_reclaim(void (*fn)(struct hp_reactor_job *job));
+/* When the reactor has been stalled for over a second: give up every job
+ * suspended in a wait there (or woken and not resumed), each once: mark
+ * it abandoned and hand it to fn(job, holder, arg), holder being the job
+ * that holds the reactor (any thread; fn runs under the reactor's lock of
+ * its waiters, so neither job can end meanwhile: fn must not block). When
+ * the reactor resumes such a job, its wait fails (0, timed_out). How
+ * many. */
+long hp_reactor_abandon(void (*fn)(struct hp_reactor_job *job,
+                                   const struct hp_reactor_job *holder,
+                                   void *arg),
+                        void *arg);
 
 struct hp_reactor_stats {
-    unsigned long runs; /* jobs finished                                */
-    unsigned long waits; /* waits that suspended a job                   */
-    int active;          /* jobs started and not finished (suspended)    */
-    long queued;         /* jobs submitted and not started               */
+    unsigned long runs;      /* jobs finished                             */
+    unsigned long waits;     /* waits that suspended a job                */
+    int active;              /* jobs started and not finished (suspended) */
+    long queued;             /* jobs submitted and not started            */
+    unsigned long abandoned; /* jobs given up by hp_reactor_abandon       */
 };
 void hp_reactor_stats(struct hp_reactor_stats *out);
 

@@ -838,7 +838,7 @@ static void status_body(struct hp_buf *b, const char *url)
         "\"uptime\":%.3f,\"io_threads\":%u,\"handler_threads\":%d,"
         "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu,"
         "\"coroutines\":%lu,\"reactor\":{\"runs\":%lu,\"waits\":%lu,"
-        "\"active\":%d,\"queued\":%ld},"
+        "\"active\":%d,\"queued\":%ld,\"abandoned\":%lu},"
         "\"streams\":%d,\"max_streams\":%d,"
         "\"threads\":{\"live\":%d,\"busy\":%d,\"max\":%d,\"min\":%d,"
         "\"idle\":%d,\"queued\":%ld,\"module_share\":%d,"
@@ -849,8 +849,8 @@ static void status_body(struct hp_buf *b, const char *url)
         atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
         ps.live, ps.busy, atomic_load(&S.offloaded), atomic_load(&S.inlined),
         atomic_load(&S.coroutines), rs.runs, rs.waits, rs.active, rs.queued,
-        atomic_load(&S.streams), max_streams(), ps.live, ps.busy, ps.max,
-        ps.min, ps.idle, ps.queued, ps.share, ps.started, ps.retired);
+        rs.abandoned, atomic_load(&S.streams), max_streams(), ps.live, ps.busy,
+        ps.max, ps.min, ps.idle, ps.queued, ps.share, ps.started, ps.retired);
     hp_cache_status_json(S.cache, b, status_module_queue);
     if (url)
         status_url(b, url);
@@ -1376,6 +1376,10 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
         atomic_store(&ps->page->uses_db, true); /* see dispatch() */
     if (req->stream)
         return stream_finish(c, rc);
+    /* Answered 503 while the reactor was held (stall_answer): this one
+     * goes nowhere (the socket is shut) but to the access log. */
+    if (c->coro && atomic_load(&c->rjob.abandoned))
+        return send_error(c, 503, NULL);
     /* The host already sent a 504 and shut the socket; or a run on the
      * reactor waited past --handler-timeout (its query was given up). */
     if (timed_out)
@@ -1535,7 +1539,13 @@ static void on_reactor_suspend(struct hp_reactor_job *job)
 
 static void on_reactor_resume(struct hp_reactor_job *job)
 {
-    stretch_begin(ctx_of_rjob(job));
+    struct ctx *c = ctx_of_rjob(job);
+    /* Answered 503 while the reactor was held (stall_answer): whatever the
+     * page goes on to do, nothing of it is committed (publish.c rolls a
+     * forced status back) and its response is dropped (run_pinned). */
+    if (atomic_load_explicit(&job->abandoned, memory_order_acquire))
+        c->req.forced_status = 503;
+    stretch_begin(c);
 }
 
 /* On the reactor, on the request's coroutine: as run_offloaded, with the
@@ -1547,7 +1557,13 @@ static void run_coroutine(struct hp_reactor_job *job)
     c->req.stream_begin = NULL;
     if (run_pinned(c, HP_ACQ_OK) != MHD_YES && !c->resp)
         send_error(c, 500, NULL);
-    ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED); /* hands it back */
+}
+
+/* On the reactor, the coroutine gone: hand the request back. */
+static void coroutine_done(struct hp_reactor_job *job)
+{
+    struct ctx *c = ctx_of_rjob(job);
+    ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED);
     MHD_resume_connection(c->req.conn);
 }
 
@@ -1555,7 +1571,106 @@ static const struct hp_reactor_ops reactor_ops = {
     .run = run_coroutine,
     .suspend = on_reactor_suspend,
     .resume = on_reactor_resume,
+    .done = coroutine_done,
 };
+
+/*
+ * A run that holds the reactor (spins, or blocks without waiting through
+ * hp_wait_fd) holds every request suspended there in a wait: their
+ * coroutines cannot move to another thread (the page's code and ours may
+ * keep addresses of this thread's thread-local variables, errno's
+ * included), so they cannot be finished elsewhere. Once the reactor has
+ * been held a second (what hp_reactor_running and hp_reactor_reclaim go
+ * by), each is answered 503 with Retry-After here, on the thread that
+ * found the stall, and given up (hp_reactor_abandon): when the reactor
+ * resumes it, its waits fail as past --handler-timeout (the database
+ * connection is closed, 57014), its forced 503 rolls its transactions
+ * back, and the response it makes goes to a socket already shut.
+ *
+ * Answered once: the request is suspended in a wait, so its own thread
+ * cannot reach queue() before the reactor resumes it, which it cannot do
+ * while hp_reactor_abandon holds the list of waiters; the socket is
+ * claimed as the watchdog's 504 claims it (hp_server_claim: a dying
+ * process's 503, hp_server_answer_unstarted, and this one never both go
+ * out, and neither does the drain's after it). The run holding the
+ * reactor is not given up: it runs, and the watchdog (with workers) or
+ * the drain answers it.
+ */
+struct stall {
+    char holder[PATH_MAX]; /* the page of the run that holds the reactor */
+};
+
+/* The page of a request, as people name it: below the document root. */
+static const char *page_name(const char *path)
+{
+    size_t n = strlen(S.root);
+    if (strncmp(path, S.root, n) == 0 && path[n] == '/')
+        return path + n + 1;
+    return path;
+}
+
+/* hp_reactor_abandon's fn: answer job's request 503 on its socket. */
+static void stall_answer(struct hp_reactor_job *job,
+                         const struct hp_reactor_job *holder, void *arg)
+{
+    struct stall *st = arg;
+    struct ctx *c = ctx_of_rjob(job);
+    const struct ctx *h =
+        ctx_of_rjob((struct hp_reactor_job *)(uintptr_t)holder);
+    if (!st->holder[0])
+        snprintf(st->holder, sizeof st->holder, "%s", h->req.target.path);
+    if (!hp_server_claim(c->fd))
+        return; /* this process is dying and answered it already */
+    if (!hp_server_plaintext()) {
+        shutdown(c->fd, SHUT_RDWR); /* plaintext inside TLS: garbage */
+        return;
+    }
+    /* Dev mode names the page (to this server's own hosts, as its other
+     * details); production's body says the status only, like its other
+     * error pages: the log names the page. */
+    struct hp_buf body = {0}, msg = {0};
+    hp_buf_puts(&body, "<!doctype html>\n<title>503 Service Unavailable"
+                       "</title>\n<h1>503 Service Unavailable</h1>\n");
+    if (S.dev && !c->req.foreign_host) {
+        hp_buf_puts(&body, "<p>This request waited on the database on the "
+                           "reactor, which a run of the page ");
+        hp_buf_html(&body, page_name(st->holder));
+        hp_buf_puts(&body, " has held for over a second without waiting; "
+                           "it was given up. Try again.</p>\n");
+    }
+    hp_buf_printf(&msg,
+                  "HTTP/1.1 503 Service Unavailable\r\n"
+                  "Content-Type: text/html; charset=utf-8\r\n"
+                  "Retry-After: 1\r\nContent-Length: %zu\r\n"
+                  "Connection: close\r\nCache-Control: no-store\r\n\r\n",
+                  body.len);
+    hp_buf_append(&msg, body.p, body.len);
+    if (msg.p) {
+        /* Best effort: the socket is non-blocking, the answer small. */
+        ssize_t r = send(c->fd, msg.p, msg.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)r;
+    }
+    shutdown(c->fd, SHUT_RDWR);
+    hp_buf_free(&body);
+    hp_buf_free(&msg);
+}
+
+/* The reactor held for over a second: what it has not started goes to
+ * the handler threads, what waits there is answered 503 (any thread; a
+ * no-op otherwise). */
+static void reactor_stall(void)
+{
+    hp_reactor_reclaim(reclaimed);
+    struct stall st = {.holder = ""};
+    long n = hp_reactor_abandon(stall_answer, &st);
+    if (n > 0)
+        hp_log_error("%s: a run has held the reactor for over a second "
+                     "without waiting: the %ld request%s waiting there %s "
+                     "answered 503 (Retry-After: 1) and given up; %s waits "
+                     "fail if it returns",
+                     st.holder, n, n == 1 ? "" : "s", n == 1 ? "was" : "were",
+                     n == 1 ? "its" : "their");
+}
 
 static void to_reactor(struct ctx *c)
 {
@@ -1618,7 +1733,7 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
             to_reactor(c);
             return MHD_YES;
         }
-        hp_reactor_reclaim(reclaimed); /* stalled: what it has not begun */
+        reactor_stall(); /* stalled: what it has not begun, what waits */
     }
     /* A promoted page that takes a database connection while the pool
      * has none free would wait for one on this event loop: offload it. */
@@ -2175,10 +2290,12 @@ static _Noreturn void lost_descriptors(const char *why)
     _exit(70);
 }
 
+static void reactor_stall(void);
+
 static void each_second(void)
 {
     char why[160];
-    hp_reactor_reclaim(reclaimed);
+    reactor_stall();
     if (hp_liveness_check(why, sizeof why) == 0) {
         hp_metrics_tick();
         hp_metrics_modules(S.cache);

@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """hotpub end-to-end tests from a tester's round on the reactor (pages
 that wait on PostgreSQL run as coroutines, src/reactor.c): each test is a
-finding, FRESH11-N in its docstring, fixed. The one still open,
-FRESH11-2, is in fresh11_open.py (not in `make test`). Every test needs
+finding, FRESH11-N in its docstring, fixed. Every test needs
 PostgreSQL: without HOTPUB_PG_URL each prints "skip" and does not
 count.
 
@@ -232,6 +231,48 @@ def spin_with_neighbours(s, late=True, timeout=12):
         b.start()
         bgs.append(b)
     return bgs, spin
+
+
+def test_fresh11_2_a_page_spinning_on_the_reactor_answers_its_neighbours():
+    """FRESH11-2. --workers 0, dev mode: a promoted page loops forever
+    after its query, while three requests of it wait 0.5 s on the database
+    on the same reactor and a fourth arrives 0.3 s later. What happened:
+    none of the four ever answered (clients timed out at 12 s); at SIGTERM
+    the server waited 10 s and exited with "4 requests still running".
+    Fixed, with the answer that can be given: the three had started on
+    the reactor, and a started run is a coroutine that cannot move to
+    another thread (its code may keep addresses of the reactor thread's
+    thread-locals), so it cannot finish with a 200 while the reactor is
+    held. Once the reactor has been held a second, each of the three is
+    answered 503 with Retry-After: 1, the body naming the page whose run
+    holds it, and given up; the fourth had not started and answers 200 on
+    a handler thread. All four within 3 s, none hangs."""
+    need_pg()
+    s = pg_server(["--workers", "0"])
+    s.start()
+    try:
+        bgs, _ = spin_with_neighbours(s)
+        time.sleep(1.5)
+        r = s.request("/q?id=new", timeout=5)
+        check_eq((r.status, r.text), (200, "ok new"), "a request 1.5 s later")
+        for b in bgs:
+            b.join(12)
+        got = [(st(b.response), b.error and type(b.error).__name__,
+                round(b.elapsed(), 1)) for b in bgs]
+        for b in bgs[:3]:
+            check(b.response is not None and b.response.status == 503 and
+                  b.response.header("Retry-After") == "1" and
+                  "q.c" in b.response.text and b.elapsed() < limit(3.0),
+                  "a request waiting on the held reactor: %r" % got)
+        late = bgs[3]
+        check(late.response is not None and
+              (late.response.status, late.response.text) == (200, "ok late")
+              and late.elapsed() < limit(3.0),
+              "the request queued behind the spin: %r" % got)
+        check(status(s)["reactor"]["abandoned"] >= 3, "status.json's "
+              "reactor.abandoned: %r" % status(s)["reactor"])
+    finally:
+        s.kill()  # the spinning run never ends: no clean stop to check
 
 
 def test_fresh11_3_with_workers_the_spinners_neighbours_wait_for_the_drain():

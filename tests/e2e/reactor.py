@@ -281,6 +281,276 @@ def test_requests_queued_behind_a_run_that_holds_the_reactor_move():
         s.kill()  # the spinning run never ends: no clean stop to check
 
 
+class HeldRequest(threading.Thread):
+    """GET path on a connection of its own, reading to the end of the
+    connection: .response (None: closed unanswered), .extra (a second
+    status line after the first response, which must never come)."""
+
+    def __init__(self, port, path, timeout=10.0):
+        super().__init__(daemon=True)
+        self.port, self.path, self.timeout = port, path, timeout
+        self.response = self.error = None
+        self.extra = False
+        self.t0 = self.t1 = None
+
+    def run(self):
+        self.t0 = time.monotonic()
+        try:
+            self.response = harness.raw_request(
+                self.port, ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            "Connection: close\r\n\r\n"
+                            % self.path).encode(), timeout=self.timeout,
+                read_all=True)
+            if self.response is not None:
+                self.extra = b"HTTP/1." in self.response.body
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+        self.t1 = time.monotonic()
+
+    def elapsed(self):
+        return (self.t1 or time.monotonic()) - (self.t0 or 0)
+
+    def summary(self):
+        r = self.response
+        return (r and r.status, r and r.header("Retry-After"),
+                self.error and type(self.error).__name__,
+                round(self.elapsed(), 1))
+
+
+def spinners_batch(s):
+    """FRESH12-3's timing: a run holds the reactor 30 ms (under the 50 ms
+    that demotes for good); meanwhile a run that spins for ever and three
+    plain requests reach the reactor's queue, 4 ms apart. The three's
+    HeldRequests."""
+    promote(s)
+    blk = harness.BackgroundRequest(s.port, "/q?block=30", timeout=20)
+    blk.start()
+    time.sleep(0.005)
+    spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=30)
+    spin.start()
+    behind = []
+    for _ in range(3):
+        time.sleep(0.004)
+        b = HeldRequest(s.port, "/q")
+        b.start()
+        behind.append(b)
+    return behind
+
+
+def check_behind_the_spinner(behind, dev):
+    """Each of the requests behind the spinner: 200 (it had not started:
+    a handler thread ran it) or 503 with Retry-After: 1 (it had started
+    and waited on the reactor: a coroutine cannot move to another thread,
+    so it is answered and given up), within about 2 s, once."""
+    for b in behind:
+        b.join(12)
+    got = [b.summary() for b in behind]
+    harness.note("behind the spinner: %r" % (got,))
+    for b in behind:
+        r = b.response
+        check(r is not None and b.elapsed() < limit(2.5) and not b.extra and
+              (r.status == 200 or
+               (r.status == 503 and r.header("Retry-After") == "1" and
+                (not dev or b"q.c" in r.body))),
+              "requests behind the spinner: %r" % (got,))
+
+
+def test_fresh12_3_requests_started_before_a_spin_are_answered():
+    """FRESH12-3. Dev mode, --workers 0, --handler-timeout 2: a 30 ms
+    block, then a spinner and three plain requests 4 ms apart. What
+    happened: the three never got an answer. They start on the reactor
+    (their query is under way when the spinner's returns and it spins),
+    and a started run cannot be finished on another thread, so a 200 is
+    not to be had while the reactor is held: expected, each gets 200 if it
+    had not started (moved to a handler thread after a second), else 503
+    with Retry-After: 1 naming the spinning page, within about 2 s; none
+    hangs, none is dropped unanswered."""
+    need_pg()
+    s = pg_server(["--workers", "0", "--handler-timeout", "2"])
+    s.start()
+    try:
+        behind = spinners_batch(s)
+        time.sleep(1.5)
+        late = s.request("/q", timeout=8)
+        check_eq(late.status, 200, "a request 1.5 s later")
+        check_behind_the_spinner(behind, dev=True)
+    finally:
+        s.kill()  # the spinning run never ends: no clean stop to check
+
+
+def test_fresh12_3b_with_workers_requests_started_before_a_spin_answered():
+    """FRESH12-3b. Production, --workers 1, --handler-timeout 2: as
+    FRESH12-3. What happened: the three got the drain's 503 at 3.2 s, when
+    the worker was replaced. Expected as FRESH12-3: 200 if not started,
+    else 503 with Retry-After: 1, within about 2 s (before the watchdog's
+    504 and the drain, which then has nothing of theirs left to answer:
+    each gets one response)."""
+    need_pg()
+    s = pg_server(["--handler-timeout", "2"])
+    s.workers = 1
+    s.dev = False
+    s.start()
+    try:
+        check_behind_the_spinner(spinners_batch(s), dev=False)
+    finally:
+        s.stop(check=False)
+
+
+def test_alone_in_production_held_requests_are_answered_once():
+    """Production, --workers 0, --handler-timeout 2: two requests wait
+    0.5 s on the reactor, a run spins there for ever. The two get 503 with
+    Retry-After: 1 after about a second, and nothing more on their
+    connections when the process exits 70 at the timeout (the drain's 503
+    is for those not answered yet)."""
+    need_pg()
+    s = pg_server(["--workers", "0", "--handler-timeout", "2"])
+    s.dev = False
+    s.start()
+    try:
+        promote(s)
+        held = [HeldRequest(s.port, "/q?s=0.5", timeout=20)
+                for _ in range(2)]
+        for b in held:
+            b.start()
+        time.sleep(0.2)
+        spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=30)
+        spin.start()
+        check_eq(s.proc.wait(timeout=limit(20)), 70, "exit status")
+        for b in held:
+            b.join(10)
+        got = [b.summary() for b in held]
+        check(all(b.response is not None and b.response.status == 503 and
+                  b.response.header("Retry-After") == "1" and not b.extra and
+                  b.elapsed() < limit(2.5) for b in held),
+              "requests held on the reactor: %r" % (got,))
+        check(b"q.c" not in held[0].response.body,
+              "production's 503 names no file")
+        check_in("q.c: a run has held the reactor", s.stderr(), "the log")
+    finally:
+        s.stop(check=False)
+
+
+TABLE = "hp_held_%d_%d" % (os.getpid(), int(time.time() * 1000) % 100000)
+
+# /w: ?setup=1 creates the table, ?drop=1 drops it, ?count=1&id= counts
+# the rows of id; otherwise ?write=1 inserts id, then a query sleeps ?s=
+# (its failure ignored, as a careless page would), then ?spin=MS holds
+# the thread that long without waiting.
+W_PAGE = page(r"""
+HP_HANDLER(http_handler)
+{
+    hp_db *db = hp_db(req);
+    const char *id = hp_arg(req, "id");
+    if (hp_arg(req, "setup"))
+        return hp_db_exec(db, "CREATE TABLE IF NOT EXISTS TBL (id text)")
+                   == HP_OK ? HP_OK : 500;
+    if (hp_arg(req, "drop"))
+        return hp_db_exec(db, "DROP TABLE IF EXISTS TBL") == HP_OK ? HP_OK
+                                                                   : 500;
+    if (hp_arg(req, "count")) {
+        hp_db_res *r = hp_db_query(db,
+            "SELECT count(*)::text FROM TBL WHERE id = $1", id);
+        hp_printf(req, "%s", r && hp_db_next(r) ? hp_db_text(r, 0) : "?");
+        return r ? HP_OK : 500;
+    }
+    if (hp_arg(req, "write") &&
+        hp_db_exec(db, "INSERT INTO TBL VALUES ($1)", id) != HP_OK)
+        return 500;
+    const char *s = hp_arg(req, "s");
+    hp_db_query(db, "SELECT pg_catalog.pg_sleep($1)", s ? s : "0");
+    const char *spin = hp_arg(req, "spin");
+    if (spin) {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        while ((t.tv_sec - t0.tv_sec) * 1000 +
+                   (t.tv_nsec - t0.tv_nsec) / 1000000 < atoi(spin));
+    }
+    hp_printf(req, "ok %s", id ? id : "-");
+    return HP_OK;
+}
+""".replace("TBL", TABLE), includes="#include <stdlib.h>\n#include <time.h>")
+
+
+def test_a_write_given_up_on_a_held_reactor_is_not_committed():
+    """Dev mode, --workers 0: a request inserts a row, then waits 1.5 s on
+    the database on the reactor; a run of the same page then holds the
+    reactor 3 s without waiting. The writer is answered 503 (Retry-After:
+    1, the body naming w.c) after about a second. When the spinner
+    returns, the writer's wait fails (as past --handler-timeout: its
+    connection is closed), its transaction rolls back, and although the
+    page ignores that failure and returns HP_OK, nothing is committed: the
+    row is absent. The server answers normally afterwards, its counters
+    are back to 0, and it stops cleanly at SIGTERM."""
+    need_pg()
+    with pg_server(["--workers", "0"], files={"w.c": W_PAGE}) as s:
+        check_eq(s.request("/w?setup=1").status, 200, "create the table")
+        try:
+            promote(s, "/w")
+            writer = HeldRequest(s.port, "/w?write=1&id=gone&s=1.5")
+            writer.start()
+            time.sleep(0.2)  # inserted, waiting on the database
+            spin = harness.BackgroundRequest(s.port, "/w?spin=3000",
+                                             timeout=20)
+            spin.start()
+            writer.join(10)
+            spin.join(15)
+            rows = s.get_ok("/w?count=1&id=gone").text
+            r = writer.response
+            check(r is not None and r.status == 503 and
+                  r.header("Retry-After") == "1" and b"w.c" in r.body and
+                  not writer.extra and writer.elapsed() < limit(3.0),
+                  "the writer: %r (its rows: %s)" % (writer.summary(), rows))
+            check_eq(rows, "0", "rows of the given-up writer")
+            check_eq(st(spin.response), 200, "the spinner")
+            check_eq(s.get_ok("/w?write=1&id=kept").text, "ok kept",
+                     "a write after")
+            check_eq(s.get_ok("/w?count=1&id=kept").text, "1",
+                     "rows of the write after")
+            check(harness.wait_until(
+                lambda: status(s)["inflight"] == 0, limit(3.0)),
+                "requests in flight: %r" % status(s)["inflight"])
+            rs = status(s)["reactor"]
+            check_eq((rs["active"], rs["queued"]), (0, 0), "reactor counters")
+            check(rs["abandoned"] >= 1, "reactor.abandoned %r" % rs)
+        finally:
+            s.request("/w?drop=1")
+
+
+def test_sigterm_while_a_run_holds_the_reactor_drains_when_it_returns():
+    """Dev mode, --workers 0: two requests wait on the reactor, a run holds
+    it 3 s; the two get 503 after about a second; SIGTERM then: the
+    server waits for the run, which answers 200, and exits 0."""
+    need_pg()
+    s = pg_server(["--workers", "0"], files={"w.c": W_PAGE})
+    s.start()
+    try:
+        promote(s, "/w")
+        held = [HeldRequest(s.port, "/w?s=1&id=h%d" % i) for i in range(2)]
+        for b in held:
+            b.start()
+        time.sleep(0.2)
+        spin = harness.BackgroundRequest(s.port, "/w?spin=3000", timeout=20)
+        spin.start()
+        for b in held:
+            b.join(10)
+        got = [b.summary() for b in held]
+        check(all(b.response is not None and b.response.status == 503
+                  for b in held), "held: %r" % (got,))
+        check(spin.is_alive(), "the spinner returned before the SIGTERM")
+        os.kill(s.proc.pid, signal.SIGTERM)
+        spin.join(15)
+        check_eq(st(spin.response), 200, "the spinner")
+        check_eq(s.proc.wait(timeout=15), 0, "exit status")
+    finally:
+        s.stop(check=False)
+
+
+def st(r):
+    return getattr(r, "status", repr(r))
+
+
 def test_shutdown_lets_requests_on_the_reactor_finish():
     """SIGTERM while five requests wait 0.8 s each on the reactor: all five
     answer 200 and the server exits 0."""

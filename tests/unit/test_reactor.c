@@ -23,6 +23,7 @@ struct job {
     int fd;                   /* wait for it (-1: sleep to the deadline) */
     int waits;                /* how many times to wait on fd */
     int64_t deadline;         /* of each wait (0: none) */
+    int64_t spin_ns;          /* first hold the reactor this long */
     int result;               /* hp_wait_fd's last answer */
     bool on_reactor;          /* ran on the reactor's thread */
     int64_t took_ns;
@@ -40,6 +41,8 @@ static void run(struct hp_reactor_job *rj)
     struct job *j = (struct job *)rj;
     int64_t t0 = hp_now_ns();
     j->on_reactor = hp_reactor_on_thread();
+    while (hp_now_ns() - t0 < j->spin_ns)
+        ;
     for (int i = 0; i < j->waits; i++) {
         j->result = hp_wait_fd(j->fd, POLLIN, j->deadline);
         if (j->result == 1 && j->fd >= 0) {
@@ -69,7 +72,7 @@ static void on_resume(struct hp_reactor_job *rj)
     atomic_fetch_add(&resumes, 1);
 }
 
-static const struct hp_reactor_ops ops = {run, on_suspend, on_resume};
+static const struct hp_reactor_ops ops = {run, on_suspend, on_resume, NULL};
 
 static bool wait_done(struct job *j, double s)
 {
@@ -219,6 +222,54 @@ static void test_descriptor_reuse(void)
     close(p[1]);
 }
 
+static struct hp_reactor_job *abandoned_job;
+static const struct hp_reactor_job *abandoned_holder;
+
+static void on_abandon(struct hp_reactor_job *rj,
+                       const struct hp_reactor_job *holder, void *arg)
+{
+    (*(int *)arg)++;
+    abandoned_job = rj;
+    abandoned_holder = holder;
+}
+
+/* A job that holds the reactor (spins 1.5 s): the job suspended in a wait
+ * meanwhile is given up once, after the reactor has been held a second,
+ * with the holder named; when the holder returns, the waiter's wait fails
+ * (0, timed out) although its descriptor was ready. */
+static void test_a_stalled_reactor_gives_its_waiters_up(void)
+{
+    static struct job waiter, spinner;
+    int p[2];
+    CHECK(pipe2(p, O_CLOEXEC) == 0);
+    start();
+    memset(&waiter, 0, sizeof waiter);
+    waiter.fd = p[0];
+    waiter.waits = 2;
+    hp_reactor_submit(&waiter.rj);
+    memset(&spinner, 0, sizeof spinner);
+    spinner.spin_ns = 1500000000;
+    hp_reactor_submit(&spinner.rj);
+    int n = 0;
+    CHECK(hp_reactor_abandon(on_abandon, &n) == 0); /* not stalled yet */
+    while (hp_reactor_stalled() < 1.05)
+        usleep(1000);
+    CHECK(write(p[1], "x", 1) == 1); /* ready, but held */
+    CHECK(hp_reactor_abandon(on_abandon, &n) == 1);
+    CHECK(n == 1 && abandoned_job == &waiter.rj &&
+          abandoned_holder == &spinner.rj);
+    CHECK(hp_reactor_abandon(on_abandon, &n) == 0); /* once */
+    CHECK(wait_done(&spinner, 3));
+    CHECK(wait_done(&waiter, 3));
+    CHECK(waiter.result == 0 && waiter.rj.timed_out);
+    struct hp_reactor_stats st;
+    hp_reactor_stats(&st);
+    CHECK(st.abandoned >= 1 && st.active == 0);
+    hp_reactor_stop();
+    close(p[0]);
+    close(p[1]);
+}
+
 /* Stopping lets the jobs already submitted finish first. */
 static void test_stop_lets_jobs_finish(void)
 {
@@ -258,6 +309,7 @@ int main(int argc, char **argv)
     T_RUN(test_waits_overlap_on_one_thread);
     T_RUN(test_deadlines);
     T_RUN(test_descriptor_reuse);
+    T_RUN(test_a_stalled_reactor_gives_its_waiters_up);
     T_RUN(test_stop_lets_jobs_finish);
     T_RUN(test_other_threads_poll);
     T_DONE();
