@@ -6,7 +6,8 @@
  * Owns: the MHD daemon (without a listening socket), per-request contexts
  * and their states, where a page runs (inline, offloaded or on the
  * reactor), signals, the liveness check's verdict, the table of requests read and not yet
- * answered that a dying worker answers (hp_server_answer_unstarted). Not
+ * answered that a dying worker answers (hp_server_answer_unstarted), the 503
+ * of the requests a stalled reactor holds in a wait (stall_answer). Not
  * its own: the access log (access.c), the request edge (edge.c), the
  * accept thread (listener.c), the census of descriptors (liveness.c),
  * opening and planning static files (static.c), the handler threads and
