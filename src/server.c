@@ -2640,10 +2640,11 @@ static bool dlopen_hung_check(void)
 /*
  * Alone (no worker processes, so no watchdog): a run that has held the
  * reactor past --handler-timeout without waiting holds every request
- * there for as long. In production the process stops as for a SIGTERM and
- * exits 70, for its supervisor to restart it (the requests held get 503
- * at the drain's end); in dev mode it says so once and serves on (new
- * requests run on the handler threads).
+ * there for as long (those suspended in a wait were answered 503 after a
+ * second, reactor_stall). In production the process stops as for a
+ * SIGTERM and exits 70, for its supervisor to restart it (the requests
+ * not answered yet get 503 at the drain's end); in dev mode it says so
+ * once and serves on (new requests run on the handler threads).
  */
 static bool reactor_hung;
 static bool reactor_hung_check(void)
@@ -2657,8 +2658,9 @@ static bool reactor_hung_check(void)
     if (S.dev) {
         hp_log_info("a request has held the reactor for %.0f s without "
                     "waiting, past --handler-timeout: the %ld requests "
-                    "there cannot go on until it returns (restart hotpub if "
-                    "it never does); new requests run on the handler threads",
+                    "there cannot go on until it returns (those that waited "
+                    "are answered 503 after a second; restart hotpub if it "
+                    "never returns); new requests run on the handler threads",
                     s, hp_reactor_held() - 1);
         return false;
     }
