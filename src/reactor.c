@@ -285,8 +285,6 @@ static void trampoline(void *arg)
     R.ops->run(j);
 }
 
-/* Resume j's coroutine until it waits again or is done; done, the job is
- * the caller's: not touched again. */
 /* j's run returned: off the record of hp_reactor_abandon (which may be
  * reading it as the holder), counted, handed back. */
 static void finish(struct hp_reactor_job *j)
@@ -300,6 +298,8 @@ static void finish(struct hp_reactor_job *j)
         R.ops->done(j);
 }
 
+/* Resume j's coroutine until it waits again or is done; done, the job is
+ * the caller's: not touched again. */
 static void step(struct hp_reactor_job *j)
 {
     hp_coro *co = j->co;
