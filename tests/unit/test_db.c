@@ -2096,7 +2096,7 @@ static int handing_hook(int fd, short events, int64_t deadline_ns, void *cls)
         wait_for_waiters(h->p, 2);
     }
     hp_db_pool_release(h->held); /* handed to this thread's waiter */
-    return 0;                     /* ... whose request's time ran out */
+    return 0;                    /* ... whose request's time ran out */
 }
 
 static void pool_handed_as_wait_ends(void)
