@@ -127,6 +127,27 @@ static void unreadable_is_kept_off(void)
     CHECK(strstr(why, "cannot read") != NULL);
     snprintf(path, sizeof path, "%s/missing.so", dir);
     CHECK(hp_object_thread_state(path, why, sizeof why));
+
+    /* an object cut short at every length: no read past the file's end
+     * (the sanitizer builds check), and never "nothing" unless the table
+     * it needs is all there */
+    const char *so = build("cut", "#include <pthread.h>\n"
+                                  "extern pthread_key_t k;\n"
+                                  "void *f(void) { return "
+                                  "pthread_getspecific(k); }\n");
+    FILE *in = so ? fopen(so, "rb") : NULL;
+    static unsigned char whole[1 << 20];
+    size_t n = in ? fread(whole, 1, sizeof whole, in) : 0;
+    if (in)
+        fclose(in);
+    CHECK(n > 0 && n < sizeof whole);
+    snprintf(path, sizeof path, "%s/cut-short.so", dir);
+    for (size_t len = 0; len < n; len += len < 128 ? 1 : 97) {
+        f = fopen(path, "wb");
+        fwrite(whole, 1, len, f);
+        fclose(f);
+        CHECK(hp_object_thread_state(path, why, sizeof why));
+    }
 }
 
 int main(int argc, char **argv)
