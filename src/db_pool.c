@@ -11,10 +11,12 @@
  * statements and their cache (db_stmt.c), the request's transaction
  * (db.c), results (db_core.c).
  *
- * Locking: one mutex per pool guards its idle list and counters; a waiter
- * sleeps on the pool's condvar with a deadline (or, on a thread whose waits
- * go through a coroutine scheduler's hook, naps through hp_wait_fd and
- * looks again: pool_nap_locked). No engine call (connect,
+ * Locking: one mutex per pool guards its idle list, its queue of waiters
+ * and counters; a waiter joins the one queue (first come, first served)
+ * and sleeps with a deadline on a condition variable of its own, or, on a
+ * thread whose waits go through a coroutine scheduler's hook, on an
+ * eventfd through hp_wait_fd; a connection or slot that comes free is
+ * handed to the first waiter (struct hp_pool_waiter). No engine call (connect,
  * ROLLBACK, a liveness probe) is ever made with the pool's mutex held, so a
  * slow database never stalls threads that only want an idle connection. A
  * connection being opened holds a reserved slot (size counts it). The
@@ -327,24 +329,18 @@ hp_db_pool *hp_db_pool_open(const char *url, const struct hp_db_pool_opts *opts,
     p->shown = redact_url(url);
     pool_apply_opts(p, opts, drv->private_conns(target));
     pthread_mutex_init(&p->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->cv, &ca);
-    pthread_condattr_destroy(&ca);
     registry_add(p);
     return p;
 }
 
-static void parked_wake_locked(hp_db_pool *p, bool all);
-static void wake_one_locked(hp_db_pool *p);
+static void queue_close_locked(hp_db_pool *p);
+static void slot_back_locked(hp_db_pool *p);
 
 static void pool_free(hp_db_pool *p)
 {
     while (p->nspare)
         close(p->spare_efd[--p->nspare]);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
     free(p->target);
     free(p->shown);
     free(p->name);
@@ -371,8 +367,7 @@ void hp_db_pool_close(hp_db_pool *p)
     p->idle = p->idle_tail = NULL;
     p->size -= p->nidle;
     p->nidle = 0;
-    pthread_cond_broadcast(&p->cv);
-    parked_wake_locked(p, true);
+    queue_close_locked(p);
     bool done = pool_done_locked(p);
     pthread_mutex_unlock(&p->mu);
 
@@ -392,11 +387,9 @@ static void pool_drop(hp_db_pool *p, hp_db *db)
     conn_close(db);
     pthread_mutex_lock(&p->mu);
     assert(p->size > 0 && p->in_use > 0); /* db held a slot, checked out */
-    p->size--;
-    p->in_use--;
     if (!p->closing)
         p->discarded++;
-    wake_one_locked(p);
+    slot_back_locked(p);
     bool done = pool_done_locked(p);
     pthread_mutex_unlock(&p->mu);
     if (done)
@@ -435,11 +428,8 @@ static hp_db *pool_connect(hp_db_pool *p, char **err)
         reopened = p->lost;
         p->lost = false;
     } else {
-        assert(p->size > 0 && p->in_use > 0); /* the reserved slot */
-        p->size--;
-        p->in_use--;
         atomic_fetch_add(&p->errors, 1);
-        wake_one_locked(p); /* a waiter may try its luck */
+        slot_back_locked(p); /* the reserved slot: a waiter may try its luck */
     }
     bool done = !db && pool_done_locked(p);
     pthread_mutex_unlock(&p->mu);
@@ -478,106 +468,166 @@ static void idle_push(hp_db_pool *p, hp_db *db, bool back)
 }
 
 /* The nap of a waiter whose thread runs coroutines when it has no eventfd
- * to park on (pool_park_locked). */
+ * to park on (pool_wait_one). */
 #define NAP_NS 1000000LL
 
-/* A waiter parked on an eventfd (pool_park_locked). */
-struct hp_pool_parked {
-    struct hp_pool_parked *next;
-    int efd;
-    bool woken;
+/*
+ * A waiter for a connection, on its own stack, in the pool's one queue
+ * (p->queue: first come, first served), whichever way its thread waits: a
+ * handler thread on a condition variable of its own (cv); a thread whose
+ * waits go through a scheduler's hook (hp_wait_hooked: the reactor's
+ * coroutines, which a condition variable would stall, the one that would
+ * give a connection back among them) on an eventfd through hp_wait_fd, or
+ * without one in naps of NAP_NS. A connection given back, or a slot that
+ * comes free, is handed to the first waiter directly (got, db): one that
+ * came later, of either kind, cannot take it first (FRESH12-4: with a
+ * condition variable for one kind and a queue for the other, a release
+ * woke one of each and the faster won).
+ */
+enum waiter_got { W_QUEUED, W_CONN, W_SLOT, W_CLOSED };
+
+struct hp_pool_waiter {
+    struct hp_pool_waiter *next;
+    pthread_cond_t cv; /* !hooked                                   */
+    int efd;           /* hooked: its eventfd, -1 none (it naps)      */
+    bool hooked;
+    bool ended; /* the hook ended the wait: the request's time ran out */
+    enum waiter_got got; /* set, under p->mu, by whoever dequeues it  */
+    hp_db *db;           /* W_CONN: checked out for it (in_use counts)   */
 };
 
-/* Under p->mu: wake the first parked waiter (a connection or a slot came
- * free), as pthread_cond_signal does for a thread that waits; all of them
- * when the pool closes. The eventfd is non-blocking: this never waits. */
-static void parked_wake_locked(hp_db_pool *p, bool all)
+/* Under p->mu: the first waiter leaves the queue with got, and is woken.
+ * Woken with the mutex held: once it is let go, the waiter may return
+ * and its stack (w, its condition variable) be gone. The eventfd is
+ * non-blocking: this never waits. */
+static void waiter_hand_locked(hp_db_pool *p, enum waiter_got got, hp_db *db)
 {
-    while (p->parked) {
-        struct hp_pool_parked *w = p->parked;
-        p->parked = w->next;
-        if (!p->parked)
-            p->parked_tail = NULL;
-        w->next = NULL;
-        w->woken = true;
+    struct hp_pool_waiter *w = p->queue;
+    p->queue = w->next;
+    if (!p->queue)
+        p->queue_tail = NULL;
+    w->next = NULL;
+    w->got = got;
+    w->db = db;
+    if (!w->hooked) {
+        pthread_cond_signal(&w->cv);
+    } else if (w->efd >= 0) {
         uint64_t one = 1;
         if (write(w->efd, &one, sizeof one) < 0) {
             /* EAGAIN: a counter at its maximum, so it is readable anyway */
         }
-        if (!all)
-            return;
     }
 }
 
-static void wake_one_locked(hp_db_pool *p)
+/* Under p->mu: a checked-out connection comes back in good order: to the
+ * first waiter (still checked out, now by it), else to the idle list. */
+static void conn_back_locked(hp_db_pool *p, hp_db *db, bool due)
 {
-    pthread_cond_signal(&p->cv);
-    parked_wake_locked(p, false);
+    if (p->queue) {
+        waiter_hand_locked(p, W_CONN, db);
+        return;
+    }
+    idle_push(p, db, due);
+    p->nidle++;
+    p->in_use--;
 }
 
-static void parked_remove_locked(hp_db_pool *p, struct hp_pool_parked *w)
+/* Under p->mu: a slot (size and in_use count it) comes free, its
+ * connection dropped or never opened: to the first waiter, which opens a
+ * connection in it, else given back. */
+static void slot_back_locked(hp_db_pool *p)
 {
-    struct hp_pool_parked **pp = &p->parked, *prev = NULL;
+    assert(p->size > 0 && p->in_use > 0);
+    if (p->queue && !p->closing) {
+        waiter_hand_locked(p, W_SLOT, NULL);
+        return;
+    }
+    p->size--;
+    p->in_use--;
+}
+
+/* Under p->mu: the pool closes; every waiter is told so. */
+static void queue_close_locked(hp_db_pool *p)
+{
+    while (p->queue)
+        waiter_hand_locked(p, W_CLOSED, NULL);
+}
+
+static void queue_remove_locked(hp_db_pool *p, struct hp_pool_waiter *w)
+{
+    struct hp_pool_waiter **pp = &p->queue, *prev = NULL;
     for (; *pp; prev = *pp, pp = &(*pp)->next)
         if (*pp == w) {
             *pp = w->next;
-            if (p->parked_tail == w)
-                p->parked_tail = prev;
+            if (p->queue_tail == w)
+                p->queue_tail = prev;
             return;
         }
 }
 
-/*
- * Under p->mu, when this thread's waits go through a scheduler's hook
- * (hp_wait_hooked): the condition variable would block the thread and so
- * every coroutine on it, the one that would give a connection back among
- * them. So the waiter queues (first come, first served) and parks on an
- * eventfd through hp_wait_fd, mutex let go; a connection or slot given
- * back wakes the first one (wake_one_locked). Without an eventfd it naps
- * NAP_NS and looks again. false: the limit passed, or the hook ended the
- * wait early or failed (its own deadline: the request's time ran out), a
- * timeout too.
- */
-static bool pool_park_locked(hp_db_pool *p, int64_t limit_ns)
+/* Under p->mu: what w was handed goes on, as if it had never waited (the
+ * next waiter, or the pool): w gives up. */
+static void waiter_pass_on_locked(hp_db_pool *p, struct hp_pool_waiter *w)
 {
-    int64_t now = hp_now_ns();
-    if (now >= limit_ns)
-        return false;
-    struct hp_pool_parked w = {
-        .efd = p->nspare ? p->spare_efd[--p->nspare]
-                         : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
-    int64_t until = limit_ns;
-    if (w.efd >= 0) {
-        if (p->parked_tail)
-            p->parked_tail->next = &w;
-        else
-            p->parked = &w;
-        p->parked_tail = &w;
-    } else if (limit_ns - now > NAP_NS) {
-        until = now + NAP_NS;
-    }
-    pthread_mutex_unlock(&p->mu);
-    int rc = hp_wait_fd(w.efd, POLLIN, until);
-    now = hp_now_ns();
-    pthread_mutex_lock(&p->mu);
-    if (w.efd >= 0) {
-        if (!w.woken)
-            parked_remove_locked(p, &w);
-        uint64_t v;
-        if (read(w.efd, &v, sizeof v) < 0) {
-            /* EAGAIN: not written */
-        }
-        if (p->nspare < sizeof p->spare_efd / sizeof p->spare_efd[0])
-            p->spare_efd[p->nspare++] = w.efd;
-        else
-            close(w.efd);
-    }
-    if (rc == 1 || w.woken)
-        return now < limit_ns || w.woken;
-    return rc != -1 && !(rc == 0 && now < until) && now < limit_ns;
+    if (w->got == W_CONN)
+        conn_back_locked(p, w->db, false);
+    else if (w->got == W_SLOT)
+        slot_back_locked(p);
+    w->got = W_QUEUED;
+    w->db = NULL;
 }
 
-/* Under p->mu: take an idle connection, reserve a slot, or wait. */
+/*
+ * Under p->mu: w, queued, waits until it is handed something or the
+ * acquire timeout passes; with a hook, until the hook ends the wait too
+ * (its own deadline: the request's time ran out). What it got, or
+ * W_QUEUED, out of the queue again: nothing (a timeout). Whatever is
+ * handed to it under the mutex is never lost: at the acquire timeout it
+ * is taken (as a connection that came back just then), and when the hook
+ * ended the wait, the request cannot use it, so it goes to the next
+ * waiter or back to the pool.
+ */
+static enum waiter_got pool_wait_one(hp_db_pool *p, struct hp_pool_waiter *w,
+                                     int64_t limit_ns,
+                                     const struct timespec *deadline)
+{
+    if (!w->hooked) {
+        while (w->got == W_QUEUED)
+            if (pthread_cond_timedwait(&w->cv, &p->mu, deadline) == ETIMEDOUT) {
+                if (w->got == W_QUEUED)
+                    queue_remove_locked(p, w);
+                break;
+            }
+        return w->got;
+    }
+    for (;;) {
+        int64_t now = hp_now_ns();
+        if (now >= limit_ns) {
+            queue_remove_locked(p, w);
+            return W_QUEUED;
+        }
+        int64_t until =
+            w->efd >= 0 || limit_ns - now <= NAP_NS ? limit_ns : now + NAP_NS;
+        pthread_mutex_unlock(&p->mu);
+        int rc = hp_wait_fd(w->efd, POLLIN, until);
+        now = hp_now_ns();
+        pthread_mutex_lock(&p->mu);
+        /* the hook ended the wait early, or failed */
+        w->ended = rc == -1 || (rc == 0 && now < until);
+        if (w->got != W_QUEUED) {
+            if (w->ended && w->got != W_CLOSED)
+                waiter_pass_on_locked(p, w);
+            return w->got;
+        }
+        if (w->ended) {
+            queue_remove_locked(p, w);
+            return W_QUEUED;
+        }
+    }
+}
+
+/* Under p->mu: take an idle connection, reserve a slot, or wait in the
+ * queue to be handed one (GOT_IDLE, GOT_SLOT all the same). */
 static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
 {
     struct timespec deadline = deadline_after(p->timeout_ms);
@@ -607,14 +657,55 @@ static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
             p->timeouts++;
             return GOT_TIMEOUT;
         }
-        p->waiters++; /* napping too: the pool is not freed under us */
-        int rc = hooked ? (pool_park_locked(p, limit_ns) ? 0 : ETIMEDOUT)
-                        : pthread_cond_timedwait(&p->cv, &p->mu, &deadline);
+        struct hp_pool_waiter w = {.hooked = hooked, .efd = -1};
+        if (hooked) {
+            w.efd = p->nspare ? p->spare_efd[--p->nspare]
+                              : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        } else {
+            pthread_condattr_t ca;
+            pthread_condattr_init(&ca);
+            pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+            pthread_cond_init(&w.cv, &ca);
+            pthread_condattr_destroy(&ca);
+        }
+        if (p->queue_tail)
+            p->queue_tail->next = &w;
+        else
+            p->queue = &w;
+        p->queue_tail = &w;
+        p->waiters++; /* the pool is not freed under a waiter */
+        enum waiter_got got = pool_wait_one(p, &w, limit_ns, &deadline);
         p->waiters--;
-        /* Look once more after a timeout: a connection may have come back
-         * just as the deadline passed. */
-        if (rc == ETIMEDOUT)
+        if (!hooked) {
+            pthread_cond_destroy(&w.cv);
+        } else if (w.efd >= 0) {
+            uint64_t v;
+            if (read(w.efd, &v, sizeof v) < 0) {
+                /* EAGAIN: not written */
+            }
+            if (p->nspare < sizeof p->spare_efd / sizeof p->spare_efd[0])
+                p->spare_efd[p->nspare++] = w.efd;
+            else
+                close(w.efd);
+        }
+        switch (got) {
+        case W_CONN:
+            *out = w.db; /* in_use counts it already */
+            return GOT_IDLE;
+        case W_SLOT:
+            return GOT_SLOT;
+        case W_CLOSED:
+            return GOT_CLOSED;
+        case W_QUEUED:
+            /* at the acquire timeout, look once more, then the 503; the
+             * hook's end is the request's: nothing to look for */
+            if (w.ended) {
+                p->timeouts++;
+                return GOT_TIMEOUT;
+            }
             expired = true;
+            break;
+        }
     }
 }
 
@@ -732,12 +823,8 @@ void hp_db__pool_put(hp_db *db, bool reset)
     pthread_mutex_lock(&p->mu);
     assert(p->in_use > 0);
     keep = keep && !p->closing;
-    if (keep) {
-        idle_push(p, db, due);
-        p->nidle++;
-        p->in_use--;
-        wake_one_locked(p);
-    }
+    if (keep)
+        conn_back_locked(p, db, due);
     pthread_mutex_unlock(&p->mu);
     if (!keep)
         pool_drop(p, db);

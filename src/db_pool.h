@@ -23,15 +23,15 @@ struct hp_db_pool {
     bool is_default;   /* the server's pool (the status JSON says so)   */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     hp_db *idle; /* most recently used first (see idle_push)       */
     hp_db *idle_tail;
     unsigned size, in_use, nidle, waiters;
-    /* Waiters whose thread runs coroutines (hp_wait_hooked), first come
-     * first served: each parks on an eventfd of its own through
-     * hp_wait_fd, which a connection given back writes (db_pool.c,
-     * pool_park_locked). Spare eventfds are kept for the next ones. */
-    struct hp_pool_parked *parked, *parked_tail;
+    /* Every waiter, first come first served, whether its thread waits
+     * on a condition variable or (hp_wait_hooked: a coroutine) parks on
+     * an eventfd through hp_wait_fd: a connection given back or a slot
+     * come free is handed to the first (db_pool.c, struct
+     * hp_pool_waiter). Spare eventfds are kept for the next parked ones. */
+    struct hp_pool_waiter *queue, *queue_tail;
     int spare_efd[8];
     unsigned nspare;
     bool closing;

@@ -369,6 +369,9 @@ struct hp_version {
     hp_entry *entry;
     void *dl;              /* dlopen handle                            */
     bool has_tls;          /* defines thread-local variables (PT_TLS)  */
+    /* imports what keeps per-thread state ("uses pthread_setspecific",
+     * hp_object_thread_state); "" none. Off the reactor as has_tls. */
+    char thread_state[96];
     char *so_path;         /* private copy that was dlopen'ed          */
     struct hp_fid src_fid; /* the source as compiled                   */
     struct hp_dep *deps;
@@ -507,6 +510,12 @@ bool hp_loader_load_untried(void);
  * per-thread range do). */
 bool hp_object_span(const char *so_path, uintptr_t base, uintptr_t *lo,
                     uintptr_t *hi);
+/* Whether the object file so imports a function that keeps per-thread
+ * state past the call (pthread_setspecific, getspecific, key_create, the
+ * C11 tss_* ones, uselocale) or another object's thread-local variable
+ * (loader.c says why each); true also when its dynamic symbol table cannot
+ * be read. why: what it uses, for the log ("uses pthread_setspecific"). */
+bool hp_object_thread_state(const char *so, char *why, size_t cap);
 /* Plain load/unload for `hotpub check`. */
 int hp_load(const char *so, const char *rundir, uint64_t id, void **dl,
             char **priv, char **diag);

@@ -4,9 +4,12 @@
  * Owns: the private run directory (<cache-dir>/run-<pid>), the private copy
  * each version is loaded from, dlopen/dlclose, the ABI check, and the
  * record of which lifecycle hook (init, fini) runs on a thread, for the
- * host's fatal-signal handler (hp_hook_running). Before an object is
- * unloaded, it asks stray.c to take back any signal whose handler lies in
- * it (hp_stray_signals_restore_in).
+ * host's fatal-signal handler (hp_hook_running), and what an object says
+ * of per-thread state: thread-local variables (its TLS module id) and
+ * imports of functions that keep it (its dynamic symbol table,
+ * hp_object_thread_state), which keep a page off the reactor. Before an
+ * object is unloaded, it asks stray.c to take back any signal whose handler
+ * lies in it (hp_stray_signals_restore_in).
  * May not touch: the module cache's entries or locks; it is handed a path
  * and an id and gives back a handle, or takes them back.
  *
@@ -31,7 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -400,6 +405,150 @@ static void hook_leave(const struct hp_hook_run *run,
     tl_hook = outer;
 }
 
+/* ---- what an object's imports say about per-thread state ---------------- */
+
+/*
+ * Functions whose state belongs to the calling thread and outlives the
+ * call, so that a page can set it in one hook and read it in a later one
+ * (or before and after a database wait): on the reactor, the requests
+ * waiting on the database share one thread, and this state would not
+ * belong to one request (FRESH12-2: pthread keys, the POSIX spelling of a
+ * _Thread_local). An object that imports one is kept off the reactor as
+ * one with thread-local variables is (server.c, tls_module).
+ *
+ * - pthread_key_create, pthread_getspecific, pthread_setspecific: a
+ *   thread-specific key, set in prepare and read in commit, say.
+ * - tss_create, tss_get, tss_set: the same, in C11's <threads.h>.
+ * - uselocale: the thread's locale, changed until changed back; another
+ *   request running meanwhile on the thread would format with it.
+ *
+ * Not listed: functions whose state is the whole process's, already
+ * shared by the handler threads, so that the reactor adds no sharing to it
+ * (strtok's position, rand's seed, localtime's and getpwnam's results:
+ * glibc keeps them in statics, not per thread); those that return a
+ * result in a per-thread buffer (inet_ntoa; strerror and strsignal for
+ * unknown numbers only), which is safe as long as it is read before the
+ * next database call, and strerror is in most error paths: listing them
+ * would keep most pages off for a result nobody holds; and pthread_self
+ * or gettid, whose answers are not state a page keeps.
+ * An undefined thread-local symbol (STT_TLS: a _Thread_local of another
+ * library, an `extern __thread`) counts too: it is a thread-local variable
+ * that this object's TLS module id does not show.
+ */
+static const char *const thread_state_fns[] = {
+    "pthread_setspecific",
+    "pthread_getspecific",
+    "pthread_key_create",
+    "tss_set",
+    "tss_get",
+    "tss_create",
+    "uselocale",
+};
+
+#define N_THREAD_STATE_FNS                                                     \
+    (sizeof thread_state_fns / sizeof thread_state_fns[0])
+
+/* Within [0, size) of the mapped file: off and n fit. */
+static bool in_file(size_t size, uint64_t off, uint64_t n)
+{
+    return off <= size && n <= size - off;
+}
+
+/*
+ * Read the dynamic symbol table (.dynsym, .dynstr through the section
+ * headers) of the object file so: each undefined symbol either in
+ * thread_state_fns (bit i of *fns) or of type STT_TLS (the first one's
+ * name in tls_var). -1 when the file is no ELF object of this machine's
+ * class or its table cannot be read.
+ */
+static int scan_imports(const char *so, unsigned *fns, char *tls_var,
+                        size_t cap)
+{
+    struct stat st;
+    int fd = open(so, O_RDONLY | O_CLOEXEC), rc = -1;
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || (size_t)st.st_size < sizeof(ElfW(Ehdr))) {
+        close(fd);
+        return -1;
+    }
+    size_t size = (size_t)st.st_size;
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED)
+        return -1;
+    const unsigned char *f = map;
+    const ElfW(Ehdr) *eh = (const ElfW(Ehdr) *)f;
+    const ElfW(Shdr) *sh = NULL;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh->e_ident[EI_CLASS] !=
+            (sizeof(void *) == 8 ? ELFCLASS64 : ELFCLASS32) ||
+        eh->e_shentsize != sizeof(ElfW(Shdr)) || eh->e_shnum == 0 ||
+        !in_file(size, eh->e_shoff, (uint64_t)eh->e_shnum * sizeof *sh))
+        goto done;
+    sh = (const ElfW(Shdr) *)(f + eh->e_shoff);
+    for (unsigned i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type != SHT_DYNSYM)
+            continue;
+        const ElfW(Shdr) *sym = &sh[i], *str;
+        if (sym->sh_entsize != sizeof(ElfW(Sym)) || sym->sh_link == 0 ||
+            sym->sh_link >= eh->e_shnum)
+            goto done;
+        str = &sh[sym->sh_link];
+        if (!in_file(size, sym->sh_offset, sym->sh_size) ||
+            !in_file(size, str->sh_offset, str->sh_size))
+            goto done;
+        const ElfW(Sym) *s = (const ElfW(Sym) *)(f + sym->sh_offset);
+        const char *names = (const char *)f + str->sh_offset;
+        size_t n = sym->sh_size / sizeof *s;
+        for (size_t k = 1; k < n; k++) {
+            if (s[k].st_shndx != SHN_UNDEF || s[k].st_name >= str->sh_size)
+                continue;
+            const char *name = names + s[k].st_name;
+            if (!memchr(name, 0, str->sh_size - s[k].st_name))
+                continue;
+            if (ELF64_ST_TYPE(s[k].st_info) == STT_TLS) {
+                if (!*tls_var)
+                    snprintf(tls_var, cap, "%s", name);
+                continue;
+            }
+            for (unsigned j = 0; j < N_THREAD_STATE_FNS; j++)
+                if (strcmp(name, thread_state_fns[j]) == 0)
+                    *fns |= 1u << j;
+        }
+    }
+    rc = 0; /* no .dynsym: a static object imports nothing */
+done:
+    munmap(map, size);
+    return rc;
+}
+
+bool hp_object_thread_state(const char *so, char *why, size_t cap)
+{
+    unsigned fns = 0;
+    char var[64] = "";
+    if (cap)
+        *why = 0;
+    if (scan_imports(so, &fns, var, sizeof var) < 0) {
+        /* what it imports is not known: as if it kept per-thread state */
+        snprintf(why, cap, "has a dynamic symbol table hotpub cannot read");
+        return true;
+    }
+    if (!fns && !*var)
+        return false;
+    struct hp_buf b = {0};
+    hp_buf_printf(&b, "uses ");
+    for (unsigned j = 0, n = 0; j < N_THREAD_STATE_FNS; j++)
+        if (fns & (1u << j))
+            hp_buf_printf(&b, "%s%s", n++ ? ", " : "", thread_state_fns[j]);
+    if (*var)
+        hp_buf_printf(&b, "%sthe thread-local variable %s", fns ? " and " : "",
+                      var);
+    snprintf(why, cap, "%s", b.p ? b.p : "");
+    free(b.p);
+    return true;
+}
+
 static hp_load_end_fn load_end, ctors_end;
 
 void hp_loader_set_load_end(hp_load_end_fn end)
@@ -448,6 +597,9 @@ static hp_version *version_load(const char *so, const char *rundir, uint64_t id,
         free(v);
         return NULL;
     }
+    /* Read from the file, not under the dynamic loader's lock; before
+     * any request can run this version. */
+    hp_object_thread_state(v->so_path, v->thread_state, sizeof v->thread_state);
     hp_init_fn init = syms.init;
     if (init) {
         /* Runs before anyone can see this version; the old one may be

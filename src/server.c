@@ -1449,8 +1449,19 @@ static struct ctx *ctx_of_rjob(struct hp_reactor_job *job)
     return (struct ctx *)((char *)job - offsetof(struct ctx, rjob));
 }
 
+/* Why v's requests must have a thread to themselves: its thread-local
+ * variables, or what it imports that keeps per-thread state (pthread
+ * keys, FRESH12-2: loader.c); NULL: nothing. */
+static const char *thread_state_of(const hp_version *v)
+{
+    if (v->has_tls)
+        return "has thread-local variables";
+    return v->thread_state[0] ? v->thread_state : NULL;
+}
+
 /*
- * The module of a request's chain that has thread-local variables, or
+ * The module of a request's chain that has thread-local variables or
+ * imports a function keeping per-thread state (thread_state_of), or
  * NULL. docs/hooks.md promises that the hooks and the handler of one
  * request run on one thread, one after the other, so a _Thread_local can
  * carry a value from prepare to release; on the reactor the requests
@@ -1461,10 +1472,10 @@ static struct ctx *ctx_of_rjob(struct hp_reactor_job *job)
  */
 static const hp_version *tls_module(const struct hp_pinset *ps)
 {
-    if (ps->page->has_tls)
+    if (thread_state_of(ps->page))
         return ps->page;
     for (size_t i = 0; i < ps->napps; i++)
-        if (ps->apps[i]->has_tls)
+        if (thread_state_of(ps->apps[i]))
             return ps->apps[i];
     return NULL;
 }
@@ -1487,10 +1498,11 @@ static bool coro_candidate(const struct hp_pinset *ps)
     if (t == ps->page)
         atomic_store(&ps->page->coro_never, true);
     if (!atomic_exchange(&ps->page->coro_tls_said, true))
-        hp_log_info("%s: %s has thread-local variables, which requests "
-                    "sharing the reactor's thread would share: its "
-                    "requests stay on the handler threads",
-                    ps->page->path, t == ps->page ? "it" : t->path);
+        hp_log_info("%s: %s %s, which requests sharing the reactor's "
+                    "thread would share: its requests stay on the handler "
+                    "threads",
+                    ps->page->path, t == ps->page ? "it" : t->path,
+                    thread_state_of(t));
     return false;
 }
 

@@ -2000,6 +2000,135 @@ static void pool_full_wait_hooked(void)
     hp_db_pool_close(p);
 }
 
+/* One queue for waiters of both kinds, first come first served (FRESH12-4):
+ * a thread on its condition variable, then one whose waits go through a
+ * hook (it parks on an eventfd), then another on its condition variable;
+ * the connection given back goes to each in the order they came. */
+static atomic_int served;
+
+struct queued {
+    hp_db_pool *p;
+    bool hooked;
+    hp_db *got;
+    int turn;
+};
+
+static void *queued_thread(void *arg)
+{
+    struct queued *q = arg;
+    struct counting c = {.expect_fd = -1};
+    if (q->hooked)
+        hp_wait_set_hook(counting_hook, &c);
+    char *err = NULL;
+    q->got = hp_db_pool_acquire(q->p, &err);
+    q->turn = atomic_fetch_add(&served, 1);
+    free(err);
+    usleep(20000); /* held a while: the next one waits on */
+    if (q->got)
+        hp_db_pool_release(q->got);
+    hp_wait_set_hook(NULL, NULL);
+    CHECK(!q->hooked || (c.calls >= 1 && c.no_fd == 0));
+    return NULL;
+}
+
+static void wait_for_waiters(hp_db_pool *p, unsigned n)
+{
+    struct hp_db_pool_stats s;
+    for (int i = 0; i < 2000; i++) {
+        hp_db_pool_stats(p, &s);
+        if (s.waiters >= n)
+            return;
+        usleep(1000);
+    }
+}
+
+static void pool_waiters_one_queue(void)
+{
+    struct hp_db_pool_stats s;
+    for (int order = 0; order < 2; order++) {
+        hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
+            .max_conns = 1, .acquire_timeout_ms = 3000});
+        hp_db *held = acquire(p);
+        struct queued q[4];
+        pthread_t th[4];
+        atomic_store(&served, 0);
+        for (int i = 0; i < 4; i++) {
+            /* plain, hooked, plain, hooked; or the other way round */
+            q[i] = (struct queued){.p = p, .hooked = (i + order) % 2 == 1};
+            pthread_create(&th[i], NULL, queued_thread, &q[i]);
+            wait_for_waiters(p, (unsigned)i + 1);
+        }
+        hp_db_pool_stats(p, &s);
+        CHECK(s.waiters == 4);
+        hp_db_pool_release(held);
+        for (int i = 0; i < 4; i++)
+            pthread_join(th[i], NULL);
+        for (int i = 0; i < 4; i++) {
+            CHECK(q[i].got == held);
+            CHECK(q[i].turn == i);
+        }
+        hp_db_pool_stats(p, &s);
+        CHECK(s.waiters == 0 && s.in_use == 0 && s.idle == 1 && s.size == 1);
+        hp_db_pool_close(p);
+    }
+}
+
+/* A parked waiter handed the connection just as the hook ends its wait
+ * (the request's time ran out) cannot use it: it goes on to the next
+ * waiter, or back to the pool, never lost. The hook gives it back itself
+ * (after a second waiter queued behind, or with none), then says time
+ * ran out. */
+struct handing {
+    hp_db_pool *p;
+    hp_db *held;
+    bool behind;
+    struct waiter w;
+    pthread_t th;
+};
+
+static int handing_hook(int fd, short events, int64_t deadline_ns, void *cls)
+{
+    struct handing *h = cls;
+    (void)fd, (void)events, (void)deadline_ns;
+    if (h->behind) {
+        h->w.p = h->p;
+        pthread_create(&h->th, NULL, wait_thread, &h->w);
+        wait_for_waiters(h->p, 2);
+    }
+    hp_db_pool_release(h->held); /* handed to this thread's waiter */
+    return 0;                    /* ... whose request's time ran out */
+}
+
+static void pool_handed_as_wait_ends(void)
+{
+    struct hp_db_pool_stats s;
+    for (int behind = 0; behind < 2; behind++) {
+        hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){
+            .max_conns = 1, .acquire_timeout_ms = 2000});
+        struct handing h = {.p = p, .held = acquire(p), .behind = behind};
+        hp_wait_set_hook(handing_hook, &h);
+        char *err = NULL;
+        CHECK(hp_db_pool_acquire(p, &err) == NULL);
+        CHECK(err && strstr(err, "no connection available"));
+        free(err);
+        hp_wait_set_hook(NULL, NULL);
+        if (behind) {
+            pthread_join(h.th, NULL);
+            CHECK(h.w.got == h.held && h.w.waited < 1.0);
+            hp_db_pool_stats(p, &s);
+            CHECK(s.in_use == 1 && s.idle == 0 && s.waiters == 0);
+            hp_db_pool_release(h.w.got);
+        }
+        hp_db_pool_stats(p, &s);
+        CHECK(s.in_use == 0 && s.idle == 1 && s.size == 1 && s.waiters == 0);
+        CHECK(s.timeouts == 1);
+        hp_db *again = acquire(p);
+        CHECK(again == h.held);
+        hp_db_pool_release(again);
+        hp_db_pool_close(p);
+    }
+}
+
 /* ---- session state: every request starts where the pool left it -----------
  */
 
@@ -3022,6 +3151,8 @@ int main(int argc, char **argv)
     RUN_ALL(request_commit_and_rollback);
     RUN_ALL(request_pool_exhausted_503);
     RUN_ALL(pool_full_wait_hooked);
+    RUN_ALL(pool_waiters_one_queue);
+    RUN_ALL(pool_handed_as_wait_ends);
     RUN_PG(pg_hook_carries_the_waits);
     RUN_PG(pg_hook_timeout_drops_connection);
     RUN_ALL(request_first_statement_fails);
