@@ -481,11 +481,13 @@ static void idle_push(hp_db_pool *p, hp_db *db, bool back)
  * to park on (pool_park_locked). */
 #define NAP_NS 1000000LL
 
-/* A waiter parked on an eventfd (pool_park_locked). */
+/* A parked waiter (pool_park_locked): on a ticket of its scheduler
+ * (ticketed), else on an eventfd. */
 struct hp_pool_parked {
     struct hp_pool_parked *next;
     int efd;
-    bool woken;
+    bool woken, ticketed;
+    struct hp_wait_ticket ticket;
 };
 
 /* Under p->mu: wake the first parked waiter (a connection or a slot came
@@ -501,7 +503,9 @@ static void parked_wake_locked(hp_db_pool *p, bool all)
         w->next = NULL;
         w->woken = true;
         uint64_t one = 1;
-        if (write(w->efd, &one, sizeof one) < 0) {
+        if (w->ticketed)
+            hp_wait_unpark(&w->ticket); /* never blocks: fine under p->mu */
+        else if (write(w->efd, &one, sizeof one) < 0) {
             /* EAGAIN: a counter at its maximum, so it is readable anyway */
         }
         if (!all)
@@ -531,10 +535,12 @@ static void parked_remove_locked(hp_db_pool *p, struct hp_pool_parked *w)
  * Under p->mu, when this thread's waits go through a scheduler's hook
  * (hp_wait_hooked): the condition variable would block the thread and so
  * every coroutine on it, the one that would give a connection back among
- * them. So the waiter queues (first come, first served) and parks on an
- * eventfd through hp_wait_fd, mutex let go; a connection or slot given
- * back wakes the first one (wake_one_locked). Without an eventfd it naps
- * NAP_NS and looks again. false: the limit passed, or the hook ended the
+ * them. So the waiter queues (first come, first served) and parks, mutex
+ * let go: on its scheduler's ticket (hp_wait_park; a connection given back
+ * on the same reactor hands over without a system call), else on an
+ * eventfd through hp_wait_fd; a connection or slot given back wakes the
+ * first one (wake_one_locked). Without either it naps NAP_NS and looks
+ * again. false: the limit passed, or the hook ended the
  * wait early or failed (its own deadline: the request's time ran out), a
  * timeout too.
  */
@@ -543,11 +549,13 @@ static bool pool_park_locked(hp_db_pool *p, int64_t limit_ns)
     int64_t now = hp_now_ns();
     if (now >= limit_ns)
         return false;
-    struct hp_pool_parked w = {
-        .efd = p->nspare ? p->spare_efd[--p->nspare]
-                         : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)};
+    struct hp_pool_parked w = {.efd = -1};
+    w.ticketed = hp_wait_ticket(&w.ticket);
+    if (!w.ticketed)
+        w.efd = p->nspare ? p->spare_efd[--p->nspare]
+                          : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int64_t until = limit_ns;
-    if (w.efd >= 0) {
+    if (w.ticketed || w.efd >= 0) {
         if (p->parked_tail)
             p->parked_tail->next = &w;
         else
@@ -557,9 +565,12 @@ static bool pool_park_locked(hp_db_pool *p, int64_t limit_ns)
         until = now + NAP_NS;
     }
     pthread_mutex_unlock(&p->mu);
-    int rc = hp_wait_fd(w.efd, POLLIN, until);
+    int rc = w.ticketed ? hp_wait_park(&w.ticket, until)
+                        : hp_wait_fd(w.efd, POLLIN, until);
     now = hp_now_ns();
     pthread_mutex_lock(&p->mu);
+    if (w.ticketed && !w.woken)
+        parked_remove_locked(p, &w);
     if (w.efd >= 0) {
         if (!w.woken)
             parked_remove_locked(p, &w);
