@@ -142,7 +142,8 @@ struct hp_db_driver {
     int (*connect)(hp_db *db, const char *target, const char *init_sql,
                    int timeout_ms, char **err);
     void (*disconnect)(hp_db *db);
-    /* Cheap, no round trip: false if the connection is known dead. */
+    /* Cheap, no round trip and no system call: false if the connection is
+     * known dead. */
     bool (*alive)(hp_db *db);
     /* At checkout, at most every check_ms (pool, default 100 ms), one
      * system call at most: the connection still
@@ -154,8 +155,10 @@ struct hp_db_driver {
     bool (*check)(hp_db *db, char **why);
     /* At checkout, before anything else: collect the reply of a command
      * the connection sent without waiting for it (PostgreSQL: the COMMIT
-     * of a transaction that wrote nothing). false when that command failed
-     * or the connection is unusable (logged here): the pool drops it. */
+     * of a transaction that wrote nothing), or with none due, see that the
+     * server sent nothing unasked (PostgreSQL: the notice of its shutdown;
+     * one poll(2)). false when that command failed or the connection is
+     * unusable (logged here): the pool drops it. */
     bool (*settle)(hp_db *db);
     /* A reply settle() will read is still due (a flag, no I/O). */
     bool (*reply_due)(hp_db *db);

@@ -534,20 +534,25 @@ static void pg_disconnect(hp_db *db)
     db->conn = NULL;
 }
 
+/* Known dead: a flag and libpq's status, no system call (the pool asks at
+ * every checkout and every give-back). */
+static bool pg_alive(hp_db *db)
+{
+    struct pg_conn *pc = db->conn;
+    return !pc->broken && PQstatus(pc->c) == CONNECTION_OK;
+}
+
 /*
  * An idle connection has nothing to read. If it has, the server spoke
  * while we were not asking: in practice it is the "terminating connection"
  * message of a shutdown or restart, followed by EOF. Such a connection is
- * not worth a round trip to find out: it is dropped and replaced.
+ * not worth a round trip to find out: it is dropped and replaced. One
+ * poll(2), at checkout only (pg_settle): a connection given back is looked
+ * at when it is next taken, not twice.
  */
-static bool pg_alive(hp_db *db)
+static bool pg_quiet(struct pg_conn *pc)
 {
-    struct pg_conn *pc = db->conn;
-    if (pc->broken || PQstatus(pc->c) != CONNECTION_OK)
-        return false;
-    if (pc->reply_pending)
-        return true; /* the COMMIT's reply is due: poll would see it */
-    struct pollfd p = {.fd = PQsocket(C(db)), .events = POLLIN};
+    struct pollfd p = {.fd = PQsocket(pc->c), .events = POLLIN};
     if (p.fd < 0)
         return false;
     return poll(&p, 1, 0) == 0;
@@ -603,7 +608,7 @@ static bool pg_settle(hp_db *db)
     if (pc->broken)
         return false;
     if (!pc->reply_pending)
-        return true;
+        return pg_quiet(pc);
     pc->reply_pending = false;
     PQconsumeInput(pc->c); /* usually all of it, without waiting */
     PGresult *r = pipe_next(pc);

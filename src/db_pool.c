@@ -477,8 +477,10 @@ static void idle_push(hp_db_pool *p, hp_db *db, bool back)
  * handler thread on a condition variable of its own (cv); a thread whose
  * waits go through a scheduler's hook (hp_wait_hooked: the reactor's
  * coroutines, which a condition variable would stall, the one that would
- * give a connection back among them) on an eventfd through hp_wait_fd, or
- * without one in naps of NAP_NS. A connection given back, or a slot that
+ * give a connection back among them) parked on its scheduler's ticket
+ * (hp_wait_park: handed a connection by a job of the same reactor, it
+ * resumes without a system call), else on an eventfd through hp_wait_fd,
+ * or without one in naps of NAP_NS. A connection given back, or a slot that
  * comes free, is handed to the first waiter directly (got, db): one that
  * came later, of either kind, cannot take it first (FRESH12-4: with a
  * condition variable for one kind and a queue for the other, a release
@@ -489,8 +491,10 @@ enum waiter_got { W_QUEUED, W_CONN, W_SLOT, W_CLOSED };
 struct hp_pool_waiter {
     struct hp_pool_waiter *next;
     pthread_cond_t cv; /* !hooked                                   */
-    int efd;           /* hooked: its eventfd, -1 none (it naps)      */
+    int efd;           /* hooked, no ticket: its eventfd, -1 none (naps) */
     bool hooked;
+    bool ticketed; /* hooked: parks on ticket (hp_wait_park), once  */
+    struct hp_wait_ticket ticket;
     bool ended; /* the hook ended the wait: the request's time ran out */
     enum waiter_got got; /* set, under p->mu, by whoever dequeues it  */
     hp_db *db;           /* W_CONN: checked out for it (in_use counts)   */
@@ -511,6 +515,8 @@ static void waiter_hand_locked(hp_db_pool *p, enum waiter_got got, hp_db *db)
     w->db = db;
     if (!w->hooked) {
         pthread_cond_signal(&w->cv);
+    } else if (w->ticketed) {
+        hp_wait_unpark(&w->ticket); /* never blocks: fine under p->mu */
     } else if (w->efd >= 0) {
         uint64_t one = 1;
         if (write(w->efd, &one, sizeof one) < 0) {
@@ -606,10 +612,14 @@ static enum waiter_got pool_wait_one(hp_db_pool *p, struct hp_pool_waiter *w,
             queue_remove_locked(p, w);
             return W_QUEUED;
         }
-        int64_t until =
-            w->efd >= 0 || limit_ns - now <= NAP_NS ? limit_ns : now + NAP_NS;
+        int64_t until = w->ticketed || w->efd >= 0 || limit_ns - now <= NAP_NS
+                            ? limit_ns
+                            : now + NAP_NS;
         pthread_mutex_unlock(&p->mu);
-        int rc = hp_wait_fd(w->efd, POLLIN, until);
+        /* A ticket parks once: it returns handed something (1), at the
+         * limit, or ended by the hook, and each of those leaves below. */
+        int rc = w->ticketed ? hp_wait_park(&w->ticket, until)
+                             : hp_wait_fd(w->efd, POLLIN, until);
         now = hp_now_ns();
         pthread_mutex_lock(&p->mu);
         /* the hook ended the wait early, or failed */
@@ -659,8 +669,10 @@ static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
         }
         struct hp_pool_waiter w = {.hooked = hooked, .efd = -1};
         if (hooked) {
-            w.efd = p->nspare ? p->spare_efd[--p->nspare]
-                              : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            w.ticketed = hp_wait_ticket(&w.ticket);
+            if (!w.ticketed)
+                w.efd = p->nspare ? p->spare_efd[--p->nspare]
+                                  : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         } else {
             pthread_condattr_t ca;
             pthread_condattr_init(&ca);

@@ -144,13 +144,13 @@ static int64_t probed_own(const struct hp_run_probe *p, struct hp_run *r,
     return r->wall_ns > r->queued_ns ? r->wall_ns - r->queued_ns : 0;
 }
 
-/* An unprobed run over HP_WAIT_NS: at most how long it waited for a CPU,
+/* An unprobed run over over_ns: at most how long it waited for a CPU,
  * the run delay since the reading hp_run_probe_start used (up to
  * HP_DELAY_REFRESH_NS before the run), and the wall time less that. */
 static void unprobed_own(const struct hp_run_probe *p, struct hp_run *r,
-                         int64_t now)
+                         int64_t now, int64_t over_ns)
 {
-    if (p->delay0 < 0 || r->wall_ns <= HP_WAIT_NS)
+    if (p->delay0 < 0 || r->wall_ns <= over_ns)
         return;
     int64_t delay1 = run_delay_ns();
     if (delay1 < p->delay0)
@@ -164,6 +164,12 @@ static void unprobed_own(const struct hp_run_probe *p, struct hp_run *r,
 struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
                                 int64_t excused_ns)
 {
+    return hp_run_probe_stop_over(p, excused_ns, HP_WAIT_NS);
+}
+
+struct hp_run hp_run_probe_stop_over(const struct hp_run_probe *p,
+                                     int64_t excused_ns, int64_t over_ns)
+{
     struct timespec t1, cpu1;
     struct rusage ru1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -175,7 +181,7 @@ struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
     if (!p->probed || getrusage(RUSAGE_THREAD, &ru1) != 0 ||
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1) != 0) {
         if (!p->probed)
-            unprobed_own(p, &r, ts_ns(&t1));
+            unprobed_own(p, &r, ts_ns(&t1), over_ns);
         r.own_ns = excuse(r.own_ns, excused_ns);
         return r;
     }

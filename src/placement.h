@@ -81,6 +81,12 @@ void hp_run_probe_start(struct hp_run_probe *p, bool probed);
  * goes below 0. */
 struct hp_run hp_run_probe_stop(const struct hp_run_probe *p,
                                 int64_t excused_ns);
+/* As hp_run_probe_stop, for an unprobed run whose wall time only matters
+ * over over_ns (a reactor's stretch, judged over HP_SLOW_NS): at or under
+ * it the wait for a CPU is not read (one pread(2) less), own_ns is the wall
+ * time. hp_run_probe_stop is over_ns = HP_WAIT_NS. */
+struct hp_run hp_run_probe_stop_over(const struct hp_run_probe *p,
+                                     int64_t excused_ns, int64_t over_ns);
 
 /* What hp_place_learn did with a version. */
 enum hp_place {

@@ -6,7 +6,9 @@
  * Owns: the reactor's thread, its queue of jobs, its epoll set and the
  * coroutines of the jobs it runs; the wait hook of its thread (a wait
  * registers the descriptor, one-shot, and yields; an event or the wait's
- * deadline resumes the job). May not touch: requests, pages, the database
+ * deadline resumes the job) and its parking (hp_wait_park: the job yields
+ * until an unpark, from a job of this thread without a system call, or
+ * from another thread through the unparked list and the wake-up). May not touch: requests, pages, the database
  * or HTTP: what a job is, and what goes on record while it runs or waits,
  * is the caller's (struct hp_reactor_ops).
  *
@@ -20,9 +22,12 @@
  * A job's life:
  *
  *   submit --> QUEUED --start--> RUNNING --hp_wait_fd--> WAITING
- *                                   ^   \                   |
- *                                   |    run returns: done  | event, or the
- *                                   +-----------------------+ deadline
+ *                                   ^   \   \--hp_wait_park--> PARKED
+ *                                   |    \                |      |
+ *                                   |     run returns:    | event, or the
+ *                                   |     done            | deadline
+ *                                   +---------------------+------+ unpark,
+ *                                                                 deadline
  *
  * Only this thread touches a job between start and done; after done the
  * job is the caller's again (ops->done handed it back) and is not touched.
@@ -71,15 +76,18 @@ static struct {
     atomic_long deferred;    /* jobs on the later list */
     atomic_llong busy_since; /* when the running stretch began; 0: none */
     atomic_ulong abandoned;  /* jobs hp_reactor_abandon gave up */
+    struct hp_reactor_job *woken; /* unparked by other threads, under mu */
+    atomic_long nwoken;
     /* The job whose stretch runs (or ran last); set to NULL under wmu
      * before a finished job is handed back (hp_reactor_abandon names it). */
     _Atomic(struct hp_reactor_job *) current;
     /* Written by the reactor thread alone, read by it freely; read by
      * another thread only under wmu (hp_reactor_abandon). */
     pthread_mutex_t wmu;
-    struct hp_reactor_job *waiting; /* jobs suspended in hp_wait_fd */
+    struct hp_reactor_job *waiting; /* jobs suspended in hp_wait_fd/park */
     /* the reactor thread's alone */
     struct hp_reactor_job *later; /* no stack for them yet: start() */
+    struct hp_reactor_job *ready, *ready_tail; /* unparked here: resume */
     unsigned char *armed;         /* fds in ep, by number */
     size_t narmed;
 } R = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -117,6 +125,7 @@ void hp_reactor_submit(struct hp_reactor_job *job)
     job->timed_out = false;
     atomic_store_explicit(&job->abandoned, false, memory_order_relaxed);
     job->co = NULL;
+    job->ticket = NULL;
     pthread_mutex_lock(&R.mu);
     if (R.tail)
         R.tail->next = job;
@@ -276,6 +285,86 @@ static int co_wait(int fd, short events, int64_t deadline, void *cls)
     return j->wait_result;
 }
 
+/* ---- parking (wait.h) ----------------------------------------------------
+ *
+ * A parked job is on the waiting list with no descriptor (for its
+ * deadline) and its ticket; an unpark puts it on the ready list (on this
+ * thread) or the unparked list (another thread's, under R.mu, then the
+ * wake-up if the reactor sleeps), and run_ready resumes it with 1.
+ */
+
+static void co_unpark(struct hp_wait_ticket *t)
+{
+    struct hp_reactor_job *j = t->owner;
+    j->rnext = NULL;
+    if (tl_reactor) {
+        if (R.ready_tail)
+            R.ready_tail->rnext = j;
+        else
+            R.ready = j;
+        R.ready_tail = j;
+        return;
+    }
+    pthread_mutex_lock(&R.mu);
+    j->rnext = R.woken;
+    R.woken = j;
+    atomic_fetch_add(&R.nwoken, 1);
+    pthread_mutex_unlock(&R.mu);
+    wake();
+}
+
+static bool co_ticket(struct hp_wait_ticket *t)
+{
+    hp_coro *co = hp_coro_current();
+    if (!co)
+        return false; /* the reactor's own stack: park cannot yield */
+    t->owner = hp_coro_data(co);
+    t->wake = co_unpark;
+    return true;
+}
+
+static int co_park(struct hp_wait_ticket *t, int64_t deadline)
+{
+    struct hp_reactor_job *j = t->owner;
+    assert(hp_coro_current() && hp_coro_data(hp_coro_current()) == j);
+    if (given_up(j))
+        return 0;
+    bool own = false;
+    if (j->deadline_ns && (!deadline || j->deadline_ns <= deadline)) {
+        deadline = j->deadline_ns;
+        own = true;
+    }
+    int set = HP_TICKET_SET;
+    if (deadline && hp_now_ns() >= deadline) {
+        if (!atomic_compare_exchange_strong(&t->state, &set, HP_TICKET_DONE))
+            return 1; /* unparked already */
+        j->timed_out |= own;
+        return 0;
+    }
+    j->wait_fd = -1;
+    j->wait_until = deadline;
+    j->wait_result = -1;
+    j->ticket = t;
+    waiting_add(j);
+    if (!atomic_compare_exchange_strong(&t->state, &set, HP_TICKET_PARKED)) {
+        waiting_del(j); /* unparked before it parked */
+        j->ticket = NULL;
+        return 1;
+    }
+    atomic_fetch_add_explicit(&R.waits, 1, memory_order_relaxed);
+    R.ops->suspend(j);
+    hp_coro_yield();
+    R.ops->resume(j);
+    j->ticket = NULL;
+    if (given_up(j))
+        return 0;
+    if (j->wait_result == 0)
+        j->timed_out |= own;
+    return j->wait_result;
+}
+
+static const struct hp_wait_parking parking = {co_ticket, co_park};
+
 /* ---- running jobs ----------------------------------------------------------
  */
 
@@ -397,25 +486,79 @@ static void start_queued(void)
     atomic_store(&R.deferred, later);
 }
 
+/* Resume the unparked jobs, this thread's first, until none is left (a
+ * job resumed may unpark another). */
+static void run_ready(void)
+{
+    for (;;) {
+        struct hp_reactor_job *j = R.ready;
+        if (!j) {
+            if (atomic_load(&R.nwoken) == 0)
+                return;
+            pthread_mutex_lock(&R.mu);
+            j = R.woken;
+            R.woken = NULL;
+            atomic_store(&R.nwoken, 0);
+            pthread_mutex_unlock(&R.mu);
+            /* the list is newest first: resume in the order of unparking */
+            struct hp_reactor_job *rev = NULL;
+            while (j) {
+                struct hp_reactor_job *next = j->rnext;
+                j->rnext = rev;
+                rev = j;
+                j = next;
+            }
+            R.ready = rev;
+            for (j = rev; j && j->rnext; j = j->rnext)
+                ;
+            R.ready_tail = j;
+            continue;
+        }
+        R.ready = j->rnext;
+        if (!R.ready)
+            R.ready_tail = NULL;
+        waiting_del(j);
+        j->wait_result = 1;
+        step(j);
+    }
+}
+
 /* Resume every job whose wait is past its deadline, or that was given up
  * (hp_reactor_abandon: its wait fails now, not when its event comes); the
- * earliest deadline still ahead, or 0. */
+ * earliest deadline still ahead, or 0. A parked job whose ticket was
+ * unparked meanwhile is left to run_ready. */
+/* j's wait ends here (its deadline, or given up), unless j is parked and
+ * an unpark got there first: then run_ready resumes it (and a given-up
+ * job's wait fails after all, in co_park). */
+static bool ends_here(struct hp_reactor_job *j)
+{
+    int parked = HP_TICKET_PARKED;
+    if (!j->ticket || atomic_compare_exchange_strong(&j->ticket->state,
+                                                     &parked, HP_TICKET_DONE))
+        return true;
+    j->wait_until = 0;
+    return false;
+}
+
 static int64_t expire(void)
 {
     for (;;) {
         int64_t now = hp_now_ns(), next = 0;
         struct hp_reactor_job *due = NULL;
         for (struct hp_reactor_job *j = R.waiting; j; j = j->wnext) {
-            if (atomic_load_explicit(&j->abandoned, memory_order_relaxed)) {
+            if (atomic_load_explicit(&j->abandoned, memory_order_relaxed) &&
+                ends_here(j)) {
                 due = j;
                 break;
             }
             if (!j->wait_until)
                 continue;
-            if (j->wait_until <= now) {
+            if (j->wait_until <= now && ends_here(j)) {
                 due = j;
                 break;
             }
+            if (!j->wait_until)
+                continue;
             if (!next || j->wait_until < next)
                 next = j->wait_until;
         }
@@ -447,14 +590,18 @@ static void *reactor_main(void *arg)
     (void)arg;
     tl_reactor = true;
     hp_wait_set_hook(co_wait, NULL);
+    hp_wait_set_parking(&parking);
     struct epoll_event ev[EVENTS];
     for (;;) {
         start_queued();
+        run_ready();
         int64_t next = expire();
         if (idle_and_stopping())
             break;
         atomic_store(&R.asleep, true);
-        int ms = atomic_load(&R.queued) ? 0 : timeout_ms(next);
+        int ms = atomic_load(&R.queued) || atomic_load(&R.nwoken) || R.ready
+                     ? 0
+                     : timeout_ms(next);
         int n = epoll_wait(R.ep, ev, EVENTS, ms);
         atomic_store(&R.asleep, false);
         if (n < 0 && errno != EINTR) {

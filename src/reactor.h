@@ -1,8 +1,9 @@
 /*
  * reactor.h - the coroutine scheduler of a worker process (reactor.c): one
  * thread that runs jobs as coroutines and, while a job waits for a
- * descriptor through hp_wait_fd (wait.h: the database's sockets, the
- * pool's wait for a free connection), runs the others. server.c hands it
+ * descriptor through hp_wait_fd (wait.h: the database's sockets) or is
+ * parked (hp_wait_park: the pool's wait for a free connection), runs the
+ * others. server.c hands it
  * the requests of pages whose runs are short between their waits
  * (placement.c), so that many of their queries are in flight without a
  * thread each and without a thread hand-off per wait.
@@ -33,8 +34,10 @@ struct hp_reactor_job {
     struct hp_coro *co;
     struct hp_reactor_job *wnext, *wprev; /* waiting with a deadline */
     int64_t wait_until;                   /* this wait's deadline, or 0 */
-    int wait_fd;                          /* -1: a sleep */
+    int wait_fd;                          /* -1: a sleep or a park */
     int wait_result;                      /* 1 ready, 0 timed out, -1 error */
+    struct hp_wait_ticket *ticket;        /* parked (hp_wait_park): its own */
+    struct hp_reactor_job *rnext;         /* unparked, to be resumed       */
 };
 
 struct hp_reactor_ops {

@@ -1540,7 +1540,9 @@ static void stretch_end(struct ctx *c)
     if (!H.run_end(c->seg_token))
         c->seg_timed_out = true;
     H.run_stack(0, 0, 0);
-    struct hp_run m = hp_run_probe_stop(&c->seg, 0);
+    /* Only a stretch over HP_SLOW_NS moves the page (hp_place_learn_coro):
+     * shorter ones need no reading of the wait for a CPU. */
+    struct hp_run m = hp_run_probe_stop_over(&c->seg, 0, HP_SLOW_NS);
     if (m.own_ns > c->seg_max_ns)
         c->seg_max_ns = m.own_ns;
 }

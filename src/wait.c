@@ -18,10 +18,49 @@ static __thread hp_wait_hook tl_hook;
 static __thread void *tl_cls;
 static __thread int64_t tl_wait_ns;
 
+static __thread const struct hp_wait_parking *tl_parking;
+
 void hp_wait_set_hook(hp_wait_hook fn, void *cls)
 {
     tl_hook = fn;
     tl_cls = fn ? cls : NULL;
+    tl_parking = NULL;
+}
+
+void hp_wait_set_parking(const struct hp_wait_parking *p)
+{
+    tl_parking = tl_hook ? p : NULL;
+}
+
+bool hp_wait_ticket(struct hp_wait_ticket *t)
+{
+    atomic_init(&t->state, HP_TICKET_SET);
+    t->wake = NULL;
+    t->owner = NULL;
+    return tl_parking && tl_parking->ticket(t);
+}
+
+int hp_wait_park(struct hp_wait_ticket *t, int64_t deadline_ns)
+{
+    if (!tl_parking || !t->wake) {
+        errno = EINVAL; /* no ticket of this thread's scheduler */
+        return -1;
+    }
+    int64_t t0 = hp_now_ns();
+    int rc = tl_parking->park(t, deadline_ns);
+    int saved = errno;
+    tl_wait_ns += hp_now_ns() - t0;
+    errno = saved;
+    return rc;
+}
+
+void hp_wait_unpark(struct hp_wait_ticket *t)
+{
+    /* Only a parked waiter needs its scheduler; one not parked yet sees
+     * UNPARKED when it parks, one whose deadline came first is gone. */
+    int was = atomic_exchange(&t->state, HP_TICKET_UNPARKED);
+    if (was == HP_TICKET_PARKED)
+        t->wake(t);
 }
 
 bool hp_wait_hooked(void)

@@ -6,6 +6,7 @@
  */
 #ifndef HP_WAIT_H
 #define HP_WAIT_H
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -33,8 +34,65 @@ void hp_wait_set_hook(hp_wait_hook fn, void *cls);
  * thread any other way: a condition variable would stall its coroutines). */
 bool hp_wait_hooked(void);
 
-/* Nanoseconds (CLOCK_MONOTONIC) this thread has spent in hp_wait_fd so
- * far, hook or poll: for placement's accounting of time off the CPU. */
+/* Nanoseconds (CLOCK_MONOTONIC) this thread has spent in hp_wait_fd and
+ * hp_wait_park so far, hook or poll: for placement's accounting of time
+ * off the CPU. */
 int64_t hp_wait_ns(void);
+
+/*
+ * Parking: a wait that another waiter ends, not a descriptor (a pool's
+ * connection given back). On a thread whose scheduler parks (the
+ * reactor's), the waiter takes a ticket (hp_wait_ticket) under its own
+ * lock, puts it where the waker finds it, lets the lock go and parks; the
+ * waker unparks the ticket, from any thread, with any lock held: it never
+ * blocks, and a waker on the scheduler's own thread makes no system call
+ * (no eventfd to write, arm and read: three a hand-over, per request on a
+ * busy pool). An unpark that comes before the park is not lost.
+ *
+ *   ticket: SET --park--> PARKED --unpark--> UNPARKED (park returns 1)
+ *              \                 \--deadline--> DONE (park returns 0)
+ *               \--unpark--> UNPARKED (park returns 1 at once)
+ *
+ * The scheduler's fields: the waker only calls hp_wait_unpark. The
+ * scheduler moves PARKED to DONE (compare-and-swap) when the deadline
+ * comes; failing that, an unpark is on its way and resumes the waiter.
+ */
+enum {
+    HP_TICKET_SET,
+    HP_TICKET_PARKED,
+    HP_TICKET_UNPARKED,
+    HP_TICKET_DONE
+};
+struct hp_wait_ticket {
+    _Atomic int state; /* HP_TICKET_* */
+    void (*wake)(struct hp_wait_ticket *t); /* the scheduler's resume */
+    void *owner;                            /* the scheduler's waiter */
+};
+
+/* A scheduler that parks: fill *t for the waiter running now (false: it
+ * cannot, e.g. not on a coroutine), and park it until unparked or
+ * deadline_ns (as hp_wait_fd: 1 unparked, 0 the deadline, -1 an error). */
+struct hp_wait_parking {
+    bool (*ticket)(struct hp_wait_ticket *t);
+    int (*park)(struct hp_wait_ticket *t, int64_t deadline_ns);
+};
+
+/* This thread's hook parks as p says from now on (NULL: it cannot; set
+ * with, and cleared by, hp_wait_set_hook). */
+void hp_wait_set_parking(const struct hp_wait_parking *p);
+
+/* Fill *t for a park of this thread's current waiter; false when its
+ * waits cannot park (no hook, or a hook without parking): wait on an
+ * eventfd through hp_wait_fd, or a condition variable, instead. */
+bool hp_wait_ticket(struct hp_wait_ticket *t);
+
+/* Park until hp_wait_unpark(t) or deadline_ns (absolute, as hp_wait_fd;
+ * 0: none). 1 unparked, 0 the deadline passed (an unpark after that is
+ * too late, and harmless), -1 an error (errno). Once per ticket. */
+int hp_wait_park(struct hp_wait_ticket *t, int64_t deadline_ns);
+
+/* End t's park, or the park about to begin. Any thread, never blocks; at
+ * most once per ticket. */
+void hp_wait_unpark(struct hp_wait_ticket *t);
 
 #endif

@@ -30,6 +30,12 @@ struct job {
     int64_t end_ns;           /* when it finished */
     int order;                /* when it finished, among all */
     atomic_bool done;
+    /* parking: park instead of waiting on fd, after unparking *unpark
+     * (a job of the same reactor) if set; hold: spin until released */
+    bool park;
+    struct hp_wait_ticket ticket;
+    struct hp_wait_ticket *_Atomic unpark;
+    atomic_bool ticketed, hold;
 };
 
 static atomic_int suspends, resumes, finished;
@@ -43,6 +49,16 @@ static void run(struct hp_reactor_job *rj)
     j->on_reactor = hp_reactor_on_thread();
     while (hp_now_ns() - t0 < j->spin_ns)
         ;
+    struct hp_wait_ticket *u = atomic_load(&j->unpark);
+    if (u)
+        hp_wait_unpark(u); /* on the reactor's own thread */
+    if (j->park) {
+        bool ok = hp_wait_ticket(&j->ticket);
+        atomic_store(&j->ticketed, ok);
+        while (atomic_load(&j->hold))
+            usleep(100);
+        j->result = ok ? hp_wait_park(&j->ticket, j->deadline) : -3;
+    }
     for (int i = 0; i < j->waits; i++) {
         j->result = hp_wait_fd(j->fd, POLLIN, j->deadline);
         if (j->result == 1 && j->fd >= 0) {
@@ -270,6 +286,39 @@ static void test_a_stalled_reactor_gives_its_waiters_up(void)
     close(p[1]);
 }
 
+/* Parked jobs are given up too: one the stall finds parked, and one
+ * unparked while the reactor is held (a pool's hand-over coming too
+ * late): both parks fail (0, timed out) once the spinner lets go. */
+static void test_a_stalled_reactor_gives_its_parked_up(void)
+{
+    static struct job a, b, spinner;
+    start();
+    memset(&a, 0, sizeof a);
+    a.park = true;
+    hp_reactor_submit(&a.rj);
+    memset(&b, 0, sizeof b);
+    b.park = true;
+    hp_reactor_submit(&b.rj);
+    for (int t = 0; t < 2000 && atomic_load(&suspends) < 2; t++)
+        usleep(1000);
+    CHECK(atomic_load(&suspends) == 2);
+    memset(&spinner, 0, sizeof spinner);
+    spinner.spin_ns = 1300000000;
+    hp_reactor_submit(&spinner.rj);
+    while (hp_reactor_stalled() < 1.05)
+        usleep(1000);
+    int n = 0;
+    CHECK(hp_reactor_abandon(on_abandon, &n) == 2 && n == 2);
+    hp_wait_unpark(&b.ticket);
+    CHECK(wait_done(&spinner, 3) && wait_done(&a, 3) && wait_done(&b, 3));
+    CHECK(a.result == 0 && a.rj.timed_out);
+    CHECK(b.result == 0 && b.rj.timed_out);
+    struct hp_reactor_stats st;
+    hp_reactor_stats(&st);
+    CHECK(st.active == 0);
+    hp_reactor_stop();
+}
+
 /* Stopping lets the jobs already submitted finish first. */
 static void test_stop_lets_jobs_finish(void)
 {
@@ -303,6 +352,110 @@ static void test_other_threads_poll(void)
     close(p[1]);
 }
 
+/* 20 jobs park at once on the one thread; another thread unparks them in
+ * reverse order, and each resumes (1) in that order. */
+static void test_park_unparked_by_another_thread(void)
+{
+    enum { N = 20 };
+    static struct job jobs[N];
+    start();
+    for (int i = 0; i < N; i++) {
+        memset(&jobs[i], 0, sizeof jobs[i]);
+        jobs[i].park = true;
+        hp_reactor_submit(&jobs[i].rj);
+    }
+    struct hp_reactor_stats st;
+    for (int t = 0; t < 2000; t++) {
+        hp_reactor_stats(&st);
+        if (st.active == N && atomic_load(&suspends) == N)
+            break;
+        usleep(1000);
+    }
+    CHECK(atomic_load(&suspends) == N);
+    for (int i = 0; i < N; i++)
+        CHECK(atomic_load(&jobs[i].ticketed));
+    for (int i = N - 1; i >= 0; i--) {
+        hp_wait_unpark(&jobs[i].ticket);
+        CHECK(wait_done(&jobs[i], 5));
+    }
+    for (int i = 0; i < N; i++) {
+        CHECK(jobs[i].result == 1 && jobs[i].on_reactor);
+        CHECK(jobs[i].order == N - 1 - i);
+    }
+    hp_reactor_stop();
+}
+
+/* An unpark before the park is not lost: the park returns 1 at once,
+ * without suspending the job. */
+static void test_unpark_before_park(void)
+{
+    static struct job j;
+    start();
+    memset(&j, 0, sizeof j);
+    j.park = true;
+    atomic_store(&j.hold, true);
+    hp_reactor_submit(&j.rj);
+    for (int t = 0; t < 2000 && !atomic_load(&j.ticketed); t++)
+        usleep(1000);
+    CHECK(atomic_load(&j.ticketed));
+    hp_wait_unpark(&j.ticket);
+    atomic_store(&j.hold, false);
+    CHECK(wait_done(&j, 5));
+    CHECK(j.result == 1);
+    CHECK(atomic_load(&suspends) == 0);
+    hp_reactor_stop();
+}
+
+/* A park ends at its deadline (0) and an unpark after that is harmless;
+ * at the job's own deadline, the job is marked timed out. Off a
+ * coroutine (a plain thread) there is no ticket to take. */
+static void test_park_deadlines(void)
+{
+    static struct job a, b;
+    start();
+    memset(&a, 0, sizeof a);
+    a.park = true;
+    a.deadline = hp_now_ns() + 50000000;
+    hp_reactor_submit(&a.rj);
+    memset(&b, 0, sizeof b);
+    b.park = true;
+    b.rj.deadline_ns = hp_now_ns() + 80000000;
+    hp_reactor_submit(&b.rj);
+    CHECK(wait_done(&a, 2) && wait_done(&b, 2));
+    CHECK(a.result == 0 && !a.rj.timed_out && a.end_ns >= a.deadline);
+    CHECK(b.result == 0 && b.rj.timed_out && b.end_ns >= b.rj.deadline_ns);
+    hp_wait_unpark(&a.ticket);
+    hp_wait_unpark(&b.ticket);
+    struct hp_wait_ticket t;
+    CHECK(!hp_wait_ticket(&t));
+    CHECK(hp_wait_park(&t, hp_now_ns() + 1000000) == -1 && errno == EINVAL);
+    hp_reactor_stop();
+}
+
+/* A job of the reactor unparks another (the pool's hand-over on one
+ * reactor): the parked one resumes with 1, after the unparker yields. */
+static void test_unpark_on_the_reactor(void)
+{
+    static struct job a, b;
+    start();
+    memset(&a, 0, sizeof a);
+    a.park = true;
+    hp_reactor_submit(&a.rj);
+    for (int t = 0; t < 2000 && atomic_load(&suspends) < 1; t++)
+        usleep(1000);
+    CHECK(atomic_load(&suspends) == 1);
+    memset(&b, 0, sizeof b);
+    atomic_store(&b.unpark, &a.ticket);
+    b.fd = -1;
+    b.waits = 1;
+    b.deadline = hp_now_ns() + 20000000;
+    hp_reactor_submit(&b.rj);
+    CHECK(wait_done(&a, 5) && wait_done(&b, 5));
+    CHECK(a.result == 1 && a.on_reactor && b.on_reactor);
+    CHECK(a.order == 0); /* resumed while b slept */
+    hp_reactor_stop();
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
@@ -310,7 +463,12 @@ int main(int argc, char **argv)
     T_RUN(test_deadlines);
     T_RUN(test_descriptor_reuse);
     T_RUN(test_a_stalled_reactor_gives_its_waiters_up);
+    T_RUN(test_a_stalled_reactor_gives_its_parked_up);
     T_RUN(test_stop_lets_jobs_finish);
     T_RUN(test_other_threads_poll);
+    T_RUN(test_park_unparked_by_another_thread);
+    T_RUN(test_unpark_before_park);
+    T_RUN(test_park_deadlines);
+    T_RUN(test_unpark_on_the_reactor);
     T_DONE();
 }
