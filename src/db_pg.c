@@ -862,6 +862,24 @@ static void params_free(struct pg_params *pp)
     free(pp->num);
 }
 
+/* v in decimal into b (at least 21 bytes): what snprintf's "%lld" writes,
+ * without its format parsing (a sixth of a /db request's libc time). */
+static void format_int(char *b, long long v)
+{
+    char t[24];
+    int n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
+                                 : (unsigned long long)v;
+    do
+        t[n++] = (char)('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v < 0)
+        *b++ = '-';
+    while (n)
+        *b++ = t[--n];
+    *b = '\0';
+}
+
 static void params_fill(struct pg_params *pp, size_t n, const hp_db_val *v)
 {
     for (size_t i = 0; i < n; i++) {
@@ -870,7 +888,7 @@ static void params_fill(struct pg_params *pp, size_t n, const hp_db_val *v)
         pp->vals[i] = NULL;
         switch (v[i].type) {
         case HP_DB_INT:
-            snprintf(pp->num[i], 32, "%lld", v[i].v.i);
+            format_int(pp->num[i], v[i].v.i);
             pp->vals[i] = pp->num[i];
             break;
         case HP_DB_FLOAT:
@@ -1126,6 +1144,8 @@ static PGresult *execute_first(hp_db *db, struct pg_stmt *s, const char *sql,
 
 static bool guard_prepared(struct pg_conn *pc)
 {
+    if (pc->guard_ready)
+        return true; /* no strstr per read */
     return prepared(pc, GUARD_NAME,
                     strstr(pc->xid_sql, "txid_") ? GUARD_SQL_96 : GUARD_SQL_13,
                     &pc->guard_ready);

@@ -453,6 +453,27 @@ static void params_typed(void)
     hp_db_pool_close(p);
 }
 
+/* Integers at their extremes go and come back whole (PostgreSQL: sent as
+ * text, db_pg.c's format_int). */
+static void params_int_extremes(void)
+{
+    hp_db_pool *p = open_pool(NULL);
+    hp_db *db = acquire(p);
+    hp_db_res *r = hp_db_queryv(
+        db,
+        "SELECT CAST($1 AS BIGINT), CAST($2 AS BIGINT), CAST($3 AS BIGINT), "
+        "CAST($4 AS BIGINT), CAST($5 AS BIGINT)",
+        HP_INT(LLONG_MIN), HP_INT(LLONG_MAX), HP_INT(0), HP_INT(-1),
+        HP_INT(1000000007));
+    CHECK(r && hp_db_next(r));
+    CHECK(hp_db_int(r, 0) == LLONG_MIN && hp_db_int(r, 1) == LLONG_MAX);
+    CHECK(hp_db_int(r, 2) == 0 && hp_db_int(r, 3) == -1);
+    CHECK_STR(hp_db_text(r, 4), "1000000007");
+    hp_db_res_free(r);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
 static void params_repeated_and_counted(void)
 {
     hp_db_pool *p = open_pool(NULL);
@@ -3133,6 +3154,7 @@ int main(int argc, char **argv)
     RUN_ALL(driver_tx_state);
     RUN_ALL(params_text);
     RUN_ALL(params_typed);
+    RUN_ALL(params_int_extremes);
     RUN_ALL(params_repeated_and_counted);
     RUN_ALL(results_by_name);
     RUN_ALL(errors_and_sqlstates);
