@@ -28,9 +28,10 @@ struct hp_db_pool {
     unsigned size, in_use, nidle, waiters;
     /* Every waiter, first come first served, whether its thread waits
      * on a condition variable or (hp_wait_hooked: a coroutine) parks on
-     * an eventfd through hp_wait_fd: a connection given back or a slot
-     * come free is handed to the first (db_pool.c, struct
-     * hp_pool_waiter). Spare eventfds are kept for the next parked ones. */
+     * its scheduler's ticket (hp_wait_park), else on an eventfd through
+     * hp_wait_fd: a connection given back or a slot come free is handed
+     * to the first (db_pool.c, struct hp_pool_waiter). Spare eventfds are
+     * kept for the next ones that need one. */
     struct hp_pool_waiter *queue, *queue_tail;
     int spare_efd[8];
     unsigned nspare;
