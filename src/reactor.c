@@ -187,27 +187,6 @@ static void disarm(int fd)
     }
 }
 
-static int poll_until(int fd, short events, int64_t deadline)
-{
-    for (;;) {
-        int ms = -1;
-        if (deadline) {
-            int64_t left = deadline - hp_now_ns();
-            if (left <= 0)
-                return 0;
-            ms = (int)((left + 999999) / 1000000);
-        }
-        struct pollfd p = {.fd = fd, .events = events};
-        int n = poll(&p, fd >= 0 ? 1 : 0, ms);
-        if (n > 0)
-            return 1;
-        if (n == 0 && deadline && hp_now_ns() >= deadline)
-            return 0;
-        if (n < 0 && errno != EINTR)
-            return -1;
-    }
-}
-
 static void waiting_add(struct hp_reactor_job *j)
 {
     pthread_mutex_lock(&R.wmu);
@@ -251,7 +230,7 @@ static int co_wait(int fd, short events, int64_t deadline, void *cls)
     (void)cls;
     hp_coro *co = hp_coro_current();
     if (!co)
-        return poll_until(fd, events, deadline);
+        return hp_wait_poll(fd, events, deadline);
     struct hp_reactor_job *j = hp_coro_data(co);
     if (given_up(j))
         return 0;
@@ -269,7 +248,7 @@ static int co_wait(int fd, short events, int64_t deadline, void *cls)
         return 0;
     }
     if (fd >= 0 && arm(fd, events, j) < 0)
-        return poll_until(fd, events, deadline);
+        return hp_wait_poll(fd, events, deadline);
     j->wait_fd = fd;
     j->wait_until = deadline;
     j->wait_result = -1;

@@ -86,7 +86,7 @@ static int poll_ms(int64_t deadline_ns)
     return ms > 1000000000 ? 1000000000 : (int)ms;
 }
 
-static int wait_poll(int fd, short events, int64_t deadline_ns)
+int hp_wait_poll(int fd, short events, int64_t deadline_ns)
 {
     struct pollfd p = {.fd = fd, .events = events};
     for (;;) {
@@ -112,7 +112,7 @@ int hp_wait_fd(int fd, short events, int64_t deadline_ns)
     }
     int64_t t0 = hp_now_ns();
     int rc = tl_hook ? tl_hook(fd, events, deadline_ns, tl_cls)
-                     : wait_poll(fd, events, deadline_ns);
+                     : hp_wait_poll(fd, events, deadline_ns);
     int saved = errno;
     tl_wait_ns += hp_now_ns() - t0;
     errno = saved;

@@ -21,6 +21,11 @@
  */
 int hp_wait_fd(int fd, short events, int64_t deadline_ns);
 
+/* hp_wait_fd's fallback, poll(2) whatever the hook: for a scheduler's hook
+ * when the waiter cannot be suspended (not on a coroutine). Does not count
+ * in hp_wait_ns (the hp_wait_fd that called the hook does). */
+int hp_wait_poll(int fd, short events, int64_t deadline_ns);
+
 /* A scheduler's wait: the same arguments and answers as hp_wait_fd, with
  * the cls given to hp_wait_set_hook. */
 typedef int (*hp_wait_hook)(int fd, short events, int64_t deadline_ns,
