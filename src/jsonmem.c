@@ -28,6 +28,14 @@
 #define PER_CLASS 64         /* blocks of one class a thread keeps       */
 #define MAX_BYTES (48 << 10) /* and bytes in all, per thread            */
 
+/* The sanitizers must see every block come and go: no cache there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define JM_CACHE 0
+#else
+#define JM_CACHE 1
+#endif
+
+#if JM_CACHE
 /* glibc's usable sizes on 64-bit are 24 + 16k: class k holds blocks of at
  * least 24 + 16k usable bytes. */
 struct cache {
@@ -93,11 +101,11 @@ static void jm_free(void *p)
     tc.bytes += 24 + 16 * k;
 }
 
+#endif /* JM_CACHE */
+
 void hp_jsonmem_install(void)
 {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    /* the sanitizers see every block come and go */
-#else
+#if JM_CACHE
     if (pthread_key_create(&key, drain) == 0)
         json_set_alloc_funcs(jm_malloc, jm_free);
 #endif
