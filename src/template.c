@@ -475,7 +475,14 @@ static int oom(struct render *r)
 
 static int put(struct render *r, const char *s, size_t n)
 {
-    return hp_buf_append(r->out, s, n) < 0 ? oom(r) : 0;
+    struct hp_buf *b = r->out;
+    if (b->cap - b->len > n) { /* room for it and the NUL: no call */
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        b->p[b->len] = '\0';
+        return 0;
+    }
+    return hp_buf_append(b, s, n) < 0 ? oom(r) : 0;
 }
 
 static int flush_indent(struct render *r)
@@ -550,7 +557,8 @@ static int put_escaped(struct render *r, const char *s, size_t n)
     for (size_t i = 0;;) {
         size_t j = next_special(s, i, n);
         /* the run, then (if any) the escaped byte: 6 more at most */
-        if (n - i > SIZE_MAX - 7 || hp_buf_reserve(b, j - i + 6) < 0)
+        if (n - i > SIZE_MAX - 7 ||
+            (b->cap - b->len <= j - i + 6 && hp_buf_reserve(b, j - i + 6) < 0))
             return oom(r);
         memcpy(b->p + b->len, s + i, j - i);
         b->len += j - i;
