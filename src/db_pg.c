@@ -925,16 +925,22 @@ static void pqclear(void *r)
 static void collect(hp_db_res *res, PGresult *r)
 {
     int nc = PQnfields(r), nr = PQntuples(r);
+    /* a column's type once, not once per cell */
+    enum hp_db_type local[16];
+    enum hp_db_type *types =
+        nc <= 16 ? local : hp_xmalloc((size_t)nc * sizeof *types);
     hp_db__res_set_cols(res, nc);
-    for (int i = 0; i < nc; i++)
+    for (int i = 0; i < nc; i++) {
         hp_db__res_set_name(res, i, PQfname(r, i));
+        types[i] = type_of(PQftype(r, i));
+    }
     for (int row = 0; row < nr; row++) {
         struct hp_db_cell *cells = hp_db__res_add_row(res);
         for (int i = 0; i < nc; i++) {
             struct hp_db_cell *c = &cells[i];
             if (PQgetisnull(r, row, i))
                 continue;
-            c->type = type_of(PQftype(r, i));
+            c->type = types[i];
             if (c->type == HP_DB_BLOB) {
                 bytea_cell(res, PQgetvalue(r, row, i), c);
                 continue;
@@ -943,6 +949,8 @@ static void collect(hp_db_res *res, PGresult *r)
             c->len = (size_t)PQgetlength(r, row, i);
         }
     }
+    if (types != local)
+        free(types);
     res->keep = r;
     res->keep_free = pqclear;
 }
