@@ -121,6 +121,24 @@ static bool bool_text(const char *p, long long *v)
     return true;
 }
 
+/* A cell that is a plain decimal integer of at most 18 digits (what
+ * PostgreSQL sends for int2/int4 and most int8): its value in *v without
+ * strtoll's locale and base handling. Anything else is left to the
+ * general path below, which gives the same value for these. */
+static bool plain_int(const char *p, long long *v)
+{
+    bool neg = *p == '-';
+    const char *d = p + neg;
+    unsigned long long u = 0;
+    size_t n = 0;
+    for (; d[n] >= '0' && d[n] <= '9'; n++)
+        u = u * 10 + (unsigned long long)(d[n] - '0');
+    if (n == 0 || n > 18 || d[n] != '\0')
+        return false;
+    *v = neg ? -(long long)u : (long long)u;
+    return true;
+}
+
 long long hp_db_int(hp_db_res *r, int col)
 {
     struct hp_db_cell *c = cell(r, col);
@@ -130,6 +148,8 @@ long long hp_db_int(hp_db_res *r, int col)
         return 0;
     if (c->has_num)
         return c->type == HP_DB_FLOAT ? (long long)c->num.f : c->num.i;
+    if (plain_int(c->p, &v))
+        return v;
     if (bool_text(c->p, &v))
         return v;
     v = strtoll(c->p, &end, 10);

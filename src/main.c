@@ -13,6 +13,7 @@
  * here names a setting but docroot and dev's --no-dev spelling.
  */
 #include "hp.h"
+#include "jsonmem.h"
 #include "master.h"
 #include "session.h"
 
@@ -381,6 +382,7 @@ int main(int argc, char **argv)
     struct hp_config cfg;
     int rc;
 
+    hp_jsonmem_install(); /* before any JSON value exists */
     if (argc < 2)
         return usage_error("missing command (serve or check)");
     if (!build_opts()) {

@@ -29,6 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define MAX_NEST 256 /* sections open at once, per template */
 #define MAX_DELIM 32 /* bytes of a set delimiter            */
@@ -51,6 +54,7 @@ struct node {
     char *name;      /* trimmed tag content                          */
     char *parts;     /* name split at '.', NUL-separated             */
     unsigned nparts; /* 0 for the implicit iterator "."              */
+    size_t part0_len; /* strlen(parts): the first part's length      */
     size_t end;      /* sections: index past the last child          */
     char *indent;    /* standalone partial: its line's indentation   */
     size_t indent_len;
@@ -146,6 +150,7 @@ static void set_name(struct node *nd, const char *s, size_t n)
             nd->nparts++;
         }
     }
+    nd->part0_len = strlen(nd->parts);
 }
 
 /* {{=<% %>=}}: two delimiters, no whitespace or '=' inside them. */
@@ -409,7 +414,10 @@ char *hp_tpl_resolve(const char *root, const char *base, const char *name,
         const char *slash = strrchr(base, '/');
         hp_buf_append(&rel, base + rl, (size_t)(slash - base) - rl);
     }
-    hp_buf_printf(&rel, "/%s%s", name, suffix);
+    /* (appends, not a printf: hp_render resolves its name on every call) */
+    hp_buf_append(&rel, "/", 1);
+    hp_buf_puts(&rel, name);
+    hp_buf_puts(&rel, suffix);
     char *out = hp_xmalloc(rl + rel.len + 2);
     size_t n = rl;
     memcpy(out, root, rl);
@@ -442,10 +450,13 @@ char *hp_tpl_resolve(const char *root, const char *base, const char *name,
 
 /* ---- rendering ----------------------------------------------------------- */
 
+#define LOCAL_STACK 16 /* contexts a render holds without allocating */
+
 struct render {
     struct hp_buf *out;
-    const json_t **stack; /* contexts, innermost last */
+    const json_t **stack; /* contexts, innermost last: local, or malloc'd */
     size_t depth, cap;
+    const json_t *local[LOCAL_STACK];
     hp_tpl_partial_fn partial;
     void *ctx;
     struct hp_buf indent; /* the effective indentation: [ibase, len)    */
@@ -464,7 +475,14 @@ static int oom(struct render *r)
 
 static int put(struct render *r, const char *s, size_t n)
 {
-    return hp_buf_append(r->out, s, n) < 0 ? oom(r) : 0;
+    struct hp_buf *b = r->out;
+    if (b->cap - b->len > n) { /* room for it and the NUL: no call */
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+        b->p[b->len] = '\0';
+        return 0;
+    }
+    return hp_buf_append(b, s, n) < 0 ? oom(r) : 0;
 }
 
 static int flush_indent(struct render *r)
@@ -494,41 +512,64 @@ static int put_text(struct render *r, const char *s, size_t n)
     return 0;
 }
 
-/* One reserve for the worst case (6 bytes for "&quot;"), then bytes are
- * written in place: escaping is most of a render's work. */
+/* What each byte becomes in HTML: 0 for itself, else an index into
+ * esc_text. */
+static const unsigned char esc_class[256] = {
+    ['&'] = 1, ['<'] = 2, ['>'] = 3, ['"'] = 4, ['\''] = 5};
+static const struct {
+    char s[7];
+    unsigned char n;
+} esc_text[6] = {{"", 0},     {"&amp;", 5},  {"&lt;", 4},
+                 {"&gt;", 4}, {"&quot;", 6}, {"&#39;", 5}};
+
+/* Where the first byte of s[i..n) that HTML escapes is, or n. Escaping is
+ * most of a render's work and most text escapes nothing, so this looks at
+ * 16 bytes at a time where SSE2 is there (every x86-64). */
+static size_t next_special(const char *s, size_t i, size_t n)
+{
+#ifdef __SSE2__
+    const __m128i amp = _mm_set1_epi8('&'), lt = _mm_set1_epi8('<'),
+                  gt = _mm_set1_epi8('>'), quot = _mm_set1_epi8('"'),
+                  apos = _mm_set1_epi8('\'');
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+        __m128i hit = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, amp), _mm_cmpeq_epi8(v, lt)),
+            _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, gt), _mm_cmpeq_epi8(v, quot)),
+                _mm_cmpeq_epi8(v, apos)));
+        unsigned m = (unsigned)_mm_movemask_epi8(hit);
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+    }
+#endif
+    while (i < n && !esc_class[(unsigned char)s[i]])
+        i++;
+    return i;
+}
+
+/* Runs of bytes that need no escaping are copied whole; room for the
+ * worst case (6 bytes for "&quot;") is reserved only for what is left at
+ * each escaped byte, so a short value does not grow the buffer by 6x. */
 static int put_escaped(struct render *r, const char *s, size_t n)
 {
-    if (n > SIZE_MAX / 6 || hp_buf_reserve(r->out, n * 6) < 0)
-        return oom(r);
-    char *o = r->out->p + r->out->len;
-    for (size_t i = 0; i < n; i++) {
-        const char *rep;
-        size_t k;
-        switch (s[i]) {
-        case '&':
-            rep = "&amp;", k = 5;
+    struct hp_buf *b = r->out;
+    for (size_t i = 0;;) {
+        size_t j = next_special(s, i, n);
+        /* the run, then (if any) the escaped byte: 6 more at most */
+        if (n - i > SIZE_MAX - 7 ||
+            (b->cap - b->len <= j - i + 6 && hp_buf_reserve(b, j - i + 6) < 0))
+            return oom(r);
+        memcpy(b->p + b->len, s + i, j - i);
+        b->len += j - i;
+        if (j == n)
             break;
-        case '<':
-            rep = "&lt;", k = 4;
-            break;
-        case '>':
-            rep = "&gt;", k = 4;
-            break;
-        case '"':
-            rep = "&quot;", k = 6;
-            break;
-        case '\'':
-            rep = "&#39;", k = 5;
-            break;
-        default:
-            *o++ = s[i];
-            continue;
-        }
-        memcpy(o, rep, k);
-        o += k;
+        unsigned char k = esc_class[(unsigned char)s[j]];
+        memcpy(b->p + b->len, esc_text[k].s, esc_text[k].n);
+        b->len += esc_text[k].n;
+        i = j + 1;
     }
-    r->out->len = (size_t)(o - r->out->p);
-    r->out->p[r->out->len] = '\0';
+    b->p[b->len] = '\0';
     return 0;
 }
 
@@ -598,6 +639,30 @@ static int put_value(struct render *r, const json_t *v, bool escape)
     return rc;
 }
 
+/* The member key[0..len) of object o, or NULL. A small object (a row of a
+ * list, most often) is searched in order: comparing a few keys costs less
+ * than hashing the name, which jansson does on every json_object_get. Keys
+ * are unique, so the answer is the same. */
+static const json_t *member(const json_t *o, const char *key, size_t len)
+{
+#if JANSSON_VERSION_HEX >= 0x020e00 /* 2.14: key lengths */
+    if (json_object_size(o) <= 4) {
+        /* jansson's iterators take a non-const object; nothing is written */
+        json_t *mo = (json_t *)(uintptr_t)o;
+        for (void *it = json_object_iter(mo); it;
+             it = json_object_iter_next(mo, it))
+            if (json_object_iter_key_len(it) == len &&
+                memcmp(json_object_iter_key(it), key, len) == 0)
+                return json_object_iter_value(it);
+        return NULL;
+    }
+    return json_object_getn(o, key, len);
+#else
+    (void)len;
+    return json_object_get(o, key);
+#endif
+}
+
 /* Spec, interpolation: the first part is looked up from the innermost
  * context out; the other parts only inside what the first one found. */
 static const json_t *lookup(const struct render *r, const struct node *nd)
@@ -608,7 +673,7 @@ static const json_t *lookup(const struct render *r, const struct node *nd)
     const json_t *v = NULL;
     for (size_t i = r->depth; i-- > 0 && !v;)
         if (json_is_object(r->stack[i]))
-            v = json_object_get(r->stack[i], part);
+            v = member(r->stack[i], part, nd->part0_len);
     for (unsigned k = 1; v && k < nd->nparts; k++) {
         part += strlen(part) + 1;
         v = json_is_object(v) ? json_object_get(v, part) : NULL;
@@ -628,7 +693,12 @@ static int push(struct render *r, const json_t *v)
 {
     if (r->depth == r->cap) {
         r->cap *= 2;
-        r->stack = hp_xrealloc(r->stack, r->cap * sizeof *r->stack);
+        if (r->stack == r->local) {
+            r->stack = hp_xmalloc(r->cap * sizeof *r->stack);
+            memcpy(r->stack, r->local, sizeof r->local);
+        } else {
+            r->stack = hp_xrealloc(r->stack, r->cap * sizeof *r->stack);
+        }
     }
     r->stack[r->depth++] = v;
     return 0;
@@ -747,11 +817,12 @@ int hp_tpl_render(const struct hp_tpl *t, const json_t *data,
 {
     struct render r = {.out = out, .partial = partial, .ctx = ctx, .err = err};
     *err = NULL;
-    r.cap = 16;
-    r.stack = hp_xmalloc(r.cap * sizeof *r.stack);
+    r.cap = LOCAL_STACK;
+    r.stack = r.local;
     r.stack[r.depth++] = data ? data : json_null();
     int rc = render_nodes(&r, t, 0, t->count);
-    free(r.stack);
+    if (r.stack != r.local)
+        free(r.stack);
     hp_buf_free(&r.indent);
     return rc;
 }

@@ -46,6 +46,8 @@ struct tver {
     bool absent;        /* no such file: a partial renders nothing */
     uint64_t from_gen;  /* valid for requests that began since    */
     atomic_bool logged;
+    atomic_size_t out_len; /* bytes its last render wrote: reserved up
+                              front, so the output grows at most once */
 };
 
 struct tentry {
@@ -160,7 +162,8 @@ void hp_tplcache_touch_all(void)
     pthread_mutex_unlock(&T.mu);
 }
 
-static struct tver *acquire(const char *path, uint64_t gen0);
+static struct tver *acquire(const char *path, uint64_t gen0,
+                            struct tentry **ep);
 
 /* The settle window is over: everything touched in it goes stale at one
  * new generation, and is parsed again here, on the watcher's thread, so
@@ -187,7 +190,7 @@ void hp_tplcache_publish(void)
     gen = T.gen;
     pthread_mutex_unlock(&T.mu);
     for (size_t i = 0; i < n; i++) {
-        struct tver *v = acquire(paths[i], gen);
+        struct tver *v = acquire(paths[i], gen, NULL);
         /* Dev mode: the browsers that rendered it reload, or show why not. */
         hp_devloop_changed(paths[i], v && !v->tpl ? v->error : NULL);
         ver_unref(v);
@@ -329,8 +332,9 @@ static struct tver *pick(struct tentry *e, uint64_t gen0,
     return e->cur->from_gen <= gen0 || !e->prev ? e->cur : e->prev;
 }
 
-/* A referenced version of path for a request that began at gen0. */
-static struct tver *acquire(const char *path, uint64_t gen0)
+/* A referenced version of path for a request that began at gen0; *ep (if
+ * ep) its entry, which lives as long as the cache. */
+static struct tver *acquire(const char *path, uint64_t gen0, struct tentry **ep)
 {
     struct hp_fid now;
     bool have = !T.watched && hp_fid_stat(path, &now) == 0;
@@ -367,6 +371,8 @@ static struct tver *acquire(const char *path, uint64_t gen0)
     }
     atomic_fetch_add(&v->refs, 1);
     pthread_mutex_unlock(&T.mu);
+    if (ep)
+        *ep = e;
     return v;
 }
 
@@ -442,10 +448,7 @@ static struct tver *pin(hp_req *req, const char *path,
     if (v) {
         atomic_fetch_add(&v->refs, 1);
     } else {
-        v = acquire(path, p->gen0);
-        pthread_mutex_lock(&T.mu);
-        e = find(path, hash_str(path));
-        pthread_mutex_unlock(&T.mu);
+        v = acquire(path, p->gen0, &e);
     }
     if (p->n == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 4;
@@ -571,7 +574,14 @@ int hp_render(hp_req *req, const char *tpl, const json_t *data)
         return tpl_fail(req, v, NULL);
     char *err = NULL;
     req->tpl->broken = NULL;
+    size_t before = req->out.len,
+           hint = atomic_load_explicit(&v->out_len, memory_order_relaxed);
+    if (hint) /* a hint: the render fails by itself if memory is short */
+        (void)hp_buf_reserve(&req->out, hint);
     if (hp_tpl_render(v->tpl, data, partial, req, &req->out, &err) < 0)
         return tpl_fail(req, req->tpl->broken, err);
+    if (req->out.len - before != hint)
+        atomic_store_explicit(&v->out_len, req->out.len - before,
+                              memory_order_relaxed);
     return HP_OK;
 }

@@ -38,6 +38,8 @@ check '#include "session\.h"|hp_session_server_|hp_session__|hp_csrf_check' \
     session.c session.h csrf.c password.c publish.c server.c main.c
 # the SQLite sessions' lock file is session.c's alone
 check 'hp_sesslock_|#include "sesslock\.h"' sesslock.c sesslock.h session.c
+# jansson's allocator is set once, by main.c, before any thread starts
+check 'hp_jsonmem_|#include "jsonmem\.h"' jsonmem.c jsonmem.h main.c
 # the template parser is pure: only the template cache drives it
 check 'hp_tpl_(parse|render)\(|#include "template\.h"' template.c template.h tplcache.c check.c
 # the accept thread and the descriptor census are the server's own

@@ -183,6 +183,110 @@ static void test_partial_error(void)
     json_decref(p);
 }
 
+/* Escaping copies runs of plain bytes and looks 16 bytes at a time: every
+ * special byte at every offset of values around those sizes, plain bytes
+ * of every value (UTF-8 and control bytes pass as they are), and a NUL
+ * inside a value, against a byte-at-a-time escaper. */
+static void test_escape_positions(void)
+{
+    static const char specials[] = "&<>\"'";
+    static const char *const as[] = {"&amp;", "&lt;", "&gt;", "&quot;",
+                                     "&#39;"};
+    char *err = NULL;
+    int bad = 0;
+    for (size_t len = 0; len <= 40; len++) {
+        for (size_t at = 0; at <= len; at++) {
+            for (size_t k = 0; k < 5; k++) {
+                char v[64];
+                for (size_t i = 0; i < len; i++)
+                    v[i] = (char)('a' + i % 26);
+                if (at < len)
+                    v[at] = specials[k];
+                struct hp_buf want = {0};
+                hp_buf_append(&want, "[", 1);
+                for (size_t i = 0; i < len; i++)
+                    if (i == at)
+                        hp_buf_puts(&want, as[k]);
+                    else
+                        hp_buf_append(&want, &v[i], 1);
+                hp_buf_append(&want, "]", 1);
+                json_t *d = json_pack("{s:s#}", "v", v, (int)len);
+                char *got = render("[{{v}}]", d, NULL, &err);
+                bad += !got || strcmp(got, want.p) != 0;
+                free(got);
+                json_decref(d);
+                hp_buf_free(&want);
+            }
+        }
+    }
+    CHECK(bad == 0);
+    /* every byte value but NUL, in one 255-byte value */
+    char all[256];
+    struct hp_buf want = {0};
+    for (int c = 1; c < 256; c++) {
+        all[c - 1] = (char)c;
+        const char *sp = strchr(specials, c);
+        if (sp)
+            hp_buf_puts(&want, as[sp - specials]);
+        else
+            hp_buf_append(&want, &all[c - 1], 1);
+    }
+    json_t *d = json_object();
+    json_object_set_new(d, "v", json_stringn_nocheck(all, 255));
+    json_object_set_new(d, "n", json_stringn("a\0<b", 4));
+    char *got = render("{{v}}", d, NULL, &err);
+    CHECK(got && strcmp(got, want.p) == 0);
+    free(got);
+    struct hp_tpl *t = hp_tpl_parse("{{n}}|{{{n}}}", 13, "n.tpl", &err);
+    struct hp_buf out = {0};
+    CHECK(t && hp_tpl_render(t, d, NULL, NULL, &out, &err) == 0);
+    CHECK(out.len == 12 && memcmp(out.p, "a\0&lt;b|a\0<b", 12) == 0);
+    hp_buf_free(&out);
+    hp_tpl_free(t);
+    hp_buf_free(&want);
+    json_decref(d);
+}
+
+/* Names resolve the same in small objects (searched in order) and large
+ * ones (hashed), with a key that is a prefix of another, and through more
+ * nested sections than a render holds without allocating. */
+static void test_lookup_and_depth(void)
+{
+    char *err = NULL;
+    json_t *small =
+        json_pack("{s:s, s:s, s:s}", "na", "1", "nam", "2", "name", "3");
+    json_t *big = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "a", "A", "b",
+                            "B", "na", "4", "nam", "5", "name", "6", "x", "X");
+    json_t *d = json_pack("{s:O, s:O}", "s", small, "b", big);
+    char *got = render("{{s.name}}{{s.nam}}{{s.na}}{{s.n}}|{{b.name}}{{b.nam}}"
+                       "{{b.na}}{{b.n}}|{{#s}}{{name}}{{x}}{{/s}}",
+                       d, NULL, &err);
+    CHECK_STR(got, "321|654|3");
+    free(got);
+    /* 40 nested sections, each a context of its own, and an outer name
+     * looked up from the innermost one */
+    json_t *root = json_pack("{s:s}", "top", "T");
+    json_t *cur = root;
+    struct hp_buf tpl = {0};
+    for (int i = 0; i < 40; i++) {
+        json_t *in = json_pack("{s:i}", "d", i);
+        json_object_set_new(cur, "c", in);
+        cur = in;
+        hp_buf_puts(&tpl, "{{#c}}");
+    }
+    hp_buf_puts(&tpl, "{{d}}{{top}}");
+    for (int i = 0; i < 40; i++)
+        hp_buf_puts(&tpl, "{{/c}}");
+    got = render(tpl.p, root, NULL, &err);
+    CHECK_STR(got, "39T");
+    free(got);
+    hp_buf_free(&tpl);
+    json_decref(root);
+    json_decref(d);
+    json_decref(small);
+    json_decref(big);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
@@ -191,5 +295,7 @@ int main(int argc, char **argv)
     T_RUN(test_values);
     T_RUN(test_partial_depth);
     T_RUN(test_partial_error);
+    T_RUN(test_escape_positions);
+    T_RUN(test_lookup_and_depth);
     T_DONE();
 }
