@@ -16,8 +16,7 @@ HP_HANDLER(http_handler)
                                 HP_INT(tfb_random_id()));
     if (!r || !hp_db_next(r))
         return 500; /* 503 instead when no connection could be had */
-    json_t *obj = json_pack("{s:I,s:I}", "id", (json_int_t)hp_db_int(r, 0),
-                            "randomNumber", (json_int_t)hp_db_int(r, 1));
+    json_t *obj = tfb_world(hp_db_int(r, 0), hp_db_int(r, 1));
     if (!obj)
         return 500;
     tfb_fields(req, NULL);

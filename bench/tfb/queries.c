@@ -20,8 +20,7 @@ static json_t *row_json(hp_db_res *r)
 {
     if (!r || !hp_db_next(r))
         return NULL;
-    return json_pack("{s:I,s:I}", "id", (json_int_t)hp_db_int(r, 0),
-                     "randomNumber", (json_int_t)hp_db_int(r, 1));
+    return tfb_world(hp_db_int(r, 0), hp_db_int(r, 1));
 }
 
 HP_HANDLER(http_handler)

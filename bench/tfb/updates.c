@@ -100,8 +100,7 @@ static json_t *as_json(const struct world *rows, int n)
 {
     json_t *list = json_array();
     for (int i = 0; list && i < n; i++) {
-        json_t *o = json_pack("{s:i,s:i}", "id", rows[i].id, "randomNumber",
-                              rows[i].number);
+        json_t *o = tfb_world(rows[i].id, rows[i].number);
         if (!o || json_array_append_new(list, o) != 0) {
             json_decref(list);
             return NULL;

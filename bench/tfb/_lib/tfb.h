@@ -14,6 +14,7 @@
 #define TFB_H
 
 #include <hotpub.h>
+#include <jansson.h>
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -80,6 +81,20 @@ static inline int tfb_queries(hp_req *req)
     if (*end != '\0' || n < 1)
         return 1;
     return n > TFB_MAX_QUERIES ? TFB_MAX_QUERIES : (int)n;
+}
+
+/* {"id":id,"randomNumber":number}, or NULL (no memory). Built with
+ * jansson's setters rather than json_pack, which parses its format and
+ * checks each key for UTF-8 on every call (docs/pages.md). */
+static inline json_t *tfb_world(json_int_t id, json_int_t number)
+{
+    json_t *o = json_object();
+    if (o && json_object_set_new_nocheck(o, "id", json_integer(id)) == 0 &&
+        json_object_set_new_nocheck(o, "randomNumber",
+                                    json_integer(number)) == 0)
+        return o;
+    json_decref(o);
+    return NULL;
 }
 
 #endif
