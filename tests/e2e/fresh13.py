@@ -199,7 +199,15 @@ def check_writers(s, ws, allow_200=True):
     for w in ws:
         r = w.response
         wid = w.path.split("id=")[1].split("&")[0]
-        rows = s.get_ok("/w?count=1&id=" + wid).text
+        rows = []
+
+        def count():
+            r2 = s.get("/w?count=1&id=" + wid)
+            if r2.status == 200:
+                rows.append(r2.text)
+            return bool(rows)
+        harness.wait_until(count, limit(8.0), interval=0.2)
+        rows = rows[0] if rows else "unknown"
         ok = r is not None and not w.extra and (
             (r.status == 503 and r.header("Retry-After") == "1" and
              rows == "0") or
@@ -212,6 +220,8 @@ def check_writers(s, ws, allow_200=True):
 
 
 def check_recovered(s):
+    check(harness.wait_until(lambda: s.get("/w?id=ready").status == 200,
+                             limit(8.0), interval=0.2), "never ready again")
     check_eq(s.get_ok("/w?write=1&id=after").text, "ok after", "a write after")
     check_eq(s.get_ok("/w?count=1&id=after").text, "1", "rows after")
     check(harness.wait_until(lambda: status(s)["inflight"] <= 1, limit(5.0)),
@@ -453,6 +463,253 @@ def test_fresh13_probe_hp_db_int_odd_text_and_extreme_params_sqlite():
 def test_fresh13_probe_hp_db_int_odd_text_and_extreme_params_pg():
     """The same on PostgreSQL."""
     odd_text(True)
+
+
+# /r: a recursive mutex (ownership per thread) around a read, a query
+# and a write of a counter: the answer is the value it wrote.
+R_PAGE = page(r"""
+static pthread_mutex_t mu;
+static unsigned long hits;
+
+__attribute__((constructor)) static void init(void)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&mu, &a);
+}
+
+HP_HANDLER(http_handler)
+{
+    hp_db *db = hp_db(req);
+    const char *s = hp_arg(req, "s");
+    pthread_mutex_lock(&mu);
+    unsigned long n = hits;
+    hp_db_res *r = hp_db_query(db, "SELECT pg_catalog.pg_sleep($1)",
+                               s ? s : "0");
+    hits = n + 1;
+    pthread_mutex_unlock(&mu);
+    hp_printf(req, "%s %lu", r ? "ok" : "ERR", n + 1);
+    return HP_OK;
+}
+""", includes="#include <pthread.h>")
+
+
+def test_fresh13_1b_a_recursive_mutex_on_the_reactor_excludes_nothing():
+    """FRESH13-1b. Dev mode, --workers 0. As FRESH13-1 with a recursive
+    mutex (PTHREAD_MUTEX_RECURSIVE; flockfile's locks are
+    the same kind) guarding read counter / query 0.3 s / write counter+1.
+    Promoted, then four requests at once. What happened: all four were
+    in the critical section together (the reactor's thread owns the lock,
+    so each coroutine's lock succeeds): they answered the same number,
+    three updates lost, silently. Expected: four distinct numbers, as on
+    the handler threads."""
+    need_pg()
+    with pg_server(["--workers", "0"], files={"r.c": R_PAGE}) as s:
+        promote(s, "/r")
+        hs = [Held(s.port, "/r?s=0.3&id=%d" % i, timeout=12)
+              for i in range(4)]
+        for h in hs:
+            h.start()
+            time.sleep(0.02)
+        for h in hs:
+            h.join(20)
+        got = [h.response and h.response.text for h in hs]
+        check(all(h.response is not None and h.response.status == 200
+                  for h in hs) and len(set(got)) == 4,
+              "four requests under one recursive mutex answered %r" % got)
+
+
+def db_page(decl, use, includes=""):
+    """A page that waits on the database once (pg_sleep ?s=), with decl at
+    file scope and use in its handler before the query."""
+    return page(decl + r"""
+HP_HANDLER(http_handler)
+{
+    hp_db *db = hp_db(req);
+""" + use + r"""
+    const char *s = hp_arg(req, "s");
+    hp_db_res *r = hp_db_query(db, "SELECT pg_catalog.pg_sleep($1)",
+                               s ? s : "0");
+    hp_puts(req, r ? "ok" : "ERR");
+    return HP_OK;
+}
+""", includes=includes)
+
+
+TLS_PAGES = {
+    "loc.c": db_page("", "    locale_t l = newlocale(LC_ALL_MASK, \"C\", 0);\n"
+                     "    locale_t old = uselocale(l);\n"
+                     "    uselocale(old);\n    freelocale(l);\n",
+                     "#include <locale.h>"),
+    "tss.c": db_page("static tss_t key;\nstatic once_flag once = "
+                     "ONCE_FLAG_INIT;\nstatic void mk(void)\n{\n"
+                     "    tss_create(&key, NULL);\n}\n",
+                     "    call_once(&once, mk);\n"
+                     "    tss_set(key, req);\n", "#include <threads.h>"),
+    "tl.c": db_page("static __thread int n;\n", "    n++;\n"),
+    "k/_app.c": page(r"""
+static pthread_key_t key;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void mk(void)
+{
+    pthread_key_create(&key, NULL);
+}
+
+HP_HOOK(prepare)
+{
+    pthread_once(&once, mk);
+    pthread_setspecific(key, req);
+    return HP_OK;
+}
+""", includes="#include <pthread.h>"),
+    "k/p.c": db_page("", ""),
+    "plain.c": db_page("", ""),
+}
+
+
+def test_fresh13_probe_per_thread_state_stays_off_the_reactor():
+    """Dev, --workers 0: pages using uselocale, C11 tss_set, a __thread
+    variable, and a plain page under an _app.c whose prepare hook uses
+    pthread_setspecific: 150 requests each, none runs as a coroutine, and
+    the log says why; a plain page next to them is promoted (status.json
+    coroutines grows, reactor counters back to 0)."""
+    need_pg()
+    with pg_server(["--workers", "0"], files=TLS_PAGES) as s:
+        for p in ("/loc", "/tss", "/tl", "/k/p"):
+            check(not promoted(s, p), "%s ran on the reactor" % p)
+        check(promoted(s, "/plain"), "/plain never promoted")
+        log = s.stderr()
+        check_in("has thread-local variables", log, "the log")
+        for name in ("uselocale", "tss_set", "pthread_setspecific"):
+            check_in(name, log, "the log")
+        rs = status(s)["reactor"]
+        check_eq((rs["active"], rs["queued"]), (0, 0), "reactor counters")
+
+
+def mixed_pool(pool, n, secs, timeout_ms):
+    """n clients at once, alternating /tl (a __thread: handler threads)
+    and /plain (promoted: the reactor), each holding the pool's one
+    connection secs. Returns (responses, seconds, the server's pools
+    afterwards)."""
+    files = {"tl.c": TLS_PAGES["tl.c"], "plain.c": TLS_PAGES["plain.c"]}
+    with pg_server(["--workers", "0", "--db-acquire-timeout",
+                    str(timeout_ms)], files=files, pool=pool) as s:
+        promote(s, "/plain")
+        out = [None] * n
+
+        def one(i):
+            p = ("/tl" if i % 2 else "/plain") + "?s=%s&id=%d" % (secs, i)
+            try:
+                out[i] = s.request(p, headers={"Connection": "close"},
+                                   timeout=30)
+            except Exception as e:  # noqa: BLE001 - reported
+                out[i] = e
+        ts = [threading.Thread(target=one, args=(i,), daemon=True)
+              for i in range(n)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+            time.sleep(0.002)
+        for t in ts:
+            t.join(40)
+        took = time.monotonic() - t0
+        idle = harness.wait_until(lambda: pool_idle(s), limit(5.0))
+        return out, took, idle, pool_of(s), status(s)["reactor"]
+
+
+def test_fresh13_probe_mixed_pool_waiters_all_served():
+    """--db-pool-size 1, acquire timeout 5 s: 24 clients at once, half on
+    a TLS page (handler threads), half on a promoted page (reactor), each
+    holding the connection 0.05 s (1.2 s of work in all): every one 200
+    "ok" (first come, first served leaves none past 5 s), the pool back to
+    idle, the reactor's counters 0."""
+    need_pg()
+    out, took, idle, pools, rs = mixed_pool(1, 24, "0.05", 5000)
+    codes = [st(r) for r in out]
+    check(all(c == 200 for c in codes), "codes %r after %.1f s" % (codes, took))
+    check(idle, "pool not idle: %r" % pools)
+    check_eq((rs["active"], rs["queued"]), (0, 0), "reactor counters")
+
+
+def test_fresh13_probe_mixed_pool_acquire_timeout_503():
+    """--db-pool-size 2, acquire timeout 300 ms: 30 clients, half TLS
+    page, half promoted, each 0.2 s: each answers 200 or 503 (some of
+    each), none hangs (all done in a few seconds), the pool returns to
+    idle with no waiters."""
+    need_pg()
+    out, took, idle, pools, rs = mixed_pool(2, 30, "0.2", 300)
+    codes = [st(r) for r in out]
+    check(all(c in (200, 503) for c in codes), "codes %r" % codes)
+    check(200 in codes and 503 in codes, "codes %r" % codes)
+    check(took < limit(8.0), "took %.1f s" % took)
+    check(idle, "pool not idle: %r" % pools)
+
+
+def scenario_test(args, pool=4, dev=None, exit_code=0, **kw):
+    s = pg_server(args, pool=pool, dev=dev)
+    s.start()
+    try:
+        check_eq(s.request("/w?setup=1").status, 200, "create the table")
+        promote(s)
+        if kw.get("cookie") == "auto":
+            r = s.get_ok("/w?sess=1&id=c")
+            kw["cookie"] = r.header("Set-Cookie").split(";")[0]
+        ws, sp = held_scenario(s, **kw)
+        sp.join(25)
+        check_writers(s, ws)
+        check(not any(w.response.status == 200 for w in ws) or
+              kw.get("spin") != "-1", "a writer answered 200 next to a "
+              "run that never returns: %r" % [w.summary() for w in ws])
+        check_recovered(s)
+        return sp
+    finally:
+        s.request("/w?drop=1")
+        s.terminate()
+        check_eq(s.proc.wait(timeout=20), exit_code, "exit status")
+
+
+def test_fresh13_probe_dev_post_writers_pg_sleep_spin2s():
+    """Dev, --workers 0, pool 4: four POST writers (insert, pg_sleep 1.5 s,
+    insert again), a run holds the reactor 2 s: each answered once, 503
+    with Retry-After: 1 and no row, or 200 with its rows; recovery."""
+    need_pg()
+    sp = scenario_test(["--workers", "0"], n=4, secs="1.5", spin="2000",
+                       write2=True, method="POST")
+    check_eq(st(sp.response), 200, "the spinner")
+
+
+def test_fresh13_probe_dev_session_lock_waiters_spin3s():
+    """Dev, --workers 0: three writers of one session (the session's lock:
+    the second and third wait for it), a run of the page holding the
+    reactor 3 s after its own database call: each answered once, a 503's
+    rows absent; recovery."""
+    need_pg()
+    scenario_test(["--workers", "0"], n=3, secs="0.8", spin="3000",
+                  write2=True, cookie="auto", spin_db=True)
+
+
+def test_fresh13_probe_dev_spinner_returning_around_one_second():
+    """Dev, --workers 0, pool 4: writers waiting 1.0-1.45 s, the run holding
+    the reactor 1.2, 1.5, 1.9 s (around the stall's one-to-two-second
+    detection): whichever way each writer goes, it is answered once and
+    its rows match its answer."""
+    need_pg()
+    for ms, secs in (("1200", "1.25"), ("1500", "1.45"), ("1900", "1.0")):
+        scenario_test(["--workers", "0"], n=3, secs=secs, spin=ms,
+                      write2=True, gap=0.05)
+
+
+def test_fresh13_probe_production_worker_spin_forever_pool1():
+    """Production, --workers 1, --handler-timeout 3, pool 1: four writers
+    (three in the pool's queue), a run spinning for ever: the writers get
+    503 Retry-After: 1 with no rows, the spinner 504, the worker is
+    replaced and serves; SIGTERM exits 0."""
+    need_pg()
+    sp = scenario_test(["--workers", "1", "--handler-timeout", "3"],
+                       pool=1, dev=False, n=4, secs="0.6", spin="-1",
+                       write2=True)
+    check_eq(st(sp.response), 504, "the spinner")
 
 
 if __name__ == "__main__":
