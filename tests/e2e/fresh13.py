@@ -38,12 +38,18 @@ def need_pg():
 # ?nodb (no database at all), ?write=1 inserts id, a query sleeps ?s=
 # (its failure ignored, as a careless page would), ?write2=1 inserts id
 # again after it; then ?spin=MS holds the thread that long (-1: for ever)
-# without waiting. ?sess=1 touches the session first (its lock).
+# without waiting. ?sess=1 sets the session's k to id first (its lock);
+# ?getsess=1 answers k.
 W_PAGE = page(r"""
 HP_HANDLER(http_handler)
 {
     const char *id = hp_arg(req, "id");
     const char *spin = hp_arg(req, "spin");
+    if (hp_arg(req, "getsess")) {
+        const char *k = hp_session_get(req, "k");
+        hp_printf(req, "%s", k ? k : "(none)");
+        return HP_OK;
+    }
     if (!hp_arg(req, "nodb")) {
         if (hp_arg(req, "sess"))
             hp_session_set(req, "k", id ? id : "-");
@@ -658,6 +664,14 @@ def scenario_test(args, pool=4, dev=None, exit_code=0, **kw):
         ws, sp = held_scenario(s, **kw)
         sp.join(25)
         check_writers(s, ws)
+        if kw.get("cookie"):
+            k = s.get_ok("/w?getsess=1",
+                         headers={"Cookie": kw["cookie"]}).text
+            ok_ids = ["c"] + [w.path.split("id=")[1].split("&")[0]
+                              for w in ws if w.response.status == 200]
+            check(k in ok_ids, "the session's k is %r: written by a "
+                  "given-up request (answers %r)"
+                  % (k, [w.summary() for w in ws]))
         check(not any(w.response.status == 200 for w in ws) or
               kw.get("spin") != "-1", "a writer answered 200 next to a "
               "run that never returns: %r" % [w.summary() for w in ws])
@@ -683,7 +697,8 @@ def test_fresh13_probe_dev_session_lock_waiters_spin3s():
     """Dev, --workers 0: three writers of one session (the session's lock:
     the second and third wait for it), a run of the page holding the
     reactor 3 s after its own database call: each answered once, a 503's
-    rows absent; recovery."""
+    rows absent, the session's value not one a given-up request set;
+    recovery."""
     need_pg()
     scenario_test(["--workers", "0"], n=3, secs="0.8", spin="3000",
                   write2=True, cookie="auto", spin_db=True)
@@ -710,6 +725,103 @@ def test_fresh13_probe_production_worker_spin_forever_pool1():
                        pool=1, dev=False, n=4, secs="0.6", spin="-1",
                        write2=True)
     check_eq(st(sp.response), 504, "the spinner")
+
+
+# /t: the request body (any bytes of UTF-8) as "s" at the top, inside
+# three nested sections and in a list, with integers at their extremes;
+# rendered through t.tpl, or as JSON with ?json=1. /j: a JSON body back
+# as JSON, or through deep.tpl with ?tpl=1.
+T_PAGE = page(r"""
+HP_HANDLER(http_handler)
+{
+    size_t len = 0;
+    const char *s = hp_body(req, &len);
+    json_t *d = json_object();
+    json_object_set_new(d, "s", json_stringn(s ? s : "", len));
+    json_object_set_new(d, "o", json_pack("{s:{s:{s:o}}}", "p", "q", "s",
+                                          json_stringn(s ? s : "", len)));
+    json_t *a = json_array();
+    json_array_append_new(a, json_stringn(s ? s : "", len));
+    json_array_append_new(a, json_integer(-9223372036854775807LL - 1));
+    json_object_set_new(d, "arr", a);
+    json_object_set_new(d, "n", json_integer(9223372036854775807LL));
+    json_object_set_new(d, "b", json_true());
+    int rc = HP_OK;
+    if (hp_arg(req, "json"))
+        hp_write_json(req, d);
+    else
+        rc = hp_render(req, "t.tpl", d);
+    json_decref(d);
+    return rc;
+}
+""")
+T_TPL = ("[{{s}}|{{{s}}}|{{#o}}{{#p}}{{#q}}{{s}}{{/q}}{{/p}}{{/o}}|"
+         "{{#arr}}{{.}},{{/arr}}|{{n}}|{{b}}]\n")
+J_PAGE = page(r"""
+HP_HANDLER(http_handler)
+{
+    json_t *v = hp_json_body(req);
+    if (!v)
+        return 400;
+    int rc = HP_OK;
+    if (hp_arg(req, "tpl"))
+        rc = hp_render(req, "deep.tpl", v);
+    else
+        hp_write_json(req, v);
+    json_decref(v);
+    return rc;
+}
+""")
+
+
+def html_escape(s):
+    return (s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&#39;"))
+
+
+def test_fresh13_probe_template_and_json_escaping():
+    """300 bodies of random length (0-300, around 16/32/64, and up to 70
+    KB) mixing & < > " ' / = ` \\ controls, 2-4 byte UTF-8 and plain runs:
+    {{s}} is exactly the HTML escape at the top, three sections deep and
+    in a list, {{{s}}} the bytes; LLONG_MIN/MAX render whole; the JSON
+    answer parses back to the same strings."""
+    import random
+    rnd = random.Random(13)
+    alpha = list("&<>\"'abc/=`\\\n\t\x01\x7f") + ["\u00e9", "\u20ac",
+                                                   "\U0001d11e"]
+    D = 40
+    deep = ("{{#k}}" * D) + "{{v}}" + ("{{/k}}" * D) + "\n"
+    with Server(files={"t.c": T_PAGE, "t.tpl": T_TPL, "j.c": J_PAGE,
+                       "deep.tpl": deep}) as s:
+        bad = []
+        for i in range(300):
+            n = rnd.choice([0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65,
+                            rnd.randint(0, 300), rnd.randint(1000, 70000)])
+            txt = "".join(rnd.choice(alpha if rnd.random() < 0.5 else "x")
+                          for _ in range(n))
+            b = txt.encode()
+            r = s.post("/t", b, content_type="text/plain")
+            e = html_escape(txt)
+            want = ("[%s|%s|%s|%s,-9223372036854775808,|9223372036854775807|"
+                    "true]\n" % (e, txt, e, e))
+            if r.status != 200 or r.body.decode() != want:
+                bad.append(("tpl", n, txt[:40]))
+            r = s.post("/t?json=1", b, content_type="text/plain")
+            d = json.loads(r.body)
+            if not (d["s"] == txt and d["o"]["p"]["q"]["s"] == txt and
+                    d["arr"] == [txt, -9223372036854775808] and
+                    d["n"] == 9223372036854775807):
+                bad.append(("json", n, txt[:40]))
+        check(not bad, "%d wrong, first %r" % (len(bad), bad[:3]))
+        o = {"v": "<leaf>"}
+        for _ in range(D):
+            o = {"k": o}
+        r = s.post("/j?tpl=1", json.dumps(o), content_type="application/json")
+        check_eq(r.body, b"&lt;leaf&gt;\n", "40 sections deep")
+        for d, code in ((100, 200), (100000, 400)):
+            r = s.post("/j", "[" * d + "]" * d,
+                       content_type="application/json")
+            check_eq(r.status, code, "JSON %d deep" % d)
 
 
 if __name__ == "__main__":
