@@ -88,10 +88,10 @@ HP_HANDLER(http_handler)
 """.replace("TBL", TABLE), includes="#include <stdlib.h>\n#include <time.h>")
 
 
-def pg_server(args=None, files=None, pool=32, dev=None):
+def pg_server(args=None, files=None, pool=32, dev=None, env=None):
     files = dict(files or {})
     files.setdefault("w.c", W_PAGE)
-    s = Server(files=files,
+    s = Server(files=files, env=env,
                args=["--db", PG_URL, "--db-pool-size", str(pool)] +
                list(args or []))
     if dev is not None:
@@ -829,6 +829,36 @@ def test_fresh13_probe_template_and_json_escaping():
             r = s.post("/j", "[" * d + "]" * d,
                        content_type="application/json")
             check_eq(r.status, code, "JSON %d deep" % d)
+
+
+def test_fresh13_probe_a_linked_librarys_thread_local_keeps_the_page_off():
+    """A shared library (built here, found through a .pc file on the
+    server's PKG_CONFIG_PATH) defines `__thread int f13_var`; a page with
+    HP_PKG("f13tl") uses `extern __thread int f13_var` around its query:
+    150 requests, none as a coroutine, the log says why; a plain page in
+    the same server is promoted."""
+    need_pg()
+    import subprocess
+    import tempfile
+    d = tempfile.mkdtemp(prefix="hotpub-f13lib-")
+    with open(os.path.join(d, "f13tl.c"), "w") as f:
+        f.write("__thread int f13_var;\n")
+    subprocess.check_call(["cc", "-shared", "-fPIC", "-o",
+                           os.path.join(d, "libf13tl.so"),
+                           os.path.join(d, "f13tl.c")])
+    with open(os.path.join(d, "f13tl.pc"), "w") as f:
+        f.write("Name: f13tl\nDescription: test\nVersion: 1\n"
+                "Libs: -L%s -Wl,-rpath,%s -lf13tl\nCflags:\n" % (d, d))
+    imp = db_page("HP_PKG(\"f13tl\");\nextern __thread int f13_var;\n",
+                  "    f13_var++;\n")
+    with pg_server(["--workers", "0"], files={"imp.c": imp,
+                                              "plain.c": TLS_PAGES["plain.c"]},
+                   env={"PKG_CONFIG_PATH": d}) as s:
+        s.get_ok("/imp")
+        check(not promoted(s, "/imp"), "/imp ran on the reactor; log:\n" +
+              s.stderr_tail(6))
+        check(promoted(s, "/plain"), "/plain never promoted")
+        check_in("imp.c", s.stderr(), "the log")
 
 
 if __name__ == "__main__":
