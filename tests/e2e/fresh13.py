@@ -236,6 +236,16 @@ def check_recovered(s):
     check_eq((rs["active"], rs["queued"]), (0, 0), "reactor counters")
     check(harness.wait_until(lambda: pool_idle(s), limit(5.0)),
           "the pool is not back to idle: %r" % pool_of(s))
+    m = []
+
+    def metrics_idle():
+        m[:] = [ln for ln in s.get_ok("/_hotpub/metrics").text.splitlines()
+                if ln.startswith(("hotpub_db_pool_connections_in_use",
+                                  "hotpub_db_pool_waiting"))]
+        return m and all(ln.rsplit(" ", 1)[1] == "0" for ln in m)
+    # The metrics' gauges are sampled once a second.
+    check(harness.wait_until(metrics_idle, limit(10.0), interval=0.5),
+          "metrics 10 s after (status.json: %r): %r" % (pool_of(s), m))
 
 
 def pool_of(s):
