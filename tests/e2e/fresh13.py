@@ -4,7 +4,11 @@ session's changes: the stalled reactor's 503s, thread-local state kept off
 the reactor, the pool's one queue, templates, JSON and hp_db_int. Each
 test_fresh13_N_* is a finding, open when written (it fails on the binary
 it was written against); the test_fresh13_probe_* tests are what held.
-Tests that need PostgreSQL print "skip" without HOTPUB_PG_URL.
+Open when written: FRESH13-1 and 1b (a lock owned by a thread held across
+a query: on the reactor a plain mutex deadlocks the page, a recursive one
+excludes nothing), FRESH13-2 (hp_db_int of a positive value past
+LLONG_MAX as a float reads LLONG_MIN). Tests that need PostgreSQL print
+"skip" without HOTPUB_PG_URL. Not in make test: its findings fail.
 
     HOTPUB_BIN=/abs/path/hotpub HOTPUB_PG_URL=postgresql://... \\
         python3 tests/e2e/fresh13.py [NAME-SUBSTRING...]
