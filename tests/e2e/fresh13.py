@@ -345,7 +345,10 @@ def test_fresh13_1_a_mutex_held_across_a_query_deadlocks_the_reactor():
     pthread_mutex_lock on a lock whose owner is a suspended coroutine of
     that same thread, which can never resume; the page is dead until a
     restart (SIGTERM then waits out --shutdown-timeout, "3 requests still
-    running after 10 s; exiting anyway"). In production the watchdog
+    running after 10 s; exiting anyway"). Editing the page brings it back
+    (on the handler threads), but the reactor's thread stays blocked:
+    status.json reactor.active stays 2 and no page is promoted again for
+    the life of the process. In production the watchdog
     answers 504 and replaces the worker at --handler-timeout, and alone
     the process exits 70 (the two answered 503 after ~13 s): each new
     worker promotes the page again and deadlocks again under concurrency.
