@@ -371,7 +371,7 @@ struct hp_version {
     bool has_tls;          /* defines thread-local variables (PT_TLS)  */
     /* imports what keeps per-thread state ("uses pthread_setspecific",
      * hp_object_thread_state); "" none. Off the reactor as has_tls. */
-    char thread_state[96];
+    char thread_state[256];
     char *so_path;         /* private copy that was dlopen'ed          */
     struct hp_fid src_fid; /* the source as compiled                   */
     struct hp_dep *deps;

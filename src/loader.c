@@ -448,6 +448,35 @@ static const char *const thread_state_fns[] = {
 #define N_THREAD_STATE_FNS                                                     \
     (sizeof thread_state_fns / sizeof thread_state_fns[0])
 
+/*
+ * Functions that block the calling thread until another thread lets go
+ * (a lock, a condition, a semaphore). On the reactor a lock is owned by
+ * the thread, not the request: a request that holds one across a
+ * database wait is suspended with it, and the next request on the same
+ * thread that asks for it blocks the thread, so the owner never resumes
+ * and lets go (FRESH13-1: a static PTHREAD_MUTEX_INITIALIZER held across
+ * a query, as docs/pages.md's "protect it with a mutex" invites, hung the
+ * page and the reactor for good). A recursive lock does not block: it
+ * excludes nothing between those requests (FRESH13-1b). So an object
+ * that imports one is kept off the reactor, as one with per-thread state
+ * is. pthread_once and call_once block a second caller while the first
+ * runs the init routine, which may wait on the database. Not listed: the
+ * try-forms (they never block), and the functions that make or unmake a
+ * lock (pthread_mutex_init does not lock).
+ */
+static const char *const lock_fns[] = {
+    "pthread_mutex_lock",    "pthread_mutex_timedlock", "pthread_mutex_clocklock",
+    "pthread_rwlock_rdlock", "pthread_rwlock_wrlock",  "pthread_rwlock_timedrdlock",
+    "pthread_rwlock_timedwrlock", "pthread_spin_lock",  "pthread_cond_wait",
+    "pthread_cond_timedwait", "pthread_cond_clockwait", "pthread_barrier_wait",
+    "sem_wait",              "sem_timedwait",           "sem_clockwait",
+    "mtx_lock",              "mtx_timedlock",           "cnd_wait",
+    "cnd_timedwait",         "flockfile",               "flock",
+    "lockf",                 "pthread_once",            "call_once",
+};
+
+#define N_LOCK_FNS (sizeof lock_fns / sizeof lock_fns[0])
+
 /* Within [0, size) of the mapped file: off and n fit. */
 static bool in_file(size_t size, uint64_t off, uint64_t n)
 {
@@ -457,12 +486,12 @@ static bool in_file(size_t size, uint64_t off, uint64_t n)
 /*
  * Read the dynamic symbol table (.dynsym, .dynstr through the section
  * headers) of the object file so: each undefined symbol either in
- * thread_state_fns (bit i of *fns) or of type STT_TLS (the first one's
- * name in tls_var). -1 when the file is no ELF object of this machine's
- * class or its table cannot be read.
+ * thread_state_fns (bit i of *fns), in lock_fns (bit i of *locks) or of
+ * type STT_TLS (the first one's name in tls_var). -1 when the file is no
+ * ELF object of this machine's class or its table cannot be read.
  */
-static int scan_imports(const char *so, unsigned *fns, char *tls_var,
-                        size_t cap)
+static int scan_imports(const char *so, unsigned *fns, unsigned *locks,
+                        char *tls_var, size_t cap)
 {
     struct stat st;
     int fd = open(so, O_RDONLY | O_CLOEXEC), rc = -1;
@@ -515,6 +544,9 @@ static int scan_imports(const char *so, unsigned *fns, char *tls_var,
             for (unsigned j = 0; j < N_THREAD_STATE_FNS; j++)
                 if (strcmp(name, thread_state_fns[j]) == 0)
                     *fns |= 1u << j;
+            for (unsigned j = 0; j < N_LOCK_FNS; j++)
+                if (strcmp(name, lock_fns[j]) == 0)
+                    *locks |= 1u << j;
         }
     }
     rc = 0; /* no .dynsym: a static object imports nothing */
@@ -525,25 +557,36 @@ done:
 
 bool hp_object_thread_state(const char *so, char *why, size_t cap)
 {
-    unsigned fns = 0;
+    unsigned fns = 0, locks = 0;
     char var[64] = "";
     if (cap)
         *why = 0;
-    if (scan_imports(so, &fns, var, sizeof var) < 0) {
+    if (scan_imports(so, &fns, &locks, var, sizeof var) < 0) {
         /* what it imports is not known: as if it kept per-thread state */
         snprintf(why, cap, "has a dynamic symbol table hotpub cannot read");
         return true;
     }
-    if (!fns && !*var)
+    if (!fns && !locks && !*var)
         return false;
     struct hp_buf b = {0};
-    hp_buf_printf(&b, "uses ");
-    for (unsigned j = 0, n = 0; j < N_THREAD_STATE_FNS; j++)
-        if (fns & (1u << j))
-            hp_buf_printf(&b, "%s%s", n++ ? ", " : "", thread_state_fns[j]);
-    if (*var)
-        hp_buf_printf(&b, "%sthe thread-local variable %s", fns ? " and " : "",
-                      var);
+    if (fns || *var) {
+        hp_buf_printf(&b, "uses ");
+        for (unsigned j = 0, n = 0; j < N_THREAD_STATE_FNS; j++)
+            if (fns & (1u << j))
+                hp_buf_printf(&b, "%s%s", n++ ? ", " : "", thread_state_fns[j]);
+        if (*var)
+            hp_buf_printf(&b, "%sthe thread-local variable %s",
+                          fns ? " and " : "", var);
+        hp_buf_printf(&b, " (per-thread state)");
+    }
+    if (locks) {
+        hp_buf_printf(&b, "%swaits on ", b.p ? "; " : "");
+        for (unsigned j = 0, n = 0; j < N_LOCK_FNS; j++)
+            if (locks & (1u << j))
+                hp_buf_printf(&b, "%s%s", n++ ? ", " : "", lock_fns[j]);
+        hp_buf_printf(&b, " (a lock held across a database wait would "
+                          "deadlock)");
+    }
     snprintf(why, cap, "%s", b.p ? b.p : "");
     free(b.p);
     return true;

@@ -1451,11 +1451,12 @@ static struct ctx *ctx_of_rjob(struct hp_reactor_job *job)
 
 /* Why v's requests must have a thread to themselves: its thread-local
  * variables, or what it imports that keeps per-thread state (pthread
- * keys, FRESH12-2: loader.c); NULL: nothing. */
+ * keys, FRESH12-2) or blocks the thread on a lock (FRESH13-1: loader.c);
+ * NULL: nothing. */
 static const char *thread_state_of(const hp_version *v)
 {
     if (v->has_tls)
-        return "has thread-local variables";
+        return "has thread-local variables (per-thread state)";
     return v->thread_state[0] ? v->thread_state : NULL;
 }
 
@@ -1498,9 +1499,9 @@ static bool coro_candidate(const struct hp_pinset *ps)
     if (t == ps->page)
         atomic_store(&ps->page->coro_never, true);
     if (!atomic_exchange(&ps->page->coro_tls_said, true))
-        hp_log_info("%s: %s %s, which requests sharing the reactor's "
-                    "thread would share: its requests stay on the handler "
-                    "threads",
+        hp_log_info("%s: %s %s, which the requests sharing the reactor's "
+                    "thread cannot have to themselves: its requests stay on "
+                    "the handler threads",
                     ps->page->path, t == ps->page ? "it" : t->path,
                     thread_state_of(t));
     return false;

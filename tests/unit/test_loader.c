@@ -34,7 +34,7 @@ static const char *build(const char *name, const char *src)
 /* hp_object_thread_state of src's object: why, or "" when nothing. */
 static const char *why_of(const char *name, const char *src)
 {
-    static char why[96];
+    static char why[256];
     const char *so = build(name, src);
     if (!so)
         return "(not built)";
@@ -48,7 +48,7 @@ static void pthread_keys_are_seen(void)
     CHECK_STR(why_of("set", "#include <pthread.h>\n"
                             "extern pthread_key_t k;\n"
                             "void f(void *v) { pthread_setspecific(k, v); }\n"),
-              "uses pthread_setspecific");
+              "uses pthread_setspecific (per-thread state)");
     CHECK_STR(why_of("all", "#include <pthread.h>\n"
                             "static pthread_key_t k;\n"
                             "void *f(void *v) {\n"
@@ -56,12 +56,12 @@ static void pthread_keys_are_seen(void)
                             "    pthread_setspecific(k, v);\n"
                             "    return pthread_getspecific(k);\n}\n"),
               "uses pthread_setspecific, pthread_getspecific, "
-              "pthread_key_create");
+              "pthread_key_create (per-thread state)");
     CHECK_STR(why_of("get",
                      "#include <pthread.h>\n"
                      "extern pthread_key_t k;\n"
                      "void *f(void) { return pthread_getspecific(k); }\n"),
-              "uses pthread_getspecific");
+              "uses pthread_getspecific (per-thread state)");
 }
 
 static void c11_tss_and_locale_are_seen(void)
@@ -69,11 +69,11 @@ static void c11_tss_and_locale_are_seen(void)
     CHECK_STR(why_of("tss", "#include <threads.h>\n"
                             "extern tss_t k;\n"
                             "void *f(void) { return tss_get(k); }\n"),
-              "uses tss_get");
+              "uses tss_get (per-thread state)");
     CHECK_STR(why_of("loc",
                      "#include <locale.h>\n"
                      "locale_t f(locale_t l) { return uselocale(l); }\n"),
-              "uses uselocale");
+              "uses uselocale (per-thread state)");
 }
 
 /* A _Thread_local of another object: an undefined STT_TLS symbol (its own
@@ -82,7 +82,37 @@ static void another_objects_thread_local_is_seen(void)
 {
     CHECK_STR(why_of("ext", "extern __thread int shared_tl;\n"
                             "int f(void) { return ++shared_tl; }\n"),
-              "uses the thread-local variable shared_tl");
+              "uses the thread-local variable shared_tl (per-thread state)");
+}
+
+/* Locks, conditions and once-inits block the thread: a lock held across
+ * a database wait on the reactor would deadlock (FRESH13-1); with
+ * per-thread state as well, both are said. */
+static void locks_are_seen(void)
+{
+    CHECK_STR(why_of("mu", "#include <pthread.h>\n"
+                           "static pthread_mutex_t mu = "
+                           "PTHREAD_MUTEX_INITIALIZER;\n"
+                           "int n;\n"
+                           "void f(void) { pthread_mutex_lock(&mu); n++;\n"
+                           "    pthread_mutex_unlock(&mu); }\n"),
+              "waits on pthread_mutex_lock (a lock held across a database "
+              "wait would deadlock)");
+    CHECK_STR(why_of("rw", "#include <pthread.h>\n#include <semaphore.h>\n"
+                           "extern pthread_rwlock_t l; extern sem_t sm;\n"
+                           "extern pthread_once_t o; void g(void);\n"
+                           "void f(void) { pthread_rwlock_wrlock(&l);\n"
+                           "    sem_wait(&sm); pthread_once(&o, g); }\n"),
+              "waits on pthread_rwlock_wrlock, sem_wait, pthread_once (a lock "
+              "held across a database wait would deadlock)");
+    CHECK_STR(why_of("both", "#include <pthread.h>\n"
+                             "extern pthread_key_t k; extern pthread_cond_t c;\n"
+                             "extern pthread_mutex_t m;\n"
+                             "void f(void *v) { pthread_setspecific(k, v);\n"
+                             "    pthread_cond_wait(&c, &m); }\n"),
+              "uses pthread_setspecific (per-thread state); waits on "
+              "pthread_cond_wait (a lock held across a database wait would "
+              "deadlock)");
 }
 
 /* Functions whose state lives within the call, or is the whole process's
@@ -93,14 +123,12 @@ static void others_are_not(void)
     CHECK_STR(why_of("plain",
                      "#include <pthread.h>\n#include <string.h>\n"
                      "#include <stdlib.h>\n#include <stdio.h>\n"
-                     "static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;\n"
-                     "static pthread_once_t once = PTHREAD_ONCE_INIT;\n"
-                     "static void g(void) {}\n"
+                     "static pthread_mutex_t mu;\n"
                      "int f(char *s) {\n"
                      "    char *save;\n"
-                     "    pthread_once(&once, g);\n"
-                     "    pthread_mutex_lock(&mu);\n"
-                     "    pthread_mutex_unlock(&mu);\n"
+                     "    pthread_mutex_init(&mu, 0);\n"
+                     "    if (pthread_mutex_trylock(&mu) == 0)\n"
+                     "        pthread_mutex_unlock(&mu);\n"
                      "    puts(strerror(rand()));\n"
                      "    return strtok_r(s, \",\", &save) != 0 &&\n"
                      "           strtok(s, \",\") != 0 &&\n"
@@ -157,6 +185,7 @@ int main(int argc, char **argv)
     T_RUN(pthread_keys_are_seen);
     T_RUN(c11_tss_and_locale_are_seen);
     T_RUN(another_objects_thread_local_is_seen);
+    T_RUN(locks_are_seen);
     T_RUN(others_are_not);
     T_RUN(unreadable_is_kept_off);
     char cmd[PATH_MAX + 16];
