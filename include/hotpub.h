@@ -592,7 +592,9 @@ int hp_db_col(hp_db_res *r, const char *name); /* index, or -1 */
 /* Of the current row: the value's type (HP_DB_NULL for NULL), then the
  * value converted as asked. hp_db_text is NULL for NULL and "" for an empty
  * string; numbers come back as their decimal text; a blob as its bytes
- * (NUL-terminated too). hp_db_int / hp_db_float give 0 for NULL. */
+ * (NUL-terminated too). hp_db_int / hp_db_float give 0 for NULL;
+ * hp_db_int of a number past long long's range (text or float) gives
+ * LLONG_MAX or LLONG_MIN, as strtoll does, and of NaN 0. */
 enum hp_db_type hp_db_coltype(hp_db_res *r, int col);
 bool hp_db_is_null(hp_db_res *r, int col);
 const char *hp_db_text(hp_db_res *r, int col);

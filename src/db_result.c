@@ -11,6 +11,7 @@
 #include "db_core.h"
 
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <strings.h>
 
@@ -139,6 +140,20 @@ static bool plain_int(const char *p, long long *v)
     return true;
 }
 
+/* d as a long long, saturated as strtoll saturates a decimal text: a
+ * value past either end gives LLONG_MAX or LLONG_MIN, NaN 0 (a plain cast
+ * is undefined there, and x86 gives LLONG_MIN for 1e30: FRESH13-2). */
+static long long from_double(double d)
+{
+    if (d != d)
+        return 0;
+    if (d >= 0x1p63)
+        return LLONG_MAX;
+    if (d < -0x1p63)
+        return LLONG_MIN;
+    return (long long)d;
+}
+
 long long hp_db_int(hp_db_res *r, int col)
 {
     struct hp_db_cell *c = cell(r, col);
@@ -147,14 +162,14 @@ long long hp_db_int(hp_db_res *r, int col)
     if (!c)
         return 0;
     if (c->has_num)
-        return c->type == HP_DB_FLOAT ? (long long)c->num.f : c->num.i;
+        return c->type == HP_DB_FLOAT ? from_double(c->num.f) : c->num.i;
     if (plain_int(c->p, &v))
         return v;
     if (bool_text(c->p, &v))
         return v;
     v = strtoll(c->p, &end, 10);
     if (*end == '.' || *end == 'e' || *end == 'E')
-        return (long long)strtod(c->p, NULL);
+        return from_double(strtod(c->p, NULL));
     return v;
 }
 

@@ -7,8 +7,10 @@ it was written against); the test_fresh13_probe_* tests are what held.
 Open when written: FRESH13-1 and 1b (a lock owned by a thread held across
 a query: on the reactor a plain mutex deadlocks the page, a recursive one
 excludes nothing), FRESH13-2 (hp_db_int of a positive value past
-LLONG_MAX as a float reads LLONG_MIN). Tests that need PostgreSQL print
-"skip" without HOTPUB_PG_URL. Not in make test: its findings fail.
+LLONG_MAX as a float reads LLONG_MIN). All three are fixed: a chain that
+imports a lock function stays off the reactor (loader.c, lock_fns), and
+hp_db_int saturates (db_result.c). Tests that need PostgreSQL print
+"skip" without HOTPUB_PG_URL.
 
     HOTPUB_BIN=/abs/path/hotpub HOTPUB_PG_URL=postgresql://... \\
         python3 tests/e2e/fresh13.py [NAME-SUBSTRING...]

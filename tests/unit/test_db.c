@@ -366,6 +366,13 @@ static void core_text_ints(void)
         {"", 0},
         {"t", 1},
         {"false", 0},
+        /* past the range through strtod: saturated (FRESH13-2) */
+        {"1e30", 9223372036854775807LL},
+        {"9.3e18", 9223372036854775807LL},
+        {"1e19", 9223372036854775807LL},
+        {"-1e30", -9223372036854775807LL - 1},
+        {"nan", 0},
+        {"1e18", 1000000000000000000LL},
     };
     size_t n = sizeof cases / sizeof *cases;
     hp_db db = {0};
