@@ -310,32 +310,29 @@ def test_fresh12_2_pthread_key_in_app_mixes_requests_on_the_reactor():
 # _app.c calling pthread and C-library functions that keep no per-thread
 # state past the call (a mutex, pthread_once, strtok_r, strerror).
 PLAIN_APP = page(r"""
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
-static int calls;
-static void first(void) { calls = 0; }
+static atomic_int calls;
 
 HP_HOOK(prepare)
 {
     char buf[32], *save = NULL;
     const char *id = hp_arg(req, "id");
-    pthread_once(&once, first);
-    pthread_mutex_lock(&mu);
-    calls++;
-    pthread_mutex_unlock(&mu);
+    atomic_fetch_add(&calls, 1);
+    if (pthread_self() == 0)
+        hp_log(req, "no thread");
     snprintf(buf, sizeof buf, "%s", id ? id : "");
     if (strcmp(strerror(0), "") == 0 || !strtok_r(buf, "&", &save))
         hp_log(req, "empty id");
     return HP_OK;
 }
-""", includes="#include <pthread.h>\n#include <stdio.h>\n"
-              "#include <string.h>")
+""", includes="#include <pthread.h>\n#include <stdatomic.h>\n"
+              "#include <stdio.h>\n#include <string.h>")
 
 
 def test_fresh12_probe_app_with_other_pthread_calls_is_promoted():
-    """An _app.c that calls pthread_mutex_lock, pthread_once, strtok_r and
-    strerror (no per-thread state kept past the call): /q still goes to
-    the reactor, and the log names no reason to keep it off."""
+    """An _app.c that calls pthread_self, an atomic, strtok_r and strerror
+    (no per-thread state kept past the call, no lock: a lock keeps a chain
+    off since FRESH13-1, fresh13.py): /q still goes to the reactor, and
+    the log names no reason to keep it off."""
     need_pg()
     with pg_server(["--workers", "0"], files={"_app.c": PLAIN_APP}) as s:
         check(promoted(s), "/q never promoted; log:\n" + s.stderr_tail(8))
