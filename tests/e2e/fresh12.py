@@ -308,7 +308,7 @@ def test_fresh12_2_pthread_key_in_app_mixes_requests_on_the_reactor():
 
 
 # _app.c calling pthread and C-library functions that keep no per-thread
-# state past the call (a mutex, pthread_once, strtok_r, strerror).
+# state past the call (an atomic, pthread_self, strtok_r, strerror).
 PLAIN_APP = page(r"""
 static atomic_int calls;
 
