@@ -13,6 +13,7 @@
 #include "access.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,13 @@
 #define FLUSH_AT (32 * 1024)
 
 static struct {
-    FILE *f;
+    /* Atomic: the handler threads test it without the lock (is the log
+     * on? hp_access_enabled, hp_access_line) while SIGUSR1's reopen, on
+     * the main thread, swaps it under the lock; a plain pointer was a
+     * data race (make tsan, workers.py
+     * sigusr1_reopens_logs_and_pid_file). What it points to is used
+     * under mu only, and a reopen never makes it NULL. */
+    _Atomic(FILE *) f;
     char *spec;
     pthread_mutex_t mu;
     struct hp_buf buf; /* whole lines waiting to be written */
@@ -158,14 +165,16 @@ void hp_access_reopen(void)
 
 int hp_access_fd(void)
 {
-    return A.f ? fileno(A.f) : -1;
+    FILE *f = A.f;
+    return f ? fileno(f) : -1;
 }
 
 void hp_access_close(void)
 {
     hp_access_flush();
-    if (A.f && A.f != stdout)
-        fclose(A.f);
+    FILE *f = A.f;
+    if (f && f != stdout)
+        fclose(f);
     A.f = NULL;
     hp_buf_free(&A.buf);
     free(A.spec);

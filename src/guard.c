@@ -1980,16 +1980,30 @@ static char *tell_once(struct loading *l, const char *path, char *why)
 
 /* A waiter's answer once its loader failed: the parent's refusal (it
  * comes when the parent reaps the loader, and is logged there), else
- * these words. */
+ * these words. The loader marks the load failed from its exit or
+ * fatal-signal hook and only then goes on dying (the exit handlers
+ * registered before ours, the objects' destructors, a core dump,
+ * ThreadSanitizer's atexit_sleep_ms of 1 s), so while it exists (a zombie
+ * too: not reaped yet) the refusal is still to come: wait for it, up to
+ * the load's own bound; 100 polls once it is gone. Before, 100 polls in
+ * all: a loader that took a second to die had its refusal logged twice
+ * (the parent's, and these words; workers.py,
+ * test_first_load_of_an_exiting_constructor_kills_one_worker under make
+ * tsan, test_first_load_whose_loader_dies_slowly_is_refused_once). */
 static char *load_failed(struct loading *l, const char *key, const char *path,
                          pid_t pid)
 {
-    for (int tries = 0; tries < 100; tries++) {
+    int64_t t0 = now_ns();
+    for (int gone = 0; gone < 100;) {
         table_lock();
         char *why = initbad_why(key);
         table_unlock();
         if (why)
             return why;
+        if (pid <= 0 || (kill(pid, 0) < 0 && errno == ESRCH))
+            gone++;
+        else if (now_ns() - t0 > load_wait_ns())
+            break;
         nanosleep(&(struct timespec){0, LOAD_POLL_NS}, NULL);
     }
     return tell_once(l, path,

@@ -183,9 +183,16 @@ def test_pkg_config_requires_jansson():
     repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
     tmp = tempfile.mkdtemp(prefix="hotpub-pc-")
     try:
+        # The product's install, whatever make runs this file: `make tsan`
+        # or `make asan` pass BUILD, SUFFIX and SAN to their sub-makes in
+        # MAKEFLAGS, which would reach this make too (it built hotpub-tsan
+        # and installed a `hotpub` that no step had built: "cannot stat").
+        menv = {k: v for k, v in os.environ.items()
+                if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL",
+                             "MAKEOVERRIDES")}
         r = subprocess.run(["make", "-s", "install", "PREFIX=" + tmp],
                            cwd=repo, capture_output=True, text=True,
-                           timeout=300)
+                           timeout=300, env=menv)
         check_eq(r.returncode, 0, "make install: " + short(r.stderr, 400))
         env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(tmp, "lib",
                                                             "pkgconfig"))
