@@ -14,7 +14,8 @@
  * Owns: the cache and its limits. The blocks are glibc's own (malloc),
  * so memory jansson hands out and the caller frees with free() (the text
  * of json_dumps) stays valid, and a block may move between threads.
- * May not touch: anything but malloc, free and jansson's allocator hook.
+ * May not touch: anything but malloc, free and jansson's allocator hook
+ * (and standard error, to say a value was freed twice before aborting).
  */
 #include "jsonmem.h"
 
@@ -22,7 +23,10 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #define CLASSES 16           /* usable sizes 24 .. 24 + 16 * 16 - 1      */
 #define PER_CLASS 64         /* blocks of one class a thread keeps       */
@@ -48,6 +52,28 @@ struct cache {
 static __thread struct cache tc;
 static pthread_key_t key;
 
+/* A cached block's second word holds this mark, as glibc's tcache marks
+ * its own (the "key" of tcache_entry): a free of a block that carries it
+ * is most likely a second free, checked against this thread's list and
+ * refused loudly. Without it a page that json_decref'ed a value it does
+ * not own (hp_json_body's, which the request frees) would put one block
+ * in the cache twice, and two later values would share it: heap
+ * corruption where glibc's free would have stopped the process (make
+ * asan caught such a page in tests/e2e/fresh13.py). */
+static uintptr_t mark;
+
+static _Noreturn void freed_twice(void)
+{
+    static const char msg[] =
+        "hotpub: a JSON value was freed twice (a json_decref too many: a "
+        "value the page does not own, such as hp_json_body's, or one "
+        "json_object_set_new already took)\n";
+    if (write(2, msg, sizeof msg - 1) < 0) {
+        /* nothing more to say */
+    }
+    abort();
+}
+
 static void drain(void *arg)
 {
     struct cache *c = arg;
@@ -69,6 +95,7 @@ static void *jm_malloc(size_t n)
     if (k < CLASSES && tc.n[k]) {
         void *p = tc.head[k];
         tc.head[k] = *(void **)p;
+        ((uintptr_t *)p)[1] = 0; /* in use: not marked */
         tc.n[k]--;
         tc.bytes -= 24 + 16 * k;
         return p;
@@ -82,6 +109,10 @@ static void jm_free(void *p)
         return;
     size_t u = malloc_usable_size(p);
     size_t k = u < 24 ? CLASSES : (u - 24) / 16;
+    if (k < CLASSES && ((uintptr_t *)p)[1] == mark)
+        for (void *q = tc.head[k]; q; q = *(void **)q)
+            if (q == p)
+                freed_twice();
     if (k >= CLASSES || tc.n[k] >= PER_CLASS ||
         tc.bytes + 24 + 16 * k > MAX_BYTES) {
         free(p);
@@ -96,6 +127,7 @@ static void jm_free(void *p)
         tc.registered = true;
     }
     *(void **)p = tc.head[k];
+    ((uintptr_t *)p)[1] = mark;
     tc.head[k] = p;
     tc.n[k]++;
     tc.bytes += 24 + 16 * k;
@@ -106,6 +138,10 @@ static void jm_free(void *p)
 void hp_jsonmem_install(void)
 {
 #if JM_CACHE
+    /* Any value no live block is likely to hold in its second word. */
+    if (getrandom(&mark, sizeof mark, GRND_NONBLOCK) != sizeof mark)
+        mark = (uintptr_t)&mark ^ (uintptr_t)0x9e3779b97f4a7c15ULL;
+    mark |= 1; /* never 0, which jm_malloc writes */
     if (pthread_key_create(&key, drain) == 0)
         json_set_alloc_funcs(jm_malloc, jm_free);
 #endif

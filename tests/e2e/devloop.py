@@ -71,9 +71,15 @@ def timed_edit(s, rel, text, timeout):
 
 
 def test_fast_tier_edit_latency():
-    """10 rename edits with the fast tier: median <= 25 ms, max <= 100 ms
+    """10 rename edits with the fast tier: median <= 40 ms, max <= 150 ms
     from the rename to the new text served; the optimized tier is current
-    within 3 s; no rwxp mapping in the server."""
+    within 3 s; no rwxp mapping in the server. The bound is the 20 ms
+    settle window plus the fast tier's compile and load with room for a
+    machine half as fast (median 21 ms on the reference machine,
+    design.md; 26 ms once on a slower one, which the old 25 ms bound
+    failed); the optimized tier's compile alone takes longer, so the
+    bound still tells which tier served. Speed itself is measured in
+    bench/edit_refresh.py."""
     need_tcc()
     with Server({"p.c": simple_page("v0")}, dev=True, fast_tier=None) as s:
         check_eq(s.get_ok("/p").text, "v0", "first load")
@@ -84,9 +90,9 @@ def test_fast_tier_edit_latency():
         med, mx = statistics.median(took), max(took)
         harness.note("edit->served ms: %s" % ", ".join(
             "%.1f" % (t * 1000) for t in took))
-        check(med <= limit(0.025), "median %.1f ms > 25 ms (all: %s)"
+        check(med <= limit(0.040), "median %.1f ms > 40 ms (all: %s)"
               % (med * 1000, [round(t * 1000, 1) for t in took]))
-        check(mx <= limit(0.100), "max %.1f ms > 100 ms" % (mx * 1000))
+        check(mx <= limit(0.150), "max %.1f ms > 150 ms" % (mx * 1000))
         check_eq(current_tier(s, "p.c") in ("fast", "optimized"), True,
                  "tier reported")
         t0 = time.monotonic()

@@ -797,7 +797,7 @@ HP_HANDLER(http_handler)
         rc = hp_render(req, "deep.tpl", v);
     else
         hp_write_json(req, v);
-    json_decref(v);
+    /* no json_decref: hp_json_body's value is the request's (hotpub.h) */
     return rc;
 }
 """)
