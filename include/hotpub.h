@@ -516,6 +516,24 @@ hp_db *hp_db_req(hp_req *req);
 #define hp_db(req) hp_db_req(req)
 /* The same on a pool an application module owns. */
 hp_db *hp_db_from(hp_req *req, hp_db_pool *pool);
+/*
+ * Put the request's handle in autocommit mode, as PHP's PDO and most
+ * drivers are by default: each statement is then a transaction of its own,
+ * committed when it ends, and the request's outcome changes nothing in the
+ * database (a rollback, a 500, a failed commit hook undo none of it); a
+ * failed statement no longer fails the request or refuses the next ones
+ * (check each call). BEGIN and COMMIT stay refused on the request's handle:
+ * for a transaction of your own, take a pool handle (hp_db_pool_acquire).
+ * What it saves on PostgreSQL: a read is one statement, not the read and
+ * its guard (docs/database.md, "Autocommit"). Call it before the handle's
+ * first statement, for the rest of the request:
+ *     hp_db *db = hp_db(req);
+ *     if (!db || hp_db_autocommit(db) != HP_OK) return 500;
+ * HP_OK (also on a pool handle, already in autocommit); -1 when db is NULL
+ * or a statement already ran on it (SQLSTATE 25001; its transaction goes
+ * on as before).
+ */
+int hp_db_autocommit(hp_db *db);
 
 /*
  * Run one statement. hp_db_exec and hp_db_query take text parameters (a

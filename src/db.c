@@ -812,6 +812,34 @@ hp_db *hp_db_req(hp_req *req)
     return hp_db_from(req, default_pool);
 }
 
+/*
+ * The request's handle without a transaction, before its first statement:
+ * each statement then stands alone as on a pool handle (note_failure,
+ * refused and rd_commit see TX_NONE: a failure neither refuses the next
+ * statements nor turns the vote into a 500; rd_release only gives the
+ * connection back). The screen still refuses BEGIN and COMMIT on it
+ * (db->req is set): the request's handle never carries a transaction of
+ * the page's own, which the vote and the release know nothing of.
+ */
+int hp_db_autocommit(hp_db *db)
+{
+    if (!db)
+        return -1;
+    hp_db__clear_error(db);
+    if (db->tx == TX_NONE)
+        return HP_OK; /* a pool handle, or said already */
+    if (db->tx != TX_PENDING || db->failed) {
+        hp_db__fail(db,
+                    "hp_db_autocommit: the request's transaction has begun "
+                    "(a statement ran on this handle); call it before the "
+                    "first statement",
+                    "25001", 0);
+        return -1;
+    }
+    db->tx = TX_NONE;
+    return HP_OK;
+}
+
 /* ---- the server's default pool and the status page ----------------------- */
 
 static const char *data_home(char *buf, size_t len)

@@ -40,11 +40,15 @@ struct hp_db_stmt {
 /* A transaction's state as the request lifecycle sees it (db.c's):
  *
  *     NONE --enlist--> PENDING --1st statement: drv->begin--> OPEN
- *       ^                 |                                     |
+ *       ^ ^               |                                     |
+ *       | +- autocommit --+                                     |
  *       +---- release ----+-------- commit / rollback ----------+
+ *
+ * (hp_db_autocommit takes a request's handle from PENDING back to NONE,
+ * before its first statement, for the rest of the request.)
  */
 enum hp_db_tx {
-    TX_NONE,    /* autocommit (a pool_acquire handle)                    */
+    TX_NONE,    /* autocommit (a pool_acquire handle, hp_db_autocommit)  */
     TX_PENDING, /* a request handle: BEGIN is sent before the 1st statement */
     TX_OPEN,    /* BEGIN done                                            */
 };

@@ -2,7 +2,8 @@
  * bench/tfb/db.c - TFB test type 2, "single database query": GET /db reads
  * one random row of World and answers it as {"id":N,"randomNumber":N}.
  * Owns nothing else; the row comes from the request's pooled connection
- * (hp_db: a prepared statement after the first use on a connection).
+ * in autocommit mode (tfb_db: one statement, prepared after its first use
+ * on a connection).
  */
 #include "_lib/tfb.h"
 
@@ -10,7 +11,7 @@
 
 HP_HANDLER(http_handler)
 {
-    hp_db_res *r = hp_db_queryv(hp_db(req),
+    hp_db_res *r = hp_db_queryv(tfb_db(req),
                                 "SELECT id, randomnumber FROM world"
                                 " WHERE id = $1",
                                 HP_INT(tfb_random_id()));

@@ -4,7 +4,7 @@
  * fortune added at request time."), sorts them by message and renders
  * them through the template fortunes.tpl, which HTML-escapes the messages
  * (Mustache {{message}}); text/html; charset=utf-8 (hotpub's default).
- * Owns nothing else.
+ * The read is autocommit (tfb_db), as PHP's. Owns nothing else.
  */
 #include "_lib/tfb.h"
 
@@ -58,7 +58,7 @@ static json_t *as_json(const struct fortune *f, size_t n)
 
 HP_HANDLER(http_handler)
 {
-    hp_db_res *r = hp_db_query(hp_db(req), "SELECT id, message FROM fortune");
+    hp_db_res *r = hp_db_query(tfb_db(req), "SELECT id, message FROM fortune");
     if (!r)
         return 500;
     size_t n = 0, rows = hp_db_nrows(r);

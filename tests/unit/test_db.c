@@ -1135,6 +1135,106 @@ static int end_request(hp_req *req)
     return status;
 }
 
+/* hp_db_autocommit: each statement of the request's handle stands alone,
+ * committed as it ends; the request's rollback undoes none of it; a
+ * failure neither refuses the next statement nor turns the vote into a
+ * 500; BEGIN stays refused; after a statement it is too late (25001) and
+ * the transaction goes on. On PostgreSQL a GET's read in autocommit sends
+ * no read guard (none is prepared on the connection), where the same read
+ * in the request's transaction does. */
+static void request_autocommit(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 2});
+    hp_db *db = acquire(p);
+    const char *t = tbl("ac");
+    drop(db, "ac");
+    hp_db_exec_script(db, sqlf("CREATE TABLE %s (a INTEGER)", t));
+    hp_db_pool_release(db);
+    char ins[128];
+    snprintf(ins, sizeof ins, "INSERT INTO %s VALUES (1)", t);
+
+    CHECK(hp_db_autocommit(NULL) == -1);
+    db = acquire(p); /* a pool handle is in autocommit already */
+    CHECK(hp_db_autocommit(db) == HP_OK);
+    hp_db_pool_release(db);
+
+    if (E->pg) {
+        const char *guards = "SELECT count(*) FROM pg_prepared_statements"
+                             " WHERE name = 'hp_read_guard'";
+        hp_db_pool *one = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+        fake_request(&req, "GET");
+        db = hp_db_from(&req, one);
+        CHECK(db && hp_db_autocommit(db) == HP_OK);
+        CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 0);
+        CHECK(query_int(db, guards) == 0);
+        CHECK(end_request(&req) == 200);
+        fake_request(&req, "GET"); /* the same connection, transactional */
+        db = hp_db_from(&req, one);
+        CHECK(query_int(db, sqlf("SELECT count(*) FROM %s", t)) == 0);
+        CHECK(query_int(db, guards) == 1);
+        CHECK(end_request(&req) == 200);
+        hp_db_pool_close(one);
+    }
+
+    /* written, then the request rolls back: the row stays, and another
+     * connection saw it before the request ended */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(db && hp_db_autocommit(db) == HP_OK);
+    CHECK(hp_db_autocommit(db) == HP_OK); /* twice is once */
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(count_rows(p, "ac") == 1);
+    CHECK(fake_commit(&req) == HP_OK);
+    fake_rollback(&req); /* a later hook said no */
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(p, "ac") == 1);
+
+    /* a failed statement: the next one runs, the vote is yes */
+    fake_request(&req, "GET");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_autocommit(db) == HP_OK);
+    CHECK(hp_db_exec(db, "SELECT * FROM no_such_table_xyz") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "42P01");
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(p, "ac") == 2);
+
+    /* BEGIN and COMMIT stay refused; the statement after them runs */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_autocommit(db) == HP_OK);
+    CHECK(hp_db_exec(db, "BEGIN") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25001");
+    CHECK(hp_db_exec(db, "COMMIT") == -1);
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(p, "ac") == 3);
+
+    /* too late after a statement: the transaction goes on, and rolls back
+     * with the request */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(hp_db_autocommit(db) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25001");
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(count_rows(p, "ac") == 3); /* not committed yet */
+    fake_rollback(&req);
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(p, "ac") == 3);
+
+    struct hp_db_pool_stats st;
+    hp_db_pool_stats(p, &st);
+    CHECK(st.in_use == 0);
+    db = acquire(p);
+    drop(db, "ac");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
 /* The first statement carries BEGIN (PostgreSQL: in the same pipelined
  * round trip). Whatever fails in it, the transaction was begun, rolls back,
  * and the pool's only connection serves the next request normally. */
@@ -3238,6 +3338,7 @@ int main(int argc, char **argv)
     RUN_PG(pg_hook_carries_the_waits);
     RUN_PG(pg_hook_timeout_drops_connection);
     RUN_ALL(request_first_statement_fails);
+    RUN_ALL(request_autocommit);
     RUN_PG(pg_commit_waits_unless_nothing_written);
     RUN_PG(pg_serializable_failure_surfaces);
     RUN_PG(pg_deallocate_all);

@@ -83,6 +83,17 @@ static inline int tfb_queries(hp_req *req)
     return n > TFB_MAX_QUERIES ? TFB_MAX_QUERIES : (int)n;
 }
 
+/* The request's connection in autocommit mode (hp_db_autocommit), as
+ * TFB's PHP entry's PDO connection is: a read is then one statement for
+ * PostgreSQL, not the read and hotpub's read guard (docs/database.md,
+ * "Autocommit"). NULL when no connection could be had (hotpub answers 503
+ * whatever the page returns). */
+static inline hp_db *tfb_db(hp_req *req)
+{
+    hp_db *db = hp_db(req);
+    return db && hp_db_autocommit(db) == HP_OK ? db : NULL;
+}
+
 /* {"id":id,"randomNumber":number}, or NULL (no memory). Built with
  * jansson's setters rather than json_pack, which parses its format and
  * checks each key for UTF-8 on every call (docs/pages.md). */
