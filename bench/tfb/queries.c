@@ -10,7 +10,8 @@
  * require ("it is permissible to pipeline traffic between the application
  * and database as a network-level optimization ... as long as the queries
  * themselves are executed separately on the database server"); nothing is
- * merged into one query (no IN list, no ANY).
+ * merged into one query (no IN list, no ANY). In autocommit (tfb_db), as
+ * the other pages: the batch is one transaction of its own.
  */
 #include "_lib/tfb.h"
 
@@ -32,7 +33,7 @@ HP_HANDLER(http_handler)
         return 500;
     for (int i = 0; i < n; i++)
         ids[i] = HP_INT(tfb_random_id());
-    if (hp_db_query_many(hp_db(req),
+    if (hp_db_query_many(tfb_db(req),
                          "SELECT id, randomnumber FROM world WHERE id = $1",
                          (size_t)n, 1, ids, rs) != HP_OK)
         return 500; /* 503 instead when no connection could be had */

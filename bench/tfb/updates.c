@@ -20,8 +20,11 @@
  * one of them after a second); locking in one global order cannot. One
  * statement, not a SELECT ... FOR UPDATE and then the UPDATE: the rows
  * stay locked one round trip less, which is what other requests for them
- * wait on. The request's transaction (hp_db) commits it all when the
- * handler returns HP_OK.
+ * wait on. The connection is in autocommit (tfb_db), as TFB's PHP entry's
+ * PDO is: the reads' batch is one transaction of its own, the UPDATE
+ * another, committed as it ends; the request's transaction would add a
+ * round trip and PostgreSQL's read guard (bench/results-2026-11-30.md,
+ * "Twelfth pass": 1.1-1.7x the requests a second in autocommit).
  */
 #include "_lib/tfb.h"
 
@@ -115,7 +118,7 @@ HP_HANDLER(http_handler)
     size_t cap = (size_t)n * 7 + 4; /* ",10000" per row, braces, NUL */
     struct world *rows = hp_alloc(req, 2 * (size_t)n * sizeof *rows);
     char *ids = hp_alloc(req, cap), *numbers = hp_alloc(req, cap);
-    hp_db *db = hp_db(req);
+    hp_db *db = tfb_db(req);
     if (!rows || !ids || !numbers || read_rows(req, db, rows, n) != 0)
         return 500;
     merge_rows(rows, rows + n, n, ids, numbers, cap);
