@@ -524,14 +524,20 @@ hp_db *hp_db_from(hp_req *req, hp_db_pool *pool);
  * failed statement no longer fails the request or refuses the next ones
  * (check each call). BEGIN and COMMIT stay refused on the request's handle:
  * for a transaction of your own, take a pool handle (hp_db_pool_acquire).
- * What it saves on PostgreSQL: a read is one statement, not the read and
- * its guard (docs/database.md, "Autocommit"). Call it before the handle's
- * first statement, for the rest of the request:
+ * No session on such a request: hp_session_* and hp_csrf_token fail, and a
+ * session created before the call fails the request (500), because a
+ * session's lock and write ride on the request's transaction. What it
+ * saves on PostgreSQL: a read is one statement, not the read and its guard
+ * (docs/database.md, "Autocommit"). Call it before the handle's first
+ * statement, for the rest of the request:
  *     hp_db *db = hp_db(req);
- *     if (!db || hp_db_autocommit(db) != HP_OK) return 500;
+ *     if (!db) return 500;
+ *     hp_db_autocommit(db);
  * HP_OK (also on a pool handle, already in autocommit); -1 when db is NULL
- * or a statement already ran on it (SQLSTATE 25001; its transaction goes
- * on as before).
+ * or a statement already ran on it (SQLSTATE 25001: a POST's CSRF check
+ * read the session, say). The handle then stays in the request's
+ * transaction, the stricter mode, so a page that only wants cheaper reads
+ * may ignore the result.
  */
 int hp_db_autocommit(hp_db *db);
 

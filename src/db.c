@@ -826,7 +826,7 @@ int hp_db_autocommit(hp_db *db)
     if (!db)
         return -1;
     hp_db__clear_error(db);
-    if (db->tx == TX_NONE)
+    if (db->tx == TX_NONE && (!db->req || db->autocommit))
         return HP_OK; /* a pool handle, or said already */
     if (db->tx != TX_PENDING || db->failed) {
         hp_db__fail(db,
@@ -837,7 +837,14 @@ int hp_db_autocommit(hp_db *db)
         return -1;
     }
     db->tx = TX_NONE;
+    db->autocommit = true;
     return HP_OK;
+}
+
+bool hp_db__req_autocommit(hp_req *req)
+{
+    struct req_db *rd = req ? find_enlisted(req, default_pool) : NULL;
+    return rd && rd->db && rd->db->autocommit;
 }
 
 /* ---- the server's default pool and the status page ----------------------- */

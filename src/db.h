@@ -36,6 +36,11 @@ int hp_db__begin_writing(hp_db *db);
  * logs; a failure leaves the connection usable). NULL: none. */
 void hp_db__set_connect_hook(int (*fn)(hp_db *db));
 
+/* The request holds the default pool's handle, in autocommit mode
+ * (hp_db_autocommit). For session.c: a session's lock and write need the
+ * request's transaction. */
+bool hp_db__req_autocommit(hp_req *req);
+
 /* The file of an SQLite pool, or NULL (PostgreSQL; an in-memory database,
  * which no two connections share). For session.c's lock file. */
 const char *hp_db__sqlite_file(hp_db_pool *pool);

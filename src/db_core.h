@@ -85,6 +85,7 @@ struct hp_db {
     bool write_tx;           /* BEGIN for writing (SQLite: IMMEDIATE)      */
     bool reading;            /* the open transaction was begun for reading   */
     bool savepoint;          /* the request set a SAVEPOINT (it must last)   */
+    bool autocommit;         /* hp_db_autocommit said so (tx stays NONE)     */
     bool failed;             /* a statement failed inside the transaction */
     char first_failure[256]; /* its error, for the rollback's log line  */
     bool voted;              /* the request's commit phase said yes       */

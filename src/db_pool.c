@@ -823,7 +823,7 @@ void hp_db__pool_put(hp_db *db, bool reset)
     db->req = NULL;
     db->tx = TX_NONE;
     db->failed = db->voted = db->rolled_back = db->write_tx = false;
-    db->reading = db->savepoint = false;
+    db->reading = db->savepoint = db->autocommit = false;
     bool keep = db->drv->alive(db) && !too_old(db) &&
                 (!reset || db->drv->reset(db) == 0) &&
                 (!reset || !db->session_dirty || session_reset(db));

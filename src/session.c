@@ -12,8 +12,8 @@
  * request's session holds until it commits (struct hp_sess), and when a
  * session is locked (sesslock.c has the SQLite lock file).
  * May not touch: the database layer's insides (only the public hp_db_*
- * calls, hp_db(req), and db.h's connect hook, hp_db__begin_writing and
- * hp_db__sqlite_file),
+ * calls, hp_db(req), and db.h's connect hook, hp_db__begin_writing,
+ * hp_db__req_autocommit and hp_db__sqlite_file),
  * the request lifecycle's order (publish.c: a
  * session takes part through struct hp_resource), HTTP sending.
  *
@@ -42,7 +42,7 @@
  * slow hash.
  */
 #include "session.h"
-#include "db.h" /* hp_db__begin_writing, hp_db__sqlite_file only */
+#include "db.h" /* only the calls named above */
 #include "request.h"
 #include "sesslock.h"
 
@@ -94,6 +94,7 @@ static struct {
                                 may hold a snapshot without the table */
     pthread_mutex_t create_lock;
     atomic_bool no_db_logged;
+    atomic_bool autocommit_logged; /* log_autocommit said it once */
     /* the purge thread */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -624,6 +625,28 @@ static struct hp_sess *no_db(hp_req *req, struct hp_sess *s)
     return s;
 }
 
+/* The request's handle is in autocommit (hp_db_autocommit): the session's
+ * lock (PostgreSQL's row lock, SQLite's BEGIN IMMEDIATE) would end with
+ * the statement that took it, and its write would not go with the
+ * request's outcome. So no session on such a request (docs/database.md,
+ * "Autocommit"): logged once per process. */
+static void log_autocommit(hp_req *req)
+{
+    if (!atomic_exchange(&SS.autocommit_logged, true))
+        hp_log_error("sessions: %s: the request's database handle is in "
+                     "autocommit (hp_db_autocommit), which a session's lock "
+                     "and write cannot use: hp_session_* and hp_csrf_token "
+                     "fail on such a request (later cases are not logged)",
+                     req->target.path);
+}
+
+static struct hp_sess *in_autocommit(hp_req *req, struct hp_sess *s)
+{
+    log_autocommit(req);
+    s->failed = true;
+    return s;
+}
+
 /* The session cannot be read. When that is because the database is down,
  * the request's own hp_db says so the usual way (503, db.c); a logged-in
  * user must not silently look logged out. */
@@ -673,6 +696,8 @@ static struct hp_sess *load(hp_req *req)
     }
     if (!hp_db_default_pool())
         return no_db(req, s);
+    if (hp_db__req_autocommit(req))
+        return in_autocommit(req, s);
     const char *id = hp_cookie(req, SS.cookie);
     /* A forged or tampered cookie is no session; only a well-formed one
      * costs a lookup, and no cookie costs no database at all. */
@@ -790,6 +815,10 @@ static int touch_only(struct hp_sess *s, hp_db *db, long long expires)
 static int sess_commit(void *arg)
 {
     struct hp_sess *s = arg;
+    if (hp_db__req_autocommit(s->req)) { /* created, then autocommit */
+        log_autocommit(s->req);
+        return 500;
+    }
     hp_db *db = hp_db(s->req);
     long long expires = unix_now() + lifetime(s);
 
@@ -1000,6 +1029,7 @@ void hp_session_server_start(const struct hp_config *cfg)
     atomic_store(&SS.table_ready, false);
     atomic_store(&SS.ready_at, 0.0);
     atomic_store(&SS.no_db_logged, false);
+    atomic_store(&SS.autocommit_logged, false);
     SS.stop = false;
     if (hp_crypto_init() < 0 || !hp_db_default_pool())
         return;

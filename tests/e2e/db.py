@@ -237,6 +237,100 @@ def test_rollback_on_handler_error(eng):
         cleanup(s, eng)
 
 
+AUTOCOMMIT = r"""
+#include <hotpub.h>
+#include <string.h>
+
+/* hp_db_autocommit: each statement commits on its own, whatever the
+ * request's outcome; a failed one fails only itself. */
+HP_HANDLER(add)
+{
+    hp_db *db = hp_db(req);
+    if (!db || hp_db_autocommit(db) != HP_OK)
+        return 500;
+    const char *v = hp_arg(req, "v");
+    if (hp_db_exec(db, "INSERT INTO t (v) VALUES ($1)", v) != HP_OK)
+        return 500;
+    if (hp_arg(req, "badsql")) {
+        if (hp_db_exec(db, "SELECT * FROM no_such_table_e2e") == 0)
+            return 500;
+        hp_printf(req, "%s after %s; ", hp_db_sqlstate(db), v);
+        char more[64];
+        snprintf(more, sizeof more, "%s-more", v);
+        if (hp_db_exec(db, "INSERT INTO t (v) VALUES ($1)", more) != HP_OK)
+            return 500;
+    }
+    hp_printf(req, "added %s", v);
+    return hp_arg(req, "fail") ? 500 : HP_OK;
+}
+
+/* A session needs the request's transaction: after hp_db_autocommit
+ * hp_session_set fails; a session made before it fails the request. */
+HP_HANDLER(sess)
+{
+    hp_db *db = hp_db(req);
+    if (!db)
+        return 500;
+    if (hp_arg(req, "first")) {
+        int set = hp_session_set(req, "k", "v");
+        hp_printf(req, "set %d autocommit %d", set, hp_db_autocommit(db));
+        return HP_OK;
+    }
+    int ac = hp_db_autocommit(db);
+    hp_printf(req, "autocommit %d set %d token %s", ac,
+              hp_session_set(req, "k", "v"),
+              hp_csrf_token(req) ? "yes" : "none");
+    return HP_OK;
+}
+
+/* Too late once a statement ran: the request's transaction goes on. */
+HP_HANDLER(late)
+{
+    hp_db *db = hp_db(req);
+    if (!db || hp_db_exec(db, "INSERT INTO t (v) VALUES ($1)",
+                          hp_arg(req, "v")) != HP_OK)
+        return 500;
+    int rc = hp_db_autocommit(db);
+    hp_printf(req, "%d %s", rc, hp_db_sqlstate(db));
+    return hp_arg(req, "fail") ? 500 : HP_OK;
+}
+"""
+
+
+def test_autocommit_statements_outlive_the_request(eng):
+    """hp_db_autocommit over HTTP: a write stays when the handler then
+    answers 500; after a failed statement the next one runs and the request
+    is not turned into a 500; called after a statement it returns -1 (25001)
+    and the request's transaction still rolls back with the request."""
+    with db_server(eng, {"ac.c": AUTOCOMMIT}) as s:
+        make_t(s, eng)
+        r = s.post("/ac/add", "v=kept&fail=1")
+        check_eq(r.status, 500, "status when the handler returns 500")
+        check_eq(rows(s), ["kept"], "an autocommit write outlives a 500")
+        r = s.post("/ac/add", "v=b&badsql=1")
+        check_eq((r.status, r.text), (200, "42P01 after b; added b"),
+                 "a failed statement fails only itself")
+        check_eq(rows(s), ["b", "b-more", "kept"], "rows after the failure")
+        r = s.post("/ac/late", "v=gone&fail=1")
+        check_eq(r.status, 500, "hp_db_autocommit after a statement, 500")
+        check_eq(rows(s), ["b", "b-more", "kept"],
+                 "the request's transaction rolled back")
+        r = s.post("/ac/late", "v=late")
+        check_eq((r.status, r.text), (200, "-1 25001"), "late, success")
+        check_eq(rows(s), ["b", "b-more", "kept", "late"], "committed")
+        r = s.get("/ac/sess")
+        check_eq((r.status, r.text), (200, "autocommit 0 set -1 token none"),
+                 "no session on an autocommit request")
+        check("set-cookie" not in r.headers,
+              "no session cookie: %r" % (r.headers,))
+        r = s.get("/ac/sess?first=1")
+        check_eq(r.status, 500, "a session made before hp_db_autocommit")
+        check_in("which a session's lock and write cannot use", s.stderr(),
+                 "the log says why")
+        wait_pool_idle(s)
+        cleanup(s, eng)
+
+
 def test_rollback_when_commit_hook_fails(eng):
     with db_server(eng, {"w.c": WRITER}) as s:
         make_t(s, eng)

@@ -91,7 +91,9 @@ static inline int tfb_queries(hp_req *req)
 static inline hp_db *tfb_db(hp_req *req)
 {
     hp_db *db = hp_db(req);
-    return db && hp_db_autocommit(db) == HP_OK ? db : NULL;
+    if (db)
+        hp_db_autocommit(db); /* -1: in the request's transaction, as before */
+    return db;
 }
 
 /* {"id":id,"randomNumber":number}, or NULL (no memory). Built with
