@@ -42,8 +42,10 @@ highest level under `perf record -g` of the hotpub processes, and the
 symbols that took >= 1% of the samples (where hotpub's CPU goes).
 When db is among the tests, the run ends with PostgreSQL's own ceiling:
 pgbench (-M prepared) sends /db's statement on the server's cpu, with no
-HTTP server: as a bare autocommit SELECT, as a transaction in one round
-trip (BEGIN, SELECT, COMMIT pipelined) and as hotpub's transaction; the
+HTTP server: as a bare autocommit SELECT (what bench/tfb/db.c sends: it
+reads in autocommit, hp_db_autocommit), as a transaction in one round
+trip (BEGIN, SELECT, COMMIT pipelined) and as a page's read in hotpub's
+request transaction (with the read guard, or the write check); the
 best tps (and PostgreSQL's cpu per transaction, from
 /proc/stat of its cpu) is printed beside 5x PHP-FPM's /db: no server can
 answer /db faster than PostgreSQL answers its statement (--no-ceiling
@@ -442,23 +444,24 @@ def profile(b, args, srv, pg, test, level):
 # The statements of /db as pgbench sends them, with no HTTP server at all:
 # what PostgreSQL alone can answer on its cpu bounds every server's /db.
 PG_CEILING = (
-    ("bare SELECT, autocommit (1 statement, 1 round trip)",
+    ("bare SELECT, autocommit (1 statement, 1 round trip; hotpub's /db, "
+     "whose page reads in autocommit)",
      "\\set id random(1, 10000)\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\n"),
     ("a transaction in one round trip (BEGIN, SELECT, COMMIT pipelined)",
      "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\nCOMMIT;\n"
      "\\endpipeline\n"),
-    ("hotpub's /db under READ COMMITTED (SELECT and read guard pipelined, "
-     "one implicit transaction)",
+    ("a GET's read in hotpub's request transaction under READ COMMITTED "
+     "(SELECT and read guard pipelined, one implicit transaction)",
      "\\set id random(1, 10000)\n\\startpipeline\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\n"
      "SELECT 1 / (pg_catalog.pg_current_xact_id_if_assigned() IS NULL AND"
      " pg_catalog.current_setting('transaction_isolation') IN"
      " ('read committed', 'read uncommitted'))::int;\n"
      "\\endpipeline\n"),
-    ("hotpub's /db transaction under REPEATABLE READ (BEGIN, SELECT, "
-     "write check pipelined; COMMIT)",
+    ("a GET's read in hotpub's request transaction under REPEATABLE READ "
+     "(BEGIN, SELECT, write check pipelined; COMMIT)",
      "\\set id random(1, 10000)\n\\startpipeline\nBEGIN;\n"
      "SELECT id, randomnumber FROM world WHERE id = :id;\n"
      "SELECT pg_catalog.pg_current_xact_id_if_assigned(),"
