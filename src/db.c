@@ -148,13 +148,18 @@ static bool word_is(const char *w, size_t n, const char *x)
  * ROLLBACK (not ROLLBACK TO), BEGIN, END, START TRANSACTION, ABORT,
  * PREPARE TRANSACTION (PostgreSQL: it ends the session's transaction and
  * leaves it prepared, holding its locks until someone commits it).
- * SAVEPOINT, RELEASE and PREPARE of a statement are fine. */
-static bool tx_control_word(const char *w, size_t n, const char *end, bool pg)
+ * SAVEPOINT, RELEASE and PREPARE of a statement are fine, unless
+ * savepoints (a handle in autocommit: there is no transaction to hold one;
+ * SQLite's SAVEPOINT would open one that nothing commits). */
+static bool tx_control_word(const char *w, size_t n, const char *end, bool pg,
+                            bool savepoints)
 {
     static const char *const words[] = {"commit", "begin", "end", "abort",
                                         NULL};
     if (word_is(w, n, "rollback"))
-        return !is_rollback_to(w, pg);
+        return savepoints || !is_rollback_to(w, pg);
+    if (savepoints && (word_is(w, n, "savepoint") || word_is(w, n, "release")))
+        return true;
     for (const char *const *x = words; *x; x++)
         if (word_is(w, n, *x))
             return true;
@@ -227,9 +232,11 @@ static void tx_scan_word(struct tx_scan *s, const char *w, size_t n,
  * Inside a routine's body (struct tx_scan) each statement's first word is
  * read too: END there closes the body, anything else that is transaction
  * control is refused all the same (no body may hold one). One statement
- * (not a script): only its first word is read.
+ * (not a script): only its first word is read. savepoints: SAVEPOINT,
+ * RELEASE and ROLLBACK TO count too (tx_control_word).
  */
-static const char *tx_control(const char *sql, bool script, bool pg)
+static const char *tx_control(const char *sql, bool script, bool pg,
+                              bool savepoints)
 {
     const char *end = sql + strlen(sql);
     struct tx_scan s = {.pg = pg, .start = true};
@@ -263,7 +270,7 @@ static const char *tx_control(const char *sql, bool script, bool pg)
         s.start = false;
         if (start && s.in_body && word_is(w, n, "end"))
             s.in_body = false;
-        else if (start && tx_control_word(w, n, end, pg))
+        else if (start && tx_control_word(w, n, end, pg, savepoints))
             return w;
         else if (!script)
             return NULL;
@@ -303,12 +310,13 @@ static int screen(hp_db *db, const char *sql, bool script)
     if (refused(db, sql))
         return -1;
     bool pg = db->drv->engine == HP_DB_POSTGRESQL;
-    const char *w = db->req ? tx_control(sql, script, pg) : NULL;
+    const char *w =
+        db->req ? tx_control(sql, script, pg, db->autocommit) : NULL;
     if (w) {
         size_t n = 0;
         while (hp_db__lex_word_char((unsigned char)w[n]))
             n++;
-        hp_db__fail_tx_control(db, w, n);
+        hp_db__fail_tx_control(db, w, n, db->autocommit);
         return -1;
     }
     if (!script && is_empty(sql, pg)) {
@@ -826,6 +834,13 @@ int hp_db_autocommit(hp_db *db)
     if (!db)
         return -1;
     hp_db__clear_error(db);
+    if (db->tx == TX_NONE && !db->req && db->drv->in_tx(db)) {
+        hp_db__fail(db,
+                    "hp_db_autocommit: a transaction is open on this handle "
+                    "(its BEGIN ran); end it first",
+                    "25001", 0);
+        return -1;
+    }
     if (db->tx == TX_NONE && (!db->req || db->autocommit))
         return HP_OK; /* a pool handle, or said already */
     if (db->tx != TX_PENDING || db->failed) {

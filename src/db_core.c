@@ -154,12 +154,18 @@ char *hp_db__res_copy(hp_db_res *r, const void *p, size_t len)
     return d;
 }
 
-void hp_db__fail_tx_control(hp_db *db, const char *word, size_t n)
+void hp_db__fail_tx_control(hp_db *db, const char *word, size_t n,
+                            bool autocommit)
 {
     char *msg = hp_xasprintf(
-        "%.*s is not allowed in a request's transaction: the request "
-        "commits it when it ends, or rolls it back when it fails (use "
-        "SAVEPOINT, ROLLBACK TO and RELEASE inside it)",
+        autocommit
+            ? "%.*s is not allowed on a request's handle in autocommit "
+              "(hp_db_autocommit): each statement commits on its own; for a "
+              "transaction of your own take a pool handle "
+              "(hp_db_pool_acquire)"
+            : "%.*s is not allowed in a request's transaction: the request "
+              "commits it when it ends, or rolls it back when it fails (use "
+              "SAVEPOINT, ROLLBACK TO and RELEASE inside it)",
         (int)(n > 20 ? 20 : n), word);
     hp_db__fail(db, msg, "25001", 0);
     free(msg);

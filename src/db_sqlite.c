@@ -129,7 +129,7 @@ static void fail_code(hp_db *db, int code, const char *msg)
 {
     struct sq_conn *s = db->conn;
     if (code == SQLITE_AUTH && s->denied[0]) {
-        hp_db__fail_tx_control(db, s->denied, strlen(s->denied));
+        hp_db__fail_tx_control(db, s->denied, strlen(s->denied), false);
         s->denied[0] = '\0';
         return;
     }

@@ -94,7 +94,6 @@ static struct {
                                 may hold a snapshot without the table */
     pthread_mutex_t create_lock;
     atomic_bool no_db_logged;
-    atomic_bool autocommit_logged; /* log_autocommit said it once */
     /* the purge thread */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -628,21 +627,22 @@ static struct hp_sess *no_db(hp_req *req, struct hp_sess *s)
 /* The request's handle is in autocommit (hp_db_autocommit): the session's
  * lock (PostgreSQL's row lock, SQLite's BEGIN IMMEDIATE) would end with
  * the statement that took it, and its write would not go with the
- * request's outcome. So no session on such a request (docs/database.md,
- * "Autocommit"): logged once per process. */
-static void log_autocommit(hp_req *req)
+ * request's outcome. A page's mistake, said loudly: the request answers
+ * 500 and the log says why (docs/database.md, "Autocommit"); quietly
+ * failing calls let hp_session_destroy, which returns nothing, leave a
+ * user logged in (FRESH14-2). */
+static void fail_autocommit(hp_req *req)
 {
-    if (!atomic_exchange(&SS.autocommit_logged, true))
-        hp_log_error("sessions: %s: the request's database handle is in "
-                     "autocommit (hp_db_autocommit), which a session's lock "
-                     "and write cannot use: hp_session_* and hp_csrf_token "
-                     "fail on such a request (later cases are not logged)",
-                     req->target.path);
+    hp_log_error("sessions: %s: the request's database handle is in "
+                 "autocommit (hp_db_autocommit), which a session cannot use "
+                 "(its lock and write need the request's transaction): 500",
+                 req->target.path);
+    req->forced_status = 500;
 }
 
 static struct hp_sess *in_autocommit(hp_req *req, struct hp_sess *s)
 {
-    log_autocommit(req);
+    fail_autocommit(req);
     s->failed = true;
     return s;
 }
@@ -816,7 +816,7 @@ static int sess_commit(void *arg)
 {
     struct hp_sess *s = arg;
     if (hp_db__req_autocommit(s->req)) { /* created, then autocommit */
-        log_autocommit(s->req);
+        fail_autocommit(s->req);
         return 500;
     }
     hp_db *db = hp_db(s->req);
@@ -1029,7 +1029,6 @@ void hp_session_server_start(const struct hp_config *cfg)
     atomic_store(&SS.table_ready, false);
     atomic_store(&SS.ready_at, 0.0);
     atomic_store(&SS.no_db_logged, false);
-    atomic_store(&SS.autocommit_logged, false);
     SS.stop = false;
     if (hp_crypto_init() < 0 || !hp_db_default_pool())
         return;

@@ -1212,6 +1212,29 @@ static void request_autocommit(void)
     CHECK(end_request(&req) == 200);
     CHECK(count_rows(p, "ac") == 3);
 
+    /* no savepoint either: on SQLite it would open a transaction that
+     * nothing commits, and the write after it would be lost (FRESH14-1) */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_autocommit(db) == HP_OK);
+    CHECK(hp_db_exec(db, "SAVEPOINT s1") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25001");
+    CHECK(hp_db_exec_script(db, "SELECT 1; SAVEPOINT s1") == -1);
+    CHECK(hp_db_exec(db, "RELEASE s1") == -1);
+    CHECK(hp_db_exec(db, "ROLLBACK TO s1") == -1);
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    CHECK(end_request(&req) == 200);
+    CHECK(count_rows(p, "ac") == 4);
+
+    /* a pool handle inside its own BEGIN is not in autocommit */
+    db = acquire(p);
+    CHECK(hp_db_exec(db, "BEGIN") == HP_OK);
+    CHECK(hp_db_autocommit(db) == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25001");
+    CHECK(hp_db_exec(db, "ROLLBACK") == HP_OK);
+    CHECK(hp_db_autocommit(db) == HP_OK);
+    hp_db_pool_release(db);
+
     /* too late after a statement: the transaction goes on, and rolls back
      * with the request */
     fake_request(&req, "POST");
@@ -1220,11 +1243,11 @@ static void request_autocommit(void)
     CHECK(hp_db_autocommit(db) == -1);
     CHECK_STR(hp_db_sqlstate(db), "25001");
     CHECK(hp_db_exec(db, ins) == HP_OK);
-    CHECK(count_rows(p, "ac") == 3); /* not committed yet */
+    CHECK(count_rows(p, "ac") == 4); /* not committed yet */
     fake_rollback(&req);
     hp_req_release_resources(&req);
     hp_req_cleanup(&req);
-    CHECK(count_rows(p, "ac") == 3);
+    CHECK(count_rows(p, "ac") == 4);
 
     struct hp_db_pool_stats st;
     hp_db_pool_stats(p, &st);
