@@ -522,24 +522,26 @@ hp_db *hp_db_from(hp_req *req, hp_db_pool *pool);
  * committed when it ends, and the request's outcome changes nothing in the
  * database (a rollback, a 500, a failed commit hook undo none of it); a
  * failed statement no longer fails the request or refuses the next ones
- * (check each call). No transaction control on it: BEGIN, COMMIT,
- * SAVEPOINT, RELEASE, ROLLBACK [TO] are refused (25001); for a transaction
- * of your own take a pool handle (hp_db_pool_acquire). A request that then
- * uses its session (hp_session_*, hp_csrf_token), or made one before the
- * call, answers 500: a session's lock and write ride on the request's
- * transaction. What it saves on PostgreSQL: a read is one statement, not
- * the read and its guard (docs/database.md, "Autocommit"). Call it before
- * the handle's first statement, for the rest of the request:
+ * (check each call). No transaction control on it: BEGIN, START
+ * TRANSACTION, COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION,
+ * SAVEPOINT, RELEASE and ROLLBACK TO are refused (25001); for a
+ * transaction of your own take a pool handle (hp_db_pool_acquire). A
+ * session rides on the request's transaction: a request that touched its
+ * session keeps it (-1 here), and one that uses it after the call answers
+ * 500. What it saves on PostgreSQL: a read is one statement, not the read
+ * and its guard (docs/database.md, "Autocommit"). Call it before the
+ * handle's first statement, for the rest of the request:
  *     hp_db *db = hp_db(req);
  *     if (!db) return 500;
  *     hp_db_autocommit(db);
- * HP_OK (also on a pool handle, which is in autocommit unless its own
- * BEGIN is open); -1 when db is NULL or a statement already ran on it
- * (SQLSTATE 25001): a POST's CSRF check reads the session when a session
- * cookie came, a prepare hook may run statements. The handle then stays
- * in the request's transaction, the stricter mode: a page that only wants
- * cheaper reads may ignore the result; one whose writes must outlive a
- * failed request must check it.
+ * HP_OK (also on a pool handle, unless its own BEGIN is open, and in a
+ * rollback or release hook after the request's transaction rolled back);
+ * -1 when db is NULL, a statement already ran on it (a POST's CSRF check
+ * reads the session when a session cookie came; a prepare hook may run
+ * statements) or the session was touched (SQLSTATE 25001). The handle then
+ * stays in the request's transaction, the stricter mode: a page that only
+ * wants cheaper reads may ignore the result; one whose writes must
+ * outlive a failed request must check it.
  */
 int hp_db_autocommit(hp_db *db);
 

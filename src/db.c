@@ -310,13 +310,16 @@ static int screen(hp_db *db, const char *sql, bool script)
     if (refused(db, sql))
         return -1;
     bool pg = db->drv->engine == HP_DB_POSTGRESQL;
-    const char *w =
-        db->req ? tx_control(sql, script, pg, db->autocommit) : NULL;
+    /* Without the request's transaction (autocommit, or in a hook after
+     * it rolled back) no savepoint either: SQLite's would open a
+     * transaction that nothing commits. */
+    bool none = db->tx == TX_NONE;
+    const char *w = db->req ? tx_control(sql, script, pg, none) : NULL;
     if (w) {
         size_t n = 0;
         while (hp_db__lex_word_char((unsigned char)w[n]))
             n++;
-        hp_db__fail_tx_control(db, w, n, db->autocommit);
+        hp_db__fail_tx_control(db, w, n, none);
         return -1;
     }
     if (!script && is_empty(sql, pg)) {
@@ -834,20 +837,36 @@ int hp_db_autocommit(hp_db *db)
     if (!db)
         return -1;
     hp_db__clear_error(db);
-    if (db->tx == TX_NONE && !db->req && db->drv->in_tx(db)) {
+    if (db->tx == TX_NONE && !db->req) { /* a pool handle */
+        if (!db->drv->in_tx(db))
+            return HP_OK;
         hp_db__fail(db,
                     "hp_db_autocommit: a transaction is open on this handle "
-                    "(its BEGIN ran); end it first",
+                    "(BEGIN or SAVEPOINT ran); end it first",
                     "25001", 0);
         return -1;
     }
-    if (db->tx == TX_NONE && (!db->req || db->autocommit))
-        return HP_OK; /* a pool handle, or said already */
+    if (db->tx == TX_NONE) {
+        /* Said already, or the request's transaction ended (rolled back:
+         * a rollback or release hook): statements commit on their own. */
+        db->autocommit = true;
+        return HP_OK;
+    }
     if (db->tx != TX_PENDING || db->failed) {
         hp_db__fail(db,
                     "hp_db_autocommit: the request's transaction has begun "
                     "(a statement ran on this handle); call it before the "
                     "first statement",
+                    "25001", 0);
+        return -1;
+    }
+    /* A session's lock and write need the request's transaction
+     * (session.c): a request that touched its session keeps it, rather
+     * than failing with a 500 when the session is written. */
+    if (db->pool == default_pool && db->req->session) {
+        hp_db__fail(db,
+                    "hp_db_autocommit: this request uses its session, whose "
+                    "lock and write need the request's transaction",
                     "25001", 0);
         return -1;
     }

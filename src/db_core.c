@@ -159,10 +159,10 @@ void hp_db__fail_tx_control(hp_db *db, const char *word, size_t n,
 {
     char *msg = hp_xasprintf(
         autocommit
-            ? "%.*s is not allowed on a request's handle in autocommit "
-              "(hp_db_autocommit): each statement commits on its own; for a "
-              "transaction of your own take a pool handle "
-              "(hp_db_pool_acquire)"
+            ? "%.*s is not allowed on a request's handle without its "
+              "transaction (in autocommit, or after it rolled back): each "
+              "statement commits on its own; for a transaction of your own "
+              "take a pool handle (hp_db_pool_acquire)"
             : "%.*s is not allowed in a request's transaction: the request "
               "commits it when it ends, or rolls it back when it fails (use "
               "SAVEPOINT, ROLLBACK TO and RELEASE inside it)",

@@ -233,8 +233,9 @@ void hp_db__clear_error(hp_db *db);
 /* Record the refusal of transaction control in a request's transaction
  * (word: its first n bytes, e.g. COMMIT; SQLSTATE 25001, the same words
  * whether the dispatch's screen or the engine, SQLite's authorizer, saw
- * it); autocommit: on a request's handle in autocommit, where SAVEPOINT,
- * RELEASE and ROLLBACK TO are refused too. */
+ * it); autocommit: on a request's handle without its transaction (in
+ * autocommit, or after it rolled back), where SAVEPOINT, RELEASE and
+ * ROLLBACK TO are refused too. */
 void hp_db__fail_tx_control(hp_db *db, const char *word, size_t n,
                             bool autocommit);
 

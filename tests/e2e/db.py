@@ -334,8 +334,14 @@ def test_autocommit_statements_outlive_the_request(eng):
         check_eq(r.status, 500, "a session on an autocommit request")
         check("set-cookie" not in r.headers,
               "no session cookie: %r" % (r.headers,))
+        # a request that touched its session keeps its transaction
+        # (FRESH15-6: hp_db_autocommit said HP_OK, the commit then 500)
         r = s.get("/ac/sess?first=1")
-        check_eq(r.status, 500, "a session made before hp_db_autocommit")
+        check_eq((r.status, r.text), (200, "set 0 autocommit -1"),
+                 "a session made before hp_db_autocommit")
+        check(r.header("set-cookie"), "the session's cookie")
+        r = s.get("/ac/sess")
+        check_eq(r.status, 500, "a session on an autocommit request, again")
         err = s.stderr()
         check_eq(err.count("which a session cannot use"), 2,
                  "each is logged: %s" % err[-600:])

@@ -1249,6 +1249,22 @@ static void request_autocommit(void)
     hp_req_cleanup(&req);
     CHECK(count_rows(p, "ac") == 4);
 
+    /* in a rollback hook, after the request's transaction rolled back: the
+     * handle commits statement by statement, hp_db_autocommit says so
+     * (FRESH15-3), and a savepoint is refused there too: on SQLite it
+     * opened a transaction that the release rolled back (FRESH15-2) */
+    fake_request(&req, "POST");
+    db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, ins) == HP_OK);
+    fake_rollback(&req);
+    CHECK(hp_db_exec(db, "SAVEPOINT a") == -1);
+    CHECK_STR(hp_db_sqlstate(db), "25001");
+    CHECK(hp_db_autocommit(db) == HP_OK);
+    CHECK(hp_db_exec(db, ins) == HP_OK); /* an audit row */
+    hp_req_release_resources(&req);
+    hp_req_cleanup(&req);
+    CHECK(count_rows(p, "ac") == 5);
+
     struct hp_db_pool_stats st;
     hp_db_pool_stats(p, &st);
     CHECK(st.in_use == 0);
