@@ -829,8 +829,9 @@ hp_db *hp_db_req(hp_req *req)
  * refused and rd_commit see TX_NONE: a failure neither refuses the next
  * statements nor turns the vote into a 500; rd_release only gives the
  * connection back). The screen still refuses BEGIN and COMMIT on it
- * (db->req is set): the request's handle never carries a transaction of
- * the page's own, which the vote and the release know nothing of.
+ * (db->req is set), and savepoints too (TX_NONE): the request's handle
+ * never carries a transaction of the page's own, which the vote and the
+ * release know nothing of.
  */
 int hp_db_autocommit(hp_db *db)
 {
