@@ -10,8 +10,12 @@
  * require ("it is permissible to pipeline traffic between the application
  * and database as a network-level optimization ... as long as the queries
  * themselves are executed separately on the database server"); nothing is
- * merged into one query (no IN list, no ANY). In autocommit (tfb_db), as
- * the other pages: the batch is one transaction of its own.
+ * merged into one query (no IN list, no ANY). Unlike the other database
+ * pages, in the request's transaction (hp_db, not tfb_db): a GET's batch
+ * there is [runs, read guard, Sync], one statement fewer for PostgreSQL
+ * than autocommit's [BEGIN, runs, COMMIT, Sync], and it answered 0.78-0.97x
+ * as many requests in autocommit at 5 to 20 queries in most runs
+ * (bench/results-2026-11-30.md, "Twelfth pass").
  */
 #include "_lib/tfb.h"
 
@@ -33,7 +37,7 @@ HP_HANDLER(http_handler)
         return 500;
     for (int i = 0; i < n; i++)
         ids[i] = HP_INT(tfb_random_id());
-    if (hp_db_query_many(tfb_db(req),
+    if (hp_db_query_many(hp_db(req),
                          "SELECT id, randomnumber FROM world WHERE id = $1",
                          (size_t)n, 1, ids, rs) != HP_OK)
         return 500; /* 503 instead when no connection could be had */

@@ -84,7 +84,7 @@ static inline int tfb_queries(hp_req *req)
 }
 
 /* The request's connection in autocommit mode (hp_db_autocommit), as
- * TFB's PHP entry's PDO connection is: a read is then one statement for
+ * TFB's PHP entry's PDO connection is (/db, /fortunes, /updates): a read is then one statement for
  * PostgreSQL, not the read and hotpub's read guard (docs/database.md,
  * "Autocommit"). NULL when no connection could be had (hotpub answers 503
  * whatever the page returns). */
