@@ -149,8 +149,9 @@ static bool word_is(const char *w, size_t n, const char *x)
  * PREPARE TRANSACTION (PostgreSQL: it ends the session's transaction and
  * leaves it prepared, holding its locks until someone commits it).
  * SAVEPOINT, RELEASE and PREPARE of a statement are fine, unless
- * savepoints (a handle in autocommit: there is no transaction to hold one;
- * SQLite's SAVEPOINT would open one that nothing commits). */
+ * savepoints (a request's handle without its transaction, in autocommit or
+ * after it rolled back: there is none to hold one; SQLite's SAVEPOINT
+ * would open one that nothing commits). */
 static bool tx_control_word(const char *w, size_t n, const char *end, bool pg,
                             bool savepoints)
 {

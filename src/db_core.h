@@ -45,7 +45,8 @@ struct hp_db_stmt {
  *       +---- release ----+-------- commit / rollback ----------+
  *
  * (hp_db_autocommit takes a request's handle from PENDING back to NONE,
- * before its first statement, for the rest of the request.)
+ * before its first statement, for the rest of the request; on a handle
+ * already NONE after its rollback it only sets autocommit.)
  */
 enum hp_db_tx {
     TX_NONE,    /* autocommit (a pool_acquire handle, hp_db_autocommit)  */
