@@ -324,6 +324,19 @@ def parse_raw_response(buf):
 _live = set()          # servers not yet stopped (the runner's watchdog kills)
 _live_lock = threading.Lock()
 _started = []          # every Server of the current test, for stderr tails
+_owned = []            # the temp trees the current test's Servers made
+
+
+def _sweep_owned(passed):
+    """After a test's attempt: the temp trees its Servers made (tmp=None)
+    go if it passed or was skipped; a failed attempt's stay, where
+    stderr_tails names them. A Server leaves its tree on its own only at
+    the clean end of a `with` block, and most tests stop theirs otherwise
+    (explicit stop, a restart, an exception they expect)."""
+    if passed:
+        for d in _owned:
+            shutil.rmtree(d, ignore_errors=True)
+    del _owned[:]
 
 
 def reset_test_state():
@@ -369,6 +382,8 @@ class Server:
                  fast_tier=False):
         self.own_tmp = tmp is None
         self.tmp = tmp or tempfile.mkdtemp(prefix="hotpub-e2e-")
+        if self.own_tmp:
+            _owned.append(self.tmp)
         self.root = os.path.join(self.tmp, "root")
         self.cache = os.path.join(self.tmp, "cache")
         os.makedirs(self.root, exist_ok=True)
@@ -824,6 +839,7 @@ def run_suite(g, argv, suite_budget, test_timeout, params=None,
         else:
             err = run_one(call, test_timeout)
             kill_all_live()
+            _sweep_owned(not isinstance(err, str))
             first = err if isinstance(err, str) and RERUN else None
             if first is not None:
                 # Once more, from a clean state: a bound that only a
@@ -835,6 +851,7 @@ def run_suite(g, argv, suite_budget, test_timeout, params=None,
                 reset_test_state()
                 err = run_one(call, test_timeout)
         kill_all_live()
+        _sweep_owned(not isinstance(err, str))
         if isinstance(err, tuple):
             print("skip %s: %s" % (name, err[1]), flush=True)
         elif err is None and first is not None:
