@@ -28,16 +28,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (Server, check, check_eq, check_in,  # noqa: E402
                      limit, page)
+from fresh11 import PG_URL, need_pg  # noqa: E402
 
 TEST_TIMEOUT = 90.0
 SUITE_BUDGET = 900.0
-PG_URL = os.environ.get("HOTPUB_PG_URL", "").strip()
 TABLE = "hp_f13_%d_%d" % (os.getpid(), int(time.time() * 1000) % 100000)
-
-
-def need_pg():
-    if not PG_URL:
-        raise harness.Skip("no HOTPUB_PG_URL")
 
 
 # /w: ?setup / ?drop / ?count=1&id= manage the table; otherwise, unless
