@@ -226,11 +226,12 @@ enum tx_head {
  * PostgreSQL: CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ...
  * END. A statement is a routine only with TRIGGER, FUNCTION or PROCEDURE
  * in that place (enum tx_head), not with a table, view, index or column
- * so named. Its body opens at its first BEGIN outside parentheses, not
- * after a '.' (a qualified name's; a number's '.' does not count), and
- * followed (comments between) by ATOMIC on PostgreSQL, by a trigger
- * statement's first word on SQLite (SELECT, VALUES, WITH, INSERT,
- * REPLACE, UPDATE, DELETE: a trigger's body is never empty). Nothing
+ * so named. Its body opens at the first BEGIN that stands outside
+ * parentheses, not after a '.' (a qualified name's; a number's '.' does
+ * not count), and is followed (comments between) by ATOMIC on
+ * PostgreSQL, by a trigger statement's first word on SQLite (SELECT,
+ * VALUES, WITH, INSERT, REPLACE, UPDATE, DELETE: a trigger's body is
+ * never empty). Nothing
  * else in a routine's statement is so placed but a trigger named begin
  * without BEFORE, AFTER or INSTEAD OF (CREATE TRIGGER begin INSERT ON
  * ...): its body opens there, early but harmlessly, since nothing before
