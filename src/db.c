@@ -178,52 +178,175 @@ static bool word_start(char c)
     return isalpha((unsigned char)c) || c == '_' || (unsigned char)c >= 0x80;
 }
 
-/* A script's blocks whose statements end with ';' of their own: a
- * routine's body, which a statement has at most one of (SQLite: CREATE
- * [TEMP] TRIGGER ... BEGIN ... END; PostgreSQL: CREATE [OR REPLACE]
- * FUNCTION or PROCEDURE ... BEGIN ATOMIC ... END; neither nests), and
- * CASE ... END anywhere. Only the first BEGIN of a routine's statement
- * opens its body: a column or alias named begin inside the body opens
- * nothing. Inside the body, END closes it only as a statement's first
- * word; elsewhere it closes a CASE, or is a column named end. */
+/* The end of the number at p (a digit, or '.' then a digit): digits and
+ * '_', a fraction, an exponent; 0x and its hex digits. A letter after it
+ * starts a word of its own (or is the engine's syntax error). */
+static const char *number_end(const char *p, const char *end)
+{
+    if (p + 1 < end && p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        p += 2;
+        while (p < end && (isxdigit((unsigned char)*p) || *p == '_'))
+            p++;
+        return p;
+    }
+    while (p < end && (isdigit((unsigned char)*p) || *p == '_'))
+        p++;
+    if (p < end && *p == '.')
+        for (p++; p < end && (isdigit((unsigned char)*p) || *p == '_');)
+            p++;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        const char *q = p + 1;
+        if (q < end && (*q == '+' || *q == '-'))
+            q++;
+        if (q < end && isdigit((unsigned char)*q))
+            for (p = q; p < end && isdigit((unsigned char)*p);)
+                p++;
+    }
+    return p;
+}
+
+/* Where a statement's first words stand, outside a body: the words that
+ * make it a routine are read in their grammatical places only. */
+enum tx_head {
+    H_FIRST,   /* nothing read yet                          */
+    H_EXPLAIN, /* SQLite: EXPLAIN                           */
+    H_QUERY,   /* SQLite: EXPLAIN QUERY                     */
+    H_PLAN,    /* SQLite: EXPLAIN QUERY PLAN                */
+    H_CREATE,  /* CREATE                                    */
+    H_TEMP,    /* SQLite: CREATE TEMP or TEMPORARY          */
+    H_OR,      /* PostgreSQL: CREATE OR                     */
+    H_REPLACE, /* PostgreSQL: CREATE OR REPLACE             */
+    H_DONE,    /* past the head: a routine or not, decided  */
+};
+
+/*
+ * A script's blocks whose statements end with ';' of their own: a
+ * routine's body, which a statement has at most one of. SQLite: [EXPLAIN
+ * [QUERY PLAN]] CREATE [TEMP|TEMPORARY] TRIGGER ... BEGIN ... END;
+ * PostgreSQL: CREATE [OR REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ...
+ * END. A statement is a routine only with TRIGGER, FUNCTION or PROCEDURE
+ * in that place (enum tx_head), not with a table, view, index or column
+ * so named. Its body opens at the first BEGIN that stands outside
+ * parentheses, not after a '.' (a qualified name's; a number's '.' does
+ * not count), and is followed (comments between) by ATOMIC on
+ * PostgreSQL, by a trigger statement's first word on SQLite (SELECT,
+ * VALUES, WITH, INSERT, REPLACE, UPDATE, DELETE: a trigger's body is
+ * never empty). Nothing
+ * else in a routine's statement is so placed but a trigger named begin
+ * without BEFORE, AFTER or INSTEAD OF (CREATE TRIGGER begin INSERT ON
+ * ...): its body opens there, early but harmlessly, since nothing before
+ * the real BEGIN ends a statement or is END. Inside the body END closes
+ * it only as a statement's first word, as both engines read it (no
+ * statement of a body starts with END); elsewhere it closes a CASE, or is
+ * a column named end. Bodies do not nest here: PostgreSQL parses a
+ * CREATE FUNCTION inside a body (then refuses to run it); its END reads
+ * here as the outer body's, and the real END after it is refused (wrong,
+ * but the safe way).
+ */
 struct tx_scan {
     bool pg;
-    bool start;   /* the next word is a statement's first            */
-    bool create;  /* the statement (outside any body) is a CREATE    */
-    bool routine; /* ... of a trigger (SQLite), function or procedure */
-    bool in_body; /* inside the routine's body                       */
-    bool bodied;  /* the statement's body was opened (and closed)    */
-    bool atomic;  /* PostgreSQL: ATOMIC, the body's second word, next */
-    int cases;    /* CASEs open                                      */
-    int nword;    /* words of the statement outside the body so far  */
+    bool start;        /* the next word is a statement's first           */
+    enum tx_head head; /* the statement's first words (outside a body)   */
+    bool routine;      /* the statement is a trigger, function, procedure */
+    bool in_body;      /* inside the routine's body                      */
+    bool bodied;       /* the statement's body was opened (and closed)   */
+    bool atomic;       /* PostgreSQL: ATOMIC, the body's second word, next */
+    bool dot;          /* the token before was '.' (not a number's)      */
+    int depth;         /* parentheses open in the statement (outside the
+                          body)                                          */
 };
+
+/* Whether the BEGIN ending at p is a routine body's: the next word is
+ * ATOMIC (PostgreSQL) or starts a trigger's statement (SQLite). */
+static bool body_follows(const char *p, const char *end, bool pg)
+{
+    static const char *const sqlite_words[] = {"select", "values",  "with",
+                                               "insert", "replace", "update",
+                                               "delete", NULL};
+    size_t k = 0;
+    const char *next = hp_db__lex_next_word(p, end, pg, &k);
+    if (!next)
+        return false;
+    if (pg)
+        return word_is(next, k, "atomic");
+    for (const char *const *x = sqlite_words; *x; x++)
+        if (word_is(next, k, *x))
+            return true;
+    return false;
+}
+
+/* The head's next state after the word w (n bytes). */
+static enum tx_head head_next(struct tx_scan *s, const char *w, size_t n)
+{
+    switch (s->head) {
+    case H_FIRST:
+        if (word_is(w, n, "create"))
+            return H_CREATE;
+        return !s->pg && word_is(w, n, "explain") ? H_EXPLAIN : H_DONE;
+    case H_EXPLAIN:
+        if (word_is(w, n, "create"))
+            return H_CREATE;
+        return word_is(w, n, "query") ? H_QUERY : H_DONE;
+    case H_QUERY:
+        return word_is(w, n, "plan") ? H_PLAN : H_DONE;
+    case H_PLAN:
+        return word_is(w, n, "create") ? H_CREATE : H_DONE;
+    case H_CREATE:
+        if (s->pg && word_is(w, n, "or"))
+            return H_OR;
+        if (!s->pg && (word_is(w, n, "temp") || word_is(w, n, "temporary")))
+            return H_TEMP;
+        break;
+    case H_OR:
+        return word_is(w, n, "replace") ? H_REPLACE : H_DONE;
+    case H_TEMP:
+    case H_REPLACE:
+    case H_DONE:
+        break;
+    }
+    if (s->head == H_CREATE || s->head == H_TEMP || s->head == H_REPLACE)
+        s->routine =
+            s->pg ? word_is(w, n, "function") || word_is(w, n, "procedure")
+                  : word_is(w, n, "trigger");
+    return H_DONE;
+}
 
 static void tx_scan_word(struct tx_scan *s, const char *w, size_t n,
                          const char *end)
 {
-    if (!s->in_body && ++s->nword == 1)
-        s->create = word_is(w, n, "create");
-    if (s->create && s->nword <= 4 &&
-        (s->pg ? word_is(w, n, "function") || word_is(w, n, "procedure")
-               : word_is(w, n, "trigger")))
-        s->routine = true;
-    size_t k = 0;
-    const char *next;
-    if (word_is(w, n, "case")) {
-        s->cases++;
-    } else if (s->routine && !s->bodied && word_is(w, n, "begin")) {
-        next = s->pg ? hp_db__lex_next_word(w + n, end, true, &k) : NULL;
-        if (!s->pg || (next && word_is(next, k, "atomic"))) {
-            s->in_body = s->bodied = true;
-            s->atomic = s->pg;
-            s->start = !s->pg; /* the body's first statement follows */
+    bool dot = s->dot;
+    s->dot = false;
+    if (s->in_body) {
+        if (s->atomic) { /* the word after BEGIN: ATOMIC */
+            s->atomic = false;
+            s->start = true;
         }
-    } else if (s->atomic) { /* the word after BEGIN: ATOMIC */
-        s->atomic = false;
-        s->start = true;
-    } else if (word_is(w, n, "end") && s->cases > 0) {
-        s->cases--;
+        return;
     }
+    if (s->head != H_DONE) {
+        s->head = head_next(s, w, n);
+        return;
+    }
+    if (s->routine && !s->bodied && s->depth == 0 && !dot &&
+        word_is(w, n, "begin") && body_follows(w + n, end, s->pg)) {
+        s->in_body = s->bodied = true;
+        s->atomic = s->pg;
+        s->start = !s->pg; /* the body's first statement follows */
+    }
+}
+
+/* Any other token of the statement (punctuation c, a number, a string or
+ * quoted identifier: c 0) outside a comment. */
+static void tx_scan_other(struct tx_scan *s, char c)
+{
+    s->dot = c == '.';
+    if (s->in_body)
+        return;
+    s->head = H_DONE;
+    if (c == '(')
+        s->depth++;
+    else if (c == ')' && s->depth > 0)
+        s->depth--;
 }
 
 /*
@@ -249,18 +372,30 @@ static const char *tx_control(const char *sql, bool script, bool pg,
                 if (!script)
                     return NULL;
                 s.start = false;
-                s.nword += !s.in_body;
+                tx_scan_other(&s, 0);
             }
             p = q;
             continue;
         }
+        if (isspace((unsigned char)*p)) {
+            p++;
+            continue;
+        }
+        if (isdigit((unsigned char)*p) ||
+            (*p == '.' && p + 1 < end && isdigit((unsigned char)p[1]))) {
+            p = number_end(p, end);
+            tx_scan_other(&s, 0);
+            continue;
+        }
         if (!word_start(*p)) {
-            if (*p++ == ';') {
+            if (*p == ';') {
                 s.start = true;
-                s.cases = 0; /* a CASE never spans statements */
                 if (!s.in_body)
-                    s.create = s.routine = s.bodied = false, s.nword = 0;
+                    s = (struct tx_scan){.pg = pg, .start = true};
+            } else {
+                tx_scan_other(&s, *p);
             }
+            p++;
             continue;
         }
         const char *w = p;

@@ -1314,6 +1314,43 @@ def test_sqlite_trigger_using_a_column_named_end_is_not_refused(eng):
         cleanup(s, eng)
 
 
+def test_pg_end_after_a_table_named_procedure_is_refused(eng):
+    """FRESH15-5. tx_scan took any CREATE whose first four words held
+    procedure or function for a routine, and begin atomic anywhere in it
+    (here a column begin of a domain atomic) for its body: the END after
+    it was read as the body's close and ran, committing the INSERT before
+    it although the request answers 500."""
+    if not eng.pg:
+        raise Skip("PostgreSQL's BEGIN ATOMIC")
+    with db_server(eng, {"tx.c": TX_THEN_FAIL}, ONE_CONN) as s:
+        script(s, "CREATE TABLE f9t (x INTEGER); CREATE DOMAIN atomic AS int")
+        text, n = run_then_fail(
+            s, "script",
+            "INSERT INTO f9t VALUES (1); "
+            "CREATE TEMP TABLE procedure (begin atomic); END")
+        check_eq((n, "25001" in text), ("0", True),
+                 "rows committed, 25001 (page said %r)" % short(text))
+        cleanup(s, eng)
+
+
+def test_sqlite_trigger_whose_when_names_a_column_begin_is_not_refused(eng):
+    """FRESH15-4. tx_scan opened the trigger's body at the first begin,
+    new.begin in its WHEN clause, and then read the real BEGIN as a
+    statement's first word: the legitimate CREATE TRIGGER was refused with
+    25001."""
+    if eng.pg:
+        raise Skip("SQLite's trigger bodies")
+    with db_server(eng, {"tx.c": TX_THEN_FAIL}, ONE_CONN) as s:
+        value(s, "CREATE TABLE f9t (x INTEGER)")
+        text, _ = run_then_fail(
+            s, "script",
+            "CREATE TABLE f15x (a INTEGER, begin INTEGER); CREATE TRIGGER "
+            "f15tr AFTER INSERT ON f15x WHEN new.begin > 0 BEGIN INSERT "
+            "INTO f9t VALUES (new.a); END; INSERT INTO f15x VALUES (1, 1)")
+        check_eq(text.strip(), "0:ok", "the script's result")
+        cleanup(s, eng)
+
+
 def test_rollback_to_with_a_comment_before_to_is_not_refused(eng):
     """FRESH9-3. is_rollback_to (db.c) reads ROLLBACK TO word by word
     with blanks only: a comment between ROLLBACK and TO (which both engines

@@ -3100,10 +3100,9 @@ static void session_sql_lexing(void)
 }
 
 /* Transaction control the old word test let through (a column named begin,
- * an escape string, a nested comment, quoted identifiers), refused with
- * 25001 on the engine that reads it so; SQLite's authorizer refuses what
- * the text test reads as a block (a trigger named begin) the same way; a
- * PostgreSQL BEGIN ATOMIC body is not transaction control. */
+ * an escape string, a nested comment, quoted identifiers; the END after a
+ * trigger named begin), refused with 25001 on the engine that reads it so;
+ * a PostgreSQL BEGIN ATOMIC body is not transaction control. */
 static void tx_control_lexing(void)
 {
     hp_req req;
@@ -3203,6 +3202,215 @@ static void tx_control_lexing(void)
     drop(db, "txl");
     if (E->pg)
         hp_db_exec_script(db, sqlf("DROP FUNCTION IF EXISTS %s_f()", t));
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* Whether the script sql is refused by the screen, naming word (25001: not
+ * SQLite's authorizer, which names COMMIT for an END, and runs what comes
+ * before it first). */
+static bool refused_naming(hp_db *db, const char *sql, const char *word)
+{
+    const char *err = hp_db_error(db);
+    if (hp_db_exec_script(db, sql) == -1 &&
+        strcmp(hp_db_sqlstate(db), "25001") == 0 &&
+        (err = hp_db_error(db)) != NULL &&
+        strncmp(err, word, strlen(word)) == 0 && err[strlen(word)] == ' ')
+        return true;
+    fprintf(stderr, "  not refused naming %s (%s: %s): %s\n", word,
+            hp_db_sqlstate(db), err ? err : "", sql);
+    return false;
+}
+
+/*
+ * A routine's body opens only where the engine reads one (FRESH15-4, 5).
+ * A table, view, index or parameter named trigger, function or procedure
+ * with a column or alias begin (of a domain atomic on PostgreSQL) opens
+ * none, so the END after it is refused by the screen, in the request's
+ * transaction and in autocommit; each such script is valid, and on a pool
+ * handle its END commits the transaction begun before it: the request's
+ * would have been committed. A real body still opens where a column,
+ * parameter or trigger named begin stands before it (new.begin in WHEN,
+ * UPDATE OF begin, end, a number's '.', EXPLAIN), and the END or COMMIT
+ * after a real body is still refused.
+ */
+static void tx_control_bodies(void)
+{
+    hp_req req;
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    const char *t = tbl("txb"), *log = tbl("txb_log");
+    drop(db, "txb");
+    drop(db, "txb_log");
+    CHECK(hp_db_exec_script(
+              db, sqlf(E->pg ? "CREATE TABLE %s (a INTEGER, begin INTEGER)"
+                             : "CREATE TABLE %s (a INTEGER, begin INTEGER, "
+                               "end INTEGER)",
+                       t)) == HP_OK);
+    CHECK(hp_db_exec_script(db, sqlf("CREATE TABLE %s (n INTEGER); INSERT "
+                                     "INTO %s VALUES (0)",
+                                     log, log)) == HP_OK);
+    hp_db_pool_release(db);
+    char idx[128];
+    snprintf(idx, sizeof idx, "CREATE INDEX trigger ON %s (begin); END", t);
+    const char *sqlite_bad[] = {
+        "CREATE TABLE trigger(begin); END",
+        "CREATE TEMP TABLE trigger (begin INTEGER); END",
+        "CREATE VIEW trigger AS SELECT 1 AS begin; END",
+        "CREATE TABLE trigger AS SELECT 1 begin; END",
+        idx,
+    };
+    const char *pg_bad[] = {
+        "CREATE TEMP TABLE procedure (begin atomic); END",
+        "CREATE TEMP TABLE function (begin atomic); END",
+        "CREATE TEMP TABLE tx_b (procedure int, begin atomic); END",
+        "CREATE TEMP VIEW procedure AS SELECT begin atomic FROM "
+        "(SELECT 1 AS begin) s; END",
+        "CREATE OR REPLACE TEMP VIEW function AS SELECT begin atomic "
+        "FROM (SELECT 1 AS begin) s; END",
+        "CREATE FUNCTION pg_temp.f(begin atomic) RETURNS int LANGUAGE sql "
+        "RETURN 1; END",
+        "CREATE FUNCTION pg_temp.g() RETURNS TABLE (begin atomic) "
+        "LANGUAGE sql AS 'SELECT 1'; END",
+        /* a real body after a parameter begin of type atomic */
+        "CREATE PROCEDURE pg_temp.p(begin atomic) LANGUAGE sql "
+        "BEGIN ATOMIC END; END",
+    };
+    const char **bad = E->pg ? pg_bad : sqlite_bad;
+    size_t nbad = E->pg ? sizeof pg_bad / sizeof *pg_bad
+                        : sizeof sqlite_bad / sizeof *sqlite_bad;
+    const char *domain = "CREATE DOMAIN pg_temp.atomic AS int";
+    const char *sqlite_drop[] = {"DROP TABLE trigger", "DROP TABLE trigger",
+                                 "DROP VIEW trigger", "DROP TABLE trigger",
+                                 "DROP INDEX trigger"};
+    for (size_t i = 0; i < nbad; i++) {
+        const char *cleanup = E->pg ? "DISCARD TEMP" : sqlite_drop[i];
+        /* valid: its END commits a transaction (a pool handle's) */
+        db = acquire(p);
+        CHECK(!E->pg || hp_db_exec_script(db, domain) == HP_OK);
+        CHECK(hp_db_exec(db, "BEGIN") == HP_OK);
+        CHECK(db->drv->in_tx(db));
+        if (hp_db_exec_script(db, bad[i]) != HP_OK || db->drv->in_tx(db)) {
+            fprintf(stderr, "  did not commit (%s): %s\n",
+                    hp_db_error(db) ? hp_db_error(db) : "", bad[i]);
+            CHECK(false);
+        }
+        CHECK(hp_db_exec_script(db, cleanup) == HP_OK);
+        hp_db_pool_release(db);
+        /* refused, the request's transaction and in autocommit */
+        for (int autocommit = 0; autocommit < 2; autocommit++) {
+            fake_request(&req, "POST");
+            db = hp_db_from(&req, p);
+            if (autocommit)
+                CHECK(hp_db_autocommit(db) == HP_OK);
+            CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (1)", log)) ==
+                  HP_OK);
+            CHECK(!E->pg || hp_db_exec_script(db, domain) == HP_OK);
+            CHECK(refused_naming(db, bad[i], "END"));
+            CHECK(end_request(&req) == (autocommit ? 200 : 500));
+        }
+        db = acquire(p); /* nothing of it was kept */
+        CHECK(hp_db_exec_script(db, cleanup) == -1 || E->pg);
+        CHECK(hp_db_exec_script(db, sqlf("DELETE FROM %s WHERE n = 1", log)) ==
+              HP_OK);
+        hp_db_pool_release(db);
+    }
+
+    /* real bodies: each runs in a request, which commits; then with END or
+     * COMMIT after it, refused */
+    char sq[6][256], pq[5][320];
+    snprintf(sq[0], sizeof sq[0], /* FRESH15-4 */
+             "CREATE TRIGGER %s_tr AFTER INSERT ON %s WHEN new.begin > 0 "
+             "BEGIN UPDATE %s SET n = n + 1; END",
+             t, t, log);
+    snprintf(sq[1], sizeof sq[1],
+             "CREATE TEMP TRIGGER %s_tr AFTER INSERT ON %s WHEN new.begin "
+             "BEGIN UPDATE %s SET n = n + 1; END",
+             t, t, log);
+    snprintf(sq[2], sizeof sq[2],
+             "CREATE TRIGGER %s_tr AFTER INSERT ON %s WHEN new.a > 0. "
+             "BEGIN UPDATE %s SET n = n + 1; END",
+             t, t, log);
+    snprintf(sq[3], sizeof sq[3],
+             "CREATE TRIGGER %s_tr AFTER UPDATE OF begin, end ON %s BEGIN "
+             "UPDATE %s SET n = n + 1; END",
+             t, t, log);
+    snprintf(sq[4], sizeof sq[4],
+             "CREATE TRIGGER begin INSERT ON %s BEGIN INSERT INTO %s "
+             "SELECT 1 WHERE 0; UPDATE %s SET n = n + 1; END",
+             t, log, log);
+    snprintf(sq[5], sizeof sq[5],
+             "EXPLAIN QUERY PLAN CREATE TRIGGER %s_tr AFTER INSERT ON %s "
+             "WHEN new.begin BEGIN SELECT 1; END",
+             t, t);
+    snprintf(pq[0], sizeof pq[0],
+             "CREATE DOMAIN pg_temp.atomic AS int; CREATE FUNCTION "
+             "pg_temp.f(begin atomic) RETURNS int LANGUAGE sql BEGIN ATOMIC "
+             "SELECT begin; END; UPDATE %s SET n = n + pg_temp.f(1)",
+             log);
+    snprintf(pq[1], sizeof pq[1],
+             "CREATE PROCEDURE pg_temp.p(begin int) LANGUAGE sql BEGIN "
+             "ATOMIC UPDATE %s SET n = n + begin; END; CALL pg_temp.p(1)",
+             log);
+    snprintf(pq[2], sizeof pq[2],
+             "CREATE OR REPLACE FUNCTION pg_temp.g() RETURNS TABLE (begin "
+             "int) LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 "
+             "END; END; UPDATE %s SET n = n + (SELECT begin FROM pg_temp.g())",
+             log);
+    snprintf(pq[3], sizeof pq[3],
+             "CREATE PROCEDURE pg_temp.p() LANGUAGE sql BEGIN ATOMIC END; "
+             "CALL pg_temp.p(); UPDATE %s SET n = n + 1",
+             log);
+    snprintf(pq[4], sizeof pq[4],
+             "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql "
+             "BEGIN /* x */ ATOMIC SELECT 1; END; UPDATE %s SET n = n + 1",
+             log);
+    size_t ngood = E->pg ? 5 : 6;
+    for (size_t i = 0; i < ngood; i++) {
+        const char *good = E->pg ? pq[i] : sq[i];
+        bool fires = E->pg || i != 5; /* EXPLAIN creates nothing */
+        fake_request(&req, "POST");
+        db = hp_db_from(&req, p);
+        if (hp_db_exec_script(db, good) != HP_OK) {
+            fprintf(stderr, "  refused (%s: %s): %s\n", hp_db_sqlstate(db),
+                    hp_db_error(db) ? hp_db_error(db) : "", good);
+            CHECK(false);
+        }
+        if (!E->pg)
+            CHECK(hp_db_exec_script(
+                      db, sqlf("INSERT INTO %s (a, begin) VALUES (1, 1); "
+                               "UPDATE %s SET end = 1",
+                               t, t)) == HP_OK);
+        CHECK(end_request(&req) == 200);
+        db = acquire(p);
+        if (query_int(db, sqlf("SELECT n FROM %s", log)) != fires) {
+            fprintf(stderr, "  did not run: %s\n", good);
+            CHECK(false);
+        }
+        if (E->pg)
+            CHECK(hp_db_exec_script(db, sqlf("DISCARD TEMP; UPDATE %s SET "
+                                             "n = 0",
+                                             log)) == HP_OK);
+        else
+            CHECK(hp_db_exec_script(
+                      db, sqlf("DROP TRIGGER IF EXISTS %s_tr; DROP TRIGGER IF "
+                               "EXISTS begin; DELETE FROM %s; UPDATE %s SET "
+                               "n = 0",
+                               t, t, log)) == HP_OK);
+        hp_db_pool_release(db);
+        static const char *const after[] = {"; END", "; COMMIT"};
+        for (size_t k = 0; k < 2; k++) {
+            char sql[400];
+            snprintf(sql, sizeof sql, "%s%s", good, after[k]);
+            fake_request(&req, "POST");
+            db = hp_db_from(&req, p);
+            CHECK(refused_naming(db, sql, after[k] + 2));
+            CHECK(end_request(&req) == 500);
+        }
+    }
+    db = acquire(p);
+    drop(db, "txb");
+    drop(db, "txb_log");
     hp_db_pool_release(db);
     hp_db_pool_close(p);
 }
@@ -3390,6 +3598,7 @@ int main(int argc, char **argv)
     RUN_ALL(tx_control_refused);
     T_RUN(lexer_rules);
     RUN_ALL(tx_control_lexing);
+    RUN_ALL(tx_control_bodies);
     RUN_ALL(many_autocommit_like_single_runs);
     RUN_PG(pg_deallocate_forgets_all);
     T_RUN(session_sql_words);
