@@ -236,8 +236,8 @@ static void tx_scan_word(struct tx_scan *s, const char *w, size_t n,
  * (not a script): only its first word is read. savepoints: SAVEPOINT,
  * RELEASE and ROLLBACK TO count too (tx_control_word).
  */
-static const char *tx_control(const char *sql, bool script, bool pg,
-                              bool savepoints)
+static const char *tx_control(const char *sql, bool script,
+                              enum hp_db_lex_rules pg, bool savepoints)
 {
     const char *end = sql + strlen(sql);
     struct tx_scan s = {.pg = pg, .start = true};
@@ -315,7 +315,11 @@ static int screen(hp_db *db, const char *sql, bool script)
      * it rolled back) no savepoint either: SQLite's would open a
      * transaction that nothing commits. */
     bool none = db->tx == TX_NONE;
-    const char *w = db->req ? tx_control(sql, script, pg, none) : NULL;
+    /* Read as the server will: a plain '...' by the connection's
+     * standard_conforming_strings now (a script is parsed whole before
+     * its first statement runs, its own SET counts from the next text). */
+    const char *w =
+        db->req ? tx_control(sql, script, hp_db__lex_rules(db), none) : NULL;
     if (w) {
         size_t n = 0;
         while (hp_db__lex_word_char((unsigned char)w[n]))
@@ -636,7 +640,7 @@ int hp_db_exec_script(hp_db *db, const char *sql)
     hp_db__clear_error(db);
     db->changes = 0;
     db->session_dirty |= hp_db__changes_session(
-        sql, db->drv->engine == HP_DB_POSTGRESQL); /* reset at release */
+        sql, hp_db__lex_rules(db)); /* reset at release */
     if (screen(db, sql, true) < 0 ||
         (db->tx == TX_PENDING && begin_tx(db, true) < 0) ||
         db->drv->script(db, sql) < 0) {

@@ -208,6 +208,12 @@ struct hp_db_driver {
                     size_t *done);
     /* Statements without parameters, ';'-separated. 0 or -1. */
     int (*script)(hp_db *db, const char *sql);
+    /* The server now reads a backslash in a plain '...' string as an
+     * escape, as in E'...' (PostgreSQL with standard_conforming_strings
+     * off: a page's SET, set_config, a role's or database's default), as
+     * it last reported; no I/O, no allocation (every statement of a
+     * request asks, db.c's screen). NULL: never (SQLite). */
+    bool (*backslash_strings)(hp_db *db);
     /* The server forgot every prepared statement of the connection (a
      * page's DEALLOCATE ALL or DISCARD): forget the engine's own too (the
      * cache's are forgotten by the dispatch). NULL: it keeps none. */

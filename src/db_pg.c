@@ -1694,6 +1694,16 @@ static void pg_forget_prepared(hp_db *db)
     pc->check_ready = pc->guard_ready = false;
 }
 
+/* standard_conforming_strings as the server last reported it (libpq keeps
+ * each ParameterStatus, sent at connect and after every change, a SET's or
+ * a rollback's: a look-up in its short list, no I/O). A server that
+ * reports none (before 8.1) has it off, as libpq takes it too. */
+static bool pg_backslash_strings(hp_db *db)
+{
+    const char *v = PQparameterStatus(C(db), "standard_conforming_strings");
+    return !v || strcmp(v, "on") != 0;
+}
+
 unsigned long hp_db__pg_round_trips(hp_db *db)
 {
     return db && db->drv == &hp_db_pg_driver
@@ -1737,6 +1747,7 @@ const struct hp_db_driver hp_db_pg_driver = {
     .run = pg_run,
     .run_many = pg_run_many,
     .script = pg_script,
+    .backslash_strings = pg_backslash_strings,
     .stale = pg_stale,
     .forget_prepared = pg_forget_prepared,
     .discard = pg_discard,

@@ -276,6 +276,8 @@ static void driver_tables(void)
     driver_table_full(sq);
     driver_table_full(pg);
     CHECK(pg->run_many && !sq->run_many); /* SQLite: the dispatch loops */
+    /* PostgreSQL says how it reads '...' now; SQLite never escapes in it */
+    CHECK(pg->backslash_strings && !sq->backslash_strings);
     CHECK(sq->engine == HP_DB_SQLITE && pg->engine == HP_DB_POSTGRESQL);
     /* Each URL goes to exactly one engine, with the right target. */
     CHECK_STR(sq->match("sqlite:/var/a.db"), "/var/a.db");
@@ -3005,12 +3007,15 @@ static void tx_control_refused(void)
 
 /* The lexer (db_lex.c) ends a comment, string or quoted identifier where
  * the engine does: PostgreSQL's nested comments, E'' escapes, U&'',
- * $tag$ quotes; SQLite's [..] and `..` identifiers and unnested comments.
- * Each case: how many bytes the token at the start takes (0: none). */
+ * $tag$ quotes, B'' and X'', a string continued on another line, plain
+ * strings by standard_conforming_strings (HP_LEX_PG: on, 2: off); SQLite's
+ * [..] and `..` identifiers and unnested comments. Each case: how many
+ * bytes the token at the start takes (0: none). */
 static void lexer_rules(void)
 {
+#define OFF HP_LEX_PG_BACKSLASH
     static const struct {
-        bool pg;
+        enum hp_db_lex_rules pg;
         const char *sql;
         size_t len;
         enum hp_db_lex_kind kind;
@@ -3037,6 +3042,25 @@ static void lexer_rules(void)
         {false, "[begin]; COMMIT", 7, HP_LEX_IDENT, false},
         {false, "`be``gin`; COMMIT", 9, HP_LEX_IDENT, false},
         {true, "[begin]", 0, HP_LEX_NONE, false},
+        {true, "'a\\''; COMMIT; --'", 18, HP_LEX_STRING, false},
+        {OFF, "'a\\''; COMMIT; --'", 5, HP_LEX_STRING, false},
+        {OFF, "'a\\'; COMMIT; --'", 17, HP_LEX_STRING, false},
+        {OFF, "'\\x53ET'", 8, HP_LEX_STRING, true},
+        {OFF, "E'\\''; COMMIT", 5, HP_LEX_STRING, false},
+        {OFF, "\"a\\\"; COMMIT", 4, HP_LEX_IDENT, false},
+        {OFF, "$$ \\$$; COMMIT", 6, HP_LEX_STRING, false},
+        {OFF, "U&'\\0027'' x'; COMMIT", 13, HP_LEX_STRING, true},
+        {false, "'a\\''; x'", 9, HP_LEX_STRING, false},
+        {true, "E'a'\n'x\\'' ; COMMIT; --'", 10, HP_LEX_STRING, false},
+        {true, "'a' -- c\r\n 'b' x", 14, HP_LEX_STRING, false},
+        {true, "'a'\n\n-- c\n'b\\'; x'", 14, HP_LEX_STRING, false},
+        {true, "'a' 'b'", 3, HP_LEX_STRING, false},
+        {true, "'a' /* */\n'b'", 3, HP_LEX_STRING, false},
+        {true, "\"a\"\n\"b\"", 3, HP_LEX_IDENT, false},
+        {false, "'a'\n'b'", 3, HP_LEX_STRING, false},
+        {OFF, "B'1\\'; COMMIT; --'", 5, HP_LEX_STRING, false},
+        {OFF, "x'1f'\n'\\'; COMMIT; --'", 9, HP_LEX_STRING, false},
+        {true, "X'1''2'", 4, HP_LEX_STRING, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         struct hp_db_lex t;
@@ -3044,12 +3068,12 @@ static void lexer_rules(void)
         size_t got = (size_t)(hp_db__lex_skip(s, end, cases[i].pg, &t) - s);
         if (got != cases[i].len || t.kind != cases[i].kind ||
             t.escapes != cases[i].escapes) {
-            fprintf(stderr, "  %s %s: %zu kind %d escapes %d\n",
-                    cases[i].pg ? "pg" : "sqlite", s, got, (int)t.kind,
-                    (int)t.escapes);
+            fprintf(stderr, "  rules %d %s: %zu kind %d escapes %d\n",
+                    (int)cases[i].pg, s, got, (int)t.kind, (int)t.escapes);
             CHECK(false);
         }
     }
+#undef OFF
 }
 
 /* What the text of a PostgreSQL statement hides from a word test: the
@@ -3097,6 +3121,111 @@ static void session_sql_lexing(void)
     /* SQLite's comments do not nest: the PRAGMA after the first close */
     CHECK(hp_db__changes_session("/* /* */ PRAGMA x = 1 /* */", false));
     CHECK(!hp_db__changes_session("SELECT 1 AS [set]", false));
+    /* standard_conforming_strings off: '\'' is a quote, the SET follows */
+    CHECK(hp_db__changes_session("SELECT 'a\\''; SET ROLE x; --'",
+                                 HP_LEX_PG_BACKSLASH));
+    CHECK(!hp_db__changes_session("SELECT 'it\\'s'", HP_LEX_PG_BACKSLASH));
+    CHECK(hp_db__changes_session("SELECT set_config('a.b', box'\\', true)'"
+                                 ", false)",
+                                 HP_LEX_PG_BACKSLASH));
+}
+
+/* One request on p: a row written, then the statements pre (run one by
+ * one; NULL ends them), then sql as a script, refused (25001) or not as
+ * expected; the request then fails and rolls back, so the row must not
+ * survive: a COMMIT the screen did not see would have kept it. */
+static void scs_case(hp_db_pool *p, const char *const *pre, const char *sql,
+                     bool refused)
+{
+    hp_req req;
+    fake_request(&req, "POST");
+    hp_db *db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (1)", tbl("scs"))) ==
+          HP_OK);
+    for (; pre && *pre; pre++)
+        CHECK(hp_db_exec(db, *pre) == HP_OK);
+    int rc = hp_db_exec_script(db, sql);
+    if (refused ? rc != -1 || strcmp(hp_db_sqlstate(db), "25001") != 0
+                : rc != HP_OK) {
+        fprintf(stderr, "  %s (%d %s): %s\n",
+                refused ? "not refused" : "refused", rc, hp_db_sqlstate(db),
+                sql);
+        CHECK(false);
+    }
+    hp_db_exec(db, "SELECT * FROM no_such_table_scs");
+    CHECK(end_request(&req) == 500);
+    long long n = count_rows(p, "scs");
+    if (n != 0) {
+        fprintf(stderr, "  the request's row survived its rollback: %s\n", sql);
+        CHECK(false);
+        hp_db *d = acquire(p);
+        hp_db_exec_script(d, sqlf("DELETE FROM %s", tbl("scs")));
+        hp_db_pool_release(d);
+    }
+}
+
+/* The screen reads a plain '...' as the connection's server does: with
+ * standard_conforming_strings off a backslash escapes in it too, so
+ * 'a\''; COMMIT; --' is a string and then a COMMIT (which committed the
+ * request's transaction behind the screen), with it on one string. The
+ * setting as a page's SET, set_config, SET LOCAL, a pool's init_sql (a
+ * role's default is the same report at connect), turned back on, undone by
+ * ROLLBACK TO; a script is parsed whole before its own SET runs. And a
+ * string continued on the next line keeps its E'' rules. */
+static void pg_standard_conforming_strings(void)
+{
+    static const char both[] = "SELECT 'a\\''; COMMIT; --'";
+    static const char one[] = "SELECT 'a\\'; COMMIT; --'";
+    static const char *const off[] = {"SET standard_conforming_strings = off",
+                                      NULL};
+    static const char *const off_fn[] = {
+        "SELECT set_config('standard_conforming_strings', 'off', false)", NULL};
+    static const char *const off_local[] = {
+        "SET LOCAL standard_conforming_strings = off", NULL};
+    static const char *const off_on[] = {
+        "SET standard_conforming_strings = off",
+        "SET standard_conforming_strings TO on", NULL};
+    static const char *const undone[] = {
+        "SAVEPOINT s", "SET standard_conforming_strings = off",
+        "ROLLBACK TO SAVEPOINT s", NULL};
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    drop(db, "scs");
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE TABLE %s (a INTEGER)", tbl("scs"))) == HP_OK);
+    hp_db_pool_release(db);
+
+    scs_case(p, NULL, both, false); /* on: one string */
+    scs_case(p, off, both, true);
+    scs_case(p, NULL, both, false); /* the reset put it back on */
+    scs_case(p, off_fn, both, true);
+    scs_case(p, off_local, both, true);
+    scs_case(p, off_on, both, false);
+    scs_case(p, undone, both, false);
+    scs_case(p, off, one, false); /* off: one string */
+    scs_case(p, NULL, one, true);
+    scs_case(p, NULL,
+             "SET standard_conforming_strings = off; "
+             "SELECT 'a\\''; COMMIT; --'",
+             false);
+    scs_case(p, NULL, "SELECT E'a'\n'x\\'' ; COMMIT; --'", true);
+    scs_case(p, NULL, "SELECT E'a' -- c\r\n\t'x\\'' ; COMMIT; --'", true);
+    scs_case(p, off, "SELECT 'a'\n'x\\'' ; COMMIT; --'", true);
+    db = acquire(p);
+    hp_db_res *r = hp_db_query(db, "SHOW standard_conforming_strings");
+    CHECK(r && hp_db_next(r) && strcmp(hp_db_text(r, 0), "on") == 0);
+    hp_db_res_free(r);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+
+    p = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 1, .init_sql = "SET standard_conforming_strings = off"});
+    scs_case(p, NULL, both, true);
+    scs_case(p, NULL, one, false);
+    db = acquire(p);
+    drop(db, "scs");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
 }
 
 /* Transaction control the old word test let through (a column named begin,
@@ -3394,6 +3523,7 @@ int main(int argc, char **argv)
     RUN_PG(pg_deallocate_forgets_all);
     T_RUN(session_sql_words);
     T_RUN(session_sql_lexing);
+    RUN_PG(pg_standard_conforming_strings);
     RUN_ALL(session_state_not_leaked);
     RUN_ALL(clean_connection_not_reset);
     RUN_ALL(failed_reset_drops_connection);
