@@ -23,6 +23,7 @@
 #ifndef HP_DB_CORE_H
 #define HP_DB_CORE_H
 
+#include "db_lex.h"
 #include "hp.h"
 
 struct hp_req;
@@ -214,6 +215,11 @@ struct hp_db_driver {
      * it last reported; no I/O, no allocation (every statement of a
      * request asks, db.c's screen). NULL: never (SQLite). */
     bool (*backslash_strings)(hp_db *db);
+    /* The client encoding's multibyte characters may hold ASCII bytes
+     * (PostgreSQL's client-only encodings, after a page's SET
+     * client_encoding: db_lex.h), as the server last reported it; no
+     * I/O, no allocation. NULL: never (SQLite). */
+    enum hp_db_lex_mb (*client_mb)(hp_db *db);
     /* The server forgot every prepared statement of the connection (a
      * page's DEALLOCATE ALL or DISCARD): forget the engine's own too (the
      * cache's are forgotten by the dispatch). NULL: it keeps none. */

@@ -5,19 +5,87 @@
  * control, db_stmt.c's test of statements that change the session) read
  * the words the engine reads, not words hidden in a string or a comment.
  *
- * Owns: nothing but these pure functions (no state, no allocation).
+ * Owns: nothing but these pure functions (no state; no allocation but
+ * hp_db__lex_mb_plain's copy of a long text in a client-only encoding).
  * May not touch: any engine, connection or pool; it calls nothing of the
  * layer.
  */
 #include "db_lex.h"
+#include "hp.h"
 
 #include <ctype.h>
 #include <stddef.h>
 #include <string.h>
+#include <strings.h>
 
 bool hp_db__lex_word_char(unsigned char c)
 {
     return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
+
+enum hp_db_lex_mb hp_db__lex_mb_named(const char *e)
+{
+    static const struct {
+        const char *name;
+        enum hp_db_lex_mb mb;
+    } names[] = {{"SJIS", HP_MB_SJIS},      {"SHIFT_JIS_2004", HP_MB_SJIS},
+                 {"BIG5", HP_MB_2},         {"GBK", HP_MB_2},
+                 {"UHC", HP_MB_2},          {"JOHAB", HP_MB_JOHAB},
+                 {"GB18030", HP_MB_GB18030}};
+    for (size_t i = 0; e && i < sizeof names / sizeof *names; i++)
+        if (strcasecmp(e, names[i].name) == 0)
+            return names[i].mb;
+    return HP_MB_NONE;
+}
+
+/* The bytes of the character at p (p < end), as pg_encoding_mblen. */
+static size_t mb_len(const unsigned char *p, const unsigned char *end,
+                     enum hp_db_lex_mb mb)
+{
+    size_t n = 1;
+    if (*p >= 0x80)
+        switch (mb) {
+        case HP_MB_NONE:
+            break;
+        case HP_MB_SJIS:
+            n = *p >= 0xa1 && *p <= 0xdf ? 1 : 2;
+            break;
+        case HP_MB_2:
+            n = 2;
+            break;
+        case HP_MB_JOHAB:
+            n = *p == 0x8f ? 3 : 2;
+            break;
+        case HP_MB_GB18030:
+            n = p + 1 < end && p[1] >= 0x30 && p[1] <= 0x39 ? 4 : 2;
+            break;
+        }
+    return n < (size_t)(end - p) ? n : (size_t)(end - p);
+}
+
+char *hp_db__lex_mb_plain(const char *sql, enum hp_db_lex_mb mb, char *buf,
+                          size_t size)
+{
+    if (mb == HP_MB_NONE)
+        return NULL;
+    const unsigned char *s = (const unsigned char *)sql, *p = s;
+    const unsigned char *end = s + strlen(sql);
+    char *out = NULL;
+    while (p < end) {
+        size_t n = mb_len(p, end, mb);
+        for (size_t i = 1; i < n; i++) {
+            if (p[i] >= 0x80)
+                continue;
+            if (!out) {
+                size_t len = (size_t)(end - s) + 1;
+                out = len <= size ? buf : hp_xmalloc(len);
+                memcpy(out, sql, len);
+            }
+            out[p - s + i] = (char)0x80;
+        }
+        p += n;
+    }
+    return out;
 }
 
 /* How a quoted token ends (quoted_end). */

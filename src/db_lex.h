@@ -34,6 +34,31 @@ enum hp_db_lex_rules {
     HP_LEX_PG_BACKSLASH = 2, /* off: a backslash escapes in '...' too    */
 };
 
+/* A PostgreSQL client-only encoding, whose multibyte characters may hold
+ * ASCII bytes after their first (SJIS's 0x95 0x5C is one character, no
+ * backslash): the server converts the text to its own encoding before it
+ * reads it, so such a byte means nothing to it. NONE: every other one
+ * (UTF8, EUC_*, LATIN*, WIN*: a character's bytes after the first are
+ * all >= 0x80). As PostgreSQL's pg_encoding_mblen counts them. */
+enum hp_db_lex_mb {
+    HP_MB_NONE,
+    HP_MB_SJIS,    /* SJIS, SHIFT_JIS_2004: 0xA1-0xDF one byte, else 2  */
+    HP_MB_2,       /* BIG5, GBK, UHC: a byte >= 0x80 and one more       */
+    HP_MB_JOHAB,   /* 0x8F and two more, else >= 0x80 and one more      */
+    HP_MB_GB18030, /* >= 0x80 then 0x30-0x39: 4 bytes, else 2           */
+};
+
+/* The encoding PostgreSQL names so (as the server reports
+ * client_encoding). */
+enum hp_db_lex_mb hp_db__lex_mb_named(const char *encoding);
+
+/* sql as the lexer reads it in encoding mb: NULL when it is sql itself
+ * (no multibyte character holds an ASCII byte), else a copy where each
+ * such byte is 0x80 (a letter to the lexer, as the converted character
+ * is to the server), in buf when it fits (size bytes), else malloc'd. */
+char *hp_db__lex_mb_plain(const char *sql, enum hp_db_lex_mb mb, char *buf,
+                          size_t size);
+
 /* Whether c may be part of an unquoted identifier or keyword: ASCII
  * letters, digits, '_', '$' (PostgreSQL) and any byte of a UTF-8
  * sequence (both engines take non-ASCII letters). */

@@ -95,5 +95,12 @@ bool hp_db__changes_session(const char *sql, enum hp_db_lex_rules pg);
  * or PostgreSQL's with standard_conforming_strings as the server last
  * reported it (drv->backslash_strings; no I/O). */
 enum hp_db_lex_rules hp_db__lex_rules(hp_db *db);
+/* sql as the lexer must read it on db's connection (db_lex.h's
+ * hp_db__lex_mb_plain for its client encoding, drv->client_mb): NULL for
+ * sql itself, else a copy in buf (size bytes) or malloc'd (free it when it
+ * is not buf). */
+char *hp_db__lex_text(hp_db *db, const char *sql, char *buf, size_t size);
+/* hp_db__changes_session(sql) as db's connection reads sql now. */
+bool hp_db__changes_session_on(hp_db *db, const char *sql);
 
 #endif

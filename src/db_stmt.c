@@ -269,6 +269,23 @@ enum hp_db_lex_rules hp_db__lex_rules(hp_db *db)
                : HP_LEX_PG;
 }
 
+char *hp_db__lex_text(hp_db *db, const char *sql, char *buf, size_t size)
+{
+    if (db->drv->engine != HP_DB_POSTGRESQL || !db->drv->client_mb)
+        return NULL;
+    return hp_db__lex_mb_plain(sql, db->drv->client_mb(db), buf, size);
+}
+
+bool hp_db__changes_session_on(hp_db *db, const char *sql)
+{
+    char buf[256], *text = hp_db__lex_text(db, sql, buf, sizeof buf);
+    bool changes =
+        hp_db__changes_session(text ? text : sql, hp_db__lex_rules(db));
+    if (text != buf)
+        free(text);
+    return changes;
+}
+
 /* ---- the cache ----------------------------------------------------------- */
 
 static size_t stmt_lru(hp_db *db)
@@ -305,7 +322,7 @@ void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient)
     }
     /* Read as the server parses it now (a statement's text is parsed
      * once, when prepared: its answer holds for the cached statement). */
-    bool session = hp_db__changes_session(sql, hp_db__lex_rules(db));
+    bool session = hp_db__changes_session_on(db, sql);
     db->session_dirty |= session;
     void *st = db->drv->prepare(db, sql, !*transient);
     if (!st)

@@ -278,6 +278,7 @@ static void driver_tables(void)
     CHECK(pg->run_many && !sq->run_many); /* SQLite: the dispatch loops */
     /* PostgreSQL says how it reads '...' now; SQLite never escapes in it */
     CHECK(pg->backslash_strings && !sq->backslash_strings);
+    CHECK(pg->client_mb && !sq->client_mb);
     CHECK(sq->engine == HP_DB_SQLITE && pg->engine == HP_DB_POSTGRESQL);
     /* Each URL goes to exactly one engine, with the right target. */
     CHECK_STR(sq->match("sqlite:/var/a.db"), "/var/a.db");
@@ -3074,6 +3075,28 @@ static void lexer_rules(void)
         }
     }
 #undef OFF
+    /* A client-only encoding's characters whole: their ASCII bytes 0x80 */
+    char buf[16], big[400], *o;
+    CHECK(hp_db__lex_mb_plain("SELECT 1", HP_MB_SJIS, buf, sizeof buf) == NULL);
+    CHECK(hp_db__lex_mb_plain("E'\x95\x5c'", HP_MB_NONE, buf, 16) == NULL);
+    CHECK(hp_db__lex_mb_plain("E'\xb1\\'", HP_MB_SJIS, buf, 16) == NULL);
+    o = hp_db__lex_mb_plain("E'\x95\x5c'", HP_MB_SJIS, buf, sizeof buf);
+    CHECK(o == buf && strcmp(o, "E'\x95\x80'") == 0);
+    o = hp_db__lex_mb_plain("'\x81\x30\x81\x39\xa5\x5c'", HP_MB_GB18030, buf,
+                            sizeof buf);
+    CHECK(o == buf && strcmp(o, "'\x81\x80\x81\x80\xa5\x80'") == 0);
+    o = hp_db__lex_mb_plain("\x8f\x41\x42\x43", HP_MB_JOHAB, buf, 16);
+    CHECK(o == buf && strcmp(o, "\x8f\x80\x80\x43") == 0);
+    memset(big, 'x', sizeof big - 3);
+    memcpy(big + sizeof big - 3, "\xa5\x5c", 3);
+    o = hp_db__lex_mb_plain(big, HP_MB_2, buf, sizeof buf);
+    CHECK(o && o != buf && strlen(o) == sizeof big - 1 &&
+          (unsigned char)o[sizeof big - 2] == 0x80);
+    free(o);
+    CHECK(hp_db__lex_mb_named("sjis") == HP_MB_SJIS &&
+          hp_db__lex_mb_named("GB18030") == HP_MB_GB18030 &&
+          hp_db__lex_mb_named("UTF8") == HP_MB_NONE &&
+          hp_db__lex_mb_named(NULL) == HP_MB_NONE);
 }
 
 /* What the text of a PostgreSQL statement hides from a word test: the
@@ -3223,6 +3246,39 @@ static void pg_standard_conforming_strings(void)
     scs_case(p, NULL, both, true);
     scs_case(p, NULL, one, false);
     db = acquire(p);
+    drop(db, "scs");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* A client-only encoding (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) has
+ * multibyte characters with ASCII bytes in them: SJIS's 0x95 0x5C is one
+ * character, no backslash, to the server (it converts the text before
+ * reading it). The screen reads it so: E'<0x95 0x5C>'; COMMIT; --' is a
+ * string and a COMMIT, and so is $<0x95 0x5C>$ ' $<0x95 0x5C>$; COMMIT;
+ * a half-width kana (0xB1) is one byte, the backslash after it is one (a
+ * \' there the server refuses: backslash_quote = safe_encoding). */
+static void pg_client_only_encoding(void)
+{
+    static const char *const sjis[] = {"SET client_encoding = 'SJIS'", NULL};
+    static const char *const big5[] = {
+        "SELECT set_config('client_encoding', 'BIG5', false)", NULL};
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    drop(db, "scs");
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE TABLE %s (a INTEGER)", tbl("scs"))) == HP_OK);
+    hp_db_pool_release(db);
+    scs_case(p, sjis, "SELECT E'\x95\x5c'; COMMIT; --'", true);
+    scs_case(p, sjis, "SELECT E'\x95\x5c''; COMMIT; --'", false);
+    scs_case(p, sjis, "SELECT $\x95\x5c$ ' $\x95\x5c$; COMMIT; --'", true);
+    scs_case(p, sjis, "SELECT E'\xb1\\\\'; COMMIT; --'", true);
+    scs_case(p, big5, "SELECT E'\xa5\x5c'; COMMIT; --'", true);
+    scs_case(p, NULL, "SELECT E'\xc3\xa9\\'; COMMIT; --'", false); /* UTF8 */
+    db = acquire(p);
+    hp_db_res *r = hp_db_query(db, "SHOW client_encoding");
+    CHECK(r && hp_db_next(r) && strcmp(hp_db_text(r, 0), "UTF8") == 0);
+    hp_db_res_free(r);
     drop(db, "scs");
     hp_db_pool_release(db);
     hp_db_pool_close(p);
@@ -3524,6 +3580,7 @@ int main(int argc, char **argv)
     T_RUN(session_sql_words);
     T_RUN(session_sql_lexing);
     RUN_PG(pg_standard_conforming_strings);
+    RUN_PG(pg_client_only_encoding);
     RUN_ALL(session_state_not_leaked);
     RUN_ALL(clean_connection_not_reset);
     RUN_ALL(failed_reset_drops_connection);
