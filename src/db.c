@@ -359,8 +359,8 @@ static void tx_scan_other(struct tx_scan *s, char c)
  * (not a script): only its first word is read. savepoints: SAVEPOINT,
  * RELEASE and ROLLBACK TO count too (tx_control_word).
  */
-static const char *tx_control(const char *sql, bool script, bool pg,
-                              bool savepoints)
+static const char *tx_control(const char *sql, bool script,
+                              enum hp_db_lex_rules pg, bool savepoints)
 {
     const char *end = sql + strlen(sql);
     struct tx_scan s = {.pg = pg, .start = true};
@@ -450,14 +450,26 @@ static int screen(hp_db *db, const char *sql, bool script)
      * it rolled back) no savepoint either: SQLite's would open a
      * transaction that nothing commits. */
     bool none = db->tx == TX_NONE;
-    const char *w = db->req ? tx_control(sql, script, pg, none) : NULL;
-    if (w) {
+    /* Read as the server will: a plain '...' by the connection's
+     * standard_conforming_strings now, a client-only encoding's characters
+     * whole (a script is parsed whole before its first statement runs,
+     * its own SET counts from the next text). */
+    char buf[256];
+    char *text = db->req ? hp_db__lex_text(db, sql, buf, sizeof buf) : NULL;
+    const char *w = db->req ? tx_control(text ? text : sql, script,
+                                         hp_db__lex_rules(db), none)
+                            : NULL;
+    bool control = w != NULL;
+    if (control) {
         size_t n = 0;
         while (hp_db__lex_word_char((unsigned char)w[n]))
             n++;
         hp_db__fail_tx_control(db, w, n, none);
-        return -1;
     }
+    if (text != buf)
+        free(text);
+    if (control)
+        return -1;
     if (!script && is_empty(sql, pg)) {
         hp_db__fail(db, "empty statement", "42601", 0);
         return -1;
@@ -770,8 +782,8 @@ int hp_db_exec_script(hp_db *db, const char *sql)
         return -1;
     hp_db__clear_error(db);
     db->changes = 0;
-    db->session_dirty |= hp_db__changes_session(
-        sql, db->drv->engine == HP_DB_POSTGRESQL); /* reset at release */
+    /* reset at release */
+    db->session_dirty |= hp_db__changes_session_on(db, sql);
     if (screen(db, sql, true) < 0 ||
         (db->tx == TX_PENDING && begin_tx(db, true) < 0) ||
         db->drv->script(db, sql) < 0) {

@@ -23,6 +23,7 @@
 #ifndef HP_DB_CORE_H
 #define HP_DB_CORE_H
 
+#include "db_lex.h"
 #include "hp.h"
 
 struct hp_req;
@@ -208,6 +209,17 @@ struct hp_db_driver {
                     size_t *done);
     /* Statements without parameters, ';'-separated. 0 or -1. */
     int (*script)(hp_db *db, const char *sql);
+    /* The server now reads a backslash in a plain '...' string as an
+     * escape, as in E'...' (PostgreSQL with standard_conforming_strings
+     * off: a page's SET, set_config, a role's or database's default), as
+     * it last reported; no I/O, no allocation (every statement of a
+     * request asks, db.c's screen). NULL: never (SQLite). */
+    bool (*backslash_strings)(hp_db *db);
+    /* The client encoding's multibyte characters may hold ASCII bytes
+     * (PostgreSQL's client-only encodings, after a page's SET
+     * client_encoding: db_lex.h), as the server last reported it; no
+     * I/O, no allocation. NULL: never (SQLite). */
+    enum hp_db_lex_mb (*client_mb)(hp_db *db);
     /* The server forgot every prepared statement of the connection (a
      * page's DEALLOCATE ALL or DISCARD): forget the engine's own too (the
      * cache's are forgotten by the dispatch). NULL: it keeps none. */

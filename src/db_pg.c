@@ -120,6 +120,8 @@ struct pg_conn {
     bool copy;               /* a statement started a COPY: dropped      */
     bool timed_out;          /* a wait for the server failed: dropped    */
     unsigned long waits;     /* round trips so far (hp_db__pg_round_trips) */
+    int enc;                 /* PQclientEncoding when mb was last named  */
+    enum hp_db_lex_mb mb;    /* ... its kind (0, SQL_ASCII, is NONE)     */
 };
 
 /* The write check: the transaction's id if it has one (NULL: it wrote
@@ -1694,6 +1696,29 @@ static void pg_forget_prepared(hp_db *db)
     pc->check_ready = pc->guard_ready = false;
 }
 
+/* standard_conforming_strings as the server last reported it (libpq keeps
+ * each ParameterStatus, sent at connect and after every change, a SET's or
+ * a rollback's: a look-up in its short list, no I/O). A server that
+ * reports none (before 8.1) has it off, as libpq takes it too. */
+static bool pg_backslash_strings(hp_db *db)
+{
+    const char *v = PQparameterStatus(C(db), "standard_conforming_strings");
+    return !v || strcmp(v, "on") != 0;
+}
+
+/* client_encoding's kind, named again only when libpq's id for it
+ * changed (a ParameterStatus after a page's SET client_encoding). */
+static enum hp_db_lex_mb pg_client_mb(hp_db *db)
+{
+    struct pg_conn *pc = db->conn;
+    int enc = PQclientEncoding(pc->c);
+    if (enc != pc->enc) {
+        pc->enc = enc;
+        pc->mb = hp_db__lex_mb_named(pg_encoding_to_char(enc));
+    }
+    return pc->mb;
+}
+
 unsigned long hp_db__pg_round_trips(hp_db *db)
 {
     return db && db->drv == &hp_db_pg_driver
@@ -1737,6 +1762,8 @@ const struct hp_db_driver hp_db_pg_driver = {
     .run = pg_run,
     .run_many = pg_run_many,
     .script = pg_script,
+    .backslash_strings = pg_backslash_strings,
+    .client_mb = pg_client_mb,
     .stale = pg_stale,
     .forget_prepared = pg_forget_prepared,
     .discard = pg_discard,

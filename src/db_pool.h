@@ -6,6 +6,7 @@
 #define HP_DB_POOL_H
 
 #include "db_core.h"
+#include "db_lex.h"
 
 /* db.c reads drv, shown, name, max and counts errors; it sets
  * mkdir_parent and is_default before the pool's first use. Everything
@@ -89,6 +90,17 @@ void hp_db__stmt_after_run(hp_db *db, const char *sql);
  * (a conservative test of its words, db_stmt.c; pg: read by PostgreSQL's
  * lexical rules, else SQLite's): then the connection is reset before it
  * serves another request (db_pool.c). No allocation. */
-bool hp_db__changes_session(const char *sql, bool pg);
+bool hp_db__changes_session(const char *sql, enum hp_db_lex_rules pg);
+/* The lexical rules db's engine reads a text by now (db_lex.h): SQLite's,
+ * or PostgreSQL's with standard_conforming_strings as the server last
+ * reported it (drv->backslash_strings; no I/O). */
+enum hp_db_lex_rules hp_db__lex_rules(hp_db *db);
+/* sql as the lexer must read it on db's connection (db_lex.h's
+ * hp_db__lex_mb_plain for its client encoding, drv->client_mb): NULL for
+ * sql itself, else a copy in buf (size bytes) or malloc'd (free it when it
+ * is not buf). */
+char *hp_db__lex_text(hp_db *db, const char *sql, char *buf, size_t size);
+/* hp_db__changes_session(sql) as db's connection reads sql now. */
+bool hp_db__changes_session_on(hp_db *db, const char *sql);
 
 #endif

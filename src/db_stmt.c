@@ -128,7 +128,8 @@ static bool advisory(const char *w, size_t n)
  * set it for the session. Strings, identifiers and parentheses inside the
  * arguments are stepped over by the engine's rules; a comment, a
  * backslash or an escape among them makes it "may". */
-static bool set_config_local(const char *p, const char *end, bool pg)
+static bool set_config_local(const char *p, const char *end,
+                             enum hp_db_lex_rules pg)
 {
     struct hp_db_lex t;
     while (p < end && isspace((unsigned char)*p))
@@ -144,6 +145,12 @@ static bool set_config_local(const char *p, const char *end, bool pg)
                 memchr(t.body, '\\', (size_t)(t.body_end - t.body)))
                 return false;
             p = q;
+            continue;
+        }
+        if (hp_db__lex_word_char((unsigned char)*p)) {
+            /* a whole word: box'..' is box then a string, not X'..' */
+            while (p < end && hp_db__lex_word_char((unsigned char)*p))
+                p++;
             continue;
         }
         char c = *p++;
@@ -173,7 +180,7 @@ static bool set_config_local(const char *p, const char *end, bool pg)
 /* Whether the next thing after p (blanks and comments skipped) is '.':
  * "SET local.x" names a custom setting local.x (for the session), it is
  * not SET LOCAL. */
-static bool dot_follows(const char *p, const char *end, bool pg)
+static bool dot_follows(const char *p, const char *end, enum hp_db_lex_rules pg)
 {
     struct hp_db_lex t;
     while (p < end) {
@@ -188,8 +195,8 @@ static bool dot_follows(const char *p, const char *end, bool pg)
     return false;
 }
 
-static bool session_word(const char *w, size_t n, const char *end, bool pg,
-                         bool *start, bool *after_set)
+static bool session_word(const char *w, size_t n, const char *end,
+                         enum hp_db_lex_rules pg, bool *start, bool *after_set)
 {
     static const char *const anywhere[] = {
         "listen", "prepare", "deallocate", "discard", "temp", "temporary",
@@ -215,7 +222,8 @@ static bool session_word(const char *w, size_t n, const char *end, bool pg,
 }
 
 /* The text from p to end, at depth quotes inside the statement. */
-static bool session_text(const char *p, const char *end, bool pg, int depth)
+static bool session_text(const char *p, const char *end,
+                         enum hp_db_lex_rules pg, int depth)
 {
     bool start = true, after_set = false;
     struct hp_db_lex t;
@@ -247,9 +255,35 @@ static bool session_text(const char *p, const char *end, bool pg, int depth)
     return false;
 }
 
-bool hp_db__changes_session(const char *sql, bool pg)
+bool hp_db__changes_session(const char *sql, enum hp_db_lex_rules pg)
 {
     return session_text(sql, sql + strlen(sql), pg, 0);
+}
+
+enum hp_db_lex_rules hp_db__lex_rules(hp_db *db)
+{
+    if (db->drv->engine != HP_DB_POSTGRESQL)
+        return HP_LEX_SQLITE;
+    return db->drv->backslash_strings && db->drv->backslash_strings(db)
+               ? HP_LEX_PG_BACKSLASH
+               : HP_LEX_PG;
+}
+
+char *hp_db__lex_text(hp_db *db, const char *sql, char *buf, size_t size)
+{
+    if (db->drv->engine != HP_DB_POSTGRESQL || !db->drv->client_mb)
+        return NULL;
+    return hp_db__lex_mb_plain(sql, db->drv->client_mb(db), buf, size);
+}
+
+bool hp_db__changes_session_on(hp_db *db, const char *sql)
+{
+    char buf[256], *text = hp_db__lex_text(db, sql, buf, sizeof buf);
+    bool changes =
+        hp_db__changes_session(text ? text : sql, hp_db__lex_rules(db));
+    if (text != buf)
+        free(text);
+    return changes;
 }
 
 /* ---- the cache ----------------------------------------------------------- */
@@ -286,8 +320,9 @@ void *hp_db__stmt_get(hp_db *db, const char *sql, bool *transient)
             return s->stmt;
         }
     }
-    bool session =
-        hp_db__changes_session(sql, db->drv->engine == HP_DB_POSTGRESQL);
+    /* Read as the server parses it now (a statement's text is parsed
+     * once, when prepared: its answer holds for the cached statement). */
+    bool session = hp_db__changes_session_on(db, sql);
     db->session_dirty |= session;
     void *st = db->drv->prepare(db, sql, !*transient);
     if (!st)

@@ -276,6 +276,9 @@ static void driver_tables(void)
     driver_table_full(sq);
     driver_table_full(pg);
     CHECK(pg->run_many && !sq->run_many); /* SQLite: the dispatch loops */
+    /* PostgreSQL says how it reads '...' now; SQLite never escapes in it */
+    CHECK(pg->backslash_strings && !sq->backslash_strings);
+    CHECK(pg->client_mb && !sq->client_mb);
     CHECK(sq->engine == HP_DB_SQLITE && pg->engine == HP_DB_POSTGRESQL);
     /* Each URL goes to exactly one engine, with the right target. */
     CHECK_STR(sq->match("sqlite:/var/a.db"), "/var/a.db");
@@ -3005,12 +3008,15 @@ static void tx_control_refused(void)
 
 /* The lexer (db_lex.c) ends a comment, string or quoted identifier where
  * the engine does: PostgreSQL's nested comments, E'' escapes, U&'',
- * $tag$ quotes; SQLite's [..] and `..` identifiers and unnested comments.
- * Each case: how many bytes the token at the start takes (0: none). */
+ * $tag$ quotes, B'' and X'', a string continued on another line, plain
+ * strings by standard_conforming_strings (HP_LEX_PG: on, 2: off); SQLite's
+ * [..] and `..` identifiers and unnested comments. Each case: how many
+ * bytes the token at the start takes (0: none). */
 static void lexer_rules(void)
 {
+#define OFF HP_LEX_PG_BACKSLASH
     static const struct {
-        bool pg;
+        enum hp_db_lex_rules pg;
         const char *sql;
         size_t len;
         enum hp_db_lex_kind kind;
@@ -3037,6 +3043,25 @@ static void lexer_rules(void)
         {false, "[begin]; COMMIT", 7, HP_LEX_IDENT, false},
         {false, "`be``gin`; COMMIT", 9, HP_LEX_IDENT, false},
         {true, "[begin]", 0, HP_LEX_NONE, false},
+        {true, "'a\\''; COMMIT; --'", 18, HP_LEX_STRING, false},
+        {OFF, "'a\\''; COMMIT; --'", 5, HP_LEX_STRING, false},
+        {OFF, "'a\\'; COMMIT; --'", 17, HP_LEX_STRING, false},
+        {OFF, "'\\x53ET'", 8, HP_LEX_STRING, true},
+        {OFF, "E'\\''; COMMIT", 5, HP_LEX_STRING, false},
+        {OFF, "\"a\\\"; COMMIT", 4, HP_LEX_IDENT, false},
+        {OFF, "$$ \\$$; COMMIT", 6, HP_LEX_STRING, false},
+        {OFF, "U&'\\0027'' x'; COMMIT", 13, HP_LEX_STRING, true},
+        {false, "'a\\''; x'", 9, HP_LEX_STRING, false},
+        {true, "E'a'\n'x\\'' ; COMMIT; --'", 10, HP_LEX_STRING, false},
+        {true, "'a' -- c\r\n 'b' x", 14, HP_LEX_STRING, false},
+        {true, "'a'\n\n-- c\n'b\\'; x'", 14, HP_LEX_STRING, false},
+        {true, "'a' 'b'", 3, HP_LEX_STRING, false},
+        {true, "'a' /* */\n'b'", 3, HP_LEX_STRING, false},
+        {true, "\"a\"\n\"b\"", 3, HP_LEX_IDENT, false},
+        {false, "'a'\n'b'", 3, HP_LEX_STRING, false},
+        {OFF, "B'1\\'; COMMIT; --'", 5, HP_LEX_STRING, false},
+        {OFF, "x'1f'\n'\\'; COMMIT; --'", 9, HP_LEX_STRING, false},
+        {true, "X'1''2'", 4, HP_LEX_STRING, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         struct hp_db_lex t;
@@ -3044,12 +3069,34 @@ static void lexer_rules(void)
         size_t got = (size_t)(hp_db__lex_skip(s, end, cases[i].pg, &t) - s);
         if (got != cases[i].len || t.kind != cases[i].kind ||
             t.escapes != cases[i].escapes) {
-            fprintf(stderr, "  %s %s: %zu kind %d escapes %d\n",
-                    cases[i].pg ? "pg" : "sqlite", s, got, (int)t.kind,
-                    (int)t.escapes);
+            fprintf(stderr, "  rules %d %s: %zu kind %d escapes %d\n",
+                    (int)cases[i].pg, s, got, (int)t.kind, (int)t.escapes);
             CHECK(false);
         }
     }
+#undef OFF
+    /* A client-only encoding's characters whole: their ASCII bytes 0x80 */
+    char buf[16], big[400], *o;
+    CHECK(hp_db__lex_mb_plain("SELECT 1", HP_MB_SJIS, buf, sizeof buf) == NULL);
+    CHECK(hp_db__lex_mb_plain("E'\x95\x5c'", HP_MB_NONE, buf, 16) == NULL);
+    CHECK(hp_db__lex_mb_plain("E'\xb1\\'", HP_MB_SJIS, buf, 16) == NULL);
+    o = hp_db__lex_mb_plain("E'\x95\x5c'", HP_MB_SJIS, buf, sizeof buf);
+    CHECK(o == buf && strcmp(o, "E'\x95\x80'") == 0);
+    o = hp_db__lex_mb_plain("'\x81\x30\x81\x39\xa5\x5c'", HP_MB_GB18030, buf,
+                            sizeof buf);
+    CHECK(o == buf && strcmp(o, "'\x81\x80\x81\x80\xa5\x80'") == 0);
+    o = hp_db__lex_mb_plain("\x8f\x41\x42\x43", HP_MB_JOHAB, buf, 16);
+    CHECK(o == buf && strcmp(o, "\x8f\x80\x80\x43") == 0);
+    memset(big, 'x', sizeof big - 3);
+    memcpy(big + sizeof big - 3, "\xa5\x5c", 3);
+    o = hp_db__lex_mb_plain(big, HP_MB_2, buf, sizeof buf);
+    CHECK(o && o != buf && strlen(o) == sizeof big - 1 &&
+          (unsigned char)o[sizeof big - 2] == 0x80);
+    free(o);
+    CHECK(hp_db__lex_mb_named("sjis") == HP_MB_SJIS &&
+          hp_db__lex_mb_named("GB18030") == HP_MB_GB18030 &&
+          hp_db__lex_mb_named("UTF8") == HP_MB_NONE &&
+          hp_db__lex_mb_named(NULL) == HP_MB_NONE);
 }
 
 /* What the text of a PostgreSQL statement hides from a word test: the
@@ -3097,6 +3144,144 @@ static void session_sql_lexing(void)
     /* SQLite's comments do not nest: the PRAGMA after the first close */
     CHECK(hp_db__changes_session("/* /* */ PRAGMA x = 1 /* */", false));
     CHECK(!hp_db__changes_session("SELECT 1 AS [set]", false));
+    /* standard_conforming_strings off: '\'' is a quote, the SET follows */
+    CHECK(hp_db__changes_session("SELECT 'a\\''; SET ROLE x; --'",
+                                 HP_LEX_PG_BACKSLASH));
+    CHECK(!hp_db__changes_session("SELECT 'it\\'s'", HP_LEX_PG_BACKSLASH));
+    CHECK(hp_db__changes_session("SELECT set_config('a.b', box'\\', true)'"
+                                 ", false)",
+                                 HP_LEX_PG_BACKSLASH));
+}
+
+/* One request on p: a row written, then the statements pre (run one by
+ * one; NULL ends them), then sql as a script, refused (25001) or not as
+ * expected; the request then fails and rolls back, so the row must not
+ * survive: a COMMIT the screen did not see would have kept it. */
+static void scs_case(hp_db_pool *p, const char *const *pre, const char *sql,
+                     bool refused)
+{
+    hp_req req;
+    fake_request(&req, "POST");
+    hp_db *db = hp_db_from(&req, p);
+    CHECK(hp_db_exec(db, sqlf("INSERT INTO %s VALUES (1)", tbl("scs"))) ==
+          HP_OK);
+    for (; pre && *pre; pre++)
+        CHECK(hp_db_exec(db, *pre) == HP_OK);
+    int rc = hp_db_exec_script(db, sql);
+    if (refused ? rc != -1 || strcmp(hp_db_sqlstate(db), "25001") != 0
+                : rc != HP_OK) {
+        fprintf(stderr, "  %s (%d %s): %s\n",
+                refused ? "not refused" : "refused", rc, hp_db_sqlstate(db),
+                sql);
+        CHECK(false);
+    }
+    hp_db_exec(db, "SELECT * FROM no_such_table_scs");
+    CHECK(end_request(&req) == 500);
+    long long n = count_rows(p, "scs");
+    if (n != 0) {
+        fprintf(stderr, "  the request's row survived its rollback: %s\n", sql);
+        CHECK(false);
+        hp_db *d = acquire(p);
+        hp_db_exec_script(d, sqlf("DELETE FROM %s", tbl("scs")));
+        hp_db_pool_release(d);
+    }
+}
+
+/* The screen reads a plain '...' as the connection's server does: with
+ * standard_conforming_strings off a backslash escapes in it too, so
+ * 'a\''; COMMIT; --' is a string and then a COMMIT (which committed the
+ * request's transaction behind the screen), with it on one string. The
+ * setting as a page's SET, set_config, SET LOCAL, a pool's init_sql (a
+ * role's default is the same report at connect), turned back on, undone by
+ * ROLLBACK TO; a script is parsed whole before its own SET runs. And a
+ * string continued on the next line keeps its E'' rules. */
+static void pg_standard_conforming_strings(void)
+{
+    static const char both[] = "SELECT 'a\\''; COMMIT; --'";
+    static const char one[] = "SELECT 'a\\'; COMMIT; --'";
+    static const char *const off[] = {"SET standard_conforming_strings = off",
+                                      NULL};
+    static const char *const off_fn[] = {
+        "SELECT set_config('standard_conforming_strings', 'off', false)", NULL};
+    static const char *const off_local[] = {
+        "SET LOCAL standard_conforming_strings = off", NULL};
+    static const char *const off_on[] = {
+        "SET standard_conforming_strings = off",
+        "SET standard_conforming_strings TO on", NULL};
+    static const char *const undone[] = {
+        "SAVEPOINT s", "SET standard_conforming_strings = off",
+        "ROLLBACK TO SAVEPOINT s", NULL};
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    drop(db, "scs");
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE TABLE %s (a INTEGER)", tbl("scs"))) == HP_OK);
+    hp_db_pool_release(db);
+
+    scs_case(p, NULL, both, false); /* on: one string */
+    scs_case(p, off, both, true);
+    scs_case(p, NULL, both, false); /* the reset put it back on */
+    scs_case(p, off_fn, both, true);
+    scs_case(p, off_local, both, true);
+    scs_case(p, off_on, both, false);
+    scs_case(p, undone, both, false);
+    scs_case(p, off, one, false); /* off: one string */
+    scs_case(p, NULL, one, true);
+    scs_case(p, NULL,
+             "SET standard_conforming_strings = off; "
+             "SELECT 'a\\''; COMMIT; --'",
+             false);
+    scs_case(p, NULL, "SELECT E'a'\n'x\\'' ; COMMIT; --'", true);
+    scs_case(p, NULL, "SELECT E'a' -- c\r\n\t'x\\'' ; COMMIT; --'", true);
+    scs_case(p, off, "SELECT 'a'\n'x\\'' ; COMMIT; --'", true);
+    db = acquire(p);
+    hp_db_res *r = hp_db_query(db, "SHOW standard_conforming_strings");
+    CHECK(r && hp_db_next(r) && strcmp(hp_db_text(r, 0), "on") == 0);
+    hp_db_res_free(r);
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+
+    p = open_pool(&(struct hp_db_pool_opts){
+        .max_conns = 1, .init_sql = "SET standard_conforming_strings = off"});
+    scs_case(p, NULL, both, true);
+    scs_case(p, NULL, one, false);
+    db = acquire(p);
+    drop(db, "scs");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
+}
+
+/* A client-only encoding (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) has
+ * multibyte characters with ASCII bytes in them: SJIS's 0x95 0x5C is one
+ * character, no backslash, to the server (it converts the text before
+ * reading it). The screen reads it so: E'<0x95 0x5C>'; COMMIT; --' is a
+ * string and a COMMIT, and so is $<0x95 0x5C>$ ' $<0x95 0x5C>$; COMMIT;
+ * a half-width kana (0xB1) is one byte, the backslash after it is one (a
+ * \' there the server refuses: backslash_quote = safe_encoding). */
+static void pg_client_only_encoding(void)
+{
+    static const char *const sjis[] = {"SET client_encoding = 'SJIS'", NULL};
+    static const char *const big5[] = {
+        "SELECT set_config('client_encoding', 'BIG5', false)", NULL};
+    hp_db_pool *p = open_pool(&(struct hp_db_pool_opts){.max_conns = 1});
+    hp_db *db = acquire(p);
+    drop(db, "scs");
+    CHECK(hp_db_exec_script(
+              db, sqlf("CREATE TABLE %s (a INTEGER)", tbl("scs"))) == HP_OK);
+    hp_db_pool_release(db);
+    scs_case(p, sjis, "SELECT E'\x95\x5c'; COMMIT; --'", true);
+    scs_case(p, sjis, "SELECT E'\x95\x5c''; COMMIT; --'", false);
+    scs_case(p, sjis, "SELECT $\x95\x5c$ ' $\x95\x5c$; COMMIT; --'", true);
+    scs_case(p, sjis, "SELECT E'\xb1\\\\'; COMMIT; --'", true);
+    scs_case(p, big5, "SELECT E'\xa5\x5c'; COMMIT; --'", true);
+    scs_case(p, NULL, "SELECT E'\xc3\xa9\\'; COMMIT; --'", false); /* UTF8 */
+    db = acquire(p);
+    hp_db_res *r = hp_db_query(db, "SHOW client_encoding");
+    CHECK(r && hp_db_next(r) && strcmp(hp_db_text(r, 0), "UTF8") == 0);
+    hp_db_res_free(r);
+    drop(db, "scs");
+    hp_db_pool_release(db);
+    hp_db_pool_close(p);
 }
 
 /* Transaction control the old word test let through (a column named begin,
@@ -3603,6 +3788,8 @@ int main(int argc, char **argv)
     RUN_PG(pg_deallocate_forgets_all);
     T_RUN(session_sql_words);
     T_RUN(session_sql_lexing);
+    RUN_PG(pg_standard_conforming_strings);
+    RUN_PG(pg_client_only_encoding);
     RUN_ALL(session_state_not_leaked);
     RUN_ALL(clean_connection_not_reset);
     RUN_ALL(failed_reset_drops_connection);
