@@ -78,10 +78,13 @@ typedef int (*hp_handler_fn)(hp_req *req);
  * 403 before any hook or handler runs unless it brings the session's
  * hp_csrf_token. For handlers that authenticate otherwise (an API taking a
  * bearer token), at file scope:
- *     HP_CSRF_EXEMPT;                 every handler of this page; in an
- *                                     _app.c: of every page below it
+ *     HP_CSRF_EXEMPT;                 every handler defined in this page;
+ *                                     in an _app.c: its own and those of
+ *                                     every page below it
  *     HP_CSRF_EXEMPT_HANDLER(name);   one handler, declared after it in the
  *                                     same file (a typo does not compile)
+ * An exemption never covers code above its file: a page's does not reach
+ * the handlers it acquires from an _app.c above it.
  */
 #define HP_CSRF_EXEMPT                                                         \
     HP_EXPORT __attribute__((used)) const int hp__csrf_exempt = 1

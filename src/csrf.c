@@ -131,17 +131,32 @@ static bool module_exempts(hp_version *m, const char *handler)
     return hp_version_sym(m, sym) != NULL;
 }
 
-/* HP_CSRF_EXEMPT in the page or an application module above it exempts
- * every handler of the page; HP_CSRF_EXEMPT_HANDLER(name) exempts the
- * handler where it is defined. */
+/*
+ * Whether the handler that serves req (defined in served_by: the page, or
+ * the application module it was acquired from) is exempt. An exemption
+ * covers code at or below where it is declared, never code above it:
+ * HP_CSRF_EXEMPT_HANDLER(name) the handler of that file; HP_CSRF_EXEMPT in
+ * a page the handlers defined in that page; in an _app.c its own handlers
+ * and those of every page and application module below it. So a page that
+ * declares HP_CSRF_EXEMPT (a webhook) does not open the handlers it would
+ * acquire from an _app.c above it (/hook/setuser, served by _app.c's
+ * setuser): that module, or one above it, must say so itself (FRESH16-4).
+ * apps are outermost first and all enclose the page: those before
+ * served_by's place (all of them when the page serves) enclose it.
+ */
 static bool exempt(hp_req *req, hp_version *served_by)
 {
-    const char *h = req->target.handler;
-    if (served_by && module_exempts(served_by, h))
+    if (!served_by)
+        return false;
+    if (module_exempts(served_by, req->target.handler))
         return true;
-    if (req->pins.page && hp_version_sym(req->pins.page, "hp__csrf_exempt"))
-        return true;
+    size_t above = req->pins.napps;
     for (size_t i = 0; i < req->pins.napps; i++)
+        if (req->pins.apps[i] == served_by)
+            above = i;
+    if (served_by != req->pins.page && above == req->pins.napps)
+        return false; /* not among the request's modules: itself only */
+    for (size_t i = 0; i < above; i++)
         if (hp_version_sym(req->pins.apps[i], "hp__csrf_exempt"))
             return true;
     return false;

@@ -211,8 +211,39 @@ HP_HANDLER(http_handler)
 }
 ''')
 
+# An exemption covers code at or below where it is declared (FRESH16-4):
+# w/_app.c's handlers, acquired under w/hook.c (a page declaring
+# HP_CSRF_EXEMPT) or under w/api/ (an _app.c declaring it), stay checked
+# unless w/_app.c exempts them itself; w/api/_app.c's own handler is
+# exempt.
+W_APP = page(r'''
+HP_HANDLER(setuser)
+{
+    hp_session_set(req, "user", hp_arg(req, "u"));
+    hp_puts(req, "setuser ok");
+    return HP_OK;
+}
+
+HP_HANDLER(open)
+{
+    hp_puts(req, "open ok");
+    return HP_OK;
+}
+HP_CSRF_EXEMPT_HANDLER(open);
+''')
+W_API_APP = page(r'''
+HP_CSRF_EXEMPT;
+
+HP_HANDLER(own)
+{
+    hp_puts(req, "own ok");
+    return HP_OK;
+}
+''')
+
 FILES = {"s.c": SESS, "api/_app.c": API_APP, "api/x.c": API_PAGE,
-         "hook.c": HOOK_PAGE}
+         "hook.c": HOOK_PAGE, "w/_app.c": W_APP, "w/hook.c": HOOK_PAGE,
+         "w/api/_app.c": W_API_APP, "w/api/x.c": API_PAGE}
 
 
 def server(eng, args=None, workers=0, tmp=None):
@@ -683,6 +714,50 @@ def test_csrf(eng):
         # a forged cookie is no session, so no check either
         check_eq(s.post("/s/post", "x=1", headers=hdr("Z" * 43)).status, 200,
                  "forged cookie")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
+def test_csrf_exemption_covers_only_code_below_it(eng):
+    """FRESH16-4: HP_CSRF_EXEMPT in a page (a webhook) also exempted every
+    handler the page acquires from an _app.c above it, so /w/hook/setuser
+    changed a logged-in user's session from another site with no token;
+    so did HP_CSRF_EXEMPT in an _app.c for the handlers acquired from an
+    _app.c above it. Now an exemption covers code at or below where it is
+    declared."""
+    if eng.pg:
+        raise harness.Skip("engine-independent")
+    s = server(eng)
+    try:
+        r = s.get("/s/token")
+        cid, tok = cookie_id(r), r.text
+        cross = {"Sec-Fetch-Site": "cross-site",
+                 "Origin": "https://evil.example"}
+        refused = []
+        for path in ("/w/hook/setuser", "/w/api/x/setuser"):
+            r = s.post(path, "u=eve", headers=hdr(cid, **cross))
+            if r.status != 403:
+                refused.append("%s with a session, no token: %s %s"
+                               % (path, r.status, short(r.text)))
+            r = s.post(path, "u=eve", headers=cross)
+            if r.status != 403:
+                refused.append("%s cross-site without a session: %s %s"
+                               % (path, r.status, short(r.text)))
+        check_eq(refused, [], "acquired handlers not declared exempt")
+        # still exempt: the page's own handler, the exempt directory's
+        # pages and its _app.c's own handler, a handler its file exempts
+        for path, want in (("/w/hook", "hook ok"), ("/w/api/x", "dir api ok"),
+                           ("/w/api/x/own", "own ok"),
+                           ("/w/hook/open", "open ok"),
+                           ("/w/api/x/open", "open ok")):
+            r = s.post(path, "x=1", headers=hdr(cid, **cross))
+            check_eq((r.status, r.text.strip()), (200, want), path)
+        # and the checked handler works with the token
+        r = s.post("/w/hook/setuser", "u=erin",
+                   headers=hdr(cid, **{"X-CSRF-Token": tok}))
+        check_eq((r.status, r.text.strip()), (200, "setuser ok"),
+                 "with the token")
         db.cleanup(s, eng)
     finally:
         s.stop()
