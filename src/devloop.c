@@ -412,6 +412,13 @@ static void excerpt(struct hp_buf *out, const char *path, long line)
     hp_buf_puts(out, "</pre>");
 }
 
+/* Whether the n bytes at path name a template file (template.h's
+ * HP_TPL_EXT, ".tpl"). */
+static bool is_template(const char *path, size_t n)
+{
+    return n > 4 && memcmp(path + n - 4, ".tpl", 4) == 0;
+}
+
 /* The file:line of each error in a diagnostic ("PATH:LINE:...error" at a
  * line start, PATH absolute; gcc's and tcc's form), each distinct one at
  * most once and at most max: a link and the source around it. */
@@ -426,9 +433,11 @@ static size_t each_location(const char *diag, struct hp_buf *out, size_t max)
         const char *colon = l[0] == '/' ? memchr(l, ':', len) : NULL;
         char *end = NULL;
         long line = colon ? strtol(colon + 1, &end, 10) : 0;
+        /* A template's diagnostic names no severity: each is an error. */
+        bool tpl = colon && is_template(l, (size_t)(colon - l));
         if (colon && line > 0 && end && *end == ':' &&
             (size_t)(colon - l) < PATH_MAX &&
-            memmem(end, len - (size_t)(end - l), "error", 5)) {
+            (tpl || memmem(end, len - (size_t)(end - l), "error", 5))) {
             char key[PATH_MAX + 24];
             snprintf(key, sizeof key, "%.*s:%ld", (int)(colon - l), l, line);
             bool dup = false;
@@ -471,11 +480,16 @@ static void busy_heading(struct hp_buf *out, const char *diag)
     hp_buf_puts(out, " is still running</h1>");
 }
 
-void hp_devloop_error_html(struct hp_buf *out, const char *path,
-                           const char *diag)
+/* render: a template's failure (tplcache.c); path is the template, or
+ * the module that rendered when the diagnostic names no template. */
+static void error_html(struct hp_buf *out, const char *path, const char *diag,
+                       bool render)
 {
     hp_buf_puts(out, "<div class=\"hp-err\"><h1>");
+    bool tpl = render || (path && is_template(path, strlen(path)));
     hp_buf_html(out, path ? rel_path(path) : "a module");
+    if (tpl && path && !is_template(path, strlen(path)))
+        hp_buf_puts(out, ": a template");
     /* not tried: another page's constructor holds the loader (loader.c) */
     bool busy = hp_diag_is_busy(diag);
     /* built, but its init hook failed (loader.c) or crashed (guard.c) */
@@ -483,8 +497,9 @@ void hp_devloop_error_html(struct hp_buf *out, const char *path,
     if (busy)
         busy_heading(out, diag);
     else
-        hp_buf_puts(out, init ? " failed to initialise</h1>"
-                              : " could not be built</h1>");
+        hp_buf_puts(out, tpl    ? " could not be rendered</h1>"
+                         : init ? " failed to initialise</h1>"
+                                : " could not be built</h1>");
     each_location(diag ? diag : "", out, HP_EXCERPTS_MAX);
     hp_buf_puts(out, "<pre>");
     hp_buf_html(out, diag ? diag : "");
@@ -503,11 +518,26 @@ void hp_devloop_error_html(struct hp_buf *out, const char *path,
                          "itself.</p></div>");
 }
 
+void hp_devloop_error_html(struct hp_buf *out, const char *path,
+                           const char *diag)
+{
+    error_html(out, path, diag, false);
+}
+
 void hp_devloop_error_page(struct hp_buf *out, const char *path,
                            const char *diag)
 {
     hp_buf_puts(out, "<style>");
     hp_buf_puts(out, error_css);
     hp_buf_puts(out, "</style>");
-    hp_devloop_error_html(out, path, diag);
+    error_html(out, path, diag, false);
+}
+
+void hp_devloop_render_error_page(struct hp_buf *out, const char *path,
+                                  const char *diag)
+{
+    hp_buf_puts(out, "<style>");
+    hp_buf_puts(out, error_css);
+    hp_buf_puts(out, "</style>");
+    error_html(out, path, diag, true);
 }

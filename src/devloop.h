@@ -77,12 +77,18 @@ const char *hp_devloop_css(void);
 /* The compile diagnostic as HTML, without style (classes hp-err, src,
  * hit, ln of hp_devloop_css): every file:line of diag as a link with the
  * source lines around it, then the diagnostic. Appends to out. The
- * overlay's content (no <style>: a page's CSP would refuse it). */
+ * overlay's content (no <style>: a page's CSP would refuse it). A path
+ * ending in .tpl is a template's ("... could not be rendered"). */
 void hp_devloop_error_html(struct hp_buf *out, const char *path,
                            const char *diag);
 /* The dev compile-error page's body: the stylesheet in a <style>, then
  * hp_devloop_error_html. Appends to out. */
 void hp_devloop_error_page(struct hp_buf *out, const char *path,
                            const char *diag);
+/* The same page for a failed hp_render (tplcache.c): path is the template
+ * the diagnostic names, else the module that rendered ("PATH: a template
+ * could not be rendered"). */
+void hp_devloop_render_error_page(struct hp_buf *out, const char *path,
+                                  const char *diag);
 
 #endif

@@ -530,12 +530,23 @@ static int tpl_fail(hp_req *req, struct tver *v, char *msg)
                      req->target.handler, v->error);
     req->forced_status = 500;
     if (T.dev && !req->foreign_host) {
+        /* The compile error's page (devloop.c): each file:line with the
+         * source around it, and the live-reload script, so that saving
+         * the fix reloads the page (docs/pages.md, "Errors over the
+         * page"). The template is the diagnostic's file when it names
+         * one ("/root/t.tpl:3: ..."); else the calling module's. */
+        char tpath[PATH_MAX];
+        const char *colon = text[0] == '/' ? strchr(text, ':') : NULL;
+        const char *file = req_base(req);
+        if (colon && (size_t)(colon - text) < sizeof tpath &&
+            colon[1] >= '1' && colon[1] <= '9') {
+            snprintf(tpath, sizeof tpath, "%.*s", (int)(colon - text), text);
+            file = tpath;
+        }
         struct hp_buf html = {0};
-        hp_buf_puts(&html, "<p>A template could not be rendered. Fix it and "
-                           "reload; the server picks up the change by "
-                           "itself.</p>\n<pre style=\"white-space:pre-wrap\">");
-        hp_buf_html(&html, text);
-        hp_buf_puts(&html, "</pre>\n");
+        hp_devloop_render_error_page(&html, file, text);
+        const char *deps[] = {req->target.path, file};
+        hp_devloop_script(&html, deps, 2, NULL);
         hp_req_error_body(req, 500, html.p);
         hp_set_header(req, "Content-Type", "text/html; charset=utf-8");
         hp_buf_free(&html);

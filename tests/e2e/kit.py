@@ -370,6 +370,37 @@ def test_template_errors_dev_and_production():
         check_eq(s.stderr().count("never closed"), 1, "log lines for it")
 
 
+def test_template_error_page_in_dev_mode_is_the_compile_error_page():
+    """FRESH16-6a. docs/pages.md, "Errors over the page": a template that
+    does not parse shows each file:line with the source lines around it,
+    and saving the fix reloads the page. The dev 500 of a broken template
+    was a bare `file:line: message` with no source and no live-reload
+    script, so the tab stayed on the error after the fix."""
+    files = dict(TEMPLATES)
+    files["app/broken.tpl"] = "line 1\nline 2 {{#rows}}\nline 3\n"
+    files["app/usesbroken.tpl"] = "a\n{{> badpart}}\n"
+    files["app/badpart.tpl"] = "\n\n{{/nope}}"
+    with Server(files=files) as s:
+        r = s.get("/app/list?t=broken.tpl")
+        check_eq(r.status, 500, "syntax error status")
+        check_in("/app/broken.tpl could not be rendered</h1>", r.text,
+                 "the heading")
+        check_in('<span class="hit"><span class="ln">    2  </span>'
+                 'line 2 {{#rows}}</span>', r.text, "the line, marked")
+        check_in("line 1", r.text, "a line before it")
+        check_in("data-hotpub-live-reload", r.text, "the live-reload script")
+        check_in("&quot;/app/broken.tpl&quot;", r.text,
+                 "the template among the script's files")
+        r = s.get("/app/list?t=usesbroken.tpl")
+        check_in("/app/badpart.tpl could not be rendered</h1>", r.text,
+                 "a partial's failure names the partial")
+        check_in("{{/nope}}</span>", r.text, "the partial's line")
+        r = s.get("/app/list?t=nosuch.tpl")
+        check_in(": a template could not be rendered</h1>", r.text,
+                 "no file:line: the module that rendered")
+        check_in("data-hotpub-live-reload", r.text, "its script")
+
+
 def test_broken_template_logged_at_error_once_per_version():
     """docs/pages.md: a template that fails to parse, used directly or as a
     partial, is logged at error level (production too), once per version
