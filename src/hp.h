@@ -658,8 +658,15 @@ typedef struct hp_resolver hp_resolver;
 hp_resolver *hp_resolver_new(const char *root_canon);
 void hp_resolver_free(hp_resolver *r);
 /* Map a decoded URL path to a target. Never returns a path outside the root,
- * a segment starting with '_' or '.', or a .c/.h/.so/.o file as static. */
+ * a segment starting with '_' or '.', or a file hp_name_private refuses as
+ * static. */
 void hp_resolve(hp_resolver *r, const char *url_path, struct hp_target *t);
+/* A file name (one segment, no '/') never served as static: a source,
+ * header, object, settings file or template in any case ("hello.C"), or
+ * a copy of one ("index.c.bak", "lib.so.1", "index.c~", "#index.c#"), or
+ * an editor's, patch's or package manager's leftover ("x.orig", "x.swp").
+ * The full rule is at its definition in resolve.c. */
+bool hp_name_private(const char *name);
 /* Forget cached resolutions (the watcher calls it on namespace changes). */
 void hp_resolver_invalidate(hp_resolver *r);
 /*

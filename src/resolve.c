@@ -13,7 +13,8 @@
  * Rules, for P = root/seg1/.../segN:
  *   1. P is a directory: P/index.c, else P/index.so (handler http_handler),
  *      else P/index.html (static), else not found.
- *   2. P is a regular file: static, unless its name says source or binary.
+ *   2. P is a regular file: static, unless its name says source, binary,
+ *      settings, template, or a copy of one (hp_name_private).
  *   3. P.c, else P.so: handler http_handler.
  *   4. The last segment names a handler of Q = P minus its last segment:
  *      Q.c, else Q.so, else Q/index.c, else Q/index.so.
@@ -37,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define RC_BUCKETS 8192         /* power of two */
 #define RC_MAX_ENTRIES 8192     /* random URLs cannot grow memory ... */
@@ -141,17 +143,87 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && memcmp(s + n - m, suffix, m) == 0;
 }
 
-/* Files whose name says they are code, objects or settings: serving them as
- * text would leak sources or server configuration. */
-static bool private_ext(const char *name)
+/* Does the dot-separated part at p (up to the next '.' or the end) start
+ * with kind, case-insensitively, followed by no letter or digit? */
+static bool part_is(const char *p, const char *kind)
 {
-    static const char *const exts[] = {".c", ".h",   ".so", ".o",
-                                       ".d", ".ini", ".tpl"};
+    size_t m = strlen(kind);
+    unsigned char c = (unsigned char)p[m];
 
-    for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++)
-        if (ends_with(name, exts[i]))
+    return strncasecmp(p, kind, m) == 0 &&
+           !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+             (c >= '0' && c <= '9'));
+}
+
+/* s ends with suffix, case-insensitively. */
+static bool ends_with_ci(const char *s, size_t n, const char *suffix)
+{
+    size_t m = strlen(suffix);
+
+    return n >= m && strcasecmp(s + n - m, suffix) == 0;
+}
+
+/*
+ * The never-served-as-static rule for a file's name (one segment): it is,
+ * or may be a copy of, a page source, header, object, settings file or
+ * template, which served as text would leak code or server configuration.
+ * Editing in the document root is the workflow, and editors and tools
+ * leave copies beside the file they save. Case-insensitive throughout.
+ *
+ *  - One of the private kinds c h so o ini tpl as any dot-separated part
+ *    but the first, judged by the part's leading letters and digits: the
+ *    extension ("index.c", "hello.C", "x.TPL") and a copy's inner one
+ *    ("index.c.bak", "index.c.1", "lib.so.1", "page.tpl.orig", "a.c.gz",
+ *    "index.c.save" (nano), "x.ini.dpkg-old", "index.c,v" (RCS),
+ *    "index.c___jb_tmp___" (JetBrains), "x.c.css" too: a static file is
+ *    unlikely to be named so, and a source's copy may well be). "x.css",
+ *    "v.h264", "jquery.cookie.js", "pkg.orig.tar.gz" are served.
+ *  - d (make's dependency files) only as the whole extension: TypeScript's
+ *    "index.d.ts" is served.
+ *  - A name ending in '~' (Emacs, vim 'backup', nano, gedit, kate,
+ *    cp --backup, numbered "x.~1~") or starting with '#' (Emacs
+ *    auto-save, "#index.c#").
+ *  - Leftovers whose name need not say what they copy, as the extension
+ *    whatever comes before it ("index.bak", "notes.txt.orig"): bak orig
+ *    rej (patch) old save tmp swp swo swn (vim swap files, when not in
+ *    their usual hidden ".name.swp") rpmnew rpmsave rpmorig dpkg-* ucf-*,
+ *    and a name ending in "___jb_tmp___" or "___jb_old___" (JetBrains
+ *    safe write).
+ *
+ * Not refused here: names starting with '.' or '_', refused as segments
+ * anyway (vim's ".index.c.swp", Emacs's ".#index.c" lock, rsync's and
+ * gedit's temporaries); vim's write probe "4913", empty and removed at
+ * once. static.c's rel_public checks the same rule on the path it opens.
+ */
+bool hp_name_private(const char *name)
+{
+    static const char *const kinds[] = {"c", "h", "so", "o", "ini", "tpl"};
+    /* only as the whole extension: make's "d", then the leftovers */
+    static const char *const last[] = {
+        "d",   "bak", "orig", "rej",    "old",     "save",    "tmp",
+        "swp", "swo", "swn",  "rpmnew", "rpmsave", "rpmorig",
+    };
+    size_t n = strlen(name);
+    const char *ext = strrchr(name, '.');
+
+    if (n == 0)
+        return false;
+    if (name[0] == '#' || name[n - 1] == '~' ||
+        ends_with_ci(name, n, "___jb_tmp___") ||
+        ends_with_ci(name, n, "___jb_old___"))
+        return true;
+    for (const char *p = strchr(name, '.'); p; p = strchr(p + 1, '.'))
+        for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+            if (part_is(p + 1, kinds[i]))
+                return true;
+    if (!ext)
+        return false;
+    ext++;
+    for (size_t i = 0; i < sizeof last / sizeof last[0]; i++)
+        if (strcasecmp(ext, last[i]) == 0)
             return true;
-    return false;
+    return strncasecmp(ext, "dpkg-", 5) == 0 ||
+           strncasecmp(ext, "ucf-", 4) == 0;
 }
 
 static const char *base_name(const char *path)
@@ -275,7 +347,7 @@ static void choose(const hp_resolver *r, enum hp_target_kind kind,
     /* The file was picked by name; what counts is what it is now. */
     if (stat(canon, &st) != 0 || !S_ISREG(st.st_mode))
         return;
-    if (kind == HP_T_STATIC && private_ext(base_name(canon)))
+    if (kind == HP_T_STATIC && hp_name_private(base_name(canon)))
         return;
     if (kind == HP_T_PAGE &&
         !ends_with(canon, ends_with(file, ".c") ? ".c" : ".so"))
@@ -444,7 +516,7 @@ static bool resolve_fs(const hp_resolver *r, const char *url,
             return true;
         }
         if (S_ISREG(st.st_mode) && nseg > 0) {
-            if (!private_ext(rel + last) && !dir_asked)
+            if (!hp_name_private(rel + last) && !dir_asked)
                 choose(r, HP_T_STATIC, p.s, NULL, t);
             return true;
         }

@@ -453,22 +453,14 @@ void hp_static_force_walk(bool on)
     atomic_store(&force_walk, on);
 }
 
-static bool ends_with(const char *s, size_t n, const char *suffix)
-{
-    size_t m = strlen(suffix);
-
-    return n >= m && memcmp(s + n - m, suffix, m) == 0;
-}
-
 /*
  * The resolver's name rules, checked again on the exact string opened:
- * every segment non-empty and not starting with '_' or '.', and the file
- * not named like code, an object or settings (resolve.c, private_ext).
+ * every segment non-empty and not starting with '_' or '.', and the file's
+ * name not private (hp_name_private: code, an object, settings, a
+ * template, or an editor's copy of one).
  */
 static bool rel_public(const char *rel)
 {
-    static const char *const exts[] = {".c", ".h",   ".so", ".o",
-                                       ".d", ".ini", ".tpl"};
     size_t n = 0;
 
     for (const char *s = rel;; s += n + 1) {
@@ -476,12 +468,8 @@ static bool rel_public(const char *rel)
         if (n == 0 || s[0] == '_' || s[0] == '.')
             return false;
         if (s[n] == '\0')
-            break;
+            return !hp_name_private(s);
     }
-    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
-        if (ends_with(rel, strlen(rel), exts[i]))
-            return false;
-    return true;
 }
 
 /* O_NONBLOCK: a FIFO renamed in must not block an event loop in open(). */

@@ -375,6 +375,82 @@ def test_file_name_then_slash_404():
             check_eq((r.status, r.header("Location")), (301, loc), "GET %s" % path)
 
 
+
+# FRESH16-2: the names an editor, patch or a package manager leaves beside
+# a page source, and sources in another case (hp_name_private, resolve.c).
+BACKUP_NAMES = (
+    "index.c~", "#index.c#", "index.c.bak", "hello.c.swp", "hello.C",
+    "tpl/page.tpl~", "x.TPL", "inc.H", "lib.so.1", "index.c.1", "a.c.gz",
+    "x.c.css", "page.tpl.orig", "index.c.orig", "index.c.rej",
+    "index.c.save", "index.c.old", "index.c.tmp", "hotpub.ini.dpkg-old",
+    "hotpub.ini.rpmnew", "index.c.~1~", "index.c,v", "index.c___jb_tmp___",
+    "index.c___jb_old___", "style.css___jb_old___", "index.bak",
+    "notes.txt.orig", "X.BAK", "x.swo", "sub/#hello.c#", "sub/hello.c~")
+# Ordinary static names that must still be served.
+SERVED_NAMES = ("jquery.cookie.js", "app.min.css", "index.d.ts",
+                "pkg_1.0.orig.tar.gz", "style.css.map", "v.h264",
+                "x~y.txt", "a#b.txt", "4913", "c", "old.c/index.html")
+
+
+def url_of(name):
+    return "/" + name.replace("%", "%25").replace("#", "%23").replace(
+        ",", "%2C")
+
+
+def check_backup_copies(dev):
+    """docs/security.md: a page source in any case, and an editor's or a
+    tool's copy of a source, header, object, settings file or template
+    (index.c~, #index.c#, index.c.bak, lib.so.1, x.c.css, ...) is never
+    served, with the answer /index.c gets (404), whether it was there at
+    start or copied in while the server runs, or reached by a symlink;
+    ordinary multi-dot names are served."""
+    src = harness.simple_page("secret page source")
+    files = {"index.c": src, "hello.c": src, "tpl/page.tpl": "{{x}}\n"}
+    for i, name in enumerate(BACKUP_NAMES):
+        if i % 2 == 0:
+            files[name] = "SOURCE " + src
+    for name in SERVED_NAMES:
+        files[name] = "public " + name + "\n"
+    with Server(files=files, dev=dev) as s:
+        ref = raw_get(s, "/index.c")
+        check_eq(ref.status, 404, "GET /index.c (the existing refusal)")
+        # the rest copied in while the server runs (cp index.c index.c~)
+        for i, name in enumerate(BACKUP_NAMES):
+            if i % 2 == 1:
+                s.write(name, "SOURCE " + src)
+        os.symlink("index.c~", s.path("innocent.txt"))
+        time.sleep(0.5)  # past the watcher's settle window
+        for name in BACKUP_NAMES + ("innocent.txt",):
+            for method in ("GET", "HEAD"):
+                r = raw_get(s, url_of(name), method=method)
+                check_eq((r.status, r.body), (ref.status,
+                                              ref.body if method == "GET"
+                                              else b""),
+                         "%s %s" % (method, url_of(name)))
+                check(b"SOURCE" not in r.body, "%s leaked" % name)
+        for name in SERVED_NAMES:
+            r = raw_get(s, url_of(name))
+            check_eq((r.status, r.body),
+                     (200, ("public " + name + "\n").encode()),
+                     "GET %s" % url_of(name))
+        r = raw_get(s, "/old.c/")
+        check_eq((r.status, r.body), (200, b"public old.c/index.html\n"),
+                 "GET /old.c/ (a directory is not judged by the name rule)")
+        r = raw_get(s, "/hello")
+        check_eq((r.status, r.body), (200, b"secret page source"), "GET /hello")
+
+
+
+def test_backup_copies_never_served():
+    """check_backup_copies, in dev mode (the editing workflow)."""
+    check_backup_copies(True)
+
+
+def test_backup_copies_never_served_production():
+    """check_backup_copies, in production mode."""
+    check_backup_copies(False)
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,

@@ -373,6 +373,144 @@ static void test_templates_private(void)
     hp_resolver_invalidate(res);
 }
 
+/* FRESH16-2: sources in any case, and editors' and tools' copies of
+ * them, are never static; ordinary multi-dot names still are. */
+static void test_name_private(void)
+{
+    static const char *const refused[] = {
+        "index.c",
+        "hello.C",
+        "x.TPL",
+        "inc.H",
+        "lib.So",
+        "hotpub.INI",
+        "x.O",
+        "x.D",
+        "index.c~",
+        "#index.c#",
+        "index.c.bak",
+        "hello.c.swp",
+        "page.tpl~",
+        "index.c.1",
+        "lib.so.1",
+        "page.tpl.orig",
+        "a.c.gz",
+        "x.c.css",
+        "index.c.rej",
+        "index.c.save",
+        "index.c.old",
+        "index.c.tmp",
+        "x.ini.dpkg-old",
+        "x.ini.dpkg-dist",
+        "x.ini.ucf-old",
+        "x.ini.rpmnew",
+        "index.c,v",
+        "index.c.~1~",
+        "index.c ",
+        "index.c.",
+        "index.c___jb_tmp___",
+        "index.c___jb_old___",
+        "style.css___jb_tmp___",
+        "index.bak",
+        "notes.txt.orig",
+        "X.BAK",
+        "x.swo",
+        "x.swn",
+        "notes~",
+        "#x",
+        "a.C.B",
+        "x.c++",
+        "x.h-1",
+        "x.INI.Bak",
+    };
+    static const char *const served[] = {
+        "style.css",
+        "jquery.cookie.js",
+        "app.min.js",
+        "index.html",
+        "v.h264",
+        "index.d.ts",
+        "pkg.orig.tar.gz",
+        "font.woff2",
+        "app.js.map",
+        "style.css.map",
+        "c",
+        "tpl",
+        "so.1",
+        "x.cc",
+        "a#b.txt",
+        "x~y.txt",
+        "4913",
+        "report.pdf",
+        "a.ctl",
+        "x.hpp",
+        "x.ini2",
+        "x.solid.png",
+        "x.tplx",
+        "d.txt",
+    };
+
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (!hp_name_private(refused[i])) {
+            fprintf(stderr, "  served: %s\n", refused[i]);
+            CHECK(hp_name_private(refused[i]));
+        }
+    for (size_t i = 0; i < sizeof served / sizeof served[0]; i++)
+        if (hp_name_private(served[i])) {
+            fprintf(stderr, "  refused: %s\n", served[i]);
+            CHECK(!hp_name_private(served[i]));
+        }
+}
+
+/* The resolver applies it: to the URL's name and, for a symlink, to the
+ * name it leads to; a directory is not judged by it. */
+static void test_backup_copies(void)
+{
+    static const char *const files[] = {
+        "index.c~",
+        "#index.c#",
+        "index.c.bak",
+        "hello.c.swp",
+        "hello.C",
+        "tpl/page.tpl~",
+        "x.TPL",
+        "lib.so.1",
+        "a.c.gz",
+        "x.c.css",
+        "page.tpl.orig",
+        "x.ini.dpkg-old",
+        "index.c___jb_old___",
+    };
+    char url[2 * PATH_MAX];
+
+    make_dir("tpl");
+    make_dir("old.c");
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        make_file(root, files[i], "x\n");
+    make_file(root, "jquery.cookie.js", "x\n");
+    make_file(root, "old.c/index.html", "x\n");
+    make_link("index.c~", "innocent.txt");
+    hp_resolver_invalidate(res);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(url, sizeof url, "/%s", files[i]);
+        EXPECT(url, "NOTFOUND");
+    }
+    EXPECT("/innocent.txt", "NOTFOUND");
+    EXPECT("/jquery.cookie.js", "STATIC jquery.cookie.js");
+    EXPECT("/old.c/", "STATIC old.c/index.html");
+    EXPECT("/hello", "PAGE hello.c http_handler");
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        remove_rel(files[i]);
+    remove_rel("jquery.cookie.js");
+    remove_rel("innocent.txt");
+    remove_rel("old.c/index.html");
+    snprintf(url, sizeof url, "%s/old.c", root);
+    rmdir(url);
+    snprintf(url, sizeof url, "%s/tpl", root);
+    rmdir(url);
+    hp_resolver_invalidate(res);
+}
+
 /* A root with index.c: "/name" is a handler of it unless name.c exists. */
 static void test_root_index(void)
 {
@@ -615,6 +753,8 @@ int main(int argc, char **argv)
     T_RUN(test_handler_names);
     T_RUN(test_path_params);
     T_RUN(test_templates_private);
+    T_RUN(test_name_private);
+    T_RUN(test_backup_copies);
     T_RUN(test_root_index);
     T_RUN(test_root_spelling);
     T_RUN(test_cache_invalidate);

@@ -387,6 +387,11 @@ static void setup_tree(void)
     put("root/_priv/x.txt", "PRIVATE");
     put("root/page.c", "SOURCE");
     put("root/layout.tpl", "TEMPLATE");
+    put("root/page.c~", "SOURCE");
+    put("root/#page.c#", "SOURCE");
+    put("root/Page.C", "SOURCE");
+    put("root/sub/page.c.bak", "SOURCE");
+    put("root/jquery.cookie.js", "JS");
     put("root2/a.txt", "A2");
     put("outside.txt", "OUTSIDE");
     in_tmp(a, "outside.txt");
@@ -421,6 +426,12 @@ static void check_open_rules(void)
     CHECK_STR(open_read(root, "_priv/x.txt", &err), "");
     CHECK_STR(open_read(root, "page.c", &err), "");
     CHECK_STR(open_read(root, "layout.tpl", &err), "");
+    /* and copies of them, and other cases (hp_name_private) */
+    CHECK_STR(open_read(root, "page.c~", &err), "");
+    CHECK_STR(open_read(root, "#page.c#", &err), "");
+    CHECK_STR(open_read(root, "Page.C", &err), "");
+    CHECK_STR(open_read(root, "sub/page.c.bak", &err), "");
+    CHECK_STR(open_read(root, "jquery.cookie.js", &err), "JS");
     CHECK_STR(open_read(root, "sub", &err), "");
     CHECK_STR(open_read(root, "fifo", &err), ""); /* and does not block */
     CHECK_STR(open_read(root, "sub/../a.txt", &err), "");
