@@ -219,6 +219,25 @@ const char *hp_remote_addr(hp_req *req)
     return hp_req_remote(req);
 }
 
+/* RFC 9110 §5.5: a field value excludes the whitespace around it.
+ * libmicrohttpd 0.9.75 skips the leading whitespace and keeps the
+ * trailing: a value that ends in SP or HTAB is copied without it (rare:
+ * clients do not send it), every other one is returned as it is. */
+const char *hp_req_field_value(hp_req *req, const char *v)
+{
+    size_t n = v ? strlen(v) : 0;
+    if (!n || (v[n - 1] != ' ' && v[n - 1] != '\t'))
+        return v;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    char *c = hp_alloc(req, n + 1);
+    if (!c)
+        return v;
+    memcpy(c, v, n);
+    c[n] = '\0';
+    return c;
+}
+
 const char *hp_header(hp_req *req, const char *name)
 {
     /* RFC 9112 §3.2.2: for an absolute-form target the target's authority
@@ -231,7 +250,8 @@ const char *hp_header(hp_req *req, const char *name)
                 return req->fields.v[i].value;
         return NULL;
     }
-    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+    return hp_req_field_value(
+        req, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name));
 }
 
 static enum MHD_Result collect_cookies(void *cls, enum MHD_ValueKind kind,
@@ -280,7 +300,8 @@ static enum MHD_Result copy_field(void *cls, enum MHD_ValueKind kind,
 {
     hp_req *req = cls;
     char *k = key ? hp_strdup(req, key) : NULL;
-    char *v = k ? hp_strdup(req, value ? value : "") : NULL;
+    const char *t = hp_req_field_value(req, value ? value : "");
+    char *v = k ? hp_strdup(req, t ? t : "") : NULL;
     if (v)
         kv_add(req, &req->fields, k, v);
     return MHD_YES;

@@ -145,6 +145,10 @@ void hp_req_cleanup(hp_req *req);
  * while the connection is suspended. Idempotent.
  */
 void hp_req_detach(hp_req *req);
+/* A field value as libmicrohttpd keeps it, without the whitespace after
+ * it (RFC 9110 §5.5; a copy in the request's memory when there is any):
+ * what hp_header returns. NULL stays NULL. */
+const char *hp_req_field_value(hp_req *req, const char *v);
 /* The client's address as text ("" if unknown). */
 const char *hp_req_remote(hp_req *req);
 /*

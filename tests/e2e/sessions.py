@@ -758,6 +758,11 @@ def test_csrf_exemption_covers_only_code_below_it(eng):
                    headers=hdr(cid, **{"X-CSRF-Token": tok}))
         check_eq((r.status, r.text.strip()), (200, "setuser ok"),
                  "with the token")
+        # the field's value excludes the whitespace after it (RFC 9110
+        # 5.5; FRESH16-6c: a token sent so was refused)
+        r = s.post("/w/hook/setuser", "u=erin",
+                   headers=hdr(cid, **{"X-CSRF-Token": tok + "  "}))
+        check_eq(r.status, 200, "the token with whitespace after it")
         db.cleanup(s, eng)
     finally:
         s.stop()
