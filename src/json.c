@@ -19,14 +19,20 @@
 #define JSON_OUT_MAX_DEPTH 2048 /* as jansson's decoder */
 
 /* application/json, or application/<anything>+json (RFC 6839 3.1), with
- * any parameters. */
+ * any parameters. One media type (RFC 9110 8.3.1: after the subtype only
+ * OWS, then ';' and parameters): "application/json, text/plain" is no
+ * Content-Type a client may send, and not JSON. */
 static bool is_json_type(const char *ct)
 {
     if (!ct)
         return false;
     while (*ct == ' ' || *ct == '\t')
         ct++;
-    size_t n = strcspn(ct, "; \t");
+    size_t n = strcspn(ct, "; \t"), k = n;
+    while (ct[k] == ' ' || ct[k] == '\t')
+        k++;
+    if (ct[k] != '\0' && ct[k] != ';')
+        return false;
     if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
         return true;
     return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&

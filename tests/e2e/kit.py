@@ -113,6 +113,13 @@ def test_json_malformed():
         # not JSON at all: NULL without an error (the page says 415)
         check_eq(post_json(s, b'{"a":1}', "text/plain").status, 415,
                  "text/plain body")
+        # one media type, parameters after ';' only (FRESH16-6c)
+        for ctype in ("application/json , text/plain",
+                      "application/json, text/html", "application/json x",
+                      "application/json ,"):
+            check_eq(post_json(s, b'{"a":1}', ctype).status, 415, ctype)
+        check_eq(post_json(s, b'{"a":1}', "application/json ; charset=utf-8")
+                 .status, 200, "OWS before the parameters")
         check_eq(post_json(s, b'{"a":1}', "application/jsonx").status, 415,
                  "application/jsonx body")
         check_eq(post_json(s, b'').status, 415, "empty body")
