@@ -75,16 +75,44 @@ static void wake(void)
     (void)!write(L.wake, &one, sizeof one);
 }
 
-/* Out of descriptors or memory: the connection stays in the backlog;
- * wait a little instead of spinning on the readable socket. */
+/*
+ * Out of descriptors or memory: the connection stays in the backlog (for
+ * a sibling worker, or for later); wait instead of spinning on the
+ * readable socket, 10 ms at first, doubling while it lasts (an accept
+ * that succeeds ends it) up to 250 ms. Said at most once a minute, with
+ * the count meanwhile: a line a second for as long as it lasted was
+ * noise, and closing connections make room for a moment, so it comes and
+ * goes. A worker that ran out for good is replaced (server.c's fd_check).
+ */
+static struct {
+    unsigned long unsaid; /* failures since the last line */
+    long long delay_ns, said_ns;
+} B;
+
 static void back_off(int err)
 {
-    log_accept_error("accept (new connections wait in the backlog)", err);
-    nanosleep(&(struct timespec){0, 10000000}, NULL);
+    long long now = hp_now_ns();
+    if (B.said_ns == 0 || now - B.said_ns >= 60000000000LL) {
+        if (B.unsaid)
+            hp_log_error("listener: accept: %s: new connections wait in "
+                         "the backlog (%lu more failed accepts since the "
+                         "last line)",
+                         strerror(err), B.unsaid);
+        else
+            hp_log_error("listener: accept: %s: new connections wait in "
+                         "the backlog",
+                         strerror(err));
+        B.said_ns = now;
+        B.unsaid = 0;
+    } else {
+        B.unsaid++;
+    }
+    B.delay_ns = B.delay_ns ? B.delay_ns * 2 : 10000000;
+    if (B.delay_ns > 250000000)
+        B.delay_ns = 250000000;
+    nanosleep(&(struct timespec){0, B.delay_ns}, NULL);
 }
 
-/* Accept up to max connections (fewer at the limit unless over_limit) and
- * hand them over. Returns how many were handed over. */
 static unsigned accept_some(unsigned max, bool over_limit)
 {
     unsigned n = 0;
@@ -104,6 +132,7 @@ static unsigned accept_some(unsigned max, bool over_limit)
                 log_accept_error("accept", err);
             break;
         }
+        B.delay_ns = 0; /* the back-off is over */
         atomic_fetch_add(&L.open, 1);
         /* libmicrohttpd owns c from here, and closes it on failure. */
         if (MHD_add_connection(L.d, c, (struct sockaddr *)&ss, len) !=
