@@ -9,8 +9,9 @@
  * count of open connections against --connection-limit, taking the listen
  * backlog and closing the socket on stop, and the listening socket in the
  * children a page forks (closed there, so a page's child never keeps the
- * port open). The thread also runs a once-a-second callback (server.c's
- * liveness check and heartbeat).
+ * port open), and holding it for good (hp_listener_hold: a process whose
+ * descriptors ran out). The thread also runs a once-a-second callback
+ * (server.c's descriptor count, liveness check and heartbeat).
  * May not touch: requests, the request edge's table (edge.c), processes.
  *
  * Why not libmicrohttpd's own listening socket: with
@@ -49,6 +50,7 @@ static struct {
     atomic_uint open; /* connections handed over and not yet closed */
     atomic_bool stop;
     atomic_bool abandoned; /* hp_listener_abandon: nobody will join us */
+    atomic_bool held;      /* hp_listener_hold: no more accepting */
     /* hp_listener_pause: leave the backlog alone until then (ns, hp_now_ns;
      * 0: not paused, LLONG_MAX: until resumed) */
     atomic_llong paused_until;
@@ -116,7 +118,8 @@ static void back_off(int err)
 static unsigned accept_some(unsigned max, bool over_limit)
 {
     unsigned n = 0;
-    while (n < max && (over_limit || atomic_load(&L.open) < L.limit)) {
+    while (n < max && (over_limit || (atomic_load(&L.open) < L.limit &&
+                                      !atomic_load(&L.held)))) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int c = accept4(atomic_load(&L.fd), (struct sockaddr *)&ss, &len,
@@ -151,13 +154,13 @@ static void *accept_main(void *arg)
     long long next_tick = hp_now_ns() + 1000000000LL;
     while (!atomic_load(&L.stop)) {
         long long until = atomic_load(&L.paused_until), t = hp_now_ns();
-        bool paused = until > t;
+        bool timed = until > t, paused = timed || atomic_load(&L.held);
         bool room = atomic_load(&L.open) < L.limit && !paused;
         struct pollfd p[2] = {
             {.fd = L.wake, .events = POLLIN},
             {.fd = atomic_load(&L.fd), .events = room ? POLLIN : 0}};
         /* A bounded pause ends on its own: wake up for its end. */
-        long long left = (paused && until < next_tick ? until : next_tick) - t;
+        long long left = (timed && until < next_tick ? until : next_tick) - t;
         int ms = left > 0 ? (int)(left / 1000000) + 1 : 0;
         int r = poll(p, 2, ms);
         if (r > 0 && p[0].revents) {
@@ -177,7 +180,7 @@ static void *accept_main(void *arg)
                 L.each_second();
         }
     }
-    if (L.take_backlog)
+    if (L.take_backlog && !atomic_load(&L.held))
         L.taken = accept_some(BACKLOG_MAX, true);
     int fd = atomic_exchange(&L.fd, -1);
     if (fd >= 0)
@@ -210,6 +213,7 @@ int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
     atomic_store(&L.open, 0);
     atomic_store(&L.stop, false);
     atomic_store(&L.abandoned, false);
+    atomic_store(&L.held, false);
     L.take_backlog = false;
     L.taken = 0;
     if (L.wake >= 0)
@@ -257,6 +261,13 @@ void hp_listener_pause_for(long long ns)
     atomic_store(&L.paused_until, ns <= 0                 ? 0
                                   : ns >= LLONG_MAX - now ? LLONG_MAX
                                                           : now + ns);
+    if (L.wake >= 0)
+        wake();
+}
+
+void hp_listener_hold(void)
+{
+    atomic_store(&L.held, true);
     if (L.wake >= 0)
         wake();
 }

@@ -2390,7 +2390,7 @@ static void fd_check(void)
                             "it");
     if (!H.retire && S.dev)
         return;
-    hp_listener_pause(true); /* the siblings, or the successor, take them */
+    hp_listener_hold(); /* the siblings, or the successor, take them */
     if (H.retire)
         H.retire("its descriptors ran out (a page leaks them?)");
     else
