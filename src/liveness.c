@@ -197,15 +197,21 @@ long hp_liveness_fd_count(long stop)
     struct stat st;
     if (stat("/proc/self/fd", &st) == 0 && st.st_size > 0)
         return (long)st.st_size;
+    return hp_liveness_fd_count_dir(stop);
+}
+
+long hp_liveness_fd_count_dir(long stop)
+{
     DIR *d = opendir("/proc/self/fd");
     if (!d)
         return errno == EMFILE ? stop : -1;
     long n = 0;
     struct dirent *de;
-    while (n < stop && (de = readdir(d)))
-        n += de->d_name[0] >= '0' && de->d_name[0] <= '9';
+    while (n < stop && (de = readdir(d))) /* not the directory's own */
+        n += de->d_name[0] >= '0' && de->d_name[0] <= '9' &&
+             atoi(de->d_name) != dirfd(d);
     closedir(d);
-    return n > 0 ? n - 1 : n; /* not the directory's own descriptor */
+    return n;
 }
 
 void hp_liveness_fd_sample(char *out, size_t n)

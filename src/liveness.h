@@ -41,6 +41,8 @@ void hp_liveness_restore_stderr(void);
  * descriptor is left to read the directory with; -1 if unknown.
  */
 long hp_liveness_fd_count(long stop);
+/* The same from the directory read alone (older kernels; for tests). */
+long hp_liveness_fd_count_dir(long stop);
 /*
  * For the log line about descriptors that ran out (once, not cheap: it
  * reads /proc/self/fd): what the highest descriptors name, the most
