@@ -120,11 +120,12 @@ enum cause {
     CAUSE_EXIT,        /* exited with no stop asked for */
     CAUSE_DESCRIPTORS, /* found its own descriptors closed (status 70) */
     CAUSE_HEARTBEAT,   /* stopped beating: killed by the parent */
+    CAUSE_FD_LEAK,     /* its descriptors ran out (retired, server.c) */
     CAUSE_N
 };
 static const char *const cause_name[CAUSE_N] = {
-    "none", "handler_timeout", "recycle",  "crash",
-    "exit", "descriptors",     "heartbeat"};
+    "none", "handler_timeout", "recycle",   "crash",
+    "exit", "descriptors",     "heartbeat", "descriptor_leak"};
 
 /* What one handler-running thread of a worker is doing. */
 struct rec {
@@ -2873,6 +2874,70 @@ static void guard_lost(const char *why)
     atomic_store(&ME->cause, CAUSE_DESCRIPTORS);
 }
 
+/* server.h's retire: the worker's descriptors ran out (server.c said so
+ * and stopped accepting): replaced through the flag --worker-memory-limit
+ * sets, the parent starts its successor, then drains it. */
+static void guard_retire(const char *why)
+{
+    int none = CAUSE_NONE;
+    (void)why;
+    atomic_compare_exchange_strong(&ME->retire, &none, CAUSE_FD_LEAK);
+}
+
+/* server.h's recent_pages: what this process's records say, running ones
+ * and the latest first, each page and handler once. Reads what
+ * run_begin wrote anyway: nothing is added to a request's cost. Another
+ * thread may be rewriting a record meanwhile: each is copied and ended
+ * here, at worst a torn name in a log line. */
+static void guard_recent_pages(char *out, size_t cap)
+{
+    enum { SHOW = 5 };
+    char path[SHOW][REC_PATH], handler[SHOW][REC_HANDLER];
+    char p[REC_PATH], h[REC_HANDLER];
+    int shown = 0;
+    int nrecs = atomic_load(&ME->nrecs);
+    if (nrecs > SHM->nrecs)
+        nrecs = SHM->nrecs;
+    size_t len = 0;
+    out[0] = '\0';
+    /* SHOW times: the most recent record not shown yet (running first). */
+    while (shown < SHOW) {
+        int best = -1;
+        bool best_run = false;
+        long long best_t = 0;
+        for (int i = 0; i < nrecs; i++) {
+            struct rec *r = rec_at(ME, i);
+            memcpy(p, r->path, sizeof p);
+            memcpy(h, r->handler, sizeof h);
+            p[sizeof p - 1] = h[sizeof h - 1] = '\0';
+            bool dup = !p[0];
+            for (int k = 0; k < shown && !dup; k++)
+                dup = strcmp(path[k], p) == 0 && strcmp(handler[k], h) == 0;
+            if (dup)
+                continue;
+            bool run = (atomic_load(&r->word) & 3) != R_IDLE;
+            long long t = atomic_load(&r->started);
+            if (best < 0 || (run && !best_run) ||
+                (run == best_run && t > best_t)) {
+                best = i, best_run = run, best_t = t;
+                memcpy(path[shown], p, sizeof p);
+                memcpy(handler[shown], h, sizeof h);
+            }
+        }
+        if (best < 0)
+            break;
+        int k = snprintf(out + len, cap - len, "%s%s%s%s%s", shown ? ", " : "",
+                         rel_path(path[shown]), handler[shown][0] ? " " : "",
+                         handler[shown], best_run ? " (running)" : "");
+        if (k < 0 || (size_t)k >= cap - len) {
+            out[len] = '\0';
+            break;
+        }
+        len += (size_t)k;
+        shown++;
+    }
+}
+
 static void watchdog_start(void)
 {
     pthread_t t;
@@ -2910,6 +2975,10 @@ static bool guard_stop_cause(char *out, size_t cap)
         snprintf(out, cap,
                  "recycled (--worker-max-requests or "
                  "--worker-memory-limit); a new worker serves");
+    else if (retire == CAUSE_FD_LEAK)
+        snprintf(out, cap,
+                 "replaced: its descriptors ran out (a page leaks them? "
+                 "see above); a new worker serves");
     else if (ME->gen < now)
         snprintf(out, cap,
                  "(generation %u) retired after reload: "
@@ -2959,6 +3028,7 @@ void hp_guard_enter_alone(struct hp_config *cfg, struct hp_server_hooks *hooks)
     hooks->run_stack = guard_run_stack;
     hooks->vet = alone_vet;
     hooks->load_signal = guard_load_signal;
+    hooks->recent_pages = guard_recent_pages;
 }
 
 void hp_guard_enter(int slot, struct hp_config *cfg,
@@ -2988,6 +3058,8 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     hooks->ready = guard_ready;
     hooks->heartbeat = guard_heartbeat;
     hooks->lost = guard_lost;
+    hooks->retire = guard_retire;
+    hooks->recent_pages = guard_recent_pages;
     hooks->status_json = guard_status_json;
     hooks->stop_cause = guard_stop_cause;
     hooks->metrics_text = guard_metrics_text;

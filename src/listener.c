@@ -9,8 +9,9 @@
  * count of open connections against --connection-limit, taking the listen
  * backlog and closing the socket on stop, and the listening socket in the
  * children a page forks (closed there, so a page's child never keeps the
- * port open). The thread also runs a once-a-second callback (server.c's
- * liveness check and heartbeat).
+ * port open), and holding it for good (hp_listener_hold: a process whose
+ * descriptors ran out). The thread also runs a once-a-second callback
+ * (server.c's descriptor count, liveness check and heartbeat).
  * May not touch: requests, the request edge's table (edge.c), processes.
  *
  * Why not libmicrohttpd's own listening socket: with
@@ -49,6 +50,7 @@ static struct {
     atomic_uint open; /* connections handed over and not yet closed */
     atomic_bool stop;
     atomic_bool abandoned; /* hp_listener_abandon: nobody will join us */
+    atomic_bool held;      /* hp_listener_hold: no more accepting */
     /* hp_listener_pause: leave the backlog alone until then (ns, hp_now_ns;
      * 0: not paused, LLONG_MAX: until resumed) */
     atomic_llong paused_until;
@@ -75,20 +77,49 @@ static void wake(void)
     (void)!write(L.wake, &one, sizeof one);
 }
 
-/* Out of descriptors or memory: the connection stays in the backlog;
- * wait a little instead of spinning on the readable socket. */
+/*
+ * Out of descriptors or memory: the connection stays in the backlog (for
+ * a sibling worker, or for later); wait instead of spinning on the
+ * readable socket, 10 ms at first, doubling while it lasts (an accept
+ * that succeeds ends it) up to 250 ms. Said at most once a minute, with
+ * the count meanwhile: a line a second for as long as it lasted was
+ * noise, and closing connections make room for a moment, so it comes and
+ * goes. A worker that ran out for good is replaced (server.c's fd_check).
+ */
+static struct {
+    unsigned long unsaid; /* failures since the last line */
+    long long delay_ns, said_ns;
+} B;
+
 static void back_off(int err)
 {
-    log_accept_error("accept (new connections wait in the backlog)", err);
-    nanosleep(&(struct timespec){0, 10000000}, NULL);
+    long long now = hp_now_ns();
+    if (B.said_ns == 0 || now - B.said_ns >= 60000000000LL) {
+        if (B.unsaid)
+            hp_log_error("listener: accept: %s: new connections wait in "
+                         "the backlog (%lu more failed accepts since the "
+                         "last line)",
+                         strerror(err), B.unsaid);
+        else
+            hp_log_error("listener: accept: %s: new connections wait in "
+                         "the backlog",
+                         strerror(err));
+        B.said_ns = now;
+        B.unsaid = 0;
+    } else {
+        B.unsaid++;
+    }
+    B.delay_ns = B.delay_ns ? B.delay_ns * 2 : 10000000;
+    if (B.delay_ns > 250000000)
+        B.delay_ns = 250000000;
+    nanosleep(&(struct timespec){0, B.delay_ns}, NULL);
 }
 
-/* Accept up to max connections (fewer at the limit unless over_limit) and
- * hand them over. Returns how many were handed over. */
 static unsigned accept_some(unsigned max, bool over_limit)
 {
     unsigned n = 0;
-    while (n < max && (over_limit || atomic_load(&L.open) < L.limit)) {
+    while (n < max && (over_limit || (atomic_load(&L.open) < L.limit &&
+                                      !atomic_load(&L.held)))) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int c = accept4(atomic_load(&L.fd), (struct sockaddr *)&ss, &len,
@@ -104,6 +135,7 @@ static unsigned accept_some(unsigned max, bool over_limit)
                 log_accept_error("accept", err);
             break;
         }
+        B.delay_ns = 0; /* the back-off is over */
         atomic_fetch_add(&L.open, 1);
         /* libmicrohttpd owns c from here, and closes it on failure. */
         if (MHD_add_connection(L.d, c, (struct sockaddr *)&ss, len) !=
@@ -122,13 +154,13 @@ static void *accept_main(void *arg)
     long long next_tick = hp_now_ns() + 1000000000LL;
     while (!atomic_load(&L.stop)) {
         long long until = atomic_load(&L.paused_until), t = hp_now_ns();
-        bool paused = until > t;
+        bool timed = until > t, paused = timed || atomic_load(&L.held);
         bool room = atomic_load(&L.open) < L.limit && !paused;
         struct pollfd p[2] = {
             {.fd = L.wake, .events = POLLIN},
             {.fd = atomic_load(&L.fd), .events = room ? POLLIN : 0}};
         /* A bounded pause ends on its own: wake up for its end. */
-        long long left = (paused && until < next_tick ? until : next_tick) - t;
+        long long left = (timed && until < next_tick ? until : next_tick) - t;
         int ms = left > 0 ? (int)(left / 1000000) + 1 : 0;
         int r = poll(p, 2, ms);
         if (r > 0 && p[0].revents) {
@@ -148,7 +180,7 @@ static void *accept_main(void *arg)
                 L.each_second();
         }
     }
-    if (L.take_backlog)
+    if (L.take_backlog && !atomic_load(&L.held))
         L.taken = accept_some(BACKLOG_MAX, true);
     int fd = atomic_exchange(&L.fd, -1);
     if (fd >= 0)
@@ -181,6 +213,7 @@ int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
     atomic_store(&L.open, 0);
     atomic_store(&L.stop, false);
     atomic_store(&L.abandoned, false);
+    atomic_store(&L.held, false);
     L.take_backlog = false;
     L.taken = 0;
     if (L.wake >= 0)
@@ -228,6 +261,13 @@ void hp_listener_pause_for(long long ns)
     atomic_store(&L.paused_until, ns <= 0                 ? 0
                                   : ns >= LLONG_MAX - now ? LLONG_MAX
                                                           : now + ns);
+    if (L.wake >= 0)
+        wake();
+}
+
+void hp_listener_hold(void)
+{
+    atomic_store(&L.held, true);
     if (L.wake >= 0)
         wake();
 }

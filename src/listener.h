@@ -48,6 +48,10 @@ void hp_listener_pause(bool on);
 /* The same for at most ns nanoseconds (resumed by then even if no one says
  * so); ns <= 0 resumes now. */
 void hp_listener_pause_for(long long ns);
+/* Take no more connections, for good (a resume does not undo it), nor the
+ * backlog on stop: this process can no longer serve them (its descriptors
+ * ran out); its siblings, or its successor, take them. */
+void hp_listener_hold(void);
 /* This process's copy of the listening socket, or -1 once stopped. */
 int hp_listener_fd(void);
 /* Connections handed to libmicrohttpd and not closed yet. */

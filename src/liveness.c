@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_FDS 256
@@ -182,4 +183,72 @@ void hp_liveness_restore_stderr(void)
         st.st_ino == V.err_ino)
         return;
     dup2(V.saved_err, STDERR_FILENO);
+}
+
+/*
+ * The count of open descriptors. Linux 6.2 and later give it as the size
+ * of /proc/self/fd (a bitmap's weight: one stat(), no descriptor needed);
+ * before, the directory is read, which takes a descriptor (none left:
+ * the table is full) and costs a little per entry, so the count stops at
+ * `stop`.
+ */
+long hp_liveness_fd_count(long stop)
+{
+    struct stat st;
+    if (stat("/proc/self/fd", &st) == 0 && st.st_size > 0)
+        return (long)st.st_size;
+    return hp_liveness_fd_count_dir(stop);
+}
+
+long hp_liveness_fd_count_dir(long stop)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return errno == EMFILE ? stop : -1;
+    long n = 0;
+    struct dirent *de;
+    while (n < stop && (de = readdir(d))) /* not the directory's own */
+        n += de->d_name[0] >= '0' && de->d_name[0] <= '9' &&
+             atoi(de->d_name) != dirfd(d);
+    closedir(d);
+    return n;
+}
+
+void hp_liveness_fd_sample(char *out, size_t n)
+{
+    enum { SAMPLE = 64 };
+    int top = -1;
+    out[0] = '\0';
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] >= '0' && de->d_name[0] <= '9' &&
+            atoi(de->d_name) != dirfd(d) && atoi(de->d_name) > top &&
+            atoi(de->d_name) != V.saved_err) /* ours, high on purpose */
+            top = atoi(de->d_name);
+    closedir(d);
+    static char names[SAMPLE][96]; /* the accept thread's, once */
+    char link[64];
+    int seen = 0;
+    for (int fd = top; fd >= 0 && seen < SAMPLE; fd--) {
+        if (fd == V.saved_err)
+            continue;
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t k = readlink(link, names[seen], sizeof names[seen] - 1);
+        if (k > 0)
+            names[seen++][k] = '\0';
+    }
+    int best = -1, most = 0;
+    for (int i = 0; i < seen; i++) {
+        int same = 0;
+        for (int j = 0; j < seen; j++)
+            same += strcmp(names[i], names[j]) == 0;
+        if (same > most)
+            best = i, most = same;
+    }
+    if (best >= 0)
+        snprintf(out, n, "%d of the %d highest descriptors (up to %d) name %s",
+                 most, seen, top, names[best]);
 }

@@ -34,5 +34,22 @@ int hp_liveness_check(char *why, size_t n);
 /* If standard error was closed or replaced, put the original back (from
  * the duplicate) so that a last log line lands where the others went. */
 void hp_liveness_restore_stderr(void);
+/*
+ * Descriptors this process has open: exact where the kernel counts them
+ * for us (Linux 6.2 and later, one stat()), else read from /proc/self/fd
+ * and counted up to `stop` at most (the cost is a bound); `stop` when no
+ * descriptor is left to read the directory with; -1 if unknown.
+ */
+long hp_liveness_fd_count(long stop);
+/* The same from the directory read alone (older kernels; for tests). */
+long hp_liveness_fd_count_dir(long stop);
+/*
+ * For the log line about descriptors that ran out (once, not cheap: it
+ * reads /proc/self/fd): what the highest descriptors name, the most
+ * recently opened as a rule: the name most of the 64 highest have ("64
+ * of the 64 highest descriptors (up to 19999) name /dev/null"); "" if
+ * unknown. Not thread-safe (a static table): the accept thread's.
+ */
+void hp_liveness_fd_sample(char *out, size_t n);
 
 #endif

@@ -2309,10 +2309,100 @@ static _Noreturn void lost_descriptors(const char *why)
 
 static void reactor_stall(void);
 
+/* The single process ran out of descriptors (fd_check): the main thread
+ * stops it (wait_for_stop), to exit 70. */
+static atomic_bool fds_out;
+
+/*
+ * On the accept thread, about once a second: has this process nearly run
+ * out of descriptors? A page that opens files or sockets and never closes
+ * them leaves a process that answers 500 ("Too many open files") to every
+ * page that opens one, and cannot accept connections, for good. At 90% of
+ * RLIMIT_NOFILE's soft limit (read each time: a page may change it), most
+ * of them not client connections (those --connection-limit bounds, and a
+ * new process would take the same load), the process is replaced the way
+ * --worker-memory-limit replaces one: it stops accepting, the supervisor
+ * starts its successor, then drains it. Alone, it stops and exits 70.
+ * The count is one stat() on Linux 6.2 and later; before, reading
+ * /proc/self/fd, stopped at the mark. Once per process.
+ */
+static void fd_check(void)
+{
+    static bool done;
+    static double warned;
+    static long prev = -1, rose;
+    static char rose_pages[400];
+    struct rlimit rl;
+    if (done || getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+        rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur < 20)
+        return;
+    long limit = rl.rlim_cur > (1L << 30) ? 1L << 30 : (long)rl.rlim_cur;
+    long high = limit - limit / 10;
+    long n = hp_liveness_fd_count(high);
+    /* A sharp rise (1% of the limit in a second): which pages ran then,
+     * for the line below (the pages running at the mark may be others). */
+    if (prev >= 0 && n - prev >= (limit / 100 > 16 ? limit / 100 : 16) &&
+        H.recent_pages) {
+        rose = n - prev;
+        H.recent_pages(rose_pages, sizeof rose_pages);
+    }
+    prev = n;
+    if (n < high)
+        return;
+    long conns = (long)hp_listener_open();
+    if (conns * 2 >= n) {
+        /* Connections: a new process would not do better. Raise the
+         * limit or lower --connection-limit. */
+        if (hp_now() - warned >= 60) {
+            warned = hp_now();
+            hp_log_error("%ld descriptors open, %ld of them client "
+                         "connections, of RLIMIT_NOFILE's %ld: raise the "
+                         "open-file limit (LimitNOFILE=, ulimit -n) or lower "
+                         "--connection-limit",
+                         n, conns, limit);
+        }
+        return;
+    }
+    done = true;
+    char pages[400] = "", sample[200];
+    if (H.recent_pages)
+        H.recent_pages(pages, sizeof pages);
+    hp_liveness_fd_sample(sample, sizeof sample);
+    char rise[480] = "";
+    if (rose && rose_pages[0])
+        snprintf(rise, sizeof rise,
+                 "; the last sharp rise (%ld in a second) came while these "
+                 "ran: %s",
+                 rose, rose_pages);
+    hp_log_error("%ld%s descriptors open, %ld of them client connections, of "
+                 "RLIMIT_NOFILE's %ld (90%% or more): a page leaks "
+                 "descriptors (opens files or sockets and never closes "
+                 "them)?%s%s%s%s%s; %s",
+                 n, n == high ? " or more" : "", conns, limit,
+                 pages[0] ? " Pages running or run last: " : "", pages, rise,
+                 sample[0] ? "; " : "", sample,
+                 H.retire ? "this worker stops accepting and will be "
+                            "replaced gracefully"
+                 : S.dev  ? "pages that open one fail until the server is "
+                            "restarted (dev mode serves on)"
+                          : "stopping: running requests finish (within "
+                            "--shutdown-timeout), then the server exits "
+                            "with status 70 for the supervisor to restart "
+                            "it");
+    if (!H.retire && S.dev)
+        return;
+    hp_listener_hold(); /* the siblings, or the successor, take them */
+    if (H.retire)
+        H.retire("its descriptors ran out (a page leaks them?)");
+    else
+        atomic_store(&fds_out, true);
+}
+
 static void each_second(void)
 {
     char why[160];
     reactor_stall();
+    fd_check();
     if (hp_liveness_check(why, sizeof why) == 0) {
         hp_metrics_tick();
         hp_metrics_modules(S.cache);
@@ -2702,6 +2792,10 @@ static void wait_for_stop(const sigset_t *sigs)
         hp_stray_signals_report();
         if (alone && (dlopen_hung_check() || reactor_hung_check()))
             break;
+        if (alone && atomic_load(&fds_out)) {
+            stopped_unasked = true;
+            break;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             stop_sender(sig, &si);
             drain_delay(sig);

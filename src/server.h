@@ -77,6 +77,18 @@ struct hp_server_hooks {
      * exits with status 70 right after this call; why says which
      * descriptor (the host records it for its supervisor). */
     void (*lost)(const char *why);
+    /* About once a second, from the accept thread: this process's open
+     * descriptors reached the high-water mark (90% of RLIMIT_NOFILE's
+     * soft limit), most of them not client connections (a page leaks
+     * them); why says so, logged already. The host has the process
+     * replaced gracefully (as --worker-memory-limit does); called once.
+     * NULL (the single process): hp_serve stops as for a SIGTERM and
+     * exits with status 70 for its supervisor to restart it. */
+    void (*retire)(const char *why);
+    /* The pages running or run last on this process's threads, most
+     * recent first, for that log line ("bad.c leakfd (running), ..."),
+     * into out (cap bytes); NULL: none known. */
+    void (*recent_pages)(char *out, size_t cap);
     /* SIGUSR1, after the access log: reopen the host's logs. */
     void (*reopen_logs)(void);
     /* After the drain that a stop signal began: why the host's supervisor

@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -1162,6 +1163,120 @@ def test_worker_memory_limit_checked_after_every_run():
         s.get_ok("/pid/bighog")
         check(wait_until(lambda: "--worker-memory-limit" in s.stderr(),
                          limit(2.0)), "not marked after the run")
+
+
+# ---- a page that leaks descriptors (FRESH16-3) ------------------------------
+
+FDPAGE = page(r"""
+#include <fcntl.h>
+#include <unistd.h>
+HP_HANDLER(http_handler) /* needs one descriptor for a moment */
+{
+    int fd = open("/dev/null", O_RDONLY);
+    if (fd < 0)
+        return 500;
+    close(fd);
+    hp_printf(req, "pid %d\n", (int)getpid());
+    return HP_OK;
+}
+HP_HANDLER(leak) /* more than the whole limit, never closed */
+{
+    for (int i = 0; i < 300; i++)
+        open("/dev/null", O_RDONLY);
+    hp_printf(req, "pid %d\n", (int)getpid());
+    return HP_OK;
+}
+""")
+NOFILE = 256
+
+
+class LowNofileServer(Server):
+    """A Server run under `prlimit --nofile=256:256`: a leaking page
+    reaches the limit in one request."""
+
+    def command(self):
+        if not shutil.which("prlimit"):
+            raise harness.Skip("no prlimit")
+        return ["prlimit", "--nofile=%d:%d" % (NOFILE, NOFILE), "--"] + \
+            super().command()
+
+
+def _leak_replaces(workers):
+    """Every worker leaks its descriptors (/fd/leak, on fresh connections):
+    each is replaced, the log says why and names the page, /fd answers 200
+    again from new workers, and restart_causes counts descriptor_leak."""
+    with LowNofileServer(files={"fd.c": FDPAGE},
+                         args=["--workers", str(workers)]) as s:
+        check_eq(s.get_ok("/fd").status, 200, "/fd before the leak")
+        first = ready_pids(procs(s))
+        leaked = set()
+        deadline = time.monotonic() + limit(10.0)
+        while not set(first) <= leaked and time.monotonic() < deadline:
+            r = fresh_get(s, "/fd/leak")
+            if r is not None and r.status == 200:
+                leaked.add(pid_of(r.text.strip()))
+        check(set(first) <= leaked, "workers that ran /fd/leak: %s of %s"
+              % (sorted(leaked), first))
+        workers = len(leaked)  # a successor may have run it too
+        check(wait_until(lambda: s.stderr().count(
+            "this worker stops accepting and will be replaced gracefully")
+            >= workers, limit(5.0)),
+            "no line saying the workers' descriptors ran out")
+        log = s.stderr()
+        check_in("of RLIMIT_NOFILE's %d (90%% or more): a page leaks "
+                 "descriptors" % NOFILE, log, "the log")
+        check_in("fd.c leak", log, "the page named in the log")
+        check_in("name /dev/null", log, "what the descriptors name")
+
+        def all_new_200():
+            rs = [fresh_get(s, "/fd") for _ in range(6)]
+            if not all(r is not None and r.status == 200 for r in rs):
+                return False
+            return not {pid_of(r.text.strip()) for r in rs} & set(first)
+        check(wait_until(all_new_200, limit(10.0)),
+              "/fd does not answer 200 from new workers: %s"
+              % [(r and r.status, r and short(r.body))
+                 for r in [fresh_get(s, "/fd") for _ in range(4)]])
+        check(wait_until(lambda: s.stderr().count(
+            "replaced: its descriptors ran out") >= workers, limit(5.0)),
+            "the old workers did not drain")
+        p = procs(s)
+        check_eq(p["restart_causes"].get("descriptor_leak"), workers,
+                 "restart_causes.descriptor_leak")
+        check_eq(p["restart_causes"]["crash"], 0, "restart_causes.crash")
+        check(s.stderr().count("accept: Too many open files") <= workers,
+              "accept's EMFILE said more than once a worker")
+
+
+def test_leaking_descriptors_replaces_the_lone_worker():
+    """--workers 1: a page that leaks descriptors until the worker has none
+    left (prlimit 256) gets its worker replaced gracefully, as
+    --worker-memory-limit does, and pages that open a file answer 200
+    again (before, the worker answered 500 for good)."""
+    _leak_replaces(1)
+
+
+def test_leaking_descriptors_replaces_every_worker():
+    """--workers 2, both workers leak (FRESH16-3's report): both are
+    replaced, and no request is left with a worker out of descriptors."""
+    _leak_replaces(2)
+
+
+def test_leaking_descriptors_stops_the_single_process_70():
+    """--workers 0 (production): nothing would replace the process, so it
+    stops as for a SIGTERM (running requests finish) and exits with status
+    70, for systemd's Restart=on-failure to restart it."""
+    with LowNofileServer(files={"fd.c": FDPAGE}, args=["--workers", "0"],
+                         dev=False) as s:
+        s.get_ok("/fd")
+        s.get_ok("/fd/leak")
+        check(wait_until(lambda: not s.alive(), limit(5.0)),
+              "the single process did not stop")
+        check_eq(s.proc.returncode, 70, "its exit status")
+        check_in("a page leaks descriptors", s.stderr(), "its log")
+        check_in("then the server exits with status 70", s.stderr(),
+                 "its log")
+        s.check_exit = False
 
 
 # ---- an application module whose init crashes; a page that calls exit ------

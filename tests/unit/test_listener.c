@@ -157,10 +157,31 @@ static void test_forked_child_closes_the_socket(void)
     MHD_stop_daemon(d);
 }
 
+/* hp_listener_hold: no more accepting, whatever a resume says, and the
+ * backlog is left on stop (for the siblings or the successor). */
+static void test_hold_is_for_good(void)
+{
+    int fd = hp_listen_bind("127.0.0.1:0");
+    struct MHD_Daemon *d = daemon_new();
+    CHECK(fd >= 0 && d && hp_listener_start(fd, d, 8, NULL) == 0);
+    int port = port_of(fd);
+    int a = dial(port);
+    CHECK(a >= 0 && served(a, 5000));
+    hp_listener_hold();
+    hp_listener_pause(false); /* a resume does not undo it */
+    int b = dial(port);
+    CHECK(b >= 0 && !served(b, 300));
+    CHECK(hp_listener_stop(true) == 0); /* b is not taken */
+    close(a);
+    close(b);
+    MHD_stop_daemon(d);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
     T_RUN(test_serves_limits_and_stops);
     T_RUN(test_forked_child_closes_the_socket);
+    T_RUN(test_hold_is_for_good);
     T_DONE();
 }

@@ -97,6 +97,29 @@ static void test_stderr_restored(void)
     close(keep);
 }
 
+/* The count of open descriptors follows opens and closes; the directory
+ * read (older kernels) stops at the bound. */
+static void test_fd_count(void)
+{
+    enum { N = 40 };
+    int fds[N];
+    long before = hp_liveness_fd_count(1L << 20);
+    CHECK(before >= 3);
+    for (int i = 0; i < N; i++)
+        fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    CHECK(hp_liveness_fd_count(1L << 20) == before + N);
+    CHECK(hp_liveness_fd_count(before) >= before); /* stops, or exact */
+    /* Older kernels' way: the same count, or the bound. */
+    CHECK(hp_liveness_fd_count_dir(1L << 20) == before + N);
+    CHECK(hp_liveness_fd_count_dir(before) == before);
+    char sample[200];
+    hp_liveness_fd_sample(sample, sizeof sample);
+    CHECK(strstr(sample, "name /dev/null") != NULL);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    CHECK(hp_liveness_fd_count(1L << 20) == before);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
@@ -105,5 +128,6 @@ int main(int argc, char **argv)
     T_RUN(test_reused_is_reported);
     T_RUN(test_log_reopen_is_not_a_loss);
     T_RUN(test_stderr_restored);
+    T_RUN(test_fd_count);
     T_DONE();
 }
