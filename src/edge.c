@@ -359,7 +359,8 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
                         : real_recv(fd, buf, len, flags);
     if (n <= 0)
         return n;
-    size_t ok = hp_frame_feed(&e->f, buf, (size_t)n);
+    /* Renames Cookie fields in buf for libmicrohttpd (framing.h). */
+    size_t ok = hp_frame_feed_edit(&e->f, buf, (size_t)n);
     if (e->f.bad_status) {
         atomic_fetch_add(&E.refused, 1);
         log_refusal(e, e->f.bad_status, e->f.why);

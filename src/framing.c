@@ -3,7 +3,8 @@
  * (RFC 9112): where each request head and body begins and ends, and whether
  * the head is one that every reader would read the same way.
  *
- * Owns: the parse state of one connection's byte stream and its verdict.
+ * Owns: the parse state of one connection's byte stream and its verdict,
+ * and (hp_frame_feed_edit) the renaming of Cookie fields in the bytes.
  * May not touch: sockets, libmicrohttpd, time, memory allocation. It is a
  * pure function of the bytes, so the fuzzer and the unit tests drive it
  * exactly as edge.c does.
@@ -252,9 +253,13 @@ static void parse_te(struct hp_frame *f, const char *v, size_t n)
 static void fields_fit(struct hp_frame *f)
 {
     f->n_fields++;
-    size_t need = (size_t)(f->n_fields + f->n_query) * 64 + f->head_len;
+    size_t need =
+        f->held + (size_t)(f->n_fields + f->n_query) * 64 + f->head_len;
     if (f->query_room && need + 4096 > f->query_room)
-        refuse(f, 431, "too many header fields for --max-header");
+        refuse(f, 431,
+               f->in_trailer ? "head and trailer fields too large for "
+                               "--max-header"
+                             : "too many header fields for --max-header");
 }
 
 static void end_field(struct hp_frame *f)
@@ -301,8 +306,7 @@ static void end_field(struct hp_frame *f)
     f->val_len = 0;
     f->tok_len = 0;
     f->st = ST_LINE;
-    if (!f->in_trailer)
-        fields_fit(f);
+    fields_fit(f);
 }
 
 static void start_field_value(struct hp_frame *f)
@@ -689,7 +693,11 @@ static bool chunk_size_line_end(struct hp_frame *f)
     f->tok_len = 0;
     f->chunk_bws = false;
     if (f->left == 0) { /* last-chunk: the trailer section follows */
+        /* libmicrohttpd keeps each trailer field as a header field (a
+         * record and its text), beside the head's, which it still holds:
+         * fields_fit counts both. */
         f->in_trailer = true;
+        f->held = f->head_len;
         f->head_len = 0;
         f->st = ST_LINE;
         return true;
@@ -769,6 +777,23 @@ static bool chunk_byte(struct hp_frame *f, unsigned char c)
 /* ---- the driver -------------------------------------------------------------
  */
 
+/*
+ * How long the head (or trailer section) may grow now. In its field lines,
+ * libmicrohttpd holds the text so far in its memory beside a record for
+ * each field line before (and each query piece, and in a trailer section
+ * the head's text): a line must not outgrow what is left, or it answers
+ * its own 431 before the line ends (fields_fit, at the line's end, counts
+ * that line's record too). The request line's bytes are max_head's alone.
+ */
+static size_t head_limit(const struct hp_frame *f)
+{
+    if (!f->query_room || f->st < ST_LINE || f->st > ST_VALUE_LF)
+        return f->max_head;
+    size_t used = f->held + (size_t)(f->n_fields + f->n_query) * 64 + 4096;
+    size_t left = f->query_room > used ? f->query_room - used : 0;
+    return left < f->max_head ? left : f->max_head;
+}
+
 static bool head_byte(struct hp_frame *f, unsigned char c)
 {
     if (++f->head_len > f->max_head) {
@@ -778,6 +803,12 @@ static bool head_byte(struct hp_frame *f, unsigned char c)
                       f->st <= ST_START_LF ? "too many empty lines"
                                            : "request head too large");
     }
+    if (f->head_len > head_limit(f))
+        return refuse(f, 431,
+                      f->in_trailer ? "head and trailer fields too large for "
+                                      "--max-header"
+                                    : "too many header fields for "
+                                      "--max-header");
     switch (f->st) {
     case ST_START:
     case ST_START_LF:
@@ -830,7 +861,7 @@ static size_t field_line(struct hp_frame *f, const unsigned char *p, size_t n)
     size_t v_end = k;
     if (k < n && p[k] == '\r')
         k++;
-    if (k >= n || p[k] != '\n' || f->head_len + k + 1 > f->max_head)
+    if (k >= n || p[k] != '\n' || f->head_len + k + 1 > head_limit(f))
         return 0;
     f->tok_len = 0;
     keep_name(f, (const char *)p, name_len);
@@ -843,8 +874,10 @@ static size_t field_line(struct hp_frame *f, const unsigned char *p, size_t n)
         f->val_len = len < sizeof f->val ? len : sizeof f->val;
         memcpy(f->val, p + v, f->val_len);
     }
-    end_field(f);
+    /* Counted before end_field, as the byte-wise parser has by then: the
+     * line's own bytes are in fields_fit's sum whatever the split. */
     f->head_len += k + 1;
+    end_field(f);
     return k + 1;
 }
 
@@ -898,12 +931,54 @@ static size_t plain_run(const struct hp_frame *f, const unsigned char *p,
     size_t k = 0;
     while (k < n && table[p[k]])
         k++;
-    if (f->head_len + k > f->max_head)
+    if (f->head_len + k > head_limit(f))
         return 0; /* let the byte-wise path say which limit */
     return k;
 }
 
-size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
+/* ---- Cookie fields renamed for libmicrohttpd (framing.h) ------------------
+ *
+ * Why renaming, not counting: parse_cookie_header needs the value's length
+ * again plus a record a pair, so a Cookie field of half of --max-header
+ * (one 10 KB cookie, or a few hundred short pairs) overflows a pool sized
+ * for the head, and refusing such heads is not what nginx does; a bigger
+ * pool costs every request (libmicrohttpd clears it between requests).
+ * Renamed, the field costs libmicrohttpd what any field costs (fields_fit).
+ */
+static bool starts_cookie(const char *s)
+{
+    return strncasecmp(s, "cookie", 6) == 0;
+}
+
+static void mark(struct hp_frame *f, char *w, size_t at)
+{
+    if (w && !f->in_trailer)
+        w[at] = HP_FRAME_COOKIE_MARK;
+}
+
+const char *hp_frame_wire_name(const char *name, char *buf, size_t cap)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n < 6 || !starts_cookie(name) || n >= cap)
+        return name;
+    memcpy(buf, name, n + 1);
+    buf[5] = HP_FRAME_COOKIE_MARK;
+    return buf;
+}
+
+bool hp_frame_renamed(const char *wire)
+{
+    return wire && strncasecmp(wire, "cooki", 5) == 0 &&
+           wire[5] == HP_FRAME_COOKIE_MARK;
+}
+
+void hp_frame_client_name(char *name)
+{
+    if (hp_frame_renamed(name))
+        name[5] = name[4] == 'I' ? 'E' : 'e';
+}
+
+static size_t feed(struct hp_frame *f, const char *p, size_t n, char *w)
 {
     size_t msg_start = 0; /* where the message being parsed began here */
     size_t i = 0;
@@ -929,14 +1004,21 @@ size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
                           ? version_line(f, p + i, n - i)
                           : 0;
         if (line) {
+            /* A whole field line: its name is all token bytes, so six
+             * that spell "cookie" are the name's first six. */
+            if (f->st == ST_LINE && n - i >= 6 && starts_cookie(p + i))
+                mark(f, w, i + 5);
             i += line;
             continue;
         }
         size_t run = plain_run(f, (const unsigned char *)p + i, n - i);
         if (run) {
-            if (f->st == ST_NAME)
+            if (f->st == ST_NAME) {
                 keep_name(f, p + i, run);
-            else if (f->st == ST_METHOD)
+                if (f->tok_len <= 5 && f->tok_len + run > 5 &&
+                    memcmp(f->name, "cookie", 6) == 0)
+                    mark(f, w, i + 5 - f->tok_len);
+            } else if (f->st == ST_METHOD)
                 method_bytes(f, (const unsigned char *)p + i, run);
             if (f->st != ST_VALUE)
                 f->tok_len += run;
@@ -952,16 +1034,29 @@ size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
         if (f->st == ST_START && c != '\r' && c != '\n')
             msg_start = i;
         bool ok;
+        bool sixth = f->st == ST_NAME && f->tok_len == 5;
         if (f->in_body && !f->in_trailer)
             ok = chunk_byte(f, c);
         else
             ok = head_byte(f, c);
         if (!ok)
             return msg_start;
+        if (sixth && f->st == ST_NAME && memcmp(f->name, "cookie", 6) == 0)
+            mark(f, w, i);
         i++;
     }
     if (f->st == ST_DEAD) /* a whole field line refused it (fields_fit) */
         return msg_start;
     f->rl_passed = f->st > ST_RL_LF && f->st != ST_DEAD;
     return n;
+}
+
+size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n)
+{
+    return feed(f, p, n, NULL);
+}
+
+size_t hp_frame_feed_edit(struct hp_frame *f, char *p, size_t n)
+{
+    return feed(f, p, n, p);
 }

@@ -41,6 +41,7 @@ struct hp_frame {
     bool cl_bad, host_bad;
     bool te_chunked_last, te_chunked_seen, te_chunked_twice, te_unknown, te_bad;
     bool in_trailer; /* in the trailer section of a chunked body     */
+    size_t held;     /* ... the head's bytes, libmicrohttpd still has  */
     bool rl_passed;  /* this message's request line was passed on    */
     size_t val_len;
     /* Verdict. */
@@ -61,9 +62,11 @@ void hp_frame_init(struct hp_frame *f, size_t max_head, unsigned max_query);
 /* Room libmicrohttpd has for the request line and its query pieces (its
  * per-connection memory): more pieces than fit are refused with 413, since
  * it hangs the connection when they overflow it. The head's field lines
- * take the same room (64 bytes each besides their text): a head with more
- * than fit is refused with 431 here, before libmicrohttpd answers it with
- * a 431 of its own. 0: no check. */
+ * take the same room (64 bytes each besides their text), as do a chunked
+ * body's trailer fields beside the head's: a head or trailer section that
+ * outgrows it, at any byte, is refused with 431 here, before
+ * libmicrohttpd answers it with a 431 of its own. 4096 bytes of the room
+ * are left for the response's head. 0: no check. */
 void hp_frame_set_query_room(struct hp_frame *f, size_t bytes);
 /* RFC 3986 §3.2.2 host [":" port] (the Host field, an absolute-form
  * target's authority). */
@@ -99,6 +102,35 @@ bool hp_host_valid(const char *v, size_t n);
  * request line (§2.2), absolute-form targets (§3.2.2).
  */
 size_t hp_frame_feed(struct hp_frame *f, const char *p, size_t n);
+
+/*
+ * hp_frame_feed, and in the bytes of a head's field names that start with
+ * "Cookie" (any case) the sixth byte, the 'e', becomes HP_FRAME_COOKIE_MARK
+ * where it lies in p (each byte is edited as it is parsed, so however the
+ * bytes are split into reads): libmicrohttpd then never sees a field named
+ * Cookie. libmicrohttpd 0.9.75 parses the first Cookie field into its
+ * per-connection memory (a copy of the value and a record a pair,
+ * parse_cookie_header), which a head well under --max-header overflows;
+ * it then answers a 431 of its own and goes on to serve the request too (a
+ * second response). hotpub never reads those records (it parses Cookie
+ * fields itself, hp_cookie), so the edge keeps libmicrohttpd from making
+ * them. The mark is no token byte: no client field name has it (the parser
+ * refuses such a name with 400), so a renamed field is always a Cookie one.
+ * hotpub's reads go through hp_frame_wire_name / hp_frame_client_name.
+ */
+size_t hp_frame_feed_edit(struct hp_frame *f, char *p, size_t n);
+
+#define HP_FRAME_COOKIE_MARK '{'
+
+/* The name libmicrohttpd holds for a field a client sent as `name`: name
+ * itself, or (a "Cookie..." name) its copy in buf with the mark; name if it
+ * does not fit in cap bytes. */
+const char *hp_frame_wire_name(const char *name, char *buf, size_t cap);
+/* True for a name as libmicrohttpd holds it that the edge renamed. */
+bool hp_frame_renamed(const char *wire);
+/* Undo the renaming in a copy of such a name: the 'e' or 'E' back (upper
+ * case if the 'I' before it is; the case of that byte is not kept). */
+void hp_frame_client_name(char *name);
 
 /* After a 405 (TRACE or CONNECT): the target's path, percent-decoded,
  * starts with "/_hotpub/", hotpub's own endpoints, which answer only GET

@@ -8,6 +8,7 @@
  * response is only assembled here; server.c sends it.
  */
 #include "request.h"
+#include "framing.h"
 #include "upload.h"
 
 #include <ctype.h>
@@ -250,15 +251,28 @@ const char *hp_header(hp_req *req, const char *name)
                 return req->fields.v[i].value;
         return NULL;
     }
-    return hp_req_field_value(
-        req, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name));
+    return hp_req_field_value(req, hp_req_field(req->conn, name));
+}
+
+const char *hp_req_field(struct MHD_Connection *conn, const char *name)
+{
+    /* The edge renamed Cookie fields on their way to libmicrohttpd
+     * (framing.h); a connection it does not watch has them as sent. */
+    char buf[256];
+    const char *wire = hp_frame_wire_name(name, buf, sizeof buf);
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, wire);
+    if (!v && wire != name)
+        v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+    return v;
 }
 
 static enum MHD_Result collect_cookies(void *cls, enum MHD_ValueKind kind,
                                        const char *key, const char *value)
 {
     hp_req *req = cls;
-    if (!key || !value || strcasecmp(key, "Cookie") != 0)
+    if (!key || !value ||
+        (strcasecmp(key, "Cookie") != 0 &&
+         !(hp_frame_renamed(key) && key[6] == '\0')))
         return MHD_YES;
     size_t n = strlen(value);
     char *out = hp_alloc(req, n + 1);
@@ -300,6 +314,8 @@ static enum MHD_Result copy_field(void *cls, enum MHD_ValueKind kind,
 {
     hp_req *req = cls;
     char *k = key ? hp_strdup(req, key) : NULL;
+    if (k)
+        hp_frame_client_name(k); /* "Cookie", as sent (framing.h) */
     const char *t = hp_req_field_value(req, value ? value : "");
     char *v = k ? hp_strdup(req, t ? t : "") : NULL;
     if (v)

@@ -151,6 +151,9 @@ void hp_req_detach(hp_req *req);
 const char *hp_req_field_value(hp_req *req, const char *v);
 /* The client's address as text ("" if unknown). */
 const char *hp_req_remote(hp_req *req);
+/* A request header field by name, as libmicrohttpd holds it for conn (a
+ * Cookie field under the edge's name for it, framing.h). */
+const char *hp_req_field(struct MHD_Connection *conn, const char *name);
 /*
  * Decode the query string, then the buffered body if it is a form
  * (urlencoded or multipart/form-data), into the request's arguments; at

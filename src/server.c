@@ -619,8 +619,7 @@ static enum MHD_Result send_dir_slash(struct ctx *c)
 
 static const char *static_field(hp_req *req, const char *name)
 {
-    return hp_req_field_value(
-        req, MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name));
+    return hp_req_field_value(req, hp_req_field(req->conn, name));
 }
 
 /* A bodiless answer of the plan (304, 412, 416) with its headers. */

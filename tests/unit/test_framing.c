@@ -414,6 +414,55 @@ static void test_many_small_fields_431(void)
     CHECK(f.bad_status == 0 && f.heads == 1);
 }
 
+/* A chunked body's trailer fields: libmicrohttpd keeps them beside the
+ * head's, so they count with the head (64 bytes a field besides the text of
+ * both), and a trailer section that would overflow its memory is the
+ * edge's 431 (FRESH16-1's class), not libmicrohttpd's. */
+static int trailers(size_t pad, unsigned n, size_t big, bool bytewise)
+{
+    struct hp_buf b = {0};
+    hp_buf_puts(&b, "POST / HTTP/1.1\r\nHost: a\r\n"
+                    "Transfer-Encoding: chunked\r\n");
+    if (pad) {
+        hp_buf_puts(&b, "X-Pad: ");
+        for (size_t i = 0; i < pad; i++)
+            hp_buf_puts(&b, "p");
+        hp_buf_puts(&b, "\r\n");
+    }
+    hp_buf_puts(&b, "\r\n1\r\nx\r\n0\r\n");
+    for (unsigned i = 0; i < n; i++)
+        hp_buf_printf(&b, "T%u: a\r\n", i);
+    if (big) {
+        hp_buf_puts(&b, "T: ");
+        for (size_t i = 0; i < big; i++)
+            hp_buf_puts(&b, "t");
+        hp_buf_puts(&b, "\r\n");
+    }
+    hp_buf_puts(&b, "\r\n");
+    struct hp_frame f;
+    hp_frame_init(&f, 16 * 1024, 1000);
+    hp_frame_set_query_room(&f, 16 * 1024 + 4096);
+    if (bytewise)
+        for (size_t i = 0; i < b.len; i++)
+            hp_frame_feed(&f, b.p + i, 1);
+    else
+        hp_frame_feed(&f, b.p, b.len);
+    hp_buf_free(&b);
+    return f.bad_status ? f.bad_status : f.heads == 1 ? 0 : -1;
+}
+
+static void test_trailer_fields_count_with_the_head(void)
+{
+    for (int bw = 0; bw < 2; bw++) {
+        CHECK(trailers(0, 10, 0, bw) == 0);
+        CHECK(trailers(0, 0, 15000, bw) == 0);
+        CHECK(trailers(0, 300, 0, bw) == 431);
+        CHECK(trailers(10000, 0, 12000, bw) == 431);
+        CHECK(trailers(15000, 0, 6000, bw) == 431);
+        CHECK(trailers(8000, 0, 7000, bw) == 0);
+    }
+}
+
 static void test_in_head(void)
 {
     struct hp_frame f;
@@ -481,6 +530,78 @@ static void test_own_target_405(void)
     CHECK(f.bad_status == 405 && !hp_frame_own_target(&f));
 }
 
+/* in with every read split (step bytes a read, or cut once at `cut`)
+ * through hp_frame_feed_edit: the bytes as libmicrohttpd gets them. */
+static void edited(const char *in, size_t step, size_t cut, char *out)
+{
+    struct hp_frame f;
+    hp_frame_init(&f, 16 * 1024, 1000);
+    size_t n = strlen(in);
+    memcpy(out, in, n + 1);
+    if (cut) {
+        hp_frame_feed_edit(&f, out, cut);
+        hp_frame_feed_edit(&f, out + cut, n - cut);
+        return;
+    }
+    for (size_t i = 0; i < n; i += step)
+        hp_frame_feed_edit(&f, out + i, n - i < step ? n - i : step);
+}
+
+/* FRESH16-1: Cookie fields reach libmicrohttpd renamed, however the head
+ * is split into reads; nothing else is changed, and a name with the mark
+ * is no client's (400). */
+static void test_cookie_renamed(void)
+{
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=b\r\n\r\n",
+         "GET / HTTP/1.1\r\nHost: a\r\nCooki{: a=b\r\n\r\n"},
+        {"GET / HTTP/1.1\r\nCOOKIE: a=b\r\ncookie2: x\r\n"
+         "Cookie: c\r\nHost: a\r\n\r\n",
+         "GET / HTTP/1.1\r\nCOOKI{: a=b\r\ncooki{2: x\r\n"
+         "Cooki{: c\r\nHost: a\r\n\r\n"},
+        /* not a name, or not a head's: unchanged */
+        {"GET /Cookie:?Cookie: HTTP/1.1\r\nHost: a\r\nX: Cookie: c\r\n"
+         "Cooki: c\r\n\r\n",
+         NULL},
+        {"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+         "\r\n1\r\nx\r\n0\r\nCookie: t\r\n\r\n"
+         "GET / HTTP/1.1\r\nHost: a\r\nCookie: n\r\n\r\n",
+         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+         "\r\n1\r\nx\r\n0\r\nCookie: t\r\n\r\n"
+         "GET / HTTP/1.1\r\nHost: a\r\nCooki{: n\r\n\r\n"},
+    };
+    char out[512];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *want = cases[i].want ? cases[i].want : cases[i].in;
+        size_t n = strlen(cases[i].in);
+        for (size_t k = 0; k <= n + 7; k++) {
+            if (k <= 7)
+                edited(cases[i].in, k ? k : n, 0, out);
+            else
+                edited(cases[i].in, 0, k - 7, out);
+            if (strcmp(out, want) != 0)
+                fprintf(stderr, "  case %zu split %zu: %s\n", i, k, out);
+            CHECK(strcmp(out, want) == 0);
+        }
+    }
+    EXPECT("GET / HTTP/1.1\r\nHost: a\r\nCooki{: a=b\r\n\r\n", 400);
+    char buf[64];
+    CHECK_STR(hp_frame_wire_name("Cookie", buf, sizeof buf), "Cooki{");
+    CHECK_STR(hp_frame_wire_name("cookie-x", buf, sizeof buf), "cooki{-x");
+    CHECK_STR(hp_frame_wire_name("Cooki", buf, sizeof buf), "Cooki");
+    CHECK_STR(hp_frame_wire_name("Host", buf, sizeof buf), "Host");
+    CHECK(hp_frame_renamed("COOKI{") && !hp_frame_renamed("Cookie"));
+    char a[] = "Cooki{", b[] = "COOKI{2", c[] = "Cookie";
+    hp_frame_client_name(a);
+    hp_frame_client_name(b);
+    hp_frame_client_name(c);
+    CHECK_STR(a, "Cookie");
+    CHECK_STR(b, "COOKIE2");
+    CHECK_STR(c, "Cookie");
+}
+
 int main(void)
 {
     T_RUN(test_good_requests);
@@ -499,5 +620,7 @@ int main(void)
     T_RUN(test_query_fields);
     T_RUN(test_many_small_fields_431);
     T_RUN(test_in_head);
+    T_RUN(test_cookie_renamed);
+    T_RUN(test_trailer_fields_count_with_the_head);
     T_DONE();
 }
