@@ -260,6 +260,22 @@ def test_fresh16_1_session_with_big_cookies():
         check_eq((st, body), (200, "k=hello"), "the session, read")
 
 
+def test_fresh16_1_big_cookie_over_https():
+    """Over HTTPS libmicrohttpd reads through gnutls_record_recv, which the
+    edge wraps too: the 10 KB cookie gets one 200, read whole."""
+    import tempfile
+    from ops import client_ctx, make_cert, tls_raw
+    tmp = tempfile.mkdtemp(prefix="hotpub-f16tls-")
+    cert, key = make_cert(tmp, "a")
+    with Server(files={"c.c": COOKIES},
+                args=["--tls-cert", cert, "--tls-key", key]) as s:
+        out = tls_raw(s.port, client_ctx(cert),
+                      [(0, request([b"c=" + b"v" * 10200]))])
+        rs = responses(out)
+        check_eq([r[0] for r in rs], [200], "statuses over HTTPS")
+        check_in("cookie=10200:vvvv", rs[0][2].decode(), "what was read")
+
+
 def test_fresh16_1_fields_then_a_long_line():
     """Same class: 100 to 200 small fields, then one long field line (the
     head under --max-header). libmicrohttpd holds the records of the fields
