@@ -26,6 +26,19 @@ void hp_access_line(const char *addr, const char *method, const char *uri,
  * client supplies (request line parts, Referer, User-Agent) goes through it.
  */
 void hp_access_escape(struct hp_buf *b, const char *s);
+/*
+ * The process is dying (a crash, a page's exit): write what is buffered
+ * now and every later line at once. Async-signal-safe (access.c says
+ * what it cannot save). False if the buffer could not be written.
+ */
+bool hp_access_dying(void);
+/*
+ * One line written at once with write(2), not buffered, Referer and
+ * User-Agent "-": for the answers a dying process or the handler-timeout
+ * watchdog writes on a socket. Async-signal-safe.
+ */
+void hp_access_line_now(const char *addr, const char *method, const char *uri,
+                        const char *version, int status, uint64_t length);
 /* Write what is buffered (the server calls it once a second). */
 void hp_access_flush(void);
 /* SIGUSR1: reopen the file after logrotate moved it. */

@@ -20,8 +20,9 @@
  * exception: when a handler overruns --handler-timeout, the watchdog writes a
  * fixed 504 response straight onto that request's socket (answer_504),
  * bypassing server.c, because the thread that owns the request is stuck and
- * cannot answer; it then shuts the socket down (after hp_server_claim, so that
- * a dying worker's 503 and this 504 never both go out); likewise the
+ * cannot answer (hp_server_answered logs and counts it); it then shuts the
+ * socket down (after hp_server_claim, so that a dying worker's 503 and this
+ * 504 never both go out); likewise the
  * fatal-signal handler's fixed 503 to the request whose pin ran an init
  * that crashed (answer_init_503). The fatal-signal
  * and exit hooks have server.c answer the requests the dying worker read
@@ -1251,11 +1252,13 @@ static void answer_504(int fd, double limit, bool streaming)
         return;
     /* Best effort: the socket is non-blocking and the answer is small.
      * Over TLS, plaintext would be garbage inside the session: close. */
-    if (hp_server_plaintext()) {
-        ssize_t n = send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)n;
-    }
+    ssize_t n = 0;
+    if (hp_server_plaintext())
+        n = send(fd, msg, (size_t)ml, MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(fd, SHUT_RDWR);
+    /* Its access log line and metric (the stuck handler never logs it):
+     * 504, the body's bytes if they went out (0 over TLS). */
+    hp_server_answered(fd, 504, n > 0 ? (uint64_t)bl : 0);
 }
 
 /*

@@ -153,6 +153,8 @@ struct ctx {
     struct hp_run_probe seg; /* the stretch running now */
     int64_t seg_max_ns;      /* the longest stretch's own time */
     int seg_token;           /* H.run_begin's, for the stretch */
+    /* Its line is in the access log already (answered_elsewhere). */
+    atomic_bool logged;
     bool coro;               /* run by the reactor */
     bool seg_timed_out;      /* the watchdog answered during a stretch */
     /* A streamed response (hp_flush): its handler thread and its
@@ -265,6 +267,11 @@ enum { U_NONE = 0, U_UNSTARTED, U_DYING, U_HOST };
 
 static struct {
     _Atomic(unsigned char) *by_fd;
+    /* The request of a marked descriptor (set before its byte), for the
+     * access log line of an answer written there by the crash handler or
+     * the host's watchdog; valid while the byte is UNSTARTED, DYING, or
+     * HOST claimed from UNSTARTED (queue, then ctx_free, come after). */
+    _Atomic(struct ctx *) *ctx_by_fd;
     int n;
     atomic_int high; /* highest descriptor marked + 1 */
     bool tls;        /* connections speak TLS: no plaintext answers */
@@ -279,13 +286,18 @@ static void unstarted_init(void)
     if (n > (1L << 20))
         n = 1L << 20;
     U.by_fd = hp_xcalloc((size_t)n, 1);
+    U.ctx_by_fd = hp_xcalloc((size_t)n, sizeof *U.ctx_by_fd);
     U.n = (int)n;
 }
 
-static void unstarted_mark(int fd)
+static void unstarted_mark(struct ctx *c)
 {
+    int fd = c->fd;
     if (fd < 0 || fd >= U.n)
         return;
+    if (hp_access_enabled())
+        hp_req_remote(&c->req); /* now: the crash handler cannot */
+    atomic_store(&U.ctx_by_fd[fd], c);
     atomic_store(&U.by_fd[fd], U_UNSTARTED);
     int high = atomic_load(&U.high);
     while (fd + 1 > high &&
@@ -318,6 +330,40 @@ void hp_server_pause_accepting_for(long long ns)
     hp_listener_pause_for(ns);
 }
 
+static const char *metrics_label(struct ctx *c);
+
+/* The descriptor this thread last claimed while its request was
+ * UNSTARTED (its ctx_by_fd is that request's), or -1. */
+static __thread int tl_claimed = -1;
+
+/*
+ * An answer written on c's socket by someone other than queue() (the
+ * crash handler, the host's watchdog): its access log line and its count
+ * in hotpub_http_requests_total, at once, since c will never reach
+ * ctx_free (a dying process) or reaches it only when its stuck handler
+ * returns (logged, which ctx_free then is not). Async-signal-safe:
+ * hp_access_line_now, and the metrics' lock-free counters.
+ */
+static void answered_elsewhere(struct ctx *c, int status, uint64_t length)
+{
+    atomic_store(&c->logged, true);
+    hp_access_line_now(c->req.remote, c->req.method, c->uri, c->req.version,
+                       status, length);
+    if (S.cfg && S.cfg->metrics)
+        hp_metrics_request(metrics_label(c), status, hp_now() - c->t0);
+}
+
+void hp_server_answered(int fd, int status, uint64_t length)
+{
+    if (fd < 0 || fd != tl_claimed || fd >= U.n || !U.by_fd ||
+        atomic_load(&U.by_fd[fd]) != U_HOST)
+        return;
+    tl_claimed = -1;
+    struct ctx *c = atomic_load(&U.ctx_by_fd[fd]);
+    if (c && c->fd == fd && !atomic_load(&c->logged))
+        answered_elsewhere(c, status, length);
+}
+
 void hp_server_answer_unstarted(int culprit_fd)
 {
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
@@ -330,21 +376,28 @@ void hp_server_answer_unstarted(int culprit_fd)
         "Connection: close\r\nContent-Length: 72\r\n\r\n"
         "<!doctype html>\n<title>502 Bad Gateway</title>\n"
         "<h1>502 Bad Gateway</h1>\n";
+    /* The lines of the requests this process completed first. */
+    hp_access_dying();
     int high = atomic_load(&U.high);
     for (int fd = 0; U.by_fd && fd < high && fd < U.n; fd++) {
         unsigned char want = U_UNSTARTED;
         if (!atomic_compare_exchange_strong(&U.by_fd[fd], &want, U_DYING))
             continue;
         bool culprit = fd == culprit_fd;
+        ssize_t r = 0;
         /* Over TLS a plaintext answer would be garbage inside the
-         * session: a closed connection is the clearer failure. */
-        if (!U.tls) {
-            ssize_t r = send(fd, culprit ? failed : busy,
-                             culprit ? sizeof failed - 1 : sizeof busy - 1,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)r;
-        }
+         * session: a closed connection is the clearer failure (logged
+         * with its status and 0 bytes, as nginx logs an answer it could
+         * not send). */
+        if (!U.tls)
+            r = send(fd, culprit ? failed : busy,
+                     culprit ? sizeof failed - 1 : sizeof busy - 1,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
         shutdown(fd, U.tls ? SHUT_RDWR : SHUT_WR);
+        struct ctx *c = atomic_load(&U.ctx_by_fd[fd]);
+        if (c && c->fd == fd)
+            answered_elsewhere(c, culprit ? 502 : 503,
+                               r > 0 && culprit ? 72 : 0);
     }
 }
 
@@ -404,12 +457,15 @@ bool hp_server_plaintext(void)
 
 bool hp_server_claim(int fd)
 {
+    tl_claimed = -1;
     if (fd < 0 || fd >= U.n || !U.by_fd)
         return true;
     unsigned char w = atomic_load(&U.by_fd[fd]);
     while (w != U_DYING)
-        if (atomic_compare_exchange_weak(&U.by_fd[fd], &w, U_HOST))
+        if (atomic_compare_exchange_weak(&U.by_fd[fd], &w, U_HOST)) {
+            tl_claimed = w == U_UNSTARTED ? fd : -1;
             return true;
+        }
     return false;
 }
 
@@ -1970,7 +2026,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
     case CTX_BODY:
         if (*upload_size)
             return take_body(c, upload, upload_size);
-        unstarted_mark(c->fd);
+        unstarted_mark(c);
         if (dispatch(c, &offloaded) != MHD_YES)
             return MHD_NO;
         if (offloaded)
@@ -2017,9 +2073,11 @@ static void ctx_free(struct ctx *c, bool keep)
         c->length = hp_stream_sent(c->req.stream);
         hp_stream_unref(c->req.stream);
     }
-    access_log(c);
-    if (S.cfg->metrics)
-        hp_metrics_request(metrics_label(c), c->status, hp_now() - c->t0);
+    if (!atomic_load(&c->logged)) {
+        access_log(c);
+        if (S.cfg->metrics)
+            hp_metrics_request(metrics_label(c), c->status, hp_now() - c->t0);
+    }
     if (ctx_state(c) != CTX_HEAD) {
         hp_req_release_resources(&c->req);
         hp_pinset_release(&c->req.pins);

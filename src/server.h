@@ -174,6 +174,13 @@ void hp_server_pause_accepting_for(long long ns);
  * it (then the host must not write).
  */
 bool hp_server_claim(int fd);
+/*
+ * The host answered fd, which this thread claimed (hp_server_claim) while
+ * its request was being handled, with status and length body bytes (0 if
+ * none went out): its access log line and its count in the metrics now,
+ * and none when its handler returns. Async-signal-safe.
+ */
+void hp_server_answered(int fd, int status, uint64_t length);
 
 /*
  * Async-signal-safe: the socket of the request for which the calling

@@ -52,10 +52,48 @@ static void test_line_cannot_be_forged(void)
     rmdir(dir);
 }
 
+/* The dying paths: the buffered lines are written by hp_access_dying, the
+ * answer's line by hp_access_line_now, formatted without stdio or
+ * localtime as hp_access_line formats it (the same time field). */
+static void test_dying_writes_buffer_and_unbuffered_line(void)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 16], a[1024] = "", b[1024] = "";
+    t_make_temp(dir, "/tmp/hp-access-XXXXXX");
+    snprintf(path, sizeof path, "%s/access.log", dir);
+    CHECK(hp_access_open(path) == 0);
+    hp_access_line("10.0.0.1", "GET", "/a", "HTTP/1.1", 200, 2, NULL, NULL);
+    FILE *f = fopen(path, "r");
+    CHECK(f && !fgets(a, sizeof a, f)); /* buffered */
+    CHECK(hp_access_dying());
+    if (f)
+        clearerr(f); /* the EOF above */
+    hp_access_line_now("", "GET", "/b?x=\"1\"", "HTTP/1.1", 502, 72);
+    CHECK(f && fgets(a, sizeof a, f) && fgets(b, sizeof b, f));
+    if (f)
+        fclose(f);
+    hp_access_close();
+    CHECK(strstr(a, "10.0.0.1 - - [") == a);
+    CHECK(strstr(a, "] \"GET /a HTTP/1.1\" 200 2 \"-\" \"-\"\n") != NULL);
+    CHECK(strstr(b, "- - - [") == b);
+    CHECK(strstr(b, "] \"GET /b?x=\\x221\\x22 HTTP/1.1\" 502 72 \"-\" "
+                    "\"-\"\n") != NULL);
+    /* "[01/Dec/2026:05:42:44 +0000]": the same day, hour and offset as
+     * strftime's (a test run at midnight may see two days) */
+    const char *ta = strchr(a, '['), *tb = strchr(b, '[');
+    CHECK(ta && tb && strchr(ta, ']') - ta == 27 && strchr(tb, ']') - tb == 27);
+    if (ta && tb) {
+        CHECK(strncmp(ta, tb, 15) == 0);
+        CHECK(strncmp(ta + 21, tb + 21, 6) == 0);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
     T_RUN(test_escape_fields);
     T_RUN(test_line_cannot_be_forged);
+    T_RUN(test_dying_writes_buffer_and_unbuffered_line);
     T_DONE();
 }
