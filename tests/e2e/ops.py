@@ -550,6 +550,131 @@ def test_https_port_answers_plain_http_400():
               "the refusals in the access log: %r" % open(log).read())
 
 
+CRASH2 = page(r"""
+HP_HANDLER(http_handler)
+{
+    if (hp_arg(req, "boom"))
+        *(volatile int *)0 = 1;
+    hp_puts(req, "fine");
+    return HP_OK;
+}
+""")
+
+SPIN = page(r"""
+HP_HANDLER(http_handler)
+{
+    for (;;)
+        ;
+    return HP_OK;
+}
+""")
+
+
+def log_lines(path, needle):
+    try:
+        with open(path) as f:
+            return [ln for ln in f if needle in ln]
+    except OSError:
+        return []
+
+
+def test_access_log_and_metrics_of_a_dying_worker():
+    """FRESH17-1, docs/operations.md "Logs": a worker that crashes loses
+    none of the access log lines of the requests it completed (its buffer
+    is written as it dies), and the answers it writes as it dies, the
+    crash's 502 and the in-flight request's 503, have their lines and
+    count in hotpub_http_requests_total."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-acc-")
+    log = os.path.join(tmp, "access.log")
+    with Server(files={"hello.c": simple_page("hi"), "crash2.c": CRASH2,
+                       "slow.c": SLOW}, workers=1, dev=False,
+                args=["--access-log", log]) as s:
+        s.get_ok("/crash2")  # compiled and loaded before the counts
+        s.get_ok("/slow")
+        before, _ = parse_metrics(metrics(s))
+        for i in range(3):
+            s.get_ok("/hello?n=%d" % i)
+        slow = BackgroundRequest(s.port, "/slow?ms=2000")
+        slow.start()
+        time.sleep(0.5)
+        r = s.get("/crash2?boom=1")
+        check_eq(r.status, 502, "the crashing request")
+        got = slow.join_result(limit(10.0))
+        check_eq(got.status, 503, "the request in flight in the worker")
+        check_eq(got.header("Retry-After"), "1", "its Retry-After")
+        wait_until(lambda: len(log_lines(log, '" 50')) >= 2, limit(3.0))
+        for i in range(3):
+            check(any('"GET /hello?n=%d HTTP/1.1" 200 2 ' % i in ln
+                      for ln in log_lines(log, "/hello")),
+                  "the line of /hello?n=%d, completed before the crash: %r"
+                  % (i, log_lines(log, "")))
+        check(log_lines(log, '"GET /crash2?boom=1 HTTP/1.1" 502 72 '),
+              "no 502 line for the crash: %r" % log_lines(log, ""))
+        check(log_lines(log, '"GET /slow?ms=2000 HTTP/1.1" 503 0 '),
+              "no 503 line for the request in flight: %r"
+              % log_lines(log, ""))
+
+        def counted():
+            after, _ = parse_metrics(metrics(s))
+            return {p: sample(after, "hotpub_http_requests_total", page=p,
+                              code="5xx")
+                    - sample(before, "hotpub_http_requests_total", page=p,
+                             code="5xx") for p in ("crash2.c", "slow.c")}
+        wait_until(lambda: counted() == {"crash2.c": 1, "slow.c": 1},
+                   limit(5.0))
+        check_eq(counted(), {"crash2.c": 1, "slow.c": 1},
+                 "5xx counted in hotpub_http_requests_total")
+
+
+def test_access_log_and_metrics_of_the_handler_timeout_504():
+    """The watchdog's 504 (--handler-timeout) is logged and counted when
+    it is written, though the handler never returns."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-acc-")
+    log = os.path.join(tmp, "access.log")
+    with Server(files={"spin.c": SPIN, "hello.c": simple_page("hi")},
+                workers=1, dev=False,
+                args=["--access-log", log, "--handler-timeout", "1"]) as s:
+        s.get_ok("/hello")
+        r = s.get("/spin", timeout=limit(10.0))
+        check_eq(r.status, 504, "the spinning page")
+        wait_until(lambda: log_lines(log, '"GET /spin HTTP/1.1" 504 '),
+                   limit(3.0))
+        lines = log_lines(log, "/spin")
+        check_eq(len(lines), 1, "lines of /spin: %r" % lines)
+        check_in('"GET /spin HTTP/1.1" 504 ', lines[0], "the 504's line")
+
+        def counted():
+            after, _ = parse_metrics(metrics(s))
+            return sample(after, "hotpub_http_requests_total",
+                          page="spin.c", code="5xx")
+        wait_until(lambda: counted() == 1, limit(3.0))
+        check_eq(counted(), 1, "the 504 in hotpub_http_requests_total")
+
+
+def test_https_crash_502_is_logged():
+    """Over HTTPS the crash's 502 cannot be written in plaintext (the
+    connection is closed): the access log still has its line, 0 bytes."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
+    cert, key = make_cert(tmp, "a")
+    log = os.path.join(tmp, "access.log")
+    with Server(files={"hello.c": simple_page("hi"), "crash2.c": CRASH2},
+                workers=1, dev=False,
+                args=["--tls-cert", cert, "--tls-key", key,
+                      "--access-log", log]) as s:
+        ctx = client_ctx(cert)
+        check_eq(tls_get(s.port, "/hello", ctx)[0], 200, "/hello")
+        try:
+            status = tls_get(s.port, "/crash2?boom=1", ctx)[0]
+        except (OSError, http.client.HTTPException):
+            status = None
+        check(status in (None, 502), "the crash over TLS: %r" % status)
+        wait_until(lambda: log_lines(log, '" 502 '), limit(3.0))
+        check(log_lines(log, '"GET /hello HTTP/1.1" 200 2 '),
+              "the line of /hello before the crash: %r" % log_lines(log, ""))
+        check(log_lines(log, '"GET /crash2?boom=1 HTTP/1.1" 502 0 '),
+              "no 502 line for the crash over TLS: %r" % log_lines(log, ""))
+
+
 def test_https_client_renegotiation_refused():
     """A TLS 1.2 client that asks to renegotiate (a CPU cost a client can
     repeat at will; nginx refuses it too) loses the connection; the same
