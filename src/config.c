@@ -967,7 +967,8 @@ const struct hp_setting hp_settings[] = {
     {.key = "db-acquire-timeout",
      .arg = "MS",
      .section = S_DB,
-     .help = "wait this long for a free connection, then answer 503",
+     .help = "wait this long for a free connection, then answer 503 "
+             "(the wait ends before --handler-timeout if that comes first)",
      .type = HP_SET_INT,
      .off = OFF(db_acquire_timeout),
      .min = 0,
@@ -1042,7 +1043,8 @@ const struct hp_setting hp_settings[] = {
      .arg = "MS",
      .section = S_SESS,
      .help = "a request waits this long for its session while another "
-             "request of the session uses it, then answers 503",
+             "request of the session uses it, then answers 503 (the wait "
+             "ends before --handler-timeout if that comes first)",
      .type = HP_SET_INT,
      .off = OFF(session_lock_timeout),
      .min = 1,

@@ -88,17 +88,11 @@ static void set_err(char **err, char *msg)
         free(msg);
 }
 
-static struct timespec deadline_after(int ms)
+/* A CLOCK_MONOTONIC deadline (as hp_now_ns) for pthread_cond_timedwait. */
+static struct timespec ts_of(int64_t ns)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
+    return (struct timespec){.tv_sec = ns / 1000000000,
+                             .tv_nsec = ns % 1000000000};
 }
 
 /* ---- URLs ---------------------------------------------------------------- */
@@ -638,12 +632,15 @@ static enum waiter_got pool_wait_one(hp_db_pool *p, struct hp_pool_waiter *w,
 
 /* Under p->mu: take an idle connection, reserve a slot, or wait in the
  * queue to be handed one (GOT_IDLE, GOT_SLOT all the same). */
-static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out)
+static enum get_result pool_wait_locked(hp_db_pool *p, hp_db **out, bool *cut)
 {
-    struct timespec deadline = deadline_after(p->timeout_ms);
-    int64_t limit_ns = hp_now_ns() + (int64_t)p->timeout_ms * 1000000;
+    /* The acquire timeout, or less: the wait ends before the handler's
+     * --handler-timeout (wait.h's hp_wait_bound), so that a busy pool
+     * answers its 503, not the watchdog's 504 of a stuck handler. */
+    int64_t limit_ns = hp_wait_bounded(p->timeout_ms, cut);
+    struct timespec deadline = ts_of(limit_ns);
     bool hooked = hp_wait_hooked();
-    bool expired = p->timeout_ms <= 0;
+    bool expired = p->timeout_ms <= 0 || limit_ns <= hp_now_ns();
 
     for (;;) {
         if (p->closing)
@@ -755,7 +752,8 @@ static hp_db *pool_get(hp_db_pool *p, char **err, bool *timed_out)
     for (;;) {
         hp_db *db = NULL;
         pthread_mutex_lock(&p->mu);
-        enum get_result r = pool_wait_locked(p, &db);
+        bool cut = false;
+        enum get_result r = pool_wait_locked(p, &db, &cut);
         bool done = r == GOT_CLOSED && pool_done_locked(p);
         pthread_mutex_unlock(&p->mu);
 
@@ -771,8 +769,15 @@ static hp_db *pool_get(hp_db_pool *p, char **err, bool *timed_out)
             return pool_connect(p, err);
         case GOT_TIMEOUT:
             *timed_out = true;
-            set_err(err, msg_dup("no connection available within %d ms",
-                                 p->timeout_ms));
+            if (cut)
+                set_err(err, msg_dup("no connection available before the "
+                                     "handler timeout (the wait was cut "
+                                     "short of the acquire timeout, %d ms, "
+                                     "to answer within --handler-timeout)",
+                                     p->timeout_ms));
+            else
+                set_err(err, msg_dup("no connection available within %d ms",
+                                     p->timeout_ms));
             return NULL;
         case GOT_CLOSED:
             set_err(err, msg_dup("the pool is closed"));

@@ -25,6 +25,7 @@
 #include "server.h"
 #include "stray.h"
 #include "uploadspool.h"
+#include "wait.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -815,6 +816,28 @@ static void supervise(double now)
     }
 }
 
+/* A wait the server bounds itself that is not shorter than
+ * --handler-timeout is cut to end before it (wait.h's hp_wait_bound): say
+ * so once, at start-up, naming both values and the one that wins. */
+static void warn_waits(const struct hp_config *c)
+{
+    double t = c->handler_timeout;
+    if (t <= 0)
+        return;
+    const struct {
+        const char *name;
+        int ms;
+    } w[] = {{"--db-acquire-timeout", c->db_acquire_timeout},
+             {"--session-lock-timeout", c->session_lock_timeout}};
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+        if (w[i].ms > 0 && w[i].ms >= t * 1000)
+            hp_log_error("warning: %s (%d ms) is not below --handler-timeout "
+                         "(%g s): the handler timeout wins: such a wait ends "
+                         "%g ms before it and answers 503 (Retry-After: 1)",
+                         w[i].name, w[i].ms, t,
+                         (double)hp_wait_margin_ns(t) / 1e6);
+}
+
 static int master_serve(void)
 {
     if (master_setup() < 0)
@@ -830,6 +853,7 @@ static int master_serve(void)
     signal(SIGPIPE, SIG_IGN);
     hp_stray_signals_catch(); /* the parent outlives a stray signal too */
 
+    warn_waits(CFG);
     char limit[32] = "off";
     if (CFG->handler_timeout > 0)
         snprintf(limit, sizeof limit, "%g s", CFG->handler_timeout);

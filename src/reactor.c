@@ -222,6 +222,13 @@ static bool given_up(struct hp_reactor_job *j)
     return true;
 }
 
+/* The reactor thread's hp_wait_bound: the running job's. */
+static int64_t co_bound(void)
+{
+    hp_coro *co = hp_coro_current();
+    return co ? ((struct hp_reactor_job *)hp_coro_data(co))->bound_ns : 0;
+}
+
 /* The reactor thread's wait hook (hp_wait_set_hook): on a job's coroutine,
  * suspend the job until fd is ready or the earlier of deadline and the
  * job's own deadline; elsewhere, poll. */
@@ -570,6 +577,7 @@ static void *reactor_main(void *arg)
     tl_reactor = true;
     hp_wait_set_hook(co_wait, NULL);
     hp_wait_set_parking(&parking);
+    hp_wait_set_bound_fn(co_bound);
     struct epoll_event ev[EVENTS];
     for (;;) {
         start_queued();

@@ -24,6 +24,10 @@ struct hp_reactor_job {
     /* CLOCK_MONOTONIC ns after which every wait of this job times out
      * (hp_wait_fd answers 0); 0: none. */
     int64_t deadline_ns;
+    /* Set with deadline_ns: when the waits the server bounds itself (a
+     * pool's acquire, a session's lock) end, ahead of deadline_ns so that
+     * they answer 503, not a timeout (wait.h's hp_wait_bound); 0: none. */
+    int64_t bound_ns;
     /* A wait of this job ended at deadline_ns (read after run returns). */
     bool timed_out;
     /* Given up while it waited on a stalled reactor (hp_reactor_abandon):

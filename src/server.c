@@ -1340,6 +1340,22 @@ static enum MHD_Result send_page_file(struct ctx *c)
     return send_file_planned(c, fd, &st, req->send_path);
 }
 
+/* A handler thread's bound on the waits the server bounds itself (wait.h):
+ * --handler-timeout from now, less the margin; 0 without a limit. */
+static void set_wait_bound(void)
+{
+    double t = S.cfg->handler_timeout;
+    hp_wait_set_bound(
+        t > 0 ? hp_now_ns() + (int64_t)(t * 1e9) - hp_wait_margin_ns(t) : 0);
+}
+
+/* After a flush: --handler-timeout starts again, and so does the bound. */
+static void stream_alive(void)
+{
+    H.run_alive();
+    set_wait_bound();
+}
+
 static void stretch_begin(struct ctx *c);
 static void stretch_end(struct ctx *c);
 static bool coro_candidate(const struct hp_pinset *ps);
@@ -1406,6 +1422,8 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
                                     H.run_begin == no_run_begin
                                         ? -1
                                         : conn_fd(req->conn));
+    if (!c->coro)
+        set_wait_bound();
     if (!tl_signals_taken)
         take_signals();
     if (c->coro)
@@ -1420,6 +1438,7 @@ static enum MHD_Result run_pinned(struct ctx *c, enum hp_acquire r)
         hp_place_learn_coro(ps->page, c->seg_max_ns);
     } else {
         timed_out = !H.run_end(run);
+        hp_wait_set_bound(0);
         struct hp_run measured =
             hp_run_probe_stop(&probe, hp_db_pool_ns() - pool0);
         hp_place_learn(ps->page, &measured, S.cfg->inline_pages);
@@ -1477,7 +1496,7 @@ static void run_offloaded(struct hp_pool_job *job)
     struct ctx *c = (struct ctx *)((char *)job - offsetof(struct ctx, job));
     enum hp_acquire r = c->req.pins.page ? HP_ACQ_OK : pin_page(c, true);
     c->req.stream_begin = atomic_load(&S.stopping) ? NULL : stream_begin;
-    c->req.stream_alive = H.run_alive;
+    c->req.stream_alive = stream_alive;
     if (run_pinned(c, r) != MHD_YES && !c->resp)
         send_error(c, 500, NULL);
     if (c->req.stream) { /* already handed back: let go of it */
@@ -1751,6 +1770,7 @@ static void to_reactor(struct ctx *c)
     MHD_suspend_connection(c->req.conn); /* before: as offload() */
     double t = S.cfg->handler_timeout;
     c->rjob.deadline_ns = t > 0 ? hp_now_ns() + (int64_t)(t * 1e9) : 0;
+    c->rjob.bound_ns = t > 0 ? c->rjob.deadline_ns - hp_wait_margin_ns(t) : 0;
     hp_reactor_submit(&c->rjob);
 }
 

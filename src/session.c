@@ -45,6 +45,7 @@
 #include "db.h" /* only the calls named above */
 #include "request.h"
 #include "sesslock.h"
+#include "wait.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -119,6 +120,7 @@ struct hp_sess {
     struct hp_resource busy_res; /* the 503 when it was not had in time */
     int lock_fd;                 /* SQLite: the lock file's, or -1     */
     double lock_until;           /* the wait's deadline (hp_now())     */
+    bool lock_cut; /* lock_until is --handler-timeout's (wait.h's bound) */
     char lock_hash[65];          /* held in this process (sesslock.c)  */
     bool read_only; /* hp_session_read_only: no lock, no changes        */
     bool loaded;    /* the cookie's row was looked for                  */
@@ -452,20 +454,32 @@ static void busy_rollback(void *arg)
     req->status = 503;
     hp_req_add_header(req, "Content-Type", "text/plain; charset=utf-8");
     hp_req_add_header(req, "Retry-After", "1");
-    hp_buf_printf(&req->out,
-                  "503 Service Unavailable: this session is busy: another "
-                  "request of it held it longer than session-lock-timeout "
-                  "(%d ms)\n",
-                  SS.lock_timeout_ms);
+    if (s->lock_cut)
+        hp_buf_printf(&req->out,
+                      "503 Service Unavailable: this session is busy: "
+                      "another request of it held it past the time this "
+                      "request could wait within --handler-timeout\n");
+    else
+        hp_buf_printf(&req->out,
+                      "503 Service Unavailable: this session is busy: "
+                      "another request of it held it longer than "
+                      "session-lock-timeout (%d ms)\n",
+                      SS.lock_timeout_ms);
 }
 
 /* Whatever the page does next, the request answers 503 (publish.c: a
  * forced status rolls the request back; the rollback writes the body). */
 static void session_busy(struct hp_sess *s)
 {
-    hp_log_error("sessions: %s: another request of this session held it "
-                 "longer than session-lock-timeout (%d ms): 503",
-                 s->req->target.path, SS.lock_timeout_ms);
+    if (s->lock_cut)
+        hp_log_error("sessions: %s: another request of this session held it "
+                     "past the wait's bound (session-lock-timeout, %d ms, "
+                     "cut short by --handler-timeout): 503",
+                     s->req->target.path, SS.lock_timeout_ms);
+    else
+        hp_log_error("sessions: %s: another request of this session held "
+                     "it longer than session-lock-timeout (%d ms): 503",
+                     s->req->target.path, SS.lock_timeout_ms);
     s->failed = true;
     s->busy_res = (struct hp_resource){.rollback = busy_rollback, .arg = s};
     hp_req_enlist_last(s->req, &s->busy_res);
@@ -511,7 +525,11 @@ static int lock_file(struct hp_sess *s, const char *hash)
  * after the COMMIT of what was written under them. 0, or 1: busy. */
 static int lock_session(struct hp_sess *s, const char *hash)
 {
-    s->lock_until = hp_now() + SS.lock_timeout_ms / 1000.0;
+    /* session-lock-timeout, or less: the wait ends before the handler's
+     * --handler-timeout (wait.h's hp_wait_bound), so that a busy session
+     * answers its 503, not the watchdog's 504 of a stuck handler. */
+    s->lock_until =
+        (double)hp_wait_bounded(SS.lock_timeout_ms, &s->lock_cut) / 1e9;
     if (hp_sesslock_local_acquire(hash, s->lock_until) != 0)
         return 1;
     memcpy(s->lock_hash, hash, sizeof s->lock_hash);

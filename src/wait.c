@@ -19,12 +19,15 @@ static __thread void *tl_cls;
 static __thread int64_t tl_wait_ns;
 
 static __thread const struct hp_wait_parking *tl_parking;
+static __thread int64_t tl_bound;
+static __thread int64_t (*tl_bound_fn)(void);
 
 void hp_wait_set_hook(hp_wait_hook fn, void *cls)
 {
     tl_hook = fn;
     tl_cls = fn ? cls : NULL;
     tl_parking = NULL;
+    tl_bound_fn = NULL;
 }
 
 void hp_wait_set_parking(const struct hp_wait_parking *p)
@@ -117,4 +120,40 @@ int hp_wait_fd(int fd, short events, int64_t deadline_ns)
     tl_wait_ns += hp_now_ns() - t0;
     errno = saved;
     return rc;
+}
+
+void hp_wait_set_bound(int64_t ns)
+{
+    tl_bound = ns;
+}
+
+void hp_wait_set_bound_fn(int64_t (*fn)(void))
+{
+    tl_bound_fn = tl_hook ? fn : NULL;
+}
+
+int64_t hp_wait_bound(void)
+{
+    if (tl_hook)
+        return tl_bound_fn ? tl_bound_fn() : 0;
+    return tl_bound;
+}
+
+int64_t hp_wait_margin_ns(double t)
+{
+    int64_t q = (int64_t)(t * 1e9 / 4);
+    return q < 250000000 ? q : 250000000;
+}
+
+int64_t hp_wait_bounded(int ms, bool *cut)
+{
+    int64_t now = hp_now_ns();
+    int64_t until = now + (ms > 0 ? (int64_t)ms * 1000000 : 0);
+    int64_t b = hp_wait_bound();
+    bool c = b && b < until;
+    if (c)
+        until = b > now ? b : now;
+    if (cut)
+        *cut = c;
+    return until;
 }

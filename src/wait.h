@@ -100,4 +100,24 @@ int hp_wait_park(struct hp_wait_ticket *t, int64_t deadline_ns);
  * most once per ticket. */
 void hp_wait_unpark(struct hp_wait_ticket *t);
 
+/*
+ * The handler's bound: the time (CLOCK_MONOTONIC ns, absolute; 0 none) by
+ * which a wait the server bounds itself (a pool's acquire, a session's
+ * lock) must end, so that the page can still answer its 503 before
+ * --handler-timeout makes it look stuck (a 504, the worker replaced). The
+ * handler's deadline less hp_wait_margin_ns. Set per run on a handler
+ * thread (server.c); on a scheduler's thread (hook set), its callback
+ * answers for the job running now (the reactor's).
+ */
+void hp_wait_set_bound(int64_t ns);
+void hp_wait_set_bound_fn(int64_t (*fn)(void));
+int64_t hp_wait_bound(void);
+/* The margin left before a handler timeout of t seconds (t > 0): a
+ * quarter of it, at most 250 ms. */
+int64_t hp_wait_margin_ns(double t);
+/* The deadline of a wait the server bounds itself of ms milliseconds from
+ * now (ms <= 0: now), cut to hp_wait_bound; *cut (if not NULL) says the
+ * bound, not ms, decided. */
+int64_t hp_wait_bounded(int ms, bool *cut);
+
 #endif

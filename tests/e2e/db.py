@@ -464,6 +464,80 @@ def test_pool_exhausted_503_then_recovers(eng):
         check_eq(p["size"], 1, "pool size")
 
 
+STREAM_HOLDER = page(r'''
+HP_HANDLER(hold)
+{
+    hp_db *db = hp_db(req);
+    if (hp_db_exec(db, "SELECT 1") != HP_OK)
+        return 500;
+    /* keeps the pool's only connection 3.5 s, flushing every 0.5 s: each
+     * flush starts --handler-timeout again, so the holder is not stuck */
+    for (int i = 0; i < 7; i++) {
+        hp_puts(req, "held\n");
+        hp_flush(req);
+        usleep(500000);
+    }
+    return HP_OK;
+}
+
+HP_HANDLER(fast)
+{
+    hp_db *db = hp_db(req);
+    if (hp_db_exec(db, "SELECT 1") != HP_OK)
+        return 500;
+    hp_puts(req, "fast");
+    return HP_OK;
+}
+''', includes="#include <unistd.h>")
+
+
+def metric(s, name):
+    for ln in s.get_ok("/_hotpub/metrics").text.splitlines():
+        if ln.startswith(name + '{pool="default"} '):
+            return float(ln.rsplit(" ", 1)[1])
+    return None
+
+
+def test_pool_wait_bounded_by_handler_timeout(eng):
+    """FRESH17-2: a wait for the pool longer than --handler-timeout ends
+    before it (docs/database.md, the pool): 503 + Retry-After, counted in
+    db_pool_timeouts_total, never the watchdog's 504 nor a replaced
+    worker."""
+    with db_server(eng, {"h.c": STREAM_HOLDER},
+                   ONE_PROCESS + ["--no-dev", "--db-pool-size", "1",
+                                  "--db-acquire-timeout", "5000",
+                                  "--handler-timeout", "2"]) as s:
+        check_eq(s.get("/h/fast").status, 200, "warm-up")
+        holder = BackgroundRequest(s.port, "/h/hold")
+        holder.start()
+        wait_until(lambda: pools(s)["default"]["in_use"] == 1, 5) or \
+            fail("the holder never took the connection")
+        waiters = [BackgroundRequest(s.port, "/h/fast") for _ in range(3)]
+        for w in waiters:
+            w.start()
+        res = [w.join_result(15) for w in waiters]
+        took = [w.elapsed() for w in waiters]
+        check_eq([r.status for r in res], [503] * 3,
+                 "waiters' statuses (took %s)" % took)
+        check(all(1.2 <= t < 2.0 for t in took),
+              "503s after %s s, want before the 2 s handler timeout" % took)
+        for r in res:
+            check_eq(r.header("Retry-After"), "1", "Retry-After")
+        check_eq(holder.join_result(15).status, 200, "the holder's status")
+        check_eq(s.get("/h/fast").status, 200, "after the holder")
+        check(wait_until(lambda: metric(
+            s, "hotpub_db_pool_timeouts_total") == 3, 5),
+            "hotpub_db_pool_timeouts_total %r, want 3"
+            % metric(s, "hotpub_db_pool_timeouts_total"))
+        log = s.stderr()
+        check("will be replaced" not in log and "stuck past" not in log,
+              "the watchdog saw a stuck handler: %s" % log[-1500:])
+        check_in("handler timeout", log, "the log says the handler timeout "
+                 "bounded the wait")
+        check_in("--db-acquire-timeout (5000 ms) is not below "
+                 "--handler-timeout (2 s)", log, "start-up warning")
+
+
 def test_session_state_not_leaked(eng):
     """One connection (one process, a pool of one): what a request sets on
     its session (a setting, search_path, a temporary table; SQLite: a PRAGMA)

@@ -173,6 +173,57 @@ def test_a_wait_past_the_handler_timeout_gets_504_and_the_pool_recovers():
             check_eq(s.get_ok("/q").status, 200, "a request after")
 
 
+STREAM_HOLDER = harness.page(r'''
+HP_HANDLER(http_handler)
+{
+    hp_db *db = hp_db(req);
+    if (hp_db_exec(db, "SELECT 1") != HP_OK)
+        return 500;
+    /* the pool's only connection for 3.5 s, flushing every 0.5 s: each
+     * flush starts --handler-timeout again, so the holder is not stuck */
+    for (int i = 0; i < 7; i++) {
+        hp_puts(req, "held\n");
+        hp_flush(req);
+        usleep(500000);
+    }
+    return HP_OK;
+}
+''', includes="#include <unistd.h>")
+
+
+def test_pool_wait_on_the_reactor_ends_before_the_handler_timeout():
+    """FRESH17-2 on the reactor: --db-pool-size 1, --db-acquire-timeout
+    5000, --handler-timeout 2; the connection held 3.5 s by a streaming
+    page: three requests of /q waiting for it on the reactor answer 503
+    with Retry-After before 2 s (counted as pool timeouts), not 504."""
+    need_pg()
+    with pg_server(["--workers", "1", "--handler-timeout", "2",
+                    "--db-pool-size", "1", "--db-acquire-timeout", "5000"],
+                   files={"h.c": STREAM_HOLDER}) as s:
+        promote(s)
+        holder = harness.BackgroundRequest(s.port, "/h", timeout=20)
+        holder.start()
+        time.sleep(0.5)
+        before = status(s)["coroutines"]
+        waiters = [harness.BackgroundRequest(s.port, "/q", timeout=20)
+                   for _ in range(3)]
+        for w in waiters:
+            w.start()
+        res = [w.join_result(20) for w in waiters]
+        took = [round(w.elapsed(), 2) for w in waiters]
+        check_eq([r.status for r in res], [503] * 3,
+                 "the waiters' statuses (after %s s)" % took)
+        check(all(1.2 < t < 2.0 for t in took),
+              "503s after %s s, want before the 2 s handler timeout" % took)
+        for r in res:
+            check_eq(r.header("Retry-After"), "1", "Retry-After")
+        check(status(s)["coroutines"] >= before + 3,
+              "the waiters did not run on the reactor")
+        check_eq(holder.join_result(20).status, 200, "the holder")
+        check_eq(s.get_ok("/q").status, 200, "a request after")
+        check("will be replaced" not in s.stderr(), "a worker replaced")
+
+
 def test_other_requests_go_on_while_one_waits_long():
     """One request waits 1.5 s on the reactor; meanwhile forty short ones
     on the same page answer, each well before it."""

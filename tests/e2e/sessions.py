@@ -906,6 +906,37 @@ def test_session_lock_wait_has_a_bound(eng):
         s.stop()
 
 
+def test_session_lock_wait_ends_before_the_handler_timeout(eng):
+    """FRESH17-2: --session-lock-timeout (10 s) not below --handler-timeout
+    (2 s): a request waiting for its session, held by a stuck request
+    (its 504 is the watchdog's), answers 503 with Retry-After before its
+    own handler timeout, not a 504; the log says the handler timeout cut
+    the wait, and the start-up warning names both values."""
+    s = server(eng, workers=1, args=["--no-dev", "--handler-timeout", "2"])
+    try:
+        cid = new_session(s, "n", "5")
+        hold = harness.BackgroundRequest(s.port, "/s/hold" + q(ms=4000),
+                                         headers=hdr(cid), timeout=30)
+        hold.start()
+        time.sleep(0.5)  # the holder has the lock
+        t0 = time.monotonic()
+        r = s.get("/s/incr", headers=hdr(cid))
+        took = time.monotonic() - t0
+        check_eq(r.status, 503, "the waiter (after %.2f s): %s"
+                 % (took, short(r.body)))
+        check_eq(r.header("Retry-After"), "1", "Retry-After")
+        check(1.2 < took < 2.0, "the 503 after %.2f s, want before the "
+              "2 s handler timeout" % took)
+        check_eq(hold.join_result(40).status, 504, "the stuck holder")
+        log = s.stderr()
+        check_in("cut short by --handler-timeout", log, "log")
+        check_in("--session-lock-timeout (10000 ms) is not below "
+                 "--handler-timeout (2 s)", log, "start-up warning")
+        db.cleanup(s, eng)
+    finally:
+        s.stop()
+
+
 def test_different_sessions_do_not_wait(eng):
     """One session held for 2.5 s does not hold up another session's
     requests (reads and writes), nor requests without a session."""
