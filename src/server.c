@@ -435,16 +435,22 @@ static void access_log(struct ctx *c)
         c->req.remote[0] = '\0';
     }
     bool head = ctx_state(c) != CTX_HEAD;
+    /* The body bytes sent, as nginx's $body_bytes_sent: none to a HEAD. */
+    uint64_t sent = head && strcmp(c->req.method, "HEAD") == 0 ? 0 : c->length;
     hp_access_line(hp_req_remote(&c->req), head ? c->req.method : "-",
                    c->uri ? c->uri : "-", head ? c->req.version : "-",
-                   c->status, c->length, ref, ua);
+                   c->status, sent, ref, ua);
 }
 
 /* The request edge refused a connection before any request on it reached
- * libmicrohttpd (edge.c): the access log still shows it. */
-static void access_log_refused(const char *addr, int status)
+ * libmicrohttpd (edge.c): the access log still shows it, with the request
+ * line as received when there was one. */
+static void access_log_refused(const char *addr, int status, const char *line)
 {
-    hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
+    if (line && *line)
+        hp_access_line_raw(addr, line, status, 0, NULL, NULL);
+    else
+        hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
 /* A stopping server asks keep-alive clients to reconnect (Connection:
