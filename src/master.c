@@ -833,9 +833,10 @@ static int master_serve(void)
     char limit[32] = "off";
     if (CFG->handler_timeout > 0)
         snprintf(limit, sizeof limit, "%g s", CFG->handler_timeout);
-    hp_log_info("hotpub %s master %d: %d worker processes on http://%s, "
+    hp_log_info("hotpub %s master %d: %d worker processes on %s://%s, "
                 "handler timeout %s",
-                HP_VERSION_STRING, (int)getpid(), M.wanted, CFG->listen, limit);
+                HP_VERSION_STRING, (int)getpid(), M.wanted,
+                CFG->tls_cert ? "https" : "http", CFG->listen, limit);
     for (;;) {
         struct timespec tick = {0, 50000000};
         siginfo_t si;
