@@ -309,6 +309,10 @@ int hp_compile_tier(struct hp_compiler *c, const char *src, enum hp_tier tier,
  * and at SIGHUP, before workers depend on it.
  */
 int hp_compiler_check(const char *cc);
+/* A stopping server: kill (SIGKILL) the process group of every compile
+ * running in this process, as --compile-timeout does, and of any that
+ * starts from now on. Async-signal-safe. */
+void hp_compile_kill_running(void);
 /* The opening of a compile's diagnostic when the compiler itself did not
  * run (missing, not executable): no edit of the page helps. */
 #define HP_DIAG_NO_COMPILER "the compiler did not run: "

@@ -2887,6 +2887,7 @@ static void drain(struct hp_config *cfg)
         /* The requests that waited on them (for a module whose init never
          * returned, say): a 503 they may retry, not a closed connection. */
         hp_server_answer_unstarted(-1);
+        hp_compile_kill_running();
         _exit(stop_status());
     }
     if (atomic_load(&S.inflight) > 0) {
@@ -2895,6 +2896,7 @@ static void drain(struct hp_config *cfg)
         hp_log_error("%ld requests still running after %d s; exiting anyway",
                      atomic_load(&S.inflight), cfg->shutdown_timeout);
         hp_access_flush();
+        hp_compile_kill_running(); /* a compile it waits on, say */
         _exit(stop_status());
     }
 }
@@ -2986,6 +2988,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     H.ready();
     wait_for_stop(&sigs);
     drain(cfg);
+    hp_compile_kill_running(); /* and their children: nothing outlives us */
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
     hp_reactor_stop();
