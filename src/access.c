@@ -116,9 +116,11 @@ void hp_access_escape(struct hp_buf *b, const char *s)
     }
 }
 
-void hp_access_line(const char *addr, const char *method, const char *uri,
-                    const char *version, int status, uint64_t length,
-                    const char *referer, const char *user_agent)
+/* The line, with the request line's parts (one part: the line as
+ * received, for a request refused before it was parsed). */
+static void put_line(const char *addr, const char *const *part, int nparts,
+                     int status, uint64_t length, const char *referer,
+                     const char *user_agent)
 {
     /* One timestamp a second per thread, not a localtime_r per request. */
     static _Thread_local time_t ts_when = -1;
@@ -136,11 +138,11 @@ void hp_access_line(const char *addr, const char *method, const char *uri,
     }
     pthread_mutex_lock(&A.mu);
     hp_buf_printf(&A.buf, "%s - - [%s] \"", *addr ? addr : "-", ts);
-    hp_access_escape(&A.buf, method);
-    hp_buf_append(&A.buf, " ", 1);
-    hp_access_escape(&A.buf, uri);
-    hp_buf_append(&A.buf, " ", 1);
-    hp_access_escape(&A.buf, version);
+    for (int i = 0; i < nparts; i++) {
+        if (i)
+            hp_buf_append(&A.buf, " ", 1);
+        hp_access_escape(&A.buf, part[i]);
+    }
     hp_buf_printf(&A.buf, "\" %d %llu \"", status, (unsigned long long)length);
     hp_access_escape(&A.buf, referer ? referer : "-");
     hp_buf_append(&A.buf, "\" \"", 3);
@@ -149,6 +151,21 @@ void hp_access_line(const char *addr, const char *method, const char *uri,
     if (A.buf.len >= FLUSH_AT || atomic_load(&A.direct))
         emit_locked();
     pthread_mutex_unlock(&A.mu);
+}
+
+void hp_access_line(const char *addr, const char *method, const char *uri,
+                    const char *version, int status, uint64_t length,
+                    const char *referer, const char *user_agent)
+{
+    const char *part[3] = {method, uri, version};
+    put_line(addr, part, 3, status, length, referer, user_agent);
+}
+
+void hp_access_line_raw(const char *addr, const char *request_line, int status,
+                        uint64_t length, const char *referer,
+                        const char *user_agent)
+{
+    put_line(addr, &request_line, 1, status, length, referer, user_agent);
 }
 
 void hp_access_flush(void)

@@ -13,12 +13,17 @@ int hp_access_open(const char *spec);
 bool hp_access_enabled(void);
 /*
  * One line in the Combined Log Format: addr (numeric, "" for unknown),
- * the request line's three parts, the status, the body length in bytes,
+ * the request line's three parts, the status, the body bytes sent,
  * Referer and User-Agent (NULL for "-"). Buffered; thread-safe.
  */
 void hp_access_line(const char *addr, const char *method, const char *uri,
                     const char *version, int status, uint64_t length,
                     const char *referer, const char *user_agent);
+/* The same with the request line whole, as received (a request refused
+ * before it was parsed: "get / HTTP/1.1"), escaped as the parts are. */
+void hp_access_line_raw(const char *addr, const char *request_line, int status,
+                        uint64_t length, const char *referer,
+                        const char *user_agent);
 /*
  * Append s to b as one access-log field: bytes outside printable ASCII, '"'
  * and '\\' become \xHH (upper-case hex), as nginx writes them, so a client

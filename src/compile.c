@@ -764,6 +764,48 @@ static bool reap(pid_t pid, double deadline, int *ws)
     }
 }
 
+/* The compilers running now (their process groups), so a stopping server
+ * kills them with their children (hp_compile_kill_running) as a timeout
+ * does: a --cc wrapper's own children outlived the server otherwise. */
+#define RUNNING_MAX 256
+static atomic_int running[RUNNING_MAX];
+static atomic_bool killing;
+
+static void kill_group(pid_t pid)
+{
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+}
+
+static int running_add(pid_t pid)
+{
+    for (int i = 0; i < RUNNING_MAX; i++) {
+        int none = 0;
+        if (atomic_compare_exchange_strong(&running[i], &none, (int)pid)) {
+            if (atomic_load(&killing)) /* the server stops: no new compile */
+                kill_group(pid);
+            return i;
+        }
+    }
+    return -1; /* not on the list: only its own timeout stops it */
+}
+
+static void running_remove(int slot)
+{
+    if (slot >= 0)
+        atomic_store(&running[slot], 0);
+}
+
+void hp_compile_kill_running(void)
+{
+    atomic_store(&killing, true);
+    for (int i = 0; i < RUNNING_MAX; i++) {
+        int pid = atomic_load(&running[i]);
+        if (pid > 0)
+            kill_group(pid);
+    }
+}
+
 /*
  * Run the compiler argv under c's limits, collecting stdout+stderr into out
  * (capped at HP_DIAG_MAX), for at most c->timeout_s seconds of wall clock:
@@ -795,16 +837,20 @@ static void run_capture(const struct hp_compiler *c, char *const argv[],
         return;
     }
     setpgid(pid, pid); /* also here: the child may not have run yet */
+    int slot = running_add(pid);
     bool in_time = drain(pipefd[0], deadline, out) && reap(pid, deadline, &ws);
     close(pipefd[0]);
     if (!in_time) {
-        kill(-pid, SIGKILL);
-        kill(pid, SIGKILL);
+        kill_group(pid);
         while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
             ;
+        running_remove(slot);
         rr->end = RUN_TIMED_OUT;
         return;
     }
+    /* (The group may outlive its reaped leader: the window in which the
+     * pid could be reused is this line's.) */
+    running_remove(slot);
     if (WIFSIGNALED(ws)) {
         rr->end = RUN_SIGNALED;
         rr->code = WTERMSIG(ws);

@@ -1618,6 +1618,25 @@ static int load_handler(void *user, const char *section, const char *name,
     return !x->err_line;
 }
 
+int hp_config_check(const struct hp_config *c, char *err, size_t errlen)
+{
+    if (!c->tls_cert != !c->tls_key) {
+        set_err(err, errlen,
+                "%s is set but %s is not: HTTPS needs both the certificate "
+                "and its private key",
+                c->tls_cert ? "tls-cert" : "tls-key",
+                c->tls_cert ? "tls-key" : "tls-cert");
+        return -1;
+    }
+    if (c->tls_redirect && !c->tls_cert) {
+        set_err(err, errlen,
+                "tls-redirect is set but tls-cert and tls-key are not: it "
+                "redirects plain HTTP to HTTPS, which needs them");
+        return -1;
+    }
+    return 0;
+}
+
 static void (*error_sink)(const char *msg);
 
 void hp_config_set_error_sink(void (*sink)(const char *msg))

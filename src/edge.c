@@ -86,6 +86,11 @@ struct hp_edge {
     atomic_bool tls_hello; /* TLS: the first bytes are still to be looked at */
     bool plain; /* --tls-redirect's plain-HTTP connection, even in TLS mode */
     struct hp_frame f; /* the reading thread's only                  */
+    /* The reading thread's only: the current head's first bytes, so a
+     * refused request's line can be logged (log_refusal). */
+    char line[1024];
+    size_t line_len;
+    bool line_done; /* line holds the whole request line (or 1023 bytes) */
 };
 
 static struct {
@@ -208,14 +213,16 @@ static void peer_addr(int fd, char *host, size_t n)
  * of the connection reached libmicrohttpd; the error log gets at most one
  * line a second, saying how many were left out.
  */
-static void log_refusal(struct hp_edge *e, int status, const char *why)
+static void log_refusal(struct hp_edge *e, int status, const char *why,
+                        const char *line)
 {
     char host[64];
     peer_addr(e->fd, host, sizeof host);
     /* Once libmicrohttpd has the request line, server.c logs the request
-     * (with hp_edge_status); before, nobody else knows of it. */
+     * (with hp_edge_status); before, nobody else knows of it. line: the
+     * refused request's line as received (NULL: none). */
     if (E.on_refused && !atomic_load(&e->rl_passed))
-        E.on_refused(host, status);
+        E.on_refused(host, status, line);
     unsigned long skipped;
     if (!log_now(&E.refusal_log, &skipped))
         return;
@@ -292,6 +299,45 @@ static bool mark_refused(struct hp_edge *e, int status)
     return true;
 }
 
+/* ---- the refused request's line, for the access log ------------------ */
+
+/* Append to e->line up to the end of the request line (CR, LF or NUL). */
+static void line_append(struct hp_edge *e, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n && !e->line_done; i++) {
+        if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0' ||
+            e->line_len + 1 >= sizeof e->line)
+            e->line_done = true;
+        else
+            e->line[e->line_len++] = p[i];
+    }
+    e->line[e->line_len] = '\0';
+}
+
+/* A read of n bytes left the connection inside a head: keep its first
+ * bytes (the head's last f.head_len bytes lie in buf, or it began in an
+ * earlier read whose first bytes e->line holds). */
+static void keep_head_start(struct hp_edge *e, const char *buf, size_t n)
+{
+    size_t in_buf = e->f.head_len < n ? e->f.head_len : n;
+    if (e->f.head_len <= n) {
+        e->line_len = 0;
+        e->line_done = false;
+    }
+    line_append(e, buf + n - in_buf, in_buf);
+}
+
+/* The refused message starts at p (n bytes), or continues the head an
+ * earlier read began (cont). */
+static void refused_line(struct hp_edge *e, const char *p, size_t n, bool cont)
+{
+    if (!cont) {
+        e->line_len = 0;
+        e->line_done = false;
+    }
+    line_append(e, p, n);
+}
+
 /* ---- the recv() wrapper ------------------------------------------------- */
 
 static struct hp_edge *slot(int fd)
@@ -360,10 +406,13 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
     if (n <= 0)
         return n;
     /* Renames Cookie fields in buf for libmicrohttpd (framing.h). */
+    bool was_in_head = hp_frame_in_head(&e->f);
     size_t ok = hp_frame_feed_edit(&e->f, buf, (size_t)n);
     if (e->f.bad_status) {
         atomic_fetch_add(&E.refused, 1);
-        log_refusal(e, e->f.bad_status, e->f.why);
+        refused_line(e, (const char *)buf + ok, (size_t)n - ok,
+                     ok == 0 && was_in_head);
+        log_refusal(e, e->f.bad_status, e->f.why, e->line_len ? e->line : NULL);
         if (!mark_refused(e, e->f.bad_status))
             return 0; /* timed out meanwhile: answered already */
         if (ok > 0) {
@@ -385,6 +434,8 @@ static ssize_t edge_recv(struct hp_edge *e, int fd, void *buf, size_t len,
                                                : PH_IDLE;
     if (!set_phase(e, phase))
         return 0; /* the deadline thread answered 408 */
+    if (phase == PH_HEAD)
+        keep_head_start(e, buf, (size_t)n);
     if (phase == PH_BODY)
         atomic_fetch_add(&e->body_bytes, (unsigned long long)n);
     if (phase != PH_IDLE && !session && (size_t)n < len)
@@ -418,7 +469,7 @@ static ssize_t tls_first_recv(struct hp_edge *e, int fd, void *buf, size_t len,
     if (c == 22 || c < 'A' || c > 'Z')
         return n;
     atomic_fetch_add(&E.refused, 1);
-    log_refusal(e, 400, "plain HTTP sent to the HTTPS port");
+    log_refusal(e, 400, "plain HTTP sent to the HTTPS port", NULL);
     if (mark_refused(e, 400))
         send_answer_text(fd, 400, NULL, true,
                          "The plain HTTP request was sent to the HTTPS "
@@ -510,6 +561,8 @@ static void conn_open(struct MHD_Connection *conn, void **socket_context,
     atomic_store(&e->status, 0);
     atomic_store(&e->answer_pending, false);
     atomic_store(&e->rl_passed, false);
+    e->line_len = 0;
+    e->line_done = false;
     e->plain = plain; /* before the state's store publishes the slot */
     atomic_store(&e->tls_hello, !plain && atomic_load(&tls_mode));
     atomic_store(&e->ready_ns, now_ns());
@@ -656,7 +709,8 @@ static void reap(struct hp_edge *e, long long now)
         log_refusal(e, 408,
                     (s & PH_MASK) == PH_HEAD
                         ? "request head not complete in time"
-                        : "request body too slow");
+                        : "request body too slow",
+                    NULL); /* e->line is the reading thread's */
         if (atomic_load(&tls_mode) && !e->plain) {
             /* Only the thread reading the session can write to it: end
              * the reading side, which wakes libmicrohttpd's read, whose

@@ -20,8 +20,10 @@ struct hp_edge;
 #define HP_ALLOW_OWN "GET, HEAD"
 
 /* Told of each connection the edge answered before libmicrohttpd saw a
- * request on it: the client's numeric address ("" if unknown), the status. */
-typedef void hp_edge_refused_fn(const char *addr, int status);
+ * request on it: the client's numeric address ("" if unknown), the status,
+ * the refused request's line as received (up to 1023 bytes; NULL if none
+ * was received, or for a 408 of the deadline thread). */
+typedef void hp_edge_refused_fn(const char *addr, int status, const char *line);
 
 /*
  * Start watching connections: the table of connections and the deadline

@@ -109,6 +109,10 @@ int hp_config_load(struct hp_config *c, const char *path);
  * no newline), or, with NULL (the default), "hotpub: message" on standard
  * error. A reload (SIGHUP) logs it with the log's time and level. */
 void hp_config_set_error_sink(void (*sink)(const char *msg));
+/* Settings that cannot go together (tls-cert without tls-key, tls-redirect
+ * without a certificate): 0, or -1 with why in err. Run on the whole
+ * configuration, after the file and the flags, by serve and check alike. */
+int hp_config_check(const struct hp_config *c, char *err, size_t errlen);
 /* Apply one setting by its config-file name ("listen", "threads", ...).
  * Returns 0, or -1 with a message in err. */
 int hp_config_set(struct hp_config *c, const char *key, const char *value,
@@ -305,6 +309,10 @@ int hp_compile_tier(struct hp_compiler *c, const char *src, enum hp_tier tier,
  * and at SIGHUP, before workers depend on it.
  */
 int hp_compiler_check(const char *cc);
+/* A stopping server: kill (SIGKILL) the process group of every compile
+ * running in this process, as --compile-timeout does, and of any that
+ * starts from now on. Async-signal-safe. */
+void hp_compile_kill_running(void);
 /* The opening of a compile's diagnostic when the compiler itself did not
  * run (missing, not executable): no edit of the page helps. */
 #define HP_DIAG_NO_COMPILER "the compiler did not run: "

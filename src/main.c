@@ -241,6 +241,9 @@ static struct given {
     const char *docroot;
 } given;
 
+static void reload_error(const char *msg);
+static bool reloading; /* settings() runs for a SIGHUP */
+
 /* Defaults, then the config file, then flags, then DOCROOT, into cfg.
  * Returns 0, or the exit status of a usage error after printing it (cfg
  * is freed then). */
@@ -274,6 +277,14 @@ static int settings(struct hp_config *cfg)
         }
         hp_config_set(cfg, "docroot", ".", err, sizeof err);
     }
+    if (hp_config_check(cfg, err, sizeof err) < 0) {
+        hp_config_free(cfg);
+        if (reloading)
+            reload_error(err);
+        else
+            fprintf(stderr, "hotpub: %s\n", err);
+        return EXIT_USAGE;
+    }
     return 0;
 }
 
@@ -288,7 +299,9 @@ static void reload_error(const char *msg)
 static int reload_settings(struct hp_config *cfg)
 {
     hp_config_set_error_sink(reload_error);
+    reloading = true;
     int rc = settings(cfg) == 0 ? 0 : -1;
+    reloading = false;
     hp_config_set_error_sink(NULL);
     return rc;
 }

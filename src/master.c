@@ -857,9 +857,10 @@ static int master_serve(void)
     char limit[32] = "off";
     if (CFG->handler_timeout > 0)
         snprintf(limit, sizeof limit, "%g s", CFG->handler_timeout);
-    hp_log_info("hotpub %s master %d: %d worker processes on http://%s, "
+    hp_log_info("hotpub %s master %d: %d worker processes on %s://%s, "
                 "handler timeout %s",
-                HP_VERSION_STRING, (int)getpid(), M.wanted, CFG->listen, limit);
+                HP_VERSION_STRING, (int)getpid(), M.wanted,
+                CFG->tls_cert ? "https" : "http", CFG->listen, limit);
     for (;;) {
         struct timespec tick = {0, 50000000};
         siginfo_t si;
@@ -936,10 +937,27 @@ static void on_unasked_exit(int status, void *arg)
 
 /* --workers 0: hp_serve in this process, as before; it binds the socket
  * unless privileges are to be dropped after binding. */
+/* Settings that are valid but do nothing with the others given: said once
+ * at start-up, so a limit is not trusted that nothing applies. Not
+ * handler-timeout: a single process honours it too (the waits of database
+ * queries, a reactor held past it: docs/design.md). */
+static void warn_no_effect(const struct hp_config *cfg)
+{
+    if (cfg->workers == 0 && cfg->worker_memory_limit > 0)
+        hp_log_info("warning: worker-memory-limit has no effect with "
+                    "workers = 0 (no worker process to replace)");
+    if (cfg->workers == 0 && cfg->worker_max_requests > 0)
+        hp_log_info("warning: worker-max-requests has no effect with "
+                    "workers = 0 (no worker process to replace)");
+    if (cfg->db && strcmp(cfg->db, "off") == 0 && cfg->db_pool_size > 0)
+        hp_log_info("warning: db-pool-size has no effect with db = off");
+}
+
 static int serve_alone(struct hp_config *cfg)
 {
     if (open_error_log() < 0)
         return 1;
+    warn_no_effect(cfg);
     bool drop = cfg->user || cfg->group;
     if (drop) {
         LISTEN_FD = hp_listen_bind(cfg->listen);
@@ -986,6 +1004,7 @@ int hp_master_run(struct hp_config *cfg, int (*reload)(struct hp_config *))
     setvbuf(stderr, NULL, _IOFBF, 64 * 1024);
     if (open_error_log() < 0)
         return 1;
+    warn_no_effect(cfg);
     LISTEN_FD = hp_listen_bind(cfg->listen);
     if (LISTEN_FD < 0)
         return 1;

@@ -491,16 +491,22 @@ static void access_log(struct ctx *c)
         c->req.remote[0] = '\0';
     }
     bool head = ctx_state(c) != CTX_HEAD;
+    /* The body bytes sent, as nginx's $body_bytes_sent: none to a HEAD. */
+    uint64_t sent = head && strcmp(c->req.method, "HEAD") == 0 ? 0 : c->length;
     hp_access_line(hp_req_remote(&c->req), head ? c->req.method : "-",
                    c->uri ? c->uri : "-", head ? c->req.version : "-",
-                   c->status, c->length, ref, ua);
+                   c->status, sent, ref, ua);
 }
 
 /* The request edge refused a connection before any request on it reached
- * libmicrohttpd (edge.c): the access log still shows it. */
-static void access_log_refused(const char *addr, int status)
+ * libmicrohttpd (edge.c): the access log still shows it, with the request
+ * line as received when there was one. */
+static void access_log_refused(const char *addr, int status, const char *line)
 {
-    hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
+    if (line && *line)
+        hp_access_line_raw(addr, line, status, 0, NULL, NULL);
+    else
+        hp_access_line(addr, "-", "-", "-", status, 0, NULL, NULL);
 }
 
 /* A stopping server asks keep-alive clients to reconnect (Connection:
@@ -2959,6 +2965,7 @@ static void drain(struct hp_config *cfg)
         /* The requests that waited on them (for a module whose init never
          * returned, say): a 503 they may retry, not a closed connection. */
         hp_server_answer_unstarted(-1);
+        hp_compile_kill_running();
         _exit(stop_status());
     }
     if (atomic_load(&S.inflight) > 0) {
@@ -2967,6 +2974,7 @@ static void drain(struct hp_config *cfg)
         hp_log_error("%ld requests still running after %d s; exiting anyway",
                      atomic_load(&S.inflight), cfg->shutdown_timeout);
         hp_access_flush();
+        hp_compile_kill_running(); /* a compile it waits on, say */
         _exit(stop_status());
     }
 }
@@ -3058,6 +3066,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     H.ready();
     wait_for_stop(&sigs);
     drain(cfg);
+    hp_compile_kill_running(); /* and their children: nothing outlives us */
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
     hp_reactor_stop();

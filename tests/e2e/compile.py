@@ -13,6 +13,7 @@ then "N passed, N failed"; exit status 1 if any test failed.
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -123,6 +124,40 @@ def test_compile_timeout_stops_slow_compile():
         check(gone, "the compiler's child %d outlived the timeout" % sleeper)
         s.write("good.c", simple_page("good two"), how="rename")
         s.wait_body("/good", "good two", limit(2.0), allowed_bodies=("good",))
+
+
+def test_sigterm_kills_a_running_compile_with_its_children():
+    """A server stopped (SIGTERM) while a compile runs kills the compile's
+    process group as --compile-timeout does: the --cc wrapper's own child
+    (a 60 s sleep) does not outlive the server, alone or with workers."""
+    for workers in (0, 1):
+        with Server(files={"slow.c": simple_page("slow", "/* SLOW_MARKER */")},
+                    dev=True, start=False, workers=workers,
+                    check_exit=False) as s:
+            wrapper = os.path.join(s.tmp, "slow-cc")
+            with open(wrapper, "w") as f:
+                f.write(SLOW_CC)
+            os.chmod(wrapper, 0o755)
+            pidfile = os.path.join(s.tmp, "sleeper.pid")
+            s.args = ["--cc", wrapper, "--shutdown-timeout", "1"]
+            s.start()
+            req = harness.BackgroundRequest(s.port, "/slow")
+            req.start()
+            check(wait_until(lambda: os.path.exists(pidfile) and
+                             open(pidfile).read().strip(), limit(10.0)),
+                  "the compile never started")
+            with open(pidfile) as f:
+                sleeper = int(f.read())
+            s.stop()
+            gone = wait_until(
+                lambda: not os.path.exists("/proc/%d" % sleeper)
+                or " Z " in open("/proc/%d/stat" % sleeper).read(),
+                limit(3.0))
+            if not gone:
+                os.kill(sleeper, signal.SIGKILL)
+            check(gone, "workers %d: the compiler's child %d outlived the "
+                  "server" % (workers, sleeper))
+            req.join(limit(10.0))
 
 
 def test_cache_dir_inside_the_document_root():

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 from harness import (BackgroundRequest, Server, Skip, check,  # noqa: E402
-                     check_eq, check_in, fail, limit, note, page,
+                     check_eq, check_in, check_not_in, fail, limit, note, page,
                      simple_page, wait_until)
 
 # Debian's packages live in the system interpreter's dist-packages: reach
@@ -673,6 +673,21 @@ def test_https_crash_502_is_logged():
               "the line of /hello before the crash: %r" % log_lines(log, ""))
         check(log_lines(log, '"GET /crash2?boom=1 HTTP/1.1" 502 0 '),
               "no 502 line for the crash over TLS: %r" % log_lines(log, ""))
+
+
+def test_https_master_start_line_says_https():
+    """The parent's start-up line names the scheme it serves: https:// on a
+    TLS port."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
+    cert, key = make_cert(tmp, "a")
+    with Server(files={"hello.c": simple_page("hi")}, workers=1,
+                args=["--tls-cert", cert, "--tls-key", key]) as s:
+        status, _, body, _ = tls_get(s.port, "/hello", client_ctx(cert))
+        check_eq((status, body), (200, b"hi"), "served over TLS")
+        err = s.stderr()
+        check_in("worker processes on https://127.0.0.1:%d" % s.port, err,
+                 "the master's start-up line")
+        check_not_in("on http://", err, "the log")
 
 
 def test_https_client_renegotiation_refused():

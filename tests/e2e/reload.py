@@ -236,9 +236,9 @@ def test_sighup_generation_that_cannot_start_is_abandoned():
         check(plain_get(s)() == 200, "not serving")
 
 
-def start_fails(args, want, unwanted=()):
-    s = Server(files={"hello.c": simple_page("hi")}, workers=2, args=args,
-               start=False)
+def start_fails(args, want, unwanted=(), status=1, workers=2):
+    s = Server(files={"hello.c": simple_page("hi")}, workers=workers,
+               args=args, start=False)
     s.port = harness.free_port()
     try:
         r = subprocess.run(s.command(), capture_output=True, timeout=30,
@@ -246,14 +246,69 @@ def start_fails(args, want, unwanted=()):
     except subprocess.TimeoutExpired:
         fail("the server started: %s" % " ".join(s.command()))
     err = r.stderr.decode("utf-8", "replace")
-    check(r.returncode == 1, "exit status %s, not 1:\n%s" % (r.returncode,
-                                                              err))
+    check(r.returncode == status, "exit status %s, not %s:\n%s"
+          % (r.returncode, status, err))
     for w in want:
         check_in(w, err, "log")
         check(err.count(w) == 1, "%r said more than once:\n%s" % (w, err))
     for u in unwanted:
         check_not_in(u, err, "log")
     shutil.rmtree(s.tmp, ignore_errors=True)
+
+
+def test_settings_that_cannot_go_together_exit_2():
+    """docs/configuration.md "Errors": a certificate without its key (or
+    the key alone) and --tls-redirect without a certificate are
+    configuration errors, exit status 2 before anything starts (no worker
+    forked to fail), for serve and for `hotpub check --config` alike."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-combo-")
+    cert, key = make_cert(tmp, "a")
+    cases = [
+        (["--tls-cert", cert], "tls-cert is set but tls-key is not"),
+        (["--tls-key", key], "tls-key is set but tls-cert is not"),
+        (["--tls-redirect", "127.0.0.1:%d" % harness.free_port()],
+         "tls-redirect is set but tls-cert and tls-key are not"),
+    ]
+    for args, msg in cases:
+        for workers in (2, 0):
+            start_fails(args, [msg], ["worker", "exited with status"],
+                        status=2, workers=workers)
+    ini = os.path.join(tmp, "site.ini")
+    root = os.path.join(tmp, "root")
+    os.makedirs(root)
+    with open(os.path.join(root, "hello.c"), "w") as f:
+        f.write(simple_page("hi"))
+    for body, msg in (("tls-cert = %s\n" % cert, cases[0][1]),
+                      ("tls-redirect = :8443\n", cases[2][1])):
+        with open(ini, "w") as f:
+            f.write("[server]\n" + body)
+        r = subprocess.run([harness.hotpub_bin(), "check", "--config", ini,
+                            "--cache-dir", os.path.join(tmp, "cache"), root],
+                           capture_output=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        err = r.stderr.decode("utf-8", "replace")
+        check_eq(r.returncode, 2, "hotpub check's status:\n%s" % err)
+        check_in(msg, err, "hotpub check's message")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_settings_without_effect_are_said_at_start():
+    """A limit nothing applies is said at start-up: worker-memory-limit and
+    worker-max-requests with workers = 0, db-pool-size with db = off."""
+    with Server(files={"hello.c": simple_page("hi")}, workers=0,
+                args=["--worker-memory-limit", "512m",
+                      "--worker-max-requests", "100", "--db", "off",
+                      "--db-pool-size", "4"]) as s:
+        check_eq(s.get("/hello").body, b"hi", "serving")
+        err = s.stderr()
+        for w in ("worker-memory-limit has no effect with workers = 0",
+                  "worker-max-requests has no effect with workers = 0",
+                  "db-pool-size has no effect with db = off"):
+            check_in(w, err, "start-up log")
+    with Server(files={"hello.c": simple_page("hi")}, workers=1,
+                args=["--worker-memory-limit", "512m"]) as s:
+        check_eq(s.get("/hello").body, b"hi", "serving")
+        check_not_in("no effect", s.stderr(), "start-up log with a worker")
 
 
 def test_start_mismatched_certificate_says_so_once():

@@ -1942,6 +1942,36 @@ def test_edge_refusals_logged():
               "second: %s" % (n, short(err)))
 
 
+def test_access_log_head_bytes_and_refused_request_line():
+    """The access log counts the body bytes sent (none to a HEAD, as
+    nginx's $body_bytes_sent), and a request the edge refuses before it is
+    parsed ("get" is no method: 400) is logged with its request line as
+    received, escaped as every field is; "-" only when none came."""
+    s = Server(files={"hello.c": simple_page("hello!")}, start=False)
+    log = os.path.join(s.tmp, "logs", "access.log")
+    s.args = ["--access-log", log]
+    with s:
+        s.start()
+        check_eq(s.get("/hello").body, b"hello!", "GET")
+        check_eq(s.head("/hello").status, 200, "HEAD")
+        r = s.raw(b"get /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        check(r is not None and r.status == 400, "get: %r" % (r,))
+        # the request line split over two reads, with a quote in it
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(b"GE")
+            time.sleep(0.3)
+            c.sendall(b't /a"b HTTP/1.1\r\nHost: x\r\n\r\n')
+            check(c.recv(100).startswith(b"HTTP/1.1 400 "), "GEt: a 400")
+        s.stop()  # flushes the access log
+        text = open(log).read()
+        check_in('"GET /hello HTTP/1.1" 200 6 ', text, "the GET's line")
+        check_in('"HEAD /hello HTTP/1.1" 200 0 ', text, "the HEAD's line")
+        check_in('"get /hello HTTP/1.1" 400 0 ', text, "the refused get")
+        check_in('"GEt /a\\x22b HTTP/1.1" 400 0 ', text,
+                 "the refused line read in two pieces")
+        check('"- - -"' not in text, "a line without its request: %r" % text)
+
+
 def test_connection_limit_logged_once_a_second():
     """At --connection-limit libmicrohttpd stops accepting (the rest wait
     in the backlog); the error log says so at most once a second."""
