@@ -524,20 +524,23 @@ void hp_devloop_error_html(struct hp_buf *out, const char *path,
     error_html(out, path, diag, false);
 }
 
-void hp_devloop_error_page(struct hp_buf *out, const char *path,
-                           const char *diag)
+static void error_page(struct hp_buf *out, const char *path,
+                       const char *diag, bool render)
 {
     hp_buf_puts(out, "<style>");
     hp_buf_puts(out, error_css);
     hp_buf_puts(out, "</style>");
-    error_html(out, path, diag, false);
+    error_html(out, path, diag, render);
+}
+
+void hp_devloop_error_page(struct hp_buf *out, const char *path,
+                           const char *diag)
+{
+    error_page(out, path, diag, false);
 }
 
 void hp_devloop_render_error_page(struct hp_buf *out, const char *path,
                                   const char *diag)
 {
-    hp_buf_puts(out, "<style>");
-    hp_buf_puts(out, error_css);
-    hp_buf_puts(out, "</style>");
-    error_html(out, path, diag, true);
+    error_page(out, path, diag, true);
 }

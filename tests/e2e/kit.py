@@ -342,11 +342,18 @@ def test_check_reports_partials_and_symlinks_that_serving_refuses():
         check_in("4 failed", out, "count")
 
 
-def test_template_errors_dev_and_production():
+def broken_templates():
+    """TEMPLATES with a syntax error (broken.tpl:2), a template whose
+    partial has one (badpart.tpl:3)."""
     files = dict(TEMPLATES)
     files["app/broken.tpl"] = "line 1\nline 2 {{#rows}}\nline 3\n"
     files["app/usesbroken.tpl"] = "a\n{{> badpart}}\n"
     files["app/badpart.tpl"] = "\n\n{{/nope}}"
+    return files
+
+
+def test_template_errors_dev_and_production():
+    files = broken_templates()
     with Server(files=files) as s:
         r = s.get("/app/list?t=broken.tpl")
         check_eq(r.status, 500, "syntax error status")
@@ -383,10 +390,7 @@ def test_template_error_page_in_dev_mode_is_the_compile_error_page():
     and saving the fix reloads the page. The dev 500 of a broken template
     was a bare `file:line: message` with no source and no live-reload
     script, so the tab stayed on the error after the fix."""
-    files = dict(TEMPLATES)
-    files["app/broken.tpl"] = "line 1\nline 2 {{#rows}}\nline 3\n"
-    files["app/usesbroken.tpl"] = "a\n{{> badpart}}\n"
-    files["app/badpart.tpl"] = "\n\n{{/nope}}"
+    files = broken_templates()
     with Server(files=files) as s:
         r = s.get("/app/list?t=broken.tpl")
         check_eq(r.status, 500, "syntax error status")
@@ -413,10 +417,7 @@ def test_broken_template_logged_at_error_once_per_version():
     partial, is logged at error level (production too), once per version
     of the broken file, not once per request; a new broken version is
     logged again."""
-    files = dict(TEMPLATES)
-    files["app/broken.tpl"] = "line 1\nline 2 {{#rows}}\nline 3\n"
-    files["app/usesbroken.tpl"] = "a\n{{> badpart}}\n"
-    files["app/badpart.tpl"] = "\n\n{{/nope}}"
+    files = broken_templates()
     with Server(files=files, dev=False) as s:
         for _ in range(4):
             check_eq(s.get("/app/list?t=broken.tpl").status, 500, "broken")
