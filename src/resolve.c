@@ -148,10 +148,11 @@ static bool ends_with(const char *s, const char *suffix)
 static bool part_is(const char *p, const char *kind)
 {
     size_t m = strlen(kind);
-    unsigned char c = (unsigned char)p[m];
 
-    return strncasecmp(p, kind, m) == 0 &&
-           !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+    if (strncasecmp(p, kind, m) != 0)
+        return false; /* p[m] only now: a shorter part ends before it */
+    unsigned char c = (unsigned char)p[m];
+    return !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
              (c >= '0' && c <= '9'));
 }
 
