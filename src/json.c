@@ -33,6 +33,16 @@ static bool is_json_type(const char *ct)
         k++;
     if (ct[k] != '\0' && ct[k] != ';')
         return false;
+    /* Parameters are tokens and quoted strings: a ',' outside quotes
+     * makes a list ("application/json;charset=utf-8, text/plain"). */
+    for (bool quoted = false; ct[k]; k++) {
+        if (quoted && ct[k] == '\\' && ct[k + 1])
+            k++;
+        else if (ct[k] == '"')
+            quoted = !quoted;
+        else if (!quoted && ct[k] == ',')
+            return false;
+    }
     if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
         return true;
     return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&

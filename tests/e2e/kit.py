@@ -116,10 +116,14 @@ def test_json_malformed():
         # one media type, parameters after ';' only (FRESH16-6c)
         for ctype in ("application/json , text/plain",
                       "application/json, text/html", "application/json x",
-                      "application/json ,"):
+                      "application/json ,",
+                      "application/json;charset=utf-8, text/plain",
+                      "application/json; a=\"x\", text/plain"):
             check_eq(post_json(s, b'{"a":1}', ctype).status, 415, ctype)
         check_eq(post_json(s, b'{"a":1}', "application/json ; charset=utf-8")
                  .status, 200, "OWS before the parameters")
+        check_eq(post_json(s, b'{"a":1}', 'application/json; a="x, y"')
+                 .status, 200, "a comma inside a quoted parameter")
         check_eq(post_json(s, b'{"a":1}', "application/jsonx").status, 415,
                  "application/jsonx body")
         check_eq(post_json(s, b'').status, 415, "empty body")
