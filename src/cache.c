@@ -22,7 +22,8 @@
  *                  bound: a waiter leaves (lock_load) once the host
  *                  abandons the load or the load its holder runs is past
  *                  --handler-timeout + 2 s (stuck_why), since a constructor
- *                  or init that never returns never unlocks it.
+ *                  or init that never returns never unlocks it, and a
+ *                  request also when its own bound (stale_until) passes.
  *   cache->pub_mu  serialises publishers; with pub_seq (odd while a batch
  *                  is being swapped in) it lets a request pin a page and
  *                  its application chain as one consistent set.
@@ -41,12 +42,17 @@
  * request notes want when it arrives and needs done to reach it, so the
  * steady state costs two atomic loads and no syscall, an event that lands
  * during a compile is never lost, and under a storm of edits a request
- * waits for at most the build that starts after it arrived.
+ * waits for at most the build that starts after it arrived. How long it
+ * waits is bounded (stale_until): in production a module with a current
+ * version answers with it after --stale-wait-ms (and at once for the rest
+ * of that build, serve_stale); in dev mode the wait ends before
+ * --handler-timeout with a 503; only a first load waits for its build.
  */
 #include "hp.h"
 #include "ops.h"
 
 #include "devloop.h"
+#include "wait.h"
 
 #include <assert.h>
 #include <dlfcn.h>
@@ -109,6 +115,12 @@ struct hp_entry {
     _Atomic(hp_entry *) load_of;
     atomic_bool stuck_told; /* the stuck load logged (on load_of's entry) */
     /* guarded by mu */
+    /* Production: a request waited the build of want stale_want out
+     * (--stale-wait-ms) and got the current version; later requests for
+     * the same build get it at once, and the log has said so once. */
+    bool stale_on;
+    unsigned stale_want;
+    int64_t stale_since; /* hp_now_ns of the first such answer */
     hp_version *current;
     hp_version *retired;
     char *error;
@@ -1230,7 +1242,7 @@ static void batch_publish_but(struct batch *b, struct build_result *rs,
     free(es);
 }
 
-static char *lock_load(hp_entry *e);
+static char *lock_load(hp_entry *e, int64_t until, bool *late);
 
 /* Take the members' load_mu in path order (the lock order). A member
  * whose load is stuck (a request's or an older batch's: a constructor or
@@ -1244,7 +1256,8 @@ static void batch_lock(struct batch *b)
     for (size_t i = 0; i < b->n; i++) {
         hp_entry *e = b->es[i];
         assert(i == 0 || strcmp(b->es[i - 1]->path, e->path) < 0);
-        char *why = lock_load(e);
+        bool late;
+        char *why = lock_load(e, 0, &late);
         if (why) {
             hp_log_info("%s: left out of the batch of changes: %s", e->path,
                         why);
@@ -1693,16 +1706,26 @@ static void prefetch_stop(hp_cache *c)
 /* ---- acquiring ------------------------------------------------------------
  */
 
-static void wait_for_batch(hp_cache *c, hp_entry *e, unsigned want)
+/* Wait for a batch to build e as new as want, at most HP_BATCH_WAIT_S
+ * (then the request builds it itself) or until `until` (hp_now_ns; 0:
+ * none): false if `until` came first. */
+static bool wait_for_batch(hp_cache *c, hp_entry *e, unsigned want,
+                           int64_t until)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)HP_BATCH_WAIT_S;
+    int64_t end = hp_now_ns() + (int64_t)(HP_BATCH_WAIT_S * 1e9);
+    bool cut = until && until < end;
+    if (cut)
+        end = until;
+    struct timespec ts = {.tv_sec = (time_t)(end / 1000000000),
+                          .tv_nsec = (long)(end % 1000000000)};
     pthread_mutex_lock(&c->done_mu);
     while (!reached(atomic_load(&e->done), want) && !atomic_load(&e->abandoned))
         if (pthread_cond_timedwait(&c->done_cv, &c->done_mu, &ts) != 0)
             break;
+    bool late = cut && !reached(atomic_load(&e->done), want) &&
+                !atomic_load(&e->abandoned);
     pthread_mutex_unlock(&c->done_mu);
+    return !late;
 }
 
 /* A request builds e itself (a first load, mostly): claimed like a batch
@@ -1813,19 +1836,133 @@ static char *stuck_why(hp_entry *e)
  * (an init past --handler-timeout that may never return): then NULL is
  * not returned but the reason, and the lock is not held. Polls every
  * HP_LOAD_POLL_MS: waiting on the mutex alone would keep the request
- * until the worker exits.
+ * until the worker exits. Past `until` (hp_now_ns; 0: none) it gives up
+ * too: NULL, *late set, the lock not held.
  */
-static char *lock_load(hp_entry *e)
+static char *lock_load(hp_entry *e, int64_t until, bool *late)
 {
+    *late = false;
     for (;;) {
         char *why = abandoned_why(e);
         if (why)
             return why;
-        if (lock_for_ms(&e->load_mu, HP_LOAD_POLL_MS))
+        long ms = HP_LOAD_POLL_MS;
+        if (until) {
+            int64_t left = until - hp_now_ns();
+            if (left <= 0) {
+                if (pthread_mutex_trylock(&e->load_mu) == 0)
+                    return NULL;
+                *late = true;
+                return NULL;
+            }
+            if (left < ms * 1000000L)
+                ms = (long)(left / 1000000) + 1;
+        }
+        if (lock_for_ms(&e->load_mu, ms))
             return NULL;
         if ((why = stuck_why(e)))
             return why;
     }
+}
+
+/* The refusal of a dev-mode request for e whose build did not end by the
+ * handler's bound (malloc'd): HP_DIAG_BUILDING, a 503 with Retry-After. */
+static char *still_building(hp_entry *e, int64_t t0)
+{
+    return hp_xasprintf(HP_DIAG_BUILDING
+                        "%s: its new version was not built after %.1f s "
+                        "of waiting, the most --handler-timeout leaves; "
+                        "it goes live when its build ends",
+                        e->path, (hp_now_ns() - t0) / 1e9);
+}
+
+/*
+ * How long a request for e, stale, waits for the build that covers its
+ * change (docs/reload.md, "When the compile happens"): until the
+ * returned time (hp_now_ns), or 0 for no bound. A module without a
+ * current version (a first use) waits for its build. In production,
+ * *stale says that at the bound the current version answers: the bound
+ * is --stale-wait-ms, cut to the handler's (hp_wait_bounded). In dev
+ * mode the edit/refresh loop promises the new version: the request waits
+ * until the handler's bound (none without --handler-timeout or outside a
+ * handler thread) and is then refused (still_building).
+ */
+static int64_t stale_until(hp_cache *c, hp_entry *e, bool *stale)
+{
+    pthread_mutex_lock(&e->mu);
+    bool has = e->current != NULL;
+    pthread_mutex_unlock(&e->mu);
+    *stale = false;
+    if (!has)
+        return 0;
+    if (c->cfg->dev)
+        return hp_wait_bound();
+    *stale = true;
+    return hp_wait_bounded(c->cfg->stale_wait_ms, NULL);
+}
+
+/* A production request for e, noted at want, gets the current version
+ * while the build runs: counted, and said once per module and build. */
+static void serve_stale(hp_entry *e, unsigned want, int64_t t0)
+{
+    hp_metrics_stale_served();
+    pthread_mutex_lock(&e->mu);
+    bool tell = !(e->stale_on && reached(e->stale_want, want));
+    if (tell) {
+        e->stale_on = true;
+        e->stale_want = want;
+        e->stale_since = hp_now_ns();
+    }
+    unsigned long long id = e->current ? e->current->id : 0;
+    pthread_mutex_unlock(&e->mu);
+    if (tell)
+        hp_log_info("%s: serving version %llu while a new version builds "
+                    "(a request waited %.2f s for it; --stale-wait-ms %d)",
+                    e->path, id, (hp_now_ns() - t0) / 1e9,
+                    e->cache->cfg->stale_wait_ms);
+}
+
+/* A request noted at want that finds its build waited out by an earlier
+ * one (serve_stale) takes the current version at once. */
+static bool waited_out(hp_entry *e, unsigned want)
+{
+    pthread_mutex_lock(&e->mu);
+    bool out = e->stale_on && reached(e->stale_want, want) && e->current;
+    pthread_mutex_unlock(&e->mu);
+    return out;
+}
+
+/* The net HP_BATCH_WAIT_S gives a request that waits (a batch that never
+ * came), for the requests that no longer wait: e's build of want was
+ * waited out that long ago and no batch has e: a request builds it. */
+static bool batch_overdue(hp_cache *c, hp_entry *e, unsigned want)
+{
+    pthread_mutex_lock(&e->mu);
+    bool over = e->stale_on && reached(e->stale_want, want) &&
+                hp_now_ns() - e->stale_since > (int64_t)(HP_BATCH_WAIT_S * 1e9);
+    pthread_mutex_unlock(&e->mu);
+    if (!over)
+        return false;
+    pthread_mutex_lock(&c->batch_mu);
+    over = e->claims == 0;
+    pthread_mutex_unlock(&c->batch_mu);
+    return over;
+}
+
+/* Build e here, load_mu held (released on return), unless a build that
+ * covers want ended meanwhile. */
+static void build_here(hp_cache *c, hp_entry *e, unsigned want)
+{
+    if (!reached(atomic_load(&e->done), want) || atomic_load(&e->retry)) {
+        hp_entry *const *old;
+        size_t nold;
+        held_set(&e, 1, &old, &nold);
+        claim_for_request(c, e, 1);
+        refresh_one(e);
+        claim_for_request(c, e, -1);
+        held_set(old, nold, &old, &nold);
+    }
+    pthread_mutex_unlock(&e->load_mu);
 }
 
 /* Make e at least as new as the file was when this request arrived.
@@ -1838,25 +1975,41 @@ static char *ensure_fresh(hp_cache *c, hp_entry *e)
     if (!retry &&
         reached(atomic_load_explicit(&e->done, memory_order_acquire), want))
         return NULL;
+    /* How long this request may wait, and for what at the end of it. */
+    int64_t t0 = hp_now_ns(), until = 0;
+    bool stale = false, late = false;
+    if (!retry) {
+        until = stale_until(c, e, &stale);
+        if (stale && waited_out(e, want)) {
+            if (batch_overdue(c, e, want) &&
+                pthread_mutex_trylock(&e->load_mu) == 0) {
+                build_here(c, e, want);
+                return NULL;
+            }
+            serve_stale(e, want, t0);
+            return NULL;
+        }
+    }
     if (!retry && atomic_load(&c->batched) && atomic_load(&e->tried))
-        wait_for_batch(c, e, want);
+        late = !wait_for_batch(c, e, want, until);
     if (!retry && reached(atomic_load(&e->done), want))
         return NULL;
     /* First use, no watcher, a batch that never came, or a load another
-     * page's constructor kept from being tried: build it here. */
-    char *why = lock_load(e);
+     * page's constructor kept from being tried: build it here (unless
+     * this request's bound came first, or comes while another build of
+     * e holds its load_mu). */
+    char *why = late ? NULL : lock_load(e, until, &late);
     if (why)
         return why;
-    if (!reached(atomic_load(&e->done), want) || atomic_load(&e->retry)) {
-        hp_entry *const *old;
-        size_t nold;
-        held_set(&e, 1, &old, &nold);
-        claim_for_request(c, e, 1);
-        refresh_one(e);
-        claim_for_request(c, e, -1);
-        held_set(old, nold, &old, &nold);
+    if (late && reached(atomic_load(&e->done), want))
+        return NULL;
+    if (late && stale) {
+        serve_stale(e, want, t0);
+        return NULL;
     }
-    pthread_mutex_unlock(&e->load_mu);
+    if (late)
+        return still_building(e, t0);
+    build_here(c, e, want);
     return NULL;
 }
 

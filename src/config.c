@@ -382,6 +382,7 @@ void hp_config_defaults(struct hp_config *c)
     c->compile_file_limit = (size_t)256 << 20;
     c->revalidate = 0;
     c->settle_ms = -1; /* auto: serve_start picks by tier */
+    c->stale_wait_ms = 1000;
     c->inline_pages = 1;
     c->coroutines = 1;
     c->access_log = cfg_strdup("-");
@@ -666,6 +667,19 @@ const struct hp_setting hp_settings[] = {
      .max = 10000,
      .auto_value = auto_settle,
      .unit = "ms"},
+    {.key = "stale-wait-ms",
+     .arg = "MS",
+     .section = S_SERVER,
+     .help = "production mode: a request for a changed page that has a "
+             "last good version waits this long for its build, then that "
+             "version answers (the wait ends before --handler-timeout if "
+             "that comes first); dev mode waits for the build",
+     .type = HP_SET_INT,
+     .off = OFF(stale_wait_ms),
+     .min = 0,
+     .max = 600000,
+     .unit = "ms",
+     .zero = "do not wait"},
     {.key = "inline",
      .arg = "true|false",
      .section = S_SERVER,

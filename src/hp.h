@@ -52,6 +52,8 @@ struct hp_config {
     size_t compile_file_limit;   /* RLIMIT_FSIZE bytes per file, 0 = off      */
     double revalidate;    /* stat fallback period in seconds, 0 = off        */
     int settle_ms;        /* quiet time after the last fs event              */
+    int stale_wait_ms;    /* production: a stale module's request waits this
+                             long for its build, then gets the current one */
     int inline_pages;     /* promote proven-fast pages to the event loops    */
     int coroutines;       /* run pages that wait on the database on the
                              reactor (reactor.c)                          */
@@ -488,6 +490,10 @@ void hp_loader_set_hook_watch(hp_hook_watch_fn begin, hp_hook_watch_fn end);
 #define HP_DIAG_INIT_REFUSED "the init hook "
 /* ... or that a constructor of the object did (guard.c's refusal). */
 #define HP_DIAG_CTOR_REFUSED "a constructor of the "
+/* The start of a dev-mode request's refusal when the build of the page
+ * it waited for did not end by the handler's bound (cache.c's
+ * still_building): a 503 with Retry-After, not a failure of the page. */
+#define HP_DIAG_BUILDING "still building: "
 /* diag says the module is refused for its init hook or a constructor
  * (HP_DIAG_INIT_REFUSED, HP_DIAG_CTOR_REFUSED): a 503, not a 500. */
 bool hp_diag_is_refused(const char *diag);

@@ -57,6 +57,7 @@ struct counts {
     atomic_ulong csum_us[2];
     atomic_ulong retired, unloaded;
     atomic_ulong db_acquires, db_timeouts; /* summed over pools */
+    atomic_ulong stale_served; /* answered by the version being replaced */
     struct page_counts page[PAGES + 1];    /* [PAGES]: "_other" */
 };
 #define COUNTS_N (sizeof(struct counts) / sizeof(atomic_ulong))
@@ -394,6 +395,12 @@ void hp_metrics_unloaded(void)
         add(&ME->c.unloaded, 1);
 }
 
+void hp_metrics_stale_served(void)
+{
+    if (ME)
+        add(&ME->c.stale_served, 1);
+}
+
 void hp_metrics_connection(int delta)
 {
     if (ME)
@@ -499,6 +506,7 @@ struct plain_page {
 struct plain {
     unsigned long builds[2], cbucket[2][NCB], csum_us[2];
     unsigned long retired, unloaded, db_acquires, db_timeouts;
+    unsigned long stale_served;
     struct plain_page page[PAGES + 1];
 };
 _Static_assert(sizeof(struct plain) == sizeof(struct counts),
@@ -609,6 +617,10 @@ static void builds_text(struct hp_buf *b, const struct plain *c)
     family(b, "hotpub_versions_unloaded_total", "counter",
            "Retired module versions unloaded after their last request.");
     hp_buf_printf(b, "hotpub_versions_unloaded_total %lu\n", c->unloaded);
+    family(b, "hotpub_stale_served_total", "counter",
+           "Requests for a module being rebuilt answered by its current "
+           "version after --stale-wait-ms (production mode).");
+    hp_buf_printf(b, "hotpub_stale_served_total %lu\n", c->stale_served);
 }
 
 /* A pool's numbers summed over the live workers and departed ones. */
@@ -841,8 +853,9 @@ void hp_metrics_json(struct hp_buf *b)
     workers_json(b);
     hp_buf_printf(b,
                   ",\"builds\":{\"ok\":%lu,\"failed\":%lu},\"retired\":%lu,"
-                  "\"unloaded\":%lu",
-                  c->builds[1], c->builds[0], c->retired, c->unloaded);
+                  "\"unloaded\":%lu,\"stale_served\":%lu",
+                  c->builds[1], c->builds[0], c->retired, c->unloaded,
+                  c->stale_served);
     pages_json(b, c);
     pools_json(b);
     modules_json(b);

@@ -60,6 +60,9 @@ void hp_metrics_build(const char *page, double seconds, bool ok,
                       const char *error);
 void hp_metrics_retired(void);         /* a version replaced by a newer one */
 void hp_metrics_unloaded(void);        /* a retired version's object unloaded */
+/* A production request for a module being rebuilt answered by its current
+ * version, past --stale-wait-ms (cache.c). */
+void hp_metrics_stale_served(void);
 void hp_metrics_connection(int delta); /* opened (+1) / closed (-1) */
 /* About once a second in each worker: copy the gauges that live in the
  * process (handler threads, database pools) into its slot. */

@@ -1119,6 +1119,25 @@ static enum MHD_Result send_init_503(struct ctx *c, const char *detail_html)
 static enum MHD_Result page_error(struct ctx *c, const char *path,
                                   const char *diag)
 {
+    /* Dev mode: the build this request waited for runs past the handler's
+     * bound. Not the page's failure: a 503 that the browser's live reload
+     * replaces with the new version once it is published. */
+    if (diag &&
+        strncmp(diag, HP_DIAG_BUILDING, strlen(HP_DIAG_BUILDING)) == 0) {
+        if (!dev_details(&c->req))
+            return send_init_503(c, "<p>The page is being rebuilt; try "
+                                    "again in a moment.</p>\n");
+        struct hp_buf html = {0};
+        hp_buf_puts(&html, "<p>Still building ");
+        hp_buf_html(&html, diag + strlen(HP_DIAG_BUILDING));
+        hp_buf_puts(&html, ".</p>\n<p>This page reloads by itself when the "
+                           "new version is live.</p>\n");
+        const char *deps[] = {c->req.target.path, path};
+        hp_devloop_script(&html, deps, path ? 2 : 1, NULL);
+        enum MHD_Result r = send_init_503(c, html.p);
+        hp_buf_free(&html);
+        return r;
+    }
     /* An application module whose init killed a worker: unavailable until
      * its file is fixed (guard.c refuses to run that init again). */
     bool init_crashed = hp_diag_is_refused(diag);
@@ -1500,7 +1519,14 @@ static void ctx_release(struct ctx *c);
 static void run_offloaded(struct hp_pool_job *job)
 {
     struct ctx *c = (struct ctx *)((char *)job - offsetof(struct ctx, job));
-    enum hp_acquire r = c->req.pins.page ? HP_ACQ_OK : pin_page(c, true);
+    enum hp_acquire r = HP_ACQ_OK;
+    if (!c->req.pins.page) {
+        /* A wait for a build ends before --handler-timeout (cache.c's
+         * stale_until). */
+        set_wait_bound();
+        r = pin_page(c, true);
+        hp_wait_set_bound(0);
+    }
     c->req.stream_begin = atomic_load(&S.stopping) ? NULL : stream_begin;
     c->req.stream_alive = stream_alive;
     if (run_pinned(c, r) != MHD_YES && !c->resp)

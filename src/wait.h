@@ -103,11 +103,12 @@ void hp_wait_unpark(struct hp_wait_ticket *t);
 /*
  * The handler's bound: the time (CLOCK_MONOTONIC ns, absolute; 0 none) by
  * which a wait the server bounds itself (a pool's acquire, a session's
- * lock) must end, so that the page can still answer its 503 before
- * --handler-timeout makes it look stuck (a 504, the worker replaced). The
- * handler's deadline less hp_wait_margin_ns. Set per run on a handler
- * thread (server.c); on a scheduler's thread (hook set), its callback
- * answers for the job running now (the reactor's).
+ * lock, a request's wait for its page's build) must end, so that the page
+ * can still answer its 503 before --handler-timeout makes it look stuck
+ * (a 504, the worker replaced). The handler's deadline less
+ * hp_wait_margin_ns. Set per run, and for the pin before it, on a
+ * handler thread (server.c); on a scheduler's thread (hook set), its
+ * callback answers for the job running now (the reactor's).
  */
 void hp_wait_set_bound(int64_t ns);
 void hp_wait_set_bound_fn(int64_t (*fn)(void));

@@ -29,8 +29,9 @@ TEST_TIMEOUT = 90.0   # hard bound for one test (the watchdog kills servers)
 SUITE_BUDGET = 400.0  # past this, the remaining tests fail without running
 
 # A compiler wrapper (--cc): every run appends a line to cc.log next to it;
-# a source that contains SLOW_MARKER takes 10 s (in a child of the wrapper,
-# as cc1 is gcc's; its pid goes to sleeper.pid); the rest goes to gcc.
+# a source that contains SLOW_MARKER takes 10 s, or N s with SLOW_SECONDS N
+# (in a child of the wrapper, as cc1 is gcc's; its pid goes to
+# sleeper.pid); the rest goes to gcc.
 WRAPPER = r'''#!/bin/sh
 here=$(dirname "$0")
 src=
@@ -39,7 +40,8 @@ id=
 [ -n "$src" ] && id=$(grep -o 'PAGE_ID [a-z0-9_]*' "$src" | head -1)
 echo "$src $id" >> "$here/cc.log"
 if [ -n "$src" ] && grep -q SLOW_MARKER "$src"; then
-    sleep 10 &
+    secs=$(grep -o 'SLOW_SECONDS [0-9]*' "$src" | head -1 | cut -d' ' -f2)
+    sleep "${secs:-10}" &
     echo $! > "$here/sleeper.pid"
     wait
 fi
@@ -194,6 +196,171 @@ def test_page_changed_again_during_its_build_is_rebuilt():
               "the a.c saved with it" % waited)
         took = waited
         harness.note("a's second save live after %.2f s" % took)
+
+
+# ---- a request for a page being rebuilt (FRESH17-3) ------------------------
+
+def slow_save(s, rel, text, seconds):
+    """Save rel as a page answering text whose compile takes `seconds`;
+    return once that compile runs (the watcher's prefetch starts it on the
+    save's event)."""
+    s.write(rel, simple_page(text, "/* SLOW_MARKER SLOW_SECONDS %d */"
+                             % seconds), how="rename")
+    return wait_sleeper(s, rel)
+
+
+def stale_served(s):
+    """hotpub_stale_served_total from /_hotpub/metrics."""
+    r = s.get("/_hotpub/metrics")
+    check_eq(r.status, 200, "/_hotpub/metrics")
+    for line in r.text.splitlines():
+        if line.startswith("hotpub_stale_served_total "):
+            return int(float(line.split()[1]))
+    return None
+
+
+def test_stale_page_answers_with_last_good_version_in_production():
+    """Production: a page saved with a 4 s compile. A request during the
+    build waits at most --stale-wait-ms (1 s) and is answered by the last
+    good version; the next one at once; the log says so once, the metrics
+    count both; after the build, the new version. (Before: each request
+    waited for the build, FRESH17-3.)"""
+    files = {"a.c": simple_page("a one")}
+    with Server(files=files, dev=False, workers=0, start=False) as s:
+        with_wrapper(s)
+        s.start()
+        check_eq(s.get_ok("/a").text, "a one", "first /a")
+        sleeper = slow_save(s, "a.c", "a two", 4)
+        t0 = time.monotonic()
+        r = s.get("/a")
+        took = time.monotonic() - t0
+        harness.note("/a during its build: %d %r after %.2f s"
+                     % (r.status, r.text, took))
+        check_eq((r.status, r.text), (200, "a one"), "/a during its build")
+        check(took < limit(1.5), "/a waited %.2f s for its build" % took)
+        t0 = time.monotonic()
+        r = s.get("/a")
+        took2 = time.monotonic() - t0
+        check_eq((r.status, r.text), (200, "a one"), "/a again")
+        check(took2 < limit(0.3), "the second /a waited %.2f s, though the "
+              "first had waited this build out" % took2)
+        check(alive(sleeper), "the build ended before the requests: the "
+              "test proves nothing")
+        check_eq(stale_served(s), 2, "hotpub_stale_served_total")
+        lines = [l for l in s.stderr().splitlines()
+                 if "serving version" in l and "a.c" in l]
+        check_eq(len(lines), 1, "log lines 'serving version' (%r)" % lines)
+        check_in("while a new version builds", lines[0], "the log line")
+        s.wait_body("/a", "a two", limit(8.0), allowed_bodies=("a one",))
+        check(not alive(sleeper), "new version before its compile ended")
+
+
+def test_stale_wait_zero_serves_last_good_version_at_once():
+    """--stale-wait-ms 0: a request for a page being rebuilt gets its last
+    good version without waiting."""
+    files = {"a.c": simple_page("a one")}
+    with Server(files=files, dev=False, workers=0, start=False) as s:
+        with_wrapper(s, ["--stale-wait-ms", "0"])
+        s.start()
+        check_eq(s.get_ok("/a").text, "a one", "first /a")
+        sleeper = slow_save(s, "a.c", "a two", 4)
+        wait_batch_started(s, "a.c")
+        t0 = time.monotonic()
+        r = s.get("/a")
+        took = time.monotonic() - t0
+        check_eq((r.status, r.text), (200, "a one"), "/a during its build")
+        check(took < limit(0.3), "/a waited %.2f s" % took)
+        check(alive(sleeper), "the build ended first: the test proves nothing")
+        s.wait_body("/a", "a two", limit(8.0), allowed_bodies=("a one",))
+
+
+def test_stale_page_does_not_hold_the_connection_limit():
+    """Production with --connection-limit 8: eight requests for a page
+    whose build takes 8 s, then one for another page. The other page is
+    answered within about --stale-wait-ms, and the eight by the last good
+    version (before: all eight connections waited for the build and the
+    other page could not get one until it ended, FRESH17-3)."""
+    files = {"a.c": simple_page("a one"), "b.c": simple_page("b")}
+    with Server(files=files, dev=False, workers=0, start=False) as s:
+        with_wrapper(s, ["--connection-limit", "8"])
+        s.start()
+        check_eq(s.get_ok("/a").text, "a one", "first /a")
+        check_eq(s.get_ok("/b").text, "b", "first /b")
+        sleeper = slow_save(s, "a.c", "a two", 8)
+        wait_batch_started(s, "a.c")
+        reqs = [harness.BackgroundRequest(s.port, "/a") for _ in range(8)]
+        for q in reqs:
+            q.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        got = None
+        while time.monotonic() - t0 < limit(5.0):
+            try:
+                r = s.get("/b", timeout=limit(5.0))
+                if r.status == 200:
+                    got = time.monotonic() - t0
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        check(got is not None, "/b not answered within %.1f s of the eight "
+              "/a requests" % limit(5.0))
+        harness.note("/b answered after %.2f s while a.c builds" % got)
+        check(got < limit(2.0), "/b answered only after %.2f s" % got)
+        check(alive(sleeper), "a.c's build ended before /b: the test proves "
+              "nothing")
+        for q in reqs:
+            r = q.join_result()
+            check_eq((r.status, r.text), (200, "a one"), "an /a during the "
+                     "build")
+            check(q.elapsed() < limit(1.5), "an /a took %.2f s" % q.elapsed())
+        s.wait_body("/a", "a two", limit(12.0), allowed_bodies=("a one",))
+
+
+def test_stale_page_dev_mode_waits_for_the_new_version():
+    """Dev mode keeps the edit/refresh loop's promise: a request during a
+    4 s build waits for it and gets the new version (--stale-wait-ms, 1 s
+    by default, does not apply). Unchanged behaviour: passes on the binary
+    before FRESH17-3 too."""
+    files = {"a.c": simple_page("a one")}
+    with Server(files=files, dev=True, workers=0, start=False) as s:
+        with_wrapper(s)
+        s.start()
+        check_eq(s.get_ok("/a").text, "a one", "first /a")
+        sleeper = slow_save(s, "a.c", "a two", 4)
+        t0 = time.monotonic()
+        r = s.get("/a")
+        took = time.monotonic() - t0
+        check_eq((r.status, r.text), (200, "a two"), "/a during its build")
+        check(not alive(sleeper), "answered before the build ended")
+        harness.note("/a waited %.2f s for its build" % took)
+
+
+def test_stale_page_dev_mode_wait_ends_before_handler_timeout():
+    """Dev mode with --handler-timeout 2: a request during an 8 s build
+    waits until just before the handler's deadline, then gets a 503 with
+    Retry-After saying the page is still building (with the live-reload
+    script that loads the new version once it is live), not a wait past
+    --handler-timeout (before: it waited for the whole build, FRESH17-3);
+    then the new version."""
+    files = {"a.c": simple_page("a one")}
+    with Server(files=files, dev=True, workers=0, start=False) as s:
+        with_wrapper(s, ["--handler-timeout", "2"])
+        s.start()
+        check_eq(s.get_ok("/a").text, "a one", "first /a")
+        sleeper = slow_save(s, "a.c", "a two", 8)
+        t0 = time.monotonic()
+        r = s.get("/a")
+        took = time.monotonic() - t0
+        harness.note("/a during its build: %d after %.2f s" % (r.status, took))
+        check_eq(r.status, 503, "/a during its build (%r)" % short(r.text))
+        check(1.5 <= took < limit(2.0), "503 after %.2f s, not just before "
+              "--handler-timeout 2" % took)
+        check_eq(r.header("Retry-After"), "1", "Retry-After")
+        check_in("Still building", r.text)
+        check_in("live-reload", r.text)
+        check(alive(sleeper), "the build ended first: the test proves nothing")
+        s.wait_body("/a", "a two", limit(12.0), allowed_status=(503,))
 
 
 # ---- failed compiles are cached across workers ------------------------------

@@ -114,6 +114,7 @@ static void test_defaults(void)
     CHECK(c.include_dir == NULL);
     CHECK(c.revalidate == 0);
     CHECK(c.settle_ms == -1); /* auto: 5 ms with the fast tier, else 60 */
+    CHECK(c.stale_wait_ms == 1000);
     CHECK(c.fast_tier == -1);
     CHECK_STR(c.fast_cc, "tcc");
     CHECK_STR(c.access_log, "-");
@@ -337,6 +338,12 @@ static void test_set_numbers(void)
     CHECK(c.settle_ms == 10000);
     CHECK(set_bad(&c, "settle-ms", "10001"));
     CHECK(set_bad(&c, "settle-ms", "-1"));
+    CHECK(set_ok(&c, "stale-wait-ms", "0"));
+    CHECK(c.stale_wait_ms == 0);
+    CHECK(set_ok(&c, "stale_wait_ms", "600000"));
+    CHECK(c.stale_wait_ms == 600000);
+    CHECK(set_bad(&c, "stale-wait-ms", "600001"));
+    CHECK(set_bad(&c, "stale-wait-ms", "-1"));
 
     CHECK(set_ok(&c, "timeout", "1"));
     CHECK(c.timeout == 1);
