@@ -1902,15 +1902,18 @@ static int64_t stale_until(hp_cache *c, hp_entry *e, bool *stale)
 }
 
 /* A production request for e, noted at want, gets the current version
- * while the build runs: counted, and said once per module and build. */
+ * while the build runs: counted, and said once per module and build. The
+ * build waited out covers e's want as it is now (an editor's save can be
+ * two events, the second after this request noted want). */
 static void serve_stale(hp_entry *e, unsigned want, int64_t t0)
 {
     hp_metrics_stale_served();
+    unsigned now = atomic_load_explicit(&e->want, memory_order_acquire);
     pthread_mutex_lock(&e->mu);
     bool tell = !(e->stale_on && reached(e->stale_want, want));
     if (tell) {
         e->stale_on = true;
-        e->stale_want = want;
+        e->stale_want = reached(now, want) ? now : want;
         e->stale_since = hp_now_ns();
     }
     unsigned long long id = e->current ? e->current->id : 0;
