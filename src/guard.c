@@ -1620,7 +1620,7 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
                          .outside = call != 0,
                          .overflow = tl_overflowed,
                          .stack_kind = tl_stack_kind};
-    hp_crash_answer(&c);
+    hp_server_answered_dying(fd, 502, hp_crash_answer(&c));
 }
 
 /* "the init hook of the page x.c", "a constructor of the application
@@ -1706,11 +1706,15 @@ static void answer_init_503(int fd, bool app)
         "Content-Length: " STR(INIT_503_APP_LEN) "\r\n\r\n" INIT_503_APP;
     static const char page_msg[] = INIT_503_HEAD
         "Content-Length: " STR(INIT_503_PAGE_LEN) "\r\n\r\n" INIT_503_PAGE;
+    size_t len = app ? sizeof app_msg - 1 : sizeof page_msg - 1;
+    ssize_t n = 0;
     if (hp_server_plaintext())
-        (void)!send(fd, app ? app_msg : page_msg,
-                    (app ? sizeof app_msg : sizeof page_msg) - 1,
-                    MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = send(fd, app ? app_msg : page_msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(fd, SHUT_RDWR);
+    /* Its access log line and count (the dying process never logs it):
+     * the body's bytes if the whole answer went out (0 over TLS). */
+    uint64_t body = app ? INIT_503_APP_LEN : INIT_503_PAGE_LEN;
+    hp_server_answered_dying(fd, 503, n == (ssize_t)len ? body : 0);
 }
 
 /*
@@ -1814,7 +1818,7 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
                          .outside = outside,
                          .overflow = tl_overflowed,
                          .stack_kind = tl_stack_kind};
-    hp_crash_answer(&c);
+    hp_server_answered_dying(fd, 503, hp_crash_answer(&c));
 }
 
 /*
@@ -2330,7 +2334,7 @@ static void exit_answer(int fd, int status, bool known)
                          .pc = pc ? pc : tl_base,
                          .base = tl_base,
                          .alone = ALONE};
-    hp_crash_answer(&c);
+    hp_server_answered_dying(fd, 502, hp_crash_answer(&c));
 }
 
 /*
