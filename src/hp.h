@@ -313,6 +313,13 @@ int hp_compiler_check(const char *cc);
  * running in this process, as --compile-timeout does, and of any that
  * starts from now on. Async-signal-safe. */
 void hp_compile_kill_running(void);
+/* Keep the list of this process's running compiles (their process
+ * groups, 0 for a free place) in pgids[n] instead of private memory: a
+ * worker's is in memory its supervisor reads (guard.c), which kills those
+ * groups when it reaps a worker that died, however it died (SIGKILL
+ * included), since nothing in the worker can then. Before any compile
+ * starts. */
+void hp_compile_share_running(_Atomic int *pgids, int n);
 /* The opening of a compile's diagnostic when the compiler itself did not
  * run (missing, not executable): no edit of the page helps. */
 #define HP_DIAG_NO_COMPILER "the compiler did not run: "
