@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define WATCH_MASK                                                             \
@@ -82,9 +83,17 @@ static void add_dir(struct hp_watch *w, const char *path)
 {
     int wd = inotify_add_watch(w->ifd, path, WATCH_MASK);
     if (wd < 0) {
-        hp_log_error("inotify_add_watch %s: %s (raise "
-                     "fs.inotify.max_user_watches or use --revalidate)",
-                     path, strerror(errno));
+        /* Only running out of watches is helped by more of them; a
+         * directory that went (or is not one) between its event and
+         * here is just gone. */
+        if (errno == ENOSPC)
+            hp_log_error("inotify_add_watch %s: %s (raise "
+                         "fs.inotify.max_user_watches or use --revalidate)",
+                         path, strerror(errno));
+        else if (errno != ENOENT && errno != ENOTDIR)
+            hp_log_error("inotify_add_watch %s: %s: changes under it are "
+                         "not seen",
+                         path, strerror(errno));
         return;
     }
     remember(w, wd, path);
@@ -126,6 +135,32 @@ static void flush(struct hp_watch *w)
  * and treat every module as changed, so the whole release goes live as one
  * batch while requests in flight finish on the old one.
  */
+/* Whether the root now leads to a directory; if not, say so, naming
+ * where it points (a deploy that swapped its symlink before the release
+ * was in place, or to a mistyped one). */
+static bool root_target_ok(struct hp_watch *w)
+{
+    struct stat st;
+    int err = stat(w->root, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    if (!err)
+        return true;
+    char target[PATH_MAX];
+    ssize_t n = readlink(w->root, target, sizeof target - 1);
+    if (n < 0)
+        snprintf(target, sizeof target, "(%s)", strerror(errno));
+    else
+        target[n] = '\0';
+    hp_log_error("the document root %s now points at %s, which %s: every "
+                 "request is answered 404 until %s points at a directory "
+                 "again",
+                 w->root, target,
+                 err == ENOENT    ? "does not exist"
+                 : err == ENOTDIR ? "is not a directory"
+                                  : strerror(err),
+                 w->root);
+    return false;
+}
+
 static void root_swapped(struct hp_watch *w)
 {
     for (size_t i = 0; i < w->ndirs; i++) {
@@ -135,9 +170,12 @@ static void root_swapped(struct hp_watch *w)
             w->dirs[i] = NULL;
         }
     }
-    add_dir(w, w->root);
-    hp_log_info("%s now points elsewhere: reloading every module as one "
-                "batch", w->root);
+    if (root_target_ok(w)) {
+        add_dir(w, w->root);
+        hp_log_info("%s now points elsewhere: reloading every module as one "
+                    "batch",
+                    w->root);
+    }
     hp_resolver_invalidate(w->res);
     hp_cache_apps_changed(w->cache);
     hp_cache_touch_all(w->cache);
