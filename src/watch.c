@@ -53,6 +53,8 @@ struct hp_watch {
     int ifd, stopfd;
     int parent_wd;   /* the root's parent, to see the root swapped */
     char *root_name; /* the root's last component                  */
+    bool root_lost;  /* the root leads to no directory: re-checked */
+    double root_check; /* ... next at (hp_now) */
     char **dirs; /* indexed by watch descriptor */
     size_t ndirs;
     char **pending;
@@ -135,15 +137,21 @@ static void flush(struct hp_watch *w)
  * and treat every module as changed, so the whole release goes live as one
  * batch while requests in flight finish on the old one.
  */
+/* How often a root that leads to no directory is looked at again: its
+ * target may be created in place (no event on the root's parent). */
+#define ROOT_RECHECK_S 1.0
+
 /* Whether the root now leads to a directory; if not, say so, naming
  * where it points (a deploy that swapped its symlink before the release
  * was in place, or to a mistyped one). */
-static bool root_target_ok(struct hp_watch *w)
+static bool root_target_ok(struct hp_watch *w, bool quiet)
 {
     struct stat st;
     int err = stat(w->root, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
     if (!err)
         return true;
+    if (quiet)
+        return false;
     char target[PATH_MAX];
     ssize_t n = readlink(w->root, target, sizeof target - 1);
     if (n < 0)
@@ -151,7 +159,7 @@ static bool root_target_ok(struct hp_watch *w)
     else
         target[n] = '\0';
     hp_log_error("the document root %s now points at %s, which %s: every "
-                 "request is answered 404 until %s points at a directory "
+                 "request is answered 404 until %s leads to a directory "
                  "again",
                  w->root, target,
                  err == ENOENT    ? "does not exist"
@@ -170,11 +178,14 @@ static void root_swapped(struct hp_watch *w)
             w->dirs[i] = NULL;
         }
     }
-    if (root_target_ok(w)) {
+    bool was_lost = w->root_lost;
+    w->root_lost = !root_target_ok(w, false);
+    w->root_check = hp_now() + ROOT_RECHECK_S;
+    if (!w->root_lost) {
         add_dir(w, w->root);
-        hp_log_info("%s now points elsewhere: reloading every module as one "
-                    "batch",
-                    w->root);
+        hp_log_info("%s %s: reloading every module as one batch", w->root,
+                    was_lost ? "leads to a directory again"
+                             : "now points elsewhere");
     }
     hp_resolver_invalidate(w->res);
     hp_cache_apps_changed(w->cache);
@@ -319,6 +330,8 @@ static void *watch_main(void *arg)
             until = deadline;
         if (reval > 0 && next_reval < until)
             until = next_reval;
+        if (w->root_lost && w->root_check < until)
+            until = w->root_check;
         int timeout = until >= 1e9 ? -1 : (int)((until - now) * 1000) + 1;
         if (timeout < -1)
             timeout = 0;
@@ -354,6 +367,12 @@ static void *watch_main(void *arg)
         } else if (w->npending && now >= deadline) {
             flush(w);
             first = 0;
+        }
+        if (w->root_lost && now >= w->root_check) {
+            if (root_target_ok(w, true))
+                root_swapped(w); /* its target was created */
+            else
+                w->root_check = now + ROOT_RECHECK_S;
         }
         if (reval > 0 && now >= next_reval) {
             hp_resolver_invalidate(w->res);

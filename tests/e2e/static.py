@@ -219,7 +219,8 @@ def test_root_symlink_swapped_to_a_missing_target():
     """A deploy swaps the root's symlink to a release that is not there
     (or to a file): the log says so, naming the root and the missing
     target, not "raise fs.inotify.max_user_watches" (the wrong advice it
-    gave); requests get 404; swapped again to a release, it is served."""
+    gave); requests get 404; the missing release created in place, or the
+    link swapped again to a release, it is served."""
     s = Server(start=False)
     try:
         os.makedirs(os.path.join(s.tmp, "v1", "css"))
@@ -244,6 +245,23 @@ def test_root_symlink_swapped_to_a_missing_target():
             check_eq(s.get("/css/site.css").status, 404,
                      "a file under a root that leads nowhere")
         check_not_in("max_user_watches", s.stderr(), "the log")
+        # the link to the missing release again, then the release made in
+        # place: served without another swap
+        tmp = os.path.join(s.tmp, "root.new")
+        os.symlink(os.path.join(s.tmp, "v-missing"), tmp)
+        os.rename(tmp, s.root)
+        check(harness.wait_until(lambda: s.get("/css/site.css").status == 404,
+                                 harness.limit(3.0)), "404 again")
+        os.makedirs(os.path.join(s.tmp, "v-missing", "css"))
+        with open(os.path.join(s.tmp, "v-missing", "css", "site.css"),
+                  "w") as f:
+            f.write("RELEASE-LATE")
+        s.wait_body("/css/site.css", "RELEASE-LATE", harness.limit(3.0),
+                    allowed_status=(404,))
+        check(harness.wait_until(lambda: "leads to a directory again"
+                                 in s.stderr(), harness.limit(3.0)),
+              "the log does not say the root is back: %s"
+              % s.stderr()[-600:])
         tmp = os.path.join(s.tmp, "root.new")
         os.symlink(os.path.join(s.tmp, "v1"), tmp)
         os.rename(tmp, s.root)
