@@ -169,6 +169,11 @@ extern const struct hp_setting hp_settings[];
 extern const size_t hp_settings_count;
 /* By key, with '_' = '-' and any case ("max_body", "Max-Body"); or NULL. */
 const struct hp_setting *hp_setting_find(const char *key);
+/* The bounds, in ms, of the waits for a database connection and for a
+ * session's lock: the setting, or its "auto" (the default): 5000 and 10000,
+ * or half of handler-timeout if that is less (docs/configuration.md). */
+int hp_config_db_acquire_ms(const struct hp_config *c);
+int hp_config_session_lock_ms(const struct hp_config *c);
 /* c's value of s as text ("8M", "30", "auto", "none"), into buf. */
 void hp_setting_value_text(const struct hp_setting *s,
                            const struct hp_config *c, char *buf, size_t len);
