@@ -1604,6 +1604,20 @@ static uintptr_t page_call(void)
     return 0;
 }
 
+/* Write the crash page c (status 502, 503 for an init), then its access
+ * log line and count. Over TLS the page in plaintext would be garbage
+ * inside the session: the connection is closed instead, logged with 0
+ * bytes as production's 502 is. Async-signal-safe. */
+static void crash_page(const struct hp_crash *c, int status)
+{
+    uint64_t sent = 0;
+    if (hp_server_plaintext())
+        sent = hp_crash_answer(c);
+    else
+        shutdown(c->fd, SHUT_RDWR);
+    hp_server_answered_dying(c->fd, status, sent);
+}
+
 /* Dev mode: answer the request that crashed with the crash page, if the
  * socket is still ours to answer (server.c's claim, as the watchdog's). */
 static void crash_answer(int sig, uintptr_t pc, int fd)
@@ -1625,7 +1639,7 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
                          .outside = call != 0,
                          .overflow = tl_overflowed,
                          .stack_kind = tl_stack_kind};
-    hp_server_answered_dying(fd, 502, hp_crash_answer(&c));
+    crash_page(&c, 502);
 }
 
 /* "the init hook of the page x.c", "a constructor of the application
@@ -1823,7 +1837,7 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
                          .outside = outside,
                          .overflow = tl_overflowed,
                          .stack_kind = tl_stack_kind};
-    hp_server_answered_dying(fd, 503, hp_crash_answer(&c));
+    crash_page(&c, 503);
 }
 
 /*
@@ -2339,7 +2353,7 @@ static void exit_answer(int fd, int status, bool known)
                          .pc = pc ? pc : tl_base,
                          .base = tl_base,
                          .alone = ALONE};
-    hp_server_answered_dying(fd, 502, hp_crash_answer(&c));
+    crash_page(&c, 502);
 }
 
 /*

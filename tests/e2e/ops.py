@@ -665,6 +665,40 @@ def test_access_log_and_metrics_of_a_dev_mode_crash_page():
                  "the crash page in hotpub_http_requests_total")
 
 
+EXIT_PAGE = page(r"""
+HP_HANDLER(http_handler)
+{
+    if (hp_arg(req, "bye"))
+        exit(3);
+    hp_puts(req, "here");
+    return HP_OK;
+}
+""", includes="#include <stdlib.h>")
+
+
+def test_access_log_and_metrics_of_a_dev_mode_exit_page():
+    """Dev mode: a page that calls exit gets the crash page saying so; it
+    has its access log line and its count, as the crash's 502."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-acc-")
+    log = os.path.join(tmp, "access.log")
+    with Server(files={"ex.c": EXIT_PAGE}, workers=1, dev=True,
+                args=["--access-log", log]) as s:
+        s.get_ok("/ex")
+        before, _ = parse_metrics(metrics(s))
+        r = s.get("/ex?bye=1", headers={"User-Agent": "exit-agent/3"})
+        check_eq(r.status, 502, "the page that called exit")
+        want = '"GET /ex?bye=1 HTTP/1.1" 502 %d "-" "exit-agent/3"' \
+            % len(r.body)
+        wait_until(lambda: log_lines(log, want), limit(3.0))
+        check_eq(len(log_lines(log, "/ex?bye=1")), 1,
+                 "lines of the exit: %r" % log_lines(log, ""))
+        check(log_lines(log, want), "no line %r: %r"
+              % (want, log_lines(log, "")))
+        wait_until(lambda: _count_5xx(s, before, "ex.c") == 1, limit(5.0))
+        check_eq(_count_5xx(s, before, "ex.c"), 1,
+                 "the exit's 502 in hotpub_http_requests_total")
+
+
 INIT_CRASH_APP = page(r"""
 HP_INIT
 {
@@ -747,11 +781,22 @@ def test_access_log_and_metrics_of_the_handler_timeout_504():
 def test_https_crash_502_is_logged():
     """Over HTTPS the crash's 502 cannot be written in plaintext (the
     connection is closed): the access log still has its line, 0 bytes."""
+    _https_crash_502_is_logged(False)
+
+
+def test_https_dev_mode_crash_page_is_not_plaintext_and_is_logged():
+    """The same in dev mode: the crash page is not written in plaintext
+    inside the TLS session (it was: garbage to the client, and no line);
+    the connection is closed and the line says 502, 0 bytes."""
+    _https_crash_502_is_logged(True)
+
+
+def _https_crash_502_is_logged(dev):
     tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
     cert, key = make_cert(tmp, "a")
     log = os.path.join(tmp, "access.log")
     with Server(files={"hello.c": simple_page("hi"), "crash2.c": CRASH2},
-                workers=1, dev=False,
+                workers=1, dev=dev,
                 args=["--tls-cert", cert, "--tls-key", key,
                       "--access-log", log]) as s:
         ctx = client_ctx(cert)
