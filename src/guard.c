@@ -78,7 +78,7 @@
 #define FALLBACK_ID_BASE (UINT64_C(1) << 32) /* ids of fallback versions */
 #define INITBAD_MAX 32        /* objects whose init crashed a worker */
 #define LOADING_MAX 128       /* objects being (or known to be) loaded */
-#define COMPILES_MAX 64 /* a worker's compiles the parent can kill */
+#define COMPILES_MAX 64       /* a worker's compiles the parent can kill */
 #define LOAD_POLL_NS 10000000 /* a waiter for another's first load */
 #define QUIESCE_NS 2000000000 /* at most, for the loader's neighbours */
 /* Loaders of one object that may die with no crash record of its own (a
@@ -1728,7 +1728,8 @@ static void answer_init_503(int fd, bool app)
     size_t len = app ? sizeof app_msg - 1 : sizeof page_msg - 1;
     ssize_t n = 0;
     if (hp_server_plaintext())
-        n = send(fd, app ? app_msg : page_msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = send(fd, app ? app_msg : page_msg, len,
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(fd, SHUT_RDWR);
     /* Its access log line and count (the dying process never logs it):
      * the body's bytes if the whole answer went out (0 over TLS). */

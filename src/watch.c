@@ -147,7 +147,9 @@ static void flush(struct hp_watch *w)
 static bool root_target_ok(struct hp_watch *w, bool quiet)
 {
     struct stat st;
-    int err = stat(w->root, &st) < 0 ? errno : S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+    int err = stat(w->root, &st) < 0 ? errno
+              : S_ISDIR(st.st_mode)  ? 0
+                                     : ENOTDIR;
     if (!err)
         return true;
     if (quiet)

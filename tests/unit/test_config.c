@@ -151,13 +151,13 @@ static void test_wait_bounds_auto(void)
     c.handler_timeout = 0; /* no limit */
     CHECK(hp_config_session_lock_ms(&c) == 10000);
     c.handler_timeout = 2;
-    CHECK(hp_config_set(&c, "session-lock-timeout", "10000", err,
-                        sizeof err) == 0);
+    CHECK(hp_config_set(&c, "session-lock-timeout", "10000", err, sizeof err) ==
+          0);
     CHECK(hp_config_set(&c, "db-acquire-timeout", "0", err, sizeof err) == 0);
     CHECK(hp_config_session_lock_ms(&c) == 10000);
     CHECK(hp_config_db_acquire_ms(&c) == 0); /* 0: do not wait */
-    CHECK(hp_config_set(&c, "session-lock-timeout", "auto", err,
-                        sizeof err) == 0);
+    CHECK(hp_config_set(&c, "session-lock-timeout", "auto", err, sizeof err) ==
+          0);
     CHECK(hp_config_session_lock_ms(&c) == 1000);
     hp_config_free(&c);
 }
