@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #define FLUSH_AT (32 * 1024)
+#define FIELD_NOW 512 /* hp_access_line_now's room for Referer, User-Agent */
 
 static struct {
     /* Atomic: the handler threads test it without the lock (is the log
@@ -325,7 +326,8 @@ static size_t put_time(char *b, size_t at, size_t cap, time_t t, long off)
 }
 
 void hp_access_line_now(const char *addr, const char *method, const char *uri,
-                        const char *version, int status, uint64_t length)
+                        const char *version, int status, uint64_t length,
+                        const char *referer, const char *user_agent)
 {
     char b[4096];
     size_t at = 0, cap = sizeof b - 2; /* room for "\"\n" */
@@ -338,8 +340,10 @@ void hp_access_line_now(const char *addr, const char *method, const char *uri,
     at = put(b, at, cap, "] \"");
     at = put_escaped(b, at, cap, method ? method : "-");
     at = put(b, at, cap, " ");
-    /* A target too long for the line is cut (the end of the line stays) */
-    size_t tail = 128 + (version ? strlen(version) : 1);
+    /* A target too long for the line is cut (the end of the line stays:
+     * status, length, and up to FIELD_NOW bytes each of Referer and
+     * User-Agent) */
+    size_t tail = 128 + 2 * FIELD_NOW + (version ? strlen(version) : 1);
     at = put_escaped(b, at, cap > tail + at ? cap - tail : at, uri ? uri : "-");
     at = put(b, at, cap, " ");
     at = put_escaped(b, at, cap, version ? version : "-");
@@ -347,7 +351,13 @@ void hp_access_line_now(const char *addr, const char *method, const char *uri,
     at = put_uint(b, at, cap, (unsigned)status, 1);
     at = put(b, at, cap, " ");
     at = put_uint(b, at, cap, length, 1);
-    at = put(b, at, cap, " \"-\" \"-");
+    /* Referer and User-Agent, each cut to FIELD_NOW bytes. */
+    at = put(b, at, cap, " \"");
+    at = put_escaped(b, at, at + FIELD_NOW < cap ? at + FIELD_NOW : cap,
+                     referer ? referer : "-");
+    at = put(b, at, cap, "\" \"");
+    at = put_escaped(b, at, at + FIELD_NOW < cap ? at + FIELD_NOW : cap,
+                     user_agent ? user_agent : "-");
     b[at++] = '"';
     b[at++] = '\n';
     /* One write(2) on an O_APPEND file: whole, among other processes'. */

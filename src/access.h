@@ -38,12 +38,14 @@ void hp_access_escape(struct hp_buf *b, const char *s);
  */
 bool hp_access_dying(void);
 /*
- * One line written at once with write(2), not buffered, Referer and
- * User-Agent "-": for the answers a dying process or the handler-timeout
- * watchdog writes on a socket. Async-signal-safe.
+ * One line written at once with write(2), not buffered (Referer and
+ * User-Agent NULL: "-"; each cut to 512 bytes): for the answers a dying
+ * process or the handler-timeout watchdog writes on a socket.
+ * Async-signal-safe.
  */
 void hp_access_line_now(const char *addr, const char *method, const char *uri,
-                        const char *version, int status, uint64_t length);
+                        const char *version, int status, uint64_t length,
+                        const char *referer, const char *user_agent);
 /* Write what is buffered (the server calls it once a second). */
 void hp_access_flush(void);
 /* SIGUSR1: reopen the file after logrotate moved it. */

@@ -768,7 +768,11 @@ static bool reap(pid_t pid, double deadline, int *ws)
  * kills them with their children (hp_compile_kill_running) as a timeout
  * does: a --cc wrapper's own children outlived the server otherwise. */
 #define RUNNING_MAX 256
-static atomic_int running[RUNNING_MAX];
+static atomic_int running_own[RUNNING_MAX];
+/* A worker's list is in its guard slot (hp_compile_share_running), where
+ * the supervisor finds the groups to kill when the worker dies. */
+static atomic_int *running = running_own;
+static int running_n = RUNNING_MAX;
 static atomic_bool killing;
 
 static void kill_group(pid_t pid)
@@ -777,9 +781,15 @@ static void kill_group(pid_t pid)
     kill(pid, SIGKILL);
 }
 
+void hp_compile_share_running(_Atomic int *pgids, int n)
+{
+    running = pgids;
+    running_n = n;
+}
+
 static int running_add(pid_t pid)
 {
-    for (int i = 0; i < RUNNING_MAX; i++) {
+    for (int i = 0; i < running_n; i++) {
         int none = 0;
         if (atomic_compare_exchange_strong(&running[i], &none, (int)pid)) {
             if (atomic_load(&killing)) /* the server stops: no new compile */
@@ -799,7 +809,7 @@ static void running_remove(int slot)
 void hp_compile_kill_running(void)
 {
     atomic_store(&killing, true);
-    for (int i = 0; i < RUNNING_MAX; i++) {
+    for (int i = 0; i < running_n; i++) {
         int pid = atomic_load(&running[i]);
         if (pid > 0)
             kill_group(pid);

@@ -397,7 +397,7 @@ void hp_config_defaults(struct hp_config *c)
     c->body_min_rate = 500;
     c->db = NULL; /* the server picks a SQLite file per document root */
     c->db_pool_size = 0;
-    c->db_acquire_timeout = 5000;
+    c->db_acquire_timeout = -1; /* auto: hp_config_db_acquire_ms */
     c->db_max_lifetime = 3600;
     c->db_statement_cache = 64;
     c->session_cookie = cfg_strdup("hotpub_session");
@@ -406,8 +406,9 @@ void hp_config_defaults(struct hp_config *c)
     c->session_anonymous_lifetime = 1440;
     c->session_secure_cookie = 0;  /* Secure over HTTPS only */
     c->session_purge_interval = 300;
-    /* a third of handler-timeout's default: a 503 before the 504 */
-    c->session_lock_timeout = 10000;
+    /* auto: hp_config_session_lock_ms (10 s, a third of handler-timeout's
+     * default: a 503 before the 504) */
+    c->session_lock_timeout = -1;
     /* A supervisor and one worker process per CPU: a page that crashes
      * takes one worker down, not the site (docs/operations.md). 0 runs
      * everything in one process, for debugging (the e2e harness uses it
@@ -513,6 +514,36 @@ static int auto_pool_size(void)
 static int auto_settle(void)
 {
     return -1; /* server.c picks by tier (hp_settle_ms_auto) */
+}
+
+/* The bounded waits' "auto": picked from handler-timeout where they are
+ * used (hp_config_db_acquire_ms, hp_config_session_lock_ms). */
+static int auto_wait(void)
+{
+    return -1;
+}
+
+/* A wait's auto bound: cap, or half of handler-timeout when that is
+ * shorter, so that a default never reaches the handler's deadline (and
+ * never draws master.c's warning that it is not below handler-timeout). */
+static int wait_auto_ms(const struct hp_config *c, int cap)
+{
+    double half = c->handler_timeout * 500.0;
+    if (c->handler_timeout <= 0 || half >= cap)
+        return cap;
+    return half < 1 ? 1 : (int)half;
+}
+
+int hp_config_db_acquire_ms(const struct hp_config *c)
+{
+    return c->db_acquire_timeout >= 0 ? c->db_acquire_timeout
+                                      : wait_auto_ms(c, 5000);
+}
+
+int hp_config_session_lock_ms(const struct hp_config *c)
+{
+    return c->session_lock_timeout > 0 ? c->session_lock_timeout
+                                       : wait_auto_ms(c, 10000);
 }
 
 #define OFF(field) offsetof(struct hp_config, field)
@@ -979,14 +1010,16 @@ const struct hp_setting hp_settings[] = {
      .max = 1024,
      .auto_value = auto_pool_size},
     {.key = "db-acquire-timeout",
-     .arg = "MS",
+     .arg = "MS|auto",
      .section = S_DB,
      .help = "wait this long for a free connection, then answer 503 "
-             "(the wait ends before --handler-timeout if that comes first)",
+             "(the wait ends before --handler-timeout if that comes first); "
+             "auto = 5000, or half of --handler-timeout if that is less",
      .type = HP_SET_INT,
      .off = OFF(db_acquire_timeout),
      .min = 0,
      .max = 600000,
+     .auto_value = auto_wait,
      .unit = "ms",
      .zero = "do not wait"},
     {.key = "db-max-lifetime",
@@ -1054,15 +1087,17 @@ const struct hp_setting hp_settings[] = {
      .unit = "s",
      .zero = "never"},
     {.key = "session-lock-timeout",
-     .arg = "MS",
+     .arg = "MS|auto",
      .section = S_SESS,
      .help = "a request waits this long for its session while another "
              "request of the session uses it, then answers 503 (the wait "
-             "ends before --handler-timeout if that comes first)",
+             "ends before --handler-timeout if that comes first); auto = "
+             "10000, or half of --handler-timeout if that is less",
      .type = HP_SET_INT,
      .off = OFF(session_lock_timeout),
      .min = 1,
      .max = 600000,
+     .auto_value = auto_wait,
      .unit = "ms"},
     {.key = "tls-cert",
      .arg = "FILE",
@@ -1235,7 +1270,8 @@ void hp_setting_value_text(const struct hp_setting *s,
     case HP_SET_INT:
         memcpy(&i, field, sizeof i);
         if ((s->auto_value == auto_pool_size && i == 0) ||
-            (s->auto_value == auto_settle && i < 0))
+            ((s->auto_value == auto_settle || s->auto_value == auto_wait) &&
+             i < 0))
             snprintf(buf, len, "auto");
         else
             snprintf(buf, len, "%d", i);

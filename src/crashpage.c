@@ -231,15 +231,16 @@ static void drop_dir_prefixes(char *s)
     *out = '\0';
 }
 
-static void write_all(int fd, const char *p, size_t n)
+static bool write_all(int fd, const char *p, size_t n)
 {
     while (n) {
         ssize_t w = write(fd, p, n);
         if (w <= 0)
-            return;
+            return false;
         p += w;
         n -= (size_t)w;
     }
+    return true;
 }
 
 void hp_crash_where(const char *so, uintptr_t off, char *out, size_t cap)
@@ -344,14 +345,14 @@ static void put_next(struct sbuf *b, const struct hp_crash *c)
     puts_(b, " and this page reloads by itself.</p>\n");
 }
 
-void hp_crash_answer(const struct hp_crash *c)
+uint64_t hp_crash_answer(const struct hp_crash *c)
 {
     char body[8192], where[1024], head[256];
     struct sbuf b = {body, 0, sizeof body};
     struct sbuf h = {head, 0, sizeof head};
 
     if (c->fd < 0)
-        return;
+        return 0;
     if (c->where) {
         size_t n = strlen(c->where);
         n = n < sizeof where ? n : sizeof where - 1;
@@ -405,7 +406,7 @@ void hp_crash_answer(const struct hp_crash *c)
     } while (v);
     put(&h, num + n, sizeof num - n);
     puts_(&h, "\r\n\r\n");
-    write_all(c->fd, head, h.len);
-    write_all(c->fd, body, b.len);
+    bool sent = write_all(c->fd, head, h.len) && write_all(c->fd, body, b.len);
     shutdown(c->fd, SHUT_RDWR);
+    return sent ? b.len : 0;
 }

@@ -45,8 +45,10 @@ struct hp_crash {
 const char *hp_crash_stack_hint(enum hp_stack_kind k);
 
 /* Write the crash page for c onto c->fd (502; 503 for c->init) and shut
- * it down. Async-signal-safe (runs addr2line as a child, at most 2 s). */
-void hp_crash_answer(const struct hp_crash *c);
+ * it down. Async-signal-safe (runs addr2line as a child, at most 2 s).
+ * Returns the body's bytes if the whole answer went out, else 0 (for the
+ * access log line the caller writes: hp_server_answered). */
+uint64_t hp_crash_answer(const struct hp_crash *c);
 
 /* The source lines of offset off in the object so, innermost first, as
  * addr2line -f -i gives them ("function\nfile:line\n"...), into out (cap

@@ -1073,7 +1073,7 @@ static void opts_from_config(const struct hp_config *cfg,
     *o = (struct hp_db_pool_opts){
         .max_conns = cfg->db_pool_size,
         .acquire_timeout_ms =
-            cfg->db_acquire_timeout ? cfg->db_acquire_timeout : -1,
+            hp_config_db_acquire_ms(cfg) ? hp_config_db_acquire_ms(cfg) : -1,
         .max_lifetime_s = cfg->db_max_lifetime ? cfg->db_max_lifetime : -1,
         .stmt_cache = cfg->db_statement_cache ? cfg->db_statement_cache : -1,
         .name = "default",

@@ -78,6 +78,7 @@
 #define FALLBACK_ID_BASE (UINT64_C(1) << 32) /* ids of fallback versions */
 #define INITBAD_MAX 32        /* objects whose init crashed a worker */
 #define LOADING_MAX 128       /* objects being (or known to be) loaded */
+#define COMPILES_MAX 64       /* a worker's compiles the parent can kill */
 #define LOAD_POLL_NS 10000000 /* a waiter for another's first load */
 #define QUIESCE_NS 2000000000 /* at most, for the loader's neighbours */
 /* Loaders of one object that may die with no crash record of its own (a
@@ -173,6 +174,10 @@ struct slot {
     int hook_status;          /* the status the hook passed to exit */
     atomic_int hook_sig;      /* its signal; HOOK_EXIT, HOOK_QUICK_EXIT */
     struct hp_thread_counts threads; /* the worker's pool.c keeps it */
+    /* The process groups of the worker's running compiles (compile.c's
+     * list, hp_compile_share_running; 0 for a free place): the parent
+     * kills them when it reaps the worker (hp_guard_slot_free). */
+    atomic_int compiles[COMPILES_MAX];
     /* struct rec recs[shm->nrecs] follows */
 };
 
@@ -1599,6 +1604,20 @@ static uintptr_t page_call(void)
     return 0;
 }
 
+/* Write the crash page c (status 502, 503 for an init), then its access
+ * log line and count. Over TLS the page in plaintext would be garbage
+ * inside the session: the connection is closed instead, logged with 0
+ * bytes as production's 502 is. Async-signal-safe. */
+static void crash_page(const struct hp_crash *c, int status)
+{
+    uint64_t sent = 0;
+    if (hp_server_plaintext())
+        sent = hp_crash_answer(c);
+    else
+        shutdown(c->fd, SHUT_RDWR);
+    hp_server_answered_dying(c->fd, status, sent);
+}
+
 /* Dev mode: answer the request that crashed with the crash page, if the
  * socket is still ours to answer (server.c's claim, as the watchdog's). */
 static void crash_answer(int sig, uintptr_t pc, int fd)
@@ -1620,7 +1639,7 @@ static void crash_answer(int sig, uintptr_t pc, int fd)
                          .outside = call != 0,
                          .overflow = tl_overflowed,
                          .stack_kind = tl_stack_kind};
-    hp_crash_answer(&c);
+    crash_page(&c, 502);
 }
 
 /* "the init hook of the page x.c", "a constructor of the application
@@ -1706,11 +1725,16 @@ static void answer_init_503(int fd, bool app)
         "Content-Length: " STR(INIT_503_APP_LEN) "\r\n\r\n" INIT_503_APP;
     static const char page_msg[] = INIT_503_HEAD
         "Content-Length: " STR(INIT_503_PAGE_LEN) "\r\n\r\n" INIT_503_PAGE;
+    size_t len = app ? sizeof app_msg - 1 : sizeof page_msg - 1;
+    ssize_t n = 0;
     if (hp_server_plaintext())
-        (void)!send(fd, app ? app_msg : page_msg,
-                    (app ? sizeof app_msg : sizeof page_msg) - 1,
-                    MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = send(fd, app ? app_msg : page_msg, len,
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(fd, SHUT_RDWR);
+    /* Its access log line and count (the dying process never logs it):
+     * the body's bytes if the whole answer went out (0 over TLS). */
+    uint64_t body = app ? INIT_503_APP_LEN : INIT_503_PAGE_LEN;
+    hp_server_answered_dying(fd, 503, n == (ssize_t)len ? body : 0);
 }
 
 /*
@@ -1814,7 +1838,7 @@ static void hook_answer(const struct hp_hook_run *h, const char *what,
                          .outside = outside,
                          .overflow = tl_overflowed,
                          .stack_kind = tl_stack_kind};
-    hp_crash_answer(&c);
+    crash_page(&c, 503);
 }
 
 /*
@@ -2330,7 +2354,7 @@ static void exit_answer(int fd, int status, bool known)
                          .pc = pc ? pc : tl_base,
                          .base = tl_base,
                          .alone = ALONE};
-    hp_crash_answer(&c);
+    crash_page(&c, 502);
 }
 
 /*
@@ -2634,8 +2658,32 @@ void hp_guard_slot_drain(int slot)
     atomic_store(&slot_at(slot)->state, HP_SLOT_DRAINING);
 }
 
+/*
+ * The worker of slot was reaped: kill the process groups of the compiles
+ * it was running (compile.c runs each compiler in a group of its own), as
+ * its own stop (hp_compile_kill_running) or a --compile-timeout would.
+ * Else a worker killed by SIGKILL (the heartbeat's, the OOM killer's, an
+ * operator's) or a crash left the compiler and its children (cc1, as,
+ * ld, a --cc wrapper's) running, orphaned, for up to --compile-timeout or
+ * for ever. PR_SET_PDEATHSIG in the forked compiler was not chosen: it
+ * reaches the compiler itself only (a child's is cleared at fork) and
+ * fires when the forking thread ends, not the process. A group is named
+ * by its leader's pid, which cannot be reused while the group has a
+ * member; once it has none, a new group with that number would need the
+ * pid space to wrap between the worker's death and this call.
+ */
+static void kill_compiles(struct slot *s)
+{
+    for (int i = 0; i < COMPILES_MAX; i++) {
+        int pgid = atomic_exchange(&s->compiles[i], 0);
+        if (pgid > 0)
+            kill(-pgid, SIGKILL);
+    }
+}
+
 void hp_guard_slot_free(int slot)
 {
+    kill_compiles(slot_at(slot));
     atomic_store(&slot_at(slot)->state, HP_SLOT_FREE);
 }
 
@@ -3044,6 +3092,7 @@ void hp_guard_enter(int slot, struct hp_config *cfg,
     root_set(cfg->docroot);
     catch_exits(); /* first: EXIT_PID, which on_fatal checks */
     catch_fatal_signals();
+    hp_compile_share_running(ME->compiles, COMPILES_MAX);
     hp_loader_set_init_vet(guard_init_vet);
     hp_loader_set_load_end(guard_load_end);
     hp_loader_set_ctors_end(guard_ctors_end);

@@ -171,6 +171,11 @@ extern const struct hp_setting hp_settings[];
 extern const size_t hp_settings_count;
 /* By key, with '_' = '-' and any case ("max_body", "Max-Body"); or NULL. */
 const struct hp_setting *hp_setting_find(const char *key);
+/* The bounds, in ms, of the waits for a database connection and for a
+ * session's lock: the setting, or its "auto" (the default): 5000 and 10000,
+ * or half of handler-timeout if that is less (docs/configuration.md). */
+int hp_config_db_acquire_ms(const struct hp_config *c);
+int hp_config_session_lock_ms(const struct hp_config *c);
 /* c's value of s as text ("8M", "30", "auto", "none"), into buf. */
 void hp_setting_value_text(const struct hp_setting *s,
                            const struct hp_config *c, char *buf, size_t len);
@@ -315,6 +320,13 @@ int hp_compiler_check(const char *cc);
  * running in this process, as --compile-timeout does, and of any that
  * starts from now on. Async-signal-safe. */
 void hp_compile_kill_running(void);
+/* Keep the list of this process's running compiles (their process
+ * groups, 0 for a free place) in pgids[n] instead of private memory: a
+ * worker's is in memory its supervisor reads (guard.c), which kills those
+ * groups when it reaps a worker that died, however it died (SIGKILL
+ * included), since nothing in the worker can then. Before any compile
+ * starts. */
+void hp_compile_share_running(_Atomic int *pgids, int n);
 /* The opening of a compile's diagnostic when the compiler itself did not
  * run (missing, not executable): no edit of the page helps. */
 #define HP_DIAG_NO_COMPILER "the compiler did not run: "

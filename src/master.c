@@ -818,7 +818,9 @@ static void supervise(double now)
 
 /* A wait the server bounds itself that is not shorter than
  * --handler-timeout is cut to end before it (wait.h's hp_wait_bound): say
- * so once, at start-up, naming both values and the one that wins. */
+ * so once, at start-up, naming both values and the one that wins. Only
+ * for a value set: "auto" (the default) is below handler-timeout by
+ * construction (config.c's wait_auto_ms), and a default never warns. */
 static void warn_waits(const struct hp_config *c)
 {
     double t = c->handler_timeout;

@@ -155,6 +155,9 @@ struct ctx {
     int seg_token;           /* H.run_begin's, for the stretch */
     /* Its line is in the access log already (answered_elsewhere). */
     atomic_bool logged;
+    /* The request's Referer and User-Agent (NULL: none or the log is
+     * off) for answered_elsewhere's line, found by unstarted_mark. */
+    const char *referer, *user_agent;
     bool coro;               /* run by the reactor */
     bool seg_timed_out;      /* the watchdog answered during a stretch */
     /* A streamed response (hp_flush): its handler thread and its
@@ -295,8 +298,11 @@ static void unstarted_mark(struct ctx *c)
     int fd = c->fd;
     if (fd < 0 || fd >= U.n)
         return;
-    if (hp_access_enabled())
-        hp_req_remote(&c->req); /* now: the crash handler cannot */
+    if (hp_access_enabled()) { /* now: the crash handler cannot */
+        hp_req_remote(&c->req);
+        c->referer = hp_header(&c->req, "Referer");
+        c->user_agent = hp_header(&c->req, "User-Agent");
+    }
     atomic_store(&U.ctx_by_fd[fd], c);
     atomic_store(&U.by_fd[fd], U_UNSTARTED);
     int high = atomic_load(&U.high);
@@ -348,7 +354,7 @@ static void answered_elsewhere(struct ctx *c, int status, uint64_t length)
 {
     atomic_store(&c->logged, true);
     hp_access_line_now(c->req.remote, c->req.method, c->uri, c->req.version,
-                       status, length);
+                       status, length, c->referer, c->user_agent);
     if (S.cfg && S.cfg->metrics)
         hp_metrics_request(metrics_label(c), status, hp_now() - c->t0);
 }
@@ -362,6 +368,12 @@ void hp_server_answered(int fd, int status, uint64_t length)
     struct ctx *c = atomic_load(&U.ctx_by_fd[fd]);
     if (c && c->fd == fd && !atomic_load(&c->logged))
         answered_elsewhere(c, status, length);
+}
+
+void hp_server_answered_dying(int fd, int status, uint64_t length)
+{
+    hp_access_dying();
+    hp_server_answered(fd, status, length);
 }
 
 void hp_server_answer_unstarted(int culprit_fd)

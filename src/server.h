@@ -181,6 +181,13 @@ bool hp_server_claim(int fd);
  * and none when its handler returns. Async-signal-safe.
  */
 void hp_server_answered(int fd, int status, uint64_t length);
+/*
+ * hp_server_answered for an answer the dying process writes (the crash
+ * page, the crash or exit's 502, a crashed init's 503): the lines of the
+ * requests it completed are written first (hp_access_dying), so the log
+ * keeps their order. Async-signal-safe.
+ */
+void hp_server_answered_dying(int fd, int status, uint64_t length);
 
 /*
  * Async-signal-safe: the socket of the request for which the calling

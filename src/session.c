@@ -1039,7 +1039,7 @@ void hp_session_server_start(const struct hp_config *cfg)
     SS.anon_lifetime = cfg->session_anonymous_lifetime;
     SS.secure_always = cfg->session_secure_cookie;
     SS.purge_interval = cfg->session_purge_interval;
-    SS.lock_timeout_ms = cfg->session_lock_timeout;
+    SS.lock_timeout_ms = hp_config_session_lock_ms(cfg);
     free(SS.lock_path);
     const char *file = hp_db__sqlite_file(hp_db_default_pool());
     SS.lock_path = file ? hp_sesslock_path(file) : NULL;

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define WATCH_MASK                                                             \
@@ -52,6 +53,8 @@ struct hp_watch {
     int ifd, stopfd;
     int parent_wd;   /* the root's parent, to see the root swapped */
     char *root_name; /* the root's last component                  */
+    bool root_lost;  /* the root leads to no directory: re-checked */
+    double root_check; /* ... next at (hp_now) */
     char **dirs; /* indexed by watch descriptor */
     size_t ndirs;
     char **pending;
@@ -82,9 +85,17 @@ static void add_dir(struct hp_watch *w, const char *path)
 {
     int wd = inotify_add_watch(w->ifd, path, WATCH_MASK);
     if (wd < 0) {
-        hp_log_error("inotify_add_watch %s: %s (raise "
-                     "fs.inotify.max_user_watches or use --revalidate)",
-                     path, strerror(errno));
+        /* Only running out of watches is helped by more of them; a
+         * directory that went (or is not one) between its event and
+         * here is just gone. */
+        if (errno == ENOSPC)
+            hp_log_error("inotify_add_watch %s: %s (raise "
+                         "fs.inotify.max_user_watches or use --revalidate)",
+                         path, strerror(errno));
+        else if (errno != ENOENT && errno != ENOTDIR)
+            hp_log_error("inotify_add_watch %s: %s: changes under it are "
+                         "not seen",
+                         path, strerror(errno));
         return;
     }
     remember(w, wd, path);
@@ -126,6 +137,40 @@ static void flush(struct hp_watch *w)
  * and treat every module as changed, so the whole release goes live as one
  * batch while requests in flight finish on the old one.
  */
+/* How often a root that leads to no directory is looked at again: its
+ * target may be created in place (no event on the root's parent). */
+#define ROOT_RECHECK_S 1.0
+
+/* Whether the root now leads to a directory; if not, say so, naming
+ * where it points (a deploy that swapped its symlink before the release
+ * was in place, or to a mistyped one). */
+static bool root_target_ok(struct hp_watch *w, bool quiet)
+{
+    struct stat st;
+    int err = stat(w->root, &st) < 0 ? errno
+              : S_ISDIR(st.st_mode)  ? 0
+                                     : ENOTDIR;
+    if (!err)
+        return true;
+    if (quiet)
+        return false;
+    char target[PATH_MAX];
+    ssize_t n = readlink(w->root, target, sizeof target - 1);
+    if (n < 0)
+        snprintf(target, sizeof target, "(%s)", strerror(errno));
+    else
+        target[n] = '\0';
+    hp_log_error("the document root %s now points at %s, which %s: every "
+                 "request is answered 404 until %s leads to a directory "
+                 "again",
+                 w->root, target,
+                 err == ENOENT    ? "does not exist"
+                 : err == ENOTDIR ? "is not a directory"
+                                  : strerror(err),
+                 w->root);
+    return false;
+}
+
 static void root_swapped(struct hp_watch *w)
 {
     for (size_t i = 0; i < w->ndirs; i++) {
@@ -135,9 +180,15 @@ static void root_swapped(struct hp_watch *w)
             w->dirs[i] = NULL;
         }
     }
-    add_dir(w, w->root);
-    hp_log_info("%s now points elsewhere: reloading every module as one "
-                "batch", w->root);
+    bool was_lost = w->root_lost;
+    w->root_lost = !root_target_ok(w, false);
+    w->root_check = hp_now() + ROOT_RECHECK_S;
+    if (!w->root_lost) {
+        add_dir(w, w->root);
+        hp_log_info("%s %s: reloading every module as one batch", w->root,
+                    was_lost ? "leads to a directory again"
+                             : "now points elsewhere");
+    }
     hp_resolver_invalidate(w->res);
     hp_cache_apps_changed(w->cache);
     hp_cache_touch_all(w->cache);
@@ -281,6 +332,8 @@ static void *watch_main(void *arg)
             until = deadline;
         if (reval > 0 && next_reval < until)
             until = next_reval;
+        if (w->root_lost && w->root_check < until)
+            until = w->root_check;
         int timeout = until >= 1e9 ? -1 : (int)((until - now) * 1000) + 1;
         if (timeout < -1)
             timeout = 0;
@@ -316,6 +369,12 @@ static void *watch_main(void *arg)
         } else if (w->npending && now >= deadline) {
             flush(w);
             first = 0;
+        }
+        if (w->root_lost && now >= w->root_check) {
+            if (root_target_ok(w, true))
+                root_swapped(w); /* its target was created */
+            else
+                w->root_check = now + ROOT_RECHECK_S;
         }
         if (reval > 0 && now >= next_reval) {
             hp_resolver_invalidate(w->res);

@@ -160,6 +160,51 @@ def test_sigterm_kills_a_running_compile_with_its_children():
             req.join(limit(10.0))
 
 
+def _ppid(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def _gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_sigkilled_worker_takes_its_compile_with_it():
+    """A worker killed by SIGKILL mid-compile (the heartbeat's kill, the
+    OOM killer's) cannot kill its compile: the supervisor kills the
+    compile's process group as it reaps the worker, so the --cc wrapper's
+    own child (a 60 s sleep) is gone within 2 s. Before, it ran on."""
+    with Server(files={"slow.c": simple_page("slow", "/* SLOW_MARKER */")},
+                dev=True, start=False, workers=1, check_exit=False) as s:
+        wrapper = os.path.join(s.tmp, "slow-cc")
+        with open(wrapper, "w") as f:
+            f.write(SLOW_CC)
+        os.chmod(wrapper, 0o755)
+        pidfile = os.path.join(s.tmp, "sleeper.pid")
+        s.args = ["--cc", wrapper]
+        s.start()
+        req = harness.BackgroundRequest(s.port, "/slow")
+        req.start()
+        check(wait_until(lambda: os.path.exists(pidfile) and
+                         open(pidfile).read().strip(), limit(10.0)),
+              "the compile never started")
+        with open(pidfile) as f:
+            sleeper = int(f.read())
+        worker = _ppid(_ppid(sleeper))  # sleep <- the wrapper <- the worker
+        check(worker != s.proc.pid, "the compile runs in a worker")
+        os.kill(worker, signal.SIGKILL)
+        gone = wait_until(lambda: _gone(sleeper), limit(2.0))
+        if not gone:
+            os.kill(sleeper, signal.SIGKILL)
+        check(gone, "the compiler's child %d outlived its SIGKILLed worker"
+              % sleeper)
+        req.join(limit(10.0))
+
+
 def test_cache_dir_inside_the_document_root():
     """--cache-dir under the document root (a dot directory, so never
     published): the copy of the page being compiled lives there, was

@@ -626,6 +626,133 @@ def test_access_log_and_metrics_of_a_dying_worker():
                  "5xx counted in hotpub_http_requests_total")
 
 
+def _count_5xx(s, before, page_):
+    after, _ = parse_metrics(metrics(s))
+    return (sample(after, "hotpub_http_requests_total", page=page_,
+                   code="5xx")
+            - sample(before, "hotpub_http_requests_total", page=page_,
+                     code="5xx"))
+
+
+def test_access_log_and_metrics_of_a_dev_mode_crash_page():
+    """Dev mode's crash page (a 502 with the backtrace) has its access log
+    line, with the request's Referer and User-Agent and the body's bytes,
+    and its count in hotpub_http_requests_total, as production's 502 has
+    (before, it had neither: the crash page claimed the socket, so the
+    dying worker's own answers skipped it)."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-acc-")
+    log = os.path.join(tmp, "access.log")
+    with Server(files={"hello.c": simple_page("hi"), "crash2.c": CRASH2},
+                workers=1, dev=True, args=["--access-log", log]) as s:
+        s.get_ok("/crash2")
+        before, _ = parse_metrics(metrics(s))
+        s.get_ok("/hello?n=1")
+        r = s.get("/crash2?boom=1", headers={"Referer": "http://r.example/",
+                                             "User-Agent": "crash-agent/1"})
+        check_eq(r.status, 502, "the crashing request")
+        check_in("crash2.c", r.text, "the crash page names the page")
+        want = '"GET /crash2?boom=1 HTTP/1.1" 502 %d ' % len(r.body)
+        wait_until(lambda: log_lines(log, want), limit(3.0))
+        lines = log_lines(log, "/crash2?boom=1")
+        check_eq(len(lines), 1, "lines of the crash: %r" % log_lines(log, ""))
+        check(lines[0].rstrip("\n").endswith(
+                  want + '"http://r.example/" "crash-agent/1"'),
+              "the crash page's line: %r" % lines[0])
+        check(log_lines(log, '"GET /hello?n=1 HTTP/1.1" 200 2 '),
+              "the line of /hello before the crash: %r" % log_lines(log, ""))
+        wait_until(lambda: _count_5xx(s, before, "crash2.c") == 1, limit(5.0))
+        check_eq(_count_5xx(s, before, "crash2.c"), 1,
+                 "the crash page in hotpub_http_requests_total")
+
+
+EXIT_PAGE = page(r"""
+HP_HANDLER(http_handler)
+{
+    if (hp_arg(req, "bye"))
+        exit(3);
+    hp_puts(req, "here");
+    return HP_OK;
+}
+""", includes="#include <stdlib.h>")
+
+
+def test_access_log_and_metrics_of_a_dev_mode_exit_page():
+    """Dev mode: a page that calls exit gets the crash page saying so; it
+    has its access log line and its count, as the crash's 502."""
+    tmp = tempfile.mkdtemp(prefix="hotpub-acc-")
+    log = os.path.join(tmp, "access.log")
+    with Server(files={"ex.c": EXIT_PAGE}, workers=1, dev=True,
+                args=["--access-log", log]) as s:
+        s.get_ok("/ex")
+        before, _ = parse_metrics(metrics(s))
+        r = s.get("/ex?bye=1", headers={"User-Agent": "exit-agent/3"})
+        check_eq(r.status, 502, "the page that called exit")
+        want = '"GET /ex?bye=1 HTTP/1.1" 502 %d "-" "exit-agent/3"' \
+            % len(r.body)
+        wait_until(lambda: log_lines(log, want), limit(3.0))
+        check_eq(len(log_lines(log, "/ex?bye=1")), 1,
+                 "lines of the exit: %r" % log_lines(log, ""))
+        check(log_lines(log, want), "no line %r: %r"
+              % (want, log_lines(log, "")))
+        wait_until(lambda: _count_5xx(s, before, "ex.c") == 1, limit(5.0))
+        check_eq(_count_5xx(s, before, "ex.c"), 1,
+                 "the exit's 502 in hotpub_http_requests_total")
+
+
+INIT_CRASH_APP = page(r"""
+HP_INIT
+{
+    volatile int *p = 0;
+    *p = 1;
+    return NULL;
+}
+""")
+
+APP_PAGE = page(r"""
+HP_HANDLER(http_handler)
+{
+    hp_puts(req, "app page");
+    return HP_OK;
+}
+""")
+
+
+def _init_crash_503_logged(dev):
+    tmp = tempfile.mkdtemp(prefix="hotpub-acc-")
+    log = os.path.join(tmp, "access.log")
+    with Server(files={"hello.c": simple_page("hi"),
+                       "sub/_app.c": INIT_CRASH_APP, "sub/page.c": APP_PAGE},
+                workers=1, dev=dev, args=["--access-log", log]) as s:
+        before, _ = parse_metrics(metrics(s))
+        r = s.get("/sub/page", headers={"User-Agent": "init-agent/2"})
+        check_eq(r.status, 503, "the request whose load ran the init")
+        check(r.body, "a 503 with a body")
+        want = '"GET /sub/page HTTP/1.1" 503 %d ' % len(r.body)
+        wait_until(lambda: log_lines(log, want), limit(3.0))
+        lines = log_lines(log, "/sub/page")
+        check_eq(len(lines), 1, "lines of /sub/page: %r" % log_lines(log, ""))
+        check(lines[0].rstrip("\n").endswith(want + '"-" "init-agent/2"'),
+              "the 503's line: %r" % lines[0])
+        wait_until(lambda: _count_5xx(s, before, "sub/page.c") == 1, limit(5.0))
+        after, _ = parse_metrics(metrics(s))
+        check_eq(sum(v - before.get(k, 0.0) for k, v in after.items()
+                     if k[0] == "hotpub_http_requests_total"
+                     and ("code", "5xx") in k[1]), 1.0,
+                 "5xx counted in hotpub_http_requests_total")
+
+
+def test_access_log_of_an_app_init_crash_503_production():
+    """The 503 a worker answers as an application module's init crashes
+    under the request that loaded it has its access log line (with the
+    request's User-Agent) and its count; before, neither."""
+    _init_crash_503_logged(False)
+
+
+def test_access_log_of_an_app_init_crash_503_dev():
+    """The same in dev mode, whose 503 is the crash page."""
+    _init_crash_503_logged(True)
+
+
 def test_access_log_and_metrics_of_the_handler_timeout_504():
     """The watchdog's 504 (--handler-timeout) is logged and counted when
     it is written, though the handler never returns."""
@@ -654,11 +781,22 @@ def test_access_log_and_metrics_of_the_handler_timeout_504():
 def test_https_crash_502_is_logged():
     """Over HTTPS the crash's 502 cannot be written in plaintext (the
     connection is closed): the access log still has its line, 0 bytes."""
+    _https_crash_502_is_logged(False)
+
+
+def test_https_dev_mode_crash_page_is_not_plaintext_and_is_logged():
+    """The same in dev mode: the crash page is not written in plaintext
+    inside the TLS session (it was: garbage to the client, and no line);
+    the connection is closed and the line says 502, 0 bytes."""
+    _https_crash_502_is_logged(True)
+
+
+def _https_crash_502_is_logged(dev):
     tmp = tempfile.mkdtemp(prefix="hotpub-tls-")
     cert, key = make_cert(tmp, "a")
     log = os.path.join(tmp, "access.log")
     with Server(files={"hello.c": simple_page("hi"), "crash2.c": CRASH2},
-                workers=1, dev=False,
+                workers=1, dev=dev,
                 args=["--tls-cert", cert, "--tls-key", key,
                       "--access-log", log]) as s:
         ctx = client_ctx(cert)

@@ -907,12 +907,14 @@ def test_session_lock_wait_has_a_bound(eng):
 
 
 def test_session_lock_wait_ends_before_the_handler_timeout(eng):
-    """FRESH17-2: --session-lock-timeout (10 s) not below --handler-timeout
+    """FRESH17-2: --session-lock-timeout 10000 not below --handler-timeout
     (2 s): a request waiting for its session, held by a stuck request
     (its 504 is the watchdog's), answers 503 with Retry-After before its
     own handler timeout, not a 504; the log says the handler timeout cut
     the wait, and the start-up warning names both values."""
-    s = server(eng, workers=1, args=["--no-dev", "--handler-timeout", "2"])
+    # (set: its default, auto, would be half of the handler timeout)
+    s = server(eng, workers=1, args=["--no-dev", "--handler-timeout", "2",
+                                     "--session-lock-timeout", "10000"])
     try:
         cid = new_session(s, "n", "5")
         hold = harness.BackgroundRequest(s.port, "/s/hold" + q(ms=4000),

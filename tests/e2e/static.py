@@ -22,7 +22,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import Server, check, check_eq, fail, short  # noqa: E402
+from harness import (Server, check, check_eq, check_not_in, fail,  # noqa: E402
+                     short)
 
 TEST_TIMEOUT = 90.0   # hard bound for one test (the watchdog kills servers)
 SUITE_BUDGET = 200.0  # past this, the remaining tests fail without running
@@ -213,6 +214,63 @@ def test_root_symlink_swap_serves_new_release():
     finally:
         s.stop()
     shutil.rmtree(s.tmp, ignore_errors=True)
+
+def test_root_symlink_swapped_to_a_missing_target():
+    """A deploy swaps the root's symlink to a release that is not there
+    (or to a file): the log says so, naming the root and the missing
+    target, not "raise fs.inotify.max_user_watches" (the wrong advice it
+    gave); requests get 404; the missing release created in place, or the
+    link swapped again to a release, it is served."""
+    s = Server(start=False)
+    try:
+        os.makedirs(os.path.join(s.tmp, "v1", "css"))
+        with open(os.path.join(s.tmp, "v1", "css", "site.css"), "w") as f:
+            f.write("RELEASE-1")
+        with open(os.path.join(s.tmp, "plain-file"), "w") as f:
+            f.write("x")
+        os.rmdir(s.root)
+        os.symlink(os.path.join(s.tmp, "v1"), s.root)
+        s.start()
+        check_eq(s.get_ok("/css/site.css").text, "RELEASE-1", "before")
+        for target, words in (("v-missing", "which does not exist"),
+                              ("plain-file", "which is not a directory")):
+            tmp = os.path.join(s.tmp, "root.new")
+            os.symlink(os.path.join(s.tmp, target), tmp)
+            os.rename(tmp, s.root)
+            want = "now points at %s, %s" % (os.path.join(s.tmp, target),
+                                            words)
+            check(harness.wait_until(lambda: want in s.stderr(),
+                                     harness.limit(3.0)),
+                  "the log does not say %r: %s" % (want, s.stderr()[-600:]))
+            check_eq(s.get("/css/site.css").status, 404,
+                     "a file under a root that leads nowhere")
+        check_not_in("max_user_watches", s.stderr(), "the log")
+        # the link to the missing release again, then the release made in
+        # place: served without another swap
+        tmp = os.path.join(s.tmp, "root.new")
+        os.symlink(os.path.join(s.tmp, "v-missing"), tmp)
+        os.rename(tmp, s.root)
+        check(harness.wait_until(lambda: s.get("/css/site.css").status == 404,
+                                 harness.limit(3.0)), "404 again")
+        os.makedirs(os.path.join(s.tmp, "v-missing", "css"))
+        with open(os.path.join(s.tmp, "v-missing", "css", "site.css"),
+                  "w") as f:
+            f.write("RELEASE-LATE")
+        s.wait_body("/css/site.css", "RELEASE-LATE", harness.limit(3.0),
+                    allowed_status=(404,))
+        check(harness.wait_until(lambda: "leads to a directory again"
+                                 in s.stderr(), harness.limit(3.0)),
+              "the log does not say the root is back: %s"
+              % s.stderr()[-600:])
+        tmp = os.path.join(s.tmp, "root.new")
+        os.symlink(os.path.join(s.tmp, "v1"), tmp)
+        os.rename(tmp, s.root)
+        s.wait_body("/css/site.css", "RELEASE-1", harness.limit(3.0),
+                    allowed_status=(404,))
+    finally:
+        s.stop()
+    shutil.rmtree(s.tmp, ignore_errors=True)
+
 
 # ---- the symlink-swap race -----------------------------------------------------------
 

@@ -1279,6 +1279,25 @@ def test_leaking_descriptors_stops_the_single_process_70():
         s.check_exit = False
 
 
+def test_default_waits_draw_no_handler_timeout_warning():
+    """--handler-timeout 10 s or less once drew "--session-lock-timeout
+    (10000 ms) is not below --handler-timeout" at every start, though the
+    user set neither wait: a default never warns (its "auto" is half of
+    the handler timeout when that is less); a value set still does."""
+    for ht in ("5", "10", "2"):
+        with Server(files={"a.c": simple_page("a")}, args=WORKERS +
+                    ["--handler-timeout", ht]) as s:
+            s.get_ok("/a")
+            check_not_in("is not below --handler-timeout", s.stderr(),
+                         "--handler-timeout %s with the defaults" % ht)
+    with Server(files={"a.c": simple_page("a")}, args=WORKERS +
+                ["--handler-timeout", "5", "--session-lock-timeout",
+                 "10000"]) as s:
+        s.get_ok("/a")
+        check_in("--session-lock-timeout (10000 ms) is not below "
+                 "--handler-timeout (5 s)", s.stderr(), "a value set")
+
+
 # ---- an application module whose init crashes; a page that calls exit ------
 
 def crashing_app(how):

@@ -67,7 +67,8 @@ static void test_dying_writes_buffer_and_unbuffered_line(void)
     CHECK(hp_access_dying());
     if (f)
         clearerr(f); /* the EOF above */
-    hp_access_line_now("", "GET", "/b?x=\"1\"", "HTTP/1.1", 502, 72);
+    hp_access_line_now("", "GET", "/b?x=\"1\"", "HTTP/1.1", 502, 72, NULL,
+                       NULL);
     CHECK(f && fgets(a, sizeof a, f) && fgets(b, sizeof b, f));
     if (f)
         fclose(f);
@@ -89,11 +90,43 @@ static void test_dying_writes_buffer_and_unbuffered_line(void)
     rmdir(dir);
 }
 
+/* hp_access_line_now fills Referer and User-Agent when given (escaped as
+ * hp_access_line's, each cut to 512 bytes), the line still whole. */
+static void test_line_now_referer_and_agent(void)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 16], a[8192] = "", b[8192] = "";
+    char big[3000];
+    t_make_temp(dir, "/tmp/hp-access-XXXXXX");
+    snprintf(path, sizeof path, "%s/access.log", dir);
+    CHECK(hp_access_open(path) == 0);
+    CHECK(hp_access_dying());
+    hp_access_line_now("10.0.0.2", "GET", "/c", "HTTP/1.1", 502, 9,
+                       "http://x/\"r\"", "curl/8.0");
+    memset(big, 'u', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    hp_access_line_now("10.0.0.2", "GET", big, "HTTP/1.1", 503, 0, big, big);
+    FILE *f = fopen(path, "r");
+    CHECK(f && fgets(a, sizeof a, f) && fgets(b, sizeof b, f));
+    if (f)
+        fclose(f);
+    hp_access_close();
+    CHECK(strstr(a, "] \"GET /c HTTP/1.1\" 502 9 \"http://x/\\x22r\\x22\" "
+                    "\"curl/8.0\"\n") != NULL);
+    CHECK(strstr(b, " HTTP/1.1\" 503 0 \"uuu") != NULL);
+    size_t n = strlen(b);
+    CHECK(n > 3 && b[n - 1] == '\n' && b[n - 2] == '"');
+    const char *ua = n > 3 ? strrchr(b, ' ') : NULL; /* before the UA */
+    CHECK(ua && strlen(ua) == 1 + 1 + 512 + 1 + 1);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv);
     T_RUN(test_escape_fields);
     T_RUN(test_line_cannot_be_forged);
     T_RUN(test_dying_writes_buffer_and_unbuffered_line);
+    T_RUN(test_line_now_referer_and_agent); /* after: the process is dying */
     T_DONE();
 }

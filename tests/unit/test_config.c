@@ -132,6 +132,37 @@ static void test_defaults(void)
     hp_config_free(&c); /* twice is harmless */
 }
 
+/* The bounded waits' default, "auto": 5 s and 10 s, or half of
+ * handler-timeout when that is less, so a default is always below it (and
+ * master.c's warning fires only for a value set); a value set is kept. */
+static void test_wait_bounds_auto(void)
+{
+    struct hp_config c;
+    char err[256];
+    hp_config_defaults(&c);
+    CHECK(c.session_lock_timeout == -1 && c.db_acquire_timeout == -1);
+    CHECK(hp_config_session_lock_ms(&c) == 10000); /* handler-timeout 30 */
+    CHECK(hp_config_db_acquire_ms(&c) == 5000);
+    c.handler_timeout = 10;
+    CHECK(hp_config_session_lock_ms(&c) == 5000);
+    CHECK(hp_config_db_acquire_ms(&c) == 5000);
+    c.handler_timeout = 2;
+    CHECK(hp_config_session_lock_ms(&c) == 1000);
+    CHECK(hp_config_db_acquire_ms(&c) == 1000);
+    c.handler_timeout = 0; /* no limit */
+    CHECK(hp_config_session_lock_ms(&c) == 10000);
+    c.handler_timeout = 2;
+    CHECK(hp_config_set(&c, "session-lock-timeout", "10000", err, sizeof err) ==
+          0);
+    CHECK(hp_config_set(&c, "db-acquire-timeout", "0", err, sizeof err) == 0);
+    CHECK(hp_config_session_lock_ms(&c) == 10000);
+    CHECK(hp_config_db_acquire_ms(&c) == 0); /* 0: do not wait */
+    CHECK(hp_config_set(&c, "session-lock-timeout", "auto", err, sizeof err) ==
+          0);
+    CHECK(hp_config_session_lock_ms(&c) == 1000);
+    hp_config_free(&c);
+}
+
 static void test_default_cache_dir(void)
 {
     struct hp_config c;
@@ -812,6 +843,7 @@ int main(int argc, char **argv)
         return 1;
     }
     T_RUN(test_defaults);
+    T_RUN(test_wait_bounds_auto);
     T_RUN(test_default_cache_dir);
     T_RUN(test_table);
     T_RUN(test_request_limits);
