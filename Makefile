@@ -135,6 +135,7 @@ e2e: hotpub$(SUFFIX)
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/fresh12.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/fresh13.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/fresh16.py
+	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/resphead.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/sessions.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/apps.py
 	HOTPUB_BIN=$(abspath hotpub$(SUFFIX)) python3 tests/e2e/workers.py

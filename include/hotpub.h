@@ -336,7 +336,9 @@ void hp_status(hp_req *req, int code);
  * server's: those that frame the message (Content-Length,
  * Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer) and
  * Date (the server's clock, RFC 9110 6.6.1). No Server field is sent
- * unless the page sets one. */
+ * unless the page sets one. A head larger than libmicrohttpd has room for
+ * (about 3.5 KB of fields always fit with --max-header 16k; docs/pages.md)
+ * is not sent: the response is a plain 500, logged. */
 int hp_set_header(hp_req *req, const char *name, const char *value);
 
 /* Add a Set-Cookie header; attrs is appended verbatim, e.g.

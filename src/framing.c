@@ -309,6 +309,51 @@ static void end_field(struct hp_frame *f)
     fields_fit(f);
 }
 
+/*
+ * Singleton fields (RFC 9110 §5.3: a sender MUST NOT generate more than one
+ * field line for a field whose value is not a list) that hotpub reads,
+ * besides Host, Content-Length and Transfer-Encoding, checked apart as they
+ * decide framing. libmicrohttpd hands the application the first of two
+ * lines, another reader may take the last or join them: two Content-Type
+ * lines let a body parse as JSON that a proxy read as a form. So, as nginx
+ * (ngx_http_process_unique_header_line: If-Modified-Since,
+ * If-Unmodified-Since, If-Range, Authorization, ...), a second line of any
+ * of these refuses the request with 400. List fields (If-Match,
+ * If-None-Match, Connection, Upgrade, Accept*, ...) and Cookie (several
+ * lines are joined, RFC 6265 §5.4, and browsers behind HTTP/2 proxies send
+ * them) may repeat. Names are at most sizeof f->name bytes.
+ */
+static const struct {
+    const char *name;
+    const char *why;
+} singletons[] = {
+    {"content-type", "more than one Content-Type field"},
+    {"authorization", "more than one Authorization field"},
+    {"range", "more than one Range field"},
+    {"if-range", "more than one If-Range field"},
+    {"if-modified-since", "more than one If-Modified-Since field"},
+    {"if-unmodified-since", "more than one If-Unmodified-Since field"},
+    {"origin", "more than one Origin field"},
+    {"referer", "more than one Referer field"},
+    {"sec-fetch-site", "more than one Sec-Fetch-Site field"},
+    {"x-csrf-token", "more than one X-CSRF-Token field"},
+};
+_Static_assert(sizeof singletons / sizeof *singletons <= 16,
+               "hp_frame.singles has 16 bits");
+
+static void singleton_seen(struct hp_frame *f)
+{
+    for (size_t i = 0; i < sizeof singletons / sizeof *singletons; i++) {
+        size_t n = strlen(singletons[i].name);
+        if (f->tok_len != n || memcmp(f->name, singletons[i].name, n) != 0)
+            continue;
+        if ((f->singles & (1u << i)) && !f->single_dup)
+            f->single_dup = (uint8_t)(i + 1);
+        f->singles |= (uint16_t)(1u << i);
+        return;
+    }
+}
+
 static void start_field_value(struct hp_frame *f)
 {
     f->field = F_NONE;
@@ -321,6 +366,8 @@ static void start_field_value(struct hp_frame *f)
         f->field = F_CL;
     else if (f->tok_len == 17 && memcmp(f->name, "transfer-encoding", 17) == 0)
         f->field = F_TE;
+    else if (f->tok_len <= sizeof f->name)
+        singleton_seen(f);
 }
 
 /* The Transfer-Encoding of a complete head (RFC 9112 §6.1, §6.3): true
@@ -362,6 +409,8 @@ static bool end_head(struct hp_frame *f)
         return refuse(f, 400, "more than one Content-Length field");
     if (f->cl_bad)
         return refuse(f, 400, "invalid Content-Length");
+    if (f->single_dup)
+        return refuse(f, 400, singletons[f->single_dup - 1].why);
     f->heads++;
     if (f->n_te && !te_valid(f))
         return false;

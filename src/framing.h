@@ -39,6 +39,8 @@ struct hp_frame {
     unsigned n_host, n_cl, n_te;
     uint64_t content_length;
     bool cl_bad, host_bad;
+    uint16_t singles;   /* other singleton fields seen (framing.c)      */
+    uint8_t single_dup; /* 1 + which of them came twice, or 0           */
     bool te_chunked_last, te_chunked_seen, te_chunked_twice, te_unknown, te_bad;
     bool in_trailer; /* in the trailer section of a chunked body     */
     size_t held;     /* ... the head's bytes, libmicrohttpd still has  */

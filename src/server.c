@@ -146,6 +146,7 @@ struct ctx {
     double t0;         /* hp_now() at the request line (metrics, started) */
     const char *label; /* the metrics' page label when not the target's */
     uint64_t length;
+    size_t head_room;       /* bytes for the response's head (head_room()) */
     struct hp_pool_job job; /* on the handler threads' queue (pool.c) */
     /* A run on the reactor (reactor.c): each stretch between two waits
      * goes on the guard's record and is timed on its own. */
@@ -582,6 +583,96 @@ static void inject_live_reload(hp_req *req)
             with = hp_devloop_csp_nonce(req->headers.v[i].value, nonce,
                                         sizeof nonce);
     hp_devloop_inject(&req->out, deps, n, with);
+}
+
+/*
+ * The response head's room. libmicrohttpd 0.9.75 writes a response's head
+ * (build_header_response) into what is left of the connection's memory
+ * (hp_edge_mhd_memory: --max-header + 4 KiB) once the request is read:
+ * the request line and head stay there, with a record of about 64 bytes
+ * for each field, query argument and trailer field. A head that does not
+ * fit is not sent at all: libmicrohttpd closes the connection, and the
+ * client sees nothing. It cannot be asked how much is left, so hotpub
+ * counts what the request holds (head_room) and what the head will take
+ * (response_head, fields_head), and answers a plain 500 instead of a
+ * head that would not fit (head_too_big). The edge keeps 4 KiB of the
+ * memory free of any request it lets through (framing.h), so a head of
+ * about 3.5 KB always fits; after a short request, about --max-header.
+ */
+#define HEAD_FIXED                                                             \
+    160                /* status line <= 48 (the longest reason phrase),       \
+                          Date 38, Connection <= 31, Content-Length <= 38      \
+                          (Transfer-Encoding 28), the empty line 2 */
+#define HEAD_SLACK 256 /* whitespace around values, alignment, rounding */
+#define HEAD_RECORD 64 /* libmicrohttpd's record of a field (framing.h) */
+
+/* A field's line and record; a query argument's record (its text is the
+ * request target's, decoded in place). */
+static enum MHD_Result held_one(void *cls, enum MHD_ValueKind kind,
+                                const char *key, const char *value)
+{
+    size_t *n = cls;
+    *n += HEAD_RECORD;
+    if (kind != MHD_GET_ARGUMENT_KIND)
+        *n += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+/* What libmicrohttpd's memory has left for the response's head: on the
+ * connection's event loop, once the head (and any trailer) is read. */
+static size_t head_room(struct ctx *c)
+{
+    size_t pool = hp_edge_mhd_memory(S.cfg);
+    size_t held = HEAD_SLACK + strlen(c->uri ? c->uri : "") +
+                  strlen(c->req.method ? c->req.method : "") +
+                  strlen(c->req.version ? c->req.version : "") + 4;
+    MHD_get_connection_values(
+        c->conn,
+        (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND |
+                             MHD_COOKIE_KIND | MHD_FOOTER_KIND),
+        held_one, &held);
+    return held < pool ? pool - held : 0;
+}
+
+static enum MHD_Result head_one(void *cls, enum MHD_ValueKind kind,
+                                const char *key, const char *value)
+{
+    size_t *n = cls;
+    if (kind == MHD_HEADER_KIND)
+        *n += strlen(key) + 2 + (value ? strlen(value) : 0) + 2;
+    return MHD_YES;
+}
+
+/* The head libmicrohttpd will write for r, at most. */
+static size_t response_head(struct MHD_Response *r)
+{
+    size_t n = HEAD_FIXED;
+    MHD_get_response_headers(r, head_one, &n);
+    return n;
+}
+
+/* The same, for the fields a page set (a streamed response's, before it
+ * is made), with the Content-Type hotpub adds when it set none. */
+static size_t fields_head(const hp_req *req)
+{
+    size_t n = HEAD_FIXED;
+    for (size_t i = 0; i < req->headers.n; i++)
+        n += strlen(req->headers.v[i].name) + 2 +
+             strlen(req->headers.v[i].value) + 2;
+    if (!req->has_content_type)
+        n += sizeof "Content-Type: text/html; charset=utf-8\r\n" - 1;
+    return n;
+}
+
+static void head_too_big_log(struct ctx *c, size_t head)
+{
+    const char *what = c->req.target.path[0] ? c->req.target.path
+                       : c->req.path         ? c->req.path
+                                             : "-";
+    hp_log_error("%s: response head of %zu bytes (estimated) over the %zu "
+                 "bytes libmicrohttpd has left for it (--max-header %zu + "
+                 "4 KiB, less the request's head); answering 500",
+                 what, head, c->head_room, (size_t)S.cfg->max_header);
 }
 
 static enum MHD_Result send_buffer(struct ctx *c, int status)
@@ -1217,6 +1308,8 @@ static int stream_begin(hp_req *req)
 {
     struct ctx *c = (struct ctx *)((char *)req - offsetof(struct ctx, req));
     assert(ctx_state(c) == CTX_OFFLOADED);
+    if (req->stream_refused) /* a page flushing again: still refused */
+        return -1;
     if (atomic_fetch_add(&S.streams, 1) >= max_streams()) {
         atomic_fetch_sub(&S.streams, 1);
         static _Atomic long long last;
@@ -1228,6 +1321,18 @@ static int stream_begin(hp_req *req)
         hp_req_add_header(req, "Retry-After", "1");
         req->forced_status = 503;
         req->stream_refused = true; /* the plain 503, not the page's body */
+        return -1;
+    }
+    /* A head libmicrohttpd has no room for is never sent (see
+     * head_room): the plain 500 instead, the page's fields dropped. */
+    size_t head = fields_head(req);
+    if (head > c->head_room) {
+        atomic_fetch_sub(&S.streams, 1);
+        head_too_big_log(c, head);
+        req->headers.n = 0;
+        req->has_content_type = false;
+        req->forced_status = 500;
+        req->stream_refused = true;
         return -1;
     }
     /* The handler may outlive the connection from here. */
@@ -1898,6 +2003,21 @@ static enum MHD_Result queue(struct ctx *c)
      * closes, and none is taken from the thread's memo again.) */
     if (atomic_load_explicit(&draining, memory_order_relaxed))
         MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    /* A streamed response was measured before it began (stream_begin). */
+    size_t head;
+    if (!c->req.stream && (head = response_head(c->resp)) > c->head_room) {
+        head_too_big_log(c, head);
+        if (!c->resp_kept)
+            MHD_destroy_response(c->resp);
+        c->resp = NULL;
+        c->resp_kept = false;
+        send_error(c, 500, NULL);
+        if (!c->resp)
+            return MHD_NO;
+        if (atomic_load_explicit(&draining, memory_order_relaxed))
+            MHD_add_response_header(c->resp, MHD_HTTP_HEADER_CONNECTION,
+                                    "close");
+    }
     enum MHD_Result r =
         MHD_queue_response(c->req.conn, (unsigned)c->status, c->resp);
     if (!c->resp_kept)
@@ -2024,6 +2144,7 @@ static enum MHD_Result first_call(struct ctx *c, struct MHD_Connection *conn,
                                   const char *version)
 {
     hp_req_init(&c->req, conn, method, url, version);
+    c->head_room = head_room(c);
     c->req.started = c->t0;
     c->req.path = merge_dots(&c->req, absolute_form(&c->req, url));
     c->req.secure = hp_tls_on(); /* sessions mark their cookie Secure */
@@ -2091,6 +2212,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         if (*upload_size)
             return take_body(c, upload, upload_size);
         unstarted_mark(c);
+        c->head_room = head_room(c); /* with any trailer fields now */
         if (dispatch(c, &offloaded) != MHD_YES)
             return MHD_NO;
         if (offloaded)

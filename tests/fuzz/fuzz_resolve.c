@@ -5,7 +5,9 @@
  * its first NUL as the server's decoded path would be, is resolved twice:
  * fresh, then from the resolution cache. abort() if an answer is outside the
  * root (as given or once symlinks are resolved), has a segment after the
- * root starting with '_' or '.', is a static file with a private extension,
+ * root starting with '_' or '.', is a static file whose name (as asked or
+ * once symlinks are resolved) hp_name_private refuses (the rule that ships:
+ * any case, templates, copies and leftovers),
  * is a page that is not a .c/.so file, or if the cached answer differs.
  * The same input goes through hp_path_merge_dots first, as server.c does
  * (RFC 3986 §5.2.4): abort() if an accepted path does not start with '/',
@@ -108,7 +110,19 @@ static void setup(void)
                                         "a/b.txt",
                                         "dir.c/x.txt",
                                         "x.c.txt",
-                                        "up/..x.txt"};
+                                        "up/..x.txt",
+                                        "Upper.C",
+                                        "app/LIB.SO",
+                                        "page.tpl",
+                                        "mail.TPL",
+                                        "index.c.bak",
+                                        "lib.so.1",
+                                        "x.orig",
+                                        "notes.txt~",
+                                        "#index.c#",
+                                        "site.ini.dpkg-old",
+                                        "index.d.ts",
+                                        "v.h264"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         put(root, files[i], "x\n");
     put(outside, "secret.txt", "outside\n");
@@ -120,6 +134,8 @@ static void setup(void)
     link_at("_private/secret.txt", "to_private.txt");
     link_at("hello.c", "src_link.txt");
     link_at("_private", "priv_dir");
+    link_at("page.tpl", "tpl_link.txt");
+    link_at("Upper.C", "upper_link.txt");
     link_at("/etc", "etc");
     atexit(cleanup);
     rootlen = strlen(root);
@@ -128,16 +144,13 @@ static void setup(void)
         abort();
 }
 
+/* The shipped rule (resolve.c's hp_name_private: any case, templates,
+ * copies and leftovers), on the last segment, so the oracle checks what
+ * static.c and resolve.c refuse rather than an older list of its own. */
 static bool private_ext(const char *p)
 {
-    static const char *const ext[] = {".c", ".h", ".so", ".o", ".d", ".ini"};
-    size_t n = strlen(p);
-    for (size_t i = 0; i < sizeof ext / sizeof *ext; i++) {
-        size_t m = strlen(ext[i]);
-        if (n >= m && strcmp(p + n - m, ext[i]) == 0)
-            return true;
-    }
-    return false;
+    const char *slash = strrchr(p, '/');
+    return hp_name_private(slash ? slash + 1 : p);
 }
 
 /* path under the root, with no '_' or '.' segment after it. */

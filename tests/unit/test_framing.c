@@ -602,6 +602,72 @@ static void test_cookie_renamed(void)
     CHECK_STR(c, "Cookie");
 }
 
+/* RFC 9110 §5.3: a singleton field hotpub reads, sent twice, is refused
+ * (libmicrohttpd would give the first, another reader the last); list
+ * fields and Cookie may repeat. */
+static void test_singleton_fields(void)
+{
+    static const char *const once[] = {
+        "Content-Type: application/json",
+        "Authorization: Basic YTpi",
+        "Range: bytes=0-1",
+        "If-Range: \"x\"",
+        "If-Modified-Since: Tue, 01 Dec 2026 08:00:00 GMT",
+        "If-Unmodified-Since: Tue, 01 Dec 2026 08:00:00 GMT",
+        "Origin: http://a",
+        "Referer: http://a/",
+        "Sec-Fetch-Site: same-origin",
+        "X-CSRF-Token: t",
+    };
+    char raw[512];
+    for (size_t i = 0; i < sizeof once / sizeof *once; i++) {
+        snprintf(raw, sizeof raw, H "%s\r\n\r\n", once[i]);
+        EXPECT(raw, 0);
+        /* twice, apart, the second in upper case, the same value or not */
+        snprintf(raw, sizeof raw, H "%s\r\nX: y\r\n%s\r\n\r\n", once[i],
+                 once[i]);
+        EXPECT(raw, 400);
+        for (char *p = strstr(raw, "X: y\r\n") + 6; *p != ':'; p++)
+            if (*p >= 'a' && *p <= 'z')
+                *p = (char)(*p - 32);
+        EXPECT(raw, 400);
+        /* a message before it is served, not the one with the repeat */
+        unsigned heads = 9;
+        size_t consumed = 0;
+        snprintf(raw, sizeof raw, H "%s\r\n\r\n" H "%s\r\n%s\r\n\r\n", once[i],
+                 once[i], once[i]);
+        CHECK(run(raw, &heads, &consumed) == 400);
+        CHECK(heads == 1);
+        CHECK(consumed == strlen(H) + strlen(once[i]) + 4);
+    }
+    struct hp_frame f;
+    hp_frame_init(&f, 16 * 1024, 0);
+    const char *two = "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: "
+                      "text/plain\r\ncontent-type: application/json\r\n"
+                      "Content-Length: 2\r\n\r\n{}";
+    hp_frame_feed(&f, two, strlen(two));
+    CHECK(f.bad_status == 400);
+    CHECK_STR(f.why, "more than one Content-Type field");
+    /* list fields, Cookie, and names that only begin like a singleton */
+    EXPECT(H "If-None-Match: \"a\"\r\nIf-None-Match: \"b\"\r\n"
+             "If-Match: \"a\"\r\nIf-Match: \"b\"\r\n"
+             "Accept: text/html\r\nAccept: */*\r\n"
+             "Connection: keep-alive\r\nConnection: x\r\n"
+             "Upgrade: a\r\nUpgrade: b\r\n"
+             "Cookie: a=1\r\nCookie: b=2\r\nCookie: c=3\r\n"
+             "Content-Types: a\r\nContent-Types: b\r\n"
+             "Content-Typ: a\r\nContent-Typ: b\r\n"
+             "X-Referer: a\r\nX-Referer: b\r\n\r\n",
+           0);
+    /* a trailer field is not the head's: hotpub reads none */
+    EXPECT("POST / HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+           "Content-Type: a\r\nContent-Type: b\r\n\r\n",
+           0);
+    /* each message counts its own */
+    EXPECT(H "Content-Type: a\r\n\r\n" H "Content-Type: b\r\n\r\n", 0);
+}
+
 int main(void)
 {
     T_RUN(test_good_requests);
@@ -609,6 +675,7 @@ int main(void)
     T_RUN(test_content_length_and_te);
     T_RUN(test_field_syntax);
     T_RUN(test_host);
+    T_RUN(test_singleton_fields);
     T_RUN(test_request_line);
     T_RUN(test_methods);
     T_RUN(test_own_target_405);
