@@ -511,6 +511,11 @@ static int auto_pool_size(void)
     return 0; /* the pool picks by engine (db.c) */
 }
 
+static int auto_io_threads(void)
+{
+    return 0; /* the CPUs divided among the workers (master.c, server.c) */
+}
+
 static int auto_settle(void)
 {
     return -1; /* server.c picks by tier (hp_settle_ms_auto) */
@@ -912,6 +917,19 @@ const struct hp_setting hp_settings[] = {
      .auto_value = default_workers,
      .def = "auto (one per CPU it may use)",
      .def_here = true},
+    {.key = "io-threads",
+     .arg = "N|auto",
+     .section = S_PROCS,
+     .help = "event-loop threads in each process; auto = its share of the "
+             "CPUs; with 1, the reactor's thread runs the loop",
+     .type = HP_SET_INT,
+     .off = OFF(io_threads),
+     .min = 0,
+     .max = 64,
+     .zero = "auto",
+     .auto_value = auto_io_threads,
+     .def = "auto (the CPUs divided among the workers, at least 1)",
+     .def_here = true},
     {.key = "handler-timeout",
      .arg = "SECONDS",
      .section = S_PROCS,
@@ -1269,7 +1287,9 @@ void hp_setting_value_text(const struct hp_setting *s,
     switch (s->type) {
     case HP_SET_INT:
         memcpy(&i, field, sizeof i);
-        if ((s->auto_value == auto_pool_size && i == 0) ||
+        if (((s->auto_value == auto_pool_size ||
+              s->auto_value == auto_io_threads) &&
+             i == 0) ||
             ((s->auto_value == auto_settle || s->auto_value == auto_wait) &&
              i < 0))
             snprintf(buf, len, "auto");

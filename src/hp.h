@@ -72,6 +72,7 @@ struct hp_config {
     char *warm;       /* check: the live root DOCROOT is warmed as; NULL */
     /* processes (master.c, docs/operations.md) */
     int workers;             /* worker processes; 0 = single process          */
+    int io_threads;          /* event-loop threads a process; 0 = auto        */
     double handler_timeout;  /* seconds a handler may run; 0 = no limit       */
     int worker_max_requests; /* recycle a worker after this many page runs */
     size_t worker_memory_limit; /* ... or past this RSS in bytes; 0 = off    */

@@ -1,7 +1,9 @@
 /*
  * listener.c - the accept thread: hotpub owns the listening socket and
  * hands each accepted connection to libmicrohttpd (MHD_add_connection,
- * which spreads them over its thread-pool daemons), so stopping to accept
+ * which spreads them over its thread-pool daemons; or server.c's handoff,
+ * which queues it for the reactor's thread that runs the worker's one
+ * event loop), so stopping to accept
  * is closing a descriptor of our own.
  *
  * Owns: this process's copy of the listening socket (from the supervisor,
@@ -46,6 +48,7 @@ static struct {
     atomic_int fd;
     int wake; /* eventfd: stop, or room below the limit again */
     struct MHD_Daemon *d;
+    enum MHD_Result (*handoff)(int, const struct sockaddr *, socklen_t);
     unsigned limit;
     atomic_uint open; /* connections handed over and not yet closed */
     atomic_bool stop;
@@ -137,9 +140,11 @@ static unsigned accept_some(unsigned max, bool over_limit)
         }
         B.delay_ns = 0; /* the back-off is over */
         atomic_fetch_add(&L.open, 1);
-        /* libmicrohttpd owns c from here, and closes it on failure. */
-        if (MHD_add_connection(L.d, c, (struct sockaddr *)&ss, len) !=
-            MHD_YES) {
+        /* libmicrohttpd (or the handoff) owns c from here, and closes it
+         * on failure. */
+        if ((L.handoff ? L.handoff(c, (struct sockaddr *)&ss, len)
+                       : MHD_add_connection(L.d, c, (struct sockaddr *)&ss,
+                                            len)) != MHD_YES) {
             atomic_fetch_sub(&L.open, 1);
             log_accept_error("MHD_add_connection", errno);
             continue;
@@ -200,6 +205,12 @@ static void close_in_child(void)
     int fd = atomic_load(&L.fd);
     if (fd >= 0)
         close(fd);
+}
+
+void hp_listener_set_handoff(enum MHD_Result (*handoff)(
+    int c, const struct sockaddr *addr, socklen_t len))
+{
+    L.handoff = handoff;
 }
 
 int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,

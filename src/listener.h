@@ -21,6 +21,12 @@
  */
 int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
                       void (*each_second)(void));
+/* Before hp_listener_start: hand each connection to handoff instead of
+ * MHD_add_connection (a daemon in external-poll mode is not thread-safe:
+ * handoff queues the connection for the thread that runs it). handoff
+ * owns c from the call on, and says MHD_NO after closing it. */
+void hp_listener_set_handoff(enum MHD_Result (*handoff)(
+    int c, const struct sockaddr *addr, socklen_t len));
 /* A connection the listener handed over was closed (libmicrohttpd's
  * MHD_CONNECTION_NOTIFY_CLOSED). */
 void hp_listener_closed(void);

@@ -292,7 +292,9 @@ static _Noreturn void worker_main(int slot)
      * event-loop thread each (a second one on the same CPU only adds
      * context switches). */
     unsigned n = (unsigned)hp_cpus(), w = (unsigned)CFG->workers;
-    if (w > 1)
+    if (CFG->io_threads > 0)
+        hooks.io_threads = (unsigned)CFG->io_threads;
+    else if (w > 1)
         hooks.io_threads = (n + w - 1) / w;
     hp_guard_enter(slot, CFG, &hooks);
     hp_metrics_enter(slot);

@@ -17,7 +17,11 @@
  * cannot wake one. The hand-off to this thread remains, but it is not paid
  * per wait, and under load not per request either: the thread sleeps only
  * when none of its jobs can go on, so one wake-up serves every job queued
- * meanwhile (docs/design.md, "Where a page runs").
+ * meanwhile (docs/design.md, "Where a page runs"). Where the worker has a
+ * single event loop, this thread drives it too (hp_reactor_host: its
+ * descriptor is one more in the epoll set, its turn one more step of the
+ * loop below), and there is no hand-off at all; while a job holds the
+ * thread, the rescue thread turns that loop instead.
  *
  * A job's life:
  *
@@ -96,6 +100,17 @@ static struct {
        .efd = -1};
 
 static __thread bool tl_reactor;
+
+/* The hosted loop (hp_reactor_host). turn_mu is held while a turn runs,
+ * on whichever thread: the reactor's, or the rescue thread's. */
+static struct {
+    pthread_mutex_t turn_mu;
+    struct hp_reactor_loop loop; /* under turn_mu; .turn NULL: none */
+    atomic_bool on;              /* a loop is hosted                 */
+    atomic_bool poked;           /* turn it before sleeping          */
+    atomic_bool rescuing;        /* the rescue thread runs           */
+    bool added;                  /* loop.fd is in R.ep (reactor's)   */
+} HL = {.turn_mu = PTHREAD_MUTEX_INITIALIZER};
 
 bool hp_reactor_on_thread(void)
 {
@@ -571,6 +586,95 @@ static bool idle_and_stopping(void)
            atomic_load(&R.queued) == 0 && !R.later;
 }
 
+/* ---- the hosted event loop --------------------------------------------
+ */
+
+void hp_reactor_host(const struct hp_reactor_loop *loop)
+{
+    assert(!tl_reactor);
+    pthread_mutex_lock(&HL.turn_mu);
+    if (loop)
+        HL.loop = *loop;
+    else
+        HL.loop.turn = NULL;
+    atomic_store(&HL.on, loop != NULL);
+    pthread_mutex_unlock(&HL.turn_mu);
+    hp_reactor_poke();
+}
+
+void hp_reactor_poke(void)
+{
+    if (!atomic_load_explicit(&HL.on, memory_order_relaxed))
+        return;
+    /* Set before the wake-up's check of asleep: a reactor about to sleep
+     * sees either the flag or the eventfd. On its own thread the flag is
+     * enough: the loop turns again before it sleeps. */
+    atomic_store(&HL.poked, true);
+    if (!tl_reactor)
+        wake();
+}
+
+/* Run the hosted loop once, if any: on the reactor's thread (and the
+ * rescue thread, which holds turn_mu already). Its next deadline, or 0. */
+static int64_t loop_turn(void)
+{
+    int64_t next = 0;
+    pthread_mutex_lock(&HL.turn_mu);
+    if (HL.loop.turn) {
+        if (!HL.added) {
+            struct epoll_event ev = {.events = EPOLLIN,
+                                     .data.ptr = &HL.loop};
+            if (epoll_ctl(R.ep, EPOLL_CTL_ADD, HL.loop.fd, &ev) == 0)
+                HL.added = true;
+        }
+        HL.loop.turn();
+        next = HL.loop.next_ns();
+    }
+    pthread_mutex_unlock(&HL.turn_mu);
+    return next;
+}
+
+static void *rescue_main(void *arg)
+{
+    (void)arg;
+    /* Until the job lets go of the reactor (or the loop is detached):
+     * poll the loop's descriptor with a short timeout, since pokes go to
+     * the reactor's eventfd, which this thread leaves alone. */
+    while (atomic_load(&HL.on) && hp_reactor_stalled() > 0) {
+        int fd = -1;
+        if (pthread_mutex_trylock(&HL.turn_mu) == 0) {
+            if (HL.loop.turn) {
+                HL.loop.turn();
+                fd = HL.loop.fd;
+            }
+            pthread_mutex_unlock(&HL.turn_mu);
+        }
+        if (fd >= 0)
+            poll(&(struct pollfd){.fd = fd, .events = POLLIN}, 1, 10);
+        else
+            usleep(10000); /* a turn runs (an inline page holds it) */
+    }
+    atomic_store(&HL.rescuing, false);
+    return NULL;
+}
+
+void hp_reactor_rescue(void)
+{
+    if (!atomic_load(&HL.on) || hp_reactor_stalled() * 1e9 < STALL_NS ||
+        atomic_exchange(&HL.rescuing, true))
+        return;
+    pthread_attr_t a;
+    pthread_t t;
+    int e = pthread_attr_init(&a);
+    if (!e) {
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        e = pthread_create(&t, &a, rescue_main, NULL);
+        pthread_attr_destroy(&a);
+    }
+    if (e)
+        atomic_store(&HL.rescuing, false); /* tried again in a second */
+}
+
 static void *reactor_main(void *arg)
 {
     (void)arg;
@@ -580,13 +684,25 @@ static void *reactor_main(void *arg)
     hp_wait_set_bound_fn(co_bound);
     struct epoll_event ev[EVENTS];
     for (;;) {
+        int64_t ln = 0;
+        if (atomic_load_explicit(&HL.on, memory_order_relaxed)) {
+            /* Before the check of poked below: a poke from here on is
+             * seen there or wakes the epoll_wait. What the turn hands over
+             * (requests) or lets go (a connection released, unparking a
+             * job) runs next, before any sleep. */
+            atomic_store(&HL.poked, false);
+            ln = loop_turn();
+        }
         start_queued();
         run_ready();
         int64_t next = expire();
+        if (ln && (!next || ln < next))
+            next = ln;
         if (idle_and_stopping())
             break;
         atomic_store(&R.asleep, true);
-        int ms = atomic_load(&R.queued) || atomic_load(&R.nwoken) || R.ready
+        int ms = atomic_load(&R.queued) || atomic_load(&R.nwoken) ||
+                         R.ready || atomic_load(&HL.poked)
                      ? 0
                      : timeout_ms(next);
         int n = epoll_wait(R.ep, ev, EVENTS, ms);
@@ -598,6 +714,8 @@ static void *reactor_main(void *arg)
             continue;
         }
         for (int i = 0; i < n; i++) {
+            if (ev[i].data.ptr == &HL.loop)
+                continue; /* turned at the top of the loop */
             if (ev[i].data.ptr == &R.efd) {
                 uint64_t v;
                 while (read(R.efd, &v, sizeof v) < 0 && errno == EINTR)
@@ -658,6 +776,7 @@ void hp_reactor_stop(void)
     free(R.armed);
     R.armed = NULL;
     R.narmed = 0;
+    HL.added = false;
 }
 
 double hp_reactor_stalled(void)

@@ -68,6 +68,35 @@ bool hp_reactor_running(void);
 void hp_reactor_submit(struct hp_reactor_job *job);
 /* Stop taking jobs, let every job submitted finish, end the thread. */
 void hp_reactor_stop(void);
+/*
+ * An event loop the reactor's thread drives between its jobs: the worker's
+ * libmicrohttpd daemon when the worker has one event-loop thread (server.c,
+ * docs/design.md "One thread per worker"), so that a request handed to a
+ * job and answered by it never crosses threads. fd is readable when the
+ * loop has work (its epoll set); turn runs it without blocking; next_ns
+ * returns its next deadline (CLOCK_MONOTONIC ns) or 0. Set once after
+ * hp_reactor_start; NULL detaches it, returning once no turn runs (on
+ * any thread but the reactor's). A turn runs under a lock of its own, on
+ * the reactor's thread, or on the rescue thread while a job holds the
+ * reactor (hp_reactor_rescue).
+ */
+struct hp_reactor_loop {
+    int fd;
+    void (*turn)(void);
+    int64_t (*next_ns)(void);
+};
+void hp_reactor_host(const struct hp_reactor_loop *loop);
+/* The hosted loop has work it does not see on its descriptor (a
+ * connection resumed): turn it soon. Any thread, the reactor's too; a
+ * no-op when no loop is hosted. */
+void hp_reactor_poke(void);
+/* When a job has held the reactor for over a second (hp_reactor_reclaim's
+ * threshold): turn the hosted loop on a thread of its own until the
+ * reactor is back, so that requests that need no reactor (static files,
+ * pages on the handler threads, those reclaimed) are still answered. A
+ * no-op otherwise, or while that thread runs. Any thread. */
+void hp_reactor_rescue(void);
+
 /* Whether this thread is the reactor's. */
 bool hp_reactor_on_thread(void);
 

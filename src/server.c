@@ -3,7 +3,8 @@
  * (resolve -> pin a version -> call the handler), the static-file and
  * error responses, the status endpoint, limits, and graceful shutdown.
  *
- * Owns: the MHD daemon (without a listening socket), per-request contexts
+ * Owns: the MHD daemon (without a listening socket) and, when the reactor
+ * runs it, the queue of connections the accept thread hands it, per-request contexts
  * and their states, where a page runs (inline, offloaded or on the
  * reactor), signals, the liveness check's verdict, the table of requests read and not yet
  * answered that a dying worker answers (hp_server_answer_unstarted), the 503
@@ -17,7 +18,9 @@
  * no host: a supervisor takes part only through the hooks of server.h.
  *
  * Threading: a few event-loop threads (libmicrohttpd's epoll thread pool,
- * one per CPU) read requests and write responses; a page runs either right
+ * one per CPU; or, with one event loop, the reactor's thread, which runs
+ * libmicrohttpd in external-poll mode: hosted_turn) read requests and
+ * write responses; a page runs either right
  * there (inline) or on the handler threads of pool.c (offloaded, with the
  * connection suspended meanwhile; keyed by the page's module path, so each
  * module queues on its own and holds at most its share of the threads). Inline
@@ -94,6 +97,9 @@ struct server {
     atomic_ulong requests;
     double started;
     unsigned io_threads;
+    /* libmicrohttpd's one event loop runs on the reactor's thread
+     * (hosted_start) */
+    bool hosted;
     /* the handler threads */
     atomic_ulong offloaded, inlined;
     atomic_ulong coroutines; /* requests run on the reactor (reactor.c) */
@@ -169,6 +175,8 @@ struct ctx {
 };
 
 static struct server S;
+
+static void resume_conn(struct MHD_Connection *conn);
 
 static enum ctx_state ctx_state(struct ctx *c)
 {
@@ -1001,7 +1009,8 @@ static void status_body(struct hp_buf *b, const char *url)
         b,
         "{\"server\":{\"version\":\"%s\",\"pid\":%d,\"dev\":%s,"
         "\"compiles\":%lu,\"requests\":%lu,\"inflight\":%ld,"
-        "\"uptime\":%.3f,\"io_threads\":%u,\"handler_threads\":%d,"
+        "\"uptime\":%.3f,\"io_threads\":%u,\"loop_on_reactor\":%s,"
+        "\"handler_threads\":%d,"
         "\"handler_threads_busy\":%d,\"offloaded\":%lu,\"inlined\":%lu,"
         "\"coroutines\":%lu,\"reactor\":{\"runs\":%lu,\"waits\":%lu,"
         "\"active\":%d,\"queued\":%ld,\"abandoned\":%lu},"
@@ -1013,7 +1022,7 @@ static void status_body(struct hp_buf *b, const char *url)
         HP_VERSION_STRING, (int)getpid(), S.dev ? "true" : "false",
         hp_compiler_runs(S.cc), atomic_load(&S.requests),
         atomic_load(&S.inflight) - 1, hp_now() - S.started, S.io_threads,
-        ps.live, ps.busy, atomic_load(&S.offloaded), atomic_load(&S.inlined),
+        S.hosted ? "true" : "false", ps.live, ps.busy, atomic_load(&S.offloaded), atomic_load(&S.inlined),
         atomic_load(&S.coroutines), rs.runs, rs.waits, rs.active, rs.queued,
         rs.abandoned, atomic_load(&S.streams), max_streams(), ps.live, ps.busy,
         ps.max, ps.min, ps.idle, ps.queued, ps.share, ps.started, ps.retired);
@@ -1357,7 +1366,7 @@ static int stream_begin(hp_req *req)
     c->resp = r;
     atomic_store(&c->owners, 2);
     ctx_move(c, CTX_OFFLOADED, CTX_STREAMING);
-    MHD_resume_connection(req->conn); /* its event loop queues c->resp */
+    resume_conn(req->conn); /* its event loop queues c->resp */
     return 0;
 }
 
@@ -1653,7 +1662,7 @@ static void run_offloaded(struct hp_pool_job *job)
         return;
     }
     ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED); /* hands it back */
-    MHD_resume_connection(c->req.conn);
+    resume_conn(c->req.conn);
 }
 
 /* ---- the reactor (reactor.c) ----------------------------------------------
@@ -1804,7 +1813,7 @@ static void coroutine_done(struct hp_reactor_job *job)
 {
     struct ctx *c = ctx_of_rjob(job);
     ctx_move(c, CTX_OFFLOADED, CTX_ANSWERED);
-    MHD_resume_connection(c->req.conn);
+    resume_conn(c->req.conn);
 }
 
 static const struct hp_reactor_ops reactor_ops = {
@@ -1895,11 +1904,12 @@ static void stall_answer(struct hp_reactor_job *job,
     hp_buf_free(&msg);
 }
 
-/* The reactor held for over a second: what it has not started goes to
- * the handler threads, what waits there is answered 503 (any thread; a
- * no-op otherwise). */
+/* The reactor held for over a second: the event loop it hosts turns on
+ * the rescue thread, what it has not started goes to the handler threads,
+ * what waits there is answered 503 (any thread; a no-op otherwise). */
 static void reactor_stall(void)
 {
+    hp_reactor_rescue(); /* the event loop it hosts, if any */
     hp_reactor_reclaim(reclaimed);
     struct stall st = {.holder = ""};
     long n = hp_reactor_abandon(stall_answer, &st);
@@ -2494,6 +2504,11 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
                      MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    /* Hosted by the reactor (below): external-poll mode, and no
+     * inter-thread channel, since whoever resumes a connection from
+     * another thread pokes the reactor instead (resume_conn). */
+    if (S.hosted)
+        flags &= ~(unsigned)(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC);
     /* HTTPS (tls.c): libmicrohttpd does the handshake on connections the
      * listener adds just as it reads plain ones. */
     struct MHD_OptionItem tls[4];
@@ -2504,16 +2519,12 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
     /* Its event-loop threads run inline pages: the handler threads' guard
      * (pool.h) for them too, set as the default since libmicrohttpd
      * gives them no attributes of its own. */
-    int gerr = hp_pool_default_guard();
-    if (gerr)
-        hp_log_error("event-loop threads keep a one-page stack guard: %s",
-                     strerror(gerr));
     /* One event-loop thread: no pool (libmicrohttpd warns about a pool of
      * one), its own internal thread. */
     struct MHD_OptionItem pool[2] = {
         {MHD_OPTION_THREAD_POOL_SIZE, S.io_threads, NULL},
         {MHD_OPTION_END, 0, NULL}};
-    if (S.io_threads < 2)
+    if (S.io_threads < 2 || S.hosted)
         pool[0] = pool[1];
     unsigned each = cfg->conn_limit > UINT_MAX / 2 - 1024
                         ? UINT_MAX / 2
@@ -2530,6 +2541,120 @@ static struct MHD_Daemon *daemon_start(struct hp_config *cfg)
         MHD_OPTION_CONNECTION_LIMIT, room, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         hp_edge_mhd_memory(cfg), MHD_OPTION_ARRAY, pool, MHD_OPTION_ARRAY, tls,
         MHD_OPTION_END);
+}
+
+/* ---- one event loop on the reactor's thread -------------------------------
+ *
+ * A worker with one event-loop thread (the default: one worker per CPU)
+ * runs libmicrohttpd in external-poll mode on the reactor's thread
+ * (hp_reactor_host): a request a coroutine answers is read, run and
+ * written on one thread, with no wake-up of another thread between them
+ * (design.md, "One thread per worker"). libmicrohttpd's daemon is then
+ * not thread-safe: connections from the accept thread are queued here and
+ * added on the reactor's thread, and a connection resumed on another
+ * thread pokes the reactor, which turns the loop (there is no inter-thread
+ * channel). While a run holds the reactor, the rescue thread turns it.
+ */
+
+static struct {
+    pthread_mutex_t mu;
+    struct handoff {
+        int fd;
+        socklen_t len;
+        struct sockaddr_storage addr;
+    } *q;
+    size_t n, cap;
+} HQ = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* The listener's handoff (accept thread). */
+static enum MHD_Result hosted_handoff(int c, const struct sockaddr *addr,
+                                      socklen_t len)
+{
+    pthread_mutex_lock(&HQ.mu);
+    if (HQ.n == HQ.cap) {
+        size_t cap = HQ.cap ? HQ.cap * 2 : 64;
+        struct handoff *q = realloc(HQ.q, cap * sizeof *q);
+        if (!q) {
+            pthread_mutex_unlock(&HQ.mu);
+            close(c);
+            return MHD_NO;
+        }
+        HQ.q = q;
+        HQ.cap = cap;
+    }
+    struct handoff *h = &HQ.q[HQ.n++];
+    h->fd = c;
+    h->len = len <= sizeof h->addr ? len : (socklen_t)sizeof h->addr;
+    memcpy(&h->addr, addr, h->len);
+    pthread_mutex_unlock(&HQ.mu);
+    hp_reactor_poke();
+    return MHD_YES;
+}
+
+/* The hosted loop's turn (the reactor's thread, or the rescue thread). */
+static void hosted_turn(void)
+{
+    if (HQ.n) { /* read without the lock: a handoff missed now pokes */
+        pthread_mutex_lock(&HQ.mu);
+        size_t n = HQ.n;
+        struct handoff *q = HQ.q;
+        HQ.q = NULL;
+        HQ.n = HQ.cap = 0;
+        pthread_mutex_unlock(&HQ.mu);
+        for (size_t i = 0; i < n; i++)
+            if (MHD_add_connection(S.mhd, q[i].fd,
+                                   (struct sockaddr *)&q[i].addr,
+                                   q[i].len) != MHD_YES)
+                hp_listener_closed(); /* it closed the socket */
+        free(q);
+    }
+    MHD_run(S.mhd);
+}
+
+static int64_t hosted_next(void)
+{
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(S.mhd, &ms) != MHD_YES)
+        return 0;
+    return hp_now_ns() + (ms > 86400000 ? 86400000 : (int64_t)ms) * 1000000;
+}
+
+/* After daemon_start, before the listener hands anything over. */
+static void hosted_start(void)
+{
+    const union MHD_DaemonInfo *di =
+        MHD_get_daemon_info(S.mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    struct hp_reactor_loop loop = {.fd = di ? di->epoll_fd : -1,
+                                   .turn = hosted_turn,
+                                   .next_ns = hosted_next};
+    hp_listener_set_handoff(hosted_handoff);
+    hp_reactor_host(&loop);
+}
+
+/* Before MHD_stop_daemon: no turn runs from here on; connections handed
+ * over and never added are closed. */
+static void hosted_stop(void)
+{
+    if (!S.hosted)
+        return;
+    hp_reactor_host(NULL);
+    pthread_mutex_lock(&HQ.mu);
+    for (size_t i = 0; i < HQ.n; i++) {
+        close(HQ.q[i].fd);
+        hp_listener_closed();
+    }
+    free(HQ.q);
+    HQ.q = NULL;
+    HQ.n = HQ.cap = 0;
+    pthread_mutex_unlock(&HQ.mu);
+}
+
+/* Resume a suspended connection from any thread: its event loop sends
+ * what is queued. */
+static void resume_conn(struct MHD_Connection *conn)
+{
+    MHD_resume_connection(conn);
+    hp_reactor_poke(); /* the hosted loop has no inter-thread channel */
 }
 
 /*
@@ -2741,7 +2866,9 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     hp_cache_set_tiered(S.cache, tiered);
     hp_tplcache_start(S.root, S.dev, S.watch != NULL);
 
-    S.io_threads = H.io_threads ? H.io_threads : (unsigned)hp_cpus();
+    S.io_threads = H.io_threads         ? H.io_threads
+                   : cfg->io_threads > 0 ? (unsigned)cfg->io_threads
+                                         : (unsigned)hp_cpus();
     unstarted_init();
     struct hp_pool_opts po = {
         .min_threads = cfg->threads,
@@ -2761,10 +2888,20 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     }
     /* Coroutine stacks are handler stacks: --thread-stack-size. Without a
      * reactor every page still runs, on the handler threads. */
+    /* The event loops run inline pages, on the reactor's thread too when
+     * it hosts the loop: the handler threads' stack guard (pool.h), set
+     * as the default since libmicrohttpd gives its threads no attributes
+     * of their own. */
+    int gerr = hp_pool_default_guard();
+    if (gerr)
+        hp_log_error("event-loop threads keep a one-page stack guard: %s",
+                     strerror(gerr));
     if (cfg->coroutines && hp_reactor_start(cfg->thread_stack, &reactor_ops))
         hp_log_error("cannot start the reactor (%s): pages that wait on the "
                     "database run on the handler threads",
                     strerror(errno));
+    /* One event loop: the reactor's thread runs it (hosted_start). */
+    S.hosted = S.io_threads == 1 && hp_reactor_running();
     if (hp_edge_start(cfg, access_log_refused) < 0) {
         hp_reactor_stop();
         hp_pool_stop();
@@ -2789,15 +2926,18 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
         return 1;
     }
     if (redirect_start(cfg) < 0) {
-        MHD_stop_daemon(S.mhd);
+        MHD_stop_daemon(S.mhd); /* before hosted_start */
         hp_edge_stop();
         hp_reactor_stop();
         hp_pool_stop();
         teardown();
         return 1;
     }
+    if (S.hosted)
+        hosted_start();
     if (hp_listener_start(fd, S.mhd, cfg->conn_limit, each_second) < 0) {
         hp_redirect_stop();
+        hosted_stop();
         MHD_stop_daemon(S.mhd);
         hp_edge_stop();
         hp_reactor_stop();
@@ -3227,6 +3367,7 @@ int hp_serve(struct hp_config *cfg, const struct hp_server_hooks *hooks)
     wait_for_stop(&sigs);
     drain(cfg);
     hp_compile_kill_running(); /* and their children: nothing outlives us */
+    hosted_stop();
     MHD_stop_daemon(S.mhd);
     hp_edge_stop();
     hp_reactor_stop();

@@ -16,6 +16,7 @@
  * room, at most the idle timeout.
  */
 #include "stream.h"
+#include "reactor.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -88,6 +89,7 @@ static void unpark(struct hp_stream *s)
     if (s->parked && !s->gone) {
         s->parked = false;
         MHD_resume_connection(s->conn);
+        hp_reactor_poke(); /* a loop the reactor hosts */
     }
 }
 

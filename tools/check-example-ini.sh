@@ -26,13 +26,15 @@ ini=$2
 #   include-dir   next to the binary, else the source tree it was built from
 #   upload-dir    from $TMPDIR
 #   workers       one per CPU the server may use (auto)
+#   io-threads    the CPUs divided among the workers (auto)
 #   user, group   none (stay as started); group: the user's own
 #   pid-file      none
 #   error-log     standard error; the file shows "-"
 #   db            a SQLite file per document root under $XDG_DATA_HOME
 #   tls-cert, tls-key, tls-redirect, admin-token, health-allow,
 #   allowed-hosts none: the feature is off until set
-NOT_FIXED="docroot threads cache-dir include-dir upload-dir workers user group
+NOT_FIXED="docroot threads cache-dir include-dir upload-dir workers io-threads
+user group
 pid-file error-log db tls-cert tls-key tls-redirect admin-token health-allow
 allowed-hosts"
 

@@ -452,6 +452,11 @@ class Server:
             cmd.append("--no-fast-tier")
         if self.workers is not None:
             cmd += ["--workers", str(self.workers)]
+        # The whole suite again with one event loop per process, which the
+        # reactor's thread runs (make test runs part of it this way).
+        io = os.environ.get("HOTPUB_E2E_IO_THREADS")
+        if io and "--io-threads" not in self.args:
+            cmd += ["--io-threads", io]
         cmd += self.args
         cmd.append(self.root)
         return cmd

@@ -634,6 +634,87 @@ def test_coroutines_false_keeps_pages_on_the_handler_threads():
         check_eq(status(s)["coroutines"], 0, "coroutine runs")
 
 
+
+def test_one_event_loop_runs_on_the_reactors_thread():
+    """--io-threads 1: status.json says the reactor's thread runs the event
+    loop; with two event loops, or --coroutines false, it does not. On it,
+    waits still overlap (8 requests of 0.5 s each in well under 4 s), and a
+    page a handler thread answers (its first run, while it compiles) is
+    sent at once: the handler thread pokes the reactor."""
+    need_pg()
+    for args, want in ((["--io-threads", "1"], True),
+                       (["--io-threads", "2"], False),
+                       (["--io-threads", "1", "--coroutines", "false"],
+                        False)):
+        with pg_server(["--workers", "0"] + args,
+                       files={"h.c": harness.simple_page("hi")}) as s:
+            st_ = status(s)
+            check_eq((st_["io_threads"], st_["loop_on_reactor"]),
+                     (1 if "1" in args else 2, want), "with %r" % args)
+            if not want:
+                continue
+            t0 = time.monotonic()
+            check_eq(s.get_ok("/h").text, "hi", "a page's first run")
+            check(time.monotonic() - t0 < limit(5.0), "it took %.1f s"
+                  % (time.monotonic() - t0))
+            promote(s)
+            out, took = parallel(s, ["/q?s=0.5"] * 8)
+            check(all(r is not None and r.status == 200 for r in out),
+                  "the eight: %r" % [r and r.status for r in out])
+            check(took < limit(2.5), "eight 0.5 s waits took %.1f s" % took)
+
+
+def test_one_event_loop_takes_many_connections_at_once():
+    """--io-threads 1: 300 connections opened at once (the accept thread
+    queues them for the reactor's thread, which adds them to
+    libmicrohttpd) are each answered."""
+    with Server(files={"a.txt": "x" * 100},
+                args=["--workers", "0", "--io-threads", "1",
+                      "--connection-limit", "1000"]) as s:
+        out = [None] * 300
+
+        def one(i):
+            try:
+                out[i] = s.request("/a.txt", headers={"Connection": "close"},
+                                   timeout=20)
+            except Exception:  # noqa: BLE001 - reported as None
+                out[i] = None
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(300)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        bad = [r and r.status for r in out if r is None or r.status != 200]
+        check_eq(bad, [], "connections not answered 200")
+
+
+def test_one_event_loop_is_served_while_a_run_holds_the_reactor():
+    """--io-threads 1, --workers 0, dev mode: a run spins for ever on the
+    reactor, which also runs the event loop. Once it has held it a second,
+    the rescue thread runs the loop: a static file, a page on the handler
+    threads and a request for the spinning page (reclaimed to a handler
+    thread) are answered within about 2 s, and again later."""
+    need_pg()
+    s = pg_server(["--workers", "0", "--io-threads", "1",
+                   "--handler-timeout", "30"],
+                  files={"a.txt": "static", "h.c": harness.simple_page("hi")})
+    s.start()
+    try:
+        check_eq(status(s)["loop_on_reactor"], True, "loop_on_reactor")
+        s.get_ok("/h")
+        promote(s)
+        spin = harness.BackgroundRequest(s.port, "/q?spin=1", timeout=60)
+        spin.start()
+        time.sleep(0.2)
+        for round_ in (1, 2):
+            out, took = parallel(s, ["/a.txt", "/h", "/q"], timeout=10)
+            check_eq([r and r.status for r in out], [200, 200, 200],
+                     "round %d while the reactor is held" % round_)
+            check_eq(out[0].text, "static", "the static file")
+            check(took < limit(3.0), "round %d took %.1f s" % (round_, took))
+    finally:
+        s.kill()  # the spinning run never ends: no clean stop to check
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,
