@@ -2743,7 +2743,7 @@ static void config_keys(void)
     struct hp_config c;
     hp_config_defaults(&c);
     CHECK(c.db == NULL && c.db_pool_size == 0);
-    CHECK(c.db_acquire_timeout == 5000 && c.db_max_lifetime == 3600 &&
+    CHECK(hp_config_db_acquire_ms(&c) == 5000 && c.db_max_lifetime == 3600 &&
           c.db_statement_cache == 64);
     CHECK(cfg_ok(&c, "db", "sqlite:/var/lib/x.db"));
     CHECK_STR(c.db, "sqlite:/var/lib/x.db");
