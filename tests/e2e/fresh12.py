@@ -514,7 +514,13 @@ def test_fresh12_probe_alone_production_spinners_batch_answered():
     FRESH12-3: the process exits 70 and the three get an answer (200 or
     503), not a dropped connection."""
     need_pg()
-    s = pg_server(["--workers", "0", "--handler-timeout", "2"])
+    # Two event loops: the requests reach the reactor's queue while the
+    # 30 ms block holds it. With one, the reactor's thread runs the loop
+    # and reads them only after the block, when the page has been sent to
+    # the handler threads: the spinner spins there, which --handler-timeout
+    # does not bound without worker processes, and the process never exits.
+    s = pg_server(["--workers", "0", "--handler-timeout", "2",
+                   "--io-threads", "2"])
     s.dev = False
     s.start()
     try:
