@@ -512,17 +512,7 @@ def test_pool_wait_bounded_by_handler_timeout(eng):
         holder.start()
         wait_until(lambda: pools(s)["default"]["in_use"] == 1, 5) or \
             fail("the holder never took the connection")
-        waiters = [BackgroundRequest(s.port, "/h/fast") for _ in range(3)]
-        for w in waiters:
-            w.start()
-        res = [w.join_result(15) for w in waiters]
-        took = [w.elapsed() for w in waiters]
-        check_eq([r.status for r in res], [503] * 3,
-                 "waiters' statuses (took %s)" % took)
-        check(all(1.2 <= t < 2.0 for t in took),
-              "503s after %s s, want before the 2 s handler timeout" % took)
-        for r in res:
-            check_eq(r.header("Retry-After"), "1", "Retry-After")
+        harness.bounded_503s(s.port, "/h/fast")
         check_eq(holder.join_result(15).status, 200, "the holder's status")
         check_eq(s.get("/h/fast").status, 200, "after the holder")
         check(wait_until(lambda: metric(
@@ -536,6 +526,36 @@ def test_pool_wait_bounded_by_handler_timeout(eng):
                  "bounded the wait")
         check_in("--db-acquire-timeout (5000 ms) is not below "
                  "--handler-timeout (2 s)", log, "start-up warning")
+
+
+def test_pg_connect_bounded_by_handler_timeout(eng):
+    """Opening a PostgreSQL connection in a free slot is bounded like the
+    pool's wait (docs/database.md, the pool): --db-acquire-timeout 5000,
+    --handler-timeout 2, the database a listener that accepts and never
+    answers: each request answers 503 with Retry-After before 2 s, and no
+    worker is replaced as hung. Needs no PostgreSQL server: runs once."""
+    if eng.pg:
+        raise Skip("needs no PostgreSQL server: runs with the sqlite param")
+    with harness.SilentListener() as hole:
+        s = Server(files={"h.c": STREAM_HOLDER}, start=False)
+        s.args += ["--db", "postgresql://u@127.0.0.1:%d/x" % hole.port,
+                   "--no-dev", "--db-pool-size", "4",
+                   "--db-acquire-timeout", "5000",
+                   "--handler-timeout", "2"] + ONE_PROCESS
+        s.start()
+        with s:
+            # the worker's start-up tries the database (its own bounds,
+            # about 10 s here) before it serves
+            check_eq(s.request("/_hotpub/status.json", timeout=30).status,
+                     200, "the worker serves")
+            harness.bounded_503s(s.port, "/h/fast")
+            check(hole.accepted >= 3, "the listener accepted %d connections"
+                  % hole.accepted)
+            log = s.stderr()
+            check("will be replaced" not in log and "stuck past" not in log,
+                  "the watchdog saw a stuck handler: %s" % log[-1500:])
+            check_in("cut short of connect_timeout", log,
+                     "the log says the handler timeout cut the connect")
 
 
 def test_session_state_not_leaked(eng):
