@@ -266,6 +266,82 @@ def test_connect_on_the_reactor_ends_before_the_handler_timeout():
                   "a worker replaced: %s" % log[-1500:])
 
 
+# /s: a query on the default pool (the page runs on the reactor); with
+# ?lite=1, SQLite's write lock on a pool on $LITE_URL (BEGIN IMMEDIATE),
+# held across a pg_sleep(?s=) when given, then COMMIT.
+LITE_PAGE = harness.page(r'''
+static hp_db_pool *lite;
+
+HP_HANDLER(http_handler)
+{
+    char *err = NULL;
+    hp_db *pg = hp_db(req);
+    if (hp_db_exec(pg, "SELECT 1") != HP_OK)
+        return 500;
+    if (!hp_arg(req, "lite")) {
+        hp_puts(req, "ok");
+        return HP_OK;
+    }
+    if (!lite)
+        lite = hp_db_pool_open(getenv("LITE_URL"),
+                               &(struct hp_db_pool_opts){.name = "lite"}, NULL);
+    hp_db *l = hp_db_pool_acquire(lite, &err);
+    if (!l)
+        return 500;
+    const char *s = hp_arg(req, "s");
+    int ok = hp_db_exec(l, "BEGIN IMMEDIATE") == HP_OK &&
+             hp_db_exec(l, "CREATE TABLE IF NOT EXISTS t (v)") == HP_OK &&
+             (!s || hp_db_exec(pg, "SELECT pg_catalog.pg_sleep($1)::text",
+                               s) == HP_OK) &&
+             hp_db_exec(l, "COMMIT") == HP_OK;
+    hp_puts(req, ok ? "ok" : "ERR ");
+    if (!ok)
+        hp_puts(req, hp_db_error(l));
+    hp_db_pool_release(l);
+    return ok ? HP_OK : 500;
+}
+''', includes="#include <stdlib.h>")
+
+
+def test_sqlite_lock_waiter_on_the_reactor_lets_the_holder_commit():
+    """Two requests on the reactor: one holds SQLite's write lock while it
+    waits 1 s on PostgreSQL, the other wants the lock meanwhile. The
+    waiter parks (it does not sleep the reactor's thread, which the holder
+    needs to go on and commit): both answer 200, the waiter as soon as the
+    holder commits."""
+    need_pg()
+    tmp = harness.tempfile.mkdtemp(prefix="hotpub-e2e-lite-")
+    s = Server(files={"s.c": LITE_PAGE},
+               args=["--db", PG_URL, "--workers", "1"],
+               env={"LITE_URL": "sqlite:" + os.path.join(tmp, "lite.db")})
+    with s:
+        # on the handler threads first: the pool's two connections opened
+        # (the file, WAL) there, not on the reactor, whose placement sends
+        # a page that holds it that long back to the threads
+        warm = harness.BackgroundRequest(s.port, "/s?lite=1&s=0.3")
+        warm.start()
+        time.sleep(0.1)
+        check_eq(s.get_ok("/s?lite=1").status, 200, "warm-up")
+        check_eq(warm.join_result(20).status, 200, "warm-up holder")
+        promote(s, "/s")
+        before = status(s)["coroutines"]
+        holder = harness.BackgroundRequest(s.port, "/s?lite=1&s=1",
+                                           timeout=20)
+        holder.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        r = s.request("/s?lite=1", timeout=20)
+        took = time.monotonic() - t0
+        h = holder.join_result(20)
+        check_eq((h.status, h.text), (200, "ok"), "the holder")
+        check_eq((r.status, r.text), (200, "ok"), "the waiter")
+        check(took < limit(1.2), "the waiter took %.2f s (the holder "
+              "committed about 0.7 s after it came)" % took)
+        check(status(s)["coroutines"] >= before + 2,
+              "the requests did not run on the reactor")
+    harness.shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_other_requests_go_on_while_one_waits_long():
     """One request waits 1.5 s on the reactor; meanwhile forty short ones
     on the same page answer, each well before it."""
