@@ -294,9 +294,11 @@ HP_HANDLER(http_handler)
              (!s || hp_db_exec(pg, "SELECT pg_catalog.pg_sleep($1)::text",
                                s) == HP_OK) &&
              hp_db_exec(l, "COMMIT") == HP_OK;
-    hp_puts(req, ok ? "ok" : "ERR ");
-    if (!ok)
-        hp_puts(req, hp_db_error(l));
+    if (ok)
+        hp_puts(req, "ok");
+    else /* the failure is l's or pg's: the other's error is NULL */
+        hp_printf(req, "ERR %s%s", hp_db_error(l) ? hp_db_error(l) : "",
+                  hp_db_error(pg) ? hp_db_error(pg) : "");
     hp_db_pool_release(l);
     return ok ? HP_OK : 500;
 }
