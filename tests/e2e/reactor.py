@@ -313,35 +313,37 @@ def test_sqlite_lock_waiter_on_the_reactor_lets_the_holder_commit():
     holder commits."""
     need_pg()
     tmp = harness.tempfile.mkdtemp(prefix="hotpub-e2e-lite-")
-    s = Server(files={"s.c": LITE_PAGE},
-               args=["--db", PG_URL, "--workers", "1"],
-               env={"LITE_URL": "sqlite:" + os.path.join(tmp, "lite.db")})
-    with s:
-        # on the handler threads first: the pool's two connections opened
-        # (the file, WAL) there, not on the reactor, whose placement sends
-        # a page that holds it that long back to the threads
-        warm = harness.BackgroundRequest(s.port, "/s?lite=1&s=0.3")
-        warm.start()
-        time.sleep(0.1)
-        check_eq(s.get_ok("/s?lite=1").status, 200, "warm-up")
-        check_eq(warm.join_result(20).status, 200, "warm-up holder")
-        promote(s, "/s")
-        before = status(s)["coroutines"]
-        holder = harness.BackgroundRequest(s.port, "/s?lite=1&s=1",
-                                           timeout=20)
-        holder.start()
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        r = s.request("/s?lite=1", timeout=20)
-        took = time.monotonic() - t0
-        h = holder.join_result(20)
-        check_eq((h.status, h.text), (200, "ok"), "the holder")
-        check_eq((r.status, r.text), (200, "ok"), "the waiter")
-        check(took < limit(1.2), "the waiter took %.2f s (the holder "
-              "committed about 0.7 s after it came)" % took)
-        check(status(s)["coroutines"] >= before + 2,
-              "the requests did not run on the reactor")
-    harness.shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        s = Server(files={"s.c": LITE_PAGE},
+                   args=["--db", PG_URL, "--workers", "1"],
+                   env={"LITE_URL": "sqlite:" + os.path.join(tmp, "lite.db")})
+        with s:
+            # on the handler threads first: the pool's two connections opened
+            # (the file, WAL) there, not on the reactor, whose placement sends
+            # a page that holds it that long back to the threads
+            warm = harness.BackgroundRequest(s.port, "/s?lite=1&s=0.3")
+            warm.start()
+            time.sleep(0.1)
+            check_eq(s.get_ok("/s?lite=1").status, 200, "warm-up")
+            check_eq(warm.join_result(20).status, 200, "warm-up holder")
+            promote(s, "/s")
+            before = status(s)["coroutines"]
+            holder = harness.BackgroundRequest(s.port, "/s?lite=1&s=1",
+                                               timeout=20)
+            holder.start()
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            r = s.request("/s?lite=1", timeout=20)
+            took = time.monotonic() - t0
+            h = holder.join_result(20)
+            check_eq((h.status, h.text), (200, "ok"), "the holder")
+            check_eq((r.status, r.text), (200, "ok"), "the waiter")
+            check(took < limit(1.2), "the waiter took %.2f s (the holder "
+                  "committed about 0.7 s after it came)" % took)
+            check(status(s)["coroutines"] >= before + 2,
+                  "the requests did not run on the reactor")
+    finally:
+        harness.shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_other_requests_go_on_while_one_waits_long():
