@@ -49,6 +49,7 @@ struct sq_conn {
     char denied[16]; /* the operation the authorizer denied, or ""       */
     int busy_ms;     /* the busy timeout on_busy applies                 */
     int64_t busy_until;     /* this lock wait's end (on_busy)            */
+    bool busy_cut;          /* ... given up at the handler's bound       */
     unsigned long gen_seen; /* lk_gen before the attempt that met a lock */
 };
 
@@ -151,7 +152,12 @@ static bool lock_wait(unsigned long seen, int64_t until)
 
 /* SQLite's busy handler: 1 to try the lock again, 0 to give up (the
  * statement fails with SQLITE_BUSY). The naps are SQLite's own
- * (sqliteDefaultBusyCallback), cut short by a release in this process. */
+ * (sqliteDefaultBusyCallback), cut short by a release in this process.
+ * The wait ends at the busy timeout or at the handler's bound (wait.h's
+ * hp_wait_bound: --handler-timeout less its margin), whichever comes
+ * first, as the pool's wait does: a lock held too long is contention, not
+ * a stuck page, and gets the request a 503 (busy_cut), not the watchdog's
+ * 504 and a replaced worker. */
 static int on_busy(void *arg, int count)
 {
     static const int naps[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
@@ -159,11 +165,17 @@ static int on_busy(void *arg, int count)
     int64_t now = hp_now_ns();
     if (count == 0)
         s->busy_until = now + (int64_t)s->busy_ms * 1000000;
-    if (now >= s->busy_until)
+    int64_t end = s->busy_until, bound = hp_wait_bound();
+    bool cut = bound && bound < end;
+    if (cut)
+        end = bound;
+    if (now >= end) {
+        s->busy_cut = cut;
         return 0;
+    }
     int n = (int)(sizeof naps / sizeof *naps);
     int64_t until = now + (int64_t)naps[count < n ? count : n - 1] * 1000000;
-    if (!lock_wait(s->gen_seen, until < s->busy_until ? until : s->busy_until))
+    if (!lock_wait(s->gen_seen, until < end ? until : end))
         return 0;
     s->gen_seen = atomic_load(&lk_gen);
     return 1;
@@ -173,6 +185,7 @@ static int on_busy(void *arg, int count)
 static void attempt(struct sq_conn *s)
 {
     s->gen_seen = atomic_load(&lk_gen);
+    s->busy_cut = false;
 }
 
 /* After one: a connection without a transaction holds no lock now. */
@@ -270,6 +283,8 @@ static void fail_code(hp_db *db, int code, const char *msg)
         return;
     }
     hp_db__fail(db, msg, sqlstate_of(code, msg), code);
+    db->wait_cut = (code & 0xff) == SQLITE_BUSY && s->busy_cut;
+    s->busy_cut = false;
 }
 
 static void fail_conn(hp_db *db)

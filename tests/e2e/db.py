@@ -528,6 +528,30 @@ def test_pool_wait_bounded_by_handler_timeout(eng):
                  "--handler-timeout (2 s)", log, "start-up warning")
 
 
+def test_sqlite_lock_wait_bounded_by_handler_timeout(eng):
+    """SQLite's busy wait for the database's write lock is bounded like the
+    pool's wait (docs/database.md): a POST holds the lock 3.5 s, flushing
+    (so it is not stuck), --handler-timeout 2: three POSTs wanting the
+    lock answer 503 with Retry-After before 2 s, not the watchdog's 504,
+    no worker is replaced, and the holder commits."""
+    if eng.pg:
+        raise Skip("SQLite only")
+    with db_server(eng, {"h.c": STREAM_HOLDER},
+                   ONE_PROCESS + ["--no-dev", "--handler-timeout", "2"]) as s:
+        check_eq(s.post("/h/fast", "").status, 200, "warm-up")
+        holder = BackgroundRequest(s.port, "/h/hold", method="POST",
+                                   body=b"")
+        holder.start()
+        time.sleep(0.3)
+        harness.bounded_503s(s.port, "/h/fast", method="POST")
+        check_eq(holder.join_result(15).status, 200, "the holder's status")
+        check_eq(s.post("/h/fast", "").status, 200, "after the holder")
+        log = s.stderr()
+        check("will be replaced" not in log and "stuck past" not in log,
+              "the watchdog saw a stuck handler: %s" % log[-1500:])
+        check_in("cut short of the busy timeout", log, "the log says why")
+
+
 def test_pg_connect_bounded_by_handler_timeout(eng):
     """Opening a PostgreSQL connection in a free slot is bounded like the
     pool's wait (docs/database.md, the pool): --db-acquire-timeout 5000,

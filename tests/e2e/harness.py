@@ -728,13 +728,16 @@ class BackgroundRequest(threading.Thread):
         return self.response
 
 
-def bounded_503s(port, path, n=3, before=2.0, after=1.2, timeout=20):
+def bounded_503s(port, path, n=3, before=2.0, after=1.2, timeout=20,
+                 method="GET"):
     """FRESH17-2: n requests of path at once, each held by a wait the
     server bounds by --handler-timeout (docs/database.md, "The wait ends
     before --handler-timeout"): each must answer 503 with Retry-After: 1,
     after `after` s (it did wait) and before `before` s (the handler
     timeout), not the watchdog's 504. The responses, in order."""
-    ws = [BackgroundRequest(port, path, timeout=timeout) for _ in range(n)]
+    body = b"" if method == "POST" else None
+    ws = [BackgroundRequest(port, path, method=method, body=body,
+                            timeout=timeout) for _ in range(n)]
     for w in ws:
         w.start()
     res = [w.join_result(timeout) for w in ws]
