@@ -71,6 +71,8 @@ static void log_failure(hp_db *db, const char *sql)
                  LOG_SQL_MAX, sql, strlen(sql) > LOG_SQL_MAX ? "..." : "");
 }
 
+static void wait_cut(hp_db *db);
+
 /* A failed statement: count it, log it, and on a request's handle remember
  * that the transaction can only roll back now (PostgreSQL's rule, applied
  * to SQLite too so an application behaves the same on both). That holds
@@ -89,6 +91,8 @@ static void note_failure(hp_db *db, const char *sql)
     if (db->tx != TX_NONE)
         db->failed = true;
     log_failure(db, sql);
+    if (db->wait_cut && db->req)
+        wait_cut(db);
 }
 
 static bool is_pg(const hp_db *db)
@@ -852,10 +856,14 @@ static int rd_commit(void *arg)
     return HP_OK;
 }
 
+/* msg set (wait_cut): the request answers 503, as for a busy pool. */
 static void rd_rollback(void *arg)
 {
     struct req_db *rd = arg;
     rollback_tx(rd->db);
+    if (rd->msg)
+        respond_plain(rd->req, 503,
+                      dev_bodies && !rd->req->foreign_host ? rd->msg : NULL);
 }
 
 /* The real COMMIT, after every module's commit hook agreed. If it fails
@@ -892,6 +900,27 @@ static struct req_db *find_enlisted(hp_req *req, hp_db_pool *pool)
             return r->arg;
     }
     return NULL;
+}
+
+/*
+ * A statement of the request waited for the database's lock (SQLite's
+ * busy wait) until the handler's bound cut it (db_sqlite.c on_busy): the
+ * request answers 503 with Retry-After, whatever the handler returns, as
+ * when the pool's wait is cut (docs/database.md): contention, not a stuck
+ * page, so not the watchdog's 504 and a replaced worker.
+ */
+static void wait_cut(hp_db *db)
+{
+    struct req_db *rd = find_enlisted(db->req, db->pool);
+    if (!rd || rd->msg)
+        return;
+    rd->msg = hp_strdup(rd->req, "database busy: its lock was held by another "
+                                 "request past the handler timeout's bound");
+    rd->req->forced_status = 503;
+    hp_log_error("db: %s: pool %s: the database's lock was not had before "
+                 "the handler timeout (the wait was cut short of the busy "
+                 "timeout to answer within --handler-timeout): 503",
+                 rd->req->target.path, db->pool->name);
 }
 
 static bool unsafe_method(hp_req *req)

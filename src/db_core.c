@@ -25,6 +25,7 @@ void hp_db__clear_error(hp_db *db)
     db->errmsg = NULL;
     db->sqlstate[0] = '\0';
     db->errcode = 0;
+    db->wait_cut = false;
 }
 
 void hp_db__fail(hp_db *db, const char *msg, const char *sqlstate, int code)

@@ -97,6 +97,10 @@ struct hp_db {
     char *errmsg;
     char sqlstate[6];
     int errcode;
+    /* Its failure was a lock wait that the handler's bound (wait.h's
+     * hp_wait_bound) cut short: set by the driver after hp_db__fail; the
+     * request then answers 503 (db.c). */
+    bool wait_cut;
     long long changes;
     hp_db_res *results; /* open results, freed at release            */
 };

@@ -119,6 +119,7 @@ struct pg_conn {
     bool aborted;            /* a read on its own failed: refuse the rest */
     bool copy;               /* a statement started a COPY: dropped      */
     bool timed_out;          /* a wait for the server failed: dropped    */
+    int64_t until;           /* while connecting: the waits' deadline     */
     unsigned long waits;     /* round trips so far (hp_db__pg_round_trips) */
     int enc;                 /* PQclientEncoding when mb was last named  */
     enum hp_db_lex_mb mb;    /* ... its kind (0, SQL_ASCII, is NONE)     */
@@ -285,7 +286,7 @@ static int flush_out(struct pg_conn *pc)
 {
     int f;
     while ((f = PQflush(pc->c)) == 1)
-        if (hp_wait_fd(PQsocket(pc->c), POLLOUT, 0) != 1) {
+        if (hp_wait_fd(PQsocket(pc->c), POLLOUT, pc->until) != 1) {
             wait_failed(pc);
             return -2;
         }
@@ -299,7 +300,7 @@ static bool await_result(struct pg_conn *pc)
     if (pc->timed_out || flush_out(pc) == -2)
         return false; /* a failed write: PQgetResult says so */
     while (PQisBusy(pc->c)) {
-        if (hp_wait_fd(PQsocket(pc->c), POLLIN, 0) != 1)
+        if (hp_wait_fd(PQsocket(pc->c), POLLIN, pc->until) != 1)
             return wait_failed(pc);
         if (!PQconsumeInput(pc->c))
             break; /* the connection is lost: PQgetResult says so */
@@ -449,12 +450,25 @@ static int connect_secs(PGconn *c, int secs)
  * (libpq's "Connecting" protocol; PQsocket may change as it tries another
  * address). PQconnectPoll does not apply connect_timeout itself: the
  * deadline here does, over the whole attempt (libpq's is per address), and
- * ends as libpq's words for it ("timeout expired"); a hook's earlier
- * deadline (the request's time) ends it with "timed out waiting for
- * PostgreSQL". NULL with *err set on failure.
+ * ends as libpq's words for it ("timeout expired"). The handler's bound
+ * (wait.h's hp_wait_bound: --handler-timeout less its margin) cuts it
+ * when it comes first, so that a database that takes the connection and
+ * never answers gets the page its 503 in time, not the watchdog's 504 and
+ * a replaced worker; *until is the deadline in force (0: none), for the
+ * rest of the connect (init SQL, the isolation question). A hook's own
+ * earlier deadline (the reactor's job) ends it with "timed out waiting
+ * for PostgreSQL". NULL with *err set on failure.
+ *
+ * Not bounded: the host name's resolution. libpq resolves it with
+ * getaddrinfo(3), synchronously, inside PQconnectStartParams and
+ * PQconnectPoll (for each host of a list), on this thread (the reactor's,
+ * for a coroutine): a resolver that does not answer holds the thread for
+ * its own timeouts (resolv.conf: 5 s per try by default). A hostaddr= in
+ * the URL (with host= kept for TLS and Kerberos) skips the lookup
+ * (docs/database.md, "Known limitations").
  */
 static PGconn *connect_wait(const char *const *keys, const char *const *vals,
-                            int secs, char **err)
+                            int secs, int64_t *until, char **err)
 {
     PGconn *c = PQconnectStartParams(keys, vals, 1);
     if (!c) {
@@ -462,7 +476,13 @@ static PGconn *connect_wait(const char *const *keys, const char *const *vals,
         return NULL;
     }
     secs = connect_secs(c, secs);
-    int64_t deadline = secs ? hp_now_ns() + secs * 1000000000LL : 0;
+    int64_t now = hp_now_ns();
+    int64_t deadline = secs ? now + secs * 1000000000LL : 0;
+    int64_t bound = hp_wait_bound();
+    bool cut = bound && (!deadline || bound < deadline);
+    if (cut)
+        deadline = bound > now ? bound : now;
+    *until = deadline;
     PostgresPollingStatusType st = PQstatus(c) == CONNECTION_BAD
                                        ? PGRES_POLLING_FAILED
                                        : PGRES_POLLING_WRITING;
@@ -471,9 +491,11 @@ static PGconn *connect_wait(const char *const *keys, const char *const *vals,
         short ev = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
         int w = hp_wait_fd(PQsocket(c), ev, deadline);
         if (w != 1) {
-            why = w == 0 && deadline && hp_now_ns() >= deadline
-                      ? "timeout expired"
-                      : "timed out waiting for PostgreSQL";
+            bool ours = w == 0 && deadline && hp_now_ns() >= deadline;
+            why = !ours  ? "timed out waiting for PostgreSQL"
+                  : !cut ? "timeout expired"
+                         : "connecting was cut short of connect_timeout to "
+                           "answer within --handler-timeout";
             break;
         }
         st = PQconnectPoll(c);
@@ -506,12 +528,14 @@ static int pg_connect(hp_db *db, const char *url, const char *init_sql,
                                 "client_encoding", "dbname", NULL};
     const char *const vals[] = {timeout, "hotpub", "UTF8", url, NULL};
 
-    PGconn *c = connect_wait(keys, vals, secs, err);
+    int64_t until = 0;
+    PGconn *c = connect_wait(keys, vals, secs, &until, err);
     if (!c)
         return -1;
     PQsetNoticeReceiver(c, on_notice, NULL);
     struct pg_conn *pc = hp_xcalloc(1, sizeof *pc);
     pc->c = c;
+    pc->until = until; /* the connect's deadline, for its queries too */
     if (init_sql && run_init(pc, init_sql, err) < 0) {
         PQfinish(c);
         free(pc);
@@ -520,6 +544,7 @@ static int pg_connect(hp_db *db, const char *url, const char *init_sql,
     int v = PQserverVersion(c);
     pc->xid_sql = v >= 130000 ? XID_SQL_13 : v >= 90600 ? XID_SQL_96 : NULL;
     pc->ro_reads = ro_reads_possible(pc);
+    pc->until = 0; /* a request's statements: the scheduler's deadline */
     if (pc->timed_out) {
         *err = hp_xstrdup("timed out waiting for PostgreSQL");
         PQfinish(c);

@@ -24,10 +24,13 @@
  * checkout whether the path still names that file.
  */
 #include "db_drivers.h"
+#include "wait.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +47,153 @@ struct sq_conn {
     ino_t ino;
     bool guard;      /* a request's transaction is open: no BEGIN/COMMIT */
     char denied[16]; /* the operation the authorizer denied, or ""       */
+    int busy_ms;     /* the busy timeout on_busy applies                 */
+    int64_t busy_until;     /* this lock wait's end (on_busy)            */
+    bool busy_cut;          /* ... given up at the handler's bound       */
+    unsigned long gen_seen; /* lk_gen before the attempt that met a lock */
 };
+
+/* ---- waiting for the database's lock ---------------------------------------
+ *
+ * A statement that meets another connection's lock (SQLITE_BUSY) waits in
+ * on_busy, SQLite's busy handler, for up to the busy timeout. SQLite's own
+ * handler sleeps and retries (1, 2, 5 ... 100 ms); a lock held by another
+ * process can only be polled so (SQLite has no wake-up across processes),
+ * but a lock held by a connection of this process ends in this file: every
+ * statement, script or close that leaves its connection without a
+ * transaction (COMMIT, ROLLBACK, an autocommit statement done) calls
+ * locks_released, which counts it (lk_gen) and wakes the waiters at once:
+ * those on handler threads sleep on lk_cv, those on a coroutine park on
+ * their scheduler's ticket (hp_wait_park), so that the holder, if it is a
+ * coroutine of the same reactor thread, can run and commit. Each waiter
+ * still wakes at SQLite's schedule, for the other processes.
+ *
+ * One count for all the files of the process: a commit to another file is
+ * a wasted retry, not a missed one. lk_gen is read before each attempt
+ * (gen_seen): a commit between the attempt that met the lock and the wait
+ * is seen as a changed lk_gen, not slept through. locks_released's first
+ * test is one atomic load of lk_waiting: nothing else without waiters.
+ */
+static pthread_mutex_t lk_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lk_cv;
+static pthread_once_t lk_once = PTHREAD_ONCE_INIT;
+static atomic_ulong lk_gen;
+static atomic_int lk_waiting;
+struct lk_parked {
+    struct lk_parked *next;
+    struct hp_wait_ticket ticket;
+};
+static struct lk_parked *lk_parked; /* under lk_mu */
+
+static void lk_init(void)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&lk_cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+static void locks_released(void)
+{
+    atomic_fetch_add(&lk_gen, 1);
+    if (atomic_load(&lk_waiting) == 0)
+        return;
+    pthread_once(&lk_once, lk_init);
+    pthread_mutex_lock(&lk_mu);
+    pthread_cond_broadcast(&lk_cv);
+    for (struct lk_parked *w = lk_parked, *next; w; w = next) {
+        next = w->next;
+        hp_wait_unpark(&w->ticket); /* never blocks */
+    }
+    lk_parked = NULL;
+    pthread_mutex_unlock(&lk_mu);
+}
+
+/* Until lk_gen is not seen any more, or until (CLOCK_MONOTONIC ns). false:
+ * the scheduler ended the wait before either (the job's own deadline
+ * passed, or it was given up): the lock is not to be waited for again. */
+static bool lock_wait(unsigned long seen, int64_t until)
+{
+    struct lk_parked w = {0};
+    bool go_on = true;
+    pthread_once(&lk_once, lk_init);
+    atomic_fetch_add(&lk_waiting, 1);
+    pthread_mutex_lock(&lk_mu);
+    if (atomic_load(&lk_gen) != seen) {
+        pthread_mutex_unlock(&lk_mu);
+    } else if (hp_wait_hooked() && hp_wait_ticket(&w.ticket)) {
+        w.next = lk_parked;
+        lk_parked = &w;
+        pthread_mutex_unlock(&lk_mu);
+        int rc = hp_wait_park(&w.ticket, until);
+        if (rc != 1) {
+            go_on = rc == 0 && hp_now_ns() >= until;
+            /* the deadline: off the list, unless an unpark took it */
+            pthread_mutex_lock(&lk_mu);
+            for (struct lk_parked **pp = &lk_parked; *pp; pp = &(*pp)->next)
+                if (*pp == &w) {
+                    *pp = w.next;
+                    break;
+                }
+            pthread_mutex_unlock(&lk_mu);
+        }
+    } else {
+        struct timespec ts = {(time_t)(until / 1000000000),
+                              (long)(until % 1000000000)};
+        while (atomic_load(&lk_gen) == seen && hp_now_ns() < until)
+            if (pthread_cond_timedwait(&lk_cv, &lk_mu, &ts) == ETIMEDOUT)
+                break;
+        pthread_mutex_unlock(&lk_mu);
+    }
+    atomic_fetch_sub(&lk_waiting, 1);
+    return go_on;
+}
+
+/* SQLite's busy handler: 1 to try the lock again, 0 to give up (the
+ * statement fails with SQLITE_BUSY). The naps are SQLite's own
+ * (sqliteDefaultBusyCallback), cut short by a release in this process.
+ * The wait ends at the busy timeout or at the handler's bound (wait.h's
+ * hp_wait_bound: --handler-timeout less its margin), whichever comes
+ * first, as the pool's wait does: a lock held too long is contention, not
+ * a stuck page, and gets the request a 503 (busy_cut), not the watchdog's
+ * 504 and a replaced worker. */
+static int on_busy(void *arg, int count)
+{
+    static const int naps[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
+    struct sq_conn *s = arg;
+    int64_t now = hp_now_ns();
+    if (count == 0)
+        s->busy_until = now + (int64_t)s->busy_ms * 1000000;
+    int64_t end = s->busy_until, bound = hp_wait_bound();
+    bool cut = bound && bound < end;
+    if (cut)
+        end = bound;
+    if (now >= end) {
+        s->busy_cut = cut;
+        return 0;
+    }
+    int n = (int)(sizeof naps / sizeof *naps);
+    int64_t until = now + (int64_t)naps[count < n ? count : n - 1] * 1000000;
+    if (!lock_wait(s->gen_seen, until < end ? until : end))
+        return 0;
+    s->gen_seen = atomic_load(&lk_gen);
+    return 1;
+}
+
+/* Before a statement that may meet a lock (see above). */
+static void attempt(struct sq_conn *s)
+{
+    s->gen_seen = atomic_load(&lk_gen);
+    s->busy_cut = false;
+}
+
+/* After one: a connection without a transaction holds no lock now. */
+static void attempted(struct sq_conn *s)
+{
+    if (sqlite3_get_autocommit(s->c))
+        locks_released();
+}
 
 /*
  * The engine's own word on transaction control in a request's transaction
@@ -134,6 +283,8 @@ static void fail_code(hp_db *db, int code, const char *msg)
         return;
     }
     hp_db__fail(db, msg, sqlstate_of(code, msg), code);
+    db->wait_cut = (code & 0xff) == SQLITE_BUSY && s->busy_cut;
+    s->busy_cut = false;
 }
 
 static void fail_conn(hp_db *db)
@@ -287,6 +438,17 @@ static int sq_connect(hp_db *db, const char *path, const char *init_sql,
         return -1;
     }
     sqlite3_set_authorizer(c, authorize, s);
+    /* on_busy in SQLite's handler's place, with the busy timeout the init
+     * SQL left (PRAGMA busy_timeout; 0: none, fail at once) */
+    sqlite3_stmt *bt = NULL;
+    s->busy_ms = BUSY_TIMEOUT_MS;
+    if (sqlite3_prepare_v2(c, "PRAGMA busy_timeout", -1, &bt, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(bt) == SQLITE_ROW)
+        s->busy_ms = sqlite3_column_int(bt, 0);
+    sqlite3_finalize(bt);
+    if (s->busy_ms > 0)
+        sqlite3_busy_handler(c, on_busy, s);
     db->conn = s;
     return 0;
 }
@@ -294,6 +456,7 @@ static int sq_connect(hp_db *db, const char *path, const char *init_sql,
 static void sq_disconnect(hp_db *db)
 {
     sqlite3_close_v2(C(db));
+    locks_released(); /* what it held, closed */
     free(db->conn);
     db->conn = NULL;
 }
@@ -346,8 +509,9 @@ static int sq_reset(hp_db *db)
     ((struct sq_conn *)db->conn)->guard = false;
     if (sqlite3_get_autocommit(C(db)))
         return 0;
-    return sqlite3_exec(C(db), "ROLLBACK", NULL, NULL, NULL) == SQLITE_OK ? 0
-                                                                          : -1;
+    int rc = sqlite3_exec(C(db), "ROLLBACK", NULL, NULL, NULL);
+    attempted(db->conn);
+    return rc == SQLITE_OK ? 0 : -1;
 }
 
 /*
@@ -633,11 +797,13 @@ static int sq_run(hp_db *db, void *stmt, const char *sql, size_t n,
     struct sq_stmt *s = stmt;
     int rc = -1;
 
+    attempt(db->conn);
     if (bind_all(db, s, n, params) == 0)
         rc = step_all(db, s->st, res);
     /* Ready for the next use; the bound text must not be kept past now. */
     sqlite3_reset(s->st);
     sqlite3_clear_bindings(s->st);
+    attempted(db->conn);
     return rc;
 }
 
@@ -645,7 +811,10 @@ static int sq_script(hp_db *db, const char *sql)
 {
     char *msg = NULL;
     sqlite3_int64 before = sqlite3_total_changes64(C(db));
-    if (sqlite3_exec(C(db), sql, NULL, NULL, &msg) == SQLITE_OK) {
+    attempt(db->conn);
+    int rc = sqlite3_exec(C(db), sql, NULL, NULL, &msg);
+    attempted(db->conn);
+    if (rc == SQLITE_OK) {
         db->changes = sqlite3_total_changes64(C(db)) == before
                           ? 0
                           : sqlite3_changes64(C(db));

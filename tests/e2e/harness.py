@@ -733,6 +733,67 @@ class BackgroundRequest(threading.Thread):
         return self.response
 
 
+def bounded_503s(port, path, n=3, before=2.0, after=1.2, timeout=20,
+                 method="GET"):
+    """FRESH17-2: n requests of path at once, each held by a wait the
+    server bounds by --handler-timeout (docs/database.md, "The wait ends
+    before --handler-timeout"): each must answer 503 with Retry-After: 1,
+    after `after` s (it did wait) and before `before` s (the handler
+    timeout), not the watchdog's 504. The responses, in order."""
+    body = b"" if method == "POST" else None
+    ws = [BackgroundRequest(port, path, method=method, body=body,
+                            timeout=timeout) for _ in range(n)]
+    for w in ws:
+        w.start()
+    res = [w.join_result(timeout) for w in ws]
+    took = [round(w.elapsed(), 2) for w in ws]
+    check_eq([r.status for r in res], [503] * n,
+             "the waiters' statuses (after %s s)" % took)
+    check(all(after <= t < before for t in took),
+          "503s after %s s, want before the %g s handler timeout"
+          % (took, before))
+    for r in res:
+        check_eq(r.header("Retry-After"), "1", "Retry-After")
+    return res
+
+
+class SilentListener:
+    """A loopback TCP listener that accepts every connection and never
+    answers (a database that is up at the TCP level and stuck): with it,
+    `port`; the sockets stay open until the with block ends."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        self.accepted = 0
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.held.append(c)
+            self.accepted += 1
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join(2)
+        for c in self.held:
+            c.close()
+        self.sock.close()
+
+
 # ---- the runner --------------------------------------------------------------
 
 class Param:

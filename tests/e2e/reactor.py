@@ -205,23 +205,145 @@ def test_pool_wait_on_the_reactor_ends_before_the_handler_timeout():
         holder.start()
         time.sleep(0.5)
         before = status(s)["coroutines"]
-        waiters = [harness.BackgroundRequest(s.port, "/q", timeout=20)
-                   for _ in range(3)]
-        for w in waiters:
-            w.start()
-        res = [w.join_result(20) for w in waiters]
-        took = [round(w.elapsed(), 2) for w in waiters]
-        check_eq([r.status for r in res], [503] * 3,
-                 "the waiters' statuses (after %s s)" % took)
-        check(all(1.2 < t < 2.0 for t in took),
-              "503s after %s s, want before the 2 s handler timeout" % took)
-        for r in res:
-            check_eq(r.header("Retry-After"), "1", "Retry-After")
+        harness.bounded_503s(s.port, "/q")
         check(status(s)["coroutines"] >= before + 3,
               "the waiters did not run on the reactor")
         check_eq(holder.join_result(20).status, 200, "the holder")
         check_eq(s.get_ok("/q").status, 200, "a request after")
         check("will be replaced" not in s.stderr(), "a worker replaced")
+
+
+# /b: a query on the default pool (so that the page runs on the reactor),
+# then, with ?hole=1, a connection from a pool on $HOLE_URL (opened on
+# first use: one reactor thread, so no race).
+HOLE_PAGE = harness.page(r'''
+static hp_db_pool *hole;
+
+HP_HANDLER(http_handler)
+{
+    if (hp_db_exec(hp_db(req), "SELECT 1") != HP_OK)
+        return 500;
+    if (hp_arg(req, "hole")) {
+        if (!hole)
+            hole = hp_db_pool_open(getenv("HOLE_URL"),
+                                   &(struct hp_db_pool_opts){
+                                       .name = "hole",
+                                       .acquire_timeout_ms = 5000},
+                                   NULL);
+        if (!hp_db_from(req, hole))
+            return 500;
+    }
+    hp_puts(req, "ok");
+    return HP_OK;
+}
+''', includes="#include <stdlib.h>")
+
+
+def test_connect_on_the_reactor_ends_before_the_handler_timeout():
+    """Opening a PostgreSQL connection on the reactor is bounded like the
+    pool's wait: a pool (acquire timeout 5 s) on a listener that accepts
+    and never answers, --handler-timeout 2: three requests on the reactor
+    answer 503 with Retry-After before 2 s, not 504, and no worker is
+    replaced."""
+    need_pg()
+    with harness.SilentListener() as hole:
+        s = Server(files={"b.c": HOLE_PAGE, "q.c": Q_PAGE},
+                   args=["--db", PG_URL, "--workers", "1",
+                         "--handler-timeout", "2"],
+                   env={"HOLE_URL": "postgresql://u@127.0.0.1:%d/x"
+                        % hole.port})
+        with s:
+            promote(s, "/b")
+            before = status(s)["coroutines"]
+            harness.bounded_503s(s.port, "/b?hole=1")
+            check(status(s)["coroutines"] >= before + 3,
+                  "the requests did not run on the reactor")
+            check(hole.accepted >= 3, "the listener accepted %d"
+                  % hole.accepted)
+            check_eq(s.get_ok("/b").status, 200, "a request after")
+            log = s.stderr()
+            check("will be replaced" not in log and "stuck past" not in log,
+                  "a worker replaced: %s" % log[-1500:])
+
+
+# /s: a query on the default pool (the page runs on the reactor); with
+# ?lite=1, SQLite's write lock on a pool on $LITE_URL (BEGIN IMMEDIATE),
+# held across a pg_sleep(?s=) when given, then COMMIT.
+LITE_PAGE = harness.page(r'''
+static hp_db_pool *lite;
+
+HP_HANDLER(http_handler)
+{
+    char *err = NULL;
+    hp_db *pg = hp_db(req);
+    if (hp_db_exec(pg, "SELECT 1") != HP_OK)
+        return 500;
+    if (!hp_arg(req, "lite")) {
+        hp_puts(req, "ok");
+        return HP_OK;
+    }
+    if (!lite)
+        lite = hp_db_pool_open(getenv("LITE_URL"),
+                               &(struct hp_db_pool_opts){.name = "lite"}, NULL);
+    hp_db *l = hp_db_pool_acquire(lite, &err);
+    if (!l)
+        return 500;
+    const char *s = hp_arg(req, "s");
+    int ok = hp_db_exec(l, "BEGIN IMMEDIATE") == HP_OK &&
+             hp_db_exec(l, "CREATE TABLE IF NOT EXISTS t (v)") == HP_OK &&
+             (!s || hp_db_exec(pg, "SELECT pg_catalog.pg_sleep($1)::text",
+                               s) == HP_OK) &&
+             hp_db_exec(l, "COMMIT") == HP_OK;
+    if (ok)
+        hp_puts(req, "ok");
+    else /* the failure is l's or pg's: the other's error is NULL */
+        hp_printf(req, "ERR %s%s", hp_db_error(l) ? hp_db_error(l) : "",
+                  hp_db_error(pg) ? hp_db_error(pg) : "");
+    hp_db_pool_release(l);
+    return ok ? HP_OK : 500;
+}
+''', includes="#include <stdlib.h>")
+
+
+def test_sqlite_lock_waiter_on_the_reactor_lets_the_holder_commit():
+    """Two requests on the reactor: one holds SQLite's write lock while it
+    waits 1 s on PostgreSQL, the other wants the lock meanwhile. The
+    waiter parks (it does not sleep the reactor's thread, which the holder
+    needs to go on and commit): both answer 200, the waiter as soon as the
+    holder commits."""
+    need_pg()
+    tmp = harness.tempfile.mkdtemp(prefix="hotpub-e2e-lite-")
+    try:
+        s = Server(files={"s.c": LITE_PAGE},
+                   args=["--db", PG_URL, "--workers", "1"],
+                   env={"LITE_URL": "sqlite:" + os.path.join(tmp, "lite.db")})
+        with s:
+            # on the handler threads first: the pool's two connections opened
+            # (the file, WAL) there, not on the reactor, whose placement sends
+            # a page that holds it that long back to the threads
+            warm = harness.BackgroundRequest(s.port, "/s?lite=1&s=0.3")
+            warm.start()
+            time.sleep(0.1)
+            check_eq(s.get_ok("/s?lite=1").status, 200, "warm-up")
+            check_eq(warm.join_result(20).status, 200, "warm-up holder")
+            promote(s, "/s")
+            before = status(s)["coroutines"]
+            holder = harness.BackgroundRequest(s.port, "/s?lite=1&s=1",
+                                               timeout=20)
+            holder.start()
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            r = s.request("/s?lite=1", timeout=20)
+            took = time.monotonic() - t0
+            h = holder.join_result(20)
+            check_eq((h.status, h.text), (200, "ok"), "the holder")
+            check_eq((r.status, r.text), (200, "ok"), "the waiter")
+            check(took < limit(1.2), "the waiter took %.2f s (the holder "
+                  "committed about 0.7 s after it came)" % took)
+            check(status(s)["coroutines"] >= before + 2,
+                  "the requests did not run on the reactor")
+    finally:
+        harness.shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_other_requests_go_on_while_one_waits_long():
