@@ -16,7 +16,6 @@
  * handler thread the pages need.
  */
 #include "dashboard.h"
-#include "reactor.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +50,7 @@ static void resume_all(void)
         if (s->suspended) {
             s->suspended = false;
             MHD_resume_connection(s->conn);
-            hp_reactor_poke(); /* a loop the reactor hosts */
+            hp_resumed(); /* a loop without an inter-thread channel */
         }
     }
 }

@@ -14,7 +14,6 @@
  * stream costs a socket and a few bytes, never a handler thread.
  */
 #include "devloop.h"
-#include "reactor.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,7 +67,7 @@ static void unpark(struct sub *s)
     if (s->parked) {
         s->parked = false;
         MHD_resume_connection(s->conn);
-        hp_reactor_poke(); /* a loop the reactor hosts */
+        hp_resumed(); /* a loop without an inter-thread channel */
     }
 }
 

@@ -240,6 +240,12 @@ int hp_hash_file(struct hp_hash *h, const char *path);
 
 double hp_now(void);     /* CLOCK_MONOTONIC seconds */
 int64_t hp_now_ns(void); /* CLOCK_MONOTONIC nanoseconds */
+/* Call after MHD_resume_connection, on any thread: the event loop that
+ * owns the connection may have no inter-thread channel to notice it (when
+ * the reactor's thread runs it, server.c sets the hook to poke that
+ * thread). No-op until set. */
+void hp_resumed(void);
+void hp_set_resumed_hook(void (*fn)(void));
 /* pid has exited for certain: gone (ESRCH) or a zombie waiting to be
  * reaped. A live process of another user (EPERM) is not dead. */
 bool hp_pid_dead(pid_t pid);

@@ -2628,6 +2628,7 @@ static void hosted_start(void)
                                    .turn = hosted_turn,
                                    .next_ns = hosted_next};
     hp_listener_set_handoff(hosted_handoff);
+    hp_set_resumed_hook(hp_reactor_poke); /* dashboard, devloop, stream */
     hp_reactor_host(&loop);
 }
 
@@ -2637,6 +2638,7 @@ static void hosted_stop(void)
 {
     if (!S.hosted)
         return;
+    hp_set_resumed_hook(NULL);
     hp_reactor_host(NULL);
     pthread_mutex_lock(&HQ.mu);
     for (size_t i = 0; i < HQ.n; i++) {

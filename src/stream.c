@@ -16,7 +16,6 @@
  * room, at most the idle timeout.
  */
 #include "stream.h"
-#include "reactor.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -89,7 +88,7 @@ static void unpark(struct hp_stream *s)
     if (s->parked && !s->gone) {
         s->parked = false;
         MHD_resume_connection(s->conn);
-        hp_reactor_poke(); /* a loop the reactor hosts */
+        hp_resumed(); /* a loop without an inter-thread channel */
     }
 }
 

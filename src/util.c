@@ -80,6 +80,20 @@ void hp_log_error(const char *fmt, ...)
     va_end(ap);
 }
 
+static void (*_Atomic resumed_hook)(void);
+
+void hp_set_resumed_hook(void (*fn)(void))
+{
+    resumed_hook = fn;
+}
+
+void hp_resumed(void)
+{
+    void (*fn)(void) = resumed_hook;
+    if (fn)
+        fn();
+}
+
 void hp_log_info(const char *fmt, ...)
 {
     va_list ap;
