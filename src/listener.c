@@ -39,6 +39,7 @@
 
 #define BACKLOG_MAX 1024 /* connections taken from the backlog on stop */
 #define BURST 64         /* accepts per wake-up before polling again  */
+#define GATE_NS 20000000 /* how often a closed gate is looked at again */
 
 static struct {
     /* the listening socket; -1 once closed. Whoever exchanges it for -1
@@ -49,6 +50,7 @@ static struct {
     int wake; /* eventfd: stop, or room below the limit again */
     struct MHD_Daemon *d;
     enum MHD_Result (*handoff)(int, const struct sockaddr *, socklen_t);
+    bool (*gate)(void); /* hp_listener_set_gate: false, leave the backlog */
     unsigned limit;
     atomic_uint open; /* connections handed over and not yet closed */
     atomic_bool stop;
@@ -122,7 +124,8 @@ static unsigned accept_some(unsigned max, bool over_limit)
 {
     unsigned n = 0;
     while (n < max && (over_limit || (atomic_load(&L.open) < L.limit &&
-                                      !atomic_load(&L.held)))) {
+                                      !atomic_load(&L.held) &&
+                                      (!L.gate || L.gate())))) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int c = accept4(atomic_load(&L.fd), (struct sockaddr *)&ss, &len,
@@ -160,6 +163,13 @@ static void *accept_main(void *arg)
     while (!atomic_load(&L.stop)) {
         long long until = atomic_load(&L.paused_until), t = hp_now_ns();
         bool timed = until > t, paused = timed || atomic_load(&L.held);
+        /* The event loop is held: look again in GATE_NS. */
+        bool gated = !paused && L.gate && !L.gate();
+        if (gated) {
+            timed = true;
+            until = t + GATE_NS;
+            paused = true;
+        }
         bool room = atomic_load(&L.open) < L.limit && !paused;
         struct pollfd p[2] = {
             {.fd = L.wake, .events = POLLIN},
@@ -205,6 +215,11 @@ static void close_in_child(void)
     int fd = atomic_load(&L.fd);
     if (fd >= 0)
         close(fd);
+}
+
+void hp_listener_set_gate(bool (*gate)(void))
+{
+    L.gate = gate;
 }
 
 void hp_listener_set_handoff(enum MHD_Result (*handoff)(

@@ -21,6 +21,12 @@
  */
 int hp_listener_start(int fd, struct MHD_Daemon *d, unsigned limit,
                       void (*each_second)(void));
+/* Before hp_listener_start: while gate() says false (the process's one
+ * event loop is held by a run), accept nothing, so that new connections
+ * wait in the listen backlog, where another worker process, or this one's
+ * successor, takes them, rather than with a process that cannot read
+ * them. Looked at before each accept burst and every 20 ms meanwhile. */
+void hp_listener_set_gate(bool (*gate)(void));
 /* Before hp_listener_start: hand each connection to handoff instead of
  * MHD_add_connection (a daemon in external-poll mode is not thread-safe:
  * handoff queues the connection for the thread that runs it). handoff

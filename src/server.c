@@ -100,6 +100,9 @@ struct server {
     /* libmicrohttpd's one event loop runs on the reactor's thread
      * (hosted_start) */
     bool hosted;
+    /* With one event loop: when the inline run on it began (hp_now_ns),
+     * 0 when none runs (loop_free). */
+    atomic_llong inline_since;
     /* the handler threads */
     atomic_ulong offloaded, inlined;
     atomic_ulong coroutines; /* requests run on the reactor (reactor.c) */
@@ -1997,7 +2000,14 @@ static enum MHD_Result dispatch(struct ctx *c, bool *offloaded)
         return MHD_YES;
     }
     atomic_fetch_add(&S.inlined, 1);
-    return run_pinned(c, r);
+    if (S.io_threads != 1)
+        return run_pinned(c, r);
+    /* The process's one event loop runs it: while it runs long, the
+     * listener leaves new connections to other processes (loop_free). */
+    atomic_store_explicit(&S.inline_since, hp_now_ns(), memory_order_relaxed);
+    enum MHD_Result ran = run_pinned(c, r);
+    atomic_store_explicit(&S.inline_since, 0, memory_order_relaxed);
+    return ran;
 }
 
 /* ---- libmicrohttpd callbacks ------------------------------------------------
@@ -2632,6 +2642,25 @@ static void hosted_start(void)
     hp_reactor_host(&loop);
 }
 
+/*
+ * The listener's gate (hp_listener_set_gate), with one event loop: false
+ * while an inline run has held it over LOOP_HELD_NS (a page that spins or
+ * blocks; runs go inline only once they prove fast, under 2 ms), so that
+ * new connections wait in the listen backlog for another worker, or for
+ * this one's successor once the --handler-timeout watchdog has replaced
+ * it, instead of being accepted by a process that cannot read them and
+ * reset when it goes (FRESH18-1). A run held on the reactor is the
+ * rescue thread's (hp_reactor_rescue).
+ */
+#define LOOP_HELD_NS 250000000LL
+
+static bool loop_free(void)
+{
+    long long since =
+        atomic_load_explicit(&S.inline_since, memory_order_relaxed);
+    return !since || hp_now_ns() - since < LOOP_HELD_NS;
+}
+
 /* Before MHD_stop_daemon: no turn runs from here on; connections handed
  * over and never added are closed. */
 static void hosted_stop(void)
@@ -2937,6 +2966,8 @@ static int serve_start(struct hp_config *cfg, struct sockaddr_storage *ss)
     }
     if (S.hosted)
         hosted_start();
+    if (S.io_threads == 1)
+        hp_listener_set_gate(loop_free);
     if (hp_listener_start(fd, S.mhd, cfg->conn_limit, each_second) < 0) {
         hp_redirect_stop();
         hosted_stop();

@@ -592,6 +592,80 @@ def test_handler_timeout_504_and_recycle():
         check(procs(s)["timeouts"] == 1, "timeouts in status")
 
 
+FSPIN = page('''
+HP_HANDLER(http_handler)
+{
+    if (hp_arg(req, "spin"))
+        for (volatile unsigned long x = 0;; x++)
+            ;
+    hp_puts(req, "fast");
+    return HP_OK;
+}
+''')
+
+
+def inline_spin(s, n_other=8):
+    """Make /fspin an inline page (its fast runs promote it onto the event
+    loop), start a run of it that spins for ever, and 0.5 s later send
+    n_other requests for /other on connections of their own. Their
+    (status, seconds) in order, None for no answer."""
+    for _ in range(150):
+        s.get_ok("/fspin")
+        s.get_ok("/other")
+    spin = BackgroundRequest(s.port, "/fspin?spin=1", timeout=30)
+    spin.start()
+    time.sleep(0.5)
+    out = [None] * n_other
+
+    def one(i):
+        t0 = time.monotonic()
+        try:
+            r = s.request("/other", headers={"Connection": "close"},
+                          timeout=20)
+            out[i] = (r.status, round(time.monotonic() - t0, 2))
+        except Exception:  # noqa: BLE001 - reported as None
+            out[i] = None
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n_other)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out
+
+
+def test_fresh18_1_connections_behind_an_inline_spin_are_not_lost():
+    """FRESH18-1. Production, two workers with one event loop each (the
+    default on two CPUs), --handler-timeout 5: an inline page spins on one
+    worker's event loop; 0.5 s later eight requests come in. What happened:
+    the held worker went on accepting its share of them, could never read
+    them, and reset them when the watchdog replaced it (5 of 8 without an
+    answer, at 5.5 s). Now a worker whose one event loop an inline run has
+    held for 250 ms accepts nothing, so the other worker takes them: each
+    gets 200 at once."""
+    with Server(files={"fspin.c": FSPIN, "other.c": OTHER}, dev=False,
+                args=WORKERS + ["--io-threads", "1",
+                                "--handler-timeout", "5"]) as s:
+        all_ready(s)
+        got = inline_spin(s)
+        harness.note("behind the spin: %r" % got)
+        check(all(g is not None and g[0] == 200 and g[1] < limit(1.5)
+                  for g in got), "requests behind the spin: %r" % got)
+
+
+def test_fresh18_1_alone_the_successor_answers_them():
+    """FRESH18-1 with one worker: the eight wait in the listen backlog
+    until the watchdog has replaced the held worker (--handler-timeout 3),
+    and its successor answers each 200 (before: reset)."""
+    with Server(files={"fspin.c": FSPIN, "other.c": OTHER}, dev=False,
+                args=["--workers", "1", "--io-threads", "1",
+                      "--handler-timeout", "3"]) as s:
+        all_ready(s, n=1)
+        got = inline_spin(s)
+        harness.note("behind the spin: %r" % got)
+        check(all(g is not None and g[0] == 200 and g[1] < limit(8.0)
+                  for g in got), "requests behind the spin: %r" % got)
+
+
 def test_handler_timeout_504_production_body_is_plain():
     """Production: the watchdog's 504 says the status only (the limit is
     configuration); the log has the page."""
