@@ -2573,7 +2573,8 @@ static struct {
         socklen_t len;
         struct sockaddr_storage addr;
     } *q;
-    size_t n, cap;
+    size_t n, cap; /* under mu */
+    atomic_bool any; /* n > 0: read without mu by the turn */
 } HQ = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* The listener's handoff (accept thread). */
@@ -2593,6 +2594,7 @@ static enum MHD_Result hosted_handoff(int c, const struct sockaddr *addr,
         HQ.cap = cap;
     }
     struct handoff *h = &HQ.q[HQ.n++];
+    atomic_store(&HQ.any, true);
     h->fd = c;
     h->len = len <= sizeof h->addr ? len : (socklen_t)sizeof h->addr;
     memcpy(&h->addr, addr, h->len);
@@ -2604,8 +2606,9 @@ static enum MHD_Result hosted_handoff(int c, const struct sockaddr *addr,
 /* The hosted loop's turn (the reactor's thread, or the rescue thread). */
 static void hosted_turn(void)
 {
-    if (HQ.n) { /* read without the lock: a handoff missed now pokes */
+    if (atomic_load(&HQ.any)) { /* a handoff after this pokes */
         pthread_mutex_lock(&HQ.mu);
+        atomic_store(&HQ.any, false);
         size_t n = HQ.n;
         struct handoff *q = HQ.q;
         HQ.q = NULL;
