@@ -700,6 +700,12 @@ void hp_resolve(hp_resolver *r, const char *url_path, struct hp_target *t);
  * an editor's, patch's or package manager's leftover ("x.orig", "x.swp").
  * The full rule is at its definition in resolve.c. */
 bool hp_name_private(const char *name);
+/* A path relative to the root ("a/b.css", no leading '/') that may be
+ * served as static by its names: every segment non-empty and not starting
+ * with '_' or '.', and the file's name not hp_name_private. static.c
+ * checks it on the path it opens; the watcher on the files whose change
+ * reloads the browser. */
+bool hp_rel_public(const char *rel);
 /* Forget cached resolutions (the watcher calls it on namespace changes). */
 void hp_resolver_invalidate(hp_resolver *r);
 /*

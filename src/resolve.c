@@ -186,23 +186,25 @@ static bool ends_with_ci(const char *s, size_t n, const char *suffix)
  *    auto-save, "#index.c#").
  *  - Leftovers whose name need not say what they copy, as the extension
  *    whatever comes before it ("index.bak", "notes.txt.orig"): bak orig
- *    rej (patch) old save tmp swp swo swn (vim swap files, when not in
- *    their usual hidden ".name.swp") rpmnew rpmsave rpmorig dpkg-* ucf-*,
- *    and a name ending in "___jb_tmp___" or "___jb_old___" (JetBrains
- *    safe write).
+ *    rej (patch) old save tmp swp swo swn swx (vim swap files and its
+ *    swap probe, when not in their usual hidden ".name.swp") rpmnew
+ *    rpmsave rpmorig dpkg-* ucf-*, and a name ending in "___jb_tmp___" or
+ *    "___jb_old___" (JetBrains safe write).
  *
  * Not refused here: names starting with '.' or '_', refused as segments
  * anyway (vim's ".index.c.swp", Emacs's ".#index.c" lock, rsync's and
  * gedit's temporaries); vim's write probe "4913", empty and removed at
- * once. static.c's rel_public checks the same rule on the path it opens.
+ * once (the watcher ignores it). hp_rel_public is this rule and the
+ * segments': static.c checks it on the path it opens, the watcher on the
+ * static files whose change reloads the browser in dev mode.
  */
 bool hp_name_private(const char *name)
 {
     static const char *const kinds[] = {"c", "h", "so", "o", "ini", "tpl"};
     /* only as the whole extension: make's "d", then the leftovers */
     static const char *const last[] = {
-        "d",   "bak", "orig", "rej",    "old",     "save",    "tmp",
-        "swp", "swo", "swn",  "rpmnew", "rpmsave", "rpmorig",
+        "d",   "bak", "orig", "rej", "old",    "save",    "tmp",
+        "swp", "swo", "swn",  "swx", "rpmnew", "rpmsave", "rpmorig",
     };
     size_t n = strlen(name);
     const char *ext = strrchr(name, '.');
@@ -225,6 +227,19 @@ bool hp_name_private(const char *name)
             return true;
     return strncasecmp(ext, "dpkg-", 5) == 0 ||
            strncasecmp(ext, "ucf-", 4) == 0;
+}
+
+bool hp_rel_public(const char *rel)
+{
+    size_t n = 0;
+
+    for (const char *s = rel;; s += n + 1) {
+        n = strcspn(s, "/");
+        if (n == 0 || s[0] == '_' || s[0] == '.')
+            return false;
+        if (s[n] == '\0')
+            return !hp_name_private(s);
+    }
 }
 
 static const char *base_name(const char *path)

@@ -456,20 +456,12 @@ void hp_static_force_walk(bool on)
 /*
  * The resolver's name rules, checked again on the exact string opened:
  * every segment non-empty and not starting with '_' or '.', and the file's
- * name not private (hp_name_private: code, an object, settings, a
- * template, or an editor's copy of one).
+ * name not private (hp_rel_public, hp_name_private: code, an object,
+ * settings, a template, or an editor's copy of one).
  */
 static bool rel_public(const char *rel)
 {
-    size_t n = 0;
-
-    for (const char *s = rel;; s += n + 1) {
-        n = strcspn(s, "/");
-        if (n == 0 || s[0] == '_' || s[0] == '.')
-            return false;
-        if (s[n] == '\0')
-            return !hp_name_private(s);
-    }
+    return hp_rel_public(rel);
 }
 
 /* O_NONBLOCK: a FIFO renamed in must not block an event loop in open(). */

@@ -21,6 +21,16 @@
  * that is still half-written is not read half-way. The compiler also reads
  * the source only while its identity holds still, and retries a build when
  * a header changed under it.
+ *
+ * In dev mode a static file's change reloads the browser (devloop.c), but
+ * only once it has settled: editors and tools save through files of their
+ * own beside the target (sed -i's sedXXXXXX, vim's 4913, NAME~ and
+ * .NAME.swp, Emacs's #NAME#), so one save is a burst of events on several
+ * names. A change counts only for a name that can be served
+ * (hp_rel_public), and only if the file is still there, a regular file,
+ * when HP_STATIC_SETTLE_S (or the settle window, when longer) has passed
+ * without another such event: a temporary file renamed or removed within
+ * the burst sends nothing, and the target sends one event.
  */
 #include "hp.h"
 
@@ -45,6 +55,19 @@
  * (opened, written to, not yet closed) before it goes ahead anyway. */
 #define HP_WRITE_WAIT_S 2.0
 
+/* The quiet a static file's change waits for before it reloads the
+ * browser, at least. It only has to cover the steps of one save (a
+ * temporary file closed, then renamed; a file renamed away, then written
+ * anew), which follow each other within microseconds unless the editor
+ * is descheduled; 50 ms is short beside the browser's reload itself. */
+#define HP_STATIC_SETTLE_S 0.05
+
+/* A static file changed, waiting for its burst to settle (dev mode). */
+struct static_change {
+    char *path;
+    bool writing; /* created or modified again since its last event */
+};
+
 struct hp_watch {
     const struct hp_config *cfg;
     char *root;
@@ -62,6 +85,9 @@ struct hp_watch {
     char **writing; /* source files modified and not yet closed */
     double *written_at; /* ... when last modified (stale ones expire) */
     size_t nwriting;
+    struct static_change *statics; /* dev mode: see the top */
+    size_t nstatics;
+    bool static_hit; /* an event for one of them in this read */
     pthread_t thread;
 };
 
@@ -249,6 +275,92 @@ static bool writes_in_progress(struct hp_watch *w, double now)
     return false;
 }
 
+static struct static_change *static_find(struct hp_watch *w, const char *path)
+{
+    for (size_t i = 0; i < w->nstatics; i++)
+        if (strcmp(w->statics[i].path, path) == 0)
+            return &w->statics[i];
+    return NULL;
+}
+
+/* No segment of rel is empty or starts with '.' or '_'. */
+static bool segments_public(const char *rel)
+{
+    for (const char *s = rel;; s++) {
+        if (*s == '\0' || *s == '/' || *s == '.' || *s == '_')
+            return false;
+        s += strcspn(s, "/");
+        if (*s == '\0')
+            return true;
+    }
+}
+
+/*
+ * A completed write, rename or removal of a file that is not a module or
+ * template the cache knows: in dev mode, remember it if its name can be
+ * served (hp_rel_public: names starting with '.' or '_' anywhere in the
+ * path, editors' backups and swap files never can; vim's directory probe,
+ * "4913" and up in steps of 123, is removed at once and would be dropped
+ * anyway). A source name (a page not requested since the start, which a
+ * tab open from an earlier run may still show) by the segments only.
+ */
+static void static_changed(struct hp_watch *w, const char *path,
+                           const char *name)
+{
+    size_t n = strlen(w->root);
+    if (strncmp(path, w->root, n) != 0 || path[n] != '/' ||
+        !(is_source_name(name) ? segments_public(path + n + 1)
+                               : hp_rel_public(path + n + 1)) ||
+        !hp_devloop_on())
+        return;
+    char *end;
+    unsigned long probe = strtoul(name, &end, 10);
+    if (*name >= '0' && *name <= '9' && !*end && probe >= 4913 &&
+        (probe - 4913) % 123 == 0)
+        return;
+    struct static_change *c = static_find(w, path);
+    if (!c) {
+        w->statics =
+            hp_xrealloc(w->statics, (w->nstatics + 1) * sizeof *w->statics);
+        c = &w->statics[w->nstatics++];
+        c->path = hp_xstrdup(path);
+    }
+    c->writing = false;
+    w->static_hit = true;
+}
+
+/* A file waiting to settle was created or written to again (vim renames
+ * it away, then writes it anew): its close ends the wait. */
+static void static_writing(struct hp_watch *w, const char *path)
+{
+    struct static_change *c = static_find(w, path);
+    if (c) {
+        c->writing = true;
+        w->static_hit = true;
+    }
+}
+
+static bool static_writes_in_progress(struct hp_watch *w)
+{
+    for (size_t i = 0; i < w->nstatics; i++)
+        if (w->statics[i].writing)
+            return true;
+    return false;
+}
+
+/* The static burst is over: one reload event for each file that is still
+ * there (sed's temporary file was renamed away, vim's backup removed). */
+static void static_flush(struct hp_watch *w)
+{
+    for (size_t i = 0; i < w->nstatics; i++) {
+        struct stat st;
+        if (lstat(w->statics[i].path, &st) == 0 && S_ISREG(st.st_mode))
+            hp_devloop_changed(w->statics[i].path, NULL);
+        free(w->statics[i].path);
+    }
+    w->nstatics = 0;
+}
+
 static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
 {
     if (ev->wd == w->parent_wd && w->parent_wd >= 0) {
@@ -277,6 +389,8 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
     char *path = hp_xasprintf("%s/%s", w->dirs[ev->wd], ev->name);
     if (!(ev->mask & IN_ISDIR) && is_source_name(ev->name))
         track_writing(w, path, ev->mask);
+    if (!(ev->mask & IN_ISDIR) && (ev->mask & (IN_CREATE | IN_MODIFY)))
+        static_writing(w, path);
     if (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) {
         hp_resolver_invalidate(w->res);
         /* An application module, or a directory that may hold one, came
@@ -305,8 +419,8 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
             hp_cache_prefetch(w->cache, path); /* compiles during the wait */
         if (hp_tplcache_touch(path) + n > 0)
             pend(w, path);
-        else if (ev->name[0] != '.' && !(ev->mask & IN_ATTRIB))
-            hp_devloop_changed(path, NULL); /* a static file: live now */
+        else if (!(ev->mask & IN_ATTRIB))
+            static_changed(w, path, ev->name); /* live now; reload soon */
     }
     free(path);
 }
@@ -318,6 +432,9 @@ static void *watch_main(void *arg)
     double settle = w->cfg->settle_ms / 1000.0;
     double deadline = 0, next_reval = 0, first = 0;
     double max_wait = settle * 5 < 0.5 ? 0.5 : settle * 5;
+    double ssettle = settle > HP_STATIC_SETTLE_S ? settle : HP_STATIC_SETTLE_S;
+    double smax_wait = ssettle * 5 < 0.5 ? 0.5 : ssettle * 5;
+    double sdeadline = 0, sfirst = 0;
     double reval = w->cfg->revalidate;
 
     if (w->ifd < 0 && reval <= 0)
@@ -330,6 +447,8 @@ static void *watch_main(void *arg)
         double now = hp_now(), until = 1e9;
         if (w->npending)
             until = deadline;
+        if (w->nstatics && sdeadline < until)
+            until = sdeadline;
         if (reval > 0 && next_reval < until)
             until = next_reval;
         if (w->root_lost && w->root_check < until)
@@ -359,6 +478,15 @@ static void *watch_main(void *arg)
                 if (deadline > first + max_wait)
                     deadline = first + max_wait;
             }
+            if (w->static_hit && w->nstatics) {
+                double t = hp_now();
+                if (!sfirst)
+                    sfirst = t;
+                sdeadline = t + ssettle;
+                if (sdeadline > sfirst + smax_wait)
+                    sdeadline = sfirst + smax_wait;
+            }
+            w->static_hit = false;
         }
         now = hp_now();
         if (w->npending && now >= deadline && now < first + HP_WRITE_WAIT_S &&
@@ -369,6 +497,14 @@ static void *watch_main(void *arg)
         } else if (w->npending && now >= deadline) {
             flush(w);
             first = 0;
+        }
+        if (w->nstatics && now >= sdeadline) {
+            if (now < sfirst + HP_WRITE_WAIT_S && static_writes_in_progress(w))
+                sdeadline = now + ssettle; /* its close ends the wait */
+            else {
+                static_flush(w);
+                sfirst = 0;
+            }
         }
         if (w->root_lost && now >= w->root_check) {
             if (root_target_ok(w, true))
@@ -442,6 +578,9 @@ void hp_watch_stop(hp_watch *w)
         free(w->writing[i]);
     free(w->writing);
     free(w->written_at);
+    for (size_t i = 0; i < w->nstatics; i++)
+        free(w->statics[i].path);
+    free(w->statics);
     free(w->dirs);
     free(w->root_name);
     free(w->root);

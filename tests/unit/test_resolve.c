@@ -416,6 +416,7 @@ static void test_name_private(void)
         "X.BAK",
         "x.swo",
         "x.swn",
+        "x.swx",
         "notes~",
         "#x",
         "a.C.B",
@@ -733,6 +734,29 @@ static void test_merge_dots(void)
     CHECK(a.kind == HP_T_NOTFOUND);
 }
 
+/* hp_rel_public: the segment rule and hp_name_private together (static.c
+ * opens by it; the watcher reloads the browser by it). */
+static void test_rel_public(void)
+{
+    static const char *const pub[] = {"s.css", "a/b/s.css", "sedAbc123", "4913",
+                                      "img/x.png"};
+    static const char *const priv[] = {
+        "",          "/s.css",    "a//s.css", ".s.css.swp", ".#s.css",
+        "_parts/x",  "a/_x.css",  "a/.b/c",   "#s.css#",    "s.css~",
+        "s.css.swx", "x/index.c", "a/",       "s.css.bak",  "_app.c",
+    };
+    for (size_t i = 0; i < sizeof pub / sizeof *pub; i++) {
+        if (!hp_rel_public(pub[i]))
+            fprintf(stderr, "  not public: %s\n", pub[i]);
+        CHECK(hp_rel_public(pub[i]));
+    }
+    for (size_t i = 0; i < sizeof priv / sizeof *priv; i++) {
+        if (hp_rel_public(priv[i]))
+            fprintf(stderr, "  public: %s\n", priv[i]);
+        CHECK(!hp_rel_public(priv[i]));
+    }
+}
+
 int main(int argc, char **argv)
 {
     T_INIT(argc, argv); /* an argument: only the tests named like it */
@@ -754,6 +778,7 @@ int main(int argc, char **argv)
     T_RUN(test_path_params);
     T_RUN(test_templates_private);
     T_RUN(test_name_private);
+    T_RUN(test_rel_public);
     T_RUN(test_backup_copies);
     T_RUN(test_root_index);
     T_RUN(test_root_spelling);
