@@ -895,6 +895,31 @@ class EventStream:
     def close(self):
         self.sock.close()
 
+    def all(self):
+        """Every event received so far (complete ones only)."""
+        evs = []
+        for part in self.buf.split(b"\nevent: reload\n")[1:]:
+            line = part.split(b"\n", 1)[0]
+            if line.startswith(b"data: "):
+                try:
+                    evs.append(json.loads(line[6:].decode()))
+                except ValueError:
+                    pass  # not all of it here yet
+        return evs
+
+    def count_after(self, save, first, quiet):
+        """Forget what came so far, run save(), then collect events until
+        one satisfying first has come (up to 5 s; None: none expected) and
+        quiet seconds more have passed: every event the save caused."""
+        self.buf = b"\n"  # each event is preceded by a blank line
+        save()
+        if first:
+            self.wait(first, limit(5.0))
+        end = time.monotonic() + quiet
+        while time.monotonic() < end:
+            self._read(max(0.01, end - time.monotonic()))
+        return self.all()
+
 
 def test_events_stream_reports_changes_and_errors():
     """GET /_hotpub/events: a page published sends its path; a broken save
@@ -961,6 +986,133 @@ HP_HANDLER(http_handler)
             check(time.monotonic() - t0 < limit(5.0), "stop with streams")
             for es in streams:
                 es.close()
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def sed_save(path, script):
+    """sed -i: a temporary sedXXXXXX beside the file (a name that would
+    be published), written, then renamed over it."""
+    subprocess.run(["sed", "-i", script, path], check=True)
+
+
+def vim_save(path, data):
+    """What vim does on :w with 'writebackup' and 'backupcopy' no, while
+    its swap file is open: the swap probe .NAME.swx, the swap file
+    .NAME.swp, the directory probe 4913 (created, removed), the file
+    renamed to NAME~, the new file written and synced, NAME~ removed."""
+    d, name = os.path.split(path)
+    swx = os.path.join(d, "." + name + ".swx")
+    write_bytes(swx, b"")
+    os.unlink(swx)
+    swp = os.path.join(d, "." + name + ".swp")
+    write_bytes(swp, b"b0VIM 9.0")
+    probe = os.path.join(d, "4913")
+    write_bytes(probe, b"")
+    os.unlink(probe)
+    os.rename(path, path + "~")
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.unlink(path + "~")
+    os.unlink(swp)
+
+
+def inplace_save(path, data):
+    """An editor that truncates the file and writes it in place, in two
+    writes a moment apart (one open, one close)."""
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.flush()
+        time.sleep(0.005)
+        f.write(data[:10])
+        f.flush()
+        time.sleep(0.005)
+        f.write(data[10:])
+
+
+def unpublished_names(s):
+    """Files never served (names starting with '.' or '_', under a '_'
+    directory, editor leftovers) written, then removed."""
+    names = ["#s.css#", "notes.txt~", "s.css.swp", "s.css.swx", "4913",
+             ".hidden.css", "_draft.css", "_parts/x.css", "s.css.bak"]
+    for n in names:
+        write_bytes(s.path(n), b"x")
+    os.symlink("me@host.1234:1", s.path(".#s.css"))  # Emacs's lock
+    time.sleep(0.1)
+    for n in names + [".#s.css"]:
+        os.unlink(s.path(n))
+
+
+def test_one_reload_event_per_save_whatever_the_editor():
+    """One save is one reload event, whichever way it is written: sed -i
+    (its temporary sedXXXXXX is created and renamed away), vim's
+    sequence (swap files, the 4913 probe, the NAME~ backup), cp, and an
+    editor that truncates and writes in place, for a static file and for
+    a page (a page that does not compile: its error event, once). Names
+    that are never published (dot, underscore, editor leftovers) send
+    nothing. One server for all of them."""
+    css = "body { color: red }\n"
+    with Server({"p.c": html_page("one"), "q.c": html_page("q"), "s.css": css,
+                 "_parts/keep.txt": "k"}, dev=True, fast_tier=None) as s:
+        s.get_ok("/p")
+        es = EventStream(s.port)
+        quiet = limit(0.6)  # the static settle (50 ms) and then some
+        try:
+            check_in("200", es.head().split("\r\n")[0], "stream status")
+            css_path, src = s.path("s.css"), s.scratch + "/new.css"
+
+            def is_css(e):
+                return e.get("path") == "/s.css"
+
+            def page_ok(e):
+                return e.get("path") == "/p.c" and e.get("error") is None
+
+            write_bytes(src, b"body { color: green }\n")
+            steps = [
+                ("sed -i s.css", lambda: sed_save(css_path, "s/red/blue/"),
+                 is_css),
+                ("vim s.css", lambda: vim_save(
+                    css_path, b"body { color: navy }\n"), is_css),
+                ("cp s.css", lambda: subprocess.run(
+                    ["cp", src, css_path], check=True), is_css),
+                ("in place s.css", lambda: inplace_save(
+                    css_path, b"body { color: black; margin: 0 }\n"), is_css),
+                ("unpublished names", lambda: unpublished_names(s), None),
+                # a page not requested since the start (a tab open from
+                # an earlier run shows it): its own event, as before
+                ("sed -i q.c", lambda: sed_save(s.path("q.c"), "s/q/Q/"),
+                 lambda e: e.get("path") == "/q.c"),
+                ("sed -i p.c", lambda: sed_save(s.path("p.c"), "s/one/two/"),
+                 page_ok),
+                ("vim p.c", lambda: vim_save(
+                    s.path("p.c"), html_page("three").encode()), page_ok),
+                ("sed -i p.c, broken", lambda: sed_save(
+                    s.path("p.c"), "$a int broken = ;"),
+                 lambda e: e.get("error")),
+                ("sed -i p.c, fixed", lambda: sed_save(
+                    s.path("p.c"), "/int broken/d; s/three/four/"),
+                 page_ok),
+            ]
+            got = {}
+            for what, save, first in steps:
+                evs = es.count_after(save, first, quiet)
+                got[what] = [(e.get("path"), bool(e.get("error")))
+                             for e in evs]
+            harness.note("events: %r" % got)
+            # "sed -i p.c, broken": one error event for /p.c
+            want = {w: ([] if f is None else
+                        [("/" + [t for t in w.replace(",", "").split()
+                                 if "." in t][0], "broken" in w)])
+                    for w, _, f in steps}
+            check_eq(got, want, "events of each save")
+            check_in("four", s.get_ok("/p").text, "the last save served")
+        finally:
+            es.close()
 
 
 def test_compile_error_page_is_styled_with_excerpt():
