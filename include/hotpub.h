@@ -822,8 +822,9 @@ bool hp_session_exists(hp_req *req);
 /*
  * The session's CSRF token (43 base64url characters), creating a session if
  * there is none (so a login form is protected too); NULL only when sessions
- * fail or req is NULL (see above). A session that holds no data (only this token) lives
- * session-anonymous-lifetime (24 minutes) unused, not session-lifetime. Put it in forms as
+ * fail or req is NULL (see above). A session that holds no data (only
+ * this token) lives session-anonymous-lifetime (24 minutes) unused, not
+ * session-lifetime. Put it in forms as
  *     <input type="hidden" name="csrf_token" value="...">
  * or send it as the X-CSRF-Token header field from scripts. Tokens in the
  * query string are not accepted. See HP_CSRF_EXEMPT above.

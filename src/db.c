@@ -630,12 +630,11 @@ failed:
  * SQLSTATE 22004 (null_value_not_allowed), or 22023 for parameters
  * missing, as hp_db_query_many's batch says. Never a crash.
  */
-static __attribute__((cold)) int refuse_null(hp_db *db, const char *fn,
-                                             const char *what,
-                                             const char *sqlstate)
+static __attribute__((cold)) int
+refuse_null(hp_db *db, const char *fn, const char *what, const char *sqlstate)
 {
-    char *msg = hp_xasprintf("%s: %s is NULL (refused: a page's mistake)", fn,
-                             what);
+    char *msg =
+        hp_xasprintf("%s: %s is NULL (refused: a page's mistake)", fn, what);
     hp_db__clear_error(db);
     db->changes = 0;
     hp_db__fail(db, msg, sqlstate, 0);

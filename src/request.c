@@ -92,7 +92,7 @@ void hp_req_cleanup(hp_req *req)
     hp_buf_free(&req->out);
 }
 
-/* ---- a page's mistakes ---------------------------------------------------- */
+/* ---- a page's mistakes ------------------------------------------------- */
 
 void hp_req_misuse(const hp_req *req, const char *fn, const char *what)
 {
