@@ -30,6 +30,15 @@
  * request ends; copy it if you keep it longer. Nothing here may be called
  * from a thread the page started itself unless it says so.
  *
+ * A NULL where a function below needs a pointer (req, a string, a name,
+ * a format, SQL) is a page's mistake, never a crash: the call returns
+ * its failure value (-1, NULL, 0, false; nothing for a void function) and
+ * writes one error line naming the function and the page, "PAGE
+ * [HANDLER]: hp_puts: s is NULL (refused: a page's mistake)" ("hp_puts:
+ * req is NULL ..." without a request). Each declaration says which NULLs
+ * it refuses so, and which mean something (hp_set_header's NULL value
+ * removes the field; a NULL hp_db handle fails quietly).
+ *
  * The full manual is docs/pages.md.
  */
 #ifndef HOTPUB_H
@@ -164,7 +173,9 @@ typedef struct hp_module hp_module;
 #define HP_PKG(name) _Static_assert(sizeof("" name "") > 1, "HP_PKG(\"\")")
 #endif
 
-/* Fail the init in progress; the message is shown like a compile error. */
+/* Fail the init in progress; the message is shown like a compile error
+ * (a NULL fmt still fails it, with "(init failed)", and logs an error).
+ * NULL m: these return nothing / NULL / 0 and log an error. */
 void hp_module_error(hp_module *m, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 const char *hp_module_path(hp_module *m);          /* absolute source path */
@@ -172,7 +183,8 @@ unsigned long long hp_module_version(hp_module *m); /* version id          */
 
 /* The state returned by init of the module whose code is running: the
  * page's for its own handlers and hooks, an application module's for the
- * hooks and acquired handlers it defines. */
+ * hooks and acquired handlers it defines. NULL req: these return NULL and
+ * log an error. */
 void *hp_module_state(hp_req *req);
 /* The state of the innermost application module (_app.c) above the page,
  * or NULL; hp_app_at(req, 1) is the next one out, and so on. */
@@ -189,7 +201,8 @@ HP_EXPORT __attribute__((weak, used)) const int hp__abi_version = HP_ABI_VERSION
 
 /* The method as sent: A-Z, '_' and '-' only (the edge answers 400 to any
  * other, 405 to TRACE and CONNECT); every other method, known or not
- * (PUT, PROPFIND, FOO), reaches the page, which decides (docs/pages.md). */
+ * (PUT, PROPFIND, FOO), reaches the page, which decides (docs/pages.md).
+ * NULL req: these six return NULL and log an error. */
 const char *hp_method(hp_req *req);  /* "GET", "POST", ...                  */
 const char *hp_path(hp_req *req);    /* decoded URL path, "/a/b/name"       */
 const char *hp_query(hp_req *req);   /* raw query string without '?', or "" */
@@ -197,11 +210,13 @@ const char *hp_filename(hp_req *req); /* absolute path of the page file     */
 const char *hp_handler_name(hp_req *req); /* "http_handler", "json", ...    */
 const char *hp_remote_addr(hp_req *req);  /* "127.0.0.1"                    */
 
-/* A request header, case-insensitive; NULL if absent. */
+/* A request header, case-insensitive; NULL if absent. NULL name: returns
+ * NULL and logs an error. */
 const char *hp_header(hp_req *req, const char *name);
 
 /* A cookie sent by the client (RFC 6265; the first of a repeated name; an
- * exact name match before a case-insensitive one); NULL if absent. */
+ * exact name match before a case-insensitive one); NULL if absent. NULL
+ * name: returns NULL and logs an error. */
 const char *hp_cookie(hp_req *req, const char *name);
 
 /*
@@ -213,6 +228,7 @@ const char *hp_cookie(hp_req *req, const char *name);
  * Query strings and urlencoded bodies decode alike (WHATWG URL); a value
  * holding a NUL byte reads as cut there. Decoded before the handler runs:
  * more than --max-fields fields get 413, a malformed multipart body 400.
+ * NULL name: NULL (hp_arg_count: 0) and an error logged.
  */
 const char *hp_arg(hp_req *req, const char *name);
 const char *hp_arg_n(hp_req *req, const char *name, unsigned i);
@@ -224,7 +240,8 @@ unsigned hp_arg_count(hp_req *req, const char *name);
  * which is decoded as it arrives (see hp_file). A large non-form body is
  * not handed over piece by piece: the handler runs once the body is
  * complete (docs/pages.md, "Uploads" says why); raise --max-body or send
- * it as multipart/form-data to spool it to disk.
+ * it as multipart/form-data to spool it to disk. len may be NULL; a NULL
+ * req returns NULL (*len 0) and logs an error.
  */
 const char *hp_body(hp_req *req, size_t *len);
 
@@ -254,21 +271,25 @@ struct hp_file {
 };
 
 /* The first file sent in field, the i-th (0-based) of a repeated field
- * (<input type=file multiple>), how many; NULL / 0 when there is none. */
+ * (<input type=file multiple>), how many; NULL / 0 when there is none.
+ * NULL field: NULL / 0 and an error logged. */
 const struct hp_file *hp_file(hp_req *req, const char *field);
 const struct hp_file *hp_file_n(hp_req *req, const char *field, unsigned i);
 unsigned hp_file_count(hp_req *req, const char *field);
 
 /* ---- the response ------------------------------------------------------- */
 
-/* Append to the body. Return HP_OK, or -1 on allocation failure. */
+/* Append to the body. Return HP_OK, or -1 on allocation failure. NULL s,
+ * NULL fmt, NULL data with len > 0: -1, nothing written, and an error
+ * logged (NULL data with len 0 writes nothing: HP_OK). */
 int hp_write(hp_req *req, const void *data, size_t len);
 int hp_puts(hp_req *req, const char *s);
 int hp_printf(hp_req *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int hp_vprintf(hp_req *req, const char *fmt, va_list ap);
 
-/* Append s with & < > " ' escaped for HTML text and attribute values. */
+/* Append s with & < > " ' escaped for HTML text and attribute values.
+ * NULL s writes nothing (HP_OK): hp_write_html(req, hp_arg(req, "q")). */
 int hp_write_html(hp_req *req, const char *s);
 
 /*
@@ -294,6 +315,7 @@ int hp_write_html(hp_req *req, const char *s);
  * for a client: there hp_flush returns HP_OK and keeps the body buffered,
  * the response goes out whole, and the page runs on the handler threads
  * from its next request on. Headers set after the first flush are lost.
+ * NULL req: -1 and an error logged.
  */
 int hp_flush(hp_req *req);
 
@@ -303,7 +325,8 @@ int hp_flush(hp_req *req);
  * each line of data (CR LF, CR or LF split it), a blank line; then
  * hp_flush. The first call sets Content-Type: text/event-stream and
  * Cache-Control: no-cache. Returns HP_OK, or -1 when the client is gone
- * (as hp_flush) or event holds CR or LF.
+ * (as hp_flush) or event holds CR or LF. A NULL data sends one empty
+ * "data:" line.
  */
 int hp_sse(hp_req *req, const char *event, const char *data);
 
@@ -319,12 +342,14 @@ int hp_sse(hp_req *req, const char *event, const char *data);
  * errno set, and the page can answer 404) and sent after the commit hooks
  * succeed; headers the page sets go along (Content-Disposition, ...);
  * the body it writes does not. Returns HP_OK or -1; -1 after hp_flush.
+ * NULL path: -1 (errno EINVAL) and an error logged.
  */
 int hp_send_file(hp_req *req, const char *path);
 
 /* Set the status of a successful response (default 200): 200-599. A 1xx
  * code is never the final status (RFC 9110 15.2): it is ignored and
- * logged (at most once a minute); other codes are ignored silently. */
+ * logged (at most once a minute); other codes are ignored silently. NULL
+ * req: ignored, and an error logged. */
 void hp_status(hp_req *req, int code);
 
 /* Set (replace) a response header; value NULL removes every field of
@@ -338,7 +363,8 @@ void hp_status(hp_req *req, int code);
  * Date (the server's clock, RFC 9110 6.6.1). No Server field is sent
  * unless the page sets one. A head larger than libmicrohttpd has room for
  * (about 3.5 KB of fields always fit with --max-header 16k; docs/pages.md)
- * is not sent: the response is a plain 500, logged. */
+ * is not sent: the response is a plain 500, logged. NULL name: -1 and an
+ * error logged. */
 int hp_set_header(hp_req *req, const char *name, const char *value);
 
 /* Add a Set-Cookie header; attrs is appended verbatim, e.g.
@@ -346,7 +372,8 @@ int hp_set_header(hp_req *req, const char *name, const char *value);
  * name is not a token or the value has a character RFC 6265 4.1.1 forbids
  * in a cookie-value (CTLs, whitespace, DQUOTE but around the whole value,
  * comma, semicolon, backslash, non-ASCII). hp_set_header(req, "Set-Cookie",
- * v) checks the name=value part of v (up to the first ';') the same way. */
+ * v) checks the name=value part of v (up to the first ';') the same way.
+ * NULL name or value: -1 and an error logged. */
 int hp_set_cookie(hp_req *req, const char *name, const char *value,
                   const char *attrs);
 
@@ -354,8 +381,9 @@ int hp_set_cookie(hp_req *req, const char *name, const char *value,
  * See Other otherwise. location is a URI reference (RFC 3986 4.1); space,
  * bytes >= 0x80 and " < > \ ^ ` { | } are percent-encoded (RFC 3986 2.1;
  * "/a b" goes out as "/a%20b"), anything else, '%' included, is sent as
- * it is. -1, setting nothing, when location is NULL, empty or holds a
- * control byte (0x00-0x1F, 0x7F: tab, CR and LF too); else HP_OK. */
+ * it is. -1, setting nothing, when location is NULL (an error logged),
+ * empty or holds a control byte (0x00-0x1F, 0x7F: tab, CR and LF too);
+ * else HP_OK. */
 int hp_redirect(hp_req *req, const char *location);
 
 /* ---- JSON (jansson) ---------------------------------------------------- */
@@ -378,7 +406,8 @@ int hp_redirect(hp_req *req, const char *location);
  * The page decides what to answer: hp_json_error(req) then says why
  * (jansson's message with line and column), else it is NULL. The value is
  * parsed once, on the first call, and is owned by the request: do not
- * json_decref it (json_incref it to keep it longer).
+ * json_decref it (json_incref it to keep it longer). NULL req: both return
+ * NULL and log an error.
  */
 json_t *hp_json_body(hp_req *req);
 const char *hp_json_error(hp_req *req);
@@ -388,7 +417,8 @@ const char *hp_json_error(hp_req *req);
  * order, reals in the shortest form that reads back the same) to the
  * response, and set Content-Type: application/json unless the page set a
  * Content-Type. Does not take the reference: the caller still owns value.
- * HP_OK, or -1 (value NULL, not encodable, or out of memory).
+ * HP_OK, or -1 (value NULL, which logs an error; not encodable; out of
+ * memory).
  */
 int hp_write_json(hp_req *req, const json_t *value);
 
@@ -418,6 +448,7 @@ int hp_write_json(hp_req *req, const json_t *value);
  *     is logged. A missing partial renders as nothing (the spec's rule).
  * Returns HP_OK or 500:  return hp_render(req, "list.tpl", data);
  * data may be NULL; it is not modified and its reference is not taken.
+ * A NULL tpl is a 500 like a missing template, logged as an error.
  */
 int hp_render(hp_req *req, const char *tpl, const json_t *data);
 
@@ -437,7 +468,8 @@ int hp_render(hp_req *req, const char *tpl, const json_t *data);
     const int hp__path_params_##name = 1
 
 /* The i-th segment after the handler (0-based, percent-decoded), or NULL;
- * and how many there are. At most 32 are accepted (more: 404). */
+ * and how many there are. At most 32 are accepted (more: 404). NULL req:
+ * NULL / 0 and an error logged. */
 const char *hp_path_param(hp_req *req, unsigned i);
 unsigned hp_path_param_count(hp_req *req);
 
@@ -445,19 +477,22 @@ unsigned hp_path_param_count(hp_req *req);
 
 /* Hand a pointer from a hook to the handler or to another hook of the same
  * request (the origin design's req.cursor). Keys are compared as strings;
- * setting an existing key replaces it. -1 on allocation failure. */
+ * setting an existing key replaces it. -1 on allocation failure. NULL key:
+ * -1 / NULL and an error logged. */
 int hp_req_set(hp_req *req, const char *key, void *value);
 void *hp_req_get(hp_req *req, const char *key);
 
 /* ---- memory and logging ------------------------------------------------- */
 
-/* Request-scoped memory: freed when the request ends. NULL on failure. */
+/* Request-scoped memory: freed when the request ends. NULL on failure;
+ * NULL (and an error logged) for a NULL req, s or fmt. */
 void *hp_alloc(hp_req *req, size_t size);
 char *hp_strdup(hp_req *req, const char *s);
 char *hp_sprintf(hp_req *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* Log a line to the server's error log, prefixed with the page. */
+/* Log a line to the server's error log, prefixed with the page. A NULL fmt
+ * logs an error saying so instead. */
 void hp_log(hp_req *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -481,7 +516,11 @@ void hp_log(hp_req *req, const char *fmt, ...)
  * returns the connection to its pool when it ends, always. Parameters are
  * $1, $2, ... on every engine and are always bound, never spliced into the
  * SQL. Every hp_db_* function accepts a NULL handle or result and then fails
- * quietly, so a page may skip the NULL check of hp_db(req).
+ * quietly, so a page may skip the NULL check of hp_db(req). On a handle, a
+ * NULL sql (or results, or params with a count > 0) is a failed statement
+ * (SQLSTATE 22004; 22023 for params): -1 / NULL, hp_db_error naming the
+ * function, the failed statement's error line naming the page, and the
+ * request's transaction rolls back. hp_db(NULL): NULL, an error logged.
  */
 typedef struct hp_db hp_db;           /* one connection, used by one thread */
 typedef struct hp_db_res hp_db_res;   /* a result: all rows, in memory      */
@@ -599,8 +638,9 @@ hp_db_res *hp_db_query_params(hp_db *db, const char *sql, size_t n,
  * (the later ones did not run), hp_db_error / hp_db_sqlstate say why, and a
  * request's transaction fails as with any failed statement. nrows == 0 is
  * HP_OK and sends nothing; nrows * ncols overflowing size_t is an error
- * (SQLSTATE 54000), as are params NULL with ncols > 0 (22023). A NULL db,
- * sql or results fails quietly (-1). hp_db_changes after a batch is the sum
+ * (SQLSTATE 54000), as are params NULL with ncols > 0 (22023), and sql
+ * NULL or results NULL with nrows > 0 (22004, logged). A NULL db fails
+ * quietly (-1). hp_db_changes after a batch is the sum
  * of its runs' rows changed.
  */
 int hp_db_query_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
@@ -691,6 +731,7 @@ struct hp_db_pool_stats {
     unsigned long long prepares; /* statements compiled                    */
     unsigned long long cache_hits; /* statements reused from the cache     */
 };
+/* NULL pool: all zero. NULL out: nothing, and an error logged. */
 void hp_db_pool_stats(hp_db_pool *pool, struct hp_db_pool_stats *out);
 
 /* Behind the macros above: sql_and_params[0] is the SQL. */
@@ -742,7 +783,9 @@ hp_db_res *hp_db__query_text(hp_db *db, const char *const *sql_and_params,
  * Every function fails (NULL / -1) when no database is configured (--db
  * off; logged once per process) or the database fails (the request then
  * answers 503 as for hp_db). Keys and values are NUL-terminated strings;
- * what hp_session_get returns lives until the request ends.
+ * what hp_session_get returns lives until the request ends. A NULL req,
+ * key or value is refused (NULL / -1 / false, nothing changed) with an
+ * error logged.
  */
 /* The value of key in the request's session, or NULL (no such key, no
  * session). Never creates a session. */
@@ -779,8 +822,9 @@ bool hp_session_exists(hp_req *req);
 /*
  * The session's CSRF token (43 base64url characters), creating a session if
  * there is none (so a login form is protected too); NULL only when sessions
- * fail (see above). A session that holds no data (only this token) lives
- * session-anonymous-lifetime (24 minutes) unused, not session-lifetime. Put it in forms as
+ * fail or req is NULL (see above). A session that holds no data (only
+ * this token) lives session-anonymous-lifetime (24 minutes) unused, not
+ * session-lifetime. Put it in forms as
  *     <input type="hidden" name="csrf_token" value="...">
  * or send it as the X-CSRF-Token header field from scripts. Tokens in the
  * query string are not accepted. See HP_CSRF_EXEMPT above.
@@ -792,9 +836,10 @@ const char *hp_csrf_token(hp_req *req);
  * its "interactive" cost (2 passes over 64 MiB: about 50-100 ms of CPU).
  * hp_password_hash returns the encoded hash ("$argon2id$v=19$m=65536,t=2,
  * p=1$salt$hash", under 128 bytes, with its own random salt; store it as
- * text), owned by the request; NULL when the memory cannot be had (logged).
- * hp_password_verify compares in constant time; false for a wrong password
- * and for a NULL or malformed hash.
+ * text), owned by the request; NULL when the memory cannot be had (logged)
+ * or for a NULL password (logged). hp_password_verify compares in
+ * constant time; false for a wrong password, for a NULL or malformed hash
+ * and for a NULL password.
  */
 const char *hp_password_hash(hp_req *req, const char *password);
 bool hp_password_verify(const char *hash, const char *password);

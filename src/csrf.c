@@ -60,7 +60,8 @@ bool hp_csrf_token_eq(const char *a, const char *b)
 
 const char *hp_csrf_token(hp_req *req)
 {
-    return req ? hp_session__csrf(req, true, NULL) : NULL;
+    HP_REFUSE_NULL_REQ(req, NULL);
+    return hp_session__csrf(req, true, NULL);
 }
 
 /* A form field from the body only (the query's fields come first in

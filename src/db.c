@@ -622,11 +622,35 @@ failed:
     return -1;
 }
 
+/*
+ * A NULL where the page must give SQL text, parameters or a place for the
+ * results: a page's mistake, failed as a statement that failed (the
+ * request's transaction then rolls back; hp_db_error says why, and the
+ * log line of every failed statement names the function and the page).
+ * SQLSTATE 22004 (null_value_not_allowed), or 22023 for parameters
+ * missing, as hp_db_query_many's batch says. Never a crash.
+ */
+static __attribute__((cold)) int
+refuse_null(hp_db *db, const char *fn, const char *what, const char *sqlstate)
+{
+    char *msg =
+        hp_xasprintf("%s: %s is NULL (refused: a page's mistake)", fn, what);
+    hp_db__clear_error(db);
+    db->changes = 0;
+    hp_db__fail(db, msg, sqlstate, 0);
+    free(msg);
+    note_failure(db, "(none)");
+    return -1;
+}
+
 int hp_db_exec_params(hp_db *db, const char *sql, size_t n,
                       const hp_db_val *params)
 {
-    if (!db || !sql)
+    if (!db)
         return -1;
+    if (__builtin_expect(!sql || (n && !params), 0))
+        return refuse_null(db, __func__, sql ? "params" : "sql",
+                           sql ? "22023" : "22004");
     return run(db, sql, n, params, NULL) < 0 ? -1 : HP_OK;
 }
 
@@ -634,8 +658,13 @@ hp_db_res *hp_db_query_params(hp_db *db, const char *sql, size_t n,
                               const hp_db_val *params)
 {
     hp_db_res *r = NULL;
-    if (!db || !sql)
+    if (!db)
         return NULL;
+    if (__builtin_expect(!sql || (n && !params), 0)) {
+        refuse_null(db, __func__, sql ? "params" : "sql",
+                    sql ? "22023" : "22004");
+        return NULL;
+    }
     return run(db, sql, n, params, &r) < 0 ? NULL : r;
 }
 
@@ -733,16 +762,20 @@ int hp_db_query_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
 {
     for (size_t i = 0; results && i < nrows; i++)
         results[i] = NULL;
-    if (!db || !sql || (!results && nrows))
+    if (!db)
         return -1;
+    if (__builtin_expect(!sql || (!results && nrows), 0))
+        return refuse_null(db, __func__, sql ? "results" : "sql", "22004");
     return run_many(db, sql, nrows, ncols, params, results);
 }
 
 int hp_db_exec_many(hp_db *db, const char *sql, size_t nrows, size_t ncols,
                     const hp_db_val *params)
 {
-    if (!db || !sql)
+    if (!db)
         return -1;
+    if (__builtin_expect(!sql, 0))
+        return refuse_null(db, __func__, "sql", "22004");
     return run_many(db, sql, nrows, ncols, params, NULL);
 }
 
@@ -759,8 +792,10 @@ static hp_db_val *text_vals(const char *const *strs, size_t n, hp_db_val *stack,
 int hp_db__exec_text(hp_db *db, const char *const *sp, size_t n)
 {
     hp_db_val stack[16];
-    if (!db || !sp || !sp[0])
+    if (!db)
         return -1;
+    if (__builtin_expect(!sp || !n || !sp[0], 0))
+        return refuse_null(db, "hp_db_exec", "sql", "22004");
     hp_db_val *v = text_vals(sp + 1, n - 1, stack, 16);
     int rc = hp_db_exec_params(db, sp[0], n - 1, v);
     if (v != stack)
@@ -771,8 +806,12 @@ int hp_db__exec_text(hp_db *db, const char *const *sp, size_t n)
 hp_db_res *hp_db__query_text(hp_db *db, const char *const *sp, size_t n)
 {
     hp_db_val stack[16];
-    if (!db || !sp || !sp[0])
+    if (!db)
         return NULL;
+    if (__builtin_expect(!sp || !n || !sp[0], 0)) {
+        refuse_null(db, "hp_db_query", "sql", "22004");
+        return NULL;
+    }
     hp_db_val *v = text_vals(sp + 1, n - 1, stack, 16);
     hp_db_res *r = hp_db_query_params(db, sp[0], n - 1, v);
     if (v != stack)
@@ -782,8 +821,10 @@ hp_db_res *hp_db__query_text(hp_db *db, const char *const *sp, size_t n)
 
 int hp_db_exec_script(hp_db *db, const char *sql)
 {
-    if (!db || !sql)
+    if (!db)
         return -1;
+    if (__builtin_expect(!sql, 0))
+        return refuse_null(db, __func__, "sql", "22004");
     hp_db__clear_error(db);
     db->changes = 0;
     /* reset at release */
@@ -968,8 +1009,7 @@ hp_db *hp_db_from(hp_req *req, hp_db_pool *pool)
     char *err = NULL;
     bool timed_out = false;
 
-    if (!req)
-        return NULL;
+    HP_REFUSE_NULL_REQ(req, NULL);
     struct req_db *had = find_enlisted(req, pool);
     if (had)
         return had->db;

@@ -879,6 +879,11 @@ void hp_db__release_raw(hp_db *db)
 
 void hp_db_pool_stats(hp_db_pool *p, struct hp_db_pool_stats *out)
 {
+    if (__builtin_expect(!out, 0)) {
+        hp_log_error("hp_db_pool_stats: out is NULL (refused: a page's "
+                     "mistake)");
+        return;
+    }
     memset(out, 0, sizeof *out);
     if (!p)
         return;

@@ -125,6 +125,7 @@ static void parse_body(hp_req *req)
 
 json_t *hp_json_body(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     if (!req->json_parsed)
         parse_body(req);
     return req->json;
@@ -132,6 +133,7 @@ json_t *hp_json_body(hp_req *req)
 
 const char *hp_json_error(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     if (!req->json_parsed)
         parse_body(req);
     return req->json_err;
@@ -296,6 +298,7 @@ int hp_write_json(hp_req *req, const json_t *value)
 {
     /* Straight into the body; a value that cannot be written (too deep,
      * out of memory) is cut off again, leaving the response as it was. */
+    HP_REFUSE_NULL(req, value, "value", -1);
     size_t was = req->out.len;
     if (put_value(&req->out, value, 0) < 0) {
         req->out.len = was;

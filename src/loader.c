@@ -694,25 +694,44 @@ void hp_version_close(hp_version *v)
 
 /* ---- the module API pages call from init/fini ------------------------- */
 
+/* A NULL m is a page's mistake (request.c's hp_req_misuse for modules):
+ * one error line, and the function's failure value. */
+static bool module_misuse(const char *fn)
+{
+    hp_log_error("%s: m is NULL (refused: a page's mistake)", fn);
+    return false;
+}
+
 void hp_module_error(hp_module *m, const char *fmt, ...)
 {
     va_list ap;
-    char *msg;
-    va_start(ap, fmt);
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
-    va_end(ap);
+    char *msg = NULL;
+    if (__builtin_expect(!m, 0) && !module_misuse(__func__))
+        return;
+    if (fmt) {
+        va_start(ap, fmt);
+        if (vasprintf(&msg, fmt, ap) < 0)
+            msg = NULL;
+        va_end(ap);
+    } else {
+        hp_log_error("%s: hp_module_error: fmt is NULL (a page's mistake)",
+                     m->v->path);
+    }
     free(m->error);
     m->error = msg ? msg : hp_xstrdup("(init failed)");
 }
 
 const char *hp_module_path(hp_module *m)
 {
+    if (__builtin_expect(!m, 0) && !module_misuse(__func__))
+        return NULL;
     return m->v->path;
 }
 
 unsigned long long hp_module_version(hp_module *m)
 {
+    if (__builtin_expect(!m, 0) && !module_misuse(__func__))
+        return 0;
     return (unsigned long long)m->v->id;
 }
 

@@ -23,6 +23,7 @@
 
 int hp_flush(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, -1);
     if (!req->stream) {
         if (req->send_fd)
             return -1; /* a file answers this request, not the body */
@@ -71,6 +72,7 @@ static int sse_lines(hp_req *req, const char *name, const char *v)
 
 int hp_sse(hp_req *req, const char *event, const char *data)
 {
+    HP_REFUSE_NULL_REQ(req, -1);
     if (event && strpbrk(event, "\r\n"))
         return -1; /* one event name is one line */
     if (!req->stream && !req->send_fd) {
@@ -87,7 +89,12 @@ int hp_sse(hp_req *req, const char *event, const char *data)
 
 int hp_send_file(hp_req *req, const char *path)
 {
-    if (!path || req->stream)
+    if (__builtin_expect(!req || !path, 0)) {
+        hp_req_misuse(req, __func__, req ? "path" : "req");
+        errno = EINVAL;
+        return -1;
+    }
+    if (req->stream)
         return -1;
     /* A relative name is the page's, as for hp_render: not the server's
      * working directory, and never above the document root. */

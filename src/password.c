@@ -41,7 +41,8 @@ int hp_crypto_init(void)
 
 const char *hp_password_hash(hp_req *req, const char *password)
 {
-    if (!req || !password || hp_crypto_init() < 0)
+    HP_REFUSE_NULL(req, password, "password", NULL);
+    if (hp_crypto_init() < 0)
         return NULL;
     char *out = hp_alloc(req, crypto_pwhash_STRBYTES);
     if (!out)

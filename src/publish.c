@@ -366,12 +366,14 @@ int hp_publish_run(hp_req *req)
  * an application module gets that module's state, not the page's. */
 void *hp_module_state(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     hp_version *m = req->current_module ? req->current_module : req->pins.page;
     return m ? m->state : NULL;
 }
 
 void *hp_app_at(hp_req *req, unsigned depth)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     if (depth >= req->pins.napps)
         return NULL;
     return req->pins.apps[req->pins.napps - 1 - depth]->state;

@@ -23,6 +23,7 @@
 static struct {
     struct MHD_Daemon *d;
     char port[8]; /* ":8443", or "" for 443 */
+    size_t memory; /* libmicrohttpd's per connection (hp_redirect_start) */
 } R;
 
 static void *keep_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -57,6 +58,46 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status,
     return ok;
 }
 
+/*
+ * The 308's head must fit in what the request left of libmicrohttpd's
+ * connection memory: 0.9.75 writes it there and, when it does not fit,
+ * closes the connection without a word (server.c's head_room says how;
+ * the same reckoning here, with its constants). The Location is the
+ * target again, so hp_redirect_start gives the connection room for a
+ * request as large as the edge lets through and a Location as long as
+ * its target; head_fits is the check that the reckoning holds, answering
+ * 414 rather than closing when it does not.
+ */
+#define HEAD_FIXED 160 /* status line, Date, Connection, Content-Length */
+#define HEAD_SLACK 256 /* whitespace around values, alignment, rounding */
+#define HEAD_RECORD 64 /* libmicrohttpd's record of a field (framing.h) */
+
+static enum MHD_Result held_one(void *cls, enum MHD_ValueKind kind,
+                                const char *key, const char *value)
+{
+    size_t *n = cls;
+    *n += HEAD_RECORD;
+    if (kind != MHD_GET_ARGUMENT_KIND)
+        *n += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+static bool head_fits(struct MHD_Connection *conn, const char *target,
+                      const char *method, const char *version,
+                      const char *location)
+{
+    size_t held =
+        HEAD_SLACK + strlen(target) + strlen(method) + strlen(version) + 4;
+    MHD_get_connection_values(
+        conn,
+        (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND |
+                             MHD_COOKIE_KIND | MHD_FOOTER_KIND),
+        held_one, &held);
+    size_t head = HEAD_FIXED + sizeof "Location: \r\n" - 1 + strlen(location) +
+                  sizeof "Content-Type: text/plain; charset=utf-8\r\n" - 1;
+    return held < R.memory && head <= R.memory - held;
+}
+
 /* The host part of a Host field value (a [v6] literal kept whole). */
 static size_t host_len(const char *host)
 {
@@ -84,8 +125,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   size_t *upload_size, void **con_cls)
 {
     (void)cls;
-    (void)method;
-    (void)version;
     (void)upload;
     if (*upload_size) { /* a body is not needed for the answer: drop it */
         *upload_size = 0;
@@ -101,19 +140,34 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
         return answer(conn, 400, NULL, "Bad Request\n");
     char *loc = hp_xasprintf("https://%.*s%s%s", (int)host_len(host), host,
                              R.port, target);
+    if (!head_fits(conn, target, method ? method : "", version ? version : "",
+                   loc)) {
+        /* nginx answers a target longer than it reads with 414 too */
+        hp_log_error("tls-redirect: a 308 to a target of %zu bytes would not "
+                     "fit libmicrohttpd's %zu bytes for the connection; "
+                     "answering 414",
+                     strlen(target), R.memory);
+        free(loc);
+        return answer(conn, 414, NULL, "URI Too Long\n");
+    }
     enum MHD_Result ok = answer(conn, 308, loc, "Permanent Redirect\n");
     free(loc);
     return ok;
 }
 
-int hp_redirect_start(int fd, const char *https_listen)
+int hp_redirect_start(int fd, const struct hp_config *cfg)
 {
+    const char *https_listen = cfg->listen;
     const char *colon = strrchr(https_listen, ':');
     int port = colon ? atoi(colon + 1) : 443;
     if (port == 443)
         R.port[0] = '\0';
     else
         snprintf(R.port, sizeof R.port, ":%d", port);
+    /* What the main daemon has (the largest request the edge lets
+     * through, and 4 KiB), and room for a Location as long as that
+     * request's target with https://HOST:PORT before it. */
+    R.memory = hp_edge_mhd_memory(cfg) + cfg->max_header + 1024;
     R.d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0,
         NULL, NULL, on_request, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
@@ -121,7 +175,7 @@ int hp_redirect_start(int fd, const char *https_listen)
         MHD_OPTION_NOTIFY_COMPLETED, free_uri, NULL,
         MHD_OPTION_NOTIFY_CONNECTION, hp_edge_notify_plain, NULL,
         MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_LIMIT, 256u,
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, R.memory, MHD_OPTION_END);
     if (!R.d) {
         hp_log_error("cannot start the HTTPS redirect listener");
         close(fd);

@@ -92,10 +92,25 @@ void hp_req_cleanup(hp_req *req)
     hp_buf_free(&req->out);
 }
 
+/* ---- a page's mistakes ------------------------------------------------- */
+
+void hp_req_misuse(const hp_req *req, const char *fn, const char *what)
+{
+    if (!req) {
+        hp_log_error("%s: req is NULL (refused: a page's mistake)", fn);
+        return;
+    }
+    hp_log_error("%s [%s]: %s: %s is NULL (refused: a page's mistake)",
+                 req->current_module ? req->current_module->path
+                                     : req->target.path,
+                 req->target.handler, fn, what);
+}
+
 /* ---- request-scoped memory --------------------------------------------- */
 
 void *hp_alloc(hp_req *req, size_t size)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     void *p = arena_alloc(req, size);
     if (p)
         return p;
@@ -111,6 +126,7 @@ void *hp_alloc(hp_req *req, size_t size)
 
 char *hp_strdup(hp_req *req, const char *s)
 {
+    HP_REFUSE_NULL(req, s, "s", NULL);
     size_t n = strlen(s) + 1;
     char *p = hp_alloc(req, n);
     if (p)
@@ -121,6 +137,7 @@ char *hp_strdup(hp_req *req, const char *s)
 char *hp_sprintf(hp_req *req, const char *fmt, ...)
 {
     va_list ap, ap2;
+    HP_REFUSE_NULL(req, fmt, "fmt", NULL);
     va_start(ap, fmt);
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
@@ -139,6 +156,7 @@ static void kv_add(hp_req *req, struct hp_kvlist *l, const char *name,
 
 int hp_req_set(hp_req *req, const char *key, void *value)
 {
+    HP_REFUSE_NULL(req, key, "key", -1);
     for (size_t i = 0; i < req->values.n; i++) {
         if (strcmp(req->values.v[i].name, key) == 0) {
             req->values.v[i].value = value;
@@ -154,6 +172,7 @@ int hp_req_set(hp_req *req, const char *key, void *value)
 
 void *hp_req_get(hp_req *req, const char *key)
 {
+    HP_REFUSE_NULL(req, key, "key", NULL);
     for (size_t i = 0; i < req->values.n; i++)
         if (strcmp(req->values.v[i].name, key) == 0)
             return (void *)(uintptr_t)req->values.v[i].value; /* ours */
@@ -164,37 +183,44 @@ void *hp_req_get(hp_req *req, const char *key)
 
 const char *hp_method(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     return req->method;
 }
 
 const char *hp_path(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     return req->path;
 }
 
 const char *hp_query(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     return req->query ? req->query : "";
 }
 
 const char *hp_filename(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     return req->target.path;
 }
 
 const char *hp_handler_name(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     return req->target.handler;
 }
 
 /* Filled by publish.c's routing before the handler runs. */
 const char *hp_path_param(hp_req *req, unsigned i)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     return i < req->nparams ? req->params[i] : NULL;
 }
 
 unsigned hp_path_param_count(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, 0);
     return req->nparams;
 }
 
@@ -217,6 +243,7 @@ const char *hp_req_remote(hp_req *req)
 
 const char *hp_remote_addr(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL);
     return hp_req_remote(req);
 }
 
@@ -241,6 +268,7 @@ const char *hp_req_field_value(hp_req *req, const char *v)
 
 const char *hp_header(hp_req *req, const char *name)
 {
+    HP_REFUSE_NULL(req, name, "name", NULL);
     /* RFC 9112 §3.2.2: for an absolute-form target the target's authority
      * is the host, whatever the Host field says. */
     if (req->authority && strcasecmp(name, "Host") == 0)
@@ -286,8 +314,7 @@ static enum MHD_Result collect_cookies(void *cls, enum MHD_ValueKind kind,
  * libmicrohttpd lookup hotpub used before did. */
 const char *hp_cookie(hp_req *req, const char *name)
 {
-    if (!name)
-        return NULL;
+    HP_REFUSE_NULL(req, name, "name", NULL);
     if (!req->cookies_parsed) {
         req->cookies_parsed = true;
         MHD_get_connection_values(req->conn, MHD_HEADER_KIND, collect_cookies,
@@ -304,6 +331,12 @@ const char *hp_cookie(hp_req *req, const char *name)
 
 const char *hp_body(hp_req *req, size_t *len)
 {
+    if (__builtin_expect(!req, 0)) {
+        if (len)
+            *len = 0;
+        hp_req_misuse(req, __func__, "req");
+        return NULL;
+    }
     if (len)
         *len = req->body.len;
     return req->body.p ? req->body.p : "";
@@ -374,8 +407,9 @@ static void parse_args(hp_req *req)
 
 const char *hp_arg_n(hp_req *req, const char *name, unsigned i)
 {
+    HP_REFUSE_NULL(req, name, "name", NULL);
     parse_args(req);
-    for (size_t k = 0; name && k < req->args.n; k++)
+    for (size_t k = 0; k < req->args.n; k++)
         if (strcmp(req->args.v[k].name, name) == 0 && i-- == 0)
             return req->args.v[k].value;
     return NULL;
@@ -383,14 +417,16 @@ const char *hp_arg_n(hp_req *req, const char *name, unsigned i)
 
 const char *hp_arg(hp_req *req, const char *name)
 {
+    HP_REFUSE_NULL(req, name, "name", NULL);
     return hp_arg_n(req, name, 0);
 }
 
 unsigned hp_arg_count(hp_req *req, const char *name)
 {
     unsigned n = 0;
+    HP_REFUSE_NULL(req, name, "name", 0);
     parse_args(req);
-    for (size_t k = 0; name && k < req->args.n; k++)
+    for (size_t k = 0; k < req->args.n; k++)
         n += strcmp(req->args.v[k].name, name) == 0;
     return n;
 }
@@ -440,22 +476,26 @@ int hp_req_parse_form(hp_req *req, int max_fields)
 
 int hp_write(hp_req *req, const void *data, size_t len)
 {
+    HP_REFUSE_NULL(req, data || !len, "data", -1);
     return hp_buf_append(&req->out, data, len) < 0 ? -1 : HP_OK;
 }
 
 int hp_puts(hp_req *req, const char *s)
 {
+    HP_REFUSE_NULL(req, s, "s", -1);
     return hp_write(req, s, strlen(s));
 }
 
 int hp_vprintf(hp_req *req, const char *fmt, va_list ap)
 {
+    HP_REFUSE_NULL(req, fmt, "fmt", -1);
     return hp_buf_vprintf(&req->out, fmt, ap) < 0 ? -1 : HP_OK;
 }
 
 int hp_printf(hp_req *req, const char *fmt, ...)
 {
     va_list ap;
+    HP_REFUSE_NULL(req, fmt, "fmt", -1);
     va_start(ap, fmt);
     int r = hp_vprintf(req, fmt, ap);
     va_end(ap);
@@ -464,6 +504,7 @@ int hp_printf(hp_req *req, const char *fmt, ...)
 
 int hp_write_html(hp_req *req, const char *s)
 {
+    HP_REFUSE_NULL_REQ(req, -1);
     return hp_buf_html(&req->out, s ? s : "") < 0 ? -1 : HP_OK;
 }
 
@@ -489,6 +530,7 @@ static void interim_refused(hp_req *req, int code)
 
 void hp_status(hp_req *req, int code)
 {
+    HP_REFUSE_NULL_REQ(req, );
     if (code >= 100 && code <= 199)
         interim_refused(req, code);
     else if (code >= 200 && code <= 599)
@@ -614,7 +656,8 @@ static char *dup_n(hp_req *req, const char *s, size_t n)
 
 int hp_set_header(hp_req *req, const char *name, const char *value)
 {
-    if (!name || !*name)
+    HP_REFUSE_NULL(req, name, "name", -1);
+    if (!*name)
         return -1;
     /* A token's characters are printable US-ASCII but ':' (which rules
      * out what header_safe refuses, too) */
@@ -655,7 +698,9 @@ int hp_set_header(hp_req *req, const char *name, const char *value)
 int hp_set_cookie(hp_req *req, const char *name, const char *value,
                   const char *attrs)
 {
-    if (!name || !value || !cookie_name_ok(name, strlen(name)) ||
+    HP_REFUSE_NULL(req, name, "name", -1);
+    HP_REFUSE_NULL(req, value, "value", -1);
+    if (!cookie_name_ok(name, strlen(name)) ||
         !cookie_value_ok(value, strlen(value)))
         return -1;
     char *line = attrs && *attrs
@@ -704,6 +749,7 @@ static char *location_encode(hp_req *req, const char *location)
 
 int hp_redirect(hp_req *req, const char *location)
 {
+    HP_REFUSE_NULL(req, location, "location", -1);
     const char *loc = location_encode(req, location);
     if (!loc || hp_set_header(req, "Location", loc) < 0)
         return -1;
@@ -716,6 +762,7 @@ void hp_log(hp_req *req, const char *fmt, ...)
 {
     struct hp_buf b = {0};
     va_list ap;
+    HP_REFUSE_NULL(req, fmt, "fmt", );
     va_start(ap, fmt);
     hp_buf_vprintf(&b, fmt, ap);
     va_end(ap);

@@ -164,6 +164,23 @@ const char *hp_req_field(struct MHD_Connection *conn, const char *name);
 int hp_req_parse_form(hp_req *req, int max_fields);
 /* Add a response header without validation (server-generated values). */
 void hp_req_add_header(hp_req *req, const char *name, const char *value);
+/*
+ * A page's mistake the API can see cheaply (a NULL where hotpub.h wants a
+ * pointer, req itself NULL): one error line naming the function and the
+ * page, "PAGE [HANDLER]: FN: WHAT is NULL (refused)"; the caller then
+ * returns its documented failure value. Never a crash. req may be NULL.
+ * HP_REFUSE_NULL is the check: one branch when all is well.
+ */
+void hp_req_misuse(const hp_req *req, const char *fn, const char *what)
+    __attribute__((cold));
+#define HP_REFUSE_NULL(req, p, what, ret)                                      \
+    do {                                                                       \
+        if (__builtin_expect(!(req) || !(p), 0)) {                             \
+            hp_req_misuse((req), __func__, (req) ? (what) : "req");            \
+            return ret;                                                        \
+        }                                                                      \
+    } while (0)
+#define HP_REFUSE_NULL_REQ(req, ret) HP_REFUSE_NULL(req, req, "req", ret)
 /* Write the short standard body for an error status. */
 void hp_req_error_body(hp_req *req, int status, const char *detail_html);
 const char *hp_status_text(int status);

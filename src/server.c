@@ -2862,7 +2862,7 @@ static int redirect_start(struct hp_config *cfg)
     }
     int fd =
         H.redirect_fd > 0 ? H.redirect_fd : hp_listen_bind(cfg->tls_redirect);
-    return fd < 0 ? -1 : hp_redirect_start(fd, cfg->listen);
+    return fd < 0 ? -1 : hp_redirect_start(fd, cfg);
 }
 
 /* Everything up to accepting connections: 0, or 1 with nothing left

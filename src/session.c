@@ -877,7 +877,8 @@ static long find_key(struct hp_sess *s, const char *key)
 
 const char *hp_session_get(hp_req *req, const char *key)
 {
-    struct hp_sess *s = req && key ? load(req) : NULL;
+    HP_REFUSE_NULL(req, key, "key", NULL);
+    struct hp_sess *s = load(req);
     if (!s || s->failed || !s->live)
         return NULL;
     long i = find_key(s, key);
@@ -886,7 +887,9 @@ const char *hp_session_get(hp_req *req, const char *key)
 
 int hp_session_set(hp_req *req, const char *key, const char *value)
 {
-    if (!key || !*key || !value)
+    HP_REFUSE_NULL(req, key, "key", -1);
+    HP_REFUSE_NULL(req, value, "value", -1);
+    if (!*key)
         return -1;
     struct hp_sess *s = writable(req);
     if (!s)
@@ -903,7 +906,8 @@ int hp_session_set(hp_req *req, const char *key, const char *value)
 
 int hp_session_del(hp_req *req, const char *key)
 {
-    struct hp_sess *s = req && key ? load(req) : NULL;
+    HP_REFUSE_NULL(req, key, "key", -1);
+    struct hp_sess *s = load(req);
     if (!s || s->failed)
         return -1;
     long i = s->live ? find_key(s, key) : -1;
@@ -922,7 +926,8 @@ int hp_session_del(hp_req *req, const char *key)
 
 void hp_session_destroy(hp_req *req)
 {
-    struct hp_sess *s = req ? load(req) : NULL;
+    HP_REFUSE_NULL_REQ(req, );
+    struct hp_sess *s = load(req);
     if (!s || s->failed || !s->live || !may_change(s, "hp_session_destroy") ||
         enlist(s) < 0)
         return;
@@ -934,13 +939,15 @@ void hp_session_destroy(hp_req *req)
 
 bool hp_session_exists(hp_req *req)
 {
-    struct hp_sess *s = req ? load(req) : NULL;
+    HP_REFUSE_NULL_REQ(req, false);
+    struct hp_sess *s = load(req);
     return s && !s->failed && s->live;
 }
 
 int hp_session_regenerate(hp_req *req)
 {
-    struct hp_sess *s = req ? load(req) : NULL;
+    HP_REFUSE_NULL_REQ(req, -1);
+    struct hp_sess *s = load(req);
     if (!s || s->failed || !may_change(s, "hp_session_regenerate") ||
         table_or_fail(s) < 0 || enlist(s) < 0)
         return -1;
@@ -959,8 +966,7 @@ int hp_session_regenerate(hp_req *req)
 
 int hp_session_read_only(hp_req *req)
 {
-    if (!req)
-        return -1;
+    HP_REFUSE_NULL_REQ(req, -1);
     if (req->session)
         return req->session->read_only ? HP_OK : -1;
     struct hp_sess *s = attach(req);

@@ -517,13 +517,17 @@ static const struct hp_tpl *partial(void *ctx, const struct hp_tpl *from,
  * broken (unparsable or missing) template version the render reached,
  * logged at error level once per version, as a developer must see it in
  * production; other failures (msg alone) at info, each time. msg is the
- * text to show (v's error if NULL); freed. */
+ * text to show (v's error if NULL); freed. Neither: a NULL tpl, which
+ * the caller logged (hp_req_misuse). */
 static int tpl_fail(hp_req *req, struct tver *v, char *msg)
 {
-    const char *text = msg ? msg : v->error;
-    if (!v)
-        hp_log(req, "template: %s", text);
-    else if (!atomic_exchange(&v->logged, true))
+    const char *text = msg  ? msg
+                       : v ? v->error
+                           : "hp_render: tpl is NULL (refused: a page's mistake)";
+    if (!v) {
+        if (msg)
+            hp_log(req, "template: %s", text);
+    } else if (!atomic_exchange(&v->logged, true))
         hp_log_error("%s [%s]: template: %s",
                      req->current_module ? req->current_module->path
                                          : req->target.path,
@@ -559,12 +563,15 @@ static int tpl_fail(hp_req *req, struct tver *v, char *msg)
 
 int hp_render(hp_req *req, const char *tpl, const json_t *data)
 {
+    HP_REFUSE_NULL_REQ(req, 500);
     if (!T.started)
         return tpl_fail(req, NULL,
                         hp_xstrdup("templates are not available "
                                    "outside the server"));
-    if (!tpl)
-        return tpl_fail(req, NULL, hp_xstrdup("hp_render: no template name"));
+    if (!tpl) {
+        hp_req_misuse(req, __func__, "tpl");
+        return tpl_fail(req, NULL, NULL);
+    }
     /* Only template files: a name from the request must never read a
      * page's source, _app.c or anything else under the root. */
     if (!hp_tpl_is_file_name(tpl))

@@ -257,8 +257,9 @@ void hp_upload_cleanup(hp_req *req)
 
 const struct hp_file *hp_file_n(hp_req *req, const char *field, unsigned i)
 {
+    HP_REFUSE_NULL(req, field, "field", NULL);
     struct hp_upload *u = req->upload;
-    if (!u || !field || u->status != 0)
+    if (!u || u->status != 0)
         return NULL;
     for (size_t k = 0; k < u->nfiles; k++)
         if (strcmp(u->files[k].field, field) == 0 && i-- == 0)
@@ -268,14 +269,16 @@ const struct hp_file *hp_file_n(hp_req *req, const char *field, unsigned i)
 
 const struct hp_file *hp_file(hp_req *req, const char *field)
 {
+    HP_REFUSE_NULL(req, field, "field", NULL);
     return hp_file_n(req, field, 0);
 }
 
 unsigned hp_file_count(hp_req *req, const char *field)
 {
+    HP_REFUSE_NULL(req, field, "field", 0);
     struct hp_upload *u = req->upload;
     unsigned n = 0;
-    for (size_t k = 0; u && field && u->status == 0 && k < u->nfiles; k++)
+    for (size_t k = 0; u && u->status == 0 && k < u->nfiles; k++)
         n += strcmp(u->files[k].field, field) == 0;
     return n;
 }

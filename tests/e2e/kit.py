@@ -698,6 +698,190 @@ def test_path_params():
         check_eq(s.get("/hello/json").text, "json", "named handler")
 
 
+# ---- a page's NULL mistakes -----------------------------------------------
+
+# Every hotpub.h function a page may hand a NULL it should not: each call
+# is checked against its documented failure value (a line "ok EXPR" or
+# "BAD EXPR"). The NULL comes through a volatile pointer, as one from
+# hp_arg would, so the compiler neither warns nor folds it away.
+NULLS = page(r"""
+#define T(expr) hp_printf(req, "%s %s\n", (expr) ? "ok" : "BAD", #expr)
+static const char *volatile nul;
+
+static int vp(hp_req *req, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = hp_vprintf(req, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+HP_HANDLER(http_handler)
+{
+    size_t len = 7;
+    struct hp_db_pool_stats st;
+    T(hp_puts(req, nul) == -1);
+    T(hp_write(req, nul, 3) == -1);
+    T(hp_write(req, nul, 0) == HP_OK);
+    T(hp_printf(req, nul) == -1);
+    T(vp(req, nul) == -1);
+    T(hp_write_html(req, nul) == HP_OK);
+    T(hp_write_json(req, (const json_t *)nul) == -1);
+    T(hp_set_header(req, nul, "v") == -1);
+    T(hp_set_cookie(req, nul, "v", NULL) == -1);
+    T(hp_set_cookie(req, "c", nul, NULL) == -1);
+    T(hp_redirect(req, nul) == -1);
+    T(hp_send_file(req, nul) == -1);
+    T(hp_header(req, nul) == NULL);
+    T(hp_cookie(req, nul) == NULL);
+    T(hp_arg(req, nul) == NULL);
+    T(hp_arg_n(req, nul, 1) == NULL);
+    T(hp_arg_count(req, nul) == 0);
+    T(hp_file(req, nul) == NULL);
+    T(hp_file_n(req, nul, 1) == NULL);
+    T(hp_file_count(req, nul) == 0);
+    T(hp_req_set(req, nul, req) == -1);
+    T(hp_req_get(req, nul) == NULL);
+    T(hp_strdup(req, nul) == NULL);
+    T(hp_sprintf(req, nul) == NULL);
+    hp_log(req, nul);
+    T(hp_session_get(req, nul) == NULL);
+    T(hp_session_set(req, nul, "v") == -1);
+    T(hp_session_set(req, "k", nul) == -1);
+    T(hp_session_del(req, nul) == -1);
+    T(hp_password_hash(req, nul) == NULL);
+    T(hp_module_path((hp_module *)nul) == NULL);
+    T(hp_module_version((hp_module *)nul) == 0);
+    hp_module_error((hp_module *)nul, "x");
+    hp_db_pool_stats(hp_db_default_pool(), (struct hp_db_pool_stats *)nul);
+    hp_db_pool_stats(hp_db_default_pool(), &st);
+    /* req itself NULL */
+    hp_req *no = (hp_req *)nul;
+    T(hp_puts(no, "x") == -1);
+    T(hp_method(no) == NULL);
+    T(hp_arg(no, "x") == NULL);
+    T(hp_body(no, &len) == NULL && len == 0);
+    T(hp_alloc(no, 8) == NULL);
+    hp_status(no, 404);
+    T(hp_set_header(no, "X-A", "b") == -1);
+    T(hp_flush(no) == -1);
+    T(hp_json_body(no) == NULL);
+    T(hp_session_exists(no) == false);
+    T(hp_csrf_token(no) == NULL);
+    T(hp_db(no) == NULL);
+    T(hp_app(no) == NULL);
+    T(hp_path_param(no, 0) == NULL);
+    return HP_OK;
+}
+
+HP_HANDLER(render)
+{
+    return hp_render(req, nul, NULL);
+}
+
+HP_HANDLER(db)
+{
+    hp_db *db = hp_db(req);
+    if (!db || hp_db_autocommit(db) != HP_OK)
+        return 503;
+    hp_db_res *rows[2];
+    T(hp_db_exec(db, nul) == -1);
+    T(strcmp(hp_db_sqlstate(db), "22004") == 0);
+    T(strstr(hp_db_error(db), "hp_db_exec: sql is NULL") != NULL);
+    T(hp_db_query(db, nul) == NULL);
+    T(hp_db_exec_params(db, nul, 0, NULL) == -1);
+    T(hp_db_query_params(db, nul, 0, NULL) == NULL);
+    T(hp_db_exec_params(db, "SELECT $1", 1, NULL) == -1);
+    T(strcmp(hp_db_sqlstate(db), "22023") == 0);
+    T(hp_db_query_many(db, nul, 2, 0, NULL, rows) == -1);
+    T(hp_db_query_many(db, "SELECT 1", 2, 0, NULL, NULL) == -1);
+    T(hp_db_exec_many(db, nul, 1, 0, NULL) == -1);
+    T(hp_db_exec_script(db, nul) == -1);
+    hp_db_res *r = hp_db_query(db, "SELECT 41 + 1");
+    T(r && hp_db_next(r) && hp_db_int(r, 0) == 42);
+    return HP_OK;
+}
+
+HP_HANDLER(pid)
+{
+    hp_printf(req, "%d", (int)getpid());
+    return HP_OK;
+}
+""", includes="#include <string.h>\n#include <unistd.h>")
+
+# What each NULL above logs: "FUNCTION: WHAT is NULL" (with the page and
+# handler before it), one line each.
+NULL_LOGS = {
+    "http_handler": [
+        "hp_puts: s", "hp_write: data", "hp_printf: fmt", "hp_vprintf: fmt",
+        "hp_write_json: value", "hp_set_header: name", "hp_set_cookie: name",
+        "hp_set_cookie: value", "hp_redirect: location",
+        "hp_send_file: path", "hp_header: name", "hp_cookie: name",
+        "hp_arg: name", "hp_arg_n: name", "hp_arg_count: name",
+        "hp_file: field", "hp_file_n: field", "hp_file_count: field",
+        "hp_req_set: key", "hp_req_get: key", "hp_strdup: s",
+        "hp_sprintf: fmt", "hp_log: fmt", "hp_session_get: key",
+        "hp_session_set: key", "hp_session_set: value",
+        "hp_session_del: key", "hp_password_hash: password"],
+    "render": ["hp_render: tpl"],
+}
+
+
+def test_null_arguments_refused_and_logged_never_a_crash():
+    """include/hotpub.h: a NULL a page passes where a function needs a
+    pointer (hp_puts(req, NULL), a NULL format, header name, key, SQL,
+    req itself) is that function's failure value and one error line naming
+    the function and the page; the worker lives on and serves the next
+    request. One server, one page for all of them."""
+    with Server(files={"nulls.c": NULLS}, workers=1, dev=False) as s:
+        pid = s.get_ok("/nulls/pid").text
+        r = s.get("/nulls")
+        check_eq(r.status, 200, "the page calling with NULLs: %s"
+                 % short(r.text))
+        lines = r.text.splitlines()
+        check_eq([ln for ln in lines if not ln.startswith("ok ")], [],
+                 "checks that failed")
+        want = NULLS.split("HP_HANDLER(render)")[0].count("    T(")
+        check_eq(len(lines), want, "checks run")
+        check_eq(r.header("Location"), None, "Location after hp_redirect(NULL)")
+        r = s.get("/nulls/render")
+        check_eq(r.status, 500, "hp_render(req, NULL, ...)")
+        r = s.get("/nulls/db")
+        check_eq(r.status, 200, "the database calls: %s" % short(r.text))
+        check_eq([ln for ln in r.text.splitlines() if not ln.startswith("ok ")],
+                 [], "database checks that failed")
+        check_eq(s.get_ok("/nulls/pid").text, pid, "the worker's pid")
+        page_path = s.canon("nulls.c")
+
+        def logged():
+            err = s.stderr()
+            return all("%s [%s]: %s is NULL" % (page_path, h, w) in err
+                       for h, ws in NULL_LOGS.items() for w in ws)
+        wait_until(logged, 5)
+        err = s.stderr()
+        for h, ws in NULL_LOGS.items():
+            for w in ws:
+                line = "%s [%s]: %s is NULL" % (page_path, h, w)
+                check_eq(err.count(line + " (refused"), 1, "log lines %r" % line)
+        for w in ("hp_puts", "hp_method", "hp_arg", "hp_body", "hp_alloc",
+                  "hp_status", "hp_set_header", "hp_flush", "hp_json_body",
+                  "hp_session_exists", "hp_csrf_token", "hp_db_from",
+                  "hp_app_at", "hp_path_param"):
+            check_in("%s: req is NULL (refused" % w, err, "log for req NULL")
+        for w in ("hp_module_path", "hp_module_version", "hp_module_error"):
+            check_in("%s: m is NULL (refused" % w, err, "log for m NULL")
+        check_in("hp_db_pool_stats: out is NULL", err, "log")
+        for w in ("hp_db_exec: sql", "hp_db_query: sql",
+                  "hp_db_exec_params: sql", "hp_db_query_params: sql",
+                  "hp_db_exec_params: params", "hp_db_query_many: sql",
+                  "hp_db_query_many: results", "hp_db_exec_many: sql",
+                  "hp_db_exec_script: sql"):
+            check_in("db: %s: %s is NULL (refused" % (page_path, w), err,
+                     "the failed statement's log line")
+        check_not_in("crash", err.lower(), "the log")
+
+
 if __name__ == "__main__":
     sys.exit(harness.run_suite(globals(), sys.argv[1:],
                                suite_budget=SUITE_BUDGET,

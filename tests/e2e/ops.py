@@ -354,7 +354,8 @@ def test_https():
     with Server(files={"hello.c": simple_page("hi"), "sess.c": SESSION},
                 workers=1, args=["--tls-cert", cert, "--tls-key", key,
                                  "--tls-redirect",
-                                 "127.0.0.1:%d" % rport]) as s:
+                                 "127.0.0.1:%d" % rport,
+                                 "--max-header", "64k"]) as s:
         ctx = client_ctx(cert)
         status, _, body, _ = tls_get(s.port, "/hello", ctx)
         check_eq((status, body), (200, b"hi"), "GET over HTTPS")
@@ -389,6 +390,17 @@ def test_https():
                  "redirect to HTTPS")
         r = harness.request(rport, "/", headers={"Host": "bad host"})
         check_eq(r.status, 400, "redirect with an invalid Host")
+        # A target as long as --max-header allows is redirected too: its
+        # Location (the target again) once did not fit libmicrohttpd's
+        # memory beside the request, and the connection closed silently.
+        for n in (20000, 60000):
+            target = b"/" + b"a" * n + b"?q=1"
+            out, _ = plain_raw(rport, b"GET " + target + b" HTTP/1.1\r\n"
+                               b"Host: example.com\r\n\r\n", timeout=10.0)
+            check(out.startswith(b"HTTP/1.1 308 "),
+                  "308 for a %d-byte target: %r" % (n, out[:60]))
+            check_in(b"\r\nLocation: https://example.com:%d%s\r\n"
+                     % (s.port, target), out, "the long Location")
         # The session cookie is Secure over HTTPS.
         status, headers, _, _ = tls_get(s.port, "/sess", ctx)
         cookie = headers.get("Set-Cookie", "")
