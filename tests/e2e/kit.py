@@ -859,6 +859,9 @@ def test_null_arguments_refused_and_logged_never_a_crash():
             return all("%s [%s]: %s is NULL" % (page_path, h, w) in err
                        for h, ws in NULL_LOGS.items() for w in ws)
         wait_until(logged, 5)
+        # The same mistakes again: a page that makes one makes it on every
+        # request, and its line is said at most once a minute.
+        check_eq(s.get("/nulls").status, 200, "the page, a second time")
         err = s.stderr()
         for h, ws in NULL_LOGS.items():
             for w in ws:
