@@ -15,10 +15,13 @@
  * a page that crashed or called exit, or to a module init that crashed);
  * the handler-timeout watchdog thread of each worker; the fallback versions a
  * worker loads to serve a quarantined or broken module; the "processes" member
- * of status.json. May not touch: processes (forking, signalling, reaping are
- * master.c's), the module cache's entries, compiling, and HTTP with one
- * exception: when a handler overruns --handler-timeout, the watchdog writes a
- * fixed 504 response straight onto that request's socket (answer_504),
+ * of status.json; the file in the cache directory that keeps the
+ * quarantine and good tables across restarts (read and written by the
+ * parent: hp_guard_tables_load, hp_guard_tables_save). May not touch:
+ * processes (forking, signalling, reaping are master.c's), the module
+ * cache's entries, compiling, and HTTP with one exception: when a
+ * handler overruns --handler-timeout, the watchdog writes a fixed 504
+ * response straight onto that request's socket (answer_504),
  * bypassing server.c, because the thread that owns the request is stuck and
  * cannot answer (hp_server_answered logs and counts it); it then shuts the
  * socket down (after hp_server_claim, so that a dying worker's 503 and this
@@ -43,6 +46,9 @@
  *     per-request check takes no lock;
  *   - the good table: written by workers under the table lock, checked
  *     the same way;
+ *   - both tables: filled by the parent from the cache directory before
+ *     the first fork; the parent copies them out under the lock to write
+ *     that file (hp_guard_tables_save); tables_gen says they changed;
  *   - slots: their state and pid by the parent (and READY by the worker),
  *     their counters by the worker.
  * The table lock is a word holding the holder's pid; a waiter that finds
@@ -56,6 +62,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
+#include <fcntl.h>
 #include <link.h>
 #include <sched.h>
 #include <signal.h>
@@ -65,6 +72,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -267,6 +275,10 @@ struct shm {
     atomic_uint gen;      /* the current worker generation (SIGHUP bumps it) */
     atomic_int nquar;     /* entries in state Q_QUARANTINED */
     atomic_uint quar_gen; /* bumped on every quarantine or lift */
+    /* Bumped under the table lock on every change of the quarantine or
+     * good table: the parent writes them to the cache directory when it
+     * moved (hp_guard_tables_save). */
+    atomic_uint tables_gen;
     atomic_ulong crashes, timeouts, restarts, lifted;
     atomic_ulong causes[CAUSE_N]; /* workers replaced, by cause */
     int nslots, nrecs, workers;
@@ -547,6 +559,28 @@ static void table_lock(void)
     }
 }
 
+/* The parent's table_lock for what can wait (hp_guard_tables_save): it
+ * must not spin on a holder that died unreaped (its zombie answers kill),
+ * since the parent is the one to reap it. false if not taken soon. */
+static bool table_trylock(void)
+{
+    pid_t me = getpid();
+    for (unsigned spins = 0; spins < 200; spins++) {
+        int held = 0;
+        if (atomic_compare_exchange_weak(&SHM->lock, &held, me))
+            return true;
+        if (held && held != me && spins > 64 && kill(held, 0) < 0 &&
+            errno == ESRCH &&
+            atomic_compare_exchange_strong(&SHM->lock, &held, me))
+            return true;
+        if (spins < 64)
+            sched_yield();
+        else
+            nanosleep(&(struct timespec){0, 50000}, NULL);
+    }
+    return false;
+}
+
 static void table_unlock(void)
 {
     assert(atomic_load(&SHM->lock) == getpid());
@@ -646,6 +680,7 @@ static void mark_good(const struct rec *r)
     }
     hand_add(g, hh);
     atomic_store_explicit(&g->fp0, r->keyfp, memory_order_relaxed);
+    atomic_fetch_add(&SHM->tables_gen, 1);
     table_unlock();
 }
 
@@ -776,6 +811,7 @@ static void strike(const struct rec *r, int sig, int status)
         atomic_fetch_add(&SHM->quar_gen, 1);
     }
     int crashes = q->crashes;
+    atomic_fetch_add(&SHM->tables_gen, 1);
     table_unlock();
 
     if (good && crashes == QUAR_STRIKES)
@@ -819,6 +855,7 @@ static void lift(uint64_t phash, int64_t newer_ctime, const char *key)
         memcpy(old, q->key, KEY_LEN);
         atomic_store(&q->state, Q_FREE);
         atomic_store(&q->phash, 0);
+        atomic_fetch_add(&SHM->tables_gen, 1);
         if (was) {
             atomic_fetch_sub(&SHM->nquar, 1);
             atomic_fetch_add(&SHM->quar_gen, 1);
@@ -2578,6 +2615,469 @@ static void rec_text(const struct rec *r, char *out, size_t n)
     snprintf(out, n, "%s, handler '%s', version %llu (object %s), for %.3f s",
              r->path, r->handler, (unsigned long long)r->version, r->key,
              (double)(now_ns() - atomic_load(&r->started)) / 1e9);
+}
+
+/* ---- the tables on disk (the parent's) ---------------------------------- */
+
+/*
+ * The quarantine and good tables outlive the shared area (a restart, a
+ * deploy, a reboot) in <cache-dir>/quarantine-<root>, a text file whose
+ * keys name objects of that cache: one file per document root (the hash
+ * of its real path), so servers of other roots sharing the cache
+ * directory never overwrite each other's record. Only the parent reads
+ * and writes it, off every request's path: it is read before the first
+ * fork, and written (a temporary file renamed over it) on the parent's
+ * turn at most once a second when the tables changed (a strike, a lift, a
+ * new good key or handler), and at the end. Two servers of one root share
+ * one file: the last rename wins, whole. The format:
+ *
+ *   hotpub-quarantine 1 <hotpub version>
+ *   q <c|q> <phash> <key> <src_ctime> <crashes> <sig> <status> <since>
+ *     <handler> <path>                       (counting, quarantined; one line)
+ *   g <phash> <key0|-> <key1|-> <hands0|-> <hands1|-> <path>
+ *   end <FNV-1a 64 of every byte before this line>
+ *
+ * numbers in decimal but phash and the handler hashes (hex, hands comma
+ * separated); strings %XX-escaped (bytes up to space, '%', DEL, a leading
+ * '-'), "-" for empty. A file of another hotpub version is not used (its
+ * objects were built for another ABI); a file that does not parse (a full
+ * disk, a foreign file) is ignored with one line in the log.
+ */
+#define TABLES_FORMAT 1
+#define TABLES_MAX_BYTES (4u << 20) /* far above what the tables can write */
+#define TABLES_SAVE_EVERY 1.0       /* seconds, at most one write a turn */
+
+static unsigned tables_saved_gen; /* tables_gen of the last write (parent) */
+static double tables_saved_at;
+static bool tables_failing; /* the last write failed and said so */
+
+static char *tables_file(const char *cache_dir, const char *docroot)
+{
+    char *real = realpath(docroot, NULL);
+    struct hp_hash h;
+    char hex[33];
+    hp_hash_init(&h);
+    hp_hash_update(&h, real ? real : docroot, strlen(real ? real : docroot));
+    hp_hash_hex(&h, hex);
+    free(real);
+    hex[16] = '\0';
+    return hp_xasprintf("%s/quarantine-%s", cache_dir, hex);
+}
+
+static uint64_t fnv64(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void esc_put(struct hp_buf *b, const char *s)
+{
+    if (!*s) {
+        hp_buf_puts(b, " -");
+        return;
+    }
+    hp_buf_puts(b, " ");
+    for (size_t i = 0; s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= ' ' || c == '%' || c == 0x7f || (i == 0 && c == '-'))
+            hp_buf_printf(b, "%%%02x", c);
+        else
+            hp_buf_append(b, s + i, 1);
+    }
+}
+
+/* Unescape a field into out (cap bytes): false if it does not fit or
+ * is malformed. */
+static bool esc_get(const char *f, char *out, size_t cap)
+{
+    size_t n = 0;
+    if (strcmp(f, "-") == 0) {
+        out[0] = '\0';
+        return true;
+    }
+    for (size_t i = 0; f[i]; i++) {
+        unsigned c = (unsigned char)f[i];
+        if (c == '%') {
+            if (!f[i + 1] || !f[i + 2] || sscanf(f + i + 1, "%2x", &c) != 1 ||
+                c == 0)
+                return false;
+            i += 2;
+        }
+        if (n + 1 >= cap)
+            return false;
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+static void hands_put(struct hp_buf *b, const uint64_t *hands)
+{
+    if (!hands[0]) {
+        hp_buf_puts(b, " -");
+        return;
+    }
+    for (int i = 0; i < GOOD_HANDLERS && hands[i]; i++)
+        hp_buf_printf(b, "%c%llx", i ? ',' : ' ', (unsigned long long)hands[i]);
+}
+
+static bool hands_get(const char *f, uint64_t *hands)
+{
+    memset(hands, 0, GOOD_HANDLERS * sizeof *hands);
+    if (strcmp(f, "-") == 0)
+        return true;
+    for (int i = 0; *f; i++) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(f, &end, 16);
+        if (i >= GOOD_HANDLERS || end == f || errno || !v ||
+            (*end && *end != ','))
+            return false;
+        hands[i] = v;
+        f = *end ? end + 1 : end;
+    }
+    return true;
+}
+
+static bool key_get(const char *f, char out[KEY_LEN], bool may_be_empty)
+{
+    if (may_be_empty && strcmp(f, "-") == 0) {
+        out[0] = '\0';
+        return true;
+    }
+    if (!is_hex32(f, strlen(f)))
+        return false;
+    memcpy(out, f, KEY_LEN);
+    return true;
+}
+
+/* A plain copy of a good entry, taken under the table lock. */
+struct good_snap {
+    uint64_t phash;
+    char path[REC_PATH];
+    char keys[2][KEY_LEN];
+    uint64_t hands[2][GOOD_HANDLERS];
+};
+
+/* The tables as the file's text (the body, without the end line); false
+ * if the table lock was not to be had (the next turn tries again). */
+static bool tables_text(struct hp_buf *b)
+{
+    struct quar *qs = hp_xcalloc(QUAR_MAX, sizeof *qs);
+    struct good_snap *gs = hp_xcalloc(GOOD_MAX, sizeof *gs);
+    int nq = 0, ng = 0;
+    if (!table_trylock()) {
+        free(qs);
+        free(gs);
+        return false;
+    }
+    for (int i = 0; i < QUAR_MAX; i++)
+        if (atomic_load(&SHM->quar[i].state) != Q_FREE)
+            quar_copy(i, &qs[nq++]);
+    for (int i = 0; i < GOOD_MAX; i++) {
+        struct good *g = &SHM->good[i];
+        uint64_t h = atomic_load(&g->phash);
+        if (!h || (!g->keys[0][0] && !g->keys[1][0]))
+            continue;
+        struct good_snap *s = &gs[ng++];
+        s->phash = h;
+        memcpy(s->path, g->path, REC_PATH);
+        memcpy(s->keys, g->keys, sizeof s->keys);
+        for (int k = 0; k < 2; k++)
+            for (int j = 0; j < GOOD_HANDLERS; j++)
+                s->hands[k][j] = atomic_load(&g->hands[k][j]);
+    }
+    table_unlock();
+
+    hp_buf_printf(b, "hotpub-quarantine %d %s\n", TABLES_FORMAT,
+                  HP_VERSION_STRING);
+    for (int i = 0; i < nq; i++) {
+        struct quar *q = &qs[i];
+        hp_buf_printf(b, "q %c %llx %s %lld %d %d %d %.0f",
+                      atomic_load(&q->state) == Q_QUARANTINED ? 'q' : 'c',
+                      (unsigned long long)atomic_load(&q->phash), q->key,
+                      (long long)atomic_load(&q->src_ctime), q->crashes, q->sig,
+                      q->status, q->since);
+        esc_put(b, q->handler);
+        esc_put(b, q->path);
+        hp_buf_puts(b, "\n");
+    }
+    for (int i = 0; i < ng; i++) {
+        struct good_snap *g = &gs[i];
+        hp_buf_printf(b, "g %llx %s %s", (unsigned long long)g->phash,
+                      g->keys[0][0] ? g->keys[0] : "-",
+                      g->keys[1][0] ? g->keys[1] : "-");
+        hands_put(b, g->hands[0]);
+        hands_put(b, g->hands[1]);
+        esc_put(b, g->path);
+        hp_buf_puts(b, "\n");
+    }
+    free(qs);
+    free(gs);
+    return true;
+}
+
+/* Split a line (modified) at single spaces into at most max fields. */
+static int fields(char *line, char **f, int max)
+{
+    int n = 0;
+    for (char *p = line; n < max;) {
+        f[n++] = p;
+        p = strchr(p, ' ');
+        if (!p)
+            return n;
+        *p++ = '\0';
+    }
+    return max + 1; /* too many */
+}
+
+/* Parse the file's text into the (empty) tables: NULL, or why not. */
+static const char *tables_parse(char *text, size_t len, int *nq, int *ng,
+                                int *dropped, bool *other_version)
+{
+    *nq = *ng = *dropped = 0;
+    *other_version = false;
+    if (len == 0 || text[len - 1] != '\n')
+        return "truncated";
+    text[len - 1] = '\0';
+    char *end = strrchr(text, '\n');
+    unsigned long long sum;
+    char tail;
+    if (!end || sscanf(end + 1, "end %llx%c", &sum, &tail) != 1)
+        return "truncated (no end line)";
+    if (fnv64(text, (size_t)(end + 1 - text)) != sum)
+        return "checksum mismatch";
+    *end = '\0';
+
+    char *save = NULL, *line = strtok_r(text, "\n", &save);
+    char version[64];
+    int format;
+    if (!line ||
+        sscanf(line, "hotpub-quarantine %d %63s%c", &format, version, &tail) !=
+            2 ||
+        format != TABLES_FORMAT)
+        return "not a quarantine file of this format";
+    if (strcmp(version, HP_VERSION_STRING) != 0) {
+        *other_version = true;
+        return NULL;
+    }
+    /* Checked whole before anything is stored: a bad line refuses all. */
+    for (int pass = 0; pass < 2; pass++) {
+        char *copy = pass ? NULL : hp_xstrdup(save ? save : "");
+        char *s2 = NULL;
+        char *src = pass ? save : copy;
+        int q = 0;
+        for (char *l = strtok_r(src, "\n", &s2); l;
+             l = strtok_r(NULL, "\n", &s2)) {
+            char *f[12];
+            int n = fields(l, f, 11);
+            if (n == 11 && strcmp(f[0], "q") == 0) {
+                struct quar e = {0};
+                char *x;
+                long long v[5];
+                double since;
+                bool ok = (!strcmp(f[1], "q") || !strcmp(f[1], "c")) &&
+                          key_get(f[3], e.key, false) &&
+                          esc_get(f[9], e.handler, sizeof e.handler) &&
+                          esc_get(f[10], e.path, sizeof e.path) && e.path[0];
+                unsigned long long ph = strtoull(f[2], &x, 16);
+                ok = ok && !*x && ph;
+                for (int k = 0; ok && k < 5; k++) {
+                    v[k] = strtoll(f[4 + k], &x, 10);
+                    ok = !*x && *f[4 + k];
+                }
+                since = strtod(f[8], &x);
+                ok = ok && !*x && v[1] > 0 && v[1] < 1000000;
+                if (!ok) {
+                    free(copy);
+                    return "a malformed quarantine line";
+                }
+                if (q >= QUAR_MAX) {
+                    free(copy);
+                    return "too many quarantine lines";
+                }
+                if (!pass) {
+                    q++;
+                    continue;
+                }
+                /* A deleted page is not coming back to lift its entry. */
+                struct stat st;
+                if (strncmp(e.path, "...", 3) != 0 && stat(e.path, &st) < 0 &&
+                    errno == ENOENT) {
+                    (*dropped)++;
+                    continue;
+                }
+                struct quar *d = &SHM->quar[q++];
+                atomic_store(&d->phash, ph);
+                atomic_store(&d->keyfp, key_fp(e.key));
+                atomic_store(&d->src_ctime, v[0]);
+                memcpy(d->key, e.key, KEY_LEN);
+                memcpy(d->path, e.path, REC_PATH);
+                memcpy(d->handler, e.handler, REC_HANDLER);
+                d->crashes = (int)v[1];
+                d->sig = (int)v[2];
+                d->status = (int)v[3];
+                d->since = since;
+                bool quar = f[1][0] == 'q';
+                atomic_store(&d->state, quar ? Q_QUARANTINED : Q_COUNTING);
+                if (quar) {
+                    atomic_fetch_add(&SHM->nquar, 1);
+                    (*nq)++;
+                }
+            } else if (n == 7 && strcmp(f[0], "g") == 0) {
+                char k0[KEY_LEN], k1[KEY_LEN], path[REC_PATH], *x;
+                uint64_t h0[GOOD_HANDLERS], h1[GOOD_HANDLERS];
+                unsigned long long ph = strtoull(f[1], &x, 16);
+                if (*x || !ph || !key_get(f[2], k0, true) ||
+                    !key_get(f[3], k1, true) || !hands_get(f[4], h0) ||
+                    !hands_get(f[5], h1) || !esc_get(f[6], path, sizeof path)) {
+                    free(copy);
+                    return "a malformed good-version line";
+                }
+                if (!pass)
+                    continue;
+                struct good *g = good_find(ph, true);
+                memcpy(g->path, path, REC_PATH);
+                memcpy(g->keys[0], k0, KEY_LEN);
+                memcpy(g->keys[1], k1, KEY_LEN);
+                for (int j = 0; j < GOOD_HANDLERS; j++) {
+                    atomic_store(&g->hands[0][j], h0[j]);
+                    atomic_store(&g->hands[1][j], h1[j]);
+                }
+                atomic_store(&g->fp0, k0[0] ? key_fp(k0) : 0);
+                (*ng)++;
+            } else {
+                free(copy);
+                return "a line of unknown kind";
+            }
+        }
+        free(copy);
+    }
+    return NULL;
+}
+
+void hp_guard_tables_load(const char *cache_dir, const char *docroot)
+{
+    assert(SHM);
+    char *file = tables_file(cache_dir, docroot);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            hp_log_error("warning: %s: %s; the quarantine starts empty", file,
+                         strerror(errno));
+        free(file);
+        return;
+    }
+    struct stat st;
+    char *text = NULL;
+    const char *why = NULL;
+    size_t len = 0;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if ((size_t)st.st_size > TABLES_MAX_BYTES)
+        why = "too large";
+    else {
+        text = hp_xcalloc(1, (size_t)st.st_size + 1);
+        ssize_t n;
+        while (len < (size_t)st.st_size &&
+               (n = read(fd, text + len, (size_t)st.st_size - len)) > 0)
+            len += (size_t)n;
+        if (memchr(text, '\0', len))
+            why = "binary";
+    }
+    close(fd);
+    int nq = 0, ng = 0, dropped = 0;
+    bool other = false;
+    if (!why) {
+        table_lock();
+        why = tables_parse(text, len, &nq, &ng, &dropped, &other);
+        if (why) { /* a bad line: whatever was stored goes */
+            memset(SHM->quar, 0, sizeof SHM->quar);
+            memset(SHM->good, 0, sizeof SHM->good);
+            atomic_store(&SHM->nquar, 0);
+            nq = ng = 0;
+        }
+        table_unlock();
+    }
+    if (why)
+        hp_log_error("warning: %s: %s; ignored (the quarantine starts empty "
+                     "and the file is written anew)",
+                     file, why);
+    else if (other)
+        hp_log_info("%s was written by another hotpub version; the "
+                    "quarantine starts empty",
+                    file);
+    else if (nq || ng || dropped)
+        hp_log_info("%s: %d quarantined version%s and the good versions of "
+                    "%d module%s restored%s",
+                    file, nq, nq == 1 ? "" : "s", ng, ng == 1 ? "" : "s",
+                    dropped ? " (entries of deleted pages dropped)" : "");
+    /* What was read is what the file says: no write until a change. */
+    tables_saved_gen = atomic_load(&SHM->tables_gen);
+    tables_saved_at = hp_now();
+    free(text);
+    free(file);
+}
+
+void hp_guard_tables_save(const char *cache_dir, const char *docroot,
+                          bool final)
+{
+    unsigned gen = atomic_load(&SHM->tables_gen);
+    double now = hp_now();
+    if (gen == tables_saved_gen ||
+        (!final && now - tables_saved_at < TABLES_SAVE_EVERY))
+        return;
+    struct hp_buf b = {0};
+    if (!tables_text(&b)) {
+        hp_buf_free(&b);
+        return;
+    }
+    tables_saved_gen = gen;
+    tables_saved_at = now;
+    hp_buf_printf(&b, "end %llx\n", (unsigned long long)fnv64(b.p, b.len));
+    char *file = tables_file(cache_dir, docroot);
+    char *tmp = hp_xasprintf("%s.tmp-%d", file, (int)getpid());
+    const char *step = "open";
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == ENOENT && hp_mkdirs(cache_dir, 0700) == 0)
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0;
+    for (size_t off = 0; ok && off < b.len;) {
+        ssize_t n = write(fd, b.p + off, b.len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0;
+        off += ok ? (size_t)n : 0;
+        step = "write";
+    }
+    if (ok && (step = "fsync", fsync(fd) < 0))
+        ok = false;
+    int err = errno;
+    if (fd >= 0 && close(fd) < 0 && ok) {
+        ok = false;
+        err = errno;
+        step = "close";
+    }
+    if (ok && (step = "rename", rename(tmp, file) < 0)) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok) {
+        if (fd >= 0)
+            unlink(tmp);
+        if (!tables_failing)
+            hp_log_error("cannot write %s (%s: %s): the quarantine will not "
+                         "be remembered across a restart until it can be",
+                         file, step, strerror(err ? err : EIO));
+    } else if (tables_failing) {
+        hp_log_info("%s written again", file);
+    }
+    tables_failing = !ok;
+    hp_buf_free(&b);
+    free(tmp);
+    free(file);
 }
 
 /* ---- the parent's view: the shared area and its slots -------------------- */

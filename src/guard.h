@@ -33,6 +33,17 @@ enum hp_slot_state {
  * nrecs handler records each; `workers` is the number wanted (status.json,
  * the back-off). 0, or -1 after logging why. */
 int hp_guard_map(int nslots, int nrecs, int workers);
+/*
+ * The quarantine and good tables on disk, <cache-dir>/quarantine-<hash of
+ * the document root> (docs/operations.md#quarantine): the parent reads them
+ * into the shared area after hp_guard_map, before the first fork (a file
+ * that does not parse is ignored with a warning), and writes them, off any
+ * request's path, when they changed: at most once a second on its turn,
+ * and at the end (final). Not in dev mode, which quarantines nothing.
+ */
+void hp_guard_tables_load(const char *cache_dir, const char *docroot);
+void hp_guard_tables_save(const char *cache_dir, const char *docroot,
+                          bool final);
 /* Handler records per slot (threads a worker can have watched). */
 int hp_guard_nrecs(void);
 /* The number of workers wanted and the current generation, for status.json

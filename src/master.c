@@ -637,6 +637,9 @@ static int master_setup(void)
     M.gen = M.last_gen = 1;
     if (hp_guard_map(M.nslots, nrecs, n) < 0 || hp_metrics_map(M.nslots) < 0)
         return -1;
+    /* Production's quarantine outlives a restart (dev mode has none). */
+    if (!CFG->dev)
+        hp_guard_tables_load(CFG->cache_dir, CFG->docroot);
     M.kids = hp_xcalloc((size_t)M.nslots, sizeof *M.kids);
     return 0;
 }
@@ -880,7 +883,11 @@ static int master_serve(void)
         }
         if (!cannot_start(now))
             supervise(now);
+        if (!CFG->dev)
+            hp_guard_tables_save(CFG->cache_dir, CFG->docroot, false);
     }
+    if (!CFG->dev) /* the workers are gone: the tables are final */
+        hp_guard_tables_save(CFG->cache_dir, CFG->docroot, true);
     remove_pid_file();
     hp_log_info("master %d stopped", (int)getpid());
     if (BASE)
