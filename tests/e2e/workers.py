@@ -437,6 +437,44 @@ def test_second_crash_quarantines_then_edit_lifts():
         check_eq(p["crashes"], 2, "crashes after the edit")
 
 
+def test_quarantine_survives_restart():
+    """The quarantine and good tables were in shared memory alone: after a
+    restart the quarantined version, still on disk, crashed two more
+    workers (two 502s), then got a 500, no good version being known. The
+    parent keeps them in the cache directory: a new server on the same
+    root and cache serves the last good version from its first request."""
+    with Server(files={"crashy.c": crashy("v1", False)}, args=WORKERS,
+                dev=False) as s:
+        each_worker(s, "/crashy", "good v1")
+        key1 = module_key(status(s), s.canon("crashy.c"))
+        s.write("crashy.c", crashy("v2", True))
+        each_worker(s, "/crashy/ping", "alive v2")
+        key2 = module_key(status(s), s.canon("crashy.c"))
+        for n in (1, 2):
+            before = ready_pids(procs(s))
+            r = fresh_get(s, "/crashy")
+            check(r is None or r.status == 502, "crash %d answered: %r"
+                  % (n, r))
+            wait_replaced(s, before)
+        check_in("crashed a worker 2 times: QUARANTINED", s.stderr(), "log")
+        s.stop()
+
+        with Server(args=WORKERS, dev=False, tmp=s.tmp) as t:
+            for _ in range(6):
+                r = fresh_get(t, "/crashy")
+                check(r is not None and r.status == 200 and
+                      r.text.startswith("good v1"),
+                      "after the restart, the quarantined page: %r" % r)
+            p = procs(t)
+            check_eq(p["crashes"], 0, "crashes after the restart")
+            check_eq([(q["object"], q["crashes"], q["fallback"])
+                      for q in p["quarantine"]], [(key2, 2, key1)],
+                     "status.json quarantine after the restart")
+            check_in("1 quarantined version and the good versions of 1 "
+                     "module restored", t.stderr(), "log")
+            check_not_in("killed by signal", t.stderr(), "log")
+
+
 def test_quarantine_without_good_version_500():
     with Server(files={"bad.c": crashy("v1", True)}, args=WORKERS,
                 dev=False) as s:
