@@ -493,7 +493,7 @@ static int visit(const char *path, const struct stat *st, int type,
     return FTW_CONTINUE;
 }
 
-/* ROOT as the server keeps it (server.c's root_path): the parent made
+/* ROOT as the server keeps it (server.c's hp_server_root_path): the parent made
  * canonical, the last component (the swapped symlink) kept as given. */
 static char *live_root(const char *warm)
 {

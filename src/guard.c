@@ -2623,13 +2623,13 @@ static void rec_text(const struct rec *r, char *out, size_t n)
  * The quarantine and good tables outlive the shared area (a restart, a
  * deploy, a reboot) in <cache-dir>/quarantine-<root>, a text file whose
  * keys name objects of that cache: one file per document root (the hash
- * of its real path), so servers of other roots sharing the cache
- * directory never overwrite each other's record. Only the parent reads
- * and writes it, off every request's path: it is read before the first
- * fork, and written (a temporary file renamed over it) on the parent's
- * turn at most once a second when the tables changed (a strike, a lift, a
- * new good key or handler), and at the end. Two servers of one root share
- * one file: the last rename wins, whole. The format:
+ * of its path as module paths start with it, a swapped symlink kept), so
+ * servers of other roots sharing the cache directory never overwrite each
+ * other's record. Only the parent reads and writes it, off every request's
+ * path: it is read before the first fork, and written (a temporary file renamed
+ * over it) on the parent's turn at most once a second when the tables changed
+ * (a strike, a lift, a new good key or handler), and at the end. Two servers of
+ * one root share one file: the last rename wins, whole. The format:
  *
  *   hotpub-quarantine 1 <hotpub version>
  *   q <c|q> <phash> <key> <src_ctime> <crashes> <sig> <status> <since>
@@ -2653,7 +2653,8 @@ static bool tables_failing; /* the last write failed and said so */
 
 static char *tables_file(const char *cache_dir, const char *docroot)
 {
-    char *real = realpath(docroot, NULL);
+    /* As module paths have it: a symlink swapped by each deploy is kept. */
+    char *real = hp_server_root_path(docroot);
     struct hp_hash h;
     char hex[33];
     hp_hash_init(&h);

@@ -2404,7 +2404,7 @@ static bool addr_is_loopback(const struct sockaddr_storage *ss)
  * "current"), module paths stay the same across a deploy's swap and the
  * swap is seen as every module changing at once (docs/reload.md).
  */
-static char *root_path(const char *docroot)
+char *hp_server_root_path(const char *docroot)
 {
     char *copy = hp_xstrdup(docroot), *base, *dir, *parent, *path = NULL;
     size_t n = strlen(copy);
@@ -2446,7 +2446,7 @@ static int setup(struct hp_config *cfg)
     memset(&S, 0, sizeof S);
     S.cfg = cfg;
     S.started = hp_now();
-    S.root = root_path(cfg->docroot ? cfg->docroot : ".");
+    S.root = hp_server_root_path(cfg->docroot ? cfg->docroot : ".");
     if (!S.root) {
         hp_log_error("document root %s: %s", cfg->docroot, strerror(errno));
         return -1;

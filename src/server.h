@@ -216,4 +216,9 @@ bool hp_server_pinning_details(void);
  * the TLS session); it closes the connection instead. */
 bool hp_server_plaintext(void);
 
+/* The document root as the server keeps it (module paths start with it):
+ * absolute, its parent canonical, its last component (a deploy's swapped
+ * symlink) as given; NULL (errno) if it is not a directory. Malloc'ed. */
+char *hp_server_root_path(const char *docroot);
+
 #endif
