@@ -3004,7 +3004,7 @@ void hp_guard_tables_load(const char *cache_dir, const char *docroot)
     }
     if (why)
         hp_log_error("warning: %s: %s; ignored (the quarantine starts empty "
-                     "and the file is written anew)",
+                     "and the file is replaced at its next change)",
                      file, why);
     else if (other)
         hp_log_info("%s was written by another hotpub version; the "
