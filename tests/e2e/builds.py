@@ -106,6 +106,11 @@ def wait_batch_started(s, rel):
           "no batch chose %s within 3 s" % rel)
 
 
+# A build that must outlast a test's checks (each bounded by limit(2.0) at
+# most, from about 0.5 s into it): 5 s, 8 s under a sanitizer (SLACK 2).
+LONG_BUILD_S = max(5, int(4 * harness.SLACK))
+
+
 # ---- a slow build never delays an unrelated page --------------------------
 
 def test_slow_build_does_not_delay_other_page():
@@ -276,8 +281,9 @@ def test_stale_wait_zero_serves_last_good_version_at_once():
 
 def test_stale_page_does_not_hold_the_connection_limit():
     """Production with --connection-limit 8: eight requests for a page
-    whose build takes 8 s, then one for another page. The other page is
-    answered within about --stale-wait-ms, and the eight by the last good
+    whose build takes 5 s (8 s under a sanitizer), then one for another
+    page. The other page is answered within about --stale-wait-ms, and
+    the eight by the last good
     version (before: all eight connections waited for the build and the
     other page could not get one until it ended, FRESH17-3)."""
     files = {"a.c": simple_page("a one"), "b.c": simple_page("b")}
@@ -286,7 +292,7 @@ def test_stale_page_does_not_hold_the_connection_limit():
         s.start()
         check_eq(s.get_ok("/a").text, "a one", "first /a")
         check_eq(s.get_ok("/b").text, "b", "first /b")
-        sleeper = slow_save(s, "a.c", "a two", 8)
+        sleeper = slow_save(s, "a.c", "a two", LONG_BUILD_S)
         wait_batch_started(s, "a.c")
         reqs = [harness.BackgroundRequest(s.port, "/a") for _ in range(8)]
         for q in reqs:
@@ -337,8 +343,9 @@ def test_stale_page_dev_mode_waits_for_the_new_version():
 
 
 def test_stale_page_dev_mode_wait_ends_before_handler_timeout():
-    """Dev mode with --handler-timeout 2: a request during an 8 s build
-    waits until just before the handler's deadline, then gets a 503 with
+    """Dev mode with --handler-timeout 2: a request during a 5 s build (8 s
+    under a sanitizer) waits until just before the handler's deadline,
+    then gets a 503 with
     Retry-After saying the page is still building (with the live-reload
     script that loads the new version once it is live), not a wait past
     --handler-timeout (before: it waited for the whole build, FRESH17-3);
@@ -348,7 +355,7 @@ def test_stale_page_dev_mode_wait_ends_before_handler_timeout():
         with_wrapper(s, ["--handler-timeout", "2"])
         s.start()
         check_eq(s.get_ok("/a").text, "a one", "first /a")
-        sleeper = slow_save(s, "a.c", "a two", 8)
+        sleeper = slow_save(s, "a.c", "a two", LONG_BUILD_S)
         t0 = time.monotonic()
         r = s.get("/a")
         took = time.monotonic() - t0
