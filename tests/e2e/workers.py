@@ -644,7 +644,8 @@ def test_fresh18_1_connections_behind_an_inline_spin_are_not_lost():
     gets 200 at once."""
     with Server(files={"fspin.c": FSPIN, "other.c": OTHER}, dev=False,
                 args=WORKERS + ["--io-threads", "1",
-                                "--handler-timeout", "5"]) as s:
+                                "--handler-timeout", "5",
+                                "--shutdown-timeout", "1"]) as s:
         all_ready(s)
         got = inline_spin(s)
         harness.note("behind the spin: %r" % got)
