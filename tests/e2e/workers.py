@@ -1958,9 +1958,9 @@ def _race(s, path, n, timeout=20.0):
 
 
 def _loader_signalled_from_outside(sig, thread=None):
-    """A page whose constructor takes 2 s, 4 workers, 16 concurrent
+    """A page whose constructor takes 1.5 s, 4 workers, 16 concurrent
     requests for it; the worker that loads it first gets sig from outside
-    mid-load (thread "loading": on the thread running the constructor,
+    mid-load, 0.5 s into the constructor (thread "loading": on the thread running the constructor,
     "other": on one of its other threads; None: kill(2)): no request is
     answered 503 by a refusal, nothing is refused, and every worker serves
     the page after."""
@@ -1968,7 +1968,7 @@ def _loader_signalled_from_outside(sig, thread=None):
                 args=["--workers", "4"], dev=False) as s:
         pidfile = os.path.join(s.tmp, "loaders")
         all_ready(s, n=4, timeout=limit(15.0))
-        s.write("slow.c", _pid_logging_ctor(pidfile, "sleep(2);"),
+        s.write("slow.c", _pid_logging_ctor(pidfile, "usleep(1500000);"),
                 how="rename")
         threads, got = _race(s, "/slow", 16)
         check(wait_until(lambda: _pids_in(pidfile), limit(15.0), 0.01),
