@@ -283,9 +283,9 @@ def test_stale_page_does_not_hold_the_connection_limit():
     """Production with --connection-limit 8: eight requests for a page
     whose build takes 5 s (8 s under a sanitizer), then one for another
     page. The other page is answered within about --stale-wait-ms, and
-    the eight by the last good
-    version (before: all eight connections waited for the build and the
-    other page could not get one until it ended, FRESH17-3)."""
+    the eight by the last good version (before: all eight connections
+    waited for the build and the other page could not get one until it
+    ended, FRESH17-3)."""
     files = {"a.c": simple_page("a one"), "b.c": simple_page("b")}
     with Server(files=files, dev=False, workers=0, start=False) as s:
         with_wrapper(s, ["--connection-limit", "8"])
@@ -345,11 +345,10 @@ def test_stale_page_dev_mode_waits_for_the_new_version():
 def test_stale_page_dev_mode_wait_ends_before_handler_timeout():
     """Dev mode with --handler-timeout 2: a request during a 5 s build (8 s
     under a sanitizer) waits until just before the handler's deadline,
-    then gets a 503 with
-    Retry-After saying the page is still building (with the live-reload
-    script that loads the new version once it is live), not a wait past
-    --handler-timeout (before: it waited for the whole build, FRESH17-3);
-    then the new version."""
+    then gets a 503 with Retry-After saying the page is still building
+    (with the live-reload script that loads the new version once it is
+    live), not a wait past --handler-timeout (before: it waited for the
+    whole build, FRESH17-3); then the new version."""
     files = {"a.c": simple_page("a one")}
     with Server(files=files, dev=True, workers=0, start=False) as s:
         with_wrapper(s, ["--handler-timeout", "2"])
