@@ -114,15 +114,17 @@ LONG_BUILD_S = max(5, int(4 * harness.SLACK))
 # ---- a slow build never delays an unrelated page --------------------------
 
 def test_slow_build_does_not_delay_other_page():
-    """A is saved with a 10 s compile; B, saved just after, is served new
-    within 1 s while A still compiles; A's new version goes live after."""
+    """A is saved with a slow compile (LONG_BUILD_S); B, saved just after,
+    is served new within 1 s while A still compiles; A's new version goes
+    live after."""
     files = {"a.c": simple_page("a one"), "b.c": simple_page("b one")}
     with Server(files=files, dev=True, start=False) as s:
         with_wrapper(s)
         s.start()
         check_eq(s.get_ok("/a").text, "a one", "first /a")
         check_eq(s.get_ok("/b").text, "b one", "first /b")
-        s.write("a.c", simple_page("a two", "/* SLOW_MARKER */"), how="rename")
+        s.write("a.c", simple_page("a two", "/* SLOW_MARKER SLOW_SECONDS %d */"
+                                   % LONG_BUILD_S), how="rename")
         sleeper = wait_sleeper(s, "a.c")
         # The compile starts on the save's event (the watcher's prefetch);
         # b must be saved after a's window closed (a's batch chose it).
@@ -150,10 +152,11 @@ def test_slow_build_does_not_delay_other_page():
 
 
 def test_slow_first_load_does_not_delay_other_page():
-    """The first request for a page whose compile takes 10 s builds it; B,
-    saved meanwhile, is served new within 1 s (its batch does not wait for
-    the first load)."""
-    files = {"slow.c": simple_page("slow", "/* SLOW_MARKER */"),
+    """The first request for a page whose compile is slow (LONG_BUILD_S)
+    builds it; B, saved meanwhile, is served new within 1 s (its batch
+    does not wait for the first load)."""
+    files = {"slow.c": simple_page("slow", "/* SLOW_MARKER SLOW_SECONDS %d */"
+                                   % LONG_BUILD_S),
              "b.c": simple_page("b one")}
     with Server(files=files, dev=True, start=False) as s:
         with_wrapper(s)
@@ -183,7 +186,11 @@ def test_page_changed_again_during_its_build_is_rebuilt():
         s.start()
         check_eq(s.get_ok("/a").text, "a one", "first /a")
         check_eq(s.get_ok("/b").text, "b one", "first /b")
-        s.write("a.c", simple_page("a two", "/* SLOW_MARKER */"), how="rename")
+        # 7 s: /b's wait below is what is left of it, about 6 s, checked
+        # to be over 3 s
+        s.write("a.c", simple_page("a two",
+                                   "/* SLOW_MARKER SLOW_SECONDS 7 */"),
+                how="rename")
         wait_sleeper(s, "a.c")
         wait_batch_started(s, "a.c")
         # one window: a again (fast this time) and b
