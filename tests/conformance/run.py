@@ -10,7 +10,7 @@ whether the server closed the connection (read until EOF with a deadline:
     python3 tests/conformance/run.py --against nginx [SUBSTRING...]
 
 Prints "ok   name" or "FAIL name: why" per case, then "N passed,
-N failed"; exits 1 if any case failed. --against nginx runs the same
+N failed (T s)" with the time the cases took; exits 1 if any case failed. --against nginx runs the same
 bytes against /usr/sbin/nginx (Debian's nginx 1.22) with a generated
 config; bench/edge_nginx.sh prints both side by side.
 """
@@ -787,6 +787,7 @@ def main(argv):
         print("0 passed, 1 failed")
         return 1
     passed = failed = 0
+    t_all = time.monotonic()
     for case, ex, err in run_cases(target, select(argv)):
         if err is None:
             passed += 1
@@ -794,7 +795,8 @@ def main(argv):
         else:
             failed += 1
             print("FAIL %s: %s" % (case.name, err), flush=True)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
+    print("%d passed, %d failed (%.1f s)"
+          % (passed, failed, time.monotonic() - t_all), flush=True)
     return 1 if failed else 0
 
 

@@ -106,18 +106,25 @@ def wait_batch_started(s, rel):
           "no batch chose %s within 3 s" % rel)
 
 
+# A build that must outlast a test's checks (each bounded by limit(2.0) at
+# most, from about 0.5 s into it): 5 s, 8 s under a sanitizer (SLACK 2).
+LONG_BUILD_S = max(5, int(4 * harness.SLACK))
+
+
 # ---- a slow build never delays an unrelated page --------------------------
 
 def test_slow_build_does_not_delay_other_page():
-    """A is saved with a 10 s compile; B, saved just after, is served new
-    within 1 s while A still compiles; A's new version goes live after."""
+    """A is saved with a slow compile (LONG_BUILD_S); B, saved just after,
+    is served new within 1 s while A still compiles; A's new version goes
+    live after."""
     files = {"a.c": simple_page("a one"), "b.c": simple_page("b one")}
     with Server(files=files, dev=True, start=False) as s:
         with_wrapper(s)
         s.start()
         check_eq(s.get_ok("/a").text, "a one", "first /a")
         check_eq(s.get_ok("/b").text, "b one", "first /b")
-        s.write("a.c", simple_page("a two", "/* SLOW_MARKER */"), how="rename")
+        s.write("a.c", simple_page("a two", "/* SLOW_MARKER SLOW_SECONDS %d */"
+                                   % LONG_BUILD_S), how="rename")
         sleeper = wait_sleeper(s, "a.c")
         # The compile starts on the save's event (the watcher's prefetch);
         # b must be saved after a's window closed (a's batch chose it).
@@ -145,10 +152,11 @@ def test_slow_build_does_not_delay_other_page():
 
 
 def test_slow_first_load_does_not_delay_other_page():
-    """The first request for a page whose compile takes 10 s builds it; B,
-    saved meanwhile, is served new within 1 s (its batch does not wait for
-    the first load)."""
-    files = {"slow.c": simple_page("slow", "/* SLOW_MARKER */"),
+    """The first request for a page whose compile is slow (LONG_BUILD_S)
+    builds it; B, saved meanwhile, is served new within 1 s (its batch
+    does not wait for the first load)."""
+    files = {"slow.c": simple_page("slow", "/* SLOW_MARKER SLOW_SECONDS %d */"
+                                   % LONG_BUILD_S),
              "b.c": simple_page("b one")}
     with Server(files=files, dev=True, start=False) as s:
         with_wrapper(s)
@@ -178,7 +186,11 @@ def test_page_changed_again_during_its_build_is_rebuilt():
         s.start()
         check_eq(s.get_ok("/a").text, "a one", "first /a")
         check_eq(s.get_ok("/b").text, "b one", "first /b")
-        s.write("a.c", simple_page("a two", "/* SLOW_MARKER */"), how="rename")
+        # 7 s: /b's wait below is what is left of it, about 6 s, checked
+        # to be over 3 s
+        s.write("a.c", simple_page("a two",
+                                   "/* SLOW_MARKER SLOW_SECONDS 7 */"),
+                how="rename")
         wait_sleeper(s, "a.c")
         wait_batch_started(s, "a.c")
         # one window: a again (fast this time) and b
@@ -276,17 +288,18 @@ def test_stale_wait_zero_serves_last_good_version_at_once():
 
 def test_stale_page_does_not_hold_the_connection_limit():
     """Production with --connection-limit 8: eight requests for a page
-    whose build takes 8 s, then one for another page. The other page is
-    answered within about --stale-wait-ms, and the eight by the last good
-    version (before: all eight connections waited for the build and the
-    other page could not get one until it ended, FRESH17-3)."""
+    whose build takes 5 s (8 s under a sanitizer), then one for another
+    page. The other page is answered within about --stale-wait-ms, and
+    the eight by the last good version (before: all eight connections
+    waited for the build and the other page could not get one until it
+    ended, FRESH17-3)."""
     files = {"a.c": simple_page("a one"), "b.c": simple_page("b")}
     with Server(files=files, dev=False, workers=0, start=False) as s:
         with_wrapper(s, ["--connection-limit", "8"])
         s.start()
         check_eq(s.get_ok("/a").text, "a one", "first /a")
         check_eq(s.get_ok("/b").text, "b", "first /b")
-        sleeper = slow_save(s, "a.c", "a two", 8)
+        sleeper = slow_save(s, "a.c", "a two", LONG_BUILD_S)
         wait_batch_started(s, "a.c")
         reqs = [harness.BackgroundRequest(s.port, "/a") for _ in range(8)]
         for q in reqs:
@@ -337,18 +350,18 @@ def test_stale_page_dev_mode_waits_for_the_new_version():
 
 
 def test_stale_page_dev_mode_wait_ends_before_handler_timeout():
-    """Dev mode with --handler-timeout 2: a request during an 8 s build
-    waits until just before the handler's deadline, then gets a 503 with
-    Retry-After saying the page is still building (with the live-reload
-    script that loads the new version once it is live), not a wait past
-    --handler-timeout (before: it waited for the whole build, FRESH17-3);
-    then the new version."""
+    """Dev mode with --handler-timeout 2: a request during a 5 s build (8 s
+    under a sanitizer) waits until just before the handler's deadline,
+    then gets a 503 with Retry-After saying the page is still building
+    (with the live-reload script that loads the new version once it is
+    live), not a wait past --handler-timeout (before: it waited for the
+    whole build, FRESH17-3); then the new version."""
     files = {"a.c": simple_page("a one")}
     with Server(files=files, dev=True, workers=0, start=False) as s:
         with_wrapper(s, ["--handler-timeout", "2"])
         s.start()
         check_eq(s.get_ok("/a").text, "a one", "first /a")
-        sleeper = slow_save(s, "a.c", "a two", 8)
+        sleeper = slow_save(s, "a.c", "a two", LONG_BUILD_S)
         t0 = time.monotonic()
         r = s.get("/a")
         took = time.monotonic() - t0

@@ -419,7 +419,8 @@ HP_HANDLER(hold)
     hp_db *db = hp_db(req);
     if (hp_db_exec(db, "SELECT 1") != HP_OK)
         return 500;
-    sleep(3); /* keeps the pool's only connection */
+    sleep(2); /* keeps the pool's only connection: 1.5 s past the 503 of
+                 a 500 ms acquire timeout */
     hp_puts(req, "held");
     return HP_OK;
 }
@@ -554,7 +555,8 @@ def test_sqlite_lock_wait_bounded_by_handler_timeout(eng):
 
 def test_pg_connect_bounded_by_handler_timeout(eng):
     """Opening a PostgreSQL connection in a free slot is bounded like the
-    pool's wait (docs/database.md, the pool): --db-acquire-timeout 5000,
+    pool's wait (docs/database.md, the pool): --db-acquire-timeout 3000
+    (so connect_timeout 3 s, past the 2 s the answers must come within),
     --handler-timeout 2, the database a listener that accepts and never
     answers: each request answers 503 with Retry-After before 2 s, and no
     worker is replaced as hung. Needs no PostgreSQL server: runs once."""
@@ -564,12 +566,12 @@ def test_pg_connect_bounded_by_handler_timeout(eng):
         s = Server(files={"h.c": STREAM_HOLDER}, start=False)
         s.args += ["--db", "postgresql://u@127.0.0.1:%d/x" % hole.port,
                    "--no-dev", "--db-pool-size", "4",
-                   "--db-acquire-timeout", "5000",
+                   "--db-acquire-timeout", "3000",
                    "--handler-timeout", "2"] + ONE_PROCESS
         s.start()
         with s:
             # the worker's start-up tries the database (its own bounds,
-            # about 10 s here) before it serves
+            # twice connect_timeout: about 6 s here) before it serves
             check_eq(s.request("/_hotpub/status.json", timeout=30).status,
                      200, "the worker serves")
             harness.bounded_503s(s.port, "/h/fast")

@@ -871,7 +871,7 @@ def run_suite(g, argv, suite_budget, test_timeout, params=None,
     "ok   name", "FAIL name: reason" (plus the servers' stderr tails),
     "FLAKY name: first failure" (a failure that passed when run once more,
     see RERUN) or "skip name: reason" per test, then "N passed, N failed"
-    (and ", N flaky"); returns the
+    (and ", N flaky") and the file's time, "(51.2 s)"; returns the
     exit status (1 if any failed). params: a list of Param, for tests that
     take an argument. --list prints the test functions' names (without
     the "test_" prefix unless list_full_names). HOTPUB_E2E_VERBOSE adds
@@ -942,7 +942,7 @@ def run_suite(g, argv, suite_budget, test_timeout, params=None,
             print("     (%.2f s)" % (time.monotonic() - t0), flush=True)
     if verbose and verbose_total:
         print("     total %.1f s" % (time.monotonic() - t_all))
-    print("%d passed, %d failed%s" % (
+    print("%d passed, %d failed%s (%.1f s)" % (
         passed, failed, ", %d flaky (passed when rerun)" % flaky
-        if flaky else ""), flush=True)
+        if flaky else "", time.monotonic() - t_all), flush=True)
     return 1 if failed else 0

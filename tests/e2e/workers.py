@@ -35,6 +35,11 @@ from harness import (SLACK, BackgroundRequest, Server,  # noqa: E402
 TEST_TIMEOUT = 90.0
 SUITE_BUDGET = 700.0
 WORKERS = ["--workers", "2"]
+# For a test that ends with a load or a request that never returns (and
+# stops its server only at the end): the end-of-test SIGTERM's drain waits
+# for it until --shutdown-timeout, 10 s by default, cuts it; 1 s here.
+# (Not for a test whose server drains or exits 70 during the test.)
+HUNG_AT_END = ["--shutdown-timeout", "1"]
 
 # ---- pages ----------------------------------------------------------------
 
@@ -682,7 +687,7 @@ def test_fresh18_1_connections_behind_an_inline_spin_are_not_lost():
     gets 200 at once."""
     with Server(files={"fspin.c": FSPIN, "other.c": OTHER}, dev=False,
                 args=WORKERS + ["--io-threads", "1",
-                                "--handler-timeout", "5"]) as s:
+                                "--handler-timeout", "5"] + HUNG_AT_END) as s:
         all_ready(s)
         got = inline_spin(s)
         harness.note("behind the spin: %r" % got)
@@ -1805,9 +1810,17 @@ def _first_load_kills_one_worker(kind):
     with Server(files={"good.c": simple_page("good"), "slow.c": slow},
                 args=["--workers", "4"], dev=False) as s:
         all_ready(s, n=4, timeout=limit(15.0))
-        for _ in range(12):  # every worker has loaded the good pages
+
+        def warm():
             fresh_get(s, "/good")
             fresh_get(s, "/slow")
+        # every worker has loaded the good pages: the same 12 pairs of
+        # fresh connections as one after the other (3.6 s of /slow), at once
+        warmers = [threading.Thread(target=warm) for _ in range(12)]
+        for t in warmers:
+            t.start()
+        for t in warmers:
+            t.join()
         s.write("bad.c", bad, how="rename")
         paths = ["/bad", "/good", "/slow"] * 10
         got = [None] * len(paths)
@@ -1987,9 +2000,9 @@ def _race(s, path, n, timeout=20.0):
 
 
 def _loader_signalled_from_outside(sig, thread=None):
-    """A page whose constructor takes 2 s, 4 workers, 16 concurrent
+    """A page whose constructor takes 1.5 s, 4 workers, 16 concurrent
     requests for it; the worker that loads it first gets sig from outside
-    mid-load (thread "loading": on the thread running the constructor,
+    mid-load, 0.5 s into the constructor (thread "loading": on the thread running the constructor,
     "other": on one of its other threads; None: kill(2)): no request is
     answered 503 by a refusal, nothing is refused, and every worker serves
     the page after."""
@@ -1997,7 +2010,7 @@ def _loader_signalled_from_outside(sig, thread=None):
                 args=["--workers", "4"], dev=False) as s:
         pidfile = os.path.join(s.tmp, "loaders")
         all_ready(s, n=4, timeout=limit(15.0))
-        s.write("slow.c", _pid_logging_ctor(pidfile, "sleep(2);"),
+        s.write("slow.c", _pid_logging_ctor(pidfile, "usleep(1500000);"),
                 how="rename")
         threads, got = _race(s, "/slow", 16)
         check(wait_until(lambda: _pids_in(pidfile), limit(15.0), 0.01),
@@ -2561,8 +2574,8 @@ def _lone_hung_load(hook):
     hang = page(hook + '\nHP_HANDLER(http_handler) { hp_puts(req, "h"); '
                 'return HP_OK; }', includes="#include <unistd.h>")
     with Server(files={"good.c": simple_page("good"), "hang.c": hang},
-                args=["--workers", "1", "--handler-timeout", "20"],
-                dev=False, check_exit=False) as s:
+                args=["--workers", "1", "--handler-timeout", "20"] +
+                HUNG_AT_END, dev=False, check_exit=False) as s:
         all_ready(s, n=1, timeout=limit(15.0))
         s.get_ok("/good")
         bg = BackgroundRequest(s.port, "/hang", timeout=30)
@@ -2687,8 +2700,8 @@ def test_hanging_constructor_single_process_dev_serves_on():
     with Server(files={"hello.c": simple_page("hello"),
                        "hang.c": hang_page(1000),
                        "other.c": simple_page("other")},
-                args=["--workers", "0", "--handler-timeout", "2"],
-                dev=True, check_exit=False) as s:
+                args=["--workers", "0", "--handler-timeout", "2"] +
+                HUNG_AT_END, dev=True, check_exit=False) as s:
         s.get_ok("/hello")
         BackgroundRequest(s.port, "/hang", timeout=30).start()
         said = "no other page can be loaded in this process until it returns"
@@ -2779,15 +2792,15 @@ def test_dev_single_process_answers_a_second_request_for_the_hung_page():
     hung page (the developer reloading the tab) never got an answer: it
     waited on the module cache entry's load_mu, held by the request stuck
     inside dlopen. Now a 503 within about 4 s that says what to do."""
-    _waiters_of_a_stuck_load(hang_page(1000), ["--workers", "0"], True,
-                             "restart hotpub")
+    _waiters_of_a_stuck_load(hang_page(1000), ["--workers", "0"] +
+                             HUNG_AT_END, True, "restart hotpub")
 
 
 def test_single_process_answers_waiters_of_a_hung_init_dev():
     """--workers 0, dev: the same with HP_INIT hung instead of a
     constructor (no dlopen holds the loader's lock: other pages load)."""
-    err = _waiters_of_a_stuck_load(HUNG_INIT_PAGE, ["--workers", "0"], True,
-                                   "restart hotpub")
+    err = _waiters_of_a_stuck_load(HUNG_INIT_PAGE, ["--workers", "0"] +
+                                   HUNG_AT_END, True, "restart hotpub")
     check(re.search(r"\[info\] \S*hang\.c: the init hook of \S*hang\.c "
                     r"has been running for \d+ s", err),
           "the log does not say so: %s" % short(err, 1500))
@@ -2801,8 +2814,8 @@ def test_single_process_answers_waiters_of_a_hung_init_production():
     hung = HUNG_INIT_PAGE
     with Server(files={"good.c": simple_page("good"), "hang.c": hung,
                        "other.c": simple_page("other")},
-                args=["--workers", "0", "--handler-timeout", "2"],
-                dev=False, check_exit=False) as s:
+                args=["--workers", "0", "--handler-timeout", "2"] +
+                HUNG_AT_END, dev=False, check_exit=False) as s:
         s.get_ok("/good")
         BackgroundRequest(s.port, "/hang", timeout=30).start()
         time.sleep(1.0)
@@ -2864,8 +2877,8 @@ def test_batch_with_a_stuck_page_does_not_hold_its_other_members():
     out once its load is stuck, and /a is answered."""
     with Server(files={"a.c": simple_page("a0"), "good.c": simple_page("good"),
                        "hang.c": hang_page(1000)},
-                args=["--workers", "0", "--handler-timeout", "2"],
-                dev=True, check_exit=False) as s:
+                args=["--workers", "0", "--handler-timeout", "2"] +
+                HUNG_AT_END, dev=True, check_exit=False) as s:
         s.get_ok("/a")
         s.get_ok("/good")
         BackgroundRequest(s.port, "/hang", timeout=30).start()
@@ -3307,7 +3320,8 @@ def test_lone_worker_deploy_of_several_pages_stalls_at_most_3_s():
     files = {"long.c": LONG14, "good.c": simple_page("good")}
     for n in names:
         files[n + ".c"] = simple_page(n + "0")
-    with Server(files=files, args=["--workers", "1"], dev=False) as s:
+    with Server(files=files, args=["--workers", "1"] + HUNG_AT_END,
+                dev=False) as s:
         all_ready(s, n=1, timeout=limit(15.0))
         for path in ["/good"] + ["/" + n for n in names]:
             s.get_ok(path)
