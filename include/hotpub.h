@@ -9,7 +9,8 @@
  *     HP_HANDLER(http_handler)              // GET /hello       (hello.c)
  *     {
  *         const char *name = hp_arg(req, "name");
- *         hp_printf(req, "Hello, %s!", name ? name : "world");
+ *         hp_puts(req, "Hello, ");
+ *         hp_write_html(req, name ? name : "world"); // text/html: escape
  *         return HP_OK;
  *     }
  *
