@@ -37,7 +37,7 @@
  * writes one error line naming the function and the page, "PAGE
  * [HANDLER]: hp_puts: s is NULL (refused: a page's mistake)" ("hp_puts:
  * req is NULL ..." without a request), at most once a minute for each
- * function and argument in a worker. Each declaration says which NULLs
+ * page, function and argument in a worker. Each declaration says which NULLs
  * it refuses so, and which mean something (hp_set_header's NULL value
  * removes the field; a NULL hp_db handle fails quietly).
  *

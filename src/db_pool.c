@@ -880,8 +880,12 @@ void hp_db__release_raw(hp_db *db)
 void hp_db_pool_stats(hp_db_pool *p, struct hp_db_pool_stats *out)
 {
     if (__builtin_expect(!out, 0)) {
-        hp_log_error("hp_db_pool_stats: out is NULL (refused: a page's "
-                     "mistake)");
+        long skipped = 0;
+        if (hp_log_misuse_allowed(NULL, __func__, "out", &skipped))
+            hp_log_error("hp_db_pool_stats: out is NULL (refused: a page's "
+                         "mistake)%s",
+                         skipped ? " (and more like it in the last minute)"
+                                 : "");
         return;
     }
     memset(out, 0, sizeof *out);

@@ -207,6 +207,16 @@ void hp_vlog(const char *level, const char *fmt, va_list ap);
  * beyond) goes out in one write(2) without the lock. */
 void hp_log_error_forked(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
+/*
+ * A page's mistake the API refuses (a NULL argument): whether to say it
+ * now. At most once a minute for each page, function and argument in a
+ * process, since a page that makes one makes it on every request and the
+ * line must not fill the disk; *skipped: how many were left out since the
+ * last line. fn and what are string literals (compared by address); page
+ * may be NULL (no request). Past 63 kinds, the rest share one slot.
+ */
+bool hp_log_misuse_allowed(const char *page, const char *fn,
+                           const char *what, long *skipped);
 
 void *hp_xmalloc(size_t n);
 void *hp_xcalloc(size_t n, size_t m);

@@ -698,7 +698,10 @@ void hp_version_close(hp_version *v)
  * one error line, and the function's failure value. */
 static bool module_misuse(const char *fn)
 {
-    hp_log_error("%s: m is NULL (refused: a page's mistake)", fn);
+    long skipped = 0;
+    if (hp_log_misuse_allowed(NULL, fn, "m", &skipped))
+        hp_log_error("%s: m is NULL (refused: a page's mistake)%s", fn,
+                     skipped ? " (and more like it in the last minute)" : "");
     return false;
 }
 

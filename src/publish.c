@@ -381,5 +381,6 @@ void *hp_app_at(hp_req *req, unsigned depth)
 
 void *hp_app(hp_req *req)
 {
+    HP_REFUSE_NULL_REQ(req, NULL); /* its own line, naming hp_app */
     return hp_app_at(req, 0);
 }

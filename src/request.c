@@ -94,49 +94,13 @@ void hp_req_cleanup(hp_req *req)
 
 /* ---- a page's mistakes ------------------------------------------------- */
 
-/*
- * Said at most once a minute for each function and argument in a process,
- * with the count left out since, since a page that makes the mistake
- * makes it on every request (hp_puts(req, hp_arg(req, "x")) without "x")
- * and must not fill the disk. Past the table's 63 kinds, the rest share
- * its last slot (and so one line a minute). fn and what are string literals
- * (__func__), compared by address.
- */
-static bool misuse_said(const char *fn, const char *what, long *skipped)
-{
-    static struct {
-        const char *fn, *what;
-        time_t last;
-        long skipped;
-    } kinds[64];
-    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    time_t now = time(NULL);
-    bool say = true;
-    pthread_mutex_lock(&mu);
-    size_t i = 0;
-    while (i < 63 && kinds[i].fn &&
-           (kinds[i].fn != fn || kinds[i].what != what))
-        i++;
-    if (!kinds[i].fn) {
-        kinds[i].fn = fn;
-        kinds[i].what = what;
-    }
-    if (kinds[i].last && now - kinds[i].last < 60) {
-        kinds[i].skipped++;
-        say = false;
-    } else {
-        kinds[i].last = now;
-        *skipped = kinds[i].skipped;
-        kinds[i].skipped = 0;
-    }
-    pthread_mutex_unlock(&mu);
-    return say;
-}
-
 void hp_req_misuse(const hp_req *req, const char *fn, const char *what)
 {
     long skipped = 0;
-    if (!misuse_said(fn, req ? what : "req", &skipped))
+    const char *page = !req                 ? NULL
+                       : req->current_module ? req->current_module->path
+                                             : req->target.path;
+    if (!hp_log_misuse_allowed(page, fn, req ? what : "req", &skipped))
         return;
     char more[64] = "";
     if (skipped)
@@ -147,9 +111,7 @@ void hp_req_misuse(const hp_req *req, const char *fn, const char *what)
         return;
     }
     hp_log_error("%s [%s]: %s: %s is NULL (refused: a page's mistake)%s",
-                 req->current_module ? req->current_module->path
-                                     : req->target.path,
-                 req->target.handler, fn, what, more);
+                 page, req->target.handler, fn, what, more);
 }
 
 /* ---- request-scoped memory --------------------------------------------- */

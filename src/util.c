@@ -403,3 +403,45 @@ bool hp_pid_dead(pid_t pid)
     const char *close = strrchr(buf, ')');
     return close && close[1] == ' ' && close[2] == 'Z';
 }
+
+/* ---- a page's mistakes, said at most once a minute (hp.h) ------------- */
+
+bool hp_log_misuse_allowed(const char *page, const char *fn,
+                           const char *what, long *skipped)
+{
+    static struct {
+        const char *fn, *what;
+        uint64_t page; /* FNV-1a of the page's path, 0 for none */
+        time_t last;
+        long skipped;
+    } kinds[64];
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    uint64_t h = 0;
+    if (page) {
+        h = 1469598103934665603ULL;
+        for (const char *p = page; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    }
+    time_t now = time(NULL);
+    bool say = true;
+    pthread_mutex_lock(&mu);
+    size_t i = 0;
+    while (i < 63 && kinds[i].fn &&
+           (kinds[i].fn != fn || kinds[i].what != what || kinds[i].page != h))
+        i++;
+    if (!kinds[i].fn) {
+        kinds[i].fn = fn;
+        kinds[i].what = what;
+        kinds[i].page = h;
+    }
+    if (kinds[i].last && now - kinds[i].last < 60) {
+        kinds[i].skipped++;
+        say = false;
+    } else {
+        kinds[i].last = now;
+        *skipped = kinds[i].skipped;
+        kinds[i].skipped = 0;
+    }
+    pthread_mutex_unlock(&mu);
+    return say;
+}

@@ -771,6 +771,7 @@ HP_HANDLER(http_handler)
     T(hp_csrf_token(no) == NULL);
     T(hp_db(no) == NULL);
     T(hp_app(no) == NULL);
+    T(hp_app_at(no, 1) == NULL);
     T(hp_path_param(no, 0) == NULL);
     return HP_OK;
 }
@@ -870,7 +871,7 @@ def test_null_arguments_refused_and_logged_never_a_crash():
         for w in ("hp_puts", "hp_method", "hp_arg", "hp_body", "hp_alloc",
                   "hp_status", "hp_set_header", "hp_flush", "hp_json_body",
                   "hp_session_exists", "hp_csrf_token", "hp_db_from",
-                  "hp_app_at", "hp_path_param"):
+                  "hp_app", "hp_app_at", "hp_path_param"):
             check_in("%s: req is NULL (refused" % w, err, "log for req NULL")
         for w in ("hp_module_path", "hp_module_version", "hp_module_error"):
             check_in("%s: m is NULL (refused" % w, err, "log for m NULL")
