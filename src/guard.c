@@ -2966,7 +2966,7 @@ void hp_guard_tables_load(const char *cache_dir, const char *docroot)
     int fd = open(file, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno != ENOENT)
-            hp_log_error("warning: %s: %s; the quarantine starts empty", file,
+            hp_log_error("%s: %s; the quarantine starts empty", file,
                          strerror(errno));
         free(file);
         return;
@@ -3003,7 +3003,7 @@ void hp_guard_tables_load(const char *cache_dir, const char *docroot)
         table_unlock();
     }
     if (why)
-        hp_log_error("warning: %s: %s; ignored (the quarantine starts empty "
+        hp_log_error("%s: %s; ignored (the quarantine starts empty "
                      "and the file is replaced at its next change)",
                      file, why);
     else if (other)
@@ -3015,8 +3015,10 @@ void hp_guard_tables_load(const char *cache_dir, const char *docroot)
                     "%d module%s restored%s",
                     file, nq, nq == 1 ? "" : "s", ng, ng == 1 ? "" : "s",
                     dropped ? " (entries of deleted pages dropped)" : "");
-    /* What was read is what the file says: no write until a change. */
-    tables_saved_gen = atomic_load(&SHM->tables_gen);
+    /* What was read is what the file says: no write until a change, but
+     * for entries dropped as it was read, which the next turn writes out
+     * (else the page put back unchanged would find its entry again). */
+    tables_saved_gen = atomic_load(&SHM->tables_gen) - (dropped ? 1u : 0u);
     tables_saved_at = hp_now();
     free(text);
     free(file);
