@@ -1745,7 +1745,10 @@ static int compile_source(struct hp_compiler *c, const char *src,
     hp_buf_puts(&body, "\"\n");
     hp_buf_append(&body, text->p, text->len);
 
-    if (write_file(tmp_c, body.p, body.len) < 0) {
+    int wrote = write_file(tmp_c, body.p, body.len);
+    if (wrote < 0 && errno == ENOENT && hp_cache_subdir_restore(c->objdir) == 0)
+        wrote = write_file(tmp_c, body.p, body.len); /* the cache dir went */
+    if (wrote < 0) {
         *diag = hp_xasprintf("cannot write %s: %s", tmp_c, strerror(errno));
         goto out;
     }
@@ -1979,6 +1982,8 @@ static int compile_any(struct hp_compiler *c, const char *src, bool fast,
      */
     char *lock = hp_xasprintf("%s/%s.lock", c->objdir, key);
     int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0 && errno == ENOENT && hp_cache_subdir_restore(c->objdir) == 0)
+        lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600); /* removed */
     double waited_from = hp_now();
     rc = 0;
     if (lfd >= 0) {

@@ -277,6 +277,12 @@ bool hp_fid_eq(const struct hp_fid *a, const struct hp_fid *b);
 
 /* mkdir -p. Returns 0 or -1. */
 int hp_mkdirs(const char *path, mode_t mode);
+/* DIR, a directory directly in the cache dir (obj, run-PID) that a write
+ * found missing (ENOENT): the cache dir was removed under the running
+ * server (rm -rf, a tmp cleaner). Creates both again as start-up does
+ * (0700), logging one line for the cache dir; 0, or -1 with errno. The
+ * caller retries its write once. */
+int hp_cache_subdir_restore(const char *dir);
 
 /* ---- compiling pages (compile.c) --------------------------------------- */
 

@@ -256,7 +256,11 @@ static int load_copy(const char *so, const char *rundir, uint64_t id,
     if (!base)
         base = ""; /* never: silences a GCC 12 -O1 UBSan false positive */
     path = hp_xasprintf("%s/v%llu-%s", rundir, (unsigned long long)id, base);
-    if (copy_file(so, path) < 0) {
+    int copied = copy_file(so, path);
+    if (copied < 0 && errno == ENOENT && access(rundir, F_OK) < 0 &&
+        hp_cache_subdir_restore(rundir) == 0)
+        copied = copy_file(so, path); /* the cache dir was removed */
+    if (copied < 0) {
         *diag =
             hp_xasprintf("cannot copy %s to %s: %s", so, path, strerror(errno));
         free(path);

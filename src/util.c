@@ -384,6 +384,43 @@ int hp_mkdirs(const char *path, mode_t mode)
     return 0;
 }
 
+int hp_cache_subdir_restore(const char *dir)
+{
+    char cache[PATH_MAX];
+    const char *slash = strrchr(dir, '/');
+    size_t n = slash ? (size_t)(slash - dir) : 0;
+
+    if (n == 0 || n >= sizeof cache) {
+        errno = ENOENT;
+        return -1;
+    }
+    memcpy(cache, dir, n);
+    cache[n] = '\0';
+    /* mkdir's own answer, not a look first: of several threads or
+     * workers that find it gone, only the one that creates it logs. */
+    int made = mkdir(cache, 0700);
+    if (made < 0 && errno == ENOENT) /* its parents went too */
+        made = hp_mkdirs(cache, 0700);
+    if (made < 0 && errno != EEXIST) {
+        int e = errno;
+        hp_log_error("the cache directory %s was removed and cannot be "
+                     "created again: %s",
+                     cache, strerror(e));
+        errno = e;
+        return -1;
+    }
+    if (made == 0)
+        hp_log_error("the cache directory %s was removed; created it again",
+                     cache);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        int e = errno;
+        hp_log_error("cannot create %s again: %s", dir, strerror(e));
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
 /* Dead for certain: ESRCH, or a zombie (it exited and waits for its
  * parent, or init, to reap it: a worker killed with its supervisor lingers
  * so for a second or two). EPERM is a live process of another user. */

@@ -225,6 +225,24 @@ def test_cache_dir_inside_the_document_root():
         check_eq(s.get("/.cache/").status, 404, "the cache is not served")
 
 
+def test_cache_dir_removed_while_running():
+    """rm -rf of the cache dir under a running server (a tmp cleaner does
+    it to the /tmp default): the next edit is compiled and served, the
+    directories (obj, run-PID) are created again, with one log line. It
+    once answered 500 "cannot write .../obj/tmp-...c" until a restart."""
+    import shutil
+    with Server(files={"p.c": simple_page("one")}, dev=True) as s:
+        check_eq(s.get_ok("/p").text, "one", "first version")
+        shutil.rmtree(s.cache)
+        s.write("p.c", simple_page("two"))
+        check(wait_until(lambda: s.get("/p").text == "two", limit(5.0)),
+              "the edit after the removal is served: %s"
+              % short(s.get("/p").text))
+        check_in("the cache directory %s was removed; created it again"
+                 % s.cache, s.stderr())
+        check(os.path.isdir(os.path.join(s.cache, "obj")), "obj again")
+
+
 def test_compile_limits_flags_validated():
     """A bad value stops the server at start with exit status 2."""
     r = harness.run_hotpub(["serve", "--compile-timeout", "0", "."],
