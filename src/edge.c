@@ -758,6 +758,35 @@ size_t hp_edge_mhd_memory(const struct hp_config *cfg)
     return cfg->max_header + 4096;
 }
 
+#define HELD_SLACK 256 /* whitespace around values, alignment, rounding */
+#define HELD_RECORD 64 /* libmicrohttpd's record of a field (framing.h) */
+
+/* A field's line and record; a query argument's record (its text is the
+ * request target's, decoded in place). */
+static enum MHD_Result held_one(void *cls, enum MHD_ValueKind kind,
+                                const char *key, const char *value)
+{
+    size_t *n = cls;
+    *n += HELD_RECORD;
+    if (kind != MHD_GET_ARGUMENT_KIND)
+        *n += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+size_t hp_edge_request_held(struct MHD_Connection *conn, const char *target,
+                            const char *method, const char *version)
+{
+    size_t held = HELD_SLACK + strlen(target ? target : "") +
+                  strlen(method ? method : "") +
+                  strlen(version ? version : "") + 4;
+    MHD_get_connection_values(
+        conn,
+        (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND |
+                             MHD_COOKIE_KIND | MHD_FOOTER_KIND),
+        held_one, &held);
+    return held;
+}
+
 int hp_edge_start(const struct hp_config *cfg, hp_edge_refused_fn *refused)
 {
     struct rlimit rl;

@@ -1,6 +1,7 @@
 /*
  * edge.h - the request edge (edge.c): hotpub's own check of what a client
- * sends, before libmicrohttpd acts on it. server.c is its only user.
+ * sends, before libmicrohttpd acts on it. server.c is its user, and
+ * redirect.c for the plain-HTTP listener beside HTTPS.
  */
 #ifndef HP_EDGE_H
 #define HP_EDGE_H
@@ -38,6 +39,28 @@ int hp_edge_start(const struct hp_config *cfg, hp_edge_refused_fn *refused);
  * than fit (libmicrohttpd 0.9.75 hangs the connection when they overflow).
  */
 size_t hp_edge_mhd_memory(const struct hp_config *cfg);
+/*
+ * The response head's room. libmicrohttpd 0.9.75 writes a response's head
+ * (build_header_response) into what is left of the connection's memory
+ * once the request is read: the request line and head stay there, with a
+ * record of about 64 bytes for each field, query argument and trailer
+ * field. A head that does not fit is not sent at all: libmicrohttpd
+ * closes the connection, and the client sees nothing. It cannot be asked
+ * how much is left, so its users count what the request holds
+ * (hp_edge_request_held) and what the head will take (at most
+ * HP_EDGE_HEAD_FIXED and each field's "name: value\r\n"), and answer an
+ * error of their own instead of a head that would not fit.
+ */
+#define HP_EDGE_HEAD_FIXED                                                     \
+    160 /* status line <= 48 (the longest reason phrase), Date 38,             \
+           Connection <= 31, Content-Length <= 38 (Transfer-Encoding 28),      \
+           the empty line 2 */
+/* Bytes of the connection's memory a read request holds (target, method
+ * and version as libmicrohttpd gave them; NULL counts as ""): its line,
+ * its fields, query arguments and trailer fields with their records, and
+ * slack for alignment and rounding. On the connection's event loop. */
+size_t hp_edge_request_held(struct MHD_Connection *conn, const char *target,
+                            const char *method, const char *version);
 
 /* After libmicrohttpd has stopped: no connection is open any more. */
 void hp_edge_stop(void);

@@ -61,39 +61,20 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status,
 /*
  * The 308's head must fit in what the request left of libmicrohttpd's
  * connection memory: 0.9.75 writes it there and, when it does not fit,
- * closes the connection without a word (server.c's head_room says how;
- * the same reckoning here, with its constants). The Location is the
+ * closes the connection without a word (edge.h says how; the same
+ * reckoning as server.c's, hp_edge_request_held). The Location is the
  * target again, so hp_redirect_start gives the connection room for a
  * request as large as the edge lets through and a Location as long as
  * its target; head_fits is the check that the reckoning holds, answering
  * 414 rather than closing when it does not.
  */
-#define HEAD_FIXED 160 /* status line, Date, Connection, Content-Length */
-#define HEAD_SLACK 256 /* whitespace around values, alignment, rounding */
-#define HEAD_RECORD 64 /* libmicrohttpd's record of a field (framing.h) */
-
-static enum MHD_Result held_one(void *cls, enum MHD_ValueKind kind,
-                                const char *key, const char *value)
-{
-    size_t *n = cls;
-    *n += HEAD_RECORD;
-    if (kind != MHD_GET_ARGUMENT_KIND)
-        *n += strlen(key) + (value ? strlen(value) : 0) + 4;
-    return MHD_YES;
-}
-
 static bool head_fits(struct MHD_Connection *conn, const char *target,
                       const char *method, const char *version,
                       const char *location)
 {
-    size_t held =
-        HEAD_SLACK + strlen(target) + strlen(method) + strlen(version) + 4;
-    MHD_get_connection_values(
-        conn,
-        (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND |
-                             MHD_COOKIE_KIND | MHD_FOOTER_KIND),
-        held_one, &held);
-    size_t head = HEAD_FIXED + sizeof "Location: \r\n" - 1 + strlen(location) +
+    size_t held = hp_edge_request_held(conn, target, method, version);
+    size_t head = HP_EDGE_HEAD_FIXED + sizeof "Location: \r\n" - 1 +
+                  strlen(location) +
                   sizeof "Content-Type: text/plain; charset=utf-8\r\n" - 1;
     return held < R.memory && head <= R.memory - held;
 }

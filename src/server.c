@@ -597,51 +597,21 @@ static void inject_live_reload(hp_req *req)
 }
 
 /*
- * The response head's room. libmicrohttpd 0.9.75 writes a response's head
- * (build_header_response) into what is left of the connection's memory
- * (hp_edge_mhd_memory: --max-header + 4 KiB) once the request is read:
- * the request line and head stay there, with a record of about 64 bytes
- * for each field, query argument and trailer field. A head that does not
- * fit is not sent at all: libmicrohttpd closes the connection, and the
- * client sees nothing. It cannot be asked how much is left, so hotpub
- * counts what the request holds (head_room) and what the head will take
- * (response_head, fields_head), and answers a plain 500 instead of a
- * head that would not fit (head_too_big). The edge keeps 4 KiB of the
- * memory free of any request it lets through (framing.h), so a head of
- * about 3.5 KB always fits; after a short request, about --max-header.
+ * The response head's room (edge.h, HP_EDGE_HEAD_FIXED): hotpub counts
+ * what the request holds of libmicrohttpd's memory (head_room) and what
+ * the head will take (response_head, fields_head), and answers a plain
+ * 500 instead of a head that would not fit (head_too_big). The edge keeps
+ * 4 KiB of the memory free of any request it lets through (framing.h),
+ * so a head of about 3.5 KB always fits; after a short request, about
+ * --max-header.
  */
-#define HEAD_FIXED                                                             \
-    160                /* status line <= 48 (the longest reason phrase),       \
-                          Date 38, Connection <= 31, Content-Length <= 38      \
-                          (Transfer-Encoding 28), the empty line 2 */
-#define HEAD_SLACK 256 /* whitespace around values, alignment, rounding */
-#define HEAD_RECORD 64 /* libmicrohttpd's record of a field (framing.h) */
-
-/* A field's line and record; a query argument's record (its text is the
- * request target's, decoded in place). */
-static enum MHD_Result held_one(void *cls, enum MHD_ValueKind kind,
-                                const char *key, const char *value)
-{
-    size_t *n = cls;
-    *n += HEAD_RECORD;
-    if (kind != MHD_GET_ARGUMENT_KIND)
-        *n += strlen(key) + (value ? strlen(value) : 0) + 4;
-    return MHD_YES;
-}
-
 /* What libmicrohttpd's memory has left for the response's head: on the
  * connection's event loop, once the head (and any trailer) is read. */
 static size_t head_room(struct ctx *c)
 {
     size_t pool = hp_edge_mhd_memory(S.cfg);
-    size_t held = HEAD_SLACK + strlen(c->uri ? c->uri : "") +
-                  strlen(c->req.method ? c->req.method : "") +
-                  strlen(c->req.version ? c->req.version : "") + 4;
-    MHD_get_connection_values(
-        c->conn,
-        (enum MHD_ValueKind)(MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND |
-                             MHD_COOKIE_KIND | MHD_FOOTER_KIND),
-        held_one, &held);
+    size_t held = hp_edge_request_held(c->conn, c->uri, c->req.method,
+                                       c->req.version);
     return held < pool ? pool - held : 0;
 }
 
@@ -657,7 +627,7 @@ static enum MHD_Result head_one(void *cls, enum MHD_ValueKind kind,
 /* The head libmicrohttpd will write for r, at most. */
 static size_t response_head(struct MHD_Response *r)
 {
-    size_t n = HEAD_FIXED;
+    size_t n = HP_EDGE_HEAD_FIXED;
     MHD_get_response_headers(r, head_one, &n);
     return n;
 }
@@ -666,7 +636,7 @@ static size_t response_head(struct MHD_Response *r)
  * is made), with the Content-Type hotpub adds when it set none. */
 static size_t fields_head(const hp_req *req)
 {
-    size_t n = HEAD_FIXED;
+    size_t n = HP_EDGE_HEAD_FIXED;
     for (size_t i = 0; i < req->headers.n; i++)
         n += strlen(req->headers.v[i].name) + 2 +
              strlen(req->headers.v[i].value) + 2;

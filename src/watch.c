@@ -425,16 +425,39 @@ static void handle_event(struct hp_watch *w, const struct inotify_event *ev)
     free(path);
 }
 
+/* A settle window: a burst of events ends after `quiet` seconds without
+ * another, but at most `max` after its first (a file rewritten faster
+ * than the settle time must still go live). first == 0: no burst. */
+struct settle {
+    double quiet, max, first, deadline;
+};
+
+static struct settle settle_window(double quiet)
+{
+    return (struct settle){.quiet = quiet, .max = quiet * 5 < 0.5 ? 0.5
+                                                                  : quiet * 5};
+}
+
+/* Another event of the burst, now. */
+static void settle_event(struct settle *s)
+{
+    double t = hp_now();
+    if (!s->first)
+        s->first = t;
+    s->deadline = t + s->quiet;
+    if (s->deadline > s->first + s->max)
+        s->deadline = s->first + s->max;
+}
+
 static void *watch_main(void *arg)
 {
     struct hp_watch *w = arg;
     char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
-    double settle = w->cfg->settle_ms / 1000.0;
-    double deadline = 0, next_reval = 0, first = 0;
-    double max_wait = settle * 5 < 0.5 ? 0.5 : settle * 5;
-    double ssettle = settle > HP_STATIC_SETTLE_S ? settle : HP_STATIC_SETTLE_S;
-    double smax_wait = ssettle * 5 < 0.5 ? 0.5 : ssettle * 5;
-    double sdeadline = 0, sfirst = 0;
+    double settle = w->cfg->settle_ms / 1000.0, next_reval = 0;
+    /* pages' and templates' bursts; static files' (dev mode), apart */
+    struct settle pg = settle_window(settle);
+    struct settle st = settle_window(
+        settle > HP_STATIC_SETTLE_S ? settle : HP_STATIC_SETTLE_S);
     double reval = w->cfg->revalidate;
 
     if (w->ifd < 0 && reval <= 0)
@@ -446,9 +469,9 @@ static void *watch_main(void *arg)
                                 {.fd = w->ifd, .events = POLLIN}};
         double now = hp_now(), until = 1e9;
         if (w->npending)
-            until = deadline;
-        if (w->nstatics && sdeadline < until)
-            until = sdeadline;
+            until = pg.deadline;
+        if (w->nstatics && st.deadline < until)
+            until = st.deadline;
         if (reval > 0 && next_reval < until)
             until = next_reval;
         if (w->root_lost && w->root_check < until)
@@ -468,42 +491,29 @@ static void *watch_main(void *arg)
                 handle_event(w, ev);
                 p += sizeof *ev + ev->len;
             }
-            if (w->npending) {
-                /* Wait for quiet, but not forever: a file rewritten
-                 * faster than the settle time must still go live. */
-                double t = hp_now();
-                if (!first)
-                    first = t;
-                deadline = t + settle;
-                if (deadline > first + max_wait)
-                    deadline = first + max_wait;
-            }
-            if (w->static_hit && w->nstatics) {
-                double t = hp_now();
-                if (!sfirst)
-                    sfirst = t;
-                sdeadline = t + ssettle;
-                if (sdeadline > sfirst + smax_wait)
-                    sdeadline = sfirst + smax_wait;
-            }
+            if (w->npending)
+                settle_event(&pg);
+            if (w->static_hit && w->nstatics)
+                settle_event(&st);
             w->static_hit = false;
         }
         now = hp_now();
-        if (w->npending && now >= deadline && now < first + HP_WRITE_WAIT_S &&
-            writes_in_progress(w, now)) {
+        if (w->npending && now >= pg.deadline &&
+            now < pg.first + HP_WRITE_WAIT_S && writes_in_progress(w, now)) {
             /* A file of this burst is still being written: its close
              * (IN_CLOSE_WRITE) ends the wait. */
-            deadline = now + (settle > 0.01 ? settle : 0.01);
-        } else if (w->npending && now >= deadline) {
+            pg.deadline = now + (settle > 0.01 ? settle : 0.01);
+        } else if (w->npending && now >= pg.deadline) {
             flush(w);
-            first = 0;
+            pg.first = 0;
         }
-        if (w->nstatics && now >= sdeadline) {
-            if (now < sfirst + HP_WRITE_WAIT_S && static_writes_in_progress(w))
-                sdeadline = now + ssettle; /* its close ends the wait */
+        if (w->nstatics && now >= st.deadline) {
+            if (now < st.first + HP_WRITE_WAIT_S &&
+                static_writes_in_progress(w))
+                st.deadline = now + st.quiet; /* its close ends the wait */
             else {
                 static_flush(w);
-                sfirst = 0;
+                st.first = 0;
             }
         }
         if (w->root_lost && now >= w->root_check) {
