@@ -610,8 +610,8 @@ static void inject_live_reload(hp_req *req)
 static size_t head_room(struct ctx *c)
 {
     size_t pool = hp_edge_mhd_memory(S.cfg);
-    size_t held = hp_edge_request_held(c->conn, c->uri, c->req.method,
-                                       c->req.version);
+    size_t held =
+        hp_edge_request_held(c->conn, c->uri, c->req.method, c->req.version);
     return held < pool ? pool - held : 0;
 }
 

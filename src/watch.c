@@ -434,8 +434,8 @@ struct settle {
 
 static struct settle settle_window(double quiet)
 {
-    return (struct settle){.quiet = quiet, .max = quiet * 5 < 0.5 ? 0.5
-                                                                  : quiet * 5};
+    return (struct settle){.quiet = quiet,
+                           .max = quiet * 5 < 0.5 ? 0.5 : quiet * 5};
 }
 
 /* Another event of the burst, now. */
